@@ -1,0 +1,227 @@
+"""The tables of DESIGN §3.
+
+Instants are aware UTC, money is `Decimal` next to its account's currency, and the audit trail is
+append-only (the migration installs triggers that refuse UPDATE and DELETE on it). The servicing
+system remains the system of record for balances; these rows are what arrears decided and did.
+"""
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from arrears.storage.types import Money, UTCDateTime
+
+__all__ = [
+    "Borrower",
+    "ContactPoint",
+    "Account",
+    "AccountHold",
+    "Payment",
+    "Promise",
+    "Plan",
+    "Review",
+    "Referral",
+    "Message",
+    "BureauRecord",
+    "AuditEvent",
+    "CycleRun",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _instant(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _money(**kw: Any) -> Any:
+    return Field(sa_type=Money, **kw)
+
+
+class Borrower(SQLModel, table=True):
+    borrower_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    created_at: datetime = _instant(default_factory=utcnow)
+
+
+class ContactPoint(SQLModel, table=True):
+    """A way to reach a borrower. Opt-outs live here so they bind every account of the borrower."""
+
+    __tablename__ = "contact_point"  # type: ignore[assignment]
+    __table_args__ = (UniqueConstraint("borrower_id", "channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    borrower_id: str = Field(foreign_key="borrower.borrower_id", index=True, max_length=64)
+    channel: str = Field(default="sms", max_length=16)
+    address: str = Field(max_length=64)  # E.164 for phones
+    region: str | None = Field(default=None, max_length=8)  # ISO 3166 region of the number
+    is_primary: bool = True
+    valid: bool = True  # false once a provider reports the number invalid
+    verified: bool = True  # numbers found by skip tracing start unverified
+    source: str = Field(default="import", max_length=16)  # import | bureau | agent
+    failures: int = 0  # consecutive failed deliveries
+    opted_out_at: datetime | None = _instant(default=None)
+    created_at: datetime = _instant(default_factory=utcnow)
+
+
+class Account(SQLModel, table=True):
+    """One loan in collection. `stage` holds a Stage while open and an Exit once it left."""
+
+    __table_args__ = (Index("ix_account_stage", "stage"),)
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    borrower_id: str = Field(foreign_key="borrower.borrower_id", index=True, max_length=64)
+    jurisdiction: str = Field(max_length=8)
+    timezone: str = Field(max_length=64)
+    currency: str = Field(max_length=3)
+    balance: Decimal = _money()
+    installment_amount: Decimal = _money()
+    past_due_amount: Decimal = _money()
+    oldest_due_date: date | None = None
+    days_past_due: int = 0
+    bucket: str = Field(default="current", max_length=16)
+    stage: str = Field(default="reminder", max_length=24)
+    stage_since: datetime = _instant(default_factory=utcnow)
+    # Incremented on every stage entry: part of each outbox idempotency key, so a second
+    # delinquency (or a return to negotiation) gets its own reminders while a re-run gets none.
+    episode: int = 0
+    segment: str = Field(default="self_cure", max_length=16)
+    ability: float | None = None  # 0..1, from the bureau profile and the vehicle's equity
+    willingness: float | None = None  # 0..1, from replies, promises and payments after contact
+    broken_promises: int = 0
+    vin: str | None = Field(default=None, max_length=17)
+    vehicle_value: Decimal | None = _money(default=None)
+    apr: Decimal | None = _money(default=None)  # exact decimal, like money
+    updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class AccountHold(SQLModel, table=True):
+    """A hold stops collection until an explicit event lifts it (`lifted_at`)."""
+
+    __tablename__ = "account_hold"  # type: ignore[assignment]
+    __table_args__ = (Index("ix_hold_active", "account_id", "lifted_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", max_length=64)
+    kind: str = Field(max_length=24)
+    source: str = Field(default="import", max_length=16)  # import | webhook | agent
+    reason: str | None = None
+    placed_at: datetime = _instant(default_factory=utcnow)
+    lifted_at: datetime | None = _instant(default=None)
+
+
+class Payment(SQLModel, table=True):
+    payment_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    amount: Decimal = _money()
+    received_at: datetime = _instant()
+    applied_at: datetime | None = _instant(default=None, index=True)  # set by the cycle's refresh
+
+
+class Promise(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    amount: Decimal = _money()
+    due_date: date
+    status: str = Field(default="pending", max_length=16)  # pending | kept | broken
+    source: str = Field(default="agent", max_length=16)  # agent | reply
+    created_at: datetime = _instant(default_factory=utcnow)
+    resolved_at: datetime | None = _instant(default=None)
+
+
+class Plan(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    kind: str = Field(max_length=16)  # deferral | instalment
+    status: str = Field(default="offered", max_length=16)  # offered | active | completed | defaulted | declined
+    terms: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _instant(default_factory=utcnow)
+    updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class Review(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    opened_at: datetime = _instant(default_factory=utcnow)
+    cure_deadline: datetime | None = _instant(default=None)
+    decision: str | None = Field(default=None, max_length=16)
+    reviewer: str | None = None
+    reason: str | None = None
+    decided_at: datetime | None = _instant(default=None)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+
+
+class Referral(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    status: str = Field(default="draft", max_length=16)
+    filing_id: str | None = Field(default=None, max_length=64)
+    claim_amount: Decimal | None = _money(default=None)
+    opened_at: datetime = _instant(default_factory=utcnow)
+    updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """The outbox. A row is created once per idempotency key and then only changes status."""
+
+    __table_args__ = (Index("ix_message_due", "status", "not_before"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True, max_length=160)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    channel: str = Field(default="sms", max_length=16)
+    address: str = Field(max_length=64)
+    template: str = Field(max_length=64)
+    body: str
+    not_before: datetime = _instant()
+    status: str = Field(default="scheduled", max_length=16)
+    reason: str | None = None  # why it was deferred, blocked or failed: the rule that decided
+    provider: str | None = Field(default=None, max_length=32)
+    provider_id: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    created_at: datetime = _instant(default_factory=utcnow)
+    sent_at: datetime | None = _instant(default=None)
+
+
+class BureauRecord(SQLModel, table=True):
+    __tablename__ = "bureau_record"  # type: ignore[assignment]
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    kind: str = Field(max_length=16)  # pull | furnish
+    purpose: str | None = None  # FCRA 604(a)(3)(A) permissible purpose, recorded with each pull
+    score_band: str | None = Field(default=None, max_length=8)
+    income_estimate: Decimal | None = _money(default=None)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    at: datetime = _instant(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append only: every decision, transition and contact, with its reason."""
+
+    __tablename__ = "audit_event"  # type: ignore[assignment]
+    __table_args__ = (Index("ix_audit_account_at", "account_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str | None = Field(default=None, max_length=64)
+    at: datetime = _instant(default_factory=utcnow)
+    kind: str = Field(max_length=32)  # transition | segment | message | hold | payment | decision ...
+    detail: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    actor: str = Field(default="arrears", max_length=64)
+    cycle_id: int | None = Field(default=None, index=True)
+
+
+class CycleRun(SQLModel, table=True):
+    __tablename__ = "cycle_run"  # type: ignore[assignment]
+    id: int | None = Field(default=None, primary_key=True)
+    as_of: datetime = _instant()
+    business_date: date = Field(index=True)
+    started_at: datetime = _instant(default_factory=utcnow)
+    finished_at: datetime | None = _instant(default=None)
+    stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

@@ -1,0 +1,70 @@
+"""Runtime settings, from `ARREARS_*` environment variables and an optional `arrears.toml`.
+
+Built through the cached `get_settings()`, never at import time, so that importing a flow on a
+machine without configuration still works (STYLE.md).
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+__all__ = ["Settings", "get_settings", "default_home"]
+
+
+def default_home() -> Path:
+    """Where the embedded default keeps its SQLite database: `~/.arrears`, or `$ARREARS_HOME`."""
+    import os
+
+    return Path(os.environ.get("ARREARS_HOME", Path.home() / ".arrears")).expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARREARS_", toml_file="arrears.toml", extra="ignore")
+
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{default_home() / 'arrears.db'}",
+        description="SQLAlchemy URL; SQLite under ARREARS_HOME by default, PostgreSQL in production.",
+    )
+    lender_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA zone of the lender: the business date and the daily schedule follow it.",
+    )
+    cycle_cron: str = Field(default="0 9 * * *", description="When `arrears serve` runs the daily cycle.")
+    policy_file: Path | None = Field(default=None, description="TOML or JSON file overriding the default policy.")
+    sms_provider: str = Field(default="sandbox", description="Entry-point name of the SMS provider.")
+    sms_base_url: str | None = Field(
+        default=None,
+        description="Base URL of the SMS provider; unset with the sandbox provider, the cycle starts its own.",
+    )
+    shard_size: int = Field(default=5_000, ge=1, description="Accounts per advance shard.")
+    shard_workers: int = Field(default=2, ge=1, description="Shards advanced at once.")
+    dispatch_batch: int = Field(default=2_000, ge=1, description="Outbox rows per dispatch task.")
+    dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @field_validator("lender_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,98 @@
+"""Fixtures shared by the whole suite.
+
+Databases are real: SQLite files in a temporary folder and, when `ARREARS_TEST_POSTGRES_URL`
+names a server (`.ci/run` starts one), PostgreSQL databases cloned from a migrated template.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from arrears.settings import get_settings
+from arrears.storage import get_engine, migrate
+
+POSTGRES_URL = os.environ.get("ARREARS_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reads or writes the user's ~/.arrears or arrears.toml."""
+    monkeypatch.setenv("ARREARS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ARREARS_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'arrears.db'}"
+
+
+@pytest.fixture(scope="session")
+def _postgres_template() -> Iterator[str]:
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: ARREARS_TEST_POSTGRES_URL is not set")
+        pytest.skip("ARREARS_TEST_POSTGRES_URL is not set")
+    admin = create_engine(_psycopg(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    template = f"arrears_tpl_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{template}"'))
+    engine = create_engine(_with_database(POSTGRES_URL, template))
+    migrate(engine)
+    engine.dispose()
+    yield template
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(_postgres_template: str) -> Iterator[str]:
+    assert POSTGRES_URL
+    admin = create_engine(_psycopg(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"arrears_t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_postgres_template}"'))
+    url = _with_database(POSTGRES_URL, name)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Storage and cycle tests run on both databases we support."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    engine = get_engine(db_url)
+    migrate(engine)
+    return engine
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Engine:
+    engine = get_engine(sqlite_url)
+    migrate(engine)
+    return engine
+
+
+def _psycopg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
