@@ -84,9 +84,11 @@ class Account(SQLModel, table=True):
     installment_amount: Decimal = _money()
     past_due_amount: Decimal = _money()
     oldest_due_date: date | None = None
+    next_due_date: date | None = None  # for the courtesy reminder before a due date
     days_past_due: int = 0
     bucket: str = Field(default="current", max_length=16)
-    stage: str = Field(default="reminder", max_length=24)
+    # A new account starts as `cured` (not delinquent); its first delinquency enters `reminder`.
+    stage: str = Field(default="cured", max_length=24)
     stage_since: datetime = _instant(default_factory=utcnow)
     # Incremented on every stage entry: part of each outbox idempotency key, so a second
     # delinquency (or a return to negotiation) gets its own reminders while a re-run gets none.

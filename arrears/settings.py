@@ -32,6 +32,7 @@ class Settings(BaseSettings):
         default="Asia/Shanghai",
         description="IANA zone of the lender: the business date and the daily schedule follow it.",
     )
+    lender_name: str = Field(default="Arrears Auto Finance", description="How every message identifies the lender.")
     cycle_cron: str = Field(default="0 9 * * *", description="When `arrears serve` runs the daily cycle.")
     policy_file: Path | None = Field(default=None, description="TOML or JSON file overriding the default policy.")
     sms_provider: str = Field(default="sandbox", description="Entry-point name of the SMS provider.")

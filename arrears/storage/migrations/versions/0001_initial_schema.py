@@ -64,6 +64,7 @@ def upgrade() -> None:
     sa.Column('installment_amount', arrears.storage.types.Money(precision=19, scale=4), nullable=False),
     sa.Column('past_due_amount', arrears.storage.types.Money(precision=19, scale=4), nullable=False),
     sa.Column('oldest_due_date', sa.Date(), nullable=True),
+    sa.Column('next_due_date', sa.Date(), nullable=True),
     sa.Column('days_past_due', sa.Integer(), nullable=False),
     sa.Column('bucket', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('stage', sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),

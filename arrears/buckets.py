@@ -1,0 +1,22 @@
+"""Days-past-due buckets: the 30-day steps that lenders, bureaus (Metro 2) and reports share."""
+
+__all__ = ["BUCKETS", "bucket_of"]
+
+# (label, lowest days past due), ascending; a bucket runs up to the next one's lowest day.
+BUCKETS: tuple[tuple[str, int], ...] = (
+    ("current", 0),
+    ("1-29", 1),
+    ("30-59", 30),
+    ("60-89", 60),
+    ("90-119", 90),
+    ("120-179", 120),
+    ("180+", 180),
+)
+
+
+def bucket_of(days_past_due: int) -> str:
+    label = BUCKETS[0][0]
+    for name, lowest in BUCKETS:
+        if days_past_due >= lowest:
+            label = name
+    return label

@@ -1,0 +1,26 @@
+"""Instants and business dates. The cycle runs "as of" one instant, so any day can be replayed."""
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+__all__ = ["parse_instant", "business_date", "utc"]
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant with an offset (`Z` accepted); a naive time is ambiguous and refused."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 instant, e.g. 2026-12-01T09:00:00+08:00") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset; write e.g. {text}+08:00 or {text}Z")
+    return value.astimezone(UTC)
+
+
+def business_date(instant: datetime, lender_timezone: str) -> date:
+    """The lender's calendar day at `instant`: what days past due are counted against."""
+    return instant.astimezone(ZoneInfo(lender_timezone)).date()
+
+
+def utc(instant: datetime) -> datetime:
+    return instant.astimezone(UTC)

@@ -1,0 +1,274 @@
+"""The lifecycle rules: one pure function, `advance`, decides what happens to an account today.
+
+It takes an account view, the facts gathered for it, the policy and the instant, and returns a
+`Decision`: the stage steps taken (each with its reason), the segment, and the messages to put
+in the outbox. It reads no clock, no database and no provider, so the same inputs always give
+the same decision and a day can be replayed from stored facts.
+
+Invariants the tests hold it to:
+- a collection hold (dispute, bankruptcy, deceased, military, breathing space) freezes the
+  account: no step into a stage and no message; only the facts of payment (cure, payoff) move it;
+- a contact hold (cease_contact, sms_opt_out) lets the stage move but every message it would
+  send is recorded as blocked with the hold as its reason, never sent;
+- a stage never moves backward except by a cure or a reviewer's decision.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from arrears.compliance import next_allowed_instant
+from arrears.compliance.hours import window_label
+from arrears.jurisdictions import profile
+from arrears.policy import Policy
+from arrears.segmentation import segment_of
+from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
+
+__all__ = ["AccountView", "Facts", "PlanFact", "Outgoing", "Step", "Decision", "advance", "is_open"]
+
+_TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})
+_HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
+_RETURNED = "reviewer returned to negotiation"
+
+
+def is_open(stage: str) -> bool:
+    """An account is in the lifecycle while its stage is a Stage rather than an Exit."""
+    return stage in Stage.__members__.values()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What the rules need of an account row."""
+
+    account_id: str
+    stage: str
+    stage_since: datetime
+    episode: int
+    days_past_due: int
+    past_due_amount: Decimal
+    balance: Decimal
+    jurisdiction: str
+    timezone: str
+    next_due_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFact:
+    status: str  # offered | active | completed | defaulted | declined
+    since: date
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything else known about the account on the business date."""
+
+    business_date: date
+    holds: frozenset[Hold] = frozenset()
+    reachable: bool = True  # a valid SMS contact point exists
+    opted_out: bool = False  # the number we would use has opted out of SMS
+    ability: float | None = None
+    willingness: float | None = None
+    broken_promises: int = 0  # in the current delinquency
+    promise_pending: bool = False
+    promise_broken_in_stage: bool = False
+    plan: PlanFact | None = None
+    review_decision: DecisionKind | None = None  # decided since the account entered its stage
+    returned_from_review: date | None = None  # when a reviewer last sent it back to negotiation
+    referral_status: str | None = None  # court status of an open referral
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    from_stage: str
+    to_stage: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message the decision puts in the outbox; `key` makes it once-only."""
+
+    key: str
+    template: str
+    not_before: datetime
+    blocked: str | None = None  # the rule that forbids it; stored, never sent
+    deferred: str | None = None  # the rule that moved it later
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    account_id: str
+    stage: str
+    episode: int
+    segment: Segment
+    steps: tuple[Step, ...] = ()
+    messages: tuple[Outgoing, ...] = ()
+    held_by: tuple[Hold, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+
+def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -> Decision:
+    """Decide today's steps and messages for one account."""
+    segment = segment_of(
+        reachable=facts.reachable, ability=facts.ability, willingness=facts.willingness, policy=policy.segmentation
+    )
+    collection_holds = tuple(sorted(h for h in facts.holds if h.scope is HoldScope.COLLECTION))
+
+    steps: list[Step] = []
+    stage = account.stage
+    for target, reason in _walk(account, facts, policy, segment, frozen=bool(collection_holds)):
+        steps.append(Step(stage, target, reason))
+        stage = target
+    episode = account.episode + sum(1 for s in steps if is_open(s.to_stage))
+
+    messages: tuple[Outgoing, ...] = ()
+    if not collection_holds and segment is not Segment.UNREACHABLE:
+        stage_since = facts.business_date if steps else _local_date(account.stage_since, account.timezone)
+        messages = tuple(_messages(account, facts, policy, segment, stage, episode, stage_since, now))
+    return Decision(account.account_id, stage, episode, segment, tuple(steps), messages, collection_holds)
+
+
+def _walk(
+    account: AccountView, facts: Facts, policy: Policy, segment: Segment, *, frozen: bool
+) -> Iterator[tuple[str, str]]:
+    """The stage steps of today, in order; an account may skip forward through several."""
+    stage = account.stage
+    dpd = account.days_past_due
+    # Exits first: they record facts of payment and apply even under a hold.
+    if stage not in _TERMINAL and account.balance <= 0:
+        yield Exit.PAID_OFF, "balance paid in full"
+        return
+    if is_open(stage) and account.past_due_amount <= 0:
+        yield Exit.CURED, "past due cleared"
+        return
+    if stage in _TERMINAL or frozen:
+        return
+    if facts.referral_status == "settled" and stage == Stage.LEGAL_REFERRAL:
+        yield Exit.SETTLED, "settled in court"
+        return
+    if facts.referral_status == "judgment" and stage == Stage.LEGAL_REFERRAL:
+        yield Exit.CLOSED, "judgment entered"
+        return
+    if stage == Exit.CURED:
+        if dpd <= 0:
+            return
+        stage = Stage.REMINDER
+        yield stage, f"delinquent: {dpd} days past due"
+    charge_off = policy.exits.charge_off_dpd
+    if charge_off is not None and dpd >= charge_off and stage not in (Stage.REPOSSESSION_REVIEW, Stage.LEGAL_REFERRAL):
+        yield Exit.CHARGED_OFF, f"{dpd} days past due, at or beyond charge-off at {charge_off}"
+        return
+    visited = {stage}
+    while (nxt := _next(stage, account, facts, policy, segment)) is not None and nxt[0] not in visited:
+        stage = nxt[0]
+        visited.add(stage)
+        yield nxt
+        if not is_open(stage) or nxt[1] == _RETURNED:
+            return  # a reviewer's return is the day's last word
+
+
+def _next(stage: str, account: AccountView, facts: Facts, policy: Policy, segment: Segment) -> tuple[str, str] | None:
+    dpd = account.days_past_due
+    neg = policy.negotiation
+    plan = facts.plan.status if facts.plan else None
+    match stage:
+        case Stage.REMINDER:
+            if dpd >= neg.enter_dpd:
+                return Stage.NEGOTIATION, f"{dpd} days past due"
+            if facts.promise_broken_in_stage:
+                return Stage.NEGOTIATION, "promise to pay broken"
+        case Stage.NEGOTIATION:
+            if segment is Segment.HARDSHIP and plan not in ("declined", "defaulted"):
+                return Stage.RESTRUCTURING, "hardship: willing but unable to pay"
+            if segment is Segment.STRATEGIC and facts.broken_promises >= neg.strategic_broken_promises:
+                return Stage.REPOSSESSION_REVIEW, f"strategic: {facts.broken_promises} promises broken"
+            returned = facts.returned_from_review
+            in_grace = returned is not None and (facts.business_date - returned).days < neg.return_grace_days
+            if plan != "active" and not in_grace:
+                threshold = neg.strategic_review_dpd if segment is Segment.STRATEGIC else neg.review_dpd
+                if dpd >= threshold:
+                    who = "strategic: " if segment is Segment.STRATEGIC else ""
+                    return Stage.REPOSSESSION_REVIEW, f"{who}{dpd} days past due without a working plan"
+        case Stage.RESTRUCTURING:
+            if plan == "completed":
+                return Exit.CURED, "plan completed"
+            if plan in ("declined", "defaulted"):
+                return Stage.REPOSSESSION_REVIEW, f"plan {plan}"
+            if (
+                plan == "offered"
+                and facts.plan is not None
+                and (facts.business_date - facts.plan.since).days >= policy.restructuring.offer_expiry_days
+            ):
+                return Stage.REPOSSESSION_REVIEW, "offer unanswered, counted as declined"
+        case Stage.REPOSSESSION_REVIEW:
+            if facts.review_decision is DecisionKind.LEGAL:
+                return Stage.LEGAL_REFERRAL, "reviewer referred to legal"
+            if facts.review_decision is DecisionKind.NEGOTIATE:
+                return Stage.NEGOTIATION, _RETURNED
+    return None
+
+
+def _messages(
+    account: AccountView,
+    facts: Facts,
+    policy: Policy,
+    segment: Segment,
+    stage: str,
+    episode: int,
+    stage_since: date,
+    now: datetime,
+) -> Iterator[Outgoing]:
+    """The messages of the stage the account ends the day in, each keyed once per episode."""
+    base = f"{account.account_id}:{stage}:{episode}"
+    match stage:
+        case Stage.REMINDER if not facts.promise_pending:
+            due = [d for d in policy.reminder.cadence_days if d <= account.days_past_due]
+            if due:
+                yield _outgoing(f"{base}:day-{due[-1]}", "reminder", account, facts, policy, now)
+        case Stage.NEGOTIATION if not facts.promise_pending:
+            week = (facts.business_date - stage_since).days // policy.negotiation.cadence_days
+            yield _outgoing(f"{base}:ask-{week}", "negotiation", account, facts, policy, now)
+        case Stage.RESTRUCTURING if facts.plan is None:
+            yield _outgoing(f"{base}:offer", "restructuring_offer", account, facts, policy, now)
+        case Exit.CURED:
+            days_before = policy.reminder.courtesy_days_before_due
+            high_risk = segment in _HIGH_RISK or account.episode > 0
+            if (
+                days_before is not None
+                and high_risk
+                and account.next_due_date is not None
+                and (account.next_due_date - facts.business_date).days == days_before
+            ):
+                yield _outgoing(
+                    f"{account.account_id}:courtesy:{account.next_due_date.isoformat()}",
+                    "courtesy", account, facts, policy, now,
+                )
+
+
+def _outgoing(key: str, template: str, account: AccountView, facts: Facts, policy: Policy, now: datetime) -> Outgoing:
+    blocked = _blocked(template, facts, policy)
+    prof = profile(account.jurisdiction)
+    not_before = next_allowed_instant(now, account.timezone, prof)
+    deferred = None if not_before <= now else f"outside contact hours ({window_label(prof)})"
+    return Outgoing(key, template, not_before, blocked=blocked, deferred=None if blocked else deferred)
+
+
+def _blocked(template: str, facts: Facts, policy: Policy) -> str | None:
+    for hold in sorted(facts.holds):
+        if hold.scope in (HoldScope.CONTACT, HoldScope.SMS):
+            return f"hold:{hold}"
+    if facts.opted_out:
+        return "opt_out"
+    if template not in policy.approved_templates:
+        return f"template not approved: {template}"
+    return None
+
+
+def _local_date(instant: datetime, timezone: str) -> date:
+    from zoneinfo import ZoneInfo
+
+    return instant.astimezone(ZoneInfo(timezone)).date() if instant.tzinfo else instant.replace(tzinfo=UTC).date()

@@ -1,0 +1,67 @@
+"""Message templates: Jinja2 catalogues per locale, rendered once when a message is decided.
+
+The rendered body is stored in the outbox, so the audit trail shows exactly what the borrower
+read. Locale follows the jurisdiction (zh-CN for CN, English elsewhere); the lender's name opens
+every message because the institution must identify itself (CBA 2026 guideline), and US
+messages carry the opt-out instruction (Reg F 1006.6(e)).
+"""
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+
+from arrears.jurisdictions import profile
+
+__all__ = ["MessageContext", "render", "locale_for", "format_money"]
+
+_SYMBOLS = {"CNY": "¥", "USD": "$", "GBP": "£", "EUR": "€"}
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    lender: str
+    borrower_name: str
+    jurisdiction: str
+    currency: str
+    past_due_amount: Decimal
+    installment_amount: Decimal
+    days_past_due: int
+    next_due_date: date | None = None
+
+
+def locale_for(jurisdiction: str) -> str:
+    return "zh-CN" if jurisdiction == "CN" else "en"
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    return f"{_SYMBOLS.get(currency, currency + ' ')}{amount:,.2f}"
+
+
+def render(template: str, ctx: MessageContext) -> str:
+    """The text the borrower reads; raises if the template needs a value the context lacks."""
+    prof = profile(ctx.jurisdiction)
+    locale = locale_for(ctx.jurisdiction)
+    first_name = ctx.borrower_name if locale == "zh-CN" else ctx.borrower_name.split()[0]
+    return _template(locale, template).render(
+        lender=ctx.lender,
+        name=first_name,
+        amount=format_money(ctx.past_due_amount, ctx.currency),
+        installment=format_money(ctx.installment_amount, ctx.currency),
+        days=ctx.days_past_due,
+        due_date=ctx.next_due_date.isoformat() if ctx.next_due_date else "",
+        opt_out=prof.sms_opt_out_required,
+    ).strip()
+
+
+@cache
+def _template(locale: str, name: str) -> Template:
+    return _environment().get_template(f"{locale}/{name}.j2")
+
+
+@cache
+def _environment() -> Environment:
+    # Plain text, not HTML: autoescape would turn "&" in a lender's name into "&amp;".
+    return Environment(loader=PackageLoader("arrears", "templates"), undefined=StrictUndefined, autoescape=False)

@@ -1,0 +1,45 @@
+"""How a payment changes what is owed, until the servicing system's next file says otherwise.
+
+The servicer remains the system of record; arrears applies payments it is told of so that a cure
+is seen the same day. Money pays the oldest instalment first, so the oldest due date moves
+forward by each instalment the payment clears in full.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_CEILING, Decimal
+
+import pendulum
+
+__all__ = ["Owed", "apply_payment"]
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    balance: Decimal
+    past_due_amount: Decimal
+    installment_amount: Decimal
+    oldest_due_date: date | None
+
+
+def apply_payment(owed: Owed, amount: Decimal) -> Owed:
+    if amount <= 0:
+        return owed
+    balance = max(Decimal(0), owed.balance - amount)
+    past_due = max(Decimal(0), owed.past_due_amount - amount)
+    oldest = owed.oldest_due_date
+    if past_due == 0:
+        oldest = None
+    elif oldest is not None and owed.installment_amount > 0:
+        cleared = _instalments(owed.past_due_amount, owed.installment_amount) - _instalments(
+            past_due, owed.installment_amount
+        )
+        if cleared > 0:
+            oldest = pendulum.Date(oldest.year, oldest.month, oldest.day).add(months=cleared)
+            oldest = date(oldest.year, oldest.month, oldest.day)
+    return Owed(balance, past_due, owed.installment_amount, oldest)
+
+
+def _instalments(amount: Decimal, installment: Decimal) -> int:
+    """Instalments still (partly) unpaid in `amount`."""
+    return int((amount / installment).to_integral_value(rounding=ROUND_CEILING))

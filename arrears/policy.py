@@ -1,0 +1,106 @@
+"""The collection policy: every number of DESIGN §2's table, overridable by a policy file.
+
+A lender's policy file (TOML or JSON) names only what it changes; everything else keeps the
+default below. Policy is plain data handed to the pure rules, so a decision can be replayed
+under the policy that made it.
+"""
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Policy", "PolicyError", "load_policy", "DEFAULT_POLICY"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reminder(_Section):
+    cadence_days: tuple[int, ...] = Field(default=(1, 5, 10), description="Days past due on which to remind.")
+    courtesy_days_before_due: int | None = Field(
+        default=3, description="Courtesy reminder this many days before the due date, for high-risk accounts."
+    )
+
+
+class Negotiation(_Section):
+    enter_dpd: int = Field(default=16, description="Days past due at which reminders give way to negotiation.")
+    cadence_days: int = Field(default=7, description="Days between requests for a promise while none is pending.")
+    review_dpd: int = Field(default=60, description="Days past due without a working plan that send to review.")
+    strategic_review_dpd: int = Field(default=45, description="The same threshold for strategic defaulters.")
+    strategic_broken_promises: int = Field(default=2, description="Broken promises that send a strategic defaulter to review.")
+    return_grace_days: int = Field(
+        default=30, description="After a reviewer returns an account to negotiation, days before days past due escalate it again."
+    )
+
+
+class Restructuring(_Section):
+    offer_expiry_days: int = Field(default=14, description="An offer unanswered this long counts as declined.")
+
+
+class Segmentation(_Section):
+    ability_threshold: float = Field(default=0.5, ge=0, le=1)
+    willingness_threshold: float = Field(default=0.5, ge=0, le=1)
+    default_ability: float = Field(default=0.5, ge=0, le=1, description="Assumed before any bureau pull.")
+    default_willingness: float = Field(default=0.5, ge=0, le=1, description="Assumed before any contact.")
+    unreachable_after_failures: int = Field(default=3, description="Consecutive failed deliveries that mark a number unreachable.")
+
+
+class Exits(_Section):
+    charge_off_dpd: int | None = Field(default=180, description="Days past due at which an account outside review or legal is charged off.")
+
+
+class Policy(_Section):
+    reminder: Reminder = Reminder()
+    negotiation: Negotiation = Negotiation()
+    restructuring: Restructuring = Restructuring()
+    segmentation: Segmentation = Segmentation()
+    exits: Exits = Exits()
+    approved_templates: frozenset[str] = Field(
+        default=frozenset({"courtesy", "reminder", "negotiation", "restructuring_offer"}),
+        description="Only these templates may be sent.",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Policy":
+        if any(d < 1 for d in self.reminder.cadence_days) or list(self.reminder.cadence_days) != sorted(
+            set(self.reminder.cadence_days)
+        ):
+            raise ValueError("reminder.cadence_days must be increasing days past due, each at least 1")
+        if not 1 <= self.negotiation.enter_dpd <= self.negotiation.review_dpd:
+            raise ValueError("negotiation.enter_dpd must lie between 1 and negotiation.review_dpd")
+        return self
+
+
+DEFAULT_POLICY = Policy()
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be read or breaks a rule; the message names the key."""
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The default policy with `path`'s values laid over it."""
+    if path is None:
+        return DEFAULT_POLICY
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        overrides: dict[str, Any] = json.loads(text) if Path(path).suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as error:
+        raise PolicyError(f"cannot read policy file {path}: {error}") from error
+    try:
+        return Policy.model_validate(_merge(DEFAULT_POLICY.model_dump(), overrides))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise PolicyError(f"policy file {path}: {where}: {first['msg']}") from error
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
