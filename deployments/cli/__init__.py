@@ -10,6 +10,7 @@ from deployments.cli._common import CliError, app, console_err
 
 # Importing a command module registers its commands on `app`.
 # Command modules register themselves on `app` when imported below.
+from deployments.cli import importing  # noqa: F401  (arrears import accounts|payments)
 
 __all__ = ["app", "main"]
 
@@ -18,5 +19,5 @@ def main() -> None:
     try:
         app()
     except CliError as error:
-        console_err.print(f"[red]error:[/red] {error}", highlight=False)
+        console_err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

@@ -1,0 +1,528 @@
+"""Storing checked import rows: accounts upserted by account_id, payments inserted once.
+
+Balances, dates, contact points and import holds belong to the servicing system; lifecycle state
+(stage and since when, episode, segment, ability, willingness, broken promises, days past due)
+belongs to the cycle, and an import never writes it on a stored account. Every write compares
+with what is stored first, so importing the same file twice changes nothing: no row updated, no
+audit event, no hold.
+
+`upsert_accounts` and `insert_payments` take the caller's connection and do not commit. They read
+what exists with one query per table for the whole chunk and write in bulk with SQLAlchemy Core.
+`run_import` streams a file through them, one transaction per chunk, so memory stays bounded and
+a failure loses at most the chunk it happened in.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
+
+from arrears.importing import (
+    CURRENCY_MINOR_UNITS,
+    AccountRow,
+    Checked,
+    Kind,
+    PaymentRow,
+    Rejection,
+    RejectsWriter,
+    Source,
+    check_accounts,
+    check_payments,
+    fits_currency,
+    rejects_path,
+)
+from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
+from arrears.vocabulary import Channel
+
+__all__ = [
+    "CHUNK_SIZE",
+    "SERVICING_COLUMNS",
+    "AccountCounts",
+    "PaymentCounts",
+    "ImportSummary",
+    "upsert_accounts",
+    "insert_payments",
+    "run_import",
+]
+
+CHUNK_SIZE = 2_000
+# The account columns the servicing system owns; everything else on the row is the cycle's.
+SERVICING_COLUMNS = (
+    "borrower_id",
+    "jurisdiction",
+    "timezone",
+    "currency",
+    "balance",
+    "installment_amount",
+    "past_due_amount",
+    "oldest_due_date",
+    "next_due_date",
+    "vin",
+    "vehicle_value",
+    "apr",
+)
+_KEPT_WHEN_ABSENT = ("vin", "vehicle_value", "apr", "next_due_date")
+_SOURCE = "import"
+_ACTOR = "import"
+
+
+def _t(model: type[SQLModel]) -> Any:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+account = _t(Account)
+borrower = _t(Borrower)
+contact = _t(ContactPoint)
+hold = _t(AccountHold)
+audit = _t(AuditEvent)
+payment = _t(Payment)
+
+
+def _defaults(model: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """The model's own defaults: rows written in bulk start as rows made through the ORM would."""
+    found = {
+        name: info.get_default(call_default_factory=True)
+        for name, info in model.model_fields.items()
+        if not info.is_required() and name != "id"
+    }
+    return found | values
+
+
+@dataclass
+class _Counts:
+    def add(self, other: "_Counts") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class AccountCounts(_Counts):
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    contacts_added: int = 0
+    contacts_changed: int = 0  # made primary, or no longer primary
+    holds_placed: int = 0
+    holds_lifted: int = 0
+
+
+@dataclass
+class PaymentCounts(_Counts):
+    inserted: int = 0
+    already_stored: int = 0  # the same payment again: stored before, or earlier in this file
+
+
+@dataclass
+class ImportSummary:
+    kind: Kind
+    file: Path
+    format: str
+    counts: AccountCounts | PaymentCounts
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejects_file: Path | None = None
+    first_rejections: list[Rejection] = field(default_factory=list)  # a sample for people to read
+    ignored_columns: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "file": str(self.file),
+            "format": self.format,
+            "read": self.read,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejects_file": str(self.rejects_file) if self.rejects_file else None,
+            "ignored_columns": list(self.ignored_columns),
+            **asdict(self.counts),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Accounts
+
+
+def upsert_accounts(
+    rows: Sequence[AccountRow], *, connection: Connection, now: datetime, origin: str = "import"
+) -> AccountCounts:
+    """Create or update accounts with their borrower, contact points and import holds.
+
+    `origin` (the file's name) is recorded with each hold and its audit event. Rows must have
+    distinct account ids (`check_accounts` sees to it); if not, the last one wins.
+    """
+    counts = AccountCounts()
+    latest = list({row.account_id: row for row in rows}.values())
+    if not latest:
+        return counts
+    stored = {
+        r.account_id: r
+        for r in connection.execute(
+            select(account.c.account_id, *(account.c[name] for name in SERVICING_COLUMNS)).where(
+                account.c.account_id.in_([row.account_id for row in latest])
+            )
+        )
+    }
+    borrower_of = {
+        row.account_id: stored[row.account_id].borrower_id
+        if row.borrower_defaulted and row.account_id in stored
+        else row.borrower_id
+        for row in latest
+    }
+    _upsert_borrowers(connection, latest, borrower_of, now)
+    _sync_contact_points(connection, latest, borrower_of, now, counts)
+    _upsert_account_rows(connection, latest, borrower_of, stored, now, counts)
+    _sync_holds(connection, latest, now, origin, counts)
+    return counts
+
+
+def _upsert_borrowers(
+    connection: Connection, rows: list[AccountRow], borrower_of: dict[str, str], now: datetime
+) -> None:
+    names = {borrower_of[row.account_id]: row.borrower_name for row in rows}
+    stored: dict[str, str] = dict(
+        connection.execute(
+            select(borrower.c.borrower_id, borrower.c.name).where(borrower.c.borrower_id.in_(list(names)))
+        ).all()
+    )
+    new = [
+        _defaults(Borrower, borrower_id=b, name=n, created_at=now)
+        for b, n in names.items()
+        if b not in stored
+    ]
+    renamed = [{"key": b, "name": n} for b, n in names.items() if b in stored and stored[b] != n]
+    if new:
+        connection.execute(borrower.insert(), new)
+    if renamed:
+        connection.execute(
+            update(borrower).where(borrower.c.borrower_id == bindparam("key")).values(name=bindparam("name")),
+            renamed,
+        )
+
+
+def _sync_contact_points(
+    connection: Connection,
+    rows: list[AccountRow],
+    borrower_of: dict[str, str],
+    now: datetime,
+    counts: AccountCounts,
+) -> None:
+    """The file's phone becomes the borrower's one primary SMS number; its alt phone is added.
+
+    Numbers are never deleted or rewritten: validity, failures and opt-outs stay on them, and an
+    old primary number the file no longer names stays as a secondary one.
+    """
+    primary: dict[str, tuple[str, str | None]] = {}
+    alternates: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for row in rows:
+        key = borrower_of[row.account_id]
+        primary[key] = (row.phone, row.phone_region)
+        if row.alt_phone:
+            alternates[key][row.alt_phone] = row.alt_phone_region
+    stored: dict[str, dict[str, tuple[int, bool]]] = defaultdict(dict)
+    for r in connection.execute(
+        select(contact.c.id, contact.c.borrower_id, contact.c.address, contact.c.is_primary).where(
+            contact.c.borrower_id.in_(list(primary)), contact.c.channel == Channel.SMS.value
+        )
+    ):
+        stored[r.borrower_id][r.address] = (r.id, r.is_primary)
+    base = _defaults(ContactPoint, channel=Channel.SMS.value, source=_SOURCE, created_at=now)
+    new: list[dict[str, Any]] = []
+    flips: list[dict[str, Any]] = []
+    for key, (phone, region) in primary.items():
+        have = stored.get(key, {})
+        flips += [
+            {"key": id_, "primary": address == phone}
+            for address, (id_, is_primary) in have.items()
+            if is_primary != (address == phone)
+        ]
+        if phone not in have:
+            new.append(base | {"borrower_id": key, "address": phone, "region": region, "is_primary": True})
+        new += [
+            base | {"borrower_id": key, "address": alt, "region": alt_region, "is_primary": False}
+            for alt, alt_region in alternates.get(key, {}).items()
+            if alt not in have and alt != phone
+        ]
+    if new:
+        connection.execute(contact.insert(), new)
+    if flips:
+        connection.execute(
+            update(contact).where(contact.c.id == bindparam("key")).values(is_primary=bindparam("primary")),
+            flips,
+        )
+    counts.contacts_added += len(new)
+    counts.contacts_changed += len(flips)
+
+
+def _upsert_account_rows(
+    connection: Connection,
+    rows: list[AccountRow],
+    borrower_of: dict[str, str],
+    stored: dict[str, Any],
+    now: datetime,
+    counts: AccountCounts,
+) -> None:
+    base = _defaults(Account, stage_since=now, updated_at=now)
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for row in rows:
+        before = stored.get(row.account_id)
+        values = {name: getattr(row, name) for name in SERVICING_COLUMNS} | {
+            "borrower_id": borrower_of[row.account_id]
+        }
+        for name in _KEPT_WHEN_ABSENT:
+            if name in row.absent:
+                values[name] = getattr(before, name) if before is not None else None
+        if before is None:
+            new.append(base | values | {"account_id": row.account_id})
+        elif any(values[name] != getattr(before, name) for name in SERVICING_COLUMNS):
+            changed.append(values | {"key": row.account_id, "updated_at": now})
+        else:
+            counts.unchanged += 1
+    if new:
+        connection.execute(account.insert(), new)
+    if changed:
+        connection.execute(
+            update(account)
+            .where(account.c.account_id == bindparam("key"))
+            .values({name: bindparam(name) for name in (*SERVICING_COLUMNS, "updated_at")}),
+            changed,
+        )
+    counts.created += len(new)
+    counts.updated += len(changed)
+
+
+def _sync_holds(
+    connection: Connection, rows: list[AccountRow], now: datetime, origin: str, counts: AccountCounts
+) -> None:
+    """Flags place holds that are not active yet and lift the import's own holds they no longer name.
+
+    A hold placed by a webhook or an agent is never lifted by a file: the servicing system did
+    not place it. A file without a flags column says nothing about holds.
+    """
+    stated = [row for row in rows if "flags" not in row.absent]
+    if not stated:
+        return
+    active: dict[str, list[Any]] = defaultdict(list)
+    for h in connection.execute(
+        select(hold.c.id, hold.c.account_id, hold.c.kind, hold.c.source).where(
+            hold.c.account_id.in_([row.account_id for row in stated]), hold.c.lifted_at.is_(None)
+        )
+    ):
+        active[h.account_id].append(h)
+    base = _defaults(AccountHold, source=_SOURCE, placed_at=now)
+    placed: list[dict[str, Any]] = []
+    lifted: list[int] = []
+    events: list[dict[str, Any]] = []
+    for row in stated:
+        holds = active.get(row.account_id, [])
+        where = f"{origin} line {row.line}"
+        for kind in sorted(row.holds - {h.kind for h in holds}):
+            placed.append(
+                base | {"account_id": row.account_id, "kind": kind.value, "reason": f"flag in {where}"}
+            )
+            events.append(
+                _hold_event(row.account_id, now, kind.value, "placed", f"flag in {where}", origin, row.line)
+            )
+        for h in holds:
+            if h.source == _SOURCE and h.kind not in row.holds:
+                lifted.append(h.id)
+                events.append(
+                    _hold_event(
+                        row.account_id, now, h.kind, "lifted", f"flag gone from {where}", origin, row.line
+                    )
+                )
+    if placed:
+        connection.execute(hold.insert(), placed)
+    if lifted:
+        connection.execute(update(hold).where(hold.c.id.in_(lifted)).values(lifted_at=now))
+    if events:
+        connection.execute(audit.insert(), events)
+    counts.holds_placed += len(placed)
+    counts.holds_lifted += len(lifted)
+
+
+def _hold_event(
+    account_id: str, at: datetime, kind: str, action: str, why: str, origin: str, line: int
+) -> dict[str, Any]:
+    return _defaults(
+        AuditEvent,
+        account_id=account_id,
+        at=at,
+        kind="hold",
+        actor=_ACTOR,
+        detail=f"{kind} hold {action} by import: {why}",
+        data={"hold": kind, "action": action, "source": _SOURCE, "file": origin, "line": line},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Payments
+
+
+def insert_payments(
+    rows: Sequence[PaymentRow], *, connection: Connection
+) -> tuple[PaymentCounts, dict[int, list[Rejection]]]:
+    """Insert payments not stored yet; `applied_at` stays empty for the cycle's refresh.
+
+    Returns the counts and, by line, the rows refused because of what is stored: an unknown
+    account, an amount finer than the account's currency, or a payment_id already stored with
+    different content. The same payment again is accepted and changes nothing.
+    """
+    counts = PaymentCounts()
+    rejected: dict[int, list[Rejection]] = {}
+    if not rows:
+        return counts, rejected
+    currency_of: dict[str, str] = dict(
+        connection.execute(
+            select(account.c.account_id, account.c.currency).where(
+                account.c.account_id.in_({r.account_id for r in rows})
+            )
+        ).all()
+    )
+    known: dict[str, tuple[str, Any, datetime]] = {
+        r.payment_id: (r.account_id, r.amount, r.received_at)
+        for r in connection.execute(
+            select(payment.c.payment_id, payment.c.account_id, payment.c.amount, payment.c.received_at).where(
+                payment.c.payment_id.in_({r.payment_id for r in rows})
+            )
+        )
+    }
+    new: list[dict[str, Any]] = []
+    for row in rows:
+        problems = []
+        currency = currency_of.get(row.account_id)
+        if currency is None:
+            problems.append(
+                Rejection(row.line, "account_id", f"no account {row.account_id!r}: import it first")
+            )
+        elif not fits_currency(row.amount, currency):
+            problems.append(
+                Rejection(
+                    row.line,
+                    "amount",
+                    f"more decimal places than {currency} allows ({CURRENCY_MINOR_UNITS[currency]})",
+                )
+            )
+        before = known.get(row.payment_id)
+        if before is not None and before != row.content:
+            problems.append(Rejection(row.line, "payment_id", "conflicts with stored payment"))
+        if problems:
+            rejected[row.line] = problems
+        elif before is not None:
+            counts.already_stored += 1
+        else:
+            known[row.payment_id] = row.content
+            new.append(
+                _defaults(
+                    Payment,
+                    payment_id=row.payment_id,
+                    account_id=row.account_id,
+                    amount=row.amount,
+                    received_at=row.received_at,
+                    applied_at=None,
+                )
+            )
+    if new:
+        connection.execute(payment.insert(), new)
+    counts.inserted = len(new)
+    return counts, rejected
+
+
+# ----------------------------------------------------------------------------------------------
+# A whole file
+
+T = TypeVar("T")
+
+
+def run_import(
+    engine: Engine,
+    source: Source,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    now: datetime | None = None,
+    on_progress: Callable[[ImportSummary, int], None] | None = None,
+) -> ImportSummary:
+    """Check and store every record of `source`; rejected ones go to `FILE.rejects.csv`.
+
+    Each chunk of `chunk_size` records is checked, then stored in one transaction. `on_progress`
+    is called after each chunk with the summary so far and the bytes read. A rejects file left by
+    an earlier run is removed when nothing is rejected, so what lies beside the file always
+    describes its last import.
+    """
+    now = now or utcnow()
+    kind = source.kind
+    summary = ImportSummary(
+        kind=kind,
+        file=source.path,
+        format=source.format,
+        ignored_columns=source.ignored_columns,
+        counts=AccountCounts() if kind is Kind.ACCOUNTS else PaymentCounts(),
+    )
+    checked: Iterator[Checked[Any]] = (
+        check_accounts(source.rows()) if kind is Kind.ACCOUNTS else check_payments(source.rows())
+    )
+    target = rejects_path(source.path)
+    with RejectsWriter(target, source.rejects_header) as rejects:
+        for window in _batched(checked, chunk_size):
+            late = _store_chunk(engine, summary, [item.row for item in window if item.row is not None], now)
+            for item in window:
+                found = item.rejections or tuple(late.get(item.raw.line, ()))
+                summary.read += 1
+                if found:
+                    summary.rejected += 1
+                    rejects.write(item.raw, found)
+                    if len(summary.first_rejections) < 5:
+                        summary.first_rejections.extend(found[: 5 - len(summary.first_rejections)])
+                else:
+                    summary.accepted += 1
+            if on_progress is not None:
+                on_progress(summary, source.bytes_read)
+    if rejects.written:
+        summary.rejects_file = target
+    else:
+        target.unlink(missing_ok=True)
+    return summary
+
+
+def _store_chunk(
+    engine: Engine, summary: ImportSummary, rows: list[Any], now: datetime
+) -> dict[int, list[Rejection]]:
+    """One transaction per chunk. An import running at the same time may insert the same new ids
+    first; the chunk is then read and compared again, once, instead of failing."""
+    if not rows:
+        return {}
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as connection:
+                if summary.kind is Kind.ACCOUNTS:
+                    counts: AccountCounts | PaymentCounts = upsert_accounts(
+                        rows, connection=connection, now=now, origin=summary.file.name
+                    )
+                    late: dict[int, list[Rejection]] = {}
+                else:
+                    counts, late = insert_payments(rows, connection=connection)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        summary.counts.add(counts)
+        return late
+    raise AssertionError("unreachable")
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

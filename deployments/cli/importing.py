@@ -1,0 +1,124 @@
+"""`arrears import accounts|payments FILE`: load the servicing system's files (DESIGN §8).
+
+Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the accepted ones
+stored, the rejected ones in FILE.rejects.csv); 2 the file could not be read at all, nothing
+stored. Accepted plus rejected always equals the rows read, and all three are printed.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from arrears.importing import Kind, UnreadableFile, open_source
+from arrears.storage.importer import ImportSummary, run_import
+from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, settings
+
+__all__ = ["import_app", "EXIT_REJECTED"]
+
+EXIT_REJECTED = 3
+_PROGRESS_FROM_BYTES = 1 << 20  # below about 5,000 rows a bar only flickers
+
+import_app = typer.Typer(
+    name="import",
+    help="Load the servicing system's files: accounts (upsert by account_id), then payments.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+FileArgument = Annotated[
+    Path, typer.Argument(help="CSV or JSON Lines (.jsonl, .ndjson) file.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+
+
+@import_app.command("accounts")
+def accounts(file: FileArgument, database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Create or update accounts, borrowers, contact points and holds; never the lifecycle state."""
+    _import(Kind.ACCOUNTS, file, database, as_json)
+
+
+@import_app.command("payments")
+def payments(file: FileArgument, database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Record payments once each (idempotent on payment_id); the next cycle applies them."""
+    _import(Kind.PAYMENTS, file, database, as_json)
+
+
+def _import(kind: Kind, file: Path, database: str | None, as_json: bool) -> None:
+    # The file is checked before the database is opened: a file that cannot be read creates
+    # nothing, not even an empty database.
+    try:
+        source = open_source(file, kind)
+    except UnreadableFile as error:
+        raise CliError(str(error)) from None
+    with source:
+        # Payments need their accounts, so they never create a database.
+        engine = open_database(settings(database).database_url, create=kind is Kind.ACCOUNTS)
+        show = not as_json and console.is_terminal and source.size >= _PROGRESS_FROM_BYTES
+        committed = 0  # rows of the chunks already committed, for an error half-way
+        try:
+            with _progress(file.name, source.size, show) as advance:
+
+                def progress(summary: ImportSummary, position: int) -> None:
+                    nonlocal committed
+                    committed = summary.read
+                    advance(summary.read, position)
+
+                summary = run_import(engine, source, on_progress=progress)
+        except SQLAlchemyError as error:
+            detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise CliError(
+                f"database error after the first {committed:,} rows were committed: {detail}", exit_code=1
+            ) from None
+        except OSError as error:  # the rejects file cannot be written, the disk is full...
+            raise CliError(f"{error.filename or file}: {error.strerror or error}", exit_code=1) from None
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        _print(summary)
+    if summary.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@contextmanager
+def _progress(name: str, size: int, show: bool) -> Iterator[Callable[[int, int], None]]:
+    if not show:
+        yield lambda rows, position: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:,} rows read"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"importing {name}", total=size, rows=0)
+        yield lambda rows, position: bar.update(task, completed=position, rows=rows)
+
+
+def _print(summary: ImportSummary) -> None:
+    console.print(
+        f"{escape(summary.file.name)}: [bold]{summary.read:,}[/bold] rows read, "
+        f"[green]{summary.accepted:,}[/green] accepted, "
+        f"[{'red' if summary.rejected else 'green'}]{summary.rejected:,}[/] rejected",
+        highlight=False,
+    )
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for name, value in asdict(summary.counts).items():
+        table.add_row(name.replace("_", " "), f"{value:,}")
+    console.print(table)
+    if summary.ignored_columns:
+        console.print(f"ignored columns: {', '.join(summary.ignored_columns)}", highlight=False, markup=False)
+    if summary.rejects_file is not None:
+        console.print(f"rejected rows written to {summary.rejects_file}", highlight=False, markup=False)
+        for r in summary.first_rejections:
+            console.print(f"  line {r.line}  {r.field}: {r.reason}", highlight=False, markup=False)

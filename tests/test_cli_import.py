@@ -1,0 +1,179 @@
+"""`arrears import accounts|payments FILE` as an operator runs it: exit codes, output, rejects file."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from arrears.models import Account, Payment
+from arrears.storage import get_engine
+from deployments.cli import main
+from deployments.cli._common import console_err
+from tests.factories import account_record, payment_record, write_csv, write_jsonl
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+Arrears = Callable[..., Run]
+
+
+@pytest.fixture
+def arrears(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> Arrears:
+    """Runs `arrears ...` in this process through `main()`, as the console script does."""
+
+    # main() prints with rich's default wrapping at the console width (80 when not a terminal);
+    # unwrapped here, the test sees the message as the command wrote it.
+    monkeypatch.setattr(console_err, "soft_wrap", True)
+
+    def run(*args: str) -> Run:
+        monkeypatch.setattr(sys, "argv", ["arrears", *args, "--database", sqlite_url])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out, err = capsys.readouterr()
+        return Run(int(exited.value.code or 0), out, err)
+
+    return run
+
+
+def stored(sqlite_url: str, model: type) -> int:
+    with get_engine(sqlite_url).connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(model.__table__)).scalar_one())  # type: ignore[attr-defined]
+
+
+def test_all_rows_accepted_exits_0_and_prints_the_three_counts(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """A clean file exits 0, prints rows read, accepted and rejected, and leaves no rejects file."""
+    path = write_csv(tmp_path / "accounts.csv", [account_record() for _ in range(3)])
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 0, result.err
+    assert "3 rows read, 3 accepted, 0 rejected" in result.out
+    assert stored(sqlite_url, Account) == 3
+    assert not (tmp_path / "accounts.csv.rejects.csv").exists()
+
+
+def test_some_rows_rejected_exits_3_stores_the_rest_and_writes_rejects(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """Rejected rows go to FILE.rejects.csv with line, field, reason and their cells; the rest is stored."""
+    good, bad = account_record(), account_record(phone="12", currency="ZZZ")
+    path = write_csv(tmp_path / "accounts.csv", [good, bad, account_record()])
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 3
+    assert "3 rows read, 2 accepted, 1 rejected" in result.out
+    assert stored(sqlite_url, Account) == 2
+    with (tmp_path / "accounts.csv.rejects.csv").open(newline="") as file:
+        [reject] = list(csv.DictReader(file))
+    assert (reject["line"], reject["field"]) == ("3", "phone; currency")
+    assert {k: reject[k] for k in bad} == bad
+
+
+def test_fixed_rejects_file_imports_again(arrears: Arrears, tmp_path: Path, sqlite_url: str) -> None:
+    """The rejects file, once corrected, is itself an importable accounts file."""
+    path = write_csv(tmp_path / "accounts.csv", [account_record(currency="US")])
+    assert arrears("import", "accounts", str(path)).code == 3
+    rejects = tmp_path / "accounts.csv.rejects.csv"
+    rejects.write_text(rejects.read_text().replace(",US,", ",USD,"))
+    assert arrears("import", "accounts", str(rejects)).code == 0
+    assert stored(sqlite_url, Account) == 1
+
+
+def test_json_summary_counts_add_up(arrears: Arrears, tmp_path: Path) -> None:
+    """--json prints one object whose accepted and rejected add up to the rows read."""
+    path = write_jsonl(tmp_path / "accounts.jsonl", [account_record(), account_record(balance="NaN")])
+    result = arrears("import", "accounts", str(path), "--json")
+    summary = json.loads(result.out)
+    assert result.code == 3
+    assert (summary["read"], summary["accepted"], summary["rejected"], summary["created"]) == (2, 1, 1, 1)
+    assert summary["format"] == "jsonl" and summary["rejects_file"].endswith("accounts.jsonl.rejects.csv")
+
+
+def test_same_file_twice_changes_nothing(arrears: Arrears, tmp_path: Path) -> None:
+    """Importing a file again reports every account unchanged."""
+    path = write_csv(tmp_path / "accounts.csv", [account_record(flags="dispute"), account_record(flags="")])
+    arrears("import", "accounts", str(path))
+    summary = json.loads(arrears("import", "accounts", str(path), "--json").out)
+    assert (summary["unchanged"], summary["created"], summary["updated"], summary["holds_placed"]) == (
+        2,
+        0,
+        0,
+        0,
+    )
+
+
+def test_payments_import_is_idempotent(arrears: Arrears, tmp_path: Path, sqlite_url: str) -> None:
+    """Payments for imported accounts are stored once; the same file again stores nothing more."""
+    write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-1")])
+    assert arrears("import", "accounts", str(tmp_path / "accounts.csv")).code == 0
+    path = write_csv(tmp_path / "payments.csv", [payment_record(account_id="A-1") for _ in range(2)])
+    assert arrears("import", "payments", str(path)).code == 0
+    again = json.loads(arrears("import", "payments", str(path), "--json").out)
+    assert (again["inserted"], again["already_stored"]) == (0, 2)
+    assert stored(sqlite_url, Payment) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, "no such file"),
+        (
+            "accounts.csv",
+            "account_id,borrower_name\nA-1,Ann\n",
+            "missing required columns for accounts: phone",
+        ),
+        ("accounts.jsonl", "not json\n", "not a JSON object"),
+    ],
+)
+def test_unreadable_file_exits_2_with_one_line_and_stores_nothing(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str, name: str, content: str | None, message: str
+) -> None:
+    """A file that cannot be read is a one-line error, exit 2, and no database is even created."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 2
+    [line] = result.err.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "arrears.db").exists()
+
+
+def test_payments_before_any_database_exits_2(arrears: Arrears, tmp_path: Path) -> None:
+    """Payments never create a database: without accounts there is nothing to pay."""
+    path = write_csv(tmp_path / "payments.csv", [payment_record()])
+    result = arrears("import", "payments", str(path))
+    assert result.code == 2 and "no database" in result.err
+
+
+def test_console_script_reports_unreadable_file_without_traceback(tmp_path: Path, sqlite_url: str) -> None:
+    """Run as a program, a missing file is an error message without traceback and exit code 2."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from deployments.cli import main; main()",
+            "import",
+            "accounts",
+            str(tmp_path / "nope.csv"),
+            "--database",
+            sqlite_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "500"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: {tmp_path / 'nope.csv'}: no such file"]
