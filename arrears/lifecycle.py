@@ -7,7 +7,8 @@ the same decision and a day can be replayed from stored facts.
 
 Invariants the tests hold it to:
 - a collection hold (dispute, bankruptcy, deceased, military, breathing space) freezes the
-  account: no step into a stage and no message; only the facts of payment (cure, payoff) move it;
+  account: no message and no escalation; only facts move it (a cure, a payoff, falling
+  delinquent);
 - a contact hold (cease_contact, sms_opt_out) lets the stage move but every message it would
   send is recorded as blocked with the hold as its reason, never sent;
 - a stage never moves backward except by a cure or a reviewer's decision.
@@ -18,9 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from arrears.compliance import next_allowed_instant
-from arrears.compliance.hours import window_label
-from arrears.jurisdictions import profile
+from arrears.compliance.contact import VerdictKind, check_contact
 from arrears.policy import Policy
 from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
@@ -145,7 +144,13 @@ def _walk(
     if is_open(stage) and account.past_due_amount <= 0:
         yield Exit.CURED, "past due cleared"
         return
-    if stage in _TERMINAL or frozen:
+    if stage in _TERMINAL:
+        return
+    if stage == Exit.CURED and dpd > 0:
+        # Falling delinquent is a fact, not a collection action: it is recorded even under a hold.
+        stage = Stage.REMINDER
+        yield stage, f"delinquent: {dpd} days past due"
+    if frozen:
         return
     if facts.referral_status == "settled" and stage == Stage.LEGAL_REFERRAL:
         yield Exit.SETTLED, "settled in court"
@@ -154,10 +159,7 @@ def _walk(
         yield Exit.CLOSED, "judgment entered"
         return
     if stage == Exit.CURED:
-        if dpd <= 0:
-            return
-        stage = Stage.REMINDER
-        yield stage, f"delinquent: {dpd} days past due"
+        return
     charge_off = policy.exits.charge_off_dpd
     if charge_off is not None and dpd >= charge_off and stage not in (Stage.REPOSSESSION_REVIEW, Stage.LEGAL_REFERRAL):
         yield Exit.CHARGED_OFF, f"{dpd} days past due, at or beyond charge-off at {charge_off}"
@@ -250,22 +252,15 @@ def _messages(
 
 
 def _outgoing(key: str, template: str, account: AccountView, facts: Facts, policy: Policy, now: datetime) -> Outgoing:
-    blocked = _blocked(template, facts, policy)
-    prof = profile(account.jurisdiction)
-    not_before = next_allowed_instant(now, account.timezone, prof)
-    deferred = None if not_before <= now else f"outside contact hours ({window_label(prof)})"
-    return Outgoing(key, template, not_before, blocked=blocked, deferred=None if blocked else deferred)
-
-
-def _blocked(template: str, facts: Facts, policy: Policy) -> str | None:
-    for hold in sorted(facts.holds):
-        if hold.scope in (HoldScope.CONTACT, HoldScope.SMS):
-            return f"hold:{hold}"
-    if facts.opted_out:
-        return "opt_out"
-    if template not in policy.approved_templates:
-        return f"template not approved: {template}"
-    return None
+    verdict = check_contact(
+        holds=facts.holds, opted_out=facts.opted_out, template=template, approved_templates=policy.approved_templates,
+        jurisdiction=account.jurisdiction, timezone=account.timezone, now=now,
+    )
+    return Outgoing(
+        key, template, verdict.not_before,
+        blocked=verdict.reason if verdict.kind is VerdictKind.BLOCK else None,
+        deferred=verdict.reason if verdict.kind is VerdictKind.DEFER else None,
+    )
 
 
 def _local_date(instant: datetime, timezone: str) -> date:

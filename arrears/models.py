@@ -181,12 +181,17 @@ class Message(SQLModel, table=True):
     address: str = Field(max_length=64)
     template: str = Field(max_length=64)
     body: str
+    # The stage episode that decided the message: if the account has moved on (paid, held,
+    # escalated) by send time, the message is stale and is blocked rather than sent.
+    stage: str = Field(max_length=24)
+    episode: int = 0
     not_before: datetime = _instant()
     status: str = Field(default="scheduled", max_length=16)
     reason: str | None = None  # why it was deferred, blocked or failed: the rule that decided
     provider: str | None = Field(default=None, max_length=32)
     provider_id: str | None = Field(default=None, max_length=64)
     attempts: int = 0
+    lease_until: datetime | None = _instant(default=None)  # a dispatcher holds the row until then
     created_at: datetime = _instant(default_factory=utcnow)
     sent_at: datetime | None = _instant(default=None)
 

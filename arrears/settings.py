@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 __all__ = ["Settings", "get_settings", "default_home"]
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     sms_base_url: str | None = Field(
         default=None,
         description="Base URL of the SMS provider; unset with the sandbox provider, the cycle starts its own.",
+    )
+    sms_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="The SMS provider's settings as JSON, e.g. {\"account_sid\": ..., \"auth_token\": ...}.",
     )
     shard_size: int = Field(default=5_000, ge=1, description="Accounts per advance shard.")
     shard_workers: int = Field(default=2, ge=1, description="Shards advanced at once.")

@@ -341,11 +341,12 @@ instants = st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 31), timezones=
 @settings(max_examples=300, deadline=None)
 @given(account_views, facts_strategy, instants)
 def test_property_collection_hold_means_no_action(v: AccountView, f: Facts, now: datetime) -> None:
-    """Under any collection hold: no message, and no step except a payment exit."""
+    """Under any collection hold: no message, and no step but the facts (cure, payoff, delinquency)."""
     held = Facts(**{**{k: getattr(f, k) for k in f.__slots__}, "holds": f.holds | {Hold.BANKRUPTCY}})
     decision = advance(v, held, DEFAULT_POLICY, now)
     assert decision.messages == ()
-    assert all(s.to_stage in (Exit.CURED, Exit.PAID_OFF) for s in decision.steps)
+    facts_only = {(Exit.CURED, Stage.REMINDER)}
+    assert all(s.to_stage in (Exit.CURED, Exit.PAID_OFF) or (s.from_stage, s.to_stage) in facts_only for s in decision.steps)
 
 
 @settings(max_examples=300, deadline=None)
@@ -395,3 +396,10 @@ def test_reviewer_return_is_the_days_last_step() -> None:
     """A return to negotiation is not undone the same day by the 60-day rule."""
     decision = decide(view(stage=Stage.REPOSSESSION_REVIEW, dpd=90), facts(review_decision=DecisionKind.NEGOTIATE))
     assert [s.to_stage for s in decision.steps] == [Stage.NEGOTIATION]
+
+
+def test_held_account_is_still_recorded_as_delinquent() -> None:
+    """A current account under a dispute that falls 40 days past due enters reminder, and stops there."""
+    decision = decide(view(stage=Exit.CURED, dpd=40, episode=0), facts(holds=frozenset({Hold.DISPUTE})))
+    assert [s.to_stage for s in decision.steps] == [Stage.REMINDER]
+    assert decision.messages == ()

@@ -1,0 +1,329 @@
+"""Data access for the daily cycle: bulk reads and writes in SQLAlchemy Core.
+
+Each function takes the caller's connection and does not commit: a task owns the transaction,
+so a shard's transitions, audit events and outbox rows land together or not at all.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, case, literal, select, update
+from sqlmodel import SQLModel
+
+from arrears.buckets import BUCKETS
+from arrears.lifecycle import AccountView, Decision, Facts, PlanFact
+from arrears.messages import MessageContext
+from arrears.models import (
+    Account,
+    AccountHold,
+    AuditEvent,
+    Borrower,
+    ContactPoint,
+    CycleRun,
+    Message,
+    Payment,
+    Plan,
+    Promise,
+    Referral,
+    Review,
+)
+from arrears.payments import Owed, apply_payment
+from arrears.storage.bulk import days_between, in_range, insert_ignore, range_starts
+from arrears.vocabulary import DecisionKind, Exit, Hold, MessageStatus
+
+__all__ = [
+    "ShardRow",
+    "start_cycle",
+    "finish_cycle",
+    "apply_new_payments",
+    "refresh_days_past_due",
+    "shard_starts",
+    "load_shard",
+    "write_decisions",
+    "TERMINAL",
+]
+
+TERMINAL = (Exit.PAID_OFF.value, Exit.SETTLED.value, Exit.CHARGED_OFF.value, Exit.CLOSED.value)
+
+account = Account.__table__  # type: ignore[attr-defined]
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+message = Message.__table__  # type: ignore[attr-defined]
+
+
+def _t(model: type[SQLModel]) -> Any:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRow:
+    """One account as the advance step needs it: the rule inputs plus what a message needs."""
+
+    view: AccountView
+    facts: Facts
+    context: MessageContext
+    address: str | None
+    segment: str
+
+
+def start_cycle(connection: Connection, *, as_of: datetime, business_date: date) -> int:
+    result = connection.execute(_t(CycleRun).insert().values(as_of=as_of, business_date=business_date, stats={}))
+    return int(result.inserted_primary_key[0])
+
+
+def finish_cycle(connection: Connection, *, cycle_id: int, finished_at: datetime, stats: dict[str, Any]) -> None:
+    run = _t(CycleRun)
+    connection.execute(update(run).where(run.c.id == cycle_id).values(finished_at=finished_at, stats=stats))
+
+
+def apply_new_payments(connection: Connection, *, as_of: datetime, cycle_id: int | None) -> int:
+    """Apply payments received up to `as_of` that no cycle has applied yet; returns how many."""
+    payment = _t(Payment)
+    rows = connection.execute(
+        select(
+            payment.c.payment_id, payment.c.amount, payment.c.received_at, account.c.account_id,
+            account.c.balance, account.c.past_due_amount, account.c.installment_amount, account.c.oldest_due_date,
+        )
+        .join(account, account.c.account_id == payment.c.account_id)
+        .where(payment.c.applied_at.is_(None), payment.c.received_at <= as_of)
+        .order_by(payment.c.account_id, payment.c.received_at, payment.c.payment_id)
+    ).all()
+    if not rows:
+        return 0
+    owed: dict[str, Owed] = {}
+    events = []
+    for r in rows:
+        before = owed.get(r.account_id) or Owed(r.balance, r.past_due_amount, r.installment_amount, r.oldest_due_date)
+        owed[r.account_id] = after = apply_payment(before, r.amount)
+        events.append(
+            {
+                "account_id": r.account_id, "at": r.received_at, "kind": "payment", "cycle_id": cycle_id,
+                "actor": "servicer", "detail": f"payment {r.payment_id} of {r.amount} applied",
+                "data": {"payment_id": r.payment_id, "amount": str(r.amount), "past_due_after": str(after.past_due_amount)},
+            }
+        )
+    connection.execute(
+        update(account).where(account.c.account_id == bindparam("key")).values(
+            balance=bindparam("balance"), past_due_amount=bindparam("past_due"),
+            oldest_due_date=bindparam("oldest"), updated_at=bindparam("now"),
+        ),
+        [
+            {"key": k, "balance": o.balance, "past_due": o.past_due_amount, "oldest": o.oldest_due_date, "now": as_of}
+            for k, o in owed.items()
+        ],
+    )
+    connection.execute(
+        update(payment).where(payment.c.payment_id == bindparam("key")).values(applied_at=bindparam("at")),
+        [{"key": r.payment_id, "at": as_of} for r in rows],
+    )
+    connection.execute(audit.insert(), events)
+    return len(rows)
+
+
+def refresh_days_past_due(connection: Connection, *, business_date: date) -> int:
+    """Recompute days past due and bucket of every account still in play, in one statement."""
+    days = case(
+        (account.c.oldest_due_date.is_(None), 0),
+        (account.c.oldest_due_date >= business_date, 0),
+        else_=days_between(literal(business_date), account.c.oldest_due_date),
+    )
+    bucket = case(*[(days >= lowest, label) for label, lowest in reversed(BUCKETS)], else_=BUCKETS[0][0])
+    result = connection.execute(
+        update(account).where(account.c.stage.not_in(TERMINAL)).values(days_past_due=days, bucket=bucket)
+    )
+    return result.rowcount or 0
+
+
+def shard_starts(connection: Connection, *, size: int) -> list[str]:
+    """The first account id of each shard of `size` accounts still in play."""
+    return range_starts(connection, account.c.account_id, account.c.stage.not_in(TERMINAL), size=size)
+
+
+def load_shard(
+    connection: Connection, *, lo: str, hi: str | None, business_date: date, lender: str
+) -> list[ShardRow]:
+    """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries."""
+    accounts = connection.execute(
+        select(account, Borrower.__table__.c.name.label("borrower_name"))  # type: ignore[attr-defined]
+        .join(_t(Borrower), _t(Borrower).c.borrower_id == account.c.borrower_id)
+        .where(in_range(account.c.account_id, lo, hi), account.c.stage.not_in(TERMINAL))
+        .order_by(account.c.account_id)
+    ).all()
+    if not accounts:
+        return []
+    holds = _holds(connection, lo, hi)
+    contacts = _contacts(connection, lo, hi)
+    pending, broken_at = _promises(connection, lo, hi)
+    plans = _latest(connection, _t(Plan), lo, hi, "updated_at")
+    reviews = _latest(connection, _t(Review), lo, hi, "opened_at")
+    referrals = _latest(connection, _t(Referral), lo, hi, "updated_at")
+
+    rows = []
+    for a in accounts:
+        contact = contacts.get(a.borrower_id)
+        plan = plans.get(a.account_id)
+        review = reviews.get(a.account_id)
+        broken = broken_at.get(a.account_id)
+        view = AccountView(
+            account_id=a.account_id, stage=a.stage, stage_since=a.stage_since, episode=a.episode,
+            days_past_due=a.days_past_due, past_due_amount=a.past_due_amount, balance=a.balance,
+            jurisdiction=a.jurisdiction, timezone=a.timezone, next_due_date=a.next_due_date,
+        )
+        facts = Facts(
+            business_date=business_date,
+            holds=holds.get(a.account_id, frozenset()),
+            reachable=contact is not None,
+            opted_out=contact is not None and contact[1],
+            ability=a.ability,
+            willingness=a.willingness,
+            broken_promises=a.broken_promises,
+            promise_pending=a.account_id in pending,
+            promise_broken_in_stage=broken is not None and broken >= a.stage_since,
+            plan=PlanFact(plan.status, plan.updated_at.date()) if plan is not None else None,
+            review_decision=(
+                DecisionKind(review.decision)
+                if review is not None and review.decision and review.decided_at >= a.stage_since
+                else None
+            ),
+            returned_from_review=(
+                review.decided_at.date() if review is not None and review.decision == DecisionKind.NEGOTIATE else None
+            ),
+            referral_status=referrals[a.account_id].status if a.account_id in referrals else None,
+        )
+        context = MessageContext(
+            lender=lender, borrower_name=a.borrower_name, jurisdiction=a.jurisdiction, currency=a.currency,
+            past_due_amount=a.past_due_amount, installment_amount=a.installment_amount,
+            days_past_due=a.days_past_due, next_due_date=a.next_due_date,
+        )
+        rows.append(ShardRow(view, facts, context, contact[0] if contact else None, a.segment))
+    return rows
+
+
+def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozenset[Hold]]:
+    hold = _t(AccountHold)
+    found: dict[str, set[Hold]] = defaultdict(set)
+    for account_id, kind in connection.execute(
+        select(hold.c.account_id, hold.c.kind).where(in_range(hold.c.account_id, lo, hi), hold.c.lifted_at.is_(None))
+    ):
+        found[account_id].add(Hold(kind))
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tuple[str, bool]]:
+    """Per borrower, the SMS number to use and whether it has opted out.
+
+    A valid primary number wins; an opted-out number is still returned so the message is
+    recorded as blocked by the opt-out rather than silently not created.
+    """
+    cp = _t(ContactPoint)
+    borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
+    best: dict[str, tuple[tuple[bool, bool, bool], str, bool]] = {}
+    for r in connection.execute(
+        select(cp.c.borrower_id, cp.c.address, cp.c.is_primary, cp.c.verified, cp.c.opted_out_at).where(
+            cp.c.borrower_id.in_(borrowers), cp.c.channel == "sms", cp.c.valid.is_(True)
+        )
+    ):
+        opted_out = r.opted_out_at is not None
+        rank = (not opted_out, r.verified, r.is_primary)
+        if r.borrower_id not in best or rank > best[r.borrower_id][0]:
+            best[r.borrower_id] = (rank, r.address, opted_out)
+    return {k: (address, opted_out) for k, (_, address, opted_out) in best.items()}
+
+
+def _promises(connection: Connection, lo: str, hi: str | None) -> tuple[set[str], dict[str, datetime]]:
+    promise = _t(Promise)
+    pending: set[str] = set()
+    broken_at: dict[str, datetime] = {}
+    for r in connection.execute(
+        select(promise.c.account_id, promise.c.status, promise.c.resolved_at).where(
+            in_range(promise.c.account_id, lo, hi), promise.c.status.in_(("pending", "broken"))
+        )
+    ):
+        if r.status == "pending":
+            pending.add(r.account_id)
+        elif r.resolved_at is not None and (r.account_id not in broken_at or r.resolved_at > broken_at[r.account_id]):
+            broken_at[r.account_id] = r.resolved_at
+    return pending, broken_at
+
+
+def _latest(connection: Connection, table: Any, lo: str, hi: str | None, order: str) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for r in connection.execute(
+        select(table).where(in_range(table.c.account_id, lo, hi)).order_by(table.c[order], table.c.id)
+    ):
+        latest[r.account_id] = r
+    return latest
+
+
+def write_decisions(
+    connection: Connection,
+    *,
+    rows: Sequence[ShardRow],
+    decisions: Sequence[Decision],
+    bodies: dict[str, str],
+    now: datetime,
+    cycle_id: int | None,
+) -> dict[str, int]:
+    """Store a shard's transitions, segment changes, audit events and outbox rows together."""
+    account_updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    for row, decision in zip(rows, decisions, strict=True):
+        account_id = decision.account_id
+        if decision.changed or decision.segment != row.segment:
+            account_updates.append(
+                {
+                    "key": account_id, "stage": decision.stage, "episode": decision.episode,
+                    "segment": decision.segment.value,
+                    "stage_since": now if decision.changed else row.view.stage_since, "now": now,
+                }
+            )
+        for step in decision.steps:
+            events.append(_event(account_id, now, cycle_id, "transition", f"{step.from_stage} → {step.to_stage}: {step.reason}",
+                                 {"from": str(step.from_stage), "to": str(step.to_stage), "reason": step.reason}))
+        if decision.segment != row.segment:
+            events.append(_event(account_id, now, cycle_id, "segment", f"segment {row.segment} → {decision.segment}",
+                                 {"from": row.segment, "to": decision.segment.value}))
+        for out in decision.messages:
+            status = MessageStatus.BLOCKED if out.blocked else MessageStatus.SCHEDULED
+            outbox.append(
+                {
+                    "idempotency_key": out.key, "account_id": account_id, "channel": "sms",
+                    "address": row.address or "", "template": out.template, "body": bodies[out.key],
+                    "stage": decision.stage, "episode": decision.episode,
+                    "not_before": out.not_before, "status": status.value, "reason": out.blocked or out.deferred,
+                    "attempts": 0, "created_at": now,
+                }
+            )
+    if account_updates:
+        connection.execute(
+            update(account).where(account.c.account_id == bindparam("key")).values(
+                stage=bindparam("stage"), episode=bindparam("episode"), segment=bindparam("segment"),
+                stage_since=bindparam("stage_since"), updated_at=bindparam("now"),
+            ),
+            account_updates,
+        )
+    created = insert_ignore(connection, message, outbox, key="idempotency_key")
+    # Only verdicts other than "send now" are audited at decision time; the send itself is
+    # audited by dispatch. A re-run whose keys already exist adds no second record.
+    events += [
+        _event(o["account_id"], now, cycle_id, "message", f"{o['template']} {o['status']}: {o['reason']}",
+               {"key": o["idempotency_key"], "status": o["status"], "reason": o["reason"]})
+        for o in outbox
+        if o["reason"] and o["idempotency_key"] in created
+    ]
+    if events:
+        connection.execute(audit.insert(), events)
+    return {
+        "accounts": len(rows),
+        "transitions": sum(len(d.steps) for d in decisions),
+        "messages": len(created),
+        "held": sum(1 for d in decisions if d.held_by),
+    }
+
+
+def _event(account_id: str, at: datetime, cycle_id: int | None, kind: str, detail: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"account_id": account_id, "at": at, "kind": kind, "detail": detail, "data": data, "actor": "arrears", "cycle_id": cycle_id}
+

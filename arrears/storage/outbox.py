@@ -1,0 +1,174 @@
+"""Data access for dispatch: find due outbox rows, lease them, and record what became of them.
+
+A lease (not a lock) keeps two dispatchers off the same rows: a row is taken only when its lease
+has run out, and a dispatcher that dies simply lets its lease expire. A row taken before
+(`attempts` > 0) without a provider id may have been sent by a dispatcher that crashed after
+the call; the caller must reconcile it with the provider before sending it again (DESIGN §5).
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from arrears.storage.bulk import in_range, range_starts
+
+from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message
+from arrears.vocabulary import Hold, MessageStatus
+
+__all__ = ["DueMessage", "Outcome", "due_batches", "lease_batch", "record_outcomes"]
+
+message = Message.__table__  # type: ignore[attr-defined]
+account = Account.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class DueMessage:
+    """An outbox row with what the send-time check needs of its account."""
+
+    id: int
+    idempotency_key: str
+    account_id: str
+    address: str
+    template: str
+    body: str
+    stage: str
+    episode: int
+    attempts: int  # before this lease: > 0 means an earlier try may have reached the provider
+    provider_id: str | None
+    account_stage: str
+    account_episode: int
+    jurisdiction: str
+    timezone: str
+    holds: frozenset[Hold]
+    opted_out: bool
+    address_valid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What dispatch decided or learned for one row."""
+
+    id: int
+    account_id: str
+    status: MessageStatus
+    reason: str | None = None
+    not_before: datetime | None = None  # for a deferral
+    provider: str | None = None
+    provider_id: str | None = None
+    sent_at: datetime | None = None
+    invalid_address: str | None = None  # a number the provider refused as invalid
+
+
+def _due(now: datetime) -> Any:
+    return and_(message.c.status == MessageStatus.SCHEDULED.value, message.c.not_before <= now)
+
+
+def due_batches(connection: Connection, *, now: datetime, size: int) -> list[tuple[int, int | None]]:
+    """Id ranges [lo, hi) of at most `size` rows due at `now` (hi None: to the end)."""
+    starts = range_starts(connection, message.c.id, _due(now), size=size)
+    return [(lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
+
+
+def lease_batch(
+    connection: Connection, *, lo: int, hi: int | None, now: datetime, wall: datetime, lease_until: datetime
+) -> list[DueMessage]:
+    """Take the due rows with lo <= id < hi whose lease is free, and load their accounts' state."""
+    free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
+    taken = connection.execute(
+        update(message)
+        .where(in_range(message.c.id, lo, hi), _due(now), free)
+        .values(lease_until=lease_until, attempts=message.c.attempts + 1)
+        .returning(message.c.id)
+    ).scalars().all()
+    if not taken:
+        return []
+    rows = connection.execute(
+        select(
+            message.c.id, message.c.idempotency_key, message.c.account_id, message.c.address, message.c.template,
+            message.c.body, message.c.stage, message.c.episode, message.c.attempts, message.c.provider_id,
+            account.c.stage.label("account_stage"), account.c.episode.label("account_episode"),
+            account.c.jurisdiction, account.c.timezone, account.c.borrower_id,
+        )
+        .join(account, account.c.account_id == message.c.account_id)
+        .where(message.c.id.in_(taken))
+        .order_by(message.c.id)
+    ).all()
+    account_ids = {r.account_id for r in rows}
+    holds: dict[str, set[Hold]] = defaultdict(set)
+    for account_id, kind in connection.execute(
+        select(hold.c.account_id, hold.c.kind).where(hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None))
+    ):
+        holds[account_id].add(Hold(kind))
+    numbers = {
+        (r.borrower_id, r.address): (r.opted_out_at is not None, r.valid)
+        for r in connection.execute(
+            select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
+                contact.c.borrower_id.in_({r.borrower_id for r in rows}), contact.c.channel == "sms"
+            )
+        )
+    }
+    return [
+        DueMessage(
+            id=r.id, idempotency_key=r.idempotency_key, account_id=r.account_id, address=r.address,
+            template=r.template, body=r.body, stage=r.stage, episode=r.episode, attempts=r.attempts - 1,
+            provider_id=r.provider_id, account_stage=r.account_stage, account_episode=r.account_episode,
+            jurisdiction=r.jurisdiction, timezone=r.timezone, holds=frozenset(holds.get(r.account_id, ())),
+            opted_out=numbers.get((r.borrower_id, r.address), (False, True))[0],
+            address_valid=numbers.get((r.borrower_id, r.address), (False, True))[1],
+        )
+        for r in rows
+    ]
+
+
+def record_outcomes(
+    connection: Connection, *, outcomes: Sequence[Outcome], at: datetime, cycle_id: int | None
+) -> None:
+    """Write each row's new status, release its lease, and audit every contact and refusal."""
+    if not outcomes:
+        return
+    connection.execute(
+        update(message).where(message.c.id == bindparam("key")).values(
+            status=bindparam("status"), reason=bindparam("reason"), not_before=func.coalesce(bindparam("nb"), message.c.not_before),
+            provider=func.coalesce(bindparam("provider"), message.c.provider),
+            provider_id=func.coalesce(bindparam("provider_id"), message.c.provider_id),
+            sent_at=func.coalesce(bindparam("sent_at"), message.c.sent_at), lease_until=None,
+        ),
+        [
+            {"key": o.id, "status": o.status.value, "reason": o.reason, "nb": o.not_before, "provider": o.provider,
+             "provider_id": o.provider_id, "sent_at": o.sent_at}
+            for o in outcomes
+        ],
+    )
+    invalid = [{"number": o.invalid_address, "account": o.account_id} for o in outcomes if o.invalid_address]
+    if invalid:
+        borrower = select(account.c.borrower_id).where(account.c.account_id == bindparam("account")).scalar_subquery()
+        connection.execute(
+            update(contact).where(contact.c.address == bindparam("number"), contact.c.borrower_id == borrower).values(valid=False),
+            invalid,
+        )
+    connection.execute(
+        audit.insert(),
+        [
+            {
+                "account_id": o.account_id, "at": o.sent_at or at, "kind": "message", "cycle_id": cycle_id, "actor": "arrears",
+                "detail": _detail(o), "data": {"message_id": o.id, "status": o.status.value, "reason": o.reason,
+                                               "provider_id": o.provider_id},
+            }
+            for o in outcomes
+        ],
+    )
+
+
+def _detail(o: Outcome) -> str:
+    if o.status is MessageStatus.SENT:
+        return f"message {o.id} sent via {o.provider} ({o.provider_id})"
+    if o.status is MessageStatus.SCHEDULED:
+        return f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {o.reason}" if o.not_before else f"message {o.id} retry: {o.reason}"
+    return f"message {o.id} {o.status.value}: {o.reason}"
