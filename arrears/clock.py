@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-__all__ = ["parse_instant", "business_date", "utc"]
+__all__ = ["parse_instant", "as_of_or_now", "business_date", "utc"]
 
 
 def parse_instant(text: str) -> datetime:
@@ -24,3 +24,8 @@ def business_date(instant: datetime, lender_timezone: str) -> date:
 
 def utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC)
+
+
+def as_of_or_now(text: str | None) -> datetime:
+    """The instant a run is "as of": the given ISO 8601 instant, or the wall clock now."""
+    return parse_instant(text) if text else datetime.now(UTC)

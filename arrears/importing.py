@@ -31,6 +31,7 @@ from zoneinfo import available_timezones
 import phonenumbers
 
 from arrears.clock import parse_instant
+from arrears.currencies import CURRENCY_MINOR_UNITS, ISO_4217
 from arrears.jurisdictions import KNOWN_JURISDICTIONS, profile
 from arrears.models import Account, Borrower, Payment
 from arrears.storage.types import MONEY_SCALE
@@ -89,28 +90,6 @@ _COLUMNS = {Kind.ACCOUNTS: ACCOUNT_REQUIRED + ACCOUNT_OPTIONAL, Kind.PAYMENTS: P
 # A rejects file starts with these; importing it again (after fixing it) skips them.
 _REJECT_COLUMNS = ("line", "field", "reason")
 
-# ISO 4217 List One, active codes as published in 2025, with their minor units. Python ships no
-# currency list, and pycountry (not a dependency) carries no minor units. Left out on purpose:
-# precious metals (XAU XAG XPD XPT), bond-market units (XBA-XBD), XDR, XSU, XUA, the testing code
-# XTS and XXX (nothing a car loan is written in), and withdrawn codes (ANG, replaced by XCG in
-# 2025; BGN, by the euro on 2026-01-01; HRK, SLL, ZWL, CUC).
-_TWO_PLACES = """
-AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BMD BND BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF
-CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD
-GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL
-MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR
-PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP
-TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG
-"""
-_OTHER_PLACES = {
-    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-    **dict.fromkeys("CLF UYW".split(), 4),
-}
-CURRENCY_MINOR_UNITS: Mapping[str, int] = MappingProxyType(
-    {**dict.fromkeys(_TWO_PLACES.split(), 2), **_OTHER_PLACES}
-)
-ISO_4217 = frozenset(CURRENCY_MINOR_UNITS)
 
 # Money is Numeric(19, 4) on PostgreSQL and a signed 64-bit integer of 1/10^4 units on SQLite:
 # below 10^14 fits both, so a huge amount is a rejection here rather than a failed chunk there.

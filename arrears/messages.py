@@ -13,6 +13,7 @@ from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
+from arrears.currencies import minor_units
 from arrears.jurisdictions import profile
 
 __all__ = ["MessageContext", "render", "locale_for", "format_money"]
@@ -37,7 +38,8 @@ def locale_for(jurisdiction: str) -> str:
 
 
 def format_money(amount: Decimal, currency: str) -> str:
-    return f"{_SYMBOLS.get(currency, currency + ' ')}{amount:,.2f}"
+    places = minor_units(currency)
+    return f"{_SYMBOLS.get(currency, currency + ' ')}{amount:,.{places}f}"
 
 
 def render(template: str, ctx: MessageContext) -> str:

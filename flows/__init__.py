@@ -1,0 +1,1 @@
+"""Prefect flows: they compose tasks and never call a provider directly (DESIGN §1)."""

@@ -4,10 +4,12 @@ Databases are real: SQLite files in a temporary folder and, when `ARREARS_TEST_P
 names a server (`.ci/run` starts one), PostgreSQL databases cloned from a migrated template.
 """
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -96,3 +98,31 @@ def _with_database(url: str, name: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the session's flow tests (PREFECT.md: never nest them)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sms_sandbox_process() -> Iterator[Any]:
+    from integrations.sandbox import start_sandbox
+
+    with start_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture
+def sms_sandbox(sms_sandbox_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The real sandbox SMS server, emptied, and the settings that send through it."""
+    sms_sandbox_process.reset()
+    monkeypatch.setenv("ARREARS_SMS_PROVIDER", "sandbox")
+    monkeypatch.setenv("ARREARS_SMS_BASE_URL", sms_sandbox_process.base_url)
+    monkeypatch.setenv("ARREARS_SMS_CREDENTIALS", json.dumps(dict(sms_sandbox_process.credentials)))
+    get_settings.cache_clear()
+    return sms_sandbox_process

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, literal, select, update
+from sqlalchemy import Connection, bindparam, case, literal, select, true, update
 from sqlmodel import SQLModel
 
 from arrears.buckets import BUCKETS
@@ -78,8 +78,11 @@ def finish_cycle(connection: Connection, *, cycle_id: int, finished_at: datetime
     connection.execute(update(run).where(run.c.id == cycle_id).values(finished_at=finished_at, stats=stats))
 
 
-def apply_new_payments(connection: Connection, *, as_of: datetime, cycle_id: int | None) -> int:
-    """Apply payments received up to `as_of` that no cycle has applied yet; returns how many."""
+def apply_new_payments(
+    connection: Connection, *, as_of: datetime, cycle_id: int | None, account_id: str | None = None
+) -> int:
+    """Apply payments received up to `as_of` that no cycle has applied yet (of one account, if
+    given); returns how many."""
     payment = _t(Payment)
     rows = connection.execute(
         select(
@@ -88,6 +91,7 @@ def apply_new_payments(connection: Connection, *, as_of: datetime, cycle_id: int
         )
         .join(account, account.c.account_id == payment.c.account_id)
         .where(payment.c.applied_at.is_(None), payment.c.received_at <= as_of)
+        .where(payment.c.account_id == account_id if account_id else true())
         .order_by(payment.c.account_id, payment.c.received_at, payment.c.payment_id)
     ).all()
     if not rows:
@@ -122,8 +126,8 @@ def apply_new_payments(connection: Connection, *, as_of: datetime, cycle_id: int
     return len(rows)
 
 
-def refresh_days_past_due(connection: Connection, *, business_date: date) -> int:
-    """Recompute days past due and bucket of every account still in play, in one statement."""
+def refresh_days_past_due(connection: Connection, *, business_date: date, account_id: str | None = None) -> int:
+    """Recompute days past due and bucket of every account still in play (or of one), in one statement."""
     days = case(
         (account.c.oldest_due_date.is_(None), 0),
         (account.c.oldest_due_date >= business_date, 0),
@@ -131,7 +135,10 @@ def refresh_days_past_due(connection: Connection, *, business_date: date) -> int
     )
     bucket = case(*[(days >= lowest, label) for label, lowest in reversed(BUCKETS)], else_=BUCKETS[0][0])
     result = connection.execute(
-        update(account).where(account.c.stage.not_in(TERMINAL)).values(days_past_due=days, bucket=bucket)
+        update(account)
+        .where(account.c.stage.not_in(TERMINAL))
+        .where(account.c.account_id == account_id if account_id else true())
+        .values(days_past_due=days, bucket=bucket)
     )
     return result.rowcount or 0
 

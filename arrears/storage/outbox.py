@@ -66,24 +66,34 @@ class Outcome:
     invalid_address: str | None = None  # a number the provider refused as invalid
 
 
-def _due(now: datetime) -> Any:
-    return and_(message.c.status == MessageStatus.SCHEDULED.value, message.c.not_before <= now)
+def _due(now: datetime, account_id: str | None = None) -> Any:
+    due = and_(message.c.status == MessageStatus.SCHEDULED.value, message.c.not_before <= now)
+    return and_(due, message.c.account_id == account_id) if account_id else due
 
 
-def due_batches(connection: Connection, *, now: datetime, size: int) -> list[tuple[int, int | None]]:
+def due_batches(
+    connection: Connection, *, now: datetime, size: int, account_id: str | None = None
+) -> list[tuple[int, int | None]]:
     """Id ranges [lo, hi) of at most `size` rows due at `now` (hi None: to the end)."""
-    starts = range_starts(connection, message.c.id, _due(now), size=size)
+    starts = range_starts(connection, message.c.id, _due(now, account_id), size=size)
     return [(lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
 
 
 def lease_batch(
-    connection: Connection, *, lo: int, hi: int | None, now: datetime, wall: datetime, lease_until: datetime
+    connection: Connection,
+    *,
+    lo: int,
+    hi: int | None,
+    now: datetime,
+    wall: datetime,
+    lease_until: datetime,
+    account_id: str | None = None,
 ) -> list[DueMessage]:
     """Take the due rows with lo <= id < hi whose lease is free, and load their accounts' state."""
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
     taken = connection.execute(
         update(message)
-        .where(in_range(message.c.id, lo, hi), _due(now), free)
+        .where(in_range(message.c.id, lo, hi), _due(now, account_id), free)
         .values(lease_until=lease_until, attempts=message.c.attempts + 1)
         .returning(message.c.id)
     ).scalars().all()

@@ -4,18 +4,21 @@ Each command group lives in its own module and registers itself on `app`; this m
 assembles them and turns expected failures into one-line errors instead of tracebacks.
 """
 
+import os
 import sys
 
 from deployments.cli._common import CliError, app, console_err
 
-# Importing a command module registers its commands on `app`.
-# Command modules register themselves on `app` when imported below.
-from deployments.cli import importing  # noqa: F401  (arrears import accounts|payments)
+# Importing a command module registers its commands on `app`, in the order --help lists them.
+from deployments.cli import demo, importing, cycle, report, serve  # noqa: F401,E402  isort: skip
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
+    # Flow and task logs go to Prefect's API (the UI); the terminal gets our own output.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lender's machine
     try:
         app()
     except CliError as error:

@@ -1,5 +1,8 @@
 """What every command shares: the Typer app, consoles, settings and the database handle."""
 
+import json
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -9,7 +12,9 @@ from sqlalchemy import Engine
 from arrears.settings import Settings, get_settings
 from arrears.storage import database_file, get_engine, migrate
 
-__all__ = ["app", "console", "console_err", "CliError", "settings", "open_database", "DatabaseOption"]
+__all__ = [
+    "app", "console", "console_err", "CliError", "settings", "open_database", "use_database", "emit_json", "DatabaseOption",
+]
 
 app = typer.Typer(
     name="arrears",
@@ -39,6 +44,26 @@ DatabaseOption = Annotated[
 def settings(database: str | None = None) -> Settings:
     base = get_settings()
     return base.model_copy(update={"database_url": database}) if database else base
+
+
+def use_database(database: str | None) -> str:
+    """The database URL for this command; an explicit --database also reaches the flow's tasks.
+
+    Flows run in this process and read settings, so the choice travels through the environment
+    rather than through flow parameters, where a URL with a password would show in the UI.
+    """
+    if database:
+        os.environ["ARREARS_DATABASE_URL"] = database
+        get_settings.cache_clear()
+    try:
+        return get_settings().database_url
+    except ValueError as error:  # a bad ARREARS_* value: pydantic names the field
+        raise CliError(f"invalid settings: {str(error).splitlines()[0:3]}") from None
+
+
+def emit_json(value: object) -> None:
+    """Machine-readable output: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
 def open_database(url: str, *, create: bool) -> Engine:

@@ -1,0 +1,96 @@
+"""`arrears cycle` and `arrears dispatch`: run the daily cycle, or send what has become due."""
+
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from arrears.clock import parse_instant
+from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+
+AsOf = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Run as of this ISO 8601 instant with offset (e.g. 2026-12-01T09:00:00+08:00); default now."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _check_as_of(as_of: str | None) -> None:
+    if as_of is not None:
+        try:
+            parse_instant(as_of)
+        except ValueError as error:
+            raise CliError(f"--as-of: {error}") from None
+
+
+@app.command()
+def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
+    """Run the daily cycle: apply payments, advance every account, send due SMS, report.
+
+    Running it again for the same --as-of changes nothing and sends nothing. With the default
+    (sandbox) SMS provider a local sandbox server is started for the run.
+    """
+    _check_as_of(as_of)
+    url = use_database(database)
+    open_database(url, create=False)
+    stats = run_cycle(as_of, quiet=json)
+    if json:
+        emit_json(stats)
+    else:
+        print_cycle(stats)
+
+
+@app.command()
+def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
+    """Send outbox messages that have become due (e.g. those deferred to the borrower's morning)."""
+    _check_as_of(as_of)
+    open_database(use_database(database), create=False)
+    from flows.daily_cycle import dispatch_outbox
+
+    counts = dispatch_outbox(as_of=as_of)
+    if json:
+        emit_json(counts)
+    else:
+        console.print("dispatch: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+def run_cycle(as_of: str | None, *, quiet: bool = False) -> dict[str, Any]:
+    """The daily cycle in this process, with a progress bar for people."""
+    from flows.daily_cycle import daily_cycle, watch_progress
+
+    if quiet:
+        return daily_cycle(as_of=as_of)
+    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        phases: dict[str, Any] = {}
+
+        def listen(phase: str, done: int, total: int) -> None:
+            if phase not in phases:
+                phases[phase] = bar.add_task(phase, total=total)
+            bar.update(phases[phase], completed=done)
+
+        starting = bar.add_task("starting", total=None)
+        with watch_progress(listen):
+            stats = daily_cycle(as_of=as_of)
+        bar.remove_task(starting)
+    return stats
+
+
+def print_cycle(stats: dict[str, Any]) -> None:
+    advance, dispatched, report = stats["advance"], stats["dispatch"], stats["report"]
+    table = Table(title=f"Daily cycle {stats['business_date']} (as of {stats['as_of']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("payments applied", f"{stats['refresh']['payments_applied']:,}")
+    table.add_row("accounts advanced", f"{advance.get('accounts', 0):,} in {advance['shards']} shards")
+    table.add_row("transitions", f"{advance.get('transitions', 0):,}")
+    table.add_row("accounts on hold", f"{advance.get('held', 0):,}")
+    table.add_row("new messages", f"{advance.get('messages', 0):,}")
+    for status in ("sent", "delivered", "scheduled", "blocked", "failed"):
+        if dispatched.get(status):
+            table.add_row(f"dispatch: {status}", f"{dispatched[status]:,}")
+    console.print(table)
+    from deployments.cli.report import print_report_tables
+
+    print_report_tables(report)

@@ -1,0 +1,134 @@
+"""`arrears demo`: the embedded default end to end, on a generated portfolio, in one command."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import Engine, bindparam, update
+
+from arrears.clock import business_date, parse_instant
+from arrears.importing import Kind, open_source
+from arrears.models import Account, AuditEvent, ContactPoint, utcnow
+from arrears.settings import default_home, get_settings
+from arrears.simulate import AccountState, generate_portfolio, simulate_payments, write_accounts_file, write_payments_file
+from arrears.storage import database_file
+from arrears.storage.importer import run_import
+from deployments.cli._common import CliError, app, console, emit_json, open_database, use_database
+from deployments.cli.cycle import print_cycle, run_cycle
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(min=1, help="Accounts in the generated portfolio.")] = 1_000,
+    days: Annotated[int, typer.Option(min=1, help="Simulated days: each day brings payments, then a cycle.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the generated portfolio and payments.")] = 7,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="First day's instant (ISO 8601); default now.")] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", help="Database URL (default: a fresh SQLite file ~/.arrears/demo.db).")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the last cycle's figures as JSON.")] = False,
+) -> None:
+    """Generate a portfolio across CN and US borrowers, import it, run the daily cycle, summarise.
+
+    Runs on the embedded default: SQLite, the sandbox SMS server (started for the run) and
+    Prefect's local server. The default demo database is recreated on every run.
+    """
+    url = database or f"sqlite:///{default_home() / 'demo.db'}"
+    path = database_file(url)
+    if database is None and path is not None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    use_database(url)
+    engine = open_database(url, create=True)
+    try:
+        start = parse_instant(as_of) if as_of else utcnow()
+    except ValueError as error:
+        raise CliError(f"--as-of: {error}") from None
+    lender_zone = get_settings().lender_timezone
+    work = default_home() / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+
+    day0 = business_date(start, lender_zone)
+    portfolio = list(generate_portfolio(accounts, seed=seed, business_date=day0))
+    accounts_file = work / "accounts.csv"
+    write_accounts_file(portfolio, accounts_file)
+    with console.status(f"importing {accounts:,} accounts"):
+        summary = run_import(engine, open_source(accounts_file, Kind.ACCOUNTS))
+    console.print(f"imported {summary.accepted:,} accounts from {accounts_file}")
+    _seed_profiles(engine, portfolio)
+
+    stats: dict[str, Any] = {}
+    for day in range(days):
+        instant = start + timedelta(days=day)
+        if day:
+            payments = work / f"payments-{business_date(instant, lender_zone).isoformat()}.csv"
+            paid = write_payments_file(
+                simulate_payments(_states(engine, portfolio, instant, lender_zone), day=business_date(instant, lender_zone) - timedelta(days=1), seed=seed),
+                payments,
+            )
+            run_import(engine, open_source(payments, Kind.PAYMENTS))
+            console.print(f"day {day + 1}: {paid:,} payments received")
+        stats = run_cycle(instant.isoformat(), quiet=json)
+    if json:
+        emit_json(stats)
+        return
+    print_cycle(stats)
+    hint = "" if database else f"--database {url} "
+    console.print(
+        f"\nExplore: [bold]arrears show {hint}{portfolio[0].account_id}[/bold] · [bold]arrears report {hint}[/bold]"
+        "\nTo keep flow runs and artifacts for the Prefect UI: [bold]prefect server start[/bold] in another terminal, "
+        "then [bold]PREFECT_API_URL=http://127.0.0.1:4200/api arrears demo[/bold]"
+    )
+
+
+def _seed_profiles(engine: Engine, portfolio: list[Any]) -> None:
+    """Give the demo what bureau pulls and replies would have told us by now.
+
+    The simulator knows each borrower's ability and willingness and whether their number works;
+    a real deployment learns these from bureau profiles and behaviour (DESIGN §2). Each seeded
+    value is recorded in the audit trail as simulated.
+    """
+    account = Account.__table__  # type: ignore[attr-defined]
+    contact = ContactPoint.__table__  # type: ignore[attr-defined]
+    audit = AuditEvent.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    with engine.begin() as connection:
+        connection.execute(
+            update(account).where(account.c.account_id == bindparam("key")).values(
+                ability=bindparam("ability"), willingness=bindparam("willingness")
+            ),
+            [{"key": r.account_id, "ability": r.ability, "willingness": r.willingness} for r in portfolio],
+        )
+        unreachable = [{"borrower": r.borrower_id} for r in portfolio if not r.reachable]
+        if unreachable:
+            connection.execute(
+                update(contact).where(contact.c.borrower_id == bindparam("borrower")).values(valid=False), unreachable
+            )
+        connection.execute(
+            audit.insert(),
+            [
+                {"account_id": r.account_id, "at": now, "kind": "profile", "actor": "simulator", "data": {},
+                 "detail": f"simulated profile: ability {r.ability:.2f}, willingness {r.willingness:.2f}"
+                 + ("" if r.reachable else ", number unreachable")}
+                for r in portfolio
+            ],
+        )
+
+
+def _states(engine: Engine, portfolio: list[Any], instant: Any, zone: str) -> list[AccountState]:
+    from sqlalchemy import select
+
+    account = Account.__table__  # type: ignore[attr-defined]
+    truth = {r.account_id: r for r in portfolio}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(account.c.account_id, account.c.past_due_amount, account.c.installment_amount,
+                   account.c.timezone, account.c.days_past_due).where(account.c.past_due_amount > 0)
+        ).all()
+    return [
+        AccountState(r.account_id, r.past_due_amount, r.installment_amount, truth[r.account_id].ability,
+                     truth[r.account_id].willingness, r.timezone, r.days_past_due)
+        for r in rows
+        if r.account_id in truth
+    ]

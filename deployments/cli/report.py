@@ -1,0 +1,110 @@
+"""`arrears show` and `arrears report`: what happened to an account, and to the portfolio."""
+
+from typing import Annotated, Any
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from arrears.buckets import BUCKETS
+from arrears.storage.accounts import account_story
+from arrears.storage.reports import latest_cycle_id, portfolio_report
+from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command()
+def show(
+    account_id: Annotated[str, typer.Argument(help="The account to show, e.g. A-0000042.")],
+    database: DatabaseOption = None,
+    json: Json = False,
+) -> None:
+    """Stage, days past due, segment, holds, messages and the timeline of one account."""
+    engine = open_database(use_database(database), create=False)
+    with engine.connect() as connection:
+        story = account_story(connection, account_id)
+    if story is None:
+        raise CliError(f"no account {account_id!r}")
+    data = story.as_json()
+    if json:
+        emit_json(data)
+        return
+    holds = ", ".join(data["holds"]) or "none"
+    console.print(
+        Panel.fit(
+            f"[bold]{data['stage']}[/bold] since {data['stage_since'][:10]} · {data['days_past_due']} days past due "
+            f"({data['bucket']}) · past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
+            f"segment {data['segment']} · holds {holds} · {data['jurisdiction']} {data['timezone']}",
+            title=f"account {data['account_id']}",
+        )
+    )
+    messages = Table(title="messages")
+    for column in ("template", "status", "not before", "sent at", "reason"):
+        messages.add_column(column)
+    for m in data["messages"]:
+        messages.add_row(m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or "")
+    console.print(messages)
+    timeline = Table(title="timeline")
+    for column in ("at", "kind", "detail", "by"):
+        timeline.add_column(column)
+    for e in data["timeline"]:
+        timeline.add_row(_short(e["at"]), e["kind"], e["detail"], e["actor"])
+    console.print(timeline)
+
+
+@app.command()
+def report(
+    cycle: Annotated[int | None, typer.Option("--cycle", help="Report this cycle run (default: the latest).")] = None,
+    database: DatabaseOption = None,
+    json: Json = False,
+) -> None:
+    """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates."""
+    engine = open_database(use_database(database), create=False)
+    with engine.connect() as connection:
+        cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
+        data = portfolio_report(connection, cycle_id=cycle_id).as_json()
+    if json:
+        emit_json(data)
+    else:
+        print_report_tables(data)
+
+
+def print_report_tables(data: dict[str, Any]) -> None:
+    labels = [label for label, _ in BUCKETS]
+    stages = Table(title="accounts by stage and days past due")
+    stages.add_column("stage", no_wrap=True)
+    for label in labels:
+        stages.add_column(label, justify="right")
+    stages.add_column("total", justify="right", style="bold")
+    for stage, buckets in sorted(data["accounts_by_stage_and_bucket"].items()):
+        stages.add_row(stage, *(f"{buckets.get(label, 0):,}" for label in labels), f"{sum(buckets.values()):,}")
+    console.print(stages)
+    if data["transitions"]:
+        targets = sorted({t for row in data["transitions"].values() for t in row})
+        matrix = Table(title=f"transitions in cycle {data['cycle_id']} (from → to)")
+        matrix.add_column("from", no_wrap=True)
+        for t in targets:
+            matrix.add_column(t, justify="right")
+        for src, row in sorted(data["transitions"].items()):
+            matrix.add_row(src, *(f"{row.get(t, 0):,}" if row.get(t) else "" for t in targets))
+        console.print(matrix)
+    messages = Table(title="messages decided in the cycle")
+    messages.add_column("status")
+    messages.add_column("reason")
+    messages.add_column("count", justify="right")
+    for status, n in sorted(data["messages_by_status"].items()):
+        messages.add_row(status, "(all)", f"{n:,}", style="bold")
+    for reason, n in sorted(data["blocked_by_reason"].items()):
+        messages.add_row("blocked", reason, f"{n:,}")
+    for reason, n in sorted(data["scheduled_by_reason"].items()):
+        messages.add_row("scheduled", reason, f"{n:,}")
+    console.print(messages)
+    rates = [f"{name} {data[key]:.1%}" for name, key in (("roll rate", "roll_rate"), ("cure rate", "cure_rate"))
+             if data[key] is not None]
+    if rates:
+        console.print(" · ".join(rates))
+
+
+def _short(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else ""

@@ -1,0 +1,28 @@
+"""`arrears serve`: the deployments with their schedules, served from this process."""
+
+from typing import Annotated
+
+import typer
+
+from arrears.storage import migrate
+from deployments.cli._common import DatabaseOption, app, console, open_database, use_database
+
+
+@app.command()
+def serve(
+    database: DatabaseOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")] = False,
+) -> None:
+    """Serve the daily cycle (cron in the lender's time zone) and the outbox sweep on Prefect.
+
+    Point PREFECT_API_URL at a running `prefect server start` so runs survive this process;
+    without it Prefect starts a temporary local server.
+    """
+    migrate(open_database(use_database(database), create=True))
+    from deployments.serve import deployments, serve_all
+
+    for deployment in deployments():
+        schedules = ", ".join(str(s.schedule) for s in deployment.schedules or [])
+        console.print(f"[bold]{deployment.flow_name}/{deployment.name}[/bold]: {schedules}")
+    if not dry_run:
+        serve_all()

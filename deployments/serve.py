@@ -1,0 +1,40 @@
+"""Deployments of arrears' flows with their schedules, for `arrears serve` (one process) and
+`prefect.yaml` (work pools). Both come from `deployments()` and the same settings."""
+
+from datetime import timedelta
+from typing import Any
+
+from prefect.schedules import Cron, Interval
+
+from arrears.settings import get_settings
+from flows.daily_cycle import daily_cycle, dispatch_outbox
+
+__all__ = ["deployments", "serve_all", "OUTBOX_INTERVAL"]
+
+# Deferred messages become due at the borrower's 08:00; a quarter-hour sweep sends them promptly.
+OUTBOX_INTERVAL = timedelta(minutes=15)
+
+
+def deployments() -> list[Any]:
+    settings = get_settings()
+    return [
+        daily_cycle.to_deployment(
+            name="daily",
+            schedules=[Cron(settings.cycle_cron, timezone=settings.lender_timezone)],
+            tags=["arrears", "cycle"],
+            description=f"The daily cycle at {settings.cycle_cron} ({settings.lender_timezone}).",
+        ),
+        dispatch_outbox.to_deployment(
+            name="outbox",
+            schedules=[Interval(OUTBOX_INTERVAL)],
+            tags=["arrears", "dispatch"],
+            description="Sends outbox messages as they become due.",
+        ),
+    ]
+
+
+def serve_all() -> None:
+    """Serve every deployment from this process until interrupted."""
+    from prefect import serve
+
+    serve(*deployments())

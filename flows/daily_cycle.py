@@ -1,0 +1,117 @@
+"""The daily cycle (DESIGN §4): refresh, advance in shards, dispatch in batches, report.
+
+There is never a flow run or a task run per account: shards of thousands of accounts and
+batches of thousands of messages are the unit of orchestration (PREFECT.md).
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, tags
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from arrears.clock import as_of_or_now, business_date
+from arrears.models import utcnow
+from arrears.settings import get_settings
+from tasks.cycle import advance_shard, close_cycle, open_cycle, plan_shards, refresh
+from tasks.dispatch import dispatch_batch, plan_dispatch
+from tasks.report import report_cycle
+from tasks.sms import sms_session
+
+__all__ = ["daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
+
+# In-process listeners (the CLI's progress bar): phase, units done, units in all.
+_listeners: list[Callable[[str, int, int], None]] = []
+
+
+@contextmanager
+def watch_progress(listener: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Call `listener(phase, done, total)` as shards and batches finish, while inside the block."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def _progress(phase: str, done: int, total: int) -> None:
+    for listener in _listeners:
+        listener(phase, done, total)
+
+
+def _cycle_name() -> str:
+    as_of = as_of_or_now(flow_run.parameters.get("as_of"))
+    return f"daily-cycle {business_date(as_of, get_settings().lender_timezone).isoformat()}"
+
+
+@flow(
+    name="daily-cycle",
+    flow_run_name=_cycle_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+    description="Refresh, advance every account in shards, dispatch the outbox, report.",
+)
+def daily_cycle(as_of: str | None = None) -> dict[str, Any]:
+    """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
+
+    Running it twice for the same instant changes nothing the second time: transitions are
+    already taken and every outbox key already exists.
+    """
+    log = get_run_logger()
+    settings = get_settings()
+    instant = as_of_or_now(as_of)
+    day = business_date(instant, settings.lender_timezone)
+    cycle_id = open_cycle(instant, day)
+    stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
+
+    with tags("stage:refresh"):
+        stats["refresh"] = refresh(instant, day, cycle_id)
+
+    shards = plan_shards(settings.shard_size)
+    progress = create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
+    totals: dict[str, int] = {}
+    with tags("stage:advance"):
+        futures = [advance_shard.with_options(tags=[f"shard:{s.index}"]).submit(s, instant, day, cycle_id) for s in shards]
+        for done, future in enumerate(futures, start=1):
+            for key, value in future.result().items():
+                totals[key] = totals.get(key, 0) + value
+            update_progress_artifact(progress, 100.0 * done / max(1, len(futures)))
+            _progress("advance", done, len(futures))
+    stats["advance"] = {"shards": len(shards), **totals}
+    log.info("advanced %d accounts in %d shards: %d transitions, %d new messages",
+             totals.get("accounts", 0), len(shards), totals.get("transitions", 0), totals.get("messages", 0))
+
+    stats["dispatch"] = run_dispatch(instant, cycle_id)
+    stats["report"] = report_cycle(cycle_id, day.isoformat())
+    close_cycle(cycle_id, stats)
+    return stats
+
+
+def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, int]:
+    """Send what is due at `instant` (for one account, if given), batch by batch, through one provider session."""
+    settings = get_settings()
+    counts: dict[str, int] = {"batches": 0}
+    batches = plan_dispatch(instant, settings.dispatch_batch, account_id)
+    if not batches:
+        return counts
+    with sms_session(), tags("stage:dispatch"):
+        futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches]
+        for done, future in enumerate(futures, start=1):
+            for key, value in future.result().items():
+                counts[key] = counts.get(key, 0) + value
+            _progress("dispatch", done, len(futures))
+    counts["batches"] = len(batches)
+    return counts
+
+
+def _dispatch_name() -> str:
+    return f"dispatch {as_of_or_now(flow_run.parameters.get('as_of')):%Y-%m-%dT%H:%MZ}"
+
+
+@flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+def dispatch_outbox(as_of: str | None = None) -> dict[str, int]:
+    """Send messages that became due since the cycle (those deferred to the borrower's morning)."""
+    return run_dispatch(as_of_or_now(as_of), None)

@@ -1,0 +1,96 @@
+"""The refresh and advance steps of the daily cycle (DESIGN §4)."""
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from arrears.lifecycle import advance
+from arrears.messages import render
+from arrears.models import utcnow
+from arrears.settings import get_settings
+from arrears.storage import migrate
+from arrears.storage import cycle as store
+from tasks.database import engine, policy
+
+__all__ = ["Shard", "open_cycle", "refresh", "plan_shards", "advance_shard", "close_cycle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Accounts with lo <= account_id < hi (hi None: to the end)."""
+
+    index: int
+    lo: str
+    hi: str | None
+
+    @classmethod
+    def single(cls, account_id: str) -> "Shard":
+        """The shard holding exactly one account (the next string after an id is id + NUL)."""
+        return cls(0, account_id, account_id + "\0")
+
+
+@task(name="refresh", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def refresh(
+    as_of: datetime, business_date: date, cycle_id: int | None, account_id: str | None = None
+) -> dict[str, int]:
+    """Apply new payments, then recompute days past due for every account still in play (or one)."""
+    with engine().begin() as connection:
+        payments = store.apply_new_payments(connection, as_of=as_of, cycle_id=cycle_id, account_id=account_id)
+        refreshed = store.refresh_days_past_due(connection, business_date=business_date, account_id=account_id)
+    return {"payments_applied": payments, "accounts_refreshed": refreshed}
+
+
+@task(name="plan-shards", cache_policy=NO_CACHE)
+def plan_shards(size: int) -> list[Shard]:
+    with engine().connect() as connection:
+        starts = store.shard_starts(connection, size=size)
+    return [Shard(i, lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
+
+
+@task(
+    name="advance-shard",
+    task_run_name="advance-shard-{shard.index}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    tags=["stage:advance"],
+)
+def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
+    """Decide for every account of the shard and store the outcome in one transaction.
+
+    Re-running a shard is safe: transitions already taken are not taken again (the stored stage
+    has moved) and outbox keys already present are skipped.
+    """
+    settings = get_settings()
+    rules = policy()
+    with engine().begin() as connection:
+        rows = store.load_shard(
+            connection, lo=shard.lo, hi=shard.hi, business_date=business_date,
+            lender=settings.lender_name,
+        )
+        decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
+        bodies = {
+            out.key: render(out.template, row.context)
+            for row, decision in zip(rows, decisions, strict=True)
+            for out in decision.messages
+        }
+        return store.write_decisions(
+            connection, rows=rows, decisions=decisions, bodies=bodies, now=as_of, cycle_id=cycle_id
+        )
+
+
+@task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def open_cycle(as_of: datetime, business_date: date) -> int:
+    """Bring the schema up to date and record the start of a cycle."""
+    migrate(engine())
+    with engine().begin() as connection:
+        return store.start_cycle(connection, as_of=as_of, business_date=business_date)
+
+
+@task(name="close-cycle", cache_policy=NO_CACHE)
+def close_cycle(cycle_id: int, stats: dict[str, Any]) -> None:
+    with engine().begin() as connection:
+        store.finish_cycle(connection, cycle_id=cycle_id, finished_at=utcnow(), stats=stats)

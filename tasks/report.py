@@ -1,0 +1,67 @@
+"""The cycle's artifacts and events for operations (DESIGN §9)."""
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from arrears.buckets import BUCKETS
+from arrears.storage.reports import PortfolioReport, portfolio_report
+from tasks.database import engine
+
+__all__ = ["report_cycle"]
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
+    """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
+    with engine().connect() as connection:
+        report = portfolio_report(connection, cycle_id=cycle_id)
+    create_table_artifact(key="accounts-by-stage-and-bucket", table=_stage_bucket_rows(report),
+                          description=f"Accounts by stage and days-past-due bucket after the cycle of {business_date}")
+    create_table_artifact(
+        key="transition-matrix",
+        table=[{"from": src, **dsts} for src, dsts in report.transitions.items()] or [{"from": "(none)"}],
+        description=f"Stage transitions taken in the cycle of {business_date} (rows: from, columns: to)",
+    )
+    create_table_artifact(
+        key="messages-by-status",
+        table=[{"status": k, "count": v} for k, v in sorted(report.messages.items())]
+        + [{"status": f"blocked: {k}", "count": v} for k, v in sorted(report.blocked_by_reason.items())]
+        + [{"status": f"scheduled: {k}", "count": v} for k, v in sorted(report.deferred_by_reason.items())],
+        description=f"Messages decided in the cycle of {business_date}, by status and reason",
+    )
+    create_markdown_artifact(
+        key="cycle-summary",
+        markdown=_summary(report, business_date),
+        description="Daily cycle summary",
+    )
+    resource = {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
+    emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
+    if report.blocked_by_reason:
+        emit_event("arrears.messages.blocked", resource=resource, payload=report.blocked_by_reason)
+    return report.as_json()
+
+
+def _stage_bucket_rows(report: PortfolioReport) -> list[dict[str, Any]]:
+    labels = [label for label, _ in BUCKETS]
+    return [
+        {"stage": stage, **{label: buckets.get(label, 0) for label in labels}, "total": sum(buckets.values())}
+        for stage, buckets in sorted(report.by_stage_bucket.items())
+    ]
+
+
+def _summary(report: PortfolioReport, business_date: str) -> str:
+    total = sum(n for b in report.by_stage_bucket.values() for n in b.values())
+    moved = sum(n for d in report.transitions.values() for n in d.values())
+    lines = [
+        f"# Daily cycle {business_date}",
+        f"- accounts: {total:,}",
+        f"- transitions: {moved:,}",
+        *(f"- messages {k}: {v:,}" for k, v in sorted(report.messages.items())),
+        f"- roll rate: {report.roll_rate if report.roll_rate is not None else 'n/a'}",
+        f"- cure rate: {report.cure_rate if report.cure_rate is not None else 'n/a'}",
+    ]
+    return "\n".join(lines)
