@@ -1,0 +1,85 @@
+"""The operator contract of DESIGN §8 through the `arrears` command line."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from deployments.cli import app
+from tests.factories import account_record, write_csv
+
+runner = CliRunner()
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_cycle_without_a_database_is_a_one_line_error(tmp_path: Path) -> None:
+    """`arrears cycle` on a missing SQLite file says so in one line and exits 2, creating nothing."""
+    from deployments.cli import main  # noqa: F401  (main maps CliError to the exit code)
+
+    result = runner.invoke(app, ["cycle", "--database", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code != 0
+    assert "no database at" in str(result.exception) or "no database at" in result.output
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("bad", ["tomorrow", "2026-12-01T09:00:00"])
+def test_cycle_refuses_an_ambiguous_as_of(bad: str, sqlite_url: str) -> None:
+    """A non-ISO or offset-less --as-of is refused before anything runs."""
+    result = runner.invoke(app, ["cycle", "--as-of", bad, "--database", sqlite_url])
+    assert result.exit_code != 0
+    assert "--as-of" in str(result.exception)
+
+
+def test_main_prints_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed entry point turns an expected failure into `error: …` on stderr and exit 2."""
+    from deployments.cli import main
+
+    monkeypatch.setattr("sys.argv", ["arrears", "show", "A-1", "--database", f"sqlite:///{tmp_path / 'x.db'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: no database at") and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
+def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -> None:
+    """After import and a cycle, `show --json` and `report --json` carry the contract's fields."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42", oldest_due_date="2026-11-26")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    cycle = run("cycle", "--as-of", "2026-12-01T16:30:00Z", "--database", sqlite_url, "--json")
+    assert cycle.exit_code == 0, cycle.output
+    assert json.loads(cycle.output)["dispatch"]["sent"] == 1
+
+    shown = json.loads(run("show", "A-42", "--database", sqlite_url, "--json").output)
+    assert {"account_id", "stage", "days_past_due", "past_due_amount", "segment", "holds", "messages",
+            "timeline"} <= shown.keys()
+    # The business date follows the lender's zone: at 16:30 UTC it is already 2 December in Shanghai.
+    assert (shown["stage"], shown["days_past_due"], shown["past_due_amount"]) == ("reminder", 6, "412.50")
+    (message,) = shown["messages"]
+    assert {"template", "status", "not_before", "sent_at", "reason"} <= message.keys()
+    assert (message["template"], message["status"]) == ("reminder", "sent")
+    assert [e["kind"] for e in shown["timeline"]] == ["transition", "message"]
+    assert all({"at", "kind", "detail"} <= e.keys() for e in shown["timeline"])
+
+    report = json.loads(run("report", "--database", sqlite_url, "--json").output)
+    assert report["accounts_by_stage_and_bucket"] == {"reminder": {"1-29": 1}}
+    assert report["transitions"] == {"cured": {"reminder": 1}}
+    assert report["messages_by_status"] == {"sent": 1}
+
+    missing = runner.invoke(app, ["show", "A-404", "--database", sqlite_url])
+    assert "no account 'A-404'" in str(missing.exception)
+
+
+def test_every_command_has_help() -> None:
+    """Each command of the operator contract answers --help."""
+    for command in (["demo"], ["import", "accounts"], ["import", "payments"], ["cycle"], ["dispatch"], ["show"],
+                    ["report"], ["serve"]):
+        result = run(*command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output, command
