@@ -80,7 +80,9 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
                 known[row.idempotency_key] = found
     fresh = [(row, req) for row, req in zip(to_send, requests, strict=True) if row.idempotency_key not in known]
     results = provider.send_batch([req for _, req in fresh]) if fresh else []
-    sent_now = utcnow()
+    # Sent "as of" the instant the send-time check approved: for a run as of now that is now, and
+    # a replayed or simulated day keeps a timeline that the compliance re-check can trust.
+    sent_now = as_of
     by_key: dict[str, SmsResult | ProviderError] = {**known}
     by_key.update({req.idempotency_key: res for (_, req), res in zip(fresh, results, strict=True)})
     outcomes += [_outcome(row, by_key[row.idempotency_key], name, sent_now) for row in to_send]
