@@ -1,0 +1,46 @@
+"""Applying a payment to what is owed: oldest instalment first, exact Decimal arithmetic."""
+
+from datetime import date
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arrears.payments import Owed, apply_payment
+
+OWED = Owed(balance=Decimal("9000.00"), past_due_amount=Decimal("900.00"), installment_amount=Decimal("300.00"),
+            oldest_due_date=date(2026, 9, 30))
+
+
+def test_payment_clearing_the_past_due_clears_the_oldest_due_date() -> None:
+    """Paying the whole past due leaves nothing past due and no oldest due date."""
+    after = apply_payment(OWED, Decimal("900.00"))
+    assert (after.past_due_amount, after.oldest_due_date, after.balance) == (Decimal(0), None, Decimal("8100.00"))
+
+
+def test_partial_payment_moves_the_oldest_due_date_by_whole_instalments() -> None:
+    """450 against three 300 instalments clears the oldest one: the oldest due date moves a month (month end kept)."""
+    after = apply_payment(OWED, Decimal("450.00"))
+    assert after.past_due_amount == Decimal("450.00")
+    assert after.oldest_due_date == date(2026, 10, 30)
+
+
+def test_payment_smaller_than_an_instalment_keeps_the_oldest_due_date() -> None:
+    """A payment that leaves the oldest instalment partly unpaid does not move its due date."""
+    assert apply_payment(OWED, Decimal("299.99")).oldest_due_date == date(2026, 9, 30)
+
+
+def test_overpayment_never_goes_negative() -> None:
+    """Paying more than the balance leaves zero, not a negative balance."""
+    after = apply_payment(OWED, Decimal("10000.00"))
+    assert (after.balance, after.past_due_amount) == (Decimal(0), Decimal(0))
+
+
+@given(st.lists(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("2000"), places=2), max_size=6))
+def test_payments_in_pieces_reduce_exactly(amounts: list[Decimal]) -> None:
+    """Any sequence of payments reduces the balance by exactly their sum (floored at zero)."""
+    owed = OWED
+    for amount in amounts:
+        owed = apply_payment(owed, amount)
+    assert owed.balance == max(Decimal(0), OWED.balance - sum(amounts, Decimal(0)))
+    assert owed.past_due_amount == max(Decimal(0), OWED.past_due_amount - sum(amounts, Decimal(0)))

@@ -1,0 +1,67 @@
+"""Storage on both databases: the Alembic schema is the models' schema, money and instants
+round-trip exactly, and the audit trail refuses changes."""
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import SQLModel
+
+from arrears.models import Account, AuditEvent, Borrower
+from arrears.storage import session_scope
+from arrears.storage.cycle import refresh_days_past_due
+
+
+def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
+    """Alembic's head and the SQLModel tables agree: autogenerate finds nothing to change."""
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+
+
+def _account(**kw: object) -> Account:
+    return Account(**{"account_id": "A-1", "borrower_id": "B-1", "jurisdiction": "CN", "timezone": "Asia/Shanghai",
+                      "currency": "CNY", "balance": Decimal("123456789.1234"), "installment_amount": Decimal("0.01"),
+                      "past_due_amount": Decimal("0.0001"), **kw})
+
+
+def test_money_and_instants_round_trip_exactly(engine: Engine) -> None:
+    """Decimals keep every digit and instants come back aware, in UTC."""
+    since = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Borrower(borrower_id="B-1", name="x"))
+        session.flush()
+        session.add(_account(stage_since=since))
+    with session_scope(engine) as session:
+        account = session.get(Account, "A-1")
+        assert account is not None
+        assert (account.balance, account.past_due_amount) == (Decimal("123456789.1234"), Decimal("0.0001"))
+        assert account.stage_since == since and account.stage_since.tzinfo is not None
+
+
+def test_audit_trail_is_append_only(engine: Engine) -> None:
+    """The database refuses to update or delete an audit event."""
+    with session_scope(engine) as session:
+        session.add(AuditEvent(kind="note", detail="evidence"))
+    for statement in ("UPDATE audit_event SET detail = 'changed'", "DELETE FROM audit_event"):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+            connection.execute(text(statement))
+    with engine.connect() as connection:
+        assert connection.execute(select(AuditEvent.__table__.c.detail)).scalars().all() == ["evidence"]  # type: ignore[attr-defined]
+
+
+def test_refresh_derives_days_past_due_and_bucket_from_the_business_date(engine: Engine) -> None:
+    """Days past due are replayable: the same oldest due date gives 29 then 30 days, and the bucket follows."""
+    with session_scope(engine) as session:
+        session.add(Borrower(borrower_id="B-1", name="x"))
+        session.flush()
+        session.add(_account(oldest_due_date=date(2026, 11, 1)))
+    for day, dpd, bucket in ((date(2026, 11, 30), 29, "1-29"), (date(2026, 12, 1), 30, "30-59"), (date(2026, 10, 1), 0, "current")):
+        with engine.begin() as connection:
+            refresh_days_past_due(connection, business_date=day)
+        with session_scope(engine) as session:
+            account = session.get(Account, "A-1")
+            assert account is not None and (account.days_past_due, account.bucket) == (dpd, bucket)
