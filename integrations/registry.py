@@ -1,0 +1,102 @@
+"""Finding provider classes: entry points of group `arrears.providers`, named `<kind>.<name>`.
+
+Built-in providers are registered in pyproject.toml like any plugin; they are also listed here so
+that a checkout whose metadata predates an entry (an editable install not yet refreshed) still
+finds them. A plugin's load failure is reported on its own and never hides the other providers;
+a loaded class is checked against its kind's protocol before anyone uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+__all__ = ["BUILTIN", "GROUP", "LoadFailure", "check_provider_class", "discover", "load"]
+
+GROUP = "arrears.providers"
+BUILTIN: dict[str, str] = {
+    "sms.sandbox": "integrations.sms.sandbox_client:SandboxSmsProvider",
+    "sms.twilio": "integrations.sms.twilio:TwilioSmsProvider",
+    "sms.aliyun": "integrations.sms.aliyun:AliyunSmsProvider",
+}
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    name: str
+    target: str
+    error: str
+
+
+def _protocol(kind: str) -> type:
+    if kind == "sms":
+        from integrations.sms.protocol import SmsProvider
+
+        return SmsProvider
+    raise LookupError(f"no provider kind {kind!r}")
+
+
+def _members(protocol: type) -> set[str]:
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {
+        n
+        for n, v in vars(protocol).items()
+        if callable(v) and (not n.startswith("_") or n in ("__enter__", "__exit__"))
+    }
+    return names
+
+
+def check_provider_class(cls: Any, kind: str) -> None:
+    """Raise TypeError unless `cls` has every member of the kind's protocol and declares that kind."""
+    missing = sorted(n for n in _members(_protocol(kind)) if not hasattr(cls, n))
+    if missing:
+        raise TypeError(f"{cls!r} lacks {', '.join(missing)} of the {kind} provider protocol")
+    info = cls.info
+    if getattr(info, "kind", None) != kind:
+        raise TypeError(f"{cls!r} declares kind {getattr(info, 'kind', None)!r}, not {kind!r}")
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _targets() -> dict[str, str]:
+    targets = dict(BUILTIN)
+    for ep in entry_points(group=GROUP):
+        targets[ep.name] = ep.value  # an installed entry point wins over the built-in list
+    return targets
+
+
+def discover(kind: str) -> tuple[dict[str, type], list[LoadFailure]]:
+    """Every provider class of `kind`, by short name, and the entries that failed to load."""
+    found: dict[str, type] = {}
+    failures: list[LoadFailure] = []
+    for name, target in sorted(_targets().items()):
+        prefix, _, short = name.partition(".")
+        if prefix != kind:
+            continue
+        try:
+            cls = _import(target)
+            check_provider_class(cls, kind)
+        except Exception as e:  # a broken plugin is reported, never fatal to the others
+            failures.append(LoadFailure(name, target, f"{type(e).__name__}: {e}"))
+            continue
+        found[short] = cls
+    return found, failures
+
+
+def load(kind: str, name: str) -> type:
+    """The provider class `<kind>.<name>` (`name` may carry the prefix); LookupError if unknown."""
+    full = name if name.startswith(f"{kind}.") else f"{kind}.{name}"
+    target = _targets().get(full)
+    if target is None:
+        raise LookupError(f"no provider {full!r}; known: {', '.join(sorted(_targets()))}")
+    cls = _import(target)
+    check_provider_class(cls, kind)
+    return cls

@@ -1,0 +1,189 @@
+"""The sandbox's memory: messages received, idempotency records, faults to inject. No HTTP here.
+
+Everything runs on the server's single event loop, so plain dicts need no lock as long as a
+handler does not await between reading and writing them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Credentials", "Faults", "SandboxMessage", "SandboxState"]
+
+Route = Literal["twilio", "aliyun"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the sandbox accepts; the keys are the settings fields of the sandbox-built providers."""
+
+    account_sid: str
+    auth_token: str
+    from_number: str
+    access_key_id: str
+    access_key_secret: str
+    sign_name: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        return cls(
+            account_sid="AC" + secrets.token_hex(16),
+            auth_token=secrets.token_hex(16),
+            from_number="+15005550006",
+            access_key_id="LTAI" + secrets.token_hex(8),
+            access_key_secret=secrets.token_hex(15),
+            sign_name="arrears",
+        )
+
+    def as_mapping(self) -> dict[str, str]:
+        return asdict(self)
+
+    def __repr__(self) -> str:
+        return f"Credentials(account_sid={self.account_sid!r}, access_key_id={self.access_key_id!r}, ...)"
+
+
+class Faults(BaseModel):
+    """Faults to inject into send requests (`POST /_sandbox/faults`); counters count down per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route: Literal["all", "twilio", "aliyun"] = Field(
+        default="all", description="Which wire format they hit."
+    )
+    latency_ms: int = Field(default=0, ge=0, description="Added before every send is answered.")
+    http_429: int = Field(
+        default=0, ge=0, description="The next N sends answer 429 with Retry-After, unexecuted."
+    )
+    http_503: int = Field(
+        default=0, ge=0, description="The next N sends answer 503 with Retry-After, unexecuted."
+    )
+    http_500: int = Field(default=0, ge=0, description="The next N sends are executed, then answer 500.")
+    timeouts: int = Field(default=0, ge=0, description="The next N sends are executed, then held timeout_ms.")
+    timeout_ms: int = Field(default=3_000, ge=0)
+    retry_after: float = Field(default=1.0, ge=0, description="Seconds in Retry-After of 429 and 503.")
+    invalid_numbers: str | None = Field(default=None, description="Regex on E.164: refused as invalid.")
+    landline_numbers: str | None = Field(default=None, description="Regex: refused as not a mobile (21614).")
+    opted_out_numbers: str | None = Field(default=None, description="Regex: refused as opted out (21610).")
+    limited_numbers: str | None = Field(default=None, description="Regex: refused by flow control (Aliyun).")
+    undeliverable_numbers: str | None = Field(default=None, description="Regex: accepted, then undelivered.")
+    delivery_ms: int = Field(default=0, ge=0, description="After acceptance, lookups say `sent` until then.")
+
+    def applies(self, route: Route) -> bool:
+        return self.route in ("all", route)
+
+
+@dataclass(slots=True)
+class SandboxMessage:
+    id: str  # Twilio SID, or Aliyun "<BizId>/<n>"
+    route: Route
+    to: str  # E.164
+    body: str
+    created_at: datetime
+    sender: str | None = None  # From, MessagingServiceSid or SignName
+    template: str | None = None
+    params: dict[str, str] | None = None
+    idempotency_key: str | None = None
+    out_id: str | None = None
+    biz_id: str | None = None
+    status_callback: str | None = None
+    undeliverable: bool = False
+
+    def status(self, now: datetime, delivery: timedelta) -> tuple[str, str | None]:
+        """(Twilio-style status, error code) as a lookup at `now` sees it."""
+        if now - self.created_at < delivery:
+            return "sent", None
+        return ("undelivered", "30003") if self.undeliverable else ("delivered", None)
+
+    def public(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_at"] = self.created_at.isoformat()
+        return d
+
+
+@dataclass
+class SandboxState:
+    credentials: Credentials
+    faults: Faults = field(default_factory=Faults)
+    messages: list[SandboxMessage] = field(default_factory=list)
+    by_id: dict[str, SandboxMessage] = field(default_factory=dict)
+    by_number: dict[str, list[SandboxMessage]] = field(default_factory=dict)
+    idempotency: dict[str, tuple[tuple[str, ...], SandboxMessage]] = field(default_factory=dict)
+    nonces: dict[str, datetime] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    _patterns: dict[str, re.Pattern[str] | None] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.faults = Faults()
+        self._patterns.clear()
+        for store in (
+            self.messages,
+            self.by_id,
+            self.by_number,
+            self.idempotency,
+            self.nonces,
+            self.counters,
+        ):
+            store.clear()
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults = faults
+        self._patterns = {
+            name: re.compile(getattr(faults, name)) if getattr(faults, name) else None
+            for name in (
+                "invalid_numbers",
+                "landline_numbers",
+                "opted_out_numbers",
+                "limited_numbers",
+                "undeliverable_numbers",
+            )
+        }
+
+    def matches(self, pattern: str, number: str) -> bool:
+        compiled = self._patterns.get(pattern)
+        return bool(compiled and compiled.search(number))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def take_fault(self, route: Route) -> str | None:
+        """The fault this send request gets, if any, consuming one from its counter."""
+        f = self.faults
+        if not f.applies(route):
+            return None
+        for name in ("http_429", "http_503", "http_500", "timeouts"):
+            left = getattr(f, name)
+            if left:
+                setattr(f, name, left - 1)
+                self.count(f"faults.{name}")
+                return name
+        return None
+
+    def record(self, message: SandboxMessage) -> None:
+        message.undeliverable = self.matches("undeliverable_numbers", message.to)
+        self.messages.append(message)
+        self.by_id[message.id] = message
+        self.by_number.setdefault(message.to, []).append(message)
+        self.count(f"messages.{message.route}")
+
+    def use_nonce(self, nonce: str, now: datetime) -> bool:
+        """False if the nonce was seen in the last 15 minutes (the vendor refuses a replay)."""
+        if len(self.nonces) > 200_000:
+            horizon = now - timedelta(minutes=15)
+            self.nonces = {k: v for k, v in self.nonces.items() if v > horizon}
+        if nonce in self.nonces:
+            return False
+        self.nonces[nonce] = now
+        return True
+
+    @property
+    def delivery(self) -> timedelta:
+        return timedelta(milliseconds=self.faults.delivery_ms)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -1,0 +1,445 @@
+"""A client of Aliyun's SMS API (dysmsapi 2017-05-25), and of any gateway or sandbox that speaks it.
+
+Wire format: RPC-style, every parameter form-encoded in a POST to `/`, signed with HMAC-SHA1 over
+the canonical query. `SendBatchSms` carries up to 100 numbers per request, which is what makes a
+daily cycle of ~100,000 messages take seconds rather than minutes; it takes one template per
+request, so a batch is grouped by template and cut into chunks of distinct numbers.
+
+Identity: the vendor gives one `BizId` per request and echoes one `OutId` (ours) per request in
+its status queries and delivery reports, but no per-number id. So a message's provider id is
+`"{OutId}:{tag of the number}"`, which the send result, a status query and a delivery report all
+yield alike. The vendor does not deduplicate: after an unknown outcome (timeout, 5xx) the client
+queries by number and `OutId` (`QuerySendDetails`) and resends only what it does not find.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field, SecretStr
+
+from integrations._masking import scrub
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidAddress,
+    InvalidCallback,
+    Permanent,
+    ProviderError,
+    Transient,
+    UnknownOutcome,
+)
+from integrations.metadata import ProviderInfo
+from integrations.retries import call_with_retries
+from integrations.sms._base import HttpProviderSettings, HttpSmsProvider, for_request
+from integrations.sms._phones import is_e164, phone_tag, to_aliyun
+from integrations.sms._signing import aliyun_signature
+from integrations.sms.protocol import DeliveryReport, SmsRequest, SmsResult, SmsStatus
+
+log = logging.getLogger(__name__)  # counts and keys only: never a number, a text or a secret
+
+__all__ = ["CHINA", "AliyunSettings", "AliyunSmsProvider", "error_from_code"]
+
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # the vendor's dates and times are Beijing time
+_API_VERSION = "2017-05-25"
+
+# Codes that name one number of a batch: the batch is split to find it, the others still go out
+_PER_NUMBER = {"isv.MOBILE_NUMBER_ILLEGAL", "isv.BUSINESS_LIMIT_CONTROL"}
+_INVALID_ADDRESS = {"isv.MOBILE_NUMBER_ILLEGAL", "isv.MOBILE_COUNT_OVER_LIMIT"}
+_CONFIG = {
+    "InvalidAccessKeyId.NotFound",
+    "InvalidAccessKeyId.Inactive",
+    "SignatureDoesNotMatch",
+    "Forbidden.RAM",
+    "isp.RAM_PERMISSION_DENY",
+    "isv.SMS_SIGNATURE_ILLEGAL",
+    "isv.SIGN_NAME_ILLEGAL",
+    "isv.ACCOUNT_NOT_EXISTS",
+    "isv.ACCOUNT_ABNORMAL",
+    "isv.OUT_OF_SERVICE",
+    "isv.AMOUNT_NOT_ENOUGH",
+    "isv.DENY_IP_RANGE",
+    "MissingAccessKeyId",
+    "IncompleteSignature",
+}
+_TRANSIENT = {
+    "isv.BUSINESS_LIMIT_CONTROL",
+    "Throttling",
+    "Throttling.User",
+    "Throttling.Api",
+    "ServiceUnavailable",
+    "SignatureNonceUsed",
+    "InvalidTimeStamp.Expired",
+}
+# BUSINESS_LIMIT_CONTROL is per-number flow control (per minute, hour and day): retrying within
+# seconds cannot help, so the caller gets it back with a hint and reschedules the message.
+_FLOW_CONTROL_RETRY_AFTER = 60.0
+
+
+class AliyunSettings(HttpProviderSettings):
+    base_url: str = Field(default="https://dysmsapi.aliyuncs.com", description="API endpoint.")
+    access_key_id: str = Field(min_length=1, description="AccessKey ID of a RAM user allowed to send SMS.")
+    access_key_secret: SecretStr = Field(description="AccessKey secret: the request signing key.")
+    sign_name: str = Field(min_length=1, description="Approved signature (签名) shown in every message.")
+    region_id: str = Field(default="cn-hangzhou", description="Region of the endpoint.")
+    batch_size: int = Field(default=100, ge=1, le=100, description="Numbers per SendBatchSms request.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight per batch.")
+
+
+class _SplitBatch(Exception):
+    """A per-number refusal of a multi-number request: split it, do not retry it as a whole."""
+
+    def __init__(self, error: ProviderError) -> None:
+        self.error = error
+
+
+def error_from_code(
+    code: str, message: str, http_status: int, retry_after: float | None = None
+) -> ProviderError:
+    """Translate a vendor `Code` (or a bare HTTP status) into our error tree."""
+    if code in _CONFIG or http_status in (401, 403, 404):
+        return ConfigError(message, code=code or f"http_{http_status}")
+    if code in _INVALID_ADDRESS:
+        return InvalidAddress(code, message)
+    if code == "isv.BUSINESS_LIMIT_CONTROL":
+        return Transient(message, retry_after=retry_after or _FLOW_CONTROL_RETRY_AFTER, code=code)
+    if code in _TRANSIENT or code.startswith("Throttling") or http_status in (429, 503):
+        return Transient(message, retry_after=retry_after, code=code or f"http_{http_status}")
+    if http_status >= 500 or code in ("isp.SYSTEM_ERROR", "isv.SYSTEM_ERROR", "InternalError"):
+        return UnknownOutcome(message, code=code or f"http_{http_status}")
+    return Permanent(code or f"http_{http_status}", message)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _out_id_for(key: str) -> str:
+    """A single message's OutId, derived from our key: a status search after a crash can find it."""
+    return "k" + hashlib.sha256(key.encode()).hexdigest()[:31]
+
+
+def _provider_id(out_id: str, number: str) -> str:
+    return f"{out_id}:{phone_tag(number)}"
+
+
+def _china_time(value: str | None) -> datetime:
+    if value:
+        try:
+            return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA).astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+_SEND_STATUS: dict[int, SmsStatus] = {1: "sent", 2: "undelivered", 3: "delivered"}
+
+
+class AliyunSmsProvider(HttpSmsProvider):
+    """Batches of up to 100 numbers per request (`SendBatchSms`), a few requests in flight."""
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name="aliyun",
+        kind="sms",
+        title="Aliyun-compatible SMS (dysmsapi)",
+        settings=AliyunSettings,
+        batch_size=100,
+        deduplicates=False,
+        setup_url="https://help.aliyun.com/zh/sms/developer-reference/api-dysmsapi-2017-05-25-sendbatchsms",
+    )
+    settings_model: ClassVar[type[HttpProviderSettings]] = AliyunSettings
+    settings: AliyunSettings
+
+    # -- the signed call -------------------------------------------------------------------
+
+    def _call(self, action: str, params: Mapping[str, str], *, split: bool = False) -> dict[str, Any]:
+        """One signed RPC call, retried on `Transient`; returns the JSON of a `Code: OK` answer."""
+
+        def attempt() -> dict[str, Any]:
+            s = self.settings
+            query = {
+                "AccessKeyId": s.access_key_id,
+                "Action": action,
+                "Format": "JSON",
+                "RegionId": s.region_id,
+                "SignatureMethod": "HMAC-SHA1",
+                "SignatureNonce": uuid.uuid4().hex,  # fresh per attempt: the vendor refuses a reused nonce
+                "SignatureVersion": "1.0",
+                "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "Version": _API_VERSION,
+                **params,
+            }
+            query["Signature"] = aliyun_signature(
+                s.access_key_secret.get_secret_value(), "POST", query.items()
+            )
+            response = self._request("POST", "/", form=query)
+            try:
+                payload = response.json()
+                code = str(payload.get("Code", ""))
+                message = str(payload.get("Message", ""))
+            except (ValueError, AttributeError):
+                if response.status_code < 300:  # executed, perhaps, but the answer is unreadable
+                    raise UnknownOutcome(
+                        f"sms.aliyun: unreadable answer to {action}", code="bad_answer"
+                    ) from None
+                payload, code, message = {}, "", response.reason_phrase
+            if response.status_code == 200 and code == "OK":
+                return payload
+            error = error_from_code(code, scrub(message), response.status_code, _retry_after(response))
+            if split and code in _PER_NUMBER:
+                raise _SplitBatch(error)
+            raise error
+
+        return call_with_retries(attempt, self.retry_policy)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, request: SmsRequest) -> SmsResult:
+        outcome = self.send_batch([request])[0]
+        if isinstance(outcome, ProviderError):
+            raise outcome
+        return outcome
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[SmsResult | ProviderError]:
+        outcomes: list[SmsResult | ProviderError | None] = [None] * len(requests)
+        seen: set[str] = set()
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            if request.idempotency_key in seen:
+                outcomes[i] = Duplicate(
+                    "idempotency key repeated within one batch", idempotency_key=request.idempotency_key
+                )
+            elif not is_e164(request.to):
+                outcomes[i] = InvalidAddress(
+                    "local.not_e164",
+                    "the number is not in E.164 form",
+                    idempotency_key=request.idempotency_key,
+                )
+            else:
+                seen.add(request.idempotency_key)
+                groups.setdefault(request.template, []).append(i)
+        chunks = [c for indices in groups.values() for c in self._chunks(requests, indices)]
+
+        def run(chunk: list[int]) -> list[SmsResult | ProviderError]:
+            return self._send_chunk([requests[i] for i in chunk])
+
+        try:
+            done = self._map_bounded(run, chunks, self.settings.concurrency)
+        except ConfigError as e:
+            for chunk, chunk_outcomes in zip(chunks, e.outcomes or [], strict=False):
+                for i, outcome in zip(chunk, chunk_outcomes or [], strict=False):
+                    outcomes[i] = outcome
+            e.outcomes = list(outcomes)
+            raise
+        for chunk, chunk_outcomes in zip(chunks, done, strict=True):
+            assert chunk_outcomes is not None
+            for i, outcome in zip(chunk, chunk_outcomes, strict=True):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def _chunks(self, requests: Sequence[SmsRequest], indices: list[int]) -> list[list[int]]:
+        """Chunks of at most `batch_size`, each number (tag) at most once per chunk: ids are per number."""
+        size = self.settings.batch_size
+        chunks: list[tuple[set[str], list[int]]] = []
+        first_open = 0
+        for i in indices:
+            tag = phone_tag(requests[i].to)
+            for tags, members in chunks[first_open:]:
+                if len(members) < size and tag not in tags:
+                    tags.add(tag)
+                    members.append(i)
+                    break
+            else:
+                chunks.append(({tag}, [i]))
+            while first_open < len(chunks) and len(chunks[first_open][1]) >= size:
+                first_open += 1
+        return [members for _, members in chunks]
+
+    def _send_chunk(
+        self, chunk: list[SmsRequest], *, may_resend: bool = True
+    ) -> list[SmsResult | ProviderError]:
+        single = len(chunk) == 1
+        out_id = _out_id_for(chunk[0].idempotency_key) if single else "b" + uuid.uuid4().hex[:31]
+        s = self.settings
+        if single:
+            action = "SendSms"
+            params = {
+                "PhoneNumbers": to_aliyun(chunk[0].to),
+                "SignName": s.sign_name,
+                "TemplateCode": chunk[0].template,
+                "TemplateParam": json.dumps(dict(chunk[0].params), ensure_ascii=False),
+                "OutId": out_id,
+            }
+        else:
+            action = "SendBatchSms"
+            params = {
+                "PhoneNumberJson": json.dumps([to_aliyun(r.to) for r in chunk]),
+                "SignNameJson": json.dumps([s.sign_name] * len(chunk), ensure_ascii=False),
+                "TemplateCode": chunk[0].template,
+                "TemplateParamJson": json.dumps([dict(r.params) for r in chunk], ensure_ascii=False),
+                "OutId": out_id,
+            }
+        try:
+            self._call(action, params, split=not single)
+        except _SplitBatch:
+            half = len(chunk) // 2
+            return self._send_chunk(chunk[:half]) + self._send_chunk(chunk[half:])
+        except ConfigError:
+            raise
+        except UnknownOutcome as e:
+            if not s.reconcile_unknown:
+                return [for_request(e, r.idempotency_key) for r in chunk]
+            return self._reconcile(chunk, out_id, e, may_resend=may_resend)
+        except ProviderError as e:
+            return [self._for(e, r) for r in chunk]
+        accepted_at = datetime.now(UTC)
+        return [
+            SmsResult(r.idempotency_key, _provider_id(out_id, r.to), "queued", accepted_at) for r in chunk
+        ]
+
+    @staticmethod
+    def _for(error: ProviderError, request: SmsRequest) -> ProviderError:
+        mine = for_request(error, request.idempotency_key)
+        mine.reason = scrub(mine.reason, request.to, to_aliyun(request.to))
+        return mine
+
+    def _reconcile(
+        self, chunk: list[SmsRequest], out_id: str, unknown: UnknownOutcome, *, may_resend: bool
+    ) -> list[SmsResult | ProviderError]:
+        """After an unknown outcome: find what the vendor has under `out_id`, resend the rest once."""
+        outcomes: list[SmsResult | ProviderError | None] = []
+        missing: list[int] = []
+
+        def ours(dto: Mapping[str, Any]) -> bool:
+            return dto.get("OutId") == out_id
+
+        for n, request in enumerate(chunk):
+            try:
+                found = self._search(request, ours)
+            except ProviderError as e:
+                outcomes.append(
+                    UnknownOutcome(
+                        f"{unknown.reason}; the status lookup failed: {e.reason}",
+                        code=unknown.code,
+                        idempotency_key=request.idempotency_key,
+                    )
+                )
+                continue
+            outcomes.append(found)
+            if found is None:
+                missing.append(n)
+        log.warning(
+            "sms.aliyun: outcome unknown for a request of %d; %d found sent, %d not found%s",
+            len(chunk),
+            sum(isinstance(o, SmsResult) for o in outcomes),
+            len(missing),
+            ": sending those again" if missing and may_resend else "",
+        )
+        if missing:
+            if may_resend:
+                again = self._send_chunk([chunk[n] for n in missing], may_resend=False)
+            else:
+                again = [for_request(unknown, chunk[n].idempotency_key) for n in missing]
+            for n, outcome in zip(missing, again, strict=True):
+                outcomes[n] = outcome
+        return [o for o in outcomes if o is not None]
+
+    # -- looking up ---------------------------------------------------------------------------
+
+    def status(self, request: SmsRequest, provider_id: str | None = None) -> SmsResult | None:
+        if provider_id:
+            out_id = provider_id.split(":", 1)[0]
+            return self._search(request, lambda dto: dto.get("OutId") == out_id)
+        derived = _out_id_for(request.idempotency_key)
+        values = [v for v in request.params.values() if v]
+
+        def same(dto: Mapping[str, Any]) -> bool:
+            # our own OutId, or (from a batch) the same template with every parameter in the text;
+            # the same text to the same number counts as sent: a duplicate costs more than a miss
+            if dto.get("OutId") == derived:
+                return True
+            content = str(dto.get("Content", ""))
+            return dto.get("TemplateCode") == request.template and all(v in content for v in values)
+
+        return self._search(request, same)
+
+    def _search(self, request: SmsRequest, match: Callable[[Mapping[str, Any]], bool]) -> SmsResult | None:
+        """QuerySendDetails for the number, newest day first, up to `lookback_days`."""
+        today = datetime.now(CHINA).date()
+        for back in range(self.settings.lookback_days):
+            day = (today - timedelta(days=back)).strftime("%Y%m%d")
+            for page in range(1, 21):
+                payload = self._call(
+                    "QuerySendDetails",
+                    {
+                        "PhoneNumber": to_aliyun(request.to),
+                        "SendDate": day,
+                        "PageSize": "50",
+                        "CurrentPage": str(page),
+                    },
+                )
+                dtos = (payload.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
+                for dto in dtos:
+                    if match(dto):
+                        return self._from_dto(request, dto)
+                if len(dtos) < 50:
+                    break
+        return None
+
+    @staticmethod
+    def _from_dto(request: SmsRequest, dto: Mapping[str, Any]) -> SmsResult:
+        status = _SEND_STATUS.get(int(dto.get("SendStatus", 1)), "sent")
+        err = dto.get("ErrCode")
+        return SmsResult(
+            idempotency_key=request.idempotency_key,
+            provider_id=_provider_id(str(dto.get("OutId", "")), request.to),
+            status=status,
+            accepted_at=_china_time(dto.get("SendDate")),
+            error_code=str(err) if err and status != "delivered" else None,
+        )
+
+    # -- callbacks ----------------------------------------------------------------------------
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+    ) -> list[DeliveryReport]:
+        """SmsReport pushes: a JSON array; answer `{"code": 0}` once stored, or the vendor retries.
+
+        The vendor does not sign these; protect the webhook URL (a secret path, an allow-list).
+        """
+        try:
+            items = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidCallback("delivery report is not JSON") from None
+        if not isinstance(items, list):
+            raise InvalidCallback("delivery report is not a JSON array")
+        reports = []
+        for item in items:
+            try:
+                success = item["success"] in (True, "true", "True", 1)
+                out_id = str(item["out_id"])
+                phone = str(item["phone_number"])
+            except (KeyError, TypeError):
+                raise InvalidCallback("delivery report item lacks success, out_id or phone_number") from None
+            err = item.get("err_code")
+            reports.append(
+                DeliveryReport(
+                    provider_id=_provider_id(out_id, phone),
+                    status="delivered" if success else "undelivered",
+                    at=_china_time(item.get("report_time")),
+                    error_code=None if success else (str(err) if err else None),
+                    reference=out_id,
+                    vendor_status=str(err) if err else ("DELIVERED" if success else None),
+                )
+            )
+        return reports

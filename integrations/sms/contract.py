@@ -1,0 +1,132 @@
+"""The contract every SMS provider passes, run against a sandbox that imitates its vendor.
+
+A provider's test module subclasses it and supplies three fixtures:
+
+    class TestMyProvider(SmsProviderContract):
+        @pytest.fixture
+        def provider(self, sandbox): ...      # built with the sandbox's base URL and credentials
+        @pytest.fixture
+        def bad_provider(self, sandbox): ...  # same, with BAD_SECRET as its secret
+        # `sandbox`: a reset `integrations.sandbox.SandboxHandle` (faults, messages)
+
+The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+Imports pytest: load it from tests only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient
+from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
+
+__all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests"]
+
+BAD_SECRET = "not-the-secret-7f3a9c"  # what `bad_provider` is built with
+
+
+def make_requests(n: int, prefix: str = "c", start: int = 0) -> list[SmsRequest]:
+    """`n` distinct reminders to distinct Chinese mobile numbers."""
+    return [
+        SmsRequest(
+            idempotency_key=f"{prefix}-{i}",
+            to=f"+86138{i:08d}",
+            template="SMS_REMINDER",
+            params={"name": f"Borrower {i}", "amount": f"{100 + i}.00"},
+            body=f"Borrower {i}, {100 + i}.00 is past due.",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+class SmsProviderContract:
+    """Behaviour the dispatch task relies on, whatever the vendor."""
+
+    def test_is_an_sms_provider(self, provider: Any) -> None:
+        """The provider satisfies the protocol and declares itself as the SMS kind."""
+        assert isinstance(provider, SmsProvider)
+        assert provider.info.kind == "sms"
+
+    def test_batch_gives_one_result_per_request_in_order(self, provider: SmsProvider, sandbox: Any) -> None:
+        """send_batch returns one SmsResult per request, in request order, and each is sent once."""
+        requests = make_requests(130)
+        outcomes = provider.send_batch(requests)
+        assert [o.idempotency_key for o in outcomes] == [r.idempotency_key for r in requests]
+        assert all(isinstance(o, SmsResult) and o.status == "queued" for o in outcomes)
+        assert len({o.provider_id for o in outcomes if isinstance(o, SmsResult)}) == 130
+        received = sandbox.messages()
+        assert sorted(m["to"] for m in received) == sorted(r.to for r in requests)
+
+    def test_empty_batch_sends_nothing(self, provider: SmsProvider, sandbox: Any) -> None:
+        """An empty batch returns an empty list without a request to the vendor."""
+        assert provider.send_batch([]) == []
+        assert not any(k.startswith("requests.") for k in sandbox.stats()["counters"])
+
+    def test_invalid_number_fails_alone(self, provider: SmsProvider, sandbox: Any) -> None:
+        """A number the vendor refuses becomes an InvalidAddress outcome; the rest of the batch is sent."""
+        sandbox.set_faults(invalid_numbers=r"0005$")
+        requests = make_requests(12)
+        outcomes = provider.send_batch(requests)
+        assert isinstance(outcomes[5], InvalidAddress) and outcomes[5].invalid_address
+        assert outcomes[5].idempotency_key == "c-5"
+        assert all(isinstance(o, SmsResult) for n, o in enumerate(outcomes) if n != 5)
+        assert len(sandbox.messages()) == 11
+
+    def test_burst_of_429_is_retried_without_sending_twice(self, provider: SmsProvider, sandbox: Any) -> None:
+        """Throttled requests are retried after Retry-After and each message still arrives exactly once."""
+        sandbox.set_faults(http_429=2, retry_after=2)
+        requests = make_requests(3)
+        outcomes = provider.send_batch(requests)
+        assert all(isinstance(o, SmsResult) for o in outcomes)
+        assert sandbox.stats()["counters"]["faults.http_429"] == 2
+        assert sorted(m["to"] for m in sandbox.messages()) == sorted(r.to for r in requests)
+
+    def test_retry_after_beyond_the_budget_is_handed_back(self, provider: SmsProvider, sandbox: Any) -> None:
+        """A Retry-After longer than the time budget is not waited for: the caller gets Transient with it."""
+        sandbox.set_faults(http_429=50, retry_after=3600)
+        outcome = provider.send_batch(make_requests(1))[0]
+        assert isinstance(outcome, Transient) and outcome.retry_after == 3600
+        assert sandbox.messages() == []
+
+    def test_server_error_after_executing_is_not_sent_twice(
+        self, provider: SmsProvider, sandbox: Any
+    ) -> None:
+        """A 500 after the vendor executed the request is reconciled by lookup, never by a blind resend."""
+        sandbox.set_faults(http_500=1)
+        requests = make_requests(4)
+        outcomes = provider.send_batch(requests)
+        assert all(isinstance(o, SmsResult) for o in outcomes)
+        assert sorted(m["to"] for m in sandbox.messages()) == sorted(r.to for r in requests)
+
+    def test_status_finds_a_sent_message_and_not_an_unsent_one(
+        self, provider: SmsProvider, sandbox: Any
+    ) -> None:
+        """status() finds a message by its provider id or by search, and answers None for one never sent."""
+        sent, unsent = make_requests(2)
+        result = provider.send(sent)
+        by_id = provider.status(sent, result.provider_id)
+        by_search = provider.status(sent)
+        assert by_id is not None and by_id.provider_id == result.provider_id
+        assert by_search is not None and by_search.provider_id == result.provider_id
+        assert provider.status(unsent) is None
+
+    def test_bad_credentials_raise_config_error(self, bad_provider: SmsProvider, sandbox: Any) -> None:
+        """Refused credentials stop the batch with ConfigError, whose outcomes say nothing was sent."""
+        with pytest.raises(ConfigError) as caught:
+            bad_provider.send_batch(make_requests(3))
+        assert caught.value.outcomes is not None and len(caught.value.outcomes) == 3
+        assert not any(isinstance(o, SmsResult) for o in caught.value.outcomes)
+        assert sandbox.messages() == []
+
+    def test_secrets_never_printed(self, provider: Any, bad_provider: Any, sandbox: Any) -> None:
+        """No secret of the sandbox appears in a provider's repr or str, nor in the text of its errors."""
+        secrets = [v for k, v in sandbox.credentials.items() if "token" in k or "secret" in k] + [BAD_SECRET]
+        texts = [repr(provider), str(provider), repr(bad_provider)]
+        try:
+            bad_provider.send(make_requests(1)[0])
+        except ProviderError as e:
+            texts += [str(e), repr(e), str(e.args)]
+        for text in texts:
+            assert not any(secret in text for secret in secrets), text

@@ -1,0 +1,136 @@
+"""The SMS provider kind: what the dispatch task hands a provider, and what it gets back.
+
+Caller's duties: give every message an idempotency key that is unique and stable across runs
+(the outbox key); before sending again a message whose outcome is unknown (an `UnknownOutcome`,
+or a crash between the call and the write of its result), ask `status()` first.
+
+Implementer's duties: translate every vendor answer into an `SmsResult` or an error of
+`integrations.errors`; retry only what was not executed (`Transient`), capped; never put a secret
+or a full phone number into a `repr`, a log line or an exception message.
+
+The API is synchronous: callers are Prefect tasks running in worker threads. `send_batch` brings
+its own bounded concurrency, so one call can carry a dispatch batch of thousands of messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
+
+from integrations._masking import mask_phone
+from integrations.errors import ProviderError
+from integrations.metadata import ProviderInfo
+
+__all__ = ["SMS_STATUSES", "DeliveryReport", "Outcome", "SmsProvider", "SmsRequest", "SmsResult", "SmsStatus"]
+
+SmsStatus = Literal["queued", "sent", "delivered", "failed", "undelivered"]
+SMS_STATUSES: frozenset[str] = frozenset({"queued", "sent", "delivered", "failed", "undelivered"})
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class SmsRequest:
+    """One message to send. `body` is what the person reads; `template`/`params` are what a
+    template-based vendor (Aliyun) needs, since it renders its own pre-approved text."""
+
+    idempotency_key: str  # ours, unique per message; travels to the provider
+    to: str  # E.164, e.g. "+8613900001111"
+    template: str  # template code
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.idempotency_key:
+            raise ValueError("an SMS request needs an idempotency key")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.params.items()):
+            raise TypeError("SMS template params map str to str")
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __hash__(self) -> int:
+        return hash(self.idempotency_key)
+
+    def __repr__(self) -> str:  # the number is masked and the body left out: reprs reach logs
+        return (
+            f"SmsRequest(idempotency_key={self.idempotency_key!r}, to={mask_phone(self.to)!r}, "
+            f"template={self.template!r}, params=<{len(self.params)}>, body=<{len(self.body)} chars>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SmsResult:
+    """What the provider accepted: its id for the message and the status it reported."""
+
+    idempotency_key: str
+    provider_id: str
+    status: SmsStatus
+    accepted_at: datetime  # time-zone aware
+    error_code: str | None = None  # the vendor's delivery error, for failed or undelivered
+
+    def __post_init__(self) -> None:
+        if self.status not in SMS_STATUSES:
+            raise ValueError(f"unknown SMS status {self.status!r}")
+        if self.accepted_at.tzinfo is None:
+            raise ValueError("accepted_at must be time-zone aware")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """One status change told by the provider through a callback (may be late, repeated, out of order)."""
+
+    provider_id: str  # matches `SmsResult.provider_id`
+    status: SmsStatus
+    at: datetime  # when the vendor says it happened, or when it reached us if it does not say
+    error_code: str | None = None
+    reference: str | None = None  # our reference as echoed by the vendor (Aliyun OutId), if any
+    vendor_status: str | None = None  # the vendor's own word, for the audit trail
+
+
+Outcome = SmsResult | ProviderError
+
+
+@runtime_checkable
+class SmsProvider(Protocol):
+    """A provider of the SMS kind. Implementations live in `integrations.sms.*` or in plugins
+    registered under the `arrears.providers` entry-point group as `sms.<name>`."""
+
+    info: ClassVar[ProviderInfo]
+
+    def send(self, request: SmsRequest) -> SmsResult:
+        """Send one message; raise a `ProviderError` subclass if it was not accepted."""
+        ...
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[SmsResult | ProviderError]:
+        """Send many messages with bounded concurrency; one outcome per request, in the same order.
+
+        A single message's failure is an outcome, never an exception. Raises `ConfigError` (with
+        `outcomes` filled in) when the provider refuses the credentials or the account's settings.
+        """
+        ...
+
+    def status(self, request: SmsRequest, provider_id: str | None = None) -> SmsResult | None:
+        """The provider's record of `request`, or None if it has none (never executed: safe to send).
+
+        With `provider_id` (from an earlier `SmsResult`) the lookup is exact; without it, the
+        provider searches its recent messages to the same number. Neither vendor can look a message
+        up by our idempotency key alone, hence the request rather than a bare key.
+        """
+        ...
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+    ) -> list[DeliveryReport]:
+        """Delivery reports from one inbound callback; `url` (as received) enables signature checks.
+
+        Raises `InvalidCallback` if the body is malformed or the signature does not verify.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; the provider must not be used afterwards."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...

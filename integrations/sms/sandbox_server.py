@@ -1,0 +1,530 @@
+"""A sandbox SMS vendor: one FastAPI app speaking both wire formats our clients speak.
+
+- Twilio-shaped: `POST/GET /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET …/Messages/{Sid}.json`,
+  Basic auth, deduplication by `Idempotency-Key` (a resend returns the first message).
+- Aliyun-shaped: the RPC endpoint `/` with `SendSms`, `SendBatchSms`, `QuerySendDetails`, checking the
+  AccessKey, the HMAC-SHA1 signature, the timestamp and nonce replay. Like the vendor, it does
+  not deduplicate, and it refuses a whole batch when one number is illegal or flow-controlled.
+- `/_sandbox/…`: `health`, `messages` (what was received), `stats`, `reset`, `faults` (latency,
+  bursts of 429/503 with Retry-After, 500 after executing, timeouts, numbers refused by pattern),
+  and `reports/{aliyun,twilio}`: the delivery reports the vendor would push.
+
+Run it alone with `python -m integrations.sms.sandbox_server --port 8025`; the cycle and the tests
+start it in a separate process through `integrations.sandbox.start_sandbox`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request, Response
+
+from integrations.sms._phones import from_aliyun, is_e164, to_aliyun
+from integrations.sms._sandbox_state import Credentials, Faults, SandboxMessage, SandboxState
+from integrations.sms._signing import aliyun_signature
+from integrations.sms.aliyun import CHINA
+
+__all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main"]
+
+CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
+# Well-known values for a sandbox started by hand; never valid anywhere but here.
+DEFAULT_CREDENTIALS = Credentials(
+    account_sid="AC00000000000000000000000000000000",
+    auth_token="sandbox-auth-token",
+    from_number="+15005550006",
+    access_key_id="LTAIsandbox",
+    access_key_secret="sandbox-access-key-secret",
+    sign_name="arrears",
+)
+_API = "/2010-04-01/Accounts/{account_sid}"
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status, headers, media_type="application/json")
+
+
+def _twilio_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status,
+        headers,
+    )
+
+
+def _aliyun_answer(
+    code: str, message: str, status: int = 200, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    return _json(
+        {"Code": code, "Message": message, "RequestId": str(uuid.uuid4()).upper(), **extra}, status, headers
+    )
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _china(dt: datetime) -> str:
+    return dt.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxState | None = None) -> FastAPI:
+    """The sandbox app around one in-memory state (a fresh one unless given)."""
+    st = state or SandboxState(credentials)
+    app = FastAPI(
+        title="arrears SMS sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
+    )
+    app.state.sandbox = st
+    creds = st.credentials
+
+    # -- faults ------------------------------------------------------------------------------
+
+    async def injected(route: str, run: Any) -> Response:
+        """Wrap one send: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout."""
+        fault = st.take_fault(route)  # type: ignore[arg-type]
+        if st.faults.latency_ms:
+            await asyncio.sleep(st.faults.latency_ms / 1000)
+        retry = {"Retry-After": f"{st.faults.retry_after:g}"}
+        if fault == "http_429":
+            if route == "twilio":
+                return _twilio_error(429, 20429, "Too Many Requests", retry)
+            return _aliyun_answer(
+                "Throttling.User", "Request was denied due to user flow control.", 429, retry
+            )
+        if fault == "http_503":
+            if route == "twilio":
+                return _twilio_error(503, 20503, "Service Unavailable", retry)
+            return _aliyun_answer("ServiceUnavailable", "The service is unavailable.", 503, retry)
+        response = run()
+        if fault == "http_500":
+            if route == "twilio":
+                return _twilio_error(500, 20500, "Internal Server Error")
+            return _aliyun_answer("InternalError", "The request processing has failed.", 500)
+        if fault == "timeouts":
+            await asyncio.sleep(st.faults.timeout_ms / 1000)
+        return response
+
+    # -- Twilio-shaped -------------------------------------------------------------------------
+
+    def twilio_auth(request: Request, account_sid: str) -> Response | None:
+        header = request.headers.get("authorization", "")
+        try:
+            scheme, _, encoded = header.partition(" ")
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            user = password = scheme = ""
+        ok = (
+            scheme.lower() == "basic"
+            and hmac.compare_digest(user.encode(), creds.account_sid.encode())
+            and hmac.compare_digest(password.encode(), creds.auth_token.encode())
+            and account_sid == creds.account_sid
+        )
+        return None if ok else _twilio_error(401, 20003, "Authenticate")
+
+    def twilio_json(m: SandboxMessage, status: str | None = None) -> dict[str, Any]:
+        if status is None:
+            status, error = m.status(st.now(), st.delivery)
+        else:
+            error = None
+        created = format_datetime(m.created_at)
+        return {
+            "sid": m.id,
+            "account_sid": creds.account_sid,
+            "to": m.to,
+            "from": m.sender if m.sender and m.sender.startswith("+") else None,
+            "messaging_service_sid": m.sender if m.sender and m.sender.startswith("MG") else None,
+            "body": m.body,
+            "status": status,
+            "direction": "outbound-api",
+            "num_segments": "1",
+            "date_created": created,
+            "date_updated": created,
+            "date_sent": created if status in ("sent", "delivered", "undelivered") else None,
+            "error_code": int(error) if error else None,
+            "error_message": None,
+            "price": None,
+            "api_version": "2010-04-01",
+            "uri": f"{_API.format(account_sid=creds.account_sid)}/Messages/{m.id}.json",
+        }
+
+    @app.post("/2010-04-01/Accounts/{account_sid}/Messages.json")
+    async def twilio_create(account_sid: str, request: Request) -> Response:
+        st.count("requests.twilio.create")
+        if (denied := twilio_auth(request, account_sid)) is not None:
+            return denied
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        key = request.headers.get("idempotency-key")
+
+        def run() -> Response:
+            to, body = form.get("To", ""), form.get("Body", "")
+            sender = form.get("MessagingServiceSid") or form.get("From")
+            fingerprint = (to, body, sender or "")
+            if key and key in st.idempotency:
+                first_print, first = st.idempotency[key]
+                if first_print != fingerprint:
+                    return _twilio_error(409, 20409, "Idempotency-Key was used with different parameters")
+                st.count("dedup.twilio")
+                return _json(twilio_json(first), 201, {"Idempotent-Replayed": "true"})
+            if not is_e164(to) or st.matches("invalid_numbers", to):
+                return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+            if st.matches("landline_numbers", to):
+                return _twilio_error(400, 21614, f"'To' number {to} is not a valid mobile number")
+            if st.matches("opted_out_numbers", to):
+                return _twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+            if not body:
+                return _twilio_error(400, 21602, "Message body is required.")
+            if not sender:
+                return _twilio_error(400, 21603, "A 'From' phone number is required.")
+            message = SandboxMessage(
+                id="SM" + uuid.uuid4().hex,
+                route="twilio",
+                to=to,
+                body=body,
+                created_at=st.now(),
+                sender=sender,
+                idempotency_key=key,
+                status_callback=form.get("StatusCallback"),
+            )
+            st.record(message)
+            if key:
+                st.idempotency[key] = (fingerprint, message)
+            return _json(twilio_json(message, "queued"), 201)
+
+        return await injected("twilio", run)
+
+    @app.get("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json")
+    async def twilio_fetch(account_sid: str, sid: str, request: Request) -> Response:
+        st.count("requests.twilio.fetch")
+        if (denied := twilio_auth(request, account_sid)) is not None:
+            return denied
+        message = st.by_id.get(sid)
+        if message is None or message.route != "twilio":
+            return _twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+        return _json(twilio_json(message))
+
+    @app.get("/2010-04-01/Accounts/{account_sid}/Messages.json")
+    async def twilio_list(account_sid: str, request: Request) -> Response:
+        st.count("requests.twilio.list")
+        if (denied := twilio_auth(request, account_sid)) is not None:
+            return denied
+        q = request.query_params
+        to = q.get("To")
+        size = max(1, min(1000, _int(q.get("PageSize"), 50)))
+        page = max(0, _int(q.get("Page"), 0))
+        pool = st.by_number.get(to, []) if to else st.messages
+        found = [m for m in reversed(pool) if m.route == "twilio"]
+        items = found[page * size : (page + 1) * size]
+        base = _API.format(account_sid=creds.account_sid) + "/Messages.json"
+        more = (page + 1) * size < len(found)
+        args = {**({"To": to} if to else {}), "PageSize": size}
+        return _json(
+            {
+                "messages": [twilio_json(m) for m in items],
+                "page": page,
+                "page_size": size,
+                "uri": f"{base}?{urlencode({**args, 'Page': page})}",
+                "next_page_uri": f"{base}?{urlencode({**args, 'Page': page + 1})}" if more else None,
+            }
+        )
+
+    # -- Aliyun-shaped -------------------------------------------------------------------------
+
+    @app.api_route("/", methods=["GET", "POST"])
+    async def aliyun(request: Request) -> Response:
+        params = dict(request.query_params)
+        if request.method == "POST":
+            params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        action = params.get("Action", "")
+        st.count(f"requests.aliyun.{action or 'none'}")
+        for name in ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp", "Version"):
+            if not params.get(name):
+                return _aliyun_answer(f"MissingParameter.{name}", f"{name} is mandatory", 400)
+        if params["AccessKeyId"] != creds.access_key_id:
+            return _aliyun_answer("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
+        expected = aliyun_signature(creds.access_key_secret, request.method, params.items())
+        if not hmac.compare_digest(expected.encode(), params["Signature"].encode()):
+            return _aliyun_answer("SignatureDoesNotMatch", "Specified signature is not matched.", 400)
+        now = st.now()
+        try:
+            stamp = datetime.strptime(params["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return _aliyun_answer("InvalidTimeStamp.Format", "Specified time stamp is not valid.", 400)
+        if abs(now - stamp) > timedelta(minutes=15):
+            return _aliyun_answer("InvalidTimeStamp.Expired", "Specified time stamp is expired.", 400)
+        if not st.use_nonce(params["SignatureNonce"], now):
+            return _aliyun_answer("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
+        if action == "SendSms":
+            return await injected("aliyun", lambda: aliyun_send(params, batch=False))
+        if action == "SendBatchSms":
+            return await injected("aliyun", lambda: aliyun_send(params, batch=True))
+        if action == "QuerySendDetails":
+            return aliyun_query(params)
+        return _aliyun_answer("InvalidAction.NotFound", "Specified api is not found.", 404)
+
+    def aliyun_send(params: dict[str, str], *, batch: bool) -> Response:
+        try:
+            if batch:
+                numbers = json.loads(params.get("PhoneNumberJson", "[]"))
+                signs = json.loads(params.get("SignNameJson", "[]"))
+                values = json.loads(params.get("TemplateParamJson") or "null") or [{}] * len(numbers)
+            else:
+                numbers = [n for n in params.get("PhoneNumbers", "").split(",") if n]
+                signs = [params.get("SignName", "")] * len(numbers)
+                values = [json.loads(params.get("TemplateParam") or "{}")] * len(numbers)
+        except ValueError:
+            return _aliyun_answer("isv.INVALID_JSON_PARAM", "JSON parameter is not valid.")
+        limit = 100 if batch else 1000
+        if not numbers or len(numbers) > limit or len(signs) != len(numbers) or len(values) != len(numbers):
+            return _aliyun_answer("isv.INVALID_PARAMETERS", "Parameters are not valid.")
+        if any(sign != creds.sign_name for sign in signs):
+            return _aliyun_answer("isv.SMS_SIGNATURE_ILLEGAL", "The signature is not approved.")
+        template = params.get("TemplateCode", "")
+        if not template:
+            return _aliyun_answer("isv.SMS_TEMPLATE_ILLEGAL", "The template is not approved.")
+        if not all(isinstance(v, dict) for v in values):
+            return _aliyun_answer("isv.INVALID_JSON_PARAM", "JSON parameter is not valid.")
+        out_id = params.get("OutId") or None
+        if out_id and len(out_id) > 256:
+            return _aliyun_answer("isv.INVALID_PARAMETERS", "OutId is too long.")
+        e164 = [from_aliyun(str(n)) for n in numbers]
+        for number in e164:
+            if (
+                not is_e164(number)
+                or st.matches("invalid_numbers", number)
+                or st.matches("landline_numbers", number)
+            ):
+                return _aliyun_answer("isv.MOBILE_NUMBER_ILLEGAL", "Illegal mobile number.")
+        for number in e164:
+            if st.matches("limited_numbers", number):
+                return _aliyun_answer("isv.BUSINESS_LIMIT_CONTROL", "Flow control of the number.")
+        biz_id = f"{secrets.randbelow(10**15):015d}^{secrets.randbelow(10**6)}"
+        now = st.now()
+        for n, (number, sign, value) in enumerate(zip(e164, signs, values, strict=True)):
+            text = "; ".join(f"{k}={v}" for k, v in value.items())
+            st.record(
+                SandboxMessage(
+                    id=f"{biz_id}/{n}",
+                    route="aliyun",
+                    to=number,
+                    body=f"【{sign}】{template}: {text}",
+                    created_at=now,
+                    sender=sign,
+                    template=template,
+                    params={str(k): str(v) for k, v in value.items()},
+                    out_id=out_id,
+                    biz_id=biz_id,
+                )
+            )
+        return _aliyun_answer("OK", "OK", BizId=biz_id)
+
+    def aliyun_status(m: SandboxMessage) -> tuple[int, str]:
+        status, _ = m.status(st.now(), st.delivery)
+        return {"sent": (1, ""), "delivered": (3, "DELIVERED")}.get(status, (2, "MOBILE_NOT_ON_SERVICE"))
+
+    def aliyun_query(params: dict[str, str]) -> Response:
+        number = from_aliyun(params.get("PhoneNumber", ""))
+        day = params.get("SendDate", "")
+        size = max(1, min(50, _int(params.get("PageSize"), 10)))
+        page = max(1, _int(params.get("CurrentPage"), 1))
+        biz_id = params.get("BizId")
+        found = [
+            m
+            for m in reversed(st.by_number.get(number, []))
+            if m.route == "aliyun"
+            and m.created_at.astimezone(CHINA).strftime("%Y%m%d") == day
+            and (not biz_id or m.biz_id == biz_id)
+        ]
+        dtos = []
+        for m in found[(page - 1) * size : page * size]:
+            code, err = aliyun_status(m)
+            dtos.append(
+                {
+                    "PhoneNum": to_aliyun(m.to),
+                    "SendStatus": code,
+                    "ErrCode": err,
+                    "TemplateCode": m.template,
+                    "Content": m.body,
+                    "SendDate": _china(m.created_at),
+                    "ReceiveDate": _china(m.created_at) if code != 1 else "",
+                    "OutId": m.out_id or "",
+                }
+            )
+        return _aliyun_answer("OK", "OK", TotalCount=len(found), SmsSendDetailDTOs={"SmsSendDetailDTO": dtos})
+
+    # -- the sandbox's own controls ------------------------------------------------------------
+
+    @app.get("/_sandbox/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "messages": len(st.messages)}
+
+    @app.get("/_sandbox/messages")
+    async def messages(
+        route: str | None = None,
+        to: str | None = None,
+        idempotency_key: str | None = None,
+        out_id: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        pool = st.by_number.get(to, []) if to else st.messages
+        found = [
+            m
+            for m in pool
+            if (not route or m.route == route)
+            and (not idempotency_key or m.idempotency_key == idempotency_key)
+            and (not out_id or m.out_id == out_id)
+        ]
+        return {"total": len(found), "messages": [m.public() for m in found[offset : offset + limit]]}
+
+    @app.get("/_sandbox/stats")
+    async def stats() -> dict[str, Any]:
+        return {"messages": len(st.messages), "counters": dict(st.counters)}
+
+    @app.post("/_sandbox/reset")
+    async def reset() -> dict[str, Any]:
+        st.reset()
+        return {"ok": True}
+
+    @app.get("/_sandbox/faults")
+    async def get_faults() -> Faults:
+        return st.faults
+
+    @app.post("/_sandbox/faults")
+    async def set_faults(faults: Faults) -> Faults:
+        st.set_faults(faults)
+        return st.faults
+
+    @app.get("/_sandbox/reports/aliyun")
+    async def aliyun_reports(limit: int = 10_000) -> list[dict[str, Any]]:
+        """SmsReport items the vendor would push for the Aliyun-shaped messages received so far."""
+        out = []
+        for m in st.messages:
+            if m.route != "aliyun":
+                continue
+            code, err = aliyun_status(m)
+            if code == 1:
+                continue
+            out.append(
+                {
+                    "phone_number": to_aliyun(m.to),
+                    "send_time": _china(m.created_at),
+                    "report_time": _china(st.now()),
+                    "success": code == 3,
+                    "err_code": err,
+                    "err_msg": "成功" if code == 3 else "用户停机",
+                    "biz_id": m.biz_id,
+                    "out_id": m.out_id or "",
+                }
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    @app.get("/_sandbox/reports/twilio")
+    async def twilio_reports(limit: int = 10_000) -> list[dict[str, str]]:
+        """Status-callback forms Twilio would post (to each message's StatusCallback) so far."""
+        out = []
+        for m in st.messages:
+            if m.route != "twilio":
+                continue
+            status, error = m.status(st.now(), st.delivery)
+            form = {
+                "AccountSid": creds.account_sid,
+                "ApiVersion": "2010-04-01",
+                "MessageSid": m.id,
+                "SmsSid": m.id,
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "To": m.to,
+                "From": m.sender or "",
+            }
+            if error:
+                form["ErrorCode"] = error
+            out.append(form)
+            if len(out) >= limit:
+                break
+        return out
+
+    return app
+
+
+def _credentials_from_env() -> tuple[Credentials, bool]:
+    raw = os.environ.get(CREDENTIALS_ENV)
+    if not raw:
+        return DEFAULT_CREDENTIALS, True
+    return Credentials(**json.loads(raw)), False
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A sandbox started for a cycle or a test run must not outlive it, even if it crashed."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m integrations.sms.sandbox_server --port N`: serve until interrupted."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m integrations.sms.sandbox_server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    credentials, defaults = _credentials_from_env()
+    app = create_app(credentials)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
+    config = uvicorn.Config(
+        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65, backlog=2048
+    )
+    server = uvicorn.Server(config)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(2048)
+        host, port = sock.getsockname()[:2]
+        print(f"SMS sandbox on http://{host}:{port}", file=sys.stderr)
+        if defaults:
+            print(f"credentials (sandbox defaults): {json.dumps(credentials.as_mapping())}", file=sys.stderr)
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The Aliyun-shaped client: code mapping, signed wire format, batching, reconciliation, reports."""
+
+import json
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidAddress,
+    InvalidCallback,
+    Permanent,
+    Transient,
+    UnknownOutcome,
+)
+from integrations.sandbox import SandboxHandle
+from integrations.sms import SmsProvider, SmsRequest, SmsResult
+from integrations.sms._phones import phone_tag
+from integrations.sms._signing import aliyun_signature
+from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
+from integrations.sms.contract import make_requests
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status", "expected"),
+    [
+        ("isv.MOBILE_NUMBER_ILLEGAL", 200, InvalidAddress),
+        ("isv.BUSINESS_LIMIT_CONTROL", 200, Transient),
+        ("Throttling.User", 429, Transient),
+        ("ServiceUnavailable", 503, Transient),
+        ("InternalError", 500, UnknownOutcome),
+        ("", 502, UnknownOutcome),
+        ("SignatureDoesNotMatch", 400, ConfigError),
+        ("InvalidAccessKeyId.NotFound", 404, ConfigError),
+        ("isv.SMS_SIGNATURE_ILLEGAL", 200, ConfigError),
+        ("isv.AMOUNT_NOT_ENOUGH", 200, ConfigError),
+        ("isv.SMS_TEMPLATE_ILLEGAL", 200, Permanent),
+    ],
+)
+def test_code_mapping(code: str, http_status: int, expected: type) -> None:
+    """Each vendor Code (or bare HTTP status) becomes the error class the dispatch task acts on."""
+    assert type(error_from_code(code, "message", http_status)) is expected
+
+
+def test_flow_control_hands_back_a_delay() -> None:
+    """Per-number flow control is Transient with a delay long enough for the vendor's minute window."""
+    error = error_from_code("isv.BUSINESS_LIMIT_CONTROL", "limited", 200)
+    assert isinstance(error, Transient) and error.retry_after == 60.0
+
+
+def test_batch_request_is_signed_and_shaped() -> None:
+    """A batch is one SendBatchSms POST whose JSON arrays line up and whose signature verifies."""
+    seen: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(parse_qsl(request.content.decode(), keep_blank_values=True)))
+        return httpx.Response(200, json={"Code": "OK", "Message": "OK", "BizId": "1^0"})
+
+    settings = AliyunSettings(
+        base_url="https://dysms.example",
+        access_key_id="LTAI1",
+        access_key_secret="s3cret",
+        sign_name="Lender",
+    )
+    with AliyunSmsProvider(settings, transport=httpx.MockTransport(answer)) as provider:
+        outcomes = provider.send_batch(make_requests(3))
+    (params,) = seen
+    assert params["Action"] == "SendBatchSms" and params["TemplateCode"] == "SMS_REMINDER"
+    assert json.loads(params["PhoneNumberJson"]) == ["13800000000", "13800000001", "13800000002"]
+    assert json.loads(params["SignNameJson"]) == ["Lender"] * 3
+    assert json.loads(params["TemplateParamJson"])[2] == {"name": "Borrower 2", "amount": "102.00"}
+    assert params["Signature"] == aliyun_signature("s3cret", "POST", params.items())
+    assert all(isinstance(o, SmsResult) for o in outcomes)
+    assert len({o.provider_id for o in outcomes}) == 3
+
+
+def test_large_batch_is_cut_into_requests_of_100(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """250 messages go out in three SendBatchSms requests, each message once, results in order."""
+    requests = make_requests(250)
+    outcomes = aliyun.send_batch(requests)
+    assert [o.idempotency_key for o in outcomes] == [r.idempotency_key for r in requests]
+    assert sandbox.stats()["counters"]["requests.aliyun.SendBatchSms"] == 3
+    assert len(sandbox.messages()) == 250
+
+
+def test_templates_and_repeated_numbers(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """Two templates and a number repeated in one batch still give every message its own provider id."""
+    a, b, c = (
+        SmsRequest(f"k{i}", "+8613900000001", t, {"n": str(i)}, f"text {i}")
+        for i, t in enumerate(["T1", "T1", "T2"])
+    )
+    outcomes = aliyun.send_batch([a, b, c])
+    assert all(isinstance(o, SmsResult) for o in outcomes)
+    assert len({o.provider_id for o in outcomes}) == 3
+    assert len(sandbox.messages()) == 3
+
+
+def test_one_illegal_number_does_not_sink_its_batch(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """The vendor refuses a batch for one illegal number; the client isolates it, sends the rest once."""
+    sandbox.set_faults(invalid_numbers="00000037$")
+    outcomes = aliyun.send_batch(make_requests(100))
+    assert isinstance(outcomes[37], InvalidAddress) and outcomes[37].idempotency_key == "c-37"
+    assert sum(isinstance(o, SmsResult) for o in outcomes) == 99
+    tos = [m["to"] for m in sandbox.messages()]
+    assert len(tos) == len(set(tos)) == 99
+
+
+def test_flow_controlled_number_is_handed_back(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A flow-controlled number comes back Transient with a delay; the others in its batch are sent."""
+    sandbox.set_faults(limited_numbers="00000003$")
+    outcomes = aliyun.send_batch(make_requests(8))
+    assert isinstance(outcomes[3], Transient) and outcomes[3].retry_after == 60.0
+    assert len(sandbox.messages()) == 7
+
+
+def test_not_e164_is_refused_locally(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A number not in E.164 form is an InvalidAddress outcome without any request for it."""
+    outcome = aliyun.send_batch([SmsRequest("k", "13800000000", "T", {}, "x")])[0]
+    assert isinstance(outcome, InvalidAddress)
+    assert sandbox.stats()["counters"].get("requests.aliyun.SendSms") is None
+
+
+def test_duplicate_key_in_batch(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A key repeated within a batch is Duplicate: the vendor would send it twice."""
+    first, second = make_requests(2)
+    again = SmsRequest(first.idempotency_key, second.to, second.template, second.params, second.body)
+    outcomes = aliyun.send_batch([first, again])
+    assert isinstance(outcomes[0], SmsResult) and isinstance(outcomes[1], Duplicate)
+    assert len(sandbox.messages()) == 1
+
+
+def test_timeout_of_a_batch_is_reconciled(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A batch that timed out after execution is found by OutId and not sent again."""
+    sandbox.set_faults(timeouts=1, timeout_ms=1500)
+    outcomes = aliyun.send_batch(make_requests(20))
+    assert all(isinstance(o, SmsResult) for o in outcomes)
+    assert len(sandbox.messages()) == 20
+    assert sandbox.stats()["counters"]["requests.aliyun.SendBatchSms"] == 1
+
+
+def test_unknown_outcome_without_reconciliation(make_provider, sandbox: SandboxHandle) -> None:
+    """With reconciliation off, a 500 after execution is handed back as UnknownOutcome per message."""
+    provider = make_provider("aliyun", reconcile_unknown="false")
+    sandbox.set_faults(http_500=1)
+    requests = make_requests(5)
+    outcomes = provider.send_batch(requests)
+    assert all(isinstance(o, UnknownOutcome) for o in outcomes)
+    assert [o.idempotency_key for o in outcomes] == [r.idempotency_key for r in requests]
+    found = [provider.status(r) for r in requests]  # the restart path: search by number and text
+    assert all(f is not None and f.status == "delivered" for f in found)
+    assert len(sandbox.messages()) == 5
+
+
+def test_status_of_single_send_by_its_key(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A single send's OutId derives from our key, so a search after a crash finds it exactly."""
+    request = make_requests(1)[0]
+    result = aliyun.send(request)
+    found = aliyun.status(SmsRequest(request.idempotency_key, request.to, "OTHER", {}, ""))
+    assert found is not None and found.provider_id == result.provider_id
+
+
+def test_delivery_reports_match_results(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """The sandbox's SmsReport array parses into reports whose provider ids are those of the results."""
+    sandbox.set_faults(undeliverable_numbers="00000001$")
+    outcomes = aliyun.send_batch(make_requests(3))
+    body = sandbox.admin.get("/_sandbox/reports/aliyun").content
+    reports = {r.provider_id: r for r in aliyun.parse_callback({"Content-Type": "application/json"}, body)}
+    assert set(reports) == {o.provider_id for o in outcomes}
+    assert reports[outcomes[1].provider_id].status == "undelivered"
+    assert reports[outcomes[0].provider_id].status == "delivered"
+    assert all(r.at.utcoffset() is not None for r in reports.values())
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"a": 1}', b'[{"success": true}]'])
+def test_malformed_reports_are_refused(aliyun: SmsProvider, body: bytes) -> None:
+    """A report that is not an array of complete items raises InvalidCallback."""
+    with pytest.raises(InvalidCallback):
+        aliyun.parse_callback({}, body)
+
+
+def test_wrong_access_key_id(make_provider, sandbox: SandboxHandle) -> None:
+    """An AccessKey ID the vendor does not know is a ConfigError, and nothing is sent."""
+    provider = make_provider("aliyun", access_key_id="LTAIunknown")
+    with pytest.raises(ConfigError) as caught:
+        provider.send(make_requests(1)[0])
+    assert caught.value.code == "InvalidAccessKeyId.NotFound"
+    assert sandbox.messages() == []
+
+
+def test_unapproved_sign_name(make_provider, sandbox: SandboxHandle) -> None:
+    """A signature (SignName) the vendor has not approved stops the batch as a ConfigError."""
+    provider = make_provider("aliyun", sign_name="Unapproved")
+    with pytest.raises(ConfigError):
+        provider.send_batch(make_requests(3))
+
+
+def test_international_numbers_keep_their_country(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
+    """A +1 number whose digits look like a mainland mobile reaches the vendor as itself, not as +86."""
+    requests = [
+        SmsRequest(f"k{i}", to, "T", {"n": "1"}, "x")
+        for i, to in enumerate(["+13125550100", "+8613125550100", "+447700900123"])
+    ]
+    outcomes = aliyun.send_batch(requests)
+    assert sorted(m["to"] for m in sandbox.messages()) == sorted(r.to for r in requests)
+    body = sandbox.admin.get("/_sandbox/reports/aliyun").content
+    reported = {r.provider_id for r in aliyun.parse_callback({}, body)}
+    assert reported == {o.provider_id for o in outcomes}
+    assert len(reported) == 3
+
+
+@pytest.mark.parametrize("form", ["+8613900001111", "8613900001111", "13900001111", "008613900001111"])
+def test_phone_tag_ignores_the_prefix_form(form: str) -> None:
+    """Every form of one mainland number gets the same tag, so reports match whatever form they carry."""
+    assert phone_tag(form) == phone_tag("+8613900001111")

@@ -1,0 +1,54 @@
+"""Finding and building SMS providers by name."""
+
+import pytest
+
+from integrations import registry
+from integrations.errors import ConfigError
+from integrations.sandbox import SandboxHandle
+from integrations.sms import DEFAULT_PROVIDER, SmsProvider, available_providers, build_provider
+
+
+@pytest.mark.parametrize("name", ["sandbox", "twilio", "aliyun", "sms.twilio"])
+def test_builtin_providers_build(name: str, sandbox: SandboxHandle) -> None:
+    """Each built-in name (with or without the kind prefix) builds a provider from the sandbox's mapping."""
+    with build_provider(name, sandbox.base_url, sandbox.credentials) as provider:
+        assert isinstance(provider, SmsProvider)
+        assert provider.info.entry_point == (name if "." in name else f"sms.{name}")
+
+
+def test_default_is_the_batch_provider() -> None:
+    """The embedded default sends batches of 100 per request."""
+    assert available_providers()[DEFAULT_PROVIDER].batch_size == 100
+
+
+def test_unknown_name() -> None:
+    """An unknown provider name is a LookupError that lists the known ones."""
+    with pytest.raises(LookupError, match=r"sms\.twilio"):
+        build_provider("carrier-pigeon", "http://x", {})
+
+
+def test_missing_settings_name_fields_not_values() -> None:
+    """Invalid settings raise ConfigError naming the fields, never echoing the values given."""
+    with pytest.raises(ConfigError) as caught:
+        build_provider("twilio", "http://x", {"account_sid": "AC1", "auth_token": "tok-9f8e7d"})
+    assert "from_number" in str(caught.value) and "tok-9f8e7d" not in str(caught.value)
+    with pytest.raises(ConfigError, match="access_key_secret"):
+        build_provider("aliyun", "http://x", {"access_key_id": "LTAI", "sign_name": "S"})
+
+
+def test_secret_fields_are_declared() -> None:
+    """Each provider's metadata flags its secrets, so tools know what never to print."""
+    infos = available_providers()
+    assert infos["twilio"].secret_fields() == ["auth_token"]
+    assert infos["aliyun"].secret_fields() == ["access_key_secret"]
+
+
+def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider that fails to load or lacks protocol methods is reported; the others still load."""
+    monkeypatch.setitem(registry.BUILTIN, "sms.gone", "integrations.sms.nowhere:Provider")
+    monkeypatch.setitem(registry.BUILTIN, "sms.partial", "integrations.errors:ProviderError")
+    found, failures = registry.discover("sms")
+    assert {"sandbox", "twilio", "aliyun"} <= set(found)
+    assert {f.name for f in failures} == {"sms.gone", "sms.partial"}
+    with pytest.raises(TypeError, match="send_batch"):
+        registry.load("sms", "partial")

@@ -1,0 +1,93 @@
+"""The sandbox server: its own process, its checks of auth and signatures, its controls."""
+
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from integrations.sandbox import SandboxHandle, start_sandbox
+from integrations.sms._signing import aliyun_signature
+
+
+def _aliyun_params(sandbox: SandboxHandle, **extra: str) -> dict[str, str]:
+    params = {
+        "AccessKeyId": sandbox.credentials["access_key_id"],
+        "Action": "SendSms",
+        "Format": "JSON",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": uuid.uuid4().hex,
+        "SignatureVersion": "1.0",
+        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Version": "2017-05-25",
+        "PhoneNumbers": "13800000000",
+        "SignName": sandbox.credentials["sign_name"],
+        "TemplateCode": "T",
+        "TemplateParam": "{}",
+        **extra,
+    }
+    params["Signature"] = aliyun_signature(sandbox.credentials["access_key_secret"], "POST", params.items())
+    return params
+
+
+def test_runs_in_another_process(sandbox: SandboxHandle) -> None:
+    """The sandbox is a separate, live process answering its health check."""
+    assert sandbox.alive() and sandbox.process.pid != os.getpid()
+    assert sandbox.admin.get("/_sandbox/health").json()["ok"] is True
+
+
+def test_start_on_a_given_port_and_stop() -> None:
+    """start_sandbox(port=N) listens on N; stop() ends the process and frees it."""
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with start_sandbox(port=port) as handle:
+        assert handle.base_url.endswith(f":{port}")
+    assert not handle.alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{handle.base_url}/_sandbox/health")
+
+
+def test_replayed_nonce_is_refused(sandbox: SandboxHandle) -> None:
+    """The same signed request sent twice is refused the second time (SignatureNonceUsed)."""
+    params = _aliyun_params(sandbox)
+    first = sandbox.admin.post("/", data=params)
+    second = sandbox.admin.post("/", data=params)
+    assert first.json()["Code"] == "OK"
+    assert second.status_code == 400 and second.json()["Code"] == "SignatureNonceUsed"
+    assert len(sandbox.messages()) == 1
+
+
+def test_tampered_request_is_refused(sandbox: SandboxHandle) -> None:
+    """Changing a parameter after signing fails the signature check and records nothing."""
+    params = _aliyun_params(sandbox)
+    params["PhoneNumbers"] = "13900000000"
+    answer = sandbox.admin.post("/", data=params)
+    assert answer.json()["Code"] == "SignatureDoesNotMatch"
+    assert sandbox.messages() == []
+
+
+def test_twilio_route_needs_basic_auth(sandbox: SandboxHandle) -> None:
+    """The Twilio-shaped route answers 401 with code 20003 without credentials."""
+    answer = sandbox.admin.post(
+        f"/2010-04-01/Accounts/{sandbox.credentials['account_sid']}/Messages.json",
+        data={"To": "+14155550100", "Body": "x", "From": "+15005550006"},
+    )
+    assert answer.status_code == 401 and answer.json()["code"] == 20003
+
+
+def test_faults_are_validated_and_reset(sandbox: SandboxHandle) -> None:
+    """Unknown fault names are refused; reset clears faults and messages."""
+    assert sandbox.admin.post("/_sandbox/faults", json={"explode": True}).status_code == 422
+    sandbox.set_faults(http_429=3)
+    sandbox.reset()
+    assert sandbox.admin.get("/_sandbox/faults").json()["http_429"] == 0
+
+
+def test_latency_is_injected(sandbox: SandboxHandle) -> None:
+    """latency_ms delays each send by at least that much."""
+    sandbox.set_faults(latency_ms=300)
+    answer = sandbox.admin.post("/", data=_aliyun_params(sandbox))
+    assert answer.json()["Code"] == "OK" and answer.elapsed.total_seconds() >= 0.3
