@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from arrears.currencies import minor_units
 from arrears.jurisdictions import profile
 
-__all__ = ["MessageContext", "render", "locale_for", "format_money"]
+__all__ = ["MessageContext", "template_params", "render", "locale_for", "format_money"]
 
 _SYMBOLS = {"CNY": "¥", "USD": "$", "GBP": "£", "EUR": "€"}
 
@@ -42,20 +42,25 @@ def format_money(amount: Decimal, currency: str) -> str:
     return f"{_SYMBOLS.get(currency, currency + ' ')}{amount:,.{places}f}"
 
 
-def render(template: str, ctx: MessageContext) -> str:
-    """The text the borrower reads; raises if the template needs a value the context lacks."""
-    prof = profile(ctx.jurisdiction)
+def template_params(ctx: MessageContext) -> dict[str, str]:
+    """The values a template is filled with: stored with the message, and what a template-based
+    vendor (Aliyun) receives to render its own pre-approved copy of the same text."""
     locale = locale_for(ctx.jurisdiction)
-    first_name = ctx.borrower_name if locale == "zh-CN" else ctx.borrower_name.split()[0]
-    return _template(locale, template).render(
-        lender=ctx.lender,
-        name=first_name,
-        amount=format_money(ctx.past_due_amount, ctx.currency),
-        installment=format_money(ctx.installment_amount, ctx.currency),
-        days=ctx.days_past_due,
-        due_date=ctx.next_due_date.isoformat() if ctx.next_due_date else "",
-        opt_out=prof.sms_opt_out_required,
-    ).strip()
+    return {
+        "lender": ctx.lender,
+        "name": ctx.borrower_name if locale == "zh-CN" else ctx.borrower_name.split()[0],
+        "amount": format_money(ctx.past_due_amount, ctx.currency),
+        "installment": format_money(ctx.installment_amount, ctx.currency),
+        "days": str(ctx.days_past_due),
+        "due_date": ctx.next_due_date.isoformat() if ctx.next_due_date else "",
+    }
+
+
+def render(template: str, ctx: MessageContext, params: dict[str, str] | None = None) -> str:
+    """The text the borrower reads; raises if the template needs a value the context lacks."""
+    values = params if params is not None else template_params(ctx)
+    opt_out = profile(ctx.jurisdiction).sms_opt_out_required
+    return _template(locale_for(ctx.jurisdiction), template).render(**values, opt_out=opt_out).strip()
 
 
 @cache

@@ -180,6 +180,7 @@ class Message(SQLModel, table=True):
     channel: str = Field(default="sms", max_length=16)
     address: str = Field(max_length=64)
     template: str = Field(max_length=64)
+    params: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))  # what filled the template
     body: str
     # The stage episode that decided the message: if the account has moved on (paid, held,
     # escalated) by send time, the message is stale and is blocked rather than sent.

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.lifecycle import advance
-from arrears.messages import render
+from arrears.messages import render, template_params
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import migrate
@@ -72,13 +72,14 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
             lender=settings.lender_name,
         )
         decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
-        bodies = {
-            out.key: render(out.template, row.context)
-            for row, decision in zip(rows, decisions, strict=True)
-            for out in decision.messages
-        }
+        texts: dict[str, tuple[dict[str, str], str]] = {}
+        for row, decision in zip(rows, decisions, strict=True):
+            if decision.messages:
+                params = template_params(row.context)
+                for out in decision.messages:
+                    texts[out.key] = (params, render(out.template, row.context, params))
         return store.write_decisions(
-            connection, rows=rows, decisions=decisions, bodies=bodies, now=as_of, cycle_id=cycle_id
+            connection, rows=rows, decisions=decisions, texts=texts, now=as_of, cycle_id=cycle_id
         )
 
 

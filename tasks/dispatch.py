@@ -70,7 +70,7 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             to_send.append(row)
 
     name = provider.info.name
-    requests = [SmsRequest(r.idempotency_key, r.address, r.template, {}, r.body) for r in to_send]
+    requests = [SmsRequest(r.idempotency_key, r.address, r.template, r.params, r.body) for r in to_send]
     # A row leased before may have reached the provider before its dispatcher died: ask first.
     known: dict[str, SmsResult] = {}
     for row, request in zip(to_send, requests, strict=True):

@@ -269,7 +269,7 @@ def write_decisions(
     *,
     rows: Sequence[ShardRow],
     decisions: Sequence[Decision],
-    bodies: dict[str, str],
+    texts: dict[str, tuple[dict[str, str], str]],
     now: datetime,
     cycle_id: int | None,
 ) -> dict[str, int]:
@@ -298,7 +298,8 @@ def write_decisions(
             outbox.append(
                 {
                     "idempotency_key": out.key, "account_id": account_id, "channel": "sms",
-                    "address": row.address or "", "template": out.template, "body": bodies[out.key],
+                    "address": row.address or "", "template": out.template,
+                    "params": texts[out.key][0], "body": texts[out.key][1],
                     "stage": decision.stage, "episode": decision.episode,
                     "not_before": out.not_before, "status": status.value, "reason": out.blocked or out.deferred,
                     "attempts": 0, "created_at": now,

@@ -37,6 +37,7 @@ class DueMessage:
     account_id: str
     address: str
     template: str
+    params: dict[str, str]
     body: str
     stage: str
     episode: int
@@ -102,7 +103,7 @@ def lease_batch(
     rows = connection.execute(
         select(
             message.c.id, message.c.idempotency_key, message.c.account_id, message.c.address, message.c.template,
-            message.c.body, message.c.stage, message.c.episode, message.c.attempts, message.c.provider_id,
+            message.c.params, message.c.body, message.c.stage, message.c.episode, message.c.attempts, message.c.provider_id,
             account.c.stage.label("account_stage"), account.c.episode.label("account_episode"),
             account.c.jurisdiction, account.c.timezone, account.c.borrower_id,
         )
@@ -127,7 +128,7 @@ def lease_batch(
     return [
         DueMessage(
             id=r.id, idempotency_key=r.idempotency_key, account_id=r.account_id, address=r.address,
-            template=r.template, body=r.body, stage=r.stage, episode=r.episode, attempts=r.attempts - 1,
+            template=r.template, params=r.params or {}, body=r.body, stage=r.stage, episode=r.episode, attempts=r.attempts - 1,
             provider_id=r.provider_id, account_stage=r.account_stage, account_episode=r.account_episode,
             jurisdiction=r.jurisdiction, timezone=r.timezone, holds=frozenset(holds.get(r.account_id, ())),
             opted_out=numbers.get((r.borrower_id, r.address), (False, True))[0],
