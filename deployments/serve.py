@@ -7,7 +7,8 @@ from typing import Any
 from prefect.schedules import Cron, Interval
 
 from arrears.settings import get_settings
-from flows.daily_cycle import daily_cycle, dispatch_outbox
+from flows.account_lifecycle import account_lifecycle
+from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
 
 __all__ = ["deployments", "serve_all", "OUTBOX_INTERVAL"]
 
@@ -29,6 +30,16 @@ def deployments() -> list[Any]:
             schedules=[Interval(OUTBOX_INTERVAL)],
             tags=["arrears", "dispatch"],
             description="Sends outbox messages as they become due.",
+        ),
+        cycle_shard.to_deployment(
+            name="shard",
+            tags=["arrears", "cycle"],
+            description="One shard of a fanned-out cycle: `daily_cycle(fan_out='cycle-shard/shard')`.",
+        ),
+        account_lifecycle.to_deployment(
+            name="account",
+            tags=["arrears", "account"],
+            description="One account, on an event (payment, reply, court status).",
         ),
     ]
 

@@ -4,6 +4,7 @@ There is never a flow run or a task run per account: shards of thousands of acco
 batches of thousands of messages are the unit of orchestration (PREFECT.md).
 """
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,12 +18,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.models import utcnow
 from arrears.settings import get_settings
-from tasks.cycle import advance_shard, close_cycle, open_cycle, plan_shards, refresh
+from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
 from tasks.dispatch import dispatch_batch, plan_dispatch
 from tasks.report import report_cycle
 from tasks.sms import sms_session
 
-__all__ = ["daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
+__all__ = ["daily_cycle", "cycle_shard", "dispatch_outbox", "run_dispatch", "watch_progress"]
 
 # In-process listeners (the CLI's progress bar): phase, units done, units in all.
 _listeners: list[Callable[[str, int, int], None]] = []
@@ -54,11 +55,13 @@ def _cycle_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     description="Refresh, advance every account in shards, dispatch the outbox, report.",
 )
-def daily_cycle(as_of: str | None = None) -> dict[str, Any]:
+def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
 
     Running it twice for the same instant changes nothing the second time: transitions are
-    already taken and every outbox key already exists.
+    already taken and every outbox key already exists. With `fan_out` (a deployment of
+    `cycle_shard`, e.g. "cycle-shard/shard"), each shard is advanced by its own flow run on
+    that deployment's workers instead of in this process; PostgreSQL must then be shared.
     """
     log = get_run_logger()
     settings = get_settings()
@@ -73,13 +76,17 @@ def daily_cycle(as_of: str | None = None) -> dict[str, Any]:
     shards = plan_shards(settings.shard_size)
     progress = create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
     totals: dict[str, int] = {}
-    with tags("stage:advance"):
-        futures = [advance_shard.with_options(tags=[f"shard:{s.index}"]).submit(s, instant, day, cycle_id) for s in shards]
-        for done, future in enumerate(futures, start=1):
-            for key, value in future.result().items():
-                totals[key] = totals.get(key, 0) + value
-            update_progress_artifact(progress, 100.0 * done / max(1, len(futures)))
-            _progress("advance", done, len(futures))
+    if fan_out:
+        results = fan_out_shards(fan_out, shards, instant, cycle_id)
+    else:
+        with tags("stage:advance"):
+            futures = [advance_shard.with_options(tags=[f"shard:{s.index}"]).submit(s, instant, day, cycle_id) for s in shards]
+            results = (f.result() for f in futures)
+    for done, result in enumerate(results, start=1):
+        for key, value in result.items():
+            totals[key] = totals.get(key, 0) + value
+        update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
+        _progress("advance", done, len(shards))
     stats["advance"] = {"shards": len(shards), **totals}
     log.info("advanced %d accounts in %d shards: %d transitions, %d new messages",
              totals.get("accounts", 0), len(shards), totals.get("transitions", 0), totals.get("messages", 0))
@@ -88,6 +95,42 @@ def daily_cycle(as_of: str | None = None) -> dict[str, Any]:
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     close_cycle(cycle_id, stats)
     return stats
+
+
+def fan_out_shards(deployment: str, shards: list[Shard], instant: datetime, cycle_id: int) -> Iterator[dict[str, int]]:
+    """Start one `cycle_shard` run per shard on `deployment`, then wait for each in turn.
+
+    The idempotency key makes a retried cycle reuse the shard runs it already started. Each
+    run's counts stay with that run (its result lives on the worker); the cycle's report reads
+    the outcome from the database both share.
+    """
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import wait_for_flow_run
+
+    runs = [
+        run_deployment(
+            deployment,
+            parameters={"as_of": instant.isoformat(), "cycle_id": cycle_id, "index": s.index, "lo": s.lo, "hi": s.hi},
+            flow_run_name=f"cycle-shard {s.index} of cycle {cycle_id}",
+            tags=["stage:advance", f"shard:{s.index}"],
+            idempotency_key=f"cycle-{cycle_id}-shard-{s.index}",
+            timeout=0,
+            as_subflow=False,
+        )
+        for s in shards
+    ]
+    for run in runs:
+        finished = asyncio.run(wait_for_flow_run(run.id, poll_interval=2))
+        if finished.state is None or not finished.state.is_completed():
+            raise RuntimeError(f"shard run {finished.name} ended {finished.state.name if finished.state else 'unknown'}")
+        yield {}
+
+
+@flow(name="cycle-shard", description="Advance one shard of the daily cycle: for workers on a pool.")
+def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None = None) -> dict[str, int]:
+    instant = as_of_or_now(as_of)
+    day = business_date(instant, get_settings().lender_timezone)
+    return advance_shard(Shard(index, lo, hi), instant, day, cycle_id)
 
 
 def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, int]:

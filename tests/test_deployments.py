@@ -66,3 +66,56 @@ def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: 
     assert (schedule.cron, schedule.timezone) == ("30 7 * * 1-5", "America/Chicago")
 
 
+
+
+def test_cycle_fans_shards_out_to_served_workers(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sms_sandbox: object
+) -> None:
+    """With fan_out, each shard is advanced by a `cycle-shard` flow run on a served deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from arrears.importing import Kind, open_source
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.importer import run_import
+    from flows.daily_cycle import daily_cycle
+    from tests.factories import account_record, write_csv
+
+    url = f"sqlite:///{tmp_path / 'fan.db'}"
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    monkeypatch.setenv("ARREARS_SHARD_SIZE", "2")
+    get_settings.cache_clear()
+    engine = get_engine(url)
+    migrate(engine)
+    path = write_csv(tmp_path / "a.csv", [account_record(account_id=f"A-{i}", oldest_due_date="2026-11-26") for i in range(5)])
+    run_import(engine, open_source(path, Kind.ACCOUNTS))
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        async def wait_for_deployment() -> None:
+            async with get_client() as client:
+                for _ in range(120):
+                    try:
+                        await client.read_deployment_by_name("cycle-shard/shard")
+                        return
+                    except Exception:  # not registered yet
+                        await asyncio.sleep(0.5)
+            pytest.fail("serve did not register cycle-shard/shard")
+
+        asyncio.run(wait_for_deployment())
+        stats = daily_cycle(as_of="2026-12-01T16:30:00Z", fan_out="cycle-shard/shard")
+
+        async def shard_runs() -> list[object]:
+            async with get_client() as client:
+                return [r for r in await client.read_flow_runs() if r.name.startswith("cycle-shard")]
+
+        runs = asyncio.run(shard_runs())
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert stats["advance"]["shards"] == 3
+    assert len(runs) == 3 and all(r.state.is_completed() for r in runs)  # type: ignore[attr-defined]
+    assert stats["dispatch"]["sent"] == 5
