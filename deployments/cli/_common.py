@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from arrears.settings import Settings, get_settings
+from arrears.settings import get_settings
 from arrears.storage import database_file, get_engine, migrate
 
 __all__ = [
-    "app", "console", "console_err", "CliError", "settings", "open_database", "use_database", "emit_json", "DatabaseOption",
+    "app", "console", "console_err", "CliError", "open_database", "use_database", "emit_json", "DatabaseOption",
 ]
 
 app = typer.Typer(
@@ -39,11 +39,6 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option("--database", envvar="ARREARS_DATABASE_URL", help="Database URL (default: SQLite in ~/.arrears)."),
 ]
-
-
-def settings(database: str | None = None) -> Settings:
-    base = get_settings()
-    return base.model_copy(update={"database_url": database}) if database else base
 
 
 def use_database(database: str | None) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from arrears.importing import Kind, UnreadableFile, open_source
 from arrears.storage.importer import ImportSummary, run_import
-from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, settings
+from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
 
 __all__ = ["import_app", "EXIT_REJECTED"]
 
@@ -61,7 +61,7 @@ def _import(kind: Kind, file: Path, database: str | None, as_json: bool) -> None
         raise CliError(str(error)) from None
     with source:
         # Payments need their accounts, so they never create a database.
-        engine = open_database(settings(database).database_url, create=kind is Kind.ACCOUNTS)
+        engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS)
         show = not as_json and console.is_terminal and source.size >= _PROGRESS_FROM_BYTES
         committed = 0  # rows of the chunks already committed, for an error half-way
         try:
