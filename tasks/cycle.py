@@ -28,8 +28,8 @@ class Shard:
 
     @classmethod
     def single(cls, account_id: str) -> "Shard":
-        """The shard holding exactly one account (the next string after an id is id + NUL)."""
-        return cls(0, account_id, account_id + "\0")
+        """The shard holding exactly one account (lo == hi names a single key)."""
+        return cls(0, account_id, account_id)
 
 
 @task(name="refresh", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

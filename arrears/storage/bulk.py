@@ -56,5 +56,8 @@ def range_starts(connection: Connection, column: ColumnElement[Any], where: Colu
 
 
 def in_range(column: ColumnElement[Any], lo: Any, hi: Any | None) -> ColumnElement[bool]:
-    """lo <= column < hi, or lo <= column when hi is None (the last range)."""
-    return and_(column >= lo, column < hi) if hi is not None else column >= lo
+    """lo <= column < hi; lo <= column when hi is None (the last range); column = lo when hi == lo
+    (a half-open range [lo, lo) would be empty, so it names the single key instead)."""
+    if hi is None:
+        return column >= lo
+    return column == lo if hi == lo else and_(column >= lo, column < hi)
