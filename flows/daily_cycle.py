@@ -52,7 +52,9 @@ def _cycle_name() -> str:
 @flow(
     name="daily-cycle",
     flow_run_name=_cycle_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+    # Shards decide in parallel and queue only for their write; dispatch batches mostly wait on
+    # the provider. Four threads keep both cores busy despite the GIL.
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
     description="Refresh, advance every account in shards, dispatch the outbox, report.",
 )
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from arrears.lifecycle import advance
 from arrears.messages import render, template_params
 from arrears.models import utcnow
 from arrears.settings import get_settings
-from arrears.storage import migrate
+from arrears.storage import migrate, read_only
 from arrears.storage import cycle as store
 from tasks.database import engine, policy
 
@@ -61,26 +61,32 @@ def plan_shards(size: int) -> list[Shard]:
 def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
     """Decide for every account of the shard and store the outcome in one transaction.
 
-    Re-running a shard is safe: transitions already taken are not taken again (the stored stage
-    has moved) and outbox keys already present are skipped.
+    Loading and deciding happen outside the write transaction, so shards overlap; the write
+    keeps only the decisions whose account has not moved since it was loaded. Re-running a
+    shard is safe: transitions already taken are not taken again (the stored stage has moved)
+    and outbox keys already present are skipped.
     """
     settings = get_settings()
     rules = policy()
-    with engine().begin() as connection:
+    with read_only(engine()) as connection:
         rows = store.load_shard(
-            connection, lo=shard.lo, hi=shard.hi, business_date=business_date,
-            lender=settings.lender_name,
+            connection, lo=shard.lo, hi=shard.hi, business_date=business_date, lender=settings.lender_name
         )
-        decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
-        texts: dict[str, tuple[dict[str, str], str]] = {}
-        for row, decision in zip(rows, decisions, strict=True):
-            if decision.messages:
-                params = template_params(row.context)
-                for out in decision.messages:
-                    texts[out.key] = (params, render(out.template, row.context, params))
-        return store.write_decisions(
-            connection, rows=rows, decisions=decisions, texts=texts, now=as_of, cycle_id=cycle_id
+    decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
+    texts: dict[str, tuple[dict[str, str], str]] = {}
+    for row, decision in zip(rows, decisions, strict=True):
+        if decision.messages:
+            params = template_params(row.context)
+            for out in decision.messages:
+                texts[out.key] = (params, render(out.template, row.context, params))
+    with engine().begin() as connection:
+        fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
+        kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
+        counts = store.write_decisions(
+            connection, rows=[r for r, _ in kept], decisions=[d for _, d in kept], texts=texts, now=as_of,
+            cycle_id=cycle_id,
         )
+    return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}
 
 
 @task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

@@ -42,6 +42,7 @@ __all__ = [
     "refresh_days_past_due",
     "shard_starts",
     "load_shard",
+    "unchanged",
     "write_decisions",
     "TERMINAL",
 ]
@@ -262,6 +263,21 @@ def _latest(connection: Connection, table: Any, lo: str, hi: str | None, order: 
     ):
         latest[r.account_id] = r
     return latest
+
+
+def unchanged(connection: Connection, rows: Sequence[ShardRow], *, lo: str, hi: str | None) -> set[str]:
+    """Ids of rows whose account still has the stage and episode they were loaded with.
+
+    A shard decides outside its write transaction; an account changed meanwhile (by the
+    single-account path) is left to that path's own decision, not overwritten.
+    """
+    if not rows:
+        return set()
+    loaded = {r.view.account_id: (r.view.stage, r.view.episode) for r in rows}
+    current = connection.execute(
+        select(account.c.account_id, account.c.stage, account.c.episode).where(in_range(account.c.account_id, lo, hi))
+    )
+    return {a for a, stage, episode in current if loaded.get(a) == (stage, episode)}
 
 
 def write_decisions(

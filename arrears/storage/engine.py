@@ -11,11 +11,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-__all__ = ["get_engine", "migrate", "session_scope", "database_file"]
+__all__ = ["get_engine", "migrate", "session_scope", "database_file", "read_only"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -55,8 +55,18 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
 
 
-def _sqlite_begin_immediate(connection: object) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    readonly = connection.get_execution_options().get("arrears_readonly", False)
+    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it takes no write lock, so readers never queue
+    behind the cycle's writers (WAL gives them a consistent snapshot)."""
+    with engine.connect() as connection:
+        connection.execution_options(arrears_readonly=True)
+        yield connection
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

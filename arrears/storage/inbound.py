@@ -1,0 +1,382 @@
+"""Data access for inbound callbacks: delivery reports, opt-outs and opt-ins, replies, court status.
+
+Every function takes the caller's connection and does not commit (the task owns the
+transaction). Each is idempotent: a callback told twice changes nothing the second time, either
+because the state it asks for is already there (a delivery report, an opt-out) or because its
+`callback_id` is already in the audit trail (a reply, a court status, a STOP told again after a
+START). Phone numbers reach the audit text masked; the reply's text is kept as evidence.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, literal, select, update
+
+from arrears.inbound import mask_phone
+from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
+from arrears.storage.cycle import TERMINAL
+from arrears.vocabulary import Channel, Hold, MessageStatus
+
+__all__ = [
+    "StatusReport",
+    "ReportsApplied",
+    "Inbound",
+    "InboundRecorded",
+    "CourtRecorded",
+    "apply_delivery_reports",
+    "record_opt_out",
+    "record_opt_in",
+    "record_reply",
+    "record_court_status",
+]
+
+message = Message.__table__  # type: ignore[attr-defined]
+account = Account.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+referral = Referral.__table__  # type: ignore[attr-defined]
+
+SOURCE = "webhook"  # AccountHold.source of the holds placed here; only these are lifted here
+
+# A report moves a message forward only: sent → delivered | failed. Both ends are final, so a
+# late or repeated `sent` (or a `delivered` after `failed`) changes nothing. Rows that are still
+# scheduled are left to dispatch, which holds their lease and reconciles them itself.
+_MOVES_FROM: dict[MessageStatus, tuple[str, ...]] = {
+    MessageStatus.DELIVERED: (MessageStatus.SENT.value,),
+    MessageStatus.FAILED: (MessageStatus.SENT.value,),
+}
+
+
+# -- delivery reports -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One delivery report in our words (the task translates the provider's `DeliveryReport`)."""
+
+    provider_id: str
+    status: MessageStatus  # SENT, DELIVERED or FAILED
+    at: datetime
+    error_code: str | None = None
+    vendor_status: str | None = None
+
+
+@dataclass(slots=True)
+class ReportsApplied:
+    changed: list[int] = field(default_factory=list)  # message ids whose status moved
+    unchanged: int = 0  # known messages already at this status or past it
+    unmatched: list[str] = field(default_factory=list)  # provider ids of no message of ours (yet)
+
+
+def apply_delivery_reports(
+    connection: Connection, *, provider: str, reports: Sequence[StatusReport]
+) -> ReportsApplied:
+    """Move each reported message forward (never back), audit each move, count the rest.
+
+    The move is one conditional UPDATE, so two copies of a report racing each other move the
+    message once. A failure counts against the number (`ContactPoint.failures`: consecutive
+    failed deliveries); a delivery resets the count.
+    """
+    result = ReportsApplied()
+    for report in reports:
+        sources = _MOVES_FROM.get(report.status, ())
+        moved = []
+        if sources:
+            failed = report.status is MessageStatus.FAILED
+            values: dict[str, Any] = {
+                "status": report.status.value,
+                "sent_at": func.coalesce(message.c.sent_at, literal(report.at, message.c.sent_at.type)),
+            }
+            if failed:
+                values["reason"] = report.error_code or report.vendor_status or "undelivered"
+            moved = connection.execute(
+                update(message)
+                .where(
+                    message.c.provider == provider,
+                    message.c.provider_id == report.provider_id,
+                    message.c.status.in_(sources),
+                )
+                .values(values)
+                .returning(message.c.id, message.c.account_id, message.c.address)
+            ).all()
+        if not moved:
+            known = connection.execute(
+                select(func.count())
+                .select_from(message)
+                .where(message.c.provider == provider, message.c.provider_id == report.provider_id)
+            ).scalar_one()
+            if known:
+                result.unchanged += 1
+            else:
+                result.unmatched.append(report.provider_id)
+            continue
+        for row in moved:
+            result.changed.append(row.id)
+            _count_delivery(connection, row.account_id, row.address, failed=report.status is MessageStatus.FAILED)
+        connection.execute(
+            audit.insert(),
+            [
+                {
+                    "account_id": row.account_id, "at": report.at, "kind": "message", "actor": provider,
+                    "detail": f"message {row.id} {report.status.value}"
+                    + (f": {report.error_code or report.vendor_status}" if report.status is MessageStatus.FAILED else "")
+                    + " (delivery report)",
+                    "data": {
+                        "message_id": row.id, "status": report.status.value, "provider_id": report.provider_id,
+                        "error_code": report.error_code, "vendor_status": report.vendor_status, "source": SOURCE,
+                    },
+                }
+                for row in moved
+            ],
+        )
+    return result
+
+
+def _count_delivery(connection: Connection, account_id: str, address: str, *, failed: bool) -> None:
+    borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
+    connection.execute(
+        update(contact)
+        .where(contact.c.borrower_id == borrower, contact.c.address == address, contact.c.channel == Channel.SMS.value)
+        .values(failures=contact.c.failures + 1 if failed else 0)
+    )
+
+
+# -- inbound messages -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One inbound SMS as the webhook verified it."""
+
+    address: str  # E.164 of the sender
+    text: str  # as sent (the audit keeps it verbatim)
+    at: datetime
+    provider: str
+    callback_id: str  # the vendor's message id, or a hash of the callback: what makes it idempotent
+    keyword: str | None = None  # the opt-out or opt-in keyword, if one decided
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecorded:
+    duplicate: bool  # this callback was recorded before: nothing was done
+    changed: bool  # an opt-out or opt-in changed a contact point or a hold (a reply: recorded)
+    borrowers: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()  # every account of those borrowers
+    open_accounts: tuple[str, ...] = ()  # those still in play: the lifecycle has work on them
+
+
+def _borrowers_of(connection: Connection, address: str) -> dict[str, list[tuple[str, str]]]:
+    """Borrowers with this SMS number, each with its (account_id, stage) pairs."""
+    owners = select(contact.c.borrower_id).where(
+        contact.c.address == address, contact.c.channel == Channel.SMS.value
+    )
+    found: dict[str, list[tuple[str, str]]] = {b: [] for b in connection.execute(owners).scalars()}
+    if found:
+        for r in connection.execute(
+            select(account.c.borrower_id, account.c.account_id, account.c.stage)
+            .where(account.c.borrower_id.in_(list(found)))
+            .order_by(account.c.account_id)
+        ):
+            found[r.borrower_id].append((r.account_id, r.stage))
+    return found
+
+
+def _seen(connection: Connection, callback_id: str, account_ids: Sequence[str]) -> bool:
+    """Whether an audit event of these accounts (or of no account) already names the callback.
+
+    Scoped to the accounts so it reads the (account_id, at) index, never the whole trail."""
+    scope = audit.c.account_id.in_(list(account_ids)) if account_ids else audit.c.account_id.is_(None)
+    return (
+        connection.execute(
+            select(audit.c.id).where(scope, audit.c.data["callback_id"].as_string() == callback_id).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def _recorded(owners: dict[str, list[tuple[str, str]]], *, duplicate: bool, changed: bool) -> InboundRecorded:
+    accounts = [a for pairs in owners.values() for a, _ in pairs]
+    open_ = [a for pairs in owners.values() for a, stage in pairs if stage not in TERMINAL]
+    return InboundRecorded(duplicate, changed, tuple(owners), tuple(accounts), tuple(open_))
+
+
+def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:
+    return {
+        "account_id": account_id, "at": inbound.at, "kind": kind, "actor": "borrower", "detail": detail,
+        "data": {"from": mask_phone(inbound.address), "provider": inbound.provider,
+                 "callback_id": inbound.callback_id, "source": SOURCE, **data},
+    }
+
+
+def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
+    """The number opts out of SMS: `opted_out_at` on it (for every borrower it belongs to) and an
+    `sms_opt_out` hold on each of their accounts, so dispatch refuses the next send to any of
+    their numbers. An opt-out from a number we do not know is still audited (account None)."""
+    owners = _borrowers_of(connection, inbound.address)
+    accounts = [a for pairs in owners.values() for a, _ in pairs]
+    if _seen(connection, inbound.callback_id, accounts):
+        return _recorded(owners, duplicate=True, changed=False)
+    masked = mask_phone(inbound.address)
+    said = f"{inbound.keyword or 'opt-out'} from {masked} ({inbound.provider})"
+    if not owners:
+        connection.execute(audit.insert(), [_event(inbound, None, "opt_out", f"SMS opt-out of an unknown number: {said}",
+                                                   keyword=inbound.keyword, text=inbound.text)])
+        return _recorded(owners, duplicate=False, changed=False)
+    marked = connection.execute(
+        update(contact)
+        .where(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value,
+               contact.c.opted_out_at.is_(None))
+        .values(opted_out_at=inbound.at)
+    ).rowcount
+    held = set(
+        connection.execute(
+            select(hold.c.account_id).where(
+                hold.c.account_id.in_(accounts), hold.c.kind == Hold.SMS_OPT_OUT.value, hold.c.lifted_at.is_(None)
+            )
+        ).scalars()
+    )
+    new = [a for a in accounts if a not in held]
+    if new:
+        connection.execute(
+            hold.insert(),
+            [{"account_id": a, "kind": Hold.SMS_OPT_OUT.value, "source": SOURCE, "reason": said,
+              "placed_at": inbound.at, "lifted_at": None} for a in new],
+        )
+    if not (marked or new):
+        return _recorded(owners, duplicate=False, changed=False)  # already opted out: nothing to add
+    connection.execute(
+        audit.insert(),
+        [
+            _event(inbound, a, "opt_out",
+                   f"SMS opt-out: {said}; sms_opt_out hold {'placed' if a in new else 'already active'}",
+                   hold=Hold.SMS_OPT_OUT.value, action="placed" if a in new else "kept",
+                   keyword=inbound.keyword, text=inbound.text)
+            for a in accounts
+        ],
+    )
+    return _recorded(owners, duplicate=False, changed=True)
+
+
+def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
+    """The number opts back in: its `opted_out_at` is cleared, and the webhook's `sms_opt_out`
+    holds are lifted from the accounts of borrowers with no other opted-out number. A hold placed
+    by an import or an agent stays: the one who placed it lifts it."""
+    owners = _borrowers_of(connection, inbound.address)
+    accounts = [a for pairs in owners.values() for a, _ in pairs]
+    if _seen(connection, inbound.callback_id, accounts):
+        return _recorded(owners, duplicate=True, changed=False)
+    if not owners:
+        return _recorded(owners, duplicate=False, changed=False)
+    cleared = connection.execute(
+        update(contact)
+        .where(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value,
+               contact.c.opted_out_at.is_not(None))
+        .values(opted_out_at=None)
+    ).rowcount
+    still_out = set(
+        connection.execute(
+            select(contact.c.borrower_id).where(
+                contact.c.borrower_id.in_(list(owners)), contact.c.channel == Channel.SMS.value,
+                contact.c.opted_out_at.is_not(None),
+            )
+        ).scalars()
+    )
+    free = [a for b, pairs in owners.items() if b not in still_out for a, _ in pairs]
+    lifted = connection.execute(
+        update(hold)
+        .where(hold.c.account_id.in_(free), hold.c.kind == Hold.SMS_OPT_OUT.value, hold.c.source == SOURCE,
+               hold.c.lifted_at.is_(None))
+        .values(lifted_at=inbound.at)
+        .returning(hold.c.account_id)
+    ).scalars().all() if free else []
+    if not (cleared or lifted):
+        return _recorded(owners, duplicate=False, changed=False)
+    said = f"{inbound.keyword or 'opt-in'} from {mask_phone(inbound.address)} ({inbound.provider})"
+    lifted_set = set(lifted)
+    connection.execute(
+        audit.insert(),
+        [
+            _event(inbound, a, "opt_in",
+                   f"SMS opt-in: {said}; sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}",
+                   hold=Hold.SMS_OPT_OUT.value, action="lifted" if a in lifted_set else "kept",
+                   keyword=inbound.keyword)
+            for a in accounts
+        ],
+    )
+    return _recorded(owners, duplicate=False, changed=True)
+
+
+def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
+    """A reply is evidence for every account of the borrowers behind the number (a `reply` audit
+    event with the text); the caller runs the lifecycle for the open ones."""
+    owners = _borrowers_of(connection, inbound.address)
+    accounts = [a for pairs in owners.values() for a, _ in pairs]
+    if _seen(connection, inbound.callback_id, accounts):
+        return _recorded(owners, duplicate=True, changed=False)
+    masked = mask_phone(inbound.address)
+    detail = f"reply from {masked}: {inbound.text}"
+    connection.execute(
+        audit.insert(),
+        [_event(inbound, a, "reply", detail, text=inbound.text) for a in accounts]
+        or [_event(inbound, None, "reply", f"reply from an unknown number {masked}: {inbound.text}", text=inbound.text)],
+    )
+    return _recorded(owners, duplicate=False, changed=True)
+
+
+# -- court status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CourtRecorded:
+    known: bool  # a referral has this filing id
+    changed: bool  # its status moved
+    account_id: str | None = None
+    previous: str | None = None
+
+
+def record_court_status(
+    connection: Connection,
+    *,
+    filing_id: str,
+    status: str,
+    at: datetime,
+    provider: str,
+    callback_id: str,
+    reason: str | None = None,
+) -> CourtRecorded:
+    """Store a court's status on the referral with this filing id, unless it is a repeat (same
+    callback, or the status it already has) or older than a status already applied."""
+    row = connection.execute(
+        select(referral.c.id, referral.c.account_id, referral.c.status)
+        .where(referral.c.filing_id == filing_id)
+        .order_by(referral.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return CourtRecorded(known=False, changed=False)
+    unchanged = CourtRecorded(known=True, changed=False, account_id=row.account_id, previous=row.status)
+    if row.status == status:
+        return unchanged
+    applied = connection.execute(
+        select(audit.c.at, audit.c.data).where(audit.c.account_id == row.account_id, audit.c.kind == "court")
+    ).all()
+    mine = [e for e in applied if (e.data or {}).get("filing_id") == filing_id]
+    if any((e.data or {}).get("callback_id") == callback_id for e in mine):
+        return unchanged
+    if any(e.at > at for e in mine):  # out of order: a later status is already applied
+        return unchanged
+    connection.execute(
+        update(referral).where(referral.c.id == row.id).values(status=status, updated_at=at)
+    )
+    connection.execute(
+        audit.insert().values(
+            account_id=row.account_id, at=at, kind="court", actor=f"court:{provider}",
+            detail=f"filing {filing_id}: {row.status} → {status}" + (f" ({reason})" if reason else ""),
+            data={"filing_id": filing_id, "from": row.status, "to": status, "reason": reason,
+                  "callback_id": callback_id, "source": SOURCE},
+        )
+    )
+    return CourtRecorded(known=True, changed=True, account_id=row.account_id, previous=row.status)
