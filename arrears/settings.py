@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="The SMS provider's settings as JSON, e.g. {\"account_sid\": ..., \"auth_token\": ...}.",
     )
+    webhook_host: str = Field(default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks.")
+    webhook_port: int = Field(default=8787, ge=0, le=65535)
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Shared secret of the X-Arrears-Signature HMAC on callbacks from non-Twilio providers."
+    )
+    webhook_public_url: str | None = Field(
+        default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."
+    )
     shard_size: int = Field(default=5_000, ge=1, description="Accounts per advance shard.")
     shard_workers: int = Field(default=2, ge=1, description="Shards advanced at once.")
     dispatch_batch: int = Field(default=2_000, ge=1, description="Outbox rows per dispatch task.")

@@ -20,16 +20,16 @@ from arrears.storage.cycle import TERMINAL
 from arrears.vocabulary import Channel, Hold, MessageStatus
 
 __all__ = [
-    "StatusReport",
-    "ReportsApplied",
+    "CourtRecorded",
     "Inbound",
     "InboundRecorded",
-    "CourtRecorded",
+    "ReportsApplied",
+    "StatusReport",
     "apply_delivery_reports",
-    "record_opt_out",
-    "record_opt_in",
-    "record_reply",
     "record_court_status",
+    "record_opt_in",
+    "record_opt_out",
+    "record_reply",
 ]
 
 message = Message.__table__  # type: ignore[attr-defined]
@@ -82,26 +82,7 @@ def apply_delivery_reports(
     """
     result = ReportsApplied()
     for report in reports:
-        sources = _MOVES_FROM.get(report.status, ())
-        moved = []
-        if sources:
-            failed = report.status is MessageStatus.FAILED
-            values: dict[str, Any] = {
-                "status": report.status.value,
-                "sent_at": func.coalesce(message.c.sent_at, literal(report.at, message.c.sent_at.type)),
-            }
-            if failed:
-                values["reason"] = report.error_code or report.vendor_status or "undelivered"
-            moved = connection.execute(
-                update(message)
-                .where(
-                    message.c.provider == provider,
-                    message.c.provider_id == report.provider_id,
-                    message.c.status.in_(sources),
-                )
-                .values(values)
-                .returning(message.c.id, message.c.account_id, message.c.address)
-            ).all()
+        moved = _move(connection, provider, report)
         if not moved:
             known = connection.execute(
                 select(func.count())
@@ -113,33 +94,54 @@ def apply_delivery_reports(
             else:
                 result.unmatched.append(report.provider_id)
             continue
+        failed = report.status is MessageStatus.FAILED
+        why = f": {report.error_code or report.vendor_status}" if failed else ""
+        events = []
         for row in moved:
             result.changed.append(row.id)
-            _count_delivery(connection, row.account_id, row.address, failed=report.status is MessageStatus.FAILED)
-        connection.execute(
-            audit.insert(),
-            [
-                {
-                    "account_id": row.account_id, "at": report.at, "kind": "message", "actor": provider,
-                    "detail": f"message {row.id} {report.status.value}"
-                    + (f": {report.error_code or report.vendor_status}" if report.status is MessageStatus.FAILED else "")
-                    + " (delivery report)",
-                    "data": {
-                        "message_id": row.id, "status": report.status.value, "provider_id": report.provider_id,
-                        "error_code": report.error_code, "vendor_status": report.vendor_status, "source": SOURCE,
-                    },
-                }
-                for row in moved
-            ],
-        )
+            _count_delivery(connection, row.account_id, row.address, failed=failed)
+            events.append({
+                "account_id": row.account_id, "at": report.at, "kind": "message", "actor": provider,
+                "detail": f"message {row.id} {report.status.value}{why} (delivery report)",
+                "data": {"message_id": row.id, "status": report.status.value,
+                         "provider_id": report.provider_id, "error_code": report.error_code,
+                         "vendor_status": report.vendor_status, "source": SOURCE},
+            })
+        connection.execute(audit.insert(), events)
     return result
+
+
+def _move(connection: Connection, provider: str, report: StatusReport) -> list[Any]:
+    """The one conditional UPDATE: the rows it moved (none if the report moves nothing)."""
+    sources = _MOVES_FROM.get(report.status, ())
+    if not sources:
+        return []
+    values: dict[str, Any] = {
+        "status": report.status.value,
+        "sent_at": func.coalesce(message.c.sent_at, literal(report.at, message.c.sent_at.type)),
+    }
+    if report.status is MessageStatus.FAILED:
+        values["reason"] = report.error_code or report.vendor_status or "undelivered"
+    return list(
+        connection.execute(
+            update(message)
+            .where(
+                message.c.provider == provider,
+                message.c.provider_id == report.provider_id,
+                message.c.status.in_(sources),
+            )
+            .values(values)
+            .returning(message.c.id, message.c.account_id, message.c.address)
+        ).all()
+    )
 
 
 def _count_delivery(connection: Connection, account_id: str, address: str, *, failed: bool) -> None:
     borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
     connection.execute(
         update(contact)
-        .where(contact.c.borrower_id == borrower, contact.c.address == address, contact.c.channel == Channel.SMS.value)
+        .where(contact.c.borrower_id == borrower, contact.c.address == address,
+               contact.c.channel == Channel.SMS.value)
         .values(failures=contact.c.failures + 1 if failed else 0)
     )
 
@@ -222,8 +224,9 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     masked = mask_phone(inbound.address)
     said = f"{inbound.keyword or 'opt-out'} from {masked} ({inbound.provider})"
     if not owners:
-        connection.execute(audit.insert(), [_event(inbound, None, "opt_out", f"SMS opt-out of an unknown number: {said}",
-                                                   keyword=inbound.keyword, text=inbound.text)])
+        unknown = _event(inbound, None, "opt_out", f"SMS opt-out of an unknown number: {said}",
+                         keyword=inbound.keyword, text=inbound.text)
+        connection.execute(audit.insert(), [unknown])
         return _recorded(owners, duplicate=False, changed=False)
     marked = connection.execute(
         update(contact)
@@ -234,7 +237,8 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     held = set(
         connection.execute(
             select(hold.c.account_id).where(
-                hold.c.account_id.in_(accounts), hold.c.kind == Hold.SMS_OPT_OUT.value, hold.c.lifted_at.is_(None)
+                hold.c.account_id.in_(accounts), hold.c.kind == Hold.SMS_OPT_OUT.value,
+                hold.c.lifted_at.is_(None),
             )
         ).scalars()
     )
@@ -321,7 +325,8 @@ def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded
     connection.execute(
         audit.insert(),
         [_event(inbound, a, "reply", detail, text=inbound.text) for a in accounts]
-        or [_event(inbound, None, "reply", f"reply from an unknown number {masked}: {inbound.text}", text=inbound.text)],
+        or [_event(inbound, None, "reply", f"reply from an unknown number {masked}: {inbound.text}",
+                   text=inbound.text)],
     )
     return _recorded(owners, duplicate=False, changed=True)
 

@@ -13,10 +13,11 @@ def serve(
     database: DatabaseOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")] = False,
 ) -> None:
-    """Serve the daily cycle (cron in the lender's time zone) and the outbox sweep on Prefect.
+    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep and the webhook server.
 
-    Point PREFECT_API_URL at a running `prefect server start` so runs survive this process;
-    without it Prefect starts a temporary local server.
+    The webhook server (ARREARS_WEBHOOK_HOST/PORT) takes delivery receipts, STOP and other
+    replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
+    start` so runs survive this process; without it Prefect starts a temporary local server.
     """
     migrate(open_database(use_database(database), create=True))
     from deployments.serve import deployments, serve_all
@@ -25,4 +26,8 @@ def serve(
         schedules = ", ".join(str(s.schedule) for s in deployment.schedules or [])
         console.print(f"[bold]{deployment.flow_name}/{deployment.name}[/bold]: {schedules}")
     if not dry_run:
-        serve_all()
+        from deployments.webhooks import LifecycleRunner, run_lifecycle_deployment, webhook_server
+
+        with webhook_server(lifecycle=LifecycleRunner(run=run_lifecycle_deployment())) as hooks:
+            console.print(f"[bold]webhooks[/bold]: {hooks.url}")
+            serve_all()

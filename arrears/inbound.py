@@ -1,0 +1,96 @@
+"""What an inbound SMS asks for: an opt-out, an opt-in, or a reply for the lifecycle to read.
+
+Pure functions over the text the borrower sent; the webhook records what they decide
+(`arrears.storage.inbound`). Carriers honour the same keywords on their side, but the law binds
+the lender, not the gateway, so we keep our own ledger (providers.md).
+"""
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+import phonenumbers
+
+__all__ = [
+    "OPT_IN_KEYWORDS",
+    "OPT_OUT_KEYWORDS",
+    "Classified",
+    "InboundKind",
+    "classify",
+    "inbound_address",
+    "mask_phone",
+    "normalise",
+]
+
+
+class InboundKind(StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    REPLY = "reply"
+
+
+# The whole message, once normalised, is one of these. Carrier keywords (CTIA; Twilio's defaults)
+# and the mainland convention "回T退订" (TD, T, 退订).
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "T"})
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP"})
+
+# Reg F 1006.6(e): a consumer may opt out in free form, so a longer message that names STOP,
+# UNSUBSCRIBE or 退订 as a word still opts out. END, CANCEL, QUIT, T and TD count only alone: as
+# words inside a sentence ("can I pay at the end of the month") they say nothing about contact.
+# Erring this way costs a reminder; erring the other way texts someone who asked us to stop.
+_FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE)(?![A-Z])|退订")
+
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    kind: InboundKind
+    text: str  # normalised: NFKC, upper case, single spaces, no surrounding punctuation
+    keyword: str | None = None  # the keyword that decided an opt-out or opt-in, if one did
+
+
+def normalise(body: str) -> str:
+    """Full-width forms folded (NFKC: "ＳＴＯＰ" is "STOP", U+3000 is a space), upper case,
+    whitespace collapsed, punctuation around the message dropped ("Stop." and "退订。" count)."""
+    text = unicodedata.normalize("NFKC", body).upper()
+    text = _SPACES.sub(" ", text).strip()
+    return _EDGE.sub("", text)
+
+
+def classify(body: str) -> Classified:
+    """Opt-out, opt-in or a reply. An opt-out word wins over an opt-in word in one message."""
+    text = normalise(body)
+    if text in OPT_OUT_KEYWORDS:
+        return Classified(InboundKind.OPT_OUT, text, text)
+    if text in OPT_IN_KEYWORDS:
+        return Classified(InboundKind.OPT_IN, text, text)
+    found = _FREE_FORM_OPT_OUT.search(text)
+    if found:
+        return Classified(InboundKind.OPT_OUT, text, found.group(0))
+    return Classified(InboundKind.REPLY, text)
+
+
+def inbound_address(number: str, default_region: str | None = None) -> str | None:
+    """The E.164 form of a sender's number as a gateway gives it (`+…`, or national digits in
+    `default_region`, e.g. Aliyun's 11-digit mainland mobiles); None if it is not a number."""
+    text = number.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask_phone(number: str) -> str:
+    """The country code's first digits and the last two, as everywhere in logs and audit text
+    (the same shape as `integrations._masking.mask_phone`, which this layer may not import)."""
+    if len(number) <= 6:
+        return "*" * len(number)
+    return number[:4] + "*" * (len(number) - 6) + number[-2:]

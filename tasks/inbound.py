@@ -1,0 +1,101 @@
+"""The side effects of inbound callbacks: provider reports and replies into our tables.
+
+Each function is one transaction on the given engine and returns what it did; the webhook server
+(`deployments/webhooks.py`) verifies the callback first and, after these return, starts
+`account_lifecycle` for the accounts they name (tasks may not import flows, DESIGN §1).
+
+They are plain functions rather than Prefect tasks on purpose: an opt-out must be on record
+before the next send whether or not the Prefect API answers, and a webhook must answer in
+milliseconds. The lifecycle run they lead to is the observable Prefect part.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from arrears.inbound import Classified, InboundKind, classify
+from arrears.storage import inbound as store
+from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded, ReportsApplied, StatusReport
+from arrears.vocabulary import MessageStatus
+from integrations.sms.protocol import DeliveryReport
+
+__all__ = [
+    "InboundResult", "record_court_status", "record_delivery_reports", "record_inbound_sms", "to_status",
+]
+
+_STATUS = {
+    "queued": MessageStatus.SENT,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "failed": MessageStatus.FAILED,
+    "undelivered": MessageStatus.FAILED,
+}
+
+
+def to_status(report: DeliveryReport) -> StatusReport:
+    """A provider's report in our outbox's words (queued counts as sent: accepted, no outcome yet)."""
+    return StatusReport(
+        provider_id=report.provider_id,
+        status=_STATUS[report.status],
+        at=report.at,
+        error_code=report.error_code,
+        vendor_status=report.vendor_status,
+    )
+
+
+def record_delivery_reports(
+    engine: Engine, *, provider: str, reports: Sequence[DeliveryReport]
+) -> ReportsApplied:
+    """Apply one callback's delivery reports to the messages `provider` sent."""
+    ours = [to_status(r) for r in reports]
+    with engine.begin() as connection:
+        return store.apply_delivery_reports(connection, provider=provider, reports=ours)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResult:
+    classified: Classified
+    recorded: InboundRecorded
+
+    @property
+    def lifecycle_accounts(self) -> tuple[str, ...]:
+        """Accounts whose lifecycle should run now: the open ones behind a new reply."""
+        if self.classified.kind is InboundKind.REPLY and not self.recorded.duplicate:
+            return self.recorded.open_accounts
+        return ()
+
+
+def record_inbound_sms(
+    engine: Engine, *, address: str, text: str, at: datetime, provider: str, callback_id: str
+) -> InboundResult:
+    """Classify an inbound SMS and record it: an opt-out, an opt-in, or a reply."""
+    classified = classify(text)
+    inbound = Inbound(address=address, text=text, at=at, provider=provider, callback_id=callback_id,
+                      keyword=classified.keyword)
+    record = {
+        InboundKind.OPT_OUT: store.record_opt_out,
+        InboundKind.OPT_IN: store.record_opt_in,
+        InboundKind.REPLY: store.record_reply,
+    }[classified.kind]
+    with engine.begin() as connection:
+        return InboundResult(classified, record(connection, inbound=inbound))
+
+
+def record_court_status(
+    engine: Engine,
+    *,
+    filing_id: str,
+    status: str,
+    at: datetime,
+    provider: str,
+    callback_id: str,
+    reason: str | None = None,
+) -> CourtRecorded:
+    """Store a court status on its referral (see `arrears.storage.inbound.record_court_status`)."""
+    with engine.begin() as connection:
+        return store.record_court_status(
+            connection, filing_id=filing_id, status=status, at=at, provider=provider,
+            callback_id=callback_id, reason=reason,
+        )

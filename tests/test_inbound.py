@@ -1,0 +1,295 @@
+"""Inbound SMS and callbacks below the HTTP layer: the pure classifier, and the storage of
+delivery reports, opt-outs, opt-ins, replies and court statuses on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from arrears.importing import Kind, open_source
+from arrears.inbound import InboundKind, classify, inbound_address, mask_phone, normalise
+from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
+from arrears.storage import inbound as store
+from arrears.storage.importer import run_import
+from arrears.storage.inbound import Inbound, StatusReport
+from arrears.vocabulary import MessageStatus
+from tests.factories import account_record, unique_id, write_csv
+
+account = Account.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+message = Message.__table__  # type: ignore[attr-defined]
+referral = Referral.__table__  # type: ignore[attr-defined]
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+PHONE = "+12133734253"  # account_record's default phone, in E.164
+
+
+# -- the classifier ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ("STOP", InboundKind.OPT_OUT),
+        ("stop", InboundKind.OPT_OUT),
+        ("  Stop.  ", InboundKind.OPT_OUT),
+        ("ＳＴＯＰ", InboundKind.OPT_OUT),  # full-width letters
+        ("\u3000stopall\u3000", InboundKind.OPT_OUT),  # ideographic spaces
+        ("Unsubscribe", InboundKind.OPT_OUT),
+        ("cancel", InboundKind.OPT_OUT),
+        ("END", InboundKind.OPT_OUT),
+        ("quit!", InboundKind.OPT_OUT),
+        ("退订", InboundKind.OPT_OUT),
+        ("退订。", InboundKind.OPT_OUT),
+        ("td", InboundKind.OPT_OUT),
+        ("Ｔ", InboundKind.OPT_OUT),
+        ("please STOP texting me", InboundKind.OPT_OUT),  # Reg F 1006.6(e): free-form opt-out
+        ("不要再发了，退订", InboundKind.OPT_OUT),
+        ("START", InboundKind.OPT_IN),
+        (" unstop ", InboundKind.OPT_IN),
+        ("ｓｔａｒｔ", InboundKind.OPT_IN),
+        ("I will pay at the end of the month", InboundKind.REPLY),
+        ("Can I cancel the late fee?", InboundKind.REPLY),
+        ("下周五还款", InboundKind.REPLY),
+        ("Stopped by the branch today", InboundKind.REPLY),
+        ("", InboundKind.REPLY),
+        ("TT", InboundKind.REPLY),
+    ],
+)
+def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind) -> None:
+    """Keywords count whatever their case, width, spacing or surrounding punctuation; other texts are replies."""
+    assert classify(body).kind is kind
+
+
+def test_classify_names_the_deciding_keyword() -> None:
+    """An opt-out records the keyword that decided it, for the audit trail."""
+    assert classify("ｓｔｏｐ").keyword == "STOP"
+    assert classify("回复退订").keyword == "退订"
+    assert classify("hello").keyword is None
+
+
+def test_normalise_folds_width_case_and_space() -> None:
+    """Full-width forms, case and runs of whitespace are folded to one plain form."""
+    assert normalise("  Ｈｅｌｌｏ\u3000\n world ！") == "HELLO WORLD"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [("+12133734253", None, "+12133734253"), ("13912345678", "CN", "+8613912345678"),
+     ("008613912345678", None, "+8613912345678"), ("not a number", "CN", None)],
+)
+def test_inbound_address_gives_e164(raw: str, region: str | None, e164: str | None) -> None:
+    """Gateway numbers (E.164, Aliyun's national digits, 00-prefixed) become E.164, like stored contact points."""
+    assert inbound_address(raw, region) == e164
+
+
+def test_mask_phone_keeps_only_the_edges() -> None:
+    """A masked number shows the country code and the last two digits only."""
+    assert mask_phone("+8613912345678") == "+861********78"
+
+
+# -- storage ----------------------------------------------------------------------------------------
+
+
+def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
+    path = write_csv(tmp_path / f"{unique_id('accounts')}.csv", records)
+    summary = run_import(engine, open_source(path, Kind.ACCOUNTS))
+    assert summary.rejected == 0, summary.first_rejections
+
+
+def _message(engine: Engine, account_id: str, *, status: str = "sent", provider_id: str = "SM1") -> int:
+    with engine.begin() as c:
+        return int(c.execute(
+            insert(message).values(
+                idempotency_key=unique_id("key"), account_id=account_id, channel="sms", address=PHONE,
+                template="reminder", params={}, body="Reminder", stage="reminder", episode=1, not_before=T0,
+                status=status, provider="twilio", provider_id=provider_id, attempts=1, created_at=T0, sent_at=T0,
+            ).returning(message.c.id)
+        ).scalar_one())
+
+
+def _row(engine: Engine, table: Any, **where: Any) -> Any:
+    with engine.connect() as c:
+        return c.execute(select(table).where(*(table.c[k] == v for k, v in where.items()))).one()
+
+
+def _events(engine: Engine, kind: str) -> list[Any]:
+    with engine.connect() as c:
+        return c.execute(select(audit).where(audit.c.kind == kind).order_by(audit.c.id)).all()
+
+
+def _report(status: MessageStatus, provider_id: str = "SM1", **kw: Any) -> StatusReport:
+    return StatusReport(provider_id=provider_id, status=status, at=T0 + timedelta(minutes=1), **kw)
+
+
+def _apply(engine: Engine, *reports: StatusReport) -> store.ReportsApplied:
+    with engine.begin() as c:
+        return store.apply_delivery_reports(c, provider="twilio", reports=reports)
+
+
+def _inbound(text: str, callback_id: str, address: str = PHONE, keyword: str | None = None) -> Inbound:
+    return Inbound(address=address, text=text, at=T0, provider="twilio", callback_id=callback_id,
+                   keyword=keyword or classify(text).keyword)
+
+
+def test_delivery_reports_move_messages_forward_only(engine: Engine, tmp_path: Path) -> None:
+    """sent → delivered is applied once; a repeat, a late `sent` and a later `failed` change nothing."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    message_id = _message(engine, "A-1")
+
+    first = _apply(engine, _report(MessageStatus.DELIVERED))
+    assert first.changed == [message_id]
+    again = _apply(engine, _report(MessageStatus.DELIVERED), _report(MessageStatus.SENT),
+                   _report(MessageStatus.FAILED, error_code="30003"))
+    assert (again.changed, again.unchanged, again.unmatched) == ([], 3, [])
+    row = _row(engine, message, id=message_id)
+    assert (row.status, row.reason) == ("delivered", None)
+    assert len(_events(engine, "message")) == 1
+
+
+def test_failed_report_records_the_error_and_counts_against_the_number(engine: Engine, tmp_path: Path) -> None:
+    """An undelivered report fails the message with the vendor's code and adds one consecutive failure."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    message_id = _message(engine, "A-1")
+    _apply(engine, _report(MessageStatus.FAILED, error_code="30003", vendor_status="undelivered"))
+    row = _row(engine, message, id=message_id)
+    assert (row.status, row.reason) == ("failed", "30003")
+    assert _row(engine, contact, address=PHONE).failures == 1
+
+
+def test_reports_for_unknown_or_other_providers_messages_are_unmatched(engine: Engine, tmp_path: Path) -> None:
+    """A provider id we never stored (or stored for another provider) changes nothing and is named."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    _message(engine, "A-1", provider_id="SM1")
+    result = _apply(engine, _report(MessageStatus.DELIVERED, provider_id="SM-unknown"))
+    assert result.unmatched == ["SM-unknown"]
+    with engine.begin() as c:
+        other = store.apply_delivery_reports(c, provider="aliyun", reports=[_report(MessageStatus.DELIVERED)])
+    assert other.unmatched == ["SM1"] and _row(engine, message, provider_id="SM1").status == "sent"
+
+
+def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(engine: Engine, tmp_path: Path) -> None:
+    """STOP sets opted_out_at, places one webhook sms_opt_out hold per account and audits each, masked."""
+    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
+            account_record(account_id="A-2", borrower_id="B-1"))
+    with engine.begin() as c:
+        result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
+    assert (result.duplicate, result.changed, set(result.accounts)) == (False, True, {"A-1", "A-2"})
+    assert _row(engine, contact, address=PHONE).opted_out_at == T0
+    with engine.connect() as c:
+        holds = c.execute(select(hold).where(hold.c.lifted_at.is_(None))).all()
+    assert sorted((h.account_id, h.kind, h.source) for h in holds) == [
+        ("A-1", "sms_opt_out", "webhook"), ("A-2", "sms_opt_out", "webhook")]
+    events = _events(engine, "opt_out")
+    assert len(events) == 2 and all(PHONE not in e.detail and mask_phone(PHONE) in e.detail for e in events)
+
+
+def test_opt_out_twice_changes_nothing_the_second_time(engine: Engine, tmp_path: Path) -> None:
+    """The same callback again is a duplicate, another STOP finds the opt-out in place: no new rows."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    with engine.begin() as c:
+        store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
+    with engine.begin() as c:
+        repeat = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
+        another = store.record_opt_out(c, inbound=_inbound("stop", "SM-in-2"))
+    assert (repeat.duplicate, another.duplicate, another.changed) == (True, False, False)
+    with engine.connect() as c:
+        assert len(c.execute(select(hold)).all()) == 1
+    assert len(_events(engine, "opt_out")) == 1
+
+
+def test_opt_in_lifts_only_the_webhooks_hold(engine: Engine, tmp_path: Path) -> None:
+    """START clears the opt-out and lifts the webhook's hold; an import's sms_opt_out flag stays."""
+    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1", flags=""),
+            account_record(account_id="A-2", borrower_id="B-1", flags="sms_opt_out"))
+    with engine.begin() as c:
+        store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
+    with engine.begin() as c:
+        result = store.record_opt_in(c, inbound=_inbound("START", "SM-in-2"))
+    assert result.changed
+    assert _row(engine, contact, address=PHONE).opted_out_at is None
+    with engine.connect() as c:
+        active = c.execute(select(hold.c.account_id, hold.c.source).where(hold.c.lifted_at.is_(None))).all()
+    assert [tuple(r) for r in active] == [("A-2", "import")]
+    assert len(_events(engine, "opt_in")) == 2
+
+
+def test_a_replayed_stop_after_start_does_not_opt_out_again(engine: Engine, tmp_path: Path) -> None:
+    """A STOP callback told again after the borrower's START is recognised by its id and ignored."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    for text, sid in [("STOP", "SM-in-1"), ("START", "SM-in-2"), ("STOP", "SM-in-1")]:
+        with engine.begin() as c:
+            record = store.record_opt_out if text == "STOP" else store.record_opt_in
+            last = record(c, inbound=_inbound(text, sid))
+    assert last.duplicate
+    assert _row(engine, contact, address=PHONE).opted_out_at is None
+
+
+def test_opt_out_reaches_every_borrower_sharing_the_number(engine: Engine, tmp_path: Path) -> None:
+    """Two borrowers with one number (a household) are both opted out by its STOP."""
+    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
+            account_record(account_id="A-2", borrower_id="B-2"))
+    with engine.begin() as c:
+        result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
+    assert set(result.borrowers) == {"B-1", "B-2"}
+    with engine.connect() as c:
+        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == PHONE)).scalars().all() == [T0, T0]
+
+
+def test_opt_out_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:
+    """STOP from a number no borrower has is kept as evidence, with no account."""
+    with engine.begin() as c:
+        result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1", address="+14155550100"))
+    assert result.accounts == () and not result.changed
+    (event,) = _events(engine, "opt_out")
+    assert event.account_id is None and "+14155550100" not in event.detail
+
+
+def test_reply_is_recorded_once_with_its_text(engine: Engine, tmp_path: Path) -> None:
+    """A reply becomes a `reply` event per account with the text; the same callback again adds nothing."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    with engine.begin() as c:
+        first = store.record_reply(c, inbound=_inbound("I can pay Friday", "SM-in-1"))
+        second = store.record_reply(c, inbound=_inbound("I can pay Friday", "SM-in-1"))
+    assert (first.open_accounts, second.duplicate) == (("A-1",), True)
+    (event,) = _events(engine, "reply")
+    assert event.data["text"] == "I can pay Friday" and PHONE not in event.detail
+
+
+def test_reply_names_only_open_accounts_for_the_lifecycle(engine: Engine, tmp_path: Path) -> None:
+    """A paid-off account is audited with the reply but not handed to the lifecycle."""
+    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
+            account_record(account_id="A-2", borrower_id="B-1"))
+    with engine.begin() as c:
+        c.execute(update(account).where(account.c.account_id == "A-2").values(stage="paid_off"))
+        result = store.record_reply(c, inbound=_inbound("hello", "SM-in-1"))
+    assert set(result.accounts) == {"A-1", "A-2"} and result.open_accounts == ("A-1",)
+
+
+def _referral(engine: Engine, account_id: str, filing_id: str, status: str = "submitted") -> None:
+    with engine.begin() as c:
+        c.execute(insert(referral).values(account_id=account_id, status=status, filing_id=filing_id,
+                                          opened_at=T0, updated_at=T0))
+
+
+def _court(engine: Engine, status: str, at: datetime, callback_id: str, filing_id: str = "F-1") -> store.CourtRecorded:
+    with engine.begin() as c:
+        return store.record_court_status(c, filing_id=filing_id, status=status, at=at, provider="sandbox",
+                                         callback_id=callback_id, reason=None)
+
+
+def test_court_status_is_stored_once_and_never_rewound(engine: Engine, tmp_path: Path) -> None:
+    """A new status moves the referral; its repeat and an older status arriving late change nothing."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    _referral(engine, "A-1", "F-1")
+    moved = _court(engine, "accepted", T0 + timedelta(hours=2), "c1")
+    assert (moved.changed, moved.account_id, moved.previous) == (True, "A-1", "submitted")
+    assert not _court(engine, "accepted", T0 + timedelta(hours=2), "c1").changed
+    assert not _court(engine, "received", T0 + timedelta(hours=1), "c0").changed
+    assert _row(engine, referral, filing_id="F-1").status == "accepted"
+    assert len(_events(engine, "court")) == 1
+    assert not _court(engine, "accepted", T0, "c9", filing_id="F-unknown").known

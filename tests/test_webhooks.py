@@ -1,0 +1,433 @@
+"""The webhook server over HTTP: real databases (SQLite and PostgreSQL), providers built against
+the real SMS sandbox, callbacks the sandbox says its vendors would send, FastAPI's TestClient
+(and once a real uvicorn), and Prefect flows where a callback leads to one."""
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, insert, select
+
+from arrears.importing import Kind, open_source
+from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
+from arrears.settings import get_settings
+from arrears.storage.importer import run_import
+from deployments.webhooks import LifecycleRunner, WebhookServer, create_app, run_lifecycle_deployment
+from integrations.sms import SmsProvider, SmsRequest, build_provider
+from tests.factories import account_record, unique_id, write_csv
+
+account = Account.__table__  # type: ignore[attr-defined]
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
+message = Message.__table__  # type: ignore[attr-defined]
+referral = Referral.__table__  # type: ignore[attr-defined]
+
+SECRET = "webhook-test-secret"
+US_PHONE = "+12133734253"  # account_record's default phone, in E.164
+CN_PHONE = "+8613912345678"
+# 16:30 UTC on 1 December is 00:30 in Shanghai: a CN reminder waits for 08:00 (00:00 UTC on the 2nd).
+CN_NIGHT = "2026-12-01T16:30:00Z"
+CN_MORNING = "2026-12-02T00:00:00Z"
+
+
+# -- fixtures and helpers ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """The test database, also where flows started by a callback read and write."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+@pytest.fixture
+def providers(sms_sandbox: Any) -> Iterator[dict[str, SmsProvider]]:
+    """A Twilio-shaped and an Aliyun-shaped provider, both pointed at the real sandbox."""
+    built = {name: build_provider(name, sms_sandbox.base_url, sms_sandbox.credentials) for name in ("twilio", "sandbox")}
+    yield built
+    for provider in built.values():
+        provider.close()
+
+
+@pytest.fixture
+def lifecycle_calls() -> Iterator[tuple[LifecycleRunner, list[tuple[str, str]]]]:
+    """A lifecycle runner that records (account, reason) instead of starting a flow."""
+    calls: list[tuple[str, str]] = []
+    runner = LifecycleRunner(run=lambda account_id, reason: calls.append((account_id, reason)))
+    yield runner, calls
+    runner.close()
+
+
+@pytest.fixture
+def client(db: Engine, providers: dict[str, SmsProvider], lifecycle_calls: Any) -> Iterator[TestClient]:
+    app = create_app(engine=db, sms_providers=providers, secret=SECRET, lifecycle=lifecycle_calls[0])
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
+    path = write_csv(tmp_path / f"{unique_id('accounts')}.csv", records)
+    summary = run_import(engine, open_source(path, Kind.ACCOUNTS))
+    assert summary.rejected == 0, summary.first_rejections
+
+
+def _cn(**kw: str) -> dict[str, str]:
+    return account_record(**({
+        "borrower_name": "王芳", "phone": "13912345678", "timezone": "Asia/Shanghai", "jurisdiction": "CN",
+        "currency": "CNY", "balance": "60000.00", "installment_amount": "3000.00", "past_due_amount": "3000.00",
+        "oldest_due_date": "2026-11-26",
+    } | kw))
+
+
+def _sent(engine: Engine, provider: SmsProvider, account_id: str, to: str) -> int:
+    """Send one message through `provider` (to the sandbox) and store it as dispatch would: sent."""
+    key = unique_id("key")
+    result = provider.send(SmsRequest(key, to, "reminder", {"name": "Dana"}, "Your payment is past due."))
+    now = datetime.now(UTC)
+    with engine.begin() as c:
+        return int(c.execute(
+            insert(message).values(
+                idempotency_key=key, account_id=account_id, channel="sms", address=to, template="reminder",
+                params={"name": "Dana"}, body="Your payment is past due.", stage="reminder", episode=1,
+                not_before=now, status="sent", provider=provider.info.name, provider_id=result.provider_id,
+                attempts=1, created_at=now, sent_at=now,
+            ).returning(message.c.id)
+        ).scalar_one())
+
+
+def _message(engine: Engine, message_id: int) -> Any:
+    with engine.connect() as c:
+        return c.execute(select(message).where(message.c.id == message_id)).one()
+
+
+def _events(engine: Engine, kind: str) -> list[Any]:
+    with engine.connect() as c:
+        return c.execute(select(audit).where(audit.c.kind == kind).order_by(audit.c.id)).all()
+
+
+def _twilio_signature(token: str, url: str, form: dict[str, str]) -> str:
+    """Twilio's scheme, written out here so the test does not trust the code under test."""
+    data = url + "".join(k + v for k, v in sorted(form.items()))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def _twilio_post(client: Any, path: str, form: dict[str, str], token: str, *, base: str = "http://testserver") -> Any:
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "X-Twilio-Signature": _twilio_signature(token, base + path, form)}
+    return client.post(path, content=urlencode(form).encode(), headers=headers)
+
+
+def _twilio_report(sandbox: Any, sid: str) -> dict[str, str]:
+    """The status-callback form the sandbox says Twilio would post now for message `sid`."""
+    reports = sandbox.admin.get("/_sandbox/reports/twilio").json()
+    return next(r for r in reports if r["MessageSid"] == sid)
+
+
+def _signed(body: bytes, *, at: float | None = None, secret: str = SECRET) -> dict[str, str]:
+    t = int(time.time() if at is None else at)
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Arrears-Signature": f"t={t},v1={digest}"}
+
+
+def _json_post(client: Any, path: str, payload: Any, **sign: Any) -> Any:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    return client.post(path, content=body, headers=_signed(body, **sign))
+
+
+def _provider_id(engine: Engine, message_id: int) -> str:
+    return str(_message(engine, message_id).provider_id)
+
+
+# -- delivery receipts ------------------------------------------------------------------------------
+
+
+def test_forged_twilio_signature_is_refused_and_changes_nothing(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A receipt signed with the wrong token, or not signed, is answered 403 and the message stays sent."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    message_id = _sent(db, providers["twilio"], "A-1", US_PHONE)
+    form = _twilio_report(sms_sandbox, _provider_id(db, message_id))
+    assert form["MessageStatus"] == "delivered"
+
+    assert _twilio_post(client, "/sms/twilio/status", form, "forged-token").status_code == 403
+    unsigned = client.post("/sms/twilio/status", content=urlencode(form).encode(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert unsigned.status_code == 403
+    assert _message(db, message_id).status == "sent"
+    assert _events(db, "message") == []
+
+
+def test_valid_twilio_receipt_delivers_the_message_once(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A signed `delivered` receipt marks the message delivered; the same receipt again changes nothing."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    message_id = _sent(db, providers["twilio"], "A-1", US_PHONE)
+    form = _twilio_report(sms_sandbox, _provider_id(db, message_id))
+    token = sms_sandbox.credentials["auth_token"]
+
+    first = _twilio_post(client, "/sms/twilio/status", form, token)
+    assert first.status_code == 200
+    assert _message(db, message_id).status == "delivered"
+    events = _events(db, "message")
+    assert len(events) == 1
+
+    assert _twilio_post(client, "/sms/twilio/status", form, token).status_code == 200
+    assert _message(db, message_id).status == "delivered"
+    assert _events(db, "message") == events
+
+
+def test_late_sent_receipt_does_not_regress_a_delivered_message(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A `sent` receipt arriving after `delivered` leaves the message delivered."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    sms_sandbox.set_faults(delivery_ms=600_000)  # the handset has not answered yet: status `sent`
+    message_id = _sent(db, providers["twilio"], "A-1", US_PHONE)
+    sid = _provider_id(db, message_id)
+    sent_form = _twilio_report(sms_sandbox, sid)
+    sms_sandbox.set_faults()
+    delivered_form = _twilio_report(sms_sandbox, sid)
+    assert (sent_form["MessageStatus"], delivered_form["MessageStatus"]) == ("sent", "delivered")
+    token = sms_sandbox.credentials["auth_token"]
+
+    assert _twilio_post(client, "/sms/twilio/status", delivered_form, token).status_code == 200
+    assert _twilio_post(client, "/sms/twilio/status", sent_form, token).status_code == 200
+    assert _message(db, message_id).status == "delivered"
+    assert len(_events(db, "message")) == 1
+
+
+def test_aliyun_reports_with_our_signature_are_applied_and_acknowledged(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """An Aliyun SmsReport array signed with our HMAC delivers the message and is answered {"code": 0}."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    message_id = _sent(db, providers["sandbox"], "A-CN", CN_PHONE)
+    reports = sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()
+    assert len(reports) == 1
+
+    response = _json_post(client, "/sms/sandbox/status", reports)
+    assert (response.status_code, response.json()["code"]) == (200, 0)
+    assert _message(db, message_id).status == "delivered"
+
+
+def test_aliyun_report_for_an_unknown_message_asks_the_vendor_to_push_again(client: TestClient, db: Engine) -> None:
+    """A report naming no message of ours is answered with a non-zero code, so the vendor retries later."""
+    report = {"phone_number": "13912345678", "send_time": "2026-12-01 09:00:00", "report_time": "2026-12-01 09:00:05",
+              "success": True, "err_code": "DELIVERED", "err_msg": "成功", "biz_id": "1", "out_id": "never-sent"}
+    response = _json_post(client, "/sms/sandbox/status", [report])
+    assert (response.status_code, response.json()["code"]) == (200, 1)
+
+
+@pytest.mark.parametrize(
+    "sign",
+    [
+        pytest.param({"at": time.time() - 6 * 60}, id="replayed-6-minutes-later"),
+        pytest.param({"at": time.time() + 5 * 60}, id="from-the-future"),
+        pytest.param({"secret": "not-our-secret"}, id="wrong-secret"),
+        pytest.param(None, id="unsigned"),
+    ],
+)
+def test_hmac_callbacks_that_do_not_verify_are_refused(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path, sign: dict[str, Any] | None
+) -> None:
+    """A report signed over 5 minutes ago (a replay), in the future, with another key, or not at all gets 403 and changes nothing."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    message_id = _sent(db, providers["sandbox"], "A-CN", CN_PHONE)
+    body = json.dumps(sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()).encode()
+    headers = _signed(body, **sign) if sign is not None else {"Content-Type": "application/json"}
+
+    response = client.post("/sms/sandbox/status", content=body, headers=headers)
+    assert response.status_code == 403
+    assert _message(db, message_id).status == "sent"
+    assert _events(db, "message") == []
+
+
+def test_a_route_for_a_provider_we_do_not_have_is_404(client: TestClient) -> None:
+    """Callbacks for a provider the server was not given are not found."""
+    assert _json_post(client, "/sms/nexmo/status", []).status_code == 404
+
+
+# -- inbound messages -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_stop_opts_out_before_the_next_send(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """STOP records the opt-out, a hold and an audit event, and the waiting reminder is then blocked, never sent."""
+    from flows.daily_cycle import daily_cycle, dispatch_outbox
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    daily_cycle(as_of=CN_NIGHT)
+    with db.connect() as c:
+        (waiting,) = c.execute(select(message)).all()
+    assert waiting.status == "scheduled"
+
+    form = {"From": CN_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "1" * 32}
+    response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
+    with db.connect() as c:
+        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == CN_PHONE)).scalar() is not None
+        holds = c.execute(select(hold.c.kind, hold.c.source).where(hold.c.lifted_at.is_(None))).all()
+    assert [tuple(h) for h in holds] == [("sms_opt_out", "webhook")]
+    assert len(_events(db, "opt_out")) == 1
+
+    dispatch_outbox(as_of=CN_MORNING)
+    blocked = _message(db, waiting.id)
+    assert (blocked.status, blocked.reason) == ("blocked", "hold:sms_opt_out")
+    assert sms_sandbox.messages() == []
+
+
+def test_start_lifts_the_opt_out(client: TestClient, db: Engine, tmp_path: Path) -> None:
+    """退订 then START (Aliyun-style, HMAC-signed) opts the number out and back in, lifting the hold."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    stop = {"phone_number": "13912345678", "content": "退订", "send_time": "2026-11-28 10:00:00", "sequence_id": 1}
+    start = {"phone_number": "13912345678", "content": "ＳＴＡＲＴ", "send_time": "2026-11-28 10:05:00", "sequence_id": 2}
+
+    assert _json_post(client, "/sms/sandbox/inbound", stop).json() == {"code": 0, "msg": "成功"}
+    with db.connect() as c:
+        assert c.execute(select(hold.c.id).where(hold.c.lifted_at.is_(None))).all() != []
+    assert _json_post(client, "/sms/sandbox/inbound", start).status_code == 200
+    with db.connect() as c:
+        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == CN_PHONE)).scalar() is None
+        assert c.execute(select(hold.c.id).where(hold.c.lifted_at.is_(None))).all() == []
+    assert len(_events(db, "opt_in")) == 1
+
+
+def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any
+) -> None:
+    """A reply is kept with its text and a masked number, and its account's lifecycle is queued; a repeat queues nothing."""
+    runner, calls = lifecycle_calls
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "I can pay $200 on Friday", "MessageSid": "SM" + "2" * 32}
+    token = sms_sandbox.credentials["auth_token"]
+
+    assert _twilio_post(client, "/sms/twilio/inbound", form, token).status_code == 200
+    assert _twilio_post(client, "/sms/twilio/inbound", form, token).status_code == 200
+    runner.drain(timeout=10)
+    assert calls == [("A-1", "reply")]
+    (event,) = _events(db, "reply")
+    assert event.account_id == "A-1" and event.data["text"] == "I can pay $200 on Friday"
+    assert US_PHONE not in event.detail and "+121******53" in event.detail
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_reply_runs_account_lifecycle(
+    db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A reply starts an account_lifecycle flow run for the borrower's account, which brings it up to date."""
+    behind = (datetime.now(UTC) - timedelta(days=10)).date().isoformat()
+    _import(db, tmp_path, account_record(account_id="A-1", oldest_due_date=behind))
+    app = create_app(engine=db, sms_providers=providers, secret=SECRET)
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "call me", "MessageSid": "SM" + "3" * 32}
+    with TestClient(app) as client:
+        assert _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]).status_code == 200
+        (result,) = app.state.lifecycle.drain(timeout=120)
+    assert result["account_id"] == "A-1"
+    with db.connect() as c:
+        assert c.execute(select(account.c.stage).where(account.c.account_id == "A-1")).scalar() == "reminder"
+    assert [e.account_id for e in _events(db, "transition")] == ["A-1"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_reply_can_hand_the_lifecycle_to_the_served_deployment(
+    db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """With the deployment runner, a reply creates a run of `account-lifecycle/account` for the account."""
+    from flows.account_lifecycle import account_lifecycle
+
+    account_lifecycle.to_deployment(name="account").apply()
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    runner = LifecycleRunner(run=run_lifecycle_deployment())
+    app = create_app(engine=db, sms_providers=providers, secret=SECRET, lifecycle=runner)
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "call me", "MessageSid": "SM" + "6" * 32}
+    with TestClient(app) as client:
+        assert _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]).status_code == 200
+        (flow_run,) = runner.drain(timeout=60)
+    runner.close()
+    assert flow_run.name == "account A-1"
+    assert flow_run.parameters == {"account_id": "A-1", "reason": "reply"}
+
+
+# -- court status -----------------------------------------------------------------------------------
+
+
+def test_court_status_is_stored_on_the_referral_and_runs_the_lifecycle(
+    client: TestClient, db: Engine, tmp_path: Path, lifecycle_calls: Any
+) -> None:
+    """A signed court callback moves the referral's status once and queues its account's lifecycle."""
+    runner, calls = lifecycle_calls
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    now = datetime.now(UTC)
+    with db.begin() as c:
+        c.execute(insert(referral).values(account_id="A-1", status="submitted", filing_id="F-77", opened_at=now,
+                                          updated_at=now))
+    update = {"filing_id": "F-77", "status": "judgment", "reason": "default judgment entered", "at": now.isoformat()}
+
+    assert _json_post(client, "/court/sandbox/status", update).status_code == 200
+    assert _json_post(client, "/court/sandbox/status", update).status_code == 200
+    runner.drain(timeout=10)
+    with db.connect() as c:
+        assert c.execute(select(referral.c.status)).scalar() == "judgment"
+    assert calls == [("A-1", "court")] and len(_events(db, "court")) == 1
+
+    assert _json_post(client, "/court/sandbox/status", update | {"status": "x"}, secret="forged").status_code == 403
+    assert _json_post(client, "/court/sandbox/status", update | {"filing_id": "F-0"}).status_code == 404
+    assert _json_post(client, "/court/sandbox/status", update | {"status": "partially-accepted"}).status_code == 400
+
+
+# -- the real server --------------------------------------------------------------------------------
+
+
+def test_real_server_refuses_forgeries_and_records_stop(
+    db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under uvicorn on a free port, a forged STOP is refused, a signed one recorded, and no log line has the number."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    app: FastAPI = create_app(engine=db, sms_providers=providers, secret=SECRET, lifecycle=lifecycle_calls[0])
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "Stop", "MessageSid": "SM" + "4" * 32}
+    token = sms_sandbox.credentials["auth_token"]
+    caplog.set_level(logging.INFO, logger="arrears.webhooks")
+    with WebhookServer(app, port=0) as server, httpx.Client(base_url=server.url) as http:
+        assert _twilio_post(http, "/sms/twilio/inbound", form, "forged", base=server.url).status_code == 403
+        assert _events(db, "opt_out") == []
+        assert _twilio_post(http, "/sms/twilio/inbound", form, token, base=server.url).status_code == 200
+    assert len(_events(db, "opt_out")) == 1
+    assert caplog.records and not any("2133734253" in r.getMessage() for r in caplog.records)
+
+
+def test_a_storage_failure_answers_500_and_logs_the_number_masked(
+    sqlite_url: str, providers: Any, sms_sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the database refuses the write the vendor gets a 500 to retry, and the log line masks the number."""
+    from sqlalchemy import create_engine
+
+    unmigrated = create_engine(sqlite_url)  # no tables: every statement fails, parameters and all
+    app = create_app(engine=unmigrated, sms_providers=providers, secret=SECRET,
+                     lifecycle=LifecycleRunner(run=lambda *_: None))
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "5" * 32}
+    caplog.set_level(logging.INFO, logger="arrears.webhooks")
+    with TestClient(app) as client:
+        response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+    assert response.status_code == 500
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failures and not any("2133734253" in line for line in failures)
+    unmigrated.dispose()
