@@ -163,7 +163,7 @@ class Referral(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
     status: str = Field(default="draft", max_length=16)
-    filing_id: str | None = Field(default=None, max_length=64)
+    filing_id: str | None = Field(default=None, max_length=64, index=True)  # court callbacks find rows by it
     claim_amount: Decimal | None = _money(default=None)
     opened_at: datetime = _instant(default_factory=utcnow)
     updated_at: datetime = _instant(default_factory=utcnow)
@@ -190,7 +190,7 @@ class Message(SQLModel, table=True):
     status: str = Field(default="scheduled", max_length=16)
     reason: str | None = None  # why it was deferred, blocked or failed: the rule that decided
     provider: str | None = Field(default=None, max_length=32)
-    provider_id: str | None = Field(default=None, max_length=64)
+    provider_id: str | None = Field(default=None, max_length=64, index=True)  # delivery receipts find rows by it
     attempts: int = 0
     lease_until: datetime | None = _instant(default=None)  # a dispatcher holds the row until then
     created_at: datetime = _instant(default_factory=utcnow)
