@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="The SMS provider's settings as JSON, e.g. {\"account_sid\": ..., \"auth_token\": ...}.",
     )
+    court_provider: str = Field(default="sandbox", description="Entry-point name of the court e-filing provider.")
+    court_base_url: str | None = Field(
+        default=None, description="Base URL of the court gateway; unset with the sandbox provider, a sandbox court is started."
+    )
+    court_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, description='The court provider\'s settings as JSON: {"filer_id", "api_key", "callback_secret"}.'
+    )
     webhook_host: str = Field(default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks.")
     webhook_port: int = Field(default=8787, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(

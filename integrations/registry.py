@@ -20,6 +20,14 @@ BUILTIN: dict[str, str] = {
     "sms.sandbox": "integrations.sms.sandbox_client:SandboxSmsProvider",
     "sms.twilio": "integrations.sms.twilio:TwilioSmsProvider",
     "sms.aliyun": "integrations.sms.aliyun:AliyunSmsProvider",
+    "court.sandbox": "integrations.court.sandbox:SandboxCourtProvider",
+    "court.ecf": "integrations.court.ecf:EcfCourtProvider",
+}
+# The Protocol each kind's classes are checked against before use.
+_PROTOCOLS: dict[str, str] = {
+    "sms": "integrations.sms.protocol:SmsProvider",
+    "court": "integrations.court.protocol:CourtProvider",
+    "bureau": "integrations.bureau.protocol:BureauProvider",
 }
 
 
@@ -31,11 +39,10 @@ class LoadFailure:
 
 
 def _protocol(kind: str) -> type:
-    if kind == "sms":
-        from integrations.sms.protocol import SmsProvider
-
-        return SmsProvider
-    raise LookupError(f"no provider kind {kind!r}")
+    target = _PROTOCOLS.get(kind)
+    if target is None:
+        raise LookupError(f"no provider kind {kind!r}")
+    return _import(target)  # type: ignore[no-any-return]
 
 
 def _members(protocol: type) -> set[str]:

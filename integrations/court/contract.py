@@ -1,0 +1,340 @@
+"""The contract every court provider passes, run against the sandbox court imitating its gateway.
+
+A provider's test module subclasses it and supplies three fixtures:
+
+    class TestMyCourt(CourtProviderContract):
+        @pytest.fixture
+        def court_sandbox(self): ...   # a reset `integrations.court.sandbox.CourtSandbox`
+        @pytest.fixture
+        def provider(self, court_sandbox): ...      # built from its base URL and credentials,
+                                                    # with a read timeout of at most 0.5 s
+        @pytest.fixture
+        def bad_provider(self, court_sandbox): ...  # the same, with BAD_SECRET as every secret
+
+`callback_receiver` (a local HTTP server that records what it is sent) comes with the class.
+The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+Imports pytest: load it from tests only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from integrations.court.protocol import (
+    CourtProvider,
+    FilingDocument,
+    FilingEnvelope,
+    FilingNotFound,
+    FilingReceipt,
+    FilingStatus,
+    Party,
+)
+from integrations.errors import ConfigError, Duplicate, InvalidCallback, Permanent, ProviderError, Transient
+
+__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
+
+BAD_SECRET = "not-the-secret-4b8e1d"  # what `bad_provider` is built with
+
+
+def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: Any) -> FilingEnvelope:
+    """A deficiency claim after a repossession sale, with its documents and the SCRA affidavit."""
+    fields: dict[str, Any] = {
+        "idempotency_key": key,
+        "court": court,
+        "case_type": "deficiency",
+        "parties": [
+            Party(role="plaintiff", name="Arrears Auto Finance", kind="organization"),
+            Party(
+                role="defendant",
+                name="Dana Borrower",
+                address="1 Main St, Los Angeles",
+                national_id="123-45-6789",
+            ),
+        ],
+        "claim_amount": Decimal("4321.09"),
+        "currency": "USD",
+        "documents": [
+            FilingDocument.from_bytes("complaint", "complaint.pdf", b"%PDF-1.7 complaint " + key.encode()),
+            FilingDocument.from_bytes("notice_of_sale", "notice-of-sale.pdf", b"%PDF-1.7 notice"),
+            FilingDocument.from_bytes("military_affidavit", "scra.pdf", b"%PDF-1.7 affidavit"),
+        ],
+        "military_affidavit": True,
+    }
+    fields.update(overrides)
+    return FilingEnvelope(**fields)
+
+
+class CallbackReceiver:
+    """A webhook on 127.0.0.1 that answers `status` (200) and keeps every request it got."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append((dict(self.headers.items()), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/court/callbacks"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="callback-receiver",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class CourtProviderContract:
+    """Behaviour the legal-referral task relies on, whatever the gateway."""
+
+    court = "US-CA-LASC"  # a court code on the sandbox's list
+
+    @pytest.fixture
+    def callback_receiver(self) -> Iterator[CallbackReceiver]:
+        receiver = CallbackReceiver()
+        yield receiver
+        receiver.close()
+
+    def envelope(self, key: str = "f-1", **overrides: Any) -> FilingEnvelope:
+        return make_envelope(key, court=overrides.pop("court", self.court), **overrides)
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def test_is_a_court_provider(self, provider: Any) -> None:
+        """The provider satisfies the protocol and declares itself as the court kind."""
+        assert isinstance(provider, CourtProvider)
+        assert provider.info.kind == "court"
+
+    def test_submit_returns_an_aware_receipt(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """submit() answers the filing id, status `submitted` and an aware time; one filing arrives."""
+        before = datetime.now(UTC)
+        receipt = provider.submit(self.envelope("f-1"))
+        assert isinstance(receipt, FilingReceipt) and receipt.status == "submitted"
+        assert receipt.idempotency_key == "f-1" and receipt.filing_id
+        assert receipt.submitted_at.tzinfo is not None
+        assert abs((receipt.submitted_at - before).total_seconds()) < 60
+        [filing] = court_sandbox.filings()
+        assert filing["filingId"] == receipt.filing_id and filing["idempotencyKey"] == "f-1"
+        assert filing["message"]["claim"] == {"amount": "4321.09", "currency": "USD"}
+
+    def test_resubmit_returns_the_first_filing(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """The same envelope submitted twice is one filing: the second call answers the first receipt."""
+        first = provider.submit(self.envelope("f-1"))
+        second = provider.submit(self.envelope("f-1"))
+        assert second.filing_id == first.filing_id
+        assert len(court_sandbox.filings()) == 1
+
+    def test_same_key_other_content_is_duplicate(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """Reusing an idempotency key for another claim raises Duplicate and files nothing new."""
+        provider.submit(self.envelope("f-1"))
+        with pytest.raises(Duplicate) as caught:
+            provider.submit(self.envelope("f-1", claim_amount=Decimal("1.00")))
+        assert caught.value.idempotency_key == "f-1"
+        assert len(court_sandbox.filings()) == 1
+
+    def test_refused_filing_is_permanent(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A filing the gateway refuses at the door (unknown court) is Permanent, and nothing is filed."""
+        with pytest.raises(Permanent) as caught:
+            provider.submit(self.envelope("f-1", court="XX-NOWHERE"))
+        assert caught.value.code and caught.value.idempotency_key == "f-1"
+        assert court_sandbox.filings() == []
+
+    # -- following the filing --------------------------------------------------------------------
+
+    def test_status_follows_the_court(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """status() reports each step from submitted to judgment, with the case number once accepted."""
+        receipt = provider.submit(self.envelope("f-1"))
+        seen = [provider.status(receipt.filing_id)]
+        for target in ("under_review", "accepted", "served", "judgment"):
+            court_sandbox.advance(receipt.filing_id, target)
+            seen.append(provider.status(receipt.filing_id))
+        assert [s.status for s in seen] == ["submitted", "under_review", "accepted", "served", "judgment"]
+        assert all(isinstance(s, FilingStatus) and s.filing_id == receipt.filing_id for s in seen)
+        assert all(s.at.tzinfo is not None for s in seen)
+        assert (
+            seen[0].case_number is None
+            and seen[2].case_number
+            and seen[-1].case_number == seen[2].case_number
+        )
+        assert seen[-1].terminal and not seen[2].terminal
+
+    def test_rejection_carries_its_reason(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A rejected filing's status says rejected, with the clerk's reason."""
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "rejected", reason="missing proof of mailing")
+        status = provider.status(receipt.filing_id)
+        assert status.status == "rejected" and status.reason == "missing proof of mailing"
+
+    def test_time_rules_move_filings(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """Auto-accept after 0 s: a filing reads accepted, dated when due; at a rejecting court, rejected."""
+        court_sandbox.set_rules(accept_after_seconds=0, reject_courts="^CN-")
+        receipt = provider.submit(self.envelope("f-1"))
+        status = provider.status(receipt.filing_id)
+        assert status.status == "accepted" and status.at == receipt.submitted_at
+        other = provider.submit(self.envelope("f-2", court="CN-SH-PD", currency="CNY"))
+        assert provider.status(other.filing_id).status == "rejected"
+
+    def test_unknown_filing_is_not_found(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """Looking up an id the gateway never issued raises FilingNotFound, a Permanent error."""
+        with pytest.raises(FilingNotFound) as caught:
+            provider.status("ECF-DOES-NOT-EXIST")
+        assert isinstance(caught.value, Permanent) and caught.value.filing_id == "ECF-DOES-NOT-EXIST"
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def test_throttling_is_retried_and_files_once(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A burst of 429s is retried after Retry-After and the filing arrives exactly once."""
+        court_sandbox.set_faults(http_429=2, retry_after=2)
+        receipt = provider.submit(self.envelope("f-1"))
+        assert court_sandbox.stats()["counters"]["faults.http_429"] == 2
+        assert [f["filingId"] for f in court_sandbox.filings()] == [receipt.filing_id]
+
+    def test_retry_after_beyond_the_budget_is_handed_back(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """A Retry-After beyond the time budget is not waited for: Transient carries it, nothing is filed."""
+        court_sandbox.set_faults(http_503=50, retry_after=3600)
+        with pytest.raises(Transient) as caught:
+            provider.submit(self.envelope("f-1"))
+        assert caught.value.retry_after == 3600
+        assert court_sandbox.filings() == []
+
+    def test_server_error_after_filing_is_not_filed_twice(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """A 500 after the gateway filed is reconciled through the idempotency key: one filing."""
+        court_sandbox.set_faults(http_500=1)
+        receipt = provider.submit(self.envelope("f-1"))
+        assert [f["filingId"] for f in court_sandbox.filings()] == [receipt.filing_id]
+
+    def test_timeout_after_filing_is_not_filed_twice(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """A timeout after the gateway filed is reconciled the same way: one filing, one receipt."""
+        court_sandbox.set_faults(operation="ReviewFiling", timeouts=1, timeout_ms=1500)
+        receipt = provider.submit(self.envelope("f-1"))
+        assert court_sandbox.stats()["counters"]["faults.timeouts"] == 1
+        assert [f["filingId"] for f in court_sandbox.filings()] == [receipt.filing_id]
+
+    def test_status_lookup_survives_a_timeout(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A status lookup that times out or fails with a 500 is repeated: a read is safe to repeat."""
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.set_faults(operation="GetFilingStatus", timeouts=1, timeout_ms=1500, http_500=1)
+        assert provider.status(receipt.filing_id).status == "submitted"
+        counters = court_sandbox.stats()["counters"]
+        assert counters["faults.timeouts"] == 1 and counters["faults.http_500"] == 1
+
+    def test_bad_credentials_raise_config_error(
+        self, bad_provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """Refused credentials are a ConfigError for submit and status alike, and nothing is filed."""
+        with pytest.raises(ConfigError):
+            bad_provider.submit(self.envelope("f-1"))
+        with pytest.raises(ConfigError):
+            bad_provider.status("ECF-ANY")
+        assert court_sandbox.filings() == []
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    def test_callback_round_trip(
+        self, provider: CourtProvider, court_sandbox: Any, callback_receiver: CallbackReceiver
+    ) -> None:
+        """A signed callback the gateway sends to our webhook parses into its statuses, in order."""
+        court_sandbox.register_callback(callback_receiver.url)
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "accepted", deliver=True)
+        [(headers, body)] = callback_receiver.received
+        statuses = provider.parse_callback(headers, body, url=callback_receiver.url)
+        assert [(s.filing_id, s.status) for s in statuses] == [
+            (receipt.filing_id, "under_review"),
+            (receipt.filing_id, "accepted"),
+        ]
+        assert statuses[-1].case_number and all(s.at.tzinfo is not None for s in statuses)
+
+    def test_forged_callbacks_are_refused(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A changed body, or a wrong, missing or garbled signature, raises InvalidCallback."""
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "rejected", reason="incomplete")
+        headers, body = court_sandbox.signed_callback(receipt.filing_id)
+        assert provider.parse_callback(headers, body)[0].status == "rejected"  # the genuine one passes
+        forged_body = body.replace(b'"rejected"', b'"accepted"')
+        name = next(k for k in headers if k.lower() == "x-arrears-signature")
+        t = headers[name].split(",")[0]
+        cases = [
+            (headers, forged_body),
+            ({**headers, name: f"{t},v1={'0' * 64}"}, body),
+            ({k: v for k, v in headers.items() if k != name}, body),
+            ({**headers, name: "garbage"}, body),
+        ]
+        for forged_headers, forged in cases:
+            with pytest.raises(InvalidCallback):
+                provider.parse_callback(forged_headers, forged)
+
+    def test_stale_callback_is_refused(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """A well-signed callback over 5 minutes old (or ahead) is refused; one 4 minutes old passes."""
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "under_review")
+        now = int(time.time())
+        for skew in (301, -301, 3600):
+            headers, body = court_sandbox.signed_callback(receipt.filing_id, timestamp=now - skew)
+            with pytest.raises(InvalidCallback):
+                provider.parse_callback(headers, body)
+        headers, body = court_sandbox.signed_callback(receipt.filing_id, timestamp=now - 240)
+        assert provider.parse_callback(headers, body)[0].status == "under_review"
+
+    def test_lost_callback_is_recovered_by_status(
+        self, provider: CourtProvider, court_sandbox: Any, callback_receiver: CallbackReceiver
+    ) -> None:
+        """When the gateway drops a callback, nothing arrives, and status() still tells the new status."""
+        court_sandbox.register_callback(callback_receiver.url)
+        court_sandbox.set_faults(drop_callbacks=1)
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "accepted", deliver=True)
+        assert callback_receiver.received == []
+        assert [c["outcome"] for c in court_sandbox.callbacks()] == ["dropped"]
+        assert provider.status(receipt.filing_id).status == "accepted"
+
+    def test_secrets_never_printed(self, provider: Any, bad_provider: Any, court_sandbox: Any) -> None:
+        """No secret appears in a provider's repr or str, nor in the text of its errors."""
+        secrets = [v for k, v in court_sandbox.credentials.items() if "key" in k or "secret" in k] + [
+            BAD_SECRET
+        ]
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "under_review")
+        headers, body = court_sandbox.signed_callback(receipt.filing_id)
+        texts = [repr(provider), str(provider), repr(bad_provider), str(bad_provider)]
+        for call in (
+            lambda: bad_provider.submit(self.envelope("f-2")),
+            lambda: bad_provider.status(receipt.filing_id),
+            lambda: bad_provider.parse_callback(headers, body),
+        ):
+            try:
+                call()
+            except ProviderError as e:
+                texts += [str(e), repr(e), str(e.args), str(e.__dict__)]
+            else:
+                pytest.fail("a provider with bad secrets was not refused")
+        for text in texts:
+            assert not any(secret in text for secret in secrets), text

@@ -1,0 +1,298 @@
+"""A client of an ECF 5-style e-filing gateway speaking JSON (and of the sandbox court imitating one).
+
+OASIS ECF is message-based; the gateway exposes its operations as JSON over HTTPS, under `/ecf/v5`:
+
+- `POST /ecf/v5/ReviewFiling`: submit a filing; the `Idempotency-Key` header (our key) makes a
+  resend return the first filing (200) instead of opening a second case; the same key with
+  other content is refused (409 `idempotency.conflict`). Answers 202 with the filing id.
+- `POST /ecf/v5/GetFilingStatus`: where a filing stands (review, service, case).
+- `POST /ecf/v5/CancelFiling`: withdraw a filing before its review ends.
+- Callbacks: the gateway POSTs `{"events": [...]}` to our webhook, signed with the shared secret
+  (`integrations.court._signing`).
+
+Auth is a Bearer token per filer account; errors are `{"error": {"code", "message"}}`.
+Because the gateway deduplicates, an unknown outcome (a 5xx or a timeout after sending) is
+reconciled by sending the same filing again with the same key: it answers with the first one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from integrations.court._signing import verify
+from integrations.court._wire import envelope_json, status_from_wire, vendor_words
+from integrations.court.protocol import FilingEnvelope, FilingNotFound, FilingReceipt, FilingStatus
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidCallback,
+    Permanent,
+    ProviderError,
+    Transient,
+    UnknownOutcome,
+)
+from integrations.metadata import ProviderInfo
+from integrations.retries import RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)  # idempotency keys and filing ids only: never a party or a secret
+
+__all__ = ["API_ROOT", "EcfCourtProvider", "EcfSettings", "error_from_response"]
+
+API_ROOT = "/ecf/v5"
+
+
+class EcfSettings(BaseModel):
+    """The gateway's settings; the two secrets print as `**********`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(description="Root URL of the gateway (or of the sandbox court), without /ecf/v5.")
+    filer_id: str = Field(min_length=1, description="Our filer account at the gateway.")
+    api_key: SecretStr = Field(description="Bearer token of the filer account.")
+    callback_secret: SecretStr = Field(
+        description="Shared secret the gateway signs status callbacks with (HMAC-SHA256)."
+    )
+    callback_url: str | None = Field(
+        default=None, description="Our webhook for status callbacks, sent with each filing."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Read timeout of one HTTP request.")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout.")
+    retry_attempts: int = Field(default=4, ge=1, description="Attempts per call, the first included.")
+    retry_total_seconds: float = Field(
+        default=60.0, gt=0, description="Time budget of one call, waits included."
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:  # an HTTP date
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def error_from_response(
+    response: httpx.Response, *, idempotency_key: str | None = None, filing_id: str | None = None
+) -> ProviderError:
+    """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
+    try:
+        error = response.json()["error"]
+        code = str(error.get("code") or f"http_{response.status_code}")
+        reason = str(error.get("message") or response.reason_phrase)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, reason = f"http_{response.status_code}", response.reason_phrase or "no error message"
+    status = response.status_code
+    key = idempotency_key
+    if status in (429, 503):  # throttled or down: not executed
+        return Transient(reason, retry_after=_retry_after(response), code=code, idempotency_key=key)
+    if status >= 500:  # may have been executed
+        return UnknownOutcome(reason, code=code, idempotency_key=key)
+    if status in (401, 403):
+        return ConfigError(reason, code=code, idempotency_key=key)
+    if status == 404 and code == "filing.not_found" and filing_id is not None:
+        return FilingNotFound(filing_id, reason)
+    if status == 404:  # no such operation: a wrong base URL
+        return ConfigError(reason, code=code, idempotency_key=key)
+    if status == 409 and code == "idempotency.conflict":
+        return Duplicate(reason, code=code, idempotency_key=key)
+    return Permanent(code, reason, idempotency_key=key)
+
+
+def _instant(value: Any) -> datetime:
+    """An ISO 8601 instant; one without an offset is taken as UTC, as ECF's gateways send UTC."""
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _status(payload: Mapping[str, Any], filing_id: str | None = None) -> FilingStatus:
+    return FilingStatus(
+        filing_id=str(payload.get("filingId") or filing_id),
+        status=status_from_wire(
+            str(payload["reviewStatus"]), payload.get("serviceStatus"), payload.get("caseStatus")
+        ),
+        at=_instant(payload["statusAt"]),
+        reason=payload.get("statusReason") or None,
+        case_number=payload.get("caseNumber") or None,
+        vendor_status=vendor_words(payload),
+    )
+
+
+class EcfCourtProvider:
+    """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name="ecf",
+        kind="court",
+        title="ECF 5-style e-filing gateway (JSON)",
+        settings=EcfSettings,
+        deduplicates=True,
+        setup_url="https://docs.oasis-open.org/legalxml-courtfiling/ecf/v5.0/ecf-v5.0.html",
+    )
+    settings_model: ClassVar[type[EcfSettings]] = EcfSettings
+
+    def __init__(
+        self,
+        settings: EcfSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry_policy = RetryPolicy(
+            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
+        )
+        self._clock = clock or (lambda: datetime.now(UTC))  # callback timestamps are checked against it
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + API_ROOT,
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            headers={
+                "Authorization": f"Bearer {settings.api_key.get_secret_value()}",  # not in repr
+                "User-Agent": "arrears-court/1",
+            },
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_config(cls, base_url: str, credentials: Mapping[str, str]) -> Self:
+        """Build from a base URL and a flat mapping; keys the settings do not know are ignored.
+        Raises `ConfigError` naming the fields at fault, never their values."""
+        known = cls.settings_model.model_fields
+        values: dict[str, Any] = {k: v for k, v in credentials.items() if k in known}
+        values["base_url"] = base_url
+        try:
+            settings = cls.settings_model.model_validate(values)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
+                for err in e.errors(include_input=False, include_url=False)
+            )
+            raise ConfigError(f"{cls.info.entry_point} settings are invalid: {problems}") from None
+        return cls(settings)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"  # SecretStr fields print as '**********'
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def submit(self, envelope: FilingEnvelope) -> FilingReceipt:
+        key = envelope.idempotency_key
+        message = envelope_json(
+            envelope, filer_id=self.settings.filer_id, callback_url=self.settings.callback_url
+        )
+
+        def once() -> FilingReceipt:
+            response = self._call("ReviewFiling", message, idempotency_key=key)
+            if response.status_code not in (200, 201, 202):
+                raise error_from_response(response, idempotency_key=key)
+            try:
+                payload = response.json()
+                return FilingReceipt(
+                    idempotency_key=key,
+                    filing_id=str(payload["filingId"]),
+                    status=status_from_wire(str(payload["reviewStatus"])),
+                    submitted_at=_instant(payload["receivedAt"]),
+                )
+            except (ValueError, KeyError, TypeError):  # received, but the answer is unreadable
+                raise UnknownOutcome(
+                    f"{self.info.entry_point}: unreadable answer to ReviewFiling",
+                    code="bad_answer",
+                    idempotency_key=key,
+                ) from None
+
+        try:
+            return call_with_retries(once, self.retry_policy)
+        except UnknownOutcome:
+            # The gateway deduplicates by key: the same filing again returns the first one if it
+            # went through, and files it once if it did not. Once: a second unknown goes up.
+            log.warning("court.ecf: outcome unknown for %s, sending it again with the same key", key)
+            return call_with_retries(once, self.retry_policy)
+
+    def status(self, filing_id: str) -> FilingStatus:
+        return self._read(
+            "GetFilingStatus", {"filerId": self.settings.filer_id, "filingId": filing_id}, filing_id
+        )
+
+    def cancel(self, filing_id: str, reason: str) -> FilingStatus:
+        """Withdraw a filing before its review ends (CancelFiling); cancelling twice is harmless.
+        `Permanent` (`filing.not_cancellable`) once the court has accepted or rejected it."""
+        message = {"filerId": self.settings.filer_id, "filingId": filing_id, "reason": reason}
+        return self._read("CancelFiling", message, filing_id)
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+    ) -> list[FilingStatus]:
+        # The signature covers the timestamp and the body, not the URL: `url` is not needed.
+        verify(self.settings.callback_secret.get_secret_value(), headers, body, self._clock())
+        try:
+            events = json.loads(body)["events"]
+            statuses = [_status(event) for event in events]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidCallback(
+                "court callback is not a list of filing events", code="body.malformed"
+            ) from None
+        return sorted(statuses, key=lambda s: s.at)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def _read(self, operation: str, message: Mapping[str, Any], filing_id: str) -> FilingStatus:
+        """An operation that is safe to repeat: an unknown outcome is retried like a transient one."""
+
+        def once() -> FilingStatus:
+            try:
+                response = self._call(operation, message)
+            except UnknownOutcome as e:
+                raise Transient(str(e.reason), code=e.code) from None
+            if response.status_code != 200:
+                error = error_from_response(response, filing_id=filing_id)
+                if isinstance(error, UnknownOutcome):
+                    raise Transient(error.reason, code=error.code)
+                raise error
+            try:
+                return _status(response.json(), filing_id)
+            except (ValueError, KeyError, TypeError):
+                raise Transient(
+                    f"{self.info.entry_point}: unreadable answer to {operation}", code="bad_answer"
+                ) from None
+
+        return call_with_retries(once, self.retry_policy)
+
+    def _call(
+        self, operation: str, message: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """One exchange; transport failures become `Transient` (surely not sent) or `UnknownOutcome`."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        try:
+            return self._client.post(f"/{operation}", json=message, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            raise Transient(
+                f"{self.info.entry_point}: could not connect ({type(e).__name__})",
+                idempotency_key=idempotency_key,
+            ) from None
+        except httpx.TransportError as e:  # read timeout, reset, protocol error: the request went out
+            raise UnknownOutcome(
+                f"{self.info.entry_point}: no answer to {operation} after sending it ({type(e).__name__})",
+                idempotency_key=idempotency_key,
+            ) from None

@@ -1,0 +1,205 @@
+"""The embedded default court: the ECF client pointed at our sandbox court, and the sandbox's controls.
+
+    from integrations.court.sandbox import start_court_sandbox
+    with start_court_sandbox() as court, build_provider("sandbox", court.base_url, court.credentials) as p:
+        receipt = p.submit(envelope)
+        court.advance(receipt.filing_id, "accepted", deliver=True)
+
+The sandbox runs in its own process (`integrations.sandbox.start_sandbox`, server
+`integrations.court.sandbox_server`). `start_sandbox` hands every server one credentials mapping;
+the court's own (`filer_id`, `api_key`, `callback_secret`) are taken from it when present and
+otherwise derived from it, the same way here and in the server: `provider_credentials()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Self
+
+import httpx
+from pydantic import Field
+
+from integrations.court.ecf import EcfCourtProvider, EcfSettings
+from integrations.metadata import ProviderInfo
+from integrations.sandbox import SandboxHandle, start_sandbox
+
+__all__ = [
+    "DEFAULT_CREDENTIALS",
+    "SERVER",
+    "CourtSandbox",
+    "CourtSandboxCredentials",
+    "SandboxCourtProvider",
+    "SandboxCourtSettings",
+    "provider_credentials",
+    "start_court_sandbox",
+]
+
+SERVER = "integrations.court.sandbox_server"
+_KEYS = ("filer_id", "api_key", "callback_secret")
+
+
+@dataclass(frozen=True)
+class CourtSandboxCredentials:
+    """What the sandbox court accepts; the keys are settings fields of `EcfSettings`."""
+
+    filer_id: str
+    api_key: str
+    callback_secret: str
+
+    @classmethod
+    def generate(cls) -> CourtSandboxCredentials:
+        return cls(
+            "FILER-" + secrets.token_hex(4).upper(), "ecf_" + secrets.token_hex(16), secrets.token_hex(16)
+        )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, str]) -> CourtSandboxCredentials:
+        """The court's own keys if the mapping has them; else ones derived from the whole mapping,
+        which `start_sandbox` generates at random, so they are as unguessable as its secrets."""
+        if all(mapping.get(k) for k in _KEYS):
+            return cls(*(str(mapping[k]) for k in _KEYS))
+        seed = json.dumps(dict(mapping), sort_keys=True, default=str)
+
+        def derive(label: str) -> str:
+            return hashlib.sha256(f"arrears-court-sandbox/{label}\0{seed}".encode()).hexdigest()
+
+        return cls(
+            "FILER-" + derive("filer")[:8].upper(), "ecf_" + derive("api_key")[:32], derive("callback")[:32]
+        )
+
+    def as_mapping(self) -> dict[str, str]:
+        return asdict(self)
+
+    def __repr__(self) -> str:
+        return f"CourtSandboxCredentials(filer_id={self.filer_id!r}, ...)"
+
+
+# Well-known values for a sandbox court started by hand; never valid anywhere but there.
+DEFAULT_CREDENTIALS = CourtSandboxCredentials(
+    filer_id="FILER-SANDBOX", api_key="sandbox-court-api-key", callback_secret="sandbox-court-callback-secret"
+)
+
+
+def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The settings mapping a court provider needs for a sandbox started with `mapping`."""
+    return CourtSandboxCredentials.from_mapping(mapping).as_mapping()
+
+
+class SandboxCourtSettings(EcfSettings):
+    base_url: str = Field(description="Base URL of a running sandbox court (`CourtSandbox.base_url`).")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Read timeout of one HTTP request.")
+
+
+class SandboxCourtProvider(EcfCourtProvider):
+    """The ECF client with the sandbox's defaults: the court the cycle and the demo file with."""
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name="sandbox",
+        kind="court",
+        title="Sandbox court (ECF-style JSON against the local sandbox server)",
+        settings=SandboxCourtSettings,
+        deduplicates=True,
+    )
+    settings_model: ClassVar[type[EcfSettings]] = SandboxCourtSettings
+
+
+@dataclass
+class CourtSandbox:
+    """A running sandbox court: where it listens, what it accepts, and its controls."""
+
+    handle: SandboxHandle
+
+    @property
+    def base_url(self) -> str:
+        return self.handle.base_url
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """`filer_id`, `api_key`, `callback_secret`: what `build_provider` needs."""
+        return provider_credentials(self.handle.credentials)
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.handle.admin
+
+    def _post(self, path: str, payload: Any = None) -> Any:
+        response = self.admin.post(path, json=payload)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        """Forget every filing, idempotency record, rule, fault, callback URL and callback sent."""
+        self.handle.reset()
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Replace the faults (`integrations.court.sandbox_server.Faults`: latency, 429/503 with
+        Retry-After, 500 or a timeout after executing, callbacks dropped)."""
+        return self.handle.set_faults(**faults)
+
+    def set_rules(self, **rules: Any) -> dict[str, Any]:
+        """Replace the rules that move filings over time (`Rules`: `accept_after_seconds`…)."""
+        return dict(self._post("/_sandbox/rules", rules))
+
+    def advance(
+        self, filing_id: str, to: str | None = None, *, reason: str | None = None, deliver: bool = False
+    ) -> dict[str, Any]:
+        """Move a filing to status `to` (or one step along the happy path), passing through the
+        statuses between; `deliver` sends the callbacks at once. Answers the filing and its events."""
+        return dict(
+            self._post(f"/_sandbox/advance/{filing_id}", {"to": to, "reason": reason, "deliver": deliver})
+        )
+
+    def register_callback(self, url: str | None) -> None:
+        """Where callbacks go for filings that named no callback URL of their own (None: nowhere)."""
+        self._post("/_sandbox/callbacks/url", {"url": url})
+
+    def deliver_callbacks(self) -> dict[str, Any]:
+        """Send every pending status event now; answers how many were delivered, dropped, failed."""
+        return dict(self._post("/_sandbox/callbacks/deliver"))
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        """Every callback attempt, oldest first: url, outcome, status code, headers, body."""
+        response = self.admin.get("/_sandbox/callbacks")
+        response.raise_for_status()
+        return list(response.json()["callbacks"])
+
+    def signed_callback(
+        self, filing_id: str, *, timestamp: int | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """A callback for the filing's current status, signed as the gateway would at `timestamp`."""
+        answer = self._post("/_sandbox/callbacks/sign", {"filing_id": filing_id, "timestamp": timestamp})
+        return dict(answer["headers"]), answer["body"].encode()
+
+    def filings(self, **filters: Any) -> list[dict[str, Any]]:
+        """Filings received, oldest first; filters: idempotency_key, court, status."""
+        response = self.admin.get("/_sandbox/filings", params=filters)
+        response.raise_for_status()
+        return list(response.json()["filings"])
+
+    def stats(self) -> dict[str, Any]:
+        return self.handle.stats()
+
+    def alive(self) -> bool:
+        return self.handle.alive()
+
+    def stop(self) -> None:
+        self.handle.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_court_sandbox(
+    port: int = 0, *, host: str = "127.0.0.1", startup_timeout: float = 30.0, log_level: str = "warning"
+) -> CourtSandbox:
+    """Start the sandbox court in its own process on `host:port` (0: any free port)."""
+    return CourtSandbox(
+        start_sandbox(port, host=host, server=SERVER, startup_timeout=startup_timeout, log_level=log_level)
+    )
