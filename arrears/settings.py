@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     court_credentials: dict[str, SecretStr] = Field(
         default_factory=dict, description='The court provider\'s settings as JSON: {"filer_id", "api_key", "callback_secret"}.'
     )
+    bureau_provider: str = Field(default="sandbox", description="Entry-point name of the credit bureau provider.")
+    bureau_base_url: str | None = Field(
+        default=None, description="Base URL of the bureau; unset with the sandbox provider, a sandbox bureau is started."
+    )
+    bureau_credentials: dict[str, SecretStr] = Field(default_factory=dict, description="The bureau provider's settings as JSON.")
+    bureau_furnisher_id: str = Field(default="ARREARS-SANDBOX", max_length=20, description="Metro 2 identification number.")
+    bureau_reporter_name: str | None = Field(default=None, description="Metro 2 header reporter name (default: lender_name).")
+    bureau_reporter_address: str = ""
+    bureau_reporter_phone: str = Field(default="", pattern=r"^(\d{10})?$")
+    bureau_equifax_program: str = ""
+    bureau_experian_program: str = ""
+    bureau_transunion_program: str = ""
+    bureau_innovis_program: str = ""
+    bureau_chunk_size: int = Field(default=5_000, ge=1)
     webhook_host: str = Field(default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks.")
     webhook_port: int = Field(default=8787, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(

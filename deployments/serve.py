@@ -8,6 +8,7 @@ from prefect.schedules import Cron, Interval
 
 from arrears.settings import get_settings
 from flows.account_lifecycle import account_lifecycle
+from flows.bureau_furnishing import bureau_furnishing
 from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
 
 __all__ = ["deployments", "serve_all", "OUTBOX_INTERVAL"]
@@ -35,6 +36,13 @@ def deployments() -> list[Any]:
             name="shard",
             tags=["arrears", "cycle"],
             description="One shard of a fanned-out cycle: `daily_cycle(fan_out='cycle-shard/shard')`.",
+        ),
+        bureau_furnishing.to_deployment(
+            name="monthly",
+            # The 3rd of each month: the previous month's last cycle has run (its default period).
+            schedules=[Cron("0 6 3 * *", timezone=settings.lender_timezone)],
+            tags=["arrears", "bureau"],
+            description="Furnish the previous month's Metro 2 file to the credit bureau.",
         ),
         account_lifecycle.to_deployment(
             name="account",

@@ -22,6 +22,8 @@ BUILTIN: dict[str, str] = {
     "sms.aliyun": "integrations.sms.aliyun:AliyunSmsProvider",
     "court.sandbox": "integrations.court.sandbox:SandboxCourtProvider",
     "court.ecf": "integrations.court.ecf:EcfCourtProvider",
+    "bureau.sandbox": "integrations.bureau.sandbox_client:SandboxBureauProvider",
+    "bureau.rest": "integrations.bureau.rest:RestBureauProvider",
 }
 # The Protocol each kind's classes are checked against before use.
 _PROTOCOLS: dict[str, str] = {

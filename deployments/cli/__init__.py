@@ -10,7 +10,7 @@ import sys
 from deployments.cli._common import CliError, app, console_err
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
-from deployments.cli import demo, importing, cycle, report, serve, providers  # noqa: F401,E402  isort: skip
+from deployments.cli import demo, importing, cycle, report, serve, providers, bureau  # noqa: F401,E402  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,302 @@
+"""One month's furnishing: from each account's facts to its base segment, and the whole file.
+
+`furnish_account` is pure: it takes what the storage layer gathered for an account (a
+`FurnishAccount`) and returns its record and what it reported (a `Reported`, kept with the
+account's furnish record so that next month's history, Date of First Delinquency, compliance
+code and charge-off amount continue from it exactly).
+
+What is furnished: accounts of US jurisdictions only (`US`, `US-*`); Metro 2 is the US format,
+other countries report elsewhere (PBOC, Baihang). An account already reported paid or settled
+(13, 61-64) is not reported again; a charged-off account is reported every month while it has a
+balance. Fields arrears does not hold (date opened, original amount, terms, address, SSN, date
+of birth) are left blank or zero: the servicing system's file has to add them before a real
+bureau will take the records (see the validator's docstring for what is and is not checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from arrears.metro2 import status as codes
+from arrears.metro2.layout import BASE
+from arrears.metro2.periods import Period
+from arrears.metro2.status import Condition, MonthState
+from arrears.metro2.writer import Furnisher, format_record, whole_dollars, write_file
+
+__all__ = [
+    "FINAL_STATUSES",
+    "FurnishAccount",
+    "FurnishFile",
+    "Previous",
+    "Reported",
+    "build_file",
+    "furnish_account",
+    "is_furnished",
+    "split_name",
+]
+
+FINAL_STATUSES = frozenset({"13", "61", "62", "63", "64"})  # reported once, then no more
+_GENERATIONS = {"JR": "J", "SR": "S", "II": "2", "III": "3", "IV": "4", "V": "5"}
+
+
+def is_furnished(jurisdiction: str) -> bool:
+    """Only US accounts are furnished in Metro 2."""
+    return jurisdiction == "US" or jurisdiction.startswith("US-")
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What the last file reported for the account (from its latest furnish record)."""
+
+    period: str
+    status: str
+    first_delinquency: date | None = None
+    compliance_condition: str = ""
+    charge_off_amount: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FurnishAccount:
+    """Everything a base segment is built from, gathered by the storage layer."""
+
+    account_id: str
+    borrower_name: str
+    jurisdiction: str
+    stage: str
+    days_past_due: int
+    balance: Decimal
+    past_due_amount: Decimal
+    installment_amount: Decimal
+    history: str  # the 24 months before the period, most recent first (`history.payment_history`)
+    oldest_due_date: date | None = None
+    episode_due: date | None = None  # oldest unpaid due date when the latest delinquency began
+    phone: str | None = None  # E.164
+    holds: frozenset[str] = frozenset()
+    bankruptcy_chapter: int | None = None
+    plan: tuple[str, str] | None = None  # (kind, status) of the latest plan
+    repossessed: bool = False
+    surrendered: bool = False
+    last_payment: date | None = None
+    closed_on: date | None = None  # when it left for an exit other than `cured`
+    charge_off_amount: Decimal | None = None  # balance when it was charged off, if known
+    previous: Previous | None = None
+    current_since_previous: bool = False  # was it current (cured) after the previous report?
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What one account's base segment says: kept with its furnish record."""
+
+    account_id: str
+    record: str = field(repr=False)
+    account_status: str
+    payment_rating: str
+    history_char: str  # this month's character: next month's history starts with it
+    payment_history: str
+    special_comment: str
+    compliance_condition: str
+    consumer_information: str
+    ecoa: str
+    current_balance: int
+    amount_past_due: int
+    charge_off_amount: int
+    first_delinquency: date | None
+    warnings: tuple[str, ...] = ()
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON kept in the account's BureauRecord (kind `furnish`)."""
+        return {
+            "status": self.account_status,
+            "rating": self.payment_rating,
+            "char": self.history_char,
+            "history": self.payment_history,
+            "special_comment": self.special_comment,
+            "compliance_condition": self.compliance_condition,
+            "consumer_information": self.consumer_information,
+            "ecoa": self.ecoa,
+            "current_balance": self.current_balance,
+            "amount_past_due": self.amount_past_due,
+            "charge_off_amount": self.charge_off_amount,
+            "first_delinquency": self.first_delinquency.isoformat() if self.first_delinquency else None,
+            "warnings": list(self.warnings),
+        }
+
+
+def split_name(full: str) -> tuple[str, str, str, str]:
+    """(surname, first, middle, generation code) of a name written in Western order."""
+    parts = full.replace(",", " ").replace(".", " ").split()
+    generation = ""
+    if len(parts) > 2 and parts[-1].upper() in _GENERATIONS:
+        generation = _GENERATIONS[parts.pop().upper()]
+    if not parts:
+        return "", "", "", generation
+    if len(parts) == 1:
+        return parts[0], "", "", generation
+    return parts[-1], parts[0], " ".join(parts[1:-1]), generation
+
+
+def _phone_digits(phone: str | None) -> int | None:
+    if phone and phone.startswith("+1") and len(phone) == 12 and phone[1:].isdigit():
+        return int(phone[2:])
+    return None
+
+
+def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnisher) -> Reported:
+    """The base segment of one account for `period` (Date of Account Information: its last day)."""
+    as_of = period.last_day
+    condition = codes.condition_of(
+        account.stage,
+        account.days_past_due,
+        account.balance,
+        repossessed=account.repossessed,
+        surrendered=account.surrendered,
+    )
+    month = MonthState(condition, account.days_past_due)
+    status = codes.account_status(month, earlier=account.history)
+    warnings: list[str] = []
+
+    previous = account.previous
+    keep = previous is not None and not account.current_since_previous
+    first_delinquency = codes.date_of_first_delinquency(
+        status,
+        previous=previous.first_delinquency if keep and previous else None,
+        episode_due=account.episode_due,
+        oldest_due=account.oldest_due_date,
+        days_past_due=account.days_past_due,
+        as_of=as_of,
+    )
+    if codes.needs_first_delinquency(status) and first_delinquency is None:
+        warnings.append(f"status {status.account_status} needs a Date of First Delinquency and none is known")
+
+    zero = condition in (Condition.PAID, Condition.SETTLED)
+    closed = zero or condition is Condition.CHARGED_OFF
+    balance = 0 if zero else whole_dollars(account.balance)
+    past_due = (
+        0
+        if zero
+        else whole_dollars(account.balance if condition is Condition.CHARGED_OFF else account.past_due_amount)
+    )
+    charge_off = 0
+    if status.account_status in ("97", "64"):
+        # Frozen once reported: later payments lower the balance, never the charge-off amount.
+        known = previous.charge_off_amount if previous and previous.charge_off_amount else None
+        charge_off = known or whole_dollars(account.charge_off_amount or account.balance)
+        if not charge_off:
+            warnings.append(
+                f"status {status.account_status} needs the Original Charge-off Amount and none is known"
+            )
+
+    holds = account.holds
+    bankrupt = "bankruptcy" in holds
+    cii = codes.consumer_information_indicator(bankrupt=bankrupt, chapter=account.bankruptcy_chapter)
+    if bankrupt and not cii:
+        warnings.append("bankruptcy hold without a known chapter: no Consumer Information Indicator reported")
+    ccc = codes.compliance_condition(
+        disputed="dispute" in holds, previous=previous.compliance_condition if previous else ""
+    )
+    comment = codes.special_comment(status, account.plan)
+    ecoa = codes.ecoa_code(deceased="deceased" in holds)
+    surname, first, middle, generation = split_name(account.borrower_name)
+    state = account.jurisdiction.partition("-")[2]
+
+    record = format_record(
+        BASE,
+        {
+            "Record Descriptor Word": 426,
+            "Identification Number": furnisher.identification_number,
+            "Consumer Account Number": account.account_id,
+            "Portfolio Type": "I",  # instalment
+            "Account Type": "00",  # auto loan
+            "Terms Frequency": "M",
+            "Scheduled Monthly Payment Amount": 0 if closed else whole_dollars(account.installment_amount),
+            "Account Status": status.account_status,
+            "Payment Rating": status.payment_rating,
+            "Payment History Profile": account.history,
+            "Special Comment": comment,
+            "Compliance Condition Code": ccc,
+            "Current Balance": balance,
+            "Amount Past Due": past_due,
+            "Original Charge-off Amount": charge_off,
+            "Date of Account Information": as_of,
+            "Date of First Delinquency": first_delinquency,
+            "Date Closed": account.closed_on if closed else None,
+            "Date of Last Payment": account.last_payment,
+            "Surname": surname,
+            "First Name": first,
+            "Middle Name": middle,
+            "Generation Code": generation,
+            "Telephone Number": _phone_digits(account.phone),
+            "ECOA Code": ecoa,
+            "Consumer Information Indicator": cii,
+            "State": state,
+        },
+    )
+    return Reported(
+        account_id=account.account_id,
+        record=record,
+        account_status=status.account_status,
+        payment_rating=status.payment_rating,
+        history_char=codes.history_char(month),
+        payment_history=account.history,
+        special_comment=comment,
+        compliance_condition=ccc,
+        consumer_information=cii,
+        ecoa=ecoa,
+        current_balance=balance,
+        amount_past_due=past_due,
+        charge_off_amount=charge_off,
+        first_delinquency=first_delinquency,
+        warnings=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FurnishFile:
+    period: Period
+    content: bytes = field(repr=False)
+    reported: tuple[Reported, ...]
+    skipped: tuple[tuple[str, str], ...]  # (account id, why it was not furnished)
+
+    @property
+    def warnings(self) -> list[tuple[str, str]]:
+        return [(r.account_id, w) for r in self.reported for w in r.warnings]
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.reported:
+            counts[r.account_status] = counts.get(r.account_status, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def _already_final(account: FurnishAccount) -> bool:
+    previous = account.previous
+    return (
+        previous is not None
+        and previous.status in FINAL_STATUSES
+        and (account.balance <= 0 or account.stage in ("paid_off", "settled"))
+    )
+
+
+def build_file(
+    accounts: Iterable[FurnishAccount], period: Period, furnisher: Furnisher, *, created: date
+) -> FurnishFile:
+    """The period's file: one base segment per US account still to report, in the order given."""
+    reported: list[Reported] = []
+    skipped: list[tuple[str, str]] = []
+    for account in accounts:
+        if not is_furnished(account.jurisdiction):
+            skipped.append((account.account_id, f"jurisdiction {account.jurisdiction} is not furnished"))
+        elif _already_final(account):
+            skipped.append((account.account_id, f"already reported closed ({account.previous.status})"))  # type: ignore[union-attr]
+        elif len(account.account_id) > BASE["Consumer Account Number"].length:
+            skipped.append((account.account_id, "account id longer than the 30 characters Metro 2 allows"))
+        else:
+            reported.append(furnish_account(account, period, furnisher))
+    content = write_file(
+        furnisher, activity_date=period.last_day, created=created, base_records=(r.record for r in reported)
+    )
+    return FurnishFile(period, content, tuple(reported), tuple(skipped))

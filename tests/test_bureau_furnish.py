@@ -1,0 +1,326 @@
+"""Monthly furnishing end to end: a stored portfolio becomes a valid Metro 2 file, submitted and recorded."""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arrears.settings import get_settings
+from sqlalchemy import Engine, func, select, text, update
+from typer.testing import CliRunner
+
+import deployments.cli.bureau  # noqa: F401  registers `arrears bureau` until deployments/cli/__init__ imports it
+from arrears.importing import Kind, open_source
+from arrears.metro2 import Period, validate
+from arrears.models import AccountHold, AuditEvent, BureauRecord, Plan, Review
+from arrears.simulate import generate_portfolio, write_accounts_file
+from arrears.storage import bureau as store
+from arrears.storage import get_engine, migrate
+from arrears.storage.cycle import refresh_days_past_due
+from arrears.storage.importer import run_import
+from deployments.cli import app
+from deployments.cli._common import CliError
+from integrations.bureau.sandbox import start_bureau_sandbox
+from integrations.sandbox import SandboxHandle
+from tasks.bureau import build_furnish_file
+
+runner = CliRunner()
+
+
+def _exit_code(result: Any) -> int:
+    """The exit code `arrears` would end with: `main()` turns a CliError into its own code."""
+    if isinstance(result.exception, CliError):
+        return result.exception.exit_code
+    return int(result.exit_code)
+
+
+BUSINESS_DATE = date(2026, 11, 30)
+IMPORTED = datetime(2026, 6, 1, 12, tzinfo=UTC)  # history before this is B, after it reconstructed
+records_table = BureauRecord.__table__  # type: ignore[attr-defined]
+audit_table = AuditEvent.__table__  # type: ignore[attr-defined]
+holds_table = AccountHold.__table__  # type: ignore[attr-defined]
+
+
+def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
+    """A simulated portfolio imported and refreshed as of 2026-11-30, with stages set as a cycle would
+    leave them and a few accounts in every condition that Metro 2 reports differently."""
+    accounts = tmp_path / "accounts.csv"
+    write_accounts_file(generate_portfolio(n, seed=11, business_date=BUSINESS_DATE), accounts)
+    engine = get_engine(url)
+    migrate(engine)
+    with open_source(accounts, Kind.ACCOUNTS) as source:
+        assert run_import(engine, source, now=IMPORTED).rejected == 0
+    with engine.begin() as c:
+        refresh_days_past_due(c, business_date=BUSINESS_DATE)
+        c.execute(
+            text(
+                "UPDATE account SET stage = CASE WHEN days_past_due = 0 THEN 'cured' WHEN days_past_due < 16 THEN "
+                "'reminder' WHEN days_past_due < 60 THEN 'negotiation' ELSE 'repossession_review' END"
+            )
+        )
+        us = [
+            r[0]
+            for r in c.execute(
+                text(
+                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due >= 60 ORDER BY account_id"
+                )
+            )
+        ]
+        current = [
+            r[0]
+            for r in c.execute(
+                text(
+                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due = 0 ORDER BY account_id"
+                )
+            )
+        ]
+        c.execute(text("UPDATE account SET stage = 'legal_referral' WHERE account_id = :a"), {"a": us[0]})
+        c.execute(text("UPDATE account SET stage = 'charged_off' WHERE account_id = :a"), {"a": us[1]})
+        c.execute(text("UPDATE account SET stage = 'settled' WHERE account_id = :a"), {"a": us[2]})
+        c.execute(
+            text(
+                "UPDATE account SET stage = 'paid_off', balance = 0, past_due_amount = 0, oldest_due_date = NULL, "
+                "days_past_due = 0 WHERE account_id = :a"
+            ),
+            {"a": current[0]},
+        )
+        decided = datetime(2026, 11, 10, 17, tzinfo=UTC)
+        c.execute(
+            Review.__table__.insert().values(  # type: ignore[attr-defined]
+                account_id=us[3],
+                opened_at=decided,
+                decision="repossess",
+                reviewer="r.lee",
+                reason="no cure",
+                decided_at=decided,
+            )
+        )
+        c.execute(
+            Plan.__table__.insert().values(  # type: ignore[attr-defined]
+                account_id=current[1],
+                kind="instalment",
+                status="active",
+                terms={},
+                created_at=decided,
+                updated_at=decided,
+            )
+        )
+    return engine
+
+
+@pytest.fixture
+def portfolio(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """The simulated portfolio on each database we support (PostgreSQL when CI provides one)."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    monkeypatch.setenv("ARREARS_LENDER_TIMEZONE", "America/Los_Angeles")
+    return _portfolio(tmp_path, db_url)
+
+
+@pytest.fixture
+def sqlite_portfolio(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """The simulated portfolio in SQLite, for the slower end-to-end runs through Prefect."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("ARREARS_LENDER_TIMEZONE", "America/Los_Angeles")
+    return _portfolio(tmp_path, sqlite_url)
+
+
+def test_demo_portfolio_file_passes_the_validator(portfolio: Engine) -> None:
+    """The file built from a simulated, imported portfolio passes the validator and holds only US accounts."""
+    built = build_furnish_file.fn("2026-11", created=date(2026, 12, 1))
+    assert validate(built.content) == []
+    with portfolio.connect() as c:
+        us = c.execute(text("SELECT count(*) FROM account WHERE jurisdiction LIKE 'US%'")).scalar()
+        cn = c.execute(text("SELECT count(*) FROM account WHERE jurisdiction NOT LIKE 'US%'")).scalar()
+    assert len(built.reported) == us and us and cn
+    assert not built.skipped  # CN accounts are never read
+    statuses = built.status_counts()
+    assert {"11", "13", "93", "96", "97"} <= set(statuses) and any(s in statuses for s in ("71", "78", "80"))
+    histories = {r.payment_history[:6] for r in built.reported}
+    assert all(len(r.payment_history) == 24 and r.payment_history.endswith("B" * 18) for r in built.reported)
+    assert len(histories) > 3  # June to October reconstructed, not all alike
+    assert any(r.compliance_condition == "XB" for r in built.reported)  # the simulator's disputes
+    assert any(r.special_comment == "AC" for r in built.reported)
+
+
+def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None:
+    """November's history starts with October's furnished character; a reported first delinquency stays put."""
+    october = build_furnish_file.fn("2026-10", created=date(2026, 11, 1))
+    with portfolio.begin() as c:
+        assert store.record_furnishing(
+            c,
+            period=Period(2026, 10),
+            reported=october.reported,
+            submission_id="SUB-OCT",
+            idempotency_key="k-oct",
+            sha256="0" * 64,
+            now=datetime(2026, 11, 1, 12, tzinfo=UTC),
+            summary={},
+        ) == len(october.reported)
+        # the same submission again writes nothing
+        assert (
+            store.record_furnishing(
+                c,
+                period=Period(2026, 10),
+                reported=october.reported,
+                submission_id="SUB-OCT",
+                idempotency_key="k-oct",
+                sha256="0" * 64,
+                now=datetime(2026, 11, 1, 12, tzinfo=UTC),
+                summary={},
+            )
+            == 0
+        )
+    late = next(
+        r
+        for r in october.reported
+        if r.first_delinquency is not None and r.account_status in ("71", "78", "80")
+    )
+    with portfolio.begin() as c:  # a partial payment moves the oldest due date later
+        c.execute(
+            text("UPDATE account SET oldest_due_date = :d WHERE account_id = :a"),
+            {"d": date(2026, 11, 1), "a": late.account_id},
+        )
+        c.execute(  # the disputes are resolved
+            update(holds_table)
+            .where(holds_table.c.kind == "dispute")
+            .values(lifted_at=datetime(2026, 11, 5, tzinfo=UTC))
+        )
+    november = {r.account_id: r for r in build_furnish_file.fn("2026-11", created=date(2026, 12, 1)).reported}
+    for r in october.reported:
+        if r.account_id in november:
+            assert november[r.account_id].payment_history[0] == r.history_char
+    assert november[late.account_id].first_delinquency == late.first_delinquency
+    assert {
+        november[r.account_id].compliance_condition
+        for r in october.reported
+        if r.compliance_condition == "XB"
+    } == {"XH"}
+    paid = [r for r in october.reported if r.account_status == "13"]
+    assert paid and all(r.account_id not in november for r in paid)  # reported closed once, then no more
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def test_validate_exit_codes(tmp_path: Path, sqlite_portfolio: Engine) -> None:
+    """`bureau validate` exits 0 for a valid file, 1 with each problem for an invalid one, 2 for no file."""
+    good = tmp_path / "good.m2"
+    good.write_bytes(build_furnish_file.fn("2026-11", created=date(2026, 12, 1)).content)
+    lines = good.read_bytes().split(b"\n")
+    lines[1] = lines[1][:123] + b"7X" + lines[1][125:]
+    bad = tmp_path / "bad.m2"
+    bad.write_bytes(b"\n".join(lines))
+
+    ok = runner.invoke(app, ["bureau", "validate", str(good)])
+    assert ok.exit_code == 0 and "valid" in ok.output
+    refused = runner.invoke(app, ["bureau", "validate", str(bad), "--json"])
+    assert refused.exit_code == 1
+    report = json.loads(refused.output)
+    assert report["valid"] is False
+    assert {"record": 2, "field": "Account Status"} in [
+        {k: p[k] for k in ("record", "field")} for p in report["problems"]
+    ]
+    text_report = runner.invoke(app, ["bureau", "validate", str(bad)])
+    assert text_report.exit_code == 1 and "Account Status" in text_report.output
+    missing = runner.invoke(app, ["bureau", "validate", str(tmp_path / "none.m2")])
+    assert _exit_code(missing) == 2
+
+
+def test_furnish_refuses_a_bad_period(sqlite_url: str) -> None:
+    """`bureau furnish --period 2026-13` is a usage error before anything runs."""
+    result = runner.invoke(app, ["bureau", "furnish", "--period", "2026-13", "--database", sqlite_url])
+    assert _exit_code(result) == 2 and "--period" in str(result.exception)
+
+
+@pytest.fixture(scope="module")
+def _bureau_process() -> Iterator[SandboxHandle]:
+    with start_bureau_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture
+def bureau(_bureau_process: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> SandboxHandle:
+    """A sandbox bureau the test can inspect, and the settings that submit to it."""
+    _bureau_process.reset()
+    monkeypatch.setenv("ARREARS_BUREAU_BASE_URL", _bureau_process.base_url)
+    monkeypatch.setenv("ARREARS_BUREAU_CREDENTIALS", json.dumps(dict(_bureau_process.credentials)))
+    get_settings.cache_clear()
+    return _bureau_process
+
+
+def _furnish(sqlite_url: str, *args: str) -> Any:
+    return runner.invoke(app, ["bureau", "furnish", "--period", "2026-11", "--database", sqlite_url, *args])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_furnish_end_to_end_with_its_own_sandbox(
+    tmp_path: Path, sqlite_portfolio: Engine, sqlite_url: str
+) -> None:
+    """`bureau furnish` starts a sandbox bureau, submits a valid file, writes --output and records every account."""
+    output = tmp_path / "out" / "metro2-2026-11.txt"
+    result = _furnish(sqlite_url, "--output", str(output), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["furnished"] and summary["submission_id"].startswith("SUB-")
+    assert validate(output.read_bytes()) == []
+    with sqlite_portfolio.connect() as c:
+        furnished = c.execute(select(func.count()).where(records_table.c.kind == "furnish")).scalar()
+        events = c.execute(select(audit_table.c.detail).where(audit_table.c.kind == "bureau")).scalars().all()
+    assert furnished == summary["accounts"] == summary["records_written"] > 0
+    assert events == [f"metro2 2026-11 furnished to the bureau: submission {summary['submission_id']}"]
+    account_numbers = {line[42:72].strip() for line in output.read_text().splitlines()[1:-1]}
+    assert all(a.startswith("A-") for a in account_numbers)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_furnish_again_is_the_same_submission(
+    sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle
+) -> None:
+    """Furnishing the same period twice uploads once and records once: the bureau answers with the first submission."""
+    first = json.loads(_furnish(sqlite_url, "--json").output)
+    second = json.loads(_furnish(sqlite_url, "--json").output)
+    assert first["submission_id"] == second["submission_id"]
+    assert second["records_written"] == 0
+    (upload,) = bureau.messages(route="furnish")
+    content = bureau.admin.get(f"/_sandbox/uploads/{upload['id']}").content
+    assert validate(content) == [] and content.count(b"\n") == first["accounts"] + 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_invalid_file_is_never_submitted(
+    sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle
+) -> None:
+    """A file failing the validator fails the run with its first problems, uploads nothing and records the refusal."""
+    with sqlite_portfolio.begin() as c:  # a charged-off account with no way to date its first delinquency
+        c.execute(
+            text(
+                "UPDATE account SET stage = 'charged_off', days_past_due = 0, oldest_due_date = NULL "
+                "WHERE account_id = (SELECT min(account_id) FROM account WHERE jurisdiction LIKE 'US%')"
+            )
+        )
+    result = _furnish(sqlite_url)
+    assert _exit_code(result) == 1
+    assert "Date of First Delinquency" in result.output + str(result.exception)
+    assert bureau.messages() == []
+    with sqlite_portfolio.connect() as c:
+        assert c.execute(select(func.count()).where(records_table.c.kind == "furnish")).scalar() == 0
+        (detail,) = (
+            c.execute(select(audit_table.c.detail).where(audit_table.c.kind == "bureau")).scalars().all()
+        )
+    assert detail.startswith("metro2 2026-11 not furnished")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_bureau_refusing_the_file_fails_the_run(
+    sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused credentials fail `bureau furnish` with exit 1 and nothing recorded as furnished."""
+    monkeypatch.setenv("ARREARS_BUREAU_CREDENTIALS", json.dumps({**bureau.credentials, "api_key": "wrong"}))
+    get_settings.cache_clear()
+    result = _furnish(sqlite_url)
+    assert _exit_code(result) == 1 and "bureau" in str(result.exception)
+    with sqlite_portfolio.connect() as c:
+        assert c.execute(select(func.count()).where(records_table.c.kind == "furnish")).scalar() == 0

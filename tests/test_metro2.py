@@ -1,0 +1,254 @@
+"""Metro 2 records: the field table, the writer's formatting, and the validator on good and broken files."""
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from arrears.metro2 import FurnishAccount, Furnisher, Period, Problem, build_file, validate
+from arrears.metro2.furnish import split_name
+from arrears.metro2.layout import BASE, HEADER, RECORD_LENGTH, TRAILER, Layout
+from arrears.metro2.writer import format_record, text, whole_dollars
+
+D = Decimal
+NOV = Period(2026, 11)
+FURNISHER = Furnisher("ARREARS0001", "Arrears Auto Finance", "1 Main St Los Angeles CA 90001", "2135550100")
+
+
+def _account(account_id: str = "A-1", **overrides: Any) -> FurnishAccount:
+    """A US-CA borrower 45 days behind on a $412.50 instalment, with 24 current months before."""
+    values: dict[str, Any] = {
+        "account_id": account_id,
+        "borrower_name": "Dana Whitfield",
+        "jurisdiction": "US-CA",
+        "stage": "negotiation",
+        "days_past_due": 45,
+        "balance": D("18450.75"),
+        "past_due_amount": D("825.00"),
+        "installment_amount": D("412.50"),
+        "history": "0" * 24,
+        "oldest_due_date": date(2026, 10, 16),
+        "phone": "+12133734253",
+    }
+    return FurnishAccount(**(values | overrides))
+
+
+def _file(*accounts: FurnishAccount) -> bytes:
+    return build_file(accounts or (_account(),), NOV, FURNISHER, created=date(2026, 12, 1)).content
+
+
+def _records(content: bytes) -> list[str]:
+    return content.decode("ascii").splitlines()
+
+
+def _with(record: str, layout: Layout, name: str, value: str) -> str:
+    f = layout[name]
+    assert len(value) == f.length
+    return record[: f.start] + value + record[f.end :]
+
+
+@pytest.mark.parametrize("layout", [HEADER, BASE, TRAILER], ids=lambda layout: layout.name)
+def test_layouts_tile_426_bytes(layout: Layout) -> None:
+    """Each record layout covers its 426 bytes exactly, without gap or overlap."""
+    position = 0
+    for f in layout:
+        assert f.start == position, f.name
+        position = f.end
+    assert position == RECORD_LENGTH
+
+
+def test_fields_metro2_md_names_are_where_it_says() -> None:
+    """The base segment fields that metro2.md lists sit at its 0-based starts and lengths."""
+    expected = {
+        "Consumer Account Number": (42, 30),
+        "Portfolio Type": (72, 1),
+        "Account Type": (73, 2),
+        "Account Status": (123, 2),
+        "Payment Rating": (125, 1),
+        "Payment History Profile": (126, 24),
+        "Special Comment": (150, 2),
+        "Compliance Condition Code": (152, 2),
+        "Current Balance": (154, 9),
+        "Amount Past Due": (163, 9),
+        "Original Charge-off Amount": (172, 9),
+        "Date of Account Information": (181, 8),
+        "Date of First Delinquency": (189, 8),
+        "ECOA Code": (324, 1),
+        "Consumer Information Indicator": (325, 2),
+    }
+    assert {name: (BASE[name].start, BASE[name].length) for name in expected} == expected
+
+
+def test_formatting_rules() -> None:
+    """Text is upper-case ASCII left-justified, numbers zero-filled, money whole dollars, dates MMDDYYYY."""
+    record = format_record(
+        BASE,
+        {
+            "Surname": "Núñez-O'Brien",
+            "Current Balance": whole_dollars(D("18450.99")),
+            "Date of Account Information": date(2026, 11, 30),
+        },
+    )
+    assert BASE["Surname"].slice(record) == "NUNEZ-O'BRIEN".ljust(25)
+    assert BASE["Current Balance"].slice(record) == "000018450"
+    assert BASE["Date of Account Information"].slice(record) == "11302026"
+    assert BASE["Date of First Delinquency"].slice(record) == "00000000"
+    assert text("Zoë #5 @home") == "ZOE #5  HOME"
+
+
+def test_values_that_do_not_fit_are_errors() -> None:
+    """A code or number too long for its field raises instead of being cut; free text is cut."""
+    with pytest.raises(ValueError):
+        format_record(BASE, {"Consumer Account Number": "A" * 31})
+    with pytest.raises(ValueError):
+        format_record(BASE, {"Current Balance": 10**9})
+    with pytest.raises(ValueError):
+        format_record(BASE, {"Current Balance": -1})
+    assert BASE["First Name"].slice(format_record(BASE, {"First Name": "X" * 40})) == "X" * 20
+
+
+def test_names_split_in_western_order() -> None:
+    """Surname last, first name first, the rest middle; a trailing Jr becomes the generation code."""
+    assert split_name("Dana Whitfield") == ("Whitfield", "Dana", "", "")
+    assert split_name("Mary Ann Smith Jr.") == ("Smith", "Mary", "Ann", "J")
+    assert split_name("Cher") == ("Cher", "", "", "")
+
+
+def test_built_file_passes_the_validator() -> None:
+    """A file of accounts in every condition arrears reports passes its own validator."""
+    content = _file(
+        _account("A-1"),
+        _account(
+            "A-2",
+            stage="cured",
+            days_past_due=0,
+            past_due_amount=D(0),
+            holds=frozenset({"dispute"}),
+            plan=("instalment", "active"),
+        ),
+        _account("A-3", stage="charged_off", days_past_due=200, history="6543210" + "B" * 17),
+        _account(
+            "A-4",
+            stage="paid_off",
+            balance=D(0),
+            past_due_amount=D(0),
+            history="3210" + "0" * 20,
+            closed_on=date(2026, 11, 20),
+        ),
+        _account(
+            "A-5",
+            stage="legal_referral",
+            days_past_due=140,
+            holds=frozenset({"bankruptcy", "deceased"}),
+            bankruptcy_chapter=13,
+        ),
+        _account("A-6", stage="repossession_review", days_past_due=75, repossessed=True),
+        _account("A-7", stage="settled", balance=D("900"), history="G" * 24),
+    )
+    assert validate(content) == []
+    records = _records(content)
+    assert [BASE["Account Status"].slice(r) for r in records[1:-1]] == [
+        "71",
+        "11",
+        "97",
+        "13",
+        "93",
+        "96",
+        "13",
+    ]
+    assert BASE["Compliance Condition Code"].slice(records[2]) == "XB"
+    assert (
+        BASE["Special Comment"].slice(records[2]) == "AC"
+        and BASE["Special Comment"].slice(records[7]) == "AU"
+    )
+    assert BASE["Consumer Information Indicator"].slice(records[5]) == "D "
+    assert BASE["ECOA Code"].slice(records[5]) == "X"
+    assert BASE["Payment Rating"].slice(records[4]) == "3"  # paid after being 90-119 days late
+    assert TRAILER["Total Base Records"].slice(records[-1]) == "000000007"
+    assert TRAILER["Total of Status Code 13"].slice(records[-1]) == "000000002"
+
+
+def test_only_us_accounts_are_furnished() -> None:
+    """Accounts of CN or GB are left out of the file with their reason; US and US-* are in."""
+    built = build_file(
+        [
+            _account("A-1", jurisdiction="US"),
+            _account("A-2", jurisdiction="CN"),
+            _account("A-3", jurisdiction="GB"),
+        ],
+        NOV,
+        FURNISHER,
+        created=date(2026, 12, 1),
+    )
+    assert [r.account_id for r in built.reported] == ["A-1"]
+    assert [a for a, _ in built.skipped] == ["A-2", "A-3"]
+
+
+def test_broken_file_names_each_field() -> None:
+    """A hand-broken file is reported field by field, with the record number of each problem."""
+    records = _records(_file(_account("A-1"), _account("A-2"), _account("A-3")))
+    records[1] = _with(records[1], BASE, "Account Status", "7X")
+    records[1] = _with(records[1], BASE, "Current Balance", "00001845A")
+    records[2] = _with(records[2], BASE, "Payment Rating", "1")  # rating with status 71
+    records[2] = _with(records[2], BASE, "Payment History Profile", "00Z0" + "0" * 20)
+    records[2] = _with(records[2], BASE, "Date of First Delinquency", "13452026")
+    records[3] = _with(records[3], BASE, "Date of First Delinquency", "00000000")  # 71 needs it
+    records[3] = _with(records[3], BASE, "Surname", "whitfield".ljust(25))
+    records[3] = records[3][:-1]  # short record: reported once, fields not read
+    records[4] = _with(records[4], TRAILER, "Total Base Records", "000000009")
+    problems = validate(("\n".join(records) + "\n").encode())
+    found = {(p.record, p.field) for p in problems}
+    assert found == {
+        (2, "Account Status"),
+        (2, "Current Balance"),
+        (3, "Payment Rating"),
+        (3, "Payment History Profile"),
+        (3, "Date of First Delinquency"),
+        (4, "Record Descriptor Word"),
+        (5, "Total Base Records"),
+        (5, "Total of Status Code 71"),  # records 2 and 4 no longer count as 71
+    }
+    assert all(isinstance(p, Problem) and p.reason for p in problems)
+
+
+def test_content_rules_are_checked() -> None:
+    """Rating presence, first-delinquency presence, zero balance when paid and history after B are checked."""
+    records = _records(
+        _file(
+            _account("A-1", stage="paid_off", balance=D(0), past_due_amount=D(0)),
+            _account("A-2", stage="cured", days_past_due=0, past_due_amount=D(0)),
+            _account("A-3"),
+        )
+    )
+    records[1] = _with(records[1], BASE, "Payment Rating", " ")  # 13 without a rating
+    records[1] = _with(records[1], BASE, "Current Balance", "000000100")  # 13 owes nothing
+    records[2] = _with(records[2], BASE, "Date of First Delinquency", "10012026")  # 11 is current
+    records[2] = _with(records[2], BASE, "Payment History Profile", "0B0" + "B" * 21)
+    records[3] = _with(records[3], BASE, "Date of First Delinquency", "12152026")  # after 11302026
+    records[3] = _with(records[3], BASE, "Amount Past Due", "000000000")  # 71 with nothing past due
+    problems = validate(("\n".join(records) + "\n").encode())
+    assert {(p.record, p.field) for p in problems} == {
+        (2, "Payment Rating"),
+        (2, "Current Balance"),
+        (3, "Date of First Delinquency"),
+        (3, "Payment History Profile"),
+        (4, "Date of First Delinquency"),
+        (4, "Amount Past Due"),
+    }
+
+
+def test_file_structure_problems() -> None:
+    """Empty files, files without header or trailer, and non-ASCII bytes are reported as such."""
+    assert validate(b"") == [Problem(0, "file", "empty: a file needs a header and a trailer")]
+    records = _records(_file())
+    no_header = ("\n".join(records[1:]) + "\n").encode()
+    assert (1, "Record Identifier") in {(p.record, p.field) for p in validate(no_header)}
+    accented = _file().replace(b"WHITFIELD", "WHITFIELÉ".encode("latin-1"))
+    assert (2, "record") in {(p.record, p.field) for p in validate(accented)}
+
+
+def test_records_without_line_breaks_are_read() -> None:
+    """A file of back-to-back 426-byte records, with no line breaks, validates the same as one per line."""
+    content = _file(_account("A-1"), _account("A-2"))
+    assert validate(content.replace(b"\n", b"")) == [] == validate(content.replace(b"\n", b"\r\n"))
