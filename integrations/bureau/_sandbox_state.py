@@ -13,10 +13,12 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from integrations._sandbox import FaultState, SandboxFaults
 
 __all__ = [
     "MAGIC_SUFFIXES",
@@ -75,28 +77,10 @@ class BureauCredentials:
         return f"BureauCredentials(subscriber_code={self.subscriber_code!r}, api_key='**********')"
 
 
-class Faults(BaseModel):
+class Faults(SandboxFaults):
     """Faults to inject into pulls and uploads (`POST /_sandbox/faults`); counters count down per request."""
 
-    model_config = ConfigDict(extra="forbid")
-
     route: Literal["all", "pull", "furnish"] = Field(default="all", description="Which requests they hit.")
-    latency_ms: int = Field(default=0, ge=0, description="Added before every pull or upload is answered.")
-    http_429: int = Field(
-        default=0, ge=0, description="The next N requests answer 429 with Retry-After, unexecuted."
-    )
-    http_503: int = Field(
-        default=0, ge=0, description="The next N requests answer 503 with Retry-After, unexecuted."
-    )
-    http_500: int = Field(default=0, ge=0, description="The next N requests are executed, then answer 500.")
-    timeouts: int = Field(
-        default=0, ge=0, description="The next N requests are executed, then held timeout_ms."
-    )
-    timeout_ms: int = Field(default=3_000, ge=0)
-    retry_after: float = Field(default=1.0, ge=0, description="Seconds in Retry-After of 429 and 503.")
-
-    def applies(self, route: Route) -> bool:
-        return self.route in ("all", route)
 
 
 @dataclass(slots=True)
@@ -127,7 +111,7 @@ class SandboxRecord:
 
 
 @dataclass
-class SandboxState:
+class SandboxState(FaultState):
     credentials: BureauCredentials
     faults: Faults = field(default_factory=Faults)
     records: list[SandboxRecord] = field(default_factory=list)
@@ -140,30 +124,11 @@ class SandboxState:
         for store in (self.records, self.by_id, self.by_key, self.counters):
             store.clear()
 
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    def take_fault(self, route: Route) -> str | None:
-        """The fault this request gets, if any, consuming one from its counter."""
-        f = self.faults
-        if not f.applies(route):
-            return None
-        for name in ("http_429", "http_503", "http_500", "timeouts"):
-            left = getattr(f, name)
-            if left:
-                setattr(f, name, left - 1)
-                self.count(f"faults.{name}")
-                return name
-        return None
-
     def record(self, record: SandboxRecord) -> None:
         self.records.append(record)
         self.by_id[record.id] = record
         self.by_key[(record.route, record.idempotency_key)] = record
         self.count(f"records.{record.route}")
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 # -- deterministic profiles -----------------------------------------------------------------------

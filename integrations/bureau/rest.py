@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from integrations._http import ConfiguredClient, error_for_status, exchange
 from integrations.bureau._masking import scrub_identity
 from integrations.bureau.protocol import (
     Address,
@@ -46,7 +46,6 @@ from integrations.errors import (
     Duplicate,
     Permanent,
     ProviderError,
-    Transient,
     UnknownOutcome,
 )
 from integrations.metadata import ProviderInfo
@@ -84,19 +83,6 @@ class RestBureauSettings(BaseModel):
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:  # an HTTP date
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 def error_from_response(
     response: httpx.Response, *, key: str | None = None, request: PullRequest | None = None
 ) -> ProviderError:
@@ -114,12 +100,8 @@ def error_from_response(
         phone=request.phone if request else None,
     )
     code_text = code or f"http_{status}"
-    if status in (429, 503):
-        return Transient(reason, retry_after=_retry_after(response), code=code_text, idempotency_key=key)
-    if status >= 500:
-        return UnknownOutcome(reason, code=code_text, idempotency_key=key)
-    if status in (401, 403):
-        return ConfigError(reason, code=code_text, idempotency_key=key)
+    if (error := error_for_status(response, reason, code_text, idempotency_key=key)) is not None:
+        return error
     if status == 409:
         return Duplicate(reason, code=code_text, idempotency_key=key)
     if status == 404 and code != "no_record":
@@ -203,7 +185,7 @@ def _furnish_result(payload: Mapping[str, Any], key: str) -> FurnishResult:
 _UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, InvalidOperation)
 
 
-class RestBureauProvider:
+class RestBureauProvider(ConfiguredClient):
     """Pulls and furnishings over the bureau's JSON API; one connection pool per provider."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -233,34 +215,8 @@ class RestBureauProvider:
             follow_redirects=False,
         )
 
-    @classmethod
-    def from_config(cls, base_url: str, credentials: Mapping[str, str]) -> Self:
-        """Build from a base URL and a flat mapping; keys the settings do not know are ignored.
-        Raises `ConfigError` naming the fields at fault but never their values."""
-        known = cls.settings_model.model_fields
-        values: dict[str, Any] = {k: v for k, v in credentials.items() if k in known}
-        values["base_url"] = base_url
-        try:
-            settings = cls.settings_model.model_validate(values)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
-                for err in e.errors(include_input=False, include_url=False)
-            )
-            raise ConfigError(f"{cls.info.entry_point} settings are invalid: {problems}") from None
-        return cls(settings)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.settings!r})"  # SecretStr fields print as '**********'
-
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- pulls --------------------------------------------------------------------------------
 
@@ -348,18 +304,14 @@ class RestBureauProvider:
         timeout = httpx.Timeout(
             read_timeout or self.settings.timeout_seconds, connect=self.settings.connect_timeout_seconds
         )
-        try:
-            response = self._client.request(
+        response = exchange(
+            lambda: self._client.request(
                 method, path, params=params, json=json, content=content, headers=all_headers, timeout=timeout
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise Transient(f"bureau: could not connect ({type(e).__name__})", idempotency_key=key) from None
-        except httpx.TransportError as e:  # read timeout, reset, protocol error: the request went out
-            raise UnknownOutcome(
-                f"bureau: no answer after the request was sent ({type(e).__name__})",
-                code="no_answer",
-                idempotency_key=key,
-            ) from None
+            ),
+            "bureau",
+            idempotency_key=key,
+            no_answer_code="no_answer",
+        )
         if response.status_code >= 300:
             raise error_from_response(response, key=key, request=subject)
         return response

@@ -20,23 +20,23 @@ tests start it in a separate process through `integrations.bureau.sandbox.start_
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
-import hmac
 import json
-import os
 import re
-import socket
-import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from integrations._sandbox import (
+    CREDENTIALS_ENV,
+    bearer_ok,
+    control_routes,
+    error_response as _error,
+    json_response,
+    serve,
+    with_faults,
+)
 from integrations.bureau._sandbox_state import (
     BureauCredentials,
     Faults,
@@ -51,18 +51,25 @@ from integrations.bureau.protocol import PERMISSIBLE_PURPOSES
 
 __all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main"]
 
-CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
 # Well-known values for a sandbox started by hand; never valid anywhere but here.
 DEFAULT_CREDENTIALS = BureauCredentials(subscriber_code="SUBSANDBOX", api_key="bk_sandbox_api_key")
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload), status, headers, media_type="application/json")
+    return json_response(payload, status, headers, ensure_ascii=True)
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": {"code": code, "message": message}}, status, headers)
+# What an injected fault answers with
+_FAULTS = {
+    429: ("rate_limited", "Too many requests."),
+    503: ("unavailable", "The service is unavailable."),
+    500: ("internal", "Internal error."),
+}
+
+
+def _refuse(status: int, headers: dict[str, str] | None) -> Response:
+    return _error(status, *_FAULTS[status], headers)
 
 
 def create_app(
@@ -77,29 +84,11 @@ def create_app(
     creds = st.credentials
 
     def denied(request: Request) -> Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), creds.api_key.encode()):
+        if not bearer_ok(request, creds.api_key):
             return _error(401, "unauthorized", "The API key is missing or not valid.")
         if request.headers.get("x-subscriber-code", "") != creds.subscriber_code:
             return _error(403, "subscriber_unknown", "The subscriber code is not enabled for this API key.")
         return None
-
-    async def injected(route: Route, run: Callable[[], Response]) -> Response:
-        """Wrap one request: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout."""
-        fault = st.take_fault(route)
-        if st.faults.latency_ms:
-            await asyncio.sleep(st.faults.latency_ms / 1000)
-        retry = {"Retry-After": f"{st.faults.retry_after:g}"}
-        if fault == "http_429":
-            return _error(429, "rate_limited", "Too many requests.", retry)
-        if fault == "http_503":
-            return _error(503, "unavailable", "The service is unavailable.", retry)
-        response = run()
-        if fault == "http_500":
-            return _error(500, "internal", "Internal error.")
-        if fault == "timeouts":
-            await asyncio.sleep(st.faults.timeout_ms / 1000)
-        return response
 
     def replay(route: Route, key: str, fingerprint: str) -> Response | None:
         """The first answer for a key already used with the same request; 409 for another request."""
@@ -160,7 +149,7 @@ def create_app(
             st.record(SandboxRecord(report_id, "pull", key, now, answer, fingerprint, reference=reference))
             return _json(answer, 201)
 
-        return await injected("pull", run)
+        return await with_faults(st, "pull", run, _refuse)
 
     @app.get("/v1/reports")
     async def find_reports(request: Request, idempotency_key: str) -> Response:
@@ -206,7 +195,7 @@ def create_app(
             )
             return _json(answer, 201)
 
-        return await injected("furnish", run)
+        return await with_faults(st, "furnish", run, _refuse)
 
     @app.get("/v1/furnishings")
     async def find_furnishings(request: Request, idempotency_key: str) -> Response:
@@ -218,9 +207,7 @@ def create_app(
 
     # -- the sandbox's own controls --------------------------------------------------------------
 
-    @app.get("/_sandbox/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": True, "records": len(st.records)}
+    control_routes(app, st, Faults, health=lambda: {"ok": True, "records": len(st.records)})
 
     @app.get("/_sandbox/messages")
     async def messages(
@@ -251,76 +238,21 @@ def create_app(
     async def stats() -> dict[str, Any]:
         return {"records": len(st.records), "counters": dict(st.counters)}
 
-    @app.post("/_sandbox/reset")
-    async def reset() -> dict[str, Any]:
-        st.reset()
-        return {"ok": True}
-
-    @app.get("/_sandbox/faults")
-    async def get_faults() -> Faults:
-        return st.faults
-
-    @app.post("/_sandbox/faults")
-    async def set_faults(faults: Faults) -> Faults:
-        st.faults = faults
-        return st.faults
-
     return app
-
-
-def _credentials_from_env() -> tuple[BureauCredentials, bool]:
-    raw = os.environ.get(CREDENTIALS_ENV)
-    if not raw:
-        return DEFAULT_CREDENTIALS, True
-    return BureauCredentials.from_mapping(json.loads(raw)), False
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A sandbox started for a run or a test session must not outlive it, even if it crashed."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.bureau.sandbox_server --port N`: serve until interrupted."""
-    import uvicorn
-
-    parser = argparse.ArgumentParser(
-        prog="python -m integrations.bureau.sandbox_server", description=(__doc__ or "").split("\n")[0]
+    serve(
+        argv,
+        prog="python -m integrations.bureau.sandbox_server",
+        description=(__doc__ or "").split("\n")[0],
+        port=8026,
+        label="bureau sandbox",
+        create_app=create_app,
+        credentials=BureauCredentials,
+        defaults=DEFAULT_CREDENTIALS,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8026)
-    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-
-    credentials, defaults = _credentials_from_env()
-    app = create_app(credentials)
-    if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
-    config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65
-    )
-    server = uvicorn.Server(config)
-    if args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((args.host, args.port))
-        sock.listen(128)
-        host, port = sock.getsockname()[:2]
-        print(f"bureau sandbox on http://{host}:{port}", file=sys.stderr)
-        if defaults:
-            print(f"credentials (sandbox defaults): {json.dumps(credentials.as_mapping())}", file=sys.stderr)
-    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from integrations._http import ConfiguredClient, error_for_status, exchange
 from integrations.court._signing import verify
 from integrations.court._wire import envelope_json, status_from_wire, vendor_words
 from integrations.court.protocol import FilingEnvelope, FilingNotFound, FilingReceipt, FilingStatus
@@ -71,19 +71,6 @@ class EcfSettings(BaseModel):
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:  # an HTTP date
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 def error_from_response(
     response: httpx.Response, *, idempotency_key: str | None = None, filing_id: str | None = None
 ) -> ProviderError:
@@ -96,12 +83,8 @@ def error_from_response(
         code, reason = f"http_{response.status_code}", response.reason_phrase or "no error message"
     status = response.status_code
     key = idempotency_key
-    if status in (429, 503):  # throttled or down: not executed
-        return Transient(reason, retry_after=_retry_after(response), code=code, idempotency_key=key)
-    if status >= 500:  # may have been executed
-        return UnknownOutcome(reason, code=code, idempotency_key=key)
-    if status in (401, 403):
-        return ConfigError(reason, code=code, idempotency_key=key)
+    if (error := error_for_status(response, reason, code, idempotency_key=key)) is not None:
+        return error
     if status == 404 and code == "filing.not_found" and filing_id is not None:
         return FilingNotFound(filing_id, reason)
     if status == 404:  # no such operation: a wrong base URL
@@ -130,7 +113,7 @@ def _status(payload: Mapping[str, Any], filing_id: str | None = None) -> FilingS
     )
 
 
-class EcfCourtProvider:
+class EcfCourtProvider(ConfiguredClient):
     """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -166,34 +149,8 @@ class EcfCourtProvider:
             follow_redirects=False,
         )
 
-    @classmethod
-    def from_config(cls, base_url: str, credentials: Mapping[str, str]) -> Self:
-        """Build from a base URL and a flat mapping; keys the settings do not know are ignored.
-        Raises `ConfigError` naming the fields at fault, never their values."""
-        known = cls.settings_model.model_fields
-        values: dict[str, Any] = {k: v for k, v in credentials.items() if k in known}
-        values["base_url"] = base_url
-        try:
-            settings = cls.settings_model.model_validate(values)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
-                for err in e.errors(include_input=False, include_url=False)
-            )
-            raise ConfigError(f"{cls.info.entry_point} settings are invalid: {problems}") from None
-        return cls(settings)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.settings!r})"  # SecretStr fields print as '**********'
-
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -284,15 +241,9 @@ class EcfCourtProvider:
     ) -> httpx.Response:
         """One exchange; transport failures become `Transient` (surely not sent) or `UnknownOutcome`."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        try:
-            return self._client.post(f"/{operation}", json=message, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise Transient(
-                f"{self.info.entry_point}: could not connect ({type(e).__name__})",
-                idempotency_key=idempotency_key,
-            ) from None
-        except httpx.TransportError as e:  # read timeout, reset, protocol error: the request went out
-            raise UnknownOutcome(
-                f"{self.info.entry_point}: no answer to {operation} after sending it ({type(e).__name__})",
-                idempotency_key=idempotency_key,
-            ) from None
+        return exchange(
+            lambda: self._client.post(f"/{operation}", json=message, headers=headers),
+            self.info.entry_point,
+            idempotency_key=idempotency_key,
+            no_answer=f"no answer to {operation} after sending it",
+        )

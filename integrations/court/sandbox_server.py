@@ -21,30 +21,33 @@ Run it alone with `python -m integrations.court.sandbox_server --port 8026`; tes
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
-import socket
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from integrations._sandbox import (
+    CREDENTIALS_ENV,
+    FaultState,
+    SandboxFaults,
+    control_routes,
+    error_response as _error,
+    json_response as _json,
+    serve,
+    with_faults,
+)
 from integrations.court._signing import SIGNATURE_HEADER, signature_header
 from integrations.court._wire import WIRE
 from integrations.court.protocol import (
@@ -57,8 +60,6 @@ from integrations.court.protocol import (
 from integrations.court.sandbox import DEFAULT_CREDENTIALS, CourtSandboxCredentials
 
 __all__ = ["COURTS", "CREDENTIALS_ENV", "Faults", "Rules", "create_app", "main"]
-
-CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
 
 # The gateway's court code list (commercial gateways keep one per jurisdiction).
 COURTS: dict[str, str] = {
@@ -77,27 +78,14 @@ _CASE_PREFIX = {"deficiency": "CV", "payment_order": "DU", "security_realisation
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Faults(BaseModel):
+class Faults(SandboxFaults):
     """Faults to inject (`POST /_sandbox/faults`); counters count down per request or delivery."""
 
-    model_config = ConfigDict(extra="forbid")
+    scope_field: ClassVar[str] = "operation"
 
     operation: Literal["all", "ReviewFiling", "GetFilingStatus", "CancelFiling"] = Field(
         default="all", description="Which operation they hit."
     )
-    latency_ms: int = Field(default=0, ge=0, description="Added before every answer.")
-    http_429: int = Field(
-        default=0, ge=0, description="The next N requests answer 429 with Retry-After, unexecuted."
-    )
-    http_503: int = Field(
-        default=0, ge=0, description="The next N requests answer 503 with Retry-After, unexecuted."
-    )
-    http_500: int = Field(default=0, ge=0, description="The next N requests are executed, then answer 500.")
-    timeouts: int = Field(
-        default=0, ge=0, description="The next N requests are executed, then held timeout_ms."
-    )
-    timeout_ms: int = Field(default=3_000, ge=0)
-    retry_after: float = Field(default=1.0, ge=0, description="Seconds in Retry-After of 429 and 503.")
     drop_callbacks: int = Field(default=0, ge=0, description="The next N callback deliveries are lost.")
 
 
@@ -209,7 +197,7 @@ def _path(current: str, target: str) -> list[str] | None:
 
 
 @dataclass
-class CourtState:
+class CourtState(FaultState):
     credentials: CourtSandboxCredentials
     faults: Faults = field(default_factory=Faults)
     rules: Rules = field(default_factory=Rules)
@@ -225,24 +213,6 @@ class CourtState:
         self.faults, self.rules, self.callback_url, self.sequence = Faults(), Rules(), None, 0
         for store in (self.filings, self.by_key, self.pending, self.callbacks, self.counters):
             store.clear()
-
-    def count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def take_fault(self, operation: str) -> str | None:
-        f = self.faults
-        if f.operation not in ("all", operation):
-            return None
-        for name in ("http_429", "http_503", "http_500", "timeouts"):
-            left = getattr(f, name)
-            if left:
-                setattr(f, name, left - 1)
-                self.count(f"faults.{name}")
-                return name
-        return None
 
     def move(self, filing: Filing, target: str, at: datetime, reason: str | None = None) -> list[Event]:
         """Move `filing` to `target` through the statuses between; one event per status."""
@@ -297,12 +267,16 @@ class CourtState:
                     self.move(filing, target, due, reason)
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status, headers, media_type="application/json")
+# What an injected fault answers with
+_FAULTS = {
+    429: ("throttled", "Too many requests for this filer account."),
+    503: ("unavailable", "The court's filing review is unavailable."),
+    500: ("internal", "The filing review failed unexpectedly."),
+}
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": {"code": code, "message": message}}, status, headers)
+def _refuse(status: int, headers: dict[str, str] | None) -> Response:
+    return _error(status, *_FAULTS[status], headers)
 
 
 def _validate(message: dict[str, Any]) -> Response | None:
@@ -362,23 +336,6 @@ def create_app(
     app.state.sandbox = st
     creds = st.credentials
 
-    async def injected(operation: str, run: Callable[[], Response]) -> Response:
-        """Wrap one operation: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout."""
-        fault = st.take_fault(operation)
-        if st.faults.latency_ms:
-            await asyncio.sleep(st.faults.latency_ms / 1000)
-        retry = {"Retry-After": f"{st.faults.retry_after:g}"}
-        if fault == "http_429":
-            return _error(429, "throttled", "Too many requests for this filer account.", retry)
-        if fault == "http_503":
-            return _error(503, "unavailable", "The court's filing review is unavailable.", retry)
-        response = run()
-        if fault == "http_500":
-            return _error(500, "internal", "The filing review failed unexpectedly.")
-        if fault == "timeouts":
-            await asyncio.sleep(st.faults.timeout_ms / 1000)
-        return response
-
     async def authorised(request: Request, operation: str) -> tuple[dict[str, Any], Response | None]:
         st.count(f"requests.{operation}")
         given = request.headers.get("authorization", "")
@@ -437,7 +394,7 @@ def create_app(
             st.count("filings")
             return _json(_receipt(filing), 202)
 
-        return await injected("ReviewFiling", run)
+        return await with_faults(st, "ReviewFiling", run, _refuse)
 
     def _receipt(filing: Filing) -> dict[str, Any]:
         return {
@@ -459,7 +416,7 @@ def create_app(
                 return _error(404, "filing.not_found", "No filing with that id for this filer.")
             return _json(filing.wire())
 
-        return await injected("GetFilingStatus", run)
+        return await with_faults(st, "GetFilingStatus", run, _refuse)
 
     @app.post("/ecf/v5/CancelFiling")
     async def cancel_filing(request: Request) -> Response:
@@ -477,7 +434,7 @@ def create_app(
                 st.move(filing, "cancelled", st.now(), str(message.get("reason") or "withdrawn by the filer"))
             return _json(filing.wire())
 
-        return await injected("CancelFiling", run)
+        return await with_faults(st, "CancelFiling", run, _refuse)
 
     # -- callbacks ------------------------------------------------------------------------------
 
@@ -529,9 +486,7 @@ def create_app(
 
     # -- the sandbox's own controls ------------------------------------------------------------
 
-    @app.get("/_sandbox/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": True, "kind": "court", "filings": len(st.filings)}
+    control_routes(app, st, Faults, health=lambda: {"ok": True, "kind": "court", "filings": len(st.filings)})
 
     def listing(idempotency_key: str | None, court: str | None, status: str | None) -> list[dict[str, Any]]:
         st.tick(st.now())
@@ -565,20 +520,6 @@ def create_app(
             "pending_callbacks": len(st.pending),
             "counters": dict(st.counters),
         }
-
-    @app.post("/_sandbox/reset")
-    async def reset() -> dict[str, Any]:
-        st.reset()
-        return {"ok": True}
-
-    @app.get("/_sandbox/faults")
-    async def get_faults() -> Faults:
-        return st.faults
-
-    @app.post("/_sandbox/faults")
-    async def set_faults(faults: Faults) -> Faults:
-        st.faults = faults
-        return st.faults
 
     @app.get("/_sandbox/rules")
     async def get_rules() -> Rules:
@@ -639,59 +580,18 @@ def create_app(
     return app
 
 
-def _credentials_from_env() -> tuple[CourtSandboxCredentials, bool]:
-    raw = os.environ.get(CREDENTIALS_ENV)
-    if not raw:
-        return DEFAULT_CREDENTIALS, True
-    return CourtSandboxCredentials.from_mapping(json.loads(raw)), False
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A sandbox started for a test run or `arrears sandbox` must not outlive it, even if it crashed."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.court.sandbox_server --port N`: serve until interrupted."""
-    import uvicorn
-
-    parser = argparse.ArgumentParser(
-        prog="python -m integrations.court.sandbox_server", description=(__doc__ or "").split("\n")[0]
+    serve(
+        argv,
+        prog="python -m integrations.court.sandbox_server",
+        description=(__doc__ or "").split("\n")[0],
+        port=8026,
+        label="court sandbox",
+        create_app=create_app,
+        credentials=CourtSandboxCredentials,
+        defaults=DEFAULT_CREDENTIALS,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8026)
-    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-
-    credentials, defaults = _credentials_from_env()
-    app = create_app(credentials)
-    if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
-    config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65
-    )
-    server = uvicorn.Server(config)
-    if args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((args.host, args.port))
-        sock.listen(128)
-        host, port = sock.getsockname()[:2]
-        print(f"court sandbox on http://{host}:{port}", file=sys.stderr)
-        if defaults:
-            print(f"credentials (sandbox defaults): {json.dumps(credentials.as_mapping())}", file=sys.stderr)
-    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -13,13 +13,14 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import ClassVar, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from integrations.errors import ConfigError, ProviderError, Transient, UnknownOutcome
+from integrations._http import ConfiguredClient, exchange
+from integrations.errors import ConfigError, ProviderError
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy
 
@@ -49,7 +50,7 @@ class HttpProviderSettings(BaseModel):
     lookback_days: int = Field(default=2, ge=1, le=30, description="How far back a status search looks.")
 
 
-class HttpSmsProvider:
+class HttpSmsProvider(ConfiguredClient):
     """Base of the HTTP clients: construction, `repr` without secrets, pool, close, context manager."""
 
     info: ClassVar[ProviderInfo]
@@ -84,35 +85,8 @@ class HttpSmsProvider:
             "pool": timeout,
         }
 
-    @classmethod
-    def from_config(cls, base_url: str, credentials: Mapping[str, str]) -> Self:
-        """Build from a base URL and a flat mapping; keys the settings do not know are ignored, so
-        one mapping (the sandbox's) can serve every provider. Raises `ConfigError`, naming the
-        fields at fault but never their values."""
-        known = cls.settings_model.model_fields
-        values: dict[str, Any] = {k: v for k, v in credentials.items() if k in known}
-        values["base_url"] = base_url
-        try:
-            settings = cls.settings_model.model_validate(values)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
-                for err in e.errors(include_input=False, include_url=False)
-            )
-            raise ConfigError(f"{cls.info.entry_point} settings are invalid: {problems}") from None
-        return cls(settings)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.settings!r})"  # SecretStr fields print as '**********'
-
     def close(self) -> None:
         self._transport.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- helpers for subclasses ---------------------------------------------------------------
 
@@ -140,19 +114,16 @@ class HttpSmsProvider:
             headers=all_headers,
             extensions={"timeout": self._timeout},
         )
-        try:
+
+        def send() -> httpx.Response:
             response = self._transport.handle_request(request)
             try:
                 response.read()
             finally:
                 response.close()
             return response
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
-            raise Transient(f"{self.info.entry_point}: could not connect ({type(e).__name__})") from None
-        except httpx.TransportError as e:  # read timeout, reset, protocol error: the request went out
-            raise UnknownOutcome(
-                f"{self.info.entry_point}: no answer after the request was sent ({type(e).__name__})"
-            ) from None
+
+        return exchange(send, self.info.entry_point)
 
     def _map_bounded(self, fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> list[R | None]:
         """`fn` over `items` with at most `concurrency` at once, results in order.

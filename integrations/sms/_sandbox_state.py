@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from integrations._sandbox import FaultState, SandboxFaults
 
 __all__ = ["Credentials", "Faults", "SandboxMessage", "SandboxState"]
 
@@ -41,6 +44,10 @@ class Credentials:
             sign_name="arrears",
         )
 
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, str]) -> Credentials:
+        return cls(**mapping)
+
     def as_mapping(self) -> dict[str, str]:
         return asdict(self)
 
@@ -48,34 +55,18 @@ class Credentials:
         return f"Credentials(account_sid={self.account_sid!r}, access_key_id={self.access_key_id!r}, ...)"
 
 
-class Faults(BaseModel):
+class Faults(SandboxFaults):
     """Faults to inject into send requests (`POST /_sandbox/faults`); counters count down per request."""
-
-    model_config = ConfigDict(extra="forbid")
 
     route: Literal["all", "twilio", "aliyun"] = Field(
         default="all", description="Which wire format they hit."
     )
-    latency_ms: int = Field(default=0, ge=0, description="Added before every send is answered.")
-    http_429: int = Field(
-        default=0, ge=0, description="The next N sends answer 429 with Retry-After, unexecuted."
-    )
-    http_503: int = Field(
-        default=0, ge=0, description="The next N sends answer 503 with Retry-After, unexecuted."
-    )
-    http_500: int = Field(default=0, ge=0, description="The next N sends are executed, then answer 500.")
-    timeouts: int = Field(default=0, ge=0, description="The next N sends are executed, then held timeout_ms.")
-    timeout_ms: int = Field(default=3_000, ge=0)
-    retry_after: float = Field(default=1.0, ge=0, description="Seconds in Retry-After of 429 and 503.")
     invalid_numbers: str | None = Field(default=None, description="Regex on E.164: refused as invalid.")
     landline_numbers: str | None = Field(default=None, description="Regex: refused as not a mobile (21614).")
     opted_out_numbers: str | None = Field(default=None, description="Regex: refused as opted out (21610).")
     limited_numbers: str | None = Field(default=None, description="Regex: refused by flow control (Aliyun).")
     undeliverable_numbers: str | None = Field(default=None, description="Regex: accepted, then undelivered.")
     delivery_ms: int = Field(default=0, ge=0, description="After acceptance, lookups say `sent` until then.")
-
-    def applies(self, route: Route) -> bool:
-        return self.route in ("all", route)
 
 
 @dataclass(slots=True)
@@ -107,7 +98,7 @@ class SandboxMessage:
 
 
 @dataclass
-class SandboxState:
+class SandboxState(FaultState):
     credentials: Credentials
     faults: Faults = field(default_factory=Faults)
     messages: list[SandboxMessage] = field(default_factory=list)
@@ -148,22 +139,6 @@ class SandboxState:
         compiled = self._patterns.get(pattern)
         return bool(compiled and compiled.search(number))
 
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    def take_fault(self, route: Route) -> str | None:
-        """The fault this send request gets, if any, consuming one from its counter."""
-        f = self.faults
-        if not f.applies(route):
-            return None
-        for name in ("http_429", "http_503", "http_500", "timeouts"):
-            left = getattr(f, name)
-            if left:
-                setattr(f, name, left - 1)
-                self.count(f"faults.{name}")
-                return name
-        return None
-
     def record(self, message: SandboxMessage) -> None:
         message.undeliverable = self.matches("undeliverable_numbers", message.to)
         self.messages.append(message)
@@ -184,6 +159,3 @@ class SandboxState:
     @property
     def delivery(self) -> timedelta:
         return timedelta(milliseconds=self.faults.delivery_ms)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)

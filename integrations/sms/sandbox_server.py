@@ -15,18 +15,11 @@ start it in a separate process through `integrations.sandbox.start_sandbox`.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import binascii
 import hmac
 import json
-import os
 import secrets
-import socket
-import sys
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -35,6 +28,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request, Response
 
+from integrations._sandbox import (
+    CREDENTIALS_ENV,
+    control_routes,
+    json_response as _json,
+    serve,
+    with_faults,
+)
 from integrations.sms._phones import from_aliyun, is_e164, to_aliyun
 from integrations.sms._sandbox_state import Credentials, Faults, SandboxMessage, SandboxState
 from integrations.sms._signing import aliyun_signature
@@ -42,7 +42,6 @@ from integrations.sms.aliyun import CHINA
 
 __all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main"]
 
-CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
 # Well-known values for a sandbox started by hand; never valid anywhere but here.
 DEFAULT_CREDENTIALS = Credentials(
     account_sid="AC00000000000000000000000000000000",
@@ -53,10 +52,6 @@ DEFAULT_CREDENTIALS = Credentials(
     sign_name="arrears",
 )
 _API = "/2010-04-01/Accounts/{account_sid}"
-
-
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status, headers, media_type="application/json")
 
 
 def _twilio_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -80,6 +75,28 @@ def _aliyun_answer(
     )
 
 
+# What an injected fault answers with, in each wire format
+_TWILIO_FAULTS = {
+    429: (20429, "Too Many Requests"),
+    503: (20503, "Service Unavailable"),
+    500: (20500, "Internal Server Error"),
+}
+_ALIYUN_FAULTS = {
+    429: ("Throttling.User", "Request was denied due to user flow control."),
+    503: ("ServiceUnavailable", "The service is unavailable."),
+    500: ("InternalError", "The request processing has failed."),
+}
+
+
+def _twilio_refuse(status: int, headers: dict[str, str] | None) -> Response:
+    return _twilio_error(status, *_TWILIO_FAULTS[status], headers)
+
+
+def _aliyun_refuse(status: int, headers: dict[str, str] | None) -> Response:
+    code, message = _ALIYUN_FAULTS[status]
+    return _aliyun_answer(code, message, status, headers)
+
+
 def _int(value: str | None, default: int) -> int:
     try:
         return int(value) if value is not None else default
@@ -99,33 +116,6 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
     )
     app.state.sandbox = st
     creds = st.credentials
-
-    # -- faults ------------------------------------------------------------------------------
-
-    async def injected(route: str, run: Any) -> Response:
-        """Wrap one send: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout."""
-        fault = st.take_fault(route)  # type: ignore[arg-type]
-        if st.faults.latency_ms:
-            await asyncio.sleep(st.faults.latency_ms / 1000)
-        retry = {"Retry-After": f"{st.faults.retry_after:g}"}
-        if fault == "http_429":
-            if route == "twilio":
-                return _twilio_error(429, 20429, "Too Many Requests", retry)
-            return _aliyun_answer(
-                "Throttling.User", "Request was denied due to user flow control.", 429, retry
-            )
-        if fault == "http_503":
-            if route == "twilio":
-                return _twilio_error(503, 20503, "Service Unavailable", retry)
-            return _aliyun_answer("ServiceUnavailable", "The service is unavailable.", 503, retry)
-        response = run()
-        if fault == "http_500":
-            if route == "twilio":
-                return _twilio_error(500, 20500, "Internal Server Error")
-            return _aliyun_answer("InternalError", "The request processing has failed.", 500)
-        if fault == "timeouts":
-            await asyncio.sleep(st.faults.timeout_ms / 1000)
-        return response
 
     # -- Twilio-shaped -------------------------------------------------------------------------
 
@@ -213,7 +203,7 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
                 st.idempotency[key] = (fingerprint, message)
             return _json(twilio_json(message, "queued"), 201)
 
-        return await injected("twilio", run)
+        return await with_faults(st, "twilio", run, _twilio_refuse)
 
     @app.get("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json")
     async def twilio_fetch(account_sid: str, sid: str, request: Request) -> Response:
@@ -277,9 +267,9 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
         if not st.use_nonce(params["SignatureNonce"], now):
             return _aliyun_answer("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
         if action == "SendSms":
-            return await injected("aliyun", lambda: aliyun_send(params, batch=False))
+            return await with_faults(st, "aliyun", lambda: aliyun_send(params, batch=False), _aliyun_refuse)
         if action == "SendBatchSms":
-            return await injected("aliyun", lambda: aliyun_send(params, batch=True))
+            return await with_faults(st, "aliyun", lambda: aliyun_send(params, batch=True), _aliyun_refuse)
         if action == "QuerySendDetails":
             return aliyun_query(params)
         return _aliyun_answer("InvalidAction.NotFound", "Specified api is not found.", 404)
@@ -376,9 +366,9 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
 
     # -- the sandbox's own controls ------------------------------------------------------------
 
-    @app.get("/_sandbox/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": True, "messages": len(st.messages)}
+    control_routes(
+        app, st, Faults, health=lambda: {"ok": True, "messages": len(st.messages)}, set_faults=st.set_faults
+    )
 
     @app.get("/_sandbox/messages")
     async def messages(
@@ -402,20 +392,6 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, Any]:
         return {"messages": len(st.messages), "counters": dict(st.counters)}
-
-    @app.post("/_sandbox/reset")
-    async def reset() -> dict[str, Any]:
-        st.reset()
-        return {"ok": True}
-
-    @app.get("/_sandbox/faults")
-    async def get_faults() -> Faults:
-        return st.faults
-
-    @app.post("/_sandbox/faults")
-    async def set_faults(faults: Faults) -> Faults:
-        st.set_faults(faults)
-        return st.faults
 
     @app.get("/_sandbox/reports/aliyun")
     async def aliyun_reports(limit: int = 10_000) -> list[dict[str, Any]]:
@@ -471,59 +447,20 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
     return app
 
 
-def _credentials_from_env() -> tuple[Credentials, bool]:
-    raw = os.environ.get(CREDENTIALS_ENV)
-    if not raw:
-        return DEFAULT_CREDENTIALS, True
-    return Credentials(**json.loads(raw)), False
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A sandbox started for a cycle or a test run must not outlive it, even if it crashed."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.sms.sandbox_server --port N`: serve until interrupted."""
-    import uvicorn
-
-    parser = argparse.ArgumentParser(
-        prog="python -m integrations.sms.sandbox_server", description=__doc__.split("\n")[0]
+    serve(
+        argv,
+        prog="python -m integrations.sms.sandbox_server",
+        description=__doc__.split("\n")[0],
+        port=8025,
+        label="SMS sandbox",
+        create_app=create_app,
+        credentials=Credentials,
+        defaults=DEFAULT_CREDENTIALS,
+        backlog=2048,
+        uvicorn_backlog=2048,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8025)
-    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-
-    credentials, defaults = _credentials_from_env()
-    app = create_app(credentials)
-    if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
-    config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65, backlog=2048
-    )
-    server = uvicorn.Server(config)
-    if args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((args.host, args.port))
-        sock.listen(2048)
-        host, port = sock.getsockname()[:2]
-        print(f"SMS sandbox on http://{host}:{port}", file=sys.stderr)
-        if defaults:
-            print(f"credentials (sandbox defaults): {json.dumps(credentials.as_mapping())}", file=sys.stderr)
-    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
+from integrations._http import error_for_status, retry_after
 from integrations._masking import scrub
 from integrations.errors import (
     ConfigError,
@@ -87,19 +88,6 @@ def normalise_status(vendor_status: str) -> SmsStatus:
     return _STATUS.get(vendor_status, "queued")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:  # an HTTP date
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 def error_from_response(response: httpx.Response, request: SmsRequest | None = None) -> ProviderError:
     """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
     key = request.idempotency_key if request else None
@@ -112,13 +100,11 @@ def error_from_response(response: httpx.Response, request: SmsRequest | None = N
     reason = scrub(message, request.to) if request else scrub(message)
     status = response.status_code
     code_text = str(code) if code else f"http_{status}"
-    if status == 429 or code == 20429:
-        return Transient(reason, retry_after=_retry_after(response), code=code_text, idempotency_key=key)
-    if status == 503:
-        return Transient(reason, retry_after=_retry_after(response), code=code_text, idempotency_key=key)
-    if status >= 500:
-        return UnknownOutcome(reason, code=code_text, idempotency_key=key)
-    if status in (401, 403) or code in _CONFIG:
+    if code == 20429:  # throttled, whatever the status says
+        return Transient(reason, retry_after=retry_after(response), code=code_text, idempotency_key=key)
+    if (error := error_for_status(response, reason, code_text, idempotency_key=key)) is not None:
+        return error
+    if code in _CONFIG:
         return ConfigError(reason, code=code_text, idempotency_key=key)
     if status == 409:
         return Duplicate(reason, code=code_text, idempotency_key=key)

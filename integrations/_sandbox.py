@@ -1,0 +1,256 @@
+"""What the sandbox servers of every provider kind share: faults, JSON answers, controls, `main`.
+
+Each kind's `sandbox_server` imitates its vendor's wire format; around it, the pieces here are the
+same for all: the fault counters (latency, 429/503 with Retry-After before executing, 500 or a
+held answer after executing), the `/_sandbox/health|reset|faults` controls, Bearer-key checks and
+the process entry point that `integrations.sandbox.start_sandbox` runs (inherited socket,
+credentials from the environment, exit with the parent).
+
+No `from __future__ import annotations` here: `control_routes` gives FastAPI the faults model of
+each kind as a real annotation, which string annotations would hide in a local variable.
+"""
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, Self, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CREDENTIALS_ENV",
+    "FaultState",
+    "SandboxFaults",
+    "bearer_ok",
+    "control_routes",
+    "error_response",
+    "json_response",
+    "serve",
+    "with_faults",
+]
+
+CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
+
+
+
+class _Credentials(Protocol):
+    """What a kind's sandbox credentials offer (`BureauCredentials`, `CourtSandboxCredentials`…)."""
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, str]) -> Self: ...
+
+    def as_mapping(self) -> dict[str, str]: ...
+
+
+C = TypeVar("C", bound=_Credentials)
+F = TypeVar("F", bound="SandboxFaults")
+
+# The counters, in the order a request consumes them: unexecuted faults first.
+_COUNTED = ("http_429", "http_503", "http_500", "timeouts")
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None, *, ensure_ascii: bool = False
+) -> Response:
+    return Response(
+        json.dumps(payload, ensure_ascii=ensure_ascii), status, headers, media_type="application/json"
+    )
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The `{"error": {"code", "message"}}` body the JSON APIs (bureau, court) answer with."""
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def bearer_ok(request: Request, api_key: str) -> bool:
+    """True when the request carries `Authorization: Bearer <api_key>` (compared in constant time)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), api_key.encode())
+
+
+class SandboxFaults(BaseModel):
+    """Faults to inject (`POST /_sandbox/faults`); counters count down per request.
+
+    A kind adds the field that says which requests they hit (`scope_field`, "all" or one name)
+    and faults of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope_field: ClassVar[str] = "route"
+
+    latency_ms: int = Field(default=0, ge=0, description="Added before every answer.")
+    http_429: int = Field(
+        default=0, ge=0, description="The next N requests answer 429 with Retry-After, unexecuted."
+    )
+    http_503: int = Field(
+        default=0, ge=0, description="The next N requests answer 503 with Retry-After, unexecuted."
+    )
+    http_500: int = Field(default=0, ge=0, description="The next N requests are executed, then answer 500.")
+    timeouts: int = Field(
+        default=0, ge=0, description="The next N requests are executed, then held timeout_ms."
+    )
+    timeout_ms: int = Field(default=3_000, ge=0)
+    retry_after: float = Field(default=1.0, ge=0, description="Seconds in Retry-After of 429 and 503.")
+
+    def applies(self, target: str) -> bool:
+        return getattr(self, self.scope_field) in ("all", target)
+
+    def take(self, target: str) -> str | None:
+        """The fault a request to `target` gets, if any, consuming one from its counter."""
+        if not self.applies(target):
+            return None
+        for name in _COUNTED:
+            left = getattr(self, name)
+            if left:
+                setattr(self, name, left - 1)
+                return name
+        return None
+
+
+class FaultState:
+    """Mixin of the sandbox states: counters, the faults in force, the clock."""
+
+    faults: SandboxFaults
+    counters: dict[str, int]
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def take_fault(self, target: str) -> str | None:
+        """The fault this request gets, if any, consuming one from its counter."""
+        name = self.faults.take(target)
+        if name is not None:
+            self.count(f"faults.{name}")
+        return name
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+async def with_faults(
+    state: FaultState,
+    target: str,
+    run: Callable[[], Response],
+    refuse: Callable[[int, dict[str, str] | None], Response],
+) -> Response:
+    """Wrap one request: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout.
+
+    `refuse(status, headers)` is the vendor's own answer for an injected 429, 503 or 500."""
+    fault = state.take_fault(target)
+    if state.faults.latency_ms:
+        await asyncio.sleep(state.faults.latency_ms / 1000)
+    retry = {"Retry-After": f"{state.faults.retry_after:g}"}
+    if fault == "http_429":
+        return refuse(429, retry)
+    if fault == "http_503":
+        return refuse(503, retry)
+    response = run()
+    if fault == "http_500":
+        return refuse(500, None)
+    if fault == "timeouts":
+        await asyncio.sleep(state.faults.timeout_ms / 1000)
+    return response
+
+
+def control_routes(
+    app: FastAPI,
+    state: Any,
+    faults_model: type[F],
+    *,
+    health: Callable[[], dict[str, Any]],
+    set_faults: Callable[[F], None] | None = None,
+) -> None:
+    """`GET /_sandbox/health`, `POST /_sandbox/reset`, `GET|POST /_sandbox/faults` over `state`
+    (which has `reset()` and `faults`); `set_faults` replaces the plain assignment."""
+
+    @app.get("/_sandbox/health")
+    async def health_route() -> dict[str, Any]:
+        return health()
+
+    @app.post("/_sandbox/reset")
+    async def reset() -> dict[str, Any]:
+        state.reset()
+        return {"ok": True}
+
+    @app.get("/_sandbox/faults", response_model=faults_model)
+    async def get_faults() -> Any:
+        return state.faults
+
+    @app.post("/_sandbox/faults", response_model=faults_model)
+    async def post_faults(faults: faults_model) -> Any:  # type: ignore[valid-type]  # a model per kind
+        if set_faults is not None:
+            set_faults(faults)
+        else:
+            state.faults = faults
+        return state.faults
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A sandbox started for a run or a test session must not outlive it, even if it crashed."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    port: int,
+    label: str,
+    create_app: Callable[[C], FastAPI],
+    credentials: type[C],
+    defaults: C,
+    backlog: int = 128,
+    uvicorn_backlog: int | None = None,
+) -> None:
+    """`python -m <prog> --port N`: serve until interrupted, or on `--fd` for `start_sandbox`.
+
+    Credentials come from `$ARREARS_SANDBOX_CREDENTIALS` (a JSON object, read by
+    `credentials.from_mapping`), else `defaults`, which are printed when the server is started by hand."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    raw = os.environ.get(CREDENTIALS_ENV)
+    creds = credentials.from_mapping(json.loads(raw)) if raw else defaults
+    app = create_app(creds)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
+    extra = {"backlog": uvicorn_backlog} if uvicorn_backlog is not None else {}
+    config = uvicorn.Config(
+        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65, **extra
+    )
+    server = uvicorn.Server(config)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(backlog)
+        host, bound = sock.getsockname()[:2]
+        print(f"{label} on http://{host}:{bound}", file=sys.stderr)
+        if not raw:
+            print(f"credentials (sandbox defaults): {json.dumps(creds.as_mapping())}", file=sys.stderr)
+    server.run(sockets=[sock])
