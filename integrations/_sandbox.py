@@ -12,6 +12,7 @@ each kind as a real annotation, which string annotations would hide in a local v
 
 import argparse
 import asyncio
+import hashlib
 import hmac
 import json
 import os
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CREDENTIALS_ENV",
+    "CallbackFaults",
     "FaultState",
     "SandboxFaults",
     "bearer_ok",
@@ -35,6 +37,7 @@ __all__ = [
     "error_response",
     "json_response",
     "serve",
+    "signature_header",
     "with_faults",
 ]
 
@@ -115,6 +118,34 @@ class SandboxFaults(BaseModel):
         return None
 
 
+class CallbackFaults(SandboxFaults):
+    """The faults of a sandbox that pushes callbacks: some are lost, some arrive twice.
+
+    A counter is consumed per callback the sandbox is about to push (and scoped like the other
+    faults), so `drop_callbacks: 2` loses the next two pushes, whichever messages they are about."""
+
+    drop_callbacks: int = Field(default=0, ge=0, description="The next N callbacks are not sent (lost).")
+    duplicate_callbacks: int = Field(default=0, ge=0, description="The next N callbacks are sent twice.")
+
+    def take_callback(self, target: str) -> str | None:
+        """"drop", "duplicate" or None for the next callback to `target`, consuming one."""
+        if not self.applies(target):
+            return None
+        if self.drop_callbacks:
+            self.drop_callbacks -= 1
+            return "drop"
+        if self.duplicate_callbacks:
+            self.duplicate_callbacks -= 1
+            return "duplicate"
+        return None
+
+
+def signature_header(secret: str, timestamp: int, body: bytes) -> str:
+    """`X-Arrears-Signature` value: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (our webhook's scheme)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
 class FaultState:
     """Mixin of the sandbox states: counters, the faults in force, the clock."""
 
@@ -129,6 +160,14 @@ class FaultState:
         name = self.faults.take(target)
         if name is not None:
             self.count(f"faults.{name}")
+        return name
+
+    def take_callback_fault(self, target: str) -> str | None:
+        """The fault ("drop", "duplicate") the next callback to `target` gets, if the faults have any."""
+        take = getattr(self.faults, "take_callback", None)
+        name = take(target) if take is not None else None
+        if name is not None:
+            self.count(f"faults.{name}_callbacks")
         return name
 
     def now(self) -> datetime:

@@ -6,6 +6,7 @@ handler does not await between reading and writing them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Mapping
@@ -15,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from integrations._sandbox import FaultState, SandboxFaults
+from integrations._sandbox import CallbackFaults, FaultState
 
-__all__ = ["Credentials", "Faults", "SandboxMessage", "SandboxState"]
+__all__ = ["CallbackTarget", "Credentials", "Faults", "SandboxMessage", "SandboxState"]
 
 Route = Literal["twilio", "aliyun"]
 
@@ -55,8 +56,10 @@ class Credentials:
         return f"Credentials(account_sid={self.account_sid!r}, access_key_id={self.access_key_id!r}, ...)"
 
 
-class Faults(SandboxFaults):
-    """Faults to inject into send requests (`POST /_sandbox/faults`); counters count down per request."""
+class Faults(CallbackFaults):
+    """Faults to inject (`POST /_sandbox/faults`); counters count down per request, or per callback
+    pushed (`drop_callbacks`, `duplicate_callbacks`: a Twilio status callback, or an Aliyun report
+    array with its retries)."""
 
     route: Literal["all", "twilio", "aliyun"] = Field(
         default="all", description="Which wire format they hit."
@@ -66,7 +69,21 @@ class Faults(SandboxFaults):
     opted_out_numbers: str | None = Field(default=None, description="Regex: refused as opted out (21610).")
     limited_numbers: str | None = Field(default=None, description="Regex: refused by flow control (Aliyun).")
     undeliverable_numbers: str | None = Field(default=None, description="Regex: accepted, then undelivered.")
-    delivery_ms: int = Field(default=0, ge=0, description="After acceptance, lookups say `sent` until then.")
+    delivery_ms: int = Field(
+        default=0,
+        ge=0,
+        description="After acceptance, lookups say `sent` until then; final callbacks wait as long.",
+    )
+
+
+@dataclass(slots=True)
+class CallbackTarget:
+    """Where Aliyun-shaped delivery reports go (`POST /_sandbox/callbacks`): the vendor pushes to
+    a signing relay of the lender's, so they carry `X-Arrears-Signature` when a secret is given."""
+
+    aliyun_url: str | None = None
+    secret: str | None = None
+    retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)  # the vendor's 1, 5 and 10 minutes, scaled down
 
 
 @dataclass(slots=True)
@@ -107,10 +124,18 @@ class SandboxState(FaultState):
     idempotency: dict[str, tuple[tuple[str, ...], SandboxMessage]] = field(default_factory=dict)
     nonces: dict[str, datetime] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # every push attempt, dropped ones too
+    callback_target: CallbackTarget = field(default_factory=CallbackTarget)
+    pushes: set[asyncio.Task[None]] = field(default_factory=set)  # callbacks waiting or in flight
     _patterns: dict[str, re.Pattern[str] | None] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.faults = Faults()
+        self.callback_target = CallbackTarget()
+        for task in self.pushes:
+            task.cancel()
+        self.pushes.clear()
+        self.callbacks.clear()
         self._patterns.clear()
         for store in (
             self.messages,
@@ -145,6 +170,12 @@ class SandboxState(FaultState):
         self.by_id[message.id] = message
         self.by_number.setdefault(message.to, []).append(message)
         self.count(f"messages.{message.route}")
+
+    def push(self, work: Any) -> None:
+        """Run the coroutine `work` (a callback push) in the background, kept until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.pushes.add(task)
+        task.add_done_callback(self.pushes.discard)
 
     def use_nonce(self, nonce: str, now: datetime) -> bool:
         """False if the nonce was seen in the last 15 minutes (the vendor refuses a replay)."""

@@ -8,6 +8,15 @@
 - `/_sandbox/…`: `health`, `messages` (what was received), `stats`, `reset`, `faults` (latency,
   bursts of 429/503 with Retry-After, 500 after executing, timeouts, numbers refused by pattern),
   and `reports/{aliyun,twilio}`: the delivery reports the vendor would push.
+- Callbacks pushed, as the vendors push them, in the background: a Twilio-shaped send with a
+  `StatusCallback` gets form-encoded status callbacks there (`sent` at once, then `delivered` or
+  `undelivered` after `delivery_ms`), signed with `X-Twilio-Signature` under the auth token, sent
+  once each. Aliyun-shaped sends get an SmsReport array after `delivery_ms` at the URL registered
+  with `POST /_sandbox/callbacks` (`{"aliyun_url", "secret", "retry_delays"}`), signed with our
+  `X-Arrears-Signature` when a secret is given (the lender's signing relay: Aliyun does not sign)
+  and pushed again until answered `{"code": 0}`, after 0.2, 0.5 and 1 s (the vendor's 1, 5 and 10
+  minutes, scaled down). Faults `drop_callbacks` (lost) and `duplicate_callbacks` (sent twice)
+  count down per push; `GET /_sandbox/callbacks` lists every attempt, dropped ones included.
 
 Run it alone with `python -m integrations.sms.sandbox_server --port 8025`; the cycle and the tests
 start it in a separate process through `integrations.sandbox.start_sandbox`.
@@ -15,29 +24,40 @@ start it in a separate process through `integrations.sandbox.start_sandbox`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
+import httpx
 from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._sandbox import (
     CREDENTIALS_ENV,
     control_routes,
     json_response as _json,
     serve,
+    signature_header,
     with_faults,
 )
 from integrations.sms._phones import from_aliyun, is_e164, to_aliyun
-from integrations.sms._sandbox_state import Credentials, Faults, SandboxMessage, SandboxState
-from integrations.sms._signing import aliyun_signature
+from integrations.sms._sandbox_state import (
+    CallbackTarget,
+    Credentials,
+    Faults,
+    SandboxMessage,
+    SandboxState,
+)
+from integrations.sms._signing import aliyun_signature, twilio_signature
 from integrations.sms.aliyun import CHINA
 
 __all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main"]
@@ -52,6 +72,22 @@ DEFAULT_CREDENTIALS = Credentials(
     sign_name="arrears",
 )
 _API = "/2010-04-01/Accounts/{account_sid}"
+CALLBACK_TIMEOUT = 5.0  # seconds a receiver has to answer one push
+SIGNATURE_HEADER = "X-Arrears-Signature"
+
+
+class CallbackRegistration(BaseModel):
+    """`POST /_sandbox/callbacks`: where Aliyun-shaped delivery reports go, and how they are signed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aliyun_url: str | None = Field(default=None, description="The SmsReport URL; None stops the pushes.")
+    secret: str | None = Field(default=None, description="Signs each push with X-Arrears-Signature.")
+    retry_delays: list[Annotated[float, Field(ge=0, le=60)]] = Field(
+        default=[0.2, 0.5, 1.0],
+        max_length=10,
+        description="Seconds before each push again, if unacknowledged.",
+    )
 
 
 def _twilio_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -102,6 +138,15 @@ def _int(value: str | None, default: int) -> int:
         return int(value) if value is not None else default
     except ValueError:
         return default
+
+
+def _acknowledged(answer: httpx.Response) -> bool:
+    """Aliyun wants `{"code": 0}`; anything else is pushed again."""
+    try:
+        payload = answer.json()
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("code") in (0, "0")
 
 
 def _china(dt: datetime) -> str:
@@ -201,6 +246,8 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
             st.record(message)
             if key:
                 st.idempotency[key] = (fingerprint, message)
+            if message.status_callback:
+                st.push(twilio_push(message, st.faults.delivery_ms / 1000))
             return _json(twilio_json(message, "queued"), 201)
 
         return await with_faults(st, "twilio", run, _twilio_refuse)
@@ -312,9 +359,10 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
                 return _aliyun_answer("isv.BUSINESS_LIMIT_CONTROL", "Flow control of the number.")
         biz_id = f"{secrets.randbelow(10**15):015d}^{secrets.randbelow(10**6)}"
         now = st.now()
+        sent: list[SandboxMessage] = []
         for n, (number, sign, value) in enumerate(zip(e164, signs, values, strict=True)):
             text = "; ".join(f"{k}={v}" for k, v in value.items())
-            st.record(
+            sent.append(
                 SandboxMessage(
                     id=f"{biz_id}/{n}",
                     route="aliyun",
@@ -328,6 +376,9 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
                     biz_id=biz_id,
                 )
             )
+            st.record(sent[-1])
+        if st.callback_target.aliyun_url:
+            st.push(aliyun_push(sent, st.faults.delivery_ms / 1000, st.callback_target))
         return _aliyun_answer("OK", "OK", BizId=biz_id)
 
     def aliyun_status(m: SandboxMessage) -> tuple[int, str]:
@@ -391,7 +442,11 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
 
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, Any]:
-        return {"messages": len(st.messages), "counters": dict(st.counters)}
+        return {
+            "messages": len(st.messages),
+            "pending_callbacks": len(st.pushes),
+            "counters": dict(st.counters),
+        }
 
     @app.get("/_sandbox/reports/aliyun")
     async def aliyun_reports(limit: int = 10_000) -> list[dict[str, Any]]:
@@ -400,21 +455,10 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
         for m in st.messages:
             if m.route != "aliyun":
                 continue
-            code, err = aliyun_status(m)
+            code, _ = aliyun_status(m)
             if code == 1:
                 continue
-            out.append(
-                {
-                    "phone_number": to_aliyun(m.to),
-                    "send_time": _china(m.created_at),
-                    "report_time": _china(st.now()),
-                    "success": code == 3,
-                    "err_code": err,
-                    "err_msg": "成功" if code == 3 else "用户停机",
-                    "biz_id": m.biz_id,
-                    "out_id": m.out_id or "",
-                }
-            )
+            out.append(aliyun_item(m, code == 3))
             if len(out) >= limit:
                 break
         return out
@@ -426,23 +470,147 @@ def create_app(credentials: Credentials = DEFAULT_CREDENTIALS, state: SandboxSta
         for m in st.messages:
             if m.route != "twilio":
                 continue
-            status, error = m.status(st.now(), st.delivery)
-            form = {
-                "AccountSid": creds.account_sid,
-                "ApiVersion": "2010-04-01",
-                "MessageSid": m.id,
-                "SmsSid": m.id,
-                "MessageStatus": status,
-                "SmsStatus": status,
-                "To": m.to,
-                "From": m.sender or "",
-            }
-            if error:
-                form["ErrorCode"] = error
-            out.append(form)
+            out.append(twilio_form(m, *m.status(st.now(), st.delivery)))
             if len(out) >= limit:
                 break
         return out
+
+    # -- callbacks pushed ----------------------------------------------------------------------
+
+    def twilio_form(m: SandboxMessage, status: str, error: str | None) -> dict[str, str]:
+        form = {
+            "AccountSid": creds.account_sid,
+            "ApiVersion": "2010-04-01",
+            "MessageSid": m.id,
+            "SmsSid": m.id,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": m.to,
+            "From": m.sender or "",
+        }
+        if error:
+            form["ErrorCode"] = error
+        return form
+
+    def aliyun_item(m: SandboxMessage, success: bool) -> dict[str, Any]:
+        return {
+            "phone_number": to_aliyun(m.to),
+            "send_time": _china(m.created_at),
+            "report_time": _china(st.now()),
+            "success": success,
+            "err_code": "DELIVERED" if success else "MOBILE_NOT_ON_SERVICE",
+            "err_msg": "成功" if success else "用户停机",
+            "biz_id": m.biz_id,
+            "out_id": m.out_id or "",
+        }
+
+    def attempt(route: str, url: str, ids: list[str], **fields: Any) -> dict[str, Any]:
+        """A new entry in the callback log (`GET /_sandbox/callbacks`)."""
+        entry = {
+            "route": route,
+            "url": url,
+            "at": st.now().isoformat(),
+            "message_ids": ids,
+            "status_code": None,
+            "outcome": "pending",
+            **fields,
+        }
+        st.callbacks.append(entry)
+        return entry
+
+    async def post(
+        client: httpx.AsyncClient, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response | None:
+        entry["headers"], entry["body"] = headers, body.decode()
+        try:
+            answer = await client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            entry["outcome"], entry["error"] = "failed", type(e).__name__
+            return None
+        entry["status_code"] = answer.status_code
+        return answer
+
+    def done(entry: dict[str, Any], outcome: str) -> None:
+        if entry["outcome"] == "pending":
+            entry["outcome"] = outcome
+        st.count(f"callbacks.{entry['route']}.{entry['outcome']}")
+
+    async def twilio_push(m: SandboxMessage, delay: float) -> None:
+        """`sent` at once, the final status after `delay` seconds: one POST each, as Twilio does."""
+        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+            await twilio_callback(client, m, "sent", None)
+            await asyncio.sleep(delay)
+            final, error = ("undelivered", "30003") if m.undeliverable else ("delivered", None)
+            await twilio_callback(client, m, final, error)
+
+    async def twilio_callback(
+        client: httpx.AsyncClient, m: SandboxMessage, status: str, error: str | None
+    ) -> None:
+        url = m.status_callback or ""
+        fault = st.take_callback_fault("twilio")
+        if fault == "drop":
+            done(attempt("twilio", url, [m.id], status=status), "dropped")
+            return
+        form = twilio_form(m, status, error)
+        for copy in range(2 if fault == "duplicate" else 1):
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "User-Agent": "TwilioProxy/1.1",
+                "X-Twilio-Signature": twilio_signature(creds.auth_token, url, form.items()),
+            }
+            entry = attempt("twilio", url, [m.id], status=status, copy=copy + 1)
+            answer = await post(client, entry, url, urlencode(form).encode(), headers)
+            done(entry, "delivered" if answer is not None and answer.is_success else "failed")
+
+    async def aliyun_push(messages: list[SandboxMessage], delay: float, target: CallbackTarget) -> None:
+        """One SmsReport array for the messages of one send, pushed again until acknowledged."""
+        await asyncio.sleep(delay)
+        url = target.aliyun_url or ""
+        ids = [m.id for m in messages]
+        fault = st.take_callback_fault("aliyun")
+        if fault == "drop":
+            done(attempt("aliyun", url, ids), "dropped")
+            return
+        items = [aliyun_item(m, not m.undeliverable) for m in messages]
+        body = json.dumps(items, ensure_ascii=False).encode()
+        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+            for copy in range(2 if fault == "duplicate" else 1):
+                for n, wait in enumerate((0.0, *target.retry_delays)):
+                    await asyncio.sleep(wait)
+                    headers = {"Content-Type": "application/json"}
+                    if target.secret:
+                        headers[SIGNATURE_HEADER] = signature_header(target.secret, int(time.time()), body)
+                    entry = attempt("aliyun", url, ids, attempt=n + 1, copy=copy + 1)
+                    answer = await post(client, entry, url, body, headers)
+                    acknowledged = answer is not None and answer.is_success and _acknowledged(answer)
+                    done(entry, "delivered" if acknowledged else "failed")
+                    if acknowledged:
+                        break
+                else:
+                    entry["gave_up"] = True
+                    st.count("callbacks.aliyun.gave_up")
+
+    @app.post("/_sandbox/callbacks")
+    async def register_callbacks(registration: CallbackRegistration) -> dict[str, Any]:
+        """Where Aliyun-shaped reports go from now on (sends already made keep their target)."""
+        st.callback_target = CallbackTarget(
+            registration.aliyun_url, registration.secret, tuple(registration.retry_delays)
+        )
+        return callback_target()
+
+    def callback_target() -> dict[str, Any]:
+        t = st.callback_target
+        return {"aliyun_url": t.aliyun_url, "signed": bool(t.secret), "retry_delays": list(t.retry_delays)}
+
+    @app.get("/_sandbox/callbacks")
+    async def callbacks(route: str | None = None, message_id: str | None = None) -> dict[str, Any]:
+        """Every push attempt so far (dropped ones too), and how many pushes are still to come."""
+        found = [
+            c
+            for c in st.callbacks
+            if (not route or c["route"] == route) and (not message_id or message_id in c["message_ids"])
+        ]
+        return {"callbacks": found, "pending": len(st.pushes), **callback_target()}
 
     return app
 

@@ -1,0 +1,277 @@
+"""Delivery receipts end to end: the real SMS sandbox pushes them (signed as the vendor signs) to
+the real webhook server (uvicorn on a free port), which moves the message in our database
+(SQLite and PostgreSQL). Lost and repeated receipts are injected by the sandbox's faults; a lost
+one leaves the message `sent`, and a status lookup still finds it delivered: nothing is lost."""
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from arrears.importing import Kind, open_source
+from arrears.models import AuditEvent, Message
+from arrears.storage.importer import run_import
+from deployments.webhooks import LifecycleRunner, WebhookServer, create_app
+from integrations.sms import SmsProvider, SmsRequest, build_provider
+from integrations.sms.protocol import DeliveryReport
+from tasks.inbound import record_delivery_reports
+from tests.factories import account_record, unique_id, write_csv
+
+audit = AuditEvent.__table__  # type: ignore[attr-defined]
+message = Message.__table__  # type: ignore[attr-defined]
+
+SECRET = "e2e-webhook-secret"
+US_PHONE = "+12133734253"  # account_record's default phone, in E.164
+CN_PHONE = "+8613912345678"
+
+
+# -- the two servers ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    """The webhook server and the providers it verifies, all built against the SMS sandbox."""
+
+    def __init__(self, engine: Engine, sandbox: Any, *, auth_token: str | None = None) -> None:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.status_url = f"{self.url}/sms/twilio/status"
+        creds = dict(sandbox.credentials)
+        # One Twilio provider, as settings would build it: it sends with StatusCallback = our
+        # webhook, and the webhook verifies the vendor's signature with its auth token.
+        self.twilio = build_provider(
+            "twilio", sandbox.base_url, {**creds, "status_callback": self.status_url,
+                                         **({"auth_token": auth_token} if auth_token else {})},
+        )
+        self.aliyun = build_provider("sandbox", sandbox.base_url, creds)  # Aliyun-shaped, our HMAC
+        self.runner = LifecycleRunner(run=lambda account_id, reason: None)
+        app = create_app(engine=engine, sms_providers={"twilio": self.twilio, "sandbox": self.aliyun},
+                         secret=SECRET, lifecycle=self.runner)
+        self.server = WebhookServer(app, port=port).start()
+        assert self.server.url == self.url
+
+    def close(self) -> None:
+        self.server.stop()
+        self.runner.close()
+        self.twilio.close()
+        self.aliyun.close()
+
+
+@pytest.fixture
+def stacks(engine: Engine, sms_sandbox: Any) -> Iterator[Callable[..., Stack]]:
+    made: list[Stack] = []
+
+    def make(**kw: Any) -> Stack:
+        made.append(Stack(engine, sms_sandbox, **kw))
+        return made[-1]
+
+    yield make
+    for stack in made:
+        stack.close()
+
+
+@pytest.fixture
+def stack(stacks: Callable[..., Stack]) -> Stack:
+    return stacks()
+
+
+@pytest.fixture
+def accounts(engine: Engine, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / f"{unique_id('accounts')}.csv", [
+        account_record(account_id="A-US"),
+        account_record(account_id="A-CN", borrower_name="王芳", phone="13912345678",
+                       timezone="Asia/Shanghai", jurisdiction="CN", currency="CNY", balance="60000.00", installment_amount="3000.00",
+                       past_due_amount="3000.00", oldest_due_date="2026-11-26"),
+    ])
+    summary = run_import(engine, open_source(path, Kind.ACCOUNTS))
+    assert summary.rejected == 0, summary.first_rejections
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def _request(to: str = US_PHONE) -> SmsRequest:
+    return SmsRequest(unique_id("key"), to, "reminder", {"name": "Dana"}, "Your payment is past due.")
+
+
+def _record_sent(
+    engine: Engine, provider: SmsProvider, account_id: str, request: SmsRequest, provider_id: str
+) -> int:
+    """Our outbox row for a message the provider accepted, as dispatch records it: `sent`."""
+    now = datetime.now(UTC)
+    with engine.begin() as c:
+        return int(c.execute(
+            insert(message).values(
+                idempotency_key=request.idempotency_key, account_id=account_id, channel="sms",
+                address=request.to, template=request.template, params=dict(request.params), body=request.body,
+                stage="reminder", episode=1, not_before=now, status="sent", provider=provider.info.name,
+                provider_id=provider_id, attempts=1, created_at=now, sent_at=now,
+            ).returning(message.c.id)
+        ).scalar_one())
+
+
+def _send(
+    engine: Engine, provider: SmsProvider, account_id: str, to: str = US_PHONE
+) -> tuple[int, SmsRequest, str]:
+    """Send one message through `provider` (to the sandbox) and record it: (row id, request, provider id)."""
+    request = _request(to)
+    sid = provider.send(request).provider_id
+    return _record_sent(engine, provider, account_id, request, sid), request, sid
+
+
+def _status(engine: Engine, message_id: int) -> str:
+    with engine.connect() as c:
+        return str(c.execute(select(message.c.status).where(message.c.id == message_id)).scalar_one())
+
+
+def _moves(engine: Engine, message_id: int) -> list[str]:
+    """The statuses the delivery reports moved the message to, from the audit trail."""
+    with engine.connect() as c:
+        rows = c.execute(select(audit.c.data).where(audit.c.kind == "message").order_by(audit.c.id)).scalars()
+        return [d["status"] for d in rows if d.get("message_id") == message_id]
+
+
+def _settled(sandbox: Any, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """The sandbox's callback log once no push is waiting or in flight."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = sandbox.admin.get("/_sandbox/callbacks").json()
+        if log["pending"] == 0:
+            return list(log["callbacks"])
+        assert time.monotonic() < deadline, f"callbacks still pending after {timeout}s"
+        time.sleep(0.02)
+
+
+# -- Twilio-shaped: X-Twilio-Signature --------------------------------------------------------------
+# delivery_ms gives our write of the provider id time to land before the final receipt, as the
+# handset's delay does in life; the `sent` receipt may come first and is answered 200 either way.
+
+
+def test_sandbox_receipt_marks_the_message_delivered(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """The sandbox's signed status callbacks reach the webhook and move the message sent → delivered."""
+    sms_sandbox.set_faults(delivery_ms=300)
+    message_id, _, sid = _send(engine, stack.twilio, "A-US")
+    assert sms_sandbox.messages()[0]["status_callback"] == stack.status_url
+    log = _settled(sms_sandbox)
+    assert [(c["status"], c["url"], c["status_code"]) for c in log] == [
+        ("sent", stack.status_url, 200), ("delivered", stack.status_url, 200),
+    ]
+    assert _status(engine, message_id) == "delivered"
+    assert _moves(engine, message_id) == ["delivered"]
+
+
+def test_undeliverable_receipt_fails_the_message(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """An `undelivered` callback (30003) marks the message failed with the vendor's code."""
+    sms_sandbox.set_faults(delivery_ms=300, undeliverable_numbers="4253$")
+    message_id, _, _ = _send(engine, stack.twilio, "A-US")
+    _settled(sms_sandbox)
+    assert _status(engine, message_id) == "failed"
+    with engine.connect() as c:
+        assert c.execute(select(message.c.reason).where(message.c.id == message_id)).scalar_one() == "30003"
+
+
+def test_duplicated_receipts_change_nothing_the_second_time(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """Every receipt sent twice: all four are answered 200, the message moves once, one audit event."""
+    sms_sandbox.set_faults(delivery_ms=300, duplicate_callbacks=2)
+    message_id, _, _ = _send(engine, stack.twilio, "A-US")
+    log = _settled(sms_sandbox)
+    assert [(c["status"], c["copy"], c["status_code"]) for c in log] == [
+        ("sent", 1, 200), ("sent", 2, 200), ("delivered", 1, 200), ("delivered", 2, 200),
+    ]
+    assert _status(engine, message_id) == "delivered"
+    assert _moves(engine, message_id) == ["delivered"]
+
+
+def test_dropped_receipts_leave_the_message_sent_and_a_lookup_finds_it_delivered(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """Both receipts lost: the message stays `sent`, yet nothing is lost. A status lookup by
+    provider id (the reconciliation path) says delivered, and applying it moves the message."""
+    sms_sandbox.set_faults(delivery_ms=300, drop_callbacks=2)
+    message_id, request, sid = _send(engine, stack.twilio, "A-US")
+    log = _settled(sms_sandbox)
+    assert [(c["status"], c["outcome"]) for c in log] == [("sent", "dropped"), ("delivered", "dropped")]
+    assert _status(engine, message_id) == "sent"
+    assert _moves(engine, message_id) == []
+
+    found = stack.twilio.status(request, sid)
+    assert found is not None and (found.provider_id, found.status) == (sid, "delivered")
+    applied = record_delivery_reports(engine, provider=stack.twilio.info.name, reports=[
+        DeliveryReport(found.provider_id, found.status, datetime.now(UTC), found.error_code, vendor_status="lookup"),
+    ])
+    assert applied.changed == [message_id]
+    assert _status(engine, message_id) == "delivered"
+
+
+def test_receipts_signed_with_another_token_are_refused(
+    stacks: Callable[..., Stack], engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """A webhook holding another auth token answers the sandbox 403, and the message stays sent."""
+    stack = stacks(auth_token="not-the-sandbox-token")
+    # That provider cannot send to the sandbox (wrong Basic auth): send with a good one, same URL.
+    good = build_provider("twilio", sms_sandbox.base_url,
+                          {**sms_sandbox.credentials, "status_callback": stack.status_url})
+    try:
+        sms_sandbox.set_faults(delivery_ms=300)
+        message_id, _, _ = _send(engine, good, "A-US")
+        log = _settled(sms_sandbox)
+    finally:
+        good.close()
+    assert [(c["status_code"], c["outcome"]) for c in log] == [(403, "failed"), (403, "failed")]
+    assert _status(engine, message_id) == "sent"
+
+
+# -- Aliyun-shaped: SmsReport arrays, our X-Arrears-Signature, pushed again until {"code": 0} ---------
+
+
+def test_aliyun_report_faster_than_our_write_is_pushed_again_and_applied(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """The report arrives before the provider id is stored: the webhook answers code 1, the sandbox
+    pushes again (0.2 s later, scaled from 1 minute) and the second push delivers the message."""
+    sms_sandbox.admin.post("/_sandbox/callbacks", json={
+        "aliyun_url": f"{stack.url}/sms/sandbox/status", "secret": SECRET,
+    }).raise_for_status()
+    request = _request(CN_PHONE)
+    result = stack.aliyun.send(request)
+    deadline = time.monotonic() + 5
+    while not [c for c in sms_sandbox.admin.get("/_sandbox/callbacks").json()["callbacks"]
+               if c["outcome"] != "pending"]:  # the first push answered: code 1, unknown message
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    message_id = _record_sent(engine, stack.aliyun, "A-CN", request, result.provider_id)
+    log = _settled(sms_sandbox)
+    assert [(c["attempt"], c["outcome"]) for c in log] == [(1, "failed"), (2, "delivered")]
+    assert _status(engine, message_id) == "delivered"
+    assert _moves(engine, message_id) == ["delivered"]
+
+
+def test_aliyun_duplicate_report_changes_nothing(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """A report array pushed twice is acknowledged twice and moves the message once."""
+    sms_sandbox.admin.post("/_sandbox/callbacks", json={
+        "aliyun_url": f"{stack.url}/sms/sandbox/status", "secret": SECRET,
+    }).raise_for_status()
+    sms_sandbox.set_faults(delivery_ms=300, duplicate_callbacks=1)
+    message_id, _, _ = _send(engine, stack.aliyun, "A-CN", CN_PHONE)
+    log = _settled(sms_sandbox)
+    assert [(c["copy"], c["outcome"]) for c in log] == [(1, "delivered"), (2, "delivered")]
+    assert _status(engine, message_id) == "delivered"
+    assert _moves(engine, message_id) == ["delivered"]
