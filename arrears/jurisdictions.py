@@ -1,60 +1,316 @@
-"""Jurisdiction profiles: where a borrower lives decides when and how we may contact them.
+"""Jurisdiction profiles: where a borrower lives decides when, how often and how we may contact them.
 
-A profile is data. The numbers are the defaults of ../shared/domain/compliance.md, each with its
-source; a lender's policy file may tighten them. `US-*` profiles are overlays on `US`.
+A profile is data: one TOML file per jurisdiction in `arrears/profiles/`, each value next to the
+source it comes from (../shared/domain/compliance.md). `extends` lays a profile over another
+(`US-CA` over `US` over `_base`): tables merge key by key and caps merge by name.
+
+A lender's policy file lays its own values over the files (`[profiles.CN.hours]`, or
+`[profiles."*"]` for every jurisdiction) through `resolve`. A value that a rule states (contact
+hours and closed days, binding caps, the SMS opt-out, the third-party rule, naming the lender)
+may only be tightened there; the policy numbers (`binding = false` caps) may move either way.
 """
 
-from dataclasses import dataclass, field, replace
-from datetime import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from importlib import resources
+from typing import Any
 
-__all__ = ["Profile", "PROFILES", "profile", "known", "KNOWN_JURISDICTIONS"]
+__all__ = [
+    "KNOWN_JURISDICTIONS",
+    "PROFILES",
+    "Cap",
+    "Hours",
+    "Profile",
+    "ProfileError",
+    "known",
+    "profile",
+    "resolve",
+]
+
+_SCOPES = ("borrower", "account", "address")
+_COUNTS = ("all", "connected", "unanswered")
+_THIRD_PARTIES = ("never", "when_unreachable")  # strictest first
+
+
+class ProfileError(ValueError):
+    """A profile file or a policy override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hours:
+    """When contact is allowed, in the borrower's local wall-clock time: [start, end) on open days."""
+
+    start: time
+    end: time
+    closed_weekdays: frozenset[int] = frozenset()  # 0 = Monday
+    closed_on_holidays: bool = False
+    holidays: str | None = None  # calendar of the `holidays` package: "US", or "US-CA" for a subdivision
+    source: str = field(default="", compare=False)  # not part of the rule: keeps the cache key small
+
+    @property
+    def label(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """At most `limit` contacts on `channel` per `scope` in any `window_days` (rolling, in hours)."""
+
+    name: str
+    channel: str  # sms | call | email
+    scope: str  # borrower (all their loans) | account (one debt) | address (one number)
+    limit: int
+    window_days: int
+    counts: str = "all"  # all | connected | unanswered (calls)
+    quiet_after_conversation_days: int | None = None  # none at all this long after a conversation
+    binding: bool = False  # a rule states this number (tighten only); False: a policy number
+    source: str = ""
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+    @property
+    def rule(self) -> str:
+        """How a verdict names this cap: `cap:sms-borrower-7d`."""
+        return f"cap:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
     code: str
     phone_region: str  # default region when parsing local phone numbers (phonenumbers)
-    contact_start: time
-    contact_end: time
-    holidays_country: str | None = None
-    no_contact_weekdays: frozenset[int] = field(default_factory=frozenset)  # 0 = Monday
-    no_contact_on_holidays: bool = False
+    locale: str  # message catalogue: zh-CN or en
+    hours: Hours
+    caps: tuple[Cap, ...] = ()
+    identify_institution: bool = True  # every message names the lender
+    sms_opt_out_required: bool = False  # every text carries `opt_out_text`
+    opt_out_text: str = "Reply STOP to opt out."
+    third_parties: str = "when_unreachable"  # never | when_unreachable; never told of the debt either way
     cure_notice_days: int | None = None  # right to cure before repossession or suit
     cure_business_days: bool = False
-    sms_opt_out_required: bool = False
+    max_cures: int | None = None  # no cure owed after this many
+    breathing_space_days: int | None = None  # informative: the hold is lifted by notice, not by date
+    sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
+    _by_channel: dict[str, tuple[Cap, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def caps_for(self, channel: str) -> tuple[Cap, ...]:
+        """The caps that count contacts on `channel` (asked once per message: kept after the first)."""
+        found = self._by_channel.get(channel)
+        if found is None:
+            found = self._by_channel[channel] = tuple(c for c in self.caps if c.channel == channel)
+        return found
+
+    @property
+    def hours_rule(self) -> str:
+        """How a verdict names the contact window: `hours:CN`."""
+        return f"hours:{self.code}"
 
 
-_US = Profile(
-    code="US",
-    phone_region="US",
-    # Reg F 1006.6(b)(1)(i): 08:00-21:00 in the consumer's local time; for SMS the send time counts.
-    contact_start=time(8),
-    contact_end=time(21),
-    holidays_country="US",
-    # Reg F 1006.6(e): every electronic communication carries a clear, free opt-out.
-    sms_opt_out_required=True,
-)
+# ----------------------------------------------------------------------------------------------
+# Files
 
-PROFILES: dict[str, Profile] = {
-    # CBA 2026 guideline: no collection contact 22:00-08:00 local.
-    "CN": Profile(code="CN", phone_region="CN", contact_start=time(8), contact_end=time(22), holidays_country="CN"),
-    "US": _US,
-    "US-CA": replace(_US, code="US-CA"),  # Cal. Civ. Code 2983.2: no pre-repossession cure notice
-    "US-IA": replace(_US, code="US-IA", cure_notice_days=20),  # Iowa Code 537.5110-5111
-    "US-WI": replace(_US, code="US-WI", cure_notice_days=15),  # Wis. Stat. 425.104-105
-    "US-MA": replace(_US, code="US-MA", cure_notice_days=21),  # M.G.L. c.255B §20A
-    # CONC 7.9: no contact at unreasonable times; CCA 1974 s.87-88: 14 days to remedy a default.
-    "GB": Profile(
-        code="GB", phone_region="GB", contact_start=time(8), contact_end=time(21), holidays_country="GB",
-        cure_notice_days=14,
-    ),
-    # Consumer Credit Act 1995 s.46: none 21:00-09:00, none on Sundays or public holidays.
-    "IE": Profile(
-        code="IE", phone_region="IE", contact_start=time(9), contact_end=time(21), holidays_country="IE",
-        no_contact_weekdays=frozenset({6}), no_contact_on_holidays=True,
-    ),
+
+def _read_files() -> dict[str, dict[str, Any]]:
+    folder = resources.files("arrears") / "profiles"
+    raw: dict[str, dict[str, Any]] = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".toml"):
+            try:
+                raw[entry.name.removesuffix(".toml")] = tomllib.loads(entry.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as error:
+                raise ProfileError(f"profiles/{entry.name}: {error}") from error
+    return raw
+
+
+def _flatten(raw: dict[str, dict[str, Any]], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The profile file `name` with everything it extends laid under it."""
+    if name in seen:
+        raise ProfileError(f"profiles/{name}.toml: extends itself through {' -> '.join(seen)}")
+    if name not in raw:
+        raise ProfileError(f"no profile file {name}.toml (extended by {seen[-1] if seen else '?'})")
+    own = raw[name]
+    parent = own.get("extends")
+    base = _flatten(raw, parent, (*seen, name)) if parent else {}
+    return _overlay(base, {k: v for k, v in own.items() if k != "extends"})
+
+
+def _overlay(base: Mapping[str, Any], over: Mapping[str, Any], origin: str | None = None) -> dict[str, Any]:
+    """`over` laid on `base`; with `origin`, a cap `over` changes without naming a source says where
+    the change came from."""
+    merged = dict(base)
+    for key, value in over.items():
+        if key == "caps":
+            merged["caps"] = _overlay_caps(base.get("caps", []), value, origin)
+        elif isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _overlay_caps(base: list[dict[str, Any]], over: Any, origin: str | None) -> list[dict[str, Any]]:
+    if not isinstance(over, list) or not all(isinstance(c, Mapping) and "name" in c for c in over):
+        raise ProfileError("caps: a list of tables, each with a name")
+    caps = {c["name"]: dict(c) for c in base}
+    for cap in over:
+        before = caps.get(cap["name"], {})
+        caps[cap["name"]] = {**before, **cap}
+        if origin and "source" not in cap:
+            caps[cap["name"]]["source"] = f"{origin}" + (f" (was: {before['source']})" if before.get("source") else "")
+    return list(caps.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and checking
+
+
+def _time(value: Any, where: str) -> time:
+    try:
+        return time.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ProfileError(f"{where}: a local time HH:MM, not {value!r}") from None
+
+
+def _take(data: dict[str, Any], where: str, known: set[str]) -> None:
+    unknown = set(data) - known
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def _hours(data: Any, where: str) -> Hours:
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: a table with start and end")
+    _take(dict(data), where, {"start", "end", "closed_weekdays", "closed_on_holidays", "holidays", "source"})
+    try:
+        start, end = _time(data["start"], f"{where}.start"), _time(data["end"], f"{where}.end")
+    except KeyError as missing:
+        raise ProfileError(f"{where}: {missing.args[0]} is required") from None
+    if not start < end:
+        raise ProfileError(f"{where}: start {start:%H:%M} must come before end {end:%H:%M}")
+    closed = data.get("closed_weekdays", [])
+    if not isinstance(closed, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in closed):
+        raise ProfileError(f"{where}.closed_weekdays: days 0 (Monday) to 6 (Sunday)")
+    return Hours(
+        start=start, end=end, closed_weekdays=frozenset(closed),
+        closed_on_holidays=bool(data.get("closed_on_holidays", False)), holidays=data.get("holidays"),
+        source=str(data.get("source", "")),
+    )
+
+
+_CAP_KEYS = {"name", "channel", "scope", "limit", "window_days", "counts", "quiet_after_conversation_days", "binding", "source"}
+
+
+def _cap(data: dict[str, Any], where: str) -> Cap:
+    where = f"{where}.caps.{data.get('name')}"
+    _take(data, where, _CAP_KEYS)
+    missing = {"channel", "scope", "limit", "window_days"} - set(data)
+    if missing:
+        raise ProfileError(f"{where}: {', '.join(sorted(missing))} required")
+    cap = Cap(
+        name=str(data["name"]), channel=str(data["channel"]), scope=str(data["scope"]), limit=data["limit"],
+        window_days=data["window_days"], counts=str(data.get("counts", "all")),
+        quiet_after_conversation_days=data.get("quiet_after_conversation_days"),
+        binding=bool(data.get("binding", False)), source=str(data.get("source", "")),
+    )
+    if cap.scope not in _SCOPES:
+        raise ProfileError(f"{where}.scope: one of {', '.join(_SCOPES)}")
+    if cap.counts not in _COUNTS:
+        raise ProfileError(f"{where}.counts: one of {', '.join(_COUNTS)}")
+    if not isinstance(cap.limit, int) or cap.limit < 1 or not isinstance(cap.window_days, int) or cap.window_days < 1:
+        raise ProfileError(f"{where}: limit and window_days are whole numbers of at least 1")
+    return cap
+
+
+_PROFILE_KEYS = {
+    "code", "phone_region", "locale", "hours", "caps", "identify_institution", "sms_opt_out_required",
+    "opt_out_text", "third_parties", "cure_notice_days", "cure_business_days", "max_cures",
+    "breathing_space_days",
 }
+_SOURCE_SUFFIX = "_source"
 
+
+def _build(code: str, data: dict[str, Any], where: str) -> Profile:
+    sources = tuple(sorted((k.removesuffix(_SOURCE_SUFFIX), str(v)) for k, v in data.items() if k.endswith(_SOURCE_SUFFIX)))
+    plain = {k: v for k, v in data.items() if not k.endswith(_SOURCE_SUFFIX)}
+    _take(plain, where, _PROFILE_KEYS)
+    if "hours" not in plain:
+        raise ProfileError(f"{where}: hours are required")
+    if plain.get("code", code) != code:
+        raise ProfileError(f"{where}: code {plain['code']!r} does not match the file {code}")
+    third = plain.get("third_parties", "when_unreachable")
+    if third not in _THIRD_PARTIES:
+        raise ProfileError(f"{where}.third_parties: one of {', '.join(_THIRD_PARTIES)}")
+    caps = tuple(_cap(dict(c), where) for c in plain.get("caps", []))
+    if len({c.name for c in caps}) != len(caps):
+        raise ProfileError(f"{where}.caps: names must be unique")
+    return Profile(
+        code=code, phone_region=str(plain.get("phone_region", "")), locale=str(plain.get("locale", "en")),
+        hours=_hours(plain["hours"], f"{where}.hours"), caps=caps,
+        identify_institution=bool(plain.get("identify_institution", True)),
+        sms_opt_out_required=bool(plain.get("sms_opt_out_required", False)),
+        opt_out_text=str(plain.get("opt_out_text", "Reply STOP to opt out.")), third_parties=third,
+        cure_notice_days=plain.get("cure_notice_days"), cure_business_days=bool(plain.get("cure_business_days", False)),
+        max_cures=plain.get("max_cures"), breathing_space_days=plain.get("breathing_space_days"), sources=sources,
+    )
+
+
+def _tighter(base: Profile, new: Profile, where: str) -> None:
+    """Refuse an override that loosens what a rule states: only tighter values pass."""
+    b, n = base.hours, new.hours
+    if n.start < b.start or n.end > b.end:
+        raise ProfileError(f"{where}.hours: {n.label} is wider than the rule's {b.label} ({b.source})")
+    if not n.closed_weekdays >= b.closed_weekdays or (b.closed_on_holidays and not n.closed_on_holidays):
+        raise ProfileError(f"{where}.hours: may not open days the rule closes ({b.source})")
+    if b.closed_on_holidays and n.holidays != b.holidays:
+        raise ProfileError(f"{where}.hours.holidays: the rule's calendar {b.holidays} may not change")
+    caps = {c.name: c for c in new.caps}
+    for rule in (c for c in base.caps if c.binding):
+        cap = caps.get(rule.name)
+        if (
+            cap is None
+            or (cap.channel, cap.scope, cap.counts) != (rule.channel, rule.scope, rule.counts)
+            or cap.limit > rule.limit
+            or cap.window_days < rule.window_days
+            or (rule.quiet_after_conversation_days or 0) > (cap.quiet_after_conversation_days or 0)
+        ):
+            raise ProfileError(f"{where}.caps.{rule.name}: may only be tightened ({rule.source})")
+    if base.sms_opt_out_required and not new.sms_opt_out_required:
+        raise ProfileError(f"{where}.sms_opt_out_required: a rule requires it ({dict(base.sources).get('sms_opt_out', '')})")
+    if base.identify_institution and not new.identify_institution:
+        raise ProfileError(f"{where}.identify_institution: every message names the lender")
+    if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
+        raise ProfileError(f"{where}.third_parties: may only be tightened to 'never'")
+
+
+_RAW = _read_files()
+_FILES = {name: _flatten(_RAW, name) for name in _RAW if not name.startswith("_")}
+
+
+def resolve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Profile]:
+    """Every profile, with a policy file's `[profiles]` overrides laid over the files."""
+    overrides = overrides or {}
+    unknown = set(overrides) - set(_FILES) - {"*"}
+    if unknown:
+        raise ProfileError(f"profiles: unknown jurisdiction(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FILES))}")
+    profiles = {}
+    for code, data in _FILES.items():
+        merged = _overlay(
+            _overlay(data, overrides.get("*", {}), 'policy file [profiles."*"]'),
+            overrides.get(code, {}), f"policy file [profiles.{code}]",
+        )
+        where = f"profiles.{code}"
+        built = _build(code, merged, where)
+        if overrides:
+            _tighter(PROFILES[code], built, where)
+        profiles[code] = built
+    return profiles
+
+
+PROFILES: dict[str, Profile] = {}
+PROFILES.update(resolve())
 KNOWN_JURISDICTIONS = frozenset(PROFILES)
 
 
@@ -63,6 +319,7 @@ def known(code: str) -> bool:
 
 
 def profile(code: str) -> Profile:
+    """The profile as the files state it; `Policy.profile` adds the lender's policy file."""
     try:
         return PROFILES[code]
     except KeyError:

@@ -5,6 +5,9 @@ It takes an account view, the facts gathered for it, the policy and the instant,
 in the outbox. It reads no clock, no database and no provider, so the same inputs always give
 the same decision and a day can be replayed from stored facts.
 
+Every message is rendered here (from `Facts.context`) and checked by the one compliance entry,
+`check_contact`, on its rendered body: the verdict (send, defer, block) is part of the decision.
+
 Invariants the tests hold it to:
 - a collection hold (dispute, bankruptcy, deceased, military, breathing space) freezes the
   account: no message and no escalation; only facts move it (a cure, a payoff, falling
@@ -15,11 +18,13 @@ Invariants the tests hold it to:
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from arrears.compliance.contact import VerdictKind, check_contact
+from arrears.compliance.caps import Contact
+from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
+from arrears.messages import MessageContext, render, template_params
 from arrears.policy import Policy
 from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
@@ -75,6 +80,9 @@ class Facts:
     review_decision: DecisionKind | None = None  # decided since the account entered its stage
     returned_from_review: date | None = None  # when a reviewer last sent it back to negotiation
     referral_status: str | None = None  # court status of an open referral
+    context: MessageContext | None = None  # what a message is filled with; without it nothing is sent
+    address: str | None = None  # the number a text would go to (E.164)
+    history: tuple[Contact, ...] = ()  # the borrower's recent and pending contacts, all accounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,9 @@ class Outgoing:
     not_before: datetime
     blocked: str | None = None  # the rule that forbids it; stored, never sent
     deferred: str | None = None  # the rule that moved it later
+    body: str | None = None  # the rendered text the verdict was given on
+    params: tuple[tuple[str, str], ...] = ()  # the values the template was filled with
+    detail: str | None = None  # what exactly the rule found, for people
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +138,8 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
     messages: tuple[Outgoing, ...] = ()
     if not collection_holds and segment is not Segment.UNREACHABLE:
         stage_since = facts.business_date if steps else _local_date(account.stage_since, account.timezone)
-        messages = tuple(_messages(account, facts, policy, segment, stage, episode, stage_since, now))
+        planned = _messages(account, facts, policy, segment, stage, episode, stage_since)
+        messages = tuple(_outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned)
     return Decision(account.account_id, stage, episode, segment, tuple(steps), messages, collection_holds)
 
 
@@ -222,20 +234,19 @@ def _messages(
     stage: str,
     episode: int,
     stage_since: date,
-    now: datetime,
-) -> Iterator[Outgoing]:
-    """The messages of the stage the account ends the day in, each keyed once per episode."""
+) -> Iterator[tuple[str, str]]:
+    """The messages (key, template) of the stage the account ends the day in, each keyed once per episode."""
     base = f"{account.account_id}:{stage}:{episode}"
     match stage:
         case Stage.REMINDER if not facts.promise_pending:
             due = [d for d in policy.reminder.cadence_days if d <= account.days_past_due]
             if due:
-                yield _outgoing(f"{base}:day-{due[-1]}", "reminder", account, facts, policy, now)
+                yield f"{base}:day-{due[-1]}", "reminder"
         case Stage.NEGOTIATION if not facts.promise_pending:
             week = (facts.business_date - stage_since).days // policy.negotiation.cadence_days
-            yield _outgoing(f"{base}:ask-{week}", "negotiation", account, facts, policy, now)
+            yield f"{base}:ask-{week}", "negotiation"
         case Stage.RESTRUCTURING if facts.plan is None:
-            yield _outgoing(f"{base}:offer", "restructuring_offer", account, facts, policy, now)
+            yield f"{base}:offer", "restructuring_offer"
         case Exit.CURED:
             days_before = policy.reminder.courtesy_days_before_due
             high_risk = segment in _HIGH_RISK or account.episode > 0
@@ -245,21 +256,38 @@ def _messages(
                 and account.next_due_date is not None
                 and (account.next_due_date - facts.business_date).days == days_before
             ):
-                yield _outgoing(
-                    f"{account.account_id}:courtesy:{account.next_due_date.isoformat()}",
-                    "courtesy", account, facts, policy, now,
-                )
+                yield f"{account.account_id}:courtesy:{account.next_due_date.isoformat()}", "courtesy"
 
 
-def _outgoing(key: str, template: str, account: AccountView, facts: Facts, policy: Policy, now: datetime) -> Outgoing:
+def _outgoing(
+    key: str, template: str, account: AccountView, facts: Facts, policy: Policy, stage: str, episode: int, now: datetime
+) -> Outgoing:
+    """Render the message and give it its verdict: the decision-time half of the compliance check."""
+    body: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    ctx = facts.context
+    if ctx is not None:
+        if ctx.jurisdiction != account.jurisdiction:
+            ctx = replace(ctx, jurisdiction=account.jurisdiction)
+        filled = template_params(ctx)
+        body = render(template, ctx, filled, profile=policy.profile(account.jurisdiction))
+        params = tuple(filled.items())
     verdict = check_contact(
-        holds=facts.holds, opted_out=facts.opted_out, template=template, approved_templates=policy.approved_templates,
-        jurisdiction=account.jurisdiction, timezone=account.timezone, now=now,
+        request=ContactRequest(
+            account_id=account.account_id, jurisdiction=account.jurisdiction, timezone=account.timezone,
+            template=template, body=body, lender=ctx.lender if ctx else "", address=facts.address, fill=params,
+            stage=stage, episode=episode,
+        ),
+        state=ContactState(holds=facts.holds, opted_out=facts.opted_out, debtor_reachable=facts.reachable,
+                           history=facts.history),
+        policy=policy,
+        now=now,
     )
     return Outgoing(
         key, template, verdict.not_before,
         blocked=verdict.reason if verdict.kind is VerdictKind.BLOCK else None,
         deferred=verdict.reason if verdict.kind is VerdictKind.DEFER else None,
+        body=body, params=params, detail=verdict.detail,
     )
 
 

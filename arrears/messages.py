@@ -1,20 +1,22 @@
 """Message templates: Jinja2 catalogues per locale, rendered once when a message is decided.
 
 The rendered body is stored in the outbox, so the audit trail shows exactly what the borrower
-read. Locale follows the jurisdiction (zh-CN for CN, English elsewhere); the lender's name opens
-every message because the institution must identify itself (CBA 2026 guideline), and US
-messages carry the opt-out instruction (Reg F 1006.6(e)).
+read. Locale follows the jurisdiction's profile (zh-CN for CN, English elsewhere); the lender's
+name opens every message because the institution must identify itself (CBA 2026 guideline), and
+where the profile requires it the message ends with its opt-out instruction (Reg F 1006.6(e)).
+`arrears.compliance.content` checks the rendered text for all of this, and for what no message
+may say.
 """
 
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from arrears.currencies import minor_units
-from arrears.jurisdictions import profile
+from arrears.jurisdictions import Profile, profile
 
 __all__ = ["MessageContext", "template_params", "render", "locale_for", "format_money"]
 
@@ -34,7 +36,7 @@ class MessageContext:
 
 
 def locale_for(jurisdiction: str) -> str:
-    return "zh-CN" if jurisdiction == "CN" else "en"
+    return profile(jurisdiction).locale
 
 
 def format_money(amount: Decimal, currency: str) -> str:
@@ -56,11 +58,28 @@ def template_params(ctx: MessageContext) -> dict[str, str]:
     }
 
 
-def render(template: str, ctx: MessageContext, params: dict[str, str] | None = None) -> str:
-    """The text the borrower reads; raises if the template needs a value the context lacks."""
+def render(
+    template: str, ctx: MessageContext, params: dict[str, str] | None = None, *, profile: Profile | None = None
+) -> str:
+    """The text the borrower reads; raises if the template needs a value the context lacks.
+
+    `profile` is the jurisdiction's profile under the lender's policy (`Policy.profile`); without
+    it, the profile as the files state it.
+    """
     values = params if params is not None else template_params(ctx)
-    opt_out = profile(ctx.jurisdiction).sms_opt_out_required
-    return _template(locale_for(ctx.jurisdiction), template).render(**values, opt_out=opt_out).strip()
+    prof = profile if profile is not None else _profile(ctx.jurisdiction)
+    opt_out = prof.opt_out_text if prof.sms_opt_out_required else ""
+    return _render(prof.locale, template, tuple(values.items()), opt_out)
+
+
+@lru_cache(maxsize=65_536)
+def _render(locale: str, template: str, values: tuple[tuple[str, str], ...], opt_out: str) -> str:
+    # Cached: the values decide the text, and a cycle renders each message once when it decides
+    # and may ask again when it stores it.
+    return _template(locale, template).render(**dict(values), opt_out=opt_out).strip()
+
+
+_profile = profile  # `render` takes a `profile` argument that shadows the function
 
 
 @cache

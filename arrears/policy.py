@@ -7,10 +7,13 @@ under the policy that made it.
 
 import json
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from arrears.jurisdictions import Profile, ProfileError, resolve
 
 __all__ = ["Policy", "PolicyError", "load_policy", "DEFAULT_POLICY"]
 
@@ -63,6 +66,39 @@ class Policy(_Section):
         default=frozenset({"courtesy", "reminder", "negotiation", "restructuring_offer"}),
         description="Only these templates may be sent.",
     )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Overrides of the jurisdiction profiles (arrears/profiles/*.toml), by code or \"*\" for all: "
+            "e.g. [profiles.CN.hours] start = \"09:00\", or [[profiles.\"*\".caps]] name = \"sms-borrower-7d\" "
+            "limit = 2. What a rule states may only be tightened."
+        ),
+    )
+    _resolved: dict[str, Profile] = PrivateAttr(default_factory=dict)
+    _resolved_from: Any = PrivateAttr(default=None)
+
+    def profile(self, code: str) -> Profile:
+        """The jurisdiction's profile under this policy: the file, with this policy's overrides."""
+        # Asked for every message: read the private attributes straight from their dict (pydantic's
+        # attribute lookup for them costs microseconds).
+        private = self.__pydantic_private__
+        assert private is not None
+        if private["_resolved_from"] is not self.profiles:  # a model_copy(update=...) may bring new overrides
+            self._resolve()
+        try:
+            return private["_resolved"][code]
+        except KeyError:
+            raise KeyError(f"unknown jurisdiction {code!r}; known: {', '.join(sorted(self._resolved))}") from None
+
+    def longest_cap_window(self) -> timedelta:
+        """How far back the message log must be read to count every cap of every profile."""
+        if self._resolved_from is not self.profiles:
+            self._resolve()
+        return max((c.window for p in self._resolved.values() for c in p.caps), default=timedelta(0))
+
+    def _resolve(self) -> None:
+        self._resolved = resolve(self.profiles)
+        self._resolved_from = self.profiles
 
     @model_validator(mode="after")
     def _coherent(self) -> "Policy":
@@ -72,6 +108,10 @@ class Policy(_Section):
             raise ValueError("reminder.cadence_days must be increasing days past due, each at least 1")
         if not 1 <= self.negotiation.enter_dpd <= self.negotiation.review_dpd:
             raise ValueError("negotiation.enter_dpd must lie between 1 and negotiation.review_dpd")
+        try:
+            self._resolve()
+        except ProfileError as error:
+            raise ValueError(str(error)) from None
         return self
 
 

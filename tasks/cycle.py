@@ -8,7 +8,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.lifecycle import advance
-from arrears.messages import render, template_params
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import migrate, read_only
@@ -70,20 +69,16 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
     rules = policy()
     with read_only(engine()) as connection:
         rows = store.load_shard(
-            connection, lo=shard.lo, hi=shard.hi, business_date=business_date, lender=settings.lender_name
+            connection, lo=shard.lo, hi=shard.hi, business_date=business_date, lender=settings.lender_name,
+            since=as_of - rules.longest_cap_window(),
         )
+    # Each decided message carries the body its compliance verdict was given on.
     decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
-    texts: dict[str, tuple[dict[str, str], str]] = {}
-    for row, decision in zip(rows, decisions, strict=True):
-        if decision.messages:
-            params = template_params(row.context)
-            for out in decision.messages:
-                texts[out.key] = (params, render(out.template, row.context, params))
     with engine().begin() as connection:
         fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
         kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
         counts = store.write_decisions(
-            connection, rows=[r for r, _ in kept], decisions=[d for _, d in kept], texts=texts, now=as_of,
+            connection, rows=[r for r, _ in kept], decisions=[d for _, d in kept], texts={}, now=as_of,
             cycle_id=cycle_id,
         )
     return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}

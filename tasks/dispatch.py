@@ -1,18 +1,28 @@
 """Dispatch: send due outbox rows through the SMS provider, checking compliance again at send time.
 
-Per batch: lease the rows, re-check each (stale stage, holds, opt-out, invalid number, the hour
-in the borrower's zone), reconcile rows an earlier try may have sent, send the rest in one
-`send_batch`, and record every outcome. Nothing leaves without a verdict of SEND at this instant.
+Per batch: lease the rows, re-check each in id order (stale stage, invalid number, then every
+rule of `check_contact` on the stored body: holds, opt-out, template, content, the window in the
+borrower's zones, the caps counted from the message log plus what this batch already approved),
+reconcile rows an earlier try may have sent, send the rest in one `send_batch`, and record every
+outcome with the rule that decided it. Nothing leaves without a verdict of SEND at this instant.
 """
 
+import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
-from arrears.compliance.contact import VerdictKind, check_contact
+from arrears.compliance.caps import Contact
+from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
+from arrears.masking import install_log_masking, mask_phone
 from arrears.models import utcnow
+from arrears.policy import Policy
+from arrears.settings import get_settings
 from arrears.storage import outbox
 from arrears.storage.outbox import DueMessage, Outcome
 from arrears.vocabulary import MessageStatus
@@ -20,6 +30,9 @@ from integrations.errors import InvalidAddress, OptedOut, Permanent, ProviderErr
 from integrations.sms.protocol import SmsRequest, SmsResult
 from tasks.database import engine, policy
 from tasks.sms import current_sms
+
+# Every process that dispatches masks numbers in its log records, Prefect's run logs included.
+install_log_masking()
 
 __all__ = ["Batch", "plan_dispatch", "dispatch_batch"]
 
@@ -52,22 +65,25 @@ def plan_dispatch(as_of: datetime, size: int, account_id: str | None = None) -> 
 def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[str, int]:
     """Send one batch; returns counts by outcome status."""
     provider = current_sms()
-    approved = policy().approved_templates
+    rules = policy()
+    lender = get_settings().lender_name
     wall = utcnow()
     with engine().begin() as connection:
         rows = outbox.lease_batch(
             connection, lo=batch.lo, hi=batch.hi, now=as_of, wall=wall, lease_until=wall + LEASE,
-            account_id=batch.account_id,
+            account_id=batch.account_id, lookback=rules.longest_cap_window(),
         )
 
     outcomes: list[Outcome] = []
     to_send: list[DueMessage] = []
-    for row in rows:
-        refusal = _refusal(row, approved, as_of)
+    approved: dict[str, list[Contact]] = defaultdict(list)  # per borrower: what this batch lets go
+    for row in rows:  # in id order: the caps let the earlier of two rows go first
+        refusal = _refusal(row, rules, as_of, lender=lender, approved=approved[row.borrower_id])
         if refusal is not None:
             outcomes.append(refusal)
         else:
             to_send.append(row)
+            approved[row.borrower_id].append(Contact(as_of, "sms", row.account_id, row.address, message_id=row.id))
 
     name = provider.info.name
     requests = [SmsRequest(r.idempotency_key, r.address, r.template, r.params, r.body) for r in to_send]
@@ -89,27 +105,51 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
 
     with engine().begin() as connection:
         outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
+    _log_refused_numbers(outcomes, {r.id: r.address for r in rows})
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status.value] = counts.get(o.status.value, 0) + 1
     return counts
 
 
-def _refusal(row: DueMessage, approved: frozenset[str], now: datetime) -> Outcome | None:
-    """The send-time check: the same rules as at decision time, plus what changed since."""
+def _refusal(
+    row: DueMessage, rules: Policy, now: datetime, *, lender: str, approved: list[Contact] | None = None
+) -> Outcome | None:
+    """The send-time check: the same rules as at decision time (`check_contact`), plus what
+    changed since. `approved` holds the rows of the borrower this batch already lets go."""
     if (row.account_stage, row.account_episode) != (row.stage, row.episode):
-        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, f"stale: account is now {row.account_stage}")
+        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "stale", detail=f"account is now {row.account_stage}")
     if not row.address_valid or not row.address:
         return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "invalid_number")
     verdict = check_contact(
-        holds=row.holds, opted_out=row.opted_out, template=row.template, approved_templates=approved,
-        jurisdiction=row.jurisdiction, timezone=row.timezone, now=now,
+        request=ContactRequest(
+            account_id=row.account_id, jurisdiction=row.jurisdiction, timezone=row.timezone, template=row.template,
+            body=row.body, lender=row.params.get("lender", lender), address=row.address,
+            fill=tuple(row.params.items()), message_id=row.id, stage=row.stage, episode=row.episode,
+        ),
+        state=ContactState(holds=row.holds, opted_out=row.opted_out, history=(*row.history, *(approved or ()))),
+        policy=rules,
+        now=now,
     )
     if verdict.kind is VerdictKind.BLOCK:
-        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, verdict.reason)
+        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, verdict.reason, detail=verdict.detail)
     if verdict.kind is VerdictKind.DEFER:
-        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, verdict.reason, not_before=verdict.not_before)
+        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, verdict.reason, not_before=verdict.not_before,
+                       detail=verdict.detail)
     return None
+
+
+def _log_refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> None:
+    """Tell operations which numbers a provider refused: masked, like every number in a log."""
+    refused = [o for o in outcomes if o.invalid_address or (o.reason or "").startswith("opt_out:carrier")]
+    if not refused:
+        return
+    try:
+        log: Any = get_run_logger()
+    except MissingContextError:  # the task body called directly (`.fn`), outside a run
+        log = logging.getLogger("arrears.dispatch")
+    for o in refused:
+        log.warning("message %s to %s: %s", o.id, mask_phone(addresses.get(o.id, "")), o.reason)
 
 
 def _outcome(row: DueMessage, result: SmsResult | ProviderError, provider: str, at: datetime) -> Outcome:
@@ -121,16 +161,20 @@ def _outcome(row: DueMessage, result: SmsResult | ProviderError, provider: str, 
                        provider_id=result.provider_id, sent_at=at)
     if isinstance(result, Transient):
         retry_at = at + timedelta(seconds=result.retry_after or 60)
-        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, f"provider busy: {result}", not_before=retry_at)
+        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, "provider:busy", not_before=retry_at,
+                       detail=str(result))
     if isinstance(result, InvalidAddress):
-        return Outcome(row.id, row.account_id, MessageStatus.FAILED, f"invalid_number: {result}", provider=provider,
-                       invalid_address=row.address)
+        return Outcome(row.id, row.account_id, MessageStatus.FAILED, "invalid_number", provider=provider,
+                       invalid_address=row.address, detail=str(result))
     if isinstance(result, OptedOut):
-        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, f"opt_out at carrier: {result}", provider=provider)
+        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "opt_out:carrier", provider=provider,
+                       detail=str(result))
     if isinstance(result, Permanent):
-        return Outcome(row.id, row.account_id, MessageStatus.FAILED, str(result), provider=provider)
+        return Outcome(row.id, row.account_id, MessageStatus.FAILED, "provider:refused", provider=provider,
+                       detail=str(result))
     # Unknown outcome (or any other provider error): keep it scheduled; the next lease reconciles
     # it through status() before anything is sent again.
-    return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, f"unknown outcome: {result}", not_before=at)
+    return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, "provider:unknown", not_before=at,
+                   detail=str(result))
 
 

@@ -1,5 +1,12 @@
-"""The cycle's artifacts and events for operations (DESIGN §9)."""
+"""The cycle's artifacts and events for operations (DESIGN §9).
 
+Besides the portfolio tables, each cycle audits itself: the messages it sent are re-checked
+against every rule (`arrears.compliance.report`) and its deferrals and blocks are counted by rule,
+in a `compliance` artifact; a violation is emitted as an `arrears.compliance.violation` event so
+that an automation can page someone. Artifacts carry counts and rule names, never a number.
+"""
+
+from datetime import timedelta
 from typing import Any
 
 from prefect import task
@@ -8,8 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from arrears.buckets import BUCKETS
+from arrears.compliance.report import ComplianceReport, compliance_report
+from arrears.masking import mask_text
+from arrears.settings import get_settings
 from arrears.storage.reports import PortfolioReport, portfolio_report
-from tasks.database import engine
+from tasks.database import engine, policy
 
 __all__ = ["report_cycle"]
 
@@ -19,6 +29,13 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
     with engine().connect() as connection:
         report = portfolio_report(connection, cycle_id=cycle_id)
+        audit: ComplianceReport | None = None
+        if report.as_of is not None:
+            # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
+            audit = compliance_report(
+                connection, start=report.as_of, end=report.as_of + timedelta(microseconds=1), policy=policy(),
+                lender=get_settings().lender_name, cycle_id=cycle_id,
+            )
     create_table_artifact(key="accounts-by-stage-and-bucket", table=_stage_bucket_rows(report),
                           description=f"Accounts by stage and days-past-due bucket after the cycle of {business_date}")
     create_table_artifact(
@@ -33,6 +50,13 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
         + [{"status": f"scheduled: {k}", "count": v} for k, v in sorted(report.deferred_by_reason.items())],
         description=f"Messages decided in the cycle of {business_date}, by status and reason",
     )
+    if audit is not None:
+        create_table_artifact(
+            key="compliance",
+            table=_compliance_rows(audit),
+            description=f"Cycle of {business_date}: deferrals and blocks by rule; {audit.sent_checked:,} sends re-checked, "
+                        f"{len(audit.violations)} violations",
+        )
     create_markdown_artifact(
         key="cycle-summary",
         markdown=_summary(report, business_date),
@@ -42,7 +66,33 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
     if report.blocked_by_reason:
         emit_event("arrears.messages.blocked", resource=resource, payload=report.blocked_by_reason)
-    return report.as_json()
+    result = report.as_json()
+    if audit is not None:
+        summary = audit.as_json()
+        if audit.violations:
+            emit_event(
+                "arrears.compliance.violation", resource=resource,
+                payload={"violations_by_rule": summary["violations_by_rule"],
+                         "first": [mask_text(str(v)) for v in summary["violations"][:20]]},
+            )
+        result["compliance"] = {k: summary[k] for k in ("deferrals_by_rule", "blocks_by_rule", "sent_checked",
+                                                         "violations_by_rule")}
+    return result
+
+
+def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {"rule": rule, "deferred": audit.deferrals.get(rule, 0), "blocked": audit.blocks.get(rule, 0), "violations": 0}
+        for rule in sorted(set(audit.deferrals) | set(audit.blocks))
+    ]
+    for v in audit.violations:
+        row = next((r for r in rows if r["rule"] == v.rule), None)
+        if row is None:
+            rows.append(row := {"rule": v.rule, "deferred": 0, "blocked": 0, "violations": 0})
+        row["violations"] += 1
+    rows.append({"rule": f"sends re-checked: {audit.sent_checked}", "deferred": sum(audit.deferrals.values()),
+                 "blocked": sum(audit.blocks.values()), "violations": len(audit.violations)})
+    return rows
 
 
 def _stage_bucket_rows(report: PortfolioReport) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arrears.lifecycle import AccountView, Facts, PlanFact, advance, is_open
+from arrears.messages import MessageContext
 from arrears.policy import DEFAULT_POLICY, load_policy
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
@@ -27,8 +28,15 @@ def view(stage: str = Stage.REMINDER, dpd: int = 5, **kw: object) -> AccountView
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+CONTEXT = MessageContext(
+    lender="Arrears Auto Finance", borrower_name="王芳", jurisdiction="CN", currency="CNY",
+    past_due_amount=Decimal("300"), installment_amount=Decimal("300"), days_past_due=5,
+)
+
+
 def facts(**kw: object) -> Facts:
-    return replace(Facts(business_date=TODAY, ability=0.8, willingness=0.8), **kw)  # type: ignore[arg-type]
+    base = Facts(business_date=TODAY, ability=0.8, willingness=0.8, context=CONTEXT)
+    return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def decide(v: AccountView, f: Facts | None = None, now: datetime = NOON_SHANGHAI):
@@ -283,15 +291,27 @@ def test_unapproved_template_is_blocked() -> None:
     """A template the policy has not approved is recorded as blocked, never sent."""
     policy = DEFAULT_POLICY.model_copy(update={"approved_templates": frozenset({"negotiation"})})
     decision = advance(view(dpd=5), facts(), policy, NOON_SHANGHAI)
-    assert decision.messages[0].blocked == "template not approved: reminder"
+    assert decision.messages[0].blocked == "template:unapproved"
 
 
 def test_message_outside_hours_is_deferred_to_the_next_allowed_instant() -> None:
     """At 23:00 in Shanghai the reminder is scheduled for 08:00 the next local morning."""
     message = decide(view(dpd=5), now=NIGHT_SHANGHAI).messages[0]
     assert message.not_before == datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # 08:00 +08:00
-    assert message.deferred == "outside contact hours (CN 08:00-22:00 local)"
+    assert message.deferred == "hours:CN"
     assert decide(view(dpd=5)).messages[0].not_before == NOON_SHANGHAI
+
+
+def test_message_is_rendered_and_checked_when_decided() -> None:
+    """The decision carries the rendered body its verdict was given on, with the values it was filled with."""
+    message = decide(view(dpd=5)).messages[0]
+    assert message.body is not None and message.body.startswith("【Arrears Auto Finance】王芳您好")
+    assert dict(message.params)["days"] == "5" and message.blocked is None
+
+
+def test_message_without_a_context_is_blocked_as_content_missing() -> None:
+    """Without the values to render it, no message can be checked, so none is sent."""
+    assert decide(view(dpd=5), facts(context=None)).messages[0].blocked == "content:missing"
 
 
 def test_us_window_is_the_borrowers_local_time() -> None:

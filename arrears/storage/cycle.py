@@ -7,13 +7,14 @@ so a shard's transitions, audit events and outbox rows land together or not at a
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, literal, select, true, update
+from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select, true, update
 from sqlmodel import SQLModel
 
 from arrears.buckets import BUCKETS
+from arrears.compliance.caps import Contact
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact
 from arrears.messages import MessageContext
 from arrears.models import (
@@ -31,11 +32,13 @@ from arrears.models import (
     Review,
 )
 from arrears.payments import Owed, apply_payment
+from arrears.policy import DEFAULT_POLICY
 from arrears.storage.bulk import days_between, in_range, insert_ignore, range_starts
 from arrears.vocabulary import DecisionKind, Exit, Hold, MessageStatus
 
 __all__ = [
     "ShardRow",
+    "contact_history",
     "start_cycle",
     "finish_cycle",
     "apply_new_payments",
@@ -150,9 +153,20 @@ def shard_starts(connection: Connection, *, size: int) -> list[str]:
 
 
 def load_shard(
-    connection: Connection, *, lo: str, hi: str | None, business_date: date, lender: str
+    connection: Connection,
+    *,
+    lo: str,
+    hi: str | None,
+    business_date: date,
+    lender: str,
+    since: datetime | None = None,
 ) -> list[ShardRow]:
-    """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries."""
+    """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries.
+
+    The contact history the caps count is read from `since` (default: the longest cap window of
+    the default policy, and a day more, before the business date). Reading too little only moves
+    a deferral from decision time to send time, where the count is taken again.
+    """
     accounts = connection.execute(
         select(account, Borrower.__table__.c.name.label("borrower_name"))  # type: ignore[attr-defined]
         .join(_t(Borrower), _t(Borrower).c.borrower_id == account.c.borrower_id)
@@ -167,6 +181,10 @@ def load_shard(
     plans = _latest(connection, _t(Plan), lo, hi, "updated_at")
     reviews = _latest(connection, _t(Review), lo, hi, "opened_at")
     referrals = _latest(connection, _t(Referral), lo, hi, "updated_at")
+    if since is None:
+        since = datetime.combine(business_date, time(), UTC) - DEFAULT_POLICY.longest_cap_window() - timedelta(days=1)
+    borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
+    history = contact_history(connection, borrowers=borrowers, since=since)
 
     rows = []
     for a in accounts:
@@ -178,6 +196,11 @@ def load_shard(
             account_id=a.account_id, stage=a.stage, stage_since=a.stage_since, episode=a.episode,
             days_past_due=a.days_past_due, past_due_amount=a.past_due_amount, balance=a.balance,
             jurisdiction=a.jurisdiction, timezone=a.timezone, next_due_date=a.next_due_date,
+        )
+        context = MessageContext(
+            lender=lender, borrower_name=a.borrower_name, jurisdiction=a.jurisdiction, currency=a.currency,
+            past_due_amount=a.past_due_amount, installment_amount=a.installment_amount,
+            days_past_due=a.days_past_due, next_due_date=a.next_due_date,
         )
         facts = Facts(
             business_date=business_date,
@@ -199,14 +222,50 @@ def load_shard(
                 review.decided_at.date() if review is not None and review.decision == DecisionKind.NEGOTIATE else None
             ),
             referral_status=referrals[a.account_id].status if a.account_id in referrals else None,
-        )
-        context = MessageContext(
-            lender=lender, borrower_name=a.borrower_name, jurisdiction=a.jurisdiction, currency=a.currency,
-            past_due_amount=a.past_due_amount, installment_amount=a.installment_amount,
-            days_past_due=a.days_past_due, next_due_date=a.next_due_date,
+            address=contact[0] if contact else None,
+            history=history.get(a.borrower_id, ()),
+            context=context,
         )
         rows.append(ShardRow(view, facts, context, contact[0] if contact else None, a.segment))
     return rows
+
+
+def contact_history(
+    connection: Connection, *, borrowers: Any, since: datetime, exclude: Sequence[int] = ()
+) -> dict[str, tuple[Contact, ...]]:
+    """Per borrower, what the caps count: every message sent after `since`, and every one in flight.
+
+    In flight means scheduled (or leased) for the stage episode its account is still in; one left
+    from an earlier episode will be refused as stale, so it is not counted. `borrowers` is a
+    collection or a SELECT of borrower ids; `exclude` names outbox rows the caller decides itself.
+    One query for all of them, never one per account.
+    """
+    owner = account.alias("owner")
+    live = and_(
+        message.c.status == MessageStatus.SCHEDULED.value,
+        message.c.stage == owner.c.stage,
+        message.c.episode == owner.c.episode,
+    )
+    query = (
+        select(
+            owner.c.borrower_id, message.c.id, message.c.account_id, message.c.channel, message.c.address,
+            message.c.status, message.c.sent_at, message.c.not_before, message.c.stage, message.c.episode,
+        )
+        .join(owner, owner.c.account_id == message.c.account_id)
+        .where(owner.c.borrower_id.in_(borrowers), or_(message.c.sent_at > since, live))
+    )
+    if exclude:
+        query = query.where(message.c.id.not_in(list(exclude)))
+    found: dict[str, list[Contact]] = defaultdict(list)
+    for r in connection.execute(query):
+        in_flight = r.status == MessageStatus.SCHEDULED.value
+        found[r.borrower_id].append(
+            Contact(
+                at=r.not_before if in_flight else r.sent_at, channel=r.channel, account_id=r.account_id,
+                address=r.address, in_flight=in_flight, message_id=r.id, stage=r.stage, episode=r.episode,
+            )
+        )
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozenset[Hold]]:
@@ -293,6 +352,7 @@ def write_decisions(
     account_updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     outbox: list[dict[str, Any]] = []
+    details: dict[str, str | None] = {}
     for row, decision in zip(rows, decisions, strict=True):
         account_id = decision.account_id
         if decision.changed or decision.segment != row.segment:
@@ -311,11 +371,15 @@ def write_decisions(
                                  {"from": row.segment, "to": decision.segment.value}))
         for out in decision.messages:
             status = MessageStatus.BLOCKED if out.blocked else MessageStatus.SCHEDULED
+            # The body the verdict was given on; `texts` (rendered by the caller) only for a
+            # decision made without a message context.
+            params, body = (dict(out.params), out.body) if out.body is not None else texts.get(out.key, ({}, ""))
+            details[out.key] = out.detail
             outbox.append(
                 {
                     "idempotency_key": out.key, "account_id": account_id, "channel": "sms",
                     "address": row.address or "", "template": out.template,
-                    "params": texts[out.key][0], "body": texts[out.key][1],
+                    "params": params, "body": body,
                     "stage": decision.stage, "episode": decision.episode,
                     "not_before": out.not_before, "status": status.value, "reason": out.blocked or out.deferred,
                     "attempts": 0, "created_at": now,
@@ -333,8 +397,14 @@ def write_decisions(
     # Only verdicts other than "send now" are audited at decision time; the send itself is
     # audited by dispatch. A re-run whose keys already exist adds no second record.
     events += [
-        _event(o["account_id"], now, cycle_id, "message", f"{o['template']} {o['status']}: {o['reason']}",
-               {"key": o["idempotency_key"], "status": o["status"], "reason": o["reason"]})
+        _event(
+            o["account_id"], now, cycle_id, "message",
+            f"{o['template']} {o['status']}: {o['reason']}"
+            + (f" ({details[o['idempotency_key']]})" if details.get(o["idempotency_key"]) else "")
+            + (f", not before {o['not_before']:%Y-%m-%dT%H:%MZ}" if o["status"] == MessageStatus.SCHEDULED.value else ""),
+            {"key": o["idempotency_key"], "status": o["status"], "reason": o["reason"], "rule": o["reason"],
+             "verdict": "block" if o["status"] == MessageStatus.BLOCKED.value else "defer", "when": "decision"},
+        )
         for o in outbox
         if o["reason"] and o["idempotency_key"] in created
     ]

@@ -4,19 +4,23 @@ A lease (not a lock) keeps two dispatchers off the same rows: a row is taken onl
 has run out, and a dispatcher that dies simply lets its lease expire. A row taken before
 (`attempts` > 0) without a provider id may have been sent by a dispatcher that crashed after
 the call; the caller must reconcile it with the provider before sending it again (DESIGN §5).
+
+Each leased row comes with its borrower's contact history (`contact_history`: one query for the
+whole batch), so the send-time check counts the caps from the message log as it is now.
 """
 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
-from arrears.storage.bulk import in_range, range_starts
-
+from arrears.compliance.caps import Contact
 from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message
+from arrears.storage.bulk import in_range, range_starts
+from arrears.storage.cycle import contact_history
 from arrears.vocabulary import Hold, MessageStatus
 
 __all__ = ["DueMessage", "Outcome", "due_batches", "lease_batch", "record_outcomes"]
@@ -50,6 +54,8 @@ class DueMessage:
     holds: frozenset[Hold]
     opted_out: bool
     address_valid: bool
+    borrower_id: str = ""
+    history: tuple[Contact, ...] = ()  # the borrower's contacts, without this batch's rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +65,13 @@ class Outcome:
     id: int
     account_id: str
     status: MessageStatus
-    reason: str | None = None
+    reason: str | None = None  # the rule that decided (hours:CN, cap:sms-borrower-7d, hold:dispute, ...)
     not_before: datetime | None = None  # for a deferral
     provider: str | None = None
     provider_id: str | None = None
     sent_at: datetime | None = None
     invalid_address: str | None = None  # a number the provider refused as invalid
+    detail: str | None = None  # what the rule found, for people (never a number)
 
 
 def _due(now: datetime, account_id: str | None = None) -> Any:
@@ -89,8 +96,12 @@ def lease_batch(
     wall: datetime,
     lease_until: datetime,
     account_id: str | None = None,
+    lookback: timedelta = timedelta(days=7),
 ) -> list[DueMessage]:
-    """Take the due rows with lo <= id < hi whose lease is free, and load their accounts' state."""
+    """Take the due rows with lo <= id < hi whose lease is free, and load their accounts' state.
+
+    `lookback` is how far back the caps count (the policy's longest cap window).
+    """
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
     taken = connection.execute(
         update(message)
@@ -125,6 +136,9 @@ def lease_batch(
             )
         )
     }
+    history = contact_history(
+        connection, borrowers=list({r.borrower_id for r in rows}), since=now - lookback, exclude=list(taken)
+    )
     return [
         DueMessage(
             id=r.id, idempotency_key=r.idempotency_key, account_id=r.account_id, address=r.address,
@@ -133,6 +147,7 @@ def lease_batch(
             jurisdiction=r.jurisdiction, timezone=r.timezone, holds=frozenset(holds.get(r.account_id, ())),
             opted_out=numbers.get((r.borrower_id, r.address), (False, True))[0],
             address_valid=numbers.get((r.borrower_id, r.address), (False, True))[1],
+            borrower_id=r.borrower_id, history=history.get(r.borrower_id, ()),
         )
         for r in rows
     ]
@@ -144,12 +159,16 @@ def record_outcomes(
     """Write each row's new status, release its lease, and audit every contact and refusal."""
     if not outcomes:
         return
+    # The instants are typed: inside coalesce() an untyped parameter would bypass UTCDateTime and
+    # SQLite would store str(datetime) ("...+00:00"), which compares wrongly with the stored form.
+    instant = message.c.sent_at.type
     connection.execute(
         update(message).where(message.c.id == bindparam("key")).values(
-            status=bindparam("status"), reason=bindparam("reason"), not_before=func.coalesce(bindparam("nb"), message.c.not_before),
+            status=bindparam("status"), reason=bindparam("reason"),
+            not_before=func.coalesce(bindparam("nb", type_=instant), message.c.not_before),
             provider=func.coalesce(bindparam("provider"), message.c.provider),
             provider_id=func.coalesce(bindparam("provider_id"), message.c.provider_id),
-            sent_at=func.coalesce(bindparam("sent_at"), message.c.sent_at), lease_until=None,
+            sent_at=func.coalesce(bindparam("sent_at", type_=instant), message.c.sent_at), lease_until=None,
         ),
         [
             {"key": o.id, "status": o.status.value, "reason": o.reason, "nb": o.not_before, "provider": o.provider,
@@ -170,6 +189,7 @@ def record_outcomes(
             {
                 "account_id": o.account_id, "at": o.sent_at or at, "kind": "message", "cycle_id": cycle_id, "actor": "arrears",
                 "detail": _detail(o), "data": {"message_id": o.id, "status": o.status.value, "reason": o.reason,
+                                               "rule": o.reason, "verdict": _verdict(o), "when": "send",
                                                "provider_id": o.provider_id},
             }
             for o in outcomes
@@ -177,9 +197,18 @@ def record_outcomes(
     )
 
 
+def _verdict(o: Outcome) -> str:
+    if o.status is MessageStatus.BLOCKED:
+        return "block"
+    if o.status is MessageStatus.SCHEDULED:
+        return "defer"
+    return "send" if o.sent_at is not None else "fail"
+
+
 def _detail(o: Outcome) -> str:
-    if o.status is MessageStatus.SENT:
+    why = f"{o.reason} ({o.detail})" if o.detail else f"{o.reason}"
+    if o.status in (MessageStatus.SENT, MessageStatus.DELIVERED):
         return f"message {o.id} sent via {o.provider} ({o.provider_id})"
     if o.status is MessageStatus.SCHEDULED:
-        return f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {o.reason}" if o.not_before else f"message {o.id} retry: {o.reason}"
-    return f"message {o.id} {o.status.value}: {o.reason}"
+        return f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {why}" if o.not_before else f"message {o.id} retry: {why}"
+    return f"message {o.id} {o.status.value}: {why}"

@@ -7,10 +7,11 @@ assembles them and turns expected failures into one-line errors instead of trace
 import os
 import sys
 
+from arrears.masking import install_log_masking
 from deployments.cli._common import CliError, app, console_err
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
-from deployments.cli import demo, importing, cycle, report, serve, providers, bureau  # noqa: F401,E402  isort: skip
+from deployments.cli import demo, importing, cycle, report, serve, providers, bureau, compliance  # noqa: F401,E402  isort: skip
 
 __all__ = ["app", "main"]
 
@@ -19,6 +20,7 @@ def main() -> None:
     # Flow and task logs go to Prefect's API (the UI); the terminal gets our own output.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lender's machine
+    install_log_masking()  # phone numbers and national ids never reach a log in clear
     try:
         app()
     except CliError as error:

@@ -1,0 +1,350 @@
+"""The compliance guard in the cycle (issue 4): caps counted from the message log in bulk, a late
+opt-out blocking the send, the compliance report over a simulated month, and no number left
+unmasked in the logs and artifacts of a cycle. Real databases (SQLite and PostgreSQL), real
+importer, real sandbox SMS server."""
+
+import json
+import logging
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, insert, select, update
+from typer.testing import CliRunner
+
+from arrears.clock import business_date
+from arrears.compliance.report import compliance_report
+from arrears.importing import Kind, open_source
+from arrears.models import AccountHold, ContactPoint, Message
+from arrears.policy import DEFAULT_POLICY
+from arrears.settings import get_settings
+from arrears.simulate import generate_portfolio, simulate_payments, write_accounts_file, write_payments_file
+from arrears.storage import cycle as store
+from arrears.storage import outbox
+from arrears.storage.importer import run_import
+from tests.factories import account_record, write_csv
+
+message = Message.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+
+CN_NIGHT = datetime(2026, 12, 1, 16, 30, tzinfo=UTC)  # 00:30 in Shanghai
+CN_MORNING = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # 08:00 in Shanghai
+CN_NOON = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+
+
+def _cn(**kw: str) -> dict[str, str]:
+    cn = {
+        "borrower_name": "王芳", "phone": "13912345678", "timezone": "Asia/Shanghai", "jurisdiction": "CN",
+        "currency": "CNY", "balance": "60000.00", "installment_amount": "3000.00", "past_due_amount": "3000.00",
+        "oldest_due_date": "2026-11-26",  # 5 days past due on 1 December
+    }
+    return account_record(**(cn | kw))
+
+
+def _import(engine: Engine, tmp_path: Path, records: list[dict[str, str]], *, now: datetime | None = None) -> None:
+    path = write_csv(tmp_path / f"accounts-{len(list(tmp_path.iterdir()))}.csv", records)
+    summary = run_import(engine, open_source(path, Kind.ACCOUNTS), now=now)
+    assert summary.rejected == 0, summary.first_rejections
+
+
+@pytest.fixture
+def cycle_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any) -> Engine:
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _dispatch(instant: datetime, cycle_id: int | None = None) -> dict[str, int]:
+    """The dispatch of the cycle, as the flow runs it, through the task bodies (no Prefect run)."""
+    from tasks.dispatch import dispatch_batch, plan_dispatch
+    from tasks.sms import sms_session
+
+    counts: dict[str, int] = {}
+    with sms_session():
+        for batch in plan_dispatch.fn(instant, get_settings().dispatch_batch):
+            for k, v in dispatch_batch.fn(batch, instant, cycle_id).items():
+                counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def _cycle(instant: datetime) -> dict[str, int]:
+    """One daily cycle through the task bodies the `daily_cycle` flow calls, in the same order."""
+    from tasks.cycle import advance_shard, close_cycle, open_cycle, plan_shards, refresh
+
+    settings = get_settings()
+    day = business_date(instant, settings.lender_timezone)
+    cycle_id = open_cycle.fn(instant, day)
+    refresh.fn(instant, day, cycle_id)
+    for shard in plan_shards.fn(settings.shard_size):
+        advance_shard.fn(shard, instant, day, cycle_id)
+    counts = _dispatch(instant, cycle_id)
+    close_cycle.fn(cycle_id, {})
+    return counts
+
+
+def _messages(engine: Engine) -> list[Any]:
+    with engine.connect() as c:
+        return list(c.execute(select(message).order_by(message.c.id)))
+
+
+# --- caps from the message log, in bulk ------------------------------------------------------------
+
+def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(engine: Engine, tmp_path: Path) -> None:
+    """The contact history of a shard is read in one query whatever its size: the statements issued
+    by load_shard do not grow with the accounts, and each account gets its borrower's contacts
+    (other loans included, stale and old ones left out)."""
+    records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i // 2}", phone=f"1391234{i // 2:04d}") for i in range(20)]
+    _import(engine, tmp_path, records)
+    with engine.begin() as c:
+        owner = {"A-0": "reminder", "A-1": "reminder"}
+        c.execute(update(store.account).where(store.account.c.account_id.in_(owner)).values(stage="reminder", episode=1))
+        base = {"channel": "sms", "address": "+8613912340000", "template": "reminder", "params": {}, "body": "x",
+                "attempts": 0, "created_at": CN_MORNING, "sent_at": None}
+        c.execute(insert(message), [
+            base | {"idempotency_key": "k1", "account_id": "A-1", "stage": "reminder", "episode": 1, "status": "sent",
+                    "not_before": CN_MORNING - timedelta(days=2), "sent_at": CN_MORNING - timedelta(days=2)},
+            base | {"idempotency_key": "k2", "account_id": "A-1", "stage": "reminder", "episode": 1, "status": "sent",
+                    "not_before": CN_MORNING - timedelta(days=30), "sent_at": CN_MORNING - timedelta(days=30)},
+            base | {"idempotency_key": "k3", "account_id": "A-0", "stage": "reminder", "episode": 1,
+                    "status": "scheduled", "not_before": CN_NOON},
+            base | {"idempotency_key": "k4", "account_id": "A-0", "stage": "reminder", "episode": 0,
+                    "status": "scheduled", "not_before": CN_NOON},  # an earlier episode: stale
+        ])
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.connect() as c:
+            store.load_shard(c, lo="A-0", hi="A-0", business_date=date(2026, 12, 2), lender="L")  # warm-up
+            statements.clear()
+            small = store.load_shard(c, lo="A-0", hi="A-10", business_date=date(2026, 12, 2), lender="L")
+            few = len(statements)
+            statements.clear()
+            rows = store.load_shard(c, lo="A-0", hi=None, business_date=date(2026, 12, 2), lender="L")
+            many = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert few == many and len(rows) == 20 > len(small)
+    history = {r.view.account_id: r.facts.history for r in rows}
+    assert history["A-0"] == history["A-1"]  # one borrower, one history
+    assert sorted((h.account_id, h.in_flight) for h in history["A-0"]) == [("A-0", True), ("A-1", False)]
+    assert history["A-2"] == ()
+    assert all(r.facts.context is not None and r.facts.address for r in rows)
+
+
+def test_dispatch_counts_caps_from_the_log_and_from_its_own_batch(cycle_db: Engine, tmp_path: Path) -> None:
+    """Four loans of one borrower all due a reminder at noon: three texts go, the fourth waits a
+    week (`cap:sms-borrower-7d`); a second account of another borrower already texted today waits a day."""
+    _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(4)]
+            + [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999")])
+    _cycle(CN_NOON)
+    by_account = {m.account_id: m for m in _messages(cycle_db)}
+    statuses = sorted((m.account_id, m.status, m.reason) for m in by_account.values())
+    assert statuses == [
+        ("A-0", "sent", None), ("A-1", "sent", None), ("A-2", "sent", None),
+        ("A-3", "scheduled", "cap:sms-borrower-7d"), ("A-9", "sent", None),
+    ]
+    assert by_account["A-3"].not_before == CN_NOON + timedelta(days=7)
+
+    # The next day's cycle decides the new cadence reminder of A-9 against the log: 1 a day per account.
+    with cycle_db.begin() as c:
+        c.execute(update(message).where(message.c.account_id == "A-9").values(sent_at=CN_NOON + timedelta(hours=5)))
+    _import(cycle_db, tmp_path, [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999",
+                                     oldest_due_date="2026-11-23")])  # now at day 10 of the cadence
+    _cycle(CN_NOON + timedelta(days=1))
+    nine = [m for m in _messages(cycle_db) if m.account_id == "A-9"]
+    assert [(m.status, m.reason) for m in nine][-1] == ("scheduled", "cap:sms-account-1d")
+    assert nine[-1].not_before == CN_NOON + timedelta(days=1, hours=5)
+
+
+def test_sends_are_stored_at_exactly_their_instant(cycle_db: Engine, tmp_path: Path) -> None:
+    """A send is recorded at the dispatch's instant in the stored form of every instant, so the
+    cycle's own re-check, over [as_of, as_of + 1 µs), finds each of its sends."""
+    _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)])
+    assert _cycle(CN_NOON) == {"sent": 3}
+    with cycle_db.connect() as c:
+        report = compliance_report(c, start=CN_NOON, end=CN_NOON + timedelta(microseconds=1), policy=DEFAULT_POLICY)
+        late = compliance_report(c, start=CN_NOON + timedelta(microseconds=1), policy=DEFAULT_POLICY)
+    assert (report.sent_checked, report.violations, late.sent_checked) == (3, [], 0)
+
+
+@pytest.mark.parametrize(("how", "reason"), [("number", "opt_out"), ("hold", "hold:sms_opt_out")])
+def test_opt_out_between_scheduling_and_sending_blocks_the_send(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, how: str, reason: str
+) -> None:
+    """A STOP recorded after the message was scheduled for the morning (on the number, or as the
+    webhook's sms_opt_out hold) blocks it at send time; the provider receives nothing."""
+    _import(cycle_db, tmp_path, [_cn(account_id="A-CN")])
+    _cycle(CN_NIGHT)
+    [scheduled] = _messages(cycle_db)
+    assert (scheduled.status, scheduled.reason) == ("scheduled", "hours:CN")
+    with cycle_db.begin() as c:
+        if how == "number":
+            c.execute(update(contact).values(opted_out_at=CN_NIGHT + timedelta(hours=1)))
+        else:
+            c.execute(insert(hold).values(account_id="A-CN", kind="sms_opt_out", source="webhook",
+                                          placed_at=CN_NIGHT + timedelta(hours=1)))
+    assert _dispatch(CN_MORNING) == {"blocked": 1}
+    [blocked] = _messages(cycle_db)
+    assert (blocked.status, blocked.reason) == ("blocked", reason)
+    assert sms_sandbox.messages() == []
+
+
+def test_lease_batch_brings_each_rows_history_without_the_batch(cycle_db: Engine, tmp_path: Path) -> None:
+    """Leased rows carry their borrower's sent messages, never the rows of the batch itself."""
+    _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(2)])
+    _cycle(CN_NIGHT)  # both deferred to the morning
+    with cycle_db.begin() as c:
+        first = c.execute(select(message.c.id).order_by(message.c.id)).scalars().first()
+        c.execute(update(message).where(message.c.id == first).values(status="sent", sent_at=CN_NIGHT))
+        rows = outbox.lease_batch(c, lo=0, hi=None, now=CN_MORNING, wall=CN_MORNING, lease_until=CN_MORNING + timedelta(minutes=5))
+    assert len(rows) == 1 and [h.message_id for h in rows[0].history] == [first]
+    assert rows[0].history[0].in_flight is False
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def test_report_lists_every_kind_of_violation_it_is_shown(cycle_db: Engine, tmp_path: Path) -> None:
+    """Sends doctored after the fact (at night, under a hold, twice in a day, with a threat) are each
+    found by the re-check, and the command exits 1 listing them with numbers masked."""
+    import deployments.cli.compliance  # noqa: F401  (registers `compliance` until deployments/cli imports it)
+    from deployments.cli import app
+
+    _import(cycle_db, tmp_path, [_cn(account_id="A-CN")], now=CN_NOON - timedelta(days=3))
+    _cycle(CN_NOON)
+    with cycle_db.connect() as c:
+        assert compliance_report(c, policy=DEFAULT_POLICY).violations == []
+    night = CN_NOON + timedelta(hours=12)  # 00:00 in Shanghai
+    with cycle_db.begin() as c:
+        [sent] = c.execute(select(message)).all()
+        c.execute(update(message).values(sent_at=night, body=sent.body + "否则后果自负。"))
+        copy = {k: v for k, v in sent._mapping.items() if k != "id"}
+        c.execute(insert(message).values(**{**copy, "idempotency_key": "again", "sent_at": night}))
+        c.execute(insert(hold).values(account_id="A-CN", kind="dispute", placed_at=night - timedelta(hours=1)))
+        c.execute(update(contact).values(opted_out_at=night - timedelta(minutes=5)))
+    with cycle_db.connect() as c:
+        found = compliance_report(c, policy=DEFAULT_POLICY)
+    rules = sorted({v.rule for v in found.violations})
+    assert rules == ["cap:sms-account-1d", "content:threat", "hold:dispute", "hours:CN", "opt_out"]
+
+    result = CliRunner().invoke(app, ["compliance", "report", "--json", "--database", str(cycle_db.url)])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)
+    assert data["sent_checked"] == 2 and set(data["violations_by_rule"]) == set(rules)
+    assert "13912345678" not in result.output and "+86*******5678" in result.output
+
+
+@pytest.mark.slow
+def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine, tmp_path: Path) -> None:
+    """Thirty simulated days of `arrears demo` (portfolio, payments, daily cycle, dispatch every
+    three hours) on a small book: the compliance report re-checks every send, finds no violation,
+    and counts deferrals and blocks by rule."""
+    import deployments.cli.compliance  # noqa: F401
+    from deployments.cli import app
+    from deployments.cli.demo import _seed_profiles, _states
+
+    settings = get_settings()
+    start = datetime(2026, 12, 1, 13, 30, tzinfo=UTC)  # 21:30 Shanghai, 07:30 Chicago, 05:30 Los Angeles
+    day0 = business_date(start, settings.lender_timezone)
+    portfolio = list(generate_portfolio(150, seed=7, business_date=day0))
+    write_accounts_file(portfolio, tmp_path / "accounts.csv")
+    run_import(cycle_db, open_source(tmp_path / "accounts.csv", Kind.ACCOUNTS), now=start - timedelta(days=1))
+    _seed_profiles(cycle_db, portfolio)
+    for d in range(30):
+        instant = start + timedelta(days=d)
+        if d:
+            payments = tmp_path / f"payments-{d}.csv"
+            write_payments_file(
+                simulate_payments(_states(cycle_db, portfolio, instant, settings.lender_timezone),
+                                  day=business_date(instant, settings.lender_timezone) - timedelta(days=1), seed=7),
+                payments,
+            )
+            run_import(cycle_db, open_source(payments, Kind.PAYMENTS), now=instant)
+        _cycle(instant)
+        for h in range(3, 24, 3):
+            _dispatch(instant + timedelta(hours=h))
+
+    with cycle_db.connect() as c:
+        report = compliance_report(c, policy=DEFAULT_POLICY, lender=settings.lender_name)
+    assert report.violations == []
+    assert report.sent_checked > 100
+    assert sum(report.deferrals.values()) > 0 and any(r.startswith("hours:") for r in report.deferrals)
+    assert any(r.startswith("hold:") for r in report.blocks)
+
+    result = CliRunner().invoke(app, ["compliance", "report", "--json", "--from", "2026-12-01", "--to", "2026-12-31",
+                                      "--database", str(cycle_db.url)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["violations"] == [] and data["deferrals"] > 0 and data["sent_checked"] > 0
+
+
+# --- privacy -------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cycle(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A demo cycle whose provider refuses one number logs that number masked; no number of the
+    book appears whole in the captured logs, the run's logs on the server, its artifacts (the
+    compliance artifact among them) or its parameters."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.daily_cycle import daily_cycle
+
+    book = list(generate_portfolio(12, seed=5, business_date=date(2026, 12, 1)))
+    write_accounts_file(book, tmp_path / "book.csv")
+    run_import(cycle_db, open_source(tmp_path / "book.csv", Kind.ACCOUNTS))
+    refused = next(r.phone for r in book if r.jurisdiction == "CN" and 1 <= r.days_past_due(date(2026, 12, 1)) < 45
+                   and not r.flags and r.timezone == "Asia/Shanghai")
+    sms_sandbox.set_faults(invalid_numbers="^" + refused.replace("+", r"\+") + "$")
+    prefect_logger = logging.getLogger("prefect")  # Prefect's loggers do not propagate to the root
+    prefect_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO"):
+            state = daily_cycle(as_of="2026-12-01T04:00:00Z", return_state=True)
+    finally:
+        prefect_logger.removeHandler(caplog.handler)
+    assert state.is_completed()
+    for logger in [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]:
+        for handler in logger.handlers:
+            if isinstance(handler, APILogHandler):
+                handler.flush()  # run logs reach the server in batches
+    run_id = state.state_details.flow_run_id
+    from arrears.masking import mask_phone
+
+    with get_client(sync_client=True) as client:
+        for _ in range(50):
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any(mask_phone(refused) in log.message for log in logs):
+                break
+            time.sleep(0.2)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        parameters = client.read_flow_run(run_id).parameters
+    server_logs = "\n".join(log.message for log in logs)
+    texts = {
+        "captured logs": caplog.text,
+        "server logs": server_logs,
+        "artifacts": "\n".join(json.dumps(a.data, default=str, ensure_ascii=False) for a in artifacts),
+        "parameters": json.dumps(parameters),
+    }
+    assert logs and {"compliance", "messages-by-status"} <= {a.key for a in artifacts}
+    assert mask_phone(refused) in server_logs and mask_phone(refused) in caplog.text  # the refusal was logged
+    for row in book:
+        for number in filter(None, (row.phone, row.alt_phone)):
+            national = number[3:] if number.startswith("+86") else number[2:]
+            for where, text in texts.items():
+                assert number not in text and national not in text, (where, mask_phone(number))

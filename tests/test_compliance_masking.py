@@ -1,0 +1,57 @@
+"""Privacy (issue 4, part 8): phone numbers and national ids masked in text and in every log record."""
+
+import logging
+
+import pytest
+
+from arrears.masking import install_log_masking, mask_national_id, mask_phone, mask_text
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+8613912341234", "+86*******1234"),
+        ("+12133734253", "+1******4253"),
+        ("+442079460000", "+44******0000"),
+        ("13912345678", "*******5678"),
+        ("123", "***"),
+    ],
+)
+def test_phone_keeps_its_country_code_and_last_four_digits(number: str, masked: str) -> None:
+    """`+86*******1234`: the country code and the last four digits stay, every other digit is starred."""
+    assert mask_phone(number) == masked
+
+
+def test_national_ids_keep_their_last_four() -> None:
+    """A CN resident id and a US SSN keep only their last four characters."""
+    assert mask_national_id("11010519491231002X") == "**************002X"
+    assert mask_national_id("123-45-6789") == "***-**-6789"
+
+
+def test_free_text_is_masked_and_other_figures_are_left_alone() -> None:
+    """Numbers in E.164, spaced or national form and ids are masked; dates, offsets, run ids, keys
+    and amounts are not."""
+    text = (
+        "to +86 139 1234 5678, +1 (213) 373-4253, 13912345678, (212) 736-5600, id 11010519491231002X, "
+        "ssn 123-45-6789; at 2026-12-01T00:00:00+08:00 run 3f2a1b4c-1234-5678-9abc-def012345678 "
+        "key A-0000042:reminder:1:day-5 amount ¥3,000.00 message 1234567"
+    )
+    masked = mask_text(text)
+    for secret in ("139 1234", "13912345678", "373-4253", "736-5600", "1949123100", "123-45"):
+        assert secret not in masked, secret
+    for kept in ("2026-12-01T00:00:00+08:00", "3f2a1b4c-1234-5678-9abc-def012345678", "A-0000042:reminder:1:day-5",
+                 "¥3,000.00", "message 1234567", "+86*******5678", "***-**-6789"):
+        assert kept in masked, kept
+
+
+def test_log_records_are_masked_before_any_handler_sees_them(caplog: pytest.LogCaptureFixture) -> None:
+    """Once installed, a record logged with a number in its message or its arguments reaches the
+    handlers masked."""
+    install_log_masking()
+    install_log_masking()  # idempotent
+    with caplog.at_level(logging.INFO, logger="arrears.test"):
+        logging.getLogger("arrears.test").info("texting %s about %d days", "+8613912341234", 5)
+        logging.getLogger("arrears.test").warning("number +12133734253 refused")
+    assert [r.getMessage() for r in caplog.records] == [
+        "texting +86*******1234 about 5 days", "number +1******4253 refused",
+    ]

@@ -1,0 +1,95 @@
+"""Jurisdiction profiles as data (issue 4, part 1): one TOML file per profile, overlays by
+`extends`, and a policy file that may tighten what a rule states but never loosen it."""
+
+from datetime import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from arrears.jurisdictions import KNOWN_JURISDICTIONS, profile
+from arrears.policy import Policy, PolicyError, load_policy
+
+
+def test_every_profile_is_a_file_in_the_package() -> None:
+    """The eight profiles of the issue exist, each one file under arrears/profiles (shipped in the wheel)."""
+    files = {p.name for p in (resources.files("arrears") / "profiles").iterdir() if p.name.endswith(".toml")}
+    expected = {"CN", "US", "US-CA", "US-IA", "US-MA", "US-WI", "GB", "IE"}
+    assert {f.removesuffix(".toml") for f in files} - {"_base"} == expected == set(KNOWN_JURISDICTIONS)
+
+
+def test_profiles_hold_the_numbers_of_their_rules() -> None:
+    """Hours, closed days, call caps, the opt-out and the cure periods are the sourced numbers."""
+    cn, us, ie, gb = profile("CN"), profile("US"), profile("IE"), profile("GB")
+    assert (cn.hours.start, cn.hours.end, cn.locale, cn.third_parties) == (time(8), time(22), "zh-CN", "when_unreachable")
+    caps = {c.name: c for c in cn.caps}
+    assert (caps["call-connected-borrower-1d"].limit, caps["call-connected-borrower-1d"].counts) == (3, "connected")
+    assert (caps["call-unanswered-address-1d"].limit, caps["call-unanswered-address-1d"].scope) == (6, "address")
+    assert (us.hours.start, us.hours.end, us.sms_opt_out_required) == (time(8), time(21), True)
+    reg_f = {c.name: c for c in us.caps}["call-attempts-account-7d"]
+    assert (reg_f.limit, reg_f.window_days, reg_f.quiet_after_conversation_days, reg_f.binding) == (7, 7, 7, True)
+    assert (ie.hours.start, ie.hours.end, ie.hours.closed_weekdays, ie.hours.closed_on_holidays) == (
+        time(9), time(21), frozenset({6}), True)
+    assert ie.third_parties == "never"
+    assert (gb.breathing_space_days, gb.cure_notice_days) == (60, 14)
+    assert all(c.source for p in (cn, us, ie, gb) for c in p.caps)
+
+
+def test_us_state_overlays_inherit_reg_f_and_add_their_own() -> None:
+    """US-CA/IA/MA/WI keep Reg F's hours, caps and opt-out, with their cure periods and holiday calendars."""
+    us = profile("US")
+    for code, cure in (("US-CA", None), ("US-IA", 20), ("US-MA", 21), ("US-WI", 15)):
+        p = profile(code)
+        assert (p.hours.start, p.hours.end, p.caps, p.sms_opt_out_required) == (us.hours.start, us.hours.end, us.caps, True)
+        assert (p.cure_notice_days, p.hours.holidays) == (cure, code)
+    assert profile("US-MA").max_cures == 3
+
+
+def test_sms_caps_are_policy_numbers_everywhere() -> None:
+    """Every profile carries the two SMS caps, marked as policy numbers (not binding) with that said."""
+    for code in KNOWN_JURISDICTIONS:
+        sms = {c.name: c for c in profile(code).caps_for("sms")}
+        assert (sms["sms-account-1d"].limit, sms["sms-borrower-7d"].limit, sms["sms-borrower-7d"].window_days) == (1, 3, 7)
+        assert not any(c.binding for c in sms.values()) and all(c.source.startswith("policy") for c in sms.values())
+
+
+def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Path) -> None:
+    """A policy file may narrow CN hours and move an SMS cap for all jurisdictions, which then says where it came from."""
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[profiles.CN.hours]\nstart = "09:00"\n\n[[profiles."*".caps]]\nname = "sms-borrower-7d"\nlimit = 5\n',
+        encoding="utf-8",
+    )
+    policy = load_policy(path)
+    assert policy.profile("CN").hours.start == time(9)
+    cap = {c.name: c for c in policy.profile("GB").caps}["sms-borrower-7d"]
+    assert cap.limit == 5 and cap.source.startswith('policy file [profiles."*"]')
+    assert profile("CN").hours.start == time(8)  # the files are untouched
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ('[profiles.CN.hours]\nstart = "07:00"', "profiles.CN.hours"),
+        ('[profiles.IE.hours]\nclosed_weekdays = []', "profiles.IE.hours"),
+        ('[profiles.US]\nsms_opt_out_required = false', "sms_opt_out_required"),
+        ('[[profiles.CN.caps]]\nname = "call-connected-borrower-1d"\nlimit = 4', "call-connected-borrower-1d"),
+        ('[profiles.GB]\nthird_parties = "always"', "third_parties"),
+        ('[profiles.XX.hours]\nstart = "09:00"', "unknown jurisdiction"),
+        ('[profiles.CN.hours]\nstart = "9 am"', "HH:MM"),
+    ],
+)
+def test_policy_file_may_not_loosen_a_rule(tmp_path: Path, override: str, complaint: str) -> None:
+    """Wider hours, opened days, a dropped opt-out, a looser binding cap, bad values and unknown
+    codes are refused with the key named."""
+    path = tmp_path / "policy.toml"
+    path.write_text(override + "\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=complaint):
+        load_policy(path)
+
+
+def test_model_copy_with_new_overrides_resolves_again() -> None:
+    """A policy copied with other profile overrides answers with the new profiles, not the old."""
+    base = Policy()
+    tighter = base.model_copy(update={"profiles": {"US": {"hours": {"start": "10:00", "end": "20:00"}}}})
+    assert (base.profile("US").hours.start, tighter.profile("US").hours.start) == (time(8), time(10))
