@@ -1,0 +1,175 @@
+"""Promises to pay: reading one from a borrower's reply, and deciding whether each was kept.
+
+Pure functions over plain data; `arrears.storage.later_stages` loads the promises and payments
+and stores what these decide.
+
+- A reply promises when it reads `PAY <amount> <date>` (the negotiation message's own words) or
+  `还款 <amount> <date>` (zh-CN); full-width digits, a currency sign, `元`, thousands separators
+  and the dates `2026-12-05`, `2026/12/05`, `2026.12.05` and `2026年12月5日` are understood. A
+  date without its year is refused: "12/05" reads differently in Shanghai and in Iowa.
+- A promise is kept once the payments received from the day it was made up to its due date plus
+  the grace period add up to its amount; partial payments count towards it. Past that date it is
+  broken. Payments are shared out in due-date order, each payment counting once, so two
+  promises are not both kept by the same money.
+"""
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from arrears.currencies import minor_units
+
+__all__ = [
+    "PromiseRules",
+    "PromiseView",
+    "PaymentView",
+    "Resolution",
+    "parse_promise",
+    "refusal",
+    "promise_rules",
+    "resolve_promises",
+    "DEFAULT_PROMISE_RULES",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseRules:
+    grace_days: int = 3  # a payment this many days after the promised date still keeps it
+    max_days_ahead: int = 30  # a promise further out than this is refused (it would stall collection)
+
+
+DEFAULT_PROMISE_RULES = PromiseRules()
+
+
+def promise_rules(policy: Any) -> PromiseRules:
+    """The promise numbers of a policy: `negotiation.promise_grace_days` and
+    `negotiation.promise_max_days_ahead` when the policy has them, the defaults otherwise."""
+    section = getattr(policy, "negotiation", None)
+    return PromiseRules(
+        grace_days=getattr(section, "promise_grace_days", DEFAULT_PROMISE_RULES.grace_days),
+        max_days_ahead=getattr(section, "promise_max_days_ahead", DEFAULT_PROMISE_RULES.max_days_ahead),
+    )
+
+
+# -- reading a reply ----------------------------------------------------------------------------
+
+_AMOUNT = r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+_DATE = (
+    r"(?P<year>\d{4})\s*(?:[-/.]|年)\s*(?P<month>\d{1,2})\s*(?:[-/.]|月)\s*(?P<day>\d{1,2})\s*日?"
+)
+_PROMISE = re.compile(
+    rf"^(?:PAY|还款|還款)\s*[$¥￥£€]?\s*{_AMOUNT}\s*(?:元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*"
+    rf"(?:ON|BY|于|於|在)?\s*{_DATE}$"
+)
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).upper()
+    text = re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"^[\s.,!?。，！？]+|[\s.,!?。，！？]+$", "", text)
+
+
+def parse_promise(text: str) -> tuple[Decimal, date] | None:
+    """The amount and date a reply promises, or None when the reply is not a promise.
+
+    A reply that has the shape of a promise but an impossible date (2026-02-30) is not one.
+    """
+    found = _PROMISE.match(_normalise(text))
+    if found is None:
+        return None
+    try:
+        amount = Decimal(found["amount"].replace(",", ""))
+        when = date(int(found["year"]), int(found["month"]), int(found["day"]))
+    except (InvalidOperation, ValueError):
+        return None
+    return amount, when
+
+
+def refusal(amount: Decimal, due_date: date, *, today: date, currency: str, rules: PromiseRules) -> str | None:
+    """Why a promise cannot be recorded, or None when it can."""
+    if amount <= 0:
+        return "the amount must be positive"
+    if amount != amount.quantize(Decimal(1).scaleb(-minor_units(currency))):
+        return f"the amount has more decimals than {currency} allows"
+    if due_date < today:
+        return f"the date {due_date.isoformat()} has passed"
+    if (due_date - today).days > rules.max_days_ahead:
+        return f"the date is more than {rules.max_days_ahead} days ahead"
+    return None
+
+
+# -- kept or broken -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseView:
+    id: int
+    amount: Decimal
+    due_date: date
+    made_on: date  # the lender's business date on which the promise was made
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    payment_id: str
+    amount: Decimal
+    received_on: date  # the lender's business date of receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A pending promise's outcome today: `kept` or `broken`, with what was paid towards it."""
+
+    promise_id: int
+    status: str  # kept | broken
+    paid: Decimal
+    payments: tuple[str, ...]  # the payments counted towards it
+    reason: str
+
+
+def resolve_promises(
+    promises: Iterable[PromiseView],
+    payments: Iterable[PaymentView],
+    *,
+    business_date: date,
+    rules: PromiseRules,
+) -> list[Resolution]:
+    """The pending promises of one account that are kept or broken on `business_date`.
+
+    Promises still inside their window with too little paid stay pending and are not returned.
+    """
+    pool = [[p, p.amount] for p in sorted(payments, key=lambda p: (p.received_on, p.payment_id))]
+    outcomes: list[Resolution] = []
+    for promise in sorted(promises, key=lambda p: (p.due_date, p.id)):
+        deadline = promise.due_date + timedelta(days=rules.grace_days)
+        paid = Decimal(0)
+        used: list[str] = []
+        for entry in pool:
+            payment, left = entry
+            if left <= 0 or payment.received_on < promise.made_on or payment.received_on > deadline:
+                continue
+            take = min(left, promise.amount - paid)
+            entry[1] = left - take
+            paid += take
+            used.append(payment.payment_id)
+            if paid >= promise.amount:
+                break
+        if paid >= promise.amount:
+            outcomes.append(Resolution(promise.id, "kept", paid, tuple(used), f"paid {paid} of {promise.amount}"))
+        elif business_date > deadline:
+            why = f"paid {paid} of {promise.amount} by {deadline.isoformat()}"
+            outcomes.append(Resolution(promise.id, "broken", paid, tuple(used), why))
+        else:
+            # Still inside its window: what it has taken stays reserved for it, so a later
+            # promise is not kept by the money this one is waiting to add up.
+            pass
+    return outcomes
+
+
+def within_window(promises: Sequence[PromiseView], *, rules: PromiseRules) -> date | None:
+    """The earliest day a payment can count for one of these promises (None without promises)."""
+    return min((p.made_on for p in promises), default=None)

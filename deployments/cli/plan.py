@@ -1,0 +1,97 @@
+"""`arrears plan accept` and `arrears plan show`: restructuring plans agreed by agents."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from arrears.clock import parse_instant
+from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+
+__all__ = ["plan_app"]
+
+plan_app = typer.Typer(name="plan", help="Restructuring plans: see the offers, record an acceptance.",
+                       no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
+
+
+class Kind(StrEnum):
+    deferral = "deferral"
+    instalment = "instalment"
+
+
+def _instant(as_of: str | None) -> datetime:
+    try:
+        return parse_instant(as_of) if as_of else datetime.now(UTC)
+    except ValueError as error:
+        raise CliError(f"--as-of: {error}") from None
+
+
+@plan_app.command("accept")
+def accept(
+    account_id: Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")],
+    kind: Annotated[Kind | None, typer.Option("--kind", help="deferral or instalment (default: the recommended offer).")] = None,
+    months: Annotated[int | None, typer.Option("--months", min=1, help="Instalments deferred, or months of the plan.")] = None,
+    agent: Annotated[str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who agreed it: kept in the audit trail.")] = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Record the plan the borrower accepted; the cycle then monitors it against payments."""
+    from arrears.restructuring import PlanError
+    from tasks.plans import accept_plan
+
+    at = _instant(as_of)
+    engine = open_database(use_database(database), create=False)
+    try:
+        plan_id, terms = accept_plan(engine, account_id=account_id, kind=kind.value if kind else None, months=months,
+                                     agent=agent, at=at)
+    except PlanError as error:
+        raise CliError(f"{account_id}: {error}") from None
+    if json:
+        emit_json({"plan_id": plan_id, "account_id": account_id, "status": "active", **terms.to_json()})
+        return
+    console.print(f"{account_id}: plan {plan_id} active: {terms.describe()}")
+    _schedule(terms.to_json())
+
+
+@plan_app.command("show")
+def show(
+    account_id: Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")],
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """The account's current plan, and the offers it would get today while it has none active."""
+    from tasks.plans import plan_overview
+
+    engine = open_database(use_database(database), create=False)
+    found = plan_overview(engine, account_id=account_id, at=_instant(as_of))
+    if found is None:
+        raise CliError(f"no account {account_id!r}")
+    if json:
+        emit_json(found)
+        return
+    current = found["plan"]
+    if current:
+        console.print(f"plan {current['id']}: {current['kind']} {current['status']} (since {current['updated_at'][:10]})")
+        if current["terms"].get("schedule"):
+            _schedule(current["terms"])
+    for n, offer in enumerate(found["offers"], start=1):
+        console.print(f"offer {n}: {offer['describe']}")
+    if not current and not found["offers"]:
+        console.print(f"{account_id}: no plan and nothing past due")
+
+
+def _schedule(terms: dict[str, object]) -> None:
+    table = Table(title="schedule")
+    table.add_column("due")
+    table.add_column("amount", justify="right")
+    for item in terms["schedule"]:  # type: ignore[attr-defined]
+        table.add_row(item["due"], item["amount"])
+    console.print(table)

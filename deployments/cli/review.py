@@ -1,0 +1,136 @@
+"""`arrears review list` and `arrears review decide`: the human decisions (DESIGN §7, §8).
+
+`decide` records the decision in our `Review` row and audit trail (so the lifecycle sees it
+whatever happens next), then resumes the review's waiting flow run through Prefect's API with the
+same decision as its `ReviewDecision` input. If the run cannot be resumed now (no Prefect server
+reachable, the run busy), the decision stands and the next cycle hands it to the run.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from arrears.clock import parse_instant
+from deployments.cli._common import CliError, DatabaseOption, app, console, console_err, emit_json, open_database, use_database
+
+__all__ = ["review_app"]
+
+review_app = typer.Typer(name="review", help="Repossession reviews and legal referrals waiting for a person.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
+
+
+class Decision(StrEnum):
+    repossess = "repossess"
+    legal = "legal"
+    negotiate = "negotiate"
+
+
+def _instant(as_of: str | None) -> datetime:
+    if as_of is None:
+        return datetime.now(UTC)
+    try:
+        return parse_instant(as_of)
+    except ValueError as error:
+        raise CliError(f"--as-of: {error}") from None
+
+
+@review_app.command("list")
+def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json = False) -> None:
+    """What waits for whom and since when: reviews (cure period, reviewer, hold) and referrals
+    (court, or the legal team for a rejected filing), oldest first."""
+    from tasks.review import waiting
+
+    now = _instant(as_of)
+    engine = open_database(use_database(database), create=False)
+    found = waiting(engine, now=now)
+    if json:
+        emit_json([w.as_json() for w in found])
+        return
+    if not found:
+        console.print("nothing waits for a person")
+        return
+    table = Table(title=f"waiting ({len(found)})")
+    for column in ("account", "what", "waits for", "since", "until", "past due", "detail"):
+        table.add_column(column)
+    for w in found:
+        table.add_row(w.account_id, w.what, w.waits_for, _short(w.since), _short(w.until),
+                      f"{w.past_due} {w.currency} ({w.days_past_due}d)", w.detail)
+    console.print(table)
+
+
+@review_app.command("decide")
+def decide(
+    account_id: Annotated[str, typer.Argument(help="The account under review, e.g. A-0000042.")],
+    decision: Annotated[Decision, typer.Option("--decision", help="repossess, legal or negotiate.", case_sensitive=False)],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="Your name: recorded with the decision.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the audit trail.")],
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Decide a repossession review once its cure period is over; resumes the waiting flow run."""
+    from tasks.review import ReviewError, decide_review
+
+    now = _instant(as_of)
+    engine = open_database(use_database(database), create=False)
+    try:
+        decided = decide_review(engine, account_id=account_id, decision=decision.value, reviewer=reviewer,
+                                reason=reason, at=now)
+    except ReviewError as error:
+        raise CliError(str(error)) from None
+    run = _resume(decided.state.flow_run_id, decision.value, reviewer, reason, as_of) if decided.changed else None
+    result = {**decided.as_json(), "flow_run": run}
+    if json:
+        emit_json(result)
+        return
+    if not decided.changed:
+        console.print(f"{account_id}: already decided [bold]{decided.decision}[/bold]; nothing changed")
+        return
+    line = f"{account_id}: [bold]{decided.decision}[/bold] recorded for reviewer {reviewer}"
+    if decided.decision != decided.requested or decided.note:
+        line += f" ({decided.note})"
+    if decided.order_id:
+        line += f"; vendor order {decided.order_id} placed"
+    console.print(line)
+    if run:
+        console.print(f"flow run {run['id']}: {run['outcome']}")
+
+
+def _resume(flow_run_id: str | None, decision: str, reviewer: str, reason: str, as_of: str | None) -> dict[str, Any] | None:
+    """Hand the decision to the waiting run: its `ReviewDecision` when it waits for one, a wake
+    when it still waits on the cure period (it then reads the decision from our table)."""
+    if flow_run_id is None:
+        return None
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+        state = run.state
+        if state is None or not state.is_paused():
+            outcome = f"not waiting ({state.name if state else 'no state'}): it reads the decision when it next runs"
+        elif state.state_details.pause_key == "decision":
+            resume_flow_run(run.id, run_input={"decision": decision, "reviewer": reviewer, "reason": reason})
+            outcome = "resumed with the decision"
+        else:
+            resume_flow_run(run.id, run_input={"as_of": as_of})
+            outcome = "woken: it reads the decision from arrears"
+    except Exception as error:  # any API failure: the decision is stored, the next cycle hands it over
+        console_err.print(f"[yellow]warning:[/yellow] could not resume flow run {flow_run_id}: {error}; "
+                          "the decision is recorded and the next cycle hands it to the run")
+        outcome = f"not resumed: {error}"
+    return {"id": flow_run_id, "outcome": outcome}
+
+
+def _short(value: datetime | None) -> str:
+    return value.isoformat()[:16].replace("T", " ") if value else ""

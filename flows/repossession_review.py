@@ -1,0 +1,295 @@
+"""The repossession review (DESIGN §7): one flow run per review, waiting on the law and on a person.
+
+A run sends the right-to-cure notice where the jurisdiction requires one, waits until the cure
+period is over, ends itself (Cancelled) if the account cures or leaves review meanwhile, then
+waits for a `ReviewDecision` (decision, reviewer, reason): given in the Prefect UI's form, or by
+`arrears review decide`, which resumes the run through Prefect's API. The decision is stored in
+our `Review` row and audit trail, where the lifecycle reads it.
+
+Under a deployment the run is suspended while it waits (`suspend_flow_run`): it holds no process,
+and on resume it re-runs from the top, reading back from our tables every step already done.
+Without a deployment (tests, the demo) it pauses in its process instead (`pause_flow_run`).
+Either way the waits are keyed (`cure-wait-1`, `cure-wait-2`, …, `decision`) so a re-run replays
+the answers it already got, in order, and continues where it stopped.
+
+The daily cycle's part (`start_reviews`, after advance) is bulk: reviews opened, closed and
+notified in a few queries; then one run started per new review on the served deployment, and
+runs woken that have something to do (their cure period ended, their account changed, or a
+decision was recorded while the run could not be resumed). The cycle passes its own instant to
+the runs it starts and wakes, so simulated days keep one timeline.
+
+The flow is async on purpose: a sync flow run costs about a second of heartbeat teardown
+(PREFECT.md), and a portfolio has many reviews.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from prefect import flow, get_run_logger, tags
+from prefect.context import FlowRunContext
+from prefect.flow_runs import apause_flow_run, asuspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, State
+from pydantic import Field
+
+from arrears.clock import parse_instant
+from tasks.review import (
+    Decided,
+    close_review,
+    load_review,
+    open_review,
+    prepare_reviews,
+    record_decision,
+    refusal,
+    reviews_of_runs,
+    send_cure_notice,
+    set_review_runs,
+)
+
+__all__ = [
+    "REVIEW_DEPLOYMENT",
+    "ReviewDecision",
+    "Wake",
+    "repossession_review",
+    "start_reviews",
+    "wait_for",
+    "paused_runs",
+    "deployment_exists",
+    "now_of",
+    "later_of",
+]
+
+REVIEW_DEPLOYMENT = "repossession-review/review"
+# Without a deployment a waiting run keeps its process: bounded, so a forgotten demo run ends.
+PAUSE_TIMEOUT_SECONDS = 24 * 3600
+POLL_SECONDS = 2  # how often a paused run asks whether it was resumed
+
+R = TypeVar("R", bound=RunInput)
+
+
+class ReviewDecision(RunInput):
+    """The reviewer's decision at the end of a repossession review."""
+
+    decision: Literal["repossess", "legal", "negotiate"] = Field(
+        description="repossess: order the vehicle's recovery; legal: refer to court; negotiate: back to negotiation."
+    )
+    reviewer: str = Field(
+        min_length=1, max_length=100,
+        description="Your name. Prefect's server has no users: arrears records the reviewer from this field.",
+    )
+    reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the account's audit trail.")
+
+
+class Wake(RunInput):
+    """A nudge to look again: the cure period has ended, or the account has changed."""
+
+    as_of: str | None = Field(
+        default=None, description="The instant the waker ran as of (ISO 8601 with offset); empty means now."
+    )
+
+
+def now_of(as_of: str | None) -> datetime:
+    return parse_instant(as_of) if as_of else datetime.now(UTC)
+
+
+def later_of(now: datetime, as_of: str | None) -> datetime:
+    return max(now, parse_instant(as_of)) if as_of else datetime.now(UTC)
+
+
+def _deployed() -> bool:
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+async def wait_for(model: type[R], *, key: str) -> R:
+    """Wait for `model`'s input under `key` (lowercase letters, digits and dashes: PREFECT.md):
+    suspended under a deployment, paused in this process without one."""
+    if _deployed():
+        return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
+    return await apause_flow_run(wait_for_input=model, key=key, timeout=PAUSE_TIMEOUT_SECONDS,
+                                 poll_interval=POLL_SECONDS)
+
+
+def _name() -> str:
+    return f"review {flow_run.parameters['account_id']}"
+
+
+@flow(
+    name="repossession-review",
+    flow_run_name=_name,
+    description="One repossession review: right-to-cure notice, cure period, a reviewer's decision.",
+)
+async def repossession_review(account_id: str, as_of: str | None = None) -> dict[str, Any] | State:
+    """Review `account_id`, as of `as_of` (ISO 8601; now when omitted)."""
+    log = get_run_logger()
+    now = now_of(as_of)
+    with tags("stage:repossession_review", f"account:{account_id.lower()}"):
+        state = open_review(account_id, now, str(flow_run.id))
+        if state is None:
+            return Cancelled(message=f"{account_id} is not in repossession review")
+        waits = 0
+        while state.decision is None:
+            state = send_cure_notice(state.review_id, now)
+            if state.closed or not state.in_review:
+                if not state.closed:
+                    close_review(state.review_id, f"account is now {state.stage}", now)
+                return Cancelled(message=f"review {state.review_id} closed: account is now {state.stage}")
+            why = refusal(state, now)
+            if why is None:
+                break
+            waits += 1
+            log.info("review %s waits: %s", state.review_id, why)
+            wake = await wait_for(Wake, key=f"cure-wait-{waits}")
+            now = later_of(now, wake.as_of)
+            state = load_review(state.review_id)
+        if state.decision is None:
+            answer = await wait_for(ReviewDecision, key="decision")
+            at = max(now, datetime.now(UTC))
+            decided: Decided = record_decision(state.review_id, answer.decision, answer.reviewer, answer.reason, at,
+                                               "prefect")
+            if not decided.state.in_review and not decided.changed and decided.state.decision is None:
+                return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
+        else:
+            decided = Decided(state, state.decision, state.decision, None, None, False)
+        log.info("review %s: %s", state.review_id, decided.decision)
+        return decided.as_json()
+
+
+# -- the daily cycle's part ---------------------------------------------------------------------------
+
+
+def deployment_exists(name: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+            return True
+        except ObjectNotFound:
+            return False
+
+
+def paused_runs(flow_name: str) -> list[Any]:
+    """Every paused (or suspended) run of `flow_name`, a page of 200 at a time."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    found: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+                limit=200, offset=len(found),
+            )
+            found += page
+            if len(page) < 200:
+                return found
+
+
+def start_reviews(
+    instant: datetime, as_of: str | None, cycle_id: int | None = None, *, deployment: str = REVIEW_DEPLOYMENT,
+) -> dict[str, int]:
+    """After advance: open, close and notify reviews in bulk; start a run for each new review on
+    `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
+    cycle's own parameter (None in production: the runs then use the clock)."""
+    prepared = prepare_reviews(instant, cycle_id)
+    counts = {"reviews_opened": prepared.opened, "reviews_closed": prepared.closed,
+              "cure_notices": prepared.notices, "review_runs_started": 0, "review_runs_woken": 0,
+              "review_runs_cancelled": 0}
+    if deployment_exists(deployment):
+        counts["review_runs_started"] = _start(deployment, prepared, as_of)
+    # Runs paused in a process (no deployment) are woken the same way as suspended ones.
+    counts["review_runs_woken"], counts["review_runs_cancelled"] = wake_reviews(instant, as_of)
+    return counts
+
+
+def _start(deployment: str, prepared: Any, as_of: str | None) -> int:
+    """One run per review without a live one; without a deployment, none: `arrears review decide`
+    then records straight into the table."""
+    from prefect.deployments import run_deployment
+
+    # A run that ended without finishing its review (crashed, failed, timed out) is replaced.
+    ended = _ended_runs([run_id for _, _, run_id in prepared.with_run])
+    todo = [(review_id, account_id, f"review-{review_id}") for review_id, account_id in prepared.without_run]
+    todo += [(review_id, account_id, f"review-{review_id}-after-{run_id}")
+             for review_id, account_id, run_id in prepared.with_run if run_id in ended]
+    started: list[tuple[int, str]] = []
+    for review_id, account_id, key in todo:
+        run = run_deployment(
+            deployment,
+            parameters={"account_id": account_id, "as_of": as_of},
+            flow_run_name=f"review {account_id}",
+            tags=["stage:repossession_review", f"account:{account_id.lower()}"],
+            idempotency_key=key,
+            timeout=0,
+            as_subflow=False,
+        )
+        started.append((review_id, str(run.id)))
+    if started:
+        set_review_runs(started)
+    return len(started)
+
+
+def _ended_runs(run_ids: list[str]) -> set[str]:
+    """Of these runs, those that ended without completing (failed, crashed, cancelled)."""
+    if not run_ids:
+        return set()
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ended: set[str] = set()
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(run_ids), 200):
+            ids = [UUID(r) for r in run_ids[start:start + 200]]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200):
+                state = run.state
+                if state is not None and state.is_final() and not state.is_completed():
+                    ended.add(str(run.id))
+    return ended
+
+
+def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
+    """Resume the paused review runs that can move on; cancel those with nothing left to wait for."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    runs = paused_runs("repossession-review")
+    if not runs:
+        return 0, 0
+    reviews = reviews_of_runs([str(r.id) for r in runs])
+    woken = cancelled = 0
+    for run in runs:
+        review = reviews.get(str(run.id))
+        key = str(run.state.state_details.pause_key or "") if run.state else ""
+        if review is None:
+            continue
+        if key.startswith("cure-wait"):
+            if review.closed or not review.in_review or refusal(review, instant) is None:
+                resume_flow_run(run.id, run_input={"as_of": as_of})
+                woken += 1
+        elif key == "decision":
+            if review.decision is not None:
+                # Decided on the command line while the run could not be resumed: hand it over now.
+                resume_flow_run(run.id, run_input={"decision": review.decision, "reviewer": review.reviewer or "unknown",
+                                                   "reason": review.reason or "recorded in arrears"})
+                woken += 1
+            elif review.closed or not review.in_review:
+                from prefect.states import Cancelled as cancelled_state
+
+                with get_client(sync_client=True) as client:
+                    client.set_flow_run_state(run.id, cancelled_state(message=f"account is now {review.stage}"),
+                                              force=True)
+                cancelled += 1
+    return woken, cancelled

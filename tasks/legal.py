@@ -1,0 +1,225 @@
+"""Legal referral: the filing built from stored facts, submitted to the court provider, tracked.
+
+The court provider comes from `integrations/court/` the way `tasks/sms.py` builds the SMS one:
+a flow opens `court_session()` around its steps and each task uses `current_court()`. With the
+sandbox provider and no base URL, a sandbox court is started for the session (fine for a demo
+in one process; a suspended run resumes in another process, so a real deployment names the
+gateway, or a long-running `arrears sandbox`, in `ARREARS_COURT_BASE_URL`).
+
+Every step reads the referral back first, so a run re-started from the top repeats nothing: the
+filing is drafted once (its documents come from the facts stored when the referral opened, so
+a resubmission under the same key carries the same content and the gateway answers with the
+first filing), submitted once (`Referral.filing_id`), and each status is recorded once.
+"""
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from arrears.review import FilingDraft, draft_filing
+from arrears.settings import get_settings
+from arrears.storage import later_stages as store
+from arrears.storage.inbound import record_court_status
+from arrears.storage.later_stages import ReferralState
+from integrations.court.protocol import CourtProvider, FilingDocument, FilingEnvelope, FilingNotFound, Party
+from integrations.errors import ConfigError, Permanent
+from tasks.database import engine
+
+__all__ = [
+    "court_session",
+    "current_court",
+    "envelope_of",
+    "open_referral",
+    "load_referral",
+    "submit_filing",
+    "poll_filing",
+    "request_dismissal",
+    "referral_work",
+    "referrals_followed",
+]
+
+_current: CourtProvider | None = None
+# Statuses after which the gateway will not withdraw a filing: a dismissal is then a motion counsel files.
+_CANCELLABLE = frozenset({"submitted", "under_review"})
+
+
+def _court_config() -> tuple[str, str | None, dict[str, str]]:
+    """Provider name, base URL and credentials: from settings once they carry the court fields
+    (`court_provider`, `court_base_url`, `court_credentials`), from ARREARS_COURT_* until then."""
+    settings = get_settings()
+    name = getattr(settings, "court_provider", None) or os.environ.get("ARREARS_COURT_PROVIDER", "sandbox")
+    base_url = getattr(settings, "court_base_url", None) or os.environ.get("ARREARS_COURT_BASE_URL") or None
+    stored = getattr(settings, "court_credentials", None)
+    if stored:
+        credentials = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else str(v)) for k, v in stored.items()}
+    else:
+        try:
+            credentials = {str(k): str(v) for k, v in json.loads(os.environ.get("ARREARS_COURT_CREDENTIALS", "{}")).items()}
+        except ValueError:
+            raise ConfigError("ARREARS_COURT_CREDENTIALS is not a JSON object") from None
+    return name, base_url, credentials
+
+
+def _build(name: str, base_url: str, credentials: Mapping[str, str]) -> CourtProvider:
+    from integrations.court.factory import build_provider
+
+    try:
+        return build_provider(name, base_url, credentials)
+    except LookupError:
+        # The registry does not list the court kind yet: the built-in providers by their class.
+        from integrations.court.ecf import EcfCourtProvider
+        from integrations.court.sandbox import SandboxCourtProvider
+
+        builtin: dict[str, Any] = {"sandbox": SandboxCourtProvider, "ecf": EcfCourtProvider}
+        if name not in builtin:
+            raise
+        return builtin[name].from_config(base_url, credentials)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def court_session() -> Iterator[CourtProvider]:
+    """The configured court provider; with the sandbox provider and no URL, a sandbox court started here."""
+    global _current
+    name, base_url, credentials = _court_config()
+    with ExitStack() as stack:
+        if base_url is None:
+            if name != "sandbox":
+                raise ConfigError(f"ARREARS_COURT_BASE_URL is required for the {name!r} court provider")
+            from integrations.court.sandbox import start_court_sandbox
+
+            court = stack.enter_context(start_court_sandbox())
+            base_url, credentials = court.base_url, court.credentials
+        provider = stack.enter_context(_build(name, base_url, credentials))
+        previous, _current = _current, provider
+        try:
+            yield provider
+        finally:
+            _current = previous
+
+
+def current_court() -> CourtProvider:
+    if _current is None:
+        raise RuntimeError("no court provider is open: legal referral steps run inside court_session()")
+    return _current
+
+
+def envelope_of(draft: FilingDraft) -> FilingEnvelope:
+    """The provider's request for a drafted filing."""
+    return FilingEnvelope(
+        idempotency_key=draft.idempotency_key,
+        court=draft.court,
+        case_type=draft.case_type,  # type: ignore[arg-type]
+        parties=[Party(role="plaintiff", name=draft.plaintiff, kind="organization"),
+                 Party(role="defendant", name=draft.defendant)],
+        claim_amount=draft.claim,
+        currency=draft.currency,
+        documents=[FilingDocument.from_bytes(d.kind, d.name, d.content) for d in draft.documents],
+        military_affidavit=draft.military_affidavit,
+    )
+
+
+@task(name="open-referral", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def open_referral(account_id: str, at: datetime) -> ReferralState | None:
+    """The account's current referral, opened with its facts (claim, notices, military status)."""
+    with engine().begin() as connection:
+        return store.open_referral(connection, account_id=account_id, at=at, lender=get_settings().lender_name)
+
+
+@task(name="load-referral", cache_policy=NO_CACHE)
+def load_referral(referral_id: int) -> ReferralState:
+    with engine().connect() as connection:
+        state = store.referral_state(connection, referral_id)
+    assert state is not None, referral_id
+    return state
+
+
+@task(name="submit-filing", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[30, 120, 600])
+def submit_filing(referral_id: int, at: datetime) -> ReferralState:
+    """Draft the filing from the stored facts and submit it, unless it went out before. A filing
+    the gateway refuses outright (`Permanent`) is rejected like one the court rejects: back to
+    the legal team's queue with the reason."""
+    with engine().connect() as connection:
+        state = store.referral_state(connection, referral_id)
+        assert state is not None, referral_id
+        if state.filing_id is not None:
+            return state
+        draft = draft_filing(store.referral_facts(connection, referral_id))
+    with engine().begin() as connection:
+        store.record_filing_draft(connection, referral_id=referral_id, summary=draft.summary(), at=at)
+    provider = current_court()
+    try:
+        receipt = provider.submit(envelope_of(draft))
+    except Permanent as refused:
+        with engine().begin() as connection:
+            store.record_refusal(connection, referral_id=referral_id, at=at, reason=str(refused),
+                                 provider=provider.info.name)
+        return load_referral.fn(referral_id)
+    with engine().begin() as connection:
+        store.record_submission(connection, referral_id=referral_id, filing_id=receipt.filing_id,
+                                status=receipt.status, at=max(at, receipt.submitted_at), provider=provider.info.name)
+    return load_referral.fn(referral_id)
+
+
+@task(name="poll-filing", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 300])
+def poll_filing(referral_id: int, at: datetime) -> ReferralState:
+    """Ask the court where the filing stands and record a new status (callbacks may have been
+    lost or late); a status is dated no earlier than `at`, when we learned it."""
+    state = load_referral.fn(referral_id)
+    if state.filing_id is None:
+        return state
+    provider = current_court()
+    try:
+        found = provider.status(state.filing_id)
+    except FilingNotFound as lost:
+        with engine().begin() as connection:
+            store.record_refusal(connection, referral_id=referral_id, at=at, reason=f"court has no such filing: {lost}",
+                                 provider=provider.info.name)
+        return load_referral.fn(referral_id)
+    with engine().begin() as connection:
+        record_court_status(
+            connection, filing_id=found.filing_id, status=found.status, at=max(at, found.at),
+            provider=provider.info.name, callback_id=f"poll:{found.filing_id}:{found.status}", reason=found.reason,
+        )
+    return load_referral.fn(referral_id)
+
+
+@task(name="request-dismissal", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
+    """The account has paid or settled: withdraw the filing at the gateway while its review is
+    open; after that, a dismissal is a motion counsel files (no gateway operation for it), so the
+    referral waits for them as `dismissing`. Nothing filed yet: the referral is simply dismissed."""
+    state = load_referral.fn(referral_id)
+    reason = f"account {state.stage}: balance {state.currency} {state.balance}"
+    if state.filing_id is None:
+        status, detail = "dismissed", f"referral {referral_id} withdrawn before filing: {reason}"
+    elif state.status in _CANCELLABLE and hasattr(current_court(), "cancel"):
+        try:
+            current_court().cancel(state.filing_id, reason)  # type: ignore[attr-defined]
+            status, detail = "dismissed", f"filing {state.filing_id} withdrawn at the court: {reason}"
+        except Permanent as refused:
+            status, detail = "dismissing", f"dismissal of {state.filing_id} to be filed by counsel ({refused}): {reason}"
+    else:
+        status, detail = "dismissing", f"dismissal of filing {state.filing_id} to be filed by counsel: {reason}"
+    with engine().begin() as connection:
+        store.record_dismissal(connection, referral_id=referral_id, status=status, at=at, detail=detail)
+    return load_referral.fn(referral_id)
+
+
+@task(name="referral-work", cache_policy=NO_CACHE)
+def referral_work() -> list[tuple[str, int, int | None, str | None]]:
+    """Accounts in legal referral with their episode, present referral (None: none yet) and its status."""
+    with engine().connect() as connection:
+        return store.referral_work(connection)
+
+
+@task(name="referrals-followed", cache_policy=NO_CACHE)
+def referrals_followed() -> set[str]:
+    """Accounts whose latest referral is still open (filed or drafted, not ended, not rejected)."""
+    with engine().connect() as connection:
+        return store.referrals_followed(connection)

@@ -1,0 +1,227 @@
+"""Repossession review: the steps of a review's flow run, the cycle's bulk part, and the CLI's.
+
+The flow run (`flows/repossession_review.py`) calls the Prefect tasks here; each reads the
+review back from our tables first, so a run re-started from the top after a suspension repeats
+nothing: a notice already recorded is not sent again, a decision already stored stands.
+
+The cycle's part is bulk: `prepare_reviews` opens a review for every account that entered
+repossession review, closes those whose account left, records the cure notices due, and names
+the reviews that still need a flow run; `refresh_vendor_orders` (inside the refresh
+transaction) cancels repossession orders that a payment, a plan or a hold has overtaken.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Connection, Engine
+
+from arrears.currencies import display
+from arrears.jurisdictions import Profile
+from arrears.review import cure_notice, decision_refusal, notice_owed, repossession_barred, settle_decision
+from arrears.storage import later_stages as store
+from arrears.storage.later_stages import ReviewState, Waiting
+from arrears.vocabulary import DecisionKind
+from tasks.database import engine, policy
+
+__all__ = [
+    "ReviewError",
+    "Decided",
+    "Prepared",
+    "refresh_vendor_orders",
+    "open_review",
+    "send_cure_notice",
+    "load_review",
+    "record_decision",
+    "close_review",
+    "prepare_reviews",
+    "set_review_runs",
+    "reviews_of_runs",
+    "decide_review",
+    "waiting",
+    "refusal",
+]
+
+
+class ReviewError(Exception):
+    """A decision that cannot be taken now; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    state: ReviewState
+    decision: str
+    requested: str
+    note: str | None
+    order_id: str | None
+    changed: bool  # False: a decision was already stored, and it stands
+
+    def as_json(self) -> dict[str, Any]:
+        return {"account_id": self.state.account_id, "review_id": self.state.review_id, "decision": self.decision,
+                "requested": self.requested, "note": self.note, "vendor_order": self.order_id,
+                "recorded": self.changed, "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None}
+
+
+def _profile(jurisdiction: str) -> Profile:
+    """The jurisdiction's profile under the lender's policy (which may lengthen a cure period)."""
+    return policy().profile(jurisdiction)
+
+
+def refusal(state: ReviewState, now: datetime) -> str | None:
+    """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`)."""
+    owed = notice_owed(state.jurisdiction, rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
+    return decision_refusal(in_review=state.in_review, closed=state.closed, stage=state.stage, notice_owed=owed,
+                            cure_deadline=state.cure_deadline, now=now)
+
+
+# -- the cycle ------------------------------------------------------------------------------------
+
+
+def refresh_vendor_orders(
+    connection: Connection, *, as_of: datetime, cycle_id: int | None = None, account_id: str | None = None,
+) -> dict[str, int]:
+    """Cancel repossession orders overtaken by a payment, a plan, a hold or the account leaving review."""
+    return {"vendor_orders_cancelled": store.cancel_vendor_orders(connection, as_of=as_of, cycle_id=cycle_id,
+                                                                  account_id=account_id)}
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    opened: int
+    closed: int
+    notices: int
+    without_run: tuple[tuple[int, str], ...]  # (review id, account id) of reviews no flow run works on
+    with_run: tuple[tuple[int, str, str], ...] = ()  # (review id, account id, flow run id) of the others
+
+
+def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
+    if state.closed or not state.in_review or state.cure_deadline is not None or repossession_barred(state.holds):
+        return False
+    notice = cure_notice(at, jurisdiction=state.jurisdiction, timezone=state.timezone,
+                         cure_amount=Decimal(display(state.past_due, state.currency)), currency=state.currency,
+                         rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
+    return notice is not None and store.record_cure_notice(connection, review_id=state.review_id, notice=notice)
+
+
+@task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, tags=["stage:review"])
+def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
+    """Open, close and notify in bulk; name the reviews that need a flow run."""
+    with engine().begin() as connection:
+        opened = store.open_reviews(connection, at=at)
+        closed = store.close_left_reviews(connection, at=at, cycle_id=cycle_id)
+        states = store.open_review_states(connection)
+        notices = sum(_notice(connection, s, at) for s in states)
+    return Prepared(len(opened), closed, notices,
+                    tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),
+                    tuple((s.review_id, s.account_id, s.flow_run_id) for s in states if s.flow_run_id is not None))
+
+
+@task(name="set-review-runs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def set_review_runs(runs: list[tuple[int, str]]) -> None:
+    with engine().begin() as connection:
+        for review_id, flow_run_id in runs:
+            store.set_review_run(connection, review_id=review_id, flow_run_id=flow_run_id)
+
+
+@task(name="reviews-of-runs", cache_policy=NO_CACHE)
+def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
+    with engine().connect() as connection:
+        return store.reviews_by_run(connection, flow_run_ids)
+
+
+# -- a review's flow run ----------------------------------------------------------------------------
+
+
+@task(name="open-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def open_review(account_id: str, at: datetime, flow_run_id: str | None) -> ReviewState | None:
+    """The account's current review (opened if the cycle has not yet), with this run recorded on it."""
+    with engine().begin() as connection:
+        return store.open_review(connection, account_id=account_id, at=at, flow_run_id=flow_run_id)
+
+
+@task(name="send-cure-notice", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def send_cure_notice(review_id: int, at: datetime) -> ReviewState:
+    """Record the right-to-cure notice where the jurisdiction requires one, unless it went out
+    before or a collection hold stops it; returns the review as it now stands."""
+    with engine().begin() as connection:
+        state = store.review_state(connection, review_id, lock=True)
+        assert state is not None, review_id
+        if _notice(connection, state, at):
+            state = store.review_state(connection, review_id)
+            assert state is not None
+        return state
+
+
+@task(name="load-review", cache_policy=NO_CACHE)
+def load_review(review_id: int) -> ReviewState:
+    with engine().connect() as connection:
+        state = store.review_state(connection, review_id)
+    assert state is not None, review_id
+    return state
+
+
+def _decide(
+    connection: Connection, state: ReviewState, *, decision: str, reviewer: str, reason: str, at: datetime,
+    source: str,
+) -> Decided:
+    settled = settle_decision(DecisionKind(decision), holds=state.holds)
+    after, changed = store.record_decision(connection, review_id=state.review_id, settled=settled, reviewer=reviewer,
+                                           reason=reason, at=at, source=source)
+    order = None
+    if changed and settled.order_vehicle:
+        assert after.decided_at is not None
+        order = store.create_vendor_order(connection, state=after, at=after.decided_at, reviewer=reviewer)
+    return Decided(after, after.decision or settled.decision.value, settled.requested.value, settled.note, order, changed)
+
+
+@task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_decision(review_id: int, decision: str, reviewer: str, reason: str, at: datetime, source: str) -> Decided:
+    """Store the reviewer's decision (the first one stored stands) and, for an approved
+    repossession that no hold forbids, place the vendor order; a military hold turns it into a
+    referral to legal (SCRA)."""
+    with engine().begin() as connection:
+        state = store.review_state(connection, review_id, lock=True)
+        assert state is not None, review_id
+        return _decide(connection, state, decision=decision, reviewer=reviewer, reason=reason, at=at, source=source)
+
+
+@task(name="close-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def close_review(review_id: int, reason: str, at: datetime) -> bool:
+    with engine().begin() as connection:
+        return store.close_review(connection, review_id=review_id, reason=reason, at=at)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+def decide_review(
+    engine_: Engine, *, account_id: str, decision: str, reviewer: str, reason: str, at: datetime,
+) -> Decided:
+    """Record a decision given on the command line; ReviewError when there is no review to decide
+    or it may not be decided yet. The caller resumes the waiting flow run."""
+    if not reviewer.strip() or not reason.strip():
+        raise ReviewError("a decision needs the reviewer's name and a reason")
+    with engine_.begin() as connection:
+        store.lock_accounts(connection, [account_id])
+        state = store.current_review(connection, account_id)
+        if state is None:
+            raise ReviewError(f"account {account_id} has no repossession review")
+        if state.closed and state.decision is None:
+            raise ReviewError(f"review {state.review_id} of {account_id} is closed: {state.reason}")
+        if state.closed:
+            # Decided before (by the UI form, or this command run twice): report it, change nothing.
+            assert state.decision is not None
+            return Decided(state, state.decision, state.decision, None, None, False)
+        why = refusal(state, at)
+        if why is not None:
+            raise ReviewError(f"{account_id}: {why}")
+        return _decide(connection, state, decision=decision, reviewer=reviewer.strip(), reason=reason.strip(), at=at,
+                       source="cli")
+
+
+def waiting(engine_: Engine, *, now: datetime) -> list[Waiting]:
+    with engine_.connect() as connection:
+        return store.waiting_list(connection, now=now)

@@ -1,0 +1,111 @@
+"""Bureau pulls in the cycle: one per account entering negotiation (its ability), a skip trace for
+the unreachable (new numbers), bankruptcy or death reported by the bureau placing a hold."""
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from arrears.models import AccountHold, BureauRecord
+from tests.later_stages import (
+    account,
+    account_t,
+    at,
+    contact_t,
+    events,
+    import_rows,
+    us_account,
+)
+
+bureau_t = BureauRecord.__table__  # type: ignore[attr-defined]
+hold_t = AccountHold.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def _bureau_process() -> Iterator[Any]:
+    from integrations.bureau.sandbox import start_bureau_sandbox
+
+    with start_bureau_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture
+def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, _bureau_process: Any) -> Engine:
+    from arrears.settings import get_settings
+
+    _bureau_process.reset()
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    monkeypatch.setenv("ARREARS_BUREAU_PROVIDER", "sandbox")
+    monkeypatch.setenv("ARREARS_BUREAU_BASE_URL", _bureau_process.base_url)
+    monkeypatch.setenv("ARREARS_BUREAU_CREDENTIALS", json.dumps(dict(_bureau_process.credentials)))
+    get_settings.cache_clear()
+    return engine
+
+
+def _stage(engine: Engine, account_id: str, stage: str, **values: Any) -> None:
+    with engine.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == account_id).values(stage=stage, episode=2, **values))
+
+
+def _pulls(engine: Engine, account_id: str) -> list[Any]:
+    with engine.connect() as c:
+        return list(c.execute(select(bureau_t).where(bureau_t.c.account_id == account_id, bureau_t.c.kind == "pull")))
+
+
+def _pull(as_of: str) -> dict[str, int]:
+    from prefect.logging import disable_run_logger
+
+    from tasks.bureau_pull import pull_bureau_profiles
+
+    with disable_run_logger():
+        return pull_bureau_profiles.fn(at(as_of))
+
+
+def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(later_db: Engine, tmp_path: Path) -> None:
+    """An account in negotiation is pulled once an episode, for FCRA 604(a)(3)(A); its ability comes from the profile."""
+    import_rows(later_db, tmp_path, [us_account("A-B1", phone="(515) 281-1001"), us_account("A-B2", phone="(515) 281-1000")])
+    _stage(later_db, "A-B1", "negotiation")
+    _stage(later_db, "A-B2", "cured", past_due_amount=Decimal(0))
+    assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 1
+    assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
+    [record] = _pulls(later_db, "A-B1")
+    assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == ("604(a)(3)(A)", "E", "pull-A-B1-2")
+    assert account(later_db, "A-B1").ability == pytest.approx(0.3)
+    assert _pulls(later_db, "A-B2") == []  # not in collection: no permissible purpose
+    assert events(later_db, "A-B1", "bureau")[0].detail.startswith("bureau pull (604(a)(3)(A)): band E")
+
+
+def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(later_db: Engine, tmp_path: Path) -> None:
+    """An account with no working number is skip-traced; mobile numbers found with enough
+    confidence are added as unverified, non-primary bureau contact points."""
+    import_rows(later_db, tmp_path, [us_account("A-B3", phone="(515) 281-1006")])
+    _stage(later_db, "A-B3", "reminder", segment="unreachable")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811006").values(valid=False))
+    counts = _pull("2026-12-02T01:00:00Z")
+    assert (counts["skip_traces"], counts["numbers_found"]) == (1, 3)
+    with later_db.connect() as c:
+        found = c.execute(select(contact_t).where(contact_t.c.source == "bureau")).all()
+    assert sorted((f.verified, f.is_primary, f.valid) for f in found) == [(False, False, True)] * 3
+    assert _pulls(later_db, "A-B3")[0].payload["idempotency_key"] == "skip-A-B3-2"
+
+
+def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
+    """A bankruptcy (or death) in the profile places the matching hold, once, with the report as its reason."""
+    from arrears.storage.later_stages import pull_subjects, record_pull
+
+    import_rows(later_db, tmp_path, [us_account("A-B4")])
+    _stage(later_db, "A-B4", "negotiation")
+    with later_db.begin() as c:
+        [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B4"]
+        for _ in range(2):
+            record_pull(c, subject=subject, at=at("2026-12-16T01:00:00Z"), purpose="604(a)(3)(A)", report_id="R-1",
+                        score_band="C", income_estimate=None, phones=[], bankruptcy_chapter=13, bankrupt=True,
+                        deceased=False)
+    with later_db.connect() as c:
+        holds = c.execute(select(hold_t).where(hold_t.c.account_id == "A-B4", hold_t.c.lifted_at.is_(None))).all()
+    assert [(h.kind, h.source, h.reason) for h in holds] == [("bankruptcy", "bureau", "bureau report R-1: chapter 13")]

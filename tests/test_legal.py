@@ -1,0 +1,223 @@
+"""Legal referral: the filing built from stored facts, submitted through the sandbox court once,
+followed by polling to judgment, rejected filings back to the legal team, dismissal once paid."""
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, update
+
+from arrears.review import NothingToClaim, ReferralFacts, claim_amount, draft_filing, notices_from
+from tests.later_stages import (
+    account,
+    account_t,
+    at,
+    day,
+    events,
+    import_rows,
+    in_thread,
+    pay,
+    referral_t,
+    rows,
+    us_account,
+    wait_paused,
+)
+
+
+def facts(**kw: Any) -> ReferralFacts:
+    base = ReferralFacts(
+        referral_id=7, account_id="A-1", lender="Arrears Auto Finance", borrower_name="Dana Whitfield",
+        jurisdiction="US-IA", currency="USD", balance=Decimal("18450.00"), fees=Decimal("650.00"),
+        sale_proceeds=Decimal("9800.00"), past_due=Decimal("825.00"), oldest_due_date=date(2026, 10, 1),
+        days_past_due=83, vin="1HGCM82633A004352", military=False, decided_by="Ana Ruiz",
+        decision_reason="refuses to surrender", opened_on=date(2026, 12, 23),
+        notices=notices_from([("cure_notice", at("2026-12-01T17:00:00Z"), "right-to-cure notice: 20 days")]),
+    )
+    return ReferralFacts.from_json(base.to_json() | kw) if kw else base
+
+
+# -- the filing --------------------------------------------------------------------------------------
+
+
+def test_claim_is_balance_plus_fees_less_sale_proceeds() -> None:
+    """A deficiency claims what the sale left unpaid; a sale that covered everything leaves nothing to claim."""
+    assert claim_amount(Decimal("18450.00"), Decimal("650.00"), Decimal("9800.00")) == Decimal("9300.00")
+    with pytest.raises(NothingToClaim):
+        claim_amount(Decimal("5000.00"), Decimal("0"), Decimal("5000.00"))
+
+
+def test_us_filing_refers_to_contract_default_notices_and_carries_the_scra_affidavit() -> None:
+    """An Iowa deficiency goes to the venue's court with the claim calculation, the contract, the
+    default, the notices and the military-status affidavit."""
+    draft = draft_filing(facts())
+    assert (draft.court, draft.case_type, draft.claim, draft.military_affidavit) == (
+        "US-IA-POLK", "deficiency", Decimal("9300.00"), True
+    )
+    kinds = [d.kind for d in draft.documents]
+    assert kinds == ["complaint", "contract", "default", "deficiency_calculation", "notices", "military_affidavit"]
+    texts = {d.kind: d.text for d in draft.documents}
+    assert "Deficiency claimed: USD 9300.00" in texts["deficiency_calculation"]
+    assert "right-to-cure notice" in texts["notices"]
+    assert "is not, to the plaintiff's knowledge" in texts["military_affidavit"]
+    assert "IS in military service" in {d.kind: d.text for d in draft_filing(facts(military=True)).documents}[
+        "military_affidavit"]
+
+
+def test_china_files_a_payment_order_without_an_scra_affidavit() -> None:
+    """In China the referral is a payment order (支付令) at the venue's court; SCRA does not apply."""
+    draft = draft_filing(facts(jurisdiction="CN", currency="CNY", sale_proceeds="0", fees="0"))
+    assert (draft.court, draft.case_type, draft.military_affidavit) == ("CN-SH-PD", "payment_order", False)
+    assert "military_affidavit" not in [d.kind for d in draft.documents]
+
+
+def test_the_same_facts_always_draft_the_same_documents() -> None:
+    """Drafts come from stored facts only, so a resubmission under the same key carries the same content."""
+    first, second = draft_filing(facts()), draft_filing(ReferralFacts.from_json(facts().to_json()))
+    assert first.summary() == second.summary()
+    assert first.idempotency_key == "referral-7"
+
+
+# -- through the sandbox court ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _court_process() -> Iterator[Any]:
+    from integrations.court.sandbox import start_court_sandbox
+
+    with start_court_sandbox() as court:
+        yield court
+
+
+@pytest.fixture
+def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sandbox court, emptied, and the settings that file with it."""
+    _court_process.reset()
+    monkeypatch.setenv("ARREARS_COURT_PROVIDER", "sandbox")
+    monkeypatch.setenv("ARREARS_COURT_BASE_URL", _court_process.base_url)
+    monkeypatch.setenv("ARREARS_COURT_CREDENTIALS", json.dumps(_court_process.credentials))
+    return _court_process
+
+
+@pytest.fixture
+def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _in_legal(engine: Engine, tmp_path: Path, account_id: str, **kw: str) -> None:
+    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)])
+    with engine.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == account_id)
+                  .values(stage="legal_referral", stage_since=at("2026-12-23T16:00:00Z"), episode=4, days_past_due=83))
+
+
+def _filings(court: Any) -> list[dict[str, Any]]:
+    return court.filings()
+
+
+def test_submission_happens_once_however_often_the_step_runs(later_db: Engine, tmp_path: Path, court: Any) -> None:
+    """Opening and submitting twice leaves one referral, one filing at the court and one draft on record."""
+    from tasks.legal import court_session, open_referral, submit_filing
+
+    _in_legal(later_db, tmp_path, "A-L1")
+    with court_session():
+        state = open_referral.fn("A-L1", at("2026-12-23T17:00:00Z"))
+        assert state is not None and (state.status, state.claim_amount) == ("draft", Decimal("18450.00"))
+        assert open_referral.fn("A-L1", at("2026-12-24T17:00:00Z")).referral_id == state.referral_id
+        first = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
+        second = submit_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z"))
+    assert first.filing_id and first.filing_id == second.filing_id and first.status == "submitted"
+    [filing] = _filings(court)
+    assert filing["idempotencyKey"] == f"referral-{state.referral_id}"
+    assert len([e for e in events(later_db, "A-L1", "filing") if e.data["action"] == "drafted"]) == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
+    later_db: Engine, tmp_path: Path, court: Any
+) -> None:
+    """The run files, waits, polls the court when woken, ends at judgment; the lifecycle closes the account."""
+    from flows.legal_referral import legal_referral, start_referrals
+
+    _in_legal(later_db, tmp_path, "A-L2")
+    running = in_thread(legal_referral, "A-L2", "2026-12-23T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L2")
+    run_id = _run_of(later_db, "A-L2")
+    wait_paused(run_id, "court-wait-1")
+    court.advance(referral.filing_id, "judgment")
+    assert start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")["referral_runs_woken"] == 1
+    result = running.result(timeout=60)
+    assert result["status"] == "judgment"
+    day(later_db, "2027-01-21T16:00:00Z", starters=False)
+    assert account(later_db, "A-L2").stage == "closed"
+    assert events(later_db, "A-L2", "transition")[-1].detail == "legal_referral → closed: judgment entered"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
+    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+) -> None:
+    """A filing the court rejects ends the run and waits in `arrears review list` for the legal team, with the reason."""
+    from typer.testing import CliRunner
+
+    import deployments.cli.review  # noqa: F401  registers `review` until deployments/cli/__init__.py imports it
+    from deployments.cli import app
+    from flows.legal_referral import legal_referral, start_referrals
+
+    _in_legal(later_db, tmp_path, "A-L3")
+    running = in_thread(legal_referral, "A-L3", "2026-12-23T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L3")
+    wait_paused(_run_of(later_db, "A-L3"), "court-wait-1")
+    court.advance(referral.filing_id, "rejected", reason="notice of sale lacks proof of mailing")
+    start_referrals(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z")
+    assert running.result(timeout=60)["queue"] == "legal team"
+    listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url])
+    [waiting] = [w for w in json.loads(listed.output) if w["account_id"] == "A-L3"]
+    assert (waiting["what"], waiting["waits_for"]) == ("referral", "legal team")
+    assert waiting["detail"] == "filing rejected: notice of sale lacks proof of mailing"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_paid_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, court: Any) -> None:
+    """Paid in full while the court still reviews the filing: the run withdraws it at the gateway and ends."""
+    from flows.legal_referral import legal_referral, start_referrals
+
+    _in_legal(later_db, tmp_path, "A-L4")
+    running = in_thread(legal_referral, "A-L4", "2026-12-23T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L4")
+    wait_paused(_run_of(later_db, "A-L4"), "court-wait-1")
+    pay(later_db, tmp_path, "A-L4", "18450.00", "2026-12-27T15:00:00Z")
+    day(later_db, "2026-12-27T16:00:00Z", starters=False)
+    assert account(later_db, "A-L4").stage == "paid_off"
+    start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
+    assert running.result(timeout=60)["status"] == "dismissed"
+    assert [f["status"] for f in _filings(court) if f["filingId"] == referral.filing_id] == ["cancelled"]
+    assert events(later_db, "A-L4", "filing")[-1].detail.startswith(f"filing {referral.filing_id} withdrawn at the court")
+
+
+def _wait_referral(engine: Engine, account_id: str, timeout: float = 60) -> list[Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in rows(engine, referral_t, account_id) if r.filing_id]
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{account_id} was never filed")
+
+
+def _run_of(engine: Engine, account_id: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.name == f"referral {account_id}" and not r.state.is_final()]
+    assert runs, f"no referral run for {account_id}"
+    return max(runs, key=lambda r: r.created).id

@@ -1,0 +1,237 @@
+"""Promises to pay: read from replies and agents, judged against payments with a grace period,
+counted for the lifecycle, and moving willingness."""
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from arrears.promises import (
+    DEFAULT_PROMISE_RULES,
+    PaymentView,
+    PromiseRules,
+    PromiseView,
+    parse_promise,
+    refusal,
+    resolve_promises,
+)
+from tests.later_stages import (
+    account,
+    day,
+    events,
+    import_rows,
+    pay,
+    promise_t,
+    refresh_later,
+    reply,
+    rows,
+    us_account,
+)
+
+RULES = PromiseRules(grace_days=3, max_days_ahead=30)
+
+
+# -- reading a reply -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "amount", "when"),
+    [
+        ("PAY 500 2026-12-05", "500", date(2026, 12, 5)),
+        ("pay 412.50 2026-12-05", "412.50", date(2026, 12, 5)),
+        ("Pay $1,250.00 on 2026/12/05.", "1250.00", date(2026, 12, 5)),
+        ("还款 500 2026-12-05", "500", date(2026, 12, 5)),
+        ("还款５００元 2026年12月5日", "500", date(2026, 12, 5)),
+        ("  PAY  3000  2027.01.02 ", "3000", date(2027, 1, 2)),
+    ],
+)
+def test_reply_promise_forms_are_read(text: str, amount: str, when: date) -> None:
+    """The English and zh-CN promise forms, with full-width digits, signs and separators, give amount and date."""
+    assert parse_promise(text) == (Decimal(amount), when)
+
+
+@pytest.mark.parametrize("text", ["PAY 500", "PAY 500 12/05", "PAY 2026-12-05", "PAY 500 2026-02-30",
+                                  "I will pay 500 on 2026-12-05", "还款", "STOP"])
+def test_other_replies_are_not_promises(text: str) -> None:
+    """A reply without both an amount and a full date (or with an impossible date) is not a promise."""
+    assert parse_promise(text) is None
+
+
+def test_refusals_name_their_reason() -> None:
+    """A past date, a date beyond the horizon and sub-cent amounts are refused with a reason."""
+    today = date(2026, 12, 1)
+    assert refusal(Decimal("10"), date(2026, 11, 30), today=today, currency="USD", rules=RULES) == "the date 2026-11-30 has passed"
+    assert "30 days" in (refusal(Decimal("10"), date(2027, 1, 5), today=today, currency="USD", rules=RULES) or "")
+    assert "decimals" in (refusal(Decimal("10.005"), date(2026, 12, 5), today=today, currency="USD", rules=RULES) or "")
+    assert refusal(Decimal("10"), date(2026, 12, 31), today=today, currency="USD", rules=RULES) is None
+
+
+# -- kept or broken --------------------------------------------------------------------------------
+
+
+def _p(id_: int, amount: str, due: date, made: date = date(2026, 12, 1)) -> PromiseView:
+    return PromiseView(id_, Decimal(amount), due, made)
+
+
+def _pay(pid: str, amount: str, on: date) -> PaymentView:
+    return PaymentView(pid, Decimal(amount), on)
+
+
+def test_partial_payments_add_up_to_a_kept_promise() -> None:
+    """Two partial payments inside the window keep a promise as soon as they reach its amount."""
+    out = resolve_promises([_p(1, "500", date(2026, 12, 5))],
+                           [_pay("P1", "200", date(2026, 12, 2)), _pay("P2", "300", date(2026, 12, 4))],
+                           business_date=date(2026, 12, 4), rules=RULES)
+    assert [(o.status, o.paid, o.payments) for o in out] == [("kept", Decimal("500"), ("P1", "P2"))]
+
+
+def test_grace_period_keeps_a_late_payment_and_then_breaks() -> None:
+    """A payment within the grace days keeps the promise; none by then breaks it with what was paid."""
+    promise = [_p(1, "500", date(2026, 12, 5))]
+    late = [_pay("P1", "500", date(2026, 12, 8))]
+    assert resolve_promises(promise, late, business_date=date(2026, 12, 8), rules=RULES)[0].status == "kept"
+    partial = [_pay("P1", "100", date(2026, 12, 6))]
+    assert resolve_promises(promise, partial, business_date=date(2026, 12, 8), rules=RULES) == []
+    broken = resolve_promises(promise, partial, business_date=date(2026, 12, 9), rules=RULES)
+    assert [(o.status, o.paid) for o in broken] == [("broken", Decimal("100"))]
+    assert broken[0].reason == "paid 100 of 500 by 2026-12-08"
+
+
+def test_payment_before_the_promise_or_after_grace_does_not_count() -> None:
+    """Money paid before the promise was made, or after its grace, does not keep it."""
+    promise = [_p(1, "500", date(2026, 12, 5), made=date(2026, 12, 3))]
+    payments = [_pay("P0", "500", date(2026, 12, 2)), _pay("P9", "500", date(2026, 12, 9))]
+    assert [o.status for o in resolve_promises(promise, payments, business_date=date(2026, 12, 9), rules=RULES)] == ["broken"]
+
+
+def test_one_payment_is_not_counted_for_two_promises() -> None:
+    """Payments are shared out in due-date order: 600 keeps the first 500 and leaves 100 for the next."""
+    promises = [_p(1, "500", date(2026, 12, 5)), _p(2, "500", date(2026, 12, 20))]
+    out = resolve_promises(promises, [_pay("P1", "600", date(2026, 12, 4))], business_date=date(2026, 12, 24),
+                           rules=RULES)
+    assert [(o.promise_id, o.status, o.paid) for o in out] == [(1, "kept", Decimal("500")), (2, "broken", Decimal("100"))]
+
+
+# -- in the database, under the cycle ---------------------------------------------------------------
+
+
+@pytest.fixture
+def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def test_reply_records_a_promise_once_and_nudges_willingness(later_db: Engine, tmp_path: Path) -> None:
+    """A PAY reply becomes one pending promise and one willingness nudge, however often the refresh runs."""
+    import_rows(later_db, tmp_path, [us_account("A-P1")])
+    reply(later_db, "A-P1", "PAY 412.50 2026-12-05", "2026-12-02T17:00:00Z")
+    assert refresh_later(later_db, "2026-12-03T16:00:00Z")["promises_from_replies"] == 1
+    assert refresh_later(later_db, "2026-12-03T16:00:00Z")["replies_read"] == 0
+    promises = rows(later_db, promise_t, "A-P1")
+    assert [(p.status, p.source, p.amount, p.due_date) for p in promises] == [
+        ("pending", "reply", Decimal("412.50"), date(2026, 12, 5))
+    ]
+    assert [e.data["behaviour"] for e in events(later_db, "A-P1", "willingness")] == ["promise_made"]
+    assert account(later_db, "A-P1").willingness == pytest.approx(0.55)
+
+
+def test_refused_reply_is_noted_with_its_reason(later_db: Engine, tmp_path: Path) -> None:
+    """A promise for a date already past is not recorded; the timeline says why."""
+    import_rows(later_db, tmp_path, [us_account("A-P2")])
+    reply(later_db, "A-P2", "PAY 412.50 2026-11-01", "2026-12-02T17:00:00Z")
+    refresh_later(later_db, "2026-12-03T16:00:00Z")
+    assert rows(later_db, promise_t, "A-P2") == []
+    notes = [e.detail for e in events(later_db, "A-P2", "promise")]
+    assert notes == ["reply read as a promise, not recorded: the date 2026-11-01 has passed"]
+
+
+def test_new_promise_replaces_a_pending_one_not_yet_due(later_db: Engine, tmp_path: Path) -> None:
+    """A borrower who moves the date has one promise: the earlier one is marked replaced."""
+    import_rows(later_db, tmp_path, [us_account("A-P3")])
+    reply(later_db, "A-P3", "PAY 412.50 2026-12-05", "2026-12-02T17:00:00Z")
+    reply(later_db, "A-P3", "PAY 412.50 2026-12-12", "2026-12-03T17:00:00Z")
+    refresh_later(later_db, "2026-12-04T16:00:00Z")
+    assert [(p.status, p.due_date) for p in rows(later_db, promise_t, "A-P3")] == [
+        ("replaced", date(2026, 12, 5)), ("pending", date(2026, 12, 12))
+    ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_broken_promise_counts_and_moves_the_account_to_negotiation(later_db: Engine, tmp_path: Path) -> None:
+    """A promise unpaid after its grace is broken: counted on the account, willingness lowered,
+    and the lifecycle moves a reminder-stage account to negotiation early."""
+    import_rows(later_db, tmp_path, [us_account("A-P4")])
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    reply(later_db, "A-P4", "PAY 412.50 2026-12-05", "2026-12-02T17:00:00Z")
+    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    assert account(later_db, "A-P4").stage == "reminder"
+    result = day(later_db, "2026-12-09T16:00:00Z", starters=False)
+    assert result["later"]["promises_broken"] == 1
+    a = account(later_db, "A-P4")
+    assert (a.stage, a.broken_promises) == ("negotiation", 1)
+    assert a.willingness == pytest.approx(0.30)
+    assert [p.status for p in rows(later_db, promise_t, "A-P4")] == ["broken"]
+    transitions = [e.detail for e in events(later_db, "A-P4", "transition")]
+    assert transitions[-1] == "reminder → negotiation: promise to pay broken"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_kept_promise_cures_and_the_broken_count_resets(later_db: Engine, tmp_path: Path) -> None:
+    """Paying what was promised keeps the promise and cures; the broken count of the delinquency goes back to zero."""
+    import_rows(later_db, tmp_path, [us_account("A-P5")])
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    reply(later_db, "A-P5", "PAY 412.50 2026-12-03", "2026-12-01T18:00:00Z")
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-08T16:00:00Z", starters=False)  # broken
+    assert account(later_db, "A-P5").broken_promises == 1
+    reply(later_db, "A-P5", "PAY 412.50 2026-12-10", "2026-12-08T18:00:00Z")
+    pay(later_db, tmp_path, "A-P5", "412.50", "2026-12-09T15:00:00Z")
+    result = day(later_db, "2026-12-09T16:00:00Z", starters=False)
+    assert result["later"]["promises_kept"] == 1
+    assert account(later_db, "A-P5").stage == "cured"
+    day(later_db, "2026-12-10T16:00:00Z", starters=False)
+    assert account(later_db, "A-P5").broken_promises == 0
+    statuses = [p.status for p in rows(later_db, promise_t, "A-P5")]
+    assert statuses == ["broken", "kept"]
+    assert [e.data["behaviour"] for e in events(later_db, "A-P5", "willingness")] == [
+        "promise_made", "promise_broken", "promise_made", "promise_kept", "payment_after_contact"
+    ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_payment_after_contact_nudges_once(later_db: Engine, tmp_path: Path) -> None:
+    """A payment after a message reached the borrower raises willingness once, not on every re-run."""
+    import_rows(later_db, tmp_path, [us_account("A-P6", past_due_amount="825.00", oldest_due_date="2026-10-31")])
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    pay(later_db, tmp_path, "A-P6", "100.00", "2026-12-02T15:00:00Z")
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    nudges = events(later_db, "A-P6", "willingness")
+    assert [(e.data["behaviour"], e.data["payment_id"] is not None) for e in nudges] == [("payment_after_contact", True)]
+
+
+def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> None:
+    """`arrears promise add` records a pending promise for the agent; a past date exits 2 with the reason."""
+    from typer.testing import CliRunner
+
+    import deployments.cli.promise  # noqa: F401  registers `promise` until deployments/cli/__init__.py imports it
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    import_rows(later_db, tmp_path, [us_account("A-P7")])
+    runner = CliRunner()
+    ok = runner.invoke(app, ["promise", "add", "A-P7", "--amount", "300", "--date", "2026-12-10", "--agent", "kim",
+                             "--as-of", "2026-12-02T16:00:00Z", "--database", db_url])
+    assert ok.exit_code == 0, ok.output
+    assert [(p.source, p.amount) for p in rows(later_db, promise_t, "A-P7")] == [("agent", Decimal("300"))]
+    assert events(later_db, "A-P7", "promise")[0].actor == "agent:kim"
+    bad = runner.invoke(app, ["promise", "add", "A-P7", "--amount", "300", "--date", "2026-11-10", "--agent", "kim",
+                              "--as-of", "2026-12-02T16:00:00Z", "--database", db_url])
+    assert isinstance(bad.exception, CliError) and bad.exception.exit_code == 2
+    assert "has passed" in str(bad.exception)

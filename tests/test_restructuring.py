@@ -1,0 +1,341 @@
+"""Restructuring: offers computed from the loan with exact amounts and month-end-safe dates, plans
+accepted by reply or agent, monitored against payments to completion, default or re-ageing."""
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine, update
+
+from arrears.policy import DEFAULT_POLICY
+from arrears.restructuring import (
+    DEFAULT_PLAN_RULES,
+    Instalment,
+    Loan,
+    PlanError,
+    PlanReply,
+    PlanTerms,
+    deferral,
+    due_dates,
+    instalment_plan,
+    monitor,
+    offers,
+    parse_plan_reply,
+    plan_rules,
+    reage_due,
+    split_exact,
+)
+from tests.later_stages import (
+    account,
+    account_t,
+    at,
+    day,
+    events,
+    import_rows,
+    pay,
+    plan_t,
+    refresh_later,
+    reply,
+    rows,
+    set_scores,
+    us_account,
+)
+
+RULES = DEFAULT_PLAN_RULES
+TODAY = date(2026, 12, 2)
+
+
+def loan(past_due: str = "825.00", installment: str = "412.50", oldest: date | None = date(2026, 11, 11),
+         currency: str = "USD") -> Loan:
+    return Loan(currency, Decimal("18450.00"), Decimal(installment), Decimal(past_due), oldest)
+
+
+# -- exact amounts and dates ---------------------------------------------------------------------
+
+
+@given(
+    units=st.integers(min_value=1, max_value=10**9),
+    parts=st.integers(min_value=1, max_value=24),
+    currency=st.sampled_from(["USD", "JPY", "KWD", "CNY"]),
+)
+def test_split_is_exact_to_the_minor_unit(units: int, parts: int, currency: str) -> None:
+    """Shares add up to the total exactly, at the currency's precision, differing by at most one minor unit."""
+    from arrears.currencies import minor_units
+
+    quantum = Decimal(1).scaleb(-minor_units(currency))
+    total = units * quantum
+    shares = split_exact(total, parts, currency)
+    assert sum(shares) == total and len(shares) == parts
+    assert all(s == s.quantize(quantum) for s in shares)
+    assert max(shares) - min(shares) <= quantum
+    assert shares == sorted(shares, reverse=True)  # the odd units go first
+
+
+def test_split_refuses_an_amount_finer_than_the_currency() -> None:
+    """An amount with more decimals than its currency has is refused rather than rounded."""
+    with pytest.raises(PlanError):
+        split_exact(Decimal("100.005"), 3, "USD")
+
+
+def test_due_dates_keep_the_loan_day_across_month_ends() -> None:
+    """A loan due on the 31st falls due on the last day of short months and the 31st again after."""
+    assert due_dates(31, on_or_after=date(2026, 1, 15), count=4) == [
+        date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31), date(2026, 4, 30)
+    ]
+    assert due_dates(30, on_or_after=date(2028, 2, 1), count=2) == [date(2028, 2, 29), date(2028, 3, 30)]
+    assert due_dates(15, on_or_after=date(2026, 12, 16), count=2) == [date(2027, 1, 15), date(2027, 2, 15)]
+
+
+def test_deferral_covers_the_past_due_in_one_to_three_instalments() -> None:
+    """Two instalments behind: deferring 1 is refused, 2 defers the past due, 3 also skips the next one, 4 is beyond the policy."""
+    behind = loan()
+    with pytest.raises(PlanError, match="defer 2"):
+        deferral(behind, 1, business_date=TODAY, rules=RULES)
+    two = deferral(behind, 2, business_date=TODAY, rules=RULES)
+    assert (two.deferred, two.term_extension_months, two.schedule) == (
+        Decimal("825.00"), 2, (Instalment(date(2026, 12, 11), Decimal("412.50")),)
+    )
+    three = deferral(behind, 3, business_date=TODAY, rules=RULES)
+    assert (three.deferred, three.schedule[0].due) == (Decimal("1237.50"), date(2027, 1, 11))
+    with pytest.raises(PlanError, match="1 to 3"):
+        deferral(behind, 4, business_date=TODAY, rules=RULES)
+
+
+def test_instalment_plan_spreads_the_past_due_over_the_regular_instalments() -> None:
+    """Each payment is the instalment plus an exact share of the past due, on the loan's due day."""
+    terms = instalment_plan(loan(past_due="1000.00"), 3, business_date=TODAY, rules=RULES)
+    assert [(i.due, i.amount) for i in terms.schedule] == [
+        (date(2026, 12, 11), Decimal("745.84")), (date(2027, 1, 11), Decimal("745.83")),
+        (date(2027, 2, 11), Decimal("745.83")),
+    ]
+    assert terms.total == Decimal("412.50") * 3 + Decimal("1000.00")
+    assert PlanTerms.from_json(terms.to_json()) == terms
+    with pytest.raises(PlanError, match="2 to 12"):
+        instalment_plan(loan(), 13, business_date=TODAY, rules=RULES)
+
+
+def test_first_plan_date_leaves_the_lead_days() -> None:
+    """A due day too close to the agreement moves the first payment to the next month."""
+    terms = instalment_plan(loan(oldest=date(2026, 11, 5)), 2, business_date=date(2026, 12, 2), rules=RULES)
+    assert terms.schedule[0].due == date(2027, 1, 5)
+
+
+def test_offers_recommend_a_deferral_only_when_it_fits() -> None:
+    """Up to three instalments behind, a deferral leads the offers; four behind, only instalment plans."""
+    assert [o.kind for o in offers(loan(), business_date=TODAY, rules=RULES)] == ["deferral", "instalment", "instalment"]
+    four = loan(past_due="1650.00")
+    assert [(o.kind, o.months) for o in offers(four, business_date=TODAY, rules=RULES)] == [("instalment", 3), ("instalment", 6)]
+    assert offers(loan(past_due="0"), business_date=TODAY, rules=RULES) == []
+
+
+def test_policy_without_plan_numbers_gives_the_defaults() -> None:
+    """The default policy has no plan section yet: the plan rules fall back to their defaults."""
+    assert plan_rules(DEFAULT_POLICY) == DEFAULT_PLAN_RULES
+
+
+# -- monitoring -------------------------------------------------------------------------------------
+
+
+def _plan() -> PlanTerms:
+    return instalment_plan(loan(), 3, business_date=TODAY, rules=RULES)  # 687.50 on 11 Dec, 11 Jan, 11 Feb
+
+
+def test_plan_paid_on_schedule_completes() -> None:
+    """Three payments on their dates complete the plan with three on time."""
+    paid = [(date(2026, 12, 10), Decimal("687.50")), (date(2027, 1, 11), Decimal("687.50")),
+            (date(2027, 2, 13), Decimal("687.50"))]
+    progress = monitor(_plan(), paid, business_date=date(2027, 2, 13), grace_days=5)
+    assert (progress.status, progress.on_time, progress.paid) == ("completed", 3, Decimal("2062.50"))
+
+
+def test_plan_short_after_grace_defaults_and_inside_grace_waits() -> None:
+    """A payment short on its date is still active within the grace days and defaulted after them."""
+    paid = [(date(2026, 12, 10), Decimal("600.00"))]
+    assert monitor(_plan(), paid, business_date=date(2026, 12, 16), grace_days=5).status == "active"
+    progress = monitor(_plan(), paid, business_date=date(2026, 12, 17), grace_days=5)
+    assert progress.status == "defaulted"
+    assert progress.reason == "payment 1 of 3 (USD 687.50 due 2026-12-11) short by USD 87.50 after 5 days' grace"
+
+
+def test_reageing_needs_enough_on_time_payments_and_happens_once() -> None:
+    """Re-ageing is due after the policy's number of on-time payments, for instalment plans, once."""
+    terms = instalment_plan(loan(), 6, business_date=TODAY, rules=RULES)
+    paid = [(i.due, i.amount) for i in terms.schedule[:3]]
+    progress = monitor(terms, paid, business_date=terms.schedule[2].due, grace_days=5)
+    assert progress.on_time == 3
+    assert reage_due(terms, progress, rules=RULES, already=False)
+    assert not reage_due(terms, progress, rules=RULES, already=True)
+    never = type(RULES)(reage_after=None)
+    assert not reage_due(terms, progress, rules=never, already=False)
+    early = monitor(terms, paid[:2], business_date=terms.schedule[1].due, grace_days=5)
+    assert not reage_due(terms, early, rules=RULES, already=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ACCEPT", PlanReply("accept")),
+        ("accept 6", PlanReply("accept", None, 6)),
+        ("Accept deferral", PlanReply("accept", "deferral")),
+        ("接受 分期 6 期", PlanReply("accept", "instalment", 6)),
+        ("同意延期", PlanReply("accept", "deferral")),
+        ("DECLINE", PlanReply("decline")),
+        ("拒绝", PlanReply("decline")),
+        ("PLAN", PlanReply("options")),
+        ("方案", PlanReply("options")),
+        ("maybe later", None),
+    ],
+)
+def test_plan_replies(text: str, expected: PlanReply | None) -> None:
+    """Replies to an offer read as accept (with kind and months), decline or a request for the options."""
+    assert parse_plan_reply(text) == expected
+
+
+# -- in the database, under the cycle ---------------------------------------------------------------
+
+
+@pytest.fixture
+def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _hardship(engine: Engine, tmp_path: Path, account_id: str, **kw: str) -> None:
+    """A willing but unable borrower two instalments (20 days) behind on 1 December."""
+    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-11-11", **kw)])
+    set_scores(engine, account_id, ability=0.3, willingness=0.7)
+
+
+def _set_stage(engine: Engine, account_id: str, stage: str) -> None:
+    """Put the account where the test starts, as an earlier cycle would have."""
+    with engine.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == account_id).values(stage=stage))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_offer_is_recorded_once_and_accepted_by_reply(later_db: Engine, tmp_path: Path) -> None:
+    """The offer sent on entering restructuring is recorded once as an offered plan; ACCEPT 3 makes
+    that plan an active three-month instalment plan."""
+    _hardship(later_db, tmp_path, "A-R1")
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    assert account(later_db, "A-R1").stage == "restructuring"
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    offered = rows(later_db, plan_t, "A-R1")
+    assert [(p.status, len(p.terms["offers"])) for p in offered] == [("offered", 3)]
+    reply(later_db, "A-R1", "ACCEPT 3", "2026-12-03T18:00:00Z")
+    day(later_db, "2026-12-04T16:00:00Z", starters=False)
+    plans = rows(later_db, plan_t, "A-R1")
+    assert [(p.id, p.status, p.kind, p.terms["months"]) for p in plans] == [(offered[0].id, "active", "instalment", 3)]
+    assert [s["amount"] for s in plans[0].terms["schedule"]] == ["687.50", "687.50", "687.50"]
+    assert plans[0].terms["accepted_by"] == "borrower"
+    assert account(later_db, "A-R1").stage == "restructuring"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deferral_by_agent_cures_and_the_resumed_instalment_completes_it(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """`arrears plan accept --kind deferral` moves the past due to the end of the term: the account
+    cures that day, and paying the next instalment completes the plan."""
+    from typer.testing import CliRunner
+
+    import deployments.cli.plan  # noqa: F401  registers `plan` until deployments/cli/__init__.py imports it
+    from deployments.cli import app
+
+    _hardship(later_db, tmp_path, "A-R2")
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    result = CliRunner().invoke(app, ["plan", "accept", "A-R2", "--kind", "deferral", "--agent", "lee",
+                                      "--as-of", "2026-12-02T15:00:00Z", "--database", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    a = account(later_db, "A-R2")
+    assert (a.past_due_amount, a.oldest_due_date, a.next_due_date) == (Decimal(0), None, date(2026, 12, 11))
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    assert account(later_db, "A-R2").stage == "cured"
+    pay(later_db, tmp_path, "A-R2", "412.50", "2026-12-11T15:00:00Z")
+    day(later_db, "2026-12-11T16:00:00Z", starters=False)
+    assert [p.status for p in rows(later_db, plan_t, "A-R2")] == ["completed"]
+    details = [e.detail for e in events(later_db, "A-R2", "plan")]
+    assert any(d.startswith("deferral applied: USD 825.00 moved to the end of the term") for d in details)
+
+
+def test_completed_instalment_plan_brings_the_account_current(later_db: Engine, tmp_path: Path) -> None:
+    """When the servicer still shows arrears, the last plan payment completes the plan and brings
+    the account current, so the lifecycle cures it."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R3")
+    _set_stage(later_db, "A-R3", "restructuring")
+    _, terms = accept_plan(later_db, account_id="A-R3", kind="instalment", months=2, agent="lee",
+                           at=at("2026-12-02T15:00:00Z"))
+    for item in terms.schedule:
+        pay(later_db, tmp_path, "A-R3", str(item.amount), f"{item.due.isoformat()}T15:00:00Z")
+        # the servicer's file: the regular instalment is paid, the arrears still show until the plan ends
+        import_rows(later_db, tmp_path, [us_account("A-R3", past_due_amount="825.00", oldest_due_date="2026-11-11")])
+    counts = refresh_later(later_db, f"{terms.schedule[-1].due.isoformat()}T16:00:00Z")
+    assert counts["plans_completed"] == 1
+    a = account(later_db, "A-R3")
+    assert (a.past_due_amount, a.oldest_due_date) == (Decimal(0), None)
+    assert events(later_db, "A-R3", "plan")[-1].detail == "account brought current: plan completed: arrears repaid"
+
+
+def test_reageing_after_three_on_time_payments(later_db: Engine, tmp_path: Path) -> None:
+    """A six-month plan paid on time three times re-ages the account (brought current), once."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R4")
+    _set_stage(later_db, "A-R4", "negotiation")
+    _, terms = accept_plan(later_db, account_id="A-R4", kind="instalment", months=6, agent="lee",
+                           at=at("2026-12-02T15:00:00Z"))
+    for n, item in enumerate(terms.schedule[:3], start=1):
+        pay(later_db, tmp_path, "A-R4", str(item.amount), f"{item.due.isoformat()}T15:00:00Z")
+        import_rows(later_db, tmp_path, [us_account("A-R4", past_due_amount="825.00", oldest_due_date="2026-11-11")])
+        counts = refresh_later(later_db, f"{item.due.isoformat()}T16:00:00Z")
+        assert counts["plans_reaged"] == (1 if n == 3 else 0)
+    assert account(later_db, "A-R4").past_due_amount == Decimal(0)
+    plan = rows(later_db, plan_t, "A-R4")[0]
+    assert (plan.status, plan.terms["reaged"], plan.terms["on_time"]) == ("active", True, 3)
+    assert refresh_later(later_db, f"{terms.schedule[2].due.isoformat()}T17:00:00Z")["plans_reaged"] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_defaulted_plan_sends_the_account_to_review(later_db: Engine, tmp_path: Path) -> None:
+    """An instalment plan whose first payment is missed past its grace is defaulted; the lifecycle escalates to review."""
+    _hardship(later_db, tmp_path, "A-R5")
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    reply(later_db, "A-R5", "接受 分期 3", "2026-12-01T18:00:00Z")
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["active"]
+    # Due 11 December with 5 days' grace: still active on the 16th (business dates in Shanghai).
+    day(later_db, "2026-12-16T10:00:00Z", starters=False)
+    assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["active"]
+    day(later_db, "2026-12-17T10:00:00Z", starters=False)
+    assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["defaulted"]
+    assert account(later_db, "A-R5").stage == "repossession_review"
+    assert events(later_db, "A-R5", "transition")[-1].detail == "restructuring → repossession_review: plan defaulted"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_declining_the_offer_by_reply_goes_to_review(later_db: Engine, tmp_path: Path) -> None:
+    """DECLINE to an open offer declines it; the lifecycle then takes the account to review."""
+    _hardship(later_db, tmp_path, "A-R6")
+    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    reply(later_db, "A-R6", "DECLINE", "2026-12-01T18:00:00Z")
+    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    assert [p.status for p in rows(later_db, plan_t, "A-R6")] == ["declined"]
+    assert account(later_db, "A-R6").stage == "repossession_review"
+
+
+def test_agent_cannot_agree_a_plan_once_a_reviewer_has_the_account(later_db: Engine, tmp_path: Path) -> None:
+    """A plan cannot be agreed in repossession review: a reviewer decides there."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R7")
+    _set_stage(later_db, "A-R7", "repossession_review")
+    with pytest.raises(PlanError, match="repossession_review"):
+        accept_plan(later_db, account_id="A-R7", kind=None, months=None, agent="lee", at=at("2026-12-02T15:00:00Z"))

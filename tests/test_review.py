@@ -1,0 +1,318 @@
+"""Repossession review: the right to cure, a person's decision (in Prefect's form or the CLI),
+SCRA, and vendor orders that a payment or a hold cancels at once."""
+
+import json
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, update
+
+from arrears import jurisdictions
+from arrears.review import add_business_days, cure_deadline, decision_refusal, settle_decision
+from arrears.vocabulary import DecisionKind, Hold
+from tests.later_stages import (
+    account,
+    account_t,
+    at,
+    day,
+    events,
+    import_rows,
+    in_thread,
+    pay,
+    refresh_later,
+    review_run_id,
+    review_t,
+    rows,
+    us_account,
+    wait_paused,
+)
+
+SENT = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)  # Tuesday 1 December: 11:00 in Chicago, 17:00 in London
+
+
+# -- the right to cure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("jurisdiction", "zone", "last_day", "ends"),
+    [
+        ("US-IA", "America/Chicago", date(2026, 12, 21), datetime(2026, 12, 22, 6, tzinfo=UTC)),
+        ("US-WI", "America/Chicago", date(2026, 12, 16), datetime(2026, 12, 17, 6, tzinfo=UTC)),
+        ("US-MA", "America/New_York", date(2026, 12, 22), datetime(2026, 12, 23, 5, tzinfo=UTC)),
+        ("GB", "Europe/London", date(2026, 12, 15), datetime(2026, 12, 16, 0, tzinfo=UTC)),
+    ],
+)
+def test_cure_period_per_jurisdiction(jurisdiction: str, zone: str, last_day: date, ends: datetime) -> None:
+    """Iowa 20 days, Wisconsin 15, Massachusetts 21, Great Britain 14: the period ends at the
+    borrower's midnight after its last day."""
+    assert cure_deadline(SENT, jurisdiction=jurisdiction, timezone=zone) == (last_day, ends)
+
+
+@pytest.mark.parametrize("jurisdiction", ["US-CA", "CN", "US"])
+def test_no_cure_notice_where_none_is_owed(jurisdiction: str) -> None:
+    """California, China and the plain US profile owe no pre-repossession cure notice."""
+    assert cure_deadline(SENT, jurisdiction=jurisdiction, timezone="UTC") is None
+
+
+def test_period_ending_on_a_holiday_runs_to_the_next_business_day() -> None:
+    """Twenty days from Saturday 5 December 2026 is Christmas: the period runs on to Monday 28 December."""
+    sent = datetime(2026, 12, 5, 18, tzinfo=UTC)
+    assert cure_deadline(sent, jurisdiction="US-IA", timezone="America/Chicago")[0] == date(2026, 12, 28)
+
+
+def test_business_day_profiles_skip_weekends_and_public_holidays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted in business days, 14 days from Friday 18 December 2026 in GB skip Christmas, Boxing
+    Day (observed), New Year's Day and the weekends: the last day is 12 January 2027."""
+    monkeypatch.setitem(jurisdictions.PROFILES, "GB", replace(jurisdictions.PROFILES["GB"], cure_business_days=True))
+    sent = datetime(2026, 12, 18, 12, tzinfo=UTC)
+    assert cure_deadline(sent, jurisdiction="GB", timezone="Europe/London")[0] == date(2027, 1, 12)
+    assert add_business_days(date(2026, 11, 25), 1, calendar="US") == date(2026, 11, 27)  # Thanksgiving skipped
+
+
+# -- the decision ----------------------------------------------------------------------------------
+
+
+def test_military_hold_turns_repossession_into_a_referral_to_legal() -> None:
+    """SCRA: no self-help repossession of a servicemember's car; the decision becomes legal, no order."""
+    settled = settle_decision(DecisionKind.REPOSSESS, holds=frozenset({Hold.MILITARY}))
+    assert (settled.decision, settled.order_vehicle) == (DecisionKind.LEGAL, False)
+    assert "50 U.S.C. 3952" in (settled.note or "")
+
+
+def test_other_holds_withhold_the_vendor_order_and_plain_repossession_orders_it() -> None:
+    """A bankruptcy keeps the decision but withholds the order; without a hold the order goes out;
+    legal and negotiate are never changed."""
+    held = settle_decision(DecisionKind.REPOSSESS, holds=frozenset({Hold.BANKRUPTCY, Hold.SMS_OPT_OUT}))
+    assert (held.decision, held.order_vehicle, held.note) == (
+        DecisionKind.REPOSSESS, False, "vendor order withheld: hold:bankruptcy"
+    )
+    assert settle_decision(DecisionKind.REPOSSESS, holds=frozenset({Hold.SMS_OPT_OUT})).order_vehicle
+    for kind in (DecisionKind.LEGAL, DecisionKind.NEGOTIATE):
+        assert settle_decision(kind, holds=frozenset({Hold.MILITARY})).decision is kind
+
+
+def test_no_decision_before_the_cure_period_is_over() -> None:
+    """A decision waits for the notice where one is owed, and for its period to end."""
+    ends = datetime(2026, 12, 22, 6, tzinfo=UTC)
+
+    def why(**kw: Any) -> str | None:
+        base = dict(in_review=True, closed=False, stage="repossession_review", notice_owed=True,
+                    cure_deadline=ends, now=ends)
+        return decision_refusal(**(base | kw))
+
+    assert why() is None
+    assert "runs until" in (why(now=datetime(2026, 12, 22, 5, tzinfo=UTC)) or "")
+    assert "has not gone out" in (why(cure_deadline=None) or "")
+    assert why(notice_owed=False, cure_deadline=None) is None
+    assert "no longer" in (why(in_review=False, stage="cured") or "")
+    assert "already" in (why(closed=True) or "")
+
+
+# -- in the database ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _in_review(engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str) -> None:
+    """An account a cycle moved into repossession review at `since`."""
+    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)])
+    with engine.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == account_id)
+                  .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61))
+
+
+def _prepare(as_of: str) -> Any:
+    from tasks.review import prepare_reviews
+
+    return prepare_reviews.fn(at(as_of))
+
+
+def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engine, tmp_path: Path) -> None:
+    """The cycle's bulk step opens one review with its right-to-cure deadline; a second run adds nothing."""
+    _in_review(later_db, tmp_path, "A-V1")
+    first = _prepare("2026-12-01T17:00:00Z")
+    assert (first.opened, first.notices, [a for _, a in first.without_run]) == (1, 1, ["A-V1"])
+    again = _prepare("2026-12-02T17:00:00Z")
+    assert (again.opened, again.notices) == (0, 0)
+    [review] = rows(later_db, review_t, "A-V1")
+    assert review.cure_deadline == datetime(2026, 12, 22, 6, tzinfo=UTC)
+    [notice] = events(later_db, "A-V1", "cure_notice")
+    assert notice.detail.startswith("right-to-cure notice (Iowa Code 537.5110-5111): USD 825.00 to cure within 20 days")
+
+
+def test_hold_stops_the_notice_until_it_is_lifted(later_db: Engine, tmp_path: Path) -> None:
+    """Under a bankruptcy hold no notice goes out and the review waits for the hold, not a reviewer."""
+    from tasks.review import waiting
+
+    _in_review(later_db, tmp_path, "A-V2", flags="bankruptcy")
+    assert _prepare("2026-12-01T17:00:00Z").notices == 0
+    [w] = [w for w in waiting(later_db, now=at("2026-12-30T00:00:00Z")) if w.account_id == "A-V2"]
+    assert (w.what, w.waits_for) == ("review", "hold")
+
+
+def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """`arrears review decide` refuses during the cure period; after it, the decision is stored with
+    the reviewer and reason, and an approved repossession places the vendor order, once."""
+    from typer.testing import CliRunner
+
+    import deployments.cli.review  # noqa: F401  registers `review` until deployments/cli/__init__.py imports it
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    _in_review(later_db, tmp_path, "A-V3")
+    _prepare("2026-12-01T17:00:00Z")
+    args = ["review", "decide", "A-V3", "--decision", "repossess", "--reviewer", "Ana Ruiz", "--reason",
+            "no contact, equity positive", "--database", db_url]
+    early = CliRunner().invoke(app, [*args, "--as-of", "2026-12-20T12:00:00Z"])
+    assert isinstance(early.exception, CliError) and "runs until 2026-12-22T06:00:00+00:00" in str(early.exception)
+    ok = CliRunner().invoke(app, [*args, "--as-of", "2026-12-22T15:00:00Z", "--json"])
+    assert ok.exit_code == 0, ok.output
+    [review] = rows(later_db, review_t, "A-V3")
+    assert (review.decision, review.reviewer, review.reason) == ("repossess", "Ana Ruiz", "no contact, equity positive")
+    twice = CliRunner().invoke(app, [*args, "--as-of", "2026-12-23T15:00:00Z"])
+    assert twice.exit_code == 0 and "already decided" in twice.output
+    assert [e.actor for e in events(later_db, "A-V3", "decision")] == ["reviewer:Ana Ruiz"]
+    assert [e.data["action"] for e in events(later_db, "A-V3", "vendor_order")] == ["placed"]
+
+
+def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
+    """A payment received after the repossession order cancels it at the next refresh, with the payment as reason."""
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-V4", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    decided = decide_review(later_db, account_id="A-V4", decision="repossess", reviewer="Ana", reason="r",
+                            at=at("2026-12-02T17:00:00Z"))
+    assert decided.order_id is not None
+    assert refresh_later(later_db, "2026-12-02T18:00:00Z")["vendor_orders_cancelled"] == 0
+    pay(later_db, tmp_path, "A-V4", "100.00", "2026-12-03T01:00:00Z")
+    assert refresh_later(later_db, "2026-12-03T02:00:00Z")["vendor_orders_cancelled"] == 1
+    assert refresh_later(later_db, "2026-12-03T03:00:00Z")["vendor_orders_cancelled"] == 0
+    cancelled = events(later_db, "A-V4", "vendor_order")[-1]
+    assert cancelled.data["action"] == "cancelled" and cancelled.data["reason"].startswith("payment ")
+
+
+def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
+    """A bankruptcy filed after the order cancels it (automatic stay)."""
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-V5", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    decide_review(later_db, account_id="A-V5", decision="repossess", reviewer="Ana", reason="r", at=at("2026-12-02T17:00:00Z"))
+    import_rows(later_db, tmp_path, [us_account("A-V5", past_due_amount="825.00", oldest_due_date="2026-10-01",
+                                                jurisdiction="US-CA", timezone="America/Los_Angeles", flags="bankruptcy")])
+    assert refresh_later(later_db, "2026-12-03T02:00:00Z")["vendor_orders_cancelled"] == 1
+    assert events(later_db, "A-V5", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
+
+
+def test_military_hold_routes_the_decision_to_legal(later_db: Engine, tmp_path: Path) -> None:
+    """A reviewer approving repossession of a servicemember's car gets a referral to legal and no order."""
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-V6", flags="military")
+    _prepare("2026-12-01T17:00:00Z")
+    decided = decide_review(later_db, account_id="A-V6", decision="repossess", reviewer="Ana", reason="r",
+                            at=at("2026-12-22T17:00:00Z"))
+    assert (decided.decision, decided.requested, decided.order_id) == ("legal", "repossess", None)
+    assert events(later_db, "A-V6", "vendor_order") == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(("decision", "stage"), [("legal", "legal_referral"), ("negotiate", "negotiation")])
+def test_lifecycle_follows_the_recorded_decision(later_db: Engine, tmp_path: Path, decision: str, stage: str) -> None:
+    """The next cycle moves the account as the reviewer decided: to legal, or back to negotiation."""
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-V7", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    decide_review(later_db, account_id="A-V7", decision=decision, reviewer="Ana", reason="r", at=at("2026-12-02T17:00:00Z"))
+    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    assert account(later_db, "A-V7").stage == stage
+
+
+# -- the flow run, paused in its process (no deployment) --------------------------------------------------
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_prefect(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The run pauses through the cure period, is woken by the cycle after it, pauses for a
+    ReviewDecision and records the one given through Prefect's API: in the Review row, the audit
+    trail and a vendor order."""
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.repossession_review import repossession_review, wake_reviews
+
+    _in_review(later_db, tmp_path, "A-V8")
+    running = in_thread(repossession_review, "A-V8", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-V8")
+    wait_paused(run_id, "cure-wait-1")
+    assert wake_reviews(at("2026-12-21T17:00:00Z"), "2026-12-21T17:00:00Z") == (0, 0)  # still inside the period
+    assert wake_reviews(at("2026-12-22T17:00:00Z"), "2026-12-22T17:00:00Z") == (1, 0)
+    wait_paused(run_id, "decision")
+    resume_flow_run(run_id, run_input={"decision": "repossess", "reviewer": "Ana Ruiz", "reason": "keys surrendered"})
+    result = running.result(timeout=60)
+    assert (result["decision"], result["vendor_order"]) == ("repossess", f"RO-{result['review_id']}")
+    [review] = rows(later_db, review_t, "A-V8")
+    assert (review.decision, review.reviewer, review.decided_at) == ("repossess", "Ana Ruiz", at("2026-12-22T17:00:00Z"))
+    assert [e.kind for e in events(later_db, "A-V8") if e.kind in ("review", "cure_notice", "decision", "vendor_order")] == [
+        "review", "cure_notice", "decision", "vendor_order"
+    ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_review_run_cancels_itself_when_the_account_cures(later_db: Engine, tmp_path: Path) -> None:
+    """A payment that cures the account during the cure period ends the run as Cancelled and closes the review."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import CancelledRun
+
+    from flows.repossession_review import repossession_review
+
+    _in_review(later_db, tmp_path, "A-V9")
+    running = in_thread(repossession_review, "A-V9", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-V9")
+    wait_paused(run_id, "cure-wait-1")
+    pay(later_db, tmp_path, "A-V9", "825.00", "2026-12-05T15:00:00Z")
+    day(later_db, "2026-12-05T16:00:00Z")  # cures; the starter sees the run has nothing left to wait for
+    with pytest.raises(CancelledRun, match="closed: account is now cured"):
+        running.result(timeout=60)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    assert state is not None and state.is_cancelled()
+    [review] = rows(later_db, review_t, "A-V9")
+    assert (review.decision, review.reason) == (None, "closed: account is now cured")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cli_decision_resumes_the_waiting_run(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """Where no notice is owed (California) the run waits for a decision at once; `arrears review
+    decide` records it and resumes the run, which completes without recording it twice."""
+    from typer.testing import CliRunner
+
+    import deployments.cli.review  # noqa: F401
+    from deployments.cli import app
+    from flows.repossession_review import repossession_review
+
+    _in_review(later_db, tmp_path, "A-V10", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    running = in_thread(repossession_review, "A-V10", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-V10")
+    wait_paused(run_id, "decision")
+    listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url, "--as-of", "2026-12-02T00:00:00Z"])
+    assert [(w["account_id"], w["waits_for"]) for w in json.loads(listed.output)] == [("A-V10", "reviewer")]
+    out = CliRunner().invoke(app, ["review", "decide", "A-V10", "--decision", "legal", "--reviewer", "Bo",
+                                   "--reason", "refuses contact", "--database", db_url, "--as-of", "2026-12-02T17:00:00Z"])
+    assert out.exit_code == 0, out.output
+    assert "resumed with the decision" in out.output
+    assert running.result(timeout=60)["decision"] == "legal"
+    assert len(events(later_db, "A-V10", "decision")) == 1
