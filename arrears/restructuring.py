@@ -256,9 +256,8 @@ def instalment_plan(loan: Loan, months: int, *, business_date: date, rules: Plan
     if loan.past_due <= 0:
         raise PlanError("nothing is past due")
     if not rules.min_instalment_months <= months <= rules.max_instalment_months:
-        raise PlanError(
-            f"an instalment plan runs {rules.min_instalment_months} to {rules.max_instalment_months} months, not {months}"
-        )
+        span = f"{rules.min_instalment_months} to {rules.max_instalment_months}"
+        raise PlanError(f"an instalment plan runs {span} months, not {months}")
     due_day, lead = _start(loan, business_date, rules)
     shares = split_exact(loan.past_due, months, loan.currency)
     dates = due_dates(due_day, on_or_after=lead, count=months)
@@ -386,7 +385,8 @@ _KIND_WORDS = {
 }
 _ACCEPT = re.compile(
     r"^(?:ACCEPT|YES|AGREE|接受|同意)\s*(?:PLAN|方案)?\s*"
-    r"(?P<kind>DEFERRAL|DEFER|INSTALL?MENTS?|延期|展期|分期)?\s*(?P<months>\d{1,2})?\s*(?:MONTHS?|个月|個月|期)?$"
+    r"(?P<kind>DEFERRAL|DEFER|INSTALL?MENTS?|延期|展期|分期)?\s*"
+    r"(?P<months>\d{1,2})?\s*(?:MONTHS?|个月|個月|期)?$"
 )
 _DECLINE = re.compile(r"^(?:DECLINE|NO|REFUSE|拒绝|拒絕|不接受|不同意)$")
 _OPTIONS = re.compile(r"^(?:PLAN|PLANS|OPTIONS|方案)$")

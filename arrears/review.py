@@ -72,8 +72,8 @@ class CureNotice:
     def describe(self) -> str:
         unit = "business days" if self.business_days else "days"
         return (
-            f"right-to-cure notice ({self.source}): {self.currency} {self.cure_amount} to cure within {self.days} {unit}, "
-            f"by the end of {self.last_day.isoformat()}"
+            f"right-to-cure notice ({self.source}): {self.currency} {self.cure_amount} to cure "
+            f"within {self.days} {unit}, by the end of {self.last_day.isoformat()}"
         )
 
 
@@ -356,29 +356,30 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
     kind = case_type(facts.jurisdiction)
     money = f"{facts.currency} "
     sold = facts.sale_proceeds > 0
+    defaulted = facts.oldest_due_date.isoformat() if facts.oldest_due_date else "(unknown)"
+    vehicle = facts.vin or "(no VIN on file)"
     calculation = "\n".join([
         f"Balance outstanding: {money}{facts.balance}",
         f"Fees (repossession, storage, sale): {money}{facts.fees}",
         f"Less proceeds of the sale of the vehicle: {money}{facts.sale_proceeds}",
         f"{'Deficiency' if sold else 'Amount'} claimed: {money}{claim}",
     ])
+    title = "Application for a payment order" if kind == "payment_order" else "Complaint"
+    referred = f" Referred by reviewer {facts.decided_by}: {facts.decision_reason}." if facts.decided_by else ""
     documents = [
         DraftDocument("complaint", "complaint.txt", "\n".join([
-            f"{'Application for a payment order' if kind == 'payment_order' else 'Complaint'}: "
-            f"{facts.lender} v. {facts.borrower_name}",
-            f"Account {facts.account_id}; vehicle {facts.vin or '(no VIN on file)'}.",
-            f"The defendant defaulted on the instalment due {facts.oldest_due_date.isoformat() if facts.oldest_due_date else '(unknown)'} "
-            f"and was {facts.days_past_due} days past due with {money}{facts.past_due} past due when referred on "
-            f"{facts.opened_on.isoformat()}.",
+            f"{title}: {facts.lender} v. {facts.borrower_name}",
+            f"Account {facts.account_id}; vehicle {vehicle}.",
+            f"The defendant defaulted on the instalment due {defaulted} and was {facts.days_past_due} days past due "
+            f"with {money}{facts.past_due} past due when referred on {facts.opened_on.isoformat()}.",
             calculation,
         ])),
         DraftDocument("contract", "contract-reference.txt",
-                      f"Retail instalment contract for account {facts.account_id}, vehicle {facts.vin or '(no VIN on file)'}, "
-                      f"held by {facts.lender}; the original and any assignments are produced on request."),
+                      f"Retail instalment contract for account {facts.account_id}, vehicle {vehicle}, held by "
+                      f"{facts.lender}; the original and any assignments are produced on request."),
         DraftDocument("default", "proof-of-default.txt",
-                      f"Oldest unpaid instalment due {facts.oldest_due_date.isoformat() if facts.oldest_due_date else '(unknown)'}; "
-                      f"{facts.days_past_due} days past due on {facts.opened_on.isoformat()}; past due {money}{facts.past_due}."
-                      + (f" Referred by reviewer {facts.decided_by}: {facts.decision_reason}." if facts.decided_by else "")),
+                      f"Oldest unpaid instalment due {defaulted}; {facts.days_past_due} days past due on "
+                      f"{facts.opened_on.isoformat()}; past due {money}{facts.past_due}.{referred}"),
         DraftDocument("deficiency_calculation", "claim-calculation.txt", calculation),
     ]
     if facts.notices:
@@ -394,8 +395,8 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
             else "is not, to the plaintiff's knowledge after checking its records, in military service; the DMDC "
                  "SCRA status report is attached to the filed copy"
         )
-        documents.append(DraftDocument(MILITARY_AFFIDAVIT, "military-status-affidavit.txt",
-                                       f"Affidavit under 50 U.S.C. 3931(b)(1): the defendant {facts.borrower_name} {status}."))
+        affidavit = f"Affidavit under 50 U.S.C. 3931(b)(1): the defendant {facts.borrower_name} {status}."
+        documents.append(DraftDocument(MILITARY_AFFIDAVIT, "military-status-affidavit.txt", affidavit))
     return FilingDraft(
         idempotency_key=f"referral-{facts.referral_id}",
         court=court,

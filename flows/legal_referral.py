@@ -65,7 +65,8 @@ async def legal_referral(account_id: str, as_of: str | None = None) -> dict[str,
                 state = poll_filing(state.referral_id, now)
             if state.status in _DONE or state.status == "rejected":
                 log.info("referral %s: %s", state.referral_id, state.status)
-                return {**state.as_json(), "queue": "legal team" if state.status in ("rejected", "dismissing") else None}
+                queue = "legal team" if state.status in ("rejected", "dismissing") else None
+                return {**state.as_json(), "queue": queue}
             waits += 1
             wake = await wait_for(Wake, key=f"court-wait-{waits}")
             now = later_of(now, wake.as_of)

@@ -188,7 +188,9 @@ def paused_runs(flow_name: str) -> list[Any]:
         while True:
             page = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
                 limit=200, offset=len(found),
             )
             found += page
@@ -220,8 +222,11 @@ def _start(deployment: str, prepared: Any, as_of: str | None) -> int:
 
     # A run that ended without finishing its review (crashed, failed, timed out) is replaced.
     ended = _ended_runs([run_id for _, _, run_id in prepared.with_run])
-    todo = [(review_id, account_id, f"review-{review_id}") for review_id, account_id in prepared.without_run]
-    todo += [(review_id, account_id, f"review-{review_id}-after-{run_id}")
+    # The account is in the key as well as the review: a key is unique across the whole Prefect
+    # server, which may serve more than one arrears database (staging, tests).
+    todo = [(review_id, account_id, f"review-{account_id.lower()}-{review_id}")
+            for review_id, account_id in prepared.without_run]
+    todo += [(review_id, account_id, f"review-{account_id.lower()}-{review_id}-after-{run_id}")
              for review_id, account_id, run_id in prepared.with_run if run_id in ended]
     started: list[tuple[int, str]] = []
     for review_id, account_id, key in todo:
@@ -282,8 +287,9 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
         elif key == "decision":
             if review.decision is not None:
                 # Decided on the command line while the run could not be resumed: hand it over now.
-                resume_flow_run(run.id, run_input={"decision": review.decision, "reviewer": review.reviewer or "unknown",
-                                                   "reason": review.reason or "recorded in arrears"})
+                given = {"decision": review.decision, "reviewer": review.reviewer or "unknown",
+                         "reason": review.reason or "recorded in arrears"}
+                resume_flow_run(run.id, run_input=given)
                 woken += 1
             elif review.closed or not review.in_review:
                 from prefect.states import Cancelled as cancelled_state

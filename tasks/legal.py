@@ -57,10 +57,12 @@ def _court_config() -> tuple[str, str | None, dict[str, str]]:
     base_url = getattr(settings, "court_base_url", None) or os.environ.get("ARREARS_COURT_BASE_URL") or None
     stored = getattr(settings, "court_credentials", None)
     if stored:
-        credentials = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else str(v)) for k, v in stored.items()}
+        credentials = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else str(v))
+                       for k, v in stored.items()}
     else:
         try:
-            credentials = {str(k): str(v) for k, v in json.loads(os.environ.get("ARREARS_COURT_CREDENTIALS", "{}")).items()}
+            given = json.loads(os.environ.get("ARREARS_COURT_CREDENTIALS", "{}"))
+            credentials = {str(k): str(v) for k, v in given.items()}
         except ValueError:
             raise ConfigError("ARREARS_COURT_CREDENTIALS is not a JSON object") from None
     return name, base_url, credentials
@@ -203,7 +205,8 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
             current_court().cancel(state.filing_id, reason)  # type: ignore[attr-defined]
             status, detail = "dismissed", f"filing {state.filing_id} withdrawn at the court: {reason}"
         except Permanent as refused:
-            status, detail = "dismissing", f"dismissal of {state.filing_id} to be filed by counsel ({refused}): {reason}"
+            status = "dismissing"
+            detail = f"dismissal of {state.filing_id} to be filed by counsel ({refused}): {reason}"
     else:
         status, detail = "dismissing", f"dismissal of filing {state.filing_id} to be filed by counsel: {reason}"
     with engine().begin() as connection:

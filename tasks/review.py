@@ -62,7 +62,8 @@ class Decided:
     def as_json(self) -> dict[str, Any]:
         return {"account_id": self.state.account_id, "review_id": self.state.review_id, "decision": self.decision,
                 "requested": self.requested, "note": self.note, "vendor_order": self.order_id,
-                "recorded": self.changed, "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None}
+                "recorded": self.changed,
+                "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None}
 
 
 def _profile(jurisdiction: str) -> Profile:
@@ -174,7 +175,8 @@ def _decide(
     if changed and settled.order_vehicle:
         assert after.decided_at is not None
         order = store.create_vendor_order(connection, state=after, at=after.decided_at, reviewer=reviewer)
-    return Decided(after, after.decision or settled.decision.value, settled.requested.value, settled.note, order, changed)
+    decision = after.decision or settled.decision.value
+    return Decided(after, decision, settled.requested.value, settled.note, order, changed)
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

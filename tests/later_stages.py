@@ -1,15 +1,18 @@
 """Helpers for the later-stage tests (promises, plans, reviews, referrals, the segment walks).
 
-`day(engine, as_of)` runs one simulated day the way the daily cycle will once its hooks are in:
-the later-stage refresh (replies, promises, plans, vendor orders), the daily cycle itself, then
-the review and referral starters. Until `tasks.cycle.refresh` calls the refresh hooks, they run
-here just before the cycle; they read payments by their receipt, so the order does not change
-what they decide.
+`day(engine, as_of)` runs one simulated day as the daily cycle does once its hooks are in: the
+later-stage refresh (replies, promises, plans, vendor orders), the cycle's advance and dispatch,
+then the bureau pulls and the review and referral starters. While `tasks.cycle.refresh` and
+`flows.daily_cycle` do not call them yet, `day` calls them itself around the cycle (the refresh
+hooks read payments by their receipt, so running them just before the cycle decides the same);
+once the cycle calls them, `day` only runs the cycle.
 """
 
 import asyncio
 import contextvars
+import inspect
 import threading
+import zlib
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from datetime import datetime
@@ -44,7 +47,7 @@ def us_account(account_id: str, **kw: str) -> dict[str, str]:
     """An Iowa borrower (20-day right to cure), one instalment behind since 30 November 2026."""
     base = {
         "account_id": account_id, "jurisdiction": "US-IA", "timezone": "America/Chicago",
-        "phone": f"(515) 281-{abs(hash(account_id)) % 10_000:04d}", "oldest_due_date": "2026-11-30",
+        "phone": f"(515) 281-{zlib.crc32(account_id.encode()) % 10_000:04d}", "oldest_due_date": "2026-11-30",
         "balance": "18450.00", "installment_amount": "412.50", "past_due_amount": "412.50",
         "vin": "1HGCM82633A004352", "vehicle_value": "15000.00",
     }
@@ -65,7 +68,7 @@ def reply(engine: Engine, account_id: str, text: str, at: str) -> None:
     with engine.connect() as c:
         number = c.execute(
             select(cp.c.address).join(account_t, account_t.c.borrower_id == cp.c.borrower_id)
-            .where(account_t.c.account_id == account_id)
+            .where(account_t.c.account_id == account_id).order_by(cp.c.is_primary.desc(), cp.c.id)
         ).scalars().first()
     result = record_inbound_sms(engine, address=number, text=text, at=parse_instant(at), provider="sandbox",
                                 callback_id=unique_id("cb"))
@@ -95,13 +98,24 @@ def refresh_later(engine: Engine, as_of: str) -> dict[str, int]:
         }
 
 
+def _hooked() -> bool:
+    """Whether the daily cycle already runs the later stages (the hooks are in)."""
+    import flows.daily_cycle
+
+    return "start_reviews" in inspect.getsource(flows.daily_cycle.daily_cycle.fn)
+
+
 def day(engine: Engine, as_of: str, *, starters: bool = True, bureau: bool = False) -> dict[str, Any]:
     """One simulated day: later-stage refresh, the daily cycle, then (with `bureau`) the bureau
-    pulls, and the review and referral starters."""
+    pulls, and (with `starters`) the review and referral starters."""
     from flows.daily_cycle import daily_cycle
     from flows.legal_referral import start_referrals
     from flows.repossession_review import start_reviews
 
+    if _hooked():
+        stats = daily_cycle(as_of=as_of)
+        return {"cycle": stats, "later": {**stats["refresh"], **stats.get("bureau", {}), **stats.get("reviews", {}),
+                                          **stats.get("referrals", {})}}
     later = refresh_later(engine, as_of)
     stats = daily_cycle(as_of=as_of)
     instant = parse_instant(as_of)

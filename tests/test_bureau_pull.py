@@ -66,17 +66,20 @@ def _pull(as_of: str) -> dict[str, int]:
 
 
 def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(later_db: Engine, tmp_path: Path) -> None:
-    """An account in negotiation is pulled once an episode, for FCRA 604(a)(3)(A); its ability comes from the profile."""
-    import_rows(later_db, tmp_path, [us_account("A-B1", phone="(515) 281-1001"), us_account("A-B2", phone="(515) 281-1000")])
+    """An account in negotiation is pulled once an episode, for FCRA 604(a)(3)(A); its ability comes
+    from the profile, and the numbers the profile lists are not collected (that is a skip trace's job)."""
+    import_rows(later_db, tmp_path, [us_account("A-B1", phone="(515) 281-1000"), us_account("A-B2", phone="(515) 281-1001")])
     _stage(later_db, "A-B1", "negotiation")
     _stage(later_db, "A-B2", "cured", past_due_amount=Decimal(0))
     assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 1
     assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
     [record] = _pulls(later_db, "A-B1")
-    assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == ("604(a)(3)(A)", "E", "pull-A-B1-2")
-    assert account(later_db, "A-B1").ability == pytest.approx(0.3)
+    assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == ("604(a)(3)(A)", "B", "pull-A-B1-2")
+    assert account(later_db, "A-B1").ability == pytest.approx(0.9)
     assert _pulls(later_db, "A-B2") == []  # not in collection: no permissible purpose
-    assert events(later_db, "A-B1", "bureau")[0].detail.startswith("bureau pull (604(a)(3)(A)): band E")
+    assert events(later_db, "A-B1", "bureau")[0].detail.startswith("bureau pull (604(a)(3)(A)): band B")
+    with later_db.connect() as c:
+        assert c.execute(select(contact_t).where(contact_t.c.source == "bureau")).all() == []
 
 
 def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(later_db: Engine, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine
 
 from arrears.promises import (
-    DEFAULT_PROMISE_RULES,
     PaymentView,
     PromiseRules,
     PromiseView,

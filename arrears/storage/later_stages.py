@@ -66,7 +66,8 @@ from arrears.vocabulary import Channel, DecisionKind, Exit, Hold, HoldScope, Mes
 
 __all__ = [
     # replies and promises
-    "note", "willingness_of", "promises_of", "Reply", "unread_replies", "add_promise", "resolve_promises", "reset_broken_promises",
+    "note", "willingness_of", "promises_of", "Reply", "unread_replies", "add_promise", "resolve_promises",
+    "reset_broken_promises",
     "nudge", "nudge_for_payments", "REPLY_WINDOW",
     # plans
     "loan_of", "offer_plans", "accept_plan", "decline_plan", "monitor_plans", "current_plan",
@@ -131,7 +132,8 @@ def willingness_of(connection: Connection, account_id: str) -> float | None:
 
 def promises_of(connection: Connection, account_id: str) -> list[Any]:
     return list(connection.execute(
-        select(promise).where(promise.c.account_id == account_id).order_by(promise.c.created_at.desc(), promise.c.id.desc())
+        select(promise).where(promise.c.account_id == account_id)
+        .order_by(promise.c.created_at.desc(), promise.c.id.desc())
     ).all())
 
 
@@ -185,7 +187,8 @@ def unread_replies(connection: Connection, *, as_of: datetime, account_id: str |
         return []
     answered = _answered(connection, {r.account_id for r in rows}, since)
     return [
-        Reply(r.id, r.account_id, r.at, str((r.data or {}).get("text", "")), r.stage, r.episode, r.currency, r.willingness)
+        Reply(r.id, r.account_id, r.at, str((r.data or {}).get("text", "")), r.stage, r.episode, r.currency,
+              r.willingness)
         for r in rows
         if r.id not in answered
     ]
@@ -347,7 +350,8 @@ def add_promise(
         for old in replaced
     ]
     events.append(_event(
-        account_id, at, "promise", f"promise to pay {row.currency} {_q(amount, row.currency)} by {due_date.isoformat()} ({source})",
+        account_id, at, "promise",
+        f"promise to pay {row.currency} {_q(amount, row.currency)} by {due_date.isoformat()} ({source})",
         {"promise_id": created, "status": "pending", "amount": str(amount), "due_date": due_date.isoformat(),
          "source": source, **extra},
         actor=actor, cycle_id=cycle_id,
@@ -412,14 +416,16 @@ def resolve_promises(
             view = next(v for v in views if v.id == o.promise_id)
             events.append(_event(
                 acc, as_of, "promise",
-                f"promise {o.promise_id} ({a.currency} {view.amount} by {view.due_date.isoformat()}) {o.status}: {o.reason}",
+                f"promise {o.promise_id} ({a.currency} {view.amount} by {view.due_date.isoformat()}) "
+                f"{o.status}: {o.reason}",
                 {"promise_id": o.promise_id, "status": o.status, "paid": str(o.paid), "payments": list(o.payments)},
                 cycle_id=cycle_id,
             ))
             behaviour = "promise_kept" if o.status == "kept" else "promise_broken"
             before = policy.default_willingness if score is None else score
             score = round(nudge_willingness(score, behaviour, policy=policy), 4)
-            events.append(_event(acc, as_of, "willingness", f"willingness {before:.2f} → {score:.2f}: {behaviour.replace('_', ' ')}",
+            said = behaviour.replace("_", " ")
+            events.append(_event(acc, as_of, "willingness", f"willingness {before:.2f} → {score:.2f}: {said}",
                                  {"behaviour": behaviour, "from": before, "to": score, "promise_id": o.promise_id},
                                  cycle_id=cycle_id))
             if o.status == "kept":
@@ -541,7 +547,8 @@ def accept_plan(
     terms = choose(loan_of(a), kind=kind, months=months, business_date=business_date, rules=rules)
     stored = {**terms.to_json(), "episode": a.episode, "accepted_on": business_date.isoformat(),
               "accepted_at": at.isoformat(), "accepted_by": actor, "source": source, "on_time": 0, "reaged": False}
-    offered = last if last is not None and last.status == "offered" and (last.terms or {}).get("episode") == a.episode else None
+    this_stay = last is not None and (last.terms or {}).get("episode") == a.episode
+    offered = last if this_stay and last is not None and last.status == "offered" else None
     if offered is not None:
         stored["offers"] = (offered.terms or {}).get("offers", [])
         connection.execute(update(plan).where(plan.c.id == offered.id).values(
@@ -614,6 +621,12 @@ def monitor_plans(
     if not active:
         return counts
     starts = [date.fromisoformat((p.terms or {}).get("accepted_on", business_date.isoformat())) for p in active]
+    behind = {
+        r.account_id: r.past_due_amount
+        for r in connection.execute(select(account.c.account_id, account.c.past_due_amount).where(
+            account.c.account_id.in_(select(plan.c.account_id).where(plan.c.status == "active")),
+            _one(account_id, account.c.account_id)))
+    }
     earliest = _day_start(min(starts), lender_timezone)
     with_active = select(plan.c.account_id).where(plan.c.status == "active")
     received: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
@@ -633,7 +646,7 @@ def monitor_plans(
         progress = monitor(terms, [(d, a) for d, a in received.get(p.account_id, []) if d >= start],
                            business_date=business_date, grace_days=rules.grace_days)
         status = progress.status
-        reage = reage_due(terms, progress, rules=rules, already=bool(stored.get("reaged")))
+        reage = status == "active" and reage_due(terms, progress, rules=rules, already=bool(stored.get("reaged")))
         if progress.on_time != stored.get("on_time", 0):
             events.append(_event(p.account_id, as_of, "plan",
                                  f"plan {p.id}: {progress.on_time} of {len(terms.schedule)} payments made on time",
@@ -649,16 +662,17 @@ def monitor_plans(
                                   "missed": progress.missed.due.isoformat() if progress.missed else None},
                                  cycle_id=cycle_id))
             counts[f"plans_{status}"] += 1
-        if reage or status == "completed":
-            if reage:
-                stored["reaged"] = True
-                stored["reaged_on"] = business_date.isoformat()
-                counts["plans_reaged"] += 1
+        if reage:
+            stored["reaged"] = True
+            stored["reaged_on"] = business_date.isoformat()
+            counts["plans_reaged"] += 1
+        if (reage or status == "completed") and behind.get(p.account_id, Decimal(0)) > 0:
             why = (f"re-aged after {progress.on_time} on-time plan payments" if reage
                    else "plan completed: arrears repaid")
             current.append({"key": p.account_id, "now": as_of})
             events.append(_event(p.account_id, as_of, "plan", f"account brought current: {why}",
-                                 {"plan_id": p.id, "reaged": reage, "completed": status == "completed"},
+                                 {"plan_id": p.id, "reaged": reage, "completed": status == "completed",
+                                  "past_due_before": str(behind[p.account_id])},
                                  cycle_id=cycle_id))
         plan_rows.append({"key": p.id, "status": status, "terms": stored, "now": as_of})
     if plan_rows:
@@ -799,7 +813,9 @@ def open_review(
     lock_accounts(connection, [account_id])
     found = current_review(connection, account_id)
     if found is None:
-        a = connection.execute(select(account.c.stage, account.c.stage_since).where(account.c.account_id == account_id)).first()
+        a = connection.execute(
+            select(account.c.stage, account.c.stage_since).where(account.c.account_id == account_id)
+        ).first()
         if a is None or a.stage != Stage.REPOSSESSION_REVIEW:
             return None
         opened = max(at, a.stage_since)
@@ -1019,7 +1035,8 @@ def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
         .order_by(referral.c.updated_at, referral.c.id)
     ):
         if r.status == "rejected":
-            who, detail = "legal team", "filing rejected: " + (_rejection_reason(connection, r.account_id, r.filing_id) or "no reason given")
+            reason = _rejection_reason(connection, r.account_id, r.filing_id) or "no reason given"
+            who, detail = "legal team", f"filing rejected: {reason}"
         elif r.status in ("draft", "dismissing"):
             who, detail = "legal team", f"referral {r.status}"
         else:
@@ -1032,7 +1049,8 @@ def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
 def _rejection_reason(connection: Connection, account_id: str, filing_id: str | None) -> str | None:
     reason = None
     for (data,) in connection.execute(
-        select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == "court").order_by(audit.c.at, audit.c.id)
+        select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == "court")
+        .order_by(audit.c.at, audit.c.id)
     ):
         if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == "rejected":
             reason = (data or {}).get("reason")
@@ -1113,7 +1131,9 @@ def cancel_vendor_orders(
     ):
         plans[r.account_id].append(r)
     holds = _holds_of(connection, ids)
-    stages = dict(connection.execute(select(account.c.account_id, account.c.stage).where(account.c.account_id.in_(ids))).all())
+    stages = dict(connection.execute(
+        select(account.c.account_id, account.c.stage).where(account.c.account_id.in_(ids))
+    ).all())
     events = []
     for o in orders:
         why = None
@@ -1129,7 +1149,8 @@ def cancel_vendor_orders(
         elif stages.get(o.account_id) != Stage.REPOSSESSION_REVIEW:
             why = f"account is now {stages.get(o.account_id)}"
         if why:
-            events.append(_event(o.account_id, as_of, "vendor_order", f"repossession order {o.order_id} cancelled: {why}",
+            events.append(_event(o.account_id, as_of, "vendor_order",
+                                 f"repossession order {o.order_id} cancelled: {why}",
                                  {"order_id": o.order_id, "action": "cancelled", "reason": why}, cycle_id=cycle_id))
     _insert_events(connection, events)
     return len(events)
@@ -1192,12 +1213,16 @@ def open_referral(connection: Connection, *, account_id: str, at: datetime, lend
     opened = max(at, a.stage_since)
     events = connection.execute(
         select(audit.c.kind, audit.c.at, audit.c.detail, audit.c.data).where(
-            audit.c.account_id == account_id, audit.c.kind.in_(("cure_notice", "vendor_order", "decision", "vehicle_sale"))
+            audit.c.account_id == account_id,
+            audit.c.kind.in_(("cure_notice", "vendor_order", "decision", "vehicle_sale")),
         ).order_by(audit.c.at, audit.c.id)
     ).all()
     decision = next((e for e in reversed(events) if e.kind == "decision"), None)
-    fees = sum((Decimal((e.data or {}).get("fees", "0")) for e in events if e.kind == "vehicle_sale"), Decimal(0))
-    proceeds = sum((Decimal((e.data or {}).get("proceeds", "0")) for e in events if e.kind == "vehicle_sale"), Decimal(0))
+    # Sale facts (kind `vehicle_sale`, data `proceeds` and `fees`) come from whoever records the
+    # recovery agent's and the auction's reports; none yet means a claim for the balance.
+    sales = [e.data or {} for e in events if e.kind == "vehicle_sale"]
+    fees = sum((Decimal(d.get("fees", "0")) for d in sales), Decimal(0))
+    proceeds = sum((Decimal(d.get("proceeds", "0")) for d in sales), Decimal(0))
     try:
         claim = claim_amount(_q(a.balance, a.currency), fees, proceeds)
     except ValueError:
@@ -1209,7 +1234,8 @@ def open_referral(connection: Connection, *, account_id: str, at: datetime, lend
     facts = ReferralFacts(
         referral_id=referral_id, account_id=account_id, lender=lender, borrower_name=a.borrower_name,
         jurisdiction=a.jurisdiction, currency=a.currency, balance=_q(a.balance, a.currency), fees=fees,
-        sale_proceeds=proceeds, past_due=_q(a.past_due_amount, a.currency), oldest_due_date=a.oldest_due_date, days_past_due=a.days_past_due, vin=a.vin,
+        sale_proceeds=proceeds, past_due=_q(a.past_due_amount, a.currency), oldest_due_date=a.oldest_due_date,
+        days_past_due=a.days_past_due, vin=a.vin,
         military=Hold.MILITARY in holds,
         decided_by=(decision.data or {}).get("reviewer") if decision else None,
         decision_reason=(decision.data or {}).get("reason") if decision else None,
@@ -1245,7 +1271,8 @@ def record_filing_draft(connection: Connection, *, referral_id: int, summary: di
     kinds = ", ".join(d["kind"] for d in summary["documents"])
     _insert_events(connection, [_event(
         account_id, at, "filing",
-        f"filing drafted for {summary['court']} ({summary['case_type']}): claim {summary['currency']} {summary['claim']}; {kinds}",
+        f"filing drafted for {summary['court']} ({summary['case_type']}): "
+        f"claim {summary['currency']} {summary['claim']}; {kinds}",
         {"referral_id": referral_id, "action": "drafted", **summary},
     )])
     return True
@@ -1261,7 +1288,8 @@ def record_submission(
     ).rowcount
     if changed:
         account_id = connection.execute(select(referral.c.account_id).where(referral.c.id == referral_id)).scalar_one()
-        _insert_events(connection, [_event(account_id, at, "filing", f"filing {filing_id} submitted to the court ({status})",
+        _insert_events(connection, [_event(account_id, at, "filing",
+                                           f"filing {filing_id} submitted to the court ({status})",
                                            {"referral_id": referral_id, "action": "submitted", "filing_id": filing_id,
                                             "status": status, "provider": provider}, actor=f"court:{provider}")])
     return bool(changed)
@@ -1304,7 +1332,8 @@ def referral_work(connection: Connection) -> list[tuple[str, int, int | None, st
     rows = connection.execute(
         select(account.c.account_id, account.c.episode, referral.c.id, referral.c.status)
         .select_from(account)
-        .outerjoin(referral, and_(referral.c.account_id == account.c.account_id, referral.c.opened_at >= account.c.stage_since))
+        .outerjoin(referral, and_(referral.c.account_id == account.c.account_id,
+                                  referral.c.opened_at >= account.c.stage_since))
         .where(account.c.stage == Stage.LEGAL_REFERRAL.value)
         .order_by(account.c.account_id, referral.c.id)
     ).all()
@@ -1413,8 +1442,10 @@ def record_pull(
                            .values(ability=round(ability, 4), updated_at=at))
     known = set(connection.execute(select(contact.c.address).where(
         contact.c.borrower_id == subject.borrower_id, contact.c.channel == Channel.SMS.value)).scalars())
+    # Only a skip trace adds numbers: a pull for ability has no purpose in collecting them.
     new = [(n, conf, kind) for n, conf, kind in phones
-           if n not in known and conf >= min_phone_confidence and kind in ("mobile", "unknown")]
+           if subject.reason == "skip_trace" and n not in known and conf >= min_phone_confidence
+           and kind in ("mobile", "unknown")]
     if new:
         connection.execute(contact.insert(), [
             {"borrower_id": subject.borrower_id, "channel": Channel.SMS.value, "address": n, "region": None,
@@ -1423,12 +1454,16 @@ def record_pull(
             for n, _, _ in new
         ])
     held = []
-    for kind, present, why in ((Hold.BANKRUPTCY, bankrupt, f"bureau report {report_id}: chapter {bankruptcy_chapter or '?'}"),
-                               (Hold.DECEASED, deceased, f"bureau report {report_id}: deceased indicator")):
+    reported = (
+        (Hold.BANKRUPTCY, bankrupt, f"bureau report {report_id}: chapter {bankruptcy_chapter or '?'}"),
+        (Hold.DECEASED, deceased, f"bureau report {report_id}: deceased indicator"),
+    )
+    for kind, present, why in reported:
         if not present:
             continue
-        active = connection.execute(select(hold.c.id).where(hold.c.account_id == subject.account_id,
-                                                            hold.c.kind == kind.value, hold.c.lifted_at.is_(None))).first()
+        active = connection.execute(select(hold.c.id).where(
+            hold.c.account_id == subject.account_id, hold.c.kind == kind.value, hold.c.lifted_at.is_(None)
+        )).first()
         if active is None:
             connection.execute(hold.insert().values(account_id=subject.account_id, kind=kind.value, source="bureau",
                                                     reason=why, placed_at=at, lifted_at=None))
@@ -1450,7 +1485,9 @@ def record_pull(
     return {"ability": ability, "numbers_found": len(new), "holds": held}
 
 
-def record_pull_refusal(connection: Connection, *, subject: PullSubject, at: datetime, purpose: str, reason: str) -> None:
+def record_pull_refusal(
+    connection: Connection, *, subject: PullSubject, at: datetime, purpose: str, reason: str,
+) -> None:
     """The bureau has no file (or refused for good): recorded, so the account is not asked about
     again this episode."""
     connection.execute(bureau.insert().values(

@@ -35,9 +35,15 @@ def _instant(as_of: str | None) -> datetime:
 @plan_app.command("accept")
 def accept(
     account_id: Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")],
-    kind: Annotated[Kind | None, typer.Option("--kind", help="deferral or instalment (default: the recommended offer).")] = None,
-    months: Annotated[int | None, typer.Option("--months", min=1, help="Instalments deferred, or months of the plan.")] = None,
-    agent: Annotated[str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who agreed it: kept in the audit trail.")] = "agent",
+    kind: Annotated[
+        Kind | None, typer.Option("--kind", help="deferral or instalment (default: the recommended offer).")
+    ] = None,
+    months: Annotated[
+        int | None, typer.Option("--months", min=1, help="Instalments deferred, or months of the plan.")
+    ] = None,
+    agent: Annotated[
+        str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who agreed it: kept in the audit trail.")
+    ] = "agent",
     database: DatabaseOption = None,
     as_of: AsOf = None,
     json: Json = False,
@@ -79,7 +85,8 @@ def show(
         return
     current = found["plan"]
     if current:
-        console.print(f"plan {current['id']}: {current['kind']} {current['status']} (since {current['updated_at'][:10]})")
+        since = current["updated_at"][:10]
+        console.print(f"plan {current['id']}: {current['kind']} {current['status']} (since {since})")
         if current["terms"].get("schedule"):
             _schedule(current["terms"])
     for n, offer in enumerate(found["offers"], start=1):

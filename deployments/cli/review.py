@@ -14,7 +14,16 @@ import typer
 from rich.table import Table
 
 from arrears.clock import parse_instant
-from deployments.cli._common import CliError, DatabaseOption, app, console, console_err, emit_json, open_database, use_database
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    app,
+    console,
+    console_err,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 __all__ = ["review_app"]
 
@@ -68,7 +77,9 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
 @review_app.command("decide")
 def decide(
     account_id: Annotated[str, typer.Argument(help="The account under review, e.g. A-0000042.")],
-    decision: Annotated[Decision, typer.Option("--decision", help="repossess, legal or negotiate.", case_sensitive=False)],
+    decision: Annotated[
+        Decision, typer.Option("--decision", help="repossess, legal or negotiate.", case_sensitive=False)
+    ],
     reviewer: Annotated[str, typer.Option("--reviewer", help="Your name: recorded with the decision.")],
     reason: Annotated[str, typer.Option("--reason", help="Why: kept in the audit trail.")],
     database: DatabaseOption = None,
@@ -103,7 +114,9 @@ def decide(
         console.print(f"flow run {run['id']}: {run['outcome']}")
 
 
-def _resume(flow_run_id: str | None, decision: str, reviewer: str, reason: str, as_of: str | None) -> dict[str, Any] | None:
+def _resume(
+    flow_run_id: str | None, decision: str, reviewer: str, reason: str, as_of: str | None,
+) -> dict[str, Any] | None:
     """Hand the decision to the waiting run: its `ReviewDecision` when it waits for one, a wake
     when it still waits on the cure period (it then reads the decision from our table)."""
     if flow_run_id is None:
