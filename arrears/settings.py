@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     bureau_transunion_program: str = ""
     bureau_innovis_program: str = ""
     bureau_chunk_size: int = Field(default=5_000, ge=1)
+    bureau_pulls_per_cycle: int = Field(
+        default=1_000, ge=0,
+        description="Profiles pulled a cycle (entering negotiation, skip traces); 0: no pulls, the rest wait.",
+    )
     webhook_host: str = Field(default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks.")
     webhook_port: int = Field(default=8787, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(

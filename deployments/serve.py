@@ -10,6 +10,8 @@ from arrears.settings import get_settings
 from flows.account_lifecycle import account_lifecycle
 from flows.bureau_furnishing import bureau_furnishing
 from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
+from flows.legal_referral import REFERRAL_DEPLOYMENT, legal_referral
+from flows.repossession_review import REVIEW_DEPLOYMENT, repossession_review
 
 __all__ = ["deployments", "serve_all", "OUTBOX_INTERVAL"]
 
@@ -48,6 +50,17 @@ def deployments() -> list[Any]:
             name="account",
             tags=["arrears", "account"],
             description="One account, on an event (payment, reply, court status).",
+        ),
+        # Started by the daily cycle, one run per review or referral; they wait suspended (no process).
+        repossession_review.to_deployment(
+            name=REVIEW_DEPLOYMENT.split("/")[1],
+            tags=["arrears", "review"],
+            description="One repossession review: cure notice, cure period, a person's ReviewDecision.",
+        ),
+        legal_referral.to_deployment(
+            name=REFERRAL_DEPLOYMENT.split("/")[1],
+            tags=["arrears", "legal"],
+            description="One legal referral: filing through the court provider, followed to judgment.",
         ),
     ]
 

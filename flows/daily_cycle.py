@@ -1,4 +1,11 @@
-"""The daily cycle (DESIGN §4): refresh, advance in shards, dispatch in batches, report.
+"""The daily cycle (DESIGN §4): refresh, advance in shards, the later stages, dispatch in batches, report.
+
+After advance come the steps that act on what advance decided: bureau pulls for accounts that
+entered negotiation and skip traces for the unreachable (their ability and numbers move the
+segment at the next advance), then the reviews (opened, notified, one run each on the served
+review deployment) and the legal referrals (one run each on the referral deployment). Without
+those deployments served, reviews are still opened and notified, and decided with `arrears
+review decide`. Dispatch comes last, then the report.
 
 There is never a flow run or a task run per account: shards of thousands of accounts and
 batches of thousands of messages are the unit of orchestration (PREFECT.md).
@@ -18,6 +25,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.models import utcnow
 from arrears.settings import get_settings
+from flows.legal_referral import start_referrals
+from flows.repossession_review import start_reviews
+from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
 from tasks.dispatch import dispatch_batch, plan_dispatch
 from tasks.report import report_cycle
@@ -55,7 +65,7 @@ def _cycle_name() -> str:
     # Shards decide in parallel and queue only for their write; dispatch batches mostly wait on
     # the provider. Four threads keep both cores busy despite the GIL.
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
-    description="Refresh, advance every account in shards, dispatch the outbox, report.",
+    description="Refresh, advance every account in shards, bureau pulls, reviews and referrals, dispatch, report.",
 )
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
@@ -93,6 +103,12 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     log.info("advanced %d accounts in %d shards: %d transitions, %d new messages",
              totals.get("accounts", 0), len(shards), totals.get("transitions", 0), totals.get("messages", 0))
 
+    if settings.bureau_pulls_per_cycle:
+        stats["bureau"] = pull_bureau_profiles(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
+    with tags("stage:review"):
+        stats["reviews"] = start_reviews(instant, as_of, cycle_id)
+    with tags("stage:legal_referral"):
+        stats["referrals"] = start_referrals(instant, as_of)
     stats["dispatch"] = run_dispatch(instant, cycle_id)
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     close_cycle(cycle_id, stats)

@@ -13,6 +13,9 @@ from arrears.settings import get_settings
 from arrears.storage import migrate, read_only
 from arrears.storage import cycle as store
 from tasks.database import engine, policy
+from tasks.plans import refresh_plans
+from tasks.promises import refresh_promises
+from tasks.review import refresh_vendor_orders
 
 __all__ = ["Shard", "open_cycle", "refresh", "plan_shards", "advance_shard", "close_cycle"]
 
@@ -35,11 +38,23 @@ class Shard:
 def refresh(
     as_of: datetime, business_date: date, cycle_id: int | None, account_id: str | None = None
 ) -> dict[str, int]:
-    """Apply new payments, then recompute days past due for every account still in play (or one)."""
+    """Bring the facts up to date for every account still in play (or one), in one transaction.
+
+    Payments first, because everything after judges by them: replies are read (promises, plan
+    answers), pending promises are found kept or broken, active plans move on (a completed or
+    re-aged plan brings the account current), repossession orders that a payment, plan or hold
+    overtook are cancelled; days past due are recomputed last, from the balances these left.
+    """
+    at = {"as_of": as_of, "cycle_id": cycle_id, "account_id": account_id}
     with engine().begin() as connection:
-        payments = store.apply_new_payments(connection, as_of=as_of, cycle_id=cycle_id, account_id=account_id)
-        refreshed = store.refresh_days_past_due(connection, business_date=business_date, account_id=account_id)
-    return {"payments_applied": payments, "accounts_refreshed": refreshed}
+        counts = {"payments_applied": store.apply_new_payments(connection, **at)}
+        counts |= refresh_promises(connection, business_date=business_date, **at)
+        counts |= refresh_plans(connection, business_date=business_date, **at)
+        counts |= refresh_vendor_orders(connection, **at)
+        counts["accounts_refreshed"] = store.refresh_days_past_due(
+            connection, business_date=business_date, account_id=account_id
+        )
+    return counts
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)

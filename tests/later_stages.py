@@ -1,16 +1,12 @@
 """Helpers for the later-stage tests (promises, plans, reviews, referrals, the segment walks).
 
-`day(engine, as_of)` runs one simulated day as the daily cycle does once its hooks are in: the
-later-stage refresh (replies, promises, plans, vendor orders), the cycle's advance and dispatch,
-then the bureau pulls and the review and referral starters. While `tasks.cycle.refresh` and
-`flows.daily_cycle` do not call them yet, `day` calls them itself around the cycle (the refresh
-hooks read payments by their receipt, so running them just before the cycle decides the same);
-once the cycle calls them, `day` only runs the cycle.
+`day(engine, as_of)` runs one simulated day: the daily cycle, which refreshes the later stages
+(replies, promises, plans, vendor orders), advances, pulls bureau profiles, starts and wakes the
+review and referral runs, and dispatches.
 """
 
 import asyncio
 import contextvars
-import inspect
 import threading
 import zlib
 from collections.abc import Callable, Coroutine
@@ -83,49 +79,19 @@ def set_scores(engine: Engine, account_id: str, *, ability: float | None = None,
 
 
 def refresh_later(engine: Engine, as_of: str) -> dict[str, int]:
-    """The refresh hooks of the later stages, in one transaction, as `tasks.cycle.refresh` will run them."""
-    from tasks.plans import refresh_plans
-    from tasks.promises import refresh_promises
-    from tasks.review import refresh_vendor_orders
+    """The cycle's refresh step alone (payments, replies, promises, plans, vendor orders, days past due)."""
+    from tasks.cycle import refresh
 
     instant = parse_instant(as_of)
-    day_ = business_date(instant, get_settings().lender_timezone)
-    with engine.begin() as c:
-        return {
-            **refresh_promises(c, as_of=instant, business_date=day_),
-            **refresh_plans(c, as_of=instant, business_date=day_),
-            **refresh_vendor_orders(c, as_of=instant),
-        }
+    return refresh.fn(instant, business_date(instant, get_settings().lender_timezone), None)
 
 
-def _hooked() -> bool:
-    """Whether the daily cycle already runs the later stages (the hooks are in)."""
-    import flows.daily_cycle
-
-    return "start_reviews" in inspect.getsource(flows.daily_cycle.daily_cycle.fn)
-
-
-def day(engine: Engine, as_of: str, *, starters: bool = True, bureau: bool = False) -> dict[str, Any]:
-    """One simulated day: later-stage refresh, the daily cycle, then (with `bureau`) the bureau
-    pulls, and (with `starters`) the review and referral starters."""
+def day(engine: Engine, as_of: str) -> dict[str, Any]:
+    """One simulated day: the daily cycle, with its later-stage steps; `later` gathers their counts."""
     from flows.daily_cycle import daily_cycle
-    from flows.legal_referral import start_referrals
-    from flows.repossession_review import start_reviews
 
-    if _hooked():
-        stats = daily_cycle(as_of=as_of)
-        return {"cycle": stats, "later": {**stats["refresh"], **stats.get("bureau", {}), **stats.get("reviews", {}),
-                                          **stats.get("referrals", {})}}
-    later = refresh_later(engine, as_of)
     stats = daily_cycle(as_of=as_of)
-    instant = parse_instant(as_of)
-    if bureau:
-        from tasks.bureau_pull import pull_bureau_profiles
-
-        later |= pull_bureau_profiles(instant)
-    if starters:
-        later |= start_reviews(instant, as_of)
-        later |= start_referrals(instant, as_of)
+    later = {**stats["refresh"], **stats.get("bureau", {}), **stats["reviews"], **stats["referrals"]}
     return {"cycle": stats, "later": later}
 
 
@@ -200,9 +166,8 @@ def at(text: str) -> datetime:
 
 _SERVE = """
 from prefect import serve
-from flows.legal_referral import legal_referral
-from flows.repossession_review import repossession_review
-serve(repossession_review.to_deployment(name="review"), legal_referral.to_deployment(name="referral"))
+from deployments.serve import deployments
+serve(*[d for d in deployments() if d.name in ("review", "referral")])
 """
 
 

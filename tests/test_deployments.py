@@ -31,6 +31,20 @@ def test_prefect_yaml_entrypoints_are_our_flows_and_schedules_match_settings() -
     assert {"daily", "outbox", "account"} <= names
 
 
+def test_prefect_yaml_declares_what_serve_serves() -> None:
+    """A work pool gets the same deployments as `arrears serve`, the review and referral ones included:
+    the cycle starts those by name."""
+    from deployments.serve import deployments
+    from flows.legal_referral import REFERRAL_DEPLOYMENT
+    from flows.repossession_review import REVIEW_DEPLOYMENT
+
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    declared = {(d["entrypoint"].split(":")[1].replace("_", "-"), d["name"]) for d in spec["deployments"]}
+    served = {(d.flow_name, d.name) for d in deployments()}
+    assert declared == served
+    assert {tuple(REVIEW_DEPLOYMENT.split("/")), tuple(REFERRAL_DEPLOYMENT.split("/"))} <= served
+
+
 def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: None, tmp_path: Path) -> None:
     """`arrears serve` against a Prefect server creates the daily deployment on a cron in the lender's zone."""
     from prefect.client.orchestration import get_client

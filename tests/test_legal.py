@@ -155,7 +155,7 @@ def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
     assert start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")["referral_runs_woken"] == 1
     result = running.result(timeout=60)
     assert result["status"] == "judgment"
-    day(later_db, "2027-01-21T16:00:00Z", starters=False)
+    day(later_db, "2027-01-21T16:00:00Z")
     assert account(later_db, "A-L2").stage == "closed"
     assert events(later_db, "A-L2", "transition")[-1].detail == "legal_referral → closed: judgment entered"
 
@@ -167,7 +167,6 @@ def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
     """A filing the court rejects ends the run and waits in `arrears review list` for the legal team, with the reason."""
     from typer.testing import CliRunner
 
-    import deployments.cli.review  # noqa: F401  registers `review` until deployments/cli/__init__.py imports it
     from deployments.cli import app
     from flows.legal_referral import legal_referral, start_referrals
 
@@ -194,7 +193,7 @@ def test_paid_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, cou
     [referral] = _wait_referral(later_db, "A-L4")
     wait_paused(_run_of(later_db, "A-L4"), "court-wait-1")
     pay(later_db, tmp_path, "A-L4", "18450.00", "2026-12-27T15:00:00Z")
-    day(later_db, "2026-12-27T16:00:00Z", starters=False)
+    day(later_db, "2026-12-27T16:00:00Z")
     assert account(later_db, "A-L4").stage == "paid_off"
     start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
     assert running.result(timeout=60)["status"] == "dismissed"

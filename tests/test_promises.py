@@ -166,11 +166,11 @@ def test_broken_promise_counts_and_moves_the_account_to_negotiation(later_db: En
     """A promise unpaid after its grace is broken: counted on the account, willingness lowered,
     and the lifecycle moves a reminder-stage account to negotiation early."""
     import_rows(later_db, tmp_path, [us_account("A-P4")])
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-P4", "PAY 412.50 2026-12-05", "2026-12-02T17:00:00Z")
-    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    day(later_db, "2026-12-03T16:00:00Z")
     assert account(later_db, "A-P4").stage == "reminder"
-    result = day(later_db, "2026-12-09T16:00:00Z", starters=False)
+    result = day(later_db, "2026-12-09T16:00:00Z")
     assert result["later"]["promises_broken"] == 1
     a = account(later_db, "A-P4")
     assert (a.stage, a.broken_promises) == ("negotiation", 1)
@@ -184,17 +184,17 @@ def test_broken_promise_counts_and_moves_the_account_to_negotiation(later_db: En
 def test_kept_promise_cures_and_the_broken_count_resets(later_db: Engine, tmp_path: Path) -> None:
     """Paying what was promised keeps the promise and cures; the broken count of the delinquency goes back to zero."""
     import_rows(later_db, tmp_path, [us_account("A-P5")])
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-P5", "PAY 412.50 2026-12-03", "2026-12-01T18:00:00Z")
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
-    day(later_db, "2026-12-08T16:00:00Z", starters=False)  # broken
+    day(later_db, "2026-12-02T16:00:00Z")
+    day(later_db, "2026-12-08T16:00:00Z")  # broken
     assert account(later_db, "A-P5").broken_promises == 1
     reply(later_db, "A-P5", "PAY 412.50 2026-12-10", "2026-12-08T18:00:00Z")
     pay(later_db, tmp_path, "A-P5", "412.50", "2026-12-09T15:00:00Z")
-    result = day(later_db, "2026-12-09T16:00:00Z", starters=False)
+    result = day(later_db, "2026-12-09T16:00:00Z")
     assert result["later"]["promises_kept"] == 1
     assert account(later_db, "A-P5").stage == "cured"
-    day(later_db, "2026-12-10T16:00:00Z", starters=False)
+    day(later_db, "2026-12-10T16:00:00Z")
     assert account(later_db, "A-P5").broken_promises == 0
     statuses = [p.status for p in rows(later_db, promise_t, "A-P5")]
     assert statuses == ["broken", "kept"]
@@ -207,10 +207,10 @@ def test_kept_promise_cures_and_the_broken_count_resets(later_db: Engine, tmp_pa
 def test_payment_after_contact_nudges_once(later_db: Engine, tmp_path: Path) -> None:
     """A payment after a message reached the borrower raises willingness once, not on every re-run."""
     import_rows(later_db, tmp_path, [us_account("A-P6", past_due_amount="825.00", oldest_due_date="2026-10-31")])
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     pay(later_db, tmp_path, "A-P6", "100.00", "2026-12-02T15:00:00Z")
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z")
+    day(later_db, "2026-12-02T16:00:00Z")
     nudges = events(later_db, "A-P6", "willingness")
     assert [(e.data["behaviour"], e.data["payment_id"] is not None) for e in nudges] == [("payment_after_contact", True)]
 
@@ -219,7 +219,6 @@ def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> 
     """`arrears promise add` records a pending promise for the agent; a past date exits 2 with the reason."""
     from typer.testing import CliRunner
 
-    import deployments.cli.promise  # noqa: F401  registers `promise` until deployments/cli/__init__.py imports it
     from deployments.cli import app
     from deployments.cli._common import CliError
 

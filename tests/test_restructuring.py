@@ -224,14 +224,14 @@ def test_offer_is_recorded_once_and_accepted_by_reply(later_db: Engine, tmp_path
     """The offer sent on entering restructuring is recorded once as an offered plan; ACCEPT 3 makes
     that plan an active three-month instalment plan."""
     _hardship(later_db, tmp_path, "A-R1")
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     assert account(later_db, "A-R1").stage == "restructuring"
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
-    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z")
+    day(later_db, "2026-12-03T16:00:00Z")
     offered = rows(later_db, plan_t, "A-R1")
     assert [(p.status, len(p.terms["offers"])) for p in offered] == [("offered", 3)]
     reply(later_db, "A-R1", "ACCEPT 3", "2026-12-03T18:00:00Z")
-    day(later_db, "2026-12-04T16:00:00Z", starters=False)
+    day(later_db, "2026-12-04T16:00:00Z")
     plans = rows(later_db, plan_t, "A-R1")
     assert [(p.id, p.status, p.kind, p.terms["months"]) for p in plans] == [(offered[0].id, "active", "instalment", 3)]
     assert [s["amount"] for s in plans[0].terms["schedule"]] == ["687.50", "687.50", "687.50"]
@@ -245,43 +245,42 @@ def test_deferral_by_agent_cures_and_the_resumed_instalment_completes_it(later_d
     cures that day, and paying the next instalment completes the plan."""
     from typer.testing import CliRunner
 
-    import deployments.cli.plan  # noqa: F401  registers `plan` until deployments/cli/__init__.py imports it
     from deployments.cli import app
 
     _hardship(later_db, tmp_path, "A-R2")
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     result = CliRunner().invoke(app, ["plan", "accept", "A-R2", "--kind", "deferral", "--agent", "lee",
                                       "--as-of", "2026-12-02T15:00:00Z", "--database", db_url, "--json"])
     assert result.exit_code == 0, result.output
     a = account(later_db, "A-R2")
     assert (a.past_due_amount, a.oldest_due_date, a.next_due_date) == (Decimal(0), None, date(2026, 12, 11))
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z")
     assert account(later_db, "A-R2").stage == "cured"
     pay(later_db, tmp_path, "A-R2", "412.50", "2026-12-11T15:00:00Z")
-    day(later_db, "2026-12-11T16:00:00Z", starters=False)
+    day(later_db, "2026-12-11T16:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R2")] == ["completed"]
     details = [e.detail for e in events(later_db, "A-R2", "plan")]
     assert any(d.startswith("deferral applied: USD 825.00 moved to the end of the term") for d in details)
 
 
-def test_completed_instalment_plan_brings_the_account_current(later_db: Engine, tmp_path: Path) -> None:
-    """When the servicer still shows arrears, the last plan payment completes the plan and brings
-    the account current, so the lifecycle cures it."""
+def test_completed_instalment_plan_clears_the_arrears(later_db: Engine, tmp_path: Path) -> None:
+    """Each plan payment is an instalment plus a share of the past due: the last one completes the
+    plan with nothing past due, so the lifecycle cures the account."""
     from tasks.plans import accept_plan
 
     _hardship(later_db, tmp_path, "A-R3")
     _set_stage(later_db, "A-R3", "restructuring")
     _, terms = accept_plan(later_db, account_id="A-R3", kind="instalment", months=2, agent="lee",
                            at=at("2026-12-02T15:00:00Z"))
+    completed = []
     for item in terms.schedule:
         pay(later_db, tmp_path, "A-R3", str(item.amount), f"{item.due.isoformat()}T15:00:00Z")
-        # the servicer's file: the regular instalment is paid, the arrears still show until the plan ends
-        import_rows(later_db, tmp_path, [us_account("A-R3", past_due_amount="825.00", oldest_due_date="2026-11-11")])
-    counts = refresh_later(later_db, f"{terms.schedule[-1].due.isoformat()}T16:00:00Z")
-    assert counts["plans_completed"] == 1
+        completed.append(refresh_later(later_db, f"{item.due.isoformat()}T16:00:00Z")["plans_completed"])
+    assert completed == [0, 1]
     a = account(later_db, "A-R3")
     assert (a.past_due_amount, a.oldest_due_date) == (Decimal(0), None)
-    assert events(later_db, "A-R3", "plan")[-1].detail == "account brought current: plan completed: arrears repaid"
+    assert events(later_db, "A-R3", "plan")[-1].detail == "plan 1 completed: all 2 payments made"
+    assert [p.status for p in rows(later_db, plan_t, "A-R3")] == ["completed"]
 
 
 def test_reageing_after_three_on_time_payments(later_db: Engine, tmp_path: Path) -> None:
@@ -307,14 +306,14 @@ def test_reageing_after_three_on_time_payments(later_db: Engine, tmp_path: Path)
 def test_defaulted_plan_sends_the_account_to_review(later_db: Engine, tmp_path: Path) -> None:
     """An instalment plan whose first payment is missed past its grace is defaulted; the lifecycle escalates to review."""
     _hardship(later_db, tmp_path, "A-R5")
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-R5", "接受 分期 3", "2026-12-01T18:00:00Z")
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["active"]
     # Due 11 December with 5 days' grace: still active on the 16th (business dates in Shanghai).
-    day(later_db, "2026-12-16T10:00:00Z", starters=False)
+    day(later_db, "2026-12-16T10:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["active"]
-    day(later_db, "2026-12-17T10:00:00Z", starters=False)
+    day(later_db, "2026-12-17T10:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["defaulted"]
     assert account(later_db, "A-R5").stage == "repossession_review"
     assert events(later_db, "A-R5", "transition")[-1].detail == "restructuring → repossession_review: plan defaulted"
@@ -324,9 +323,9 @@ def test_defaulted_plan_sends_the_account_to_review(later_db: Engine, tmp_path: 
 def test_declining_the_offer_by_reply_goes_to_review(later_db: Engine, tmp_path: Path) -> None:
     """DECLINE to an open offer declines it; the lifecycle then takes the account to review."""
     _hardship(later_db, tmp_path, "A-R6")
-    day(later_db, "2026-12-01T16:00:00Z", starters=False)
+    day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-R6", "DECLINE", "2026-12-01T18:00:00Z")
-    day(later_db, "2026-12-02T16:00:00Z", starters=False)
+    day(later_db, "2026-12-02T16:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R6")] == ["declined"]
     assert account(later_db, "A-R6").stage == "repossession_review"
 

@@ -165,7 +165,6 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(later_d
     the reviewer and reason, and an approved repossession places the vendor order, once."""
     from typer.testing import CliRunner
 
-    import deployments.cli.review  # noqa: F401  registers `review` until deployments/cli/__init__.py imports it
     from deployments.cli import app
     from deployments.cli._common import CliError
 
@@ -236,7 +235,7 @@ def test_lifecycle_follows_the_recorded_decision(later_db: Engine, tmp_path: Pat
     _in_review(later_db, tmp_path, "A-V7", jurisdiction="US-CA", timezone="America/Los_Angeles")
     _prepare("2026-12-01T17:00:00Z")
     decide_review(later_db, account_id="A-V7", decision=decision, reviewer="Ana", reason="r", at=at("2026-12-02T17:00:00Z"))
-    day(later_db, "2026-12-03T16:00:00Z", starters=False)
+    day(later_db, "2026-12-03T16:00:00Z")
     assert account(later_db, "A-V7").stage == stage
 
 
@@ -300,7 +299,6 @@ def test_cli_decision_resumes_the_waiting_run(later_db: Engine, tmp_path: Path, 
     decide` records it and resumes the run, which completes without recording it twice."""
     from typer.testing import CliRunner
 
-    import deployments.cli.review  # noqa: F401
     from deployments.cli import app
     from flows.repossession_review import repossession_review
 

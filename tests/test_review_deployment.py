@@ -51,7 +51,6 @@ def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
     once despite two re-runs from the top."""
     from typer.testing import CliRunner
 
-    import deployments.cli.review  # noqa: F401  registers `review` until deployments/cli/__init__.py imports it
     from deployments.cli import app
     from flows.repossession_review import start_reviews
 

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, true, update
 
+from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.clock import business_date as lender_date
 from arrears.currencies import display
 from arrears.lifecycle import is_open
@@ -1137,13 +1138,14 @@ def cancel_vendor_orders(
     events = []
     for o in orders:
         why = None
-        later = [p for p in paid[o.account_id] if p.received_at > o.placed_at]
-        collection = sorted(h for h in holds.get(o.account_id, frozenset()) if h.scope is HoldScope.COLLECTION)
-        if later:
-            p = later[0]
-            why = f"payment {p.payment_id} of {p.amount} received {p.received_at.isoformat()}"
-        elif collection:
-            why = f"hold:{collection[0].value}"
+        later = [p for p in paid[o.account_id] if p.received_at > o.placed_at and p.amount > 0]
+        held = holds.get(o.account_id, frozenset())
+        if cancels_repossession(held, PaymentEvent(later[0].amount, later[0].received_at) if later else None):
+            if later:
+                p = later[0]
+                why = f"payment {p.payment_id} of {p.amount} received {p.received_at.isoformat()}"
+            else:
+                why = f"hold:{min(h for h in held if h.scope is HoldScope.COLLECTION).value}"
         elif any(p.updated_at > o.placed_at for p in plans[o.account_id]):
             why = "a repayment plan was agreed"
         elif stages.get(o.account_id) != Stage.REPOSSESSION_REVIEW:

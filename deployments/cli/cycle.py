@@ -26,10 +26,12 @@ def _check_as_of(as_of: str | None) -> None:
 
 @app.command()
 def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
-    """Run the daily cycle: apply payments, advance every account, send due SMS, report.
+    """Run the daily cycle: apply payments, advance every account, pull bureau profiles, open reviews and referrals, send due SMS, report.
 
     Running it again for the same --as-of changes nothing and sends nothing. With the default
-    (sandbox) SMS provider a local sandbox server is started for the run.
+    (sandbox) SMS and bureau providers a local sandbox server is started for the run. Review and
+    referral runs start only where `arrears serve` serves their deployments; without it, reviews
+    are still opened and decided with `arrears review decide`.
     """
     _check_as_of(as_of)
     url = use_database(database)
@@ -87,6 +89,11 @@ def print_cycle(stats: dict[str, Any]) -> None:
     table.add_row("transitions", f"{advance.get('transitions', 0):,}")
     table.add_row("accounts on hold", f"{advance.get('held', 0):,}")
     table.add_row("new messages", f"{advance.get('messages', 0):,}")
+    # The later stages' counts (promises, plans, bureau pulls, reviews, referrals), where non-zero.
+    later = {**stats["refresh"], **stats.get("bureau", {}), **stats.get("reviews", {}), **stats.get("referrals", {})}
+    for key, value in later.items():
+        if value and key not in ("payments_applied", "accounts_refreshed"):
+            table.add_row(key.replace("_", " "), f"{value:,}")
     for status in ("sent", "delivered", "scheduled", "blocked", "failed"):
         if dispatched.get(status):
             table.add_row(f"dispatch: {status}", f"{dispatched[status]:,}")

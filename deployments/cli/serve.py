@@ -13,8 +13,10 @@ def serve(
     database: DatabaseOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")] = False,
 ) -> None:
-    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep and the webhook server.
+    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep, reviews, referrals and the webhook server.
 
+    The cycle starts one repossession-review/review run per review and one legal-referral/referral
+    run per referral; they wait suspended, holding no process, until a person or the court answers.
     The webhook server (ARREARS_WEBHOOK_HOST/PORT) takes delivery receipts, STOP and other
     replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
     start` so runs survive this process; without it Prefect starts a temporary local server.
