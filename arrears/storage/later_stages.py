@@ -850,14 +850,16 @@ def open_reviews(connection: Connection, *, at: datetime, account_id: str | None
                    _one(account_id, account.c.account_id))
         )
     }
-    new = [{"account_id": w.account_id, "opened_at": max(at, w.stage_since), "flow_run_id": None}
-           for w in waiting if w.account_id not in covered]
-    if not new:
+    opened = {w.account_id: max(at, w.stage_since) for w in waiting if w.account_id not in covered}
+    if not opened:
         return []
-    ids = list(connection.execute(review.insert().returning(review.c.id, review.c.account_id), new).all())
+    ids = list(connection.execute(
+        review.insert().returning(review.c.id, review.c.account_id),
+        [{"account_id": a, "opened_at": when, "flow_run_id": None} for a, when in opened.items()],
+    ).all())
     _insert_events(connection, [
-        _event(account_id_, max(at, next(w.stage_since for w in waiting if w.account_id == account_id_)), "review",
-               f"repossession review {review_id} opened", {"review_id": review_id})
+        _event(account_id_, opened[account_id_], "review", f"repossession review {review_id} opened",
+               {"review_id": review_id})
         for review_id, account_id_ in ids
     ])
     return [int(review_id) for review_id, _ in ids]
