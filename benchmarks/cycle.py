@@ -54,10 +54,14 @@ PHASE_TASKS = {
     "open": ("open-cycle",),
     "refresh": ("refresh",),
     "advance": ("plan-shards", "advance-shard"),
+    "later": ("prepare-reviews", "set-review-runs", "referral-work", "referrals-followed"),
+    "bureau": ("pull-bureau-profiles",),
     "dispatch": ("plan-dispatch", "dispatch-sms"),
     "report": ("report", "close-cycle"),
 }
-FIXED_TASKS = 6  # open-cycle, refresh, plan-shards, plan-dispatch, report, close-cycle
+# open-cycle, refresh, plan-shards, prepare-reviews, referral-work, referrals-followed,
+# plan-dispatch, report, close-cycle
+FIXED_TASKS = 9
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +526,8 @@ def main() -> None:
     accounts = int(advanced.get("accounts", 0))
     sent = int(dispatched.get("sent", 0)) + int(dispatched.get("delivered", 0))
     outcomes = sum(v for k, v in dispatched.items() if k != "batches")
-    expected = FIXED_TASKS + int(advanced["shards"]) + int(dispatched.get("batches", 0))
+    expected = (FIXED_TASKS + int(advanced["shards"]) + int(dispatched.get("batches", 0)) + ("bureau" in stats)
+                + bool(stats["reviews"]["review_runs_started"]))
     runs = read_task_runs(state.state_details.flow_run_id, expected)
     phases = spans(runs, {k: v for k, v in PHASE_TASKS.items()})
     shard_runs = spans(runs, {"shards": ("advance-shard",), "batches": ("dispatch-sms",)})
@@ -560,6 +565,11 @@ def main() -> None:
             f"{_fmt(shards_start_s, 2)} s after plan-shards), "
             f"{advanced.get('transitions', 0):,} transitions, {advanced.get('messages', 0):,} messages"
             if "shards" in shard_runs else ""),
+        Row("reviews + referrals", seconds("later"), int(stats["reviews"]["reviews_opened"]), "reviews/s",
+            ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in {**stats["reviews"], **stats["referrals"]}.items() if v)),
+        Row("bureau pulls", seconds("bureau"), sum(int(stats.get("bureau", {}).get(k, 0))
+                                                    for k in ("bureau_pulls", "skip_traces")), "pulls/s",
+            "beside dispatch; " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.get("bureau", {}).items())),
         Row("dispatch", dispatch_s, sent, "messages/s",
             f"{dispatched.get('batches', 0)} batches; "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(dispatched.items()) if k != "batches")
@@ -627,6 +637,7 @@ def main() -> None:
         "phases_s": {
             "prefect_startup": round(startup_s, 3) if startup_s is not None else None,
             "open": seconds("open"), "refresh": seconds("refresh"), "advance": advance_s,
+            "reviews": seconds("later"), "bureau": seconds("bureau"),
             "dispatch": dispatch_s, "report": seconds("report"),
             "exit": round(exit_s, 3) if exit_s is not None else None,
         },

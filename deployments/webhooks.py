@@ -196,7 +196,8 @@ def run_lifecycle_deployment(deployment: str = "account-lifecycle/account") -> C
 
         return run_deployment(
             deployment, parameters={"account_id": account_id, "reason": reason}, timeout=0,
-            as_subflow=False, flow_run_name=f"account {account_id}", tags=[f"reason:{reason}"],
+            as_subflow=False, flow_run_name=f"account {account_id}",
+            tags=[f"account:{account_id.lower()}", f"reason:{reason}"],
         )
 
     return run

@@ -7,7 +7,7 @@ one flow run per account.
 
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 from prefect.runtime import flow_run
 
 from arrears.clock import as_of_or_now, business_date
@@ -27,8 +27,7 @@ def account_lifecycle(account_id: str, as_of: str | None = None, reason: str = "
     """Bring one account up to date as of `as_of` (now when omitted); `reason` names the event."""
     instant = as_of_or_now(as_of)
     day = business_date(instant, get_settings().lender_timezone)
-    with tags(f"account:{account_id.lower()}", f"reason:{reason}"):
-        refreshed = refresh(instant, day, None, account_id)
-        advanced = advance_shard(Shard.single(account_id), instant, day, None)
-        dispatched = run_dispatch(instant, None, account_id)
+    refreshed = refresh(instant, day, None, account_id)
+    advanced = advance_shard(Shard.single(account_id), instant, day, None)
+    dispatched = run_dispatch(instant, None, account_id)
     return {"account_id": account_id, "refresh": refreshed, "advance": advanced, "dispatch": dispatched}

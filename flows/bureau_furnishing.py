@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run
@@ -61,33 +61,32 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     Period.parse(period)  # a bad period fails before anything is read
     resource = {"prefect.resource.id": f"arrears.bureau.furnishing.{period}"}
 
-    with tags("stage:bureau"):
-        built: FurnishFile = build_furnish_file(period)
-        problems = validate_furnish_file(built.content)
-        if problems:
-            found = [(p.record, p.field, p.reason) for p in problems]
-            record_refusal(period, f"{len(found)} layout problems found by our validator", found)
-            emit_event(
-                "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
-            )
-            raise FurnishingRefused(f"metro2 {period} not submitted: {len(found)} layout problems", found)
-        written = write_furnish_file(built.content, output) if output else None
+    built: FurnishFile = build_furnish_file(period)
+    problems = validate_furnish_file(built.content)
+    if problems:
+        found = [(p.record, p.field, p.reason) for p in problems]
+        record_refusal(period, f"{len(found)} layout problems found by our validator", found)
+        emit_event(
+            "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
+        )
+        raise FurnishingRefused(f"metro2 {period} not submitted: {len(found)} layout problems", found)
+    written = write_furnish_file(built.content, output) if output else None
 
-        try:
-            with bureau_session():
-                result = submit_furnish_file(period, built.content)
-        except Exception as error:  # unreachable bureau, refused credentials: recorded, then the run fails
-            record_refusal(period, f"submission failed: {error}", [])
-            emit_event("arrears.bureau.furnishing.failed", resource=resource, payload={"error": str(error)})
-            raise
-        if not result.accepted:
-            found = [(e.record, e.field, e.reason) for e in result.errors]
-            record_refusal(period, f"the bureau refused submission {result.submission_id}", found)
-            emit_event(
-                "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
-            )
-            raise FurnishingRefused(f"metro2 {period} refused by the bureau", found)
-        recorded = record_furnish(built, result)
+    try:
+        with bureau_session():
+            result = submit_furnish_file(period, built.content)
+    except Exception as error:  # unreachable bureau, refused credentials: recorded, then the run fails
+        record_refusal(period, f"submission failed: {error}", [])
+        emit_event("arrears.bureau.furnishing.failed", resource=resource, payload={"error": str(error)})
+        raise
+    if not result.accepted:
+        found = [(e.record, e.field, e.reason) for e in result.errors]
+        record_refusal(period, f"the bureau refused submission {result.submission_id}", found)
+        emit_event(
+            "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
+        )
+        raise FurnishingRefused(f"metro2 {period} refused by the bureau", found)
+    recorded = record_furnish(built, result)
 
     summary = {
         "period": period,

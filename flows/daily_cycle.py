@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -82,8 +82,7 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     cycle_id = open_cycle(instant, day)
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
 
-    with tags("stage:refresh"):
-        stats["refresh"] = refresh(instant, day, cycle_id)
+    stats["refresh"] = refresh(instant, day, cycle_id)
 
     shards = plan_shards(settings.shard_size)
     progress = create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
@@ -91,9 +90,8 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     if fan_out:
         results = fan_out_shards(fan_out, shards, instant, cycle_id)
     else:
-        with tags("stage:advance"):
-            futures = [advance_shard.with_options(tags=[f"shard:{s.index}"]).submit(s, instant, day, cycle_id) for s in shards]
-            results = (f.result() for f in futures)
+        futures = [advance_shard.submit(s, instant, day, cycle_id) for s in shards]
+        results = (f.result() for f in futures)
     for done, result in enumerate(results, start=1):
         for key, value in result.items():
             totals[key] = totals.get(key, 0) + value
@@ -103,13 +101,15 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     log.info("advanced %d accounts in %d shards: %d transitions, %d new messages",
              totals.get("accounts", 0), len(shards), totals.get("transitions", 0), totals.get("messages", 0))
 
-    if settings.bureau_pulls_per_cycle:
-        stats["bureau"] = pull_bureau_profiles(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
-    with tags("stage:review"):
-        stats["reviews"] = start_reviews(instant, as_of, cycle_id)
-    with tags("stage:legal_referral"):
-        stats["referrals"] = start_referrals(instant, as_of)
+    # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
+    # next advance, so they run beside the reviews and the dispatch rather than before them.
+    pulls = (pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
+             if settings.bureau_pulls_per_cycle else None)
+    stats["reviews"] = start_reviews(instant, as_of, cycle_id)
+    stats["referrals"] = start_referrals(instant, as_of)
     stats["dispatch"] = run_dispatch(instant, cycle_id)
+    if pulls is not None:
+        stats["bureau"] = pulls.result()
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     close_cycle(cycle_id, stats)
     return stats
@@ -158,7 +158,7 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
     batches = plan_dispatch(instant, settings.dispatch_batch, account_id)
     if not batches:
         return counts
-    with sms_session(), tags("stage:dispatch"):
+    with sms_session():
         futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches]
         for done, future in enumerate(futures, start=1):
             for key, value in future.result().items():

@@ -16,7 +16,7 @@ counsel where the gateway cannot withdraw it any more).
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
@@ -51,7 +51,7 @@ async def legal_referral(account_id: str, as_of: str | None = None) -> dict[str,
     """Refer `account_id` to court, as of `as_of` (ISO 8601; now when omitted)."""
     log = get_run_logger()
     now = now_of(as_of)
-    with tags("stage:legal_referral", f"account:{account_id.lower()}"), court_session():
+    with court_session():
         state = open_referral(account_id, now)
         if state is None:
             return Cancelled(message=f"{account_id} is not in legal referral, or there is nothing to claim")

@@ -25,7 +25,7 @@ The flow is async on purpose: a sync flow run costs about a second of heartbeat 
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
@@ -124,36 +124,35 @@ async def repossession_review(account_id: str, as_of: str | None = None) -> dict
     """Review `account_id`, as of `as_of` (ISO 8601; now when omitted)."""
     log = get_run_logger()
     now = now_of(as_of)
-    with tags("stage:repossession_review", f"account:{account_id.lower()}"):
-        state = open_review(account_id, now, str(flow_run.id))
-        if state is None:
-            return Cancelled(message=f"{account_id} is not in repossession review")
-        waits = 0
-        while state.decision is None:
-            state = send_cure_notice(state.review_id, now)
-            if state.closed or not state.in_review:
-                if not state.closed:
-                    close_review(state.review_id, f"account is now {state.stage}", now)
-                return Cancelled(message=f"review {state.review_id} closed: account is now {state.stage}")
-            why = refusal(state, now)
-            if why is None:
-                break
-            waits += 1
-            log.info("review %s waits: %s", state.review_id, why)
-            wake = await wait_for(Wake, key=f"cure-wait-{waits}")
-            now = later_of(now, wake.as_of)
-            state = load_review(state.review_id)
-        if state.decision is None:
-            answer = await wait_for(ReviewDecision, key="decision")
-            at = max(now, datetime.now(UTC))
-            decided: Decided = record_decision(state.review_id, answer.decision, answer.reviewer, answer.reason, at,
-                                               "prefect")
-            if not decided.state.in_review and not decided.changed and decided.state.decision is None:
-                return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
-        else:
-            decided = Decided(state, state.decision, state.decision, None, None, False)
-        log.info("review %s: %s", state.review_id, decided.decision)
-        return decided.as_json()
+    state = open_review(account_id, now, str(flow_run.id))
+    if state is None:
+        return Cancelled(message=f"{account_id} is not in repossession review")
+    waits = 0
+    while state.decision is None:
+        state = send_cure_notice(state.review_id, now)
+        if state.closed or not state.in_review:
+            if not state.closed:
+                close_review(state.review_id, f"account is now {state.stage}", now)
+            return Cancelled(message=f"review {state.review_id} closed: account is now {state.stage}")
+        why = refusal(state, now)
+        if why is None:
+            break
+        waits += 1
+        log.info("review %s waits: %s", state.review_id, why)
+        wake = await wait_for(Wake, key=f"cure-wait-{waits}")
+        now = later_of(now, wake.as_of)
+        state = load_review(state.review_id)
+    if state.decision is None:
+        answer = await wait_for(ReviewDecision, key="decision")
+        at = max(now, datetime.now(UTC))
+        decided: Decided = record_decision(state.review_id, answer.decision, answer.reviewer, answer.reason, at,
+                                           "prefect")
+        if not decided.state.in_review and not decided.changed and decided.state.decision is None:
+            return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
+    else:
+        decided = Decided(state, state.decision, state.decision, None, None, False)
+    log.info("review %s: %s", state.review_id, decided.decision)
+    return decided.as_json()
 
 
 # -- the daily cycle's part ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tasks.database import engine
 __all__ = ["pull_bureau_profiles"]
 
 
-@task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60, tags=["stage:bureau"])
+@task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     """Pull the profiles due (at most `limit` a cycle); counts by outcome. A transient failure
     leaves the account for the next cycle; a refusal (no file) is recorded and not asked again."""

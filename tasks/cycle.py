@@ -70,7 +70,6 @@ def plan_shards(size: int) -> list[Shard]:
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=5,
-    tags=["stage:advance"],
 )
 def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
     """Decide for every account of the shard and store the outcome in one transaction.

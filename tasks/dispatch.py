@@ -60,7 +60,10 @@ def plan_dispatch(as_of: datetime, size: int, account_id: str | None = None) -> 
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[10, 60],
-    tags=["stage:dispatch", "channel:sms"],
+    # One stable tag: an operator may cap concurrent batches with a tag limit on it
+    # (`prefect concurrency-limit create channel:sms 2`). Every tagged task run asks the server for
+    # slots, so nothing else in the cycle is tagged (PREFECT.md).
+    tags=["channel:sms"],
 )
 def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[str, int]:
     """Send one batch; returns counts by outcome status."""

@@ -107,7 +107,7 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
     return notice is not None and store.record_cure_notice(connection, review_id=state.review_id, notice=notice)
 
 
-@task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, tags=["stage:review"])
+@task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
     """Open, close and notify in bulk; name the reviews that need a flow run."""
     with engine().begin() as connection:
