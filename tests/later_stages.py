@@ -33,10 +33,12 @@ referral_t = Referral.__table__  # type: ignore[attr-defined]
 contact_t = ContactPoint.__table__  # type: ignore[attr-defined]
 
 
-def import_rows(engine: Engine, tmp_path: Path, records: list[dict[str, str]], kind: Kind = Kind.ACCOUNTS) -> None:
+def import_rows(engine: Engine, tmp_path: Path, records: list[dict[str, str]], kind: Kind = Kind.ACCOUNTS,
+                now: datetime | None = None) -> Any:
     path = write_csv(tmp_path / f"{unique_id(kind.value)}.csv", records)
-    summary = run_import(engine, open_source(path, kind))
+    summary = run_import(engine, open_source(path, kind), now=now)
     assert summary.rejected == 0, summary.first_rejections
+    return summary
 
 
 def us_account(account_id: str, **kw: str) -> dict[str, str]:

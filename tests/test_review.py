@@ -201,6 +201,39 @@ def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: 
     assert cancelled.data["action"] == "cancelled" and cancelled.data["reason"].startswith("payment ")
 
 
+def test_importing_a_payment_or_hold_cancels_the_order_without_waiting_for_a_cycle(
+    later_db: Engine, tmp_path: Path,
+) -> None:
+    """The import itself cancels the order: a payment file, then an accounts file carrying a
+    bankruptcy, each cancel at once the open order they overtake; an order placed after the
+    import's instant is left alone."""
+    from arrears.importing import Kind
+    from tasks.review import decide_review
+    from tests.factories import payment_record
+
+    for account_id in ("A-V7", "A-V8"):
+        _in_review(later_db, tmp_path, account_id, jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    for account_id in ("A-V7", "A-V8"):
+        decide_review(later_db, account_id=account_id, decision="repossess", reviewer="Ana", reason="r",
+                      at=at("2026-12-02T17:00:00Z"))
+    early = import_rows(later_db, tmp_path, [payment_record(account_id="A-V7", amount="50.00",
+                                                            received_at="2026-12-02T16:00:00Z")],
+                        Kind.PAYMENTS, now=at("2026-12-02T16:30:00Z"))
+    assert early.vendor_orders_cancelled == 0  # the order did not exist yet at the import's instant
+    paid = import_rows(later_db, tmp_path, [payment_record(account_id="A-V7", amount="100.00",
+                                                           received_at="2026-12-03T01:00:00Z")],
+                       Kind.PAYMENTS, now=at("2026-12-03T01:05:00Z"))
+    assert paid.vendor_orders_cancelled == 1
+    assert events(later_db, "A-V7", "vendor_order")[-1].data["reason"].startswith("payment ")
+    held = import_rows(later_db, tmp_path, [us_account("A-V8", past_due_amount="825.00", oldest_due_date="2026-10-01",
+                                                       jurisdiction="US-CA", timezone="America/Los_Angeles",
+                                                       flags="bankruptcy")], now=at("2026-12-03T02:00:00Z"))
+    assert held.vendor_orders_cancelled == 1
+    assert events(later_db, "A-V8", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
+    assert refresh_later(later_db, "2026-12-03T03:00:00Z")["vendor_orders_cancelled"] == 0
+
+
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy filed after the order cancels it (automatic stay)."""
     from tasks.review import decide_review

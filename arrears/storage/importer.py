@@ -38,6 +38,7 @@ from arrears.importing import (
     rejects_path,
 )
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
+from arrears.storage.later_stages import cancel_vendor_orders
 from arrears.vocabulary import Channel
 
 __all__ = [
@@ -130,6 +131,7 @@ class ImportSummary:
     rejects_file: Path | None = None
     first_rejections: list[Rejection] = field(default_factory=list)  # a sample for people to read
     ignored_columns: tuple[str, ...] = ()
+    vendor_orders_cancelled: int = 0  # repossession orders a payment or hold in this file overtook
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +143,7 @@ class ImportSummary:
             "rejected": self.rejected,
             "rejects_file": str(self.rejects_file) if self.rejects_file else None,
             "ignored_columns": list(self.ignored_columns),
+            "vendor_orders_cancelled": self.vendor_orders_cancelled,
             **asdict(self.counts),
         }
 
@@ -488,6 +491,11 @@ def run_import(
         summary.rejects_file = target
     else:
         target.unlink(missing_ok=True)
+    if summary.accepted:
+        # A payment or a collection hold cancels a repossession order at once, not at the next
+        # cycle: a repossession after the borrower paid is the finding regulators make most.
+        with engine.begin() as connection:
+            summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
     return summary
 
 

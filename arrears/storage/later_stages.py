@@ -1116,7 +1116,8 @@ def cancel_vendor_orders(
 ) -> int:
     """Cancel at once every open repossession order whose account has since paid anything,
     agreed a plan, come under a collection hold, or left review. A few queries per cycle."""
-    orders = open_vendor_orders(connection, account_id=account_id)
+    # An order placed after `as_of` did not exist yet then (a replayed or simulated timeline).
+    orders = [o for o in open_vendor_orders(connection, account_id=account_id) if o.placed_at <= as_of]
     if not orders:
         return 0
     ids = sorted({o.account_id for o in orders})

@@ -116,6 +116,9 @@ def _print(summary: ImportSummary) -> None:
     for name, value in asdict(summary.counts).items():
         table.add_row(name.replace("_", " "), f"{value:,}")
     console.print(table)
+    if summary.vendor_orders_cancelled:
+        console.print(f"[bold]{summary.vendor_orders_cancelled:,}[/bold] repossession orders cancelled at once "
+                      "(a payment or hold arrived after the order)", highlight=False)
     if summary.ignored_columns:
         console.print(f"ignored columns: {', '.join(summary.ignored_columns)}", highlight=False, markup=False)
     if summary.rejects_file is not None:
