@@ -340,7 +340,8 @@ def test_cli_decision_resumes_the_waiting_run(later_db: Engine, tmp_path: Path, 
     run_id = review_run_id(later_db, "A-V10")
     wait_paused(run_id, "decision")
     listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url, "--as-of", "2026-12-02T00:00:00Z"])
-    assert [(w["account_id"], w["waits_for"]) for w in json.loads(listed.output)] == [("A-V10", "reviewer")]
+    assert [(w["account_id"], w["waits_for"], w["past_due_amount"], w["currency"])
+            for w in json.loads(listed.output)] == [("A-V10", "reviewer", "825.00", "USD")]
     out = CliRunner().invoke(app, ["review", "decide", "A-V10", "--decision", "legal", "--reviewer", "Bo",
                                    "--reason", "refuses contact", "--database", db_url, "--as-of", "2026-12-02T17:00:00Z"])
     assert out.exit_code == 0, out.output

@@ -1010,7 +1010,7 @@ class Waiting:
             "account_id": self.account_id, "what": self.what, "waits_for": self.waits_for,
             "since": self.since.isoformat(), "until": self.until.isoformat() if self.until else None,
             "detail": self.detail, "jurisdiction": self.jurisdiction, "days_past_due": self.days_past_due,
-            "past_due_amount": str(self.past_due), "currency": self.currency, "id": self.ref,
+            "past_due_amount": display(self.past_due, self.currency), "currency": self.currency, "id": self.ref,
         }
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from arrears.clock import parse_instant
+from arrears.currencies import display
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -70,7 +71,7 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
         table.add_column(column)
     for w in found:
         table.add_row(w.account_id, w.what, w.waits_for, _short(w.since), _short(w.until),
-                      f"{w.past_due} {w.currency} ({w.days_past_due}d)", w.detail)
+                      f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)", w.detail)
     console.print(table)
 
 
