@@ -19,7 +19,6 @@ __all__ = [
     "InboundKind",
     "classify",
     "inbound_address",
-    "mask_phone",
     "normalise",
 ]
 
@@ -86,11 +85,3 @@ def inbound_address(number: str, default_region: str | None = None) -> str | Non
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def mask_phone(number: str) -> str:
-    """The country code's first digits and the last two, as everywhere in logs and audit text
-    (the same shape as `integrations._masking.mask_phone`, which this layer may not import)."""
-    if len(number) <= 6:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 6) + number[-2:]

@@ -48,7 +48,8 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from arrears.clock import parse_instant
-from arrears.inbound import inbound_address, mask_phone
+from arrears.inbound import inbound_address
+from arrears.masking import mask_phone
 from arrears.settings import get_settings
 from arrears.storage import get_engine
 from integrations._masking import scrub

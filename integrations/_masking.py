@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import re
 
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
 __all__ = ["mask_phone", "scrub"]
 
 _E164 = re.compile(r"\+\d{7,15}")
+_KEEP = 4
 
 
 def mask_phone(number: str) -> str:
-    """Keep the country code's first digits and the last two: enough to tell numbers apart by eye."""
-    if len(number) <= 6:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 6) + number[-2:]
+    """`+8613912341234` -> `+86*******1234`: the country code and the last four digits, the shape
+    `arrears.masking.mask_phone` gives in logs and audit text (this layer may not import it)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    if len(digits) <= _KEEP:
+        return "*" * len(digits)
+    if number.lstrip().startswith("+"):
+        cc = next((size for size in (1, 2, 3) if int(digits[:size]) in COUNTRY_CODE_TO_REGION_CODE), 0)
+        return "+" + digits[:cc] + "*" * (len(digits) - cc - _KEEP) + digits[-_KEEP:]
+    return "*" * (len(digits) - _KEEP) + digits[-_KEEP:]
 
 
 def scrub(text: str, *numbers: str) -> str:

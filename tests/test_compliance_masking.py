@@ -18,8 +18,12 @@ from arrears.masking import install_log_masking, mask_national_id, mask_phone, m
     ],
 )
 def test_phone_keeps_its_country_code_and_last_four_digits(number: str, masked: str) -> None:
-    """`+86*******1234`: the country code and the last four digits stay, every other digit is starred."""
+    """`+86*******1234`: the country code and the last four digits stay, every other digit is starred,
+    in our logs and in the providers' exception messages and reprs alike."""
+    from integrations._masking import mask_phone as provider_mask
+
     assert mask_phone(number) == masked
+    assert provider_mask(number) == masked
 
 
 def test_national_ids_keep_their_last_four() -> None:

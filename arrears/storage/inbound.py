@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, literal, select, update
 
-from arrears.inbound import mask_phone
+from arrears.masking import mask_phone
 from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
 from arrears.storage.cycle import TERMINAL
 from arrears.vocabulary import Channel, Hold, MessageStatus
