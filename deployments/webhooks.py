@@ -552,7 +552,7 @@ def webhook_config() -> WebhookConfig:
 
 
 def providers_from_settings() -> dict[str, SmsProvider]:
-    """The configured SMS provider under its settings name, built as `tasks.sms` builds it; none
+    """The configured SMS provider under its settings name, built as `tasks.providers` builds it; none
     for the embedded sandbox (no URL: the cycle starts its own, and nothing calls back)."""
     settings = get_settings()
     if settings.sms_base_url is None:

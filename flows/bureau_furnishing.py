@@ -23,13 +23,13 @@ from arrears.settings import get_settings
 from tasks.bureau import (
     FurnishingRefused,
     build_furnish_file,
-    bureau_session,
     record_furnish,
     record_refusal,
     submit_furnish_file,
     validate_furnish_file,
     write_furnish_file,
 )
+from tasks.providers import bureau_session
 
 __all__ = ["bureau_furnishing", "last_period"]
 

@@ -31,7 +31,7 @@ from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
 from tasks.dispatch import dispatch_batch, plan_dispatch
 from tasks.report import report_cycle
-from tasks.sms import sms_session
+from tasks.providers import sms_session
 
 __all__ = ["daily_cycle", "cycle_shard", "dispatch_outbox", "run_dispatch", "watch_progress"]
 

@@ -22,7 +22,6 @@ from prefect.states import Cancelled, State
 
 from flows.repossession_review import Wake, deployment_exists, later_of, now_of, paused_runs, wait_for
 from tasks.legal import (
-    court_session,
     load_referral,
     open_referral,
     poll_filing,
@@ -31,6 +30,7 @@ from tasks.legal import (
     request_dismissal,
     submit_filing,
 )
+from tasks.providers import court_session
 
 __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 

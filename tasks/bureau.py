@@ -1,8 +1,8 @@
 """Bureau tasks: build, validate, write and submit the monthly Metro 2 file, and record it.
 
-The provider for the run is opened once around the submission (`bureau_session`): the
-configured one, or a sandbox bureau started here when the `sandbox` provider has no base URL,
-like the SMS session of the daily cycle.
+The provider for the run is opened once around the submission (`tasks.providers.bureau_session`):
+the configured one, or a sandbox bureau started for the run when the `sandbox` provider has no
+base URL.
 
 Settings are the `bureau_*` fields of `arrears.settings.Settings` (`ARREARS_BUREAU_*` variables).
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -35,19 +33,16 @@ from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import bureau as store
 from arrears.storage import migrate
-from integrations.bureau.factory import build_provider
-from integrations.bureau.protocol import BureauProvider, FurnishRequest, FurnishResult
-from integrations.bureau.sandbox import start_bureau_sandbox
-from integrations.errors import ConfigError, Transient, UnknownOutcome
+from integrations.bureau.protocol import FurnishRequest, FurnishResult
+from integrations.errors import Transient, UnknownOutcome
 from tasks.database import engine
+from tasks.providers import current_bureau
 
 __all__ = [
     "BureauSettings",
     "FurnishingRefused",
     "build_furnish_file",
-    "bureau_session",
     "bureau_settings",
-    "current_bureau",
     "furnish_key",
     "record_furnish",
     "record_refusal",
@@ -104,41 +99,6 @@ class FurnishingRefused(RuntimeError):
         shown = "; ".join(f"record {n}: {name}: {why}" for n, name, why in self.problems[:5])
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         return f"{self.message}: {shown}{more}"
-
-
-# -- the provider ---------------------------------------------------------------------------------
-
-_current: BureauProvider | None = None
-
-
-@contextmanager
-def bureau_session() -> Iterator[BureauProvider]:
-    """The configured provider; with the sandbox provider and no URL, a sandbox bureau started here."""
-    global _current
-    settings = bureau_settings()
-    with ExitStack() as stack:
-        if settings.base_url is None:
-            if settings.provider != "sandbox":
-                raise ConfigError(
-                    f"ARREARS_BUREAU_BASE_URL is required for the {settings.provider!r} bureau provider"
-                )
-            sandbox = stack.enter_context(start_bureau_sandbox())
-            base_url, credentials = sandbox.base_url, dict(sandbox.credentials)
-        else:
-            base_url = settings.base_url
-            credentials = {k: v.get_secret_value() for k, v in settings.credentials.items()}
-        provider = stack.enter_context(build_provider(settings.provider, base_url, credentials))
-        previous, _current = _current, provider
-        try:
-            yield provider
-        finally:
-            _current = previous
-
-
-def current_bureau() -> BureauProvider:
-    if _current is None:
-        raise RuntimeError("no bureau provider is open: submission runs inside bureau_session()")
-    return _current
 
 
 def furnish_key(period: str, content_sha256: str) -> str:

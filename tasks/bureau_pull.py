@@ -1,7 +1,7 @@
 """Bureau pulls in the cycle: ability for accounts entering negotiation, skip tracing for the unreachable.
 
 One task per cycle (after advance), never one per account: it names the accounts to ask about in
-a few queries, opens the bureau provider once (`tasks.bureau.bureau_session`: the configured
+a few queries, opens the bureau provider once (`tasks.providers.bureau_session`: the configured
 bureau, or a sandbox one started for the run), pulls each profile under its idempotency key
 (`pull-<account>-<episode>` / `skip-<account>-<episode>`, so a retried task makes no second
 inquiry) and stores each result as it comes (`arrears.storage.later_stages.record_pull`).
@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from arrears.storage import later_stages as store
 from integrations.bureau.protocol import COLLECTION_PURPOSE, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
-from tasks.bureau import bureau_session
+from tasks.providers import bureau_session
 from tasks.database import engine
 
 __all__ = ["pull_bureau_profiles"]

@@ -29,7 +29,7 @@ from arrears.vocabulary import MessageStatus
 from integrations.errors import InvalidAddress, OptedOut, Permanent, ProviderError, Transient
 from integrations.sms.protocol import SmsRequest, SmsResult
 from tasks.database import engine, policy
-from tasks.sms import current_sms
+from tasks.providers import current_sms
 
 # Every process that dispatches masks numbers in its log records, Prefect's run logs included.
 install_log_masking()

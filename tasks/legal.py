@@ -1,10 +1,9 @@
 """Legal referral: the filing built from stored facts, submitted to the court provider, tracked.
 
-The court provider comes from `integrations/court/` the way `tasks/sms.py` builds the SMS one:
-a flow opens `court_session()` around its steps and each task uses `current_court()`. With the
-sandbox provider and no base URL, a sandbox court is started for the session (fine for a demo
-in one process; a suspended run resumes in another process, so a real deployment names the
-gateway, or a long-running `arrears sandbox`, in `ARREARS_COURT_BASE_URL`).
+A flow opens `tasks.providers.court_session()` around its steps and each task here uses
+`current_court()`. With the sandbox provider and no base URL, a sandbox court is started for
+the session (fine for a demo in one process; a suspended run resumes in another process, so a
+real deployment names the gateway, or a long-running `arrears sandbox`, in `ARREARS_COURT_BASE_URL`).
 
 Every step reads the referral back first, so a run re-started from the top repeats nothing: the
 filing is drafted once (its documents come from the facts stored when the referral opened, so
@@ -12,12 +11,7 @@ a resubmission under the same key carries the same content and the gateway answe
 first filing), submitted once (`Referral.filing_id`), and each status is recorded once.
 """
 
-import json
-import os
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -27,13 +21,12 @@ from arrears.settings import get_settings
 from arrears.storage import later_stages as store
 from arrears.storage.inbound import record_court_status
 from arrears.storage.later_stages import ReferralState
-from integrations.court.protocol import CourtProvider, FilingDocument, FilingEnvelope, FilingNotFound, Party
-from integrations.errors import ConfigError, Permanent
+from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party
+from integrations.errors import Permanent
 from tasks.database import engine
+from tasks.providers import current_court
 
 __all__ = [
-    "court_session",
-    "current_court",
     "envelope_of",
     "open_referral",
     "load_referral",
@@ -44,71 +37,8 @@ __all__ = [
     "referrals_followed",
 ]
 
-_current: CourtProvider | None = None
 # Statuses after which the gateway will not withdraw a filing: a dismissal is then a motion counsel files.
 _CANCELLABLE = frozenset({"submitted", "under_review"})
-
-
-def _court_config() -> tuple[str, str | None, dict[str, str]]:
-    """Provider name, base URL and credentials: from settings once they carry the court fields
-    (`court_provider`, `court_base_url`, `court_credentials`), from ARREARS_COURT_* until then."""
-    settings = get_settings()
-    name = getattr(settings, "court_provider", None) or os.environ.get("ARREARS_COURT_PROVIDER", "sandbox")
-    base_url = getattr(settings, "court_base_url", None) or os.environ.get("ARREARS_COURT_BASE_URL") or None
-    stored = getattr(settings, "court_credentials", None)
-    if stored:
-        credentials = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else str(v))
-                       for k, v in stored.items()}
-    else:
-        try:
-            given = json.loads(os.environ.get("ARREARS_COURT_CREDENTIALS", "{}"))
-            credentials = {str(k): str(v) for k, v in given.items()}
-        except ValueError:
-            raise ConfigError("ARREARS_COURT_CREDENTIALS is not a JSON object") from None
-    return name, base_url, credentials
-
-
-def _build(name: str, base_url: str, credentials: Mapping[str, str]) -> CourtProvider:
-    from integrations.court.factory import build_provider
-
-    try:
-        return build_provider(name, base_url, credentials)
-    except LookupError:
-        # The registry does not list the court kind yet: the built-in providers by their class.
-        from integrations.court.ecf import EcfCourtProvider
-        from integrations.court.sandbox import SandboxCourtProvider
-
-        builtin: dict[str, Any] = {"sandbox": SandboxCourtProvider, "ecf": EcfCourtProvider}
-        if name not in builtin:
-            raise
-        return builtin[name].from_config(base_url, credentials)  # type: ignore[no-any-return]
-
-
-@contextmanager
-def court_session() -> Iterator[CourtProvider]:
-    """The configured court provider; with the sandbox provider and no URL, a sandbox court started here."""
-    global _current
-    name, base_url, credentials = _court_config()
-    with ExitStack() as stack:
-        if base_url is None:
-            if name != "sandbox":
-                raise ConfigError(f"ARREARS_COURT_BASE_URL is required for the {name!r} court provider")
-            from integrations.court.sandbox import start_court_sandbox
-
-            court = stack.enter_context(start_court_sandbox())
-            base_url, credentials = court.base_url, court.credentials
-        provider = stack.enter_context(_build(name, base_url, credentials))
-        previous, _current = _current, provider
-        try:
-            yield provider
-        finally:
-            _current = previous
-
-
-def current_court() -> CourtProvider:
-    if _current is None:
-        raise RuntimeError("no court provider is open: legal referral steps run inside court_session()")
-    return _current
 
 
 def envelope_of(draft: FilingDraft) -> FilingEnvelope:

@@ -60,7 +60,7 @@ def cycle_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
 def _dispatch(instant: datetime, cycle_id: int | None = None) -> dict[str, int]:
     """The dispatch of the cycle, as the flow runs it, through the task bodies (no Prefect run)."""
     from tasks.dispatch import dispatch_batch, plan_dispatch
-    from tasks.sms import sms_session
+    from tasks.providers import sms_session
 
     counts: dict[str, int] = {}
     with sms_session():

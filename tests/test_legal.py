@@ -124,7 +124,8 @@ def _filings(court: Any) -> list[dict[str, Any]]:
 
 def test_submission_happens_once_however_often_the_step_runs(later_db: Engine, tmp_path: Path, court: Any) -> None:
     """Opening and submitting twice leaves one referral, one filing at the court and one draft on record."""
-    from tasks.legal import court_session, open_referral, submit_filing
+    from tasks.legal import open_referral, submit_filing
+    from tasks.providers import court_session
 
     _in_legal(later_db, tmp_path, "A-L1")
     with court_session():

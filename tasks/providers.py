@@ -1,0 +1,93 @@
+"""The provider of each kind for this process: built from settings, or a sandbox started for the run.
+
+A flow opens one provider of a kind around the steps that use it (`sms_session()` around
+dispatch, `bureau_session()` around the pulls or the monthly file, `court_session()` around a
+referral) and every task of the run reaches it with `current_sms()` / `current_bureau()` /
+`current_court()`, so connections and the sandbox process are shared instead of rebuilt per task.
+
+Settings are `ARREARS_<KIND>_PROVIDER`, `_BASE_URL` and `_CREDENTIALS` (`arrears.settings`). With
+the `sandbox` provider and no base URL a sandbox server is started for the session: fine in one
+process; a suspended review or referral resumes in another, so a real deployment names the
+vendor (or a long-running `arrears sandbox`) in the base URL.
+"""
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any, Literal, cast
+
+from arrears.settings import get_settings
+from integrations.bureau.factory import build_provider as build_bureau
+from integrations.bureau.protocol import BureauProvider
+from integrations.bureau.sandbox import start_bureau_sandbox
+from integrations.court.factory import build_provider as build_court
+from integrations.court.protocol import CourtProvider
+from integrations.court.sandbox import start_court_sandbox
+from integrations.errors import ConfigError
+from integrations.sandbox import start_sandbox
+from integrations.sms.factory import build_provider as build_sms
+from integrations.sms.protocol import SmsProvider
+
+__all__ = ["sms_session", "bureau_session", "court_session", "current_sms", "current_bureau", "current_court"]
+
+Kind = Literal["sms", "bureau", "court"]
+
+_BUILD: dict[Kind, Callable[[str, str, Mapping[str, str]], Any]] = {
+    "sms": build_sms, "bureau": build_bureau, "court": build_court,
+}
+_SANDBOX: dict[Kind, Callable[[], AbstractContextManager[Any]]] = {
+    "sms": start_sandbox, "bureau": start_bureau_sandbox, "court": start_court_sandbox,
+}
+_open: dict[Kind, Any] = {}
+
+
+@contextmanager
+def _session(kind: Kind) -> Iterator[Any]:
+    settings = get_settings()
+    name: str = getattr(settings, f"{kind}_provider")
+    base_url: str | None = getattr(settings, f"{kind}_base_url")
+    with ExitStack() as stack:
+        if base_url is None:
+            if name != "sandbox":
+                raise ConfigError(f"ARREARS_{kind.upper()}_BASE_URL is required for the {name!r} {kind} provider")
+            sandbox = stack.enter_context(_SANDBOX[kind]())
+            base_url, credentials = sandbox.base_url, dict(sandbox.credentials)
+        else:
+            credentials = {k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()}
+        provider = stack.enter_context(_BUILD[kind](name, base_url, credentials))
+        previous = _open.get(kind)
+        _open[kind] = provider
+        try:
+            yield provider
+        finally:
+            _open[kind] = previous
+
+
+def _current(kind: Kind, opener: str) -> Any:
+    provider = _open.get(kind)
+    if provider is None:
+        raise RuntimeError(f"no {kind} provider is open: these steps run inside {opener}()")
+    return provider
+
+
+def sms_session() -> AbstractContextManager[SmsProvider]:
+    return cast(AbstractContextManager[SmsProvider], _session("sms"))
+
+
+def bureau_session() -> AbstractContextManager[BureauProvider]:
+    return cast(AbstractContextManager[BureauProvider], _session("bureau"))
+
+
+def court_session() -> AbstractContextManager[CourtProvider]:
+    return cast(AbstractContextManager[CourtProvider], _session("court"))
+
+
+def current_sms() -> SmsProvider:
+    return cast(SmsProvider, _current("sms", "sms_session"))
+
+
+def current_bureau() -> BureauProvider:
+    return cast(BureauProvider, _current("bureau", "bureau_session"))
+
+
+def current_court() -> CourtProvider:
+    return cast(CourtProvider, _current("court", "court_session"))
