@@ -32,7 +32,7 @@ def deployments() -> list[Any]:
             name="outbox",
             schedules=[Interval(OUTBOX_INTERVAL)],
             tags=["arrears", "dispatch"],
-            description="Sends outbox messages as they become due.",
+            description="Sends outbox messages as they become due; looks up receipts that never came.",
         ),
         cycle_shard.to_deployment(
             name="shard",

@@ -32,6 +32,7 @@ from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shar
 from tasks.dispatch import dispatch_batch, plan_dispatch
 from tasks.report import report_cycle
 from tasks.providers import sms_session
+from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 
 __all__ = ["daily_cycle", "cycle_shard", "dispatch_outbox", "run_dispatch", "watch_progress"]
 
@@ -174,5 +175,12 @@ def _dispatch_name() -> str:
 
 @flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
 def dispatch_outbox(as_of: str | None = None) -> dict[str, int]:
-    """Send messages that became due since the cycle (those deferred to the borrower's morning)."""
-    return run_dispatch(as_of_or_now(as_of), None)
+    """Send messages that became due since the cycle (those deferred to the borrower's morning),
+    then look up the outcome of messages whose delivery receipt never came."""
+    instant = as_of_or_now(as_of)
+    counts = run_dispatch(instant, None)
+    # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
+    if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
+        with sms_session():
+            counts |= reconcile_receipts(instant)
+    return counts

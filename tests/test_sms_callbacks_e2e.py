@@ -6,12 +6,12 @@ one leaves the message `sent`, and a status lookup still finds it delivered: not
 import socket
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from arrears.importing import Kind, open_source
 from arrears.models import AuditEvent, Message
@@ -217,6 +217,36 @@ def test_dropped_receipts_leave_the_message_sent_and_a_lookup_finds_it_delivered
     ])
     assert applied.changed == [message_id]
     assert _status(engine, message_id) == "delivered"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_outbox_sweep_looks_up_receipts_that_never_came(
+    stack: Stack, engine: Engine, db_url: str, sms_sandbox: Any, accounts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dispatch_outbox` asks the provider about messages still `sent` an hour after it took them
+    and applies the answer once; a message sent minutes ago is left to its callback."""
+    from arrears.settings import get_settings
+    from flows.daily_cycle import dispatch_outbox
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    sms_sandbox.set_faults(delivery_ms=0, drop_callbacks=10)
+    old, _, _ = _send(engine, stack.aliyun, "A-US")
+    recent, _, _ = _send(engine, stack.aliyun, "A-CN", CN_PHONE)
+    _settled(sms_sandbox)
+    now = datetime.now(UTC)
+    with engine.begin() as c:
+        c.execute(update(message).where(message.c.id == old).values(sent_at=now - timedelta(hours=2)))
+        c.execute(update(message).where(message.c.id == recent).values(sent_at=now - timedelta(minutes=10)))
+    assert (_status(engine, old), _status(engine, recent)) == ("sent", "sent")
+
+    counts = dispatch_outbox(as_of=now.isoformat())
+    assert (counts["receipts_looked_up"], counts["receipts_applied"]) == (1, 1)
+    assert (_status(engine, old), _status(engine, recent)) == ("delivered", "sent")
+    assert _moves(engine, old) == ["delivered"]
+    again = dispatch_outbox(as_of=now.isoformat())
+    assert "receipts_looked_up" not in again  # nothing left to ask about
+    assert _moves(engine, old) == ["delivered"]
 
 
 def test_receipts_signed_with_another_token_are_refused(

@@ -23,7 +23,7 @@ from arrears.storage.bulk import in_range, range_starts
 from arrears.storage.cycle import contact_history
 from arrears.vocabulary import Hold, MessageStatus
 
-__all__ = ["DueMessage", "Outcome", "due_batches", "lease_batch", "record_outcomes"]
+__all__ = ["DueMessage", "Outcome", "awaiting_receipt", "due_batches", "lease_batch", "record_outcomes"]
 
 message = Message.__table__  # type: ignore[attr-defined]
 account = Account.__table__  # type: ignore[attr-defined]
@@ -212,3 +212,18 @@ def _detail(o: Outcome) -> str:
     if o.status is MessageStatus.SCHEDULED:
         return f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {why}" if o.not_before else f"message {o.id} retry: {why}"
     return f"message {o.id} {o.status.value}: {why}"
+
+
+def awaiting_receipt(
+    connection: Connection, *, provider: str, sent_before: datetime, sent_after: datetime, limit: int,
+) -> list[Any]:
+    """Messages `provider` accepted between `sent_after` and `sent_before` whose outcome never
+    came back (still `sent`), oldest first: the ones to look up instead of waiting on a callback."""
+    return list(connection.execute(
+        select(message.c.id, message.c.idempotency_key, message.c.address, message.c.template, message.c.params,
+               message.c.body, message.c.provider_id)
+        .where(message.c.status == MessageStatus.SENT.value, message.c.provider == provider,
+               message.c.provider_id.is_not(None), message.c.sent_at < sent_before, message.c.sent_at >= sent_after)
+        .order_by(message.c.sent_at, message.c.id)
+        .limit(limit)
+    ).all())

@@ -45,7 +45,11 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
 
 @app.command()
 def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
-    """Send outbox messages that have become due (e.g. those deferred to the borrower's morning)."""
+    """Send outbox messages that have become due (e.g. those deferred to the borrower's morning).
+
+    Then ask the provider about messages still `sent` an hour after it took them (their delivery
+    receipt was lost) and record what it says, as a callback would.
+    """
     _check_as_of(as_of)
     open_database(use_database(database), create=False)
     from flows.daily_cycle import dispatch_outbox
