@@ -23,7 +23,6 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from arrears.clock import as_of_or_now, business_date
-from arrears.models import utcnow
 from arrears.settings import get_settings
 from flows.legal_referral import start_referrals
 from flows.repossession_review import start_reviews

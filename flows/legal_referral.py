@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
-from flows.repossession_review import Wake, deployment_exists, later_of, now_of, paused_runs, wait_for
+from flows.repossession_review import Wake, deployment_exists, later_of, now_of, paused_runs, runs_in, wait_for
 from tasks.legal import (
     load_referral,
     open_referral,
@@ -117,25 +117,7 @@ def start_referrals(
 
 def _live_runs(flow_name: str) -> list[Any]:
     """Runs of `flow_name` that have not ended (scheduled, pending, running, paused)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
     from prefect.client.schemas.objects import StateType
 
-    alive = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
-    found: list[Any] = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=alive))),
-                limit=200, offset=len(found),
-            )
-            found += page
-            if len(page) < 200:
-                return found
+    return runs_in(flow_name, [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED,
+                               StateType.CANCELLING])

@@ -55,6 +55,7 @@ __all__ = [
     "start_reviews",
     "wait_for",
     "paused_runs",
+    "runs_in",
     "deployment_exists",
     "now_of",
     "later_of",
@@ -170,8 +171,8 @@ def deployment_exists(name: str) -> bool:
             return False
 
 
-def paused_runs(flow_name: str) -> list[Any]:
-    """Every paused (or suspended) run of `flow_name`, a page of 200 at a time."""
+def runs_in(flow_name: str, states: list[Any]) -> list[Any]:
+    """Every run of `flow_name` in one of these `StateType`s, a page of 200 at a time."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -180,21 +181,25 @@ def paused_runs(flow_name: str) -> list[Any]:
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
-    from prefect.client.schemas.objects import StateType
 
     found: list[Any] = []
     with get_client(sync_client=True) as client:
         while True:
             page = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                ),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))),
                 limit=200, offset=len(found),
             )
             found += page
             if len(page) < 200:
                 return found
+
+
+def paused_runs(flow_name: str) -> list[Any]:
+    """Every paused (or suspended) run of `flow_name`."""
+    from prefect.client.schemas.objects import StateType
+
+    return runs_in(flow_name, [StateType.PAUSED])
 
 
 def start_reviews(

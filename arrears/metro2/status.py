@@ -38,6 +38,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from arrears.metro2.layout import STATUS_COUNTERS
+
 __all__ = [
     "DOFD_STATUSES",
     "HISTORY_CHARS",
@@ -60,60 +62,13 @@ __all__ = [
     "special_comment",
 ]
 
-# Every Account Status the format knows; the ones arrears writes are a subset.
-STATUS_CODES: frozenset[str] = frozenset(
-    {
-        "DA",
-        "DF",
-        "05",
-        "11",
-        "13",
-        "61",
-        "62",
-        "63",
-        "64",
-        "65",
-        "71",
-        "78",
-        "80",
-        "82",
-        "83",
-        "84",
-        "88",
-        "89",
-        "93",
-        "94",
-        "95",
-        "96",
-        "97",
-    }
-)
+# Every Account Status the format knows (the trailer counts all but DA and DF); arrears writes a subset.
+STATUS_CODES: frozenset[str] = frozenset({"DA", "DF", *STATUS_COUNTERS})
 RATING_REQUIRED: frozenset[str] = frozenset({"05", "13", "65", "88", "89", "94", "95"})
 RATING_CHARS = "0123456GL"
 HISTORY_CHARS = "0123456BDEGHJKL"
 # Statuses that carry a Date of First Delinquency (CRRG), besides 13 with a rating 1-6, G or L.
-DOFD_STATUSES: frozenset[str] = frozenset(
-    {
-        "61",
-        "62",
-        "63",
-        "64",
-        "65",
-        "71",
-        "78",
-        "80",
-        "82",
-        "83",
-        "84",
-        "88",
-        "89",
-        "93",
-        "94",
-        "95",
-        "96",
-        "97",
-    }
-)
+DOFD_STATUSES: frozenset[str] = frozenset(STATUS_COUNTERS) - {"05", "11", "13"}
 _DPD_STEPS = (
     (180, "84", "6"),
     (150, "83", "5"),

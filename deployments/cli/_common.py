@@ -3,17 +3,20 @@
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from arrears.clock import parse_instant
 from arrears.settings import get_settings
 from arrears.storage import database_file, get_engine, migrate
 
 __all__ = [
     "app", "console", "console_err", "CliError", "open_database", "use_database", "emit_json", "DatabaseOption",
+    "AsOf", "Json", "as_of_instant",
 ]
 
 app = typer.Typer(
@@ -39,6 +42,18 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option("--database", envvar="ARREARS_DATABASE_URL", help="Database URL (default: SQLite in ~/.arrears)."),
 ]
+
+
+AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def as_of_instant(as_of: str | None) -> datetime:
+    """The instant of `--as-of`, or now; a malformed one is a one-line error naming the option."""
+    try:
+        return parse_instant(as_of) if as_of else datetime.now(UTC)
+    except ValueError as error:
+        raise CliError(f"--as-of: {error}") from None
 
 
 def use_database(database: str | None) -> str:

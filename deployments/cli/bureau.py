@@ -12,15 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from deployments.cli._common import (
-    CliError,
-    DatabaseOption,
-    app,
-    console,
-    emit_json,
-    open_database,
-    use_database,
-)
+from deployments.cli._common import CliError, DatabaseOption, Json, app, console, emit_json, open_database, use_database
 
 __all__ = ["EXIT_INVALID", "bureau_app"]
 
@@ -33,7 +25,6 @@ bureau_app = typer.Typer(
 )
 app.add_typer(bureau_app, name="bureau")
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @bureau_app.command("furnish")

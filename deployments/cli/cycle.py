@@ -6,34 +6,33 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from arrears.clock import parse_instant
-from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+from deployments.cli._common import (
+    DatabaseOption,
+    Json,
+    app,
+    as_of_instant,
+    console,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 AsOf = Annotated[
     str | None,
     typer.Option("--as-of", help="Run as of this ISO 8601 instant with offset (e.g. 2026-12-01T09:00:00+08:00); default now."),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
-
-def _check_as_of(as_of: str | None) -> None:
-    if as_of is not None:
-        try:
-            parse_instant(as_of)
-        except ValueError as error:
-            raise CliError(f"--as-of: {error}") from None
 
 
 @app.command()
 def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
-    """Run the daily cycle: apply payments, advance every account, pull bureau profiles, open reviews and referrals, send due SMS, report.
+    """Run the daily cycle: payments, advance, bureau pulls, reviews and referrals, due SMS, report.
 
     Running it again for the same --as-of changes nothing and sends nothing. With the default
     (sandbox) SMS and bureau providers a local sandbox server is started for the run. Review and
     referral runs start only where `arrears serve` serves their deployments; without it, reviews
     are still opened and decided with `arrears review decide`.
     """
-    _check_as_of(as_of)
+    as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False)
     stats = run_cycle(as_of, quiet=json)
@@ -50,7 +49,7 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     Then ask the provider about messages still `sent` an hour after it took them (their delivery
     receipt was lost) and record what it says, as a callback would.
     """
-    _check_as_of(as_of)
+    as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     open_database(use_database(database), create=False)
     from flows.daily_cycle import dispatch_outbox
 

@@ -1,14 +1,23 @@
 """`arrears plan accept` and `arrears plan show`: restructuring plans agreed by agents."""
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from arrears.clock import parse_instant
-from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+from deployments.cli._common import (
+    AsOf,
+    CliError,
+    DatabaseOption,
+    Json,
+    app,
+    as_of_instant,
+    console,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 __all__ = ["plan_app"]
 
@@ -16,20 +25,11 @@ plan_app = typer.Typer(name="plan", help="Restructuring plans: see the offers, r
                        no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
 
 
 class Kind(StrEnum):
     deferral = "deferral"
     instalment = "instalment"
-
-
-def _instant(as_of: str | None) -> datetime:
-    try:
-        return parse_instant(as_of) if as_of else datetime.now(UTC)
-    except ValueError as error:
-        raise CliError(f"--as-of: {error}") from None
 
 
 @plan_app.command("accept")
@@ -52,7 +52,7 @@ def accept(
     from arrears.restructuring import PlanError
     from tasks.plans import accept_plan
 
-    at = _instant(as_of)
+    at = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
         plan_id, terms = accept_plan(engine, account_id=account_id, kind=kind.value if kind else None, months=months,
@@ -77,7 +77,7 @@ def show(
     from tasks.plans import plan_overview
 
     engine = open_database(use_database(database), create=False)
-    found = plan_overview(engine, account_id=account_id, at=_instant(as_of))
+    found = plan_overview(engine, account_id=account_id, at=as_of_instant(as_of))
     if found is None:
         raise CliError(f"no account {account_id!r}")
     if json:

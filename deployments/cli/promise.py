@@ -1,14 +1,24 @@
 """`arrears promise add` and `arrears promise list`: promises to pay taken by agents."""
 
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from arrears.clock import parse_instant
-from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+from deployments.cli._common import (
+    AsOf,
+    CliError,
+    DatabaseOption,
+    Json,
+    app,
+    as_of_instant,
+    console,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 __all__ = ["promise_app"]
 
@@ -16,9 +26,7 @@ promise_app = typer.Typer(name="promise", help="Promises to pay: record one take
                           no_args_is_help=True)
 app.add_typer(promise_app, name="promise")
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Agent = Annotated[str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")]
-AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
 
 
 @promise_app.command("add")
@@ -42,10 +50,7 @@ def add(
         due = date.fromisoformat(on)
     except ValueError:
         raise CliError(f"--date: {on!r} is not a date (YYYY-MM-DD)") from None
-    try:
-        at = parse_instant(as_of) if as_of else datetime.now(UTC)
-    except ValueError as error:
-        raise CliError(f"--as-of: {error}") from None
+    at = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
         promise_id = record_agent_promise(engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at)

@@ -9,9 +9,8 @@ from rich.table import Table
 from arrears.buckets import BUCKETS
 from arrears.storage.accounts import account_story
 from arrears.storage.reports import latest_cycle_id, portfolio_report
-from deployments.cli._common import CliError, DatabaseOption, app, console, emit_json, open_database, use_database
+from deployments.cli._common import CliError, DatabaseOption, Json, app, console, emit_json, open_database, use_database
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command()

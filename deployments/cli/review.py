@@ -6,19 +6,21 @@ same decision as its `ReviewDecision` input. If the run cannot be resumed now (n
 reachable, the run busy), the decision stands and the next cycle hands it to the run.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from arrears.clock import parse_instant
 from arrears.currencies import display
 from deployments.cli._common import (
+    AsOf,
     CliError,
     DatabaseOption,
+    Json,
     app,
+    as_of_instant,
     console,
     console_err,
     emit_json,
@@ -32,8 +34,6 @@ review_app = typer.Typer(name="review", help="Repossession reviews and legal ref
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
 
 
 class Decision(StrEnum):
@@ -42,22 +42,13 @@ class Decision(StrEnum):
     negotiate = "negotiate"
 
 
-def _instant(as_of: str | None) -> datetime:
-    if as_of is None:
-        return datetime.now(UTC)
-    try:
-        return parse_instant(as_of)
-    except ValueError as error:
-        raise CliError(f"--as-of: {error}") from None
-
-
 @review_app.command("list")
 def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json = False) -> None:
     """What waits for whom and since when: reviews (cure period, reviewer, hold) and referrals
     (court, or the legal team for a rejected filing), oldest first."""
     from tasks.review import waiting
 
-    now = _instant(as_of)
+    now = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     found = waiting(engine, now=now)
     if json:
@@ -90,7 +81,7 @@ def decide(
     """Decide a repossession review once its cure period is over; resumes the waiting flow run."""
     from tasks.review import ReviewError, decide_review
 
-    now = _instant(as_of)
+    now = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
         decided = decide_review(engine, account_id=account_id, decision=decision.value, reviewer=reviewer,
