@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-__all__ = ["parse_instant", "as_of_or_now", "business_date", "utc"]
+__all__ = ["as_of_or_now", "business_date", "parse_instant", "utc"]
 
 
 def parse_instant(text: str) -> datetime:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
 
-__all__ = ["CURRENCY_MINOR_UNITS", "ISO_4217", "minor_units", "display"]
+__all__ = ["CURRENCY_MINOR_UNITS", "ISO_4217", "display", "minor_units"]
 
 # ISO 4217 List One, active codes as published in 2025, with their minor units. Python ships no
 # currency list, and pycountry (not a dependency) carries no minor units. Left out on purpose:
@@ -24,9 +24,9 @@ PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL 
 TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG
 """
 _OTHER_PLACES = {
-    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-    **dict.fromkeys("CLF UYW".split(), 4),
+    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
 }
 CURRENCY_MINOR_UNITS: Mapping[str, int] = MappingProxyType(
     {**dict.fromkeys(_TWO_PLACES.split(), 2), **_OTHER_PLACES}

@@ -24,7 +24,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import IO, Any, Generic, Literal, Self, TypeVar
 from zoneinfo import available_timezones
 
@@ -38,27 +38,27 @@ from arrears.storage.types import MONEY_SCALE
 from arrears.vocabulary import Hold
 
 __all__ = [
-    "Kind",
-    "Rejection",
-    "RawRow",
-    "AccountRow",
-    "PaymentRow",
-    "Checked",
-    "Source",
-    "UnreadableFile",
-    "ACCOUNT_REQUIRED",
     "ACCOUNT_OPTIONAL",
-    "PAYMENT_REQUIRED",
+    "ACCOUNT_REQUIRED",
     "CURRENCY_MINOR_UNITS",
     "ISO_4217",
-    "open_source",
-    "parse_account",
-    "parse_payment",
+    "PAYMENT_REQUIRED",
+    "AccountRow",
+    "Checked",
+    "Kind",
+    "PaymentRow",
+    "RawRow",
+    "Rejection",
+    "RejectsWriter",
+    "Source",
+    "UnreadableFile",
     "check_accounts",
     "check_payments",
     "fits_currency",
+    "open_source",
+    "parse_account",
+    "parse_payment",
     "rejects_path",
-    "RejectsWriter",
 ]
 
 

@@ -94,7 +94,9 @@ class Profile:
     max_cures: int | None = None  # no cure owed after this many
     breathing_space_days: int | None = None  # informative: the hold is lifted by notice, not by date
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
-    _by_channel: dict[str, tuple[Cap, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_channel: dict[str, tuple[Cap, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def caps_for(self, channel: str) -> tuple[Cap, ...]:
         """The caps that count contacts on `channel` (asked once per message: kept after the first)."""
@@ -159,7 +161,9 @@ def _overlay_caps(base: list[dict[str, Any]], over: Any, origin: str | None) -> 
         before = caps.get(cap["name"], {})
         caps[cap["name"]] = {**before, **cap}
         if origin and "source" not in cap:
-            caps[cap["name"]]["source"] = f"{origin}" + (f" (was: {before['source']})" if before.get("source") else "")
+            caps[cap["name"]]["source"] = f"{origin}" + (
+                f" (was: {before['source']})" if before.get("source") else ""
+            )
     return list(caps.values())
 
 
@@ -194,13 +198,26 @@ def _hours(data: Any, where: str) -> Hours:
     if not isinstance(closed, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in closed):
         raise ProfileError(f"{where}.closed_weekdays: days 0 (Monday) to 6 (Sunday)")
     return Hours(
-        start=start, end=end, closed_weekdays=frozenset(closed),
-        closed_on_holidays=bool(data.get("closed_on_holidays", False)), holidays=data.get("holidays"),
+        start=start,
+        end=end,
+        closed_weekdays=frozenset(closed),
+        closed_on_holidays=bool(data.get("closed_on_holidays", False)),
+        holidays=data.get("holidays"),
         source=str(data.get("source", "")),
     )
 
 
-_CAP_KEYS = {"name", "channel", "scope", "limit", "window_days", "counts", "quiet_after_conversation_days", "binding", "source"}
+_CAP_KEYS = {
+    "name",
+    "channel",
+    "scope",
+    "limit",
+    "window_days",
+    "counts",
+    "quiet_after_conversation_days",
+    "binding",
+    "source",
+}
 
 
 def _cap(data: dict[str, Any], where: str) -> Cap:
@@ -210,30 +227,54 @@ def _cap(data: dict[str, Any], where: str) -> Cap:
     if missing:
         raise ProfileError(f"{where}: {', '.join(sorted(missing))} required")
     cap = Cap(
-        name=str(data["name"]), channel=str(data["channel"]), scope=str(data["scope"]), limit=data["limit"],
-        window_days=data["window_days"], counts=str(data.get("counts", "all")),
+        name=str(data["name"]),
+        channel=str(data["channel"]),
+        scope=str(data["scope"]),
+        limit=data["limit"],
+        window_days=data["window_days"],
+        counts=str(data.get("counts", "all")),
         quiet_after_conversation_days=data.get("quiet_after_conversation_days"),
-        binding=bool(data.get("binding", False)), source=str(data.get("source", "")),
+        binding=bool(data.get("binding", False)),
+        source=str(data.get("source", "")),
     )
     if cap.scope not in _SCOPES:
         raise ProfileError(f"{where}.scope: one of {', '.join(_SCOPES)}")
     if cap.counts not in _COUNTS:
         raise ProfileError(f"{where}.counts: one of {', '.join(_COUNTS)}")
-    if not isinstance(cap.limit, int) or cap.limit < 1 or not isinstance(cap.window_days, int) or cap.window_days < 1:
+    if (
+        not isinstance(cap.limit, int)
+        or cap.limit < 1
+        or not isinstance(cap.window_days, int)
+        or cap.window_days < 1
+    ):
         raise ProfileError(f"{where}: limit and window_days are whole numbers of at least 1")
     return cap
 
 
 _PROFILE_KEYS = {
-    "code", "phone_region", "locale", "hours", "caps", "identify_institution", "sms_opt_out_required",
-    "opt_out_text", "third_parties", "cure_notice_days", "cure_business_days", "max_cures",
+    "code",
+    "phone_region",
+    "locale",
+    "hours",
+    "caps",
+    "identify_institution",
+    "sms_opt_out_required",
+    "opt_out_text",
+    "third_parties",
+    "cure_notice_days",
+    "cure_business_days",
+    "max_cures",
     "breathing_space_days",
 }
 _SOURCE_SUFFIX = "_source"
 
 
 def _build(code: str, data: dict[str, Any], where: str) -> Profile:
-    sources = tuple(sorted((k.removesuffix(_SOURCE_SUFFIX), str(v)) for k, v in data.items() if k.endswith(_SOURCE_SUFFIX)))
+    sources = tuple(
+        sorted(
+            (k.removesuffix(_SOURCE_SUFFIX), str(v)) for k, v in data.items() if k.endswith(_SOURCE_SUFFIX)
+        )
+    )
     plain = {k: v for k, v in data.items() if not k.endswith(_SOURCE_SUFFIX)}
     _take(plain, where, _PROFILE_KEYS)
     if "hours" not in plain:
@@ -247,13 +288,20 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
     if len({c.name for c in caps}) != len(caps):
         raise ProfileError(f"{where}.caps: names must be unique")
     return Profile(
-        code=code, phone_region=str(plain.get("phone_region", "")), locale=str(plain.get("locale", "en")),
-        hours=_hours(plain["hours"], f"{where}.hours"), caps=caps,
+        code=code,
+        phone_region=str(plain.get("phone_region", "")),
+        locale=str(plain.get("locale", "en")),
+        hours=_hours(plain["hours"], f"{where}.hours"),
+        caps=caps,
         identify_institution=bool(plain.get("identify_institution", True)),
         sms_opt_out_required=bool(plain.get("sms_opt_out_required", False)),
-        opt_out_text=str(plain.get("opt_out_text", "Reply STOP to opt out.")), third_parties=third,
-        cure_notice_days=plain.get("cure_notice_days"), cure_business_days=bool(plain.get("cure_business_days", False)),
-        max_cures=plain.get("max_cures"), breathing_space_days=plain.get("breathing_space_days"), sources=sources,
+        opt_out_text=str(plain.get("opt_out_text", "Reply STOP to opt out.")),
+        third_parties=third,
+        cure_notice_days=plain.get("cure_notice_days"),
+        cure_business_days=bool(plain.get("cure_business_days", False)),
+        max_cures=plain.get("max_cures"),
+        breathing_space_days=plain.get("breathing_space_days"),
+        sources=sources,
     )
 
 
@@ -278,7 +326,9 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         ):
             raise ProfileError(f"{where}.caps.{rule.name}: may only be tightened ({rule.source})")
     if base.sms_opt_out_required and not new.sms_opt_out_required:
-        raise ProfileError(f"{where}.sms_opt_out_required: a rule requires it ({dict(base.sources).get('sms_opt_out', '')})")
+        raise ProfileError(
+            f"{where}.sms_opt_out_required: a rule requires it ({dict(base.sources).get('sms_opt_out', '')})"
+        )
     if base.identify_institution and not new.identify_institution:
         raise ProfileError(f"{where}.identify_institution: every message names the lender")
     if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
@@ -294,12 +344,15 @@ def resolve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[st
     overrides = overrides or {}
     unknown = set(overrides) - set(_FILES) - {"*"}
     if unknown:
-        raise ProfileError(f"profiles: unknown jurisdiction(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FILES))}")
+        raise ProfileError(
+            f"profiles: unknown jurisdiction(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FILES))}"
+        )
     profiles = {}
     for code, data in _FILES.items():
         merged = _overlay(
             _overlay(data, overrides.get("*", {}), 'policy file [profiles."*"]'),
-            overrides.get(code, {}), f"policy file [profiles.{code}]",
+            overrides.get(code, {}),
+            f"policy file [profiles.{code}]",
         )
         where = f"profiles.{code}"
         built = _build(code, merged, where)

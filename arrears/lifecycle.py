@@ -29,7 +29,7 @@ from arrears.policy import Policy
 from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
-__all__ = ["AccountView", "Facts", "PlanFact", "Outgoing", "Step", "Decision", "advance", "is_open"]
+__all__ = ["AccountView", "Decision", "Facts", "Outgoing", "PlanFact", "Step", "advance", "is_open"]
 
 _TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})
 _HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
@@ -124,7 +124,10 @@ class Decision:
 def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -> Decision:
     """Decide today's steps and messages for one account."""
     segment = segment_of(
-        reachable=facts.reachable, ability=facts.ability, willingness=facts.willingness, policy=policy.segmentation
+        reachable=facts.reachable,
+        ability=facts.ability,
+        willingness=facts.willingness,
+        policy=policy.segmentation,
     )
     collection_holds = tuple(sorted(h for h in facts.holds if h.scope is HoldScope.COLLECTION))
 
@@ -139,7 +142,9 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
     if not collection_holds and segment is not Segment.UNREACHABLE:
         stage_since = facts.business_date if steps else _local_date(account.stage_since, account.timezone)
         planned = _messages(account, facts, policy, segment, stage, episode, stage_since)
-        messages = tuple(_outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned)
+        messages = tuple(
+            _outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned
+        )
     return Decision(account.account_id, stage, episode, segment, tuple(steps), messages, collection_holds)
 
 
@@ -173,7 +178,11 @@ def _walk(
     if stage == Exit.CURED:
         return
     charge_off = policy.exits.charge_off_dpd
-    if charge_off is not None and dpd >= charge_off and stage not in (Stage.REPOSSESSION_REVIEW, Stage.LEGAL_REFERRAL):
+    if (
+        charge_off is not None
+        and dpd >= charge_off
+        and stage not in (Stage.REPOSSESSION_REVIEW, Stage.LEGAL_REFERRAL)
+    ):
         yield Exit.CHARGED_OFF, f"{dpd} days past due, at or beyond charge-off at {charge_off}"
         return
     visited = {stage}
@@ -185,7 +194,9 @@ def _walk(
             return  # a reviewer's return is the day's last word
 
 
-def _next(stage: str, account: AccountView, facts: Facts, policy: Policy, segment: Segment) -> tuple[str, str] | None:
+def _next(
+    stage: str, account: AccountView, facts: Facts, policy: Policy, segment: Segment
+) -> tuple[str, str] | None:
     dpd = account.days_past_due
     neg = policy.negotiation
     plan = facts.plan.status if facts.plan else None
@@ -260,7 +271,14 @@ def _messages(
 
 
 def _outgoing(
-    key: str, template: str, account: AccountView, facts: Facts, policy: Policy, stage: str, episode: int, now: datetime
+    key: str,
+    template: str,
+    account: AccountView,
+    facts: Facts,
+    policy: Policy,
+    stage: str,
+    episode: int,
+    now: datetime,
 ) -> Outgoing:
     """Render the message and give it its verdict: the decision-time half of the compliance check."""
     body: str | None = None
@@ -274,24 +292,43 @@ def _outgoing(
         params = tuple(filled.items())
     verdict = check_contact(
         request=ContactRequest(
-            account_id=account.account_id, jurisdiction=account.jurisdiction, timezone=account.timezone,
-            template=template, body=body, lender=ctx.lender if ctx else "", address=facts.address, fill=params,
-            stage=stage, episode=episode,
+            account_id=account.account_id,
+            jurisdiction=account.jurisdiction,
+            timezone=account.timezone,
+            template=template,
+            body=body,
+            lender=ctx.lender if ctx else "",
+            address=facts.address,
+            fill=params,
+            stage=stage,
+            episode=episode,
         ),
-        state=ContactState(holds=facts.holds, opted_out=facts.opted_out, debtor_reachable=facts.reachable,
-                           history=facts.history),
+        state=ContactState(
+            holds=facts.holds,
+            opted_out=facts.opted_out,
+            debtor_reachable=facts.reachable,
+            history=facts.history,
+        ),
         policy=policy,
         now=now,
     )
     return Outgoing(
-        key, template, verdict.not_before,
+        key,
+        template,
+        verdict.not_before,
         blocked=verdict.reason if verdict.kind is VerdictKind.BLOCK else None,
         deferred=verdict.reason if verdict.kind is VerdictKind.DEFER else None,
-        body=body, params=params, detail=verdict.detail,
+        body=body,
+        params=params,
+        detail=verdict.detail,
     )
 
 
 def _local_date(instant: datetime, timezone: str) -> date:
     from zoneinfo import ZoneInfo
 
-    return instant.astimezone(ZoneInfo(timezone)).date() if instant.tzinfo else instant.replace(tzinfo=UTC).date()
+    return (
+        instant.astimezone(ZoneInfo(timezone)).date()
+        if instant.tzinfo
+        else instant.replace(tzinfo=UTC).date()
+    )

@@ -83,7 +83,7 @@ def install_log_masking() -> None:
             record = previous(*args, **kwargs)
             try:
                 message = record.getMessage()
-            except Exception:  # noqa: BLE001  a broken format string is logging's to report, not ours
+            except Exception:
                 return record
             masked = mask_text(message)
             if masked != message:

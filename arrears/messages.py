@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from arrears.currencies import minor_units
 from arrears.jurisdictions import Profile, profile
 
-__all__ = ["MessageContext", "template_params", "render", "locale_for", "format_money"]
+__all__ = ["MessageContext", "format_money", "locale_for", "render", "template_params"]
 
 _SYMBOLS = {"CNY": "¥", "USD": "$", "GBP": "£", "EUR": "€"}
 
@@ -59,7 +59,11 @@ def template_params(ctx: MessageContext) -> dict[str, str]:
 
 
 def render(
-    template: str, ctx: MessageContext, params: dict[str, str] | None = None, *, profile: Profile | None = None
+    template: str,
+    ctx: MessageContext,
+    params: dict[str, str] | None = None,
+    *,
+    profile: Profile | None = None,
 ) -> str:
     """The text the borrower reads; raises if the template needs a value the context lacks.
 
@@ -90,4 +94,6 @@ def _template(locale: str, name: str) -> Template:
 @cache
 def _environment() -> Environment:
     # Plain text, not HTML: autoescape would turn "&" in a lender's name into "&amp;".
-    return Environment(loader=PackageLoader("arrears", "templates"), undefined=StrictUndefined, autoescape=False)
+    return Environment(
+        loader=PackageLoader("arrears", "templates"), undefined=StrictUndefined, autoescape=False
+    )

@@ -15,19 +15,19 @@ from sqlmodel import Field, SQLModel
 from arrears.storage.types import Money, UTCDateTime
 
 __all__ = [
-    "Borrower",
-    "ContactPoint",
     "Account",
     "AccountHold",
-    "Payment",
-    "Promise",
-    "Plan",
-    "Review",
-    "Referral",
-    "Message",
-    "BureauRecord",
     "AuditEvent",
+    "Borrower",
+    "BureauRecord",
+    "ContactPoint",
     "CycleRun",
+    "Message",
+    "Payment",
+    "Plan",
+    "Promise",
+    "Referral",
+    "Review",
     "utcnow",
 ]
 
@@ -141,7 +141,9 @@ class Plan(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
     kind: str = Field(max_length=16)  # deferral | instalment
-    status: str = Field(default="offered", max_length=16)  # offered | active | completed | defaulted | declined
+    status: str = Field(
+        default="offered", max_length=16
+    )  # offered | active | completed | defaulted | declined
     terms: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = _instant(default_factory=utcnow)
     updated_at: datetime = _instant(default_factory=utcnow)
@@ -190,7 +192,9 @@ class Message(SQLModel, table=True):
     status: str = Field(default="scheduled", max_length=16)
     reason: str | None = None  # why it was deferred, blocked or failed: the rule that decided
     provider: str | None = Field(default=None, max_length=32)
-    provider_id: str | None = Field(default=None, max_length=64, index=True)  # delivery receipts find rows by it
+    provider_id: str | None = Field(
+        default=None, max_length=64, index=True
+    )  # delivery receipts find rows by it
     attempts: int = 0
     lease_until: datetime | None = _instant(default=None)  # a dispatcher holds the row until then
     created_at: datetime = _instant(default_factory=utcnow)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from arrears.jurisdictions import Profile, ProfileError, resolve
 
-__all__ = ["Policy", "PolicyError", "load_policy", "DEFAULT_POLICY"]
+__all__ = ["DEFAULT_POLICY", "Policy", "PolicyError", "load_policy"]
 
 
 class _Section(BaseModel):
@@ -30,18 +30,29 @@ class Reminder(_Section):
 
 
 class Negotiation(_Section):
-    enter_dpd: int = Field(default=16, description="Days past due at which reminders give way to negotiation.")
-    cadence_days: int = Field(default=7, description="Days between requests for a promise while none is pending.")
-    review_dpd: int = Field(default=60, description="Days past due without a working plan that send to review.")
+    enter_dpd: int = Field(
+        default=16, description="Days past due at which reminders give way to negotiation."
+    )
+    cadence_days: int = Field(
+        default=7, description="Days between requests for a promise while none is pending."
+    )
+    review_dpd: int = Field(
+        default=60, description="Days past due without a working plan that send to review."
+    )
     strategic_review_dpd: int = Field(default=45, description="The same threshold for strategic defaulters.")
-    strategic_broken_promises: int = Field(default=2, description="Broken promises that send a strategic defaulter to review.")
+    strategic_broken_promises: int = Field(
+        default=2, description="Broken promises that send a strategic defaulter to review."
+    )
     return_grace_days: int = Field(
-        default=30, description="After a reviewer returns an account to negotiation, days before days past due escalate it again."
+        default=30,
+        description="After a reviewer returns an account to negotiation, days before days past due escalate it again.",
     )
 
 
 class Restructuring(_Section):
-    offer_expiry_days: int = Field(default=14, description="An offer unanswered this long counts as declined.")
+    offer_expiry_days: int = Field(
+        default=14, description="An offer unanswered this long counts as declined."
+    )
 
 
 class Segmentation(_Section):
@@ -49,11 +60,15 @@ class Segmentation(_Section):
     willingness_threshold: float = Field(default=0.5, ge=0, le=1)
     default_ability: float = Field(default=0.5, ge=0, le=1, description="Assumed before any bureau pull.")
     default_willingness: float = Field(default=0.5, ge=0, le=1, description="Assumed before any contact.")
-    unreachable_after_failures: int = Field(default=3, description="Consecutive failed deliveries that mark a number unreachable.")
+    unreachable_after_failures: int = Field(
+        default=3, description="Consecutive failed deliveries that mark a number unreachable."
+    )
 
 
 class Exits(_Section):
-    charge_off_dpd: int | None = Field(default=180, description="Days past due at which an account outside review or legal is charged off.")
+    charge_off_dpd: int | None = Field(
+        default=180, description="Days past due at which an account outside review or legal is charged off."
+    )
 
 
 class Policy(_Section):
@@ -69,8 +84,8 @@ class Policy(_Section):
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description=(
-            "Overrides of the jurisdiction profiles (arrears/profiles/*.toml), by code or \"*\" for all: "
-            "e.g. [profiles.CN.hours] start = \"09:00\", or [[profiles.\"*\".caps]] name = \"sms-borrower-7d\" "
+            'Overrides of the jurisdiction profiles (arrears/profiles/*.toml), by code or "*" for all: '
+            'e.g. [profiles.CN.hours] start = "09:00", or [[profiles."*".caps]] name = "sms-borrower-7d" '
             "limit = 2. What a rule states may only be tightened."
         ),
     )
@@ -88,7 +103,9 @@ class Policy(_Section):
         try:
             return private["_resolved"][code]
         except KeyError:
-            raise KeyError(f"unknown jurisdiction {code!r}; known: {', '.join(sorted(self._resolved))}") from None
+            raise KeyError(
+                f"unknown jurisdiction {code!r}; known: {', '.join(sorted(self._resolved))}"
+            ) from None
 
     def longest_cap_window(self) -> timedelta:
         """How far back the message log must be read to count every cap of every profile."""
@@ -142,5 +159,7 @@ def load_policy(path: Path | None) -> Policy:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = (
+            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return merged

@@ -24,15 +24,15 @@ from typing import Any
 from arrears.currencies import minor_units
 
 __all__ = [
+    "DEFAULT_PROMISE_RULES",
+    "PaymentView",
     "PromiseRules",
     "PromiseView",
-    "PaymentView",
     "Resolution",
     "parse_promise",
-    "refusal",
     "promise_rules",
+    "refusal",
     "resolve_promises",
-    "DEFAULT_PROMISE_RULES",
 ]
 
 
@@ -58,9 +58,7 @@ def promise_rules(policy: Any) -> PromiseRules:
 # -- reading a reply ----------------------------------------------------------------------------
 
 _AMOUNT = r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
-_DATE = (
-    r"(?P<year>\d{4})\s*(?:[-/.]|年)\s*(?P<month>\d{1,2})\s*(?:[-/.]|月)\s*(?P<day>\d{1,2})\s*日?"
-)
+_DATE = r"(?P<year>\d{4})\s*(?:[-/.]|年)\s*(?P<month>\d{1,2})\s*(?:[-/.]|月)\s*(?P<day>\d{1,2})\s*日?"
 _PROMISE = re.compile(
     rf"^(?:PAY|还款|還款)\s*[$¥￥£€]?\s*{_AMOUNT}\s*(?:元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*"
     rf"(?:ON|BY|于|於|在)?\s*{_DATE}$"
@@ -89,7 +87,9 @@ def parse_promise(text: str) -> tuple[Decimal, date] | None:
     return amount, when
 
 
-def refusal(amount: Decimal, due_date: date, *, today: date, currency: str, rules: PromiseRules) -> str | None:
+def refusal(
+    amount: Decimal, due_date: date, *, today: date, currency: str, rules: PromiseRules
+) -> str | None:
     """Why a promise cannot be recorded, or None when it can."""
     if amount <= 0:
         return "the amount must be positive"
@@ -159,7 +159,9 @@ def resolve_promises(
             if paid >= promise.amount:
                 break
         if paid >= promise.amount:
-            outcomes.append(Resolution(promise.id, "kept", paid, tuple(used), f"paid {paid} of {promise.amount}"))
+            outcomes.append(
+                Resolution(promise.id, "kept", paid, tuple(used), f"paid {paid} of {promise.amount}")
+            )
         elif business_date > deadline:
             why = f"paid {paid} of {promise.amount} by {deadline.isoformat()}"
             outcomes.append(Resolution(promise.id, "broken", paid, tuple(used), why))

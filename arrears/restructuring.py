@@ -37,25 +37,25 @@ import pendulum
 from arrears.currencies import minor_units
 
 __all__ = [
-    "PlanRules",
-    "Loan",
+    "DEFAULT_PLAN_RULES",
     "Instalment",
-    "PlanTerms",
+    "Loan",
     "PlanError",
     "PlanReply",
+    "PlanRules",
+    "PlanTerms",
     "Progress",
-    "DEFAULT_PLAN_RULES",
-    "plan_rules",
-    "instalments_behind",
-    "due_dates",
-    "split_exact",
-    "deferral",
-    "instalment_plan",
-    "offers",
     "choose",
+    "deferral",
+    "due_dates",
+    "instalment_plan",
+    "instalments_behind",
     "monitor",
-    "reage_due",
+    "offers",
     "parse_plan_reply",
+    "plan_rules",
+    "reage_due",
+    "split_exact",
 ]
 
 KINDS = ("deferral", "instalment")
@@ -175,7 +175,9 @@ class PlanTerms:
             installment=Decimal(data["installment"]),
             deferred=Decimal(data["deferred"]),
             term_extension_months=int(data["term_extension_months"]),
-            schedule=tuple(Instalment(date.fromisoformat(i["due"]), Decimal(i["amount"])) for i in data["schedule"]),
+            schedule=tuple(
+                Instalment(date.fromisoformat(i["due"]), Decimal(i["amount"])) for i in data["schedule"]
+            ),
         )
 
 
@@ -302,7 +304,9 @@ def choose(
     if kind == "deferral":
         return deferral(loan, months or instalments_behind(loan), business_date=business_date, rules=rules)
     if kind == "instalment":
-        return instalment_plan(loan, months or rules.instalment_months[0], business_date=business_date, rules=rules)
+        return instalment_plan(
+            loan, months or rules.instalment_months[0], business_date=business_date, rules=rules
+        )
     raise PlanError(f"unknown plan kind {kind!r}: deferral or instalment")
 
 
@@ -347,13 +351,18 @@ def monitor(
         if not covered and business_date > deadline:
             short = owed - paid_by(deadline)
             return Progress(
-                "defaulted", paid, on_time, item,
+                "defaulted",
+                paid,
+                on_time,
+                item,
                 f"payment {n} of {len(terms.schedule)} ({terms.currency} {item.amount} due {item.due.isoformat()}) "
                 f"short by {terms.currency} {short} after {grace_days} days' grace",
             )
     if paid >= terms.total:
         return Progress("completed", paid, on_time, None, f"all {len(terms.schedule)} payments made")
-    return Progress("active", paid, on_time, None, f"{on_time} of {len(terms.schedule)} payments made on time")
+    return Progress(
+        "active", paid, on_time, None, f"{on_time} of {len(terms.schedule)} payments made on time"
+    )
 
 
 def reage_due(terms: PlanTerms, progress: Progress, *, rules: PlanRules, already: bool) -> bool:
@@ -379,9 +388,15 @@ class PlanReply:
 
 
 _KIND_WORDS = {
-    "DEFERRAL": "deferral", "DEFER": "deferral", "延期": "deferral", "展期": "deferral",
-    "INSTALMENT": "instalment", "INSTALLMENT": "instalment", "INSTALMENTS": "instalment",
-    "INSTALLMENTS": "instalment", "分期": "instalment",
+    "DEFERRAL": "deferral",
+    "DEFER": "deferral",
+    "延期": "deferral",
+    "展期": "deferral",
+    "INSTALMENT": "instalment",
+    "INSTALLMENT": "instalment",
+    "INSTALMENTS": "instalment",
+    "INSTALLMENTS": "instalment",
+    "分期": "instalment",
 }
 _ACCEPT = re.compile(
     r"^(?:ACCEPT|YES|AGREE|接受|同意)\s*(?:PLAN|方案)?\s*"

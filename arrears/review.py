@@ -26,27 +26,27 @@ from arrears.jurisdictions import Profile, profile
 from arrears.vocabulary import DecisionKind, Hold, HoldScope
 
 __all__ = [
+    "COURTS",
+    "MILITARY_AFFIDAVIT",
     "CureNotice",
-    "Settled",
-    "ReferralFacts",
     "DraftDocument",
     "FilingDraft",
     "NothingToClaim",
-    "cure_notice",
-    "cure_deadline",
-    "notice_owed",
-    "add_business_days",
-    "settle_decision",
-    "decision_refusal",
-    "repossession_barred",
-    "claim_amount",
-    "venue",
-    "case_type",
-    "draft_filing",
-    "notices_from",
     "Notice",
-    "COURTS",
-    "MILITARY_AFFIDAVIT",
+    "ReferralFacts",
+    "Settled",
+    "add_business_days",
+    "case_type",
+    "claim_amount",
+    "cure_deadline",
+    "cure_notice",
+    "decision_refusal",
+    "draft_filing",
+    "notice_owed",
+    "notices_from",
+    "repossession_barred",
+    "settle_decision",
+    "venue",
 ]
 
 MILITARY_AFFIDAVIT = "military_affidavit"  # the document kind the court gateway looks for
@@ -113,7 +113,11 @@ def add_business_days(start: date, days: int, *, calendar: str | None) -> date:
 
 
 def cure_deadline(
-    sent_at: datetime, *, jurisdiction: str, timezone: str, rules: Profile | None = None,
+    sent_at: datetime,
+    *,
+    jurisdiction: str,
+    timezone: str,
+    rules: Profile | None = None,
 ) -> tuple[date, datetime] | None:
     """The last day to cure and the instant the period ends, or None when no notice is required.
 
@@ -140,8 +144,14 @@ def cure_deadline(
 
 
 def cure_notice(
-    sent_at: datetime, *, jurisdiction: str, timezone: str, cure_amount: Decimal, currency: str,
-    rules: Profile | None = None, prior_cures: int = 0,
+    sent_at: datetime,
+    *,
+    jurisdiction: str,
+    timezone: str,
+    cure_amount: Decimal,
+    currency: str,
+    rules: Profile | None = None,
+    prior_cures: int = 0,
 ) -> CureNotice | None:
     """The notice to send at `sent_at`, or None when the jurisdiction requires none (US-CA, CN),
     or none is owed any more because the borrower has already cured `max_cures` times (US-MA)."""
@@ -154,8 +164,14 @@ def cure_notice(
     last, end = found
     assert rules.cure_notice_days is not None
     return CureNotice(
-        jurisdiction=jurisdiction, days=rules.cure_notice_days, business_days=rules.cure_business_days,
-        sent_at=sent_at, deadline=end, last_day=last, cure_amount=cure_amount, currency=currency,
+        jurisdiction=jurisdiction,
+        days=rules.cure_notice_days,
+        business_days=rules.cure_business_days,
+        sent_at=sent_at,
+        deadline=end,
+        last_day=last,
+        cure_amount=cure_amount,
+        currency=currency,
         source=(dict(rules.sources).get("cure") or f"{jurisdiction} profile").split(":")[0],
     )
 
@@ -197,7 +213,8 @@ def settle_decision(requested: DecisionKind, *, holds: frozenset[Hold]) -> Settl
         return Settled(requested, requested)
     if Hold.MILITARY in holds:
         return Settled(
-            requested, DecisionKind.LEGAL,
+            requested,
+            DecisionKind.LEGAL,
             "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession; referred to legal for a court order",
         )
     barred = repossession_barred(holds)
@@ -207,7 +224,13 @@ def settle_decision(requested: DecisionKind, *, holds: frozenset[Hold]) -> Settl
 
 
 def decision_refusal(
-    *, in_review: bool, closed: bool, stage: str, notice_owed: bool, cure_deadline: datetime | None, now: datetime,
+    *,
+    in_review: bool,
+    closed: bool,
+    stage: str,
+    notice_owed: bool,
+    cure_deadline: datetime | None,
+    now: datetime,
 ) -> str | None:
     """Why a reviewer may not decide now, or None. Nobody decides before the borrower's right to
     cure has run its course: the notice must have gone out where one is owed, and its period ended."""
@@ -216,7 +239,9 @@ def decision_refusal(
     if not in_review:
         return f"the account is no longer in repossession review (now {stage})"
     if notice_owed and cure_deadline is None:
-        return "the right-to-cure notice has not gone out yet (a hold stops it, or the review has not run yet)"
+        return (
+            "the right-to-cure notice has not gone out yet (a hold stops it, or the review has not run yet)"
+        )
     if cure_deadline is not None and now < cure_deadline:
         return f"the right-to-cure period runs until {cure_deadline.isoformat()}"
     return None
@@ -303,7 +328,9 @@ class ReferralFacts:
         values = dict(data)
         for key in ("balance", "fees", "sale_proceeds", "past_due"):
             values[key] = Decimal(values[key])
-        values["oldest_due_date"] = date.fromisoformat(values["oldest_due_date"]) if values["oldest_due_date"] else None
+        values["oldest_due_date"] = (
+            date.fromisoformat(values["oldest_due_date"]) if values["oldest_due_date"] else None
+        )
         values["opened_on"] = date.fromisoformat(values["opened_on"])
         values["notices"] = tuple(Notice(**n) for n in values["notices"])
         return cls(**values)
@@ -339,8 +366,12 @@ class FilingDraft:
     def summary(self) -> dict[str, Any]:
         """What the audit trail keeps of the filing: never the documents' text, only their hashes."""
         return {
-            "idempotency_key": self.idempotency_key, "court": self.court, "case_type": self.case_type,
-            "claim": str(self.claim), "currency": self.currency, "military_affidavit": self.military_affidavit,
+            "idempotency_key": self.idempotency_key,
+            "court": self.court,
+            "case_type": self.case_type,
+            "claim": str(self.claim),
+            "currency": self.currency,
+            "military_affidavit": self.military_affidavit,
             "documents": [{"kind": d.kind, "name": d.name, "sha256": d.sha256} for d in self.documents],
         }
 
@@ -358,34 +389,52 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
     sold = facts.sale_proceeds > 0
     defaulted = facts.oldest_due_date.isoformat() if facts.oldest_due_date else "(unknown)"
     vehicle = facts.vin or "(no VIN on file)"
-    calculation = "\n".join([
-        f"Balance outstanding: {money}{facts.balance}",
-        f"Fees (repossession, storage, sale): {money}{facts.fees}",
-        f"Less proceeds of the sale of the vehicle: {money}{facts.sale_proceeds}",
-        f"{'Deficiency' if sold else 'Amount'} claimed: {money}{claim}",
-    ])
+    calculation = "\n".join(
+        [
+            f"Balance outstanding: {money}{facts.balance}",
+            f"Fees (repossession, storage, sale): {money}{facts.fees}",
+            f"Less proceeds of the sale of the vehicle: {money}{facts.sale_proceeds}",
+            f"{'Deficiency' if sold else 'Amount'} claimed: {money}{claim}",
+        ]
+    )
     title = "Application for a payment order" if kind == "payment_order" else "Complaint"
-    referred = f" Referred by reviewer {facts.decided_by}: {facts.decision_reason}." if facts.decided_by else ""
+    referred = (
+        f" Referred by reviewer {facts.decided_by}: {facts.decision_reason}." if facts.decided_by else ""
+    )
     documents = [
-        DraftDocument("complaint", "complaint.txt", "\n".join([
-            f"{title}: {facts.lender} v. {facts.borrower_name}",
-            f"Account {facts.account_id}; vehicle {vehicle}.",
-            f"The defendant defaulted on the instalment due {defaulted} and was {facts.days_past_due} days past due "
-            f"with {money}{facts.past_due} past due when referred on {facts.opened_on.isoformat()}.",
-            calculation,
-        ])),
-        DraftDocument("contract", "contract-reference.txt",
-                      f"Retail instalment contract for account {facts.account_id}, vehicle {vehicle}, held by "
-                      f"{facts.lender}; the original and any assignments are produced on request."),
-        DraftDocument("default", "proof-of-default.txt",
-                      f"Oldest unpaid instalment due {defaulted}; {facts.days_past_due} days past due on "
-                      f"{facts.opened_on.isoformat()}; past due {money}{facts.past_due}.{referred}"),
+        DraftDocument(
+            "complaint",
+            "complaint.txt",
+            "\n".join(
+                [
+                    f"{title}: {facts.lender} v. {facts.borrower_name}",
+                    f"Account {facts.account_id}; vehicle {vehicle}.",
+                    f"The defendant defaulted on the instalment due {defaulted} and was {facts.days_past_due} days past due "
+                    f"with {money}{facts.past_due} past due when referred on {facts.opened_on.isoformat()}.",
+                    calculation,
+                ]
+            ),
+        ),
+        DraftDocument(
+            "contract",
+            "contract-reference.txt",
+            f"Retail instalment contract for account {facts.account_id}, vehicle {vehicle}, held by "
+            f"{facts.lender}; the original and any assignments are produced on request.",
+        ),
+        DraftDocument(
+            "default",
+            "proof-of-default.txt",
+            f"Oldest unpaid instalment due {defaulted}; {facts.days_past_due} days past due on "
+            f"{facts.opened_on.isoformat()}; past due {money}{facts.past_due}.{referred}",
+        ),
         DraftDocument("deficiency_calculation", "claim-calculation.txt", calculation),
     ]
     if facts.notices:
-        documents.append(DraftDocument("notices", "notices.txt", "\n".join(
-            f"{n.at} {n.kind}: {n.detail}" for n in facts.notices
-        )))
+        documents.append(
+            DraftDocument(
+                "notices", "notices.txt", "\n".join(f"{n.at} {n.kind}: {n.detail}" for n in facts.notices)
+            )
+        )
     us = facts.jurisdiction == "US" or facts.jurisdiction.startswith("US-")
     if us:
         status = (
@@ -393,7 +442,7 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
             "for the defendant and may stay the proceedings (50 U.S.C. 3931(b)(2), 3932)"
             if facts.military
             else "is not, to the plaintiff's knowledge after checking its records, in military service; the DMDC "
-                 "SCRA status report is attached to the filed copy"
+            "SCRA status report is attached to the filed copy"
         )
         affidavit = f"Affidavit under 50 U.S.C. 3931(b)(1): the defendant {facts.borrower_name} {status}."
         documents.append(DraftDocument(MILITARY_AFFIDAVIT, "military-status-affidavit.txt", affidavit))
@@ -412,4 +461,6 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
 
 def notices_from(events: Sequence[tuple[str, datetime, str]]) -> tuple[Notice, ...]:
     """The notices a filing refers to, from (kind, at, detail) audit facts, oldest first."""
-    return tuple(Notice(kind, at.isoformat(), detail) for kind, at, detail in sorted(events, key=lambda e: e[1]))
+    return tuple(
+        Notice(kind, at.isoformat(), detail) for kind, at, detail in sorted(events, key=lambda e: e[1])
+    )

@@ -10,7 +10,7 @@ from decimal import Decimal
 from arrears.policy import Segmentation
 from arrears.vocabulary import Segment
 
-__all__ = ["segment_of", "ability_score", "nudge_willingness", "SCORE_BANDS"]
+__all__ = ["SCORE_BANDS", "ability_score", "nudge_willingness", "segment_of"]
 
 # Bureau score bands, best first, with the ability each suggests before income and equity.
 SCORE_BANDS: dict[str, float] = {"A": 0.9, "B": 0.75, "C": 0.55, "D": 0.35, "E": 0.15}
@@ -26,12 +26,16 @@ WILLINGNESS_STEPS: dict[str, float] = {
 }
 
 
-def segment_of(*, reachable: bool, ability: float | None, willingness: float | None, policy: Segmentation) -> Segment:
+def segment_of(
+    *, reachable: bool, ability: float | None, willingness: float | None, policy: Segmentation
+) -> Segment:
     """The treatment segment; an account we cannot reach is skip-traced before anything else."""
     if not reachable:
         return Segment.UNREACHABLE
     able = (policy.default_ability if ability is None else ability) >= policy.ability_threshold
-    willing = (policy.default_willingness if willingness is None else willingness) >= policy.willingness_threshold
+    willing = (
+        policy.default_willingness if willingness is None else willingness
+    ) >= policy.willingness_threshold
     if able:
         return Segment.SELF_CURE if willing else Segment.STRATEGIC
     return Segment.HARDSHIP if willing else Segment.DISTRESSED

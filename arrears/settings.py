@@ -9,9 +9,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-__all__ = ["Settings", "get_settings", "default_home"]
+__all__ = ["Settings", "default_home", "get_settings"]
 
 
 def default_home() -> Path:
@@ -32,9 +37,13 @@ class Settings(BaseSettings):
         default="Asia/Shanghai",
         description="IANA zone of the lender: the business date and the daily schedule follow it.",
     )
-    lender_name: str = Field(default="Arrears Auto Finance", description="How every message identifies the lender.")
+    lender_name: str = Field(
+        default="Arrears Auto Finance", description="How every message identifies the lender."
+    )
     cycle_cron: str = Field(default="0 9 * * *", description="When `arrears serve` runs the daily cycle.")
-    policy_file: Path | None = Field(default=None, description="TOML or JSON file overriding the default policy.")
+    policy_file: Path | None = Field(
+        default=None, description="TOML or JSON file overriding the default policy."
+    )
     sms_provider: str = Field(default="sandbox", description="Entry-point name of the SMS provider.")
     sms_base_url: str | None = Field(
         default=None,
@@ -42,22 +51,35 @@ class Settings(BaseSettings):
     )
     sms_credentials: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="The SMS provider's settings as JSON, e.g. {\"account_sid\": ..., \"auth_token\": ...}.",
+        description='The SMS provider\'s settings as JSON, e.g. {"account_sid": ..., "auth_token": ...}.',
     )
-    court_provider: str = Field(default="sandbox", description="Entry-point name of the court e-filing provider.")
+    court_provider: str = Field(
+        default="sandbox", description="Entry-point name of the court e-filing provider."
+    )
     court_base_url: str | None = Field(
-        default=None, description="Base URL of the court gateway; unset with the sandbox provider, a sandbox court is started."
+        default=None,
+        description="Base URL of the court gateway; unset with the sandbox provider, a sandbox court is started.",
     )
     court_credentials: dict[str, SecretStr] = Field(
-        default_factory=dict, description='The court provider\'s settings as JSON: {"filer_id", "api_key", "callback_secret"}.'
+        default_factory=dict,
+        description='The court provider\'s settings as JSON: {"filer_id", "api_key", "callback_secret"}.',
     )
-    bureau_provider: str = Field(default="sandbox", description="Entry-point name of the credit bureau provider.")
+    bureau_provider: str = Field(
+        default="sandbox", description="Entry-point name of the credit bureau provider."
+    )
     bureau_base_url: str | None = Field(
-        default=None, description="Base URL of the bureau; unset with the sandbox provider, a sandbox bureau is started."
+        default=None,
+        description="Base URL of the bureau; unset with the sandbox provider, a sandbox bureau is started.",
     )
-    bureau_credentials: dict[str, SecretStr] = Field(default_factory=dict, description="The bureau provider's settings as JSON.")
-    bureau_furnisher_id: str = Field(default="ARREARS-SANDBOX", max_length=20, description="Metro 2 identification number.")
-    bureau_reporter_name: str | None = Field(default=None, description="Metro 2 header reporter name (default: lender_name).")
+    bureau_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, description="The bureau provider's settings as JSON."
+    )
+    bureau_furnisher_id: str = Field(
+        default="ARREARS-SANDBOX", max_length=20, description="Metro 2 identification number."
+    )
+    bureau_reporter_name: str | None = Field(
+        default=None, description="Metro 2 header reporter name (default: lender_name)."
+    )
     bureau_reporter_address: str = ""
     bureau_reporter_phone: str = Field(default="", pattern=r"^(\d{10})?$")
     bureau_equifax_program: str = ""
@@ -66,13 +88,17 @@ class Settings(BaseSettings):
     bureau_innovis_program: str = ""
     bureau_chunk_size: int = Field(default=5_000, ge=1)
     bureau_pulls_per_cycle: int = Field(
-        default=1_000, ge=0,
+        default=1_000,
+        ge=0,
         description="Profiles pulled a cycle (entering negotiation, skip traces); 0: no pulls, the rest wait.",
     )
-    webhook_host: str = Field(default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks.")
+    webhook_host: str = Field(
+        default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks."
+    )
     webhook_port: int = Field(default=8787, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(
-        default=None, description="Shared secret of the X-Arrears-Signature HMAC on callbacks from non-Twilio providers."
+        default=None,
+        description="Shared secret of the X-Arrears-Signature HMAC on callbacks from non-Twilio providers.",
     )
     webhook_public_url: str | None = Field(
         default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."

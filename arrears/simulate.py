@@ -70,6 +70,7 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
 )
 PAYMENT_COLUMNS: tuple[str, ...] = ("payment_id", "account_id", "amount", "received_at")
 
+
 @dataclass(frozen=True, slots=True)
 class PortfolioRow:
     """One simulated account: the accounts-file columns of DESIGN §8, then what only we know.
@@ -102,7 +103,9 @@ class PortfolioRow:
     @property
     def segment(self) -> Segment:
         return segment_of(
-            reachable=self.reachable, ability=self.ability, willingness=self.willingness,
+            reachable=self.reachable,
+            ability=self.ability,
+            willingness=self.willingness,
             policy=DEFAULT_POLICY.segmentation,
         )
 
@@ -160,7 +163,10 @@ class AccountState:
     @property
     def segment(self) -> Segment:
         return segment_of(
-            reachable=True, ability=self.ability, willingness=self.willingness, policy=DEFAULT_POLICY.segmentation
+            reachable=True,
+            ability=self.ability,
+            willingness=self.willingness,
+            policy=DEFAULT_POLICY.segmentation,
         )
 
 
@@ -294,8 +300,8 @@ _VIN_WMI_US = (
 )  # fmt: skip
 _VIN_WMI_CN = ("LSV", "LFV", "LVS", "LGB", "LBV", "LHG", "LVG", "LRW", "LGX", "LB3", "LDC", "LFM")
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O or Q
-_VIN_VALUES = dict(zip("ABCDEFGH", range(1, 9))) | dict(zip("JKLMN", range(1, 6))) | {"P": 7, "R": 9}
-_VIN_VALUES |= dict(zip("STUVWXYZ", range(2, 10))) | {str(d): d for d in range(10)}
+_VIN_VALUES = dict(zip("ABCDEFGH", range(1, 9), strict=False)) | dict(zip("JKLMN", range(1, 6), strict=False)) | {"P": 7, "R": 9}
+_VIN_VALUES |= dict(zip("STUVWXYZ", range(2, 10), strict=False)) | {str(d): d for d in range(10)}
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 _VIN_YEAR = "ABCDEFGHJKLMNPRSTVWXY123456789"  # position 10: model years 2010, 2011, ... (30-year cycle)
 
@@ -543,7 +549,7 @@ def _vin_models(wmis: Sequence[str]) -> tuple[tuple[str, int], ...]:
         rng = random.Random(f"arrears.simulate.vin-models:{wmi}")
         for _ in range(6):
             head = wmi + "".join(rng.choice(_VIN_CHARS) for _ in range(5))
-            models.append((head, sum(_VIN_VALUES[ch] * w for ch, w in zip(head, _VIN_WEIGHTS))))
+            models.append((head, sum(_VIN_VALUES[ch] * w for ch, w in zip(head, _VIN_WEIGHTS, strict=False))))
     return tuple(models)
 
 
@@ -658,7 +664,7 @@ def _write(path: str | os.PathLike[str], columns: Sequence[str], values: Iterabl
     with open(path, "w", encoding="utf-8", newline="") as f:
         if os.fspath(path).endswith(".jsonl"):
             for count, v in enumerate(values, 1):
-                f.write(json.dumps(dict(zip(columns, v)), ensure_ascii=False))
+                f.write(json.dumps(dict(zip(columns, v, strict=False)), ensure_ascii=False))
                 f.write("\n")
         else:
             writer = csv.writer(f, lineterminator="\n")

@@ -6,7 +6,7 @@ written in a policy file is the same plain string.
 
 from enum import StrEnum
 
-__all__ = ["Stage", "Exit", "Segment", "Hold", "HoldScope", "MessageStatus", "Channel", "DecisionKind"]
+__all__ = ["Channel", "DecisionKind", "Exit", "Hold", "HoldScope", "MessageStatus", "Segment", "Stage"]
 
 
 class Stage(StrEnum):

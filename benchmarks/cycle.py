@@ -92,7 +92,9 @@ def migrate_prefect() -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     return time.perf_counter() - started
 
@@ -102,7 +104,9 @@ def migrate_prefect() -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def load_portfolio(n: int, seed: int, business_day: date, url: str, file: Path, imported_at: datetime) -> dict[str, Any]:
+def load_portfolio(
+    n: int, seed: int, business_day: date, url: str, file: Path, imported_at: datetime
+) -> dict[str, Any]:
     """Generate `n` accounts to `file` and import them into `url` (runs in a spawned child)."""
     from arrears.importing import Kind, open_source
     from arrears.simulate import generate_portfolio, write_accounts_file
@@ -241,7 +245,9 @@ def read_task_runs(flow_run_id: Any, expected: int, timeout: float = 60.0) -> li
             runs: list[Any] = []
             while True:
                 page = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200, offset=len(runs)
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    limit=200,
+                    offset=len(runs),
                 )
                 runs += page
                 if len(page) < 200:
@@ -330,8 +336,11 @@ class TaskProfiler:
                 out = io.StringIO()
                 pstats.Stats(str(directory / f"{label}.prof"), stream=out).sort_stats(order).print_stats(top)
                 (directory / f"{label}.{order}.txt").write_text(out.getvalue())
-            print(f"profile of {label} ({len(profiles)} task runs): {directory / (label + '.prof')} "
-                  f"(+ .tottime.txt, .cumulative.txt)", file=sys.stderr)
+            print(
+                f"profile of {label} ({len(profiles)} task runs): {directory / (label + '.prof')} "
+                f"(+ .tottime.txt, .cumulative.txt)",
+                file=sys.stderr,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +364,9 @@ def naive_flow() -> Any:
     body = getattr(advance_shard.fn, "__wrapped__", advance_shard.fn)  # never the --profile wrapper
 
     @task(name="naive-account", task_run_name="naive-{account_id}", cache_policy=NO_CACHE)
-    def advance_account(account_id: str, as_of: datetime, business_day: date, cycle_id: int) -> dict[str, int]:
+    def advance_account(
+        account_id: str, as_of: datetime, business_day: date, cycle_id: int
+    ) -> dict[str, int]:
         return body(Shard.single(account_id), as_of, business_day, cycle_id)
 
     @flow(name="naive-cycle", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
@@ -386,14 +397,20 @@ def same_outcome(url_a: str, url_b: str, account_ids: list[str]) -> bool:
     def snapshot(url: str) -> tuple[list[Any], list[Any]]:
         with get_engine(url).connect() as connection:
             accounts = connection.execute(
-                select(store.account.c.account_id, store.account.c.stage, store.account.c.episode,
-                       store.account.c.segment)
-                .where(store.account.c.account_id.in_(account_ids)).order_by(store.account.c.account_id)
+                select(
+                    store.account.c.account_id,
+                    store.account.c.stage,
+                    store.account.c.episode,
+                    store.account.c.segment,
+                )
+                .where(store.account.c.account_id.in_(account_ids))
+                .order_by(store.account.c.account_id)
             ).all()
             messages = connection.execute(
                 select(store.message.c.account_id, func.count())
                 .where(store.message.c.account_id.in_(account_ids))
-                .group_by(store.message.c.account_id).order_by(store.message.c.account_id)
+                .group_by(store.message.c.account_id)
+                .order_by(store.message.c.account_id)
             ).all()
         return [tuple(r) for r in accounts], [tuple(r) for r in messages]
 
@@ -437,7 +454,9 @@ def print_table(title: str, rows: list[Row]) -> None:
     table.add_column("per second", justify="right")
     table.add_column("note", overflow="fold")
     for row in rows:
-        table.add_row(row.phase, _fmt(row.seconds, 2), _fmt(row.count), f"{_fmt(row.rate)} {row.unit}".strip(), row.note)
+        table.add_row(
+            row.phase, _fmt(row.seconds, 2), _fmt(row.count), f"{_fmt(row.rate)} {row.unit}".strip(), row.note
+        )
     Console(width=None if sys.stdout.isatty() else 140).print(table)
 
 
@@ -449,16 +468,33 @@ def print_table(title: str, rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000, help="portfolio size (default 100,000)")
-    parser.add_argument("--naive", type=int, default=None, metavar="M",
-                        help="also advance M accounts with one task run per account (e.g. 300; slow)")
-    parser.add_argument("--as-of", default=DEFAULT_AS_OF, help=f"the cycle's instant (default {DEFAULT_AS_OF})")
+    parser.add_argument(
+        "--naive",
+        type=int,
+        default=None,
+        metavar="M",
+        help="also advance M accounts with one task run per account (e.g. 300; slow)",
+    )
+    parser.add_argument(
+        "--as-of", default=DEFAULT_AS_OF, help=f"the cycle's instant (default {DEFAULT_AS_OF})"
+    )
     parser.add_argument("--seed", type=int, default=1, help="portfolio seed (default 1)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to put the databases (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where to put the databases (default: a temp dir)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--cold-prefect", action="store_true",
-                        help="do not migrate Prefect's database ahead: the cycle's wall time then includes it")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="cProfile the advance-shard and dispatch-batch bodies into DIR (times are inflated)")
+    parser.add_argument(
+        "--cold-prefect",
+        action="store_true",
+        help="do not migrate Prefect's database ahead: the cycle's wall time then includes it",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="cProfile the advance-shard and dispatch-batch bodies into DIR (times are inflated)",
+    )
     args = parser.parse_args()
     if args.accounts < 1 or (args.naive is not None and args.naive < 1):
         parser.error("--accounts and --naive must be positive")
@@ -479,16 +515,22 @@ def main() -> None:
     day = business_date(instant, settings.lender_timezone)
     imported_at = instant - timedelta(days=1)  # the file arrived the day before: deterministic stage_since
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"workdir {workdir}; as of {instant.isoformat()} (business date {day}); shard_size {settings.shard_size}, "
-        f"dispatch_batch {settings.dispatch_batch}, dispatch_concurrency {settings.dispatch_concurrency}")
+    say(
+        f"workdir {workdir}; as of {instant.isoformat()} (business date {day}); shard_size {settings.shard_size}, "
+        f"dispatch_batch {settings.dispatch_batch}, dispatch_concurrency {settings.dispatch_concurrency}"
+    )
 
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     prefect_migrate_s = None if args.cold_prefect else migrate_prefect()
 
     say(f"generating and importing {args.accounts:,} accounts …")
-    loaded = load_in_child(args.accounts, args.seed, day, env["ARREARS_DATABASE_URL"], workdir / "accounts.csv", imported_at)
-    say(f"  generated in {loaded['generate_s']:.1f} s, imported {loaded['accepted']:,} "
-        f"({loaded['rejected']:,} rejected) in {loaded['import_s']:.1f} s")
+    loaded = load_in_child(
+        args.accounts, args.seed, day, env["ARREARS_DATABASE_URL"], workdir / "accounts.csv", imported_at
+    )
+    say(
+        f"  generated in {loaded['generate_s']:.1f} s, imported {loaded['accepted']:,} "
+        f"({loaded['rejected']:,} rejected) in {loaded['import_s']:.1f} s"
+    )
 
     started = time.perf_counter()
     from flows.daily_cycle import daily_cycle
@@ -526,8 +568,13 @@ def main() -> None:
     accounts = int(advanced.get("accounts", 0))
     sent = int(dispatched.get("sent", 0)) + int(dispatched.get("delivered", 0))
     outcomes = sum(v for k, v in dispatched.items() if k != "batches")
-    expected = (FIXED_TASKS + int(advanced["shards"]) + int(dispatched.get("batches", 0)) + ("bureau" in stats)
-                + bool(stats["reviews"]["review_runs_started"]))
+    expected = (
+        FIXED_TASKS
+        + int(advanced["shards"])
+        + int(dispatched.get("batches", 0))
+        + ("bureau" in stats)
+        + bool(stats["reviews"]["review_runs_started"])
+    )
     runs = read_task_runs(state.state_details.flow_run_id, expected)
     phases = spans(runs, {k: v for k, v in PHASE_TASKS.items()})
     shard_runs = spans(runs, {"shards": ("advance-shard",), "batches": ("dispatch-sms",)})
@@ -542,6 +589,7 @@ def main() -> None:
     server_s = (flow_run.created - called_at).total_seconds() if flow_run.created else None
     exit_s = (returned_at - last_task).total_seconds() if last_task else None
     advance_s, dispatch_s = seconds("advance"), seconds("dispatch")
+
     def gap(planner: str, work: str) -> float | None:
         """From the end of a planning task run to the start of the first task run it planned."""
         plan = next((r for r in runs if _task_name(r.name) == planner), None)
@@ -554,35 +602,76 @@ def main() -> None:
 
     missing = expected - len(runs)
     rows = [
-        Row("prefect start-up", startup_s,
+        Row(
+            "prefect start-up",
+            startup_s,
             note=f"call → first task run; of which {_fmt(server_s, 2)} s until the flow run was created "
-                 "(ephemeral server start)"),
+            "(ephemeral server start)",
+        ),
         Row("open cycle", seconds("open"), note="schema check, cycle row"),
-        Row("refresh", seconds("refresh"), int(stats["refresh"]["accounts_refreshed"]), "accounts/s",
-            f"{stats['refresh']['payments_applied']:,} payments applied"),
-        Row("advance", advance_s, accounts, "accounts/s",
+        Row(
+            "refresh",
+            seconds("refresh"),
+            int(stats["refresh"]["accounts_refreshed"]),
+            "accounts/s",
+            f"{stats['refresh']['payments_applied']:,} payments applied",
+        ),
+        Row(
+            "advance",
+            advance_s,
+            accounts,
+            "accounts/s",
             f"{advanced['shards']} shards (busy {shard_runs['shards'].busy_s:.1f} s; first starts "
             f"{_fmt(shards_start_s, 2)} s after plan-shards), "
             f"{advanced.get('transitions', 0):,} transitions, {advanced.get('messages', 0):,} messages"
-            if "shards" in shard_runs else ""),
-        Row("reviews + referrals", seconds("later"), int(stats["reviews"]["reviews_opened"]), "reviews/s",
-            ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in {**stats["reviews"], **stats["referrals"]}.items() if v)),
-        Row("bureau pulls", seconds("bureau"), sum(int(stats.get("bureau", {}).get(k, 0))
-                                                    for k in ("bureau_pulls", "skip_traces")), "pulls/s",
-            "beside dispatch; " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.get("bureau", {}).items())),
-        Row("dispatch", dispatch_s, sent, "messages/s",
+            if "shards" in shard_runs
+            else "",
+        ),
+        Row(
+            "reviews + referrals",
+            seconds("later"),
+            int(stats["reviews"]["reviews_opened"]),
+            "reviews/s",
+            ", ".join(
+                f"{k.replace('_', ' ')} {v:,}"
+                for k, v in {**stats["reviews"], **stats["referrals"]}.items()
+                if v
+            ),
+        ),
+        Row(
+            "bureau pulls",
+            seconds("bureau"),
+            sum(int(stats.get("bureau", {}).get(k, 0)) for k in ("bureau_pulls", "skip_traces")),
+            "pulls/s",
+            "beside dispatch; "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.get("bureau", {}).items()),
+        ),
+        Row(
+            "dispatch",
+            dispatch_s,
+            sent,
+            "messages/s",
             f"{dispatched.get('batches', 0)} batches; "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(dispatched.items()) if k != "batches")
-            + f"; sandbox start {_fmt(sandbox_start_s, 2)} s"),
+            + f"; sandbox start {_fmt(sandbox_start_s, 2)} s",
+        ),
         Row("report + close", seconds("report")),
         Row("flow exit", exit_s, note="last task run → call returns"),
-        Row("wall (daily_cycle call)", wall_s, accounts, "accounts/s",
+        Row(
+            "wall (daily_cycle call)",
+            wall_s,
+            accounts,
+            "accounts/s",
             f"CPU {cpu_s:.1f} s here ({cpu_s / wall_s:.2f} cores), "
             + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(child_cpu.items()))
-            + f"; load average {load_before[0]} before, {load_after[0]} after"),
+            + f"; load average {load_before[0]} before, {load_after[0]} after",
+        ),
     ]
-    print_table(f"daily cycle, {accounts:,} accounts as of {args.as_of}"
-                + (f" ({missing} task runs not recorded)" if missing else ""), rows)
+    print_table(
+        f"daily cycle, {accounts:,} accounts as of {args.as_of}"
+        + (f" ({missing} task runs not recorded)" if missing else ""),
+        rows,
+    )
 
     # ---- the naive design --------------------------------------------------------------------
     naive: dict[str, Any] | None = None
@@ -617,10 +706,21 @@ def main() -> None:
         print_table(
             f"advance: one task run per account vs shards of {settings.shard_size:,} (dispatch left out of both)",
             [
-                Row("naive (task run per account)", naive_s, result["accounts"], "accounts/s",
-                    f"{result['accounts']} task runs, 2 threads; same decisions as the cycle: {naive['same_decisions']}"),
-                Row("sharded (daily cycle)", advance_s, accounts, "accounts/s", f"{advanced['shards']} shards"),
-                Row("ratio", None, note=f"{naive['ratio']}× the naive design's accounts/s (target ≥ {TARGET_NAIVE_RATIO:g}×)"),
+                Row(
+                    "naive (task run per account)",
+                    naive_s,
+                    result["accounts"],
+                    "accounts/s",
+                    f"{result['accounts']} task runs, 2 threads; same decisions as the cycle: {naive['same_decisions']}",
+                ),
+                Row(
+                    "sharded (daily cycle)", advance_s, accounts, "accounts/s", f"{advanced['shards']} shards"
+                ),
+                Row(
+                    "ratio",
+                    None,
+                    note=f"{naive['ratio']}× the naive design's accounts/s (target ≥ {TARGET_NAIVE_RATIO:g}×)",
+                ),
             ],
         )
 
@@ -636,9 +736,13 @@ def main() -> None:
         "naive_ratio": naive["ratio"] if naive else None,
         "phases_s": {
             "prefect_startup": round(startup_s, 3) if startup_s is not None else None,
-            "open": seconds("open"), "refresh": seconds("refresh"), "advance": advance_s,
-            "reviews": seconds("later"), "bureau": seconds("bureau"),
-            "dispatch": dispatch_s, "report": seconds("report"),
+            "open": seconds("open"),
+            "refresh": seconds("refresh"),
+            "advance": advance_s,
+            "reviews": seconds("later"),
+            "bureau": seconds("bureau"),
+            "dispatch": dispatch_s,
+            "report": seconds("report"),
             "exit": round(exit_s, 3) if exit_s is not None else None,
         },
         "prefect_startup_s": round(startup_s, 3) if startup_s is not None else None,
@@ -652,9 +756,13 @@ def main() -> None:
         "batches": int(dispatched.get("batches", 0)),
         "cpu_s": round(cpu_s, 2),
         "sandbox_cpu_s": round(child_cpu["sandbox"], 2) if "sandbox" in child_cpu else None,
-        "prefect_server_cpu_s": round(child_cpu["prefect_server"], 2) if "prefect_server" in child_cpu else None,
+        "prefect_server_cpu_s": round(child_cpu["prefect_server"], 2)
+        if "prefect_server" in child_cpu
+        else None,
         "sandbox_peak_rss_mib": round(child_peaks["sandbox"], 1) if "sandbox" in child_peaks else None,
-        "prefect_server_peak_rss_mib": round(child_peaks["prefect_server"], 1) if "prefect_server" in child_peaks else None,
+        "prefect_server_peak_rss_mib": round(child_peaks["prefect_server"], 1)
+        if "prefect_server" in child_peaks
+        else None,
         "import_s": round(loaded["import_s"], 3),
         "generate_s": round(loaded["generate_s"], 3),
         "import_peak_rss_mib": round(loaded["peak_rss_mib"], 1),

@@ -13,7 +13,7 @@ from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
 from flows.legal_referral import REFERRAL_DEPLOYMENT, legal_referral
 from flows.repossession_review import REVIEW_DEPLOYMENT, repossession_review
 
-__all__ = ["deployments", "serve_all", "OUTBOX_INTERVAL"]
+__all__ = ["OUTBOX_INTERVAL", "deployments", "serve_all"]
 
 # Deferred messages become due at the borrower's 08:00; a quarter-hour sweep sends them promptly.
 OUTBOX_INTERVAL = timedelta(minutes=15)

@@ -196,8 +196,11 @@ def run_lifecycle_deployment(deployment: str = "account-lifecycle/account") -> C
         from prefect.deployments import run_deployment
 
         return run_deployment(
-            deployment, parameters={"account_id": account_id, "reason": reason}, timeout=0,
-            as_subflow=False, flow_run_name=f"account {account_id}",
+            deployment,
+            parameters={"account_id": account_id, "reason": reason},
+            timeout=0,
+            as_subflow=False,
+            flow_run_name=f"account {account_id}",
             tags=[f"account:{account_id.lower()}", f"reason:{reason}"],
         )
 
@@ -236,8 +239,9 @@ class LifecycleRunner:
         try:
             return self._run(account_id, reason)
         except Exception:
-            log.exception("account_lifecycle for %s (%s) failed; the daily cycle catches up",
-                          account_id, reason)
+            log.exception(
+                "account_lifecycle for %s (%s) failed; the daily cycle catches up", account_id, reason
+            )
             raise
 
     def drain(self, timeout: float | None = None) -> list[Any]:
@@ -299,8 +303,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         if not secret:
-            log.warning("no webhook secret (ARREARS_WEBHOOK_SECRET): "
-                        "callbacks without a vendor signature are refused")
+            log.warning(
+                "no webhook secret (ARREARS_WEBHOOK_SECRET): callbacks without a vendor signature are refused"
+            )
         yield
         if own_runner:
             await run_in_threadpool(runner.close)
@@ -340,7 +345,7 @@ def create_app(
         statement's parameters, and uvicorn's own traceback would print them whole."""
         try:
             return await run_in_threadpool(fn, engine, **kw)
-        except Exception as e:  # noqa: BLE001 - any failure is a 500 the vendor retries; logged below
+        except Exception as e:
             first_line = (scrub(str(e)).splitlines() or [""])[0][:300]
             log.error("storing a callback failed: %s: %s", type(e).__name__, first_line)
             raise _Refused(500, "internal error; retry later") from None
@@ -376,8 +381,14 @@ def create_app(
             except InvalidCallback as e:
                 raise _Refused(400, str(e)) from None
         applied = await store(record.record_delivery_reports, provider=sms.info.name, reports=reports)
-        log.info("sms.%s status: %d reports, %d moved, %d already there, %d unknown", provider,
-                 len(reports), len(applied.changed), applied.unchanged, len(applied.unmatched))
+        log.info(
+            "sms.%s status: %d reports, %d moved, %d already there, %d unknown",
+            provider,
+            len(reports),
+            len(applied.changed),
+            applied.unchanged,
+            len(applied.unmatched),
+        )
         if isinstance(sms, AliyunSmsProvider):
             if applied.unmatched:
                 # Maybe a report faster than dispatch's write of the provider id: a non-zero code
@@ -402,12 +413,21 @@ def create_app(
         lifecycle_accounts: list[str] = []
         for address, text, at, callback_id in messages:
             result = await store(
-                record.record_inbound_sms, address=address, text=text, at=min(at, received),
-                provider=sms.info.name, callback_id=callback_id,
+                record.record_inbound_sms,
+                address=address,
+                text=text,
+                at=min(at, received),
+                provider=sms.info.name,
+                callback_id=callback_id,
             )
-            log.info("sms.%s inbound from %s: %s%s, %d accounts", provider, mask_phone(address),
-                     result.classified.kind, " (repeat)" if result.recorded.duplicate else "",
-                     len(result.recorded.accounts))
+            log.info(
+                "sms.%s inbound from %s: %s%s, %d accounts",
+                provider,
+                mask_phone(address),
+                result.classified.kind,
+                " (repeat)" if result.recorded.duplicate else "",
+                len(result.recorded.accounts),
+            )
             lifecycle_accounts += result.lifecycle_accounts
         for account_id in dict.fromkeys(lifecycle_accounts):
             runner.submit(account_id, "reply")
@@ -441,8 +461,12 @@ def create_app(
         known = 0
         for i, u in enumerate(updates):
             result = await store(
-                record.record_court_status, filing_id=str(u.filing_id), status=str(u.status),
-                at=min(u.at, now()), provider=provider, callback_id=f"sha256:{digest}:{i}",
+                record.record_court_status,
+                filing_id=str(u.filing_id),
+                status=str(u.status),
+                at=min(u.at, now()),
+                provider=provider,
+                callback_id=f"sha256:{digest}:{i}",
                 reason=getattr(u, "reason", None),
             )
             known += result.known
@@ -537,8 +561,10 @@ class WebhookConfig:
 
     def __repr__(self) -> str:
         secret = "'***'" if self.secret else None
-        return (f"WebhookConfig(host={self.host!r}, port={self.port}, secret={secret}, "
-                f"public_url={self.public_url!r})")
+        return (
+            f"WebhookConfig(host={self.host!r}, port={self.port}, secret={secret}, "
+            f"public_url={self.public_url!r})"
+        )
 
 
 def webhook_config() -> WebhookConfig:
@@ -612,7 +638,10 @@ def webhook_server(
         providers = {name: stack.enter_context(p) for name, p in providers_from_settings().items()}
         engine = get_engine(get_settings().database_url)
         app = create_app(
-            engine=engine, sms_providers=providers, secret=config.secret, public_url=config.public_url,
+            engine=engine,
+            sms_providers=providers,
+            secret=config.secret,
+            public_url=config.public_url,
             lifecycle=lifecycle,
         )
         yield stack.enter_context(WebhookServer(app, host=config.host, port=config.port))

@@ -66,9 +66,7 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     if problems:
         found = [(p.record, p.field, p.reason) for p in problems]
         record_refusal(period, f"{len(found)} layout problems found by our validator", found)
-        emit_event(
-            "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
-        )
+        emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
         raise FurnishingRefused(f"metro2 {period} not submitted: {len(found)} layout problems", found)
     written = write_furnish_file(built.content, output) if output else None
 
@@ -82,9 +80,7 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     if not result.accepted:
         found = [(e.record, e.field, e.reason) for e in result.errors]
         record_refusal(period, f"the bureau refused submission {result.submission_id}", found)
-        emit_event(
-            "arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)}
-        )
+        emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
         raise FurnishingRefused(f"metro2 {period} refused by the bureau", found)
     recorded = record_furnish(built, result)
 

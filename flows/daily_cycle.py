@@ -29,11 +29,11 @@ from flows.repossession_review import start_reviews
 from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
 from tasks.dispatch import dispatch_batch, plan_dispatch
-from tasks.report import report_cycle
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
+from tasks.report import report_cycle
 
-__all__ = ["daily_cycle", "cycle_shard", "dispatch_outbox", "run_dispatch", "watch_progress"]
+__all__ = ["cycle_shard", "daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
 
 # In-process listeners (the CLI's progress bar): phase, units done, units in all.
 _listeners: list[Callable[[str, int, int], None]] = []
@@ -98,13 +98,21 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
         update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
         _progress("advance", done, len(shards))
     stats["advance"] = {"shards": len(shards), **totals}
-    log.info("advanced %d accounts in %d shards: %d transitions, %d new messages",
-             totals.get("accounts", 0), len(shards), totals.get("transitions", 0), totals.get("messages", 0))
+    log.info(
+        "advanced %d accounts in %d shards: %d transitions, %d new messages",
+        totals.get("accounts", 0),
+        len(shards),
+        totals.get("transitions", 0),
+        totals.get("messages", 0),
+    )
 
     # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
     # next advance, so they run beside the reviews and the dispatch rather than before them.
-    pulls = (pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
-             if settings.bureau_pulls_per_cycle else None)
+    pulls = (
+        pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
+        if settings.bureau_pulls_per_cycle
+        else None
+    )
     stats["reviews"] = start_reviews(instant, as_of, cycle_id)
     stats["referrals"] = start_referrals(instant, as_of)
     stats["dispatch"] = run_dispatch(instant, cycle_id)
@@ -115,7 +123,9 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     return stats
 
 
-def fan_out_shards(deployment: str, shards: list[Shard], instant: datetime, cycle_id: int) -> Iterator[dict[str, int]]:
+def fan_out_shards(
+    deployment: str, shards: list[Shard], instant: datetime, cycle_id: int
+) -> Iterator[dict[str, int]]:
     """Start one `cycle_shard` run per shard on `deployment`, then wait for each in turn.
 
     The idempotency key makes a retried cycle reuse the shard runs it already started. Each
@@ -128,7 +138,13 @@ def fan_out_shards(deployment: str, shards: list[Shard], instant: datetime, cycl
     runs = [
         run_deployment(
             deployment,
-            parameters={"as_of": instant.isoformat(), "cycle_id": cycle_id, "index": s.index, "lo": s.lo, "hi": s.hi},
+            parameters={
+                "as_of": instant.isoformat(),
+                "cycle_id": cycle_id,
+                "index": s.index,
+                "lo": s.lo,
+                "hi": s.hi,
+            },
             flow_run_name=f"cycle-shard {s.index} of cycle {cycle_id}",
             tags=["stage:advance", f"shard:{s.index}"],
             idempotency_key=f"cycle-{cycle_id}-shard-{s.index}",
@@ -140,7 +156,9 @@ def fan_out_shards(deployment: str, shards: list[Shard], instant: datetime, cycl
     for run in runs:
         finished = asyncio.run(wait_for_flow_run(run.id, poll_interval=2))
         if finished.state is None or not finished.state.is_completed():
-            raise RuntimeError(f"shard run {finished.name} ended {finished.state.name if finished.state else 'unknown'}")
+            raise RuntimeError(
+                f"shard run {finished.name} ended {finished.state.name if finished.state else 'unknown'}"
+            )
         yield {}
 
 

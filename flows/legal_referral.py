@@ -20,7 +20,15 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
-from flows.repossession_review import Wake, deployment_exists, later_of, now_of, paused_runs, runs_in, wait_for
+from flows.repossession_review import (
+    Wake,
+    deployment_exists,
+    later_of,
+    now_of,
+    paused_runs,
+    runs_in,
+    wait_for,
+)
 from tasks.legal import (
     load_referral,
     open_referral,
@@ -74,7 +82,10 @@ async def legal_referral(account_id: str, as_of: str | None = None) -> dict[str,
 
 
 def start_referrals(
-    instant: datetime, as_of: str | None, *, deployment: str = REFERRAL_DEPLOYMENT,
+    instant: datetime,
+    as_of: str | None,
+    *,
+    deployment: str = REFERRAL_DEPLOYMENT,
 ) -> dict[str, int]:
     """After advance: start a run for each account in legal referral that no live run works on
     (a new referral, or one whose run died before the case ended: restarted at most once a day,
@@ -119,5 +130,7 @@ def _live_runs(flow_name: str) -> list[Any]:
     """Runs of `flow_name` that have not ended (scheduled, pending, running, paused)."""
     from prefect.client.schemas.objects import StateType
 
-    return runs_in(flow_name, [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED,
-                               StateType.CANCELLING])
+    return runs_in(
+        flow_name,
+        [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
+    )

@@ -51,14 +51,14 @@ __all__ = [
     "REVIEW_DEPLOYMENT",
     "ReviewDecision",
     "Wake",
+    "deployment_exists",
+    "later_of",
+    "now_of",
+    "paused_runs",
     "repossession_review",
+    "runs_in",
     "start_reviews",
     "wait_for",
-    "paused_runs",
-    "runs_in",
-    "deployment_exists",
-    "now_of",
-    "later_of",
 ]
 
 REVIEW_DEPLOYMENT = "repossession-review/review"
@@ -76,7 +76,8 @@ class ReviewDecision(RunInput):
         description="repossess: order the vehicle's recovery; legal: refer to court; negotiate: back to negotiation."
     )
     reviewer: str = Field(
-        min_length=1, max_length=100,
+        min_length=1,
+        max_length=100,
         description="Your name. Prefect's server has no users: arrears records the reviewer from this field.",
     )
     reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the account's audit trail.")
@@ -108,8 +109,9 @@ async def wait_for(model: type[R], *, key: str) -> R:
     suspended under a deployment, paused in this process without one."""
     if _deployed():
         return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
-    return await apause_flow_run(wait_for_input=model, key=key, timeout=PAUSE_TIMEOUT_SECONDS,
-                                 poll_interval=POLL_SECONDS)
+    return await apause_flow_run(
+        wait_for_input=model, key=key, timeout=PAUSE_TIMEOUT_SECONDS, poll_interval=POLL_SECONDS
+    )
 
 
 def _name() -> str:
@@ -146,8 +148,9 @@ async def repossession_review(account_id: str, as_of: str | None = None) -> dict
     if state.decision is None:
         answer = await wait_for(ReviewDecision, key="decision")
         at = max(now, datetime.now(UTC))
-        decided: Decided = record_decision(state.review_id, answer.decision, answer.reviewer, answer.reason, at,
-                                           "prefect")
+        decided: Decided = record_decision(
+            state.review_id, answer.decision, answer.reviewer, answer.reason, at, "prefect"
+        )
         if not decided.state.in_review and not decided.changed and decided.state.decision is None:
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
     else:
@@ -187,8 +190,11 @@ def runs_in(flow_name: str, states: list[Any]) -> list[Any]:
         while True:
             page = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))),
-                limit=200, offset=len(found),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+                ),
+                limit=200,
+                offset=len(found),
             )
             found += page
             if len(page) < 200:
@@ -203,15 +209,24 @@ def paused_runs(flow_name: str) -> list[Any]:
 
 
 def start_reviews(
-    instant: datetime, as_of: str | None, cycle_id: int | None = None, *, deployment: str = REVIEW_DEPLOYMENT,
+    instant: datetime,
+    as_of: str | None,
+    cycle_id: int | None = None,
+    *,
+    deployment: str = REVIEW_DEPLOYMENT,
 ) -> dict[str, int]:
     """After advance: open, close and notify reviews in bulk; start a run for each new review on
     `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
     cycle's own parameter (None in production: the runs then use the clock)."""
     prepared = prepare_reviews(instant, cycle_id)
-    counts = {"reviews_opened": prepared.opened, "reviews_closed": prepared.closed,
-              "cure_notices": prepared.notices, "review_runs_started": 0, "review_runs_woken": 0,
-              "review_runs_cancelled": 0}
+    counts = {
+        "reviews_opened": prepared.opened,
+        "reviews_closed": prepared.closed,
+        "cure_notices": prepared.notices,
+        "review_runs_started": 0,
+        "review_runs_woken": 0,
+        "review_runs_cancelled": 0,
+    }
     if deployment_exists(deployment):
         counts["review_runs_started"] = _start(deployment, prepared, as_of)
     # Runs paused in a process (no deployment) are woken the same way as suspended ones.
@@ -228,10 +243,15 @@ def _start(deployment: str, prepared: Any, as_of: str | None) -> int:
     ended = _ended_runs([run_id for _, _, run_id in prepared.with_run])
     # The account is in the key as well as the review: a key is unique across the whole Prefect
     # server, which may serve more than one arrears database (staging, tests).
-    todo = [(review_id, account_id, f"review-{account_id.lower()}-{review_id}")
-            for review_id, account_id in prepared.without_run]
-    todo += [(review_id, account_id, f"review-{account_id.lower()}-{review_id}-after-{run_id}")
-             for review_id, account_id, run_id in prepared.with_run if run_id in ended]
+    todo = [
+        (review_id, account_id, f"review-{account_id.lower()}-{review_id}")
+        for review_id, account_id in prepared.without_run
+    ]
+    todo += [
+        (review_id, account_id, f"review-{account_id.lower()}-{review_id}-after-{run_id}")
+        for review_id, account_id, run_id in prepared.with_run
+        if run_id in ended
+    ]
     started: list[tuple[int, str]] = []
     for review_id, account_id, key in todo:
         run = run_deployment(
@@ -261,8 +281,10 @@ def _ended_runs(run_ids: list[str]) -> set[str]:
     ended: set[str] = set()
     with get_client(sync_client=True) as client:
         for start in range(0, len(run_ids), 200):
-            ids = [UUID(r) for r in run_ids[start:start + 200]]
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200):
+            ids = [UUID(r) for r in run_ids[start : start + 200]]
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200
+            ):
                 state = run.state
                 if state is not None and state.is_final() and not state.is_completed():
                     ended.add(str(run.id))
@@ -291,15 +313,19 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
         elif key == "decision":
             if review.decision is not None:
                 # Decided on the command line while the run could not be resumed: hand it over now.
-                given = {"decision": review.decision, "reviewer": review.reviewer or "unknown",
-                         "reason": review.reason or "recorded in arrears"}
+                given = {
+                    "decision": review.decision,
+                    "reviewer": review.reviewer or "unknown",
+                    "reason": review.reason or "recorded in arrears",
+                }
                 resume_flow_run(run.id, run_input=given)
                 woken += 1
             elif review.closed or not review.in_review:
                 from prefect.states import Cancelled as cancelled_state
 
                 with get_client(sync_client=True) as client:
-                    client.set_flow_run_state(run.id, cancelled_state(message=f"account is now {review.stage}"),
-                                              force=True)
+                    client.set_flow_run_state(
+                        run.id, cancelled_state(message=f"account is now {review.stage}"), force=True
+                    )
                 cancelled += 1
     return woken, cancelled

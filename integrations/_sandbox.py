@@ -44,7 +44,6 @@ __all__ = [
 CREDENTIALS_ENV = "ARREARS_SANDBOX_CREDENTIALS"  # JSON object; how start_sandbox hands them over
 
 
-
 class _Credentials(Protocol):
     """What a kind's sandbox credentials offer (`BureauCredentials`, `CourtSandboxCredentials`…)."""
 
@@ -128,7 +127,7 @@ class CallbackFaults(SandboxFaults):
     duplicate_callbacks: int = Field(default=0, ge=0, description="The next N callbacks are sent twice.")
 
     def take_callback(self, target: str) -> str | None:
-        """"drop", "duplicate" or None for the next callback to `target`, consuming one."""
+        """ "drop", "duplicate" or None for the next callback to `target`, consuming one."""
         if not self.applies(target):
             return None
         if self.drop_callbacks:

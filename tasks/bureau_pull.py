@@ -16,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from arrears.storage import later_stages as store
 from integrations.bureau.protocol import COLLECTION_PURPOSE, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
-from tasks.providers import bureau_session
 from tasks.database import engine
+from tasks.providers import bureau_session
 
 __all__ = ["pull_bureau_profiles"]
 
@@ -26,7 +26,13 @@ __all__ = ["pull_bureau_profiles"]
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     """Pull the profiles due (at most `limit` a cycle); counts by outcome. A transient failure
     leaves the account for the next cycle; a refusal (no file) is recorded and not asked again."""
-    counts = {"bureau_pulls": 0, "skip_traces": 0, "bureau_no_file": 0, "bureau_failed": 0, "numbers_found": 0}
+    counts = {
+        "bureau_pulls": 0,
+        "skip_traces": 0,
+        "bureau_no_file": 0,
+        "bureau_failed": 0,
+        "numbers_found": 0,
+    }
     with engine().connect() as connection:
         subjects = store.pull_subjects(connection, limit=limit)
     if not subjects:
@@ -36,16 +42,22 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
             if subject.phone is None:
                 counts["bureau_failed"] += 1
                 continue
-            request = PullRequest(idempotency_key=subject.key, account_ref=subject.account_id, name=subject.name,
-                                  purpose=COLLECTION_PURPOSE, phone=subject.phone)
+            request = PullRequest(
+                idempotency_key=subject.key,
+                account_ref=subject.account_id,
+                name=subject.name,
+                purpose=COLLECTION_PURPOSE,
+                phone=subject.phone,
+            )
             try:
                 profile = provider.pull(request)
             except ConfigError:
                 raise  # wrong credentials or URL: every pull would fail the same way
             except Permanent as refused:
                 with engine().begin() as connection:
-                    store.record_pull_refusal(connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE,
-                                              reason=str(refused))
+                    store.record_pull_refusal(
+                        connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=str(refused)
+                    )
                 counts["bureau_no_file"] += 1
                 continue
             except ProviderError as failed:  # transient or unknown: the next cycle asks again, same key
@@ -54,11 +66,17 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
                 continue
             with engine().begin() as connection:
                 stored = store.record_pull(
-                    connection, subject=subject, at=at, purpose=profile.purpose, report_id=profile.report_id,
-                    score_band=profile.score_band, income_estimate=profile.income_estimate,
+                    connection,
+                    subject=subject,
+                    at=at,
+                    purpose=profile.purpose,
+                    report_id=profile.report_id,
+                    score_band=profile.score_band,
+                    income_estimate=profile.income_estimate,
                     phones=[(p.number, p.confidence, p.line_type) for p in profile.phones],
                     bankruptcy_chapter=profile.bankruptcy.chapter if profile.bankruptcy else None,
-                    bankrupt=profile.bankrupt, deceased=profile.deceased,
+                    bankrupt=profile.bankrupt,
+                    deceased=profile.deceased,
                 )
             counts["skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"] += 1
             counts["numbers_found"] += int(stored["numbers_found"])

@@ -10,14 +10,14 @@ from prefect.cache_policies import NO_CACHE
 from arrears.lifecycle import advance
 from arrears.models import utcnow
 from arrears.settings import get_settings
-from arrears.storage import migrate, read_only
 from arrears.storage import cycle as store
+from arrears.storage import migrate, read_only
 from tasks.database import engine, policy
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
 
-__all__ = ["Shard", "open_cycle", "refresh", "plan_shards", "advance_shard", "close_cycle"]
+__all__ = ["Shard", "advance_shard", "close_cycle", "open_cycle", "plan_shards", "refresh"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,11 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
     rules = policy()
     with read_only(engine()) as connection:
         rows = store.load_shard(
-            connection, lo=shard.lo, hi=shard.hi, business_date=business_date, lender=settings.lender_name,
+            connection,
+            lo=shard.lo,
+            hi=shard.hi,
+            business_date=business_date,
+            lender=settings.lender_name,
             since=as_of - rules.longest_cap_window(),
         )
     # Each decided message carries the body its compliance verdict was given on.
@@ -92,7 +96,11 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
         fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
         kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
         counts = store.write_decisions(
-            connection, rows=[r for r, _ in kept], decisions=[d for _, d in kept], texts={}, now=as_of,
+            connection,
+            rows=[r for r, _ in kept],
+            decisions=[d for _, d in kept],
+            texts={},
+            now=as_of,
             cycle_id=cycle_id,
         )
     return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}

@@ -34,7 +34,7 @@ from tasks.providers import current_sms
 # Every process that dispatches masks numbers in its log records, Prefect's run logs included.
 install_log_masking()
 
-__all__ = ["Batch", "plan_dispatch", "dispatch_batch"]
+__all__ = ["Batch", "dispatch_batch", "plan_dispatch"]
 
 LEASE = timedelta(minutes=10)
 
@@ -73,8 +73,14 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
     wall = utcnow()
     with engine().begin() as connection:
         rows = outbox.lease_batch(
-            connection, lo=batch.lo, hi=batch.hi, now=as_of, wall=wall, lease_until=wall + LEASE,
-            account_id=batch.account_id, lookback=rules.longest_cap_window(),
+            connection,
+            lo=batch.lo,
+            hi=batch.hi,
+            now=as_of,
+            wall=wall,
+            lease_until=wall + LEASE,
+            account_id=batch.account_id,
+            lookback=rules.longest_cap_window(),
         )
 
     outcomes: list[Outcome] = []
@@ -86,7 +92,9 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             outcomes.append(refusal)
         else:
             to_send.append(row)
-            approved[row.borrower_id].append(Contact(as_of, "sms", row.account_id, row.address, message_id=row.id))
+            approved[row.borrower_id].append(
+                Contact(as_of, "sms", row.account_id, row.address, message_id=row.id)
+            )
 
     name = provider.info.name
     requests = [SmsRequest(r.idempotency_key, r.address, r.template, r.params, r.body) for r in to_send]
@@ -97,7 +105,9 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             found = provider.status(request, row.provider_id)
             if found is not None:
                 known[row.idempotency_key] = found
-    fresh = [(row, req) for row, req in zip(to_send, requests, strict=True) if row.idempotency_key not in known]
+    fresh = [
+        (row, req) for row, req in zip(to_send, requests, strict=True) if row.idempotency_key not in known
+    ]
     results = provider.send_batch([req for _, req in fresh]) if fresh else []
     # Sent "as of" the instant the send-time check approved: for a run as of now that is now, and
     # a replayed or simulated day keeps a timeline that the compliance re-check can trust.
@@ -121,24 +131,46 @@ def _refusal(
     """The send-time check: the same rules as at decision time (`check_contact`), plus what
     changed since. `approved` holds the rows of the borrower this batch already lets go."""
     if (row.account_stage, row.account_episode) != (row.stage, row.episode):
-        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "stale", detail=f"account is now {row.account_stage}")
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.BLOCKED,
+            "stale",
+            detail=f"account is now {row.account_stage}",
+        )
     if not row.address_valid or not row.address:
         return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "invalid_number")
     verdict = check_contact(
         request=ContactRequest(
-            account_id=row.account_id, jurisdiction=row.jurisdiction, timezone=row.timezone, template=row.template,
-            body=row.body, lender=row.params.get("lender", lender), address=row.address,
-            fill=tuple(row.params.items()), message_id=row.id, stage=row.stage, episode=row.episode,
+            account_id=row.account_id,
+            jurisdiction=row.jurisdiction,
+            timezone=row.timezone,
+            template=row.template,
+            body=row.body,
+            lender=row.params.get("lender", lender),
+            address=row.address,
+            fill=tuple(row.params.items()),
+            message_id=row.id,
+            stage=row.stage,
+            episode=row.episode,
         ),
-        state=ContactState(holds=row.holds, opted_out=row.opted_out, history=(*row.history, *(approved or ()))),
+        state=ContactState(
+            holds=row.holds, opted_out=row.opted_out, history=(*row.history, *(approved or ()))
+        ),
         policy=rules,
         now=now,
     )
     if verdict.kind is VerdictKind.BLOCK:
         return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, verdict.reason, detail=verdict.detail)
     if verdict.kind is VerdictKind.DEFER:
-        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, verdict.reason, not_before=verdict.not_before,
-                       detail=verdict.detail)
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.SCHEDULED,
+            verdict.reason,
+            not_before=verdict.not_before,
+            detail=verdict.detail,
+        )
     return None
 
 
@@ -157,27 +189,60 @@ def _log_refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> 
 
 def _outcome(row: DueMessage, result: SmsResult | ProviderError, provider: str, at: datetime) -> Outcome:
     if isinstance(result, SmsResult):
-        status = MessageStatus.DELIVERED if result.status == "delivered" else (
-            MessageStatus.FAILED if result.status in ("failed", "undelivered") else MessageStatus.SENT
+        status = (
+            MessageStatus.DELIVERED
+            if result.status == "delivered"
+            else (MessageStatus.FAILED if result.status in ("failed", "undelivered") else MessageStatus.SENT)
         )
-        return Outcome(row.id, row.account_id, status, result.error_code, provider=provider,
-                       provider_id=result.provider_id, sent_at=at)
+        return Outcome(
+            row.id,
+            row.account_id,
+            status,
+            result.error_code,
+            provider=provider,
+            provider_id=result.provider_id,
+            sent_at=at,
+        )
     if isinstance(result, Transient):
         retry_at = at + timedelta(seconds=result.retry_after or 60)
-        return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, "provider:busy", not_before=retry_at,
-                       detail=str(result))
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.SCHEDULED,
+            "provider:busy",
+            not_before=retry_at,
+            detail=str(result),
+        )
     if isinstance(result, InvalidAddress):
-        return Outcome(row.id, row.account_id, MessageStatus.FAILED, "invalid_number", provider=provider,
-                       invalid_address=row.address, detail=str(result))
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.FAILED,
+            "invalid_number",
+            provider=provider,
+            invalid_address=row.address,
+            detail=str(result),
+        )
     if isinstance(result, OptedOut):
-        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "opt_out:carrier", provider=provider,
-                       detail=str(result))
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.BLOCKED,
+            "opt_out:carrier",
+            provider=provider,
+            detail=str(result),
+        )
     if isinstance(result, Permanent):
-        return Outcome(row.id, row.account_id, MessageStatus.FAILED, "provider:refused", provider=provider,
-                       detail=str(result))
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.FAILED,
+            "provider:refused",
+            provider=provider,
+            detail=str(result),
+        )
     # Unknown outcome (or any other provider error): keep it scheduled; the next lease reconciles
     # it through status() before anything is sent again.
-    return Outcome(row.id, row.account_id, MessageStatus.SCHEDULED, "provider:unknown", not_before=at,
-                   detail=str(result))
-
-
+    return Outcome(
+        row.id, row.account_id, MessageStatus.SCHEDULED, "provider:unknown", not_before=at, detail=str(result)
+    )

@@ -22,7 +22,11 @@ from arrears.vocabulary import MessageStatus
 from integrations.sms.protocol import DeliveryReport
 
 __all__ = [
-    "InboundResult", "record_court_status", "record_delivery_reports", "record_inbound_sms", "to_status",
+    "InboundResult",
+    "record_court_status",
+    "record_delivery_reports",
+    "record_inbound_sms",
+    "to_status",
 ]
 
 _STATUS = {
@@ -72,8 +76,14 @@ def record_inbound_sms(
 ) -> InboundResult:
     """Classify an inbound SMS and record it: an opt-out, an opt-in, or a reply."""
     classified = classify(text)
-    inbound = Inbound(address=address, text=text, at=at, provider=provider, callback_id=callback_id,
-                      keyword=classified.keyword)
+    inbound = Inbound(
+        address=address,
+        text=text,
+        at=at,
+        provider=provider,
+        callback_id=callback_id,
+        keyword=classified.keyword,
+    )
     record = {
         InboundKind.OPT_OUT: store.record_opt_out,
         InboundKind.OPT_IN: store.record_opt_in,
@@ -96,6 +106,11 @@ def record_court_status(
     """Store a court status on its referral (see `arrears.storage.inbound.record_court_status`)."""
     with engine.begin() as connection:
         return store.record_court_status(
-            connection, filing_id=filing_id, status=status, at=at, provider=provider,
-            callback_id=callback_id, reason=reason,
+            connection,
+            filing_id=filing_id,
+            status=status,
+            at=at,
+            provider=provider,
+            callback_id=callback_id,
+            reason=reason,
         )

@@ -28,13 +28,13 @@ from tasks.providers import current_court
 
 __all__ = [
     "envelope_of",
-    "open_referral",
     "load_referral",
-    "submit_filing",
+    "open_referral",
     "poll_filing",
-    "request_dismissal",
     "referral_work",
     "referrals_followed",
+    "request_dismissal",
+    "submit_filing",
 ]
 
 # Statuses after which the gateway will not withdraw a filing: a dismissal is then a motion counsel files.
@@ -47,8 +47,10 @@ def envelope_of(draft: FilingDraft) -> FilingEnvelope:
         idempotency_key=draft.idempotency_key,
         court=draft.court,
         case_type=draft.case_type,  # type: ignore[arg-type]
-        parties=[Party(role="plaintiff", name=draft.plaintiff, kind="organization"),
-                 Party(role="defendant", name=draft.defendant)],
+        parties=[
+            Party(role="plaintiff", name=draft.plaintiff, kind="organization"),
+            Party(role="defendant", name=draft.defendant),
+        ],
         claim_amount=draft.claim,
         currency=draft.currency,
         documents=[FilingDocument.from_bytes(d.kind, d.name, d.content) for d in draft.documents],
@@ -60,7 +62,9 @@ def envelope_of(draft: FilingDraft) -> FilingEnvelope:
 def open_referral(account_id: str, at: datetime) -> ReferralState | None:
     """The account's current referral, opened with its facts (claim, notices, military status)."""
     with engine().begin() as connection:
-        return store.open_referral(connection, account_id=account_id, at=at, lender=get_settings().lender_name)
+        return store.open_referral(
+            connection, account_id=account_id, at=at, lender=get_settings().lender_name
+        )
 
 
 @task(name="load-referral", cache_policy=NO_CACHE)
@@ -89,12 +93,19 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
         receipt = provider.submit(envelope_of(draft))
     except Permanent as refused:
         with engine().begin() as connection:
-            store.record_refusal(connection, referral_id=referral_id, at=at, reason=str(refused),
-                                 provider=provider.info.name)
+            store.record_refusal(
+                connection, referral_id=referral_id, at=at, reason=str(refused), provider=provider.info.name
+            )
         return load_referral.fn(referral_id)
     with engine().begin() as connection:
-        store.record_submission(connection, referral_id=referral_id, filing_id=receipt.filing_id,
-                                status=receipt.status, at=max(at, receipt.submitted_at), provider=provider.info.name)
+        store.record_submission(
+            connection,
+            referral_id=referral_id,
+            filing_id=receipt.filing_id,
+            status=receipt.status,
+            at=max(at, receipt.submitted_at),
+            provider=provider.info.name,
+        )
     return load_referral.fn(referral_id)
 
 
@@ -110,13 +121,23 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
         found = provider.status(state.filing_id)
     except FilingNotFound as lost:
         with engine().begin() as connection:
-            store.record_refusal(connection, referral_id=referral_id, at=at, reason=f"court has no such filing: {lost}",
-                                 provider=provider.info.name)
+            store.record_refusal(
+                connection,
+                referral_id=referral_id,
+                at=at,
+                reason=f"court has no such filing: {lost}",
+                provider=provider.info.name,
+            )
         return load_referral.fn(referral_id)
     with engine().begin() as connection:
         record_court_status(
-            connection, filing_id=found.filing_id, status=found.status, at=max(at, found.at),
-            provider=provider.info.name, callback_id=f"poll:{found.filing_id}:{found.status}", reason=found.reason,
+            connection,
+            filing_id=found.filing_id,
+            status=found.status,
+            at=max(at, found.at),
+            provider=provider.info.name,
+            callback_id=f"poll:{found.filing_id}:{found.status}",
+            reason=found.reason,
         )
     return load_referral.fn(referral_id)
 
@@ -138,7 +159,10 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
             status = "dismissing"
             detail = f"dismissal of {state.filing_id} to be filed by counsel ({refused}): {reason}"
     else:
-        status, detail = "dismissing", f"dismissal of filing {state.filing_id} to be filed by counsel: {reason}"
+        status, detail = (
+            "dismissing",
+            f"dismissal of filing {state.filing_id} to be filed by counsel: {reason}",
+        )
     with engine().begin() as connection:
         store.record_dismissal(connection, referral_id=referral_id, status=status, at=at, detail=detail)
     return load_referral.fn(referral_id)

@@ -16,35 +16,65 @@ from arrears.settings import get_settings
 from arrears.storage import later_stages as store
 from tasks.database import policy as load_policy
 
-__all__ = ["refresh_plans", "accept_plan", "plan_overview"]
+__all__ = ["accept_plan", "plan_overview", "refresh_plans"]
 
 
 def refresh_plans(
-    connection: Connection, *, as_of: datetime, business_date: date, cycle_id: int | None = None,
+    connection: Connection,
+    *,
+    as_of: datetime,
+    business_date: date,
+    cycle_id: int | None = None,
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Record offers for accounts that entered restructuring, then move active plans on: payments
     made, completed (the account is brought current and cures), defaulted (to review), re-aged."""
     rules = plan_rules(load_policy())
-    counts = {"plans_offered": store.offer_plans(connection, as_of=as_of, business_date=business_date, rules=rules,
-                                                 cycle_id=cycle_id, account_id=account_id)}
+    counts = {
+        "plans_offered": store.offer_plans(
+            connection,
+            as_of=as_of,
+            business_date=business_date,
+            rules=rules,
+            cycle_id=cycle_id,
+            account_id=account_id,
+        )
+    }
     counts |= store.monitor_plans(
-        connection, as_of=as_of, business_date=business_date, lender_timezone=get_settings().lender_timezone,
-        rules=rules, cycle_id=cycle_id, account_id=account_id,
+        connection,
+        as_of=as_of,
+        business_date=business_date,
+        lender_timezone=get_settings().lender_timezone,
+        rules=rules,
+        cycle_id=cycle_id,
+        account_id=account_id,
     )
     return counts
 
 
 def accept_plan(
-    engine: Engine, *, account_id: str, kind: str | None, months: int | None, agent: str, at: datetime,
+    engine: Engine,
+    *,
+    account_id: str,
+    kind: str | None,
+    months: int | None,
+    agent: str,
+    at: datetime,
 ) -> tuple[int, PlanTerms]:
     """An agent records the plan the borrower accepted; raises PlanError with the reason it cannot be."""
     rules = plan_rules(load_policy())
     with engine.begin() as connection:
         return store.accept_plan(
-            connection, account_id=account_id, kind=kind, months=months, at=at,
-            business_date=lender_date(at, get_settings().lender_timezone), actor=f"agent:{agent}", source="agent",
-            rules=rules, data={"agent": agent},
+            connection,
+            account_id=account_id,
+            kind=kind,
+            months=months,
+            at=at,
+            business_date=lender_date(at, get_settings().lender_timezone),
+            actor=f"agent:{agent}",
+            source="agent",
+            rules=rules,
+            data={"agent": agent},
         )
 
 
@@ -58,16 +88,23 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
             return None
         current = store.current_plan(connection, account_id)
     day = lender_date(at, get_settings().lender_timezone)
-    available = [] if current is not None and current.status == "active" else offers(
-        store.loan_of(a), business_date=day, rules=rules
+    available = (
+        []
+        if current is not None and current.status == "active"
+        else offers(store.loan_of(a), business_date=day, rules=rules)
     )
     return {
         "account_id": account_id,
         "stage": a.stage,
         "past_due_amount": str(a.past_due_amount),
         "currency": a.currency,
-        "plan": None if current is None else {
-            "id": current.id, "kind": current.kind, "status": current.status, "terms": current.terms,
+        "plan": None
+        if current is None
+        else {
+            "id": current.id,
+            "kind": current.kind,
+            "status": current.status,
+            "terms": current.terms,
             "updated_at": current.updated_at.isoformat(),
         },
         "offers": [{"describe": o.describe(), **o.to_json()} for o in available],

@@ -24,11 +24,15 @@ from arrears.storage import later_stages as store
 from arrears.vocabulary import Stage
 from tasks.database import policy as load_policy
 
-__all__ = ["refresh_promises", "read_replies", "record_agent_promise", "promises_of"]
+__all__ = ["promises_of", "read_replies", "record_agent_promise", "refresh_promises"]
 
 
 def refresh_promises(
-    connection: Connection, *, as_of: datetime, business_date: date, cycle_id: int | None = None,
+    connection: Connection,
+    *,
+    as_of: datetime,
+    business_date: date,
+    cycle_id: int | None = None,
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Read new replies (promises, plan answers), judge pending promises against payments, nudge
@@ -38,8 +42,14 @@ def refresh_promises(
     zone = get_settings().lender_timezone
     counts = read_replies(connection, as_of=as_of, rules=rules, cycle_id=cycle_id, account_id=account_id)
     counts |= store.resolve_promises(
-        connection, as_of=as_of, business_date=business_date, lender_timezone=zone, rules=promise_rules(rules),
-        policy=rules.segmentation, cycle_id=cycle_id, account_id=account_id,
+        connection,
+        as_of=as_of,
+        business_date=business_date,
+        lender_timezone=zone,
+        rules=promise_rules(rules),
+        policy=rules.segmentation,
+        cycle_id=cycle_id,
+        account_id=account_id,
     )
     counts["payments_after_contact"] = store.nudge_for_payments(
         connection, as_of=as_of, policy=rules.segmentation, cycle_id=cycle_id, account_id=account_id
@@ -49,7 +59,11 @@ def refresh_promises(
 
 
 def read_replies(
-    connection: Connection, *, as_of: datetime, rules: Policy, cycle_id: int | None = None,
+    connection: Connection,
+    *,
+    as_of: datetime,
+    rules: Policy,
+    cycle_id: int | None = None,
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Answer every unread reply: `PAY 500 2026-12-05` / `还款 500 2026-12-05` records a promise in
@@ -59,7 +73,9 @@ def read_replies(
     if not first:
         return counts
     store.lock_accounts(connection, {r.account_id for r in first})
-    replies = store.unread_replies(connection, as_of=as_of, account_id=account_id)  # after the lock: still unread
+    replies = store.unread_replies(
+        connection, as_of=as_of, account_id=account_id
+    )  # after the lock: still unread
     zone = get_settings().lender_timezone
     segmentation = rules.segmentation
     willingness: dict[str, float | None] = {}
@@ -73,19 +89,43 @@ def read_replies(
             amount, due = promised
             try:
                 store.add_promise(
-                    connection, account_id=reply.account_id, amount=amount, due_date=due, source="reply",
-                    at=reply.at, made_on=lender_date(reply.at, zone), actor="borrower", rules=promise_rules(rules),
-                    data=ref, cycle_id=cycle_id,
+                    connection,
+                    account_id=reply.account_id,
+                    amount=amount,
+                    due_date=due,
+                    source="reply",
+                    at=reply.at,
+                    made_on=lender_date(reply.at, zone),
+                    actor="borrower",
+                    rules=promise_rules(rules),
+                    data=ref,
+                    cycle_id=cycle_id,
                 )
                 behaviour = "promise_made"
                 counts["promises_from_replies"] += 1
             except ValueError as why:
-                _note(connection, reply, "promise", f"reply read as a promise, not recorded: {why}", ref, cycle_id)
+                _note(
+                    connection,
+                    reply,
+                    "promise",
+                    f"reply read as a promise, not recorded: {why}",
+                    ref,
+                    cycle_id,
+                )
         elif answer is not None:
-            counts["plans_from_replies"] += _answer_offer(connection, reply, answer, rules, ref, cycle_id, zone)
+            counts["plans_from_replies"] += _answer_offer(
+                connection, reply, answer, rules, ref, cycle_id, zone
+            )
         score = store.nudge(
-            connection, account_id=reply.account_id, current=score, behaviour=behaviour, at=reply.at,
-            policy=segmentation, data=ref, cycle_id=cycle_id, actor="borrower",
+            connection,
+            account_id=reply.account_id,
+            current=score,
+            behaviour=behaviour,
+            at=reply.at,
+            policy=segmentation,
+            data=ref,
+            cycle_id=cycle_id,
+            actor="borrower",
         )
         willingness[reply.account_id] = score
         counts["replies_read"] += 1
@@ -93,30 +133,62 @@ def read_replies(
 
 
 def _answer_offer(
-    connection: Connection, reply: store.Reply, answer: Any, rules: Policy, ref: dict[str, Any],
-    cycle_id: int | None, zone: str,
+    connection: Connection,
+    reply: store.Reply,
+    answer: Any,
+    rules: Policy,
+    ref: dict[str, Any],
+    cycle_id: int | None,
+    zone: str,
 ) -> int:
     if reply.stage != Stage.RESTRUCTURING:
-        _note(connection, reply, "plan", f"reply {answer.action} read, but no offer is open (account in {reply.stage})",
-              ref, cycle_id)
+        _note(
+            connection,
+            reply,
+            "plan",
+            f"reply {answer.action} read, but no offer is open (account in {reply.stage})",
+            ref,
+            cycle_id,
+        )
         return 0
     if answer.action == "options":
         # The options message needs its own template (restructuring_options): until it exists, an
         # agent follows up; the request is on the timeline.
-        _note(connection, reply, "plan", "borrower asked for the plan options (reply PLAN): agent to follow up",
-              ref, cycle_id)
+        _note(
+            connection,
+            reply,
+            "plan",
+            "borrower asked for the plan options (reply PLAN): agent to follow up",
+            ref,
+            cycle_id,
+        )
         return 0
     if answer.action == "decline":
-        declined = store.decline_plan(connection, account_id=reply.account_id, at=reply.at, actor="borrower",
-                                      source="reply", data=ref, cycle_id=cycle_id)
+        declined = store.decline_plan(
+            connection,
+            account_id=reply.account_id,
+            at=reply.at,
+            actor="borrower",
+            source="reply",
+            data=ref,
+            cycle_id=cycle_id,
+        )
         if declined is None:
             _note(connection, reply, "plan", "reply DECLINE read, but no offer is open", ref, cycle_id)
         return int(declined is not None)
     try:
         store.accept_plan(
-            connection, account_id=reply.account_id, kind=answer.kind, months=answer.months, at=reply.at,
-            business_date=lender_date(reply.at, zone), actor="borrower", source="reply", rules=plan_rules(rules),
-            data=ref, cycle_id=cycle_id,
+            connection,
+            account_id=reply.account_id,
+            kind=answer.kind,
+            months=answer.months,
+            at=reply.at,
+            business_date=lender_date(reply.at, zone),
+            actor="borrower",
+            source="reply",
+            rules=plan_rules(rules),
+            data=ref,
+            cycle_id=cycle_id,
         )
         return 1
     except PlanError as why:
@@ -124,14 +196,33 @@ def _answer_offer(
         return 0
 
 
-def _note(connection: Connection, reply: store.Reply, kind: str, detail: str, ref: dict[str, Any],
-          cycle_id: int | None) -> None:
-    store.note(connection, account_id=reply.account_id, at=reply.at, kind=kind, detail=detail,
-               data={**ref, "text": reply.text}, cycle_id=cycle_id)
+def _note(
+    connection: Connection,
+    reply: store.Reply,
+    kind: str,
+    detail: str,
+    ref: dict[str, Any],
+    cycle_id: int | None,
+) -> None:
+    store.note(
+        connection,
+        account_id=reply.account_id,
+        at=reply.at,
+        kind=kind,
+        detail=detail,
+        data={**ref, "text": reply.text},
+        cycle_id=cycle_id,
+    )
 
 
 def record_agent_promise(
-    engine: Engine, *, account_id: str, amount: Decimal, due_date: date, agent: str, at: datetime,
+    engine: Engine,
+    *,
+    account_id: str,
+    amount: Decimal,
+    due_date: date,
+    agent: str,
+    at: datetime,
 ) -> int:
     """An agent records a promise the borrower made by phone (`arrears promise add`); raises
     ValueError with the reason it is refused."""
@@ -139,12 +230,28 @@ def record_agent_promise(
     made_on = lender_date(at, get_settings().lender_timezone)
     with engine.begin() as connection:
         promise_id = store.add_promise(
-            connection, account_id=account_id, amount=amount, due_date=due_date, source="agent", at=at,
-            made_on=made_on, actor=f"agent:{agent}", rules=promise_rules(rules), data={"agent": agent},
+            connection,
+            account_id=account_id,
+            amount=amount,
+            due_date=due_date,
+            source="agent",
+            at=at,
+            made_on=made_on,
+            actor=f"agent:{agent}",
+            rules=promise_rules(rules),
+            data={"agent": agent},
         )
         current = store.willingness_of(connection, account_id)
-        store.nudge(connection, account_id=account_id, current=current, behaviour="promise_made", at=at,
-                    policy=rules.segmentation, data={"promise_id": promise_id}, actor=f"agent:{agent}")
+        store.nudge(
+            connection,
+            account_id=account_id,
+            current=current,
+            behaviour="promise_made",
+            at=at,
+            policy=rules.segmentation,
+            data={"promise_id": promise_id},
+            actor=f"agent:{agent}",
+        )
     return promise_id
 
 
@@ -153,8 +260,14 @@ def promises_of(engine: Engine, account_id: str) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         rows = store.promises_of(connection, account_id)
     return [
-        {"id": r.id, "amount": str(r.amount), "due_date": r.due_date.isoformat(), "status": r.status,
-         "source": r.source, "created_at": r.created_at.isoformat(),
-         "resolved_at": r.resolved_at.isoformat() if r.resolved_at else None}
+        {
+            "id": r.id,
+            "amount": str(r.amount),
+            "due_date": r.due_date.isoformat(),
+            "status": r.status,
+            "source": r.source,
+            "created_at": r.created_at.isoformat(),
+            "resolved_at": r.resolved_at.isoformat() if r.resolved_at else None,
+        }
         for r in rows
     ]

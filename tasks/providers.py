@@ -27,15 +27,19 @@ from integrations.sandbox import start_sandbox
 from integrations.sms.factory import build_provider as build_sms
 from integrations.sms.protocol import SmsProvider
 
-__all__ = ["sms_session", "bureau_session", "court_session", "current_sms", "current_bureau", "current_court"]
+__all__ = ["bureau_session", "court_session", "current_bureau", "current_court", "current_sms", "sms_session"]
 
 Kind = Literal["sms", "bureau", "court"]
 
 _BUILD: dict[Kind, Callable[[str, str, Mapping[str, str]], Any]] = {
-    "sms": build_sms, "bureau": build_bureau, "court": build_court,
+    "sms": build_sms,
+    "bureau": build_bureau,
+    "court": build_court,
 }
 _SANDBOX: dict[Kind, Callable[[], AbstractContextManager[Any]]] = {
-    "sms": start_sandbox, "bureau": start_bureau_sandbox, "court": start_court_sandbox,
+    "sms": start_sandbox,
+    "bureau": start_bureau_sandbox,
+    "court": start_court_sandbox,
 }
 _open: dict[Kind, Any] = {}
 
@@ -48,11 +52,15 @@ def _session(kind: Kind) -> Iterator[Any]:
     with ExitStack() as stack:
         if base_url is None:
             if name != "sandbox":
-                raise ConfigError(f"ARREARS_{kind.upper()}_BASE_URL is required for the {name!r} {kind} provider")
+                raise ConfigError(
+                    f"ARREARS_{kind.upper()}_BASE_URL is required for the {name!r} {kind} provider"
+                )
             sandbox = stack.enter_context(_SANDBOX[kind]())
             base_url, credentials = sandbox.base_url, dict(sandbox.credentials)
         else:
-            credentials = {k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()}
+            credentials = {
+                k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()
+            }
         provider = stack.enter_context(_BUILD[kind](name, base_url, credentials))
         previous = _open.get(kind)
         _open[kind] = provider

@@ -22,7 +22,7 @@ from tasks.database import engine
 from tasks.inbound import record_delivery_reports
 from tasks.providers import current_sms
 
-__all__ = ["RECEIPT_GRACE", "RECEIPT_HORIZON", "reconcile_receipts", "receipts_to_reconcile"]
+__all__ = ["RECEIPT_GRACE", "RECEIPT_HORIZON", "receipts_to_reconcile", "reconcile_receipts"]
 
 RECEIPT_GRACE = timedelta(hours=1)  # a receipt normally comes within seconds; an hour is a lost one
 RECEIPT_HORIZON = timedelta(days=3)  # vendors keep message records for days, not forever
@@ -37,15 +37,23 @@ def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
     """The messages of the configured provider waiting on a lost receipt (no provider needed to ask)."""
     with engine().connect() as connection:
         return outbox.awaiting_receipt(
-            connection, provider=_provider_name(), sent_before=as_of - RECEIPT_GRACE,
-            sent_after=as_of - RECEIPT_HORIZON, limit=limit,
+            connection,
+            provider=_provider_name(),
+            sent_before=as_of - RECEIPT_GRACE,
+            sent_after=as_of - RECEIPT_HORIZON,
+            limit=limit,
         )
 
 
 @task(name="reconcile-receipts", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
     """Look up to `limit` messages up, oldest first; counts: looked up, moved, still in flight, failed lookups."""
-    counts = {"receipts_looked_up": 0, "receipts_applied": 0, "receipts_pending": 0, "receipt_lookups_failed": 0}
+    counts = {
+        "receipts_looked_up": 0,
+        "receipts_applied": 0,
+        "receipts_pending": 0,
+        "receipt_lookups_failed": 0,
+    }
     rows = receipts_to_reconcile(as_of, limit)
     if not rows:
         return counts
@@ -65,8 +73,11 @@ def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
         if found is None or found.status in ("queued", "sent"):
             counts["receipts_pending"] += 1
             continue
-        reports.append(DeliveryReport(found.provider_id, found.status, as_of, found.error_code,
-                                      vendor_status="status lookup"))
+        reports.append(
+            DeliveryReport(
+                found.provider_id, found.status, as_of, found.error_code, vendor_status="status lookup"
+            )
+        )
     if reports:
         applied = record_delivery_reports(engine(), provider=_provider_name(), reports=reports)
         counts["receipts_applied"] = len(applied.changed)

@@ -33,11 +33,18 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
         if report.as_of is not None:
             # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
             audit = compliance_report(
-                connection, start=report.as_of, end=report.as_of + timedelta(microseconds=1), policy=policy(),
-                lender=get_settings().lender_name, cycle_id=cycle_id,
+                connection,
+                start=report.as_of,
+                end=report.as_of + timedelta(microseconds=1),
+                policy=policy(),
+                lender=get_settings().lender_name,
+                cycle_id=cycle_id,
             )
-    create_table_artifact(key="accounts-by-stage-and-bucket", table=_stage_bucket_rows(report),
-                          description=f"Accounts by stage and days-past-due bucket after the cycle of {business_date}")
+    create_table_artifact(
+        key="accounts-by-stage-and-bucket",
+        table=_stage_bucket_rows(report),
+        description=f"Accounts by stage and days-past-due bucket after the cycle of {business_date}",
+    )
     create_table_artifact(
         key="transition-matrix",
         table=[{"from": src, **dsts} for src, dsts in report.transitions.items()] or [{"from": "(none)"}],
@@ -55,7 +62,7 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
             key="compliance",
             table=_compliance_rows(audit),
             description=f"Cycle of {business_date}: deferrals and blocks by rule; {audit.sent_checked:,} sends re-checked, "
-                        f"{len(audit.violations)} violations",
+            f"{len(audit.violations)} violations",
         )
     create_markdown_artifact(
         key="cycle-summary",
@@ -71,18 +78,28 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
         summary = audit.as_json()
         if audit.violations:
             emit_event(
-                "arrears.compliance.violation", resource=resource,
-                payload={"violations_by_rule": summary["violations_by_rule"],
-                         "first": [mask_text(str(v)) for v in summary["violations"][:20]]},
+                "arrears.compliance.violation",
+                resource=resource,
+                payload={
+                    "violations_by_rule": summary["violations_by_rule"],
+                    "first": [mask_text(str(v)) for v in summary["violations"][:20]],
+                },
             )
-        result["compliance"] = {k: summary[k] for k in ("deferrals_by_rule", "blocks_by_rule", "sent_checked",
-                                                         "violations_by_rule")}
+        result["compliance"] = {
+            k: summary[k]
+            for k in ("deferrals_by_rule", "blocks_by_rule", "sent_checked", "violations_by_rule")
+        }
     return result
 
 
 def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
-        {"rule": rule, "deferred": audit.deferrals.get(rule, 0), "blocked": audit.blocks.get(rule, 0), "violations": 0}
+        {
+            "rule": rule,
+            "deferred": audit.deferrals.get(rule, 0),
+            "blocked": audit.blocks.get(rule, 0),
+            "violations": 0,
+        }
         for rule in sorted(set(audit.deferrals) | set(audit.blocks))
     ]
     for v in audit.violations:
@@ -90,8 +107,14 @@ def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:
         if row is None:
             rows.append(row := {"rule": v.rule, "deferred": 0, "blocked": 0, "violations": 0})
         row["violations"] += 1
-    rows.append({"rule": f"sends re-checked: {audit.sent_checked}", "deferred": sum(audit.deferrals.values()),
-                 "blocked": sum(audit.blocks.values()), "violations": len(audit.violations)})
+    rows.append(
+        {
+            "rule": f"sends re-checked: {audit.sent_checked}",
+            "deferred": sum(audit.deferrals.values()),
+            "blocked": sum(audit.blocks.values()),
+            "violations": len(audit.violations),
+        }
+    )
     return rows
 
 

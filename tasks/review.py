@@ -11,8 +11,8 @@ transaction) cancels repossession orders that a payment, a plan or a hold has ov
 """
 
 from dataclasses import dataclass
-from decimal import Decimal
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from prefect import task
@@ -28,21 +28,21 @@ from arrears.vocabulary import DecisionKind
 from tasks.database import engine, policy
 
 __all__ = [
-    "ReviewError",
     "Decided",
     "Prepared",
-    "refresh_vendor_orders",
-    "open_review",
-    "send_cure_notice",
-    "load_review",
-    "record_decision",
+    "ReviewError",
     "close_review",
-    "prepare_reviews",
-    "set_review_runs",
-    "reviews_of_runs",
     "decide_review",
-    "waiting",
+    "load_review",
+    "open_review",
+    "prepare_reviews",
+    "record_decision",
+    "refresh_vendor_orders",
     "refusal",
+    "reviews_of_runs",
+    "send_cure_notice",
+    "set_review_runs",
+    "waiting",
 ]
 
 
@@ -60,10 +60,16 @@ class Decided:
     changed: bool  # False: a decision was already stored, and it stands
 
     def as_json(self) -> dict[str, Any]:
-        return {"account_id": self.state.account_id, "review_id": self.state.review_id, "decision": self.decision,
-                "requested": self.requested, "note": self.note, "vendor_order": self.order_id,
-                "recorded": self.changed,
-                "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None}
+        return {
+            "account_id": self.state.account_id,
+            "review_id": self.state.review_id,
+            "decision": self.decision,
+            "requested": self.requested,
+            "note": self.note,
+            "vendor_order": self.order_id,
+            "recorded": self.changed,
+            "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None,
+        }
 
 
 def _profile(jurisdiction: str) -> Profile:
@@ -74,19 +80,32 @@ def _profile(jurisdiction: str) -> Profile:
 def refusal(state: ReviewState, now: datetime) -> str | None:
     """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`)."""
     owed = notice_owed(state.jurisdiction, rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
-    return decision_refusal(in_review=state.in_review, closed=state.closed, stage=state.stage, notice_owed=owed,
-                            cure_deadline=state.cure_deadline, now=now)
+    return decision_refusal(
+        in_review=state.in_review,
+        closed=state.closed,
+        stage=state.stage,
+        notice_owed=owed,
+        cure_deadline=state.cure_deadline,
+        now=now,
+    )
 
 
 # -- the cycle ------------------------------------------------------------------------------------
 
 
 def refresh_vendor_orders(
-    connection: Connection, *, as_of: datetime, cycle_id: int | None = None, account_id: str | None = None,
+    connection: Connection,
+    *,
+    as_of: datetime,
+    cycle_id: int | None = None,
+    account_id: str | None = None,
 ) -> dict[str, int]:
     """Cancel repossession orders overtaken by a payment, a plan, a hold or the account leaving review."""
-    return {"vendor_orders_cancelled": store.cancel_vendor_orders(connection, as_of=as_of, cycle_id=cycle_id,
-                                                                  account_id=account_id)}
+    return {
+        "vendor_orders_cancelled": store.cancel_vendor_orders(
+            connection, as_of=as_of, cycle_id=cycle_id, account_id=account_id
+        )
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +118,25 @@ class Prepared:
 
 
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
-    if state.closed or not state.in_review or state.cure_deadline is not None or repossession_barred(state.holds):
+    if (
+        state.closed
+        or not state.in_review
+        or state.cure_deadline is not None
+        or repossession_barred(state.holds)
+    ):
         return False
-    notice = cure_notice(at, jurisdiction=state.jurisdiction, timezone=state.timezone,
-                         cure_amount=Decimal(display(state.past_due, state.currency)), currency=state.currency,
-                         rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
-    return notice is not None and store.record_cure_notice(connection, review_id=state.review_id, notice=notice)
+    notice = cure_notice(
+        at,
+        jurisdiction=state.jurisdiction,
+        timezone=state.timezone,
+        cure_amount=Decimal(display(state.past_due, state.currency)),
+        currency=state.currency,
+        rules=_profile(state.jurisdiction),
+        prior_cures=state.prior_cures,
+    )
+    return notice is not None and store.record_cure_notice(
+        connection, review_id=state.review_id, notice=notice
+    )
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -115,9 +147,13 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
         closed = store.close_left_reviews(connection, at=at, cycle_id=cycle_id)
         states = store.open_review_states(connection)
         notices = sum(_notice(connection, s, at) for s in states)
-    return Prepared(len(opened), closed, notices,
-                    tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),
-                    tuple((s.review_id, s.account_id, s.flow_run_id) for s in states if s.flow_run_id is not None))
+    return Prepared(
+        len(opened),
+        closed,
+        notices,
+        tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),
+        tuple((s.review_id, s.account_id, s.flow_run_id) for s in states if s.flow_run_id is not None),
+    )
 
 
 @task(name="set-review-runs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -165,12 +201,25 @@ def load_review(review_id: int) -> ReviewState:
 
 
 def _decide(
-    connection: Connection, state: ReviewState, *, decision: str, reviewer: str, reason: str, at: datetime,
+    connection: Connection,
+    state: ReviewState,
+    *,
+    decision: str,
+    reviewer: str,
+    reason: str,
+    at: datetime,
     source: str,
 ) -> Decided:
     settled = settle_decision(DecisionKind(decision), holds=state.holds)
-    after, changed = store.record_decision(connection, review_id=state.review_id, settled=settled, reviewer=reviewer,
-                                           reason=reason, at=at, source=source)
+    after, changed = store.record_decision(
+        connection,
+        review_id=state.review_id,
+        settled=settled,
+        reviewer=reviewer,
+        reason=reason,
+        at=at,
+        source=source,
+    )
     order = None
     if changed and settled.order_vehicle:
         assert after.decided_at is not None
@@ -180,14 +229,18 @@ def _decide(
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def record_decision(review_id: int, decision: str, reviewer: str, reason: str, at: datetime, source: str) -> Decided:
+def record_decision(
+    review_id: int, decision: str, reviewer: str, reason: str, at: datetime, source: str
+) -> Decided:
     """Store the reviewer's decision (the first one stored stands) and, for an approved
     repossession that no hold forbids, place the vendor order; a military hold turns it into a
     referral to legal (SCRA)."""
     with engine().begin() as connection:
         state = store.review_state(connection, review_id, lock=True)
         assert state is not None, review_id
-        return _decide(connection, state, decision=decision, reviewer=reviewer, reason=reason, at=at, source=source)
+        return _decide(
+            connection, state, decision=decision, reviewer=reviewer, reason=reason, at=at, source=source
+        )
 
 
 @task(name="close-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -200,7 +253,13 @@ def close_review(review_id: int, reason: str, at: datetime) -> bool:
 
 
 def decide_review(
-    engine_: Engine, *, account_id: str, decision: str, reviewer: str, reason: str, at: datetime,
+    engine_: Engine,
+    *,
+    account_id: str,
+    decision: str,
+    reviewer: str,
+    reason: str,
+    at: datetime,
 ) -> Decided:
     """Record a decision given on the command line; ReviewError when there is no review to decide
     or it may not be decided yet. The caller resumes the waiting flow run."""
@@ -220,8 +279,15 @@ def decide_review(
         why = refusal(state, at)
         if why is not None:
             raise ReviewError(f"{account_id}: {why}")
-        return _decide(connection, state, decision=decision, reviewer=reviewer.strip(), reason=reason.strip(), at=at,
-                       source="cli")
+        return _decide(
+            connection,
+            state,
+            decision=decision,
+            reviewer=reviewer.strip(),
+            reason=reason.strip(),
+            at=at,
+            source="cli",
+        )
 
 
 def waiting(engine_: Engine, *, now: datetime) -> list[Waiting]:

@@ -15,12 +15,12 @@ from typing import Any
 from arrears.importing import AccountRow, PaymentRow, parse_account, parse_payment
 
 __all__ = [
-    "unique_id",
     "account_record",
-    "payment_record",
     "account_row",
-    "payment_row",
     "accounts_records",
+    "payment_record",
+    "payment_row",
+    "unique_id",
     "write_csv",
     "write_jsonl",
 ]

@@ -33,8 +33,13 @@ referral_t = Referral.__table__  # type: ignore[attr-defined]
 contact_t = ContactPoint.__table__  # type: ignore[attr-defined]
 
 
-def import_rows(engine: Engine, tmp_path: Path, records: list[dict[str, str]], kind: Kind = Kind.ACCOUNTS,
-                now: datetime | None = None) -> Any:
+def import_rows(
+    engine: Engine,
+    tmp_path: Path,
+    records: list[dict[str, str]],
+    kind: Kind = Kind.ACCOUNTS,
+    now: datetime | None = None,
+) -> Any:
     path = write_csv(tmp_path / f"{unique_id(kind.value)}.csv", records)
     summary = run_import(engine, open_source(path, kind), now=now)
     assert summary.rejected == 0, summary.first_rejections
@@ -44,17 +49,27 @@ def import_rows(engine: Engine, tmp_path: Path, records: list[dict[str, str]], k
 def us_account(account_id: str, **kw: str) -> dict[str, str]:
     """An Iowa borrower (20-day right to cure), one instalment behind since 30 November 2026."""
     base = {
-        "account_id": account_id, "jurisdiction": "US-IA", "timezone": "America/Chicago",
-        "phone": f"(515) 281-{zlib.crc32(account_id.encode()) % 10_000:04d}", "oldest_due_date": "2026-11-30",
-        "balance": "18450.00", "installment_amount": "412.50", "past_due_amount": "412.50",
-        "vin": "1HGCM82633A004352", "vehicle_value": "15000.00",
+        "account_id": account_id,
+        "jurisdiction": "US-IA",
+        "timezone": "America/Chicago",
+        "phone": f"(515) 281-{zlib.crc32(account_id.encode()) % 10_000:04d}",
+        "oldest_due_date": "2026-11-30",
+        "balance": "18450.00",
+        "installment_amount": "412.50",
+        "past_due_amount": "412.50",
+        "vin": "1HGCM82633A004352",
+        "vehicle_value": "15000.00",
     }
     return account_record(**(base | kw))
 
 
 def pay(engine: Engine, tmp_path: Path, account_id: str, amount: str, received_at: str) -> None:
-    import_rows(engine, tmp_path, [payment_record(account_id=account_id, amount=amount, received_at=received_at)],
-                Kind.PAYMENTS)
+    import_rows(
+        engine,
+        tmp_path,
+        [payment_record(account_id=account_id, amount=amount, received_at=received_at)],
+        Kind.PAYMENTS,
+    )
 
 
 def reply(engine: Engine, account_id: str, text: str, at: str) -> None:
@@ -64,20 +79,37 @@ def reply(engine: Engine, account_id: str, text: str, at: str) -> None:
 
     cp = ContactPoint.__table__  # type: ignore[attr-defined]
     with engine.connect() as c:
-        number = c.execute(
-            select(cp.c.address).join(account_t, account_t.c.borrower_id == cp.c.borrower_id)
-            .where(account_t.c.account_id == account_id).order_by(cp.c.is_primary.desc(), cp.c.id)
-        ).scalars().first()
-    result = record_inbound_sms(engine, address=number, text=text, at=parse_instant(at), provider="sandbox",
-                                callback_id=unique_id("cb"))
+        number = (
+            c.execute(
+                select(cp.c.address)
+                .join(account_t, account_t.c.borrower_id == cp.c.borrower_id)
+                .where(account_t.c.account_id == account_id)
+                .order_by(cp.c.is_primary.desc(), cp.c.id)
+            )
+            .scalars()
+            .first()
+        )
+    result = record_inbound_sms(
+        engine,
+        address=number,
+        text=text,
+        at=parse_instant(at),
+        provider="sandbox",
+        callback_id=unique_id("cb"),
+    )
     assert not result.recorded.duplicate
 
 
-def set_scores(engine: Engine, account_id: str, *, ability: float | None = None, willingness: float | None = None) -> None:
+def set_scores(
+    engine: Engine, account_id: str, *, ability: float | None = None, willingness: float | None = None
+) -> None:
     """Stand in for the bureau pull (ability) or earlier contact (willingness)."""
     with engine.begin() as c:
-        c.execute(update(account_t).where(account_t.c.account_id == account_id)
-                  .values(ability=ability, willingness=willingness))
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(ability=ability, willingness=willingness)
+        )
 
 
 def refresh_later(engine: Engine, as_of: str) -> dict[str, int]:
@@ -112,7 +144,9 @@ def events(engine: Engine, account_id: str, kind: str | None = None) -> list[Any
 
 def rows(engine: Engine, table: Any, account_id: str) -> list[Any]:
     with engine.connect() as c:
-        return list(c.execute(select(table).where(table.c.account_id == account_id).order_by(table.c.id)).all())
+        return list(
+            c.execute(select(table).where(table.c.account_id == account_id).order_by(table.c.id)).all()
+        )
 
 
 def in_thread(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: Any) -> Future[Any]:
@@ -144,7 +178,9 @@ def wait_paused(flow_run_id: Any, key: str, timeout: float = 60) -> Any:
             if run.state and run.state.is_paused() and run.state.state_details.pause_key == key:
                 return run
             if run.state and run.state.is_final():
-                raise AssertionError(f"run ended {run.state.name} before pausing on {key}: {run.state.message}")
+                raise AssertionError(
+                    f"run ended {run.state.name} before pausing on {key}: {run.state.message}"
+                )
             time.sleep(0.3)
     raise AssertionError(f"run {flow_run_id} did not pause on {key} within {timeout}s")
 
@@ -184,12 +220,18 @@ class Served:
 
         from prefect.settings import PREFECT_API_URL
 
-        full = {**os.environ, **env, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-                "PREFECT_LOGGING_LEVEL": "WARNING"}
+        full = {
+            **os.environ,
+            **env,
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
         self.log = cwd / f"{unique_id('serve')}.log"
         self._out = self.log.open("wb")
-        self.process = subprocess.Popen([sys.executable, "-c", _SERVE], env=full, cwd=cwd, stdout=self._out,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE], env=full, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 120) -> None:
         import time
@@ -213,8 +255,10 @@ class Served:
         """Whether the runner has a flow-run process alive (a suspended run holds none)."""
         import psutil
 
-        return any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                   for p in psutil.Process(self.process.pid).children(recursive=True))
+        return any(
+            p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            for p in psutil.Process(self.process.pid).children(recursive=True)
+        )
 
     def stop(self) -> None:
         self.process.terminate()

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from arrears.settings import get_settings
 from sqlalchemy import Engine, func, select, text, update
 from typer.testing import CliRunner
 
@@ -16,6 +14,7 @@ import deployments.cli.bureau  # noqa: F401  registers `arrears bureau` until de
 from arrears.importing import Kind, open_source
 from arrears.metro2 import Period, validate
 from arrears.models import AccountHold, AuditEvent, BureauRecord, Plan, Review
+from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import bureau as store
 from arrears.storage import get_engine, migrate

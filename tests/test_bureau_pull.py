@@ -48,12 +48,18 @@ def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, _bure
 
 def _stage(engine: Engine, account_id: str, stage: str, **values: Any) -> None:
     with engine.begin() as c:
-        c.execute(update(account_t).where(account_t.c.account_id == account_id).values(stage=stage, episode=2, **values))
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(stage=stage, episode=2, **values)
+        )
 
 
 def _pulls(engine: Engine, account_id: str) -> list[Any]:
     with engine.connect() as c:
-        return list(c.execute(select(bureau_t).where(bureau_t.c.account_id == account_id, bureau_t.c.kind == "pull")))
+        return list(
+            c.execute(select(bureau_t).where(bureau_t.c.account_id == account_id, bureau_t.c.kind == "pull"))
+        )
 
 
 def _pull(as_of: str) -> dict[str, int]:
@@ -65,16 +71,26 @@ def _pull(as_of: str) -> dict[str, int]:
         return pull_bureau_profiles.fn(at(as_of))
 
 
-def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(later_db: Engine, tmp_path: Path) -> None:
+def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(
+    later_db: Engine, tmp_path: Path
+) -> None:
     """An account in negotiation is pulled once an episode, for FCRA 604(a)(3)(A); its ability comes
     from the profile, and the numbers the profile lists are not collected (that is a skip trace's job)."""
-    import_rows(later_db, tmp_path, [us_account("A-B1", phone="(515) 281-1000"), us_account("A-B2", phone="(515) 281-1001")])
+    import_rows(
+        later_db,
+        tmp_path,
+        [us_account("A-B1", phone="(515) 281-1000"), us_account("A-B2", phone="(515) 281-1001")],
+    )
     _stage(later_db, "A-B1", "negotiation")
     _stage(later_db, "A-B2", "cured", past_due_amount=Decimal(0))
     assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 1
     assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
     [record] = _pulls(later_db, "A-B1")
-    assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == ("604(a)(3)(A)", "B", "pull-A-B1-2")
+    assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == (
+        "604(a)(3)(A)",
+        "B",
+        "pull-A-B1-2",
+    )
     assert account(later_db, "A-B1").ability == pytest.approx(0.9)
     assert _pulls(later_db, "A-B2") == []  # not in collection: no permissible purpose
     assert events(later_db, "A-B1", "bureau")[0].detail.startswith("bureau pull (604(a)(3)(A)): band B")
@@ -82,7 +98,9 @@ def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(later
         assert c.execute(select(contact_t).where(contact_t.c.source == "bureau")).all() == []
 
 
-def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(later_db: Engine, tmp_path: Path) -> None:
+def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
+    later_db: Engine, tmp_path: Path
+) -> None:
     """An account with no working number is skip-traced; mobile numbers found with enough
     confidence are added as unverified, non-primary bureau contact points."""
     import_rows(later_db, tmp_path, [us_account("A-B3", phone="(515) 281-1006")])
@@ -106,9 +124,23 @@ def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_p
     with later_db.begin() as c:
         [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B4"]
         for _ in range(2):
-            record_pull(c, subject=subject, at=at("2026-12-16T01:00:00Z"), purpose="604(a)(3)(A)", report_id="R-1",
-                        score_band="C", income_estimate=None, phones=[], bankruptcy_chapter=13, bankrupt=True,
-                        deceased=False)
+            record_pull(
+                c,
+                subject=subject,
+                at=at("2026-12-16T01:00:00Z"),
+                purpose="604(a)(3)(A)",
+                report_id="R-1",
+                score_band="C",
+                income_estimate=None,
+                phones=[],
+                bankruptcy_chapter=13,
+                bankrupt=True,
+                deceased=False,
+            )
     with later_db.connect() as c:
-        holds = c.execute(select(hold_t).where(hold_t.c.account_id == "A-B4", hold_t.c.lifted_at.is_(None))).all()
-    assert [(h.kind, h.source, h.reason) for h in holds] == [("bankruptcy", "bureau", "bureau report R-1: chapter 13")]
+        holds = c.execute(
+            select(hold_t).where(hold_t.c.account_id == "A-B4", hold_t.c.lifted_at.is_(None))
+        ).all()
+    assert [(h.kind, h.source, h.reason) for h in holds] == [
+        ("bankruptcy", "bureau", "bureau report R-1: chapter 13")
+    ]

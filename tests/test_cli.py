@@ -35,12 +35,15 @@ def test_cycle_refuses_an_ambiguous_as_of(bad: str, sqlite_url: str) -> None:
     assert "--as-of" in str(result.exception)
 
 
-def test_main_prints_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_prints_errors_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The installed entry point turns an expected failure into `error: …` on stderr and exit 2."""
     from deployments.cli import main
 
-    monkeypatch.setattr("sys.argv", ["arrears", "show", "A-1", "--database", f"sqlite:///{tmp_path / 'x.db'}"])
+    monkeypatch.setattr(
+        "sys.argv", ["arrears", "show", "A-1", "--database", f"sqlite:///{tmp_path / 'x.db'}"]
+    )
     with pytest.raises(SystemExit) as exit_info:
         main()
     err = capsys.readouterr().err
@@ -51,15 +54,25 @@ def test_main_prints_errors_without_traceback(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
 def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -> None:
     """After import and a cycle, `show --json` and `report --json` carry the contract's fields."""
-    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42", oldest_due_date="2026-11-26")])
+    accounts = write_csv(
+        tmp_path / "accounts.csv", [account_record(account_id="A-42", oldest_due_date="2026-11-26")]
+    )
     assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
     cycle = run("cycle", "--as-of", "2026-12-01T16:30:00Z", "--database", sqlite_url, "--json")
     assert cycle.exit_code == 0, cycle.output
     assert json.loads(cycle.output)["dispatch"]["sent"] == 1
 
     shown = json.loads(run("show", "A-42", "--database", sqlite_url, "--json").output)
-    assert {"account_id", "stage", "days_past_due", "past_due_amount", "segment", "holds", "messages",
-            "timeline"} <= shown.keys()
+    assert {
+        "account_id",
+        "stage",
+        "days_past_due",
+        "past_due_amount",
+        "segment",
+        "holds",
+        "messages",
+        "timeline",
+    } <= shown.keys()
     # The business date follows the lender's zone: at 16:30 UTC it is already 2 December in Shanghai.
     assert (shown["stage"], shown["days_past_due"], shown["past_due_amount"]) == ("reminder", 6, "412.50")
     (message,) = shown["messages"]
@@ -79,7 +92,15 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
 
 def test_every_command_has_help() -> None:
     """Each command of the operator contract answers --help."""
-    for command in (["demo"], ["import", "accounts"], ["import", "payments"], ["cycle"], ["dispatch"], ["show"],
-                    ["report"], ["serve"]):
+    for command in (
+        ["demo"],
+        ["import", "accounts"],
+        ["import", "payments"],
+        ["cycle"],
+        ["dispatch"],
+        ["show"],
+        ["report"],
+        ["serve"],
+    ):
         result = run(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, command

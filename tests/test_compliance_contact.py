@@ -31,11 +31,17 @@ NOON_SHANGHAI = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)  # Tuesday 12:00 in Asia
 NOON_LA = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)  # Tuesday 12:00 in America/Los_Angeles
 
 
-def _body(jurisdiction: str, template: str = "reminder", policy: Policy = DEFAULT_POLICY, **ctx: object) -> tuple[str, tuple]:
+def _body(
+    jurisdiction: str, template: str = "reminder", policy: Policy = DEFAULT_POLICY, **ctx: object
+) -> tuple[str, tuple]:
     context = MessageContext(
-        lender=LENDER, borrower_name="王芳" if jurisdiction == "CN" else "Dana Whitfield", jurisdiction=jurisdiction,
-        currency="CNY" if jurisdiction == "CN" else "USD", past_due_amount=Decimal("300"),
-        installment_amount=Decimal("300"), days_past_due=5,
+        lender=LENDER,
+        borrower_name="王芳" if jurisdiction == "CN" else "Dana Whitfield",
+        jurisdiction=jurisdiction,
+        currency="CNY" if jurisdiction == "CN" else "USD",
+        past_due_amount=Decimal("300"),
+        installment_amount=Decimal("300"),
+        days_past_due=5,
     )
     context = replace(context, **ctx)  # type: ignore[arg-type]
     fill = template_params(context)
@@ -44,27 +50,52 @@ def _body(jurisdiction: str, template: str = "reminder", policy: Policy = DEFAUL
 
 def cn(**kw: object) -> ContactRequest:
     body, fill = _body("CN")
-    base = ContactRequest(account_id="A-1", jurisdiction="CN", timezone="Asia/Shanghai", template="reminder",
-                          body=body, lender=LENDER, address="+8613912345678", fill=fill, stage="reminder", episode=1)
+    base = ContactRequest(
+        account_id="A-1",
+        jurisdiction="CN",
+        timezone="Asia/Shanghai",
+        template="reminder",
+        body=body,
+        lender=LENDER,
+        address="+8613912345678",
+        fill=fill,
+        stage="reminder",
+        episode=1,
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def us(**kw: object) -> ContactRequest:
     body, fill = _body("US-CA")
-    base = ContactRequest(account_id="A-1", jurisdiction="US-CA", timezone="America/Los_Angeles", template="reminder",
-                          body=body, lender=LENDER, address="+12133734253", fill=fill, stage="reminder", episode=1)
+    base = ContactRequest(
+        account_id="A-1",
+        jurisdiction="US-CA",
+        timezone="America/Los_Angeles",
+        template="reminder",
+        body=body,
+        lender=LENDER,
+        address="+12133734253",
+        fill=fill,
+        stage="reminder",
+        episode=1,
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def verdict(request: ContactRequest, now: datetime = NOON_SHANGHAI, policy: Policy = DEFAULT_POLICY, **state: object):
+def verdict(
+    request: ContactRequest, now: datetime = NOON_SHANGHAI, policy: Policy = DEFAULT_POLICY, **state: object
+):
     return check_contact(request=request, state=ContactState(**state), policy=policy, now=now)  # type: ignore[arg-type]
 
 
 def sent(at: datetime, account: str = "A-1", **kw: object) -> Contact:
-    return Contact(at=at, channel=str(kw.pop("channel", "sms")), account_id=account, address="+8613912345678", **kw)  # type: ignore[arg-type]
+    return Contact(
+        at=at, channel=str(kw.pop("channel", "sms")), account_id=account, address="+8613912345678", **kw
+    )  # type: ignore[arg-type]
 
 
 # --- holds, opt-outs, third parties, templates ----------------------------------------------------
+
 
 @pytest.mark.parametrize("hold", list(Hold))
 def test_every_hold_blocks_a_text_and_names_itself(hold: Hold) -> None:
@@ -88,15 +119,23 @@ def test_third_parties_only_when_the_debtor_is_unreachable_and_never_in_ireland(
     """CN: a third party is refused while the debtor can be reached; IE: refused always."""
     neutral = f"{LENDER}: please ask Wang Fang to call us back."
     assert verdict(cn(third_party=True, body=neutral, fill=())).reason == "third_party:debtor-reachable"
-    assert verdict(cn(third_party=True, body=neutral, fill=()), debtor_reachable=False).kind is VerdictKind.SEND
+    assert (
+        verdict(cn(third_party=True, body=neutral, fill=()), debtor_reachable=False).kind is VerdictKind.SEND
+    )
     ie = cn(jurisdiction="IE", timezone="Europe/Dublin", third_party=True, body=neutral, fill=())
-    assert verdict(ie, now=datetime(2026, 12, 1, 12, tzinfo=UTC), debtor_reachable=False).reason == "third_party:forbidden"
+    assert (
+        verdict(ie, now=datetime(2026, 12, 1, 12, tzinfo=UTC), debtor_reachable=False).reason
+        == "third_party:forbidden"
+    )
 
 
 def test_a_third_party_is_never_told_of_the_debt() -> None:
     """Any debt word, amount or figure of the account in a third-party message blocks it."""
-    for body in (f"{LENDER}: Wang Fang's loan is overdue.", f"{LENDER}: please pass on ¥300 is due.",
-                 f"【{LENDER}】请转告王芳尽快还款。"):
+    for body in (
+        f"{LENDER}: Wang Fang's loan is overdue.",
+        f"{LENDER}: please pass on ¥300 is due.",
+        f"【{LENDER}】请转告王芳尽快还款。",
+    ):
         v = verdict(cn(third_party=True, body=body, fill=()), debtor_reachable=False)
         assert v.reason == "content:third-party-debt", body
 
@@ -108,6 +147,7 @@ def test_unapproved_template_is_blocked() -> None:
 
 
 # --- content ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("body", "rule"),
@@ -164,17 +204,26 @@ def test_every_approved_template_passes_the_content_check_in_every_jurisdiction(
 
 # --- window and caps ----------------------------------------------------------------------------------
 
+
 def test_outside_the_window_defers_to_the_opening_with_the_hours_rule() -> None:
     """At 23:00 in Shanghai a text is deferred to 08:00 the next morning as `hours:CN`."""
     night = datetime(2026, 12, 1, 15, tzinfo=UTC)
     v = verdict(cn(), now=night)
-    assert (v.kind, v.reason, v.not_before) == (VerdictKind.DEFER, "hours:CN", datetime(2026, 12, 2, 0, tzinfo=UTC))
+    assert (v.kind, v.reason, v.not_before) == (
+        VerdictKind.DEFER,
+        "hours:CN",
+        datetime(2026, 12, 2, 0, tzinfo=UTC),
+    )
 
 
 def test_one_text_per_account_a_day_counts_a_rolling_24_hours() -> None:
     """A text 23 hours after the last one waits out the 24 hours (`cap:sms-account-1d`); 24 hours later it goes."""
     v = verdict(cn(), history=(sent(NOON_SHANGHAI - timedelta(hours=23)),))
-    assert (v.kind, v.reason, v.not_before) == (VerdictKind.DEFER, "cap:sms-account-1d", NOON_SHANGHAI + timedelta(hours=1))
+    assert (v.kind, v.reason, v.not_before) == (
+        VerdictKind.DEFER,
+        "cap:sms-account-1d",
+        NOON_SHANGHAI + timedelta(hours=1),
+    )
     assert verdict(cn(), history=(sent(NOON_SHANGHAI - timedelta(hours=24)),)).kind is VerdictKind.SEND
 
 
@@ -183,7 +232,14 @@ def test_borrower_cap_counts_every_loan_and_messages_in_flight() -> None:
     history = (
         sent(NOON_SHANGHAI - timedelta(days=6), "A-2"),
         sent(NOON_SHANGHAI - timedelta(days=2), "A-3"),
-        sent(NOON_SHANGHAI + timedelta(hours=2), "A-4", in_flight=True, message_id=9, stage="reminder", episode=1),
+        sent(
+            NOON_SHANGHAI + timedelta(hours=2),
+            "A-4",
+            in_flight=True,
+            message_id=9,
+            stage="reminder",
+            episode=1,
+        ),
     )
     v = verdict(cn(), history=history)
     assert (v.kind, v.reason) == (VerdictKind.DEFER, "cap:sms-borrower-7d")
@@ -217,7 +273,9 @@ def test_cap_and_window_together_wait_for_both() -> None:
 
 def test_reg_f_calls_seven_in_seven_days_and_none_after_a_conversation() -> None:
     """US calls: an 8th attempt in 7 days waits, and so does any call within 7 days of a conversation."""
-    calls = tuple(sent(NOON_LA - timedelta(hours=20 * k), channel="call", outcome="unanswered") for k in range(1, 8))
+    calls = tuple(
+        sent(NOON_LA - timedelta(hours=20 * k), channel="call", outcome="unanswered") for k in range(1, 8)
+    )
     v = verdict(us(channel="call"), now=NOON_LA, history=calls)
     # The oldest of the seven (140 hours ago) leaves the 7-day window 28 hours from now, 16:00 local.
     assert (v.reason, v.not_before) == ("cap:call-attempts-account-7d", NOON_LA + timedelta(hours=28))
@@ -229,13 +287,16 @@ def test_reg_f_calls_seven_in_seven_days_and_none_after_a_conversation() -> None
 
 def test_cn_connected_calls_count_apart_from_unanswered_ones() -> None:
     """CN: three connected calls in a day stop a fourth; unanswered attempts do not count toward that cap."""
-    connected = tuple(sent(NOON_SHANGHAI - timedelta(hours=h), channel="call", outcome="connected") for h in (1, 2, 3))
+    connected = tuple(
+        sent(NOON_SHANGHAI - timedelta(hours=h), channel="call", outcome="connected") for h in (1, 2, 3)
+    )
     assert verdict(cn(channel="call"), history=connected).reason == "cap:call-connected-borrower-1d"
     unanswered = tuple(replace(c, outcome="unanswered") for c in connected)
     assert verdict(cn(channel="call"), history=unanswered).kind is VerdictKind.SEND
 
 
 # --- repossession --------------------------------------------------------------------------------
+
 
 def test_a_payment_or_a_collection_hold_cancels_repossession_work() -> None:
     """Any payment, or a dispute, bankruptcy, death, military service or breathing space, cancels
@@ -251,10 +312,14 @@ def test_a_payment_or_a_collection_hold_cancels_repossession_work() -> None:
 # --- the property: a random book, random events, two checks, an independent audit -----------------
 
 PLACES = [
-    ("CN", "Asia/Shanghai", "+86139{:08d}"), ("CN", "Asia/Urumqi", "+86138{:08d}"),
-    ("US-CA", "America/Los_Angeles", "+1213373{:04d}"), ("US", "America/St_Johns", "+1709737{:04d}"),
-    ("GB", "Europe/London", "+4420794{:05d}"), ("IE", "Europe/Dublin", "+3531{:07d}"),
-    ("CN", "Australia/Lord_Howe", "+86137{:08d}"), ("CN", "Asia/Kathmandu", "+86136{:08d}"),
+    ("CN", "Asia/Shanghai", "+86139{:08d}"),
+    ("CN", "Asia/Urumqi", "+86138{:08d}"),
+    ("US-CA", "America/Los_Angeles", "+1213373{:04d}"),
+    ("US", "America/St_Johns", "+1709737{:04d}"),
+    ("GB", "Europe/London", "+4420794{:05d}"),
+    ("IE", "Europe/Dublin", "+3531{:07d}"),
+    ("CN", "Australia/Lord_Howe", "+86137{:08d}"),
+    ("CN", "Asia/Kathmandu", "+86136{:08d}"),
 ]
 
 
@@ -290,13 +355,32 @@ def books_and_events(draw: st.DrawFn) -> tuple[_Book, list[tuple]]:
         for a in range(draw(st.integers(1, 3))):
             accounts[f"A-{b}-{a}"] = (f"B-{b}", jurisdiction, zone, number)
     # Around the northern spring-forward and Lord Howe's autumn change of 2026, and plain weeks.
-    start = draw(st.sampled_from([datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 4, 2, tzinfo=UTC),
-                                  datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)]))
+    start = draw(
+        st.sampled_from(
+            [
+                datetime(2026, 3, 6, tzinfo=UTC),
+                datetime(2026, 4, 2, tzinfo=UTC),
+                datetime(2026, 10, 30, tzinfo=UTC),
+                datetime(2026, 12, 1, tzinfo=UTC),
+            ]
+        )
+    )
     events = []
     for _ in range(draw(st.integers(5, 40))):
         at = start + timedelta(minutes=draw(st.integers(0, 10 * 24 * 60)))
-        kind = draw(st.sampled_from(["decide", "decide", "decide", "dispatch", "dispatch", "hold", "lift", "opt_out", "opt_in"]))
-        events.append((at, kind, draw(st.sampled_from(sorted(accounts))), draw(st.sampled_from([Hold.DISPUTE, Hold.SMS_OPT_OUT, Hold.CEASE_CONTACT]))))
+        kind = draw(
+            st.sampled_from(
+                ["decide", "decide", "decide", "dispatch", "dispatch", "hold", "lift", "opt_out", "opt_in"]
+            )
+        )
+        events.append(
+            (
+                at,
+                kind,
+                draw(st.sampled_from(sorted(accounts))),
+                draw(st.sampled_from([Hold.DISPUTE, Hold.SMS_OPT_OUT, Hold.CEASE_CONTACT])),
+            )
+        )
     events += [(start + timedelta(hours=h), "dispatch", None, None) for h in range(0, 10 * 24, 3)]
     # At one instant: holds and opt-outs land first, then decisions, then the dispatch.
     events.sort(key=lambda e: (e[0], {"decide": 1, "dispatch": 2}.get(e[1], 0)))
@@ -312,8 +396,18 @@ def _history(book: _Book, borrower: str, now: datetime, exclude: int | None = No
         if r.status == "sent":
             out.append(Contact(r.sent_at, "sms", r.account, number))  # type: ignore[arg-type]
         elif r.status == "scheduled":
-            out.append(Contact(r.not_before, "sms", r.account, number, in_flight=True, message_id=r.id,
-                               stage=r.stage, episode=1))
+            out.append(
+                Contact(
+                    r.not_before,
+                    "sms",
+                    r.account,
+                    number,
+                    in_flight=True,
+                    message_id=r.id,
+                    stage=r.stage,
+                    episode=1,
+                )
+            )
     return tuple(out)
 
 
@@ -321,17 +415,32 @@ def _check(book: _Book, account: str, now: datetime, row: _Row | None):
     borrower, jurisdiction, zone, number = book.accounts[account]
     body, fill = _body(jurisdiction)
     holds = frozenset(h[0] for h in _active(book.holds.get(account, []), now))
-    request = ContactRequest(account_id=account, jurisdiction=jurisdiction, timezone=zone, template="reminder",
-                             body=body, lender=LENDER, address=number, fill=fill, stage="reminder", episode=1,
-                             message_id=row.id if row else None)
-    state = ContactState(holds=holds, opted_out=bool(_active(book.opt_outs.get(borrower, []), now)),
-                         history=_history(book, borrower, now, exclude=row.id if row else None))
+    request = ContactRequest(
+        account_id=account,
+        jurisdiction=jurisdiction,
+        timezone=zone,
+        template="reminder",
+        body=body,
+        lender=LENDER,
+        address=number,
+        fill=fill,
+        stage="reminder",
+        episode=1,
+        message_id=row.id if row else None,
+    )
+    state = ContactState(
+        holds=holds,
+        opted_out=bool(_active(book.opt_outs.get(borrower, []), now)),
+        history=_history(book, borrower, now, exclude=row.id if row else None),
+    )
     return check_contact(request=request, state=state, policy=DEFAULT_POLICY, now=now)
 
 
 @settings(max_examples=150, deadline=None)
 @given(books_and_events())
-def test_property_nothing_sent_breaks_a_window_a_cap_a_hold_or_an_opt_out(case: tuple[_Book, list[tuple]]) -> None:
+def test_property_nothing_sent_breaks_a_window_a_cap_a_hold_or_an_opt_out(
+    case: tuple[_Book, list[tuple]],
+) -> None:
     """Random books (odd zones, DST weeks), random decisions, dispatches, holds and opt-outs, both
     checks run as the cycle runs them; then an audit that reads only what was sent finds nothing."""
     book, events = case
@@ -339,9 +448,13 @@ def test_property_nothing_sent_breaks_a_window_a_cap_a_hold_or_an_opt_out(case: 
         if kind == "decide":
             v = _check(book, account, at, None)
             if v.kind is not VerdictKind.BLOCK:
-                book.rows.append(_Row(len(book.rows) + 1, account, book.accounts[account][0], "reminder", v.not_before))
+                book.rows.append(
+                    _Row(len(book.rows) + 1, account, book.accounts[account][0], "reminder", v.not_before)
+                )
         elif kind == "dispatch":
-            for row in sorted((r for r in book.rows if r.status == "scheduled" and r.not_before <= at), key=lambda r: r.id):
+            for row in sorted(
+                (r for r in book.rows if r.status == "scheduled" and r.not_before <= at), key=lambda r: r.id
+            ):
                 v = _check(book, row.account, at, row)
                 if v.kind is VerdictKind.SEND:
                     row.status, row.sent_at = "sent", at
@@ -372,10 +485,17 @@ def test_property_nothing_sent_breaks_a_window_a_cap_a_hold_or_an_opt_out(case: 
             assert hours.start <= local.time() < hours.end, ("window", r, z)
             assert local.weekday() not in hours.closed_weekdays, ("closed day", r)
             if hours.closed_on_holidays:
-                assert local.date() not in holidays.country_holidays(hours.holidays, years=local.year), ("holiday", r)
+                assert local.date() not in holidays.country_holidays(hours.holidays, years=local.year), (
+                    "holiday",
+                    r,
+                )
         assert not _active(book.holds.get(r.account, []), at), ("hold", r)
         assert not _active(book.opt_outs.get(borrower, []), at), ("opt-out", r)
-        same_account = [s for s in sends if s.account == r.account and at - timedelta(days=1) < s.sent_at <= at]  # type: ignore[operator]
-        same_borrower = [s for s in sends if s.borrower == borrower and at - timedelta(days=7) < s.sent_at <= at]  # type: ignore[operator]
+        same_account = [
+            s for s in sends if s.account == r.account and at - timedelta(days=1) < s.sent_at <= at
+        ]  # type: ignore[operator]
+        same_borrower = [
+            s for s in sends if s.borrower == borrower and at - timedelta(days=7) < s.sent_at <= at
+        ]  # type: ignore[operator]
         assert len(same_account) <= 1, ("cap:sms-account-1d", r)
         assert len(same_borrower) <= 3, ("cap:sms-borrower-7d", r)

@@ -37,14 +37,22 @@ CN_NOON = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
 
 def _cn(**kw: str) -> dict[str, str]:
     cn = {
-        "borrower_name": "王芳", "phone": "13912345678", "timezone": "Asia/Shanghai", "jurisdiction": "CN",
-        "currency": "CNY", "balance": "60000.00", "installment_amount": "3000.00", "past_due_amount": "3000.00",
+        "borrower_name": "王芳",
+        "phone": "13912345678",
+        "timezone": "Asia/Shanghai",
+        "jurisdiction": "CN",
+        "currency": "CNY",
+        "balance": "60000.00",
+        "installment_amount": "3000.00",
+        "past_due_amount": "3000.00",
         "oldest_due_date": "2026-11-26",  # 5 days past due on 1 December
     }
     return account_record(**(cn | kw))
 
 
-def _import(engine: Engine, tmp_path: Path, records: list[dict[str, str]], *, now: datetime | None = None) -> None:
+def _import(
+    engine: Engine, tmp_path: Path, records: list[dict[str, str]], *, now: datetime | None = None
+) -> None:
     path = write_csv(tmp_path / f"accounts-{len(list(tmp_path.iterdir()))}.csv", records)
     summary = run_import(engine, open_source(path, Kind.ACCOUNTS), now=now)
     assert summary.rejected == 0, summary.first_rejections
@@ -92,27 +100,77 @@ def _messages(engine: Engine) -> list[Any]:
 
 # --- caps from the message log, in bulk ------------------------------------------------------------
 
-def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(engine: Engine, tmp_path: Path) -> None:
+
+def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(
+    engine: Engine, tmp_path: Path
+) -> None:
     """The contact history of a shard is read in one query whatever its size: the statements issued
     by load_shard do not grow with the accounts, and each account gets its borrower's contacts
     (other loans included, stale and old ones left out)."""
-    records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i // 2}", phone=f"1391234{i // 2:04d}") for i in range(20)]
+    records = [
+        _cn(account_id=f"A-{i}", borrower_id=f"B-{i // 2}", phone=f"1391234{i // 2:04d}") for i in range(20)
+    ]
     _import(engine, tmp_path, records)
     with engine.begin() as c:
         owner = {"A-0": "reminder", "A-1": "reminder"}
-        c.execute(update(store.account).where(store.account.c.account_id.in_(owner)).values(stage="reminder", episode=1))
-        base = {"channel": "sms", "address": "+8613912340000", "template": "reminder", "params": {}, "body": "x",
-                "attempts": 0, "created_at": CN_MORNING, "sent_at": None}
-        c.execute(insert(message), [
-            base | {"idempotency_key": "k1", "account_id": "A-1", "stage": "reminder", "episode": 1, "status": "sent",
-                    "not_before": CN_MORNING - timedelta(days=2), "sent_at": CN_MORNING - timedelta(days=2)},
-            base | {"idempotency_key": "k2", "account_id": "A-1", "stage": "reminder", "episode": 1, "status": "sent",
-                    "not_before": CN_MORNING - timedelta(days=30), "sent_at": CN_MORNING - timedelta(days=30)},
-            base | {"idempotency_key": "k3", "account_id": "A-0", "stage": "reminder", "episode": 1,
-                    "status": "scheduled", "not_before": CN_NOON},
-            base | {"idempotency_key": "k4", "account_id": "A-0", "stage": "reminder", "episode": 0,
-                    "status": "scheduled", "not_before": CN_NOON},  # an earlier episode: stale
-        ])
+        c.execute(
+            update(store.account)
+            .where(store.account.c.account_id.in_(owner))
+            .values(stage="reminder", episode=1)
+        )
+        base = {
+            "channel": "sms",
+            "address": "+8613912340000",
+            "template": "reminder",
+            "params": {},
+            "body": "x",
+            "attempts": 0,
+            "created_at": CN_MORNING,
+            "sent_at": None,
+        }
+        c.execute(
+            insert(message),
+            [
+                base
+                | {
+                    "idempotency_key": "k1",
+                    "account_id": "A-1",
+                    "stage": "reminder",
+                    "episode": 1,
+                    "status": "sent",
+                    "not_before": CN_MORNING - timedelta(days=2),
+                    "sent_at": CN_MORNING - timedelta(days=2),
+                },
+                base
+                | {
+                    "idempotency_key": "k2",
+                    "account_id": "A-1",
+                    "stage": "reminder",
+                    "episode": 1,
+                    "status": "sent",
+                    "not_before": CN_MORNING - timedelta(days=30),
+                    "sent_at": CN_MORNING - timedelta(days=30),
+                },
+                base
+                | {
+                    "idempotency_key": "k3",
+                    "account_id": "A-0",
+                    "stage": "reminder",
+                    "episode": 1,
+                    "status": "scheduled",
+                    "not_before": CN_NOON,
+                },
+                base
+                | {
+                    "idempotency_key": "k4",
+                    "account_id": "A-0",
+                    "stage": "reminder",
+                    "episode": 0,
+                    "status": "scheduled",
+                    "not_before": CN_NOON,
+                },  # an earlier episode: stale
+            ],
+        )
 
     statements: list[str] = []
 
@@ -142,22 +200,34 @@ def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(
 def test_dispatch_counts_caps_from_the_log_and_from_its_own_batch(cycle_db: Engine, tmp_path: Path) -> None:
     """Four loans of one borrower all due a reminder at noon: three texts go, the fourth waits a
     week (`cap:sms-borrower-7d`); a second account of another borrower already texted today waits a day."""
-    _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(4)]
-            + [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999")])
+    _import(
+        cycle_db,
+        tmp_path,
+        [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(4)]
+        + [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999")],
+    )
     _cycle(CN_NOON)
     by_account = {m.account_id: m for m in _messages(cycle_db)}
     statuses = sorted((m.account_id, m.status, m.reason) for m in by_account.values())
     assert statuses == [
-        ("A-0", "sent", None), ("A-1", "sent", None), ("A-2", "sent", None),
-        ("A-3", "scheduled", "cap:sms-borrower-7d"), ("A-9", "sent", None),
+        ("A-0", "sent", None),
+        ("A-1", "sent", None),
+        ("A-2", "sent", None),
+        ("A-3", "scheduled", "cap:sms-borrower-7d"),
+        ("A-9", "sent", None),
     ]
     assert by_account["A-3"].not_before == CN_NOON + timedelta(days=7)
 
     # The next day's cycle decides the new cadence reminder of A-9 against the log: 1 a day per account.
     with cycle_db.begin() as c:
-        c.execute(update(message).where(message.c.account_id == "A-9").values(sent_at=CN_NOON + timedelta(hours=5)))
-    _import(cycle_db, tmp_path, [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999",
-                                     oldest_due_date="2026-11-23")])  # now at day 10 of the cadence
+        c.execute(
+            update(message).where(message.c.account_id == "A-9").values(sent_at=CN_NOON + timedelta(hours=5))
+        )
+    _import(
+        cycle_db,
+        tmp_path,
+        [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999", oldest_due_date="2026-11-23")],
+    )  # now at day 10 of the cadence
     _cycle(CN_NOON + timedelta(days=1))
     nine = [m for m in _messages(cycle_db) if m.account_id == "A-9"]
     assert [(m.status, m.reason) for m in nine][-1] == ("scheduled", "cap:sms-account-1d")
@@ -167,10 +237,16 @@ def test_dispatch_counts_caps_from_the_log_and_from_its_own_batch(cycle_db: Engi
 def test_sends_are_stored_at_exactly_their_instant(cycle_db: Engine, tmp_path: Path) -> None:
     """A send is recorded at the dispatch's instant in the stored form of every instant, so the
     cycle's own re-check, over [as_of, as_of + 1 µs), finds each of its sends."""
-    _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)])
+    _import(
+        cycle_db,
+        tmp_path,
+        [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)],
+    )
     assert _cycle(CN_NOON) == {"sent": 3}
     with cycle_db.connect() as c:
-        report = compliance_report(c, start=CN_NOON, end=CN_NOON + timedelta(microseconds=1), policy=DEFAULT_POLICY)
+        report = compliance_report(
+            c, start=CN_NOON, end=CN_NOON + timedelta(microseconds=1), policy=DEFAULT_POLICY
+        )
         late = compliance_report(c, start=CN_NOON + timedelta(microseconds=1), policy=DEFAULT_POLICY)
     assert (report.sent_checked, report.violations, late.sent_checked) == (3, [], 0)
 
@@ -189,8 +265,14 @@ def test_opt_out_between_scheduling_and_sending_blocks_the_send(
         if how == "number":
             c.execute(update(contact).values(opted_out_at=CN_NIGHT + timedelta(hours=1)))
         else:
-            c.execute(insert(hold).values(account_id="A-CN", kind="sms_opt_out", source="webhook",
-                                          placed_at=CN_NIGHT + timedelta(hours=1)))
+            c.execute(
+                insert(hold).values(
+                    account_id="A-CN",
+                    kind="sms_opt_out",
+                    source="webhook",
+                    placed_at=CN_NIGHT + timedelta(hours=1),
+                )
+            )
     assert _dispatch(CN_MORNING) == {"blocked": 1}
     [blocked] = _messages(cycle_db)
     assert (blocked.status, blocked.reason) == ("blocked", reason)
@@ -204,12 +286,15 @@ def test_lease_batch_brings_each_rows_history_without_the_batch(cycle_db: Engine
     with cycle_db.begin() as c:
         first = c.execute(select(message.c.id).order_by(message.c.id)).scalars().first()
         c.execute(update(message).where(message.c.id == first).values(status="sent", sent_at=CN_NIGHT))
-        rows = outbox.lease_batch(c, lo=0, hi=None, now=CN_MORNING, wall=CN_MORNING, lease_until=CN_MORNING + timedelta(minutes=5))
+        rows = outbox.lease_batch(
+            c, lo=0, hi=None, now=CN_MORNING, wall=CN_MORNING, lease_until=CN_MORNING + timedelta(minutes=5)
+        )
     assert len(rows) == 1 and [h.message_id for h in rows[0].history] == [first]
     assert rows[0].history[0].in_flight is False
 
 
 # --- the report ---------------------------------------------------------------------------------------
+
 
 def test_report_lists_every_kind_of_violation_it_is_shown(cycle_db: Engine, tmp_path: Path) -> None:
     """Sends doctored after the fact (at night, under a hold, twice in a day, with a threat) are each
@@ -227,7 +312,9 @@ def test_report_lists_every_kind_of_violation_it_is_shown(cycle_db: Engine, tmp_
         c.execute(update(message).values(sent_at=night, body=sent.body + "否则后果自负。"))
         copy = {k: v for k, v in sent._mapping.items() if k != "id"}
         c.execute(insert(message).values(**{**copy, "idempotency_key": "again", "sent_at": night}))
-        c.execute(insert(hold).values(account_id="A-CN", kind="dispute", placed_at=night - timedelta(hours=1)))
+        c.execute(
+            insert(hold).values(account_id="A-CN", kind="dispute", placed_at=night - timedelta(hours=1))
+        )
         c.execute(update(contact).values(opted_out_at=night - timedelta(minutes=5)))
     with cycle_db.connect() as c:
         found = compliance_report(c, policy=DEFAULT_POLICY)
@@ -262,8 +349,11 @@ def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine
         if d:
             payments = tmp_path / f"payments-{d}.csv"
             write_payments_file(
-                simulate_payments(_states(cycle_db, portfolio, instant, settings.lender_timezone),
-                                  day=business_date(instant, settings.lender_timezone) - timedelta(days=1), seed=7),
+                simulate_payments(
+                    _states(cycle_db, portfolio, instant, settings.lender_timezone),
+                    day=business_date(instant, settings.lender_timezone) - timedelta(days=1),
+                    seed=7,
+                ),
                 payments,
             )
             run_import(cycle_db, open_source(payments, Kind.PAYMENTS), now=instant)
@@ -278,14 +368,27 @@ def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine
     assert sum(report.deferrals.values()) > 0 and any(r.startswith("hours:") for r in report.deferrals)
     assert any(r.startswith("hold:") for r in report.blocks)
 
-    result = CliRunner().invoke(app, ["compliance", "report", "--json", "--from", "2026-12-01", "--to", "2026-12-31",
-                                      "--database", str(cycle_db.url)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compliance",
+            "report",
+            "--json",
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-12-31",
+            "--database",
+            str(cycle_db.url),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["violations"] == [] and data["deferrals"] > 0 and data["sent_checked"] > 0
 
 
 # --- privacy -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cycle(
@@ -308,8 +411,14 @@ def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cyc
     book = list(generate_portfolio(12, seed=5, business_date=date(2026, 12, 1)))
     write_accounts_file(book, tmp_path / "book.csv")
     run_import(cycle_db, open_source(tmp_path / "book.csv", Kind.ACCOUNTS))
-    refused = next(r.phone for r in book if r.jurisdiction == "CN" and 1 <= r.days_past_due(date(2026, 12, 1)) < 45
-                   and not r.flags and r.timezone == "Asia/Shanghai")
+    refused = next(
+        r.phone
+        for r in book
+        if r.jurisdiction == "CN"
+        and 1 <= r.days_past_due(date(2026, 12, 1)) < 45
+        and not r.flags
+        and r.timezone == "Asia/Shanghai"
+    )
     sms_sandbox.set_faults(invalid_numbers="^" + refused.replace("+", r"\+") + "$")
     prefect_logger = logging.getLogger("prefect")  # Prefect's loggers do not propagate to the root
     prefect_logger.addHandler(caplog.handler)
@@ -319,7 +428,10 @@ def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cyc
     finally:
         prefect_logger.removeHandler(caplog.handler)
     assert state.is_completed()
-    for logger in [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]:
+    for logger in [
+        logging.getLogger(),
+        *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]:
         for handler in logger.handlers:
             if isinstance(handler, APILogHandler):
                 handler.flush()  # run logs reach the server in batches
@@ -332,7 +444,9 @@ def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cyc
             if any(mask_phone(refused) in log.message for log in logs):
                 break
             time.sleep(0.2)
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
         parameters = client.read_flow_run(run_id).parameters
     server_logs = "\n".join(log.message for log in logs)
     texts = {

@@ -25,9 +25,22 @@ from arrears.simulate import generate_portfolio
 # (Troll), DST at midnight (Havana, Santiago), DST that stops for Ramadan (Casablanca), a zone
 # that skipped a whole day (Apia, 2011), and plain ones.
 ZONES = [
-    "Australia/Lord_Howe", "Asia/Kathmandu", "America/St_Johns", "Antarctica/Troll", "America/Havana",
-    "America/Santiago", "Africa/Casablanca", "Pacific/Chatham", "Pacific/Apia", "America/New_York",
-    "America/Los_Angeles", "Europe/London", "Europe/Dublin", "Asia/Shanghai", "Asia/Urumqi", "Australia/Adelaide",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Antarctica/Troll",
+    "America/Havana",
+    "America/Santiago",
+    "Africa/Casablanca",
+    "Pacific/Chatham",
+    "Pacific/Apia",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Europe/London",
+    "Europe/Dublin",
+    "Asia/Shanghai",
+    "Asia/Urumqi",
+    "Australia/Adelaide",
 ]
 
 
@@ -86,8 +99,11 @@ def windows(draw: st.DrawFn) -> Hours:
     closed = draw(st.frozensets(st.integers(0, 6), max_size=3))
     holidays_ = draw(st.sampled_from([None, "IE", "US-CA", "CN"]))
     return Hours(
-        start=time(start // 60, start % 60), end=time(end // 60, end % 60), closed_weekdays=closed,
-        closed_on_holidays=holidays_ is not None and draw(st.booleans()), holidays=holidays_,
+        start=time(start // 60, start % 60),
+        end=time(end // 60, end % 60),
+        closed_weekdays=closed,
+        closed_on_holidays=holidays_ is not None and draw(st.booleans()),
+        holidays=holidays_,
     )
 
 
@@ -149,7 +165,9 @@ def test_window_edge_in_a_fall_back_fold_follows_the_wall_clock() -> None:
     hours = Hours(start=time(0), end=time(1, 30))
     first_pass = datetime(2026, 11, 1, 5, 45, tzinfo=UTC)  # 01:45 EDT
     assert not contact_allowed(first_pass, "America/New_York", hours)
-    assert next_allowed_instant(first_pass, "America/New_York", hours) == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+    assert next_allowed_instant(first_pass, "America/New_York", hours) == datetime(
+        2026, 11, 1, 6, 0, tzinfo=UTC
+    )
     assert contact_allowed(datetime(2026, 11, 1, 6, 15, tzinfo=UTC), "America/New_York", hours)  # 01:15 EST
 
 
@@ -190,7 +208,9 @@ def test_stated_zone_and_number_zone_disagreeing_allow_only_the_overlap() -> Non
     zones = contact_zones("Asia/Urumqi", "+8613912345678")
     assert zones == ("Asia/Urumqi", "Asia/Shanghai")
     cn = profile("CN")
-    assert next_allowed_instant(datetime(2026, 12, 1, 1, tzinfo=UTC), zones, cn) == datetime(2026, 12, 1, 2, tzinfo=UTC)
+    assert next_allowed_instant(datetime(2026, 12, 1, 1, tzinfo=UTC), zones, cn) == datetime(
+        2026, 12, 1, 2, tzinfo=UTC
+    )
     assert next_allowed_instant(datetime(2026, 12, 1, 14, 30, tzinfo=UTC), zones, cn) == datetime(
         2026, 12, 2, 2, tzinfo=UTC
     )
@@ -209,7 +229,9 @@ def test_number_zones_agree_with_phonenumbers_for_the_simulated_book() -> None:
     checked = 0
     for row in generate_portfolio(400, seed=11, business_date=date(2026, 12, 1)):
         for number in filter(None, (row.phone, row.alt_phone)):
-            expected = tuple(z for z in pn_timezone.time_zones_for_number(phonenumbers.parse(number)) if z != "Etc/Unknown")
+            expected = tuple(
+                z for z in pn_timezone.time_zones_for_number(phonenumbers.parse(number)) if z != "Etc/Unknown"
+            )
             assert number_zones(number) == expected, number
             checked += 1
     assert checked > 400

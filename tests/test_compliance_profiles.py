@@ -21,15 +21,35 @@ def test_every_profile_is_a_file_in_the_package() -> None:
 def test_profiles_hold_the_numbers_of_their_rules() -> None:
     """Hours, closed days, call caps, the opt-out and the cure periods are the sourced numbers."""
     cn, us, ie, gb = profile("CN"), profile("US"), profile("IE"), profile("GB")
-    assert (cn.hours.start, cn.hours.end, cn.locale, cn.third_parties) == (time(8), time(22), "zh-CN", "when_unreachable")
+    assert (cn.hours.start, cn.hours.end, cn.locale, cn.third_parties) == (
+        time(8),
+        time(22),
+        "zh-CN",
+        "when_unreachable",
+    )
     caps = {c.name: c for c in cn.caps}
-    assert (caps["call-connected-borrower-1d"].limit, caps["call-connected-borrower-1d"].counts) == (3, "connected")
-    assert (caps["call-unanswered-address-1d"].limit, caps["call-unanswered-address-1d"].scope) == (6, "address")
+    assert (caps["call-connected-borrower-1d"].limit, caps["call-connected-borrower-1d"].counts) == (
+        3,
+        "connected",
+    )
+    assert (caps["call-unanswered-address-1d"].limit, caps["call-unanswered-address-1d"].scope) == (
+        6,
+        "address",
+    )
     assert (us.hours.start, us.hours.end, us.sms_opt_out_required) == (time(8), time(21), True)
     reg_f = {c.name: c for c in us.caps}["call-attempts-account-7d"]
-    assert (reg_f.limit, reg_f.window_days, reg_f.quiet_after_conversation_days, reg_f.binding) == (7, 7, 7, True)
+    assert (reg_f.limit, reg_f.window_days, reg_f.quiet_after_conversation_days, reg_f.binding) == (
+        7,
+        7,
+        7,
+        True,
+    )
     assert (ie.hours.start, ie.hours.end, ie.hours.closed_weekdays, ie.hours.closed_on_holidays) == (
-        time(9), time(21), frozenset({6}), True)
+        time(9),
+        time(21),
+        frozenset({6}),
+        True,
+    )
     assert ie.third_parties == "never"
     assert (gb.breathing_space_days, gb.cure_notice_days) == (60, 14)
     assert all(c.source for p in (cn, us, ie, gb) for c in p.caps)
@@ -40,7 +60,12 @@ def test_us_state_overlays_inherit_reg_f_and_add_their_own() -> None:
     us = profile("US")
     for code, cure in (("US-CA", None), ("US-IA", 20), ("US-MA", 21), ("US-WI", 15)):
         p = profile(code)
-        assert (p.hours.start, p.hours.end, p.caps, p.sms_opt_out_required) == (us.hours.start, us.hours.end, us.caps, True)
+        assert (p.hours.start, p.hours.end, p.caps, p.sms_opt_out_required) == (
+            us.hours.start,
+            us.hours.end,
+            us.caps,
+            True,
+        )
         assert (p.cure_notice_days, p.hours.holidays) == (cure, code)
     assert profile("US-MA").max_cures == 3
 
@@ -49,8 +74,14 @@ def test_sms_caps_are_policy_numbers_everywhere() -> None:
     """Every profile carries the two SMS caps, marked as policy numbers (not binding) with that said."""
     for code in KNOWN_JURISDICTIONS:
         sms = {c.name: c for c in profile(code).caps_for("sms")}
-        assert (sms["sms-account-1d"].limit, sms["sms-borrower-7d"].limit, sms["sms-borrower-7d"].window_days) == (1, 3, 7)
-        assert not any(c.binding for c in sms.values()) and all(c.source.startswith("policy") for c in sms.values())
+        assert (
+            sms["sms-account-1d"].limit,
+            sms["sms-borrower-7d"].limit,
+            sms["sms-borrower-7d"].window_days,
+        ) == (1, 3, 7)
+        assert not any(c.binding for c in sms.values()) and all(
+            c.source.startswith("policy") for c in sms.values()
+        )
 
 
 def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Path) -> None:
@@ -71,9 +102,12 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
     ("override", "complaint"),
     [
         ('[profiles.CN.hours]\nstart = "07:00"', "profiles.CN.hours"),
-        ('[profiles.IE.hours]\nclosed_weekdays = []', "profiles.IE.hours"),
-        ('[profiles.US]\nsms_opt_out_required = false', "sms_opt_out_required"),
-        ('[[profiles.CN.caps]]\nname = "call-connected-borrower-1d"\nlimit = 4', "call-connected-borrower-1d"),
+        ("[profiles.IE.hours]\nclosed_weekdays = []", "profiles.IE.hours"),
+        ("[profiles.US]\nsms_opt_out_required = false", "sms_opt_out_required"),
+        (
+            '[[profiles.CN.caps]]\nname = "call-connected-borrower-1d"\nlimit = 4',
+            "call-connected-borrower-1d",
+        ),
         ('[profiles.GB]\nthird_parties = "always"', "third_parties"),
         ('[profiles.XX.hours]\nstart = "09:00"', "unknown jurisdiction"),
         ('[profiles.CN.hours]\nstart = "9 am"', "HH:MM"),

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from arrears.compliance import contact_allowed
 from arrears.importing import Kind, open_source
 from arrears.jurisdictions import profile
-from arrears.compliance import contact_allowed
 from arrears.models import Account, AuditEvent, Message
 from arrears.storage.importer import run_import
 from tests.factories import account_record, payment_record, write_csv
@@ -25,8 +25,14 @@ CN_MORNING = "2026-12-02T00:00:00Z"
 
 def _cn(**kw: str) -> dict[str, str]:
     cn = {
-        "borrower_name": "王芳", "phone": "13912345678", "timezone": "Asia/Shanghai", "jurisdiction": "CN",
-        "currency": "CNY", "balance": "60000.00", "installment_amount": "3000.00", "past_due_amount": "3000.00",
+        "borrower_name": "王芳",
+        "phone": "13912345678",
+        "timezone": "Asia/Shanghai",
+        "jurisdiction": "CN",
+        "currency": "CNY",
+        "balance": "60000.00",
+        "installment_amount": "3000.00",
+        "past_due_amount": "3000.00",
         "oldest_due_date": "2026-11-26",  # 5 days past due on 1 December
     }
     return account_record(**(cn | kw))
@@ -45,7 +51,9 @@ def cycle_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
     return engine
 
 
-def _import(engine: Engine, tmp_path: Path, records: list[dict[str, str]], kind: Kind = Kind.ACCOUNTS) -> None:
+def _import(
+    engine: Engine, tmp_path: Path, records: list[dict[str, str]], kind: Kind = Kind.ACCOUNTS
+) -> None:
     path = write_csv(tmp_path / f"{kind.value}-{len(list(tmp_path.iterdir()))}.csv", records)
     summary = run_import(engine, open_source(path, kind))
     assert summary.rejected == 0, summary.first_rejections
@@ -77,7 +85,9 @@ def test_cycle_twice_for_the_same_instant_sends_nothing_the_second_time(
         assert len(c.execute(select(AuditEvent.__table__)).all()) == len(events)  # type: ignore[attr-defined]
 
 
-def test_cycle_sends_only_inside_each_borrowers_local_hours(cycle_db: Engine, tmp_path: Path, sms_sandbox: Any) -> None:
+def test_cycle_sends_only_inside_each_borrowers_local_hours(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
     """At 00:30 in Shanghai and 08:30 in Los Angeles only the US borrower is messaged; the CN one
     is scheduled for 08:00 local and sent by the next dispatch, not before."""
     from flows.daily_cycle import daily_cycle, dispatch_outbox
@@ -112,8 +122,15 @@ def test_every_message_the_sandbox_received_was_sent_inside_its_window(
     records = [
         *(_cn(account_id=f"A-CN-{i}", phone=f"1391234567{i}") for i in range(3)),
         *(_us(account_id=f"A-CA-{i}", phone=f"(213) 373-425{i}") for i in range(3)),
-        *(_us(account_id=f"A-NY-{i}", phone=f"(212) 736-560{i}", jurisdiction="US", timezone="America/New_York")
-          for i in range(3)),
+        *(
+            _us(
+                account_id=f"A-NY-{i}",
+                phone=f"(212) 736-560{i}",
+                jurisdiction="US",
+                timezone="America/New_York",
+            )
+            for i in range(3)
+        ),
     ]
     _import(cycle_db, tmp_path, records)
     daily_cycle(as_of=as_of)
@@ -132,7 +149,9 @@ def test_every_message_the_sandbox_received_was_sent_inside_its_window(
             assert contact_allowed(m.not_before, a.timezone, profile(a.jurisdiction))
 
 
-def test_hold_placed_after_scheduling_blocks_the_send(cycle_db: Engine, tmp_path: Path, sms_sandbox: Any) -> None:
+def test_hold_placed_after_scheduling_blocks_the_send(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
     """A dispute that arrives while a message waits for the morning blocks it at send time."""
     from flows.daily_cycle import daily_cycle, dispatch_outbox
 
@@ -145,15 +164,21 @@ def test_hold_placed_after_scheduling_blocks_the_send(cycle_db: Engine, tmp_path
     assert sms_sandbox.messages() == []
 
 
-def test_payment_cures_and_cancels_the_waiting_reminder(cycle_db: Engine, tmp_path: Path, sms_sandbox: Any) -> None:
+def test_payment_cures_and_cancels_the_waiting_reminder(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
     """A payment that clears the past due cures the account; its deferred reminder is never sent."""
     from flows.account_lifecycle import account_lifecycle
     from flows.daily_cycle import daily_cycle
 
     _import(cycle_db, tmp_path, [_cn(account_id="A-CN")])
     daily_cycle(as_of=CN_NIGHT_US_MORNING)
-    _import(cycle_db, tmp_path, [payment_record(account_id="A-CN", amount="3000.00", received_at="2026-12-01T23:00:00Z")],
-            Kind.PAYMENTS)
+    _import(
+        cycle_db,
+        tmp_path,
+        [payment_record(account_id="A-CN", amount="3000.00", received_at="2026-12-01T23:00:00Z")],
+        Kind.PAYMENTS,
+    )
     result = account_lifecycle(account_id="A-CN", as_of=CN_MORNING, reason="payment")
     assert result["refresh"]["payments_applied"] == 1
     with cycle_db.connect() as c:
@@ -164,10 +189,12 @@ def test_payment_cures_and_cancels_the_waiting_reminder(cycle_db: Engine, tmp_pa
     assert sms_sandbox.messages() == []
 
 
-def test_provider_refusing_a_number_marks_it_invalid(cycle_db: Engine, tmp_path: Path, sms_sandbox: Any) -> None:
+def test_provider_refusing_a_number_marks_it_invalid(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
     """A number the provider rejects as invalid fails its message and is not used again."""
-    from flows.daily_cycle import daily_cycle
     from arrears.models import ContactPoint
+    from flows.daily_cycle import daily_cycle
 
     _import(cycle_db, tmp_path, [_us(account_id="A-US")])
     number = "+12133734253"
@@ -176,5 +203,7 @@ def test_provider_refusing_a_number_marks_it_invalid(cycle_db: Engine, tmp_path:
     message = _messages(cycle_db)["A-US"]
     assert (message.status, message.reason) == ("failed", "invalid_number")
     with cycle_db.connect() as c:
-        valid = c.execute(select(ContactPoint.__table__.c.valid).where(ContactPoint.__table__.c.address == number)).scalar()  # type: ignore[attr-defined]
+        valid = c.execute(
+            select(ContactPoint.__table__.c.valid).where(ContactPoint.__table__.c.address == number)
+        ).scalar()  # type: ignore[attr-defined]
     assert valid is False

@@ -57,8 +57,13 @@ def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: 
         "ARREARS_CYCLE_CRON": "30 7 * * 1-5",
         "ARREARS_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
     }
-    process = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve"], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
     async def find() -> object:
         async with get_client() as client:
@@ -69,7 +74,9 @@ def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: 
                     if process.poll() is not None:
                         break
                     await asyncio.sleep(0.5)
-        pytest.fail(f"serve did not register the deployment: {process.stdout.read().decode() if process.stdout else ''}")
+        pytest.fail(
+            f"serve did not register the deployment: {process.stdout.read().decode() if process.stdout else ''}"
+        )
 
     try:
         deployment = asyncio.run(find())
@@ -78,8 +85,6 @@ def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: 
         process.wait(timeout=30)
     schedule = deployment.schedules[0].schedule  # type: ignore[attr-defined]
     assert (schedule.cron, schedule.timezone) == ("30 7 * * 1-5", "America/Chicago")
-
-
 
 
 def test_cycle_fans_shards_out_to_served_workers(
@@ -102,13 +107,22 @@ def test_cycle_fans_shards_out_to_served_workers(
     get_settings.cache_clear()
     engine = get_engine(url)
     migrate(engine)
-    path = write_csv(tmp_path / "a.csv", [account_record(account_id=f"A-{i}", oldest_due_date="2026-11-26") for i in range(5)])
+    path = write_csv(
+        tmp_path / "a.csv",
+        [account_record(account_id=f"A-{i}", oldest_due_date="2026-11-26") for i in range(5)],
+    )
     run_import(engine, open_source(path, Kind.ACCOUNTS))
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    worker = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         async def wait_for_deployment() -> None:
             async with get_client() as client:
                 for _ in range(120):

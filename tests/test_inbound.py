@@ -79,8 +79,12 @@ def test_normalise_folds_width_case_and_space() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "region", "e164"),
-    [("+12133734253", None, "+12133734253"), ("13912345678", "CN", "+8613912345678"),
-     ("008613912345678", None, "+8613912345678"), ("not a number", "CN", None)],
+    [
+        ("+12133734253", None, "+12133734253"),
+        ("13912345678", "CN", "+8613912345678"),
+        ("008613912345678", None, "+8613912345678"),
+        ("not a number", "CN", None),
+    ],
 )
 def test_inbound_address_gives_e164(raw: str, region: str | None, e164: str | None) -> None:
     """Gateway numbers (E.164, Aliyun's national digits, 00-prefixed) become E.164, like stored contact points."""
@@ -98,13 +102,30 @@ def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
 
 def _message(engine: Engine, account_id: str, *, status: str = "sent", provider_id: str = "SM1") -> int:
     with engine.begin() as c:
-        return int(c.execute(
-            insert(message).values(
-                idempotency_key=unique_id("key"), account_id=account_id, channel="sms", address=PHONE,
-                template="reminder", params={}, body="Reminder", stage="reminder", episode=1, not_before=T0,
-                status=status, provider="twilio", provider_id=provider_id, attempts=1, created_at=T0, sent_at=T0,
-            ).returning(message.c.id)
-        ).scalar_one())
+        return int(
+            c.execute(
+                insert(message)
+                .values(
+                    idempotency_key=unique_id("key"),
+                    account_id=account_id,
+                    channel="sms",
+                    address=PHONE,
+                    template="reminder",
+                    params={},
+                    body="Reminder",
+                    stage="reminder",
+                    episode=1,
+                    not_before=T0,
+                    status=status,
+                    provider="twilio",
+                    provider_id=provider_id,
+                    attempts=1,
+                    created_at=T0,
+                    sent_at=T0,
+                )
+                .returning(message.c.id)
+            ).scalar_one()
+        )
 
 
 def _row(engine: Engine, table: Any, **where: Any) -> Any:
@@ -127,8 +148,14 @@ def _apply(engine: Engine, *reports: StatusReport) -> store.ReportsApplied:
 
 
 def _inbound(text: str, callback_id: str, address: str = PHONE, keyword: str | None = None) -> Inbound:
-    return Inbound(address=address, text=text, at=T0, provider="twilio", callback_id=callback_id,
-                   keyword=keyword or classify(text).keyword)
+    return Inbound(
+        address=address,
+        text=text,
+        at=T0,
+        provider="twilio",
+        callback_id=callback_id,
+        keyword=keyword or classify(text).keyword,
+    )
 
 
 def test_delivery_reports_move_messages_forward_only(engine: Engine, tmp_path: Path) -> None:
@@ -138,15 +165,21 @@ def test_delivery_reports_move_messages_forward_only(engine: Engine, tmp_path: P
 
     first = _apply(engine, _report(MessageStatus.DELIVERED))
     assert first.changed == [message_id]
-    again = _apply(engine, _report(MessageStatus.DELIVERED), _report(MessageStatus.SENT),
-                   _report(MessageStatus.FAILED, error_code="30003"))
+    again = _apply(
+        engine,
+        _report(MessageStatus.DELIVERED),
+        _report(MessageStatus.SENT),
+        _report(MessageStatus.FAILED, error_code="30003"),
+    )
     assert (again.changed, again.unchanged, again.unmatched) == ([], 3, [])
     row = _row(engine, message, id=message_id)
     assert (row.status, row.reason) == ("delivered", None)
     assert len(_events(engine, "message")) == 1
 
 
-def test_failed_report_records_the_error_and_counts_against_the_number(engine: Engine, tmp_path: Path) -> None:
+def test_failed_report_records_the_error_and_counts_against_the_number(
+    engine: Engine, tmp_path: Path
+) -> None:
     """An undelivered report fails the message with the vendor's code and adds one consecutive failure."""
     _import(engine, tmp_path, account_record(account_id="A-1"))
     message_id = _message(engine, "A-1")
@@ -156,7 +189,9 @@ def test_failed_report_records_the_error_and_counts_against_the_number(engine: E
     assert _row(engine, contact, address=PHONE).failures == 1
 
 
-def test_reports_for_unknown_or_other_providers_messages_are_unmatched(engine: Engine, tmp_path: Path) -> None:
+def test_reports_for_unknown_or_other_providers_messages_are_unmatched(
+    engine: Engine, tmp_path: Path
+) -> None:
     """A provider id we never stored (or stored for another provider) changes nothing and is named."""
     _import(engine, tmp_path, account_record(account_id="A-1"))
     _message(engine, "A-1", provider_id="SM1")
@@ -167,10 +202,16 @@ def test_reports_for_unknown_or_other_providers_messages_are_unmatched(engine: E
     assert other.unmatched == ["SM1"] and _row(engine, message, provider_id="SM1").status == "sent"
 
 
-def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(engine: Engine, tmp_path: Path) -> None:
+def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(
+    engine: Engine, tmp_path: Path
+) -> None:
     """STOP sets opted_out_at, places one webhook sms_opt_out hold per account and audits each, masked."""
-    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
-            account_record(account_id="A-2", borrower_id="B-1"))
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B-1"),
+    )
     with engine.begin() as c:
         result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
     assert (result.duplicate, result.changed, set(result.accounts)) == (False, True, {"A-1", "A-2"})
@@ -178,7 +219,9 @@ def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(engine
     with engine.connect() as c:
         holds = c.execute(select(hold).where(hold.c.lifted_at.is_(None))).all()
     assert sorted((h.account_id, h.kind, h.source) for h in holds) == [
-        ("A-1", "sms_opt_out", "webhook"), ("A-2", "sms_opt_out", "webhook")]
+        ("A-1", "sms_opt_out", "webhook"),
+        ("A-2", "sms_opt_out", "webhook"),
+    ]
     events = _events(engine, "opt_out")
     assert len(events) == 2 and all(PHONE not in e.detail and "+1******4253" in e.detail for e in events)
 
@@ -199,8 +242,12 @@ def test_opt_out_twice_changes_nothing_the_second_time(engine: Engine, tmp_path:
 
 def test_opt_in_lifts_only_the_webhooks_hold(engine: Engine, tmp_path: Path) -> None:
     """START clears the opt-out and lifts the webhook's hold; an import's sms_opt_out flag stays."""
-    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1", flags=""),
-            account_record(account_id="A-2", borrower_id="B-1", flags="sms_opt_out"))
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1", flags=""),
+        account_record(account_id="A-2", borrower_id="B-1", flags="sms_opt_out"),
+    )
     with engine.begin() as c:
         store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
     with engine.begin() as c:
@@ -226,13 +273,19 @@ def test_a_replayed_stop_after_start_does_not_opt_out_again(engine: Engine, tmp_
 
 def test_opt_out_reaches_every_borrower_sharing_the_number(engine: Engine, tmp_path: Path) -> None:
     """Two borrowers with one number (a household) are both opted out by its STOP."""
-    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
-            account_record(account_id="A-2", borrower_id="B-2"))
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B-2"),
+    )
     with engine.begin() as c:
         result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
     assert set(result.borrowers) == {"B-1", "B-2"}
     with engine.connect() as c:
-        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == PHONE)).scalars().all() == [T0, T0]
+        assert c.execute(
+            select(contact.c.opted_out_at).where(contact.c.address == PHONE)
+        ).scalars().all() == [T0, T0]
 
 
 def test_opt_out_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:
@@ -257,8 +310,12 @@ def test_reply_is_recorded_once_with_its_text(engine: Engine, tmp_path: Path) ->
 
 def test_reply_names_only_open_accounts_for_the_lifecycle(engine: Engine, tmp_path: Path) -> None:
     """A paid-off account is audited with the reply but not handed to the lifecycle."""
-    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"),
-            account_record(account_id="A-2", borrower_id="B-1"))
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B-1"),
+    )
     with engine.begin() as c:
         c.execute(update(account).where(account.c.account_id == "A-2").values(stage="paid_off"))
         result = store.record_reply(c, inbound=_inbound("hello", "SM-in-1"))
@@ -267,14 +324,26 @@ def test_reply_names_only_open_accounts_for_the_lifecycle(engine: Engine, tmp_pa
 
 def _referral(engine: Engine, account_id: str, filing_id: str, status: str = "submitted") -> None:
     with engine.begin() as c:
-        c.execute(insert(referral).values(account_id=account_id, status=status, filing_id=filing_id,
-                                          opened_at=T0, updated_at=T0))
+        c.execute(
+            insert(referral).values(
+                account_id=account_id, status=status, filing_id=filing_id, opened_at=T0, updated_at=T0
+            )
+        )
 
 
-def _court(engine: Engine, status: str, at: datetime, callback_id: str, filing_id: str = "F-1") -> store.CourtRecorded:
+def _court(
+    engine: Engine, status: str, at: datetime, callback_id: str, filing_id: str = "F-1"
+) -> store.CourtRecorded:
     with engine.begin() as c:
-        return store.record_court_status(c, filing_id=filing_id, status=status, at=at, provider="sandbox",
-                                         callback_id=callback_id, reason=None)
+        return store.record_court_status(
+            c,
+            filing_id=filing_id,
+            status=status,
+            at=at,
+            provider="sandbox",
+            callback_id=callback_id,
+            reason=None,
+        )
 
 
 def test_court_status_is_stored_once_and_never_rewound(engine: Engine, tmp_path: Path) -> None:

@@ -30,11 +30,23 @@ from tests.later_stages import (
 
 def facts(**kw: Any) -> ReferralFacts:
     base = ReferralFacts(
-        referral_id=7, account_id="A-1", lender="Arrears Auto Finance", borrower_name="Dana Whitfield",
-        jurisdiction="US-IA", currency="USD", balance=Decimal("18450.00"), fees=Decimal("650.00"),
-        sale_proceeds=Decimal("9800.00"), past_due=Decimal("825.00"), oldest_due_date=date(2026, 10, 1),
-        days_past_due=83, vin="1HGCM82633A004352", military=False, decided_by="Ana Ruiz",
-        decision_reason="refuses to surrender", opened_on=date(2026, 12, 23),
+        referral_id=7,
+        account_id="A-1",
+        lender="Arrears Auto Finance",
+        borrower_name="Dana Whitfield",
+        jurisdiction="US-IA",
+        currency="USD",
+        balance=Decimal("18450.00"),
+        fees=Decimal("650.00"),
+        sale_proceeds=Decimal("9800.00"),
+        past_due=Decimal("825.00"),
+        oldest_due_date=date(2026, 10, 1),
+        days_past_due=83,
+        vin="1HGCM82633A004352",
+        military=False,
+        decided_by="Ana Ruiz",
+        decision_reason="refuses to surrender",
+        opened_on=date(2026, 12, 23),
         notices=notices_from([("cure_notice", at("2026-12-01T17:00:00Z"), "right-to-cure notice: 20 days")]),
     )
     return ReferralFacts.from_json(base.to_json() | kw) if kw else base
@@ -55,16 +67,28 @@ def test_us_filing_refers_to_contract_default_notices_and_carries_the_scra_affid
     default, the notices and the military-status affidavit."""
     draft = draft_filing(facts())
     assert (draft.court, draft.case_type, draft.claim, draft.military_affidavit) == (
-        "US-IA-POLK", "deficiency", Decimal("9300.00"), True
+        "US-IA-POLK",
+        "deficiency",
+        Decimal("9300.00"),
+        True,
     )
     kinds = [d.kind for d in draft.documents]
-    assert kinds == ["complaint", "contract", "default", "deficiency_calculation", "notices", "military_affidavit"]
+    assert kinds == [
+        "complaint",
+        "contract",
+        "default",
+        "deficiency_calculation",
+        "notices",
+        "military_affidavit",
+    ]
     texts = {d.kind: d.text for d in draft.documents}
     assert "Deficiency claimed: USD 9300.00" in texts["deficiency_calculation"]
     assert "right-to-cure notice" in texts["notices"]
     assert "is not, to the plaintiff's knowledge" in texts["military_affidavit"]
-    assert "IS in military service" in {d.kind: d.text for d in draft_filing(facts(military=True)).documents}[
-        "military_affidavit"]
+    assert (
+        "IS in military service"
+        in {d.kind: d.text for d in draft_filing(facts(military=True)).documents}["military_affidavit"]
+    )
 
 
 def test_china_files_a_payment_order_without_an_scra_affidavit() -> None:
@@ -103,7 +127,9 @@ def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any) -> Engine:
+def later_db(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
+) -> Engine:
     from arrears.settings import get_settings
 
     monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
@@ -112,17 +138,28 @@ def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
 
 
 def _in_legal(engine: Engine, tmp_path: Path, account_id: str, **kw: str) -> None:
-    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)])
+    import_rows(
+        engine,
+        tmp_path,
+        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
+    )
     with engine.begin() as c:
-        c.execute(update(account_t).where(account_t.c.account_id == account_id)
-                  .values(stage="legal_referral", stage_since=at("2026-12-23T16:00:00Z"), episode=4, days_past_due=83))
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(
+                stage="legal_referral", stage_since=at("2026-12-23T16:00:00Z"), episode=4, days_past_due=83
+            )
+        )
 
 
 def _filings(court: Any) -> list[dict[str, Any]]:
     return court.filings()
 
 
-def test_submission_happens_once_however_often_the_step_runs(later_db: Engine, tmp_path: Path, court: Any) -> None:
+def test_submission_happens_once_however_often_the_step_runs(
+    later_db: Engine, tmp_path: Path, court: Any
+) -> None:
     """Opening and submitting twice leaves one referral, one filing at the court and one draft on record."""
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
@@ -199,7 +236,9 @@ def test_paid_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, cou
     start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
     assert running.result(timeout=60)["status"] == "dismissed"
     assert [f["status"] for f in _filings(court) if f["filingId"] == referral.filing_id] == ["cancelled"]
-    assert events(later_db, "A-L4", "filing")[-1].detail.startswith(f"filing {referral.filing_id} withdrawn at the court")
+    assert events(later_db, "A-L4", "filing")[-1].detail.startswith(
+        f"filing {referral.filing_id} withdrawn at the court"
+    )
 
 
 def _wait_referral(engine: Engine, account_id: str, timeout: float = 60) -> list[Any]:
@@ -218,6 +257,10 @@ def _run_of(engine: Engine, account_id: str) -> Any:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.name == f"referral {account_id}" and not r.state.is_final()]
+        runs = [
+            r
+            for r in client.read_flow_runs()
+            if r.name == f"referral {account_id}" and not r.state.is_final()
+        ]
     assert runs, f"no referral run for {account_id}"
     return max(runs, key=lambda r: r.created).id

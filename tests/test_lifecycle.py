@@ -21,16 +21,27 @@ NIGHT_SHANGHAI = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # 23:00 in Asia/Shang
 
 def view(stage: str = Stage.REMINDER, dpd: int = 5, **kw: object) -> AccountView:
     base = AccountView(
-        account_id="A-1", stage=stage, stage_since=datetime(2026, 11, 20, tzinfo=UTC), episode=1,
-        days_past_due=dpd, past_due_amount=Decimal("300") if dpd else Decimal(0), balance=Decimal("9000"),
-        jurisdiction="CN", timezone="Asia/Shanghai",
+        account_id="A-1",
+        stage=stage,
+        stage_since=datetime(2026, 11, 20, tzinfo=UTC),
+        episode=1,
+        days_past_due=dpd,
+        past_due_amount=Decimal("300") if dpd else Decimal(0),
+        balance=Decimal("9000"),
+        jurisdiction="CN",
+        timezone="Asia/Shanghai",
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 CONTEXT = MessageContext(
-    lender="Arrears Auto Finance", borrower_name="王芳", jurisdiction="CN", currency="CNY",
-    past_due_amount=Decimal("300"), installment_amount=Decimal("300"), days_past_due=5,
+    lender="Arrears Auto Finance",
+    borrower_name="王芳",
+    jurisdiction="CN",
+    currency="CNY",
+    past_due_amount=Decimal("300"),
+    installment_amount=Decimal("300"),
+    days_past_due=5,
 )
 
 
@@ -44,6 +55,7 @@ def decide(v: AccountView, f: Facts | None = None, now: datetime = NOON_SHANGHAI
 
 
 # --- reminder -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("dpd", "day"), [(1, 1), (4, 1), (5, 5), (9, 5), (10, 10), (15, 10)])
 def test_reminder_sends_the_latest_cadence_reminder_due(dpd: int, day: int) -> None:
@@ -92,7 +104,9 @@ def test_courtesy_reminder_before_due_for_high_risk_only() -> None:
     assert low.messages == ()
     assert [m.template for m in high.messages] == ["courtesy"]
     assert [m.key for m in repeat.messages] == [f"A-1:courtesy:{due.isoformat()}"]  # delinquent before
-    assert decide(view(stage=Exit.CURED, dpd=0, episode=2, next_due_date=due + timedelta(days=1))).messages == ()
+    assert (
+        decide(view(stage=Exit.CURED, dpd=0, episode=2, next_due_date=due + timedelta(days=1))).messages == ()
+    )
 
 
 def test_no_reminder_while_a_promise_is_pending() -> None:
@@ -101,6 +115,7 @@ def test_no_reminder_while_a_promise_is_pending() -> None:
 
 
 # --- negotiation ----------------------------------------------------------------------------
+
 
 def test_negotiation_asks_again_each_cadence_period() -> None:
     """Negotiation asks for a promise on entry and again every 7 days, each once."""
@@ -156,10 +171,13 @@ def test_strategic_defaulter_reaches_review_sooner() -> None:
 
 # --- restructuring ----------------------------------------------------------------------------
 
+
 def test_restructuring_offers_once_then_waits_for_the_plan() -> None:
     """Restructuring sends the offer while no plan exists, and nothing while one is offered."""
     f = facts(ability=0.2)
-    assert [m.template for m in decide(view(stage=Stage.RESTRUCTURING, dpd=30), f).messages] == ["restructuring_offer"]
+    assert [m.template for m in decide(view(stage=Stage.RESTRUCTURING, dpd=30), f).messages] == [
+        "restructuring_offer"
+    ]
     waiting = decide(view(stage=Stage.RESTRUCTURING, dpd=30), replace(f, plan=PlanFact("offered", TODAY)))
     assert waiting.stage == Stage.RESTRUCTURING and waiting.messages == ()
 
@@ -173,7 +191,9 @@ def test_completed_plan_cures() -> None:
 @pytest.mark.parametrize("status", ["declined", "defaulted"])
 def test_declined_or_defaulted_plan_goes_to_review(status: str) -> None:
     """A declined offer or a defaulted plan sends the account to repossession review."""
-    decision = decide(view(stage=Stage.RESTRUCTURING, dpd=40), facts(ability=0.2, plan=PlanFact(status, TODAY)))
+    decision = decide(
+        view(stage=Stage.RESTRUCTURING, dpd=40), facts(ability=0.2, plan=PlanFact(status, TODAY))
+    )
     assert decision.stage == Stage.REPOSSESSION_REVIEW
 
 
@@ -188,11 +208,14 @@ def test_unanswered_offer_expires_into_review() -> None:
 
 def test_active_plan_in_restructuring_is_left_alone_past_60_days() -> None:
     """A borrower paying under an active plan is not escalated for days past due."""
-    decision = decide(view(stage=Stage.RESTRUCTURING, dpd=80), facts(ability=0.2, plan=PlanFact("active", TODAY)))
+    decision = decide(
+        view(stage=Stage.RESTRUCTURING, dpd=80), facts(ability=0.2, plan=PlanFact("active", TODAY))
+    )
     assert decision.stage == Stage.RESTRUCTURING
 
 
 # --- repossession review and legal referral -----------------------------------------------------
+
 
 def test_review_waits_for_a_decision() -> None:
     """Without a reviewer's decision the account stays in review and is not messaged."""
@@ -238,11 +261,16 @@ def test_charge_off_at_180_days_outside_review_and_legal() -> None:
 def test_skip_forward_through_several_stages_in_one_day() -> None:
     """An account arriving 70 days past due walks reminder → negotiation → review in one decision."""
     decision = decide(view(stage=Exit.CURED, dpd=70, episode=0))
-    assert [s.to_stage for s in decision.steps] == [Stage.REMINDER, Stage.NEGOTIATION, Stage.REPOSSESSION_REVIEW]
+    assert [s.to_stage for s in decision.steps] == [
+        Stage.REMINDER,
+        Stage.NEGOTIATION,
+        Stage.REPOSSESSION_REVIEW,
+    ]
     assert decision.episode == 3
 
 
 # --- segments, holds and hours --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("ability", "willingness", "reachable", "segment"),
@@ -259,7 +287,10 @@ def test_segment_from_ability_willingness_and_reach(
     ability: float | None, willingness: float | None, reachable: bool, segment: Segment
 ) -> None:
     """Segments follow ability and willingness at the policy thresholds; no contact means unreachable."""
-    assert decide(view(), facts(ability=ability, willingness=willingness, reachable=reachable)).segment is segment
+    assert (
+        decide(view(), facts(ability=ability, willingness=willingness, reachable=reachable)).segment
+        is segment
+    )
 
 
 def test_unreachable_account_gets_no_message() -> None:
@@ -350,8 +381,12 @@ facts_strategy = st.builds(
     broken_promises=st.integers(0, 4),
     promise_pending=st.booleans(),
     promise_broken_in_stage=st.booleans(),
-    plan=st.none() | st.builds(PlanFact, st.sampled_from(["offered", "active", "completed", "defaulted", "declined"]),
-                              st.dates(date(2026, 10, 1), TODAY)),
+    plan=st.none()
+    | st.builds(
+        PlanFact,
+        st.sampled_from(["offered", "active", "completed", "defaulted", "declined"]),
+        st.dates(date(2026, 10, 1), TODAY),
+    ),
     review_decision=st.none() | st.sampled_from(list(DecisionKind)),
     referral_status=st.none() | st.sampled_from(["submitted", "accepted", "judgment", "settled"]),
 )
@@ -366,7 +401,10 @@ def test_property_collection_hold_means_no_action(v: AccountView, f: Facts, now:
     decision = advance(v, held, DEFAULT_POLICY, now)
     assert decision.messages == ()
     facts_only = {(Exit.CURED, Stage.REMINDER)}
-    assert all(s.to_stage in (Exit.CURED, Exit.PAID_OFF) or (s.from_stage, s.to_stage) in facts_only for s in decision.steps)
+    assert all(
+        s.to_stage in (Exit.CURED, Exit.PAID_OFF) or (s.from_stage, s.to_stage) in facts_only
+        for s in decision.steps
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -384,7 +422,9 @@ def test_property_stage_never_moves_backward(v: AccountView, f: Facts, now: date
     for step in advance(v, f, DEFAULT_POLICY, now).steps:
         if is_open(step.from_stage) and is_open(step.to_stage):
             forward = Stage(step.to_stage).rank > Stage(step.from_stage).rank
-            by_reviewer = step.from_stage == Stage.REPOSSESSION_REVIEW and f.review_decision is DecisionKind.NEGOTIATE
+            by_reviewer = (
+                step.from_stage == Stage.REPOSSESSION_REVIEW and f.review_decision is DecisionKind.NEGOTIATE
+            )
             assert forward or by_reviewer, step
 
 
@@ -414,7 +454,9 @@ def test_reviewer_return_gives_negotiation_a_grace_period() -> None:
 
 def test_reviewer_return_is_the_days_last_step() -> None:
     """A return to negotiation is not undone the same day by the 60-day rule."""
-    decision = decide(view(stage=Stage.REPOSSESSION_REVIEW, dpd=90), facts(review_decision=DecisionKind.NEGOTIATE))
+    decision = decide(
+        view(stage=Stage.REPOSSESSION_REVIEW, dpd=90), facts(review_decision=DecisionKind.NEGOTIATE)
+    )
     assert [s.to_stage for s in decision.steps] == [Stage.NEGOTIATION]
 
 

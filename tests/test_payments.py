@@ -8,14 +8,22 @@ from hypothesis import strategies as st
 
 from arrears.payments import Owed, apply_payment
 
-OWED = Owed(balance=Decimal("9000.00"), past_due_amount=Decimal("900.00"), installment_amount=Decimal("300.00"),
-            oldest_due_date=date(2026, 9, 30))
+OWED = Owed(
+    balance=Decimal("9000.00"),
+    past_due_amount=Decimal("900.00"),
+    installment_amount=Decimal("300.00"),
+    oldest_due_date=date(2026, 9, 30),
+)
 
 
 def test_payment_clearing_the_past_due_clears_the_oldest_due_date() -> None:
     """Paying the whole past due leaves nothing past due and no oldest due date."""
     after = apply_payment(OWED, Decimal("900.00"))
-    assert (after.past_due_amount, after.oldest_due_date, after.balance) == (Decimal(0), None, Decimal("8100.00"))
+    assert (after.past_due_amount, after.oldest_due_date, after.balance) == (
+        Decimal(0),
+        None,
+        Decimal("8100.00"),
+    )
 
 
 def test_partial_payment_moves_the_oldest_due_date_by_whole_instalments() -> None:

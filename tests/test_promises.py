@@ -52,8 +52,18 @@ def test_reply_promise_forms_are_read(text: str, amount: str, when: date) -> Non
     assert parse_promise(text) == (Decimal(amount), when)
 
 
-@pytest.mark.parametrize("text", ["PAY 500", "PAY 500 12/05", "PAY 2026-12-05", "PAY 500 2026-02-30",
-                                  "I will pay 500 on 2026-12-05", "还款", "STOP"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PAY 500",
+        "PAY 500 12/05",
+        "PAY 2026-12-05",
+        "PAY 500 2026-02-30",
+        "I will pay 500 on 2026-12-05",
+        "还款",
+        "STOP",
+    ],
+)
 def test_other_replies_are_not_promises(text: str) -> None:
     """A reply without both an amount and a full date (or with an impossible date) is not a promise."""
     assert parse_promise(text) is None
@@ -62,9 +72,16 @@ def test_other_replies_are_not_promises(text: str) -> None:
 def test_refusals_name_their_reason() -> None:
     """A past date, a date beyond the horizon and sub-cent amounts are refused with a reason."""
     today = date(2026, 12, 1)
-    assert refusal(Decimal("10"), date(2026, 11, 30), today=today, currency="USD", rules=RULES) == "the date 2026-11-30 has passed"
-    assert "30 days" in (refusal(Decimal("10"), date(2027, 1, 5), today=today, currency="USD", rules=RULES) or "")
-    assert "decimals" in (refusal(Decimal("10.005"), date(2026, 12, 5), today=today, currency="USD", rules=RULES) or "")
+    assert (
+        refusal(Decimal("10"), date(2026, 11, 30), today=today, currency="USD", rules=RULES)
+        == "the date 2026-11-30 has passed"
+    )
+    assert "30 days" in (
+        refusal(Decimal("10"), date(2027, 1, 5), today=today, currency="USD", rules=RULES) or ""
+    )
+    assert "decimals" in (
+        refusal(Decimal("10.005"), date(2026, 12, 5), today=today, currency="USD", rules=RULES) or ""
+    )
     assert refusal(Decimal("10"), date(2026, 12, 31), today=today, currency="USD", rules=RULES) is None
 
 
@@ -81,9 +98,12 @@ def _pay(pid: str, amount: str, on: date) -> PaymentView:
 
 def test_partial_payments_add_up_to_a_kept_promise() -> None:
     """Two partial payments inside the window keep a promise as soon as they reach its amount."""
-    out = resolve_promises([_p(1, "500", date(2026, 12, 5))],
-                           [_pay("P1", "200", date(2026, 12, 2)), _pay("P2", "300", date(2026, 12, 4))],
-                           business_date=date(2026, 12, 4), rules=RULES)
+    out = resolve_promises(
+        [_p(1, "500", date(2026, 12, 5))],
+        [_pay("P1", "200", date(2026, 12, 2)), _pay("P2", "300", date(2026, 12, 4))],
+        business_date=date(2026, 12, 4),
+        rules=RULES,
+    )
     assert [(o.status, o.paid, o.payments) for o in out] == [("kept", Decimal("500"), ("P1", "P2"))]
 
 
@@ -103,15 +123,21 @@ def test_payment_before_the_promise_or_after_grace_does_not_count() -> None:
     """Money paid before the promise was made, or after its grace, does not keep it."""
     promise = [_p(1, "500", date(2026, 12, 5), made=date(2026, 12, 3))]
     payments = [_pay("P0", "500", date(2026, 12, 2)), _pay("P9", "500", date(2026, 12, 9))]
-    assert [o.status for o in resolve_promises(promise, payments, business_date=date(2026, 12, 9), rules=RULES)] == ["broken"]
+    assert [
+        o.status for o in resolve_promises(promise, payments, business_date=date(2026, 12, 9), rules=RULES)
+    ] == ["broken"]
 
 
 def test_one_payment_is_not_counted_for_two_promises() -> None:
     """Payments are shared out in due-date order: 600 keeps the first 500 and leaves 100 for the next."""
     promises = [_p(1, "500", date(2026, 12, 5)), _p(2, "500", date(2026, 12, 20))]
-    out = resolve_promises(promises, [_pay("P1", "600", date(2026, 12, 4))], business_date=date(2026, 12, 24),
-                           rules=RULES)
-    assert [(o.promise_id, o.status, o.paid) for o in out] == [(1, "kept", Decimal("500")), (2, "broken", Decimal("100"))]
+    out = resolve_promises(
+        promises, [_pay("P1", "600", date(2026, 12, 4))], business_date=date(2026, 12, 24), rules=RULES
+    )
+    assert [(o.promise_id, o.status, o.paid) for o in out] == [
+        (1, "kept", Decimal("500")),
+        (2, "broken", Decimal("100")),
+    ]
 
 
 # -- in the database, under the cycle ---------------------------------------------------------------
@@ -157,7 +183,8 @@ def test_new_promise_replaces_a_pending_one_not_yet_due(later_db: Engine, tmp_pa
     reply(later_db, "A-P3", "PAY 412.50 2026-12-12", "2026-12-03T17:00:00Z")
     refresh_later(later_db, "2026-12-04T16:00:00Z")
     assert [(p.status, p.due_date) for p in rows(later_db, promise_t, "A-P3")] == [
-        ("replaced", date(2026, 12, 5)), ("pending", date(2026, 12, 12))
+        ("replaced", date(2026, 12, 5)),
+        ("pending", date(2026, 12, 12)),
     ]
 
 
@@ -199,20 +226,28 @@ def test_kept_promise_cures_and_the_broken_count_resets(later_db: Engine, tmp_pa
     statuses = [p.status for p in rows(later_db, promise_t, "A-P5")]
     assert statuses == ["broken", "kept"]
     assert [e.data["behaviour"] for e in events(later_db, "A-P5", "willingness")] == [
-        "promise_made", "promise_broken", "promise_made", "promise_kept", "payment_after_contact"
+        "promise_made",
+        "promise_broken",
+        "promise_made",
+        "promise_kept",
+        "payment_after_contact",
     ]
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_payment_after_contact_nudges_once(later_db: Engine, tmp_path: Path) -> None:
     """A payment after a message reached the borrower raises willingness once, not on every re-run."""
-    import_rows(later_db, tmp_path, [us_account("A-P6", past_due_amount="825.00", oldest_due_date="2026-10-31")])
+    import_rows(
+        later_db, tmp_path, [us_account("A-P6", past_due_amount="825.00", oldest_due_date="2026-10-31")]
+    )
     day(later_db, "2026-12-01T16:00:00Z")
     pay(later_db, tmp_path, "A-P6", "100.00", "2026-12-02T15:00:00Z")
     day(later_db, "2026-12-02T16:00:00Z")
     day(later_db, "2026-12-02T16:00:00Z")
     nudges = events(later_db, "A-P6", "willingness")
-    assert [(e.data["behaviour"], e.data["payment_id"] is not None) for e in nudges] == [("payment_after_contact", True)]
+    assert [(e.data["behaviour"], e.data["payment_id"] is not None) for e in nudges] == [
+        ("payment_after_contact", True)
+    ]
 
 
 def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> None:
@@ -224,12 +259,44 @@ def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> 
 
     import_rows(later_db, tmp_path, [us_account("A-P7")])
     runner = CliRunner()
-    ok = runner.invoke(app, ["promise", "add", "A-P7", "--amount", "300", "--date", "2026-12-10", "--agent", "kim",
-                             "--as-of", "2026-12-02T16:00:00Z", "--database", db_url])
+    ok = runner.invoke(
+        app,
+        [
+            "promise",
+            "add",
+            "A-P7",
+            "--amount",
+            "300",
+            "--date",
+            "2026-12-10",
+            "--agent",
+            "kim",
+            "--as-of",
+            "2026-12-02T16:00:00Z",
+            "--database",
+            db_url,
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert [(p.source, p.amount) for p in rows(later_db, promise_t, "A-P7")] == [("agent", Decimal("300"))]
     assert events(later_db, "A-P7", "promise")[0].actor == "agent:kim"
-    bad = runner.invoke(app, ["promise", "add", "A-P7", "--amount", "300", "--date", "2026-11-10", "--agent", "kim",
-                              "--as-of", "2026-12-02T16:00:00Z", "--database", db_url])
+    bad = runner.invoke(
+        app,
+        [
+            "promise",
+            "add",
+            "A-P7",
+            "--amount",
+            "300",
+            "--date",
+            "2026-11-10",
+            "--agent",
+            "kim",
+            "--as-of",
+            "2026-12-02T16:00:00Z",
+            "--database",
+            db_url,
+        ],
+    )
     assert isinstance(bad.exception, CliError) and bad.exception.exit_code == 2
     assert "has passed" in str(bad.exception)

@@ -49,8 +49,12 @@ RULES = DEFAULT_PLAN_RULES
 TODAY = date(2026, 12, 2)
 
 
-def loan(past_due: str = "825.00", installment: str = "412.50", oldest: date | None = date(2026, 11, 11),
-         currency: str = "USD") -> Loan:
+def loan(
+    past_due: str = "825.00",
+    installment: str = "412.50",
+    oldest: date | None = date(2026, 11, 11),
+    currency: str = "USD",
+) -> Loan:
     return Loan(currency, Decimal("18450.00"), Decimal(installment), Decimal(past_due), oldest)
 
 
@@ -84,7 +88,10 @@ def test_split_refuses_an_amount_finer_than_the_currency() -> None:
 def test_due_dates_keep_the_loan_day_across_month_ends() -> None:
     """A loan due on the 31st falls due on the last day of short months and the 31st again after."""
     assert due_dates(31, on_or_after=date(2026, 1, 15), count=4) == [
-        date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31), date(2026, 4, 30)
+        date(2026, 1, 31),
+        date(2026, 2, 28),
+        date(2026, 3, 31),
+        date(2026, 4, 30),
     ]
     assert due_dates(30, on_or_after=date(2028, 2, 1), count=2) == [date(2028, 2, 29), date(2028, 3, 30)]
     assert due_dates(15, on_or_after=date(2026, 12, 16), count=2) == [date(2027, 1, 15), date(2027, 2, 15)]
@@ -97,7 +104,9 @@ def test_deferral_covers_the_past_due_in_one_to_three_instalments() -> None:
         deferral(behind, 1, business_date=TODAY, rules=RULES)
     two = deferral(behind, 2, business_date=TODAY, rules=RULES)
     assert (two.deferred, two.term_extension_months, two.schedule) == (
-        Decimal("825.00"), 2, (Instalment(date(2026, 12, 11), Decimal("412.50")),)
+        Decimal("825.00"),
+        2,
+        (Instalment(date(2026, 12, 11), Decimal("412.50")),),
     )
     three = deferral(behind, 3, business_date=TODAY, rules=RULES)
     assert (three.deferred, three.schedule[0].due) == (Decimal("1237.50"), date(2027, 1, 11))
@@ -109,7 +118,8 @@ def test_instalment_plan_spreads_the_past_due_over_the_regular_instalments() -> 
     """Each payment is the instalment plus an exact share of the past due, on the loan's due day."""
     terms = instalment_plan(loan(past_due="1000.00"), 3, business_date=TODAY, rules=RULES)
     assert [(i.due, i.amount) for i in terms.schedule] == [
-        (date(2026, 12, 11), Decimal("745.84")), (date(2027, 1, 11), Decimal("745.83")),
+        (date(2026, 12, 11), Decimal("745.84")),
+        (date(2027, 1, 11), Decimal("745.83")),
         (date(2027, 2, 11), Decimal("745.83")),
     ]
     assert terms.total == Decimal("412.50") * 3 + Decimal("1000.00")
@@ -126,9 +136,16 @@ def test_first_plan_date_leaves_the_lead_days() -> None:
 
 def test_offers_recommend_a_deferral_only_when_it_fits() -> None:
     """Up to three instalments behind, a deferral leads the offers; four behind, only instalment plans."""
-    assert [o.kind for o in offers(loan(), business_date=TODAY, rules=RULES)] == ["deferral", "instalment", "instalment"]
+    assert [o.kind for o in offers(loan(), business_date=TODAY, rules=RULES)] == [
+        "deferral",
+        "instalment",
+        "instalment",
+    ]
     four = loan(past_due="1650.00")
-    assert [(o.kind, o.months) for o in offers(four, business_date=TODAY, rules=RULES)] == [("instalment", 3), ("instalment", 6)]
+    assert [(o.kind, o.months) for o in offers(four, business_date=TODAY, rules=RULES)] == [
+        ("instalment", 3),
+        ("instalment", 6),
+    ]
     assert offers(loan(past_due="0"), business_date=TODAY, rules=RULES) == []
 
 
@@ -146,8 +163,11 @@ def _plan() -> PlanTerms:
 
 def test_plan_paid_on_schedule_completes() -> None:
     """Three payments on their dates complete the plan with three on time."""
-    paid = [(date(2026, 12, 10), Decimal("687.50")), (date(2027, 1, 11), Decimal("687.50")),
-            (date(2027, 2, 13), Decimal("687.50"))]
+    paid = [
+        (date(2026, 12, 10), Decimal("687.50")),
+        (date(2027, 1, 11), Decimal("687.50")),
+        (date(2027, 2, 13), Decimal("687.50")),
+    ]
     progress = monitor(_plan(), paid, business_date=date(2027, 2, 13), grace_days=5)
     assert (progress.status, progress.on_time, progress.paid) == ("completed", 3, Decimal("2062.50"))
 
@@ -158,7 +178,9 @@ def test_plan_short_after_grace_defaults_and_inside_grace_waits() -> None:
     assert monitor(_plan(), paid, business_date=date(2026, 12, 16), grace_days=5).status == "active"
     progress = monitor(_plan(), paid, business_date=date(2026, 12, 17), grace_days=5)
     assert progress.status == "defaulted"
-    assert progress.reason == "payment 1 of 3 (USD 687.50 due 2026-12-11) short by USD 87.50 after 5 days' grace"
+    assert (
+        progress.reason == "payment 1 of 3 (USD 687.50 due 2026-12-11) short by USD 87.50 after 5 days' grace"
+    )
 
 
 def test_reageing_needs_enough_on_time_payments_and_happens_once() -> None:
@@ -209,7 +231,11 @@ def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
 
 def _hardship(engine: Engine, tmp_path: Path, account_id: str, **kw: str) -> None:
     """A willing but unable borrower two instalments (20 days) behind on 1 December."""
-    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-11-11", **kw)])
+    import_rows(
+        engine,
+        tmp_path,
+        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-11-11", **kw)],
+    )
     set_scores(engine, account_id, ability=0.3, willingness=0.7)
 
 
@@ -233,14 +259,18 @@ def test_offer_is_recorded_once_and_accepted_by_reply(later_db: Engine, tmp_path
     reply(later_db, "A-R1", "ACCEPT 3", "2026-12-03T18:00:00Z")
     day(later_db, "2026-12-04T16:00:00Z")
     plans = rows(later_db, plan_t, "A-R1")
-    assert [(p.id, p.status, p.kind, p.terms["months"]) for p in plans] == [(offered[0].id, "active", "instalment", 3)]
+    assert [(p.id, p.status, p.kind, p.terms["months"]) for p in plans] == [
+        (offered[0].id, "active", "instalment", 3)
+    ]
     assert [s["amount"] for s in plans[0].terms["schedule"]] == ["687.50", "687.50", "687.50"]
     assert plans[0].terms["accepted_by"] == "borrower"
     assert account(later_db, "A-R1").stage == "restructuring"
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_deferral_by_agent_cures_and_the_resumed_instalment_completes_it(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+def test_deferral_by_agent_cures_and_the_resumed_instalment_completes_it(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
     """`arrears plan accept --kind deferral` moves the past due to the end of the term: the account
     cures that day, and paying the next instalment completes the plan."""
     from typer.testing import CliRunner
@@ -249,8 +279,23 @@ def test_deferral_by_agent_cures_and_the_resumed_instalment_completes_it(later_d
 
     _hardship(later_db, tmp_path, "A-R2")
     day(later_db, "2026-12-01T16:00:00Z")
-    result = CliRunner().invoke(app, ["plan", "accept", "A-R2", "--kind", "deferral", "--agent", "lee",
-                                      "--as-of", "2026-12-02T15:00:00Z", "--database", db_url, "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "accept",
+            "A-R2",
+            "--kind",
+            "deferral",
+            "--agent",
+            "lee",
+            "--as-of",
+            "2026-12-02T15:00:00Z",
+            "--database",
+            db_url,
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     a = account(later_db, "A-R2")
     assert (a.past_due_amount, a.oldest_due_date, a.next_due_date) == (Decimal(0), None, date(2026, 12, 11))
@@ -270,8 +315,9 @@ def test_completed_instalment_plan_clears_the_arrears(later_db: Engine, tmp_path
 
     _hardship(later_db, tmp_path, "A-R3")
     _set_stage(later_db, "A-R3", "restructuring")
-    _, terms = accept_plan(later_db, account_id="A-R3", kind="instalment", months=2, agent="lee",
-                           at=at("2026-12-02T15:00:00Z"))
+    _, terms = accept_plan(
+        later_db, account_id="A-R3", kind="instalment", months=2, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
     completed = []
     for item in terms.schedule:
         pay(later_db, tmp_path, "A-R3", str(item.amount), f"{item.due.isoformat()}T15:00:00Z")
@@ -289,11 +335,14 @@ def test_reageing_after_three_on_time_payments(later_db: Engine, tmp_path: Path)
 
     _hardship(later_db, tmp_path, "A-R4")
     _set_stage(later_db, "A-R4", "negotiation")
-    _, terms = accept_plan(later_db, account_id="A-R4", kind="instalment", months=6, agent="lee",
-                           at=at("2026-12-02T15:00:00Z"))
+    _, terms = accept_plan(
+        later_db, account_id="A-R4", kind="instalment", months=6, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
     for n, item in enumerate(terms.schedule[:3], start=1):
         pay(later_db, tmp_path, "A-R4", str(item.amount), f"{item.due.isoformat()}T15:00:00Z")
-        import_rows(later_db, tmp_path, [us_account("A-R4", past_due_amount="825.00", oldest_due_date="2026-11-11")])
+        import_rows(
+            later_db, tmp_path, [us_account("A-R4", past_due_amount="825.00", oldest_due_date="2026-11-11")]
+        )
         counts = refresh_later(later_db, f"{item.due.isoformat()}T16:00:00Z")
         assert counts["plans_reaged"] == (1 if n == 3 else 0)
     assert account(later_db, "A-R4").past_due_amount == Decimal(0)
@@ -316,7 +365,10 @@ def test_defaulted_plan_sends_the_account_to_review(later_db: Engine, tmp_path: 
     day(later_db, "2026-12-17T10:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R5")] == ["defaulted"]
     assert account(later_db, "A-R5").stage == "repossession_review"
-    assert events(later_db, "A-R5", "transition")[-1].detail == "restructuring → repossession_review: plan defaulted"
+    assert (
+        events(later_db, "A-R5", "transition")[-1].detail
+        == "restructuring → repossession_review: plan defaulted"
+    )
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -337,4 +389,6 @@ def test_agent_cannot_agree_a_plan_once_a_reviewer_has_the_account(later_db: Eng
     _hardship(later_db, tmp_path, "A-R7")
     _set_stage(later_db, "A-R7", "repossession_review")
     with pytest.raises(PlanError, match="repossession_review"):
-        accept_plan(later_db, account_id="A-R7", kind=None, months=None, agent="lee", at=at("2026-12-02T15:00:00Z"))
+        accept_plan(
+            later_db, account_id="A-R7", kind=None, months=None, agent="lee", at=at("2026-12-02T15:00:00Z")
+        )

@@ -66,10 +66,14 @@ def test_period_ending_on_a_holiday_runs_to_the_next_business_day() -> None:
 def test_business_day_profiles_skip_weekends_and_public_holidays(monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted in business days, 14 days from Friday 18 December 2026 in GB skip Christmas, Boxing
     Day (observed), New Year's Day and the weekends: the last day is 12 January 2027."""
-    monkeypatch.setitem(jurisdictions.PROFILES, "GB", replace(jurisdictions.PROFILES["GB"], cure_business_days=True))
+    monkeypatch.setitem(
+        jurisdictions.PROFILES, "GB", replace(jurisdictions.PROFILES["GB"], cure_business_days=True)
+    )
     sent = datetime(2026, 12, 18, 12, tzinfo=UTC)
     assert cure_deadline(sent, jurisdiction="GB", timezone="Europe/London")[0] == date(2027, 1, 12)
-    assert add_business_days(date(2026, 11, 25), 1, calendar="US") == date(2026, 11, 27)  # Thanksgiving skipped
+    assert add_business_days(date(2026, 11, 25), 1, calendar="US") == date(
+        2026, 11, 27
+    )  # Thanksgiving skipped
 
 
 # -- the decision ----------------------------------------------------------------------------------
@@ -87,7 +91,9 @@ def test_other_holds_withhold_the_vendor_order_and_plain_repossession_orders_it(
     legal and negotiate are never changed."""
     held = settle_decision(DecisionKind.REPOSSESS, holds=frozenset({Hold.BANKRUPTCY, Hold.SMS_OPT_OUT}))
     assert (held.decision, held.order_vehicle, held.note) == (
-        DecisionKind.REPOSSESS, False, "vendor order withheld: hold:bankruptcy"
+        DecisionKind.REPOSSESS,
+        False,
+        "vendor order withheld: hold:bankruptcy",
     )
     assert settle_decision(DecisionKind.REPOSSESS, holds=frozenset({Hold.SMS_OPT_OUT})).order_vehicle
     for kind in (DecisionKind.LEGAL, DecisionKind.NEGOTIATE):
@@ -99,8 +105,14 @@ def test_no_decision_before_the_cure_period_is_over() -> None:
     ends = datetime(2026, 12, 22, 6, tzinfo=UTC)
 
     def why(**kw: Any) -> str | None:
-        base = dict(in_review=True, closed=False, stage="repossession_review", notice_owed=True,
-                    cure_deadline=ends, now=ends)
+        base = dict(
+            in_review=True,
+            closed=False,
+            stage="repossession_review",
+            notice_owed=True,
+            cure_deadline=ends,
+            now=ends,
+        )
         return decision_refusal(**(base | kw))
 
     assert why() is None
@@ -123,12 +135,21 @@ def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
     return engine
 
 
-def _in_review(engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str) -> None:
+def _in_review(
+    engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str
+) -> None:
     """An account a cycle moved into repossession review at `since`."""
-    import_rows(engine, tmp_path, [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)])
+    import_rows(
+        engine,
+        tmp_path,
+        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
+    )
     with engine.begin() as c:
-        c.execute(update(account_t).where(account_t.c.account_id == account_id)
-                  .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61))
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61)
+        )
 
 
 def _prepare(as_of: str) -> Any:
@@ -147,7 +168,9 @@ def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engin
     [review] = rows(later_db, review_t, "A-V1")
     assert review.cure_deadline == datetime(2026, 12, 22, 6, tzinfo=UTC)
     [notice] = events(later_db, "A-V1", "cure_notice")
-    assert notice.detail.startswith("right-to-cure notice (Iowa Code 537.5110-5111): USD 825.00 to cure within 20 days")
+    assert notice.detail.startswith(
+        "right-to-cure notice (Iowa Code 537.5110-5111): USD 825.00 to cure within 20 days"
+    )
 
 
 def test_hold_stops_the_notice_until_it_is_lifted(later_db: Engine, tmp_path: Path) -> None:
@@ -160,7 +183,9 @@ def test_hold_stops_the_notice_until_it_is_lifted(later_db: Engine, tmp_path: Pa
     assert (w.what, w.waits_for) == ("review", "hold")
 
 
-def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
     """`arrears review decide` refuses during the cure period; after it, the decision is stored with
     the reviewer and reason, and an approved repossession places the vendor order, once."""
     from typer.testing import CliRunner
@@ -170,14 +195,31 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(later_d
 
     _in_review(later_db, tmp_path, "A-V3")
     _prepare("2026-12-01T17:00:00Z")
-    args = ["review", "decide", "A-V3", "--decision", "repossess", "--reviewer", "Ana Ruiz", "--reason",
-            "no contact, equity positive", "--database", db_url]
+    args = [
+        "review",
+        "decide",
+        "A-V3",
+        "--decision",
+        "repossess",
+        "--reviewer",
+        "Ana Ruiz",
+        "--reason",
+        "no contact, equity positive",
+        "--database",
+        db_url,
+    ]
     early = CliRunner().invoke(app, [*args, "--as-of", "2026-12-20T12:00:00Z"])
-    assert isinstance(early.exception, CliError) and "runs until 2026-12-22T06:00:00+00:00" in str(early.exception)
+    assert isinstance(early.exception, CliError) and "runs until 2026-12-22T06:00:00+00:00" in str(
+        early.exception
+    )
     ok = CliRunner().invoke(app, [*args, "--as-of", "2026-12-22T15:00:00Z", "--json"])
     assert ok.exit_code == 0, ok.output
     [review] = rows(later_db, review_t, "A-V3")
-    assert (review.decision, review.reviewer, review.reason) == ("repossess", "Ana Ruiz", "no contact, equity positive")
+    assert (review.decision, review.reviewer, review.reason) == (
+        "repossess",
+        "Ana Ruiz",
+        "no contact, equity positive",
+    )
     twice = CliRunner().invoke(app, [*args, "--as-of", "2026-12-23T15:00:00Z"])
     assert twice.exit_code == 0 and "already decided" in twice.output
     assert [e.actor for e in events(later_db, "A-V3", "decision")] == ["reviewer:Ana Ruiz"]
@@ -190,8 +232,14 @@ def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: 
 
     _in_review(later_db, tmp_path, "A-V4", jurisdiction="US-CA", timezone="America/Los_Angeles")
     _prepare("2026-12-01T17:00:00Z")
-    decided = decide_review(later_db, account_id="A-V4", decision="repossess", reviewer="Ana", reason="r",
-                            at=at("2026-12-02T17:00:00Z"))
+    decided = decide_review(
+        later_db,
+        account_id="A-V4",
+        decision="repossess",
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-02T17:00:00Z"),
+    )
     assert decided.order_id is not None
     assert refresh_later(later_db, "2026-12-02T18:00:00Z")["vendor_orders_cancelled"] == 0
     pay(later_db, tmp_path, "A-V4", "100.00", "2026-12-03T01:00:00Z")
@@ -202,7 +250,8 @@ def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: 
 
 
 def test_importing_a_payment_or_hold_cancels_the_order_without_waiting_for_a_cycle(
-    later_db: Engine, tmp_path: Path,
+    later_db: Engine,
+    tmp_path: Path,
 ) -> None:
     """The import itself cancels the order: a payment file, then an accounts file carrying a
     bankruptcy, each cancel at once the open order they overtake; an order placed after the
@@ -215,20 +264,46 @@ def test_importing_a_payment_or_hold_cancels_the_order_without_waiting_for_a_cyc
         _in_review(later_db, tmp_path, account_id, jurisdiction="US-CA", timezone="America/Los_Angeles")
     _prepare("2026-12-01T17:00:00Z")
     for account_id in ("A-V7", "A-V8"):
-        decide_review(later_db, account_id=account_id, decision="repossess", reviewer="Ana", reason="r",
-                      at=at("2026-12-02T17:00:00Z"))
-    early = import_rows(later_db, tmp_path, [payment_record(account_id="A-V7", amount="50.00",
-                                                            received_at="2026-12-02T16:00:00Z")],
-                        Kind.PAYMENTS, now=at("2026-12-02T16:30:00Z"))
+        decide_review(
+            later_db,
+            account_id=account_id,
+            decision="repossess",
+            reviewer="Ana",
+            reason="r",
+            at=at("2026-12-02T17:00:00Z"),
+        )
+    early = import_rows(
+        later_db,
+        tmp_path,
+        [payment_record(account_id="A-V7", amount="50.00", received_at="2026-12-02T16:00:00Z")],
+        Kind.PAYMENTS,
+        now=at("2026-12-02T16:30:00Z"),
+    )
     assert early.vendor_orders_cancelled == 0  # the order did not exist yet at the import's instant
-    paid = import_rows(later_db, tmp_path, [payment_record(account_id="A-V7", amount="100.00",
-                                                           received_at="2026-12-03T01:00:00Z")],
-                       Kind.PAYMENTS, now=at("2026-12-03T01:05:00Z"))
+    paid = import_rows(
+        later_db,
+        tmp_path,
+        [payment_record(account_id="A-V7", amount="100.00", received_at="2026-12-03T01:00:00Z")],
+        Kind.PAYMENTS,
+        now=at("2026-12-03T01:05:00Z"),
+    )
     assert paid.vendor_orders_cancelled == 1
     assert events(later_db, "A-V7", "vendor_order")[-1].data["reason"].startswith("payment ")
-    held = import_rows(later_db, tmp_path, [us_account("A-V8", past_due_amount="825.00", oldest_due_date="2026-10-01",
-                                                       jurisdiction="US-CA", timezone="America/Los_Angeles",
-                                                       flags="bankruptcy")], now=at("2026-12-03T02:00:00Z"))
+    held = import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account(
+                "A-V8",
+                past_due_amount="825.00",
+                oldest_due_date="2026-10-01",
+                jurisdiction="US-CA",
+                timezone="America/Los_Angeles",
+                flags="bankruptcy",
+            )
+        ],
+        now=at("2026-12-03T02:00:00Z"),
+    )
     assert held.vendor_orders_cancelled == 1
     assert events(later_db, "A-V8", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
     assert refresh_later(later_db, "2026-12-03T03:00:00Z")["vendor_orders_cancelled"] == 0
@@ -240,9 +315,28 @@ def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> No
 
     _in_review(later_db, tmp_path, "A-V5", jurisdiction="US-CA", timezone="America/Los_Angeles")
     _prepare("2026-12-01T17:00:00Z")
-    decide_review(later_db, account_id="A-V5", decision="repossess", reviewer="Ana", reason="r", at=at("2026-12-02T17:00:00Z"))
-    import_rows(later_db, tmp_path, [us_account("A-V5", past_due_amount="825.00", oldest_due_date="2026-10-01",
-                                                jurisdiction="US-CA", timezone="America/Los_Angeles", flags="bankruptcy")])
+    decide_review(
+        later_db,
+        account_id="A-V5",
+        decision="repossess",
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-02T17:00:00Z"),
+    )
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account(
+                "A-V5",
+                past_due_amount="825.00",
+                oldest_due_date="2026-10-01",
+                jurisdiction="US-CA",
+                timezone="America/Los_Angeles",
+                flags="bankruptcy",
+            )
+        ],
+    )
     assert refresh_later(later_db, "2026-12-03T02:00:00Z")["vendor_orders_cancelled"] == 1
     assert events(later_db, "A-V5", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
 
@@ -253,21 +347,36 @@ def test_military_hold_routes_the_decision_to_legal(later_db: Engine, tmp_path: 
 
     _in_review(later_db, tmp_path, "A-V6", flags="military")
     _prepare("2026-12-01T17:00:00Z")
-    decided = decide_review(later_db, account_id="A-V6", decision="repossess", reviewer="Ana", reason="r",
-                            at=at("2026-12-22T17:00:00Z"))
+    decided = decide_review(
+        later_db,
+        account_id="A-V6",
+        decision="repossess",
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-22T17:00:00Z"),
+    )
     assert (decided.decision, decided.requested, decided.order_id) == ("legal", "repossess", None)
     assert events(later_db, "A-V6", "vendor_order") == []
 
 
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize(("decision", "stage"), [("legal", "legal_referral"), ("negotiate", "negotiation")])
-def test_lifecycle_follows_the_recorded_decision(later_db: Engine, tmp_path: Path, decision: str, stage: str) -> None:
+def test_lifecycle_follows_the_recorded_decision(
+    later_db: Engine, tmp_path: Path, decision: str, stage: str
+) -> None:
     """The next cycle moves the account as the reviewer decided: to legal, or back to negotiation."""
     from tasks.review import decide_review
 
     _in_review(later_db, tmp_path, "A-V7", jurisdiction="US-CA", timezone="America/Los_Angeles")
     _prepare("2026-12-01T17:00:00Z")
-    decide_review(later_db, account_id="A-V7", decision=decision, reviewer="Ana", reason="r", at=at("2026-12-02T17:00:00Z"))
+    decide_review(
+        later_db,
+        account_id="A-V7",
+        decision=decision,
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-02T17:00:00Z"),
+    )
     day(later_db, "2026-12-03T16:00:00Z")
     assert account(later_db, "A-V7").stage == stage
 
@@ -290,17 +399,28 @@ def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_pref
     running = in_thread(repossession_review, "A-V8", "2026-12-01T17:00:00Z")
     run_id = review_run_id(later_db, "A-V8")
     wait_paused(run_id, "cure-wait-1")
-    assert wake_reviews(at("2026-12-21T17:00:00Z"), "2026-12-21T17:00:00Z") == (0, 0)  # still inside the period
+    assert wake_reviews(at("2026-12-21T17:00:00Z"), "2026-12-21T17:00:00Z") == (
+        0,
+        0,
+    )  # still inside the period
     assert wake_reviews(at("2026-12-22T17:00:00Z"), "2026-12-22T17:00:00Z") == (1, 0)
     wait_paused(run_id, "decision")
-    resume_flow_run(run_id, run_input={"decision": "repossess", "reviewer": "Ana Ruiz", "reason": "keys surrendered"})
+    resume_flow_run(
+        run_id, run_input={"decision": "repossess", "reviewer": "Ana Ruiz", "reason": "keys surrendered"}
+    )
     result = running.result(timeout=60)
     assert (result["decision"], result["vendor_order"]) == ("repossess", f"RO-{result['review_id']}")
     [review] = rows(later_db, review_t, "A-V8")
-    assert (review.decision, review.reviewer, review.decided_at) == ("repossess", "Ana Ruiz", at("2026-12-22T17:00:00Z"))
-    assert [e.kind for e in events(later_db, "A-V8") if e.kind in ("review", "cure_notice", "decision", "vendor_order")] == [
-        "review", "cure_notice", "decision", "vendor_order"
-    ]
+    assert (review.decision, review.reviewer, review.decided_at) == (
+        "repossess",
+        "Ana Ruiz",
+        at("2026-12-22T17:00:00Z"),
+    )
+    assert [
+        e.kind
+        for e in events(later_db, "A-V8")
+        if e.kind in ("review", "cure_notice", "decision", "vendor_order")
+    ] == ["review", "cure_notice", "decision", "vendor_order"]
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -339,11 +459,31 @@ def test_cli_decision_resumes_the_waiting_run(later_db: Engine, tmp_path: Path, 
     running = in_thread(repossession_review, "A-V10", "2026-12-01T17:00:00Z")
     run_id = review_run_id(later_db, "A-V10")
     wait_paused(run_id, "decision")
-    listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url, "--as-of", "2026-12-02T00:00:00Z"])
-    assert [(w["account_id"], w["waits_for"], w["past_due_amount"], w["currency"])
-            for w in json.loads(listed.output)] == [("A-V10", "reviewer", "825.00", "USD")]
-    out = CliRunner().invoke(app, ["review", "decide", "A-V10", "--decision", "legal", "--reviewer", "Bo",
-                                   "--reason", "refuses contact", "--database", db_url, "--as-of", "2026-12-02T17:00:00Z"])
+    listed = CliRunner().invoke(
+        app, ["review", "list", "--json", "--database", db_url, "--as-of", "2026-12-02T00:00:00Z"]
+    )
+    assert [
+        (w["account_id"], w["waits_for"], w["past_due_amount"], w["currency"])
+        for w in json.loads(listed.output)
+    ] == [("A-V10", "reviewer", "825.00", "USD")]
+    out = CliRunner().invoke(
+        app,
+        [
+            "review",
+            "decide",
+            "A-V10",
+            "--decision",
+            "legal",
+            "--reviewer",
+            "Bo",
+            "--reason",
+            "refuses contact",
+            "--database",
+            db_url,
+            "--as-of",
+            "2026-12-02T17:00:00Z",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "resumed with the decision" in out.output
     assert running.result(timeout=60)["decision"] == "legal"

@@ -55,10 +55,15 @@ def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
     from flows.repossession_review import start_reviews
 
     engine = sqlite_engine
-    import_rows(engine, tmp_path, [us_account("A-D1", past_due_amount="825.00", oldest_due_date="2026-10-01")])
+    import_rows(
+        engine, tmp_path, [us_account("A-D1", past_due_amount="825.00", oldest_due_date="2026-10-01")]
+    )
     with engine.begin() as c:
-        c.execute(update(account_t).where(account_t.c.account_id == "A-D1")
-                  .values(stage="repossession_review", stage_since=at("2026-12-01T16:00:00Z"), episode=3))
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == "A-D1")
+            .values(stage="repossession_review", stage_since=at("2026-12-01T16:00:00Z"), episode=3)
+        )
 
     first = start_reviews(at("2026-12-01T17:00:00Z"), "2026-12-01T17:00:00Z")
     assert (first["reviews_opened"], first["cure_notices"], first["review_runs_started"]) == (1, 1, 1)
@@ -77,15 +82,33 @@ def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
     assert woken["review_runs_woken"] == 1
     wait_state(run_id, _suspended("decision"), "suspended for the decision")
 
-    out = CliRunner().invoke(app, ["review", "decide", "A-D1", "--decision", "repossess", "--reviewer", "Ana Ruiz",
-                                   "--reason", "vehicle located, no answer", "--database", sqlite_url,
-                                   "--as-of", "2026-12-22T18:00:00Z"])
+    out = CliRunner().invoke(
+        app,
+        [
+            "review",
+            "decide",
+            "A-D1",
+            "--decision",
+            "repossess",
+            "--reviewer",
+            "Ana Ruiz",
+            "--reason",
+            "vehicle located, no answer",
+            "--database",
+            sqlite_url,
+            "--as-of",
+            "2026-12-22T18:00:00Z",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "resumed with the decision" in out.output
     wait_state(run_id, lambda s: s.is_completed(), "completed")
 
-    kinds = [e.kind for e in events(engine, "A-D1")
-             if e.kind in ("review", "cure_notice", "decision", "vendor_order")]
+    kinds = [
+        e.kind
+        for e in events(engine, "A-D1")
+        if e.kind in ("review", "cure_notice", "decision", "vendor_order")
+    ]
     assert kinds == ["review", "cure_notice", "decision", "vendor_order"]
     [review] = rows(engine, review_t, "A-D1")
     assert (review.decision, review.reviewer) == ("repossess", "Ana Ruiz")

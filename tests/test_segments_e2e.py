@@ -48,19 +48,25 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 @pytest.fixture
-def world(sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-          sms_sandbox: Any) -> Any:
+def world(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any
+) -> Any:
     """The database, the sandbox court, and the review and referral deployments served elsewhere."""
     from arrears.settings import get_settings
     from integrations.bureau.sandbox import start_bureau_sandbox
     from integrations.court.sandbox import start_court_sandbox
 
     with start_court_sandbox() as court, start_bureau_sandbox() as bureau:
-        env = {"ARREARS_DATABASE_URL": sqlite_url, "ARREARS_HOME": str(tmp_path / "home"),
-               "ARREARS_COURT_PROVIDER": "sandbox", "ARREARS_COURT_BASE_URL": court.base_url,
-               "ARREARS_COURT_CREDENTIALS": json.dumps(court.credentials),
-               "ARREARS_BUREAU_PROVIDER": "sandbox", "ARREARS_BUREAU_BASE_URL": bureau.base_url,
-               "ARREARS_BUREAU_CREDENTIALS": json.dumps(dict(bureau.credentials))}
+        env = {
+            "ARREARS_DATABASE_URL": sqlite_url,
+            "ARREARS_HOME": str(tmp_path / "home"),
+            "ARREARS_COURT_PROVIDER": "sandbox",
+            "ARREARS_COURT_BASE_URL": court.base_url,
+            "ARREARS_COURT_CREDENTIALS": json.dumps(court.credentials),
+            "ARREARS_BUREAU_PROVIDER": "sandbox",
+            "ARREARS_BUREAU_BASE_URL": bureau.base_url,
+            "ARREARS_BUREAU_CREDENTIALS": json.dumps(dict(bureau.credentials)),
+        }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         get_settings.cache_clear()
@@ -112,18 +118,36 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
 
     engine, court = world
     cn = account_record(
-        account_id="A-SELF", borrower_name="王芳", phone="13912345678", timezone="Asia/Shanghai", jurisdiction="CN",
-        currency="CNY", balance="60000.00", installment_amount="3000.00", past_due_amount="3000.00",
+        account_id="A-SELF",
+        borrower_name="王芳",
+        phone="13912345678",
+        timezone="Asia/Shanghai",
+        jurisdiction="CN",
+        currency="CNY",
+        balance="60000.00",
+        installment_amount="3000.00",
+        past_due_amount="3000.00",
         oldest_due_date="2026-11-30",
     )
     import_rows(engine, tmp_path, [cn])
-    import_rows(engine, tmp_path, [
-        us_account("A-HARD", phone="(515) 281-1001", oldest_due_date="2026-11-30"),  # bureau: band E
-        us_account("A-STRAT", phone="(515) 281-1000", oldest_due_date="2026-11-30"),  # bureau: band B
-        us_account("A-UNREACH", phone="(515) 281-1006", oldest_due_date="2026-11-30"),  # skip trace finds mobiles
-        us_account("A-DIST", phone="(213) 373-1001", jurisdiction="US-CA", timezone="America/Los_Angeles",
-                   oldest_due_date="2026-11-30"),  # bureau: band E
-    ])
+    import_rows(
+        engine,
+        tmp_path,
+        [
+            us_account("A-HARD", phone="(515) 281-1001", oldest_due_date="2026-11-30"),  # bureau: band E
+            us_account("A-STRAT", phone="(515) 281-1000", oldest_due_date="2026-11-30"),  # bureau: band B
+            us_account(
+                "A-UNREACH", phone="(515) 281-1006", oldest_due_date="2026-11-30"
+            ),  # skip trace finds mobiles
+            us_account(
+                "A-DIST",
+                phone="(213) 373-1001",
+                jurisdiction="US-CA",
+                timezone="America/Los_Angeles",
+                oldest_due_date="2026-11-30",
+            ),  # bureau: band E
+        ],
+    )
     set_scores(engine, "A-HARD", willingness=0.7)  # earlier contact: willing
     set_scores(engine, "A-DIST", willingness=0.3)  # earlier contact: unwilling
     with engine.begin() as c:  # the provider reported A-UNREACH's only number invalid
@@ -157,10 +181,14 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
 
     # hardship: negotiation at 16 days; the bureau pull finds no ability; restructuring the next day.
     cycle("2026-12-16T01:00:00Z")
-    assert {a: account(engine, a).stage for a in ("A-HARD", "A-DIST")} == dict.fromkeys(("A-HARD", "A-DIST"),
-                                                                                        "negotiation")
+    assert {a: account(engine, a).stage for a in ("A-HARD", "A-DIST")} == dict.fromkeys(
+        ("A-HARD", "A-DIST"), "negotiation"
+    )
     cycle("2026-12-17T01:00:00Z")
-    assert (account(engine, "A-HARD").stage, account(engine, "A-DIST").segment) == ("restructuring", "distressed")
+    assert (account(engine, "A-HARD").stage, account(engine, "A-DIST").segment) == (
+        "restructuring",
+        "distressed",
+    )
 
     # strategic: the second broken promise sends it to review; the run suspends for the cure period.
     result = cycle("2026-12-18T01:00:00Z")
@@ -183,8 +211,14 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     # strategic: after the Iowa cure period the cycle wakes the run; a reviewer decides in Prefect.
     cycle("2027-01-08T01:00:00Z")
     run_id = _run_waiting(engine, "A-STRAT", "decision")
-    resume_flow_run(run_id, run_input={"decision": "repossess", "reviewer": "Ana Ruiz",
-                                       "reason": "two promises broken, vehicle located"})
+    resume_flow_run(
+        run_id,
+        run_input={
+            "decision": "repossess",
+            "reviewer": "Ana Ruiz",
+            "reason": "two promises broken, vehicle located",
+        },
+    )
     wait_state(run_id, lambda s: s.is_completed(), "completed")
     [review] = rows(engine, review_t, "A-STRAT")
     assert (review.decision, review.reviewer) == ("repossess", "Ana Ruiz")
@@ -193,9 +227,24 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     cycle("2027-01-29T01:00:00Z")
     assert account(engine, "A-DIST").stage == "repossession_review"
     _run_waiting(engine, "A-DIST", "decision")
-    decided = CliRunner().invoke(app, ["review", "decide", "A-DIST", "--decision", "legal", "--reviewer", "Bo Chen",
-                                       "--reason", "no contact, equity negative", "--database", sqlite_url,
-                                       "--as-of", "2027-01-29T02:00:00Z"])
+    decided = CliRunner().invoke(
+        app,
+        [
+            "review",
+            "decide",
+            "A-DIST",
+            "--decision",
+            "legal",
+            "--reviewer",
+            "Bo Chen",
+            "--reason",
+            "no contact, equity negative",
+            "--database",
+            sqlite_url,
+            "--as-of",
+            "2027-01-29T02:00:00Z",
+        ],
+    )
     assert decided.exit_code == 0, decided.output
     assert "resumed with the decision" in decided.output
     pay(engine, tmp_path, "A-HARD", plan.terms["schedule"][1]["amount"], f"{second}T03:00:00Z")
@@ -214,33 +263,66 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     assert [p.status for p in rows(engine, plan_t, "A-HARD")] == ["completed"]
 
     # Each story, as `arrears show --json` tells it.
-    _in_order(_story(sqlite_url, "A-SELF")["timeline"], [
-        ("transition", "cured → reminder"), ("reply", "还款 3000 2026-12-05"), ("promise", "promise to pay CNY 3000.00"),
-        ("promise", "kept"), ("transition", "reminder → cured: past due cleared"),
-    ])
-    _in_order(_story(sqlite_url, "A-UNREACH")["timeline"], [
-        ("segment", "→ unreachable"), ("bureau", "skip trace (604(a)(3)(A)): band B"),
-        ("segment", "unreachable →"), ("message", "sent"), ("transition", "reminder → cured: past due cleared"),
-    ])
-    _in_order(_story(sqlite_url, "A-HARD")["timeline"], [
-        ("bureau", "bureau pull (604(a)(3)(A)): band E"),
-        ("transition", "negotiation → restructuring: hardship"), ("plan", "plan offered: deferral of 1 instalment"),
-        ("reply", "ACCEPT 3"), ("plan", "accepted (reply): instalment plan over 3 months"),
-        ("transition", "restructuring → cured"), ("plan", "completed: all 3 payments made"),
-    ])
-    _in_order(_story(sqlite_url, "A-STRAT")["timeline"], [
-        ("promise", "broken"), ("transition", "reminder → negotiation: promise to pay broken"), ("segment", "→ strategic"),
-        ("promise", "broken"), ("transition", "negotiation → repossession_review: strategic: 2 promises broken"),
-        ("review", "opened"), ("cure_notice", "to cure within 20 days"),
-        ("decision", "reviewer Ana Ruiz decided repossess"), ("vendor_order", "placed with the recovery agent"),
-    ])
-    _in_order(_story(sqlite_url, "A-DIST")["timeline"], [
-        ("transition", "negotiation → repossession_review: 60 days past due without a working plan"),
-        ("review", "opened"), ("decision", "reviewer Bo Chen decided legal"),
-        ("transition", "repossession_review → legal_referral: reviewer referred to legal"),
-        ("referral", "legal referral"), ("filing", "filing drafted for US-CA-LASC"), ("filing", "submitted"),
-        ("court", "→ judgment"), ("transition", "legal_referral → closed: judgment entered"),
-    ])
+    _in_order(
+        _story(sqlite_url, "A-SELF")["timeline"],
+        [
+            ("transition", "cured → reminder"),
+            ("reply", "还款 3000 2026-12-05"),
+            ("promise", "promise to pay CNY 3000.00"),
+            ("promise", "kept"),
+            ("transition", "reminder → cured: past due cleared"),
+        ],
+    )
+    _in_order(
+        _story(sqlite_url, "A-UNREACH")["timeline"],
+        [
+            ("segment", "→ unreachable"),
+            ("bureau", "skip trace (604(a)(3)(A)): band B"),
+            ("segment", "unreachable →"),
+            ("message", "sent"),
+            ("transition", "reminder → cured: past due cleared"),
+        ],
+    )
+    _in_order(
+        _story(sqlite_url, "A-HARD")["timeline"],
+        [
+            ("bureau", "bureau pull (604(a)(3)(A)): band E"),
+            ("transition", "negotiation → restructuring: hardship"),
+            ("plan", "plan offered: deferral of 1 instalment"),
+            ("reply", "ACCEPT 3"),
+            ("plan", "accepted (reply): instalment plan over 3 months"),
+            ("transition", "restructuring → cured"),
+            ("plan", "completed: all 3 payments made"),
+        ],
+    )
+    _in_order(
+        _story(sqlite_url, "A-STRAT")["timeline"],
+        [
+            ("promise", "broken"),
+            ("transition", "reminder → negotiation: promise to pay broken"),
+            ("segment", "→ strategic"),
+            ("promise", "broken"),
+            ("transition", "negotiation → repossession_review: strategic: 2 promises broken"),
+            ("review", "opened"),
+            ("cure_notice", "to cure within 20 days"),
+            ("decision", "reviewer Ana Ruiz decided repossess"),
+            ("vendor_order", "placed with the recovery agent"),
+        ],
+    )
+    _in_order(
+        _story(sqlite_url, "A-DIST")["timeline"],
+        [
+            ("transition", "negotiation → repossession_review: 60 days past due without a working plan"),
+            ("review", "opened"),
+            ("decision", "reviewer Bo Chen decided legal"),
+            ("transition", "repossession_review → legal_referral: reviewer referred to legal"),
+            ("referral", "legal referral"),
+            ("filing", "filing drafted for US-CA-LASC"),
+            ("filing", "submitted"),
+            ("court", "→ judgment"),
+            ("transition", "legal_referral → closed: judgment entered"),
+        ],
+    )
     assert _story(sqlite_url, "A-STRAT")["stage"] == "repossession_review"
 
 

@@ -52,8 +52,8 @@ STATE_NAMES = {
     "WA": "Washington State", "WI": "Wisconsin",
 }  # fmt: skip
 MONEY_FIELDS = ("balance", "installment_amount", "past_due_amount", "vehicle_value", "apr")
-VIN_VALUES = {**{c: v for v, c in enumerate("0123456789")}, **dict(zip("ABCDEFGH", range(1, 9)))}
-VIN_VALUES |= dict(zip("JKLMN", range(1, 6))) | {"P": 7, "R": 9} | dict(zip("STUVWXYZ", range(2, 10)))
+VIN_VALUES = {**{c: v for v, c in enumerate("0123456789")}, **dict(zip("ABCDEFGH", range(1, 9), strict=False))}
+VIN_VALUES |= dict(zip("JKLMN", range(1, 6), strict=False)) | {"P": 7, "R": 9} | dict(zip("STUVWXYZ", range(2, 10), strict=False))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def same_clock(zone_a: str, zone_b: str) -> bool:
 
 def vin_check_digit(vin: str) -> str:
     weights = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
-    check = sum(VIN_VALUES[c] * w for c, w in zip(vin, weights)) % 11
+    check = sum(VIN_VALUES[c] * w for c, w in zip(vin, weights, strict=False)) % 11
     return "X" if check == 10 else str(check)
 
 
@@ -267,7 +267,7 @@ def test_csv_file_has_exactly_the_design_columns(tmp_path: Path) -> None:
         "currency", "balance", "installment_amount", "past_due_amount", "oldest_due_date", "vin",
         "vehicle_value", "apr", "flags",
     }  # fmt: skip
-    for row, line in zip(source, read):
+    for row, line in zip(source, read, strict=False):
         assert line["account_id"] == row.account_id
         assert line["borrower_name"] == row.borrower_name
         assert Decimal(line["balance"]) == row.balance
@@ -283,11 +283,11 @@ def test_jsonl_file_has_exactly_the_design_columns(tmp_path: Path) -> None:
     assert write_accounts_file(source, path) == 1_000
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1_000
-    for row, line in zip(source, lines):
+    for row, line in zip(source, lines, strict=False):
         obj = json.loads(line)
         assert tuple(obj) == ACCOUNT_COLUMNS
         assert all(isinstance(v, str) for v in obj.values())
-        assert obj == dict(zip(ACCOUNT_COLUMNS, row.file_values()))
+        assert obj == dict(zip(ACCOUNT_COLUMNS, row.file_values(), strict=False))
 
 
 def test_payments_file_has_the_design_columns(tmp_path: Path) -> None:

@@ -50,13 +50,22 @@ class Stack:
         # One Twilio provider, as settings would build it: it sends with StatusCallback = our
         # webhook, and the webhook verifies the vendor's signature with its auth token.
         self.twilio = build_provider(
-            "twilio", sandbox.base_url, {**creds, "status_callback": self.status_url,
-                                         **({"auth_token": auth_token} if auth_token else {})},
+            "twilio",
+            sandbox.base_url,
+            {
+                **creds,
+                "status_callback": self.status_url,
+                **({"auth_token": auth_token} if auth_token else {}),
+            },
         )
         self.aliyun = build_provider("sandbox", sandbox.base_url, creds)  # Aliyun-shaped, our HMAC
         self.runner = LifecycleRunner(run=lambda account_id, reason: None)
-        app = create_app(engine=engine, sms_providers={"twilio": self.twilio, "sandbox": self.aliyun},
-                         secret=SECRET, lifecycle=self.runner)
+        app = create_app(
+            engine=engine,
+            sms_providers={"twilio": self.twilio, "sandbox": self.aliyun},
+            secret=SECRET,
+            lifecycle=self.runner,
+        )
         self.server = WebhookServer(app, port=port).start()
         assert self.server.url == self.url
 
@@ -87,12 +96,24 @@ def stack(stacks: Callable[..., Stack]) -> Stack:
 
 @pytest.fixture
 def accounts(engine: Engine, tmp_path: Path) -> None:
-    path = write_csv(tmp_path / f"{unique_id('accounts')}.csv", [
-        account_record(account_id="A-US"),
-        account_record(account_id="A-CN", borrower_name="王芳", phone="13912345678",
-                       timezone="Asia/Shanghai", jurisdiction="CN", currency="CNY", balance="60000.00", installment_amount="3000.00",
-                       past_due_amount="3000.00", oldest_due_date="2026-11-26"),
-    ])
+    path = write_csv(
+        tmp_path / f"{unique_id('accounts')}.csv",
+        [
+            account_record(account_id="A-US"),
+            account_record(
+                account_id="A-CN",
+                borrower_name="王芳",
+                phone="13912345678",
+                timezone="Asia/Shanghai",
+                jurisdiction="CN",
+                currency="CNY",
+                balance="60000.00",
+                installment_amount="3000.00",
+                past_due_amount="3000.00",
+                oldest_due_date="2026-11-26",
+            ),
+        ],
+    )
     summary = run_import(engine, open_source(path, Kind.ACCOUNTS))
     assert summary.rejected == 0, summary.first_rejections
 
@@ -110,14 +131,30 @@ def _record_sent(
     """Our outbox row for a message the provider accepted, as dispatch records it: `sent`."""
     now = datetime.now(UTC)
     with engine.begin() as c:
-        return int(c.execute(
-            insert(message).values(
-                idempotency_key=request.idempotency_key, account_id=account_id, channel="sms",
-                address=request.to, template=request.template, params=dict(request.params), body=request.body,
-                stage="reminder", episode=1, not_before=now, status="sent", provider=provider.info.name,
-                provider_id=provider_id, attempts=1, created_at=now, sent_at=now,
-            ).returning(message.c.id)
-        ).scalar_one())
+        return int(
+            c.execute(
+                insert(message)
+                .values(
+                    idempotency_key=request.idempotency_key,
+                    account_id=account_id,
+                    channel="sms",
+                    address=request.to,
+                    template=request.template,
+                    params=dict(request.params),
+                    body=request.body,
+                    stage="reminder",
+                    episode=1,
+                    not_before=now,
+                    status="sent",
+                    provider=provider.info.name,
+                    provider_id=provider_id,
+                    attempts=1,
+                    created_at=now,
+                    sent_at=now,
+                )
+                .returning(message.c.id)
+            ).scalar_one()
+        )
 
 
 def _send(
@@ -166,7 +203,8 @@ def test_sandbox_receipt_marks_the_message_delivered(
     assert sms_sandbox.messages()[0]["status_callback"] == stack.status_url
     log = _settled(sms_sandbox)
     assert [(c["status"], c["url"], c["status_code"]) for c in log] == [
-        ("sent", stack.status_url, 200), ("delivered", stack.status_url, 200),
+        ("sent", stack.status_url, 200),
+        ("delivered", stack.status_url, 200),
     ]
     assert _status(engine, message_id) == "delivered"
     assert _moves(engine, message_id) == ["delivered"]
@@ -192,7 +230,10 @@ def test_duplicated_receipts_change_nothing_the_second_time(
     message_id, _, _ = _send(engine, stack.twilio, "A-US")
     log = _settled(sms_sandbox)
     assert [(c["status"], c["copy"], c["status_code"]) for c in log] == [
-        ("sent", 1, 200), ("sent", 2, 200), ("delivered", 1, 200), ("delivered", 2, 200),
+        ("sent", 1, 200),
+        ("sent", 2, 200),
+        ("delivered", 1, 200),
+        ("delivered", 2, 200),
     ]
     assert _status(engine, message_id) == "delivered"
     assert _moves(engine, message_id) == ["delivered"]
@@ -212,16 +253,27 @@ def test_dropped_receipts_leave_the_message_sent_and_a_lookup_finds_it_delivered
 
     found = stack.twilio.status(request, sid)
     assert found is not None and (found.provider_id, found.status) == (sid, "delivered")
-    applied = record_delivery_reports(engine, provider=stack.twilio.info.name, reports=[
-        DeliveryReport(found.provider_id, found.status, datetime.now(UTC), found.error_code, vendor_status="lookup"),
-    ])
+    applied = record_delivery_reports(
+        engine,
+        provider=stack.twilio.info.name,
+        reports=[
+            DeliveryReport(
+                found.provider_id, found.status, datetime.now(UTC), found.error_code, vendor_status="lookup"
+            ),
+        ],
+    )
     assert applied.changed == [message_id]
     assert _status(engine, message_id) == "delivered"
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_outbox_sweep_looks_up_receipts_that_never_came(
-    stack: Stack, engine: Engine, db_url: str, sms_sandbox: Any, accounts: None, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
+    engine: Engine,
+    db_url: str,
+    sms_sandbox: Any,
+    accounts: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`dispatch_outbox` asks the provider about messages still `sent` an hour after it took them
     and applies the answer once; a message sent minutes ago is left to its callback."""
@@ -255,8 +307,9 @@ def test_receipts_signed_with_another_token_are_refused(
     """A webhook holding another auth token answers the sandbox 403, and the message stays sent."""
     stack = stacks(auth_token="not-the-sandbox-token")
     # That provider cannot send to the sandbox (wrong Basic auth): send with a good one, same URL.
-    good = build_provider("twilio", sms_sandbox.base_url,
-                          {**sms_sandbox.credentials, "status_callback": stack.status_url})
+    good = build_provider(
+        "twilio", sms_sandbox.base_url, {**sms_sandbox.credentials, "status_callback": stack.status_url}
+    )
     try:
         sms_sandbox.set_faults(delivery_ms=300)
         message_id, _, _ = _send(engine, good, "A-US")
@@ -275,14 +328,21 @@ def test_aliyun_report_faster_than_our_write_is_pushed_again_and_applied(
 ) -> None:
     """The report arrives before the provider id is stored: the webhook answers code 1, the sandbox
     pushes again (0.2 s later, scaled from 1 minute) and the second push delivers the message."""
-    sms_sandbox.admin.post("/_sandbox/callbacks", json={
-        "aliyun_url": f"{stack.url}/sms/sandbox/status", "secret": SECRET,
-    }).raise_for_status()
+    sms_sandbox.admin.post(
+        "/_sandbox/callbacks",
+        json={
+            "aliyun_url": f"{stack.url}/sms/sandbox/status",
+            "secret": SECRET,
+        },
+    ).raise_for_status()
     request = _request(CN_PHONE)
     result = stack.aliyun.send(request)
     deadline = time.monotonic() + 5
-    while not [c for c in sms_sandbox.admin.get("/_sandbox/callbacks").json()["callbacks"]
-               if c["outcome"] != "pending"]:  # the first push answered: code 1, unknown message
+    while not [
+        c
+        for c in sms_sandbox.admin.get("/_sandbox/callbacks").json()["callbacks"]
+        if c["outcome"] != "pending"
+    ]:  # the first push answered: code 1, unknown message
         assert time.monotonic() < deadline
         time.sleep(0.01)
     message_id = _record_sent(engine, stack.aliyun, "A-CN", request, result.provider_id)
@@ -296,9 +356,13 @@ def test_aliyun_duplicate_report_changes_nothing(
     stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
 ) -> None:
     """A report array pushed twice is acknowledged twice and moves the message once."""
-    sms_sandbox.admin.post("/_sandbox/callbacks", json={
-        "aliyun_url": f"{stack.url}/sms/sandbox/status", "secret": SECRET,
-    }).raise_for_status()
+    sms_sandbox.admin.post(
+        "/_sandbox/callbacks",
+        json={
+            "aliyun_url": f"{stack.url}/sms/sandbox/status",
+            "secret": SECRET,
+        },
+    ).raise_for_status()
     sms_sandbox.set_faults(delivery_ms=300, duplicate_callbacks=1)
     message_id, _, _ = _send(engine, stack.aliyun, "A-CN", CN_PHONE)
     log = _settled(sms_sandbox)

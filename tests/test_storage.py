@@ -23,9 +23,19 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
 
 
 def _account(**kw: object) -> Account:
-    return Account(**{"account_id": "A-1", "borrower_id": "B-1", "jurisdiction": "CN", "timezone": "Asia/Shanghai",
-                      "currency": "CNY", "balance": Decimal("123456789.1234"), "installment_amount": Decimal("0.01"),
-                      "past_due_amount": Decimal("0.0001"), **kw})
+    return Account(
+        **{
+            "account_id": "A-1",
+            "borrower_id": "B-1",
+            "jurisdiction": "CN",
+            "timezone": "Asia/Shanghai",
+            "currency": "CNY",
+            "balance": Decimal("123456789.1234"),
+            "installment_amount": Decimal("0.01"),
+            "past_due_amount": Decimal("0.0001"),
+            **kw,
+        }
+    )
 
 
 def test_money_and_instants_round_trip_exactly(engine: Engine) -> None:
@@ -59,7 +69,11 @@ def test_refresh_derives_days_past_due_and_bucket_from_the_business_date(engine:
         session.add(Borrower(borrower_id="B-1", name="x"))
         session.flush()
         session.add(_account(oldest_due_date=date(2026, 11, 1)))
-    for day, dpd, bucket in ((date(2026, 11, 30), 29, "1-29"), (date(2026, 12, 1), 30, "30-59"), (date(2026, 10, 1), 0, "current")):
+    for day, dpd, bucket in (
+        (date(2026, 11, 30), 29, "1-29"),
+        (date(2026, 12, 1), 30, "30-59"),
+        (date(2026, 10, 1), 0, "current"),
+    ):
         with engine.begin() as connection:
             refresh_days_past_due(connection, business_date=day)
         with session_scope(engine) as session:

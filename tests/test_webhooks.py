@@ -57,7 +57,10 @@ def db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
 @pytest.fixture
 def providers(sms_sandbox: Any) -> Iterator[dict[str, SmsProvider]]:
     """A Twilio-shaped and an Aliyun-shaped provider, both pointed at the real sandbox."""
-    built = {name: build_provider(name, sms_sandbox.base_url, sms_sandbox.credentials) for name in ("twilio", "sandbox")}
+    built = {
+        name: build_provider(name, sms_sandbox.base_url, sms_sandbox.credentials)
+        for name in ("twilio", "sandbox")
+    }
     yield built
     for provider in built.values():
         provider.close()
@@ -86,11 +89,22 @@ def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
 
 
 def _cn(**kw: str) -> dict[str, str]:
-    return account_record(**({
-        "borrower_name": "王芳", "phone": "13912345678", "timezone": "Asia/Shanghai", "jurisdiction": "CN",
-        "currency": "CNY", "balance": "60000.00", "installment_amount": "3000.00", "past_due_amount": "3000.00",
-        "oldest_due_date": "2026-11-26",
-    } | kw))
+    return account_record(
+        **(
+            {
+                "borrower_name": "王芳",
+                "phone": "13912345678",
+                "timezone": "Asia/Shanghai",
+                "jurisdiction": "CN",
+                "currency": "CNY",
+                "balance": "60000.00",
+                "installment_amount": "3000.00",
+                "past_due_amount": "3000.00",
+                "oldest_due_date": "2026-11-26",
+            }
+            | kw
+        )
+    )
 
 
 def _sent(engine: Engine, provider: SmsProvider, account_id: str, to: str) -> int:
@@ -99,14 +113,30 @@ def _sent(engine: Engine, provider: SmsProvider, account_id: str, to: str) -> in
     result = provider.send(SmsRequest(key, to, "reminder", {"name": "Dana"}, "Your payment is past due."))
     now = datetime.now(UTC)
     with engine.begin() as c:
-        return int(c.execute(
-            insert(message).values(
-                idempotency_key=key, account_id=account_id, channel="sms", address=to, template="reminder",
-                params={"name": "Dana"}, body="Your payment is past due.", stage="reminder", episode=1,
-                not_before=now, status="sent", provider=provider.info.name, provider_id=result.provider_id,
-                attempts=1, created_at=now, sent_at=now,
-            ).returning(message.c.id)
-        ).scalar_one())
+        return int(
+            c.execute(
+                insert(message)
+                .values(
+                    idempotency_key=key,
+                    account_id=account_id,
+                    channel="sms",
+                    address=to,
+                    template="reminder",
+                    params={"name": "Dana"},
+                    body="Your payment is past due.",
+                    stage="reminder",
+                    episode=1,
+                    not_before=now,
+                    status="sent",
+                    provider=provider.info.name,
+                    provider_id=result.provider_id,
+                    attempts=1,
+                    created_at=now,
+                    sent_at=now,
+                )
+                .returning(message.c.id)
+            ).scalar_one()
+        )
 
 
 def _message(engine: Engine, message_id: int) -> Any:
@@ -125,9 +155,13 @@ def _twilio_signature(token: str, url: str, form: dict[str, str]) -> str:
     return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
-def _twilio_post(client: Any, path: str, form: dict[str, str], token: str, *, base: str = "http://testserver") -> Any:
-    headers = {"Content-Type": "application/x-www-form-urlencoded",
-               "X-Twilio-Signature": _twilio_signature(token, base + path, form)}
+def _twilio_post(
+    client: Any, path: str, form: dict[str, str], token: str, *, base: str = "http://testserver"
+) -> Any:
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": _twilio_signature(token, base + path, form),
+    }
     return client.post(path, content=urlencode(form).encode(), headers=headers)
 
 
@@ -165,8 +199,11 @@ def test_forged_twilio_signature_is_refused_and_changes_nothing(
     assert form["MessageStatus"] == "delivered"
 
     assert _twilio_post(client, "/sms/twilio/status", form, "forged-token").status_code == 403
-    unsigned = client.post("/sms/twilio/status", content=urlencode(form).encode(),
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    unsigned = client.post(
+        "/sms/twilio/status",
+        content=urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert unsigned.status_code == 403
     assert _message(db, message_id).status == "sent"
     assert _events(db, "message") == []
@@ -226,10 +263,20 @@ def test_aliyun_reports_with_our_signature_are_applied_and_acknowledged(
     assert _message(db, message_id).status == "delivered"
 
 
-def test_aliyun_report_for_an_unknown_message_asks_the_vendor_to_push_again(client: TestClient, db: Engine) -> None:
+def test_aliyun_report_for_an_unknown_message_asks_the_vendor_to_push_again(
+    client: TestClient, db: Engine
+) -> None:
     """A report naming no message of ours is answered with a non-zero code, so the vendor retries later."""
-    report = {"phone_number": "13912345678", "send_time": "2026-12-01 09:00:00", "report_time": "2026-12-01 09:00:05",
-              "success": True, "err_code": "DELIVERED", "err_msg": "成功", "biz_id": "1", "out_id": "never-sent"}
+    report = {
+        "phone_number": "13912345678",
+        "send_time": "2026-12-01 09:00:00",
+        "report_time": "2026-12-01 09:00:05",
+        "success": True,
+        "err_code": "DELIVERED",
+        "err_msg": "成功",
+        "biz_id": "1",
+        "out_id": "never-sent",
+    }
     response = _json_post(client, "/sms/sandbox/status", [report])
     assert (response.status_code, response.json()["code"]) == (200, 1)
 
@@ -245,7 +292,12 @@ def test_aliyun_report_for_an_unknown_message_asks_the_vendor_to_push_again(clie
     ],
 )
 def test_hmac_callbacks_that_do_not_verify_are_refused(
-    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path, sign: dict[str, Any] | None
+    client: TestClient,
+    db: Engine,
+    providers: Any,
+    sms_sandbox: Any,
+    tmp_path: Path,
+    sign: dict[str, Any] | None,
 ) -> None:
     """A report signed over 5 minutes ago (a replay), in the future, with another key, or not at all gets 403 and changes nothing."""
     _import(db, tmp_path, _cn(account_id="A-CN"))
@@ -286,7 +338,10 @@ def test_stop_opts_out_before_the_next_send(
     response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
     with db.connect() as c:
-        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == CN_PHONE)).scalar() is not None
+        assert (
+            c.execute(select(contact.c.opted_out_at).where(contact.c.address == CN_PHONE)).scalar()
+            is not None
+        )
         holds = c.execute(select(hold.c.kind, hold.c.source).where(hold.c.lifted_at.is_(None))).all()
     assert [tuple(h) for h in holds] == [("sms_opt_out", "webhook")]
     assert len(_events(db, "opt_out")) == 1
@@ -300,8 +355,18 @@ def test_stop_opts_out_before_the_next_send(
 def test_start_lifts_the_opt_out(client: TestClient, db: Engine, tmp_path: Path) -> None:
     """退订 then START (Aliyun-style, HMAC-signed) opts the number out and back in, lifting the hold."""
     _import(db, tmp_path, _cn(account_id="A-CN"))
-    stop = {"phone_number": "13912345678", "content": "退订", "send_time": "2026-11-28 10:00:00", "sequence_id": 1}
-    start = {"phone_number": "13912345678", "content": "ＳＴＡＲＴ", "send_time": "2026-11-28 10:05:00", "sequence_id": 2}
+    stop = {
+        "phone_number": "13912345678",
+        "content": "退订",
+        "send_time": "2026-11-28 10:00:00",
+        "sequence_id": 1,
+    }
+    start = {
+        "phone_number": "13912345678",
+        "content": "ＳＴＡＲＴ",
+        "send_time": "2026-11-28 10:05:00",
+        "sequence_id": 2,
+    }
 
     assert _json_post(client, "/sms/sandbox/inbound", stop).json() == {"code": 0, "msg": "成功"}
     with db.connect() as c:
@@ -319,7 +384,12 @@ def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
     """A reply is kept with its text and a masked number, and its account's lifecycle is queued; a repeat queues nothing."""
     runner, calls = lifecycle_calls
     _import(db, tmp_path, account_record(account_id="A-1"))
-    form = {"From": US_PHONE, "To": "+15005550006", "Body": "I can pay $200 on Friday", "MessageSid": "SM" + "2" * 32}
+    form = {
+        "From": US_PHONE,
+        "To": "+15005550006",
+        "Body": "I can pay $200 on Friday",
+        "MessageSid": "SM" + "2" * 32,
+    }
     token = sms_sandbox.credentials["auth_token"]
 
     assert _twilio_post(client, "/sms/twilio/inbound", form, token).status_code == 200
@@ -332,16 +402,19 @@ def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_reply_runs_account_lifecycle(
-    db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
-) -> None:
+def test_reply_runs_account_lifecycle(db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path) -> None:
     """A reply starts an account_lifecycle flow run for the borrower's account, which brings it up to date."""
     behind = (datetime.now(UTC) - timedelta(days=10)).date().isoformat()
     _import(db, tmp_path, account_record(account_id="A-1", oldest_due_date=behind))
     app = create_app(engine=db, sms_providers=providers, secret=SECRET)
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "call me", "MessageSid": "SM" + "3" * 32}
     with TestClient(app) as client:
-        assert _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]).status_code == 200
+        assert (
+            _twilio_post(
+                client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]
+            ).status_code
+            == 200
+        )
         (result,) = app.state.lifecycle.drain(timeout=120)
     assert result["account_id"] == "A-1"
     with db.connect() as c:
@@ -362,7 +435,12 @@ def test_reply_can_hand_the_lifecycle_to_the_served_deployment(
     app = create_app(engine=db, sms_providers=providers, secret=SECRET, lifecycle=runner)
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "call me", "MessageSid": "SM" + "6" * 32}
     with TestClient(app) as client:
-        assert _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]).status_code == 200
+        assert (
+            _twilio_post(
+                client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"]
+            ).status_code
+            == 200
+        )
         (flow_run,) = runner.drain(timeout=60)
     runner.close()
     assert flow_run.name == "account A-1"
@@ -380,9 +458,17 @@ def test_court_status_is_stored_on_the_referral_and_runs_the_lifecycle(
     _import(db, tmp_path, account_record(account_id="A-1"))
     now = datetime.now(UTC)
     with db.begin() as c:
-        c.execute(insert(referral).values(account_id="A-1", status="submitted", filing_id="F-77", opened_at=now,
-                                          updated_at=now))
-    update = {"filing_id": "F-77", "status": "judgment", "reason": "default judgment entered", "at": now.isoformat()}
+        c.execute(
+            insert(referral).values(
+                account_id="A-1", status="submitted", filing_id="F-77", opened_at=now, updated_at=now
+            )
+        )
+    update = {
+        "filing_id": "F-77",
+        "status": "judgment",
+        "reason": "default judgment entered",
+        "at": now.isoformat(),
+    }
 
     assert _json_post(client, "/court/sandbox/status", update).status_code == 200
     assert _json_post(client, "/court/sandbox/status", update).status_code == 200
@@ -391,16 +477,26 @@ def test_court_status_is_stored_on_the_referral_and_runs_the_lifecycle(
         assert c.execute(select(referral.c.status)).scalar() == "judgment"
     assert calls == [("A-1", "court")] and len(_events(db, "court")) == 1
 
-    assert _json_post(client, "/court/sandbox/status", update | {"status": "x"}, secret="forged").status_code == 403
+    assert (
+        _json_post(client, "/court/sandbox/status", update | {"status": "x"}, secret="forged").status_code
+        == 403
+    )
     assert _json_post(client, "/court/sandbox/status", update | {"filing_id": "F-0"}).status_code == 404
-    assert _json_post(client, "/court/sandbox/status", update | {"status": "partially-accepted"}).status_code == 400
+    assert (
+        _json_post(client, "/court/sandbox/status", update | {"status": "partially-accepted"}).status_code
+        == 400
+    )
 
 
 # -- the real server --------------------------------------------------------------------------------
 
 
 def test_real_server_refuses_forgeries_and_records_stop(
-    db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any,
+    db: Engine,
+    providers: Any,
+    sms_sandbox: Any,
+    tmp_path: Path,
+    lifecycle_calls: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Under uvicorn on a free port, a forged STOP is refused, a signed one recorded, and no log line has the number."""
@@ -424,8 +520,12 @@ def test_a_storage_failure_answers_500_and_logs_the_number_masked(
     from sqlalchemy import create_engine
 
     unmigrated = create_engine(sqlite_url)  # no tables: every statement fails, parameters and all
-    app = create_app(engine=unmigrated, sms_providers=providers, secret=SECRET,
-                     lifecycle=LifecycleRunner(run=lambda *_: None))
+    app = create_app(
+        engine=unmigrated,
+        sms_providers=providers,
+        secret=SECRET,
+        lifecycle=LifecycleRunner(run=lambda *_: None),
+    )
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "5" * 32}
     caplog.set_level(logging.INFO, logger="arrears.webhooks")
     with TestClient(app) as client:

@@ -79,19 +79,24 @@ def counted(
     return times
 
 
-def conversations(cap: Cap, history: Iterable[Contact], *, account_id: str, address: str | None) -> list[datetime]:
+def conversations(
+    cap: Cap, history: Iterable[Contact], *, account_id: str, address: str | None
+) -> list[datetime]:
     """When conversations in the cap's scope took place (for `quiet_after_conversation_days`)."""
     if not cap.quiet_after_conversation_days:
         return []
     return sorted(
-        c.at for c in history
+        c.at
+        for c in history
         if c.conversation
         and (cap.scope != "account" or c.account_id == account_id)
         and (cap.scope != "address" or c.address == address)
     )
 
 
-def cap_free_at(cap: Cap, times: list[datetime], at: datetime, conversations: Iterable[datetime] = ()) -> datetime:
+def cap_free_at(
+    cap: Cap, times: list[datetime], at: datetime, conversations: Iterable[datetime] = ()
+) -> datetime:
     """The earliest instant t at or after `at` with fewer than `limit` of `times` (sorted) in
     (t - W, t + W), and none of `conversations` in the quiet period before t.
 

@@ -88,7 +88,9 @@ def blocks_channel(hold: Hold, channel: str) -> bool:
     return hold.scope is not HoldScope.SMS or channel == "sms"
 
 
-def check_contact(*, request: ContactRequest, state: ContactState, policy: "Policy", now: datetime) -> Verdict:
+def check_contact(
+    *, request: ContactRequest, state: ContactState, policy: "Policy", now: datetime
+) -> Verdict:
     """May this contact happen at `now`, and if not now, when? The single entry of every rule."""
     for hold in sorted(state.holds):
         if blocks_channel(hold, request.channel):
@@ -98,14 +100,24 @@ def check_contact(*, request: ContactRequest, state: ContactState, policy: "Poli
     prof = policy.profile(request.jurisdiction)
     if request.third_party:
         if prof.third_parties == "never":
-            return Verdict(VerdictKind.BLOCK, now, "third_party:forbidden", f"{prof.code} allows no third-party contact")
+            return Verdict(
+                VerdictKind.BLOCK, now, "third_party:forbidden", f"{prof.code} allows no third-party contact"
+            )
         if state.debtor_reachable:
-            return Verdict(VerdictKind.BLOCK, now, "third_party:debtor-reachable", "the debtor can be reached")
+            return Verdict(
+                VerdictKind.BLOCK, now, "third_party:debtor-reachable", "the debtor can be reached"
+            )
     if request.template not in policy.approved_templates:
-        return Verdict(VerdictKind.BLOCK, now, "template:unapproved", f"template {request.template!r} is not approved")
+        return Verdict(
+            VerdictKind.BLOCK, now, "template:unapproved", f"template {request.template!r} is not approved"
+        )
     finding = check_content(
-        request.body, lender=request.lender, profile=prof, channel=request.channel,
-        third_party=request.third_party, fill=dict(request.fill),
+        request.body,
+        lender=request.lender,
+        profile=prof,
+        channel=request.channel,
+        third_party=request.third_party,
+        fill=dict(request.fill),
     )
     if finding is not None:
         return Verdict(VerdictKind.BLOCK, now, finding.rule, finding.detail)
@@ -120,8 +132,14 @@ def _when(request: ContactRequest, state: ContactState, prof: Profile, now: date
         (
             cap,
             counted(
-                cap, state.history, account_id=request.account_id, address=request.address, now=now,
-                message_id=request.message_id, stage=request.stage, episode=request.episode,
+                cap,
+                state.history,
+                account_id=request.account_id,
+                address=request.address,
+                now=now,
+                message_id=request.message_id,
+                stage=request.stage,
+                episode=request.episode,
             ),
             conversations(cap, state.history, account_id=request.account_id, address=request.address),
         )
@@ -131,7 +149,9 @@ def _when(request: ContactRequest, state: ContactState, prof: Profile, now: date
     try:
         for _ in range(64):
             opened = next_allowed_instant(at, zones, prof.hours)
-            freed = max([cap_free_at(cap, times, opened, talks) for cap, times, talks in counts], default=opened)
+            freed = max(
+                [cap_free_at(cap, times, opened, talks) for cap, times, talks in counts], default=opened
+            )
             if freed == opened:
                 break
             at = freed

@@ -45,7 +45,10 @@ class ContentFinding:
 def lexicon() -> dict[str, dict[str, tuple[str, ...]]]:
     """kind -> language -> words, as lexicon.toml states them."""
     text = (resources.files("arrears.compliance") / "lexicon.toml").read_text(encoding="utf-8")
-    return {kind: {lang: tuple(words) for lang, words in langs.items()} for kind, langs in tomllib.loads(text).items()}
+    return {
+        kind: {lang: tuple(words) for lang, words in langs.items()}
+        for kind, langs in tomllib.loads(text).items()
+    }
 
 
 @cache
@@ -56,7 +59,9 @@ def _patterns(kind: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
         stem, open_end = (word[:-1], True) if word.endswith("*") else (word, False)
         return r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
 
-    en = re.compile(r"(?<!\w)(?:" + "|".join(english(w) for w in words.get("en", ())) + r")(?!\w)", re.IGNORECASE)
+    en = re.compile(
+        r"(?<!\w)(?:" + "|".join(english(w) for w in words.get("en", ())) + r")(?!\w)", re.IGNORECASE
+    )
     zh = re.compile("|".join(re.escape(w) for w in words.get("zh", ())))
     return en, zh
 

@@ -31,7 +31,14 @@ from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from arrears.jurisdictions import Hours, Profile
 
-__all__ = ["NoCommonWindow", "contact_allowed", "contact_zones", "next_allowed_instant", "number_zones", "window_label"]
+__all__ = [
+    "NoCommonWindow",
+    "contact_allowed",
+    "contact_zones",
+    "next_allowed_instant",
+    "number_zones",
+    "window_label",
+]
 
 _SEARCH_DAYS = 31  # IE closes Sundays and holidays; no profile closes a month in a row
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -90,7 +97,9 @@ def _next_allowed(instant: datetime, zones: tuple[str, ...], hours: Hours) -> da
             return at
         if at - instant > timedelta(days=_SEARCH_DAYS):
             break
-    raise NoCommonWindow(f"no instant inside {hours.label} local in all of {', '.join(zones)} within {_SEARCH_DAYS} days")
+    raise NoCommonWindow(
+        f"no instant inside {hours.label} local in all of {', '.join(zones)} within {_SEARCH_DAYS} days"
+    )
 
 
 def _next_in_zone(instant: datetime, zone: str, hours: Hours) -> datetime:

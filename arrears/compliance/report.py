@@ -65,8 +65,13 @@ class Violation:
     detail: str  # never an unmasked number
 
     def as_json(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "account_id": self.account_id, "sent_at": self.sent_at.isoformat(),
-                "rule": self.rule, "detail": self.detail}
+        return {
+            "message_id": self.message_id,
+            "account_id": self.account_id,
+            "sent_at": self.sent_at.isoformat(),
+            "rule": self.rule,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -119,8 +124,16 @@ def compliance_report(
     _count_verdicts(connection, report, start, end, cycle_id)
     sent = connection.execute(
         select(
-            message.c.id, message.c.account_id, message.c.address, message.c.template, message.c.body,
-            message.c.params, message.c.sent_at, message.c.channel, account.c.borrower_id, account.c.jurisdiction,
+            message.c.id,
+            message.c.account_id,
+            message.c.address,
+            message.c.template,
+            message.c.body,
+            message.c.params,
+            message.c.sent_at,
+            message.c.channel,
+            account.c.borrower_id,
+            account.c.jurisdiction,
             account.c.timezone,
         )
         .join(account, account.c.account_id == message.c.account_id)
@@ -140,7 +153,11 @@ def compliance_report(
 
 
 def _count_verdicts(
-    connection: Connection, report: ComplianceReport, start: datetime | None, end: datetime | None, cycle_id: int | None
+    connection: Connection,
+    report: ComplianceReport,
+    start: datetime | None,
+    end: datetime | None,
+    cycle_id: int | None,
 ) -> None:
     # Sends are most of the message events and count for nothing here: left in the database.
     held_back = audit.c.data["status"].as_string().in_(("blocked", "scheduled"))
@@ -167,7 +184,13 @@ def _sends(
     since = start - policy.longest_cap_window() if start is not None else None
     found: dict[str, list[tuple[datetime, str, str, str]]] = defaultdict(list)
     for r in connection.execute(
-        select(account.c.borrower_id, message.c.sent_at, message.c.channel, message.c.account_id, message.c.address)
+        select(
+            account.c.borrower_id,
+            message.c.sent_at,
+            message.c.channel,
+            message.c.account_id,
+            message.c.address,
+        )
         .join(account, account.c.account_id == message.c.account_id)
         .where(_between(message.c.sent_at, since, end))
         .order_by(message.c.sent_at, message.c.id)
@@ -186,7 +209,9 @@ def _intervals(
     sent_accounts = select(message.c.account_id).where(_between(message.c.sent_at, start, end)).distinct()
     found: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
     for r in connection.execute(
-        select(hold.c.account_id, hold.c.kind, hold.c.placed_at, hold.c.lifted_at).where(hold.c.account_id.in_(sent_accounts))
+        select(hold.c.account_id, hold.c.kind, hold.c.placed_at, hold.c.lifted_at).where(
+            hold.c.account_id.in_(sent_accounts)
+        )
     ):
         found[r.account_id].append((f"hold:{r.kind}", r.placed_at, r.lifted_at or _FOREVER))
     # The audit trail: hold events (placed / lifted) and opt-out / opt-in events, in order.
@@ -215,15 +240,25 @@ def _intervals(
     return found
 
 
-def _opted_out(connection: Connection, start: datetime | None, end: datetime | None) -> dict[tuple[str, str], datetime]:
+def _opted_out(
+    connection: Connection, start: datetime | None, end: datetime | None
+) -> dict[tuple[str, str], datetime]:
     """(account, number) -> when the number opted out, for the numbers messaged in the period."""
-    sent = select(message.c.account_id, message.c.address).where(_between(message.c.sent_at, start, end)).distinct().subquery()
+    sent = (
+        select(message.c.account_id, message.c.address)
+        .where(_between(message.c.sent_at, start, end))
+        .distinct()
+        .subquery()
+    )
     return {
         (r.account_id, r.address): r.opted_out_at
         for r in connection.execute(
             select(sent.c.account_id, sent.c.address, contact.c.opted_out_at)
             .join(account, account.c.account_id == sent.c.account_id)
-            .join(contact, and_(contact.c.borrower_id == account.c.borrower_id, contact.c.address == sent.c.address))
+            .join(
+                contact,
+                and_(contact.c.borrower_id == account.c.borrower_id, contact.c.address == sent.c.address),
+            )
             .where(contact.c.opted_out_at.is_not(None))
         )
     }
@@ -247,7 +282,9 @@ def _recheck(
     zones = contact_zones(m.timezone, m.address)
     if not _allowed(at, zones, prof.hours):
         local = ", ".join(f"{at.astimezone(ZoneInfo(z)):%a %H:%M} in {z}" for z in zones)
-        yield violation(prof.hours_rule, f"sent at {local}, outside {prof.hours.label} local or on a closed day")
+        yield violation(
+            prof.hours_rule, f"sent at {local}, outside {prof.hours.label} local or on a closed day"
+        )
     for rule, since, until in intervals.get(m.account_id, ()):
         if since <= at < until and (rule != f"hold:{Hold.SMS_OPT_OUT}" or m.channel == "sms"):
             yield violation(rule, f"active from {since:%Y-%m-%dT%H:%MZ}")
@@ -260,15 +297,20 @@ def _recheck(
     for cap in prof.caps_for(m.channel):
         lo = bisect_right(times, at - cap.window)
         n = sum(
-            1 for _, channel, account_id, address in history[lo:hi]
+            1
+            for _, channel, account_id, address in history[lo:hi]
             if channel == cap.channel
             and (cap.scope != "account" or account_id == m.account_id)
             and (cap.scope != "address" or address == m.address)
         )
         if n > cap.limit:
-            yield violation(cap.rule, f"{n} sent in the {cap.window_days} d up to this one; at most {cap.limit}")
+            yield violation(
+                cap.rule, f"{n} sent in the {cap.window_days} d up to this one; at most {cap.limit}"
+            )
     params = m.params or {}
-    finding = check_content(m.body, lender=params.get("lender") or lender, profile=prof, channel=m.channel, fill=params)
+    finding = check_content(
+        m.body, lender=params.get("lender") or lender, profile=prof, channel=m.channel, fill=params
+    )
     if finding is not None:
         yield violation(finding.rule, finding.detail)
     if m.template not in policy.approved_templates:

@@ -43,12 +43,20 @@ class AccountStory:
             "timezone": a.timezone,
             "messages": [
                 {
-                    "id": m.id, "template": m.template, "status": m.status, "not_before": _iso(m.not_before),
-                    "sent_at": _iso(m.sent_at), "reason": m.reason, "body": m.body,
+                    "id": m.id,
+                    "template": m.template,
+                    "status": m.status,
+                    "not_before": _iso(m.not_before),
+                    "sent_at": _iso(m.sent_at),
+                    "reason": m.reason,
+                    "body": m.body,
                 }
                 for m in self.messages
             ],
-            "timeline": [{"at": _iso(e.at), "kind": e.kind, "detail": e.detail, "actor": e.actor} for e in self.timeline],
+            "timeline": [
+                {"at": _iso(e.at), "kind": e.kind, "detail": e.detail, "actor": e.actor}
+                for e in self.timeline
+            ],
         }
 
 
@@ -61,7 +69,9 @@ def account_story(connection: Connection, account_id: str) -> AccountStory | Non
             select(hold.c.kind).where(hold.c.account_id == account_id, hold.c.lifted_at.is_(None))
         ).scalars()
     )
-    messages = connection.execute(select(message).where(message.c.account_id == account_id).order_by(message.c.id)).all()
+    messages = connection.execute(
+        select(message).where(message.c.account_id == account_id).order_by(message.c.id)
+    ).all()
     timeline = connection.execute(
         select(audit).where(audit.c.account_id == account_id).order_by(audit.c.at, audit.c.id)
     ).all()

@@ -7,7 +7,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-__all__ = ["insert_ignore", "days_between", "range_starts", "in_range"]
+__all__ = ["days_between", "in_range", "insert_ignore", "range_starts"]
 
 
 def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> set[Any]:
@@ -45,14 +45,22 @@ def _days_postgresql(element: days_between, compiler: Any, **kw: Any) -> str:
     return f"(CAST({later} AS DATE) - CAST({earlier} AS DATE))"
 
 
-def range_starts(connection: Connection, column: ColumnElement[Any], where: ColumnElement[bool], *, size: int) -> list[Any]:
+def range_starts(
+    connection: Connection, column: ColumnElement[Any], where: ColumnElement[bool], *, size: int
+) -> list[Any]:
     """The first key of each run of `size` rows matching `where`, in key order.
 
     Only these boundaries leave the database, so planning shards or batches over a million rows
     stays cheap; each range runs from one start up to (not including) the next.
     """
-    numbered = select(column.label("k"), func.row_number().over(order_by=column).label("n")).where(where).subquery()
-    return list(connection.execute(select(numbered.c.k).where((numbered.c.n - 1) % size == 0).order_by(numbered.c.k)).scalars())
+    numbered = (
+        select(column.label("k"), func.row_number().over(order_by=column).label("n")).where(where).subquery()
+    )
+    return list(
+        connection.execute(
+            select(numbered.c.k).where((numbered.c.n - 1) % size == 0).order_by(numbered.c.k)
+        ).scalars()
+    )
 
 
 def in_range(column: ColumnElement[Any], lo: Any, hi: Any | None) -> ColumnElement[bool]:

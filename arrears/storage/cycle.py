@@ -37,17 +37,17 @@ from arrears.storage.bulk import days_between, in_range, insert_ignore, range_st
 from arrears.vocabulary import DecisionKind, Exit, Hold, MessageStatus
 
 __all__ = [
+    "TERMINAL",
     "ShardRow",
-    "contact_history",
-    "start_cycle",
-    "finish_cycle",
     "apply_new_payments",
+    "contact_history",
+    "finish_cycle",
+    "load_shard",
     "refresh_days_past_due",
     "shard_starts",
-    "load_shard",
+    "start_cycle",
     "unchanged",
     "write_decisions",
-    "TERMINAL",
 ]
 
 TERMINAL = (Exit.PAID_OFF.value, Exit.SETTLED.value, Exit.CHARGED_OFF.value, Exit.CLOSED.value)
@@ -73,11 +73,15 @@ class ShardRow:
 
 
 def start_cycle(connection: Connection, *, as_of: datetime, business_date: date) -> int:
-    result = connection.execute(_t(CycleRun).insert().values(as_of=as_of, business_date=business_date, stats={}))
+    result = connection.execute(
+        _t(CycleRun).insert().values(as_of=as_of, business_date=business_date, stats={})
+    )
     return int(result.inserted_primary_key[0])
 
 
-def finish_cycle(connection: Connection, *, cycle_id: int, finished_at: datetime, stats: dict[str, Any]) -> None:
+def finish_cycle(
+    connection: Connection, *, cycle_id: int, finished_at: datetime, stats: dict[str, Any]
+) -> None:
     run = _t(CycleRun)
     connection.execute(update(run).where(run.c.id == cycle_id).values(finished_at=finished_at, stats=stats))
 
@@ -90,8 +94,14 @@ def apply_new_payments(
     payment = _t(Payment)
     rows = connection.execute(
         select(
-            payment.c.payment_id, payment.c.amount, payment.c.received_at, account.c.account_id,
-            account.c.balance, account.c.past_due_amount, account.c.installment_amount, account.c.oldest_due_date,
+            payment.c.payment_id,
+            payment.c.amount,
+            payment.c.received_at,
+            account.c.account_id,
+            account.c.balance,
+            account.c.past_due_amount,
+            account.c.installment_amount,
+            account.c.oldest_due_date,
         )
         .join(account, account.c.account_id == payment.c.account_id)
         .where(payment.c.applied_at.is_(None), payment.c.received_at <= as_of)
@@ -103,22 +113,42 @@ def apply_new_payments(
     owed: dict[str, Owed] = {}
     events = []
     for r in rows:
-        before = owed.get(r.account_id) or Owed(r.balance, r.past_due_amount, r.installment_amount, r.oldest_due_date)
+        before = owed.get(r.account_id) or Owed(
+            r.balance, r.past_due_amount, r.installment_amount, r.oldest_due_date
+        )
         owed[r.account_id] = after = apply_payment(before, r.amount)
         events.append(
             {
-                "account_id": r.account_id, "at": r.received_at, "kind": "payment", "cycle_id": cycle_id,
-                "actor": "servicer", "detail": f"payment {r.payment_id} of {r.amount} applied",
-                "data": {"payment_id": r.payment_id, "amount": str(r.amount), "past_due_after": str(after.past_due_amount)},
+                "account_id": r.account_id,
+                "at": r.received_at,
+                "kind": "payment",
+                "cycle_id": cycle_id,
+                "actor": "servicer",
+                "detail": f"payment {r.payment_id} of {r.amount} applied",
+                "data": {
+                    "payment_id": r.payment_id,
+                    "amount": str(r.amount),
+                    "past_due_after": str(after.past_due_amount),
+                },
             }
         )
     connection.execute(
-        update(account).where(account.c.account_id == bindparam("key")).values(
-            balance=bindparam("balance"), past_due_amount=bindparam("past_due"),
-            oldest_due_date=bindparam("oldest"), updated_at=bindparam("now"),
+        update(account)
+        .where(account.c.account_id == bindparam("key"))
+        .values(
+            balance=bindparam("balance"),
+            past_due_amount=bindparam("past_due"),
+            oldest_due_date=bindparam("oldest"),
+            updated_at=bindparam("now"),
         ),
         [
-            {"key": k, "balance": o.balance, "past_due": o.past_due_amount, "oldest": o.oldest_due_date, "now": as_of}
+            {
+                "key": k,
+                "balance": o.balance,
+                "past_due": o.past_due_amount,
+                "oldest": o.oldest_due_date,
+                "now": as_of,
+            }
             for k, o in owed.items()
         ],
     )
@@ -130,7 +160,9 @@ def apply_new_payments(
     return len(rows)
 
 
-def refresh_days_past_due(connection: Connection, *, business_date: date, account_id: str | None = None) -> int:
+def refresh_days_past_due(
+    connection: Connection, *, business_date: date, account_id: str | None = None
+) -> int:
     """Recompute days past due and bucket of every account still in play (or of one), in one statement."""
     days = case(
         (account.c.oldest_due_date.is_(None), 0),
@@ -182,7 +214,11 @@ def load_shard(
     reviews = _latest(connection, _t(Review), lo, hi, "opened_at")
     referrals = _latest(connection, _t(Referral), lo, hi, "updated_at")
     if since is None:
-        since = datetime.combine(business_date, time(), UTC) - DEFAULT_POLICY.longest_cap_window() - timedelta(days=1)
+        since = (
+            datetime.combine(business_date, time(), UTC)
+            - DEFAULT_POLICY.longest_cap_window()
+            - timedelta(days=1)
+        )
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
     history = contact_history(connection, borrowers=borrowers, since=since)
 
@@ -193,14 +229,26 @@ def load_shard(
         review = reviews.get(a.account_id)
         broken = broken_at.get(a.account_id)
         view = AccountView(
-            account_id=a.account_id, stage=a.stage, stage_since=a.stage_since, episode=a.episode,
-            days_past_due=a.days_past_due, past_due_amount=a.past_due_amount, balance=a.balance,
-            jurisdiction=a.jurisdiction, timezone=a.timezone, next_due_date=a.next_due_date,
+            account_id=a.account_id,
+            stage=a.stage,
+            stage_since=a.stage_since,
+            episode=a.episode,
+            days_past_due=a.days_past_due,
+            past_due_amount=a.past_due_amount,
+            balance=a.balance,
+            jurisdiction=a.jurisdiction,
+            timezone=a.timezone,
+            next_due_date=a.next_due_date,
         )
         context = MessageContext(
-            lender=lender, borrower_name=a.borrower_name, jurisdiction=a.jurisdiction, currency=a.currency,
-            past_due_amount=a.past_due_amount, installment_amount=a.installment_amount,
-            days_past_due=a.days_past_due, next_due_date=a.next_due_date,
+            lender=lender,
+            borrower_name=a.borrower_name,
+            jurisdiction=a.jurisdiction,
+            currency=a.currency,
+            past_due_amount=a.past_due_amount,
+            installment_amount=a.installment_amount,
+            days_past_due=a.days_past_due,
+            next_due_date=a.next_due_date,
         )
         facts = Facts(
             business_date=business_date,
@@ -219,7 +267,9 @@ def load_shard(
                 else None
             ),
             returned_from_review=(
-                review.decided_at.date() if review is not None and review.decision == DecisionKind.NEGOTIATE else None
+                review.decided_at.date()
+                if review is not None and review.decision == DecisionKind.NEGOTIATE
+                else None
             ),
             referral_status=referrals[a.account_id].status if a.account_id in referrals else None,
             address=contact[0] if contact else None,
@@ -248,8 +298,16 @@ def contact_history(
     )
     query = (
         select(
-            owner.c.borrower_id, message.c.id, message.c.account_id, message.c.channel, message.c.address,
-            message.c.status, message.c.sent_at, message.c.not_before, message.c.stage, message.c.episode,
+            owner.c.borrower_id,
+            message.c.id,
+            message.c.account_id,
+            message.c.channel,
+            message.c.address,
+            message.c.status,
+            message.c.sent_at,
+            message.c.not_before,
+            message.c.stage,
+            message.c.episode,
         )
         .join(owner, owner.c.account_id == message.c.account_id)
         .where(owner.c.borrower_id.in_(borrowers), or_(message.c.sent_at > since, live))
@@ -261,8 +319,14 @@ def contact_history(
         in_flight = r.status == MessageStatus.SCHEDULED.value
         found[r.borrower_id].append(
             Contact(
-                at=r.not_before if in_flight else r.sent_at, channel=r.channel, account_id=r.account_id,
-                address=r.address, in_flight=in_flight, message_id=r.id, stage=r.stage, episode=r.episode,
+                at=r.not_before if in_flight else r.sent_at,
+                channel=r.channel,
+                account_id=r.account_id,
+                address=r.address,
+                in_flight=in_flight,
+                message_id=r.id,
+                stage=r.stage,
+                episode=r.episode,
             )
         )
     return {k: tuple(v) for k, v in found.items()}
@@ -272,7 +336,9 @@ def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozens
     hold = _t(AccountHold)
     found: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
-        select(hold.c.account_id, hold.c.kind).where(in_range(hold.c.account_id, lo, hi), hold.c.lifted_at.is_(None))
+        select(hold.c.account_id, hold.c.kind).where(
+            in_range(hold.c.account_id, lo, hi), hold.c.lifted_at.is_(None)
+        )
     ):
         found[account_id].add(Hold(kind))
     return {k: frozenset(v) for k, v in found.items()}
@@ -310,7 +376,9 @@ def _promises(connection: Connection, lo: str, hi: str | None) -> tuple[set[str]
     ):
         if r.status == "pending":
             pending.add(r.account_id)
-        elif r.resolved_at is not None and (r.account_id not in broken_at or r.resolved_at > broken_at[r.account_id]):
+        elif r.resolved_at is not None and (
+            r.account_id not in broken_at or r.resolved_at > broken_at[r.account_id]
+        ):
             broken_at[r.account_id] = r.resolved_at
     return pending, broken_at
 
@@ -334,7 +402,9 @@ def unchanged(connection: Connection, rows: Sequence[ShardRow], *, lo: str, hi: 
         return set()
     loaded = {r.view.account_id: (r.view.stage, r.view.episode) for r in rows}
     current = connection.execute(
-        select(account.c.account_id, account.c.stage, account.c.episode).where(in_range(account.c.account_id, lo, hi))
+        select(account.c.account_id, account.c.stage, account.c.episode).where(
+            in_range(account.c.account_id, lo, hi)
+        )
     )
     return {a for a, stage, episode in current if loaded.get(a) == (stage, episode)}
 
@@ -358,38 +428,72 @@ def write_decisions(
         if decision.changed or decision.segment != row.segment:
             account_updates.append(
                 {
-                    "key": account_id, "stage": decision.stage, "episode": decision.episode,
+                    "key": account_id,
+                    "stage": decision.stage,
+                    "episode": decision.episode,
                     "segment": decision.segment.value,
-                    "stage_since": now if decision.changed else row.view.stage_since, "now": now,
+                    "stage_since": now if decision.changed else row.view.stage_since,
+                    "now": now,
                 }
             )
         for step in decision.steps:
-            events.append(_event(account_id, now, cycle_id, "transition", f"{step.from_stage} → {step.to_stage}: {step.reason}",
-                                 {"from": str(step.from_stage), "to": str(step.to_stage), "reason": step.reason}))
+            events.append(
+                _event(
+                    account_id,
+                    now,
+                    cycle_id,
+                    "transition",
+                    f"{step.from_stage} → {step.to_stage}: {step.reason}",
+                    {"from": str(step.from_stage), "to": str(step.to_stage), "reason": step.reason},
+                )
+            )
         if decision.segment != row.segment:
-            events.append(_event(account_id, now, cycle_id, "segment", f"segment {row.segment} → {decision.segment}",
-                                 {"from": row.segment, "to": decision.segment.value}))
+            events.append(
+                _event(
+                    account_id,
+                    now,
+                    cycle_id,
+                    "segment",
+                    f"segment {row.segment} → {decision.segment}",
+                    {"from": row.segment, "to": decision.segment.value},
+                )
+            )
         for out in decision.messages:
             status = MessageStatus.BLOCKED if out.blocked else MessageStatus.SCHEDULED
             # The body the verdict was given on; `texts` (rendered by the caller) only for a
             # decision made without a message context.
-            params, body = (dict(out.params), out.body) if out.body is not None else texts.get(out.key, ({}, ""))
+            params, body = (
+                (dict(out.params), out.body) if out.body is not None else texts.get(out.key, ({}, ""))
+            )
             details[out.key] = out.detail
             outbox.append(
                 {
-                    "idempotency_key": out.key, "account_id": account_id, "channel": "sms",
-                    "address": row.address or "", "template": out.template,
-                    "params": params, "body": body,
-                    "stage": decision.stage, "episode": decision.episode,
-                    "not_before": out.not_before, "status": status.value, "reason": out.blocked or out.deferred,
-                    "attempts": 0, "created_at": now,
+                    "idempotency_key": out.key,
+                    "account_id": account_id,
+                    "channel": "sms",
+                    "address": row.address or "",
+                    "template": out.template,
+                    "params": params,
+                    "body": body,
+                    "stage": decision.stage,
+                    "episode": decision.episode,
+                    "not_before": out.not_before,
+                    "status": status.value,
+                    "reason": out.blocked or out.deferred,
+                    "attempts": 0,
+                    "created_at": now,
                 }
             )
     if account_updates:
         connection.execute(
-            update(account).where(account.c.account_id == bindparam("key")).values(
-                stage=bindparam("stage"), episode=bindparam("episode"), segment=bindparam("segment"),
-                stage_since=bindparam("stage_since"), updated_at=bindparam("now"),
+            update(account)
+            .where(account.c.account_id == bindparam("key"))
+            .values(
+                stage=bindparam("stage"),
+                episode=bindparam("episode"),
+                segment=bindparam("segment"),
+                stage_since=bindparam("stage_since"),
+                updated_at=bindparam("now"),
             ),
             account_updates,
         )
@@ -398,12 +502,25 @@ def write_decisions(
     # audited by dispatch. A re-run whose keys already exist adds no second record.
     events += [
         _event(
-            o["account_id"], now, cycle_id, "message",
+            o["account_id"],
+            now,
+            cycle_id,
+            "message",
             f"{o['template']} {o['status']}: {o['reason']}"
             + (f" ({details[o['idempotency_key']]})" if details.get(o["idempotency_key"]) else "")
-            + (f", not before {o['not_before']:%Y-%m-%dT%H:%MZ}" if o["status"] == MessageStatus.SCHEDULED.value else ""),
-            {"key": o["idempotency_key"], "status": o["status"], "reason": o["reason"], "rule": o["reason"],
-             "verdict": "block" if o["status"] == MessageStatus.BLOCKED.value else "defer", "when": "decision"},
+            + (
+                f", not before {o['not_before']:%Y-%m-%dT%H:%MZ}"
+                if o["status"] == MessageStatus.SCHEDULED.value
+                else ""
+            ),
+            {
+                "key": o["idempotency_key"],
+                "status": o["status"],
+                "reason": o["reason"],
+                "rule": o["reason"],
+                "verdict": "block" if o["status"] == MessageStatus.BLOCKED.value else "defer",
+                "when": "decision",
+            },
         )
         for o in outbox
         if o["reason"] and o["idempotency_key"] in created
@@ -418,6 +535,15 @@ def write_decisions(
     }
 
 
-def _event(account_id: str, at: datetime, cycle_id: int | None, kind: str, detail: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"account_id": account_id, "at": at, "kind": kind, "detail": detail, "data": data, "actor": "arrears", "cycle_id": cycle_id}
-
+def _event(
+    account_id: str, at: datetime, cycle_id: int | None, kind: str, detail: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "at": at,
+        "kind": kind,
+        "detail": detail,
+        "data": data,
+        "actor": "arrears",
+        "cycle_id": cycle_id,
+    }

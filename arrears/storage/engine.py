@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-__all__ = ["get_engine", "migrate", "session_scope", "database_file", "read_only"]
+__all__ = ["database_file", "get_engine", "migrate", "read_only", "session_scope"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 

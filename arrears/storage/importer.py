@@ -45,11 +45,11 @@ __all__ = [
     "CHUNK_SIZE",
     "SERVICING_COLUMNS",
     "AccountCounts",
-    "PaymentCounts",
     "ImportSummary",
-    "upsert_accounts",
+    "PaymentCounts",
     "insert_payments",
     "run_import",
+    "upsert_accounts",
 ]
 
 CHUNK_SIZE = 2_000

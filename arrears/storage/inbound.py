@@ -100,13 +100,23 @@ def apply_delivery_reports(
         for row in moved:
             result.changed.append(row.id)
             _count_delivery(connection, row.account_id, row.address, failed=failed)
-            events.append({
-                "account_id": row.account_id, "at": report.at, "kind": "message", "actor": provider,
-                "detail": f"message {row.id} {report.status.value}{why} (delivery report)",
-                "data": {"message_id": row.id, "status": report.status.value,
-                         "provider_id": report.provider_id, "error_code": report.error_code,
-                         "vendor_status": report.vendor_status, "source": SOURCE},
-            })
+            events.append(
+                {
+                    "account_id": row.account_id,
+                    "at": report.at,
+                    "kind": "message",
+                    "actor": provider,
+                    "detail": f"message {row.id} {report.status.value}{why} (delivery report)",
+                    "data": {
+                        "message_id": row.id,
+                        "status": report.status.value,
+                        "provider_id": report.provider_id,
+                        "error_code": report.error_code,
+                        "vendor_status": report.vendor_status,
+                        "source": SOURCE,
+                    },
+                }
+            )
         connection.execute(audit.insert(), events)
     return result
 
@@ -140,8 +150,11 @@ def _count_delivery(connection: Connection, account_id: str, address: str, *, fa
     borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
     connection.execute(
         update(contact)
-        .where(contact.c.borrower_id == borrower, contact.c.address == address,
-               contact.c.channel == Channel.SMS.value)
+        .where(
+            contact.c.borrower_id == borrower,
+            contact.c.address == address,
+            contact.c.channel == Channel.SMS.value,
+        )
         .values(failures=contact.c.failures + 1 if failed else 0)
     )
 
@@ -207,9 +220,18 @@ def _recorded(owners: dict[str, list[tuple[str, str]]], *, duplicate: bool, chan
 
 def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:
     return {
-        "account_id": account_id, "at": inbound.at, "kind": kind, "actor": "borrower", "detail": detail,
-        "data": {"from": mask_phone(inbound.address), "provider": inbound.provider,
-                 "callback_id": inbound.callback_id, "source": SOURCE, **data},
+        "account_id": account_id,
+        "at": inbound.at,
+        "kind": kind,
+        "actor": "borrower",
+        "detail": detail,
+        "data": {
+            "from": mask_phone(inbound.address),
+            "provider": inbound.provider,
+            "callback_id": inbound.callback_id,
+            "source": SOURCE,
+            **data,
+        },
     }
 
 
@@ -224,20 +246,30 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     masked = mask_phone(inbound.address)
     said = f"{inbound.keyword or 'opt-out'} from {masked} ({inbound.provider})"
     if not owners:
-        unknown = _event(inbound, None, "opt_out", f"SMS opt-out of an unknown number: {said}",
-                         keyword=inbound.keyword, text=inbound.text)
+        unknown = _event(
+            inbound,
+            None,
+            "opt_out",
+            f"SMS opt-out of an unknown number: {said}",
+            keyword=inbound.keyword,
+            text=inbound.text,
+        )
         connection.execute(audit.insert(), [unknown])
         return _recorded(owners, duplicate=False, changed=False)
     marked = connection.execute(
         update(contact)
-        .where(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value,
-               contact.c.opted_out_at.is_(None))
+        .where(
+            contact.c.address == inbound.address,
+            contact.c.channel == Channel.SMS.value,
+            contact.c.opted_out_at.is_(None),
+        )
         .values(opted_out_at=inbound.at)
     ).rowcount
     held = set(
         connection.execute(
             select(hold.c.account_id).where(
-                hold.c.account_id.in_(accounts), hold.c.kind == Hold.SMS_OPT_OUT.value,
+                hold.c.account_id.in_(accounts),
+                hold.c.kind == Hold.SMS_OPT_OUT.value,
                 hold.c.lifted_at.is_(None),
             )
         ).scalars()
@@ -246,18 +278,33 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     if new:
         connection.execute(
             hold.insert(),
-            [{"account_id": a, "kind": Hold.SMS_OPT_OUT.value, "source": SOURCE, "reason": said,
-              "placed_at": inbound.at, "lifted_at": None} for a in new],
+            [
+                {
+                    "account_id": a,
+                    "kind": Hold.SMS_OPT_OUT.value,
+                    "source": SOURCE,
+                    "reason": said,
+                    "placed_at": inbound.at,
+                    "lifted_at": None,
+                }
+                for a in new
+            ],
         )
     if not (marked or new):
         return _recorded(owners, duplicate=False, changed=False)  # already opted out: nothing to add
     connection.execute(
         audit.insert(),
         [
-            _event(inbound, a, "opt_out",
-                   f"SMS opt-out: {said}; sms_opt_out hold {'placed' if a in new else 'already active'}",
-                   hold=Hold.SMS_OPT_OUT.value, action="placed" if a in new else "kept",
-                   keyword=inbound.keyword, text=inbound.text)
+            _event(
+                inbound,
+                a,
+                "opt_out",
+                f"SMS opt-out: {said}; sms_opt_out hold {'placed' if a in new else 'already active'}",
+                hold=Hold.SMS_OPT_OUT.value,
+                action="placed" if a in new else "kept",
+                keyword=inbound.keyword,
+                text=inbound.text,
+            )
             for a in accounts
         ],
     )
@@ -276,26 +323,40 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
         return _recorded(owners, duplicate=False, changed=False)
     cleared = connection.execute(
         update(contact)
-        .where(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value,
-               contact.c.opted_out_at.is_not(None))
+        .where(
+            contact.c.address == inbound.address,
+            contact.c.channel == Channel.SMS.value,
+            contact.c.opted_out_at.is_not(None),
+        )
         .values(opted_out_at=None)
     ).rowcount
     still_out = set(
         connection.execute(
             select(contact.c.borrower_id).where(
-                contact.c.borrower_id.in_(list(owners)), contact.c.channel == Channel.SMS.value,
+                contact.c.borrower_id.in_(list(owners)),
+                contact.c.channel == Channel.SMS.value,
                 contact.c.opted_out_at.is_not(None),
             )
         ).scalars()
     )
     free = [a for b, pairs in owners.items() if b not in still_out for a, _ in pairs]
-    lifted = connection.execute(
-        update(hold)
-        .where(hold.c.account_id.in_(free), hold.c.kind == Hold.SMS_OPT_OUT.value, hold.c.source == SOURCE,
-               hold.c.lifted_at.is_(None))
-        .values(lifted_at=inbound.at)
-        .returning(hold.c.account_id)
-    ).scalars().all() if free else []
+    lifted = (
+        connection.execute(
+            update(hold)
+            .where(
+                hold.c.account_id.in_(free),
+                hold.c.kind == Hold.SMS_OPT_OUT.value,
+                hold.c.source == SOURCE,
+                hold.c.lifted_at.is_(None),
+            )
+            .values(lifted_at=inbound.at)
+            .returning(hold.c.account_id)
+        )
+        .scalars()
+        .all()
+        if free
+        else []
+    )
     if not (cleared or lifted):
         return _recorded(owners, duplicate=False, changed=False)
     said = f"{inbound.keyword or 'opt-in'} from {mask_phone(inbound.address)} ({inbound.provider})"
@@ -303,10 +364,15 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
     connection.execute(
         audit.insert(),
         [
-            _event(inbound, a, "opt_in",
-                   f"SMS opt-in: {said}; sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}",
-                   hold=Hold.SMS_OPT_OUT.value, action="lifted" if a in lifted_set else "kept",
-                   keyword=inbound.keyword)
+            _event(
+                inbound,
+                a,
+                "opt_in",
+                f"SMS opt-in: {said}; sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}",
+                hold=Hold.SMS_OPT_OUT.value,
+                action="lifted" if a in lifted_set else "kept",
+                keyword=inbound.keyword,
+            )
             for a in accounts
         ],
     )
@@ -325,8 +391,15 @@ def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded
     connection.execute(
         audit.insert(),
         [_event(inbound, a, "reply", detail, text=inbound.text) for a in accounts]
-        or [_event(inbound, None, "reply", f"reply from an unknown number {masked}: {inbound.text}",
-                   text=inbound.text)],
+        or [
+            _event(
+                inbound,
+                None,
+                "reply",
+                f"reply from an unknown number {masked}: {inbound.text}",
+                text=inbound.text,
+            )
+        ],
     )
     return _recorded(owners, duplicate=False, changed=True)
 
@@ -373,15 +446,22 @@ def record_court_status(
         return unchanged
     if any(e.at > at for e in mine):  # out of order: a later status is already applied
         return unchanged
-    connection.execute(
-        update(referral).where(referral.c.id == row.id).values(status=status, updated_at=at)
-    )
+    connection.execute(update(referral).where(referral.c.id == row.id).values(status=status, updated_at=at))
     connection.execute(
         audit.insert().values(
-            account_id=row.account_id, at=at, kind="court", actor=f"court:{provider}",
+            account_id=row.account_id,
+            at=at,
+            kind="court",
+            actor=f"court:{provider}",
             detail=f"filing {filing_id}: {row.status} → {status}" + (f" ({reason})" if reason else ""),
-            data={"filing_id": filing_id, "from": row.status, "to": status, "reason": reason,
-                  "callback_id": callback_id, "source": SOURCE},
+            data={
+                "filing_id": filing_id,
+                "from": row.status,
+                "to": status,
+                "reason": reason,
+                "callback_id": callback_id,
+                "source": SOURCE,
+            },
         )
     )
     return CourtRecorded(known=True, changed=True, account_id=row.account_id, previous=row.status)

@@ -103,20 +103,36 @@ def lease_batch(
     `lookback` is how far back the caps count (the policy's longest cap window).
     """
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
-    taken = connection.execute(
-        update(message)
-        .where(in_range(message.c.id, lo, hi), _due(now, account_id), free)
-        .values(lease_until=lease_until, attempts=message.c.attempts + 1)
-        .returning(message.c.id)
-    ).scalars().all()
+    taken = (
+        connection.execute(
+            update(message)
+            .where(in_range(message.c.id, lo, hi), _due(now, account_id), free)
+            .values(lease_until=lease_until, attempts=message.c.attempts + 1)
+            .returning(message.c.id)
+        )
+        .scalars()
+        .all()
+    )
     if not taken:
         return []
     rows = connection.execute(
         select(
-            message.c.id, message.c.idempotency_key, message.c.account_id, message.c.address, message.c.template,
-            message.c.params, message.c.body, message.c.stage, message.c.episode, message.c.attempts, message.c.provider_id,
-            account.c.stage.label("account_stage"), account.c.episode.label("account_episode"),
-            account.c.jurisdiction, account.c.timezone, account.c.borrower_id,
+            message.c.id,
+            message.c.idempotency_key,
+            message.c.account_id,
+            message.c.address,
+            message.c.template,
+            message.c.params,
+            message.c.body,
+            message.c.stage,
+            message.c.episode,
+            message.c.attempts,
+            message.c.provider_id,
+            account.c.stage.label("account_stage"),
+            account.c.episode.label("account_episode"),
+            account.c.jurisdiction,
+            account.c.timezone,
+            account.c.borrower_id,
         )
         .join(account, account.c.account_id == message.c.account_id)
         .where(message.c.id.in_(taken))
@@ -125,7 +141,9 @@ def lease_batch(
     account_ids = {r.account_id for r in rows}
     holds: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
-        select(hold.c.account_id, hold.c.kind).where(hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None))
+        select(hold.c.account_id, hold.c.kind).where(
+            hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None)
+        )
     ):
         holds[account_id].add(Hold(kind))
     numbers = {
@@ -141,13 +159,26 @@ def lease_batch(
     )
     return [
         DueMessage(
-            id=r.id, idempotency_key=r.idempotency_key, account_id=r.account_id, address=r.address,
-            template=r.template, params=r.params or {}, body=r.body, stage=r.stage, episode=r.episode, attempts=r.attempts - 1,
-            provider_id=r.provider_id, account_stage=r.account_stage, account_episode=r.account_episode,
-            jurisdiction=r.jurisdiction, timezone=r.timezone, holds=frozenset(holds.get(r.account_id, ())),
+            id=r.id,
+            idempotency_key=r.idempotency_key,
+            account_id=r.account_id,
+            address=r.address,
+            template=r.template,
+            params=r.params or {},
+            body=r.body,
+            stage=r.stage,
+            episode=r.episode,
+            attempts=r.attempts - 1,
+            provider_id=r.provider_id,
+            account_stage=r.account_stage,
+            account_episode=r.account_episode,
+            jurisdiction=r.jurisdiction,
+            timezone=r.timezone,
+            holds=frozenset(holds.get(r.account_id, ())),
             opted_out=numbers.get((r.borrower_id, r.address), (False, True))[0],
             address_valid=numbers.get((r.borrower_id, r.address), (False, True))[1],
-            borrower_id=r.borrower_id, history=history.get(r.borrower_id, ()),
+            borrower_id=r.borrower_id,
+            history=history.get(r.borrower_id, ()),
         )
         for r in rows
     ]
@@ -163,34 +194,62 @@ def record_outcomes(
     # SQLite would store str(datetime) ("...+00:00"), which compares wrongly with the stored form.
     instant = message.c.sent_at.type
     connection.execute(
-        update(message).where(message.c.id == bindparam("key")).values(
-            status=bindparam("status"), reason=bindparam("reason"),
+        update(message)
+        .where(message.c.id == bindparam("key"))
+        .values(
+            status=bindparam("status"),
+            reason=bindparam("reason"),
             not_before=func.coalesce(bindparam("nb", type_=instant), message.c.not_before),
             provider=func.coalesce(bindparam("provider"), message.c.provider),
             provider_id=func.coalesce(bindparam("provider_id"), message.c.provider_id),
-            sent_at=func.coalesce(bindparam("sent_at", type_=instant), message.c.sent_at), lease_until=None,
+            sent_at=func.coalesce(bindparam("sent_at", type_=instant), message.c.sent_at),
+            lease_until=None,
         ),
         [
-            {"key": o.id, "status": o.status.value, "reason": o.reason, "nb": o.not_before, "provider": o.provider,
-             "provider_id": o.provider_id, "sent_at": o.sent_at}
+            {
+                "key": o.id,
+                "status": o.status.value,
+                "reason": o.reason,
+                "nb": o.not_before,
+                "provider": o.provider,
+                "provider_id": o.provider_id,
+                "sent_at": o.sent_at,
+            }
             for o in outcomes
         ],
     )
     invalid = [{"number": o.invalid_address, "account": o.account_id} for o in outcomes if o.invalid_address]
     if invalid:
-        borrower = select(account.c.borrower_id).where(account.c.account_id == bindparam("account")).scalar_subquery()
+        borrower = (
+            select(account.c.borrower_id)
+            .where(account.c.account_id == bindparam("account"))
+            .scalar_subquery()
+        )
         connection.execute(
-            update(contact).where(contact.c.address == bindparam("number"), contact.c.borrower_id == borrower).values(valid=False),
+            update(contact)
+            .where(contact.c.address == bindparam("number"), contact.c.borrower_id == borrower)
+            .values(valid=False),
             invalid,
         )
     connection.execute(
         audit.insert(),
         [
             {
-                "account_id": o.account_id, "at": o.sent_at or at, "kind": "message", "cycle_id": cycle_id, "actor": "arrears",
-                "detail": _detail(o), "data": {"message_id": o.id, "status": o.status.value, "reason": o.reason,
-                                               "rule": o.reason, "verdict": _verdict(o), "when": "send",
-                                               "provider_id": o.provider_id},
+                "account_id": o.account_id,
+                "at": o.sent_at or at,
+                "kind": "message",
+                "cycle_id": cycle_id,
+                "actor": "arrears",
+                "detail": _detail(o),
+                "data": {
+                    "message_id": o.id,
+                    "status": o.status.value,
+                    "reason": o.reason,
+                    "rule": o.reason,
+                    "verdict": _verdict(o),
+                    "when": "send",
+                    "provider_id": o.provider_id,
+                },
             }
             for o in outcomes
         ],
@@ -210,20 +269,43 @@ def _detail(o: Outcome) -> str:
     if o.status in (MessageStatus.SENT, MessageStatus.DELIVERED):
         return f"message {o.id} sent via {o.provider} ({o.provider_id})"
     if o.status is MessageStatus.SCHEDULED:
-        return f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {why}" if o.not_before else f"message {o.id} retry: {why}"
+        return (
+            f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {why}"
+            if o.not_before
+            else f"message {o.id} retry: {why}"
+        )
     return f"message {o.id} {o.status.value}: {why}"
 
 
 def awaiting_receipt(
-    connection: Connection, *, provider: str, sent_before: datetime, sent_after: datetime, limit: int,
+    connection: Connection,
+    *,
+    provider: str,
+    sent_before: datetime,
+    sent_after: datetime,
+    limit: int,
 ) -> list[Any]:
     """Messages `provider` accepted between `sent_after` and `sent_before` whose outcome never
     came back (still `sent`), oldest first: the ones to look up instead of waiting on a callback."""
-    return list(connection.execute(
-        select(message.c.id, message.c.idempotency_key, message.c.address, message.c.template, message.c.params,
-               message.c.body, message.c.provider_id)
-        .where(message.c.status == MessageStatus.SENT.value, message.c.provider == provider,
-               message.c.provider_id.is_not(None), message.c.sent_at < sent_before, message.c.sent_at >= sent_after)
-        .order_by(message.c.sent_at, message.c.id)
-        .limit(limit)
-    ).all())
+    return list(
+        connection.execute(
+            select(
+                message.c.id,
+                message.c.idempotency_key,
+                message.c.address,
+                message.c.template,
+                message.c.params,
+                message.c.body,
+                message.c.provider_id,
+            )
+            .where(
+                message.c.status == MessageStatus.SENT.value,
+                message.c.provider == provider,
+                message.c.provider_id.is_not(None),
+                message.c.sent_at < sent_before,
+                message.c.sent_at >= sent_after,
+            )
+            .order_by(message.c.sent_at, message.c.id)
+            .limit(limit)
+        ).all()
+    )

@@ -14,7 +14,7 @@ from arrears.lifecycle import is_open
 from arrears.models import Account, AuditEvent, CycleRun, Message
 from arrears.vocabulary import Exit, Stage
 
-__all__ = ["PortfolioReport", "portfolio_report", "latest_cycle_id"]
+__all__ = ["PortfolioReport", "latest_cycle_id", "portfolio_report"]
 
 account = Account.__table__  # type: ignore[attr-defined]
 audit = AuditEvent.__table__  # type: ignore[attr-defined]
@@ -53,7 +53,9 @@ def latest_cycle_id(connection: Connection) -> int | None:
 
 
 def portfolio_report(connection: Connection, *, cycle_id: int | None) -> PortfolioReport:
-    as_of = connection.execute(select(cycle.c.as_of).where(cycle.c.id == cycle_id)).scalar() if cycle_id else None
+    as_of = (
+        connection.execute(select(cycle.c.as_of).where(cycle.c.id == cycle_id)).scalar() if cycle_id else None
+    )
     report = PortfolioReport(cycle_id=cycle_id, as_of=as_of)
     for stage, bucket, n in connection.execute(
         select(account.c.stage, account.c.bucket, func.count()).group_by(account.c.stage, account.c.bucket)
@@ -74,21 +76,29 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         report.transitions.setdefault(src, {})[dst] = n
     this_cycle = message.c.created_at == as_of
     for status, reason, n in connection.execute(
-        select(message.c.status, message.c.reason, func.count()).where(this_cycle).group_by(message.c.status, message.c.reason)
+        select(message.c.status, message.c.reason, func.count())
+        .where(this_cycle)
+        .group_by(message.c.status, message.c.reason)
     ):
         report.messages[status] = report.messages.get(status, 0) + n
         if status == "blocked":
-            report.blocked_by_reason[reason or "unknown"] = report.blocked_by_reason.get(reason or "unknown", 0) + n
+            report.blocked_by_reason[reason or "unknown"] = (
+                report.blocked_by_reason.get(reason or "unknown", 0) + n
+            )
         elif status == "scheduled" and reason:
             report.deferred_by_reason[reason] = report.deferred_by_reason.get(reason, 0) + n
     # Rates over the accounts delinquent when the cycle began: those open now, less the ones that
     # fell delinquent during it, plus the ones that left it.
-    open_now = sum(n for stage, buckets in report.by_stage_bucket.items() if is_open(stage) for n in buckets.values())
+    open_now = sum(
+        n for stage, buckets in report.by_stage_bucket.items() if is_open(stage) for n in buckets.values()
+    )
     was_open = [(before, after) for before, after in journeys.values() if is_open(before)]
     newly = sum(1 for before, after in journeys.values() if not is_open(before) and is_open(after))
     left = sum(1 for _, after in was_open if not is_open(after))
     base = open_now - newly + left
     if base > 0:
-        report.roll_rate = round(sum(1 for b, a in was_open if is_open(a) and Stage(a).rank > Stage(b).rank) / base, 4)
+        report.roll_rate = round(
+            sum(1 for b, a in was_open if is_open(a) and Stage(a).rank > Stage(b).rank) / base, 4
+        )
         report.cure_rate = round(sum(1 for _, a in was_open if a in (Exit.CURED, Exit.PAID_OFF)) / base, 4)
     return report

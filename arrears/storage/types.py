@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["Money", "UTCDateTime", "MONEY_SCALE"]
+__all__ = ["MONEY_SCALE", "Money", "UTCDateTime"]
 
 MONEY_SCALE = 4  # covers every ISO 4217 minor unit (at most 3 digits)
 _FACTOR = Decimal(10) ** MONEY_SCALE

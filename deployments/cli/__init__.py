@@ -11,8 +11,18 @@ from arrears.masking import install_log_masking
 from deployments.cli._common import CliError, app, console_err
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
-from deployments.cli import (  # noqa: F401,E402  isort: skip
-    demo, importing, cycle, report, promise, plan, review, serve, providers, bureau, compliance,
+from deployments.cli import (  # noqa: F401  isort: skip
+    demo,
+    importing,
+    cycle,
+    report,
+    promise,
+    plan,
+    review,
+    serve,
+    providers,
+    bureau,
+    compliance,
 )
 
 __all__ = ["app", "main"]

@@ -15,8 +15,17 @@ from arrears.settings import get_settings
 from arrears.storage import database_file, get_engine, migrate
 
 __all__ = [
-    "app", "console", "console_err", "CliError", "open_database", "use_database", "emit_json", "DatabaseOption",
-    "AsOf", "Json", "as_of_instant",
+    "AsOf",
+    "CliError",
+    "DatabaseOption",
+    "Json",
+    "app",
+    "as_of_instant",
+    "console",
+    "console_err",
+    "emit_json",
+    "open_database",
+    "use_database",
 ]
 
 app = typer.Typer(
@@ -40,11 +49,15 @@ class CliError(Exception):
 
 DatabaseOption = Annotated[
     str | None,
-    typer.Option("--database", envvar="ARREARS_DATABASE_URL", help="Database URL (default: SQLite in ~/.arrears)."),
+    typer.Option(
+        "--database", envvar="ARREARS_DATABASE_URL", help="Database URL (default: SQLite in ~/.arrears)."
+    ),
 ]
 
 
-AsOf = Annotated[str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")]
+AsOf = Annotated[
+    str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 

@@ -12,7 +12,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from deployments.cli._common import CliError, DatabaseOption, Json, app, console, emit_json, open_database, use_database
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    Json,
+    app,
+    console,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 __all__ = ["EXIT_INVALID", "bureau_app"]
 
@@ -24,7 +33,6 @@ bureau_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bureau_app, name="bureau")
-
 
 
 @bureau_app.command("furnish")

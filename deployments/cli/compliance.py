@@ -31,11 +31,14 @@ from deployments.cli._common import (
 __all__ = ["compliance_app"]
 
 compliance_app = typer.Typer(
-    name="compliance", help="Compliance: verdicts by rule, and every sent message re-checked.", no_args_is_help=True
+    name="compliance",
+    help="Compliance: verdicts by rule, and every sent message re-checked.",
+    no_args_is_help=True,
 )
 app.add_typer(compliance_app, name="compliance")
 
 _SHOWN = 50  # violations listed in the table; --json lists them all
+
 
 def _instant(text: str | None, option: str, *, end: bool) -> datetime | None:
     """An instant as given, or a date's start in the lender's zone (for --to, the next day's start:
@@ -56,10 +59,14 @@ def _instant(text: str | None, option: str, *, end: bool) -> datetime | None:
 @compliance_app.command("report")
 def report(
     start: Annotated[
-        str | None, typer.Option("--from", help="Start of the period (included): an instant, or a date in the lender's zone.")
+        str | None,
+        typer.Option(
+            "--from", help="Start of the period (included): an instant, or a date in the lender's zone."
+        ),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--to", help="End of the period: an instant (excluded), or a date (included).")
+        str | None,
+        typer.Option("--to", help="End of the period: an instant (excluded), or a date (included)."),
     ] = None,
     database: DatabaseOption = None,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -79,7 +86,9 @@ def report(
         raise CliError(str(error)) from None
     engine = open_database(url, create=False)
     with engine.connect() as connection:
-        data = compliance_report(connection, start=lo, end=hi, policy=policy, lender=settings.lender_name).as_json()
+        data = compliance_report(
+            connection, start=lo, end=hi, policy=policy, lender=settings.lender_name
+        ).as_json()
     if json:
         emit_json(data)
     else:
@@ -107,7 +116,9 @@ def _print(data: dict[str, Any]) -> None:
     for column in ("message", "account", "sent at", "rule", "detail"):
         found.add_column(column)
     for v in data["violations"][:_SHOWN]:
-        found.add_row(str(v["message_id"]), v["account_id"], v["sent_at"][:16], v["rule"], mask_text(v["detail"]))
+        found.add_row(
+            str(v["message_id"]), v["account_id"], v["sent_at"][:16], v["rule"], mask_text(v["detail"])
+        )
     console.print(found)
     if len(data["violations"]) > _SHOWN:
         console.print(f"… and {len(data['violations']) - _SHOWN:,} more (--json lists them all)")

@@ -19,7 +19,10 @@ from deployments.cli._common import (
 
 AsOf = Annotated[
     str | None,
-    typer.Option("--as-of", help="Run as of this ISO 8601 instant with offset (e.g. 2026-12-01T09:00:00+08:00); default now."),
+    typer.Option(
+        "--as-of",
+        help="Run as of this ISO 8601 instant with offset (e.g. 2026-12-01T09:00:00+08:00); default now.",
+    ),
 ]
 
 
@@ -93,7 +96,12 @@ def print_cycle(stats: dict[str, Any]) -> None:
     table.add_row("accounts on hold", f"{advance.get('held', 0):,}")
     table.add_row("new messages", f"{advance.get('messages', 0):,}")
     # The later stages' counts (promises, plans, bureau pulls, reviews, referrals), where non-zero.
-    later = {**stats["refresh"], **stats.get("bureau", {}), **stats.get("reviews", {}), **stats.get("referrals", {})}
+    later = {
+        **stats["refresh"],
+        **stats.get("bureau", {}),
+        **stats.get("reviews", {}),
+        **stats.get("referrals", {}),
+    }
     for key, value in later.items():
         if value and key not in ("payments_applied", "accounts_refreshed"):
             table.add_row(key.replace("_", " "), f"{value:,}")

@@ -11,7 +11,13 @@ from arrears.clock import business_date, parse_instant
 from arrears.importing import Kind, open_source
 from arrears.models import Account, AuditEvent, ContactPoint, utcnow
 from arrears.settings import default_home, get_settings
-from arrears.simulate import AccountState, generate_portfolio, simulate_payments, write_accounts_file, write_payments_file
+from arrears.simulate import (
+    AccountState,
+    generate_portfolio,
+    simulate_payments,
+    write_accounts_file,
+    write_payments_file,
+)
 from arrears.storage import database_file
 from arrears.storage.importer import run_import
 from deployments.cli._common import CliError, app, console, emit_json, open_database, use_database
@@ -21,11 +27,16 @@ from deployments.cli.cycle import print_cycle, run_cycle
 @app.command()
 def demo(
     accounts: Annotated[int, typer.Option(min=1, help="Accounts in the generated portfolio.")] = 1_000,
-    days: Annotated[int, typer.Option(min=1, help="Simulated days: each day brings payments, then a cycle.")] = 1,
+    days: Annotated[
+        int, typer.Option(min=1, help="Simulated days: each day brings payments, then a cycle.")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the generated portfolio and payments.")] = 7,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="First day's instant (ISO 8601); default now.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="First day's instant (ISO 8601); default now.")
+    ] = None,
     database: Annotated[
-        str | None, typer.Option("--database", help="Database URL (default: a fresh SQLite file ~/.arrears/demo.db).")
+        str | None,
+        typer.Option("--database", help="Database URL (default: a fresh SQLite file ~/.arrears/demo.db)."),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the last cycle's figures as JSON.")] = False,
 ) -> None:
@@ -64,7 +75,11 @@ def demo(
         if day:
             payments = work / f"payments-{business_date(instant, lender_zone).isoformat()}.csv"
             paid = write_payments_file(
-                simulate_payments(_states(engine, portfolio, instant, lender_zone), day=business_date(instant, lender_zone) - timedelta(days=1), seed=seed),
+                simulate_payments(
+                    _states(engine, portfolio, instant, lender_zone),
+                    day=business_date(instant, lender_zone) - timedelta(days=1),
+                    seed=seed,
+                ),
                 payments,
             )
             run_import(engine, open_source(payments, Kind.PAYMENTS))
@@ -95,22 +110,29 @@ def _seed_profiles(engine: Engine, portfolio: list[Any]) -> None:
     now = utcnow()
     with engine.begin() as connection:
         connection.execute(
-            update(account).where(account.c.account_id == bindparam("key")).values(
-                ability=bindparam("ability"), willingness=bindparam("willingness")
-            ),
+            update(account)
+            .where(account.c.account_id == bindparam("key"))
+            .values(ability=bindparam("ability"), willingness=bindparam("willingness")),
             [{"key": r.account_id, "ability": r.ability, "willingness": r.willingness} for r in portfolio],
         )
         unreachable = [{"borrower": r.borrower_id} for r in portfolio if not r.reachable]
         if unreachable:
             connection.execute(
-                update(contact).where(contact.c.borrower_id == bindparam("borrower")).values(valid=False), unreachable
+                update(contact).where(contact.c.borrower_id == bindparam("borrower")).values(valid=False),
+                unreachable,
             )
         connection.execute(
             audit.insert(),
             [
-                {"account_id": r.account_id, "at": now, "kind": "profile", "actor": "simulator", "data": {},
-                 "detail": f"simulated profile: ability {r.ability:.2f}, willingness {r.willingness:.2f}"
-                 + ("" if r.reachable else ", number unreachable")}
+                {
+                    "account_id": r.account_id,
+                    "at": now,
+                    "kind": "profile",
+                    "actor": "simulator",
+                    "data": {},
+                    "detail": f"simulated profile: ability {r.ability:.2f}, willingness {r.willingness:.2f}"
+                    + ("" if r.reachable else ", number unreachable"),
+                }
                 for r in portfolio
             ],
         )
@@ -123,12 +145,24 @@ def _states(engine: Engine, portfolio: list[Any], instant: Any, zone: str) -> li
     truth = {r.account_id: r for r in portfolio}
     with engine.connect() as connection:
         rows = connection.execute(
-            select(account.c.account_id, account.c.past_due_amount, account.c.installment_amount,
-                   account.c.timezone, account.c.days_past_due).where(account.c.past_due_amount > 0)
+            select(
+                account.c.account_id,
+                account.c.past_due_amount,
+                account.c.installment_amount,
+                account.c.timezone,
+                account.c.days_past_due,
+            ).where(account.c.past_due_amount > 0)
         ).all()
     return [
-        AccountState(r.account_id, r.past_due_amount, r.installment_amount, truth[r.account_id].ability,
-                     truth[r.account_id].willingness, r.timezone, r.days_past_due)
+        AccountState(
+            r.account_id,
+            r.past_due_amount,
+            r.installment_amount,
+            truth[r.account_id].ability,
+            truth[r.account_id].willingness,
+            r.timezone,
+            r.days_past_due,
+        )
         for r in rows
         if r.account_id in truth
     ]

@@ -22,7 +22,7 @@ from arrears.importing import Kind, UnreadableFile, open_source
 from arrears.storage.importer import ImportSummary, run_import
 from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
 
-__all__ = ["import_app", "EXIT_REJECTED"]
+__all__ = ["EXIT_REJECTED", "import_app"]
 
 EXIT_REJECTED = 3
 _PROGRESS_FROM_BYTES = 1 << 20  # below about 5,000 rows a bar only flickers
@@ -117,8 +117,11 @@ def _print(summary: ImportSummary) -> None:
         table.add_row(name.replace("_", " "), f"{value:,}")
     console.print(table)
     if summary.vendor_orders_cancelled:
-        console.print(f"[bold]{summary.vendor_orders_cancelled:,}[/bold] repossession orders cancelled at once "
-                      "(a payment or hold arrived after the order)", highlight=False)
+        console.print(
+            f"[bold]{summary.vendor_orders_cancelled:,}[/bold] repossession orders cancelled at once "
+            "(a payment or hold arrived after the order)",
+            highlight=False,
+        )
     if summary.ignored_columns:
         console.print(f"ignored columns: {', '.join(summary.ignored_columns)}", highlight=False, markup=False)
     if summary.rejects_file is not None:

@@ -21,10 +21,10 @@ from deployments.cli._common import (
 
 __all__ = ["plan_app"]
 
-plan_app = typer.Typer(name="plan", help="Restructuring plans: see the offers, record an acceptance.",
-                       no_args_is_help=True)
+plan_app = typer.Typer(
+    name="plan", help="Restructuring plans: see the offers, record an acceptance.", no_args_is_help=True
+)
 app.add_typer(plan_app, name="plan")
-
 
 
 class Kind(StrEnum):
@@ -55,8 +55,14 @@ def accept(
     at = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
-        plan_id, terms = accept_plan(engine, account_id=account_id, kind=kind.value if kind else None, months=months,
-                                     agent=agent, at=at)
+        plan_id, terms = accept_plan(
+            engine,
+            account_id=account_id,
+            kind=kind.value if kind else None,
+            months=months,
+            agent=agent,
+            at=at,
+        )
     except PlanError as error:
         raise CliError(f"{account_id}: {error}") from None
     if json:

@@ -22,11 +22,16 @@ from deployments.cli._common import (
 
 __all__ = ["promise_app"]
 
-promise_app = typer.Typer(name="promise", help="Promises to pay: record one taken by phone, list an account's.",
-                          no_args_is_help=True)
+promise_app = typer.Typer(
+    name="promise",
+    help="Promises to pay: record one taken by phone, list an account's.",
+    no_args_is_help=True,
+)
 app.add_typer(promise_app, name="promise")
 
-Agent = Annotated[str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")]
+Agent = Annotated[
+    str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")
+]
 
 
 @promise_app.command("add")
@@ -53,12 +58,21 @@ def add(
     at = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
-        promise_id = record_agent_promise(engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at)
+        promise_id = record_agent_promise(
+            engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at
+        )
     except ValueError as error:
         raise CliError(f"{account_id}: promise not recorded: {error}") from None
     if json:
-        emit_json({"promise_id": promise_id, "account_id": account_id, "amount": str(value),
-                   "due_date": due.isoformat(), "status": "pending"})
+        emit_json(
+            {
+                "promise_id": promise_id,
+                "account_id": account_id,
+                "amount": str(value),
+                "due_date": due.isoformat(),
+                "status": "pending",
+            }
+        )
     else:
         console.print(f"{account_id}: promise {promise_id} to pay {value} by {due.isoformat()} recorded")
 
@@ -81,6 +95,13 @@ def list_promises(
     for column in ("id", "amount", "due", "status", "source", "made", "resolved"):
         table.add_column(column)
     for r in rows:
-        table.add_row(str(r["id"]), r["amount"], r["due_date"], r["status"], r["source"], r["created_at"][:16],
-                      (r["resolved_at"] or "")[:16])
+        table.add_row(
+            str(r["id"]),
+            r["amount"],
+            r["due_date"],
+            r["status"],
+            r["source"],
+            r["created_at"][:16],
+            (r["resolved_at"] or "")[:16],
+        )
     console.print(table)

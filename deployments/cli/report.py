@@ -9,8 +9,16 @@ from rich.table import Table
 from arrears.buckets import BUCKETS
 from arrears.storage.accounts import account_story
 from arrears.storage.reports import latest_cycle_id, portfolio_report
-from deployments.cli._common import CliError, DatabaseOption, Json, app, console, emit_json, open_database, use_database
-
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    Json,
+    app,
+    console,
+    emit_json,
+    open_database,
+    use_database,
+)
 
 
 @app.command()
@@ -42,7 +50,9 @@ def show(
     for column in ("template", "status", "not before", "sent at", "reason"):
         messages.add_column(column)
     for m in data["messages"]:
-        messages.add_row(m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or "")
+        messages.add_row(
+            m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or ""
+        )
     console.print(messages)
     timeline = Table(title="timeline")
     for column in ("at", "kind", "detail", "by"):
@@ -54,7 +64,9 @@ def show(
 
 @app.command()
 def report(
-    cycle: Annotated[int | None, typer.Option("--cycle", help="Report this cycle run (default: the latest).")] = None,
+    cycle: Annotated[
+        int | None, typer.Option("--cycle", help="Report this cycle run (default: the latest).")
+    ] = None,
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
@@ -77,7 +89,9 @@ def print_report_tables(data: dict[str, Any]) -> None:
         stages.add_column(label, justify="right")
     stages.add_column("total", justify="right", style="bold")
     for stage, buckets in sorted(data["accounts_by_stage_and_bucket"].items()):
-        stages.add_row(stage, *(f"{buckets.get(label, 0):,}" for label in labels), f"{sum(buckets.values()):,}")
+        stages.add_row(
+            stage, *(f"{buckets.get(label, 0):,}" for label in labels), f"{sum(buckets.values()):,}"
+        )
     console.print(stages)
     if data["transitions"]:
         targets = sorted({t for row in data["transitions"].values() for t in row})
@@ -99,8 +113,11 @@ def print_report_tables(data: dict[str, Any]) -> None:
     for reason, n in sorted(data["scheduled_by_reason"].items()):
         messages.add_row("scheduled", reason, f"{n:,}")
     console.print(messages)
-    rates = [f"{name} {data[key]:.1%}" for name, key in (("roll rate", "roll_rate"), ("cure rate", "cure_rate"))
-             if data[key] is not None]
+    rates = [
+        f"{name} {data[key]:.1%}"
+        for name, key in (("roll rate", "roll_rate"), ("cure rate", "cure_rate"))
+        if data[key] is not None
+    ]
     if rates:
         console.print(" · ".join(rates))
 

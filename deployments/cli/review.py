@@ -30,10 +30,10 @@ from deployments.cli._common import (
 
 __all__ = ["review_app"]
 
-review_app = typer.Typer(name="review", help="Repossession reviews and legal referrals waiting for a person.",
-                         no_args_is_help=True)
+review_app = typer.Typer(
+    name="review", help="Repossession reviews and legal referrals waiting for a person.", no_args_is_help=True
+)
 app.add_typer(review_app, name="review")
-
 
 
 class Decision(StrEnum):
@@ -61,8 +61,15 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
     for column in ("account", "what", "waits for", "since", "until", "past due", "detail"):
         table.add_column(column)
     for w in found:
-        table.add_row(w.account_id, w.what, w.waits_for, _short(w.since), _short(w.until),
-                      f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)", w.detail)
+        table.add_row(
+            w.account_id,
+            w.what,
+            w.waits_for,
+            _short(w.since),
+            _short(w.until),
+            f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)",
+            w.detail,
+        )
     console.print(table)
 
 
@@ -84,11 +91,16 @@ def decide(
     now = as_of_instant(as_of)
     engine = open_database(use_database(database), create=False)
     try:
-        decided = decide_review(engine, account_id=account_id, decision=decision.value, reviewer=reviewer,
-                                reason=reason, at=now)
+        decided = decide_review(
+            engine, account_id=account_id, decision=decision.value, reviewer=reviewer, reason=reason, at=now
+        )
     except ReviewError as error:
         raise CliError(str(error)) from None
-    run = _resume(decided.state.flow_run_id, decision.value, reviewer, reason, as_of) if decided.changed else None
+    run = (
+        _resume(decided.state.flow_run_id, decision.value, reviewer, reason, as_of)
+        if decided.changed
+        else None
+    )
     result = {**decided.as_json(), "flow_run": run}
     if json:
         emit_json(result)
@@ -107,7 +119,11 @@ def decide(
 
 
 def _resume(
-    flow_run_id: str | None, decision: str, reviewer: str, reason: str, as_of: str | None,
+    flow_run_id: str | None,
+    decision: str,
+    reviewer: str,
+    reason: str,
+    as_of: str | None,
 ) -> dict[str, Any] | None:
     """Hand the decision to the waiting run: its `ReviewDecision` when it waits for one, a wake
     when it still waits on the cure period (it then reads the decision from our table)."""
@@ -131,8 +147,10 @@ def _resume(
             resume_flow_run(run.id, run_input={"as_of": as_of})
             outcome = "woken: it reads the decision from arrears"
     except Exception as error:  # any API failure: the decision is stored, the next cycle hands it over
-        console_err.print(f"[yellow]warning:[/yellow] could not resume flow run {flow_run_id}: {error}; "
-                          "the decision is recorded and the next cycle hands it to the run")
+        console_err.print(
+            f"[yellow]warning:[/yellow] could not resume flow run {flow_run_id}: {error}; "
+            "the decision is recorded and the next cycle hands it to the run"
+        )
         outcome = f"not resumed: {error}"
     return {"id": flow_run_id, "outcome": outcome}
 

@@ -11,7 +11,9 @@ from deployments.cli._common import DatabaseOption, app, console, open_database,
 @app.command()
 def serve(
     database: DatabaseOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")
+    ] = False,
 ) -> None:
     """Serve the daily cycle (cron in the lender's time zone), the outbox sweep, reviews, referrals and the webhook server.
 

@@ -32,10 +32,12 @@ from integrations._sandbox import (
     CREDENTIALS_ENV,
     bearer_ok,
     control_routes,
-    error_response as _error,
     json_response,
     serve,
     with_faults,
+)
+from integrations._sandbox import (
+    error_response as _error,
 )
 from integrations.bureau._sandbox_state import (
     BureauCredentials,

@@ -43,10 +43,14 @@ from integrations._sandbox import (
     FaultState,
     SandboxFaults,
     control_routes,
-    error_response as _error,
-    json_response as _json,
     serve,
     with_faults,
+)
+from integrations._sandbox import (
+    error_response as _error,
+)
+from integrations._sandbox import (
+    json_response as _json,
 )
 from integrations.court._signing import SIGNATURE_HEADER, signature_header
 from integrations.court._wire import WIRE

@@ -44,10 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from integrations._sandbox import (
     CREDENTIALS_ENV,
     control_routes,
-    json_response as _json,
     serve,
     signature_header,
     with_faults,
+)
+from integrations._sandbox import (
+    json_response as _json,
 )
 from integrations.sms._phones import from_aliyun, is_e164, to_aliyun
 from integrations.sms._sandbox_state import (
