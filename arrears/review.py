@@ -215,7 +215,8 @@ def settle_decision(requested: DecisionKind, *, holds: frozenset[Hold]) -> Settl
         return Settled(
             requested,
             DecisionKind.LEGAL,
-            "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession; referred to legal for a court order",
+            "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession; referred to legal for a "
+            "court order",
         )
     barred = repossession_barred(holds)
     if barred:
@@ -409,7 +410,8 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
                 [
                     f"{title}: {facts.lender} v. {facts.borrower_name}",
                     f"Account {facts.account_id}; vehicle {vehicle}.",
-                    f"The defendant defaulted on the instalment due {defaulted} and was {facts.days_past_due} days past due "
+                    f"The defendant defaulted on the instalment due {defaulted} and was "
+                    f"{facts.days_past_due} days past due "
                     f"with {money}{facts.past_due} past due when referred on {facts.opened_on.isoformat()}.",
                     calculation,
                 ]
@@ -438,11 +440,12 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
     us = facts.jurisdiction == "US" or facts.jurisdiction.startswith("US-")
     if us:
         status = (
-            "IS in military service (an active military hold is on the account): the court must appoint an attorney "
+            "IS in military service (an active military hold is on the account): the court must appoint "
+            "an attorney "
             "for the defendant and may stay the proceedings (50 U.S.C. 3931(b)(2), 3932)"
             if facts.military
-            else "is not, to the plaintiff's knowledge after checking its records, in military service; the DMDC "
-            "SCRA status report is attached to the filed copy"
+            else "is not, to the plaintiff's knowledge after checking its records, in military service; "
+            "the DMDC SCRA status report is attached to the filed copy"
         )
         affidavit = f"Affidavit under 50 U.S.C. 3931(b)(1): the defendant {facts.borrower_name} {status}."
         documents.append(DraftDocument(MILITARY_AFFIDAVIT, "military-status-affidavit.txt", affidavit))

@@ -516,7 +516,8 @@ def main() -> None:
     imported_at = instant - timedelta(days=1)  # the file arrived the day before: deterministic stage_since
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     say(
-        f"workdir {workdir}; as of {instant.isoformat()} (business date {day}); shard_size {settings.shard_size}, "
+        f"workdir {workdir}; as of {instant.isoformat()} (business date {day}); shard_size "
+        f"{settings.shard_size}, "
         f"dispatch_batch {settings.dispatch_batch}, dispatch_concurrency {settings.dispatch_concurrency}"
     )
 
@@ -704,14 +705,16 @@ def main() -> None:
             "timed_from": "task runs" if complete else "flow body",
         }
         print_table(
-            f"advance: one task run per account vs shards of {settings.shard_size:,} (dispatch left out of both)",
+            f"advance: one task run per account vs shards of {settings.shard_size:,} (dispatch left out "
+            "of both)",
             [
                 Row(
                     "naive (task run per account)",
                     naive_s,
                     result["accounts"],
                     "accounts/s",
-                    f"{result['accounts']} task runs, 2 threads; same decisions as the cycle: {naive['same_decisions']}",
+                    f"{result['accounts']} task runs, 2 threads; same decisions as the cycle: "
+                    f"{naive['same_decisions']}",
                 ),
                 Row(
                     "sharded (daily cycle)", advance_s, accounts, "accounts/s", f"{advanced['shards']} shards"
@@ -719,7 +722,9 @@ def main() -> None:
                 Row(
                     "ratio",
                     None,
-                    note=f"{naive['ratio']}× the naive design's accounts/s (target ≥ {TARGET_NAIVE_RATIO:g}×)",
+                    note=(
+                        f"{naive['ratio']}× the naive design's accounts/s (target ≥ {TARGET_NAIVE_RATIO:g}×)"
+                    ),
                 ),
             ],
         )

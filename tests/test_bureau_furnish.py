@@ -56,15 +56,17 @@ def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
         refresh_days_past_due(c, business_date=BUSINESS_DATE)
         c.execute(
             text(
-                "UPDATE account SET stage = CASE WHEN days_past_due = 0 THEN 'cured' WHEN days_past_due < 16 THEN "
-                "'reminder' WHEN days_past_due < 60 THEN 'negotiation' ELSE 'repossession_review' END"
+                "UPDATE account SET stage = CASE WHEN days_past_due = 0 THEN 'cured' "
+                "WHEN days_past_due < 16 THEN 'reminder' WHEN days_past_due < 60 THEN 'negotiation' "
+                "ELSE 'repossession_review' END"
             )
         )
         us = [
             r[0]
             for r in c.execute(
                 text(
-                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due >= 60 ORDER BY account_id"
+                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due >= 60 "
+                    "ORDER BY account_id"
                 )
             )
         ]
@@ -72,7 +74,8 @@ def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
             r[0]
             for r in c.execute(
                 text(
-                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due = 0 ORDER BY account_id"
+                    "SELECT account_id FROM account WHERE jurisdiction LIKE 'US%' AND days_past_due = 0 "
+                    "ORDER BY account_id"
                 )
             )
         ]
@@ -81,8 +84,8 @@ def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
         c.execute(text("UPDATE account SET stage = 'settled' WHERE account_id = :a"), {"a": us[2]})
         c.execute(
             text(
-                "UPDATE account SET stage = 'paid_off', balance = 0, past_due_amount = 0, oldest_due_date = NULL, "
-                "days_past_due = 0 WHERE account_id = :a"
+                "UPDATE account SET stage = 'paid_off', balance = 0, past_due_amount = 0, "
+                "oldest_due_date = NULL, days_past_due = 0 WHERE account_id = :a"
             ),
             {"a": current[0]},
         )
@@ -145,7 +148,8 @@ def test_demo_portfolio_file_passes_the_validator(portfolio: Engine) -> None:
 
 
 def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None:
-    """November's history starts with October's furnished character; a reported first delinquency stays put."""
+    """November's history starts with October's furnished character; a reported first delinquency stays
+    put."""
     october = build_furnish_file.fn("2026-10", created=date(2026, 11, 1))
     with portfolio.begin() as c:
         assert store.record_furnishing(
@@ -258,7 +262,8 @@ def _furnish(sqlite_url: str, *args: str) -> Any:
 def test_furnish_end_to_end_with_its_own_sandbox(
     tmp_path: Path, sqlite_portfolio: Engine, sqlite_url: str
 ) -> None:
-    """`bureau furnish` starts a sandbox bureau, submits a valid file, writes --output and records every account."""
+    """`bureau furnish` starts a sandbox bureau, submits a valid file, writes --output and records every
+    account."""
     output = tmp_path / "out" / "metro2-2026-11.txt"
     result = _furnish(sqlite_url, "--output", str(output), "--json")
     assert result.exit_code == 0, result.output
@@ -278,7 +283,8 @@ def test_furnish_end_to_end_with_its_own_sandbox(
 def test_furnish_again_is_the_same_submission(
     sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle
 ) -> None:
-    """Furnishing the same period twice uploads once and records once: the bureau answers with the first submission."""
+    """Furnishing the same period twice uploads once and records once: the bureau answers with the first
+    submission."""
     first = json.loads(_furnish(sqlite_url, "--json").output)
     second = json.loads(_furnish(sqlite_url, "--json").output)
     assert first["submission_id"] == second["submission_id"]
@@ -292,7 +298,8 @@ def test_furnish_again_is_the_same_submission(
 def test_invalid_file_is_never_submitted(
     sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle
 ) -> None:
-    """A file failing the validator fails the run with its first problems, uploads nothing and records the refusal."""
+    """A file failing the validator fails the run with its first problems, uploads nothing and records the
+    refusal."""
     with sqlite_portfolio.begin() as c:  # a charged-off account with no way to date its first delinquency
         c.execute(
             text(

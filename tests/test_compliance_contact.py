@@ -217,7 +217,8 @@ def test_outside_the_window_defers_to_the_opening_with_the_hours_rule() -> None:
 
 
 def test_one_text_per_account_a_day_counts_a_rolling_24_hours() -> None:
-    """A text 23 hours after the last one waits out the 24 hours (`cap:sms-account-1d`); 24 hours later it goes."""
+    """A text 23 hours after the last one waits out the 24 hours (`cap:sms-account-1d`); 24 hours later it
+    goes."""
     v = verdict(cn(), history=(sent(NOON_SHANGHAI - timedelta(hours=23)),))
     assert (v.kind, v.reason, v.not_before) == (
         VerdictKind.DEFER,

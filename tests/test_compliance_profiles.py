@@ -85,10 +85,12 @@ def test_sms_caps_are_policy_numbers_everywhere() -> None:
 
 
 def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Path) -> None:
-    """A policy file may narrow CN hours and move an SMS cap for all jurisdictions, which then says where it came from."""
+    """A policy file may narrow CN hours and move an SMS cap for all jurisdictions, which then says where it
+    came from."""
     path = tmp_path / "policy.toml"
     path.write_text(
-        '[profiles.CN.hours]\nstart = "09:00"\n\n[[profiles."*".caps]]\nname = "sms-borrower-7d"\nlimit = 5\n',
+        '[profiles.CN.hours]\nstart = "09:00"\n\n'
+        '[[profiles."*".caps]]\nname = "sms-borrower-7d"\nlimit = 5\n',
         encoding="utf-8",
     )
     policy = load_policy(path)

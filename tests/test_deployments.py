@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_prefect_yaml_entrypoints_are_our_flows_and_schedules_match_settings() -> None:
-    """Every prefect.yaml deployment points at a flow of ours; the daily cron and zone are the settings' defaults."""
+    """Every prefect.yaml deployment points at a flow of ours; the daily cron and zone are the settings'
+    defaults."""
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     names = set()
     for deployment in spec["deployments"]:
@@ -46,7 +47,8 @@ def test_prefect_yaml_declares_what_serve_serves() -> None:
 
 
 def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: None, tmp_path: Path) -> None:
-    """`arrears serve` against a Prefect server creates the daily deployment on a cron in the lender's zone."""
+    """`arrears serve` against a Prefect server creates the daily deployment on a cron in the lender's
+    zone."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -74,9 +76,8 @@ def test_serve_registers_the_daily_cycle_with_the_lenders_zone(prefect_harness: 
                     if process.poll() is not None:
                         break
                     await asyncio.sleep(0.5)
-        pytest.fail(
-            f"serve did not register the deployment: {process.stdout.read().decode() if process.stdout else ''}"
-        )
+        output = process.stdout.read().decode() if process.stdout else ""
+        pytest.fail(f"serve did not register the deployment: {output}")
 
     try:
         deployment = asyncio.run(find())

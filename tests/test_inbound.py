@@ -61,7 +61,8 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
     ],
 )
 def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind) -> None:
-    """Keywords count whatever their case, width, spacing or surrounding punctuation; other texts are replies."""
+    """Keywords count whatever their case, width, spacing or surrounding punctuation; other texts are
+    replies."""
     assert classify(body).kind is kind
 
 
@@ -87,7 +88,8 @@ def test_normalise_folds_width_case_and_space() -> None:
     ],
 )
 def test_inbound_address_gives_e164(raw: str, region: str | None, e164: str | None) -> None:
-    """Gateway numbers (E.164, Aliyun's national digits, 00-prefixed) become E.164, like stored contact points."""
+    """Gateway numbers (E.164, Aliyun's national digits, 00-prefixed) become E.164, like stored contact
+    points."""
     assert inbound_address(raw, region) == e164
 
 

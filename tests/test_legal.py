@@ -56,7 +56,8 @@ def facts(**kw: Any) -> ReferralFacts:
 
 
 def test_claim_is_balance_plus_fees_less_sale_proceeds() -> None:
-    """A deficiency claims what the sale left unpaid; a sale that covered everything leaves nothing to claim."""
+    """A deficiency claims what the sale left unpaid; a sale that covered everything leaves nothing to
+    claim."""
     assert claim_amount(Decimal("18450.00"), Decimal("650.00"), Decimal("9800.00")) == Decimal("9300.00")
     with pytest.raises(NothingToClaim):
         claim_amount(Decimal("5000.00"), Decimal("0"), Decimal("5000.00"))
@@ -181,7 +182,8 @@ def test_submission_happens_once_however_often_the_step_runs(
 def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
     later_db: Engine, tmp_path: Path, court: Any
 ) -> None:
-    """The run files, waits, polls the court when woken, ends at judgment; the lifecycle closes the account."""
+    """The run files, waits, polls the court when woken, ends at judgment; the lifecycle closes the
+    account."""
     from flows.legal_referral import legal_referral, start_referrals
 
     _in_legal(later_db, tmp_path, "A-L2")
@@ -202,7 +204,8 @@ def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
 def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
     later_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
-    """A filing the court rejects ends the run and waits in `arrears review list` for the legal team, with the reason."""
+    """A filing the court rejects ends the run and waits in `arrears review list` for the legal team, with the
+    reason."""
     from typer.testing import CliRunner
 
     from deployments.cli import app

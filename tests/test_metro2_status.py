@@ -51,7 +51,8 @@ D = Decimal
 def test_status_rating_and_history_char(
     stage: str, dpd: int, balance: Decimal, extra: dict[str, bool], status: str, rating: str, char: str
 ) -> None:
-    """Each stage and days-past-due combination maps to one Account Status, Payment Rating and history character."""
+    """Each stage and days-past-due combination maps to one Account Status, Payment Rating and history
+    character."""
     month = MonthState(condition_of(stage, dpd, balance, **extra), dpd)
     assert account_status(month) == Status(status, rating, "AU" if stage == "settled" else "")
     assert history_char(month) == char
@@ -72,12 +73,14 @@ def test_status_rating_and_history_char(
     ],
 )
 def test_paid_account_status_follows_what_came_before(earlier: str, status: str, rating: str) -> None:
-    """A zero balance reports 13 with the last rating, or 61-64 when derogatory since the account was last current."""
+    """A zero balance reports 13 with the last rating, or 61-64 when derogatory since the account was last
+    current."""
     assert account_status(MonthState(Condition.PAID), earlier=earlier) == Status(status, rating)
 
 
 def test_rating_only_where_required() -> None:
-    """Payment Rating is set with 13 and 95 and left blank for every other status arrears writes, 97 included."""
+    """Payment Rating is set with 13 and 95 and left blank for every other status arrears writes, 97
+    included."""
     for condition, dpd in [
         (Condition.CURRENT, 0),
         (Condition.DELINQUENT, 100),
@@ -136,7 +139,8 @@ def test_first_delinquency_cleared_when_current() -> None:
 
 
 def test_first_delinquency_from_days_past_due_alone() -> None:
-    """With no due date known, the date is derived from today's days past due; with neither, none is invented."""
+    """With no due date known, the date is derived from today's days past due; with neither, none is
+    invented."""
     as_of = date(2026, 11, 30)
     assert date_of_first_delinquency(
         Status("97"), previous=None, episode_due=None, oldest_due=None, days_past_due=200, as_of=as_of
@@ -166,7 +170,8 @@ def test_compliance_condition_follows_the_dispute_hold() -> None:
 
 
 def test_bankruptcy_and_deceased_codes() -> None:
-    """Bankruptcy chapters 7 and 13 are petition codes A and D; an unknown chapter reports nothing; deceased is X."""
+    """Bankruptcy chapters 7 and 13 are petition codes A and D; an unknown chapter reports nothing; deceased
+    is X."""
     assert consumer_information_indicator(bankrupt=True, chapter=7) == "A"
     assert consumer_information_indicator(bankrupt=True, chapter=13) == "D"
     assert consumer_information_indicator(bankrupt=True, chapter=None) == ""
@@ -224,12 +229,14 @@ def test_history_of_a_past_episode_counts_from_its_start() -> None:
         current_stage="cured",
         oldest_due=None,
     )
-    # Oct..May cured: 0 ×6; Apr 30: 91 days → 3; Mar 31: 61 → 2; Feb 28: before the first transition, cured → 0
+    # Oct..May cured: 0 ×6; Apr 30: 91 days → 3; Mar 31: 61 → 2;
+    # Feb 28: before the first transition, cured → 0
     assert history[:9] == "000000320"
 
 
 def test_history_marks_repossession_and_exits() -> None:
-    """A charge-off is L, winning over an earlier repossession (K); an open stage with nothing to count from is D."""
+    """A charge-off is L, winning over an earlier repossession (K); an open stage with nothing to count from
+    is D."""
     changes = [StageChange(date(2026, 9, 5), "repossession_review", "charged_off")]
     history = payment_history(
         NOV,

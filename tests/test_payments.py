@@ -27,7 +27,8 @@ def test_payment_clearing_the_past_due_clears_the_oldest_due_date() -> None:
 
 
 def test_partial_payment_moves_the_oldest_due_date_by_whole_instalments() -> None:
-    """450 against three 300 instalments clears the oldest one: the oldest due date moves a month (month end kept)."""
+    """450 against three 300 instalments clears the oldest one: the oldest due date moves a month (month end
+    kept)."""
     after = apply_payment(OWED, Decimal("450.00"))
     assert after.past_due_amount == Decimal("450.00")
     assert after.oldest_due_date == date(2026, 10, 30)

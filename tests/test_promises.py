@@ -48,7 +48,8 @@ RULES = PromiseRules(grace_days=3, max_days_ahead=30)
     ],
 )
 def test_reply_promise_forms_are_read(text: str, amount: str, when: date) -> None:
-    """The English and zh-CN promise forms, with full-width digits, signs and separators, give amount and date."""
+    """The English and zh-CN promise forms, with full-width digits, signs and separators, give amount and
+    date."""
     assert parse_promise(text) == (Decimal(amount), when)
 
 
@@ -209,7 +210,8 @@ def test_broken_promise_counts_and_moves_the_account_to_negotiation(later_db: En
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_kept_promise_cures_and_the_broken_count_resets(later_db: Engine, tmp_path: Path) -> None:
-    """Paying what was promised keeps the promise and cures; the broken count of the delinquency goes back to zero."""
+    """Paying what was promised keeps the promise and cures; the broken count of the delinquency goes back to
+    zero."""
     import_rows(later_db, tmp_path, [us_account("A-P5")])
     day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-P5", "PAY 412.50 2026-12-03", "2026-12-01T18:00:00Z")

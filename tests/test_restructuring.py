@@ -67,7 +67,8 @@ def loan(
     currency=st.sampled_from(["USD", "JPY", "KWD", "CNY"]),
 )
 def test_split_is_exact_to_the_minor_unit(units: int, parts: int, currency: str) -> None:
-    """Shares add up to the total exactly, at the currency's precision, differing by at most one minor unit."""
+    """Shares add up to the total exactly, at the currency's precision, differing by at most one minor
+    unit."""
     from arrears.currencies import minor_units
 
     quantum = Decimal(1).scaleb(-minor_units(currency))
@@ -98,7 +99,8 @@ def test_due_dates_keep_the_loan_day_across_month_ends() -> None:
 
 
 def test_deferral_covers_the_past_due_in_one_to_three_instalments() -> None:
-    """Two instalments behind: deferring 1 is refused, 2 defers the past due, 3 also skips the next one, 4 is beyond the policy."""
+    """Two instalments behind: deferring 1 is refused, 2 defers the past due, 3 also skips the next one, 4 is
+    beyond the policy."""
     behind = loan()
     with pytest.raises(PlanError, match="defer 2"):
         deferral(behind, 1, business_date=TODAY, rules=RULES)
@@ -353,7 +355,8 @@ def test_reageing_after_three_on_time_payments(later_db: Engine, tmp_path: Path)
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_defaulted_plan_sends_the_account_to_review(later_db: Engine, tmp_path: Path) -> None:
-    """An instalment plan whose first payment is missed past its grace is defaulted; the lifecycle escalates to review."""
+    """An instalment plan whose first payment is missed past its grace is defaulted; the lifecycle escalates
+    to review."""
     _hardship(later_db, tmp_path, "A-R5")
     day(later_db, "2026-12-01T16:00:00Z")
     reply(later_db, "A-R5", "接受 分期 3", "2026-12-01T18:00:00Z")

@@ -227,7 +227,8 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
 
 
 def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
-    """A payment received after the repossession order cancels it at the next refresh, with the payment as reason."""
+    """A payment received after the repossession order cancels it at the next refresh, with the payment as
+    reason."""
     from tasks.review import decide_review
 
     _in_review(later_db, tmp_path, "A-V4", jurisdiction="US-CA", timezone="America/Los_Angeles")
@@ -425,7 +426,8 @@ def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_pref
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_review_run_cancels_itself_when_the_account_cures(later_db: Engine, tmp_path: Path) -> None:
-    """A payment that cures the account during the cure period ends the run as Cancelled and closes the review."""
+    """A payment that cures the account during the cure period ends the run as Cancelled and closes the
+    review."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import CancelledRun
 

@@ -52,8 +52,15 @@ STATE_NAMES = {
     "WA": "Washington State", "WI": "Wisconsin",
 }  # fmt: skip
 MONEY_FIELDS = ("balance", "installment_amount", "past_due_amount", "vehicle_value", "apr")
-VIN_VALUES = {**{c: v for v, c in enumerate("0123456789")}, **dict(zip("ABCDEFGH", range(1, 9), strict=False))}
-VIN_VALUES |= dict(zip("JKLMN", range(1, 6), strict=False)) | {"P": 7, "R": 9} | dict(zip("STUVWXYZ", range(2, 10), strict=False))
+VIN_VALUES = {
+    **{c: v for v, c in enumerate("0123456789")},
+    **dict(zip("ABCDEFGH", range(1, 9), strict=False)),
+}
+VIN_VALUES |= (
+    dict(zip("JKLMN", range(1, 6), strict=False))
+    | {"P": 7, "R": 9}
+    | dict(zip("STUVWXYZ", range(2, 10), strict=False))
+)
 
 
 @pytest.fixture(scope="module")

@@ -199,7 +199,7 @@ def test_sandbox_receipt_marks_the_message_delivered(
 ) -> None:
     """The sandbox's signed status callbacks reach the webhook and move the message sent → delivered."""
     sms_sandbox.set_faults(delivery_ms=300)
-    message_id, _, sid = _send(engine, stack.twilio, "A-US")
+    message_id, _, _sid = _send(engine, stack.twilio, "A-US")
     assert sms_sandbox.messages()[0]["status_callback"] == stack.status_url
     log = _settled(sms_sandbox)
     assert [(c["status"], c["url"], c["status_code"]) for c in log] == [

@@ -64,7 +64,8 @@ def test_audit_trail_is_append_only(engine: Engine) -> None:
 
 
 def test_refresh_derives_days_past_due_and_bucket_from_the_business_date(engine: Engine) -> None:
-    """Days past due are replayable: the same oldest due date gives 29 then 30 days, and the bucket follows."""
+    """Days past due are replayable: the same oldest due date gives 29 then 30 days, and the bucket
+    follows."""
     with session_scope(engine) as session:
         session.add(Borrower(borrower_id="B-1", name="x"))
         session.flush()

@@ -8,14 +8,14 @@ stored as the message's `reason` and in the audit trail):
 
 | rule | verdict | when |
 |---|---|---|
-| `hold:<kind>` | block | any active hold: collection holds stop everything, `cease_contact` every contact, `sms_opt_out` texts |
+| `hold:<kind>` | block | an active hold (collection holds stop all; `cease_contact`, `sms_opt_out` part) |
 | `opt_out` | block | the number replied STOP (or was opted out by an agent) |
 | `third_party:forbidden` | block | a third party, where the profile allows none (IE) |
 | `third_party:debtor-reachable` | block | a third party while the debtor can be reached |
 | `template:unapproved` | block | the template is not in the policy's `approved_templates` |
 | `content:<what>` | block | see `arrears.compliance.content` |
 | `hours:<profile>` | block | the stated zone and the number's zones share no window at all |
-| `hours:<profile>` | defer | outside the window in the borrower's local time (every zone that may be theirs) |
+| `hours:<profile>` | defer | outside the window in the borrower's local time (each zone that may be theirs) |
 | `cap:<name>` | defer | a frequency cap of the profile is full |
 
 A deferral's `not_before` is the earliest instant at which the window is open and every cap has
