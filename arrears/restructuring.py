@@ -1,6 +1,6 @@
 """Restructuring: the offers computed from the loan, the plan a borrower accepts, and how it is kept.
 
-Pure functions over plain data; `arrears.storage.later_stages` stores plans as `Plan` rows whose
+Pure functions over plain data; `arrears.storage.plans` stores plans as `Plan` rows whose
 `terms` hold `PlanTerms.to_json()`.
 
 Two kinds of plan (DESIGN §2):
