@@ -141,14 +141,16 @@ class PlanTerms:
         if self.kind == "deferral":
             first = self.schedule[0]
             return (
-                f"deferral of {self.months} instalment{'s' if self.months > 1 else ''}: {money}{self.deferred} "
+                f"deferral of {self.months} instalment{'s' if self.months > 1 else ''}: "
+                f"{money}{self.deferred} "
                 f"moved to the end of the term (+{self.term_extension_months} months); next instalment "
                 f"{money}{first.amount} on {first.due.isoformat()}"
             )
         amounts = sorted({i.amount for i in self.schedule}, reverse=True)
         each = " or ".join(f"{money}{a}" for a in amounts)
         return (
-            f"instalment plan over {self.months} months: {each} a month from {self.schedule[0].due.isoformat()} "
+            f"instalment plan over {self.months} months: "
+            f"{each} a month from {self.schedule[0].due.isoformat()} "
             f"to {self.schedule[-1].due.isoformat()} (instalment plus {money}{self.past_due} past due spread)"
         )
 
@@ -234,7 +236,8 @@ def deferral(loan: Loan, months: int, *, business_date: date, rules: PlanRules) 
         raise PlanError(f"a deferral moves 1 to {rules.max_deferral} instalments, not {months}")
     if months < needed:
         raise PlanError(
-            f"{loan.currency} {loan.past_due} past due is {needed} instalments: a deferral of {months} would leave "
+            f"{loan.currency} {loan.past_due} past due is {needed} instalments: "
+            f"a deferral of {months} would leave "
             f"part of it due; defer {needed} or choose an instalment plan"
         )
     due_day, lead = _start(loan, business_date, rules)
@@ -355,7 +358,8 @@ def monitor(
                 paid,
                 on_time,
                 item,
-                f"payment {n} of {len(terms.schedule)} ({terms.currency} {item.amount} due {item.due.isoformat()}) "
+                f"payment {n} of {len(terms.schedule)} "
+                f"({terms.currency} {item.amount} due {item.due.isoformat()}) "
                 f"short by {terms.currency} {short} after {grace_days} days' grace",
             )
     if paid >= terms.total:
