@@ -53,7 +53,7 @@ class Borrower(SQLModel, table=True):
 class ContactPoint(SQLModel, table=True):
     """A way to reach a borrower. Opt-outs live here so they bind every account of the borrower."""
 
-    __tablename__ = "contact_point"  # type: ignore[assignment]
+    __tablename__ = "contact_point"
     __table_args__ = (UniqueConstraint("borrower_id", "channel", "address"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -106,7 +106,7 @@ class Account(SQLModel, table=True):
 class AccountHold(SQLModel, table=True):
     """A hold stops collection until an explicit event lifts it (`lifted_at`)."""
 
-    __tablename__ = "account_hold"  # type: ignore[assignment]
+    __tablename__ = "account_hold"
     __table_args__ = (Index("ix_hold_active", "account_id", "lifted_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -202,7 +202,7 @@ class Message(SQLModel, table=True):
 
 
 class BureauRecord(SQLModel, table=True):
-    __tablename__ = "bureau_record"  # type: ignore[assignment]
+    __tablename__ = "bureau_record"
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
     kind: str = Field(max_length=16)  # pull | furnish
@@ -216,7 +216,7 @@ class BureauRecord(SQLModel, table=True):
 class AuditEvent(SQLModel, table=True):
     """Append only: every decision, transition and contact, with its reason."""
 
-    __tablename__ = "audit_event"  # type: ignore[assignment]
+    __tablename__ = "audit_event"
     __table_args__ = (Index("ix_audit_account_at", "account_id", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -230,7 +230,7 @@ class AuditEvent(SQLModel, table=True):
 
 
 class CycleRun(SQLModel, table=True):
-    __tablename__ = "cycle_run"  # type: ignore[assignment]
+    __tablename__ = "cycle_run"
     id: int | None = Field(default=None, primary_key=True)
     as_of: datetime = _instant()
     business_date: date = Field(index=True)

@@ -1,6 +1,6 @@
 """Promises to pay: reading one from a borrower's reply, and deciding whether each was kept.
 
-Pure functions over plain data; `arrears.storage.later_stages` loads the promises and payments
+Pure functions over plain data; `arrears.storage.promises` loads the promises and payments
 and stores what these decide.
 
 - A reply promises when it reads `PAY <amount> <date>` (the negotiation message's own words) or
@@ -142,18 +142,19 @@ def resolve_promises(
 
     Promises still inside their window with too little paid stay pending and are not returned.
     """
-    pool = [[p, p.amount] for p in sorted(payments, key=lambda p: (p.received_on, p.payment_id))]
+    pool = sorted(payments, key=lambda p: (p.received_on, p.payment_id))
+    unused = [p.amount for p in pool]  # what is left of each payment, in pool order
     outcomes: list[Resolution] = []
     for promise in sorted(promises, key=lambda p: (p.due_date, p.id)):
         deadline = promise.due_date + timedelta(days=rules.grace_days)
         paid = Decimal(0)
         used: list[str] = []
-        for entry in pool:
-            payment, left = entry
+        for i, payment in enumerate(pool):
+            left = unused[i]
             if left <= 0 or payment.received_on < promise.made_on or payment.received_on > deadline:
                 continue
             take = min(left, promise.amount - paid)
-            entry[1] = left - take
+            unused[i] = left - take
             paid += take
             used.append(payment.payment_id)
             if paid >= promise.amount:

@@ -1,6 +1,6 @@
 """Restructuring: the offers computed from the loan, the plan a borrower accepts, and how it is kept.
 
-Pure functions over plain data; `arrears.storage.later_stages` stores plans as `Plan` rows whose
+Pure functions over plain data; `arrears.storage.plans` stores plans as `Plan` rows whose
 `terms` hold `PlanTerms.to_json()`.
 
 Two kinds of plan (DESIGN §2):
@@ -149,8 +149,8 @@ class PlanTerms:
         amounts = sorted({i.amount for i in self.schedule}, reverse=True)
         each = " or ".join(f"{money}{a}" for a in amounts)
         return (
-            f"instalment plan over {self.months} months: {each} a month from "
-            f"{self.schedule[0].due.isoformat()} "
+            f"instalment plan over {self.months} months: "
+            f"{each} a month from {self.schedule[0].due.isoformat()} "
             f"to {self.schedule[-1].due.isoformat()} (instalment plus {money}{self.past_due} past due spread)"
         )
 
@@ -236,8 +236,8 @@ def deferral(loan: Loan, months: int, *, business_date: date, rules: PlanRules) 
         raise PlanError(f"a deferral moves 1 to {rules.max_deferral} instalments, not {months}")
     if months < needed:
         raise PlanError(
-            f"{loan.currency} {loan.past_due} past due is {needed} instalments: a deferral of {months} "
-            "would leave "
+            f"{loan.currency} {loan.past_due} past due is {needed} instalments: "
+            f"a deferral of {months} would leave "
             f"part of it due; defer {needed} or choose an instalment plan"
         )
     due_day, lead = _start(loan, business_date, rules)
@@ -358,8 +358,8 @@ def monitor(
                 paid,
                 on_time,
                 item,
-                f"payment {n} of {len(terms.schedule)} ({terms.currency} {item.amount} due "
-                f"{item.due.isoformat()}) "
+                f"payment {n} of {len(terms.schedule)} "
+                f"({terms.currency} {item.amount} due {item.due.isoformat()}) "
                 f"short by {terms.currency} {short} after {grace_days} days' grace",
             )
     if paid >= terms.total:

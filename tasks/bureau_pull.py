@@ -4,7 +4,7 @@ One task per cycle (after advance), never one per account: it names the accounts
 a few queries, opens the bureau provider once (`tasks.providers.bureau_session`: the configured
 bureau, or a sandbox one started for the run), pulls each profile under its idempotency key
 (`pull-<account>-<episode>` / `skip-<account>-<episode>`, so a retried task makes no second
-inquiry) and stores each result as it comes (`arrears.storage.later_stages.record_pull`).
+inquiry) and stores each result as it comes (`arrears.storage.bureau.record_pull`).
 The ability a pull gives, and the numbers a skip trace finds, move the segment at the next advance.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from arrears.storage import later_stages as store
+from arrears.storage import bureau
 from integrations.bureau.protocol import COLLECTION_PURPOSE, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
 from tasks.database import engine
@@ -34,7 +34,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
         "numbers_found": 0,
     }
     with engine().connect() as connection:
-        subjects = store.pull_subjects(connection, limit=limit)
+        subjects = bureau.pull_subjects(connection, limit=limit)
     if not subjects:
         return counts
     with bureau_session() as provider:
@@ -55,7 +55,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
                 raise  # wrong credentials or URL: every pull would fail the same way
             except Permanent as refused:
                 with engine().begin() as connection:
-                    store.record_pull_refusal(
+                    bureau.record_pull_refusal(
                         connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=str(refused)
                     )
                 counts["bureau_no_file"] += 1
@@ -65,7 +65,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
                 counts["bureau_failed"] += 1
                 continue
             with engine().begin() as connection:
-                stored = store.record_pull(
+                stored = bureau.record_pull(
                     connection,
                     subject=subject,
                     at=at,

@@ -18,9 +18,9 @@ from prefect.cache_policies import NO_CACHE
 
 from arrears.review import FilingDraft, draft_filing
 from arrears.settings import get_settings
-from arrears.storage import later_stages as store
+from arrears.storage import referrals
 from arrears.storage.inbound import record_court_status
-from arrears.storage.later_stages import ReferralState
+from arrears.storage.referrals import ReferralState
 from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party
 from integrations.errors import Permanent
 from tasks.database import engine
@@ -62,7 +62,7 @@ def envelope_of(draft: FilingDraft) -> FilingEnvelope:
 def open_referral(account_id: str, at: datetime) -> ReferralState | None:
     """The account's current referral, opened with its facts (claim, notices, military status)."""
     with engine().begin() as connection:
-        return store.open_referral(
+        return referrals.open_referral(
             connection, account_id=account_id, at=at, lender=get_settings().lender_name
         )
 
@@ -70,7 +70,7 @@ def open_referral(account_id: str, at: datetime) -> ReferralState | None:
 @task(name="load-referral", cache_policy=NO_CACHE)
 def load_referral(referral_id: int) -> ReferralState:
     with engine().connect() as connection:
-        state = store.referral_state(connection, referral_id)
+        state = referrals.referral_state(connection, referral_id)
     assert state is not None, referral_id
     return state
 
@@ -81,24 +81,24 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     the gateway refuses outright (`Permanent`) is rejected like one the court rejects: back to
     the legal team's queue with the reason."""
     with engine().connect() as connection:
-        state = store.referral_state(connection, referral_id)
+        state = referrals.referral_state(connection, referral_id)
         assert state is not None, referral_id
         if state.filing_id is not None:
             return state
-        draft = draft_filing(store.referral_facts(connection, referral_id))
+        draft = draft_filing(referrals.referral_facts(connection, referral_id))
     with engine().begin() as connection:
-        store.record_filing_draft(connection, referral_id=referral_id, summary=draft.summary(), at=at)
+        referrals.record_filing_draft(connection, referral_id=referral_id, summary=draft.summary(), at=at)
     provider = current_court()
     try:
         receipt = provider.submit(envelope_of(draft))
     except Permanent as refused:
         with engine().begin() as connection:
-            store.record_refusal(
+            referrals.record_refusal(
                 connection, referral_id=referral_id, at=at, reason=str(refused), provider=provider.info.name
             )
         return load_referral.fn(referral_id)
     with engine().begin() as connection:
-        store.record_submission(
+        referrals.record_submission(
             connection,
             referral_id=referral_id,
             filing_id=receipt.filing_id,
@@ -121,7 +121,7 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
         found = provider.status(state.filing_id)
     except FilingNotFound as lost:
         with engine().begin() as connection:
-            store.record_refusal(
+            referrals.record_refusal(
                 connection,
                 referral_id=referral_id,
                 at=at,
@@ -164,7 +164,7 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
             f"dismissal of filing {state.filing_id} to be filed by counsel: {reason}",
         )
     with engine().begin() as connection:
-        store.record_dismissal(connection, referral_id=referral_id, status=status, at=at, detail=detail)
+        referrals.record_dismissal(connection, referral_id=referral_id, status=status, at=at, detail=detail)
     return load_referral.fn(referral_id)
 
 
@@ -172,11 +172,11 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
 def referral_work() -> list[tuple[str, int, int | None, str | None]]:
     """Accounts in legal referral with their episode, present referral (None: none yet) and its status."""
     with engine().connect() as connection:
-        return store.referral_work(connection)
+        return referrals.referral_work(connection)
 
 
 @task(name="referrals-followed", cache_policy=NO_CACHE)
 def referrals_followed() -> set[str]:
     """Accounts whose latest referral is still open (filed or drafted, not ended, not rejected)."""
     with engine().connect() as connection:
-        return store.referrals_followed(connection)
+        return referrals.referrals_followed(connection)

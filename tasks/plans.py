@@ -8,12 +8,12 @@ bulk: a few queries for every account in restructuring and every active plan. `a
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
 from arrears.restructuring import PlanTerms, offers, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import later_stages as store
+from arrears.storage import accounts, plans
 from tasks.database import policy as load_policy
 
 __all__ = ["accept_plan", "plan_overview", "refresh_plans"]
@@ -31,7 +31,7 @@ def refresh_plans(
     made, completed (the account is brought current and cures), defaulted (to review), re-aged."""
     rules = plan_rules(load_policy())
     counts = {
-        "plans_offered": store.offer_plans(
+        "plans_offered": plans.offer_plans(
             connection,
             as_of=as_of,
             business_date=business_date,
@@ -40,7 +40,7 @@ def refresh_plans(
             account_id=account_id,
         )
     }
-    counts |= store.monitor_plans(
+    counts |= plans.monitor_plans(
         connection,
         as_of=as_of,
         business_date=business_date,
@@ -64,7 +64,7 @@ def accept_plan(
     """An agent records the plan the borrower accepted; raises PlanError with the reason it cannot be."""
     rules = plan_rules(load_policy())
     with engine.begin() as connection:
-        return store.accept_plan(
+        return plans.accept_plan(
             connection,
             account_id=account_id,
             kind=kind,
@@ -83,15 +83,15 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
     would get today. None for an unknown account."""
     rules = plan_rules(load_policy())
     with engine.connect() as connection:
-        a = connection.execute(select(store.account).where(store.account.c.account_id == account_id)).first()
+        a = accounts.account_row(connection, account_id)
         if a is None:
             return None
-        current = store.current_plan(connection, account_id)
+        current = plans.current_plan(connection, account_id)
     day = lender_date(at, get_settings().lender_timezone)
     available = (
         []
         if current is not None and current.status == "active"
-        else offers(store.loan_of(a), business_date=day, rules=rules)
+        else offers(plans.loan_of(a), business_date=day, rules=rules)
     )
     return {
         "account_id": account_id,

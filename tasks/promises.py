@@ -20,7 +20,7 @@ from arrears.policy import Policy
 from arrears.promises import parse_promise, promise_rules
 from arrears.restructuring import PlanError, parse_plan_reply, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import later_stages as store
+from arrears.storage import accounts, plans, promises
 from arrears.vocabulary import Stage
 from tasks.database import policy as load_policy
 
@@ -41,7 +41,7 @@ def refresh_promises(
     rules = load_policy()
     zone = get_settings().lender_timezone
     counts = read_replies(connection, as_of=as_of, rules=rules, cycle_id=cycle_id, account_id=account_id)
-    counts |= store.resolve_promises(
+    counts |= promises.resolve_promises(
         connection,
         as_of=as_of,
         business_date=business_date,
@@ -51,10 +51,10 @@ def refresh_promises(
         cycle_id=cycle_id,
         account_id=account_id,
     )
-    counts["payments_after_contact"] = store.nudge_for_payments(
+    counts["payments_after_contact"] = promises.nudge_for_payments(
         connection, as_of=as_of, policy=rules.segmentation, cycle_id=cycle_id, account_id=account_id
     )
-    counts["broken_promises_reset"] = store.reset_broken_promises(connection, account_id=account_id)
+    counts["broken_promises_reset"] = promises.reset_broken_promises(connection, account_id=account_id)
     return counts
 
 
@@ -69,11 +69,11 @@ def read_replies(
     """Answer every unread reply: `PAY 500 2026-12-05` / `还款 500 2026-12-05` records a promise in
     reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer."""
     counts = {"replies_read": 0, "promises_from_replies": 0, "plans_from_replies": 0}
-    first = store.unread_replies(connection, as_of=as_of, account_id=account_id)
+    first = promises.unread_replies(connection, as_of=as_of, account_id=account_id)
     if not first:
         return counts
-    store.lock_accounts(connection, {r.account_id for r in first})
-    replies = store.unread_replies(
+    accounts.lock_accounts(connection, {r.account_id for r in first})
+    replies = promises.unread_replies(
         connection, as_of=as_of, account_id=account_id
     )  # after the lock: still unread
     zone = get_settings().lender_timezone
@@ -88,7 +88,7 @@ def read_replies(
         if promised is not None:
             amount, due = promised
             try:
-                store.add_promise(
+                promises.add_promise(
                     connection,
                     account_id=reply.account_id,
                     amount=amount,
@@ -116,7 +116,7 @@ def read_replies(
             counts["plans_from_replies"] += _answer_offer(
                 connection, reply, answer, rules, ref, cycle_id, zone
             )
-        score = store.nudge(
+        score = promises.nudge(
             connection,
             account_id=reply.account_id,
             current=score,
@@ -134,7 +134,7 @@ def read_replies(
 
 def _answer_offer(
     connection: Connection,
-    reply: store.Reply,
+    reply: promises.Reply,
     answer: Any,
     rules: Policy,
     ref: dict[str, Any],
@@ -164,7 +164,7 @@ def _answer_offer(
         )
         return 0
     if answer.action == "decline":
-        declined = store.decline_plan(
+        declined = plans.decline_plan(
             connection,
             account_id=reply.account_id,
             at=reply.at,
@@ -177,7 +177,7 @@ def _answer_offer(
             _note(connection, reply, "plan", "reply DECLINE read, but no offer is open", ref, cycle_id)
         return int(declined is not None)
     try:
-        store.accept_plan(
+        plans.accept_plan(
             connection,
             account_id=reply.account_id,
             kind=answer.kind,
@@ -198,13 +198,13 @@ def _answer_offer(
 
 def _note(
     connection: Connection,
-    reply: store.Reply,
+    reply: promises.Reply,
     kind: str,
     detail: str,
     ref: dict[str, Any],
     cycle_id: int | None,
 ) -> None:
-    store.note(
+    accounts.note(
         connection,
         account_id=reply.account_id,
         at=reply.at,
@@ -229,7 +229,7 @@ def record_agent_promise(
     rules = load_policy()
     made_on = lender_date(at, get_settings().lender_timezone)
     with engine.begin() as connection:
-        promise_id = store.add_promise(
+        promise_id = promises.add_promise(
             connection,
             account_id=account_id,
             amount=amount,
@@ -241,8 +241,8 @@ def record_agent_promise(
             rules=promise_rules(rules),
             data={"agent": agent},
         )
-        current = store.willingness_of(connection, account_id)
-        store.nudge(
+        current = promises.willingness_of(connection, account_id)
+        promises.nudge(
             connection,
             account_id=account_id,
             current=current,
@@ -258,7 +258,7 @@ def record_agent_promise(
 def promises_of(engine: Engine, account_id: str) -> list[dict[str, Any]]:
     """The account's promises, newest first, for `arrears promise list`."""
     with engine.connect() as connection:
-        rows = store.promises_of(connection, account_id)
+        rows = promises.promises_of(connection, account_id)
     return [
         {
             "id": r.id,

@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.review import cure_notice, decision_refusal, notice_owed, repossession_barred, settle_decision
-from arrears.storage import later_stages as store
-from arrears.storage.later_stages import ReviewState, Waiting
+from arrears.storage import accounts, reviews, vendor_orders
+from arrears.storage.reviews import ReviewState, Waiting
 from arrears.vocabulary import DecisionKind
 from tasks.database import engine, policy
 
@@ -102,7 +102,7 @@ def refresh_vendor_orders(
 ) -> dict[str, int]:
     """Cancel repossession orders overtaken by a payment, a plan, a hold or the account leaving review."""
     return {
-        "vendor_orders_cancelled": store.cancel_vendor_orders(
+        "vendor_orders_cancelled": vendor_orders.cancel_vendor_orders(
             connection, as_of=as_of, cycle_id=cycle_id, account_id=account_id
         )
     }
@@ -134,7 +134,7 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
         rules=_profile(state.jurisdiction),
         prior_cures=state.prior_cures,
     )
-    return notice is not None and store.record_cure_notice(
+    return notice is not None and reviews.record_cure_notice(
         connection, review_id=state.review_id, notice=notice
     )
 
@@ -143,9 +143,9 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
 def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
     """Open, close and notify in bulk; name the reviews that need a flow run."""
     with engine().begin() as connection:
-        opened = store.open_reviews(connection, at=at)
-        closed = store.close_left_reviews(connection, at=at, cycle_id=cycle_id)
-        states = store.open_review_states(connection)
+        opened = reviews.open_reviews(connection, at=at)
+        closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
+        states = reviews.open_review_states(connection)
         notices = sum(_notice(connection, s, at) for s in states)
     return Prepared(
         len(opened),
@@ -160,13 +160,13 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
 def set_review_runs(runs: list[tuple[int, str]]) -> None:
     with engine().begin() as connection:
         for review_id, flow_run_id in runs:
-            store.set_review_run(connection, review_id=review_id, flow_run_id=flow_run_id)
+            reviews.set_review_run(connection, review_id=review_id, flow_run_id=flow_run_id)
 
 
 @task(name="reviews-of-runs", cache_policy=NO_CACHE)
 def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
     with engine().connect() as connection:
-        return store.reviews_by_run(connection, flow_run_ids)
+        return reviews.reviews_by_run(connection, flow_run_ids)
 
 
 # -- a review's flow run ----------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
 def open_review(account_id: str, at: datetime, flow_run_id: str | None) -> ReviewState | None:
     """The account's current review (opened if the cycle has not yet), with this run recorded on it."""
     with engine().begin() as connection:
-        return store.open_review(connection, account_id=account_id, at=at, flow_run_id=flow_run_id)
+        return reviews.open_review(connection, account_id=account_id, at=at, flow_run_id=flow_run_id)
 
 
 @task(name="send-cure-notice", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -184,10 +184,10 @@ def send_cure_notice(review_id: int, at: datetime) -> ReviewState:
     """Record the right-to-cure notice where the jurisdiction requires one, unless it went out
     before or a collection hold stops it; returns the review as it now stands."""
     with engine().begin() as connection:
-        state = store.review_state(connection, review_id, lock=True)
+        state = reviews.review_state(connection, review_id, lock=True)
         assert state is not None, review_id
         if _notice(connection, state, at):
-            state = store.review_state(connection, review_id)
+            state = reviews.review_state(connection, review_id)
             assert state is not None
         return state
 
@@ -195,7 +195,7 @@ def send_cure_notice(review_id: int, at: datetime) -> ReviewState:
 @task(name="load-review", cache_policy=NO_CACHE)
 def load_review(review_id: int) -> ReviewState:
     with engine().connect() as connection:
-        state = store.review_state(connection, review_id)
+        state = reviews.review_state(connection, review_id)
     assert state is not None, review_id
     return state
 
@@ -211,7 +211,7 @@ def _decide(
     source: str,
 ) -> Decided:
     settled = settle_decision(DecisionKind(decision), holds=state.holds)
-    after, changed = store.record_decision(
+    after, changed = reviews.record_decision(
         connection,
         review_id=state.review_id,
         settled=settled,
@@ -223,7 +223,9 @@ def _decide(
     order = None
     if changed and settled.order_vehicle:
         assert after.decided_at is not None
-        order = store.create_vendor_order(connection, state=after, at=after.decided_at, reviewer=reviewer)
+        order = vendor_orders.create_vendor_order(
+            connection, state=after, at=after.decided_at, reviewer=reviewer
+        )
     decision = after.decision or settled.decision.value
     return Decided(after, decision, settled.requested.value, settled.note, order, changed)
 
@@ -236,7 +238,7 @@ def record_decision(
     repossession that no hold forbids, place the vendor order; a military hold turns it into a
     referral to legal (SCRA)."""
     with engine().begin() as connection:
-        state = store.review_state(connection, review_id, lock=True)
+        state = reviews.review_state(connection, review_id, lock=True)
         assert state is not None, review_id
         return _decide(
             connection, state, decision=decision, reviewer=reviewer, reason=reason, at=at, source=source
@@ -246,7 +248,7 @@ def record_decision(
 @task(name="close-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def close_review(review_id: int, reason: str, at: datetime) -> bool:
     with engine().begin() as connection:
-        return store.close_review(connection, review_id=review_id, reason=reason, at=at)
+        return reviews.close_review(connection, review_id=review_id, reason=reason, at=at)
 
 
 # -- the CLI ----------------------------------------------------------------------------------------
@@ -266,8 +268,8 @@ def decide_review(
     if not reviewer.strip() or not reason.strip():
         raise ReviewError("a decision needs the reviewer's name and a reason")
     with engine_.begin() as connection:
-        store.lock_accounts(connection, [account_id])
-        state = store.current_review(connection, account_id)
+        accounts.lock_accounts(connection, [account_id])
+        state = reviews.current_review(connection, account_id)
         if state is None:
             raise ReviewError(f"account {account_id} has no repossession review")
         if state.closed and state.decision is None:
@@ -292,4 +294,4 @@ def decide_review(
 
 def waiting(engine_: Engine, *, now: datetime) -> list[Waiting]:
     with engine_.connect() as connection:
-        return store.waiting_list(connection, now=now)
+        return reviews.waiting_list(connection, now=now)

@@ -116,9 +116,9 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
 
 
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
-    """A bankruptcy (or death) in the profile places the matching hold, once, with the report as its
-    reason."""
-    from arrears.storage.later_stages import pull_subjects, record_pull
+    """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
+    its reason."""
+    from arrears.storage.bureau import pull_subjects, record_pull
 
     import_rows(later_db, tmp_path, [us_account("A-B4")])
     _stage(later_db, "A-B4", "negotiation")

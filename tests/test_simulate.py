@@ -16,7 +16,6 @@ import pytest
 from phonenumbers import geocoder
 from phonenumbers import timezone as phone_zones
 
-from arrears import simulate
 from arrears.jurisdictions import KNOWN_JURISDICTIONS
 from arrears.simulate import (
     ACCOUNT_COLUMNS,
@@ -24,6 +23,7 @@ from arrears.simulate import (
     AccountState,
     PortfolioRow,
     generate_portfolio,
+    portfolio,
     simulate_payments,
     write_accounts_file,
     write_payments_file,
@@ -56,11 +56,8 @@ VIN_VALUES = {
     **{c: v for v, c in enumerate("0123456789")},
     **dict(zip("ABCDEFGH", range(1, 9), strict=False)),
 }
-VIN_VALUES |= (
-    dict(zip("JKLMN", range(1, 6), strict=False))
-    | {"P": 7, "R": 9}
-    | dict(zip("STUVWXYZ", range(2, 10), strict=False))
-)
+VIN_VALUES |= dict(zip("JKLMN", range(1, 6), strict=False)) | {"P": 7, "R": 9}
+VIN_VALUES |= dict(zip("STUVWXYZ", range(2, 10), strict=False))
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +122,8 @@ def test_every_phone_is_valid_e164_for_its_region(rows: list[PortfolioRow]) -> N
 
 def test_phone_patterns_are_valid_in_their_state_and_zone() -> None:
     """Every prefix and area code drawn from gives valid numbers in the place's state and time zone."""
-    exchanges = simulate._US_EXCHANGES
-    for place in simulate._PLACES:
+    exchanges = portfolio._US_EXCHANGES
+    for place in portfolio._PLACES:
         for prefix in place.prefixes:
             if place.jurisdiction == "CN":
                 samples = [f"+86{prefix}{tail}" for tail in ("00000000", "50505050", "99999999")]

@@ -41,17 +41,12 @@ from arrears.compliance.content import check_content
 from arrears.compliance.hours import contact_allowed, contact_zones
 from arrears.jurisdictions import Hours
 from arrears.masking import mask_phone
-from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message
 from arrears.policy import DEFAULT_POLICY, Policy
+from arrears.storage.tables import account, audit, contact, hold, message
 from arrears.vocabulary import Hold
 
 __all__ = ["ComplianceReport", "Violation", "compliance_report"]
 
-message = Message.__table__  # type: ignore[attr-defined]
-account = Account.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-hold = AccountHold.__table__  # type: ignore[attr-defined]
-contact = ContactPoint.__table__  # type: ignore[attr-defined]
 
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 

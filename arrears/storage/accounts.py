@@ -1,21 +1,19 @@
-"""One account's story, for `arrears show` and the per-account timeline operations read."""
+"""One account: its story, for `arrears show` and the timeline operations read; and the two
+account-level writes every stage shares, a row lock (`lock_accounts`) and an audit note (`note`)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Row, select
 
 from arrears.currencies import display
-from arrears.models import Account, AccountHold, AuditEvent, Message
+from arrears.storage._common import chunks, event, insert_events
+from arrears.storage.tables import account, audit, hold, message
 
-__all__ = ["AccountStory", "account_story"]
-
-account = Account.__table__  # type: ignore[attr-defined]
-hold = AccountHold.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-message = Message.__table__  # type: ignore[attr-defined]
+__all__ = ["AccountStory", "account_row", "account_story", "lock_accounts", "note"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +58,13 @@ class AccountStory:
         }
 
 
+def account_row(connection: Connection, account_id: str) -> Row[Any] | None:
+    """The account's row as stored, or None for an unknown account."""
+    return connection.execute(select(account).where(account.c.account_id == account_id)).first()
+
+
 def account_story(connection: Connection, account_id: str) -> AccountStory | None:
-    row = connection.execute(select(account).where(account.c.account_id == account_id)).first()
+    row = account_row(connection, account_id)
     if row is None:
         return None
     holds = sorted(
@@ -80,3 +83,29 @@ def account_story(connection: Connection, account_id: str) -> AccountStory | Non
 
 def _iso(value: datetime | date | Decimal | None) -> str | None:
     return value.isoformat() if isinstance(value, (datetime, date)) else None if value is None else str(value)
+
+
+def note(
+    connection: Connection,
+    *,
+    account_id: str,
+    at: datetime,
+    kind: str,
+    detail: str,
+    data: dict[str, Any],
+    actor: str = "arrears",
+    cycle_id: int | None = None,
+) -> None:
+    """One audit event: what was read or decided, and why nothing else followed."""
+    insert_events(connection, [event(account_id, at, kind, detail, data, actor=actor, cycle_id=cycle_id)])
+
+
+def lock_accounts(connection: Connection, account_ids: Iterable[str]) -> None:
+    """Take the accounts' rows before reading what answered their replies, so two transactions
+    (the daily cycle, a webhook's single-account run) do not both answer the same reply."""
+    ids = sorted(set(account_ids))
+    if ids and connection.dialect.name == "postgresql":
+        for chunk in chunks(ids):
+            connection.execute(
+                select(account.c.account_id).where(account.c.account_id.in_(chunk)).with_for_update()
+            )

@@ -1,4 +1,5 @@
-"""Data access for bureau furnishing: gather US accounts' facts in bulk, record what was furnished.
+"""Data access for the credit bureau: furnishing (gather US accounts' facts in bulk, record what
+was furnished) and pulls (who to ask about, and what a profile or a refusal tells us).
 
 Reads go by ranges of account ids (a few queries per chunk of thousands of accounts, never a
 query per account) and hand the pure `arrears.metro2` code plain `FurnishAccount`s. Each
@@ -11,7 +12,9 @@ Delinquency, the compliance code and the charge-off amount continue from them ex
 
 A pull record (kind `pull`, written by whoever pulls profiles) is read for one thing: the
 bankruptcy chapter, from `payload["bankruptcy"]["chapter"]` (or `payload["bankruptcy_chapter"]`),
-when the bankruptcy hold's own reason does not name it.
+when the bankruptcy hold's own reason does not name it. `pull_subjects` and `record_pull` write
+them: one pull per reason (ability, skip trace) per stage episode, its idempotency key in the
+payload.
 
 The file tells the accounts as stored when it is built (run it after the period's last cycle):
 stage, days past due, balances and active holds are today's, dated the period's last day.
@@ -22,46 +25,35 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 
 from arrears.metro2.furnish import FurnishAccount, Previous, Reported
 from arrears.metro2.history import StageChange, payment_history
 from arrears.metro2.periods import Period
-from arrears.models import (
-    Account,
-    AccountHold,
-    AuditEvent,
-    Borrower,
-    BureauRecord,
-    ContactPoint,
-    Payment,
-    Plan,
-    Review,
-)
+from arrears.segmentation import ability_score
+from arrears.storage._common import event, insert_events, to_precision
 from arrears.storage.bulk import in_range, range_starts
+from arrears.storage.tables import account, audit, borrower, bureau, contact, hold, payment, plan, review
+from arrears.vocabulary import Channel, Hold, Segment, Stage
 
 __all__ = [
+    "PullSubject",
     "furnish_chunks",
     "load_furnish_accounts",
+    "pull_subjects",
     "record_furnishing",
+    "record_pull",
+    "record_pull_refusal",
     "record_refusal",
     "recorded_submission",
 ]
 
-account = Account.__table__  # type: ignore[attr-defined]
-borrower = Borrower.__table__  # type: ignore[attr-defined]
-hold = AccountHold.__table__  # type: ignore[attr-defined]
-contact = ContactPoint.__table__  # type: ignore[attr-defined]
-plan = Plan.__table__  # type: ignore[attr-defined]
-review = Review.__table__  # type: ignore[attr-defined]
-payment = Payment.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-bureau = BureauRecord.__table__  # type: ignore[attr-defined]
 
 _EXITS = frozenset({"paid_off", "settled", "closed", "charged_off"})
 _DPD_IN_REASON = re.compile(r"(\d+) days past due")
@@ -107,14 +99,14 @@ def load_furnish_accounts(
 
     phones: dict[str, tuple[tuple[bool, bool], str]] = {}
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
-    for r in connection.execute(
+    for cp in connection.execute(
         select(contact.c.borrower_id, contact.c.address, contact.c.is_primary, contact.c.verified).where(
             contact.c.borrower_id.in_(borrowers), contact.c.channel == "sms", contact.c.valid.is_(True)
         )
     ):
-        rank = (r.is_primary, r.verified)
-        if r.borrower_id not in phones or rank > phones[r.borrower_id][0]:
-            phones[r.borrower_id] = (rank, r.address)
+        rank = (cp.is_primary, cp.verified)
+        if cp.borrower_id not in phones or rank > phones[cp.borrower_id][0]:
+            phones[cp.borrower_id] = (rank, cp.address)
 
     plans: dict[str, tuple[str, str]] = {}
     for r in connection.execute(
@@ -165,18 +157,18 @@ def load_furnish_accounts(
 
     furnished: dict[str, list[tuple[int, datetime, dict[str, Any]]]] = defaultdict(list)
     chapters: dict[str, int] = {}
-    for r in connection.execute(
+    for rec in connection.execute(
         select(bureau.c.id, bureau.c.account_id, bureau.c.kind, bureau.c.at, bureau.c.payload)
         .where(in_range(bureau.c.account_id, lo, hi), bureau.c.kind.in_(("furnish", "pull")))
         .order_by(bureau.c.at, bureau.c.id)
     ):
-        payload = r.payload or {}
-        if r.kind == "furnish" and payload.get("period"):
-            furnished[r.account_id].append((r.id, r.at, payload))
-        elif r.kind == "pull":
+        payload = rec.payload or {}
+        if rec.kind == "furnish" and payload.get("period"):
+            furnished[rec.account_id].append((rec.id, rec.at, payload))
+        elif rec.kind == "pull":
             chapter = _pulled_chapter(payload)
             if chapter is not None:
-                chapters[r.account_id] = chapter
+                chapters[rec.account_id] = chapter
 
     this = str(period)
     for a in rows:
@@ -359,5 +351,269 @@ def record_refusal(
                     "count": len(problems),
                 },
             }
+        ],
+    )
+
+
+# == bureau pulls =================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class PullSubject:
+    """An account the bureau is asked about: on entering negotiation (ability), or unreachable
+    (skip tracing). One pull per reason per stage episode: `key` is its idempotency key."""
+
+    account_id: str
+    borrower_id: str
+    episode: int
+    reason: str  # ability | skip_trace
+    name: str
+    phone: str | None
+    currency: str
+    balance: Decimal
+    installment: Decimal
+    vehicle_value: Decimal | None
+
+    @property
+    def key(self) -> str:
+        return f"{'pull' if self.reason == 'ability' else 'skip'}-{self.account_id}-{self.episode}"
+
+
+def pull_subjects(connection: Connection, *, limit: int = 1_000) -> list[PullSubject]:
+    """Accounts in negotiation without a pull this episode, and unreachable accounts without a
+    skip trace this episode; only accounts still in collection (FCRA 604(a)(3)(A): the purpose
+    ends once the account is paid and closed). A few queries for the portfolio."""
+    wanted = or_(
+        account.c.stage == Stage.NEGOTIATION.value,
+        and_(account.c.segment == Segment.UNREACHABLE.value, account.c.stage.in_([x.value for x in Stage])),
+    )
+    candidates = connection.execute(
+        select(account, borrower.c.name.label("borrower_name"))
+        .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
+        .where(wanted)
+        .order_by(account.c.account_id)
+    ).all()
+    if not candidates:
+        return []
+    done = {
+        (data or {}).get("idempotency_key")
+        for (data,) in connection.execute(
+            select(bureau.c.payload).where(
+                bureau.c.kind == "pull", bureau.c.account_id.in_(select(account.c.account_id).where(wanted))
+            )
+        )
+    }
+    phones: dict[str, str] = {}
+    for r in connection.execute(
+        select(contact.c.borrower_id, contact.c.address, contact.c.valid, contact.c.is_primary)
+        .where(
+            contact.c.borrower_id.in_(select(account.c.borrower_id).where(wanted)),
+            contact.c.channel == Channel.SMS.value,
+        )
+        .order_by(contact.c.valid.desc(), contact.c.is_primary.desc(), contact.c.id)
+    ):
+        phones.setdefault(r.borrower_id, r.address)  # the best number identifies the subject, valid or not
+    found: list[PullSubject] = []
+    for c in candidates:
+        reason = "skip_trace" if c.segment == Segment.UNREACHABLE else "ability"
+        subject = PullSubject(
+            c.account_id,
+            c.borrower_id,
+            c.episode,
+            reason,
+            c.borrower_name,
+            phones.get(c.borrower_id),
+            c.currency,
+            to_precision(c.balance, c.currency),
+            to_precision(c.installment_amount, c.currency),
+            to_precision(c.vehicle_value, c.currency) if c.vehicle_value is not None else None,
+        )
+        if subject.key not in done:
+            found.append(subject)
+    return found[:limit]
+
+
+def record_pull(
+    connection: Connection,
+    *,
+    subject: PullSubject,
+    at: datetime,
+    purpose: str,
+    report_id: str,
+    score_band: str,
+    income_estimate: Decimal | None,
+    phones: Sequence[tuple[str, float, str]],
+    bankruptcy_chapter: int | None,
+    bankrupt: bool,
+    deceased: bool,
+    min_phone_confidence: float = 0.5,
+) -> dict[str, Any]:
+    """Store a bureau profile: the pull record with its purpose, the ability it gives, the numbers
+    skip tracing found (unverified, never primary), and a hold for a bankruptcy or death the
+    bureau reports. Returns what changed."""
+    monthly = (income_estimate / 12).quantize(Decimal("0.01")) if income_estimate else None
+    ability = ability_score(
+        score_band=score_band,
+        monthly_income=monthly,
+        installment=subject.installment,
+        vehicle_value=subject.vehicle_value,
+        balance=subject.balance,
+    )
+    connection.execute(
+        bureau.insert().values(
+            account_id=subject.account_id,
+            kind="pull",
+            purpose=purpose,
+            score_band=score_band,
+            income_estimate=income_estimate,
+            at=at,
+            payload={
+                "idempotency_key": subject.key,
+                "reason": subject.reason,
+                "report_id": report_id,
+                "bankruptcy": {"chapter": bankruptcy_chapter} if bankrupt else None,
+                "deceased": deceased,
+                "phones_found": len(phones),
+            },
+        )
+    )
+    before = connection.execute(
+        select(account.c.ability).where(account.c.account_id == subject.account_id)
+    ).scalar()
+    if ability is not None:
+        connection.execute(
+            update(account)
+            .where(account.c.account_id == subject.account_id)
+            .values(ability=round(ability, 4), updated_at=at)
+        )
+    known = set(
+        connection.execute(
+            select(contact.c.address).where(
+                contact.c.borrower_id == subject.borrower_id, contact.c.channel == Channel.SMS.value
+            )
+        ).scalars()
+    )
+    # Only a skip trace adds numbers: a pull for ability has no purpose in collecting them.
+    new = [
+        (n, conf, kind)
+        for n, conf, kind in phones
+        if subject.reason == "skip_trace"
+        and n not in known
+        and conf >= min_phone_confidence
+        and kind in ("mobile", "unknown")
+    ]
+    if new:
+        connection.execute(
+            contact.insert(),
+            [
+                {
+                    "borrower_id": subject.borrower_id,
+                    "channel": Channel.SMS.value,
+                    "address": n,
+                    "region": None,
+                    "is_primary": False,
+                    "valid": True,
+                    "verified": False,
+                    "source": "bureau",
+                    "failures": 0,
+                    "opted_out_at": None,
+                    "created_at": at,
+                }
+                for n, _, _ in new
+            ],
+        )
+    held = []
+    reported = (
+        (Hold.BANKRUPTCY, bankrupt, f"bureau report {report_id}: chapter {bankruptcy_chapter or '?'}"),
+        (Hold.DECEASED, deceased, f"bureau report {report_id}: deceased indicator"),
+    )
+    for kind, present, why in reported:
+        if not present:
+            continue
+        active = connection.execute(
+            select(hold.c.id).where(
+                hold.c.account_id == subject.account_id, hold.c.kind == kind.value, hold.c.lifted_at.is_(None)
+            )
+        ).first()
+        if active is None:
+            connection.execute(
+                hold.insert().values(
+                    account_id=subject.account_id,
+                    kind=kind.value,
+                    source="bureau",
+                    reason=why,
+                    placed_at=at,
+                    lifted_at=None,
+                )
+            )
+            held.append(kind.value)
+    what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
+    detail = f"{what} ({purpose}): band {score_band}"
+    if income_estimate is not None:
+        detail += f", income {subject.currency} {income_estimate} a year"
+    if ability is not None:
+        detail += f"; ability {'—' if before is None else f'{before:.2f}'} → {ability:.2f}"
+    if new:
+        detail += f"; {len(new)} new number{'s' if len(new) > 1 else ''} found (unverified)"
+    events = [
+        event(
+            subject.account_id,
+            at,
+            "bureau",
+            detail,
+            {
+                "idempotency_key": subject.key,
+                "reason": subject.reason,
+                "report_id": report_id,
+                "score_band": score_band,
+                "ability": ability,
+                "numbers_found": len(new),
+            },
+        )
+    ]
+    events += [
+        event(
+            subject.account_id,
+            at,
+            "hold",
+            f"{h} hold placed: bureau report {report_id}",
+            {"hold": h, "action": "placed", "source": "bureau"},
+        )
+        for h in held
+    ]
+    insert_events(connection, events)
+    return {"ability": ability, "numbers_found": len(new), "holds": held}
+
+
+def record_pull_refusal(
+    connection: Connection,
+    *,
+    subject: PullSubject,
+    at: datetime,
+    purpose: str,
+    reason: str,
+) -> None:
+    """The bureau has no file (or refused for good): recorded, so the account is not asked about
+    again this episode."""
+    connection.execute(
+        bureau.insert().values(
+            account_id=subject.account_id,
+            kind="pull",
+            purpose=purpose,
+            at=at,
+            payload={"idempotency_key": subject.key, "reason": subject.reason, "error": reason},
+        )
+    )
+    what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
+    insert_events(
+        connection,
+        [
+            event(
+                subject.account_id,
+                at,
+                "bureau",
+                f"{what} found nothing: {reason}",
+                {"idempotency_key": subject.key, "error": reason},
+            )
         ],
     )

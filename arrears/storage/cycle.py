@@ -11,29 +11,27 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select, true, update
-from sqlmodel import SQLModel
 
 from arrears.buckets import BUCKETS
 from arrears.compliance.caps import Contact
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact
 from arrears.messages import MessageContext
-from arrears.models import (
-    Account,
-    AccountHold,
-    AuditEvent,
-    Borrower,
-    ContactPoint,
-    CycleRun,
-    Message,
-    Payment,
-    Plan,
-    Promise,
-    Referral,
-    Review,
-)
 from arrears.payments import Owed, apply_payment
 from arrears.policy import DEFAULT_POLICY
+from arrears.storage import tables
+from arrears.storage._common import event, inserted_id
 from arrears.storage.bulk import days_between, in_range, insert_ignore, range_starts
+from arrears.storage.tables import (
+    account,
+    audit,
+    borrower,
+    contact,
+    cycle_run,
+    hold,
+    message,
+    payment,
+    promise,
+)
 from arrears.vocabulary import DecisionKind, Exit, Hold, MessageStatus
 
 __all__ = [
@@ -52,14 +50,6 @@ __all__ = [
 
 TERMINAL = (Exit.PAID_OFF.value, Exit.SETTLED.value, Exit.CHARGED_OFF.value, Exit.CLOSED.value)
 
-account = Account.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-message = Message.__table__  # type: ignore[attr-defined]
-
-
-def _t(model: type[SQLModel]) -> Any:
-    return model.__table__  # type: ignore[attr-defined]
-
 
 @dataclass(frozen=True, slots=True)
 class ShardRow:
@@ -73,17 +63,16 @@ class ShardRow:
 
 
 def start_cycle(connection: Connection, *, as_of: datetime, business_date: date) -> int:
-    result = connection.execute(
-        _t(CycleRun).insert().values(as_of=as_of, business_date=business_date, stats={})
-    )
-    return int(result.inserted_primary_key[0])
+    result = connection.execute(cycle_run.insert().values(as_of=as_of, business_date=business_date, stats={}))
+    return inserted_id(result)
 
 
 def finish_cycle(
     connection: Connection, *, cycle_id: int, finished_at: datetime, stats: dict[str, Any]
 ) -> None:
-    run = _t(CycleRun)
-    connection.execute(update(run).where(run.c.id == cycle_id).values(finished_at=finished_at, stats=stats))
+    connection.execute(
+        update(cycle_run).where(cycle_run.c.id == cycle_id).values(finished_at=finished_at, stats=stats)
+    )
 
 
 def apply_new_payments(
@@ -91,7 +80,6 @@ def apply_new_payments(
 ) -> int:
     """Apply payments received up to `as_of` that no cycle has applied yet (of one account, if
     given); returns how many."""
-    payment = _t(Payment)
     rows = connection.execute(
         select(
             payment.c.payment_id,
@@ -200,8 +188,8 @@ def load_shard(
     a deferral from decision time to send time, where the count is taken again.
     """
     accounts = connection.execute(
-        select(account, Borrower.__table__.c.name.label("borrower_name"))  # type: ignore[attr-defined]
-        .join(_t(Borrower), _t(Borrower).c.borrower_id == account.c.borrower_id)
+        select(account, borrower.c.name.label("borrower_name"))
+        .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
         .where(in_range(account.c.account_id, lo, hi), account.c.stage.not_in(TERMINAL))
         .order_by(account.c.account_id)
     ).all()
@@ -210,9 +198,9 @@ def load_shard(
     holds = _holds(connection, lo, hi)
     contacts = _contacts(connection, lo, hi)
     pending, broken_at = _promises(connection, lo, hi)
-    plans = _latest(connection, _t(Plan), lo, hi, "updated_at")
-    reviews = _latest(connection, _t(Review), lo, hi, "opened_at")
-    referrals = _latest(connection, _t(Referral), lo, hi, "updated_at")
+    plans = _latest(connection, tables.plan, lo, hi, "updated_at")
+    reviews = _latest(connection, tables.review, lo, hi, "opened_at")
+    referrals = _latest(connection, tables.referral, lo, hi, "updated_at")
     if since is None:
         since = (
             datetime.combine(business_date, time(), UTC)
@@ -333,7 +321,6 @@ def contact_history(
 
 
 def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozenset[Hold]]:
-    hold = _t(AccountHold)
     found: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
@@ -350,13 +337,16 @@ def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tupl
     A valid primary number wins; an opted-out number is still returned so the message is
     recorded as blocked by the opt-out rather than silently not created.
     """
-    cp = _t(ContactPoint)
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
     best: dict[str, tuple[tuple[bool, bool, bool], str, bool]] = {}
     for r in connection.execute(
-        select(cp.c.borrower_id, cp.c.address, cp.c.is_primary, cp.c.verified, cp.c.opted_out_at).where(
-            cp.c.borrower_id.in_(borrowers), cp.c.channel == "sms", cp.c.valid.is_(True)
-        )
+        select(
+            contact.c.borrower_id,
+            contact.c.address,
+            contact.c.is_primary,
+            contact.c.verified,
+            contact.c.opted_out_at,
+        ).where(contact.c.borrower_id.in_(borrowers), contact.c.channel == "sms", contact.c.valid.is_(True))
     ):
         opted_out = r.opted_out_at is not None
         rank = (not opted_out, r.verified, r.is_primary)
@@ -366,7 +356,6 @@ def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tupl
 
 
 def _promises(connection: Connection, lo: str, hi: str | None) -> tuple[set[str], dict[str, datetime]]:
-    promise = _t(Promise)
     pending: set[str] = set()
     broken_at: dict[str, datetime] = {}
     for r in connection.execute(
@@ -438,24 +427,24 @@ def write_decisions(
             )
         for step in decision.steps:
             events.append(
-                _event(
+                event(
                     account_id,
                     now,
-                    cycle_id,
                     "transition",
                     f"{step.from_stage} → {step.to_stage}: {step.reason}",
                     {"from": str(step.from_stage), "to": str(step.to_stage), "reason": step.reason},
+                    cycle_id=cycle_id,
                 )
             )
         if decision.segment != row.segment:
             events.append(
-                _event(
+                event(
                     account_id,
                     now,
-                    cycle_id,
                     "segment",
                     f"segment {row.segment} → {decision.segment}",
                     {"from": row.segment, "to": decision.segment.value},
+                    cycle_id=cycle_id,
                 )
             )
         for out in decision.messages:
@@ -501,10 +490,9 @@ def write_decisions(
     # Only verdicts other than "send now" are audited at decision time; the send itself is
     # audited by dispatch. A re-run whose keys already exist adds no second record.
     events += [
-        _event(
+        event(
             o["account_id"],
             now,
-            cycle_id,
             "message",
             f"{o['template']} {o['status']}: {o['reason']}"
             + (f" ({details[o['idempotency_key']]})" if details.get(o["idempotency_key"]) else "")
@@ -521,6 +509,7 @@ def write_decisions(
                 "verdict": "block" if o["status"] == MessageStatus.BLOCKED.value else "defer",
                 "when": "decision",
             },
+            cycle_id=cycle_id,
         )
         for o in outbox
         if o["reason"] and o["idempotency_key"] in created
@@ -532,18 +521,4 @@ def write_decisions(
         "transitions": sum(len(d.steps) for d in decisions),
         "messages": len(created),
         "held": sum(1 for d in decisions if d.held_by),
-    }
-
-
-def _event(
-    account_id: str, at: datetime, cycle_id: int | None, kind: str, detail: str, data: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "account_id": account_id,
-        "at": at,
-        "kind": kind,
-        "detail": detail,
-        "data": data,
-        "actor": "arrears",
-        "cycle_id": cycle_id,
     }

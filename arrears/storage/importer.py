@@ -38,7 +38,8 @@ from arrears.importing import (
     rejects_path,
 )
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
-from arrears.storage.later_stages import cancel_vendor_orders
+from arrears.storage.tables import table_of
+from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel
 
 __all__ = [
@@ -74,7 +75,7 @@ _ACTOR = "import"
 
 
 def _t(model: type[SQLModel]) -> Any:
-    return model.__table__  # type: ignore[attr-defined]
+    return table_of(model)
 
 
 account = _t(Account)

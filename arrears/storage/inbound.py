@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, func, literal, select, update
 
 from arrears.masking import mask_phone
-from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
 from arrears.storage.cycle import TERMINAL
+from arrears.storage.tables import account, audit, contact, hold, message, referral
 from arrears.vocabulary import Channel, Hold, MessageStatus
 
 __all__ = [
@@ -32,12 +32,6 @@ __all__ = [
     "record_reply",
 ]
 
-message = Message.__table__  # type: ignore[attr-defined]
-account = Account.__table__  # type: ignore[attr-defined]
-hold = AccountHold.__table__  # type: ignore[attr-defined]
-contact = ContactPoint.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-referral = Referral.__table__  # type: ignore[attr-defined]
 
 SOURCE = "webhook"  # AccountHold.source of the holds placed here; only these are lifted here
 

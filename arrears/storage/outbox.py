@@ -18,18 +18,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from arrears.compliance.caps import Contact
-from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message
 from arrears.storage.bulk import in_range, range_starts
 from arrears.storage.cycle import contact_history
+from arrears.storage.tables import account, audit, contact, hold, message
 from arrears.vocabulary import Hold, MessageStatus
 
 __all__ = ["DueMessage", "Outcome", "awaiting_receipt", "due_batches", "lease_batch", "record_outcomes"]
-
-message = Message.__table__  # type: ignore[attr-defined]
-account = Account.__table__  # type: ignore[attr-defined]
-hold = AccountHold.__table__  # type: ignore[attr-defined]
-contact = ContactPoint.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from arrears.lifecycle import is_open
-from arrears.models import Account, AuditEvent, CycleRun, Message
+from arrears.storage.tables import account, audit, cycle_run, message
 from arrears.vocabulary import Exit, Stage
 
 __all__ = ["PortfolioReport", "latest_cycle_id", "portfolio_report"]
-
-account = Account.__table__  # type: ignore[attr-defined]
-audit = AuditEvent.__table__  # type: ignore[attr-defined]
-message = Message.__table__  # type: ignore[attr-defined]
-cycle = CycleRun.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -49,12 +44,14 @@ class PortfolioReport:
 
 
 def latest_cycle_id(connection: Connection) -> int | None:
-    return connection.execute(select(func.max(cycle.c.id))).scalar()
+    return connection.execute(select(func.max(cycle_run.c.id))).scalar()
 
 
 def portfolio_report(connection: Connection, *, cycle_id: int | None) -> PortfolioReport:
     as_of = (
-        connection.execute(select(cycle.c.as_of).where(cycle.c.id == cycle_id)).scalar() if cycle_id else None
+        connection.execute(select(cycle_run.c.as_of).where(cycle_run.c.id == cycle_id)).scalar()
+        if cycle_id
+        else None
     )
     report = PortfolioReport(cycle_id=cycle_id, as_of=as_of)
     for stage, bucket, n in connection.execute(

@@ -7,6 +7,7 @@ NUMERIC and TIMESTAMPTZ. Python always sees `Decimal` and aware UTC `datetime`.
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -22,7 +23,7 @@ class Money(TypeDecorator[Decimal]):
     impl = Numeric(19, MONEY_SCALE)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(19, MONEY_SCALE, asdecimal=True))
@@ -33,12 +34,12 @@ class Money(TypeDecorator[Decimal]):
         value = Decimal(value).quantize(_QUANTUM)
         return int(value * _FACTOR) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: object, dialect: Dialect) -> Decimal | None:
+    def process_result_value(self, value: int | str | Decimal | None, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return (Decimal(int(value)) / _FACTOR).quantize(_QUANTUM)  # type: ignore[arg-type]
-        return Decimal(value).quantize(_QUANTUM)  # type: ignore[arg-type]
+            return (Decimal(int(value)) / _FACTOR).quantize(_QUANTUM)
+        return Decimal(value).quantize(_QUANTUM)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

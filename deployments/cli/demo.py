@@ -5,14 +5,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import Engine
 
 from arrears.clock import business_date, parse_instant
 from arrears.importing import Kind, open_source
-from arrears.models import Account, AuditEvent, ContactPoint, utcnow
+from arrears.models import utcnow
 from arrears.settings import default_home, get_settings
 from arrears.simulate import (
     AccountState,
+    PortfolioRow,
     generate_portfolio,
     simulate_payments,
     write_accounts_file,
@@ -20,6 +21,7 @@ from arrears.simulate import (
 )
 from arrears.storage import database_file
 from arrears.storage.importer import run_import
+from arrears.storage.simulation import delinquent_states, record_simulated_profiles
 from deployments.cli._common import CliError, app, console, emit_json, open_database, use_database
 from deployments.cli.cycle import print_cycle, run_cycle
 
@@ -91,78 +93,21 @@ def demo(
     print_cycle(stats)
     hint = "" if database else f"--database {url} "
     console.print(
-        f"\nExplore: [bold]arrears show {hint}{portfolio[0].account_id}[/bold] · [bold]arrears report {hint}[/bold]"
-        "\nTo keep flow runs and artifacts for the Prefect UI: [bold]prefect server start[/bold] in another terminal, "
+        f"\nExplore: [bold]arrears show {hint}{portfolio[0].account_id}[/bold] · "
+        f"[bold]arrears report {hint}[/bold]"
+        "\nTo keep flow runs and artifacts for the Prefect UI: "
+        "[bold]prefect server start[/bold] in another terminal, "
         "then [bold]PREFECT_API_URL=http://127.0.0.1:4200/api arrears demo[/bold]"
     )
 
 
-def _seed_profiles(engine: Engine, portfolio: list[Any]) -> None:
-    """Give the demo what bureau pulls and replies would have told us by now.
-
-    The simulator knows each borrower's ability and willingness and whether their number works;
-    a real deployment learns these from bureau profiles and behaviour (DESIGN §2). Each seeded
-    value is recorded in the audit trail as simulated.
-    """
-    account = Account.__table__  # type: ignore[attr-defined]
-    contact = ContactPoint.__table__  # type: ignore[attr-defined]
-    audit = AuditEvent.__table__  # type: ignore[attr-defined]
-    now = utcnow()
+def _seed_profiles(engine: Engine, portfolio: list[PortfolioRow]) -> None:
+    """Give the demo what bureau pulls and replies would have told us by now (DESIGN §2), each
+    seeded value recorded in the audit trail as simulated."""
     with engine.begin() as connection:
-        connection.execute(
-            update(account)
-            .where(account.c.account_id == bindparam("key"))
-            .values(ability=bindparam("ability"), willingness=bindparam("willingness")),
-            [{"key": r.account_id, "ability": r.ability, "willingness": r.willingness} for r in portfolio],
-        )
-        unreachable = [{"borrower": r.borrower_id} for r in portfolio if not r.reachable]
-        if unreachable:
-            connection.execute(
-                update(contact).where(contact.c.borrower_id == bindparam("borrower")).values(valid=False),
-                unreachable,
-            )
-        connection.execute(
-            audit.insert(),
-            [
-                {
-                    "account_id": r.account_id,
-                    "at": now,
-                    "kind": "profile",
-                    "actor": "simulator",
-                    "data": {},
-                    "detail": f"simulated profile: ability {r.ability:.2f}, willingness {r.willingness:.2f}"
-                    + ("" if r.reachable else ", number unreachable"),
-                }
-                for r in portfolio
-            ],
-        )
+        record_simulated_profiles(connection, portfolio, at=utcnow())
 
 
-def _states(engine: Engine, portfolio: list[Any], instant: Any, zone: str) -> list[AccountState]:
-    from sqlalchemy import select
-
-    account = Account.__table__  # type: ignore[attr-defined]
-    truth = {r.account_id: r for r in portfolio}
+def _states(engine: Engine, portfolio: list[PortfolioRow], instant: Any, zone: str) -> list[AccountState]:
     with engine.connect() as connection:
-        rows = connection.execute(
-            select(
-                account.c.account_id,
-                account.c.past_due_amount,
-                account.c.installment_amount,
-                account.c.timezone,
-                account.c.days_past_due,
-            ).where(account.c.past_due_amount > 0)
-        ).all()
-    return [
-        AccountState(
-            r.account_id,
-            r.past_due_amount,
-            r.installment_amount,
-            truth[r.account_id].ability,
-            truth[r.account_id].willingness,
-            r.timezone,
-            r.days_past_due,
-        )
-        for r in rows
-        if r.account_id in truth
-    ]
+        return delinquent_states(connection, portfolio)

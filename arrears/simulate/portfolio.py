@@ -1,52 +1,23 @@
-"""The portfolio simulator: seeded, pure, streaming accounts and payments.
-
-`arrears demo`, the benchmark (up to a million accounts) and the tests need portfolios that look
-like a lender's: valid phone numbers in the borrower's time zone, loans whose numbers add up,
-delinquency weighted toward the early buckets, a few holds and dead numbers. They also need to
-know what the file cannot say, how able and willing each borrower is to pay, so that a simulated
-day of payments behaves the way the segments of DESIGN §2 are meant to.
-
-Everything here is a pure function of its arguments and the seed: the same seed gives the same
-rows on every machine, and `generate_portfolio(n)` is a prefix of `generate_portfolio(m)` for
-n < m, so a benchmark can grow a portfolio without changing the accounts it already had. Rows are
-streamed, never held: a million accounts cost the memory of one.
-
-Phone numbers are built from patterns rather than checked with `phonenumbers` row by row (which
-would dominate the run time); `tests/test_simulate.py` checks that every pattern yields numbers
-that `phonenumbers.is_valid_number` accepts, in the time zone and state that the number implies.
-"""
+"""Simulated accounts: the reference data that makes them look like a lender's book (places,
+numbers, names, VINs, holds, segments, delinquency) and the seeded generator that streams them."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import math
-import os
 import random
 from bisect import bisect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import ROUND_DOWN, Decimal
+from datetime import date, timedelta
+from decimal import Decimal
 from itertools import accumulate
-from zoneinfo import ZoneInfo
 
 from arrears.policy import DEFAULT_POLICY
 from arrears.segmentation import segment_of
 from arrears.vocabulary import Hold, Segment
 
-__all__ = [
-    "ACCOUNT_COLUMNS",
-    "PAYMENT_COLUMNS",
-    "AccountState",
-    "PaymentRow",
-    "PortfolioRow",
-    "generate_portfolio",
-    "simulate_payments",
-    "write_accounts_file",
-    "write_payments_file",
-]
+__all__ = ["ACCOUNT_COLUMNS", "PortfolioRow", "generate_portfolio"]
+
 
 # DESIGN §8, in this order: required columns first, as the operator contract lists them, with each
 # optional column next to the one it belongs with.
@@ -68,7 +39,6 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
     "apr",
     "flags",
 )
-PAYMENT_COLUMNS: tuple[str, ...] = ("payment_id", "account_id", "amount", "received_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,54 +103,6 @@ class PortfolioRow:
             str(self.apr),
             "|".join(self.flags),
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """What `simulate_payments` needs to know of an account on a simulated day."""
-
-    account_id: str
-    past_due_amount: Decimal
-    installment_amount: Decimal
-    ability: float
-    willingness: float
-    timezone: str
-    days_past_due: int
-
-    @classmethod
-    def from_row(cls, row: PortfolioRow, *, business_date: date) -> AccountState:
-        """The state of a freshly generated account, for the first simulated day."""
-        return cls(
-            account_id=row.account_id,
-            past_due_amount=row.past_due_amount,
-            installment_amount=row.installment_amount,
-            ability=row.ability,
-            willingness=row.willingness,
-            timezone=row.timezone,
-            days_past_due=row.days_past_due(business_date),
-        )
-
-    @property
-    def segment(self) -> Segment:
-        return segment_of(
-            reachable=True,
-            ability=self.ability,
-            willingness=self.willingness,
-            policy=DEFAULT_POLICY.segmentation,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRow:
-    """One payment, with exactly the payments-file columns of DESIGN §8."""
-
-    payment_id: str
-    account_id: str
-    amount: Decimal
-    received_at: datetime  # aware, in the borrower's zone
-
-    def file_values(self) -> list[str]:
-        return [self.payment_id, self.account_id, str(self.amount), self.received_at.isoformat()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +222,11 @@ _VIN_WMI_US = (
 )  # fmt: skip
 _VIN_WMI_CN = ("LSV", "LFV", "LVS", "LGB", "LBV", "LHG", "LVG", "LRW", "LGX", "LB3", "LDC", "LFM")
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O or Q
-_VIN_VALUES = dict(zip("ABCDEFGH", range(1, 9), strict=False)) | dict(zip("JKLMN", range(1, 6), strict=False)) | {"P": 7, "R": 9}
+_VIN_VALUES = (
+    dict(zip("ABCDEFGH", range(1, 9), strict=False))
+    | dict(zip("JKLMN", range(1, 6), strict=False))
+    | {"P": 7, "R": 9}
+)
 _VIN_VALUES |= dict(zip("STUVWXYZ", range(2, 10), strict=False)) | {str(d): d for d in range(10)}
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 _VIN_YEAR = "ABCDEFGHJKLMNPRSTVWXY123456789"  # position 10: model years 2010, 2011, ... (30-year cycle)
@@ -555,120 +481,3 @@ def _vin_models(wmis: Sequence[str]) -> tuple[tuple[str, int], ...]:
 
 _VIN_MODELS_US = _vin_models(_VIN_WMI_US)
 _VIN_MODELS_CN = _vin_models(_VIN_WMI_CN)
-
-
-# --------------------------------------------------------------------------------------------
-# Payments
-
-# Daily chance of a payment and how much of what is owed it covers, by segment. Able and willing
-# borrowers catch up soon and in full; the willing but unable pay part of an instalment; the
-# unwilling pay rarely, strategic defaulters mostly once repossession is near.
-_DAILY_PAY: dict[Segment, float] = {
-    Segment.SELF_CURE: 0.12,
-    Segment.HARDSHIP: 0.04,
-    Segment.STRATEGIC: 0.004,
-    Segment.DISTRESSED: 0.0015,
-}
-_STRATEGIC_NEAR_REPOSSESSION = (60, 0.012)  # from this DPD on, this daily chance
-_SELF_CURE_LATE = (30, 0.05)  # self-curers still behind after a month are slower
-_PAY_FROM = time(8)
-_PAY_WINDOW_S = 13 * 3600  # 08:00-21:00 local
-_CENT = Decimal("0.01")
-_MAX_ID = 64  # Payment.payment_id
-
-
-def simulate_payments(accounts: Iterable[AccountState], *, day: date, seed: int) -> Iterator[PaymentRow]:
-    """Stream the payments that delinquent accounts make on `day`.
-
-    Each account's outcome depends only on (seed, account, day), not on the order or company of
-    the accounts, so shards of a portfolio simulated apart pay exactly as the whole would.
-    """
-    stamp = day.isoformat()
-    compact = day.strftime("%Y%m%d")
-    for a in accounts:
-        if a.past_due_amount <= 0:
-            continue
-        u_pay, u_amount, u_time = _uniforms(f"{seed}|{a.account_id}|{stamp}")
-        segment = a.segment
-        chance = _DAILY_PAY[segment]
-        if segment is Segment.STRATEGIC and a.days_past_due >= _STRATEGIC_NEAR_REPOSSESSION[0]:
-            chance = _STRATEGIC_NEAR_REPOSSESSION[1]
-        elif segment is Segment.SELF_CURE and a.days_past_due > _SELF_CURE_LATE[0]:
-            chance = _SELF_CURE_LATE[1]
-        chance *= 0.5 + a.willingness  # the more willing, the sooner, within a segment
-        if u_pay >= chance:
-            continue
-        if segment is Segment.HARDSHIP:
-            # What they can spare: a quarter to all of an instalment, growing with ability.
-            share = 0.25 + 1.5 * a.ability * (0.5 + u_amount)
-            amount = min(a.past_due_amount, _share(a.installment_amount, min(share, 1.0)))
-        elif segment is Segment.DISTRESSED:
-            amount = min(a.past_due_amount, _share(a.installment_amount, 0.1 + 0.4 * u_amount))
-        else:
-            amount = a.past_due_amount
-        if amount <= 0:
-            continue
-        local = datetime.combine(day, _PAY_FROM, ZoneInfo(a.timezone))
-        yield PaymentRow(
-            payment_id=_payment_id(a.account_id, compact),
-            account_id=a.account_id,
-            amount=amount,
-            received_at=local + timedelta(seconds=int(u_time * _PAY_WINDOW_S)),
-        )
-
-
-def _uniforms(key: str) -> tuple[float, float, float]:
-    """Three uniforms in [0, 1) that depend on `key` alone (unlike `hash`, stable across runs)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=24).digest()
-    scale = 2.0**-64
-    return (
-        int.from_bytes(digest[:8], "big") * scale,
-        int.from_bytes(digest[8:16], "big") * scale,
-        int.from_bytes(digest[16:], "big") * scale,
-    )
-
-
-def _share(amount: Decimal, share: float) -> Decimal:
-    return (amount * Decimal(repr(share))).quantize(_CENT, rounding=ROUND_DOWN)
-
-
-def _payment_id(account_id: str, compact_day: str) -> str:
-    """One payment per account per day, so (account, day) names it; long ids are hashed to fit."""
-    pid = f"P-{compact_day}-{account_id}"
-    if len(pid) <= _MAX_ID:
-        return pid
-    return f"P-{compact_day}-{hashlib.blake2b(account_id.encode(), digest_size=16).hexdigest()}"
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-
-
-def write_accounts_file(rows: Iterable[PortfolioRow], path: str | os.PathLike[str]) -> int:
-    """Write an accounts file (DESIGN §8) row by row and return how many rows it holds.
-
-    CSV, or JSON Lines when the name ends in `.jsonl`. Both spell every value as the CSV does
-    (strings, "" for an empty optional column, flags `|`-separated), so that an importer reads
-    either format through one path and money never passes through a float.
-    """
-    return _write(path, ACCOUNT_COLUMNS, (row.file_values() for row in rows))
-
-
-def write_payments_file(rows: Iterable[PaymentRow], path: str | os.PathLike[str]) -> int:
-    """Write a payments file (DESIGN §8), CSV or JSON Lines like `write_accounts_file`."""
-    return _write(path, PAYMENT_COLUMNS, (row.file_values() for row in rows))
-
-
-def _write(path: str | os.PathLike[str], columns: Sequence[str], values: Iterable[list[str]]) -> int:
-    count = 0
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        if os.fspath(path).endswith(".jsonl"):
-            for count, v in enumerate(values, 1):
-                f.write(json.dumps(dict(zip(columns, v, strict=False)), ensure_ascii=False))
-                f.write("\n")
-        else:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(columns)
-            for count, v in enumerate(values, 1):
-                writer.writerow(v)
-    return count

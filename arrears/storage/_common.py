@@ -1,0 +1,105 @@
+"""Small helpers the stage storage modules share, so each thing is done one way: audit-event
+rows, row locks, chunks of ids under any database's bound-parameter limit, new primary keys,
+and amounts and days as the lender counts them."""
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Connection, CursorResult, Select, select, true
+
+from arrears.currencies import display
+from arrears.storage.tables import audit, hold
+from arrears.vocabulary import Hold
+
+__all__ = [
+    "chunks",
+    "day_start",
+    "event",
+    "for_account",
+    "holds_of",
+    "insert_events",
+    "inserted_id",
+    "locked",
+    "to_precision",
+]
+
+_S = TypeVar("_S", bound=Select[Any])
+
+
+def event(
+    account_id: str | None,
+    at: datetime,
+    kind: str,
+    detail: str,
+    data: dict[str, Any],
+    *,
+    actor: str = "arrears",
+    cycle_id: int | None = None,
+) -> dict[str, Any]:
+    """One audit-event row, for `insert_events`."""
+    return {
+        "account_id": account_id,
+        "at": at,
+        "kind": kind,
+        "detail": detail,
+        "data": data,
+        "actor": actor,
+        "cycle_id": cycle_id,
+    }
+
+
+def insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:
+    """Append audit events in one statement (none: no statement)."""
+    if events:
+        connection.execute(audit.insert(), events)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the one row an `INSERT` statement added."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the statement inserted no row")
+    return int(key[0])
+
+
+def to_precision(amount: Decimal, currency: str) -> Decimal:
+    """An amount at its currency's precision (storage keeps four places for every currency)."""
+    return Decimal(display(amount, currency))
+
+
+def day_start(day: date, zone: str) -> datetime:
+    """The instant a calendar day starts in a time zone, in UTC."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def for_account(account_id: str | None, column: ColumnElement[Any]) -> ColumnElement[bool]:
+    """`column = account_id` on the single-account path; always true for the whole portfolio."""
+    return column == account_id if account_id else true()
+
+
+def locked(statement: _S, connection: Connection) -> _S:
+    """`FOR UPDATE` where the database has row locks (PostgreSQL); SQLite's writer lock already
+    serialises the transactions that call these functions."""
+    return statement.with_for_update() if connection.dialect.name == "postgresql" else statement
+
+
+def chunks(ids: Sequence[str], size: int = 5_000) -> Iterable[list[str]]:
+    """Account ids in slices small enough for any database's limit on bound parameters."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def holds_of(connection: Connection, account_ids: Any) -> dict[str, frozenset[Hold]]:
+    """The holds in force on each of the accounts (accounts without any are left out)."""
+    found: dict[str, set[Hold]] = defaultdict(set)
+    for account_id, kind in connection.execute(
+        select(hold.c.account_id, hold.c.kind).where(
+            hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None)
+        )
+    ):
+        found[account_id].add(Hold(kind))
+    return {k: frozenset(v) for k, v in found.items()}

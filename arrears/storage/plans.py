@@ -1,0 +1,433 @@
+"""Data access for restructuring plans: offers, acceptance, refusal and monitoring.
+
+Every function takes the caller's connection and does not commit: the task owns the
+transaction. `offer_plans` and `monitor_plans` work in bulk for the daily cycle; accepting or
+declining a plan is per account (the CLI, a reply). A plan moves only from the status it was
+read in (rows are locked with `FOR UPDATE` on PostgreSQL), so a cycle run twice repeats nothing.
+"""
+
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from arrears.clock import business_date as lender_date
+from arrears.restructuring import (
+    Loan,
+    PlanError,
+    PlanRules,
+    PlanTerms,
+    choose,
+    monitor,
+    offers,
+    reage_due,
+)
+from arrears.storage._common import (
+    day_start,
+    event,
+    for_account,
+    insert_events,
+    inserted_id,
+    locked,
+    to_precision,
+)
+from arrears.storage.tables import account, payment, plan
+from arrears.vocabulary import Stage
+
+__all__ = ["accept_plan", "current_plan", "decline_plan", "loan_of", "monitor_plans", "offer_plans"]
+
+
+def loan_of(row: Any) -> Loan:
+    c = row.currency
+    return Loan(
+        currency=c,
+        balance=to_precision(row.balance, c),
+        installment=to_precision(row.installment_amount, c),
+        past_due=to_precision(row.past_due_amount, c),
+        oldest_due_date=row.oldest_due_date,
+        next_due_date=row.next_due_date,
+    )
+
+
+def _latest_plans(connection: Connection, account_ids: Any, *, lock: bool = False) -> dict[str, Any]:
+    statement = select(plan).where(plan.c.account_id.in_(account_ids)).order_by(plan.c.updated_at, plan.c.id)
+    latest: dict[str, Any] = {}
+    for r in connection.execute(locked(statement, connection) if lock else statement):
+        latest[r.account_id] = r
+    return latest
+
+
+def current_plan(connection: Connection, account_id: str) -> Any | None:
+    """The account's latest plan row (what the lifecycle reads), or None."""
+    return _latest_plans(connection, [account_id]).get(account_id)
+
+
+def offer_plans(
+    connection: Connection,
+    *,
+    as_of: datetime,
+    business_date: date,
+    rules: PlanRules,
+    cycle_id: int | None = None,
+    account_id: str | None = None,
+) -> int:
+    """Record the offers made to accounts in restructuring that have none for this stay (the
+    lifecycle sent the offer message when it moved them): an `offered` plan whose terms list
+    every offer, the recommended first. Its date starts the offer's expiry."""
+    in_stage = select(account.c.account_id).where(
+        account.c.stage == Stage.RESTRUCTURING.value, for_account(account_id, account.c.account_id)
+    )
+    accounts = connection.execute(select(account).where(account.c.account_id.in_(in_stage))).all()
+    if not accounts:
+        return 0
+    latest = _latest_plans(connection, in_stage)
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for a in accounts:
+        last = latest.get(a.account_id)
+        if last is not None and ((last.terms or {}).get("episode") == a.episode or last.status == "active"):
+            continue
+        try:
+            found = offers(loan_of(a), business_date=business_date, rules=rules)
+        except PlanError:
+            found = []
+        if not found:
+            continue
+        rows.append(
+            {
+                "account_id": a.account_id,
+                "kind": found[0].kind,
+                "status": "offered",
+                "terms": {
+                    "episode": a.episode,
+                    "offered_on": business_date.isoformat(),
+                    "offers": [o.to_json() for o in found],
+                },
+                "created_at": as_of,
+                "updated_at": as_of,
+            }
+        )
+        events.append(
+            event(
+                a.account_id,
+                as_of,
+                "plan",
+                "plan offered: " + "; ".join(o.describe() for o in found),
+                {"status": "offered", "offers": [o.to_json() for o in found]},
+                cycle_id=cycle_id,
+            )
+        )
+    if rows:
+        connection.execute(plan.insert(), rows)
+        insert_events(connection, events)
+    return len(rows)
+
+
+def accept_plan(
+    connection: Connection,
+    *,
+    account_id: str,
+    kind: str | None,
+    months: int | None,
+    at: datetime,
+    business_date: date,
+    actor: str,
+    source: str,
+    rules: PlanRules,
+    data: dict[str, Any] | None = None,
+    cycle_id: int | None = None,
+) -> tuple[int, PlanTerms]:
+    """Make the plan a borrower (by reply) or an agent (by CLI) accepted active; returns its id and
+    terms. PlanError says why not: the account is not delinquent, a reviewer or a court has it, a
+    plan is already active, or the terms do not fit the loan.
+
+    A deferral moves the past due to the end of the term at once (the account is current again,
+    and the lifecycle cures it); an instalment plan leaves it to the payments.
+    """
+    a = connection.execute(
+        locked(select(account).where(account.c.account_id == account_id), connection)
+    ).first()
+    if a is None:
+        raise PlanError(f"no account {account_id!r}")
+    if a.stage not in (Stage.REMINDER, Stage.NEGOTIATION, Stage.RESTRUCTURING):
+        raise PlanError(
+            f"account is in {a.stage}: plans are agreed in reminder, negotiation and restructuring"
+        )
+    last = _latest_plans(connection, [account_id], lock=True).get(account_id)
+    if last is not None and last.status == "active":
+        raise PlanError(f"plan {last.id} is already active")
+    terms = choose(loan_of(a), kind=kind, months=months, business_date=business_date, rules=rules)
+    stored = {
+        **terms.to_json(),
+        "episode": a.episode,
+        "accepted_on": business_date.isoformat(),
+        "accepted_at": at.isoformat(),
+        "accepted_by": actor,
+        "source": source,
+        "on_time": 0,
+        "reaged": False,
+    }
+    this_stay = last is not None and (last.terms or {}).get("episode") == a.episode
+    offered = last if this_stay and last is not None and last.status == "offered" else None
+    if offered is not None:
+        stored["offers"] = (offered.terms or {}).get("offers", [])
+        connection.execute(
+            update(plan)
+            .where(plan.c.id == offered.id)
+            .values(kind=terms.kind, status="active", terms=stored, updated_at=at)
+        )
+        plan_id = offered.id
+    else:
+        plan_id = inserted_id(
+            connection.execute(
+                plan.insert().values(
+                    account_id=account_id,
+                    kind=terms.kind,
+                    status="active",
+                    terms=stored,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+        )
+    extra = data or {}
+    events = [
+        event(
+            account_id,
+            at,
+            "plan",
+            f"plan {plan_id} accepted ({source}): {terms.describe()}",
+            {"plan_id": plan_id, "status": "active", "terms": terms.to_json(), "source": source, **extra},
+            actor=actor,
+            cycle_id=cycle_id,
+        )
+    ]
+    if terms.kind == "deferral":
+        resume = terms.schedule[0].due
+        connection.execute(
+            update(account)
+            .where(account.c.account_id == account_id)
+            .values(past_due_amount=Decimal(0), oldest_due_date=None, next_due_date=resume, updated_at=at)
+        )
+        events.append(
+            event(
+                account_id,
+                at,
+                "plan",
+                f"deferral applied: {a.currency} {terms.deferred} moved to the end of the term, "
+                f"term extended by {terms.term_extension_months} months; "
+                f"past due {a.currency} {terms.past_due} → 0",
+                {
+                    "plan_id": plan_id,
+                    "deferred": str(terms.deferred),
+                    "past_due_before": str(terms.past_due),
+                    "term_extension_months": terms.term_extension_months,
+                    **extra,
+                },
+                actor=actor,
+                cycle_id=cycle_id,
+            )
+        )
+    insert_events(connection, events)
+    return int(plan_id), terms
+
+
+def decline_plan(
+    connection: Connection,
+    *,
+    account_id: str,
+    at: datetime,
+    actor: str,
+    source: str,
+    data: dict[str, Any] | None = None,
+    cycle_id: int | None = None,
+) -> int | None:
+    """The borrower declines the offer: the lifecycle sends a declined offer to review. Returns the
+    plan id, or None when the account has no offer to decline."""
+    a = connection.execute(
+        select(account.c.episode, account.c.stage).where(account.c.account_id == account_id)
+    ).first()
+    if a is None or a.stage != Stage.RESTRUCTURING:
+        return None
+    last = _latest_plans(connection, [account_id], lock=True).get(account_id)
+    extra = data or {}
+    if last is not None and last.status == "offered":
+        connection.execute(
+            update(plan)
+            .where(plan.c.id == last.id, plan.c.status == "offered")
+            .values(status="declined", updated_at=at)
+        )
+        plan_id = last.id
+    elif last is None or last.status != "active":
+        # The offer message went out before its plan row was written (the next cycle writes it).
+        plan_id = inserted_id(
+            connection.execute(
+                plan.insert().values(
+                    account_id=account_id,
+                    kind="deferral",
+                    status="declined",
+                    terms={"episode": a.episode},
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+        )
+    else:
+        return None
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                at,
+                "plan",
+                f"plan offer {plan_id} declined ({source})",
+                {"plan_id": plan_id, "status": "declined", "source": source, **extra},
+                actor=actor,
+                cycle_id=cycle_id,
+            )
+        ],
+    )
+    return int(plan_id)
+
+
+def monitor_plans(
+    connection: Connection,
+    *,
+    as_of: datetime,
+    business_date: date,
+    lender_timezone: str,
+    rules: PlanRules,
+    cycle_id: int | None = None,
+    account_id: str | None = None,
+) -> dict[str, int]:
+    """Check every active plan against the payments received since it was accepted: progress,
+    `completed` (the arrears are repaid: the account is brought current, and cures), `defaulted`
+    (the lifecycle sends the account to review), and re-ageing where the policy allows it.
+    Three queries for all active plans."""
+    active = connection.execute(
+        locked(
+            select(plan).where(plan.c.status == "active", for_account(account_id, plan.c.account_id)),
+            connection,
+        )
+    ).all()
+    counts = {"plans_completed": 0, "plans_defaulted": 0, "plans_reaged": 0}
+    if not active:
+        return counts
+    starts = [
+        date.fromisoformat((p.terms or {}).get("accepted_on", business_date.isoformat())) for p in active
+    ]
+    behind = {
+        r.account_id: r.past_due_amount
+        for r in connection.execute(
+            select(account.c.account_id, account.c.past_due_amount).where(
+                account.c.account_id.in_(select(plan.c.account_id).where(plan.c.status == "active")),
+                for_account(account_id, account.c.account_id),
+            )
+        )
+    }
+    earliest = day_start(min(starts), lender_timezone)
+    with_active = select(plan.c.account_id).where(plan.c.status == "active")
+    received: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for r in connection.execute(
+        select(payment.c.account_id, payment.c.amount, payment.c.received_at).where(
+            payment.c.account_id.in_(with_active),
+            payment.c.received_at >= earliest,
+            payment.c.received_at <= as_of,
+            for_account(account_id, payment.c.account_id),
+        )
+    ):
+        received[r.account_id].append((lender_date(r.received_at, lender_timezone), r.amount))
+    plan_rows: list[dict[str, Any]] = []
+    current: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for p, start in zip(active, starts, strict=True):
+        stored = dict(p.terms or {})
+        terms = PlanTerms.from_json(stored)
+        progress = monitor(
+            terms,
+            [(d, a) for d, a in received.get(p.account_id, []) if d >= start],
+            business_date=business_date,
+            grace_days=rules.grace_days,
+        )
+        status = progress.status
+        reage = status == "active" and reage_due(
+            terms, progress, rules=rules, already=bool(stored.get("reaged"))
+        )
+        if progress.on_time != stored.get("on_time", 0):
+            events.append(
+                event(
+                    p.account_id,
+                    as_of,
+                    "plan",
+                    f"plan {p.id}: {progress.on_time} of {len(terms.schedule)} payments made on time",
+                    {"plan_id": p.id, "on_time": progress.on_time, "paid": str(progress.paid)},
+                    cycle_id=cycle_id,
+                )
+            )
+        if status == "active" and not reage and progress.on_time == stored.get("on_time", 0):
+            continue
+        stored.update(on_time=progress.on_time, paid=str(progress.paid))
+        if status != "active":
+            stored["ended_on"] = business_date.isoformat()
+            events.append(
+                event(
+                    p.account_id,
+                    as_of,
+                    "plan",
+                    f"plan {p.id} {status}: {progress.reason}",
+                    {
+                        "plan_id": p.id,
+                        "status": status,
+                        "paid": str(progress.paid),
+                        "missed": progress.missed.due.isoformat() if progress.missed else None,
+                    },
+                    cycle_id=cycle_id,
+                )
+            )
+            counts[f"plans_{status}"] += 1
+        if reage:
+            stored["reaged"] = True
+            stored["reaged_on"] = business_date.isoformat()
+            counts["plans_reaged"] += 1
+        if (reage or status == "completed") and behind.get(p.account_id, Decimal(0)) > 0:
+            why = (
+                f"re-aged after {progress.on_time} on-time plan payments"
+                if reage
+                else "plan completed: arrears repaid"
+            )
+            current.append({"key": p.account_id, "now": as_of})
+            events.append(
+                event(
+                    p.account_id,
+                    as_of,
+                    "plan",
+                    f"account brought current: {why}",
+                    {
+                        "plan_id": p.id,
+                        "reaged": reage,
+                        "completed": status == "completed",
+                        "past_due_before": str(behind[p.account_id]),
+                    },
+                    cycle_id=cycle_id,
+                )
+            )
+        plan_rows.append({"key": p.id, "status": status, "terms": stored, "now": as_of})
+    if plan_rows:
+        connection.execute(
+            update(plan)
+            .where(plan.c.id == bindparam("key"), plan.c.status == "active")
+            .values(status=bindparam("status"), terms=bindparam("terms"), updated_at=bindparam("now")),
+            plan_rows,
+        )
+    if current:
+        connection.execute(
+            update(account)
+            .where(account.c.account_id == bindparam("key"), account.c.past_due_amount > 0)
+            .values(past_due_amount=Decimal(0), oldest_due_date=None, updated_at=bindparam("now")),
+            current,
+        )
+    insert_events(connection, events)
+    return counts

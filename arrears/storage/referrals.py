@@ -1,0 +1,346 @@
+"""Data access for legal referrals: opening one, its filing draft, submission, refusal and
+dismissal, and the work list the referral flows follow.
+
+Every function takes the caller's connection and does not commit: the task owns the
+transaction. Each step is recorded once, so a referral flow re-run from the top repeats nothing.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, select, update
+
+from arrears.review import ReferralFacts, claim_amount, notices_from
+from arrears.storage._common import event, holds_of, insert_events, inserted_id, to_precision
+from arrears.storage.accounts import lock_accounts
+from arrears.storage.tables import account, audit, borrower, referral
+from arrears.vocabulary import Exit, Hold, Stage
+
+__all__ = [
+    "ReferralState",
+    "open_referral",
+    "record_dismissal",
+    "record_filing_draft",
+    "record_refusal",
+    "record_submission",
+    "referral_facts",
+    "referral_state",
+    "referral_work",
+    "referrals_followed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralState:
+    referral_id: int
+    account_id: str
+    status: str
+    filing_id: str | None
+    claim_amount: Decimal | None
+    opened_at: datetime
+    updated_at: datetime
+    stage: str
+    balance: Decimal
+    currency: str
+
+    @property
+    def paid(self) -> bool:
+        return self.balance <= 0 or self.stage in (Exit.PAID_OFF, Exit.SETTLED)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "referral_id": self.referral_id,
+            "account_id": self.account_id,
+            "status": self.status,
+            "filing_id": self.filing_id,
+            "claim_amount": str(self.claim_amount) if self.claim_amount else None,
+            "stage": self.stage,
+        }
+
+
+def referral_state(connection: Connection, referral_id: int) -> ReferralState | None:
+    r = connection.execute(
+        select(referral, account.c.stage, account.c.balance, account.c.currency)
+        .join(account, account.c.account_id == referral.c.account_id)
+        .where(referral.c.id == referral_id)
+    ).first()
+    if r is None:
+        return None
+    return ReferralState(
+        r.id,
+        r.account_id,
+        r.status,
+        r.filing_id,
+        r.claim_amount,
+        r.opened_at,
+        r.updated_at,
+        r.stage,
+        r.balance,
+        r.currency,
+    )
+
+
+def open_referral(
+    connection: Connection, *, account_id: str, at: datetime, lender: str
+) -> ReferralState | None:
+    """The referral of the account's present stay in legal referral (the latest opened since it
+    entered the stage), opened now with its facts if it has none. None when the account is not in
+    legal referral, or there is nothing to claim."""
+    lock_accounts(connection, [account_id])
+    a = connection.execute(
+        select(account, borrower.c.name.label("borrower_name"))
+        .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
+        .where(account.c.account_id == account_id)
+    ).first()
+    if a is None or a.stage != Stage.LEGAL_REFERRAL:
+        return None
+    existing = connection.execute(
+        select(referral.c.id)
+        .where(referral.c.account_id == account_id, referral.c.opened_at >= a.stage_since)
+        .order_by(referral.c.opened_at.desc(), referral.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if existing is not None:
+        return referral_state(connection, existing)
+    opened = max(at, a.stage_since)
+    events = connection.execute(
+        select(audit.c.kind, audit.c.at, audit.c.detail, audit.c.data)
+        .where(
+            audit.c.account_id == account_id,
+            audit.c.kind.in_(("cure_notice", "vendor_order", "decision", "vehicle_sale")),
+        )
+        .order_by(audit.c.at, audit.c.id)
+    ).all()
+    decision = next((e for e in reversed(events) if e.kind == "decision"), None)
+    # Sale facts (kind `vehicle_sale`, data `proceeds` and `fees`) come from whoever records the
+    # recovery agent's and the auction's reports; none yet means a claim for the balance.
+    sales = [e.data or {} for e in events if e.kind == "vehicle_sale"]
+    fees = sum((Decimal(d.get("fees", "0")) for d in sales), Decimal(0))
+    proceeds = sum((Decimal(d.get("proceeds", "0")) for d in sales), Decimal(0))
+    try:
+        claim = claim_amount(to_precision(a.balance, a.currency), fees, proceeds)
+    except ValueError:
+        return None
+    holds = holds_of(connection, [account_id]).get(account_id, frozenset())
+    referral_id = int(
+        inserted_id(
+            connection.execute(
+                referral.insert().values(
+                    account_id=account_id,
+                    status="draft",
+                    claim_amount=claim,
+                    opened_at=opened,
+                    updated_at=opened,
+                )
+            )
+        )
+    )
+    facts = ReferralFacts(
+        referral_id=referral_id,
+        account_id=account_id,
+        lender=lender,
+        borrower_name=a.borrower_name,
+        jurisdiction=a.jurisdiction,
+        currency=a.currency,
+        balance=to_precision(a.balance, a.currency),
+        fees=fees,
+        sale_proceeds=proceeds,
+        past_due=to_precision(a.past_due_amount, a.currency),
+        oldest_due_date=a.oldest_due_date,
+        days_past_due=a.days_past_due,
+        vin=a.vin,
+        military=Hold.MILITARY in holds,
+        decided_by=(decision.data or {}).get("reviewer") if decision else None,
+        decision_reason=(decision.data or {}).get("reason") if decision else None,
+        opened_on=opened.date(),
+        notices=notices_from([(e.kind, e.at, e.detail) for e in events if e.kind != "decision"]),
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                opened,
+                "referral",
+                f"legal referral {referral_id} opened: claim {a.currency} {claim}",
+                {"referral_id": referral_id, "claim": str(claim), "facts": facts.to_json()},
+            )
+        ],
+    )
+    return referral_state(connection, referral_id)
+
+
+def referral_facts(connection: Connection, referral_id: int) -> ReferralFacts:
+    """The facts stored when the referral opened: every draft of it is built from these."""
+    account_id = connection.execute(
+        select(referral.c.account_id).where(referral.c.id == referral_id)
+    ).scalar_one()
+    for (data,) in connection.execute(
+        select(audit.c.data)
+        .where(audit.c.account_id == account_id, audit.c.kind == "referral")
+        .order_by(audit.c.id)
+    ):
+        if (data or {}).get("referral_id") == referral_id and "facts" in data:
+            return ReferralFacts.from_json(data["facts"])
+    raise LookupError(f"referral {referral_id} has no stored facts")
+
+
+def record_filing_draft(
+    connection: Connection, *, referral_id: int, summary: dict[str, Any], at: datetime
+) -> bool:
+    """Audit the filing as built (claim, court, documents by hash), once per referral."""
+    account_id = connection.execute(
+        select(referral.c.account_id).where(referral.c.id == referral_id)
+    ).scalar_one()
+    for (data,) in connection.execute(
+        select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == "filing")
+    ):
+        if (data or {}).get("referral_id") == referral_id and (data or {}).get("action") == "drafted":
+            return False
+    kinds = ", ".join(d["kind"] for d in summary["documents"])
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                at,
+                "filing",
+                f"filing drafted for {summary['court']} ({summary['case_type']}): "
+                f"claim {summary['currency']} {summary['claim']}; {kinds}",
+                {"referral_id": referral_id, "action": "drafted", **summary},
+            )
+        ],
+    )
+    return True
+
+
+def record_submission(
+    connection: Connection,
+    *,
+    referral_id: int,
+    filing_id: str,
+    status: str,
+    at: datetime,
+    provider: str,
+) -> bool:
+    """Store the court's filing id on the referral, once (a resubmission returns the same id)."""
+    changed = connection.execute(
+        update(referral)
+        .where(referral.c.id == referral_id, referral.c.filing_id.is_(None))
+        .values(filing_id=filing_id, status=status, updated_at=at)
+    ).rowcount
+    if changed:
+        account_id = connection.execute(
+            select(referral.c.account_id).where(referral.c.id == referral_id)
+        ).scalar_one()
+        insert_events(
+            connection,
+            [
+                event(
+                    account_id,
+                    at,
+                    "filing",
+                    f"filing {filing_id} submitted to the court ({status})",
+                    {
+                        "referral_id": referral_id,
+                        "action": "submitted",
+                        "filing_id": filing_id,
+                        "status": status,
+                        "provider": provider,
+                    },
+                    actor=f"court:{provider}",
+                )
+            ],
+        )
+    return bool(changed)
+
+
+def record_refusal(
+    connection: Connection, *, referral_id: int, at: datetime, reason: str, provider: str
+) -> bool:
+    """The gateway refused the filing outright (or lost it): the referral goes back to the legal
+    team's queue as `rejected`, with the reason, like a filing the court rejects."""
+    r = connection.execute(
+        select(referral.c.account_id, referral.c.status, referral.c.filing_id).where(
+            referral.c.id == referral_id
+        )
+    ).one()
+    if r.status == "rejected":
+        return False
+    connection.execute(
+        update(referral).where(referral.c.id == referral_id).values(status="rejected", updated_at=at)
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "court",
+                f"filing {r.filing_id or '(not filed)'}: {r.status} → rejected ({reason})",
+                {
+                    "filing_id": r.filing_id,
+                    "from": r.status,
+                    "to": "rejected",
+                    "reason": reason,
+                    "source": "gateway",
+                    "referral_id": referral_id,
+                },
+                actor=f"court:{provider}",
+            )
+        ],
+    )
+    return True
+
+
+def record_dismissal(
+    connection: Connection, *, referral_id: int, status: str, at: datetime, detail: str
+) -> bool:
+    """The account paid or settled: the referral is withdrawn (`dismissed`, done at the gateway)
+    or waits for counsel to file the dismissal (`dismissing`). Once."""
+    changed = connection.execute(
+        update(referral)
+        .where(referral.c.id == referral_id, referral.c.status.not_in(("dismissed", "dismissing")))
+        .values(status=status, updated_at=at)
+    ).rowcount
+    if changed:
+        account_id = connection.execute(
+            select(referral.c.account_id).where(referral.c.id == referral_id)
+        ).scalar_one()
+        insert_events(
+            connection,
+            [event(account_id, at, "filing", detail, {"referral_id": referral_id, "action": status})],
+        )
+    return bool(changed)
+
+
+def referral_work(connection: Connection) -> list[tuple[str, int, int | None, str | None]]:
+    """Accounts in legal referral, each with its episode, present referral id (None: none opened
+    yet) and that referral's status."""
+    rows = connection.execute(
+        select(account.c.account_id, account.c.episode, referral.c.id, referral.c.status)
+        .select_from(account)
+        .outerjoin(
+            referral,
+            and_(
+                referral.c.account_id == account.c.account_id, referral.c.opened_at >= account.c.stage_since
+            ),
+        )
+        .where(account.c.stage == Stage.LEGAL_REFERRAL.value)
+        .order_by(account.c.account_id, referral.c.id)
+    ).all()
+    latest: dict[str, tuple[str, int, int | None, str | None]] = {}
+    for r in rows:
+        latest[r.account_id] = (r.account_id, r.episode, r.id, r.status)
+    return list(latest.values())
+
+
+def referrals_followed(connection: Connection) -> set[str]:
+    """Accounts whose latest referral a run still follows: not ended, not back with the legal team."""
+    ended = ("judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected")
+    latest: dict[str, str] = {}
+    for r in connection.execute(select(referral.c.account_id, referral.c.status).order_by(referral.c.id)):
+        latest[r.account_id] = r.status
+    return {a for a, status in latest.items() if status not in ended}

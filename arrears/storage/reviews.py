@@ -1,0 +1,575 @@
+"""Data access for repossession reviews: opening them, the cure notice, the reviewer's decision,
+closing them, and the waiting list operators and the review flow runs read.
+
+Every function takes the caller's connection and does not commit: the task owns the
+transaction. A review flow re-run from the top repeats nothing: its cure notice is recorded once
+(`Review.cure_deadline`), its decision once.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from arrears.currencies import display
+from arrears.review import CureNotice, Settled
+from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
+from arrears.storage.accounts import lock_accounts
+from arrears.storage.tables import account, audit, referral, review
+from arrears.vocabulary import Exit, Hold, HoldScope, Stage
+
+__all__ = [
+    "ReviewState",
+    "Waiting",
+    "close_left_reviews",
+    "close_review",
+    "current_review",
+    "open_review",
+    "open_review_states",
+    "open_reviews",
+    "record_cure_notice",
+    "record_decision",
+    "review_state",
+    "reviews_by_run",
+    "set_review_run",
+    "waiting_list",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewState:
+    """A review and its account as a review's steps need them, read fresh at each step."""
+
+    review_id: int
+    account_id: str
+    opened_at: datetime
+    cure_deadline: datetime | None
+    decision: str | None
+    reviewer: str | None
+    reason: str | None
+    decided_at: datetime | None
+    flow_run_id: str | None
+    stage: str
+    stage_since: datetime
+    episode: int
+    jurisdiction: str
+    timezone: str
+    currency: str
+    balance: Decimal
+    past_due: Decimal
+    days_past_due: int
+    vin: str | None
+    holds: frozenset[Hold]
+    prior_cures: int = 0  # earlier reviews of the account that ended because the borrower cured
+
+    @property
+    def closed(self) -> bool:
+        return self.decided_at is not None
+
+    @property
+    def in_review(self) -> bool:
+        return self.stage == Stage.REPOSSESSION_REVIEW
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "review_id": self.review_id,
+            "account_id": self.account_id,
+            "stage": self.stage,
+            "cure_deadline": self.cure_deadline.isoformat() if self.cure_deadline else None,
+            "decision": self.decision,
+            "reviewer": self.reviewer,
+            "reason": self.reason,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "holds": sorted(self.holds),
+        }
+
+
+_CURED = f"closed: account is now {Exit.CURED.value}"
+
+
+def _prior_cures(connection: Connection, account_ids: Any) -> dict[tuple[str, int], int]:
+    """Per (account, review id): how many earlier reviews of the account ended in a cure."""
+    by_account: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+    for r in connection.execute(
+        select(review.c.account_id, review.c.id, review.c.reason)
+        .where(review.c.account_id.in_(account_ids))
+        .order_by(review.c.id)
+    ):
+        by_account[r.account_id].append((r.id, r.reason == _CURED))
+    counts: dict[tuple[str, int], int] = {}
+    for account_id, reviews in by_account.items():
+        cured = 0
+        for review_id, was_cure in reviews:
+            counts[(account_id, review_id)] = cured
+            cured += was_cure
+    return counts
+
+
+def _state(review_row: Any, account_row: Any, holds: frozenset[Hold], prior_cures: int = 0) -> ReviewState:
+    return ReviewState(
+        review_id=review_row.id,
+        account_id=review_row.account_id,
+        opened_at=review_row.opened_at,
+        cure_deadline=review_row.cure_deadline,
+        decision=review_row.decision,
+        reviewer=review_row.reviewer,
+        reason=review_row.reason,
+        decided_at=review_row.decided_at,
+        flow_run_id=review_row.flow_run_id,
+        stage=account_row.stage,
+        stage_since=account_row.stage_since,
+        episode=account_row.episode,
+        jurisdiction=account_row.jurisdiction,
+        timezone=account_row.timezone,
+        currency=account_row.currency,
+        balance=account_row.balance,
+        past_due=account_row.past_due_amount,
+        days_past_due=account_row.days_past_due,
+        vin=account_row.vin,
+        holds=holds,
+        prior_cures=prior_cures,
+    )
+
+
+def review_state(connection: Connection, review_id: int, *, lock: bool = False) -> ReviewState | None:
+    statement = select(review).where(review.c.id == review_id)
+    r = connection.execute(locked(statement, connection) if lock else statement).first()
+    if r is None:
+        return None
+    a = connection.execute(select(account).where(account.c.account_id == r.account_id)).one()
+    cures = _prior_cures(connection, [r.account_id]).get((r.account_id, r.id), 0)
+    return _state(r, a, holds_of(connection, [r.account_id]).get(r.account_id, frozenset()), cures)
+
+
+def current_review(connection: Connection, account_id: str) -> ReviewState | None:
+    """The review of the account's present stay in repossession review (the latest one opened
+    since it entered the stage), or None when it is elsewhere or has none yet."""
+    a = connection.execute(select(account).where(account.c.account_id == account_id)).first()
+    if a is None or a.stage != Stage.REPOSSESSION_REVIEW:
+        return None
+    r = connection.execute(
+        select(review)
+        .where(review.c.account_id == account_id, review.c.opened_at >= a.stage_since)
+        .order_by(review.c.opened_at.desc(), review.c.id.desc())
+        .limit(1)
+    ).first()
+    if r is None:
+        return None
+    cures = _prior_cures(connection, [account_id]).get((account_id, r.id), 0)
+    return _state(r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures)
+
+
+def open_review(
+    connection: Connection,
+    *,
+    account_id: str,
+    at: datetime,
+    flow_run_id: str | None = None,
+) -> ReviewState | None:
+    """The current review of an account in repossession review, opened now if it has none; its
+    flow run is recorded. None when the account is not in review."""
+    lock_accounts(connection, [account_id])
+    found = current_review(connection, account_id)
+    if found is None:
+        a = connection.execute(
+            select(account.c.stage, account.c.stage_since).where(account.c.account_id == account_id)
+        ).first()
+        if a is None or a.stage != Stage.REPOSSESSION_REVIEW:
+            return None
+        opened = max(at, a.stage_since)
+        review_id = inserted_id(
+            connection.execute(
+                review.insert().values(account_id=account_id, opened_at=opened, flow_run_id=flow_run_id)
+            )
+        )
+        insert_events(
+            connection,
+            [
+                event(
+                    account_id,
+                    opened,
+                    "review",
+                    f"repossession review {review_id} opened",
+                    {"review_id": review_id, "flow_run_id": flow_run_id},
+                )
+            ],
+        )
+        return review_state(connection, int(review_id))
+    if flow_run_id and found.flow_run_id != flow_run_id:
+        set_review_run(connection, review_id=found.review_id, flow_run_id=flow_run_id)
+        found = replace(found, flow_run_id=flow_run_id)
+    return found
+
+
+def open_reviews(connection: Connection, *, at: datetime, account_id: str | None = None) -> list[int]:
+    """Open a review for every account in repossession review without one for its present stay
+    (the daily cycle, after advance); returns the new review ids. Two queries and one insert."""
+    waiting = connection.execute(
+        select(account.c.account_id, account.c.stage_since).where(
+            account.c.stage == Stage.REPOSSESSION_REVIEW.value, for_account(account_id, account.c.account_id)
+        )
+    ).all()
+    if not waiting:
+        return []
+    covered = {
+        r.account_id
+        for r in connection.execute(
+            select(review.c.account_id, review.c.opened_at, account.c.stage_since)
+            .join(account, account.c.account_id == review.c.account_id)
+            .where(
+                account.c.stage == Stage.REPOSSESSION_REVIEW.value,
+                review.c.opened_at >= account.c.stage_since,
+                for_account(account_id, account.c.account_id),
+            )
+        )
+    }
+    opened = {w.account_id: max(at, w.stage_since) for w in waiting if w.account_id not in covered}
+    if not opened:
+        return []
+    ids = list(
+        connection.execute(
+            review.insert().returning(review.c.id, review.c.account_id),
+            [{"account_id": a, "opened_at": when, "flow_run_id": None} for a, when in opened.items()],
+        ).all()
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                account_id_,
+                opened[account_id_],
+                "review",
+                f"repossession review {review_id} opened",
+                {"review_id": review_id},
+            )
+            for review_id, account_id_ in ids
+        ],
+    )
+    return [int(review_id) for review_id, _ in ids]
+
+
+def set_review_run(connection: Connection, *, review_id: int, flow_run_id: str) -> None:
+    connection.execute(update(review).where(review.c.id == review_id).values(flow_run_id=flow_run_id))
+
+
+def record_cure_notice(connection: Connection, *, review_id: int, notice: CureNotice) -> bool:
+    """Record the right-to-cure notice and its deadline, once; False if it was recorded before.
+
+    The notice is an audit event (the outbox has no template for it yet) and `Review.cure_deadline`;
+    it is evidence for the filing if the case goes to court.
+    """
+    changed = connection.execute(
+        update(review)
+        .where(review.c.id == review_id, review.c.cure_deadline.is_(None))
+        .values(cure_deadline=notice.deadline)
+    ).rowcount
+    if not changed:
+        return False
+    account_id = connection.execute(select(review.c.account_id).where(review.c.id == review_id)).scalar_one()
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                notice.sent_at,
+                "cure_notice",
+                notice.describe(),
+                {
+                    "review_id": review_id,
+                    "jurisdiction": notice.jurisdiction,
+                    "days": notice.days,
+                    "business_days": notice.business_days,
+                    "last_day": notice.last_day.isoformat(),
+                    "deadline": notice.deadline.isoformat(),
+                    "cure_amount": str(notice.cure_amount),
+                    "currency": notice.currency,
+                    "source": notice.source,
+                },
+            )
+        ],
+    )
+    return True
+
+
+def record_decision(
+    connection: Connection,
+    *,
+    review_id: int,
+    settled: Settled,
+    reviewer: str,
+    reason: str,
+    at: datetime,
+    source: str,
+) -> tuple[ReviewState, bool]:
+    """Store a reviewer's decision on the review, once; the first decision recorded stands (the CLI
+    and the resumed flow run may both record the same one). Returns the state and whether it changed.
+
+    `decided_at` is never before the review could be decided (the end of the cure period): the
+    lifecycle reads decisions taken since the account entered its stage.
+    """
+    state = review_state(connection, review_id, lock=True)
+    if state is None:
+        raise ValueError(f"no review {review_id}")
+    if state.closed:
+        return state, False
+    decided_at = max(at, state.opened_at, state.cure_deadline or state.opened_at)
+    connection.execute(
+        update(review)
+        .where(review.c.id == review_id, review.c.decided_at.is_(None))
+        .values(decision=settled.decision.value, reviewer=reviewer, reason=reason, decided_at=decided_at)
+    )
+    detail = f"reviewer {reviewer} decided {settled.decision.value}: {reason}"
+    if settled.decision is not settled.requested or settled.note:
+        detail += f" ({settled.note})" if settled.note else ""
+    insert_events(
+        connection,
+        [
+            event(
+                state.account_id,
+                decided_at,
+                "decision",
+                detail,
+                {
+                    "review_id": review_id,
+                    "decision": settled.decision.value,
+                    "requested": settled.requested.value,
+                    "reviewer": reviewer,
+                    "reason": reason,
+                    "note": settled.note,
+                    "source": source,
+                },
+                actor=f"reviewer:{reviewer}",
+            )
+        ],
+    )
+    after = review_state(connection, review_id)
+    assert after is not None
+    return after, True
+
+
+def close_review(connection: Connection, *, review_id: int, reason: str, at: datetime) -> bool:
+    """Close an undecided review without a decision (the account cured, paid or was held); the
+    decision column stays empty so the lifecycle reads no decision from it."""
+    state = review_state(connection, review_id, lock=True)
+    if state is None or state.closed:
+        return False
+    closed_at = max(at, state.opened_at)
+    connection.execute(
+        update(review)
+        .where(review.c.id == review_id, review.c.decided_at.is_(None))
+        .values(reason=f"closed: {reason}", decided_at=closed_at)
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                state.account_id,
+                closed_at,
+                "review",
+                f"review {review_id} closed: {reason}",
+                {"review_id": review_id, "closed": reason},
+            )
+        ],
+    )
+    return True
+
+
+def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
+    if not rows:
+        return []
+    ids = sorted({r.account_id for r in rows})
+    accounts = {
+        a.account_id: a for a in connection.execute(select(account).where(account.c.account_id.in_(ids)))
+    }
+    holds = holds_of(connection, ids)
+    cures = _prior_cures(connection, ids)
+    return [
+        _state(
+            r,
+            accounts[r.account_id],
+            holds.get(r.account_id, frozenset()),
+            cures.get((r.account_id, r.id), 0),
+        )
+        for r in rows
+    ]
+
+
+def open_review_states(connection: Connection) -> list[ReviewState]:
+    """Every undecided review of an account in repossession review, oldest first (three queries)."""
+    rows = connection.execute(
+        select(review)
+        .join(account, account.c.account_id == review.c.account_id)
+        .where(
+            review.c.decided_at.is_(None),
+            account.c.stage == Stage.REPOSSESSION_REVIEW.value,
+            review.c.opened_at >= account.c.stage_since,
+        )
+        .order_by(review.c.opened_at, review.c.id)
+    ).all()
+    return _states(connection, rows)
+
+
+def reviews_by_run(connection: Connection, flow_run_ids: Sequence[str]) -> dict[str, ReviewState]:
+    """The reviews these flow runs work on, by run id."""
+    if not flow_run_ids:
+        return {}
+    rows = connection.execute(select(review).where(review.c.flow_run_id.in_(list(flow_run_ids)))).all()
+    return {s.flow_run_id: s for s in _states(connection, rows) if s.flow_run_id}
+
+
+def close_left_reviews(connection: Connection, *, at: datetime, cycle_id: int | None = None) -> int:
+    """Close, in bulk, undecided reviews whose account has left repossession review (cured, paid
+    off, charged off): nothing is left to decide. Their runs, if any, end when next woken."""
+    rows = connection.execute(
+        select(review.c.id, review.c.account_id, review.c.opened_at, account.c.stage)
+        .join(account, account.c.account_id == review.c.account_id)
+        .where(review.c.decided_at.is_(None), account.c.stage != Stage.REPOSSESSION_REVIEW.value)
+    ).all()
+    if not rows:
+        return 0
+    connection.execute(
+        update(review)
+        .where(review.c.id == bindparam("key"), review.c.decided_at.is_(None))
+        .values(reason=bindparam("why"), decided_at=bindparam("at")),
+        [{"key": r.id, "why": f"closed: account is now {r.stage}", "at": max(at, r.opened_at)} for r in rows],
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                max(at, r.opened_at),
+                "review",
+                f"review {r.id} closed: account is now {r.stage}",
+                {"review_id": r.id, "closed": f"account is now {r.stage}"},
+                cycle_id=cycle_id,
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    account_id: str
+    what: str  # review | referral
+    waits_for: str  # cure period | reviewer | hold | court | legal team
+    since: datetime
+    until: datetime | None
+    detail: str
+    jurisdiction: str
+    days_past_due: int
+    past_due: Decimal
+    currency: str
+    ref: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "what": self.what,
+            "waits_for": self.waits_for,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+            "detail": self.detail,
+            "jurisdiction": self.jurisdiction,
+            "days_past_due": self.days_past_due,
+            "past_due_amount": display(self.past_due, self.currency),
+            "currency": self.currency,
+            "id": self.ref,
+        }
+
+
+def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
+    """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
+    referrals (court, or the legal team for a rejected filing), oldest first."""
+    found: list[Waiting] = []
+    for s in open_review_states(connection):
+        blocking = sorted(h for h in s.holds if h.scope is HoldScope.COLLECTION)
+        if blocking:
+            who, since, until, detail = (
+                "hold",
+                s.opened_at,
+                None,
+                f"hold:{blocking[0].value} stops the review",
+            )
+        elif s.cure_deadline is not None and now < s.cure_deadline:
+            who, since, until, detail = (
+                "cure period",
+                s.opened_at,
+                s.cure_deadline,
+                "right-to-cure period running",
+            )
+        else:
+            who, since, until = "reviewer", s.cure_deadline or s.opened_at, None
+            detail = "decide: arrears review decide " + s.account_id + " --decision repossess|legal|negotiate"
+        found.append(
+            Waiting(
+                s.account_id,
+                "review",
+                who,
+                since,
+                until,
+                detail,
+                s.jurisdiction,
+                s.days_past_due,
+                s.past_due,
+                s.currency,
+                s.review_id,
+            )
+        )
+    for r in connection.execute(
+        select(
+            referral,
+            account.c.jurisdiction,
+            account.c.days_past_due,
+            account.c.past_due_amount,
+            account.c.currency,
+            account.c.stage,
+        )
+        .join(account, account.c.account_id == referral.c.account_id)
+        .where(
+            referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
+            account.c.stage == Stage.LEGAL_REFERRAL.value,
+        )
+        .order_by(referral.c.updated_at, referral.c.id)
+    ):
+        if r.status == "rejected":
+            reason = _rejection_reason(connection, r.account_id, r.filing_id) or "no reason given"
+            who, detail = "legal team", f"filing rejected: {reason}"
+        elif r.status in ("draft", "dismissing"):
+            who, detail = "legal team", f"referral {r.status}"
+        else:
+            who, detail = "court", f"filing {r.filing_id} {r.status}"
+        found.append(
+            Waiting(
+                r.account_id,
+                "referral",
+                who,
+                r.updated_at,
+                None,
+                detail,
+                r.jurisdiction,
+                r.days_past_due,
+                r.past_due_amount,
+                r.currency,
+                r.id,
+            )
+        )
+    return sorted(found, key=lambda w: w.since)
+
+
+def _rejection_reason(connection: Connection, account_id: str, filing_id: str | None) -> str | None:
+    reason = None
+    for (data,) in connection.execute(
+        select(audit.c.data)
+        .where(audit.c.account_id == account_id, audit.c.kind == "court")
+        .order_by(audit.c.at, audit.c.id)
+    ):
+        if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == "rejected":
+            reason = (data or {}).get("reason")
+    return reason

@@ -1,0 +1,63 @@
+"""The SQLModel tables as typed SQLAlchemy Core `Table` objects, for the bulk paths.
+
+SQLModel sets `__table__` only at run time, so `Model.__table__` is untyped for mypy; each
+table is named here once, with its type, and storage modules import it from here.
+"""
+
+from sqlalchemy import Table, inspect
+
+from arrears.models import (
+    Account,
+    AccountHold,
+    AuditEvent,
+    Borrower,
+    BureauRecord,
+    ContactPoint,
+    CycleRun,
+    Message,
+    Payment,
+    Plan,
+    Promise,
+    Referral,
+    Review,
+)
+
+__all__ = [
+    "account",
+    "audit",
+    "borrower",
+    "bureau",
+    "contact",
+    "cycle_run",
+    "hold",
+    "message",
+    "payment",
+    "plan",
+    "promise",
+    "referral",
+    "review",
+    "table_of",
+]
+
+
+def table_of(model: type[object]) -> Table:
+    """The Core table of a SQLModel table class."""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+account = table_of(Account)
+audit = table_of(AuditEvent)
+borrower = table_of(Borrower)
+bureau = table_of(BureauRecord)
+contact = table_of(ContactPoint)
+cycle_run = table_of(CycleRun)
+hold = table_of(AccountHold)
+message = table_of(Message)
+payment = table_of(Payment)
+plan = table_of(Plan)
+promise = table_of(Promise)
+referral = table_of(Referral)
+review = table_of(Review)

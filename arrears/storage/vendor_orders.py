@@ -1,0 +1,152 @@
+"""Data access for vendor orders: repossession orders to the recovery agent (no vendor API).
+
+They are audit events of kind `vendor_order` (`data.order_id`, `data.action` placed |
+cancelled) until they get a table. `cancel_vendor_orders` runs in bulk in the daily cycle and on
+import: a payment, plan or hold that overtakes an order cancels it. Functions take the caller's
+connection and do not commit.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from arrears.compliance.holds import PaymentEvent, cancels_repossession
+from arrears.storage._common import event, for_account, holds_of, insert_events
+from arrears.storage.reviews import ReviewState
+from arrears.storage.tables import account, audit, payment, plan, review
+from arrears.vocabulary import DecisionKind, HoldScope, Stage
+
+__all__ = ["VendorOrder", "cancel_vendor_orders", "create_vendor_order", "open_vendor_orders"]
+
+
+@dataclass(frozen=True, slots=True)
+class VendorOrder:
+    order_id: str
+    account_id: str
+    placed_at: datetime
+    review_id: int | None
+
+
+def create_vendor_order(
+    connection: Connection, *, state: ReviewState, at: datetime, reviewer: str
+) -> str | None:
+    """Place the repossession order of an approved review (an audit event: no vendor API), once;
+    returns its id. `cancel_vendor_orders` withdraws it at once if a payment, a plan or a hold
+    follows (regulators' most common finding in auto servicing is a car taken after the borrower
+    paid, because nobody cancelled the agent's order)."""
+    order_id = f"RO-{state.review_id}"
+    existing = [
+        e for e in _order_events(connection, [state.account_id]) if e.data.get("order_id") == order_id
+    ]
+    if existing:
+        return order_id
+    insert_events(
+        connection,
+        [
+            event(
+                state.account_id,
+                at,
+                "vendor_order",
+                f"repossession order {order_id} placed with the recovery agent "
+                f"for vehicle {state.vin or '(no VIN on file)'}",
+                {"order_id": order_id, "action": "placed", "review_id": state.review_id, "vin": state.vin},
+                actor=f"reviewer:{reviewer}",
+            )
+        ],
+    )
+    return order_id
+
+
+def _order_events(connection: Connection, account_ids: Any) -> list[Any]:
+    return list(
+        connection.execute(
+            select(audit.c.id, audit.c.account_id, audit.c.at, audit.c.data)
+            .where(audit.c.kind == "vendor_order", audit.c.account_id.in_(account_ids))
+            .order_by(audit.c.at, audit.c.id)
+        ).all()
+    )
+
+
+def open_vendor_orders(connection: Connection, *, account_id: str | None = None) -> list[VendorOrder]:
+    """Orders placed and not cancelled, for accounts a reviewer ever sent to repossession."""
+    repossessed = select(review.c.account_id).where(
+        review.c.decision == DecisionKind.REPOSSESS.value, for_account(account_id, review.c.account_id)
+    )
+    orders: dict[str, VendorOrder | None] = {}
+    for e in _order_events(connection, repossessed):
+        data = e.data or {}
+        if data.get("action") == "placed":
+            orders[data["order_id"]] = VendorOrder(
+                data["order_id"], e.account_id, e.at, data.get("review_id")
+            )
+        elif data.get("action") == "cancelled":
+            orders[data["order_id"]] = None
+    return [o for o in orders.values() if o is not None]
+
+
+def cancel_vendor_orders(
+    connection: Connection,
+    *,
+    as_of: datetime,
+    cycle_id: int | None = None,
+    account_id: str | None = None,
+) -> int:
+    """Cancel at once every open repossession order whose account has since paid anything,
+    agreed a plan, come under a collection hold, or left review. A few queries per cycle."""
+    # An order placed after `as_of` did not exist yet then (a replayed or simulated timeline).
+    orders = [o for o in open_vendor_orders(connection, account_id=account_id) if o.placed_at <= as_of]
+    if not orders:
+        return 0
+    ids = sorted({o.account_id for o in orders})
+    earliest = min(o.placed_at for o in orders)
+    paid: dict[str, list[Any]] = defaultdict(list)
+    for r in connection.execute(
+        select(payment.c.account_id, payment.c.payment_id, payment.c.amount, payment.c.received_at).where(
+            payment.c.account_id.in_(ids), payment.c.received_at >= earliest, payment.c.received_at <= as_of
+        )
+    ):
+        paid[r.account_id].append(r)
+    plans: dict[str, list[Any]] = defaultdict(list)
+    for active in connection.execute(
+        select(plan.c.account_id, plan.c.id, plan.c.updated_at).where(
+            plan.c.account_id.in_(ids), plan.c.status == "active", plan.c.updated_at >= earliest
+        )
+    ):
+        plans[active.account_id].append(active)
+    holds = holds_of(connection, ids)
+    stages = dict(
+        connection.execute(
+            select(account.c.account_id, account.c.stage).where(account.c.account_id.in_(ids))
+        ).all()
+    )
+    events = []
+    for o in orders:
+        why = None
+        later = [p for p in paid[o.account_id] if p.received_at > o.placed_at and p.amount > 0]
+        held = holds.get(o.account_id, frozenset())
+        if cancels_repossession(held, PaymentEvent(later[0].amount, later[0].received_at) if later else None):
+            if later:
+                p = later[0]
+                why = f"payment {p.payment_id} of {p.amount} received {p.received_at.isoformat()}"
+            else:
+                why = f"hold:{min(h for h in held if h.scope is HoldScope.COLLECTION).value}"
+        elif any(p.updated_at > o.placed_at for p in plans[o.account_id]):
+            why = "a repayment plan was agreed"
+        elif stages.get(o.account_id) != Stage.REPOSSESSION_REVIEW:
+            why = f"account is now {stages.get(o.account_id)}"
+        if why:
+            events.append(
+                event(
+                    o.account_id,
+                    as_of,
+                    "vendor_order",
+                    f"repossession order {o.order_id} cancelled: {why}",
+                    {"order_id": o.order_id, "action": "cancelled", "reason": why},
+                    cycle_id=cycle_id,
+                )
+            )
+    insert_events(connection, events)
+    return len(events)
