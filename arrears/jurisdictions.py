@@ -345,7 +345,8 @@ def resolve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[st
     unknown = set(overrides) - set(_FILES) - {"*"}
     if unknown:
         raise ProfileError(
-            f"profiles: unknown jurisdiction(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FILES))}"
+            f"profiles: unknown jurisdiction(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_FILES))}"
         )
     profiles = {}
     for code, data in _FILES.items():

@@ -45,7 +45,9 @@ class Negotiation(_Section):
     )
     return_grace_days: int = Field(
         default=30,
-        description="After a reviewer returns an account to negotiation, days before days past due escalate it again.",
+        description=(
+            "After a reviewer returns an account to negotiation, days before days past due escalate it again."
+        ),
     )
 
 
