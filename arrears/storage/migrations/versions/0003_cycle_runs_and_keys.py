@@ -1,0 +1,24 @@
+"""one cycle at a time, keyed bureau pulls
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-02 07:30:00
+
+A placeholder in the chain so that work landing in parallel keeps one linear history: it changes
+nothing until its change fills it.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
