@@ -181,7 +181,7 @@ def test_stop_request_between_chunks_rolls_back_every_chunk(tmp_path: Path) -> N
 # Lines as a file may have them: good rows, quotes in every wrong place, CR, blanks, non-ASCII.
 _LINE = st.one_of(
     st.just("GOOD"),
-    st.text(alphabet=st.sampled_from(list('ab,"\r \t;王é') + ["\x00"]), max_size=30),
+    st.text(alphabet=st.sampled_from([*'ab,"\r \t;王é', "\x00"]), max_size=30),
 )
 
 
@@ -224,7 +224,7 @@ def test_property_every_data_line_is_accepted_or_rejected(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_import_subprocess_leaves_nothing_or_everything(tmp_path: Path, sig: signal.Signals) -> None:
-    """`arrears import` killed mid-file (SIGTERM or SIGKILL) leaves none of the file or all of it, and says which."""
+    """`arrears import` killed mid-file (SIGTERM, SIGKILL) leaves none of the file or all, and says which."""
     total = 20_000
     path = write_csv(tmp_path / "a.csv", accounts_records(total))
     url = f"sqlite:///{tmp_path / 'kill.db'}"
