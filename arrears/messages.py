@@ -8,6 +8,8 @@ where the profile requires it the message ends with its opt-out instruction (Reg
 may say.
 """
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -18,9 +20,22 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from arrears.currencies import minor_units
 from arrears.jurisdictions import Profile, profile
 
-__all__ = ["MessageContext", "format_money", "locale_for", "render", "template_params"]
+__all__ = [
+    "DISPLAY_NAME_LENGTH",
+    "MessageContext",
+    "display_name",
+    "format_money",
+    "locale_for",
+    "render",
+    "template_params",
+]
 
 _SYMBOLS = {"CNY": "¥", "USD": "$", "GBP": "£", "EUR": "€"}
+# A name in a message is a greeting, not a field: at most this many characters of it.
+DISPLAY_NAME_LENGTH = 24
+# What a name is made of: letters and marks of any script, spaces, and the joiners of names
+# (O'Brien, Jean-Luc, 阿卜杜·热合曼). The name in a message ends at the first other character.
+_NAME_PART = re.compile(r"(?:[^\W\d_]|[\s'\u2019\u00b7.\-])+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +59,29 @@ def format_money(amount: Decimal, currency: str) -> str:
     return f"{_SYMBOLS.get(currency, currency + ' ')}{amount:,.{places}f}"
 
 
+def display_name(name: str, locale: str) -> str:
+    """The borrower's name as a message greets them: the whole name in zh-CN, the first name
+    elsewhere; only the name's own characters, at most DISPLAY_NAME_LENGTH of them.
+
+    Names are screened at import; this bounds what any stored name can add to a message.
+    """
+    text = unicodedata.normalize("NFKC", name).strip()
+    found = _NAME_PART.match(text)
+    text = " ".join((found.group() if found else "").split())
+    if locale != "zh-CN":
+        text = text.split(" ", 1)[0]
+    if not text:  # no letters at all: the printable characters of the name, as stored
+        text = "".join(ch for ch in name if ch.isprintable()).strip()
+    return text[:DISPLAY_NAME_LENGTH].strip()
+
+
 def template_params(ctx: MessageContext) -> dict[str, str]:
     """The values a template is filled with: stored with the message, and what a template-based
     vendor (Aliyun) receives to render its own pre-approved copy of the same text."""
     locale = locale_for(ctx.jurisdiction)
     return {
         "lender": ctx.lender,
-        "name": ctx.borrower_name if locale == "zh-CN" else ctx.borrower_name.split()[0],
+        "name": display_name(ctx.borrower_name, locale),
         "amount": format_money(ctx.past_due_amount, ctx.currency),
         "installment": format_money(ctx.installment_amount, ctx.currency),
         "days": str(ctx.days_past_due),

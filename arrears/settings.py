@@ -4,11 +4,12 @@ Built through the cached `get_settings()`, never at import time, so that importi
 machine without configuration still works (STYLE.md).
 """
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,7 +17,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "default_home", "get_settings"]
+__all__ = ["Settings", "default_home", "describe_error", "get_settings", "redact_url", "redact_urls"]
+
+# scheme://user:password@host: the password part, wherever a URL is quoted in a message.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@'\"]*:)(?P<secret>[^\s@/'\"]*)(?=@)")
 
 
 def default_home() -> Path:
@@ -127,6 +131,32 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password masked: `https://user:***@host/`. Other URLs are returned as is."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***", url)
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every URL in it masked (an error message quoting a URL)."""
+    return redact_url(text)
+
+
+def describe_error(error: Exception) -> str:
+    """A settings error for one line: each field and what is wrong with it, never its value.
+
+    Pydantic's own message quotes the input (`input_value=...`), which for a credentials field or
+    a database URL is a secret; so only the field names and the rule they break are kept.
+    """
+    if isinstance(error, ValidationError):
+        parts = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        return redact_urls("; ".join(parts))
+    # pydantic-settings' SettingsError names the field and the source, not the value.
+    return redact_urls(str(error).splitlines()[0] if str(error) else type(error).__name__)
 
 
 @lru_cache

@@ -377,10 +377,13 @@ def test_csv_lines_count_the_header_as_line_one(tmp_path: Path) -> None:
     assert [r.line for r in read(path)] == [2, 4]
 
 
-def test_csv_line_of_a_row_after_a_multiline_cell_is_exact(tmp_path: Path) -> None:
-    """A quoted cell spanning lines does not shift the line numbers of later rows."""
+def test_csv_quoted_cell_spanning_lines_rejects_each_of_its_lines(tmp_path: Path) -> None:
+    """Every physical line is one record: a quoted cell spanning lines rejects both, later rows keep their line."""
     path = write_csv(tmp_path / "a.csv", [account_record(borrower_name="Ann\nLee"), account_record()])
-    assert [r.line for r in read(path)] == [2, 4]
+    rows = read(path)
+    assert [r.line for r in rows] == [2, 3, 4]
+    assert rows[0].problem is not None and rows[0].problem.reason.startswith("unterminated quote")
+    assert rows[1].problem is not None and rows[2].problem is None
 
 
 def test_jsonl_first_record_is_line_one_and_numbers_stay_exact(tmp_path: Path) -> None:
@@ -492,15 +495,14 @@ def test_csv_row_with_wrong_field_count_is_a_row_problem(tmp_path: Path) -> None
     assert row.original == ("A-1", "Ann", "extra")
 
 
-def test_invalid_utf8_is_rejected_and_written_back_unchanged(tmp_path: Path) -> None:
-    """A cell that is not UTF-8 rejects its row, and the rejects file keeps its original bytes."""
+def test_invalid_utf8_refuses_the_file_naming_the_byte_offset(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 makes the file unreadable, naming its offset, instead of storing mojibake."""
     path = write_csv(tmp_path / "a.csv", [account_record(borrower_name="Jos\u00e9")])
-    path.write_bytes(path.read_bytes().replace("Jos\u00e9".encode(), b"Jos\xe9"))  # Latin-1 in a UTF-8 file
-    row = read(path)[0]
-    assert row.problem == Rejection(2, "borrower_name", "not valid UTF-8 text")
-    with RejectsWriter(tmp_path / "r.csv", tuple(row.values)) as writer:
-        writer.write(row, [row.problem])
-    assert b",Jos\xe9," in (tmp_path / "r.csv").read_bytes()
+    data = path.read_bytes().replace("Jos\u00e9".encode(), b"Jos\xe9")  # Latin-1 in a UTF-8 file
+    path.write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(UnreadableFile, match=f"not valid utf-8 at byte offset {offset} "):
+        read(path)
 
 
 def test_rejects_file_can_be_imported_again(tmp_path: Path) -> None:
@@ -536,6 +538,7 @@ def test_rejects_file_has_one_line_per_rejected_row(tmp_path: Path) -> None:
     row = RawRow(5, record, record.keys(), tuple(record.values()))
     with RejectsWriter(rejects_path(tmp_path / "a.csv"), ("account_id", "phone")) as writer:
         writer.write(row, [Rejection(5, "phone", "not a phone number"), Rejection(5, "currency", "required")])
+        writer.publish()
     assert (tmp_path / "a.csv.rejects.csv").read_text().splitlines() == [
         "line,field,reason,account_id,phone",
         "5,phone; currency,not a phone number; required,A-1,1",

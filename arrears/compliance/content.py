@@ -3,8 +3,10 @@
 In this order, the first failure names the rule:
 - `content:missing`: there is no body to check, so nothing is sent;
 - `content:threat`, `content:abuse`: a word of the lexicon (lexicon.toml, zh and en, each kind
-  with its sources). The values filled into the template (the borrower's and the lender's names)
-  are taken out first: a borrower called Crook is not an insult, our own words are what we check;
+  with its sources), in the text as the borrower reads it, names included: a name is ours to
+  send, so `王小明，逾期不还将报警抓你坐牢` as a name is a threat. Only the surnames the lexicon
+  lists as names (`[names] allowed`: a borrower called Crook is not an insult) are left out of
+  the names. Names are screened the same way at import (`screen_name`);
 - `content:third-party-debt`: a message to anyone but the debtor says nothing of the debt: no
   debt word, no amount, no figure of the account;
 - `content:identity`: the lender is named (CBA 2026 guideline: on first contact; we ask it of
@@ -23,7 +25,7 @@ from importlib import resources
 
 from arrears.jurisdictions import Profile
 
-__all__ = ["ContentFinding", "check_content", "lexicon"]
+__all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
 
 # Amounts in any of our currencies, before or after the figure.
 _AMOUNT = re.compile(r"[¥$£€]\s?\d|\d[\d,.]*\s?(?:元|块|美元|英镑|欧元|USD|CNY|GBP|EUR|RMB)", re.IGNORECASE)
@@ -43,7 +45,7 @@ class ContentFinding:
 
 @cache
 def lexicon() -> dict[str, dict[str, tuple[str, ...]]]:
-    """kind -> language -> words, as lexicon.toml states them."""
+    """kind -> language (or list) -> words, as lexicon.toml states them."""
     text = (resources.files("arrears.compliance") / "lexicon.toml").read_text(encoding="utf-8")
     return {
         kind: {lang: tuple(words) for lang, words in langs.items()}
@@ -72,10 +74,41 @@ def _find(kind: str, text: str) -> str | None:
     return found.group(0) if found else None
 
 
+# Control characters (C0, C1, DEL) and the bidirectional overrides that make text read otherwise
+# than it is stored (Trojan Source, CVE-2021-42574).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+@cache
+def _surnames() -> re.Pattern[str] | None:
+    """Lexicon words that are also people's surnames: left out of a name before it is checked."""
+    allowed = lexicon().get("names", {}).get("allowed", ())
+    if not allowed:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in allowed) + r")(?!\w)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=16_384)
+def _as_checked(name: str) -> str:
+    """A filled-in name as the word check reads it: without the surnames the lexicon allows."""
+    pattern = _surnames()
+    return pattern.sub(" ", name) if pattern is not None else name
+
+
+def screen_name(name: str) -> ContentFinding | None:
+    """Why a borrower's name cannot be put into a message, or None: it is rendered into every one."""
+    control = _CONTROL.search(name)
+    if control is not None:
+        return ContentFinding(
+            "content:control", f"control character U+{ord(control.group()):04X} in the name"
+        )
+    return _words(_DIGITS.sub("0", _as_checked(_normal(name))))
+
+
 @lru_cache(maxsize=4_096)
 def _words(text: str) -> ContentFinding | None:
-    """The first threat or abuse word in `text`. Cached: `text` is a message with the values it
-    was filled with taken out, so the messages of one template share it."""
+    """The first threat or abuse word in `text`. Cached: runs of digits in `text` are one 0, so
+    the messages of one template to one borrower share it."""
     for kind in ("threat", "abuse"):
         word = _find(kind, text)
         if word:
@@ -115,16 +148,21 @@ def check_content(
         return ContentFinding("content:missing", "no rendered body to check")
     fill = fill or {}
     text = _normal(body)
-    # Our words: the body without the names it was filled with (not ours to judge). Runs of digits
-    # become one 0: no word of the lexicon holds a digit, and the messages of one template then
-    # share one text to check, so the check is cached.
-    ours = text
-    for value in sorted({v for v in (*(fill.get(k) for k in _NAMES), lender) if v}, key=len, reverse=True):
-        ours = ours.replace(_normal_short(value), "\x00")
-    ours = _DIGITS.sub("0", ours)
-    finding = _words(ours)
+    names = sorted({v for v in (*(fill.get(k) for k in _NAMES), lender) if v}, key=len, reverse=True)
+    # Threats and insults are looked for in the whole text the borrower reads, the names in it
+    # too, less the surnames the lexicon allows. Runs of digits become one 0: no word of the
+    # lexicon holds a digit, and the check is cached.
+    read = text
+    for value in names:
+        read = read.replace(_normal_short(value), _as_checked(_normal_short(value)))
+    finding = _words(_DIGITS.sub("0", read))
     if finding is not None:
         return finding
+    # What a third party must not be told is judged on our words: the body without its names.
+    ours = text
+    for value in names:
+        ours = ours.replace(_normal_short(value), "\x00")
+    ours = _DIGITS.sub("0", ours)
     if third_party:
         word = _find("debt", ours)
         figure = next((k for k in _FIGURES if fill.get(k) and _normal(fill[k]) in text), None)

@@ -8,8 +8,8 @@ audit event, no hold.
 
 `upsert_accounts` and `insert_payments` take the caller's connection and do not commit. They read
 what exists with one query per table for the whole chunk and write in bulk with SQLAlchemy Core.
-`run_import` streams a file through them, one transaction per chunk, so memory stays bounded and
-a failure loses at most the chunk it happened in.
+`run_import` streams a file through them chunk by chunk, in one transaction for the whole file:
+memory stays bounded, and a file is stored all or nothing (DESIGN §8).
 """
 
 from collections import defaultdict
@@ -30,6 +30,7 @@ from arrears.importing import (
     Kind,
     PaymentRow,
     Rejection,
+    RejectsUnwritable,
     RejectsWriter,
     Source,
     check_accounts,
@@ -46,8 +47,10 @@ __all__ = [
     "CHUNK_SIZE",
     "SERVICING_COLUMNS",
     "AccountCounts",
+    "ImportInterrupted",
     "ImportSummary",
     "PaymentCounts",
+    "RejectsUnwritable",
     "insert_payments",
     "run_import",
     "upsert_accounts",
@@ -445,6 +448,15 @@ def insert_payments(
 T = TypeVar("T")
 
 
+class ImportInterrupted(Exception):
+    """The import was asked to stop (SIGTERM, Ctrl-C) before it committed: nothing is stored."""
+
+    def __init__(self, reason: str, lines_read: int) -> None:
+        super().__init__(f"{reason} after {lines_read:,} lines were read: nothing was stored")
+        self.reason = reason
+        self.lines_read = lines_read
+
+
 def run_import(
     engine: Engine,
     source: Source,
@@ -452,13 +464,19 @@ def run_import(
     chunk_size: int = CHUNK_SIZE,
     now: datetime | None = None,
     on_progress: Callable[[ImportSummary, int], None] | None = None,
+    stop_requested: Callable[[], str | None] | None = None,
 ) -> ImportSummary:
-    """Check and store every record of `source`; rejected ones go to `FILE.rejects.csv`.
+    """Check and store every record of `source`, all or nothing; rejected ones go to `FILE.rejects.csv`.
 
-    Each chunk of `chunk_size` records is checked, then stored in one transaction. `on_progress`
-    is called after each chunk with the summary so far and the bytes read. A rejects file left by
-    an earlier run is removed when nothing is rejected, so what lies beside the file always
-    describes its last import.
+    The whole file is applied in one transaction, chunk by chunk (`chunk_size` records are
+    checked, then written in bulk), so memory stays bounded and a crash, a kill or an error at any
+    point leaves nothing of the file stored. The rejects file is written and moved into place
+    before the commit; if it cannot be, nothing is committed (RejectsUnwritable).
+
+    Raises, with nothing stored: UnreadableFile (a byte not valid in the file's encoding, met
+    half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a reason; it is
+    asked after every chunk and before the commit), or the database's error. `on_progress` is
+    called after each chunk with the summary so far and the bytes read. Returns when committed.
     """
     now = now or utcnow()
     kind = source.kind
@@ -472,44 +490,62 @@ def run_import(
     checked: Iterator[Checked[Any]] = (
         check_accounts(source.rows()) if kind is Kind.ACCOUNTS else check_payments(source.rows())
     )
+
+    def check_stop() -> None:
+        reason = stop_requested() if stop_requested is not None else None
+        if reason:
+            raise ImportInterrupted(reason, summary.read)
+
     target = rejects_path(source.path)
-    with RejectsWriter(target, source.rejects_header) as rejects:
-        for window in _batched(checked, chunk_size):
-            late = _store_chunk(engine, summary, [item.row for item in window if item.row is not None], now)
-            for item in window:
-                found = item.rejections or tuple(late.get(item.raw.line, ()))
-                summary.read += 1
-                if found:
-                    summary.rejected += 1
-                    rejects.write(item.raw, found)
-                    if len(summary.first_rejections) < 5:
-                        summary.first_rejections.extend(found[: 5 - len(summary.first_rejections)])
-                else:
-                    summary.accepted += 1
-            if on_progress is not None:
-                on_progress(summary, source.bytes_read)
-    if rejects.written:
-        summary.rejects_file = target
-    else:
-        target.unlink(missing_ok=True)
-    if summary.accepted:
-        # A payment or a collection hold cancels a repossession order at once, not at the next
-        # cycle: a repossession after the borrower paid is the finding regulators make most.
-        with engine.begin() as connection:
-            summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
+    with RejectsWriter(target, source.rejects_header) as rejects, engine.connect() as connection:
+        try:
+            with connection.begin():
+                for window in _batched(checked, chunk_size):
+                    late = _store_chunk(
+                        connection, summary, [item.row for item in window if item.row is not None], now
+                    )
+                    for item in window:
+                        found = item.rejections or tuple(late.get(item.raw.line, ()))
+                        summary.read += 1
+                        if found:
+                            summary.rejected += 1
+                            rejects.write(item.raw, found)
+                            if len(summary.first_rejections) < 5:
+                                summary.first_rejections.extend(found[: 5 - len(summary.first_rejections)])
+                        else:
+                            summary.accepted += 1
+                    if on_progress is not None:
+                        on_progress(summary, source.bytes_read)
+                    check_stop()
+                # Every data line is accounted for, or the file is not imported: a record lost between
+                # reading and storing would otherwise go unnoticed.
+                if summary.read != source.data_lines:
+                    raise AssertionError(f"{source.data_lines} data lines but {summary.read} records read")
+                if summary.accepted:
+                    # A payment or a collection hold cancels a repossession order at once, not at the next
+                    # cycle: a repossession after the borrower paid is the finding regulators make most.
+                    summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
+                check_stop()
+                summary.rejects_file = rejects.publish()
+        except BaseException:
+            # The commit failed after the rejects were moved into place: they describe nothing.
+            if summary.rejects_file is not None:
+                summary.rejects_file.unlink(missing_ok=True)
+                summary.rejects_file = None
+            raise
     return summary
 
 
 def _store_chunk(
-    engine: Engine, summary: ImportSummary, rows: list[Any], now: datetime
+    connection: Connection, summary: ImportSummary, rows: list[Any], now: datetime
 ) -> dict[int, list[Rejection]]:
-    """One transaction per chunk. An import running at the same time may insert the same new ids
-    first; the chunk is then read and compared again, once, instead of failing."""
+    """One savepoint per chunk. An import running at the same time (PostgreSQL) may insert the
+    same new ids first; the chunk is then read and compared again, once, instead of failing."""
     if not rows:
         return {}
     for attempt in (1, 2):
         try:
-            with engine.begin() as connection:
+            with connection.begin_nested():
                 if summary.kind is Kind.ACCOUNTS:
                     counts: AccountCounts | PaymentCounts = upsert_accounts(
                         rows, connection=connection, now=now, origin=summary.file.name

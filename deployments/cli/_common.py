@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 
 from arrears.clock import parse_instant
-from arrears.settings import get_settings
+from arrears.files import create_private_file, private_directory
+from arrears.settings import describe_error, get_settings, redact_urls
 from arrears.storage import database_file, get_engine, migrate
 
 __all__ = [
@@ -45,6 +47,12 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __format__(self, spec: str) -> str:
+        # The message quotes what the user gave (paths, ids, values) and is printed with Rich:
+        # formatted into markup (`f"[red]error:[/red] {error}"`), it is escaped so that a `[/x]` in
+        # a path is shown, not parsed. str(error) stays the plain text.
+        return escape(format(str(self), spec))
 
 
 DatabaseOption = Annotated[
@@ -80,8 +88,8 @@ def use_database(database: str | None) -> str:
         get_settings.cache_clear()
     try:
         return get_settings().database_url
-    except ValueError as error:  # a bad ARREARS_* value: pydantic names the field
-        raise CliError(f"invalid settings: {str(error).splitlines()[0:3]}") from None
+    except ValueError as error:  # a bad ARREARS_* value: the fields named, never their values
+        raise CliError(f"invalid settings: {describe_error(error)}") from None
 
 
 def emit_json(value: object) -> None:
@@ -91,12 +99,20 @@ def emit_json(value: object) -> None:
 
 def open_database(url: str, *, create: bool) -> Engine:
     """The engine for `url`, migrated; with create=False a missing database is an error, not a new file."""
-    path = database_file(url)
+    try:
+        path = database_file(url)
+    except Exception as error:  # not a URL at all
+        raise CliError(f"cannot open database: {redact_urls(str(error).splitlines()[0])}") from None
     if not create and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `arrears import accounts FILE` or `arrears demo` first")
     try:
+        if path is not None and not path.exists():
+            # Borrowers' names and phone numbers: the directory 0700, the database 0600 from its
+            # first byte (SQLite gives its -wal and -shm files the database's own mode).
+            private_directory(path.parent)
+            create_private_file(path)
         engine = get_engine(url)
         migrate(engine)
     except Exception as error:  # the driver's own message says what is wrong with the URL or server
-        raise CliError(f"cannot open database: {str(error).splitlines()[0]}") from error
+        raise CliError(f"cannot open database: {redact_urls(str(error).splitlines()[0])}") from None
     return engine

@@ -8,6 +8,7 @@ import typer
 from sqlalchemy import Engine
 
 from arrears.clock import business_date, parse_instant
+from arrears.files import create_private_file, private_directory
 from arrears.importing import Kind, open_source
 from arrears.models import utcnow
 from arrears.settings import default_home, get_settings
@@ -59,16 +60,16 @@ def demo(
     except ValueError as error:
         raise CliError(f"--as-of: {error}") from None
     lender_zone = get_settings().lender_timezone
-    work = default_home() / "demo"
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_directory(default_home() / "demo")  # the generated borrowers are PII-shaped
 
     day0 = business_date(start, lender_zone)
     portfolio = list(generate_portfolio(accounts, seed=seed, business_date=day0))
     accounts_file = work / "accounts.csv"
+    _private_file(accounts_file)
     write_accounts_file(portfolio, accounts_file)
     with console.status(f"importing {accounts:,} accounts"):
         summary = run_import(engine, open_source(accounts_file, Kind.ACCOUNTS))
-    console.print(f"imported {summary.accepted:,} accounts from {accounts_file}")
+    console.print(f"imported {summary.accepted:,} accounts from {accounts_file}", markup=False)
     _seed_profiles(engine, portfolio)
 
     stats: dict[str, Any] = {}
@@ -76,6 +77,7 @@ def demo(
         instant = start + timedelta(days=day)
         if day:
             payments = work / f"payments-{business_date(instant, lender_zone).isoformat()}.csv"
+            _private_file(payments)
             paid = write_payments_file(
                 simulate_payments(
                     _states(engine, portfolio, instant, lender_zone),
@@ -99,6 +101,13 @@ def demo(
         "[bold]prefect server start[/bold] in another terminal, "
         "then [bold]PREFECT_API_URL=http://127.0.0.1:4200/api arrears demo[/bold]"
     )
+
+
+def _private_file(path: Path) -> None:
+    """Recreate `path` empty and 0600, so the file written into it is private from the start and
+    not written through a symlink left at its path."""
+    path.unlink(missing_ok=True)
+    create_private_file(path)
 
 
 def _seed_profiles(engine: Engine, portfolio: list[PortfolioRow]) -> None:

@@ -1,11 +1,14 @@
 """`arrears import accounts|payments FILE`: load the servicing system's files (DESIGN §8).
 
 Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the accepted ones
-stored, the rejected ones in FILE.rejects.csv); 2 the file could not be read at all, nothing
-stored. Accepted plus rejected always equals the rows read, and all three are printed.
+stored, the rejected ones in FILE.rejects.csv); 2 the file could not be read (a byte not valid in
+its encoding, wrong columns) or its rejects could not be written: nothing stored; 1 the database
+failed or the import was stopped (SIGTERM, Ctrl-C): nothing stored. A file is stored all or
+nothing. Accepted plus rejected always equals the data lines of the file, and all are printed.
 """
 
 import json
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -18,9 +21,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from arrears.importing import Kind, UnreadableFile, open_source
-from arrears.storage.importer import ImportSummary, run_import
-from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
+from arrears.importing import DEFAULT_ENCODING, Kind, RejectsUnwritable, UnreadableFile, open_source
+from arrears.storage.importer import ImportInterrupted, ImportSummary, run_import
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    app,
+    console,
+    console_err,
+    open_database,
+    use_database,
+)
 
 __all__ = ["EXIT_REJECTED", "import_app"]
 
@@ -38,54 +49,99 @@ FileArgument = Annotated[
     Path, typer.Argument(help="CSV or JSON Lines (.jsonl, .ndjson) file.", show_default=False)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+EncodingOption = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        help="The file's text encoding: UTF-8 (with or without BOM) by default; GB18030, GBK, Big5, ...",
+    ),
+]
 
 
 @import_app.command("accounts")
-def accounts(file: FileArgument, database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+def accounts(
+    file: FileArgument,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+    encoding: EncodingOption = DEFAULT_ENCODING,
+) -> None:
     """Create or update accounts, borrowers, contact points and holds; never the lifecycle state."""
-    _import(Kind.ACCOUNTS, file, database, as_json)
+    _import(Kind.ACCOUNTS, file, database, as_json, encoding)
 
 
 @import_app.command("payments")
-def payments(file: FileArgument, database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+def payments(
+    file: FileArgument,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+    encoding: EncodingOption = DEFAULT_ENCODING,
+) -> None:
     """Record payments once each (idempotent on payment_id); the next cycle applies them."""
-    _import(Kind.PAYMENTS, file, database, as_json)
+    _import(Kind.PAYMENTS, file, database, as_json, encoding)
 
 
-def _import(kind: Kind, file: Path, database: str | None, as_json: bool) -> None:
+def _import(kind: Kind, file: Path, database: str | None, as_json: bool, encoding: str) -> None:
+    """The one path of both commands: read, check, store all or nothing, report."""
     # The file is checked before the database is opened: a file that cannot be read creates
     # nothing, not even an empty database.
     try:
-        source = open_source(file, kind)
+        source = open_source(file, kind, encoding)
     except UnreadableFile as error:
         raise CliError(str(error)) from None
-    with source:
+    with source, _stop_on_signals() as stop_requested:
         # Payments need their accounts, so they never create a database.
         engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS)
         show = not as_json and console.is_terminal and source.size >= _PROGRESS_FROM_BYTES
-        committed = 0  # rows of the chunks already committed, for an error half-way
         try:
             with _progress(file.name, source.size, show) as advance:
-
-                def progress(summary: ImportSummary, position: int) -> None:
-                    nonlocal committed
-                    committed = summary.read
-                    advance(summary.read, position)
-
-                summary = run_import(engine, source, on_progress=progress)
+                summary = run_import(
+                    engine,
+                    source,
+                    on_progress=lambda summary, position: advance(summary.read, position),
+                    stop_requested=stop_requested,
+                )
+        except (UnreadableFile, RejectsUnwritable) as error:
+            raise CliError(str(error)) from None
+        except ImportInterrupted as error:
+            raise CliError(f"{file}: {error}", exit_code=1) from None
         except SQLAlchemyError as error:
             detail = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise CliError(f"{file}: database error, nothing was stored: {detail}", exit_code=1) from None
+        except OSError as error:
             raise CliError(
-                f"database error after the first {committed:,} rows were committed: {detail}", exit_code=1
+                f"{error.filename or file}: {error.strerror or error}; nothing was stored", 1
             ) from None
-        except OSError as error:  # the rejects file cannot be written, the disk is full...
-            raise CliError(f"{error.filename or file}: {error.strerror or error}", exit_code=1) from None
+        late = stop_requested()
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
         _print(summary)
+        if late:
+            console_err.print(f"{late} arrived after the commit: the whole file is stored", markup=False)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], str | None]]:
+    """SIGTERM and Ctrl-C ask the import to stop between chunks, so it rolls back and says so,
+    instead of dying with the question of what was stored unanswered."""
+    received: list[str] = []
+
+    def handler(number: int, _frame: object) -> None:
+        received.append(signal.Signals(number).name)
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    try:
+        previous = [signal.signal(number, handler) for number in watched]
+    except ValueError:  # not the main thread: nothing to install
+        yield lambda: None
+        return
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for number, before in zip(watched, previous, strict=True):
+            signal.signal(number, before)
 
 
 @contextmanager

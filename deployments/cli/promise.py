@@ -1,12 +1,16 @@
 """`arrears promise add` and `arrears promise list`: promises to pay taken by agents."""
 
-from datetime import date
-from decimal import Decimal, InvalidOperation
+import re
+from datetime import date, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from arrears.storage.accounts import account_story
 from deployments.cli._common import (
     AsOf,
     CliError,
@@ -29,6 +33,38 @@ promise_app = typer.Typer(
 )
 app.add_typer(promise_app, name="promise")
 
+# A promise is for money and days a person can mean: a plain decimal with at most 4 places below
+# 10^14 (what storage holds exactly), due within a year of today, not before it.
+_PLAIN_AMOUNT = re.compile(r"\d{1,14}(?:\.\d{1,4})?", re.ASCII)
+_LONGEST_PROMISE = timedelta(days=366)
+
+
+def _amount(text: str) -> Decimal:
+    """The --amount as money, or a one-line error (NaN, 1e30, -5, 1,000 are not amounts)."""
+    if not _PLAIN_AMOUNT.fullmatch(text.strip()):
+        raise CliError(
+            f"--amount: {text!r} is not an amount: a plain number above zero, at most 14 digits "
+            "and 4 decimal places (e.g. 500 or 412.50)"
+        )
+    value = Decimal(text.strip())
+    if value <= 0:
+        raise CliError(f"--amount: {text!r} must be above zero")
+    return value
+
+
+def _promised_day(text: str, today: date) -> date:
+    """The --date, or a one-line error: a real date from today to a year ahead."""
+    try:
+        due = date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--date: {text!r} is not a date (YYYY-MM-DD)") from None
+    if not today <= due <= today + _LONGEST_PROMISE:
+        raise CliError(
+            f"--date: {text} is outside {today.isoformat()} .. {(today + _LONGEST_PROMISE).isoformat()}"
+        )
+    return due
+
+
 Agent = Annotated[
     str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")
 ]
@@ -47,21 +83,21 @@ def add(
     """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments."""
     from tasks.promises import record_agent_promise
 
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        raise CliError(f"--amount: {amount!r} is not an amount") from None
-    try:
-        due = date.fromisoformat(on)
-    except ValueError:
-        raise CliError(f"--date: {on!r} is not a date (YYYY-MM-DD)") from None
+    value = _amount(amount)
     at = as_of_instant(as_of)
+    due = _promised_day(on, at.date())
     engine = open_database(use_database(database), create=False)
+    with engine.connect() as connection:
+        story = account_story(connection, account_id)
+    if story is None:
+        raise CliError(f"no account {account_id!r}")
+    if value > story.account.balance:
+        raise CliError(f"--amount: {value} exceeds the balance of {account_id} ({story.account.balance})")
     try:
         promise_id = record_agent_promise(
             engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at
         )
-    except ValueError as error:
+    except (ValueError, ArithmeticError) as error:
         raise CliError(f"{account_id}: promise not recorded: {error}") from None
     if json:
         emit_json(
@@ -74,7 +110,11 @@ def add(
             }
         )
     else:
-        console.print(f"{account_id}: promise {promise_id} to pay {value} by {due.isoformat()} recorded")
+        console.print(
+            f"{account_id}: promise {promise_id} to pay {value} by {due.isoformat()} recorded",
+            markup=False,
+            highlight=False,
+        )
 
 
 @promise_app.command("list")
@@ -91,17 +131,22 @@ def list_promises(
     if json:
         emit_json(rows)
         return
-    table = Table(title=f"promises of {account_id}")
+    table = Table(title=f"promises of {escape(account_id)}")
     for column in ("id", "amount", "due", "status", "source", "made", "resolved"):
         table.add_column(column)
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            r["amount"],
-            r["due_date"],
-            r["status"],
-            r["source"],
-            r["created_at"][:16],
-            (r["resolved_at"] or "")[:16],
+            *(
+                Text(str(cell))
+                for cell in (
+                    r["id"],
+                    r["amount"],
+                    r["due_date"],
+                    r["status"],
+                    r["source"],
+                    r["created_at"][:16],
+                    (r["resolved_at"] or "")[:16],
+                )
+            )
         )
     console.print(table)

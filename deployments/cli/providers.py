@@ -24,7 +24,7 @@ import typer
 from pydantic import SecretStr
 from rich.markup import escape
 
-from arrears.settings import get_settings
+from arrears.settings import get_settings, redact_url
 from deployments.cli._common import CliError, app, console, emit_json
 from integrations import registry
 from integrations.court.protocol import FilingNotFound
@@ -61,7 +61,9 @@ class Selection:
     credentials: Mapping[str, str]
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "explicit": self.explicit, "base_url": self.base_url}
+        # A base URL may carry a password (https://user:pass@host): shown masked, used as is.
+        base_url = redact_url(self.base_url) if self.base_url else self.base_url
+        return {"name": self.name, "explicit": self.explicit, "base_url": base_url}
 
 
 def _env_json(variable: str) -> dict[str, str]:

@@ -1,0 +1,96 @@
+"""Writing a user's files safely: private, atomic, and never through a planted symlink.
+
+Every file arrears writes for a user (the SQLite database, the demo's CSV files, an import's
+rejects file) holds borrowers' names and phone numbers, so:
+
+- the data directory is created 0700 and files 0600 at creation, whatever the umask;
+- a file is written to a temporary file beside it and moved into place with `os.replace`, so a
+  reader never sees half a file and a crash leaves the old one; `os.replace` replaces a symlink
+  at the target path instead of following it, so a link planted there cannot redirect the write;
+- a cell that a spreadsheet would run as a formula is neutralised (`safe_cell`, OWASP's advice
+  for CSV injection).
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "FORMULA_PREFIXES",
+    "atomic_write",
+    "create_private_file",
+    "private_directory",
+    "safe_cell",
+    "unsafe_cell",
+]
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+# A cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def private_directory(path: Path) -> Path:
+    """Create `path` (and missing parents) readable by its owner only; an existing one is left as is."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def create_private_file(path: Path) -> bool:
+    """Create `path` empty and 0600 if it does not exist; True if it was created here.
+
+    Used before a library creates the file itself (SQLite), so the file is private from its
+    first byte. A symlink at the path is not followed: O_NOFOLLOW and O_EXCL refuse it.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+@contextmanager
+def atomic_write(
+    path: Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = "", **options: Any
+) -> Iterator[IO[Any]]:
+    """Write `path` through a 0600 temporary file in the same directory, moved into place on success.
+
+    On an error the temporary file is removed and `path` is untouched. Raises OSError when the
+    directory cannot be written.
+    """
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(
+            fd,
+            mode,
+            encoding=None if binary else encoding,
+            newline=None if binary else newline,
+            **options,
+        ) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def safe_cell(value: str) -> str:
+    """The cell a spreadsheet shows as text: a leading formula character gets a `'` before it."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def unsafe_cell(value: str) -> str:
+    """`safe_cell` undone, for a file we wrote ourselves (a rejects file imported again)."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES) else value

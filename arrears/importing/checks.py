@@ -1,0 +1,342 @@
+"""Checking records: one row on its own (`parse_account`, `parse_payment`), then the rules that
+span a file (`check_accounts`, `check_payments`). Nothing here reads a file or the database."""
+
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from typing import Any
+from zoneinfo import available_timezones
+
+import phonenumbers
+
+from arrears.clock import parse_instant
+from arrears.compliance.content import screen_name
+from arrears.currencies import CURRENCY_MINOR_UNITS, ISO_4217
+from arrears.importing.records import (
+    ACCOUNT_OPTIONAL,
+    AccountRow,
+    Checked,
+    PaymentRow,
+    RawRow,
+    Rejection,
+)
+from arrears.jurisdictions import KNOWN_JURISDICTIONS, profile
+from arrears.models import Account, Borrower, Payment
+from arrears.storage.types import MONEY_SCALE
+from arrears.vocabulary import Hold
+
+__all__ = ["check_accounts", "check_payments", "fits_currency", "parse_account", "parse_payment"]
+
+# Money is Numeric(19, 4) on PostgreSQL and a signed 64-bit integer of 1/10^4 units on SQLite:
+# below 10^14 fits both, so a huge amount is a rejection here rather than a failed chunk there.
+_MONEY_LIMIT = Decimal(10) ** (18 - MONEY_SCALE)
+_PLAIN_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # no exponent, NaN, inf or separators
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}", re.ASCII)  # ISO 3779: I, O and Q are never used
+
+
+def _max_length(model: Any, column: str) -> int:
+    """Lengths come from the schema: PostgreSQL refuses a longer value and would fail the chunk."""
+    return int(model.__table__.c[column].type.length)
+
+
+_ID_LENGTH = _max_length(Account, "account_id")
+_BORROWER_ID_LENGTH = _max_length(Borrower, "borrower_id")
+_NAME_LENGTH = _max_length(Borrower, "name")
+_PAYMENT_ID_LENGTH = _max_length(Payment, "payment_id")
+
+
+@cache
+def _zones() -> frozenset[str]:
+    # `localtime` and `Factory` are files of the system's zone database, not places.
+    return frozenset(available_timezones()) - {"localtime", "Factory", "posixrules"}
+
+
+def fits_currency(amount: Decimal, currency: str) -> bool:
+    """Whether `amount` is exact in the currency's minor units (10.50 USD yes, 10.5 JPY no)."""
+    return _places(amount) <= CURRENCY_MINOR_UNITS.get(currency, MONEY_SCALE)
+
+
+def _places(value: Decimal) -> int:
+    """Decimal places that matter: 10.50 has one. Exact, unlike normalize(), at any length."""
+    if value == 0:
+        return 0
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite: _PLAIN_DECIMAL admits no NaN or infinity
+    text = "".join(map(str, digits))
+    return max(0, -exponent - (len(text) - len(text.rstrip("0"))))
+
+
+class _Fields:
+    """Reads the cells of one record, collecting every rejection instead of stopping at the first."""
+
+    def __init__(self, line: int, values: Mapping[str, str]) -> None:
+        self.line = line
+        self.values = values
+        self.rejections: list[Rejection] = []
+
+    def reject(self, name: str, reason: str) -> None:
+        self.rejections.append(Rejection(self.line, name, reason))
+
+    def optional(self, name: str) -> str:
+        return self.values.get(name, "").strip()
+
+    def required(self, name: str, max_length: int | None = None) -> str | None:
+        value = self.optional(name)
+        if not value:
+            self.reject(name, "required")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.reject(name, f"longer than {max_length} characters")
+            return None
+        return value
+
+    def choice(self, name: str, allowed: Collection[str], what: str, listed: bool = False) -> str | None:
+        value = self.required(name)
+        if value is not None and value not in allowed:
+            known = f"; known: {', '.join(sorted(allowed))}" if listed else ""
+            self.reject(name, f"unknown {what} {value!r}{known}")
+            return None
+        return value
+
+    def amount(
+        self, name: str, currency: str | None, *, required: bool = True, positive: bool = False
+    ) -> Decimal | None:
+        text = self.optional(name)
+        if not text:
+            if required:
+                self.reject(name, "required")
+            return None
+        if not _PLAIN_DECIMAL.fullmatch(text):
+            self.reject(name, f"not a plain decimal number: {text!r}")
+            return None
+        value = Decimal(text)
+        if value < 0 or (positive and value == 0):
+            self.reject(name, "must be above zero" if positive else "must not be negative")
+        elif value >= _MONEY_LIMIT:
+            self.reject(name, f"too large (at most {len(str(_MONEY_LIMIT)) - 1} digits before the point)")
+        elif currency is not None and not fits_currency(value, currency):
+            self.reject(
+                name, f"more decimal places than {currency} allows ({CURRENCY_MINOR_UNITS[currency]})"
+            )
+        elif currency is None and _places(value) > MONEY_SCALE:
+            self.reject(name, f"more than {MONEY_SCALE} decimal places")
+        else:
+            return value + 0  # + 0 turns -0 into 0
+        return None
+
+    def day(self, name: str) -> date | None:
+        text = self.optional(name)
+        if not text:
+            return None
+        try:
+            if not _ISO_DATE.fullmatch(text):
+                raise ValueError
+            return date.fromisoformat(text)
+        except ValueError:
+            self.reject(name, f"not a valid date (YYYY-MM-DD): {text!r}")
+            return None
+
+    def phone(self, name: str, region: str | None, *, required: bool = True) -> tuple[str, str | None] | None:
+        """E.164 and the number's region. The number itself never appears in a reason (DESIGN §9)."""
+        text = self.optional(name)
+        if not text:
+            if required:
+                self.reject(name, "required")
+            return None
+        if region is None and not text.startswith("+"):
+            return None  # a local number needs the jurisdiction's region; its rejection says why
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            self.reject(name, "not a phone number")
+            return None
+        # is_valid_number() would look the region up again: it is the slowest part of an import.
+        number_region = phonenumbers.region_code_for_number(number)
+        national = (
+            region is not None
+            and not text.startswith("+")
+            and (number.country_code == phonenumbers.country_code_for_region(region))
+        )
+        if national and number_region is not None and number_region != region:
+            # Written without its country code, the number must be the jurisdiction's: a number of
+            # another region sharing the code (+1 for the US and Canada) is not re-homed there.
+            self.reject(
+                name,
+                f"not a phone number of region {region} (the jurisdiction's); "
+                "a number of another region needs its country code (+...)",
+            )
+            return None
+        if number_region is None or not phonenumbers.is_valid_number_for_region(number, number_region):
+            where = f" for region {region}" if national else ""
+            self.reject(name, f"not a valid phone number{where}")
+            return None
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), number_region
+
+
+def parse_account(
+    line: int, values: Mapping[str, str], present: Collection[str] | None = None
+) -> AccountRow | list[Rejection]:
+    """Check one accounts record on its own; `check_accounts` adds the rules across rows."""
+    f = _Fields(line, values)
+    present = values.keys() if present is None else present
+    account_id = f.required("account_id", _ID_LENGTH)
+    given_borrower_id = f.optional("borrower_id")
+    borrower_id = given_borrower_id or (f"B-{account_id}" if account_id else None)
+    if borrower_id is not None and len(borrower_id) > _BORROWER_ID_LENGTH:
+        f.reject("borrower_id", f"longer than {_BORROWER_ID_LENGTH} characters")
+    borrower_name = f.required("borrower_name", _NAME_LENGTH)
+    if borrower_name is not None:
+        finding = screen_name(borrower_name)
+        if finding is not None:
+            # The name is rendered into every message: a threat or an insult in it would be sent.
+            f.reject("borrower_name", f"{finding.rule}: {finding.detail}")
+            borrower_name = None
+    jurisdiction = f.choice("jurisdiction", KNOWN_JURISDICTIONS, "jurisdiction", listed=True)
+    region = profile(jurisdiction).phone_region if jurisdiction else None
+    phone = f.phone("phone", region)
+    alt_phone = f.phone("alt_phone", region, required=False)
+    timezone = f.choice("timezone", _zones(), "IANA time zone")
+    currency = f.choice("currency", ISO_4217, "ISO 4217 currency code")
+    balance = f.amount("balance", currency)
+    installment = f.amount("installment_amount", currency)
+    past_due = f.amount("past_due_amount", currency)
+    vehicle_value = f.amount("vehicle_value", currency, required=False)
+    apr = f.amount("apr", None, required=False)  # a rate, not money: only storage's 4 places bind it
+    oldest_due = f.day("oldest_due_date")
+    next_due = f.day("next_due_date")
+    if balance is not None and past_due is not None and past_due > balance:
+        f.reject("past_due_amount", f"{past_due} exceeds the balance {balance}")
+    if past_due is not None and f.optional("oldest_due_date") == "":
+        if past_due > 0:
+            f.reject("oldest_due_date", "required when past_due_amount is above zero")
+    elif past_due == 0 and oldest_due is not None:
+        f.reject("oldest_due_date", "must be empty when past_due_amount is zero")
+    vin = f.optional("vin").upper() or None
+    if vin is not None and not _VIN.fullmatch(vin):
+        f.reject("vin", "not a VIN: 17 letters and digits, without I, O or Q")
+    holds: set[Hold] = set()
+    for flag in filter(None, (part.strip() for part in f.optional("flags").split("|"))):
+        try:
+            holds.add(Hold(flag))
+        except ValueError:
+            f.reject("flags", f"unknown hold flag {flag!r}; known: {', '.join(h.value for h in Hold)}")
+    if f.rejections:
+        return f.rejections
+    assert account_id and borrower_id and borrower_name and phone and jurisdiction and timezone and currency
+    assert balance is not None and installment is not None and past_due is not None
+    return AccountRow(
+        line=line,
+        account_id=account_id,
+        borrower_id=borrower_id,
+        borrower_name=borrower_name,
+        phone=phone[0],
+        phone_region=phone[1],
+        timezone=timezone,
+        jurisdiction=jurisdiction,
+        currency=currency,
+        balance=balance,
+        installment_amount=installment,
+        past_due_amount=past_due,
+        oldest_due_date=oldest_due,
+        # The same number twice is one contact point, the primary one.
+        alt_phone=alt_phone[0] if alt_phone and alt_phone[0] != phone[0] else None,
+        alt_phone_region=alt_phone[1] if alt_phone and alt_phone[0] != phone[0] else None,
+        vin=vin,
+        vehicle_value=vehicle_value,
+        apr=apr,
+        next_due_date=next_due,
+        holds=frozenset(holds),
+        borrower_defaulted=not given_borrower_id,
+        absent=frozenset(column for column in ACCOUNT_OPTIONAL if column not in present),
+    )
+
+
+def parse_payment(line: int, values: Mapping[str, str]) -> PaymentRow | list[Rejection]:
+    """Check one payments record on its own. Its currency is the account's, checked when stored."""
+    f = _Fields(line, values)
+    payment_id = f.required("payment_id", _PAYMENT_ID_LENGTH)
+    account_id = f.required("account_id", _ID_LENGTH)
+    amount = f.amount("amount", None, positive=True)  # a payment of nothing moves nothing
+    received_at = None
+    text = f.required("received_at")
+    if text is not None:
+        try:
+            received_at = parse_instant(text)
+        except ValueError as error:
+            f.reject("received_at", str(error))
+    if f.rejections:
+        return f.rejections
+    assert payment_id and account_id and amount is not None and received_at is not None
+    return PaymentRow(
+        line=line, payment_id=payment_id, account_id=account_id, amount=amount, received_at=received_at
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking across rows
+
+
+def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
+    """Check each record and the rules that span the file, lazily, in file order.
+
+    A repeated account_id is rejected naming the first line. A borrower shared by several
+    accounts must keep one name and one phone: otherwise every import would flip them back
+    and forth, and importing the same file twice would not change nothing.
+    """
+    first_line: dict[str, int] = {}
+    borrowers: dict[str, tuple[int, int, int]] = {}  # borrower_id -> line, hash of name, of phone
+    for raw in records:
+        if raw.problem is not None:
+            yield Checked(raw, None, (raw.problem,))
+            continue
+        result = parse_account(raw.line, raw.values, raw.present)
+        rejections = result if isinstance(result, list) else []
+        account_id = raw.values.get("account_id", "").strip()
+        if account_id:
+            first = first_line.setdefault(account_id, raw.line)
+            if first != raw.line:
+                rejections.append(Rejection(raw.line, "account_id", f"duplicate of line {first}"))
+        if isinstance(result, AccountRow) and not rejections:
+            seen = borrowers.setdefault(
+                result.borrower_id, (raw.line, hash(result.borrower_name), hash(result.phone))
+            )
+            for name, index, value in (
+                ("borrower_name", 1, result.borrower_name),
+                ("phone", 2, result.phone),
+            ):
+                if seen[index] != hash(value):
+                    rejections.append(
+                        Rejection(
+                            raw.line, name, f"differs from line {seen[0]} for borrower {result.borrower_id}"
+                        )
+                    )
+        if rejections:
+            yield Checked(raw, None, tuple(rejections))
+        else:
+            assert isinstance(result, AccountRow)
+            yield Checked(raw, result)
+
+
+def check_payments(records: Iterable[RawRow]) -> Iterator[Checked[PaymentRow]]:
+    """Check each record lazily; a payment_id seen before must carry the same payment.
+
+    The same payment twice is accepted (storing it is idempotent); a different one under the
+    same id is rejected naming the first line.
+    """
+    first: dict[str, tuple[int, int]] = {}  # payment_id -> line, hash of content
+    for raw in records:
+        if raw.problem is not None:
+            yield Checked(raw, None, (raw.problem,))
+            continue
+        result = parse_payment(raw.line, raw.values)
+        if isinstance(result, list):
+            yield Checked(raw, None, tuple(result))
+            continue
+        line, content = first.setdefault(result.payment_id, (raw.line, hash(result.content)))
+        if content != hash(result.content):
+            yield Checked(raw, None, (Rejection(raw.line, "payment_id", f"conflicts with line {line}"),))
+        else:
+            yield Checked(raw, result)

@@ -1,0 +1,323 @@
+"""Reading an accounts or payments file, one physical line at a time.
+
+Every line of the file after a CSV's header is one record: a quote never joins lines, so a stray
+or unterminated quote rejects its own line and no other (`csv` reading a whole stream would take
+every line up to the next quote into one cell and lose them). A blank line is no record. So the
+records read are the non-blank data lines of the file, counted from its bytes.
+
+Text is decoded strictly in the file's encoding (UTF-8, with or without a BOM, unless told
+otherwise): a byte sequence that is not valid in it raises `UnreadableFile` naming its byte
+offset, whenever it is met, and the importer then stores nothing. Nothing is ever guessed or
+replaced, so a GBK file read as UTF-8 never becomes mojibake in the database.
+"""
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal, Self
+
+from arrears.files import unsafe_cell
+from arrears.importing.records import (
+    COLUMNS,
+    MAY_BE_EMPTY,
+    REJECT_COLUMNS,
+    REQUIRED,
+    Kind,
+    RawRow,
+    Rejection,
+    UnreadableFile,
+)
+
+__all__ = ["DEFAULT_ENCODING", "Source", "check_encoding", "open_source"]
+
+DEFAULT_ENCODING = "utf-8"
+# Encodings whose bytes for a line depend on the lines before it: a line cannot be read alone.
+_STATEFUL = ("utf_7", "hz", "iso2022")
+_ASCII_PROBE = 'account_id,;\t"{}:\r\n'
+
+
+def check_encoding(name: str) -> str:
+    """The codec name for `name`, or UnreadableFile if a line cannot be decoded on its own in it.
+
+    Supported: the ASCII-compatible, stateless encodings (UTF-8, GB18030, GBK, Big5, Shift_JIS,
+    Latin-1, Windows-125x, ...). UTF-16 and UTF-32 files are to be saved as UTF-8 first.
+    """
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise UnreadableFile(f"--encoding: unknown encoding {name!r}") from None
+    try:
+        compatible = _ASCII_PROBE.encode(codec) == _ASCII_PROBE.encode("ascii")
+    except (UnicodeError, LookupError):
+        compatible = False
+    if not compatible or codec.startswith(_STATEFUL):
+        raise UnreadableFile(
+            f"--encoding: {name!r} is not supported (lines must be readable one by one, with ASCII "
+            "punctuation): save the file as UTF-8"
+        )
+    return codec
+
+
+class Source:
+    """An open accounts or payments file whose header (or first record) has been checked."""
+
+    format: Literal["csv", "jsonl"]
+
+    def __init__(self, path: Path, kind: Kind, binary: IO[bytes], encoding: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.encoding = encoding
+        self._binary = binary
+        self.size = path.stat().st_size
+        self.columns: tuple[str, ...] = ()  # data columns in file order (without a rejects prefix)
+        self.ignored_columns: tuple[str, ...] = ()  # columns that are not part of the contract
+        self.data_lines = 0  # non-blank lines read after the header: one record each
+        self._position = 0
+        self._number = 0
+        self._bom = encoding in ("utf-8", "utf_8", "utf-8-sig", "utf_8_sig")
+
+    @property
+    def bytes_read(self) -> int:
+        """How far reading has got, for a progress bar."""
+        return self._position
+
+    @property
+    def rejects_header(self) -> tuple[str, ...]:
+        """The columns of `original` in every RawRow, written after line, field, reason."""
+        raise NotImplementedError
+
+    def rows(self) -> Iterator[RawRow]:
+        raise NotImplementedError
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """(line number, text without its line break) for each physical line, decoded strictly."""
+        for raw in self._binary:
+            start, self._position = self._position, self._position + len(raw)
+            self._number += 1
+            body = raw[:-1] if raw.endswith(b"\n") else raw
+            skipped = 0
+            if start == 0 and self._bom and body.startswith(codecs.BOM_UTF8):
+                body, skipped = body[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+            try:
+                text = body.decode(self.encoding)
+            except UnicodeDecodeError as error:
+                offset = start + skipped + error.start
+                hint = " (try --encoding gb18030 for a Chinese file)" if self._bom else ""
+                raise UnreadableFile(
+                    f"{self.path}: not valid {self.encoding} at byte offset {offset} (line "
+                    f"{self._number}): nothing stored{hint}"
+                ) from None
+            yield self._number, text.removesuffix("\r")
+
+    def close(self) -> None:
+        self._binary.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(path: Path, kind: Kind, encoding: str = DEFAULT_ENCODING) -> Source:
+    """Open `path` and check that it is a CSV or JSON Lines file of `kind` in `encoding`.
+
+    The format follows the extension (.csv, .jsonl, .ndjson) or, failing that, the first
+    character. Raises UnreadableFile with a message fit for one line.
+    """
+    codec = check_encoding(encoding)
+    try:
+        binary = path.open("rb")
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UnreadableFile(f"{path}: is a directory, not a file") from None
+    except OSError as error:
+        raise UnreadableFile(f"{path}: {error.strerror or error}") from None
+    try:
+        head = binary.peek(65536)[:65536]
+        if b"\x00" in head:
+            raise UnreadableFile(
+                f"{path}: binary content (NUL bytes), not a CSV or JSON Lines file; "
+                "a UTF-16 file must be saved as UTF-8"
+            )
+        suffix = path.suffix.lower()
+        is_jsonl = suffix in (".jsonl", ".ndjson") or (
+            suffix != ".csv" and head.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"{")
+        )
+        source: Source = (
+            _JsonlSource(path, kind, binary, codec) if is_jsonl else _CsvSource(path, kind, binary, codec)
+        )
+    except BaseException:
+        binary.close()
+        raise
+    return source
+
+
+def _problem(line: int, values: dict[str, str]) -> Rejection | None:
+    """What no stored text may hold: PostgreSQL refuses NUL, and a lone surrogate is no text."""
+    for name, value in values.items():
+        if "\x00" in value:
+            return Rejection(line, name, "contains a NUL character")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return Rejection(line, name, "not valid Unicode text (a lone surrogate)")
+    return None
+
+
+# The csv module's messages, said for people who edit CSV files in a spreadsheet or by hand.
+_CSV_REASONS = {
+    "unexpected end of data": "unterminated quote: a quoted cell must be closed on its own line",
+    "',' expected after '\"'": 'text after a closing quote (a quote inside a cell is written "")',
+}
+
+
+class _CsvSource(Source):
+    format = "csv"
+
+    def __init__(self, path: Path, kind: Kind, binary: IO[bytes], encoding: str) -> None:
+        super().__init__(path, kind, binary, encoding)
+        self._iter = self._lines()
+        first = next(self._iter, None)
+        if first is None or not first[1].strip():
+            raise UnreadableFile(f"{path}: empty file, no header")
+        # Spreadsheets in much of Europe save with semicolons; a header never holds the separator.
+        self.delimiter = max(",;\t", key=first[1].count)
+        try:
+            header = [name.strip() for name in self._cells(first[1])]
+        except csv.Error as error:
+            raise UnreadableFile(f"{path}: not a CSV file ({error})") from None
+        self._skip = len(REJECT_COLUMNS) if tuple(header[:3]) == REJECT_COLUMNS else 0
+        if self._skip:
+            header = [unsafe_cell(name) for name in header]
+        self.columns = tuple(header[self._skip :])
+        seen: set[str] = set()
+        for name in self.columns:
+            if name in seen:
+                raise UnreadableFile(f"{path}: column {name!r} appears twice in the header")
+            seen.add(name)
+        missing = [name for name in REQUIRED[kind] if name not in seen]
+        if missing:
+            raise UnreadableFile(f"{path}: missing required columns for {kind}: {', '.join(missing)}")
+        contract = set(COLUMNS[kind])
+        self.ignored_columns = tuple(name for name in self.columns if name not in contract)
+        self._present = frozenset(self.columns)
+
+    def _cells(self, text: str) -> list[str]:
+        if '"' not in text and "\r" not in text:
+            return text.split(self.delimiter)  # what csv would make of it, many times faster
+        return next(csv.reader((text,), delimiter=self.delimiter, strict=True))
+
+    @property
+    def rejects_header(self) -> tuple[str, ...]:
+        return self.columns
+
+    def rows(self) -> Iterator[RawRow]:
+        width, skip, columns = len(self.columns), self._skip, self.columns
+        for line, text in self._iter:
+            if not text.strip():
+                continue  # a blank line is not a record
+            self.data_lines += 1
+            try:
+                cells = self._cells(text)
+            except csv.Error as error:
+                reason = _CSV_REASONS.get(str(error), f"unreadable CSV: {error}")
+                if "new-line character" in str(error):
+                    reason = "a carriage return (CR) inside the line, outside quotes"
+                yield RawRow(line, {}, self._present, (text,), Rejection(line, "row", reason))
+                continue
+            cells = cells[skip:]
+            if skip:
+                cells = [unsafe_cell(cell) for cell in cells]
+            original = tuple(cells)
+            values = dict(zip(columns, cells, strict=False))
+            problem = None
+            if len(cells) != width:
+                problem = Rejection(line, "row", f"has {len(cells)} fields, the header has {width}")
+            elif "\x00" in text:
+                problem = _problem(line, values)
+            yield RawRow(line, values, self._present, original, problem)
+
+
+class _JsonlSource(Source):
+    """JSON Lines: one object per line. The first record stands for a header: if it lacks a
+    required key, the file is taken for the wrong kind and refused whole."""
+
+    format = "jsonl"
+
+    def __init__(self, path: Path, kind: Kind, binary: IO[bytes], encoding: str) -> None:
+        super().__init__(path, kind, binary, encoding)
+        self.columns = COLUMNS[kind]
+        self._iter = self._lines()
+        self._first = next(((n, t) for n, t in self._iter if t.strip()), None)
+        if self._first is None:
+            return  # no records: nothing to import, nothing wrong
+        number, text = self._first
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            raise UnreadableFile(f"{path}: line {number} is not a JSON object: not a JSON Lines file")
+        missing = [k for k in REQUIRED[kind] if k not in record and k not in MAY_BE_EMPTY]
+        if missing:
+            raise UnreadableFile(
+                f"{path}: line {number} lacks fields required for {kind}: {', '.join(missing)}"
+            )
+        contract = set(self.columns)
+        self.ignored_columns = tuple(k for k in record if k not in contract)
+
+    @property
+    def rejects_header(self) -> tuple[str, ...]:
+        return (*self.columns, "json")
+
+    def rows(self) -> Iterator[RawRow]:
+        if self._first is None:
+            return
+        self.data_lines += 1
+        yield self._record(*self._first)
+        for number, text in self._iter:
+            if text.strip():
+                self.data_lines += 1
+                yield self._record(number, text)
+
+    def _record(self, line: int, text: str) -> RawRow:
+        problem = None
+        values: dict[str, str] = {}
+        try:
+            # Numbers stay text, so money is never a float and NaN or 1e3 are rejected as such.
+            record = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+        except ValueError as error:
+            record, problem = (
+                None,
+                Rejection(line, "row", f"not a JSON object: {getattr(error, 'msg', error)}"),
+            )
+        if record is not None and not isinstance(record, dict):
+            problem = Rejection(line, "row", "not a JSON object")
+        elif isinstance(record, dict):
+            for key, value in record.items():
+                if value is None:
+                    values[key] = ""
+                elif isinstance(value, str):
+                    values[key] = value
+                elif key == "flags" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    values[key] = "|".join(value)
+                elif problem is None:
+                    problem = Rejection(line, key, f"expected text or a number, got {json.dumps(value)}")
+            if problem is None:
+                problem = _problem(line, values)
+        original = (*(_writable(values.get(name, "")) for name in self.columns), text)
+        return RawRow(line, values, frozenset(values), original, problem)
+
+
+def _writable(value: str) -> str:
+    """A JSON escape such as \\ud800 cannot be written as UTF-8; the json column keeps the original."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value

@@ -1,0 +1,134 @@
+"""What an import reads and decides: the records of a file, checked rows and rejections."""
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from arrears.vocabulary import Hold
+
+__all__ = [
+    "ACCOUNT_OPTIONAL",
+    "ACCOUNT_REQUIRED",
+    "COLUMNS",
+    "MAY_BE_EMPTY",
+    "PAYMENT_REQUIRED",
+    "REJECT_COLUMNS",
+    "REQUIRED",
+    "AccountRow",
+    "Checked",
+    "Kind",
+    "PaymentRow",
+    "RawRow",
+    "Rejection",
+    "UnreadableFile",
+]
+
+
+class Kind(StrEnum):
+    ACCOUNTS = "accounts"
+    PAYMENTS = "payments"
+
+
+ACCOUNT_REQUIRED = (
+    "account_id",
+    "borrower_name",
+    "phone",
+    "timezone",
+    "jurisdiction",
+    "currency",
+    "balance",
+    "installment_amount",
+    "past_due_amount",
+    "oldest_due_date",
+)
+# next_due_date is not in DESIGN §8 yet; the lifecycle's courtesy reminder reads it, and only the
+# servicing system knows it.
+ACCOUNT_OPTIONAL = ("borrower_id", "alt_phone", "vin", "vehicle_value", "apr", "flags", "next_due_date")
+PAYMENT_REQUIRED = ("payment_id", "account_id", "amount", "received_at")
+MAY_BE_EMPTY = frozenset({"oldest_due_date"})  # required as a column, empty when the account is current
+
+REQUIRED = {Kind.ACCOUNTS: ACCOUNT_REQUIRED, Kind.PAYMENTS: PAYMENT_REQUIRED}
+COLUMNS = {Kind.ACCOUNTS: ACCOUNT_REQUIRED + ACCOUNT_OPTIONAL, Kind.PAYMENTS: PAYMENT_REQUIRED}
+# A rejects file starts with these; importing it again (after fixing it) skips them.
+REJECT_COLUMNS = ("line", "field", "reason")
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be imported (missing, not CSV or JSON Lines, wrong columns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    line: int  # in the file: the header is line 1 of a CSV, the first record line 1 of JSON Lines
+    field: str  # a column name, or "row" when the row as a whole could not be read
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One record as the file has it, before any check."""
+
+    line: int
+    values: Mapping[str, str]  # column -> text, "" for empty or null
+    present: Collection[str]  # the columns this record carries (the header, for a CSV)
+    original: tuple[str, ...]  # what a rejects file must reproduce, cell by cell
+    problem: Rejection | None = None  # the record could not even be split into columns
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    line: int
+    account_id: str
+    borrower_id: str
+    borrower_name: str
+    phone: str  # E.164
+    phone_region: str | None  # the number's own ISO 3166 region, not the jurisdiction's
+    timezone: str
+    jurisdiction: str
+    currency: str
+    balance: Decimal
+    installment_amount: Decimal
+    past_due_amount: Decimal
+    oldest_due_date: date | None
+    alt_phone: str | None = None
+    alt_phone_region: str | None = None
+    vin: str | None = None
+    vehicle_value: Decimal | None = None
+    apr: Decimal | None = None
+    next_due_date: date | None = None
+    holds: frozenset[Hold] = frozenset()
+    # No borrower_id was given: a new account gets `B-<account_id>`, a stored one keeps its
+    # borrower (moving it would leave the borrower's opt-outs behind on the old contact points).
+    borrower_defaulted: bool = False
+    # Optional columns the record does not carry: their stored values stay as they are (an empty
+    # cell clears a value; a missing column says nothing about it).
+    absent: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    line: int
+    payment_id: str
+    account_id: str
+    amount: Decimal
+    received_at: datetime  # aware, UTC
+
+    @property
+    def content(self) -> tuple[str, Decimal, datetime]:
+        """What must match for the same payment_id to count as the same payment."""
+        return (self.account_id, self.amount, self.received_at)
+
+
+R = TypeVar("R", AccountRow, PaymentRow)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[R]):
+    """A record and its verdict: a row, or the reasons it was rejected."""
+
+    raw: RawRow
+    row: R | None
+    rejections: tuple[Rejection, ...] = ()

@@ -1,0 +1,255 @@
+"""Issue 10: nothing a file or a crash does loses a record or stores half a file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select
+
+from arrears.compliance.content import check_content
+from arrears.importing import Kind, UnreadableFile, open_source, parse_account
+from arrears.jurisdictions import profile
+from arrears.models import Account, Borrower
+from arrears.storage import get_engine, migrate
+from arrears.storage.importer import ImportInterrupted, RejectsUnwritable, run_import
+from tests.factories import account_record, accounts_records, write_csv
+
+HEADER = ",".join(account_record())
+
+
+def count(engine: Engine, model: type = Account) -> int:
+    with engine.connect() as connection:
+        table = model.__table__  # type: ignore[attr-defined]
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def data_lines(data: bytes, *, header: bool = True) -> int:
+    """Non-blank lines after the header, counted from the raw bytes (the import's contract)."""
+    lines = data.split(b"\n")[1 if header else 0 :]
+    return sum(1 for line in lines if line.decode("utf-8", "replace").strip())
+
+
+def fresh(tmp_path: Path, name: str = "arrears.db") -> Engine:
+    engine = get_engine(f"sqlite:///{tmp_path / name}")
+    migrate(engine)
+    return engine
+
+
+def test_stray_quote_rejects_its_own_line_and_loses_none(tmp_path: Path) -> None:
+    """A stray quote on line 3 rejects line 3 alone: every other line of the file is stored."""
+    records = list(accounts_records(50))
+    path = write_csv(tmp_path / "a.csv", records)
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"Borrower 1", b'"Borrower 1', 1)
+    path.write_bytes(b"\n".join(lines))
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source)
+    assert (summary.read, summary.accepted, summary.rejected) == (50, 49, 1)
+    assert summary.first_rejections[0].line == 3
+    assert "unterminated quote" in summary.first_rejections[0].reason
+    assert count(engine) == 49
+
+
+def test_gbk_file_read_as_utf8_stores_nothing_and_names_the_byte_offset(tmp_path: Path) -> None:
+    """A GBK file without --encoding is refused naming the first bad byte, with nothing stored."""
+    record = account_record(borrower_name="王小明", phone="13812345678", jurisdiction="CN")
+    record |= {"timezone": "Asia/Shanghai", "currency": "CNY"}
+    path = write_csv(tmp_path / "a.csv", [account_record(), record])
+    text = path.read_text(encoding="utf-8")
+    path.write_bytes(text.encode("gbk"))
+    engine = fresh(tmp_path)
+    offset = text.encode("gbk").index("王".encode("gbk"))
+    with (
+        pytest.raises(UnreadableFile, match=f"byte offset {offset} "),
+        open_source(path, Kind.ACCOUNTS) as source,
+    ):
+        run_import(engine, source)
+    assert count(engine) == 0 and count(engine, Borrower) == 0
+
+
+def test_gbk_file_with_its_encoding_stores_the_names_as_written(tmp_path: Path) -> None:
+    """With --encoding gb18030 the same GBK file stores the Chinese name exactly."""
+    record = account_record(borrower_name="王小明", phone="13812345678", jurisdiction="CN")
+    record |= {"timezone": "Asia/Shanghai", "currency": "CNY"}
+    path = write_csv(tmp_path / "a.csv", [record])
+    path.write_bytes(path.read_text(encoding="utf-8").encode("gbk"))
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS, "gb18030") as source:
+        summary = run_import(engine, source)
+    assert summary.accepted == 1
+    with engine.connect() as connection:
+        assert connection.execute(select(Borrower.__table__.c.name)).scalar_one() == "王小明"  # type: ignore[attr-defined]
+
+
+def test_national_number_of_another_region_is_rejected_not_rehomed() -> None:
+    """A US-CA row whose number without +1 is Canadian is rejected, not stored as a CA number."""
+    result = parse_account(2, account_record(phone="(204) 234-5678"))
+    assert isinstance(result, list)
+    assert [r.field for r in result] == ["phone"] and "region US" in result[0].reason
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("王小明，逾期不还将报警抓你坐牢", "content:threat"),
+        ("老赖", "content:abuse"),
+        ("Ann\x1b[2JLee", "content:control"),
+    ],
+)
+def test_name_carrying_a_threat_slur_or_control_is_rejected_naming_the_rule(name: str, rule: str) -> None:
+    """A borrower_name holding a threat, a slur or a control character is rejected at import with the rule."""
+    result = parse_account(2, account_record(borrower_name=name))
+    assert isinstance(result, list)
+    assert result[0].field == "borrower_name" and result[0].reason.startswith(rule)
+
+
+def test_surname_that_is_a_lexicon_word_is_accepted() -> None:
+    """A borrower called Crook is not an insult: the lexicon's allowed surnames pass."""
+    assert not isinstance(parse_account(2, account_record(borrower_name="Dana Crook")), list)
+
+
+def test_content_check_reads_the_name_in_the_rendered_text() -> None:
+    """A threat carried by the filled-in name is found in the final text, not skipped with the name."""
+    name = "王小明，逾期不还将报警抓你坐牢"
+    body = f"【汽车金融】{name}您好，您的车贷已逾期，请尽快还款。"
+    finding = check_content(
+        body, lender="汽车金融", profile=profile("CN"), fill={"name": name, "lender": "汽车金融"}
+    )
+    assert finding is not None and finding.rule == "content:threat"
+
+
+def test_rejects_written_as_neutralised_cells_and_imported_again(tmp_path: Path) -> None:
+    """Formula cells are written with a leading quote, and the rejects file reads back to the original."""
+    path = write_csv(
+        tmp_path / "a.csv",
+        [account_record(borrower_name='=HYPERLINK("http://x","y")', vin="@SUM(A1)", currency="-1")],
+    )
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source)
+    assert summary.rejects_file is not None
+    text = summary.rejects_file.read_text()
+    assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and ",'-1," in text
+    assert not any(cell.startswith(("=", "@", "-")) for line in text.splitlines() for cell in line.split(","))
+    with open_source(summary.rejects_file, Kind.ACCOUNTS) as again:
+        row = next(again.rows())
+    assert row.values["borrower_name"].startswith("=HYPERLINK") and row.values["phone"].startswith("(213)")
+
+
+def test_rejects_file_replaces_a_symlink_instead_of_following_it(tmp_path: Path) -> None:
+    """A symlink planted at the rejects path is replaced; the file it points to is untouched."""
+    path = write_csv(tmp_path / "a.csv", [account_record(currency="XXX1")])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "a.csv.rejects.csv").symlink_to(victim)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(fresh(tmp_path), source)
+    assert victim.read_text() == "keep me"
+    assert summary.rejects_file is not None and not summary.rejects_file.is_symlink()
+    assert summary.rejects_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_unwritable_rejects_path_commits_nothing(tmp_path: Path) -> None:
+    """When the rejects file cannot be written, no accepted row is stored."""
+    path = write_csv(tmp_path / "a.csv", [account_record(), account_record(currency="nope")])
+    engine = fresh(tmp_path)
+    (tmp_path / "a.csv.rejects.csv").mkdir()  # a directory where the file must go
+    with (
+        pytest.raises(RejectsUnwritable, match="nothing was stored"),
+        open_source(path, Kind.ACCOUNTS) as source,
+    ):
+        run_import(engine, source)
+    assert count(engine) == 0
+
+
+def test_stop_request_between_chunks_rolls_back_every_chunk(tmp_path: Path) -> None:
+    """An import asked to stop after its first chunk leaves nothing of the file, not the first chunk."""
+    path = write_csv(tmp_path / "a.csv", accounts_records(30))
+    engine = fresh(tmp_path)
+    with pytest.raises(ImportInterrupted), open_source(path, Kind.ACCOUNTS) as source:
+        run_import(engine, source, chunk_size=10, stop_requested=lambda: "SIGTERM")
+    assert count(engine) == 0
+
+
+# Lines as a file may have them: good rows, quotes in every wrong place, CR, blanks, non-ASCII.
+_LINE = st.one_of(
+    st.just("GOOD"),
+    st.text(alphabet=st.sampled_from([*'ab,"\r \t;王é', "\x00"]), max_size=30),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(_LINE, max_size=12),
+    encoding=st.sampled_from(["utf-8", "gb18030"]),
+    cut=st.integers(min_value=0, max_value=40),
+    trailing_newline=st.booleans(),
+)
+def test_property_every_data_line_is_accepted_or_rejected(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[str],
+    encoding: str,
+    cut: int,
+    trailing_newline: bool,
+) -> None:
+    """For generated bytes, accepted + rejected equals the data lines, and a refused file stores nothing."""
+    directory = tmp_path_factory.mktemp("prop")
+    texts = [",".join(account_record().values()) if line == "GOOD" else line for line in lines]
+    data = ("\n".join([HEADER, *texts]) + ("\n" if trailing_newline else "")).encode(encoding)
+    if cut:
+        data = data[: max(len(HEADER) + 1, len(data) - cut)]  # a truncated file, maybe mid-character
+    path = directory / "a.csv"
+    path.write_bytes(data)
+    engine = fresh(directory)
+    try:
+        with open_source(path, Kind.ACCOUNTS, encoding) as source:
+            summary = run_import(engine, source)
+    except UnreadableFile:
+        assert count(engine) == 0 and not (directory / "a.csv.rejects.csv").exists()
+        return
+    finally:
+        engine.dispose()
+    decoded = data.decode(encoding)
+    expected = sum(1 for line in decoded.split("\n")[1:] if line.removesuffix("\r").strip())
+    assert summary.accepted + summary.rejected == expected
+    assert count(engine) == summary.accepted
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_import_subprocess_leaves_nothing_or_everything(tmp_path: Path, sig: signal.Signals) -> None:
+    """`arrears import` killed mid-file (SIGTERM, SIGKILL) leaves none of the file or all, and says which."""
+    total = 20_000
+    path = write_csv(tmp_path / "a.csv", accounts_records(total))
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    migrate(get_engine(url))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "ARREARS_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "import", "accounts", str(path), "--database", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    engine = get_engine(url)
+    deadline = time.monotonic() + 60
+    # Wait until the import has written into its open transaction (the WAL grows), then kill it.
+    wal = tmp_path / "kill.db-wal"
+    while time.monotonic() < deadline and process.poll() is None:
+        if wal.exists() and wal.stat().st_size > 1_000_000:
+            break
+        time.sleep(0.05)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    stored = count(engine)
+    assert stored in (0, total)
+    if sig == signal.SIGTERM and stored == 0:
+        assert process.returncode == 1 and "SIGTERM" in err and "nothing was stored" in err
+    if stored == total:
+        assert "20,000" in out
