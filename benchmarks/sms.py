@@ -14,8 +14,9 @@ import argparse
 import statistics
 import time
 
+from integrations.providers import DEFAULT_PROVIDER, build_provider
 from integrations.sandbox import start_sandbox
-from integrations.sms import DEFAULT_PROVIDER, SmsRequest, SmsResult, build_provider
+from integrations.sms import SmsRequest, SmsResult
 
 
 def requests(count: int, prefix: str) -> list[SmsRequest]:
@@ -45,7 +46,7 @@ def main() -> None:
             if args.concurrency:
                 credentials["concurrency"] = str(args.concurrency)
             rates = []
-            with build_provider(name, sandbox.base_url, credentials) as provider:
+            with build_provider("sms", name, sandbox.base_url, credentials) as provider:
                 provider.send_batch(requests(200, f"{name}-warm"))  # connections, first-call costs
                 for run in range(args.repeat):
                     sandbox.reset()

@@ -54,7 +54,8 @@ from arrears.settings import get_settings
 from arrears.storage import get_engine
 from integrations._masking import scrub
 from integrations.errors import InvalidCallback
-from integrations.sms import SmsProvider, build_provider
+from integrations.providers import build_provider
+from integrations.sms import SmsProvider
 from integrations.sms._signing import twilio_signature
 from integrations.sms.aliyun import AliyunSmsProvider
 from integrations.sms.twilio import TwilioSmsProvider
@@ -584,7 +585,7 @@ def providers_from_settings() -> dict[str, SmsProvider]:
     if settings.sms_base_url is None:
         return {}
     credentials = {k: v.get_secret_value() for k, v in settings.sms_credentials.items()}
-    provider = build_provider(settings.sms_provider, settings.sms_base_url, credentials)
+    provider = build_provider("sms", settings.sms_provider, settings.sms_base_url, credentials)
     return {settings.sms_provider: provider}
 
 

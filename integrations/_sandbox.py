@@ -1,12 +1,13 @@
 """What the sandbox servers of every provider kind share: faults, JSON answers, controls, `main`.
 
-Each kind's `sandbox_server` imitates its vendor's wire format; around it, the pieces here are the
-same for all: the fault counters (latency, 429/503 with Retry-After before executing, 500 or a
-held answer after executing), the `/_sandbox/health|reset|faults` controls, Bearer-key checks and
-the process entry point that `integrations.sandbox.start_sandbox` runs (inherited socket,
-credentials from the environment, exit with the parent).
+Each kind's `sandbox_server` imitates its vendors' wire formats, one `APIRouter` per vendor shape;
+around them, the pieces here are the same for all: the fault counters (latency, 429/503 with
+Retry-After before executing, 500 or a held answer after executing), the
+`/_sandbox/health|reset|faults` controls, Bearer-key checks, idempotent replays, the log of
+callbacks pushed, and the process entry point that `integrations.sandbox.start_sandbox` runs
+(inherited socket, credentials from the environment, exit with the parent).
 
-No `from __future__ import annotations` here: `control_routes` gives FastAPI the faults model of
+No `from __future__ import annotations` here: `control_router` gives FastAPI the faults model of
 each kind as a real annotation, which string annotations would hide in a local variable.
 """
 
@@ -24,7 +25,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
-from fastapi import FastAPI, Request, Response
+import httpx
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -33,9 +35,12 @@ __all__ = [
     "FaultState",
     "SandboxFaults",
     "bearer_ok",
-    "control_routes",
+    "control_router",
+    "create_sandbox_app",
     "error_response",
-    "json_response",
+    "post_callback",
+    "refuser",
+    "replayed",
     "serve",
     "signature_header",
     "with_faults",
@@ -71,6 +76,22 @@ def json_response(
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     """The `{"error": {"code", "message"}}` body the JSON APIs (bureau, court) answer with."""
     return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def refuser(
+    answers: Mapping[int, tuple[str, str]],
+) -> Callable[[int, dict[str, str] | None], Response]:
+    """`refuse(status, headers)` for `with_faults`: the JSON error of `answers[status]` (code, message)."""
+
+    def refuse(status: int, headers: dict[str, str] | None) -> Response:
+        return error_response(status, *answers[status], headers)
+
+    return refuse
+
+
+def replayed(payload: Any, status: int = 200, *, ensure_ascii: bool = False) -> Response:
+    """The first answer again, for a resend under the same idempotency key."""
+    return json_response(payload, status, {"Idempotent-Replayed": "true"}, ensure_ascii=ensure_ascii)
 
 
 def bearer_ok(request: Request, api_key: str) -> bool:
@@ -198,37 +219,65 @@ async def with_faults(
     return response
 
 
-def control_routes(
-    app: FastAPI,
+def create_sandbox_app(title: str, state: Any, *routers: APIRouter) -> FastAPI:
+    """The app of a sandbox server: `state` on `app.state.sandbox`, one router per vendor shape
+    and one for the sandbox's own controls."""
+    app = FastAPI(title=title, docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json")
+    app.state.sandbox = state
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def control_router(
     state: Any,
     faults_model: type[F],
     *,
     health: Callable[[], dict[str, Any]],
     set_faults: Callable[[F], None] | None = None,
-) -> None:
+) -> APIRouter:
     """`GET /_sandbox/health`, `POST /_sandbox/reset`, `GET|POST /_sandbox/faults` over `state`
-    (which has `reset()` and `faults`); `set_faults` replaces the plain assignment."""
+    (which has `reset()` and `faults`); `set_faults` replaces the plain assignment. A kind adds
+    its own controls to the router it returns."""
+    router = APIRouter(prefix="/_sandbox")
 
-    @app.get("/_sandbox/health")
+    @router.get("/health")
     async def health_route() -> dict[str, Any]:
         return health()
 
-    @app.post("/_sandbox/reset")
+    @router.post("/reset")
     async def reset() -> dict[str, Any]:
         state.reset()
         return {"ok": True}
 
-    @app.get("/_sandbox/faults", response_model=faults_model)
+    @router.get("/faults", response_model=faults_model)
     async def get_faults() -> Any:
         return state.faults
 
-    @app.post("/_sandbox/faults", response_model=faults_model)
+    @router.post("/faults", response_model=faults_model)
     async def post_faults(faults: faults_model) -> Any:  # type: ignore[valid-type]  # a model per kind
         if set_faults is not None:
             set_faults(faults)
         else:
             state.faults = faults
         return state.faults
+
+    return router
+
+
+async def post_callback(
+    client: httpx.AsyncClient, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response | None:
+    """POST one callback and note it in `entry` (a line of the sandbox's callback log): headers,
+    body, status code, or `outcome: failed` and the error when the receiver could not be reached."""
+    entry["headers"], entry["body"] = headers, body.decode()
+    try:
+        answer = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as e:
+        entry["outcome"], entry["error"] = "failed", type(e).__name__
+        return None
+    entry["status_code"] = answer.status_code
+    return answer
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -246,23 +295,25 @@ def _exit_with_parent(parent_pid: int) -> None:
 def serve(
     argv: list[str] | None,
     *,
-    prog: str,
-    description: str,
+    module: str,
+    doc: str | None,
     port: int,
     label: str,
     create_app: Callable[[C], FastAPI],
     credentials: type[C],
     defaults: C,
     backlog: int = 128,
-    uvicorn_backlog: int | None = None,
+    uvicorn_backlog: int = 2048,
 ) -> None:
-    """`python -m <prog> --port N`: serve until interrupted, or on `--fd` for `start_sandbox`.
+    """`python -m <module> --port N`: serve until interrupted, or on `--fd` for `start_sandbox`.
 
-    Credentials come from `$ARREARS_SANDBOX_CREDENTIALS` (a JSON object, read by
+    The first line of `doc` describes the command. Credentials come from
+    `$ARREARS_SANDBOX_CREDENTIALS` (a JSON object, read by
     `credentials.from_mapping`), else `defaults`, which are printed when the server is started by hand."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    description = (doc or "").split("\n")[0]
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
@@ -275,9 +326,13 @@ def serve(
     app = create_app(creds)
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
-    extra = {"backlog": uvicorn_backlog} if uvicorn_backlog is not None else {}
     config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=65, **extra
+        app,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=65,
+        backlog=uvicorn_backlog,  # 2048 is uvicorn's own default
     )
     server = uvicorn.Server(config)
     if args.fd is not None:

@@ -2,8 +2,10 @@
 
 Built-in providers are registered in pyproject.toml like any plugin; they are also listed here so
 that a checkout whose metadata predates an entry (an editable install not yet refreshed) still
-finds them. A plugin's load failure is reported on its own and never hides the other providers;
-a loaded class is checked against its kind's protocol before anyone uses it.
+finds them, and for the same reason this list wins over our own distribution's metadata for a
+built-in name (a class may have moved since the install). A plugin's load failure is reported on
+its own and never hides the other providers; a loaded class is checked against its kind's
+protocol before anyone uses it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import Any
 __all__ = ["BUILTIN", "GROUP", "LoadFailure", "check_provider_class", "discover", "load"]
 
 GROUP = "arrears.providers"
+_DISTRIBUTION = "arrears"  # the distribution that ships the built-in providers
 BUILTIN: dict[str, str] = {
-    "sms.sandbox": "integrations.sms.sandbox_client:SandboxSmsProvider",
+    "sms.sandbox": "integrations.sms.sandbox:SandboxSmsProvider",
     "sms.twilio": "integrations.sms.twilio:TwilioSmsProvider",
     "sms.aliyun": "integrations.sms.aliyun:AliyunSmsProvider",
     "court.sandbox": "integrations.court.sandbox:SandboxCourtProvider",
     "court.ecf": "integrations.court.ecf:EcfCourtProvider",
-    "bureau.sandbox": "integrations.bureau.sandbox_client:SandboxBureauProvider",
+    "bureau.sandbox": "integrations.bureau.sandbox:SandboxBureauProvider",
     "bureau.rest": "integrations.bureau.rest:RestBureauProvider",
 }
 # The Protocol each kind's classes are checked against before use.
@@ -44,7 +47,8 @@ def _protocol(kind: str) -> type:
     target = _PROTOCOLS.get(kind)
     if target is None:
         raise LookupError(f"no provider kind {kind!r}")
-    return _import(target)  # type: ignore[no-any-return]
+    protocol: type = _import(target)
+    return protocol
 
 
 def _members(protocol: type) -> set[str]:
@@ -78,7 +82,9 @@ def _import(target: str) -> Any:
 def _targets() -> dict[str, str]:
     targets = dict(BUILTIN)
     for ep in entry_points(group=GROUP):
-        targets[ep.name] = ep.value  # an installed entry point wins over the built-in list
+        if ep.name in BUILTIN and getattr(ep.dist, "name", None) == _DISTRIBUTION:
+            continue  # our own metadata may predate a move of a built-in class; the list is current
+        targets[ep.name] = ep.value  # another package's entry point wins over the built-in list
     return targets
 
 

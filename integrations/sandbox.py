@@ -22,12 +22,11 @@ from typing import Any, Self
 import httpx
 
 from integrations.sms._sandbox_state import Credentials
+from integrations.sms.sandbox import SERVER as SMS_SERVER
 
 SandboxCredentials = Credentials  # what a sandbox accepts; `Credentials.generate()` makes fresh ones
 
 __all__ = ["SandboxError", "SandboxHandle", "start_sandbox"]
-
-SMS_SERVER = "integrations.sms.sandbox_server"
 
 
 class SandboxError(RuntimeError):

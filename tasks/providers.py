@@ -11,31 +11,24 @@ process; a suspended review or referral resumes in another, so a real deployment
 vendor (or a long-running `arrears sandbox`) in the base URL.
 """
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Literal, cast
 
 from arrears.settings import get_settings
-from integrations.bureau.factory import build_provider as build_bureau
 from integrations.bureau.protocol import BureauProvider
 from integrations.bureau.sandbox import start_bureau_sandbox
-from integrations.court.factory import build_provider as build_court
 from integrations.court.protocol import CourtProvider
 from integrations.court.sandbox import start_court_sandbox
 from integrations.errors import ConfigError
+from integrations.providers import build_provider
 from integrations.sandbox import start_sandbox
-from integrations.sms.factory import build_provider as build_sms
 from integrations.sms.protocol import SmsProvider
 
 __all__ = ["bureau_session", "court_session", "current_bureau", "current_court", "current_sms", "sms_session"]
 
 Kind = Literal["sms", "bureau", "court"]
 
-_BUILD: dict[Kind, Callable[[str, str, Mapping[str, str]], Any]] = {
-    "sms": build_sms,
-    "bureau": build_bureau,
-    "court": build_court,
-}
 _SANDBOX: dict[Kind, Callable[[], AbstractContextManager[Any]]] = {
     "sms": start_sandbox,
     "bureau": start_bureau_sandbox,
@@ -61,7 +54,7 @@ def _session(kind: Kind) -> Iterator[Any]:
             credentials = {
                 k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()
             }
-        provider = stack.enter_context(_BUILD[kind](name, base_url, credentials))
+        provider = stack.enter_context(build_provider(kind, name, base_url, credentials))
         previous = _open.get(kind)
         _open[kind] = provider
         try:

@@ -85,9 +85,7 @@ def test_each_load_failure_is_reported_on_its_own_line(monkeypatch: pytest.Monke
     """A missing module, a class lacking protocol members or of the wrong kind each get a line with why."""
     monkeypatch.setitem(registry.BUILTIN, "sms.gone", "integrations.sms.nowhere:Provider")
     monkeypatch.setitem(registry.BUILTIN, "sms.partial", "integrations.errors:ProviderError")
-    monkeypatch.setitem(
-        registry.BUILTIN, "court.smsish", "integrations.sms.sandbox_client:SandboxSmsProvider"
-    )
+    monkeypatch.setitem(registry.BUILTIN, "court.smsish", "integrations.sms.sandbox:SandboxSmsProvider")
     monkeypatch.setitem(registry.BUILTIN, "fax.machine", "integrations.sms.twilio:TwilioSmsProvider")
     result = runner.invoke(app, ["providers", "list"], catch_exceptions=False)
     lines = result.output.splitlines()

@@ -17,7 +17,8 @@ from arrears.importing import Kind, open_source
 from arrears.models import AuditEvent, Message
 from arrears.storage.importer import run_import
 from deployments.webhooks import LifecycleRunner, WebhookServer, create_app
-from integrations.sms import SmsProvider, SmsRequest, build_provider
+from integrations.providers import build_provider
+from integrations.sms import SmsProvider, SmsRequest
 from integrations.sms.protocol import DeliveryReport
 from tasks.inbound import record_delivery_reports
 from tests.factories import account_record, unique_id, write_csv
@@ -50,6 +51,7 @@ class Stack:
         # One Twilio provider, as settings would build it: it sends with StatusCallback = our
         # webhook, and the webhook verifies the vendor's signature with its auth token.
         self.twilio = build_provider(
+            "sms",
             "twilio",
             sandbox.base_url,
             {
@@ -58,7 +60,7 @@ class Stack:
                 **({"auth_token": auth_token} if auth_token else {}),
             },
         )
-        self.aliyun = build_provider("sandbox", sandbox.base_url, creds)  # Aliyun-shaped, our HMAC
+        self.aliyun = build_provider("sms", "sandbox", sandbox.base_url, creds)  # Aliyun-shaped, our HMAC
         self.runner = LifecycleRunner(run=lambda account_id, reason: None)
         app = create_app(
             engine=engine,
@@ -308,7 +310,10 @@ def test_receipts_signed_with_another_token_are_refused(
     stack = stacks(auth_token="not-the-sandbox-token")
     # That provider cannot send to the sandbox (wrong Basic auth): send with a good one, same URL.
     good = build_provider(
-        "twilio", sms_sandbox.base_url, {**sms_sandbox.credentials, "status_callback": stack.status_url}
+        "sms",
+        "twilio",
+        sms_sandbox.base_url,
+        {**sms_sandbox.credentials, "status_callback": stack.status_url},
     )
     try:
         sms_sandbox.set_faults(delivery_ms=300)

@@ -25,7 +25,8 @@ from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Messa
 from arrears.settings import get_settings
 from arrears.storage.importer import run_import
 from deployments.webhooks import LifecycleRunner, WebhookServer, create_app, run_lifecycle_deployment
-from integrations.sms import SmsProvider, SmsRequest, build_provider
+from integrations.providers import build_provider
+from integrations.sms import SmsProvider, SmsRequest
 from tests.factories import account_record, unique_id, write_csv
 
 account = Account.__table__  # type: ignore[attr-defined]
@@ -58,7 +59,7 @@ def db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
 def providers(sms_sandbox: Any) -> Iterator[dict[str, SmsProvider]]:
     """A Twilio-shaped and an Aliyun-shaped provider, both pointed at the real sandbox."""
     built = {
-        name: build_provider(name, sms_sandbox.base_url, sms_sandbox.credentials)
+        name: build_provider("sms", name, sms_sandbox.base_url, sms_sandbox.credentials)
         for name in ("twilio", "sandbox")
     }
     yield built
@@ -299,8 +300,8 @@ def test_hmac_callbacks_that_do_not_verify_are_refused(
     tmp_path: Path,
     sign: dict[str, Any] | None,
 ) -> None:
-    """A report signed over 5 minutes ago (a replay), in the future, with another key, or not at all gets 403
-    and changes nothing."""
+    """A report signed over 5 minutes ago (a replay), in the future, with another key, or not at all:
+    403, and nothing changes."""
     _import(db, tmp_path, _cn(account_id="A-CN"))
     message_id = _sent(db, providers["sandbox"], "A-CN", CN_PHONE)
     body = json.dumps(sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()).encode()
@@ -326,8 +327,7 @@ def test_a_route_for_a_provider_we_do_not_have_is_404(client: TestClient) -> Non
 def test_stop_opts_out_before_the_next_send(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
 ) -> None:
-    """STOP records the opt-out, a hold and an audit event, and the waiting reminder is then blocked, never
-    sent."""
+    """STOP records the opt-out, a hold and an audit event; the waiting reminder is then never sent."""
     from flows.daily_cycle import daily_cycle, dispatch_outbox
 
     _import(db, tmp_path, _cn(account_id="A-CN"))
@@ -383,8 +383,7 @@ def test_start_lifts_the_opt_out(client: TestClient, db: Engine, tmp_path: Path)
 def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any
 ) -> None:
-    """A reply is kept with its text and a masked number, and its account's lifecycle is queued; a repeat
-    queues nothing."""
+    """A reply is kept with its text and a masked number, its lifecycle queued; a repeat queues nothing."""
     runner, calls = lifecycle_calls
     _import(db, tmp_path, account_record(account_id="A-1"))
     form = {
@@ -502,8 +501,7 @@ def test_real_server_refuses_forgeries_and_records_stop(
     lifecycle_calls: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Under uvicorn on a free port, a forged STOP is refused, a signed one recorded, and no log line has the
-    number."""
+    """Under uvicorn on a free port a forged STOP is refused, a signed one kept; no log shows the number."""
     _import(db, tmp_path, account_record(account_id="A-1"))
     app: FastAPI = create_app(engine=db, sms_providers=providers, secret=SECRET, lifecycle=lifecycle_calls[0])
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "Stop", "MessageSid": "SM" + "4" * 32}
@@ -520,8 +518,7 @@ def test_real_server_refuses_forgeries_and_records_stop(
 def test_a_storage_failure_answers_500_and_logs_the_number_masked(
     sqlite_url: str, providers: Any, sms_sandbox: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """When the database refuses the write the vendor gets a 500 to retry, and the log line masks the
-    number."""
+    """When the database refuses the write the vendor gets a 500 to retry; the log line masks the number."""
     from sqlalchemy import create_engine
 
     unmigrated = create_engine(sqlite_url)  # no tables: every statement fails, parameters and all

@@ -29,13 +29,13 @@ from deployments.cli._common import CliError, app, console, emit_json
 from integrations import registry
 from integrations.court.protocol import FilingNotFound
 from integrations.metadata import ProviderInfo
+from integrations.providers import DEFAULT_PROVIDER
 from integrations.sandbox import SandboxError, SandboxHandle, start_sandbox
 from integrations.sms.protocol import SmsRequest
 
 __all__ = ["KINDS", "SANDBOX_SERVERS", "inventory", "providers_app"]
 
 KINDS = ("sms", "court", "bureau")  # listed even when nothing of the kind is installed
-DEFAULT_PROVIDER = "sandbox"
 SANDBOX_SERVERS = {kind: f"integrations.{kind}.sandbox_server" for kind in KINDS}
 HEALTH_ID = "arrears-health-check-0000"  # an id no provider has issued
 

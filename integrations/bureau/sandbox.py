@@ -1,9 +1,13 @@
-"""Starting the sandbox bureau in its own process, with bureau credentials.
+"""The embedded default bureau: the REST client pointed at our sandbox bureau, and its starter.
+
+`SandboxBureauProvider` needs nothing but the sandbox's base URL and credentials, which
+`start_bureau_sandbox` hands out; a real deployment chooses `bureau.rest` (or a plugin) in
+settings instead.
 
 `integrations.sandbox.start_sandbox` does the work (socket handed to the child, health check,
 exit with the parent); `start_bureau_sandbox` only names the server module and makes the
 credentials the bureau client needs, so that `handle.credentials` builds a `bureau.sandbox`
-provider as it is. A sandbox started by `start_sandbox(server=BUREAU_SERVER)` alone (as
+provider as it is. A sandbox started by `start_sandbox(server=SERVER)` alone (as
 `arrears sandbox` does) gets SMS-shaped credentials; the server then derives its own from them,
 and `provider_credentials(handle.credentials)` gives a client the same ones.
 """
@@ -11,14 +15,42 @@ and `provider_credentials(handle.credentials)` gives a client the same ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, ClassVar, cast
+
+from pydantic import Field
 
 from integrations.bureau._sandbox_state import BureauCredentials
+from integrations.bureau.rest import RestBureauProvider, RestBureauSettings
+from integrations.metadata import ProviderInfo
 from integrations.sandbox import SandboxHandle, start_sandbox
 
-__all__ = ["BUREAU_SERVER", "BureauCredentials", "provider_credentials", "start_bureau_sandbox"]
+__all__ = [
+    "SERVER",
+    "BureauCredentials",
+    "SandboxBureauProvider",
+    "SandboxBureauSettings",
+    "provider_credentials",
+    "start_bureau_sandbox",
+]
 
-BUREAU_SERVER = "integrations.bureau.sandbox_server"
+SERVER = "integrations.bureau.sandbox_server"
+
+
+class SandboxBureauSettings(RestBureauSettings):
+    base_url: str = Field(description="Base URL of a running sandbox (`SandboxHandle.base_url`).")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Read timeout of a pull or a lookup.")
+    upload_timeout_seconds: float = Field(default=30.0, gt=0, description="Read timeout of a Metro 2 upload.")
+
+
+class SandboxBureauProvider(RestBureauProvider):
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name="sandbox",
+        kind="bureau",
+        title="Sandbox bureau (the REST client against the local sandbox server)",
+        settings=SandboxBureauSettings,
+        deduplicates=True,
+    )
+    settings_model: ClassVar[type[RestBureauSettings]] = SandboxBureauSettings
 
 
 def start_bureau_sandbox(
@@ -37,7 +69,7 @@ def start_bureau_sandbox(
     return start_sandbox(
         port,
         host=host,
-        server=BUREAU_SERVER,
+        server=SERVER,
         # start_sandbox only calls `.as_mapping()` on it; its annotation names the SMS credentials
         credentials=cast(Any, credentials or BureauCredentials.generate()),
         startup_timeout=startup_timeout,

@@ -26,13 +26,16 @@ import re
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from integrations._sandbox import (
     CREDENTIALS_ENV,
     bearer_ok,
-    control_routes,
+    control_router,
+    create_sandbox_app,
     json_response,
+    refuser,
+    replayed,
     serve,
     with_faults,
 )
@@ -51,63 +54,53 @@ from integrations.bureau._sandbox_state import (
 )
 from integrations.bureau.protocol import PERMISSIBLE_PURPOSES
 
-__all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main"]
+__all__ = ["CREDENTIALS_ENV", "DEFAULT_CREDENTIALS", "create_app", "main", "rest_router", "sandbox_router"]
 
 # Well-known values for a sandbox started by hand; never valid anywhere but here.
 DEFAULT_CREDENTIALS = BureauCredentials(subscriber_code="SUBSANDBOX", api_key="bk_sandbox_api_key")
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# What an injected fault answers with
+_refuse = refuser(
+    {
+        429: ("rate_limited", "Too many requests."),
+        503: ("unavailable", "The service is unavailable."),
+        500: ("internal", "Internal error."),
+    }
+)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return json_response(payload, status, headers, ensure_ascii=True)
 
 
-# What an injected fault answers with
-_FAULTS = {
-    429: ("rate_limited", "Too many requests."),
-    503: ("unavailable", "The service is unavailable."),
-    500: ("internal", "Internal error."),
-}
+class _Bureau:
+    """The bureau's JSON API over one state: pulls and Metro 2 uploads, and their lookups by key."""
 
+    def __init__(self, state: SandboxState) -> None:
+        self.st = state
 
-def _refuse(status: int, headers: dict[str, str] | None) -> Response:
-    return _error(status, *_FAULTS[status], headers)
-
-
-def create_app(
-    credentials: BureauCredentials = DEFAULT_CREDENTIALS, state: SandboxState | None = None
-) -> FastAPI:
-    """The sandbox app around one in-memory state (a fresh one unless given)."""
-    st = state or SandboxState(credentials)
-    app = FastAPI(
-        title="arrears bureau sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
-    )
-    app.state.sandbox = st
-    creds = st.credentials
-
-    def denied(request: Request) -> Response | None:
+    def denied(self, request: Request, route: str) -> Response | None:
+        """Counts the request; a 401 or 403 unless the API key and subscriber code are the sandbox's."""
+        creds = self.st.credentials
+        self.st.count(f"requests.{route}")
         if not bearer_ok(request, creds.api_key):
             return _error(401, "unauthorized", "The API key is missing or not valid.")
         if request.headers.get("x-subscriber-code", "") != creds.subscriber_code:
             return _error(403, "subscriber_unknown", "The subscriber code is not enabled for this API key.")
         return None
 
-    def replay(route: Route, key: str, fingerprint: str) -> Response | None:
+    def replay(self, route: Route, key: str, fingerprint: str) -> Response | None:
         """The first answer for a key already used with the same request; 409 for another request."""
-        first = st.by_key.get((route, key))
+        first = self.st.by_key.get((route, key))
         if first is None:
             return None
         if first.fingerprint != fingerprint:
             return _error(409, "idempotency_conflict", "Idempotency-Key was used with a different request.")
-        st.count(f"dedup.{route}")
-        return _json(first.answer, 200, {"Idempotent-Replayed": "true"})
+        self.st.count(f"dedup.{route}")
+        return replayed(first.answer, ensure_ascii=True)
 
-    # -- pulls ----------------------------------------------------------------------------------
-
-    @app.post("/v1/reports")
-    async def pull(request: Request) -> Response:
-        st.count("requests.pull")
-        if (refused := denied(request)) is not None:
+    async def pull(self, request: Request) -> Response:
+        if (refused := self.denied(request, "pull")) is not None:
             return refused
         key = request.headers.get("idempotency-key", "")
         if not key:
@@ -126,47 +119,46 @@ def create_app(
 
         def run() -> Response:
             fingerprint = hashlib.sha256(raw).hexdigest()
-            if (again := replay("pull", key, fingerprint)) is not None:
+            if (again := self.replay("pull", key, fingerprint)) is not None:
                 return again
-            if purpose not in PERMISSIBLE_PURPOSES:
-                return _error(
-                    400, "purpose_not_permissible", "No permissible purpose under FCRA 604 was given."
-                )
-            if not name or not (national_id or phone):
-                return _error(422, "invalid_subject", "A subject needs a name and a national id or a phone.")
-            if national_id and not re.fullmatch(r"\d{3}-?\d{2}-?\d{4}", str(national_id)):
-                return _error(422, "invalid_subject", "The national id is not nine digits.")
-            now = st.now()
-            report_id = "RPT-" + uuid.uuid4().hex[:16].upper()
-            answer = profile_for(
-                subject_seed(name, national_id, phone),
-                national_id=national_id,
-                reference=reference,
-                purpose=purpose,
-                report_id=report_id,
-                pulled_at=now,
-            )
-            if answer is None:
-                return _error(404, "no_record", "No file matches the subject.")
-            st.record(SandboxRecord(report_id, "pull", key, now, answer, fingerprint, reference=reference))
-            return _json(answer, 201)
+            return self.report(key, fingerprint, name, national_id, phone, reference, purpose)
 
-        return await with_faults(st, "pull", run, _refuse)
+        return await with_faults(self.st, "pull", run, _refuse)
 
-    @app.get("/v1/reports")
-    async def find_reports(request: Request, idempotency_key: str) -> Response:
-        st.count("requests.pull_lookup")
-        if (refused := denied(request)) is not None:
-            return refused
-        found = st.by_key.get(("pull", idempotency_key))
-        return _json({"reports": [found.answer] if found else []})
+    def report(
+        self,
+        key: str,
+        fingerprint: str,
+        name: str,
+        national_id: str | None,
+        phone: str | None,
+        reference: str,
+        purpose: str,
+    ) -> Response:
+        """A new pull: the subject checked, then the profile the subject always gets."""
+        if purpose not in PERMISSIBLE_PURPOSES:
+            return _error(400, "purpose_not_permissible", "No permissible purpose under FCRA 604 was given.")
+        if not name or not (national_id or phone):
+            return _error(422, "invalid_subject", "A subject needs a name and a national id or a phone.")
+        if national_id and not re.fullmatch(r"\d{3}-?\d{2}-?\d{4}", str(national_id)):
+            return _error(422, "invalid_subject", "The national id is not nine digits.")
+        now = self.st.now()
+        report_id = "RPT-" + uuid.uuid4().hex[:16].upper()
+        answer = profile_for(
+            subject_seed(name, national_id, phone),
+            national_id=national_id,
+            reference=reference,
+            purpose=purpose,
+            report_id=report_id,
+            pulled_at=now,
+        )
+        if answer is None:
+            return _error(404, "no_record", "No file matches the subject.")
+        self.st.record(SandboxRecord(report_id, "pull", key, now, answer, fingerprint, reference=reference))
+        return _json(answer, 201)
 
-    # -- furnishing -----------------------------------------------------------------------------
-
-    @app.post("/v1/furnishings")
-    async def furnish(request: Request, period: str = "") -> Response:
-        st.count("requests.furnish")
-        if (refused := denied(request)) is not None:
+    async def furnish(self, request: Request, period: str = "") -> Response:
+        if (refused := self.denied(request, "furnish")) is not None:
             return refused
         key = request.headers.get("idempotency-key", "")
         if not key:
@@ -174,44 +166,58 @@ def create_app(
         if not _PERIOD.match(period):
             return _error(422, "invalid_period", "period must be YYYY-MM.")
         content = await request.body()
+        return await with_faults(self.st, "furnish", lambda: self.upload(key, period, content), _refuse)
 
-        def run() -> Response:
-            fingerprint = hashlib.sha256(period.encode() + b"\0" + content).hexdigest()
-            if (again := replay("furnish", key, fingerprint)) is not None:
-                return again
-            records, errors = check_metro2(content, period)
-            now = st.now()
-            submission_id = "SUB-" + uuid.uuid4().hex[:16].upper()
-            answer = {
-                "submission_id": submission_id,
-                "period": period,
-                "accepted": not errors,
-                "records": records,
-                "errors": errors[:1000],
-                "received_at": now.isoformat(),
-            }
-            st.record(
-                SandboxRecord(
-                    submission_id, "furnish", key, now, answer, fingerprint, period=period, content=content
-                )
-            )
-            return _json(answer, 201)
+    def upload(self, key: str, period: str, content: bytes) -> Response:
+        fingerprint = hashlib.sha256(period.encode() + b"\0" + content).hexdigest()
+        if (again := self.replay("furnish", key, fingerprint)) is not None:
+            return again
+        records, errors = check_metro2(content, period)
+        now = self.st.now()
+        submission_id = "SUB-" + uuid.uuid4().hex[:16].upper()
+        answer = {
+            "submission_id": submission_id,
+            "period": period,
+            "accepted": not errors,
+            "records": records,
+            "errors": errors[:1000],
+            "received_at": now.isoformat(),
+        }
+        record = SandboxRecord(
+            submission_id, "furnish", key, now, answer, fingerprint, period=period, content=content
+        )
+        self.st.record(record)
+        return _json(answer, 201)
 
-        return await with_faults(st, "furnish", run, _refuse)
-
-    @app.get("/v1/furnishings")
-    async def find_furnishings(request: Request, idempotency_key: str) -> Response:
-        st.count("requests.furnish_lookup")
-        if (refused := denied(request)) is not None:
+    async def find_reports(self, request: Request, idempotency_key: str) -> Response:
+        if (refused := self.denied(request, "pull_lookup")) is not None:
             return refused
-        found = st.by_key.get(("furnish", idempotency_key))
+        found = self.st.by_key.get(("pull", idempotency_key))
+        return _json({"reports": [found.answer] if found else []})
+
+    async def find_furnishings(self, request: Request, idempotency_key: str) -> Response:
+        if (refused := self.denied(request, "furnish_lookup")) is not None:
+            return refused
+        found = self.st.by_key.get(("furnish", idempotency_key))
         return _json({"furnishings": [found.answer] if found else []})
 
-    # -- the sandbox's own controls --------------------------------------------------------------
 
-    control_routes(app, st, Faults, health=lambda: {"ok": True, "records": len(st.records)})
+def rest_router(state: SandboxState) -> APIRouter:
+    """The bureau's JSON API (`/v1/reports`, `/v1/furnishings`) over `state`."""
+    bureau = _Bureau(state)
+    router = APIRouter(prefix="/v1")
+    router.add_api_route("/reports", bureau.pull, methods=["POST"])
+    router.add_api_route("/reports", bureau.find_reports, methods=["GET"])
+    router.add_api_route("/furnishings", bureau.furnish, methods=["POST"])
+    router.add_api_route("/furnishings", bureau.find_furnishings, methods=["GET"])
+    return router
 
-    @app.get("/_sandbox/messages")
+
+def sandbox_router(state: SandboxState) -> APIRouter:
+    """`/_sandbox/…`: the shared controls (health, reset, faults) and the bureau's own."""
+    router = control_router(state, Faults, health=lambda: {"ok": True, "records": len(state.records)})
+
+    @router.get("/messages")
     async def messages(
         route: str | None = None,
         idempotency_key: str | None = None,
@@ -222,33 +228,41 @@ def create_app(
         """What was executed, oldest first (the name matches the SMS sandbox's, for SandboxHandle)."""
         found = [
             r
-            for r in st.records
+            for r in state.records
             if (not route or r.route == route)
             and (not idempotency_key or r.idempotency_key == idempotency_key)
             and (not reference or r.reference == reference)
         ]
         return {"total": len(found), "messages": [r.public() for r in found[offset : offset + limit]]}
 
-    @app.get("/_sandbox/uploads/{submission_id}")
+    @router.get("/uploads/{submission_id}")
     async def upload(submission_id: str) -> Response:
-        found = st.by_id.get(submission_id)
+        found = state.by_id.get(submission_id)
         if found is None or found.route != "furnish":
             return _error(404, "not_found", "No such submission.")
         return Response(found.content, 200, media_type="application/octet-stream")
 
-    @app.get("/_sandbox/stats")
+    @router.get("/stats")
     async def stats() -> dict[str, Any]:
-        return {"records": len(st.records), "counters": dict(st.counters)}
+        return {"records": len(state.records), "counters": dict(state.counters)}
 
-    return app
+    return router
+
+
+def create_app(
+    credentials: BureauCredentials = DEFAULT_CREDENTIALS, state: SandboxState | None = None
+) -> FastAPI:
+    """The sandbox app around one in-memory state (a fresh one unless given)."""
+    st = state or SandboxState(credentials)
+    return create_sandbox_app("arrears bureau sandbox", st, rest_router(st), sandbox_router(st))
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.bureau.sandbox_server --port N`: serve until interrupted."""
     serve(
         argv,
-        prog="python -m integrations.bureau.sandbox_server",
-        description=(__doc__ or "").split("\n")[0],
+        module="integrations.bureau.sandbox_server",
+        doc=__doc__,
         port=8026,
         label="bureau sandbox",
         create_app=create_app,

@@ -1,9 +1,10 @@
 """The embedded default court: the ECF client pointed at our sandbox court, and the sandbox's controls.
 
     from integrations.court.sandbox import start_court_sandbox
-    with start_court_sandbox() as court, build_provider("sandbox", court.base_url, court.credentials) as p:
-        receipt = p.submit(envelope)
-        court.advance(receipt.filing_id, "accepted", deliver=True)
+    with start_court_sandbox() as court:
+        with build_provider("court", "sandbox", court.base_url, court.credentials) as p:
+            receipt = p.submit(envelope)
+            court.advance(receipt.filing_id, "accepted", deliver=True)
 
 The sandbox runs in its own process (`integrations.sandbox.start_sandbox`, server
 `integrations.court.sandbox_server`). `start_sandbox` hands every server one credentials mapping;
@@ -13,22 +14,19 @@ otherwise derived from it, the same way here and in the server: `provider_creden
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import httpx
 from pydantic import Field
 
+from integrations.court._sandbox_state import CourtSandboxCredentials
 from integrations.court.ecf import EcfCourtProvider, EcfSettings
 from integrations.metadata import ProviderInfo
 from integrations.sandbox import SandboxHandle, start_sandbox
 
 __all__ = [
-    "DEFAULT_CREDENTIALS",
     "SERVER",
     "CourtSandbox",
     "CourtSandboxCredentials",
@@ -39,49 +37,6 @@ __all__ = [
 ]
 
 SERVER = "integrations.court.sandbox_server"
-_KEYS = ("filer_id", "api_key", "callback_secret")
-
-
-@dataclass(frozen=True)
-class CourtSandboxCredentials:
-    """What the sandbox court accepts; the keys are settings fields of `EcfSettings`."""
-
-    filer_id: str
-    api_key: str
-    callback_secret: str
-
-    @classmethod
-    def generate(cls) -> CourtSandboxCredentials:
-        return cls(
-            "FILER-" + secrets.token_hex(4).upper(), "ecf_" + secrets.token_hex(16), secrets.token_hex(16)
-        )
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, str]) -> CourtSandboxCredentials:
-        """The court's own keys if the mapping has them; else ones derived from the whole mapping,
-        which `start_sandbox` generates at random, so they are as unguessable as its secrets."""
-        if all(mapping.get(k) for k in _KEYS):
-            return cls(*(str(mapping[k]) for k in _KEYS))
-        seed = json.dumps(dict(mapping), sort_keys=True, default=str)
-
-        def derive(label: str) -> str:
-            return hashlib.sha256(f"arrears-court-sandbox/{label}\0{seed}".encode()).hexdigest()
-
-        return cls(
-            "FILER-" + derive("filer")[:8].upper(), "ecf_" + derive("api_key")[:32], derive("callback")[:32]
-        )
-
-    def as_mapping(self) -> dict[str, str]:
-        return asdict(self)
-
-    def __repr__(self) -> str:
-        return f"CourtSandboxCredentials(filer_id={self.filer_id!r}, ...)"
-
-
-# Well-known values for a sandbox court started by hand; never valid anywhere but there.
-DEFAULT_CREDENTIALS = CourtSandboxCredentials(
-    filer_id="FILER-SANDBOX", api_key="sandbox-court-api-key", callback_secret="sandbox-court-callback-secret"
-)
 
 
 def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
@@ -136,7 +91,7 @@ class CourtSandbox:
         self.handle.reset()
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        """Replace the faults (`integrations.court.sandbox_server.Faults`: latency, 429/503 with
+        """Replace the faults (`integrations.court._sandbox_state.Faults`: latency, 429/503 with
         Retry-After, 500 or a timeout after executing, callbacks dropped)."""
         return self.handle.set_faults(**faults)
 

@@ -24,25 +24,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._sandbox import (
     CREDENTIALS_ENV,
-    FaultState,
-    SandboxFaults,
-    control_routes,
+    bearer_ok,
+    control_router,
+    create_sandbox_app,
+    post_callback,
+    refuser,
+    replayed,
     serve,
     with_faults,
 )
@@ -52,19 +52,40 @@ from integrations._sandbox import (
 from integrations._sandbox import (
     json_response as _json,
 )
+from integrations.court._sandbox_state import (
+    HAPPY_PATH,
+    CourtSandboxCredentials,
+    CourtState,
+    Event,
+    Faults,
+    Filing,
+    Rules,
+    path,
+)
 from integrations.court._signing import SIGNATURE_HEADER, signature_header
-from integrations.court._wire import WIRE
 from integrations.court.protocol import (
     CASE_TYPES,
     FILING_STATUSES,
     MILITARY_AFFIDAVIT,
     PARTY_ROLES,
-    TERMINAL_STATUSES,
 )
-from integrations.court.sandbox import DEFAULT_CREDENTIALS, CourtSandboxCredentials
 
-__all__ = ["COURTS", "CREDENTIALS_ENV", "Faults", "Rules", "create_app", "main"]
+__all__ = [
+    "COURTS",
+    "CREDENTIALS_ENV",
+    "DEFAULT_CREDENTIALS",
+    "Faults",
+    "Rules",
+    "create_app",
+    "ecf_router",
+    "main",
+    "sandbox_router",
+]
 
+# Well-known values for a sandbox court started by hand; never valid anywhere but there.
+DEFAULT_CREDENTIALS = CourtSandboxCredentials(
+    filer_id="FILER-SANDBOX", api_key="sandbox-court-api-key", callback_secret="sandbox-court-callback-secret"
+)
 # The gateway's court code list (commercial gateways keep one per jurisdiction).
 COURTS: dict[str, str] = {
     "US-CA-LASC": "Superior Court of California, County of Los Angeles",
@@ -77,35 +98,15 @@ COURTS: dict[str, str] = {
     "CN-GD-FT": "深圳市福田区人民法院",
 }
 _CN_ONLY = {"payment_order", "security_realisation"}  # Civil Procedure Law procedures
-_HAPPY = ("submitted", "under_review", "accepted", "served", "judgment")
-_CASE_PREFIX = {"deficiency": "CV", "payment_order": "DU", "security_realisation": "TE"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Faults(SandboxFaults):
-    """Faults to inject (`POST /_sandbox/faults`); counters count down per request or delivery."""
-
-    scope_field: ClassVar[str] = "operation"
-
-    operation: Literal["all", "ReviewFiling", "GetFilingStatus", "CancelFiling"] = Field(
-        default="all", description="Which operation they hit."
-    )
-    drop_callbacks: int = Field(default=0, ge=0, description="The next N callback deliveries are lost.")
-
-
-class Rules(BaseModel):
-    """How filings move by themselves, in seconds after submission (None: only on request)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    review_after_seconds: float | None = Field(default=None, ge=0, description="submitted → under_review")
-    accept_after_seconds: float | None = Field(default=None, ge=0, description="→ accepted (or rejected)")
-    serve_after_seconds: float | None = Field(default=None, ge=0, description="→ served")
-    judgment_after_seconds: float | None = Field(default=None, ge=0, description="→ judgment")
-    reject_courts: str | None = Field(
-        default=None, description="Regex on the court code: such filings are rejected instead of accepted."
-    )
-    reject_reason: str = Field(default="Rejected by the clerk: the notice of sale lacks proof of mailing.")
+# What an injected fault answers with
+_refuse = refuser(
+    {
+        429: ("throttled", "Too many requests for this filer account."),
+        503: ("unavailable", "The court's filing review is unavailable."),
+        500: ("internal", "The filing review failed unexpectedly."),
+    }
+)
 
 
 class Advance(BaseModel):
@@ -123,164 +124,6 @@ class CallbackUrl(BaseModel):
 class SignRequest(BaseModel):
     filing_id: str
     timestamp: int | None = None
-
-
-@dataclass(slots=True)
-class Event:
-    id: str
-    filing_id: str
-    status: str
-    at: datetime
-    reason: str | None
-    case_number: str | None
-
-    def wire(self) -> dict[str, Any]:
-        review, service, case = WIRE[self.status]
-        return {
-            "eventId": self.id,
-            "filingId": self.filing_id,
-            "reviewStatus": review,
-            "serviceStatus": service,
-            "caseStatus": case,
-            "statusReason": self.reason,
-            "caseNumber": self.case_number,
-            "statusAt": self.at.isoformat(),
-        }
-
-
-@dataclass(slots=True)
-class Filing:
-    id: str
-    idempotency_key: str
-    fingerprint: str
-    message: dict[str, Any]  # as received, document contents left out
-    court: str
-    case_type: str
-    submitted_at: datetime
-    callback_url: str | None
-    status: str = "submitted"
-    status_at: datetime | None = None
-    reason: str | None = None
-    case_number: str | None = None
-    events: list[Event] = field(default_factory=list)
-
-    def wire(self) -> dict[str, Any]:
-        review, service, case = WIRE[self.status]
-        return {
-            "filingId": self.id,
-            "idempotencyKey": self.idempotency_key,
-            "court": self.court,
-            "caseType": self.case_type,
-            "reviewStatus": review,
-            "serviceStatus": service,
-            "caseStatus": case,
-            "statusReason": self.reason,
-            "caseNumber": self.case_number,
-            "receivedAt": self.submitted_at.isoformat(),
-            "statusAt": (self.status_at or self.submitted_at).isoformat(),
-        }
-
-    def public(self) -> dict[str, Any]:
-        return {
-            **self.wire(),
-            "status": self.status,
-            "message": self.message,
-            "events": [e.wire() for e in self.events],
-        }
-
-
-def _path(current: str, target: str) -> list[str] | None:
-    """The statuses a filing passes through from `current` to `target`; None if it cannot get there."""
-    if target == "rejected":
-        return {"submitted": ["under_review", "rejected"], "under_review": ["rejected"]}.get(current)
-    if target == "cancelled":
-        return ["cancelled"] if current in ("submitted", "under_review") else None
-    if current in _HAPPY and target in _HAPPY and _HAPPY.index(target) > _HAPPY.index(current):
-        return list(_HAPPY[_HAPPY.index(current) + 1 : _HAPPY.index(target) + 1])
-    return None
-
-
-@dataclass
-class CourtState(FaultState):
-    credentials: CourtSandboxCredentials
-    faults: Faults = field(default_factory=Faults)
-    rules: Rules = field(default_factory=Rules)
-    filings: dict[str, Filing] = field(default_factory=dict)
-    by_key: dict[str, Filing] = field(default_factory=dict)
-    pending: list[Event] = field(default_factory=list)  # events not yet delivered nor dropped
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    callback_url: str | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    sequence: int = 0
-
-    def reset(self) -> None:
-        self.faults, self.rules, self.callback_url, self.sequence = Faults(), Rules(), None, 0
-        for store in (self.filings, self.by_key, self.pending, self.callbacks, self.counters):
-            store.clear()
-
-    def move(self, filing: Filing, target: str, at: datetime, reason: str | None = None) -> list[Event]:
-        """Move `filing` to `target` through the statuses between; one event per status."""
-        steps = _path(filing.status, target)
-        if steps is None:
-            raise ValueError(f"filing {filing.id} cannot go from {filing.status} to {target}")
-        events = []
-        for status in steps:
-            filing.status, filing.status_at = status, at
-            if status in ("rejected", "cancelled"):
-                filing.reason = reason or f"{status} by the sandbox"
-            if status == "accepted" and filing.case_number is None:
-                self.sequence += 1
-                prefix = _CASE_PREFIX.get(filing.case_type, "CV")
-                filing.case_number = f"{at.year}-{prefix}-{self.sequence:06d}"
-            event = Event(
-                "EV-" + uuid.uuid4().hex[:16], filing.id, status, at, filing.reason, filing.case_number
-            )
-            filing.events.append(event)
-            self.pending.append(event)
-            events.append(event)
-            self.count(f"events.{status}")
-        return events
-
-    def tick(self, now: datetime) -> None:
-        """Apply the time rules up to `now`: each move is dated when it fell due, not when seen."""
-        r = self.rules
-        schedule = [
-            (s, after)
-            for s, after in (
-                ("under_review", r.review_after_seconds),
-                ("accepted", r.accept_after_seconds),
-                ("served", r.serve_after_seconds),
-                ("judgment", r.judgment_after_seconds),
-            )
-            if after is not None
-        ]
-        if not schedule:
-            return
-        reject = re.compile(r.reject_courts) if r.reject_courts else None
-        for filing in self.filings.values():
-            for status, after in schedule:
-                if filing.status in TERMINAL_STATUSES:
-                    break
-                due = filing.submitted_at + timedelta(seconds=after)
-                if due > now:
-                    break
-                target, reason = status, None
-                if status == "accepted" and reject is not None and reject.search(filing.court):
-                    target, reason = "rejected", r.reject_reason
-                if _path(filing.status, target):
-                    self.move(filing, target, due, reason)
-
-
-# What an injected fault answers with
-_FAULTS = {
-    429: ("throttled", "Too many requests for this filer account."),
-    503: ("unavailable", "The court's filing review is unavailable."),
-    500: ("internal", "The filing review failed unexpectedly."),
-}
-
-
-def _refuse(status: int, headers: dict[str, str] | None) -> Response:
-    return _error(status, *_FAULTS[status], headers)
 
 
 def _validate(message: dict[str, Any]) -> Response | None:
@@ -329,21 +172,25 @@ def _validate(message: dict[str, Any]) -> Response | None:
     return None
 
 
-def create_app(
-    credentials: CourtSandboxCredentials = DEFAULT_CREDENTIALS, state: CourtState | None = None
-) -> FastAPI:
-    """The sandbox court around one in-memory state (a fresh one unless given)."""
-    st = state or CourtState(credentials)
-    app = FastAPI(
-        title="arrears court sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
-    )
-    app.state.sandbox = st
-    creds = st.credentials
+def _receipt(filing: Filing) -> dict[str, Any]:
+    return {
+        "filingId": filing.id,
+        "idempotencyKey": filing.idempotency_key,
+        "reviewStatus": "received",
+        "receivedAt": filing.submitted_at.isoformat(),
+    }
 
-    async def authorised(request: Request, operation: str) -> tuple[dict[str, Any], Response | None]:
+
+class _Gateway:
+    """The gateway's operations over one state: `ReviewFiling`, `GetFilingStatus`, `CancelFiling`."""
+
+    def __init__(self, state: CourtState) -> None:
+        self.st = state
+
+    async def authorised(self, request: Request, operation: str) -> tuple[dict[str, Any], Response | None]:
+        st, creds = self.st, self.st.credentials
         st.count(f"requests.{operation}")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {creds.api_key}".encode()):
+        if not bearer_ok(request, creds.api_key):
             return {}, _error(401, "auth.invalid", "The API key is missing or not valid.")
         try:
             message = json.loads(await request.body())
@@ -356,102 +203,104 @@ def create_app(
         st.tick(st.now())
         return message, None
 
-    # -- the gateway's operations --------------------------------------------------------------
-
-    @app.post("/ecf/v5/ReviewFiling")
-    async def review_filing(request: Request) -> Response:
-        message, denied = await authorised(request, "ReviewFiling")
+    async def review_filing(self, request: Request) -> Response:
+        message, denied = await self.authorised(request, "ReviewFiling")
         if denied is not None:
             return denied
         key = request.headers.get("idempotency-key") or message.get("idempotencyKey")
         if not key:
             return _error(400, "idempotency.missing", "An Idempotency-Key header is required.")
+        return await with_faults(self.st, "ReviewFiling", lambda: self.file(message, key), _refuse)
 
-        def run() -> Response:
-            fingerprint = hashlib.sha256(json.dumps(message, sort_keys=True).encode()).hexdigest()
-            first = st.by_key.get(key)
-            if first is not None:
-                if first.fingerprint != fingerprint:
-                    return _error(
-                        409, "idempotency.conflict", "This idempotency key was used for another filing."
-                    )
-                st.count("replays")
-                return _json(_receipt(first), 200, {"Idempotent-Replayed": "true"})
-            if (refused := _validate(message)) is not None:
-                return refused
-            stored = {
-                **message,
-                "documents": [{k: v for k, v in d.items() if k != "content"} for d in message["documents"]],
-            }
-            filing = Filing(
-                id="ECF-" + uuid.uuid4().hex[:12].upper(),
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                message=stored,
-                court=message["court"],
-                case_type=message["caseType"],
-                submitted_at=st.now(),
-                callback_url=message.get("callbackUrl"),
-            )
-            st.filings[filing.id] = filing
-            st.by_key[key] = filing
-            st.count("filings")
-            return _json(_receipt(filing), 202)
-
-        return await with_faults(st, "ReviewFiling", run, _refuse)
-
-    def _receipt(filing: Filing) -> dict[str, Any]:
-        return {
-            "filingId": filing.id,
-            "idempotencyKey": filing.idempotency_key,
-            "reviewStatus": "received",
-            "receivedAt": filing.submitted_at.isoformat(),
+    def file(self, message: dict[str, Any], key: str) -> Response:
+        st = self.st
+        fingerprint = hashlib.sha256(json.dumps(message, sort_keys=True).encode()).hexdigest()
+        first = st.by_key.get(key)
+        if first is not None:
+            if first.fingerprint != fingerprint:
+                return _error(
+                    409, "idempotency.conflict", "This idempotency key was used for another filing."
+                )
+            st.count("replays")
+            return replayed(_receipt(first))
+        if (refused := _validate(message)) is not None:
+            return refused
+        stored = {
+            **message,
+            "documents": [{k: v for k, v in d.items() if k != "content"} for d in message["documents"]],
         }
+        filing = Filing(
+            id="ECF-" + uuid.uuid4().hex[:12].upper(),
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            message=stored,
+            court=message["court"],
+            case_type=message["caseType"],
+            submitted_at=st.now(),
+            callback_url=message.get("callbackUrl"),
+        )
+        st.filings[filing.id] = filing
+        st.by_key[key] = filing
+        st.count("filings")
+        return _json(_receipt(filing), 202)
 
-    @app.post("/ecf/v5/GetFilingStatus")
-    async def get_filing_status(request: Request) -> Response:
-        message, denied = await authorised(request, "GetFilingStatus")
+    async def get_filing_status(self, request: Request) -> Response:
+        message, denied = await self.authorised(request, "GetFilingStatus")
         if denied is not None:
             return denied
 
         def run() -> Response:
-            filing = st.filings.get(str(message.get("filingId")))
+            filing = self.st.filings.get(str(message.get("filingId")))
             if filing is None:
                 return _error(404, "filing.not_found", "No filing with that id for this filer.")
             return _json(filing.wire())
 
-        return await with_faults(st, "GetFilingStatus", run, _refuse)
+        return await with_faults(self.st, "GetFilingStatus", run, _refuse)
 
-    @app.post("/ecf/v5/CancelFiling")
-    async def cancel_filing(request: Request) -> Response:
-        message, denied = await authorised(request, "CancelFiling")
+    async def cancel_filing(self, request: Request) -> Response:
+        message, denied = await self.authorised(request, "CancelFiling")
         if denied is not None:
             return denied
 
         def run() -> Response:
+            st = self.st
             filing = st.filings.get(str(message.get("filingId")))
             if filing is None:
                 return _error(404, "filing.not_found", "No filing with that id for this filer.")
             if filing.status != "cancelled":
-                if _path(filing.status, "cancelled") is None:
+                if path(filing.status, "cancelled") is None:
                     return _error(409, "filing.not_cancellable", f"The filing is already {filing.status}.")
                 st.move(filing, "cancelled", st.now(), str(message.get("reason") or "withdrawn by the filer"))
             return _json(filing.wire())
 
-        return await with_faults(st, "CancelFiling", run, _refuse)
+        return await with_faults(self.st, "CancelFiling", run, _refuse)
 
-    # -- callbacks ------------------------------------------------------------------------------
 
-    def signed(events: list[Event], timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
+def ecf_router(state: CourtState) -> APIRouter:
+    """The ECF 5-style gateway's operations (`/ecf/v5/…`) over `state`."""
+    gateway = _Gateway(state)
+    router = APIRouter(prefix="/ecf/v5")
+    router.add_api_route("/ReviewFiling", gateway.review_filing, methods=["POST"])
+    router.add_api_route("/GetFilingStatus", gateway.get_filing_status, methods=["POST"])
+    router.add_api_route("/CancelFiling", gateway.cancel_filing, methods=["POST"])
+    return router
+
+
+class _Controls:
+    """The sandbox court's own controls: filings listed, rules, moves, callbacks delivered or signed."""
+
+    def __init__(self, state: CourtState) -> None:
+        self.st = state
+
+    def signed(self, events: list[Event], timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
         body = json.dumps({"events": [e.wire() for e in events]}, ensure_ascii=False).encode()
         t = int(time.time()) if timestamp is None else timestamp
-        return {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(creds.callback_secret, t, body),
-        }, body
+        secret = self.st.credentials.callback_secret
+        return {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header(secret, t, body)}, body
 
-    async def deliver() -> dict[str, int]:
+    async def deliver(self) -> dict[str, int]:
         """POST the pending events, one request per URL; failures stay pending, drops are lost."""
+        st = self.st
         groups: dict[str, list[Event]] = {}
         for event in st.pending:
             url = st.filings[event.filing_id].callback_url or st.callback_url
@@ -459,137 +308,154 @@ def create_app(
                 groups.setdefault(url, []).append(event)
         outcome = {"delivered": 0, "dropped": 0, "failed": 0}
         for url, events in groups.items():
-            headers, body = signed(events)
-            attempt: dict[str, Any] = {
-                "url": url,
-                "at": st.now().isoformat(),
-                "headers": headers,
-                "body": body.decode(),
-                "events": len(events),
-                "status_code": None,
-            }
-            if st.faults.drop_callbacks:
-                st.faults.drop_callbacks -= 1
-                attempt["outcome"], done = "dropped", True
-            else:
-                try:
-                    async with httpx.AsyncClient(timeout=5.0) as client:
-                        answer = await client.post(url, content=body, headers=headers)
-                    attempt["status_code"] = answer.status_code
-                    done = answer.is_success
-                    attempt["outcome"] = "delivered" if done else "failed"
-                except httpx.HTTPError as e:
-                    attempt["outcome"], attempt["error"], done = "failed", type(e).__name__, False
-            st.callbacks.append(attempt)
-            st.count(f"callbacks.{attempt['outcome']}")
+            attempt = await self.push(url, events)
             outcome[attempt["outcome"]] += len(events)
-            if done:
+            if attempt["outcome"] != "failed":  # delivered, or dropped: lost for good
                 ids = {e.id for e in events}
                 st.pending = [e for e in st.pending if e.id not in ids]
         return {**outcome, "pending": len(st.pending)}
 
-    # -- the sandbox's own controls ------------------------------------------------------------
+    async def push(self, url: str, events: list[Event]) -> dict[str, Any]:
+        """One callback for `events`, logged; a dropped one (fault `drop_callbacks`) is not sent."""
+        st = self.st
+        headers, body = self.signed(events)
+        attempt: dict[str, Any] = {
+            "url": url,
+            "at": st.now().isoformat(),
+            "headers": headers,
+            "body": body.decode(),
+            "events": len(events),
+            "status_code": None,
+        }
+        if st.faults.drop_callbacks:
+            st.faults.drop_callbacks -= 1
+            attempt["outcome"] = "dropped"
+        else:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                answer = await post_callback(client, attempt, url, body, headers)
+            if answer is not None:
+                attempt["outcome"] = "delivered" if answer.is_success else "failed"
+        st.callbacks.append(attempt)
+        st.count(f"callbacks.{attempt['outcome']}")
+        return attempt
 
-    control_routes(app, st, Faults, health=lambda: {"ok": True, "kind": "court", "filings": len(st.filings)})
-
-    def listing(idempotency_key: str | None, court: str | None, status: str | None) -> list[dict[str, Any]]:
-        st.tick(st.now())
+    def listing(
+        self, idempotency_key: str | None, court: str | None, status: str | None
+    ) -> list[dict[str, Any]]:
+        self.st.tick(self.st.now())
         return [
             f.public()
-            for f in st.filings.values()
+            for f in self.st.filings.values()
             if (not idempotency_key or f.idempotency_key == idempotency_key)
             and (not court or f.court == court)
             and (not status or f.status == status)
         ]
 
-    @app.get("/_sandbox/filings")
     async def filings(
-        idempotency_key: str | None = None, court: str | None = None, status: str | None = None
+        self, idempotency_key: str | None = None, court: str | None = None, status: str | None = None
     ) -> dict[str, Any]:
-        found = listing(idempotency_key, court, status)
+        found = self.listing(idempotency_key, court, status)
         return {"total": len(found), "filings": found}
 
-    @app.get("/_sandbox/messages")
     async def messages(
-        idempotency_key: str | None = None, court: str | None = None, limit: int = 1000, offset: int = 0
+        self, idempotency_key: str | None = None, court: str | None = None, limit: int = 1000, offset: int = 0
     ) -> dict[str, Any]:
         """The filings, under the name `SandboxHandle.messages()` reads."""
-        found = listing(idempotency_key, court, None)
+        found = self.listing(idempotency_key, court, None)
         return {"total": len(found), "messages": found[offset : offset + limit]}
 
-    @app.get("/_sandbox/stats")
-    async def stats() -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
+        st = self.st
         return {
             "filings": len(st.filings),
             "pending_callbacks": len(st.pending),
             "counters": dict(st.counters),
         }
 
-    @app.get("/_sandbox/rules")
-    async def get_rules() -> Rules:
-        return st.rules
+    async def get_rules(self) -> Rules:
+        return self.st.rules
 
-    @app.post("/_sandbox/rules")
-    async def set_rules(rules: Rules) -> Response:
+    async def set_rules(self, rules: Rules) -> Response:
         if rules.reject_courts:
             try:
                 re.compile(rules.reject_courts)
             except re.error:
                 return _error(422, "rules.invalid", "reject_courts is not a regular expression")
-        st.rules = rules
+        self.st.rules = rules
         return _json(rules.model_dump())
 
-    @app.post("/_sandbox/advance/{filing_id}")
-    async def advance(filing_id: str, order: Advance) -> Response:
+    async def advance(self, filing_id: str, order: Advance) -> Response:
+        st = self.st
         st.tick(st.now())
         filing = st.filings.get(filing_id)
         if filing is None:
             return _error(404, "filing.not_found", "No filing with that id.")
         target = order.to
         if target is None:
-            if filing.status not in _HAPPY[:-1]:
+            if filing.status not in HAPPY_PATH[:-1]:
                 return _error(409, "advance.impossible", f"A {filing.status} filing has no next status.")
-            target = _HAPPY[_HAPPY.index(filing.status) + 1]
+            target = HAPPY_PATH[HAPPY_PATH.index(filing.status) + 1]
         if target not in FILING_STATUSES:
             return _error(422, "advance.invalid", f"Unknown status {target!r}.")
         try:
             events = st.move(filing, target, st.now(), order.reason)
         except ValueError as e:
             return _error(409, "advance.impossible", str(e))
-        delivery = await deliver() if order.deliver else None
+        delivery = await self.deliver() if order.deliver else None
         return _json({"filing": filing.wire(), "events": [e.wire() for e in events], "delivery": delivery})
 
-    @app.post("/_sandbox/callbacks/url")
-    async def callback_url(body: CallbackUrl) -> dict[str, Any]:
-        st.callback_url = body.url
-        return {"url": st.callback_url}
+    async def callback_url(self, body: CallbackUrl) -> dict[str, Any]:
+        self.st.callback_url = body.url
+        return {"url": self.st.callback_url}
 
-    @app.post("/_sandbox/callbacks/deliver")
-    async def deliver_now() -> dict[str, int]:
-        st.tick(st.now())
-        return await deliver()
+    async def deliver_now(self) -> dict[str, int]:
+        self.st.tick(self.st.now())
+        return await self.deliver()
 
-    @app.get("/_sandbox/callbacks")
-    async def callbacks() -> dict[str, Any]:
-        return {"callbacks": st.callbacks, "pending": len(st.pending)}
+    async def callbacks(self) -> dict[str, Any]:
+        return {"callbacks": self.st.callbacks, "pending": len(self.st.pending)}
 
-    @app.post("/_sandbox/callbacks/sign")
-    async def sign(body: SignRequest) -> Response:
-        filing = st.filings.get(body.filing_id)
+    async def sign(self, body: SignRequest) -> Response:
+        filing = self.st.filings.get(body.filing_id)
         if filing is None or not filing.events:
             return _error(404, "filing.not_found", "No filing with events under that id.")
-        headers, payload = signed([filing.events[-1]], body.timestamp)
+        headers, payload = self.signed([filing.events[-1]], body.timestamp)
         return _json({"headers": headers, "body": payload.decode()})
 
-    return app
+
+def sandbox_router(state: CourtState) -> APIRouter:
+    """`/_sandbox/…`: the shared controls (health, reset, faults) and the court's own."""
+    router = control_router(
+        state, Faults, health=lambda: {"ok": True, "kind": "court", "filings": len(state.filings)}
+    )
+    c = _Controls(state)
+    router.add_api_route("/filings", c.filings, methods=["GET"])
+    router.add_api_route("/messages", c.messages, methods=["GET"])
+    router.add_api_route("/stats", c.stats, methods=["GET"])
+    router.add_api_route("/rules", c.get_rules, methods=["GET"])
+    router.add_api_route("/rules", c.set_rules, methods=["POST"])
+    router.add_api_route("/advance/{filing_id}", c.advance, methods=["POST"])
+    router.add_api_route("/callbacks/url", c.callback_url, methods=["POST"])
+    router.add_api_route("/callbacks/deliver", c.deliver_now, methods=["POST"])
+    router.add_api_route("/callbacks", c.callbacks, methods=["GET"])
+    router.add_api_route("/callbacks/sign", c.sign, methods=["POST"])
+    return router
+
+
+def create_app(
+    credentials: CourtSandboxCredentials = DEFAULT_CREDENTIALS, state: CourtState | None = None
+) -> FastAPI:
+    """The sandbox court around one in-memory state (a fresh one unless given)."""
+    st = state or CourtState(credentials)
+    return create_sandbox_app("arrears court sandbox", st, ecf_router(st), sandbox_router(st))
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.court.sandbox_server --port N`: serve until interrupted."""
     serve(
         argv,
-        prog="python -m integrations.court.sandbox_server",
-        description=(__doc__ or "").split("\n")[0],
+        module="integrations.court.sandbox_server",
+        doc=__doc__,
         port=8026,
         label="court sandbox",
         create_app=create_app,

@@ -1,11 +1,11 @@
 """The SMS provider kind: protocol and types, the vendor-shaped clients, the sandbox server.
 
-from integrations.sms import build_provider, SmsRequest
-with build_provider("sandbox", handle.base_url, handle.credentials) as sms:
+from integrations.providers import build_provider
+from integrations.sms import SmsRequest
+with build_provider("sms", "sandbox", handle.base_url, handle.credentials) as sms:
     outcomes = sms.send_batch(requests)
 """
 
-from integrations.sms.factory import DEFAULT_PROVIDER, available_providers, build_provider, provider_class
 from integrations.sms.protocol import (
     SMS_STATUSES,
     DeliveryReport,
@@ -17,7 +17,6 @@ from integrations.sms.protocol import (
 )
 
 __all__ = [
-    "DEFAULT_PROVIDER",
     "SMS_STATUSES",
     "DeliveryReport",
     "Outcome",
@@ -25,7 +24,4 @@ __all__ = [
     "SmsRequest",
     "SmsResult",
     "SmsStatus",
-    "available_providers",
-    "build_provider",
-    "provider_class",
 ]

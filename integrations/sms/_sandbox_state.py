@@ -177,6 +177,26 @@ class SandboxState(FaultState):
         self.pushes.add(task)
         task.add_done_callback(self.pushes.discard)
 
+    def log_callback(self, route: str, url: str, ids: list[str], **fields: Any) -> dict[str, Any]:
+        """A new, pending entry in the callback log (`GET /_sandbox/callbacks`)."""
+        entry = {
+            "route": route,
+            "url": url,
+            "at": self.now().isoformat(),
+            "message_ids": ids,
+            "status_code": None,
+            "outcome": "pending",
+            **fields,
+        }
+        self.callbacks.append(entry)
+        return entry
+
+    def settle(self, entry: dict[str, Any], outcome: str) -> None:
+        """Close a log entry with `outcome` unless the push already set one (`failed`), and count it."""
+        if entry["outcome"] == "pending":
+            entry["outcome"] = outcome
+        self.count(f"callbacks.{entry['route']}.{entry['outcome']}")
+
     def use_nonce(self, nonce: str, now: datetime) -> bool:
         """False if the nonce was seen in the last 15 minutes (the vendor refuses a replay)."""
         if len(self.nonces) > 200_000:

@@ -5,8 +5,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from integrations import retries
+from integrations.providers import build_provider
 from integrations.sandbox import SandboxHandle, start_sandbox
-from integrations.sms import SmsProvider, build_provider
+from integrations.sms import SmsProvider
 from integrations.sms.contract import BAD_SECRET
 
 
@@ -31,7 +32,7 @@ def sandbox(_sandbox_process: SandboxHandle) -> SandboxHandle:
 
 
 def _build(name: str, sandbox: SandboxHandle, **overrides: str) -> SmsProvider:
-    return build_provider(name, sandbox.base_url, {**sandbox.credentials, **overrides})
+    return build_provider("sms", name, sandbox.base_url, {**sandbox.credentials, **overrides})
 
 
 @pytest.fixture

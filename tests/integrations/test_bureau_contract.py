@@ -4,9 +4,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from integrations.bureau import BureauProvider, build_provider
+from integrations.bureau import BureauProvider
 from integrations.bureau.contract import BAD_SECRET, BureauProviderContract
 from integrations.bureau.sandbox import start_bureau_sandbox
+from integrations.providers import build_provider
 from integrations.sandbox import SandboxHandle
 
 
@@ -30,7 +31,7 @@ def make_provider(sandbox: SandboxHandle) -> Iterator[Callable[..., BureauProvid
     def make(name: str, *, bad: bool = False, **overrides: str) -> BureauProvider:
         if bad:
             overrides["api_key"] = BAD_SECRET
-        provider = build_provider(name, sandbox.base_url, {**sandbox.credentials, **overrides})
+        provider = build_provider("bureau", name, sandbox.base_url, {**sandbox.credentials, **overrides})
         built.append(provider)
         return provider
 

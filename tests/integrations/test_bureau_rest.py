@@ -13,14 +13,12 @@ from integrations.bureau import (
     COLLECTION_PURPOSE,
     FurnishRequest,
     PullRequest,
-    available_providers,
-    build_provider,
-    provider_class,
 )
 from integrations.bureau._masking import mask_national_id, scrub_identity
 from integrations.bureau.contract import NATIONAL_ID, make_pull, minimal_metro2
 from integrations.bureau.rest import RestBureauProvider, RestBureauSettings, error_from_response
 from integrations.errors import ConfigError, Duplicate, Permanent, ProviderError, Transient, UnknownOutcome
+from integrations.providers import available_providers, build_provider, provider_class
 
 SECRET = "bk_test_secret_value_1234"
 
@@ -197,18 +195,18 @@ def test_connect_failure_is_transient_and_capped() -> None:
 def test_settings_errors_name_fields_not_values() -> None:
     """Missing or invalid settings raise ConfigError naming the fields, never echoing a secret."""
     with pytest.raises(ConfigError) as caught:
-        build_provider("rest", "https://bureau.test", {"api_key": SECRET})
+        build_provider("bureau", "rest", "https://bureau.test", {"api_key": SECRET})
     assert "subscriber_code" in str(caught.value) and SECRET not in str(caught.value)
 
 
 def test_registry_finds_the_built_in_bureaus() -> None:
     """`sandbox` and `rest` load as bureau providers; an unknown name is a LookupError."""
-    assert provider_class("sandbox").info.name == "sandbox"
-    assert provider_class("bureau.rest") is RestBureauProvider
-    assert {"sandbox", "rest"} <= set(available_providers())
-    assert "api_key" in available_providers()["rest"].secret_fields()
+    assert provider_class("bureau", "sandbox").info.name == "sandbox"
+    assert provider_class("bureau", "bureau.rest") is RestBureauProvider
+    assert {"sandbox", "rest"} <= set(available_providers("bureau"))
+    assert "api_key" in available_providers("bureau")["rest"].secret_fields()
     with pytest.raises(LookupError):
-        provider_class("nonesuch")
+        provider_class("bureau", "nonesuch")
 
 
 def test_request_types_refuse_what_cannot_be_sent() -> None:

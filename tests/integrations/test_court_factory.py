@@ -5,14 +5,12 @@ from collections.abc import Iterator
 import pytest
 
 from integrations.court import (
-    DEFAULT_PROVIDER,
     CourtProvider,
     FilingNotFound,
-    available_providers,
-    build_provider,
 )
 from integrations.court.sandbox import CourtSandbox, start_court_sandbox
 from integrations.errors import ConfigError
+from integrations.providers import DEFAULT_PROVIDER, available_providers, build_provider
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +22,7 @@ def court() -> Iterator[CourtSandbox]:
 @pytest.mark.parametrize("name", ["sandbox", "ecf", "court.ecf"])
 def test_builtin_providers_build_and_answer(name: str, court: CourtSandbox) -> None:
     """Each built-in name (with or without the kind prefix) builds a provider that the sandbox answers."""
-    with build_provider(name, court.base_url, court.credentials) as provider:
+    with build_provider("court", name, court.base_url, court.credentials) as provider:
         assert isinstance(provider, CourtProvider)
         assert provider.info.entry_point == (name if "." in name else f"court.{name}")
         with pytest.raises(FilingNotFound):
@@ -33,17 +31,17 @@ def test_builtin_providers_build_and_answer(name: str, court: CourtSandbox) -> N
 
 def test_default_is_the_sandbox_court() -> None:
     """The default court provider is registered and deduplicates by idempotency key."""
-    assert available_providers()[DEFAULT_PROVIDER].deduplicates
+    assert available_providers("court")[DEFAULT_PROVIDER].deduplicates
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
     """An unknown court provider name is a LookupError that names the known ones."""
     with pytest.raises(LookupError, match=r"court\.ecf"):
-        build_provider("carrier-pigeon", "http://x", {})
+        build_provider("court", "carrier-pigeon", "http://x", {})
 
 
 def test_missing_settings_are_named() -> None:
     """Building without the filer's secrets raises ConfigError naming them, and echoes no value."""
     with pytest.raises(ConfigError, match="callback_secret") as caught:
-        build_provider("ecf", "http://x", {"filer_id": "F-1", "api_key": "key-0a9b"})
+        build_provider("court", "ecf", "http://x", {"filer_id": "F-1", "api_key": "key-0a9b"})
     assert "key-0a9b" not in str(caught.value)

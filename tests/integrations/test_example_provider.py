@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from integrations.errors import InvalidCallback
+from integrations.providers import build_provider
 from integrations.sandbox import SandboxHandle, start_sandbox
-from integrations.sms import SmsProvider, build_provider
+from integrations.sms import SmsProvider
 from integrations.sms.contract import BAD_SECRET, SmsProviderContract, make_requests
 
 ENTRY_POINT = "sms.jsonhttp"
@@ -49,7 +50,7 @@ def make_example(sandbox: SandboxHandle) -> Iterator[Callable[..., SmsProvider]]
     built: list[SmsProvider] = []
 
     def make(**overrides: str) -> SmsProvider:
-        provider = build_provider("jsonhttp", sandbox.base_url, {**sandbox.credentials, **overrides})
+        provider = build_provider("sms", "jsonhttp", sandbox.base_url, {**sandbox.credentials, **overrides})
         built.append(provider)
         return provider
 

@@ -4,41 +4,42 @@ import pytest
 
 from integrations import registry
 from integrations.errors import ConfigError
+from integrations.providers import DEFAULT_PROVIDER, available_providers, build_provider
 from integrations.sandbox import SandboxHandle
-from integrations.sms import DEFAULT_PROVIDER, SmsProvider, available_providers, build_provider
+from integrations.sms import SmsProvider
 
 
 @pytest.mark.parametrize("name", ["sandbox", "twilio", "aliyun", "sms.twilio"])
 def test_builtin_providers_build(name: str, sandbox: SandboxHandle) -> None:
     """Each built-in name (with or without the kind prefix) builds a provider from the sandbox's mapping."""
-    with build_provider(name, sandbox.base_url, sandbox.credentials) as provider:
+    with build_provider("sms", name, sandbox.base_url, sandbox.credentials) as provider:
         assert isinstance(provider, SmsProvider)
         assert provider.info.entry_point == (name if "." in name else f"sms.{name}")
 
 
 def test_default_is_the_batch_provider() -> None:
     """The embedded default sends batches of 100 per request."""
-    assert available_providers()[DEFAULT_PROVIDER].batch_size == 100
+    assert available_providers("sms")[DEFAULT_PROVIDER].batch_size == 100
 
 
 def test_unknown_name() -> None:
     """An unknown provider name is a LookupError that lists the known ones."""
     with pytest.raises(LookupError, match=r"sms\.twilio"):
-        build_provider("carrier-pigeon", "http://x", {})
+        build_provider("sms", "carrier-pigeon", "http://x", {})
 
 
 def test_missing_settings_name_fields_not_values() -> None:
     """Invalid settings raise ConfigError naming the fields, never echoing the values given."""
     with pytest.raises(ConfigError) as caught:
-        build_provider("twilio", "http://x", {"account_sid": "AC1", "auth_token": "tok-9f8e7d"})
+        build_provider("sms", "twilio", "http://x", {"account_sid": "AC1", "auth_token": "tok-9f8e7d"})
     assert "from_number" in str(caught.value) and "tok-9f8e7d" not in str(caught.value)
     with pytest.raises(ConfigError, match="access_key_secret"):
-        build_provider("aliyun", "http://x", {"access_key_id": "LTAI", "sign_name": "S"})
+        build_provider("sms", "aliyun", "http://x", {"access_key_id": "LTAI", "sign_name": "S"})
 
 
 def test_secret_fields_are_declared() -> None:
     """Each provider's metadata flags its secrets, so tools know what never to print."""
-    infos = available_providers()
+    infos = available_providers("sms")
     assert infos["twilio"].secret_fields() == ["auth_token"]
     assert infos["aliyun"].secret_fields() == ["access_key_secret"]
 

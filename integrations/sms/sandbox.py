@@ -15,7 +15,9 @@ from integrations.metadata import ProviderInfo
 from integrations.sms._base import HttpProviderSettings
 from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider
 
-__all__ = ["SandboxSettings", "SandboxSmsProvider"]
+__all__ = ["SERVER", "SandboxSettings", "SandboxSmsProvider"]
+
+SERVER = "integrations.sms.sandbox_server"  # what `integrations.sandbox.start_sandbox` runs by default
 
 
 class SandboxSettings(AliyunSettings):
