@@ -1,12 +1,12 @@
-"""The agency kind: repossession assignments sent to an agency, cancelled there when overtaken, followed by webhook.
+"""The agency kind: repossession orders sent to an agency, cancelled there when overtaken.
 
-    from integrations import registry
-    from integrations.agency.sandbox import start_agency_sandbox
-    with start_agency_sandbox() as agency:
-        cls = registry.load("agency", "sandbox")
-        with cls.from_config(agency.base_url, agency.credentials) as provider:
-            assignment = provider.assign(request)
-            provider.cancel(assignment.assignment_id, "payment received")
+from integrations import registry
+from integrations.agency.sandbox import start_agency_sandbox
+with start_agency_sandbox() as agency:
+    cls = registry.load("agency", "sandbox")
+    with cls.from_config(agency.base_url, agency.credentials) as provider:
+        assignment = provider.assign(request)
+        provider.cancel(assignment.assignment_id, "payment received")
 """
 
 from integrations.agency.protocol import (

@@ -51,7 +51,14 @@ def request_json(request: AssignmentRequest, *, client_id: str, callback_url: st
         "reference": request.idempotency_key,
         "case_number": request.account_reference,
         "order_type": request.order_type,
-        "vehicle": {"vin": v.vin, "year": v.year, "make": v.make, "model": v.model, "colour": v.colour, "plate": v.plate},
+        "vehicle": {
+            "vin": v.vin,
+            "year": v.year,
+            "make": v.make,
+            "model": v.model,
+            "colour": v.colour,
+            "plate": v.plate,
+        },
         "debtor": {"name": request.borrower_name},
         "addresses": [
             {
@@ -65,7 +72,11 @@ def request_json(request: AssignmentRequest, *, client_id: str, callback_url: st
             }
             for a in request.addresses
         ],
-        "lender_contact": {"name": request.lender.name, "phone": request.lender.phone, "email": request.lender.email},
+        "lender_contact": {
+            "name": request.lender.name,
+            "phone": request.lender.phone,
+            "email": request.lender.email,
+        },
         "notes": request.notes,
     }
     if callback_url:

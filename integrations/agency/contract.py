@@ -143,7 +143,9 @@ class AgencyProviderContract:
         with pytest.raises(AssignmentNotFound):
             provider.cancel("asg_doesnotexist", "cure")
 
-    def test_throttling_is_retried_and_assigns_once(self, provider: AgencyProvider, agency_sandbox: Any) -> None:
+    def test_throttling_is_retried_and_assigns_once(
+        self, provider: AgencyProvider, agency_sandbox: Any
+    ) -> None:
         """A burst of 429s is retried after Retry-After and the order arrives exactly once."""
         agency_sandbox.set_faults(http_429=2, retry_after=2)
         assignment = provider.assign(make_request("a-1"))
@@ -160,7 +162,9 @@ class AgencyProviderContract:
         assert caught.value.retry_after == 3600
         assert agency_sandbox.assignments() == []
 
-    def test_unknown_outcome_is_not_assigned_twice(self, provider: AgencyProvider, agency_sandbox: Any) -> None:
+    def test_unknown_outcome_is_not_assigned_twice(
+        self, provider: AgencyProvider, agency_sandbox: Any
+    ) -> None:
         """A 500, then a timeout, after the agency took the order are reconciled by key: one assignment."""
         agency_sandbox.set_faults(operation="assign", http_500=1)
         first = provider.assign(make_request("a-1"))
@@ -177,7 +181,9 @@ class AgencyProviderContract:
         [stored] = agency_sandbox.assignments()
         assert [e["status"] for e in stored["events"]] == ["cancelled"]
 
-    def test_bad_credentials_raise_config_error(self, bad_provider: AgencyProvider, agency_sandbox: Any) -> None:
+    def test_bad_credentials_raise_config_error(
+        self, bad_provider: AgencyProvider, agency_sandbox: Any
+    ) -> None:
         """Refused credentials are a ConfigError for assign, cancel and status, and nothing is placed."""
         with pytest.raises(ConfigError):
             bad_provider.assign(make_request("a-1"))
@@ -264,9 +270,15 @@ class AgencyProviderContract:
         assert [c["outcome"] for c in agency_sandbox.callbacks()] == ["dropped"]
         assert provider.status(assignment.assignment_id).status == "accepted"
 
-    def test_secrets_and_vin_never_printed(self, provider: Any, bad_provider: Any, agency_sandbox: Any) -> None:
+    def test_secrets_and_vin_never_printed(
+        self, provider: Any, bad_provider: Any, agency_sandbox: Any
+    ) -> None:
         """No secret appears in a provider's repr or its errors, and no full VIN in a request's repr."""
-        secrets = [agency_sandbox.credentials["api_key"], agency_sandbox.credentials["webhook_secret"], BAD_SECRET]
+        secrets = [
+            agency_sandbox.credentials["api_key"],
+            agency_sandbox.credentials["webhook_secret"],
+            BAD_SECRET,
+        ]
         assignment = provider.assign(make_request("a-1"))
         agency_sandbox.advance(assignment.assignment_id, "accepted")
         headers, body = agency_sandbox.signed_callback(assignment.assignment_id)

@@ -76,7 +76,9 @@ class RestAgencySettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0, description="Read timeout of one HTTP request.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout.")
     retry_attempts: int = Field(default=4, ge=1, description="Attempts per call, the first included.")
-    retry_total_seconds: float = Field(default=60.0, gt=0, description="Time budget of one call, waits included.")
+    retry_total_seconds: float = Field(
+        default=60.0, gt=0, description="Time budget of one call, waits included."
+    )
 
 
 def error_from_response(
@@ -150,7 +152,9 @@ class RestAgencyProvider(ConfiguredClient):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
-        self.retry_policy = RetryPolicy(attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds)
+        self.retry_policy = RetryPolicy(
+            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
+        )
         self._clock = clock or (lambda: datetime.now(UTC))
         self._client = httpx.Client(
             base_url=settings.base_url.rstrip("/") + API_ROOT,
@@ -168,7 +172,9 @@ class RestAgencyProvider(ConfiguredClient):
 
     def assign(self, request: AssignmentRequest) -> Assignment:
         key = request.idempotency_key
-        body = request_json(request, client_id=self.settings.client_id, callback_url=self.settings.callback_url)
+        body = request_json(
+            request, client_id=self.settings.client_id, callback_url=self.settings.callback_url
+        )
 
         def once() -> Assignment:
             response = exchange(
@@ -223,7 +229,9 @@ class RestAgencyProvider(ConfiguredClient):
         try:
             statuses = [status_from_json(event) for event in json.loads(body)["events"]]
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise InvalidCallback("agency webhook is not a list of assignment events", code="body.malformed") from None
+            raise InvalidCallback(
+                "agency webhook is not a list of assignment events", code="body.malformed"
+            ) from None
         return sorted(statuses, key=lambda s: s.at)
 
     def _read(
@@ -248,6 +256,8 @@ class RestAgencyProvider(ConfiguredClient):
             try:
                 return status_from_json(response.json(), assignment_id)
             except (ValueError, KeyError, TypeError):
-                raise Transient(f"{self.info.entry_point}: unreadable answer to {method}", code="bad_answer") from None
+                raise Transient(
+                    f"{self.info.entry_point}: unreadable answer to {method}", code="bad_answer"
+                ) from None
 
         return call_with_retries(once, self.retry_policy)

@@ -1,7 +1,8 @@
 """The embedded default agency: the REST client pointed at our sandbox agency, and its controls.
 
     from integrations.agency.sandbox import start_agency_sandbox, SandboxAgencyProvider
-    with start_agency_sandbox() as agency, SandboxAgencyProvider.from_config(agency.base_url, agency.credentials) as p:
+    with start_agency_sandbox() as agency:
+        p = SandboxAgencyProvider.from_config(agency.base_url, agency.credentials)
         assignment = p.assign(request)
         agency.advance(assignment.assignment_id, "recovered", deliver=True)
 
@@ -50,7 +51,9 @@ class AgencySandboxCredentials:
 
     @classmethod
     def generate(cls) -> AgencySandboxCredentials:
-        return cls("LENDER-" + secrets.token_hex(4).upper(), "agy_" + secrets.token_hex(16), secrets.token_hex(16))
+        return cls(
+            "LENDER-" + secrets.token_hex(4).upper(), "agy_" + secrets.token_hex(16), secrets.token_hex(16)
+        )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, str]) -> AgencySandboxCredentials:
@@ -62,7 +65,9 @@ class AgencySandboxCredentials:
         def derive(label: str) -> str:
             return hashlib.sha256(f"arrears-agency-sandbox/{label}\0{seed}".encode()).hexdigest()
 
-        return cls("LENDER-" + derive("client")[:8].upper(), "agy_" + derive("api_key")[:32], derive("webhook")[:32])
+        return cls(
+            "LENDER-" + derive("client")[:8].upper(), "agy_" + derive("api_key")[:32], derive("webhook")[:32]
+        )
 
     def as_mapping(self) -> dict[str, str]:
         return asdict(self)
@@ -73,7 +78,9 @@ class AgencySandboxCredentials:
 
 # Well-known values for a sandbox started by hand; never valid anywhere but there.
 DEFAULT_CREDENTIALS = AgencySandboxCredentials(
-    client_id="LENDER-SANDBOX", api_key="sandbox-agency-api-key", webhook_secret="sandbox-agency-webhook-secret"
+    client_id="LENDER-SANDBOX",
+    api_key="sandbox-agency-api-key",
+    webhook_secret="sandbox-agency-webhook-secret",
 )
 
 
@@ -106,7 +113,9 @@ class AgencySandbox(SandboxControls):
         payload = {"to": to, "reason": reason, "deliver": deliver}
         return dict(self._post(f"/_sandbox/advance/{assignment_id}", payload))
 
-    def signed_callback(self, assignment_id: str, *, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
+    def signed_callback(
+        self, assignment_id: str, *, timestamp: int | None = None
+    ) -> tuple[dict[str, str], bytes]:
         """A webhook for the assignment's latest event, signed as the platform would at `timestamp`."""
         answer = self._post("/_sandbox/callbacks/sign", {"id": assignment_id, "timestamp": timestamp})
         return dict(answer["headers"]), answer["body"].encode()

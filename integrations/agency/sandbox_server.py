@@ -1,4 +1,4 @@
-"""A sandbox repossession agency: a FastAPI app imitating an assignment platform (see `integrations.agency.rest`).
+"""A sandbox repossession agency: a FastAPI app imitating an assignment platform (`agency.rest`).
 
 - `agency_router(state)`, an `APIRouter` with `POST /v1/assignments`, `POST
   /v1/assignments/{id}/cancel` and `GET /v1/assignments/{id}`: Bearer auth and the client id
@@ -80,7 +80,9 @@ class Rules(BaseModel):
         default=None, gt=0, description="Apply the rules and push pending webhooks this often by itself."
     )
     recovery_location: str = Field(default="ACME Recovery lot, Des Moines IA")
-    condition: str = Field(default="Drivable; minor scratches on the rear bumper; personal property inventoried.")
+    condition: str = Field(
+        default="Drivable; minor scratches on the rear bumper; personal property inventoried."
+    )
 
 
 class Advance(BaseModel):
@@ -261,7 +263,9 @@ def agency_router(st: AgencyState) -> APIRouter:
             fingerprint = hashlib.sha256(json.dumps(order, sort_keys=True).encode()).hexdigest()
             if (first := st.by_key.get(key)) is not None:
                 if first.fingerprint != fingerprint:
-                    return error_response(409, "idempotency_conflict", "This key was used for another assignment.")
+                    return error_response(
+                        409, "idempotency_conflict", "This key was used for another assignment."
+                    )
                 st.count("replays")
                 return json_response(first.wire(), 200)
             vin = str((order.get("vehicle") or {}).get("vin", ""))
@@ -289,7 +293,9 @@ def agency_router(st: AgencyState) -> APIRouter:
         if (refused := denied(request, "cancel")) is not None:
             return refused
         try:
-            reason = str((json.loads(await request.body() or b"{}") or {}).get("reason") or "cancelled by the lender")
+            reason = str(
+                (json.loads(await request.body() or b"{}") or {}).get("reason") or "cancelled by the lender"
+            )
         except (ValueError, AttributeError):
             reason = "cancelled by the lender"
 
@@ -335,7 +341,9 @@ def create_app(
 ) -> FastAPI:
     """The sandbox agency around one in-memory state (a fresh one unless given)."""
     st = state or AgencyState(credentials)
-    app = FastAPI(title="arrears agency sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json")
+    app = FastAPI(
+        title="arrears agency sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
+    )
     app.state.sandbox = st
     secret = st.credentials.webhook_secret
     delivering = asyncio.Lock()  # the pump and a control request never push the same event twice
@@ -352,7 +360,11 @@ def create_app(
         a = st.assignments[event.assignment_id]
         body = json.dumps({"events": [_event_json(event, a)]}, ensure_ascii=False).encode()
         t = str(int(time.time()) if timestamp is None else timestamp)
-        return {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, t, body), TIMESTAMP_HEADER: t}, body
+        return {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, t, body),
+            TIMESTAMP_HEADER: t,
+        }, body
 
     async def deliver() -> dict[str, int]:
         """POST the pending events, one per request; failures stay pending, drops are lost."""
@@ -411,7 +423,12 @@ def create_app(
     async def assignments(idempotency_key: str | None = None) -> dict[str, Any]:
         st.tick(st.now())
         found = [
-            {**a.wire(), "our_status": a.status, "order": a.order, "events": [_event_json(e, a) for e in a.events]}
+            {
+                **a.wire(),
+                "our_status": a.status,
+                "order": a.order,
+                "events": [_event_json(e, a) for e in a.events],
+            }
             for a in st.assignments.values()
             if not idempotency_key or a.idempotency_key == idempotency_key
         ]
@@ -419,7 +436,11 @@ def create_app(
 
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, Any]:
-        return {"assignments": len(st.assignments), "pending_callbacks": len(st.pending), "counters": dict(st.counters)}
+        return {
+            "assignments": len(st.assignments),
+            "pending_callbacks": len(st.pending),
+            "counters": dict(st.counters),
+        }
 
     @app.get("/_sandbox/rules")
     async def get_rules() -> Rules:
@@ -439,7 +460,9 @@ def create_app(
         target = order.to
         if target is None:
             if a.status not in _HAPPY[:-1]:
-                return error_response(409, "advance.impossible", f"A {a.status} assignment has no next status.")
+                return error_response(
+                    409, "advance.impossible", f"A {a.status} assignment has no next status."
+                )
             target = _HAPPY[_HAPPY.index(a.status) + 1]
         if target not in ASSIGNMENT_STATUSES:
             return error_response(422, "advance.invalid", f"Unknown status {target!r}.")

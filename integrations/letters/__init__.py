@@ -1,12 +1,12 @@
 """The letters kind: PDF letters mailed through a print-and-mail provider (Lob-shaped), tracked to delivery.
 
-    from integrations import registry
-    from integrations.letters.sandbox import start_letters_sandbox
-    with start_letters_sandbox() as lob:
-        cls = registry.load("letters", "sandbox")
-        with cls.from_config(lob.base_url, lob.credentials) as provider:
-            letter = provider.send(request)
-            provider.status(letter.id)
+from integrations import registry
+from integrations.letters.sandbox import start_letters_sandbox
+with start_letters_sandbox() as lob:
+    cls = registry.load("letters", "sandbox")
+    with cls.from_config(lob.base_url, lob.credentials) as provider:
+        letter = provider.send(request)
+        provider.status(letter.id)
 """
 
 from integrations.letters.protocol import (

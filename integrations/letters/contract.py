@@ -26,7 +26,14 @@ from typing import Any
 import pytest
 
 from integrations._local_sandbox import CallbackReceiver
-from integrations.errors import ConfigError, Duplicate, InvalidAddress, InvalidCallback, ProviderError, Transient
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidAddress,
+    InvalidCallback,
+    ProviderError,
+    Transient,
+)
 from integrations.letters.protocol import (
     Letter,
     LetterNotFound,
@@ -158,7 +165,9 @@ class LettersProviderContract:
 
     # -- faults -----------------------------------------------------------------------------------
 
-    def test_throttling_is_retried_and_mails_once(self, provider: LettersProvider, letters_sandbox: Any) -> None:
+    def test_throttling_is_retried_and_mails_once(
+        self, provider: LettersProvider, letters_sandbox: Any
+    ) -> None:
         """A burst of 429s is retried after Retry-After and the letter is mailed exactly once."""
         letters_sandbox.set_faults(http_429=2, retry_after=2)
         letter = provider.send(make_request("l-1"))
@@ -219,7 +228,9 @@ class LettersProviderContract:
         letters_sandbox.register_callback(callback_receiver.url)
         letter = provider.send(make_request("l-1"))
         letters_sandbox.advance(letter.id, "in_transit", deliver=True)
-        events = [e for headers, body in callback_receiver.received for e in provider.parse_callback(headers, body)]
+        events = [
+            e for headers, body in callback_receiver.received for e in provider.parse_callback(headers, body)
+        ]
         assert [(e.letter_id, e.kind) for e in events] == [(letter.id, "mailed"), (letter.id, "in_transit")]
         assert all(e.event_id and e.at.tzinfo is not None for e in events)
 
@@ -240,7 +251,7 @@ class LettersProviderContract:
     def test_duplicated_webhook_carries_the_same_event_id(
         self, provider: LettersProvider, letters_sandbox: Any, callback_receiver: CallbackReceiver
     ) -> None:
-        """A webhook the vendor sends twice parses to the same event id both times, so it can be deduplicated."""
+        """A webhook the vendor sends twice parses to the same event id both times: it can be deduplicated."""
         letters_sandbox.register_callback(callback_receiver.url)
         letters_sandbox.set_faults(duplicate_callbacks=1)
         letter = provider.send(make_request("l-1"))
@@ -283,7 +294,7 @@ class LettersProviderContract:
     def test_lost_webhook_is_recovered_by_status(
         self, provider: LettersProvider, letters_sandbox: Any, callback_receiver: CallbackReceiver
     ) -> None:
-        """When the vendor drops a webhook, nothing arrives, and status() still tells the letter was mailed."""
+        """When the vendor drops a webhook, nothing arrives, and status() still says the letter was mailed."""
         letters_sandbox.register_callback(callback_receiver.url)
         letters_sandbox.set_faults(drop_callbacks=1)
         letter = provider.send(make_request("l-1"))

@@ -62,7 +62,9 @@ _RANK = {"created": 0, "mailed": 1, "in_transit": 2, "delivered": 3, "returned_t
 
 # A certified letter carries a USPS tracking number and proof of mailing: what counsel asks for
 # when a notice's receipt may be contested (US-MA c.255B §20A counts from the notice's delivery).
-MailType = Literal["usps_first_class", "usps_first_class_certified", "usps_first_class_certified_return_receipt"]
+MailType = Literal[
+    "usps_first_class", "usps_first_class_certified", "usps_first_class_certified_return_receipt"
+]
 MAIL_TYPES: tuple[str, ...] = (
     "usps_first_class",
     "usps_first_class_certified",

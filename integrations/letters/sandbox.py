@@ -1,7 +1,8 @@
 """The embedded default letters provider: the Lob client pointed at our sandbox Lob, and its controls.
 
     from integrations.letters.sandbox import start_letters_sandbox, SandboxLettersProvider
-    with start_letters_sandbox() as lob, SandboxLettersProvider.from_config(lob.base_url, lob.credentials) as p:
+    with start_letters_sandbox() as lob:
+        p = SandboxLettersProvider.from_config(lob.base_url, lob.credentials)
         letter = p.send(request)
         lob.advance(letter.id, "delivered", deliver=True)
 
@@ -104,7 +105,9 @@ class LettersSandbox(SandboxControls):
         between; `deliver` pushes the webhooks at once. Answers the letter and its new events."""
         return dict(self._post(f"/_sandbox/advance/{letter_id}", {"to": to, "deliver": deliver}))
 
-    def signed_callback(self, letter_id: str, *, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
+    def signed_callback(
+        self, letter_id: str, *, timestamp: int | None = None
+    ) -> tuple[dict[str, str], bytes]:
         """A webhook for the letter's latest tracking event, signed as Lob would at `timestamp`."""
         answer = self._post("/_sandbox/callbacks/sign", {"id": letter_id, "timestamp": timestamp})
         return dict(answer["headers"]), answer["body"].encode()

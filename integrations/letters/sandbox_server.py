@@ -40,7 +40,14 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._hmac import sign
-from integrations._sandbox import CallbackFaults, FaultState, control_routes, json_response, serve, with_faults
+from integrations._sandbox import (
+    CallbackFaults,
+    FaultState,
+    control_routes,
+    json_response,
+    serve,
+    with_faults,
+)
 from integrations.letters._wire import EVENT_TYPES, NAMES, mail_type_of
 from integrations.letters.lob import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from integrations.letters.protocol import TRACKING_KINDS
@@ -227,7 +234,9 @@ class LettersState(FaultState):
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     """Lob's error body."""
-    return json_response({"error": {"message": message, "status_code": status, "code": code}}, status, headers)
+    return json_response(
+        {"error": {"message": message, "status_code": status, "code": code}}, status, headers
+    )
 
 
 _FAULTS = {
@@ -281,7 +290,9 @@ def lob_router(st: LettersState) -> APIRouter:
             ).hexdigest()
             if key and (first := st.by_key.get(key)) is not None:
                 if first.fingerprint != fingerprint:
-                    return _error(409, "idempotency_conflict", "This idempotency key was used for another letter.")
+                    return _error(
+                        409, "idempotency_conflict", "This idempotency key was used for another letter."
+                    )
                 st.count("replays")
                 return json_response(first.wire(), 200)
             for prefix in ("to", "from"):
@@ -435,7 +446,9 @@ def create_app(
 
     # -- the sandbox's own controls ----------------------------------------------------------------
 
-    control_routes(app, st, Faults, health=lambda: {"ok": True, "kind": "letters", "letters": len(st.letters)})
+    control_routes(
+        app, st, Faults, health=lambda: {"ok": True, "kind": "letters", "letters": len(st.letters)}
+    )
 
     @app.get("/_sandbox/letters")
     async def letters(idempotency_key: str | None = None) -> dict[str, Any]:
@@ -456,7 +469,11 @@ def create_app(
 
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, Any]:
-        return {"letters": len(st.letters), "pending_callbacks": len(st.pending), "counters": dict(st.counters)}
+        return {
+            "letters": len(st.letters),
+            "pending_callbacks": len(st.pending),
+            "counters": dict(st.counters),
+        }
 
     @app.get("/_sandbox/rules")
     async def get_rules() -> Rules:
