@@ -27,12 +27,18 @@ BUILTIN: dict[str, str] = {
     "court.ecf": "integrations.court.ecf:EcfCourtProvider",
     "bureau.sandbox": "integrations.bureau.sandbox:SandboxBureauProvider",
     "bureau.rest": "integrations.bureau.rest:RestBureauProvider",
+    "letters.sandbox": "integrations.letters.sandbox:SandboxLettersProvider",
+    "letters.lob": "integrations.letters.lob:LobLettersProvider",
+    "agency.sandbox": "integrations.agency.sandbox:SandboxAgencyProvider",
+    "agency.rest": "integrations.agency.rest:RestAgencyProvider",
 }
 # The Protocol each kind's classes are checked against before use.
 _PROTOCOLS: dict[str, str] = {
     "sms": "integrations.sms.protocol:SmsProvider",
     "court": "integrations.court.protocol:CourtProvider",
     "bureau": "integrations.bureau.protocol:BureauProvider",
+    "letters": "integrations.letters.protocol:LettersProvider",
+    "agency": "integrations.agency.protocol:AgencyProvider",
 }
 
 

@@ -1,0 +1,277 @@
+"""Legal notices and confirmations as PDF letters: the text from a template, the page set by reportlab.
+
+Why here, in the domain core: what a notice says is a rule of its jurisdiction (Iowa Code
+537.5110-5111, Wis. Stat. 425.104-105, M.G.L. c.255B §20A; the CBA 2026 guideline for a 催收函),
+and the PDF is evidence. So rendering is a pure function of its inputs: `render(kind, context)`
+gives the same bytes for the same context every time (reportlab's `invariant=1`: no clock, no
+random document id in the file), its SHA-256 is stored with the letter, and `arrears letters pdf`
+can re-render the letter as mailed from the stored context. The task that mails it hands the
+bytes to the letters provider (`integrations.letters`) and keeps the hash; nothing here knows a
+provider.
+
+Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<variant>.j2`):
+- `right_to_cure`: US-IA, US-WI, US-MA: the amount to cure, the cure deadline, the lender's name
+  and contact, the borrower's rights;
+- `collection_notice`: the zh-CN 催收函 sent to a CN account before legal referral;
+- `hardship_plan`: the confirmation of an accepted plan, in English or zh-CN by the profile's locale.
+
+The returned `text` is exactly the words on the page, for `vet` (the content rules of
+`arrears.compliance.content`, the same ones every SMS passes) and for the audit trail.
+"""
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from typing import Literal
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound
+from reportlab.lib.pagesizes import A4, LETTER
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfgen.canvas import Canvas
+
+from arrears.compliance.content import ContentFinding, check_content
+from arrears.jurisdictions import Profile, profile
+from arrears.messages import format_money
+
+__all__ = [
+    "LETTER_KINDS",
+    "LetterContext",
+    "LetterKind",
+    "LetterTemplateMissing",
+    "RenderedLetter",
+    "render",
+    "template_for",
+    "vet",
+]
+
+LetterKind = Literal["right_to_cure", "collection_notice", "hardship_plan"]
+LETTER_KINDS: tuple[str, ...] = ("right_to_cure", "collection_notice", "hardship_plan")
+
+_CJK_FONT = "STSong-Light"  # one of reportlab's CID fonts: the reader supplies the glyphs, no font file
+_LATIN_FONT = "Helvetica"
+_TITLE_SIZE, _BODY_SIZE, _LEADING = 13, 10.5, 15
+_MARGIN = 64
+
+
+class LetterTemplateMissing(LookupError):
+    """No template for this kind in this jurisdiction (a right-to-cure notice in CN, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LetterContext:
+    """Everything a letter says, as stored facts: render it again from these and get the same bytes.
+
+    Amounts are Decimal with `currency`; dates are the borrower's local calendar dates. A notice's
+    `cure_deadline` is the last day to cure as `arrears.review.cure_deadline` computes it (from the
+    planned mailing date; the legal clock itself starts at the provider's `mailed` event)."""
+
+    jurisdiction: str  # profile code: US-IA, US-WI, US-MA, CN…
+    lender: str
+    lender_contact: str  # phone and address of the desk that takes payments and questions
+    borrower_name: str
+    account_reference: str
+    letter_date: date
+    currency: str
+    amount_to_cure: Decimal | None = None  # right_to_cure, collection_notice: the past-due amount
+    cure_deadline: date | None = None
+    itemization: Sequence[tuple[str, Decimal]] = ()  # US-WI 425.104(1): the cure amount itemized
+    vehicle: str = ""  # "2021 Honda Accord"; never the VIN in full
+    plan_description: str = ""  # hardship_plan
+    plan_installment: Decimal | None = None
+    plan_installments: int | None = None
+    plan_first_due: date | None = None
+    plan_accepted_on: date | None = None
+    borrower_address: Sequence[str] = field(default=())  # printed in the envelope window
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "itemization", tuple(self.itemization))
+        object.__setattr__(self, "borrower_address", tuple(self.borrower_address))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedLetter:
+    """The PDF as mailed, its SHA-256 (the evidence), and the words on it (for `vet`)."""
+
+    kind: str
+    template: str
+    pdf: bytes
+    sha256: str
+    text: str
+
+    def __repr__(self) -> str:
+        return f"RenderedLetter(kind={self.kind!r}, template={self.template!r}, sha256={self.sha256[:12]!r}…)"
+
+
+def template_for(kind: str, jurisdiction: str, *, rules: Profile | None = None) -> str:
+    """The template a letter of `kind` uses in `jurisdiction`; LetterTemplateMissing if none."""
+    if kind not in LETTER_KINDS:
+        raise ValueError(f"unknown letter kind {kind!r}")
+    locale = (rules or profile(jurisdiction)).locale
+    variants = {
+        "right_to_cure": [jurisdiction],
+        "collection_notice": [jurisdiction.split("-")[0]],
+        "hardship_plan": [locale, "en"],
+    }[kind]
+    for variant in variants:
+        name = f"{kind}.{variant}.j2"
+        try:
+            _environment().get_template(name)
+        except TemplateNotFound:
+            continue
+        return name
+    raise LetterTemplateMissing(f"no {kind} letter for {jurisdiction}")
+
+
+def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
+    def money(amount: Decimal | None, what: str) -> str:
+        if amount is None:
+            raise ValueError(f"a {kind} letter needs {what}")
+        return format_money(amount, ctx.currency)
+
+    def day(value: date | None, what: str) -> str:
+        if value is None:
+            raise ValueError(f"a {kind} letter needs {what}")
+        return value.isoformat()
+
+    values: dict[str, object] = {
+        "lender": ctx.lender,
+        "lender_contact": ctx.lender_contact,
+        "borrower_name": ctx.borrower_name,
+        "account_reference": ctx.account_reference,
+        "letter_date": ctx.letter_date.isoformat(),
+        "vehicle": ctx.vehicle,
+    }
+    if kind in ("right_to_cure", "collection_notice"):
+        values["amount_to_cure"] = money(ctx.amount_to_cure, "the amount to cure")
+        values["cure_deadline"] = day(ctx.cure_deadline, "the cure deadline")
+        values["itemization"] = [(label, format_money(a, ctx.currency)) for label, a in ctx.itemization]
+        # Wis. Stat. 425.104(1): the notice states the amount to cure itemized; the items add up.
+        itemized = bool(ctx.itemization) and sum(a for _, a in ctx.itemization) == ctx.amount_to_cure
+        if ctx.jurisdiction == "US-WI" and kind == "right_to_cure" and not itemized:
+            raise ValueError("a US-WI notice itemizes the amount to cure, and the items add up to it")
+    else:
+        values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
+        values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")
+        values["plan_accepted_on"] = day(ctx.plan_accepted_on, "the day the plan was accepted")
+        if not ctx.plan_installments or not ctx.plan_description:
+            raise ValueError("a hardship_plan letter needs the plan's description and number of payments")
+        values["plan_installments"] = ctx.plan_installments
+        values["plan_description"] = ctx.plan_description
+    return values
+
+
+def render(kind: LetterKind | str, context: LetterContext, *, rules: Profile | None = None) -> RenderedLetter:
+    """The letter of `kind` for `context`: deterministic, so the same inputs give identical bytes.
+
+    `rules` is the jurisdiction's profile under the lender's policy; the file's by default.
+    Raises ValueError when the context lacks what the kind must say, LetterTemplateMissing when
+    the jurisdiction has no such letter."""
+    name = template_for(kind, context.jurisdiction, rules=rules)
+    text = _environment().get_template(name).render(**_values(kind, context)).strip() + "\n"
+    pdf = _pdf(text, cjk=not text.isascii(), title=text.splitlines()[0], address=context.borrower_address)
+    return RenderedLetter(kind, name, pdf, hashlib.sha256(pdf).hexdigest(), text)
+
+
+def vet(
+    letter: RenderedLetter, context: LetterContext, *, rules: Profile | None = None
+) -> ContentFinding | None:
+    """The first content rule the letter's words break (threats, abuse, the lender unnamed), or None:
+    `arrears.compliance.content.check_content` on the letter channel, where no opt-out is owed."""
+    fill = {"name": context.borrower_name, "lender": context.lender}
+    return check_content(
+        letter.text,
+        lender=context.lender,
+        profile=rules or profile(context.jurisdiction),
+        channel="letter",
+        fill=fill,
+    )
+
+
+# -- the page ---------------------------------------------------------------------------------------
+
+
+@cache
+def _environment() -> Environment:
+    # Plain text, not HTML: autoescape would turn "&" in a lender's name into "&amp;".
+    return Environment(
+        loader=PackageLoader("arrears.letters", "templates"),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+    )
+
+
+@cache
+def _cjk_font() -> str:
+    pdfmetrics.registerFont(UnicodeCIDFont(_CJK_FONT))
+    return _CJK_FONT
+
+
+def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
+    """`line` cut to fit `width`: at spaces for Latin text, at any character for Chinese."""
+    if not line:
+        return [""]
+    if line.isascii():
+        out: list[str] = []
+        current = ""
+        for word in line.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if current and pdfmetrics.stringWidth(candidate, font, size) > width:
+                out.append(current)
+                current = word.lstrip()
+            else:
+                current = candidate
+        return [*out, current]
+    out, current = [], ""
+    for char in line:
+        if current and pdfmetrics.stringWidth(current + char, font, size) > width:
+            out.append(current)
+            current = ""
+        current += char
+    return [*out, current]
+
+
+def _pdf(text: str, *, cjk: bool, title: str, address: Sequence[str]) -> bytes:
+    buffer = io.BytesIO()
+    pagesize = A4 if cjk else LETTER
+    font = _cjk_font() if cjk else _LATIN_FONT
+    bold = font if cjk else "Helvetica-Bold"
+    # invariant=1: a fixed creation date and document id, so the bytes depend on the text alone.
+    canvas = Canvas(buffer, pagesize=pagesize, invariant=1, pageCompression=1)
+    canvas.setTitle(title)
+    canvas.setAuthor("arrears")
+    canvas.setCreator("arrears.letters")
+    width, height = pagesize
+    usable = width - 2 * _MARGIN
+    y = height - _MARGIN
+
+    def line_out(content: str, face: str, size: float) -> None:
+        nonlocal y
+        if y < _MARGIN:
+            canvas.showPage()
+            y = height - _MARGIN
+        canvas.setFont(face, size)
+        canvas.drawString(_MARGIN, y, content)
+        y -= _LEADING
+
+    lines = text.splitlines()
+    line_out(lines[0], bold, _TITLE_SIZE)
+    if address:  # the window of a #10 envelope sits below the heading
+        y -= _LEADING / 2
+        for part in address:
+            line_out(part, font, _BODY_SIZE)
+    for raw in lines[1:]:
+        emphasised = raw.isupper() or raw.startswith(
+            ("AMOUNT TO CURE", "CURE DEADLINE", "逾期金额", "还款期限")
+        )
+        face = bold if emphasised else font
+        for piece in _wrap(raw, face, _BODY_SIZE, usable):
+            line_out(piece, face, _BODY_SIZE)
+    canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()

@@ -1,0 +1,315 @@
+"""A client of Lob's print-and-mail API (and of the sandbox imitating it): letters that reach people.
+
+- `POST /v1/letters`: multipart form, `to[...]` and `from[...]` addresses in Lob's field names,
+  `file` (the PDF), `mail_type=usps_first_class` with `extra_service` for certified mail,
+  `use_type=operational` (a notice, not marketing), `metadata[idempotency_key]`; the
+  `Idempotency-Key` header makes a resend answer the first letter instead of mailing a second.
+- `GET /v1/letters/{id}`: the letter with its `tracking_events`.
+- Webhooks: one event per POST, signed `Lob-Signature` (hex HMAC-SHA256 of `timestamp + "." +
+  body` with the webhook secret) and `Lob-Signature-Timestamp`; older than 5 minutes is refused.
+
+Auth is HTTP Basic with the API key as user and no password; errors are
+`{"error": {"message", "status_code", "code"}}`. Because Lob deduplicates by key, an unknown
+outcome (a 5xx or a timeout after sending) is reconciled by sending again with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from integrations import _hmac
+from integrations._http import ConfiguredClient, error_for_status, exchange, retry_after
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidAddress,
+    InvalidCallback,
+    Permanent,
+    ProviderError,
+    Transient,
+    UnknownOutcome,
+)
+from integrations.letters._wire import KIND_OF_EVENT, KIND_OF_NAME, extra_service, mail_type_of
+from integrations.letters.protocol import Letter, LetterNotFound, LetterRequest, PostalAddress, TrackingEvent
+from integrations.metadata import ProviderInfo
+from integrations.retries import RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)  # idempotency keys and letter ids only: never an address or a secret
+
+__all__ = [
+    "API_ROOT",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "LobLettersProvider",
+    "LobSettings",
+    "address_fields",
+    "error_from_response",
+    "letter_from_wire",
+]
+
+API_ROOT = "/v1"
+SIGNATURE_HEADER = "Lob-Signature"
+TIMESTAMP_HEADER = "Lob-Signature-Timestamp"
+# Lob's codes for an address it will not mail to: the contact point is unusable, not the request.
+_ADDRESS_CODES = {"failed_deliverability_strictness", "invalid_address", "undeliverable_address"}
+
+
+class LobSettings(BaseModel):
+    """Lob's settings; the two secrets print as `**********`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(
+        default="https://api.lob.com", description="Root URL of Lob (or of the sandbox), without /v1."
+    )
+    api_key: SecretStr = Field(description="Lob API key (test_… or live_…), sent as the Basic auth user.")
+    webhook_secret: SecretStr = Field(description="Secret Lob signs webhooks with (Lob-Signature).")
+    color: bool = Field(default=False, description="Print in colour (notices are black and white).")
+    double_sided: bool = Field(default=False, description="Print on both sides of the page.")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Read timeout of one HTTP request.")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout.")
+    retry_attempts: int = Field(default=4, ge=1, description="Attempts per call, the first included.")
+    retry_total_seconds: float = Field(
+        default=60.0, gt=0, description="Time budget of one call, waits included."
+    )
+
+
+def address_fields(prefix: str, address: PostalAddress) -> dict[str, str]:
+    """`to[name]`, `to[address_line1]`…: an address in Lob's form field names."""
+    fields = {
+        "name": address.name,
+        "address_line1": address.line1,
+        "address_line2": address.line2,
+        "address_city": address.city,
+        "address_state": address.state,
+        "address_zip": address.postal_code,
+        "address_country": address.country,
+    }
+    return {f"{prefix}[{k}]": v for k, v in fields.items() if v}
+
+
+def error_from_response(
+    response: httpx.Response, *, idempotency_key: str | None = None, letter_id: str | None = None
+) -> ProviderError:
+    """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
+    try:
+        error = response.json()["error"]
+        code = str(error.get("code") or f"http_{response.status_code}")
+        reason = str(error.get("message") or response.reason_phrase)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, reason = f"http_{response.status_code}", f"HTTP {response.status_code} from Lob"
+    status = response.status_code
+    key = idempotency_key
+    if status >= 500 and status != 503 and response.headers.get("Retry-After") is not None:
+        # Lob asks to come back later: it did not take the request (and would deduplicate anyway).
+        return Transient(reason, retry_after=retry_after(response), code=code, idempotency_key=key)
+    if (found := error_for_status(response, reason, code, idempotency_key=key)) is not None:
+        return found
+    if status == 404 and letter_id is not None:
+        return LetterNotFound(letter_id, reason)
+    if status == 404:  # no such route: a wrong base URL
+        return ConfigError(reason, code=code, idempotency_key=key)
+    if status == 409:
+        return Duplicate(reason, code=code, idempotency_key=key)
+    if status == 422 and (code in _ADDRESS_CODES or "address" in code):
+        return InvalidAddress(code, reason, idempotency_key=key)
+    return Permanent(code, reason, idempotency_key=key)
+
+
+def _instant(value: Any) -> datetime:
+    """An ISO 8601 instant (Lob writes `2026-03-02T17:01:03.123Z`); one without offset is UTC."""
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _tracking(letter_id: str, item: Mapping[str, Any]) -> TrackingEvent | None:
+    kind = KIND_OF_NAME.get(str(item.get("name")))
+    if kind is None:  # a step of Lob's we do not follow
+        return None
+    return TrackingEvent(
+        letter_id=letter_id,
+        kind=kind,
+        at=_instant(item.get("time") or item["date_created"]),
+        event_id=str(item.get("id") or ""),
+        vendor_event=str(item.get("name")),
+        location=item.get("location") or None,
+    )
+
+
+def letter_from_wire(payload: Mapping[str, Any], idempotency_key: str = "") -> Letter:
+    """Our `Letter` from Lob's letter object; KeyError or ValueError if it is not one."""
+    letter_id = str(payload["id"])
+    events = [e for item in payload.get("tracking_events") or () if (e := _tracking(letter_id, item))]
+    mailed = [e.at for e in events if e.kind == "mailed"]
+    expected = payload.get("expected_delivery_date")
+    metadata = payload.get("metadata") or {}
+    return Letter(
+        id=letter_id,
+        idempotency_key=str(metadata.get("idempotency_key") or idempotency_key),
+        status=Letter.furthest(events),
+        created_at=_instant(payload["date_created"]),
+        mailed_at=min(mailed) if mailed else None,
+        expected_delivery=date.fromisoformat(str(expected)) if expected else None,
+        tracking=events,
+        mail_type=mail_type_of(payload.get("extra_service")),
+        tracking_number=payload.get("tracking_number") or None,
+    )
+
+
+class LobLettersProvider(ConfiguredClient):
+    """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name="lob",
+        kind="letters",
+        title="Lob print-and-mail letters",
+        settings=LobSettings,
+        deduplicates=True,
+        setup_url="https://docs.lob.com/#tag/Letters",
+    )
+    settings_model: ClassVar[type[LobSettings]] = LobSettings
+
+    def __init__(
+        self,
+        settings: LobSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry_policy = RetryPolicy(
+            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
+        )
+        self._clock = clock or (lambda: datetime.now(UTC))  # webhook timestamps are checked against it
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + API_ROOT,
+            transport=transport,
+            auth=httpx.BasicAuth(settings.api_key.get_secret_value(), ""),  # not in repr
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            headers={"User-Agent": "arrears-letters/1"},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def form(self, request: LetterRequest) -> dict[str, str]:
+        """The form fields of `POST /v1/letters` for `request` (the PDF goes as the `file` part)."""
+        fields = {
+            **address_fields("to", request.recipient),
+            **address_fields("from", request.sender),
+            "mail_type": "usps_first_class",
+            "use_type": "operational",
+            "color": str(self.settings.color).lower(),
+            "double_sided": str(self.settings.double_sided).lower(),
+            "metadata[idempotency_key]": request.idempotency_key,
+            "metadata[sha256]": request.sha256,
+        }
+        if (extra := extra_service(request.mail_type)) is not None:
+            fields["extra_service"] = extra
+        if request.description:
+            fields["description"] = request.description
+        return fields
+
+    def send(self, request: LetterRequest) -> Letter:
+        key = request.idempotency_key
+        fields = self.form(request)
+
+        def once() -> Letter:
+            response = exchange(
+                lambda: self._client.post(
+                    "/letters",
+                    data=fields,
+                    files={"file": ("letter.pdf", request.pdf, "application/pdf")},
+                    headers={"Idempotency-Key": key},
+                ),
+                self.info.entry_point,
+                idempotency_key=key,
+                no_answer="no answer to POST /v1/letters after sending it",
+            )
+            if response.status_code not in (200, 201):
+                raise error_from_response(response, idempotency_key=key)
+            try:
+                return letter_from_wire(response.json(), key)
+            except (ValueError, KeyError, TypeError):  # taken, but the answer is unreadable
+                raise UnknownOutcome(
+                    f"{self.info.entry_point}: unreadable answer to POST /v1/letters",
+                    code="bad_answer",
+                    idempotency_key=key,
+                ) from None
+
+        try:
+            return call_with_retries(once, self.retry_policy)
+        except UnknownOutcome:
+            # Lob deduplicates by key: the same letter again answers the first one if it went
+            # through, and mails it once if it did not. Once: a second unknown goes up.
+            log.warning("letters.lob: outcome unknown for %s, sending it again with the same key", key)
+            return call_with_retries(once, self.retry_policy)
+
+    def status(self, letter_id: str) -> Letter:
+        """A read, safe to repeat: an unknown outcome is retried like a transient one."""
+
+        def once() -> Letter:
+            try:
+                response = exchange(
+                    lambda: self._client.get(f"/letters/{letter_id}"),
+                    self.info.entry_point,
+                    no_answer="no answer to GET /v1/letters",
+                )
+            except UnknownOutcome as e:
+                raise Transient(e.reason, code=e.code) from None
+            if response.status_code != 200:
+                error = error_from_response(response, letter_id=letter_id)
+                if isinstance(error, UnknownOutcome):
+                    raise Transient(error.reason, code=error.code)
+                raise error
+            try:
+                return letter_from_wire(response.json())
+            except (ValueError, KeyError, TypeError):
+                raise Transient(
+                    f"{self.info.entry_point}: unreadable answer to GET /v1/letters", code="bad_answer"
+                ) from None
+
+        return call_with_retries(once, self.retry_policy)
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+    ) -> list[TrackingEvent]:
+        # The signature covers the timestamp and the body, not the URL: `url` is not needed.
+        _hmac.verify(
+            self.settings.webhook_secret.get_secret_value(),
+            headers,
+            body,
+            self._clock(),
+            signature_header=SIGNATURE_HEADER,
+            timestamp_header=TIMESTAMP_HEADER,
+        )
+        try:
+            event = json.loads(body)
+            event_type = str(event["event_type"]["id"])
+            kind = KIND_OF_EVENT.get(event_type)
+            if kind is None:  # letter.created, letter.rendered_pdf…: not a step through the post
+                return []
+            letter = event.get("body") or {}
+            letter_id = str(event.get("reference_id") or letter["id"])
+            return [
+                TrackingEvent(
+                    letter_id=letter_id,
+                    kind=kind,
+                    at=_instant(event["date_created"]),
+                    event_id=str(event.get("id") or ""),
+                    vendor_event=event_type,
+                    location=(event.get("location") or None),
+                )
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidCallback("Lob webhook is not a letter event", code="body.malformed") from None

@@ -1,0 +1,136 @@
+"""Legal notices rendered as PDFs: they say what the law asks, in the right script, byte for byte again."""
+
+import io
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+
+import pypdf
+import pytest
+
+from arrears.letters import LetterContext, LetterTemplateMissing, render, vet
+
+
+def _text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+def _notice(jurisdiction: str = "US-IA", **overrides: object) -> LetterContext:
+    fields: dict[str, object] = {
+        "jurisdiction": jurisdiction,
+        "lender": "Acme Auto Finance",
+        "lender_contact": "1-800-555-0100, 100 Lender Way, Des Moines IA 50309",
+        "borrower_name": "Dana Borrower",
+        "account_reference": "INST1-A-1042",
+        "letter_date": date(2026, 3, 2),
+        "currency": "USD",
+        "amount_to_cure": Decimal("812.40"),
+        "cure_deadline": date(2026, 3, 23),
+        "vehicle": "2021 Honda Accord",
+        "borrower_address": ("Dana Borrower", "1 Main St", "Ames IA 50010"),
+    }
+    fields.update(overrides)
+    return LetterContext(**fields)  # type: ignore[arg-type]
+
+
+CN = _notice(
+    "CN",
+    lender="安信汽车金融",
+    lender_contact="400-800-1234，上海市浦东新区世纪大道100号",
+    borrower_name="张伟",
+    currency="CNY",
+    amount_to_cure=Decimal("3456.78"),
+    cure_deadline=date(2026, 3, 22),
+    vehicle="",
+    borrower_address=(),
+)
+WI_ITEMS = (("Past-due instalments", Decimal("790.00")), ("Delinquency charge", Decimal("22.40")))
+
+
+@pytest.mark.parametrize(
+    ("jurisdiction", "citation", "extra"),
+    [
+        ("US-IA", "537.5110", {}),
+        ("US-WI", "425.104", {"itemization": WI_ITEMS}),
+        ("US-MA", "255B", {}),
+    ],
+)
+def test_right_to_cure_names_amount_deadline_and_statute(
+    jurisdiction: str, citation: str, extra: dict[str, object]
+) -> None:
+    """Each state's notice, read back from the PDF, names the amount, deadline, statute and lender."""
+    letter = render("right_to_cure", _notice(jurisdiction, **extra))
+    text = _text(letter.pdf)
+    for needle in ("$812.40", "2026-03-23", citation, "Acme Auto Finance", "1-800-555-0100", "Your rights"):
+        assert needle in text, needle
+    assert letter.text.startswith("NOTICE OF RIGHT TO CURE")
+
+
+def test_wisconsin_notice_itemizes_the_cure_amount() -> None:
+    """The US-WI notice lists each item of the cure amount, and refuses items that do not add up to it."""
+    text = _text(render("right_to_cure", _notice("US-WI", itemization=WI_ITEMS)).pdf)
+    assert "Delinquency charge: $22.40" in text and "Past-due instalments: $790.00" in text
+    with pytest.raises(ValueError, match="itemiz"):
+        render("right_to_cure", _notice("US-WI", itemization=WI_ITEMS[:1]))
+
+
+def test_chinese_collection_notice_is_readable_chinese() -> None:
+    """The 催收函 for a CN account reads back as Chinese text with the amount and the deadline."""
+    letter = render("collection_notice", CN)
+    text = _text(letter.pdf)
+    for needle in ("催收函", "尊敬的张伟", "¥3,456.78", "2026-03-22", "安信汽车金融", "支付令"):
+        assert needle in text, needle
+    assert b"STSong-Light" in letter.pdf
+
+
+def test_rendering_again_gives_identical_bytes() -> None:
+    """The same context renders to the same bytes and hash, so the stored hash proves the PDF as mailed."""
+    for kind, ctx in (("right_to_cure", _notice()), ("collection_notice", CN)):
+        first, second = render(kind, ctx), render(kind, ctx)
+        assert first.pdf == second.pdf and first.sha256 == second.sha256
+
+
+def test_a_changed_amount_changes_the_hash() -> None:
+    """A different amount to cure gives a different PDF and hash: the hash pins the content."""
+    one = render("right_to_cure", _notice())
+    other = render("right_to_cure", _notice(amount_to_cure=Decimal("812.41")))
+    assert one.sha256 != other.sha256
+
+
+def test_hardship_plan_confirmation_in_the_borrowers_language() -> None:
+    """A plan confirmation states the instalment, the count and the first due date, in Chinese for CN."""
+    plan = {
+        "plan_description": "6-month instalment plan",
+        "plan_installment": Decimal("350.00"),
+        "plan_installments": 6,
+        "plan_first_due": date(2026, 4, 1),
+        "plan_accepted_on": date(2026, 3, 2),
+    }
+    text = _text(render("hardship_plan", _notice(**plan)).pdf)
+    assert "$350.00" in text and "6 payments" in text and "2026-04-01" in text
+    zh = _text(render("hardship_plan", replace(CN, **plan)).pdf)  # type: ignore[arg-type]
+    assert "还款计划确认函" in zh and "¥350.00" in zh and "共6期" in zh
+
+
+def test_a_notice_without_amount_or_deadline_is_refused() -> None:
+    """A right-to-cure notice cannot be rendered without the amount to cure or the deadline."""
+    with pytest.raises(ValueError, match="amount to cure"):
+        render("right_to_cure", _notice(amount_to_cure=None))
+    with pytest.raises(ValueError, match="deadline"):
+        render("right_to_cure", _notice(cure_deadline=None))
+
+
+def test_no_right_to_cure_letter_where_the_law_requires_none() -> None:
+    """California owes no right-to-cure notice, and there is no template for one."""
+    with pytest.raises(LetterTemplateMissing):
+        render("right_to_cure", _notice("US-CA"))
+
+
+def test_vetting_passes_our_letters_and_catches_a_threat() -> None:
+    """The content checker passes every template as written, and names a threat slipped into the text."""
+    for kind, ctx in (("right_to_cure", _notice()), ("collection_notice", CN)):
+        assert vet(render(kind, ctx), ctx) is None
+    letter = render("right_to_cure", _notice())
+    tampered = replace(letter, text=letter.text + "\nPay or we will tell your employer.")
+    finding = vet(tampered, _notice())
+    assert finding is not None and finding.rule == "content:threat"
