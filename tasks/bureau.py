@@ -84,7 +84,7 @@ class BureauSettings:
 
 def bureau_settings() -> BureauSettings:
     settings = get_settings()
-    return BureauSettings(**{f: getattr(settings, f"bureau_{f}") for f in BureauSettings.__slots__})  # type: ignore[attr-defined]
+    return BureauSettings(**{f: getattr(settings, f"bureau_{f}") for f in BureauSettings.__slots__})
 
 
 class FurnishingRefused(RuntimeError):

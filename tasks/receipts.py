@@ -30,7 +30,7 @@ RECEIPT_HORIZON = timedelta(days=3)  # vendors keep message records for days, no
 
 def _provider_name() -> str:
     """The name dispatch records on the messages the configured provider sent (its `info.name`)."""
-    return provider_class(get_settings().sms_provider).info.name  # type: ignore[attr-defined,no-any-return]
+    return provider_class(get_settings().sms_provider).info.name
 
 
 def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
@@ -47,7 +47,8 @@ def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
 
 @task(name="reconcile-receipts", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
-    """Look up to `limit` messages up, oldest first; counts: looked up, moved, still in flight, failed lookups."""
+    """Look up the outcome of up to `limit` messages, oldest first; counts: looked up, moved, still
+    in flight, failed lookups."""
     counts = {
         "receipts_looked_up": 0,
         "receipts_applied": 0,
