@@ -12,22 +12,16 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
-    app,
     as_of_instant,
+    command_group,
     console,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
 
 __all__ = ["promise_app"]
 
-promise_app = typer.Typer(
-    name="promise",
-    help="Promises to pay: record one taken by phone, list an account's.",
-    no_args_is_help=True,
-)
-app.add_typer(promise_app, name="promise")
+promise_app = command_group("promise", "Promises to pay: record one taken by phone, list an account's.")
 
 Agent = Annotated[
     str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")
@@ -56,7 +50,7 @@ def add(
     except ValueError:
         raise CliError(f"--date: {on!r} is not a date (YYYY-MM-DD)") from None
     at = as_of_instant(as_of)
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     try:
         promise_id = record_agent_promise(
             engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at
@@ -86,7 +80,7 @@ def list_promises(
     """The account's promises, newest first: pending, kept, broken or replaced."""
     from tasks.promises import promises_of
 
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     rows = promises_of(engine, account_id)
     if json:
         emit_json(rows)
