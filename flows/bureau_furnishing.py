@@ -65,24 +65,12 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     problems = validate_furnish_file(built.content)
     if problems:
         found = [(p.record, p.field, p.reason) for p in problems]
-        record_refusal(period, f"{len(found)} layout problems found by our validator", found)
-        emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
-        raise FurnishingRefused(f"metro2 {period} not submitted: {len(found)} layout problems", found)
+        why = f"{len(found)} layout problems found by our validator"
+        raise _refused(
+            period, resource, why, found, f"metro2 {period} not submitted: {len(found)} layout problems"
+        )
     written = write_furnish_file(built.content, output) if output else None
-
-    try:
-        with bureau_session():
-            result = submit_furnish_file(period, built.content)
-    except Exception as error:  # unreachable bureau, refused credentials: recorded, then the run fails
-        record_refusal(period, f"submission failed: {error}", [])
-        emit_event("arrears.bureau.furnishing.failed", resource=resource, payload={"error": str(error)})
-        raise
-    if not result.accepted:
-        found = [(e.record, e.field, e.reason) for e in result.errors]
-        record_refusal(period, f"the bureau refused submission {result.submission_id}", found)
-        emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
-        raise FurnishingRefused(f"metro2 {period} refused by the bureau", found)
-    recorded = record_furnish(built, result)
+    submission_id, recorded = _submit(period, built, resource)
 
     summary = {
         "period": period,
@@ -90,7 +78,7 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
         "skipped": len(built.skipped),
         "statuses": built.status_counts(),
         "warnings": [f"{account}: {why}" for account, why in built.warnings],
-        "submission_id": result.submission_id,
+        "submission_id": submission_id,
         "records_written": recorded,
         "output": written,
     }
@@ -100,10 +88,34 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
         resource=resource,
         payload={k: summary[k] for k in ("accounts", "skipped", "statuses", "submission_id")},
     )
-    log.info(
-        "metro2 %s: %d accounts furnished, submission %s", period, len(built.reported), result.submission_id
-    )
+    log.info("metro2 %s: %d accounts furnished, submission %s", period, len(built.reported), submission_id)
     return summary
+
+
+def _submit(period: str, built: FurnishFile, resource: dict[str, str]) -> tuple[str, int]:
+    """Submit the validated file and record what the bureau took: its submission id and the
+    records written. A failed submission or the bureau's refusal is recorded and raised."""
+    try:
+        with bureau_session():
+            result = submit_furnish_file(period, built.content)
+    except Exception as error:  # unreachable bureau, refused credentials: recorded, then the run fails
+        record_refusal(period, f"submission failed: {error}", [])
+        emit_event("arrears.bureau.furnishing.failed", resource=resource, payload={"error": str(error)})
+        raise
+    if not result.accepted:
+        found = [(e.record, e.field, e.reason) for e in result.errors]
+        why = f"the bureau refused submission {result.submission_id}"
+        raise _refused(period, resource, why, found, f"metro2 {period} refused by the bureau")
+    return result.submission_id, record_furnish(built, result)
+
+
+def _refused(
+    period: str, resource: dict[str, str], why: str, found: list[tuple[int, str, str]], message: str
+) -> FurnishingRefused:
+    """Record and announce a file that was not furnished; the error to raise."""
+    record_refusal(period, why, found)
+    emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
+    return FurnishingRefused(message, found)
 
 
 def _publish(built: FurnishFile, summary: dict[str, Any]) -> None:

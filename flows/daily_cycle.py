@@ -14,16 +14,20 @@ batches of thousands of messages are the unit of orchestration (PREFECT.md).
 import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
+from flows._prefect import synced
+from flows._waiting import start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import start_reviews
 from tasks.bureau_pull import pull_bureau_profiles
@@ -54,6 +58,13 @@ def _progress(phase: str, done: int, total: int) -> None:
         listener(phase, done, total)
 
 
+def _threads(workers: int) -> TaskRunner[PrefectFuture[Any]]:
+    """A thread pool of `workers` threads (Prefect's default has no limit: PREFECT.md)."""
+    # TaskRunner's future type is invariant, so Prefect's own ThreadPoolTaskRunner (a runner of
+    # PrefectConcurrentFuture) does not match the PrefectFuture runner `@flow` is typed to take.
+    return ThreadPoolTaskRunner(max_workers=workers)  # type: ignore[return-value]
+
+
 def _cycle_name() -> str:
     as_of = as_of_or_now(flow_run.parameters.get("as_of"))
     return f"daily-cycle {business_date(as_of, get_settings().lender_timezone).isoformat()}"
@@ -64,8 +75,9 @@ def _cycle_name() -> str:
     flow_run_name=_cycle_name,
     # Shards decide in parallel and queue only for their write; dispatch batches mostly wait on
     # the provider. Four threads keep both cores busy despite the GIL.
-    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
-    description="Refresh, advance every account in shards, bureau pulls, reviews and referrals, dispatch, report.",
+    task_runner=_threads(4),
+    description="Refresh, advance every account in shards, bureau pulls, reviews and referrals, "
+    "dispatch, report.",
 )
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
@@ -75,7 +87,6 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     `cycle_shard`, e.g. "cycle-shard/shard"), each shard is advanced by its own flow run on
     that deployment's workers instead of in this process; PostgreSQL must then be shared.
     """
-    log = get_run_logger()
     settings = get_settings()
     instant = as_of_or_now(as_of)
     day = business_date(instant, settings.lender_timezone)
@@ -83,28 +94,7 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
 
     stats["refresh"] = refresh(instant, day, cycle_id)
-
-    shards = plan_shards(settings.shard_size)
-    progress = create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
-    totals: dict[str, int] = {}
-    if fan_out:
-        results = fan_out_shards(fan_out, shards, instant, cycle_id)
-    else:
-        futures = [advance_shard.submit(s, instant, day, cycle_id) for s in shards]
-        results = (f.result() for f in futures)
-    for done, result in enumerate(results, start=1):
-        for key, value in result.items():
-            totals[key] = totals.get(key, 0) + value
-        update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
-        _progress("advance", done, len(shards))
-    stats["advance"] = {"shards": len(shards), **totals}
-    log.info(
-        "advanced %d accounts in %d shards: %d transitions, %d new messages",
-        totals.get("accounts", 0),
-        len(shards),
-        totals.get("transitions", 0),
-        totals.get("messages", 0),
-    )
+    stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
     # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
     # next advance, so they run beside the reviews and the dispatch rather than before them.
@@ -123,6 +113,38 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     return stats
 
 
+def _advance(instant: datetime, day: date, cycle_id: int, fan_out: str | None) -> dict[str, int]:
+    """Advance every account, shard by shard: in this process, or one flow run per shard on the
+    `fan_out` deployment. Progress goes to an artifact and to the in-process listeners."""
+    shards = plan_shards(get_settings().shard_size)
+    progress = synced(
+        create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
+    )
+    if fan_out:
+        results = fan_out_shards(fan_out, shards, instant, cycle_id)
+    else:
+        futures = [advance_shard.submit(s, instant, day, cycle_id) for s in shards]
+        results = (f.result() for f in futures)
+    totals: dict[str, int] = {}
+    for done, result in enumerate(results, start=1):
+        _add(totals, result)
+        update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
+        _progress("advance", done, len(shards))
+    get_run_logger().info(
+        "advanced %d accounts in %d shards: %d transitions, %d new messages",
+        totals.get("accounts", 0),
+        len(shards),
+        totals.get("transitions", 0),
+        totals.get("messages", 0),
+    )
+    return {"shards": len(shards), **totals}
+
+
+def _add(totals: dict[str, int], counts: dict[str, int]) -> None:
+    for key, value in counts.items():
+        totals[key] = totals.get(key, 0) + value
+
+
 def fan_out_shards(
     deployment: str, shards: list[Shard], instant: datetime, cycle_id: int
 ) -> Iterator[dict[str, int]]:
@@ -132,11 +154,10 @@ def fan_out_shards(
     run's counts stay with that run (its result lives on the worker); the cycle's report reads
     the outcome from the database both share.
     """
-    from prefect.deployments import run_deployment
     from prefect.flow_runs import wait_for_flow_run
 
     runs = [
-        run_deployment(
+        start_run(
             deployment,
             parameters={
                 "as_of": instant.isoformat(),
@@ -145,20 +166,19 @@ def fan_out_shards(
                 "lo": s.lo,
                 "hi": s.hi,
             },
-            flow_run_name=f"cycle-shard {s.index} of cycle {cycle_id}",
+            name=f"cycle-shard {s.index} of cycle {cycle_id}",
             tags=["stage:advance", f"shard:{s.index}"],
-            idempotency_key=f"cycle-{cycle_id}-shard-{s.index}",
-            timeout=0,
-            as_subflow=False,
+            key=f"cycle-{cycle_id}-shard-{s.index}",
         )
         for s in shards
     ]
     for run in runs:
-        finished = asyncio.run(wait_for_flow_run(run.id, poll_interval=2))
+        # Prefect's `inject_client` declares its result type with `infer_variance=True`, which
+        # mypy leaves unsolved ("R?"); wait_for_flow_run returns the finished FlowRun.
+        finished: FlowRun = asyncio.run(wait_for_flow_run(run.id, poll_interval=2))
         if finished.state is None or not finished.state.is_completed():
-            raise RuntimeError(
-                f"shard run {finished.name} ended {finished.state.name if finished.state else 'unknown'}"
-            )
+            ended = finished.state.name if finished.state else "unknown"
+            raise RuntimeError(f"shard run {finished.name} ended {ended}")
         yield {}
 
 
@@ -170,7 +190,8 @@ def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None =
 
 
 def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, int]:
-    """Send what is due at `instant` (for one account, if given), batch by batch, through one provider session."""
+    """Send what is due at `instant` (for one account, if given), batch by batch, through one
+    provider session."""
     settings = get_settings()
     counts: dict[str, int] = {"batches": 0}
     batches = plan_dispatch(instant, settings.dispatch_batch, account_id)
@@ -179,8 +200,7 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
     with sms_session():
         futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches]
         for done, future in enumerate(futures, start=1):
-            for key, value in future.result().items():
-                counts[key] = counts.get(key, 0) + value
+            _add(counts, future.result())
             _progress("dispatch", done, len(futures))
     counts["batches"] = len(batches)
     return counts
@@ -190,7 +210,7 @@ def _dispatch_name() -> str:
     return f"dispatch {as_of_or_now(flow_run.parameters.get('as_of')):%Y-%m-%dT%H:%MZ}"
 
 
-@flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+@flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=_threads(2))
 def dispatch_outbox(as_of: str | None = None) -> dict[str, int]:
     """Send messages that became due since the cycle (those deferred to the borrower's morning),
     then look up the outcome of messages whose delivery receipt never came."""

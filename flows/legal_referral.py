@@ -20,16 +20,17 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
-from flows.repossession_review import (
-    Wake,
+from flows._waiting import (
     deployment_exists,
-    later_of,
+    follow,
+    live_runs,
     now_of,
+    pause_key,
     paused_runs,
-    runs_in,
-    wait_for,
+    start_run,
 )
 from tasks.legal import (
+    ReferralState,
     load_referral,
     open_referral,
     poll_filing,
@@ -44,6 +45,7 @@ __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 
 REFERRAL_DEPLOYMENT = "legal-referral/referral"
 _DONE = frozenset({"judgment", "settled", "dismissed", "dismissing", "cancelled"})
+_ENDED = _DONE | {"rejected"}  # the run has nothing more to do
 
 
 def _name() -> str:
@@ -57,28 +59,32 @@ def _name() -> str:
 )
 async def legal_referral(account_id: str, as_of: str | None = None) -> dict[str, Any] | State:
     """Refer `account_id` to court, as of `as_of` (ISO 8601; now when omitted)."""
-    log = get_run_logger()
     now = now_of(as_of)
     with court_session():
         state = open_referral(account_id, now)
         if state is None:
             return Cancelled(message=f"{account_id} is not in legal referral, or there is nothing to claim")
-        waits = 0
-        while True:
-            if state.paid and state.status not in _DONE:
-                state = request_dismissal(state.referral_id, now)
-            elif state.filing_id is None and state.status == "draft":
-                state = submit_filing(state.referral_id, now)
-            elif state.filing_id is not None and state.status not in _DONE and state.status != "rejected":
-                state = poll_filing(state.referral_id, now)
-            if state.status in _DONE or state.status == "rejected":
-                log.info("referral %s: %s", state.referral_id, state.status)
-                queue = "legal team" if state.status in ("rejected", "dismissing") else None
-                return {**state.as_json(), "queue": queue}
-            waits += 1
-            wake = await wait_for(Wake, key=f"court-wait-{waits}")
-            now = later_of(now, wake.as_of)
-            state = load_referral(state.referral_id)
+        return await follow("court", state, now, step=_court_step, reload=_reload)
+
+
+def _court_step(state: ReferralState, now: datetime) -> tuple[ReferralState, dict[str, Any] | None]:
+    """The referral's next move (withdraw, submit or poll), then its outcome, or None while the
+    case goes on."""
+    if state.paid and state.status not in _DONE:
+        state = request_dismissal(state.referral_id, now)
+    elif state.filing_id is None and state.status == "draft":
+        state = submit_filing(state.referral_id, now)
+    elif state.filing_id is not None and state.status not in _ENDED:
+        state = poll_filing(state.referral_id, now)
+    if state.status not in _ENDED:
+        return state, None
+    get_run_logger().info("referral %s: %s", state.referral_id, state.status)
+    queue = "legal team" if state.status in ("rejected", "dismissing") else None
+    return state, {**state.as_json(), "queue": queue}
+
+
+def _reload(state: ReferralState) -> ReferralState:
+    return load_referral(state.referral_id)
 
 
 def start_referrals(
@@ -91,46 +97,45 @@ def start_referrals(
     (a new referral, or one whose run died before the case ended: restarted at most once a day,
     it reads back what was done), on `deployment` when it is served; then wake every waiting
     referral run to poll its court."""
-    from prefect.deployments import run_deployment
-    from prefect.flow_runs import resume_flow_run
-
-    counts = {"referral_runs_started": 0, "referral_runs_woken": 0}
     work = referral_work()
     following = referrals_followed()
-    if deployment_exists(deployment):
-        live = {str(run.name) for run in _live_runs("legal-referral")}
-        for account_id, episode, referral_id, status in work:
-            if f"referral {account_id}" in live or (status in _DONE or status == "rejected"):
-                continue
-            key = f"referral-{account_id.lower()}-{episode}"
-            if referral_id is not None:  # opened before: its run ended without finishing the case
-                key += f"-restart-{instant:%Y%m%d}"
-            run_deployment(
-                deployment,
-                parameters={"account_id": account_id, "as_of": as_of},
-                flow_run_name=f"referral {account_id}",
-                tags=["stage:legal_referral", f"account:{account_id.lower()}"],
-                idempotency_key=key,
-                timeout=0,
-                as_subflow=False,
-            )
-            counts["referral_runs_started"] += 1
+    started = _start(deployment, work, instant, as_of) if deployment_exists(deployment) else 0
+    return {"referral_runs_started": started, "referral_runs_woken": _wake(following, as_of)}
+
+
+def _start(
+    deployment: str, work: list[tuple[str, int, int | None, str | None]], instant: datetime, as_of: str | None
+) -> int:
+    """One run per referral that no live run follows and whose case has not ended."""
+    live = {str(run.name) for run in live_runs("legal-referral")}
+    started = 0
+    for account_id, episode, referral_id, status in work:
+        if f"referral {account_id}" in live or status in _ENDED:
+            continue
+        key = f"referral-{account_id.lower()}-{episode}"
+        if referral_id is not None:  # opened before: its run ended without finishing the case
+            key += f"-restart-{instant:%Y%m%d}"
+        start_run(
+            deployment,
+            parameters={"account_id": account_id, "as_of": as_of},
+            name=f"referral {account_id}",
+            tags=["stage:legal_referral", f"account:{account_id.lower()}"],
+            key=key,
+        )
+        started += 1
+    return started
+
+
+def _wake(following: set[str], as_of: str | None) -> int:
+    """Resume the runs waiting on their court, so each polls it once more."""
+    from prefect.flow_runs import resume_flow_run
+
+    woken = 0
     for run in paused_runs("legal-referral"):
-        key = str(run.state.state_details.pause_key or "") if run.state else ""
         # Only runs following one of our open referrals (an account that has since paid is one:
         # its run, woken, asks for the dismissal).
         mine = (run.parameters or {}).get("account_id") in following
-        if key.startswith("court-wait") and mine:
+        if pause_key(run).startswith("court-wait") and mine:
             resume_flow_run(run.id, run_input={"as_of": as_of})
-            counts["referral_runs_woken"] += 1
-    return counts
-
-
-def _live_runs(flow_name: str) -> list[Any]:
-    """Runs of `flow_name` that have not ended (scheduled, pending, running, paused)."""
-    from prefect.client.schemas.objects import StateType
-
-    return runs_in(
-        flow_name,
-        [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
-    )
+            woken += 1
+    return woken

@@ -22,20 +22,29 @@ The flow is async on purpose: a sync flow run costs about a second of heartbeat 
 (PREFECT.md), and a portfolio has many reviews.
 """
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
-from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 from pydantic import Field
 
-from arrears.clock import parse_instant
+from flows._waiting import (
+    deployment_exists,
+    follow,
+    now_of,
+    pause_key,
+    paused_runs,
+    start_run,
+    wait_for,
+)
 from tasks.review import (
     Decided,
+    Prepared,
+    ReviewState,
     close_review,
     load_review,
     open_review,
@@ -47,33 +56,17 @@ from tasks.review import (
     set_review_runs,
 )
 
-__all__ = [
-    "REVIEW_DEPLOYMENT",
-    "ReviewDecision",
-    "Wake",
-    "deployment_exists",
-    "later_of",
-    "now_of",
-    "paused_runs",
-    "repossession_review",
-    "runs_in",
-    "start_reviews",
-    "wait_for",
-]
+__all__ = ["REVIEW_DEPLOYMENT", "ReviewDecision", "repossession_review", "start_reviews", "wake_reviews"]
 
 REVIEW_DEPLOYMENT = "repossession-review/review"
-# Without a deployment a waiting run keeps its process: bounded, so a forgotten demo run ends.
-PAUSE_TIMEOUT_SECONDS = 24 * 3600
-POLL_SECONDS = 2  # how often a paused run asks whether it was resumed
-
-R = TypeVar("R", bound=RunInput)
 
 
 class ReviewDecision(RunInput):
     """The reviewer's decision at the end of a repossession review."""
 
     decision: Literal["repossess", "legal", "negotiate"] = Field(
-        description="repossess: order the vehicle's recovery; legal: refer to court; negotiate: back to negotiation."
+        description="repossess: order the vehicle's recovery; legal: refer to court; "
+        "negotiate: back to negotiation."
     )
     reviewer: str = Field(
         min_length=1,
@@ -81,37 +74,6 @@ class ReviewDecision(RunInput):
         description="Your name. Prefect's server has no users: arrears records the reviewer from this field.",
     )
     reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the account's audit trail.")
-
-
-class Wake(RunInput):
-    """A nudge to look again: the cure period has ended, or the account has changed."""
-
-    as_of: str | None = Field(
-        default=None, description="The instant the waker ran as of (ISO 8601 with offset); empty means now."
-    )
-
-
-def now_of(as_of: str | None) -> datetime:
-    return parse_instant(as_of) if as_of else datetime.now(UTC)
-
-
-def later_of(now: datetime, as_of: str | None) -> datetime:
-    return max(now, parse_instant(as_of)) if as_of else datetime.now(UTC)
-
-
-def _deployed() -> bool:
-    context = FlowRunContext.get()
-    return bool(context and context.flow_run and context.flow_run.deployment_id)
-
-
-async def wait_for(model: type[R], *, key: str) -> R:
-    """Wait for `model`'s input under `key` (lowercase letters, digits and dashes: PREFECT.md):
-    suspended under a deployment, paused in this process without one."""
-    if _deployed():
-        return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
-    return await apause_flow_run(
-        wait_for_input=model, key=key, timeout=PAUSE_TIMEOUT_SECONDS, poll_interval=POLL_SECONDS
-    )
 
 
 def _name() -> str:
@@ -125,26 +87,47 @@ def _name() -> str:
 )
 async def repossession_review(account_id: str, as_of: str | None = None) -> dict[str, Any] | State:
     """Review `account_id`, as of `as_of` (ISO 8601; now when omitted)."""
-    log = get_run_logger()
     now = now_of(as_of)
     state = open_review(account_id, now, str(flow_run.id))
     if state is None:
         return Cancelled(message=f"{account_id} is not in repossession review")
-    waits = 0
-    while state.decision is None:
-        state = send_cure_notice(state.review_id, now)
-        if state.closed or not state.in_review:
-            if not state.closed:
-                close_review(state.review_id, f"account is now {state.stage}", now)
-            return Cancelled(message=f"review {state.review_id} closed: account is now {state.stage}")
-        why = refusal(state, now)
-        if why is None:
-            break
-        waits += 1
-        log.info("review %s waits: %s", state.review_id, why)
-        wake = await wait_for(Wake, key=f"cure-wait-{waits}")
-        now = later_of(now, wake.as_of)
-        state = load_review(state.review_id)
+    cured: _Ready | State = await follow("cure", state, now, step=_cure_period, reload=_reload)
+    if isinstance(cured, State):
+        return cured
+    return await _decision(cured.state, cured.now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """The cure period is over, or a decision is already recorded: the review, as of `now`."""
+
+    state: ReviewState
+    now: datetime
+
+
+def _cure_period(state: ReviewState, now: datetime) -> tuple[ReviewState, _Ready | State | None]:
+    """One look at the cure period: the notice sent where it is owed, then ready for the
+    decision, cancelled, or (None) still to wait."""
+    if state.decision is not None:  # recorded by `arrears review decide` meanwhile
+        return state, _Ready(state, now)
+    state = send_cure_notice(state.review_id, now)
+    if state.closed or not state.in_review:
+        if not state.closed:
+            close_review(state.review_id, f"account is now {state.stage}", now)
+        return state, Cancelled(message=f"review {state.review_id} closed: account is now {state.stage}")
+    why = refusal(state, now)
+    if why is None:
+        return state, _Ready(state, now)
+    get_run_logger().info("review %s waits: %s", state.review_id, why)
+    return state, None
+
+
+def _reload(state: ReviewState) -> ReviewState:
+    return load_review(state.review_id)
+
+
+async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State:
+    """The decision already recorded, or the one a reviewer gives now."""
     if state.decision is None:
         answer = await wait_for(ReviewDecision, key="decision")
         at = max(now, datetime.now(UTC))
@@ -155,57 +138,11 @@ async def repossession_review(account_id: str, as_of: str | None = None) -> dict
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
     else:
         decided = Decided(state, state.decision, state.decision, None, None, False)
-    log.info("review %s: %s", state.review_id, decided.decision)
+    get_run_logger().info("review %s: %s", state.review_id, decided.decision)
     return decided.as_json()
 
 
 # -- the daily cycle's part ---------------------------------------------------------------------------
-
-
-def deployment_exists(name: str) -> bool:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-            return True
-        except ObjectNotFound:
-            return False
-
-
-def runs_in(flow_name: str, states: list[Any]) -> list[Any]:
-    """Every run of `flow_name` in one of these `StateType`s, a page of 200 at a time."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-
-    found: list[Any] = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
-                ),
-                limit=200,
-                offset=len(found),
-            )
-            found += page
-            if len(page) < 200:
-                return found
-
-
-def paused_runs(flow_name: str) -> list[Any]:
-    """Every paused (or suspended) run of `flow_name`."""
-    from prefect.client.schemas.objects import StateType
-
-    return runs_in(flow_name, [StateType.PAUSED])
 
 
 def start_reviews(
@@ -234,11 +171,9 @@ def start_reviews(
     return counts
 
 
-def _start(deployment: str, prepared: Any, as_of: str | None) -> int:
+def _start(deployment: str, prepared: Prepared, as_of: str | None) -> int:
     """One run per review without a live one; without a deployment, none: `arrears review decide`
     then records straight into the table."""
-    from prefect.deployments import run_deployment
-
     # A run that ended without finishing its review (crashed, failed, timed out) is replaced.
     ended = _ended_runs([run_id for _, _, run_id in prepared.with_run])
     # The account is in the key as well as the review: a key is unique across the whole Prefect
@@ -254,14 +189,12 @@ def _start(deployment: str, prepared: Any, as_of: str | None) -> int:
     ]
     started: list[tuple[int, str]] = []
     for review_id, account_id, key in todo:
-        run = run_deployment(
+        run = start_run(
             deployment,
             parameters={"account_id": account_id, "as_of": as_of},
-            flow_run_name=f"review {account_id}",
+            name=f"review {account_id}",
             tags=["stage:repossession_review", f"account:{account_id.lower()}"],
-            idempotency_key=key,
-            timeout=0,
-            as_subflow=False,
+            key=key,
         )
         started.append((review_id, str(run.id)))
     if started:
@@ -303,7 +236,7 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
     woken = cancelled = 0
     for run in runs:
         review = reviews.get(str(run.id))
-        key = str(run.state.state_details.pause_key or "") if run.state else ""
+        key = pause_key(run)
         if review is None:
             continue
         if key.startswith("cure-wait"):
@@ -321,11 +254,9 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
                 resume_flow_run(run.id, run_input=given)
                 woken += 1
             elif review.closed or not review.in_review:
-                from prefect.states import Cancelled as cancelled_state
-
                 with get_client(sync_client=True) as client:
                     client.set_flow_run_state(
-                        run.id, cancelled_state(message=f"account is now {review.stage}"), force=True
+                        run.id, Cancelled(message=f"account is now {review.stage}"), force=True
                     )
                 cancelled += 1
     return woken, cancelled

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -34,6 +34,14 @@ class Shard:
         return cls(0, account_id, account_id)
 
 
+class _Scope(TypedDict):
+    """What every refresh step is told: the instant, the cycle, and the one account (None: all)."""
+
+    as_of: datetime
+    cycle_id: int | None
+    account_id: str | None
+
+
 @task(name="refresh", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def refresh(
     as_of: datetime, business_date: date, cycle_id: int | None, account_id: str | None = None
@@ -45,7 +53,7 @@ def refresh(
     re-aged plan brings the account current), repossession orders that a payment, plan or hold
     overtook are cancelled; days past due are recomputed last, from the balances these left.
     """
-    at = {"as_of": as_of, "cycle_id": cycle_id, "account_id": account_id}
+    at = _Scope(as_of=as_of, cycle_id=cycle_id, account_id=account_id)
     with engine().begin() as connection:
         counts = {"payments_applied": store.apply_new_payments(connection, **at)}
         counts |= refresh_promises(connection, business_date=business_date, **at)

@@ -27,7 +27,7 @@ from arrears.storage import outbox
 from arrears.storage.outbox import DueMessage, Outcome
 from arrears.vocabulary import MessageStatus
 from integrations.errors import InvalidAddress, OptedOut, Permanent, ProviderError, Transient
-from integrations.sms.protocol import SmsRequest, SmsResult
+from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
 from tasks.database import engine, policy
 from tasks.providers import current_sms
 
@@ -67,12 +67,25 @@ def plan_dispatch(as_of: datetime, size: int, account_id: str | None = None) -> 
 )
 def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[str, int]:
     """Send one batch; returns counts by outcome status."""
-    provider = current_sms()
+    provider = current_sms()  # before the lease: without a provider session, nothing is leased
     rules = policy()
-    lender = get_settings().lender_name
+    rows = _lease(batch, as_of, rules)
+    outcomes, to_send = _check(rows, rules, as_of)
+    outcomes += _send(provider, to_send, as_of)
+    with engine().begin() as connection:
+        outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
+    _log_refused_numbers(outcomes, {r.id: r.address for r in rows})
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+    return counts
+
+
+def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
+    """Take the batch's due rows for a while, with the message history their caps count."""
     wall = utcnow()
     with engine().begin() as connection:
-        rows = outbox.lease_batch(
+        return outbox.lease_batch(
             connection,
             lo=batch.lo,
             hi=batch.hi,
@@ -83,6 +96,11 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             lookback=rules.longest_cap_window(),
         )
 
+
+def _check(rows: list[DueMessage], rules: Policy, as_of: datetime) -> tuple[list[Outcome], list[DueMessage]]:
+    """The send-time verdicts: the outcomes of the rows refused (blocked or deferred), and the
+    rows that may go."""
+    lender = get_settings().lender_name
     outcomes: list[Outcome] = []
     to_send: list[DueMessage] = []
     approved: dict[str, list[Contact]] = defaultdict(list)  # per borrower: what this batch lets go
@@ -95,8 +113,11 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             approved[row.borrower_id].append(
                 Contact(as_of, "sms", row.account_id, row.address, message_id=row.id)
             )
+    return outcomes, to_send
 
-    name = provider.info.name
+
+def _send(provider: SmsProvider, to_send: list[DueMessage], as_of: datetime) -> list[Outcome]:
+    """Send the approved rows in one batch, after looking up those an earlier try may have sent."""
     requests = [SmsRequest(r.idempotency_key, r.address, r.template, r.params, r.body) for r in to_send]
     # A row leased before may have reached the provider before its dispatcher died: ask first.
     known: dict[str, SmsResult] = {}
@@ -105,24 +126,14 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
             found = provider.status(request, row.provider_id)
             if found is not None:
                 known[row.idempotency_key] = found
-    fresh = [
-        (row, req) for row, req in zip(to_send, requests, strict=True) if row.idempotency_key not in known
-    ]
-    results = provider.send_batch([req for _, req in fresh]) if fresh else []
+    fresh = [req for req in requests if req.idempotency_key not in known]
+    results = provider.send_batch(fresh) if fresh else []
+    by_key: dict[str, SmsResult | ProviderError] = {**known}
+    by_key.update({req.idempotency_key: res for req, res in zip(fresh, results, strict=True)})
     # Sent "as of" the instant the send-time check approved: for a run as of now that is now, and
     # a replayed or simulated day keeps a timeline that the compliance re-check can trust.
-    sent_now = as_of
-    by_key: dict[str, SmsResult | ProviderError] = {**known}
-    by_key.update({req.idempotency_key: res for (_, req), res in zip(fresh, results, strict=True)})
-    outcomes += [_outcome(row, by_key[row.idempotency_key], name, sent_now) for row in to_send]
-
-    with engine().begin() as connection:
-        outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
-    _log_refused_numbers(outcomes, {r.id: r.address for r in rows})
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status.value] = counts.get(o.status.value, 0) + 1
-    return counts
+    name = provider.info.name
+    return [_outcome(row, by_key[row.idempotency_key], name, as_of) for row in to_send]
 
 
 def _refusal(
@@ -187,6 +198,14 @@ def _log_refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> 
         log.warning("message %s to %s: %s", o.id, mask_phone(addresses.get(o.id, "")), o.reason)
 
 
+# Provider errors that end a message: the status and the reason each records.
+_REFUSED: tuple[tuple[type[ProviderError], MessageStatus, str], ...] = (
+    (InvalidAddress, MessageStatus.FAILED, "invalid_number"),
+    (OptedOut, MessageStatus.BLOCKED, "opt_out:carrier"),
+    (Permanent, MessageStatus.FAILED, "provider:refused"),
+)
+
+
 def _outcome(row: DueMessage, result: SmsResult | ProviderError, provider: str, at: datetime) -> Outcome:
     if isinstance(result, SmsResult):
         status = (
@@ -213,34 +232,17 @@ def _outcome(row: DueMessage, result: SmsResult | ProviderError, provider: str, 
             not_before=retry_at,
             detail=str(result),
         )
-    if isinstance(result, InvalidAddress):
-        return Outcome(
-            row.id,
-            row.account_id,
-            MessageStatus.FAILED,
-            "invalid_number",
-            provider=provider,
-            invalid_address=row.address,
-            detail=str(result),
-        )
-    if isinstance(result, OptedOut):
-        return Outcome(
-            row.id,
-            row.account_id,
-            MessageStatus.BLOCKED,
-            "opt_out:carrier",
-            provider=provider,
-            detail=str(result),
-        )
-    if isinstance(result, Permanent):
-        return Outcome(
-            row.id,
-            row.account_id,
-            MessageStatus.FAILED,
-            "provider:refused",
-            provider=provider,
-            detail=str(result),
-        )
+    for kind, status, reason in _REFUSED:  # the first that matches: the specific before Permanent
+        if isinstance(result, kind):
+            return Outcome(
+                row.id,
+                row.account_id,
+                status,
+                reason,
+                provider=provider,
+                invalid_address=row.address if kind is InvalidAddress else None,
+                detail=str(result),
+            )
     # Unknown outcome (or any other provider error): keep it scheduled; the next lease reconciles
     # it through status() before anything is sent again.
     return Outcome(

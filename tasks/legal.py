@@ -27,6 +27,7 @@ from tasks.database import engine
 from tasks.providers import current_court
 
 __all__ = [
+    "ReferralState",
     "envelope_of",
     "load_referral",
     "open_referral",

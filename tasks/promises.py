@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from arrears.clock import business_date as lender_date
 from arrears.policy import Policy
 from arrears.promises import parse_promise, promise_rules
-from arrears.restructuring import PlanError, parse_plan_reply, plan_rules
+from arrears.restructuring import PlanError, PlanReply, parse_plan_reply, plan_rules
 from arrears.settings import get_settings
 from arrears.storage import accounts, plans, promises
 from arrears.vocabulary import Stage
@@ -86,32 +86,9 @@ def read_replies(
         promised = parse_promise(reply.text)
         answer = parse_plan_reply(reply.text) if promised is None else None
         if promised is not None:
-            amount, due = promised
-            try:
-                promises.add_promise(
-                    connection,
-                    account_id=reply.account_id,
-                    amount=amount,
-                    due_date=due,
-                    source="reply",
-                    at=reply.at,
-                    made_on=lender_date(reply.at, zone),
-                    actor="borrower",
-                    rules=promise_rules(rules),
-                    data=ref,
-                    cycle_id=cycle_id,
-                )
+            if _promise_by_reply(connection, reply, promised, rules, ref, cycle_id, zone):
                 behaviour = "promise_made"
                 counts["promises_from_replies"] += 1
-            except ValueError as why:
-                _note(
-                    connection,
-                    reply,
-                    "promise",
-                    f"reply read as a promise, not recorded: {why}",
-                    ref,
-                    cycle_id,
-                )
         elif answer is not None:
             counts["plans_from_replies"] += _answer_offer(
                 connection, reply, answer, rules, ref, cycle_id, zone
@@ -132,50 +109,54 @@ def read_replies(
     return counts
 
 
+def _promise_by_reply(
+    connection: Connection,
+    reply: promises.Reply,
+    promised: tuple[Decimal, date],
+    rules: Policy,
+    ref: dict[str, Any],
+    cycle_id: int | None,
+    zone: str,
+) -> bool:
+    """Record the promise a reply makes; a promise the rules refuse is noted on the timeline."""
+    amount, due = promised
+    try:
+        promises.add_promise(
+            connection,
+            account_id=reply.account_id,
+            amount=amount,
+            due_date=due,
+            source="reply",
+            at=reply.at,
+            made_on=lender_date(reply.at, zone),
+            actor="borrower",
+            rules=promise_rules(rules),
+            data=ref,
+            cycle_id=cycle_id,
+        )
+        return True
+    except ValueError as why:
+        _note(connection, reply, "promise", f"reply read as a promise, not recorded: {why}", ref, cycle_id)
+        return False
+
+
 def _answer_offer(
     connection: Connection,
     reply: promises.Reply,
-    answer: Any,
+    answer: PlanReply,
     rules: Policy,
     ref: dict[str, Any],
     cycle_id: int | None,
     zone: str,
 ) -> int:
-    if reply.stage != Stage.RESTRUCTURING:
-        _note(
-            connection,
-            reply,
-            "plan",
-            f"reply {answer.action} read, but no offer is open (account in {reply.stage})",
-            ref,
-            cycle_id,
-        )
-        return 0
-    if answer.action == "options":
-        # The options message needs its own template (restructuring_options): until it exists, an
-        # agent follows up; the request is on the timeline.
-        _note(
-            connection,
-            reply,
-            "plan",
-            "borrower asked for the plan options (reply PLAN): agent to follow up",
-            ref,
-            cycle_id,
-        )
+    """Answer a restructuring offer (ACCEPT, DECLINE or PLAN); 1 when a plan was accepted or
+    declined, 0 when the reply is only noted."""
+    unanswered = _no_answer(reply, answer)
+    if unanswered is not None:
+        _note(connection, reply, "plan", unanswered, ref, cycle_id)
         return 0
     if answer.action == "decline":
-        declined = plans.decline_plan(
-            connection,
-            account_id=reply.account_id,
-            at=reply.at,
-            actor="borrower",
-            source="reply",
-            data=ref,
-            cycle_id=cycle_id,
-        )
-        if declined is None:
-            _note(connection, reply, "plan", "reply DECLINE read, but no offer is open", ref, cycle_id)
-        return int(declined is not None)
+        return _decline_offer(connection, reply, ref, cycle_id)
     try:
         plans.accept_plan(
             connection,
@@ -194,6 +175,34 @@ def _answer_offer(
     except PlanError as why:
         _note(connection, reply, "plan", f"reply read as accepting a plan, not applied: {why}", ref, cycle_id)
         return 0
+
+
+def _no_answer(reply: promises.Reply, answer: PlanReply) -> str | None:
+    """Why a reply about a plan answers no offer, for the timeline; None when it answers one."""
+    if reply.stage != Stage.RESTRUCTURING:
+        return f"reply {answer.action} read, but no offer is open (account in {reply.stage})"
+    if answer.action == "options":
+        # The options message needs its own template (restructuring_options): until it exists, an
+        # agent follows up; the request is on the timeline.
+        return "borrower asked for the plan options (reply PLAN): agent to follow up"
+    return None
+
+
+def _decline_offer(
+    connection: Connection, reply: promises.Reply, ref: dict[str, Any], cycle_id: int | None
+) -> int:
+    declined = plans.decline_plan(
+        connection,
+        account_id=reply.account_id,
+        at=reply.at,
+        actor="borrower",
+        source="reply",
+        data=ref,
+        cycle_id=cycle_id,
+    )
+    if declined is None:
+        _note(connection, reply, "plan", "reply DECLINE read, but no offer is open", ref, cycle_id)
+    return int(declined is not None)
 
 
 def _note(

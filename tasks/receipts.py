@@ -47,7 +47,8 @@ def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
 
 @task(name="reconcile-receipts", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
-    """Look up to `limit` messages, oldest first; counts: looked up, moved, in flight, failed lookups."""
+    """Look up the outcome of up to `limit` messages, oldest first; counts: looked up, moved, still
+    in flight, failed lookups."""
     counts = {
         "receipts_looked_up": 0,
         "receipts_applied": 0,

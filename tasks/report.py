@@ -27,19 +27,39 @@ __all__ = ["report_cycle"]
 @task(name="report", cache_policy=NO_CACHE)
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
+    report, audit = _read(cycle_id)
+    _publish(report, audit, business_date)
+    _emit(report, audit, cycle_id, business_date)
+    result = report.as_json()
+    if audit is not None:
+        summary = audit.as_json()
+        result["compliance"] = {
+            k: summary[k]
+            for k in ("deferrals_by_rule", "blocks_by_rule", "sent_checked", "violations_by_rule")
+        }
+    return result
+
+
+def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None]:
+    """The portfolio after the cycle, and the audit of the cycle's sends (None before any cycle ran)."""
     with engine().connect() as connection:
         report = portfolio_report(connection, cycle_id=cycle_id)
-        audit: ComplianceReport | None = None
-        if report.as_of is not None:
-            # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
-            audit = compliance_report(
-                connection,
-                start=report.as_of,
-                end=report.as_of + timedelta(microseconds=1),
-                policy=policy(),
-                lender=get_settings().lender_name,
-                cycle_id=cycle_id,
-            )
+        if report.as_of is None:
+            return report, None
+        # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
+        audit = compliance_report(
+            connection,
+            start=report.as_of,
+            end=report.as_of + timedelta(microseconds=1),
+            policy=policy(),
+            lender=get_settings().lender_name,
+            cycle_id=cycle_id,
+        )
+    return report, audit
+
+
+def _publish(report: PortfolioReport, audit: ComplianceReport | None, business_date: str) -> None:
+    """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a summary."""
     create_table_artifact(
         key="accounts-by-stage-and-bucket",
         table=_stage_bucket_rows(report),
@@ -61,35 +81,32 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
         create_table_artifact(
             key="compliance",
             table=_compliance_rows(audit),
-            description=f"Cycle of {business_date}: deferrals and blocks by rule; {audit.sent_checked:,} sends re-checked, "
-            f"{len(audit.violations)} violations",
+            description=f"Cycle of {business_date}: deferrals and blocks by rule; "
+            f"{audit.sent_checked:,} sends re-checked, {len(audit.violations)} violations",
         )
     create_markdown_artifact(
         key="cycle-summary",
         markdown=_summary(report, business_date),
         description="Daily cycle summary",
     )
+
+
+def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int, business_date: str) -> None:
+    """The cycle's events, for automations: completed, messages blocked, compliance violations."""
     resource = {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
     emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
     if report.blocked_by_reason:
         emit_event("arrears.messages.blocked", resource=resource, payload=report.blocked_by_reason)
-    result = report.as_json()
-    if audit is not None:
+    if audit is not None and audit.violations:
         summary = audit.as_json()
-        if audit.violations:
-            emit_event(
-                "arrears.compliance.violation",
-                resource=resource,
-                payload={
-                    "violations_by_rule": summary["violations_by_rule"],
-                    "first": [mask_text(str(v)) for v in summary["violations"][:20]],
-                },
-            )
-        result["compliance"] = {
-            k: summary[k]
-            for k in ("deferrals_by_rule", "blocks_by_rule", "sent_checked", "violations_by_rule")
-        }
-    return result
+        emit_event(
+            "arrears.compliance.violation",
+            resource=resource,
+            payload={
+                "violations_by_rule": summary["violations_by_rule"],
+                "first": [mask_text(str(v)) for v in summary["violations"][:20]],
+            },
+        )
 
 
 def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ __all__ = [
     "Decided",
     "Prepared",
     "ReviewError",
+    "ReviewState",
     "close_review",
     "decide_review",
     "load_review",

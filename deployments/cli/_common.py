@@ -23,9 +23,11 @@ __all__ = [
     "Json",
     "app",
     "as_of_instant",
+    "command_group",
     "console",
     "console_err",
     "emit_json",
+    "existing_database",
     "open_database",
     "use_database",
 ]
@@ -39,6 +41,13 @@ app = typer.Typer(
 )
 console = Console()
 console_err = Console(stderr=True)
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of commands under `arrears NAME`, registered on `app`."""
+    group = typer.Typer(name=name, help=help, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
 
 
 class CliError(Exception):
@@ -116,3 +125,9 @@ def open_database(url: str, *, create: bool) -> Engine:
     except Exception as error:  # the driver's own message says what is wrong with the URL or server
         raise CliError(f"cannot open database: {redact_urls(str(error).splitlines()[0])}") from None
     return engine
+
+
+def existing_database(database: str | None) -> Engine:
+    """The engine of the database a command works on (`--database`, or the configured one), which
+    must exist already."""
+    return open_database(use_database(database), create=False)

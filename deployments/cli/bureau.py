@@ -6,7 +6,7 @@ file, 1 when our validator or the bureau refused it (nothing furnished), 2 on a 
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -16,23 +16,22 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
-    app,
+    command_group,
     console,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
+
+if TYPE_CHECKING:
+    from tasks.bureau import FurnishingRefused
 
 __all__ = ["EXIT_INVALID", "bureau_app"]
 
 EXIT_INVALID = 1
 
-bureau_app = typer.Typer(
-    name="bureau",
-    help="Credit bureau: furnish the monthly Metro 2 file of the US accounts, validate a file.",
-    no_args_is_help=True,
+bureau_app = command_group(
+    "bureau", "Credit bureau: furnish the monthly Metro 2 file of the US accounts, validate a file."
 )
-app.add_typer(bureau_app, name="bureau")
 
 
 @bureau_app.command("furnish")
@@ -57,7 +56,7 @@ def furnish(
         Period.parse(period)
     except ValueError as error:
         raise CliError(f"--period: {error}") from None
-    open_database(use_database(database), create=False)
+    existing_database(database)
     from flows.bureau_furnishing import bureau_furnishing
     from integrations.errors import ProviderError
     from tasks.bureau import FurnishingRefused
@@ -65,23 +64,32 @@ def furnish(
     try:
         summary = bureau_furnishing(period=period, output=str(output) if output else None)
     except FurnishingRefused as refused:
-        if json:
-            emit_json(
-                {
-                    "period": period,
-                    "furnished": False,
-                    "reason": refused.message,
-                    "problems": [{"record": n, "field": f, "reason": r} for n, f, r in refused.problems],
-                }
-            )
-            raise typer.Exit(EXIT_INVALID) from None
-        _print_problems(refused.problems)
-        raise CliError(refused.message, exit_code=EXIT_INVALID) from None
+        _refused(period, refused, json=json)
     except ProviderError as error:  # the bureau could not be reached or refused our credentials
         raise CliError(f"bureau: {error}", exit_code=EXIT_INVALID) from None
     if json:
         emit_json({"furnished": True, **summary})
         return
+    _print_furnished(period, summary)
+
+
+def _refused(period: str, refused: "FurnishingRefused", *, json: bool) -> NoReturn:
+    """Say why nothing was furnished (the problems, or the bureau's reason) and exit 1."""
+    if json:
+        emit_json(
+            {
+                "period": period,
+                "furnished": False,
+                "reason": refused.message,
+                "problems": [{"record": n, "field": f, "reason": r} for n, f, r in refused.problems],
+            }
+        )
+        raise typer.Exit(EXIT_INVALID) from None
+    _print_problems(refused.problems)
+    raise CliError(refused.message, exit_code=EXIT_INVALID) from None
+
+
+def _print_furnished(period: str, summary: dict[str, Any]) -> None:
     console.print(
         f"metro2 {period}: [bold]{summary['accounts']:,}[/bold] accounts furnished, "
         f"{summary['skipped']:,} not furnished, submission {escape(summary['submission_id'])}",

@@ -21,7 +21,7 @@ from arrears.settings import get_settings
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
-    app,
+    command_group,
     console,
     emit_json,
     open_database,
@@ -30,12 +30,9 @@ from deployments.cli._common import (
 
 __all__ = ["compliance_app"]
 
-compliance_app = typer.Typer(
-    name="compliance",
-    help="Compliance: verdicts by rule, and every sent message re-checked.",
-    no_args_is_help=True,
+compliance_app = command_group(
+    "compliance", "Compliance: verdicts by rule, and every sent message re-checked."
 )
-app.add_typer(compliance_app, name="compliance")
 
 _SHOWN = 50  # violations listed in the table; --json lists them all
 

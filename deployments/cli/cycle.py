@@ -13,6 +13,7 @@ from deployments.cli._common import (
     as_of_instant,
     console,
     emit_json,
+    existing_database,
     open_database,
     use_database,
 )
@@ -53,7 +54,7 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     receipt was lost) and record what it says, as a callback would.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
-    open_database(use_database(database), create=False)
+    existing_database(database)
     from flows.daily_cycle import dispatch_outbox
 
     counts = dispatch_outbox(as_of=as_of)

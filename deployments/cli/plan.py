@@ -11,20 +11,16 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
-    app,
     as_of_instant,
+    command_group,
     console,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
 
 __all__ = ["plan_app"]
 
-plan_app = typer.Typer(
-    name="plan", help="Restructuring plans: see the offers, record an acceptance.", no_args_is_help=True
-)
-app.add_typer(plan_app, name="plan")
+plan_app = command_group("plan", "Restructuring plans: see the offers, record an acceptance.")
 
 
 class Kind(StrEnum):
@@ -53,7 +49,7 @@ def accept(
     from tasks.plans import accept_plan
 
     at = as_of_instant(as_of)
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     try:
         plan_id, terms = accept_plan(
             engine,
@@ -82,7 +78,7 @@ def show(
     """The account's current plan, and the offers it would get today while it has none active."""
     from tasks.plans import plan_overview
 
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     found = plan_overview(engine, account_id=account_id, at=as_of_instant(as_of))
     if found is None:
         raise CliError(f"no account {account_id!r}")

@@ -16,22 +16,16 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
-    app,
     as_of_instant,
+    command_group,
     console,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
 
 __all__ = ["promise_app"]
 
-promise_app = typer.Typer(
-    name="promise",
-    help="Promises to pay: record one taken by phone, list an account's.",
-    no_args_is_help=True,
-)
-app.add_typer(promise_app, name="promise")
+promise_app = command_group("promise", "Promises to pay: record one taken by phone, list an account's.")
 
 # A promise is for money and days a person can mean: a plain decimal with at most 4 places below
 # 10^14 (what storage holds exactly), due within a year of today, not before it.
@@ -86,7 +80,7 @@ def add(
     value = _amount(amount)
     at = as_of_instant(as_of)
     due = _promised_day(on, at.date())
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     with engine.connect() as connection:
         story = account_story(connection, account_id)
     if story is None:
@@ -126,7 +120,7 @@ def list_promises(
     """The account's promises, newest first: pending, kept, broken or replaced."""
     from tasks.promises import promises_of
 
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     rows = promises_of(engine, account_id)
     if json:
         emit_json(rows)

@@ -16,8 +16,7 @@ from deployments.cli._common import (
     app,
     console,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
 
 
@@ -28,7 +27,7 @@ def show(
     json: Json = False,
 ) -> None:
     """Stage, days past due, segment, holds, messages and the timeline of one account."""
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     with engine.connect() as connection:
         story = account_story(connection, account_id)
     if story is None:
@@ -40,8 +39,9 @@ def show(
     holds = ", ".join(data["holds"]) or "none"
     console.print(
         Panel.fit(
-            f"[bold]{data['stage']}[/bold] since {data['stage_since'][:10]} · {data['days_past_due']} days past due "
-            f"({data['bucket']}) · past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
+            f"[bold]{data['stage']}[/bold] since {data['stage_since'][:10]} · "
+            f"{data['days_past_due']} days past due ({data['bucket']}) · "
+            f"past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
             f"segment {data['segment']} · holds {holds} · {data['jurisdiction']} {data['timezone']}",
             title=f"account {data['account_id']}",
         )
@@ -71,7 +71,7 @@ def report(
     json: Json = False,
 ) -> None:
     """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates."""
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     with engine.connect() as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
         data = portfolio_report(connection, cycle_id=cycle_id).as_json()

@@ -19,21 +19,17 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
-    app,
     as_of_instant,
+    command_group,
     console,
     console_err,
     emit_json,
-    open_database,
-    use_database,
+    existing_database,
 )
 
 __all__ = ["review_app"]
 
-review_app = typer.Typer(
-    name="review", help="Repossession reviews and legal referrals waiting for a person.", no_args_is_help=True
-)
-app.add_typer(review_app, name="review")
+review_app = command_group("review", "Repossession reviews and legal referrals waiting for a person.")
 
 
 class Decision(StrEnum):
@@ -49,7 +45,7 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
     from tasks.review import waiting
 
     now = as_of_instant(as_of)
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     found = waiting(engine, now=now)
     if json:
         emit_json([w.as_json() for w in found])
@@ -89,7 +85,7 @@ def decide(
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
-    engine = open_database(use_database(database), create=False)
+    engine = existing_database(database)
     try:
         decided = decide_review(
             engine, account_id=account_id, decision=decision.value, reviewer=reviewer, reason=reason, at=now
@@ -139,7 +135,8 @@ def _resume(
             run = client.read_flow_run(UUID(flow_run_id))
         state = run.state
         if state is None or not state.is_paused():
-            outcome = f"not waiting ({state.name if state else 'no state'}): it reads the decision when it next runs"
+            current = state.name if state else "no state"
+            outcome = f"not waiting ({current}): it reads the decision when it next runs"
         elif state.state_details.pause_key == "decision":
             resume_flow_run(run.id, run_input={"decision": decision, "reviewer": reviewer, "reason": reason})
             outcome = "resumed with the decision"

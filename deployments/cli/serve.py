@@ -15,7 +15,8 @@ def serve(
         bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")
     ] = False,
 ) -> None:
-    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep, reviews, referrals and the webhook server.
+    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep, reviews, referrals
+    and the webhook server.
 
     The cycle starts one repossession-review/review run per review and one legal-referral/referral
     run per referral; they wait suspended, holding no process, until a person or the court answers.
