@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     sms_provider: str = Field(default="sandbox", description="Entry-point name of the SMS provider.")
     sms_base_url: str | None = Field(
         default=None,
-        description="Base URL of the SMS provider; unset with the sandbox provider, the cycle starts its own.",
+        description="Base URL of the SMS provider; unset with the sandbox provider: the cycle starts one.",
     )
     sms_credentials: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     )
     court_base_url: str | None = Field(
         default=None,
-        description="Base URL of the court gateway; unset with the sandbox provider, a sandbox court is started.",
+        description="Base URL of the court gateway; unset with the sandbox provider: a sandbox court starts.",
     )
     court_credentials: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     bureau_pulls_per_cycle: int = Field(
         default=1_000,
         ge=0,
-        description="Profiles pulled a cycle (entering negotiation, skip traces); 0: no pulls, the rest wait.",
+        description="Profiles pulled a cycle (entering negotiation, skip traces); 0: none, the rest wait.",
     )
     webhook_host: str = Field(
         default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks."

@@ -378,7 +378,8 @@ def test_csv_lines_count_the_header_as_line_one(tmp_path: Path) -> None:
 
 
 def test_csv_quoted_cell_spanning_lines_rejects_each_of_its_lines(tmp_path: Path) -> None:
-    """Every physical line is one record: a quoted cell spanning lines rejects both, later rows keep their line."""
+    """Every physical line is one record: a quoted cell spanning lines rejects both, later rows keep their
+    line."""
     path = write_csv(tmp_path / "a.csv", [account_record(borrower_name="Ann\nLee"), account_record()])
     rows = read(path)
     assert [r.line for r in rows] == [2, 3, 4]

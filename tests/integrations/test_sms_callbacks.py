@@ -108,7 +108,8 @@ def _request(key: str = "k-1", to: str = TO) -> SmsRequest:
 def test_twilio_status_callbacks_are_signed_as_twilio_signs_them(
     twilio_cb: SmsProvider, sandbox: SandboxHandle, receiver: Receiver
 ) -> None:
-    """A send with StatusCallback gets `sent` then `delivered`, form-encoded, signed with X-Twilio-Signature."""
+    """A send with StatusCallback gets `sent` then `delivered`, form-encoded, signed with
+    X-Twilio-Signature."""
     result = twilio_cb.send(_request())
     log = settled(sandbox)
     forms = receiver.forms()
