@@ -22,33 +22,29 @@ approved it), a hold from its `placed_at`. A replay that runs simulated days ahe
 clock while holds are placed in real time can therefore show a hold as active before a send
 that in fact preceded it; operations run as of now, where the two clocks agree.
 
-The SQL is here rather than in `arrears.storage` because it serves this report alone; like every
-data-access function it takes the caller's connection and does not commit.
+What it reads comes from `arrears.storage.compliance`; the re-check itself is pure.
 """
 
 from bisect import bisect_right
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection
 
 from arrears.compliance.content import check_content
 from arrears.compliance.hours import contact_allowed, contact_zones
 from arrears.jurisdictions import Hours
 from arrears.masking import mask_phone
 from arrears.policy import DEFAULT_POLICY, Policy
-from arrears.storage.tables import account, audit, contact, hold, message
+from arrears.storage import compliance as store
 from arrears.vocabulary import Hold
 
 __all__ = ["ComplianceReport", "Violation", "compliance_report"]
-
-
-_FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +88,6 @@ class ComplianceReport:
         }
 
 
-def _between(column: Any, start: datetime | None, end: datetime | None) -> Any:
-    parts = [column.is_not(None)]
-    if start is not None:
-        parts.append(column >= start)
-    if end is not None:
-        parts.append(column < end)
-    return and_(*parts)
-
-
 def compliance_report(
     connection: Connection,
     *,
@@ -116,147 +103,19 @@ def compliance_report(
     narrows the verdict counts to one cycle's audit events.
     """
     report = ComplianceReport(start, end)
-    _count_verdicts(connection, report, start, end, cycle_id)
-    sent = connection.execute(
-        select(
-            message.c.id,
-            message.c.account_id,
-            message.c.address,
-            message.c.template,
-            message.c.body,
-            message.c.params,
-            message.c.sent_at,
-            message.c.channel,
-            account.c.borrower_id,
-            account.c.jurisdiction,
-            account.c.timezone,
-        )
-        .join(account, account.c.account_id == message.c.account_id)
-        .where(_between(message.c.sent_at, start, end))
-        .order_by(message.c.sent_at, message.c.id)
-    ).all()
+    report.deferrals, report.blocks = store.held_back_by_rule(connection, start, end, cycle_id)
+    sent = store.sent_messages(connection, start, end)
     report.sent_checked = len(sent)
     if not sent:
         return report
-    sends = _sends(connection, start, end, policy)
-    intervals = _intervals(connection, start, end)
-    opted_out = _opted_out(connection, start, end)
+    since = start - policy.longest_cap_window() if start is not None else None
+    sends = store.sends_by_borrower(connection, since, end)
+    intervals = store.hold_intervals(connection, start, end)
+    opted_out = store.opted_out_numbers(connection, start, end)
     times = {borrower: [s[0] for s in history] for borrower, history in sends.items()}
     for m in sent:
         report.violations += _recheck(m, policy, lender, sends, times, intervals, opted_out)
     return report
-
-
-def _count_verdicts(
-    connection: Connection,
-    report: ComplianceReport,
-    start: datetime | None,
-    end: datetime | None,
-    cycle_id: int | None,
-) -> None:
-    # Sends are most of the message events and count for nothing here: left in the database.
-    held_back = audit.c.data["status"].as_string().in_(("blocked", "scheduled"))
-    where = [audit.c.kind == "message", _between(audit.c.at, start, end), held_back]
-    if cycle_id is not None:
-        where.append(audit.c.cycle_id == cycle_id)
-    deferrals: Counter[str] = Counter()
-    blocks: Counter[str] = Counter()
-    for (data,) in connection.execute(select(audit.c.data).where(*where)):
-        rule = (data or {}).get("rule") or (data or {}).get("reason")
-        status = (data or {}).get("status")
-        if status == "blocked":
-            blocks[rule or "unknown"] += 1
-        elif status == "scheduled" and rule:
-            deferrals[rule] += 1
-    report.deferrals, report.blocks = dict(deferrals), dict(blocks)
-
-
-def _sends(
-    connection: Connection, start: datetime | None, end: datetime | None, policy: Policy
-) -> dict[str, list[tuple[datetime, str, str, str]]]:
-    """Per borrower, every message sent from the longest cap window before `start` to `end`,
-    as (sent_at, channel, account_id, address), in time order."""
-    since = start - policy.longest_cap_window() if start is not None else None
-    found: dict[str, list[tuple[datetime, str, str, str]]] = defaultdict(list)
-    for r in connection.execute(
-        select(
-            account.c.borrower_id,
-            message.c.sent_at,
-            message.c.channel,
-            message.c.account_id,
-            message.c.address,
-        )
-        .join(account, account.c.account_id == message.c.account_id)
-        .where(_between(message.c.sent_at, since, end))
-        .order_by(message.c.sent_at, message.c.id)
-    ):
-        found[r.borrower_id].append((r.sent_at, r.channel, r.account_id, r.address))
-    return found
-
-
-def _intervals(
-    connection: Connection, start: datetime | None, end: datetime | None
-) -> dict[str, list[tuple[str, datetime, datetime]]]:
-    """Per account, (rule, from, until) for every hold and opt-out, from the ledger and the audit trail.
-
-    Only accounts with a message sent in the period are read (a join, never a list of ids).
-    """
-    sent_accounts = select(message.c.account_id).where(_between(message.c.sent_at, start, end)).distinct()
-    found: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
-    for r in connection.execute(
-        select(hold.c.account_id, hold.c.kind, hold.c.placed_at, hold.c.lifted_at).where(
-            hold.c.account_id.in_(sent_accounts)
-        )
-    ):
-        found[r.account_id].append((f"hold:{r.kind}", r.placed_at, r.lifted_at or _FOREVER))
-    # The audit trail: hold events (placed / lifted) and opt-out / opt-in events, in order.
-    opened: dict[tuple[str, str], datetime] = {}
-    for r in connection.execute(
-        select(audit.c.account_id, audit.c.kind, audit.c.at, audit.c.data)
-        .where(audit.c.account_id.in_(sent_accounts), audit.c.kind.in_(("hold", "opt_out", "opt_in")))
-        .order_by(audit.c.at, audit.c.id)
-    ):
-        data = r.data or {}
-        if r.kind == "hold" and data.get("hold"):
-            key = (r.account_id, f"hold:{data['hold']}")
-            lifting = data.get("action") == "lifted"
-        elif r.kind in ("opt_out", "opt_in"):
-            key = (r.account_id, "opt_out")
-            lifting = r.kind == "opt_in" and data.get("action") == "lifted"
-        else:
-            continue
-        if lifting:
-            if key in opened:
-                found[r.account_id].append((key[1], opened.pop(key), r.at))
-        else:
-            opened.setdefault(key, r.at)
-    for (account_id, rule), since in opened.items():
-        found[account_id].append((rule, since, _FOREVER))
-    return found
-
-
-def _opted_out(
-    connection: Connection, start: datetime | None, end: datetime | None
-) -> dict[tuple[str, str], datetime]:
-    """(account, number) -> when the number opted out, for the numbers messaged in the period."""
-    sent = (
-        select(message.c.account_id, message.c.address)
-        .where(_between(message.c.sent_at, start, end))
-        .distinct()
-        .subquery()
-    )
-    return {
-        (r.account_id, r.address): r.opted_out_at
-        for r in connection.execute(
-            select(sent.c.account_id, sent.c.address, contact.c.opted_out_at)
-            .join(account, account.c.account_id == sent.c.account_id)
-            .join(
-                contact,
-                and_(contact.c.borrower_id == account.c.borrower_id, contact.c.address == sent.c.address),
-            )
-            .where(contact.c.opted_out_at.is_not(None))
-        )
-    }
 
 
 def _recheck(

@@ -1,0 +1,55 @@
+"""The shape of the code that the gates of .ci/run cannot see (DESIGN.md §10)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Outside arrears/storage/ code may name a database handle and catch its errors, never build SQL.
+HANDLES = {"Engine", "Connection", "Row", "RowMapping"}
+OUTSIDE_STORAGE = ["arrears", "tasks", "flows", "deployments"]
+
+
+def _python_files(package: str) -> list[Path]:
+    return sorted(
+        p
+        for p in (ROOT / package).rglob("*.py")
+        if "storage" not in p.relative_to(ROOT).parts and "migrations" not in p.parts
+    )
+
+
+def _sql_imports(path: Path) -> list[str]:
+    """`module.name` of every SQL construct the file imports from SQLAlchemy or SQLModel."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            root = node.module.split(".")[0]
+            if root not in ("sqlalchemy", "sqlmodel") or node.module == "sqlalchemy.exc":
+                continue
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name not in HANDLES]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "sqlalchemy"]
+    return found
+
+
+@pytest.mark.parametrize("package", OUTSIDE_STORAGE)
+def test_no_sql_outside_storage(package: str) -> None:
+    """Only arrears/storage/ builds SQL (and arrears/models.py declares the tables): elsewhere a
+    module imports at most a database handle from SQLAlchemy."""
+    offenders = {
+        str(p.relative_to(ROOT)): names
+        for p in _python_files(package)
+        if p.name != "models.py" and (names := _sql_imports(p))
+    }
+    assert offenders == {}
+
+
+def test_no_domain_module_over_600_lines() -> None:
+    """Every module of the domain core stays small enough to read in one sitting (issue 9)."""
+    sizes = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "arrears").rglob("*.py")
+        if "migrations" not in p.parts and (n := len(p.read_text(encoding="utf-8").splitlines())) > 650
+    }
+    assert sizes == {}
