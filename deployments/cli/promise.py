@@ -52,10 +52,10 @@ def _promised_day(text: str, today: date) -> date:
         due = date.fromisoformat(text)
     except ValueError:
         raise CliError(f"--date: {text!r} is not a date (YYYY-MM-DD)") from None
-    if not today <= due <= today + _LONGEST_PROMISE:
-        raise CliError(
-            f"--date: {text} is outside {today.isoformat()} .. {(today + _LONGEST_PROMISE).isoformat()}"
-        )
+    if due < today:
+        raise CliError(f"--date: {text} has passed (today is {today.isoformat()})")
+    if due > today + _LONGEST_PROMISE:
+        raise CliError(f"--date: {text} is more than a year ahead (latest {today + _LONGEST_PROMISE})")
     return due
 
 
