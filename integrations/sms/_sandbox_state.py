@@ -74,6 +74,9 @@ class Faults(CallbackFaults):
     landline_numbers: str | None = Field(default=None, description="Regex: refused as not a mobile (21614).")
     opted_out_numbers: str | None = Field(default=None, description="Regex: refused as opted out (21610).")
     limited_numbers: str | None = Field(default=None, description="Regex: refused by flow control (Aliyun).")
+    unpermitted_numbers: str | None = Field(
+        default=None, description="Regex: refused by the account's geo permissions (Twilio 21408)."
+    )
     undeliverable_numbers: str | None = Field(default=None, description="Regex: accepted, then undelivered.")
     delivery_ms: int = Field(
         default=0,

@@ -265,6 +265,8 @@ class _Twilio:
             return _twilio_error(400, 21614, f"'To' number {to} is not a valid mobile number")
         if st.matches("opted_out_numbers", to):
             return _twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+        if st.matches("unpermitted_numbers", to):
+            return _twilio_error(400, 21408, "Permission to send an SMS has not been enabled for the region")
         if not body:
             return _twilio_error(400, 21602, "Message body is required.")
         if not sender:
