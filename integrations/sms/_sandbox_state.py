@@ -164,6 +164,7 @@ class SandboxState(FaultState):
                 "landline_numbers",
                 "opted_out_numbers",
                 "limited_numbers",
+                "unpermitted_numbers",
                 "undeliverable_numbers",
             )
         }
