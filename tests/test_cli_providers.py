@@ -143,7 +143,7 @@ def test_check_reports_failures_without_secrets(monkeypatch: pytest.MonkeyPatch)
 def test_check_fails_on_a_twilio_base_url_with_a_wrong_path(
     monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    """--check fetches the Twilio account: a base URL whose every path is a 404 fails it, not "no such message"."""
+    """--check fetches the Twilio account: a base URL whose every path is 404 fails, not "no such message"."""
     with start_sandbox() as sms:
         _env(
             monkeypatch,
