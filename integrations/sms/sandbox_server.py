@@ -120,6 +120,9 @@ class Rendering(BaseModel):
     event: Literal["status", "inbound"]
     url: str = Field(description="The URL the vendor would post to (signed over, for Twilio).")
     message_id: str | None = Field(default=None, description="For `status`: the sandbox's message id.")
+    to: str | None = Field(
+        default=None, description="For `status`, instead: the latest message to this number."
+    )
     sender: str | None = Field(default=None, description="For `inbound`: the sender's number, E.164.")
     text: str | None = Field(default=None, description="For `inbound`: what they wrote.")
 
@@ -739,6 +742,10 @@ class _Controls:
         """A callback exactly as the vendor would post it to `url`: `{url, headers, body}`."""
         st, creds = self.st, self.st.credentials
         found = st.by_id.get(rendering.message_id or "")
+        if found is None and rendering.to:
+            found = next(
+                (m for m in reversed(st.by_number.get(rendering.to, [])) if m.route == rendering.route), None
+            )
         if rendering.event == "status" and (found is None or found.route != rendering.route):
             return {"error": "no such message"}
         if found is not None:

@@ -2,7 +2,8 @@
 
 It uses only arrears' public provider API: the protocol and types (`integrations.sms.protocol`),
 the error tree (`integrations.errors`), the callback answer (`integrations.callbacks`), capped
-retries (`integrations.retries`) and the metadata (`integrations.metadata`). Each step of docs/adding-a-provider.md is marked `# step N`.
+retries (`integrations.retries`) and the metadata (`integrations.metadata`). Each step of
+docs/adding-a-provider.md is marked `# step N`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from integrations.errors import (
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy, call_with_retries
-from integrations.sms.protocol import Callback, DeliveryReport, InboundMessage, SmsRequest, SmsResult, SmsStatus
+from integrations.sms.protocol import (
+    Callback,
+    DeliveryReport,
+    InboundMessage,
+    SmsRequest,
+    SmsResult,
+    SmsStatus,
+)
 
 __all__ = ["JsonHttpSettings", "JsonHttpSmsProvider", "error_from_response", "signature"]
 
@@ -282,7 +290,10 @@ class JsonHttpSmsProvider:
             if event == "inbound":  # {"events": [{"id", "from", "text", "at"}]}
                 return [
                     InboundMessage(
-                        sender=str(e["from"]), text=str(e["text"]), at=_instant(e["at"]), message_id=str(e["id"])
+                        sender=str(e["from"]),
+                        text=str(e["text"]),
+                        at=_instant(e["at"]),
+                        message_id=str(e["id"]),
                     )
                     for e in events
                 ]
