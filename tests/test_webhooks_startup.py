@@ -1,6 +1,7 @@
 """The webhook server's own guards: bodies capped while they stream in, no start without the secrets
 that authenticate callbacks, the URL a proxy's vendor signed, and no Prefect telemetry."""
 
+import contextlib
 import os
 import socket
 import time
@@ -52,10 +53,8 @@ def test_a_huge_chunked_body_is_refused_413_without_being_read(
             sock.setblocking(False)
             deadline = time.monotonic() + 30
             while sent < 400 * 2**20 and time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     answer += sock.recv(4096)
-                except BlockingIOError:
-                    pass
                 if answer:
                     break
                 try:
@@ -95,9 +94,11 @@ def test_the_server_will_not_start_with_a_provider_that_cannot_authenticate_call
         ("twilio", api_key_only, "auth_token"),
         ("aliyun", no_token, "callback_token"),
     ):
-        with build_provider("sms", name, sms_sandbox.base_url, credentials) as provider:
-            with pytest.raises(ConfigError, match=setting):
-                create_app(engine=engine, sms_providers={name: provider}, lifecycle=runner)
+        with (
+            build_provider("sms", name, sms_sandbox.base_url, credentials) as provider,
+            pytest.raises(ConfigError, match=setting),
+        ):
+            create_app(engine=engine, sms_providers={name: provider}, lifecycle=runner)
 
 
 def test_settings_with_an_empty_secret_or_token_refuse_the_start(
@@ -117,7 +118,7 @@ def test_settings_with_an_empty_secret_or_token_refuse_the_start(
     monkeypatch.setenv("ARREARS_SMS_CREDENTIALS", json.dumps(credentials))
     get_settings.cache_clear()
     try:
-        with pytest.raises(WebhookConfigError, match="ARREARS_SMS_CREDENTIALS.*callback_token"):
+        with pytest.raises(WebhookConfigError, match=r"ARREARS_SMS_CREDENTIALS.*callback_token"):
             webhooks.providers_from_settings()
     finally:
         get_settings.cache_clear()

@@ -21,10 +21,9 @@ Imports pytest: load it from tests only.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-
-from urllib.parse import urlsplit, urlunsplit
 
 from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient, UnverifiedCallback
 from integrations.sms.protocol import DeliveryReport, InboundMessage, SmsProvider, SmsRequest, SmsResult
@@ -153,7 +152,7 @@ class SmsProviderContract:
     def test_reply_callback_gives_the_sender_and_text(
         self, provider: SmsProvider, vendor_callback: Any
     ) -> None:
-        """The vendor's incoming-message callback parses into an InboundMessage: E.164 sender, text as sent."""
+        """The vendor's incoming-message callback parses into an InboundMessage: E.164 sender, text."""
         headers, body, url = vendor_callback("inbound", "+8613900001111", "退订")
         (message,) = provider.parse_callback(headers, body, url=url, event="inbound")
         assert isinstance(message, InboundMessage)
@@ -163,7 +162,7 @@ class SmsProviderContract:
     def test_callback_without_its_authentication_is_unverified(
         self, provider: SmsProvider, vendor_callback: Any
     ) -> None:
-        """The same callback stripped of its signature headers and URL query raises UnverifiedCallback (403)."""
+        """The callback stripped of its signature headers and URL query raises UnverifiedCallback."""
         headers, body, url = vendor_callback("inbound", "+8613900001111", "STOP")
         bare = urlunsplit(urlsplit(url)._replace(query=""))
         kept = {k: v for k, v in headers.items() if k.lower() == "content-type"}

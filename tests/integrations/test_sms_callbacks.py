@@ -234,6 +234,7 @@ def test_reset_cancels_pushes_still_waiting(
 
 # -- Aliyun-shaped --------------------------------------------------------------------------------
 
+
 def _register(sandbox: SandboxHandle, url: str, **extra: Any) -> dict[str, Any]:
     url += f"&token={sandbox.credentials['callback_token']}"
     response = sandbox.admin.post("/_sandbox/callbacks", json={"aliyun_url": url, **extra})

@@ -83,7 +83,7 @@ def test_aliyun_sdk_sends_batches_and_queries_through_the_sandbox(
 
 
 def test_aliyun_sdk_gets_the_vendors_error_codes(sandbox: SandboxHandle) -> None:
-    """A wrong secret is SignatureDoesNotMatch and an illegal number isv.MOBILE_NUMBER_ILLEGAL, as at Aliyun."""
+    """A wrong secret is SignatureDoesNotMatch, an illegal number isv.MOBILE_NUMBER_ILLEGAL, as at Aliyun."""
     with pytest.raises(Exception) as caught:
         _aliyun_sdk(sandbox, secret="not-the-secret").send_sms(
             ali.SendSmsRequest(phone_numbers=CN, sign_name="arrears", template_code="SMS_1")
@@ -116,7 +116,7 @@ def test_twilio_sdk_with_an_api_key_creates_fetches_and_pages(
 def test_twilio_sdk_sees_21408_and_our_client_stops_on_it(
     twilio_sdk: TwilioClient, make_provider: Any, sandbox: SandboxHandle
 ) -> None:
-    """21408 (region not enabled) reaches the SDK as Twilio sends it; our client stops the batch with ConfigError."""
+    """21408 (region not enabled) reaches the SDK as Twilio sends it; our client stops with ConfigError."""
     sandbox.set_faults(unpermitted_numbers=r"^\+86")
     with pytest.raises(TwilioRestException) as caught:
         twilio_sdk.messages.create(to="+8613912345678", from_=sandbox.credentials["from_number"], body="x")
@@ -154,7 +154,7 @@ def test_sandbox_callbacks_validate_under_twilios_request_validator(
 def test_sdk_signed_callbacks_verify_with_or_without_the_default_port(
     make_provider: Any, sandbox: SandboxHandle
 ) -> None:
-    """A callback Twilio signed over https://host:443/… verifies at https://host/… and back; tampering is 403."""
+    """A callback signed over https://host:443/… verifies at https://host/… and back; tampering is 403."""
     provider = make_provider("twilio")
     validator = RequestValidator(sandbox.credentials["auth_token"])
     form = {"MessageSid": "SM1", "From": US, "To": "+15005550006", "Body": "TD"}
@@ -170,8 +170,8 @@ def test_sdk_signed_callbacks_verify_with_or_without_the_default_port(
             provider.parse_callback(headers, body.replace(b"TD", b"START"), url=seen_url, event="inbound")
 
 
-def test_signed_status_callback_without_message_status_is_malformed_not_forged(make_provider: Any) -> None:
-    """A genuine Twilio-signed callback lacking MessageStatus is InvalidCallback (400), not UnverifiedCallback."""
+def test_signed_status_callback_without_message_status_is_malformed(make_provider: Any) -> None:
+    """A genuine Twilio-signed callback lacking MessageStatus is InvalidCallback (400), not Unverified."""
     provider = make_provider("twilio")
     token = provider.settings.auth_token.get_secret_value()
     form = {"MessageSid": "SM1"}
