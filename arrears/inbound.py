@@ -30,9 +30,13 @@ class InboundKind(StrEnum):
 
 
 # The whole message, once normalised, is one of these. Carrier keywords (CTIA; Twilio's defaults)
-# and the mainland convention "回T退订" (TD, T, 退订).
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "T"})
-OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP"})
+# and the mainland ones Aliyun and China's carriers honour: "回T退订" (TD, T, 退订) and 取消.
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "取消", "TD", "T"}
+)
+# Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
+# holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "订阅"})
 
 # Reg F 1006.6(e): a consumer may opt out in free form, so a longer message that names STOP,
 # UNSUBSCRIBE or 退订 as a word still opts out. END, CANCEL, QUIT, T and TD count only alone: as

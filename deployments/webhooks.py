@@ -1,23 +1,27 @@
-"""The webhook server: provider callbacks in, verified before anything changes (DESIGN §6).
+"""The webhook server: provider callbacks in, each verified by its own provider (DESIGN §6).
 
-Routes:
+Routes: `POST /{kind}/{provider}/{event}`, e.g. `/sms/twilio/status`, `/sms/aliyun/inbound`,
+`/court/ecf/status`. The server knows no vendor: it hands the headers, the body and the URL the
+vendor called to the provider registered under `{kind}/{provider}`, whose `parse_callback`
+authenticates the callback as its vendor does (a Twilio signature, the secret token in an Aliyun
+callback URL, a court gateway's HMAC) and reads it; the server stores what it returns and answers
+with the provider's own `acknowledge` (empty TwiML, Aliyun's `{"code": 0, "msg": "成功"}`).
 
-- `POST /sms/{provider}/status`: delivery receipts (Twilio form callbacks, Aliyun SmsReport arrays)
-- `POST /sms/{provider}/inbound`: borrowers' replies; STOP words opt out before the next send
-- `POST /court/{provider}/status`: court filing status changes
+- a callback that does not verify: 403, nothing changes;
+- authentic but malformed: 400;
+- authentic, about something we do not know (a message id, a filing id): acknowledged, and kept
+  in the audit trail for operators (a refusal would only make the vendor push it again);
+- storing failed: 500, the one answer that asks every vendor to deliver again.
 
-`{provider}` names an SMS provider given to `create_app` (the settings' `sms_provider` when built
-from settings). A Twilio-shaped provider's callbacks are verified by their `X-Twilio-Signature`;
-every other callback must carry our own `X-Arrears-Signature: t=<unix>,v1=<hex>`, the hex
-HMAC-SHA256 of `f"{t}.{body}"` under the webhook secret, at most five minutes old. A callback
-that does not verify is answered 403 and changes nothing; one told twice changes nothing the
-second time. Numbers are masked in every log line; texts are never logged.
+Bodies are capped at `MAX_BODY` while they stream in (413), before anything reads them whole.
+At start-up every registered provider must be able to authenticate its callbacks
+(`check_callbacks`): an empty signing key or token refuses the start, naming the setting.
 
 After a reply or a court status change, `account_lifecycle` runs for the account in a background
 thread (one at a time, coalesced per account), so the webhook answers at once; under
 `arrears serve`, `run_lifecycle_deployment()` hands it to the served `account-lifecycle/account`.
 
-    app = create_app(engine=engine, sms_providers={"twilio": provider}, secret="...")
+    app = create_app(engine=engine, providers={"sms": {"twilio": provider}})
     with WebhookServer(app, port=8787):   # uvicorn in a thread, as `arrears serve` runs it
         ...
     python -m deployments.webhooks        # or on its own, configured like `arrears serve`
@@ -27,156 +31,121 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import hmac
-import json
 import logging
-import re
+import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Protocol, Self
-from urllib.parse import parse_qsl
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from arrears.clock import parse_instant
 from arrears.inbound import inbound_address
 from arrears.masking import mask_phone
 from arrears.settings import get_settings
 from arrears.storage import get_engine
 from integrations._masking import scrub
-from integrations.errors import InvalidCallback
+from integrations.court.protocol import FilingStatus
+from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
 from integrations.providers import build_provider
-from integrations.sms import SmsProvider
-from integrations.sms._signing import twilio_signature
-from integrations.sms.aliyun import AliyunSmsProvider
-from integrations.sms.twilio import TwilioSmsProvider
+from integrations.sms.protocol import DeliveryReport, InboundMessage
 from tasks import inbound as record
 
 __all__ = [
-    "MAX_AGE",
-    "SIGNATURE_HEADER",
-    "CourtCallbacks",
-    "CourtUpdate",
+    "MAX_BODY",
+    "BodyLimit",
     "LifecycleRunner",
-    "SignatureError",
     "WebhookConfig",
+    "WebhookConfigError",
     "WebhookServer",
     "create_app",
     "main",
     "providers_from_settings",
     "run_lifecycle_deployment",
-    "sign",
-    "verify_signature",
     "webhook_config",
     "webhook_server",
 ]
 
 log = logging.getLogger("arrears.webhooks")
 
-SIGNATURE_HEADER = "X-Arrears-Signature"
-MAX_AGE = timedelta(minutes=5)  # older signatures are replays
-MAX_SKEW = timedelta(seconds=30)  # a sender's clock may run this far ahead of ours
 MAX_BODY = 1 << 20  # an Aliyun report array of a busy minute fits many times over
-CHINA = timezone(timedelta(hours=8))  # Aliyun's times are Beijing time, without an offset
-_TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-_COURT_STATUS = re.compile(r"^[a-z][a-z_-]{0,15}$")  # fits Referral.status (16 characters)
+KINDS = ("sms", "court")  # the kinds whose provider settings the server reads
 
 
-# -- our own signature --------------------------------------------------------------------------
+class WebhookConfigError(RuntimeError):
+    """The webhook server cannot start as configured; the message names the setting."""
 
 
-class SignatureError(Exception):
-    """A callback whose signature is missing, wrong, too old or from the future: answer 403."""
+# -- the body cap ---------------------------------------------------------------------------------
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The `X-Arrears-Signature` value for `body` (what a sender, or a test, puts on a callback)."""
-    t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
+class BodyLimit:
+    """Pure ASGI middleware: a request body over `max_body` bytes is answered 413 as soon as the
+    declared length or the chunks received so far exceed it, never read whole. The body under the
+    cap is buffered and replayed to the app (it reads it whole anyway, to verify it)."""
 
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
 
-def verify_signature(
-    secret: str | None, header: str | None, body: bytes, *, now: float | None = None
-) -> None:
-    """Raise `SignatureError` unless `header` signs `body` under `secret` within `MAX_AGE`.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-    Several `v1=` values may be given (a sender rotating secrets); one matching is enough.
-    """
-    if not secret:
-        raise SignatureError("no webhook secret is configured: signed callbacks are refused")
-    if not header:
-        raise SignatureError(f"{SIGNATURE_HEADER} is missing")
-    stamp: int | None = None
-    given: list[str] = []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t":
-            try:
-                stamp = int(value)
-            except ValueError:
-                raise SignatureError("signature timestamp is not a number") from None
-        elif key == "v1":
-            given.append(value)
-    if stamp is None or not given:
-        raise SignatureError("signature lacks t= or v1=")
-    current = time.time() if now is None else now
-    if current - stamp > MAX_AGE.total_seconds():
-        raise SignatureError("signature is too old (a replay?)")
-    if stamp - current > MAX_SKEW.total_seconds():
-        raise SignatureError("signature is from the future")
-    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, v) for v in given):
-        raise SignatureError("signature does not verify")
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
+        await self.app(scope, replay, send)
 
-# -- court callbacks ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CourtUpdate:
-    """One status change of a filing, as a court provider's `parse_callback` would return it."""
-
-    filing_id: str
-    status: str
-    at: datetime
-    reason: str | None = None
-
-
-class CourtCallbacks(Protocol):
-    """What the webhook needs of a court provider (`integrations/court/`, being written): parse
-    and verify one callback, raising `InvalidCallback` if it does not verify. Its items need
-    `filing_id`, `status`, `at` and `reason` attributes."""
-
-    def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
-    ) -> Sequence[Any]: ...
-
-
-def _parse_court_json(body: bytes, now: datetime) -> list[CourtUpdate]:
-    """Until the court provider exists: `{filing_id, status, reason, at}`, or an array of them."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("court callback is not JSON") from None
-    items = payload if isinstance(payload, list) else [payload]
-    updates = []
-    for item in items:
-        if not isinstance(item, dict) or not item.get("filing_id") or not item.get("status"):
-            raise ValueError("court callback item lacks filing_id or status")
-        at = parse_instant(str(item["at"])) if item.get("at") else now
-        reason = str(item["reason"]) if item.get("reason") else None
-        updates.append(CourtUpdate(str(item["filing_id"]), str(item["status"]), at, reason))
-    return updates
+    async def _refuse(self, send: Send) -> None:
+        log.warning("callback refused (413): body over %d bytes", self.max_body)
+        payload = b'{"detail":"callback body too large"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
 
 # -- the lifecycle in the background ------------------------------------------------------------
@@ -271,42 +240,41 @@ class LifecycleRunner:
 def create_app(
     *,
     engine: Engine,
-    sms_providers: Mapping[str, SmsProvider],
-    secret: str | None,
-    court_providers: Mapping[str, CourtCallbacks] | None = None,
-    twilio_signed: Collection[str] | None = None,
+    providers: Mapping[str, Mapping[str, Any]] | None = None,
+    sms_providers: Mapping[str, Any] | None = None,
+    court_providers: Mapping[str, Any] | None = None,
     public_url: str | None = None,
     lifecycle: LifecycleRunner | None = None,
     clock: Callable[[], float] = time.time,
+    max_body: int = MAX_BODY,
 ) -> FastAPI:
-    """The webhook app over `engine`, verifying callbacks with the providers given.
+    """The webhook app over `engine`, routing callbacks to the providers given.
 
-    - `sms_providers`: route name → provider (built against the vendor, or the sandbox in tests).
-    - `secret`: the `X-Arrears-Signature` key; None refuses every callback that needs it.
-    - `court_providers`: route name → court provider whose `parse_callback` verifies its own
-      callbacks; other court routes take the HMAC-signed JSON of `_parse_court_json`.
-    - `twilio_signed`: SMS routes whose callbacks carry `X-Twilio-Signature`, verified with the
-      provider's auth token (default: the Twilio-shaped providers); the others need our signature.
-    - `public_url`: the scheme and host the vendor calls (behind a proxy, the URL we see is not
-      the URL Twilio signed).
+    - `providers`: kind → route name → provider (built against the vendor, or a sandbox in
+      tests); `sms_providers` and `court_providers` add to its `sms` and `court` kinds.
+    - `public_url`: the scheme and host the vendors call (behind a proxy, the URL we see is not
+      the URL a vendor signed); without it, `X-Forwarded-Proto` and `X-Forwarded-Host` are used.
     - `lifecycle`: where lifecycle runs go (default: a `LifecycleRunner` of `account_lifecycle`);
       the app closes the one it makes, not one it was given.
+
+    Raises `ConfigError` if a provider cannot authenticate its callbacks (`check_callbacks`).
     """
-    courts = dict(court_providers or {})
-    signed_by_vendor = (
-        set(twilio_signed)
-        if twilio_signed is not None
-        else {name for name, p in sms_providers.items() if isinstance(p, TwilioSmsProvider)}
-    )
+    routes: dict[str, dict[str, Any]] = {kind: dict(named) for kind, named in (providers or {}).items()}
+    routes.setdefault("sms", {}).update(sms_providers or {})
+    routes.setdefault("court", {}).update(court_providers or {})
+    for kind, named in routes.items():
+        for name, provider in named.items():
+            check = getattr(provider, "check_callbacks", None)
+            if check is not None:
+                try:
+                    check()
+                except ConfigError as e:
+                    raise ConfigError(f"{kind}/{name}: {e.reason}", code=e.code) from None
     own_runner = lifecycle is None
     runner = lifecycle or LifecycleRunner()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
-        if not secret:
-            log.warning(
-                "no webhook secret (ARREARS_WEBHOOK_SECRET): callbacks without a vendor signature are refused"
-            )
         yield
         if own_runner:
             await run_in_threadpool(runner.close)
@@ -314,31 +282,22 @@ def create_app(
     app = FastAPI(
         title="arrears webhooks", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
+    app.add_middleware(BodyLimit, max_body=max_body)
     app.state.lifecycle = runner
 
     def now() -> datetime:
         return datetime.fromtimestamp(clock(), UTC)
 
     def url_of(request: Request) -> str:
-        if not public_url:
-            return str(request.url)
         query = request.url.query
-        return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
-
-    async def read(request: Request) -> bytes:
-        declared = request.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > MAX_BODY:
-            raise _Refused(413, "callback body too large")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise _Refused(413, "callback body too large")
-        return body
-
-    def verify_ours(request: Request, body: bytes) -> None:
-        try:
-            verify_signature(secret, request.headers.get(SIGNATURE_HEADER), body, now=clock())
-        except SignatureError as e:
-            raise _Refused(403, str(e)) from None
+        tail = request.url.path + (f"?{query}" if query else "")
+        if public_url:
+            return public_url.rstrip("/") + tail
+        forwarded = request.headers.get("x-forwarded-host")
+        if forwarded:  # a signature still needs the vendor's key: this only says which URL it covers
+            scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+            return f"{scheme}://{forwarded.split(',')[0].strip()}{tail}"
+        return str(request.url)
 
     async def store(fn: Callable[..., Any], /, **kw: Any) -> Any:
         """`fn(engine, **kw)` off the event loop. A failure answers 500 (every vendor retries)
@@ -351,131 +310,95 @@ def create_app(
             log.error("storing a callback failed: %s: %s", type(e).__name__, first_line)
             raise _Refused(500, "internal error; retry later") from None
 
-    def sms_provider(name: str) -> SmsProvider:
-        provider = sms_providers.get(name)
-        if provider is None:
-            raise _Refused(404, f"no SMS provider {name!r}")
-        return provider
-
     @app.exception_handler(_Refused)
     async def _refused(request: Request, error: _Refused) -> Response:
         # Anything else is a 500 (Starlette's own), which every vendor retries.
         log.warning("%s refused (%d): %s", request.url.path, error.status, error.reason)
         return JSONResponse({"detail": error.reason}, status_code=error.status)
 
-    @app.post("/sms/{provider}/status")
-    async def sms_status(provider: str, request: Request) -> Response:
-        sms = sms_provider(provider)
-        body = await read(request)
-        headers = dict(request.headers)
-        if provider in signed_by_vendor:
-            if "x-twilio-signature" not in headers:
-                raise _Refused(403, "X-Twilio-Signature is missing")
-            try:
-                reports = sms.parse_callback(headers, body, url=url_of(request))
-            except InvalidCallback as e:
-                raise _Refused(403, str(e)) from None
-        else:
-            verify_ours(request, body)
-            try:
-                reports = sms.parse_callback(headers, body, url=url_of(request))
-            except InvalidCallback as e:
-                raise _Refused(400, str(e)) from None
-        applied = await store(record.record_delivery_reports, provider=sms.info.name, reports=reports)
+    async def reports(route: str, provider: Any, items: list[DeliveryReport]) -> None:
+        applied = await store(record.record_delivery_reports, provider=provider.info.name, reports=items)
         log.info(
-            "sms.%s status: %d reports, %d moved, %d already there, %d unknown",
-            provider,
-            len(reports),
+            "%s: %d reports, %d moved, %d already there, %d unknown (kept for operators)",
+            route,
+            len(items),
             len(applied.changed),
             applied.unchanged,
             len(applied.unmatched),
         )
-        if isinstance(sms, AliyunSmsProvider):
-            if applied.unmatched:
-                # Maybe a report faster than dispatch's write of the provider id: a non-zero code
-                # makes the vendor push again (1, 5 and 10 minutes later); repeats change nothing.
-                unknown = len(applied.unmatched)
-                return JSONResponse({"code": 1, "msg": f"{unknown} unknown, retry later"})
-            return JSONResponse({"code": 0, "msg": "成功"})
-        if isinstance(sms, TwilioSmsProvider):
-            return Response(status_code=200)
-        return JSONResponse({"ok": True, "changed": len(applied.changed)})
 
-    @app.post("/sms/{provider}/inbound")
-    async def sms_inbound(provider: str, request: Request) -> Response:
-        sms = sms_provider(provider)
-        body = await read(request)
+    async def replies(route: str, provider: Any, items: list[InboundMessage]) -> None:
         received = now()
-        if provider in signed_by_vendor:
-            messages = _twilio_inbound(sms, request, body, url_of(request))
-        else:
-            verify_ours(request, body)
-            messages = _json_inbound(body, received)
-        lifecycle_accounts: list[str] = []
-        for address, text, at, callback_id in messages:
+        for item in items:
+            address = inbound_address(item.sender)
+            if address is None:
+                raise _Refused(400, "an inbound message's sender is not a phone number")
             result = await store(
                 record.record_inbound_sms,
                 address=address,
-                text=text,
-                at=min(at, received),
-                provider=sms.info.name,
-                callback_id=callback_id,
+                text=item.text,
+                at=min(item.at, received),
+                provider=provider.info.name,
+                callback_id=item.message_id,
             )
             log.info(
-                "sms.%s inbound from %s: %s%s, %d accounts",
-                provider,
+                "%s from %s: %s%s, %d accounts",
+                route,
                 mask_phone(address),
                 result.classified.kind,
                 " (repeat)" if result.recorded.duplicate else "",
                 len(result.recorded.accounts),
             )
-            lifecycle_accounts += result.lifecycle_accounts
-        for account_id in dict.fromkeys(lifecycle_accounts):
-            runner.submit(account_id, "reply")
-        if provider in signed_by_vendor:  # Twilio: empty TwiML, so no auto-reply goes out
-            return Response(_TWIML_EMPTY, media_type="text/xml")
-        if isinstance(sms, AliyunSmsProvider):
-            return JSONResponse({"code": 0, "msg": "成功"})
-        return JSONResponse({"ok": True})
+            for account_id in result.lifecycle_accounts:
+                runner.submit(account_id, "reply")
 
-    @app.post("/court/{provider}/status")
-    async def court_status(provider: str, request: Request) -> Response:
-        body = await read(request)
-        court = courts.get(provider)
-        if court is not None:
-            try:
-                updates: Sequence[Any] = court.parse_callback(
-                    dict(request.headers), body, url=url_of(request)
-                )
-            except InvalidCallback as e:
-                raise _Refused(403, str(e)) from None
-        else:
-            verify_ours(request, body)
-            try:
-                updates = _parse_court_json(body, now())
-            except ValueError as e:
-                raise _Refused(400, str(e)) from None
-        for u in updates:
-            if not _COURT_STATUS.match(str(u.status)):
-                raise _Refused(400, f"court status {str(u.status)[:40]!r} is not a short lower-case word")
+    async def court_statuses(route: str, name: str, body: bytes, items: list[FilingStatus]) -> None:
         digest = hashlib.sha256(body).hexdigest()
-        known = 0
-        for i, u in enumerate(updates):
+        for i, item in enumerate(items):
             result = await store(
                 record.record_court_status,
-                filing_id=str(u.filing_id),
-                status=str(u.status),
-                at=min(u.at, now()),
-                provider=provider,
+                filing_id=item.filing_id,
+                status=item.status,
+                at=min(item.at, now()),
+                provider=name,
                 callback_id=f"sha256:{digest}:{i}",
-                reason=getattr(u, "reason", None),
+                reason=item.reason,
             )
-            known += result.known
+            if not result.known:
+                log.warning("%s: a status for a filing no referral has (kept for operators)", route)
             if result.changed and result.account_id:
                 runner.submit(result.account_id, "court")
-        if updates and not known:
-            raise _Refused(404, "no referral has this filing id")
-        return JSONResponse({"ok": True})
+
+    @app.post("/{kind}/{name}/{event}")
+    async def callback(kind: str, name: str, event: str, request: Request) -> Response:
+        provider = routes.get(kind, {}).get(name)
+        if provider is None:
+            raise _Refused(404, f"no {kind} provider {name!r}")
+        route = f"{kind}/{name}/{event}"
+        body = await request.body()  # BodyLimit has capped it
+        try:
+            items = list(
+                provider.parse_callback(dict(request.headers), body, url=url_of(request), event=event)
+            )
+        except UnverifiedCallback as e:
+            raise _Refused(403, str(e)) from None
+        except InvalidCallback as e:
+            raise _Refused(400, str(e)) from None
+        by_type: dict[type, list[Any]] = {}
+        for item in items:
+            by_type.setdefault(type(item), []).append(item)
+        for item_type, group in by_type.items():
+            if item_type is DeliveryReport:
+                await reports(route, provider, group)
+            elif item_type is InboundMessage:
+                await replies(route, provider, group)
+            elif item_type is FilingStatus:
+                await court_statuses(route, name, body, group)
+            else:
+                log.error("%s: the provider returned %s, which nothing stores", route, item_type.__name__)
+                raise _Refused(500, "internal error; retry later")
+        answer = provider.acknowledge(event)
+        return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
     return app
 
@@ -487,106 +410,56 @@ class _Refused(Exception):
         self.reason = reason
 
 
-Received = tuple[str, str, datetime, str]  # E.164 sender, text, when sent, callback id
-
-
-def _twilio_inbound(sms: SmsProvider, request: Request, body: bytes, url: str) -> list[Received]:
-    """Verify a Twilio inbound form (`X-Twilio-Signature`, as for status callbacks) and read it.
-
-    Not through `parse_callback`: that reads delivery reports and wants a MessageStatus."""
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
-    except (UnicodeDecodeError, ValueError):
-        raise _Refused(403, "inbound callback is not form-encoded") from None
-    token = sms.settings.auth_token.get_secret_value()  # type: ignore[attr-defined]
-    given = request.headers.get("x-twilio-signature", "")
-    expected = twilio_signature(token, url, pairs)
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise _Refused(403, "inbound callback signature does not verify")
-    form = dict(pairs)
-    address = inbound_address(form.get("From", ""))
-    if address is None or "Body" not in form:
-        raise _Refused(400, "inbound callback lacks a From number or a Body")
-    callback_id = form.get("MessageSid") or form.get("SmsSid") or f"sha256:{hashlib.sha256(body).hexdigest()}"
-    return [(address, form["Body"], datetime.now(UTC), callback_id)]
-
-
-def _json_inbound(body: bytes, received: datetime) -> list[Received]:
-    """Aliyun-style inbound (SmsUp): `{phone_number, content, send_time[, sequence_id]}` or an array."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _Refused(400, "inbound callback is not JSON") from None
-    items = payload if isinstance(payload, list) else [payload]
-    messages = []
-    for item in items:
-        if not isinstance(item, dict) or "content" not in item or not item.get("phone_number"):
-            raise _Refused(400, "inbound item lacks phone_number or content")
-        address = inbound_address(str(item["phone_number"]), "CN")
-        if address is None:
-            raise _Refused(400, "inbound item's phone_number is not a number")
-        at = _china_time(item.get("send_time")) or received
-        sequence = item.get("sequence_id")
-        if sequence not in (None, ""):
-            callback_id = f"seq:{sequence}"
-        else:
-            canonical = json.dumps(item, sort_keys=True, ensure_ascii=False).encode()
-            callback_id = "sha256:" + hashlib.sha256(canonical).hexdigest()
-        messages.append((address, str(item["content"]), at, callback_id))
-    return messages
-
-
-def _china_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA).astimezone(UTC)
-    except ValueError:
-        try:
-            return parse_instant(str(value))
-        except ValueError:
-            return None
-
-
 # -- running it -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """`ARREARS_WEBHOOK_*` until these move into `arrears.settings.Settings`."""
+    """Where the server listens, and the public URL vendors call (`ARREARS_WEBHOOK_*`)."""
 
     host: str = "127.0.0.1"
     port: int = 8787
-    secret: str | None = None
     public_url: str | None = None
-
-    def __repr__(self) -> str:
-        secret = "'***'" if self.secret else None
-        return (
-            f"WebhookConfig(host={self.host!r}, port={self.port}, secret={secret}, "
-            f"public_url={self.public_url!r})"
-        )
 
 
 def webhook_config() -> WebhookConfig:
     settings = get_settings()
+    secret = settings.webhook_secret
+    if secret is not None and not secret.get_secret_value().strip():
+        raise WebhookConfigError("ARREARS_WEBHOOK_SECRET is set but empty: set a secret or unset it")
     return WebhookConfig(
-        host=settings.webhook_host,
-        port=settings.webhook_port,
-        secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
-        public_url=settings.webhook_public_url,
+        host=settings.webhook_host, port=settings.webhook_port, public_url=settings.webhook_public_url
     )
 
 
-def providers_from_settings() -> dict[str, SmsProvider]:
-    """The configured SMS provider under its settings name, built as `tasks.providers` builds it; none
-    for the embedded sandbox (no URL: the cycle starts its own, and nothing calls back)."""
+def providers_from_settings() -> dict[str, dict[str, Any]]:
+    """The configured provider of each kind that calls back, under its settings name, built as
+    `tasks.providers` builds it; none for a kind without a base URL (the embedded sandbox: the
+    cycle starts its own, and nothing calls back). Raises `WebhookConfigError` naming the setting
+    when a provider cannot be built or could not authenticate its callbacks."""
     settings = get_settings()
-    if settings.sms_base_url is None:
-        return {}
-    credentials = {k: v.get_secret_value() for k, v in settings.sms_credentials.items()}
-    provider = build_provider("sms", settings.sms_provider, settings.sms_base_url, credentials)
-    return {settings.sms_provider: provider}
+    built: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        base_url = getattr(settings, f"{kind}_base_url", None)
+        if base_url is None:
+            continue
+        name = getattr(settings, f"{kind}_provider")
+        stored = getattr(settings, f"{kind}_credentials")
+        credentials = {k: v.get_secret_value() for k, v in stored.items()}
+        prefix = f"ARREARS_{kind.upper()}"
+        try:
+            provider = build_provider(kind, name, base_url, credentials)
+        except ConfigError as e:
+            raise WebhookConfigError(f"{prefix}_BASE_URL or {prefix}_CREDENTIALS: {e.reason}") from None
+        check = getattr(provider, "check_callbacks", None)
+        try:
+            if check is not None:
+                check()
+        except ConfigError as e:
+            provider.close()
+            raise WebhookConfigError(f"{prefix}_CREDENTIALS: {e.reason}") from None
+        built[kind] = {name: provider}
+    return built
 
 
 class WebhookServer:
@@ -636,32 +509,41 @@ def webhook_server(
     with ExitStack() as stack:
         if lifecycle is not None:
             stack.callback(lifecycle.close)
-        providers = {name: stack.enter_context(p) for name, p in providers_from_settings().items()}
+        providers = _entered(stack, providers_from_settings())
         engine = get_engine(get_settings().database_url)
         app = create_app(
-            engine=engine,
-            sms_providers=providers,
-            secret=config.secret,
-            public_url=config.public_url,
-            lifecycle=lifecycle,
+            engine=engine, providers=providers, public_url=config.public_url, lifecycle=lifecycle
         )
         yield stack.enter_context(WebhookServer(app, host=config.host, port=config.port))
 
 
+def _entered(stack: ExitStack, providers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {kind: {n: stack.enter_context(p) for n, p in named.items()} for kind, named in providers.items()}
+
+
+def no_telemetry() -> None:
+    """A lifecycle run started by a callback loads Prefect in this process: it sends no analytics
+    from a lender's machine (as `arrears` itself, `deployments.cli`), unless the operator said so."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def main() -> None:
     """`python -m deployments.webhooks`: the webhook server alone, in the foreground."""
+    no_telemetry()
     from arrears.storage import migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = webhook_config()
-    engine = get_engine(get_settings().database_url)
-    migrate(engine)
-    with ExitStack() as stack:
-        providers = {name: stack.enter_context(p) for name, p in providers_from_settings().items()}
-        app = create_app(
-            engine=engine, sms_providers=providers, secret=config.secret, public_url=config.public_url
-        )
-        uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
+    try:
+        config = webhook_config()
+        engine = get_engine(get_settings().database_url)
+        migrate(engine)
+        with ExitStack() as stack:
+            providers = _entered(stack, providers_from_settings())
+            app = create_app(engine=engine, providers=providers, public_url=config.public_url)
+            uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
+    except (WebhookConfigError, ConfigError) as e:
+        raise SystemExit(f"the webhook server cannot start: {e}") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ above decide what to do from the class alone and never from a vendor's code:
      ├── ConfigError                   credentials or settings are wrong: stop, page a person
      ├── UnknownOutcome                may or may not have been executed: look the message up
      │                                 (`SmsProvider.status`) before anything is sent again
-     └── InvalidCallback               an inbound callback is malformed or wrongly signed
+     └── InvalidCallback               an inbound callback is malformed: answer 400
+          └── UnverifiedCallback       it does not prove it comes from the vendor: answer 403
 
 Messages carry no secret and no full phone number: they end up in logs and Prefect's UI.
 Every error pickles (Prefect may store a task's exception) with all its attributes.
@@ -32,6 +33,7 @@ __all__ = [
     "ProviderError",
     "Transient",
     "UnknownOutcome",
+    "UnverifiedCallback",
 ]
 
 
@@ -145,4 +147,12 @@ class UnknownOutcome(ProviderError):
 
 
 class InvalidCallback(ProviderError):
-    """An inbound callback is malformed or its signature does not verify: answer 4xx, change nothing."""
+    """An inbound callback is malformed (not the vendor's shape, a field missing): answer 400.
+
+    Nothing changes; the vendor is told the callback will never be taken as it is."""
+
+
+class UnverifiedCallback(InvalidCallback):
+    """An inbound callback whose signature or token is missing or wrong: answer 403, change nothing.
+
+    Raised before the body is read for anything else, so a forgery learns nothing about our parsing."""

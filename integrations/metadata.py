@@ -8,6 +8,7 @@ settings model, so the schema itself says which values must never be printed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from pydantic import BaseModel, SecretStr
 
@@ -31,5 +32,9 @@ class ProviderInfo:
         return f"{self.kind}.{self.name}"
 
     def secret_fields(self) -> list[str]:
-        """Names of the settings that hold secrets."""
-        return [name for name, field in self.settings.model_fields.items() if field.annotation is SecretStr]
+        """Names of the settings that hold secrets (`SecretStr`, or an optional one)."""
+        return [
+            name
+            for name, field in self.settings.model_fields.items()
+            if field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+        ]

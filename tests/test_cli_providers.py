@@ -139,6 +139,38 @@ def test_check_reports_failures_without_secrets(monkeypatch: pytest.MonkeyPatch)
         assert secret not in result.output
 
 
+@pytest.mark.parametrize("suffix", ["/2010-04-01", "/nowhere"])
+def test_check_fails_on_a_twilio_base_url_with_a_wrong_path(
+    monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """--check fetches the Twilio account: a base URL whose every path is 404 fails, not "no such message"."""
+    with start_sandbox() as sms:
+        _env(
+            monkeypatch,
+            ARREARS_SMS_PROVIDER="twilio",
+            ARREARS_SMS_BASE_URL=sms.base_url + suffix,
+            ARREARS_SMS_CREDENTIALS=json.dumps(dict(sms.credentials)),
+        )
+        code, report = _list("--check")
+    check = report["kinds"]["sms"]["check"]
+    assert code == 1 and not check["ok"] and check["detail"].startswith("ConfigError"), check
+
+
+def test_a_base_url_without_a_scheme_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base URL without http(s):// or a host fails the check at build time, naming base_url."""
+    _env(
+        monkeypatch,
+        ARREARS_SMS_PROVIDER="twilio",
+        ARREARS_SMS_BASE_URL="api.twilio.com",
+        ARREARS_SMS_CREDENTIALS=json.dumps(
+            {"account_sid": "AC1", "auth_token": "t", "from_number": "+15005550006"}
+        ),
+    )
+    code, report = _list("--check")
+    check = report["kinds"]["sms"]["check"]
+    assert code == 1 and "ConfigError" in check["detail"] and "base_url" in check["detail"]
+
+
 def test_credentials_that_are_not_json_are_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unreadable court credentials stop the command with one error naming the setting, not its value."""
     _env(monkeypatch, ARREARS_COURT_CREDENTIALS="api_key=hunter2")

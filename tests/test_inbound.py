@@ -47,6 +47,9 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("退订。", InboundKind.OPT_OUT),
         ("td", InboundKind.OPT_OUT),
         ("Ｔ", InboundKind.OPT_OUT),
+        ("取消", InboundKind.OPT_OUT),  # Aliyun's and the mainland carriers' unsubscribe words
+        (" 取消。", InboundKind.OPT_OUT),
+        ("订阅", InboundKind.OPT_IN),
         ("please STOP texting me", InboundKind.OPT_OUT),  # Reg F 1006.6(e): free-form opt-out
         ("不要再发了，退订", InboundKind.OPT_OUT),
         ("START", InboundKind.OPT_IN),

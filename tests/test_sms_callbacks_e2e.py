@@ -3,6 +3,7 @@ the real webhook server (uvicorn on a free port), which moves the message in our
 (SQLite and PostgreSQL). Lost and repeated receipts are injected by the sandbox's faults; a lost
 one leaves the message `sent`, and a status lookup still finds it delivered: nothing is lost."""
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
@@ -26,7 +28,6 @@ from tests.factories import account_record, unique_id, write_csv
 audit = AuditEvent.__table__  # type: ignore[attr-defined]
 message = Message.__table__  # type: ignore[attr-defined]
 
-SECRET = "e2e-webhook-secret"
 US_PHONE = "+12133734253"  # account_record's default phone, in E.164
 CN_PHONE = "+8613912345678"
 
@@ -60,12 +61,13 @@ class Stack:
                 **({"auth_token": auth_token} if auth_token else {}),
             },
         )
-        self.aliyun = build_provider("sms", "sandbox", sandbox.base_url, creds)  # Aliyun-shaped, our HMAC
+        self.aliyun = build_provider("sms", "sandbox", sandbox.base_url, creds)  # Aliyun-shaped
+        # What is given to Aliyun's console: the report and reply URLs, with our token in them
+        self.token_query = f"?token={creds['callback_token']}"
         self.runner = LifecycleRunner(run=lambda account_id, reason: None)
         app = create_app(
             engine=engine,
             sms_providers={"twilio": self.twilio, "sandbox": self.aliyun},
-            secret=SECRET,
             lifecycle=self.runner,
         )
         self.server = WebhookServer(app, port=port).start()
@@ -325,36 +327,23 @@ def test_receipts_signed_with_another_token_are_refused(
     assert _status(engine, message_id) == "sent"
 
 
-# -- Aliyun-shaped: SmsReport arrays, our X-Arrears-Signature, pushed again until {"code": 0} ---------
+# -- Aliyun-shaped: SmsReport and SmsUp arrays, unsigned, to URLs carrying our token ------------------
 
 
-def test_aliyun_report_faster_than_our_write_is_pushed_again_and_applied(
+def test_aliyun_report_for_a_message_we_do_not_know_is_acknowledged_once_and_kept(
     stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
 ) -> None:
-    """The report arrives before the provider id is stored: the webhook answers code 1, the sandbox
-    pushes again (0.2 s later, scaled from 1 minute) and the second push delivers the message."""
+    """A report arriving before the provider id is stored is acknowledged at once (Aliyun would take a
+    non-2xx as a request to push again, and any 200 as received) and kept for operators."""
     sms_sandbox.admin.post(
-        "/_sandbox/callbacks",
-        json={
-            "aliyun_url": f"{stack.url}/sms/sandbox/status",
-            "secret": SECRET,
-        },
+        "/_sandbox/callbacks", json={"aliyun_url": f"{stack.url}/sms/sandbox/status{stack.token_query}"}
     ).raise_for_status()
-    request = _request(CN_PHONE)
-    result = stack.aliyun.send(request)
-    deadline = time.monotonic() + 5
-    while not [
-        c
-        for c in sms_sandbox.admin.get("/_sandbox/callbacks").json()["callbacks"]
-        if c["outcome"] != "pending"
-    ]:  # the first push answered: code 1, unknown message
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    message_id = _record_sent(engine, stack.aliyun, "A-CN", request, result.provider_id)
+    stack.aliyun.send(_request(CN_PHONE))
     log = _settled(sms_sandbox)
-    assert [(c["attempt"], c["outcome"]) for c in log] == [(1, "failed"), (2, "delivered")]
-    assert _status(engine, message_id) == "delivered"
-    assert _moves(engine, message_id) == ["delivered"]
+    assert [(c["attempt"], c["outcome"], c["status_code"]) for c in log] == [(1, "delivered", 200)]
+    with engine.connect() as c:
+        kept = c.execute(select(audit).where(audit.c.kind == "unmatched_report")).all()
+    assert len(kept) == 1 and kept[0].account_id is None
 
 
 def test_aliyun_duplicate_report_changes_nothing(
@@ -362,11 +351,7 @@ def test_aliyun_duplicate_report_changes_nothing(
 ) -> None:
     """A report array pushed twice is acknowledged twice and moves the message once."""
     sms_sandbox.admin.post(
-        "/_sandbox/callbacks",
-        json={
-            "aliyun_url": f"{stack.url}/sms/sandbox/status",
-            "secret": SECRET,
-        },
+        "/_sandbox/callbacks", json={"aliyun_url": f"{stack.url}/sms/sandbox/status{stack.token_query}"}
     ).raise_for_status()
     sms_sandbox.set_faults(delivery_ms=300, duplicate_callbacks=1)
     message_id, _, _ = _send(engine, stack.aliyun, "A-CN", CN_PHONE)
@@ -374,3 +359,36 @@ def test_aliyun_duplicate_report_changes_nothing(
     assert [(c["copy"], c["outcome"]) for c in log] == [(1, "delivered"), (2, "delivered")]
     assert _status(engine, message_id) == "delivered"
     assert _moves(engine, message_id) == ["delivered"]
+
+
+@pytest.mark.parametrize("keyword", ["TD", " td ", "退订", "取消", "Unsubscribe"])
+def test_chinese_borrowers_td_reply_posted_as_aliyun_posts_it_opts_them_out(
+    stack: Stack, engine: Engine, db_url: str, sms_sandbox: Any, accounts: None, keyword: str
+) -> None:
+    """An SmsUp reply as Aliyun posts it (unsigned JSON array, national number, Beijing time) opts the
+    borrower out end to end: `arrears show --json` shows the sms_opt_out hold and the opt-out event."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app as cli
+
+    rendered = sms_sandbox.admin.post(
+        "/_sandbox/render",
+        json={
+            "route": "aliyun",
+            "event": "inbound",
+            "url": f"{stack.url}/sms/sandbox/inbound{stack.token_query}",
+            "sender": CN_PHONE,
+            "text": keyword,
+        },
+    ).json()
+    (item,) = json.loads(rendered["body"])
+    assert item["phone_number"] == "13912345678" and "+" not in item["send_time"]
+    with httpx.Client() as http:
+        answer = http.post(rendered["url"], content=rendered["body"].encode(), headers=rendered["headers"])
+    assert (answer.status_code, answer.json()) == (200, {"code": 0, "msg": "成功"})
+
+    shown = CliRunner().invoke(cli, ["show", "A-CN", "--database", db_url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    account = json.loads(shown.output)
+    assert "sms_opt_out" in account["holds"]
+    assert any(e["kind"] == "opt_out" for e in account["timeline"])

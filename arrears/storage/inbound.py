@@ -32,6 +32,9 @@ __all__ = [
     "record_reply",
 ]
 
+UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
+UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no referral of ours
+
 
 SOURCE = "webhook"  # AccountHold.source of the holds placed here; only these are lifted here
 
@@ -72,9 +75,12 @@ def apply_delivery_reports(
 
     The move is one conditional UPDATE, so two copies of a report racing each other move the
     message once. A failure counts against the number (`ContactPoint.failures`: consecutive
-    failed deliveries); a delivery resets the count.
+    failed deliveries); a delivery resets the count. A report about no message of ours is kept for
+    operators (an `unmatched_report` audit event without an account, once per id and status):
+    the webhook acknowledges it all the same, since a refusal only makes the vendor push it again.
     """
     result = ReportsApplied()
+    unmatched: list[StatusReport] = []
     for report in reports:
         moved = _move(connection, provider, report)
         if not moved:
@@ -87,6 +93,7 @@ def apply_delivery_reports(
                 result.unchanged += 1
             else:
                 result.unmatched.append(report.provider_id)
+                unmatched.append(report)
             continue
         failed = report.status is MessageStatus.FAILED
         why = f": {report.error_code or report.vendor_status}" if failed else ""
@@ -112,7 +119,47 @@ def apply_delivery_reports(
                 }
             )
         connection.execute(audit.insert(), events)
+    _record_unmatched(connection, provider, unmatched)
     return result
+
+
+def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:
+    events: list[dict[str, Any]] = []
+    noted: set[tuple[str, str]] = set()
+    for report in reports:
+        key = (report.provider_id, report.status.value)
+        seen = connection.execute(
+            select(audit.c.id)
+            .where(
+                audit.c.account_id.is_(None),
+                audit.c.kind == UNMATCHED_REPORT,
+                audit.c.data["provider_id"].as_string() == report.provider_id,
+                audit.c.data["status"].as_string() == report.status.value,
+            )
+            .limit(1)
+        ).first()
+        if seen is None and key not in noted:
+            noted.add(key)
+            events.append(
+                {
+                    "account_id": None,
+                    "at": report.at,
+                    "kind": UNMATCHED_REPORT,
+                    "actor": provider,
+                    "detail": f"delivery report {report.status.value} for {report.provider_id}, "
+                    "which no message of ours has (acknowledged, nothing changed)",
+                    "data": {
+                        "provider": provider,
+                        "provider_id": report.provider_id,
+                        "status": report.status.value,
+                        "error_code": report.error_code,
+                        "vendor_status": report.vendor_status,
+                        "source": SOURCE,
+                    },
+                }
+            )
+    if events:
+        connection.execute(audit.insert(), events)
 
 
 def _move(connection: Connection, provider: str, report: StatusReport) -> list[Any]:
@@ -420,7 +467,8 @@ def record_court_status(
     reason: str | None = None,
 ) -> CourtRecorded:
     """Store a court's status on the referral with this filing id, unless it is a repeat (same
-    callback, or the status it already has) or older than a status already applied."""
+    callback, or the status it already has) or older than a status already applied. A status of
+    a filing no referral has is kept for operators (an `unmatched_court` audit event, once)."""
     row = connection.execute(
         select(referral.c.id, referral.c.account_id, referral.c.status)
         .where(referral.c.filing_id == filing_id)
@@ -428,6 +476,24 @@ def record_court_status(
         .limit(1)
     ).first()
     if row is None:
+        if not _seen(connection, callback_id, []):
+            connection.execute(
+                audit.insert().values(
+                    account_id=None,
+                    at=at,
+                    kind=UNMATCHED_COURT,
+                    actor=f"court:{provider}",
+                    detail=f"filing {filing_id}: {status}, but no referral has this filing id "
+                    "(acknowledged, nothing changed)",
+                    data={
+                        "filing_id": filing_id,
+                        "to": status,
+                        "reason": reason,
+                        "callback_id": callback_id,
+                        "source": SOURCE,
+                    },
+                )
+            )
         return CourtRecorded(known=False, changed=False)
     unchanged = CourtRecorded(known=True, changed=False, account_id=row.account_id, previous=row.status)
     if row.status == status:

@@ -199,7 +199,14 @@ def _started(
 
 
 def _probe(kind: str, provider: Any) -> str:
-    """One cheap, read-only call that needs valid credentials and a live endpoint."""
+    """One cheap, read-only call that needs valid credentials and a live endpoint.
+
+    A provider's own `check()` comes first: it authenticates against a resource that must exist
+    (Twilio's account), so a wrong base URL fails it. A lookup of a message or filing we never sent
+    cannot tell "no such message" from "no such endpoint": both are a 404."""
+    check = getattr(provider, "check", None)
+    if callable(check):
+        return str(check())
     if kind == "sms":
         request = SmsRequest(idempotency_key=HEALTH_ID, to="+15005550006", template="HEALTH", body="health")
         found = provider.status(request, HEALTH_ID)

@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from integrations.errors import InvalidCallback
+from integrations.errors import UnverifiedCallback
 
 __all__ = ["SIGNATURE_HEADER", "TOLERANCE", "sign", "signature_header", "verify"]
 
@@ -31,13 +31,13 @@ def signature_header(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
-    """Return if the callback is signed with `secret` within TOLERANCE of `now`; else InvalidCallback.
+    """Return if the callback is signed with `secret` within TOLERANCE of `now`; else UnverifiedCallback.
 
     The messages say what is wrong, never what was expected: they end up in logs.
     """
     given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
     if not given:
-        raise InvalidCallback(f"callback has no {SIGNATURE_HEADER} header", code="signature.missing")
+        raise UnverifiedCallback(f"callback has no {SIGNATURE_HEADER} header", code="signature.missing")
     timestamp: int | None = None
     candidates: list[str] = []
     for part in given.split(","):
@@ -46,20 +46,20 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: datetime) 
             try:
                 timestamp = int(value)
             except ValueError:
-                raise InvalidCallback(
+                raise UnverifiedCallback(
                     "callback signature timestamp is not an integer", code="signature.malformed"
                 ) from None
         elif name == "v1" and value:
             candidates.append(value)
     if timestamp is None or not candidates:
-        raise InvalidCallback("callback signature lacks t= or v1=", code="signature.malformed")
+        raise UnverifiedCallback("callback signature lacks t= or v1=", code="signature.malformed")
     skew = now.timestamp() - timestamp
     if skew > TOLERANCE.total_seconds():
-        raise InvalidCallback(
+        raise UnverifiedCallback(
             f"callback signed {skew:.0f}s ago: older than 5 minutes", code="signature.stale"
         )
     if skew < -TOLERANCE.total_seconds():
-        raise InvalidCallback("callback signed more than 5 minutes in the future", code="signature.stale")
+        raise UnverifiedCallback("callback signed more than 5 minutes in the future", code="signature.stale")
     expected = sign(secret, timestamp, body).encode()
     if not any(hmac.compare_digest(expected, c.encode()) for c in candidates):
-        raise InvalidCallback("callback signature does not verify", code="signature.mismatch")
+        raise UnverifiedCallback("callback signature does not verify", code="signature.mismatch")

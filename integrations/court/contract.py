@@ -37,7 +37,15 @@ from integrations.court.protocol import (
     FilingStatus,
     Party,
 )
-from integrations.errors import ConfigError, Duplicate, InvalidCallback, Permanent, ProviderError, Transient
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    InvalidCallback,
+    Permanent,
+    ProviderError,
+    Transient,
+    UnverifiedCallback,
+)
 
 __all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
 
@@ -274,7 +282,7 @@ class CourtProviderContract:
         assert statuses[-1].case_number and all(s.at.tzinfo is not None for s in statuses)
 
     def test_forged_callbacks_are_refused(self, provider: CourtProvider, court_sandbox: Any) -> None:
-        """A changed body, or a wrong, missing or garbled signature, raises InvalidCallback."""
+        """A changed body, or a wrong, missing or garbled signature, raises UnverifiedCallback (403)."""
         receipt = provider.submit(self.envelope("f-1"))
         court_sandbox.advance(receipt.filing_id, "rejected", reason="incomplete")
         headers, body = court_sandbox.signed_callback(receipt.filing_id)
@@ -289,8 +297,22 @@ class CourtProviderContract:
             ({**headers, name: "garbage"}, body),
         ]
         for forged_headers, forged in cases:
-            with pytest.raises(InvalidCallback):
+            with pytest.raises(UnverifiedCallback):
                 provider.parse_callback(forged_headers, forged)
+
+    def test_callbacks_are_acknowledged_and_authenticated(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """A configured provider passes check_callbacks, acknowledges with a 2xx, and an authentic
+        callback on a route it has no event for is malformed (400), not forged."""
+        provider.check_callbacks()
+        assert 200 <= provider.acknowledge("status").status < 300
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "under_review")
+        headers, body = court_sandbox.signed_callback(receipt.filing_id)
+        with pytest.raises(InvalidCallback) as caught:
+            provider.parse_callback(headers, body, event="inbound")
+        assert not isinstance(caught.value, UnverifiedCallback)
 
     def test_stale_callback_is_refused(self, provider: CourtProvider, court_sandbox: Any) -> None:
         """A well-signed callback over 5 minutes old (or ahead) is refused; one 4 minutes old passes."""

@@ -27,6 +27,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from integrations._http import ConfiguredClient, error_for_status, exchange
+from integrations.callbacks import CallbackAnswer
 from integrations.court._signing import verify
 from integrations.court._wire import envelope_json, status_from_wire, vendor_words
 from integrations.court.protocol import FilingEnvelope, FilingNotFound, FilingReceipt, FilingStatus
@@ -38,6 +39,7 @@ from integrations.errors import (
     ProviderError,
     Transient,
     UnknownOutcome,
+    UnverifiedCallback,
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy, call_with_retries
@@ -198,10 +200,21 @@ class EcfCourtProvider(ConfiguredClient):
         message = {"filerId": self.settings.filer_id, "filingId": filing_id, "reason": reason}
         return self._read("CancelFiling", message, filing_id)
 
+    def check_callbacks(self) -> None:
+        if not self.settings.callback_secret.get_secret_value():
+            raise ConfigError(
+                f"{self.info.entry_point}: callback_secret is empty: callbacks cannot be verified"
+            )
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        return CallbackAnswer(200, b'{"ok":true}', "application/json")
+
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
     ) -> list[FilingStatus]:
         # The signature covers the timestamp and the body, not the URL: `url` is not needed.
+        if not self.settings.callback_secret.get_secret_value():
+            raise UnverifiedCallback("no callback_secret is configured", code="signature.unconfigured")
         verify(self.settings.callback_secret.get_secret_value(), headers, body, self._clock())
         try:
             events = json.loads(body)["events"]
@@ -210,6 +223,8 @@ class EcfCourtProvider(ConfiguredClient):
             raise InvalidCallback(
                 "court callback is not a list of filing events", code="body.malformed"
             ) from None
+        if event != "status":
+            raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
         return sorted(statuses, key=lambda s: s.at)
 
     # -- HTTP ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
+from integrations.callbacks import CallbackAnswer
 from integrations.errors import Permanent
 from integrations.metadata import ProviderInfo
 
@@ -262,10 +263,19 @@ class CourtProvider(Protocol):
         ...
 
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
     ) -> list[FilingStatus]:
-        """Status changes from one inbound callback, oldest first. Raises `InvalidCallback` if the
-        body is malformed, the signature does not verify, or its timestamp is over 5 minutes off."""
+        """Status changes from one inbound callback, oldest first. Raises `UnverifiedCallback` if the
+        signature does not verify or its timestamp is over 5 minutes off, `InvalidCallback` if the
+        body is malformed or `event` is not `status` (see `integrations.callbacks`)."""
+        ...
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        """The answer the gateway expects once the callback of `event` is stored."""
+        ...
+
+    def check_callbacks(self) -> None:
+        """Raise `ConfigError` naming the setting if callbacks could not be verified (an empty secret)."""
         ...
 
     def close(self) -> None:

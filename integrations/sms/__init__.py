@@ -8,7 +8,9 @@ with build_provider("sms", "sandbox", handle.base_url, handle.credentials) as sm
 
 from integrations.sms.protocol import (
     SMS_STATUSES,
+    Callback,
     DeliveryReport,
+    InboundMessage,
     Outcome,
     SmsProvider,
     SmsRequest,
@@ -18,7 +20,9 @@ from integrations.sms.protocol import (
 
 __all__ = [
     "SMS_STATUSES",
+    "Callback",
     "DeliveryReport",
+    "InboundMessage",
     "Outcome",
     "SmsProvider",
     "SmsRequest",

@@ -14,10 +14,10 @@ import copy
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integrations._http import ConfiguredClient, exchange
 from integrations.errors import ConfigError, ProviderError
@@ -48,6 +48,16 @@ class HttpProviderSettings(BaseModel):
         description="After an unknown outcome, look the message up and resend only if it is not found.",
     )
     lookback_days: int = Field(default=2, ge=1, le=30, description="How far back a status search looks.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        # Without a scheme httpx cannot even try, and every send would end as an unknown outcome
+        # with the messages left scheduled: refuse it here, where the setting is named.
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL with a host")
+        return value.strip()
 
 
 class HttpSmsProvider(ConfiguredClient):

@@ -33,6 +33,9 @@ class Credentials:
     access_key_id: str
     access_key_secret: str
     sign_name: str
+    twilio_api_key_sid: str = "SK00000000000000000000000000000000"  # Twilio API key: another Basic-auth pair
+    twilio_api_key_secret: str = "sandbox-api-key-secret"
+    callback_token: str = "sandbox-callback-token"  # in the Aliyun callback URLs (`?token=`)
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -43,6 +46,9 @@ class Credentials:
             access_key_id="LTAI" + secrets.token_hex(8),
             access_key_secret=secrets.token_hex(15),
             sign_name="arrears",
+            twilio_api_key_sid="SK" + secrets.token_hex(16),
+            twilio_api_key_secret=secrets.token_hex(16),
+            callback_token=secrets.token_urlsafe(24),
         )
 
     @classmethod
@@ -68,6 +74,9 @@ class Faults(CallbackFaults):
     landline_numbers: str | None = Field(default=None, description="Regex: refused as not a mobile (21614).")
     opted_out_numbers: str | None = Field(default=None, description="Regex: refused as opted out (21610).")
     limited_numbers: str | None = Field(default=None, description="Regex: refused by flow control (Aliyun).")
+    unpermitted_numbers: str | None = Field(
+        default=None, description="Regex: refused by the account's geo permissions (Twilio 21408)."
+    )
     undeliverable_numbers: str | None = Field(default=None, description="Regex: accepted, then undelivered.")
     delivery_ms: int = Field(
         default=0,
@@ -78,11 +87,10 @@ class Faults(CallbackFaults):
 
 @dataclass(slots=True)
 class CallbackTarget:
-    """Where Aliyun-shaped delivery reports go (`POST /_sandbox/callbacks`): the vendor pushes to
-    a signing relay of the lender's, so they carry `X-Arrears-Signature` when a secret is given."""
+    """Where Aliyun-shaped delivery reports go (`POST /_sandbox/callbacks`), unsigned as the vendor
+    sends them: the URL carries the lender's secret token in its query string."""
 
     aliyun_url: str | None = None
-    secret: str | None = None
     retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0)  # the vendor's 1, 5 and 10 minutes, scaled down
 
 
@@ -156,6 +164,7 @@ class SandboxState(FaultState):
                 "landline_numbers",
                 "opted_out_numbers",
                 "limited_numbers",
+                "unpermitted_numbers",
                 "undeliverable_numbers",
             )
         }

@@ -5,10 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
-from urllib.parse import quote
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["aliyun_percent_encode", "aliyun_signature", "aliyun_string_to_sign", "twilio_signature"]
+__all__ = [
+    "ACS3",
+    "aliyun_percent_encode",
+    "aliyun_signature",
+    "aliyun_string_to_sign",
+    "aliyun_v3_authorization",
+    "aliyun_v3_canonical_request",
+    "twilio_signature",
+    "twilio_url_variants",
+]
+
+ACS3 = "ACS3-HMAC-SHA256"  # the V3 signature the official SDKs send by default
 
 
 def aliyun_percent_encode(value: str) -> str:
@@ -39,3 +50,59 @@ def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]
     payload = url + "".join(k + v for k, v in sorted(params))
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+def twilio_url_variants(url: str) -> list[str]:
+    """`url`, then the same with its default port written out or left off.
+
+    Twilio signs the URL as configured in its console, and a proxy may add or drop `:443`; Twilio's
+    own `RequestValidator` accepts either form, so a receiver must too."""
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    host = parts.hostname or ""
+    if default is None or not host:
+        return [url]
+    host = f"[{host}]" if ":" in host else host
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    try:
+        port = parts.port
+    except ValueError:
+        return [url]
+    if port is None:
+        other = prefix + f"{host}:{default}"
+    elif port == default:
+        other = prefix + host
+    else:
+        return [url]
+    return [url, urlunsplit(parts._replace(netloc=other))]
+
+
+def aliyun_v3_canonical_request(
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
+    signed_headers: Iterable[str],
+    hashed_payload: str,
+) -> str:
+    """The canonical request of Aliyun's V3 signature (`ACS3-HMAC-SHA256`), as the official SDK
+    builds it: method, path, the query sorted by name with values percent-encoded (`~` kept), each
+    signed header `name:value` (lower-case name, trimmed value), their names, the payload's hash."""
+    pairs = sorted(query)
+    canonical_query = "&".join(f"{k}={quote(v, safe='~')}" for k, v in pairs)
+    lowered: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        lowered.setdefault(name.lower(), []).append(value.strip())
+    names = sorted({n.lower() for n in signed_headers})
+    canonical_headers = "".join(f"{n}:{','.join(sorted(lowered.get(n, [''])))}\n" for n in names)
+    return "\n".join(
+        [method.upper(), path or "/", canonical_query, canonical_headers, ";".join(names), hashed_payload]
+    )
+
+
+def aliyun_v3_authorization(secret: str, access_key_id: str, canonical_request: str, signed: str) -> str:
+    """The `Authorization` header value of a V3 request with this canonical request."""
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    signature = hmac.new(secret.encode(), f"{ACS3}\n{digest}".encode(), hashlib.sha256).hexdigest()
+    return f"{ACS3} Credential={access_key_id},SignedHeaders={signed},Signature={signature}"

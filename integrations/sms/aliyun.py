@@ -10,6 +10,12 @@ its status queries and delivery reports, but no per-number id. So a message's pr
 `"{OutId}:{tag of the number}"`, which the send result, a status query and a delivery report all
 yield alike. The vendor does not deduplicate: after an unknown outcome (timeout, 5xx) the client
 queries by number and `OutId` (`QuerySendDetails`) and resends only what it does not find.
+
+Callbacks: the vendor pushes delivery reports (SmsReport) and replies (SmsUp) as JSON arrays,
+unsigned. What authenticates them is a secret token in the callback URL's query string
+(`…/sms/aliyun/status?token=…`, the `callback_token` setting), compared in constant time. The
+acknowledgement is `{"code": 0, "msg": "成功"}`; the vendor counts any HTTP 200 as received and
+pushes again only after a non-2xx answer.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from integrations._masking import scrub
+from integrations.callbacks import CallbackAnswer, query_param, token_matches
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -35,13 +42,21 @@ from integrations.errors import (
     ProviderError,
     Transient,
     UnknownOutcome,
+    UnverifiedCallback,
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import call_with_retries
 from integrations.sms._base import HttpProviderSettings, HttpSmsProvider, for_request
-from integrations.sms._phones import is_e164, phone_tag, to_aliyun
+from integrations.sms._phones import from_aliyun, is_e164, phone_tag, to_aliyun
 from integrations.sms._signing import aliyun_signature
-from integrations.sms.protocol import DeliveryReport, SmsRequest, SmsResult, SmsStatus
+from integrations.sms.protocol import (
+    Callback,
+    DeliveryReport,
+    InboundMessage,
+    SmsRequest,
+    SmsResult,
+    SmsStatus,
+)
 
 log = logging.getLogger(__name__)  # counts and keys only: never a number, a text or a secret
 
@@ -91,6 +106,11 @@ class AliyunSettings(HttpProviderSettings):
     region_id: str = Field(default="cn-hangzhou", description="Region of the endpoint.")
     batch_size: int = Field(default=100, ge=1, le=100, description="Numbers per SendBatchSms request.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight per batch.")
+    callback_token: SecretStr | None = Field(
+        default=None,
+        description="Secret in the query string of the callback URLs given to Aliyun (`?token=…`): "
+        "the vendor signs nothing, so this is what authenticates its reports and replies.",
+    )
 
 
 class _SplitBatch(Exception):
@@ -408,38 +428,95 @@ class AliyunSmsProvider(HttpSmsProvider):
             error_code=str(err) if err and status != "delivered" else None,
         )
 
+    # -- health -------------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """One signed `QuerySendDetails`: proves the endpoint, the AccessKey and its permission."""
+        day = datetime.now(CHINA).strftime("%Y%m%d")
+        self._call(
+            "QuerySendDetails",
+            {"PhoneNumber": "13800000000", "SendDate": day, "PageSize": "1", "CurrentPage": "1"},
+        )
+        return "signed QuerySendDetails accepted"
+
     # -- callbacks ----------------------------------------------------------------------------
 
-    def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
-    ) -> list[DeliveryReport]:
-        """SmsReport pushes: a JSON array; answer `{"code": 0}` once stored, or the vendor retries.
+    def check_callbacks(self) -> None:
+        token = self.settings.callback_token
+        if token is None or not token.get_secret_value():
+            raise ConfigError(
+                f"{self.info.entry_point}: callback_token is required to receive Aliyun's reports and "
+                "replies (the vendor signs nothing; the token in the callback URL is what authenticates them)"
+            )
 
-        The vendor does not sign these; protect the webhook URL (a secret path, an allow-list).
-        """
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
+    ) -> list[Callback]:
+        """SmsReport (`status`) or SmsUp (`inbound`) arrays, once the URL's `token` matches."""
+        expected = self.settings.callback_token.get_secret_value() if self.settings.callback_token else ""
+        if not token_matches(expected, query_param(url, "token")):
+            raise UnverifiedCallback("callback URL's token is missing or wrong", code="token.mismatch")
         try:
             items = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise InvalidCallback("delivery report is not JSON") from None
-        if not isinstance(items, list):
-            raise InvalidCallback("delivery report is not a JSON array")
-        reports = []
-        for item in items:
-            try:
-                success = item["success"] in (True, "true", "True", 1)
-                out_id = str(item["out_id"])
-                phone = str(item["phone_number"])
-            except (KeyError, TypeError):
-                raise InvalidCallback("delivery report item lacks success, out_id or phone_number") from None
-            err = item.get("err_code")
-            reports.append(
-                DeliveryReport(
-                    provider_id=_provider_id(out_id, phone),
-                    status="delivered" if success else "undelivered",
-                    at=_china_time(item.get("report_time")),
-                    error_code=None if success else (str(err) if err else None),
-                    reference=out_id,
-                    vendor_status=str(err) if err else ("DELIVERED" if success else None),
-                )
-            )
-        return reports
+            raise InvalidCallback("callback is not JSON", code="body.malformed") from None
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise InvalidCallback("callback is not a JSON array of objects", code="body.malformed")
+        if event == "status":
+            return [_report(item) for item in items]
+        if event == "inbound":
+            return [_reply(item) for item in items]
+        raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        return CallbackAnswer(
+            200, json.dumps({"code": 0, "msg": "成功"}, ensure_ascii=False).encode(), "application/json"
+        )
+
+
+def _report(item: Mapping[str, Any]) -> DeliveryReport:
+    """One SmsReport item: `{phone_number, send_time, report_time, success, err_code, err_msg, sms_size,
+    biz_id, out_id}`."""
+    try:
+        success = item["success"] in (True, "true", "True", 1)
+        out_id = str(item["out_id"])
+        phone = str(item["phone_number"])
+    except KeyError:
+        raise InvalidCallback(
+            "delivery report item lacks success, out_id or phone_number", code="body.malformed"
+        ) from None
+    err = item.get("err_code")
+    return DeliveryReport(
+        provider_id=_provider_id(out_id, phone),
+        status="delivered" if success else "undelivered",
+        at=_china_time(item.get("report_time")),
+        error_code=None if success else (str(err) if err else None),
+        reference=out_id,
+        vendor_status=str(err) if err else ("DELIVERED" if success else None),
+    )
+
+
+def _reply(item: Mapping[str, Any]) -> InboundMessage:
+    """One SmsUp item: `{phone_number, send_time, content, sign_name, dest_code, sequence_id}`."""
+    phone, content = item.get("phone_number"), item.get("content")
+    if not phone or not isinstance(content, str):
+        raise InvalidCallback("reply item lacks phone_number or content", code="body.malformed")
+    sender = from_aliyun(str(phone))
+    if not is_e164(sender):
+        raise InvalidCallback("reply item's phone_number is not a number", code="body.malformed")
+    sequence = item.get("sequence_id")
+    if sequence not in (None, ""):
+        message_id = f"seq:{sequence}"
+    else:  # no id: the item itself, so that a push repeated with the same content is a repeat
+        canonical = json.dumps(dict(item), sort_keys=True, ensure_ascii=False).encode()
+        message_id = "sha256:" + hashlib.sha256(canonical).hexdigest()
+    dest = item.get("dest_code")
+    return InboundMessage(
+        sender=sender,
+        text=content,
+        at=_china_time(item.get("send_time")),
+        message_id=message_id,
+        recipient=str(dest) if dest else None,
+    )

@@ -1,12 +1,17 @@
 """The contract every SMS provider passes, run against a sandbox that imitates its vendor.
 
-A provider's test module subclasses it and supplies three fixtures:
+A provider's test module subclasses it and supplies four fixtures:
 
     class TestMyProvider(SmsProviderContract):
         @pytest.fixture
         def provider(self, sandbox): ...      # built with the sandbox's base URL and credentials
         @pytest.fixture
         def bad_provider(self, sandbox): ...  # same, with BAD_SECRET as its secret
+        @pytest.fixture
+        def vendor_callback(self, sandbox): ...
+            # (event, number, text="") -> (headers, body, url): a callback exactly as the vendor
+            # would post it to our webhook. `status`: the report of the latest message to
+            # `number`; `inbound`: `number` sending us `text`.
         # `sandbox`: a reset `integrations.sandbox.SandboxHandle` (faults, messages)
 
 The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
@@ -16,11 +21,12 @@ Imports pytest: load it from tests only.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient
-from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
+from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient, UnverifiedCallback
+from integrations.sms.protocol import DeliveryReport, InboundMessage, SmsProvider, SmsRequest, SmsResult
 
 __all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests"]
 
@@ -130,3 +136,41 @@ class SmsProviderContract:
             texts += [str(e), repr(e), str(e.args)]
         for text in texts:
             assert not any(secret in text for secret in secrets), text
+
+    # -- inbound ------------------------------------------------------------------------------------
+
+    def test_delivery_callback_reports_the_sent_message(
+        self, provider: SmsProvider, sandbox: Any, vendor_callback: Any
+    ) -> None:
+        """The vendor's status callback for a sent message parses into a report with that message's id."""
+        (request,) = make_requests(1)
+        result = provider.send(request)
+        headers, body, url = vendor_callback("status", request.to)
+        reports = provider.parse_callback(headers, body, url=url, event="status")
+        assert [r.provider_id for r in reports if isinstance(r, DeliveryReport)] == [result.provider_id]
+
+    def test_reply_callback_gives_the_sender_and_text(
+        self, provider: SmsProvider, vendor_callback: Any
+    ) -> None:
+        """The vendor's incoming-message callback parses into an InboundMessage: E.164 sender, text."""
+        headers, body, url = vendor_callback("inbound", "+8613900001111", "退订")
+        (message,) = provider.parse_callback(headers, body, url=url, event="inbound")
+        assert isinstance(message, InboundMessage)
+        assert (message.sender, message.text) == ("+8613900001111", "退订")
+        assert message.at.utcoffset() is not None and message.message_id
+
+    def test_callback_without_its_authentication_is_unverified(
+        self, provider: SmsProvider, vendor_callback: Any
+    ) -> None:
+        """The callback stripped of its signature headers and URL query raises UnverifiedCallback."""
+        headers, body, url = vendor_callback("inbound", "+8613900001111", "STOP")
+        bare = urlunsplit(urlsplit(url)._replace(query=""))
+        kept = {k: v for k, v in headers.items() if k.lower() == "content-type"}
+        with pytest.raises(UnverifiedCallback):
+            provider.parse_callback(kept, body, url=bare, event="inbound")
+
+    def test_acknowledgements_are_2xx_and_callbacks_can_be_authenticated(self, provider: SmsProvider) -> None:
+        """A configured provider passes check_callbacks and acknowledges both events with a 2xx."""
+        provider.check_callbacks()
+        for event in ("status", "inbound"):
+            assert 200 <= provider.acknowledge(event).status < 300

@@ -21,10 +21,21 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from integrations._masking import mask_phone
+from integrations.callbacks import CallbackAnswer
 from integrations.errors import ProviderError
 from integrations.metadata import ProviderInfo
 
-__all__ = ["SMS_STATUSES", "DeliveryReport", "Outcome", "SmsProvider", "SmsRequest", "SmsResult", "SmsStatus"]
+__all__ = [
+    "SMS_STATUSES",
+    "Callback",
+    "DeliveryReport",
+    "InboundMessage",
+    "Outcome",
+    "SmsProvider",
+    "SmsRequest",
+    "SmsResult",
+    "SmsStatus",
+]
 
 SmsStatus = Literal["queued", "sent", "delivered", "failed", "undelivered"]
 SMS_STATUSES: frozenset[str] = frozenset({"queued", "sent", "delivered", "failed", "undelivered"})
@@ -87,6 +98,30 @@ class DeliveryReport:
     vendor_status: str | None = None  # the vendor's own word, for the audit trail
 
 
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a person sent us (a reply, STOP, 退订), as the provider verified and read it."""
+
+    sender: str  # E.164, whatever form the vendor gave it in (Aliyun: national digits)
+    text: str  # as sent
+    at: datetime  # when the vendor says it was sent, or when it reached us if it does not say
+    message_id: str  # the vendor's id for it, or a digest of it: what makes a repeat a repeat
+    recipient: str | None = None  # our number or code it was sent to, if the vendor says
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None:
+            raise ValueError("at must be time-zone aware")
+        if not self.message_id:
+            raise ValueError("an inbound message needs an id")
+
+    def __repr__(self) -> str:  # the number is masked and the text left out: reprs reach logs
+        return (
+            f"InboundMessage(sender={mask_phone(self.sender)!r}, text=<{len(self.text)} chars>, "
+            f"at={self.at.isoformat()!r}, message_id={self.message_id!r})"
+        )
+
+
+Callback = DeliveryReport | InboundMessage
 Outcome = SmsResult | ProviderError
 
 
@@ -119,12 +154,25 @@ class SmsProvider(Protocol):
         ...
 
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
-    ) -> list[DeliveryReport]:
-        """Delivery reports from one inbound callback; `url` (as received) enables signature checks.
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
+    ) -> list[Callback]:
+        """Verify one callback as the vendor authenticates it, then read it.
 
-        Raises `InvalidCallback` if the body is malformed or the signature does not verify.
+        `url` is the full URL the vendor called, query included (a Twilio signature covers it, an
+        Aliyun callback carries its token in it); `event` is the last part of the webhook route:
+        `status` (delivery reports) or `inbound` (messages people sent us). Raises
+        `UnverifiedCallback` when the callback does not prove it comes from the vendor (checked
+        first), `InvalidCallback` when it is authentic but not what the event expects.
         """
+        ...
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        """The answer the vendor expects once the callback of `event` is stored."""
+        ...
+
+    def check_callbacks(self) -> None:
+        """Raise `ConfigError` naming the setting if callbacks could not be authenticated (an
+        empty signing key or token): the webhook server refuses to start rather than trust forgeries."""
         ...
 
     def close(self) -> None:

@@ -1,10 +1,14 @@
 """A sandbox SMS vendor: one FastAPI app speaking both wire formats our clients speak, a router each.
 
 - Twilio-shaped: `POST/GET /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET …/Messages/{Sid}.json`,
-  Basic auth, deduplication by `Idempotency-Key` (a resend returns the first message).
+  `GET /2010-04-01/Accounts/{AccountSid}.json`; Basic auth with the account SID and auth token or
+  with an API key (`SK…`) and its secret, as the official `twilio` SDK sends either;
+  deduplication by `Idempotency-Key` (a resend returns the first message).
 - Aliyun-shaped: the RPC endpoint `/` with `SendSms`, `SendBatchSms`, `QuerySendDetails`, checking the
-  AccessKey, the HMAC-SHA1 signature, the timestamp and nonce replay. Like the vendor, it does
-  not deduplicate, and it refuses a whole batch when one number is illegal or flow-controlled.
+  AccessKey and either signature the official SDK sends: V3 (`Authorization: ACS3-HMAC-SHA256 …`
+  over the canonical request, `x-acs-*` headers, its default) or the RPC one (HMAC-SHA1 in a
+  `Signature` parameter), with the timestamp and nonce replay. Like the vendor, it does not
+  deduplicate, and it refuses a whole batch when one number is illegal or flow-controlled.
 - `/_sandbox/…`: `health`, `messages` (what was received), `stats`, `reset`, `faults` (latency,
   bursts of 429/503 with Retry-After, 500 after executing, timeouts, numbers refused by pattern),
   and `reports/{aliyun,twilio}`: the delivery reports the vendor would push.
@@ -12,11 +16,13 @@
   `StatusCallback` gets form-encoded status callbacks there (`sent` at once, then `delivered` or
   `undelivered` after `delivery_ms`), signed with `X-Twilio-Signature` under the auth token, sent
   once each. Aliyun-shaped sends get an SmsReport array after `delivery_ms` at the URL registered
-  with `POST /_sandbox/callbacks` (`{"aliyun_url", "secret", "retry_delays"}`), signed with our
-  `X-Arrears-Signature` when a secret is given (the lender's signing relay: Aliyun does not sign)
-  and pushed again until answered `{"code": 0}`, after 0.2, 0.5 and 1 s (the vendor's 1, 5 and 10
-  minutes, scaled down). Faults `drop_callbacks` (lost) and `duplicate_callbacks` (sent twice)
-  count down per push; `GET /_sandbox/callbacks` lists every attempt, dropped ones included.
+  with `POST /_sandbox/callbacks` (`{"aliyun_url", "retry_delays"}`), unsigned as Aliyun sends them
+  (the URL carries the receiver's `?token=`), and pushed again after any non-2xx answer (Aliyun
+  counts an HTTP 200 as received), after 0.2, 0.5 and 1 s (the vendor's 1, 5 and 10 minutes,
+  scaled down). `POST /_sandbox/render` returns a callback exactly as the vendor would post it
+  (a status callback of a message, or a reply from a number), for a test to post itself. Faults
+  `drop_callbacks` (lost) and `duplicate_callbacks` (sent twice) count down per push;
+  `GET /_sandbox/callbacks` lists every attempt, dropped ones included.
 
 Run it alone with `python -m integrations.sms.sandbox_server --port 8025`; the cycle and the tests
 start it in a separate process through `integrations.sandbox.start_sandbox`.
@@ -27,14 +33,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -47,7 +53,6 @@ from integrations._sandbox import (
     create_sandbox_app,
     post_callback,
     serve,
-    signature_header,
     with_faults,
 )
 from integrations._sandbox import (
@@ -61,7 +66,13 @@ from integrations.sms._sandbox_state import (
     SandboxMessage,
     SandboxState,
 )
-from integrations.sms._signing import aliyun_signature, twilio_signature
+from integrations.sms._signing import (
+    ACS3,
+    aliyun_signature,
+    aliyun_v3_authorization,
+    aliyun_v3_canonical_request,
+    twilio_signature,
+)
 from integrations.sms.aliyun import CHINA
 
 __all__ = [
@@ -85,21 +96,35 @@ DEFAULT_CREDENTIALS = Credentials(
 )
 _API = "/2010-04-01/Accounts/{account_sid}"
 CALLBACK_TIMEOUT = 5.0  # seconds a receiver has to answer one push
-SIGNATURE_HEADER = "X-Arrears-Signature"
 
 
 class CallbackRegistration(BaseModel):
-    """`POST /_sandbox/callbacks`: where Aliyun-shaped delivery reports go, and how they are signed."""
+    """`POST /_sandbox/callbacks`: where Aliyun-shaped delivery reports go (token in the URL)."""
 
     model_config = ConfigDict(extra="forbid")
 
     aliyun_url: str | None = Field(default=None, description="The SmsReport URL; None stops the pushes.")
-    secret: str | None = Field(default=None, description="Signs each push with X-Arrears-Signature.")
     retry_delays: list[Annotated[float, Field(ge=0, le=60)]] = Field(
         default=[0.2, 0.5, 1.0],
         max_length=10,
         description="Seconds before each push again, if unacknowledged.",
     )
+
+
+class Rendering(BaseModel):
+    """`POST /_sandbox/render`: which callback to render, as which vendor, for which URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route: Literal["twilio", "aliyun"]
+    event: Literal["status", "inbound"]
+    url: str = Field(description="The URL the vendor would post to (signed over, for Twilio).")
+    message_id: str | None = Field(default=None, description="For `status`: the sandbox's message id.")
+    to: str | None = Field(
+        default=None, description="For `status`, instead: the latest message to this number."
+    )
+    sender: str | None = Field(default=None, description="For `inbound`: the sender's number, E.164.")
+    text: str | None = Field(default=None, description="For `inbound`: what they wrote.")
 
 
 def _int(value: str | None, default: int) -> int:
@@ -171,13 +196,34 @@ class _Twilio:
             user, _, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             user = password = scheme = ""
+        c = self.creds
+        pairs = ((c.account_sid, c.auth_token), (c.twilio_api_key_sid, c.twilio_api_key_secret))
         ok = (
             scheme.lower() == "basic"
-            and hmac.compare_digest(user.encode(), self.creds.account_sid.encode())
-            and hmac.compare_digest(password.encode(), self.creds.auth_token.encode())
-            and account_sid == self.creds.account_sid
+            and any(
+                hmac.compare_digest(user.encode(), u.encode())
+                & hmac.compare_digest(password.encode(), p.encode())
+                for u, p in pairs
+            )
+            and account_sid == c.account_sid
         )
         return None if ok else _twilio_error(401, 20003, "Authenticate")
+
+    async def account(self, account_sid: str, request: Request) -> Response:
+        """The account resource (what `providers list --check` fetches)."""
+        self.st.count("requests.twilio.account")
+        if (denied := self.auth(request, account_sid)) is not None:
+            return denied
+        c = self.creds
+        return _json(
+            {
+                "sid": c.account_sid,
+                "friendly_name": "arrears sandbox",
+                "status": "active",
+                "type": "Full",
+                "uri": f"/2010-04-01/Accounts/{c.account_sid}.json",
+            }
+        )
 
     def message_json(self, m: SandboxMessage, status: str | None = None) -> dict[str, Any]:
         if status is None:
@@ -222,6 +268,8 @@ class _Twilio:
             return _twilio_error(400, 21614, f"'To' number {to} is not a valid mobile number")
         if st.matches("opted_out_numbers", to):
             return _twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+        if st.matches("unpermitted_numbers", to):
+            return _twilio_error(400, 21408, "Permission to send an SMS has not been enabled for the region")
         if not body:
             return _twilio_error(400, 21602, "Message body is required.")
         if not sender:
@@ -323,10 +371,11 @@ class _Twilio:
 def twilio_router(state: SandboxState) -> APIRouter:
     """The Twilio-shaped Messages API (`/2010-04-01/Accounts/{AccountSid}/Messages…`) over `state`."""
     twilio = _Twilio(state)
-    router = APIRouter(prefix=_API)
-    router.add_api_route("/Messages.json", twilio.create, methods=["POST"])
-    router.add_api_route("/Messages/{sid}.json", twilio.fetch, methods=["GET"])
-    router.add_api_route("/Messages.json", twilio.list, methods=["GET"])
+    router = APIRouter()
+    router.add_api_route(_API + "/Messages.json", twilio.create, methods=["POST"])
+    router.add_api_route(_API + "/Messages/{sid}.json", twilio.fetch, methods=["GET"])
+    router.add_api_route(_API + "/Messages.json", twilio.list, methods=["GET"])
+    router.add_api_route(_API + ".json", twilio.account, methods=["GET"])
     return router
 
 
@@ -350,15 +399,6 @@ def _aliyun_answer(
 def _aliyun_refuse(status: int, headers: dict[str, str] | None) -> Response:
     code, message = _ALIYUN_FAULTS[status]
     return _aliyun_answer(code, message, status, headers)
-
-
-def _acknowledged(answer: httpx.Response) -> bool:
-    """Aliyun wants `{"code": 0}`; anything else is pushed again."""
-    try:
-        payload = answer.json()
-    except ValueError:
-        return False
-    return isinstance(payload, dict) and payload.get("code") in (0, "0")
 
 
 def aliyun_status(m: SandboxMessage, now: datetime, delivery: timedelta) -> tuple[int, str]:
@@ -403,12 +443,19 @@ class _Aliyun:
         self.creds = state.credentials
 
     async def rpc(self, request: Request) -> Response:
+        body = await request.body()
         params = dict(request.query_params)
-        if request.method == "POST":
-            params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        action = params.get("Action", "")
+        if request.method == "POST" and body:
+            params.update(parse_qsl(body.decode(), keep_blank_values=True))
+        if request.headers.get("authorization", "").startswith("ACS3-"):
+            action = request.headers.get("x-acs-action", "")
+            refused = self.unsigned_v3(request, body)
+        else:
+            action = params.get("Action", "")
+            refused = self.unsigned(request.method, params)
+        params["Action"] = action
         self.st.count(f"requests.aliyun.{action or 'none'}")
-        if (refused := self.unsigned(request.method, params)) is not None:
+        if refused is not None:
             return refused
         if action == "SendSms":
             return await with_faults(
@@ -430,14 +477,67 @@ class _Aliyun:
         expected = aliyun_signature(self.creds.access_key_secret, method, params.items())
         if not hmac.compare_digest(expected.encode(), params["Signature"].encode()):
             return _aliyun_answer("SignatureDoesNotMatch", "Specified signature is not matched.", 400)
+        return self.fresh(params["Timestamp"], params["SignatureNonce"])
+
+    def unsigned_v3(self, request: Request, body: bytes) -> Response | None:
+        """The vendor's refusal of a V3 request (`ACS3-HMAC-SHA256`) not signed by the sandbox's AccessKey.
+
+        Only the headers the `Authorization` header names are signed; the hashed payload must be
+        the body's own hash; the nonce and the `x-acs-date` are checked as for the RPC signature."""
+        authorization = request.headers["authorization"]
+        algorithm, _, rest = authorization.partition(" ")
+        fields: dict[str, str] = {}
+        for part in rest.split(","):
+            name, _, value = part.strip().partition("=")
+            fields[name] = value
+        if algorithm != ACS3:
+            return _aliyun_answer(
+                "InvalidParameter.SignatureMethod", "Only ACS3-HMAC-SHA256 is supported.", 400
+            )
+        for name in ("Credential", "SignedHeaders", "Signature"):
+            if not fields.get(name):
+                return _aliyun_answer("IncompleteSignature", f"The Authorization header lacks {name}.", 400)
+        headers = request.headers
+        for name in ("x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce"):
+            if not headers.get(name):
+                return _aliyun_answer(f"MissingParameter.{name}", f"{name} is mandatory", 400)
+        if fields["Credential"] != self.creds.access_key_id:
+            return _aliyun_answer("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
+        signed = fields["SignedHeaders"].split(";")
+        if not {"host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"} <= set(signed):
+            return _aliyun_answer("IncompleteSignature", "Required headers are not signed.", 400)
+        payload_hash = hashlib.sha256(body).hexdigest()
+        if headers.get("x-acs-content-sha256") != payload_hash:
+            return _aliyun_answer("IncompleteSignature", "x-acs-content-sha256 is not the body's hash.", 400)
+        canonical = aliyun_v3_canonical_request(
+            request.method,
+            request.url.path,
+            parse_qsl(request.url.query, keep_blank_values=True),
+            {name: headers.get(name, "") for name in signed},
+            signed,
+            payload_hash,
+        )
+        expected = aliyun_v3_authorization(
+            self.creds.access_key_secret, self.creds.access_key_id, canonical, ";".join(signed)
+        )
+        given_signature = fields["Signature"]
+        expected_signature = expected.rpartition("Signature=")[2]
+        if not hmac.compare_digest(given_signature.encode(), expected_signature.encode()):
+            return _aliyun_answer("SignatureDoesNotMatch", "Specified signature is not matched.", 400)
+        if headers["x-acs-version"] != "2017-05-25":
+            return _aliyun_answer("InvalidVersion", "Specified parameter Version is not valid.", 400)
+        return self.fresh(headers["x-acs-date"], headers["x-acs-signature-nonce"])
+
+    def fresh(self, timestamp: str, nonce: str) -> Response | None:
+        """The vendor's refusal of a stale timestamp or a nonce already used, or None."""
         now = self.st.now()
         try:
-            stamp = datetime.strptime(params["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            stamp = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:
             return _aliyun_answer("InvalidTimeStamp.Format", "Specified time stamp is not valid.", 400)
         if abs(now - stamp) > timedelta(minutes=15):
             return _aliyun_answer("InvalidTimeStamp.Expired", "Specified time stamp is expired.", 400)
-        if not self.st.use_nonce(params["SignatureNonce"], now):
+        if not self.st.use_nonce(nonce, now):
             return _aliyun_answer("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
         return None
 
@@ -554,12 +654,11 @@ class _Aliyun:
         st, url = self.st, target.aliyun_url or ""
         for n, wait in enumerate((0.0, *target.retry_delays)):
             await asyncio.sleep(wait)
-            headers = {"Content-Type": "application/json"}
-            if target.secret:
-                headers[SIGNATURE_HEADER] = signature_header(target.secret, int(time.time()), body)
+            headers = {"Content-Type": "application/json"}  # unsigned, as Aliyun sends it
             entry = st.log_callback("aliyun", url, ids, attempt=n + 1, copy=copy)
             answer = await post_callback(client, entry, url, body, headers)
-            acknowledged = answer is not None and answer.is_success and _acknowledged(answer)
+            # Aliyun counts any 2xx as received, whatever the body says; only a non-2xx asks again
+            acknowledged = answer is not None and answer.is_success
             st.settle(entry, "delivered" if acknowledged else "failed")
             if acknowledged:
                 return
@@ -632,14 +731,64 @@ class _Controls:
 
     async def register_callbacks(self, registration: CallbackRegistration) -> dict[str, Any]:
         """Where Aliyun-shaped reports go from now on (sends already made keep their target)."""
-        self.st.callback_target = CallbackTarget(
-            registration.aliyun_url, registration.secret, tuple(registration.retry_delays)
-        )
+        self.st.callback_target = CallbackTarget(registration.aliyun_url, tuple(registration.retry_delays))
         return self.callback_target()
 
     def callback_target(self) -> dict[str, Any]:
         t = self.st.callback_target
-        return {"aliyun_url": t.aliyun_url, "signed": bool(t.secret), "retry_delays": list(t.retry_delays)}
+        return {"aliyun_url": t.aliyun_url, "retry_delays": list(t.retry_delays)}
+
+    async def render(self, rendering: Rendering) -> dict[str, Any]:
+        """A callback exactly as the vendor would post it to `url`: `{url, headers, body}`."""
+        st, creds = self.st, self.st.credentials
+        found = st.by_id.get(rendering.message_id or "")
+        if found is None and rendering.to:
+            found = next(
+                (m for m in reversed(st.by_number.get(rendering.to, [])) if m.route == rendering.route), None
+            )
+        if rendering.event == "status" and (found is None or found.route != rendering.route):
+            return {"error": "no such message"}
+        if found is not None:
+            m = found
+            status, error = m.status(st.now(), st.delivery)
+        if rendering.route == "twilio":
+            if rendering.event == "status":
+                form = twilio_form(creds.account_sid, m, status, error)
+            else:
+                form = {
+                    "AccountSid": creds.account_sid,
+                    "ApiVersion": "2010-04-01",
+                    "MessageSid": "SM" + uuid.uuid4().hex,
+                    "SmsSid": "",
+                    "SmsMessageSid": "",
+                    "From": rendering.sender or "",
+                    "To": creds.from_number,
+                    "Body": rendering.text or "",
+                    "NumMedia": "0",
+                    "NumSegments": "1",
+                }
+                form["SmsSid"] = form["SmsMessageSid"] = form["MessageSid"]
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "User-Agent": "TwilioProxy/1.1",
+                "X-Twilio-Signature": twilio_signature(creds.auth_token, rendering.url, form.items()),
+            }
+            return {"url": rendering.url, "headers": headers, "body": urlencode(form)}
+        if rendering.event == "status":
+            items = [aliyun_item(m, status == "delivered", st.now())]
+        else:
+            items = [
+                {
+                    "phone_number": to_aliyun(rendering.sender or ""),
+                    "send_time": _china(st.now()),
+                    "content": rendering.text or "",
+                    "sign_name": creds.sign_name,
+                    "dest_code": "1234",
+                    "sequence_id": secrets.randbelow(10**12),
+                }
+            ]
+        body = json.dumps(items, ensure_ascii=False)
+        return {"url": rendering.url, "headers": {"Content-Type": "application/json"}, "body": body}
 
     async def callbacks(self, route: str | None = None, message_id: str | None = None) -> dict[str, Any]:
         """Every push attempt so far (dropped ones too), and how many pushes are still to come."""
@@ -666,6 +815,7 @@ def sandbox_router(state: SandboxState) -> APIRouter:
     router.add_api_route("/reports/twilio", c.twilio_reports, methods=["GET"])
     router.add_api_route("/callbacks", c.register_callbacks, methods=["POST"])
     router.add_api_route("/callbacks", c.callbacks, methods=["GET"])
+    router.add_api_route("/render", c.render, methods=["POST"])
     return router
 
 

@@ -1,7 +1,9 @@
 """A client of the Twilio Messages API (and of any gateway, or sandbox, that speaks it).
 
 Wire format: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, HTTP Basic
-auth, one message per request. Our idempotency key goes out as an `Idempotency-Key` header:
+auth (the account SID and auth token, or an API key `SK…` and its secret), one message per request.
+Callbacks (status callbacks and incoming messages) are form posts signed with `X-Twilio-Signature`
+under the account's auth token. Our idempotency key goes out as an `Idempotency-Key` header:
 the sandbox drops a resend with the same key, Twilio itself ignores the header, so after an
 unknown outcome the client always looks the message up before it sends again.
 """
@@ -22,6 +24,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from integrations._http import error_for_status, retry_after
 from integrations._masking import scrub
+from integrations.callbacks import CallbackAnswer, header
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -32,12 +35,20 @@ from integrations.errors import (
     ProviderError,
     Transient,
     UnknownOutcome,
+    UnverifiedCallback,
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import call_with_retries
 from integrations.sms._base import HttpProviderSettings, HttpSmsProvider
-from integrations.sms._signing import twilio_signature
-from integrations.sms.protocol import DeliveryReport, SmsRequest, SmsResult, SmsStatus
+from integrations.sms._signing import twilio_signature, twilio_url_variants
+from integrations.sms.protocol import (
+    Callback,
+    DeliveryReport,
+    InboundMessage,
+    SmsRequest,
+    SmsResult,
+    SmsStatus,
+)
 
 log = logging.getLogger(__name__)  # idempotency keys only: never a number, a text or a secret
 
@@ -47,9 +58,14 @@ __all__ = ["TwilioSettings", "TwilioSmsProvider", "error_from_response", "normal
 class TwilioSettings(HttpProviderSettings):
     base_url: str = Field(default="https://api.twilio.com", description="API root, without /2010-04-01.")
     account_sid: str = Field(min_length=1, description="Account SID (AC…): the Basic-auth user.")
-    auth_token: SecretStr = Field(
-        description="Auth token: the Basic-auth password and the callback signing key."
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="Auth token: the Basic-auth password (without an API key) and the callback signing key.",
     )
+    api_key_sid: str | None = Field(
+        default=None, description="API key SID (SK…): the Basic-auth user instead of the account SID."
+    )
+    api_key_secret: SecretStr | None = Field(default=None, description="The API key's secret.")
     from_number: str | None = Field(
         default=None, description="Sender number (E.164), unless a messaging service is set."
     )
@@ -65,11 +81,27 @@ class TwilioSettings(HttpProviderSettings):
             raise ValueError("from_number or messaging_service_sid is required")
         return self
 
+    @model_validator(mode="after")
+    def _has_credentials(self) -> TwilioSettings:
+        for name in ("auth_token", "api_key_secret"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value():
+                raise ValueError(f"{name} is empty")
+        if bool(self.api_key_sid) != bool(self.api_key_secret):
+            raise ValueError("api_key_sid and api_key_secret go together")
+        if self.auth_token is None and not self.api_key_sid:
+            raise ValueError("auth_token, or api_key_sid with api_key_secret, is required")
+        return self
+
 
 # Twilio's API error codes (https://www.twilio.com/docs/api/errors) that we tell apart
-_INVALID_ADDRESS = {21211, 21614, 21612, 21408}  # invalid To, not a mobile, unreachable route, region off
+_INVALID_ADDRESS = {21211, 21614, 21612}  # invalid To, not a mobile, no route to that number
 _OPTED_OUT = {21610}
-_CONFIG = {20003, 20005, 20404, 21212, 21606, 21603, 21659, 21705}  # auth, account, sender, service
+# The account's or the sender's settings, never the borrower's number: every send fails alike until a
+# person changes them, so dispatch stops and says so. 21408: the destination region is not enabled
+# in the account's geo permissions; 30002: account suspended; 21606, 21212, 21603, 21659, 21660: the
+# sender; 21705, 21701: the messaging service; 20003, 20005, 20404: authentication, account.
+_CONFIG = {20003, 20005, 20404, 21212, 21408, 21603, 21606, 21659, 21660, 21701, 21705, 30002}
 _STATUS: dict[str, SmsStatus] = {
     "accepted": "queued",
     "scheduled": "queued",
@@ -79,6 +111,7 @@ _STATUS: dict[str, SmsStatus] = {
     "delivered": "delivered",
     "read": "delivered",
     "undelivered": "undelivered",
+    "partially_delivered": "delivered",  # final: some segments reached the handset, so it is reachable
     "failed": "failed",
     "canceled": "failed",
 }
@@ -156,7 +189,12 @@ class TwilioSmsProvider(HttpSmsProvider):
 
     def __init__(self, settings: TwilioSettings, *, transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(settings, transport=transport)
-        token = base64.b64encode(f"{settings.account_sid}:{settings.auth_token.get_secret_value()}".encode())
+        if settings.api_key_sid and settings.api_key_secret is not None:
+            user, password = settings.api_key_sid, settings.api_key_secret.get_secret_value()
+        else:
+            assert settings.auth_token is not None  # the settings validator requires one of them
+            user, password = settings.account_sid, settings.auth_token.get_secret_value()
+        token = base64.b64encode(f"{user}:{password}".encode())
         self._headers["Authorization"] = "Basic " + token.decode()  # not in repr: that shows the settings
         self._api = f"/2010-04-01/Accounts/{settings.account_sid}"
 
@@ -274,31 +312,93 @@ class TwilioSmsProvider(HttpSmsProvider):
             url, params = page.get("next_page_uri"), None
         return None
 
+    # -- health ------------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Fetch the account resource: proves the base URL, the account SID and the credentials.
+
+        A message lookup cannot: its 404 means "no such message" and a wrong path answers 404 too."""
+        response = self._request("GET", f"{self._api}.json")
+        if response.status_code != 200:
+            error = error_from_response(response)
+            if response.status_code == 404:
+                error = ConfigError(f"no account resource at this base URL ({error.reason})", code=error.code)
+            raise error
+        try:
+            status = str(response.json().get("status", "?"))
+        except (ValueError, AttributeError):
+            raise ConfigError("the account resource is not Twilio's JSON: is the base URL right?") from None
+        return f"account {self.settings.account_sid[:6]}… is {status}"
+
     # -- callbacks ----------------------------------------------------------------------------
 
-    def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
-    ) -> list[DeliveryReport]:
+    def check_callbacks(self) -> None:
+        if self.settings.auth_token is None or not self.settings.auth_token.get_secret_value():
+            raise ConfigError(
+                f"{self.info.entry_point}: auth_token is required to verify Twilio's callback signatures"
+            )
+
+    def _verified_form(self, headers: Mapping[str, str], body: bytes, url: str | None) -> dict[str, str]:
+        """The callback's form, once its `X-Twilio-Signature` verifies over `url` (default port or not)."""
+        given = header(headers, "X-Twilio-Signature")
+        token = self.settings.auth_token.get_secret_value() if self.settings.auth_token else ""
+        if not given:
+            raise UnverifiedCallback("callback has no X-Twilio-Signature", code="signature.missing")
+        if not token or not url:
+            raise UnverifiedCallback("callback cannot be verified without the auth token and URL")
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
         except (UnicodeDecodeError, ValueError):
-            raise InvalidCallback("status callback is not form-encoded") from None
-        if url is not None:
-            given = {k.lower(): v for k, v in headers.items()}.get("x-twilio-signature", "")
-            expected = twilio_signature(self.settings.auth_token.get_secret_value(), url, pairs)
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise InvalidCallback("status callback signature does not verify")
-        form = dict(pairs)
+            pairs = None
+        # A body that is not a form is signed over the URL alone (it then carries bodySHA256)
+        signed = pairs if pairs is not None else []
+        if not any(
+            hmac.compare_digest(given.encode(), twilio_signature(token, candidate, signed).encode())
+            for candidate in twilio_url_variants(url)
+        ):
+            raise UnverifiedCallback("callback signature does not verify", code="signature.mismatch")
+        if pairs is None:
+            raise InvalidCallback("callback is not form-encoded", code="body.malformed")
+        return dict(pairs)
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
+    ) -> list[Callback]:
+        form = self._verified_form(headers, body, url)
         sid = form.get("MessageSid") or form.get("SmsSid")
+        if event == "inbound":
+            sender, text = form.get("From", ""), form.get("Body")
+            if not sender or text is None or not sid:
+                raise InvalidCallback(
+                    "incoming message lacks From, Body or MessageSid", code="body.malformed"
+                )
+            return [
+                InboundMessage(
+                    sender=sender,
+                    text=text,
+                    at=datetime.now(UTC),  # Twilio's webhooks carry no time of their own
+                    message_id=sid,
+                    recipient=form.get("To") or None,
+                )
+            ]
+        if event != "status":
+            raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
         vendor_status = form.get("MessageStatus") or form.get("SmsStatus")
         if not sid or not vendor_status:
-            raise InvalidCallback("status callback lacks MessageSid or MessageStatus")
+            raise InvalidCallback("status callback lacks MessageSid or MessageStatus", code="body.malformed")
         return [
             DeliveryReport(
                 provider_id=sid,
                 status=normalise_status(vendor_status),
-                at=datetime.now(UTC),  # Twilio's callbacks carry no time of their own
+                at=datetime.now(UTC),
                 error_code=form.get("ErrorCode") or None,
                 vendor_status=vendor_status,
             )
         ]
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        """Empty TwiML: Twilio takes any 2xx, and for an incoming message it means "no auto-reply"."""
+        return CallbackAnswer(200, _TWIML_EMPTY, "text/xml")
+
+
+_TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -77,6 +78,58 @@ class TestExampleProvider(SmsProviderContract):
     @pytest.fixture
     def bad_provider(self, make_example: Callable[..., SmsProvider]) -> SmsProvider:
         return make_example(auth_token=BAD_SECRET)
+
+    @pytest.fixture
+    def vendor_callback(self, sandbox: SandboxHandle) -> Callable[..., tuple[dict[str, str], bytes, str]]:
+        return lambda event, number, text="": _gateway_callback(sandbox, event, number, text)
+
+
+def _gateway_callback(
+    sandbox: SandboxHandle, event: str, number: str, text: str = ""
+) -> tuple[dict[str, str], bytes, str]:
+    """What the example gateway posts: its delivery reports as its sandbox renders them, or a reply
+    signed as the README documents (`X-Gateway-Signature`, HMAC-SHA256 of the body)."""
+    from arrears_sms_example.provider import SIGNATURE_HEADER, signature
+
+    url = f"https://hooks.example/sms/jsonhttp/{event}"
+    if event == "status":
+        report = sandbox.admin.get("/_sandbox/reports").json()
+        return report["headers"], report["body"].encode(), url
+    reply = {
+        "id": f"in-{number}-{len(text)}",
+        "from": number,
+        "text": text,
+        "at": "2026-12-01T09:00:00+00:00",
+    }
+    body = json.dumps({"events": [reply]}, ensure_ascii=False).encode()
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: signature(sandbox.credentials["auth_token"], body),
+    }
+    return headers, body, url
+
+
+def test_the_example_plugin_receives_a_stop_through_the_webhook_server(
+    make_example: Callable[..., SmsProvider], sandbox: SandboxHandle, engine: Any
+) -> None:
+    """The plugin, with arrears unchanged, receives a signed STOP at /sms/jsonhttp/inbound: an opt-out."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from arrears.models import AuditEvent
+    from deployments.webhooks import LifecycleRunner, create_app
+
+    runner = LifecycleRunner(run=lambda *_: None)
+    app = create_app(engine=engine, sms_providers={"jsonhttp": make_example()}, lifecycle=runner)
+    headers, body, _ = _gateway_callback(sandbox, "inbound", "+8613900001111", "STOP")
+    with TestClient(app) as client:
+        assert client.post("/sms/jsonhttp/inbound", content=body, headers=headers).status_code == 204
+        assert client.post("/sms/jsonhttp/inbound", content=body + b" ", headers=headers).status_code == 403
+    runner.close()
+    audit = AuditEvent.__table__  # type: ignore[attr-defined]
+    with engine.connect() as c:
+        kinds = c.execute(select(audit.c.kind, audit.c.data)).all()
+    assert [k for k, _ in kinds] == ["opt_out"] and kinds[0][1]["provider"] == "jsonhttp"
 
 
 def test_delivery_reports_verify_and_parse(

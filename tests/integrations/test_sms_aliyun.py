@@ -161,12 +161,18 @@ def test_status_of_single_send_by_its_key(aliyun: SmsProvider, sandbox: SandboxH
     assert found is not None and found.provider_id == result.provider_id
 
 
+def _hook(sandbox: SandboxHandle, event: str = "status") -> str:
+    """The callback URL given to Aliyun: its token is what authenticates the pushes."""
+    return f"https://hooks.example/sms/aliyun/{event}?token={sandbox.credentials['callback_token']}"
+
+
 def test_delivery_reports_match_results(aliyun: SmsProvider, sandbox: SandboxHandle) -> None:
     """The sandbox's SmsReport array parses into reports whose provider ids are those of the results."""
     sandbox.set_faults(undeliverable_numbers="00000001$")
     outcomes = aliyun.send_batch(make_requests(3))
     body = sandbox.admin.get("/_sandbox/reports/aliyun").content
-    reports = {r.provider_id: r for r in aliyun.parse_callback({"Content-Type": "application/json"}, body)}
+    headers = {"Content-Type": "application/json"}
+    reports = {r.provider_id: r for r in aliyun.parse_callback(headers, body, url=_hook(sandbox))}
     assert set(reports) == {o.provider_id for o in outcomes}
     assert reports[outcomes[1].provider_id].status == "undelivered"
     assert reports[outcomes[0].provider_id].status == "delivered"
@@ -174,10 +180,10 @@ def test_delivery_reports_match_results(aliyun: SmsProvider, sandbox: SandboxHan
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"a": 1}', b'[{"success": true}]'])
-def test_malformed_reports_are_refused(aliyun: SmsProvider, body: bytes) -> None:
+def test_malformed_reports_are_refused(aliyun: SmsProvider, sandbox: SandboxHandle, body: bytes) -> None:
     """A report that is not an array of complete items raises InvalidCallback."""
     with pytest.raises(InvalidCallback):
-        aliyun.parse_callback({}, body)
+        aliyun.parse_callback({}, body, url=_hook(sandbox))
 
 
 def test_wrong_access_key_id(make_provider, sandbox: SandboxHandle) -> None:
@@ -205,7 +211,7 @@ def test_international_numbers_keep_their_country(aliyun: SmsProvider, sandbox: 
     outcomes = aliyun.send_batch(requests)
     assert sorted(m["to"] for m in sandbox.messages()) == sorted(r.to for r in requests)
     body = sandbox.admin.get("/_sandbox/reports/aliyun").content
-    reported = {r.provider_id for r in aliyun.parse_callback({}, body)}
+    reported = {r.provider_id for r in aliyun.parse_callback({}, body, url=_hook(sandbox))}
     assert reported == {o.provider_id for o in outcomes}
     assert len(reported) == 3
 

@@ -40,8 +40,8 @@ def test_missing_settings_name_fields_not_values() -> None:
 def test_secret_fields_are_declared() -> None:
     """Each provider's metadata flags its secrets, so tools know what never to print."""
     infos = available_providers("sms")
-    assert infos["twilio"].secret_fields() == ["auth_token"]
-    assert infos["aliyun"].secret_fields() == ["access_key_secret"]
+    assert infos["twilio"].secret_fields() == ["auth_token", "api_key_secret"]
+    assert infos["aliyun"].secret_fields() == ["access_key_secret", "callback_token"]
 
 
 def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:

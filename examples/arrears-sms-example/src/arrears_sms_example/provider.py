@@ -1,8 +1,9 @@
 """An arrears SMS provider for a generic JSON-over-HTTP gateway (see README.md for the wire format).
 
 It uses only arrears' public provider API: the protocol and types (`integrations.sms.protocol`),
-the error tree (`integrations.errors`), capped retries (`integrations.retries`) and the metadata
-(`integrations.metadata`). Each step of docs/adding-a-provider.md is marked `# step N`.
+the error tree (`integrations.errors`), the callback answer (`integrations.callbacks`), capped
+retries (`integrations.retries`) and the metadata (`integrations.metadata`). Each step of
+docs/adding-a-provider.md is marked `# step N`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, Self
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from integrations.callbacks import CallbackAnswer
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -30,10 +32,18 @@ from integrations.errors import (
     ProviderError,
     Transient,
     UnknownOutcome,
+    UnverifiedCallback,
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy, call_with_retries
-from integrations.sms.protocol import DeliveryReport, SmsRequest, SmsResult, SmsStatus
+from integrations.sms.protocol import (
+    Callback,
+    DeliveryReport,
+    InboundMessage,
+    SmsRequest,
+    SmsResult,
+    SmsStatus,
+)
 
 __all__ = ["JsonHttpSettings", "JsonHttpSmsProvider", "error_from_response", "signature"]
 
@@ -262,14 +272,33 @@ class JsonHttpSmsProvider:
 
     # -- callbacks --------------------------------------------------------------------------------
 
+    # step 6: inbound. Verify first (UnverifiedCallback: 403), then read (InvalidCallback: 400);
+    # the webhook server stores what comes back and answers with `acknowledge`.
+    def check_callbacks(self) -> None:
+        if not self.settings.auth_token.get_secret_value():
+            raise ConfigError("sms.jsonhttp: auth_token is empty: callbacks cannot be verified")
+
     def parse_callback(
-        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
-    ) -> list[DeliveryReport]:
+        self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
+    ) -> list[Callback]:
         given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), "")
         expected = signature(self.settings.auth_token.get_secret_value(), body)
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise InvalidCallback("delivery report signature does not verify")
+        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise UnverifiedCallback("callback signature does not verify")
         try:
+            events = json.loads(body)["events"]
+            if event == "inbound":  # {"events": [{"id", "from", "text", "at"}]}
+                return [
+                    InboundMessage(
+                        sender=str(e["from"]),
+                        text=str(e["text"]),
+                        at=_instant(e["at"]),
+                        message_id=str(e["id"]),
+                    )
+                    for e in events
+                ]
+            if event != "status":
+                raise InvalidCallback(f"no callback event {event[:20]!r}")
             return [
                 DeliveryReport(
                     provider_id=str(e["id"]),
@@ -279,10 +308,13 @@ class JsonHttpSmsProvider:
                     reference=e.get("reference"),
                     vendor_status=str(e["status"]),
                 )
-                for e in json.loads(body)["events"]
+                for e in events
             ]
         except (ValueError, KeyError, TypeError):
-            raise InvalidCallback("delivery report is not a list of events") from None
+            raise InvalidCallback("callback is not a list of events") from None
+
+    def acknowledge(self, event: str) -> CallbackAnswer:
+        return CallbackAnswer(204)
 
     # -- HTTP -------------------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""The webhook server's own guards: bodies capped while they stream in, no start without the secrets
+that authenticate callbacks, the URL a proxy's vendor signed, and no Prefect telemetry."""
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from twilio.request_validator import RequestValidator
+
+from arrears.settings import get_settings
+from deployments import webhooks
+from deployments.webhooks import LifecycleRunner, WebhookConfigError, WebhookServer, create_app
+from integrations.errors import ConfigError
+from integrations.providers import build_provider
+from integrations.sms import SmsProvider
+
+
+@pytest.fixture
+def runner() -> Iterator[LifecycleRunner]:
+    r = LifecycleRunner(run=lambda *_: None)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def twilio(sms_sandbox: Any) -> Iterator[SmsProvider]:
+    with build_provider("sms", "twilio", sms_sandbox.base_url, sms_sandbox.credentials) as provider:
+        yield provider
+
+
+def test_a_huge_chunked_body_is_refused_413_without_being_read(
+    engine: Engine, twilio: SmsProvider, runner: LifecycleRunner
+) -> None:
+    """A 400 MiB chunked POST without Content-Length is answered 413 after about 1 MiB has arrived."""
+    app = create_app(engine=engine, sms_providers={"twilio": twilio}, lifecycle=runner)
+    chunk = b"x" * 65536
+    sent = 0
+    with WebhookServer(app, port=0) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /sms/twilio/status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            answer = b""
+            sock.setblocking(False)
+            deadline = time.monotonic() + 30
+            while sent < 400 * 2**20 and time.monotonic() < deadline:
+                with contextlib.suppress(BlockingIOError):
+                    answer += sock.recv(4096)
+                if answer:
+                    break
+                try:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+                except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    time.sleep(0.01)
+            sock.setblocking(True)
+            while b"\r\n\r\n" not in answer:
+                more = sock.recv(4096)
+                if not more:
+                    break
+                answer += more
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert sent < 8 * 2**20  # refused as the chunks arrived, not after reading 400 MiB
+
+
+def test_an_empty_twilio_auth_token_is_refused_naming_the_setting(sms_sandbox: Any) -> None:
+    """A Twilio provider built with an empty auth token fails naming auth_token: no forged STOP verifies."""
+    with pytest.raises(ConfigError, match="auth_token"):
+        build_provider("sms", "twilio", sms_sandbox.base_url, {**sms_sandbox.credentials, "auth_token": ""})
+
+
+def test_the_server_will_not_start_with_a_provider_that_cannot_authenticate_callbacks(
+    engine: Engine, sms_sandbox: Any, runner: LifecycleRunner
+) -> None:
+    """Twilio on an API key without its auth token, or Aliyun without a callback token: create_app refuses."""
+    c = dict(sms_sandbox.credentials)
+    api_key_only = {
+        "account_sid": c["account_sid"],
+        "api_key_sid": c["twilio_api_key_sid"],
+        "api_key_secret": c["twilio_api_key_secret"],
+        "from_number": c["from_number"],
+    }
+    no_token = {k: v for k, v in c.items() if k != "callback_token"}
+    for name, credentials, setting in (
+        ("twilio", api_key_only, "auth_token"),
+        ("aliyun", no_token, "callback_token"),
+    ):
+        with (
+            build_provider("sms", name, sms_sandbox.base_url, credentials) as provider,
+            pytest.raises(ConfigError, match=setting),
+        ):
+            create_app(engine=engine, sms_providers={name: provider}, lifecycle=runner)
+
+
+def test_settings_with_an_empty_secret_or_token_refuse_the_start(
+    monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any
+) -> None:
+    """An empty ARREARS_WEBHOOK_SECRET, or SMS credentials without a callback token, stop the start."""
+    import json
+
+    monkeypatch.setenv("ARREARS_WEBHOOK_SECRET", "")
+    get_settings.cache_clear()
+    with pytest.raises(WebhookConfigError, match="ARREARS_WEBHOOK_SECRET"):
+        webhooks.webhook_config()
+    monkeypatch.delenv("ARREARS_WEBHOOK_SECRET")
+    credentials = {k: v for k, v in sms_sandbox.credentials.items() if k != "callback_token"}
+    monkeypatch.setenv("ARREARS_SMS_PROVIDER", "aliyun")
+    monkeypatch.setenv("ARREARS_SMS_BASE_URL", sms_sandbox.base_url)
+    monkeypatch.setenv("ARREARS_SMS_CREDENTIALS", json.dumps(credentials))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(WebhookConfigError, match=r"ARREARS_SMS_CREDENTIALS.*callback_token"):
+            webhooks.providers_from_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_twilio_signature_over_the_forwarded_host_verifies(
+    engine: Engine, twilio: SmsProvider, sms_sandbox: Any, runner: LifecycleRunner
+) -> None:
+    """Behind a proxy, a callback signed for https://hooks.example:443/… verifies via X-Forwarded-Host."""
+    app = create_app(engine=engine, sms_providers={"twilio": twilio}, lifecycle=runner)
+    form = {"MessageSid": "SM" + "9" * 32, "MessageStatus": "delivered"}
+    signed = RequestValidator(sms_sandbox.credentials["auth_token"]).compute_signature(
+        "https://hooks.example:443/sms/twilio/status", form
+    )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": signed,
+        "X-Forwarded-Host": "hooks.example",
+        "X-Forwarded-Proto": "https",
+    }
+    with TestClient(app) as client:
+        response = client.post("/sms/twilio/status", content=urlencode(form).encode(), headers=headers)
+    assert response.status_code == 200
+
+
+def test_the_standalone_server_sends_no_prefect_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting the standalone webhook server turns Prefect's client and server analytics off."""
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.setattr(webhooks, "webhook_config", _stop)
+    with pytest.raises(_Stopped):
+        webhooks.main()
+    assert os.environ["DO_NOT_TRACK"] == "1"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop() -> None:
+    raise _Stopped
