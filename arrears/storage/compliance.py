@@ -7,7 +7,7 @@ against the rules is pure and lives in `arrears.compliance.report`.
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, select
 
@@ -29,7 +29,7 @@ def _between(column: Any, start: datetime | None, end: datetime | None) -> Any:
 
 def sent_messages(
     connection: Connection, start: datetime | None, end: datetime | None
-) -> Sequence[Row[Unpack[tuple[Any, ...]]]]:
+) -> Sequence[Row[*tuple[Any, ...]]]:
     """Every message sent in [start, end) with its account's borrower, jurisdiction and zone, in
     the order they were sent."""
     return connection.execute(
