@@ -295,3 +295,28 @@ def test_retry_needs_one_entry_or_all(later_db: Engine, db_url: str) -> None:
             ["quarantine", "retry", *args, "--database", db_url],
         )
         assert isinstance(result.exception, CliError) and result.exception.exit_code == 2
+
+
+@pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
+def test_message_whose_check_raises_is_quarantined_and_the_batch_sends_the_rest(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """In a dispatch batch, a message whose send-time check raises is quarantined (its lease let go)
+    and stays scheduled, the other borrower's message is sent, and the next dispatch skips it."""
+    from flows.daily_cycle import dispatch_outbox
+
+    import_rows(later_db, tmp_path, [us_account("A-D1"), us_account("A-D2")])
+    _advance("2026-12-01T16:00:00Z")  # 10:00 in Chicago: both reminders due now
+    _poison_timezone(later_db, "A-D2")
+    counts = dispatch_outbox(as_of="2026-12-01T16:05:00Z")
+    assert (counts.get("sent", 0) + counts.get("delivered", 0), counts["quarantined"]) == (1, 1)
+    (poisoned,) = rows(later_db, message_t, "A-D2")
+    assert (poisoned.status, poisoned.lease_until) == ("scheduled", None)
+    (entry,) = _entries(later_db)
+    assert (entry.what, entry.ref, entry.account_id, entry.step) == (
+        "message",
+        str(poisoned.id),
+        "A-D2",
+        "dispatch",
+    )
+    assert "quarantined" not in dispatch_outbox(as_of="2026-12-01T16:10:00Z")

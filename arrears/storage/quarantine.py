@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from arrears.masking import mask_text
-from arrears.storage.tables import account, plan, quarantine
+from arrears.storage.tables import account, message, plan, quarantine
 from arrears.vocabulary import Stage
 
 __all__ = [
@@ -64,6 +64,9 @@ def put(
         "cycle_id": cycle_id,
         "resolved": False,
     }
+    if what is What.MESSAGE:
+        # Its lease let go: a retry may take the row at once (it was never sent: it failed first).
+        connection.execute(update(message).where(message.c.id == int(ref)).values(lease_until=None))
     found = connection.execute(
         select(quarantine.c.id).where(quarantine.c.what == what.value, quarantine.c.ref == ref)
     ).scalar()
