@@ -21,8 +21,10 @@ from prefect.exceptions import MissingContextError
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from arrears.lifecycle import Decision
 from arrears.masking import mask_text
-from arrears.storage import quarantine, read_only
+from arrears.storage import cycle, quarantine, read_only
+from arrears.storage.cycle import ShardRow
 from arrears.storage.outbox import DueMessage
 from arrears.storage.quarantine import What
 from tasks.database import engine
@@ -31,6 +33,7 @@ __all__ = [
     "STEP_FAILURES",
     "Failure",
     "SetAside",
+    "account_of",
     "bulk_or_each",
     "decide_each",
     "entry_state",
@@ -41,6 +44,7 @@ __all__ = [
     "reopen_entry",
     "without_quarantined",
     "write_each",
+    "write_shard",
 ]
 
 T = TypeVar("T")
@@ -201,6 +205,41 @@ def write_each(
                 aside.account(account_of(item), error)
     counts["quarantined"] = aside.record(connection, at=at, cycle_id=cycle_id)
     return counts
+
+
+def account_of(row: ShardRow) -> str:
+    return row.view.account_id
+
+
+def write_shard(
+    connection: Connection,
+    kept: Sequence[tuple[ShardRow, Decision]],
+    *,
+    aside: SetAside,
+    now: datetime,
+    cycle_id: int | None,
+) -> dict[str, int]:
+    """A shard's decisions written together (`write_decisions`), through `write_each`."""
+
+    def write(pairs: Sequence[tuple[ShardRow, Decision]]) -> dict[str, int]:
+        return cycle.write_decisions(
+            connection,
+            rows=[r for r, _ in pairs],
+            decisions=[d for _, d in pairs],
+            texts={},
+            now=now,
+            cycle_id=cycle_id,
+        )
+
+    return write_each(
+        connection,
+        kept,
+        write,
+        account_of=lambda pair: account_of(pair[0]),
+        aside=aside,
+        at=now,
+        cycle_id=cycle_id,
+    )
 
 
 def bulk_or_each(
