@@ -7,16 +7,19 @@ the lender, not the gateway, so we keep our own ledger (providers.md).
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import phonenumbers
 
 __all__ = [
+    "AMBIGUOUS_SENDER",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
     "Classified",
     "InboundKind",
+    "attribute",
     "classify",
     "inbound_address",
     "normalise",
@@ -89,3 +92,20 @@ def inbound_address(number: str, default_region: str | None = None) -> str | Non
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+AMBIGUOUS_SENDER = "ambiguous sender"
+
+
+def attribute(open_accounts: Sequence[str], messaged: Sequence[str]) -> str | None:
+    """The one account a reply can be attributed to, or None (an agent decides: `AMBIGUOUS_SENDER`).
+
+    `open_accounts` hold the sender's number; `messaged` are those of them we texted at that number
+    lately. A reply is for the only open account with the number, or, when several share it (a
+    family phone, a recycled number), for the only one of them we texted: what it answers. Guessing
+    wrong would write one borrower's promise on another's loan, so anything else is not attributed.
+    """
+    if len(open_accounts) == 1:
+        return open_accounts[0]
+    answered = set(messaged) & set(open_accounts)
+    return answered.pop() if len(answered) == 1 else None

@@ -26,6 +26,7 @@ __all__ = [
     "Payment",
     "Plan",
     "Promise",
+    "Quarantine",
     "Referral",
     "Review",
     "utcnow",
@@ -237,3 +238,29 @@ class CycleRun(SQLModel, table=True):
     started_at: datetime = _instant(default_factory=utcnow)
     finished_at: datetime | None = _instant(default=None)
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class Quarantine(SQLModel, table=True):
+    """An account, inbound message or outbox message set aside by a failure (DESIGN §4 isolation).
+
+    One row per item (`what`, `ref`): a failure again reopens it. While `resolved` is false the
+    cycle skips the item; `arrears quarantine retry` releases it and runs it again. `error` is
+    masked: no phone number or national id reaches it.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("what", "ref"),
+        Index("ix_quarantine_open", "resolved", "account_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    what: str = Field(max_length=16)  # account | inbound | message
+    ref: str = Field(max_length=160)  # the account id, the inbound callback id, the message id
+    account_id: str | None = Field(default=None, max_length=64)  # None: an unattributed inbound message
+    step: str = Field(max_length=16)  # refresh | replies | promises | plans | advance | dispatch | inbound
+    error_type: str = Field(max_length=64)
+    error: str
+    at: datetime = _instant(default_factory=utcnow)
+    cycle_id: int | None = None
+    retried_at: datetime | None = _instant(default=None)
+    resolved: bool = False

@@ -7,6 +7,11 @@ and stores what these decide.
   `还款 <amount> <date>` (zh-CN); full-width digits, a currency sign, `元`, thousands separators
   and the dates `2026-12-05`, `2026/12/05`, `2026.12.05` and `2026年12月5日` are understood. A
   date without its year is refused: "12/05" reads differently in Shanghai and in Iowa.
+- Every number in a reply is the borrower's to choose, so each is bounded before anything
+  computes with it: a reply shaped like a promise whose amount is not a plain positive amount
+  (`-500`, `NaN`, `1e30`, more digits than money holds) is refused with its reason
+  (`read_promise`), and a promise is refused above the account's balance, finer than its
+  currency, before today or beyond the horizon (`refusal`), never more than a year out.
 - A promise is kept once the payments received from the day it was made up to its due date plus
   the grace period add up to its amount; partial payments count towards it. Past that date it is
   broken. Payments are shared out in due-date order, each payment counting once, so two
@@ -29,8 +34,10 @@ __all__ = [
     "PromiseRules",
     "PromiseView",
     "Resolution",
+    "Unreadable",
     "parse_promise",
     "promise_rules",
+    "read_promise",
     "refusal",
     "resolve_promises",
 ]
@@ -43,6 +50,13 @@ class PromiseRules:
 
 
 DEFAULT_PROMISE_RULES = PromiseRules()
+
+# Whatever a policy says, a promise is for the coming year (dates past it would only stall
+# collection, and date arithmetic on them can overflow), and for at most 14 digits before the
+# point and 4 after: what storage holds exactly on every database.
+LONGEST_PROMISE_DAYS = 366
+MAX_AMOUNT_DIGITS = 14
+MAX_AMOUNT_PLACES = 4
 
 
 def promise_rules(policy: Any) -> PromiseRules:
@@ -59,10 +73,11 @@ def promise_rules(policy: Any) -> PromiseRules:
 
 _AMOUNT = r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _DATE = r"(?P<year>\d{4})\s*(?:[-/.]|年)\s*(?P<month>\d{1,2})\s*(?:[-/.]|月)\s*(?P<day>\d{1,2})\s*日?"
-_PROMISE = re.compile(
-    rf"^(?:PAY|还款|還款)\s*[$¥￥£€]?\s*{_AMOUNT}\s*(?:元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*"
-    rf"(?:ON|BY|于|於|在)?\s*{_DATE}$"
-)
+_KEYWORD = r"^(?:PAY|还款|還款)\s*[$¥￥£€]?\s*"
+_TAIL = rf"\s*(?:元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*(?:ON|BY|于|於|在)?\s*{_DATE}$"
+_PROMISE = re.compile(rf"{_KEYWORD}{_AMOUNT}{_TAIL}")
+# The same shape with anything in the amount's place: `PAY -500 …`, `PAY NaN …`, `PAY 1e30 …`.
+_SHAPE = re.compile(rf"{_KEYWORD}(?P<amount>[^\s$¥￥£€元块塊]+?){_TAIL}")
 
 
 def _normalise(text: str) -> str:
@@ -71,34 +86,73 @@ def _normalise(text: str) -> str:
     return re.sub(r"^[\s.,!?。，！？]+|[\s.,!?。，！？]+$", "", text)
 
 
-def parse_promise(text: str) -> tuple[Decimal, date] | None:
-    """The amount and date a reply promises, or None when the reply is not a promise.
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A reply shaped like a promise that cannot be one; `reason` is for the timeline."""
 
-    A reply that has the shape of a promise but an impossible date (2026-02-30) is not one.
-    """
-    found = _PROMISE.match(_normalise(text))
+    reason: str
+
+
+def read_promise(text: str) -> tuple[Decimal, date] | Unreadable | None:
+    """The amount and date a reply promises; `Unreadable` with the reason when it has the shape of
+    a promise but an amount or date that cannot be; None when the reply is not a promise."""
+    norm = _normalise(text)
+    found = _PROMISE.match(norm)
     if found is None:
-        return None
+        shaped = _SHAPE.match(norm)
+        if shaped is None:
+            return None
+        said = shaped["amount"][:24]
+        if said.startswith(("-", "−")):
+            return Unreadable(f"the amount {said} is not above zero")
+        return Unreadable(f"{said!r} is not an amount: a plain number such as 500 or 412.50")
+    whole, _, places = found["amount"].replace(",", "").partition(".")
+    if len(whole.lstrip("0")) > MAX_AMOUNT_DIGITS or len(places) > MAX_AMOUNT_PLACES:
+        return Unreadable(
+            f"the amount has more than {MAX_AMOUNT_DIGITS} digits or {MAX_AMOUNT_PLACES} decimal places"
+        )
     try:
         amount = Decimal(found["amount"].replace(",", ""))
         when = date(int(found["year"]), int(found["month"]), int(found["day"]))
     except (InvalidOperation, ValueError):
-        return None
+        return Unreadable(f"{found['year']}-{found['month']}-{found['day']} is not a date")
     return amount, when
 
 
+def parse_promise(text: str) -> tuple[Decimal, date] | None:
+    """The amount and date a reply promises, or None when the reply is not a promise it can
+    record (`read_promise` says why).
+
+    A reply that has the shape of a promise but an impossible date (2026-02-30) is not one.
+    """
+    read = read_promise(text)
+    return None if isinstance(read, Unreadable) else read
+
+
 def refusal(
-    amount: Decimal, due_date: date, *, today: date, currency: str, rules: PromiseRules
+    amount: Decimal,
+    due_date: date,
+    *,
+    today: date,
+    currency: str,
+    rules: PromiseRules,
+    balance: Decimal | None = None,
 ) -> str | None:
-    """Why a promise cannot be recorded, or None when it can."""
-    if amount <= 0:
+    """Why a promise cannot be recorded, or None when it can. `balance`, when given, bounds the
+    amount: nobody owes more than the balance of the loan."""
+    if not amount.is_finite() or amount <= 0:
         return "the amount must be positive"
+    if amount.adjusted() >= MAX_AMOUNT_DIGITS:
+        return f"the amount has more than {MAX_AMOUNT_DIGITS} digits"
     if amount != amount.quantize(Decimal(1).scaleb(-minor_units(currency))):
         return f"the amount has more decimals than {currency} allows"
+    if balance is not None and amount > balance:
+        return f"the amount {amount} is more than the balance of {currency} {balance}"
     if due_date < today:
         return f"the date {due_date.isoformat()} has passed"
-    if (due_date - today).days > rules.max_days_ahead:
-        return f"the date is more than {rules.max_days_ahead} days ahead"
+    ahead = min(rules.max_days_ahead, LONGEST_PROMISE_DAYS)
+    if (due_date - today).days > ahead:
+        return f"the date is more than {ahead} days ahead"
     return None
 
 

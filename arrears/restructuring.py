@@ -297,7 +297,10 @@ def choose(
     loan: Loan, *, kind: str | None, months: int | None, business_date: date, rules: PlanRules
 ) -> PlanTerms:
     """The plan a borrower or agent accepts: the recommended offer when neither kind nor months is
-    named; a number alone names the months of an instalment plan."""
+    named; a number alone names the months of an instalment plan. A number of months below one
+    (a borrower's `ACCEPT 0`) is refused, not read as "no number"."""
+    if months is not None and months < 1:
+        raise PlanError(f"a plan runs for at least one month, not {months}")
     if kind is None and months is None:
         available = offers(loan, business_date=business_date, rules=rules)
         if not available:

@@ -3,8 +3,14 @@
 A payment, an inbound reply or a court status change runs this flow for its account, so the
 account does not wait for tomorrow's cycle. It is rare by design: the daily cycle never starts
 one flow run per account.
+
+It is also how a quarantined item is retried (`retry_quarantined`, for `arrears quarantine
+retry`): the item is released, its account goes through this path, and the item is resolved
+when nothing set it aside again.
 """
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
@@ -13,9 +19,12 @@ from prefect.runtime import flow_run
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows.daily_cycle import run_dispatch
+from tasks import isolation
 from tasks.cycle import Shard, advance_shard, refresh
+from tasks.database import engine
+from tasks.inbound import reattribute_reply
 
-__all__ = ["account_lifecycle"]
+__all__ = ["account_lifecycle", "retry_quarantined"]
 
 
 def _name() -> str:
@@ -31,3 +40,31 @@ def account_lifecycle(account_id: str, as_of: str | None = None, reason: str = "
     advanced = advance_shard(Shard.single(account_id), instant, day, None)
     dispatched = run_dispatch(instant, None, account_id)
     return {"account_id": account_id, "refresh": refreshed, "advance": advanced, "dispatch": dispatched}
+
+
+def retry_quarantined(entry_ids: Sequence[int], as_of: str | None = None) -> list[dict[str, Any]]:
+    """Retry quarantined items one by one; each result says whether it is `resolved` now.
+
+    An account, an outbox message or a reply goes through `account_lifecycle` for its account (a
+    reply is read again by its refresh); a reply from a number several accounts share is first
+    attributed again, and stays in quarantine while it still cannot be. Entries that are not open
+    are reported as such and left alone."""
+    results = []
+    for entry_id in entry_ids:
+        now = datetime.now(UTC)
+        entry = isolation.release_entry(entry_id, at=now)
+        if entry is None:
+            results.append({"id": entry_id, "resolved": False, "error": "no open quarantine entry"})
+            continue
+        account_id = entry["account_id"]
+        try:
+            if account_id is None:  # an unattributed reply
+                account_id = reattribute_reply(engine(), callback_id=entry["ref"], at=now)
+                if account_id is None:
+                    raise LookupError("ambiguous sender: the number still belongs to several open accounts")
+            account_lifecycle(account_id, as_of=as_of, reason="quarantine retry")
+        except Exception as error:  # the item failed again outside the steps that quarantine it
+            isolation.reopen_entry(entry_id, error, at=now)
+        state = isolation.entry_state(entry_id) or entry
+        results.append({**state, "account_id": account_id or state["account_id"]})
+    return results

@@ -13,6 +13,7 @@ from arrears.settings import get_settings
 from arrears.storage import cycle as store
 from arrears.storage import migrate, read_only
 from tasks.database import engine, policy
+from tasks.isolation import account_of, decide_each, write_shard
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
@@ -98,19 +99,15 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
             lender=settings.lender_name,
             since=as_of - rules.longest_cap_window(),
         )
-    # Each decided message carries the body its compliance verdict was given on.
-    decisions = [advance(row.view, row.facts, rules, as_of) for row in rows]
+    # Each decided message carries the body its compliance verdict was given on. An account in
+    # quarantine is skipped; one whose decision or write raises is quarantined (tasks.isolation).
+    rows, decisions, aside = decide_each(
+        rows, lambda row: advance(row.view, row.facts, rules, as_of), account_of=account_of, step="advance"
+    )
     with engine().begin() as connection:
         fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
         kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
-        counts = store.write_decisions(
-            connection,
-            rows=[r for r, _ in kept],
-            decisions=[d for _, d in kept],
-            texts={},
-            now=as_of,
-            cycle_id=cycle_id,
-        )
+        counts = write_shard(connection, kept, aside=aside, now=as_of, cycle_id=cycle_id)
     return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}
 
 

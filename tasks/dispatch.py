@@ -29,6 +29,7 @@ from arrears.vocabulary import MessageStatus
 from integrations.errors import InvalidAddress, OptedOut, Permanent, ProviderError, Transient
 from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
 from tasks.database import engine, policy
+from tasks.isolation import SetAside, without_quarantined
 from tasks.providers import current_sms
 
 # Every process that dispatches masks numbers in its log records, Prefect's run logs included.
@@ -69,13 +70,16 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
     """Send one batch; returns counts by outcome status."""
     provider = current_sms()  # before the lease: without a provider session, nothing is leased
     rules = policy()
-    rows = _lease(batch, as_of, rules)
-    outcomes, to_send = _check(rows, rules, as_of)
+    # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
+    rows = without_quarantined(_lease(batch, as_of, rules))
+    aside = SetAside("dispatch")
+    outcomes, to_send = _check(rows, rules, as_of, aside)
     outcomes += _send(provider, to_send, as_of)
     with engine().begin() as connection:
         outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
+        quarantined = aside.record(connection, at=as_of, cycle_id=cycle_id)
     _log_refused_numbers(outcomes, {r.id: r.address for r in rows})
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {"quarantined": quarantined} if quarantined else {}
     for o in outcomes:
         counts[o.status.value] = counts.get(o.status.value, 0) + 1
     return counts
@@ -97,15 +101,23 @@ def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
         )
 
 
-def _check(rows: list[DueMessage], rules: Policy, as_of: datetime) -> tuple[list[Outcome], list[DueMessage]]:
+def _check(
+    rows: list[DueMessage], rules: Policy, as_of: datetime, aside: SetAside | None = None
+) -> tuple[list[Outcome], list[DueMessage]]:
     """The send-time verdicts: the outcomes of the rows refused (blocked or deferred), and the
-    rows that may go."""
+    rows that may go. A row whose check raises is set `aside` (quarantined), neither sent nor refused."""
     lender = get_settings().lender_name
     outcomes: list[Outcome] = []
     to_send: list[DueMessage] = []
     approved: dict[str, list[Contact]] = defaultdict(list)  # per borrower: what this batch lets go
     for row in rows:  # in id order: the caps let the earlier of two rows go first
-        refusal = _refusal(row, rules, as_of, lender=lender, approved=approved[row.borrower_id])
+        try:
+            refusal = _refusal(row, rules, as_of, lender=lender, approved=approved[row.borrower_id])
+        except Exception as error:
+            if aside is None:
+                raise
+            aside.message(row.id, row.account_id, error)
+            continue
         if refusal is not None:
             outcomes.append(refusal)
         else:

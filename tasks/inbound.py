@@ -23,6 +23,7 @@ from integrations.sms.protocol import DeliveryReport
 
 __all__ = [
     "InboundResult",
+    "reattribute_reply",
     "record_court_status",
     "record_delivery_reports",
     "record_inbound_sms",
@@ -65,9 +66,10 @@ class InboundResult:
 
     @property
     def lifecycle_accounts(self) -> tuple[str, ...]:
-        """Accounts whose lifecycle should run now: the open ones behind a new reply."""
+        """Accounts whose lifecycle should run now: the one a new reply is attributed to (a reply
+        from a number several open accounts share, that we cannot attribute, runs none)."""
         if self.classified.kind is InboundKind.REPLY and not self.recorded.duplicate:
-            return self.recorded.open_accounts
+            return (self.recorded.attributed,) if self.recorded.attributed else ()
         return ()
 
 
@@ -114,3 +116,11 @@ def record_court_status(
             callback_id=callback_id,
             reason=reason,
         )
+
+
+def reattribute_reply(engine: Engine, *, callback_id: str, at: datetime) -> str | None:
+    """Attribute again a reply set aside as `ambiguous sender`: the account it is now for, or None
+    while the number still belongs to several open accounts (see `retry_unattributed`)."""
+    with engine.begin() as connection:
+        recorded = store.retry_unattributed(connection, callback_id=callback_id, at=at)
+    return None if recorded is None else recorded.attributed

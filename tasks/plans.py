@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Engine
 from arrears.clock import business_date as lender_date
 from arrears.restructuring import PlanTerms, offers, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import accounts, plans
+from arrears.storage import accounts, plans, quarantine
+from tasks import isolation
 from tasks.database import policy as load_policy
 
 __all__ = ["accept_plan", "plan_overview", "refresh_plans"]
@@ -28,28 +29,45 @@ def refresh_plans(
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Record offers for accounts that entered restructuring, then move active plans on: payments
-    made, completed (the account is brought current and cures), defaulted (to review), re-aged."""
+    made, completed (the account is brought current and cures), defaulted (to review), re-aged.
+
+    An account whose plan work raises is quarantined; the others' stands (`tasks.isolation`)."""
     rules = plan_rules(load_policy())
-    counts = {
-        "plans_offered": plans.offer_plans(
+    zone = get_settings().lender_timezone
+
+    def move(one: str | None) -> dict[str, int]:
+        counts = {
+            "plans_offered": plans.offer_plans(
+                connection,
+                as_of=as_of,
+                business_date=business_date,
+                rules=rules,
+                cycle_id=cycle_id,
+                account_id=one,
+            )
+        }
+        return counts | plans.monitor_plans(
             connection,
             as_of=as_of,
             business_date=business_date,
+            lender_timezone=zone,
             rules=rules,
             cycle_id=cycle_id,
-            account_id=account_id,
+            account_id=one,
         )
-    }
-    counts |= plans.monitor_plans(
+
+    moved = isolation.bulk_or_each(
         connection,
-        as_of=as_of,
-        business_date=business_date,
-        lender_timezone=get_settings().lender_timezone,
-        rules=rules,
+        move,
+        candidates=lambda: quarantine.plan_accounts(connection),
+        step="plans",
+        at=as_of,
         cycle_id=cycle_id,
         account_id=account_id,
     )
-    return counts
+    quarantined = moved.pop("quarantined", 0)
+    empty = {"plans_offered": 0, "plans_completed": 0, "plans_defaulted": 0, "plans_reaged": 0}
+    return empty | moved | {"plans_quarantined": quarantined}
 
 
 def accept_plan(

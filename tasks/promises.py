@@ -17,11 +17,13 @@ from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
 from arrears.policy import Policy
-from arrears.promises import parse_promise, promise_rules
+from arrears.promises import Unreadable, promise_rules, read_promise
 from arrears.restructuring import PlanError, PlanReply, parse_plan_reply, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import accounts, plans, promises
+from arrears.storage import accounts, plans, promises, quarantine
+from arrears.storage.quarantine import What
 from arrears.vocabulary import Stage
+from tasks import isolation
 from tasks.database import policy as load_policy
 
 __all__ = ["promises_of", "read_replies", "record_agent_promise", "refresh_promises"]
@@ -37,23 +39,41 @@ def refresh_promises(
 ) -> dict[str, int]:
     """Read new replies (promises, plan answers), judge pending promises against payments, nudge
     willingness for payments after contact, and clear `broken_promises` of accounts that left
-    their delinquency. Counts by outcome."""
+    their delinquency. Counts by outcome.
+
+    A reply that fails to be read quarantines that inbound message; promises that fail to be
+    judged quarantine their account (`tasks.isolation`): the rest of the refresh stands."""
     rules = load_policy()
     zone = get_settings().lender_timezone
     counts = read_replies(connection, as_of=as_of, rules=rules, cycle_id=cycle_id, account_id=account_id)
-    counts |= promises.resolve_promises(
+
+    def judge(one: str | None) -> dict[str, int]:
+        judged = promises.resolve_promises(
+            connection,
+            as_of=as_of,
+            business_date=business_date,
+            lender_timezone=zone,
+            rules=promise_rules(rules),
+            policy=rules.segmentation,
+            cycle_id=cycle_id,
+            account_id=one,
+        )
+        judged["payments_after_contact"] = promises.nudge_for_payments(
+            connection, as_of=as_of, policy=rules.segmentation, cycle_id=cycle_id, account_id=one
+        )
+        return judged
+
+    judged = isolation.bulk_or_each(
         connection,
-        as_of=as_of,
-        business_date=business_date,
-        lender_timezone=zone,
-        rules=promise_rules(rules),
-        policy=rules.segmentation,
+        judge,
+        candidates=lambda: promises.promise_accounts(connection, as_of=as_of),
+        step="promises",
+        at=as_of,
         cycle_id=cycle_id,
         account_id=account_id,
     )
-    counts["payments_after_contact"] = promises.nudge_for_payments(
-        connection, as_of=as_of, policy=rules.segmentation, cycle_id=cycle_id, account_id=account_id
-    )
+    counts["promises_quarantined"] = judged.pop("quarantined", 0)
+    counts |= {"promises_kept": 0, "promises_broken": 0, "payments_after_contact": 0} | judged
     counts["broken_promises_reset"] = promises.reset_broken_promises(connection, account_id=account_id)
     return counts
 
@@ -67,8 +87,17 @@ def read_replies(
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Answer every unread reply: `PAY 500 2026-12-05` / `还款 500 2026-12-05` records a promise in
-    reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer."""
-    counts = {"replies_read": 0, "promises_from_replies": 0, "plans_from_replies": 0}
+    reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer.
+
+    Each reply is read in its own savepoint: one that raises is quarantined (the inbound message,
+    by its callback id) and left unread, and the others are read. Replies already in quarantine,
+    or of an account in quarantine, wait for the operator's retry."""
+    counts = {
+        "replies_read": 0,
+        "promises_from_replies": 0,
+        "plans_from_replies": 0,
+        "replies_quarantined": 0,
+    }
     first = promises.unread_replies(connection, as_of=as_of, account_id=account_id)
     if not first:
         return counts
@@ -76,37 +105,78 @@ def read_replies(
     replies = promises.unread_replies(
         connection, as_of=as_of, account_id=account_id
     )  # after the lock: still unread
+    held = quarantine.open_refs(connection, What.INBOUND, {r.ref for r in replies})
+    held_accounts = quarantine.open_accounts(connection, {r.account_id for r in replies})
     zone = get_settings().lender_timezone
-    segmentation = rules.segmentation
     willingness: dict[str, float | None] = {}
     for reply in replies:
-        ref = {"reply_id": reply.event_id}
-        score = willingness.get(reply.account_id, reply.willingness)
-        behaviour = "reply"
-        promised = parse_promise(reply.text)
-        answer = parse_plan_reply(reply.text) if promised is None else None
-        if promised is not None:
-            if _promise_by_reply(connection, reply, promised, rules, ref, cycle_id, zone):
-                behaviour = "promise_made"
-                counts["promises_from_replies"] += 1
-        elif answer is not None:
-            counts["plans_from_replies"] += _answer_offer(
-                connection, reply, answer, rules, ref, cycle_id, zone
-            )
-        score = promises.nudge(
+        if reply.ref in held or reply.account_id in held_accounts:
+            continue
+        ok, read = isolation.guarded(
             connection,
+            lambda reply=reply: _read_reply(  # type: ignore[misc]
+                connection, reply, willingness.get(reply.account_id, reply.willingness), rules, cycle_id, zone
+            ),
+            what=What.INBOUND,
+            ref=reply.ref,
             account_id=reply.account_id,
-            current=score,
-            behaviour=behaviour,
-            at=reply.at,
-            policy=segmentation,
-            data=ref,
+            step="replies",
+            at=as_of,
             cycle_id=cycle_id,
-            actor="borrower",
         )
+        if not ok or read is None:
+            counts["replies_quarantined"] += 1
+            continue
+        score, outcome = read
         willingness[reply.account_id] = score
         counts["replies_read"] += 1
+        if outcome:
+            counts[outcome] += 1
     return counts
+
+
+def _read_reply(
+    connection: Connection,
+    reply: promises.Reply,
+    score: float | None,
+    rules: Policy,
+    cycle_id: int | None,
+    zone: str,
+) -> tuple[float, str | None]:
+    """Answer one reply and nudge willingness for it: the new score, and the count it adds to
+    (`promises_from_replies`, `plans_from_replies` or none)."""
+    ref = {"reply_id": reply.event_id}
+    behaviour = "reply"
+    outcome: str | None = None
+    promised = read_promise(reply.text)
+    answer = parse_plan_reply(reply.text) if promised is None else None
+    if isinstance(promised, Unreadable):
+        _note(
+            connection,
+            reply,
+            "promise",
+            f"reply read as a promise, not recorded: {promised.reason}",
+            ref,
+            cycle_id,
+        )
+    elif promised is not None:
+        if _promise_by_reply(connection, reply, promised, rules, ref, cycle_id, zone):
+            behaviour = "promise_made"
+            outcome = "promises_from_replies"
+    elif answer is not None and _answer_offer(connection, reply, answer, rules, ref, cycle_id, zone):
+        outcome = "plans_from_replies"
+    after = promises.nudge(
+        connection,
+        account_id=reply.account_id,
+        current=score,
+        behaviour=behaviour,
+        at=reply.at,
+        policy=rules.segmentation,
+        data=ref,
+        cycle_id=cycle_id,
+        actor="borrower",
+    )
+    return after, outcome
 
 
 def _promise_by_reply(

@@ -18,6 +18,7 @@ from arrears.buckets import BUCKETS
 from arrears.compliance.report import ComplianceReport, compliance_report
 from arrears.masking import mask_text
 from arrears.settings import get_settings
+from arrears.storage import quarantine
 from arrears.storage.reports import PortfolioReport, portfolio_report
 from tasks.database import engine, policy
 
@@ -28,9 +29,12 @@ __all__ = ["report_cycle"]
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
     report, audit = _read(cycle_id)
-    _publish(report, audit, business_date)
+    with engine().connect() as connection:
+        held = quarantine.counts(connection, cycle_id=cycle_id)
+    _publish(report, audit, business_date, held)
     _emit(report, audit, cycle_id, business_date)
     result = report.as_json()
+    result["quarantine"] = held
     if audit is not None:
         summary = audit.as_json()
         result["compliance"] = {
@@ -58,7 +62,9 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None]:
     return report, audit
 
 
-def _publish(report: PortfolioReport, audit: ComplianceReport | None, business_date: str) -> None:
+def _publish(
+    report: PortfolioReport, audit: ComplianceReport | None, business_date: str, held: dict[str, Any]
+) -> None:
     """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a summary."""
     create_table_artifact(
         key="accounts-by-stage-and-bucket",
@@ -86,7 +92,9 @@ def _publish(report: PortfolioReport, audit: ComplianceReport | None, business_d
         )
     create_markdown_artifact(
         key="cycle-summary",
-        markdown=_summary(report, business_date),
+        markdown=_summary(report, business_date)
+        + f"\n- quarantined in this cycle: {held['this_cycle']:,}"
+        + f" (in quarantine: {held['open_total']:,})",
         description="Daily cycle summary",
     )
 

@@ -13,7 +13,9 @@ from arrears.promises import (
     PaymentView,
     PromiseRules,
     PromiseView,
+    Unreadable,
     parse_promise,
+    read_promise,
     refusal,
     resolve_promises,
 )
@@ -301,4 +303,67 @@ def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> 
         ],
     )
     assert isinstance(bad.exception, CliError) and bad.exception.exit_code == 2
-    assert "has passed" in str(bad.exception)
+    assert "2026-11-10" in str(bad.exception)  # refused before it reaches the rules
+
+
+# -- numbers a borrower chooses are bounded --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("PAY 99999999999999999999 2026-12-10", "more than 14 digits"),
+        ("PAY -500 2026-12-10", "not above zero"),
+        ("PAY NaN 2026-12-10", "'NAN' is not an amount"),
+        ("pay 1e30 2026-12-10", "'1E30' is not an amount"),
+        ("PAY 500.123456 2026-12-10", "4 decimal places"),
+    ],
+)
+def test_promise_shaped_reply_with_an_impossible_amount_is_unreadable(text: str, reason: str) -> None:
+    """A reply shaped like a promise whose amount is huge, negative, NaN or exponential is refused with
+    its reason instead of becoming a number."""
+    read = read_promise(text)
+    assert isinstance(read, Unreadable) and reason in read.reason
+    assert parse_promise(text) is None
+
+
+def test_refusal_bounds_amount_by_balance_and_date_by_a_year_whatever_the_policy() -> None:
+    """A promise above the balance is refused, and a date 50 years out is refused even under a policy
+    that allows any horizon."""
+    today = date(2026, 12, 1)
+    generous = PromiseRules(grace_days=3, max_days_ahead=100_000)
+    over = refusal(
+        Decimal("50000"),
+        date(2026, 12, 5),
+        today=today,
+        currency="USD",
+        rules=RULES,
+        balance=Decimal("18450.00"),
+    )
+    assert over == "the amount 50000 is more than the balance of USD 18450.00"
+    far = refusal(Decimal("10"), date(2076, 12, 1), today=today, currency="USD", rules=generous)
+    assert far == "the date is more than 366 days ahead"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("PAY 99999999999999999999 2026-12-10", "the amount has more than 14 digits"),
+        ("PAY 50000 2026-12-10", "the amount 50000 is more than the balance of USD 18450.00"),
+        ("PAY -500 2026-12-10", "the amount -500 is not above zero"),
+        ("PAY NaN 2026-12-10", "'NAN' is not an amount"),
+    ],
+)
+def test_overflowing_reply_is_refused_on_the_timeline_not_raised(
+    later_db: Engine, tmp_path: Path, text: str, reason: str
+) -> None:
+    """A reply promising an impossible amount is read once, records no promise and notes the refusal on
+    the timeline; the refresh does not raise and nothing is quarantined."""
+    import_rows(later_db, tmp_path, [us_account("A-P8")])
+    reply(later_db, "A-P8", text, "2026-12-02T17:00:00Z")
+    counts = refresh_later(later_db, "2026-12-03T16:00:00Z")
+    assert (counts["replies_read"], counts["replies_quarantined"]) == (1, 0)
+    assert rows(later_db, promise_t, "A-P8") == []
+    (note,) = [e.detail for e in events(later_db, "A-P8", "promise")]
+    assert note.startswith("reply read as a promise, not recorded: ") and reason in note
+    assert refresh_later(later_db, "2026-12-04T16:00:00Z")["replies_read"] == 0

@@ -19,6 +19,7 @@ from arrears.restructuring import (
     PlanError,
     PlanReply,
     PlanTerms,
+    choose,
     deferral,
     due_dates,
     instalment_plan,
@@ -217,6 +218,16 @@ def test_reageing_needs_enough_on_time_payments_and_happens_once() -> None:
 def test_plan_replies(text: str, expected: PlanReply | None) -> None:
     """Replies to an offer read as accept (with kind and months), decline or a request for the options."""
     assert parse_plan_reply(text) == expected
+
+
+@pytest.mark.parametrize("kind", [None, "deferral", "instalment"])
+def test_accepting_zero_months_is_refused_not_read_as_the_recommended_plan(kind: str | None) -> None:
+    """A borrower's `ACCEPT 0` (or an agent's zero months) is refused with a reason instead of silently
+    becoming the recommended offer."""
+    answer = parse_plan_reply("ACCEPT 0")
+    assert answer is not None and answer.months == 0
+    with pytest.raises(PlanError, match="at least one month, not 0"):
+        choose(loan(), kind=kind, months=answer.months, business_date=TODAY, rules=RULES)
 
 
 # -- in the database, under the cycle ---------------------------------------------------------------

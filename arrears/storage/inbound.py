@@ -8,14 +8,17 @@ START). Phone numbers reach the audit text masked; the reply's text is kept as e
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, literal, select, update
 
+from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
+from arrears.storage import quarantine
 from arrears.storage.cycle import TERMINAL
+from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
 from arrears.vocabulary import Channel, Hold, MessageStatus
 
@@ -30,11 +33,15 @@ __all__ = [
     "record_opt_in",
     "record_opt_out",
     "record_reply",
+    "retry_unattributed",
 ]
 
 UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
 UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no referral of ours
 
+
+# A reply answers a message we sent to its number this recently (as long as a reply is read).
+ANSWER_WINDOW = timedelta(days=14)
 
 SOURCE = "webhook"  # AccountHold.source of the holds placed here; only these are lifted here
 
@@ -222,6 +229,7 @@ class InboundRecorded:
     borrowers: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()  # every account of those borrowers
     open_accounts: tuple[str, ...] = ()  # those still in play: the lifecycle has work on them
+    attributed: str | None = None  # a reply: the one open account it is for (None: not attributable)
 
 
 def _borrowers_of(connection: Connection, address: str) -> dict[str, list[tuple[str, str]]]:
@@ -421,28 +429,150 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
 
 
 def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
-    """A reply is evidence for every account of the borrowers behind the number (a `reply` audit
-    event with the text); the caller runs the lifecycle for the open ones."""
+    """A reply is evidence for the account it is attributed to (a `reply` audit event with the
+    text, which the lifecycle reads); the caller runs the lifecycle for that account.
+
+    It is attributed only when one open account holds the number, or, when several do, to the
+    only one of them we texted at that number lately (`arrears.inbound.attribute`). Otherwise it
+    is for an agent: an `unattributed_reply` event on each open account that holds the number
+    and a quarantine entry `ambiguous sender`; no promise is read from it for anyone. A reply
+    when no account is open is evidence for all of them (or for none, from an unknown number)."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
+    return _attribute_reply(connection, inbound, owners)
+
+
+def _attribute_reply(
+    connection: Connection, inbound: Inbound, owners: dict[str, list[tuple[str, str]]]
+) -> InboundRecorded:
+    recorded = _recorded(owners, duplicate=False, changed=True)
     masked = mask_phone(inbound.address)
-    detail = f"reply from {masked}: {inbound.text}"
+    candidates = list(recorded.open_accounts)
+    if not candidates:
+        events = [
+            _event(inbound, a, "reply", f"reply from {masked}: {inbound.text}", text=inbound.text)
+            for a in recorded.accounts
+        ]
+        connection.execute(
+            audit.insert(),
+            events
+            or [
+                _event(
+                    inbound,
+                    None,
+                    "reply",
+                    f"reply from an unknown number {masked}: {inbound.text}",
+                    text=inbound.text,
+                )
+            ],
+        )
+        return recorded
+    target = attribute(candidates, _messaged(connection, inbound, candidates))
+    if target is not None:
+        how = "the only open account with the number" if len(candidates) == 1 else "the message it answers"
+        connection.execute(
+            audit.insert(),
+            [
+                _event(
+                    inbound,
+                    target,
+                    "reply",
+                    f"reply from {masked}: {inbound.text}",
+                    text=inbound.text,
+                    attributed_by=how,
+                )
+            ],
+        )
+        return replace(recorded, attributed=target)
+    points = sorted(
+        connection.execute(
+            select(contact.c.id).where(
+                contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value
+            )
+        ).scalars()
+    )
+    why = f"reply from {masked} not attributed: {len(candidates)} open accounts share the number"
     connection.execute(
         audit.insert(),
-        [_event(inbound, a, "reply", detail, text=inbound.text) for a in accounts]
-        or [
+        [
             _event(
                 inbound,
-                None,
-                "reply",
-                f"reply from an unknown number {masked}: {inbound.text}",
+                a,
+                "unattributed_reply",
+                f"{why}; for an agent: {inbound.text}",
                 text=inbound.text,
+                candidates=candidates,
+                contact_points=points,
+                reason=AMBIGUOUS_SENDER,
             )
+            for a in candidates
         ],
     )
-    return _recorded(owners, duplicate=False, changed=True)
+    quarantine.put(
+        connection,
+        what=What.INBOUND,
+        ref=inbound.callback_id,
+        account_id=None,
+        step="inbound",
+        error_type=AMBIGUOUS_SENDER,
+        error=f"{why} ({', '.join(candidates)})",
+        at=inbound.at,
+    )
+    return recorded
+
+
+def _messaged(connection: Connection, inbound: Inbound, candidates: Sequence[str]) -> list[str]:
+    """Which of the candidate accounts we texted at the sender's number in the reply window."""
+    return list(
+        connection.execute(
+            select(message.c.account_id)
+            .where(
+                message.c.address == inbound.address,
+                message.c.account_id.in_(list(candidates)),
+                message.c.sent_at.is_not(None),
+                message.c.sent_at <= inbound.at,
+                message.c.sent_at > inbound.at - ANSWER_WINDOW,
+            )
+            .distinct()
+        ).scalars()
+    )
+
+
+def retry_unattributed(connection: Connection, *, callback_id: str, at: datetime) -> InboundRecorded | None:
+    """Attribute again a reply set aside as `ambiguous sender` (the numbers may have been
+    corrected since): the result names the account it is now attributed to, if any; None when
+    the reply is not found. Its quarantine entry is reopened when it still cannot be attributed."""
+    first = connection.execute(
+        select(audit.c.at, audit.c.data, audit.c.actor)
+        .where(audit.c.kind == "unattributed_reply", audit.c.at <= at)
+        .where(audit.c.data["callback_id"].as_string() == callback_id)
+        .limit(1)
+    ).first()
+    if first is None:
+        return None
+    data = first.data or {}
+    address = connection.execute(
+        select(contact.c.address).where(contact.c.id.in_([int(i) for i in data.get("contact_points", [])]))
+    ).scalar()
+    if address is None:
+        return None
+    inbound = Inbound(
+        address=address,
+        text=str(data.get("text", "")),
+        at=first.at,
+        provider=str(data.get("provider", "")),
+        callback_id=callback_id,
+    )
+    owners = _borrowers_of(connection, address)
+    candidates = [a for pairs in owners.values() for a, stage in pairs if stage not in TERMINAL]
+    target = attribute(candidates, _messaged(connection, inbound, candidates))
+    if target is None:
+        return _recorded(owners, duplicate=False, changed=False)
+    return _attribute_reply(
+        connection, inbound, {b: [(a, s) for a, s in pairs if a == target] for b, pairs in owners.items()}
+    )
 
 
 # -- court status ---------------------------------------------------------------------------------

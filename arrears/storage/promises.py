@@ -49,6 +49,7 @@ __all__ = [
     "add_promise",
     "nudge",
     "nudge_for_payments",
+    "promise_accounts",
     "promises_of",
     "reset_broken_promises",
     "resolve_promises",
@@ -94,6 +95,12 @@ class Reply:
     episode: int
     currency: str
     willingness: float | None
+    callback_id: str | None = None  # the inbound message it came from (what a quarantine names)
+
+    @property
+    def ref(self) -> str:
+        """What names the inbound message in the quarantine: its callback id, else the event's."""
+        return self.callback_id or f"audit:{self.event_id}"
 
 
 def unread_replies(connection: Connection, *, as_of: datetime, account_id: str | None = None) -> list[Reply]:
@@ -134,6 +141,7 @@ def unread_replies(connection: Connection, *, as_of: datetime, account_id: str |
             r.episode,
             r.currency,
             r.willingness,
+            (r.data or {}).get("callback_id"),
         )
         for r in rows
         if r.id not in answered
@@ -312,7 +320,7 @@ def add_promise(
     """
     row = connection.execute(
         locked(
-            select(account.c.stage, account.c.currency, account.c.past_due_amount).where(
+            select(account.c.stage, account.c.currency, account.c.past_due_amount, account.c.balance).where(
                 account.c.account_id == account_id
             ),
             connection,
@@ -324,7 +332,9 @@ def add_promise(
     delinquent = row.stage == Exit.CURED and row.past_due_amount > 0
     if row.stage not in (Stage.REMINDER, Stage.NEGOTIATION) and not delinquent:
         raise ValueError(f"account is in {row.stage}: promises are taken in reminder and negotiation")
-    why = promise_refusal(amount, due_date, today=made_on, currency=row.currency, rules=rules)
+    why = promise_refusal(
+        amount, due_date, today=made_on, currency=row.currency, rules=rules, balance=row.balance
+    )
     if why is not None:
         raise ValueError(why)
     extra = data or {}
@@ -506,6 +516,17 @@ def resolve_promises(
         )
         insert_events(connection, events)
     return {"promises_kept": kept, "promises_broken": broken}
+
+
+def promise_accounts(connection: Connection, *, as_of: datetime) -> list[str]:
+    """The accounts `resolve_promises` and `nudge_for_payments` work on as of `as_of`: those with a
+    pending promise or a payment being applied. For the account-by-account path after a failure."""
+    pending = select(promise.c.account_id).where(promise.c.status == "pending")
+    paying = select(payment.c.account_id).where(
+        payment.c.received_at <= as_of,
+        or_(payment.c.applied_at.is_(None), payment.c.applied_at == as_of),
+    )
+    return sorted(set(connection.execute(pending.union(paying)).scalars()))
 
 
 def reset_broken_promises(connection: Connection, *, account_id: str | None = None) -> int:

@@ -18,6 +18,7 @@ from arrears.models import (
     Payment,
     Plan,
     Promise,
+    Quarantine,
     Referral,
     Review,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "payment",
     "plan",
     "promise",
+    "quarantine",
     "referral",
     "review",
     "table_of",
@@ -59,5 +61,6 @@ message = table_of(Message)
 payment = table_of(Payment)
 plan = table_of(Plan)
 promise = table_of(Promise)
+quarantine = table_of(Quarantine)
 referral = table_of(Referral)
 review = table_of(Review)

@@ -23,6 +23,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     providers,
     bureau,
     compliance,
+    quarantine,
 )
 
 __all__ = ["app", "main"]

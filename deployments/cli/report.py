@@ -8,6 +8,7 @@ from rich.table import Table
 
 from arrears.buckets import BUCKETS
 from arrears.storage.accounts import account_story
+from arrears.storage.quarantine import counts as quarantine_counts
 from arrears.storage.reports import latest_cycle_id, portfolio_report
 from deployments.cli._common import (
     CliError,
@@ -75,6 +76,7 @@ def report(
     with engine.connect() as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
         data = portfolio_report(connection, cycle_id=cycle_id).as_json()
+        data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
     if json:
         emit_json(data)
     else:
@@ -120,6 +122,13 @@ def print_report_tables(data: dict[str, Any]) -> None:
     ]
     if rates:
         console.print(" · ".join(rates))
+    held = data.get("quarantine")
+    if held and (held["open_total"] or held["this_cycle"]):
+        kinds = ", ".join(f"{n:,} {what}" for what, n in sorted(held["open"].items()) if n)
+        console.print(
+            f"quarantined in this cycle: {held['this_cycle']:,} · in quarantine: {held['open_total']:,}"
+            + (f" ({kinds}): `arrears quarantine list`" if kinds else "")
+        )
 
 
 def _short(value: str | None) -> str:
