@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 
 from arrears.inbound import Classified, InboundKind, classify
 from arrears.storage import inbound as store
-from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded, ReportsApplied, StatusReport
+from arrears.storage.delivery_reports import ReportsApplied, StatusReport, apply_delivery_reports
+from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded
 from arrears.vocabulary import MessageStatus
 from integrations.sms.protocol import DeliveryReport
 
@@ -56,7 +57,7 @@ def record_delivery_reports(
     """Apply one callback's delivery reports to the messages `provider` sent."""
     ours = [to_status(r) for r in reports]
     with engine.begin() as connection:
-        return store.apply_delivery_reports(connection, provider=provider, reports=ours)
+        return apply_delivery_reports(connection, provider=provider, reports=ours)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ from sqlalchemy import Engine, insert, select, update
 from arrears.importing import Kind, open_source
 from arrears.inbound import InboundKind, classify, inbound_address, normalise
 from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
+from arrears.storage import delivery_reports
 from arrears.storage import inbound as store
+from arrears.storage.delivery_reports import StatusReport
 from arrears.storage.importer import run_import
-from arrears.storage.inbound import Inbound, StatusReport
+from arrears.storage.inbound import Inbound
 from arrears.vocabulary import MessageStatus
 from tests.factories import account_record, unique_id, write_csv
 
@@ -147,9 +149,9 @@ def _report(status: MessageStatus, provider_id: str = "SM1", **kw: Any) -> Statu
     return StatusReport(provider_id=provider_id, status=status, at=T0 + timedelta(minutes=1), **kw)
 
 
-def _apply(engine: Engine, *reports: StatusReport) -> store.ReportsApplied:
+def _apply(engine: Engine, *reports: StatusReport) -> delivery_reports.ReportsApplied:
     with engine.begin() as c:
-        return store.apply_delivery_reports(c, provider="twilio", reports=reports)
+        return delivery_reports.apply_delivery_reports(c, provider="twilio", reports=reports)
 
 
 def _inbound(text: str, callback_id: str, address: str = PHONE, keyword: str | None = None) -> Inbound:
@@ -203,7 +205,9 @@ def test_reports_for_unknown_or_other_providers_messages_are_unmatched(
     result = _apply(engine, _report(MessageStatus.DELIVERED, provider_id="SM-unknown"))
     assert result.unmatched == ["SM-unknown"]
     with engine.begin() as c:
-        other = store.apply_delivery_reports(c, provider="aliyun", reports=[_report(MessageStatus.DELIVERED)])
+        other = delivery_reports.apply_delivery_reports(
+            c, provider="aliyun", reports=[_report(MessageStatus.DELIVERED)]
+        )
     assert other.unmatched == ["SM1"] and _row(engine, message, provider_id="SM1").status == "sent"
 
 

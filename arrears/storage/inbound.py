@@ -1,4 +1,6 @@
-"""Data access for inbound callbacks: delivery reports, opt-outs and opt-ins, replies, court status.
+"""Data access for inbound callbacks: opt-outs and opt-ins, replies, court status.
+
+Delivery reports have their own module, `arrears.storage.delivery_reports`.
 
 Every function takes the caller's connection and does not commit (the task owns the
 transaction). Each is idempotent: a callback told twice changes nothing the second time, either
@@ -8,11 +10,11 @@ START). Phone numbers reach the audit text masked; the reply's text is kept as e
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, select, update
+from sqlalchemy import Connection, select, update
 
 from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
@@ -20,15 +22,12 @@ from arrears.storage import quarantine
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
-from arrears.vocabulary import Channel, Hold, MessageStatus
+from arrears.vocabulary import Channel, Hold
 
 __all__ = [
     "CourtRecorded",
     "Inbound",
     "InboundRecorded",
-    "ReportsApplied",
-    "StatusReport",
-    "apply_delivery_reports",
     "record_court_status",
     "record_opt_in",
     "record_opt_out",
@@ -36,7 +35,6 @@ __all__ = [
     "retry_unattributed",
 ]
 
-UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
 UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no referral of ours
 
 
@@ -44,167 +42,6 @@ UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no refer
 ANSWER_WINDOW = timedelta(days=14)
 
 SOURCE = "webhook"  # AccountHold.source of the holds placed here; only these are lifted here
-
-# A report moves a message forward only: sent → delivered | failed. Both ends are final, so a
-# late or repeated `sent` (or a `delivered` after `failed`) changes nothing. Rows that are still
-# scheduled are left to dispatch, which holds their lease and reconciles them itself.
-_MOVES_FROM: dict[MessageStatus, tuple[str, ...]] = {
-    MessageStatus.DELIVERED: (MessageStatus.SENT.value,),
-    MessageStatus.FAILED: (MessageStatus.SENT.value,),
-}
-
-
-# -- delivery reports -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatusReport:
-    """One delivery report in our words (the task translates the provider's `DeliveryReport`)."""
-
-    provider_id: str
-    status: MessageStatus  # SENT, DELIVERED or FAILED
-    at: datetime
-    error_code: str | None = None
-    vendor_status: str | None = None
-
-
-@dataclass(slots=True)
-class ReportsApplied:
-    changed: list[int] = field(default_factory=list)  # message ids whose status moved
-    unchanged: int = 0  # known messages already at this status or past it
-    unmatched: list[str] = field(default_factory=list)  # provider ids of no message of ours (yet)
-
-
-def apply_delivery_reports(
-    connection: Connection, *, provider: str, reports: Sequence[StatusReport]
-) -> ReportsApplied:
-    """Move each reported message forward (never back), audit each move, count the rest.
-
-    The move is one conditional UPDATE, so two copies of a report racing each other move the
-    message once. A failure counts against the number (`ContactPoint.failures`: consecutive
-    failed deliveries); a delivery resets the count. A report about no message of ours is kept for
-    operators (an `unmatched_report` audit event without an account, once per id and status):
-    the webhook acknowledges it all the same, since a refusal only makes the vendor push it again.
-    """
-    result = ReportsApplied()
-    unmatched: list[StatusReport] = []
-    for report in reports:
-        moved = _move(connection, provider, report)
-        if not moved:
-            known = connection.execute(
-                select(func.count())
-                .select_from(message)
-                .where(message.c.provider == provider, message.c.provider_id == report.provider_id)
-            ).scalar_one()
-            if known:
-                result.unchanged += 1
-            else:
-                result.unmatched.append(report.provider_id)
-                unmatched.append(report)
-            continue
-        failed = report.status is MessageStatus.FAILED
-        why = f": {report.error_code or report.vendor_status}" if failed else ""
-        events = []
-        for row in moved:
-            result.changed.append(row.id)
-            _count_delivery(connection, row.account_id, row.address, failed=failed)
-            events.append(
-                {
-                    "account_id": row.account_id,
-                    "at": report.at,
-                    "kind": "message",
-                    "actor": provider,
-                    "detail": f"message {row.id} {report.status.value}{why} (delivery report)",
-                    "data": {
-                        "message_id": row.id,
-                        "status": report.status.value,
-                        "provider_id": report.provider_id,
-                        "error_code": report.error_code,
-                        "vendor_status": report.vendor_status,
-                        "source": SOURCE,
-                    },
-                }
-            )
-        connection.execute(audit.insert(), events)
-    _record_unmatched(connection, provider, unmatched)
-    return result
-
-
-def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:
-    events: list[dict[str, Any]] = []
-    noted: set[tuple[str, str]] = set()
-    for report in reports:
-        key = (report.provider_id, report.status.value)
-        seen = connection.execute(
-            select(audit.c.id)
-            .where(
-                audit.c.account_id.is_(None),
-                audit.c.kind == UNMATCHED_REPORT,
-                audit.c.data["provider_id"].as_string() == report.provider_id,
-                audit.c.data["status"].as_string() == report.status.value,
-            )
-            .limit(1)
-        ).first()
-        if seen is None and key not in noted:
-            noted.add(key)
-            events.append(
-                {
-                    "account_id": None,
-                    "at": report.at,
-                    "kind": UNMATCHED_REPORT,
-                    "actor": provider,
-                    "detail": f"delivery report {report.status.value} for {report.provider_id}, "
-                    "which no message of ours has (acknowledged, nothing changed)",
-                    "data": {
-                        "provider": provider,
-                        "provider_id": report.provider_id,
-                        "status": report.status.value,
-                        "error_code": report.error_code,
-                        "vendor_status": report.vendor_status,
-                        "source": SOURCE,
-                    },
-                }
-            )
-    if events:
-        connection.execute(audit.insert(), events)
-
-
-def _move(connection: Connection, provider: str, report: StatusReport) -> list[Any]:
-    """The one conditional UPDATE: the rows it moved (none if the report moves nothing)."""
-    sources = _MOVES_FROM.get(report.status, ())
-    if not sources:
-        return []
-    values: dict[str, Any] = {
-        "status": report.status.value,
-        "sent_at": func.coalesce(message.c.sent_at, literal(report.at, message.c.sent_at.type)),
-    }
-    if report.status is MessageStatus.FAILED:
-        values["reason"] = report.error_code or report.vendor_status or "undelivered"
-    return list(
-        connection.execute(
-            update(message)
-            .where(
-                message.c.provider == provider,
-                message.c.provider_id == report.provider_id,
-                message.c.status.in_(sources),
-            )
-            .values(values)
-            .returning(message.c.id, message.c.account_id, message.c.address)
-        ).all()
-    )
-
-
-def _count_delivery(connection: Connection, account_id: str, address: str, *, failed: bool) -> None:
-    borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
-    connection.execute(
-        update(contact)
-        .where(
-            contact.c.borrower_id == borrower,
-            contact.c.address == address,
-            contact.c.channel == Channel.SMS.value,
-        )
-        .values(failures=contact.c.failures + 1 if failed else 0)
-    )
 
 
 # -- inbound messages -----------------------------------------------------------------------------
