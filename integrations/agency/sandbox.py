@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from integrations._local_sandbox import InProcessServer, SandboxControls
 from integrations.agency.rest import RestAgencyProvider, RestAgencySettings
 from integrations.metadata import ProviderInfo
+from integrations.sandbox import InProcessServer, SandboxControls, start_sandbox
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -135,8 +135,6 @@ def start_agency_sandbox(
         creds = credentials or AgencySandboxCredentials.generate()
         server = InProcessServer(create_app(creds)).start()
         return AgencySandbox(server.base_url, creds.as_mapping(), server.stop)
-    from integrations.sandbox import start_sandbox
-
     handle = start_sandbox(server=SERVER)
     creds = AgencySandboxCredentials.from_mapping(handle.credentials)
     return AgencySandbox(handle.base_url, creds.as_mapping(), handle.stop)

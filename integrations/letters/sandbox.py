@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from integrations._local_sandbox import InProcessServer, SandboxControls
 from integrations.letters.lob import LobLettersProvider, LobSettings
 from integrations.metadata import ProviderInfo
+from integrations.sandbox import InProcessServer, SandboxControls, start_sandbox
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -127,8 +127,6 @@ def start_letters_sandbox(
         creds = credentials or LettersSandboxCredentials.generate()
         server = InProcessServer(create_app(creds)).start()
         return LettersSandbox(server.base_url, creds.as_mapping(), server.stop)
-    from integrations.sandbox import start_sandbox
-
     handle = start_sandbox(server=SERVER)
     creds = LettersSandboxCredentials.from_mapping(handle.credentials)
     return LettersSandbox(handle.base_url, creds.as_mapping(), handle.stop)
