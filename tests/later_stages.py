@@ -59,6 +59,10 @@ def us_account(account_id: str, **kw: str) -> dict[str, str]:
         "past_due_amount": "412.50",
         "vin": "1HGCM82633A004352",
         "vehicle_value": "15000.00",
+        "address_line1": "12 Elm Street",
+        "city": "Des Moines",
+        "state": "IA",
+        "postal_code": "50309",
     }
     return account_record(**(base | kw))
 

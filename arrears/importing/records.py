@@ -11,8 +11,8 @@ from arrears.vocabulary import Hold
 
 __all__ = [
     "ACCOUNT_OPTIONAL",
-    "ADDRESS_COLUMNS",
     "ACCOUNT_REQUIRED",
+    "ADDRESS_COLUMNS",
     "COLUMNS",
     "MAY_BE_EMPTY",
     "PAYMENT_REQUIRED",

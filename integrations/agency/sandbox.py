@@ -106,11 +106,18 @@ class AgencySandbox(SandboxControls):
     """A running sandbox agency: `SandboxControls` and what only assignments have."""
 
     def advance(
-        self, assignment_id: str, to: str | None = None, *, reason: str | None = None, deliver: bool = False
+        self,
+        assignment_id: str,
+        to: str | None = None,
+        *,
+        reason: str | None = None,
+        deliver: bool = False,
+        at: str | None = None,
     ) -> dict[str, Any]:
-        """Move an assignment to `to` (or one step along), passing through the statuses between;
-        `deliver` pushes the webhooks at once. Answers the assignment and its new events."""
-        payload = {"to": to, "reason": reason, "deliver": deliver}
+        """Move an assignment to `to` (or one step along), passing through the statuses between,
+        dated `at` (ISO 8601; now by default); `deliver` pushes the webhooks at once. Answers the
+        assignment and its new events."""
+        payload = {"to": to, "reason": reason, "deliver": deliver, "at": at}
         return dict(self._post(f"/_sandbox/advance/{assignment_id}", payload))
 
     def signed_callback(

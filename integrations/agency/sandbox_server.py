@@ -92,6 +92,9 @@ class Advance(BaseModel):
     to: str | None = Field(default=None, description="Target status; None: the next one.")
     reason: str | None = Field(default=None, description="Why, for cancelled and closed.")
     deliver: bool = Field(default=False, description="Push the pending webhooks at once.")
+    at: datetime | None = Field(
+        default=None, description="When the step happened (simulated time); now by default."
+    )
 
 
 class CallbackUrl(BaseModel):
@@ -459,7 +462,7 @@ def sandbox_router(st: AgencyState) -> APIRouter:
         if target not in ASSIGNMENT_STATUSES:
             return error_response(422, "advance.invalid", f"Unknown status {target!r}.")
         try:
-            events = st.move(a, target, st.now(), order.reason)
+            events = st.move(a, target, order.at or st.now(), order.reason)
         except ValueError as e:
             return error_response(409, "advance.impossible", str(e))
         delivery = await deliver() if order.deliver else None

@@ -100,10 +100,14 @@ class SandboxLettersProvider(LobLettersProvider):
 class LettersSandbox(SandboxControls):
     """A running sandbox Lob: `SandboxControls` and what only letters have."""
 
-    def advance(self, letter_id: str, to: str | None = None, *, deliver: bool = False) -> dict[str, Any]:
+    def advance(
+        self, letter_id: str, to: str | None = None, *, deliver: bool = False, at: str | None = None
+    ) -> dict[str, Any]:
         """Move a letter to tracking status `to` (or one step along), passing through the steps
-        between; `deliver` pushes the webhooks at once. Answers the letter and its new events."""
-        return dict(self._post(f"/_sandbox/advance/{letter_id}", {"to": to, "deliver": deliver}))
+        between, dated `at` (ISO 8601; now by default); `deliver` pushes the webhooks at once.
+        Answers the letter and its new events."""
+        payload = {"to": to, "deliver": deliver, "at": at}
+        return dict(self._post(f"/_sandbox/advance/{letter_id}", payload))
 
     def signed_callback(
         self, letter_id: str, *, timestamp: int | None = None

@@ -99,6 +99,9 @@ class Advance(BaseModel):
 
     to: str | None = Field(default=None, description="Target status; None: the next step.")
     deliver: bool = Field(default=False, description="Push the pending webhooks at once.")
+    at: datetime | None = Field(
+        default=None, description="When the step happened (simulated time); now by default."
+    )
 
 
 class CallbackUrl(BaseModel):
@@ -496,7 +499,7 @@ def sandbox_router(st: LettersState) -> APIRouter:
         if target not in TRACKING_KINDS:
             return _error(422, "advance.invalid", f"Unknown status {target!r}.")
         try:
-            events = st.move(letter, target, st.now())
+            events = st.move(letter, target, order.at or st.now())
         except ValueError as e:
             return _error(409, "advance.impossible", str(e))
         delivery = await deliver() if order.deliver else None
