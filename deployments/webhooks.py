@@ -52,6 +52,7 @@ from arrears.inbound import inbound_address
 from arrears.masking import mask_phone
 from arrears.settings import get_settings
 from arrears.storage import get_engine
+from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
 from integrations.errors import InvalidCallback
 from integrations.providers import build_provider
@@ -278,6 +279,7 @@ def create_app(
     public_url: str | None = None,
     lifecycle: LifecycleRunner | None = None,
     clock: Callable[[], float] = time.time,
+    mail_providers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FastAPI:
     """The webhook app over `engine`, verifying callbacks with the providers given.
 
@@ -291,6 +293,7 @@ def create_app(
       the URL Twilio signed).
     - `lifecycle`: where lifecycle runs go (default: a `LifecycleRunner` of `account_lifecycle`);
       the app closes the one it makes, not one it was given.
+    - `mail_providers`: kind (`letters`, `agency`) → route name → provider (`deployments.mail_webhooks`).
     """
     courts = dict(court_providers or {})
     signed_by_vendor = (
@@ -477,6 +480,7 @@ def create_app(
             raise _Refused(404, "no referral has this filing id")
         return JSONResponse({"ok": True})
 
+    app.include_router(mail_router(engine, mail_providers or {}))
     return app
 
 
@@ -644,6 +648,7 @@ def webhook_server(
             secret=config.secret,
             public_url=config.public_url,
             lifecycle=lifecycle,
+            mail_providers=mail_providers_from_settings(stack),
         )
         yield stack.enter_context(WebhookServer(app, host=config.host, port=config.port))
 
@@ -659,7 +664,11 @@ def main() -> None:
     with ExitStack() as stack:
         providers = {name: stack.enter_context(p) for name, p in providers_from_settings().items()}
         app = create_app(
-            engine=engine, sms_providers=providers, secret=config.secret, public_url=config.public_url
+            engine=engine,
+            sms_providers=providers,
+            secret=config.secret,
+            public_url=config.public_url,
+            mail_providers=mail_providers_from_settings(stack),
         )
         uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
 

@@ -41,7 +41,7 @@ from flows._waiting import (
     start_run,
     wait_for,
 )
-from tasks.agency import assignments_waiting, push_assignments
+from tasks.agency import agency_configured, assignments_waiting, push_assignments
 from tasks.letters import letters_waiting, send_letters, track_letters
 from tasks.review import (
     Decided,
@@ -150,6 +150,8 @@ async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
     else:
         decided = Decided(state, state.decision, state.decision, None, None, False)
+    if decided.order_id and agency_configured():
+        push_assignments()  # the approved order goes to the agency now, not at the next cycle
     get_run_logger().info("review %s: %s", state.review_id, decided.decision)
     return decided.as_json()
 
@@ -165,7 +167,7 @@ def follow_letters_and_orders() -> dict[str, int]:
     if letters_waiting():
         counts |= send_letters()
         counts |= track_letters()
-    if assignments_waiting():
+    if agency_configured() and assignments_waiting():
         counts |= push_assignments()
     return counts
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from arrears.models import utcnow
 from arrears.settings import get_settings
@@ -33,7 +33,14 @@ from integrations.errors import Permanent, ProviderError
 from tasks.database import engine
 from tasks.providers import agency_provider
 
-__all__ = ["assignments_waiting", "push_assignments", "record_statuses", "vin_year"]
+__all__ = [
+    "agency_configured",
+    "assignments_waiting",
+    "call_off_overtaken",
+    "push_assignments",
+    "record_statuses",
+    "vin_year",
+]
 
 # The 10th character of a VIN codes the model year in a 30-year cycle (49 CFR 565.15).
 _YEAR_CODES = "ABCDEFGHJKLMNPRSTVWXY123456789"
@@ -50,9 +57,24 @@ def vin_year(vin: str, today: datetime) -> int:
     return year
 
 
+def agency_configured() -> bool:
+    """Whether a lasting agency is configured: the embedded sandbox (no base URL) is started per
+    session and remembers no assignment, so nothing can be cancelled or looked up there."""
+    settings = get_settings()
+    return settings.agency_base_url is not None or settings.agency_provider != "sandbox"
+
+
 def assignments_waiting() -> bool:
     with engine().connect() as connection:
         return bool(assignments.assignments_to_push(connection, limit=1))
+
+
+def call_off_overtaken() -> dict[str, int]:
+    """After an import that overtook repossession orders: tell the agency at once (outside a
+    flow, so no Prefect task run)."""
+    if not agency_configured() or not assignments_waiting():
+        return {}
+    return push_assignments.fn()
 
 
 def _request(connection: Connection, row: AssignmentRow) -> AssignmentRequest:
@@ -119,6 +141,9 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
                         connection, row_id=row.id, status=late.status, at=now, reason=str(late)
                     )
             except (Permanent, ValueError) as refused:
+                if row.status != "pending":  # a cancel the agency could not apply: tried again later
+                    counts["assignments_waiting"] += 1
+                    continue
                 with engine().begin() as connection:
                     assignments.move_assignment(
                         connection, row_id=row.id, status="closed", at=now, reason=f"refused: {refused}"
@@ -128,15 +153,18 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
     return counts
 
 
-def record_statuses(statuses: Sequence[AssignmentStatus], seen_at: datetime | None = None) -> int:
+def record_statuses(
+    statuses: Sequence[AssignmentStatus], seen_at: datetime | None = None, *, engine_: Engine | None = None
+) -> tuple[int, int]:
     """Record the agency's status changes (late, repeated, out of order: harmless); returns how
-    many moved an assignment. Unknown assignment ids are ignored."""
-    moved = 0
-    with engine().begin() as connection:
+    many were about assignments we know and how many moved one. Unknown ids are ignored."""
+    moved = known = 0
+    with (engine_ or engine()).begin() as connection:
         for s in sorted(statuses, key=lambda s: s.at):
             row = assignments.assignment_by_provider_id(connection, s.assignment_id)
             if row is None:
                 continue
+            known += 1
             recovery = (
                 {
                     "recovered_at": s.recovered_at.isoformat() if s.recovered_at else s.at.isoformat(),
@@ -149,4 +177,4 @@ def record_statuses(statuses: Sequence[AssignmentStatus], seen_at: datetime | No
             moved += assignments.move_assignment(
                 connection, row_id=row.id, status=s.status, at=s.at, reason=s.reason, recovery=recovery
             )
-    return moved
+    return known, moved

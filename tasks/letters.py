@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
 from arrears.letters import render, vet
@@ -212,17 +212,20 @@ def track_letters(limit: int = 500) -> dict[str, int]:
     return counts
 
 
-def record_tracking(events: Sequence[TrackingEvent], seen_at: datetime | None = None) -> int:
+def record_tracking(
+    events: Sequence[TrackingEvent], seen_at: datetime | None = None, *, engine_: Engine | None = None
+) -> tuple[int, int]:
     """Record tracking events from a webhook (late, repeated or out of order: harmless); returns
-    how many moved a letter. Events about letters we do not know are ignored."""
-    moved = 0
+    how many letters were known and how many events moved one. Unknown letters are ignored."""
+    moved = known = 0
     seen = seen_at or utcnow()
-    with engine().begin() as connection:
+    with (engine_ or engine()).begin() as connection:
         for letter_id in dict.fromkeys(e.letter_id for e in events):
             row = letters.letter_by_provider_id(connection, letter_id)
             if row is not None:
+                known += 1
                 moved += _apply(connection, row, [e for e in events if e.letter_id == letter_id], seen)
-    return moved
+    return known, moved
 
 
 @dataclass(frozen=True, slots=True)
