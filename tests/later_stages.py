@@ -67,6 +67,23 @@ def us_account(account_id: str, **kw: str) -> dict[str, str]:
     return account_record(**(base | kw))
 
 
+def put_in_review(
+    engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str
+) -> None:
+    """An account a cycle moved into repossession review at `since`, 825.00 past due."""
+    import_rows(
+        engine,
+        tmp_path,
+        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
+    )
+    with engine.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61)
+        )
+
+
 def pay(engine: Engine, tmp_path: Path, account_id: str, amount: str, received_at: str) -> None:
     import_rows(
         engine,

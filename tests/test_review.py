@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
 from arrears import jurisdictions
 from arrears.review import add_business_days, cure_deadline, decision_refusal, settle_decision
 from arrears.vocabulary import DecisionKind, Hold
 from tests.later_stages import (
     account,
-    account_t,
     at,
     day,
     events,
     import_rows,
     in_thread,
     pay,
+    put_in_review,
     refresh_later,
     review_run_id,
     review_t,
@@ -137,21 +137,7 @@ def later_db(
     return engine
 
 
-def _in_review(
-    engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str
-) -> None:
-    """An account a cycle moved into repossession review at `since`."""
-    import_rows(
-        engine,
-        tmp_path,
-        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
-    )
-    with engine.begin() as c:
-        c.execute(
-            update(account_t)
-            .where(account_t.c.account_id == account_id)
-            .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61)
-        )
+_in_review = put_in_review
 
 
 def _prepare(as_of: str, mailed: str | None = "same") -> Any:
