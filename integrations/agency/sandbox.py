@@ -34,8 +34,15 @@ __all__ = [
     "AgencySandboxCredentials",
     "SandboxAgencyProvider",
     "SandboxAgencySettings",
+    "provider_credentials",
     "start_agency_sandbox",
 ]
+
+
+def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The settings mapping a provider needs for a sandbox started with `mapping`."""
+    return AgencySandboxCredentials.from_mapping(mapping).as_mapping()
+
 
 SERVER = "integrations.agency.sandbox_server"
 _KEYS = ("client_id", "api_key", "webhook_secret")

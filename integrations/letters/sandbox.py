@@ -35,8 +35,15 @@ __all__ = [
     "LettersSandboxCredentials",
     "SandboxLettersProvider",
     "SandboxLettersSettings",
+    "provider_credentials",
     "start_letters_sandbox",
 ]
+
+
+def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The settings mapping a provider needs for a sandbox started with `mapping`."""
+    return LettersSandboxCredentials.from_mapping(mapping).as_mapping()
+
 
 SERVER = "integrations.letters.sandbox_server"
 _KEYS = ("api_key", "webhook_secret")
