@@ -92,6 +92,8 @@ class Profile:
     cure_notice_days: int | None = None  # right to cure before repossession or suit
     cure_business_days: bool = False
     max_cures: int | None = None  # no cure owed after this many
+    # Days after the mailing date at which a mailed notice counts as given (0: when mailed).
+    cure_mailing_days: int = 0
     breathing_space_days: int | None = None  # informative: the hold is lifted by notice, not by date
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(
@@ -264,6 +266,7 @@ _PROFILE_KEYS = {
     "cure_notice_days",
     "cure_business_days",
     "max_cures",
+    "cure_mailing_days",
     "breathing_space_days",
 }
 _SOURCE_SUFFIX = "_source"
@@ -300,6 +303,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         cure_notice_days=plain.get("cure_notice_days"),
         cure_business_days=bool(plain.get("cure_business_days", False)),
         max_cures=plain.get("max_cures"),
+        cure_mailing_days=int(plain.get("cure_mailing_days", 0)),
         breathing_space_days=plain.get("breathing_space_days"),
         sources=sources,
     )

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from arrears.storage.types import Money, UTCDateTime
@@ -17,11 +17,13 @@ from arrears.storage.types import Money, UTCDateTime
 __all__ = [
     "Account",
     "AccountHold",
+    "AgencyAssignment",
     "AuditEvent",
     "Borrower",
     "BureauRecord",
     "ContactPoint",
     "CycleRun",
+    "Letter",
     "Message",
     "Payment",
     "Plan",
@@ -102,6 +104,13 @@ class Account(SQLModel, table=True):
     vehicle_value: Decimal | None = _money(default=None)
     apr: Decimal | None = _money(default=None)  # exact decimal, like money
     updated_at: datetime = _instant(default_factory=utcnow)
+    # The borrower's mailing address (PII, masked like the phone): where written notices go.
+    address_line1: str | None = Field(default=None, max_length=200)
+    address_line2: str | None = Field(default=None, max_length=200)
+    city: str | None = Field(default=None, max_length=100)
+    state: str | None = Field(default=None, max_length=64)
+    postal_code: str | None = Field(default=None, max_length=16)
+    country: str | None = Field(default=None, max_length=2)  # ISO 3166-1 alpha-2
 
 
 class AccountHold(SQLModel, table=True):
@@ -264,3 +273,58 @@ class Quarantine(SQLModel, table=True):
     cycle_id: int | None = None
     retried_at: datetime | None = _instant(default=None)
     resolved: bool = False
+class Letter(SQLModel, table=True):
+    """A letter mailed through the letters provider (a right-to-cure notice, a 催收函).
+
+    `status`: pending (to send) | blocked (cannot be sent: `reason`) | created (accepted by the
+    provider) | mailed | in_transit | delivered | returned_to_sender | failed. The PDF as mailed
+    and the context it was rendered from are kept: the evidence, and `arrears letters pdf`."""
+
+    __table_args__ = (Index("ix_letter_status", "status", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True, max_length=160)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    review_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=24)  # right_to_cure | collection_notice | hardship_plan
+    template: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=24)
+    reason: str | None = None
+    provider: str | None = Field(default=None, max_length=32)
+    provider_id: str | None = Field(default=None, max_length=64, index=True)  # webhooks find rows by it
+    mail_type: str = Field(default="usps_first_class", max_length=48)
+    pdf_sha256: str | None = Field(default=None, max_length=64)
+    pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # what it was rendered from
+    created_at: datetime = _instant(default_factory=utcnow)
+    submitted_at: datetime | None = _instant(default=None)
+    mailed_at: datetime | None = _instant(default=None)  # the provider's mailed event: the legal clock
+    deadline: datetime | None = _instant(default=None)  # end of the cure period counted from it
+    updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class AgencyAssignment(SQLModel, table=True):
+    """A repossession order sent to the agency provider, and what became of it.
+
+    `status`: pending (to send) | blocked (`reason`) | assigned | accepted | located | recovered |
+    closed | cancel_pending (overtaken by a payment, plan or hold: to cancel at the agency) |
+    cancelled | failed."""
+
+    __tablename__ = "agency_assignment"
+    __table_args__ = (Index("ix_assignment_status", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True, max_length=160)
+    order_id: str = Field(max_length=64)  # the vendor order of the audit trail (RO-<review>)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    review_id: int | None = Field(default=None, index=True)
+    status: str = Field(default="pending", max_length=24)
+    reason: str | None = None
+    provider: str | None = Field(default=None, max_length=32)
+    provider_id: str | None = Field(default=None, max_length=64, index=True)
+    created_at: datetime = _instant(default_factory=utcnow)
+    assigned_at: datetime | None = _instant(default=None)
+    cancelled_at: datetime | None = _instant(default=None)
+    recovered_at: datetime | None = _instant(default=None)
+    recovery: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # location, condition
+    updated_at: datetime = _instant(default_factory=utcnow)

@@ -96,6 +96,40 @@ class Settings(BaseSettings):
         ge=0,
         description="Profiles pulled a cycle (entering negotiation, skip traces); 0: none, the rest wait.",
     )
+    letters_provider: str = Field(
+        default="sandbox", description="Entry-point name of the print-and-mail letters provider."
+    )
+    letters_base_url: str | None = Field(
+        default=None,
+        description="Base URL of the letters provider; unset with the sandbox provider, one is started.",
+    )
+    letters_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='The letters provider\'s settings as JSON, e.g. {"api_key": ..., "webhook_secret": ...}.',
+    )
+    letters_mail_type: str = Field(
+        default="usps_first_class_certified",
+        description="How notices are mailed: certified gives a tracking number and proof of mailing.",
+    )
+    lender_address: str = Field(
+        default="1 Lender Plaza|Des Moines|IA|50309|US",
+        description="The lender's return address on letters: line1|city|state|postal code|country.",
+    )
+    lender_contact: str = Field(
+        default="+1 515 555 0100, 1 Lender Plaza, Des Moines, IA 50309",
+        description="The desk that takes payments and questions, printed on every notice.",
+    )
+    agency_provider: str = Field(
+        default="sandbox", description="Entry-point name of the repossession agency provider."
+    )
+    agency_base_url: str | None = Field(
+        default=None,
+        description="Base URL of the agency platform; unset with the sandbox provider, a sandbox is started.",
+    )
+    agency_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='The agency provider\'s settings as JSON: {"client_id", "api_key", "webhook_secret"}.',
+    )
     webhook_host: str = Field(
         default="127.0.0.1", description="Where `arrears serve` listens for provider callbacks."
     )

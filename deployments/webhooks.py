@@ -53,6 +53,7 @@ from arrears.inbound import inbound_address
 from arrears.masking import mask_phone
 from arrears.settings import get_settings
 from arrears.storage import get_engine
+from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
 from integrations.court.protocol import FilingStatus
 from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
@@ -247,6 +248,7 @@ def create_app(
     lifecycle: LifecycleRunner | None = None,
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY,
+    mail_providers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FastAPI:
     """The webhook app over `engine`, routing callbacks to the providers given.
 
@@ -258,6 +260,7 @@ def create_app(
       the app closes the one it makes, not one it was given.
 
     Raises `ConfigError` if a provider cannot authenticate its callbacks (`check_callbacks`).
+    - `mail_providers`: kind (`letters`, `agency`) → route name → provider (`deployments.mail_webhooks`).
     """
     routes: dict[str, dict[str, Any]] = {kind: dict(named) for kind, named in (providers or {}).items()}
     routes.setdefault("sms", {}).update(sms_providers or {})
@@ -368,6 +371,9 @@ def create_app(
                 log.warning("%s: a status for a filing no referral has (kept for operators)", route)
             if result.changed and result.account_id:
                 runner.submit(result.account_id, "court")
+
+    # Letters and agencies first: the catch-all route below would take their paths.
+    app.include_router(mail_router(engine, mail_providers or {}))
 
     @app.post("/{kind}/{name}/{event}")
     async def callback(kind: str, name: str, event: str, request: Request) -> Response:
@@ -512,7 +518,11 @@ def webhook_server(
         providers = _entered(stack, providers_from_settings())
         engine = get_engine(get_settings().database_url)
         app = create_app(
-            engine=engine, providers=providers, public_url=config.public_url, lifecycle=lifecycle
+            engine=engine,
+            providers=providers,
+            public_url=config.public_url,
+            lifecycle=lifecycle,
+            mail_providers=mail_providers_from_settings(stack),
         )
         yield stack.enter_context(WebhookServer(app, host=config.host, port=config.port))
 
@@ -540,7 +550,12 @@ def main() -> None:
         migrate(engine)
         with ExitStack() as stack:
             providers = _entered(stack, providers_from_settings())
-            app = create_app(engine=engine, providers=providers, public_url=config.public_url)
+            app = create_app(
+                engine=engine,
+                providers=providers,
+                public_url=config.public_url,
+                mail_providers=mail_providers_from_settings(stack),
+            )
             uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
     except (WebhookConfigError, ConfigError) as e:
         raise SystemExit(f"the webhook server cannot start: {e}") from None

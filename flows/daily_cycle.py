@@ -29,7 +29,7 @@ from arrears.settings import get_settings
 from flows._prefect import synced
 from flows._waiting import start_run
 from flows.legal_referral import start_referrals
-from flows.repossession_review import start_reviews
+from flows.repossession_review import follow_letters_and_orders, start_reviews
 from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
 from tasks.dispatch import dispatch_batch, plan_dispatch
@@ -216,6 +216,7 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, int]:
     then look up the outcome of messages whose delivery receipt never came."""
     instant = as_of_or_now(as_of)
     counts = run_dispatch(instant, None)
+    counts |= follow_letters_and_orders()  # letters and repossession orders, as for SMS receipts
     # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
     if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
         with sms_session():

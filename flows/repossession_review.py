@@ -41,6 +41,8 @@ from flows._waiting import (
     start_run,
     wait_for,
 )
+from tasks.agency import agency_configured, assignments_waiting, push_assignments
+from tasks.letters import letters_waiting, send_letters, track_letters
 from tasks.review import (
     Decided,
     Prepared,
@@ -56,7 +58,14 @@ from tasks.review import (
     set_review_runs,
 )
 
-__all__ = ["REVIEW_DEPLOYMENT", "ReviewDecision", "repossession_review", "start_reviews", "wake_reviews"]
+__all__ = [
+    "REVIEW_DEPLOYMENT",
+    "ReviewDecision",
+    "follow_letters_and_orders",
+    "repossession_review",
+    "start_reviews",
+    "wake_reviews",
+]
 
 REVIEW_DEPLOYMENT = "repossession-review/review"
 
@@ -111,6 +120,9 @@ def _cure_period(state: ReviewState, now: datetime) -> tuple[ReviewState, _Ready
     if state.decision is not None:  # recorded by `arrears review decide` meanwhile
         return state, _Ready(state, now)
     state = send_cure_notice(state.review_id, now)
+    if state.letter_status == "pending":  # written by this step or the cycle, not yet sent
+        send_letters()
+        state = load_review(state.review_id)
     if state.closed or not state.in_review:
         if not state.closed:
             close_review(state.review_id, f"account is now {state.stage}", now)
@@ -138,11 +150,26 @@ async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
     else:
         decided = Decided(state, state.decision, state.decision, None, None, False)
+    if decided.order_id and agency_configured():
+        push_assignments()  # the approved order goes to the agency now, not at the next cycle
     get_run_logger().info("review %s: %s", state.review_id, decided.decision)
     return decided.as_json()
 
 
 # -- the daily cycle's part ---------------------------------------------------------------------------
+
+
+def follow_letters_and_orders() -> dict[str, int]:
+    """Send the letters written and the repossession orders placed or cancelled since last time;
+    look up letters and assignments whose webhooks have not come. The cycle (after the reviews)
+    and `arrears dispatch` both run it, so a one-off cycle and dispatch keep them moving."""
+    counts: dict[str, int] = {}
+    if letters_waiting():
+        counts |= send_letters()
+        counts |= track_letters()
+    if agency_configured() and assignments_waiting():
+        counts |= push_assignments()
+    return counts
 
 
 def start_reviews(
@@ -156,7 +183,8 @@ def start_reviews(
     `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
     cycle's own parameter (None in production: the runs then use the clock)."""
     prepared = prepare_reviews(instant, cycle_id)
-    counts = {
+    mail = follow_letters_and_orders()
+    counts = mail | {
         "reviews_opened": prepared.opened,
         "reviews_closed": prepared.closed,
         "cure_notices": prepared.notices,

@@ -13,7 +13,6 @@ each kind as a real annotation, which string annotations would hide in a local v
 
 import argparse
 import asyncio
-import hashlib
 import hmac
 import json
 import os
@@ -28,6 +27,8 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+
+from integrations._hmac import combined_header
 
 __all__ = [
     "CREDENTIALS_ENV",
@@ -162,8 +163,7 @@ class CallbackFaults(SandboxFaults):
 
 def signature_header(secret: str, timestamp: int, body: bytes) -> str:
     """`X-Arrears-Signature` value: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (our webhook's scheme)."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+    return combined_header(secret, timestamp, body)
 
 
 class FaultState:

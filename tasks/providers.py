@@ -2,8 +2,11 @@
 
 A flow opens one provider of a kind around the steps that use it (`sms_session()` around
 dispatch, `bureau_session()` around the pulls or the monthly file, `court_session()` around a
-referral) and every task of the run reaches it with `current_sms()` / `current_bureau()` /
-`current_court()`, so connections and the sandbox process are shared instead of rebuilt per task.
+referral, `letters_session()` and `agency_session()` around notices and repossession orders) and
+every task of the run reaches it with `current_sms()` / `current_bureau()` / `current_court()` /
+`current_letters()` / `current_agency()`, so connections and the sandbox process are shared
+instead of rebuilt per task. `letters_provider()` / `agency_provider()` give the open one, or
+open one for the block: letters and assignments are few, and are sent from several places.
 
 Settings are `ARREARS_<KIND>_PROVIDER`, `_BASE_URL` and `_CREDENTIALS` (`arrears.settings`). With
 the `sandbox` provider and no base URL a sandbox server is started for the session: fine in one
@@ -16,23 +19,42 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Literal, cast
 
 from arrears.settings import get_settings
+from integrations.agency.protocol import AgencyProvider
+from integrations.agency.sandbox import start_agency_sandbox
 from integrations.bureau.protocol import BureauProvider
 from integrations.bureau.sandbox import start_bureau_sandbox
 from integrations.court.protocol import CourtProvider
 from integrations.court.sandbox import start_court_sandbox
 from integrations.errors import ConfigError
+from integrations.letters.protocol import LettersProvider
+from integrations.letters.sandbox import start_letters_sandbox
 from integrations.providers import build_provider
 from integrations.sandbox import start_sandbox
 from integrations.sms.protocol import SmsProvider
 
-__all__ = ["bureau_session", "court_session", "current_bureau", "current_court", "current_sms", "sms_session"]
+__all__ = [
+    "agency_provider",
+    "agency_session",
+    "bureau_session",
+    "court_session",
+    "current_agency",
+    "current_bureau",
+    "current_court",
+    "current_letters",
+    "current_sms",
+    "letters_provider",
+    "letters_session",
+    "sms_session",
+]
 
-Kind = Literal["sms", "bureau", "court"]
+Kind = Literal["sms", "bureau", "court", "letters", "agency"]
 
 _SANDBOX: dict[Kind, Callable[[], AbstractContextManager[Any]]] = {
     "sms": start_sandbox,
     "bureau": start_bureau_sandbox,
     "court": start_court_sandbox,
+    "letters": start_letters_sandbox,
+    "agency": start_agency_sandbox,
 }
 _open: dict[Kind, Any] = {}
 
@@ -92,3 +114,39 @@ def current_bureau() -> BureauProvider:
 
 def current_court() -> CourtProvider:
     return cast(CourtProvider, _current("court", "court_session"))
+
+
+def letters_session() -> AbstractContextManager[LettersProvider]:
+    return cast(AbstractContextManager[LettersProvider], _session("letters"))
+
+
+def agency_session() -> AbstractContextManager[AgencyProvider]:
+    return cast(AbstractContextManager[AgencyProvider], _session("agency"))
+
+
+def current_letters() -> LettersProvider:
+    return cast(LettersProvider, _current("letters", "letters_session"))
+
+
+def current_agency() -> AgencyProvider:
+    return cast(AgencyProvider, _current("agency", "agency_session"))
+
+
+@contextmanager
+def _open_or_current(kind: Kind) -> Iterator[Any]:
+    provider = _open.get(kind)
+    if provider is not None:
+        yield provider
+        return
+    with _session(kind) as opened:
+        yield opened
+
+
+def letters_provider() -> AbstractContextManager[LettersProvider]:
+    """The letters provider open in this run, or one opened for the block."""
+    return cast(AbstractContextManager[LettersProvider], _open_or_current("letters"))
+
+
+def agency_provider() -> AbstractContextManager[AgencyProvider]:
+    """The agency provider open in this run, or one opened for the block."""
+    return cast(AbstractContextManager[AgencyProvider], _open_or_current("agency"))

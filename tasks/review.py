@@ -12,20 +12,19 @@ transaction) cancels repossession orders that a payment, a plan or a hold has ov
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection, Engine
 
-from arrears.currencies import display
 from arrears.jurisdictions import Profile
-from arrears.review import cure_notice, decision_refusal, notice_owed, repossession_barred, settle_decision
+from arrears.review import decision_refusal, notice_owed, repossession_barred, settle_decision
 from arrears.storage import accounts, reviews, vendor_orders
 from arrears.storage.reviews import ReviewState, Waiting
 from arrears.vocabulary import DecisionKind
 from tasks.database import engine, policy
+from tasks.letters import write_cure_letter
 
 __all__ = [
     "Decided",
@@ -79,7 +78,10 @@ def _profile(jurisdiction: str) -> Profile:
 
 
 def refusal(state: ReviewState, now: datetime) -> str | None:
-    """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`)."""
+    """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`); a
+    right-to-cure letter that cannot be mailed, or came back, stops the review first."""
+    if not state.closed and state.in_review and state.notice_stopped:
+        return state.notice_stopped
     owed = notice_owed(state.jurisdiction, rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
     return decision_refusal(
         in_review=state.in_review,
@@ -119,25 +121,17 @@ class Prepared:
 
 
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
+    """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
+    at its mailed event, not here."""
     if (
         state.closed
         or not state.in_review
         or state.cure_deadline is not None
+        or state.letter_id is not None
         or repossession_barred(state.holds)
     ):
         return False
-    notice = cure_notice(
-        at,
-        jurisdiction=state.jurisdiction,
-        timezone=state.timezone,
-        cure_amount=Decimal(display(state.past_due, state.currency)),
-        currency=state.currency,
-        rules=_profile(state.jurisdiction),
-        prior_cures=state.prior_cures,
-    )
-    return notice is not None and reviews.record_cure_notice(
-        connection, review_id=state.review_id, notice=notice
-    )
+    return write_cure_letter(connection, state, at)
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

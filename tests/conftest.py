@@ -121,8 +121,44 @@ def sms_sandbox_process() -> Iterator[Any]:
 def sms_sandbox(sms_sandbox_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The real sandbox SMS server, emptied, and the settings that send through it."""
     sms_sandbox_process.reset()
-    monkeypatch.setenv("ARREARS_SMS_PROVIDER", "sandbox")
-    monkeypatch.setenv("ARREARS_SMS_BASE_URL", sms_sandbox_process.base_url)
-    monkeypatch.setenv("ARREARS_SMS_CREDENTIALS", json.dumps(dict(sms_sandbox_process.credentials)))
+    return _send_through(monkeypatch, "sms", sms_sandbox_process)
+
+
+@pytest.fixture(scope="session")
+def letters_sandbox_server() -> Iterator[Any]:
+    from integrations.letters.sandbox import start_letters_sandbox
+
+    with start_letters_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def agency_sandbox_server() -> Iterator[Any]:
+    from integrations.agency.sandbox import start_agency_sandbox
+
+    with start_agency_sandbox() as sandbox:
+        yield sandbox
+
+
+def _send_through(monkeypatch: pytest.MonkeyPatch, kind: str, sandbox: Any) -> Any:
+    """Settings that make the `kind` provider the sandbox at `sandbox.base_url`."""
+    prefix = f"ARREARS_{kind.upper()}_"
+    monkeypatch.setenv(prefix + "PROVIDER", "sandbox")
+    monkeypatch.setenv(prefix + "BASE_URL", sandbox.base_url)
+    monkeypatch.setenv(prefix + "CREDENTIALS", json.dumps(dict(sandbox.credentials)))
     get_settings.cache_clear()
-    return sms_sandbox_process
+    return sandbox
+
+
+@pytest.fixture
+def letters_sandbox(letters_sandbox_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sandbox Lob over HTTP, emptied, and the settings that mail through it."""
+    letters_sandbox_server.reset()
+    return _send_through(monkeypatch, "letters", letters_sandbox_server)
+
+
+@pytest.fixture
+def agency_sandbox(agency_sandbox_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sandbox repossession agency over HTTP, emptied, and the settings that assign through it."""
+    agency_sandbox_server.reset()
+    return _send_through(monkeypatch, "agency", agency_sandbox_server)

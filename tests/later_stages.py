@@ -59,8 +59,29 @@ def us_account(account_id: str, **kw: str) -> dict[str, str]:
         "past_due_amount": "412.50",
         "vin": "1HGCM82633A004352",
         "vehicle_value": "15000.00",
+        "address_line1": "12 Elm Street",
+        "city": "Des Moines",
+        "state": "IA",
+        "postal_code": "50309",
     }
     return account_record(**(base | kw))
+
+
+def put_in_review(
+    engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str
+) -> None:
+    """An account a cycle moved into repossession review at `since`, 825.00 past due."""
+    import_rows(
+        engine,
+        tmp_path,
+        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
+    )
+    with engine.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61)
+        )
 
 
 def pay(engine: Engine, tmp_path: Path, account_id: str, amount: str, received_at: str) -> None:

@@ -189,7 +189,8 @@ def test_sandbox_for_a_kind_without_a_server(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --kind the SMS and court sandboxes serve, settings printed; a missing one is noted."""
+    """Without --kind the SMS, court, letters and agency sandboxes serve, settings printed; a
+    missing one is noted."""
     monkeypatch.setitem(cli_providers.SANDBOX_SERVERS, "bureau", "integrations.bureau_not_yet.sandbox_server")
     started: list[Any] = []
     health: list[int] = []
@@ -207,16 +208,19 @@ def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cli_providers, "_pause", look_then_interrupt)
     result = runner.invoke(app, ["sandbox"], catch_exceptions=False)
     lines = result.output.splitlines()
-    assert result.exit_code == 0 and health == [200, 200]
+    assert result.exit_code == 0 and health == [200, 200, 200, 200]
     assert [line.split(":")[0] for line in lines if " sandbox: " in line] == [
         "sms sandbox",
         "court sandbox",
         "bureau sandbox",
+        "letters sandbox",
+        "agency sandbox",
     ]
     assert (
         "bureau sandbox: not available (integrations.bureau_not_yet.sandbox_server is not installed)" in lines
     )
     assert "  ARREARS_SMS_PROVIDER=sandbox" in lines and "  ARREARS_COURT_PROVIDER=sandbox" in lines
+    assert "  ARREARS_LETTERS_PROVIDER=sandbox" in lines and "  ARREARS_AGENCY_PROVIDER=sandbox" in lines
     assert lines[-1] == "stopped" and not any(h.alive() for h in started)
 
 

@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
 from arrears import jurisdictions
 from arrears.review import add_business_days, cure_deadline, decision_refusal, settle_decision
 from arrears.vocabulary import DecisionKind, Hold
 from tests.later_stages import (
     account,
-    account_t,
     at,
     day,
     events,
     import_rows,
     in_thread,
     pay,
+    put_in_review,
     refresh_later,
     review_run_id,
     review_t,
@@ -127,7 +127,9 @@ def test_no_decision_before_the_cure_period_is_over() -> None:
 
 
 @pytest.fixture
-def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any) -> Engine:
+def later_db(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, letters_sandbox: Any
+) -> Engine:
     from arrears.settings import get_settings
 
     monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
@@ -135,27 +137,36 @@ def later_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_s
     return engine
 
 
-def _in_review(
-    engine: Engine, tmp_path: Path, account_id: str, since: str = "2026-12-01T16:00:00Z", **kw: str
-) -> None:
-    """An account a cycle moved into repossession review at `since`."""
-    import_rows(
-        engine,
-        tmp_path,
-        [us_account(account_id, past_due_amount="825.00", oldest_due_date="2026-10-01", **kw)],
-    )
-    with engine.begin() as c:
-        c.execute(
-            update(account_t)
-            .where(account_t.c.account_id == account_id)
-            .values(stage="repossession_review", stage_since=at(since), episode=3, days_past_due=61)
-        )
+_in_review = put_in_review
 
 
-def _prepare(as_of: str) -> Any:
+def _prepare(as_of: str, mailed: str | None = "same") -> Any:
+    """The cycle's review step at `as_of`; the letters written are sent to the sandbox Lob, which
+    mails them at `mailed` (`as_of` by default; None: not yet), and are looked up."""
+    from tasks.letters import send_letters, track_letters
     from tasks.review import prepare_reviews
 
-    return prepare_reviews.fn(at(as_of))
+    prepared = prepare_reviews.fn(at(as_of))
+    send_letters.fn()
+    if mailed is not None:
+        _mail_all(as_of if mailed == "same" else mailed)
+        track_letters.fn()
+    return prepared
+
+
+def _mail_all(when: str) -> None:
+    import httpx
+
+    from arrears.settings import get_settings
+
+    base = get_settings().letters_base_url
+    assert base is not None
+    with httpx.Client(base_url=base) as admin:
+        for letter in admin.get("/_sandbox/letters").json()["letters"]:
+            if letter["status"] == "created":
+                admin.post(
+                    f"/_sandbox/advance/{letter['id']}", json={"to": "mailed", "at": at(when).isoformat()}
+                )
 
 
 def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engine, tmp_path: Path) -> None:
@@ -166,7 +177,9 @@ def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engin
     again = _prepare("2026-12-02T17:00:00Z")
     assert (again.opened, again.notices) == (0, 0)
     [review] = rows(later_db, review_t, "A-V1")
-    assert review.cure_deadline == datetime(2026, 12, 22, 6, tzinfo=UTC)
+    # Counted from the mailed event (1 December), but never before the last day the letter printed:
+    # it was written for mailing within 3 days, so it told the borrower 24 December.
+    assert review.cure_deadline == datetime(2026, 12, 25, 6, tzinfo=UTC)
     [notice] = events(later_db, "A-V1", "cure_notice")
     assert notice.detail.startswith(
         "right-to-cure notice (Iowa Code 537.5110-5111): USD 825.00 to cure within 20 days"
@@ -209,10 +222,10 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
         db_url,
     ]
     early = CliRunner().invoke(app, [*args, "--as-of", "2026-12-20T12:00:00Z"])
-    assert isinstance(early.exception, CliError) and "runs until 2026-12-22T06:00:00+00:00" in str(
+    assert isinstance(early.exception, CliError) and "runs until 2026-12-25T06:00:00+00:00" in str(
         early.exception
     )
-    ok = CliRunner().invoke(app, [*args, "--as-of", "2026-12-22T15:00:00Z", "--json"])
+    ok = CliRunner().invoke(app, [*args, "--as-of", "2026-12-25T15:00:00Z", "--json"])
     assert ok.exit_code == 0, ok.output
     [review] = rows(later_db, review_t, "A-V3")
     assert (review.decision, review.reviewer, review.reason) == (
@@ -220,7 +233,7 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
         "Ana Ruiz",
         "no contact, equity positive",
     )
-    twice = CliRunner().invoke(app, [*args, "--as-of", "2026-12-23T15:00:00Z"])
+    twice = CliRunner().invoke(app, [*args, "--as-of", "2026-12-26T15:00:00Z"])
     assert twice.exit_code == 0 and "already decided" in twice.output
     assert [e.actor for e in events(later_db, "A-V3", "decision")] == ["reviewer:Ana Ruiz"]
     assert [e.data["action"] for e in events(later_db, "A-V3", "vendor_order")] == ["placed"]
@@ -354,7 +367,7 @@ def test_military_hold_routes_the_decision_to_legal(later_db: Engine, tmp_path: 
         decision="repossess",
         reviewer="Ana",
         reason="r",
-        at=at("2026-12-22T17:00:00Z"),
+        at=at("2026-12-25T17:00:00Z"),
     )
     assert (decided.decision, decided.requested, decided.order_id) == ("legal", "repossess", None)
     assert events(later_db, "A-V6", "vendor_order") == []
@@ -395,16 +408,20 @@ def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_pref
     from prefect.flow_runs import resume_flow_run
 
     from flows.repossession_review import repossession_review, wake_reviews
+    from tasks.letters import track_letters
 
     _in_review(later_db, tmp_path, "A-V8")
     running = in_thread(repossession_review, "A-V8", "2026-12-01T17:00:00Z")
     run_id = review_run_id(later_db, "A-V8")
     wait_paused(run_id, "cure-wait-1")
-    assert wake_reviews(at("2026-12-21T17:00:00Z"), "2026-12-21T17:00:00Z") == (
+    assert wake_reviews(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z") == (0, 0)  # not mailed yet
+    _mail_all("2026-12-01T17:00:00Z")
+    track_letters.fn()
+    assert wake_reviews(at("2026-12-24T17:00:00Z"), "2026-12-24T17:00:00Z") == (
         0,
         0,
     )  # still inside the period
-    assert wake_reviews(at("2026-12-22T17:00:00Z"), "2026-12-22T17:00:00Z") == (1, 0)
+    assert wake_reviews(at("2026-12-25T17:00:00Z"), "2026-12-25T17:00:00Z") == (1, 0)
     wait_paused(run_id, "decision")
     resume_flow_run(
         run_id, run_input={"decision": "repossess", "reviewer": "Ana Ruiz", "reason": "keys surrendered"}
@@ -415,7 +432,7 @@ def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_pref
     assert (review.decision, review.reviewer, review.decided_at) == (
         "repossess",
         "Ana Ruiz",
-        at("2026-12-22T17:00:00Z"),
+        at("2026-12-25T17:00:00Z"),
     )
     assert [
         e.kind

@@ -1,6 +1,7 @@
 """A review under a served deployment: suspended through the cure period holding no process,
 re-run from the top on each resume without repeating a step, decided through Prefect's API."""
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,24 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 @pytest.fixture
-def served(sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def served(
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    letters_sandbox: Any,
+) -> Any:
     from arrears.settings import get_settings
 
     monkeypatch.setenv("ARREARS_DATABASE_URL", sqlite_url)
     get_settings.cache_clear()
-    runner = Served(tmp_path, {"ARREARS_DATABASE_URL": sqlite_url, "ARREARS_HOME": str(tmp_path / "home")})
+    env = {
+        "ARREARS_DATABASE_URL": sqlite_url,
+        "ARREARS_HOME": str(tmp_path / "home"),
+        "ARREARS_LETTERS_BASE_URL": letters_sandbox.base_url,
+        "ARREARS_LETTERS_CREDENTIALS": json.dumps(letters_sandbox.credentials),
+    }
+    runner = Served(tmp_path, env)
     try:
         runner.wait_ready()
         yield runner
@@ -43,7 +56,7 @@ def _suspended(key: str) -> Any:
 
 
 def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
-    served: Served, sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+    served: Served, sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, letters_sandbox: Any
 ) -> None:
     """The cycle starts one run on the deployment; it suspends for the Iowa cure period with no
     process alive, is woken by the cycle after it, suspends again for the decision, and
@@ -75,10 +88,12 @@ def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
         time.sleep(0.5)
     assert not served.busy(), "a suspended review must hold no process"
 
+    [notice] = letters_sandbox.letters()  # mailed the day it was written: the period counts from it
+    letters_sandbox.advance(notice["id"], "mailed", at="2026-12-01T17:00:00Z")
     again = start_reviews(at("2026-12-02T17:00:00Z"), "2026-12-02T17:00:00Z")
     assert (again["review_runs_started"], again["review_runs_woken"]) == (0, 0)  # idempotent, nothing due yet
 
-    woken = start_reviews(at("2026-12-22T17:00:00Z"), "2026-12-22T17:00:00Z")
+    woken = start_reviews(at("2026-12-25T17:00:00Z"), "2026-12-25T17:00:00Z")
     assert woken["review_runs_woken"] == 1
     wait_state(run_id, _suspended("decision"), "suspended for the decision")
 
@@ -97,7 +112,7 @@ def test_suspended_review_is_woken_after_the_cure_period_and_decided_by_cli(
             "--database",
             sqlite_url,
             "--as-of",
-            "2026-12-22T18:00:00Z",
+            "2026-12-25T18:00:00Z",
         ],
     )
     assert out.exit_code == 0, out.output

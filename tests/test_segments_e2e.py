@@ -53,10 +53,17 @@ def world(
 ) -> Any:
     """The database, the sandbox court, and the review and referral deployments served elsewhere."""
     from arrears.settings import get_settings
+    from integrations.agency.sandbox import start_agency_sandbox
     from integrations.bureau.sandbox import start_bureau_sandbox
     from integrations.court.sandbox import start_court_sandbox
+    from integrations.letters.sandbox import start_letters_sandbox
 
-    with start_court_sandbox() as court, start_bureau_sandbox() as bureau:
+    with (
+        start_court_sandbox() as court,
+        start_bureau_sandbox() as bureau,
+        start_letters_sandbox() as lob,
+        start_agency_sandbox() as agency,
+    ):
         env = {
             "ARREARS_DATABASE_URL": sqlite_url,
             "ARREARS_HOME": str(tmp_path / "home"),
@@ -66,6 +73,12 @@ def world(
             "ARREARS_BUREAU_PROVIDER": "sandbox",
             "ARREARS_BUREAU_BASE_URL": bureau.base_url,
             "ARREARS_BUREAU_CREDENTIALS": json.dumps(dict(bureau.credentials)),
+            "ARREARS_LETTERS_PROVIDER": "sandbox",
+            "ARREARS_LETTERS_BASE_URL": lob.base_url,
+            "ARREARS_LETTERS_CREDENTIALS": json.dumps(lob.credentials),
+            "ARREARS_AGENCY_PROVIDER": "sandbox",
+            "ARREARS_AGENCY_BASE_URL": agency.base_url,
+            "ARREARS_AGENCY_CREDENTIALS": json.dumps(agency.credentials),
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -73,7 +86,7 @@ def world(
         served = Served(tmp_path, env)
         try:
             served.wait_ready()
-            yield sqlite_engine, court
+            yield sqlite_engine, court, lob
         finally:
             served.stop()
 
@@ -116,7 +129,7 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
 
     from deployments.cli import app
 
-    engine, court = world
+    engine, court, lob = world
     cn = account_record(
         account_id="A-SELF",
         borrower_name="王芳",
@@ -195,6 +208,8 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     assert account(engine, "A-STRAT").stage == "repossession_review"
     assert result["later"]["review_runs_started"] == 1
     _run_waiting(engine, "A-STRAT", "cure-wait-1")
+    [notice] = lob.letters()  # the right-to-cure letter, in the post the same night
+    lob.advance(notice["id"], "mailed", at="2026-12-18T01:00:00Z")
 
     # hardship: the offer is accepted by reply.
     reply(engine, "A-HARD", "ACCEPT 3", "2026-12-18T02:00:00Z")
@@ -208,8 +223,9 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     cycle(f"{first}T04:00:00Z")
     assert account(engine, "A-HARD").stage == "cured"
 
-    # strategic: after the Iowa cure period the cycle wakes the run; a reviewer decides in Prefect.
-    cycle("2027-01-08T01:00:00Z")
+    # strategic: after the Iowa cure period (20 days from the mailed letter, never before the day it
+    # printed: Saturday 9 January, so Monday 11th) the cycle wakes the run; a reviewer decides in Prefect.
+    cycle("2027-01-12T07:00:00Z")
     run_id = _run_waiting(engine, "A-STRAT", "decision")
     resume_flow_run(
         run_id,

@@ -26,6 +26,7 @@ from arrears.importing.reading import DEFAULT_ENCODING, Source, check_encoding, 
 from arrears.importing.records import (
     ACCOUNT_OPTIONAL,
     ACCOUNT_REQUIRED,
+    ADDRESS_COLUMNS,
     PAYMENT_REQUIRED,
     AccountRow,
     Checked,
@@ -40,6 +41,7 @@ from arrears.importing.rejects import RejectsUnwritable, RejectsWriter, rejects_
 __all__ = [
     "ACCOUNT_OPTIONAL",
     "ACCOUNT_REQUIRED",
+    "ADDRESS_COLUMNS",
     "CURRENCY_MINOR_UNITS",
     "DEFAULT_ENCODING",
     "ISO_4217",

@@ -16,6 +16,7 @@ from arrears.compliance.content import screen_name
 from arrears.currencies import CURRENCY_MINOR_UNITS, ISO_4217
 from arrears.importing.records import (
     ACCOUNT_OPTIONAL,
+    ADDRESS_COLUMNS,
     AccountRow,
     Checked,
     PaymentRow,
@@ -217,6 +218,7 @@ def parse_account(
     vin = f.optional("vin").upper() or None
     if vin is not None and not _VIN.fullmatch(vin):
         f.reject("vin", "not a VIN: 17 letters and digits, without I, O or Q")
+    address = _address(f, jurisdiction)
     holds: set[Hold] = set()
     for flag in filter(None, (part.strip() for part in f.optional("flags").split("|"))):
         try:
@@ -248,10 +250,46 @@ def parse_account(
         vehicle_value=vehicle_value,
         apr=apr,
         next_due_date=next_due,
+        **address,
         holds=frozenset(holds),
         borrower_defaulted=not given_borrower_id,
-        absent=frozenset(column for column in ACCOUNT_OPTIONAL if column not in present),
+        absent=frozenset(column for column in ACCOUNT_OPTIONAL if column not in present)
+        # The address is stated as a whole: a file with some of its columns replaces all of them.
+        - (frozenset(ADDRESS_COLUMNS) if any(c in present for c in ADDRESS_COLUMNS) else frozenset()),
     )
+
+
+_POSTAL = {"US": re.compile(r"^\d{5}(-\d{4})?$"), "CN": re.compile(r"^\d{6}$")}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_ADDRESS_LENGTH = {"address_line1": 200, "address_line2": 200, "city": 100, "state": 64, "postal_code": 16}
+
+
+def _address(f: "_Fields", jurisdiction: str | None) -> dict[str, str | None]:
+    """The mailing address columns, checked together: none, or a line, a city, a postal code
+    valid for the country (the jurisdiction's when not given) and, in the US, a state."""
+    values = {name: " ".join(f.optional(name).split()) or None for name in ADDRESS_COLUMNS}
+    if not any(values.values()):
+        return values
+    for name, limit in _ADDRESS_LENGTH.items():
+        value = values[name]
+        if value is not None and len(value) > limit:
+            f.reject(name, f"longer than {limit} characters")
+    country = (values["country"] or (jurisdiction or "").split("-")[0]).upper()
+    if not _COUNTRY.fullmatch(country):
+        f.reject("country", "not an ISO 3166-1 alpha-2 country code")
+    values["country"] = country
+    for name in ("address_line1", "city", "postal_code"):
+        if values[name] is None:
+            f.reject(name, "required when a mailing address is given")
+    if country == "US":
+        state = (values["state"] or "").upper()
+        if not re.fullmatch(r"[A-Z]{2}", state):
+            f.reject("state", "a US address needs its two-letter state code")
+        values["state"] = state or None
+    postal, pattern = values["postal_code"], _POSTAL.get(country)
+    if postal is not None and pattern is not None and not pattern.fullmatch(postal):
+        f.reject("postal_code", f"not a postal code of {country}")
+    return values
 
 
 def parse_payment(line: int, values: Mapping[str, str]) -> PaymentRow | list[Rejection]:

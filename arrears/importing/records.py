@@ -12,6 +12,7 @@ from arrears.vocabulary import Hold
 __all__ = [
     "ACCOUNT_OPTIONAL",
     "ACCOUNT_REQUIRED",
+    "ADDRESS_COLUMNS",
     "COLUMNS",
     "MAY_BE_EMPTY",
     "PAYMENT_REQUIRED",
@@ -46,7 +47,18 @@ ACCOUNT_REQUIRED = (
 )
 # next_due_date is not in DESIGN §8 yet; the lifecycle's courtesy reminder reads it, and only the
 # servicing system knows it.
-ACCOUNT_OPTIONAL = ("borrower_id", "alt_phone", "vin", "vehicle_value", "apr", "flags", "next_due_date")
+# The borrower's mailing address: where written notices (the right-to-cure notice) are mailed.
+ADDRESS_COLUMNS = ("address_line1", "address_line2", "city", "state", "postal_code", "country")
+ACCOUNT_OPTIONAL = (
+    "borrower_id",
+    "alt_phone",
+    "vin",
+    "vehicle_value",
+    "apr",
+    "flags",
+    "next_due_date",
+    *ADDRESS_COLUMNS,
+)
 PAYMENT_REQUIRED = ("payment_id", "account_id", "amount", "received_at")
 MAY_BE_EMPTY = frozenset({"oldest_due_date"})  # required as a column, empty when the account is current
 
@@ -99,6 +111,12 @@ class AccountRow:
     vehicle_value: Decimal | None = None
     apr: Decimal | None = None
     next_due_date: date | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
     holds: frozenset[Hold] = frozenset()
     # No borrower_id was given: a new account gets `B-<account_id>`, a stored one keeps its
     # borrower (moving it would leave the borrower's opt-outs behind on the old contact points).

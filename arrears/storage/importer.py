@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from arrears.importing import (
+    ADDRESS_COLUMNS,
     CURRENCY_MINOR_UNITS,
     AccountRow,
     Checked,
@@ -71,8 +72,9 @@ SERVICING_COLUMNS = (
     "vin",
     "vehicle_value",
     "apr",
+    *ADDRESS_COLUMNS,
 )
-_KEPT_WHEN_ABSENT = ("vin", "vehicle_value", "apr", "next_due_date")
+_KEPT_WHEN_ABSENT = ("vin", "vehicle_value", "apr", "next_due_date", *ADDRESS_COLUMNS)
 _SOURCE = "import"
 _ACTOR = "import"
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from arrears.currencies import display
 from arrears.review import CureNotice, Settled
+from arrears.storage import letters
 from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.tables import account, audit, referral, review
@@ -65,6 +66,19 @@ class ReviewState:
     vin: str | None
     holds: frozenset[Hold]
     prior_cures: int = 0  # earlier reviews of the account that ended because the borrower cured
+    letter_id: int | None = None  # the right-to-cure letter, once written
+    letter_status: str | None = None  # pending | blocked | created | mailed | … | returned_to_sender
+    letter_reason: str | None = None  # why it is blocked, failed or returned
+
+    @property
+    def notice_stopped(self) -> str | None:
+        """Why the cure period cannot run its course because of the letter, or None: no address
+        (blocked), refused by the provider (failed), or returned to sender (on hold)."""
+        if self.letter_status in ("blocked", "failed"):
+            return f"the right-to-cure letter cannot be mailed: {self.letter_reason}"
+        if self.letter_status == "returned_to_sender":
+            return "on hold: the right-to-cure letter was returned to sender; a good address is needed"
+        return None
 
     @property
     def closed(self) -> bool:
@@ -85,6 +99,9 @@ class ReviewState:
             "reason": self.reason,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "holds": sorted(self.holds),
+            "letter_id": self.letter_id,
+            "letter_status": self.letter_status,
+            "letter_reason": self.letter_reason,
         }
 
 
@@ -109,7 +126,13 @@ def _prior_cures(connection: Connection, account_ids: Any) -> dict[tuple[str, in
     return counts
 
 
-def _state(review_row: Any, account_row: Any, holds: frozenset[Hold], prior_cures: int = 0) -> ReviewState:
+def _state(
+    review_row: Any,
+    account_row: Any,
+    holds: frozenset[Hold],
+    prior_cures: int = 0,
+    notice: letters.LetterRow | None = None,
+) -> ReviewState:
     return ReviewState(
         review_id=review_row.id,
         account_id=review_row.account_id,
@@ -132,6 +155,9 @@ def _state(review_row: Any, account_row: Any, holds: frozenset[Hold], prior_cure
         vin=account_row.vin,
         holds=holds,
         prior_cures=prior_cures,
+        letter_id=notice.id if notice else None,
+        letter_status=notice.status if notice else None,
+        letter_reason=notice.reason if notice else None,
     )
 
 
@@ -142,7 +168,8 @@ def review_state(connection: Connection, review_id: int, *, lock: bool = False) 
         return None
     a = connection.execute(select(account).where(account.c.account_id == r.account_id)).one()
     cures = _prior_cures(connection, [r.account_id]).get((r.account_id, r.id), 0)
-    return _state(r, a, holds_of(connection, [r.account_id]).get(r.account_id, frozenset()), cures)
+    notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
+    return _state(r, a, holds_of(connection, [r.account_id]).get(r.account_id, frozenset()), cures, notice)
 
 
 def current_review(connection: Connection, account_id: str) -> ReviewState | None:
@@ -160,7 +187,8 @@ def current_review(connection: Connection, account_id: str) -> ReviewState | Non
     if r is None:
         return None
     cures = _prior_cures(connection, [account_id]).get((account_id, r.id), 0)
-    return _state(r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures)
+    notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
+    return _state(r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures, notice)
 
 
 def open_review(
@@ -257,10 +285,10 @@ def set_review_run(connection: Connection, *, review_id: int, flow_run_id: str) 
 
 
 def record_cure_notice(connection: Connection, *, review_id: int, notice: CureNotice) -> bool:
-    """Record the right-to-cure notice and its deadline, once; False if it was recorded before.
-
-    The notice is an audit event (the outbox has no template for it yet) and `Review.cure_deadline`;
-    it is evidence for the filing if the case goes to court.
+    """Record the right-to-cure notice as given and its deadline, once; False if it was recorded
+    before. Called when the letter's `mailed` event arrives (`tasks.letters`): the cure period
+    counts from the notice given, never from our decision to write it. The audit event and
+    `Review.cure_deadline` are evidence for the filing if the case goes to court.
     """
     changed = connection.execute(
         update(review)
@@ -387,12 +415,14 @@ def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
     }
     holds = holds_of(connection, ids)
     cures = _prior_cures(connection, ids)
+    notices = letters.letters_of_reviews(connection, [r.id for r in rows])
     return [
         _state(
             r,
             accounts[r.account_id],
             holds.get(r.account_id, frozenset()),
             cures.get((r.account_id, r.id), 0),
+            notices.get(r.id),
         )
         for r in rows
     ]
@@ -458,7 +488,7 @@ def close_left_reviews(connection: Connection, *, at: datetime, cycle_id: int | 
 class Waiting:
     account_id: str
     what: str  # review | referral
-    waits_for: str  # cure period | reviewer | hold | court | legal team
+    waits_for: str  # mailing | cure period | reviewer | hold | blocked | court | legal team
     since: datetime
     until: datetime | None
     detail: str
@@ -490,12 +520,27 @@ def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
     found: list[Waiting] = []
     for s in open_review_states(connection):
         blocking = sorted(h for h in s.holds if h.scope is HoldScope.COLLECTION)
-        if blocking:
+        stopped = s.notice_stopped
+        if stopped is not None:
+            who, since, until, detail = (
+                ("hold" if s.letter_status == "returned_to_sender" else "blocked"),
+                s.opened_at,
+                None,
+                stopped,
+            )
+        elif blocking:
             who, since, until, detail = (
                 "hold",
                 s.opened_at,
                 None,
                 f"hold:{blocking[0].value} stops the review",
+            )
+        elif s.cure_deadline is None and s.letter_status is not None:
+            who, since, until, detail = (
+                "mailing",
+                s.opened_at,
+                None,
+                f"right-to-cure letter {s.letter_id} {s.letter_status}: the cure period starts once mailed",
             )
         elif s.cure_deadline is not None and now < s.cure_deadline:
             who, since, until, detail = (

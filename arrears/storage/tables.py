@@ -9,11 +9,13 @@ from sqlalchemy import Table, inspect
 from arrears.models import (
     Account,
     AccountHold,
+    AgencyAssignment,
     AuditEvent,
     Borrower,
     BureauRecord,
     ContactPoint,
     CycleRun,
+    Letter,
     Message,
     Payment,
     Plan,
@@ -25,12 +27,14 @@ from arrears.models import (
 
 __all__ = [
     "account",
+    "assignment",
     "audit",
     "borrower",
     "bureau",
     "contact",
     "cycle_run",
     "hold",
+    "letter",
     "message",
     "payment",
     "plan",
@@ -51,12 +55,14 @@ def table_of(model: type[object]) -> Table:
 
 
 account = table_of(Account)
+assignment = table_of(AgencyAssignment)
 audit = table_of(AuditEvent)
 borrower = table_of(Borrower)
 bureau = table_of(BureauRecord)
 contact = table_of(ContactPoint)
 cycle_run = table_of(CycleRun)
 hold = table_of(AccountHold)
+letter = table_of(Letter)
 message = table_of(Message)
 payment = table_of(Payment)
 plan = table_of(Plan)

@@ -1,9 +1,10 @@
-"""Data access for vendor orders: repossession orders to the recovery agent (no vendor API).
+"""Data access for vendor orders: repossession orders to the recovery agent.
 
-They are audit events of kind `vendor_order` (`data.order_id`, `data.action` placed |
-cancelled) until they get a table. `cancel_vendor_orders` runs in bulk in the daily cycle and on
-import: a payment, plan or hold that overtakes an order cancels it. Functions take the caller's
-connection and do not commit.
+An order is an audit event of kind `vendor_order` (`data.order_id`, `data.action` placed |
+cancelled), the decision's trail, and an agency assignment (`arrears.storage.assignments`), which
+`tasks.agency` sends to the agency provider. `cancel_vendor_orders` runs in bulk in the daily
+cycle and on import: a payment, plan or hold that overtakes an order cancels it, and its
+assignment is called off at the agency. Functions take the caller's connection and do not commit.
 """
 
 from collections import defaultdict
@@ -15,6 +16,8 @@ from sqlalchemy import Connection, select
 
 from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.storage._common import event, for_account, holds_of, insert_events
+from arrears.storage.assignments import add_assignment, request_cancel
+from arrears.storage.letters import mailing_address
 from arrears.storage.reviews import ReviewState
 from arrears.storage.tables import account, audit, payment, plan, review
 from arrears.vocabulary import DecisionKind, HoldScope, Stage
@@ -33,16 +36,27 @@ class VendorOrder:
 def create_vendor_order(
     connection: Connection, *, state: ReviewState, at: datetime, reviewer: str
 ) -> str | None:
-    """Place the repossession order of an approved review (an audit event: no vendor API), once;
-    returns its id. `cancel_vendor_orders` withdraws it at once if a payment, a plan or a hold
-    follows (regulators' most common finding in auto servicing is a car taken after the borrower
-    paid, because nobody cancelled the agent's order)."""
+    """Place the repossession order of an approved review (an audit event, and the assignment the
+    agency task sends), once; returns its id. `cancel_vendor_orders` withdraws it at once if a
+    payment, a plan or a hold follows (regulators' most common finding in auto servicing is a car
+    taken after the borrower paid, because nobody cancelled the agent's order)."""
     order_id = f"RO-{state.review_id}"
     existing = [
         e for e in _order_events(connection, [state.account_id]) if e.data.get("order_id") == order_id
     ]
     if existing:
         return order_id
+    address = mailing_address(connection, state.account_id)
+    blocked = "no VIN on file" if not state.vin else "no mailing address on file" if address is None else None
+    add_assignment(
+        connection,
+        key=f"assignment-{state.account_id.lower()}-{order_id.lower()}",
+        order_id=order_id,
+        account_id=state.account_id,
+        review_id=state.review_id,
+        at=at,
+        blocked=blocked,
+    )
     insert_events(
         connection,
         [
@@ -138,6 +152,7 @@ def cancel_vendor_orders(
         elif stages.get(o.account_id) != Stage.REPOSSESSION_REVIEW:
             why = f"account is now {stages.get(o.account_id)}"
         if why:
+            request_cancel(connection, order_id=o.order_id, reason=why, at=as_of)
             events.append(
                 event(
                     o.account_id,

@@ -19,6 +19,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     promise,
     plan,
     review,
+    letters,
     serve,
     providers,
     bureau,

@@ -112,6 +112,10 @@ def _import(kind: Kind, file: Path, database: str | None, as_json: bool, encodin
                 f"{error.filename or file}: {error.strerror or error}; nothing was stored", 1
             ) from None
         late = stop_requested()
+    if summary.vendor_orders_cancelled:
+        from tasks.agency import call_off_overtaken
+
+        call_off_overtaken()  # the agency hears of it now, not at the next cycle
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:

@@ -35,7 +35,7 @@ from integrations.sms.protocol import SmsRequest
 
 __all__ = ["KINDS", "SANDBOX_SERVERS", "inventory", "providers_app"]
 
-KINDS = ("sms", "court", "bureau")  # listed even when nothing of the kind is installed
+KINDS = ("sms", "court", "bureau", "letters", "agency")  # listed even when nothing of the kind is installed
 SANDBOX_SERVERS = {kind: f"integrations.{kind}.sandbox_server" for kind in KINDS}
 HEALTH_ID = "arrears-health-check-0000"  # an id no provider has issued
 

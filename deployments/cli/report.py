@@ -8,6 +8,8 @@ from rich.table import Table
 
 from arrears.buckets import BUCKETS
 from arrears.storage.accounts import account_story
+from arrears.storage.assignments import list_assignments
+from arrears.storage.letters import list_letters
 from arrears.storage.quarantine import counts as quarantine_counts
 from arrears.storage.reports import latest_cycle_id, portfolio_report
 from deployments.cli._common import (
@@ -31,9 +33,13 @@ def show(
     engine = existing_database(database)
     with engine.connect() as connection:
         story = account_story(connection, account_id)
-    if story is None:
-        raise CliError(f"no account {account_id!r}")
-    data = story.as_json()
+        if story is None:
+            raise CliError(f"no account {account_id!r}")
+        data = story.as_json()
+        data["letters"] = [row.as_json() for row in list_letters(connection, account_id=account_id)]
+        data["agency_assignments"] = [
+            row.as_json() for row in list_assignments(connection, account_ids=[account_id])
+        ]
     if json:
         emit_json(data)
         return
@@ -55,6 +61,27 @@ def show(
             m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or ""
         )
     console.print(messages)
+    if data["letters"] or data["agency_assignments"]:
+        mail = Table(title="letters and agency assignments")
+        for column in ("what", "status", "mailed / assigned", "deadline / recovered", "reason"):
+            mail.add_column(column)
+        for x in data["letters"]:
+            mail.add_row(
+                f"letter {x['id']} {x['kind']}",
+                x["status"],
+                _short(x["mailed_at"]),
+                _short(x["deadline"]),
+                x["reason"] or "",
+            )
+        for x in data["agency_assignments"]:
+            mail.add_row(
+                f"assignment {x['order_id']}",
+                x["status"],
+                _short(x["assigned_at"]),
+                _short(x["recovered_at"]),
+                x["reason"] or "",
+            )
+        console.print(mail)
     timeline = Table(title="timeline")
     for column in ("at", "kind", "detail", "by"):
         timeline.add_column(column)

@@ -92,6 +92,11 @@ def decide(
         )
     except ReviewError as error:
         raise CliError(str(error)) from None
+    if decided.order_id:
+        from tasks.agency import agency_configured, push_assignments
+
+        if agency_configured():
+            push_assignments.fn()  # the approved order goes to the agency now
     run = (
         _resume(decided.state.flow_run_id, decision.value, reviewer, reason, as_of)
         if decided.changed

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from integrations._local_sandbox import CallbackReceiver
 from integrations.agency.protocol import (
     AgencyProvider,
     Assignment,
@@ -36,6 +35,7 @@ from integrations.agency.protocol import (
     Vehicle,
 )
 from integrations.errors import ConfigError, Duplicate, InvalidCallback, ProviderError, Transient
+from integrations.sandbox import CallbackReceiver
 
 __all__ = ["BAD_SECRET", "VIN", "AgencyProviderContract", "make_request"]
 

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from integrations._local_sandbox import InProcessServer, SandboxControls
 from integrations.agency.rest import RestAgencyProvider, RestAgencySettings
 from integrations.metadata import ProviderInfo
+from integrations.sandbox import InProcessServer, SandboxControls, start_sandbox
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -34,8 +34,15 @@ __all__ = [
     "AgencySandboxCredentials",
     "SandboxAgencyProvider",
     "SandboxAgencySettings",
+    "provider_credentials",
     "start_agency_sandbox",
 ]
+
+
+def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The settings mapping a provider needs for a sandbox started with `mapping`."""
+    return AgencySandboxCredentials.from_mapping(mapping).as_mapping()
+
 
 SERVER = "integrations.agency.sandbox_server"
 _KEYS = ("client_id", "api_key", "webhook_secret")
@@ -106,11 +113,18 @@ class AgencySandbox(SandboxControls):
     """A running sandbox agency: `SandboxControls` and what only assignments have."""
 
     def advance(
-        self, assignment_id: str, to: str | None = None, *, reason: str | None = None, deliver: bool = False
+        self,
+        assignment_id: str,
+        to: str | None = None,
+        *,
+        reason: str | None = None,
+        deliver: bool = False,
+        at: str | None = None,
     ) -> dict[str, Any]:
-        """Move an assignment to `to` (or one step along), passing through the statuses between;
-        `deliver` pushes the webhooks at once. Answers the assignment and its new events."""
-        payload = {"to": to, "reason": reason, "deliver": deliver}
+        """Move an assignment to `to` (or one step along), passing through the statuses between,
+        dated `at` (ISO 8601; now by default); `deliver` pushes the webhooks at once. Answers the
+        assignment and its new events."""
+        payload = {"to": to, "reason": reason, "deliver": deliver, "at": at}
         return dict(self._post(f"/_sandbox/advance/{assignment_id}", payload))
 
     def signed_callback(
@@ -135,8 +149,6 @@ def start_agency_sandbox(
         creds = credentials or AgencySandboxCredentials.generate()
         server = InProcessServer(create_app(creds)).start()
         return AgencySandbox(server.base_url, creds.as_mapping(), server.stop)
-    from integrations.sandbox import start_sandbox
-
     handle = start_sandbox(server=SERVER)
     creds = AgencySandboxCredentials.from_mapping(handle.credentials)
     return AgencySandbox(handle.base_url, creds.as_mapping(), handle.stop)

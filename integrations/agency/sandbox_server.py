@@ -39,7 +39,8 @@ from integrations._sandbox import (
     CallbackFaults,
     FaultState,
     bearer_ok,
-    control_routes,
+    control_router,
+    create_sandbox_app,
     error_response,
     json_response,
     serve,
@@ -50,7 +51,7 @@ from integrations.agency.protocol import ASSIGNMENT_STATUSES, CANCELLABLE_STATUS
 from integrations.agency.rest import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from integrations.agency.sandbox import DEFAULT_CREDENTIALS, AgencySandboxCredentials
 
-__all__ = ["AgencyState", "Faults", "Rules", "agency_router", "create_app", "main"]
+__all__ = ["AgencyState", "Faults", "Rules", "agency_router", "create_app", "main", "sandbox_router"]
 
 _HAPPY = ("assigned", "accepted", "located", "recovered", "closed")
 _VIN = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
@@ -91,6 +92,9 @@ class Advance(BaseModel):
     to: str | None = Field(default=None, description="Target status; None: the next one.")
     reason: str | None = Field(default=None, description="Why, for cancelled and closed.")
     deliver: bool = Field(default=False, description="Push the pending webhooks at once.")
+    at: datetime | None = Field(
+        default=None, description="When the step happened (simulated time); now by default."
+    )
 
 
 class CallbackUrl(BaseModel):
@@ -336,25 +340,15 @@ def agency_router(st: AgencyState) -> APIRouter:
     return router
 
 
-def create_app(
-    credentials: AgencySandboxCredentials = DEFAULT_CREDENTIALS, state: AgencyState | None = None
-) -> FastAPI:
-    """The sandbox agency around one in-memory state (a fresh one unless given)."""
-    st = state or AgencyState(credentials)
-    app = FastAPI(
-        title="arrears agency sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
-    )
-    app.state.sandbox = st
+def sandbox_router(st: AgencyState) -> APIRouter:
+    """`/_sandbox/…`: the shared controls (health, reset, faults) and the agency sandbox's own:
+    rules, advance, webhooks pushed (by request, or by the pump once rules ask for it)."""
     secret = st.credentials.webhook_secret
     delivering = asyncio.Lock()  # the pump and a control request never push the same event twice
 
-    @app.middleware("http")
-    async def start_pump(request: Request, call_next: Any) -> Any:
+    def ensure_pump() -> None:
         if st.pump is None or st.pump.done():
             st.pump = asyncio.get_running_loop().create_task(pump())
-        return await call_next(request)
-
-    app.include_router(agency_router(st))
 
     def signed(event: Event, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
         a = st.assignments[event.assignment_id]
@@ -415,11 +409,11 @@ def create_app(
                 if st.pending:
                     await deliver()
 
-    control_routes(
-        app, st, Faults, health=lambda: {"ok": True, "kind": "agency", "assignments": len(st.assignments)}
+    router = control_router(
+        st, Faults, health=lambda: {"ok": True, "kind": "agency", "assignments": len(st.assignments)}
     )
 
-    @app.get("/_sandbox/assignments")
+    @router.get("/assignments")
     async def assignments(idempotency_key: str | None = None) -> dict[str, Any]:
         st.tick(st.now())
         found = [
@@ -434,7 +428,7 @@ def create_app(
         ]
         return {"total": len(found), "assignments": found}
 
-    @app.get("/_sandbox/stats")
+    @router.get("/stats")
     async def stats() -> dict[str, Any]:
         return {
             "assignments": len(st.assignments),
@@ -442,16 +436,17 @@ def create_app(
             "counters": dict(st.counters),
         }
 
-    @app.get("/_sandbox/rules")
+    @router.get("/rules")
     async def get_rules() -> Rules:
         return st.rules
 
-    @app.post("/_sandbox/rules")
+    @router.post("/rules")
     async def set_rules(rules: Rules) -> Rules:
         st.rules = rules
+        ensure_pump()
         return st.rules
 
-    @app.post("/_sandbox/advance/{assignment_id}")
+    @router.post("/advance/{assignment_id}")
     async def advance(assignment_id: str, order: Advance) -> Response:
         st.tick(st.now())
         a = st.assignments.get(assignment_id)
@@ -467,7 +462,7 @@ def create_app(
         if target not in ASSIGNMENT_STATUSES:
             return error_response(422, "advance.invalid", f"Unknown status {target!r}.")
         try:
-            events = st.move(a, target, st.now(), order.reason)
+            events = st.move(a, target, order.at or st.now(), order.reason)
         except ValueError as e:
             return error_response(409, "advance.impossible", str(e))
         delivery = await deliver() if order.deliver else None
@@ -475,21 +470,22 @@ def create_app(
             {"assignment": a.wire(), "events": [_event_json(e, a) for e in events], "delivery": delivery}
         )
 
-    @app.post("/_sandbox/callbacks/url")
+    @router.post("/callbacks/url")
     async def callback_url(body: CallbackUrl) -> dict[str, Any]:
         st.callback_url = body.url
         return {"url": st.callback_url}
 
-    @app.post("/_sandbox/callbacks/deliver")
+    @router.post("/callbacks/deliver")
     async def deliver_now() -> dict[str, int]:
+        ensure_pump()
         st.tick(st.now())
         return await deliver()
 
-    @app.get("/_sandbox/callbacks")
+    @router.get("/callbacks")
     async def callbacks() -> dict[str, Any]:
         return {"callbacks": st.callbacks, "pending": len(st.pending)}
 
-    @app.post("/_sandbox/callbacks/sign")
+    @router.post("/callbacks/sign")
     async def sign_event(body: SignRequest) -> Response:
         a = st.assignments.get(body.id)
         if a is None or not a.events:
@@ -497,15 +493,23 @@ def create_app(
         headers, payload = signed(a.events[-1], body.timestamp)
         return json_response({"headers": headers, "body": payload.decode()})
 
-    return app
+    return router
+
+
+def create_app(
+    credentials: AgencySandboxCredentials = DEFAULT_CREDENTIALS, state: AgencyState | None = None
+) -> FastAPI:
+    """The sandbox agency around one in-memory state (a fresh one unless given)."""
+    st = state or AgencyState(credentials)
+    return create_sandbox_app("arrears agency sandbox", st, agency_router(st), sandbox_router(st))
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.agency.sandbox_server --port N`: serve until interrupted."""
     serve(
         argv,
-        prog="python -m integrations.agency.sandbox_server",
-        description=(__doc__ or "").split("\n")[0],
+        module="integrations.agency.sandbox_server",
+        doc=__doc__,
         port=8028,
         label="agency sandbox",
         create_app=create_app,

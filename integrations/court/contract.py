@@ -18,12 +18,10 @@ Imports pytest: load it from tests only.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -46,6 +44,7 @@ from integrations.errors import (
     Transient,
     UnverifiedCallback,
 )
+from integrations.sandbox import CallbackReceiver
 
 __all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
 
@@ -80,40 +79,6 @@ def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: A
     return FilingEnvelope(**fields)
 
 
-class CallbackReceiver:
-    """A webhook on 127.0.0.1 that answers `status` (200) and keeps every request it got."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append((dict(self.headers.items()), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/court/callbacks"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="callback-receiver",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 class CourtProviderContract:
     """Behaviour the legal-referral task relies on, whatever the gateway."""
 
@@ -121,7 +86,7 @@ class CourtProviderContract:
 
     @pytest.fixture
     def callback_receiver(self) -> Iterator[CallbackReceiver]:
-        receiver = CallbackReceiver()
+        receiver = CallbackReceiver("/court/callbacks")
         yield receiver
         receiver.close()
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from integrations._local_sandbox import CallbackReceiver
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -41,6 +40,7 @@ from integrations.letters.protocol import (
     LettersProvider,
     PostalAddress,
 )
+from integrations.sandbox import CallbackReceiver
 
 __all__ = ["BAD_SECRET", "LettersProviderContract", "make_request"]
 

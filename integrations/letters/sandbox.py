@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from integrations._local_sandbox import InProcessServer, SandboxControls
 from integrations.letters.lob import LobLettersProvider, LobSettings
 from integrations.metadata import ProviderInfo
+from integrations.sandbox import InProcessServer, SandboxControls, start_sandbox
 
 __all__ = [
     "DEFAULT_CREDENTIALS",
@@ -35,8 +35,15 @@ __all__ = [
     "LettersSandboxCredentials",
     "SandboxLettersProvider",
     "SandboxLettersSettings",
+    "provider_credentials",
     "start_letters_sandbox",
 ]
+
+
+def provider_credentials(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The settings mapping a provider needs for a sandbox started with `mapping`."""
+    return LettersSandboxCredentials.from_mapping(mapping).as_mapping()
+
 
 SERVER = "integrations.letters.sandbox_server"
 _KEYS = ("api_key", "webhook_secret")
@@ -100,10 +107,14 @@ class SandboxLettersProvider(LobLettersProvider):
 class LettersSandbox(SandboxControls):
     """A running sandbox Lob: `SandboxControls` and what only letters have."""
 
-    def advance(self, letter_id: str, to: str | None = None, *, deliver: bool = False) -> dict[str, Any]:
+    def advance(
+        self, letter_id: str, to: str | None = None, *, deliver: bool = False, at: str | None = None
+    ) -> dict[str, Any]:
         """Move a letter to tracking status `to` (or one step along), passing through the steps
-        between; `deliver` pushes the webhooks at once. Answers the letter and its new events."""
-        return dict(self._post(f"/_sandbox/advance/{letter_id}", {"to": to, "deliver": deliver}))
+        between, dated `at` (ISO 8601; now by default); `deliver` pushes the webhooks at once.
+        Answers the letter and its new events."""
+        payload = {"to": to, "deliver": deliver, "at": at}
+        return dict(self._post(f"/_sandbox/advance/{letter_id}", payload))
 
     def signed_callback(
         self, letter_id: str, *, timestamp: int | None = None
@@ -127,8 +138,6 @@ def start_letters_sandbox(
         creds = credentials or LettersSandboxCredentials.generate()
         server = InProcessServer(create_app(creds)).start()
         return LettersSandbox(server.base_url, creds.as_mapping(), server.stop)
-    from integrations.sandbox import start_sandbox
-
     handle = start_sandbox(server=SERVER)
     creds = LettersSandboxCredentials.from_mapping(handle.credentials)
     return LettersSandbox(handle.base_url, creds.as_mapping(), handle.stop)

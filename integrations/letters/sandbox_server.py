@@ -43,7 +43,8 @@ from integrations._hmac import sign
 from integrations._sandbox import (
     CallbackFaults,
     FaultState,
-    control_routes,
+    control_router,
+    create_sandbox_app,
     json_response,
     serve,
     with_faults,
@@ -53,7 +54,7 @@ from integrations.letters.lob import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from integrations.letters.protocol import TRACKING_KINDS
 from integrations.letters.sandbox import DEFAULT_CREDENTIALS, LettersSandboxCredentials
 
-__all__ = ["Faults", "LettersState", "Rules", "create_app", "lob_router", "main"]
+__all__ = ["Faults", "LettersState", "Rules", "create_app", "lob_router", "main", "sandbox_router"]
 
 _HAPPY = ("created", "mailed", "in_transit", "delivered")
 _RETURNED = ("created", "mailed", "in_transit", "returned_to_sender")
@@ -98,6 +99,9 @@ class Advance(BaseModel):
 
     to: str | None = Field(default=None, description="Target status; None: the next step.")
     deliver: bool = Field(default=False, description="Push the pending webhooks at once.")
+    at: datetime | None = Field(
+        default=None, description="When the step happened (simulated time); now by default."
+    )
 
 
 class CallbackUrl(BaseModel):
@@ -348,25 +352,15 @@ def lob_router(st: LettersState) -> APIRouter:
     return router
 
 
-def create_app(
-    credentials: LettersSandboxCredentials = DEFAULT_CREDENTIALS, state: LettersState | None = None
-) -> FastAPI:
-    """The sandbox Lob around one in-memory state (a fresh one unless given)."""
-    st = state or LettersState(credentials)
-    app = FastAPI(
-        title="arrears letters sandbox", docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json"
-    )
-    app.state.sandbox = st
+def sandbox_router(st: LettersState) -> APIRouter:
+    """`/_sandbox/…`: the shared controls (health, reset, faults) and the letters sandbox's own:
+    rules, advance, webhooks pushed (by request, or by the pump once rules ask for it)."""
     secret = st.credentials.webhook_secret
     delivering = asyncio.Lock()  # the pump and a control request never push the same event twice
 
-    @app.middleware("http")
-    async def start_pump(request: Request, call_next: Any) -> Any:
+    def ensure_pump() -> None:
         if st.pump is None or st.pump.done():
             st.pump = asyncio.get_running_loop().create_task(pump())
-        return await call_next(request)
-
-    app.include_router(lob_router(st))
 
     # -- webhooks ---------------------------------------------------------------------------------
 
@@ -446,11 +440,11 @@ def create_app(
 
     # -- the sandbox's own controls ----------------------------------------------------------------
 
-    control_routes(
-        app, st, Faults, health=lambda: {"ok": True, "kind": "letters", "letters": len(st.letters)}
+    router = control_router(
+        st, Faults, health=lambda: {"ok": True, "kind": "letters", "letters": len(st.letters)}
     )
 
-    @app.get("/_sandbox/letters")
+    @router.get("/letters")
     async def letters(idempotency_key: str | None = None) -> dict[str, Any]:
         st.tick(st.now())
         found = [
@@ -467,7 +461,7 @@ def create_app(
         ]
         return {"total": len(found), "letters": found}
 
-    @app.get("/_sandbox/stats")
+    @router.get("/stats")
     async def stats() -> dict[str, Any]:
         return {
             "letters": len(st.letters),
@@ -475,11 +469,11 @@ def create_app(
             "counters": dict(st.counters),
         }
 
-    @app.get("/_sandbox/rules")
+    @router.get("/rules")
     async def get_rules() -> Rules:
         return st.rules
 
-    @app.post("/_sandbox/rules")
+    @router.post("/rules")
     async def set_rules(rules: Rules) -> Response:
         for pattern in (rules.refuse_addresses, rules.return_addresses):
             try:
@@ -487,9 +481,10 @@ def create_app(
             except re.error:
                 return _error(422, "rules.invalid", f"{pattern!r} is not a regular expression")
         st.rules = rules
+        ensure_pump()
         return json_response(rules.model_dump())
 
-    @app.post("/_sandbox/advance/{letter_id}")
+    @router.post("/advance/{letter_id}")
     async def advance(letter_id: str, order: Advance) -> Response:
         st.tick(st.now())
         letter = st.letters.get(letter_id)
@@ -504,7 +499,7 @@ def create_app(
         if target not in TRACKING_KINDS:
             return _error(422, "advance.invalid", f"Unknown status {target!r}.")
         try:
-            events = st.move(letter, target, st.now())
+            events = st.move(letter, target, order.at or st.now())
         except ValueError as e:
             return _error(409, "advance.impossible", str(e))
         delivery = await deliver() if order.deliver else None
@@ -512,21 +507,22 @@ def create_app(
             {"letter": letter.wire(), "events": [EVENT_TYPES[e.kind] for e in events], "delivery": delivery}
         )
 
-    @app.post("/_sandbox/callbacks/url")
+    @router.post("/callbacks/url")
     async def callback_url(body: CallbackUrl) -> dict[str, Any]:
         st.callback_url = body.url
         return {"url": st.callback_url}
 
-    @app.post("/_sandbox/callbacks/deliver")
+    @router.post("/callbacks/deliver")
     async def deliver_now() -> dict[str, int]:
+        ensure_pump()
         st.tick(st.now())
         return await deliver()
 
-    @app.get("/_sandbox/callbacks")
+    @router.get("/callbacks")
     async def callbacks() -> dict[str, Any]:
         return {"callbacks": st.callbacks, "pending": len(st.pending)}
 
-    @app.post("/_sandbox/callbacks/sign")
+    @router.post("/callbacks/sign")
     async def sign_event(body: SignRequest) -> Response:
         letter = st.letters.get(body.id)
         if letter is None or not letter.events:
@@ -534,15 +530,23 @@ def create_app(
         headers, payload = signed(letter.events[-1], body.timestamp)
         return json_response({"headers": headers, "body": payload.decode()})
 
-    return app
+    return router
+
+
+def create_app(
+    credentials: LettersSandboxCredentials = DEFAULT_CREDENTIALS, state: LettersState | None = None
+) -> FastAPI:
+    """The sandbox Lob around one in-memory state (a fresh one unless given)."""
+    st = state or LettersState(credentials)
+    return create_sandbox_app("arrears letters sandbox", st, lob_router(st), sandbox_router(st))
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m integrations.letters.sandbox_server --port N`: serve until interrupted."""
     serve(
         argv,
-        prog="python -m integrations.letters.sandbox_server",
-        description=(__doc__ or "").split("\n")[0],
+        module="integrations.letters.sandbox_server",
+        doc=__doc__,
         port=8027,
         label="letters sandbox",
         create_app=create_app,

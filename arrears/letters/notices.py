@@ -1,0 +1,143 @@
+"""The right-to-cure notice as a letter: what it says, and when its cure period really runs.
+
+Pure functions, used by `tasks/letters.py`:
+
+- `planned_notice`: the notice as printed. The letter is written before it is mailed, so the
+  deadline it states is counted from a planned mailing date a few days ahead (`PRINT_LEAD`): a
+  printed deadline later than the statute's minimum gives the borrower more time, never less.
+- `given_at` and `mailed_deadline`: the legal clock. It starts when the notice is given as the
+  statute defines it (the provider's mailed event, plus the mailing days the profile allows),
+  never when we decided to write; the deadline kept is the later of that and the printed one.
+- `cure_letter_context` and `context_json`/`context_from_json`: the render inputs, stored with
+  the letter so that it can be rendered again, byte for byte.
+"""
+
+from dataclasses import asdict, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from arrears.jurisdictions import Profile
+from arrears.letters.render import LetterContext
+from arrears.review import CureNotice, cure_notice
+
+__all__ = [
+    "PRINT_LEAD",
+    "context_from_json",
+    "context_json",
+    "cure_letter_context",
+    "given_at",
+    "mailed_deadline",
+    "planned_notice",
+]
+
+PRINT_LEAD = timedelta(days=3)  # from writing a letter to the provider's mailing it, at most
+
+
+def given_at(mailed_at: datetime, rules: Profile) -> datetime:
+    """When a notice mailed at `mailed_at` counts as given under the profile."""
+    return mailed_at + timedelta(days=rules.cure_mailing_days)
+
+
+def planned_notice(
+    written_at: datetime,
+    *,
+    jurisdiction: str,
+    timezone: str,
+    cure_amount: Decimal,
+    currency: str,
+    rules: Profile,
+    prior_cures: int = 0,
+) -> CureNotice | None:
+    """The notice as the letter states it: counted from the latest planned mailing date."""
+    return cure_notice(
+        given_at(written_at + PRINT_LEAD, rules),
+        jurisdiction=jurisdiction,
+        timezone=timezone,
+        cure_amount=cure_amount,
+        currency=currency,
+        rules=rules,
+        prior_cures=prior_cures,
+    )
+
+
+def mailed_deadline(
+    mailed_at: datetime,
+    *,
+    jurisdiction: str,
+    timezone: str,
+    cure_amount: Decimal,
+    currency: str,
+    rules: Profile,
+    printed_last_day: date | None,
+) -> CureNotice | None:
+    """The notice as given by the mailed event; its deadline is never before the end of the last
+    day the letter printed (the borrower was told that day)."""
+    notice = cure_notice(
+        given_at(mailed_at, rules),
+        jurisdiction=jurisdiction,
+        timezone=timezone,
+        cure_amount=cure_amount,
+        currency=currency,
+        rules=rules,
+    )
+    if notice is None or printed_last_day is None or printed_last_day <= notice.last_day:
+        return notice
+    end = datetime.combine(printed_last_day + timedelta(days=1), time(0), tzinfo=ZoneInfo(timezone))
+    return replace(notice, last_day=printed_last_day, deadline=end.astimezone(UTC))
+
+
+def cure_letter_context(
+    notice: CureNotice,
+    *,
+    lender: str,
+    lender_contact: str,
+    borrower_name: str,
+    account_reference: str,
+    address: tuple[str, ...],
+    letter_date: date,
+) -> LetterContext:
+    """What a right-to-cure letter says: the amount to cure (itemized, as US-WI requires) and the
+    last day to cure."""
+    return LetterContext(
+        jurisdiction=notice.jurisdiction,
+        lender=lender,
+        lender_contact=lender_contact,
+        borrower_name=borrower_name,
+        account_reference=account_reference,
+        letter_date=letter_date,
+        currency=notice.currency,
+        amount_to_cure=notice.cure_amount,
+        cure_deadline=notice.last_day,
+        itemization=(("Past due instalments", notice.cure_amount),),
+        borrower_address=(borrower_name, *address),
+    )
+
+
+def context_json(context: LetterContext) -> dict[str, Any]:
+    """The context as JSON for the letter row (Decimals and dates as strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal | date):
+            return {
+                "$": type(value).__name__,
+                "v": str(value) if isinstance(value, Decimal) else value.isoformat(),
+            }
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in asdict(context).items()}
+
+
+def context_from_json(data: dict[str, Any]) -> LetterContext:
+    def back(value: Any) -> Any:
+        if isinstance(value, dict) and "$" in value:
+            return Decimal(value["v"]) if value["$"] == "Decimal" else date.fromisoformat(value["v"])
+        if isinstance(value, list):
+            return tuple(back(v) for v in value)
+        return value
+
+    # Keys starting with "_" are the task's own notes (the recipient's address as a structure).
+    return LetterContext(**{k: back(v) for k, v in data.items() if not k.startswith("_")})

@@ -1,0 +1,244 @@
+"""Data access for agency assignments: the repossession orders sent to the agency provider.
+
+A row is written with the vendor order of an approved review (`vendor_orders.create_vendor_order`),
+sent by `tasks.agency`, and moved by the agency's status (webhooks or lookups). When a payment,
+a plan or a hold overtakes the order, `request_cancel` marks it for cancelling at the agency
+(`cancel_pending`), or cancels it outright if it never left. Statuses never move back.
+
+Functions take the caller's connection and do not commit.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from arrears.storage._common import event, insert_events
+from arrears.storage.tables import assignment
+
+__all__ = [
+    "AssignmentRow",
+    "add_assignment",
+    "assignment_by_provider_id",
+    "assignments_to_push",
+    "list_assignments",
+    "mark_assigned",
+    "move_assignment",
+    "request_cancel",
+]
+
+_RANK = {
+    "pending": 0,
+    "assigned": 1,
+    "accepted": 2,
+    "located": 3,
+    "cancel_pending": 4,
+    "recovered": 5,
+    "cancelled": 5,
+    "closed": 6,
+}
+_SENT = ("assigned", "accepted", "located")
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentRow:
+    id: int
+    order_id: str
+    account_id: str
+    review_id: int | None
+    idempotency_key: str
+    status: str
+    reason: str | None
+    provider: str | None
+    provider_id: str | None
+    created_at: datetime
+    assigned_at: datetime | None
+    cancelled_at: datetime | None
+    recovered_at: datetime | None
+    recovery: Any
+
+    def as_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "status": self.status,
+            "reason": self.reason,
+            "provider": self.provider,
+            "provider_id": self.provider_id,
+            "created_at": iso(self.created_at),
+            "assigned_at": iso(self.assigned_at),
+            "cancelled_at": iso(self.cancelled_at),
+            "recovered_at": iso(self.recovered_at),
+            "recovery": self.recovery or {},
+        }
+
+
+def _row(r: Any) -> AssignmentRow:
+    return AssignmentRow(
+        r.id,
+        r.order_id,
+        r.account_id,
+        r.review_id,
+        r.idempotency_key,
+        r.status,
+        r.reason,
+        r.provider,
+        r.provider_id,
+        r.created_at,
+        r.assigned_at,
+        r.cancelled_at,
+        r.recovered_at,
+        r.recovery,
+    )
+
+
+def add_assignment(
+    connection: Connection,
+    *,
+    key: str,
+    order_id: str,
+    account_id: str,
+    review_id: int | None,
+    at: datetime,
+    blocked: str | None = None,
+) -> bool:
+    """Write the assignment of a vendor order, once (pending, or `blocked` with the reason)."""
+    if connection.execute(select(assignment.c.id).where(assignment.c.idempotency_key == key)).first():
+        return False
+    connection.execute(
+        assignment.insert().values(
+            idempotency_key=key,
+            order_id=order_id,
+            account_id=account_id,
+            review_id=review_id,
+            status="blocked" if blocked else "pending",
+            reason=blocked,
+            recovery={},
+            created_at=at,
+            updated_at=at,
+        )
+    )
+    if blocked:
+        insert_events(
+            connection,
+            [
+                event(
+                    account_id,
+                    at,
+                    "assignment",
+                    f"repossession order {order_id} cannot be sent to the agency: {blocked}",
+                    {"order_id": order_id, "blocked": blocked},
+                )
+            ],
+        )
+    return True
+
+
+def assignments_to_push(connection: Connection, *, limit: int = 500) -> list[AssignmentRow]:
+    """Assignments to send (pending) or to call off (cancel_pending), oldest first."""
+    rows = connection.execute(
+        select(assignment)
+        .where(assignment.c.status.in_(("pending", "cancel_pending")))
+        .order_by(assignment.c.created_at, assignment.c.id)
+        .limit(limit)
+    ).all()
+    return [_row(r) for r in rows]
+
+
+def mark_assigned(
+    connection: Connection, *, row_id: int, provider: str, provider_id: str, at: datetime
+) -> None:
+    r = connection.execute(select(assignment).where(assignment.c.id == row_id)).one()
+    connection.execute(
+        update(assignment)
+        .where(assignment.c.id == row_id, assignment.c.status == "pending")
+        .values(status="assigned", provider=provider, provider_id=provider_id, assigned_at=at, updated_at=at)
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "assignment",
+                f"repossession order {r.order_id} assigned to the agency ({provider}) as {provider_id}",
+                {"order_id": r.order_id, "provider": provider, "provider_id": provider_id},
+            )
+        ],
+    )
+
+
+def request_cancel(connection: Connection, *, order_id: str, reason: str, at: datetime) -> None:
+    """The order is overtaken: cancel it at once if it never left, else mark it for the agency."""
+    for r in connection.execute(select(assignment).where(assignment.c.order_id == order_id)).all():
+        if r.status in ("pending", "blocked"):
+            connection.execute(
+                update(assignment)
+                .where(assignment.c.id == r.id)
+                .values(status="cancelled", reason=reason, cancelled_at=at, updated_at=at)
+            )
+        elif r.status in _SENT:
+            connection.execute(
+                update(assignment)
+                .where(assignment.c.id == r.id)
+                .values(status="cancel_pending", reason=reason, updated_at=at)
+            )
+
+
+def assignment_by_provider_id(connection: Connection, provider_id: str) -> AssignmentRow | None:
+    r = connection.execute(select(assignment).where(assignment.c.provider_id == provider_id)).first()
+    return _row(r) if r else None
+
+
+def move_assignment(
+    connection: Connection,
+    *,
+    row_id: int,
+    status: str,
+    at: datetime,
+    reason: str | None = None,
+    recovery: dict[str, Any] | None = None,
+) -> bool:
+    """Move an assignment forward to the agency's `status` (never back); False if nothing changed.
+
+    A `cancel_pending` row the agency reports still working stays `cancel_pending`: the cancel
+    is sent again until the agency confirms it."""
+    r = connection.execute(select(assignment).where(assignment.c.id == row_id)).one()
+    if _RANK.get(status, -1) <= _RANK.get(r.status, 99):
+        return False
+    values: dict[str, Any] = {"status": status, "updated_at": at}
+    if status == "cancelled":
+        values |= {"cancelled_at": at, "reason": reason or r.reason}
+    if status == "recovered":
+        values |= {"recovered_at": at, "recovery": recovery or {}}
+    connection.execute(update(assignment).where(assignment.c.id == row_id).values(**values))
+    detail = f"repossession order {r.order_id} {status} at the agency"
+    if status == "cancelled":
+        detail += f": {reason or r.reason}"
+    if status == "recovered" and recovery:
+        detail += f" ({', '.join(f'{k} {v}' for k, v in recovery.items() if v)})"
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "assignment",
+                detail,
+                {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery},
+            )
+        ],
+    )
+    return True
+
+
+def list_assignments(connection: Connection, *, account_ids: Sequence[str]) -> list[AssignmentRow]:
+    rows = connection.execute(
+        select(assignment).where(assignment.c.account_id.in_(list(account_ids))).order_by(assignment.c.id)
+    ).all()
+    return [_row(r) for r in rows]

@@ -1,0 +1,340 @@
+"""Data access for letters: written, sent, tracked until mailed and delivered (or returned).
+
+A letter row is written once per idempotency key with the PDF as rendered and the context it was
+rendered from (the evidence, and what `arrears letters pdf` gives back); it is then sent by the
+letters task and moved by tracking events (webhooks, or lookups where a webhook never came).
+Statuses only move forward: a late `in_transit` never moves a delivered letter back.
+
+Functions take the caller's connection and do not commit.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from arrears.storage._common import event, insert_events, inserted_id
+from arrears.storage.tables import account, borrower, letter
+
+__all__ = [
+    "ACTIVE",
+    "LetterRow",
+    "MailingAddress",
+    "add_letter",
+    "borrower_of",
+    "letter_by_provider_id",
+    "letter_pdf",
+    "letters_of_reviews",
+    "letters_to_send",
+    "letters_to_track",
+    "list_letters",
+    "mailing_address",
+    "mark_blocked",
+    "mark_sent",
+    "move_letter",
+]
+
+# Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
+RANK = {"pending": 0, "created": 1, "mailed": 2, "in_transit": 3, "delivered": 4, "returned_to_sender": 4}
+ACTIVE = ("created", "mailed", "in_transit")  # sent, and not yet at the end of the post
+
+
+@dataclass(frozen=True, slots=True)
+class MailingAddress:
+    line1: str
+    line2: str
+    city: str
+    state: str
+    postal_code: str
+    country: str
+
+    def lines(self) -> tuple[str, ...]:
+        place = " ".join(p for p in (self.city + ",", self.state, self.postal_code) if p.strip(","))
+        return tuple(x for x in (self.line1, self.line2, place, self.country) if x)
+
+
+@dataclass(frozen=True, slots=True)
+class LetterRow:
+    id: int
+    account_id: str
+    review_id: int | None
+    kind: str
+    template: str
+    status: str
+    reason: str | None
+    provider: str | None
+    provider_id: str | None
+    mail_type: str
+    pdf_sha256: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    mailed_at: datetime | None
+    deadline: datetime | None
+    updated_at: datetime
+    idempotency_key: str = ""
+    context: Any = None
+
+    def as_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "review_id": self.review_id,
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+            "provider": self.provider,
+            "provider_id": self.provider_id,
+            "mail_type": self.mail_type,
+            "pdf_sha256": self.pdf_sha256,
+            "created_at": iso(self.created_at),
+            "submitted_at": iso(self.submitted_at),
+            "mailed_at": iso(self.mailed_at),
+            "deadline": iso(self.deadline),
+        }
+
+
+_COLUMNS = [c for c in letter.c if c.name != "pdf"]
+
+
+def _row(r: Any) -> LetterRow:
+    return LetterRow(
+        r.id,
+        r.account_id,
+        r.review_id,
+        r.kind,
+        r.template,
+        r.status,
+        r.reason,
+        r.provider,
+        r.provider_id,
+        r.mail_type,
+        r.pdf_sha256,
+        r.created_at,
+        r.submitted_at,
+        r.mailed_at,
+        r.deadline,
+        r.updated_at,
+        r.idempotency_key,
+        r.context,
+    )
+
+
+def _note(connection: Connection, account_id: str, at: datetime, detail: str, data: dict[str, Any]) -> None:
+    """The letter's step in the account's audit trail."""
+    insert_events(connection, [event(account_id, at, "letter", detail, data)])
+
+
+def mailing_address(connection: Connection, account_id: str) -> MailingAddress | None:
+    """The account's mailing address, or None when it has none that can be mailed to."""
+    a = connection.execute(
+        select(
+            account.c.address_line1,
+            account.c.address_line2,
+            account.c.city,
+            account.c.state,
+            account.c.postal_code,
+            account.c.country,
+        ).where(account.c.account_id == account_id)
+    ).first()
+    if a is None or not (a.address_line1 and a.city and a.postal_code and a.country):
+        return None
+    return MailingAddress(
+        a.address_line1, a.address_line2 or "", a.city, a.state or "", a.postal_code, a.country
+    )
+
+
+def borrower_of(connection: Connection, account_id: str) -> tuple[str, str | None]:
+    """The borrower's name and the account's VIN (what letters and assignments name)."""
+    r = connection.execute(
+        select(borrower.c.name, account.c.vin)
+        .join(account, account.c.borrower_id == borrower.c.borrower_id)
+        .where(account.c.account_id == account_id)
+    ).one()
+    return r.name, r.vin
+
+
+def add_letter(
+    connection: Connection,
+    *,
+    key: str,
+    account_id: str,
+    review_id: int | None,
+    kind: str,
+    at: datetime,
+    template: str = "",
+    pdf: bytes | None = None,
+    pdf_sha256: str | None = None,
+    context: dict[str, Any] | None = None,
+    mail_type: str = "usps_first_class",
+    blocked: str | None = None,
+) -> int | None:
+    """Write a letter under `key`, once (pending, or `blocked` with the reason); None if the key
+    was written before. An audit event says what was written and why it waits."""
+    if connection.execute(select(letter.c.id).where(letter.c.idempotency_key == key)).first():
+        return None
+    letter_id = int(
+        inserted_id(
+            connection.execute(
+                letter.insert().values(
+                    idempotency_key=key,
+                    account_id=account_id,
+                    review_id=review_id,
+                    kind=kind,
+                    template=template,
+                    status="blocked" if blocked else "pending",
+                    reason=blocked,
+                    mail_type=mail_type,
+                    pdf=pdf,
+                    pdf_sha256=pdf_sha256,
+                    context=context or {},
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+        )
+    )
+    detail = (
+        f"{kind} letter {letter_id} cannot be mailed: {blocked}"
+        if blocked
+        else f"{kind} letter {letter_id} written (sha256 {pdf_sha256}), to be mailed"
+    )
+    data = {"letter_id": letter_id, "review_id": review_id, "sha256": pdf_sha256, "blocked": blocked}
+    _note(connection, account_id, at, detail, data)
+    return letter_id
+
+
+def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:
+    """Pending letters with their PDF, oldest first."""
+    rows = connection.execute(
+        select(*_COLUMNS, letter.c.pdf)
+        .where(letter.c.status == "pending", letter.c.pdf.is_not(None))
+        .order_by(letter.c.created_at, letter.c.id)
+        .limit(limit)
+    ).all()
+    return [(_row(r), bytes(r.pdf)) for r in rows]
+
+
+def letters_to_track(connection: Connection, *, limit: int = 500) -> list[LetterRow]:
+    """Letters sent and not yet delivered nor returned, least recently heard of first."""
+    rows = connection.execute(
+        select(*_COLUMNS)
+        .where(letter.c.status.in_(ACTIVE), letter.c.provider_id.is_not(None))
+        .order_by(letter.c.updated_at, letter.c.id)
+        .limit(limit)
+    ).all()
+    return [_row(r) for r in rows]
+
+
+def mark_sent(
+    connection: Connection, *, letter_id: int, provider: str, provider_id: str, status: str, at: datetime
+) -> None:
+    row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
+    connection.execute(
+        update(letter)
+        .where(letter.c.id == letter_id, letter.c.status == "pending")
+        .values(provider=provider, provider_id=provider_id, status=status, submitted_at=at, updated_at=at)
+    )
+    _note(
+        connection,
+        row.account_id,
+        at,
+        f"{row.kind} letter {letter_id} accepted by {provider} as {provider_id}",
+        {"letter_id": letter_id, "provider": provider, "provider_id": provider_id},
+    )
+
+
+def mark_blocked(connection: Connection, *, letter_id: int, reason: str, at: datetime, status: str) -> None:
+    """A letter that cannot go out (`blocked`: content, address) or was refused (`failed`)."""
+    row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
+    connection.execute(
+        update(letter).where(letter.c.id == letter_id).values(status=status, reason=reason, updated_at=at)
+    )
+    _note(
+        connection,
+        row.account_id,
+        at,
+        f"{row.kind} letter {letter_id} {status}: {reason}",
+        {"letter_id": letter_id, "status": status, "reason": reason},
+    )
+
+
+def letter_by_provider_id(connection: Connection, provider_id: str) -> LetterRow | None:
+    r = connection.execute(select(*_COLUMNS).where(letter.c.provider_id == provider_id)).first()
+    return _row(r) if r else None
+
+
+def move_letter(
+    connection: Connection,
+    *,
+    letter_id: int,
+    status: str,
+    at: datetime,
+    seen_at: datetime,
+    mailed_at: datetime | None = None,
+    deadline: datetime | None = None,
+    reason: str | None = None,
+) -> bool:
+    """Move a letter forward to `status` (never back); set its mailed date and deadline once.
+    False when nothing changed (a repeated or late event)."""
+    row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
+    values: dict[str, Any] = {}
+    if RANK.get(status, -1) > RANK.get(row.status, 99):
+        values |= {"status": status, "reason": reason}
+    if mailed_at is not None and row.mailed_at is None:
+        values["mailed_at"] = mailed_at
+    if deadline is not None and row.deadline is None:
+        values["deadline"] = deadline
+    if not values:
+        return False
+    connection.execute(update(letter).where(letter.c.id == letter_id).values(**values, updated_at=seen_at))
+    if "status" in values:
+        detail = f"{row.kind} letter {letter_id} {status.replace('_', ' ')} on {at.isoformat()}"
+        if deadline is not None and "deadline" in values:
+            detail += f"; cure period ends {deadline.isoformat()}"
+        _note(
+            connection,
+            row.account_id,
+            at,
+            detail,
+            {"letter_id": letter_id, "status": status, "reason": reason},
+        )
+    return True
+
+
+def touch(connection: Connection, letter_ids: Iterable[int], at: datetime) -> None:
+    """Note that these letters were looked up at `at` (the next lookup takes others first)."""
+    ids = list(letter_ids)
+    if ids:
+        connection.execute(update(letter).where(letter.c.id.in_(ids)).values(updated_at=at))
+
+
+def letters_of_reviews(connection: Connection, review_ids: Sequence[int]) -> dict[int, LetterRow]:
+    """The latest letter of each review, by review id."""
+    if not review_ids:
+        return {}
+    found: dict[int, LetterRow] = {}
+    for r in connection.execute(
+        select(*_COLUMNS).where(letter.c.review_id.in_(list(review_ids))).order_by(letter.c.id)
+    ):
+        found[r.review_id] = _row(r)
+    return found
+
+
+def list_letters(connection: Connection, *, account_id: str | None = None) -> list[LetterRow]:
+    statement = select(*_COLUMNS).order_by(letter.c.created_at, letter.c.id)
+    if account_id is not None:
+        statement = statement.where(letter.c.account_id == account_id)
+    return [_row(r) for r in connection.execute(statement)]
+
+
+def letter_pdf(connection: Connection, letter_id: int) -> tuple[bytes, str | None] | None:
+    """The PDF as mailed and its recorded SHA-256, or None when there is no such letter or PDF."""
+    r = connection.execute(select(letter.c.pdf, letter.c.pdf_sha256).where(letter.c.id == letter_id)).first()
+    if r is None or r.pdf is None:
+        return None
+    return bytes(r.pdf), r.pdf_sha256

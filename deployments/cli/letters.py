@@ -1,0 +1,78 @@
+"""`arrears letters list` and `arrears letters pdf`: the letters mailed, and the PDF as mailed."""
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from arrears.files import atomic_write
+from arrears.storage.letters import letter_pdf, list_letters
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    Json,
+    command_group,
+    console,
+    emit_json,
+    existing_database,
+)
+
+letters_app = command_group(
+    "letters", "Letters mailed through the letters provider (right-to-cure notices…)."
+)
+
+
+@letters_app.command("list")
+def list_(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account's letters.")] = None,
+    database: DatabaseOption = None,
+    json: Json = False,
+) -> None:
+    """Letters with their kind, status, mailed date and the deadline counted from it."""
+    engine = existing_database(database)
+    with engine.connect() as connection:
+        found = [row.as_json() for row in list_letters(connection, account_id=account)]
+    if json:
+        emit_json(found)
+        return
+    table = Table(title="letters")
+    for column in ("id", "account", "kind", "status", "mailed at", "deadline", "reason"):
+        table.add_column(column)
+    for f in found:
+        table.add_row(
+            str(f["id"]),
+            f["account_id"],
+            f["kind"],
+            f["status"],
+            (f["mailed_at"] or "")[:16],
+            (f["deadline"] or "")[:16],
+            f["reason"] or "",
+        )
+    console.print(table)
+
+
+@letters_app.command("pdf")
+def pdf(
+    letter_id: Annotated[int, typer.Argument(help="The letter's id (see `arrears letters list`).")],
+    output: Annotated[Path, typer.Option("--output", help="Where to write the PDF.")],
+    database: DatabaseOption = None,
+) -> None:
+    """Write the PDF as mailed (checked against the SHA-256 recorded when it was written)."""
+    engine = existing_database(database)
+    with engine.connect() as connection:
+        found = letter_pdf(connection, letter_id)
+    if found is None:
+        raise CliError(f"no letter {letter_id} with a PDF")
+    content, recorded = found
+    if recorded and hashlib.sha256(content).hexdigest() != recorded:
+        raise CliError(f"letter {letter_id}: the stored PDF does not match its recorded SHA-256", exit_code=1)
+    try:
+        with atomic_write(output, "wb") as file:  # 0600: it carries the borrower's name and address
+            file.write(content)
+    except OSError as error:
+        raise CliError(f"{output}: {error.strerror or error}", exit_code=1) from None
+    console.print(
+        f"letter {letter_id}: {len(content):,} bytes, sha256 {recorded}, written to {output}", markup=False
+    )

@@ -1,0 +1,85 @@
+"""Webhooks of the letters and agency kinds: `/letters/{provider}/{event}`, `/agency/{provider}/{event}`.
+
+Kept apart from `deployments.webhooks` (which mounts this router) so the two change independently.
+The server only routes: each provider authenticates and parses its own callbacks (Lob's
+`Lob-Signature`, the agency's `X-Agency-Signature`), and `tasks.letters` / `tasks.agency` record
+what they say. A tracking event for a letter we do not know answers 404, so the vendor shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from arrears.settings import get_settings
+from integrations.errors import InvalidCallback
+from integrations.providers import build_provider
+from tasks.agency import record_statuses
+from tasks.letters import record_tracking
+
+__all__ = ["MAX_BODY", "mail_providers_from_settings", "mail_router"]
+
+log = logging.getLogger(__name__)
+MAX_BODY = 256 * 1024
+_KINDS = ("letters", "agency")
+
+
+def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> APIRouter:
+    """Routes for `providers` (kind → provider name → provider) over `engine`."""
+    router = APIRouter()
+    record: dict[str, Callable[..., tuple[int, int]]] = {
+        "letters": record_tracking,
+        "agency": record_statuses,
+    }
+
+    async def handle(kind: str, provider: str, request: Request) -> JSONResponse:
+        chosen = providers.get(kind, {}).get(provider)
+        if chosen is None:
+            return JSONResponse({"error": f"no {kind} provider {provider!r}"}, 404)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "callback body too large"}, 413)
+        try:
+            parsed = chosen.parse_callback(dict(request.headers), body, url=str(request.url))
+        except InvalidCallback as e:
+            return JSONResponse({"error": str(e)}, 403)
+        try:
+            known, moved = await run_in_threadpool(lambda: record[kind](parsed, engine_=engine))
+        except Exception as e:  # every vendor retries a 5xx; the log line names no borrower
+            log.error("storing a %s callback failed: %s", kind, type(e).__name__)
+            return JSONResponse({"error": "internal error; retry later"}, 500)
+        if parsed and not known:
+            return JSONResponse({"error": f"no {kind} row has this id"}, 404)
+        return JSONResponse({"ok": True, "moved": moved})
+
+    @router.post("/letters/{provider}/{event}")
+    async def letters(provider: str, event: str, request: Request) -> JSONResponse:
+        return await handle("letters", provider, request)
+
+    @router.post("/agency/{provider}/{event}")
+    async def agency(provider: str, event: str, request: Request) -> JSONResponse:
+        return await handle("agency", provider, request)
+
+    return router
+
+
+def mail_providers_from_settings(stack: ExitStack) -> dict[str, dict[str, Any]]:
+    """The configured letters and agency providers, opened on `stack`; none for an embedded
+    sandbox (no URL: nothing calls back)."""
+    settings = get_settings()
+    found: dict[str, dict[str, Any]] = {}
+    for kind in _KINDS:
+        base_url = getattr(settings, f"{kind}_base_url")
+        if base_url is None:
+            continue
+        name = getattr(settings, f"{kind}_provider")
+        credentials = {k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()}
+        found[kind] = {name: stack.enter_context(build_provider(kind, name, base_url, credentials))}
+    return found

@@ -1,0 +1,180 @@
+"""Repossession agencies: approved orders sent as assignments, overtaken ones called off there.
+
+- `push_assignments`: pending assignments to the agency provider (under their idempotency key: a
+  resend after a crash returns the first assignment), and `cancel_pending` ones cancelled there
+  (a payment, plan or hold overtook the order: regulators' most common finding in auto servicing
+  is a car taken after the borrower paid, because nobody called the agent off).
+- `record_statuses`: the agency's status changes, from its signed webhooks or a lookup; a
+  recovery is recorded with where and in what condition.
+
+Batch steps: a few assignments per task run, never one task run per account.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Connection, Engine
+
+from arrears.models import utcnow
+from arrears.settings import get_settings
+from arrears.storage import assignments, letters
+from arrears.storage.assignments import AssignmentRow
+from integrations.agency.protocol import (
+    AssignmentNotCancellable,
+    AssignmentRequest,
+    AssignmentStatus,
+    KnownAddress,
+    LenderContact,
+    Vehicle,
+)
+from integrations.errors import Permanent, ProviderError
+from tasks.database import engine
+from tasks.providers import agency_provider
+
+__all__ = [
+    "agency_configured",
+    "assignments_waiting",
+    "call_off_overtaken",
+    "push_assignments",
+    "record_statuses",
+    "vin_year",
+]
+
+# The 10th character of a VIN codes the model year in a 30-year cycle (49 CFR 565.15).
+_YEAR_CODES = "ABCDEFGHJKLMNPRSTVWXY123456789"
+
+
+def vin_year(vin: str, today: datetime) -> int:
+    """The model year a VIN states: the latest year of its code's cycle not after next year."""
+    offset = _YEAR_CODES.find(vin[9].upper())
+    if offset < 0:
+        return today.year
+    year = 1980 + offset
+    while year + 30 <= today.year + 1:
+        year += 30
+    return year
+
+
+def agency_configured() -> bool:
+    """Whether a lasting agency is configured: the embedded sandbox (no base URL) is started per
+    session and remembers no assignment, so nothing can be cancelled or looked up there."""
+    settings = get_settings()
+    return settings.agency_base_url is not None or settings.agency_provider != "sandbox"
+
+
+def assignments_waiting() -> bool:
+    with engine().connect() as connection:
+        return bool(assignments.assignments_to_push(connection, limit=1))
+
+
+def call_off_overtaken() -> dict[str, int]:
+    """After an import that overtook repossession orders: tell the agency at once (outside a
+    flow, so no Prefect task run)."""
+    if not agency_configured() or not assignments_waiting():
+        return {}
+    return push_assignments.fn()
+
+
+def _request(connection: Connection, row: AssignmentRow) -> AssignmentRequest:
+    name, vin = letters.borrower_of(connection, row.account_id)
+    address = letters.mailing_address(connection, row.account_id)
+    if address is None or not vin:
+        raise ValueError("no VIN or no mailing address on file")
+    settings = get_settings()
+    return AssignmentRequest(
+        idempotency_key=row.idempotency_key,
+        account_reference=row.account_id,
+        vehicle=Vehicle(vin, vin_year(vin, datetime.now(UTC)), "(see VIN)", "(see VIN)"),
+        borrower_name=name,
+        addresses=[
+            KnownAddress(
+                "home",
+                address.line1,
+                address.city,
+                address.postal_code,
+                address.state,
+                address.country,
+                address.line2,
+            )
+        ],
+        lender=LenderContact(f"{settings.lender_name} recovery desk", settings.lender_contact.split(",")[0]),
+    )
+
+
+@task(name="push-assignments", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def push_assignments(limit: int = 500) -> dict[str, int]:
+    """Send pending assignments and cancel overtaken ones at the agency."""
+    counts = {"assignments_sent": 0, "assignments_cancelled": 0, "assignments_waiting": 0}
+    with engine().connect() as connection:
+        todo = assignments.assignments_to_push(connection, limit=limit)
+    if not todo:
+        return counts
+    name = get_settings().agency_provider
+    with agency_provider() as provider:
+        for row in todo:
+            now = utcnow()
+            try:
+                if row.status == "pending":
+                    with engine().connect() as connection:
+                        request = _request(connection, row)
+                    assigned = provider.assign(request)
+                    with engine().begin() as connection:
+                        assignments.mark_assigned(
+                            connection,
+                            row_id=row.id,
+                            provider=name,
+                            provider_id=assigned.assignment_id,
+                            at=now,
+                        )
+                    counts["assignments_sent"] += 1
+                else:
+                    assert row.provider_id is not None
+                    status = provider.cancel(row.provider_id, row.reason or "overtaken")
+                    record_statuses([status], seen_at=now)
+                    counts["assignments_cancelled"] += status.status == "cancelled"
+            except AssignmentNotCancellable as late:
+                # Too late: the car is recovered. Recorded as the agency reports it.
+                with engine().begin() as connection:
+                    assignments.move_assignment(
+                        connection, row_id=row.id, status=late.status, at=now, reason=str(late)
+                    )
+            except (Permanent, ValueError) as refused:
+                if row.status != "pending":  # a cancel the agency could not apply: tried again later
+                    counts["assignments_waiting"] += 1
+                    continue
+                with engine().begin() as connection:
+                    assignments.move_assignment(
+                        connection, row_id=row.id, status="closed", at=now, reason=f"refused: {refused}"
+                    )
+            except ProviderError:
+                counts["assignments_waiting"] += 1
+    return counts
+
+
+def record_statuses(
+    statuses: Sequence[AssignmentStatus], seen_at: datetime | None = None, *, engine_: Engine | None = None
+) -> tuple[int, int]:
+    """Record the agency's status changes (late, repeated, out of order: harmless); returns how
+    many were about assignments we know and how many moved one. Unknown ids are ignored."""
+    moved = known = 0
+    with (engine_ or engine()).begin() as connection:
+        for s in sorted(statuses, key=lambda s: s.at):
+            row = assignments.assignment_by_provider_id(connection, s.assignment_id)
+            if row is None:
+                continue
+            known += 1
+            recovery = (
+                {
+                    "recovered_at": s.recovered_at.isoformat() if s.recovered_at else s.at.isoformat(),
+                    "location": s.recovery_location,
+                    "condition": s.condition,
+                }
+                if s.status == "recovered"
+                else None
+            )
+            moved += assignments.move_assignment(
+                connection, row_id=row.id, status=s.status, at=s.at, reason=s.reason, recovery=recovery
+            )
+    return known, moved

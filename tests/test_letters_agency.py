@@ -1,0 +1,260 @@
+"""Issue 12 end to end: the right-to-cure notice mailed as a letter through the sandbox Lob, its
+cure period counted from the mailed event, and the approved repossession assigned to (and called
+off at) the sandbox agency; everything over HTTP against the sandboxes, on a real database."""
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pypdf
+import pytest
+from sqlalchemy import Engine, update
+from typer.testing import CliRunner
+
+from tests.factories import write_csv
+from tests.later_stages import (
+    account,
+    account_t,
+    at,
+    events,
+    import_rows,
+    put_in_review,
+    review_t,
+    rows,
+    us_account,
+)
+
+IA = "A-IA1"
+
+
+@pytest.fixture
+def mail_db(
+    engine: Engine,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sms_sandbox: Any,
+    letters_sandbox: Any,
+    agency_sandbox: Any,
+) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _cli(*args: str) -> Any:
+    from deployments.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result
+
+
+def _review_step(as_of: str) -> None:
+    """The cycle's review step and its letters, as `start_reviews` runs them."""
+    from tasks.letters import send_letters, track_letters
+    from tasks.review import prepare_reviews
+
+    prepare_reviews.fn(at(as_of))
+    send_letters.fn()
+    track_letters.fn()
+
+
+def _decide(db_url: str, as_of: str) -> Any:
+    return _cli(
+        "review",
+        "decide",
+        IA,
+        "--decision",
+        "repossess",
+        "--reviewer",
+        "Ana Ruiz",
+        "--reason",
+        "no payment after the notice",
+        "--as-of",
+        as_of,
+        "--database",
+        db_url,
+    )
+
+
+def _refused(result: Any) -> bool:
+    from deployments.cli._common import CliError
+
+    return isinstance(result.exception, CliError) and result.exception.exit_code == 2
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_called_off(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """A US-IA review mails its cure notice (PDF naming the amount and deadline) to the sandbox Lob;
+    the deadline counts from the mailed event found by `arrears dispatch`; no decision before it;
+    the approved order reaches the sandbox agency, and a later payment cancels it there."""
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+
+    [sent] = letters_sandbox.letters()
+    listed = json.loads(_cli("letters", "list", "--account", IA, "--json", "--database", db_url).output)
+    [letter] = listed
+    assert (letter["kind"], letter["status"], letter["mailed_at"], letter["deadline"]) == (
+        "right_to_cure",
+        "created",
+        None,
+        None,
+    )
+    assert sent["pdf_sha256"] == letter["pdf_sha256"] and sent["idempotency_key"].endswith("right-to-cure")
+    out = tmp_path / "notice.pdf"
+    assert (
+        _cli("letters", "pdf", str(letter["id"]), "--output", str(out), "--database", db_url).exit_code == 0
+    )
+    text = _pdf_text(out.read_bytes())
+    assert "AMOUNT TO CURE: $825.00" in text and "CURE DEADLINE: " in text
+
+    not_mailed = _decide(db_url, "2027-01-30T12:00:00Z")
+    assert _refused(not_mailed) and "has not gone out" in str(not_mailed.exception)
+
+    # Mailed a week later than planned: 20 days from 8 December is Monday 28 December.
+    letters_sandbox.advance(sent["id"], "mailed", at="2026-12-08T15:00:00Z")
+    dispatched = _cli("dispatch", "--as-of", "2026-12-08T18:00:00Z", "--database", db_url, "--json")
+    assert dispatched.exit_code == 0, dispatched.output
+    [review] = rows(mail_db, review_t, IA)
+    assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
+    [letter] = json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+    assert (letter["status"], letter["mailed_at"]) == ("mailed", "2026-12-08T15:00:00+00:00")
+
+    early = _decide(db_url, "2026-12-28T23:00:00Z")
+    assert _refused(early) and "runs until 2026-12-29T06:00:00+00:00" in str(early.exception)
+    decided = _decide(db_url, "2026-12-29T15:00:00Z")
+    assert decided.exit_code == 0, decided.output
+    [assignment] = _assignments(agency_sandbox)
+    assert assignment["our_status"] == "assigned"
+
+    pays = write_csv(
+        tmp_path / "payments.csv",
+        [
+            {
+                "payment_id": "P-IA1",
+                "account_id": IA,
+                "amount": "825.00",
+                "received_at": "2026-12-30T10:00:00-06:00",
+            }
+        ],
+    )
+    paid = _cli("import", "payments", str(pays), "--database", db_url)
+    assert paid.exit_code == 0, paid.output
+    cycled = _cli("cycle", "--as-of", "2026-12-30T18:00:00Z", "--database", db_url)
+    assert cycled.exit_code in (0, 4), cycled.output
+    [assignment] = _assignments(agency_sandbox)
+    assert assignment["our_status"] == "cancelled"
+    shown = json.loads(_cli("show", IA, "--json", "--database", db_url).output)
+    assert [x["status"] for x in shown["letters"]] == ["mailed"]
+    assert [x["status"] for x in shown["agency_assignments"]] == ["cancelled"]
+    assert shown["agency_assignments"][0]["reason"].startswith("payment P-IA1")
+
+
+def _assignments(agency: Any) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=agency.base_url) as admin:
+        return list(admin.get("/_sandbox/assignments").json()["assignments"])
+
+
+def test_account_without_address_gets_no_letter_and_its_review_is_blocked(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """No mailing address: no letter goes out and the review shows as blocked with the reason."""
+    from tasks.review import waiting
+
+    put_in_review(mail_db, tmp_path, "A-NOADDR")
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-NOADDR").values(address_line1=None))
+    _review_step("2026-12-01T17:00:00Z")
+    assert letters_sandbox.letters() == []
+    [w] = [w for w in waiting(mail_db, now=at("2027-02-01T00:00:00Z")) if w.account_id == "A-NOADDR"]
+    assert (w.waits_for, "no mailing address on file" in w.detail) == ("blocked", True)
+
+
+def test_returned_letter_puts_the_review_on_hold(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A letter returned to sender holds the review: no decision even after the cure period."""
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    letters_sandbox.advance(sent["id"], "returned_to_sender", at="2026-12-05T15:00:00Z")
+    _review_step("2026-12-06T17:00:00Z")
+    refused = _decide(db_url, "2027-01-30T12:00:00Z")
+    assert _refused(refused) and "returned to sender" in str(refused.exception)
+    assert any("returned to sender" in e.detail for e in events(mail_db, IA, "letter"))
+
+
+def test_tracking_webhook_starts_the_cure_period(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A mailed event signed by the sandbox Lob, posted to /letters/sandbox/tracking, sets the
+    deadline; a badly signed one is refused with 403."""
+    from starlette.testclient import TestClient
+
+    from deployments.webhooks import create_app
+    from integrations.providers import build_provider
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    letters_sandbox.advance(sent["id"], "mailed", at="2026-12-08T15:00:00Z")
+    headers, body = letters_sandbox.signed_callback(sent["id"])
+    with build_provider("letters", "sandbox", letters_sandbox.base_url, letters_sandbox.credentials) as lob:
+        app = create_app(
+            engine=mail_db, sms_providers={}, secret=None, mail_providers={"letters": {"sandbox": lob}}
+        )
+        with TestClient(app) as client:
+            forged = client.post(
+                "/letters/sandbox/tracking", content=body, headers={**headers, "Lob-Signature": "0" * 64}
+            )
+            assert forged.status_code == 403
+            assert client.post("/letters/sandbox/tracking", content=body, headers=headers).status_code == 200
+    [review] = rows(mail_db, review_t, IA)
+    assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("columns", "rejected"),
+    [
+        (
+            {"address_line1": "1 Main St", "city": "Des Moines", "state": "IA", "postal_code": "5030"},
+            "postal_code",
+        ),
+        ({"address_line1": "1 Main St", "city": "Des Moines", "postal_code": "50309"}, "state"),
+        ({"address_line1": "1 Main St", "state": "IA", "postal_code": "50309"}, "city"),
+    ],
+)
+def test_address_columns_are_validated(columns: dict[str, str], rejected: str) -> None:
+    """A mailing address is checked as a whole: a US one needs a line, a city, its state and a ZIP code."""
+    from arrears.importing import parse_account
+
+    record = {
+        k: v
+        for k, v in us_account("A-X").items()
+        if k not in ("address_line1", "city", "state", "postal_code")
+    }
+    found = parse_account(2, record | columns)
+    assert isinstance(found, list) and rejected in {r.field for r in found}
+
+
+def test_address_is_stored_with_the_jurisdictions_country(engine: Engine, tmp_path: Path) -> None:
+    """An imported address without a country takes the jurisdiction's (US for US-IA)."""
+    import_rows(engine, tmp_path, [us_account("A-ADDR")])
+    a = account(engine, "A-ADDR")
+    assert (a.address_line1, a.city, a.state, a.postal_code, a.country) == (
+        "12 Elm Street",
+        "Des Moines",
+        "IA",
+        "50309",
+        "US",
+    )
