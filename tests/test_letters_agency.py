@@ -210,9 +210,7 @@ def test_tracking_webhook_starts_the_cure_period(
     letters_sandbox.advance(sent["id"], "mailed", at="2026-12-08T15:00:00Z")
     headers, body = letters_sandbox.signed_callback(sent["id"])
     with build_provider("letters", "sandbox", letters_sandbox.base_url, letters_sandbox.credentials) as lob:
-        app = create_app(
-            engine=mail_db, sms_providers={}, secret=None, mail_providers={"letters": {"sandbox": lob}}
-        )
+        app = create_app(engine=mail_db, mail_providers={"letters": {"sandbox": lob}})
         with TestClient(app) as client:
             forged = client.post(
                 "/letters/sandbox/tracking", content=body, headers={**headers, "Lob-Signature": "0" * 64}
