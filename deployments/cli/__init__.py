@@ -34,6 +34,9 @@ def main() -> None:
     # Flow and task logs go to Prefect's API (the UI); the terminal gets our own output.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lender's machine
+    # The ephemeral server migrates a fresh database on first use: Prefect's 20 s are too few for
+    # that on a busy two-core machine (the demo then fails before it starts).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     install_log_masking()  # phone numbers and national ids never reach a log in clear
     try:
         app()
