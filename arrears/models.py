@@ -22,6 +22,7 @@ __all__ = [
     "BureauRecord",
     "ContactPoint",
     "CycleRun",
+    "Installation",
     "Message",
     "Payment",
     "Plan",
@@ -237,3 +238,13 @@ class CycleRun(SQLModel, table=True):
     started_at: datetime = _instant(default_factory=utcnow)
     finished_at: datetime | None = _instant(default=None)
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class Installation(SQLModel, table=True):
+    """One row per database: the id that namespaces every key leaving it (DESIGN §3), so two
+    databases on one Prefect server never share a run."""
+
+    __tablename__ = "installation"
+    id: int | None = Field(default=None, primary_key=True)  # always 1: one row
+    installation_id: str = Field(max_length=32)
+    created_at: datetime = _instant(default_factory=utcnow)
