@@ -61,7 +61,8 @@ PAGE = 200  # flow runs read per request
 # then bound to its reviews before the next batch; a server that refuses (503, out of database
 # connections) defers the rest to the next cycle instead of failing this one.
 START_BATCH = 100
-START_CONCURRENCY = 4
+START_CONCURRENCY = 2
+RETRY_PAUSE_SECONDS = 5.0  # first pause after the server refused a batch; doubles up to a minute
 START_BUDGET_SECONDS = 300.0  # past this, the rest waits for the next cycle: the cycle goes on
 # A run still Pending (Submitting) this long after its last state never started: its process died.
 STUCK_AFTER = timedelta(minutes=15)
@@ -212,41 +213,55 @@ def start_runs(
     id)` after each batch so a crash later loses no binding. A run already created under a key
     is found, not created again. Never raises for the server's sake: when it refuses, the
     requests left are `deferred` (the next cycle starts them) and `error` says why."""
+    from prefect.exceptions import ObjectNotFound
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     started = Started()
     deadline = time.monotonic() + budget_seconds
-    done = 0
-    try:
-        while done < len(requests) and time.monotonic() < deadline:
-            chunk = list(requests[done : done + batch])
+    pending = list(requests)
+    pause = RETRY_PAUSE_SECONDS
+    while pending and time.monotonic() < deadline:
+        chunk, pending = pending[:batch], pending[batch:]
+        try:
             # run_coro_as_sync's result type is left unsolved by mypy ("R?"): name it.
             outcome: _Batch | None = run_coro_as_sync(_start_batch(deployment, chunk))
             found, created, refused = outcome or ({}, {}, [])
-            runs = found | created
-            if runs:
-                bind(runs)  # before the next batch: a crash from here on loses no binding
-                started.runs |= runs
-            started.found += len(found)
-            started.created += len(created)
-            done += len(chunk)
-            if refused:
-                started.deferred += len(refused)
-                started.error = f"{type(refused[0]).__name__}: {refused[0]}"
+        except ObjectNotFound as error:  # no such deployment: nothing to retry
+            started.error = f"{type(error).__name__}: {error}"
+            pending = chunk + pending
+            break
+        except Exception as error:  # the server refused or is gone: the batch is retried
+            found, created, refused = {}, {}, [(r, error) for r in chunk]
+        runs = found | created
+        if runs:
+            bind(runs)  # before the next batch: a crash from here on loses no binding
+            started.runs |= runs
+        started.found += len(found)
+        started.created += len(created)
+        if refused:
+            # An overloaded server (503, out of database connections): back off, then retry
+            # the refused requests (their keys make a retry safe) while the budget lasts.
+            started.error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"
+            pending = [r for r, _ in refused] + pending
+            if time.monotonic() + pause >= deadline:
                 break
-    except Exception as error:  # the server refused or is gone: what is left waits for the next cycle
-        started.error = f"{type(error).__name__}: {error}"
-    started.deferred += len(requests) - done
-    if started.error is None and started.deferred:
+            time.sleep(pause)
+            pause = min(2 * pause, 60.0)
+        else:
+            pause = RETRY_PAUSE_SECONDS
+    started.deferred = len(pending)
+    if not started.deferred:
+        started.error = None  # every refusal was retried successfully
+    elif started.error is None:
         started.error = f"start budget of {budget_seconds:.0f}s spent"
     return started
 
 
-_Batch = tuple[dict[str, str], dict[str, str], list[BaseException]]
+_Batch = tuple[dict[str, str], dict[str, str], list[tuple[RunRequest, BaseException]]]
 
 
 async def _start_batch(deployment: str, chunk: list[RunRequest]) -> _Batch:
-    """One batch: (runs found under their key, runs created, the server's refusals)."""
+    """One batch: (runs found under their key, runs created, the requests the server refused)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
@@ -274,7 +289,7 @@ async def _start_batch(deployment: str, chunk: list[RunRequest]) -> _Batch:
 
         made = await asyncio.gather(*(create(r) for r in todo), return_exceptions=True)
     created = {r.key: str(m.id) for r, m in zip(todo, made, strict=True) if isinstance(m, FlowRun)}
-    return found, created, [m for m in made if isinstance(m, BaseException)]
+    return found, created, [(r, m) for r, m in zip(todo, made, strict=True) if isinstance(m, BaseException)]
 
 
 def dead_runs(run_ids: Sequence[str], *, now: datetime | None = None) -> set[str]:
