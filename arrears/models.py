@@ -23,6 +23,7 @@ __all__ = [
     "BureauRecord",
     "ContactPoint",
     "CycleRun",
+    "Installation",
     "Letter",
     "Message",
     "Payment",
@@ -273,6 +274,8 @@ class Quarantine(SQLModel, table=True):
     cycle_id: int | None = None
     retried_at: datetime | None = _instant(default=None)
     resolved: bool = False
+
+
 class Letter(SQLModel, table=True):
     """A letter mailed through the letters provider (a right-to-cure notice, a 催收函).
 
@@ -328,3 +331,13 @@ class AgencyAssignment(SQLModel, table=True):
     recovered_at: datetime | None = _instant(default=None)
     recovery: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # location, condition
     updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class Installation(SQLModel, table=True):
+    """One row per database: the id that namespaces every key leaving it (DESIGN §3), so two
+    databases on one Prefect server never share a run."""
+
+    __tablename__ = "installation"
+    id: int | None = Field(default=None, primary_key=True)  # always 1: one row
+    installation_id: str = Field(max_length=32)
+    created_at: datetime = _instant(default_factory=utcnow)

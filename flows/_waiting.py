@@ -5,12 +5,22 @@ under numbered keys (`cure-wait-1`, `cure-wait-2`, …, or `court-wait-…`), so
 from the top replays the wakes it already got, in order, and goes on where it stopped. A wait
 is a suspension under a deployment (no process held) and a pause in the process without one.
 
-The cycle's side: start one run of a deployment (`start_run`), find runs by state
+The cycle's side: start runs of a deployment in bounded batches that never fail the cycle
+(`start_runs`), find the runs that died or never started (`dead_runs`), find runs by state
 (`runs_in`, `paused_runs`, `live_runs`) and read what a paused run waits for (`pause_key`).
+
+A suspension is not an error: Prefect's engine logs "Finished in state Suspended" at ERROR, and
+at portfolio scale that line was nearly every log line on the server; `_SuspensionIsInfo`
+lowers it to INFO in every process that imports this module (the served review and referral
+runs do).
 """
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -23,7 +33,11 @@ from arrears.clock import parse_instant
 from flows._prefect import synced
 
 __all__ = [
+    "RunRequest",
+    "Started",
     "Wake",
+    "cycle_tags",
+    "dead_runs",
     "deployment_exists",
     "follow",
     "later_of",
@@ -31,8 +45,11 @@ __all__ = [
     "now_of",
     "pause_key",
     "paused_runs",
+    "run_logger",
     "runs_in",
     "start_run",
+    "start_runs",
+    "ui_url",
     "wait_for",
 ]
 
@@ -40,6 +57,15 @@ __all__ = [
 PAUSE_TIMEOUT_SECONDS = 24 * 3600
 POLL_SECONDS = 2  # how often a paused run asks whether it was resumed
 PAGE = 200  # flow runs read per request
+# Starting runs (DESIGN §7): a batch of runs is looked up by key and created, a few at a time,
+# then bound to its reviews before the next batch; a server that refuses (503, out of database
+# connections) defers the rest to the next cycle instead of failing this one.
+START_BATCH = 100
+START_CONCURRENCY = 2
+RETRY_PAUSE_SECONDS = 5.0  # first pause after the server refused a batch; doubles up to a minute
+START_BUDGET_SECONDS = 300.0  # past this, the rest waits for the next cycle: the cycle goes on
+# A run still Pending (Submitting) this long after its last state never started: its process died.
+STUCK_AFTER = timedelta(minutes=15)
 
 R = TypeVar("R", bound=RunInput)
 S = TypeVar("S")
@@ -99,7 +125,209 @@ async def follow(
         state = reload(state)
 
 
+class _SuspensionIsInfo(logging.Filter):
+    """Log "Finished in state Suspended/Paused" at INFO: a run waiting for a person is not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(
+            ("Finished in state Suspended", "Finished in state Paused")
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+if not any(isinstance(f, _SuspensionIsInfo) for f in logging.getLogger("prefect.flow_runs").filters):
+    logging.getLogger("prefect.flow_runs").addFilter(_SuspensionIsInfo())
+
+
 # -- the cycle's side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """One run to start: its idempotency key (namespaced by the installation id), name,
+    parameters and tags."""
+
+    key: str
+    name: str
+    parameters: dict[str, Any]
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Started:
+    """What `start_runs` did, counted truthfully: `runs` maps each request's key to the run
+    that now works on it; `created` runs are new, `found` ones an earlier attempt had created
+    (their binding was lost with it); `deferred` requests got no run and wait for the next cycle."""
+
+    runs: dict[str, str] = field(default_factory=dict)
+    created: int = 0
+    found: int = 0
+    deferred: int = 0
+    error: str | None = None
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger (to the Prefect API) inside a flow or task run, a plain one outside."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("arrears")
+
+
+def cycle_tags(business_date: str, cycle_id: int | None) -> list[str]:
+    """Tags that trace a run to the cycle that started it: the business date, our cycle id and,
+    inside the cycle's flow run, that run's id (the UI filters runs by a tag when it is clicked)."""
+    from prefect.runtime import flow_run
+
+    tags = [f"cycle:{business_date}"]
+    if cycle_id is not None:
+        tags.append(f"cycle-id:{cycle_id}")
+    if flow_run.id:
+        tags.append(f"cycle-run:{flow_run.id}")
+    return tags
+
+
+def ui_url(flow_run_id: str) -> str | None:
+    """The run's page in the Prefect UI, when a UI is configured (a server, not ephemeral mode)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    if not base or not PREFECT_API_URL.value():
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def start_runs(
+    deployment: str,
+    requests: Sequence[RunRequest],
+    *,
+    bind: Callable[[dict[str, str]], None],
+    batch: int = START_BATCH,
+    budget_seconds: float = START_BUDGET_SECONDS,
+) -> Started:
+    """Start a run of `deployment` for each request, batch by batch, calling `bind(key -> run
+    id)` after each batch so a crash later loses no binding. A run already created under a key
+    is found, not created again. Never raises for the server's sake: when it refuses, the
+    requests left are `deferred` (the next cycle starts them) and `error` says why."""
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    started = Started()
+    deadline = time.monotonic() + budget_seconds
+    pending = list(requests)
+    pause = RETRY_PAUSE_SECONDS
+    while pending and time.monotonic() < deadline:
+        chunk, pending = pending[:batch], pending[batch:]
+        try:
+            # run_coro_as_sync's result type is left unsolved by mypy ("R?"): name it.
+            outcome: _Batch | None = run_coro_as_sync(_start_batch(deployment, chunk))
+            found, created, refused = outcome or ({}, {}, [])
+        except ObjectNotFound as error:  # no such deployment: nothing to retry
+            started.error = f"{type(error).__name__}: {error}"
+            pending = chunk + pending
+            break
+        except Exception as error:  # the server refused or is gone: the batch is retried
+            found, created, refused = {}, {}, [(r, error) for r in chunk]
+        runs = found | created
+        if runs:
+            bind(runs)  # before the next batch: a crash from here on loses no binding
+            started.runs |= runs
+        started.found += len(found)
+        started.created += len(created)
+        if refused:
+            # An overloaded server (503, out of database connections): back off, then retry
+            # the refused requests (their keys make a retry safe) while the budget lasts.
+            started.error = f"{type(refused[0][1]).__name__}: {refused[0][1]}"
+            pending = [r for r, _ in refused] + pending
+            if time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, 60.0)
+        else:
+            pause = RETRY_PAUSE_SECONDS
+    started.deferred = len(pending)
+    if not started.deferred:
+        started.error = None  # every refusal was retried successfully
+    elif started.error is None:
+        started.error = f"start budget of {budget_seconds:.0f}s spent"
+    return started
+
+
+_Batch = tuple[dict[str, str], dict[str, str], list[tuple[RunRequest, BaseException]]]
+
+
+async def _start_batch(deployment: str, chunk: list[RunRequest]) -> _Batch:
+    """One batch: (runs found under their key, runs created, the requests the server refused)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    gate = asyncio.Semaphore(START_CONCURRENCY)
+    async with get_client() as client:
+        deployment_id = (await client.read_deployment_by_name(deployment)).id
+        existing = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                idempotency_key=FlowRunFilterIdempotencyKey(any_=[r.key for r in chunk])
+            ),
+            limit=len(chunk),
+        )
+        found = {str(r.idempotency_key): str(r.id) for r in existing}
+        todo = [r for r in chunk if r.key not in found]
+
+        async def create(request: RunRequest) -> FlowRun:
+            async with gate:
+                return await client.create_flow_run_from_deployment(
+                    deployment_id,
+                    parameters=request.parameters,
+                    name=request.name,
+                    tags=list(request.tags),
+                    idempotency_key=request.key,
+                )
+
+        made = await asyncio.gather(*(create(r) for r in todo), return_exceptions=True)
+    created = {r.key: str(m.id) for r, m in zip(todo, made, strict=True) if isinstance(m, FlowRun)}
+    return found, created, [(r, m) for r, m in zip(todo, made, strict=True) if isinstance(m, BaseException)]
+
+
+def dead_runs(run_ids: Sequence[str], *, now: datetime | None = None) -> set[str]:
+    """Of these runs, those that will never finish their work: ended without completing (failed,
+    crashed, cancelled), missing from the server, or stuck Pending (Submitting) for longer than
+    `STUCK_AFTER` (marked Crashed here, so that no runner picks them up later)."""
+    if not run_ids:
+        return set()
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.states import Crashed
+
+    now = now or datetime.now(UTC)
+    dead: set[str] = set()
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(run_ids), PAGE):
+            ids = list(run_ids[start : start + PAGE])
+            seen: set[str] = set()
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in ids])), limit=PAGE
+            ):
+                seen.add(str(run.id))
+                state = run.state
+                if state is None:
+                    continue
+                if state.is_final() and not state.is_completed():
+                    dead.add(str(run.id))
+                elif (
+                    state.is_pending() and state.timestamp is not None and now - state.timestamp > STUCK_AFTER
+                ):
+                    client.set_flow_run_state(
+                        run.id, Crashed(message="never started: replaced by the daily cycle"), force=True
+                    )
+                    dead.add(str(run.id))
+            dead |= set(ids) - seen
+    return dead
 
 
 def deployment_exists(name: str) -> bool:

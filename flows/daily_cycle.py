@@ -104,7 +104,7 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
         else None
     )
     stats["reviews"] = start_reviews(instant, as_of, cycle_id)
-    stats["referrals"] = start_referrals(instant, as_of)
+    stats["referrals"] = start_referrals(instant, as_of, cycle_id)
     stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()

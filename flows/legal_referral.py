@@ -20,14 +20,19 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
+from arrears.clock import business_date
+from arrears.settings import get_settings
 from flows._waiting import (
+    RunRequest,
+    cycle_tags,
     deployment_exists,
     follow,
     live_runs,
     now_of,
     pause_key,
     paused_runs,
-    start_run,
+    run_logger,
+    start_runs,
 )
 from tasks.legal import (
     ReferralState,
@@ -40,6 +45,7 @@ from tasks.legal import (
     submit_filing,
 )
 from tasks.providers import court_session
+from tasks.review import installation
 
 __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 
@@ -90,40 +96,57 @@ def _reload(state: ReferralState) -> ReferralState:
 def start_referrals(
     instant: datetime,
     as_of: str | None,
+    cycle_id: int | None = None,
     *,
     deployment: str = REFERRAL_DEPLOYMENT,
 ) -> dict[str, int]:
     """After advance: start a run for each account in legal referral that no live run works on
     (a new referral, or one whose run died before the case ended: restarted at most once a day,
-    it reads back what was done), on `deployment` when it is served; then wake every waiting
-    referral run to poll its court."""
+    it reads back what was done), on `deployment` when it is served, in bounded batches that
+    never fail the cycle; then wake every waiting referral run to poll its court."""
     work = referral_work()
     following = referrals_followed()
-    started = _start(deployment, work, instant, as_of) if deployment_exists(deployment) else 0
-    return {"referral_runs_started": started, "referral_runs_woken": _wake(following, as_of)}
+    counts = {"referral_runs_started": 0, "referral_runs_deferred": 0}
+    if deployment_exists(deployment):
+        counts = _start(deployment, work, instant, as_of, cycle_id)
+    return {**counts, "referral_runs_woken": _wake(following, as_of)}
 
 
 def _start(
-    deployment: str, work: list[tuple[str, int, int | None, str | None]], instant: datetime, as_of: str | None
-) -> int:
+    deployment: str,
+    work: list[tuple[str, int, int | None, str | None]],
+    instant: datetime,
+    as_of: str | None,
+    cycle_id: int | None,
+) -> dict[str, int]:
     """One run per referral that no live run follows and whose case has not ended."""
     live = {str(run.name) for run in live_runs("legal-referral")}
-    started = 0
+    tags = cycle_tags(business_date(instant, get_settings().lender_timezone).isoformat(), cycle_id)
+    base = f"{installation()}-referral"  # namespaced: one Prefect server may serve several databases
+    requests: list[RunRequest] = []
     for account_id, episode, referral_id, status in work:
         if f"referral {account_id}" in live or status in _ENDED:
             continue
-        key = f"referral-{account_id.lower()}-{episode}"
+        key = f"{base}-{account_id.lower()}-{episode}"
         if referral_id is not None:  # opened before: its run ended without finishing the case
             key += f"-restart-{instant:%Y%m%d}"
-        start_run(
-            deployment,
-            parameters={"account_id": account_id, "as_of": as_of},
-            name=f"referral {account_id}",
-            tags=["stage:legal_referral", f"account:{account_id.lower()}"],
-            key=key,
+        requests.append(
+            RunRequest(
+                key,
+                f"referral {account_id}",
+                {"account_id": account_id, "as_of": as_of},
+                ("stage:legal_referral", f"account:{account_id.lower()}", *tags),
+            )
         )
-        started += 1
-    return started
+    started = start_runs(deployment, requests, bind=lambda runs: None)  # found again by name
+    if started.error:
+        run_logger().warning(
+            "referral runs: %d started, %d deferred to the next cycle (%s)",
+            started.created,
+            started.deferred,
+            started.error,
+        )
+    return {"referral_runs_started": started.created, "referral_runs_deferred": started.deferred}
 
 
 def _wake(following: set[str], as_of: str | None) -> int:

@@ -26,19 +26,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pydantic
 from prefect import flow, get_run_logger
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 from pydantic import Field
 
+from arrears.clock import business_date
+from arrears.settings import get_settings
 from flows._waiting import (
+    RunRequest,
+    cycle_tags,
+    dead_runs,
     deployment_exists,
     follow,
     now_of,
     pause_key,
     paused_runs,
-    start_run,
+    run_logger,
+    start_runs,
     wait_for,
 )
 from tasks.agency import agency_configured, assignments_waiting, push_assignments
@@ -48,6 +55,9 @@ from tasks.review import (
     Prepared,
     ReviewState,
     close_review,
+    decision_context,
+    decision_options,
+    installation,
     load_review,
     open_review,
     prepare_reviews,
@@ -61,6 +71,7 @@ from tasks.review import (
 __all__ = [
     "REVIEW_DEPLOYMENT",
     "ReviewDecision",
+    "decision_form",
     "follow_letters_and_orders",
     "repossession_review",
     "start_reviews",
@@ -83,6 +94,20 @@ class ReviewDecision(RunInput):
         description="Your name. Prefect's server has no users: arrears records the reviewer from this field.",
     )
     reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the account's audit trail.")
+
+
+def decision_form(options: tuple[str, ...], context: str) -> type[ReviewDecision]:
+    """The form a reviewer sees: the account's context above it, and only the decisions the
+    account's holds allow."""
+    form: type[ReviewDecision] = ReviewDecision
+    if set(options) != {"repossess", "legal", "negotiate"}:
+        allowed = Literal[options]  # type: ignore[valid-type]  # built from the account's holds
+        form = pydantic.create_model(
+            "ReviewDecision",
+            __base__=ReviewDecision,
+            decision=(allowed, Field(description=f"One of: {', '.join(options)} (the account's holds)")),
+        )
+    return form.with_initial_data(description=context)
 
 
 def _name() -> str:
@@ -141,7 +166,8 @@ def _reload(state: ReviewState) -> ReviewState:
 async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State:
     """The decision already recorded, or the one a reviewer gives now."""
     if state.decision is None:
-        answer = await wait_for(ReviewDecision, key="decision")
+        form = decision_form(decision_options(state.holds), decision_context(state.review_id, now))
+        answer = await wait_for(form, key="decision")
         at = max(now, datetime.now(UTC))
         decided: Decided = record_decision(
             state.review_id, answer.decision, answer.reviewer, answer.reason, at, "prefect"
@@ -193,63 +219,57 @@ def start_reviews(
         "review_runs_cancelled": 0,
     }
     if deployment_exists(deployment):
-        counts["review_runs_started"] = _start(deployment, prepared, as_of)
+        counts |= _start(deployment, prepared, instant, as_of, cycle_id)
     # Runs paused in a process (no deployment) are woken the same way as suspended ones.
     counts["review_runs_woken"], counts["review_runs_cancelled"] = wake_reviews(instant, as_of)
     return counts
 
 
-def _start(deployment: str, prepared: Prepared, as_of: str | None) -> int:
-    """One run per review without a live one; without a deployment, none: `arrears review decide`
-    then records straight into the table."""
-    # A run that ended without finishing its review (crashed, failed, timed out) is replaced.
-    ended = _ended_runs([run_id for _, _, run_id in prepared.with_run])
-    # The account is in the key as well as the review: a key is unique across the whole Prefect
-    # server, which may serve more than one arrears database (staging, tests).
+def _start(
+    deployment: str, prepared: Prepared, instant: datetime, as_of: str | None, cycle_id: int | None
+) -> dict[str, int]:
+    """One run per review without a live one, started in bounded batches that never fail the
+    cycle; a run that crashed, failed or never started is replaced and its review rebound."""
+    dead = dead_runs([run_id for _, _, run_id in prepared.with_run])
+    # The installation id namespaces the key: a key is unique across the whole Prefect server,
+    # which may serve more than one arrears database (staging, tests).
+    base = f"{installation()}-review"
     todo = [
-        (review_id, account_id, f"review-{account_id.lower()}-{review_id}")
+        (review_id, account_id, f"{base}-{account_id.lower()}-{review_id}")
         for review_id, account_id in prepared.without_run
     ]
     todo += [
-        (review_id, account_id, f"review-{account_id.lower()}-{review_id}-after-{run_id}")
+        (review_id, account_id, f"{base}-{account_id.lower()}-{review_id}-after-{run_id}")
         for review_id, account_id, run_id in prepared.with_run
-        if run_id in ended
+        if run_id in dead
     ]
-    started: list[tuple[int, str]] = []
-    for review_id, account_id, key in todo:
-        run = start_run(
-            deployment,
-            parameters={"account_id": account_id, "as_of": as_of},
-            name=f"review {account_id}",
-            tags=["stage:repossession_review", f"account:{account_id.lower()}"],
-            key=key,
+    tags = cycle_tags(business_date(instant, get_settings().lender_timezone).isoformat(), cycle_id)
+    reviews = {key: review_id for review_id, _, key in todo}
+    requests = [
+        RunRequest(
+            key,
+            f"review {account_id}",
+            {"account_id": account_id, "as_of": as_of},
+            ("stage:repossession_review", f"account:{account_id.lower()}", *tags),
         )
-        started.append((review_id, str(run.id)))
-    if started:
-        set_review_runs(started)
-    return len(started)
-
-
-def _ended_runs(run_ids: list[str]) -> set[str]:
-    """Of these runs, those that ended without completing (failed, crashed, cancelled)."""
-    if not run_ids:
-        return set()
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    ended: set[str] = set()
-    with get_client(sync_client=True) as client:
-        for start in range(0, len(run_ids), 200):
-            ids = [UUID(r) for r in run_ids[start : start + 200]]
-            for run in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200
-            ):
-                state = run.state
-                if state is not None and state.is_final() and not state.is_completed():
-                    ended.add(str(run.id))
-    return ended
+        for _, account_id, key in todo
+    ]
+    started = start_runs(
+        deployment, requests, bind=lambda runs: set_review_runs([(reviews[k], r) for k, r in runs.items()])
+    )
+    if started.error:
+        run_logger().warning(
+            "review runs: %d started, %d deferred to the next cycle (%s)",
+            started.created,
+            started.deferred,
+            started.error,
+        )
+    return {
+        "review_runs_started": started.created,
+        "review_runs_found": started.found,
+        "review_runs_replaced": len(dead),
+        "review_runs_deferred": started.deferred,
+    }
 
 
 def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:

@@ -6,33 +6,50 @@ in a `compliance` artifact; a violation is emitted as an `arrears.compliance.vio
 that an automation can page someone. Artifacts carry counts and rule names, never a number.
 """
 
+import os
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from arrears.buckets import BUCKETS
 from arrears.compliance.report import ComplianceReport, compliance_report
+from arrears.currencies import display
 from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine
-from arrears.storage.reports import PortfolioReport, portfolio_report
+from arrears.storage.reports import PortfolioReport, TrendPoint, portfolio_report, trend
+from arrears.storage.reviews import waiting_list
+from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 
-__all__ = ["report_cycle"]
+__all__ = ["report_cycle", "transition_rows", "trend_chart", "trend_rows"]
+
+_OPEN = frozenset(s.value for s in Stage)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
-    report, audit = _read(cycle_id)
+    report, audit, points, overdue = _read(cycle_id)
     with engine().connect() as connection:
         held = quarantine.counts(connection, cycle_id=cycle_id)
     _publish(report, audit, business_date, held)
+    _publish_trend(points)
+    get_run_logger().info(
+        "cycle %s: %d accounts, %d transitions; dispatch %s; quarantined %s",
+        business_date,
+        sum(n for b in report.by_stage_bucket.values() for n in b.values()),
+        sum(n for d in report.transitions.values() for n in d.values()),
+        ", ".join(f"{k} {v}" for k, v in report.dispatched.items()) or "nothing",
+        held.get("this_cycle", 0),
+    )
     _emit(report, audit, cycle_id, business_date)
+    _emit_overdue(overdue, cycle_id, business_date)
     result = report.as_json()
     result["quarantine"] = held
     if audit is not None:
@@ -44,12 +61,21 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     return result
 
 
-def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None]:
-    """The portfolio after the cycle, and the audit of the cycle's sends (None before any cycle ran)."""
+def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list[TrendPoint], list[str]]:
+    """The portfolio after the cycle, the audit of the cycle's sends (None before any cycle ran),
+    the trend over the last cycles and the accounts whose review waits past its deadline."""
     with engine().connect() as connection:
         report = portfolio_report(connection, cycle_id=cycle_id)
         if report.as_of is None:
-            return report, None
+            return report, None, [], []
+        points = trend(connection, current=report)
+        overdue = [
+            w.account_id
+            for w in waiting_list(connection, now=report.as_of)
+            if w.what == "review"
+            and w.waits_for == "reviewer"
+            and report.as_of - w.since > timedelta(days=review_deadline_days())
+        ]
         # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
         audit = compliance_report(
             connection,
@@ -59,7 +85,7 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None]:
             lender=get_settings().lender_name,
             cycle_id=cycle_id,
         )
-    return report, audit
+    return report, audit, points, overdue
 
 
 def _publish(
@@ -73,7 +99,7 @@ def _publish(
     )
     create_table_artifact(
         key="transition-matrix",
-        table=[{"from": src, **dsts} for src, dsts in report.transitions.items()] or [{"from": "(none)"}],
+        table=transition_rows(report.transitions),
         description=f"Stage transitions taken in the cycle of {business_date} (rows: from, columns: to)",
     )
     create_table_artifact(
@@ -103,8 +129,17 @@ def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int
     """The cycle's events, for automations: completed, messages blocked, compliance violations."""
     resource = {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
     emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
-    if report.blocked_by_reason:
-        emit_event("arrears.messages.blocked", resource=resource, payload=report.blocked_by_reason)
+    blocked = report.dispatched.get("blocked", 0) or sum(report.blocked_by_reason.values())
+    if blocked:
+        threshold = blocked_alert_threshold()
+        # The label lets an automation match only the cycles over the threshold (DESIGN §9).
+        over = {**resource, "arrears.blocked.over-threshold": str(blocked > threshold).lower()}
+        by_reason = report.dispatch_blocked_by_reason or report.blocked_by_reason
+        emit_event(
+            "arrears.messages.blocked",
+            resource=over,
+            payload={"blocked": blocked, "threshold": threshold, "by_reason": by_reason},
+        )
     if audit is not None and audit.violations:
         summary = audit.as_json()
         emit_event(
@@ -115,6 +150,100 @@ def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int
                 "first": [mask_text(str(v)) for v in summary["violations"][:20]],
             },
         )
+
+
+def transition_rows(transitions: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """The transition matrix with one column per destination in every row: the UI takes its
+    columns from the first row, so a row with fewer keys would hide the others' columns."""
+    columns = sorted({dst for dsts in transitions.values() for dst in dsts})
+    rows = [
+        {"from": src, **{dst: dsts.get(dst, 0) for dst in columns}}
+        for src, dsts in sorted(transitions.items())
+    ]
+    return rows or [{"from": "(none)"}]
+
+
+def trend_rows(points: list[TrendPoint]) -> list[dict[str, Any]]:
+    """One row per cycle, the same keys in every row (every stage, currency and outcome seen)."""
+    stages = sorted({s for p in points for s in p.by_stage})
+    currencies = sorted({c for p in points for c in p.collected})
+    outcomes = sorted({o for p in points for o in p.messages})
+    return [
+        {
+            "date": p.business_date.isoformat(),
+            **{f"in {s}": p.by_stage.get(s, 0) for s in stages},
+            "roll rate": "" if p.roll_rate is None else f"{p.roll_rate:.2%}",
+            "cure rate": "" if p.cure_rate is None else f"{p.cure_rate:.2%}",
+            "promises kept": p.promises_kept,
+            **{f"collected {c}": display(p.collected.get(c, Decimal(0)), c) for c in currencies},
+            **{f"messages {o}": p.messages.get(o, 0) for o in outcomes},
+        }
+        for p in points
+    ]
+
+
+_BAR = 30  # characters of the longest bar
+
+
+def trend_chart(points: list[TrendPoint]) -> str:
+    """A chart the UI renders as markdown: open accounts, cure rate and messages sent per cycle,
+    as unicode bars in a table."""
+    if not points:
+        return "# Trend\n\nno cycle yet"
+    open_accounts = [sum(n for s, n in p.by_stage.items() if s in _OPEN) for p in points]
+    sent = [p.messages.get("sent", 0) + p.messages.get("delivered", 0) for p in points]
+    cures = [p.cure_rate or 0.0 for p in points]
+    lines = [
+        f"# Trend over the last {len(points)} cycles",
+        "",
+        "| date | open accounts | cure rate | messages sent |",
+        "|---|---|---|---|",
+    ]
+    for p, o, c, m in zip(points, open_accounts, cures, sent, strict=True):
+        lines.append(
+            f"| {p.business_date.isoformat()} | `{_bar(o, max(open_accounts))}` {o:,} "
+            f"| `{_bar(c, max(cures))}` {c:.1%} | `{_bar(m, max(sent))}` {m:,} |"
+        )
+    return "\n".join(lines)
+
+
+def _bar(value: float, top: float) -> str:
+    eighths = round(_BAR * 8 * value / top) if top > 0 else 0
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(_BAR)
+
+
+def _publish_trend(points: list[TrendPoint]) -> None:
+    if not points:
+        return
+    create_table_artifact(
+        key="cycle-trend",
+        table=trend_rows(points),
+        description=f"The last {len(points)} cycles: accounts by stage, roll and cure rates, promises kept, "
+        "amounts collected, messages by outcome",
+    )
+    create_markdown_artifact(key="cycle-trend-chart", markdown=trend_chart(points), description="Trend chart")
+
+
+def blocked_alert_threshold() -> int:
+    """Blocked messages in one cycle above which operations are alerted (ARREARS_BLOCKED_ALERT_THRESHOLD)."""
+    return int(os.environ.get("ARREARS_BLOCKED_ALERT_THRESHOLD", "50"))
+
+
+def review_deadline_days() -> int:
+    """Days a review may wait for its reviewer after the cure period (ARREARS_REVIEW_DEADLINE_DAYS)."""
+    return int(os.environ.get("ARREARS_REVIEW_DEADLINE_DAYS", "3"))
+
+
+def _emit_overdue(overdue: list[str], cycle_id: int, business_date: str) -> None:
+    """One event per cycle naming the reviews waiting past their deadline, oldest first."""
+    if not overdue:
+        return
+    emit_event(
+        "arrears.reviews.overdue",
+        resource={"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date},
+        payload={"overdue": len(overdue), "deadline_days": review_deadline_days(), "accounts": overdue[:20]},
+    )
 
 
 def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:
@@ -158,7 +287,10 @@ def _summary(report: PortfolioReport, business_date: str) -> str:
         f"# Daily cycle {business_date}",
         f"- accounts: {total:,}",
         f"- transitions: {moved:,}",
-        *(f"- messages {k}: {v:,}" for k, v in sorted(report.messages.items())),
+        # What dispatch did, as the CLI prints it: deferred messages of earlier days included.
+        *(f"- dispatch {k}: {v:,}" for k, v in report.dispatched.items()),
+        *(f"- dispatch blocked, {k}: {v:,}" for k, v in report.dispatch_blocked_by_reason.items()),
+        *(f"- new messages {k}: {v:,}" for k, v in sorted(report.messages.items())),
         f"- roll rate: {report.roll_rate if report.roll_rate is not None else 'n/a'}",
         f"- cure rate: {report.cure_rate if report.cure_rate is not None else 'n/a'}",
     ]

@@ -18,11 +18,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection, Engine
 
+from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.review import decision_refusal, notice_owed, repossession_barred, settle_decision
 from arrears.storage import accounts, reviews, vendor_orders
+from arrears.storage.installation import installation_id
+from arrears.storage.reports import account_context
 from arrears.storage.reviews import ReviewState, Waiting
-from arrears.vocabulary import DecisionKind
+from arrears.vocabulary import DecisionKind, Hold
 from tasks.database import engine, policy
 from tasks.letters import write_cure_letter
 
@@ -33,6 +36,9 @@ __all__ = [
     "ReviewState",
     "close_review",
     "decide_review",
+    "decision_context",
+    "decision_options",
+    "installation",
     "load_review",
     "open_review",
     "prepare_reviews",
@@ -151,8 +157,16 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
     )
 
 
+def installation() -> str:
+    """This database's installation id: every idempotency key of a run it starts carries it, so
+    two databases on one Prefect server never share a run (DESIGN §3)."""
+    with engine().begin() as connection:
+        return installation_id(connection)
+
+
 @task(name="set-review-runs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def set_review_runs(runs: list[tuple[int, str]]) -> None:
+    """Bind each review to the flow run that now works on it (a new run, or a replacement)."""
     with engine().begin() as connection:
         for review_id, flow_run_id in runs:
             reviews.set_review_run(connection, review_id=review_id, flow_run_id=flow_run_id)
@@ -165,6 +179,54 @@ def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
 
 
 # -- a review's flow run ----------------------------------------------------------------------------
+
+
+def decision_options(holds: frozenset[Hold]) -> tuple[str, ...]:
+    """The decisions a reviewer may choose: a military hold leaves no repossession to choose
+    (SCRA 50 U.S.C. 3952: `settle_decision` would turn it into a referral to legal)."""
+    every = tuple(d.value for d in DecisionKind)
+    return tuple(d for d in every if d != DecisionKind.REPOSSESS) if Hold.MILITARY in holds else every
+
+
+@task(name="decision-context", cache_policy=NO_CACHE)
+def decision_context(review_id: int, now: datetime) -> str:
+    """The account's context shown above the ReviewDecision form, as markdown: days past due,
+    amount to cure, jurisdiction, cure deadline, segment, holds and the last contacts. Counts,
+    amounts and templates only: never a phone number, an address or a message's text."""
+    with engine().connect() as connection:
+        state = reviews.review_state(connection, review_id)
+        assert state is not None, review_id
+        context = account_context(connection, state.account_id)
+    barred = repossession_barred(state.holds)
+    lines = [
+        f"### Review {state.review_id} of {state.account_id}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| days past due | {state.days_past_due} |",
+        f"| amount to cure | {display(state.past_due, state.currency)} {state.currency} |",
+        f"| balance | {display(state.balance, state.currency)} {state.currency} |",
+        f"| jurisdiction | {state.jurisdiction} |",
+        f"| cure deadline | {state.cure_deadline.isoformat() if state.cure_deadline else 'no notice owed'} |",
+        f"| segment | {context.segment} |",
+        f"| holds | {', '.join(sorted(state.holds)) or 'none'} |",
+        f"| stage since | {state.stage_since.isoformat()} |",
+        "",
+    ]
+    if Hold.MILITARY in state.holds:
+        lines.append("**Military hold**: repossession is not offered (SCRA); choose legal for a court order.")
+    elif barred:
+        lines.append(f"**Repossession barred** ({barred}): a repossess decision places no vendor order.")
+    lines += ["", "**Last contacts**", ""]
+    if context.contacts:
+        lines += ["| when | channel | template | status | reason |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {c.at.isoformat()[:16]} | {c.channel} | {c.template} | {c.status} | {c.reason or ''} |"
+            for c in context.contacts
+        ]
+    else:
+        lines.append("none")
+    return "\n".join(lines)
 
 
 @task(name="open-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

@@ -1,20 +1,32 @@
-"""What operations read: portfolio by stage and bucket, transitions, messages, roll and cure rates.
+"""What operations read: portfolio by stage and bucket, transitions, messages, roll and cure rates,
+the trend over the last cycles, and the context a reviewer sees beside a review.
 
-Shared by the cycle's artifacts and `arrears report`, so both always say the same thing.
+Shared by the cycle's artifacts and `arrears report`, so both always say the same thing. A cycle
+retried after a failed attempt reports what all its attempts at that instant did, not only the
+last attempt's (which finds every transition already taken).
 """
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.sql.functions import coalesce
 
 from arrears.lifecycle import is_open
-from arrears.storage.tables import account, audit, cycle_run, message
+from arrears.storage.tables import account, audit, cycle_run, message, payment, promise
 from arrears.vocabulary import Exit, Stage
 
-__all__ = ["PortfolioReport", "latest_cycle_id", "portfolio_report"]
+__all__ = [
+    "AccountContext",
+    "Contact",
+    "PortfolioReport",
+    "account_context",
+    "latest_cycle_id",
+    "portfolio_report",
+]
 
 
 @dataclass
@@ -26,6 +38,9 @@ class PortfolioReport:
     messages: dict[str, int] = field(default_factory=dict)  # status -> count, this cycle's messages
     blocked_by_reason: dict[str, int] = field(default_factory=dict)
     deferred_by_reason: dict[str, int] = field(default_factory=dict)
+    # What dispatch did in this cycle (every attempt at its instant), by outcome: what the CLI prints.
+    dispatched: dict[str, int] = field(default_factory=dict)
+    dispatch_blocked_by_reason: dict[str, int] = field(default_factory=dict)
     roll_rate: float | None = None  # share of delinquent accounts that moved to a later stage
     cure_rate: float | None = None  # share of delinquent accounts that cured or paid off
 
@@ -38,6 +53,8 @@ class PortfolioReport:
             "messages_by_status": self.messages,
             "blocked_by_reason": self.blocked_by_reason,
             "scheduled_by_reason": self.deferred_by_reason,
+            "dispatched": self.dispatched,
+            "dispatch_blocked_by_reason": self.dispatch_blocked_by_reason,
             "roll_rate": self.roll_rate,
             "cure_rate": self.cure_rate,
         }
@@ -45,6 +62,26 @@ class PortfolioReport:
 
 def latest_cycle_id(connection: Connection) -> int | None:
     return connection.execute(select(func.max(cycle_run.c.id))).scalar()
+
+
+def _attempts(connection: Connection, as_of: datetime) -> list[int]:
+    """The cycle runs at this instant: a cycle retried after a failure is one cycle in several rows."""
+    return list(connection.execute(select(cycle_run.c.id).where(cycle_run.c.as_of == as_of)).scalars())
+
+
+def _dispatched(connection: Connection, cycle_ids: list[int]) -> tuple[Counter[str], Counter[str]]:
+    """Dispatch outcomes audited by these cycle runs: by status, and blocks by reason."""
+    statuses: Counter[str] = Counter()
+    blocked: Counter[str] = Counter()
+    for (data,) in connection.execute(
+        select(audit.c.data).where(audit.c.cycle_id.in_(cycle_ids), audit.c.kind == "message")
+    ):
+        if data.get("when") != "send":
+            continue
+        statuses[data["status"]] += 1
+        if data["status"] == "blocked":
+            blocked[data.get("reason") or "unknown"] += 1
+    return statuses, blocked
 
 
 def portfolio_report(connection: Connection, *, cycle_id: int | None) -> PortfolioReport:
@@ -58,13 +95,19 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         select(account.c.stage, account.c.bucket, func.count()).group_by(account.c.stage, account.c.bucket)
     ):
         report.by_stage_bucket.setdefault(stage, {})[bucket] = n
-    if cycle_id is None:
+    if cycle_id is None or as_of is None:
         return report
+    attempts = _attempts(connection, as_of)
+    sent, blocked = _dispatched(connection, attempts)
+    report.dispatched, report.dispatch_blocked_by_reason = (
+        dict(sorted(sent.items())),
+        dict(sorted(blocked.items())),
+    )
     moves: Counter[tuple[str, str]] = Counter()
     journeys: dict[str, tuple[str, str]] = {}  # account -> (stage before the cycle, stage after)
     for account_id, data in connection.execute(
         select(audit.c.account_id, audit.c.data)
-        .where(audit.c.cycle_id == cycle_id, audit.c.kind == "transition")
+        .where(audit.c.cycle_id.in_(attempts), audit.c.kind == "transition")
         .order_by(audit.c.id)
     ):
         moves[(data["from"], data["to"])] += 1
@@ -99,3 +142,130 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         )
         report.cure_rate = round(sum(1 for _, a in was_open if a in (Exit.CURED, Exit.PAID_OFF)) / base, 4)
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One message to the borrower, as a reviewer reads it (no address, no text)."""
+
+    at: datetime
+    channel: str
+    template: str
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountContext:
+    """What a reviewer needs beside the review itself: the segment and the last contacts."""
+
+    segment: str
+    contacts: tuple[Contact, ...]
+
+
+def account_context(connection: Connection, account_id: str, *, contacts: int = 5) -> AccountContext:
+    """The account's segment and its last `contacts` messages, latest first."""
+    segment = connection.execute(
+        select(account.c.segment).where(account.c.account_id == account_id)
+    ).scalar_one()
+    at = coalesce(message.c.sent_at, message.c.not_before)
+    rows = connection.execute(
+        select(at.label("at"), message.c.channel, message.c.template, message.c.status, message.c.reason)
+        .where(message.c.account_id == account_id)
+        .order_by(at.desc(), message.c.id.desc())
+        .limit(contacts)
+    ).all()
+    return AccountContext(
+        segment, tuple(Contact(r.at, r.channel, r.template, r.status, r.reason) for r in rows)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One cycle in the trend: the portfolio after it and what happened in it."""
+
+    business_date: date
+    as_of: datetime
+    by_stage: dict[str, int]
+    roll_rate: float | None
+    cure_rate: float | None
+    promises_kept: int
+    collected: dict[str, Decimal]  # currency -> amount of the payments it applied
+    messages: dict[str, int]  # dispatch outcome -> count
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "business_date": self.business_date.isoformat(),
+            "as_of": self.as_of.isoformat(),
+            "accounts_by_stage": self.by_stage,
+            "roll_rate": self.roll_rate,
+            "cure_rate": self.cure_rate,
+            "promises_kept": self.promises_kept,
+            "collected": {c: str(a) for c, a in self.collected.items()},
+            "messages_by_outcome": self.messages,
+        }
+
+
+def trend(connection: Connection, *, current: PortfolioReport, cycles: int = 30) -> list[TrendPoint]:
+    """The last `cycles` cycles, oldest first, the current one (`current`, not closed yet) last.
+    A finished cycle's portfolio and rates come from the report it stored when it closed;
+    promises kept, payments applied and dispatch outcomes from the tables, so each is counted
+    once whatever the attempts."""
+    finished: dict[datetime, tuple[date, dict[str, Any]]] = {}
+    for as_of, day, stats in connection.execute(
+        select(cycle_run.c.as_of, cycle_run.c.business_date, cycle_run.c.stats)
+        .where(cycle_run.c.finished_at.is_not(None))
+        .order_by(cycle_run.c.as_of.desc(), cycle_run.c.id.desc())
+    ):
+        if current.as_of is not None and as_of >= current.as_of:
+            continue
+        finished.setdefault(as_of, (day, (stats or {}).get("report") or {}))
+        if len(finished) >= cycles + 1:
+            break
+    instants = sorted(finished)
+    points: list[tuple[datetime, date, dict[str, Any]]] = [(i, *finished[i]) for i in instants]
+    if current.as_of is not None:
+        day = connection.execute(
+            select(cycle_run.c.business_date).where(cycle_run.c.id == current.cycle_id)
+        ).scalar_one()
+        points.append((current.as_of, day, current.as_json()))
+    found: list[TrendPoint] = []
+    for index, (as_of, day, report) in enumerate(points):
+        if index == 0 and len(points) > cycles:
+            continue  # only the lower bound of the next cycle's window
+        after = points[index - 1][0] if index > 0 else None
+        found.append(
+            TrendPoint(
+                business_date=day,
+                as_of=as_of,
+                by_stage={
+                    stage: sum(buckets.values())
+                    for stage, buckets in sorted(report.get("accounts_by_stage_and_bucket", {}).items())
+                },
+                roll_rate=report.get("roll_rate"),
+                cure_rate=report.get("cure_rate"),
+                promises_kept=_promises_kept(connection, after, as_of),
+                collected=_collected(connection, after, as_of),
+                messages=dict(sorted(_dispatched(connection, _attempts(connection, as_of))[0].items())),
+            )
+        )
+    return found
+
+
+def _promises_kept(connection: Connection, after: datetime | None, until: datetime) -> int:
+    query = select(func.count()).where(promise.c.status == "kept", promise.c.resolved_at <= until)
+    if after is not None:
+        query = query.where(promise.c.resolved_at > after)
+    return int(connection.execute(query).scalar_one())
+
+
+def _collected(connection: Connection, after: datetime | None, until: datetime) -> dict[str, Decimal]:
+    query = (
+        select(account.c.currency, func.sum(payment.c.amount))
+        .join(account, account.c.account_id == payment.c.account_id)
+        .where(payment.c.applied_at <= until)
+        .group_by(account.c.currency)
+    )
+    if after is not None:
+        query = query.where(payment.c.applied_at > after)
+    return {currency: Decimal(total) for currency, total in connection.execute(query) if total is not None}

@@ -8,7 +8,7 @@ import os
 import sys
 
 from arrears.masking import install_log_masking
-from deployments.cli._common import CliError, app, console_err
+from deployments.cli._common import CliError, app, console_err, quiet_console_logs
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
 from deployments.cli import (  # noqa: F401  isort: skip
@@ -31,8 +31,8 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    # Flow and task logs go to Prefect's API (the UI); the terminal gets our own output.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Flow and task logs go to Prefect's API (the UI) at INFO; the terminal gets our own output.
+    quiet_console_logs()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lender's machine
     # The ephemeral server migrates a fresh database on first use: Prefect's 20 s are too few for
     # that on a busy two-core machine (the demo then fails before it starts).

@@ -29,6 +29,7 @@ __all__ = [
     "emit_json",
     "existing_database",
     "open_database",
+    "quiet_console_logs",
     "use_database",
 ]
 
@@ -41,6 +42,14 @@ app = typer.Typer(
 )
 console = Console()
 console_err = Console(stderr=True)
+
+
+def quiet_console_logs() -> None:
+    """Keep Prefect's log lines off the terminal (our own output is the terminal's) while flows
+    and tasks still log at INFO to Prefect's API, where the UI shows them. Lowering
+    PREFECT_LOGGING_LEVEL instead would stop them at the source: the UI would then say "This run
+    didn't generate logs" (PREFECT.md, the operator check)."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
 def command_group(name: str, help: str) -> typer.Typer:

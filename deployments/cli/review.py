@@ -47,16 +47,20 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
     now = as_of_instant(as_of)
     engine = existing_database(database)
     found = waiting(engine, now=now)
+    runs = _runs()
     if json:
-        emit_json([w.as_json() for w in found])
+        emit_json([{**w.as_json(), **_run_of(runs, w.what, w.account_id)} for w in found])
         return
     if not found:
         console.print("nothing waits for a person")
         return
     table = Table(title=f"waiting ({len(found)})")
-    for column in ("account", "what", "waits for", "since", "until", "past due", "detail"):
-        table.add_column(column)
+    columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
+    for column in columns + (["flow run"] if runs else []):
+        table.add_column(column, overflow="fold")
     for w in found:
+        run = _run_of(runs, w.what, w.account_id)
+        link = [f"{run['flow_run_id']}\n{run['flow_run_url'] or ''}".strip() if run else ""] if runs else []
         table.add_row(
             w.account_id,
             w.what,
@@ -65,8 +69,33 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
             _short(w.until),
             f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)",
             w.detail,
+            *link,
         )
     console.print(table)
+
+
+def _runs() -> dict[str, tuple[str, str | None]] | None:
+    """The live review and referral runs by name (`review A-1`), with their UI URL, when a Prefect
+    server is set (PREFECT_API_URL); None without one or when it cannot be reached."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return None
+    from flows._waiting import live_runs, ui_url
+
+    try:
+        found = live_runs("repossession-review") + live_runs("legal-referral")
+    except Exception as error:  # an unreachable server: the list still shows what waits
+        console_err.print(f"[yellow]warning:[/yellow] no flow runs from Prefect: {error}")
+        return None
+    return {str(r.name): (str(r.id), ui_url(str(r.id))) for r in found}
+
+
+def _run_of(runs: dict[str, tuple[str, str | None]] | None, what: str, account_id: str) -> dict[str, Any]:
+    if runs is None:
+        return {}
+    run = runs.get(f"{what} {account_id}")
+    return {"flow_run_id": run[0] if run else None, "flow_run_url": run[1] if run else None}
 
 
 @review_app.command("decide")
@@ -98,7 +127,8 @@ def decide(
         if agency_configured():
             push_assignments.fn()  # the approved order goes to the agency now
     run = (
-        _resume(decided.state.flow_run_id, decision.value, reviewer, reason, as_of)
+        # The decision as settled (a military hold makes repossess legal): the run's form offers only that.
+        _resume(decided.state.flow_run_id, decided.decision, reviewer, reason, as_of)
         if decided.changed
         else None
     )

@@ -25,11 +25,15 @@ def serve(
     start` so runs survive this process; without it Prefect starts a temporary local server.
     """
     migrate(open_database(use_database(database), create=True))
-    from deployments.serve import deployments, serve_all
+    from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
     for deployment in deployments():
-        schedules = ", ".join(str(s.schedule) for s in deployment.schedules or [])
-        console.print(f"[bold]{deployment.flow_name}/{deployment.name}[/bold]: {schedules}")
+        schedules = (
+            ", ".join(describe_schedule(s.schedule) for s in deployment.schedules or []) or "on demand"
+        )
+        limit = f"at most {deployment.concurrency_limit} at a time"
+        console.print(f"[bold]{deployment.flow_name}/{deployment.name}[/bold]: {schedules}; {limit}")
+    console.print(f"[bold]runs[/bold]: at most {SERVE_LIMIT} at a time in this process")
     if not dry_run:
         from deployments.webhooks import LifecycleRunner, run_lifecycle_deployment, webhook_server
 

@@ -1,0 +1,39 @@
+"""The installation id: one per database, kept in the database (DESIGN §3).
+
+It namespaces every key that leaves the database (Prefect idempotency keys, provider
+references), so that two arrears databases sharing one Prefect server never share a run. It is
+created when the database is migrated, or on first use for a database built another way, and
+never changes afterwards.
+"""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from arrears.storage.tables import table_of
+
+__all__ = ["installation_id"]
+
+_ROW = 1  # the only row
+
+
+def installation_id(connection: Connection) -> str:
+    """This database's installation id (12 lowercase hex digits), created on first use."""
+    from arrears.models import Installation
+
+    table = table_of(Installation)
+    found = connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar()
+    if found is not None:
+        return str(found)
+    try:
+        with connection.begin_nested():  # a concurrent first use may win: keep its id
+            connection.execute(
+                table.insert().values(
+                    id=_ROW, installation_id=uuid.uuid4().hex[:12], created_at=datetime.now(UTC)
+                )
+            )
+    except IntegrityError:
+        pass
+    return str(connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar_one())

@@ -1,0 +1,396 @@
+"""Operations at portfolio scale (issue 13): installation ids, run starting that never fails the
+cycle, dead runs replaced, truthful artifacts, readable schedules, suspensions logged as INFO,
+the review form's context and options, and automations that notify through a block."""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, delete, update
+
+from arrears.storage import get_engine, migrate
+from tests.later_stages import account_t, at, import_rows, review_t, rows, us_account
+
+# -- without a server ---------------------------------------------------------------------------
+
+
+def test_installation_id_is_kept_in_the_database_and_differs_between_databases(tmp_path: Path) -> None:
+    """Each database gets its own installation id at migrate time, the same on every read, and a
+    database that lost its row gets a new one on first use."""
+    from arrears.models import Installation
+    from arrears.storage.installation import installation_id
+
+    first, second = (get_engine(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db"))
+    for engine in (first, second):
+        migrate(engine)
+    with first.begin() as c:
+        one = installation_id(c)
+    with first.begin() as c:
+        assert installation_id(c) == one
+    with second.begin() as c:
+        assert installation_id(c) != one
+    with first.begin() as c:
+        c.execute(delete(Installation.__table__))  # type: ignore[attr-defined]
+        made = installation_id(c)
+    with first.begin() as c:
+        assert installation_id(c) == made and len(made) == 12
+
+
+def test_transition_matrix_rows_all_have_every_column() -> None:
+    """Every row of the transition matrix has every destination as a column (the UI takes its
+    columns from the first row)."""
+    from tasks.report import transition_rows
+
+    rows_ = transition_rows({"reminder": {"negotiation": 3}, "cured": {"reminder": 931}})
+    assert {tuple(r) for r in rows_} == {("from", "negotiation", "reminder")}
+    assert rows_[0] == {"from": "cured", "negotiation": 0, "reminder": 931}
+
+
+def test_trend_table_has_the_same_columns_in_every_row_and_a_chart() -> None:
+    """The trend table's rows share their columns even when cycles differ in stages, currencies
+    and outcomes; the chart has one bar line per cycle."""
+    from arrears.storage.reports import TrendPoint
+    from tasks.report import trend_chart, trend_rows
+
+    points = [
+        TrendPoint(date(2026, 12, 1), at("2026-12-01T01:00:00Z"), {"reminder": 10}, None, None, 0, {}, {}),
+        TrendPoint(
+            date(2026, 12, 2),
+            at("2026-12-02T01:00:00Z"),
+            {"reminder": 8, "negotiation": 2},
+            0.1,
+            0.05,
+            1,
+            {"CNY": Decimal("350.5")},
+            {"sent": 7, "blocked": 1},
+        ),
+    ]
+    table = trend_rows(points)
+    assert len({tuple(r) for r in table}) == 1
+    assert table[0]["collected CNY"] == "0.00" and table[1]["messages sent"] == 7
+    chart = trend_chart(points)
+    assert chart.count("| 2026-12-0") == 2 and "█" in chart
+
+
+def test_serve_prints_schedules_people_can_read() -> None:
+    """Schedules print as `cron … (zone)` and `every 15 minutes`, not as Python reprs."""
+    from deployments.serve import deployments, describe_schedule
+
+    described = {d.name: [describe_schedule(s.schedule) for s in d.schedules or []] for d in deployments()}
+    assert described["outbox"] == ["every 15 minutes"]
+    assert described["daily"] == ["cron 0 9 * * * (Asia/Shanghai)"]
+
+
+def test_every_served_deployment_has_a_concurrency_limit_and_prefect_yaml_agrees() -> None:
+    """Served deployments carry the same concurrency limits as prefect.yaml declares."""
+    import yaml  # type: ignore[import-untyped]  # no stubs installed
+
+    from deployments.serve import deployments
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "deployments" / "prefect.yaml").read_text())
+    declared = {d["name"]: d["concurrency_limit"] for d in spec["deployments"]}
+    assert {d.name: d.concurrency_limit for d in deployments()} == declared
+    assert all(declared.values())
+
+
+def test_a_suspension_is_logged_at_info_not_error() -> None:
+    """The engine's "Finished in state Suspended" line reaches handlers at INFO; other errors stay ERROR."""
+    import flows._waiting  # noqa: F401  installs the filter
+
+    seen: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelno, record.getMessage()))
+
+    logger = logging.getLogger("prefect.flow_runs")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.error("Finished in state Suspended('Run is suspended.')")
+        logger.error("Finished in state Failed('boom')")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [
+        (logging.INFO, "Finished in state Suspended('Run is suspended.')"),
+        (logging.ERROR, "Finished in state Failed('boom')"),
+    ]
+
+
+def test_review_form_offers_no_repossession_under_a_military_hold() -> None:
+    """The ReviewDecision form carries the context as its description and, under a military hold,
+    offers only legal and negotiate."""
+    from arrears.vocabulary import Hold
+    from flows.repossession_review import decision_form
+    from tasks.review import decision_options
+
+    form = decision_form(decision_options(frozenset({Hold.MILITARY})), "### Review 1 of A-1")
+    schema = json.dumps(form.model_json_schema())
+    assert '"legal"' in schema and '"repossess"' not in schema
+    assert form._description == "### Review 1 of A-1"
+    plain = decision_form(decision_options(frozenset()), "context")
+    assert '"repossess"' in json.dumps(plain.model_json_schema())
+
+
+# -- against a real Prefect server ------------------------------------------------------------------
+
+DEPLOYMENT = "repossession-review/ops-review-test"
+
+
+@pytest.fixture(scope="module")
+def review_deployment(prefect_harness: None) -> str:
+    """The review flow registered under a name of its own (no runner: its runs stay Scheduled),
+    so the other tests' cycles never start runs on it."""
+    from flows._prefect import synced
+    from flows.repossession_review import repossession_review
+
+    # From sync code both return their value (Prefect types each "or a coroutine").
+    deployment = synced(repossession_review.to_deployment(name=DEPLOYMENT.split("/")[1]))
+    synced(deployment.apply())
+    return DEPLOYMENT
+
+
+def _in_review(engine: Engine, tmp_path: Path, account_id: str) -> None:
+    import_rows(engine, tmp_path, [us_account(account_id, oldest_due_date="2026-10-01")])
+    with engine.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == account_id)
+            .values(stage="repossession_review", stage_since=at("2026-12-01T16:00:00Z"), episode=3)
+        )
+
+
+def _use(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def reviewing(sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Puts an account in repossession review in the test's database, which the tasks use."""
+    _use(sqlite_url, monkeypatch)
+    return lambda account_id: _in_review(sqlite_engine, tmp_path, account_id)
+
+
+def test_two_databases_on_one_server_never_share_a_review_run(
+    review_deployment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same account in review in two databases gets one run per database, and a second
+    cycle starts none and says so truthfully."""
+    from flows.repossession_review import start_reviews
+
+    runs = []
+    for name in ("first", "second"):
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        engine = get_engine(url)
+        migrate(engine)
+        _use(url, monkeypatch)
+        _in_review(engine, tmp_path, "A-SHARED")
+        counts = start_reviews(at("2026-12-01T17:00:00Z"), None, deployment=review_deployment)
+        assert (counts["review_runs_started"], counts["review_runs_deferred"]) == (1, 0)
+        again = start_reviews(at("2026-12-02T17:00:00Z"), None, deployment=review_deployment)
+        assert (again["review_runs_started"], again["review_runs_found"]) == (0, 0)
+        [review] = rows(engine, review_t, "A-SHARED")
+        runs.append(review.flow_run_id)
+    assert runs[0] and runs[1] and runs[0] != runs[1]
+
+
+def test_a_crashed_review_run_is_replaced_and_its_review_rebound(
+    review_deployment: str, sqlite_engine: Engine, sqlite_url: str, reviewing: Any
+) -> None:
+    """A review whose run crashed gets a new run at the next cycle, tagged with that cycle."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.repossession_review import start_reviews
+
+    reviewing("A-CRASH")
+    start_reviews(at("2026-12-01T17:00:00Z"), None, 7, deployment=review_deployment)
+    [review] = rows(sqlite_engine, review_t, "A-CRASH")
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(review.flow_run_id), Crashed(message="process killed"), force=True)
+    counts = start_reviews(at("2026-12-02T17:00:00Z"), None, 8, deployment=review_deployment)
+    assert (counts["review_runs_replaced"], counts["review_runs_started"]) == (1, 1)
+    [rebound] = rows(sqlite_engine, review_t, "A-CRASH")
+    assert rebound.flow_run_id != review.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(rebound.flow_run_id))
+    assert {"cycle:2026-12-03", "cycle-id:8"} <= set(run.tags)
+    assert run.name == "review A-CRASH"
+
+
+def test_starting_runs_on_a_refusing_server_defers_them_without_failing(prefect_harness: None) -> None:
+    """When the server refuses, `start_runs` raises nothing: every request is deferred, with the reason."""
+    from flows._waiting import RunRequest, start_runs
+
+    bound: list[dict[str, str]] = []
+    started = start_runs(
+        "repossession-review/no-such-deployment",
+        [RunRequest(f"k-{i}", f"review A-{i}", {"account_id": f"A-{i}"}) for i in range(3)],
+        bind=bound.append,
+    )
+    assert (started.created, started.deferred, bound) == (0, 3, [])
+    assert started.error and "ObjectNotFound" in started.error
+
+
+def test_start_runs_binds_batch_by_batch_and_counts_only_what_it_created(review_deployment: str) -> None:
+    """Runs are started in batches, each batch bound before the next; a second call finds the
+    runs by key and creates none."""
+    from flows._waiting import RunRequest, start_runs
+
+    requests = [
+        RunRequest(f"ops-batch-{time.time_ns()}-{i}", f"review B-{i}", {"account_id": f"B-{i}"})
+        for i in range(5)
+    ]
+    bound: list[dict[str, str]] = []
+    first = start_runs(review_deployment, requests, bind=bound.append, batch=2)
+    assert (first.created, first.found, [len(b) for b in bound]) == (5, 0, [2, 2, 1])
+    second = start_runs(review_deployment, requests, bind=lambda runs: None, batch=2)
+    assert (second.created, second.found, second.runs) == (0, 5, first.runs)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alert"
+    finally:
+        server.shutdown()
+
+
+def test_automations_notify_through_the_operators_block(prefect_harness: None, webhook: str) -> None:
+    """Applied automations turn an outage event and an over-threshold blocked event into
+    notifications through the configured block; a blocked event under the threshold notifies nobody."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events import emit_event
+
+    from deployments.automations import AUTOMATIONS, apply_automations
+
+    CustomWebhookNotificationBlock(
+        name="ops", url=webhook, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    ).save("ops-alerts", overwrite=True)
+    names = apply_automations("custom-webhook/ops-alerts")
+    assert names == apply_automations("custom-webhook/ops-alerts")  # updated by name, not duplicated
+    assert len(names) == len(AUTOMATIONS)
+    time.sleep(3)  # the triggers service loads new automations
+
+    emit_event("arrears.provider.outage", resource={"prefect.resource.id": "arrears.provider.sms.twilio"})
+    cycle = {"prefect.resource.id": "arrears.cycle.9", "arrears.business-date": "2026-12-02"}
+    emit_event(
+        "arrears.messages.blocked",
+        resource={**cycle, "arrears.blocked.over-threshold": "false"},
+        payload={"blocked": 3, "threshold": 50, "by_reason": {"hours": 3}},
+    )
+    emit_event(
+        "arrears.messages.blocked",
+        resource={**cycle, "arrears.blocked.over-threshold": "true"},
+        payload={"blocked": 80, "threshold": 50, "by_reason": {"hours": 80}},
+    )
+    deadline = time.monotonic() + 60
+    while len(_Hook.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    subjects = sorted(r["subject"] for r in _Hook.received)
+    assert subjects == [
+        "arrears: 80 messages blocked in one cycle",
+        "arrears: provider outage (arrears.provider.sms.twilio)",
+    ]
+
+
+def test_review_list_shows_each_runs_id_and_url(
+    review_deployment: str, sqlite_engine: Engine, sqlite_url: str, reviewing: Any
+) -> None:
+    """`review list --json` gives each review's flow run id and its UI URL when a server is set."""
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from flows.repossession_review import start_reviews
+
+    reviewing("A-LIST")
+    start_reviews(at("2026-12-01T17:00:00Z"), None, deployment=review_deployment)
+    [review] = rows(sqlite_engine, review_t, "A-LIST")
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.example:4200"}):
+        out = CliRunner().invoke(
+            app, ["review", "list", "--database", sqlite_url, "--json", "--as-of", "2026-12-02T00:00:00Z"]
+        )
+    assert out.exit_code == 0, out.output
+    [listed] = json.loads(out.output)
+    assert listed["flow_run_id"] == review.flow_run_id
+    assert listed["flow_run_url"] == f"http://prefect.example:4200/runs/flow-run/{review.flow_run_id}"
+
+
+def test_summary_counts_what_dispatch_did_across_attempts(sqlite_engine: Engine) -> None:
+    """The report counts the transitions and dispatch outcomes of every attempt at the cycle's
+    instant, so a retried cycle's summary does not say "transitions: 0"."""
+    from arrears.storage._common import inserted_id
+    from arrears.storage.reports import portfolio_report
+    from arrears.storage.tables import audit, cycle_run
+
+    instant = datetime(2026, 12, 2, 1, tzinfo=UTC)
+    with sqlite_engine.begin() as c:
+        ids = [
+            inserted_id(
+                c.execute(cycle_run.insert().values(as_of=instant, business_date=date(2026, 12, 2), stats={}))
+            )
+            for _ in range(2)
+        ]
+        c.execute(
+            audit.insert(),
+            [
+                {
+                    "account_id": None,
+                    "at": instant,
+                    "kind": "transition",
+                    "detail": "",
+                    "cycle_id": ids[0],
+                    "data": {"from": "cured", "to": "reminder"},
+                },
+                {
+                    "account_id": None,
+                    "at": instant,
+                    "kind": "message",
+                    "detail": "",
+                    "cycle_id": ids[0],
+                    "data": {"when": "send", "status": "sent"},
+                },
+                {
+                    "account_id": None,
+                    "at": instant + timedelta(seconds=1),
+                    "kind": "message",
+                    "detail": "",
+                    "cycle_id": ids[1],
+                    "data": {"when": "send", "status": "blocked", "reason": "hours"},
+                },
+            ],
+        )
+    with sqlite_engine.connect() as c:
+        report = portfolio_report(c, cycle_id=ids[1])
+    assert report.transitions == {"cured": {"reminder": 1}}
+    assert (report.dispatched, report.dispatch_blocked_by_reason) == ({"blocked": 1, "sent": 1}, {"hours": 1})
