@@ -208,13 +208,20 @@ class Message(SQLModel, table=True):
     )  # delivery receipts find rows by it
     attempts: int = 0
     lease_until: datetime | None = _instant(default=None)  # a dispatcher holds the row until then
+    # Who holds the lease: the cycle or dispatch run (None: the single-account path). A row still
+    # leased by a run that died may have been sent: it is looked up before any new verdict.
+    lease_owner: str | None = Field(default=None, max_length=64)
     created_at: datetime = _instant(default_factory=utcnow)
     sent_at: datetime | None = _instant(default=None)
 
 
 class BureauRecord(SQLModel, table=True):
     __tablename__ = "bureau_record"
+    # A pull is keyed (`pull-<account>-<episode>`): a repeated or concurrent cycle cannot record it twice.
+    __table_args__ = (Index("uq_bureau_record_idempotency_key", "idempotency_key", unique=True),)
+
     id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str | None = Field(default=None, max_length=160)  # None for furnish records
     account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
     kind: str = Field(max_length=16)  # pull | furnish
     purpose: str | None = None  # FCRA 604(a)(3)(A) permissible purpose, recorded with each pull
@@ -241,13 +248,24 @@ class AuditEvent(SQLModel, table=True):
 
 
 class CycleRun(SQLModel, table=True):
+    """One run of the daily cycle. At most one is `running` per database: `running` holds a
+    constant while it runs (unique), NULL once it finished, failed or was found crashed."""
+
     __tablename__ = "cycle_run"
+    __table_args__ = (
+        Index("uq_cycle_run_running", "running", unique=True),
+        Index("ix_cycle_run_as_of", "as_of"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     as_of: datetime = _instant()
     business_date: date = Field(index=True)
     started_at: datetime = _instant(default_factory=utcnow)
     finished_at: datetime | None = _instant(default=None)
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default="finished", max_length=16)  # running | finished | failed | crashed
+    running: str | None = Field(default=None, max_length=16)
+    owner: str | None = Field(default=None, max_length=128)  # host and process id, for people
 
 
 class Quarantine(SQLModel, table=True):

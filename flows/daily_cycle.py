@@ -31,8 +31,26 @@ from flows._waiting import start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews
 from tasks.bureau_pull import pull_bureau_profiles
-from tasks.cycle import Shard, advance_shard, close_cycle, open_cycle, plan_shards, refresh
-from tasks.dispatch import dispatch_batch, plan_dispatch
+from tasks.cycle import (
+    Shard,
+    advance_shard,
+    begin_cycle,
+    close_cycle,
+    crash_point,
+    cycle_report,
+    fail_cycle,
+    plan_shards,
+    refresh,
+    run_exclusively,
+    run_token,
+)
+from tasks.dispatch import (
+    announce_outage,
+    dispatch_batch,
+    mark_outage_waiting,
+    plan_dispatch,
+    reconcile_in_doubt,
+)
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
@@ -82,17 +100,50 @@ def _cycle_name() -> str:
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
 
-    Running it twice for the same instant changes nothing the second time: transitions are
-    already taken and every outbox key already exists. With `fan_out` (a deployment of
-    `cycle_shard`, e.g. "cycle-shard/shard"), each shard is advanced by its own flow run on
-    that deployment's workers instead of in this process; PostgreSQL must then be shared.
+    One cycle (or dispatch) at a time per database: another one running raises `CycleRunning`.
+    Running it again for an instant whose cycle finished changes nothing: it finds that cycle and
+    returns at once. A cycle that crashed is closed as `crashed` by the next run, which carries
+    on where it stopped (transitions already taken are not taken again, outbox keys and bureau
+    pull keys already present are skipped, and what the crashed run may have sent is looked up
+    before anything is decided at send time). With `fan_out` (a deployment of `cycle_shard`,
+    e.g. "cycle-shard/shard"), each shard is advanced by its own flow run on that deployment's
+    workers instead of in this process; PostgreSQL must then be shared.
     """
     settings = get_settings()
     instant = as_of_or_now(as_of)
     day = business_date(instant, settings.lender_timezone)
-    cycle_id = open_cycle(instant, day)
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
+    with run_exclusively("cycle"):
+        opened = begin_cycle(instant, day)
+        if opened.crashed:
+            stats["crashed_cycles_closed"] = opened.crashed
+        if opened.cycle_id is None:
+            get_run_logger().info(
+                "cycle %s already finished for this instant: nothing to do", opened.finished
+            )
+            return stats | _nothing_to_do(opened.finished)
+        try:
+            return _run_cycle(as_of, instant, day, opened.cycle_id, fan_out, stats)
+        except BaseException as error:
+            fail_cycle(opened.cycle_id, error)
+            raise
 
+
+def _nothing_to_do(finished: int | None) -> dict[str, Any]:
+    return {
+        "already_finished": finished,
+        "refresh": {"payments_applied": 0, "accounts_refreshed": 0},
+        "advance": {"shards": 0, "accounts": 0, "transitions": 0, "messages": 0, "held": 0},
+        "dispatch": {"batches": 0},
+        "report": cycle_report(finished) if finished is not None else {},
+    }
+
+
+def _run_cycle(
+    as_of: str | None, instant: datetime, day: date, cycle_id: int, fan_out: str | None, stats: dict[str, Any]
+) -> dict[str, Any]:
+    settings = get_settings()
+    stats["cycle_id"] = cycle_id
     stats["refresh"] = refresh(instant, day, cycle_id)
     stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
@@ -109,7 +160,12 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     if pulls is not None:
         stats["bureau"] = pulls.result()
     stats["report"] = report_cycle(cycle_id, day.isoformat())
+    crash_point("report")
+    if "outage" in stats["dispatch"]:
+        stats["outage"] = stats["dispatch"].pop("outage")
     close_cycle(cycle_id, stats)
+    if "outage" in stats:
+        announce_outage(stats["outage"], instant)
     return stats
 
 
@@ -189,19 +245,41 @@ def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None =
     return advance_shard(Shard(index, lo, hi), instant, day, cycle_id)
 
 
-def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, int]:
+def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, Any]:
     """Send what is due at `instant` (for one account, if given), batch by batch, through one
-    provider session."""
+    provider session.
+
+    A cycle or dispatch run (no `account_id`, under the run lock) first looks up what a crashed
+    run may have sent. The first batch goes alone: if it finds the provider unreachable, nothing
+    else is tried and every due message waits, and the counts carry an `outage` entry (the
+    provider and how many messages wait) for the caller to make loud.
+    """
     settings = get_settings()
-    counts: dict[str, int] = {"batches": 0}
-    batches = plan_dispatch(instant, settings.dispatch_batch, account_id)
+    counts: dict[str, Any] = {"batches": 0}
+    owner = run_token(cycle_id) if account_id is None else None
+    if owner is not None and settings.sms_base_url is not None:
+        # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
+        with sms_session():
+            recovered = reconcile_in_doubt(instant, cycle_id, owner)
+        counts |= {k: v for k, v in recovered.items() if v}
+    batches = plan_dispatch(instant, settings.dispatch_batch, account_id, owner)
     if not batches:
         return counts
-    with sms_session():
-        futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches]
-        for done, future in enumerate(futures, start=1):
-            _add(counts, future.result())
-            _progress("dispatch", done, len(futures))
+    with sms_session() as provider:
+        first = dispatch_batch(batches[0], instant, cycle_id)
+        _add(counts, first)
+        _progress("dispatch", 1, len(batches))
+        if first.get("outage"):
+            counts["waiting"] = counts.get("waiting", 0) + mark_outage_waiting(
+                instant, provider.info.name, account_id
+            )
+        else:
+            futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches[1:]]
+            for done, future in enumerate(futures, start=2):
+                _add(counts, future.result())
+                _progress("dispatch", done, len(batches))
+        if counts.pop("outage", 0):
+            counts["outage"] = {"provider": provider.info.name, "waiting": counts.pop("waiting", 0)}
     counts["batches"] = len(batches)
     return counts
 
@@ -211,14 +289,20 @@ def _dispatch_name() -> str:
 
 
 @flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=_threads(2))
-def dispatch_outbox(as_of: str | None = None) -> dict[str, int]:
+def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     """Send messages that became due since the cycle (those deferred to the borrower's morning),
-    then look up the outcome of messages whose delivery receipt never came."""
+    then look up the outcome of messages whose delivery receipt never came.
+
+    Never beside a cycle or another dispatch on the same database (`CycleRunning`): each takes
+    over the leases of a crashed one at once, which is only safe when no other is alive."""
     instant = as_of_or_now(as_of)
-    counts = run_dispatch(instant, None)
-    counts |= follow_letters_and_orders()  # letters and repossession orders, as for SMS receipts
-    # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
-    if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
-        with sms_session():
-            counts |= reconcile_receipts(instant)
+    with run_exclusively("dispatch"):
+        counts = run_dispatch(instant, None)
+        counts |= follow_letters_and_orders()  # letters and repossession orders, as for SMS receipts
+        # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
+        if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
+            with sms_session():
+                counts |= reconcile_receipts(instant)
+    if "outage" in counts:
+        announce_outage(counts["outage"], instant)
     return counts

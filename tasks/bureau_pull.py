@@ -4,7 +4,8 @@ One task per cycle (after advance), never one per account: it names the accounts
 a few queries, opens the bureau provider once (`tasks.providers.bureau_session`: the configured
 bureau, or a sandbox one started for the run), pulls each profile under its idempotency key
 (`pull-<account>-<episode>` / `skip-<account>-<episode>`, so a retried task makes no second
-inquiry) and stores each result as it comes (`arrears.storage.bureau.record_pull`).
+inquiry) and stores each result as it comes (`arrears.storage.bureau.record_pull`), keyed by the
+same key: a pull recorded already (a rerun after a crash) is not recorded again.
 The ability a pull gives, and the numbers a skip trace finds, move the segment at the next advance.
 """
 
@@ -78,6 +79,8 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
                     bankrupt=profile.bankrupt,
                     deceased=profile.deceased,
                 )
+            if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
+                continue
             counts["skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"] += 1
             counts["numbers_found"] += int(stored["numbers_found"])
     return counts

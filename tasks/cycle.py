@@ -1,6 +1,13 @@
-"""The refresh and advance steps of the daily cycle (DESIGN §4)."""
+"""The refresh and advance steps of the daily cycle (DESIGN §4), and the cycle's own record:
+one run at a time per database, a crashed run's row closed by the next."""
 
-from dataclasses import dataclass
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypedDict
 
@@ -12,13 +19,63 @@ from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import cycle as store
 from arrears.storage import migrate, read_only
+from arrears.storage.reports import portfolio_report
 from tasks.database import engine, policy
 from tasks.isolation import account_of, decide_each, write_shard
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
 
-__all__ = ["Shard", "advance_shard", "close_cycle", "open_cycle", "plan_shards", "refresh"]
+__all__ = [
+    "CycleRunning",
+    "CycleStart",
+    "Shard",
+    "advance_shard",
+    "begin_cycle",
+    "close_cycle",
+    "crash_point",
+    "cycle_report",
+    "fail_cycle",
+    "open_cycle",
+    "plan_shards",
+    "refresh",
+    "run_exclusively",
+    "run_token",
+]
+
+CycleRunning = store.CycleRunning
+
+
+@contextmanager
+def run_exclusively(what: str) -> Iterator[None]:
+    """This database's run lock for a cycle or a dispatch run; `CycleRunning` if another holds it."""
+    with store.exclusive_run(engine(), what):
+        yield
+
+
+def run_token(cycle_id: int | None) -> str:
+    """Who leases outbox rows: the cycle, or a dispatch run (one token per run)."""
+    return f"cycle-{cycle_id}" if cycle_id is not None else f"dispatch-{uuid.uuid4().hex[:12]}"
+
+
+# Test hook for the crash tests and the chaos benchmark: ARREARS_CRASH_AT="dispatch:2" makes the
+# process SIGKILL itself the second time it reaches the point named `dispatch` (no clean-up runs,
+# as with a machine or OOM kill). Unset in production: then a check of one dict is all it costs.
+_crash_counts: dict[str, int] = {}
+_crash_guard = threading.Lock()
+
+
+def crash_point(name: str) -> None:
+    wanted = os.environ.get("ARREARS_CRASH_AT")
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    with _crash_guard:
+        _crash_counts[name] = _crash_counts.get(name, 0) + 1
+        if _crash_counts[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +120,7 @@ def refresh(
         counts["accounts_refreshed"] = store.refresh_days_past_due(
             connection, business_date=business_date, account_id=account_id
         )
+    crash_point("refresh")
     return counts
 
 
@@ -108,18 +166,63 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
         fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
         kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
         counts = write_shard(connection, kept, aside=aside, now=as_of, cycle_id=cycle_id)
+    crash_point("advance")
     return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleStart:
+    """What opening a cycle found: the new cycle's id, or the cycle that already finished for this
+    instant (then nothing runs); and the rows of crashed runs it closed."""
+
+    cycle_id: int | None
+    finished: int | None = None
+    crashed: list[int] = field(default_factory=list)
 
 
 @task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def open_cycle(as_of: datetime, business_date: date) -> int:
-    """Bring the schema up to date and record the start of a cycle."""
+    """Bring the schema up to date and record the start of a cycle (the steps one by one, as
+    tests and benchmarks drive them; the flow uses `begin_cycle`)."""
     migrate(engine())
     with engine().begin() as connection:
         return store.start_cycle(connection, as_of=as_of, business_date=business_date)
+
+
+@task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
+    """Bring the schema up to date, close the rows of crashed runs, and record the start of a
+    cycle, unless one already finished for exactly this instant. Call it under `run_exclusively`."""
+    migrate(engine())
+    with engine().begin() as connection:
+        crashed = store.close_crashed_cycles(connection, now=utcnow())
+        finished = store.finished_cycle(connection, as_of=as_of)
+        if finished is not None:
+            return CycleStart(None, finished, crashed)
+        started = store.start_cycle(connection, as_of=as_of, business_date=business_date)
+        return CycleStart(started, None, crashed)
 
 
 @task(name="close-cycle", cache_policy=NO_CACHE)
 def close_cycle(cycle_id: int, stats: dict[str, Any]) -> None:
     with engine().begin() as connection:
         store.finish_cycle(connection, cycle_id=cycle_id, finished_at=utcnow(), stats=stats)
+
+
+def cycle_report(cycle_id: int) -> dict[str, Any]:
+    """The portfolio report of a cycle, read only (no artifact, no event): for a rerun that found
+    its instant's cycle finished."""
+    with read_only(engine()) as connection:
+        return portfolio_report(connection, cycle_id=cycle_id).as_json()
+
+
+def fail_cycle(cycle_id: int, error: BaseException) -> None:
+    """Close the row of a cycle that raised: not running any more, and not finished."""
+    with engine().begin() as connection:
+        store.finish_cycle(
+            connection,
+            cycle_id=cycle_id,
+            finished_at=utcnow(),
+            stats={"error": type(error).__name__},
+            status="failed",
+        )

@@ -13,8 +13,8 @@ Delinquency, the compliance code and the charge-off amount continue from them ex
 A pull record (kind `pull`, written by whoever pulls profiles) is read for one thing: the
 bankruptcy chapter, from `payload["bankruptcy"]["chapter"]` (or `payload["bankruptcy_chapter"]`),
 when the bankruptcy hold's own reason does not name it. `pull_subjects` and `record_pull` write
-them: one pull per reason (ability, skip trace) per stage episode, its idempotency key in the
-payload.
+them: one pull per reason (ability, skip trace) per stage episode, its idempotency key in a unique
+column (and in the payload), so a rerun or a concurrent cycle cannot record a pull twice.
 
 The file tells the accounts as stored when it is built (run it after the period's last cycle):
 stage, days past due, balances and active holds are today's, dated the period's last day.
@@ -38,7 +38,7 @@ from arrears.metro2.history import StageChange, payment_history
 from arrears.metro2.periods import Period
 from arrears.segmentation import ability_score
 from arrears.storage._common import event, insert_events, to_precision
-from arrears.storage.bulk import in_range, range_starts
+from arrears.storage.bulk import in_range, insert_ignore, range_starts
 from arrears.storage.tables import account, audit, borrower, bureau, contact, hold, payment, plan, review
 from arrears.vocabulary import Channel, Hold, Segment, Stage
 
@@ -395,14 +395,13 @@ def pull_subjects(connection: Connection, *, limit: int = 1_000) -> list[PullSub
     ).all()
     if not candidates:
         return []
-    done = {
-        (data or {}).get("idempotency_key")
-        for (data,) in connection.execute(
-            select(bureau.c.payload).where(
+    done = set(
+        connection.execute(
+            select(bureau.c.idempotency_key).where(
                 bureau.c.kind == "pull", bureau.c.account_id.in_(select(account.c.account_id).where(wanted))
             )
-        )
-    }
+        ).scalars()
+    )
     phones: dict[str, str] = {}
     for r in connection.execute(
         select(contact.c.borrower_id, contact.c.address, contact.c.valid, contact.c.is_primary)
@@ -459,24 +458,22 @@ def record_pull(
         vehicle_value=subject.vehicle_value,
         balance=subject.balance,
     )
-    connection.execute(
-        bureau.insert().values(
-            account_id=subject.account_id,
-            kind="pull",
-            purpose=purpose,
-            score_band=score_band,
-            income_estimate=income_estimate,
-            at=at,
-            payload={
-                "idempotency_key": subject.key,
-                "reason": subject.reason,
-                "report_id": report_id,
-                "bankruptcy": {"chapter": bankruptcy_chapter} if bankrupt else None,
-                "deceased": deceased,
-                "phones_found": len(phones),
-            },
-        )
+    recorded = _record_once(
+        connection,
+        subject,
+        at,
+        purpose,
+        {
+            "report_id": report_id,
+            "bankruptcy": {"chapter": bankruptcy_chapter} if bankrupt else None,
+            "deceased": deceased,
+            "phones_found": len(phones),
+        },
+        score_band=score_band,
+        income_estimate=income_estimate,
     )
+    if not recorded:  # another run recorded this pull already: what it found is stored once
+        return {"ability": None, "numbers_found": 0, "holds": [], "duplicate": True}
     before = connection.execute(
         select(account.c.ability).where(account.c.account_id == subject.account_id)
     ).scalar()
@@ -585,6 +582,30 @@ def record_pull(
     return {"ability": ability, "numbers_found": len(new), "holds": held}
 
 
+def _record_once(
+    connection: Connection,
+    subject: PullSubject,
+    at: datetime,
+    purpose: str,
+    payload: dict[str, Any],
+    *,
+    score_band: str | None = None,
+    income_estimate: Decimal | None = None,
+) -> bool:
+    """Insert a pull record unless its idempotency key is stored already; True if inserted."""
+    row = {
+        "account_id": subject.account_id,
+        "kind": "pull",
+        "idempotency_key": subject.key,
+        "purpose": purpose,
+        "score_band": score_band,
+        "income_estimate": income_estimate,
+        "at": at,
+        "payload": {"idempotency_key": subject.key, "reason": subject.reason, **payload},
+    }
+    return bool(insert_ignore(connection, bureau, [row], key="idempotency_key"))
+
+
 def record_pull_refusal(
     connection: Connection,
     *,
@@ -595,15 +616,9 @@ def record_pull_refusal(
 ) -> None:
     """The bureau has no file (or refused for good): recorded, so the account is not asked about
     again this episode."""
-    connection.execute(
-        bureau.insert().values(
-            account_id=subject.account_id,
-            kind="pull",
-            purpose=purpose,
-            at=at,
-            payload={"idempotency_key": subject.key, "reason": subject.reason, "error": reason},
-        )
-    )
+    recorded = _record_once(connection, subject, at, purpose, {"error": reason})
+    if not recorded:
+        return
     what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
     insert_events(
         connection,

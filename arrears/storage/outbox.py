@@ -1,9 +1,12 @@
 """Data access for dispatch: find due outbox rows, lease them, and record what became of them.
 
 A lease (not a lock) keeps two dispatchers off the same rows: a row is taken only when its lease
-has run out, and a dispatcher that dies simply lets its lease expire. A row taken before
-(`attempts` > 0) without a provider id may have been sent by a dispatcher that crashed after
-the call; the caller must reconcile it with the provider before sending it again (DESIGN §5).
+has run out (or is the taker's own, on a retry). A lease is released only by recording the row's
+outcome, so a row still leased when it is taken again, or recorded `provider:unknown`, may have
+been sent by a dispatcher that died after the call: it is *in doubt*, and the caller looks it up
+at the provider before any new verdict (DESIGN §5). A run that holds the database's run lock
+(`arrears.storage.cycle.exclusive_run`) knows every other run-owned lease is a dead run's:
+`expire_dead_leases` hands those rows over at once instead of after the lease's wall-clock time.
 
 Each leased row comes with its borrower's contact history (`contact_history`: one query for the
 whole batch), so the send-time check counts the caps from the message log as it is now.
@@ -12,10 +15,10 @@ whole batch), so the send-time check counts the caps from the message log as it 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from arrears.compliance.caps import Contact
 from arrears.storage.bulk import in_range, range_starts
@@ -23,7 +26,32 @@ from arrears.storage.cycle import contact_history
 from arrears.storage.tables import account, audit, contact, hold, message
 from arrears.vocabulary import Hold, MessageStatus
 
-__all__ = ["DueMessage", "Outcome", "awaiting_receipt", "due_batches", "lease_batch", "record_outcomes"]
+__all__ = [
+    "UNKNOWN",
+    "DueMessage",
+    "Outcome",
+    "awaiting_receipt",
+    "clear_doubt",
+    "due_batches",
+    "expire_dead_leases",
+    "in_doubt",
+    "lease_batch",
+    "mark_waiting",
+    "record_outcomes",
+]
+
+UNKNOWN = "provider:unknown"  # the provider may or may not have executed the send
+_EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)  # a lease handed over: free to take, still in doubt
+# What it takes to ask the provider about a message again (an `SmsRequest` and its provider id).
+_REQUEST = (
+    message.c.id,
+    message.c.idempotency_key,
+    message.c.address,
+    message.c.template,
+    message.c.params,
+    message.c.body,
+    message.c.provider_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +78,7 @@ class DueMessage:
     address_valid: bool
     borrower_id: str = ""
     history: tuple[Contact, ...] = ()  # the borrower's contacts, without this batch's rows
+    in_doubt: bool = False  # an earlier try may have reached the provider: look it up first
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +95,8 @@ class Outcome:
     sent_at: datetime | None = None
     invalid_address: str | None = None  # a number the provider refused as invalid
     detail: str | None = None  # what the rule found, for people (never a number)
+    borrower_id: str = ""  # for a send found at the provider: whose caps it counts against
+    address: str = ""
 
 
 def _due(now: datetime, account_id: str | None = None) -> Any:
@@ -91,17 +122,32 @@ def lease_batch(
     lease_until: datetime,
     account_id: str | None = None,
     lookback: timedelta = timedelta(days=7),
+    owner: str | None = None,
 ) -> list[DueMessage]:
-    """Take the due rows with lo <= id < hi whose lease is free, and load their accounts' state.
+    """Take the due rows with lo <= id < hi whose lease is free (or `owner`'s own), and load their
+    accounts' state.
 
-    `lookback` is how far back the caps count (the policy's longest cap window).
+    `lookback` is how far back the caps count (the policy's longest cap window). A row taken while
+    still leased, or recorded `provider:unknown`, comes back `in_doubt`.
     """
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
+    if owner is not None:
+        free = or_(free, message.c.lease_owner == owner)
+    where = and_(in_range(message.c.id, lo, hi), _due(now, account_id), free)
+    # Read which rows are in doubt before the lease overwrites the marks: the UPDATE re-checks
+    # `free`, so a row another dispatcher took meanwhile is simply not returned by it.
+    doubtful = set(
+        connection.execute(
+            select(message.c.id).where(
+                where, or_(message.c.lease_until.is_not(None), message.c.reason == UNKNOWN)
+            )
+        ).scalars()
+    )
     taken = (
         connection.execute(
             update(message)
-            .where(in_range(message.c.id, lo, hi), _due(now, account_id), free)
-            .values(lease_until=lease_until, attempts=message.c.attempts + 1)
+            .where(where)
+            .values(lease_until=lease_until, lease_owner=owner, attempts=message.c.attempts + 1)
             .returning(message.c.id)
         )
         .scalars()
@@ -173,9 +219,74 @@ def lease_batch(
             address_valid=numbers.get((r.borrower_id, r.address), (False, True))[1],
             borrower_id=r.borrower_id,
             history=history.get(r.borrower_id, ()),
+            in_doubt=r.id in doubtful,
         )
         for r in rows
     ]
+
+
+def expire_dead_leases(connection: Connection, *, owner: str) -> int:
+    """Hand over at once the rows leased by runs other than `owner` (call it under the run lock:
+    those runs are dead). The lease is expired, not cleared, so the rows stay in doubt."""
+    result = connection.execute(
+        update(message)
+        .where(
+            message.c.status == MessageStatus.SCHEDULED.value,
+            message.c.lease_owner.is_not(None),
+            message.c.lease_owner != owner,
+            message.c.lease_until > _EXPIRED,
+        )
+        .values(lease_until=_EXPIRED)
+    )
+    return result.rowcount or 0
+
+
+def in_doubt(connection: Connection, *, wall: datetime, limit: int = 100_000) -> list[Any]:
+    """Scheduled rows that an earlier try may have sent, whoever's lease is over: still leased
+    with the lease run out (or handed over), or recorded `provider:unknown`. Id order."""
+    return list(
+        connection.execute(
+            select(message.c.account_id, *_REQUEST)
+            .where(
+                message.c.status == MessageStatus.SCHEDULED.value,
+                or_(
+                    and_(message.c.lease_until.is_not(None), message.c.lease_until < wall),
+                    message.c.reason == UNKNOWN,
+                ),
+            )
+            .order_by(message.c.id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def clear_doubt(connection: Connection, *, ids: Sequence[int]) -> None:
+    """The provider has no record of these rows: never sent. Release them as plain scheduled rows."""
+    if not ids:
+        return
+    connection.execute(
+        update(message)
+        .where(message.c.id.in_(list(ids)), message.c.status == MessageStatus.SCHEDULED.value)
+        .values(
+            lease_until=None,
+            lease_owner=None,
+            reason=case((message.c.reason == UNKNOWN, None), else_=message.c.reason),
+        )
+    )
+
+
+def mark_waiting(connection: Connection, *, now: datetime, reason: str, account_id: str | None = None) -> int:
+    """During an outage: every row due at `now` and not in doubt waits, scheduled, with `reason`."""
+    result = connection.execute(
+        update(message)
+        .where(
+            _due(now, account_id),
+            message.c.lease_until.is_(None),
+            or_(message.c.reason.is_(None), message.c.reason != UNKNOWN),
+        )
+        .values(reason=reason)
+    )
+    return result.rowcount or 0
 
 
 def record_outcomes(
@@ -198,6 +309,7 @@ def record_outcomes(
             provider_id=func.coalesce(bindparam("provider_id"), message.c.provider_id),
             sent_at=func.coalesce(bindparam("sent_at", type_=instant), message.c.sent_at),
             lease_until=None,
+            lease_owner=None,
         ),
         [
             {
@@ -261,7 +373,8 @@ def _verdict(o: Outcome) -> str:
 def _detail(o: Outcome) -> str:
     why = f"{o.reason} ({o.detail})" if o.detail else f"{o.reason}"
     if o.status in (MessageStatus.SENT, MessageStatus.DELIVERED):
-        return f"message {o.id} sent via {o.provider} ({o.provider_id})"
+        sent = f"message {o.id} sent via {o.provider} ({o.provider_id})"
+        return f"{sent}: {o.detail}" if o.detail else sent
     if o.status is MessageStatus.SCHEDULED:
         return (
             f"message {o.id} deferred to {o.not_before:%Y-%m-%dT%H:%MZ}: {why}"
@@ -283,15 +396,7 @@ def awaiting_receipt(
     came back (still `sent`), oldest first: the ones to look up instead of waiting on a callback."""
     return list(
         connection.execute(
-            select(
-                message.c.id,
-                message.c.idempotency_key,
-                message.c.address,
-                message.c.template,
-                message.c.params,
-                message.c.body,
-                message.c.provider_id,
-            )
+            select(*_REQUEST)
             .where(
                 message.c.status == MessageStatus.SENT.value,
                 message.c.provider == provider,

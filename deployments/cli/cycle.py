@@ -1,5 +1,6 @@
 """`arrears cycle` and `arrears dispatch`: run the daily cycle, or send what has become due."""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -7,16 +8,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deployments.cli._common import (
+    CliError,
     DatabaseOption,
     Json,
     app,
     as_of_instant,
     console,
+    console_err,
     emit_json,
     existing_database,
     open_database,
     use_database,
 )
+
+OUTAGE_EXIT = 4  # DESIGN §8: done, but the provider could not be reached and messages wait
 
 AsOf = Annotated[
     str | None,
@@ -31,37 +36,77 @@ AsOf = Annotated[
 def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
     """Run the daily cycle: payments, advance, bureau pulls, reviews and referrals, due SMS, report.
 
-    Running it again for the same --as-of changes nothing and sends nothing. With the default
-    (sandbox) SMS and bureau providers a local sandbox server is started for the run. Review and
-    referral runs start only where `arrears serve` serves their deployments; without it, reviews
-    are still opened and decided with `arrears review decide`.
+    Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing
+    and sends nothing. One cycle at a time per database: while another cycle (or `arrears
+    dispatch`) runs, this exits 2 saying so. A cycle that was killed is closed as crashed by the
+    next run, which carries on without sending anything twice. With the default (sandbox) SMS and
+    bureau providers a local sandbox server is started for the run. Review and referral runs
+    start only where `arrears serve` serves their deployments; without it, reviews are still
+    opened and decided with `arrears review decide`.
+
+    Exit codes: 0 done; 2 bad input, or a cycle is already running; 4 done, but the SMS provider
+    could not be reached: one line on stderr names it and how many messages wait (scheduled;
+    `arrears dispatch` sends them once it is back); 1 anything else.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False)
-    stats = run_cycle(as_of, quiet=json)
+    stats = _exclusively("cycle", lambda: run_cycle(as_of, quiet=json))
     if json:
         emit_json(stats)
     else:
         print_cycle(stats)
+    _exit_on_outage(stats.get("outage"))
 
 
 @app.command()
 def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
     """Send outbox messages that have become due (e.g. those deferred to the borrower's morning).
 
-    Then ask the provider about messages still `sent` an hour after it took them (their delivery
-    receipt was lost) and record what it says, as a callback would.
+    First, what a killed cycle or dispatch may have sent is looked up at the provider (and
+    recorded as sent if found). Then ask the provider about messages still `sent` an hour after
+    it took them (their delivery receipt was lost) and record what it says, as a callback would.
+
+    Exit codes: 0 done; 2 bad input, or a cycle or dispatch is already running on the database;
+    4 done, but the SMS provider could not be reached: one line on stderr names it and how many
+    messages wait (scheduled); 1 anything else.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     existing_database(database)
     from flows.daily_cycle import dispatch_outbox
 
-    counts = dispatch_outbox(as_of=as_of)
+    counts = _exclusively("dispatch", lambda: dispatch_outbox(as_of=as_of))
+    outage = counts.pop("outage", None)
     if json:
-        emit_json(counts)
+        emit_json(counts | ({"outage": outage} if outage else {}))
     else:
         console.print("dispatch: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    _exit_on_outage(outage)
+
+
+def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()` under the database's run lock: another cycle or dispatch running is exit 2, said
+    in one line, before any flow starts."""
+    from tasks.cycle import CycleRunning, run_exclusively
+
+    try:
+        with run_exclusively(what):
+            return run()
+    except CycleRunning as running:
+        raise CliError(str(running)) from None
+
+
+def _exit_on_outage(outage: dict[str, Any] | None) -> None:
+    """Exit 4 with one line naming the provider and how many messages wait (DESIGN §8)."""
+    if not outage:
+        return
+    console_err.print(
+        f"SMS provider {outage['provider']} could not be reached: {outage['waiting']:,} messages wait "
+        "(scheduled); `arrears dispatch` sends them once it is back",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(OUTAGE_EXIT)
 
 
 def run_cycle(as_of: str | None, *, quiet: bool = False) -> dict[str, Any]:
@@ -87,6 +132,12 @@ def run_cycle(as_of: str | None, *, quiet: bool = False) -> dict[str, Any]:
 
 
 def print_cycle(stats: dict[str, Any]) -> None:
+    if stats.get("already_finished"):
+        console.print(
+            f"cycle {stats['already_finished']} already finished as of {stats['as_of']}: nothing to do",
+            highlight=False,
+        )
+        return
     advance, dispatched, report = stats["advance"], stats["dispatch"], stats["report"]
     table = Table(title=f"Daily cycle {stats['business_date']} (as of {stats['as_of']})", show_header=False)
     table.add_column(style="bold")

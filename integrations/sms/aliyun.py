@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -381,15 +382,16 @@ class AliyunSmsProvider(HttpSmsProvider):
             out_id = provider_id.split(":", 1)[0]
             return self._search(request, lambda dto: dto.get("OutId") == out_id)
         derived = _out_id_for(request.idempotency_key)
-        values = [v for v in request.params.values() if v]
+        ref = request.params.get("ref", "")
 
         def same(dto: Mapping[str, Any]) -> bool:
-            # our own OutId, or (from a batch) the same template with every parameter in the text;
-            # the same text to the same number counts as sent: a duplicate costs more than a miss
+            # By our own reference only, never by text: the OutId derived from our key (a single
+            # send), or, from a batch (one OutId for all), the caller's `ref` parameter, a token
+            # unique to the message, as a whole word of what was sent with the same template.
             if dto.get("OutId") == derived:
                 return True
-            content = str(dto.get("Content", ""))
-            return dto.get("TemplateCode") == request.template and all(v in content for v in values)
+            words = re.findall(r"[0-9A-Za-z]+", str(dto.get("Content", "")))
+            return len(ref) >= 16 and dto.get("TemplateCode") == request.template and ref in words
 
         return self._search(request, same)
 

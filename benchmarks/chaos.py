@@ -1,0 +1,327 @@
+"""Kill the daily cycle at random points and check that the rerun leaves it exactly once (DESIGN §5).
+
+    python benchmarks/chaos.py [--trials 20] [--accounts 10000] [--postgres URL] [--seed 1]
+                               [--as-of 2026-12-01T01:00:00Z] [--workdir DIR] [--keep]
+
+Each trial loads the same generated portfolio into a fresh database (SQLite, or a database of its
+own on the PostgreSQL server of `--postgres`), runs a real `arrears cycle` process
+(`python -m deployments.cli cycle --as-of …`) that SIGKILLs itself at a random point of refresh,
+advance (after the n-th shard), dispatch (after the n-th batch was sent, before its outcome was
+written) or report (`ARREARS_CRASH_AT`, see `tasks.cycle.crash_point`), then reruns the cycle,
+then runs it once more (which must change nothing). A last trial starts two cycles at once:
+one must exit 2. All of them send to one long-lived sandbox SMS server in its own process and
+record into one Prefect server (`prefect server start`, started here), as in operations.
+
+After each trial `audit` compares what the sandbox received with what the database recorded:
+
+| figure | what counts |
+|---|---|
+| duplicates | extra copies of one message at the sandbox (by its reference, `tasks.dispatch.reference`) |
+| lost | messages the sandbox received that the outbox does not record as sent (still scheduled) |
+| misrecorded | rows recorded blocked or failed that the sandbox received, or sent that it never got |
+| doubled_events | audit events written twice (same account, kind, instant, detail and data) |
+| running_rows | cycle rows still `running` after the rerun (a crashed one must be closed) |
+| rerun_changes | events or messages the third run (same instant, after a finished one) added |
+
+The last line on stdout is one JSON object with the totals, per-trial rows before it; the
+target is 0 of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_AS_OF = "2026-12-01T01:00:00Z"  # 09:00 in Shanghai, evening in the US: nearly all may be messaged
+POINTS = ("refresh", "advance", "dispatch", "report")
+SENT = ("sent", "delivered")
+
+
+# --------------------------------------------------------------------------------------------
+# What the sandbox received against what the database recorded
+# --------------------------------------------------------------------------------------------
+
+
+def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
+    """The figures of one trial (see the module docstring); every one is 0 when the cycle was exact."""
+    from sqlalchemy import select
+
+    from arrears.storage import get_engine
+    from arrears.storage.tables import audit as audit_table
+    from arrears.storage.tables import cycle_run, message
+    from tasks.dispatch import reference
+
+    copies = Counter(str((m.get("params") or {}).get("ref", m.get("id"))) for m in received)
+    engine = get_engine(url)
+    with engine.connect() as c:
+        rows = c.execute(select(message.c.idempotency_key, message.c.status)).all()
+        events = c.execute(
+            select(
+                audit_table.c.account_id,
+                audit_table.c.kind,
+                audit_table.c.at,
+                audit_table.c.detail,
+                audit_table.c.data,
+            )
+        ).all()
+        running = c.execute(select(cycle_run.c.id).where(cycle_run.c.running.is_not(None))).all()
+    status = {reference(r.idempotency_key): r.status for r in rows}
+    lost = sum(1 for ref in copies if status.get(ref) == "scheduled")
+    misrecorded = sum(1 for ref in copies if status.get(ref) not in (*SENT, "scheduled"))
+    misrecorded += sum(1 for ref, s in status.items() if s in SENT and ref not in copies)
+    seen = Counter(
+        (e.account_id, e.kind, e.at, e.detail, json.dumps(e.data, sort_keys=True, default=str))
+        for e in events
+    )
+    return {
+        "received": len(received),
+        "duplicates": sum(n - 1 for n in copies.values() if n > 1),
+        "lost": lost,
+        "misrecorded": misrecorded,
+        "doubled_events": sum(n - 1 for n in seen.values() if n > 1),
+        "running_rows": len(running),
+        "events": len(events),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: the CLI under test, a Prefect server, a sandbox
+# --------------------------------------------------------------------------------------------
+
+
+def cycle_process(env: Mapping[str, str], as_of: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    """A real `arrears cycle` process; with `crash_at`, it kills itself at that point."""
+    child = {**env, "ARREARS_CRASH_AT": crash_at or ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "cycle", "--as-of", as_of, "--json"],
+        cwd=ROOT,
+        env=child,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_cycle(env: Mapping[str, str], as_of: str, crash_at: str | None = None, timeout: float = 900) -> Any:
+    process = cycle_process(env, as_of, crash_at)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """`prefect server start` on a free port, with its own PREFECT_HOME; yields its API URL."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("prefect server did not start")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+# --------------------------------------------------------------------------------------------
+# Databases
+# --------------------------------------------------------------------------------------------
+
+
+def fresh_database(workdir: Path, postgres: str | None, name: str) -> str:
+    if not postgres:
+        return f"sqlite:///{workdir / f'{name}.db'}"
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(
+        postgres.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(postgres).set(database=name).render_as_string(hide_password=False)
+
+
+def load(url: str, accounts_file: Path) -> None:
+    from arrears.importing import Kind, open_source
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.importer import run_import
+
+    engine = get_engine(url)
+    migrate(engine)
+    with open_source(accounts_file, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source, now=datetime(2026, 11, 30, tzinfo=UTC))
+    if summary.rejected:
+        raise RuntimeError(f"{summary.rejected} accounts rejected")
+
+
+# --------------------------------------------------------------------------------------------
+# Trials
+# --------------------------------------------------------------------------------------------
+
+
+def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: str) -> dict[str, Any]:
+    """Kill a cycle at `point`, rerun it, run it once more; the figures of the result."""
+    env = {**env, "ARREARS_DATABASE_URL": url}
+    sandbox.reset()
+    crashed = run_cycle(env, as_of, point)
+    rerun = run_cycle(env, as_of)
+    before = audit(url, sandbox.messages(route="aliyun"))
+    third = run_cycle(env, as_of)
+    after = audit(url, sandbox.messages(route="aliyun"))
+    changes = (after["events"] - before["events"]) + (after["received"] - before["received"])
+    return {
+        "trial": f"kill at {point}",
+        "killed": crashed.returncode == -signal.SIGKILL,
+        "exit_codes": [crashed.returncode, rerun.returncode, third.returncode],
+        "stderr": (rerun.stderr.strip().splitlines() or [""])[-1][:200] if rerun.returncode else "",
+        **after,
+        "rerun_changes": changes,
+    }
+
+
+def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) -> dict[str, Any]:
+    """Two cycles for the same instant started together: one runs, the other exits 2."""
+    env = {**env, "ARREARS_DATABASE_URL": url}
+    sandbox.reset()
+    first = cycle_process(env, as_of)
+    time.sleep(random.uniform(0.0, 1.0))
+    second = cycle_process(env, as_of)
+    codes = sorted([first.wait(900), second.wait(900)])
+    assert first.stderr is not None and second.stderr is not None
+    said = (first.stderr.read() + second.stderr.read()).lower()
+    return {
+        "trial": "double start",
+        "exit_codes": codes,
+        # Exact: one ran and the other refused (2), or the second came after the first finished (0, no-op).
+        "double_start_refused": codes == [0, 2] and "a cycle is running" in said,
+        **audit(url, sandbox.messages(route="aliyun")),
+        "rerun_changes": 0,
+    }
+
+
+def pick_point(rng: random.Random, accounts: int, shard: int, batch: int) -> str:
+    point = rng.choice(POINTS)
+    if point == "advance":
+        return f"advance:{rng.randint(1, max(1, accounts // shard))}"
+    if point == "dispatch":
+        return f"dispatch:{rng.randint(1, max(1, accounts // (2 * batch)))}"
+    return point
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument(
+        "--trials", type=int, default=20, help="kill trials (default 20), plus one double start"
+    )
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--as-of", default=DEFAULT_AS_OF)
+    parser.add_argument("--postgres", help="a PostgreSQL server URL: each trial gets a database there")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from arrears.clock import business_date, parse_instant
+    from arrears.simulate import generate_portfolio, write_accounts_file
+    from integrations.sandbox import start_sandbox
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arrears-chaos-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    shard = max(100, args.accounts // 8)
+    batch = max(100, args.accounts // 20)
+    day = business_date(parse_instant(args.as_of), "Asia/Shanghai")
+    accounts_file = workdir / "accounts.csv"
+    write_accounts_file(generate_portfolio(args.accounts, seed=args.seed, business_date=day), accounts_file)
+    rows: list[dict[str, Any]] = []
+    try:
+        with start_sandbox() as sandbox, prefect_server(workdir / "prefect") as api:
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "ARREARS_HOME": str(workdir / "home"),
+                "ARREARS_SMS_PROVIDER": "sandbox",
+                "ARREARS_SMS_BASE_URL": sandbox.base_url,
+                "ARREARS_SMS_CREDENTIALS": json.dumps(dict(sandbox.credentials)),
+                "ARREARS_SHARD_SIZE": str(shard),
+                "ARREARS_DISPATCH_BATCH": str(batch),
+                "PREFECT_API_URL": api,
+                "PREFECT_HOME": str(workdir / "prefect"),
+            }
+            plan = [pick_point(rng, args.accounts, shard, batch) for _ in range(args.trials)]
+            for n, point in enumerate([*plan, None]):
+                url = fresh_database(workdir, args.postgres, f"chaos_{n}_{uuid.uuid4().hex[:6]}")
+                started = time.perf_counter()
+                load(url, accounts_file)
+                if point is None:
+                    row = double_start_trial(env, url, sandbox, args.as_of)
+                else:
+                    row = crash_trial(env, url, sandbox, args.as_of, point)
+                row["seconds"] = round(time.perf_counter() - started, 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    figures = ("duplicates", "lost", "misrecorded", "doubled_events", "running_rows", "rerun_changes")
+    totals: dict[str, Any] = {k: sum(int(r[k]) for r in rows) for k in figures}
+    totals |= {
+        "trials": len(rows) - 1,
+        "accounts": args.accounts,
+        "database": "postgresql" if args.postgres else "sqlite",
+        "killed": sum(1 for r in rows if r.get("killed")),
+        "messages_received": sum(int(r["received"]) for r in rows),
+        "double_start_refused": all(r.get("double_start_refused", True) for r in rows),
+        "exit_codes": dict(Counter(str(r["exit_codes"]) for r in rows)),
+        "targets_met": all(totals.get(k, 0) == 0 for k in figures),
+    }
+    totals["targets_met"] = all(totals[k] == 0 for k in figures) and totals["double_start_refused"]
+    print(json.dumps(totals))
+
+
+if __name__ == "__main__":
+    main()
