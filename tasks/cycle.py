@@ -18,6 +18,7 @@ from arrears.lifecycle import advance
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import cycle as store
+from arrears.storage import cycle_runs as runs
 from arrears.storage import migrate, read_only
 from arrears.storage.reports import portfolio_report
 from tasks.database import engine, policy
@@ -43,13 +44,13 @@ __all__ = [
     "run_token",
 ]
 
-CycleRunning = store.CycleRunning
+CycleRunning = runs.CycleRunning
 
 
 @contextmanager
 def run_exclusively(what: str) -> Iterator[None]:
     """This database's run lock for a cycle or a dispatch run; `CycleRunning` if another holds it."""
-    with store.exclusive_run(engine(), what):
+    with runs.exclusive_run(engine(), what):
         yield
 
 
@@ -186,7 +187,7 @@ def open_cycle(as_of: datetime, business_date: date) -> int:
     tests and benchmarks drive them; the flow uses `begin_cycle`)."""
     migrate(engine())
     with engine().begin() as connection:
-        return store.start_cycle(connection, as_of=as_of, business_date=business_date)
+        return runs.start_cycle(connection, as_of=as_of, business_date=business_date)
 
 
 @task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -195,18 +196,18 @@ def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
     cycle, unless one already finished for exactly this instant. Call it under `run_exclusively`."""
     migrate(engine())
     with engine().begin() as connection:
-        crashed = store.close_crashed_cycles(connection, now=utcnow())
-        finished = store.finished_cycle(connection, as_of=as_of)
+        crashed = runs.close_crashed_cycles(connection, now=utcnow())
+        finished = runs.finished_cycle(connection, as_of=as_of)
         if finished is not None:
             return CycleStart(None, finished, crashed)
-        started = store.start_cycle(connection, as_of=as_of, business_date=business_date)
+        started = runs.start_cycle(connection, as_of=as_of, business_date=business_date)
         return CycleStart(started, None, crashed)
 
 
 @task(name="close-cycle", cache_policy=NO_CACHE)
 def close_cycle(cycle_id: int, stats: dict[str, Any]) -> None:
     with engine().begin() as connection:
-        store.finish_cycle(connection, cycle_id=cycle_id, finished_at=utcnow(), stats=stats)
+        runs.finish_cycle(connection, cycle_id=cycle_id, finished_at=utcnow(), stats=stats)
 
 
 def cycle_report(cycle_id: int) -> dict[str, Any]:
@@ -219,7 +220,7 @@ def cycle_report(cycle_id: int) -> dict[str, Any]:
 def fail_cycle(cycle_id: int, error: BaseException) -> None:
     """Close the row of a cycle that raised: not running any more, and not finished."""
     with engine().begin() as connection:
-        store.finish_cycle(
+        runs.finish_cycle(
             connection,
             cycle_id=cycle_id,
             finished_at=utcnow(),

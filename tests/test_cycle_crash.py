@@ -155,7 +155,7 @@ def test_second_cycle_start_exits_2_saying_a_cycle_is_running(
 
 def test_cycle_row_of_a_running_cycle_refuses_a_second_one(sqlite_engine: Engine) -> None:
     """The database itself refuses a second `running` cycle row, even past the lock."""
-    from arrears.storage.cycle import CycleRunning, start_cycle
+    from arrears.storage.cycle_runs import CycleRunning, start_cycle
 
     at = datetime(2026, 12, 1, tzinfo=UTC)
     with sqlite_engine.begin() as c:

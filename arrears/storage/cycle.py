@@ -1,22 +1,18 @@
 """Data access for the daily cycle: bulk reads and writes in SQLAlchemy Core.
 
+Who may run a cycle, and the record of each run, are in `arrears.storage.cycle_runs`.
+
 Each function takes the caller's connection and does not commit: a task owns the transaction,
 so a shard's transitions, audit events and outbox rows land together or not at all.
 """
 
-import fcntl
-import os
-import socket
-import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, literal, or_, select, true, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select, true, update
 
 from arrears.buckets import BUCKETS
 from arrears.compliance.caps import Contact
@@ -25,15 +21,13 @@ from arrears.messages import MessageContext
 from arrears.payments import Owed, apply_payment
 from arrears.policy import DEFAULT_POLICY
 from arrears.storage import tables
-from arrears.storage._common import event, inserted_id
+from arrears.storage._common import event
 from arrears.storage.bulk import days_between, in_range, insert_ignore, range_starts
-from arrears.storage.engine import database_file
 from arrears.storage.tables import (
     account,
     audit,
     borrower,
     contact,
-    cycle_run,
     hold,
     message,
     payment,
@@ -43,19 +37,12 @@ from arrears.vocabulary import DecisionKind, Exit, Hold, MessageStatus
 
 __all__ = [
     "TERMINAL",
-    "CycleRunning",
     "ShardRow",
     "apply_new_payments",
-    "close_crashed_cycles",
     "contact_history",
-    "exclusive_run",
-    "finish_cycle",
-    "finished_cycle",
     "load_shard",
     "refresh_days_past_due",
-    "run_owner",
     "shard_starts",
-    "start_cycle",
     "unchanged",
     "write_decisions",
 ]
@@ -72,164 +59,6 @@ class ShardRow:
     context: MessageContext
     address: str | None
     segment: str
-
-
-class CycleRunning(RuntimeError):
-    """Another cycle (or dispatch) is running on this database: this one must not start."""
-
-
-# One lock per database, whatever the instant: cycles and dispatch runs of one database never
-# overlap, so a lease or a running row left behind is surely a dead run's (DESIGN §4).
-_ADVISORY_KEY = 0x61727265617273  # "arrears"
-_local_locks: dict[str, threading.Lock] = {}
-_RUNNING = "cycle"
-
-
-_held: dict[str, int] = {}  # databases whose run lock this process holds, and how deep
-_held_guard = threading.Lock()
-
-
-@contextmanager
-def exclusive_run(engine: Engine, what: str) -> Iterator[None]:
-    """Hold this database's run lock while inside the block, or raise `CycleRunning` at once.
-
-    The lock dies with its holder: a PostgreSQL session advisory lock (released when the
-    connection drops), an flock on a file beside a SQLite database (released when the process
-    dies). So a killed run never blocks the next one, and a lock that is free proves that every
-    `running` row and every run-owned lease left behind belongs to a run that is gone. Within a
-    process the lock is re-entrant (the CLI takes it, then the flow it calls).
-    """
-    key = str(engine.url)
-    with _held_guard:
-        nested = key in _held
-        if nested:
-            _held[key] += 1
-    if not nested:
-        with _acquire(engine, what):
-            with _held_guard:
-                _held[key] = 1
-            try:
-                yield
-            finally:
-                with _held_guard:
-                    _held.pop(key, None)
-        return
-    try:
-        yield
-    finally:
-        with _held_guard:
-            _held[key] -= 1
-
-
-@contextmanager
-def _acquire(engine: Engine, what: str) -> Iterator[None]:
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            got = connection.execute(select(func.pg_try_advisory_lock(_ADVISORY_KEY))).scalar()
-            if not got:
-                raise CycleRunning(_running_message(engine, what))
-            try:
-                yield
-            finally:
-                connection.execute(select(func.pg_advisory_unlock(_ADVISORY_KEY)))
-        return
-    path = database_file(str(engine.url))
-    if path is None:  # in memory: this process only
-        lock = _local_locks.setdefault(str(engine.url), threading.Lock())
-        if not lock.acquire(blocking=False):
-            raise CycleRunning(_running_message(engine, what))
-        try:
-            yield
-        finally:
-            lock.release()
-        return
-    fd = os.open(path.resolve().with_name(path.name + ".run-lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CycleRunning(_running_message(engine, what)) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _running_message(engine: Engine, what: str) -> str:
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(cycle_run.c.id, cycle_run.c.as_of, cycle_run.c.started_at, cycle_run.c.owner).where(
-                cycle_run.c.running.is_not(None)
-            )
-        ).first()
-    if row is None:
-        return f"a cycle or dispatch is running on this database: this {what} did not start"
-    return (
-        f"a cycle is running on this database (cycle {row.id} as of {row.as_of:%Y-%m-%dT%H:%M:%SZ}, "
-        f"started {row.started_at:%Y-%m-%dT%H:%M:%SZ} by {row.owner or 'unknown'}): this {what} did not start"
-    )
-
-
-def run_owner() -> str:
-    """Who runs: host and process id, for people reading a running or crashed row."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:128]
-
-
-def close_crashed_cycles(connection: Connection, *, now: datetime) -> list[int]:
-    """Close as `crashed` every cycle row still running. Call it only under `exclusive_run`: the
-    lock being free proves their runs are gone. Returns their ids."""
-    ids = list(connection.execute(select(cycle_run.c.id).where(cycle_run.c.running.is_not(None))).scalars())
-    if ids:
-        connection.execute(
-            update(cycle_run)
-            .where(cycle_run.c.id.in_(ids))
-            .values(status="crashed", running=None, finished_at=now)
-        )
-    return ids
-
-
-def finished_cycle(connection: Connection, *, as_of: datetime) -> int | None:
-    """The id of a cycle that already finished for exactly this instant, if any."""
-    return connection.execute(
-        select(func.max(cycle_run.c.id)).where(cycle_run.c.as_of == as_of, cycle_run.c.status == "finished")
-    ).scalar()
-
-
-def start_cycle(connection: Connection, *, as_of: datetime, business_date: date, owner: str = "") -> int:
-    """Record a running cycle; a second running row is refused by the unique `running` column."""
-    try:
-        with connection.begin_nested():
-            result = connection.execute(
-                cycle_run.insert().values(
-                    as_of=as_of,
-                    business_date=business_date,
-                    stats={},
-                    status="running",
-                    running=_RUNNING,
-                    owner=owner or run_owner(),
-                )
-            )
-    except IntegrityError:
-        raise CycleRunning("a cycle is running on this database: this cycle did not start") from None
-    return inserted_id(result)
-
-
-def finish_cycle(
-    connection: Connection,
-    *,
-    cycle_id: int,
-    finished_at: datetime,
-    stats: dict[str, Any],
-    status: str = "finished",
-) -> None:
-    connection.execute(
-        update(cycle_run)
-        .where(cycle_run.c.id == cycle_id)
-        .values(finished_at=finished_at, stats=stats, status=status, running=None)
-    )
 
 
 def apply_new_payments(

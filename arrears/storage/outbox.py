@@ -5,7 +5,7 @@ has run out (or is the taker's own, on a retry). A lease is released only by rec
 outcome, so a row still leased when it is taken again, or recorded `provider:unknown`, may have
 been sent by a dispatcher that died after the call: it is *in doubt*, and the caller looks it up
 at the provider before any new verdict (DESIGN §5). A run that holds the database's run lock
-(`arrears.storage.cycle.exclusive_run`) knows every other run-owned lease is a dead run's:
+(`arrears.storage.cycle_runs.exclusive_run`) knows every other run-owned lease is a dead run's:
 `expire_dead_leases` hands those rows over at once instead of after the lease's wall-clock time.
 
 Each leased row comes with its borrower's contact history (`contact_history`: one query for the
