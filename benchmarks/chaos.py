@@ -236,7 +236,7 @@ def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) 
         "trial": "double start",
         "exit_codes": codes,
         # Exact: one ran and the other refused (2), or the second came after the first finished (0, no-op).
-        "double_start_refused": codes == [0, 2] and "a cycle is running" in said,
+        "double_start_refused": codes == [0, 2] and "is running on this database" in said,
         **audit(url, sandbox.messages(route="aliyun")),
         "rerun_changes": 0,
     }
