@@ -146,7 +146,13 @@ def day(engine: Engine, as_of: str) -> dict[str, Any]:
     from flows.daily_cycle import daily_cycle
 
     stats = daily_cycle(as_of=as_of)
-    later = {**stats["refresh"], **stats.get("bureau", {}), **stats["reviews"], **stats["referrals"]}
+    # A rerun of an instant whose cycle finished does nothing: it starts no reviews or referrals.
+    later = {
+        **stats["refresh"],
+        **stats.get("bureau", {}),
+        **stats.get("reviews", {}),
+        **stats.get("referrals", {}),
+    }
     return {"cycle": stats, "later": later}
 
 
