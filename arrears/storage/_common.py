@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, CursorResult, Select, select, true
 
 from arrears.currencies import display
+from arrears.storage.bulk import execute_many
 from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
@@ -53,9 +54,8 @@ def event(
 
 
 def insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:
-    """Append audit events in one statement (none: no statement)."""
-    if events:
-        connection.execute(audit.insert(), events)
+    """Append audit events (rows made by `event`) in one statement (none: no statement)."""
+    execute_many(connection, audit.insert(), events)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

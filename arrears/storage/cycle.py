@@ -21,11 +21,10 @@ from arrears.messages import MessageContext
 from arrears.payments import Owed, apply_payment
 from arrears.policy import DEFAULT_POLICY
 from arrears.storage import tables
-from arrears.storage._common import event
-from arrears.storage.bulk import days_between, in_range, insert_ignore, range_starts
+from arrears.storage._common import event, insert_events
+from arrears.storage.bulk import days_between, execute_many, in_range, insert_ignore, range_starts
 from arrears.storage.tables import (
     account,
-    audit,
     borrower,
     contact,
     hold,
@@ -130,7 +129,7 @@ def apply_new_payments(
         update(payment).where(payment.c.payment_id == bindparam("key")).values(applied_at=bindparam("at")),
         [{"key": r.payment_id, "at": as_of} for r in rows],
     )
-    connection.execute(audit.insert(), events)
+    insert_events(connection, events)
     return len(rows)
 
 
@@ -460,7 +459,8 @@ def write_decisions(
                 }
             )
     if account_updates:
-        connection.execute(
+        execute_many(
+            connection,
             update(account)
             .where(account.c.account_id == bindparam("key"))
             .values(
@@ -500,8 +500,7 @@ def write_decisions(
         for o in outbox
         if o["reason"] and o["idempotency_key"] in created
     ]
-    if events:
-        connection.execute(audit.insert(), events)
+    insert_events(connection, events)
     return {
         "accounts": len(rows),
         "transitions": sum(len(d.steps) for d in decisions),
