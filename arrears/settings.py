@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Profiles pulled a cycle (entering negotiation, skip traces); 0: none, the rest wait.",
     )
+    bureau_concurrency: int = Field(
+        default=8, ge=1, description="Bureau pulls in flight at once (within the bureau's rate limit)."
+    )
     letters_provider: str = Field(
         default="sandbox", description="Entry-point name of the print-and-mail letters provider."
     )
@@ -142,7 +145,11 @@ class Settings(BaseSettings):
         default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."
     )
     shard_size: int = Field(default=5_000, ge=1, description="Accounts per advance shard.")
-    shard_workers: int = Field(default=2, ge=1, description="Shards advanced at once.")
+    shard_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Processes that advance shards at once (one per core; 1: in the cycle's own process).",
+    )
     dispatch_batch: int = Field(default=2_000, ge=1, description="Outbox rows per dispatch task.")
     dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")
 

@@ -54,6 +54,7 @@ from tasks.dispatch import (
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
+from tasks.workers import worker_processes
 
 __all__ = ["cycle_shard", "daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
 
@@ -176,16 +177,19 @@ def _advance(instant: datetime, day: date, cycle_id: int, fan_out: str | None) -
     progress = synced(
         create_progress_artifact(0.0, key="daily-cycle-progress", description=f"Advance of {day}")
     )
-    if fan_out:
-        results = fan_out_shards(fan_out, shards, instant, cycle_id)
-    else:
-        futures = [advance_shard.submit(s, instant, day, cycle_id) for s in shards]
-        results = (f.result() for f in futures)
     totals: dict[str, int] = {}
-    for done, result in enumerate(results, start=1):
-        _add(totals, result)
-        update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
-        _progress("advance", done, len(shards))
+    # One process per core decides while the others write (tasks.workers); a single shard is
+    # not worth starting them for.
+    with worker_processes(get_settings().shard_workers if len(shards) > 1 and not fan_out else 1):
+        if fan_out:
+            results = fan_out_shards(fan_out, shards, instant, cycle_id)
+        else:
+            futures = [advance_shard.submit(s, instant, day, cycle_id) for s in shards]
+            results = (f.result() for f in futures)
+        for done, result in enumerate(results, start=1):
+            _add(totals, result)
+            update_progress_artifact(progress, 100.0 * done / max(1, len(shards)))
+            _progress("advance", done, len(shards))
     get_run_logger().info(
         "advanced %d accounts in %d shards: %d transitions, %d new messages",
         totals.get("accounts", 0),

@@ -26,6 +26,7 @@ from tasks.isolation import account_of, decide_each, write_shard
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
+from tasks.workers import in_worker
 
 __all__ = [
     "CycleRunning",
@@ -147,6 +148,14 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
     shard is safe: transitions already taken are not taken again (the stored stage has moved)
     and outbox keys already present are skipped.
     """
+    counts = in_worker(advance_rows, shard, as_of, business_date, cycle_id)
+    crash_point("advance")
+    return counts
+
+
+def advance_rows(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
+    """The body of `advance_shard`: load, decide, write. Run in a worker process while the
+    cycle has them (`tasks.workers`), so it takes only picklable values."""
     settings = get_settings()
     rules = policy()
     with read_only(engine()) as connection:
@@ -167,7 +176,6 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
         fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
         kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
         counts = write_shard(connection, kept, aside=aside, now=as_of, cycle_id=cycle_id)
-    crash_point("advance")
     return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}
 
 

@@ -1,0 +1,51 @@
+"""Worker processes for the CPU-bound step of the daily cycle.
+
+Deciding a shard is pure Python: in one process the GIL lets every shard thread share one core,
+however many threads the task runner has. While a cycle advances, `worker_processes` keeps a
+pool of spawned processes (spawned, not forked: the parent runs threads) and `in_worker` runs a
+shard's load, decide and write there; the task run, its retries and its counts stay in the
+flow's process, so the Prefect UI shows the same shard tasks either way. Each process opens its
+own connection from the same settings (they inherit the environment); on SQLite the writes still
+take turns, the loading and deciding do not.
+
+Without a pool (one worker configured, a one-shard portfolio, a single shard run on a worker,
+the test suite's default) the function runs in the calling thread.
+"""
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import ParamSpec, TypeVar
+
+__all__ = ["in_worker", "worker_processes"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_pool: ProcessPoolExecutor | None = None
+
+
+@contextmanager
+def worker_processes(count: int) -> Iterator[None]:
+    """Inside the block, `in_worker` runs its function in one of `count` processes (count <= 1:
+    in the caller). The processes stop when the block ends."""
+    global _pool
+    if count <= 1 or _pool is not None:
+        yield
+        return
+    with ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn")) as pool:
+        _pool = pool
+        try:
+            yield
+        finally:
+            _pool = None
+
+
+def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`function(*args, **kwargs)` in a worker process if a pool is open, else here. The function
+    must be importable by name and its arguments and result picklable."""
+    pool = _pool
+    if pool is None:
+        return function(*args, **kwargs)
+    return pool.submit(function, *args, **kwargs).result()

@@ -1,0 +1,94 @@
+"""Shards advanced in worker processes decide exactly what the cycle's own process decides."""
+
+import re
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from arrears.importing import Kind, open_source
+from arrears.simulate import generate_portfolio, write_accounts_file
+from arrears.storage import get_engine, migrate
+from arrears.storage.importer import run_import
+from arrears.storage.tables import account, audit, message
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+AS_OF = "2026-12-01T01:00:00Z"
+_IDS = re.compile(r"(?<=message )\d+|\([0-9a-f]+:[0-9a-f]+\)")
+
+
+def _decisions(url: str) -> dict[str, Any]:
+    """What a cycle decided, without ids or wall-clock columns."""
+    with get_engine(url).connect() as connection:
+        return {
+            "accounts": connection.execute(
+                select(account.c.account_id, account.c.stage, account.c.episode, account.c.segment).order_by(
+                    account.c.account_id
+                )
+            ).all(),
+            "messages": connection.execute(
+                select(
+                    message.c.idempotency_key,
+                    message.c.status,
+                    message.c.template,
+                    message.c.body,
+                    message.c.reason,
+                ).order_by(message.c.idempotency_key)
+            ).all(),
+            # Outbox row ids and the vendor's ids follow the order the shards were written in.
+            "events": sorted(
+                (a, kind, _IDS.sub("#", detail))
+                for a, kind, detail in connection.execute(
+                    select(audit.c.account_id, audit.c.kind, audit.c.detail)
+                )
+            ),
+        }
+
+
+def _cycle(tmp_path: Path, name: str, workers: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    from arrears.settings import get_settings
+    from flows.daily_cycle import daily_cycle
+    from tasks import workers as pool
+
+    url = f"sqlite:///{tmp_path / name}.db"
+    engine = get_engine(url)
+    migrate(engine)
+    path = tmp_path / "accounts.csv"
+    if not path.exists():
+        write_accounts_file(generate_portfolio(400, seed=7, business_date=date(2026, 12, 1)), path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        assert run_import(engine, source).rejected == 0
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    monkeypatch.setenv("ARREARS_SHARD_SIZE", "60")
+    monkeypatch.setenv("ARREARS_SHARD_WORKERS", str(workers))
+    get_settings.cache_clear()
+
+    submitted: list[str] = []
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(fn.__name__)
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recording)
+    stats = daily_cycle(as_of=AS_OF)
+    return {"stats": stats, "submitted": submitted, "decided": _decisions(url)}
+
+
+def test_worker_processes_decide_as_the_cycle_process_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sms_sandbox: object
+) -> None:
+    here = _cycle(tmp_path, "here", 1, monkeypatch)
+    there = _cycle(tmp_path, "there", 2, monkeypatch)
+
+    assert here["submitted"] == []
+    shards = there["stats"]["advance"]["shards"]
+    assert shards > 2 and there["submitted"] == ["advance_rows"] * shards
+    assert there["stats"]["advance"]["transitions"] > 0
+    for part in ("accounts", "messages", "events"):
+        assert there["decided"][part] == here["decided"][part], part
+    assert there["stats"]["advance"] == here["stats"]["advance"]
