@@ -394,3 +394,121 @@ def test_summary_counts_what_dispatch_did_across_attempts(sqlite_engine: Engine)
         report = portfolio_report(c, cycle_id=ids[1])
     assert report.transitions == {"cured": {"reminder": 1}}
     assert (report.dispatched, report.dispatch_blocked_by_reason) == ({"blocked": 1, "sent": 1}, {"hours": 1})
+
+
+# -- run starts that the server refuses for a while ----------------------------------------------
+
+
+class _Refusals:
+    """The flow-run creations refused so far, and whether the server still refuses."""
+
+    def __init__(self, times: int | None) -> None:
+        self.times = times
+        self.refused: list[str] = []
+        self.on = True
+
+    def now(self) -> bool:
+        return self.on and (self.times is None or len(self.refused) < self.times)
+
+
+def _refuse_run_creation(
+    monkeypatch: pytest.MonkeyPatch, times: int | None, *, how: str = "503"
+) -> _Refusals:
+    """Make the Prefect server refuse the next `times` flow-run creations (every one when None,
+    until `.on` is cleared), as an overloaded server does (`how`: a 503, or a refused
+    connection), at the HTTP client under Prefect's: every other request reaches the real
+    server. Prefect's client retries a 503 itself five times with backoff; with its retries off,
+    the refusal reaches our own backoff at once."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    refusals = _Refusals(times)
+    real = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
+        if request.method == "POST" and request.url.path.endswith("/create_flow_run") and refusals.now():
+            refusals.refused.append(request.url.path)
+            if how == "connect":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(503, json={"detail": "Service Unavailable"}, request=request)
+        return await real(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr("prefect.client.base.PREFECT_CLIENT_MAX_RETRIES", SimpleNamespace(value=lambda: 0))
+    monkeypatch.setattr("flows._waiting.RETRY_PAUSE_SECONDS", 0.05)
+    return refusals
+
+
+def _runs_with_keys(keys: list[str]) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys))
+        )
+
+
+@pytest.mark.parametrize("how", ["503", "connect"])
+def test_run_starts_the_server_refuses_a_few_times_are_retried_until_every_run_exists(
+    review_deployment: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A server that refuses the first creations (503, or a refused connection) gets them again
+    after a pause: every request ends with exactly one run, bound, and nothing is deferred."""
+    from flows._waiting import RunRequest, start_runs
+
+    refusals = _refuse_run_creation(monkeypatch, 3, how=how)
+    requests = [
+        RunRequest(f"ops-refused-{how}-{time.time_ns()}-{i}", f"review R-{i}", {"account_id": f"R-{i}"})
+        for i in range(5)
+    ]
+    bound: dict[str, str] = {}
+    started = start_runs(review_deployment, requests, bind=bound.update, batch=2)
+    assert len(refusals.refused) == 3
+    assert (started.created, started.deferred, started.error) == (5, 0, None)
+    assert bound == started.runs and set(bound) == {r.key for r in requests}
+    on_server = _runs_with_keys([r.key for r in requests])
+    assert sorted(str(r.id) for r in on_server) == sorted(bound.values())  # one run per key, no duplicate
+
+
+def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_completes(
+    review_deployment: str, sqlite_engine: Engine, reviewing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every creation is refused until the start budget is spent, the cycle's flow run
+    completes with the reviews counted deferred and no run bound; the next cycle starts them."""
+    from prefect import flow
+
+    from flows.repossession_review import start_reviews
+
+    for account_id in ("A-DEF1", "A-DEF2", "A-DEF3"):
+        reviewing(account_id)
+    refusals = _refuse_run_creation(monkeypatch, None)
+    monkeypatch.setattr("flows._waiting.START_BUDGET_SECONDS", 8.0)
+
+    @flow(name="ops-test-cycle")
+    def cycle(as_of: str) -> dict[str, int]:
+        return start_reviews(at(as_of), None, deployment=review_deployment)
+
+    state = cycle("2026-12-01T17:00:00Z", return_state=True)
+    assert state.is_completed(), state.message
+    counts = state.result()
+    assert (counts["reviews_opened"], counts["review_runs_started"], counts["review_runs_deferred"]) == (
+        3,
+        0,
+        3,
+    )
+    assert len(refusals.refused) >= 6  # retried, with backoff, before giving up for this cycle
+    assert all(
+        r.flow_run_id is None
+        for a in ("A-DEF1", "A-DEF2", "A-DEF3")
+        for r in rows(sqlite_engine, review_t, a)
+    )
+
+    refusals.on = False  # the server answers again
+    later = cycle("2026-12-02T17:00:00Z")
+    assert (later["review_runs_started"], later["review_runs_deferred"]) == (3, 0)
+    assert all(
+        r.flow_run_id for a in ("A-DEF1", "A-DEF2", "A-DEF3") for r in rows(sqlite_engine, review_t, a)
+    )
+
