@@ -512,3 +512,98 @@ def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_comp
         r.flow_run_id for a in ("A-DEF1", "A-DEF2", "A-DEF3") for r in rows(sqlite_engine, review_t, a)
     )
 
+# -- logs that reach the API ----------------------------------------------------------------------
+
+
+def _new_runs(flow_names: list[str], before: set[str]) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)))
+    return [r for r in found if str(r.id) not in before]
+
+
+def _logs_of(run_ids: list[UUID], until: Any, timeout: float = 30) -> list[Any]:
+    """The runs' logs (their tasks' too) as the server has them, once `until(logs)` holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # the handler sends in batches, in the background
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+            if until(logs) or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("sms_sandbox")
+def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_without_pii(
+    prefect_harness: None, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`arrears cycle` and `arrears dispatch` leave INFO lines with their counts in their flow
+    runs' logs on the server (what the UI's logs tab reads), and no borrower's name or number."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from tests.factories import account_record, write_csv
+
+    # The CLI quiets Prefect's console handler through this variable: restored after the test.
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    borrowers = [
+        account_record(
+            account_id="A-LOG1",
+            borrower_name="Dana Whitfield",
+            phone="(213) 373-4253",
+            oldest_due_date="2026-11-26",
+        ),
+        account_record(
+            account_id="A-LOG2",
+            borrower_name="Wei Zhang",
+            phone="(213) 373-4254",
+            oldest_due_date="2026-11-20",
+        ),
+    ]
+    cli = CliRunner()
+    imported = cli.invoke(
+        app, ["import", "accounts", str(write_csv(tmp_path / "a.csv", borrowers)), "--database", sqlite_url]
+    )
+    assert imported.exit_code == 0, imported.output
+    names = ["daily-cycle", "dispatch-outbox"]
+    before = {str(r.id) for r in _new_runs(names, set())}
+    for command in (
+        ["cycle", "--as-of", "2026-12-01T16:30:00Z"],
+        ["dispatch", "--as-of", "2026-12-02T16:30:00Z"],
+    ):
+        out = cli.invoke(app, [*command, "--database", sqlite_url, "--json"])
+        assert out.exit_code == 0, out.output
+    runs = {str(r.name).split(" ")[0]: r for r in _new_runs(names, before)}
+    cycle_run, dispatch_run = runs["daily-cycle"], runs["dispatch"]
+
+    def info(logs: list[Any], run: Any, pattern: str) -> list[str]:
+        return [
+            log.message
+            for log in logs
+            if log.flow_run_id == run.id and log.level == logging.INFO and re.search(pattern, log.message)
+        ]
+
+    wanted = [
+        (cycle_run, r"advanced 2 accounts in \d+ shards: \d+ transitions, \d+ new messages"),
+        (cycle_run, r"dispatch: \d+ batches; .*sent 2"),
+        (cycle_run, r"cycle 2026-12-02: 2 accounts, \d+ transitions; dispatch .*sent 2"),
+        (dispatch_run, r"dispatch: \d+ batches; "),
+    ]
+    logs = _logs_of([cycle_run.id, dispatch_run.id], lambda ls: all(info(ls, r, p) for r, p in wanted))
+    for run, pattern in wanted:
+        assert info(logs, run, pattern), (
+            f"no INFO log matching {pattern!r} in {[log.message for log in logs]}"
+        )
+    text = "\n".join(log.message for log in logs)
+    for pii in ("Whitfield", "Dana", "Zhang", "373-4253", "3734253", "3734254"):
+        assert pii not in text
+
