@@ -607,3 +607,46 @@ def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_with
     for pii in ("Whitfield", "Dana", "Zhang", "373-4253", "3734253", "3734254"):
         assert pii not in text
 
+def test_a_failed_daily_cycle_and_overdue_reviews_notify_through_the_operators_block(
+    prefect_harness: None, webhook: str
+) -> None:
+    """A daily-cycle flow run that fails on the server, and a cycle's report of reviews waiting
+    past their deadline, each notify through the configured block; another flow failing does not."""
+    from prefect import flow
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from deployments.automations import apply_automations
+    from tasks.report import _emit_overdue
+
+    CustomWebhookNotificationBlock(
+        name="ops", url=webhook, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    ).save("ops-alerts", overwrite=True)
+    apply_automations("custom-webhook/ops-alerts")
+    time.sleep(3)  # the triggers service loads new automations
+
+    @flow(name="daily-cycle", flow_run_name="daily-cycle 2027-01-05")
+    def failing_cycle() -> None:
+        raise RuntimeError("the database went away")
+
+    @flow(name="ops-test-other", flow_run_name="other 2027-01-05")
+    def other() -> None:
+        raise RuntimeError("not a cycle")
+
+    assert failing_cycle(return_state=True).is_failed()
+    assert other(return_state=True).is_failed()
+    _emit_overdue(["A-OLD1", "A-OLD2"], 12, "2027-01-05")  # what the cycle's report emits
+
+    def mine() -> list[dict[str, Any]]:
+        return [r for r in _Hook.received if "2027-01-05" in r["subject"] or "deadline" in r["subject"]]
+
+    deadline = time.monotonic() + 60
+    while len(mine()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    got = {r["subject"]: r["body"] for r in mine()}
+    assert sorted(got) == [
+        "arrears: 2 reviews wait past their deadline",
+        "arrears: daily-cycle 2027-01-05 ended (prefect.flow-run.Failed)",
+    ]
+    assert "A-OLD1" in got["arrears: 2 reviews wait past their deadline"]
+    assert not [r for r in _Hook.received if "other 2027-01-05" in r["subject"]]
