@@ -36,6 +36,8 @@ __all__ = [
     "RunRequest",
     "Started",
     "Wake",
+    "cycle_link",
+    "cycle_run_id",
     "cycle_tags",
     "dead_runs",
     "deployment_exists",
@@ -178,17 +180,32 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("arrears")
 
 
+def cycle_run_id() -> str | None:
+    """The flow run we are in (the cycle's, when the cycle starts runs), or None outside a run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
 def cycle_tags(business_date: str, cycle_id: int | None) -> list[str]:
     """Tags that trace a run to the cycle that started it: the business date, our cycle id and,
     inside the cycle's flow run, that run's id (the UI filters runs by a tag when it is clicked)."""
-    from prefect.runtime import flow_run
-
     tags = [f"cycle:{business_date}"]
     if cycle_id is not None:
         tags.append(f"cycle-id:{cycle_id}")
-    if flow_run.id:
-        tags.append(f"cycle-run:{flow_run.id}")
+    if run_id := cycle_run_id():
+        tags.append(f"cycle-run:{run_id}")
     return tags
+
+
+def cycle_link(cycle_run: str | None) -> str:
+    """A markdown line linking a review or referral to the cycle run that started it (a link
+    when a UI is configured); empty when it was started outside a cycle. A tag only filters: this
+    is the way back to the cycle's own page, its logs and its artifacts."""
+    if not cycle_run:
+        return ""
+    url = ui_url(cycle_run)
+    return f"Started by the daily cycle's flow run {f'[{cycle_run}]({url})' if url else f'`{cycle_run}`'}."
 
 
 def ui_url(flow_run_id: str) -> str | None:

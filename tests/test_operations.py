@@ -512,6 +512,61 @@ def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_comp
         r.flow_run_id for a in ("A-DEF1", "A-DEF2", "A-DEF3") for r in rows(sqlite_engine, review_t, a)
     )
 
+
+# -- review runs link back to their cycle ---------------------------------------------------------
+
+
+def test_review_runs_carry_the_cycle_run_that_started_them_and_review_list_links_it(
+    review_deployment: str, sqlite_engine: Engine, sqlite_url: str, reviewing: Any
+) -> None:
+    """A review run started inside a cycle's flow run has that run's id as its `cycle_run`
+    parameter (and tag); `review list --json` gives it with its UI URL."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from flows.repossession_review import start_reviews
+
+    reviewing("A-LINK")
+
+    @flow(name="ops-test-cycle")
+    def cycle() -> dict[str, int]:
+        return start_reviews(at("2026-12-01T17:00:00Z"), None, deployment=review_deployment)
+
+    state = cycle(return_state=True)
+    cycle_run = str(state.state_details.flow_run_id)
+    [review] = rows(sqlite_engine, review_t, "A-LINK")
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(review.flow_run_id))
+    assert run.parameters["cycle_run"] == cycle_run
+    assert f"cycle-run:{cycle_run}" in run.tags
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.example:4200"}):
+        out = CliRunner().invoke(
+            app, ["review", "list", "--database", sqlite_url, "--json", "--as-of", "2026-12-02T00:00:00Z"]
+        )
+    assert out.exit_code == 0, out.output
+    [listed] = json.loads(out.output)
+    assert (listed["cycle_run_id"], listed["cycle_run_url"]) == (
+        cycle_run,
+        f"http://prefect.example:4200/runs/flow-run/{cycle_run}",
+    )
+
+
+def test_the_decision_form_links_to_the_cycle_run() -> None:
+    """The line above the review form names the cycle run, as a link when a UI is configured."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from flows._waiting import cycle_link
+
+    assert cycle_link(None) == ""
+    with temporary_settings(
+        {PREFECT_API_URL: "http://prefect.example:4200/api", PREFECT_UI_URL: "http://prefect.example:4200"}
+    ):
+        assert "[abc](http://prefect.example:4200/runs/flow-run/abc)" in cycle_link("abc")
+
+
 # -- logs that reach the API ----------------------------------------------------------------------
 
 
@@ -606,6 +661,7 @@ def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_with
     text = "\n".join(log.message for log in logs)
     for pii in ("Whitfield", "Dana", "Zhang", "373-4253", "3734253", "3734254"):
         assert pii not in text
+
 
 def test_a_failed_daily_cycle_and_overdue_reviews_notify_through_the_operators_block(
     prefect_harness: None, webhook: str
