@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, delete, update
 
 from arrears.storage import get_engine, migrate
-from tests.later_stages import account_t, at, import_rows, review_t, rows, us_account
+from tests.later_stage_helpers import account_t, at, import_rows, review_t, rows, us_account
 
 # -- without a server ---------------------------------------------------------------------------
 
