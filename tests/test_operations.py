@@ -498,7 +498,7 @@ def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_comp
         0,
         3,
     )
-    assert len(refusals.refused) >= 6  # retried, with backoff, before giving up for this cycle
+    assert len(refusals.refused) > 3  # asked again after a pause, before giving up for this cycle
     assert all(
         r.flow_run_id is None
         for a in ("A-DEF1", "A-DEF2", "A-DEF3")
@@ -570,13 +570,21 @@ def test_the_decision_form_links_to_the_cycle_run() -> None:
 # -- logs that reach the API ----------------------------------------------------------------------
 
 
-def _new_runs(flow_names: list[str], before: set[str]) -> list[Any]:
+def _runs_since(flow_names: list[str], since: datetime) -> list[Any]:
+    """Runs of these flows that started after `since` (the session's server holds many others)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+    )
 
     with get_client(sync_client=True) as client:
-        found = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)))
-    return [r for r in found if str(r.id) not in before]
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+        )
 
 
 def _logs_of(run_ids: list[UUID], until: Any, timeout: float = 30) -> list[Any]:
@@ -629,15 +637,14 @@ def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_with
         app, ["import", "accounts", str(write_csv(tmp_path / "a.csv", borrowers)), "--database", sqlite_url]
     )
     assert imported.exit_code == 0, imported.output
-    names = ["daily-cycle", "dispatch-outbox"]
-    before = {str(r.id) for r in _new_runs(names, set())}
+    since = datetime.now(UTC)
     for command in (
         ["cycle", "--as-of", "2026-12-01T16:30:00Z"],
         ["dispatch", "--as-of", "2026-12-02T16:30:00Z"],
     ):
         out = cli.invoke(app, [*command, "--database", sqlite_url, "--json"])
         assert out.exit_code == 0, out.output
-    runs = {str(r.name).split(" ")[0]: r for r in _new_runs(names, before)}
+    runs = {str(r.name).split(" ")[0]: r for r in _runs_since(["daily-cycle", "dispatch-outbox"], since)}
     cycle_run, dispatch_run = runs["daily-cycle"], runs["dispatch"]
 
     def info(logs: list[Any], run: Any, pattern: str) -> list[str]:
