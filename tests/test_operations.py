@@ -415,10 +415,10 @@ def _refuse_run_creation(
     monkeypatch: pytest.MonkeyPatch, times: int | None, *, how: str = "503"
 ) -> _Refusals:
     """Make the Prefect server refuse the next `times` flow-run creations (every one when None,
-    until `.on` is cleared), as an overloaded server does (`how`: a 503, or a refused
-    connection), at the HTTP client under Prefect's: every other request reaches the real
-    server. Prefect's client retries a 503 itself five times with backoff; with its retries off,
-    the refusal reaches our own backoff at once."""
+    until `.on` is cleared), as an overloaded server does (`how`: a 503, a refused connection,
+    or an answer `lost` after the run was made), at the HTTP client under Prefect's: every other
+    request reaches the real server. Prefect's client retries a 503 itself five times with
+    backoff; with its retries off, the refusal reaches our own backoff at once."""
     from types import SimpleNamespace
 
     import httpx
@@ -428,6 +428,12 @@ def _refuse_run_creation(
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
         if request.method == "POST" and request.url.path.endswith("/create_flow_run") and refusals.now():
+            if how == "lost":  # the server made the run, but its answer never came back
+                answer = await real(self, request, *args, **kwargs)
+                if not answer.is_success:  # the server failed by itself (SQLite busy): not a loss
+                    return answer
+                refusals.refused.append(request.url.path)
+                raise httpx.ReadError("connection reset", request=request)
             refusals.refused.append(request.url.path)
             if how == "connect":
                 raise httpx.ConnectError("connection refused", request=request)
@@ -470,6 +476,26 @@ def test_run_starts_the_server_refuses_a_few_times_are_retried_until_every_run_e
     assert bound == started.runs and set(bound) == {r.key for r in requests}
     on_server = _runs_with_keys([r.key for r in requests])
     assert sorted(str(r.id) for r in on_server) == sorted(bound.values())  # one run per key, no duplicate
+
+
+def test_run_starts_whose_answer_was_lost_are_found_by_key_not_made_twice(
+    review_deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A creation the server did but whose answer was lost is found under its key when the batch
+    is retried: counted found, not created, bound, and the server holds one run per request."""
+    from flows._waiting import RunRequest, start_runs
+
+    _refuse_run_creation(monkeypatch, 2, how="lost")
+    requests = [
+        RunRequest(f"ops-lost-{time.time_ns()}-{i}", f"review L-{i}", {"account_id": f"L-{i}"})
+        for i in range(4)
+    ]
+    bound: dict[str, str] = {}
+    started = start_runs(review_deployment, requests, bind=bound.update, batch=2)
+    assert (started.created, started.found, started.deferred, started.error) == (2, 2, 0, None)
+    assert set(bound) == {r.key for r in requests}
+    on_server = _runs_with_keys([r.key for r in requests])
+    assert sorted(str(r.id) for r in on_server) == sorted(bound.values())
 
 
 def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_completes(
