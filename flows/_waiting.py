@@ -36,6 +36,8 @@ __all__ = [
     "RunRequest",
     "Started",
     "Wake",
+    "cycle_link",
+    "cycle_run_id",
     "cycle_tags",
     "dead_runs",
     "deployment_exists",
@@ -178,17 +180,32 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("arrears")
 
 
+def cycle_run_id() -> str | None:
+    """The flow run we are in (the cycle's, when the cycle starts runs), or None outside a run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
 def cycle_tags(business_date: str, cycle_id: int | None) -> list[str]:
     """Tags that trace a run to the cycle that started it: the business date, our cycle id and,
     inside the cycle's flow run, that run's id (the UI filters runs by a tag when it is clicked)."""
-    from prefect.runtime import flow_run
-
     tags = [f"cycle:{business_date}"]
     if cycle_id is not None:
         tags.append(f"cycle-id:{cycle_id}")
-    if flow_run.id:
-        tags.append(f"cycle-run:{flow_run.id}")
+    if run_id := cycle_run_id():
+        tags.append(f"cycle-run:{run_id}")
     return tags
+
+
+def cycle_link(cycle_run: str | None) -> str:
+    """A markdown line linking a review or referral to the cycle run that started it (a link
+    when a UI is configured); empty when it was started outside a cycle. A tag only filters: this
+    is the way back to the cycle's own page, its logs and its artifacts."""
+    if not cycle_run:
+        return ""
+    url = ui_url(cycle_run)
+    return f"Started by the daily cycle's flow run {f'[{cycle_run}]({url})' if url else f'`{cycle_run}`'}."
 
 
 def ui_url(flow_run_id: str) -> str | None:
@@ -207,17 +224,19 @@ def start_runs(
     *,
     bind: Callable[[dict[str, str]], None],
     batch: int = START_BATCH,
-    budget_seconds: float = START_BUDGET_SECONDS,
+    budget_seconds: float | None = None,
 ) -> Started:
     """Start a run of `deployment` for each request, batch by batch, calling `bind(key -> run
     id)` after each batch so a crash later loses no binding. A run already created under a key
     is found, not created again. Never raises for the server's sake: when it refuses, the
-    requests left are `deferred` (the next cycle starts them) and `error` says why."""
+    requests left are `deferred` (the next cycle starts them) and `error` says why. The budget
+    is `START_BUDGET_SECONDS` unless given (read at call time, so a test can shorten it)."""
     from prefect.exceptions import ObjectNotFound
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     started = Started()
-    deadline = time.monotonic() + budget_seconds
+    budget = START_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
     pending = list(requests)
     pause = RETRY_PAUSE_SECONDS
     while pending and time.monotonic() < deadline:
@@ -253,7 +272,7 @@ def start_runs(
     if not started.deferred:
         started.error = None  # every refusal was retried successfully
     elif started.error is None:
-        started.error = f"start budget of {budget_seconds:.0f}s spent"
+        started.error = f"start budget of {budget:.0f}s spent"
     return started
 
 

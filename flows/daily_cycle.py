@@ -27,7 +27,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows._prefect import synced
-from flows._waiting import start_run
+from flows._waiting import run_logger, start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews
 from tasks.bureau_pull import pull_bureau_profiles
@@ -268,6 +268,7 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
         counts |= {k: v for k, v in recovered.items() if v}
     batches = plan_dispatch(instant, settings.dispatch_batch, account_id, owner)
     if not batches:
+        _log_dispatch(counts)
         return counts
     with sms_session() as provider:
         first = dispatch_batch(batches[0], instant, cycle_id)
@@ -285,7 +286,15 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
         if counts.pop("outage", 0):
             counts["outage"] = {"provider": provider.info.name, "waiting": counts.pop("waiting", 0)}
     counts["batches"] = len(batches)
+    _log_dispatch(counts)
     return counts
+
+
+def _log_dispatch(counts: dict[str, Any]) -> None:
+    """What dispatch did, in counts, at INFO to the run's log in the Prefect API (DESIGN §9):
+    the UI's logs tab is where operations look first, and a message's number never goes there."""
+    outcome = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "batches" and isinstance(v, int))
+    run_logger().info("dispatch: %d batches; %s", counts["batches"], outcome or "nothing due")
 
 
 def _dispatch_name() -> str:

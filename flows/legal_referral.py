@@ -24,6 +24,7 @@ from arrears.clock import business_date
 from arrears.settings import get_settings
 from flows._waiting import (
     RunRequest,
+    cycle_run_id,
     cycle_tags,
     deployment_exists,
     follow,
@@ -63,8 +64,12 @@ def _name() -> str:
     flow_run_name=_name,
     description="One legal referral: build the filing, submit it to the court, follow it to judgment.",
 )
-async def legal_referral(account_id: str, as_of: str | None = None) -> dict[str, Any] | State:
-    """Refer `account_id` to court, as of `as_of` (ISO 8601; now when omitted)."""
+async def legal_referral(
+    account_id: str, as_of: str | None = None, cycle_run: str | None = None
+) -> dict[str, Any] | State:
+    """Refer `account_id` to court, as of `as_of` (ISO 8601; now when omitted). `cycle_run` is
+    the id of the daily cycle's flow run that started this one: the UI shows it with the
+    parameters, and `arrears review list` links it."""
     now = now_of(as_of)
     with court_session():
         state = open_referral(account_id, now)
@@ -122,6 +127,7 @@ def _start(
     """One run per referral that no live run follows and whose case has not ended."""
     live = {str(run.name) for run in live_runs("legal-referral")}
     tags = cycle_tags(business_date(instant, get_settings().lender_timezone).isoformat(), cycle_id)
+    cycle_run = cycle_run_id()
     base = f"{installation()}-referral"  # namespaced: one Prefect server may serve several databases
     requests: list[RunRequest] = []
     for account_id, episode, referral_id, status in work:
@@ -134,7 +140,7 @@ def _start(
             RunRequest(
                 key,
                 f"referral {account_id}",
-                {"account_id": account_id, "as_of": as_of},
+                {"account_id": account_id, "as_of": as_of, "cycle_run": cycle_run},
                 ("stage:legal_referral", f"account:{account_id.lower()}", *tags),
             )
         )

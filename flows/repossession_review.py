@@ -37,6 +37,8 @@ from arrears.clock import business_date
 from arrears.settings import get_settings
 from flows._waiting import (
     RunRequest,
+    cycle_link,
+    cycle_run_id,
     cycle_tags,
     dead_runs,
     deployment_exists,
@@ -119,8 +121,12 @@ def _name() -> str:
     flow_run_name=_name,
     description="One repossession review: right-to-cure notice, cure period, a reviewer's decision.",
 )
-async def repossession_review(account_id: str, as_of: str | None = None) -> dict[str, Any] | State:
-    """Review `account_id`, as of `as_of` (ISO 8601; now when omitted)."""
+async def repossession_review(
+    account_id: str, as_of: str | None = None, cycle_run: str | None = None
+) -> dict[str, Any] | State:
+    """Review `account_id`, as of `as_of` (ISO 8601; now when omitted). `cycle_run` is the id of
+    the daily cycle's flow run that started this one: the UI shows it with the parameters and the
+    decision form links back to it."""
     now = now_of(as_of)
     state = open_review(account_id, now, str(flow_run.id))
     if state is None:
@@ -128,7 +134,7 @@ async def repossession_review(account_id: str, as_of: str | None = None) -> dict
     cured: _Ready | State = await follow("cure", state, now, step=_cure_period, reload=_reload)
     if isinstance(cured, State):
         return cured
-    return await _decision(cured.state, cured.now)
+    return await _decision(cured.state, cured.now, cycle_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +169,11 @@ def _reload(state: ReviewState) -> ReviewState:
     return load_review(state.review_id)
 
 
-async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State:
+async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) -> dict[str, Any] | State:
     """The decision already recorded, or the one a reviewer gives now."""
     if state.decision is None:
-        form = decision_form(decision_options(state.holds), decision_context(state.review_id, now))
+        context = "\n\n".join(filter(None, [decision_context(state.review_id, now), cycle_link(cycle_run)]))
+        form = decision_form(decision_options(state.holds), context)
         answer = await wait_for(form, key="decision")
         at = max(now, datetime.now(UTC))
         decided: Decided = record_decision(
@@ -244,12 +251,13 @@ def _start(
         if run_id in dead
     ]
     tags = cycle_tags(business_date(instant, get_settings().lender_timezone).isoformat(), cycle_id)
+    cycle_run = cycle_run_id()
     reviews = {key: review_id for review_id, _, key in todo}
     requests = [
         RunRequest(
             key,
             f"review {account_id}",
-            {"account_id": account_id, "as_of": as_of},
+            {"account_id": account_id, "as_of": as_of, "cycle_run": cycle_run},
             ("stage:repossession_review", f"account:{account_id.lower()}", *tags),
         )
         for _, account_id, key in todo

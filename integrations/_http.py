@@ -1,24 +1,51 @@
 """What the HTTP clients of every provider kind share: construction from settings, one exchange
 with transport failures translated, Retry-After, and the status codes every vendor means alike.
 
-Each client keeps its own wire format and its own reading of the vendor's error body; the pieces
-here are the ones that were the same in all of them.
+Each client keeps its own wire format; the pieces here are the ones that were the same in all of
+them. The court, letters and agency clients also share their vendors' habits: an httpx client
+with a token (`VendorClient`), errors as `{"error": {"code", "message"}}` mapped the same way
+but for a few vendor codes (`vendor_error`), instants in ISO 8601 (`iso_instant`), reads that
+are safe to repeat (`read_once`) and creates the vendor deduplicates by key (`send_deduplicated`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from integrations.errors import ConfigError, ProviderError, Transient, UnknownOutcome
+from integrations.errors import (
+    ConfigError,
+    Duplicate,
+    Permanent,
+    ProviderError,
+    Transient,
+    UnknownOutcome,
+)
 from integrations.metadata import ProviderInfo
+from integrations.retries import RetryPolicy, call_with_retries
 
-__all__ = ["ConfiguredClient", "error_for_status", "exchange", "retry_after"]
+__all__ = [
+    "BearerAuth",
+    "ConfiguredClient",
+    "VendorClient",
+    "VendorError",
+    "error_for_status",
+    "exchange",
+    "iso_instant",
+    "read_once",
+    "retry_after",
+    "send_deduplicated",
+    "vendor_error",
+]
+
+T = TypeVar("T")
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -116,3 +143,146 @@ class ConfiguredClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# -- what the court, letters and agency clients share ----------------------------------------------
+
+
+class BearerAuth(httpx.Auth):
+    """`Authorization: Bearer <token>` on every request; the token stays a `SecretStr` until sent."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        yield request
+
+
+class VendorClient(ConfiguredClient):
+    """Base of the court, letters and agency clients: one kept-alive httpx client to the vendor's
+    `api_root` under the configured base URL, with the settings' read and connect timeouts, our
+    `user_agent`, the API key as a Bearer token (a subclass overrides `auth` for another scheme)
+    and no redirects (a redirected POST could go out twice, or elsewhere); retries capped by the
+    settings; a clock that webhook timestamps are checked against (a test's, or the wall's).
+
+    A subclass sets `info`, `settings_model`, `api_root` and `user_agent`."""
+
+    api_root: ClassVar[str]
+    user_agent: ClassVar[str]
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry_policy = RetryPolicy(
+            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
+        )
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + self.api_root,
+            transport=transport,
+            auth=self.auth(),
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            headers={"User-Agent": self.user_agent},
+            follow_redirects=False,
+        )
+
+    def auth(self) -> httpx.Auth:
+        """How requests are authenticated: the settings' `api_key` as a Bearer token."""
+        return BearerAuth(self.settings.api_key)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class VendorError:
+    """A non-2xx answer, read once: the HTTP status, the vendor's code and message, and the
+    error object itself (for the fields only one vendor sends)."""
+
+    status: int
+    code: str
+    reason: str
+    body: Mapping[str, Any]
+
+
+def vendor_error(
+    response: httpx.Response,
+    *,
+    idempotency_key: str | None,
+    no_message: str,
+    duplicate_code: str | None,
+    specific: Callable[[VendorError], ProviderError | None] = lambda error: None,
+) -> ProviderError:
+    """Translate a non-2xx answer whose body is `{"error": {"code", "message"}}` into our error
+    tree. The vendor's `specific` reading comes first (not found, an unusable address …); then
+    the statuses every vendor means alike (`error_for_status`); then a 404 is a wrong base URL
+    (no such route), a 409 with `duplicate_code` (any 409 when None) a `Duplicate`, and the rest
+    `Permanent`. `no_message` is the reason when the body carries none."""
+    try:
+        body = response.json()["error"]
+        code = str(body.get("code") or f"http_{response.status_code}")
+        reason = str(body.get("message") or response.reason_phrase)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        body, code, reason = {}, f"http_{response.status_code}", no_message
+    error = VendorError(response.status_code, code, reason, body)
+    key = idempotency_key
+    if (found := specific(error)) is not None:
+        return found
+    if (found := error_for_status(response, reason, code, idempotency_key=key)) is not None:
+        return found
+    if error.status == 404:
+        return ConfigError(reason, code=code, idempotency_key=key)
+    if error.status == 409 and duplicate_code in (None, code):
+        return Duplicate(reason, code=code, idempotency_key=key)
+    return Permanent(code, reason, idempotency_key=key)
+
+
+def iso_instant(value: Any) -> datetime:
+    """An ISO 8601 instant as vendors write it (`…Z` included); one without an offset is UTC."""
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def read_once(
+    send: Callable[[], httpx.Response],
+    label: str,
+    *,
+    what: str,
+    error: Callable[[httpx.Response], ProviderError],
+    parse: Callable[[Any], T],
+) -> T:
+    """One try of a call that is safe to repeat (a status read, a cancel): any answer but 200 is
+    `error(response)`, and every unknown outcome (no answer, a 5xx, an unreadable answer) is
+    `Transient`, since asking again cannot do anything twice. `what` names the call in reasons."""
+    try:
+        response = exchange(send, label, no_answer=f"no answer to {what}")
+    except UnknownOutcome as e:
+        raise Transient(str(e.reason), code=e.code) from None
+    if response.status_code != 200:
+        found = error(response)
+        if isinstance(found, UnknownOutcome):
+            raise Transient(found.reason, code=found.code)
+        raise found
+    try:
+        return parse(response.json())
+    except (ValueError, KeyError, TypeError):
+        raise Transient(f"{label}: unreadable answer to {what}", code="bad_answer") from None
+
+
+def send_deduplicated(
+    once: Callable[[], T], policy: RetryPolicy, *, log: logging.Logger, label: str, key: str
+) -> T:
+    """`once()` with retries; on an unknown outcome, the whole call once more with the same key:
+    a vendor that deduplicates by key answers the first result if it went through, and acts once
+    if it did not. Only once: a second unknown outcome goes up to the caller."""
+    try:
+        return call_with_retries(once, policy)
+    except UnknownOutcome:
+        log.warning("%s: outcome unknown for %s, sending it again with the same key", label, key)
+        return call_with_retries(once, policy)

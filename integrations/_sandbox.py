@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -33,8 +33,11 @@ from integrations._hmac import combined_header
 __all__ = [
     "CREDENTIALS_ENV",
     "CallbackFaults",
+    "CallbackPusher",
+    "CallbackUrl",
     "FaultState",
     "SandboxFaults",
+    "SignRequest",
     "bearer_ok",
     "control_router",
     "create_sandbox_app",
@@ -59,7 +62,13 @@ class _Credentials(Protocol):
     def as_mapping(self) -> dict[str, str]: ...
 
 
+class _Event(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
 C = TypeVar("C", bound=_Credentials)
+E = TypeVar("E", bound=_Event)
 F = TypeVar("F", bound="SandboxFaults")
 
 # The counters, in the order a request consumes them: unexecuted faults first.
@@ -278,6 +287,135 @@ async def post_callback(
         return None
     entry["status_code"] = answer.status_code
     return answer
+
+
+CALLBACK_TIMEOUT = 5.0  # seconds the receiver of a pushed webhook gets to answer
+
+
+class CallbackUrl(BaseModel):
+    """Where the sandbox pushes its webhooks; None: nowhere, they wait."""
+
+    url: str | None
+
+
+class SignRequest(BaseModel):
+    """Whose last event to sign, and at what timestamp (an old one tests the receiver's refusal)."""
+
+    id: str
+    timestamp: int | None = None
+
+
+class CallbackPusher(Generic[E]):
+    """The webhook side of a sandbox whose vendor pushes each event in a signed POST of its own
+    (Lob, the agency platform): the pending events delivered on request, or by a pump once the
+    rules set `push_every_seconds`; the callback faults (drop, duplicate) applied; every attempt
+    in the callback log; and the `/_sandbox/callbacks…` controls. The kind says how an event is
+    signed (`signed(event, timestamp)`), where it goes (`url_of`) and how the log names it
+    (`describe`).
+
+    `state` has `pending`, `callbacks`, `callback_url`, `rules.push_every_seconds`, `pump`,
+    `tick(now)` and the `FaultState` methods."""
+
+    def __init__(
+        self,
+        state: Any,
+        *,
+        signed: Callable[[E, int | None], tuple[dict[str, str], bytes]],
+        url_of: Callable[[E], str | None],
+        describe: Callable[[E], dict[str, Any]],
+    ) -> None:
+        self.state = state
+        self.signed = signed
+        self.url_of = url_of
+        self.describe = describe
+        self._delivering = asyncio.Lock()  # the pump and a control request never push an event twice
+
+    def ensure_pump(self) -> None:
+        st = self.state
+        if st.pump is None or st.pump.done():
+            st.pump = asyncio.get_running_loop().create_task(self._pump())
+
+    async def deliver(self) -> dict[str, int]:
+        """POST the pending events, one per request; failures stay pending, drops are lost."""
+        st = self.state
+        outcome = {"delivered": 0, "dropped": 0, "failed": 0}
+        async with self._delivering, httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+            for event in list(st.pending):
+                url = self.url_of(event)
+                if not url:
+                    continue
+                fault = st.take_callback_fault("webhooks")
+                sent = False
+                for copy in range(2 if fault == "duplicate" else 1):
+                    headers, body = self.signed(event, None)
+                    attempt: dict[str, Any] = {
+                        "url": url,
+                        "at": st.now().isoformat(),
+                        **self.describe(event),
+                        "headers": headers,
+                        "body": body.decode(),
+                        "status_code": None,
+                        "copy": copy + 1,
+                    }
+                    if fault == "drop":
+                        attempt["outcome"] = "dropped"
+                    else:
+                        try:
+                            answer = await client.post(url, content=body, headers=headers)
+                            attempt["status_code"] = answer.status_code
+                            attempt["outcome"] = "delivered" if answer.is_success else "failed"
+                        except httpx.HTTPError as e:
+                            attempt["outcome"], attempt["error"] = "failed", type(e).__name__
+                    st.callbacks.append(attempt)
+                    st.count(f"callbacks.{attempt['outcome']}")
+                    sent = sent or attempt["outcome"] in ("delivered", "dropped")
+                outcome[attempt["outcome"]] += 1
+                if sent:
+                    st.pending = [e for e in st.pending if e.id != event.id]
+        return {**outcome, "pending": len(st.pending)}
+
+    async def _pump(self) -> None:
+        """Push by itself when `rules.push_every_seconds` says so, as the vendor does."""
+        st = self.state
+        while True:
+            every = st.rules.push_every_seconds
+            await asyncio.sleep(every or 0.2)
+            if every is not None:
+                st.tick(st.now())
+                if st.pending:
+                    await self.deliver()
+
+    def add_routes(
+        self, router: APIRouter, *, find: Callable[[str], Any], not_found: Callable[[], Response]
+    ) -> None:
+        """`POST /callbacks/url`, `POST /callbacks/deliver`, `GET /callbacks` and `POST
+        /callbacks/sign` (the last of the `events` of the object `find(id)` returns, signed as
+        pushed; `not_found()` when there is no such object or it has no event yet) on the
+        kind's control router."""
+        st = self.state
+
+        @router.post("/callbacks/url")
+        async def callback_url(body: CallbackUrl) -> dict[str, Any]:
+            st.callback_url = body.url
+            return {"url": st.callback_url}
+
+        @router.post("/callbacks/deliver")
+        async def deliver_now() -> dict[str, int]:
+            self.ensure_pump()
+            st.tick(st.now())
+            return await self.deliver()
+
+        @router.get("/callbacks")
+        async def callbacks() -> dict[str, Any]:
+            return {"callbacks": st.callbacks, "pending": len(st.pending)}
+
+        @router.post("/callbacks/sign")
+        async def sign_event(body: SignRequest) -> Response:
+            found = find(body.id)
+            if found is None or not found.events:
+                return not_found()
+            headers, payload = self.signed(found.events[-1], body.timestamp)
+            return json_response({"headers": headers, "body": payload.decode()})
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from arrears.models import AccountHold, BureauRecord
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     account_t,
     at,

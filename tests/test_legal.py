@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from arrears.review import NothingToClaim, ReferralFacts, claim_amount, draft_filing, notices_from
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     account_t,
     at,

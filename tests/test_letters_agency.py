@@ -15,7 +15,7 @@ from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
 from tests.factories import write_csv
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     account_t,
     at,

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, delete, update
 
 from arrears.storage import get_engine, migrate
-from tests.later_stages import account_t, at, import_rows, review_t, rows, us_account
+from tests.later_stage_helpers import account_t, at, import_rows, review_t, rows, us_account
 
 # -- without a server ---------------------------------------------------------------------------
 
@@ -394,3 +394,348 @@ def test_summary_counts_what_dispatch_did_across_attempts(sqlite_engine: Engine)
         report = portfolio_report(c, cycle_id=ids[1])
     assert report.transitions == {"cured": {"reminder": 1}}
     assert (report.dispatched, report.dispatch_blocked_by_reason) == ({"blocked": 1, "sent": 1}, {"hours": 1})
+
+
+# -- run starts that the server refuses for a while ----------------------------------------------
+
+
+class _Refusals:
+    """The flow-run creations refused so far, and whether the server still refuses."""
+
+    def __init__(self, times: int | None) -> None:
+        self.times = times
+        self.refused: list[str] = []
+        self.on = True
+
+    def now(self) -> bool:
+        return self.on and (self.times is None or len(self.refused) < self.times)
+
+
+def _refuse_run_creation(
+    monkeypatch: pytest.MonkeyPatch, times: int | None, *, how: str = "503"
+) -> _Refusals:
+    """Make the Prefect server refuse the next `times` flow-run creations (every one when None,
+    until `.on` is cleared), as an overloaded server does (`how`: a 503, a refused connection,
+    or an answer `lost` after the run was made), at the HTTP client under Prefect's: every other
+    request reaches the real server. Prefect's client retries a 503 itself five times with
+    backoff; with its retries off, the refusal reaches our own backoff at once."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    refusals = _Refusals(times)
+    real = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
+        if request.method == "POST" and request.url.path.endswith("/create_flow_run") and refusals.now():
+            if how == "lost":  # the server made the run, but its answer never came back
+                answer = await real(self, request, *args, **kwargs)
+                if not answer.is_success:  # the server failed by itself (SQLite busy): not a loss
+                    return answer
+                refusals.refused.append(request.url.path)
+                raise httpx.ReadError("connection reset", request=request)
+            refusals.refused.append(request.url.path)
+            if how == "connect":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(503, json={"detail": "Service Unavailable"}, request=request)
+        return await real(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr("prefect.client.base.PREFECT_CLIENT_MAX_RETRIES", SimpleNamespace(value=lambda: 0))
+    monkeypatch.setattr("flows._waiting.RETRY_PAUSE_SECONDS", 0.05)
+    return refusals
+
+
+def _runs_with_keys(keys: list[str]) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys))
+        )
+
+
+@pytest.mark.parametrize("how", ["503", "connect"])
+def test_run_starts_the_server_refuses_a_few_times_are_retried_until_every_run_exists(
+    review_deployment: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A server that refuses the first creations (503, or a refused connection) gets them again
+    after a pause: every request ends with exactly one run, bound, and nothing is deferred."""
+    from flows._waiting import RunRequest, start_runs
+
+    refusals = _refuse_run_creation(monkeypatch, 3, how=how)
+    requests = [
+        RunRequest(f"ops-refused-{how}-{time.time_ns()}-{i}", f"review R-{i}", {"account_id": f"R-{i}"})
+        for i in range(5)
+    ]
+    bound: dict[str, str] = {}
+    started = start_runs(review_deployment, requests, bind=bound.update, batch=2)
+    assert len(refusals.refused) == 3
+    assert (started.created, started.deferred, started.error) == (5, 0, None)
+    assert bound == started.runs and set(bound) == {r.key for r in requests}
+    on_server = _runs_with_keys([r.key for r in requests])
+    assert sorted(str(r.id) for r in on_server) == sorted(bound.values())  # one run per key, no duplicate
+
+
+def test_run_starts_whose_answer_was_lost_are_found_by_key_not_made_twice(
+    review_deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A creation the server did but whose answer was lost is found under its key when the batch
+    is retried: counted found, not created, bound, and the server holds one run per request."""
+    from flows._waiting import RunRequest, start_runs
+
+    _refuse_run_creation(monkeypatch, 2, how="lost")
+    requests = [
+        RunRequest(f"ops-lost-{time.time_ns()}-{i}", f"review L-{i}", {"account_id": f"L-{i}"})
+        for i in range(4)
+    ]
+    bound: dict[str, str] = {}
+    started = start_runs(review_deployment, requests, bind=bound.update, batch=2)
+    assert (started.created, started.found, started.deferred, started.error) == (2, 2, 0, None)
+    assert set(bound) == {r.key for r in requests}
+    on_server = _runs_with_keys([r.key for r in requests])
+    assert sorted(str(r.id) for r in on_server) == sorted(bound.values())
+
+
+def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_completes(
+    review_deployment: str, sqlite_engine: Engine, reviewing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every creation is refused until the start budget is spent, the cycle's flow run
+    completes with the reviews counted deferred and no run bound; the next cycle starts them."""
+    from prefect import flow
+
+    from flows.repossession_review import start_reviews
+
+    for account_id in ("A-DEF1", "A-DEF2", "A-DEF3"):
+        reviewing(account_id)
+    refusals = _refuse_run_creation(monkeypatch, None)
+    monkeypatch.setattr("flows._waiting.START_BUDGET_SECONDS", 8.0)
+
+    @flow(name="ops-test-cycle")
+    def cycle(as_of: str) -> dict[str, int]:
+        return start_reviews(at(as_of), None, deployment=review_deployment)
+
+    state = cycle("2026-12-01T17:00:00Z", return_state=True)
+    assert state.is_completed(), state.message
+    counts = state.result()
+    assert (counts["reviews_opened"], counts["review_runs_started"], counts["review_runs_deferred"]) == (
+        3,
+        0,
+        3,
+    )
+    assert len(refusals.refused) > 3  # asked again after a pause, before giving up for this cycle
+    assert all(
+        r.flow_run_id is None
+        for a in ("A-DEF1", "A-DEF2", "A-DEF3")
+        for r in rows(sqlite_engine, review_t, a)
+    )
+
+    refusals.on = False  # the server answers again
+    later = cycle("2026-12-02T17:00:00Z")
+    assert (later["review_runs_started"], later["review_runs_deferred"]) == (3, 0)
+    assert all(
+        r.flow_run_id for a in ("A-DEF1", "A-DEF2", "A-DEF3") for r in rows(sqlite_engine, review_t, a)
+    )
+
+
+# -- review runs link back to their cycle ---------------------------------------------------------
+
+
+def test_review_runs_carry_the_cycle_run_that_started_them_and_review_list_links_it(
+    review_deployment: str, sqlite_engine: Engine, sqlite_url: str, reviewing: Any
+) -> None:
+    """A review run started inside a cycle's flow run has that run's id as its `cycle_run`
+    parameter (and tag); `review list --json` gives it with its UI URL."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from flows.repossession_review import start_reviews
+
+    reviewing("A-LINK")
+
+    @flow(name="ops-test-cycle")
+    def cycle() -> dict[str, int]:
+        return start_reviews(at("2026-12-01T17:00:00Z"), None, deployment=review_deployment)
+
+    state = cycle(return_state=True)
+    cycle_run = str(state.state_details.flow_run_id)
+    [review] = rows(sqlite_engine, review_t, "A-LINK")
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(review.flow_run_id))
+    assert run.parameters["cycle_run"] == cycle_run
+    assert f"cycle-run:{cycle_run}" in run.tags
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.example:4200"}):
+        out = CliRunner().invoke(
+            app, ["review", "list", "--database", sqlite_url, "--json", "--as-of", "2026-12-02T00:00:00Z"]
+        )
+    assert out.exit_code == 0, out.output
+    [listed] = json.loads(out.output)
+    assert (listed["cycle_run_id"], listed["cycle_run_url"]) == (
+        cycle_run,
+        f"http://prefect.example:4200/runs/flow-run/{cycle_run}",
+    )
+
+
+def test_the_decision_form_links_to_the_cycle_run() -> None:
+    """The line above the review form names the cycle run, as a link when a UI is configured."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from flows._waiting import cycle_link
+
+    assert cycle_link(None) == ""
+    with temporary_settings(
+        {PREFECT_API_URL: "http://prefect.example:4200/api", PREFECT_UI_URL: "http://prefect.example:4200"}
+    ):
+        assert "[abc](http://prefect.example:4200/runs/flow-run/abc)" in cycle_link("abc")
+
+
+# -- logs that reach the API ----------------------------------------------------------------------
+
+
+def _runs_since(flow_names: list[str], since: datetime) -> list[Any]:
+    """Runs of these flows that started after `since` (the session's server holds many others)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=flow_names)),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+        )
+
+
+def _logs_of(run_ids: list[UUID], until: Any, timeout: float = 30) -> list[Any]:
+    """The runs' logs (their tasks' too) as the server has them, once `until(logs)` holds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # the handler sends in batches, in the background
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+            if until(logs) or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("sms_sandbox")
+def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_without_pii(
+    prefect_harness: None, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`arrears cycle` and `arrears dispatch` leave INFO lines with their counts in their flow
+    runs' logs on the server (what the UI's logs tab reads), and no borrower's name or number."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from tests.factories import account_record, write_csv
+
+    # The CLI quiets Prefect's console handler through this variable: restored after the test.
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    borrowers = [
+        account_record(
+            account_id="A-LOG1",
+            borrower_name="Dana Whitfield",
+            phone="(213) 373-4253",
+            oldest_due_date="2026-11-26",
+        ),
+        account_record(
+            account_id="A-LOG2",
+            borrower_name="Wei Zhang",
+            phone="(213) 373-4254",
+            oldest_due_date="2026-11-20",
+        ),
+    ]
+    cli = CliRunner()
+    imported = cli.invoke(
+        app, ["import", "accounts", str(write_csv(tmp_path / "a.csv", borrowers)), "--database", sqlite_url]
+    )
+    assert imported.exit_code == 0, imported.output
+    since = datetime.now(UTC)
+    for command in (
+        ["cycle", "--as-of", "2026-12-01T16:30:00Z"],
+        ["dispatch", "--as-of", "2026-12-02T16:30:00Z"],
+    ):
+        out = cli.invoke(app, [*command, "--database", sqlite_url, "--json"])
+        assert out.exit_code == 0, out.output
+    runs = {str(r.name).split(" ")[0]: r for r in _runs_since(["daily-cycle", "dispatch-outbox"], since)}
+    cycle_run, dispatch_run = runs["daily-cycle"], runs["dispatch"]
+
+    def info(logs: list[Any], run: Any, pattern: str) -> list[str]:
+        return [
+            log.message
+            for log in logs
+            if log.flow_run_id == run.id and log.level == logging.INFO and re.search(pattern, log.message)
+        ]
+
+    wanted = [
+        (cycle_run, r"advanced 2 accounts in \d+ shards: \d+ transitions, \d+ new messages"),
+        (cycle_run, r"dispatch: \d+ batches; .*sent 2"),
+        (cycle_run, r"cycle 2026-12-02: 2 accounts, \d+ transitions; dispatch .*sent 2"),
+        (dispatch_run, r"dispatch: \d+ batches; "),
+    ]
+    logs = _logs_of([cycle_run.id, dispatch_run.id], lambda ls: all(info(ls, r, p) for r, p in wanted))
+    for run, pattern in wanted:
+        assert info(logs, run, pattern), (
+            f"no INFO log matching {pattern!r} in {[log.message for log in logs]}"
+        )
+    text = "\n".join(log.message for log in logs)
+    for pii in ("Whitfield", "Dana", "Zhang", "373-4253", "3734253", "3734254"):
+        assert pii not in text
+
+
+def test_a_failed_daily_cycle_and_overdue_reviews_notify_through_the_operators_block(
+    prefect_harness: None, webhook: str
+) -> None:
+    """A daily-cycle flow run that fails on the server, and a cycle's report of reviews waiting
+    past their deadline, each notify through the configured block; another flow failing does not."""
+    from prefect import flow
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from deployments.automations import apply_automations
+    from tasks.report import _emit_overdue
+
+    CustomWebhookNotificationBlock(
+        name="ops", url=webhook, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    ).save("ops-alerts", overwrite=True)
+    apply_automations("custom-webhook/ops-alerts")
+    time.sleep(3)  # the triggers service loads new automations
+
+    @flow(name="daily-cycle", flow_run_name="daily-cycle 2027-01-05")
+    def failing_cycle() -> None:
+        raise RuntimeError("the database went away")
+
+    @flow(name="ops-test-other", flow_run_name="other 2027-01-05")
+    def other() -> None:
+        raise RuntimeError("not a cycle")
+
+    assert failing_cycle(return_state=True).is_failed()
+    assert other(return_state=True).is_failed()
+    _emit_overdue(["A-OLD1", "A-OLD2"], 12, "2027-01-05")  # what the cycle's report emits
+
+    def mine() -> list[dict[str, Any]]:
+        return [r for r in _Hook.received if "2027-01-05" in r["subject"] or "deadline" in r["subject"]]
+
+    deadline = time.monotonic() + 60
+    while len(mine()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    got = {r["subject"]: r["body"] for r in mine()}
+    assert sorted(got) == [
+        "arrears: 2 reviews wait past their deadline",
+        "arrears: daily-cycle 2027-01-05 ended (prefect.flow-run.Failed)",
+    ]
+    assert "A-OLD1" in got["arrears: 2 reviews wait past their deadline"]
+    assert not [r for r in _Hook.received if "other 2027-01-05" in r["subject"]]

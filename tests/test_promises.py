@@ -19,7 +19,7 @@ from arrears.promises import (
     refusal,
     resolve_promises,
 )
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     day,
     events,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from arrears.clock import business_date, parse_instant
 from arrears.models import Message, Quarantine
 from arrears.settings import get_settings
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     account_t,
     events,

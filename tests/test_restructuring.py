@@ -30,7 +30,7 @@ from arrears.restructuring import (
     reage_due,
     split_exact,
 )
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     account_t,
     at,

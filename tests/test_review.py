@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from arrears import jurisdictions
 from arrears.review import add_business_days, cure_deadline, decision_refusal, settle_decision
 from arrears.vocabulary import DecisionKind, Hold
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     account,
     at,
     day,

@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import Engine, update
 
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     Served,
     account_t,
     at,

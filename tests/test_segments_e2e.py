@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from tests.factories import account_record
-from tests.later_stages import (
+from tests.later_stage_helpers import (
     Served,
     account,
     contact_t,

@@ -6,6 +6,7 @@ same decision as its `ReviewDecision` input. If the run cannot be resumed now (n
 reachable, the run busy), the decision stands and the next cycle hands it to the run.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -56,11 +57,11 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
         return
     table = Table(title=f"waiting ({len(found)})")
     columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
-    for column in columns + (["flow run"] if runs else []):
+    for column in columns + (["flow run", "started by cycle run"] if runs else []):
         table.add_column(column, overflow="fold")
     for w in found:
         run = _run_of(runs, w.what, w.account_id)
-        link = [f"{run['flow_run_id']}\n{run['flow_run_url'] or ''}".strip() if run else ""] if runs else []
+        links = [_link(run, "flow_run"), _link(run, "cycle_run")] if runs else []
         table.add_row(
             w.account_id,
             w.what,
@@ -69,14 +70,25 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
             _short(w.until),
             f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)",
             w.detail,
-            *link,
+            *links,
         )
     console.print(table)
 
 
-def _runs() -> dict[str, tuple[str, str | None]] | None:
-    """The live review and referral runs by name (`review A-1`), with their UI URL, when a Prefect
-    server is set (PREFECT_API_URL); None without one or when it cannot be reached."""
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A live review or referral run, and the cycle run that started it (None when started
+    outside a cycle), each with its UI URL when a UI is configured."""
+
+    id: str
+    url: str | None
+    cycle_run_id: str | None
+    cycle_run_url: str | None
+
+
+def _runs() -> dict[str, _Run] | None:
+    """The live review and referral runs by name (`review A-1`), when a Prefect server is set
+    (PREFECT_API_URL); None without one or when it cannot be reached."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -88,14 +100,29 @@ def _runs() -> dict[str, tuple[str, str | None]] | None:
     except Exception as error:  # an unreachable server: the list still shows what waits
         console_err.print(f"[yellow]warning:[/yellow] no flow runs from Prefect: {error}")
         return None
-    return {str(r.name): (str(r.id), ui_url(str(r.id))) for r in found}
+    runs = {}
+    for r in found:
+        cycle = (r.parameters or {}).get("cycle_run")
+        cycle = str(cycle) if cycle else None
+        runs[str(r.name)] = _Run(str(r.id), ui_url(str(r.id)), cycle, ui_url(cycle) if cycle else None)
+    return runs
 
 
-def _run_of(runs: dict[str, tuple[str, str | None]] | None, what: str, account_id: str) -> dict[str, Any]:
+def _run_of(runs: dict[str, _Run] | None, what: str, account_id: str) -> dict[str, Any]:
     if runs is None:
         return {}
     run = runs.get(f"{what} {account_id}")
-    return {"flow_run_id": run[0] if run else None, "flow_run_url": run[1] if run else None}
+    return {
+        "flow_run_id": run.id if run else None,
+        "flow_run_url": run.url if run else None,
+        "cycle_run_id": run.cycle_run_id if run else None,
+        "cycle_run_url": run.cycle_run_url if run else None,
+    }
+
+
+def _link(run: dict[str, Any], what: str) -> str:
+    """A run's id above its URL, for a table cell."""
+    return f"{run[f'{what}_id'] or ''}\n{run[f'{what}_url'] or ''}".strip()
 
 
 @review_app.command("decide")

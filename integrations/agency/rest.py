@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from integrations import _hmac
-from integrations._http import ConfiguredClient, error_for_status, exchange
+from integrations._http import (
+    VendorClient,
+    VendorError,
+    exchange,
+    iso_instant,
+    read_once,
+    send_deduplicated,
+    vendor_error,
+)
 from integrations.agency._wire import request_json, status_from_wire
 from integrations.agency.protocol import (
     Assignment,
@@ -35,16 +42,12 @@ from integrations.agency.protocol import (
     AssignmentStatus,
 )
 from integrations.errors import (
-    ConfigError,
-    Duplicate,
     InvalidCallback,
-    Permanent,
     ProviderError,
-    Transient,
     UnknownOutcome,
 )
 from integrations.metadata import ProviderInfo
-from integrations.retries import RetryPolicy, call_with_retries
+from integrations.retries import call_with_retries
 
 log = logging.getLogger(__name__)  # idempotency keys and assignment ids only: never a VIN or a name
 
@@ -85,35 +88,27 @@ def error_from_response(
     response: httpx.Response, *, idempotency_key: str | None = None, assignment_id: str | None = None
 ) -> ProviderError:
     """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
-    try:
-        error = response.json()["error"]
-        code = str(error.get("code") or f"http_{response.status_code}")
-        reason = str(error.get("message") or response.reason_phrase)
-        current = error.get("status")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        code, reason, current = f"http_{response.status_code}", f"HTTP {response.status_code}", None
-    status = response.status_code
-    key = idempotency_key
-    if (found := error_for_status(response, reason, code, idempotency_key=key)) is not None:
-        return found
-    if status == 404 and assignment_id is not None and code == "assignment_not_found":
-        return AssignmentNotFound(assignment_id, reason)
-    if status == 404:  # no such route: a wrong base URL
-        return ConfigError(reason, code=code, idempotency_key=key)
-    if status == 409 and code == "idempotency_conflict":
-        return Duplicate(reason, code=code, idempotency_key=key)
-    if status == 409 and code == "not_cancellable" and assignment_id is not None:
-        try:
-            ours = status_from_wire(str(current))
-        except ValueError:
-            ours = "recovered"  # the side that never pretends the car is still out there
-        return AssignmentNotCancellable(assignment_id, ours, reason)
-    return Permanent(code, reason, idempotency_key=key)
 
+    def agency_only(error: VendorError) -> ProviderError | None:
+        if assignment_id is None:
+            return None
+        if error.status == 404 and error.code == "assignment_not_found":
+            return AssignmentNotFound(assignment_id, error.reason)
+        if error.status == 409 and error.code == "not_cancellable":
+            try:
+                ours = status_from_wire(str(error.body.get("status")))
+            except ValueError:
+                ours = "recovered"  # the side that never pretends the car is still out there
+            return AssignmentNotCancellable(assignment_id, ours, error.reason)
+        return None
 
-def _instant(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return vendor_error(
+        response,
+        idempotency_key=idempotency_key,
+        no_message=f"HTTP {response.status_code}",
+        duplicate_code="idempotency_conflict",
+        specific=agency_only,
+    )
 
 
 def status_from_json(payload: Mapping[str, Any], assignment_id: str | None = None) -> AssignmentStatus:
@@ -122,17 +117,17 @@ def status_from_json(payload: Mapping[str, Any], assignment_id: str | None = Non
     return AssignmentStatus(
         assignment_id=str(payload.get("assignment_id") or payload.get("id") or assignment_id),
         status=status_from_wire(str(payload["status"])),
-        at=_instant(payload.get("occurred_at") or payload["status_at"]),
+        at=iso_instant(payload.get("occurred_at") or payload["status_at"]),
         event_id=str(payload.get("event_id") or ""),
         reason=payload.get("status_reason") or payload.get("reason") or None,
-        recovered_at=_instant(recovery["recovered_at"]) if recovery.get("recovered_at") else None,
+        recovered_at=iso_instant(recovery["recovered_at"]) if recovery.get("recovered_at") else None,
         recovery_location=recovery.get("location") or None,
         condition=recovery.get("condition") or None,
         vendor_status=str(payload["status"]),
     )
 
 
-class RestAgencyProvider(ConfiguredClient):
+class RestAgencyProvider(VendorClient):
     """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -144,31 +139,9 @@ class RestAgencyProvider(ConfiguredClient):
     )
     settings_model: ClassVar[type[RestAgencySettings]] = RestAgencySettings
 
-    def __init__(
-        self,
-        settings: RestAgencySettings,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.retry_policy = RetryPolicy(
-            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
-        )
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._client = httpx.Client(
-            base_url=settings.base_url.rstrip("/") + API_ROOT,
-            transport=transport,
-            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-            headers={
-                "Authorization": f"Bearer {settings.api_key.get_secret_value()}",  # not in repr
-                "User-Agent": "arrears-agency/1",
-            },
-            follow_redirects=False,
-        )
-
-    def close(self) -> None:
-        self._client.close()
+    api_root: ClassVar[str] = API_ROOT
+    user_agent: ClassVar[str] = "arrears-agency/1"
+    settings: RestAgencySettings
 
     def assign(self, request: AssignmentRequest) -> Assignment:
         key = request.idempotency_key
@@ -191,7 +164,7 @@ class RestAgencyProvider(ConfiguredClient):
                     idempotency_key=key,
                     assignment_id=str(payload["id"]),
                     status=status_from_wire(str(payload["status"])),
-                    assigned_at=_instant(payload["created_at"]),
+                    assigned_at=iso_instant(payload["created_at"]),
                 )
             except (ValueError, KeyError, TypeError):
                 raise UnknownOutcome(
@@ -200,13 +173,7 @@ class RestAgencyProvider(ConfiguredClient):
                     idempotency_key=key,
                 ) from None
 
-        try:
-            return call_with_retries(once, self.retry_policy)
-        except UnknownOutcome:
-            # The platform deduplicates by key: the same order again answers the first one if it
-            # went through, and places it once if it did not. Once: a second unknown goes up.
-            log.warning("agency.rest: outcome unknown for %s, sending it again with the same key", key)
-            return call_with_retries(once, self.retry_policy)
+        return send_deduplicated(once, self.retry_policy, log=log, label=self.info.entry_point, key=key)
 
     def cancel(self, assignment_id: str, reason: str) -> AssignmentStatus:
         # Cancelling twice is harmless at the platform, so an unknown outcome is simply repeated.
@@ -240,24 +207,12 @@ class RestAgencyProvider(ConfiguredClient):
         """An operation safe to repeat: an unknown outcome is retried like a transient one."""
 
         def once() -> AssignmentStatus:
-            try:
-                response = exchange(
-                    lambda: self._client.request(method, path, json=body),
-                    self.info.entry_point,
-                    no_answer=f"no answer to {method} {path}",
-                )
-            except UnknownOutcome as e:
-                raise Transient(e.reason, code=e.code) from None
-            if response.status_code != 200:
-                error = error_from_response(response, assignment_id=assignment_id)
-                if isinstance(error, UnknownOutcome):
-                    raise Transient(error.reason, code=error.code)
-                raise error
-            try:
-                return status_from_json(response.json(), assignment_id)
-            except (ValueError, KeyError, TypeError):
-                raise Transient(
-                    f"{self.info.entry_point}: unreadable answer to {method}", code="bad_answer"
-                ) from None
+            return read_once(
+                lambda: self._client.request(method, path, json=body),
+                self.info.entry_point,
+                what=f"{method} {path}",
+                error=lambda response: error_from_response(response, assignment_id=assignment_id),
+                parse=lambda payload: status_from_json(payload, assignment_id),
+            )
 
         return call_with_retries(once, self.retry_policy)

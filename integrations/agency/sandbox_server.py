@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._hmac import sign
 from integrations._sandbox import (
     CallbackFaults,
+    CallbackPusher,
     FaultState,
     bearer_ok,
     control_router,
@@ -55,7 +55,6 @@ __all__ = ["AgencyState", "Faults", "Rules", "agency_router", "create_app", "mai
 
 _HAPPY = ("assigned", "accepted", "located", "recovered", "closed")
 _VIN = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
-CALLBACK_TIMEOUT = 5.0
 
 
 class Faults(CallbackFaults):
@@ -95,15 +94,6 @@ class Advance(BaseModel):
     at: datetime | None = Field(
         default=None, description="When the step happened (simulated time); now by default."
     )
-
-
-class CallbackUrl(BaseModel):
-    url: str | None
-
-
-class SignRequest(BaseModel):
-    id: str
-    timestamp: int | None = None
 
 
 @dataclass(slots=True)
@@ -344,11 +334,6 @@ def sandbox_router(st: AgencyState) -> APIRouter:
     """`/_sandbox/…`: the shared controls (health, reset, faults) and the agency sandbox's own:
     rules, advance, webhooks pushed (by request, or by the pump once rules ask for it)."""
     secret = st.credentials.webhook_secret
-    delivering = asyncio.Lock()  # the pump and a control request never push the same event twice
-
-    def ensure_pump() -> None:
-        if st.pump is None or st.pump.done():
-            st.pump = asyncio.get_running_loop().create_task(pump())
 
     def signed(event: Event, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
         a = st.assignments[event.assignment_id]
@@ -360,54 +345,13 @@ def sandbox_router(st: AgencyState) -> APIRouter:
             TIMESTAMP_HEADER: t,
         }, body
 
-    async def deliver() -> dict[str, int]:
-        """POST the pending events, one per request; failures stay pending, drops are lost."""
-        outcome = {"delivered": 0, "dropped": 0, "failed": 0}
-        async with delivering, httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
-            for event in list(st.pending):
-                url = st.assignments[event.assignment_id].callback_url or st.callback_url
-                if not url:
-                    continue
-                fault = st.take_callback_fault("webhooks")
-                sent = False
-                for copy in range(2 if fault == "duplicate" else 1):
-                    headers, body = signed(event)
-                    attempt: dict[str, Any] = {
-                        "url": url,
-                        "at": st.now().isoformat(),
-                        "assignment_id": event.assignment_id,
-                        "status": event.status,
-                        "headers": headers,
-                        "body": body.decode(),
-                        "status_code": None,
-                        "copy": copy + 1,
-                    }
-                    if fault == "drop":
-                        attempt["outcome"] = "dropped"
-                    else:
-                        try:
-                            answer = await client.post(url, content=body, headers=headers)
-                            attempt["status_code"] = answer.status_code
-                            attempt["outcome"] = "delivered" if answer.is_success else "failed"
-                        except httpx.HTTPError as e:
-                            attempt["outcome"], attempt["error"] = "failed", type(e).__name__
-                    st.callbacks.append(attempt)
-                    st.count(f"callbacks.{attempt['outcome']}")
-                    sent = sent or attempt["outcome"] in ("delivered", "dropped")
-                outcome[attempt["outcome"]] += 1
-                if sent:
-                    st.pending = [e for e in st.pending if e.id != event.id]
-        return {**outcome, "pending": len(st.pending)}
-
-    async def pump() -> None:
-        """Push by itself when `Rules.push_every_seconds` says so, as a platform does."""
-        while True:
-            every = st.rules.push_every_seconds
-            await asyncio.sleep(every or 0.2)
-            if every is not None:
-                st.tick(st.now())
-                if st.pending:
-                    await deliver()
+    pusher = CallbackPusher[Event](
+        st,
+        signed=signed,
+        # The assignment's own callback URL (sent with the order), else the account's.
+        url_of=lambda event: st.assignments[event.assignment_id].callback_url or st.callback_url,
+        describe=lambda event: {"assignment_id": event.assignment_id, "status": event.status},
+    )
 
     router = control_router(
         st, Faults, health=lambda: {"ok": True, "kind": "agency", "assignments": len(st.assignments)}
@@ -443,7 +387,7 @@ def sandbox_router(st: AgencyState) -> APIRouter:
     @router.post("/rules")
     async def set_rules(rules: Rules) -> Rules:
         st.rules = rules
-        ensure_pump()
+        pusher.ensure_pump()
         return st.rules
 
     @router.post("/advance/{assignment_id}")
@@ -465,34 +409,18 @@ def sandbox_router(st: AgencyState) -> APIRouter:
             events = st.move(a, target, order.at or st.now(), order.reason)
         except ValueError as e:
             return error_response(409, "advance.impossible", str(e))
-        delivery = await deliver() if order.deliver else None
+        delivery = await pusher.deliver() if order.deliver else None
         return json_response(
             {"assignment": a.wire(), "events": [_event_json(e, a) for e in events], "delivery": delivery}
         )
 
-    @router.post("/callbacks/url")
-    async def callback_url(body: CallbackUrl) -> dict[str, Any]:
-        st.callback_url = body.url
-        return {"url": st.callback_url}
-
-    @router.post("/callbacks/deliver")
-    async def deliver_now() -> dict[str, int]:
-        ensure_pump()
-        st.tick(st.now())
-        return await deliver()
-
-    @router.get("/callbacks")
-    async def callbacks() -> dict[str, Any]:
-        return {"callbacks": st.callbacks, "pending": len(st.pending)}
-
-    @router.post("/callbacks/sign")
-    async def sign_event(body: SignRequest) -> Response:
-        a = st.assignments.get(body.id)
-        if a is None or not a.events:
-            return error_response(404, "assignment_not_found", "No assignment with events under that id.")
-        headers, payload = signed(a.events[-1], body.timestamp)
-        return json_response({"headers": headers, "body": payload.decode()})
-
+    pusher.add_routes(
+        router,
+        find=st.assignments.get,
+        not_found=lambda: error_response(
+            404, "assignment_not_found", "No assignment with events under that id."
+        ),
+    )
     return router
 
 

@@ -19,30 +19,34 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from integrations._http import ConfiguredClient, error_for_status, exchange
+from integrations._http import (
+    VendorClient,
+    VendorError,
+    exchange,
+    iso_instant,
+    read_once,
+    send_deduplicated,
+    vendor_error,
+)
 from integrations.callbacks import CallbackAnswer
 from integrations.court._signing import verify
 from integrations.court._wire import envelope_json, status_from_wire, vendor_words
 from integrations.court.protocol import FilingEnvelope, FilingNotFound, FilingReceipt, FilingStatus
 from integrations.errors import (
     ConfigError,
-    Duplicate,
     InvalidCallback,
-    Permanent,
     ProviderError,
-    Transient,
     UnknownOutcome,
     UnverifiedCallback,
 )
 from integrations.metadata import ProviderInfo
-from integrations.retries import RetryPolicy, call_with_retries
+from integrations.retries import call_with_retries
 
 log = logging.getLogger(__name__)  # idempotency keys and filing ids only: never a party or a secret
 
@@ -77,29 +81,19 @@ def error_from_response(
     response: httpx.Response, *, idempotency_key: str | None = None, filing_id: str | None = None
 ) -> ProviderError:
     """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
-    try:
-        error = response.json()["error"]
-        code = str(error.get("code") or f"http_{response.status_code}")
-        reason = str(error.get("message") or response.reason_phrase)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        code, reason = f"http_{response.status_code}", response.reason_phrase or "no error message"
-    status = response.status_code
-    key = idempotency_key
-    if (error := error_for_status(response, reason, code, idempotency_key=key)) is not None:
-        return error
-    if status == 404 and code == "filing.not_found" and filing_id is not None:
-        return FilingNotFound(filing_id, reason)
-    if status == 404:  # no such operation: a wrong base URL
-        return ConfigError(reason, code=code, idempotency_key=key)
-    if status == 409 and code == "idempotency.conflict":
-        return Duplicate(reason, code=code, idempotency_key=key)
-    return Permanent(code, reason, idempotency_key=key)
 
+    def not_found(error: VendorError) -> ProviderError | None:
+        if error.status == 404 and error.code == "filing.not_found" and filing_id is not None:
+            return FilingNotFound(filing_id, error.reason)
+        return None
 
-def _instant(value: Any) -> datetime:
-    """An ISO 8601 instant; one without an offset is taken as UTC, as ECF's gateways send UTC."""
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return vendor_error(
+        response,
+        idempotency_key=idempotency_key,
+        no_message=response.reason_phrase or "no error message",
+        duplicate_code="idempotency.conflict",
+        specific=not_found,
+    )
 
 
 def _status(payload: Mapping[str, Any], filing_id: str | None = None) -> FilingStatus:
@@ -108,14 +102,14 @@ def _status(payload: Mapping[str, Any], filing_id: str | None = None) -> FilingS
         status=status_from_wire(
             str(payload["reviewStatus"]), payload.get("serviceStatus"), payload.get("caseStatus")
         ),
-        at=_instant(payload["statusAt"]),
+        at=iso_instant(payload["statusAt"]),
         reason=payload.get("statusReason") or None,
         case_number=payload.get("caseNumber") or None,
         vendor_status=vendor_words(payload),
     )
 
 
-class EcfCourtProvider(ConfiguredClient):
+class EcfCourtProvider(VendorClient):
     """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -128,31 +122,9 @@ class EcfCourtProvider(ConfiguredClient):
     )
     settings_model: ClassVar[type[EcfSettings]] = EcfSettings
 
-    def __init__(
-        self,
-        settings: EcfSettings,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.retry_policy = RetryPolicy(
-            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
-        )
-        self._clock = clock or (lambda: datetime.now(UTC))  # callback timestamps are checked against it
-        self._client = httpx.Client(
-            base_url=settings.base_url.rstrip("/") + API_ROOT,
-            transport=transport,
-            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-            headers={
-                "Authorization": f"Bearer {settings.api_key.get_secret_value()}",  # not in repr
-                "User-Agent": "arrears-court/1",
-            },
-            follow_redirects=False,
-        )
-
-    def close(self) -> None:
-        self._client.close()
+    api_root: ClassVar[str] = API_ROOT
+    user_agent: ClassVar[str] = "arrears-court/1"
+    settings: EcfSettings
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -172,7 +144,7 @@ class EcfCourtProvider(ConfiguredClient):
                     idempotency_key=key,
                     filing_id=str(payload["filingId"]),
                     status=status_from_wire(str(payload["reviewStatus"])),
-                    submitted_at=_instant(payload["receivedAt"]),
+                    submitted_at=iso_instant(payload["receivedAt"]),
                 )
             except (ValueError, KeyError, TypeError):  # received, but the answer is unreadable
                 raise UnknownOutcome(
@@ -181,13 +153,7 @@ class EcfCourtProvider(ConfiguredClient):
                     idempotency_key=key,
                 ) from None
 
-        try:
-            return call_with_retries(once, self.retry_policy)
-        except UnknownOutcome:
-            # The gateway deduplicates by key: the same filing again returns the first one if it
-            # went through, and files it once if it did not. Once: a second unknown goes up.
-            log.warning("court.ecf: outcome unknown for %s, sending it again with the same key", key)
-            return call_with_retries(once, self.retry_policy)
+        return send_deduplicated(once, self.retry_policy, log=log, label=self.info.entry_point, key=key)
 
     def status(self, filing_id: str) -> FilingStatus:
         return self._read(
@@ -233,21 +199,13 @@ class EcfCourtProvider(ConfiguredClient):
         """An operation that is safe to repeat: an unknown outcome is retried like a transient one."""
 
         def once() -> FilingStatus:
-            try:
-                response = self._call(operation, message)
-            except UnknownOutcome as e:
-                raise Transient(str(e.reason), code=e.code) from None
-            if response.status_code != 200:
-                error = error_from_response(response, filing_id=filing_id)
-                if isinstance(error, UnknownOutcome):
-                    raise Transient(error.reason, code=error.code)
-                raise error
-            try:
-                return _status(response.json(), filing_id)
-            except (ValueError, KeyError, TypeError):
-                raise Transient(
-                    f"{self.info.entry_point}: unreadable answer to {operation}", code="bad_answer"
-                ) from None
+            return read_once(
+                lambda: self._client.post(f"/{operation}", json=message),
+                self.info.entry_point,
+                what=operation,
+                error=lambda response: error_from_response(response, filing_id=filing_id),
+                parse=lambda payload: _status(payload, filing_id),
+            )
 
         return call_with_retries(once, self.retry_policy)
 

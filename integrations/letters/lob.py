@@ -17,21 +17,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Mapping
+from datetime import date
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from integrations import _hmac
-from integrations._http import ConfiguredClient, error_for_status, exchange, retry_after
+from integrations._http import (
+    VendorClient,
+    VendorError,
+    exchange,
+    iso_instant,
+    read_once,
+    retry_after,
+    send_deduplicated,
+    vendor_error,
+)
 from integrations.errors import (
-    ConfigError,
-    Duplicate,
     InvalidAddress,
     InvalidCallback,
-    Permanent,
     ProviderError,
     Transient,
     UnknownOutcome,
@@ -39,7 +45,7 @@ from integrations.errors import (
 from integrations.letters._wire import KIND_OF_EVENT, KIND_OF_NAME, extra_service, mail_type_of
 from integrations.letters.protocol import Letter, LetterNotFound, LetterRequest, PostalAddress, TrackingEvent
 from integrations.metadata import ProviderInfo
-from integrations.retries import RetryPolicy, call_with_retries
+from integrations.retries import call_with_retries
 
 log = logging.getLogger(__name__)  # idempotency keys and letter ids only: never an address or a secret
 
@@ -99,34 +105,27 @@ def error_from_response(
     response: httpx.Response, *, idempotency_key: str | None = None, letter_id: str | None = None
 ) -> ProviderError:
     """Translate a non-2xx answer into our error tree (pure: unit-tested with `httpx.MockTransport`)."""
-    try:
-        error = response.json()["error"]
-        code = str(error.get("code") or f"http_{response.status_code}")
-        reason = str(error.get("message") or response.reason_phrase)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        code, reason = f"http_{response.status_code}", f"HTTP {response.status_code} from Lob"
-    status = response.status_code
     key = idempotency_key
-    if status >= 500 and status != 503 and response.headers.get("Retry-After") is not None:
-        # Lob asks to come back later: it did not take the request (and would deduplicate anyway).
-        return Transient(reason, retry_after=retry_after(response), code=code, idempotency_key=key)
-    if (found := error_for_status(response, reason, code, idempotency_key=key)) is not None:
-        return found
-    if status == 404 and letter_id is not None:
-        return LetterNotFound(letter_id, reason)
-    if status == 404:  # no such route: a wrong base URL
-        return ConfigError(reason, code=code, idempotency_key=key)
-    if status == 409:
-        return Duplicate(reason, code=code, idempotency_key=key)
-    if status == 422 and (code in _ADDRESS_CODES or "address" in code):
-        return InvalidAddress(code, reason, idempotency_key=key)
-    return Permanent(code, reason, idempotency_key=key)
 
+    def lob_only(error: VendorError) -> ProviderError | None:
+        if error.status >= 500 and error.status != 503 and response.headers.get("Retry-After") is not None:
+            # Lob asks to come back later: it did not take the request (and would deduplicate anyway).
+            return Transient(
+                error.reason, retry_after=retry_after(response), code=error.code, idempotency_key=key
+            )
+        if error.status == 404 and letter_id is not None:
+            return LetterNotFound(letter_id, error.reason)
+        if error.status == 422 and (error.code in _ADDRESS_CODES or "address" in error.code):
+            return InvalidAddress(error.code, error.reason, idempotency_key=key)
+        return None
 
-def _instant(value: Any) -> datetime:
-    """An ISO 8601 instant (Lob writes `2026-03-02T17:01:03.123Z`); one without offset is UTC."""
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return vendor_error(
+        response,
+        idempotency_key=key,
+        no_message=f"HTTP {response.status_code} from Lob",
+        duplicate_code=None,
+        specific=lob_only,
+    )
 
 
 def _tracking(letter_id: str, item: Mapping[str, Any]) -> TrackingEvent | None:
@@ -136,7 +135,7 @@ def _tracking(letter_id: str, item: Mapping[str, Any]) -> TrackingEvent | None:
     return TrackingEvent(
         letter_id=letter_id,
         kind=kind,
-        at=_instant(item.get("time") or item["date_created"]),
+        at=iso_instant(item.get("time") or item["date_created"]),
         event_id=str(item.get("id") or ""),
         vendor_event=str(item.get("name")),
         location=item.get("location") or None,
@@ -154,7 +153,7 @@ def letter_from_wire(payload: Mapping[str, Any], idempotency_key: str = "") -> L
         id=letter_id,
         idempotency_key=str(metadata.get("idempotency_key") or idempotency_key),
         status=Letter.furthest(events),
-        created_at=_instant(payload["date_created"]),
+        created_at=iso_instant(payload["date_created"]),
         mailed_at=min(mailed) if mailed else None,
         expected_delivery=date.fromisoformat(str(expected)) if expected else None,
         tracking=events,
@@ -163,7 +162,7 @@ def letter_from_wire(payload: Mapping[str, Any], idempotency_key: str = "") -> L
     )
 
 
-class LobLettersProvider(ConfiguredClient):
+class LobLettersProvider(VendorClient):
     """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -176,29 +175,13 @@ class LobLettersProvider(ConfiguredClient):
     )
     settings_model: ClassVar[type[LobSettings]] = LobSettings
 
-    def __init__(
-        self,
-        settings: LobSettings,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.retry_policy = RetryPolicy(
-            attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds
-        )
-        self._clock = clock or (lambda: datetime.now(UTC))  # webhook timestamps are checked against it
-        self._client = httpx.Client(
-            base_url=settings.base_url.rstrip("/") + API_ROOT,
-            transport=transport,
-            auth=httpx.BasicAuth(settings.api_key.get_secret_value(), ""),  # not in repr
-            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-            headers={"User-Agent": "arrears-letters/1"},
-            follow_redirects=False,
-        )
+    api_root: ClassVar[str] = API_ROOT
+    user_agent: ClassVar[str] = "arrears-letters/1"
+    settings: LobSettings
 
-    def close(self) -> None:
-        self._client.close()
+    def auth(self) -> httpx.Auth:
+        """Lob's scheme: HTTP Basic with the API key as the user and no password."""
+        return httpx.BasicAuth(self.settings.api_key.get_secret_value(), "")
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -247,37 +230,19 @@ class LobLettersProvider(ConfiguredClient):
                     idempotency_key=key,
                 ) from None
 
-        try:
-            return call_with_retries(once, self.retry_policy)
-        except UnknownOutcome:
-            # Lob deduplicates by key: the same letter again answers the first one if it went
-            # through, and mails it once if it did not. Once: a second unknown goes up.
-            log.warning("letters.lob: outcome unknown for %s, sending it again with the same key", key)
-            return call_with_retries(once, self.retry_policy)
+        return send_deduplicated(once, self.retry_policy, log=log, label=self.info.entry_point, key=key)
 
     def status(self, letter_id: str) -> Letter:
         """A read, safe to repeat: an unknown outcome is retried like a transient one."""
 
         def once() -> Letter:
-            try:
-                response = exchange(
-                    lambda: self._client.get(f"/letters/{letter_id}"),
-                    self.info.entry_point,
-                    no_answer="no answer to GET /v1/letters",
-                )
-            except UnknownOutcome as e:
-                raise Transient(e.reason, code=e.code) from None
-            if response.status_code != 200:
-                error = error_from_response(response, letter_id=letter_id)
-                if isinstance(error, UnknownOutcome):
-                    raise Transient(error.reason, code=error.code)
-                raise error
-            try:
-                return letter_from_wire(response.json())
-            except (ValueError, KeyError, TypeError):
-                raise Transient(
-                    f"{self.info.entry_point}: unreadable answer to GET /v1/letters", code="bad_answer"
-                ) from None
+            return read_once(
+                lambda: self._client.get(f"/letters/{letter_id}"),
+                self.info.entry_point,
+                what="GET /v1/letters",
+                error=lambda response: error_from_response(response, letter_id=letter_id),
+                parse=letter_from_wire,
+            )
 
         return call_with_retries(once, self.retry_policy)
 
@@ -305,7 +270,7 @@ class LobLettersProvider(ConfiguredClient):
                 TrackingEvent(
                     letter_id=letter_id,
                     kind=kind,
-                    at=_instant(event["date_created"]),
+                    at=iso_instant(event["date_created"]),
                     event_id=str(event.get("id") or ""),
                     vendor_event=event_type,
                     location=(event.get("location") or None),

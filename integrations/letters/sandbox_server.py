@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._hmac import sign
 from integrations._sandbox import (
     CallbackFaults,
+    CallbackPusher,
     FaultState,
     control_router,
     create_sandbox_app,
@@ -60,7 +60,6 @@ _HAPPY = ("created", "mailed", "in_transit", "delivered")
 _RETURNED = ("created", "mailed", "in_transit", "returned_to_sender")
 _EXTRA_SERVICES = {"certified", "certified_return_receipt"}
 _ADDRESS_FIELDS = ("name", "address_line1", "address_city", "address_zip")
-CALLBACK_TIMEOUT = 5.0
 
 
 class Faults(CallbackFaults):
@@ -102,15 +101,6 @@ class Advance(BaseModel):
     at: datetime | None = Field(
         default=None, description="When the step happened (simulated time); now by default."
     )
-
-
-class CallbackUrl(BaseModel):
-    url: str | None
-
-
-class SignRequest(BaseModel):
-    id: str
-    timestamp: int | None = None
 
 
 @dataclass(slots=True)
@@ -356,13 +346,6 @@ def sandbox_router(st: LettersState) -> APIRouter:
     """`/_sandbox/…`: the shared controls (health, reset, faults) and the letters sandbox's own:
     rules, advance, webhooks pushed (by request, or by the pump once rules ask for it)."""
     secret = st.credentials.webhook_secret
-    delivering = asyncio.Lock()  # the pump and a control request never push the same event twice
-
-    def ensure_pump() -> None:
-        if st.pump is None or st.pump.done():
-            st.pump = asyncio.get_running_loop().create_task(pump())
-
-    # -- webhooks ---------------------------------------------------------------------------------
 
     def signed(event: Event, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
         letter = st.letters[event.letter_id]
@@ -389,54 +372,12 @@ def sandbox_router(st: LettersState) -> APIRouter:
             TIMESTAMP_HEADER: t,
         }, body
 
-    async def deliver() -> dict[str, int]:
-        """POST the pending events, one per request; failures stay pending, drops are lost."""
-        outcome = {"delivered": 0, "dropped": 0, "failed": 0}
-        if not st.callback_url:
-            return {**outcome, "pending": len(st.pending)}
-        url = st.callback_url
-        async with delivering, httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
-            for event in list(st.pending):
-                fault = st.take_callback_fault("webhooks")
-                sent = False
-                for copy in range(2 if fault == "duplicate" else 1):
-                    headers, body = signed(event)
-                    attempt: dict[str, Any] = {
-                        "url": url,
-                        "at": st.now().isoformat(),
-                        "letter_id": event.letter_id,
-                        "event": EVENT_TYPES[event.kind],
-                        "headers": headers,
-                        "body": body.decode(),
-                        "status_code": None,
-                        "copy": copy + 1,
-                    }
-                    if fault == "drop":
-                        attempt["outcome"] = "dropped"
-                    else:
-                        try:
-                            answer = await client.post(url, content=body, headers=headers)
-                            attempt["status_code"] = answer.status_code
-                            attempt["outcome"] = "delivered" if answer.is_success else "failed"
-                        except httpx.HTTPError as e:
-                            attempt["outcome"], attempt["error"] = "failed", type(e).__name__
-                    st.callbacks.append(attempt)
-                    st.count(f"callbacks.{attempt['outcome']}")
-                    sent = sent or attempt["outcome"] in ("delivered", "dropped")
-                outcome[attempt["outcome"]] += 1
-                if sent:
-                    st.pending = [e for e in st.pending if e.id != event.id]
-        return {**outcome, "pending": len(st.pending)}
-
-    async def pump() -> None:
-        """Push by itself when `Rules.push_every_seconds` says so, as Lob does."""
-        while True:
-            every = st.rules.push_every_seconds
-            await asyncio.sleep(every or 0.2)
-            if every is not None:
-                st.tick(st.now())
-                if st.pending and st.callback_url:
-                    await deliver()
+    pusher = CallbackPusher[Event](
+        st,
+        signed=signed,
+        url_of=lambda event: st.callback_url,  # Lob pushes to the one webhook URL of the account
+        describe=lambda event: {"letter_id": event.letter_id, "event": EVENT_TYPES[event.kind]},
+    )
 
     # -- the sandbox's own controls ----------------------------------------------------------------
 
@@ -481,7 +422,7 @@ def sandbox_router(st: LettersState) -> APIRouter:
             except re.error:
                 return _error(422, "rules.invalid", f"{pattern!r} is not a regular expression")
         st.rules = rules
-        ensure_pump()
+        pusher.ensure_pump()
         return json_response(rules.model_dump())
 
     @router.post("/advance/{letter_id}")
@@ -502,34 +443,16 @@ def sandbox_router(st: LettersState) -> APIRouter:
             events = st.move(letter, target, order.at or st.now())
         except ValueError as e:
             return _error(409, "advance.impossible", str(e))
-        delivery = await deliver() if order.deliver else None
+        delivery = await pusher.deliver() if order.deliver else None
         return json_response(
             {"letter": letter.wire(), "events": [EVENT_TYPES[e.kind] for e in events], "delivery": delivery}
         )
 
-    @router.post("/callbacks/url")
-    async def callback_url(body: CallbackUrl) -> dict[str, Any]:
-        st.callback_url = body.url
-        return {"url": st.callback_url}
-
-    @router.post("/callbacks/deliver")
-    async def deliver_now() -> dict[str, int]:
-        ensure_pump()
-        st.tick(st.now())
-        return await deliver()
-
-    @router.get("/callbacks")
-    async def callbacks() -> dict[str, Any]:
-        return {"callbacks": st.callbacks, "pending": len(st.pending)}
-
-    @router.post("/callbacks/sign")
-    async def sign_event(body: SignRequest) -> Response:
-        letter = st.letters.get(body.id)
-        if letter is None or not letter.events:
-            return _error(404, "not_found", "No letter with tracking events under that id.")
-        headers, payload = signed(letter.events[-1], body.timestamp)
-        return json_response({"headers": headers, "body": payload.decode()})
-
+    pusher.add_routes(
+        router,
+        find=st.letters.get,
+        not_found=lambda: _error(404, "not_found", "No letter with tracking events under that id."),
+    )
     return router
 
 
