@@ -81,7 +81,7 @@ from pathlib import Path
 from sqlalchemy import update
 from arrears.clock import parse_instant
 from arrears.storage import get_engine, migrate
-from tests.later_stages import account_t, import_rows, us_account
+from tests.later_stage_helpers import account_t, import_rows, us_account
 engine = get_engine(os.environ["ARREARS_DATABASE_URL"])
 migrate(engine)
 rows = [us_account(f"A-{{i:06d}}", phone=f"(515) {{200 + i // 10000:03d}}-{{i % 10000:04d}}",
