@@ -16,9 +16,12 @@ advances them with one Prefect task run per account (each the body of `advance-s
 shard of one account), in one flow with the same task runner as the cycle; the ratio compares
 the advance phase of both designs (accounts/s), dispatch left out of both.
 
-The last line printed on stdout is one JSON object (see benchmarks/README.md). Targets on a
-2-core machine: 100,000 accounts in at most 60 s wall, at most 1 GiB peak RSS in the cycle
-process, and at least 20 times the naive design's accounts/s.
+The last line printed on stdout is one JSON object (see benchmarks/README.md). `targets_met`
+holds issue 14's targets for 1,000,000 accounts on a 2-core machine: at most 180 s wall, 1 GiB
+peak RSS in the cycle process, advance at 30,000 accounts/s or more, dispatch at 20,000 messages/s
+through a batch API (the sandbox is Aliyun-shaped: SendBatchSms), bureau pulls never the longest
+phase, reviews + referrals within 10 s, report + close within 5 s, the import within 60 s, and at
+least 100 times the naive design's accounts/s.
 """
 
 from __future__ import annotations
@@ -44,9 +47,15 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_AS_OF = "2026-12-01T01:00:00Z"  # 09:00 in Shanghai, evening of Nov 30 in the US zones
-TARGET_WALL_S = 60.0
+# Issue 14's targets for 1,000,000 accounts on 2 cores (rates hold at any size; times are for 1M).
+TARGET_WALL_S = 180.0
 TARGET_RSS_MIB = 1024.0
-TARGET_NAIVE_RATIO = 20.0
+TARGET_ADVANCE_PER_S = 30_000.0
+TARGET_DISPATCH_PER_S = {"batch": 20_000.0, "single": 5_000.0}  # by the provider's send API
+TARGET_REVIEWS_S = 10.0
+TARGET_REPORT_S = 5.0
+TARGET_IMPORT_S = 60.0
+TARGET_NAIVE_RATIO = 100.0
 MIB = 1024 * 1024
 
 # Task-run names of the daily cycle (flows/daily_cycle.py), by phase.
@@ -359,7 +368,7 @@ def naive_flow() -> Any:
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from tasks.cycle import Shard, advance_shard, open_cycle, plan_shards, refresh
+    from tasks.cycle import Shard, advance_shard, begin_cycle, plan_shards, refresh
 
     body = getattr(advance_shard.fn, "__wrapped__", advance_shard.fn)  # never the --profile wrapper
 
@@ -371,7 +380,8 @@ def naive_flow() -> Any:
 
     @flow(name="naive-cycle", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
     def naive_cycle(as_of: datetime, business_day: date) -> dict[str, Any]:
-        cycle_id = open_cycle.fn(as_of, business_day)
+        cycle_id = begin_cycle.fn(as_of, business_day).cycle_id
+        assert cycle_id is not None, "a fresh database has no finished cycle"
         refresh.fn(as_of, business_day, cycle_id)
         ids = [shard.lo for shard in plan_shards.fn(1)]  # shards of one account: their first ids
         started = time.perf_counter()
@@ -779,16 +789,46 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_avg_before": load_before,
         "load_avg_after": load_after,
-        "targets_met": {
-            "wall_s": wall_s <= TARGET_WALL_S,
-            "peak_rss_mib": peak_rss_mib <= TARGET_RSS_MIB,
-            "naive_ratio": (naive["ratio"] or 0) >= TARGET_NAIVE_RATIO if naive else None,
-        },
+        "targets_met": targets_met(
+            wall_s=wall_s,
+            peak_rss_mib=peak_rss_mib,
+            advance_per_s=_rate(accounts, advance_s),
+            dispatch_per_s=_rate(sent, dispatch_s),
+            phases={k: v for k, v in {p: seconds(p) for p in PHASE_TASKS}.items() if v is not None},
+            import_s=loaded["import_s"],
+            naive_ratio=naive["ratio"] if naive else None,
+        ),
     }
     sys.stdout.flush()
     print(json.dumps(figures), flush=True)
     if args.keep or args.workdir is not None:
         say(f"kept {workdir}")
+
+
+def targets_met(
+    *,
+    wall_s: float,
+    peak_rss_mib: float,
+    advance_per_s: float | None,
+    dispatch_per_s: float | None,
+    phases: dict[str, float],
+    import_s: float,
+    naive_ratio: float | None,
+    send_api: str = "batch",
+) -> dict[str, bool | None]:
+    """Each of issue 14's targets, met or not (None: not measured in this run)."""
+    bureau = phases.get("bureau")
+    return {
+        "wall_s": wall_s <= TARGET_WALL_S,
+        "peak_rss_mib": peak_rss_mib <= TARGET_RSS_MIB,
+        "advance_accounts_per_s": (advance_per_s or 0) >= TARGET_ADVANCE_PER_S,
+        f"dispatch_messages_per_s_{send_api}": (dispatch_per_s or 0) >= TARGET_DISPATCH_PER_S[send_api],
+        "bureau_not_longest": None if bureau is None else bureau < max(phases.values()),
+        "reviews_s": phases.get("later", 0.0) <= TARGET_REVIEWS_S,
+        "report_s": phases.get("report", 0.0) <= TARGET_REPORT_S,
+        "import_s": import_s <= TARGET_IMPORT_S,
+        "naive_ratio": None if naive_ratio is None else naive_ratio >= TARGET_NAIVE_RATIO,
+    }
 
 
 def _first_ids(url: str) -> list[str]:

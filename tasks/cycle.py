@@ -38,7 +38,6 @@ __all__ = [
     "crash_point",
     "cycle_report",
     "fail_cycle",
-    "open_cycle",
     "plan_shards",
     "refresh",
     "run_exclusively",
@@ -190,18 +189,10 @@ class CycleStart:
 
 
 @task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def open_cycle(as_of: datetime, business_date: date) -> int:
-    """Bring the schema up to date and record the start of a cycle (the steps one by one, as
-    tests and benchmarks drive them; the flow uses `begin_cycle`)."""
-    migrate(engine())
-    with engine().begin() as connection:
-        return runs.start_cycle(connection, as_of=as_of, business_date=business_date)
-
-
-@task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
     """Bring the schema up to date, close the rows of crashed runs, and record the start of a
-    cycle, unless one already finished for exactly this instant. Call it under `run_exclusively`."""
+    cycle, unless one already finished for exactly this instant. Call it under `run_exclusively`
+    (tests and benchmarks that drive the steps one by one call `.fn` directly)."""
     migrate(engine())
     with engine().begin() as connection:
         crashed = runs.close_crashed_cycles(connection, now=utcnow())

@@ -80,11 +80,12 @@ def _dispatch(instant: datetime, cycle_id: int | None = None) -> dict[str, int]:
 
 def _cycle(instant: datetime) -> dict[str, int]:
     """One daily cycle through the task bodies the `daily_cycle` flow calls, in the same order."""
-    from tasks.cycle import advance_shard, close_cycle, open_cycle, plan_shards, refresh
+    from tasks.cycle import advance_shard, begin_cycle, close_cycle, plan_shards, refresh
 
     settings = get_settings()
     day = business_date(instant, settings.lender_timezone)
-    cycle_id = open_cycle.fn(instant, day)
+    cycle_id = begin_cycle.fn(instant, day).cycle_id
+    assert cycle_id is not None
     refresh.fn(instant, day, cycle_id)
     for shard in plan_shards.fn(settings.shard_size):
         advance_shard.fn(shard, instant, day, cycle_id)

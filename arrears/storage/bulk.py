@@ -31,8 +31,10 @@ def execute_many(connection: Connection, statement: UpdateBase, rows: Sequence[d
     names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
     columns = []
     for name in names:
-        values = [row[name] for row in rows]
-        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        bind = compiled.binds[name]
+        # A value fixed in the statement itself (`.values(lease_until=None)`) is the same for every row.
+        values = [row[name] for row in rows] if name in rows[0] else [bind.effective_value] * len(rows)
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         columns.append(values if process is None else list(map(_memoized(process), values)))
     params: list[Any] = (
         list(zip(*columns, strict=True))

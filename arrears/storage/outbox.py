@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from arrears.compliance.caps import Contact
-from arrears.storage.bulk import in_range, range_starts
+from arrears.storage._common import event, insert_events
+from arrears.storage.bulk import execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
-from arrears.storage.tables import account, audit, contact, hold, message
+from arrears.storage.tables import account, contact, hold, message
 from arrears.vocabulary import Hold, MessageStatus
 
 __all__ = [
@@ -298,7 +299,8 @@ def record_outcomes(
     # The instants are typed: inside coalesce() an untyped parameter would bypass UTCDateTime and
     # SQLite would store str(datetime) ("...+00:00"), which compares wrongly with the stored form.
     instant = message.c.sent_at.type
-    connection.execute(
+    execute_many(
+        connection,
         update(message)
         .where(message.c.id == bindparam("key"))
         .values(
@@ -337,17 +339,15 @@ def record_outcomes(
             .values(valid=False),
             invalid,
         )
-    connection.execute(
-        audit.insert(),
+    insert_events(
+        connection,
         [
-            {
-                "account_id": o.account_id,
-                "at": o.sent_at or at,
-                "kind": "message",
-                "cycle_id": cycle_id,
-                "actor": "arrears",
-                "detail": _detail(o),
-                "data": {
+            event(
+                o.account_id,
+                o.sent_at or at,
+                "message",
+                _detail(o),
+                {
                     "message_id": o.id,
                     "status": o.status.value,
                     "reason": o.reason,
@@ -356,7 +356,8 @@ def record_outcomes(
                     "when": "send",
                     "provider_id": o.provider_id,
                 },
-            }
+                cycle_id=cycle_id,
+            )
             for o in outcomes
         ],
     )
