@@ -35,6 +35,7 @@ from arrears.letters.notices import (
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import letters, reviews
+from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import Permanent, ProviderError
 from integrations.letters.protocol import Letter, LetterRequest, PostalAddress, TrackingEvent
@@ -43,6 +44,7 @@ from tasks.providers import letters_provider
 
 __all__ = [
     "cure_letter_key",
+    "letter_key",
     "letters_waiting",
     "record_tracking",
     "send_letters",
@@ -53,8 +55,15 @@ __all__ = [
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
 
 
-def cure_letter_key(state: ReviewState) -> str:
-    return f"letter-{state.account_id.lower()}-review-{state.review_id}-right-to-cure"
+def letter_key(connection: Connection, account_id: str, what: str) -> str:
+    """A letter's idempotency key, namespaced by the installation id (DESIGN §3): the key travels
+    to the letters provider, and two databases mailing through one account there must never
+    have one's letter taken for the other's (the same account id, review or plan number)."""
+    return f"{installation_id(connection)}-letter-{account_id.lower()}-{what}"
+
+
+def cure_letter_key(connection: Connection, state: ReviewState) -> str:
+    return letter_key(connection, state.account_id, f"review-{state.review_id}-right-to-cure")
 
 
 def write_cure_letter(connection: Connection, state: ReviewState, at: datetime) -> bool:
@@ -73,7 +82,7 @@ def write_cure_letter(connection: Connection, state: ReviewState, at: datetime) 
     )
     if notice is None:
         return False
-    key = cure_letter_key(state)
+    key = cure_letter_key(connection, state)
     address = letters.mailing_address(connection, state.account_id)
     common: dict[str, Any] = {
         "key": key,

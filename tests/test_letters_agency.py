@@ -98,6 +98,8 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     """A US-IA review mails its cure notice (PDF naming the amount and deadline) to the sandbox Lob;
     the deadline counts from the mailed event found by `arrears dispatch`; no decision before it;
     the approved order reaches the sandbox agency, and a later payment cancels it there."""
+    from arrears.storage.installation import installation_id
+
     put_in_review(mail_db, tmp_path, IA)
     _review_step("2026-12-01T17:00:00Z")
 
@@ -136,6 +138,8 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     assert decided.exit_code == 0, decided.output
     [assignment] = _assignments(agency_sandbox)
     assert assignment["our_status"] == "assigned"
+    with mail_db.connect() as c:  # namespaced: another database's RO-1 of A-IA1 is another car
+        assert assignment["reference"] == f"{installation_id(c)}-assignment-a-ia1-ro-1"
 
     pays = write_csv(
         tmp_path / "payments.csv",
@@ -256,3 +260,28 @@ def test_address_is_stored_with_the_jurisdictions_country(engine: Engine, tmp_pa
         "50309",
         "US",
     )
+
+
+def test_letter_keys_carry_the_installation_id_so_two_databases_never_share_a_letter(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two databases mailing the same account id through one Lob each get their own letter: the
+    idempotency key that travels to the provider starts with the database's installation id."""
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.installation import installation_id
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = get_engine(other_url)
+    migrate(other)
+    monkeypatch.setenv("ARREARS_DATABASE_URL", other_url)
+    get_settings.cache_clear()
+    put_in_review(other, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+
+    keys = sorted(x["idempotency_key"] for x in letters_sandbox.letters())
+    with mail_db.connect() as a, other.connect() as b:
+        ours = sorted(f"{installation_id(c)}-letter-a-ia1-review-1-right-to-cure" for c in (a, b))
+    assert keys == ours
