@@ -48,7 +48,13 @@ from flows._waiting import (
     start_runs,
     wait_for,
 )
-from tasks.agency import agency_configured, assignments_waiting, push_assignments
+from tasks.agency import (
+    agency_configured,
+    assignments_waiting,
+    assignments_working,
+    push_assignments,
+    track_assignments,
+)
 from tasks.letters import letters_waiting, send_letters, track_letters
 from tasks.review import (
     Decided,
@@ -195,6 +201,8 @@ def follow_letters_and_orders() -> dict[str, int]:
         counts |= track_letters()
     if agency_configured() and assignments_waiting():
         counts |= push_assignments()
+    if agency_configured() and assignments_working():
+        counts |= track_assignments()
     return counts
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
+from arrears.models import AgencyAssignment
 from tests.factories import write_csv
 from tests.later_stages import (
     account,
@@ -28,6 +29,7 @@ from tests.later_stages import (
 )
 
 IA = "A-IA1"
+assignment_t = AgencyAssignment.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -285,3 +287,33 @@ def test_letter_keys_carry_the_installation_id_so_two_databases_never_share_a_le
     with mail_db.connect() as a, other.connect() as b:
         ours = sorted(f"{installation_id(c)}-letter-a-ia1-review-1-right-to-cure" for c in (a, b))
     assert keys == ours
+
+
+def _assigned(mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency: Any) -> str:
+    """A US-IA account whose notice was mailed, whose cure period ran out and whose approved
+    repossession was assigned to the sandbox agency; returns the agency's assignment id."""
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    letters_sandbox.advance(sent["id"], "mailed", at="2026-12-08T15:00:00Z")
+    assert _cli("dispatch", "--as-of", "2026-12-08T18:00:00Z", "--database", db_url).exit_code == 0
+    decided = _decide(db_url, "2026-12-29T15:00:00Z")
+    assert decided.exit_code == 0, decided.output
+    [assignment] = _assignments(agency)
+    return str(assignment["id"])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_dispatch_looks_up_assignments_whose_webhooks_never_came(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """With no webhook pushed, `arrears dispatch` asks the agency (GET) and records the status."""
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "located", at="2026-12-31T15:00:00Z")
+    dispatched = _cli("dispatch", "--as-of", "2027-01-01T18:00:00Z", "--database", db_url, "--json")
+    assert dispatched.exit_code == 0, dispatched.output
+    counts = json.loads(dispatched.output)
+    assert (counts["assignments_looked_up"], counts["assignments_moved"]) == (1, 1)
+    [row] = rows(mail_db, assignment_t, IA)
+    assert row.status == "located"
+    assert any("located at the agency" in e.detail for e in events(mail_db, IA, "assignment"))
