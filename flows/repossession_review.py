@@ -56,6 +56,7 @@ from tasks.agency import (
     track_assignments,
 )
 from tasks.letters import letters_waiting, send_letters, track_letters
+from tasks.recovery import settle_recoveries
 from tasks.review import (
     Decided,
     Prepared,
@@ -191,19 +192,23 @@ async def _decision(state: ReviewState, now: datetime) -> dict[str, Any] | State
 # -- the daily cycle's part ---------------------------------------------------------------------------
 
 
-def follow_letters_and_orders() -> dict[str, int]:
+def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
     """Send the letters written and the repossession orders placed or cancelled since last time;
-    look up letters and assignments whose webhooks have not come. The cycle (after the reviews)
-    and `arrears dispatch` both run it, so a one-off cycle and dispatch keep them moving."""
+    look up letters and assignments whose webhooks have not come; move on the accounts whose car
+    was recovered (closed, or the notice of sale written and mailed first). The cycle (after the
+    reviews) and `arrears dispatch` both run it, so a one-off cycle and dispatch keep them moving."""
     counts: dict[str, int] = {}
-    if letters_waiting():
-        counts |= send_letters()
-        counts |= track_letters()
     if agency_configured() and assignments_waiting():
         counts |= push_assignments()
     if agency_configured() and assignments_working():
         counts |= track_assignments()
-    return counts
+    settled = settle_recoveries(as_of)  # a notice of sale written here goes out just below
+    if letters_waiting():
+        counts |= send_letters()
+        counts |= track_letters()
+        # A notice of sale just found mailed closes its account now, not at the next run.
+        settled = {k: v + settle_recoveries(as_of)[k] for k, v in settled.items()}
+    return counts | settled
 
 
 def start_reviews(
@@ -217,7 +222,7 @@ def start_reviews(
     `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
     cycle's own parameter (None in production: the runs then use the clock)."""
     prepared = prepare_reviews(instant, cycle_id)
-    mail = follow_letters_and_orders()
+    mail = follow_letters_and_orders(instant)
     counts = mail | {
         "reviews_opened": prepared.opened,
         "reviews_closed": prepared.closed,

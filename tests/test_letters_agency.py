@@ -4,8 +4,10 @@ off at) the sandbox agency; everything over HTTP against the sandboxes, on a rea
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
-from arrears.models import AgencyAssignment
+from arrears.models import AgencyAssignment, Letter
 from tests.factories import write_csv
 from tests.later_stages import (
     account,
@@ -30,6 +32,7 @@ from tests.later_stages import (
 
 IA = "A-IA1"
 assignment_t = AgencyAssignment.__table__  # type: ignore[attr-defined]
+letter_t = Letter.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -317,3 +320,76 @@ def test_dispatch_looks_up_assignments_whose_webhooks_never_came(
     [row] = rows(mail_db, assignment_t, IA)
     assert row.status == "located"
     assert any("located at the agency" in e.detail for e in events(mail_db, IA, "assignment"))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """A recovery the agency reports (found by `arrears dispatch`) writes and mails the UCC 9-614
+    notice of sale; the account closes only once the notice is mailed, with the recovery and the
+    first sale date in its audit trail."""
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "recovered", at="2027-01-04T15:00:00Z")
+    first = _cli("dispatch", "--as-of", "2027-01-05T18:00:00Z", "--database", db_url, "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["sale_notices_written"] == 1
+    assert account(mail_db, IA).stage == "repossession_review"
+    [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
+    [row] = [
+        x
+        for x in json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+        if x["kind"] == "notice_of_sale"
+    ]
+    out = tmp_path / "sale.pdf"
+    assert _cli("letters", "pdf", str(row["id"]), "--output", str(out), "--database", db_url).exit_code == 0
+    text = _pdf_text(out.read_bytes())
+    # Written 5 January; counted from the latest planned mailing (8 January) plus 10 days.
+    assert "SALE NOT BEFORE: 2027-01-18" in text and "you will still owe us the difference" in text
+
+    letters_sandbox.advance(sale["id"], "mailed", at="2027-01-07T15:00:00Z")
+    again = _cli("dispatch", "--as-of", "2027-01-07T18:00:00Z", "--database", db_url, "--json")
+    assert json.loads(again.output)["recoveries_closed"] == 1
+    closed = account(mail_db, IA)
+    assert (closed.stage, closed.stage_since) == ("closed", datetime(2027, 1, 7, 15, tzinfo=UTC))
+    [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
+    assert "notice of sale mailed 2027-01-07, no sale before 2027-01-18" in step.detail
+    assert step.data["recovery"]["location"] and step.data["order_id"] == "RO-1"
+    # Done: a payment now cancels no order, and a third run changes nothing.
+    third = _cli("dispatch", "--as-of", "2027-01-08T18:00:00Z", "--database", db_url, "--json")
+    assert json.loads(third.output)["recoveries_closed"] == 0
+
+
+def test_recovery_where_no_notice_of_sale_is_owed_closes_the_account_at_once(
+    mail_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the profile owes no notice of sale, the recovery itself closes the account, and no
+    letter is written."""
+    from arrears.jurisdictions import profile
+    from arrears.storage import assignments
+    from tasks.recovery import settle_recoveries
+
+    put_in_review(mail_db, tmp_path, IA)
+    with mail_db.begin() as c:
+        assignments.add_assignment(
+            c, key="k-ro-9", order_id="RO-9", account_id=IA, review_id=None, at=at("2027-01-01T00:00:00Z")
+        )
+        [row] = assignments.assignments_to_push(c)
+        assignments.mark_assigned(
+            c, row_id=row.id, provider="sandbox", provider_id="asg_9", at=at("2027-01-01T01:00:00Z")
+        )
+        assignments.move_assignment(
+            c,
+            row_id=row.id,
+            status="recovered",
+            at=at("2027-01-03T12:00:00Z"),
+            recovery={"location": "lot 4"},
+        )
+    no_notice = replace(profile("US-IA"), sale_notice_days=None)
+    monkeypatch.setattr("tasks.recovery.policy", lambda: SimpleNamespace(profile=lambda code: no_notice))
+    assert settle_recoveries(at("2027-01-04T00:00:00Z"))["recoveries_closed"] == 1
+    closed = account(mail_db, IA)
+    assert (closed.stage, closed.stage_since) == ("closed", datetime(2027, 1, 3, 12, tzinfo=UTC))
+    [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
+    assert "no notice of sale owed in US-IA" in step.detail and step.data["recovery"] == {"location": "lot 4"}
+    assert rows(mail_db, letter_t, IA) == []

@@ -256,6 +256,18 @@ def move_assignment(
             {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery},
         )
     ]
+    if status == "recovered":
+        # The order is done: no payment or hold after this can cancel it (`open_vendor_orders`);
+        # what follows is the account's (`arrears.recovery`).
+        events.append(
+            event(
+                r.account_id,
+                at,
+                "vendor_order",
+                f"repossession order {r.order_id} done: vehicle recovered",
+                {"order_id": r.order_id, "action": "recovered"},
+            )
+        )
     insert_events(connection, events)
     return True
 

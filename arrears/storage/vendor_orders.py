@@ -88,7 +88,8 @@ def _order_events(connection: Connection, account_ids: Any) -> list[Any]:
 
 
 def open_vendor_orders(connection: Connection, *, account_id: str | None = None) -> list[VendorOrder]:
-    """Orders placed and not cancelled, for accounts a reviewer ever sent to repossession."""
+    """Orders placed and neither cancelled nor done (the car recovered), for accounts a reviewer
+    ever sent to repossession."""
     repossessed = select(review.c.account_id).where(
         review.c.decision == DecisionKind.REPOSSESS.value, for_account(account_id, review.c.account_id)
     )
@@ -99,7 +100,7 @@ def open_vendor_orders(connection: Connection, *, account_id: str | None = None)
             orders[data["order_id"]] = VendorOrder(
                 data["order_id"], e.account_id, e.at, data.get("review_id")
             )
-        elif data.get("action") == "cancelled":
+        elif data.get("action") in ("cancelled", "recovered"):
             orders[data["order_id"]] = None
     return [o for o in orders.values() if o is not None]
 
