@@ -17,7 +17,7 @@ from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
 from arrears.models import AgencyAssignment, Letter
-from tests.factories import write_csv
+from tests.factories import account_record, write_csv
 from tests.later_stages import (
     account,
     account_t,
@@ -393,3 +393,94 @@ def test_recovery_where_no_notice_of_sale_is_owed_closes_the_account_at_once(
     [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
     assert "no notice of sale owed in US-IA" in step.detail and step.data["recovery"] == {"location": "lot 4"}
     assert rows(mail_db, letter_t, IA) == []
+
+
+def _cn_record(account_id: str) -> dict[str, str]:
+    """A Shanghai borrower with a mailing address, 3,000 yuan behind."""
+    return account_record(
+        account_id=account_id,
+        borrower_name="王芳",
+        phone="13912345678",
+        timezone="Asia/Shanghai",
+        jurisdiction="CN",
+        currency="CNY",
+        balance="60000.00",
+        installment_amount="3000.00",
+        past_due_amount="3000.00",
+        oldest_due_date="2026-09-26",
+        address_line1="世纪大道100号",
+        city="上海市",
+        state="上海",
+        postal_code="200120",
+    )
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cn_account_entering_legal_referral_is_mailed_its_collection_notice_once(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A CN account in legal referral gets the zh-CN 催收函 through the letters path at the next
+    `arrears dispatch`, naming the amount and the last day to pay; a second run mails no other."""
+    import_rows(mail_db, tmp_path, [_cn_record("A-CN1")])
+    with mail_db.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == "A-CN1")
+            .values(stage="legal_referral", stage_since=at("2026-12-01T02:00:00Z"), episode=4)
+        )
+    for as_of in ("2026-12-01T03:00:00Z", "2026-12-02T03:00:00Z"):
+        done = _cli("dispatch", "--as-of", as_of, "--database", db_url, "--json")
+        assert done.exit_code == 0, done.output
+    [sent] = letters_sandbox.letters()
+    assert sent["description"] == "collection_notice"
+    assert sent["idempotency_key"].endswith("-letter-a-cn1-legal-4-collection-notice")
+    [row] = json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+    out = tmp_path / "cn.pdf"
+    assert _cli("letters", "pdf", str(row["id"]), "--output", str(out), "--database", db_url).exit_code == 0
+    text = _pdf_text(out.read_bytes())
+    # Written 1 December (Shanghai), counted from the latest planned mailing (4 December) + 15 days.
+    assert "催收函" in text and "3,000.00" in text and "还款期限：2026-12-19" in text
+
+
+def test_an_accepted_plan_is_confirmed_by_letter_once(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """An agent's accepted plan writes its confirmation letter in the same transaction; the
+    letters path mails it, and writing it again adds nothing."""
+    from tasks.letters import send_letters
+    from tasks.lifecycle_letters import write_plan_letter
+    from tasks.plans import accept_plan
+
+    import_rows(mail_db, tmp_path, [us_account("A-PLAN")])
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-PLAN").values(stage="negotiation"))
+    plan_id, terms = accept_plan(
+        mail_db,
+        account_id="A-PLAN",
+        kind="instalment",
+        months=3,
+        agent="Ana Ruiz",
+        at=at("2026-12-02T16:00:00Z"),
+    )
+    assert send_letters.fn()["letters_sent"] == 1
+    [sent] = letters_sandbox.letters()
+    assert sent["description"] == "hardship_plan"
+    assert sent["idempotency_key"].endswith(f"-letter-a-plan-plan-{plan_id}-confirmation")
+    with mail_db.begin() as c:
+        again = write_plan_letter(
+            c,
+            account_id="A-PLAN",
+            plan_id=plan_id,
+            terms=terms,
+            accepted_on=terms.schedule[0].due,
+            at=at("2026-12-03T16:00:00Z"),
+        )
+        assert again is False
+    from arrears.storage.letters import letter_pdf
+
+    [row] = rows(mail_db, letter_t, "A-PLAN")
+    with mail_db.connect() as c:
+        found = letter_pdf(c, row.id)
+    assert found is not None
+    text = _pdf_text(found[0])
+    assert "CONFIRMATION OF YOUR PAYMENT PLAN" in text and "3 payments" in text and "2026-12-02" in text

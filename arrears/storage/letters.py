@@ -35,6 +35,7 @@ __all__ = [
     "mark_blocked",
     "mark_sent",
     "move_letter",
+    "notices_owed",
 ]
 
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
@@ -218,6 +219,51 @@ def add_letter(
     data = {"letter_id": letter_id, "review_id": review_id, "sha256": pdf_sha256, "blocked": blocked}
     _note(connection, account_id, at, detail, data)
     return letter_id
+
+
+@dataclass(frozen=True, slots=True)
+class OwedNotice:
+    """An account in a stage whose entry owes it a letter, with what the letter states."""
+
+    account_id: str
+    episode: int
+    jurisdiction: str
+    timezone: str
+    currency: str
+    past_due: Any
+    stage_since: datetime
+
+
+def notices_owed(
+    connection: Connection, *, kind: str, stage: str, jurisdictions: Sequence[str]
+) -> list[OwedNotice]:
+    """Accounts in `stage` in these jurisdictions with no `kind` letter written since they entered
+    it (one query): the 催收函 of a CN account entering legal referral."""
+    if not jurisdictions:
+        return []
+    written = (
+        select(letter.c.id)
+        .where(
+            letter.c.account_id == account.c.account_id,
+            letter.c.kind == kind,
+            letter.c.created_at >= account.c.stage_since,
+        )
+        .exists()
+    )
+    rows = connection.execute(
+        select(
+            account.c.account_id,
+            account.c.episode,
+            account.c.jurisdiction,
+            account.c.timezone,
+            account.c.currency,
+            account.c.past_due_amount,
+            account.c.stage_since,
+        )
+        .where(account.c.stage == stage, account.c.jurisdiction.in_(list(jurisdictions)), ~written)
+        .order_by(account.c.account_id)
+    ).all()
+    return [OwedNotice(*r) for r in rows]
 
 
 def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:
