@@ -56,7 +56,7 @@ from tasks.agency import (
     track_assignments,
 )
 from tasks.letters import letters_waiting, send_letters, track_letters
-from tasks.lifecycle_letters import write_collection_notices
+from tasks.lifecycle_letters import readdress_letters, write_collection_notices
 from tasks.recovery import settle_recoveries
 from tasks.review import (
     Decided,
@@ -197,15 +197,18 @@ def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
     """Send the letters written and the repossession orders placed or cancelled since last time;
     look up letters and assignments whose webhooks have not come; move on the accounts whose car
     was recovered (closed, or the notice of sale written and mailed first); write the 催收函 of
-    accounts that entered legal referral. The cycle (after the
-    reviews) and `arrears dispatch` both run it, so a one-off cycle and dispatch keep them moving."""
+    accounts that entered legal referral, and again the letters an import gave an address. The
+    cycle (after the reviews) and `arrears dispatch` both run it, so a one-off cycle and dispatch
+    keep them moving."""
     counts: dict[str, int] = {}
     if agency_configured() and assignments_waiting():
         counts |= push_assignments()
     if agency_configured() and assignments_working():
         counts |= track_assignments()
     settled = settle_recoveries(as_of)  # a notice of sale written here goes out just below
-    counts |= write_collection_notices(as_of or datetime.now(UTC))  # the 催收函 of CN legal referrals
+    now = as_of or datetime.now(UTC)
+    counts |= readdress_letters(now)  # letters that waited for an address an import has brought
+    counts |= write_collection_notices(now)  # the 催收函 of CN accounts in legal referral
     if letters_waiting():
         counts |= send_letters()
         counts |= track_letters()

@@ -8,7 +8,11 @@ installation id, so writing again (a rerun, a retried task) adds no second lette
 - `write_collection_notices`: a bulk step of the cycle and `arrears dispatch` (one query when
   none is owed): every account in legal referral, in a jurisdiction with a collection-notice
   template, that has none written since it entered the stage;
-- `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent).
+- `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
+- `readdress_letters`: a letter blocked for want of an address is written again, in its place
+  and under its key, once an import brings the address (the CLI's import, the cycle and
+  `arrears dispatch` run it); a right-to-cure letter so rewritten unblocks its review, and its
+  deadline is counted from the rewrite, never from the first attempt.
 """
 
 from datetime import date, datetime
@@ -22,16 +26,18 @@ from arrears.jurisdictions import KNOWN_JURISDICTIONS
 from arrears.letters import LetterContext, LetterTemplateMissing, template_for
 from arrears.letters.contexts import collection_notice_context, plan_letter_context
 from arrears.restructuring import PlanTerms
+from arrears.review import repossession_barred
 from arrears.settings import get_settings
-from arrears.storage import accounts, letters
+from arrears.storage import accounts, letters, plans, reviews
 from arrears.storage.letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
-from tasks.letters import letter_key, write_letter
+from tasks.letters import NO_ADDRESS, letter_key, write_cure_letter, write_letter
 
 __all__ = [
     "collection_notice_key",
     "plan_letter_key",
+    "readdress_letters",
     "write_collection_notices",
     "write_plan_letter",
 ]
@@ -156,3 +162,44 @@ def _write_plan_letter(
         context_of=context,
         readdressed=readdressed,
     )
+
+
+def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Write again every letter blocked for want of an address whose account has one now; the
+    notice of sale is left to `tasks.recovery.settle_recoveries`, which rewrites it the same way."""
+    written = 0
+    with (engine_ or engine()).begin() as connection:
+        for row in letters.addressed_since_blocked(connection, reason=NO_ADDRESS):
+            written += _readdress(connection, row, at)
+    return {"letters_readdressed": written}
+
+
+def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:
+    if row.kind == "right_to_cure" and row.review_id is not None:
+        state = reviews.review_state(connection, row.review_id, lock=True)
+        live = state is not None and state.in_review and not state.closed and state.cure_deadline is None
+        if state is None or not live or repossession_barred(state.holds):
+            return False
+        return write_cure_letter(connection, state, max(at, state.opened_at), readdressed=True)
+    if row.kind == "collection_notice":
+        a = accounts.account_row(connection, row.account_id)
+        if a is None or a.stage != Stage.LEGAL_REFERRAL.value:
+            return False
+        owed = OwedNotice(
+            a.account_id, a.episode, a.jurisdiction, a.timezone, a.currency, a.past_due_amount, a.stage_since
+        )
+        if collection_notice_key(connection, owed) != row.idempotency_key:
+            return False  # a notice of an earlier stay in legal referral
+        return write_collection_notice(connection, owed, max(at, a.stage_since), readdressed=True)
+    if row.kind == "hardship_plan":
+        current = plans.current_plan(connection, row.account_id)
+        if current is None or current.status != "active":
+            return False
+        if plan_letter_key(connection, row.account_id, current.id) != row.idempotency_key:
+            return False  # the confirmation of a plan that is over
+        terms = PlanTerms.from_json(current.terms)
+        accepted_on = date.fromisoformat(current.terms["accepted_on"])
+        return _write_plan_letter(
+            connection, row.account_id, current.id, terms, accepted_on, at, readdressed=True
+        )
+    return False

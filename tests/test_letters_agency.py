@@ -484,3 +484,72 @@ def test_an_accepted_plan_is_confirmed_by_letter_once(
     assert found is not None
     text = _pdf_text(found[0])
     assert "CONFIRMATION OF YOUR PAYMENT PLAN" in text and "3 payments" in text and "2026-12-02" in text
+
+
+def test_a_letter_blocked_for_want_of_an_address_is_written_when_an_import_brings_one(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """The right-to-cure letter blocked for no address is written again, in its place, when an
+    accounts import brings the address; the review is no longer blocked and the letter is mailed."""
+    from tasks.review import waiting
+
+    put_in_review(mail_db, tmp_path, "A-NOADDR")
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-NOADDR").values(address_line1=None))
+    _review_step("2026-12-01T17:00:00Z")
+    [blocked] = rows(mail_db, letter_t, "A-NOADDR")
+    assert blocked.status == "blocked"
+
+    again = us_account("A-NOADDR", past_due_amount="825.00", oldest_due_date="2026-10-01")
+    imported = _cli("import", "accounts", str(write_csv(tmp_path / "fix.csv", [again])), "--database", db_url)
+    assert imported.exit_code == 0, imported.output
+    [rewritten] = rows(mail_db, letter_t, "A-NOADDR")
+    assert (rewritten.id, rewritten.status, rewritten.idempotency_key) == (
+        blocked.id,
+        "pending",
+        blocked.idempotency_key,
+    )
+    assert rewritten.pdf is not None and rewritten.context["_recipient"]["line1"] == "12 Elm Street"
+    [w] = [w for w in waiting(mail_db, now=at("2026-12-02T00:00:00Z")) if w.account_id == "A-NOADDR"]
+    assert w.waits_for != "blocked"
+    _review_step("2026-12-02T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    assert sent["idempotency_key"] == blocked.idempotency_key
+    assert any(
+        "it was blocked: no mailing address" in e.detail for e in events(mail_db, "A-NOADDR", "letter")
+    )
+
+
+def test_a_plan_confirmation_without_an_address_is_written_once_one_arrives(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A plan accepted with no address on file blocks its confirmation; an import that brings
+    the address writes it in place, under the same key."""
+    from tasks.plans import accept_plan
+
+    record = us_account("A-PLAN2")
+    bare = {k: v for k, v in record.items() if k not in ("address_line1", "city", "state", "postal_code")}
+    import_rows(mail_db, tmp_path, [bare])
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-PLAN2").values(stage="negotiation"))
+    accept_plan(
+        mail_db,
+        account_id="A-PLAN2",
+        kind="instalment",
+        months=3,
+        agent="Ana Ruiz",
+        at=at("2026-12-02T16:00:00Z"),
+    )
+    [blocked] = rows(mail_db, letter_t, "A-PLAN2")
+    assert (blocked.kind, blocked.status) == ("hardship_plan", "blocked")
+    imported = _cli(
+        "import", "accounts", str(write_csv(tmp_path / "addr.csv", [record])), "--database", db_url
+    )
+    assert imported.exit_code == 0, imported.output
+    [written] = rows(mail_db, letter_t, "A-PLAN2")
+    assert (written.id, written.status, written.idempotency_key) == (
+        blocked.id,
+        "pending",
+        blocked.idempotency_key,
+    )
+    assert written.context["plan_installments"] == 3

@@ -23,6 +23,7 @@ __all__ = [
     "LetterRow",
     "MailingAddress",
     "add_letter",
+    "addressed_since_blocked",
     "borrower_of",
     "letter_by_key",
     "letter_by_provider_id",
@@ -264,6 +265,25 @@ def notices_owed(
         .order_by(account.c.account_id)
     ).all()
     return [OwedNotice(*r) for r in rows]
+
+
+def addressed_since_blocked(connection: Connection, *, reason: str) -> list[LetterRow]:
+    """Letters blocked for `reason` (no address) whose account has a mailing address now (an
+    import brought it): the letters to write again. One query; none in the usual case."""
+    rows = connection.execute(
+        select(*_COLUMNS)
+        .join(account, account.c.account_id == letter.c.account_id)
+        .where(
+            letter.c.status == "blocked",
+            letter.c.reason == reason,
+            account.c.address_line1.is_not(None),
+            account.c.city.is_not(None),
+            account.c.postal_code.is_not(None),
+            account.c.country.is_not(None),
+        )
+        .order_by(letter.c.id)
+    ).all()
+    return [_row(r) for r in rows]
 
 
 def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:
