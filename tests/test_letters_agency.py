@@ -553,3 +553,27 @@ def test_a_plan_confirmation_without_an_address_is_written_once_one_arrives(
         blocked.idempotency_key,
     )
     assert written.context["plan_installments"] == 3
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_recovery_pushed_by_the_agency_webhook_writes_the_notice_of_sale_at_once(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """A signed `recovered` webhook at /agency/sandbox/status records the recovery and writes the
+    notice of sale in the same request, without waiting for a cycle or a dispatch."""
+    from starlette.testclient import TestClient
+
+    from deployments.webhooks import create_app
+    from integrations.providers import build_provider
+
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "recovered")
+    headers, body = agency_sandbox.signed_callback(assignment_id)
+    with build_provider("agency", "sandbox", agency_sandbox.base_url, agency_sandbox.credentials) as agency:
+        app = create_app(engine=mail_db, mail_providers={"agency": {"sandbox": agency}})
+        with TestClient(app) as client:
+            assert client.post("/agency/sandbox/status", content=body, headers=headers).status_code == 200
+    [row] = rows(mail_db, assignment_t, IA)
+    assert row.status == "recovered" and row.recovery["location"]
+    notices = [x for x in rows(mail_db, letter_t, IA) if x.kind == "notice_of_sale"]
+    assert [x.status for x in notices] == ["pending"]
