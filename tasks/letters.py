@@ -70,11 +70,17 @@ def cure_letter_key(connection: Connection, state: ReviewState) -> str:
 
 
 def write_cure_letter(
-    connection: Connection, state: ReviewState, at: datetime, *, readdressed: bool = False
+    connection: Connection,
+    state: ReviewState,
+    at: datetime,
+    *,
+    readdressed: bool = False,
+    key: str | None = None,
 ) -> bool:
     """Write the review's right-to-cure letter, once (pending, or blocked with the reason); False
     when none is owed or it was written before. `readdressed`: the letter was blocked for want of
-    an address and one is now on file: it is written again, its deadline counted from now."""
+    an address and one is now on file: it is written again, its deadline counted from now, under
+    its own `key` (a letter written before keys carried the installation id keeps its key)."""
     rules = policy().profile(state.jurisdiction)
     amount = Decimal(display(state.past_due, state.currency))
     notice = planned_notice(
@@ -103,7 +109,7 @@ def write_cure_letter(
 
     return write_letter(
         connection,
-        key=cure_letter_key(connection, state),
+        key=key or cure_letter_key(connection, state),
         account_id=state.account_id,
         review_id=state.review_id,
         kind="right_to_cure",

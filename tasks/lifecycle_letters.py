@@ -180,7 +180,8 @@ def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> 
         live = state is not None and state.in_review and not state.closed and state.cure_deadline is None
         if state is None or not live or repossession_barred(state.holds):
             return False
-        return write_cure_letter(connection, state, max(at, state.opened_at), readdressed=True)
+        at = max(at, state.opened_at)
+        return write_cure_letter(connection, state, at, readdressed=True, key=row.idempotency_key)
     if row.kind == "collection_notice":
         a = accounts.account_row(connection, row.account_id)
         if a is None or a.stage != Stage.LEGAL_REFERRAL.value:

@@ -497,6 +497,9 @@ def test_a_letter_blocked_for_want_of_an_address_is_written_when_an_import_bring
     with mail_db.begin() as c:
         c.execute(update(account_t).where(account_t.c.account_id == "A-NOADDR").values(address_line1=None))
     _review_step("2026-12-01T17:00:00Z")
+    # Written before keys carried the installation id: rewritten under its own key all the same.
+    with mail_db.begin() as c:
+        c.execute(update(letter_t).values(idempotency_key="letter-a-noaddr-review-1-right-to-cure"))
     [blocked] = rows(mail_db, letter_t, "A-NOADDR")
     assert blocked.status == "blocked"
 
