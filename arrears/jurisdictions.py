@@ -95,6 +95,9 @@ class Profile:
     # Days after the mailing date at which a mailed notice counts as given (0: when mailed).
     cure_mailing_days: int = 0
     breathing_space_days: int | None = None  # informative: the hold is lifted by notice, not by date
+    # Days between sending the notice of the planned sale of a repossessed vehicle and the sale
+    # (None: no such notice owed, the account closes on recovery).
+    sale_notice_days: int | None = None
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -268,6 +271,7 @@ _PROFILE_KEYS = {
     "max_cures",
     "cure_mailing_days",
     "breathing_space_days",
+    "sale_notice_days",
 }
 _SOURCE_SUFFIX = "_source"
 
@@ -305,6 +309,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         max_cures=plain.get("max_cures"),
         cure_mailing_days=int(plain.get("cure_mailing_days", 0)),
         breathing_space_days=plain.get("breathing_space_days"),
+        sale_notice_days=plain.get("sale_notice_days"),
         sources=sources,
     )
 
@@ -335,6 +340,10 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         )
     if base.identify_institution and not new.identify_institution:
         raise ProfileError(f"{where}.identify_institution: every message names the lender")
+    owed = base.sale_notice_days
+    if owed is not None and (new.sale_notice_days is None or new.sale_notice_days < owed):
+        why = dict(base.sources).get("sale_notice", "")
+        raise ProfileError(f"{where}.sale_notice_days: at least {owed} ({why})")
     if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
         raise ProfileError(f"{where}.third_parties: may only be tightened to 'never'")
 

@@ -23,6 +23,7 @@ from integrations.errors import InvalidCallback
 from integrations.providers import build_provider
 from tasks.agency import record_statuses
 from tasks.letters import record_tracking
+from tasks.recovery import settle_recoveries
 
 __all__ = ["MAX_BODY", "mail_providers_from_settings", "mail_router"]
 
@@ -57,6 +58,8 @@ def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> A
             return JSONResponse({"error": "internal error; retry later"}, 500)
         if parsed and not known:
             return JSONResponse({"error": f"no {kind} row has this id"}, 404)
+        if moved:  # a recovery, or its notice of sale mailed: the account moves on now
+            await run_in_threadpool(lambda: settle_recoveries(engine_=engine))
         return JSONResponse({"ok": True, "moved": moved})
 
     @router.post("/letters/{provider}/{event}")

@@ -311,7 +311,7 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     instant = as_of_or_now(as_of)
     with run_exclusively("dispatch"):
         counts = run_dispatch(instant, None)
-        counts |= follow_letters_and_orders()  # letters and repossession orders, as for SMS receipts
+        counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts
         # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
         if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
             with sms_session():

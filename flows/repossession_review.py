@@ -50,8 +50,16 @@ from flows._waiting import (
     start_runs,
     wait_for,
 )
-from tasks.agency import agency_configured, assignments_waiting, push_assignments
+from tasks.agency import (
+    agency_configured,
+    assignments_waiting,
+    assignments_working,
+    push_assignments,
+    track_assignments,
+)
 from tasks.letters import letters_waiting, send_letters, track_letters
+from tasks.lifecycle_letters import readdress_letters, write_collection_notices
+from tasks.recovery import settle_recoveries
 from tasks.review import (
     Decided,
     Prepared,
@@ -192,17 +200,28 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
 # -- the daily cycle's part ---------------------------------------------------------------------------
 
 
-def follow_letters_and_orders() -> dict[str, int]:
+def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
     """Send the letters written and the repossession orders placed or cancelled since last time;
-    look up letters and assignments whose webhooks have not come. The cycle (after the reviews)
-    and `arrears dispatch` both run it, so a one-off cycle and dispatch keep them moving."""
+    look up letters and assignments whose webhooks have not come; move on the accounts whose car
+    was recovered (closed, or the notice of sale written and mailed first); write the 催收函 of
+    accounts that entered legal referral, and again the letters an import gave an address. The
+    cycle (after the reviews) and `arrears dispatch` both run it, so a one-off cycle and dispatch
+    keep them moving."""
     counts: dict[str, int] = {}
+    if agency_configured() and assignments_waiting():
+        counts |= push_assignments()
+    if agency_configured() and assignments_working():
+        counts |= track_assignments()
+    settled = settle_recoveries(as_of)  # a notice of sale written here goes out just below
+    now = as_of or datetime.now(UTC)
+    counts |= readdress_letters(now)  # letters that waited for an address an import has brought
+    counts |= write_collection_notices(now)  # the 催收函 of CN accounts in legal referral
     if letters_waiting():
         counts |= send_letters()
         counts |= track_letters()
-    if agency_configured() and assignments_waiting():
-        counts |= push_assignments()
-    return counts
+        # A notice of sale just found mailed closes its account now, not at the next run.
+        settled = {k: v + settle_recoveries(as_of)[k] for k, v in settled.items()}
+    return counts | settled
 
 
 def start_reviews(
@@ -216,7 +235,7 @@ def start_reviews(
     `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
     cycle's own parameter (None in production: the runs then use the clock)."""
     prepared = prepare_reviews(instant, cycle_id)
-    mail = follow_letters_and_orders()
+    mail = follow_letters_and_orders(instant)
     counts = mail | {
         "reviews_opened": prepared.opened,
         "reviews_closed": prepared.closed,

@@ -6,6 +6,8 @@
   is a car taken after the borrower paid, because nobody called the agent off).
 - `record_statuses`: the agency's status changes, from its signed webhooks or a lookup; a
   recovery is recorded with where and in what condition.
+- `track_assignments`: looks up assignments still working at the agency (`GET`), as letters are
+  looked up, so a one-off `arrears cycle` + `arrears dispatch` sees a recovery without webhooks.
 
 Batch steps: a few assignments per task run, never one task run per account.
 """
@@ -36,9 +38,11 @@ from tasks.providers import agency_provider
 __all__ = [
     "agency_configured",
     "assignments_waiting",
+    "assignments_working",
     "call_off_overtaken",
     "push_assignments",
     "record_statuses",
+    "track_assignments",
     "vin_year",
 ]
 
@@ -67,6 +71,12 @@ def agency_configured() -> bool:
 def assignments_waiting() -> bool:
     with engine().connect() as connection:
         return bool(assignments.assignments_to_push(connection, limit=1))
+
+
+def assignments_working() -> bool:
+    """Whether any assignment is still working at the agency (so no provider is opened for nothing)."""
+    with engine().connect() as connection:
+        return bool(assignments.assignments_to_track(connection, limit=1))
 
 
 def call_off_overtaken() -> dict[str, int]:
@@ -153,6 +163,30 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
     return counts
 
 
+@task(name="track-assignments", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
+def track_assignments(limit: int = 500) -> dict[str, int]:
+    """Look up assignments still working at the agency whose webhooks may never come; record
+    what moved (an unreachable agency is tried again next time, as a lost webhook would be)."""
+    with engine().connect() as connection:
+        todo = assignments.assignments_to_track(connection, limit=limit)
+    counts = {"assignments_looked_up": 0, "assignments_moved": 0}
+    if not todo:
+        return counts
+    with agency_provider() as provider:
+        for row in todo:
+            assert row.provider_id is not None
+            try:
+                found = provider.status(row.provider_id)
+            except ProviderError:
+                continue
+            now = utcnow()
+            counts["assignments_looked_up"] += 1
+            counts["assignments_moved"] += record_statuses([found], seen_at=now)[1]
+            with engine().begin() as connection:
+                assignments.touch(connection, [row.id], now)
+    return counts
+
+
 def record_statuses(
     statuses: Sequence[AssignmentStatus], seen_at: datetime | None = None, *, engine_: Engine | None = None
 ) -> tuple[int, int]:
@@ -165,15 +199,26 @@ def record_statuses(
             if row is None:
                 continue
             known += 1
+            recovered = s.status == "recovered" or (s.recovered_at is not None and row.recovered_at is None)
             recovery = (
                 {
                     "recovered_at": s.recovered_at.isoformat() if s.recovered_at else s.at.isoformat(),
                     "location": s.recovery_location,
                     "condition": s.condition,
                 }
-                if s.status == "recovered"
+                if recovered
                 else None
             )
+            if recovered and s.status != "recovered":
+                # A lookup answers only the latest status: a car recovered and then closed
+                # between two lookups is recorded as recovered first, with where and how.
+                moved += assignments.move_assignment(
+                    connection,
+                    row_id=row.id,
+                    status="recovered",
+                    at=s.recovered_at or s.at,
+                    recovery=recovery,
+                )
             moved += assignments.move_assignment(
                 connection, row_id=row.id, status=s.status, at=s.at, reason=s.reason, recovery=recovery
             )

@@ -14,7 +14,7 @@
 Batch steps: a few letters per task run, never one task run per account.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,7 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
-from arrears.letters import render, vet
+from arrears.jurisdictions import Profile
+from arrears.letters import LetterContext, render, vet
 from arrears.letters.notices import (
     context_json,
     cure_letter_context,
@@ -35,6 +36,7 @@ from arrears.letters.notices import (
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import letters, reviews
+from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import Permanent, ProviderError
 from integrations.letters.protocol import Letter, LetterRequest, PostalAddress, TrackingEvent
@@ -43,23 +45,42 @@ from tasks.providers import letters_provider
 
 __all__ = [
     "cure_letter_key",
+    "letter_key",
     "letters_waiting",
+    "readdressable",
     "record_tracking",
     "send_letters",
     "track_letters",
     "write_cure_letter",
+    "write_letter",
 ]
 
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
 
 
-def cure_letter_key(state: ReviewState) -> str:
-    return f"letter-{state.account_id.lower()}-review-{state.review_id}-right-to-cure"
+def letter_key(connection: Connection, account_id: str, what: str) -> str:
+    """A letter's idempotency key, namespaced by the installation id (DESIGN §3): the key travels
+    to the letters provider, and two databases mailing through one account there must never
+    have one's letter taken for the other's (the same account id, review or plan number)."""
+    return f"{installation_id(connection)}-letter-{account_id.lower()}-{what}"
 
 
-def write_cure_letter(connection: Connection, state: ReviewState, at: datetime) -> bool:
+def cure_letter_key(connection: Connection, state: ReviewState) -> str:
+    return letter_key(connection, state.account_id, f"review-{state.review_id}-right-to-cure")
+
+
+def write_cure_letter(
+    connection: Connection,
+    state: ReviewState,
+    at: datetime,
+    *,
+    readdressed: bool = False,
+    key: str | None = None,
+) -> bool:
     """Write the review's right-to-cure letter, once (pending, or blocked with the reason); False
-    when none is owed or it was written before."""
+    when none is owed or it was written before. `readdressed`: the letter was blocked for want of
+    an address and one is now on file: it is written again, its deadline counted from now, under
+    its own `key` (a letter written before keys carried the installation id keeps its key)."""
     rules = policy().profile(state.jurisdiction)
     amount = Decimal(display(state.past_due, state.currency))
     notice = planned_notice(
@@ -73,28 +94,73 @@ def write_cure_letter(connection: Connection, state: ReviewState, at: datetime) 
     )
     if notice is None:
         return False
-    key = cure_letter_key(state)
-    address = letters.mailing_address(connection, state.account_id)
+    settings = get_settings()
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return cure_letter_context(
+            notice,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=state.account_id,
+            address=address,
+            letter_date=at.astimezone(notice.deadline.tzinfo).date(),
+        )
+
+    return write_letter(
+        connection,
+        key=key or cure_letter_key(connection, state),
+        account_id=state.account_id,
+        review_id=state.review_id,
+        kind="right_to_cure",
+        at=at,
+        rules=rules,
+        context_of=context,
+        readdressed=readdressed,
+    )
+
+
+def readdressable(connection: Connection, row: letters.LetterRow) -> bool:
+    """Whether a letter blocked for want of an address can now be written: one is on file (an
+    import brought it after the letter was first written)."""
+    return (
+        row.status == "blocked"
+        and row.reason == NO_ADDRESS
+        and letters.mailing_address(connection, row.account_id) is not None
+    )
+
+
+def write_letter(
+    connection: Connection,
+    *,
+    key: str,
+    account_id: str,
+    review_id: int | None,
+    kind: str,
+    at: datetime,
+    rules: Profile,
+    context_of: Callable[[str, tuple[str, ...]], LetterContext],
+    readdressed: bool = False,
+) -> bool:
+    """Write a letter of `kind` under `key`, once: rendered from `context_of(borrower name,
+    address lines)`, vetted with the content rules every SMS passes, and kept pending with its
+    PDF, hash and context; blocked with the reason when there is no address or the words fail.
+    Every letter goes out through this one path (`send_letters`), whatever asked for it.
+    `readdressed`: a letter blocked only for want of an address is written again in its place."""
+    address = letters.mailing_address(connection, account_id)
     common: dict[str, Any] = {
         "key": key,
-        "account_id": state.account_id,
-        "review_id": state.review_id,
-        "kind": "right_to_cure",
+        "account_id": account_id,
+        "review_id": review_id,
+        "kind": kind,
         "at": at,
+        "replaces": NO_ADDRESS if readdressed else None,
     }
     if address is None:
         return letters.add_letter(connection, **common, blocked=NO_ADDRESS) is not None
     settings = get_settings()
-    context = cure_letter_context(
-        notice,
-        lender=settings.lender_name,
-        lender_contact=settings.lender_contact,
-        borrower_name=letters.borrower_of(connection, state.account_id)[0],
-        account_reference=state.account_id,
-        address=address.lines(),
-        letter_date=at.astimezone(notice.deadline.tzinfo).date(),
-    )
-    rendered = render("right_to_cure", context, rules=rules)
+    context = context_of(letters.borrower_of(connection, account_id)[0], address.lines())
+    rendered = render(kind, context, rules=rules)
     finding = vet(rendered, context, rules=rules)
     blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
     written = letters.add_letter(

@@ -16,6 +16,7 @@ from arrears.settings import get_settings
 from arrears.storage import accounts, plans, quarantine
 from tasks import isolation
 from tasks.database import policy as load_policy
+from tasks.lifecycle_letters import write_plan_letter
 
 __all__ = ["accept_plan", "plan_overview", "refresh_plans"]
 
@@ -81,19 +82,26 @@ def accept_plan(
 ) -> tuple[int, PlanTerms]:
     """An agent records the plan the borrower accepted; raises PlanError with the reason it cannot be."""
     rules = plan_rules(load_policy())
+    day = lender_date(at, get_settings().lender_timezone)
     with engine.begin() as connection:
-        return plans.accept_plan(
+        plan_id, terms = plans.accept_plan(
             connection,
             account_id=account_id,
             kind=kind,
             months=months,
             at=at,
-            business_date=lender_date(at, get_settings().lender_timezone),
+            business_date=day,
             actor=f"agent:{agent}",
             source="agent",
             rules=rules,
             data={"agent": agent},
         )
+        # The borrower gets the plan in writing, through the letters path (sent by the next
+        # dispatch or cycle); written in this transaction, so an accepted plan always has it.
+        write_plan_letter(
+            connection, account_id=account_id, plan_id=plan_id, terms=terms, accepted_on=day, at=at
+        )
+        return plan_id, terms
 
 
 def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from arrears.storage.quarantine import What
 from arrears.vocabulary import Stage
 from tasks import isolation
 from tasks.database import policy as load_policy
+from tasks.lifecycle_letters import write_plan_letter
 
 __all__ = ["promises_of", "read_replies", "record_agent_promise", "refresh_promises"]
 
@@ -227,24 +228,29 @@ def _answer_offer(
         return 0
     if answer.action == "decline":
         return _decline_offer(connection, reply, ref, cycle_id)
+    day = lender_date(reply.at, zone)
     try:
-        plans.accept_plan(
+        plan_id, terms = plans.accept_plan(
             connection,
             account_id=reply.account_id,
             kind=answer.kind,
             months=answer.months,
             at=reply.at,
-            business_date=lender_date(reply.at, zone),
+            business_date=day,
             actor="borrower",
             source="reply",
             rules=plan_rules(rules),
             data=ref,
             cycle_id=cycle_id,
         )
-        return 1
     except PlanError as why:
         _note(connection, reply, "plan", f"reply read as accepting a plan, not applied: {why}", ref, cycle_id)
         return 0
+    # The plan in writing (`tasks.lifecycle_letters`), mailed by the letters path like every letter.
+    write_plan_letter(
+        connection, account_id=reply.account_id, plan_id=plan_id, terms=terms, accepted_on=day, at=reply.at
+    )
+    return 1
 
 
 def _no_answer(reply: promises.Reply, answer: PlanReply) -> str | None:

@@ -4,8 +4,10 @@ off at) the sandbox agency; everything over HTTP against the sandboxes, on a rea
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,7 +16,8 @@ import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
-from tests.factories import write_csv
+from arrears.models import AgencyAssignment, Letter
+from tests.factories import account_record, write_csv
 from tests.later_stage_helpers import (
     account,
     account_t,
@@ -28,6 +31,8 @@ from tests.later_stage_helpers import (
 )
 
 IA = "A-IA1"
+assignment_t = AgencyAssignment.__table__  # type: ignore[attr-defined]
+letter_t = Letter.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -98,6 +103,8 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     """A US-IA review mails its cure notice (PDF naming the amount and deadline) to the sandbox Lob;
     the deadline counts from the mailed event found by `arrears dispatch`; no decision before it;
     the approved order reaches the sandbox agency, and a later payment cancels it there."""
+    from arrears.storage.installation import installation_id
+
     put_in_review(mail_db, tmp_path, IA)
     _review_step("2026-12-01T17:00:00Z")
 
@@ -136,6 +143,8 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     assert decided.exit_code == 0, decided.output
     [assignment] = _assignments(agency_sandbox)
     assert assignment["our_status"] == "assigned"
+    with mail_db.connect() as c:  # namespaced: another database's RO-1 of A-IA1 is another car
+        assert assignment["reference"] == f"{installation_id(c)}-assignment-a-ia1-ro-1"
 
     pays = write_csv(
         tmp_path / "payments.csv",
@@ -256,3 +265,318 @@ def test_address_is_stored_with_the_jurisdictions_country(engine: Engine, tmp_pa
         "50309",
         "US",
     )
+
+
+def test_letter_keys_carry_the_installation_id_so_two_databases_never_share_a_letter(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two databases mailing the same account id through one Lob each get their own letter: the
+    idempotency key that travels to the provider starts with the database's installation id."""
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.installation import installation_id
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = get_engine(other_url)
+    migrate(other)
+    monkeypatch.setenv("ARREARS_DATABASE_URL", other_url)
+    get_settings.cache_clear()
+    put_in_review(other, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+
+    keys = sorted(x["idempotency_key"] for x in letters_sandbox.letters())
+    with mail_db.connect() as a, other.connect() as b:
+        ours = sorted(f"{installation_id(c)}-letter-a-ia1-review-1-right-to-cure" for c in (a, b))
+    assert keys == ours
+
+
+def _assigned(mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency: Any) -> str:
+    """A US-IA account whose notice was mailed, whose cure period ran out and whose approved
+    repossession was assigned to the sandbox agency; returns the agency's assignment id."""
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    letters_sandbox.advance(sent["id"], "mailed", at="2026-12-08T15:00:00Z")
+    assert _cli("dispatch", "--as-of", "2026-12-08T18:00:00Z", "--database", db_url).exit_code == 0
+    decided = _decide(db_url, "2026-12-29T15:00:00Z")
+    assert decided.exit_code == 0, decided.output
+    [assignment] = _assignments(agency)
+    return str(assignment["id"])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_dispatch_looks_up_assignments_whose_webhooks_never_came(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """With no webhook pushed, `arrears dispatch` asks the agency (GET) and records the status."""
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "located", at="2026-12-31T15:00:00Z")
+    dispatched = _cli("dispatch", "--as-of", "2027-01-01T18:00:00Z", "--database", db_url, "--json")
+    assert dispatched.exit_code == 0, dispatched.output
+    counts = json.loads(dispatched.output)
+    assert (counts["assignments_looked_up"], counts["assignments_moved"]) == (1, 1)
+    [row] = rows(mail_db, assignment_t, IA)
+    assert row.status == "located"
+    assert any("located at the agency" in e.detail for e in events(mail_db, IA, "assignment"))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """A recovery the agency reports (found by `arrears dispatch`) writes and mails the UCC 9-614
+    notice of sale; the account closes only once the notice is mailed, with the recovery and the
+    first sale date in its audit trail."""
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "recovered", at="2027-01-04T15:00:00Z")
+    first = _cli("dispatch", "--as-of", "2027-01-05T18:00:00Z", "--database", db_url, "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["sale_notices_written"] == 1
+    assert account(mail_db, IA).stage == "repossession_review"
+    [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
+    [row] = [
+        x
+        for x in json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+        if x["kind"] == "notice_of_sale"
+    ]
+    out = tmp_path / "sale.pdf"
+    assert _cli("letters", "pdf", str(row["id"]), "--output", str(out), "--database", db_url).exit_code == 0
+    text = _pdf_text(out.read_bytes())
+    # Written 5 January; counted from the latest planned mailing (8 January) plus 10 days.
+    assert "SALE NOT BEFORE: 2027-01-18" in text and "you will still owe us the difference" in text
+
+    letters_sandbox.advance(sale["id"], "mailed", at="2027-01-07T15:00:00Z")
+    again = _cli("dispatch", "--as-of", "2027-01-07T18:00:00Z", "--database", db_url, "--json")
+    assert json.loads(again.output)["recoveries_closed"] == 1
+    closed = account(mail_db, IA)
+    assert (closed.stage, closed.stage_since) == ("closed", datetime(2027, 1, 7, 15, tzinfo=UTC))
+    [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
+    assert "notice of sale mailed 2027-01-07, no sale before 2027-01-18" in step.detail
+    assert step.data["recovery"]["location"] and step.data["order_id"] == "RO-1"
+    # Done: a payment now cancels no order, and a third run changes nothing.
+    third = _cli("dispatch", "--as-of", "2027-01-08T18:00:00Z", "--database", db_url, "--json")
+    assert json.loads(third.output)["recoveries_closed"] == 0
+
+
+def test_recovery_where_no_notice_of_sale_is_owed_closes_the_account_at_once(
+    mail_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the profile owes no notice of sale, the recovery itself closes the account, and no
+    letter is written."""
+    from arrears.jurisdictions import profile
+    from arrears.storage import assignments
+    from tasks.recovery import settle_recoveries
+
+    put_in_review(mail_db, tmp_path, IA)
+    with mail_db.begin() as c:
+        assignments.add_assignment(
+            c, key="k-ro-9", order_id="RO-9", account_id=IA, review_id=None, at=at("2027-01-01T00:00:00Z")
+        )
+        [row] = assignments.assignments_to_push(c)
+        assignments.mark_assigned(
+            c, row_id=row.id, provider="sandbox", provider_id="asg_9", at=at("2027-01-01T01:00:00Z")
+        )
+        assignments.move_assignment(
+            c,
+            row_id=row.id,
+            status="recovered",
+            at=at("2027-01-03T12:00:00Z"),
+            recovery={"location": "lot 4"},
+        )
+    no_notice = replace(profile("US-IA"), sale_notice_days=None)
+    monkeypatch.setattr("tasks.recovery.policy", lambda: SimpleNamespace(profile=lambda code: no_notice))
+    assert settle_recoveries(at("2027-01-04T00:00:00Z"))["recoveries_closed"] == 1
+    closed = account(mail_db, IA)
+    assert (closed.stage, closed.stage_since) == ("closed", datetime(2027, 1, 3, 12, tzinfo=UTC))
+    [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
+    assert "no notice of sale owed in US-IA" in step.detail and step.data["recovery"] == {"location": "lot 4"}
+    assert rows(mail_db, letter_t, IA) == []
+
+
+def _cn_record(account_id: str) -> dict[str, str]:
+    """A Shanghai borrower with a mailing address, 3,000 yuan behind."""
+    return account_record(
+        account_id=account_id,
+        borrower_name="王芳",
+        phone="13912345678",
+        timezone="Asia/Shanghai",
+        jurisdiction="CN",
+        currency="CNY",
+        balance="60000.00",
+        installment_amount="3000.00",
+        past_due_amount="3000.00",
+        oldest_due_date="2026-09-26",
+        address_line1="世纪大道100号",
+        city="上海市",
+        state="上海",
+        postal_code="200120",
+    )
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cn_account_entering_legal_referral_is_mailed_its_collection_notice_once(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A CN account in legal referral gets the zh-CN 催收函 through the letters path at the next
+    `arrears dispatch`, naming the amount and the last day to pay; a second run mails no other."""
+    import_rows(mail_db, tmp_path, [_cn_record("A-CN1")])
+    with mail_db.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == "A-CN1")
+            .values(stage="legal_referral", stage_since=at("2026-12-01T02:00:00Z"), episode=4)
+        )
+    for as_of in ("2026-12-01T03:00:00Z", "2026-12-02T03:00:00Z"):
+        done = _cli("dispatch", "--as-of", as_of, "--database", db_url, "--json")
+        assert done.exit_code == 0, done.output
+    [sent] = letters_sandbox.letters()
+    assert sent["description"] == "collection_notice"
+    assert sent["idempotency_key"].endswith("-letter-a-cn1-legal-4-collection-notice")
+    [row] = json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+    out = tmp_path / "cn.pdf"
+    assert _cli("letters", "pdf", str(row["id"]), "--output", str(out), "--database", db_url).exit_code == 0
+    text = _pdf_text(out.read_bytes())
+    # Written 1 December (Shanghai), counted from the latest planned mailing (4 December) + 15 days.
+    assert "催收函" in text and "3,000.00" in text and "还款期限：2026-12-19" in text
+
+
+def test_an_accepted_plan_is_confirmed_by_letter_once(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """An agent's accepted plan writes its confirmation letter in the same transaction; the
+    letters path mails it, and writing it again adds nothing."""
+    from tasks.letters import send_letters
+    from tasks.lifecycle_letters import write_plan_letter
+    from tasks.plans import accept_plan
+
+    import_rows(mail_db, tmp_path, [us_account("A-PLAN")])
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-PLAN").values(stage="negotiation"))
+    plan_id, terms = accept_plan(
+        mail_db,
+        account_id="A-PLAN",
+        kind="instalment",
+        months=3,
+        agent="Ana Ruiz",
+        at=at("2026-12-02T16:00:00Z"),
+    )
+    assert send_letters.fn()["letters_sent"] == 1
+    [sent] = letters_sandbox.letters()
+    assert sent["description"] == "hardship_plan"
+    assert sent["idempotency_key"].endswith(f"-letter-a-plan-plan-{plan_id}-confirmation")
+    with mail_db.begin() as c:
+        again = write_plan_letter(
+            c,
+            account_id="A-PLAN",
+            plan_id=plan_id,
+            terms=terms,
+            accepted_on=terms.schedule[0].due,
+            at=at("2026-12-03T16:00:00Z"),
+        )
+        assert again is False
+    from arrears.storage.letters import letter_pdf
+
+    [row] = rows(mail_db, letter_t, "A-PLAN")
+    with mail_db.connect() as c:
+        found = letter_pdf(c, row.id)
+    assert found is not None
+    text = _pdf_text(found[0])
+    assert "CONFIRMATION OF YOUR PAYMENT PLAN" in text and "3 payments" in text and "2026-12-02" in text
+
+
+def test_a_letter_blocked_for_want_of_an_address_is_written_when_an_import_brings_one(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """The right-to-cure letter blocked for no address is written again, in its place, when an
+    accounts import brings the address; the review is no longer blocked and the letter is mailed."""
+    from tasks.review import waiting
+
+    put_in_review(mail_db, tmp_path, "A-NOADDR")
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-NOADDR").values(address_line1=None))
+    _review_step("2026-12-01T17:00:00Z")
+    # Written before keys carried the installation id: rewritten under its own key all the same.
+    with mail_db.begin() as c:
+        c.execute(update(letter_t).values(idempotency_key="letter-a-noaddr-review-1-right-to-cure"))
+    [blocked] = rows(mail_db, letter_t, "A-NOADDR")
+    assert blocked.status == "blocked"
+
+    again = us_account("A-NOADDR", past_due_amount="825.00", oldest_due_date="2026-10-01")
+    imported = _cli("import", "accounts", str(write_csv(tmp_path / "fix.csv", [again])), "--database", db_url)
+    assert imported.exit_code == 0, imported.output
+    [rewritten] = rows(mail_db, letter_t, "A-NOADDR")
+    assert (rewritten.id, rewritten.status, rewritten.idempotency_key) == (
+        blocked.id,
+        "pending",
+        blocked.idempotency_key,
+    )
+    assert rewritten.pdf is not None and rewritten.context["_recipient"]["line1"] == "12 Elm Street"
+    [w] = [w for w in waiting(mail_db, now=at("2026-12-02T00:00:00Z")) if w.account_id == "A-NOADDR"]
+    assert w.waits_for != "blocked"
+    _review_step("2026-12-02T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    assert sent["idempotency_key"] == blocked.idempotency_key
+    assert any(
+        "it was blocked: no mailing address" in e.detail for e in events(mail_db, "A-NOADDR", "letter")
+    )
+
+
+def test_a_plan_confirmation_without_an_address_is_written_once_one_arrives(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A plan accepted with no address on file blocks its confirmation; an import that brings
+    the address writes it in place, under the same key."""
+    from tasks.plans import accept_plan
+
+    record = us_account("A-PLAN2")
+    bare = {k: v for k, v in record.items() if k not in ("address_line1", "city", "state", "postal_code")}
+    import_rows(mail_db, tmp_path, [bare])
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-PLAN2").values(stage="negotiation"))
+    accept_plan(
+        mail_db,
+        account_id="A-PLAN2",
+        kind="instalment",
+        months=3,
+        agent="Ana Ruiz",
+        at=at("2026-12-02T16:00:00Z"),
+    )
+    [blocked] = rows(mail_db, letter_t, "A-PLAN2")
+    assert (blocked.kind, blocked.status) == ("hardship_plan", "blocked")
+    imported = _cli(
+        "import", "accounts", str(write_csv(tmp_path / "addr.csv", [record])), "--database", db_url
+    )
+    assert imported.exit_code == 0, imported.output
+    [written] = rows(mail_db, letter_t, "A-PLAN2")
+    assert (written.id, written.status, written.idempotency_key) == (
+        blocked.id,
+        "pending",
+        blocked.idempotency_key,
+    )
+    assert written.context["plan_installments"] == 3
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_recovery_pushed_by_the_agency_webhook_writes_the_notice_of_sale_at_once(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+) -> None:
+    """A signed `recovered` webhook at /agency/sandbox/status records the recovery and writes the
+    notice of sale in the same request, without waiting for a cycle or a dispatch."""
+    from starlette.testclient import TestClient
+
+    from deployments.webhooks import create_app
+    from integrations.providers import build_provider
+
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "recovered")
+    headers, body = agency_sandbox.signed_callback(assignment_id)
+    with build_provider("agency", "sandbox", agency_sandbox.base_url, agency_sandbox.credentials) as agency:
+        app = create_app(engine=mail_db, mail_providers={"agency": {"sandbox": agency}})
+        with TestClient(app) as client:
+            assert client.post("/agency/sandbox/status", content=body, headers=headers).status_code == 200
+    [row] = rows(mail_db, assignment_t, IA)
+    assert row.status == "recovered" and row.recovery["location"]
+    notices = [x for x in rows(mail_db, letter_t, IA) if x.kind == "notice_of_sale"]
+    assert [x.status for x in notices] == ["pending"]

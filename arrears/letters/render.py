@@ -13,7 +13,9 @@ Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<varia
 - `right_to_cure`: US-IA, US-WI, US-MA: the amount to cure, the cure deadline, the lender's name
   and contact, the borrower's rights;
 - `collection_notice`: the zh-CN 催收函 sent to a CN account before legal referral;
-- `hardship_plan`: the confirmation of an accepted plan, in English or zh-CN by the profile's locale.
+- `hardship_plan`: the confirmation of an accepted plan, in English or zh-CN by the profile's locale;
+- `notice_of_sale`: after a repossession, the notice of the planned sale (UCC 9-614's form for
+  consumer goods), US: the vehicle, the first day it may be sold, the deficiency, redemption.
 
 The returned `text` is exactly the words on the page, for `vet` (the content rules of
 `arrears.compliance.content`, the same ones every SMS passes) and for the audit trail.
@@ -49,8 +51,8 @@ __all__ = [
     "vet",
 ]
 
-LetterKind = Literal["right_to_cure", "collection_notice", "hardship_plan"]
-LETTER_KINDS: tuple[str, ...] = ("right_to_cure", "collection_notice", "hardship_plan")
+LetterKind = Literal["right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale"]
+LETTER_KINDS: tuple[str, ...] = ("right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale")
 
 _CJK_FONT = "STSong-Light"  # one of reportlab's CID fonts: the reader supplies the glyphs, no font file
 _LATIN_FONT = "Helvetica"
@@ -87,6 +89,7 @@ class LetterContext:
     plan_first_due: date | None = None
     plan_accepted_on: date | None = None
     borrower_address: Sequence[str] = field(default=())  # printed in the envelope window
+    sale_after: date | None = None  # notice_of_sale: the first day the vehicle may be sold
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "itemization", tuple(self.itemization))
@@ -116,6 +119,7 @@ def template_for(kind: str, jurisdiction: str, *, rules: Profile | None = None) 
         "right_to_cure": [jurisdiction],
         "collection_notice": [jurisdiction.split("-")[0]],
         "hardship_plan": [locale, "en"],
+        "notice_of_sale": [jurisdiction, jurisdiction.split("-")[0]],
     }[kind]
     for variant in variants:
         name = f"{kind}.{variant}.j2"
@@ -154,6 +158,10 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         itemized = bool(ctx.itemization) and sum(a for _, a in ctx.itemization) == ctx.amount_to_cure
         if ctx.jurisdiction == "US-WI" and kind == "right_to_cure" and not itemized:
             raise ValueError("a US-WI notice itemizes the amount to cure, and the items add up to it")
+    elif kind == "notice_of_sale":
+        values["sale_after"] = day(ctx.sale_after, "the first day of the sale")
+        if not ctx.vehicle:
+            raise ValueError("a notice_of_sale letter describes the vehicle (UCC 9-614(1)(A))")
     else:
         values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
         values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")
@@ -267,7 +275,7 @@ def _pdf(text: str, *, cjk: bool, title: str, address: Sequence[str]) -> bytes:
             line_out(part, font, _BODY_SIZE)
     for raw in lines[1:]:
         emphasised = raw.isupper() or raw.startswith(
-            ("AMOUNT TO CURE", "CURE DEADLINE", "逾期金额", "还款期限")
+            ("AMOUNT TO CURE", "CURE DEADLINE", "SALE NOT BEFORE", "逾期金额", "还款期限")
         )
         face = bold if emphasised else font
         for piece in _wrap(raw, face, _BODY_SIZE, usable):

@@ -23,10 +23,12 @@ __all__ = [
     "add_assignment",
     "assignment_by_provider_id",
     "assignments_to_push",
+    "assignments_to_track",
     "list_assignments",
     "mark_assigned",
     "move_assignment",
     "request_cancel",
+    "touch",
 ]
 
 _RANK = {
@@ -150,6 +152,29 @@ def assignments_to_push(connection: Connection, *, limit: int = 500) -> list[Ass
     return [_row(r) for r in rows]
 
 
+def assignments_to_track(connection: Connection, *, limit: int = 500) -> list[AssignmentRow]:
+    """Assignments at the agency and still working (assigned, accepted, located), least recently
+    heard of first: looked up where a webhook never came, so status moves without them."""
+    rows = connection.execute(
+        select(assignment)
+        .where(assignment.c.status.in_(_SENT), assignment.c.provider_id.is_not(None))
+        .order_by(assignment.c.updated_at, assignment.c.id)
+        .limit(limit)
+    ).all()
+    return [_row(r) for r in rows]
+
+
+def touch(connection: Connection, row_ids: Sequence[int], at: datetime) -> None:
+    """Note that these assignments were looked up at `at` (the next lookup takes others first).
+    Only rows still working: a status the lookup just moved keeps its own time."""
+    if row_ids:
+        connection.execute(
+            update(assignment)
+            .where(assignment.c.id.in_(list(row_ids)), assignment.c.status.in_(_SENT))
+            .values(updated_at=at)
+        )
+
+
 def mark_assigned(
     connection: Connection, *, row_id: int, provider: str, provider_id: str, at: datetime
 ) -> None:
@@ -222,18 +247,28 @@ def move_assignment(
         detail += f": {reason or r.reason}"
     if status == "recovered" and recovery:
         detail += f" ({', '.join(f'{k} {v}' for k, v in recovery.items() if v)})"
-    insert_events(
-        connection,
-        [
+    events = [
+        event(
+            r.account_id,
+            at,
+            "assignment",
+            detail,
+            {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery},
+        )
+    ]
+    if status == "recovered":
+        # The order is done: no payment or hold after this can cancel it (`open_vendor_orders`);
+        # what follows is the account's (`arrears.recovery`).
+        events.append(
             event(
                 r.account_id,
                 at,
-                "assignment",
-                detail,
-                {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery},
+                "vendor_order",
+                f"repossession order {r.order_id} done: vehicle recovered",
+                {"order_id": r.order_id, "action": "recovered"},
             )
-        ],
-    )
+        )
+    insert_events(connection, events)
     return True
 
 

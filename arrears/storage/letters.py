@@ -23,7 +23,9 @@ __all__ = [
     "LetterRow",
     "MailingAddress",
     "add_letter",
+    "addressed_since_blocked",
     "borrower_of",
+    "letter_by_key",
     "letter_by_provider_id",
     "letter_pdf",
     "letters_of_reviews",
@@ -34,6 +36,7 @@ __all__ = [
     "mark_blocked",
     "mark_sent",
     "move_letter",
+    "notices_owed",
 ]
 
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
@@ -172,40 +175,115 @@ def add_letter(
     context: dict[str, Any] | None = None,
     mail_type: str = "usps_first_class",
     blocked: str | None = None,
+    replaces: str | None = None,
 ) -> int | None:
     """Write a letter under `key`, once (pending, or `blocked` with the reason); None if the key
-    was written before. An audit event says what was written and why it waits."""
-    if connection.execute(select(letter.c.id).where(letter.c.idempotency_key == key)).first():
+    was written before. An audit event says what was written and why it waits.
+
+    `replaces`: a letter under `key` that is blocked for exactly this reason (no address then)
+    is written again in place, under the same key, and never reached the provider; any other
+    letter under `key` stands."""
+    found = connection.execute(
+        select(letter.c.id, letter.c.status, letter.c.reason).where(letter.c.idempotency_key == key)
+    ).first()
+    if found is not None and not (replaces and found.status == "blocked" and found.reason == replaces):
         return None
-    letter_id = int(
-        inserted_id(
-            connection.execute(
-                letter.insert().values(
-                    idempotency_key=key,
-                    account_id=account_id,
-                    review_id=review_id,
-                    kind=kind,
-                    template=template,
-                    status="blocked" if blocked else "pending",
-                    reason=blocked,
-                    mail_type=mail_type,
-                    pdf=pdf,
-                    pdf_sha256=pdf_sha256,
-                    context=context or {},
-                    created_at=at,
-                    updated_at=at,
-                )
-            )
-        )
-    )
+    if found is not None and blocked == found.reason:
+        return None  # still blocked for the same reason: nothing new to say
+    values = {
+        "idempotency_key": key,
+        "account_id": account_id,
+        "review_id": review_id,
+        "kind": kind,
+        "template": template,
+        "status": "blocked" if blocked else "pending",
+        "reason": blocked,
+        "mail_type": mail_type,
+        "pdf": pdf,
+        "pdf_sha256": pdf_sha256,
+        "context": context or {},
+        "created_at": at,
+        "updated_at": at,
+    }
+    if found is not None:
+        letter_id = int(found.id)
+        connection.execute(update(letter).where(letter.c.id == letter_id).values(**values))
+    else:
+        letter_id = int(inserted_id(connection.execute(letter.insert().values(**values))))
     detail = (
         f"{kind} letter {letter_id} cannot be mailed: {blocked}"
         if blocked
         else f"{kind} letter {letter_id} written (sha256 {pdf_sha256}), to be mailed"
     )
+    if found is not None and not blocked:
+        detail += f" (it was blocked: {found.reason})"
     data = {"letter_id": letter_id, "review_id": review_id, "sha256": pdf_sha256, "blocked": blocked}
     _note(connection, account_id, at, detail, data)
     return letter_id
+
+
+@dataclass(frozen=True, slots=True)
+class OwedNotice:
+    """An account in a stage whose entry owes it a letter, with what the letter states."""
+
+    account_id: str
+    episode: int
+    jurisdiction: str
+    timezone: str
+    currency: str
+    past_due: Any
+    stage_since: datetime
+
+
+def notices_owed(
+    connection: Connection, *, kind: str, stage: str, jurisdictions: Sequence[str]
+) -> list[OwedNotice]:
+    """Accounts in `stage` in these jurisdictions with no `kind` letter written since they entered
+    it (one query): the 催收函 of a CN account entering legal referral."""
+    if not jurisdictions:
+        return []
+    written = (
+        select(letter.c.id)
+        .where(
+            letter.c.account_id == account.c.account_id,
+            letter.c.kind == kind,
+            letter.c.created_at >= account.c.stage_since,
+        )
+        .exists()
+    )
+    rows = connection.execute(
+        select(
+            account.c.account_id,
+            account.c.episode,
+            account.c.jurisdiction,
+            account.c.timezone,
+            account.c.currency,
+            account.c.past_due_amount,
+            account.c.stage_since,
+        )
+        .where(account.c.stage == stage, account.c.jurisdiction.in_(list(jurisdictions)), ~written)
+        .order_by(account.c.account_id)
+    ).all()
+    return [OwedNotice(*r) for r in rows]
+
+
+def addressed_since_blocked(connection: Connection, *, reason: str) -> list[LetterRow]:
+    """Letters blocked for `reason` (no address) whose account has a mailing address now (an
+    import brought it): the letters to write again. One query; none in the usual case."""
+    rows = connection.execute(
+        select(*_COLUMNS)
+        .join(account, account.c.account_id == letter.c.account_id)
+        .where(
+            letter.c.status == "blocked",
+            letter.c.reason == reason,
+            account.c.address_line1.is_not(None),
+            account.c.city.is_not(None),
+            account.c.postal_code.is_not(None),
+            account.c.country.is_not(None),
+        )
+        .order_by(letter.c.id)
+    ).all()
+    return [_row(r) for r in rows]
 
 
 def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:
@@ -261,6 +339,12 @@ def mark_blocked(connection: Connection, *, letter_id: int, reason: str, at: dat
         f"{row.kind} letter {letter_id} {status}: {reason}",
         {"letter_id": letter_id, "status": status, "reason": reason},
     )
+
+
+def letter_by_key(connection: Connection, key: str) -> LetterRow | None:
+    """The letter written under `key`, if any (letters other than a review's are found by it)."""
+    r = connection.execute(select(*_COLUMNS).where(letter.c.idempotency_key == key)).first()
+    return _row(r) if r else None
 
 
 def letter_by_provider_id(connection: Connection, provider_id: str) -> LetterRow | None:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.storage._common import event, for_account, holds_of, insert_events
 from arrears.storage.assignments import add_assignment, request_cancel
+from arrears.storage.installation import installation_id
 from arrears.storage.letters import mailing_address
 from arrears.storage.reviews import ReviewState
 from arrears.storage.tables import account, audit, payment, plan, review
@@ -50,7 +51,9 @@ def create_vendor_order(
     blocked = "no VIN on file" if not state.vin else "no mailing address on file" if address is None else None
     add_assignment(
         connection,
-        key=f"assignment-{state.account_id.lower()}-{order_id.lower()}",
+        # Namespaced by the installation id (DESIGN §3): the key travels to the agency, which
+        # deduplicates by it, and another database's RO-1 of the same account id is another car.
+        key=f"{installation_id(connection)}-assignment-{state.account_id.lower()}-{order_id.lower()}",
         order_id=order_id,
         account_id=state.account_id,
         review_id=state.review_id,
@@ -85,7 +88,8 @@ def _order_events(connection: Connection, account_ids: Any) -> list[Any]:
 
 
 def open_vendor_orders(connection: Connection, *, account_id: str | None = None) -> list[VendorOrder]:
-    """Orders placed and not cancelled, for accounts a reviewer ever sent to repossession."""
+    """Orders placed and neither cancelled nor done (the car recovered), for accounts a reviewer
+    ever sent to repossession."""
     repossessed = select(review.c.account_id).where(
         review.c.decision == DecisionKind.REPOSSESS.value, for_account(account_id, review.c.account_id)
     )
@@ -96,7 +100,7 @@ def open_vendor_orders(connection: Connection, *, account_id: str | None = None)
             orders[data["order_id"]] = VendorOrder(
                 data["order_id"], e.account_id, e.at, data.get("review_id")
             )
-        elif data.get("action") == "cancelled":
+        elif data.get("action") in ("cancelled", "recovered"):
             orders[data["order_id"]] = None
     return [o for o in orders.values() if o is not None]
 

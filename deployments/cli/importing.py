@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -116,6 +117,12 @@ def _import(kind: Kind, file: Path, database: str | None, as_json: bool, encodin
         from tasks.agency import call_off_overtaken
 
         call_off_overtaken()  # the agency hears of it now, not at the next cycle
+    if kind is Kind.ACCOUNTS and summary.accepted:
+        from tasks.lifecycle_letters import readdress_letters
+
+        # A letter that waited for an address is written now (the next dispatch mails it), and
+        # the review it held up is no longer blocked.
+        readdress_letters(datetime.now(UTC), engine_=engine)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:

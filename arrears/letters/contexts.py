@@ -1,0 +1,102 @@
+"""What the lifecycle's other letters say: the 催收函 before legal action, and the confirmation of
+an accepted hardship plan. Pure functions over stored facts, used by `tasks.lifecycle_letters`.
+
+- `collection_notice_context`: the zh-CN 催收函 mailed when a CN account enters legal referral.
+  It names the past-due amount and a last day to pay before the lender goes to court; the CBA
+  2026 guideline asks for written notice, not for a period, so `COLLECTION_NOTICE_DAYS` is a
+  policy number (a conservative default, unverified), counted like a cure notice from the
+  latest planned mailing date so the borrower is never given less time than the letter says.
+- `plan_letter_context`: the confirmation of the plan the borrower accepted (its terms in the
+  borrower's language: the template is chosen by the profile's locale).
+"""
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from arrears.letters.notices import PRINT_LEAD
+from arrears.letters.render import LetterContext
+from arrears.restructuring import PlanTerms
+
+__all__ = ["COLLECTION_NOTICE_DAYS", "collection_notice_context", "plan_letter_context"]
+
+COLLECTION_NOTICE_DAYS = 15  # policy: days to pay after the planned mailing, before court action
+
+
+def collection_notice_context(
+    *,
+    jurisdiction: str,
+    timezone: str,
+    written_at: datetime,
+    lender: str,
+    lender_contact: str,
+    borrower_name: str,
+    account_reference: str,
+    currency: str,
+    past_due: Decimal,
+    address: tuple[str, ...],
+) -> LetterContext:
+    """The 催收函 of an account entering legal referral, written at `written_at`."""
+    zone = ZoneInfo(timezone)
+    mailed_by = (written_at + PRINT_LEAD).astimezone(zone).date()
+    return LetterContext(
+        jurisdiction=jurisdiction,
+        lender=lender,
+        lender_contact=lender_contact,
+        borrower_name=borrower_name,
+        account_reference=account_reference,
+        letter_date=written_at.astimezone(zone).date(),
+        currency=currency,
+        amount_to_cure=past_due,
+        cure_deadline=mailed_by + timedelta(days=COLLECTION_NOTICE_DAYS),
+        itemization=(("逾期应还款项", past_due),),
+        borrower_address=(borrower_name, *address),
+    )
+
+
+def _describe(terms: PlanTerms, locale: str) -> str:
+    """The plan in a line, in the letter's language (`PlanTerms.describe` is for the audit trail)."""
+    if locale == "zh-CN":
+        if terms.kind == "deferral":
+            extended = terms.term_extension_months
+            return f"延期还款：{terms.months}期月供顺延至贷款期末（期限延长{extended}个月）"
+        return f"分期还款：逾期款项分{terms.months}个月随月供偿还"
+    if terms.kind == "deferral":
+        plural = "s" if terms.months > 1 else ""
+        return (
+            f"deferral of {terms.months} instalment{plural} to the end of the loan "
+            f"(term extended by {terms.term_extension_months} months)"
+        )
+    return f"the past-due amount spread over {terms.months} months with your regular instalment"
+
+
+def plan_letter_context(
+    terms: PlanTerms,
+    *,
+    jurisdiction: str,
+    locale: str,
+    accepted_on: date,
+    letter_date: date,
+    lender: str,
+    lender_contact: str,
+    borrower_name: str,
+    account_reference: str,
+    address: tuple[str, ...],
+) -> LetterContext:
+    """The confirmation of an accepted plan: what it is, the first payment and its date, how many."""
+    first = terms.schedule[0]
+    return LetterContext(
+        jurisdiction=jurisdiction,
+        lender=lender,
+        lender_contact=lender_contact,
+        borrower_name=borrower_name,
+        account_reference=account_reference,
+        letter_date=letter_date,
+        currency=terms.currency,
+        plan_description=_describe(terms, locale),
+        plan_installment=first.amount,
+        plan_installments=len(terms.schedule),
+        plan_first_due=first.due,
+        plan_accepted_on=accepted_on,
+        borrower_address=(borrower_name, *address),
+    )

@@ -1,0 +1,206 @@
+"""The lifecycle's other letters: the 催收函 of a CN account entering legal referral, and the
+confirmation of a hardship plan the borrower accepted.
+
+Both go through the one letters path (`tasks.letters.write_letter`: rendered, vetted, kept as
+evidence, sent by `send_letters` and tracked), each under an idempotency key namespaced by the
+installation id, so writing again (a rerun, a retried task) adds no second letter:
+
+- `write_collection_notices`: a bulk step of the cycle and `arrears dispatch` (one query when
+  none is owed): every account in legal referral, in a jurisdiction with a collection-notice
+  template, that has none written since it entered the stage;
+- `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
+- `readdress_letters`: a letter blocked for want of an address is written again, in its place
+  and under its key, once an import brings the address (the CLI's import, the cycle and
+  `arrears dispatch` run it); a right-to-cure letter so rewritten unblocks its review, and its
+  deadline is counted from the rewrite, never from the first attempt.
+"""
+
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine
+
+from arrears.currencies import display
+from arrears.jurisdictions import KNOWN_JURISDICTIONS
+from arrears.letters import LetterContext, LetterTemplateMissing, template_for
+from arrears.letters.contexts import collection_notice_context, plan_letter_context
+from arrears.restructuring import PlanTerms
+from arrears.review import repossession_barred
+from arrears.settings import get_settings
+from arrears.storage import accounts, letters, plans, reviews
+from arrears.storage.letters import OwedNotice
+from arrears.vocabulary import Stage
+from tasks.database import engine, policy
+from tasks.letters import NO_ADDRESS, letter_key, write_cure_letter, write_letter
+
+__all__ = [
+    "collection_notice_key",
+    "plan_letter_key",
+    "readdress_letters",
+    "write_collection_notices",
+    "write_plan_letter",
+]
+
+
+def collection_notice_key(connection: Connection, owed: OwedNotice) -> str:
+    return letter_key(connection, owed.account_id, f"legal-{owed.episode}-collection-notice")
+
+
+def plan_letter_key(connection: Connection, account_id: str, plan_id: int) -> str:
+    return letter_key(connection, account_id, f"plan-{plan_id}-confirmation")
+
+
+def _with_template(kind: str) -> list[str]:
+    found = []
+    for code in sorted(KNOWN_JURISDICTIONS):
+        try:
+            template_for(kind, code)
+        except LetterTemplateMissing:
+            continue
+        found.append(code)
+    return found
+
+
+def write_collection_notices(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Write the 催收函 owed by accounts that entered legal referral; count them."""
+    written = 0
+    with (engine_ or engine()).begin() as connection:
+        owed = letters.notices_owed(
+            connection,
+            kind="collection_notice",
+            stage=Stage.LEGAL_REFERRAL.value,
+            jurisdictions=_with_template("collection_notice"),
+        )
+        for one in owed:
+            written += write_collection_notice(connection, one, max(at, one.stage_since))
+    return {"collection_notices_written": written}
+
+
+def write_collection_notice(
+    connection: Connection, owed: OwedNotice, at: datetime, *, readdressed: bool = False
+) -> bool:
+    settings = get_settings()
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return collection_notice_context(
+            jurisdiction=owed.jurisdiction,
+            timezone=owed.timezone,
+            written_at=at,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=owed.account_id,
+            currency=owed.currency,
+            past_due=Decimal(display(owed.past_due, owed.currency)),
+            address=address,
+        )
+
+    return write_letter(
+        connection,
+        key=collection_notice_key(connection, owed),
+        account_id=owed.account_id,
+        review_id=None,
+        kind="collection_notice",
+        at=at,
+        rules=policy().profile(owed.jurisdiction),
+        context_of=context,
+        readdressed=readdressed,
+    )
+
+
+def write_plan_letter(
+    connection: Connection,
+    *,
+    account_id: str,
+    plan_id: int,
+    terms: PlanTerms,
+    accepted_on: date,
+    at: datetime,
+) -> bool:
+    """Write the confirmation of plan `plan_id`, once (inside the caller's transaction)."""
+    return _write_plan_letter(connection, account_id, plan_id, terms, accepted_on, at)
+
+
+def _write_plan_letter(
+    connection: Connection,
+    account_id: str,
+    plan_id: int,
+    terms: PlanTerms,
+    accepted_on: date,
+    at: datetime,
+    *,
+    readdressed: bool = False,
+) -> bool:
+    a = accounts.account_row(connection, account_id)
+    assert a is not None, account_id
+    rules = policy().profile(a.jurisdiction)
+    settings = get_settings()
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return plan_letter_context(
+            terms,
+            jurisdiction=a.jurisdiction,
+            locale=rules.locale,
+            accepted_on=accepted_on,
+            letter_date=at.astimezone(ZoneInfo(a.timezone)).date(),
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=account_id,
+            address=address,
+        )
+
+    return write_letter(
+        connection,
+        key=plan_letter_key(connection, account_id, plan_id),
+        account_id=account_id,
+        review_id=None,
+        kind="hardship_plan",
+        at=at,
+        rules=rules,
+        context_of=context,
+        readdressed=readdressed,
+    )
+
+
+def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Write again every letter blocked for want of an address whose account has one now; the
+    notice of sale is left to `tasks.recovery.settle_recoveries`, which rewrites it the same way."""
+    written = 0
+    with (engine_ or engine()).begin() as connection:
+        for row in letters.addressed_since_blocked(connection, reason=NO_ADDRESS):
+            written += _readdress(connection, row, at)
+    return {"letters_readdressed": written}
+
+
+def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:
+    if row.kind == "right_to_cure" and row.review_id is not None:
+        state = reviews.review_state(connection, row.review_id, lock=True)
+        live = state is not None and state.in_review and not state.closed and state.cure_deadline is None
+        if state is None or not live or repossession_barred(state.holds):
+            return False
+        at = max(at, state.opened_at)
+        return write_cure_letter(connection, state, at, readdressed=True, key=row.idempotency_key)
+    if row.kind == "collection_notice":
+        a = accounts.account_row(connection, row.account_id)
+        if a is None or a.stage != Stage.LEGAL_REFERRAL.value:
+            return False
+        owed = OwedNotice(
+            a.account_id, a.episode, a.jurisdiction, a.timezone, a.currency, a.past_due_amount, a.stage_since
+        )
+        if collection_notice_key(connection, owed) != row.idempotency_key:
+            return False  # a notice of an earlier stay in legal referral
+        return write_collection_notice(connection, owed, max(at, a.stage_since), readdressed=True)
+    if row.kind == "hardship_plan":
+        current = plans.current_plan(connection, row.account_id)
+        if current is None or current.status != "active":
+            return False
+        if plan_letter_key(connection, row.account_id, current.id) != row.idempotency_key:
+            return False  # the confirmation of a plan that is over
+        terms = PlanTerms.from_json(current.terms)
+        accepted_on = date.fromisoformat(current.terms["accepted_on"])
+        return _write_plan_letter(
+            connection, row.account_id, current.id, terms, accepted_on, at, readdressed=True
+        )
+    return False

@@ -1,0 +1,100 @@
+"""After a recovery: the account closed, or the notice of sale mailed first and then closed.
+
+`settle_recoveries` looks at every open account whose car the agency reported recovered (from a
+webhook or a lookup), asks `arrears.recovery.after_recovery` what comes next, and does it: write
+the notice of sale (through the one letters path, `tasks.letters.write_letter`, so it is sent,
+tracked and kept as evidence like the right-to-cure notice) or close the account with the
+recovery in its audit trail. It is idempotent (the letter has its key; a closed account is no
+longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
+
+Times are the facts' own: the account closes at the recovery, or at the notice's mailed event,
+so a replayed or simulated timeline closes it on the same instant.
+"""
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Engine
+
+from arrears.letters import LetterContext
+from arrears.models import utcnow
+from arrears.recovery import after_recovery
+from arrears.settings import get_settings
+from arrears.storage import letters
+from arrears.storage.recoveries import Recovered, close_recovered, recovered_accounts
+from tasks.database import engine, policy
+from tasks.letters import letter_key, readdressable, write_letter
+
+__all__ = ["sale_notice_key", "settle_recoveries"]
+
+
+def sale_notice_key(connection: Connection, recovered: Recovered) -> str:
+    return letter_key(connection, recovered.account_id, f"{recovered.order_id.lower()}-notice-of-sale")
+
+
+def settle_recoveries(as_of: datetime | None = None, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Move on every open account whose car was recovered; count closed, notices written, waiting.
+    One query when there is none; `as_of` dates the letters written (the clock by default)."""
+    counts = {"recoveries_closed": 0, "sale_notices_written": 0, "recoveries_waiting": 0}
+    with (engine_ or engine()).begin() as connection:
+        for recovered in recovered_accounts(connection):
+            done = _settle(connection, recovered, as_of or utcnow())
+            counts[done] += 1
+    return counts
+
+
+def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> str:
+    rules = policy().profile(recovered.jurisdiction)
+    key = sale_notice_key(connection, recovered)
+    notice = letters.letter_by_key(connection, key)
+    readdressed = bool(notice and readdressable(connection, notice))
+    if readdressed:
+        notice = None  # blocked for want of an address, and one is on file now: write it again
+    printed = ((notice.context or {}).get("sale_after") or {}) if notice else {}
+    written_at = max(recovered.recovered_at, as_of)
+    step = after_recovery(
+        rules=rules,
+        timezone=recovered.timezone,
+        now=written_at,
+        notice_status=notice.status if notice else None,
+        notice_reason=notice.reason if notice else None,
+        notice_mailed_at=notice.mailed_at if notice else None,
+        printed_sale_after=date.fromisoformat(printed["v"]) if printed else None,
+    )
+    if step.action == "close":
+        mailed = notice.mailed_at if notice and notice.mailed_at else None
+        at = max(recovered.recovered_at, mailed or recovered.recovered_at)
+        data = {"sale_after": step.sale_after.isoformat() if step.sale_after else None}
+        close_recovered(connection, recovered, at=at, reason=step.reason, data=data)
+        return "recoveries_closed"
+    if step.action == "wait":
+        return "recoveries_waiting"
+    settings = get_settings()
+    vin = recovered.vin or ""
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return LetterContext(
+            jurisdiction=recovered.jurisdiction,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=recovered.account_id,
+            letter_date=written_at.astimezone(ZoneInfo(recovered.timezone)).date(),
+            currency=recovered.currency,
+            vehicle=f"VIN ending {vin[-6:]}" if vin else "the vehicle under your contract",
+            sale_after=step.sale_after,
+            borrower_address=(name, *address),
+        )
+
+    write_letter(
+        connection,
+        key=key,
+        account_id=recovered.account_id,
+        review_id=None,
+        kind="notice_of_sale",
+        at=written_at,
+        rules=rules,
+        context_of=context,
+        readdressed=readdressed,
+    )
+    return "sale_notices_written"
