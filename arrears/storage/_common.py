@@ -3,7 +3,6 @@ rows, row locks, chunks of ids under any database's bound-parameter limit, new p
 and amounts and days as the lender counts them."""
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -12,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, CursorResult, Select, select, true
 
 from arrears.currencies import display
-from arrears.storage.bulk import execute_many
+from arrears.storage.bulk import chunks, execute_many
 from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
@@ -85,12 +84,6 @@ def locked(statement: _S, connection: Connection) -> _S:
     """`FOR UPDATE` where the database has row locks (PostgreSQL); SQLite's writer lock already
     serialises the transactions that call these functions."""
     return statement.with_for_update() if connection.dialect.name == "postgresql" else statement
-
-
-def chunks(ids: Sequence[str], size: int = 5_000) -> Iterable[list[str]]:
-    """Account ids in slices small enough for any database's limit on bound parameters."""
-    for start in range(0, len(ids), size):
-        yield list(ids[start : start + size])
 
 
 def holds_of(connection: Connection, account_ids: Any) -> dict[str, frozenset[Hold]]:

@@ -1,0 +1,108 @@
+"""`execute_many` stores exactly what SQLAlchemy's own executemany stores (types, JSON, values fixed
+in the statement), and `insert_ignore` reports only the keys it inserted, on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, bindparam, select, update
+
+from arrears.storage.bulk import execute_many, insert_ignore
+from arrears.storage.tables import account, audit, message
+from tests.factories import account_record, write_csv
+
+
+def _events(n: int, first: int) -> list[dict[str, object]]:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    return [
+        {
+            "account_id": f"A-{first + i}",
+            # aware instants in two zones: both stored as the same UTC instant
+            "at": datetime(2026, 12, 1, 9, tzinfo=shanghai)
+            if i % 2
+            else datetime(2026, 12, 1, 1, tzinfo=UTC),
+            "kind": "transition",
+            "detail": f"reminder → negotiation {i} «引号»",
+            "data": {"from": "reminder", "amount": str(Decimal("12.50")), "list": [i, None]},
+            "actor": "arrears",
+            "cycle_id": None if i % 3 else 7,
+        }
+        for i in range(n)
+    ]
+
+
+def test_execute_many_stores_what_sqlalchemy_stores(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(audit.insert(), _events(5, 0))
+        execute_many(connection, audit.insert(), _events(5, 100))
+        rows = connection.execute(
+            select(audit.c.at, audit.c.kind, audit.c.detail, audit.c.data, audit.c.actor, audit.c.cycle_id)
+            .where(audit.c.account_id.like("A-%"))
+            .order_by(audit.c.id)
+        ).all()
+    assert rows[:5] == rows[5:]
+    assert rows[0].at == datetime(2026, 12, 1, 1, tzinfo=UTC) == rows[1].at
+    assert rows[0].data == {"from": "reminder", "amount": "12.50", "list": [0, None]}
+
+
+def test_execute_many_updates_with_values_fixed_in_the_statement(engine: Engine, tmp_path) -> None:
+    from arrears.importing import Kind, open_source
+    from arrears.storage.importer import run_import
+
+    path = write_csv(tmp_path / "a.csv", [account_record(account_id=f"B-{i}") for i in range(3)])
+    run_import(engine, open_source(path, Kind.ACCOUNTS))
+    since = datetime(2026, 12, 1, 1, tzinfo=UTC)
+    with engine.begin() as connection:
+        execute_many(
+            connection,
+            update(account)
+            .where(account.c.account_id == bindparam("key"))
+            .values(stage=bindparam("stage"), stage_since=bindparam("since"), segment="hardship"),
+            [{"key": f"B-{i}", "stage": "negotiation", "since": since + timedelta(days=i)} for i in range(3)],
+        )
+        rows = connection.execute(
+            select(account.c.stage, account.c.stage_since, account.c.segment).order_by(account.c.account_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("negotiation", since + timedelta(days=i), "hardship") for i in range(3)
+    ]
+
+
+def test_insert_ignore_reports_only_new_keys(engine: Engine, tmp_path) -> None:
+    from arrears.importing import Kind, open_source
+    from arrears.storage.importer import run_import
+
+    path = write_csv(tmp_path / "a.csv", [account_record(account_id="C-1")])
+    run_import(engine, open_source(path, Kind.ACCOUNTS))
+    now = datetime(2026, 12, 1, 1, tzinfo=UTC)
+
+    def row(key: str, body: str) -> dict[str, object]:
+        return {
+            "idempotency_key": key,
+            "account_id": "C-1",
+            "channel": "sms",
+            "address": "+14155550100",
+            "template": "reminder",
+            "params": {"name": "Li"},
+            "body": body,
+            "stage": "reminder",
+            "episode": 0,
+            "not_before": now,
+            "status": "scheduled",
+            "reason": None,
+            "attempts": 0,
+            "created_at": now,
+        }
+
+    with engine.begin() as connection:
+        assert insert_ignore(connection, message, [row("k1", "first")], key="idempotency_key") == {"k1"}
+        # k1 exists; k2 twice in one call: the first one wins
+        new = insert_ignore(
+            connection,
+            message,
+            [row("k1", "again"), row("k2", "one"), row("k2", "two")],
+            key="idempotency_key",
+        )
+        stored = dict(connection.execute(select(message.c.idempotency_key, message.c.body)).all())
+    assert new == {"k2"}
+    assert stored == {"k1": "first", "k2": "one"}
