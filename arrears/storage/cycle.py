@@ -157,6 +157,27 @@ def shard_starts(connection: Connection, *, size: int) -> list[str]:
     return range_starts(connection, account.c.account_id, account.c.stage.not_in(TERMINAL), size=size)
 
 
+_SHARD_COLUMNS = (
+    "account_id",
+    "borrower_id",
+    "stage",
+    "stage_since",
+    "episode",
+    "days_past_due",
+    "past_due_amount",
+    "installment_amount",
+    "balance",
+    "currency",
+    "jurisdiction",
+    "timezone",
+    "next_due_date",
+    "ability",
+    "willingness",
+    "broken_promises",
+    "segment",
+)
+
+
 def load_shard(
     connection: Connection,
     *,
@@ -172,8 +193,12 @@ def load_shard(
     the default policy, and a day more, before the business date). Reading too little only moves
     a deferral from decision time to send time, where the count is taken again.
     """
+    # The columns the rules and the messages read, not the whole row (vehicle, mailing address).
     accounts = connection.execute(
-        select(account, borrower.c.name.label("borrower_name"))
+        select(
+            *[account.c[name] for name in _SHARD_COLUMNS],
+            borrower.c.name.label("borrower_name"),
+        )
         .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
         .where(in_range(account.c.account_id, lo, hi), account.c.stage.not_in(TERMINAL))
         .order_by(account.c.account_id)
