@@ -24,7 +24,8 @@ from arrears.review import decision_refusal, notice_owed, repossession_barred, s
 from arrears.storage import accounts, reviews, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
-from arrears.storage.reviews import ReviewState, Waiting
+from arrears.storage.reviews import ReviewState
+from arrears.storage.waiting import Waiting, waiting_list
 from arrears.vocabulary import DecisionKind, Hold
 from tasks.database import engine, policy
 from tasks.letters import write_cure_letter
@@ -351,4 +352,4 @@ def decide_review(
 
 def waiting(engine_: Engine, *, now: datetime) -> list[Waiting]:
     with engine_.connect() as connection:
-        return reviews.waiting_list(connection, now=now)
+        return waiting_list(connection, now=now)
