@@ -101,40 +101,20 @@ def _moves(
     """The transitions audited by these cycle runs, as (from, to) counts; and the journeys, one per
     account: (its stage before its first transition, its stage after its last) counts.
 
-    Both are counted by the database, over only these cycles' transition rows (found by the
-    cycle and kind): a first cycle moves most of a portfolio, more than once each."""
-    where = (audit.c.cycle_id.in_(cycle_ids), audit.c.kind == "transition")
-    steps = select(_field("from"), _field("to")).where(*where).subquery()
+    One pass over only these cycles' transition rows (found by the cycle and kind), their two
+    fields read by the database: a first cycle moves most of a portfolio, more than once each,
+    and decoding each row's JSON here cost seconds."""
     moves: Counter[tuple[str, str]] = Counter()
-    for src, dst, n in connection.execute(
-        select(steps.c["from"], steps.c.to, func.count()).group_by(steps.c["from"], steps.c.to)
+    journeys: dict[str | None, tuple[str, str]] = {}  # account -> (stage before the cycle, after)
+    for account_id, src, dst in connection.execute(
+        select(audit.c.account_id, _field("from"), _field("to"))
+        .where(audit.c.cycle_id.in_(cycle_ids), audit.c.kind == "transition")
+        .order_by(audit.c.id)
     ):
-        moves[(src, dst)] += n
-    # Materialized, so that the database reads only these cycles' rows (through the cycle's
-    # index) and groups them, rather than walking the whole audit trail in account order.
-    these = (
-        select(audit.c.id, audit.c.account_id, _field("from"), _field("to"))
-        .where(*where)
-        .cte("steps")
-        .prefix_with("MATERIALIZED")
-    )
-    ends = (
-        select(func.min(these.c.id).label("first"), func.max(these.c.id).label("last"))
-        .group_by(these.c.account_id)
-        .subquery()
-    )
-    first, last = these.alias("first_step"), these.alias("last_step")
-    pairs = (
-        select(first.c["from"].label("before"), last.c.to.label("after"))
-        .select_from(ends.join(first, first.c.id == ends.c.first).join(last, last.c.id == ends.c.last))
-        .subquery()
-    )
-    journeys: Counter[tuple[str, str]] = Counter()
-    for before, after, n in connection.execute(
-        select(pairs.c.before, pairs.c.after, func.count()).group_by(pairs.c.before, pairs.c.after)
-    ):
-        journeys[(before, after)] += n
-    return moves, journeys
+        moves[(src, dst)] += 1
+        seen = journeys.get(account_id)
+        journeys[account_id] = (src if seen is None else seen[0], dst)
+    return moves, Counter(journeys.values())
 
 
 def portfolio_report(connection: Connection, *, cycle_id: int | None) -> PortfolioReport:
