@@ -48,6 +48,7 @@ __all__ = [
     "send_letters",
     "track_letters",
     "write_cure_letter",
+    "write_cure_letters",
 ]
 
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
@@ -60,65 +61,78 @@ def cure_letter_key(state: ReviewState) -> str:
 def write_cure_letter(connection: Connection, state: ReviewState, at: datetime) -> bool:
     """Write the review's right-to-cure letter, once (pending, or blocked with the reason); False
     when none is owed or it was written before."""
-    rules = policy().profile(state.jurisdiction)
-    amount = Decimal(display(state.past_due, state.currency))
-    notice = planned_notice(
-        at,
-        jurisdiction=state.jurisdiction,
-        timezone=state.timezone,
-        cure_amount=amount,
-        currency=state.currency,
-        rules=rules,
-        prior_cures=state.prior_cures,
-    )
-    if notice is None:
-        return False
-    key = cure_letter_key(state)
-    address = letters.mailing_address(connection, state.account_id)
-    common: dict[str, Any] = {
-        "key": key,
-        "account_id": state.account_id,
-        "review_id": state.review_id,
-        "kind": "right_to_cure",
-        "at": at,
-    }
-    if address is None:
-        return letters.add_letter(connection, **common, blocked=NO_ADDRESS) is not None
+    return write_cure_letters(connection, [state], at) == 1
+
+
+def write_cure_letters(connection: Connection, states: Sequence[ReviewState], at: datetime) -> int:
+    """`write_cure_letter` for each review, in order, with a few queries in all (the daily cycle
+    opens thousands of reviews at once); returns how many letters were written."""
+    owed: list[tuple[ReviewState, Any]] = []
+    for state in states:
+        rules = policy().profile(state.jurisdiction)
+        notice = planned_notice(
+            at,
+            jurisdiction=state.jurisdiction,
+            timezone=state.timezone,
+            cure_amount=Decimal(display(state.past_due, state.currency)),
+            currency=state.currency,
+            rules=rules,
+            prior_cures=state.prior_cures,
+        )
+        if notice is not None:
+            owed.append((state, notice))
+    if not owed:
+        return 0
+    facts = letters.mailing_facts(connection, [s.account_id for s, _ in owed])
     settings = get_settings()
-    context = cure_letter_context(
-        notice,
-        lender=settings.lender_name,
-        lender_contact=settings.lender_contact,
-        borrower_name=letters.borrower_of(connection, state.account_id)[0],
-        account_reference=state.account_id,
-        address=address.lines(),
-        letter_date=at.astimezone(notice.deadline.tzinfo).date(),
-    )
-    rendered = render("right_to_cure", context, rules=rules)
-    finding = vet(rendered, context, rules=rules)
-    blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
-    written = letters.add_letter(
-        connection,
-        **common,
-        template=rendered.template,
-        pdf=None if blocked else rendered.pdf,
-        pdf_sha256=rendered.sha256,
-        context=context_json(context)
-        | {
-            "_recipient": {
-                "name": context.borrower_name,
-                "line1": address.line1,
-                "line2": address.line2,
-                "city": address.city,
-                "state": address.state,
-                "postal_code": address.postal_code,
-                "country": address.country,
+    new: list[dict[str, Any]] = []
+    for state, notice in owed:
+        common: dict[str, Any] = {
+            "key": cure_letter_key(state),
+            "account_id": state.account_id,
+            "review_id": state.review_id,
+            "kind": "right_to_cure",
+        }
+        address, borrower_name = facts[state.account_id]
+        if address is None:
+            new.append(common | {"blocked": NO_ADDRESS})
+            continue
+        rules = policy().profile(state.jurisdiction)
+        context = cure_letter_context(
+            notice,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=borrower_name,
+            account_reference=state.account_id,
+            address=address.lines(),
+            letter_date=at.astimezone(notice.deadline.tzinfo).date(),
+        )
+        rendered = render("right_to_cure", context, rules=rules)
+        finding = vet(rendered, context, rules=rules)
+        blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
+        new.append(
+            common
+            | {
+                "template": rendered.template,
+                "pdf": None if blocked else rendered.pdf,
+                "pdf_sha256": rendered.sha256,
+                "context": context_json(context)
+                | {
+                    "_recipient": {
+                        "name": context.borrower_name,
+                        "line1": address.line1,
+                        "line2": address.line2,
+                        "city": address.city,
+                        "state": address.state,
+                        "postal_code": address.postal_code,
+                        "country": address.country,
+                    }
+                },
+                "mail_type": settings.letters_mail_type,
+                "blocked": blocked,
             }
-        },
-        mail_type=settings.letters_mail_type,
-        blocked=blocked,
-    )
-    return written is not None
+        )
+    return letters.add_letters(connection, new, at=at)
 
 
 def _sender() -> PostalAddress:

@@ -28,7 +28,7 @@ from arrears.storage.reviews import ReviewState
 from arrears.storage.waiting import Waiting, waiting_list
 from arrears.vocabulary import DecisionKind, Hold
 from tasks.database import engine, policy
-from tasks.letters import write_cure_letter
+from tasks.letters import write_cure_letter, write_cure_letters
 
 __all__ = [
     "Decided",
@@ -127,18 +127,21 @@ class Prepared:
     with_run: tuple[tuple[int, str, str], ...] = ()  # (review id, account id, flow run id) of the others
 
 
-def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
-    """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
-    at its mailed event, not here."""
-    if (
+def _may_need_notice(state: ReviewState) -> bool:
+    """Whether the review may still owe its right-to-cure letter (the jurisdiction decides)."""
+    return not (
         state.closed
         or not state.in_review
         or state.cure_deadline is not None
         or state.letter_id is not None
         or repossession_barred(state.holds)
-    ):
-        return False
-    return write_cure_letter(connection, state, at)
+    )
+
+
+def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
+    """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
+    at its mailed event, not here."""
+    return _may_need_notice(state) and write_cure_letter(connection, state, at)
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -148,7 +151,8 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
         opened = reviews.open_reviews(connection, at=at)
         closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
         states = reviews.open_review_states(connection)
-        notices = sum(_notice(connection, s, at) for s in states)
+        # In bulk: the first cycle opens a review for a quarter of a portfolio.
+        notices = write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
     return Prepared(
         len(opened),
         closed,

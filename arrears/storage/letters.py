@@ -15,14 +15,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from arrears.storage._common import event, insert_events, inserted_id
+from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.tables import account, borrower, letter
 
 __all__ = [
     "ACTIVE",
     "LetterRow",
     "MailingAddress",
-    "add_letter",
+    "add_letters",
     "borrower_of",
     "letter_by_provider_id",
     "letter_pdf",
@@ -31,6 +31,7 @@ __all__ = [
     "letters_to_track",
     "list_letters",
     "mailing_address",
+    "mailing_facts",
     "mark_blocked",
     "mark_sent",
     "move_letter",
@@ -158,54 +159,93 @@ def borrower_of(connection: Connection, account_id: str) -> tuple[str, str | Non
     return r.name, r.vin
 
 
-def add_letter(
-    connection: Connection,
-    *,
-    key: str,
-    account_id: str,
-    review_id: int | None,
-    kind: str,
-    at: datetime,
-    template: str = "",
-    pdf: bytes | None = None,
-    pdf_sha256: str | None = None,
-    context: dict[str, Any] | None = None,
-    mail_type: str = "usps_first_class",
-    blocked: str | None = None,
-) -> int | None:
-    """Write a letter under `key`, once (pending, or `blocked` with the reason); None if the key
-    was written before. An audit event says what was written and why it waits."""
-    if connection.execute(select(letter.c.id).where(letter.c.idempotency_key == key)).first():
-        return None
-    letter_id = int(
-        inserted_id(
-            connection.execute(
-                letter.insert().values(
-                    idempotency_key=key,
-                    account_id=account_id,
-                    review_id=review_id,
-                    kind=kind,
-                    template=template,
-                    status="blocked" if blocked else "pending",
-                    reason=blocked,
-                    mail_type=mail_type,
-                    pdf=pdf,
-                    pdf_sha256=pdf_sha256,
-                    context=context or {},
-                    created_at=at,
-                    updated_at=at,
-                )
+def mailing_facts(
+    connection: Connection, account_ids: Sequence[str]
+) -> dict[str, tuple[MailingAddress | None, str]]:
+    """Per account: its mailing address (None when it has none that can be mailed to, as
+    `mailing_address` says) and its borrower's name; a few queries for any number of accounts."""
+    found: dict[str, tuple[MailingAddress | None, str]] = {}
+    for ids in chunks(sorted(set(account_ids))):
+        for a in connection.execute(
+            select(
+                account.c.account_id,
+                account.c.address_line1,
+                account.c.address_line2,
+                account.c.city,
+                account.c.state,
+                account.c.postal_code,
+                account.c.country,
+                borrower.c.name,
             )
+            .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
+            .where(account.c.account_id.in_(ids))
+        ):
+            address = (
+                MailingAddress(
+                    a.address_line1, a.address_line2 or "", a.city, a.state or "", a.postal_code, a.country
+                )
+                if a.address_line1 and a.city and a.postal_code and a.country
+                else None
+            )
+            found[a.account_id] = (address, a.name)
+    return found
+
+
+def add_letters(connection: Connection, new: Sequence[dict[str, Any]], *, at: datetime) -> int:
+    """Write letters, in order, each under its `key` once (pending, or `blocked` with the reason),
+    with an audit event saying what was written and why it waits; keys written before are
+    skipped. Returns how many were written. Each dict holds `key`, `account_id`, `review_id`,
+    `kind` and optionally `template`, `pdf`, `pdf_sha256`, `context`, `mail_type`, `blocked`.
+    A few statements in all: the daily cycle writes thousands of right-to-cure letters at once."""
+    fresh: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for keys in chunks([n["key"] for n in new]):
+        taken.update(
+            connection.execute(
+                select(letter.c.idempotency_key).where(letter.c.idempotency_key.in_(keys))
+            ).scalars()
         )
+    for n in new:
+        if n["key"] in taken:
+            continue
+        taken.add(n["key"])
+        blocked = n.get("blocked")
+        fresh.append(
+            {
+                "idempotency_key": n["key"],
+                "account_id": n["account_id"],
+                "review_id": n["review_id"],
+                "kind": n["kind"],
+                "template": n.get("template", ""),
+                "status": "blocked" if blocked else "pending",
+                "reason": blocked,
+                "mail_type": n.get("mail_type", "usps_first_class"),
+                "pdf": n.get("pdf"),
+                "pdf_sha256": n.get("pdf_sha256"),
+                "context": n.get("context") or {},
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
+    if not fresh:
+        return 0
+    ids = (
+        connection.execute(letter.insert().returning(letter.c.id, sort_by_parameter_order=True), fresh)
+        .scalars()
+        .all()
     )
-    detail = (
-        f"{kind} letter {letter_id} cannot be mailed: {blocked}"
-        if blocked
-        else f"{kind} letter {letter_id} written (sha256 {pdf_sha256}), to be mailed"
-    )
-    data = {"letter_id": letter_id, "review_id": review_id, "sha256": pdf_sha256, "blocked": blocked}
-    _note(connection, account_id, at, detail, data)
-    return letter_id
+    events = []
+    for letter_id, row in zip(ids, fresh, strict=True):
+        kind, blocked, sha = row["kind"], row["reason"], row["pdf_sha256"]
+        detail = (
+            f"{kind} letter {letter_id} cannot be mailed: {blocked}"
+            if blocked
+            else f"{kind} letter {letter_id} written (sha256 {sha}), to be mailed"
+        )
+        data = {"letter_id": letter_id, "review_id": row["review_id"], "sha256": sha, "blocked": blocked}
+        events.append(event(row["account_id"], at, "letter", detail, data))
+    insert_events(connection, events)
+    return len(fresh)
 
 
 def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:

@@ -234,10 +234,13 @@ def open_review(
 def open_reviews(connection: Connection, *, at: datetime, account_id: str | None = None) -> list[int]:
     """Open a review for every account in repossession review without one for its present stay
     (the daily cycle, after advance); returns the new review ids. Two queries and one insert."""
+    # In account order, so review ids do not depend on which index the database walks.
     waiting = connection.execute(
-        select(account.c.account_id, account.c.stage_since).where(
+        select(account.c.account_id, account.c.stage_since)
+        .where(
             account.c.stage == Stage.REPOSSESSION_REVIEW.value, for_account(account_id, account.c.account_id)
         )
+        .order_by(account.c.account_id)
     ).all()
     if not waiting:
         return []
