@@ -18,7 +18,7 @@ from sqlalchemy.sql.functions import coalesce
 
 from arrears.review import CureNotice, Settled
 from arrears.storage import letters
-from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
+from arrears.storage._common import chunks, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.tables import account, review
 from arrears.vocabulary import Exit, Hold, Stage
@@ -407,12 +407,30 @@ def close_review(connection: Connection, *, review_id: int, reason: str, at: dat
     return True
 
 
+_STATE_COLUMNS = (
+    account.c.account_id,
+    account.c.stage,
+    account.c.stage_since,
+    account.c.episode,
+    account.c.jurisdiction,
+    account.c.timezone,
+    account.c.currency,
+    account.c.balance,
+    account.c.past_due_amount,
+    account.c.days_past_due,
+    account.c.vin,
+)
+
+
 def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
     if not rows:
         return []
     ids = sorted({r.account_id for r in rows})
+    # Only the columns a ReviewState holds: the cycle reads the states of every open review.
     accounts = {
-        a.account_id: a for a in connection.execute(select(account).where(account.c.account_id.in_(ids)))
+        a.account_id: a
+        for part in chunks(ids)
+        for a in connection.execute(select(*_STATE_COLUMNS).where(account.c.account_id.in_(part)))
     }
     holds = holds_of(connection, ids)
     cures = _prior_cures(connection, ids)
