@@ -77,7 +77,9 @@ class ContactPoint(SQLModel, table=True):
 class Account(SQLModel, table=True):
     """One loan in collection. `stage` holds a Stage while open and an Exit once it left."""
 
-    __table_args__ = (Index("ix_account_stage", "stage"),)
+    # Stage first, so lookups by stage use it; with the bucket, the report counts the portfolio by
+    # stage and bucket from this index alone, never reading the (wide) account rows.
+    __table_args__ = (Index("ix_account_stage_bucket", "stage", "bucket"),)
 
     account_id: str = Field(primary_key=True, max_length=64)
     borrower_id: str = Field(foreign_key="borrower.borrower_id", index=True, max_length=64)
@@ -185,7 +187,14 @@ class Referral(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """The outbox. A row is created once per idempotency key and then only changes status."""
 
-    __table_args__ = (Index("ix_message_due", "status", "not_before"),)
+    __table_args__ = (
+        Index("ix_message_due", "status", "not_before"),
+        # A cycle's report counts its new messages by status and reason from this index alone, and
+        # the compliance report finds the sends of a period by `sent_at`: neither reads the whole
+        # outbox, which grows every day.
+        Index("ix_message_created", "created_at", "status", "reason"),
+        Index("ix_message_sent_at", "sent_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(unique=True, max_length=160)
@@ -235,7 +244,11 @@ class AuditEvent(SQLModel, table=True):
     """Append only: every decision, transition and contact, with its reason."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_account_at", "account_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_account_at", "account_id", "at"),
+        # The report reads one cycle's transitions or message events, not every row of the cycle.
+        Index("ix_audit_event_cycle_kind", "cycle_id", "kind"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str | None = Field(default=None, max_length=64)
@@ -244,7 +257,7 @@ class AuditEvent(SQLModel, table=True):
     detail: str
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     actor: str = Field(default="arrears", max_length=64)
-    cycle_id: int | None = Field(default=None, index=True)
+    cycle_id: int | None = None
 
 
 class CycleRun(SQLModel, table=True):

@@ -23,7 +23,7 @@ from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine
 from arrears.storage.reports import PortfolioReport, TrendPoint, portfolio_report, trend
-from arrears.storage.reviews import waiting_list
+from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 
@@ -69,13 +69,9 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list
         if report.as_of is None:
             return report, None, [], []
         points = trend(connection, current=report)
-        overdue = [
-            w.account_id
-            for w in waiting_list(connection, now=report.as_of)
-            if w.what == "review"
-            and w.waits_for == "reviewer"
-            and report.as_of - w.since > timedelta(days=review_deadline_days())
-        ]
+        overdue = overdue_reviews(
+            connection, now=report.as_of, deadline=timedelta(days=review_deadline_days())
+        )
         # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
         audit = compliance_report(
             connection,

@@ -24,7 +24,8 @@ from arrears.review import decision_refusal, notice_owed, repossession_barred, s
 from arrears.storage import accounts, reviews, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
-from arrears.storage.reviews import ReviewState, Waiting
+from arrears.storage.reviews import ReviewState
+from arrears.storage.waiting import Waiting, waiting_list
 from arrears.vocabulary import DecisionKind, Hold
 from tasks.database import engine, policy
 from tasks.letters import write_cure_letter
@@ -126,18 +127,21 @@ class Prepared:
     with_run: tuple[tuple[int, str, str], ...] = ()  # (review id, account id, flow run id) of the others
 
 
-def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
-    """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
-    at its mailed event, not here."""
-    if (
+def _may_need_notice(state: ReviewState) -> bool:
+    """Whether the review may still owe its right-to-cure letter (the jurisdiction decides)."""
+    return not (
         state.closed
         or not state.in_review
         or state.cure_deadline is not None
         or state.letter_id is not None
         or repossession_barred(state.holds)
-    ):
-        return False
-    return write_cure_letter(connection, state, at)
+    )
+
+
+def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
+    """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
+    at its mailed event, not here."""
+    return _may_need_notice(state) and write_cure_letter(connection, state, at)
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -351,4 +355,4 @@ def decide_review(
 
 def waiting(engine_: Engine, *, now: datetime) -> list[Waiting]:
     with engine_.connect() as connection:
-        return reviews.waiting_list(connection, now=now)
+        return waiting_list(connection, now=now)

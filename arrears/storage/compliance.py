@@ -30,8 +30,8 @@ def _between(column: Any, start: datetime | None, end: datetime | None) -> Any:
 def sent_messages(
     connection: Connection, start: datetime | None, end: datetime | None
 ) -> Sequence[Row[*tuple[Any, ...]]]:
-    """Every message sent in [start, end) with its account's borrower, jurisdiction and zone, in
-    the order they were sent."""
+    """Every message sent in [start, end) with its account's borrower, jurisdiction and zone, and
+    the name and lender it was filled with (None where absent), in the order they were sent."""
     return connection.execute(
         select(
             message.c.id,
@@ -39,7 +39,10 @@ def sent_messages(
             message.c.address,
             message.c.template,
             message.c.body,
-            message.c.params,
+            # The two template values the re-check reads (the names), not the whole JSON document
+            # decoded for every send.
+            message.c.params["name"].as_string().label("name"),
+            message.c.params["lender"].as_string().label("lender"),
             message.c.sent_at,
             message.c.channel,
             account.c.borrower_id,

@@ -1,5 +1,5 @@
 """Data access for repossession reviews: opening them, the cure notice, the reviewer's decision,
-closing them, and the waiting list operators and the review flow runs read.
+closing them, and the open reviews the flow runs and the waiting list (`storage/waiting.py`) read.
 
 Every function takes the caller's connection and does not commit: the task owns the
 transaction. A review flow re-run from the top repeats nothing: its cure notice is recorded once
@@ -13,19 +13,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, true, update
+from sqlalchemy.sql.functions import coalesce
 
-from arrears.currencies import display
 from arrears.review import CureNotice, Settled
 from arrears.storage import letters
-from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
+from arrears.storage._common import chunks, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.tables import account, audit, referral, review
-from arrears.vocabulary import Exit, Hold, HoldScope, Stage
+from arrears.storage.tables import account, review
+from arrears.vocabulary import Exit, Hold, Stage
 
 __all__ = [
     "ReviewState",
-    "Waiting",
     "close_left_reviews",
     "close_review",
     "current_review",
@@ -37,7 +36,6 @@ __all__ = [
     "review_state",
     "reviews_by_run",
     "set_review_run",
-    "waiting_list",
 ]
 
 
@@ -236,10 +234,13 @@ def open_review(
 def open_reviews(connection: Connection, *, at: datetime, account_id: str | None = None) -> list[int]:
     """Open a review for every account in repossession review without one for its present stay
     (the daily cycle, after advance); returns the new review ids. Two queries and one insert."""
+    # In account order, so review ids do not depend on which index the database walks.
     waiting = connection.execute(
-        select(account.c.account_id, account.c.stage_since).where(
+        select(account.c.account_id, account.c.stage_since)
+        .where(
             account.c.stage == Stage.REPOSSESSION_REVIEW.value, for_account(account_id, account.c.account_id)
         )
+        .order_by(account.c.account_id)
     ).all()
     if not waiting:
         return []
@@ -406,12 +407,30 @@ def close_review(connection: Connection, *, review_id: int, reason: str, at: dat
     return True
 
 
+_STATE_COLUMNS = (
+    account.c.account_id,
+    account.c.stage,
+    account.c.stage_since,
+    account.c.episode,
+    account.c.jurisdiction,
+    account.c.timezone,
+    account.c.currency,
+    account.c.balance,
+    account.c.past_due_amount,
+    account.c.days_past_due,
+    account.c.vin,
+)
+
+
 def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
     if not rows:
         return []
     ids = sorted({r.account_id for r in rows})
+    # Only the columns a ReviewState holds: the cycle reads the states of every open review.
     accounts = {
-        a.account_id: a for a in connection.execute(select(account).where(account.c.account_id.in_(ids)))
+        a.account_id: a
+        for part in chunks(ids)
+        for a in connection.execute(select(*_STATE_COLUMNS).where(account.c.account_id.in_(part)))
     }
     holds = holds_of(connection, ids)
     cures = _prior_cures(connection, ids)
@@ -428,8 +447,12 @@ def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
     ]
 
 
-def open_review_states(connection: Connection) -> list[ReviewState]:
-    """Every undecided review of an account in repossession review, oldest first (three queries)."""
+def open_review_states(
+    connection: Connection, *, waiting_before: datetime | None = None
+) -> list[ReviewState]:
+    """Every undecided review of an account in repossession review, oldest first (three queries);
+    with `waiting_before`, only those whose cure deadline (or, without one, opening) is earlier:
+    the cycle's report looks only for reviews waiting past a deadline, not at every open one."""
     rows = connection.execute(
         select(review)
         .join(account, account.c.account_id == review.c.account_id)
@@ -437,6 +460,9 @@ def open_review_states(connection: Connection) -> list[ReviewState]:
             review.c.decided_at.is_(None),
             account.c.stage == Stage.REPOSSESSION_REVIEW.value,
             review.c.opened_at >= account.c.stage_since,
+            true()
+            if waiting_before is None
+            else coalesce(review.c.cure_deadline, review.c.opened_at) < waiting_before,
         )
         .order_by(review.c.opened_at, review.c.id)
     ).all()
@@ -482,139 +508,3 @@ def close_left_reviews(connection: Connection, *, at: datetime, cycle_id: int | 
         ],
     )
     return len(rows)
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    account_id: str
-    what: str  # review | referral
-    waits_for: str  # mailing | cure period | reviewer | hold | blocked | court | legal team
-    since: datetime
-    until: datetime | None
-    detail: str
-    jurisdiction: str
-    days_past_due: int
-    past_due: Decimal
-    currency: str
-    ref: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "what": self.what,
-            "waits_for": self.waits_for,
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat() if self.until else None,
-            "detail": self.detail,
-            "jurisdiction": self.jurisdiction,
-            "days_past_due": self.days_past_due,
-            "past_due_amount": display(self.past_due, self.currency),
-            "currency": self.currency,
-            "id": self.ref,
-        }
-
-
-def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
-    """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
-    referrals (court, or the legal team for a rejected filing), oldest first."""
-    found: list[Waiting] = []
-    for s in open_review_states(connection):
-        blocking = sorted(h for h in s.holds if h.scope is HoldScope.COLLECTION)
-        stopped = s.notice_stopped
-        if stopped is not None:
-            who, since, until, detail = (
-                ("hold" if s.letter_status == "returned_to_sender" else "blocked"),
-                s.opened_at,
-                None,
-                stopped,
-            )
-        elif blocking:
-            who, since, until, detail = (
-                "hold",
-                s.opened_at,
-                None,
-                f"hold:{blocking[0].value} stops the review",
-            )
-        elif s.cure_deadline is None and s.letter_status is not None:
-            who, since, until, detail = (
-                "mailing",
-                s.opened_at,
-                None,
-                f"right-to-cure letter {s.letter_id} {s.letter_status}: the cure period starts once mailed",
-            )
-        elif s.cure_deadline is not None and now < s.cure_deadline:
-            who, since, until, detail = (
-                "cure period",
-                s.opened_at,
-                s.cure_deadline,
-                "right-to-cure period running",
-            )
-        else:
-            who, since, until = "reviewer", s.cure_deadline or s.opened_at, None
-            detail = "decide: arrears review decide " + s.account_id + " --decision repossess|legal|negotiate"
-        found.append(
-            Waiting(
-                s.account_id,
-                "review",
-                who,
-                since,
-                until,
-                detail,
-                s.jurisdiction,
-                s.days_past_due,
-                s.past_due,
-                s.currency,
-                s.review_id,
-            )
-        )
-    for r in connection.execute(
-        select(
-            referral,
-            account.c.jurisdiction,
-            account.c.days_past_due,
-            account.c.past_due_amount,
-            account.c.currency,
-            account.c.stage,
-        )
-        .join(account, account.c.account_id == referral.c.account_id)
-        .where(
-            referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
-            account.c.stage == Stage.LEGAL_REFERRAL.value,
-        )
-        .order_by(referral.c.updated_at, referral.c.id)
-    ):
-        if r.status == "rejected":
-            reason = _rejection_reason(connection, r.account_id, r.filing_id) or "no reason given"
-            who, detail = "legal team", f"filing rejected: {reason}"
-        elif r.status in ("draft", "dismissing"):
-            who, detail = "legal team", f"referral {r.status}"
-        else:
-            who, detail = "court", f"filing {r.filing_id} {r.status}"
-        found.append(
-            Waiting(
-                r.account_id,
-                "referral",
-                who,
-                r.updated_at,
-                None,
-                detail,
-                r.jurisdiction,
-                r.days_past_due,
-                r.past_due_amount,
-                r.currency,
-                r.id,
-            )
-        )
-    return sorted(found, key=lambda w: w.since)
-
-
-def _rejection_reason(connection: Connection, account_id: str, filing_id: str | None) -> str | None:
-    reason = None
-    for (data,) in connection.execute(
-        select(audit.c.data)
-        .where(audit.c.account_id == account_id, audit.c.kind == "court")
-        .order_by(audit.c.at, audit.c.id)
-    ):
-        if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == "rejected":
-            reason = (data or {}).get("reason")
-    return reason

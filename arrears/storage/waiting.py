@@ -1,0 +1,168 @@
+"""What waits for whom: open repossession reviews and legal referrals, as operators (`arrears
+review list`) and the cycle's report (reviews past their deadline) read them.
+
+Every function takes the caller's connection and only reads.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from arrears.currencies import display
+from arrears.storage.reviews import ReviewState, open_review_states
+from arrears.storage.tables import account, audit, referral
+from arrears.vocabulary import HoldScope, Stage
+
+__all__ = ["Waiting", "overdue_reviews", "review_waiting", "waiting_list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    account_id: str
+    what: str  # review | referral
+    waits_for: str  # mailing | cure period | reviewer | hold | blocked | court | legal team
+    since: datetime
+    until: datetime | None
+    detail: str
+    jurisdiction: str
+    days_past_due: int
+    past_due: Decimal
+    currency: str
+    ref: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "what": self.what,
+            "waits_for": self.waits_for,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+            "detail": self.detail,
+            "jurisdiction": self.jurisdiction,
+            "days_past_due": self.days_past_due,
+            "past_due_amount": display(self.past_due, self.currency),
+            "currency": self.currency,
+            "id": self.ref,
+        }
+
+
+def review_waiting(s: ReviewState, now: datetime) -> Waiting:
+    """What an open review waits for at `now`: its letter, a hold, the cure period or the reviewer."""
+    blocking = sorted(h for h in s.holds if h.scope is HoldScope.COLLECTION)
+    stopped = s.notice_stopped
+    if stopped is not None:
+        who, since, until, detail = (
+            ("hold" if s.letter_status == "returned_to_sender" else "blocked"),
+            s.opened_at,
+            None,
+            stopped,
+        )
+    elif blocking:
+        who, since, until, detail = (
+            "hold",
+            s.opened_at,
+            None,
+            f"hold:{blocking[0].value} stops the review",
+        )
+    elif s.cure_deadline is None and s.letter_status is not None:
+        who, since, until, detail = (
+            "mailing",
+            s.opened_at,
+            None,
+            f"right-to-cure letter {s.letter_id} {s.letter_status}: the cure period starts once mailed",
+        )
+    elif s.cure_deadline is not None and now < s.cure_deadline:
+        who, since, until, detail = (
+            "cure period",
+            s.opened_at,
+            s.cure_deadline,
+            "right-to-cure period running",
+        )
+    else:
+        who, since, until = "reviewer", s.cure_deadline or s.opened_at, None
+        detail = "decide: arrears review decide " + s.account_id + " --decision repossess|legal|negotiate"
+    return Waiting(
+        s.account_id,
+        "review",
+        who,
+        since,
+        until,
+        detail,
+        s.jurisdiction,
+        s.days_past_due,
+        s.past_due,
+        s.currency,
+        s.review_id,
+    )
+
+
+def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
+    """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
+    referrals (court, or the legal team for a rejected filing), oldest first."""
+    found = [review_waiting(s, now) for s in open_review_states(connection)]
+    for r in connection.execute(
+        select(
+            referral,
+            account.c.jurisdiction,
+            account.c.days_past_due,
+            account.c.past_due_amount,
+            account.c.currency,
+            account.c.stage,
+        )
+        .join(account, account.c.account_id == referral.c.account_id)
+        .where(
+            referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
+            account.c.stage == Stage.LEGAL_REFERRAL.value,
+        )
+        .order_by(referral.c.updated_at, referral.c.id)
+    ):
+        if r.status == "rejected":
+            reason = _rejection_reason(connection, r.account_id, r.filing_id) or "no reason given"
+            who, detail = "legal team", f"filing rejected: {reason}"
+        elif r.status in ("draft", "dismissing"):
+            who, detail = "legal team", f"referral {r.status}"
+        else:
+            who, detail = "court", f"filing {r.filing_id} {r.status}"
+        found.append(
+            Waiting(
+                r.account_id,
+                "referral",
+                who,
+                r.updated_at,
+                None,
+                detail,
+                r.jurisdiction,
+                r.days_past_due,
+                r.past_due_amount,
+                r.currency,
+                r.id,
+            )
+        )
+    return sorted(found, key=lambda w: w.since)
+
+
+def overdue_reviews(connection: Connection, *, now: datetime, deadline: timedelta) -> list[str]:
+    """The accounts whose review has waited for its reviewer longer than `deadline` at `now`,
+    in the order of `waiting_list`. Only reviews whose cure deadline (or opening) is that old are
+    read: a portfolio holds many open reviews, few of them overdue."""
+    found = [review_waiting(s, now) for s in open_review_states(connection, waiting_before=now - deadline)]
+    return [
+        w.account_id
+        for w in sorted(found, key=lambda w: w.since)
+        if w.waits_for == "reviewer" and now - w.since > deadline
+    ]
+
+
+def _rejection_reason(connection: Connection, account_id: str, filing_id: str | None) -> str | None:
+    reason = None
+    for (data,) in connection.execute(
+        select(audit.c.data)
+        .where(audit.c.account_id == account_id, audit.c.kind == "court")
+        .order_by(audit.c.at, audit.c.id)
+    ):
+        if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == "rejected":
+            reason = (data or {}).get("reason")
+    return reason
