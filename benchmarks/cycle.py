@@ -181,6 +181,7 @@ class ChildMemory(threading.Thread):
         self.interval = interval
         self.peaks: dict[int, tuple[str, int]] = {}
         self.cpu: dict[int, float] = {}  # CPU seconds of each child, at its last sample
+        self.own: list[tuple[datetime, int]] = []  # this process's RSS over time, to place its peak
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -188,6 +189,7 @@ class ChildMemory(threading.Thread):
 
         me = psutil.Process()
         while True:
+            self.own.append((datetime.now(UTC), me.memory_info().rss))
             for child in me.children(recursive=True):
                 try:
                     if child.pid not in self.peaks:
@@ -213,9 +215,20 @@ class ChildMemory(threading.Thread):
             cpu[role] = cpu.get(role, 0.0) + self.cpu.get(pid, 0.0)
         return peaks, cpu
 
+    def own_peak_by_phase(self, phases: dict[str, Span]) -> dict[str, float]:
+        """This process's highest sampled RSS (MiB) while each phase ran: where the memory goes."""
+        return {
+            name: round(
+                max((rss for at, rss in self.own if span.start <= at <= span.end), default=0) / MIB, 1
+            )
+            for name, span in phases.items()
+        }
+
 
 def _role(cmdline: list[str]) -> str:
     text = " ".join(cmdline)
+    if "multiprocessing" in text:
+        return "shard_workers"
     if "sandbox" in text:
         return "sandbox"
     if "uvicorn" in text or "prefect" in text:
@@ -748,6 +761,10 @@ def main() -> None:
         "accounts_per_s": _rate(accounts, wall_s),
         "messages_per_s": _rate(sent, dispatch_s),
         "peak_rss_mib": round(peak_rss_mib, 1),
+        "rss_by_phase_mib": children.own_peak_by_phase(phases),
+        "shard_workers_peak_rss_mib": round(child_peaks["shard_workers"], 1)
+        if "shard_workers" in child_peaks
+        else None,
         "naive_ratio": naive["ratio"] if naive else None,
         "phases_s": {
             "prefect_startup": round(startup_s, 3) if startup_s is not None else None,
