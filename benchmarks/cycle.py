@@ -91,6 +91,8 @@ def prepare_environment(workdir: Path) -> dict[str, str]:
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
     }
     os.environ.update(values)
+    # As the CLI does: a loaded machine can take longer than Prefect's 20 s to start its server.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH", "ARREARS_SMS_BASE_URL"):
         os.environ.pop(name, None)
     return values
