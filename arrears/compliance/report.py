@@ -104,17 +104,18 @@ def compliance_report(
     """
     report = ComplianceReport(start, end)
     report.deferrals, report.blocks = store.held_back_by_rule(connection, start, end, cycle_id)
-    sent = store.sent_messages(connection, start, end)
-    report.sent_checked = len(sent)
-    if not sent:
-        return report
     since = start - policy.longest_cap_window() if start is not None else None
-    sends = store.sends_by_borrower(connection, since, end)
     intervals = store.hold_intervals(connection, start, end)
     opted_out = store.opted_out_numbers(connection, start, end)
-    times = {borrower: [s[0] for s in history] for borrower, history in sends.items()}
-    for m in sent:
-        report.violations += _recheck(m, policy, lender, sends, times, intervals, opted_out)
+    for history in store.sends_of_borrowers(connection, start=start, end=end, since=since):
+        sends = [(m.sent_at, m.channel, m.account_id, m.address) for m in history]
+        times = [m.sent_at for m in history]
+        for m in history:
+            if start is None or m.sent_at >= start:  # the earlier ones only count for the caps
+                report.sent_checked += 1
+                report.violations += _recheck(m, policy, lender, sends, times, intervals, opted_out)
+    # In the order the messages were sent, as a reader follows the day.
+    report.violations.sort(key=lambda v: (v.sent_at, v.message_id))
     return report
 
 
@@ -122,8 +123,8 @@ def _recheck(
     m: Any,
     policy: Policy,
     lender: str,
-    sends: dict[str, list[tuple[datetime, str, str, str]]],
-    times_of: dict[str, list[datetime]],
+    history: list[tuple[datetime, str, str, str]],
+    times: list[datetime],
     intervals: dict[str, list[tuple[str, datetime, datetime]]],
     opted_out: dict[tuple[str, str], datetime],
 ) -> Iterable[Violation]:
@@ -145,8 +146,6 @@ def _recheck(
     when = opted_out.get((m.account_id, m.address))
     if when is not None and when <= at:
         yield violation("opt_out", f"{mask_phone(m.address)} opted out at {when:%Y-%m-%dT%H:%MZ}")
-    history = sends.get(m.borrower_id, [])
-    times = times_of.get(m.borrower_id, [])
     hi = bisect_right(times, at)
     for cap in prof.caps_for(m.channel):
         lo = bisect_right(times, at - cap.window)

@@ -5,15 +5,17 @@ against the rules is pure and lives in `arrears.compliance.report`.
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, select
 
 from arrears.storage.tables import account, audit, contact, hold, message
 
-__all__ = ["held_back_by_rule", "hold_intervals", "opted_out_numbers", "sends_by_borrower", "sent_messages"]
+__all__ = ["held_back_by_rule", "hold_intervals", "opted_out_numbers", "sends_of_borrowers"]
 
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
@@ -27,13 +29,24 @@ def _between(column: Any, start: datetime | None, end: datetime | None) -> Any:
     return and_(*parts)
 
 
-def sent_messages(
-    connection: Connection, start: datetime | None, end: datetime | None
-) -> Sequence[Row[*tuple[Any, ...]]]:
-    """Every message sent in [start, end) with its account's borrower, jurisdiction and zone, and
-    the name and lender it was filled with (None where absent), in the order they were sent."""
-    return connection.execute(
+def sends_of_borrowers(
+    connection: Connection, *, start: datetime | None, end: datetime | None, since: datetime | None
+) -> Iterator[list[Row[*tuple[Any, ...]]]]:
+    """For each borrower sent a message in [start, end): every message sent to them in [since, end),
+    in the order sent, with its account's jurisdiction and zone and the name and lender it was
+    filled with (None where absent).
+
+    Streamed a borrower at a time: the re-check holds one borrower's messages, never a whole
+    cycle's sends (600,000 bodies for a million accounts).
+    """
+    borrowers = (
+        select(account.c.borrower_id)
+        .join(message, message.c.account_id == account.c.account_id)
+        .where(_between(message.c.sent_at, start, end))
+    )
+    rows = connection.execution_options(yield_per=5_000).execute(
         select(
+            account.c.borrower_id,
             message.c.id,
             message.c.account_id,
             message.c.address,
@@ -45,14 +58,15 @@ def sent_messages(
             message.c.params["lender"].as_string().label("lender"),
             message.c.sent_at,
             message.c.channel,
-            account.c.borrower_id,
             account.c.jurisdiction,
             account.c.timezone,
         )
         .join(account, account.c.account_id == message.c.account_id)
-        .where(_between(message.c.sent_at, start, end))
-        .order_by(message.c.sent_at, message.c.id)
-    ).all()
+        .where(_between(message.c.sent_at, since, end), account.c.borrower_id.in_(borrowers))
+        .order_by(account.c.borrower_id, message.c.sent_at, message.c.id)
+    )
+    for _, sends in groupby(rows, key=attrgetter("borrower_id")):
+        yield list(sends)
 
 
 def held_back_by_rule(
@@ -75,28 +89,6 @@ def held_back_by_rule(
         elif status == "scheduled" and rule:
             deferrals[rule] += 1
     return dict(deferrals), dict(blocks)
-
-
-def sends_by_borrower(
-    connection: Connection, since: datetime | None, end: datetime | None
-) -> dict[str, list[tuple[datetime, str, str, str]]]:
-    """Per borrower, every message sent in [since, end) as (sent_at, channel, account_id, address),
-    in time order."""
-    found: dict[str, list[tuple[datetime, str, str, str]]] = defaultdict(list)
-    for r in connection.execute(
-        select(
-            account.c.borrower_id,
-            message.c.sent_at,
-            message.c.channel,
-            message.c.account_id,
-            message.c.address,
-        )
-        .join(account, account.c.account_id == message.c.account_id)
-        .where(_between(message.c.sent_at, since, end))
-        .order_by(message.c.sent_at, message.c.id)
-    ):
-        found[r.borrower_id].append((r.sent_at, r.channel, r.account_id, r.address))
-    return found
 
 
 def hold_intervals(
