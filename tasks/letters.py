@@ -1,6 +1,7 @@
 """Letters: the right-to-cure notice written, vetted, mailed through the letters provider, tracked.
 
-- `write_cure_letter` (inside the caller's transaction): renders the notice from stored facts,
+- `write_cure_letter` (inside the caller's transaction; `write_cure_letters` for the reviews the
+  cycle opens, in bulk, the same letters): renders the notice from stored facts,
   vets its words with the content rules every SMS passes, and keeps the PDF, its SHA-256 and the
   render inputs on a letter row. An account without a mailing address gets no letter: the row is
   `blocked` with the reason, and the review cannot pass its cure period.
@@ -18,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -44,6 +44,7 @@ from tasks.database import engine, policy
 from tasks.providers import letters_provider
 
 __all__ = [
+    "Draft",
     "cure_letter_key",
     "letter_key",
     "letters_waiting",
@@ -52,7 +53,9 @@ __all__ = [
     "send_letters",
     "track_letters",
     "write_cure_letter",
+    "write_cure_letters",
     "write_letter",
+    "write_letters",
 ]
 
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
@@ -62,11 +65,36 @@ def letter_key(connection: Connection, account_id: str, what: str) -> str:
     """A letter's idempotency key, namespaced by the installation id (DESIGN §3): the key travels
     to the letters provider, and two databases mailing through one account there must never
     have one's letter taken for the other's (the same account id, review or plan number)."""
-    return f"{installation_id(connection)}-letter-{account_id.lower()}-{what}"
+    return _key(installation_id(connection), account_id, what)
+
+
+def _key(installation: str, account_id: str, what: str) -> str:
+    """`letter_key` with the installation id read once (a batch of letters reads it once)."""
+    return f"{installation}-letter-{account_id.lower()}-{what}"
+
+
+def _cure_what(state: ReviewState) -> str:
+    return f"review-{state.review_id}-right-to-cure"
 
 
 def cure_letter_key(connection: Connection, state: ReviewState) -> str:
-    return letter_key(connection, state.account_id, f"review-{state.review_id}-right-to-cure")
+    return letter_key(connection, state.account_id, _cure_what(state))
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A letter to write (`write_letters`): rendered from `context_of(borrower name, address
+    lines)` under the jurisdiction's `rules`. `readdressed`: a letter blocked only for want of an
+    address is written again in its place."""
+
+    key: str
+    account_id: str
+    review_id: int | None
+    kind: str
+    at: datetime
+    rules: Profile
+    context_of: Callable[[str, tuple[str, ...]], LetterContext]
+    readdressed: bool = False
 
 
 def write_cure_letter(
@@ -81,6 +109,28 @@ def write_cure_letter(
     when none is owed or it was written before. `readdressed`: the letter was blocked for want of
     an address and one is now on file: it is written again, its deadline counted from now, under
     its own `key` (a letter written before keys carried the installation id keeps its key)."""
+    draft = _cure_draft(state, at, lambda s: key or cure_letter_key(connection, s), readdressed=readdressed)
+    return draft is not None and write_letters(connection, [draft]) == 1
+
+
+def write_cure_letters(connection: Connection, states: Sequence[ReviewState], at: datetime) -> int:
+    """`write_cure_letter` for each review, in order, with a few queries in all rather than a
+    handful per letter (the first daily cycle opens a review for a quarter of a portfolio);
+    returns how many letters were written."""
+    installation = installation_id(connection)
+
+    def key(state: ReviewState) -> str:
+        return _key(installation, state.account_id, _cure_what(state))
+
+    drafts = [draft for state in states if (draft := _cure_draft(state, at, key))]
+    return write_letters(connection, drafts)
+
+
+def _cure_draft(
+    state: ReviewState, at: datetime, key: Callable[[ReviewState], str], *, readdressed: bool = False
+) -> Draft | None:
+    """The review's right-to-cure letter to write under `key(state)` (asked only when one is owed), or
+    None when the jurisdiction owes none."""
     rules = policy().profile(state.jurisdiction)
     amount = Decimal(display(state.past_due, state.currency))
     notice = planned_notice(
@@ -93,7 +143,7 @@ def write_cure_letter(
         prior_cures=state.prior_cures,
     )
     if notice is None:
-        return False
+        return None
     settings = get_settings()
 
     def context(name: str, address: tuple[str, ...]) -> LetterContext:
@@ -107,16 +157,8 @@ def write_cure_letter(
             letter_date=at.astimezone(notice.deadline.tzinfo).date(),
         )
 
-    return write_letter(
-        connection,
-        key=key or cure_letter_key(connection, state),
-        account_id=state.account_id,
-        review_id=state.review_id,
-        kind="right_to_cure",
-        at=at,
-        rules=rules,
-        context_of=context,
-        readdressed=readdressed,
+    return Draft(
+        key(state), state.account_id, state.review_id, "right_to_cure", at, rules, context, readdressed
     )
 
 
@@ -142,49 +184,63 @@ def write_letter(
     context_of: Callable[[str, tuple[str, ...]], LetterContext],
     readdressed: bool = False,
 ) -> bool:
-    """Write a letter of `kind` under `key`, once: rendered from `context_of(borrower name,
-    address lines)`, vetted with the content rules every SMS passes, and kept pending with its
-    PDF, hash and context; blocked with the reason when there is no address or the words fail.
-    Every letter goes out through this one path (`send_letters`), whatever asked for it.
-    `readdressed`: a letter blocked only for want of an address is written again in its place."""
-    address = letters.mailing_address(connection, account_id)
-    common: dict[str, Any] = {
-        "key": key,
-        "account_id": account_id,
-        "review_id": review_id,
-        "kind": kind,
-        "at": at,
-        "replaces": NO_ADDRESS if readdressed else None,
-    }
-    if address is None:
-        return letters.add_letter(connection, **common, blocked=NO_ADDRESS) is not None
+    """Write a letter of `kind` under `key`, once (`write_letters`); False when it was written
+    before. Every letter goes out through this one path (`send_letters`), whatever asked for it."""
+    draft = Draft(key, account_id, review_id, kind, at, rules, context_of, readdressed)
+    return write_letters(connection, [draft]) == 1
+
+
+def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
+    """Write each letter, in order, once: rendered, vetted with the content rules every SMS
+    passes, and kept pending with its PDF, hash and context; blocked with the reason when there
+    is no address or the words fail. Returns how many were written. Addresses and names are read
+    in one query, and the letters and their audit events written in a statement each, whether
+    there is one letter or thousands (`arrears.storage.letters.add_letters`)."""
+    if not drafts:
+        return 0
+    facts = letters.mailing_facts(connection, [d.account_id for d in drafts])
     settings = get_settings()
-    context = context_of(letters.borrower_of(connection, account_id)[0], address.lines())
-    rendered = render(kind, context, rules=rules)
-    finding = vet(rendered, context, rules=rules)
-    blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
-    written = letters.add_letter(
-        connection,
-        **common,
-        template=rendered.template,
-        pdf=None if blocked else rendered.pdf,
-        pdf_sha256=rendered.sha256,
-        context=context_json(context)
-        | {
-            "_recipient": {
-                "name": context.borrower_name,
-                "line1": address.line1,
-                "line2": address.line2,
-                "city": address.city,
-                "state": address.state,
-                "postal_code": address.postal_code,
-                "country": address.country,
-            }
-        },
-        mail_type=settings.letters_mail_type,
-        blocked=blocked,
-    )
-    return written is not None
+    new: list[letters.NewLetter] = []
+    for d in drafts:
+        replaces = NO_ADDRESS if d.readdressed else None
+        address, name = facts.get(d.account_id, (None, ""))
+        if address is None:
+            new.append(
+                letters.NewLetter(
+                    d.key, d.account_id, d.review_id, d.kind, d.at, blocked=NO_ADDRESS, replaces=replaces
+                )
+            )
+            continue
+        context = d.context_of(name, address.lines())
+        rendered = render(d.kind, context, rules=d.rules)
+        finding = vet(rendered, context, rules=d.rules)
+        blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
+        recipient = {
+            "name": context.borrower_name,
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "state": address.state,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        }
+        new.append(
+            letters.NewLetter(
+                d.key,
+                d.account_id,
+                d.review_id,
+                d.kind,
+                d.at,
+                template=rendered.template,
+                pdf=None if blocked else rendered.pdf,
+                pdf_sha256=rendered.sha256,
+                context=context_json(context) | {"_recipient": recipient},
+                mail_type=settings.letters_mail_type,
+                blocked=blocked,
+                replaces=replaces,
+            )
+        )
+    return len(letters.add_letters(connection, new))
 
 
 def _sender() -> PostalAddress:

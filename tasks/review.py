@@ -28,7 +28,7 @@ from arrears.storage.reviews import ReviewState
 from arrears.storage.waiting import Waiting, waiting_list
 from arrears.vocabulary import DecisionKind, Hold
 from tasks.database import engine, policy
-from tasks.letters import write_cure_letter
+from tasks.letters import write_cure_letter, write_cure_letters
 
 __all__ = [
     "Decided",
@@ -151,7 +151,8 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
         opened = reviews.open_reviews(connection, at=at)
         closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
         states = reviews.open_review_states(connection)
-        notices = sum(_notice(connection, s, at) for s in states)
+        # In bulk: the first cycle opens a review for a quarter of a portfolio.
+        notices = write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
     return Prepared(
         len(opened),
         closed,

@@ -1,0 +1,189 @@
+"""The cycle writes the right-to-cure letters of the reviews it opens in bulk (issue 14): the same
+letters, ids, PDFs and audit events as writing them one review at a time, on a generated
+portfolio, on SQLite and PostgreSQL; and the bulk write of letter rows keeps the rules of the one
+by one write (a key written once, a letter blocked for want of an address written again in place)."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, select, text, update
+
+from arrears.clock import business_date
+from arrears.importing import Kind, open_source
+from arrears.settings import get_settings
+from arrears.simulate import generate_portfolio, write_accounts_file
+from arrears.storage import letters, reviews
+from arrears.storage.importer import run_import
+from arrears.storage.tables import account, audit, letter
+from tests.factories import accounts_records, write_csv
+
+INSTANT = datetime(2026, 12, 1, 1, tzinfo=UTC)
+NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
+
+
+@pytest.fixture
+def cycle_db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _written(c: Connection) -> tuple[list[Any], list[Any]]:
+    """Every letter row (PDF and hash included) and every letter audit event, with their ids."""
+    rows = list(c.execute(select(letter).order_by(letter.c.id)))
+    events = [
+        (r.id, r.account_id, r.at, r.detail, r.data)
+        for r in c.execute(select(audit).where(audit.c.kind == "letter").order_by(audit.c.id))
+    ]
+    return rows, events
+
+
+@contextmanager
+def _undone(engine: Engine) -> Iterator[Connection]:
+    """A transaction rolled back at the end, ids included: PostgreSQL does not give back the
+    sequence values a rolled-back transaction took, so they are set back by hand."""
+    with engine.connect() as c:
+        sequences: list[tuple[str, Any, Any]] = []
+        if c.dialect.name == "postgresql":
+            for table in ("letter", "audit_event"):
+                name = c.execute(text(f"SELECT pg_get_serial_sequence('{table}', 'id')")).scalar_one()
+                last, called = c.execute(text(f"SELECT last_value, is_called FROM {name}")).one()
+                sequences.append((name, last, called))
+            c.commit()
+        with c.begin() as t:
+            yield c
+            t.rollback()
+        for name, last, called in sequences:
+            c.execute(text("SELECT setval(:s, :v, :c)"), {"s": name, "v": last, "c": called})
+        c.commit()
+
+
+def _both(engine: Engine, write: Callable[[Connection, bool], int]) -> None:
+    """`write(connection, in_bulk)` both ways from the same database: the same count and rows."""
+    with _undone(engine) as c:
+        n = write(c, True)
+        in_bulk = _written(c)
+    with _undone(engine) as c:
+        assert write(c, False) == n
+        one_by_one = _written(c)
+    assert in_bulk == one_by_one
+
+
+def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp_path: Path) -> None:
+    """Letters (blocked ones included), their ids, PDFs and audit events are the same whether the
+    reviews' letters are written in one call or one review at a time."""
+    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
+    from tasks.letters import write_cure_letter, write_cure_letters
+    from tasks.review import _may_need_notice
+
+    file = tmp_path / "portfolio.csv"
+    write_accounts_file(generate_portfolio(400, seed=5, business_date=date(2026, 12, 1)), file)
+    assert run_import(cycle_db, open_source(file, Kind.ACCOUNTS), now=INSTANT).rejected == 0
+    day = business_date(INSTANT, get_settings().lender_timezone)
+    cycle_id = begin_cycle.fn(INSTANT, day).cycle_id
+    refresh.fn(INSTANT, day, cycle_id)
+    for shard in plan_shards.fn(100):
+        advance_shard.fn(shard, INSTANT, day, cycle_id)
+    with cycle_db.begin() as c:
+        reviews.open_reviews(c, at=INSTANT)
+        # The simulator gives no mailing address: every other account gets one, so that letters
+        # are rendered (pending) as well as blocked.
+        ids = c.execute(select(account.c.account_id).order_by(account.c.account_id)).scalars().all()
+        c.execute(
+            update(account)
+            .where(account.c.account_id.in_(ids[::2]))
+            .values(
+                address_line1="12 Elm Street",
+                city="Des Moines",
+                state="IA",
+                postal_code="50309",
+                country="US",
+            )
+        )
+    with cycle_db.connect() as c:
+        states = [s for s in reviews.open_review_states(c) if _may_need_notice(s)]
+
+    def write(c: Connection, in_bulk: bool) -> int:
+        if in_bulk:
+            return write_cure_letters(c, states, INSTANT)
+        return sum(write_cure_letter(c, s, INSTANT) for s in states)
+
+    _both(cycle_db, write)
+    with _undone(cycle_db) as c:
+        n = write_cure_letters(c, states, INSTANT)
+        rows, events = _written(c)
+        assert write_cure_letters(c, states, INSTANT) == 0  # once per key
+        assert _written(c) == (rows, events)
+    assert n > 5 and n == len(rows) == len(events)
+    assert {row.status for row in rows} == {"pending", "blocked"}
+    assert all(row.idempotency_key.endswith(f"-review-{row.review_id}-right-to-cure") for row in rows)
+    assert all(
+        (row.pdf is None) == (row.status == "blocked") and row.pdf_sha256 for row in rows if row.template
+    )
+
+
+def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp_path: Path) -> None:
+    """A batch of letter rows with a key given twice, a key written before, and a letter blocked
+    for want of an address written again in place: the rows, ids and events of one at a time."""
+    file = write_csv(tmp_path / "accounts.csv", accounts_records(3, prefix="ACC"))
+    assert run_import(engine, open_source(file, Kind.ACCOUNTS), now=INSTANT).rejected == 0
+    with engine.begin() as c:
+        letters.add_letters(
+            c,
+            [
+                letters.NewLetter("k-0", "ACC-0000000", None, "notice_of_sale", INSTANT, blocked=NO_ADDRESS),
+                letters.NewLetter("k-1", "ACC-0000001", None, "notice_of_sale", INSTANT, blocked=NO_ADDRESS),
+                letters.NewLetter(
+                    "k-2", "ACC-0000002", None, "notice_of_sale", INSTANT, pdf=b"%PDF", pdf_sha256="a"
+                ),
+            ],
+        )
+    later = INSTANT + timedelta(days=1)
+    batch = [
+        letters.NewLetter(
+            "k-0",
+            "ACC-0000000",
+            None,
+            "notice_of_sale",
+            later,
+            pdf=b"%PDF-0",
+            pdf_sha256="b",
+            replaces=NO_ADDRESS,
+        ),
+        letters.NewLetter(
+            "k-1", "ACC-0000001", None, "notice_of_sale", later, blocked=NO_ADDRESS, replaces=NO_ADDRESS
+        ),
+        letters.NewLetter("k-2", "ACC-0000002", None, "notice_of_sale", later, pdf=b"%PDF-2", pdf_sha256="c"),
+        letters.NewLetter("k-3", "ACC-0000000", None, "collection_notice", later, blocked=NO_ADDRESS),
+        letters.NewLetter(
+            "k-3",
+            "ACC-0000000",
+            None,
+            "collection_notice",
+            later,
+            pdf=b"%PDF-3",
+            pdf_sha256="d",
+            replaces=NO_ADDRESS,
+        ),
+        letters.NewLetter("k-4", "ACC-0000001", 7, "right_to_cure", later, blocked="content:x: y"),
+    ]
+
+    def write(c: Connection, in_bulk: bool) -> int:
+        if in_bulk:
+            return len(letters.add_letters(c, batch))
+        return sum(len(letters.add_letters(c, [one])) for one in batch)
+
+    _both(engine, write)
+    with _undone(engine) as c:
+        written = letters.add_letters(c, batch)
+        rows = {r.idempotency_key: r for r in _written(c)[0]}
+    assert written == [rows["k-0"].id, rows["k-3"].id, rows["k-3"].id, rows["k-4"].id]
+    assert (
+        rows["k-0"].status == "pending" and rows["k-0"].pdf == b"%PDF-0" and rows["k-0"].id < rows["k-2"].id
+    )
+    assert rows["k-1"].status == "blocked" and rows["k-2"].pdf == b"%PDF"  # still blocked; written before
+    assert rows["k-3"].status == "pending" and rows["k-4"].reason == "content:x: y"
