@@ -420,8 +420,8 @@ def compare_runs(
             file=str(workdir / "accounts.csv"),
         )
         get_engine(template_url).dispose()
-        say(f"  generated in {loaded['generate_s']:.1f} s, imported {loaded['accepted']:,}")
-        say(f"  in {loaded['import_s']:.1f} s")
+        generated, imported = loaded["generate_s"], loaded["import_s"]
+        say(f"  generated in {generated:.1f} s, imported {loaded['accepted']:,} in {imported:.1f} s")
         figures["import_s"] = round(loaded["import_s"], 2)
         template = template_url.rsplit("/", 1)[1]
 
