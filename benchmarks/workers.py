@@ -554,6 +554,10 @@ def _print_table(figures: dict[str, Any]) -> None:
     print(f"same decisions as in process: {figures['same_decisions']} {figures['sameness']}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000, help="portfolio size (default 100,000)")
@@ -573,8 +577,10 @@ def main() -> None:
     if args.accounts < 1 or args.workers < 1 or (args.shard_size is not None and args.shard_size < 1):
         parser.error("--accounts, --workers and --shard-size must be positive")
 
-    # SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started; SIGINT is restored in
+    # case it was inherited ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     say: Say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arrears-workers-"))
     workdir.mkdir(parents=True, exist_ok=True)
