@@ -54,6 +54,7 @@ from tasks.dispatch import (
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
+from tasks.review import installation
 from tasks.workers import worker_processes
 
 __all__ = ["cycle_shard", "daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
@@ -210,12 +211,15 @@ def fan_out_shards(
 ) -> Iterator[dict[str, int]]:
     """Start one `cycle_shard` run per shard on `deployment`, then wait for each in turn.
 
-    The idempotency key makes a retried cycle reuse the shard runs it already started. Each
+    The idempotency key makes a retried cycle reuse the shard runs it already started; it carries
+    the installation id, because a key is unique across the whole Prefect server and cycle ids
+    are not (two databases on one server both have a cycle 1: DESIGN §3). Each
     run's counts stay with that run (its result lives on the worker); the cycle's report reads
     the outcome from the database both share.
     """
     from prefect.flow_runs import wait_for_flow_run
 
+    base = installation()
     runs = [
         start_run(
             deployment,
@@ -228,7 +232,7 @@ def fan_out_shards(
             },
             name=f"cycle-shard {s.index} of cycle {cycle_id}",
             tags=["stage:advance", f"shard:{s.index}"],
-            key=f"cycle-{cycle_id}-shard-{s.index}",
+            key=f"{base}-cycle-{cycle_id}-shard-{s.index}",
         )
         for s in shards
     ]

@@ -70,6 +70,14 @@ def postgres_url(_postgres_template: str) -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def postgres_admin_url(_postgres_template: str) -> str:
+    """The PostgreSQL server itself, for a test that creates and drops databases of its own (the
+    workers' scale-out test clones one loaded portfolio for several processes to share)."""
+    assert POSTGRES_URL
+    return POSTGRES_URL
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Storage and cycle tests run on both databases we support."""

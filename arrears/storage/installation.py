@@ -3,7 +3,9 @@
 It namespaces every key that leaves the database (Prefect idempotency keys, provider
 references), so that two arrears databases sharing one Prefect server never share a run. It is
 created when the database is migrated, or on first use for a database built another way, and
-never changes afterwards.
+never changes afterwards, except in a copy: a database cloned from another (`CREATE DATABASE …
+TEMPLATE`, as the benchmarks and tests clone a loaded portfolio) is another installation and
+takes a new id before its first run, or it would find the original's runs under their keys.
 """
 
 import uuid
@@ -14,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from arrears.storage.tables import table_of
 
-__all__ = ["installation_id"]
+__all__ = ["installation_id", "new_installation_id"]
 
 _ROW = 1  # the only row
 
@@ -37,3 +39,15 @@ def installation_id(connection: Connection) -> str:
     except IntegrityError:
         pass
     return str(connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar_one())
+
+
+def new_installation_id(connection: Connection) -> str:
+    """Give a freshly cloned database an id of its own (see the module docstring) and return it.
+
+    Only for a copy that has not run yet: the runs and provider references its original made
+    under the old id are not renamed."""
+    from arrears.models import Installation
+
+    table = table_of(Installation)
+    connection.execute(table.delete().where(table.c.id == _ROW))
+    return installation_id(connection)
