@@ -1,0 +1,115 @@
+"""Rows written by the hundred thousand: COPY on PostgreSQL, one executemany on SQLite.
+
+SQLAlchemy's `connection.execute(table.insert(), [dict, ...])` turns every row into a dict of
+bound parameters and processes it value by value: at a million accounts that bookkeeping costs
+more than the database's own work. Here rows are tuples in a stated column order, each column's
+bind processor (the same one SQLAlchemy would apply: money as scaled integers and instants as
+naive UTC on SQLite, per `arrears.storage.types`) runs once per column over the whole batch, a
+value the same for every row is processed once, and the batch goes to the driver as it is.
+
+On PostgreSQL the rows are streamed with COPY (psycopg's `cursor.copy()`), which the server
+takes as fast as it can write them. A duplicate key fails the COPY with the driver's error, raised
+as SQLAlchemy's `IntegrityError`, so callers that retry on one still do.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from itertools import repeat
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Table
+from sqlalchemy.exc import IntegrityError
+
+__all__ = ["insert_rows", "update_rows"]
+
+_Processor = Callable[[Any], Any] | None
+
+
+@cache
+def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple[_Processor, ...]:
+    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
+
+
+def _bound(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """The rows with every value as the driver must receive it, column by column."""
+    if not rows:
+        return []
+    processors = _processors(table, tuple(columns), connection.dialect)
+    by_column = list(zip(*rows, strict=True))
+    for index, processor in enumerate(processors):
+        if processor is not None:
+            by_column[index] = tuple(map(processor, by_column[index]))
+    return list(zip(*by_column, strict=True))
+
+
+def _constants(
+    connection: Connection, table: Table, constants: Mapping[str, Any], count: int
+) -> tuple[list[str], list[Any]]:
+    """Values the same in every row, processed once and repeated."""
+    names = list(constants)
+    processed = _bound(connection, table, names, [tuple(constants.values())])
+    return names, [repeat(value, count) for value in (processed[0] if processed else ())]
+
+
+def insert_rows(
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constants: Mapping[str, Any] | None = None,
+) -> int:
+    """Insert `rows` (values in `columns` order) plus `constants` in every row; returns the count.
+
+    In the caller's transaction; nothing is read back (ids a sequence gives are not returned).
+    """
+    if not rows:
+        return 0
+    names, repeated = _constants(connection, table, constants or {}, len(rows))
+    bound = _bound(connection, table, columns, rows)
+    if repeated:
+        bound = list(zip(*zip(*bound, strict=True), *repeated, strict=True))
+    all_columns = [*columns, *names]
+    if connection.dialect.name == "postgresql":
+        _copy(connection, table, all_columns, bound)
+    else:
+        quoted = ", ".join(f'"{name}"' for name in all_columns)
+        marks = ", ".join("?" for _ in all_columns)
+        connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', bound)
+    return len(rows)
+
+
+def update_rows(
+    connection: Connection,
+    table: Table,
+    key: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constants: Mapping[str, Any] | None = None,
+) -> int:
+    """Set `columns` (and `constants`) on the row whose `key` is each row's last value."""
+    if not rows:
+        return 0
+    names, repeated = _constants(connection, table, constants or {}, len(rows))
+    bound = _bound(connection, table, [*columns, key], rows)
+    by_column = list(zip(*bound, strict=True))
+    bound = list(zip(*by_column[:-1], *repeated, by_column[-1], strict=True))
+    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    assignments = ", ".join(f'"{name}" = {mark}' for name in (*columns, *names))
+    connection.exec_driver_sql(f'UPDATE "{table.name}" SET {assignments} WHERE "{key}" = {mark}', bound)
+    return len(rows)
+
+
+def _copy(connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+    dbapi: Any = connection.dialect.dbapi
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dbapi.IntegrityError as error:
+        raise IntegrityError(statement, None, error) from error
