@@ -301,6 +301,8 @@ _ADDRESS_LENGTH = {"address_line1": 200, "address_line2": 200, "city": 100, "sta
 def _address(f: "_Fields", jurisdiction: str | None) -> dict[str, str | None]:
     """The mailing address columns, checked together: none, or a line, a city, a postal code
     valid for the country (the jurisdiction's when not given) and, in the US, a state."""
+    if f.values.keys().isdisjoint(ADDRESS_COLUMNS):
+        return dict.fromkeys(ADDRESS_COLUMNS)  # most files have no address columns at all
     values = {name: " ".join(f.optional(name).split()) or None for name in ADDRESS_COLUMNS}
     if not any(values.values()):
         return values

@@ -28,6 +28,7 @@ from phonenumbers.phonenumberutil import (
     _maybe_strip_national_prefix_carrier_code,
     _test_number_length,
 )
+from phonenumbers.re_util import enable_pattern_cache
 
 __all__ = ["international"]
 
@@ -44,15 +45,17 @@ _PREFIX_KEPT = (
 _Test = Callable[[str], bool]
 
 
-def _desc(desc: PhoneNumberDesc | None) -> _Test | None:
-    """phonenumbers' `_is_number_matching_desc` for one description, its pattern compiled once."""
-    if desc is None or not desc.national_number_pattern:
-        return None
-    pattern = re.compile(desc.national_number_pattern)
-    lengths = frozenset(desc.possible_length or ())
-    if not lengths:
-        return lambda number: pattern.fullmatch(number) is not None
-    return lambda number: len(number) in lengths and pattern.fullmatch(number) is not None
+def _by_length(descs: list[PhoneNumberDesc | None]) -> dict[int, re.Pattern[str]]:
+    """For each length, one pattern that a number of that length matches in full exactly when it
+    matches one of `descs` as phonenumbers' `_is_number_matching_desc` does: its length among the
+    description's possible lengths (any, if it lists none) and its national number pattern."""
+    found: dict[int, list[str]] = {}
+    for desc in descs:
+        if desc is None or not desc.national_number_pattern:
+            continue
+        for length in desc.possible_length or range(_MAX_NSN + 1):
+            found.setdefault(length, []).append(f"(?:{desc.national_number_pattern})")
+    return {length: re.compile("|".join(patterns)) for length, patterns in found.items()}
 
 
 def _known_type(metadata: PhoneMetadata) -> _Test:
@@ -61,7 +64,7 @@ def _known_type(metadata: PhoneMetadata) -> _Test:
     That is: the general description matches, and so does one of the types; mobile is looked at
     only where its pattern differs from the fixed-line one, as there.
     """
-    general = _desc(metadata.general_desc)
+    general = _by_length([metadata.general_desc])
     kinds = [
         metadata.fixed_line,
         metadata.premium_rate,
@@ -75,10 +78,19 @@ def _known_type(metadata: PhoneMetadata) -> _Test:
     ]
     if not metadata.same_mobile_and_fixed_line_pattern:
         kinds.insert(0, metadata.mobile)
-    tests = [test for test in map(_desc, kinds) if test is not None]
-    if general is None or not tests:
-        return lambda number: False
-    return lambda number: general(number) and any(test(number) for test in tests)
+    types = _by_length(kinds)
+
+    def known(number: str) -> bool:
+        size = len(number)
+        pattern, typed = general.get(size), types.get(size)
+        return (
+            pattern is not None
+            and typed is not None
+            and pattern.fullmatch(number) is not None
+            and typed.fullmatch(number) is not None
+        )
+
+    return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,9 @@ class _Plan:
 
 @cache
 def _plan(country_code: int) -> _Plan | None:
+    # parse()'s national-prefix helpers compile their patterns on every call unless told to keep
+    # them: phonenumbers' own switch, for programs that read numbers from many regions.
+    enable_pattern_cache()
     regions = COUNTRY_CODE_TO_REGION_CODE[country_code]
     main = regions[0]
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, main)
