@@ -353,6 +353,17 @@ def parse_payment(line: int, values: Mapping[str, str]) -> PaymentRow | list[Rej
 # Checking across rows
 
 
+_HASH_MASK = (1 << 64) - 1  # str hashes are signed 64-bit: masked, they are 64 bits and distinct
+
+
+def _pack(line: int, name: int, phone: int) -> int:
+    return (line << 128) | ((name & _HASH_MASK) << 64) | (phone & _HASH_MASK)
+
+
+def _unpack(packed: int) -> tuple[int, int, int]:
+    return packed >> 128, (packed >> 64) & _HASH_MASK, packed & _HASH_MASK
+
+
 def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
     """Check each record and the rules that span the file, lazily, in file order.
 
@@ -361,7 +372,9 @@ def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
     and forth, and importing the same file twice would not change nothing.
     """
     first_line: dict[str, int] = {}
-    borrowers: dict[str, tuple[int, int, int]] = {}  # borrower_id -> line, hash of name, of phone
+    # borrower_id -> line, hash of name, hash of phone, packed in one int: a tuple of three ints
+    # costs 150 bytes more per borrower, 150 MB at a million.
+    borrowers: dict[str, int] = {}
     for raw in records:
         if raw.problem is not None:
             yield Checked(raw, None, (raw.problem,))
@@ -374,14 +387,16 @@ def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
             if first != raw.line:
                 rejections.append(Rejection(raw.line, "account_id", f"duplicate of line {first}"))
         if isinstance(result, AccountRow) and not rejections:
-            seen = borrowers.setdefault(
-                result.borrower_id, (raw.line, hash(result.borrower_name), hash(result.phone))
+            seen = _unpack(
+                borrowers.setdefault(
+                    result.borrower_id, _pack(raw.line, hash(result.borrower_name), hash(result.phone))
+                )
             )
             for name, index, value in (
                 ("borrower_name", 1, result.borrower_name),
                 ("phone", 2, result.phone),
             ):
-                if seen[index] != hash(value):
+                if seen[index] != hash(value) & _HASH_MASK:
                     rejections.append(
                         Rejection(
                             raw.line, name, f"differs from line {seen[0]} for borrower {result.borrower_id}"

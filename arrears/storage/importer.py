@@ -7,9 +7,13 @@ with what is stored first, so importing the same file twice changes nothing: no 
 audit event, no hold.
 
 `upsert_accounts` and `insert_payments` take the caller's connection and do not commit. They read
-what exists with one query per table for the whole chunk and write in bulk with SQLAlchemy Core.
-`run_import` streams a file through them chunk by chunk, in one transaction for the whole file:
-memory stays bounded, and a file is stored all or nothing (DESIGN §8).
+what exists with one query per table for the whole chunk and write new and changed rows as tuples
+through `arrears.storage.streaming` (COPY on PostgreSQL, one executemany on SQLite): at a million
+accounts SQLAlchemy's per-row parameter handling cost more than the database. `run_import` streams
+a file through them chunk by chunk, in one transaction for the whole file, so a file is stored all
+or nothing (DESIGN §8). Memory holds the chunk in flight, plus, for the rules across rows (a
+repeated account_id, a borrower's one name and phone), one entry per account id and borrower id
+seen so far in the file.
 """
 
 from collections import defaultdict
