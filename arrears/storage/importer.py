@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -277,11 +278,12 @@ def _upsert_account_rows(
     base = _defaults(Account, stage_since=now, updated_at=now)
     new: list[list[Any]] = []
     changed: list[list[Any]] = []
+    servicing = attrgetter(*SERVICING_COLUMNS)
     borrower_index = SERVICING_COLUMNS.index("borrower_id")
     kept = [(SERVICING_COLUMNS.index(name), name) for name in _KEPT_WHEN_ABSENT]
     for row in rows:
         before = stored.get(row.account_id)
-        values = [getattr(row, name) for name in SERVICING_COLUMNS]
+        values = list(servicing(row))
         values[borrower_index] = borrower_of[row.account_id]
         if row.absent:
             for index, name in kept:

@@ -33,27 +33,25 @@ def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tup
     return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
 
 
-def _bound(
+def _columns(
     connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> list[tuple[Any, ...]]:
-    """The rows with every value as the driver must receive it, column by column."""
-    if not rows:
-        return []
+) -> list[Any]:
+    """The values of each column, as the driver must receive them."""
     processors = _processors(table, tuple(columns), connection.dialect)
-    by_column = list(zip(*rows, strict=True))
+    by_column: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     for index, processor in enumerate(processors):
         if processor is not None:
             by_column[index] = tuple(map(processor, by_column[index]))
-    return list(zip(*by_column, strict=True))
+    return by_column
 
 
 def _constants(
-    connection: Connection, table: Table, constants: Mapping[str, Any], count: int
+    connection: Connection, table: Table, constants: Mapping[str, Any] | None, count: int
 ) -> tuple[list[str], list[Any]]:
     """Values the same in every row, processed once and repeated."""
-    names = list(constants)
-    processed = _bound(connection, table, names, [tuple(constants.values())])
-    return names, [repeat(value, count) for value in (processed[0] if processed else ())]
+    names = list(constants or {})
+    values = _columns(connection, table, names, [tuple((constants or {}).values())])
+    return names, [repeat(value[0], count) for value in values]
 
 
 def insert_rows(
@@ -69,10 +67,8 @@ def insert_rows(
     """
     if not rows:
         return 0
-    names, repeated = _constants(connection, table, constants or {}, len(rows))
-    bound = _bound(connection, table, columns, rows)
-    if repeated:
-        bound = list(zip(*zip(*bound, strict=True), *repeated, strict=True))
+    names, repeated = _constants(connection, table, constants, len(rows))
+    bound = list(zip(*_columns(connection, table, columns, rows), *repeated, strict=True))
     all_columns = [*columns, *names]
     if connection.dialect.name == "postgresql":
         _copy(connection, table, all_columns, bound)
@@ -94,9 +90,8 @@ def update_rows(
     """Set `columns` (and `constants`) on the row whose `key` is each row's last value."""
     if not rows:
         return 0
-    names, repeated = _constants(connection, table, constants or {}, len(rows))
-    bound = _bound(connection, table, [*columns, key], rows)
-    by_column = list(zip(*bound, strict=True))
+    names, repeated = _constants(connection, table, constants, len(rows))
+    by_column = _columns(connection, table, [*columns, key], rows)
     bound = list(zip(*by_column[:-1], *repeated, by_column[-1], strict=True))
     mark = "%s" if connection.dialect.name == "postgresql" else "?"
     assignments = ", ".join(f'"{name}" = {mark}' for name in (*columns, *names))
