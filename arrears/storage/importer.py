@@ -7,19 +7,24 @@ with what is stored first, so importing the same file twice changes nothing: no 
 audit event, no hold.
 
 `upsert_accounts` and `insert_payments` take the caller's connection and do not commit. They read
-what exists with one query per table for the whole chunk and write in bulk with SQLAlchemy Core.
-`run_import` streams a file through them chunk by chunk, in one transaction for the whole file:
-memory stays bounded, and a file is stored all or nothing (DESIGN §8).
+what exists with one query per table for the whole chunk and write new and changed rows as tuples
+through `arrears.storage.streaming` (COPY on PostgreSQL, one executemany on SQLite): at a million
+accounts SQLAlchemy's per-row parameter handling cost more than the database. `run_import` streams
+a file through them chunk by chunk, in one transaction for the whole file, so a file is stored all
+or nothing (DESIGN §8). Memory holds the chunk in flight, plus, for the rules across rows (a
+repeated account_id, a borrower's one name and phone), one entry per account id and borrower id
+seen so far in the file.
 """
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -40,6 +45,7 @@ from arrears.importing import (
     rejects_path,
 )
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
+from arrears.storage.streaming import among, insert_rows, update_rows
 from arrears.storage.tables import table_of
 from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel
@@ -57,7 +63,10 @@ __all__ = [
     "upsert_accounts",
 ]
 
-CHUNK_SIZE = 2_000
+# Records checked and written at a time: large enough that per-statement costs vanish, small
+# enough that a chunk's rows stay a few tens of MB and its `IN (...)` lists within SQLite's limit
+# on bound parameters (32,766).
+CHUNK_SIZE = 10_000
 # The account columns the servicing system owns; everything else on the row is the cycle's.
 SERVICING_COLUMNS = (
     "borrower_id",
@@ -174,7 +183,7 @@ def upsert_accounts(
         r.account_id: r
         for r in connection.execute(
             select(account.c.account_id, *(account.c[name] for name in SERVICING_COLUMNS)).where(
-                account.c.account_id.in_([row.account_id for row in latest])
+                among(connection, account.c.account_id, [row.account_id for row in latest])
             )
         )
     }
@@ -197,22 +206,15 @@ def _upsert_borrowers(
     names = {borrower_of[row.account_id]: row.borrower_name for row in rows}
     stored: dict[str, str] = dict(
         connection.execute(
-            select(borrower.c.borrower_id, borrower.c.name).where(borrower.c.borrower_id.in_(list(names)))
+            select(borrower.c.borrower_id, borrower.c.name).where(
+                among(connection, borrower.c.borrower_id, names)
+            )
         ).all()
     )
-    new = [
-        _defaults(Borrower, borrower_id=b, name=n, created_at=now)
-        for b, n in names.items()
-        if b not in stored
-    ]
-    renamed = [{"key": b, "name": n} for b, n in names.items() if b in stored and stored[b] != n]
-    if new:
-        connection.execute(borrower.insert(), new)
-    if renamed:
-        connection.execute(
-            update(borrower).where(borrower.c.borrower_id == bindparam("key")).values(name=bindparam("name")),
-            renamed,
-        )
+    new = [(b, n) for b, n in names.items() if b not in stored]
+    renamed = [(n, b) for b, n in names.items() if b in stored and stored[b] != n]
+    insert_rows(connection, borrower, ("borrower_id", "name"), new, _defaults(Borrower, created_at=now))
+    update_rows(connection, borrower, "borrower_id", ("name",), renamed)
 
 
 def _sync_contact_points(
@@ -237,34 +239,30 @@ def _sync_contact_points(
     stored: dict[str, dict[str, tuple[int, bool]]] = defaultdict(dict)
     for r in connection.execute(
         select(contact.c.id, contact.c.borrower_id, contact.c.address, contact.c.is_primary).where(
-            contact.c.borrower_id.in_(list(primary)), contact.c.channel == Channel.SMS.value
+            among(connection, contact.c.borrower_id, primary), contact.c.channel == Channel.SMS.value
         )
     ):
         stored[r.borrower_id][r.address] = (r.id, r.is_primary)
     base = _defaults(ContactPoint, channel=Channel.SMS.value, source=_SOURCE, created_at=now)
-    new: list[dict[str, Any]] = []
-    flips: list[dict[str, Any]] = []
+    new: list[tuple[str, str, str | None, bool]] = []
+    flips: list[tuple[bool, int]] = []
     for key, (phone, region) in primary.items():
         have = stored.get(key, {})
         flips += [
-            {"key": id_, "primary": address == phone}
+            (address == phone, id_)
             for address, (id_, is_primary) in have.items()
             if is_primary != (address == phone)
         ]
         if phone not in have:
-            new.append(base | {"borrower_id": key, "address": phone, "region": region, "is_primary": True})
+            new.append((key, phone, region, True))
         new += [
-            base | {"borrower_id": key, "address": alt, "region": alt_region, "is_primary": False}
+            (key, alt, alt_region, False)
             for alt, alt_region in alternates.get(key, {}).items()
             if alt not in have and alt != phone
         ]
-    if new:
-        connection.execute(contact.insert(), new)
-    if flips:
-        connection.execute(
-            update(contact).where(contact.c.id == bindparam("key")).values(is_primary=bindparam("primary")),
-            flips,
-        )
+    columns = ("borrower_id", "address", "region", "is_primary")
+    insert_rows(connection, contact, columns, new, _without(base, columns))
+    update_rows(connection, contact, "id", ("is_primary",), flips)
     counts.contacts_added += len(new)
     counts.contacts_changed += len(flips)
 
@@ -278,31 +276,30 @@ def _upsert_account_rows(
     counts: AccountCounts,
 ) -> None:
     base = _defaults(Account, stage_since=now, updated_at=now)
-    new: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
+    new: list[list[Any]] = []
+    changed: list[list[Any]] = []
+    servicing = attrgetter(*SERVICING_COLUMNS)
+    borrower_index = SERVICING_COLUMNS.index("borrower_id")
+    kept = [(SERVICING_COLUMNS.index(name), name) for name in _KEPT_WHEN_ABSENT]
     for row in rows:
         before = stored.get(row.account_id)
-        values = {name: getattr(row, name) for name in SERVICING_COLUMNS} | {
-            "borrower_id": borrower_of[row.account_id]
-        }
-        for name in _KEPT_WHEN_ABSENT:
-            if name in row.absent:
-                values[name] = getattr(before, name) if before is not None else None
+        values = list(servicing(row))
+        values[borrower_index] = borrower_of[row.account_id]
+        if row.absent:
+            for index, name in kept:
+                if name in row.absent:
+                    values[index] = getattr(before, name) if before is not None else None
         if before is None:
-            new.append(base | values | {"account_id": row.account_id})
-        elif any(values[name] != getattr(before, name) for name in SERVICING_COLUMNS):
-            changed.append(values | {"key": row.account_id, "updated_at": now})
+            values.append(row.account_id)
+            new.append(values)
+        elif tuple(values) != tuple(before[1:]):  # the stored row, in SERVICING_COLUMNS order
+            values.append(row.account_id)
+            changed.append(values)
         else:
             counts.unchanged += 1
-    if new:
-        connection.execute(account.insert(), new)
-    if changed:
-        connection.execute(
-            update(account)
-            .where(account.c.account_id == bindparam("key"))
-            .values({name: bindparam(name) for name in (*SERVICING_COLUMNS, "updated_at")}),
-            changed,
-        )
+    columns = (*SERVICING_COLUMNS, "account_id")
+    insert_rows(connection, account, columns, new, _without(base, columns))
+    update_rows(connection, account, "account_id", SERVICING_COLUMNS, changed, {"updated_at": now})
     counts.created += len(new)
     counts.updated += len(changed)
 
@@ -321,34 +318,35 @@ def _sync_holds(
     active: dict[str, list[Any]] = defaultdict(list)
     for h in connection.execute(
         select(hold.c.id, hold.c.account_id, hold.c.kind, hold.c.source).where(
-            hold.c.account_id.in_([row.account_id for row in stated]), hold.c.lifted_at.is_(None)
+            among(connection, hold.c.account_id, [row.account_id for row in stated]),
+            hold.c.lifted_at.is_(None),
         )
     ):
         active[h.account_id].append(h)
     base = _defaults(AccountHold, source=_SOURCE, placed_at=now)
-    placed: list[dict[str, Any]] = []
+    event = _defaults(AuditEvent, at=now, kind="hold", actor=_ACTOR)
+    placed: list[tuple[str, str, str]] = []
     lifted: list[int] = []
     events: list[dict[str, Any]] = []
     for row in stated:
         holds = active.get(row.account_id, [])
+        if not row.holds and not holds:
+            continue
         where = f"{origin} line {row.line}"
         for kind in sorted(row.holds - {h.kind for h in holds}):
-            placed.append(
-                base | {"account_id": row.account_id, "kind": kind.value, "reason": f"flag in {where}"}
-            )
+            placed.append((row.account_id, kind.value, f"flag in {where}"))
             events.append(
-                _hold_event(row.account_id, now, kind.value, "placed", f"flag in {where}", origin, row.line)
+                _hold_event(event, row.account_id, kind.value, "placed", f"flag in {where}", origin, row.line)
             )
         for h in holds:
             if h.source == _SOURCE and h.kind not in row.holds:
                 lifted.append(h.id)
                 events.append(
                     _hold_event(
-                        row.account_id, now, h.kind, "lifted", f"flag gone from {where}", origin, row.line
+                        event, row.account_id, h.kind, "lifted", f"flag gone from {where}", origin, row.line
                     )
                 )
-    if placed:
-        connection.execute(hold.insert(), placed)
+    insert_rows(connection, hold, ("account_id", "kind", "reason"), placed, _without(base, ("reason",)))
     if lifted:
         connection.execute(update(hold).where(hold.c.id.in_(lifted)).values(lifted_at=now))
     if events:
@@ -357,18 +355,19 @@ def _sync_holds(
     counts.holds_lifted += len(lifted)
 
 
+def _without(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """Defaults for the columns a bulk insert does not list per row."""
+    return {name: value for name, value in values.items() if name not in names}
+
+
 def _hold_event(
-    account_id: str, at: datetime, kind: str, action: str, why: str, origin: str, line: int
+    base: dict[str, Any], account_id: str, kind: str, action: str, why: str, origin: str, line: int
 ) -> dict[str, Any]:
-    return _defaults(
-        AuditEvent,
-        account_id=account_id,
-        at=at,
-        kind="hold",
-        actor=_ACTOR,
-        detail=f"{kind} hold {action} by import: {why}",
-        data={"hold": kind, "action": action, "source": _SOURCE, "file": origin, "line": line},
-    )
+    return base | {
+        "account_id": account_id,
+        "detail": f"{kind} hold {action} by import: {why}",
+        "data": {"hold": kind, "action": action, "source": _SOURCE, "file": origin, "line": line},
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,7 +390,7 @@ def insert_payments(
     currency_of: dict[str, str] = dict(
         connection.execute(
             select(account.c.account_id, account.c.currency).where(
-                account.c.account_id.in_({r.account_id for r in rows})
+                among(connection, account.c.account_id, {r.account_id for r in rows})
             )
         ).all()
     )
@@ -399,11 +398,11 @@ def insert_payments(
         r.payment_id: (r.account_id, r.amount, r.received_at)
         for r in connection.execute(
             select(payment.c.payment_id, payment.c.account_id, payment.c.amount, payment.c.received_at).where(
-                payment.c.payment_id.in_({r.payment_id for r in rows})
+                among(connection, payment.c.payment_id, {r.payment_id for r in rows})
             )
         )
     }
-    new: list[dict[str, Any]] = []
+    new: list[tuple[str, str, Any, datetime]] = []
     for row in rows:
         problems = []
         currency = currency_of.get(row.account_id)
@@ -428,18 +427,9 @@ def insert_payments(
             counts.already_stored += 1
         else:
             known[row.payment_id] = row.content
-            new.append(
-                _defaults(
-                    Payment,
-                    payment_id=row.payment_id,
-                    account_id=row.account_id,
-                    amount=row.amount,
-                    received_at=row.received_at,
-                    applied_at=None,
-                )
-            )
-    if new:
-        connection.execute(payment.insert(), new)
+            new.append((row.payment_id, row.account_id, row.amount, row.received_at))
+    columns = ("payment_id", "account_id", "amount", "received_at")
+    insert_rows(connection, payment, columns, new, _without(_defaults(Payment, applied_at=None), columns))
     counts.inserted = len(new)
     return counts, rejected
 
