@@ -12,6 +12,9 @@ Without a pool (one worker configured, a one-shard portfolio, a single shard run
 the test suite's default) the function runs in the calling thread.
 """
 
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -34,12 +37,30 @@ def worker_processes(count: int) -> Iterator[None]:
     if count <= 1 or _pool is not None:
         yield
         return
-    with ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         _pool = pool
         try:
             yield
         finally:
             _pool = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Each worker leaves as soon as its parent is gone. A cycle killed with kill -9 cannot stop
+    its pool, and a pool worker waits on its task queue forever (holding the dead cycle's
+    stdout, and a database connection): the next cycle must not find it there."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

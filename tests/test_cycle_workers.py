@@ -92,3 +92,44 @@ def test_worker_processes_decide_as_the_cycle_process_does(
     for part in ("accounts", "messages", "events"):
         assert there["decided"][part] == here["decided"][part], part
     assert there["stats"]["advance"] == here["stats"]["advance"]
+
+
+def test_worker_processes_leave_when_the_cycle_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the process that owns the pool: its workers exit too, instead of waiting on
+    their task queue forever with the dead process's stdout (and a database connection) open."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, time\n"
+        "from tasks.workers import in_worker, worker_processes\n"
+        "with worker_processes(2):\n"
+        "    print(in_worker(os.getpid), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert owner.stdout is not None
+    worker = int(owner.stdout.readline())
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait(timeout=10)
+
+    def alive(pid: int) -> bool:  # an exited process not yet reaped by its new parent is gone
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and alive(worker):
+        time.sleep(0.2)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("a worker outlived the process that owned the pool")
+    # nothing holds the dead process's stdout any more
+    assert owner.stdout.read() == ""
