@@ -3,14 +3,23 @@
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Integer, Table, and_, func, select
+from sqlalchemy import JSON, Connection, Dialect, Integer, Table, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import TypeEngine
 
-__all__ = ["chunks", "days_between", "execute_many", "in_range", "insert_ignore", "range_starts"]
+__all__ = [
+    "chunks",
+    "days_between",
+    "driver_values",
+    "execute_many",
+    "in_range",
+    "insert_ignore",
+    "range_starts",
+]
 
 
 def execute_many(connection: Connection, statement: UpdateBase, rows: Sequence[dict[str, Any]]) -> None:
@@ -34,17 +43,25 @@ def execute_many(connection: Connection, statement: UpdateBase, rows: Sequence[d
         bind = compiled.binds[name]
         # A value fixed in the statement itself (`.values(lease_until=None)`) is the same for every row.
         values = [row[name] for row in rows] if name in rows[0] else [bind.effective_value] * len(rows)
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            # JSON documents are unhashable and seldom repeat: processed one by one.
-            values = list(map(process if isinstance(bind.type, JSON) else _memoized(process), values))
-        columns.append(values)
+        columns.append(driver_values(dialect, bind.type, values))
     params: list[Any] = (
         list(zip(*columns, strict=True))
         if compiled.positional
         else [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     )
     connection.exec_driver_sql(compiled.string, params)
+
+
+def driver_values(dialect: Dialect, type_: TypeEngine[Any], values: Sequence[Any]) -> Sequence[Any]:
+    """One column's values as the driver must receive them: the type's bind processor (money as
+    scaled integers and instants as naive UTC on SQLite, JSON through the engine's serializer), run
+    once per distinct value. The one place the bulk writers (`execute_many`, `storage.streaming`)
+    process values, so both store what SQLAlchemy would."""
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return values
+    # JSON documents are unhashable and seldom repeat: processed one by one.
+    return list(map(process if isinstance(type_, JSON) else _memoized(process), values))
 
 
 def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> set[Any]:

@@ -13,36 +13,29 @@ as SQLAlchemy's `IntegrityError`, so callers that retry on one still do.
 """
 
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
-from functools import cache
+from collections.abc import Collection, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, String, Table, any_, bindparam, func, literal_column, select
+from sqlalchemy import Connection, String, Table, any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement
 
+from arrears.storage.bulk import driver_values
+
 __all__ = ["among", "insert_rows", "update_rows"]
-
-_Processor = Callable[[Any], Any] | None
-
-
-@cache
-def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple[_Processor, ...]:
-    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
 
 
 def _columns(
     connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> list[Any]:
-    """The values of each column, as the driver must receive them."""
-    processors = _processors(table, tuple(columns), connection.dialect)
+    """The values of each column, as the driver must receive them (`storage.bulk.driver_values`)."""
     by_column: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-    for index, processor in enumerate(processors):
-        if processor is not None:
-            by_column[index] = tuple(map(processor, by_column[index]))
-    return by_column
+    return [
+        driver_values(connection.dialect, table.c[name].type, values)
+        for name, values in zip(columns, by_column, strict=True)
+    ]
 
 
 def _constants(
