@@ -1,52 +1,27 @@
 """Shards advanced in worker processes decide exactly what the cycle's own process decides."""
 
-import re
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from arrears.importing import Kind, open_source
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import get_engine, migrate
 from arrears.storage.importer import run_import
-from arrears.storage.tables import account, audit, message
+from arrears.storage.snapshot import SNAPSHOT_TABLES, decision_rows
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 AS_OF = "2026-12-01T01:00:00Z"
-_IDS = re.compile(r"(?<=message )\d+|\([0-9a-f]+:[0-9a-f]+\)")
 
 
 def _decisions(url: str) -> dict[str, Any]:
-    """What a cycle decided, without ids or wall-clock columns."""
+    """What a cycle decided, without ids or wall-clock columns (the snapshot workers.py compares)."""
     with get_engine(url).connect() as connection:
-        return {
-            "accounts": connection.execute(
-                select(account.c.account_id, account.c.stage, account.c.episode, account.c.segment).order_by(
-                    account.c.account_id
-                )
-            ).all(),
-            "messages": connection.execute(
-                select(
-                    message.c.idempotency_key,
-                    message.c.status,
-                    message.c.template,
-                    message.c.body,
-                    message.c.reason,
-                ).order_by(message.c.idempotency_key)
-            ).all(),
-            # Outbox row ids and the vendor's ids follow the order the shards were written in.
-            "events": sorted(
-                (a, kind, _IDS.sub("#", detail))
-                for a, kind, detail in connection.execute(
-                    select(audit.c.account_id, audit.c.kind, audit.c.detail)
-                )
-            ),
-        }
+        return {table: list(decision_rows(connection, table)) for table in SNAPSHOT_TABLES}
 
 
 def _cycle(tmp_path: Path, name: str, workers: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -89,7 +64,7 @@ def test_worker_processes_decide_as_the_cycle_process_does(
     shards = there["stats"]["advance"]["shards"]
     assert shards > 2 and there["submitted"] == ["advance_rows"] * shards
     assert there["stats"]["advance"]["transitions"] > 0
-    for part in ("accounts", "messages", "events"):
+    for part in SNAPSHOT_TABLES:
         assert there["decided"][part] == here["decided"][part], part
     assert there["stats"]["advance"] == here["stats"]["advance"]
 
