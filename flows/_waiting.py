@@ -205,7 +205,10 @@ def cycle_link(cycle_run: str | None) -> str:
     if not cycle_run:
         return ""
     url = ui_url(cycle_run)
-    return f"Started by the daily cycle's flow run {f'[{cycle_run}]({url})' if url else f'`{cycle_run}`'}."
+    run = f"[{cycle_run}]({url})" if url else f"`{cycle_run}`"
+    return (
+        f"Started by flow run {run}: the daily cycle's, or the outbox run's for a start the cycle deferred."
+    )
 
 
 def ui_url(flow_run_id: str) -> str | None:

@@ -29,7 +29,7 @@ from arrears.settings import get_settings
 from flows._prefect import synced
 from flows._waiting import run_logger, start_run
 from flows.legal_referral import start_referrals
-from flows.repossession_review import follow_letters_and_orders, start_reviews
+from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
 from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import (
     Shard,
@@ -308,7 +308,8 @@ def _dispatch_name() -> str:
 @flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=_threads(2))
 def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     """Send messages that became due since the cycle (those deferred to the borrower's morning),
-    then look up the outcome of messages whose delivery receipt never came.
+    then look up the outcome of messages whose delivery receipt never came; start the review
+    runs a cycle had to defer (the Prefect server refused them) and replace those that died.
 
     Never beside a cycle or another dispatch on the same database (`CycleRunning`): each takes
     over the leases of a crashed one at once, which is only safe when no other is alive."""
@@ -316,6 +317,7 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     with run_exclusively("dispatch"):
         counts = run_dispatch(instant, None)
         counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts
+        counts |= start_waiting_reviews(instant, as_of)  # the review runs a cycle deferred, minutes later
         # The embedded sandbox (no URL) is started per session and remembers nothing to look up.
         if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
             with sms_session():

@@ -74,6 +74,7 @@ from tasks.review import (
     record_decision,
     refusal,
     reviews_of_runs,
+    reviews_to_run,
     send_cure_notice,
     set_review_runs,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "follow_letters_and_orders",
     "repossession_review",
     "start_reviews",
+    "start_waiting_reviews",
     "wake_reviews",
 ]
 
@@ -251,6 +253,22 @@ def start_reviews(
     return counts
 
 
+def start_waiting_reviews(
+    instant: datetime, as_of: str | None, deployment: str | None = None
+) -> dict[str, int]:
+    """Between cycles (the outbox run, every quarter hour under `arrears serve`): start the runs
+    a cycle had to defer because the server refused them, and replace those that died since, so
+    that a refusal costs a review minutes, not a day. Opens, closes and notifies nothing."""
+    deployment = deployment or REVIEW_DEPLOYMENT  # read at call time: a test serves its own
+    if not deployment_exists(deployment):
+        return {}
+    prepared = reviews_to_run()
+    if not (prepared.without_run or prepared.with_run):
+        return {}
+    counts = _start(deployment, prepared, instant, as_of, None)
+    return {k: v for k, v in counts.items() if v}
+
+
 def _start(
     deployment: str, prepared: Prepared, instant: datetime, as_of: str | None, cycle_id: int | None
 ) -> dict[str, int]:
@@ -286,7 +304,7 @@ def _start(
     )
     if started.error:
         run_logger().warning(
-            "review runs: %d started, %d deferred to the next cycle (%s)",
+            "review runs: %d started, %d deferred to the next outbox run or cycle (%s)",
             started.created,
             started.deferred,
             started.error,

@@ -47,6 +47,7 @@ __all__ = [
     "refresh_vendor_orders",
     "refusal",
     "reviews_of_runs",
+    "reviews_to_run",
     "send_cure_notice",
     "set_review_runs",
     "waiting",
@@ -153,8 +154,20 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
         states = reviews.open_review_states(connection)
         # In bulk: the first cycle opens a review for a quarter of a portfolio.
         notices = write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
+    return _prepared(states, opened=len(opened), closed=closed, notices=notices)
+
+
+@task(name="reviews-to-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def reviews_to_run() -> Prepared:
+    """The open reviews and their runs, opening and closing none: for a start between cycles of
+    the runs a cycle had to defer (the server refused them) or that died since."""
+    with engine().connect() as connection:
+        return _prepared(reviews.open_review_states(connection))
+
+
+def _prepared(states: list[ReviewState], *, opened: int = 0, closed: int = 0, notices: int = 0) -> Prepared:
     return Prepared(
-        len(opened),
+        opened,
         closed,
         notices,
         tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),

@@ -539,6 +539,55 @@ def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_comp
     )
 
 
+def test_the_outbox_run_starts_the_review_runs_a_cycle_deferred(
+    review_deployment: str, sqlite_engine: Engine, reviewing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviews a refusing server kept from their runs get them from the next outbox run (every
+    quarter hour under `arrears serve`), not a day later; a second outbox run starts none again."""
+    from prefect import flow
+
+    from flows.daily_cycle import dispatch_outbox
+    from flows.repossession_review import start_reviews
+
+    accounts = ("A-OUT1", "A-OUT2")
+    for account_id in accounts:
+        reviewing(account_id)
+    refusals = _refuse_run_creation(monkeypatch, None)
+    monkeypatch.setattr("flows._waiting.START_BUDGET_SECONDS", 1.0)
+    monkeypatch.setattr("flows.repossession_review.REVIEW_DEPLOYMENT", review_deployment)
+
+    @flow(name="ops-test-cycle")
+    def cycle(as_of: str) -> dict[str, int]:
+        return start_reviews(at(as_of), None, deployment=review_deployment)
+
+    assert cycle("2026-12-01T17:00:00Z")["review_runs_deferred"] == 2
+    refusals.on = False  # the server answers again (on a busy machine its SQLite may still 503)
+    monkeypatch.setattr("flows._waiting.START_BUDGET_SECONDS", 120.0)
+
+    counts = dispatch_outbox(as_of="2026-12-01T17:15:00Z")
+    assert (counts["review_runs_started"], counts.get("review_runs_deferred", 0)) == (2, 0)
+    bound = {r.flow_run_id for a in accounts for r in rows(sqlite_engine, review_t, a)}
+    assert None not in bound and len(bound) == 2
+    on_server = _runs_with_keys(
+        [f"{_installation()}-review-{a.lower()}-{_review_id(sqlite_engine, a)}" for a in accounts]
+    )
+    assert {str(r.id) for r in on_server} == bound
+
+    again = dispatch_outbox(as_of="2026-12-01T17:30:00Z")
+    assert again.get("review_runs_started", 0) == 0
+
+
+def _installation() -> str:
+    from tasks.review import installation
+
+    return installation()
+
+
+def _review_id(engine: Engine, account_id: str) -> int:
+    (review,) = rows(engine, review_t, account_id)
+    return int(review.id)
+
+
 # -- review runs link back to their cycle ---------------------------------------------------------
 
 

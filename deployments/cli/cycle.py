@@ -66,6 +66,8 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     First, what a killed cycle or dispatch may have sent is looked up at the provider (and
     recorded as sent if found). Then ask the provider about messages still `sent` an hour after
     it took them (their delivery receipt was lost) and record what it says, as a callback would.
+    Start the review runs a cycle had to defer (the Prefect server refused them) where the review
+    deployment is served.
 
     Exit codes: 0 done; 2 bad input, or a cycle or dispatch is already running on the database;
     4 done, but the SMS provider could not be reached: one line on stderr names it and how many
