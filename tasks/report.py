@@ -27,7 +27,7 @@ from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 
-__all__ = ["report_cycle", "transition_rows", "trend_chart", "trend_rows"]
+__all__ = ["message_rows", "rate", "report_cycle", "transition_rows", "trend_chart", "trend_rows"]
 
 _OPEN = frozenset(s.value for s in Stage)
 
@@ -100,9 +100,7 @@ def _publish(
     )
     create_table_artifact(
         key="messages-by-status",
-        table=[{"status": k, "count": v} for k, v in sorted(report.messages.items())]
-        + [{"status": f"blocked: {k}", "count": v} for k, v in sorted(report.blocked_by_reason.items())]
-        + [{"status": f"scheduled: {k}", "count": v} for k, v in sorted(report.deferred_by_reason.items())],
+        table=message_rows(report),
         description=f"Messages decided in the cycle of {business_date}, by status and reason",
     )
     if audit is not None:
@@ -148,6 +146,28 @@ def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int
         )
 
 
+def rate(value: float | None) -> str:
+    """A roll or cure rate as every artifact and the CLI print it; "n/a" before a first cycle
+    gives one (a missing rate is not a rate of zero)."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def message_rows(report: PortfolioReport) -> list[dict[str, Any]]:
+    """Messages decided in the cycle as the CLI's report prints them: each status with its total
+    ("(all)"), then blocked and scheduled ones by reason, in three columns in every row."""
+    return (
+        [{"status": k, "reason": "(all)", "count": v} for k, v in sorted(report.messages.items())]
+        + [
+            {"status": "blocked", "reason": k, "count": v}
+            for k, v in sorted(report.blocked_by_reason.items())
+        ]
+        + [
+            {"status": "scheduled", "reason": k, "count": v}
+            for k, v in sorted(report.deferred_by_reason.items())
+        ]
+    ) or [{"status": "(none)", "reason": "", "count": 0}]
+
+
 def transition_rows(transitions: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """The transition matrix with one column per destination in every row: the UI takes its
     columns from the first row, so a row with fewer keys would hide the others' columns."""
@@ -168,8 +188,8 @@ def trend_rows(points: list[TrendPoint]) -> list[dict[str, Any]]:
         {
             "date": p.business_date.isoformat(),
             **{f"in {s}": p.by_stage.get(s, 0) for s in stages},
-            "roll rate": "" if p.roll_rate is None else f"{p.roll_rate:.2%}",
-            "cure rate": "" if p.cure_rate is None else f"{p.cure_rate:.2%}",
+            "roll rate": rate(p.roll_rate),
+            "cure rate": rate(p.cure_rate),
             "promises kept": p.promises_kept,
             **{f"collected {c}": display(p.collected.get(c, Decimal(0)), c) for c in currencies},
             **{f"messages {o}": p.messages.get(o, 0) for o in outcomes},
@@ -178,7 +198,9 @@ def trend_rows(points: list[TrendPoint]) -> list[dict[str, Any]]:
     ]
 
 
-_BAR = 30  # characters of the longest bar
+# Characters of the longest bar: three bars, their figures and the date must fit the narrow
+# column Prefect's UI gives a markdown artifact beside its details panel (docs/screenshots).
+_BAR = 12
 
 
 def trend_chart(points: list[TrendPoint]) -> str:
@@ -188,7 +210,8 @@ def trend_chart(points: list[TrendPoint]) -> str:
         return "# Trend\n\nno cycle yet"
     open_accounts = [sum(n for s, n in p.by_stage.items() if s in _OPEN) for p in points]
     sent = [p.messages.get("sent", 0) + p.messages.get("delivered", 0) for p in points]
-    cures = [p.cure_rate or 0.0 for p in points]
+    cures = [p.cure_rate for p in points]
+    top_cure = max((c for c in cures if c is not None), default=0.0)
     lines = [
         f"# Trend over the last {len(points)} cycles",
         "",
@@ -196,9 +219,10 @@ def trend_chart(points: list[TrendPoint]) -> str:
         "|---|---|---|---|",
     ]
     for p, o, c, m in zip(points, open_accounts, cures, sent, strict=True):
+        cure_bar = f"`{_bar(c, top_cure)}` " if c is not None else ""
         lines.append(
             f"| {p.business_date.isoformat()} | `{_bar(o, max(open_accounts))}` {o:,} "
-            f"| `{_bar(c, max(cures))}` {c:.1%} | `{_bar(m, max(sent))}` {m:,} |"
+            f"| {cure_bar}{rate(c)} | `{_bar(m, max(sent))}` {m:,} |"
         )
     return "\n".join(lines)
 
@@ -287,7 +311,7 @@ def _summary(report: PortfolioReport, business_date: str) -> str:
         *(f"- dispatch {k}: {v:,}" for k, v in report.dispatched.items()),
         *(f"- dispatch blocked, {k}: {v:,}" for k, v in report.dispatch_blocked_by_reason.items()),
         *(f"- new messages {k}: {v:,}" for k, v in sorted(report.messages.items())),
-        f"- roll rate: {report.roll_rate if report.roll_rate is not None else 'n/a'}",
-        f"- cure rate: {report.cure_rate if report.cure_rate is not None else 'n/a'}",
+        f"- roll rate: {rate(report.roll_rate)}",
+        f"- cure rate: {rate(report.cure_rate)}",
     ]
     return "\n".join(lines)

@@ -79,6 +79,31 @@ def test_trend_table_has_the_same_columns_in_every_row_and_a_chart() -> None:
     assert table[0]["collected CNY"] == "0.00" and table[1]["messages sent"] == 7
     chart = trend_chart(points)
     assert chart.count("| 2026-12-0") == 2 and "█" in chart
+    # A first cycle has no cure rate: the table and the chart say so alike, neither draws 0.0%.
+    assert table[0]["cure rate"] == "n/a" and table[1]["cure rate"] == "5.0%"
+    first, second = (line for line in chart.splitlines() if line.startswith("| 2026-12-0"))
+    assert "n/a" in first and "0.0%" not in first and "5.0%" in second
+    # Short enough bars for the narrow markdown column of the UI (docs/screenshots).
+    assert max(len(line) for line in chart.splitlines()) < 80
+
+
+def test_messages_by_status_has_a_reason_column_in_every_row() -> None:
+    """The messages table reads as the CLI's report: status, reason ("(all)" for a status's
+    total), count; every row has the three columns."""
+    from arrears.storage.reports import PortfolioReport
+    from tasks.report import message_rows
+
+    report = PortfolioReport(
+        cycle_id=1,
+        as_of=None,
+        messages={"sent": 5, "blocked": 2, "scheduled": 1},
+        blocked_by_reason={"hold:dispute": 2},
+        deferred_by_reason={"hours:CN": 1},
+    )
+    rows_ = message_rows(report)
+    assert {tuple(r) for r in rows_} == {("status", "reason", "count")}
+    assert {"status": "blocked", "reason": "hold:dispute", "count": 2} in rows_
+    assert {"status": "sent", "reason": "(all)", "count": 5} in rows_
 
 
 def test_serve_prints_schedules_people_can_read() -> None:

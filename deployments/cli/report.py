@@ -142,8 +142,10 @@ def print_report_tables(data: dict[str, Any]) -> None:
     for reason, n in sorted(data["scheduled_by_reason"].items()):
         messages.add_row("scheduled", reason, f"{n:,}")
     console.print(messages)
+    from tasks.report import rate  # one format for rates, the artifacts' and the CLI's
+
     rates = [
-        f"{name} {data[key]:.1%}"
+        f"{name} {rate(data[key])}"
         for name, key in (("roll rate", "roll_rate"), ("cure rate", "cure_rate"))
         if data[key] is not None
     ]
