@@ -3,8 +3,8 @@
 Each automation sends a notification through a Prefect notification block that the operator
 configures (Slack, e-mail, a custom webhook …) and names in `ARREARS_NOTIFICATION_BLOCK` as
 `BLOCK-TYPE/BLOCK-NAME`, e.g. `slack-webhook/collections-ops`. They are applied, created or
-updated by name, by `arrears serve` and by `prefect deploy` (a build step of
-`deployments/prefect.yaml` runs `python -m deployments.automations`):
+updated by name, by `arrears serve` and by `prefect deploy` (`automations_step`, a build step of
+`deployments/prefect.yaml`; `python -m deployments.automations` applies them by hand):
 
 - a daily cycle failed or crashed (Prefect's own flow-run events);
 - a provider outage (`arrears.provider.outage`, emitted by dispatch);
@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-__all__ = ["AUTOMATIONS", "NOTIFICATION_BLOCK_ENV", "Alert", "apply_automations", "automations"]
+__all__ = [
+    "AUTOMATIONS",
+    "NOTIFICATION_BLOCK_ENV",
+    "Alert",
+    "apply_automations",
+    "automations",
+    "automations_step",
+]
 
 NOTIFICATION_BLOCK_ENV = "ARREARS_NOTIFICATION_BLOCK"
 PREFIX = "arrears: "
@@ -141,6 +148,14 @@ def apply_automations(block: str | None = None) -> list[str]:
     return applied
 
 
-if __name__ == "__main__":  # `prefect deploy`'s build step
-    for name in apply_automations():
+def automations_step() -> dict[str, Any]:
+    """`prefect deploy`'s build step: a Python step runs in the `prefect` process itself, where a
+    shell step's `python` was whichever interpreter PATH found first (often one without Prefect)."""
+    names = apply_automations()
+    for name in names:
         print(f"automation applied: {name}")
+    return {"automations": names}
+
+
+if __name__ == "__main__":
+    automations_step()

@@ -5,7 +5,8 @@ Concurrency is bounded at both levels (the operator check of 2026-12-02: an unbo
 started 94 review runs at once, 11.3 GB): the served process runs at most `SERVE_LIMIT` flow runs
 at a time, and each deployment has its own limit, so that thousands of review runs queue as
 Scheduled instead of starting together. A suspended run holds no slot (Prefect releases a
-deployment's slot when a run leaves Running). `prefect.yaml` declares the same limits.
+deployment's slot when a run leaves Running). `prefect.yaml` declares the same limits; both
+numbers live in deployments/limits.py.
 """
 
 import threading
@@ -16,6 +17,7 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.schedules import Cron, Interval
 
 from arrears.settings import get_settings
+from deployments.limits import CONCURRENCY, SERVE_LIMIT
 from flows.account_lifecycle import account_lifecycle
 from flows.bureau_furnishing import bureau_furnishing
 from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
@@ -34,20 +36,6 @@ __all__ = [
 
 # Deferred messages become due at the borrower's 08:00; a quarter-hour sweep sends them promptly.
 OUTBOX_INTERVAL = timedelta(minutes=15)
-# Flow runs (each its own process) the served process runs at once: the cycle, the outbox sweep,
-# a few reviews and referrals between two suspensions, and an account run or two.
-SERVE_LIMIT = 8
-# Per deployment: one cycle and one sweep at a time; review and referral runs in a few slots
-# (each runs for seconds, then suspends and frees its slot).
-CONCURRENCY = {
-    "daily": 1,
-    "outbox": 1,
-    "shard": 4,
-    "monthly": 1,
-    "account": 2,
-    "review": 3,
-    "referral": 2,
-}
 
 
 def deployments() -> list[Any]:
