@@ -125,10 +125,12 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
 
 
 def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
-    """Take the batch's due rows for a while, with the message history their caps count."""
+    """Take the batch's due rows for a while, with the message history their caps count: the
+    lease in a write transaction of its own, the reading after it, holding no write lock (on
+    SQLite, the other batches and the bureau pulls wait for every write transaction)."""
     wall = utcnow()
     with engine().begin() as connection:
-        return outbox.lease_batch(
+        claimed = outbox.claim_batch(
             connection,
             lo=batch.lo,
             hi=batch.hi,
@@ -136,9 +138,10 @@ def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
             wall=wall,
             lease_until=wall + LEASE,
             account_id=batch.account_id,
-            lookback=rules.longest_cap_window(),
             owner=batch.owner,
         )
+    with engine().connect() as connection:
+        return outbox.load_batch(connection, claimed, now=as_of, lookback=rules.longest_cap_window())
 
 
 def _check(

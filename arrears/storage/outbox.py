@@ -29,14 +29,17 @@ from arrears.vocabulary import Hold, MessageStatus
 
 __all__ = [
     "UNKNOWN",
+    "Claimed",
     "DueMessage",
     "Outcome",
     "awaiting_receipt",
+    "claim_batch",
     "clear_doubt",
     "due_batches",
     "expire_dead_leases",
     "in_doubt",
     "lease_batch",
+    "load_batch",
     "mark_waiting",
     "record_outcomes",
 ]
@@ -126,18 +129,53 @@ def lease_batch(
     owner: str | None = None,
 ) -> list[DueMessage]:
     """Take the due rows with lo <= id < hi whose lease is free (or `owner`'s own), and load their
-    accounts' state.
+    accounts' state, in one transaction: `claim_batch` then `load_batch`.
 
     `lookback` is how far back the caps count (the policy's longest cap window). A row taken while
     still leased, or recorded `provider:unknown`, comes back `in_doubt`.
     """
+    claimed = claim_batch(
+        connection,
+        lo=lo,
+        hi=hi,
+        now=now,
+        wall=wall,
+        lease_until=lease_until,
+        account_id=account_id,
+        owner=owner,
+    )
+    return load_batch(connection, claimed, now=now, lookback=lookback)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Rows leased to one dispatcher: theirs until the lease runs out, whoever else reads them."""
+
+    taken: tuple[int, ...]
+    doubtful: frozenset[int]  # leased before, or recorded `provider:unknown`: may have been sent
+
+
+def claim_batch(
+    connection: Connection,
+    *,
+    lo: int,
+    hi: int | None,
+    now: datetime,
+    wall: datetime,
+    lease_until: datetime,
+    account_id: str | None = None,
+    owner: str | None = None,
+) -> Claimed:
+    """Lease the due rows with lo <= id < hi whose lease is free (or `owner`'s own). The only part
+    of a lease that writes: on SQLite it holds the database's one write lock, so the reading is
+    left to `load_batch`, after the commit, where it blocks no other writer."""
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
     if owner is not None:
         free = or_(free, message.c.lease_owner == owner)
     where = and_(in_range(message.c.id, lo, hi), _due(now, account_id), free)
     # Read which rows are in doubt before the lease overwrites the marks: the UPDATE re-checks
     # `free`, so a row another dispatcher took meanwhile is simply not returned by it.
-    doubtful = set(
+    doubtful = frozenset(
         connection.execute(
             select(message.c.id).where(
                 where, or_(message.c.lease_until.is_not(None), message.c.reason == UNKNOWN)
@@ -154,8 +192,19 @@ def lease_batch(
         .scalars()
         .all()
     )
+    return Claimed(tuple(taken), doubtful & frozenset(taken))
+
+
+def load_batch(
+    connection: Connection, claimed: Claimed, *, now: datetime, lookback: timedelta = timedelta(days=7)
+) -> list[DueMessage]:
+    """The leased rows with their accounts' state: holds, the number's opt-out and validity, and
+    the borrower's sends over `lookback` (the caps' longest window), the batch's own left out.
+    Read after the lease commits, history is at least as recent as it was under the lease."""
+    taken = list(claimed.taken)
     if not taken:
         return []
+    doubtful = claimed.doubtful
     rows = connection.execute(
         select(
             message.c.id,
