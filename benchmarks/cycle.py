@@ -565,12 +565,18 @@ def main() -> None:
 
     profiler: TaskProfiler | None = None
     if args.profile is not None:
+        from tasks.bureau_pull import pull_bureau_profiles
         from tasks.cycle import advance_shard
         from tasks.dispatch import dispatch_batch
+        from tasks.report import report_cycle
+        from tasks.review import prepare_reviews
 
         profiler = TaskProfiler()
-        profiler.wrap(advance_shard, "advance")
+        profiler.wrap(advance_shard, "advance")  # the calling side: the body runs in a worker process
         profiler.wrap(dispatch_batch, "dispatch")
+        profiler.wrap(prepare_reviews, "reviews")
+        profiler.wrap(pull_bureau_profiles, "bureau")
+        profiler.wrap(report_cycle, "report")
 
     # ---- the cycle -------------------------------------------------------------------------
     children = ChildMemory()

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.settings import get_settings
-from arrears.storage import bureau
+from arrears.storage import bureau, read_only
 from arrears.storage.bureau import PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
@@ -39,7 +39,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
         "bureau_failed": 0,
         "numbers_found": 0,
     }
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         subjects = bureau.pull_subjects(connection, limit=limit)
     if not subjects:
         return counts

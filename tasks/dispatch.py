@@ -39,7 +39,7 @@ from arrears.masking import install_log_masking, mask_phone
 from arrears.models import utcnow
 from arrears.policy import Policy
 from arrears.settings import get_settings
-from arrears.storage import outbox
+from arrears.storage import outbox, read_only
 from arrears.storage.outbox import DueMessage, Outcome
 from arrears.vocabulary import MessageStatus
 from integrations.errors import (
@@ -85,7 +85,7 @@ class Batch:
 def plan_dispatch(
     as_of: datetime, size: int, account_id: str | None = None, owner: str | None = None
 ) -> list[Batch]:
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         ranges = outbox.due_batches(connection, now=as_of, size=size, account_id=account_id)
     return [Batch(i, lo, hi, account_id, owner) for i, (lo, hi) in enumerate(ranges)]
 
@@ -140,7 +140,7 @@ def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
             account_id=batch.account_id,
             owner=batch.owner,
         )
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         return outbox.load_batch(connection, claimed, now=as_of, lookback=rules.longest_cap_window())
 
 

@@ -21,7 +21,7 @@ from arrears.compliance.report import ComplianceReport, compliance_report
 from arrears.currencies import display
 from arrears.masking import mask_text
 from arrears.settings import get_settings
-from arrears.storage import quarantine
+from arrears.storage import quarantine, read_only
 from arrears.storage.reports import PortfolioReport, TrendPoint, portfolio_report, trend
 from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
@@ -36,7 +36,7 @@ _OPEN = frozenset(s.value for s in Stage)
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
     report, audit, points, overdue = _read(cycle_id)
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         held = quarantine.counts(connection, cycle_id=cycle_id)
     _publish(report, audit, business_date, held)
     _publish_trend(points)
@@ -64,7 +64,7 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
 def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list[TrendPoint], list[str]]:
     """The portfolio after the cycle, the audit of the cycle's sends (None before any cycle ran),
     the trend over the last cycles and the accounts whose review waits past its deadline."""
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         report = portfolio_report(connection, cycle_id=cycle_id)
         if report.as_of is None:
             return report, None, [], []

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.review import decision_refusal, notice_owed, repossession_barred, settle_decision
-from arrears.storage import accounts, reviews, vendor_orders
+from arrears.storage import accounts, read_only, reviews, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
 from arrears.storage.reviews import ReviewState
@@ -161,7 +161,7 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
 def reviews_to_run() -> Prepared:
     """The open reviews and their runs, opening and closing none: for a start between cycles of
     the runs a cycle had to defer (the server refused them) or that died since."""
-    with engine().connect() as connection:
+    with read_only(engine()) as connection:
         return _prepared(reviews.open_review_states(connection))
 
 
