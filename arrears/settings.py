@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     shard_workers: int = Field(
         default=2,
         ge=1,
-        description="Processes that advance shards at once (one per core; 1: in the cycle's own process).",
+        description="Processes that advance shards and send dispatch batches at once (one per core; "
+        "1: in the run's own process).",
     )
     dispatch_batch: int = Field(default=2_000, ge=1, description="Outbox rows per dispatch task.")
     dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")

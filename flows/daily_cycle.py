@@ -282,11 +282,13 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
             counts["waiting"] = counts.get("waiting", 0) + mark_outage_waiting(
                 instant, provider.info.name, account_id
             )
-        else:
-            futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches[1:]]
-            for done, future in enumerate(futures, start=2):
-                _add(counts, future.result())
-                _progress("dispatch", done, len(batches))
+        elif len(batches) > 1:
+            # As in advance: each batch's lease, checks and writes in a worker process.
+            with worker_processes(settings.shard_workers):
+                futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches[1:]]
+                for done, future in enumerate(futures, start=2):
+                    _add(counts, future.result())
+                    _progress("dispatch", done, len(batches))
         if counts.pop("outage", 0):
             counts["outage"] = {"provider": provider.info.name, "waiting": counts.pop("waiting", 0)}
     counts["batches"] = len(batches)

@@ -26,7 +26,7 @@ from tasks.isolation import account_of, decide_each, write_shard
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
-from tasks.workers import in_worker
+from tasks.workers import in_worker, run_process
 
 __all__ = [
     "CycleRunning",
@@ -35,6 +35,8 @@ __all__ = [
     "advance_shard",
     "begin_cycle",
     "close_cycle",
+    "crash",
+    "crash_due",
     "crash_point",
     "cycle_report",
     "fail_cycle",
@@ -67,16 +69,29 @@ _crash_guard = threading.Lock()
 
 
 def crash_point(name: str) -> None:
+    """A crash drill: kill -9 of the run here, at the nth time it passes (ARREARS_CRASH_AT=name:n)."""
+    if crash_due(name):
+        crash()
+
+
+def crash_due(name: str) -> bool:
+    """Whether this pass of `name` is the drill's: counted in the process that calls it, so a
+    step whose body runs in a worker process counts in the run's process and carries the answer."""
     wanted = os.environ.get("ARREARS_CRASH_AT")
     if not wanted:
-        return
+        return False
     point, _, nth = wanted.partition(":")
     if point != name:
-        return
+        return False
     with _crash_guard:
         _crash_counts[name] = _crash_counts.get(name, 0) + 1
-        if _crash_counts[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+        return _crash_counts[name] == int(nth or 1)
+
+
+def crash() -> None:
+    """kill -9 of the run's process, also from a worker process (which then goes with it)."""
+    os.kill(run_process(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,22 +51,25 @@ from integrations.errors import (
     Transient,
 )
 from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
-from tasks.cycle import crash_point
+from tasks.cycle import crash, crash_due
 from tasks.database import engine, policy
 from tasks.isolation import SetAside, without_quarantined
-from tasks.providers import current_sms
+from tasks.providers import ProviderConfig, current_sms, sms_config, sms_for
+from tasks.workers import in_worker
 
 # Every process that dispatches masks numbers in its log records, Prefect's run logs included.
 install_log_masking()
 
 __all__ = [
     "Batch",
+    "Dispatched",
     "announce_outage",
     "dispatch_batch",
     "mark_outage_waiting",
     "outage_reason",
     "plan_dispatch",
     "reconcile_in_doubt",
+    "send_batch",
 ]
 
 LEASE = timedelta(minutes=10)
@@ -102,8 +105,29 @@ def plan_dispatch(
     tags=["channel:sms"],
 )
 def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[str, int]:
-    """Send one batch; returns counts by outcome status."""
-    provider = current_sms()  # before the lease: without a provider session, nothing is leased
+    """Send one batch; returns counts by outcome status.
+
+    The body runs in a worker process while the run has them (`tasks.workers`), with a provider
+    of the same config: leasing, checking and recording a batch is Python and SQLite, and in the
+    run's own process each SQLite call waits for the GIL behind the bureau pulls and the other
+    batches' threads. The task run, its retries and its counts stay here."""
+    done = in_worker(send_batch, batch, as_of, cycle_id, sms_config(), crash_due("dispatch"))
+    _log_refused_numbers(done.refused)
+    return done.counts
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    counts: dict[str, int]
+    refused: list[tuple[int, str, str]]  # (message id, masked number, reason): for the run's log
+
+
+def send_batch(
+    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool = False
+) -> Dispatched:
+    """The body of `dispatch_batch`: lease, look up what is in doubt, check, send, record. Takes
+    only picklable values, to run in a worker process."""
+    provider = sms_for(config)  # before the lease: without a provider, nothing is leased
     rules = policy()
     # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
     rows = without_quarantined(_lease(batch, as_of, rules))
@@ -113,15 +137,15 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
     sent = _send(provider, to_send, as_of)
     outage = _outage(sent, provider.info.name)
     outcomes += found + sent
-    crash_point("dispatch")
+    if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
+        crash()
     with engine().begin() as connection:
         outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
         quarantined = aside.record(connection, at=as_of, cycle_id=cycle_id)
-    _log_refused_numbers(outcomes, {r.id: r.address for r in rows})
     counts: dict[str, int] = {"quarantined": quarantined} if quarantined else {}
     for o in outcomes:
         counts[o.status.value] = counts.get(o.status.value, 0) + 1
-    return counts | outage
+    return Dispatched(counts | outage, _refused_numbers(outcomes, {r.id: r.address for r in rows}))
 
 
 def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
@@ -387,14 +411,22 @@ def _logger() -> Any:
         return logging.getLogger("arrears.dispatch")
 
 
-def _log_refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> None:
-    """Tell operations which numbers a provider refused: masked, like every number in a log."""
-    refused = [o for o in outcomes if o.invalid_address or (o.reason or "").startswith("opt_out:carrier")]
+def _refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> list[tuple[int, str, str]]:
+    """The numbers a provider refused, masked, like every number in a log."""
+    return [
+        (o.id, mask_phone(addresses.get(o.id, "")), o.reason or "")
+        for o in outcomes
+        if o.invalid_address or (o.reason or "").startswith("opt_out:carrier")
+    ]
+
+
+def _log_refused_numbers(refused: list[tuple[int, str, str]]) -> None:
+    """Tell operations which numbers a provider refused (masked), in the run's log."""
     if not refused:
         return
     log = _logger()
-    for o in refused:
-        log.warning("message %s to %s: %s", o.id, mask_phone(addresses.get(o.id, "")), o.reason)
+    for message_id, number, reason in refused:
+        log.warning("message %s to %s: %s", message_id, number, reason)
 
 
 # Provider errors that end a message: the status and the reason each records.

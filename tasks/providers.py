@@ -16,6 +16,7 @@ vendor (or a long-running `arrears sandbox`) in the base URL.
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from arrears.settings import get_settings
@@ -33,6 +34,7 @@ from integrations.sandbox import start_sandbox
 from integrations.sms.protocol import SmsProvider
 
 __all__ = [
+    "ProviderConfig",
     "agency_provider",
     "agency_session",
     "bureau_session",
@@ -44,6 +46,8 @@ __all__ = [
     "current_sms",
     "letters_provider",
     "letters_session",
+    "sms_config",
+    "sms_for",
     "sms_session",
 ]
 
@@ -57,6 +61,21 @@ _SANDBOX: dict[Kind, Callable[[], AbstractContextManager[Any]]] = {
     "agency": start_agency_sandbox,
 }
 _open: dict[Kind, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """What builds the provider of an open session again, in another process: a worker process
+    (tasks.workers) reaches the same vendor, or the session's sandbox server, by its URL."""
+
+    kind: Kind
+    name: str
+    base_url: str
+    credentials: tuple[tuple[str, str], ...]
+
+
+_configs: dict[Kind, ProviderConfig | None] = {}
+_built: dict[ProviderConfig, Any] = {}  # providers built in this process from a config, kept open
 
 
 @contextmanager
@@ -77,12 +96,13 @@ def _session(kind: Kind) -> Iterator[Any]:
                 k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()
             }
         provider = stack.enter_context(build_provider(kind, name, base_url, credentials))
-        previous = _open.get(kind)
+        previous = _open.get(kind), _configs.get(kind)
         _open[kind] = provider
+        _configs[kind] = ProviderConfig(kind, name, base_url, tuple(sorted(credentials.items())))
         try:
             yield provider
         finally:
-            _open[kind] = previous
+            _open[kind], _configs[kind] = previous
 
 
 def _current(kind: Kind, opener: str) -> Any:
@@ -94,6 +114,26 @@ def _current(kind: Kind, opener: str) -> Any:
 
 def sms_session() -> AbstractContextManager[SmsProvider]:
     return cast(AbstractContextManager[SmsProvider], _session("sms"))
+
+
+def sms_config() -> ProviderConfig:
+    """The config of the open SMS session, for `sms_for` in a worker process."""
+    _current("sms", "sms_session")
+    config = _configs.get("sms")
+    assert config is not None  # set with every open session
+    return config
+
+
+def sms_for(config: ProviderConfig) -> SmsProvider:
+    """The SMS provider of `config`: the open session's in the process that opened it, else one
+    built once per process (a worker's), open until the process ends."""
+    if _configs.get("sms") == config:
+        return current_sms()
+    provider = _built.get(config)
+    if provider is None:
+        manager = build_provider("sms", config.name, config.base_url, dict(config.credentials))
+        provider = _built[config] = manager.__enter__()
+    return cast(SmsProvider, provider)
 
 
 def bureau_session() -> AbstractContextManager[BureauProvider]:

@@ -1,12 +1,15 @@
-"""Worker processes for the CPU-bound step of the daily cycle.
+"""Worker processes for the CPU-bound steps of the daily cycle: advance and dispatch.
 
 Deciding a shard is pure Python: in one process the GIL lets every shard thread share one core,
 however many threads the task runner has. While a cycle advances, `worker_processes` keeps a
 pool of spawned processes (spawned, not forked: the parent runs threads) and `in_worker` runs a
 shard's load, decide and write there; the task run, its retries and its counts stay in the
-flow's process, so the Prefect UI shows the same shard tasks either way. Each process opens its
-own connection from the same settings (they inherit the environment); on SQLite the writes still
-take turns, the loading and deciding do not.
+flow's process, so the Prefect UI shows the same shard tasks either way. Dispatch does the same
+with its batches after the first (lease, send-time checks, send, record): there every SQLite
+call of a batch in the run's process also waited for the GIL behind the bureau pulls' threads.
+Each process opens its own connection from the same settings (they inherit the environment) and
+its own provider from the open session's config; on SQLite the writes still take turns, the
+loading and deciding do not.
 
 Without a pool (one worker configured, a one-shard portfolio, a single shard run on a worker,
 the test suite's default) the function runs in the calling thread.
@@ -21,7 +24,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import ParamSpec, TypeVar
 
-__all__ = ["in_worker", "worker_processes"]
+__all__ = ["in_worker", "run_process", "worker_processes"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,10 +53,21 @@ def worker_processes(count: int) -> Iterator[None]:
             _pool = None
 
 
+_owner: int | None = None  # in a worker process: the process whose run it works for
+
+
+def run_process() -> int:
+    """The process of the run this code works for: the pool's owner in a worker, else this one.
+    A crash drill (`tasks.cycle.crash_point`) kills it, as a kill -9 of the cycle would."""
+    return _owner if _owner is not None else os.getpid()
+
+
 def _exit_with_parent(parent: int) -> None:
     """Each worker leaves as soon as its parent is gone. A cycle killed with kill -9 cannot stop
     its pool, and a pool worker waits on its task queue forever (holding the dead cycle's
     stdout, and a database connection): the next cycle must not find it there."""
+    global _owner
+    _owner = parent
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -1,4 +1,5 @@
-"""Shards advanced in worker processes decide exactly what the cycle's own process decides."""
+"""Shards advanced and batches dispatched in worker processes decide exactly what the cycle's own
+process decides."""
 
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
@@ -40,6 +41,7 @@ def _cycle(tmp_path: Path, name: str, workers: int, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ARREARS_DATABASE_URL", url)
     monkeypatch.setenv("ARREARS_SHARD_SIZE", "60")
     monkeypatch.setenv("ARREARS_SHARD_WORKERS", str(workers))
+    monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "15")  # several batches: all but the first in workers
     get_settings.cache_clear()
 
     submitted: list[str] = []
@@ -62,7 +64,10 @@ def test_worker_processes_decide_as_the_cycle_process_does(
 
     assert here["submitted"] == []
     shards = there["stats"]["advance"]["shards"]
-    assert shards > 2 and there["submitted"] == ["advance_rows"] * shards
+    batches = there["stats"]["dispatch"]["batches"]
+    assert shards > 2 and batches > 2
+    assert there["submitted"] == ["advance_rows"] * shards + ["send_batch"] * (batches - 1)
+    assert there["stats"]["dispatch"] == here["stats"]["dispatch"]
     assert there["stats"]["advance"]["transitions"] > 0
     for part in SNAPSHOT_TABLES:
         assert there["decided"][part] == here["decided"][part], part
