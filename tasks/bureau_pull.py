@@ -24,8 +24,9 @@ from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, Bure
 from integrations.errors import ConfigError, Permanent, ProviderError
 from tasks.database import engine
 from tasks.providers import bureau_session
+from tasks.workers import in_own_process
 
-__all__ = ["pull_bureau_profiles"]
+__all__ = ["OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
 
 
 @task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
@@ -45,6 +46,26 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
         return counts
     asked = [s for s in subjects if s.phone is not None]
     counts["bureau_failed"] += len(subjects) - len(asked)
+    # Many pulls take minutes of threads waiting on the bureau: in a process of their own, so the
+    # reviews and dispatch beside them do not queue for this process's GIL at every SQLite row.
+    if len(asked) >= OWN_PROCESS_FROM:
+        pulled, failures = in_own_process(pull_all, asked, at)
+    else:
+        pulled, failures = pull_all(asked, at)
+    log = get_run_logger()
+    for key, reason in failures:
+        log.warning("bureau pull %s failed: %s", key, reason)
+    return {k: counts[k] + pulled.get(k, 0) for k in counts}
+
+
+OWN_PROCESS_FROM = 1_000  # pulls: fewer are over before a process is started for them
+
+
+def pull_all(asked: list[PullSubject], at: datetime) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Pull every subject and store the answers; counts by outcome and the (key, reason) of each
+    failed pull. Picklable in and out: it may run in a process of its own."""
+    counts: dict[str, int] = {}
+    failures: list[tuple[str, str]] = []
     # The bureau answers in a few hundred milliseconds a pull: several are in flight at once,
     # and their answers are stored a block at a time, so the pulls never queue one by one behind
     # the dispatch's writes for the database.
@@ -58,11 +79,11 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
             for subject, answer in zip(asked, answers, strict=True):
                 block.append((subject, answer))
                 if len(block) == _BLOCK:
-                    _record(block, at, counts)
+                    _record(block, at, counts, failures)
                     block = []
         finally:  # a configuration error stops the pulls: those answered are stored first
-            _record(block, at, counts)
-    return counts
+            _record(block, at, counts, failures)
+    return counts, failures
 
 
 _BLOCK = 100  # answers stored per transaction
@@ -95,8 +116,13 @@ def _ask(provider: BureauProvider, subject: PullSubject) -> _Answer:
         return _Answer(failed=type(failed).__name__)
 
 
-def _record(block: list[tuple[PullSubject, _Answer]], at: datetime, counts: dict[str, int]) -> None:
-    """Store a block of answers in one transaction."""
+def _record(
+    block: list[tuple[PullSubject, _Answer]],
+    at: datetime,
+    counts: dict[str, int],
+    failures: list[tuple[str, str]],
+) -> None:
+    """Store a block of answers in one transaction; count them, and note the failed pulls."""
     if not block:
         return
     with engine().begin() as connection:
@@ -105,12 +131,12 @@ def _record(block: list[tuple[PullSubject, _Answer]], at: datetime, counts: dict
                 bureau.record_pull_refusal(
                     connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=answer.refused
                 )
-                counts["bureau_no_file"] += 1
+                counts["bureau_no_file"] = counts.get("bureau_no_file", 0) + 1
                 continue
             profile = answer.profile
             if profile is None:
-                get_run_logger().warning("bureau pull %s failed: %s", subject.key, answer.failed)
-                counts["bureau_failed"] += 1
+                failures.append((subject.key, answer.failed or "failed"))
+                counts["bureau_failed"] = counts.get("bureau_failed", 0) + 1
                 continue
             stored = bureau.record_pull(
                 connection,
@@ -127,5 +153,6 @@ def _record(block: list[tuple[PullSubject, _Answer]], at: datetime, counts: dict
             )
             if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
                 continue
-            counts["skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"] += 1
-            counts["numbers_found"] += int(stored["numbers_found"])
+            kind = "skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"
+            counts[kind] = counts.get(kind, 0) + 1
+            counts["numbers_found"] = counts.get("numbers_found", 0) + int(stored["numbers_found"])

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import ParamSpec, TypeVar
 
-__all__ = ["in_worker", "run_process", "worker_processes"]
+__all__ = ["in_own_process", "in_worker", "run_process", "worker_processes"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +75,19 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`function(*args, **kwargs)` in a process spawned for it alone (it exits with its parent):
+    for a long step of many threads waiting on a vendor, whose GIL would otherwise be the run's,
+    every SQLite call of the other steps queuing behind its threads."""
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as one:
+        return one.submit(function, *args, **kwargs).result()
 
 
 def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -98,6 +98,43 @@ def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(
         assert c.execute(select(contact_t).where(contact_t.c.source == "bureau")).all() == []
 
 
+def test_many_pulls_run_in_a_process_of_their_own_and_store_the_same(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From OWN_PROCESS_FROM pulls on, the pulls run in a spawned process (their threads off the
+    cycle's GIL) and are stored as here: one record per pull under its key, the ability set, the
+    event written, nothing pulled twice."""
+    import os
+
+    from tasks import bureau_pull, workers
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [us_account("A-P1", phone="(515) 281-1010"), us_account("A-P2", phone="(515) 281-1011")],
+    )
+    _stage(later_db, "A-P1", "negotiation")
+    _stage(later_db, "A-P2", "negotiation")
+    pids: list[int] = []
+
+    def spied(function: Any, *args: Any) -> Any:
+        pids.append(os.getpid())
+        return workers.in_own_process(function, *args)
+
+    monkeypatch.setattr(bureau_pull, "OWN_PROCESS_FROM", 2)
+    monkeypatch.setattr(bureau_pull, "in_own_process", spied)
+    counts = _pull("2026-12-16T01:00:00Z")
+    assert pids == [os.getpid()]
+    assert (counts["bureau_pulls"], counts["bureau_failed"]) == (2, 0)
+    for account_id in ("A-P1", "A-P2"):
+        [record] = _pulls(later_db, account_id)
+        assert record.payload["idempotency_key"] == f"pull-{account_id}-2"
+        assert account(later_db, account_id).ability is not None
+        [event] = events(later_db, account_id, "bureau")
+        assert event.detail.startswith(f"bureau pull (604(a)(3)(A)): band {record.score_band}")
+    assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
+
+
 def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
     later_db: Engine, tmp_path: Path
 ) -> None:
