@@ -105,9 +105,10 @@ def describe_schedule(schedule: Any) -> str:
 
 
 def name_upcoming_runs() -> int:
-    """Name the scheduled runs of the daily cycle and the outbox sweep for their work, as they
-    will be named when they start (`daily-cycle 2026-12-03`, `dispatch 2026-12-03T01:15Z`):
-    Prefect's scheduler gives them random names until then. Returns how many it renamed."""
+    """Name the scheduled runs of the daily cycle, the outbox sweep and the monthly furnishing for
+    their work, as they will be named when they start (`daily-cycle 2026-12-03`, `dispatch
+    2026-12-03T01:15Z`, `bureau-furnishing 2026-11`): Prefect's scheduler gives them random
+    names until then. Returns how many it renamed."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -119,11 +120,16 @@ def name_upcoming_runs() -> int:
     from prefect.client.schemas.objects import StateType
 
     from arrears.clock import business_date
+    from arrears.metro2 import Period
 
     zone = get_settings().lender_timezone
     names = {
         "daily-cycle/daily": lambda when: f"daily-cycle {business_date(when, zone).isoformat()}",
         "dispatch-outbox/outbox": lambda when: f"dispatch {when.astimezone(UTC):%Y-%m-%dT%H:%MZ}",
+        # The month before the run's business date: what `bureau_furnishing` furnishes then.
+        "bureau-furnishing/monthly": lambda when: (
+            f"bureau-furnishing {Period.of(business_date(when, zone)) - 1}"
+        ),
     }
     renamed = 0
     with get_client(sync_client=True) as client:

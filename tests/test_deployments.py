@@ -148,3 +148,38 @@ def test_cycle_fans_shards_out_to_served_workers(
     assert stats["advance"]["shards"] == 3
     assert len(runs) == 3 and all(r.state.is_completed() for r in runs)  # type: ignore[attr-defined]
     assert stats["dispatch"]["sent"] == 5
+
+
+def test_upcoming_runs_are_named_for_their_work(prefect_harness: None) -> None:
+    """Scheduled runs of the served schedules, randomly named by Prefect's scheduler, are renamed
+    for their work: the cycle's business date, the sweep's instant, the month furnished."""
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from deployments.serve import deployments, name_upcoming_runs
+    from flows._prefect import synced
+
+    when = datetime(2027, 1, 3, 22, 15, tzinfo=UTC)  # 06:15 on 4 January in Shanghai
+    wanted = {
+        "daily": "daily-cycle 2027-01-04",
+        "outbox": "dispatch 2027-01-03T22:15Z",
+        "monthly": "bureau-furnishing 2026-12",
+    }
+    runs, applied = {}, []
+    with get_client(sync_client=True) as client:
+        try:
+            for deployment in deployments():
+                if deployment.name in wanted:
+                    applied.append(deployment_id := synced(deployment.apply()))
+                    run = client.create_flow_run_from_deployment(
+                        deployment_id, state=Scheduled(scheduled_time=when), name=f"random-{deployment.name}"
+                    )
+                    runs[deployment.name] = run.id
+            assert name_upcoming_runs() >= len(wanted)
+            named = {name: client.read_flow_run(run_id).name for name, run_id in runs.items()}
+        finally:  # no scheduled run of ours left for a later test's `arrears serve` to start
+            for deployment_id in applied:
+                client.delete_deployment(deployment_id)
+    assert named == wanted
