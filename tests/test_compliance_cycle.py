@@ -280,16 +280,17 @@ def test_opt_out_between_scheduling_and_sending_blocks_the_send(
     assert sms_sandbox.messages() == []
 
 
-def test_lease_batch_brings_each_rows_history_without_the_batch(cycle_db: Engine, tmp_path: Path) -> None:
+def test_a_leased_batch_brings_each_rows_history_without_the_batch(cycle_db: Engine, tmp_path: Path) -> None:
     """Leased rows carry their borrower's sent messages, never the rows of the batch itself."""
     _import(cycle_db, tmp_path, [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(2)])
     _cycle(CN_NIGHT)  # both deferred to the morning
     with cycle_db.begin() as c:
         first = c.execute(select(message.c.id).order_by(message.c.id)).scalars().first()
         c.execute(update(message).where(message.c.id == first).values(status="sent", sent_at=CN_NIGHT))
-        rows = outbox.lease_batch(
+        claimed = outbox.claim_batch(
             c, lo=0, hi=None, now=CN_MORNING, wall=CN_MORNING, lease_until=CN_MORNING + timedelta(minutes=5)
         )
+        rows = outbox.load_batch(c, claimed, now=CN_MORNING)
     assert len(rows) == 1 and [h.message_id for h in rows[0].history] == [first]
     assert rows[0].history[0].in_flight is False
 

@@ -94,7 +94,7 @@ def test_send_of_a_crashed_run_is_recorded_sent_before_any_verdict(
     daily_cycle(as_of="2026-12-01T08:00:00Z")  # 00:00 in Los Angeles: the reminder waits for 08:00
     now = datetime.now(UTC)
     with engine.begin() as c:  # the killed run: leased (for ten minutes), sent, never recorded
-        [row] = outbox.lease_batch(
+        claimed = outbox.claim_batch(
             c,
             lo=0,
             hi=None,
@@ -103,6 +103,7 @@ def test_send_of_a_crashed_run_is_recorded_sent_before_any_verdict(
             lease_until=datetime(2999, 1, 1, tzinfo=UTC),
             owner="cycle-999",
         )
+        [row] = outbox.load_batch(c, claimed, now=datetime(2026, 12, 1, 16, 30, tzinfo=UTC))
     with _provider(sms_sandbox) as provider:
         provider.send_batch([_request(row)])
     with engine.begin() as c:  # and the account moved on meanwhile: the row is stale now

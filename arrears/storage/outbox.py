@@ -38,7 +38,6 @@ __all__ = [
     "due_batches",
     "expire_dead_leases",
     "in_doubt",
-    "lease_batch",
     "load_batch",
     "mark_waiting",
     "record_outcomes",
@@ -116,37 +115,6 @@ def due_batches(
     return [(lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
 
 
-def lease_batch(
-    connection: Connection,
-    *,
-    lo: int,
-    hi: int | None,
-    now: datetime,
-    wall: datetime,
-    lease_until: datetime,
-    account_id: str | None = None,
-    lookback: timedelta = timedelta(days=7),
-    owner: str | None = None,
-) -> list[DueMessage]:
-    """Take the due rows with lo <= id < hi whose lease is free (or `owner`'s own), and load their
-    accounts' state, in one transaction: `claim_batch` then `load_batch`.
-
-    `lookback` is how far back the caps count (the policy's longest cap window). A row taken while
-    still leased, or recorded `provider:unknown`, comes back `in_doubt`.
-    """
-    claimed = claim_batch(
-        connection,
-        lo=lo,
-        hi=hi,
-        now=now,
-        wall=wall,
-        lease_until=lease_until,
-        account_id=account_id,
-        owner=owner,
-    )
-    return load_batch(connection, claimed, now=now, lookback=lookback)
-
-
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """Rows leased to one dispatcher: theirs until the lease runs out, whoever else reads them."""
@@ -199,8 +167,9 @@ def load_batch(
     connection: Connection, claimed: Claimed, *, now: datetime, lookback: timedelta = timedelta(days=7)
 ) -> list[DueMessage]:
     """The leased rows with their accounts' state: holds, the number's opt-out and validity, and
-    the borrower's sends over `lookback` (the caps' longest window), the batch's own left out.
-    Read after the lease commits, history is at least as recent as it was under the lease."""
+    the borrower's sends over `lookback` (the caps' longest window), the batch's own left out. A
+    row taken while still leased, or recorded `provider:unknown`, comes back `in_doubt`. Read
+    after the lease commits, the history is at least as recent as it was under the lease."""
     taken = list(claimed.taken)
     if not taken:
         return []
