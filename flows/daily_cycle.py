@@ -158,9 +158,11 @@ def _run_cycle(
     )
     stats["reviews"] = start_reviews(instant, as_of, cycle_id)
     stats["referrals"] = start_referrals(instant, as_of, cycle_id)
+    _log_counts("reviews", stats["reviews"] | stats["referrals"])
     stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()
+        _log_counts("bureau", stats["bureau"])
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     crash_point("report")
     if "outage" in stats["dispatch"]:
@@ -294,6 +296,12 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
     counts["batches"] = len(batches)
     _log_dispatch(counts)
     return counts
+
+
+def _log_counts(step: str, counts: dict[str, Any]) -> None:
+    """A step's counts at INFO in the run's log (DESIGN §9): counts only, never a person."""
+    done = ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, int) and v)
+    run_logger().info("%s: %s", step, done or "nothing to do")
 
 
 def _log_dispatch(counts: dict[str, Any]) -> None:

@@ -756,6 +756,8 @@ def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_with
 
     wanted = [
         (cycle_run, r"advanced 2 accounts in \d+ shards: \d+ transitions, \d+ new messages"),
+        (cycle_run, r"^reviews: "),
+        (cycle_run, r"^bureau: "),
         (cycle_run, r"dispatch: \d+ batches; .*sent 2"),
         (cycle_run, r"cycle 2026-12-02: 2 accounts, \d+ transitions; dispatch .*sent 2"),
         (dispatch_run, r"dispatch: \d+ batches; "),
