@@ -148,13 +148,19 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
     """Open, close and notify in bulk; name the reviews that need a flow run."""
+    without_run: list[tuple[int, str]] = []
+    with_run: list[tuple[int, str, str]] = []
+    notices = 0
     with engine().begin() as connection:
         opened = reviews.open_reviews(connection, at=at)
         closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
-        states = reviews.open_review_states(connection)
-        # In bulk: the first cycle opens a review for a quarter of a portfolio.
-        notices = write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
-    return _prepared(states, opened=len(opened), closed=closed, notices=notices)
+        # In bulk, a chunk at a time: the first cycle opens a review for a quarter of a portfolio.
+        for states in reviews.open_review_state_chunks(connection):
+            notices += write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
+            part = _prepared(states)
+            without_run += part.without_run
+            with_run += part.with_run
+    return Prepared(len(opened), closed, notices, tuple(without_run), tuple(with_run))
 
 
 @task(name="reviews-to-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

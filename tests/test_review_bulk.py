@@ -106,6 +106,11 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
         )
     with cycle_db.connect() as c:
         states = [s for s in reviews.open_review_states(c) if _may_need_notice(s)]
+        # Read a chunk at a time (the cycle's way, for its memory), the states are the same, in
+        # the same order, across chunk boundaries.
+        parts = list(reviews.open_review_state_chunks(c, size=7))
+    assert len(parts) > 2 and all(len(p) <= 7 for p in parts)
+    assert [s for p in parts for s in p if _may_need_notice(s)] == states
 
     def write(c: Connection, in_bulk: bool) -> int:
         if in_bulk:
