@@ -33,19 +33,11 @@ __all__ = ["OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     """Pull the profiles due (at most `limit` a cycle); counts by outcome. A transient failure
     leaves the account for the next cycle; a refusal (no file) is recorded and not asked again."""
-    counts = {
-        "bureau_pulls": 0,
-        "skip_traces": 0,
-        "bureau_no_file": 0,
-        "bureau_failed": 0,
-        "numbers_found": 0,
-    }
     with read_only(engine()) as connection:
         subjects = bureau.pull_subjects(connection, limit=limit)
     if not subjects:
-        return counts
+        return dict.fromkeys(_COUNTS, 0)
     asked = [s for s in subjects if s.phone is not None]
-    counts["bureau_failed"] += len(subjects) - len(asked)
     # Many pulls take minutes of threads waiting on the bureau: in a process of their own, so the
     # reviews and dispatch beside them do not queue for this process's GIL at every SQLite row.
     if len(asked) >= OWN_PROCESS_FROM:
@@ -55,16 +47,18 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
     log = get_run_logger()
     for key, reason in failures:
         log.warning("bureau pull %s failed: %s", key, reason)
-    return {k: counts[k] + pulled.get(k, 0) for k in counts}
+    pulled["bureau_failed"] += len(subjects) - len(asked)
+    return pulled
 
 
 OWN_PROCESS_FROM = 1_000  # pulls: fewer are over before a process is started for them
+_COUNTS = ("bureau_pulls", "skip_traces", "bureau_no_file", "bureau_failed", "numbers_found")
 
 
 def pull_all(asked: list[PullSubject], at: datetime) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Pull every subject and store the answers; counts by outcome and the (key, reason) of each
     failed pull. Picklable in and out: it may run in a process of its own."""
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(_COUNTS, 0)
     failures: list[tuple[str, str]] = []
     # The bureau answers in a few hundred milliseconds a pull: several are in flight at once,
     # and their answers are stored a block at a time, so the pulls never queue one by one behind
@@ -131,12 +125,12 @@ def _record(
                 bureau.record_pull_refusal(
                     connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=answer.refused
                 )
-                counts["bureau_no_file"] = counts.get("bureau_no_file", 0) + 1
+                counts["bureau_no_file"] += 1
                 continue
             profile = answer.profile
             if profile is None:
                 failures.append((subject.key, answer.failed or "failed"))
-                counts["bureau_failed"] = counts.get("bureau_failed", 0) + 1
+                counts["bureau_failed"] += 1
                 continue
             stored = bureau.record_pull(
                 connection,
@@ -153,6 +147,5 @@ def _record(
             )
             if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
                 continue
-            kind = "skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"
-            counts[kind] = counts.get(kind, 0) + 1
-            counts["numbers_found"] = counts.get("numbers_found", 0) + int(stored["numbers_found"])
+            counts["skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"] += 1
+            counts["numbers_found"] += int(stored["numbers_found"])

@@ -171,11 +171,12 @@ def reviews_to_run() -> Prepared:
         return _prepared(reviews.open_review_states(connection))
 
 
-def _prepared(states: list[ReviewState], *, opened: int = 0, closed: int = 0, notices: int = 0) -> Prepared:
+def _prepared(states: list[ReviewState]) -> Prepared:
+    """The reviews of `states` with and without a run (nothing opened, closed or notified)."""
     return Prepared(
-        opened,
-        closed,
-        notices,
+        0,
+        0,
+        0,
         tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),
         tuple((s.review_id, s.account_id, s.flow_run_id) for s in states if s.flow_run_id is not None),
     )

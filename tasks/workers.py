@@ -40,12 +40,7 @@ def worker_processes(count: int) -> Iterator[None]:
     if count <= 1 or _pool is not None:
         yield
         return
-    with ProcessPoolExecutor(
-        max_workers=count,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with _spawned(count) as pool:
         _pool = pool
         try:
             yield
@@ -60,6 +55,16 @@ def run_process() -> int:
     """The process of the run this code works for: the pool's owner in a worker, else this one.
     A crash drill (`tasks.cycle.crash_point`) kills it, as a kill -9 of the cycle would."""
     return _owner if _owner is not None else os.getpid()
+
+
+def _spawned(count: int) -> ProcessPoolExecutor:
+    """`count` processes spawned (not forked: the parent runs threads), each leaving with its parent."""
+    return ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -81,12 +86,7 @@ def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     """`function(*args, **kwargs)` in a process spawned for it alone (it exits with its parent):
     for a long step of many threads waiting on a vendor, whose GIL would otherwise be the run's,
     every SQLite call of the other steps queuing behind its threads."""
-    with ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as one:
+    with _spawned(1) as one:
         return one.submit(function, *args, **kwargs).result()
 
 
