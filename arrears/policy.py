@@ -115,6 +115,13 @@ class Policy(_Section):
             self._resolve()
         return max((c.window for p in self._resolved.values() for c in p.caps), default=timedelta(0))
 
+    def cap_bounds(self) -> frozenset[tuple[timedelta, int]]:
+        """(window, limit) of every cap of every profile: a borrower sent no more than `limit`
+        messages in the `window` before a period, through its end, breaks no cap in it."""
+        if self._resolved_from is not self.profiles:
+            self._resolve()
+        return frozenset((c.window, c.limit) for p in self._resolved.values() for c in p.caps)
+
     def _resolve(self) -> None:
         self._resolved = resolve(self.profiles)
         self._resolved_from = self.profiles

@@ -35,11 +35,12 @@ from prefect.exceptions import MissingContextError
 
 from arrears.compliance.caps import Contact
 from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
+from arrears.compliance.report import recheck_sends
 from arrears.masking import install_log_masking, mask_phone
 from arrears.models import utcnow
 from arrears.policy import Policy
 from arrears.settings import get_settings
-from arrears.storage import outbox, read_only
+from arrears.storage import compliance, outbox, read_only
 from arrears.storage.outbox import DueMessage, Outcome
 from arrears.vocabulary import MessageStatus
 from integrations.errors import (
@@ -142,6 +143,7 @@ def send_batch(
     with engine().begin() as connection:
         outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
         quarantined = aside.record(connection, at=as_of, cycle_id=cycle_id)
+    _recheck_recorded(outcomes, as_of, cycle_id, rules)
     counts: dict[str, int] = {"quarantined": quarantined} if quarantined else {}
     for o in outcomes:
         counts[o.status.value] = counts.get(o.status.value, 0) + 1
@@ -303,9 +305,34 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     with engine().begin() as connection:
         outbox.record_outcomes(connection, outcomes=found, at=as_of, cycle_id=cycle_id)
         outbox.clear_doubt(connection, ids=never)
+    _recheck_recorded(found, as_of, cycle_id, policy())
     counts["found_sent"] = len(found)
     counts["lookups_failed"] = sum(isinstance(r, ProviderError) for r in results)
     return counts
+
+
+def _recheck_recorded(outcomes: list[Outcome], as_of: datetime, cycle_id: int | None, rules: Policy) -> None:
+    """Re-check a cycle's sends just recorded against every rule but the caps, and record what
+    that found: the cycle's compliance report then reads these instead of every body again
+    (`arrears.compliance.report`). A re-check that fails is logged and left to the report,
+    which then re-checks every send of the cycle itself."""
+    ids = [o.id for o in outcomes if o.sent_at is not None]
+    if cycle_id is None or not ids:
+        return
+    try:
+        with read_only(engine()) as connection:
+            checked = recheck_sends(connection, ids, policy=rules, lender=get_settings().lender_name)
+        with engine().begin() as connection:
+            compliance.record_check(
+                connection,
+                at=as_of,
+                cycle_id=cycle_id,
+                ids=ids,
+                sent_checked=checked.sent_checked,
+                violations=[v.as_json() for v in checked.violations],
+            )
+    except Exception:
+        _logger().warning("re-check of %d sends failed; the report re-checks them", len(ids), exc_info=True)
 
 
 def outage_reason(provider: str) -> str:

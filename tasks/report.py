@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from arrears.buckets import BUCKETS
-from arrears.compliance.report import ComplianceReport, compliance_report
+from arrears.compliance.report import ComplianceReport, compliance_report, recorded_checks
 from arrears.currencies import display
 from arrears.masking import mask_text
 from arrears.settings import get_settings
@@ -80,6 +80,7 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list
             policy=policy(),
             lender=get_settings().lender_name,
             cycle_id=cycle_id,
+            checked=recorded_checks(connection, cycle_id),
         )
     return report, audit, points, overdue
 

@@ -330,6 +330,98 @@ def test_report_lists_every_kind_of_violation_it_is_shown(cycle_db: Engine, tmp_
     assert "13912345678" not in result.output and "+86*******5678" in result.output
 
 
+def _period(instant: datetime, cycle_id: int) -> dict[str, Any]:
+    """The cycle's own compliance period, as its report reads it."""
+    end = instant + timedelta(microseconds=1)
+    lender = get_settings().lender_name
+    return {"start": instant, "end": end, "policy": DEFAULT_POLICY, "lender": lender, "cycle_id": cycle_id}
+
+
+def test_cycle_report_takes_each_batchs_recheck_and_recounts_the_caps_across_batches(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send-time check that lets everything go (the fault the re-check exists to find), in batches
+    of two: each batch's recorded re-check finds the dispute placed after the cycle decided; the
+    borrower cap that four loans broke across two batches is found by the report's recount; the
+    report says exactly what re-checking every send of the cycle says."""
+    import tasks.dispatch
+    from arrears.compliance.report import recorded_checks
+    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
+
+    monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "2")
+    get_settings.cache_clear()
+    monkeypatch.setattr(tasks.dispatch, "_refusal", lambda *args, **kwargs: None)
+    _import(
+        cycle_db,
+        tmp_path,
+        [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(4)]
+        + [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999")],
+    )
+    day = business_date(CN_NOON, get_settings().lender_timezone)
+    cycle_id = begin_cycle.fn(CN_NOON, day).cycle_id
+    assert cycle_id is not None
+    refresh.fn(CN_NOON, day, cycle_id)
+    for shard in plan_shards.fn(get_settings().shard_size):
+        advance_shard.fn(shard, CN_NOON, day, cycle_id)
+    with cycle_db.begin() as c:
+        c.execute(
+            insert(hold).values(account_id="A-9", kind="dispute", placed_at=CN_NOON - timedelta(minutes=1))
+        )
+    assert _dispatch(CN_NOON, cycle_id) == {"sent": 5}
+
+    with cycle_db.connect() as c:
+        checked = recorded_checks(c, cycle_id)
+        report = compliance_report(c, **_period(CN_NOON, cycle_id), checked=checked)
+        rescan = compliance_report(c, **_period(CN_NOON, cycle_id))
+    assert checked is not None and checked.sent_checked == 5
+    assert [(v.account_id, v.rule) for v in checked.violations] == [("A-9", "hold:dispute")]
+    capped = {(v.account_id, v.rule) for v in report.violations if v.rule.startswith("cap:")}
+    assert {a for a, _ in capped} == {"A-0", "A-1", "A-2", "A-3"} and ("A-3", "cap:sms-borrower-7d") in capped
+    assert report.as_json() == rescan.as_json() and report.sent_checked == 5
+
+
+@pytest.mark.parametrize(("lost", "found"), [(False, []), (True, ["content:threat"])])
+def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: bool, found: list[str]
+) -> None:
+    """The cycle's report is what its batches found as they sent: a body altered afterwards is the
+    period report's to find. A batch whose re-check was not recorded (it failed, or its process
+    was killed between the two writes) leaves the count short, and the report then re-checks
+    every send of the cycle itself, and finds it."""
+    import tasks.dispatch
+    from arrears.compliance.report import recheck_sends, recorded_checks
+    from arrears.storage.compliance import CHECK
+    from arrears.storage.tables import audit
+
+    monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "1")
+    get_settings.cache_clear()
+    calls: list[int] = []
+
+    def second_lost(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if lost and len(calls) == 2:
+            raise RuntimeError("killed")
+        return recheck_sends(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.dispatch, "recheck_sends", second_lost)
+    records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)]
+    _import(cycle_db, tmp_path, records)
+    assert _cycle(CN_NOON) == {"sent": 3}
+    with cycle_db.begin() as c:
+        cycle_id = c.execute(select(audit.c.cycle_id).where(audit.c.kind == CHECK)).scalars().first()
+        assert cycle_id is not None
+        c.execute(
+            update(message)
+            .where(message.c.account_id == "A-1")
+            .values(body=message.c.body + "否则后果自负。")
+        )
+    with cycle_db.connect() as c:
+        checked = recorded_checks(c, cycle_id)
+        report = compliance_report(c, **_period(CN_NOON, cycle_id), checked=checked)
+    assert checked is not None and checked.sent_checked == (2 if lost else 3)
+    assert report.sent_checked == 3 and [v.rule for v in report.violations] == found
+
+
 @pytest.mark.slow
 def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine, tmp_path: Path) -> None:
     """Thirty simulated days of `arrears demo` (portfolio, payments, daily cycle, dispatch every

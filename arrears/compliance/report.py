@@ -22,12 +22,19 @@ approved it), a hold from its `placed_at`. A replay that runs simulated days ahe
 clock while holds are placed in real time can therefore show a hold as active before a send
 that in fact preceded it; operations run as of now, where the two clocks agree.
 
+A cycle's report need not read every body again: its dispatch re-checks each batch's sends as it
+records them (`recheck_sends`: every rule but the caps, which count across batches) and records
+what it found. `compliance_report(checked=...)` then recounts only the caps, of the borrowers sent
+more messages than some cap allows in its window, and takes the rest as recorded, provided the batches
+re-checked exactly as many sends as the period holds; otherwise (a batch killed between its
+record and its re-check, a send recorded by another path) it re-checks every send as above.
+
 What it reads comes from `arrears.storage.compliance`; the re-check itself is pure.
 """
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -38,13 +45,20 @@ from sqlalchemy import Connection
 
 from arrears.compliance.content import check_content
 from arrears.compliance.hours import contact_allowed, contact_zones
-from arrears.jurisdictions import Hours
+from arrears.jurisdictions import Hours, Profile
 from arrears.masking import mask_phone
 from arrears.policy import DEFAULT_POLICY, Policy
 from arrears.storage import compliance as store
 from arrears.vocabulary import Hold
 
-__all__ = ["ComplianceReport", "Violation", "compliance_report"]
+__all__ = [
+    "Checked",
+    "ComplianceReport",
+    "Violation",
+    "compliance_report",
+    "recheck_sends",
+    "recorded_checks",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,24 @@ class Violation:
             "rule": self.rule,
             "detail": self.detail,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Violation":
+        return cls(
+            data["message_id"],
+            data["account_id"],
+            datetime.fromisoformat(data["sent_at"]),
+            data["rule"],
+            data["detail"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """Sends re-checked against every rule but the caps, and what that found."""
+
+    sent_checked: int
+    violations: list[Violation]
 
 
 @dataclass
@@ -96,43 +128,117 @@ def compliance_report(
     policy: Policy = DEFAULT_POLICY,
     lender: str = "",
     cycle_id: int | None = None,
+    checked: Checked | None = None,
 ) -> ComplianceReport:
     """Verdicts recorded in [start, end) by rule, and the messages sent in [start, end) re-checked.
 
     `lender` names the lender for messages stored without their template values; `cycle_id`
-    narrows the verdict counts to one cycle's audit events.
+    narrows the verdict counts to one cycle's audit events; `checked` is what the period's
+    dispatch re-checked as it recorded its sends (`recorded_checks`).
     """
     report = ComplianceReport(start, end)
     report.deferrals, report.blocks = store.held_back_by_rule(connection, start, end, cycle_id)
     since = start - policy.longest_cap_window() if start is not None else None
-    intervals = store.hold_intervals(connection, start, end)
-    opted_out = store.opted_out_numbers(connection, start, end)
-    for history in store.sends_of_borrowers(connection, start=start, end=end, since=since):
-        sends = [(m.sent_at, m.channel, m.account_id, m.address) for m in history]
-        times = [m.sent_at for m in history]
-        for m in history:
-            if start is None or m.sent_at >= start:  # the earlier ones only count for the caps
-                report.sent_checked += 1
-                report.violations += _recheck(m, policy, lender, sends, times, intervals, opted_out)
+    if checked is not None and checked.sent_checked == store.sent_count(connection, start, end):
+        # Each send was re-checked as it was recorded: only the caps, which count across batches,
+        # are left, for the borrowers sent more than some cap allows in its window.
+        report.sent_checked, report.violations = checked.sent_checked, list(checked.violations)
+        bounds = policy.cap_bounds()
+        if bounds:
+            for history in store.sends_of_borrowers(
+                connection, start=start, end=end, since=since, crowded=bounds
+            ):
+                report.violations += _recheck_history(history, start, policy)
+    else:
+        sent = store.sent_between(start, end)
+        intervals = store.hold_intervals(connection, sent)
+        opted_out = store.opted_out_numbers(connection, sent)
+        for history in store.sends_of_borrowers(connection, start=start, end=end, since=since):
+            report.sent_checked += sum(1 for m in history if start is None or m.sent_at >= start)
+            report.violations += _recheck_history(
+                history, start, policy, lambda m: _recheck_send(m, policy, lender, intervals, opted_out)
+            )
     # In the order the messages were sent, as a reader follows the day.
-    report.violations.sort(key=lambda v: (v.sent_at, v.message_id))
+    report.violations.sort(key=lambda v: (v.sent_at, v.message_id, v.rule))
     return report
 
 
-def _recheck(
+def recheck_sends(connection: Connection, ids: list[int], *, policy: Policy, lender: str) -> Checked:
+    """The sent messages among `ids` (a dispatch batch's, once recorded) re-checked against every
+    rule but the caps, from the stored facts alone."""
+    sent = store.sent_among(ids)
+    intervals = store.hold_intervals(connection, sent)
+    opted_out = store.opted_out_numbers(connection, sent)
+    rows = store.sends_of_messages(connection, ids)
+    found = [v for m in rows for v in _recheck_send(m, policy, lender, intervals, opted_out)]
+    return Checked(len(rows), found)
+
+
+def recorded_checks(connection: Connection, cycle_id: int) -> Checked | None:
+    """What a cycle's dispatch re-checked as it recorded its sends (None: nothing recorded)."""
+    found = store.recorded_checks(connection, cycle_id)
+    if found is None:
+        return None
+    checked, violations = found
+    return Checked(checked, [Violation.from_json(v) for v in violations])
+
+
+def _recheck_history(
+    history: list[Any],
+    start: datetime | None,
+    policy: Policy,
+    per_send: Callable[[Any], Iterable[Violation]] | None = None,
+) -> list[Violation]:
+    """A borrower's sends in the order sent: each one since `start` re-checked against the caps,
+    and by `per_send` where given (the earlier ones only count for the caps)."""
+    sends = [(m.sent_at, m.channel, m.account_id, m.address) for m in history]
+    times = [m.sent_at for m in history]
+    found: list[Violation] = []
+    for m in history:
+        if start is None or m.sent_at >= start:
+            if per_send is not None:
+                found += per_send(m)
+            found += _recheck_caps(m, policy.profile(m.jurisdiction), sends, times)
+    return found
+
+
+def _violation(m: Any, rule: str, detail: str) -> Violation:
+    return Violation(m.id, m.account_id, m.sent_at, rule, detail)
+
+
+def _recheck_caps(
+    m: Any, prof: Profile, history: list[tuple[datetime, str, str, str]], times: list[datetime]
+) -> Iterable[Violation]:
+    at: datetime = m.sent_at
+    hi = bisect_right(times, at)
+    for cap in prof.caps_for(m.channel):
+        lo = bisect_right(times, at - cap.window)
+        n = sum(
+            1
+            for _, channel, account_id, address in history[lo:hi]
+            if channel == cap.channel
+            and (cap.scope != "account" or account_id == m.account_id)
+            and (cap.scope != "address" or address == m.address)
+        )
+        if n > cap.limit:
+            yield _violation(
+                m, cap.rule, f"{n} sent in the {cap.window_days} d up to this one; at most {cap.limit}"
+            )
+
+
+def _recheck_send(
     m: Any,
     policy: Policy,
     lender: str,
-    history: list[tuple[datetime, str, str, str]],
-    times: list[datetime],
     intervals: dict[str, list[tuple[str, datetime, datetime]]],
     opted_out: dict[tuple[str, str], datetime],
 ) -> Iterable[Violation]:
+    """Every rule but the caps: the window, holds, opt-out, content and template."""
     at: datetime = m.sent_at
     prof = policy.profile(m.jurisdiction)
 
     def violation(rule: str, detail: str) -> Violation:
-        return Violation(m.id, m.account_id, at, rule, detail)
+        return _violation(m, rule, detail)
 
     zones = contact_zones(m.timezone, m.address)
     if not _allowed(at, zones, prof.hours):
@@ -146,20 +252,6 @@ def _recheck(
     when = opted_out.get((m.account_id, m.address))
     if when is not None and when <= at:
         yield violation("opt_out", f"{mask_phone(m.address)} opted out at {when:%Y-%m-%dT%H:%MZ}")
-    hi = bisect_right(times, at)
-    for cap in prof.caps_for(m.channel):
-        lo = bisect_right(times, at - cap.window)
-        n = sum(
-            1
-            for _, channel, account_id, address in history[lo:hi]
-            if channel == cap.channel
-            and (cap.scope != "account" or account_id == m.account_id)
-            and (cap.scope != "address" or address == m.address)
-        )
-        if n > cap.limit:
-            yield violation(
-                cap.rule, f"{n} sent in the {cap.window_days} d up to this one; at most {cap.limit}"
-            )
     # The names it was filled with are all the content check reads of the template values here
     # (the figures matter only for a message to a third party, which a send never is).
     fill = {"name": m.name, "lender": m.lender}

@@ -1,21 +1,41 @@
-"""What the compliance report reads: verdicts held back, messages sent, holds and opt-outs.
+"""What the compliance report reads: verdicts held back, messages sent, holds and opt-outs, and
+the re-checks a cycle's dispatch recorded as it sent.
 
 Each function takes the caller's connection and does not commit; the re-check of every send
-against the rules is pure and lives in `arrears.compliance.report`.
+against the rules is pure and lives in `arrears.compliance.report`. Which sends a read concerns
+is a condition on the message table: those of a period (`sent_between`) or of a dispatch batch
+(`sent_among`).
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, or_, select
 
-from arrears.storage.tables import account, audit, contact, hold, message
+from arrears.storage._common import event, insert_events
+from arrears.storage.bulk import chunks
+from arrears.storage.tables import account, audit, contact, cycle_run, hold, message
 
-__all__ = ["held_back_by_rule", "hold_intervals", "opted_out_numbers", "sends_of_borrowers"]
+__all__ = [
+    "CHECK",
+    "held_back_by_rule",
+    "hold_intervals",
+    "opted_out_numbers",
+    "record_check",
+    "recorded_checks",
+    "sends_of_borrowers",
+    "sends_of_messages",
+    "sent_among",
+    "sent_between",
+    "sent_count",
+]
+
+# The audit kind of a dispatch batch's re-check of its sends (`record_check`).
+CHECK = "compliance_check"
 
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
@@ -29,12 +49,100 @@ def _between(column: Any, start: datetime | None, end: datetime | None) -> Any:
     return and_(*parts)
 
 
+def sent_between(start: datetime | None, end: datetime | None) -> ColumnElement[bool]:
+    """The messages sent in [start, end)."""
+    return _between(message.c.sent_at, start, end)
+
+
+def sent_among(ids: list[int]) -> ColumnElement[bool]:
+    """The messages `ids` that were sent (a dispatch batch's: a few thousand at most)."""
+    return and_(message.c.id.in_(ids), message.c.sent_at.is_not(None))
+
+
+def sent_count(connection: Connection, start: datetime | None, end: datetime | None) -> int:
+    """How many messages were sent in [start, end)."""
+    return int(connection.execute(select(func.count()).where(sent_between(start, end))).scalar_one())
+
+
+def _send_columns() -> tuple[Any, ...]:
+    """A send as the re-check reads it: the message, its account's jurisdiction and zone, and
+    the two template values it reads (the names), not the whole JSON document decoded."""
+    return (
+        account.c.borrower_id,
+        message.c.id,
+        message.c.account_id,
+        message.c.address,
+        message.c.template,
+        message.c.body,
+        message.c.params["name"].as_string().label("name"),
+        message.c.params["lender"].as_string().label("lender"),
+        message.c.sent_at,
+        message.c.channel,
+        account.c.jurisdiction,
+        account.c.timezone,
+    )
+
+
+def sends_of_messages(connection: Connection, ids: list[int]) -> list[Row[*tuple[Any, ...]]]:
+    """The sent messages among `ids`, as `sends_of_borrowers` reads them, in id order."""
+    found: list[Row[*tuple[Any, ...]]] = []
+    for part in chunks(sorted(ids)):
+        found += connection.execute(
+            select(*_send_columns())
+            .join(account, account.c.account_id == message.c.account_id)
+            .where(sent_among(part))
+            .order_by(message.c.id)
+        ).all()
+    return found
+
+
+def record_check(
+    connection: Connection,
+    *,
+    at: datetime,
+    cycle_id: int,
+    ids: list[int],
+    sent_checked: int,
+    violations: list[dict[str, Any]],
+) -> None:
+    """Record that a batch of a cycle's sends (messages `ids`) was re-checked: how many, and what
+    was found."""
+    first, last = min(ids), max(ids)
+    detail = f"messages {first}-{last}: {sent_checked} sends re-checked, {len(violations)} violations"
+    data = {"messages": [first, last], "sent_checked": sent_checked, "violations": violations}
+    insert_events(connection, [event(None, at, CHECK, detail, data, cycle_id=cycle_id)])
+
+
+def recorded_checks(connection: Connection, cycle_id: int) -> tuple[int, list[dict[str, Any]]] | None:
+    """The sends a cycle's dispatch re-checked as it recorded them, and the violations found, over
+    every attempt at the cycle's instant (a cycle rerun after a crash is one cycle in several
+    rows); None when it recorded no re-check."""
+    instant = select(cycle_run.c.as_of).where(cycle_run.c.id == cycle_id).scalar_subquery()
+    attempts = select(cycle_run.c.id).where(cycle_run.c.as_of == instant)
+    rows = connection.execute(
+        select(audit.c.data).where(audit.c.cycle_id.in_(attempts), audit.c.kind == CHECK)
+    ).scalars()
+    checked, violations, any_ = 0, [], False
+    for data in rows:
+        any_ = True
+        checked += int(data["sent_checked"])
+        violations += data["violations"]
+    return (checked, violations) if any_ else None
+
+
 def sends_of_borrowers(
-    connection: Connection, *, start: datetime | None, end: datetime | None, since: datetime | None
+    connection: Connection,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    since: datetime | None,
+    crowded: Iterable[tuple[timedelta, int]] = (),
 ) -> Iterator[list[Row[*tuple[Any, ...]]]]:
     """For each borrower sent a message in [start, end): every message sent to them in [since, end),
     in the order sent, with its account's jurisdiction and zone and the name and lender it was
-    filled with (None where absent).
+    filled with (None where absent). With `crowded` (window, limit) pairs, only the borrowers
+    sent more than `limit` messages in [start - window, end) for one of them (`since` at or before
+    every `start - window`): the only ones a cap of that window and limit can find over the period.
 
     Streamed a borrower at a time: the re-check holds one borrower's messages, never a whole
     cycle's sends (600,000 bodies for a million accounts).
@@ -42,27 +150,29 @@ def sends_of_borrowers(
     borrowers = (
         select(account.c.borrower_id)
         .join(message, message.c.account_id == account.c.account_id)
-        .where(_between(message.c.sent_at, start, end))
+        .where(sent_between(start, end))
     )
-    rows = connection.execution_options(yield_per=5_000).execute(
-        select(
-            account.c.borrower_id,
-            message.c.id,
-            message.c.account_id,
-            message.c.address,
-            message.c.template,
-            message.c.body,
-            # The two template values the re-check reads (the names), not the whole JSON document
-            # decoded for every send.
-            message.c.params["name"].as_string().label("name"),
-            message.c.params["lender"].as_string().label("lender"),
-            message.c.sent_at,
-            message.c.channel,
-            account.c.jurisdiction,
-            account.c.timezone,
+    bounds = list(crowded)
+    if bounds:
+        # One pass over the period's sends: per borrower, a count for each window.
+        sent = {
+            window: func.count()
+            if start is None
+            else func.sum(case((message.c.sent_at >= start - window, 1), else_=0))
+            for window in {w for w, _ in bounds}
+        }
+        over = (
+            select(account.c.borrower_id)
+            .join(message, message.c.account_id == account.c.account_id)
+            .where(sent_between(since, end))
+            .group_by(account.c.borrower_id)
+            .having(or_(*(sent[window] > limit for window, limit in bounds)))
         )
+        borrowers = borrowers.where(account.c.borrower_id.in_(over))
+    rows = connection.execution_options(yield_per=5_000).execute(
+        select(*_send_columns())
         .join(account, account.c.account_id == message.c.account_id)
-        .where(_between(message.c.sent_at, since, end), account.c.borrower_id.in_(borrowers))
+        .where(sent_between(since, end), account.c.borrower_id.in_(borrowers))
         .order_by(account.c.borrower_id, message.c.sent_at, message.c.id)
     )
     for _, sends in groupby(rows, key=attrgetter("borrower_id")):
@@ -92,13 +202,13 @@ def held_back_by_rule(
 
 
 def hold_intervals(
-    connection: Connection, start: datetime | None, end: datetime | None
+    connection: Connection, sent: ColumnElement[bool]
 ) -> dict[str, list[tuple[str, datetime, datetime]]]:
     """Per account, (rule, from, until) for every hold and opt-out, from the ledger and the audit trail.
 
-    Only accounts with a message sent in the period are read (a join, never a list of ids).
+    Only accounts with a message among `sent` are read (a join, never a list of ids).
     """
-    sent_accounts = select(message.c.account_id).where(_between(message.c.sent_at, start, end)).distinct()
+    sent_accounts = select(message.c.account_id).where(sent).distinct()
     found: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
     for r in connection.execute(
         select(hold.c.account_id, hold.c.kind, hold.c.placed_at, hold.c.lifted_at).where(
@@ -132,24 +242,17 @@ def hold_intervals(
     return found
 
 
-def opted_out_numbers(
-    connection: Connection, start: datetime | None, end: datetime | None
-) -> dict[tuple[str, str], datetime]:
-    """(account, number) -> when the number opted out, for the numbers messaged in the period."""
-    sent = (
-        select(message.c.account_id, message.c.address)
-        .where(_between(message.c.sent_at, start, end))
-        .distinct()
-        .subquery()
-    )
+def opted_out_numbers(connection: Connection, sent: ColumnElement[bool]) -> dict[tuple[str, str], datetime]:
+    """(account, number) -> when the number opted out, for the numbers of the messages `sent`."""
+    numbers = select(message.c.account_id, message.c.address).where(sent).distinct().subquery()
     return {
         (r.account_id, r.address): r.opted_out_at
         for r in connection.execute(
-            select(sent.c.account_id, sent.c.address, contact.c.opted_out_at)
-            .join(account, account.c.account_id == sent.c.account_id)
+            select(numbers.c.account_id, numbers.c.address, contact.c.opted_out_at)
+            .join(account, account.c.account_id == numbers.c.account_id)
             .join(
                 contact,
-                and_(contact.c.borrower_id == account.c.borrower_id, contact.c.address == sent.c.address),
+                and_(contact.c.borrower_id == account.c.borrower_id, contact.c.address == numbers.c.address),
             )
             .where(contact.c.opted_out_at.is_not(None))
         )
