@@ -147,6 +147,24 @@ def check_content(
     if not body or not body.strip():
         return ContentFinding("content:missing", "no rendered body to check")
     fill = fill or {}
+    if not third_party:  # only the names of `fill` are read: the same send, checked again, is cached
+        return _checked_send(body, lender, profile, channel, fill.get("name"), fill.get("lender"))
+    return _check(body, lender, profile, channel, third_party, fill)
+
+
+@lru_cache(maxsize=8_192)
+def _checked_send(
+    body: str, lender: str, profile: Profile, channel: str, name: str | None, filled_lender: str | None
+) -> ContentFinding | None:
+    """`check_content` of a message to the debtor. Cached: a dispatch batch checks each of its
+    messages at send time and again, right after recording it, in the compliance re-check."""
+    fill = {k: v for k, v in (("name", name), ("lender", filled_lender)) if v is not None}
+    return _check(body, lender, profile, channel, False, fill)
+
+
+def _check(
+    body: str, lender: str, profile: Profile, channel: str, third_party: bool, fill: Mapping[str, str]
+) -> ContentFinding | None:
     text = _normal(body)
     names = sorted({v for v in (*(fill.get(k) for k in _NAMES), lender) if v}, key=len, reverse=True)
     # Threats and insults are looked for in the whole text the borrower reads, the names in it
