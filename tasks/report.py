@@ -72,7 +72,8 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list
         overdue = overdue_reviews(
             connection, now=report.as_of, deadline=timedelta(days=review_deadline_days())
         )
-        # The cycle's sends carry its as-of instant as sent_at: re-check exactly those.
+        # The cycle's sends carry its as-of instant as sent_at: exactly those, as their dispatch
+        # batches re-checked them, with the caps recounted across batches.
         audit = compliance_report(
             connection,
             start=report.as_of,
