@@ -422,6 +422,48 @@ def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
     assert report.sent_checked == 3 and [v.rule for v in report.violations] == found
 
 
+def test_cycle_report_takes_the_rechecks_of_every_attempt_at_its_instant(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle killed after its first batch and run again (a second cycle row at the same instant)
+    is one cycle: its report counts the re-checks both attempts recorded, and needs no rescan
+    (a body altered afterwards is left to the period report)."""
+    from arrears.compliance.report import recorded_checks
+    from arrears.storage.tables import cycle_run
+    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
+    from tasks.dispatch import dispatch_batch, plan_dispatch
+    from tasks.providers import sms_session
+
+    monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "1")
+    get_settings.cache_clear()
+    records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)]
+    _import(cycle_db, tmp_path, records)
+    day = business_date(CN_NOON, get_settings().lender_timezone)
+    first = begin_cycle.fn(CN_NOON, day).cycle_id
+    assert first is not None
+    refresh.fn(CN_NOON, day, first)
+    for shard in plan_shards.fn(get_settings().shard_size):
+        advance_shard.fn(shard, CN_NOON, day, first)
+    with sms_session():
+        dispatch_batch.fn(plan_dispatch.fn(CN_NOON, 1)[0], CN_NOON, first)  # then killed
+    with cycle_db.begin() as c:
+        c.execute(update(cycle_run).where(cycle_run.c.id == first).values(running=None))
+    again = begin_cycle.fn(CN_NOON, day).cycle_id
+    assert again is not None and again != first
+    assert _dispatch(CN_NOON, again) == {"sent": 2}
+    with cycle_db.begin() as c:
+        c.execute(
+            update(message)
+            .where(message.c.account_id == "A-2")
+            .values(body=message.c.body + "否则后果自负。")
+        )
+    with cycle_db.connect() as c:
+        checked = recorded_checks(c, again)
+        report = compliance_report(c, **_period(CN_NOON, again), checked=checked)
+    assert checked is not None and checked.sent_checked == 3
+    assert (report.sent_checked, report.violations) == (3, [])
+
+
 @pytest.mark.slow
 def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine, tmp_path: Path) -> None:
     """Thirty simulated days of `arrears demo` (portfolio, payments, daily cycle, dispatch every
