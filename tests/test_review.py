@@ -324,7 +324,10 @@ def test_importing_a_payment_or_hold_cancels_the_order_without_waiting_for_a_cyc
 
 
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
-    """A bankruptcy filed after the order cancels it (automatic stay)."""
+    """A bankruptcy the import could not set against the order (the file imported as of an instant
+    before the order was placed) cancels it at the next refresh (automatic stay). The import's
+    instant is fixed: left to the wall clock, the import itself cancelled the order once the
+    wall clock passed the order's instant (the import-time cancel is the test above)."""
     from tasks.review import decide_review
 
     _in_review(later_db, tmp_path, "A-V5", jurisdiction="US-CA", timezone="America/Los_Angeles")
@@ -350,6 +353,7 @@ def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> No
                 flags="bankruptcy",
             )
         ],
+        now=at("2026-12-02T16:30:00Z"),
     )
     assert refresh_later(later_db, "2026-12-03T02:00:00Z")["vendor_orders_cancelled"] == 1
     assert events(later_db, "A-V5", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
