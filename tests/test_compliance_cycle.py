@@ -78,9 +78,10 @@ def _dispatch(instant: datetime, cycle_id: int | None = None) -> dict[str, int]:
     return counts
 
 
-def _cycle(instant: datetime) -> dict[str, int]:
-    """One daily cycle through the task bodies the `daily_cycle` flow calls, in the same order."""
-    from tasks.cycle import advance_shard, begin_cycle, close_cycle, plan_shards, refresh
+def _advance(instant: datetime) -> int:
+    """A daily cycle up to its dispatch (open, refresh, every shard), through the task bodies the
+    `daily_cycle` flow calls, in the same order; the cycle's id."""
+    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
 
     settings = get_settings()
     day = business_date(instant, settings.lender_timezone)
@@ -89,6 +90,14 @@ def _cycle(instant: datetime) -> dict[str, int]:
     refresh.fn(instant, day, cycle_id)
     for shard in plan_shards.fn(settings.shard_size):
         advance_shard.fn(shard, instant, day, cycle_id)
+    return cycle_id
+
+
+def _cycle(instant: datetime) -> dict[str, int]:
+    """One daily cycle through the task bodies the `daily_cycle` flow calls, in the same order."""
+    from tasks.cycle import close_cycle
+
+    cycle_id = _advance(instant)
     counts = _dispatch(instant, cycle_id)
     close_cycle.fn(cycle_id, {})
     return counts
@@ -337,6 +346,25 @@ def _period(instant: datetime, cycle_id: int) -> dict[str, Any]:
     return {"start": instant, "end": end, "policy": DEFAULT_POLICY, "lender": lender, "cycle_id": cycle_id}
 
 
+def _cycle_report(engine: Engine, instant: datetime, cycle_id: int) -> tuple[Any, Any]:
+    """(the re-checks the cycle's batches recorded, the cycle's compliance report made from them)."""
+    from arrears.compliance.report import recorded_checks
+
+    with engine.connect() as c:
+        checked = recorded_checks(c, cycle_id)
+        return checked, compliance_report(c, **_period(instant, cycle_id), checked=checked)
+
+
+def _threaten(engine: Engine, account_id: str) -> None:
+    """Alter a sent body after the fact: a threat the content rule finds."""
+    with engine.begin() as c:
+        c.execute(
+            update(message)
+            .where(message.c.account_id == account_id)
+            .values(body=message.c.body + "否则后果自负。")
+        )
+
+
 def test_cycle_report_takes_each_batchs_recheck_and_recounts_the_caps_across_batches(
     cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,8 +373,6 @@ def test_cycle_report_takes_each_batchs_recheck_and_recounts_the_caps_across_bat
     borrower cap that four loans broke across two batches is found by the report's recount; the
     report says exactly what re-checking every send of the cycle says."""
     import tasks.dispatch
-    from arrears.compliance.report import recorded_checks
-    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
 
     monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "2")
     get_settings.cache_clear()
@@ -357,21 +383,15 @@ def test_cycle_report_takes_each_batchs_recheck_and_recounts_the_caps_across_bat
         [_cn(account_id=f"A-{i}", borrower_id="B-1") for i in range(4)]
         + [_cn(account_id="A-9", borrower_id="B-9", phone="13912349999")],
     )
-    day = business_date(CN_NOON, get_settings().lender_timezone)
-    cycle_id = begin_cycle.fn(CN_NOON, day).cycle_id
-    assert cycle_id is not None
-    refresh.fn(CN_NOON, day, cycle_id)
-    for shard in plan_shards.fn(get_settings().shard_size):
-        advance_shard.fn(shard, CN_NOON, day, cycle_id)
+    cycle_id = _advance(CN_NOON)
     with cycle_db.begin() as c:
         c.execute(
             insert(hold).values(account_id="A-9", kind="dispute", placed_at=CN_NOON - timedelta(minutes=1))
         )
     assert _dispatch(CN_NOON, cycle_id) == {"sent": 5}
 
+    checked, report = _cycle_report(cycle_db, CN_NOON, cycle_id)
     with cycle_db.connect() as c:
-        checked = recorded_checks(c, cycle_id)
-        report = compliance_report(c, **_period(CN_NOON, cycle_id), checked=checked)
         rescan = compliance_report(c, **_period(CN_NOON, cycle_id))
     assert checked is not None and checked.sent_checked == 5
     assert [(v.account_id, v.rule) for v in checked.violations] == [("A-9", "hold:dispute")]
@@ -389,7 +409,7 @@ def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
     was killed between the two writes) leaves the count short, and the report then re-checks
     every send of the cycle itself, and finds it."""
     import tasks.dispatch
-    from arrears.compliance.report import recheck_sends, recorded_checks
+    from arrears.compliance.report import recheck_sends
     from arrears.storage.compliance import CHECK
     from arrears.storage.tables import audit
 
@@ -407,17 +427,11 @@ def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
     records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)]
     _import(cycle_db, tmp_path, records)
     assert _cycle(CN_NOON) == {"sent": 3}
-    with cycle_db.begin() as c:
-        cycle_id = c.execute(select(audit.c.cycle_id).where(audit.c.kind == CHECK)).scalars().first()
-        assert cycle_id is not None
-        c.execute(
-            update(message)
-            .where(message.c.account_id == "A-1")
-            .values(body=message.c.body + "否则后果自负。")
-        )
     with cycle_db.connect() as c:
-        checked = recorded_checks(c, cycle_id)
-        report = compliance_report(c, **_period(CN_NOON, cycle_id), checked=checked)
+        cycle_id = c.execute(select(audit.c.cycle_id).where(audit.c.kind == CHECK)).scalars().first()
+    assert cycle_id is not None
+    _threaten(cycle_db, "A-1")
+    checked, report = _cycle_report(cycle_db, CN_NOON, cycle_id)
     assert checked is not None and checked.sent_checked == (2 if lost else 3)
     assert report.sent_checked == 3 and [v.rule for v in report.violations] == found
 
@@ -428,9 +442,8 @@ def test_cycle_report_takes_the_rechecks_of_every_attempt_at_its_instant(
     """A cycle killed after its first batch and run again (a second cycle row at the same instant)
     is one cycle: its report counts the re-checks both attempts recorded, and needs no rescan
     (a body altered afterwards is left to the period report)."""
-    from arrears.compliance.report import recorded_checks
     from arrears.storage.tables import cycle_run
-    from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
+    from tasks.cycle import begin_cycle
     from tasks.dispatch import dispatch_batch, plan_dispatch
     from tasks.providers import sms_session
 
@@ -438,28 +451,16 @@ def test_cycle_report_takes_the_rechecks_of_every_attempt_at_its_instant(
     get_settings.cache_clear()
     records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)]
     _import(cycle_db, tmp_path, records)
-    day = business_date(CN_NOON, get_settings().lender_timezone)
-    first = begin_cycle.fn(CN_NOON, day).cycle_id
-    assert first is not None
-    refresh.fn(CN_NOON, day, first)
-    for shard in plan_shards.fn(get_settings().shard_size):
-        advance_shard.fn(shard, CN_NOON, day, first)
+    first = _advance(CN_NOON)
     with sms_session():
         dispatch_batch.fn(plan_dispatch.fn(CN_NOON, 1)[0], CN_NOON, first)  # then killed
     with cycle_db.begin() as c:
         c.execute(update(cycle_run).where(cycle_run.c.id == first).values(running=None))
-    again = begin_cycle.fn(CN_NOON, day).cycle_id
+    again = begin_cycle.fn(CN_NOON, business_date(CN_NOON, get_settings().lender_timezone)).cycle_id
     assert again is not None and again != first
     assert _dispatch(CN_NOON, again) == {"sent": 2}
-    with cycle_db.begin() as c:
-        c.execute(
-            update(message)
-            .where(message.c.account_id == "A-2")
-            .values(body=message.c.body + "否则后果自负。")
-        )
-    with cycle_db.connect() as c:
-        checked = recorded_checks(c, again)
-        report = compliance_report(c, **_period(CN_NOON, again), checked=checked)
+    _threaten(cycle_db, "A-2")
+    checked, report = _cycle_report(cycle_db, CN_NOON, again)
     assert checked is not None and checked.sent_checked == 3
     assert (report.sent_checked, report.violations) == (3, [])
 
