@@ -1,13 +1,14 @@
 """`execute_many` stores exactly what SQLAlchemy's own executemany stores (types, JSON, values fixed
-in the statement), and `insert_ignore` reports only the keys it inserted, on SQLite and PostgreSQL."""
+in the statement), `insert_ignore` reports only the keys it inserted, and `among` selects what
+`in_` selects with one bound value however many keys, on SQLite and PostgreSQL."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, event, select, update
 
-from arrears.storage.bulk import execute_many, insert_ignore
+from arrears.storage.bulk import among, execute_many, insert_ignore
 from arrears.storage.tables import account, audit, message
 from tests.factories import account_record, write_csv
 
@@ -106,3 +107,30 @@ def test_insert_ignore_reports_only_new_keys(engine: Engine, tmp_path) -> None:
         stored = dict(connection.execute(select(message.c.idempotency_key, message.c.body)).all())
     assert new == {"k2"}
     assert stored == {"k1": "first", "k2": "one"}
+
+
+def test_among_selects_what_in_selects_with_one_bound_value(engine: Engine) -> None:
+    with engine.begin() as connection:
+        execute_many(connection, audit.insert(), _events(40, 0))
+        ids = connection.execute(select(audit.c.id).order_by(audit.c.id)).scalars().all()
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.connect() as connection:
+        for column, keys in (
+            (audit.c.account_id, {"A-3", "A-17", "A-39", "«no such»"}),
+            (audit.c.id, ids[::3]),
+            (audit.c.id, []),
+        ):
+
+            def read(where: object) -> list[int]:
+                return (
+                    connection.execute(select(audit.c.id).where(where).order_by(audit.c.id)).scalars().all()
+                )
+
+            assert read(among(column, keys)) == read(column.in_(keys))
+            assert read(~among(column, keys)) == read(column.not_in(keys))
+        statements.clear()
+        for n in (3, 3_000):  # one statement, one bound value, whatever the number of keys
+            connection.execute(select(audit.c.id).where(among(audit.c.id, range(n)))).all()
+    assert statements[0] == statements[1]
+    assert statements[0].count("?") + statements[0].count("%(") == 1

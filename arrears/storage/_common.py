@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Connection, CursorResult, Select, select, true
 
 from arrears.currencies import display
-from arrears.storage.bulk import chunks, execute_many
+from arrears.storage.bulk import among, chunks, execute_many
 from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
@@ -91,7 +91,7 @@ def holds_of(connection: Connection, account_ids: Any) -> dict[str, frozenset[Ho
     found: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
-            hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None)
+            among(hold.c.account_id, account_ids), hold.c.lifted_at.is_(None)
         )
     ):
         found[account_id].add(Hold(kind))

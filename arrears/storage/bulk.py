@@ -1,17 +1,31 @@
 """Bulk SQL the batch paths share, portable across SQLite and PostgreSQL."""
 
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Integer, Table, and_, func, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    Dialect,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "among",
     "chunks",
     "days_between",
     "driver_values",
@@ -136,6 +150,54 @@ def _days_sqlite(element: days_between, compiler: Any, **kw: Any) -> str:
 def _days_postgresql(element: days_between, compiler: Any, **kw: Any) -> str:
     later, earlier = (compiler.process(c, **kw) for c in element.clauses)
     return f"(CAST({later} AS DATE) - CAST({earlier} AS DATE))"
+
+
+class _Keys(TypeDecorator[Collection[Any]]):
+    """Keys bound as one value: an array on PostgreSQL, a JSON array on SQLite (read by json_each)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, item: TypeEngine[Any]) -> None:
+        super().__init__()
+        self.item = item
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(self.item))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Collection[Any] | None, dialect: Dialect) -> Any:
+        keys = list(value or ())
+        return keys if dialect.name == "postgresql" else json.dumps(keys)
+
+
+class among(FunctionElement[bool]):
+    """`column IN (keys)` for thousands of keys (text or integer), bound as one value.
+
+    `in_()` renders one placeholder per key at every execution: for a batch of a few thousand ids
+    SQLAlchemy spends longer naming and binding them than the database spends on the lookup.
+    Here PostgreSQL gets `= ANY(array)` and SQLite the keys as one JSON array; `~among(...)` is
+    NOT IN. The statement's compiled form is cached like any other.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], keys: Collection[Any]) -> None:
+        super().__init__(column, bindparam(None, list(keys), type_=_Keys(column.type)))
+
+
+@compiles(among)
+def _among_sqlite(element: among, compiler: Any, **kw: Any) -> str:
+    column, keys = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} IN (SELECT value FROM json_each({keys})))"
+
+
+@compiles(among, "postgresql")
+def _among_postgresql(element: among, compiler: Any, **kw: Any) -> str:
+    column, keys = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} = ANY({keys}))"
 
 
 def range_starts(

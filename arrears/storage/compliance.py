@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, or_, select
 
 from arrears.storage._common import event, insert_events
-from arrears.storage.bulk import chunks
+from arrears.storage.bulk import among, chunks
 from arrears.storage.tables import account, audit, contact, cycle_run, hold, message
 
 __all__ = [
@@ -56,7 +56,7 @@ def sent_between(start: datetime | None, end: datetime | None) -> ColumnElement[
 
 def sent_among(ids: list[int]) -> ColumnElement[bool]:
     """The messages `ids` that were sent (a dispatch batch's: a few thousand at most)."""
-    return and_(message.c.id.in_(ids), message.c.sent_at.is_not(None))
+    return and_(among(message.c.id, ids), message.c.sent_at.is_not(None))
 
 
 def sent_count(connection: Connection, start: datetime | None, end: datetime | None) -> int:

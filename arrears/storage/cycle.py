@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select, true, update
+from sqlalchemy import Connection, Select, and_, bindparam, case, literal, or_, select, true, update
 
 from arrears.buckets import BUCKETS
 from arrears.compliance.caps import Contact
@@ -22,7 +22,7 @@ from arrears.payments import Owed, apply_payment
 from arrears.policy import DEFAULT_POLICY
 from arrears.storage import tables
 from arrears.storage._common import event, insert_events
-from arrears.storage.bulk import days_between, execute_many, in_range, insert_ignore, range_starts
+from arrears.storage.bulk import among, days_between, execute_many, in_range, insert_ignore, range_starts
 from arrears.storage.tables import (
     account,
     borrower,
@@ -308,10 +308,15 @@ def contact_history(
             message.c.episode,
         )
         .join(owner, owner.c.account_id == message.c.account_id)
-        .where(owner.c.borrower_id.in_(borrowers), or_(message.c.sent_at > since, live))
+        .where(
+            owner.c.borrower_id.in_(borrowers)
+            if isinstance(borrowers, Select)
+            else among(owner.c.borrower_id, borrowers),
+            or_(message.c.sent_at > since, live),
+        )
     )
     if exclude:
-        query = query.where(message.c.id.not_in(list(exclude)))
+        query = query.where(~among(message.c.id, exclude))
     found: dict[str, list[Contact]] = defaultdict(list)
     for r in connection.execute(query):
         in_flight = r.status == MessageStatus.SCHEDULED.value

@@ -45,7 +45,8 @@ from arrears.importing import (
     rejects_path,
 )
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
-from arrears.storage.streaming import among, insert_rows, update_rows
+from arrears.storage.bulk import among
+from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import table_of
 from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel
@@ -183,7 +184,7 @@ def upsert_accounts(
         r.account_id: r
         for r in connection.execute(
             select(account.c.account_id, *(account.c[name] for name in SERVICING_COLUMNS)).where(
-                among(connection, account.c.account_id, [row.account_id for row in latest])
+                among(account.c.account_id, [row.account_id for row in latest])
             )
         )
     }
@@ -206,9 +207,7 @@ def _upsert_borrowers(
     names = {borrower_of[row.account_id]: row.borrower_name for row in rows}
     stored: dict[str, str] = dict(
         connection.execute(
-            select(borrower.c.borrower_id, borrower.c.name).where(
-                among(connection, borrower.c.borrower_id, names)
-            )
+            select(borrower.c.borrower_id, borrower.c.name).where(among(borrower.c.borrower_id, names))
         ).all()
     )
     new = [(b, n) for b, n in names.items() if b not in stored]
@@ -239,7 +238,7 @@ def _sync_contact_points(
     stored: dict[str, dict[str, tuple[int, bool]]] = defaultdict(dict)
     for r in connection.execute(
         select(contact.c.id, contact.c.borrower_id, contact.c.address, contact.c.is_primary).where(
-            among(connection, contact.c.borrower_id, primary), contact.c.channel == Channel.SMS.value
+            among(contact.c.borrower_id, primary), contact.c.channel == Channel.SMS.value
         )
     ):
         stored[r.borrower_id][r.address] = (r.id, r.is_primary)
@@ -318,7 +317,7 @@ def _sync_holds(
     active: dict[str, list[Any]] = defaultdict(list)
     for h in connection.execute(
         select(hold.c.id, hold.c.account_id, hold.c.kind, hold.c.source).where(
-            among(connection, hold.c.account_id, [row.account_id for row in stated]),
+            among(hold.c.account_id, [row.account_id for row in stated]),
             hold.c.lifted_at.is_(None),
         )
     ):
@@ -390,7 +389,7 @@ def insert_payments(
     currency_of: dict[str, str] = dict(
         connection.execute(
             select(account.c.account_id, account.c.currency).where(
-                among(connection, account.c.account_id, {r.account_id for r in rows})
+                among(account.c.account_id, {r.account_id for r in rows})
             )
         ).all()
     )
@@ -398,7 +397,7 @@ def insert_payments(
         r.payment_id: (r.account_id, r.amount, r.received_at)
         for r in connection.execute(
             select(payment.c.payment_id, payment.c.account_id, payment.c.amount, payment.c.received_at).where(
-                among(connection, payment.c.payment_id, {r.payment_id for r in rows})
+                among(payment.c.payment_id, {r.payment_id for r in rows})
             )
         )
     }

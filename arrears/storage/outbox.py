@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, upd
 
 from arrears.compliance.caps import Contact
 from arrears.storage._common import event, insert_events
-from arrears.storage.bulk import execute_many, in_range, range_starts
+from arrears.storage.bulk import among, execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
 from arrears.storage.tables import account, contact, hold, message
 from arrears.vocabulary import Hold, MessageStatus
@@ -194,14 +194,14 @@ def load_batch(
             account.c.borrower_id,
         )
         .join(account, account.c.account_id == message.c.account_id)
-        .where(message.c.id.in_(taken))
+        .where(among(message.c.id, taken))
         .order_by(message.c.id)
     ).all()
     account_ids = {r.account_id for r in rows}
     holds: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
-            hold.c.account_id.in_(account_ids), hold.c.lifted_at.is_(None)
+            among(hold.c.account_id, account_ids), hold.c.lifted_at.is_(None)
         )
     ):
         holds[account_id].add(Hold(kind))
@@ -209,7 +209,7 @@ def load_batch(
         (r.borrower_id, r.address): (r.opted_out_at is not None, r.valid)
         for r in connection.execute(
             select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
-                contact.c.borrower_id.in_({r.borrower_id for r in rows}), contact.c.channel == "sms"
+                among(contact.c.borrower_id, {r.borrower_id for r in rows}), contact.c.channel == "sms"
             )
         )
     }
@@ -285,7 +285,7 @@ def clear_doubt(connection: Connection, *, ids: Sequence[int]) -> None:
         return
     connection.execute(
         update(message)
-        .where(message.c.id.in_(list(ids)), message.c.status == MessageStatus.SCHEDULED.value)
+        .where(among(message.c.id, ids), message.c.status == MessageStatus.SCHEDULED.value)
         .values(
             lease_until=None,
             lease_owner=None,

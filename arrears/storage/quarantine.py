@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from arrears.masking import mask_text
+from arrears.storage.bulk import among
 from arrears.storage.tables import account, message, plan, quarantine
 from arrears.vocabulary import Stage
 
@@ -90,7 +91,7 @@ def open_accounts(connection: Connection, account_ids: Iterable[str] | None = No
         ids = sorted(set(account_ids))
         if not ids:
             return set()
-        query = query.where(quarantine.c.account_id.in_(ids))
+        query = query.where(among(quarantine.c.account_id, ids))
     return {a for a in connection.execute(query).scalars() if a is not None}
 
 
@@ -100,7 +101,7 @@ def open_refs(connection: Connection, what: What, refs: Collection[str] | None =
     if refs is not None:
         if not refs:
             return set()
-        query = query.where(quarantine.c.ref.in_(sorted(refs)))
+        query = query.where(among(quarantine.c.ref, sorted(refs)))
     return set(connection.execute(query).scalars())
 
 

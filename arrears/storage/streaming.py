@@ -12,19 +12,16 @@ takes as fast as it can write them. A duplicate key fails the COPY with the driv
 as SQLAlchemy's `IntegrityError`, so callers that retry on one still do.
 """
 
-import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, String, Table, any_, bindparam, func, literal_column, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.expression import ColumnElement
 
 from arrears.storage.bulk import driver_values
 
-__all__ = ["among", "insert_rows", "update_rows"]
+__all__ = ["insert_rows", "update_rows"]
 
 
 def _columns(
@@ -90,18 +87,6 @@ def update_rows(
     assignments = ", ".join(f'"{name}" = {mark}' for name in (*columns, *names))
     connection.exec_driver_sql(f'UPDATE "{table.name}" SET {assignments} WHERE "{key}" = {mark}', bound)
     return len(rows)
-
-
-def among(connection: Connection, column: ColumnElement[str], keys: Collection[str]) -> ColumnElement[bool]:
-    """`column IN (keys)` for thousands of text keys, bound as one value.
-
-    `in_()` renders one placeholder per key at every execution, which for a chunk of 10,000 costs
-    more than the lookup: PostgreSQL gets `= ANY(array)`, SQLite the keys as one JSON array.
-    """
-    if connection.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(keys), type_=ARRAY(String)))
-    listed: Any = select(literal_column("value")).select_from(func.json_each(json.dumps(list(keys))))
-    return column.in_(listed.scalar_subquery())
 
 
 def _copy(connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
