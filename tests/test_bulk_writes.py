@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, bindparam, event, select, update
 
 from arrears.storage.bulk import among, execute_many, insert_ignore
-from arrears.storage.tables import account, audit, message
+from arrears.storage.tables import account, audit, contact, message
 from tests.factories import account_record, write_csv
 
 
@@ -134,3 +134,19 @@ def test_among_selects_what_in_selects_with_one_bound_value(engine: Engine) -> N
             connection.execute(select(audit.c.id).where(among(audit.c.id, range(n)))).all()
     assert statements[0] == statements[1]
     assert statements[0].count("?") + statements[0].count("%(") == 1
+
+
+def test_among_is_served_by_the_index(sqlite_engine: Engine) -> None:
+    """SQLite looks the keys up in the index rather than scanning the table: a predicate written
+    as `(...) = 1` (SQLAlchemy's way with a boolean on SQLite) scanned every contact point."""
+    query = select(contact.c.address).where(
+        among(contact.c.borrower_id, ["B-1", "B-2"]), contact.c.channel == "sms"
+    )
+    sent: list[tuple[str, object]] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *args: sent.append((args[2], args[3])))
+    with sqlite_engine.connect() as connection:
+        connection.execute(query).all()
+        statement, parameters = sent[-1]
+        plan = [row[3] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert any(step.startswith("SEARCH contact_point USING") for step in plan), plan
+    assert not any(step.startswith("SCAN contact_point") for step in plan), plan

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     Connection,
     Dialect,
     Integer,
@@ -22,7 +21,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import NullType, TypeDecorator, TypeEngine
 
 __all__ = [
     "among",
@@ -172,7 +171,7 @@ class _Keys(TypeDecorator[Collection[Any]]):
         return keys if dialect.name == "postgresql" else json.dumps(keys)
 
 
-class among(FunctionElement[bool]):
+class among(FunctionElement[Any]):
     """`column IN (keys)` for thousands of keys (text or integer), bound as one value.
 
     `in_()` renders one placeholder per key at every execution: for a batch of a few thousand ids
@@ -181,7 +180,9 @@ class among(FunctionElement[bool]):
     NOT IN. The statement's compiled form is cached like any other.
     """
 
-    type = Boolean()
+    # Untyped, not Boolean: SQLite has no boolean type, and SQLAlchemy would write a Boolean
+    # predicate in a WHERE as `(...) = 1`, which no index serves (a scan of every row).
+    type = NullType()
     inherit_cache = True
 
     def __init__(self, column: ColumnElement[Any], keys: Collection[Any]) -> None:
