@@ -110,6 +110,43 @@ def test_report_figures_equal_the_row_by_row_reading(cycle_db: Engine, tmp_path:
     assert last.cure_rate and last.roll_rate is not None  # payments cured some: the rates were computed
 
 
+def test_transitions_are_summed_from_the_shards_counts_and_counted_when_one_is_not(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shard records its transition counts with its transitions; the report sums them without
+    reading the transition rows, and counts the rows when some transition was not counted."""
+    from arrears.storage import reports
+    from arrears.storage.cycle import MOVES
+
+    file = tmp_path / "portfolio.csv"
+    write_accounts_file(generate_portfolio(240, seed=5, business_date=date(2026, 12, 1)), file)
+    assert run_import(cycle_db, open_source(file, Kind.ACCOUNTS), now=DAYS[0]).rejected == 0
+    cycle_id = _attempt(DAYS[0], dispatch=False)
+    with cycle_db.connect() as c:
+        expected = moves_of(c, [cycle_id])
+        assert expected[1] == _reference_journeys(c, [cycle_id])
+        counts = c.execute(select(audit.c.id).where(audit.c.kind == MOVES)).scalars().all()
+    assert len(counts) > 1 and sum(expected[0].values()) > 240  # several shards, accounts moved
+
+    def rows_read(*args: object) -> None:
+        raise AssertionError("the transition rows were read")
+
+    with monkeypatch.context() as patched, cycle_db.connect() as c:
+        patched.setattr(reports, "_counted_moves", rows_read)
+        assert moves_of(c, [cycle_id]) == expected
+    # A transition of the cycle that no shard counted (the audit trail is append-only: one more row).
+    moved = {"account_id": "NOT-COUNTED", "at": DAYS[0], "kind": "transition", "cycle_id": cycle_id}
+    with cycle_db.begin() as c:
+        c.execute(audit.insert(), [moved | {"detail": "reminder → negotiation", "data": _STEP}])
+    with cycle_db.connect() as c:
+        moves, journeys = moves_of(c, [cycle_id])
+        assert moves == expected[0] + Counter({("reminder", "negotiation"): 1})
+        assert journeys == _reference_journeys(c, [cycle_id]) != expected[1]
+
+
+_STEP = {"from": "reminder", "to": "negotiation", "reason": "a step no shard counted"}
+
+
 def test_overdue_reviews_are_those_the_whole_waiting_list_names(cycle_db: Engine, tmp_path: Path) -> None:
     """The reviews waiting for their reviewer past the deadline, read from the old ones only, are
     those (in the same order) that filtering the whole waiting list finds."""

@@ -6,7 +6,8 @@ idempotency key with its status, template and body; each audit event by account,
 detail. Row ids, wall-clock instants and provider ids differ from run to run by nature and are
 left out, also where an audit detail names them ("message 868 sent via sandbox (ab12…)" is
 compared as "message # sent via sandbox (#)"). The dispatch's compliance re-checks are records
-of a batch, not decisions (how sends fall into batches differs by design), and are left out too.
+of a batch, not decisions (how sends fall into batches differs by design), and are left out too,
+as are the shards' transition counts (the transitions themselves are compared).
 Rows come in a total order, streamed, so a million-account portfolio is compared without holding
 either side in memory.
 """
@@ -18,6 +19,7 @@ from itertools import groupby
 from sqlalchemy import Connection, func, select
 
 from arrears.storage.compliance import CHECK
+from arrears.storage.cycle import MOVES
 from arrears.storage.tables import account, audit, message
 
 __all__ = ["SNAPSHOT_TABLES", "decision_counts", "decision_rows"]
@@ -30,7 +32,7 @@ _ROW_ID = re.compile(r"\b(message|review|referral|plan|offer|promise|letter|orde
 _PROVIDER_ID = re.compile(r"( via \S+) \([^)]*\)")
 
 
-_DECIDED = audit.c.kind != CHECK
+_DECIDED = audit.c.kind.not_in((CHECK, MOVES))
 
 
 def _without_ids(detail: str) -> str:
