@@ -109,6 +109,9 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
         # Read a chunk at a time (the cycle's way, for its memory), the states are the same, in
         # the same order, across chunk boundaries.
         parts = list(reviews.open_review_state_chunks(c, size=7))
+        # Each state is made from one row of the review and its account: the same as read alone.
+        every = reviews.open_review_states(c)
+        assert every and every == [reviews.review_state(c, s.review_id) for s in every]
     assert len(parts) > 2 and all(len(p) <= 7 for p in parts)
     assert [s for p in parts for s in p if _may_need_notice(s)] == states
 

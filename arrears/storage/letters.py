@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import chunks, event, insert_events
+from arrears.storage.bulk import among
 from arrears.storage.tables import account, borrower, letter
 
 __all__ = [
@@ -472,12 +473,13 @@ def touch(connection: Connection, letter_ids: Iterable[int], at: datetime) -> No
 
 
 def letters_of_reviews(connection: Connection, review_ids: Sequence[int]) -> dict[int, LetterRow]:
-    """The latest letter of each review, by review id."""
+    """The latest letter of each review, by review id. The ids are bound as one value (`among`):
+    the cycle asks for thousands at a time."""
     if not review_ids:
         return {}
     found: dict[int, LetterRow] = {}
     for r in connection.execute(
-        select(*_COLUMNS).where(letter.c.review_id.in_(list(review_ids))).order_by(letter.c.id)
+        select(*_COLUMNS).where(among(letter.c.review_id, review_ids)).order_by(letter.c.id)
     ):
         found[r.review_id] = _row(r)
     return found

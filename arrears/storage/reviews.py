@@ -18,8 +18,9 @@ from sqlalchemy.sql.functions import coalesce
 
 from arrears.review import CureNotice, Settled
 from arrears.storage import letters
-from arrears.storage._common import chunks, event, for_account, holds_of, insert_events, inserted_id, locked
+from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
+from arrears.storage.bulk import among
 from arrears.storage.tables import account, review
 from arrears.vocabulary import Exit, Hold, Stage
 
@@ -107,21 +108,22 @@ class ReviewState:
 _CURED = f"closed: account is now {Exit.CURED.value}"
 
 
-def _prior_cures(connection: Connection, account_ids: Any) -> dict[tuple[str, int], int]:
-    """Per (account, review id): how many earlier reviews of the account ended in a cure."""
-    by_account: dict[str, list[tuple[int, bool]]] = defaultdict(list)
-    for r in connection.execute(
-        select(review.c.account_id, review.c.id, review.c.reason)
-        .where(review.c.account_id.in_(account_ids))
-        .order_by(review.c.id)
+def _prior_cures(connection: Connection, reviews: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Per (account, review id) of `reviews`: how many earlier reviews of the account ended in a
+    cure; reviews with none are left out. Only the cured reviews are read, the accounts bound as
+    one value (`among`): the cycle asks for thousands of reviews, few of which follow a cure."""
+    cured: dict[str, list[int]] = defaultdict(list)
+    for account_id, review_id in connection.execute(
+        select(review.c.account_id, review.c.id).where(
+            among(review.c.account_id, sorted({a for a, _ in reviews})),
+            review.c.reason == _CURED,
+        )
     ):
-        by_account[r.account_id].append((r.id, r.reason == _CURED))
+        cured[account_id].append(review_id)
     counts: dict[tuple[str, int], int] = {}
-    for account_id, reviews in by_account.items():
-        cured = 0
-        for review_id, was_cure in reviews:
-            counts[(account_id, review_id)] = cured
-            cured += was_cure
+    for account_id, review_id in reviews:
+        if earlier := sum(1 for i in cured.get(account_id, ()) if i < review_id):
+            counts[(account_id, review_id)] = earlier
     return counts
 
 
@@ -166,7 +168,7 @@ def review_state(connection: Connection, review_id: int, *, lock: bool = False) 
     if r is None:
         return None
     a = connection.execute(select(account).where(account.c.account_id == r.account_id)).one()
-    cures = _prior_cures(connection, [r.account_id]).get((r.account_id, r.id), 0)
+    cures = _prior_cures(connection, [(r.account_id, r.id)]).get((r.account_id, r.id), 0)
     notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
     return _state(r, a, holds_of(connection, [r.account_id]).get(r.account_id, frozenset()), cures, notice)
 
@@ -185,7 +187,7 @@ def current_review(connection: Connection, account_id: str) -> ReviewState | Non
     ).first()
     if r is None:
         return None
-    cures = _prior_cures(connection, [account_id]).get((account_id, r.id), 0)
+    cures = _prior_cures(connection, [(account_id, r.id)]).get((account_id, r.id), 0)
     notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
     return _state(r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures, notice)
 
@@ -408,8 +410,18 @@ def close_review(connection: Connection, *, review_id: int, reason: str, at: dat
     return True
 
 
+# A ReviewState's columns in the order of its fields, the review's then its account's: the bulk
+# paths make each state from its row positionally (`_states`), not a column at a time by name.
 _STATE_COLUMNS = (
-    account.c.account_id,
+    review.c.id,
+    review.c.account_id,
+    review.c.opened_at,
+    review.c.cure_deadline,
+    review.c.decision,
+    review.c.reviewer,
+    review.c.reason,
+    review.c.decided_at,
+    review.c.flow_run_id,
     account.c.stage,
     account.c.stage_since,
     account.c.episode,
@@ -421,31 +433,30 @@ _STATE_COLUMNS = (
     account.c.days_past_due,
     account.c.vin,
 )
+# Reviews with their accounts, in one query: only the columns a ReviewState holds, as the cycle
+# reads the states of every open review.
+_STATES = select(*_STATE_COLUMNS).join_from(review, account, account.c.account_id == review.c.account_id)
+_NO_HOLDS: frozenset[Hold] = frozenset()
 
 
 def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
+    """The states of rows of `_STATES`, their holds, prior cures and letters read in a query each."""
     if not rows:
         return []
-    ids = sorted({r.account_id for r in rows})
-    # Only the columns a ReviewState holds: the cycle reads the states of every open review.
-    accounts = {
-        a.account_id: a
-        for part in chunks(ids)
-        for a in connection.execute(select(*_STATE_COLUMNS).where(account.c.account_id.in_(part)))
-    }
-    holds = holds_of(connection, ids)
-    cures = _prior_cures(connection, ids)
+    holds = holds_of(connection, sorted({r.account_id for r in rows}))
+    cures = _prior_cures(connection, [(r.account_id, r.id) for r in rows])
     notices = letters.letters_of_reviews(connection, [r.id for r in rows])
-    return [
-        _state(
-            r,
-            accounts[r.account_id],
-            holds.get(r.account_id, frozenset()),
+    states = []
+    for r in rows:
+        notice = notices.get(r.id)
+        fields: tuple[Any, ...] = (
+            *r,
+            holds.get(r.account_id, _NO_HOLDS),
             cures.get((r.account_id, r.id), 0),
-            notices.get(r.id),
+            *((notice.id, notice.status, notice.reason) if notice else (None, None, None)),
         )
-        for r in rows
-    ]
+        states.append(ReviewState(*fields))
+    return states
 
 
 def open_review_states(
@@ -462,35 +473,29 @@ def open_review_state_chunks(
 ) -> Iterator[list[ReviewState]]:
     """`open_review_states` a chunk at a time, in the same order: a first cycle opens reviews
     for a quarter of a portfolio, and their states, held at once, were the cycle's peak memory.
-    Only the ids are read whole; each chunk's rows, accounts, holds and letters are read with it."""
-    ids = (
-        connection.execute(
-            select(review.c.id)
-            .join(account, account.c.account_id == review.c.account_id)
-            .where(
-                review.c.decided_at.is_(None),
-                account.c.stage == Stage.REPOSSESSION_REVIEW.value,
-                review.c.opened_at >= account.c.stage_since,
-                true()
-                if waiting_before is None
-                else coalesce(review.c.cure_deadline, review.c.opened_at) < waiting_before,
-            )
-            .order_by(review.c.opened_at, review.c.id)
-        )
-        .scalars()
-        .all()
-    )
-    for start in range(0, len(ids), size):
-        part = ids[start : start + size]
-        rows = {r.id: r for r in connection.execute(select(review).where(review.c.id.in_(part)))}
-        yield _states(connection, [rows[i] for i in part])
+
+    The reviews and their accounts are one query, fetched `size` rows at a time (a server-side
+    cursor on PostgreSQL); each chunk's holds, prior cures and letters are read with it. The
+    caller may write between chunks (the cycle writes each chunk's letters): the query's rows
+    are the reviews and accounts as they stood when it ran, which those writes do not touch."""
+    query = _STATES.where(
+        review.c.decided_at.is_(None),
+        account.c.stage == Stage.REPOSSESSION_REVIEW.value,
+        review.c.opened_at >= account.c.stage_since,
+        true()
+        if waiting_before is None
+        else coalesce(review.c.cure_deadline, review.c.opened_at) < waiting_before,
+    ).order_by(review.c.opened_at, review.c.id)
+    with connection.execute(query, execution_options={"yield_per": size}) as result:
+        for rows in result.partitions():
+            yield _states(connection, rows)
 
 
 def reviews_by_run(connection: Connection, flow_run_ids: Sequence[str]) -> dict[str, ReviewState]:
     """The reviews these flow runs work on, by run id."""
     if not flow_run_ids:
         return {}
-    rows = connection.execute(select(review).where(review.c.flow_run_id.in_(list(flow_run_ids)))).all()
+    rows = connection.execute(_STATES.where(review.c.flow_run_id.in_(list(flow_run_ids)))).all()
     return {s.flow_run_id: s for s in _states(connection, rows) if s.flow_run_id}
 
 
