@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -112,6 +112,19 @@ def add_business_days(start: date, days: int, *, calendar: str | None) -> date:
     return day
 
 
+@lru_cache(maxsize=4096)
+def _last_day(sent_on: date, days: int, business_days: bool, calendar: str | None) -> date:
+    """The last day to cure of a notice given on `sent_on` (`cure_deadline`), from every input it
+    depends on; kept because the cycle writes thousands of notices at one instant, which share a
+    handful of these (each a walk over days and holiday calendars)."""
+    if business_days:
+        return add_business_days(sent_on, days, calendar=calendar)
+    last = sent_on + timedelta(days=days)
+    while not _business_day(last, calendar):
+        last += timedelta(days=1)
+    return last
+
+
 def cure_deadline(
     sent_at: datetime,
     *,
@@ -132,13 +145,7 @@ def cure_deadline(
         return None
     zone = ZoneInfo(timezone)
     sent_on = sent_at.astimezone(zone).date()
-    calendar = rules.hours.holidays
-    if rules.cure_business_days:
-        last = add_business_days(sent_on, rules.cure_notice_days, calendar=calendar)
-    else:
-        last = sent_on + timedelta(days=rules.cure_notice_days)
-        while not _business_day(last, calendar):
-            last += timedelta(days=1)
+    last = _last_day(sent_on, rules.cure_notice_days, rules.cure_business_days, rules.hours.holidays)
     end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
     return last, end
 

@@ -34,6 +34,7 @@ from arrears.letters.notices import (
     planned_notice,
 )
 from arrears.models import utcnow
+from arrears.review import notice_owed
 from arrears.settings import get_settings
 from arrears.storage import letters, reviews
 from arrears.storage.installation import installation_id
@@ -118,20 +119,32 @@ def write_cure_letters(connection: Connection, states: Sequence[ReviewState], at
     handful per letter (the first daily cycle opens a review for a quarter of a portfolio);
     returns how many letters were written."""
     installation = installation_id(connection)
+    profile = policy().profile  # the policy read once for the batch, not once per review
 
     def key(state: ReviewState) -> str:
         return _key(installation, state.account_id, _cure_what(state))
 
-    drafts = [draft for state in states if (draft := _cure_draft(state, at, key))]
+    drafts = [
+        draft for state in states if (draft := _cure_draft(state, at, key, rules=profile(state.jurisdiction)))
+    ]
     return write_letters(connection, drafts)
 
 
 def _cure_draft(
-    state: ReviewState, at: datetime, key: Callable[[ReviewState], str], *, readdressed: bool = False
+    state: ReviewState,
+    at: datetime,
+    key: Callable[[ReviewState], str],
+    *,
+    readdressed: bool = False,
+    rules: Profile | None = None,
 ) -> Draft | None:
     """The review's right-to-cure letter to write under `key(state)` (asked only when one is owed), or
-    None when the jurisdiction owes none."""
-    rules = policy().profile(state.jurisdiction)
+    None when the jurisdiction owes none. `rules`: the jurisdiction's profile under the policy, when
+    the caller has read the policy already."""
+    rules = policy().profile(state.jurisdiction) if rules is None else rules
+    # Most reviews the cycle opens owe none (CN, US): known from the profile alone.
+    if not notice_owed(state.jurisdiction, rules=rules, prior_cures=state.prior_cures):
+        return None
     amount = Decimal(display(state.past_due, state.currency))
     notice = planned_notice(
         at,
