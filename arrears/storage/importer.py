@@ -47,7 +47,7 @@ from arrears.importing import (
     read_payment,
     rejects_path,
 )
-from arrears.importing.parallel import PARSE_WORKERS, parsed_records
+from arrears.importing.parallel import PARSE_WORKERS, collecting_rarely, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows, update_rows
@@ -497,6 +497,7 @@ def run_import(
     target = rejects_path(source.path)
     read: Any = read_account if kind is Kind.ACCOUNTS else read_payment
     with (
+        collecting_rarely(),
         RejectsWriter(target, source.rejects_header) as rejects,
         parsed_records(source.rows(), read, chunk_size=chunk_size, workers=parse_workers) as parsed,
         engine.connect() as connection,
