@@ -1,7 +1,8 @@
 """Throughput of `arrears import accounts` (DESIGN §8): a generated portfolio through `run_import`.
 
     python benchmarks/importing.py [--accounts 1000000] [--database-url URL] [--seed 1]
-                                   [--again] [--chunk-size N] [--workdir DIR] [--keep] [--profile FILE]
+                                   [--again] [--chunk-size N] [--parse-workers N] [--workdir DIR]
+                                   [--keep] [--profile FILE]
 
 Generates `--accounts` accounts (`arrears.simulate`, timed apart) as a CSV file, migrates the
 database (a fresh SQLite file in the working directory, or `--database-url`, which must hold no
@@ -46,9 +47,13 @@ def generate(n: int, seed: int, path: Path) -> float:
     return time.perf_counter() - started
 
 
-def import_file(url: str, path: str, chunk_size: int | None, profile: str | None) -> dict[str, Any]:
-    """Runs in a spawned child: migrate, then import `path` once, timed, with its peak RSS."""
+def import_file(
+    url: str, path: str, chunk_size: int | None, profile: str | None, parse_workers: int | None
+) -> dict[str, Any]:
+    """Runs in a spawned child: migrate, then import `path` once, timed, with its peak RSS (the
+    importing process's own and, apart, its parsing workers')."""
     from arrears.importing import Kind, open_source
+    from arrears.importing.parallel import PARSE_WORKERS
     from arrears.storage import get_engine, migrate
     from arrears.storage.importer import CHUNK_SIZE, run_import
 
@@ -56,7 +61,13 @@ def import_file(url: str, path: str, chunk_size: int | None, profile: str | None
     migrate(engine)
     started, cpu = time.perf_counter(), time.process_time()
     with open_source(Path(path), Kind.ACCOUNTS) as source:
-        call = lambda: run_import(engine, source, chunk_size=chunk_size or CHUNK_SIZE, now=IMPORTED_AT)  # noqa: E731
+        call = lambda: run_import(  # noqa: E731
+            engine,
+            source,
+            chunk_size=chunk_size or CHUNK_SIZE,
+            parse_workers=PARSE_WORKERS if parse_workers is None else parse_workers,
+            now=IMPORTED_AT,
+        )
         if profile:
             import cProfile
 
@@ -66,10 +77,13 @@ def import_file(url: str, path: str, chunk_size: int | None, profile: str | None
         else:
             summary = call()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     engine.dispose()
     return {
         "wall_s": wall,
         "cpu_s": cpu,
+        "workers_cpu_s": workers.ru_utime + workers.ru_stime,
+        "workers_peak_rss_mib": workers.ru_maxrss / 1024,
         "read": summary.read,
         "accepted": summary.accepted,
         "rejected": summary.rejected,
@@ -90,6 +104,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="portfolio seed (default 1)")
     parser.add_argument("--again", action="store_true", help="import the same file a second time")
     parser.add_argument("--chunk-size", type=int, help="records per chunk (default: the importer's)")
+    parser.add_argument("--parse-workers", type=int, help="parsing processes (default: the importer's)")
     parser.add_argument("--workdir", type=Path, help="working directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the (first) import here")
@@ -105,9 +120,10 @@ def main() -> int:
         generated = None if path.exists() else generate(args.accounts, args.seed, path)
         size_mib = path.stat().st_size / 2**20
         load_before = os.getloadavg()
-        runs = [in_child(url, str(path), args.chunk_size, str(args.profile) if args.profile else None)]
+        profile = str(args.profile) if args.profile else None
+        runs = [in_child(url, str(path), args.chunk_size, profile, args.parse_workers)]
         if args.again:
-            runs.append(in_child(url, str(path), args.chunk_size, None))
+            runs.append(in_child(url, str(path), args.chunk_size, None, args.parse_workers))
         load_after = os.getloadavg()
     finally:
         if args.workdir is None and not args.keep:
@@ -121,7 +137,8 @@ def main() -> int:
         rate = run["read"] / run["wall_s"] if run["wall_s"] else 0.0
         counts = run["counts"]
         print(
-            f"{name:>7}: {run['wall_s']:7.1f} s wall, {run['cpu_s']:7.1f} s CPU, {rate:10,.0f} accounts/s, "
+            f"{name:>7}: {run['wall_s']:7.1f} s wall, {run['cpu_s']:7.1f} s CPU "
+            f"(+ {run['workers_cpu_s']:.1f} s in parsing workers), {rate:10,.0f} accounts/s, "
             f"peak RSS {run['peak_rss_mib']:,.0f} MiB; accepted {run['accepted']:,}, rejected "
             f"{run['rejected']:,}; created {counts['created']:,}, updated {counts['updated']:,}, "
             f"unchanged {counts['unchanged']:,}"
@@ -138,8 +155,10 @@ def main() -> int:
         "file_mib": round(size_mib, 1),
         "wall_s": round(first["wall_s"], 2),
         "cpu_s": round(first["cpu_s"], 2),
+        "workers_cpu_s": round(first["workers_cpu_s"], 2),
         "accounts_per_s": round(rate),
         "peak_rss_mib": round(first["peak_rss_mib"], 1),
+        "workers_peak_rss_mib": round(first["workers_peak_rss_mib"], 1),
         "again_wall_s": round(runs[1]["wall_s"], 2) if len(runs) > 1 else None,
         "again_peak_rss_mib": round(runs[1]["peak_rss_mib"], 1) if len(runs) > 1 else None,
         "rejected": first["rejected"],

@@ -16,13 +16,13 @@ the test suite's default) the function runs in the calling thread.
 """
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import ParamSpec, TypeVar
+
+from arrears.processes import leave_with_parent
 
 __all__ = ["in_own_process", "in_worker", "run_process", "worker_processes"]
 
@@ -73,13 +73,7 @@ def _exit_with_parent(parent: int) -> None:
     stdout, and a database connection): the next cycle must not find it there."""
     global _owner
     _owner = parent
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    leave_with_parent(parent)
 
 
 def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -9,6 +9,7 @@ always, whatever the quoting.
 - `reading`: files read one physical line at a time in their encoding (`open_source`), in
   bounded memory; a file that cannot be read raises `UnreadableFile`;
 - `checks`: one row on its own, then the rules across rows (`check_accounts`, `check_payments`);
+- `parallel`: the rows of a long file parsed in worker processes while the importer stores;
 - `rejects`: the rejects file beside the input.
 
 Nothing here touches the database: storage is `arrears.storage.importer`.
@@ -17,10 +18,14 @@ Nothing here touches the database: storage is `arrears.storage.importer`.
 from arrears.currencies import CURRENCY_MINOR_UNITS, ISO_4217
 from arrears.importing.checks import (
     check_accounts,
+    check_parsed_accounts,
+    check_parsed_payments,
     check_payments,
     fits_currency,
     parse_account,
     parse_payment,
+    read_account,
+    read_payment,
 )
 from arrears.importing.reading import DEFAULT_ENCODING, Source, check_encoding, open_source
 from arrears.importing.records import (
@@ -58,10 +63,14 @@ __all__ = [
     "UnreadableFile",
     "check_accounts",
     "check_encoding",
+    "check_parsed_accounts",
+    "check_parsed_payments",
     "check_payments",
     "fits_currency",
     "open_source",
     "parse_account",
     "parse_payment",
+    "read_account",
+    "read_payment",
     "rejects_path",
 ]

@@ -29,7 +29,17 @@ from arrears.models import Account, Borrower, Payment
 from arrears.storage.types import MONEY_SCALE
 from arrears.vocabulary import Hold
 
-__all__ = ["check_accounts", "check_payments", "fits_currency", "parse_account", "parse_payment"]
+__all__ = [
+    "check_accounts",
+    "check_parsed_accounts",
+    "check_parsed_payments",
+    "check_payments",
+    "fits_currency",
+    "parse_account",
+    "parse_payment",
+    "read_account",
+    "read_payment",
+]
 
 # Money is Numeric(19, 4) on PostgreSQL and a signed 64-bit integer of 1/10^4 units on SQLite:
 # below 10^14 fits both, so a huge amount is a rejection here rather than a failed chunk there.
@@ -364,6 +374,17 @@ def _unpack(packed: int) -> tuple[int, int, int]:
     return packed >> 128, (packed >> 64) & _HASH_MASK, packed & _HASH_MASK
 
 
+def read_account(raw: RawRow) -> AccountRow | list[Rejection] | None:
+    """`parse_account` of one record as read; None for a record that could not be split into
+    columns (its `problem` is its verdict). What a parsing worker runs, record by record."""
+    return None if raw.problem is not None else parse_account(raw.line, raw.values, raw.present)
+
+
+def read_payment(raw: RawRow) -> PaymentRow | list[Rejection] | None:
+    """`parse_payment` of one record as read, as `read_account` is for accounts."""
+    return None if raw.problem is not None else parse_payment(raw.line, raw.values)
+
+
 def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
     """Check each record and the rules that span the file, lazily, in file order.
 
@@ -371,15 +392,23 @@ def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
     accounts must keep one name and one phone: otherwise every import would flip them back
     and forth, and importing the same file twice would not change nothing.
     """
+    return check_parsed_accounts((raw, read_account(raw)) for raw in records)
+
+
+def check_parsed_accounts(
+    parsed: Iterable[tuple[RawRow, AccountRow | list[Rejection] | None]],
+) -> Iterator[Checked[AccountRow]]:
+    """`check_accounts` for records already parsed on their own (`read_account`, maybe in
+    another process): the rules across rows, in file order."""
     first_line: dict[str, int] = {}
     # borrower_id -> line, hash of name, hash of phone, packed in one int: a tuple of three ints
     # costs 150 bytes more per borrower, 150 MB at a million.
     borrowers: dict[str, int] = {}
-    for raw in records:
+    for raw, result in parsed:
         if raw.problem is not None:
             yield Checked(raw, None, (raw.problem,))
             continue
-        result = parse_account(raw.line, raw.values, raw.present)
+        assert result is not None
         rejections = result if isinstance(result, list) else []
         account_id = raw.values.get("account_id", "").strip()
         if account_id:
@@ -415,12 +444,19 @@ def check_payments(records: Iterable[RawRow]) -> Iterator[Checked[PaymentRow]]:
     The same payment twice is accepted (storing it is idempotent); a different one under the
     same id is rejected naming the first line.
     """
+    return check_parsed_payments((raw, read_payment(raw)) for raw in records)
+
+
+def check_parsed_payments(
+    parsed: Iterable[tuple[RawRow, PaymentRow | list[Rejection] | None]],
+) -> Iterator[Checked[PaymentRow]]:
+    """`check_payments` for records already parsed on their own (`read_payment`)."""
     first: dict[str, tuple[int, int]] = {}  # payment_id -> line, hash of content
-    for raw in records:
+    for raw, result in parsed:
         if raw.problem is not None:
             yield Checked(raw, None, (raw.problem,))
             continue
-        result = parse_payment(raw.line, raw.values)
+        assert result is not None
         if isinstance(result, list):
             yield Checked(raw, None, tuple(result))
             continue

@@ -11,7 +11,8 @@ what exists with one query per table for the whole chunk and write new and chang
 through `arrears.storage.streaming` (COPY on PostgreSQL, one executemany on SQLite): at a million
 accounts SQLAlchemy's per-row parameter handling cost more than the database. `run_import` streams
 a file through them chunk by chunk, in one transaction for the whole file, so a file is stored all
-or nothing (DESIGN §8). Memory holds the chunk in flight, plus, for the rules across rows (a
+or nothing (DESIGN §8), while worker processes parse the chunks ahead (`arrears.importing.parallel`).
+Memory holds the chunks in flight, plus, for the rules across rows (a
 repeated account_id, a borrower's one name and phone), one entry per account id and borrower id
 seen so far in the file.
 """
@@ -39,11 +40,14 @@ from arrears.importing import (
     RejectsUnwritable,
     RejectsWriter,
     Source,
-    check_accounts,
-    check_payments,
+    check_parsed_accounts,
+    check_parsed_payments,
     fits_currency,
+    read_account,
+    read_payment,
     rejects_path,
 )
+from arrears.importing.parallel import PARSE_WORKERS, collecting_rarely, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows, update_rows
@@ -453,6 +457,7 @@ def run_import(
     source: Source,
     *,
     chunk_size: int = CHUNK_SIZE,
+    parse_workers: int = PARSE_WORKERS,
     now: datetime | None = None,
     on_progress: Callable[[ImportSummary, int], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
@@ -463,6 +468,11 @@ def run_import(
     checked, then written in bulk), so memory stays bounded and a crash, a kill or an error at any
     point leaves nothing of the file stored. The rejects file is written and moved into place
     before the commit; if it cannot be, nothing is committed (RejectsUnwritable).
+
+    A file longer than `arrears.importing.parallel.POOL_FROM_RECORDS` records is parsed in
+    `parse_workers` spawned processes while this one checks the rules across rows and stores
+    (0: all here); a script calling this on such a file needs the `if __name__ == "__main__"`
+    guard every spawning program needs. `on_progress`'s bytes read then run a few chunks ahead.
 
     Raises, with nothing stored: UnreadableFile (a byte not valid in the file's encoding, met
     half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a reason; it is
@@ -478,9 +488,6 @@ def run_import(
         ignored_columns=source.ignored_columns,
         counts=AccountCounts() if kind is Kind.ACCOUNTS else PaymentCounts(),
     )
-    checked: Iterator[Checked[Any]] = (
-        check_accounts(source.rows()) if kind is Kind.ACCOUNTS else check_payments(source.rows())
-    )
 
     def check_stop() -> None:
         reason = stop_requested() if stop_requested is not None else None
@@ -488,7 +495,16 @@ def run_import(
             raise ImportInterrupted(reason, summary.read)
 
     target = rejects_path(source.path)
-    with RejectsWriter(target, source.rejects_header) as rejects, engine.connect() as connection:
+    read: Any = read_account if kind is Kind.ACCOUNTS else read_payment
+    with (
+        collecting_rarely(),
+        RejectsWriter(target, source.rejects_header) as rejects,
+        parsed_records(source.rows(), read, chunk_size=chunk_size, workers=parse_workers) as parsed,
+        engine.connect() as connection,
+    ):
+        checked: Iterator[Checked[Any]] = (
+            check_parsed_accounts(parsed) if kind is Kind.ACCOUNTS else check_parsed_payments(parsed)
+        )
         try:
             with connection.begin():
                 for window in _batched(checked, chunk_size):

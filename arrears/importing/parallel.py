@@ -1,0 +1,174 @@
+"""Parsing a file's records in worker processes while the importer stores the chunk before.
+
+Checking a record on its own (`read_account`, `read_payment`) is pure and costs more than storing
+it; the rules across rows (a repeated id, a borrower's one name and phone) are cheap but need the
+file's order. So chunks of records read in this process go to a small pool of spawned processes,
+which parse them and send the results back; `parsed_records` yields them in file order, a fixed
+number of chunks ahead of the caller, which checks the rules across rows and stores meanwhile.
+
+A small file is parsed here: a worker's start (a new interpreter importing the checks) costs
+about as much as parsing 20,000 records. Reading stays in this process, so a file that cannot be
+read raises `UnreadableFile` where it always did: after every record before the bad line was
+yielded. Workers ignore SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): the
+importer hears them, stops between chunks and stores nothing, and the pool is shut down when the
+`with` block ends, however it ends; a worker whose importer is killed leaves on its own.
+"""
+
+import gc
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from itertools import islice
+from multiprocessing import get_context
+from typing import TypeVar
+
+from arrears.importing.records import RawRow, Rejection
+from arrears.processes import leave_with_parent
+
+__all__ = ["PARSE_WORKERS", "POOL_FROM_RECORDS", "collecting_rarely", "parsed_records"]
+
+R = TypeVar("R")
+Read = Callable[[RawRow], R | list[Rejection] | None]
+
+# Worker processes parsing while this one checks and stores (measured on 2 cores: see
+# benchmarks/README.md). 0 parses everything here.
+PARSE_WORKERS = 1
+# Below this many records a file is parsed here: starting a worker would cost more than it saves.
+POOL_FROM_RECORDS = 20_000
+# Allocations between two collections of the youngest generation while importing (Python's: 700).
+_YOUNG_COLLECTION_EVERY = 100_000
+
+
+@contextmanager
+def collecting_rarely() -> Iterator[None]:
+    """Python's cyclic garbage collector run a hundred times less often inside the block.
+
+    An import allocates a dozen objects per record, none in a reference cycle, and keeps a
+    chunk's worth alive: with the default threshold the collector ran 2,400 times for 100,000
+    records and scanned each chunk again and again, 15-18% of the importer's CPU. Nothing an
+    import makes waits for the collector to be freed; the previous threshold is put back after.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@contextmanager
+def parsed_records(
+    records: Iterable[RawRow],
+    read: Read[R],
+    *,
+    chunk_size: int,
+    workers: int = PARSE_WORKERS,
+) -> Iterator[Iterator[tuple[RawRow, R | list[Rejection] | None]]]:
+    """Each record with `read(record)`, in file order, parsed in `workers` processes once the
+    file proves longer than `POOL_FROM_RECORDS`. `read` must be importable by name.
+
+    At most `workers + 1` chunks of `chunk_size` records are read ahead of the one being
+    yielded. The pool lives as long as the block: leaving it (done, an error, a stop) cancels
+    what is queued, waits for the chunks being parsed and joins the workers.
+    """
+    pool: ProcessPoolExecutor | None = None
+
+    def start() -> ProcessPoolExecutor:
+        nonlocal pool
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),  # not forked: the importer may run threads (a flow)
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+        )
+        return pool
+
+    try:
+        yield _parsed(iter(records), read, chunk_size, workers, start)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _parsed(
+    records: Iterator[RawRow],
+    read: Read[R],
+    chunk_size: int,
+    workers: int,
+    start: Callable[[], ProcessPoolExecutor],
+) -> Iterator[tuple[RawRow, R | list[Rejection] | None]]:
+    head: list[list[RawRow]] = []  # whole chunks, read until the file proves long enough
+    failure: Exception | None = None
+    exhausted = False
+    while workers > 0 and not exhausted and sum(map(len, head)) <= POOL_FROM_RECORDS:
+        chunk, failure = _take(records, chunk_size)
+        head.append(chunk)
+        exhausted = failure is not None or len(chunk) < chunk_size
+    if workers <= 0 or exhausted:
+        for chunk in head:
+            for raw in chunk:
+                yield raw, read(raw)
+        if failure is not None:
+            raise failure
+        for raw in records:
+            yield raw, read(raw)
+        return
+    pool = start()
+    pending: deque[tuple[list[RawRow], Future[list[R | list[Rejection]]]]] = deque()
+
+    def submit(chunk: list[RawRow]) -> None:
+        # Only what parsing reads crosses to the worker: not the record's original cells.
+        sent = [(raw.line, raw.values, raw.present) for raw in chunk if raw.problem is None]
+        pending.append((chunk, pool.submit(_read_chunk, read, sent)))
+
+    for chunk in head:
+        submit(chunk)
+    del head
+    while pending:
+        while not exhausted and len(pending) <= workers:
+            more, failure = _take(records, chunk_size)
+            if more:
+                submit(more)
+            exhausted = failure is not None or len(more) < chunk_size
+        chunk, future = pending.popleft()
+        results = iter(future.result())
+        for raw in chunk:
+            yield raw, (None if raw.problem is not None else next(results))
+    if failure is not None:
+        raise failure
+
+
+def _take(records: Iterator[RawRow], count: int) -> tuple[list[RawRow], Exception | None]:
+    """The next `count` records and, if reading failed first, the error: it is raised once the
+    records read before it have been yielded, where reading them in order would have raised it."""
+    taken: list[RawRow] = []
+    try:
+        for raw in islice(records, count):
+            taken.append(raw)
+    except Exception as error:  # UnreadableFile, or whatever else reading met
+        return taken, error
+    return taken, None
+
+
+def _start_worker(parent: int) -> None:
+    """The importer decides what a signal means (stop between chunks, store nothing); a worker
+    killed by a Ctrl-C meant for its importer would break the pool instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])  # see collecting_rarely
+    leave_with_parent(parent)
+
+
+def _read_chunk(
+    read: Read[R], rows: list[tuple[int, Mapping[str, str], Collection[str]]]
+) -> list[R | list[Rejection]]:
+    """In a worker: `read` over a chunk's records, which all could be split into columns."""
+    found: list[R | list[Rejection]] = []
+    for line, values, present in rows:
+        result = read(RawRow(line, values, present, ()))
+        assert result is not None
+        found.append(result)
+    return found
