@@ -18,7 +18,7 @@ from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import letters, reviews
 from arrears.storage.importer import run_import
-from arrears.storage.tables import account, audit, letter
+from arrears.storage.tables import account, audit, letter, review
 from tests.factories import accounts_records, write_csv
 
 INSTANT = datetime(2026, 12, 1, 1, tzinfo=UTC)
@@ -73,21 +73,55 @@ def _both(engine: Engine, write: Callable[[Connection, bool], int]) -> None:
     assert in_bulk == one_by_one
 
 
-def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp_path: Path) -> None:
-    """Letters (blocked ones included), their ids, PDFs and audit events are the same whether the
-    reviews' letters are written in one call or one review at a time."""
+def _advanced(engine: Engine, tmp_path: Path) -> None:
+    """400 generated accounts imported and advanced once (a quarter end in repossession review)."""
     from tasks.cycle import advance_shard, begin_cycle, plan_shards, refresh
-    from tasks.letters import write_cure_letter, write_cure_letters
-    from tasks.review import _may_need_notice
 
     file = tmp_path / "portfolio.csv"
     write_accounts_file(generate_portfolio(400, seed=5, business_date=date(2026, 12, 1)), file)
-    assert run_import(cycle_db, open_source(file, Kind.ACCOUNTS), now=INSTANT).rejected == 0
+    assert run_import(engine, open_source(file, Kind.ACCOUNTS), now=INSTANT).rejected == 0
     day = business_date(INSTANT, get_settings().lender_timezone)
     cycle_id = begin_cycle.fn(INSTANT, day).cycle_id
     refresh.fn(INSTANT, day, cycle_id)
     for shard in plan_shards.fn(100):
         advance_shard.fn(shard, INSTANT, day, cycle_id)
+
+
+def test_reviews_opened_a_chunk_at_a_time_are_one_per_waiting_account_in_account_order(
+    cycle_db: Engine, tmp_path: Path
+) -> None:
+    """Opened in chunks of 3 (the cycle's are 5,000, for its memory), every account in review gets
+    one review, numbered in account order across the chunks, each with its audit event; a second
+    call opens none."""
+    _advanced(cycle_db, tmp_path)
+    with cycle_db.begin() as c:
+        opened = reviews.open_reviews(c, at=INSTANT, size=3)
+        assert reviews.open_reviews(c, at=INSTANT, size=3) == []
+        waiting = (
+            c.execute(
+                select(account.c.account_id)
+                .where(account.c.stage == "repossession_review")
+                .order_by(account.c.account_id)
+            )
+            .scalars()
+            .all()
+        )
+        rows = c.execute(select(review.c.id, review.c.account_id).order_by(review.c.id)).all()
+        events = c.execute(
+            select(audit.c.account_id, audit.c.data).where(audit.c.kind == "review").order_by(audit.c.id)
+        ).all()
+    assert len(waiting) > 6 and opened == [r.id for r in rows]
+    assert [r.account_id for r in rows] == waiting
+    assert [(e.account_id, e.data["review_id"]) for e in events] == [(r.account_id, r.id) for r in rows]
+
+
+def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp_path: Path) -> None:
+    """Letters (blocked ones included), their ids, PDFs and audit events are the same whether the
+    reviews' letters are written in one call or one review at a time."""
+    from tasks.letters import write_cure_letter, write_cure_letters
+    from tasks.review import _may_need_notice
+
+    _advanced(cycle_db, tmp_path)
     with cycle_db.begin() as c:
         reviews.open_reviews(c, at=INSTANT)
         # The simulator gives no mailing address: every other account gets one, so that letters
