@@ -88,19 +88,38 @@ def _count(engine: Engine) -> int:
         return int(connection.execute(select(func.count()).select_from(Account.__table__)).scalar_one())  # type: ignore[attr-defined]
 
 
-def _no_children_left() -> None:
-    """No worker is left: multiprocessing knows of none, and the kernel of no child process but
-    multiprocessing's resource tracker (one per process that ever spawned, leaving with it)."""
-    assert multiprocessing.active_children() == []
+def _children() -> dict[int, bytes]:
+    """This process's child processes by pid, with their command lines."""
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-    if children.exists():
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children.read_text().split()]
-        assert [c for c in commands if b"resource_tracker" not in c] == []
+    if not children.exists():
+        return {}
+    found = {}
+    for pid in children.read_text().split():
+        try:
+            found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+    return found
+
+
+@pytest.fixture
+def children_before() -> dict[int, bytes]:
+    """The children already running before the test: servers that other tests' session fixtures
+    started live as long as the session and are none of the import's business."""
+    return _children()
+
+
+def _no_children_left(before: dict[int, bytes]) -> None:
+    """No worker is left: multiprocessing knows of none, and the kernel of no new child process
+    but multiprocessing's resource tracker (one per process that ever spawned, leaving with it)."""
+    assert multiprocessing.active_children() == []
+    new = [command for pid, command in _children().items() if pid not in before]
+    assert [c for c in new if b"resource_tracker" not in c] == []
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_file_parsed_in_workers_stores_and_rejects_what_one_process_does(
-    tmp_path: Path, submitted: list[int], workers: int
+    tmp_path: Path, submitted: list[int], workers: int, children_before: dict[int, bytes]
 ) -> None:
     """Twelve chunks through 1 or 2 workers: the same rows, ids included, the same rejects file
     byte for byte and the same summary as parsing in the importer."""
@@ -120,11 +139,11 @@ def test_file_parsed_in_workers_stores_and_rejects_what_one_process_does(
         tmp_path / "here" / "accounts.csv.rejects.csv"
     ).read_bytes()
     assert _stored(there_engine) == _stored(here_engine)
-    _no_children_left()
+    _no_children_left(children_before)
 
 
 def test_stop_requested_mid_file_stores_nothing_and_leaves_no_worker(
-    tmp_path: Path, submitted: list[int]
+    tmp_path: Path, submitted: list[int], children_before: dict[int, bytes]
 ) -> None:
     """A stop after the third chunk, with the pool parsing ahead: nothing stored, every worker gone."""
     source = write_csv(tmp_path / "accounts.csv", accounts_records(1_000))
@@ -139,11 +158,11 @@ def test_stop_requested_mid_file_stores_nothing_and_leaves_no_worker(
         )
     assert submitted and progress == [50, 100, 150]
     assert _count(get_engine(f"sqlite:///{tmp_path / 'stopped' / 'arrears.db'}")) == 0
-    _no_children_left()
+    _no_children_left(children_before)
 
 
 def test_bad_byte_after_several_chunks_raises_where_it_did_and_stores_nothing(
-    tmp_path: Path, submitted: list[int]
+    tmp_path: Path, submitted: list[int], children_before: dict[int, bytes]
 ) -> None:
     """A byte not valid UTF-8 on line 402: UnreadableFile naming it, after the same progress as in
     one process (the 400 records before it), and nothing stored."""
@@ -164,7 +183,7 @@ def test_bad_byte_after_several_chunks_raises_where_it_did_and_stores_nothing(
         assert type(raised.value).__name__ == "UnreadableFile"
         assert _count(get_engine(f"sqlite:///{tmp_path / f'w{workers}' / 'arrears.db'}")) == 0
     assert submitted and seen[1] == seen[0] == [50 * n for n in range(1, 9)]
-    _no_children_left()
+    _no_children_left(children_before)
 
 
 def failing_on_line_250(raw: RawRow) -> Any:
@@ -174,7 +193,9 @@ def failing_on_line_250(raw: RawRow) -> Any:
     return read_account(raw)
 
 
-def test_parse_raising_in_a_worker_surfaces_at_its_chunk(tmp_path: Path, submitted: list[int]) -> None:
+def test_parse_raising_in_a_worker_surfaces_at_its_chunk(
+    tmp_path: Path, submitted: list[int], children_before: dict[int, bytes]
+) -> None:
     """An error parsing a record in a worker is raised in the importer when its chunk comes up,
     after every record before that chunk, and the pool is shut down."""
     source = write_csv(tmp_path / "accounts.csv", accounts_records(400))
@@ -188,7 +209,7 @@ def test_parse_raising_in_a_worker_surfaces_at_its_chunk(tmp_path: Path, submitt
             assert not isinstance(result, list) and result is not None
             lines.append(raw.line)
     assert lines == list(range(2, 202))
-    _no_children_left()
+    _no_children_left(children_before)
 
 
 def signals_ignored(raw: RawRow) -> tuple[bool, bool]:
