@@ -182,3 +182,57 @@ def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_p
     assert [(h.kind, h.source, h.reason) for h in holds] == [
         ("bankruptcy", "bureau", "bureau report R-1: chapter 13")
     ]
+
+
+def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The subjects asked for are the first `limit` due in account order, whatever the chunk size,
+    and reading stops at the chunk that completes them: after a first cycle half a portfolio is in
+    negotiation, and a thousand pulls must not hold every candidate."""
+    from sqlalchemy import event
+
+    from arrears.storage.bureau import pull_subjects, record_pull
+
+    ids = [f"A-L{n:02d}" for n in range(1, 13)]
+    import_rows(later_db, tmp_path, [us_account(a) for a in ids])
+    for account_id in ids:
+        _stage(later_db, account_id, "negotiation")
+    with later_db.begin() as c:
+        for subject in pull_subjects(c, limit=100):
+            if subject.account_id in ("A-L02", "A-L05"):  # pulled this episode already
+                record_pull(
+                    c,
+                    subject=subject,
+                    at=at("2026-12-16T01:00:00Z"),
+                    purpose="604(a)(3)(A)",
+                    report_id=f"R-{subject.account_id}",
+                    score_band="B",
+                    income_estimate=None,
+                    phones=[],
+                    bankruptcy_chapter=None,
+                    bankrupt=False,
+                    deceased=False,
+                )
+    reads: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM bureau_record" in statement:
+            reads.append(statement)
+
+    due = [a for a in ids if a not in ("A-L02", "A-L05")]
+    event.listen(later_db, "before_cursor_execute", seen)
+    try:
+        with later_db.connect() as c:
+            every = pull_subjects(c, limit=100, chunk=3)
+            assert len(reads) == 4  # twelve candidates, three a chunk
+            reads.clear()
+            first = pull_subjects(c, limit=4, chunk=3)
+            assert len(reads) == 2  # A-L01..A-L06 hold the first four due
+            assert pull_subjects(c, limit=4, chunk=1_000) == first
+    finally:
+        event.remove(later_db, "before_cursor_execute", seen)
+    assert [s.account_id for s in every] == due
+    assert first == every[:4]
+    assert {s.phone for s in every} == {f"+1515281{us_account(a)['phone'][-4:]}" for a in due}
+    assert {s.key for s in every} == {f"pull-{a}-2" for a in due}
