@@ -84,12 +84,23 @@ def put_in_review(
         )
 
 
-def pay(engine: Engine, tmp_path: Path, account_id: str, amount: str, received_at: str) -> None:
+def pay(
+    engine: Engine,
+    tmp_path: Path,
+    account_id: str,
+    amount: str,
+    received_at: str,
+    imported_at: str | None = None,
+) -> None:
+    """A payment file with one payment, imported when it was received unless `imported_at` says
+    otherwise (a payment value-dated ahead): the test's timeline, not the wall clock, says what
+    the import and each refresh see."""
     import_rows(
         engine,
         tmp_path,
         [payment_record(account_id=account_id, amount=amount, received_at=received_at)],
         Kind.PAYMENTS,
+        now=parse_instant(imported_at or received_at),
     )
 
 

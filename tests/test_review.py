@@ -240,8 +240,8 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
 
 
 def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
-    """A payment received after the repossession order cancels it at the next refresh, with the payment as
-    reason."""
+    """A payment received after the repossession order cancels it at the first refresh after it
+    is received, with the payment as reason."""
     from tasks.review import decide_review
 
     _in_review(later_db, tmp_path, "A-V4", jurisdiction="US-CA", timezone="America/Los_Angeles")
@@ -256,7 +256,10 @@ def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: 
     )
     assert decided.order_id is not None
     assert refresh_later(later_db, "2026-12-02T18:00:00Z")["vendor_orders_cancelled"] == 0
-    pay(later_db, tmp_path, "A-V4", "100.00", "2026-12-03T01:00:00Z")
+    # Value-dated ahead (a scheduled payment): the import cannot cancel for it yet, the refresh
+    # after its date does. (The import cancels for payments already received: the next test.)
+    pay(later_db, tmp_path, "A-V4", "100.00", "2026-12-03T01:00:00Z", imported_at="2026-12-02T23:00:00Z")
+    assert refresh_later(later_db, "2026-12-03T00:00:00Z")["vendor_orders_cancelled"] == 0
     assert refresh_later(later_db, "2026-12-03T02:00:00Z")["vendor_orders_cancelled"] == 1
     assert refresh_later(later_db, "2026-12-03T03:00:00Z")["vendor_orders_cancelled"] == 0
     cancelled = events(later_db, "A-V4", "vendor_order")[-1]
