@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.bulk import among
+from arrears.storage.streaming import insert_rows_with_ids
 from arrears.storage.tables import account, borrower, letter
 
 __all__ = [
@@ -270,10 +271,11 @@ def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]
             ids[n.key] = int(was.id)
             connection.execute(update(letter).where(letter.c.id == was.id).values(**n.values()))
     if fresh:
-        inserted = connection.execute(
-            letter.insert().returning(letter.c.id, sort_by_parameter_order=True), [n.values() for n in fresh]
-        ).scalars()
-        ids |= {n.key: int(i) for n, i in zip(fresh, inserted, strict=True)}
+        columns = tuple(fresh[0].values())
+        inserted = insert_rows_with_ids(
+            connection, letter, columns, [tuple(n.values().values()) for n in fresh]
+        )
+        ids |= {n.key: i for n, i in zip(fresh, inserted, strict=True)}
     events = []
     for n in new:
         if n.key not in ids:

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, true, update
+from sqlalchemy import Connection, bindparam, select, true, update
 from sqlalchemy.sql.functions import coalesce
 
 from arrears.review import CureNotice, Settled
@@ -21,7 +21,7 @@ from arrears.storage import letters
 from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.bulk import among, chunks
-from arrears.storage.streaming import insert_rows
+from arrears.storage.streaming import insert_rows_with_ids
 from arrears.storage.tables import account, review
 from arrears.vocabulary import Exit, Hold, Stage
 
@@ -283,27 +283,11 @@ def open_reviews(
 
 def _insert_reviews(connection: Connection, opened: dict[str, datetime]) -> list[tuple[int, str]]:
     """Insert a review per account, opened when `opened` says, in its order; (id, account id) of
-    each, in that order. On SQLite the rows go in one driver `executemany` (`insert_rows`: the
-    general path processes each row's parameters, ~15 µs a row) and their ids are read back: the
-    write transaction holds the only write lock (arrears begins IMMEDIATE), and SQLite gives each
-    new row the highest rowid plus one, so the new rows are exactly those above the highest id
-    before, numbered in insertion order, as RETURNING would give them."""
-    if connection.dialect.name != "sqlite":
-        return [
-            (int(review_id), account_id)
-            for review_id, account_id in connection.execute(
-                review.insert().returning(review.c.id, review.c.account_id),
-                [{"account_id": a, "opened_at": when, "flow_run_id": None} for a, when in opened.items()],
-            )
-        ]
-    before = connection.execute(select(func.max(review.c.id))).scalar_one_or_none() or 0
-    insert_rows(connection, review, ("account_id", "opened_at"), list(opened.items()), {"flow_run_id": None})
-    return [
-        (int(review_id), account_id)
-        for review_id, account_id in connection.execute(
-            select(review.c.id, review.c.account_id).where(review.c.id > before).order_by(review.c.id)
-        )
-    ]
+    each, in that order, in one statement (`insert_rows_with_ids`)."""
+    ids = insert_rows_with_ids(
+        connection, review, ("account_id", "opened_at"), list(opened.items()), {"flow_run_id": None}
+    )
+    return list(zip(ids, opened, strict=True))
 
 
 def set_review_run(connection: Connection, *, review_id: int, flow_run_id: str) -> None:
