@@ -10,7 +10,7 @@ the reviews that still need a flow run; `refresh_vendor_orders` (inside the refr
 transaction) cancels repossession orders that a payment, a plan or a hold has overtaken.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -148,19 +148,21 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
     """Open, close and notify in bulk; name the reviews that need a flow run."""
-    without_run: list[tuple[int, str]] = []
-    with_run: list[tuple[int, str, str]] = []
-    notices = 0
     with engine().begin() as connection:
         opened = reviews.open_reviews(connection, at=at)
         closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
-        # In bulk, a chunk at a time: the first cycle opens a review for a quarter of a portfolio.
-        for states in reviews.open_review_state_chunks(connection):
-            notices += write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
-            part = _prepared(states)
-            without_run += part.without_run
-            with_run += part.with_run
-    return Prepared(len(opened), closed, notices, tuple(without_run), tuple(with_run))
+        # The states only where a right-to-cure letter may be owed (most jurisdictions owe none:
+        # a first cycle opens a review for a quarter of a portfolio), in bulk, a chunk at a time.
+        # (A jurisdiction that owes no notice to a review without prior cures owes none to any.)
+        owing = [
+            j for j in reviews.open_review_jurisdictions(connection) if notice_owed(j, rules=_profile(j))
+        ]
+        notices = sum(
+            write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
+            for states in reviews.open_review_state_chunks(connection, jurisdictions=owing)
+        )
+        runs = _prepared(reviews.open_review_runs(connection))
+    return replace(runs, opened=len(opened), closed=closed, notices=notices)
 
 
 @task(name="reviews-to-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -168,17 +170,18 @@ def reviews_to_run() -> Prepared:
     """The open reviews and their runs, opening and closing none: for a start between cycles of
     the runs a cycle had to defer (the server refused them) or that died since."""
     with read_only(engine()) as connection:
-        return _prepared(reviews.open_review_states(connection))
+        return _prepared(reviews.open_review_runs(connection))
 
 
-def _prepared(states: list[ReviewState]) -> Prepared:
-    """The reviews of `states` with and without a run (nothing opened, closed or notified)."""
+def _prepared(runs: list[tuple[int, str, str | None]]) -> Prepared:
+    """The open reviews (`reviews.open_review_runs`) with and without a run (nothing opened,
+    closed or notified)."""
     return Prepared(
         0,
         0,
         0,
-        tuple((s.review_id, s.account_id) for s in states if s.flow_run_id is None),
-        tuple((s.review_id, s.account_id, s.flow_run_id) for s in states if s.flow_run_id is not None),
+        tuple((review_id, account_id) for review_id, account_id, run in runs if run is None),
+        tuple((review_id, account_id, run) for review_id, account_id, run in runs if run is not None),
     )
 
 

@@ -87,6 +87,26 @@ def _advanced(engine: Engine, tmp_path: Path) -> None:
         advance_shard.fn(shard, INSTANT, day, cycle_id)
 
 
+def _in_review_half_addressed(engine: Engine, tmp_path: Path) -> None:
+    """`_advanced`, reviews opened, and a mailing address for every other account: the simulator
+    gives none, and letters should be rendered (pending) as well as blocked."""
+    _advanced(engine, tmp_path)
+    with engine.begin() as c:
+        reviews.open_reviews(c, at=INSTANT)
+        ids = c.execute(select(account.c.account_id).order_by(account.c.account_id)).scalars().all()
+        c.execute(
+            update(account)
+            .where(account.c.account_id.in_(ids[::2]))
+            .values(
+                address_line1="12 Elm Street",
+                city="Des Moines",
+                state="IA",
+                postal_code="50309",
+                country="US",
+            )
+        )
+
+
 def test_reviews_opened_a_chunk_at_a_time_are_one_per_waiting_account_in_account_order(
     cycle_db: Engine, tmp_path: Path
 ) -> None:
@@ -121,23 +141,7 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
     from tasks.letters import write_cure_letter, write_cure_letters
     from tasks.review import _may_need_notice
 
-    _advanced(cycle_db, tmp_path)
-    with cycle_db.begin() as c:
-        reviews.open_reviews(c, at=INSTANT)
-        # The simulator gives no mailing address: every other account gets one, so that letters
-        # are rendered (pending) as well as blocked.
-        ids = c.execute(select(account.c.account_id).order_by(account.c.account_id)).scalars().all()
-        c.execute(
-            update(account)
-            .where(account.c.account_id.in_(ids[::2]))
-            .values(
-                address_line1="12 Elm Street",
-                city="Des Moines",
-                state="IA",
-                postal_code="50309",
-                country="US",
-            )
-        )
+    _in_review_half_addressed(cycle_db, tmp_path)
     with cycle_db.connect() as c:
         states = [s for s in reviews.open_review_states(c) if _may_need_notice(s)]
         # Read a chunk at a time (the cycle's way, for its memory), the states are the same, in
@@ -166,6 +170,44 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
     assert all(
         (row.pdf is None) == (row.status == "blocked") and row.pdf_sha256 for row in rows if row.template
     )
+
+
+def test_prepare_reviews_reads_states_only_where_a_notice_may_be_owed(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cycle's step reads the states of the reviews in jurisdictions that may owe a
+    right-to-cure letter only, and writes the same letters (ids, PDFs, events) as writing them for
+    every open review; the reviews it names for a run are every open review, in order."""
+    from arrears.review import notice_owed
+    from tasks.letters import write_cure_letters
+    from tasks.review import _may_need_notice, _profile, prepare_reviews
+
+    _in_review_half_addressed(cycle_db, tmp_path)
+    with _undone(cycle_db) as c:
+        every = reviews.open_review_states(c)
+        expected_count = write_cure_letters(c, [s for s in every if _may_need_notice(s)], INSTANT)
+        expected = _written(c)
+    read: list[Any] = []
+    chunks = reviews.open_review_state_chunks
+
+    def spied(*args: Any, **kwargs: Any) -> Iterator[list[Any]]:
+        for part in chunks(*args, **kwargs):
+            read.extend(part)
+            yield part
+
+    monkeypatch.setattr(reviews, "open_review_state_chunks", spied)
+    prepared = prepare_reviews.fn(INSTANT)
+    with cycle_db.connect() as c:
+        assert (prepared.notices, _written(c)) == (expected_count, expected)
+    assert expected_count > 5
+    owing = {s.jurisdiction for s in every if notice_owed(s.jurisdiction, rules=_profile(s.jurisdiction))}
+    assert read and {s.jurisdiction for s in read} < {s.jurisdiction for s in every}
+    assert [s.review_id for s in read] == [
+        s.review_id for s in every if s.jurisdiction in {r.jurisdiction for r in read}
+    ]
+    assert {s.jurisdiction for s in read} <= owing
+    assert prepared.without_run == tuple((s.review_id, s.account_id) for s in every)
+    assert prepared.with_run == ()
 
 
 def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp_path: Path) -> None:

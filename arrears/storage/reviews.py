@@ -7,13 +7,13 @@ transaction. A review flow re-run from the top repeats nothing: its cure notice 
 """
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, true, update
+from sqlalchemy import Connection, Select, bindparam, select, true, update
 from sqlalchemy.sql.functions import coalesce
 
 from arrears.review import CureNotice, Settled
@@ -31,6 +31,8 @@ __all__ = [
     "close_review",
     "current_review",
     "open_review",
+    "open_review_jurisdictions",
+    "open_review_runs",
     "open_review_state_chunks",
     "open_review_states",
     "open_reviews",
@@ -439,9 +441,9 @@ _STATE_COLUMNS = (
     account.c.days_past_due,
     account.c.vin,
 )
-# Reviews with their accounts, in one query: only the columns a ReviewState holds, as the cycle
-# reads the states of every open review.
-_STATES = select(*_STATE_COLUMNS).join_from(review, account, account.c.account_id == review.c.account_id)
+# Reviews with their accounts, in one query: only the columns a ReviewState holds.
+_REVIEW_ACCOUNT = review.join(account, account.c.account_id == review.c.account_id)
+_STATES = select(*_STATE_COLUMNS).select_from(_REVIEW_ACCOUNT)
 _NO_HOLDS: frozenset[Hold] = frozenset()
 
 
@@ -475,16 +477,47 @@ def open_review_states(
 
 
 def open_review_state_chunks(
-    connection: Connection, *, waiting_before: datetime | None = None, size: int = 5_000
+    connection: Connection,
+    *,
+    waiting_before: datetime | None = None,
+    jurisdictions: Collection[str] | None = None,
+    size: int = 5_000,
 ) -> Iterator[list[ReviewState]]:
     """`open_review_states` a chunk at a time, in the same order: a first cycle opens reviews
     for a quarter of a portfolio, and their states, held at once, were the cycle's peak memory.
+    With `jurisdictions`, only the reviews of accounts there (the cycle reads states for the
+    right-to-cure letters, which most jurisdictions never owe).
 
     The reviews and their accounts are one query, fetched `size` rows at a time (a server-side
     cursor on PostgreSQL); each chunk's holds, prior cures and letters are read with it. The
     caller may write between chunks (the cycle writes each chunk's letters): the query's rows
     are the reviews and accounts as they stood when it ran, which those writes do not touch."""
-    query = _STATES.where(
+    query = _open(_STATES, waiting_before)
+    if jurisdictions is not None:
+        query = query.where(account.c.jurisdiction.in_(sorted(jurisdictions)))
+    with connection.execute(query, execution_options={"yield_per": size}) as result:
+        for rows in result.partitions():
+            yield _states(connection, rows)
+
+
+def open_review_runs(connection: Connection) -> list[tuple[int, str, str | None]]:
+    """(review id, account id, flow run id) of every open review, in `open_review_states`'s
+    order: which reviews need a run started, without reading their states."""
+    query = _open(select(review.c.id, review.c.account_id, review.c.flow_run_id).select_from(_REVIEW_ACCOUNT))
+    return [(int(i), a, run) for i, a, run in connection.execute(query)]
+
+
+def open_review_jurisdictions(connection: Connection) -> list[str]:
+    """The jurisdictions of the accounts with an open review."""
+    query = _open(select(account.c.jurisdiction).select_from(_REVIEW_ACCOUNT)).order_by(None).distinct()
+    return sorted(connection.execute(query).scalars())
+
+
+def _open(query: Select[Any], waiting_before: datetime | None = None) -> Select[Any]:
+    """`query` (on reviews joined to their accounts) narrowed to the undecided reviews of accounts
+    in repossession review opened in their present stay, oldest first; with `waiting_before`,
+    only those whose cure deadline (or, without one, opening) is earlier."""
+    return query.where(
         review.c.decided_at.is_(None),
         account.c.stage == Stage.REPOSSESSION_REVIEW.value,
         review.c.opened_at >= account.c.stage_since,
@@ -492,9 +525,6 @@ def open_review_state_chunks(
         if waiting_before is None
         else coalesce(review.c.cure_deadline, review.c.opened_at) < waiting_before,
     ).order_by(review.c.opened_at, review.c.id)
-    with connection.execute(query, execution_options={"yield_per": size}) as result:
-        for rows in result.partitions():
-            yield _states(connection, rows)
 
 
 def reviews_by_run(connection: Connection, flow_run_ids: Sequence[str]) -> dict[str, ReviewState]:
