@@ -12,7 +12,7 @@ may only be tightened there; the policy numbers (`binding = false` caps) may mov
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import time, timedelta
 from importlib import resources
 from typing import Any
@@ -102,6 +102,17 @@ class Profile:
     _by_channel: dict[str, tuple[Cap, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+        )
+
+    def __hash__(self) -> int:
+        # Kept: a profile keys the content check's caches, asked several times for every message,
+        # and hashing its fields (hours, caps, sources) each time cost microseconds.
+        return self._hash
 
     def caps_for(self, channel: str) -> tuple[Cap, ...]:
         """The caps that count contacts on `channel` (asked once per message: kept after the first)."""
