@@ -36,9 +36,12 @@ _HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
 _RETURNED = "reviewer returned to negotiation"
 
 
+_OPEN: frozenset[str] = frozenset(Stage)
+
+
 def is_open(stage: str) -> bool:
     """An account is in the lifecycle while its stage is a Stage rather than an Exit."""
-    return stage in Stage.__members__.values()
+    return stage in _OPEN
 
 
 @dataclass(frozen=True, slots=True)
