@@ -129,3 +129,27 @@ def test_model_copy_with_new_overrides_resolves_again() -> None:
     base = Policy()
     tighter = base.model_copy(update={"profiles": {"US": {"hours": {"start": "10:00", "end": "20:00"}}}})
     assert (base.profile("US").hours.start, tighter.profile("US").hours.start) == (time(8), time(10))
+
+
+def test_the_tasks_read_the_policy_file_again_only_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps ask for the policy per batch and per review: the file is read once, and again as
+    soon as it changes; a file gone is an error naming it."""
+    import os
+
+    from arrears.settings import get_settings
+    from tasks.database import policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text('[profiles.CN.hours]\nstart = "09:00"\n', encoding="utf-8")
+    monkeypatch.setenv("ARREARS_POLICY_FILE", str(path))
+    get_settings.cache_clear()
+    first = policy()
+    assert first is policy() and first.profile("CN").hours.start == time(9)
+    path.write_text('[profiles.CN.hours]\nstart = "10:00"\n', encoding="utf-8")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert policy().profile("CN").hours.start == time(10)
+    path.unlink()
+    with pytest.raises(PolicyError, match=r"policy\.toml"):
+        policy()
