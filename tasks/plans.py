@@ -15,7 +15,7 @@ from arrears.restructuring import PlanTerms, offers, plan_rules
 from arrears.settings import get_settings
 from arrears.storage import accounts, plans, quarantine
 from tasks import isolation
-from tasks.database import policy as load_policy
+from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
 
 __all__ = ["accept_plan", "plan_overview", "refresh_plans"]
@@ -33,7 +33,7 @@ def refresh_plans(
     made, completed (the account is brought current and cures), defaulted (to review), re-aged.
 
     An account whose plan work raises is quarantined; the others' stands (`tasks.isolation`)."""
-    rules = plan_rules(load_policy())
+    rules = plan_rules(policy())
     zone = get_settings().lender_timezone
 
     def move(one: str | None) -> dict[str, int]:
@@ -81,7 +81,7 @@ def accept_plan(
     at: datetime,
 ) -> tuple[int, PlanTerms]:
     """An agent records the plan the borrower accepted; raises PlanError with the reason it cannot be."""
-    rules = plan_rules(load_policy())
+    rules = plan_rules(policy())
     day = lender_date(at, get_settings().lender_timezone)
     with engine.begin() as connection:
         plan_id, terms = plans.accept_plan(
@@ -107,7 +107,7 @@ def accept_plan(
 def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str, Any] | None:
     """The account's current plan and, while it has past due and no active plan, the offers it
     would get today. None for an unknown account."""
-    rules = plan_rules(load_policy())
+    rules = plan_rules(policy())
     with engine.connect() as connection:
         a = accounts.account_row(connection, account_id)
         if a is None:

@@ -24,7 +24,7 @@ from arrears.storage import accounts, plans, promises, quarantine
 from arrears.storage.quarantine import What
 from arrears.vocabulary import Stage
 from tasks import isolation
-from tasks.database import policy as load_policy
+from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
 
 __all__ = ["promises_of", "read_replies", "record_agent_promise", "refresh_promises"]
@@ -44,7 +44,7 @@ def refresh_promises(
 
     A reply that fails to be read quarantines that inbound message; promises that fail to be
     judged quarantine their account (`tasks.isolation`): the rest of the refresh stands."""
-    rules = load_policy()
+    rules = policy()
     zone = get_settings().lender_timezone
     counts = read_replies(connection, as_of=as_of, rules=rules, cycle_id=cycle_id, account_id=account_id)
 
@@ -311,7 +311,7 @@ def record_agent_promise(
 ) -> int:
     """An agent records a promise the borrower made by phone (`arrears promise add`); raises
     ValueError with the reason it is refused."""
-    rules = load_policy()
+    rules = policy()
     made_on = lender_date(at, get_settings().lender_timezone)
     with engine.begin() as connection:
         promise_id = promises.add_promise(
