@@ -271,10 +271,8 @@ def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]
             ids[n.key] = int(was.id)
             connection.execute(update(letter).where(letter.c.id == was.id).values(**n.values()))
     if fresh:
-        columns = tuple(fresh[0].values())
-        inserted = insert_rows_with_ids(
-            connection, letter, columns, [tuple(n.values().values()) for n in fresh]
-        )
+        rows = [n.values() for n in fresh]
+        inserted = insert_rows_with_ids(connection, letter, tuple(rows[0]), [tuple(r.values()) for r in rows])
         ids |= {n.key: i for n, i in zip(fresh, inserted, strict=True)}
     events = []
     for n in new:
