@@ -150,3 +150,37 @@ def test_among_is_served_by_the_index(sqlite_engine: Engine) -> None:
         plan = [row[3] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
     assert any(step.startswith("SEARCH contact_point USING") for step in plan), plan
     assert not any(step.startswith("SCAN contact_point") for step in plan), plan
+
+
+def test_driver_values_processes_repeating_values_once_and_every_value_right(sqlite_engine: Engine) -> None:
+    """The memo is for columns whose values repeat (a shard's instants); over distinct amounts it
+    costs more than it saves and is left out (benchmarks/importing.py), with the same values."""
+    from sqlalchemy.types import TypeDecorator
+
+    from arrears.storage.bulk import driver_values
+    from arrears.storage.types import Money
+
+    calls: list[object] = []
+
+    class Counted(TypeDecorator[Decimal]):
+        impl = Money
+        cache_ok = True
+
+        def process_bind_param(self, value: object, dialect: object) -> object:
+            calls.append(value)
+            return value
+
+    dialect = sqlite_engine.dialect
+    repeating = [Decimal("12.50"), Decimal("7")] * 100
+    assert driver_values(dialect, Counted(), repeating) == [125_000, 70_000] * 100
+    assert len(calls) == 2
+    calls.clear()
+    distinct = [Decimal(i) / 100 for i in range(200)]
+    assert driver_values(dialect, Counted(), distinct) == [i * 100 for i in range(200)]
+    assert len(calls) == 200
+    calls.clear()
+    # Distinct at first, then one value again and again: processed each time, still right.
+    assert driver_values(dialect, Counted(), distinct[:64] + [Decimal(1)] * 10) == [
+        *(i * 100 for i in range(64)),
+        *[10_000] * 10,
+    ]

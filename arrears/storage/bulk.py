@@ -68,13 +68,27 @@ def execute_many(connection: Connection, statement: UpdateBase, rows: Sequence[d
 def driver_values(dialect: Dialect, type_: TypeEngine[Any], values: Sequence[Any]) -> Sequence[Any]:
     """One column's values as the driver must receive them: the type's bind processor (money as
     scaled integers and instants as naive UTC on SQLite, JSON through the engine's serializer), run
-    once per distinct value. The one place the bulk writers (`execute_many`, `storage.streaming`)
-    process values, so both store what SQLAlchemy would."""
+    once per distinct value where values repeat. The one place the bulk writers (`execute_many`,
+    `storage.streaming`) process values, so both store what SQLAlchemy would."""
     process = type_.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return values
     # JSON documents are unhashable and seldom repeat: processed one by one.
-    return list(map(process if isinstance(type_, JSON) else _memoized(process), values))
+    if isinstance(type_, JSON) or not _repeating(values):
+        return list(map(process, values))
+    return list(map(_memoized(process), values))
+
+
+# Values looked at to tell a column whose values repeat from one whose values are distinct.
+_SAMPLE = 64
+
+
+def _repeating(values: Sequence[Any]) -> bool:
+    """Whether `values` look like they repeat (a shard's instants, stages): judged on the first
+    `_SAMPLE`. A memo over distinct values (an import's amounts) costs more than the processing
+    it would save: 1.9 s against 0.7 s for a million amounts."""
+    sample = values[:_SAMPLE]
+    return len(set(sample)) <= len(sample) // 2
 
 
 def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]], *, key: str) -> set[Any]:
