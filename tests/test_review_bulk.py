@@ -126,13 +126,30 @@ def test_reviews_opened_a_chunk_at_a_time_are_one_per_waiting_account_in_account
             .scalars()
             .all()
         )
-        rows = c.execute(select(review.c.id, review.c.account_id).order_by(review.c.id)).all()
+        rows = c.execute(
+            select(review.c.id, review.c.account_id, review.c.opened_at).order_by(review.c.id)
+        ).all()
         events = c.execute(
-            select(audit.c.account_id, audit.c.data).where(audit.c.kind == "review").order_by(audit.c.id)
+            select(
+                audit.c.account_id, audit.c.at, audit.c.detail, audit.c.data, audit.c.actor, audit.c.cycle_id
+            )
+            .where(audit.c.kind == "review")
+            .order_by(audit.c.id)
         ).all()
     assert len(waiting) > 6 and opened == [r.id for r in rows]
     assert [r.account_id for r in rows] == waiting
-    assert [(e.account_id, e.data["review_id"]) for e in events] == [(r.account_id, r.id) for r in rows]
+    # The events the database writes from the review rows are what `event()` would have made.
+    assert [tuple(e) for e in events] == [
+        (
+            r.account_id,
+            r.opened_at,
+            f"repossession review {r.id} opened",
+            {"review_id": r.id},
+            "arrears",
+            None,
+        )
+        for r in rows
+    ]
 
 
 def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp_path: Path) -> None:

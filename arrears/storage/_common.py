@@ -16,6 +16,7 @@ from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
 __all__ = [
+    "ACTOR",
     "chunks",
     "day_start",
     "event",
@@ -29,6 +30,8 @@ __all__ = [
 
 _S = TypeVar("_S", bound=Select[Any])
 
+ACTOR = "arrears"  # the actor of an event no person or servicing file caused
+
 
 def event(
     account_id: str | None,
@@ -37,7 +40,7 @@ def event(
     detail: str,
     data: dict[str, Any],
     *,
-    actor: str = "arrears",
+    actor: str = ACTOR,
     cycle_id: int | None = None,
 ) -> dict[str, Any]:
     """One audit-event row, for `insert_events`."""

@@ -31,6 +31,7 @@ __all__ = [
     "execute_many",
     "in_range",
     "insert_ignore",
+    "json_object",
     "range_starts",
 ]
 
@@ -165,6 +166,25 @@ def _days_sqlite(element: days_between, compiler: Any, **kw: Any) -> str:
 def _days_postgresql(element: days_between, compiler: Any, **kw: Any) -> str:
     later, earlier = (compiler.process(c, **kw) for c in element.clauses)
     return f"(CAST({later} AS DATE) - CAST({earlier} AS DATE))"
+
+
+class json_object(FunctionElement[Any]):
+    """A JSON object built by the database from `key, value, ...` pairs (`json_object` on
+    SQLite, `json_build_object` on PostgreSQL): for audit data written by INSERT ... SELECT,
+    which never passes through Python. Readers decode it like any other."""
+
+    type = JSON()
+    inherit_cache = True
+
+
+@compiles(json_object, "sqlite")
+def _json_object_sqlite(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"json_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_object, "postgresql")
+def _json_object_postgresql(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"json_build_object({compiler.process(element.clauses, **kw)})"
 
 
 class _Keys(TypeDecorator[Collection[Any]]):

@@ -13,16 +13,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, select, true, update
+from sqlalchemy import Connection, Select, String, bindparam, cast, literal, null, select, true, update
 from sqlalchemy.sql.functions import coalesce
 
 from arrears.review import CureNotice, Settled
 from arrears.storage import letters
-from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
+from arrears.storage._common import ACTOR, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.bulk import among, chunks
+from arrears.storage.bulk import among, chunks, json_object
 from arrears.storage.streaming import insert_rows_with_ids
-from arrears.storage.tables import account, review
+from arrears.storage.tables import account, audit, review
 from arrears.vocabulary import Exit, Hold, Stage
 
 __all__ = [
@@ -264,23 +264,32 @@ def open_reviews(
     # A chunk at a time: a first cycle opens a review for a quarter of a portfolio, and their
     # rows and audit events, built at once, were the cycle's peak memory at a million accounts.
     for part in chunks(waiting, size):
-        opened = dict(part)
-        ids = _insert_reviews(connection, opened)
-        insert_events(
-            connection,
-            [
-                event(
-                    account_id_,
-                    opened[account_id_],
-                    "review",
-                    f"repossession review {review_id} opened",
-                    {"review_id": review_id},
-                )
-                for review_id, account_id_ in ids
-            ],
-        )
-        opened_ids += [int(review_id) for review_id, _ in ids]
+        ids = [review_id for review_id, _ in _insert_reviews(connection, dict(part))]
+        _record_opened(connection, ids)
+        opened_ids += ids
     return opened_ids
+
+
+def _record_opened(connection: Connection, review_ids: list[int]) -> None:
+    """The audit event of each review opened (at its opening, naming it), in review order, made
+    by the database from the review rows: a first cycle opens a review for a quarter of a
+    portfolio, and building and binding their events in Python took half of opening them."""
+    connection.execute(
+        audit.insert().from_select(
+            ["account_id", "at", "kind", "detail", "data", "actor", "cycle_id"],
+            select(
+                review.c.account_id,
+                review.c.opened_at,
+                literal("review"),
+                literal("repossession review ") + cast(review.c.id, String) + literal(" opened"),
+                json_object("review_id", review.c.id),
+                literal(ACTOR),
+                null(),
+            )
+            .where(among(review.c.id, review_ids))
+            .order_by(review.c.id),
+        )
+    )
 
 
 def _insert_reviews(connection: Connection, opened: dict[str, datetime]) -> list[tuple[int, str]]:
