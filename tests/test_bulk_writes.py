@@ -184,3 +184,24 @@ def test_driver_values_processes_repeating_values_once_and_every_value_right(sql
         *(i * 100 for i in range(64)),
         *[10_000] * 10,
     ]
+
+
+def test_insert_rows_with_ids_gives_each_row_its_own_id_in_order(engine: Engine) -> None:
+    """The ids returned are those the rows were stored under, in the order of the rows, after
+    rows written before and the top one deleted."""
+    from arrears.storage.streaming import insert_rows_with_ids
+    from arrears.storage.tables import quarantine
+
+    columns = ("what", "ref", "step", "error_type", "error", "at", "resolved")
+    at = datetime(2026, 12, 1, 1, tzinfo=UTC)
+
+    def rows(first: int, n: int) -> list[tuple[object, ...]]:
+        return [("test", f"row {i}", "advance", "E", "e", at, False) for i in range(first, first + n)]
+
+    with engine.begin() as connection:
+        earlier = insert_rows_with_ids(connection, quarantine, columns, rows(0, 3))
+        connection.execute(quarantine.delete().where(quarantine.c.id == earlier[-1]))
+        ids = insert_rows_with_ids(connection, quarantine, columns, rows(3, 50))
+        stored = dict(connection.execute(select(quarantine.c.id, quarantine.c.ref)).all())
+    assert len(set(ids)) == 50 and min(ids) > earlier[1]
+    assert [stored[i] for i in earlier[:2] + ids] == [f"row {i}" for i in (0, 1, *range(3, 53))]
