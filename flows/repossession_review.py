@@ -236,7 +236,8 @@ def start_reviews(
     """After advance: open, close and notify reviews in bulk; start a run for each new review on
     `deployment` (when it is served); wake the runs that have something to do. `as_of` is the
     cycle's own parameter (None in production: the runs then use the clock)."""
-    prepared = prepare_reviews(instant, cycle_id)
+    served = deployment_exists(deployment)
+    prepared = prepare_reviews(instant, cycle_id, name_runs=served)
     mail = follow_letters_and_orders(instant)
     counts = mail | {
         "reviews_opened": prepared.opened,
@@ -246,7 +247,7 @@ def start_reviews(
         "review_runs_woken": 0,
         "review_runs_cancelled": 0,
     }
-    if deployment_exists(deployment):
+    if served:
         counts |= _start(deployment, prepared, instant, as_of, cycle_id)
     # Runs paused in a process (no deployment) are woken the same way as suspended ones.
     counts["review_runs_woken"], counts["review_runs_cancelled"] = wake_reviews(instant, as_of)

@@ -146,8 +146,10 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
-    """Open, close and notify in bulk; name the reviews that need a flow run."""
+def prepare_reviews(at: datetime, cycle_id: int | None = None, *, name_runs: bool = True) -> Prepared:
+    """Open, close and notify in bulk; name the reviews that need a flow run (with `name_runs`:
+    without a review deployment served, no run is started, and naming a quarter of a portfolio's
+    reviews for none took a second at a million accounts)."""
     with engine().begin() as connection:
         opened = reviews.open_reviews(connection, at=at)
         closed = reviews.close_left_reviews(connection, at=at, cycle_id=cycle_id)
@@ -161,7 +163,7 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None) -> Prepared:
             write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
             for states in reviews.open_review_state_chunks(connection, jurisdictions=owing)
         )
-        runs = _prepared(reviews.open_review_runs(connection))
+        runs = _prepared(reviews.open_review_runs(connection) if name_runs else [])
     return replace(runs, opened=len(opened), closed=closed, notices=notices)
 
 

@@ -227,6 +227,19 @@ def test_prepare_reviews_reads_states_only_where_a_notice_may_be_owed(
     assert prepared.with_run == ()
 
 
+def test_prepare_reviews_names_no_run_when_none_will_be_started(cycle_db: Engine, tmp_path: Path) -> None:
+    """Without a review deployment served the cycle starts no run: the reviews are still opened,
+    closed and notified, and none is named for a run."""
+    from tasks.review import prepare_reviews
+
+    _in_review_half_addressed(cycle_db, tmp_path)
+    prepared = prepare_reviews.fn(INSTANT, name_runs=False)
+    with cycle_db.connect() as c:
+        waiting = reviews.open_review_runs(c)
+    assert prepared.notices > 5 and len(waiting) > 5
+    assert prepared.without_run == () == prepared.with_run
+
+
 def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp_path: Path) -> None:
     """A batch of letter rows with a key given twice, a key written before, and a letter blocked
     for want of an address written again in place: the rows, ids and events of one at a time."""
