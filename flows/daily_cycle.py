@@ -149,16 +149,17 @@ def _run_cycle(
     stats["refresh"] = refresh(instant, day, cycle_id)
     stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
+    stats["reviews"] = start_reviews(instant, as_of, cycle_id)
+    stats["referrals"] = start_referrals(instant, as_of, cycle_id)
+    _log_counts("reviews", stats["reviews"] | stats["referrals"])
     # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
-    # next advance, so they run beside the reviews and the dispatch rather than before them.
+    # next advance, so they run beside the dispatch (which waits on the SMS gateway) rather than
+    # before it. Not beside the reviews: those hold the write lock and want both cores.
     pulls = (
         pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
         if settings.bureau_pulls_per_cycle
         else None
     )
-    stats["reviews"] = start_reviews(instant, as_of, cycle_id)
-    stats["referrals"] = start_referrals(instant, as_of, cycle_id)
-    _log_counts("reviews", stats["reviews"] | stats["referrals"])
     stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()

@@ -39,7 +39,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
         return dict.fromkeys(_COUNTS, 0)
     asked = [s for s in subjects if s.phone is not None]
     # Many pulls take minutes of threads waiting on the bureau: in a process of their own, so the
-    # reviews and dispatch beside them do not queue for this process's GIL at every SQLite row.
+    # dispatch beside them does not queue for this process's GIL at every SQLite row.
     if len(asked) >= OWN_PROCESS_FROM:
         pulled, failures = in_own_process(pull_all, asked, at)
     else:
