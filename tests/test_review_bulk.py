@@ -107,16 +107,23 @@ def _in_review_half_addressed(engine: Engine, tmp_path: Path) -> None:
         )
 
 
-def test_reviews_opened_a_chunk_at_a_time_are_one_per_waiting_account_in_account_order(
+def test_reviews_opened_are_one_per_waiting_account_in_account_order(
     cycle_db: Engine, tmp_path: Path
 ) -> None:
-    """Opened in chunks of 3 (the cycle's are 5,000, for its memory), every account in review gets
-    one review, numbered in account order across the chunks, each with its audit event; a second
-    call opens none."""
+    """Every account in review gets one review, numbered in account order, opened at the cycle's
+    instant or, for an account that entered review later, at its entry; each with its audit
+    event; a second call opens none."""
     _advanced(cycle_db, tmp_path)
     with cycle_db.begin() as c:
-        opened = reviews.open_reviews(c, at=INSTANT, size=3)
-        assert reviews.open_reviews(c, at=INSTANT, size=3) == []
+        later = INSTANT + timedelta(hours=5)
+        first = c.execute(
+            select(account.c.account_id)
+            .where(account.c.stage == "repossession_review")
+            .order_by(account.c.account_id)
+        ).scalar()
+        c.execute(update(account).where(account.c.account_id == first).values(stage_since=later))
+        opened = reviews.open_reviews(c, at=INSTANT)
+        assert reviews.open_reviews(c, at=INSTANT) == []
         waiting = (
             c.execute(
                 select(account.c.account_id)
@@ -138,6 +145,7 @@ def test_reviews_opened_a_chunk_at_a_time_are_one_per_waiting_account_in_account
         ).all()
     assert len(waiting) > 6 and opened == [r.id for r in rows]
     assert [r.account_id for r in rows] == waiting
+    assert [r.opened_at for r in rows] == [later] + [INSTANT] * (len(rows) - 1)
     # The events the database writes from the review rows are what `event()` would have made.
     assert [tuple(e) for e in events] == [
         (

@@ -29,6 +29,7 @@ __all__ = [
     "days_between",
     "driver_values",
     "execute_many",
+    "greatest",
     "in_range",
     "insert_ignore",
     "json_object",
@@ -168,6 +169,31 @@ def _days_postgresql(element: days_between, compiler: Any, **kw: Any) -> str:
     return f"(CAST({later} AS DATE) - CAST({earlier} AS DATE))"
 
 
+def _call_by_dialect(element: type[FunctionElement[Any]], *, sqlite: str, postgresql: str) -> None:
+    """Compile `element(...)` as a call of the function each database names for it."""
+    for dialect, function in (("sqlite", sqlite), ("postgresql", postgresql)):
+
+        def call(element: FunctionElement[Any], compiler: Any, _function: str = function, **kw: Any) -> str:
+            return f"{_function}({compiler.process(element.clauses, **kw)})"
+
+        compiles(element, dialect)(call)
+
+
+class greatest(FunctionElement[Any]):
+    """The larger of two values, row by row (SQLite's two-argument `max`, PostgreSQL's
+    `GREATEST`), typed as the first. Instants compare right on both: SQLite keeps them as ISO
+    text, always with microseconds (`storage.types.UTCDateTime`)."""
+
+    inherit_cache = True
+
+    def __init__(self, first: ColumnElement[Any], second: ColumnElement[Any]) -> None:
+        super().__init__(first, second)
+        self.type = first.type
+
+
+_call_by_dialect(greatest, sqlite="max", postgresql="GREATEST")
+
+
 class json_object(FunctionElement[Any]):
     """A JSON object built by the database from `key, value, ...` pairs (`json_object` on
     SQLite, `json_build_object` on PostgreSQL): for audit data written by INSERT ... SELECT,
@@ -177,14 +203,7 @@ class json_object(FunctionElement[Any]):
     inherit_cache = True
 
 
-@compiles(json_object, "sqlite")
-def _json_object_sqlite(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"json_object({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(json_object, "postgresql")
-def _json_object_postgresql(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"json_build_object({compiler.process(element.clauses, **kw)})"
+_call_by_dialect(json_object, sqlite="json_object", postgresql="json_build_object")
 
 
 class _Keys(TypeDecorator[Collection[Any]]):

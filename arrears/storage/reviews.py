@@ -20,8 +20,8 @@ from arrears.review import CureNotice, Settled
 from arrears.storage import letters
 from arrears.storage._common import ACTOR, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.bulk import among, chunks, json_object
-from arrears.storage.streaming import insert_rows_with_ids
+from arrears.storage.bulk import among, greatest, json_object
+from arrears.storage.streaming import insert_selected_with_ids
 from arrears.storage.tables import account, audit, review
 from arrears.vocabulary import Exit, Hold, Stage
 
@@ -237,37 +237,33 @@ def open_review(
     return found
 
 
-def open_reviews(
-    connection: Connection, *, at: datetime, account_id: str | None = None, size: int = 5_000
-) -> list[int]:
+def open_reviews(connection: Connection, *, at: datetime, account_id: str | None = None) -> list[int]:
     """Open a review for every account in repossession review without one for its present stay
-    (the daily cycle, after advance); returns the new review ids. A query, and an insert per chunk."""
-    # In account order, so review ids do not depend on which index the database walks.
+    (the daily cycle, after advance); returns the new review ids, in account order (so they do not
+    depend on which index the database walks). The database copies the accounts into reviews and
+    writes their events: a first cycle opens a review for a quarter of a portfolio, and reading
+    and binding them in Python took most of the time."""
     covered = (
         select(review.c.id)
         .where(review.c.account_id == account.c.account_id, review.c.opened_at >= account.c.stage_since)
         .exists()
     )
-    waiting = [
-        (account_id_, max(at, stage_since))
-        for account_id_, stage_since in connection.execute(
-            select(account.c.account_id, account.c.stage_since)
-            .where(
-                account.c.stage == Stage.REPOSSESSION_REVIEW.value,
-                for_account(account_id, account.c.account_id),
-                ~covered,
-            )
-            .order_by(account.c.account_id)
+    waiting = (
+        select(
+            account.c.account_id,
+            greatest(account.c.stage_since, literal(at, type_=review.c.opened_at.type)),
+            null(),
         )
-    ]
-    opened_ids: list[int] = []
-    # A chunk at a time: a first cycle opens a review for a quarter of a portfolio, and their
-    # rows and audit events, built at once, were the cycle's peak memory at a million accounts.
-    for part in chunks(waiting, size):
-        ids = [review_id for review_id, _ in _insert_reviews(connection, dict(part))]
-        _record_opened(connection, ids)
-        opened_ids += ids
-    return opened_ids
+        .where(
+            account.c.stage == Stage.REPOSSESSION_REVIEW.value,
+            for_account(account_id, account.c.account_id),
+            ~covered,
+        )
+        .order_by(account.c.account_id)
+    )
+    opened = insert_selected_with_ids(connection, review, ("account_id", "opened_at", "flow_run_id"), waiting)
+    _record_opened(connection, opened)
+    return opened
 
 
 def _record_opened(connection: Connection, review_ids: list[int]) -> None:
@@ -290,15 +286,6 @@ def _record_opened(connection: Connection, review_ids: list[int]) -> None:
             .order_by(review.c.id),
         )
     )
-
-
-def _insert_reviews(connection: Connection, opened: dict[str, datetime]) -> list[tuple[int, str]]:
-    """Insert a review per account, opened when `opened` says, in its order; (id, account id) of
-    each, in that order, in one statement (`insert_rows_with_ids`)."""
-    ids = insert_rows_with_ids(
-        connection, review, ("account_id", "opened_at"), list(opened.items()), {"flow_run_id": None}
-    )
-    return list(zip(ids, opened, strict=True))
 
 
 def set_review_run(connection: Connection, *, review_id: int, flow_run_id: str) -> None:

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Select, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
 from arrears.storage.bulk import driver_values
 
-__all__ = ["insert_rows", "insert_rows_with_ids", "update_rows"]
+__all__ = ["insert_rows", "insert_rows_with_ids", "insert_selected_with_ids", "update_rows"]
 
 
 def _columns(
@@ -91,15 +91,39 @@ def insert_rows_with_ids(
         statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
         params = [dict(zip(columns, row, strict=True)) | dict(constants or {}) for row in rows]
         return [int(i) for i in connection.execute(statement, params).scalars()]
-    before = connection.execute(select(func.max(table.c.id))).scalar_one_or_none() or 0
+    before = _highest(connection, table)
     insert_rows(connection, table, columns, rows, constants)
-    # n rows above `before`, the highest of them before + n: they are before + 1 ... before + n
-    # (counted, not read back: a quarter of a portfolio's reviews are opened at once).
-    count, highest = connection.execute(
+    return _ids_after(connection, table, before, len(rows))
+
+
+def insert_selected_with_ids(
+    connection: Connection, table: Table, columns: Sequence[str], query: Select[Any]
+) -> list[int]:
+    """INSERT ... SELECT: the rows of `query` into `columns` of a table whose integer `id` the
+    database assigns; the new ids, in the order of the query's rows. The rows never pass through
+    Python. On SQLite the ids are counted as `insert_rows_with_ids` counts them; on PostgreSQL
+    they come back through RETURNING (in no promised order), and the sequence numbered the rows
+    in the order the SELECT gave them."""
+    statement = table.insert().from_select(list(columns), query)
+    if connection.dialect.name == "postgresql":
+        return sorted(int(i) for i in connection.execute(statement.returning(table.c.id)).scalars())
+    before = _highest(connection, table)
+    return _ids_after(connection, table, before, connection.execute(statement).rowcount)
+
+
+def _highest(connection: Connection, table: Table) -> int:
+    return int(connection.execute(select(func.max(table.c.id))).scalar_one_or_none() or 0)
+
+
+def _ids_after(connection: Connection, table: Table, before: int, count: int) -> list[int]:
+    """The ids of the `count` rows just inserted on SQLite above the highest id `before`: with
+    `count` rows above it, the highest of them before + count, they are before + 1 ... before +
+    count (counted, not read back: a quarter of a portfolio's reviews are opened at once)."""
+    found, highest = connection.execute(
         select(func.count(), func.max(table.c.id)).where(table.c.id > before)
     ).one()
-    assert (count, highest) == (len(rows), before + len(rows)), (table.name, count, highest, before)
-    return list(range(before + 1, before + 1 + len(rows)))
+    assert (found, highest or before) == (count, before + count), (table.name, found, highest, before)
+    return list(range(before + 1, before + 1 + count))
 
 
 def update_rows(
