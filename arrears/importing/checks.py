@@ -214,6 +214,11 @@ def _iso_date(text: str) -> date | None:
 _screen_name = lru_cache(maxsize=65_536)(screen_name)
 
 
+# One object for every record without holds: pickled once per chunk a worker sends back, not
+# once per record (an empty frozenset costs more to unpickle than all of a record's amounts).
+_NO_HOLDS: frozenset[Hold] = frozenset()
+
+
 @lru_cache(maxsize=256)
 def _absent(present: frozenset[str]) -> frozenset[str]:
     """The optional columns a record does not carry. Cached: every line of a CSV has the same."""
@@ -297,7 +302,7 @@ def parse_account(
         apr=apr,
         next_due_date=next_due,
         **address,
-        holds=frozenset(holds),
+        holds=frozenset(holds) if holds else _NO_HOLDS,
         borrower_defaulted=not given_borrower_id,
         absent=_absent(present if isinstance(present, frozenset) else frozenset(present)),
     )
