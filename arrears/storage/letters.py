@@ -253,14 +253,14 @@ def add_letters(connection: Connection, new: Sequence[NewLetter]) -> list[int]:
 
 def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]:
     """`add_letters` for letters whose keys are all different."""
-    found: dict[str, Any] = {}
-    for keys in chunks([n.key for n in new]):
+    found: dict[str, Any] = {
+        r.idempotency_key: r
         for r in connection.execute(
             select(letter.c.idempotency_key, letter.c.id, letter.c.status, letter.c.reason).where(
-                letter.c.idempotency_key.in_(keys)
+                among(letter.c.idempotency_key, [n.key for n in new])
             )
-        ):
-            found[r.idempotency_key] = r
+        )
+    }
     fresh: list[NewLetter] = []
     ids: dict[str, int] = {}
     for n in new:
