@@ -81,10 +81,11 @@ def insert_rows_with_ids(
 
     SQLAlchemy can promise RETURNING in parameter order on SQLite only by inserting one row per
     statement (30,000 statements for a first cycle's cure letters at a million accounts). Here
-    the rows go in one `executemany` and their ids are read back: the write transaction holds
-    SQLite's only write lock (arrears begins IMMEDIATE), and SQLite gives each new row the highest
-    rowid plus one, so the new rows are exactly those above the highest id before, numbered in
-    insertion order. PostgreSQL has concurrent writers: there RETURNING says which ids are ours."""
+    the rows go in one `executemany` and their ids are counted (`_ids_after`): the write
+    transaction holds SQLite's only write lock (arrears begins IMMEDIATE), and SQLite gives each
+    new row the highest rowid plus one, so the new rows are exactly those above the highest id
+    before, numbered in insertion order. PostgreSQL has concurrent writers: there RETURNING says
+    which ids are ours."""
     if not rows:
         return []
     if connection.dialect.name == "postgresql":
