@@ -1,4 +1,5 @@
-"""What every worker process of ours does on start: leave with the process it works for.
+"""What every worker process of ours does on start: leave with the process it works for, and
+collect garbage rarely.
 
 The daily cycle's shard workers (`tasks.workers`) and the importer's parsing workers
 (`arrears.importing.parallel`) are spawned `ProcessPoolExecutor` processes. A pool's owner killed
@@ -6,11 +7,17 @@ with kill -9 cannot stop its pool, and a pool worker waits on its task queue for
 dead owner's stdout, and whatever it opened): the next run must not find it there.
 """
 
+import gc
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["leave_with_parent"]
+__all__ = ["YOUNG_COLLECTION_EVERY", "collect_rarely", "collecting_rarely", "leave_with_parent"]
+
+# Allocations between two collections of the youngest generation in bulk work (Python's: 700).
+YOUNG_COLLECTION_EVERY = 100_000
 
 
 def leave_with_parent(parent: int, *, every: float = 0.5) -> None:
@@ -23,3 +30,28 @@ def leave_with_parent(parent: int, *, every: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def collect_rarely() -> None:
+    """Run Python's cyclic garbage collector a hundred times less often in this process.
+
+    Bulk work allocates a dozen objects per record, account or message, almost none in a
+    reference cycle, and keeps a chunk, shard or batch of them alive: with the default threshold
+    the collector runs every 700 allocations and scans what is alive again and again (and, at
+    every tenth of its older collections, every object the imports made). Measured: 15-18% of an
+    import's CPU, 20% of a shard's advance and 10-15% of a dispatch batch's. Nothing of ours
+    waits for the collector to be freed: the objects leave with their last reference.
+    """
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+
+
+@contextmanager
+def collecting_rarely() -> Iterator[None]:
+    """`collect_rarely` inside the block only (for a long-lived process); the previous threshold
+    is put back after."""
+    before = gc.get_threshold()
+    collect_rarely()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import ParamSpec, TypeVar
 
-from arrears.processes import leave_with_parent
+from arrears.processes import collect_rarely, leave_with_parent
 
 __all__ = ["in_own_process", "in_worker", "run_process", "worker_processes"]
 
@@ -62,18 +62,20 @@ def _spawned(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=count,
         mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
+        initializer=_start_worker,
         initargs=(os.getpid(),),
     )
 
 
-def _exit_with_parent(parent: int) -> None:
+def _start_worker(parent: int) -> None:
     """Each worker leaves as soon as its parent is gone. A cycle killed with kill -9 cannot stop
     its pool, and a pool worker waits on its task queue forever (holding the dead cycle's
-    stdout, and a database connection): the next cycle must not find it there."""
+    stdout, and a database connection): the next cycle must not find it there. A worker does
+    bulk work only (a shard, a batch), so it collects garbage rarely (`collect_rarely`)."""
     global _owner
     _owner = parent
     leave_with_parent(parent)
+    collect_rarely()
 
 
 def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -113,3 +113,20 @@ def test_worker_processes_leave_when_the_cycle_is_killed(tmp_path: Path) -> None
         raise AssertionError("a worker outlived the process that owned the pool")
     # nothing holds the dead process's stdout any more
     assert owner.stdout.read() == ""
+
+
+def test_worker_processes_collect_garbage_rarely() -> None:
+    """A shard or batch keeps thousands of objects alive: Python's collector, at its default
+    threshold, would scan them every 700 allocations (a fifth of a shard's CPU). The workers
+    collect rarely; the cycle's own process keeps Python's default."""
+    import gc
+
+    from arrears.processes import YOUNG_COLLECTION_EVERY
+    from tasks.workers import in_worker, worker_processes
+
+    here = gc.get_threshold()
+    with worker_processes(2):
+        there = in_worker(gc.get_threshold)
+    assert there[0] == YOUNG_COLLECTION_EVERY != here[0]
+    assert there[1:] == here[1:]
+    assert gc.get_threshold() == here

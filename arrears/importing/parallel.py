@@ -14,7 +14,6 @@ importer hears them, stops between chunks and stores nothing, and the pool is sh
 `with` block ends, however it ends; a worker whose importer is killed leaves on its own.
 """
 
-import gc
 import os
 import signal
 from collections import deque
@@ -26,9 +25,9 @@ from multiprocessing import get_context
 from typing import TypeVar
 
 from arrears.importing.records import RawRow, Rejection
-from arrears.processes import leave_with_parent
+from arrears.processes import collect_rarely, leave_with_parent
 
-__all__ = ["PARSE_WORKERS", "POOL_FROM_RECORDS", "collecting_rarely", "parsed_records"]
+__all__ = ["PARSE_WORKERS", "POOL_FROM_RECORDS", "parsed_records"]
 
 R = TypeVar("R")
 Read = Callable[[RawRow], R | list[Rejection] | None]
@@ -38,25 +37,6 @@ Read = Callable[[RawRow], R | list[Rejection] | None]
 PARSE_WORKERS = 1
 # Below this many records a file is parsed here: starting a worker would cost more than it saves.
 POOL_FROM_RECORDS = 20_000
-# Allocations between two collections of the youngest generation while importing (Python's: 700).
-_YOUNG_COLLECTION_EVERY = 100_000
-
-
-@contextmanager
-def collecting_rarely() -> Iterator[None]:
-    """Python's cyclic garbage collector run a hundred times less often inside the block.
-
-    An import allocates a dozen objects per record, none in a reference cycle, and keeps a
-    chunk's worth alive: with the default threshold the collector ran 2,400 times for 100,000
-    records and scanned each chunk again and again, 15-18% of the importer's CPU. Nothing an
-    import makes waits for the collector to be freed; the previous threshold is put back after.
-    """
-    before = gc.get_threshold()
-    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 @contextmanager
@@ -158,7 +138,7 @@ def _start_worker(parent: int) -> None:
     killed by a Ctrl-C meant for its importer would break the pool instead."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])  # see collecting_rarely
+    collect_rarely()
     leave_with_parent(parent)
 
 

@@ -47,8 +47,9 @@ from arrears.importing import (
     read_payment,
     rejects_path,
 )
-from arrears.importing.parallel import PARSE_WORKERS, collecting_rarely, parsed_records
+from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
+from arrears.processes import collecting_rarely
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import table_of
