@@ -158,13 +158,15 @@ def test_unapproved_template_is_blocked() -> None:
         (f"【{LENDER}】我们将联系你的家人和单位。", "content:threat"),
         (f"{LENDER}: pay up, you deadbeat.", "content:abuse"),
         (f"【{LENDER}】老赖，赶紧还钱！", "content:abuse"),
+        (f"{LENDER}: you deadbeat, pay or we call the police.", "content:threat"),
+        (f"【{LENDER}】老赖，再不还款就报警。", "content:threat"),
         ("Hi, your payment is late.", "content:identity"),
         ("", "content:missing"),
     ],
 )
 def test_content_rules_block_with_their_names(body: str, rule: str) -> None:
     """Threats, insults (zh and en, full-width and spaced too), a missing lender name and a missing
-    body are each blocked with their rule."""
+    body are each blocked with their rule; a threat is named as such wherever an insult stands."""
     assert verdict(cn(body=body, fill=())).reason == rule
 
 

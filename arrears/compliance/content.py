@@ -31,6 +31,8 @@ __all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
 _AMOUNT = re.compile(r"[¥$£€]\s?\d|\d[\d,.]*\s?(?:元|块|美元|英镑|欧元|USD|CNY|GBP|EUR|RMB)", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
+# The kinds of words no message may hold, in the order a finding names them.
+_SCREENED = ("threat", "abuse")
 # Values filled into a template that are names, not our words: left out of the lexicon check.
 _NAMES = ("name", "lender")
 # Values that are figures of the account: a third party must not read any of them.
@@ -54,22 +56,24 @@ def lexicon() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 @cache
-def _patterns(kind: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    words = lexicon()[kind]
+def _patterns(*kinds: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The English and the Chinese pattern of the words of `kinds` (any of them)."""
+    en_words = [w for kind in kinds for w in lexicon()[kind].get("en", ())]
+    zh_words = [w for kind in kinds for w in lexicon()[kind].get("zh", ())]
 
     def english(word: str) -> str:
         stem, open_end = (word[:-1], True) if word.endswith("*") else (word, False)
         return r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
 
-    en = re.compile(
-        r"(?<!\w)(?:" + "|".join(english(w) for w in words.get("en", ())) + r")(?!\w)", re.IGNORECASE
-    )
-    zh = re.compile("|".join(re.escape(w) for w in words.get("zh", ())))
+    en = re.compile(r"(?<!\w)(?:" + "|".join(english(w) for w in en_words) + r")(?!\w)", re.IGNORECASE)
+    zh = re.compile("|".join(re.escape(w) for w in zh_words))
     return en, zh
 
 
-def _find(kind: str, text: str) -> str | None:
-    en, zh = _patterns(kind)
+def _find(text: str, *kinds: str) -> str | None:
+    """The first word of `kinds` in `text`, or None. Chinese words are looked for across spaces
+    and punctuation, which cannot split a Chinese word."""
+    en, zh = _patterns(*kinds)
     found = en.search(text) or (None if text.isascii() else zh.search(_NOT_WORD.sub("", text)))
     return found.group(0) if found else None
 
@@ -109,8 +113,10 @@ def screen_name(name: str) -> ContentFinding | None:
 def _words(text: str) -> ContentFinding | None:
     """The first threat or abuse word in `text`. Cached: runs of digits in `text` are one 0, so
     the messages of one template to one borrower share it."""
-    for kind in ("threat", "abuse"):
-        word = _find(kind, text)
+    if _find(text, *_SCREENED) is None:  # most texts: one search for both kinds
+        return None
+    for kind in _SCREENED:
+        word = _find(text, kind)
         if word:
             return ContentFinding(f"content:{kind}", f"{kind} word {word!r}")
     return None
@@ -176,13 +182,12 @@ def _check(
     finding = _words(_DIGITS.sub("0", read))
     if finding is not None:
         return finding
-    # What a third party must not be told is judged on our words: the body without its names.
-    ours = text
-    for value in names:
-        ours = ours.replace(_normal_short(value), "\x00")
-    ours = _DIGITS.sub("0", ours)
     if third_party:
-        word = _find("debt", ours)
+        # What a third party must not be told is judged on our words: the body without its names.
+        ours = text
+        for value in names:
+            ours = ours.replace(_normal_short(value), "\x00")
+        word = _find(_DIGITS.sub("0", ours), "debt")
         figure = next((k for k in _FIGURES if fill.get(k) and _normal(fill[k]) in text), None)
         amount = _AMOUNT.search(text)
         if word or figure or amount:
