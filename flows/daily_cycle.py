@@ -55,7 +55,7 @@ from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
 from tasks.review import installation
-from tasks.workers import worker_processes
+from tasks.workers import keeping_workers, worker_processes
 
 __all__ = ["cycle_shard", "daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]
 
@@ -147,20 +147,21 @@ def _run_cycle(
     settings = get_settings()
     stats["cycle_id"] = cycle_id
     stats["refresh"] = refresh(instant, day, cycle_id)
-    stats["advance"] = _advance(instant, day, cycle_id, fan_out)
+    with keeping_workers():  # the advance's worker processes do the dispatch too
+        stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
-    stats["reviews"] = start_reviews(instant, as_of, cycle_id)
-    stats["referrals"] = start_referrals(instant, as_of, cycle_id)
-    _log_counts("reviews", stats["reviews"] | stats["referrals"])
-    # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
-    # next advance, so they run beside the dispatch (which waits on the SMS gateway) rather than
-    # before it. Not beside the reviews: those hold the write lock and want both cores.
-    pulls = (
-        pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
-        if settings.bureau_pulls_per_cycle
-        else None
-    )
-    stats["dispatch"] = run_dispatch(instant, cycle_id)
+        stats["reviews"] = start_reviews(instant, as_of, cycle_id)
+        stats["referrals"] = start_referrals(instant, as_of, cycle_id)
+        _log_counts("reviews", stats["reviews"] | stats["referrals"])
+        # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
+        # next advance, so they run beside the dispatch (which waits on the SMS gateway) rather than
+        # before it. Not beside the reviews: those hold the write lock and want both cores.
+        pulls = (
+            pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
+            if settings.bureau_pulls_per_cycle
+            else None
+        )
+        stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()
         _log_counts("bureau", stats["bureau"])

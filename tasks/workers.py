@@ -24,28 +24,75 @@ from typing import ParamSpec, TypeVar
 
 from arrears.processes import collect_rarely, leave_with_parent
 
-__all__ = ["in_own_process", "in_worker", "run_process", "worker_processes"]
+__all__ = ["in_own_process", "in_worker", "keeping_workers", "run_process", "worker_processes"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_pool: ProcessPoolExecutor | None = None
+_pool: ProcessPoolExecutor | None = None  # the pool `in_worker` uses, inside `worker_processes`
+_keeping = False  # inside `keeping_workers`
+_kept: tuple[int, ProcessPoolExecutor] | None = None  # a pool between two blocks, with its size
 
 
 @contextmanager
 def worker_processes(count: int) -> Iterator[None]:
     """Inside the block, `in_worker` runs its function in one of `count` processes (count <= 1:
-    in the caller). The processes stop when the block ends."""
+    in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them."""
     global _pool
     if count <= 1 or _pool is not None:
         yield
         return
-    with _spawned(count) as pool:
+    pool = _take_kept(count) or _spawned(count)
+    clean = False
+    try:
         _pool = pool
-        try:
-            yield
-        finally:
-            _pool = None
+        yield
+        clean = True
+    finally:
+        _pool = None
+        _put_back(count, pool, clean)
+
+
+@contextmanager
+def keeping_workers() -> Iterator[None]:
+    """Inside the block, the processes a `worker_processes` block started serve the next block of
+    the same size instead of stopping: the daily cycle spawns its workers once for the advance
+    and the dispatch (a spawned worker's start and imports cost about 3 s on two cores). Those of
+    a block that raised are not kept. The kept processes stop when this block ends."""
+    global _keeping
+    if _keeping:
+        yield
+        return
+    _keeping = True
+    try:
+        yield
+    finally:
+        _keeping = False
+        kept = _take_kept(None)
+        if kept is not None:
+            kept.shutdown()
+
+
+def _take_kept(count: int | None) -> ProcessPoolExecutor | None:
+    """The kept pool if it has `count` processes (None: whatever its size), else None (a kept
+    pool of another size is stopped)."""
+    global _kept
+    kept, _kept = _kept, None
+    if kept is None:
+        return None
+    size, pool = kept
+    if count is None or size == count:
+        return pool
+    pool.shutdown()
+    return None
+
+
+def _put_back(count: int, pool: ProcessPoolExecutor, clean: bool) -> None:
+    global _kept
+    if _keeping and clean:
+        _kept = (count, pool)
+    else:
+        pool.shutdown()
 
 
 _owner: int | None = None  # in a worker process: the process whose run it works for

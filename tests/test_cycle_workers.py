@@ -130,3 +130,27 @@ def test_worker_processes_collect_garbage_rarely() -> None:
     assert there[0] == YOUNG_COLLECTION_EVERY != here[0]
     assert there[1:] == here[1:]
     assert gc.get_threshold() == here
+
+
+def test_kept_worker_processes_serve_the_next_block_and_stop_with_the_keeping() -> None:
+    """The cycle spawns its workers once: inside `keeping_workers`, the processes of the advance's
+    block serve the dispatch's; those of a block that raised are not kept; all stop at the end."""
+    import os
+
+    from tasks.workers import in_worker, keeping_workers, worker_processes
+
+    def pids() -> set[int]:
+        with worker_processes(2):
+            return {in_worker(os.getpid) for _ in range(20)}
+
+    with keeping_workers():
+        advance = pids()
+        dispatch = pids()
+        with pytest.raises(ZeroDivisionError), worker_processes(2):
+            broken = {in_worker(os.getpid) for _ in range(20)}
+            in_worker(divmod, 1, 0)
+        after = pids()
+    assert advance & dispatch and broken & dispatch
+    assert not after & broken
+    assert not (advance | dispatch | broken | after) & {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    assert pids().isdisjoint(after)  # outside the keeping, each block spawns its own
