@@ -34,7 +34,11 @@ def aliyun_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str
         for k, v in sorted(params)
         if k != "Signature"
     )
-    return f"{method.upper()}&%2F&{aliyun_percent_encode(canonical)}"
+    # Encoding the canonical query again: its names and values are encoded already, so only its
+    # `%`, `=` and `&` change. The same as `aliyun_percent_encode(canonical)`, without walking a
+    # batch's ~25 KB byte by byte (a third of the signing, on the client and again at the server).
+    encoded = canonical.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
+    return f"{method.upper()}&%2F&{encoded}"
 
 
 def aliyun_signature(secret: str, method: str, params: Iterable[tuple[str, str]]) -> str:

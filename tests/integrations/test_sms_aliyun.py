@@ -6,6 +6,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from integrations.errors import (
     ConfigError,
@@ -19,7 +21,7 @@ from integrations.errors import (
 from integrations.sandbox import SandboxHandle
 from integrations.sms import SmsProvider, SmsRequest, SmsResult
 from integrations.sms._phones import phone_tag
-from integrations.sms._signing import aliyun_signature
+from integrations.sms._signing import aliyun_percent_encode, aliyun_signature, aliyun_string_to_sign
 from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
 from integrations.sms.contract import make_requests
 
@@ -49,6 +51,19 @@ def test_flow_control_hands_back_a_delay() -> None:
     """Per-number flow control is Transient with a delay long enough for the vendor's minute window."""
     error = error_from_code("isv.BUSINESS_LIMIT_CONTROL", "limited", 200)
     assert isinstance(error, Transient) and error.retry_after == 60.0
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text()), st.sampled_from(["GET", "post"]))
+def test_string_to_sign_encodes_the_canonical_query_again(params: dict[str, str], method: str) -> None:
+    """Aliyun's definition, on any names and values (JSON, Chinese, `%`, `=`, `&`, `+`, `*`, `~`):
+    `METHOD&%2F&` + the encoded canonical query, itself the sorted encoded pairs."""
+    canonical = "&".join(
+        f"{aliyun_percent_encode(k)}={aliyun_percent_encode(v)}"
+        for k, v in sorted(params.items())
+        if k != "Signature"
+    )
+    expected = f"{method.upper()}&%2F&{aliyun_percent_encode(canonical)}"
+    assert aliyun_string_to_sign(method, params.items()) == expected
 
 
 def test_batch_request_is_signed_and_shaped() -> None:
