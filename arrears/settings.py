@@ -144,14 +144,14 @@ class Settings(BaseSettings):
     webhook_public_url: str | None = Field(
         default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."
     )
-    shard_size: int = Field(default=5_000, ge=1, description="Accounts per advance shard.")
+    shard_size: int = Field(default=10_000, ge=1, description="Accounts per advance shard.")
     shard_workers: int = Field(
         default=2,
         ge=1,
         description="Processes that advance shards and send dispatch batches at once (one per core; "
         "1: in the run's own process).",
     )
-    dispatch_batch: int = Field(default=2_000, ge=1, description="Outbox rows per dispatch task.")
+    dispatch_batch: int = Field(default=5_000, ge=1, description="Outbox rows per dispatch task.")
     dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")
 
     @classmethod
