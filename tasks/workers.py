@@ -7,8 +7,9 @@ shard's load, decide and write there; the task run, its retries and its counts s
 flow's process, so the Prefect UI shows the same shard tasks either way. Dispatch does the same
 with its batches after the first (lease, send-time checks, send, record): there every SQLite
 call of a batch in the run's process also waited for the GIL behind the bureau pulls' threads.
-Each process opens its own connection from the same settings (they inherit the environment) and
-its own provider from the open session's config; on SQLite the writes still take turns, the
+In the daily cycle both are the same processes, spawned once (`keeping_workers`). Each process
+opens its own connection from the same settings (they inherit the environment) and its own
+provider from the open session's config; on SQLite the writes still take turns, the
 loading and deciding do not.
 
 Without a pool (one worker configured, a one-shard portfolio, a single shard run on a worker,
