@@ -216,32 +216,53 @@ def load_batch(
     history = contact_history(
         connection, borrowers=list({r.borrower_id for r in rows}), since=now - lookback, exclude=list(taken)
     )
-    return [
-        DueMessage(
-            id=r.id,
-            idempotency_key=r.idempotency_key,
-            account_id=r.account_id,
-            address=r.address,
-            template=r.template,
-            params=r.params or {},
-            body=r.body,
-            stage=r.stage,
-            episode=r.episode,
-            attempts=r.attempts - 1,
-            provider_id=r.provider_id,
-            account_stage=r.account_stage,
-            account_episode=r.account_episode,
-            jurisdiction=r.jurisdiction,
-            timezone=r.timezone,
-            holds=frozenset(holds.get(r.account_id, ())),
-            opted_out=numbers.get((r.borrower_id, r.address), (False, True))[0],
-            address_valid=numbers.get((r.borrower_id, r.address), (False, True))[1],
-            borrower_id=r.borrower_id,
-            history=history.get(r.borrower_id, ()),
-            in_doubt=r.id in doubtful,
+    # Unpacked by position: a row's attribute lookup costs ~0.25 µs, and a batch makes 21 a row.
+    found = []
+    for (
+        id_,
+        key,
+        account_id,
+        address,
+        template,
+        params,
+        body,
+        stage,
+        episode,
+        attempts,
+        provider_id,
+        account_stage,
+        account_episode,
+        jurisdiction,
+        timezone,
+        borrower_id,
+    ) in rows:
+        opted_out, valid = numbers.get((borrower_id, address), (False, True))
+        found.append(
+            DueMessage(
+                id=id_,
+                idempotency_key=key,
+                account_id=account_id,
+                address=address,
+                template=template,
+                params=params or {},
+                body=body,
+                stage=stage,
+                episode=episode,
+                attempts=attempts - 1,
+                provider_id=provider_id,
+                account_stage=account_stage,
+                account_episode=account_episode,
+                jurisdiction=jurisdiction,
+                timezone=timezone,
+                holds=frozenset(holds.get(account_id, ())),
+                opted_out=opted_out,
+                address_valid=valid,
+                borrower_id=borrower_id,
+                history=history.get(borrower_id, ()),
+                in_doubt=id_ in doubtful,
+            )
         )
-        for r in rows
-    ]
+    return found
 
 
 def expire_dead_leases(connection: Connection, *, owner: str) -> int:
