@@ -170,6 +170,28 @@ def test_content_rules_block_with_their_names(body: str, rule: str) -> None:
     assert verdict(cn(body=body, fill=())).reason == rule
 
 
+def test_a_kind_without_english_words_still_finds_its_chinese(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lexicon kind with words in one language only: the other language's pattern matches
+    nowhere (an empty alternation would match the empty string and hide the Chinese word)."""
+    from arrears.compliance import content
+
+    words = {"threat": {"zh": ("报警",)}, "abuse": {"en": ("deadbeat",)}}
+    monkeypatch.setattr(content, "lexicon", lambda: words)
+    content._patterns.cache_clear()
+    content._words.cache_clear()
+    try:
+        assert content._words("再不还款，就报警。") == content.ContentFinding(
+            "content:threat", "threat word '报警'"
+        )
+        assert content._words("pay up, you deadbeat") == content.ContentFinding(
+            "content:abuse", "abuse word 'deadbeat'"
+        )
+        assert content._words("please pay today") is None
+    finally:
+        content._patterns.cache_clear()
+        content._words.cache_clear()
+
+
 def test_borrowers_name_is_not_judged_as_our_words() -> None:
     """A borrower called Crook is not an insult: the values filled in are taken out first."""
     body, fill = _body("US-CA", borrower_name="Dana Crook")

@@ -31,6 +31,7 @@ __all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
 _AMOUNT = re.compile(r"[¥$£€]\s?\d|\d[\d,.]*\s?(?:元|块|美元|英镑|欧元|USD|CNY|GBP|EUR|RMB)", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
+_NEVER = r"(?!)"  # matches nowhere
 # The kinds of words no message may hold, in the order a finding names them.
 _SCREENED = ("threat", "abuse")
 # Values filled into a template that are names, not our words: left out of the lexicon check.
@@ -65,8 +66,13 @@ def _patterns(*kinds: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
         stem, open_end = (word[:-1], True) if word.endswith("*") else (word, False)
         return r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
 
-    en = re.compile(r"(?<!\w)(?:" + "|".join(english(w) for w in en_words) + r")(?!\w)", re.IGNORECASE)
-    zh = re.compile("|".join(re.escape(w) for w in zh_words))
+    # No words of a language: a pattern that never matches (an empty alternation would match the
+    # empty string everywhere, and a kind without English words would never reach its Chinese).
+    en = re.compile(
+        r"(?<!\w)(?:" + "|".join(english(w) for w in en_words) + r")(?!\w)" if en_words else _NEVER,
+        re.IGNORECASE,
+    )
+    zh = re.compile("|".join(re.escape(w) for w in zh_words) if zh_words else _NEVER)
     return en, zh
 
 
