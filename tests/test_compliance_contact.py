@@ -22,6 +22,7 @@ from arrears.compliance import (
     cancels_repossession,
     check_contact,
 )
+from arrears.compliance.content import lexicon
 from arrears.messages import MessageContext, render, template_params
 from arrears.policy import DEFAULT_POLICY, Policy
 from arrears.vocabulary import Hold
@@ -168,6 +169,33 @@ def test_content_rules_block_with_their_names(body: str, rule: str) -> None:
     """Threats, insults (zh and en, full-width and spaced too), a missing lender name and a missing
     body are each blocked with their rule; a threat is named as such wherever an insult stands."""
     assert verdict(cn(body=body, fill=())).reason == rule
+
+
+_EN_WORDS = [w.rstrip("*") for kind in ("threat", "abuse") for w in lexicon()[kind]["en"]]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_EN_WORDS).flatmap(
+                lambda w: st.tuples(*(st.sampled_from([c.lower(), c.upper()]) for c in w)).map("".join)
+            ),
+            st.text(st.characters(max_codepoint=127), max_size=6),
+        ),
+        max_size=8,
+    )
+)
+@settings(max_examples=300)
+def test_an_ascii_text_is_searched_as_ignoring_case_would(parts: list[str]) -> None:
+    """The lower-case search of an ASCII text finds the same word, spelled as in the text, at
+    the same place as the pattern that ignores case (in any case, glued to other characters or
+    across whitespace)."""
+    from arrears.compliance import content
+
+    text = "".join(parts)
+    for kinds in (("threat",), ("abuse",), ("threat", "abuse")):
+        found = content._patterns(*kinds)[0].search(text)
+        assert content._find(text, *kinds) == (found.group(0) if found else None)
 
 
 def test_a_kind_without_english_words_still_finds_its_chinese(monkeypatch: pytest.MonkeyPatch) -> None:

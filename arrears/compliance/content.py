@@ -57,30 +57,43 @@ def lexicon() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 @cache
-def _patterns(*kinds: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """The English and the Chinese pattern of the words of `kinds` (any of them)."""
+def _patterns(*kinds: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The English pattern of the words of `kinds` (any of them), the same in lower case for a
+    text in lower case, and the Chinese pattern."""
     en_words = [w for kind in kinds for w in lexicon()[kind].get("en", ())]
     zh_words = [w for kind in kinds for w in lexicon()[kind].get("zh", ())]
 
-    def english(word: str) -> str:
-        stem, open_end = (word[:-1], True) if word.endswith("*") else (word, False)
-        return r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
+    def english(words: list[str]) -> str:
+        # No words: a pattern that never matches (an empty alternation would match the empty
+        # string everywhere, and a kind without English words would never reach its Chinese).
+        if not words:
+            return _NEVER
+        stems = [(w[:-1], True) if w.endswith("*") else (w, False) for w in words]
+        alternatives = (
+            r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
+            for stem, open_end in stems
+        )
+        return r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)"
 
-    # No words of a language: a pattern that never matches (an empty alternation would match the
-    # empty string everywhere, and a kind without English words would never reach its Chinese).
-    en = re.compile(
-        r"(?<!\w)(?:" + "|".join(english(w) for w in en_words) + r")(?!\w)" if en_words else _NEVER,
-        re.IGNORECASE,
-    )
+    en = re.compile(english(en_words), re.IGNORECASE)
+    en_lower = re.compile(english([w.lower() for w in en_words]))
     zh = re.compile("|".join(re.escape(w) for w in zh_words) if zh_words else _NEVER)
-    return en, zh
+    return en, en_lower, zh
 
 
 def _find(text: str, *kinds: str) -> str | None:
     """The first word of `kinds` in `text`, or None. Chinese words are looked for across spaces
-    and punctuation, which cannot split a Chinese word."""
-    en, zh = _patterns(*kinds)
-    found = en.search(text) or (None if text.isascii() else zh.search(_NOT_WORD.sub("", text)))
+    and punctuation, which cannot split a Chinese word.
+
+    An ASCII text is searched in lower case without IGNORECASE, 2-3 times faster and the same
+    match: in ASCII, letters match ignoring case exactly when their lower cases are equal, and
+    lowering keeps every character where it was. (Not so beyond ASCII: IGNORECASE matches the
+    long s, U+017F, to `s`, and U+0130 lowers to two characters.)"""
+    en, en_lower, zh = _patterns(*kinds)
+    if text.isascii():
+        found = en_lower.search(text.lower())
+        return text[found.start() : found.end()] if found else None
+    found = en.search(text) or zh.search(_NOT_WORD.sub("", text))
     return found.group(0) if found else None
 
 
