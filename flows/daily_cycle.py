@@ -257,14 +257,20 @@ def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None =
     return advance_shard(Shard(index, lo, hi), instant, day, cycle_id)
 
 
+# The rows of the batch that goes first, alone, to find out whether the provider answers: a few
+# requests' worth (a batch API takes 100 numbers a call). A full batch there kept every worker
+# waiting (1.6 s for 5,000 rows at a million accounts).
+PROBE_ROWS = 500
+
+
 def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, Any]:
     """Send what is due at `instant` (for one account, if given), batch by batch, through one
     provider session.
 
     A cycle or dispatch run (no `account_id`, under the run lock) first looks up what a crashed
-    run may have sent. The first batch goes alone: if it finds the provider unreachable, nothing
-    else is tried and every due message waits, and the counts carry an `outage` entry (the
-    provider and how many messages wait) for the caller to make loud.
+    run may have sent. The first batch goes alone, and small (`PROBE_ROWS`): if it finds the
+    provider unreachable, nothing else is tried and every due message waits, and the counts carry
+    an `outage` entry (the provider and how many messages wait) for the caller to make loud.
     """
     settings = get_settings()
     counts: dict[str, Any] = {"batches": 0}
@@ -274,7 +280,9 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
         with sms_session():
             recovered = reconcile_in_doubt(instant, cycle_id, owner)
         counts |= {k: v for k, v in recovered.items() if v}
-    batches = plan_dispatch(instant, settings.dispatch_batch, account_id, owner)
+    batches = plan_dispatch(
+        instant, settings.dispatch_batch, account_id, owner, first=min(PROBE_ROWS, settings.dispatch_batch)
+    )
     if not batches:
         _log_dispatch(counts)
         return counts

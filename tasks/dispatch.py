@@ -87,10 +87,15 @@ class Batch:
 
 @task(name="plan-dispatch", cache_policy=NO_CACHE)
 def plan_dispatch(
-    as_of: datetime, size: int, account_id: str | None = None, owner: str | None = None
+    as_of: datetime,
+    size: int,
+    account_id: str | None = None,
+    owner: str | None = None,
+    first: int | None = None,
 ) -> list[Batch]:
+    """The due rows in batches of at most `size`; the first of at most `first`, where given."""
     with read_only(engine()) as connection:
-        ranges = outbox.due_batches(connection, now=as_of, size=size, account_id=account_id)
+        ranges = outbox.due_batches(connection, now=as_of, size=size, account_id=account_id, first=first)
     return [Batch(i, lo, hi, account_id, owner) for i, (lo, hi) in enumerate(ranges)]
 
 

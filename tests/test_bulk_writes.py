@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, bindparam, event, select, update
+from sqlalchemy import Engine, bindparam, event, select, true, update
 
-from arrears.storage.bulk import among, execute_many, insert_ignore
+from arrears.storage.bulk import among, execute_many, insert_ignore, range_starts
 from arrears.storage.tables import account, audit, contact, message
 from tests.factories import account_record, write_csv
 
@@ -205,3 +205,19 @@ def test_insert_rows_with_ids_gives_each_row_its_own_id_in_order(engine: Engine)
         stored = dict(connection.execute(select(quarantine.c.id, quarantine.c.ref)).all())
     assert len(set(ids)) == 50 and min(ids) > earlier[1]
     assert [stored[i] for i in earlier[:2] + ids] == [f"row {i}" for i in (0, 1, *range(3, 53))]
+
+
+def test_range_starts_gives_the_first_range_its_own_size(engine: Engine) -> None:
+    """23 rows in ranges of 10: starts at rows 0, 10, 20; with a first range of 3 rows: 0, 3, 13
+    (the rest keep their size, nothing is left out); a first range as large as the rest changes
+    nothing."""
+    with engine.begin() as connection:
+        execute_many(connection, audit.insert(), _events(23, 0))
+        ids = list(connection.execute(select(audit.c.id).order_by(audit.c.id)).scalars())
+
+        def starts(**kw: int) -> list[int]:
+            return range_starts(connection, audit.c.id, true(), size=10, **kw)
+
+        assert starts() == [ids[0], ids[10], ids[20]] == starts(first=10)
+        assert starts(first=3) == [ids[0], ids[3], ids[13]]
+        assert starts(first=30) == [ids[0]]

@@ -85,6 +85,24 @@ def test_cycle_twice_for_the_same_instant_sends_nothing_the_second_time(
         assert len(c.execute(select(AuditEvent.__table__)).all()) == len(events)  # type: ignore[attr-defined]
 
 
+def test_cycle_probes_the_provider_with_a_small_first_batch(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch that goes alone to find out whether the provider answers holds `PROBE_ROWS`
+    rows, not a whole batch; the rest go in batches of `dispatch_batch`, and every message is sent."""
+    import flows.daily_cycle
+    from arrears.settings import get_settings
+
+    monkeypatch.setattr(flows.daily_cycle, "PROBE_ROWS", 2)
+    monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "5")
+    get_settings.cache_clear()
+    _import(cycle_db, tmp_path, [_us(account_id=f"A-{i:02}") for i in range(13)])
+    counts = flows.daily_cycle.daily_cycle(as_of=CN_NIGHT_US_MORNING)["dispatch"]
+    # 2 + 5 + 5 + 1 rows (batches of 5 from the first row would be 5 + 5 + 3)
+    assert (counts["batches"], counts["sent"]) == (4, 13)
+    assert len(sms_sandbox.messages()) == 13
+
+
 def test_cycle_sends_only_inside_each_borrowers_local_hours(
     cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
 ) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -257,9 +258,15 @@ def _among_postgresql(element: among, compiler: Any, **kw: Any) -> str:
 
 
 def range_starts(
-    connection: Connection, column: ColumnElement[Any], where: ColumnElement[bool], *, size: int
+    connection: Connection,
+    column: ColumnElement[Any],
+    where: ColumnElement[bool],
+    *,
+    size: int,
+    first: int | None = None,
 ) -> list[Any]:
-    """The first key of each run of `size` rows matching `where`, in key order.
+    """The first key of each run of `size` rows matching `where`, in key order; the first run
+    holds `first` rows instead, where given.
 
     Only these boundaries leave the database, so planning shards or batches over a million rows
     stays cheap; each range runs from one start up to (not including) the next.
@@ -267,11 +274,13 @@ def range_starts(
     numbered = (
         select(column.label("k"), func.row_number().over(order_by=column).label("n")).where(where).subquery()
     )
-    return list(
-        connection.execute(
-            select(numbered.c.k).where((numbered.c.n - 1) % size == 0).order_by(numbered.c.k)
-        ).scalars()
+    before = numbered.c.n - 1  # rows before this one
+    starts = (
+        before % size == 0
+        if first is None
+        else or_(before == 0, and_(before >= first, (before - first) % size == 0))
     )
+    return list(connection.execute(select(numbered.c.k).where(starts).order_by(numbered.c.k)).scalars())
 
 
 def in_range(column: ColumnElement[Any], lo: Any, hi: Any | None) -> ColumnElement[bool]:

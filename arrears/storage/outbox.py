@@ -108,10 +108,16 @@ def _due(now: datetime, account_id: str | None = None) -> Any:
 
 
 def due_batches(
-    connection: Connection, *, now: datetime, size: int, account_id: str | None = None
+    connection: Connection,
+    *,
+    now: datetime,
+    size: int,
+    account_id: str | None = None,
+    first: int | None = None,
 ) -> list[tuple[int, int | None]]:
-    """Id ranges [lo, hi) of at most `size` rows due at `now` (hi None: to the end)."""
-    starts = range_starts(connection, message.c.id, _due(now, account_id), size=size)
+    """Id ranges [lo, hi) of at most `size` rows due at `now` (hi None: to the end); the first
+    of at most `first` rows, where given."""
+    starts = range_starts(connection, message.c.id, _due(now, account_id), size=size, first=first)
     return [(lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
 
 
