@@ -186,6 +186,28 @@ def test_driver_values_processes_repeating_values_once_and_every_value_right(sql
     ]
 
 
+def test_driver_values_encodes_a_shared_json_document_once() -> None:
+    """A document many rows share (a common transition's audit data) is encoded once; equal
+    documents that are not the same object are each encoded, and every row gets its text."""
+    import json
+
+    from sqlalchemy import JSON, create_engine
+
+    from arrears.storage.bulk import driver_values
+
+    encoded: list[object] = []
+
+    def dumps(document: object) -> str:
+        encoded.append(document)
+        return json.dumps(document)
+
+    dialect = create_engine("sqlite://", json_serializer=dumps).dialect
+    shared = {"from": "reminder", "to": "negotiation"}
+    documents = [shared] * 100 + [{"from": "reminder", "to": "negotiation"} for _ in range(3)] + [{"n": 1}]
+    assert driver_values(dialect, JSON(), documents) == [json.dumps(shared)] * 103 + ['{"n": 1}']
+    assert len(encoded) == 5
+
+
 def test_insert_rows_with_ids_gives_each_row_its_own_id_in_order(engine: Engine) -> None:
     """The ids returned are those the rows were stored under, in the order of the rows, after
     rows written before and the top one deleted."""

@@ -76,8 +76,12 @@ def driver_values(dialect: Dialect, type_: TypeEngine[Any], values: Sequence[Any
     process = type_.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return values
-    # JSON documents are unhashable and seldom repeat: processed one by one.
-    if isinstance(type_, JSON) or not _repeating(values):
+    # JSON documents are unhashable: one shared by many rows (the audit data of a transition
+    # every account of a shard takes) is encoded once, told apart by identity. The documents
+    # stay alive in `values` while this runs, so no two of them share an id.
+    if isinstance(type_, JSON):
+        return list(map(_memoized(process, key=id), values))
+    if not _repeating(values):
         return list(map(process, values))
     return list(map(_memoized(process), values))
 
@@ -131,18 +135,20 @@ def chunks(ids: Sequence[Any], size: int = 5_000) -> Iterable[list[Any]]:
         yield list(ids[start : start + size])
 
 
-def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`process` run once per distinct hashable value: a shard's rows share their instants,
-    cycle ids and stages. (Equal values process alike: money is quantized, instants go to UTC.)"""
+def _memoized(process: Callable[[Any], Any], key: Callable[[Any], Any] | None = None) -> Callable[[Any], Any]:
+    """`process` run once per distinct value (per distinct `key` of a value, where given): a
+    shard's rows share their instants, cycle ids and stages. (Equal values process alike: money
+    is quantized, instants go to UTC.)"""
     done: dict[Any, Any] = {}
     missing = object()
 
     def run(value: Any) -> Any:
         # Not try/except KeyError: in a column of mostly distinct values (amounts, instants of an
         # import) raising and catching cost more than the processing saved.
-        result = done.get(value, missing)
+        name = value if key is None else key(value)
+        result = done.get(name, missing)
         if result is missing:
-            done[value] = result = process(value)
+            done[name] = result = process(value)
         return result
 
     return run
