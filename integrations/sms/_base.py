@@ -106,14 +106,15 @@ class HttpSmsProvider(ConfiguredClient):
         path: str,
         *,
         params: Mapping[str, str] | None = None,
-        form: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """One HTTP exchange; transport failures become `Transient` (surely not sent) or `UnknownOutcome`."""
+        """One HTTP exchange; transport failures become `Transient` (surely not sent) or `UnknownOutcome`.
+        A `form` given as text is sent as it is: form-encoded already (a signed body)."""
         all_headers = {**self._headers, **(headers or {})}
         content = None
         if form is not None:
-            content = urlencode(form).encode()
+            content = (form if isinstance(form, str) else urlencode(form)).encode()
             all_headers["Content-Type"] = "application/x-www-form-urlencoded"
         url = path if path.startswith(("http://", "https://")) else self._root + path
         request = httpx.Request(

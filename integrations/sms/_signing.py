@@ -12,6 +12,7 @@ __all__ = [
     "ACS3",
     "aliyun_percent_encode",
     "aliyun_signature",
+    "aliyun_signed_form",
     "aliyun_string_to_sign",
     "aliyun_v3_authorization",
     "aliyun_v3_canonical_request",
@@ -27,13 +28,16 @@ def aliyun_percent_encode(value: str) -> str:
     return quote(value, safe="-_.~")
 
 
-def aliyun_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str:
-    """`METHOD&%2F&` + the encoded canonical query (parameters sorted by name, Signature left out)."""
-    canonical = "&".join(
+def _canonical_query(params: Iterable[tuple[str, str]]) -> str:
+    """The parameters sorted by name, names and values encoded (Signature left out)."""
+    return "&".join(
         f"{aliyun_percent_encode(k)}={aliyun_percent_encode(v)}"
         for k, v in sorted(params)
         if k != "Signature"
     )
+
+
+def _to_sign(method: str, canonical: str) -> str:
     # Encoding the canonical query again: its names and values are encoded already, so only its
     # `%`, `=` and `&` change. The same as `aliyun_percent_encode(canonical)`, without walking a
     # batch's ~25 KB byte by byte (a third of the signing, on the client and again at the server).
@@ -41,12 +45,28 @@ def aliyun_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str
     return f"{method.upper()}&%2F&{encoded}"
 
 
+def _signed(secret: str, to_sign: str) -> str:
+    digest = hmac.new((secret + "&").encode(), to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def aliyun_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str:
+    """`METHOD&%2F&` + the encoded canonical query (parameters sorted by name, Signature left out)."""
+    return _to_sign(method, _canonical_query(params))
+
+
 def aliyun_signature(secret: str, method: str, params: Iterable[tuple[str, str]]) -> str:
     """Base64 of HMAC-SHA1 keyed with the AccessKey secret followed by `&`."""
-    digest = hmac.new(
-        (secret + "&").encode(), aliyun_string_to_sign(method, params).encode(), hashlib.sha1
-    ).digest()
-    return base64.b64encode(digest).decode()
+    return _signed(secret, aliyun_string_to_sign(method, params))
+
+
+def aliyun_signed_form(secret: str, method: str, params: Iterable[tuple[str, str]]) -> str:
+    """The form body of a signed call: the canonical query the signature was computed on, then the
+    `Signature`. Each value is encoded once, for both (RFC 3986 encoding is form encoding, with
+    `%20` for a space): a batch's ~20 KB encoded a second time by `urlencode` cost as much again."""
+    canonical = _canonical_query(params)
+    signature = _signed(secret, _to_sign(method, canonical))
+    return f"{canonical}&Signature={aliyun_percent_encode(signature)}"
 
 
 def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:

@@ -49,7 +49,7 @@ from integrations.metadata import ProviderInfo
 from integrations.retries import call_with_retries
 from integrations.sms._base import HttpProviderSettings, HttpSmsProvider, for_request
 from integrations.sms._phones import from_aliyun, is_e164, phone_tag, to_aliyun
-from integrations.sms._signing import aliyun_signature
+from integrations.sms._signing import aliyun_signed_form
 from integrations.sms.protocol import (
     Callback,
     DeliveryReport,
@@ -200,10 +200,8 @@ class AliyunSmsProvider(HttpSmsProvider):
                 "Version": _API_VERSION,
                 **params,
             }
-            query["Signature"] = aliyun_signature(
-                s.access_key_secret.get_secret_value(), "POST", query.items()
-            )
-            response = self._request("POST", "/", form=query)
+            form = aliyun_signed_form(s.access_key_secret.get_secret_value(), "POST", query.items())
+            response = self._request("POST", "/", form=form)
             try:
                 payload = response.json()
                 code = str(payload.get("Code", ""))

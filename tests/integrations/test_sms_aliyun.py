@@ -21,7 +21,12 @@ from integrations.errors import (
 from integrations.sandbox import SandboxHandle
 from integrations.sms import SmsProvider, SmsRequest, SmsResult
 from integrations.sms._phones import phone_tag
-from integrations.sms._signing import aliyun_percent_encode, aliyun_signature, aliyun_string_to_sign
+from integrations.sms._signing import (
+    aliyun_percent_encode,
+    aliyun_signature,
+    aliyun_signed_form,
+    aliyun_string_to_sign,
+)
 from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
 from integrations.sms.contract import make_requests
 
@@ -64,6 +69,17 @@ def test_string_to_sign_encodes_the_canonical_query_again(params: dict[str, str]
     )
     expected = f"{method.upper()}&%2F&{aliyun_percent_encode(canonical)}"
     assert aliyun_string_to_sign(method, params.items()) == expected
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text()), st.sampled_from(["GET", "post"]))
+def test_signed_form_is_the_parameters_and_their_signature(params: dict[str, str], method: str) -> None:
+    """The body the client posts, its values encoded once for the signature and the form alike,
+    reads back (as any form decoder reads it) as the parameters and their signature."""
+    params = {k: v for k, v in params.items() if k != "Signature"}
+    form = aliyun_signed_form("s3cret", method, params.items())
+    read = parse_qsl(form, keep_blank_values=True, strict_parsing=bool(params))
+    assert dict(read) == {**params, "Signature": aliyun_signature("s3cret", method, params.items())}
+    assert len(read) == len(params) + 1
 
 
 def test_batch_request_is_signed_and_shaped() -> None:
