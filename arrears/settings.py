@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         description="Processes that advance shards and send dispatch batches at once (one per core; "
         "1: in the run's own process).",
     )
-    dispatch_batch: int = Field(default=5_000, ge=1, description="Outbox rows per dispatch task.")
+    dispatch_batch: int = Field(default=10_000, ge=1, description="Outbox rows per dispatch task.")
     dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")
 
     @classmethod
