@@ -254,6 +254,26 @@ def test_every_approved_template_passes_the_content_check_in_every_jurisdiction(
             assert v.kind is not VerdictKind.BLOCK, (code, template, v)
 
 
+def test_a_dispatch_batch_of_the_default_size_is_re_checked_from_the_send_time_checks() -> None:
+    """Dispatch checks a batch's messages at send time, then re-checks them once recorded: with a
+    batch of the default size every re-check finds its send-time check, none is computed twice
+    (an LRU cache smaller than the batch would miss every one, as a sequential scan evicts the next
+    entry it needs)."""
+    from arrears.compliance.content import _checked_send, check_content
+    from arrears.jurisdictions import profile
+    from arrears.settings import Settings
+
+    size = Settings.model_fields["dispatch_batch"].default
+    bodies = [f"{LENDER}: Hi B{i}, your payment is past due. Reply STOP to opt out." for i in range(size)]
+    us = profile("US")
+    _checked_send.cache_clear()
+    for _ in ("send time", "re-check"):
+        for n, body in enumerate(bodies):
+            check_content(body, lender=LENDER, profile=us, fill={"name": f"B{n}"})
+    info = _checked_send.cache_info()
+    assert (info.misses, info.hits) == (size, size)
+
+
 # --- window and caps ----------------------------------------------------------------------------------
 
 

@@ -177,7 +177,12 @@ def check_content(
     return _check(body, lender, profile, channel, third_party, fill)
 
 
-@lru_cache(maxsize=8_192)
+# A dispatch batch's messages and more (`ARREARS_DISPATCH_BATCH`, 10,000 by default): the re-check
+# of a batch larger than this finds its first messages gone and checks them again.
+SEND_CHECKS_KEPT = 32_768
+
+
+@lru_cache(maxsize=SEND_CHECKS_KEPT)
 def _checked_send(
     body: str, lender: str, profile: Profile, channel: str, name: str | None, filled_lender: str | None
 ) -> ContentFinding | None:
