@@ -114,9 +114,7 @@ def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any
     if connection.dialect.name == "sqlite":
         column = table.c[key]
         wanted = [row[key] for row in rows]
-        present: set[Any] = set()
-        for chunk in chunks(wanted):
-            present.update(connection.execute(select(column).where(column.in_(chunk))).scalars())
+        present = set(connection.execute(select(column).where(among(column, wanted))).scalars())
         new: dict[Any, dict[str, Any]] = {}
         for row in rows:  # the first of two rows with one key wins, as ON CONFLICT DO NOTHING does
             if row[key] not in present:
