@@ -65,8 +65,8 @@ def aliyun_signed_form(secret: str, method: str, params: Iterable[tuple[str, str
     `Signature`. Each value is encoded once, for both (RFC 3986 encoding is form encoding, with
     `%20` for a space): a batch's ~20 KB encoded a second time by `urlencode` cost as much again."""
     canonical = _canonical_query(params)
-    signature = _signed(secret, _to_sign(method, canonical))
-    return f"{canonical}&Signature={aliyun_percent_encode(signature)}"
+    signed = f"Signature={aliyun_percent_encode(_signed(secret, _to_sign(method, canonical)))}"
+    return f"{canonical}&{signed}" if canonical else signed
 
 
 def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
