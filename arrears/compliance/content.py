@@ -177,8 +177,9 @@ def check_content(
     return _check(body, lender, profile, channel, third_party, fill)
 
 
-# A dispatch batch's messages and more (`ARREARS_DISPATCH_BATCH`, 10,000 by default): the re-check
-# of a batch larger than this finds its first messages gone and checks them again.
+# A dispatch batch's messages and more (`ARREARS_DISPATCH_BATCH`, 10,000 by default). The re-check
+# of a batch larger than this finds none of its checks: it walks the batch in the order the checks
+# went in, and each check it computes again evicts the next one it needs.
 SEND_CHECKS_KEPT = 32_768
 
 
