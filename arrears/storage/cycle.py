@@ -225,47 +225,69 @@ def load_shard(
     history = contact_history(connection, borrowers=borrowers, since=since)
 
     rows = []
-    for a in accounts:
-        contact = contacts.get(a.borrower_id)
-        plan = plans.get(a.account_id)
-        review = reviews.get(a.account_id)
-        broken = broken_at.get(a.account_id)
+    # Unpacked by position, in the order of _SHARD_COLUMNS: a row's attribute lookup costs ~0.25 µs
+    # and the loop made ~35 of them an account.
+    for (
+        account_id,
+        borrower_id,
+        stage,
+        stage_since,
+        episode,
+        days_past_due,
+        past_due_amount,
+        installment_amount,
+        balance,
+        currency,
+        jurisdiction,
+        timezone,
+        next_due_date,
+        ability,
+        willingness,
+        broken_promises,
+        segment,
+        borrower_name,
+    ) in accounts:
+        contact = contacts.get(borrower_id)
+        plan = plans.get(account_id)
+        review = reviews.get(account_id)
+        broken = broken_at.get(account_id)
+        referral = referrals.get(account_id)
         view = AccountView(
-            account_id=a.account_id,
-            stage=a.stage,
-            stage_since=a.stage_since,
-            episode=a.episode,
-            days_past_due=a.days_past_due,
-            past_due_amount=a.past_due_amount,
-            balance=a.balance,
-            jurisdiction=a.jurisdiction,
-            timezone=a.timezone,
-            next_due_date=a.next_due_date,
+            account_id=account_id,
+            stage=stage,
+            stage_since=stage_since,
+            episode=episode,
+            days_past_due=days_past_due,
+            past_due_amount=past_due_amount,
+            balance=balance,
+            jurisdiction=jurisdiction,
+            timezone=timezone,
+            next_due_date=next_due_date,
         )
         context = MessageContext(
             lender=lender,
-            borrower_name=a.borrower_name,
-            jurisdiction=a.jurisdiction,
-            currency=a.currency,
-            past_due_amount=a.past_due_amount,
-            installment_amount=a.installment_amount,
-            days_past_due=a.days_past_due,
-            next_due_date=a.next_due_date,
+            borrower_name=borrower_name,
+            jurisdiction=jurisdiction,
+            currency=currency,
+            past_due_amount=past_due_amount,
+            installment_amount=installment_amount,
+            days_past_due=days_past_due,
+            next_due_date=next_due_date,
         )
         facts = Facts(
             business_date=business_date,
-            holds=holds.get(a.account_id, frozenset()),
+            holds=holds.get(account_id, frozenset()),
             reachable=contact is not None,
             opted_out=contact is not None and contact[1],
-            ability=a.ability,
-            willingness=a.willingness,
-            broken_promises=a.broken_promises,
-            promise_pending=a.account_id in pending,
-            promise_broken_in_stage=broken is not None and broken >= a.stage_since,
+            ability=ability,
+            willingness=willingness,
+            broken_promises=broken_promises,
+            promise_pending=account_id in pending,
+            promise_broken_in_stage=broken is not None and broken >= stage_since,
             plan=PlanFact(plan.status, plan.updated_at.date()) if plan is not None else None,
             review_decision=(
                 DecisionKind(review.decision)
-                if review is not None and review.decision and review.decided_at >= a.stage_since
+                if review is not None and review.decision and review.decided_at >= stage_since
                 else None
             ),
             returned_from_review=(
@@ -273,12 +295,12 @@ def load_shard(
                 if review is not None and review.decision == DecisionKind.NEGOTIATE
                 else None
             ),
-            referral_status=referrals[a.account_id].status if a.account_id in referrals else None,
+            referral_status=referral.status if referral is not None else None,
             address=contact[0] if contact else None,
-            history=history.get(a.borrower_id, ()),
+            history=history.get(borrower_id, ()),
             context=context,
         )
-        rows.append(ShardRow(view, facts, context, contact[0] if contact else None, a.segment))
+        rows.append(ShardRow(view, facts, context, contact[0] if contact else None, segment))
     return rows
 
 
