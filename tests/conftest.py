@@ -110,10 +110,20 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the session's flow tests (PREFECT.md: never nest them)."""
+    """One temporary Prefect server for the session's flow tests (PREFECT.md: never nest them).
+
+    Without flow-run heartbeats: a sync flow run's end joins its heartbeat thread, which sleeps in
+    steps of a second, so each of the suite's hundreds of flow runs waited up to a second for
+    nothing (the heartbeat's first beat is all a test's flow lives to send; none of ours reads it).
+    The CLI processes the tests start keep Prefect's default, as an environment cannot unset it.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
         yield
 
 
