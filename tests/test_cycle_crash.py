@@ -67,7 +67,10 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str) -> None:
+def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str, *, third: bool = False) -> None:
+    """Kill a cycle at `point`, rerun it, and hold the result to the figures; with `third`, run it
+    once more: finding the instant's cycle finished, it changes nothing (what the rerun left is
+    the same whatever the point, so the tests of every point do not each pay a third process)."""
     env = {**env, "ARREARS_DATABASE_URL": url}
     crashed = run_cycle(env, AS_OF, point)
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
@@ -92,11 +95,13 @@ def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str) ->
             "crashed",
             "finished",
         ]
+    if not third:
+        return
 
-    third = run_cycle(env, AS_OF)
-    assert third.returncode == 0 and json.loads(third.stdout)["already_finished"]
-    again = audit(url, sandbox.messages(route="aliyun"))
-    assert (again["events"], again["received"]) == (figures["events"], figures["received"])
+    again = run_cycle(env, AS_OF)
+    assert again.returncode == 0 and json.loads(again.stdout)["already_finished"]
+    after = audit(url, sandbox.messages(route="aliyun"))
+    assert (after["events"], after["received"]) == (figures["events"], figures["received"])
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -107,7 +112,7 @@ def test_cycle_killed_while_sending_is_exact_after_its_rerun(
     those sends as sent (none blocked, none twice), writes no event twice, and closes the row as
     crashed; a third run at the same instant changes nothing."""
     url = _loaded(request.getfixturevalue(f"{db}_url"), portfolio)
-    _crash_and_rerun(cli_env, url, sms_sandbox, "dispatch:2")
+    _crash_and_rerun(cli_env, url, sms_sandbox, "dispatch:2", third=True)
 
 
 @pytest.mark.slow
