@@ -113,8 +113,8 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server for the session's flow tests (PREFECT.md: never nest them).
 
     Without flow-run heartbeats: a sync flow run's end joins its heartbeat thread, which sleeps in
-    steps of a second, so each of the suite's hundreds of flow runs waited up to a second for
-    nothing (the heartbeat's first beat is all a test's flow lives to send; none of ours reads it).
+    steps of a second, so each flow run of the suite waited up to a second for nothing (a test's
+    flow ends long before a second beat would be due, 180 s on; nothing of ours reads them).
     The CLI processes the tests start keep Prefect's default, as an environment cannot unset it.
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
