@@ -43,6 +43,7 @@ from tasks.cycle import (
     refresh,
     run_exclusively,
     run_token,
+    start_shard_workers,
 )
 from tasks.dispatch import (
     announce_outage,
@@ -146,8 +147,9 @@ def _run_cycle(
 ) -> dict[str, Any]:
     settings = get_settings()
     stats["cycle_id"] = cycle_id
-    stats["refresh"] = refresh(instant, day, cycle_id)
     with keeping_workers():  # the advance's worker processes do the dispatch too
+        start_shard_workers(fan_out)  # their start overlaps the refresh
+        stats["refresh"] = refresh(instant, day, cycle_id)
         stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
         stats["reviews"] = start_reviews(instant, as_of, cycle_id)

@@ -66,7 +66,8 @@ def test_worker_processes_decide_as_the_cycle_process_does(
     shards = there["stats"]["advance"]["shards"]
     batches = there["stats"]["dispatch"]["batches"]
     assert shards > 2 and batches > 2
-    assert there["submitted"] == ["advance_rows"] * shards + ["send_batch"] * (batches - 1)
+    # The two processes are spawned before the refresh (one task each), then serve every shard.
+    assert there["submitted"] == ["getpid"] * 2 + ["advance_rows"] * shards + ["send_batch"] * (batches - 1)
     assert there["stats"]["dispatch"] == here["stats"]["dispatch"]
     assert there["stats"]["advance"]["transitions"] > 0
     for part in SNAPSHOT_TABLES:
@@ -154,3 +155,75 @@ def test_kept_worker_processes_serve_the_next_block_and_stop_with_the_keeping() 
     assert not after & broken
     assert not (advance | dispatch | broken | after) & {int(p) for p in os.listdir("/proc") if p.isdigit()}
     assert pids().isdisjoint(after)  # outside the keeping, each block spawns its own
+
+
+def test_started_workers_import_ahead_and_serve_the_next_block() -> None:
+    """`start_workers` spawns the next block's processes at once, each importing the modules
+    named as it starts (the cycle starts them before its refresh, which uses one core), and the
+    next block of that size runs in those very processes. Outside `keeping_workers` it does nothing."""
+    import os
+    import time
+
+    from tasks.workers import in_worker, keeping_workers, start_workers, worker_processes
+
+    def alive() -> set[int]:
+        return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+    def children() -> set[int]:  # the pool's processes (not multiprocessing's resource tracker)
+        return {p for p in alive() if _parent(p) == os.getpid() and "spawn_main" in _command(p)}
+
+    module = "arrears.metro2"  # imported by nothing a bare worker imports
+    start_workers(2, (module,))
+    assert not children()  # outside keeping_workers: no process
+    with keeping_workers():
+        start_workers(2, (module,))
+        spawned = children()
+        for _ in range(100):  # a process shows its command once its exec is done
+            if len(spawned) == 2:
+                break
+            time.sleep(0.05)
+            spawned = children()
+        assert len(spawned) == 2  # before any block
+        with worker_processes(2):
+            used = {in_worker(os.getpid) for _ in range(20)}
+            # eval of a builtin expression: a callable every spawned process can unpickle
+            imported = in_worker(eval, f"__import__('sys').modules.get({module!r}) is not None")
+            assert children() == spawned  # the block spawned none of its own
+        assert used <= spawned
+        assert imported
+    assert not spawned & alive()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return ""
+
+
+def test_several_shards_counts_the_accounts_in_play(engine: Any, tmp_path: Path) -> None:
+    """The cycle starts its workers early only when the advance will have several shards: more
+    accounts still in play than one shard holds (a closed account is not in play)."""
+    from sqlalchemy import update
+
+    from arrears.storage.cycle import several_shards
+    from arrears.storage.tables import account
+    from tests.later_stage_helpers import import_rows, us_account
+
+    import_rows(engine, tmp_path, [us_account(f"A-S{n}") for n in range(3)])
+    with engine.connect() as c:
+        assert several_shards(c, size=2)
+        assert not several_shards(c, size=3)
+    with engine.begin() as c:
+        c.execute(update(account).where(account.c.account_id == "A-S0").values(stage="paid_off"))
+    with engine.connect() as c:
+        assert not several_shards(c, size=2)

@@ -43,6 +43,7 @@ __all__ = [
     "contact_history",
     "load_shard",
     "refresh_days_past_due",
+    "several_shards",
     "shard_starts",
     "unchanged",
     "write_decisions",
@@ -159,6 +160,19 @@ def refresh_days_past_due(
 def shard_starts(connection: Connection, *, size: int) -> list[str]:
     """The first account id of each shard of `size` accounts still in play."""
     return range_starts(connection, account.c.account_id, account.c.stage.not_in(TERMINAL), size=size)
+
+
+def several_shards(connection: Connection, *, size: int) -> bool:
+    """Whether more than `size` accounts are still in play, so that the advance has several
+    shards: one row looked up past the first `size` in the index, not a count of them all."""
+    beyond = (
+        select(account.c.account_id)
+        .where(account.c.stage.not_in(TERMINAL))
+        .order_by(account.c.account_id)
+        .offset(size)
+        .limit(1)
+    )
+    return connection.execute(beyond).first() is not None
 
 
 _SHARD_COLUMNS = (
