@@ -5,7 +5,7 @@ a few queries, opens the bureau provider once (`tasks.providers.bureau_session`:
 bureau, or a sandbox one started for the run), pulls the profiles several at a time
 (`bureau_concurrency`), each under its idempotency key (`pull-<account>-<episode>` /
 `skip-<account>-<episode>`, so a retried task makes no second inquiry), and stores the answers a
-block at a time as they come (`arrears.storage.bureau.record_pull`), keyed by the same key: a
+block at a time as they come (`arrears.storage.bureau.record_pulls`), keyed by the same key: a
 pull recorded already (a rerun after a crash) is not recorded again.
 The ability a pull gives, and the numbers a skip trace finds, move the segment at the next advance.
 """
@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from arrears.settings import get_settings
 from arrears.storage import bureau, read_only
-from arrears.storage.bureau import PullSubject
+from arrears.storage.bureau import Pulled, PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
 from tasks.database import engine
@@ -119,6 +119,7 @@ def _record(
     """Store a block of answers in one transaction; count them, and note the failed pulls."""
     if not block:
         return
+    profiles: list[Pulled] = []
     with engine().begin() as connection:
         for subject, answer in block:
             if answer.refused is not None:
@@ -132,20 +133,21 @@ def _record(
                 failures.append((subject.key, answer.failed or "failed"))
                 counts["bureau_failed"] += 1
                 continue
-            stored = bureau.record_pull(
-                connection,
-                subject=subject,
-                at=at,
-                purpose=profile.purpose,
-                report_id=profile.report_id,
-                score_band=profile.score_band,
-                income_estimate=profile.income_estimate,
-                phones=[(p.number, p.confidence, p.line_type) for p in profile.phones],
-                bankruptcy_chapter=profile.bankruptcy.chapter if profile.bankruptcy else None,
-                bankrupt=profile.bankrupt,
-                deceased=profile.deceased,
+            profiles.append(
+                Pulled(
+                    subject,
+                    purpose=profile.purpose,
+                    report_id=profile.report_id,
+                    score_band=profile.score_band,
+                    income_estimate=profile.income_estimate,
+                    phones=[(p.number, p.confidence, p.line_type) for p in profile.phones],
+                    bankruptcy_chapter=profile.bankruptcy.chapter if profile.bankruptcy else None,
+                    bankrupt=profile.bankrupt,
+                    deceased=profile.deceased,
+                )
             )
+        for pulled, stored in zip(profiles, bureau.record_pulls(connection, profiles, at=at), strict=True):
             if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
                 continue
-            counts["skip_traces" if subject.reason == "skip_trace" else "bureau_pulls"] += 1
+            counts["skip_traces" if pulled.subject.reason == "skip_trace" else "bureau_pulls"] += 1
             counts["numbers_found"] += int(stored["numbers_found"])

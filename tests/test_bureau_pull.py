@@ -236,3 +236,100 @@ def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     assert first == every[:4]
     assert {s.phone for s in every} == {f"+1515281{us_account(a)['phone'][-4:]}" for a in due}
     assert {s.key for s in every} == {f"pull-{a}-2" for a in due}
+
+
+def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Engine, tmp_path: Path) -> None:
+    """The cycle stores a block of answers in a few statements (`record_pulls`): what it leaves is
+    what storing them one after the other leaves, a later pull of the block seeing what an earlier
+    one stored: an account pulled twice (its second ability reads the first), one pull twice (the
+    second a duplicate), two skip traces of one borrower finding the same number (added once),
+    bankruptcy reported twice for one account (one hold)."""
+    from arrears.storage.bureau import Pulled, PullSubject, record_pull, record_pulls
+    from arrears.storage.tables import audit
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account("A-Q1", borrower_id="B-Q1"),
+            us_account("A-Q2", borrower_id="B-Q", phone="(515) 281-7777"),
+            us_account("A-Q3", borrower_id="B-Q", phone="(515) 281-7777"),
+        ],
+    )
+
+    def pulled(account_id: str, borrower_id: str, reason: str, report: str, **found: Any) -> Pulled:
+        subject = PullSubject(
+            account_id, borrower_id, 2, reason, "Dana", None, "USD", Decimal("18450"), Decimal("412.50"), None
+        )
+        what = {"income_estimate": None, "phones": [], "bankruptcy_chapter": None, "bankrupt": False}
+        return Pulled(
+            subject, "604(a)(3)(A)", report, **(what | {"score_band": "C", "deceased": False} | found)
+        )
+
+    ability = pulled("A-Q1", "B-Q1", "ability", "R-1", score_band="B", income_estimate=Decimal("60000"))
+    block = [
+        ability,
+        pulled("A-Q1", "B-Q1", "skip_trace", "R-2", phones=[("+15152810001", 0.9, "mobile")], bankrupt=True),
+        ability,
+        pulled(
+            "A-Q2",
+            "B-Q",
+            "skip_trace",
+            "R-3",
+            phones=[("+15152810002", 0.8, "mobile"), ("+15152810003", 0.2, "mobile")],
+            bankruptcy_chapter=7,
+            bankrupt=True,
+        ),
+        pulled(
+            "A-Q3",
+            "B-Q",
+            "skip_trace",
+            "R-4",
+            phones=[("+15152810002", 0.8, "unknown"), ("+15152810004", 0.9, "landline")],
+            deceased=True,
+        ),
+    ]
+    when = at("2026-12-16T01:00:00Z")
+
+    def stored(c: Any) -> dict[str, Any]:
+        def table(t: Any) -> list[dict[str, Any]]:  # every row but its id and update time, in order
+            rows = c.execute(select(t).order_by(*t.primary_key.columns)).mappings().all()
+            return [{k: v for k, v in r.items() if k not in ("id", "updated_at")} for r in rows]
+
+        return {
+            "bureau": table(bureau_t),
+            "contacts": [r for r in table(contact_t) if r["source"] == "bureau"],
+            "holds": table(hold_t),
+            "accounts": table(account_t),
+            "events": [r for r in table(audit) if r["kind"] in ("bureau", "hold")],
+        }
+
+    with later_db.connect() as c:
+        with c.begin() as one_by_one:
+            answers = [
+                record_pull(
+                    c,
+                    subject=p.subject,
+                    at=when,
+                    purpose=p.purpose,
+                    report_id=p.report_id,
+                    score_band=p.score_band,
+                    income_estimate=p.income_estimate,
+                    phones=p.phones,
+                    bankruptcy_chapter=p.bankruptcy_chapter,
+                    bankrupt=p.bankrupt,
+                    deceased=p.deceased,
+                )
+                for p in block
+            ]
+            expected = stored(c)
+            one_by_one.rollback()
+        with c.begin() as together:
+            assert record_pulls(c, block, at=when) == answers
+            assert stored(c) == expected
+            together.rollback()
+    assert [a.get("duplicate", False) for a in answers] == [False, False, True, False, False]
+    assert [a["numbers_found"] for a in answers] == [0, 1, 0, 1, 0]
+    assert [a["holds"] for a in answers] == [[], ["bankruptcy"], [], ["bankruptcy"], ["deceased"]]
+    first = answers[0]["ability"]
+    assert f"ability {first:.2f} → " in expected["events"][1]["detail"]  # the skip trace's reads it
