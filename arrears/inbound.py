@@ -36,16 +36,20 @@ class InboundKind(StrEnum):
 # and the mainland ones Aliyun and China's carriers honour: "回T退订" (TD, T, 退订) and 取消.
 OPT_OUT_KEYWORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "取消", "TD", "T"}
+    # The FCC's words for revoking consent in reply to a text (47 CFR 64.1200(a)(10), FCC 24-24):
+    # stop, quit, end, revoke, opt out, cancel, unsubscribe.
+    | {"REVOKE", "OPT OUT", "OPT-OUT", "OPTOUT"}
 )
 # Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
 # holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
 OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "订阅"})
 
 # Reg F 1006.6(e): a consumer may opt out in free form, so a longer message that names STOP,
-# UNSUBSCRIBE or 退订 as a word still opts out. END, CANCEL, QUIT, T and TD count only alone: as
-# words inside a sentence ("can I pay at the end of the month") they say nothing about contact.
-# Erring this way costs a reminder; erring the other way texts someone who asked us to stop.
-_FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE)(?![A-Z])|退订")
+# UNSUBSCRIBE, REVOKE, OPT OUT or 退订 as a word still opts out ("I revoke my consent"). END,
+# CANCEL, QUIT, T and TD count only alone: as words inside a sentence ("can I pay at the end of
+# the month") they say nothing about contact. Erring this way costs a reminder; erring the other
+# way texts someone who asked us to stop.
+_FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT)(?![A-Z])|退订")
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
@@ -59,9 +63,12 @@ class Classified:
 
 
 def normalise(body: str) -> str:
-    """Full-width forms folded (NFKC: "ＳＴＯＰ" is "STOP", U+3000 is a space), upper case,
+    """Full-width forms folded (NFKC: "ＳＴＯＰ" is "STOP", U+3000 is a space), invisible format
+    characters dropped (a zero-width space inside "S\u200bTOP", a byte-order mark, bidirectional
+    marks: a phone's keyboard or a pasted text adds them, and a reader sees STOP), upper case,
     whitespace collapsed, punctuation around the message dropped ("Stop." and "退订。" count)."""
-    text = unicodedata.normalize("NFKC", body).upper()
+    text = unicodedata.normalize("NFKC", body)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").upper()
     text = _SPACES.sub(" ", text).strip()
     return _EDGE.sub("", text)
 

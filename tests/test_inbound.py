@@ -53,6 +53,17 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         (" 取消。", InboundKind.OPT_OUT),
         ("订阅", InboundKind.OPT_IN),
         ("please STOP texting me", InboundKind.OPT_OUT),  # Reg F 1006.6(e): free-form opt-out
+        ("REVOKE", InboundKind.OPT_OUT),  # the FCC's revocation words, 47 CFR 64.1200(a)(10)
+        ("Opt out", InboundKind.OPT_OUT),
+        ("opt-out.", InboundKind.OPT_OUT),
+        ("OPTOUT", InboundKind.OPT_OUT),
+        ("I revoke my consent to these texts", InboundKind.OPT_OUT),
+        ("I want to opt out", InboundKind.OPT_OUT),
+        ("S\u200bTOP", InboundKind.OPT_OUT),  # a zero-width space a reader does not see
+        ("\ufeffstop", InboundKind.OPT_OUT),  # a byte-order mark
+        ("\u2066STOP\u2069", InboundKind.OPT_OUT),  # bidirectional isolates
+        ("Optional extra payment?", InboundKind.REPLY),
+        ("Out of town, paying Friday", InboundKind.REPLY),
         ("不要再发了，退订", InboundKind.OPT_OUT),
         ("START", InboundKind.OPT_IN),
         (" unstop ", InboundKind.OPT_IN),
