@@ -19,7 +19,6 @@ and stores what these decide.
 """
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -27,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from arrears.currencies import minor_units
+from arrears.inbound import normalise
 
 __all__ = [
     "DEFAULT_PROMISE_RULES",
@@ -80,12 +80,6 @@ _PROMISE = re.compile(rf"{_KEYWORD}{_AMOUNT}{_TAIL}")
 _SHAPE = re.compile(rf"{_KEYWORD}(?P<amount>[^\s$¥￥£€元块塊]+?){_TAIL}")
 
 
-def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).upper()
-    text = re.sub(r"\s+", " ", text).strip()
-    return re.sub(r"^[\s.,!?。，！？]+|[\s.,!?。，！？]+$", "", text)
-
-
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     """A reply shaped like a promise that cannot be one; `reason` is for the timeline."""
@@ -96,7 +90,7 @@ class Unreadable:
 def read_promise(text: str) -> tuple[Decimal, date] | Unreadable | None:
     """The amount and date a reply promises; `Unreadable` with the reason when it has the shape of
     a promise but an amount or date that cannot be; None when the reply is not a promise."""
-    norm = _normalise(text)
+    norm = normalise(text)
     found = _PROMISE.match(norm)
     if found is None:
         shaped = _SHAPE.match(norm)

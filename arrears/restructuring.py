@@ -25,7 +25,6 @@ renewed willingness and ability to repay.
 """
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -35,6 +34,7 @@ from typing import Any
 import pendulum
 
 from arrears.currencies import minor_units
+from arrears.inbound import normalise
 
 __all__ = [
     "DEFAULT_PLAN_RULES",
@@ -417,8 +417,7 @@ _OPTIONS = re.compile(r"^(?:PLAN|PLANS|OPTIONS|方案)$")
 def parse_plan_reply(text: str) -> PlanReply | None:
     """What a reply to a restructuring offer says: accept (optionally a kind and months), decline,
     or ask for the options (the offer's "Reply PLAN"); None for anything else."""
-    norm = unicodedata.normalize("NFKC", text).upper()
-    norm = re.sub(r"\s+", " ", norm).strip().strip(".!?。！？")
+    norm = normalise(text)
     if _OPTIONS.match(norm):
         return PlanReply("options")
     if _DECLINE.match(norm):

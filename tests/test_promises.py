@@ -47,6 +47,8 @@ RULES = PromiseRules(grace_days=3, max_days_ahead=30)
         ("还款 500 2026-12-05", "500", date(2026, 12, 5)),
         ("还款５００元 2026年12月5日", "500", date(2026, 12, 5)),
         ("  PAY  3000  2027.01.02 ", "3000", date(2027, 1, 2)),
+        ("P\u200bAY 500 2026-12-05", "500", date(2026, 12, 5)),  # a zero-width space, unseen
+        ("PAY 500 2026-12-05 👍", "500", date(2026, 12, 5)),  # read as every reply is (inbound.normalise)
     ],
 )
 def test_reply_promise_forms_are_read(text: str, amount: str, when: date) -> None:

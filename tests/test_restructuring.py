@@ -212,6 +212,7 @@ def test_reageing_needs_enough_on_time_payments_and_happens_once() -> None:
         ("拒绝", PlanReply("decline")),
         ("PLAN", PlanReply("options")),
         ("方案", PlanReply("options")),
+        ("\ufeffAccept 3 🙏", PlanReply("accept", None, 3)),  # read as every reply is (inbound.normalise)
         ("maybe later", None),
     ],
 )
