@@ -5,7 +5,7 @@ a few queries, opens the bureau provider once (`tasks.providers.bureau_session`:
 bureau, or a sandbox one started for the run), pulls the profiles several at a time
 (`bureau_concurrency`), each under its idempotency key (`pull-<account>-<episode>` /
 `skip-<account>-<episode>`, so a retried task makes no second inquiry), and stores the answers a
-block at a time as they come (`arrears.storage.bureau.record_pulls`), keyed by the same key: a
+block at a time as they come (`arrears.storage.bureau_pulls.record_pulls`), keyed by the same key: a
 pull recorded already (a rerun after a crash) is not recorded again.
 The ability a pull gives, and the numbers a skip trace finds, move the segment at the next advance.
 """
@@ -18,8 +18,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.settings import get_settings
-from arrears.storage import bureau, read_only
-from arrears.storage.bureau import Pulled, PullSubject
+from arrears.storage import bureau_pulls, read_only
+from arrears.storage.bureau_pulls import Pulled, PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
 from tasks.database import engine
@@ -34,7 +34,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
     """Pull the profiles due (at most `limit` a cycle); counts by outcome. A transient failure
     leaves the account for the next cycle; a refusal (no file) is recorded and not asked again."""
     with read_only(engine()) as connection:
-        subjects = bureau.pull_subjects(connection, limit=limit)
+        subjects = bureau_pulls.pull_subjects(connection, limit=limit)
     if not subjects:
         return dict.fromkeys(_COUNTS, 0)
     asked = [s for s in subjects if s.phone is not None]
@@ -123,7 +123,7 @@ def _record(
     with engine().begin() as connection:
         for subject, answer in block:
             if answer.refused is not None:
-                bureau.record_pull_refusal(
+                bureau_pulls.record_pull_refusal(
                     connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=answer.refused
                 )
                 counts["bureau_no_file"] += 1
@@ -146,7 +146,9 @@ def _record(
                     deceased=profile.deceased,
                 )
             )
-        for pulled, stored in zip(profiles, bureau.record_pulls(connection, profiles, at=at), strict=True):
+        for pulled, stored in zip(
+            profiles, bureau_pulls.record_pulls(connection, profiles, at=at), strict=True
+        ):
             if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
                 continue
             counts["skip_traces" if pulled.subject.reason == "skip_trace" else "bureau_pulls"] += 1

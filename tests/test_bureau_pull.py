@@ -155,7 +155,7 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
     its reason."""
-    from arrears.storage.bureau import pull_subjects, record_pull
+    from arrears.storage.bureau_pulls import pull_subjects, record_pull
 
     import_rows(later_db, tmp_path, [us_account("A-B4")])
     _stage(later_db, "A-B4", "negotiation")
@@ -192,7 +192,7 @@ def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     negotiation, and a thousand pulls must not hold every candidate."""
     from sqlalchemy import event
 
-    from arrears.storage.bureau import pull_subjects, record_pull
+    from arrears.storage.bureau_pulls import pull_subjects, record_pull
 
     ids = [f"A-L{n:02d}" for n in range(1, 13)]
     import_rows(later_db, tmp_path, [us_account(a) for a in ids])
@@ -244,7 +244,7 @@ def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Eng
     one stored: an account pulled twice (its second ability reads the first), one pull twice (the
     second a duplicate), two skip traces of one borrower finding the same number (added once),
     bankruptcy reported twice for one account (one hold)."""
-    from arrears.storage.bureau import Pulled, PullSubject, record_pull, record_pulls
+    from arrears.storage.bureau_pulls import Pulled, PullSubject, record_pull, record_pulls
     from arrears.storage.tables import audit
 
     import_rows(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from arrears.importing import Kind, open_source
-from arrears.storage import bureau as bureau_store
+from arrears.storage import bureau_pulls as bureau_store
 from arrears.storage import outbox
 from arrears.storage.importer import run_import
 from arrears.storage.tables import account, bureau, message
