@@ -155,25 +155,29 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
     its reason."""
-    from arrears.storage.bureau_pulls import pull_subjects, record_pull
+    from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
 
     import_rows(later_db, tmp_path, [us_account("A-B4")])
     _stage(later_db, "A-B4", "negotiation")
     with later_db.begin() as c:
         [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B4"]
         for _ in range(2):
-            record_pull(
+            record_pulls(
                 c,
-                subject=subject,
+                [
+                    Pulled(
+                        subject,
+                        purpose="604(a)(3)(A)",
+                        report_id="R-1",
+                        score_band="C",
+                        income_estimate=None,
+                        phones=[],
+                        bankruptcy_chapter=13,
+                        bankrupt=True,
+                        deceased=False,
+                    )
+                ],
                 at=at("2026-12-16T01:00:00Z"),
-                purpose="604(a)(3)(A)",
-                report_id="R-1",
-                score_band="C",
-                income_estimate=None,
-                phones=[],
-                bankruptcy_chapter=13,
-                bankrupt=True,
-                deceased=False,
             )
     with later_db.connect() as c:
         holds = c.execute(
@@ -192,7 +196,7 @@ def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     negotiation, and a thousand pulls must not hold every candidate."""
     from sqlalchemy import event
 
-    from arrears.storage.bureau_pulls import pull_subjects, record_pull
+    from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
 
     ids = [f"A-L{n:02d}" for n in range(1, 13)]
     import_rows(later_db, tmp_path, [us_account(a) for a in ids])
@@ -201,18 +205,22 @@ def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     with later_db.begin() as c:
         for subject in pull_subjects(c, limit=100):
             if subject.account_id in ("A-L02", "A-L05"):  # pulled this episode already
-                record_pull(
+                record_pulls(
                     c,
-                    subject=subject,
+                    [
+                        Pulled(
+                            subject,
+                            purpose="604(a)(3)(A)",
+                            report_id=f"R-{subject.account_id}",
+                            score_band="B",
+                            income_estimate=None,
+                            phones=[],
+                            bankruptcy_chapter=None,
+                            bankrupt=False,
+                            deceased=False,
+                        )
+                    ],
                     at=at("2026-12-16T01:00:00Z"),
-                    purpose="604(a)(3)(A)",
-                    report_id=f"R-{subject.account_id}",
-                    score_band="B",
-                    income_estimate=None,
-                    phones=[],
-                    bankruptcy_chapter=None,
-                    bankrupt=False,
-                    deceased=False,
                 )
     reads: list[str] = []
 
@@ -244,7 +252,7 @@ def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Eng
     one stored: an account pulled twice (its second ability reads the first), one pull twice (the
     second a duplicate), two skip traces of one borrower finding the same number (added once),
     bankruptcy reported twice for one account (one hold)."""
-    from arrears.storage.bureau_pulls import Pulled, PullSubject, record_pull, record_pulls
+    from arrears.storage.bureau_pulls import Pulled, PullSubject, record_pulls
     from arrears.storage.tables import audit
 
     import_rows(
@@ -306,22 +314,7 @@ def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Eng
 
     with later_db.connect() as c:
         with c.begin() as one_by_one:
-            answers = [
-                record_pull(
-                    c,
-                    subject=p.subject,
-                    at=when,
-                    purpose=p.purpose,
-                    report_id=p.report_id,
-                    score_band=p.score_band,
-                    income_estimate=p.income_estimate,
-                    phones=p.phones,
-                    bankruptcy_chapter=p.bankruptcy_chapter,
-                    bankrupt=p.bankrupt,
-                    deceased=p.deceased,
-                )
-                for p in block
-            ]
+            answers = [record_pulls(c, [p], at=when)[0] for p in block]
             expected = stored(c)
             one_by_one.rollback()
         with c.begin() as together:

@@ -58,19 +58,23 @@ def test_pull_recorded_twice_under_one_key_is_stored_once(engine: Engine, tmp_pa
     for _ in range(2):
         with engine.begin() as c:
             outcomes.append(
-                bureau_store.record_pull(
+                bureau_store.record_pulls(
                     c,
-                    subject=subject,
+                    [
+                        bureau_store.Pulled(
+                            subject,
+                            purpose="604(a)(3)(A)",
+                            report_id="R-1",
+                            score_band="B",
+                            income_estimate=Decimal("60000"),
+                            phones=[("+12133734299", 0.9, "mobile")],
+                            bankruptcy_chapter=None,
+                            bankrupt=False,
+                            deceased=False,
+                        )
+                    ],
                     at=at,
-                    purpose="604(a)(3)(A)",
-                    report_id="R-1",
-                    score_band="B",
-                    income_estimate=Decimal("60000"),
-                    phones=[("+12133734299", 0.9, "mobile")],
-                    bankruptcy_chapter=None,
-                    bankrupt=False,
-                    deceased=False,
-                )
+                )[0]
             )
     assert [o["numbers_found"] for o in outcomes] == [1, 0]
     with engine.connect() as c:

@@ -30,7 +30,6 @@ __all__ = [
     "PullSubject",
     "Pulled",
     "pull_subjects",
-    "record_pull",
     "record_pull_refusal",
     "record_pulls",
 ]
@@ -140,36 +139,6 @@ class Pulled:
     deceased: bool
 
 
-def record_pull(
-    connection: Connection,
-    *,
-    subject: PullSubject,
-    at: datetime,
-    purpose: str,
-    report_id: str,
-    score_band: str,
-    income_estimate: Decimal | None,
-    phones: Sequence[tuple[str, float, str]],
-    bankruptcy_chapter: int | None,
-    bankrupt: bool,
-    deceased: bool,
-    min_phone_confidence: float = 0.5,
-) -> dict[str, Any]:
-    """Store one bureau profile (`record_pulls` of one)."""
-    pulled = Pulled(
-        subject,
-        purpose,
-        report_id,
-        score_band,
-        income_estimate,
-        phones,
-        bankruptcy_chapter,
-        bankrupt,
-        deceased,
-    )
-    return record_pulls(connection, [pulled], at=at, min_phone_confidence=min_phone_confidence)[0]
-
-
 def record_pulls(
     connection: Connection, pulls: Sequence[Pulled], *, at: datetime, min_phone_confidence: float = 0.5
 ) -> list[dict[str, Any]]:
@@ -201,7 +170,7 @@ def record_pulls(
     for p in pulls:  # of two pulls with one key, the first is recorded (as insert_ignore keeps it)
         recorded.append(p.subject.key in fresh)
         fresh.discard(p.subject.key)
-    stored = [p for p, new in zip(pulls, recorded, strict=True) if new]
+    stored = [p for p, fresh_pull in zip(pulls, recorded, strict=True) if fresh_pull]
     accounts = {p.subject.account_id for p in stored}
     ability_now: dict[str, float | None] = {
         account_id: ability
@@ -240,17 +209,16 @@ def record_pulls(
             ability_now[subject.account_id] = round(ability, 4)
             abilities.append({"key": subject.account_id, "ability": round(ability, 4), "at": at})
         # Only a skip trace adds numbers: a pull for ability has no purpose in collecting them.
-        found = known[subject.borrower_id] if subject.reason == "skip_trace" else set()
-        new = [
-            (n, conf, kind)
-            for n, conf, kind in p.phones
-            if subject.reason == "skip_trace"
-            and n not in found
-            and conf >= min_phone_confidence
-            and kind in ("mobile", "unknown")
-        ]
-        found.update(n for n, _, _ in new)
-        contacts += [_found_number(subject.borrower_id, n, at) for n, _, _ in new]
+        new: list[str] = []
+        if subject.reason == "skip_trace":
+            found = known[subject.borrower_id]
+            new = [
+                n
+                for n, conf, kind in p.phones
+                if n not in found and conf >= min_phone_confidence and kind in ("mobile", "unknown")
+            ]
+            found.update(new)
+        contacts += [_found_number(subject.borrower_id, n, at) for n in new]
         held = _hold_reported(connection, p, at)
         what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
         detail = f"{what} ({p.purpose}): band {p.score_band}"
