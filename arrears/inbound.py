@@ -39,6 +39,8 @@ OPT_OUT_KEYWORDS = frozenset(
     # The FCC's words for revoking consent in reply to a text (47 CFR 64.1200(a)(10), FCC 24-24):
     # stop, quit, end, revoke, opt out, cancel, unsubscribe.
     | {"REVOKE", "OPT OUT", "OPT-OUT", "OPTOUT"}
+    # Stop and refuse, as a mainland borrower writes them alone (see _REFUSAL below).
+    | {"停止", "拒收"}
 )
 # Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
 # holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
@@ -50,6 +52,19 @@ OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "订阅"})
 # the month") they say nothing about contact. Erring this way costs a reminder; erring the other
 # way texts someone who asked us to stop.
 _FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT)(?![A-Z])|退订")
+# Nor does revoking take a keyword. The FCC counts any reasonable means, a reply in other words
+# included (FCC 24-24; 47 CFR 64.1200(a)(10)); on the mainland, once a user plainly refuses texts
+# the sender must stop (MIIT Order 31, 通信短信息服务管理规定, art. 19). So a plain refusal opts
+# out: "don't text me", "no more texts", 别再发了, 请不要再给我发短信, 不要再联系我, 不想再收到你们的短信.
+_REFUSAL = re.compile(
+    r"(?<![A-Z])(?:DON['\u2019]?T|DO NOT|NEVER) (?:EVER )?(?:TEXT|MESSAGE|SMS|CONTACT) ME(?![A-Z])"
+    r"|(?<![A-Z])(?:NO MORE (?:TEXTS|TEXT MESSAGES|MESSAGES|SMS)|LEAVE ME ALONE)(?![A-Z])"
+    # A negation, then sending (with what is sent, or nothing after it: "公司不再发工资" is not
+    # one), or contacting.
+    r"|(?:别|不要|请勿|勿|停止|不再)再?(?:给我)?"
+    r"(?:发送?(?:.{0,4}?(?:短信|信息|消息)|[了啦]|(?=[,.!?;:。、 ]|$))|联系我|打扰)"
+    r"|不想再?(?:收到|接收).{0,6}?(?:短信|信息|消息)|拒收|拒绝接收|不再接收"
+)
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
@@ -80,7 +95,7 @@ def classify(body: str) -> Classified:
         return Classified(InboundKind.OPT_OUT, text, text)
     if text in OPT_IN_KEYWORDS:
         return Classified(InboundKind.OPT_IN, text, text)
-    found = _FREE_FORM_OPT_OUT.search(text)
+    found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)
     if found:
         return Classified(InboundKind.OPT_OUT, text, found.group(0))
     return Classified(InboundKind.REPLY, text)

@@ -361,7 +361,9 @@ def test_aliyun_duplicate_report_changes_nothing(
     assert _moves(engine, message_id) == ["delivered"]
 
 
-@pytest.mark.parametrize("keyword", ["TD", " td ", "退订", "取消", "Unsubscribe"])
+@pytest.mark.parametrize(
+    "keyword", ["TD", " td ", "退订", "取消", "Unsubscribe", "别再发了", "请不要再给我发短信了"]
+)
 def test_chinese_borrowers_td_reply_posted_as_aliyun_posts_it_opts_them_out(
     stack: Stack, engine: Engine, db_url: str, sms_sandbox: Any, accounts: None, keyword: str
 ) -> None:
