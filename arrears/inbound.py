@@ -61,9 +61,9 @@ _REFUSAL = re.compile(
     r"|(?<![A-Z])(?:NO MORE (?:TEXTS|TEXT MESSAGES|MESSAGES|SMS)|LEAVE ME ALONE)(?![A-Z])"
     # A negation, then sending (with what is sent, or nothing after it: "公司不再发工资" is not
     # one), or contacting.
-    r"|(?:别|不要|请勿|勿|停止|不再)再?(?:给我)?"
+    r"|(?:别|不要|不用|不必|请勿|勿|停止|不再)再?(?:给我)?"
     r"(?:发送?(?:.{0,4}?(?:短信|信息|消息)|[了啦]|(?=[,.!?;:。、 ]|$))|联系我|打扰)"
-    r"|不想再?(?:收到|接收).{0,6}?(?:短信|信息|消息)|拒收|拒绝接收|不再接收"
+    r"|不想再?(?:收到|接收).{0,6}?(?:短信|信息|消息)|拒收|拒绝接收|不再接收|勿扰|免打扰"
 )
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")

@@ -76,6 +76,8 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("不要再联系我", InboundKind.OPT_OUT),
         ("我不想再收到你们的短信", InboundKind.OPT_OUT),
         ("拒绝接收", InboundKind.OPT_OUT),
+        ("不用发了，谢谢", InboundKind.OPT_OUT),
+        ("勿扰", InboundKind.OPT_OUT),
         ("Don\u2019t text me again", InboundKind.OPT_OUT),  # a phone's typographic apostrophe
         ("please do not text me", InboundKind.OPT_OUT),
         ("No more texts!", InboundKind.OPT_OUT),
@@ -83,6 +85,7 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         # ...and what only looks like one: a hardship story, a payday, a letter, a habit.
         ("公司倒闭了，不再发工资", InboundKind.REPLY),
         ("下周发工资就还", InboundKind.REPLY),
+        ("不用发票", InboundKind.REPLY),
         ("不要发律师函，我下周还", InboundKind.REPLY),
         ("I don't text much, call me", InboundKind.REPLY),
         ("START", InboundKind.OPT_IN),
