@@ -39,8 +39,8 @@ OPT_OUT_KEYWORDS = frozenset(
     # The FCC's words for revoking consent in reply to a text (47 CFR 64.1200(a)(10), FCC 24-24):
     # stop, quit, end, revoke, opt out, cancel, unsubscribe.
     | {"REVOKE", "OPT OUT", "OPT-OUT", "OPTOUT"}
-    # Stop and refuse, as a mainland borrower writes them alone (see _REFUSAL below).
-    | {"停止", "拒收"}
+    # STOP as a mainland borrower writes it (refusals in more words: _REFUSAL below).
+    | {"停止"}
 )
 # Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
 # holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
