@@ -329,10 +329,12 @@ def test_a_route_for_a_provider_we_do_not_have_is_404(client: TestClient) -> Non
 
 
 @pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("body", ["STOP", "Please don\u2019t text me again"])
 def test_stop_opts_out_before_the_next_send(
-    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, body: str
 ) -> None:
-    """STOP records the opt-out, a hold and an audit event; the waiting reminder is then never sent."""
+    """STOP, or a refusal in the borrower's own words (with a phone's curly apostrophe), records the
+    opt-out, a hold and an audit event; the waiting reminder is then never sent."""
     from flows.daily_cycle import daily_cycle, dispatch_outbox
 
     _import(db, tmp_path, _cn(account_id="A-CN"))
@@ -341,7 +343,7 @@ def test_stop_opts_out_before_the_next_send(
         (waiting,) = c.execute(select(message)).all()
     assert waiting.status == "scheduled"
 
-    form = {"From": CN_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "1" * 32}
+    form = {"From": CN_PHONE, "To": "+15005550006", "Body": body, "MessageSid": "SM" + "1" * 32}
     response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
     with db.connect() as c:
