@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import codecs
 import hashlib
 import hmac
 import json
@@ -41,7 +42,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -132,6 +133,35 @@ def _int(value: str | None, default: int) -> int:
         return int(value) if value is not None else default
     except ValueError:
         return default
+
+
+def form_pairs(body: str) -> list[tuple[str, str]]:
+    """What `parse_qsl(body, keep_blank_values=True)` reads, with each value's escapes decoded in
+    C: `unquote` loops in Python over each `%XX`, and a SendBatchSms form holds ~20 KB of them
+    (the vendor's cost in production; in a benchmark, on the same two cores as the dispatch)."""
+    pairs = []
+    for field in body.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((_unquote_plus(name), _unquote_plus(value)))
+    return pairs
+
+
+def _unquote_plus(text: str) -> str:
+    """`unquote_plus(text)`: a `+` is a space and `%XX` a byte of UTF-8 (invalid UTF-8 replaced).
+    An ASCII text whose escapes all have two hex digits, and no backslash, goes through Python's
+    own `\\xXX` decoder; anything else (a stray `%`, a backslash, a raw non-ASCII character)
+    through `unquote`."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    if text.isascii() and "\\" not in text:
+        try:
+            raw = codecs.decode(text.replace("%", "\\x"), "unicode_escape")
+        except UnicodeDecodeError:
+            return unquote(text)
+        return raw.encode("latin-1").decode("utf-8", "replace")
+    return unquote(text)
 
 
 def _china(dt: datetime) -> str:
@@ -255,7 +285,7 @@ class _Twilio:
         self.st.count("requests.twilio.create")
         if (denied := self.auth(request, account_sid)) is not None:
             return denied
-        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        form = dict(form_pairs((await request.body()).decode()))
         key = request.headers.get("idempotency-key")
         return await with_faults(self.st, "twilio", lambda: self.send(form, key), _twilio_refuse)
 
@@ -446,7 +476,7 @@ class _Aliyun:
         body = await request.body()
         params = dict(request.query_params)
         if request.method == "POST" and body:
-            params.update(parse_qsl(body.decode(), keep_blank_values=True))
+            params.update(form_pairs(body.decode()))
         if request.headers.get("authorization", "").startswith("ACS3-"):
             action = request.headers.get("x-acs-action", "")
             refused = self.unsigned_v3(request, body)

@@ -2,7 +2,7 @@
 
 import json
 from dataclasses import replace
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import httpx
 import pytest
@@ -29,6 +29,7 @@ from integrations.sms._signing import (
 )
 from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
 from integrations.sms.contract import make_requests
+from integrations.sms.sandbox_server import form_pairs
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,33 @@ def test_string_to_sign_encodes_the_canonical_query_again(params: dict[str, str]
     )
     expected = f"{method.upper()}&%2F&{aliyun_percent_encode(canonical)}"
     assert aliyun_string_to_sign(method, params.items()) == expected
+
+
+@given(st.text())
+def test_percent_encoding_is_rfc_3986_as_quote_writes_it(value: str) -> None:
+    """Any text (JSON, Chinese, emoji, `%`, `+`, `*`, `~`, spaces) is encoded exactly as
+    `quote(value, safe="-_.~")` encodes it: unreserved bytes kept, every other one `%XX`."""
+    assert aliyun_percent_encode(value) == quote(value, safe="-_.~")
+
+
+_FORM_PIECES = st.sampled_from(
+    ["%", "%4", "%4G", "%41", "%e4%b8%ad", "%E4%B8", "%5C", "\\", "\\x41", "+", "=", "&", "中"]
+)
+
+
+@given(
+    st.one_of(
+        st.dictionaries(st.text(min_size=1), st.text()).map(
+            lambda params: aliyun_signed_form("s", "POST", params.items())
+        ),
+        st.lists(st.one_of(_FORM_PIECES, st.text(max_size=4))).map("".join),
+    )
+)
+def test_the_sandbox_reads_a_form_as_parse_qsl_does(body: str) -> None:
+    """The sandbox's form reader gives what `parse_qsl(body, keep_blank_values=True)` gives, on
+    signed forms and on any text: stray and short escapes, lower-case hex, backslashes, invalid
+    UTF-8, `+`, raw non-ASCII characters, empty and `=`-less fields."""
+    assert form_pairs(body) == parse_qsl(body, keep_blank_values=True)
 
 
 @given(st.dictionaries(st.text(min_size=1), st.text()), st.sampled_from(["GET", "post"]))
