@@ -3,6 +3,7 @@ parties, approved templates, content, the window and the caps, each verdict nami
 a property over random books and histories that nothing sent breaks a window, a cap, a hold or
 an opt-out."""
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -172,6 +173,7 @@ def test_content_rules_block_with_their_names(body: str, rule: str) -> None:
 
 
 _EN_WORDS = [w.rstrip("*") for kind in ("threat", "abuse") for w in lexicon()[kind]["en"]]
+_ZH_WORDS = [w for kind in ("threat", "abuse", "debt") for w in lexicon()[kind]["zh"]]
 
 
 @given(
@@ -196,6 +198,72 @@ def test_an_ascii_text_is_searched_as_ignoring_case_would(parts: list[str]) -> N
     for kinds in (("threat",), ("abuse",), ("threat", "abuse")):
         found = content._patterns(*kinds)[0].search(text)
         assert content._find(text, *kinds) == (found.group(0) if found else None)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_EN_WORDS).flatmap(
+                lambda w: st.tuples(*(st.sampled_from([c.lower(), c.upper()]) for c in w)).map("".join)
+            ),
+            # What ignoring case matches to an ASCII letter (the long s, the Kelvin sign, the
+            # dotted and dotless i), Chinese, and anything else.
+            st.text(st.sampled_from("\u017f\u212a\u0130\u0131\ufb00 你好，。_-'0 \t\n"), max_size=4),
+            st.text(max_size=4),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([("threat",), ("abuse",), ("threat", "abuse"), ("debt",)]),
+)
+@settings(max_examples=400)
+def test_the_first_letter_filter_finds_what_the_words_alone_find(parts: list[str], kinds: tuple) -> None:
+    """The lookahead in front of the English patterns only skips positions: each finds the same
+    word at the same place as the words' pattern without it, ignoring case and in lower case."""
+    from arrears.compliance import content
+
+    text = "".join(parts)
+    words = [w for kind in kinds for w in lexicon()[kind].get("en", ())]
+    en, en_lower, _ = content._patterns(*kinds)
+    assert en.pattern.startswith("(?=[")
+    for filtered, alone, flags in (
+        (en, content._english(words), re.IGNORECASE),
+        (en_lower, content._english([w.lower() for w in words]), 0),
+    ):
+        found, expected = filtered.search(text), re.compile(alone, flags).search(text)
+        assert (found and found.span()) == (expected and expected.span())
+
+
+@given(
+    st.lists(
+        st.one_of(
+            # A word of the lexicon, split by what cannot split it (or by a letter, which can).
+            st.sampled_from(_ZH_WORDS).flatmap(
+                lambda w: st.lists(
+                    st.sampled_from(["", "", " ", "，", "_", "\x00", "\u3000", "a", "0"]),
+                    min_size=len(w) - 1,
+                    max_size=len(w) - 1,
+                ).map(lambda gaps: w[0] + "".join(g + c for g, c in zip(gaps, w[1:], strict=True)))
+            ),
+            st.text(st.sampled_from("坐牢报警老赖欠款你好 ，。_-0a\x00\u3000"), max_size=4),
+            st.text(max_size=3),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([("threat",), ("abuse",), ("threat", "abuse"), ("debt",)]),
+)
+@settings(max_examples=400)
+def test_a_chinese_word_is_found_across_spaces_and_punctuation(parts: list[str], kinds: tuple) -> None:
+    """The text is searched as it is, with anything but word characters allowed inside a Chinese
+    word: the same word is found first as by searching the text stripped of those characters."""
+    from arrears.compliance import content
+
+    text = "".join(parts)
+    words = [w for kind in kinds for w in lexicon()[kind].get("zh", ())]
+    english = re.compile(content._english([w for kind in kinds for w in lexicon()[kind].get("en", ())]), re.I)
+    stripped = re.sub(r"[\W_]+", "", text)
+    expected = english.search(text) or re.search("|".join(map(re.escape, words)), stripped)
+    if not text.isascii():
+        assert content._find(text, *kinds) == (expected.group(0) if expected else None)
 
 
 def test_a_kind_without_english_words_still_finds_its_chinese(monkeypatch: pytest.MonkeyPatch) -> None:

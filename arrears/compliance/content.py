@@ -30,6 +30,7 @@ __all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
 # Amounts in any of our currencies, before or after the figure.
 _AMOUNT = re.compile(r"[¥$£€]\s?\d|\d[\d,.]*\s?(?:元|块|美元|英镑|欧元|USD|CNY|GBP|EUR|RMB)", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[\W_]+")
+_GAP = r"[\W_]*"
 _DIGITS = re.compile(r"\d+")
 _NEVER = r"(?!)"  # matches nowhere
 # The kinds of words no message may hold, in the order a finding names them.
@@ -56,28 +57,50 @@ def lexicon() -> dict[str, dict[str, tuple[str, ...]]]:
     }
 
 
+def _english(words: list[str]) -> str:
+    """The words as one pattern, each a whole word, its spaces any run of whitespace, a final `*`
+    any ending."""
+    # No words: a pattern that never matches (an empty alternation would match the empty string
+    # everywhere, and a kind without English words would never reach its Chinese).
+    if not words:
+        return _NEVER
+    stems = [(w[:-1].split(), True) if w.endswith("*") else (w.split(), False) for w in words]
+    alternatives = "|".join(
+        r"\s+".join(map(re.escape, parts)) + (r"\w*" if open_end else "") for parts, open_end in stems
+    )
+    return r"(?<!\w)(?:" + alternatives + r")(?!\w)"
+
+
+def _starts(words: list[str]) -> str:
+    """A lookahead for the first characters of the words: a search then passes over a position
+    none of them stands at in two tests, instead of trying each of ~65 words there that ignoring
+    case keeps the regex engine from ruling out at once (a Chinese text: 8 -> 2.7 µs). It only
+    filters, so it matches where the pattern without it matches, in the same case rules."""
+    firsts = set()
+    for word in words:
+        stem = word.removesuffix("*").lstrip()
+        if not stem:  # a word that is only `*`: it may start anywhere
+            return ""
+        firsts.add(stem[0])
+    if not firsts:
+        return ""
+    return "(?=[" + "".join(re.escape(c) for c in sorted(firsts)) + "])"
+
+
 @cache
 def _patterns(*kinds: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """The English pattern of the words of `kinds` (any of them), the same in lower case for a
     text in lower case, and the Chinese pattern."""
     en_words = [w for kind in kinds for w in lexicon()[kind].get("en", ())]
     zh_words = [w for kind in kinds for w in lexicon()[kind].get("zh", ())]
-
-    def english(words: list[str]) -> str:
-        # No words: a pattern that never matches (an empty alternation would match the empty
-        # string everywhere, and a kind without English words would never reach its Chinese).
-        if not words:
-            return _NEVER
-        stems = [(w[:-1], True) if w.endswith("*") else (w, False) for w in words]
-        alternatives = (
-            r"\s+".join(re.escape(part) for part in stem.split()) + (r"\w*" if open_end else "")
-            for stem, open_end in stems
-        )
-        return r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)"
-
-    en = re.compile(english(en_words), re.IGNORECASE)
-    en_lower = re.compile(english([w.lower() for w in en_words]))
-    zh = re.compile("|".join(re.escape(w) for w in zh_words) if zh_words else _NEVER)
+    lower = [w.lower() for w in en_words]
+    en = re.compile(_starts(en_words) + _english(en_words), re.IGNORECASE)
+    en_lower = re.compile(_starts(lower) + _english(lower))
+    # A Chinese word with anything but word characters between its own: spaces and punctuation
+    # cannot split it ("坐 牢" is 坐牢), and the text is searched as it is, not copied without them.
+    # (A word of punctuation alone is no word: it would match the empty string everywhere.)
+    zh_words = [stem for stem in (_NOT_WORD.sub("", w) for w in zh_words) if stem]
+    zh = re.compile("|".join(_GAP.join(map(re.escape, w)) for w in zh_words) if zh_words else _NEVER)
     return en, en_lower, zh
 
 
@@ -93,8 +116,11 @@ def _find(text: str, *kinds: str) -> str | None:
     if text.isascii():
         found = en_lower.search(text.lower())
         return text[found.start() : found.end()] if found else None
-    found = en.search(text) or zh.search(_NOT_WORD.sub("", text))
-    return found.group(0) if found else None
+    found = en.search(text)
+    if found:
+        return found.group(0)
+    found = zh.search(text)
+    return _NOT_WORD.sub("", found.group(0)) if found else None
 
 
 # Control characters (C0, C1, DEL) and the bidirectional overrides that make text read otherwise
