@@ -154,21 +154,26 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
 
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
-    its reason."""
+    its reason: the same answer again is a duplicate, and a later pull of the account (its skip
+    trace) that reports the bankruptcy again finds the hold active and places none."""
+    from dataclasses import replace
+
     from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
 
     import_rows(later_db, tmp_path, [us_account("A-B4")])
     _stage(later_db, "A-B4", "negotiation")
+    answers = []
     with later_db.begin() as c:
         [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B4"]
-        for _ in range(2):
-            record_pulls(
+        trace = replace(subject, reason="skip_trace")
+        for asked, report in ((subject, "R-1"), (subject, "R-1"), (trace, "R-2")):
+            answers += record_pulls(
                 c,
                 [
                     Pulled(
-                        subject,
+                        asked,
                         purpose="604(a)(3)(A)",
-                        report_id="R-1",
+                        report_id=report,
                         score_band="C",
                         income_estimate=None,
                         phones=[],
@@ -179,6 +184,8 @@ def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_p
                 ],
                 at=at("2026-12-16T01:00:00Z"),
             )
+    assert [a["holds"] for a in answers] == [["bankruptcy"], [], []]
+    assert [a.get("duplicate", False) for a in answers] == [False, True, False]
     with later_db.connect() as c:
         holds = c.execute(
             select(hold_t).where(hold_t.c.account_id == "A-B4", hold_t.c.lifted_at.is_(None))
@@ -251,7 +258,7 @@ def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Eng
     what storing them one after the other leaves, a later pull of the block seeing what an earlier
     one stored: an account pulled twice (its second ability reads the first), one pull twice (the
     second a duplicate), two skip traces of one borrower finding the same number (added once),
-    bankruptcy reported twice for one account (one hold)."""
+    a bankruptcy and a death reported for accounts of one block."""
     from arrears.storage.bureau_pulls import Pulled, PullSubject, record_pulls
     from arrears.storage.tables import audit
 

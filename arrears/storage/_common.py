@@ -3,6 +3,7 @@ rows, row locks, chunks of ids under any database's bound-parameter limit, new p
 and amounts and days as the lender counts them."""
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ __all__ = [
     "insert_events",
     "inserted_id",
     "locked",
+    "place_holds",
     "to_precision",
 ]
 
@@ -99,3 +101,34 @@ def holds_of(connection: Connection, account_ids: Any) -> dict[str, frozenset[Ho
     ):
         found[account_id].add(Hold(kind))
     return {k: frozenset(v) for k, v in found.items()}
+
+
+def place_holds(
+    connection: Connection, wanted: Sequence[tuple[str, Hold, str]], *, source: str, at: datetime
+) -> set[tuple[str, Hold]]:
+    """Place each (account, kind, reason) unless a hold of that kind is active on the account
+    already: the (account, kind) pairs placed. One hold of a kind at a time, whoever placed it,
+    so lifting it (an opt-in, an agent) ends it; a pair asked twice is placed once."""
+    if not wanted:
+        return set()
+    active = holds_of(connection, {account_id for account_id, _, _ in wanted})
+    placed: dict[tuple[str, Hold], str] = {}
+    for account_id, kind, reason in wanted:
+        if kind not in active.get(account_id, ()):
+            placed.setdefault((account_id, kind), reason)
+    if placed:
+        connection.execute(
+            hold.insert(),
+            [
+                {
+                    "account_id": account_id,
+                    "kind": kind.value,
+                    "source": source,
+                    "reason": reason,
+                    "placed_at": at,
+                    "lifted_at": None,
+                }
+                for (account_id, kind), reason in placed.items()
+            ],
+        )
+    return set(placed)

@@ -21,9 +21,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from arrears.segmentation import ability_score
-from arrears.storage._common import event, insert_events, to_precision
+from arrears.storage._common import event, insert_events, place_holds, to_precision
 from arrears.storage.bulk import among, execute_many, insert_ignore
-from arrears.storage.tables import account, borrower, bureau, contact, hold
+from arrears.storage.tables import account, borrower, bureau, contact
 from arrears.vocabulary import Channel, Hold, Segment, Stage
 
 __all__ = [
@@ -287,7 +287,6 @@ def _found_number(borrower_id: str, number: str, at: datetime) -> dict[str, Any]
 def _hold_reported(connection: Connection, pulled: Pulled, at: datetime) -> list[str]:
     """Place the holds for a bankruptcy or death the bureau reports, unless one is active; the
     kinds placed. (Rare: a query each, only for the profiles that report one.)"""
-    held = []
     reported = (
         (
             Hold.BANKRUPTCY,
@@ -297,27 +296,13 @@ def _hold_reported(connection: Connection, pulled: Pulled, at: datetime) -> list
         (Hold.DECEASED, pulled.deceased, f"bureau report {pulled.report_id}: deceased indicator"),
     )
     account_id = pulled.subject.account_id
-    for kind, present, why in reported:
-        if not present:
-            continue
-        active = connection.execute(
-            select(hold.c.id).where(
-                hold.c.account_id == account_id, hold.c.kind == kind.value, hold.c.lifted_at.is_(None)
-            )
-        ).first()
-        if active is None:
-            connection.execute(
-                hold.insert().values(
-                    account_id=account_id,
-                    kind=kind.value,
-                    source="bureau",
-                    reason=why,
-                    placed_at=at,
-                    lifted_at=None,
-                )
-            )
-            held.append(kind.value)
-    return held
+    placed = place_holds(
+        connection,
+        [(account_id, kind, why) for kind, present, why in reported if present],
+        source="bureau",
+        at=at,
+    )
+    return [kind.value for kind, present, _ in reported if present and (account_id, kind) in placed]
 
 
 def _record_once(

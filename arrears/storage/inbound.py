@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select, update
 from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
 from arrears.storage import quarantine
+from arrears.storage._common import place_holds
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
@@ -151,31 +152,10 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
         )
         .values(opted_out_at=inbound.at)
     ).rowcount
-    held = set(
-        connection.execute(
-            select(hold.c.account_id).where(
-                hold.c.account_id.in_(accounts),
-                hold.c.kind == Hold.SMS_OPT_OUT.value,
-                hold.c.lifted_at.is_(None),
-            )
-        ).scalars()
+    placed = place_holds(
+        connection, [(a, Hold.SMS_OPT_OUT, said) for a in accounts], source=SOURCE, at=inbound.at
     )
-    new = [a for a in accounts if a not in held]
-    if new:
-        connection.execute(
-            hold.insert(),
-            [
-                {
-                    "account_id": a,
-                    "kind": Hold.SMS_OPT_OUT.value,
-                    "source": SOURCE,
-                    "reason": said,
-                    "placed_at": inbound.at,
-                    "lifted_at": None,
-                }
-                for a in new
-            ],
-        )
+    new = {a for a, _ in placed}
     if not (marked or new):
         return _recorded(owners, duplicate=False, changed=False)  # already opted out: nothing to add
     connection.execute(
