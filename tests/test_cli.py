@@ -75,6 +75,8 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
     } <= shown.keys()
     # The business date follows the lender's zone: at 16:30 UTC it is already 2 December in Shanghai.
     assert (shown["stage"], shown["days_past_due"], shown["past_due_amount"]) == ("reminder", 6, "412.50")
+    assert shown["episode"] == 1
+    assert "reminder since 2026-12-0" in run("show", "A-42", "--database", sqlite_url).output
     (message,) = shown["messages"]
     assert {"template", "status", "not_before", "sent_at", "reason"} <= message.keys()
     assert (message["template"], message["status"]) == ("reminder", "sent")
@@ -88,6 +90,21 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
 
     missing = runner.invoke(app, ["show", "A-404", "--database", sqlite_url])
     assert "no account 'A-404'" in str(missing.exception)
+
+
+def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: Path, sqlite_url: str) -> None:
+    """An account imported 68 days late and not yet taken in by a cycle is stored with the resting
+    stage and no days past due: `show` says it is not in collection and when it fell due, not
+    "cured · 0 days past due"."""
+    accounts = write_csv(
+        tmp_path / "accounts.csv", [account_record(account_id="A-7", oldest_due_date="2026-09-26")]
+    )
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    shown = run("show", "A-7", "--database", sqlite_url).output
+    assert "not in collection · oldest due 2026-09-26 · past due" in shown
+    assert "cured" not in shown and "days past due" not in shown
+    data = json.loads(run("show", "A-7", "--database", sqlite_url, "--json").output)
+    assert (data["episode"], data["oldest_due_date"]) == (0, "2026-09-26")
 
 
 def test_every_command_has_help() -> None:

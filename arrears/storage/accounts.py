@@ -30,7 +30,11 @@ class AccountStory:
             "borrower_id": a.borrower_id,
             "stage": a.stage,
             "stage_since": _iso(a.stage_since),
+            # 0 until a cycle first takes the account into collection: its stage until then is the
+            # resting `cured`, and its days past due 0 until a cycle's refresh.
+            "episode": a.episode,
             "days_past_due": a.days_past_due,
+            "oldest_due_date": _iso(a.oldest_due_date),
             "bucket": a.bucket,
             "past_due_amount": display(a.past_due_amount, a.currency),
             "balance": display(a.balance, a.currency),

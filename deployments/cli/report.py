@@ -44,11 +44,16 @@ def show(
         emit_json(data)
         return
     holds = ", ".join(data["holds"]) or "none"
+    if data["episode"]:
+        state = (
+            f"[bold]{data['stage']}[/bold] since {data['stage_since'][:10]} · "
+            f"{data['days_past_due']} days past due ({data['bucket']})"
+        )
+    else:  # never taken into collection: the stored stage is the resting `cured` (JSON keeps it)
+        state = f"[bold]not in collection[/bold] · oldest due {data['oldest_due_date'] or 'none'}"
     console.print(
         Panel.fit(
-            f"[bold]{data['stage']}[/bold] since {data['stage_since'][:10]} · "
-            f"{data['days_past_due']} days past due ({data['bucket']}) · "
-            f"past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
+            f"{state} · past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
             f"segment {data['segment']} · holds {holds} · {data['jurisdiction']} {data['timezone']}",
             title=f"account {data['account_id']}",
         )
