@@ -270,17 +270,64 @@ def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(
 
 
 def test_opt_out_twice_changes_nothing_the_second_time(engine: Engine, tmp_path: Path) -> None:
-    """The same callback again is a duplicate, another STOP finds the opt-out in place: no new rows."""
+    """The same callback again is a duplicate, adding nothing; another STOP finds the opt-out in
+    place: no second hold, and an audit event that says so, with the borrower's words."""
     _import(engine, tmp_path, account_record(account_id="A-1"))
     with engine.begin() as c:
         store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
     with engine.begin() as c:
         repeat = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1"))
-        another = store.record_opt_out(c, inbound=_inbound("stop", "SM-in-2"))
+        another = store.record_opt_out(c, inbound=_inbound("stop texting me, I lost my job", "SM-in-2"))
     assert (repeat.duplicate, another.duplicate, another.changed) == (True, False, False)
     with engine.connect() as c:
         assert len(c.execute(select(hold)).all()) == 1
-    assert len(_events(engine, "opt_out")) == 1
+    first, second = _events(engine, "opt_out")
+    assert first.detail == "SMS opt-out: STOP from +1******4253 (twilio); sms_opt_out hold placed"
+    assert second.detail == (
+        "SMS opt-out: STOP from +1******4253 (twilio): 'stop texting me, I lost my job'; already opted out"
+    )
+    assert second.data["text"] == "stop texting me, I lost my job"
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        # A second STOP, delivered again after the borrower's START: still opted in.
+        [("STOP", "SM-in-1"), ("STOP", "SM-in-2"), ("START", "SM-in-3"), ("STOP", "SM-in-2")],
+        # A second START, delivered again after the borrower's STOP: still opted out.
+        [
+            ("STOP", "SM-in-1"),
+            ("START", "SM-in-2"),
+            ("START", "SM-in-3"),
+            ("STOP", "SM-in-4"),
+            ("START", "SM-in-3"),
+        ],
+    ],
+)
+def test_a_keyword_that_changed_nothing_is_still_known_when_delivered_again(
+    engine: Engine, tmp_path: Path, said: list[tuple[str, str]]
+) -> None:
+    """A vendor delivers a callback again when it missed our answer, possibly after later ones. A
+    STOP or START that found the number as it asked is recorded too, so its second delivery is a
+    duplicate instead of undoing the borrower's last word."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    for text, sid in said:
+        with engine.begin() as c:
+            record = store.record_opt_out if text == "STOP" else store.record_opt_in
+            last = record(c, inbound=_inbound(text, sid))
+    assert last.duplicate and not last.changed
+    opted_out = _row(engine, contact, address=PHONE).opted_out_at is not None
+    assert opted_out == (said[-2][0] == "STOP")
+
+
+def test_opt_in_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:
+    """START from a number no borrower has is kept as evidence too, and known if told again."""
+    with engine.begin() as c:
+        first = store.record_opt_in(c, inbound=_inbound("START", "SM-in-1", address="+14155550100"))
+        again = store.record_opt_in(c, inbound=_inbound("START", "SM-in-1", address="+14155550100"))
+    assert (first.accounts, first.changed, again.duplicate) == ((), False, True)
+    (event,) = _events(engine, "opt_in")
+    assert event.account_id is None and "+14155550100" not in event.detail
 
 
 def test_opt_in_lifts_only_the_webhooks_hold(engine: Engine, tmp_path: Path) -> None:

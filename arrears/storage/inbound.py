@@ -4,9 +4,12 @@ Delivery reports have their own module, `arrears.storage.delivery_reports`.
 
 Every function takes the caller's connection and does not commit (the task owns the
 transaction). Each is idempotent: a callback told twice changes nothing the second time, either
-because the state it asks for is already there (a delivery report, an opt-out) or because its
-`callback_id` is already in the audit trail (a reply, a court status, a STOP told again after a
-START). Phone numbers reach the audit text masked; the reply's text is kept as evidence.
+because the state it asks for is already there (a delivery report) or because its `callback_id`
+is already in the audit trail (a reply, a court status, an opt-out or opt-in). Every STOP and
+START is audited, one that finds the number as it asks included: a vendor delivers a callback
+again when it missed our answer, possibly after later ones, and a START known only by its effect
+would, told again after a STOP, opt the number back in. Phone numbers reach the audit text
+masked; the borrower's words are kept as evidence.
 """
 
 from collections.abc import Sequence
@@ -105,6 +108,15 @@ def _recorded(owners: dict[str, list[tuple[str, str]]], *, duplicate: bool, chan
     return InboundRecorded(duplicate, changed, tuple(owners), tuple(accounts), tuple(open_))
 
 
+def _said(inbound: Inbound, default: str) -> str:
+    """Who said what, for an opt-out's or opt-in's detail: the keyword, the masked number, the
+    provider, and the borrower's own words where they are more than the keyword ("STOP, I lost
+    my job" is read by an agent as well as honoured)."""
+    said = f"{inbound.keyword or default} from {mask_phone(inbound.address)} ({inbound.provider})"
+    words = " ".join(inbound.text.split())
+    return said if words.casefold() == (inbound.keyword or "").casefold() else f"{said}: {words!r}"
+
+
 def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:
     return {
         "account_id": account_id,
@@ -130,8 +142,7 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     accounts = [a for pairs in owners.values() for a, _ in pairs]
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
-    masked = mask_phone(inbound.address)
-    said = f"{inbound.keyword or 'opt-out'} from {masked} ({inbound.provider})"
+    said = _said(inbound, "opt-out")
     if not owners:
         unknown = _event(
             inbound,
@@ -156,8 +167,9 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
         connection, [(a, Hold.SMS_OPT_OUT, said) for a in accounts], source=SOURCE, at=inbound.at
     )
     new = {a for a, _ in placed}
-    if not (marked or new):
-        return _recorded(owners, duplicate=False, changed=False)  # already opted out: nothing to add
+    changed = bool(marked or new)
+    # Audited even when already opted out: the borrower's words are kept, and the callback is
+    # known by its id should the vendor deliver it again after a START.
     connection.execute(
         audit.insert(),
         [
@@ -165,7 +177,12 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
                 inbound,
                 a,
                 "opt_out",
-                f"SMS opt-out: {said}; sms_opt_out hold {'placed' if a in new else 'already active'}",
+                f"SMS opt-out: {said}; "
+                + (
+                    f"sms_opt_out hold {'placed' if a in new else 'already active'}"
+                    if changed
+                    else "already opted out"
+                ),
                 hold=Hold.SMS_OPT_OUT.value,
                 action="placed" if a in new else "kept",
                 keyword=inbound.keyword,
@@ -174,7 +191,7 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
             for a in accounts
         ],
     )
-    return _recorded(owners, duplicate=False, changed=True)
+    return _recorded(owners, duplicate=False, changed=changed)
 
 
 def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
@@ -185,7 +202,21 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
     accounts = [a for pairs in owners.values() for a, _ in pairs]
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
+    said = _said(inbound, "opt-in")
     if not owners:
+        connection.execute(
+            audit.insert(),
+            [
+                _event(
+                    inbound,
+                    None,
+                    "opt_in",
+                    f"SMS opt-in of an unknown number: {said}",
+                    keyword=inbound.keyword,
+                    text=inbound.text,
+                )
+            ],
+        )
         return _recorded(owners, duplicate=False, changed=False)
     cleared = connection.execute(
         update(contact)
@@ -223,10 +254,10 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
         if free
         else []
     )
-    if not (cleared or lifted):
-        return _recorded(owners, duplicate=False, changed=False)
-    said = f"{inbound.keyword or 'opt-in'} from {mask_phone(inbound.address)} ({inbound.provider})"
+    changed = bool(cleared or lifted)
     lifted_set = set(lifted)
+    # Audited even when nothing was opted out, for the same reasons as an opt-out: above all, a
+    # START delivered again after a later STOP must be known, or it would opt the number back in.
     connection.execute(
         audit.insert(),
         [
@@ -234,15 +265,21 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
                 inbound,
                 a,
                 "opt_in",
-                f"SMS opt-in: {said}; sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}",
+                f"SMS opt-in: {said}; "
+                + (
+                    f"sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}"
+                    if changed
+                    else "the number was not opted out"
+                ),
                 hold=Hold.SMS_OPT_OUT.value,
                 action="lifted" if a in lifted_set else "kept",
                 keyword=inbound.keyword,
+                text=inbound.text,
             )
             for a in accounts
         ],
     )
-    return _recorded(owners, duplicate=False, changed=True)
+    return _recorded(owners, duplicate=False, changed=changed)
 
 
 def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
