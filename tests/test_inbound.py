@@ -1,6 +1,7 @@
 """Inbound SMS and callbacks below the HTTP layer: the pure classifier, and the storage of
 delivery reports, opt-outs, opt-ins, replies and court statuses on SQLite and PostgreSQL."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,31 @@ def test_a_keyword_that_changed_nothing_is_still_known_when_delivered_again(
     assert last.duplicate and not last.changed
     opted_out = _row(engine, contact, address=PHONE).opted_out_at is not None
     assert opted_out == (said[-2][0] == "STOP")
+
+
+def test_a_start_sent_before_the_stop_but_delivered_after_it_opts_nothing_in(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Vendors do not promise order: a START the borrower sent at 10:00 that arrives after their
+    STOP of 10:05 leaves the number opted out (by the vendor's times, as Aliyun gives them); a
+    START sent after the STOP then opts it in."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    stop, late, later = T0 + timedelta(minutes=5), T0, T0 + timedelta(minutes=10)
+    with engine.begin() as c:
+        store.record_opt_out(c, inbound=replace(_inbound("STOP", "SM-in-2"), at=stop))
+        stale = store.record_opt_in(c, inbound=replace(_inbound("START", "SM-in-1"), at=late))
+    assert not stale.changed and _row(engine, contact, address=PHONE).opted_out_at == stop
+    with engine.connect() as c:
+        assert c.execute(select(hold.c.kind).where(hold.c.lifted_at.is_(None))).scalars().all() == [
+            "sms_opt_out"
+        ]
+    (event,) = _events(engine, "opt_in")
+    assert event.detail.endswith(
+        f"the number opted out after it was sent, at {stop.isoformat()}: it stays out"
+    )
+    with engine.begin() as c:
+        assert store.record_opt_in(c, inbound=replace(_inbound("START", "SM-in-3"), at=later)).changed
+    assert _row(engine, contact, address=PHONE).opted_out_at is None
 
 
 def test_opt_in_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
@@ -197,7 +197,8 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
 def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
     """The number opts back in: its `opted_out_at` is cleared, and the webhook's `sms_opt_out`
     holds are lifted from the accounts of borrowers with no other opted-out number. A hold placed
-    by an import or an agent stays: the one who placed it lifts it."""
+    by an import or an agent stays: the one who placed it lifts it. A START sent before the
+    number's opt-out (by the vendor's time) changes nothing."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
     if _seen(connection, inbound.callback_id, accounts):
@@ -218,15 +219,13 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
             ],
         )
         return _recorded(owners, duplicate=False, changed=False)
+    number = and_(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value)
+    # A START the borrower sent before their last STOP (the vendor delivered it late) opts nothing
+    # back in: the borrower's last word stands. (Twilio's times are those of delivery.)
     cleared = connection.execute(
-        update(contact)
-        .where(
-            contact.c.address == inbound.address,
-            contact.c.channel == Channel.SMS.value,
-            contact.c.opted_out_at.is_not(None),
-        )
-        .values(opted_out_at=None)
+        update(contact).where(number, contact.c.opted_out_at <= inbound.at).values(opted_out_at=None)
     ).rowcount
+    since = connection.execute(select(func.max(contact.c.opted_out_at)).where(number)).scalar()
     still_out = set(
         connection.execute(
             select(contact.c.borrower_id).where(
@@ -269,6 +268,8 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
                 + (
                     f"sms_opt_out hold {'lifted' if a in lifted_set else 'not lifted'}"
                     if changed
+                    else f"the number opted out after it was sent, at {since.isoformat()}: it stays out"
+                    if since is not None
                     else "the number was not opted out"
                 ),
                 hold=Hold.SMS_OPT_OUT.value,
