@@ -1,4 +1,5 @@
-"""What an inbound SMS asks for: an opt-out, an opt-in, or a reply for the lifecycle to read.
+"""What an inbound SMS asks for: an opt-out, an opt-in, word that the number is not the
+borrower's, or a reply for the lifecycle to read.
 
 Pure functions over the text the borrower sent; the webhook records what they decide
 (`arrears.storage.inbound`). Carriers honour the same keywords on their side, but the law binds
@@ -29,6 +30,7 @@ __all__ = [
 class InboundKind(StrEnum):
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+    WRONG_NUMBER = "wrong_number"  # the number is not the borrower's: nothing more is sent to it
     REPLY = "reply"
 
 
@@ -66,6 +68,20 @@ _REFUSAL = re.compile(
     r"|不想再?(?:收到|接收).{0,6}?(?:短信|信息|消息)|拒收|拒绝接收|不再接收|勿扰|免打扰"
 )
 
+# Whoever answers says the number is not the borrower's. Every message we send names a debt, so
+# one more to a stranger discloses it (FDCPA 805(b); CN: a third party is never told of the debt,
+# CBA 2026 guideline), and the number may have been reassigned (TCPA). Only plain statements:
+# "wrong amount", 你们算错了, 不是我不想还 and "I don't know who this is" (us, not them) say
+# nothing about whose number it is.
+_WRONG_NUMBER = re.compile(
+    r"(?<![A-Z])WRONG (?:NUMBER|PERSON|GUY|LADY|PHONE|#)(?![A-Z])"
+    r"|(?<![A-Z])(?:NO ?ONE|NOBODY) (?:HERE )?(?:BY THAT NAME|NAMED|CALLED|BY THE NAME)(?![A-Z])"
+    r"|(?<![A-Z])(?:NOT|ISN['\u2019]?T) (?:HIS|HER|THEIR|THE[IR]*) (?:NUMBER|PHONE)(?![A-Z])"
+    r"|(?<![A-Z])(?:DON['\u2019]?T|DO NOT) KNOW (?:THIS|THAT|THE) PERSON(?![A-Z])"
+    r"|打错了|发错了|发错人|发错号|找错人|不是本人|本人不是|查无此人|没有这个人|不认识(?:这个人|此人|这人)"
+    r"|(?:这|此)?(?:不是|非)(?:他|她)的(?:号码|手机|电话)|号码(?:已经)?换(?:人|主人|主)了"
+)
+
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
 
@@ -89,7 +105,8 @@ def normalise(body: str) -> str:
 
 
 def classify(body: str) -> Classified:
-    """Opt-out, opt-in or a reply. An opt-out word wins over an opt-in word in one message."""
+    """Opt-out, opt-in, wrong number or a reply. An opt-out word wins over an opt-in word in one
+    message, and over a wrong number ("Stop. Wrong number"): the number is opted out as asked."""
     text = normalise(body)
     if text in OPT_OUT_KEYWORDS:
         return Classified(InboundKind.OPT_OUT, text, text)
@@ -98,6 +115,9 @@ def classify(body: str) -> Classified:
     found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)
     if found:
         return Classified(InboundKind.OPT_OUT, text, found.group(0))
+    wrong = _WRONG_NUMBER.search(text)
+    if wrong:
+        return Classified(InboundKind.WRONG_NUMBER, text, wrong.group(0))
     return Classified(InboundKind.REPLY, text)
 
 

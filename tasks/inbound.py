@@ -77,7 +77,7 @@ class InboundResult:
 def record_inbound_sms(
     engine: Engine, *, address: str, text: str, at: datetime, provider: str, callback_id: str
 ) -> InboundResult:
-    """Classify an inbound SMS and record it: an opt-out, an opt-in, or a reply."""
+    """Classify an inbound SMS and record it: an opt-out, an opt-in, a wrong number, or a reply."""
     classified = classify(text)
     inbound = Inbound(
         address=address,
@@ -90,6 +90,7 @@ def record_inbound_sms(
     record = {
         InboundKind.OPT_OUT: store.record_opt_out,
         InboundKind.OPT_IN: store.record_opt_in,
+        InboundKind.WRONG_NUMBER: store.record_wrong_number,
         InboundKind.REPLY: store.record_reply,
     }[classified.kind]
     with engine.begin() as connection:

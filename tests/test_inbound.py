@@ -98,6 +98,28 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("Stopped by the branch today", InboundKind.REPLY),
         ("", InboundKind.REPLY),
         ("TT", InboundKind.REPLY),
+        # Whoever has the number says it is not the borrower's...
+        ("Wrong number", InboundKind.WRONG_NUMBER),
+        ("This is not John, wrong number", InboundKind.WRONG_NUMBER),
+        ("you have the wrong person", InboundKind.WRONG_NUMBER),
+        ("No one here by that name", InboundKind.WRONG_NUMBER),
+        ("nobody named Nancy lives here", InboundKind.WRONG_NUMBER),
+        ("This isn\u2019t his number anymore", InboundKind.WRONG_NUMBER),
+        ("I do not know this person", InboundKind.WRONG_NUMBER),
+        ("打错了", InboundKind.WRONG_NUMBER),
+        ("不是本人", InboundKind.WRONG_NUMBER),
+        ("你们发错人了，我不认识他", InboundKind.WRONG_NUMBER),
+        ("这不是他的号码", InboundKind.WRONG_NUMBER),
+        ("号码换人了", InboundKind.WRONG_NUMBER),
+        ("查无此人", InboundKind.WRONG_NUMBER),
+        ("Stop. Wrong number", InboundKind.OPT_OUT),  # an opt-out is honoured as asked
+        # ...and what only sounds like it: a disputed amount, a question, the borrower's own number.
+        ("you have the wrong amount on my account", InboundKind.REPLY),
+        ("I'm not able to pay this month", InboundKind.REPLY),
+        ("I don't know who this is", InboundKind.REPLY),
+        ("你们算错了", InboundKind.REPLY),
+        ("不是我不想还", InboundKind.REPLY),
+        ("我换号了，新号码是13800000000", InboundKind.REPLY),
     ],
 )
 def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind) -> None:
@@ -344,6 +366,35 @@ def test_a_start_sent_before_the_stop_but_delivered_after_it_opts_nothing_in(
     with engine.begin() as c:
         assert store.record_opt_in(c, inbound=replace(_inbound("START", "SM-in-3"), at=later)).changed
     assert _row(engine, contact, address=PHONE).opted_out_at is None
+
+
+def test_a_wrong_number_marks_the_number_invalid_for_every_holder_and_is_no_reply(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """ "Wrong number" marks the number invalid for each borrower who holds it and audits it on
+    their accounts with the words; it is no reply (no willingness read from it), and the same
+    callback again changes nothing."""
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B-2"),  # the same number: a household
+    )
+    text = "Wrong number, I don't know any Nancy"
+    with engine.begin() as c:
+        first = store.record_wrong_number(c, inbound=_inbound(text, "SM-in-1"))
+        again = store.record_wrong_number(c, inbound=_inbound(text, "SM-in-1"))
+    assert (first.changed, set(first.accounts), again.duplicate) == (True, {"A-1", "A-2"}, True)
+    with engine.connect() as c:
+        valid = c.execute(select(contact.c.valid).where(contact.c.address == PHONE)).scalars().all()
+    assert valid == [False, False]
+    events = _events(engine, "wrong_number")
+    assert sorted(e.account_id for e in events) == ["A-1", "A-2"]
+    assert all(
+        e.detail == f"wrong number from +1******4253 (twilio): {text!r}; the number is marked invalid"
+        for e in events
+    )
+    assert _events(engine, "reply") == [] and _events(engine, "willingness") == []
 
 
 def test_opt_in_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:

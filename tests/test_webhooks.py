@@ -361,6 +361,39 @@ def test_stop_opts_out_before_the_next_send(
     assert sms_sandbox.messages() == []
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_wrong_number_reply_stops_the_next_send_to_it(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """打错了 from the number, as Twilio posts it: the number is marked invalid, the waiting
+    reminder (which names the debt) is blocked at the next dispatch, and nothing reaches the
+    stranger."""
+    from flows.daily_cycle import daily_cycle, dispatch_outbox
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    daily_cycle(as_of=CN_NIGHT)
+    with db.connect() as c:
+        (waiting,) = c.execute(select(message)).all()
+    assert waiting.status == "scheduled"
+
+    form = {
+        "From": CN_PHONE,
+        "To": "+15005550006",
+        "Body": "打错了，我不认识他",
+        "MessageSid": "SM" + "2" * 32,
+    }
+    response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+    assert response.status_code == 200
+    with db.connect() as c:
+        assert c.execute(select(contact.c.valid).where(contact.c.address == CN_PHONE)).scalar() is False
+    assert len(_events(db, "wrong_number")) == 1 and _events(db, "reply") == []
+
+    dispatch_outbox(as_of=CN_MORNING)
+    blocked = _message(db, waiting.id)
+    assert (blocked.status, blocked.reason) == ("blocked", "invalid_number")
+    assert sms_sandbox.messages() == []
+
+
 def test_start_lifts_the_opt_out(client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path) -> None:
     """退订 then START (SmsUp, as Aliyun posts them) opt the number out and back in, lifting the hold."""
     _import(db, tmp_path, _cn(account_id="A-CN"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, select, update
 
 from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
@@ -36,6 +36,7 @@ __all__ = [
     "record_opt_in",
     "record_opt_out",
     "record_reply",
+    "record_wrong_number",
     "retry_unattributed",
 ]
 
@@ -75,9 +76,7 @@ class InboundRecorded:
 
 def _borrowers_of(connection: Connection, address: str) -> dict[str, list[tuple[str, str]]]:
     """Borrowers with this SMS number, each with its (account_id, stage) pairs."""
-    owners = select(contact.c.borrower_id).where(
-        contact.c.address == address, contact.c.channel == Channel.SMS.value
-    )
+    owners = select(contact.c.borrower_id).where(_number(address))
     found: dict[str, list[tuple[str, str]]] = {b: [] for b in connection.execute(owners).scalars()}
     if found:
         for r in connection.execute(
@@ -108,13 +107,23 @@ def _recorded(owners: dict[str, list[tuple[str, str]]], *, duplicate: bool, chan
     return InboundRecorded(duplicate, changed, tuple(owners), tuple(accounts), tuple(open_))
 
 
+def _number(address: str) -> ColumnElement[bool]:
+    """The contact points of an SMS number (one per borrower who holds it)."""
+    return and_(contact.c.address == address, contact.c.channel == Channel.SMS.value)
+
+
 def _said(inbound: Inbound, default: str) -> str:
     """Who said what, for an opt-out's or opt-in's detail: the keyword, the masked number, the
     provider, and the borrower's own words where they are more than the keyword ("STOP, I lost
     my job" is read by an agent as well as honoured)."""
     said = f"{inbound.keyword or default} from {mask_phone(inbound.address)} ({inbound.provider})"
     words = " ".join(inbound.text.split())
-    return said if words.casefold() == (inbound.keyword or "").casefold() else f"{said}: {words!r}"
+    return said if words.casefold() == (inbound.keyword or "").casefold() else f"{said}: {_quoted(inbound)}"
+
+
+def _quoted(inbound: Inbound) -> str:
+    """The borrower's words on one line, quoted and escaped: a detail is printed to terminals."""
+    return repr(" ".join(inbound.text.split()))
 
 
 def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:
@@ -156,11 +165,7 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
         return _recorded(owners, duplicate=False, changed=False)
     marked = connection.execute(
         update(contact)
-        .where(
-            contact.c.address == inbound.address,
-            contact.c.channel == Channel.SMS.value,
-            contact.c.opted_out_at.is_(None),
-        )
+        .where(_number(inbound.address), contact.c.opted_out_at.is_(None))
         .values(opted_out_at=inbound.at)
     ).rowcount
     placed = place_holds(
@@ -219,7 +224,7 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
             ],
         )
         return _recorded(owners, duplicate=False, changed=False)
-    number = and_(contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value)
+    number = _number(inbound.address)
     # A START the borrower sent before their last STOP (the vendor delivered it late) opts nothing
     # back in: the borrower's last word stands. (Twilio's times are those of delivery.)
     cleared = connection.execute(
@@ -283,6 +288,45 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
     return _recorded(owners, duplicate=False, changed=changed)
 
 
+def record_wrong_number(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
+    """Whoever has the number says it is not the borrower's: it is marked invalid for every
+    borrower who holds it, as a carrier's "not a working number" marks it, so dispatch blocks what
+    waits for it (`invalid_number`) and a borrower left without a working number is skip traced.
+    Audited on each of their accounts with the words, never as the borrower's reply: it is no
+    promise and no sign of willingness."""
+    owners = _borrowers_of(connection, inbound.address)
+    accounts = [a for pairs in owners.values() for a, _ in pairs]
+    if _seen(connection, inbound.callback_id, accounts):
+        return _recorded(owners, duplicate=True, changed=False)
+    marked = connection.execute(
+        update(contact).where(_number(inbound.address), contact.c.valid.is_(True)).values(valid=False)
+    ).rowcount
+    said = f"{mask_phone(inbound.address)} ({inbound.provider}): {_quoted(inbound)}"
+    done = (
+        "the number is marked invalid"
+        if marked
+        else "the number was marked invalid already"
+        if owners
+        else "no borrower holds the number"
+    )
+    on: list[str | None] = [*accounts] or [None]  # a number no borrower holds: kept, on no account
+    connection.execute(
+        audit.insert(),
+        [
+            _event(
+                inbound,
+                a,
+                "wrong_number",
+                f"wrong number from {said}; {done}",
+                keyword=inbound.keyword,
+                text=inbound.text,
+            )
+            for a in on
+        ],
+    )
+    return _recorded(owners, duplicate=False, changed=bool(marked))
+
+
 def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
     """A reply is evidence for the account it is attributed to (a `reply` audit event with the
     text, which the lifecycle reads); the caller runs the lifecycle for that account.
@@ -341,13 +385,7 @@ def _attribute_reply(
             ],
         )
         return replace(recorded, attributed=target)
-    points = sorted(
-        connection.execute(
-            select(contact.c.id).where(
-                contact.c.address == inbound.address, contact.c.channel == Channel.SMS.value
-            )
-        ).scalars()
-    )
+    points = sorted(connection.execute(select(contact.c.id).where(_number(inbound.address))).scalars())
     why = f"reply from {masked} not attributed: {len(candidates)} open accounts share the number"
     connection.execute(
         audit.insert(),
