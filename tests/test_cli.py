@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
+from deployments.cli._common import CliError
 from tests.factories import account_record, write_csv
 
 runner = CliRunner()
@@ -107,6 +108,74 @@ def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: P
     assert (data["episode"], data["oldest_due_date"]) == (0, "2026-09-26")
 
 
+def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, sqlite_url: str) -> None:
+    """A person places a hold, lists it, lifts it; each change is audited as theirs. Placing one
+    in force, lifting one not in force, an SMS opt-out (only the borrower's START ends it), an
+    unknown kind or no reason change nothing and say so."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-7")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    db = ["--database", sqlite_url]
+    placed = run(
+        "hold",
+        "place",
+        "A-7",
+        "Bankruptcy",
+        "--reason",
+        "  Chapter 13, case 26-10001 ",
+        "--agent",
+        "Ana",
+        *db,
+    )
+    assert placed.exit_code == 0 and "A-7: bankruptcy hold placed" in placed.output
+    again = run("hold", "place", "A-7", "bankruptcy", "--reason", "again", *db)
+    assert "in force already: nothing changed" in again.output
+    (held,) = json.loads(run("hold", "list", "A-7", "--json", *db).output)
+    assert (held["kind"], held["source"], held["reason"], held["lifted_at"]) == (
+        "bankruptcy",
+        "agent",
+        "Chapter 13, case 26-10001",
+        None,
+    )
+    assert json.loads(run("show", "A-7", "--json", *db).output)["holds"] == ["bankruptcy"]
+
+    lifted = run("hold", "lift", "A-7", "bankruptcy", "--reason", "case dismissed", "--agent", "Ben", *db)
+    assert lifted.exit_code == 0 and "A-7: bankruptcy hold lifted" in lifted.output
+    assert json.loads(run("hold", "list", "A-7", "--json", *db).output) == []
+    (gone,) = json.loads(run("hold", "list", "A-7", "--all", "--json", *db).output)
+    assert gone["lifted_at"] is not None
+    timeline = json.loads(run("show", "A-7", "--json", *db).output)["timeline"]
+    assert [(e["kind"], e["actor"], e["detail"]) for e in timeline if e["kind"] == "hold"] == [
+        ("hold", "Ana", "bankruptcy hold placed by Ana: Chapter 13, case 26-10001"),
+        (
+            "hold",
+            "Ben",
+            "bankruptcy hold lifted by Ben: case dismissed (placed by agent on "
+            f"{gone['placed_at'][:10]}: Chapter 13, case 26-10001)",
+        ),
+    ]
+
+    for args, code, said in [
+        (["lift", "A-7", "bankruptcy", "--reason", "x"], 1, "no bankruptcy hold is in force"),
+        (["lift", "A-7", "sms_opt_out", "--reason", "x"], 2, "ends only with the borrower's START"),
+        (["place", "A-7", "vacation", "--reason", "x"], 2, "KIND: 'vacation' is not a hold"),
+        (["place", "A-7", "dispute", "--reason", "  "], 2, "--reason: say why"),
+        (["place", "A-404", "dispute", "--reason", "x"], 2, "no account 'A-404'"),
+    ]:
+        refused = runner.invoke(app, ["hold", *args, *db])
+        assert isinstance(refused.exception, CliError), args
+        assert (refused.exception.exit_code, said in str(refused.exception)) == (code, True), args
+    assert (
+        len(
+            [
+                e
+                for e in json.loads(run("show", "A-7", "--json", *db).output)["timeline"]
+                if e["kind"] == "hold"
+            ]
+        )
+        == 2
+    )
+
+
 def test_every_command_has_help() -> None:
     """Each command of the operator contract answers --help."""
     for command in (
@@ -117,6 +186,9 @@ def test_every_command_has_help() -> None:
         ["dispatch"],
         ["show"],
         ["report"],
+        ["hold", "place"],
+        ["hold", "lift"],
+        ["hold", "list"],
         ["serve"],
     ):
         result = run(*command, "--help")

@@ -17,6 +17,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     cycle,
     report,
     promise,
+    hold,
     plan,
     review,
     letters,

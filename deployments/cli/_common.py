@@ -17,6 +17,7 @@ from arrears.settings import describe_error, get_settings, redact_urls
 from arrears.storage import database_file, get_engine, migrate
 
 __all__ = [
+    "Agent",
     "AsOf",
     "CliError",
     "DatabaseOption",
@@ -85,6 +86,9 @@ AsOf = Annotated[
     str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+Agent = Annotated[
+    str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who did it: kept in the audit trail.")
+]
 
 
 def as_of_instant(as_of: str | None) -> datetime:

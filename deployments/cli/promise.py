@@ -12,6 +12,7 @@ from rich.text import Text
 
 from arrears.storage.accounts import account_story
 from deployments.cli._common import (
+    Agent,
     AsOf,
     CliError,
     DatabaseOption,
@@ -57,11 +58,6 @@ def _promised_day(text: str, today: date) -> date:
     if due > today + _LONGEST_PROMISE:
         raise CliError(f"--date: {text} is more than a year ahead (latest {today + _LONGEST_PROMISE})")
     return due
-
-
-Agent = Annotated[
-    str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who took it: kept in the audit trail.")
-]
 
 
 @promise_app.command("add")

@@ -1,0 +1,104 @@
+"""Holds a person places or lifts (`arrears hold`): a dispute taken by phone, a bankruptcy
+confirmed or dismissed, a death verified or refuted, a borrower's text an agent has read.
+
+The other holds each have their own placer and lifter: an import places and lifts the flags of
+its file, an SMS STOP places `sms_opt_out` and START lifts it, a borrower's text that disputes the
+debt or tells of a bankruptcy places one, and the bureau places bankruptcy and death. Only a
+person can end the last two kinds, so a person may lift any hold but an SMS opt-out, which only
+the borrower's START ends (their consent, not ours, restarts texting). An import places a flag
+again while its file still carries it. Each change is audited with who made it and why.
+
+Functions take the caller's connection and do not commit.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from arrears.storage._common import event, insert_events, place_holds
+from arrears.storage.tables import hold
+from arrears.vocabulary import Hold
+
+__all__ = ["SOURCE", "HoldNotLifted", "HoldRow", "account_holds", "lift_hold", "place_hold"]
+
+SOURCE = "agent"  # AccountHold.source of the holds placed here
+
+
+class HoldNotLifted(ValueError):
+    """A hold no person may lift."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    id: int
+    account_id: str
+    kind: str
+    source: str
+    reason: str | None
+    placed_at: datetime
+    lifted_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "kind": self.kind,
+            "source": self.source,
+            "reason": self.reason,
+            "placed_at": self.placed_at.isoformat(),
+            "lifted_at": self.lifted_at.isoformat() if self.lifted_at else None,
+        }
+
+
+def account_holds(connection: Connection, account_id: str, *, lifted: bool = False) -> list[HoldRow]:
+    """The account's holds in force (with `lifted`, those lifted too), oldest first."""
+    columns = (hold.c.id, hold.c.account_id, hold.c.kind, hold.c.source, hold.c.reason)
+    query = (
+        select(*columns, hold.c.placed_at, hold.c.lifted_at)
+        .where(hold.c.account_id == account_id)
+        .order_by(hold.c.placed_at, hold.c.id)
+    )
+    if not lifted:
+        query = query.where(hold.c.lifted_at.is_(None))
+    return [HoldRow(*row) for row in connection.execute(query)]
+
+
+def place_hold(
+    connection: Connection, *, account_id: str, kind: Hold, by: str, why: str, at: datetime
+) -> bool:
+    """Place the hold unless one of its kind is in force already (False: nothing changed)."""
+    if not place_holds(connection, [(account_id, kind, why)], source=SOURCE, at=at):
+        return False
+    insert_events(connection, [_event(account_id, kind, "placed", by, why, at)])
+    return True
+
+
+def lift_hold(
+    connection: Connection, *, account_id: str, kind: Hold, by: str, why: str, at: datetime
+) -> list[HoldRow]:
+    """Lift the account's holds of this kind in force, whoever placed them: those lifted (none:
+    none was in force). Raises HoldNotLifted for an SMS opt-out."""
+    if kind is Hold.SMS_OPT_OUT:
+        raise HoldNotLifted("an SMS opt-out ends only with the borrower's START")
+    found = [h for h in account_holds(connection, account_id) if h.kind == kind.value]
+    if not found:
+        return []
+    connection.execute(update(hold).where(hold.c.id.in_([h.id for h in found])).values(lifted_at=at))
+    placed = "; ".join(
+        f"placed by {h.source} on {h.placed_at:%Y-%m-%d}: {h.reason or 'no reason'}" for h in found
+    )
+    insert_events(connection, [_event(account_id, kind, "lifted", by, f"{why} ({placed})", at)])
+    return found
+
+
+def _event(account_id: str, kind: Hold, action: str, by: str, why: str, at: datetime) -> dict[str, Any]:
+    return event(
+        account_id,
+        at,
+        "hold",
+        f"{kind} hold {action} by {by}: {why}",
+        {"hold": kind.value, "action": action, "source": SOURCE, "reason": why},
+        actor=by,
+    )

@@ -1,0 +1,134 @@
+"""`arrears hold list|place|lift`: holds a person places or lifts (`arrears.storage.holds`)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Connection
+
+from arrears.storage.accounts import account_row
+from arrears.storage.holds import HoldNotLifted, account_holds, lift_hold, place_hold
+from arrears.storage.vendor_orders import cancel_vendor_orders
+from arrears.vocabulary import Hold
+from deployments.cli._common import (
+    Agent,
+    AsOf,
+    CliError,
+    DatabaseOption,
+    Json,
+    as_of_instant,
+    command_group,
+    console,
+    emit_json,
+    existing_database,
+)
+
+__all__ = ["hold_app"]
+
+hold_app = command_group(
+    "hold", "Holds that stop collection: list an account's, place one, lift one (audited with who and why)."
+)
+
+Account = Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")]
+Kind = Annotated[str, typer.Argument(help=f"The hold: {', '.join(h.value for h in Hold)}.")]
+Why = Annotated[str, typer.Option("--reason", help="Why, for the audit trail (required).")]
+
+
+def _kind(text: str) -> Hold:
+    try:
+        return Hold(text.strip().lower())
+    except ValueError:
+        raise CliError(f"KIND: {text!r} is not a hold ({', '.join(h.value for h in Hold)})") from None
+
+
+def _why(text: str) -> str:
+    why = " ".join(text.split())
+    if not why:
+        raise CliError("--reason: say why, for the audit trail")
+    return why
+
+
+@contextmanager
+def _account_transaction(database: str | None, account_id: str) -> Iterator[Connection]:
+    """A transaction on the database, for an account that must exist."""
+    with existing_database(database).begin() as connection:
+        if account_row(connection, account_id) is None:
+            raise CliError(f"no account {account_id!r}")
+        yield connection
+
+
+@hold_app.command("list")
+def list_holds(
+    account_id: Account,
+    lifted: Annotated[bool, typer.Option("--all", help="Lifted holds too.")] = False,
+    database: DatabaseOption = None,
+    json: Json = False,
+) -> None:
+    """The account's holds in force (with --all, the lifted ones too): kind, who placed it, why."""
+    with _account_transaction(database, account_id) as connection:
+        rows = account_holds(connection, account_id, lifted=lifted)
+    if json:
+        emit_json([r.as_json() for r in rows])
+        return
+    table = Table(title=f"holds of {escape(account_id)}")
+    for column in ("kind", "placed by", "placed", "lifted", "reason"):
+        table.add_column(column)
+    for r in rows:
+        cells = (
+            r.kind,
+            r.source,
+            f"{r.placed_at:%Y-%m-%d %H:%M}",
+            f"{r.lifted_at:%Y-%m-%d %H:%M}" if r.lifted_at else "",
+        )
+        table.add_row(*(Text(c) for c in (*cells, r.reason or "")))
+    console.print(table)
+
+
+@hold_app.command("place")
+def place(
+    account_id: Account,
+    kind: Kind,
+    reason: Why,
+    agent: Agent = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+) -> None:
+    """Place a hold: contact it stops is refused at every send-time check from now on, and a
+    repossession order it overtakes is cancelled at once (the agency is told)."""
+    hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
+    with _account_transaction(database, account_id) as connection:
+        placed = place_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
+        cancelled = cancel_vendor_orders(connection, as_of=at, account_id=account_id) if placed else 0
+    if cancelled:
+        from tasks.agency import call_off_overtaken
+
+        call_off_overtaken()  # the agency hears of it now, not at the next cycle
+    said = f"{hold} hold placed" if placed else f"a {hold} hold is in force already: nothing changed"
+    console.print(f"{account_id}: {said}", markup=False, highlight=False)
+
+
+@hold_app.command("lift")
+def lift(
+    account_id: Account,
+    kind: Kind,
+    reason: Why,
+    agent: Agent = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+) -> None:
+    """Lift the account's hold of this kind, whoever placed it (an import places its flag again
+    while its file carries it; an SMS opt-out ends only with the borrower's START). Collection
+    resumes at the next cycle."""
+    hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
+    with _account_transaction(database, account_id) as connection:
+        try:
+            lifted = lift_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
+        except HoldNotLifted as error:
+            raise CliError(f"{account_id}: {error}") from None
+    if not lifted:
+        raise CliError(f"{account_id}: no {hold} hold is in force", exit_code=1)
+    console.print(f"{account_id}: {hold} hold lifted", markup=False, highlight=False)
