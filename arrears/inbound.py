@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import phonenumbers
 
+from arrears.vocabulary import Hold
+
 __all__ = [
     "AMBIGUOUS_SENDER",
     "OPT_IN_KEYWORDS",
@@ -82,6 +84,37 @@ _WRONG_NUMBER = re.compile(
     r"|(?:这|此)?(?:不是|非)(?:他|她)的(?:号码|手机|电话)|号码(?:已经)?换(?:人|主人|主)了"
 )
 
+# What the borrower writes that pauses collection until a person has looked (DESIGN: disputes
+# and bankruptcy pause collection): a dispute of the debt or any part of it, in writing, which a
+# text is (Reg F 1006.34 and 1006.38; CN: 有异议 is for the lender to check before it collects), and
+# word of a bankruptcy filing, whose automatic stay binds from notice (11 USC 362). A person lifts
+# the hold (`arrears hold lift`). "I might go bankrupt" and 公司破产了 are hardship, not a filing.
+_STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
+    (
+        Hold.DISPUTE,
+        re.compile(
+            r"(?<![A-Z])DISPUT(?:E|ES|ED|ING)(?![A-Z])"
+            r"|(?<![A-Z])NOT MY (?:DEBT|LOAN|CAR|ACCOUNT|BALANCE)(?![A-Z])"
+            r"|(?<![A-Z])IDENTITY THEFT(?![A-Z])"
+            r"|(?<![A-Z])NEVER (?:TOOK OUT|SIGNED(?: UP)? FOR|HAD|OPENED) (?:A|THIS|THAT|ANY)"
+            r" (?:CAR |AUTO )?(?:LOAN|ACCOUNT)(?![A-Z])"
+            r"|有异议|提出异议|不认(?:可)?(?:这笔|这个)?(?:债务|欠款|账|贷款)|不是我(?:借|贷|欠)的"
+            r"|我(?:从来)?没(?:有)?(?:借|贷)过|被冒名|冒用我的|身份被盗"
+        ),
+    ),
+    (
+        Hold.BANKRUPTCY,
+        re.compile(
+            r"(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
+            r"|BANKRUPTCY)(?![A-Z0-9])"
+            r"|(?<![A-Z])(?:IN|UNDER) (?:CHAPTER (?:7|11|13)|BANKRUPTCY)(?![A-Z0-9])"
+            r"|(?<![A-Z])BANKRUPTCY (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER|FILING)(?![A-Z])"
+            r"|(?<![A-Z])AUTOMATIC STAY(?![A-Z])"
+            r"|个人破产|(?:我|本人)(?:已经?|已)?(?:申请了?(?:个人)?)?破产"
+        ),
+    ),
+)
+
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
 
@@ -91,6 +124,10 @@ class Classified:
     kind: InboundKind
     text: str  # normalised: NFKC, upper case, single spaces, no surrounding punctuation
     keyword: str | None = None  # the keyword that decided an opt-out or opt-in, if one did
+    # A hold the borrower's words call for, whatever else the text is (a dispute, a bankruptcy),
+    # with the words that call for it: "STOP, I dispute this debt" opts out and disputes.
+    hold: Hold | None = None
+    statement: str | None = None
 
 
 def normalise(body: str) -> str:
@@ -105,20 +142,25 @@ def normalise(body: str) -> str:
 
 
 def classify(body: str) -> Classified:
-    """Opt-out, opt-in, wrong number or a reply. An opt-out word wins over an opt-in word in one
-    message, and over a wrong number ("Stop. Wrong number"): the number is opted out as asked."""
+    """Opt-out, opt-in, wrong number or a reply, and the hold an opt-out or a reply calls for. An
+    opt-out word wins over an opt-in word in one message, and over a wrong number ("Stop. Wrong
+    number"): the number is opted out as asked."""
     text = normalise(body)
     if text in OPT_OUT_KEYWORDS:
         return Classified(InboundKind.OPT_OUT, text, text)
     if text in OPT_IN_KEYWORDS:
         return Classified(InboundKind.OPT_IN, text, text)
     found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)
-    if found:
-        return Classified(InboundKind.OPT_OUT, text, found.group(0))
-    wrong = _WRONG_NUMBER.search(text)
-    if wrong:
+    wrong = None if found else _WRONG_NUMBER.search(text)
+    if wrong:  # a stranger's "not my debt" disputes nothing
         return Classified(InboundKind.WRONG_NUMBER, text, wrong.group(0))
-    return Classified(InboundKind.REPLY, text)
+    hold, statement = next(
+        ((kind, said.group(0)) for kind, pattern in _STATEMENTS if (said := pattern.search(text))),
+        (None, None),
+    )
+    if found:
+        return Classified(InboundKind.OPT_OUT, text, found.group(0), hold, statement)
+    return Classified(InboundKind.REPLY, text, None, hold, statement)
 
 
 def inbound_address(number: str, default_region: str | None = None) -> str | None:

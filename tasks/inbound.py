@@ -77,7 +77,8 @@ class InboundResult:
 def record_inbound_sms(
     engine: Engine, *, address: str, text: str, at: datetime, provider: str, callback_id: str
 ) -> InboundResult:
-    """Classify an inbound SMS and record it: an opt-out, an opt-in, a wrong number, or a reply."""
+    """Classify an inbound SMS and record it: an opt-out, an opt-in, a wrong number, or a reply,
+    and in the same transaction the dispute or bankruptcy hold its words call for."""
     classified = classify(text)
     inbound = Inbound(
         address=address,
@@ -94,7 +95,12 @@ def record_inbound_sms(
         InboundKind.REPLY: store.record_reply,
     }[classified.kind]
     with engine.begin() as connection:
-        return InboundResult(classified, record(connection, inbound=inbound))
+        recorded = record(connection, inbound=inbound)
+        if classified.hold is not None and classified.statement and not recorded.duplicate:
+            store.record_statement(
+                connection, inbound=inbound, hold=classified.hold, words=classified.statement
+            )
+        return InboundResult(classified, recorded)
 
 
 def record_court_status(

@@ -17,7 +17,7 @@ from arrears.storage import inbound as store
 from arrears.storage.delivery_reports import StatusReport
 from arrears.storage.importer import run_import
 from arrears.storage.inbound import Inbound
-from arrears.vocabulary import MessageStatus
+from arrears.vocabulary import Hold, MessageStatus
 from tests.factories import account_record, unique_id, write_csv
 
 account = Account.__table__  # type: ignore[attr-defined]
@@ -126,6 +126,35 @@ def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind)
     """Keywords count whatever their case, width, spacing or surrounding punctuation; other texts are
     replies."""
     assert classify(body).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "hold"),
+    [
+        ("I dispute this debt", InboundKind.REPLY, Hold.DISPUTE),
+        ("STOP, I dispute this debt", InboundKind.OPT_OUT, Hold.DISPUTE),  # both, as asked
+        ("this is not my loan", InboundKind.REPLY, Hold.DISPUTE),
+        ("I never took out a car loan with you", InboundKind.REPLY, Hold.DISPUTE),
+        ("Identity theft", InboundKind.REPLY, Hold.DISPUTE),
+        ("我对这笔欠款有异议", InboundKind.REPLY, Hold.DISPUTE),
+        ("这不是我借的", InboundKind.REPLY, Hold.DISPUTE),
+        ("我被冒名贷款了", InboundKind.REPLY, Hold.DISPUTE),
+        ("I filed for bankruptcy last week", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("filed chapter 13", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("Call my bankruptcy attorney", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("我已经申请个人破产", InboundKind.REPLY, Hold.BANKRUPTCY),
+        # Hardship, not a filing; a stranger's "not my debt" disputes nothing.
+        ("I might go bankrupt if you keep adding fees", InboundKind.REPLY, None),
+        ("公司破产了，我失业了", InboundKind.REPLY, None),
+        ("wrong number, not my debt", InboundKind.WRONG_NUMBER, None),
+        ("PAY 500 2026-12-05", InboundKind.REPLY, None),
+    ],
+)
+def test_classify_finds_the_hold_a_text_calls_for(body: str, kind: InboundKind, hold: Hold | None) -> None:
+    """A dispute or word of a bankruptcy filing is found whatever else the text is."""
+    classified = classify(body)
+    assert (classified.kind, classified.hold) == (kind, hold)
+    assert (classified.statement is not None) == (hold is not None)
 
 
 def test_classify_names_the_deciding_keyword() -> None:
@@ -395,6 +424,49 @@ def test_a_wrong_number_marks_the_number_invalid_for_every_holder_and_is_no_repl
         for e in events
     )
     assert _events(engine, "reply") == [] and _events(engine, "willingness") == []
+
+
+def test_a_texted_dispute_holds_every_open_account_of_the_number_once(engine: Engine, tmp_path: Path) -> None:
+    """ "STOP, I dispute this debt" opts the number out and places a dispute hold on each open
+    account of its borrower (which loan it means cannot be told), not on a closed one, audited
+    with the words; the same callback again places nothing more."""
+    from tasks.inbound import record_inbound_sms
+
+    _import(
+        engine,
+        tmp_path,
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B-1"),
+        account_record(account_id="A-3", borrower_id="B-1"),
+    )
+    with engine.begin() as c:
+        c.execute(update(account).where(account.c.account_id == "A-3").values(stage="paid_off"))
+    for _ in range(2):
+        result = record_inbound_sms(
+            engine,
+            address=PHONE,
+            text="STOP, I dispute this debt",
+            at=T0,
+            provider="twilio",
+            callback_id="SM-in-1",
+        )
+    assert result.recorded.duplicate
+    with engine.connect() as c:
+        held = c.execute(
+            select(hold.c.account_id, hold.c.kind, hold.c.source).order_by(hold.c.account_id, hold.c.kind)
+        ).all()
+    assert [tuple(h) for h in held] == [
+        ("A-1", "dispute", "webhook"),
+        ("A-1", "sms_opt_out", "webhook"),
+        ("A-2", "dispute", "webhook"),
+        ("A-2", "sms_opt_out", "webhook"),
+        ("A-3", "sms_opt_out", "webhook"),
+    ]
+    disputes = [e for e in _events(engine, "hold") if e.data["hold"] == "dispute"]
+    assert [e.account_id for e in disputes] == ["A-1", "A-2"]
+    assert disputes[0].detail == (
+        "dispute hold placed: +1******4253 (twilio) wrote 'DISPUTE': 'STOP, I dispute this debt'"
+    )
 
 
 def test_opt_in_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:

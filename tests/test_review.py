@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from arrears import jurisdictions
 from arrears.review import add_business_days, cure_deadline, decision_refusal, settle_decision
@@ -23,6 +24,7 @@ from tests.later_stage_helpers import (
     pay,
     put_in_review,
     refresh_later,
+    reply,
     review_run_id,
     review_t,
     rows,
@@ -324,6 +326,53 @@ def test_importing_a_payment_or_hold_cancels_the_order_without_waiting_for_a_cyc
     assert held.vendor_orders_cancelled == 1
     assert events(later_db, "A-V8", "vendor_order")[-1].data["reason"] == "hold:bankruptcy"
     assert refresh_later(later_db, "2026-12-03T03:00:00Z")["vendor_orders_cancelled"] == 0
+
+
+def test_a_hold_a_person_places_or_a_borrower_texts_cancels_the_order_at_once(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """`arrears hold place` (a dispute taken by phone) and a borrower's text that disputes the
+    debt each cancel the open repossession order at once, with the hold as reason; a person then
+    lifts the texted dispute with `arrears hold lift`, audited with who and why."""
+    from deployments.cli import app
+    from tasks.review import decide_review
+
+    for account_id in ("A-H1", "A-H2"):
+        _in_review(later_db, tmp_path, account_id, jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    for account_id in ("A-H1", "A-H2"):
+        decide_review(
+            later_db,
+            account_id=account_id,
+            decision="repossess",
+            reviewer="Ana",
+            reason="r",
+            at=at("2026-12-02T17:00:00Z"),
+        )
+    placed = CliRunner().invoke(
+        app,
+        ["hold", "place", "A-H1", "dispute", "--reason", "disputed by phone", "--agent", "Ben"],
+        catch_exceptions=False,
+    )
+    assert placed.exit_code == 0 and "dispute hold placed" in placed.output
+    cancelled = events(later_db, "A-H1", "vendor_order")[-1].data
+    assert (cancelled["action"], cancelled["reason"]) == ("cancelled", "hold:dispute")
+    reply(later_db, "A-H2", "This is not my loan, I dispute it", "2026-12-03T02:00:00Z")
+    assert events(later_db, "A-H2", "vendor_order")[-1].data["reason"] == "hold:dispute"
+    (held,) = events(later_db, "A-H2", "hold")
+    assert held.actor == "borrower" and "This is not my loan, I dispute it" in held.detail
+
+    lifted = CliRunner().invoke(
+        app,
+        ["hold", "lift", "A-H2", "dispute", "--reason", "validation mailed, no reply", "--agent", "Ben"],
+        catch_exceptions=False,
+    )
+    assert lifted.exit_code == 0, lifted.output
+    last = events(later_db, "A-H2", "hold")[-1]
+    assert (last.actor, last.data["action"]) == ("Ben", "lifted")
+    assert last.detail.startswith(
+        "dispute hold lifted by Ben: validation mailed, no reply (placed by webhook on 2026-12-03"
+    )
 
 
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:

@@ -170,6 +170,18 @@ def _twilio_signature(token: str, url: str, form: dict[str, str]) -> str:
     return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
+def _a_reminder_waiting_for_the_morning(db: Engine, tmp_path: Path) -> Any:
+    """A Chinese borrower's reminder, decided at night in Shanghai: scheduled for the morning."""
+    from flows.daily_cycle import daily_cycle
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    daily_cycle(as_of=CN_NIGHT)
+    with db.connect() as c:
+        (waiting,) = c.execute(select(message)).all()
+    assert waiting.status == "scheduled"
+    return waiting
+
+
 def _twilio_post(
     client: Any, path: str, form: dict[str, str], token: str, *, base: str = "http://testserver"
 ) -> Any:
@@ -335,13 +347,9 @@ def test_stop_opts_out_before_the_next_send(
 ) -> None:
     """STOP, or a refusal in the borrower's own words (with a phone's curly apostrophe), records the
     opt-out, a hold and an audit event; the waiting reminder is then never sent."""
-    from flows.daily_cycle import daily_cycle, dispatch_outbox
+    from flows.daily_cycle import dispatch_outbox
 
-    _import(db, tmp_path, _cn(account_id="A-CN"))
-    daily_cycle(as_of=CN_NIGHT)
-    with db.connect() as c:
-        (waiting,) = c.execute(select(message)).all()
-    assert waiting.status == "scheduled"
+    waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
 
     form = {"From": CN_PHONE, "To": "+15005550006", "Body": body, "MessageSid": "SM" + "1" * 32}
     response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
@@ -368,13 +376,9 @@ def test_a_wrong_number_reply_stops_the_next_send_to_it(
     """打错了 from the number, as Twilio posts it: the number is marked invalid, the waiting
     reminder (which names the debt) is blocked at the next dispatch, and nothing reaches the
     stranger."""
-    from flows.daily_cycle import daily_cycle, dispatch_outbox
+    from flows.daily_cycle import dispatch_outbox
 
-    _import(db, tmp_path, _cn(account_id="A-CN"))
-    daily_cycle(as_of=CN_NIGHT)
-    with db.connect() as c:
-        (waiting,) = c.execute(select(message)).all()
-    assert waiting.status == "scheduled"
+    waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
 
     form = {
         "From": CN_PHONE,
@@ -391,6 +395,35 @@ def test_a_wrong_number_reply_stops_the_next_send_to_it(
     dispatch_outbox(as_of=CN_MORNING)
     blocked = _message(db, waiting.id)
     assert (blocked.status, blocked.reason) == ("blocked", "invalid_number")
+    assert sms_sandbox.messages() == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_send(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """这不是我借的，我有异议 as SmsUp (Aliyun's JSON array, national number, Beijing time): a
+    dispute hold, so the waiting reminder is blocked at the next dispatch, and the text is kept."""
+    from flows.daily_cycle import dispatch_outbox
+
+    waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
+    up = {
+        "phone_number": "13912345678",
+        "content": "这不是我借的，我有异议",
+        "send_time": "2026-12-02 07:30:00",
+        "sequence_id": 7,
+    }
+    token = sms_sandbox.credentials["callback_token"]
+    assert _aliyun_post(client, "/sms/sandbox/inbound", [up], token).json() == {"code": 0, "msg": "成功"}
+    with db.connect() as c:
+        holds = c.execute(select(hold.c.kind, hold.c.source).where(hold.c.lifted_at.is_(None))).all()
+    assert [tuple(h) for h in holds] == [("dispute", "webhook")]
+    (held,) = _events(db, "hold")
+    assert held.detail.endswith("'这不是我借的，我有异议'")
+
+    dispatch_outbox(as_of=CN_MORNING)
+    blocked = _message(db, waiting.id)
+    assert (blocked.status, blocked.reason) == ("blocked", "hold:dispute")
     assert sms_sandbox.messages() == []
 
 

@@ -26,6 +26,7 @@ from arrears.storage._common import place_holds
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
+from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel, Hold
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "record_opt_in",
     "record_opt_out",
     "record_reply",
+    "record_statement",
     "record_wrong_number",
     "retry_unattributed",
 ]
@@ -325,6 +327,31 @@ def record_wrong_number(connection: Connection, *, inbound: Inbound) -> InboundR
         ],
     )
     return _recorded(owners, duplicate=False, changed=bool(marked))
+
+
+def record_statement(connection: Connection, *, inbound: Inbound, hold: Hold, words: str) -> list[str]:
+    """The borrower's text disputes the debt or tells of a bankruptcy (`arrears.inbound.classify`):
+    the hold on each open account of the borrowers who hold the number, unless one of its kind is
+    in force, audited with the words, and a repossession order it overtakes cancelled at once.
+    Which of a borrower's loans a text means cannot be told, so it pauses them all until a person
+    has looked (`arrears hold lift`). Call it once per new callback: the accounts placed."""
+    owners = _borrowers_of(connection, inbound.address)
+    why = f"{mask_phone(inbound.address)} ({inbound.provider}) wrote {words!r}"
+    wanted = [(a, hold, why) for pairs in owners.values() for a, stage in pairs if stage not in TERMINAL]
+    accounts = sorted(a for a, _ in place_holds(connection, wanted, source=SOURCE, at=inbound.at))
+    if not accounts:
+        return []
+    detail = f"{hold} hold placed: {why}: {_quoted(inbound)}"
+    connection.execute(
+        audit.insert(),
+        [
+            _event(inbound, a, "hold", detail, hold=hold.value, action="placed", text=inbound.text)
+            for a in accounts
+        ],
+    )
+    for a in accounts:
+        cancel_vendor_orders(connection, as_of=inbound.at, account_id=a)
+    return accounts
 
 
 def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
