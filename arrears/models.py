@@ -227,7 +227,11 @@ class Message(SQLModel, table=True):
 class BureauRecord(SQLModel, table=True):
     __tablename__ = "bureau_record"
     # A pull is keyed (`pull-<account>-<episode>`): a repeated or concurrent cycle cannot record it twice.
-    __table_args__ = (Index("uq_bureau_record_idempotency_key", "idempotency_key", unique=True),)
+    __table_args__ = (
+        Index("uq_bureau_record_idempotency_key", "idempotency_key", unique=True),
+        # The day's pulls, found by their cycles' instants (`storage.bureau_pulls.pulls_of_the_day`).
+        Index("ix_bureau_record_at_kind", "at", "kind"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str | None = Field(default=None, max_length=160)  # None for furnish records

@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     bureau_pulls_per_cycle: int = Field(
         default=1_000,
         ge=0,
-        description="Profiles pulled a cycle (entering negotiation, skip traces); 0: none, the rest wait.",
+        description=(
+            "Profiles pulled a cycle (entering negotiation, skip traces), counted over its business day:"
+            " a rerun after a crash pulls only what is left; 0: none, the rest wait."
+        ),
     )
     bureau_concurrency: int = Field(
         default=8, ge=1, description="Bureau pulls in flight at once (within the bureau's rate limit)."

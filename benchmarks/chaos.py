@@ -1,14 +1,18 @@
 """Kill the daily cycle at random points and check that the rerun leaves it exactly once (DESIGN §5).
 
     python benchmarks/chaos.py [--trials 20] [--accounts 10000] [--postgres URL] [--seed 1]
-                               [--as-of 2026-12-01T01:00:00Z] [--workdir DIR] [--keep]
+                               [--as-of 2026-12-01T01:00:00Z] [--workdir DIR] [--keep] [--from-outside]
 
 Each trial loads the same generated portfolio into a fresh database (SQLite, or a database of its
 own on the PostgreSQL server of `--postgres`), runs a real `arrears cycle` process
 (`python -m deployments.cli cycle --as-of …`) that SIGKILLs itself at a random point of refresh,
 advance (after the n-th shard), dispatch (after the n-th batch was sent, before its outcome was
 written) or report (`ARREARS_CRASH_AT`, see `tasks.cycle.crash_point`), then reruns the cycle,
-then runs it once more (which must change nothing). A last trial starts two cycles at once:
+then runs it once more (which must change nothing). With `--from-outside` the kill comes from
+this script instead, as an operator's `kill -9 PID` would: at a random instant between the
+process's start and the end of a first, uninterrupted cycle of the same portfolio (timed on a
+database of its own), wherever the process and its worker processes are then: inside an HTTP
+request, a commit, a worker's batch. A last trial starts two cycles at once:
 one must exit 2. All of them send to one long-lived sandbox SMS server in its own process and
 record into one Prefect server (`prefect server start`, started here), as in operations.
 
@@ -22,6 +26,7 @@ After each trial `audit` compares what the sandbox received with what the databa
 | doubled_events | audit events written twice (same account, kind, instant, detail and data) |
 | running_rows | cycle rows still `running` after the rerun (a crashed one must be closed) |
 | rerun_changes | events or messages the third run (same instant, after a finished one) added |
+| extra_pulls | bureau pulls beyond a day's `bureau_pulls_per_cycle` (the killed run's and the rerun's) |
 
 The last line on stdout is one JSON object with the totals, per-trial rows before it; the
 target is 0 of each.
@@ -33,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -61,11 +67,11 @@ SENT = ("sent", "delivered")
 
 def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
     """The figures of one trial (see the module docstring); every one is 0 when the cycle was exact."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from arrears.storage import get_engine
     from arrears.storage.tables import audit as audit_table
-    from arrears.storage.tables import cycle_run, message
+    from arrears.storage.tables import bureau, cycle_run, message
     from tasks.dispatch import reference
 
     copies = Counter(str((m.get("params") or {}).get("ref", m.get("id"))) for m in received)
@@ -82,6 +88,7 @@ def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
             )
         ).all()
         running = c.execute(select(cycle_run.c.id).where(cycle_run.c.running.is_not(None))).all()
+        pulls = c.execute(select(func.count()).where(bureau.c.kind == "pull")).scalar_one()
     status = {reference(r.idempotency_key): r.status for r in rows}
     lost = sum(1 for ref in copies if status.get(ref) == "scheduled")
     misrecorded = sum(1 for ref in copies if status.get(ref) not in (*SENT, "scheduled"))
@@ -98,6 +105,7 @@ def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
         "doubled_events": sum(n - 1 for n in seen.values() if n > 1),
         "running_rows": len(running),
         "events": len(events),
+        "pulls": pulls,
     }
 
 
@@ -202,11 +210,26 @@ def load(url: str, accounts_file: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def killed_from_outside(env: Mapping[str, str], as_of: str, after: float) -> subprocess.CompletedProcess[str]:
+    """A cycle process sent SIGKILL `after` seconds from its start (if it is still running then)."""
+    process = cycle_process(env, as_of)
+    try:
+        out, err = process.communicate(timeout=after)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: str) -> dict[str, Any]:
-    """Kill a cycle at `point`, rerun it, run it once more; the figures of the result."""
+    """Kill a cycle at `point` (`after:S`: from outside, S seconds after its start), rerun it, run
+    it once more; the figures of the result."""
     env = {**env, "ARREARS_DATABASE_URL": url}
     sandbox.reset()
-    crashed = run_cycle(env, as_of, point)
+    if point.startswith("after:"):
+        crashed = killed_from_outside(env, as_of, float(point.removeprefix("after:")))
+    else:
+        crashed = run_cycle(env, as_of, point)
     rerun = run_cycle(env, as_of)
     before = audit(url, sandbox.messages(route="aliyun"))
     third = run_cycle(env, as_of)
@@ -215,11 +238,27 @@ def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: 
     return {
         "trial": f"kill at {point}",
         "killed": crashed.returncode == -signal.SIGKILL,
+        "killed_in": _last_task_run(crashed.stderr),
         "exit_codes": [crashed.returncode, rerun.returncode, third.returncode],
         "stderr": (rerun.stderr.strip().splitlines() or [""])[-1][:200] if rerun.returncode else "",
         **after,
         "rerun_changes": changes,
+        "extra_pulls": max(0, after["pulls"] - pulls_a_day(env)),
     }
+
+
+def pulls_a_day(env: Mapping[str, str]) -> int:
+    """The bureau pulls a business day may make, as the cycle processes of `env` read it."""
+    from arrears.settings import Settings
+
+    limit = env.get("ARREARS_BUREAU_PULLS_PER_CYCLE")
+    return int(limit) if limit else Settings.model_fields["bureau_pulls_per_cycle"].default
+
+
+def _last_task_run(log: str) -> str:
+    """The task run the killed process last logged (Prefect's console log): where the kill fell."""
+    runs = re.findall(r"Task run '([^']+)'", log)
+    return runs[-1] if runs else ""
 
 
 def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) -> dict[str, Any]:
@@ -232,14 +271,27 @@ def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) 
     codes = sorted([first.wait(900), second.wait(900)])
     assert first.stderr is not None and second.stderr is not None
     said = (first.stderr.read() + second.stderr.read()).lower()
+    figures = audit(url, sandbox.messages(route="aliyun"))
     return {
         "trial": "double start",
         "exit_codes": codes,
         # Exact: one ran and the other refused (2), or the second came after the first finished (0, no-op).
         "double_start_refused": codes == [0, 2] and "is running on this database" in said,
-        **audit(url, sandbox.messages(route="aliyun")),
+        **figures,
         "rerun_changes": 0,
+        "extra_pulls": max(0, figures["pulls"] - pulls_a_day(env)),
     }
+
+
+def timed_cycle(env: Mapping[str, str], url: str, accounts_file: Path, as_of: str) -> float:
+    """Seconds from the start of an uninterrupted cycle process to its end, on a database of its
+    own: the span the kills from outside are drawn from."""
+    load(url, accounts_file)
+    started = time.perf_counter()
+    done = run_cycle({**env, "ARREARS_DATABASE_URL": url}, as_of)
+    if done.returncode:
+        raise RuntimeError(f"the uninterrupted cycle failed: {done.stderr[-500:]}")
+    return time.perf_counter() - started
 
 
 def pick_point(rng: random.Random, accounts: int, shard: int, batch: int) -> str:
@@ -262,6 +314,11 @@ def main() -> None:
     parser.add_argument("--postgres", help="a PostgreSQL server URL: each trial gets a database there")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--from-outside",
+        action="store_true",
+        help="kill each cycle from this script at a random instant instead of at a drill point",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -292,7 +349,13 @@ def main() -> None:
                 "PREFECT_API_URL": api,
                 "PREFECT_HOME": str(workdir / "prefect"),
             }
-            plan = [pick_point(rng, args.accounts, shard, batch) for _ in range(args.trials)]
+            if args.from_outside:
+                timing = fresh_database(workdir, args.postgres, "chaos_timing")
+                whole = timed_cycle(env, timing, accounts_file, args.as_of)
+                print(json.dumps({"uninterrupted_cycle_s": round(whole, 1)}), flush=True)
+                plan = [f"after:{rng.uniform(0, whole):.2f}" for _ in range(args.trials)]
+            else:
+                plan = [pick_point(rng, args.accounts, shard, batch) for _ in range(args.trials)]
             for n, point in enumerate([*plan, None]):
                 url = fresh_database(workdir, args.postgres, f"chaos_{n}_{uuid.uuid4().hex[:6]}")
                 started = time.perf_counter()
@@ -307,7 +370,15 @@ def main() -> None:
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    figures = ("duplicates", "lost", "misrecorded", "doubled_events", "running_rows", "rerun_changes")
+    figures = (
+        "duplicates",
+        "lost",
+        "misrecorded",
+        "doubled_events",
+        "running_rows",
+        "rerun_changes",
+        "extra_pulls",
+    )
     totals: dict[str, Any] = {k: sum(int(r[k]) for r in rows) for k in figures}
     totals |= {
         "trials": len(rows) - 1,

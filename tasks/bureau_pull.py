@@ -31,10 +31,14 @@ __all__ = ["OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
 
 @task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
-    """Pull the profiles due (at most `limit` a cycle); counts by outcome. A transient failure
-    leaves the account for the next cycle; a refusal (no file) is recorded and not asked again."""
+    """Pull the profiles due (at most `limit` a business day, counting the pulls of a cycle of the
+    same day that crashed or ran before); counts by outcome. A transient failure leaves the
+    account for the next cycle; a refusal (no file) is recorded and not asked again."""
     with read_only(engine()) as connection:
-        subjects = bureau_pulls.pull_subjects(connection, limit=limit)
+        earlier = 0 if cycle_id is None else bureau_pulls.pulls_of_the_day(connection, cycle_id=cycle_id)
+        subjects = bureau_pulls.pull_subjects(connection, limit=limit - earlier) if earlier < limit else []
+    if earlier:
+        get_run_logger().info("%d of the day's %d bureau pulls were made by an earlier run", earlier, limit)
     if not subjects:
         return dict.fromkeys(_COUNTS, 0)
     asked = [s for s in subjects if s.phone is not None]

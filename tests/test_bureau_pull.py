@@ -62,13 +62,13 @@ def _pulls(engine: Engine, account_id: str) -> list[Any]:
         )
 
 
-def _pull(as_of: str) -> dict[str, int]:
+def _pull(as_of: str, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     from prefect.logging import disable_run_logger
 
     from tasks.bureau_pull import pull_bureau_profiles
 
     with disable_run_logger():
-        return pull_bureau_profiles.fn(at(as_of))
+        return pull_bureau_profiles.fn(at(as_of), cycle_id, limit=limit)
 
 
 def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(
@@ -133,6 +133,41 @@ def test_many_pulls_run_in_a_process_of_their_own_and_store_the_same(
         [event] = events(later_db, account_id, "bureau")
         assert event.detail.startswith(f"bureau pull (604(a)(3)(A)): band {record.score_band}")
     assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
+
+
+def test_a_cycle_rerun_after_a_crash_pulls_only_what_is_left_of_its_days_pulls(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The pulls a cycle may make are a business day's: killed after its pulls and rerun, at the same
+    instant or later that day, the cycle does not make a second day's worth of inquiries (each one
+    billed, and seen by other lenders). The next day has its own."""
+    from datetime import date
+
+    from arrears.storage import cycle_runs
+
+    ids = [f"A-D{n}" for n in range(1, 7)]
+    import_rows(later_db, tmp_path, [us_account(a) for a in ids])
+    for account_id in ids:
+        _stage(later_db, account_id, "negotiation")
+
+    def cycle(as_of: str, day: date) -> int:
+        with later_db.begin() as c:
+            cycle_runs.close_crashed_cycles(c, now=at(as_of))  # the killed run's row, as the rerun does
+            return cycle_runs.start_cycle(c, as_of=at(as_of), business_date=day)
+
+    killed = cycle("2026-12-16T01:00:00Z", date(2026, 12, 16))
+    assert _pull("2026-12-16T01:00:00Z", killed, limit=4)["bureau_pulls"] == 4
+    rerun = cycle("2026-12-16T01:00:00Z", date(2026, 12, 16))
+    assert _pull("2026-12-16T01:00:00Z", rerun, limit=4)["bureau_pulls"] == 0
+    with later_db.begin() as c:
+        cycle_runs.finish_cycle(c, cycle_id=rerun, finished_at=at("2026-12-16T02:00:00Z"), stats={})
+    later = cycle("2026-12-16T06:00:00Z", date(2026, 12, 16))
+    assert _pull("2026-12-16T06:00:00Z", later, limit=5)["bureau_pulls"] == 1  # five a day: one left
+    with later_db.begin() as c:
+        cycle_runs.finish_cycle(c, cycle_id=later, finished_at=at("2026-12-16T07:00:00Z"), stats={})
+    tomorrow = cycle("2026-12-17T01:00:00Z", date(2026, 12, 17))
+    assert _pull("2026-12-17T01:00:00Z", tomorrow, limit=4)["bureau_pulls"] == 1  # the last one due
+    assert sum(len(_pulls(later_db, a)) for a in ids) == 6
 
 
 def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 AS_OF = "2026-12-01T01:00:00Z"  # 09:00 in Shanghai: nearly every borrower may be messaged
 ROOT = Path(__file__).resolve().parent.parent
+PULLS_A_DAY = 10  # fewer than the portfolio has entering negotiation: a second day's worth would show
 
 
 @pytest.fixture
@@ -47,6 +48,7 @@ def cli_env(sms_sandbox: Any, tmp_path: Path) -> dict[str, str]:
         "ARREARS_HOME": str(tmp_path / "home"),
         "ARREARS_SHARD_SIZE": "60",
         "ARREARS_DISPATCH_BATCH": "40",
+        "ARREARS_BUREAU_PULLS_PER_CYCLE": str(PULLS_A_DAY),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
     }
 
@@ -81,6 +83,7 @@ def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str, *,
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     figures = audit(url, sandbox.messages(route="aliyun"))
     assert figures["received"] > 50
+    assert figures["pulls"] == PULLS_A_DAY  # the day's, whether the killed run made some or none
     assert {
         k: figures[k] for k in ("duplicates", "lost", "misrecorded", "doubled_events", "running_rows")
     } == {

@@ -18,18 +18,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from arrears.segmentation import ability_score
 from arrears.storage._common import event, insert_events, place_holds, to_precision
 from arrears.storage.bulk import among, execute_many, insert_ignore
-from arrears.storage.tables import account, borrower, bureau, contact
+from arrears.storage.tables import account, borrower, bureau, contact, cycle_run
 from arrears.vocabulary import Channel, Hold, Segment, Stage
 
 __all__ = [
     "PullSubject",
     "Pulled",
     "pull_subjects",
+    "pulls_of_the_day",
     "record_pull_refusal",
     "record_pulls",
 ]
@@ -82,6 +83,20 @@ def pull_subjects(connection: Connection, *, limit: int = 1_000, chunk: int = 2_
             if len(found) >= limit:
                 break
     return found[:limit]
+
+
+def pulls_of_the_day(connection: Connection, *, cycle_id: int) -> int:
+    """Pulls the cycles of this cycle's business day recorded, this one's included: a cycle
+    killed after its pulls and rerun (at the same instant or later that day) spends what is left
+    of the day's `bureau_pulls_per_cycle`, not a second day's worth of inquiries. Each pull is
+    recorded at its cycle's instant, so the day's instants find them."""
+    day = select(cycle_run.c.business_date).where(cycle_run.c.id == cycle_id).scalar_subquery()
+    instants = select(cycle_run.c.as_of).where(cycle_run.c.business_date == day)
+    return int(
+        connection.execute(
+            select(func.count()).where(bureau.c.kind == "pull", bureau.c.at.in_(instants))
+        ).scalar_one()
+    )
 
 
 def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[PullSubject]:
