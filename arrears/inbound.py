@@ -89,6 +89,11 @@ _WRONG_NUMBER = re.compile(
 # text is (Reg F 1006.34 and 1006.38; CN: 有异议 is for the lender to check before it collects), and
 # word of a bankruptcy filing, whose automatic stay binds from notice (11 USC 362). A person lifts
 # the hold (`arrears hold lift`). "I might go bankrupt" and 公司破产了 are hardship, not a filing.
+# Then what stops contact, not the remedies (the cease-contact hold's scope): a written request to
+# cease communication (FDCPA 805(c), Reg F 1006.6(c)), and word that an attorney represents the
+# borrower, after which the borrower is not contacted directly (805(a)(2), 1006.6(b)(2)). Word
+# of a death places nothing: the deceased hold reports ECOA code X to the bureaus, which a text
+# from anyone must not do; a person confirms it and places that hold.
 _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
     (
         Hold.DISPUTE,
@@ -111,6 +116,22 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
             r"|(?<![A-Z])BANKRUPTCY (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER|FILING)(?![A-Z])"
             r"|(?<![A-Z])AUTOMATIC STAY(?![A-Z])"
             r"|个人破产|(?:我|本人)(?:已经?|已)?(?:申请了?(?:个人)?)?破产"
+        ),
+    ),
+    (
+        Hold.CEASE_CONTACT,
+        re.compile(
+            r"(?<![A-Z])CEASE AND DESIST(?![A-Z])"
+            r"|(?<![A-Z])(?:CEASE|STOP|END) (?:ALL )?(?:FURTHER )?(?:COMMUNICATIONS?|CONTACTING ME|COLLECTION"
+            r" CALLS)(?![A-Z])"
+            r"|(?<![A-Z])(?:CONTACT|CALL|TALK TO|SPEAK (?:TO|WITH)|DEAL WITH|GO THROUGH) MY"
+            r" (?:ATTORNEY|LAWYER|COUNSEL)(?![A-Z])"
+            r"|(?<![A-Z])MY (?:ATTORNEY|LAWYER|COUNSEL) (?:IS HANDLING|HANDLES|WILL HANDLE|REPRESENTS|WILL"
+            r" CONTACT)(?![A-Z])"
+            r"|(?<![A-Z])(?:REPRESENTED BY|I HAVE|I HIRED|I RETAINED) (?:AN |A |MY )?(?:ATTORNEY|LAWYER"
+            r"|COUNSEL)(?![A-Z])"
+            r"|(?:联系|找|打给|咨询)我(?:的)?律师|(?:已|已经)?委托(?:了)?律师|我的律师(?:会|将)"
+            r"|停止(?:一切|所有|任何)(?:联系|沟通|催收)"
         ),
     ),
 )

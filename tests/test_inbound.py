@@ -143,6 +143,21 @@ def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind)
         ("filed chapter 13", InboundKind.REPLY, Hold.BANKRUPTCY),
         ("Call my bankruptcy attorney", InboundKind.REPLY, Hold.BANKRUPTCY),
         ("我已经申请个人破产", InboundKind.REPLY, Hold.BANKRUPTCY),
+        # A written request to cease communication, or an attorney who represents the borrower.
+        ("Cease and desist all communication", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("Stop contacting me", InboundKind.OPT_OUT, Hold.CEASE_CONTACT),  # both, as asked
+        ("Contact my attorney, Jane Roe, 555-0100", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("I have a lawyer now. My lawyer will contact you", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("I'm represented by counsel", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("请联系我的律师", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("我已委托律师处理", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("停止一切催收", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("Call my bankruptcy lawyer", InboundKind.REPLY, Hold.BANKRUPTCY),  # the stronger hold
+        # Talking of a lawyer is not being represented by one; word of a death places no hold.
+        ("I talked to my lawyer and will pay Friday", InboundKind.REPLY, None),
+        ("Is a lawyer needed for a payment plan?", InboundKind.REPLY, None),
+        ("He passed away last month", InboundKind.REPLY, None),
+        ("机主已经去世了", InboundKind.REPLY, None),
         # Hardship, not a filing; a stranger's "not my debt" disputes nothing.
         ("I might go bankrupt if you keep adding fees", InboundKind.REPLY, None),
         ("公司破产了，我失业了", InboundKind.REPLY, None),
@@ -151,7 +166,8 @@ def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind)
     ],
 )
 def test_classify_finds_the_hold_a_text_calls_for(body: str, kind: InboundKind, hold: Hold | None) -> None:
-    """A dispute or word of a bankruptcy filing is found whatever else the text is."""
+    """A dispute, word of a bankruptcy filing or of an attorney, or a request to cease
+    communication is found whatever else the text is."""
     classified = classify(body)
     assert (classified.kind, classified.hold) == (kind, hold)
     assert (classified.statement is not None) == (hold is not None)

@@ -399,17 +399,22 @@ def test_a_wrong_number_reply_stops_the_next_send_to_it(
 
 
 @pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("这不是我借的，我有异议", "dispute"), ("我已委托律师，请联系我的律师", "cease_contact")],
+)
 def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_send(
-    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, text: str, kind: str
 ) -> None:
     """这不是我借的，我有异议 as SmsUp (Aliyun's JSON array, national number, Beijing time): a
-    dispute hold, so the waiting reminder is blocked at the next dispatch, and the text is kept."""
+    dispute hold, so the waiting reminder is blocked at the next dispatch, and the text is kept.
+    Word of an attorney who represents the borrower stops contact the same way."""
     from flows.daily_cycle import dispatch_outbox
 
     waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
     up = {
         "phone_number": "13912345678",
-        "content": "这不是我借的，我有异议",
+        "content": text,
         "send_time": "2026-12-02 07:30:00",
         "sequence_id": 7,
     }
@@ -417,13 +422,13 @@ def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_s
     assert _aliyun_post(client, "/sms/sandbox/inbound", [up], token).json() == {"code": 0, "msg": "成功"}
     with db.connect() as c:
         holds = c.execute(select(hold.c.kind, hold.c.source).where(hold.c.lifted_at.is_(None))).all()
-    assert [tuple(h) for h in holds] == [("dispute", "webhook")]
+    assert [tuple(h) for h in holds] == [(kind, "webhook")]
     (held,) = _events(db, "hold")
-    assert held.detail.endswith("'这不是我借的，我有异议'")
+    assert held.detail.endswith(f"'{text}'")
 
     dispatch_outbox(as_of=CN_MORNING)
     blocked = _message(db, waiting.id)
-    assert (blocked.status, blocked.reason) == ("blocked", "hold:dispute")
+    assert (blocked.status, blocked.reason) == ("blocked", f"hold:{kind}")
     assert sms_sandbox.messages() == []
 
 
