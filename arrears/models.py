@@ -194,6 +194,10 @@ class Message(SQLModel, table=True):
         # outbox, which grows every day.
         Index("ix_message_created", "created_at", "status", "reason"),
         Index("ix_message_sent_at", "sent_at"),
+        # Delivery receipts find their row by provider and provider id, both equal: without
+        # statistics SQLite otherwise takes `ix_message_due` for the receipt's `status = 'sent'`,
+        # and walks every message still sent for each receipt.
+        Index("ix_message_provider_id_provider", "provider_id", "provider"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -212,9 +216,7 @@ class Message(SQLModel, table=True):
     status: str = Field(default="scheduled", max_length=16)
     reason: str | None = None  # why it was deferred, blocked or failed: the rule that decided
     provider: str | None = Field(default=None, max_length=32)
-    provider_id: str | None = Field(
-        default=None, max_length=64, index=True
-    )  # delivery receipts find rows by it
+    provider_id: str | None = Field(default=None, max_length=64)  # delivery receipts find rows by it
     attempts: int = 0
     lease_until: datetime | None = _instant(default=None)  # a dispatcher holds the row until then
     # Who holds the lease: the cycle or dispatch run (None: the single-account path). A row still

@@ -313,6 +313,30 @@ def test_reports_for_unknown_or_other_providers_messages_are_unmatched(
     assert other.unmatched == ["SM1"] and _row(engine, message, provider_id="SM1").status == "sent"
 
 
+def test_a_delivery_report_finds_its_message_by_provider_id_not_by_status(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Every statement a receipt runs on the outbox searches it by provider id. With the index on
+    provider id alone, SQLite (no statistics) took the status index for `status = 'sent'` and
+    walked every message still sent, for each receipt: 124 receipts a second after a
+    50,000-account cycle (benchmarks/receipts.py), and posts refused past the lock wait."""
+    from sqlalchemy import event
+
+    _import(sqlite_engine, tmp_path, account_record(account_id="A-1"))
+    _message(sqlite_engine, "A-1")
+    sent: list[tuple[str, Any]] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *args: sent.append((args[2], args[3])))
+    _apply(sqlite_engine, _report(MessageStatus.DELIVERED), _report(MessageStatus.DELIVERED))
+    on_outbox = [(q, p) for q, p in sent if q.startswith("UPDATE message") or "FROM message" in q]
+    assert len(on_outbox) == 3  # the first report moves its message; the second finds it moved
+    with sqlite_engine.connect() as c:
+        for statement, parameters in on_outbox:
+            plan = [row[3] for row in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+            # COVERING for the count (the index holds every column it reads), plain for the move.
+            assert len(plan) == 1 and plan[0].startswith("SEARCH message USING "), plan
+            assert plan[0].endswith("INDEX ix_message_provider_id_provider (provider_id=? AND provider=?)")
+
+
 def test_opt_out_marks_the_number_and_holds_every_account_of_the_borrower(
     engine: Engine, tmp_path: Path
 ) -> None:
