@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -230,6 +229,7 @@ def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: 
         crashed = killed_from_outside(env, as_of, float(point.removeprefix("after:")))
     else:
         crashed = run_cycle(env, as_of, point)
+    killed_in = progress(url)
     rerun = run_cycle(env, as_of)
     before = audit(url, sandbox.messages(route="aliyun"))
     third = run_cycle(env, as_of)
@@ -238,7 +238,7 @@ def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: 
     return {
         "trial": f"kill at {point}",
         "killed": crashed.returncode == -signal.SIGKILL,
-        "killed_in": _last_task_run(crashed.stderr),
+        "killed_in": killed_in,
         "exit_codes": [crashed.returncode, rerun.returncode, third.returncode],
         "stderr": (rerun.stderr.strip().splitlines() or [""])[-1][:200] if rerun.returncode else "",
         **after,
@@ -255,10 +255,23 @@ def pulls_a_day(env: Mapping[str, str]) -> int:
     return int(limit) if limit else Settings.model_fields["bureau_pulls_per_cycle"].default
 
 
-def _last_task_run(log: str) -> str:
-    """The task run the killed process last logged (Prefect's console log): where the kill fell."""
-    runs = re.findall(r"Task run '([^']+)'", log)
-    return runs[-1] if runs else ""
+def progress(url: str) -> dict[str, int]:
+    """How far the killed run got, read from what it left: where the kill fell."""
+    from sqlalchemy import func, select
+
+    from arrears.storage import get_engine
+    from arrears.storage.tables import audit as audit_table
+    from arrears.storage.tables import bureau, message
+
+    with get_engine(url).connect() as c:
+        return {
+            "transitions": c.execute(
+                select(func.count()).where(audit_table.c.kind == "transition")
+            ).scalar_one(),
+            "messages": c.execute(select(func.count()).select_from(message)).scalar_one(),
+            "sent": c.execute(select(func.count()).where(message.c.status.in_(SENT))).scalar_one(),
+            "pulls": c.execute(select(func.count()).where(bureau.c.kind == "pull")).scalar_one(),
+        }
 
 
 def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) -> dict[str, Any]:
