@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from arrears.settings import get_settings
+from arrears.storage import one_writer
 from integrations.errors import InvalidCallback
 from integrations.providers import build_provider
 from tasks.agency import record_statuses
@@ -30,6 +31,12 @@ __all__ = ["MAX_BODY", "mail_providers_from_settings", "mail_router"]
 log = logging.getLogger(__name__)
 MAX_BODY = 256 * 1024
 _KINDS = ("letters", "agency")
+
+
+def _in_turn(engine: Engine, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """`fn(*args, engine_=engine)` in this process's turn to write (`one_writer`)."""
+    with one_writer(engine):
+        return fn(*args, engine_=engine)
 
 
 def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> APIRouter:
@@ -52,14 +59,14 @@ def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> A
         except InvalidCallback as e:
             return JSONResponse({"error": str(e)}, 403)
         try:
-            known, moved = await run_in_threadpool(lambda: record[kind](parsed, engine_=engine))
+            known, moved = await run_in_threadpool(lambda: _in_turn(engine, record[kind], parsed))
         except Exception as e:  # every vendor retries a 5xx; the log line names no borrower
             log.error("storing a %s callback failed: %s", kind, type(e).__name__)
             return JSONResponse({"error": "internal error; retry later"}, 500)
         if parsed and not known:
             return JSONResponse({"error": f"no {kind} row has this id"}, 404)
         if moved:  # a recovery, or its notice of sale mailed: the account moves on now
-            await run_in_threadpool(lambda: settle_recoveries(engine_=engine))
+            await run_in_threadpool(lambda: _in_turn(engine, settle_recoveries))
         return JSONResponse({"ok": True, "moved": moved})
 
     @router.post("/letters/{provider}/{event}")

@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from arrears.inbound import inbound_address
 from arrears.masking import mask_phone
 from arrears.settings import get_settings
-from arrears.storage import get_engine
+from arrears.storage import get_engine, one_writer
 from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
 from integrations.court.protocol import FilingStatus
@@ -302,12 +302,16 @@ def create_app(
             return f"{scheme}://{forwarded.split(',')[0].strip()}{tail}"
         return str(request.url)
 
+    def stored(fn: Callable[..., Any], /, **kw: Any) -> Any:
+        with one_writer(engine):  # callbacks in flight together take turns on SQLite
+            return fn(engine, **kw)
+
     async def store(fn: Callable[..., Any], /, **kw: Any) -> Any:
         """`fn(engine, **kw)` off the event loop. A failure answers 500 (every vendor retries)
         and is logged in one line with numbers masked: a driver's error text carries the
         statement's parameters, and uvicorn's own traceback would print them whole."""
         try:
-            return await run_in_threadpool(fn, engine, **kw)
+            return await run_in_threadpool(stored, fn, **kw)
         except Exception as e:
             first_line = (scrub(str(e)).splitlines() or [""])[0][:300]
             log.error("storing a callback failed: %s: %s", type(e).__name__, first_line)

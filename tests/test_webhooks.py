@@ -595,6 +595,57 @@ def test_real_server_refuses_forgeries_and_records_stop(
     assert caplog.records and not any("2133734253" in r.getMessage() for r in caplog.records)
 
 
+def test_on_sqlite_callbacks_in_flight_together_are_stored_one_at_a_time(
+    sqlite_engine: Engine, providers: Any, sms_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite takes one writer at a time: eight receipt pushes in flight at once are stored in
+    turn, each waiting for the one before rather than in SQLite's busy handler, which sleeps and
+    retries (one request of eight waited 8.9 s: benchmarks/receipts.py). All are answered."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from arrears.storage.delivery_reports import ReportsApplied
+    from deployments import webhooks
+
+    inside, most, count = 0, 0, threading.Lock()
+
+    def storing(engine: Engine, **_: Any) -> ReportsApplied:
+        nonlocal inside, most
+        with count:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.05)
+        with count:
+            inside -= 1
+        return ReportsApplied()
+
+    monkeypatch.setattr(webhooks.record, "record_delivery_reports", storing)
+    app = create_app(
+        engine=sqlite_engine, sms_providers=providers, lifecycle=LifecycleRunner(run=lambda *_: None)
+    )
+    report = {
+        "phone_number": "13912345678",
+        "send_time": "2026-12-02 09:00:00",
+        "report_time": "2026-12-02 09:00:05",
+        "success": True,
+        "err_code": "DELIVERED",
+        "err_msg": "成功",
+        "biz_id": "123^0",
+        "out_id": "r1",
+    }
+    token = sms_sandbox.credentials["callback_token"]
+    with (
+        WebhookServer(app, port=0) as server,
+        httpx.Client(base_url=server.url) as http,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        answers = list(
+            pool.map(lambda _: _aliyun_post(http, "/sms/sandbox/status", [report], token), range(8))
+        )
+    assert [a.json() for a in answers] == [{"code": 0, "msg": "成功"}] * 8
+    assert most == 1
+
+
 def test_a_storage_failure_answers_500_and_logs_the_number_masked(
     sqlite_url: str, providers: Any, sms_sandbox: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
