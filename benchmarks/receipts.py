@@ -1,7 +1,7 @@
 """A cycle's delivery receipts pushed back at once: how fast `python -m deployments.webhooks` takes them.
 
-    python benchmarks/receipts.py [--accounts 50000] [--per-post 100] [--concurrency 8]
-                                  [--as-of 2026-12-01T01:00:00Z] [--workdir DIR] [--keep]
+    python benchmarks/receipts.py [--accounts 50000] [--vendor aliyun|twilio] [--per-post 100]
+                                  [--concurrency 8] [--as-of 2026-12-01T01:00:00Z] [--workdir DIR] [--keep]
 
 After a daily cycle a vendor reports on every message it sent: Aliyun pushes its SmsReport
 arrays to our callback URL as they come, several requests in flight. A webhook that falls behind
@@ -13,9 +13,10 @@ This runs one real `arrears cycle` (`python -m deployments.cli cycle`) on a gene
 the sandbox's SmsReport of every message it received (`/_sandbox/reports/aliyun`, the vendor's
 JSON exactly), starts the webhook server alone in its own process as an operator would, and
 posts every report to it as Aliyun does (unsigned JSON arrays of `--per-post`, our token in the
-query string, `--concurrency` requests in flight). Then it posts them all again (a vendor's
-redelivery: nothing may change), and checks the outbox: every reported message moved to what its
-report said, once.
+query string, `--concurrency` requests in flight), or with `--vendor twilio` (the cycle sent
+through the Twilio-shaped provider) as Twilio does: one status-callback form a message, signed.
+Then it posts them all again (a vendor's redelivery: nothing may change), and checks the outbox:
+every reported message moved to what its report said, once.
 
 The last line is JSON: reports/s for the first pass and the redelivery, the slowest request,
 the webhook process's CPU, and `exact` (true when every message is at its reported status and
@@ -38,13 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chaos import DEFAULT_AS_OF, _free_port, load, run_cycle  # noqa: E402
-
-STATUS = {"true": "delivered", "false": "failed"}  # SmsReport's `success`, as the outbox says it
 
 
 @contextmanager
@@ -83,30 +83,77 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def push(
-    url: str, token: str, reports: Sequence[Mapping[str, Any]], per_post: int, concurrency: int
-) -> dict[str, Any]:
-    """Post every report as Aliyun does; the figures of the pass."""
+def aliyun_posts(
+    credentials: Mapping[str, str], base: str, reports: Sequence[Mapping[str, Any]], per_post: int
+) -> list[dict[str, Any]]:
+    """SmsReport arrays as Aliyun pushes them: unsigned JSON, our token in the query string."""
+    return [
+        {
+            "url": "/sms/sandbox/status",
+            "params": {"token": credentials["callback_token"]},
+            "content": json.dumps(list(reports[i : i + per_post]), ensure_ascii=False).encode(),
+            "headers": {"Content-Type": "application/json"},
+        }
+        for i in range(0, len(reports), per_post)
+    ]
+
+
+def twilio_posts(
+    credentials: Mapping[str, str], base: str, reports: Sequence[Mapping[str, Any]], per_post: int
+) -> list[dict[str, Any]]:
+    """Status callbacks as Twilio posts them: one form a message, signed with the account's auth
+    token over the URL it posts to (its own SDK's `RequestValidator` signs them)."""
+    from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+    validator = RequestValidator(credentials["auth_token"])
+    path = "/sms/twilio/status"
+    return [
+        {
+            "url": path,
+            "content": urlencode(form).encode(),
+            "headers": {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": validator.compute_signature(base + path, dict(form)),
+            },
+        }
+        for form in reports
+    ]
+
+
+# What each vendor's report says becomes of its message, in the outbox's words.
+VENDORS: dict[str, dict[str, Any]] = {
+    "aliyun": {
+        "provider": "sandbox",
+        "route": "aliyun",
+        "posts": aliyun_posts,
+        "status": lambda r: "delivered" if r["success"] in (True, "true") else "failed",
+    },
+    "twilio": {
+        "provider": "twilio",
+        "route": "twilio",
+        "posts": twilio_posts,
+        "status": lambda r: {"delivered": "delivered", "undelivered": "failed", "failed": "failed"}.get(
+            r["MessageStatus"], "sent"
+        ),
+    },
+}
+
+
+def push(url: str, posts: Sequence[Mapping[str, Any]], reports: int, concurrency: int) -> dict[str, Any]:
+    """Send every post, `concurrency` in flight; the figures of the pass."""
     import httpx
 
-    posts = [reports[i : i + per_post] for i in range(0, len(reports), per_post)]
     slowest = 0.0
     refused: Counter[str] = Counter()
 
     with httpx.Client(base_url=url, timeout=60) as client:
 
-        def post(items: Sequence[Mapping[str, Any]]) -> None:
+        def post(request: Mapping[str, Any]) -> None:
             nonlocal slowest
-            body = json.dumps(list(items), ensure_ascii=False).encode()
             started = time.perf_counter()
-            response = client.post(
-                "/sms/sandbox/status",
-                params={"token": token},
-                content=body,
-                headers={"Content-Type": "application/json"},
-            )
+            response = client.post(**request)
             slowest = max(slowest, time.perf_counter() - started)
-            if response.status_code != 200 or response.json().get("code") != 0:
+            if response.status_code != 200:
                 refused[f"{response.status_code} {response.text[:80]}"] += 1
 
         started = time.perf_counter()
@@ -114,10 +161,10 @@ def push(
             list(pool.map(post, posts))
         seconds = time.perf_counter() - started
     return {
-        "reports": len(reports),
+        "reports": reports,
         "posts": len(posts),
         "seconds": round(seconds, 2),
-        "reports_per_s": round(len(reports) / seconds, 1),
+        "reports_per_s": round(reports / seconds, 1),
         "slowest_post_s": round(slowest, 3),
         "refused": dict(refused),
     }
@@ -143,13 +190,19 @@ def outbox_state(url: str) -> tuple[dict[str, str], int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--accounts", type=int, default=50_000)
-    parser.add_argument("--per-post", type=int, default=100, help="reports in one pushed array (default 100)")
+    parser.add_argument(
+        "--vendor", choices=sorted(VENDORS), default="aliyun", help="whose callbacks (default aliyun)"
+    )
+    parser.add_argument(
+        "--per-post", type=int, default=100, help="reports in one pushed Aliyun array (default 100)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--as-of", default=DEFAULT_AS_OF)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    vendor = VENDORS[args.vendor]
 
     from arrears.clock import business_date, parse_instant
     from arrears.simulate import generate_portfolio, write_accounts_file
@@ -169,7 +222,7 @@ def main() -> None:
                 "PYTHONPATH": str(ROOT),
                 "ARREARS_HOME": str(workdir / "home"),
                 "ARREARS_DATABASE_URL": url,
-                "ARREARS_SMS_PROVIDER": "sandbox",
+                "ARREARS_SMS_PROVIDER": vendor["provider"],
                 "ARREARS_SMS_BASE_URL": sandbox.base_url,
                 "ARREARS_SMS_CREDENTIALS": json.dumps(dict(sandbox.credentials)),
                 "PREFECT_HOME": str(workdir / "prefect"),
@@ -180,31 +233,33 @@ def main() -> None:
             if cycle.returncode:
                 raise SystemExit(f"the cycle failed: {cycle.stderr[-2000:]}")
             cycle_s = time.perf_counter() - started
-            received = len(sandbox.messages(route="aliyun"))
-            # Every message at its end (delivered or failed): none still waiting goes unreported.
+            received = len(sandbox.messages(route=vendor["route"]))
             reports = sandbox.admin.get(
-                "/_sandbox/reports/aliyun", params={"limit": received}, timeout=300
+                f"/_sandbox/reports/{vendor['route']}", params={"limit": received}, timeout=300
             ).json()
-            token = sandbox.credentials["callback_token"]
             _, events_before = outbox_state(url)
             with webhook_process(env) as (webhooks, process):
+                posts = vendor["posts"](sandbox.credentials, webhooks, reports, args.per_post)
                 cpu = cpu_seconds(process.pid)
-                first = push(webhooks, token, reports, args.per_post, args.concurrency)
+                first = push(webhooks, posts, len(reports), args.concurrency)
                 cpu_first = cpu_seconds(process.pid) - cpu
                 status, events_first = outbox_state(url)
-                again = push(webhooks, token, reports, args.per_post, args.concurrency)
+                again = push(webhooks, posts, len(reports), args.concurrency)
                 cpu_again = cpu_seconds(process.pid) - cpu - cpu_first
             after, events_again = outbox_state(url)
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    # One report a message: every message the sandbox took ends where its report says, or counts.
-    wanted = Counter(STATUS[str(r["success"]).lower()] for r in reports)
+    # One report a message (Aliyun's only once it ends, so the rest stay sent): every message the
+    # sandbox took ends where its report says.
+    wanted = Counter(vendor["status"](r) for r in reports)
+    wanted["sent"] += received - len(reports)
     found = Counter(status.values())
-    wrong = sum(abs(found[s] - n) for s, n in wanted.items()) + abs(found["sent"] - (received - len(reports)))
+    wrong = sum(abs(found[s] - n) for s, n in (wanted | found).items())
     figures = {
         "accounts": args.accounts,
+        "vendor": args.vendor,
         "cycle_s": round(cycle_s, 1),
         "messages_received": received,
         "per_post": args.per_post,
