@@ -226,6 +226,23 @@ class Message(SQLModel, table=True):
     sent_at: datetime | None = _instant(default=None)
 
 
+class EarlyReport(SQLModel, table=True):
+    """A delivery report that came before its send was recorded: a vendor may report within a
+    second, while dispatch records a batch's sends once the batch is sent. Kept here (and once in
+    the audit trail) until the send is recorded, then applied to it and deleted."""
+
+    __tablename__ = "early_report"
+    __table_args__ = (Index("ix_early_report_provider_id_provider", "provider_id", "provider"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=32)
+    provider_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)  # delivered | failed
+    at: datetime = _instant()
+    error_code: str | None = Field(default=None, max_length=64)
+    vendor_status: str | None = Field(default=None, max_length=64)
+
+
 class BureauRecord(SQLModel, table=True):
     __tablename__ = "bureau_record"
     # A pull is keyed (`pull-<account>-<episode>`): a repeated or concurrent cycle cannot record it twice.

@@ -209,7 +209,9 @@ def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
     assert summary.rejected == 0, summary.first_rejections
 
 
-def _message(engine: Engine, account_id: str, *, status: str = "sent", provider_id: str = "SM1") -> int:
+def _message(
+    engine: Engine, account_id: str, *, status: str = "sent", provider_id: str | None = "SM1"
+) -> int:
     with engine.begin() as c:
         return int(
             c.execute(
@@ -311,6 +313,39 @@ def test_reports_for_unknown_or_other_providers_messages_are_unmatched(
             c, provider="aliyun", reports=[_report(MessageStatus.DELIVERED)]
         )
     assert other.unmatched == ["SM1"] and _row(engine, message, provider_id="SM1").status == "sent"
+
+
+def test_a_report_that_comes_before_its_send_is_recorded_is_applied_once_it_is(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A vendor may report within a second of taking a message, before dispatch records the
+    batch's sends: the report finds no message, is acknowledged and kept, and moves the message
+    when the send is recorded, in that transaction, counting the failure against the number.
+    Before, it was lost: the message stayed sent until a lookup an hour on."""
+    from arrears.storage import outbox
+    from arrears.storage.outbox import Outcome
+    from arrears.storage.tables import early_report
+
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    message_id = _message(engine, "A-1", status="scheduled", provider_id=None)
+    early = _apply(
+        engine,
+        _report(MessageStatus.SENT, provider_id="SM9"),  # moves nothing, even in time: not kept
+        _report(MessageStatus.FAILED, provider_id="SM9", error_code="30003"),
+    )
+    assert early.unmatched == ["SM9", "SM9"]
+    with engine.connect() as c:
+        assert [(r.provider_id, r.status) for r in c.execute(select(early_report))] == [("SM9", "failed")]
+
+    sent = Outcome(message_id, "A-1", MessageStatus.SENT, provider="twilio", provider_id="SM9", sent_at=T0)
+    with engine.begin() as c:
+        outbox.record_outcomes(c, outcomes=[sent], at=T0, cycle_id=None)
+    row = _row(engine, message, id=message_id)
+    assert (row.status, row.reason) == ("failed", "30003")
+    assert _row(engine, contact, address=PHONE).failures == 1
+    assert [e.data["status"] for e in _events(engine, "message")] == ["sent", "failed"]
+    with engine.connect() as c:
+        assert c.execute(select(early_report)).all() == []
 
 
 def test_a_delivery_report_finds_its_message_by_provider_id_not_by_status(

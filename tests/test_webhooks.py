@@ -432,6 +432,32 @@ def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_s
     assert sms_sandbox.messages() == []
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_receipt_pushed_before_dispatch_records_the_send_delivers_the_message(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aliyun may push its SmsReport within a second of taking a message, while dispatch has not
+    yet recorded the batch's sends: the push is acknowledged, and the message is delivered as
+    its send is recorded, not left `sent` for a lookup an hour on."""
+    from flows.daily_cycle import dispatch_outbox
+    from tasks import dispatch
+
+    waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
+    token = sms_sandbox.credentials["callback_token"]
+    sending, pushed = dispatch._send, []
+
+    def send_then_push(*args: Any) -> Any:  # the vendor's push lands between the send and its record
+        sent = sending(*args)
+        reports = sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()
+        pushed.append(_aliyun_post(client, "/sms/sandbox/status", reports, token).json())
+        return sent
+
+    monkeypatch.setattr(dispatch, "_send", send_then_push)
+    dispatch_outbox(as_of=CN_MORNING)
+    assert pushed == [{"code": 0, "msg": "成功"}]
+    assert _message(db, waiting.id).status == "delivered"
+
+
 def test_start_lifts_the_opt_out(client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path) -> None:
     """退订 then START (SmsUp, as Aliyun posts them) opt the number out and back in, lifting the hold."""
     _import(db, tmp_path, _cn(account_id="A-CN"))

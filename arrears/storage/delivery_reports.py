@@ -3,7 +3,9 @@
 Every function takes the caller's connection and does not commit (the task owns the
 transaction). A report told twice changes nothing the second time: the state it asks for is
 already there. A report about no message of ours (yet) is kept once in the audit trail for
-operators, never refused.
+operators, never refused, and kept as an early report: a vendor may report within a second of
+taking a message, before dispatch has recorded the send, and `apply_early_reports` applies it
+once the send is recorded.
 """
 
 from collections.abc import Sequence
@@ -11,12 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, select, update
+from sqlalchemy import Connection, delete, func, literal, select, update
 
-from arrears.storage.tables import account, audit, contact, message
+from arrears.storage.bulk import among
+from arrears.storage.tables import account, audit, contact, early_report, message
 from arrears.vocabulary import Channel, MessageStatus
 
-__all__ = ["UNMATCHED_REPORT", "ReportsApplied", "StatusReport", "apply_delivery_reports"]
+__all__ = [
+    "UNMATCHED_REPORT",
+    "ReportsApplied",
+    "StatusReport",
+    "apply_delivery_reports",
+    "apply_early_reports",
+]
 
 UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
 SOURCE = "webhook"  # where the reports recorded here came from
@@ -103,8 +112,41 @@ def apply_delivery_reports(
     return result
 
 
+def apply_early_reports(
+    connection: Connection, *, provider: str, provider_ids: Sequence[str]
+) -> ReportsApplied:
+    """Apply the reports `provider` sent about these messages before their sends were recorded
+    (call it where the sends are recorded, in that transaction), and forget them."""
+    if (
+        not provider_ids
+        or connection.execute(
+            select(early_report.c.id).where(early_report.c.provider == provider).limit(1)
+        ).first()
+        is None
+    ):  # the usual case, one probe a batch: no report came early
+        return ReportsApplied()
+    rows = connection.execute(
+        select(early_report)
+        .where(early_report.c.provider == provider, among(early_report.c.provider_id, provider_ids))
+        .order_by(early_report.c.id)
+    ).all()
+    if not rows:
+        return ReportsApplied()
+    applied = apply_delivery_reports(
+        connection,
+        provider=provider,
+        reports=[
+            StatusReport(r.provider_id, MessageStatus(r.status), r.at, r.error_code, r.vendor_status)
+            for r in rows
+        ],
+    )
+    connection.execute(delete(early_report).where(among(early_report.c.id, [r.id for r in rows])))
+    return applied
+
+
 def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:
     events: list[dict[str, Any]] = []
+    early: list[dict[str, Any]] = []
     noted: set[tuple[str, str]] = set()
     for report in reports:
         key = (report.provider_id, report.status.value)
@@ -127,7 +169,7 @@ def _record_unmatched(connection: Connection, provider: str, reports: Sequence[S
                     "kind": UNMATCHED_REPORT,
                     "actor": provider,
                     "detail": f"delivery report {report.status.value} for {report.provider_id}, "
-                    "which no message of ours has (acknowledged, nothing changed)",
+                    "which no message of ours has (acknowledged; applied if its send is recorded later)",
                     "data": {
                         "provider": provider,
                         "provider_id": report.provider_id,
@@ -138,8 +180,21 @@ def _record_unmatched(connection: Connection, provider: str, reports: Sequence[S
                     },
                 }
             )
+            if report.status in _MOVES_FROM:
+                early.append(
+                    {
+                        "provider": provider,
+                        "provider_id": report.provider_id,
+                        "status": report.status.value,
+                        "at": report.at,
+                        "error_code": report.error_code,
+                        "vendor_status": report.vendor_status,
+                    }
+                )
     if events:
         connection.execute(audit.insert(), events)
+    if early:
+        connection.execute(early_report.insert(), early)
 
 
 def _move(connection: Connection, provider: str, report: StatusReport) -> list[Any]:

@@ -24,6 +24,7 @@ from arrears.compliance.caps import Contact
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
+from arrears.storage.delivery_reports import apply_early_reports
 from arrears.storage.tables import account, contact, hold, message
 from arrears.vocabulary import Hold, MessageStatus
 
@@ -384,6 +385,10 @@ def record_outcomes(
             .values(valid=False),
             invalid,
         )
+    sent: dict[str, list[str]] = defaultdict(list)
+    for o in outcomes:
+        if o.sent_at is not None and o.provider and o.provider_id:
+            sent[o.provider].append(o.provider_id)
     insert_events(
         connection,
         [
@@ -406,6 +411,8 @@ def record_outcomes(
             for o in outcomes
         ],
     )
+    for provider, provider_ids in sent.items():  # after the send's own event: the report came later
+        apply_early_reports(connection, provider=provider, provider_ids=provider_ids)
 
 
 def _verdict(o: Outcome) -> str:

@@ -15,6 +15,7 @@ from arrears.models import (
     BureauRecord,
     ContactPoint,
     CycleRun,
+    EarlyReport,
     Letter,
     Message,
     Payment,
@@ -33,6 +34,7 @@ __all__ = [
     "bureau",
     "contact",
     "cycle_run",
+    "early_report",
     "hold",
     "letter",
     "message",
@@ -61,6 +63,7 @@ borrower = table_of(Borrower)
 bureau = table_of(BureauRecord)
 contact = table_of(ContactPoint)
 cycle_run = table_of(CycleRun)
+early_report = table_of(EarlyReport)
 hold = table_of(AccountHold)
 letter = table_of(Letter)
 message = table_of(Message)
