@@ -187,6 +187,57 @@ def outbox_state(url: str) -> tuple[dict[str, str], int]:
     return status, events
 
 
+def live(sandbox: Any, env: Mapping[str, str], url: str, as_of: str) -> dict[str, Any]:
+    """A cycle whose receipts the sandbox pushes to the webhook as it takes each send (retried
+    after 1, 5 and 10 s, Aliyun's minutes scaled down), racing the dispatch that records them;
+    then every message must be where its report says, with no report left waiting."""
+    from sqlalchemy import func, select
+
+    from arrears.storage import get_engine
+    from arrears.storage.delivery_reports import UNMATCHED_REPORT
+    from arrears.storage.tables import audit, early_report
+
+    with webhook_process(env) as (webhooks, process):
+        token = sandbox.credentials["callback_token"]
+        target = {"aliyun_url": f"{webhooks}/sms/sandbox/status?token={token}", "retry_delays": [1, 5, 10]}
+        sandbox.admin.post("/_sandbox/callbacks", json=target).raise_for_status()
+        started = time.perf_counter()
+        cycle = run_cycle(env, as_of, timeout=3600)
+        if cycle.returncode:
+            raise SystemExit(f"the cycle failed: {cycle.stderr[-2000:]}")
+        cycle_s = time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        while (pushes := sandbox.admin.get("/_sandbox/callbacks", timeout=60).json())["pending"]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{pushes['pending']} pushes still pending after 300 s")
+            time.sleep(1)
+        webhook_cpu = cpu_seconds(process.pid)
+    received = len(sandbox.messages(route="aliyun"))
+    reports = sandbox.admin.get("/_sandbox/reports/aliyun", params={"limit": received}, timeout=300).json()
+    wanted = Counter(VENDORS["aliyun"]["status"](r) for r in reports)
+    wanted["sent"] += received - len(reports)
+    status, _ = outbox_state(url)
+    found = Counter(status.values())
+    attempts = pushes["callbacks"]
+    with get_engine(url).connect() as c:
+        waiting = c.execute(select(func.count()).select_from(early_report)).scalar_one()
+        unmatched = c.execute(select(func.count()).where(audit.c.kind == UNMATCHED_REPORT)).scalar_one()
+    figures = {
+        "live": True,
+        "cycle_s": round(cycle_s, 1),
+        "messages_received": received,
+        "pushes": len({tuple(a["message_ids"]) for a in attempts}),
+        "push_attempts": len(attempts),
+        "pushes_given_up": sum(1 for a in attempts if a.get("gave_up")),
+        "reports_before_their_send_was_recorded": unmatched,
+        "reports_left_waiting": waiting,
+        "not_at_reported_status": sum(abs(found[s] - n) for s, n in (wanted | found).items()),
+        "webhook_cpu_s": round(webhook_cpu, 2),
+    }
+    figures["exact"] = not (figures["pushes_given_up"] or waiting or figures["not_at_reported_status"])
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--accounts", type=int, default=50_000)
@@ -201,8 +252,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="Aliyun only: the sandbox pushes each send's reports to the webhook as it takes it, "
+        "racing the dispatch that records the sends, instead of posting them after the cycle",
+    )
     args = parser.parse_args()
     vendor = VENDORS[args.vendor]
+    if args.live and args.vendor != "aliyun":
+        parser.error("--live needs --vendor aliyun: the sandbox pushes only Aliyun-shaped reports")
 
     from arrears.clock import business_date, parse_instant
     from arrears.simulate import generate_portfolio, write_accounts_file
@@ -228,6 +287,9 @@ def main() -> None:
                 "PREFECT_HOME": str(workdir / "prefect"),
             }
             env.pop("PREFECT_API_URL", None)
+            if args.live:
+                print(json.dumps(live(sandbox, env, url, args.as_of)))
+                return
             started = time.perf_counter()
             cycle = run_cycle(env, args.as_of, timeout=3600)
             if cycle.returncode:

@@ -348,6 +348,33 @@ def test_a_report_that_comes_before_its_send_is_recorded_is_applied_once_it_is(
         assert c.execute(select(early_report)).all() == []
 
 
+def test_a_report_before_its_send_is_kept_once_without_reading_the_audit_trail(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Whether an early report is kept already is looked up in the early reports' index, never in
+    the audit trail's JSON: that read scanned every earlier one for each report, and while a live
+    cycle's receipts raced its dispatch (half of them came early) the webhook held SQLite's lock
+    until a dispatch batch failed with "database is locked" (benchmarks/receipts.py --live)."""
+    from sqlalchemy import event
+
+    from arrears.storage.tables import early_report
+
+    sent: list[tuple[str, Any]] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *args: sent.append((args[2], args[3])))
+    for _ in range(2):  # the vendor pushes it again: kept once
+        _apply(sqlite_engine, _report(MessageStatus.DELIVERED, provider_id="SM7"))
+    applying = list(sent)
+    assert not [q for q, _ in applying if "FROM audit_event" in q]
+    lookups = [(q, p) for q, p in applying if "FROM early_report" in q]
+    assert len(lookups) == 2
+    with sqlite_engine.connect() as c:
+        assert len(c.execute(select(early_report)).all()) == 1
+        for statement, parameters in lookups:
+            plan = [row[3] for row in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+            assert any("INDEX ix_early_report_provider_id_provider" in step for step in plan), plan
+    assert len(_events(sqlite_engine, "unmatched_report")) == 1
+
+
 def test_a_delivery_report_finds_its_message_by_provider_id_not_by_status(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:

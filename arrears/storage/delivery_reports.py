@@ -2,10 +2,11 @@
 
 Every function takes the caller's connection and does not commit (the task owns the
 transaction). A report told twice changes nothing the second time: the state it asks for is
-already there. A report about no message of ours (yet) is kept once in the audit trail for
-operators, never refused, and kept as an early report: a vendor may report within a second of
-taking a message, before dispatch has recorded the send, and `apply_early_reports` applies it
-once the send is recorded.
+already there. A delivered or failed report about no message of ours (yet) is never refused:
+it is kept once as an early report, and in the audit trail for operators. A vendor may report
+within a second of taking a message, before dispatch has recorded the send (half of a live
+cycle's receipts did: benchmarks/receipts.py --live), and `apply_early_reports` applies it once
+the send is recorded.
 """
 
 from collections.abc import Sequence
@@ -64,9 +65,10 @@ def apply_delivery_reports(
 
     The move is one conditional UPDATE, so two copies of a report racing each other move the
     message once. A failure counts against the number (`ContactPoint.failures`: consecutive
-    failed deliveries); a delivery resets the count. A report about no message of ours is kept for
-    operators (an `unmatched_report` audit event without an account, once per id and status):
-    the webhook acknowledges it all the same, since a refusal only makes the vendor push it again.
+    failed deliveries); a delivery resets the count. A delivered or failed report about no message
+    of ours is kept, once per id and status, as an early report and for operators (an
+    `unmatched_report` audit event without an account); the webhook acknowledges it all the same,
+    since a refusal only makes the vendor push it again.
     """
     result = ReportsApplied()
     unmatched: list[StatusReport] = []
@@ -145,55 +147,49 @@ def apply_early_reports(
 
 
 def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:
+    """Keep each report that would move a message of ours, were there one, once per id and status:
+    as an early report (found again by its index, not by reading the audit trail's JSON, which
+    took a scan of every earlier one per report while a cycle's receipts raced its dispatch) and
+    in the audit trail for operators. One that moves nothing (`sent`) is only counted."""
+    moving = [r for r in reports if r.status in _MOVES_FROM]
+    if not moving:
+        return
+    kept = {
+        (r.provider_id, r.status)
+        for r in connection.execute(
+            select(early_report.c.provider_id, early_report.c.status).where(
+                early_report.c.provider == provider,
+                among(early_report.c.provider_id, [r.provider_id for r in moving]),
+            )
+        )
+    }
     events: list[dict[str, Any]] = []
     early: list[dict[str, Any]] = []
-    noted: set[tuple[str, str]] = set()
-    for report in reports:
-        key = (report.provider_id, report.status.value)
-        seen = connection.execute(
-            select(audit.c.id)
-            .where(
-                audit.c.account_id.is_(None),
-                audit.c.kind == UNMATCHED_REPORT,
-                audit.c.data["provider_id"].as_string() == report.provider_id,
-                audit.c.data["status"].as_string() == report.status.value,
-            )
-            .limit(1)
-        ).first()
-        if seen is None and key not in noted:
-            noted.add(key)
-            events.append(
-                {
-                    "account_id": None,
-                    "at": report.at,
-                    "kind": UNMATCHED_REPORT,
-                    "actor": provider,
-                    "detail": f"delivery report {report.status.value} for {report.provider_id}, "
-                    "which no message of ours has (acknowledged; applied if its send is recorded later)",
-                    "data": {
-                        "provider": provider,
-                        "provider_id": report.provider_id,
-                        "status": report.status.value,
-                        "error_code": report.error_code,
-                        "vendor_status": report.vendor_status,
-                        "source": SOURCE,
-                    },
-                }
-            )
-            if report.status in _MOVES_FROM:
-                early.append(
-                    {
-                        "provider": provider,
-                        "provider_id": report.provider_id,
-                        "status": report.status.value,
-                        "at": report.at,
-                        "error_code": report.error_code,
-                        "vendor_status": report.vendor_status,
-                    }
-                )
+    for report in moving:
+        if (report.provider_id, report.status.value) in kept:
+            continue
+        kept.add((report.provider_id, report.status.value))
+        data = {
+            "provider": provider,
+            "provider_id": report.provider_id,
+            "status": report.status.value,
+            "error_code": report.error_code,
+            "vendor_status": report.vendor_status,
+        }
+        events.append(
+            {
+                "account_id": None,
+                "at": report.at,
+                "kind": UNMATCHED_REPORT,
+                "actor": provider,
+                "detail": f"delivery report {report.status.value} for {report.provider_id}, "
+                "which no message of ours has (acknowledged; applied if its send is recorded later)",
+                "data": data | {"source": SOURCE},
+            }
+        )
+        early.append(data | {"at": report.at})
     if events:
         connection.execute(audit.insert(), events)
-    if early:
         connection.execute(early_report.insert(), early)
 
 
