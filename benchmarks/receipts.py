@@ -72,9 +72,13 @@ def webhook_process(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Po
                     raise RuntimeError("the webhook server did not start") from None
                 time.sleep(0.2)
         yield url, process
-    finally:
+    finally:  # uvicorn finishes the requests in flight first: a vendor's retries may still come
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
 
 
 def cpu_seconds(pid: int) -> float:
