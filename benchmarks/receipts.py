@@ -44,7 +44,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.chaos import DEFAULT_AS_OF, _free_port, load, run_cycle  # noqa: E402
+from benchmarks._postgres import free_port  # noqa: E402
+from benchmarks.chaos import DEFAULT_AS_OF, load, run_cycle  # noqa: E402
 
 
 @contextmanager
@@ -52,7 +53,7 @@ def webhook_process(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Po
     """`python -m deployments.webhooks` on a free port; yields its URL and the process."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "deployments.webhooks"],
         cwd=ROOT,
@@ -82,9 +83,11 @@ def webhook_process(env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Po
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a live process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU of a live process so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def aliyun_posts(

@@ -38,7 +38,9 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
         earlier = 0 if cycle_id is None else bureau_pulls.pulls_of_the_day(connection, cycle_id=cycle_id)
         subjects = bureau_pulls.pull_subjects(connection, limit=limit - earlier) if earlier < limit else []
     if earlier:
-        get_run_logger().info("%d of the day's %d bureau pulls were made by an earlier run", earlier, limit)
+        get_run_logger().info(
+            "%d of the day's %d bureau pulls were made already (a run killed or tried before)", earlier, limit
+        )
     if not subjects:
         return dict.fromkeys(_COUNTS, 0)
     asked = [s for s in subjects if s.phone is not None]
