@@ -358,18 +358,31 @@ def contact_history(
     if exclude:
         query = query.where(~among(message.c.id, exclude))
     found: dict[str, list[Contact]] = defaultdict(list)
-    for r in connection.execute(query):
-        in_flight = r.status == MessageStatus.SCHEDULED.value
-        found[r.borrower_id].append(
+    scheduled = MessageStatus.SCHEDULED.value
+    # Unpacked by position, in the order selected: a dispatch batch reads this for every borrower.
+    for (
+        borrower_id,
+        message_id,
+        account_id,
+        channel,
+        address,
+        status,
+        sent_at,
+        not_before,
+        stage,
+        episode,
+    ) in connection.execute(query):
+        in_flight = status == scheduled
+        found[borrower_id].append(
             Contact(
-                at=r.not_before if in_flight else r.sent_at,
-                channel=r.channel,
-                account_id=r.account_id,
-                address=r.address,
+                at=not_before if in_flight else sent_at,
+                channel=channel,
+                account_id=account_id,
+                address=address,
                 in_flight=in_flight,
-                message_id=r.id,
-                stage=r.stage,
-                episode=r.episode,
+                message_id=message_id,
+                stage=stage,
+                episode=episode,
             )
         )
     return {k: tuple(v) for k, v in found.items()}
@@ -394,7 +407,7 @@ def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tupl
     """
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
     best: dict[str, tuple[tuple[bool, bool, bool], str, bool]] = {}
-    for r in connection.execute(
+    for borrower_id, address, is_primary, verified, opted_out_at in connection.execute(
         select(
             contact.c.borrower_id,
             contact.c.address,
@@ -403,10 +416,10 @@ def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tupl
             contact.c.opted_out_at,
         ).where(contact.c.borrower_id.in_(borrowers), contact.c.channel == "sms", contact.c.valid.is_(True))
     ):
-        opted_out = r.opted_out_at is not None
-        rank = (not opted_out, r.verified, r.is_primary)
-        if r.borrower_id not in best or rank > best[r.borrower_id][0]:
-            best[r.borrower_id] = (rank, r.address, opted_out)
+        opted_out = opted_out_at is not None
+        rank = (not opted_out, verified, is_primary)
+        if borrower_id not in best or rank > best[borrower_id][0]:
+            best[borrower_id] = (rank, address, opted_out)
     return {k: (address, opted_out) for k, (_, address, opted_out) in best.items()}
 
 

@@ -204,7 +204,9 @@ def load_batch(
         .where(among(message.c.id, taken))
         .order_by(message.c.id)
     ).all()
-    account_ids = {r.account_id for r in rows}
+    # By position (2: account, 15: borrower): a row's attribute costs ~10 times its index.
+    account_ids = {r[2] for r in rows}
+    borrower_ids = {r[15] for r in rows}
     holds: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
@@ -213,17 +215,17 @@ def load_batch(
     ):
         holds[account_id].add(Hold(kind))
     numbers = {
-        (r.borrower_id, r.address): (r.opted_out_at is not None, r.valid)
-        for r in connection.execute(
+        (borrower_id, address): (opted_out_at is not None, valid)
+        for borrower_id, address, opted_out_at, valid in connection.execute(
             select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
-                among(contact.c.borrower_id, {r.borrower_id for r in rows}), contact.c.channel == "sms"
+                among(contact.c.borrower_id, borrower_ids), contact.c.channel == "sms"
             )
         )
     }
     history = contact_history(
-        connection, borrowers=list({r.borrower_id for r in rows}), since=now - lookback, exclude=list(taken)
+        connection, borrowers=list(borrower_ids), since=now - lookback, exclude=list(taken)
     )
-    # Unpacked by position: a row's attribute lookup costs ~0.25 µs, and a batch makes 21 a row.
+    # Unpacked by position: a row's attribute lookup costs ~0.25-1 µs, and a batch makes 21 a row.
     found = []
     for (
         id_,

@@ -3,13 +3,21 @@
 SQLite has neither a decimal nor a time-zone-aware timestamp type: money there is a scaled
 integer (exact, and still comparable in SQL) and instants are naive UTC. PostgreSQL gets
 NUMERIC and TIMESTAMPTZ. Python always sees `Decimal` and aware UTC `datetime`.
+
+On SQLite each instant read is text and each amount an integer, converted once per value of
+every row the cycle loads (a shard's accounts, a dispatch batch's messages and their history).
+There the conversions are single functions (`_instant_from_sqlite`, `_money_from_sqlite`,
+`_instant_to_sqlite`) instead of SQLAlchemy's chain of the impl's processor and ours: the same
+values, 3-6 times faster a value on the machine that measured them.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
+from sqlalchemy.engine.processors import str_to_datetime
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = ["MONEY_SCALE", "Money", "UTCDateTime"]
@@ -38,8 +46,13 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return (Decimal(int(value)) / _FACTOR).quantize(_QUANTUM)
+            return _money_from_sqlite(value)
         return Decimal(value).quantize(_QUANTUM)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Decimal | None] | None:
+        if dialect.name == "sqlite":  # the integer column has no processor of its own to chain
+            return _money_from_sqlite
+        return super().result_processor(dialect, coltype)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,3 +71,58 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # SQLAlchemy asks a TypeDecorator for `process_*_value` and chains it with the impl's own
+    # processor; on SQLite both steps are done here in one, as `DateTime` would store and parse.
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name == "sqlite":
+            return _instant_to_sqlite
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None] | None:
+        if dialect.name == "sqlite":
+            return _instant_from_sqlite
+        return super().result_processor(dialect, coltype)
+
+
+def _money_from_sqlite(value: int | str | Decimal | None) -> Decimal | None:
+    """The scaled integer as money: `scaleb` moves the point without dividing, and gives the same
+    Decimal, to the same places, as dividing by the factor and quantizing."""
+    if value is None:
+        return None
+    return Decimal(value if type(value) is int else int(value)).scaleb(-MONEY_SCALE)
+
+
+def _instant_to_sqlite(value: datetime | None) -> str | None:
+    """An aware instant as SQLite's `DateTime` stores it: naive UTC text, to the microsecond."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: arrears stores only time-zone-aware instants")
+    v = value.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 - 2.5x faster than isoformat() here
+        v.year,
+        v.month,
+        v.day,
+        v.hour,
+        v.minute,
+        v.second,
+        v.microsecond,
+    )
+
+
+def _instant_from_sqlite(value: str | None) -> datetime | None:
+    """Stored naive UTC text as an aware UTC instant. What `DateTime` writes parses in C with the
+    zone appended; anything else (a date alone, text written by hand) goes SQLAlchemy's way."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value + "+00:00")
+    except (TypeError, ValueError):
+        parsed = str_to_datetime(value)
+        if parsed is None:
+            return None
+    if parsed.tzinfo is UTC:
+        return parsed
+    # A date alone parses without the zone appended to it.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
