@@ -1,0 +1,175 @@
+"""CPU per account (advance) and per message (dispatch), in one process, compared with another checkout.
+
+    python benchmarks/phases.py [--accounts 30000] [--trials 3] [--against DIR] [--workdir DIR]
+
+Issue 14's advance and dispatch targets are CPU-bound on two cores: they need less work per
+account and per message, and `cycle.py`'s wall-clock phases move by 20% from one run to the next
+on a shared machine (the Prefect server, the sandbox and two worker processes share the cores).
+This measures the work itself: the CPU seconds this process spends advancing every shard and
+dispatching every batch, one after the other, without Prefect (the task bodies are called as the
+worker processes call them) and with the sandbox SMS server in a child process of its own.
+
+A portfolio of `--accounts` (`--seed`, business date of `--as-of`) is generated and imported
+once into a pristine SQLite database. Each trial copies it, refreshes, advances every shard
+(`tasks.cycle.advance_rows`) and dispatches every batch (`tasks.dispatch.send_batch`) in a child
+process of its own. With `--against DIR` (another checkout of arrears, e.g. a `git worktree` of
+the commit before), each trial runs this checkout and that one, alternating which goes first,
+with that checkout's code on `PYTHONPATH`: the pairs see the same machine at the same minutes.
+Both must decide the same: the transitions, the messages and the sends are compared.
+
+Prints one row per trial and, as the last line, a JSON object: per checkout the median over the
+trials of `advance_cpu_us` (CPU microseconds an account), `dispatch_cpu_us` (a message sent),
+their wall seconds, and what was decided (`accounts`, `transitions`, `messages`, `sent`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_AS_OF = "2026-12-01T01:00:00Z"  # as in cycle.py: nearly every borrower in their window
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, every thread (the SMS client sends from threads of its own)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def trial(database: Path, as_of: datetime) -> dict[str, Any]:
+    """Advance and dispatch the whole portfolio in `database`; runs in a child process with the
+    checkout under test first on `sys.path`, and the environment `main` set."""
+    from tasks import cycle, dispatch
+    from tasks.providers import sms_config, sms_session
+
+    day = as_of.date()
+    # A cycle row, as the flow opens one: dispatch re-checks what it sent for the cycle's report.
+    cycle_id = cycle.begin_cycle.fn(as_of, day).cycle_id
+    cycle.refresh.fn(as_of, day, cycle_id)
+    shards = cycle.plan_shards.fn(10_000)
+    started, wall = _cpu(), time.perf_counter()
+    decided: dict[str, int] = {"accounts": 0, "transitions": 0, "messages": 0}
+    for shard in shards:
+        counts = cycle.advance_rows(shard, as_of, day, cycle_id)
+        for key in decided:
+            decided[key] += counts.get(key, 0)
+    advance_cpu, advance_wall = _cpu() - started, time.perf_counter() - wall
+    with sms_session():
+        config = sms_config()
+        batches = dispatch.plan_dispatch.fn(as_of, 10_000)
+        started, wall = _cpu(), time.perf_counter()
+        sent = 0
+        for batch in batches:
+            sent += dispatch.send_batch(batch, as_of, cycle_id, config).counts.get("sent", 0)
+        dispatch_cpu, dispatch_wall = _cpu() - started, time.perf_counter() - wall
+    return {
+        **decided,
+        "sent": sent,
+        "advance_cpu_us": round(advance_cpu / max(decided["accounts"], 1) * 1e6, 1),
+        "advance_wall_s": round(advance_wall, 2),
+        "dispatch_cpu_us": round(dispatch_cpu / max(sent, 1) * 1e6, 1),
+        "dispatch_wall_s": round(dispatch_wall, 2),
+    }
+
+
+def run_trial(checkout: Path, pristine: Path, workdir: Path, as_of: str) -> dict[str, Any]:
+    """One trial of `checkout` on a copy of the pristine database, in a child process."""
+    home = workdir / "trial"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    database = home / "arrears.db"
+    shutil.copy(pristine, database)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(checkout), str(HERE)]),
+        "ARREARS_HOME": str(home),
+        "ARREARS_DATABASE_URL": f"sqlite:///{database}",
+        "ARREARS_SMS_PROVIDER": "sandbox",
+        "ARREARS_SHARD_WORKERS": "1",
+    }
+    env.pop("ARREARS_SMS_BASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, __file__, "--trial", str(database), "--as-of", as_of],
+        env=env,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"trial of {checkout} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def prepare(accounts: int, seed: int, as_of: str, pristine: Path) -> float:
+    """Generate and import the portfolio once, with this checkout's importer (cycle.py's loader)."""
+    sys.path.insert(0, str(HERE))
+    from cycle import load_in_child
+
+    instant = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    started = time.perf_counter()
+    url, file = f"sqlite:///{pristine}", pristine.with_suffix(".csv")
+    load_in_child(accounts, seed, instant.date(), url, file, instant)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=30_000, help="portfolio size (default 30,000)")
+    parser.add_argument("--trials", type=int, default=3, help="trials of each checkout (default 3)")
+    parser.add_argument("--against", type=Path, help="another checkout to alternate with")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--as-of", default=DEFAULT_AS_OF)
+    parser.add_argument("--workdir", type=Path, help="where the databases go (default: a temp dir)")
+    parser.add_argument("--trial", type=Path, help=argparse.SUPPRESS)  # the child's side
+    args = parser.parse_args()
+    if args.trial is not None:
+        instant = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
+        print(json.dumps(trial(args.trial, instant)))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arrears-phases-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    pristine = workdir / "pristine.db"
+    print(f"generating and importing {args.accounts:,} accounts into {pristine} …", flush=True)
+    prepare(args.accounts, args.seed, args.as_of, pristine)
+    checkouts = {"this": HERE.parent}
+    if args.against is not None:
+        checkouts["against"] = args.against.resolve()
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+    for n in range(args.trials):
+        order = list(checkouts) if n % 2 == 0 else list(reversed(checkouts))
+        for name in order:
+            found = run_trial(checkouts[name], pristine, workdir, args.as_of)
+            results[name].append(found)
+            print(f"trial {n + 1} {name:8s} {json.dumps(found)}", flush=True)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    decided = ("accounts", "transitions", "messages", "sent")
+    summary: dict[str, Any] = {}
+    for name, runs in results.items():
+        summary[name] = {
+            key: round(statistics.median(r[key] for r in runs), 2)
+            for key in ("advance_cpu_us", "dispatch_cpu_us", "advance_wall_s", "dispatch_wall_s")
+        } | {key: runs[0][key] for key in decided}
+    if "against" in summary:
+        summary["same_decisions"] = all(
+            r[key] == results["this"][0][key] for runs in results.values() for r in runs for key in decided
+        )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
