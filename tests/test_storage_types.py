@@ -21,9 +21,11 @@ INSTANT, MONEY = UTCDateTime().dialect_impl(DIALECT), Money().dialect_impl(DIALE
 CHAIN_BIND = TypeDecorator.bind_processor(INSTANT, DIALECT)
 CHAIN_READ = TypeDecorator.result_processor(INSTANT, DIALECT, None)
 MONEY_CHAIN_READ = TypeDecorator.result_processor(MONEY, DIALECT, None)
+MONEY_CHAIN_BIND = TypeDecorator.bind_processor(MONEY, DIALECT)
 FAST_BIND = INSTANT.bind_processor(DIALECT)
 FAST_READ = INSTANT.result_processor(DIALECT, None)
 MONEY_FAST_READ = MONEY.result_processor(DIALECT, None)
+MONEY_FAST_BIND = MONEY.bind_processor(DIALECT)
 
 instants = st.datetimes(
     min_value=datetime(1, 1, 2),
@@ -54,6 +56,20 @@ def test_money_is_read_as_dividing_and_quantizing_reads_it(scaled: int) -> None:
     assert MONEY_FAST_READ is not None and MONEY_CHAIN_READ is not None
     fast, chained = MONEY_FAST_READ(scaled), MONEY_CHAIN_READ(scaled)
     assert fast == chained and str(fast) == str(chained)  # the same value to the same places
+
+
+@given(
+    st.one_of(
+        st.decimals(min_value=-(10**14), max_value=10**14, allow_nan=False, allow_infinity=False, places=6),
+        st.decimals(min_value=-(10**14), max_value=10**14, allow_nan=False, allow_infinity=False),
+        st.integers(min_value=-(10**14), max_value=10**14),
+    )
+)
+def test_money_is_stored_as_sqlalchemys_chain_stores_it(amount: Decimal | int) -> None:
+    assert MONEY_FAST_BIND is not None and MONEY_CHAIN_BIND is not None
+    assert MONEY_FAST_BIND is not MONEY_CHAIN_BIND
+    assert MONEY_FAST_BIND(amount) == MONEY_CHAIN_BIND(amount)  # rounded half to even, to 4 places
+    assert MONEY_FAST_BIND(None) is None
 
 
 def test_text_not_written_by_arrears_is_read_in_utc() -> None:
