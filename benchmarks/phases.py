@@ -38,8 +38,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cycle import DEFAULT_AS_OF, load_in_child  # this directory: on sys.path as the script's own
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_AS_OF = "2026-12-01T01:00:00Z"  # as in cycle.py: nearly every borrower in their window
 
 
 def _cpu() -> float:
@@ -51,14 +52,17 @@ def _cpu() -> float:
 def trial(database: Path, as_of: datetime) -> dict[str, Any]:
     """Advance and dispatch the whole portfolio in `database`; runs in a child process with the
     checkout under test first on `sys.path`, and the environment `main` set."""
+    from arrears.settings import get_settings
     from tasks import cycle, dispatch
     from tasks.providers import sms_config, sms_session
+
+    settings = get_settings()
 
     day = as_of.date()
     # A cycle row, as the flow opens one: dispatch re-checks what it sent for the cycle's report.
     cycle_id = cycle.begin_cycle.fn(as_of, day).cycle_id
     cycle.refresh.fn(as_of, day, cycle_id)
-    shards = cycle.plan_shards.fn(10_000)
+    shards = cycle.plan_shards.fn(settings.shard_size)
     started, wall = _cpu(), time.perf_counter()
     decided: dict[str, int] = {"accounts": 0, "transitions": 0, "messages": 0}
     for shard in shards:
@@ -68,7 +72,7 @@ def trial(database: Path, as_of: datetime) -> dict[str, Any]:
     advance_cpu, advance_wall = _cpu() - started, time.perf_counter() - wall
     with sms_session():
         config = sms_config()
-        batches = dispatch.plan_dispatch.fn(as_of, 10_000)
+        batches = dispatch.plan_dispatch.fn(as_of, settings.dispatch_batch)
         started, wall = _cpu(), time.perf_counter()
         sent = 0
         for batch in batches:
@@ -114,9 +118,6 @@ def run_trial(checkout: Path, pristine: Path, workdir: Path, as_of: str) -> dict
 
 def prepare(accounts: int, seed: int, as_of: str, pristine: Path) -> float:
     """Generate and import the portfolio once, with this checkout's importer (cycle.py's loader)."""
-    sys.path.insert(0, str(HERE))
-    from cycle import load_in_child
-
     instant = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
     started = time.perf_counter()
     url, file = f"sqlite:///{pristine}", pristine.with_suffix(".csv")

@@ -204,9 +204,8 @@ def load_batch(
         .where(among(message.c.id, taken))
         .order_by(message.c.id)
     ).all()
-    # By position (2: account, 15: borrower): a row's attribute costs ~10 times its index.
-    account_ids = {r[2] for r in rows}
-    borrower_ids = {r[15] for r in rows}
+    account_ids = {r.account_id for r in rows}
+    borrower_ids = {r.borrower_id for r in rows}
     holds: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
