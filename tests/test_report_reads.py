@@ -147,6 +147,54 @@ def test_transitions_are_summed_from_the_shards_counts_and_counted_when_one_is_n
 _STEP = {"from": "reminder", "to": "negotiation", "reason": "a step no shard counted"}
 
 
+def test_message_outcomes_are_summed_from_their_counts_and_read_when_one_is_not(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every writer of a cycle's message events counts them in the same transaction; the report's
+    dispatch outcomes and the compliance report's deferrals and blocks by rule sum those counts
+    without reading the events, and read the events when one of them was not counted."""
+    from arrears.storage import compliance, reports
+    from arrears.storage.message_counts import COUNTS
+
+    file = tmp_path / "portfolio.csv"
+    write_accounts_file(generate_portfolio(240, seed=5, business_date=date(2026, 12, 1)), file)
+    assert run_import(cycle_db, open_source(file, Kind.ACCOUNTS), now=DAYS[0]).rejected == 0
+    cycle_id = _attempt(DAYS[0])
+    period = (DAYS[0], DAYS[0] + timedelta(microseconds=1))
+    with cycle_db.connect() as c:
+        dispatched = _reference_dispatched(c, [cycle_id])
+        held_back = _reference_held_back(c, cycle_id, *period)
+        counts = c.execute(select(audit.c.id).where(audit.c.kind == COUNTS)).scalars().all()
+    # Several shards and batches counted; dispatch sent, and both steps held some messages back.
+    assert len(counts) > 2 and dispatched[0]["sent"] > 100
+    assert held_back[0] and held_back[1]
+
+    def rows_read(*args: object) -> None:
+        raise AssertionError("the message events were read")
+
+    with monkeypatch.context() as patched, cycle_db.connect() as c:
+        patched.setattr(reports, "_counted_dispatched", rows_read)
+        patched.setattr(compliance, "_read_held_back", rows_read)
+        assert reports._dispatched(c, [cycle_id]) == dispatched
+        assert compliance.held_back_by_rule(c, *period, cycle_id) == held_back
+        # Of a period before the cycle's instant: none of its counts.
+        assert compliance.held_back_by_rule(c, DAYS[0] - timedelta(days=1), DAYS[0], cycle_id) == ({}, {})
+    # A message event of the cycle that no count holds (the audit trail is append-only: one more row).
+    blocked = {"when": "send", "status": "blocked", "reason": "hold:dispute", "rule": "hold:dispute"}
+    uncounted = {"account_id": "NOT-COUNTED", "at": DAYS[0], "kind": "message", "cycle_id": cycle_id}
+    with cycle_db.begin() as c:
+        c.execute(audit.insert(), [uncounted | {"detail": "blocked by hand", "data": blocked}])
+    with cycle_db.connect() as c:
+        assert reports._dispatched(c, [cycle_id]) == _reference_dispatched(c, [cycle_id]) != dispatched
+        assert compliance.held_back_by_rule(c, *period, cycle_id) == _reference_held_back(
+            c, cycle_id, *period
+        )
+        assert (
+            _reference_held_back(c, cycle_id, *period)[1]["hold:dispute"]
+            == held_back[1].get("hold:dispute", 0) + 1
+        )
+
+
 def test_overdue_reviews_are_those_the_whole_waiting_list_names(cycle_db: Engine, tmp_path: Path) -> None:
     """The reviews waiting for their reviewer past the deadline, read from the old ones only, are
     those (in the same order) that filtering the whole waiting list finds."""
@@ -188,6 +236,24 @@ def _reference_dispatched(connection: Connection, cycle_ids: list[int]) -> tuple
         if data["status"] == "blocked":
             blocked[data.get("reason") or "unknown"] += 1
     return statuses, blocked
+
+
+def _reference_held_back(
+    connection: Connection, cycle_id: int, start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
+    deferrals: Counter[str] = Counter()
+    blocks: Counter[str] = Counter()
+    for at, data in connection.execute(
+        select(audit.c.at, audit.c.data).where(audit.c.cycle_id == cycle_id, audit.c.kind == "message")
+    ):
+        rule = data.get("rule") or data.get("reason")
+        if not start <= at < end:
+            continue
+        if data.get("status") == "blocked":
+            blocks[rule or "unknown"] += 1
+        elif data.get("status") == "scheduled" and rule:
+            deferrals[rule] += 1
+    return dict(deferrals), dict(blocks)
 
 
 def _attempts(connection: Connection, as_of: datetime) -> list[int]:

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Connection, CursorResult, Select, select, 
 
 from arrears.currencies import display
 from arrears.storage.bulk import among, chunks, execute_many
+from arrears.storage.message_counts import counts_of
 from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
@@ -58,8 +59,10 @@ def event(
 
 
 def insert_events(connection: Connection, events: list[dict[str, Any]]) -> None:
-    """Append audit events (rows made by `event`) in one statement (none: no statement)."""
+    """Append audit events (rows made by `event`) in one statement (none: no statement), with
+    the counts of a cycle's message events among them, which its report sums (`message_counts`)."""
     execute_many(connection, audit.insert(), events)
+    execute_many(connection, audit.insert(), counts_of(events, ACTOR))
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

@@ -7,7 +7,8 @@ detail. Row ids, wall-clock instants and provider ids differ from run to run by 
 left out, also where an audit detail names them ("message 868 sent via sandbox (ab12…)" is
 compared as "message # sent via sandbox (#)"). The dispatch's compliance re-checks are records
 of a batch, not decisions (how sends fall into batches differs by design), and are left out too,
-as are the shards' transition counts (the transitions themselves are compared).
+as are the shards' transition counts and the counts of message events (the transitions and
+message events themselves are compared).
 Rows come in a total order, streamed, so a million-account portfolio is compared without holding
 either side in memory.
 """
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, func, select
 
 from arrears.storage.compliance import CHECK
 from arrears.storage.cycle import MOVES
+from arrears.storage.message_counts import COUNTS
 from arrears.storage.tables import account, audit, message
 
 __all__ = ["SNAPSHOT_TABLES", "decision_counts", "decision_rows"]
@@ -32,7 +34,7 @@ _ROW_ID = re.compile(r"\b(message|review|referral|plan|offer|promise|letter|orde
 _PROVIDER_ID = re.compile(r"( via \S+) \([^)]*\)")
 
 
-_DECIDED = audit.c.kind.not_in((CHECK, MOVES))
+_DECIDED = audit.c.kind.not_in((CHECK, MOVES, COUNTS))
 
 
 def _without_ids(detail: str) -> str:
