@@ -176,7 +176,13 @@ def sends_of_borrowers(
         .join(message, message.c.account_id == account.c.account_id)
         .where(sent_between(start, end))
     )
-    bounds = list(crowded)
+    # Of each window only its least limit: a borrower over any limit of a window is over that one,
+    # and SQLite sums a window's count once per comparison it appears in (five caps: 0.62 -> 0.49
+    # s over 120,000 sends).
+    least: dict[timedelta, int] = {}
+    for window, limit in crowded:
+        least[window] = min(limit, least.get(window, limit))
+    bounds = list(least.items())
     if bounds:
         # One pass over the period's sends: per borrower, a count for each window.
         sent = {
