@@ -182,21 +182,20 @@ def sends_of_borrowers(
     least: dict[timedelta, int] = {}
     for window, limit in crowded:
         least[window] = min(limit, least.get(window, limit))
-    bounds = list(least.items())
-    if bounds:
+    if least:
         # One pass over the period's sends: per borrower, a count for each window.
         sent = {
             window: func.count()
             if start is None
             else func.sum(case((message.c.sent_at >= start - window, 1), else_=0))
-            for window in {w for w, _ in bounds}
+            for window in least
         }
         over = (
             select(account.c.borrower_id)
             .join(message, message.c.account_id == account.c.account_id)
             .where(sent_between(since, end))
             .group_by(account.c.borrower_id)
-            .having(or_(*(sent[window] > limit for window, limit in bounds)))
+            .having(or_(*(sent[window] > limit for window, limit in least.items())))
         )
         borrowers = borrowers.where(account.c.borrower_id.in_(over))
     rows = connection.execution_options(yield_per=5_000).execute(
