@@ -18,7 +18,7 @@ Invariants the tests hold it to:
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -26,6 +26,7 @@ from arrears.compliance.caps import Contact
 from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
 from arrears.messages import MessageContext, render, template_params
 from arrears.policy import Policy
+from arrears.records import record
 from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
@@ -44,7 +45,7 @@ def is_open(stage: str) -> bool:
     return stage in _OPEN
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AccountView:
     """What the rules need of an account row."""
 
@@ -60,13 +61,13 @@ class AccountView:
     next_due_date: date | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PlanFact:
     status: str  # offered | active | completed | defaulted | declined
     since: date
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Facts:
     """Everything else known about the account on the business date."""
 
@@ -88,14 +89,14 @@ class Facts:
     history: tuple[Contact, ...] = ()  # the borrower's recent and pending contacts, all accounts
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Step:
     from_stage: str
     to_stage: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outgoing:
     """A message the decision puts in the outbox; `key` makes it once-only."""
 
@@ -109,7 +110,7 @@ class Outgoing:
     detail: str | None = None  # what exactly the rule found, for people
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     account_id: str
     stage: str

@@ -10,7 +10,6 @@ may say.
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import cache
@@ -19,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template, nodes
 
 from arrears.currencies import minor_units
 from arrears.jurisdictions import Profile, profile
+from arrears.records import record
 
 __all__ = [
     "DISPLAY_NAME_LENGTH",
@@ -38,7 +38,7 @@ DISPLAY_NAME_LENGTH = 24
 _NAME_PART = re.compile(r"(?:[^\W\d_]|[\s'\u2019\u00b7.\-])+")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageContext:
     lender: str
     borrower_name: str

@@ -21,15 +21,15 @@ Who yields to whom, so that counting never holds up a message for nothing:
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from arrears.jurisdictions import Cap
+from arrears.records import record
 
 __all__ = ["Contact", "cap_exceeded", "cap_free_at", "conversations", "counted"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Contact:
     """One contact of the borrower, made or on its way, as the caps count it."""
 

@@ -23,7 +23,6 @@ room: a contact outside the window is moved, never dropped and never sent early.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from arrears.compliance.caps import Contact, cap_exceeded, cap_free_at, conversa
 from arrears.compliance.content import check_content
 from arrears.compliance.hours import NoCommonWindow, contact_allowed, contact_zones, next_allowed_instant
 from arrears.jurisdictions import Profile
+from arrears.records import record
 from arrears.vocabulary import Hold, HoldScope
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class VerdictKind(StrEnum):
     BLOCK = "block"  # not allowed: `reason` names the rule
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     kind: VerdictKind
     not_before: datetime
@@ -54,7 +54,7 @@ class Verdict:
     detail: str | None = None  # for people: what exactly, e.g. `outside 08:00-22:00 local in Asia/Shanghai`
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContactRequest:
     """The contact being decided."""
 
@@ -73,7 +73,7 @@ class ContactRequest:
     episode: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContactState:
     """What is known of the borrower when deciding."""
 

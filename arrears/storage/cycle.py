@@ -8,7 +8,6 @@ so a shard's transitions, audit events and outbox rows land together or not at a
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
@@ -21,6 +20,7 @@ from arrears.lifecycle import AccountView, Decision, Facts, PlanFact, Step
 from arrears.messages import MessageContext
 from arrears.payments import Owed, apply_payment
 from arrears.policy import DEFAULT_POLICY
+from arrears.records import record
 from arrears.storage import tables
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, days_between, execute_many, in_range, insert_ignore, range_starts
@@ -54,7 +54,7 @@ TERMINAL = (Exit.PAID_OFF.value, Exit.SETTLED.value, Exit.CHARGED_OFF.value, Exi
 MOVES = "shard_moves"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ShardRow:
     """One account as the advance step needs it: the rule inputs plus what a message needs."""
 

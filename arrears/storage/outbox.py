@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from arrears.compliance.caps import Contact
+from arrears.records import record
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
@@ -58,7 +59,7 @@ _REQUEST = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DueMessage:
     """An outbox row with what the send-time check needs of its account."""
 
@@ -85,7 +86,7 @@ class DueMessage:
     in_doubt: bool = False  # an earlier try may have reached the provider: look it up first
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """What dispatch decided or learned for one row."""
 
