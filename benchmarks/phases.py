@@ -1,6 +1,7 @@
 """CPU per account (advance) and per message (dispatch), in one process, compared with another checkout.
 
     python benchmarks/phases.py [--accounts 30000] [--trials 3] [--against DIR] [--workdir DIR]
+                                [--profile DIR]
 
 Issue 14's advance and dispatch targets are CPU-bound on two cores: they need less work per
 account and per message, and `cycle.py`'s wall-clock phases move by 20% from one run to the next
@@ -20,13 +21,23 @@ Both must decide the same: the transitions, the messages and the sends are compa
 Prints one row per trial and, as the last line, a JSON object: per checkout the median over the
 trials of `advance_cpu_us` (CPU microseconds an account), `dispatch_cpu_us` (a message sent),
 their wall seconds, and what was decided (`accounts`, `transitions`, `messages`, `sent`).
+
+`--profile DIR` runs one more trial of this checkout, after the timed ones, under cProfile:
+`DIR/advance.prof` and `DIR/dispatch.prof`, each with its top functions by own and by cumulative
+time as text. Methods a dataclass generates (`__init__`, `__eq__`, `__hash__`) are all compiled
+from a string, so cProfile labels every one of them `<string>:2(__init__)` and pstats keeps one
+entry per label: the others' time vanishes from the lists. Here each is relabelled with its class
+(`<dataclass arrears.lifecycle.Facts>:2(__init__)`) before the trial, so building records shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
 import json
 import os
+import pstats
 import resource
 import shutil
 import statistics
@@ -34,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,9 +62,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def trial(database: Path, as_of: datetime) -> dict[str, Any]:
+def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[str, Any]:
     """Advance and dispatch the whole portfolio in `database`; runs in a child process with the
-    checkout under test first on `sys.path`, and the environment `main` set."""
+    checkout under test first on `sys.path`, and the environment `main` set. With `profile`, each
+    phase runs under cProfile and its statistics are written there."""
     from arrears.settings import get_settings
     from tasks import cycle, dispatch
     from tasks.providers import sms_config, sms_session
@@ -63,20 +77,23 @@ def trial(database: Path, as_of: datetime) -> dict[str, Any]:
     cycle_id = cycle.begin_cycle.fn(as_of, day).cycle_id
     cycle.refresh.fn(as_of, day, cycle_id)
     shards = cycle.plan_shards.fn(settings.shard_size)
+    profiler = _Profiler(profile)
     started, wall = _cpu(), time.perf_counter()
     decided: dict[str, int] = {"accounts": 0, "transitions": 0, "messages": 0}
-    for shard in shards:
-        counts = cycle.advance_rows(shard, as_of, day, cycle_id)
-        for key in decided:
-            decided[key] += counts.get(key, 0)
+    with profiler.phase("advance"):
+        for shard in shards:
+            counts = cycle.advance_rows(shard, as_of, day, cycle_id)
+            for key in decided:
+                decided[key] += counts.get(key, 0)
     advance_cpu, advance_wall = _cpu() - started, time.perf_counter() - wall
     with sms_session():
         config = sms_config()
         batches = dispatch.plan_dispatch.fn(as_of, settings.dispatch_batch)
         started, wall = _cpu(), time.perf_counter()
         sent = 0
-        for batch in batches:
-            sent += dispatch.send_batch(batch, as_of, cycle_id, config).counts.get("sent", 0)
+        with profiler.phase("dispatch"):
+            for batch in batches:
+                sent += dispatch.send_batch(batch, as_of, cycle_id, config).counts.get("sent", 0)
         dispatch_cpu, dispatch_wall = _cpu() - started, time.perf_counter() - wall
     return {
         **decided,
@@ -88,8 +105,55 @@ def trial(database: Path, as_of: datetime) -> dict[str, Any]:
     }
 
 
-def run_trial(checkout: Path, pristine: Path, workdir: Path, as_of: str) -> dict[str, Any]:
-    """One trial of `checkout` on a copy of the pristine database, in a child process."""
+class _Profiler:
+    """cProfile around each phase of a trial, when asked for a directory to write to."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            _label_generated_methods()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self.directory is None:
+            yield
+            return
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            yield
+        finally:
+            profile.disable()
+            profile.dump_stats(self.directory / f"{name}.prof")
+            for order in ("tottime", "cumulative"):
+                with open(self.directory / f"{name}.{order}.txt", "w") as out:
+                    pstats.Stats(profile, stream=out).sort_stats(order).print_stats(60)
+
+
+def _label_generated_methods() -> None:
+    """Give each method a dataclass generated a label of its own (see the module docstring)."""
+    for module in list(sys.modules.values()):
+        if module is None or not module.__name__.startswith(("arrears", "tasks", "integrations", "flows")):
+            continue
+        for cls in list(vars(module).values()):
+            if not (
+                isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__
+            ):
+                continue
+            for method in list(vars(cls).values()):
+                code = getattr(method, "__code__", None)
+                if code is not None and code.co_filename == "<string>":
+                    method.__code__ = code.replace(
+                        co_filename=f"<dataclass {cls.__module__}.{cls.__qualname__}>"
+                    )
+
+
+def run_trial(
+    checkout: Path, pristine: Path, workdir: Path, as_of: str, profile: Path | None = None
+) -> dict[str, Any]:
+    """One trial of `checkout` on a copy of the pristine database, in a child process (profiled
+    into `profile`, if given)."""
     home = workdir / "trial"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -105,7 +169,8 @@ def run_trial(checkout: Path, pristine: Path, workdir: Path, as_of: str) -> dict
     }
     env.pop("ARREARS_SMS_BASE_URL", None)
     done = subprocess.run(
-        [sys.executable, __file__, "--trial", str(database), "--as-of", as_of],
+        [sys.executable, __file__, "--trial", str(database), "--as-of", as_of]
+        + (["--profile", str(profile.resolve())] if profile is not None else []),
         env=env,
         cwd=checkout,
         capture_output=True,
@@ -133,11 +198,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--as-of", default=DEFAULT_AS_OF)
     parser.add_argument("--workdir", type=Path, help="where the databases go (default: a temp dir)")
+    parser.add_argument("--profile", type=Path, help="also one profiled trial of this checkout, into DIR")
     parser.add_argument("--trial", type=Path, help=argparse.SUPPRESS)  # the child's side
     args = parser.parse_args()
     if args.trial is not None:
         instant = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
-        print(json.dumps(trial(args.trial, instant)))
+        print(json.dumps(trial(args.trial, instant, args.profile)))
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arrears-phases-"))
@@ -155,6 +221,11 @@ def main() -> None:
             found = run_trial(checkouts[name], pristine, workdir, args.as_of)
             results[name].append(found)
             print(f"trial {n + 1} {name:8s} {json.dumps(found)}", flush=True)
+    if args.profile is not None:
+        profiled = run_trial(checkouts["this"], pristine, workdir, args.as_of, args.profile)
+        print(
+            f"profiled trial (times inflated) {json.dumps(profiled)}; profiles in {args.profile}", flush=True
+        )
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
