@@ -26,14 +26,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
 from integrations.sms._sandbox_state import Credentials
 from integrations.sms.sandbox import SERVER as SMS_SERVER
+
+if TYPE_CHECKING:  # uvicorn and FastAPI load only where a server runs in this process
+    from fastapi import FastAPI
 
 SandboxCredentials = Credentials  # what a sandbox accepts; `Credentials.generate()` makes fresh ones
 
@@ -171,6 +172,8 @@ class InProcessServer:
     """uvicorn serving `app` on 127.0.0.1 (port 0: any free one) until `stop()` or the block ends."""
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
         self.app = app
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")

@@ -1,6 +1,8 @@
 """The shape of the code that the gates of .ci/run cannot see (DESIGN.md §10)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,27 @@ def test_no_domain_module_over_600_lines() -> None:
         if "migrations" not in p.parts and (n := len(p.read_text(encoding="utf-8").splitlines())) > 650
     }
     assert sizes == {}
+
+
+# What a process that runs the cycle, or the CLI, must not load: each costs a few tenths of a
+# second of a core at every start (a cycle process and its two workers, every `arrears` command).
+SERVER_ONLY = ("fastapi", "uvicorn", "alembic")
+
+
+@pytest.mark.parametrize(
+    ("modules", "unused"),
+    [
+        # The cycle's process and its worker processes: no sandbox app is served, no migration run
+        # (the schema check at the cycle's start loads Alembic when it runs).
+        (("flows.daily_cycle", "tasks.cycle", "tasks.dispatch"), SERVER_ONLY),
+        # The CLI parses its arguments before any command loads Prefect or an app server.
+        (("deployments.cli",), ("prefect", "uvicorn", "alembic")),
+    ],
+)
+def test_processes_load_only_what_they_use(modules: tuple[str, ...], unused: tuple[str, ...]) -> None:
+    """Importing the entry points leaves the servers' and migrations' libraries unloaded."""
+    code = f"import sys, {', '.join(modules)}; print(' '.join(m for m in {unused!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []

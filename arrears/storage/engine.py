@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
@@ -89,7 +87,11 @@ def one_writer(engine: Engine) -> AbstractContextManager[Any]:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` with Alembic, on the engine's own connection."""
+    """Bring the schema to `revision` with Alembic, on the engine's own connection. (Alembic loads
+    here, not with the module: the worker processes and most commands never migrate.)"""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as connection:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from integrations._sandbox import FaultState, SandboxFaults
+from integrations._sandbox_faults import FaultState, SandboxFaults
 
 __all__ = [
     "MAGIC_SUFFIXES",

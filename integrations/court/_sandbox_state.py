@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from integrations._sandbox import FaultState, SandboxFaults
+from integrations._sandbox_faults import FaultState, SandboxFaults
 from integrations.court._wire import WIRE
 from integrations.court.protocol import TERMINAL_STATUSES
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from integrations._sandbox import CallbackFaults, FaultState
+from integrations._sandbox_faults import CallbackFaults, FaultState
 
 __all__ = ["CallbackTarget", "Credentials", "Faults", "SandboxMessage", "SandboxState"]
 
