@@ -73,7 +73,6 @@ E = TypeVar("E", bound=_Event)
 F = TypeVar("F", bound="SandboxFaults")
 
 
-# The counters, in the order a request consumes them: unexecuted faults first.
 def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None, *, ensure_ascii: bool = False
 ) -> Response:

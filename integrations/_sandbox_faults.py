@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CallbackFaults", "FaultState", "SandboxFaults"]
 
+# The counters, in the order a request consumes them: unexecuted faults first.
 _COUNTED = ("http_429", "http_503", "http_500", "timeouts")
 
 

@@ -88,7 +88,8 @@ def one_writer(engine: Engine) -> AbstractContextManager[Any]:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic, on the engine's own connection. (Alembic loads
-    here, not with the module: the worker processes and most commands never migrate.)"""
+    here, not with the module: the cycle's worker processes never migrate, and the CLI parses its
+    arguments before a command opens the database.)"""
     from alembic import command
     from alembic.config import Config
 
