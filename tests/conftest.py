@@ -20,6 +20,15 @@ from arrears.storage import get_engine, migrate
 POSTGRES_URL = os.environ.get("ARREARS_TEST_POSTGRES_URL")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests first, each file's order kept otherwise.
+
+    `.ci/run` spreads the suite over pytest-xdist workers, which steal queued tests from each other
+    but never split one: a minutes-long test collected last (the workers' scale-out test is) would
+    run alone on one worker while the other sat idle. Started first, it overlaps the short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads or writes the user's ~/.arrears or arrears.toml."""
