@@ -146,8 +146,11 @@ def test_twilio_signature_over_the_forwarded_host_verifies(
 
 def test_the_standalone_server_sends_no_prefect_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting the standalone webhook server turns Prefect's client and server analytics off."""
-    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
-    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    for name in ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        # set first so that teardown removes what main() sets (a bare delenv of an unset
+        # variable records nothing to undo, and the suite's later tests would inherit it)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(webhooks, "webhook_config", _stop)
     with pytest.raises(_Stopped):
         webhooks.main()
