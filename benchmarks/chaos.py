@@ -7,7 +7,7 @@ Each trial loads the same generated portfolio into a fresh database (SQLite, or 
 own on the PostgreSQL server of `--postgres`), runs a real `arrears cycle` process
 (`python -m deployments.cli cycle --as-of …`) that SIGKILLs itself at a random point of refresh,
 advance (after the n-th shard), dispatch (after the n-th batch was sent, before its outcome was
-written) or report (`ARREARS_CRASH_AT`, see `tasks.cycle.crash_point`), then reruns the cycle,
+written) or report (`ARREARS_CRASH_AT`, see `tasks.drill.crash_point`), then reruns the cycle,
 then runs it once more (which must change nothing). With `--from-outside` the kill comes from
 this script instead, as an operator's `kill -9 PID` would: at a random instant between the
 process's start and the end of a first, uninterrupted cycle of the same portfolio (timed on a
@@ -20,7 +20,7 @@ After each trial `audit` compares what the sandbox received with what the databa
 
 | figure | what counts |
 |---|---|
-| duplicates | extra copies of one message at the sandbox (by its reference, `tasks.dispatch.reference`) |
+| duplicates | extra copies of one message at the sandbox (by its reference, `tasks.sending.reference`) |
 | lost | messages the sandbox received that the outbox does not record as sent (still scheduled) |
 | misrecorded | rows recorded blocked or failed that the sandbox received, or sent that it never got |
 | doubled_events | audit events written twice (same account, kind, instant, detail and data) |
@@ -71,7 +71,7 @@ def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
     from arrears.storage import get_engine
     from arrears.storage.tables import audit as audit_table
     from arrears.storage.tables import bureau, cycle_run, message
-    from tasks.dispatch import reference
+    from tasks.sending import reference
 
     copies = Counter(str((m.get("params") or {}).get("ref", m.get("id"))) for m in received)
     engine = get_engine(url)

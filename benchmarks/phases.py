@@ -12,7 +12,7 @@ worker processes call them) and with the sandbox SMS server in a child process o
 
 A portfolio of `--accounts` (`--seed`, business date of `--as-of`) is generated and imported
 once into a pristine SQLite database. Each trial copies it, refreshes, advances every shard
-(`tasks.cycle.advance_rows`) and dispatches every batch (`tasks.dispatch.send_batch`) in a child
+(`tasks.shards.advance_rows`) and dispatches every batch (`tasks.sending.send_batch`) in a child
 process of its own. With `--against DIR` (another checkout of arrears, e.g. a `git worktree` of
 the commit before), each trial runs this checkout and that one, alternating which goes first,
 with that checkout's code on `PYTHONPATH`: the pairs see the same machine at the same minutes.
@@ -68,6 +68,13 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
     phase runs under cProfile and its statistics are written there."""
     from arrears.settings import get_settings
     from tasks import cycle, dispatch
+
+    try:
+        from tasks.sending import send_batch
+        from tasks.shards import advance_rows
+    except ImportError:  # a checkout (--against) from before they left the Prefect tasks' modules
+        from tasks.cycle import advance_rows  # type: ignore[attr-defined,no-redef]
+        from tasks.dispatch import send_batch  # type: ignore[attr-defined,no-redef]
     from tasks.providers import sms_config, sms_session
 
     settings = get_settings()
@@ -82,7 +89,7 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
     decided: dict[str, int] = {"accounts": 0, "transitions": 0, "messages": 0}
     with profiler.phase("advance"):
         for shard in shards:
-            counts = cycle.advance_rows(shard, as_of, day, cycle_id)
+            counts = advance_rows(shard, as_of, day, cycle_id)
             for key in decided:
                 decided[key] += counts.get(key, 0)
     advance_cpu, advance_wall = _cpu() - started, time.perf_counter() - wall
@@ -93,7 +100,7 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
         sent = 0
         with profiler.phase("dispatch"):
             for batch in batches:
-                sent += dispatch.send_batch(batch, as_of, cycle_id, config).counts.get("sent", 0)
+                sent += send_batch(batch, as_of, cycle_id, config).counts.get("sent", 0)
         dispatch_cpu, dispatch_wall = _cpu() - started, time.perf_counter() - wall
     return {
         **decided,

@@ -47,7 +47,6 @@ __all__ = [
     "now_of",
     "pause_key",
     "paused_runs",
-    "run_logger",
     "runs_in",
     "start_run",
     "start_runs",
@@ -167,17 +166,6 @@ class Started:
     found: int = 0
     deferred: int = 0
     error: str | None = None
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The run's logger (to the Prefect API) inside a flow or task run, a plain one outside."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("arrears")
 
 
 def cycle_run_id() -> str | None:

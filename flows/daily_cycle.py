@@ -27,7 +27,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows._prefect import synced
-from flows._waiting import run_logger, start_run
+from flows._waiting import start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
 from tasks.bureau_pull import pull_bureau_profiles
@@ -36,7 +36,6 @@ from tasks.cycle import (
     advance_shard,
     begin_cycle,
     close_cycle,
-    crash_point,
     cycle_report,
     fail_cycle,
     plan_shards,
@@ -52,6 +51,8 @@ from tasks.dispatch import (
     plan_dispatch,
     reconcile_in_doubt,
 )
+from tasks.drill import crash_point
+from tasks.logs import run_logger
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle

@@ -32,7 +32,6 @@ from flows._waiting import (
     now_of,
     pause_key,
     paused_runs,
-    run_logger,
     start_runs,
 )
 from tasks.legal import (
@@ -45,6 +44,7 @@ from tasks.legal import (
     request_dismissal,
     submit_filing,
 )
+from tasks.logs import run_logger
 from tasks.providers import court_session
 from tasks.review import installation
 

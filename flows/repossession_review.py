@@ -46,7 +46,6 @@ from flows._waiting import (
     now_of,
     pause_key,
     paused_runs,
-    run_logger,
     start_runs,
     wait_for,
 )
@@ -59,6 +58,7 @@ from tasks.agency import (
 )
 from tasks.letters import letters_waiting, send_letters, track_letters
 from tasks.lifecycle_letters import readdress_letters, write_collection_notices
+from tasks.logs import run_logger
 from tasks.recovery import settle_recoveries
 from tasks.review import (
     Decided,

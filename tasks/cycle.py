@@ -1,9 +1,6 @@
 """The refresh and advance steps of the daily cycle (DESIGN §4), and the cycle's own record:
 one run at a time per database, a crashed run's row closed by the next."""
 
-import os
-import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,19 +11,19 @@ from typing import Any, TypedDict
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from arrears.lifecycle import advance
 from arrears.models import utcnow
 from arrears.settings import get_settings
 from arrears.storage import cycle as store
 from arrears.storage import cycle_runs as runs
 from arrears.storage import migrate, read_only
 from arrears.storage.reports import portfolio_report
-from tasks.database import engine, policy
-from tasks.isolation import account_of, decide_each, write_shard
+from tasks.database import engine
+from tasks.drill import crash_point
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
-from tasks.workers import in_worker, run_process, start_workers
+from tasks.shards import Shard, advance_rows
+from tasks.workers import in_worker, start_workers
 
 __all__ = [
     "CycleRunning",
@@ -35,9 +32,6 @@ __all__ = [
     "advance_shard",
     "begin_cycle",
     "close_cycle",
-    "crash",
-    "crash_due",
-    "crash_point",
     "cycle_report",
     "fail_cycle",
     "plan_shards",
@@ -60,53 +54,6 @@ def run_exclusively(what: str) -> Iterator[None]:
 def run_token(cycle_id: int | None) -> str:
     """Who leases outbox rows: the cycle, or a dispatch run (one token per run)."""
     return f"cycle-{cycle_id}" if cycle_id is not None else f"dispatch-{uuid.uuid4().hex[:12]}"
-
-
-# Test hook for the crash tests and the chaos benchmark: ARREARS_CRASH_AT="dispatch:2" makes the
-# process SIGKILL itself the second time it reaches the point named `dispatch` (no clean-up runs,
-# as with a machine or OOM kill). Unset in production: then a check of one dict is all it costs.
-_crash_counts: dict[str, int] = {}
-_crash_guard = threading.Lock()
-
-
-def crash_point(name: str) -> None:
-    """A crash drill: kill -9 of the run here, at the nth time it passes (ARREARS_CRASH_AT=name:n)."""
-    if crash_due(name):
-        crash()
-
-
-def crash_due(name: str) -> bool:
-    """Whether this pass of `name` is the drill's: counted in the process that calls it, so a
-    step whose body runs in a worker process counts in the run's process and carries the answer."""
-    wanted = os.environ.get("ARREARS_CRASH_AT")
-    if not wanted:
-        return False
-    point, _, nth = wanted.partition(":")
-    if point != name:
-        return False
-    with _crash_guard:
-        _crash_counts[name] = _crash_counts.get(name, 0) + 1
-        return _crash_counts[name] == int(nth or 1)
-
-
-def crash() -> None:
-    """kill -9 of the run's process, also from a worker process (which then goes with it)."""
-    os.kill(run_process(), signal.SIGKILL)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """Accounts with lo <= account_id < hi (hi None: to the end)."""
-
-    index: int
-    lo: str
-    hi: str | None
-
-    @classmethod
-    def single(cls, account_id: str) -> "Shard":
-        """The shard holding exactly one account (lo == hi names a single key)."""
-        return cls(0, account_id, account_id)
 
 
 class _Scope(TypedDict):
@@ -143,15 +90,15 @@ def refresh(
 
 def start_shard_workers(fan_out: str | None) -> None:
     """Inside `keeping_workers`, before the refresh: spawn the worker processes the advance will
-    use (several shards, no fan-out), each importing the advance's and the dispatch's code as it
-    starts. That costs a process ~2.5 s of a core, which the refresh (one core) leaves free."""
+    use (several shards, no fan-out), each importing the advance's and the dispatch's bodies (not Prefect) as
+    it starts, which the refresh (one core) leaves a core for."""
     settings = get_settings()
     if fan_out or settings.shard_workers <= 1:
         return
     with read_only(engine()) as connection:
         if not store.several_shards(connection, size=settings.shard_size):
             return
-    start_workers(settings.shard_workers, ("tasks.cycle", "tasks.dispatch"))
+    start_workers(settings.shard_workers, ("tasks.shards", "tasks.sending"))
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
@@ -179,32 +126,6 @@ def advance_shard(shard: Shard, as_of: datetime, business_date: date, cycle_id: 
     counts = in_worker(advance_rows, shard, as_of, business_date, cycle_id)
     crash_point("advance")
     return counts
-
-
-def advance_rows(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
-    """The body of `advance_shard`: load, decide, write. Run in a worker process while the
-    cycle has them (`tasks.workers`), so it takes only picklable values."""
-    settings = get_settings()
-    rules = policy()
-    with read_only(engine()) as connection:
-        rows = store.load_shard(
-            connection,
-            lo=shard.lo,
-            hi=shard.hi,
-            business_date=business_date,
-            lender=settings.lender_name,
-            since=as_of - rules.longest_cap_window(),
-        )
-    # Each decided message carries the body its compliance verdict was given on. An account in
-    # quarantine is skipped; one whose decision or write raises is quarantined (tasks.isolation).
-    rows, decisions, aside = decide_each(
-        rows, lambda row: advance(row.view, row.facts, rules, as_of), account_of=account_of, step="advance"
-    )
-    with engine().begin() as connection:
-        fresh = store.unchanged(connection, rows, lo=shard.lo, hi=shard.hi)
-        kept = [(r, d) for r, d in zip(rows, decisions, strict=True) if r.view.account_id in fresh]
-        counts = write_shard(connection, kept, aside=aside, now=as_of, cycle_id=cycle_id)
-    return {**counts, "accounts": len(rows), "moved_meanwhile": len(rows) - len(kept)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,11 @@ What is not caught: a failure of the whole step. The database going away or stay
 retries and the cycle's exit code deal with it.
 """
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -28,6 +25,7 @@ from arrears.storage.cycle import ShardRow
 from arrears.storage.outbox import DueMessage
 from arrears.storage.quarantine import What
 from tasks.database import engine
+from tasks.logs import run_logger
 
 __all__ = [
     "STEP_FAILURES",
@@ -54,13 +52,6 @@ R = TypeVar("R")
 STEP_FAILURES: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
 
 
-def _log() -> Any:
-    try:
-        return get_run_logger()
-    except MissingContextError:  # called outside a run (`.fn`, the webhook, a test)
-        return logging.getLogger("arrears.isolation")
-
-
 @dataclass(frozen=True, slots=True)
 class Failure:
     what: What
@@ -79,7 +70,7 @@ class SetAside:
 
     def add(self, what: What, ref: str, account_id: str | None, error: BaseException) -> None:
         self.failures.append(Failure(what, ref, account_id, self.step, error))
-        _log().warning(
+        run_logger("arrears.isolation").warning(
             "%s %s set aside in %s: %s: %s",
             what.value,
             ref,

@@ -125,7 +125,7 @@ _owner: int | None = None  # in a worker process: the process whose run it works
 
 def run_process() -> int:
     """The process of the run this code works for: the pool's owner in a worker, else this one.
-    A crash drill (`tasks.cycle.crash_point`) kills it, as a kill -9 of the cycle would."""
+    A crash drill (`tasks.drill.crash_point`) kills it, as a kill -9 of the cycle would."""
     return _owner if _owner is not None else os.getpid()
 
 

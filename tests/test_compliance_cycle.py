@@ -372,11 +372,11 @@ def test_cycle_report_takes_each_batchs_recheck_and_recounts_the_caps_across_bat
     of two: each batch's recorded re-check finds the dispute placed after the cycle decided; the
     borrower cap that four loans broke across two batches is found by the report's recount; the
     report says exactly what re-checking every send of the cycle says."""
-    import tasks.dispatch
+    import tasks.sending
 
     monkeypatch.setenv("ARREARS_DISPATCH_BATCH", "2")
     get_settings.cache_clear()
-    monkeypatch.setattr(tasks.dispatch, "_refusal", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tasks.sending, "_refusal", lambda *args, **kwargs: None)
     _import(
         cycle_db,
         tmp_path,
@@ -408,7 +408,7 @@ def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
     period report's to find. A batch whose re-check was not recorded (it failed, or its process
     was killed between the two writes) leaves the count short, and the report then re-checks
     every send of the cycle itself, and finds it."""
-    import tasks.dispatch
+    import tasks.sending
     from arrears.compliance.report import recheck_sends
     from arrears.storage.compliance import CHECK
     from arrears.storage.tables import audit
@@ -423,7 +423,7 @@ def test_cycle_report_rechecks_every_send_when_a_batchs_recheck_is_missing(
             raise RuntimeError("killed")
         return recheck_sends(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.dispatch, "recheck_sends", second_lost)
+    monkeypatch.setattr(tasks.sending, "recheck_sends", second_lost)
     records = [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(3)]
     _import(cycle_db, tmp_path, records)
     assert _cycle(CN_NOON) == {"sent": 3}

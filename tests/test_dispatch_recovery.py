@@ -29,7 +29,7 @@ def _provider(sandbox: Any) -> Any:
 def test_aliyun_lookup_finds_a_batch_send_by_our_reference_and_never_by_its_text(sms_sandbox: Any) -> None:
     """Without a provider id, a message sent in a batch is found by the `ref` it carried, and a
     message never sent is not found because another one's text contains its values."""
-    from tasks.dispatch import reference
+    from tasks.sending import reference
 
     def request(key: str, to: str, **params: str) -> SmsRequest:
         return SmsRequest(key, to, "reminder", {**params, "ref": reference(key)}, "Your payment is past due.")
@@ -90,7 +90,7 @@ def test_send_of_a_crashed_run_is_recorded_sent_before_any_verdict(
     once (not ten minutes later), and then counts against the caps."""
     from arrears.settings import get_settings
     from flows.daily_cycle import daily_cycle, dispatch_outbox
-    from tasks.dispatch import _request
+    from tasks.sending import request_of
 
     monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
     get_settings.cache_clear()
@@ -109,7 +109,7 @@ def test_send_of_a_crashed_run_is_recorded_sent_before_any_verdict(
         )
         [row] = outbox.load_batch(c, claimed, now=datetime(2026, 12, 1, 16, 30, tzinfo=UTC))
     with _provider(sms_sandbox) as provider:
-        provider.send_batch([_request(row)])
+        provider.send_batch([request_of(row)])
     with engine.begin() as c:  # and the account moved on meanwhile: the row is stale now
         c.execute(update(account).values(episode=account.c.episode + 1))
 

@@ -68,6 +68,9 @@ SERVER_ONLY = ("fastapi", "uvicorn", "alembic")
         # The cycle's process and its worker processes: no sandbox app is served, no migration run
         # (the schema check at the cycle's start loads Alembic when it runs).
         (("flows.daily_cycle", "tasks.cycle", "tasks.dispatch"), SERVER_ONLY),
+        # A worker process runs the advance's and the dispatch's bodies, never a Prefect run:
+        # Prefect's import alone is ~3 s of a core, paid by each worker at every cycle's start.
+        (("tasks.shards", "tasks.sending"), (*SERVER_ONLY, "prefect")),
         # The CLI parses its arguments before any command loads Prefect or an app server.
         (("deployments.cli",), ("prefect", "uvicorn", "alembic")),
     ],

@@ -440,19 +440,19 @@ def test_a_receipt_pushed_before_dispatch_records_the_send_delivers_the_message(
     yet recorded the batch's sends: the push is acknowledged, and the message is delivered as
     its send is recorded, not left `sent` for a lookup an hour on."""
     from flows.daily_cycle import dispatch_outbox
-    from tasks import dispatch
+    from tasks import sending
 
     waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
     token = sms_sandbox.credentials["callback_token"]
-    sending, pushed = dispatch._send, []
+    send, pushed = sending._send, []
 
     def send_then_push(*args: Any) -> Any:  # the vendor's push lands between the send and its record
-        sent = sending(*args)
+        sent = send(*args)
         reports = sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()
         pushed.append(_aliyun_post(client, "/sms/sandbox/status", reports, token).json())
         return sent
 
-    monkeypatch.setattr(dispatch, "_send", send_then_push)
+    monkeypatch.setattr(sending, "_send", send_then_push)
     dispatch_outbox(as_of=CN_MORNING)
     assert pushed == [{"code": 0, "msg": "成功"}]
     assert _message(db, waiting.id).status == "delivered"

@@ -1,0 +1,390 @@
+"""One dispatch batch: lease the due rows, re-check each at send time, send, record.
+
+Per batch: lease the rows, look up first those still in doubt (a retried batch), re-check each in
+id order (stale stage, invalid number, then every rule of `check_contact` on the stored body:
+holds, opt-out, template, content, the window in the borrower's zones, the caps counted from the
+message log plus what this batch already approved or found sent), send the rest in one
+`send_batch`, and record every outcome with the rule that decided it. Nothing leaves without a
+verdict of SEND at this instant.
+
+A batch in which the provider accepted nothing and every send failed as not executed or unknown
+is an outage: its messages wait, scheduled, with the provider named in their reason
+(`provider:<name>:outage`), and the batch says so in its counts (`tasks.dispatch` then stops).
+
+Apart from the Prefect tasks (`tasks.dispatch`): `send_batch` runs in the cycle's worker
+processes (`tasks.workers`), which import this module and never Prefect.
+"""
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from arrears.compliance.caps import Contact
+from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
+from arrears.compliance.report import recheck_sends
+from arrears.masking import install_log_masking, mask_phone
+from arrears.models import utcnow
+from arrears.policy import Policy
+from arrears.settings import get_settings
+from arrears.storage import compliance, outbox, read_only
+from arrears.storage.outbox import DueMessage, Outcome
+from arrears.vocabulary import MessageStatus
+from integrations.errors import (
+    ConfigError,
+    InvalidAddress,
+    OptedOut,
+    Permanent,
+    ProviderError,
+    Transient,
+)
+from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
+from tasks.database import engine, policy
+from tasks.drill import crash
+from tasks.isolation import SetAside, without_quarantined
+from tasks.logs import run_logger
+from tasks.providers import ProviderConfig, sms_for
+
+# Every process that dispatches masks numbers in its log records, Prefect's run logs included.
+install_log_masking()
+
+__all__ = [
+    "LEASE",
+    "Batch",
+    "Dispatched",
+    "found_outcome",
+    "outage_reason",
+    "recheck_recorded",
+    "reference",
+    "request_of",
+    "send_batch",
+]
+
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    index: int
+    lo: int
+    hi: int | None
+    account_id: str | None = None  # only this account's messages (the single-account path)
+    owner: str | None = None  # the cycle or dispatch run that leases the rows
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    counts: dict[str, int]
+    refused: list[tuple[int, str, str]]  # (message id, masked number, reason): for the run's log
+
+
+def send_batch(
+    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool = False
+) -> Dispatched:
+    """The body of `dispatch_batch`: lease, look up what is in doubt, check, send, record. Takes
+    only picklable values, to run in a worker process."""
+    provider = sms_for(config)  # before the lease: without a provider, nothing is leased
+    rules = policy()
+    # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
+    rows = without_quarantined(_lease(batch, as_of, rules))
+    found, rows = _look_up_first(provider, rows, as_of)
+    aside = SetAside("dispatch")
+    outcomes, to_send = _check(rows, rules, as_of, aside, found=found)
+    sent = _send(provider, to_send, as_of)
+    outage = _outage(sent, provider.info.name)
+    outcomes += found + sent
+    if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
+        crash()
+    with engine().begin() as connection:
+        outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
+        quarantined = aside.record(connection, at=as_of, cycle_id=cycle_id)
+    recheck_recorded(outcomes, as_of, cycle_id, rules)
+    counts: dict[str, int] = {"quarantined": quarantined} if quarantined else {}
+    for o in outcomes:
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+    return Dispatched(counts | outage, _refused_numbers(outcomes, {r.id: r.address for r in rows}))
+
+
+def _lease(batch: Batch, as_of: datetime, rules: Policy) -> list[DueMessage]:
+    """Take the batch's due rows for a while, with the message history their caps count: the
+    lease in a write transaction of its own, the reading after it, holding no write lock (on
+    SQLite, the other batches and the bureau pulls wait for every write transaction)."""
+    wall = utcnow()
+    with engine().begin() as connection:
+        claimed = outbox.claim_batch(
+            connection,
+            lo=batch.lo,
+            hi=batch.hi,
+            now=as_of,
+            wall=wall,
+            lease_until=wall + LEASE,
+            account_id=batch.account_id,
+            owner=batch.owner,
+        )
+    with read_only(engine()) as connection:
+        return outbox.load_batch(connection, claimed, now=as_of, lookback=rules.longest_cap_window())
+
+
+def _check(
+    rows: list[DueMessage],
+    rules: Policy,
+    as_of: datetime,
+    aside: SetAside | None = None,
+    found: Sequence[Outcome] = (),
+) -> tuple[list[Outcome], list[DueMessage]]:
+    """The send-time verdicts: the outcomes of the rows refused (blocked or deferred), and the
+    rows that may go. `found` are sends of this batch found at the provider: they count. A row
+    whose check raises is set `aside` (quarantined), neither sent nor refused."""
+    lender = get_settings().lender_name
+    outcomes: list[Outcome] = []
+    to_send: list[DueMessage] = []
+    approved: dict[str, list[Contact]] = defaultdict(list)  # per borrower: what this batch lets go
+    for o in found:
+        if o.sent_at is not None and o.borrower_id:
+            approved[o.borrower_id].append(
+                Contact(o.sent_at, "sms", o.account_id, o.address, message_id=o.id)
+            )
+    for row in rows:  # in id order: the caps let the earlier of two rows go first
+        try:
+            refusal = _refusal(row, rules, as_of, lender=lender, approved=approved[row.borrower_id])
+        except Exception as error:
+            if aside is None:
+                raise
+            aside.message(row.id, row.account_id, error)
+            continue
+        if refusal is not None:
+            outcomes.append(refusal)
+        else:
+            to_send.append(row)
+            approved[row.borrower_id].append(
+                Contact(as_of, "sms", row.account_id, row.address, message_id=row.id)
+            )
+    return outcomes, to_send
+
+
+def _send(provider: SmsProvider, to_send: list[DueMessage], as_of: datetime) -> list[Outcome]:
+    """Send the approved rows in one batch (those in doubt were looked up before the verdicts)."""
+    requests = [request_of(r) for r in to_send]
+    results = provider.send_batch(requests) if requests else []
+    # Sent "as of" the instant the send-time check approved: for a run as of now that is now, and
+    # a replayed or simulated day keeps a timeline that the compliance re-check can trust.
+    name = provider.info.name
+    return [_outcome(row, result, name, as_of) for row, result in zip(to_send, results, strict=True)]
+
+
+def reference(idempotency_key: str) -> str:
+    """Our own reference for a message, derived from its idempotency key: it travels in every
+    request (template parameter `ref`) so that a send whose answer was lost can be found by it."""
+    return "r" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
+
+
+def request_of(row: Any) -> SmsRequest:
+    params = {**(row.params or {}), "ref": reference(row.idempotency_key)}
+    return SmsRequest(row.idempotency_key, row.address, row.template, params, row.body)
+
+
+def found_outcome(
+    row: Any, result: SmsResult, provider: str, as_of: datetime, borrower_id: str = ""
+) -> Outcome:
+    """A send an earlier try made, found at the provider: recorded as sent, as of this instant."""
+    return replace(
+        _outcome(row, result, provider, as_of),
+        detail="found at the provider: an earlier try sent it",
+        borrower_id=borrower_id,
+        address=row.address,
+    )
+
+
+def _look_up_first(
+    provider: SmsProvider, rows: list[DueMessage], as_of: datetime
+) -> tuple[list[Outcome], list[DueMessage]]:
+    """Rows in doubt (a retried batch) are looked up before any verdict: the sends found, and
+    the rows left to judge (those the provider never saw). A failed lookup keeps its row in doubt."""
+    found: list[Outcome] = []
+    rest: list[DueMessage] = []
+    for row in rows:
+        if not row.in_doubt:
+            rest.append(row)
+            continue
+        try:
+            result = provider.status(request_of(row), row.provider_id)
+        except ConfigError:
+            raise
+        except ProviderError as failed:
+            found.append(
+                Outcome(
+                    row.id,
+                    row.account_id,
+                    MessageStatus.SCHEDULED,
+                    outbox.UNKNOWN,
+                    not_before=as_of,
+                    detail=str(failed),
+                )
+            )
+            continue
+        if result is None:
+            rest.append(row)
+        else:
+            found.append(found_outcome(row, result, provider.info.name, as_of, row.borrower_id))
+    return found, rest
+
+
+def recheck_recorded(outcomes: list[Outcome], as_of: datetime, cycle_id: int | None, rules: Policy) -> None:
+    """Re-check a cycle's sends just recorded against every rule but the caps, and record what
+    that found: the cycle's compliance report then reads these instead of every body again
+    (`arrears.compliance.report`). A re-check that fails is logged and left to the report,
+    which then re-checks every send of the cycle itself."""
+    ids = [o.id for o in outcomes if o.sent_at is not None]
+    if cycle_id is None or not ids:
+        return
+    try:
+        with read_only(engine()) as connection:
+            checked = recheck_sends(connection, ids, policy=rules, lender=get_settings().lender_name)
+        with engine().begin() as connection:
+            compliance.record_check(
+                connection,
+                at=as_of,
+                cycle_id=cycle_id,
+                ids=ids,
+                sent_checked=checked.sent_checked,
+                violations=[v.as_json() for v in checked.violations],
+            )
+    except Exception:
+        run_logger("arrears.dispatch").warning(
+            "re-check of %d sends failed; the report re-checks them", len(ids), exc_info=True
+        )
+
+
+def outage_reason(provider: str) -> str:
+    return f"provider:{provider}:outage"
+
+
+def _outage(sent: list[Outcome], provider: str) -> dict[str, int]:
+    """An outage: something was sent to the provider, it accepted nothing, and every failure was
+    "not executed" or "unknown" (connection refused, timeouts, 503s, 5xx). The rows not executed
+    are relabelled to wait for the provider; those unknown stay in doubt, to be looked up."""
+    if not sent or any(o.sent_at is not None or o.status is not MessageStatus.SCHEDULED for o in sent):
+        return {}
+    for n, o in enumerate(sent):
+        if o.reason != outbox.UNKNOWN:
+            sent[n] = Outcome(
+                o.id,
+                o.account_id,
+                o.status,
+                outage_reason(provider),
+                not_before=o.not_before,
+                detail=o.detail,
+            )
+    return {"outage": 1, "waiting": len(sent)}
+
+
+def _refusal(
+    row: DueMessage, rules: Policy, now: datetime, *, lender: str, approved: list[Contact] | None = None
+) -> Outcome | None:
+    """The send-time check: the same rules as at decision time (`check_contact`), plus what
+    changed since. `approved` holds the rows of the borrower this batch already lets go."""
+    if (row.account_stage, row.account_episode) != (row.stage, row.episode):
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.BLOCKED,
+            "stale",
+            detail=f"account is now {row.account_stage}",
+        )
+    if not row.address_valid or not row.address:
+        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, "invalid_number")
+    verdict = check_contact(
+        request=ContactRequest(
+            account_id=row.account_id,
+            jurisdiction=row.jurisdiction,
+            timezone=row.timezone,
+            template=row.template,
+            body=row.body,
+            lender=row.params.get("lender", lender),
+            address=row.address,
+            fill=tuple(row.params.items()),
+            message_id=row.id,
+            stage=row.stage,
+            episode=row.episode,
+        ),
+        state=ContactState(
+            holds=row.holds, opted_out=row.opted_out, history=(*row.history, *(approved or ()))
+        ),
+        policy=rules,
+        now=now,
+    )
+    if verdict.kind is VerdictKind.BLOCK:
+        return Outcome(row.id, row.account_id, MessageStatus.BLOCKED, verdict.reason, detail=verdict.detail)
+    if verdict.kind is VerdictKind.DEFER:
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.SCHEDULED,
+            verdict.reason,
+            not_before=verdict.not_before,
+            detail=verdict.detail,
+        )
+    return None
+
+
+def _refused_numbers(outcomes: list[Outcome], addresses: dict[int, str]) -> list[tuple[int, str, str]]:
+    """The numbers a provider refused, masked, like every number in a log."""
+    return [
+        (o.id, mask_phone(addresses.get(o.id, "")), o.reason or "")
+        for o in outcomes
+        if o.invalid_address or (o.reason or "").startswith("opt_out:carrier")
+    ]
+
+
+# Provider errors that end a message: the status and the reason each records.
+_REFUSED: tuple[tuple[type[ProviderError], MessageStatus, str], ...] = (
+    (InvalidAddress, MessageStatus.FAILED, "invalid_number"),
+    (OptedOut, MessageStatus.BLOCKED, "opt_out:carrier"),
+    (Permanent, MessageStatus.FAILED, "provider:refused"),
+)
+
+
+def _outcome(row: Any, result: SmsResult | ProviderError, provider: str, at: datetime) -> Outcome:
+    if isinstance(result, SmsResult):
+        status = (
+            MessageStatus.DELIVERED
+            if result.status == "delivered"
+            else (MessageStatus.FAILED if result.status in ("failed", "undelivered") else MessageStatus.SENT)
+        )
+        return Outcome(
+            row.id,
+            row.account_id,
+            status,
+            result.error_code,
+            provider=provider,
+            provider_id=result.provider_id,
+            sent_at=at,
+        )
+    if isinstance(result, Transient):
+        retry_at = at + timedelta(seconds=result.retry_after or 60)
+        return Outcome(
+            row.id,
+            row.account_id,
+            MessageStatus.SCHEDULED,
+            "provider:busy",
+            not_before=retry_at,
+            detail=str(result),
+        )
+    for kind, status, reason in _REFUSED:  # the first that matches: the specific before Permanent
+        if isinstance(result, kind):
+            return Outcome(
+                row.id,
+                row.account_id,
+                status,
+                reason,
+                provider=provider,
+                invalid_address=row.address if kind is InvalidAddress else None,
+                detail=str(result),
+            )
+    # Unknown outcome (or any other provider error): keep it scheduled and in doubt; the next
+    # try looks it up through status() before any verdict.
+    return Outcome(
+        row.id, row.account_id, MessageStatus.SCHEDULED, outbox.UNKNOWN, not_before=at, detail=str(result)
+    )
