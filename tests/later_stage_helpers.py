@@ -247,6 +247,26 @@ serve(*[d for d in deployments() if d.name in ("review", "referral")])
 """
 
 
+def drop_queued_runs() -> int:
+    """Delete every flow run still scheduled or pending on the session's Prefect server; how many.
+
+    The server outlives each test: a run another test queued and never ran (a reply's
+    `account-lifecycle` run, say) would be picked up by the next test that serves that deployment,
+    and run against that test's database (the fan-out test's cycle once found an account it had
+    not advanced already messaged). The test that queues such a run drops it; the fan-out test
+    calls this before it serves."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    waiting = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=waiting)))
+        for run in runs:
+            client.delete_flow_run(run.id)
+    return len(runs)
+
+
 class Served:
     """`repossession-review/review` and `legal-referral/referral` served by a runner in another
     process, against the harness's Prefect server and the test's database."""

@@ -101,6 +101,7 @@ def test_cycle_fans_shards_out_to_served_workers(
     from arrears.storage.importer import run_import
     from flows.daily_cycle import daily_cycle
     from tests.factories import account_record, write_csv
+    from tests.later_stage_helpers import drop_queued_runs
 
     url = f"sqlite:///{tmp_path / 'fan.db'}"
     monkeypatch.setenv("ARREARS_DATABASE_URL", url)
@@ -114,6 +115,7 @@ def test_cycle_fans_shards_out_to_served_workers(
     )
     run_import(engine, open_source(path, Kind.ACCOUNTS))
 
+    drop_queued_runs()  # another test's queued runs of these deployments would run on this database
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "serve"],

@@ -535,6 +535,7 @@ def test_reply_can_hand_the_lifecycle_to_the_served_deployment(
 ) -> None:
     """With the deployment runner, a reply creates a run of `account-lifecycle/account` for the account."""
     from flows.account_lifecycle import account_lifecycle
+    from tests.later_stage_helpers import drop_queued_runs
 
     account_lifecycle.to_deployment(name="account").apply()
     _import(db, tmp_path, account_record(account_id="A-1"))
@@ -552,6 +553,8 @@ def test_reply_can_hand_the_lifecycle_to_the_served_deployment(
     runner.close()
     assert flow_run.name == "account A-1"
     assert flow_run.parameters == {"account_id": "A-1", "reason": "reply"}
+    # Nothing serves it here: left queued, the next test serving the deployment would run it.
+    assert drop_queued_runs() >= 1
 
 
 # -- court status -----------------------------------------------------------------------------------
