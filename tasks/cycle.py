@@ -90,8 +90,8 @@ def refresh(
 
 def start_shard_workers(fan_out: str | None) -> None:
     """Inside `keeping_workers`, before the refresh: spawn the worker processes the advance will
-    use (several shards, no fan-out), each importing the advance's and the dispatch's bodies (not Prefect) as
-    it starts, which the refresh (one core) leaves a core for."""
+    use (several shards, no fan-out), each importing the advance's and the dispatch's bodies as it
+    starts (not Prefect: ~2 s of a core a process), on the core the refresh leaves free."""
     settings = get_settings()
     if fan_out or settings.shard_workers <= 1:
         return
