@@ -227,12 +227,21 @@ class ChildMemory(threading.Thread):
         }
 
 
+def _sandboxes(by_role: dict[str, float], digits: int) -> dict[str, float]:
+    """The sandbox servers' figures by kind: `{"sms": …, "bureau": …}`."""
+    return {
+        role.removesuffix("_sandbox"): round(value, digits)
+        for role, value in sorted(by_role.items())
+        if role.endswith("_sandbox")
+    }
+
+
 def _role(cmdline: list[str]) -> str:
     text = " ".join(cmdline)
     if "multiprocessing" in text:
         return "shard_workers"
-    if "sandbox" in text:
-        return "sandbox"
+    if sandbox := re.search(r"integrations\.(\w+)\.sandbox_server", text):
+        return f"{sandbox.group(1)}_sandbox"  # sms_sandbox, bureau_sandbox: each its own figure
     if "uvicorn" in text or "prefect" in text:
         return "prefect_server"
     return "other"
@@ -795,11 +804,11 @@ def main() -> None:
         "shards": int(advanced["shards"]),
         "batches": int(dispatched.get("batches", 0)),
         "cpu_s": round(cpu_s, 2),
-        "sandbox_cpu_s": round(child_cpu["sandbox"], 2) if "sandbox" in child_cpu else None,
+        "sandbox_cpu_s": _sandboxes(child_cpu, 2),
         "prefect_server_cpu_s": round(child_cpu["prefect_server"], 2)
         if "prefect_server" in child_cpu
         else None,
-        "sandbox_peak_rss_mib": round(child_peaks["sandbox"], 1) if "sandbox" in child_peaks else None,
+        "sandbox_peak_rss_mib": _sandboxes(child_peaks, 1),
         "prefect_server_peak_rss_mib": round(child_peaks["prefect_server"], 1)
         if "prefect_server" in child_peaks
         else None,
