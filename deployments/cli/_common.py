@@ -4,17 +4,19 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import Engine
 
 from arrears.clock import parse_instant
 from arrears.files import create_private_file, private_directory
-from arrears.settings import describe_error, get_settings, redact_urls
-from arrears.storage import database_file, get_engine, migrate
+
+# Settings and storage are imported where they are used: `arrears --help` loads neither pydantic
+# nor SQLAlchemy, and every command module stays as light as this one.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = [
     "Agent",
@@ -105,6 +107,8 @@ def use_database(database: str | None) -> str:
     Flows run in this process and read settings, so the choice travels through the environment
     rather than through flow parameters, where a URL with a password would show in the UI.
     """
+    from arrears.settings import describe_error, get_settings
+
     if database:
         os.environ["ARREARS_DATABASE_URL"] = database
         get_settings.cache_clear()
@@ -119,8 +123,11 @@ def emit_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def open_database(url: str, *, create: bool) -> Engine:
+def open_database(url: str, *, create: bool) -> "Engine":
     """The engine for `url`, migrated; with create=False a missing database is an error, not a new file."""
+    from arrears.settings import redact_urls
+    from arrears.storage import database_file, get_engine, migrate
+
     try:
         path = database_file(url)
     except Exception as error:  # not a URL at all
@@ -140,7 +147,7 @@ def open_database(url: str, *, create: bool) -> Engine:
     return engine
 
 
-def existing_database(database: str | None) -> Engine:
+def existing_database(database: str | None) -> "Engine":
     """The engine of the database a command works on (`--database`, or the configured one), which
     must exist already."""
     return open_database(use_database(database), create=False)

@@ -14,10 +14,7 @@ import typer
 from rich.table import Table
 
 from arrears.clock import parse_instant
-from arrears.compliance.report import compliance_report
 from arrears.masking import install_log_masking, mask_text
-from arrears.policy import PolicyError, load_policy
-from arrears.settings import get_settings
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -49,6 +46,8 @@ def _instant(text: str | None, option: str, *, end: bool) -> datetime | None:
             return parse_instant(text)
         except ValueError as error:
             raise CliError(f"{option}: {error}") from None
+    from arrears.settings import get_settings
+
     zone = ZoneInfo(get_settings().lender_timezone)
     return datetime.combine(day + timedelta(days=1 if end else 0), time(), zone)
 
@@ -71,6 +70,11 @@ def report(
     """Count deferrals and blocks per rule, and re-check every message sent in the period against
     the rules (window at its send time in the borrower's zones, caps, holds and opt-outs active
     then, content, approved templates). Exit code 1 lists the violations."""
+    # Imported here, not at the top: `arrears --help` loads none of the rules, policy or storage.
+    from arrears.compliance.report import compliance_report
+    from arrears.policy import PolicyError, load_policy
+    from arrears.settings import get_settings
+
     install_log_masking()
     url = use_database(database)
     lo, hi = _instant(start, "--from", end=False), _instant(end, "--to", end=True)

@@ -2,29 +2,19 @@
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine
 
 from arrears.clock import business_date, parse_instant
 from arrears.files import create_private_file, private_directory
-from arrears.importing import Kind, open_source
-from arrears.models import utcnow
-from arrears.settings import default_home, get_settings
-from arrears.simulate import (
-    AccountState,
-    PortfolioRow,
-    generate_portfolio,
-    simulate_payments,
-    write_accounts_file,
-    write_payments_file,
-)
-from arrears.storage import database_file
-from arrears.storage.importer import run_import
-from arrears.storage.simulation import delinquent_states, record_simulated_profiles
 from deployments.cli._common import CliError, app, console, emit_json, open_database, use_database
 from deployments.cli.cycle import print_cycle, run_cycle
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from arrears.simulate import AccountState, PortfolioRow
 
 
 @app.command()
@@ -48,6 +38,19 @@ def demo(
     Runs on the embedded default: SQLite, the sandbox SMS server (started for the run) and
     Prefect's local server. The default demo database is recreated on every run.
     """
+    # Imported here, not at the top: `arrears --help` loads none of the simulation, import or storage.
+    from arrears.importing import Kind, open_source
+    from arrears.models import utcnow
+    from arrears.settings import default_home, get_settings
+    from arrears.simulate import (
+        generate_portfolio,
+        simulate_payments,
+        write_accounts_file,
+        write_payments_file,
+    )
+    from arrears.storage import database_file
+    from arrears.storage.importer import run_import
+
     url = database or f"sqlite:///{default_home() / 'demo.db'}"
     path = database_file(url)
     if database is None and path is not None:
@@ -110,13 +113,20 @@ def _private_file(path: Path) -> None:
     create_private_file(path)
 
 
-def _seed_profiles(engine: Engine, portfolio: list[PortfolioRow]) -> None:
+def _seed_profiles(engine: "Engine", portfolio: "list[PortfolioRow]") -> None:
     """Give the demo what bureau pulls and replies would have told us by now (DESIGN §2), each
     seeded value recorded in the audit trail as simulated."""
+    from arrears.models import utcnow
+    from arrears.storage.simulation import record_simulated_profiles
+
     with engine.begin() as connection:
         record_simulated_profiles(connection, portfolio, at=utcnow())
 
 
-def _states(engine: Engine, portfolio: list[PortfolioRow], instant: Any, zone: str) -> list[AccountState]:
+def _states(
+    engine: "Engine", portfolio: "list[PortfolioRow]", instant: Any, zone: str
+) -> "list[AccountState]":
+    from arrears.storage.simulation import delinquent_states
+
     with engine.connect() as connection:
         return delinquent_states(connection, portfolio)

@@ -2,17 +2,13 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Connection
 
-from arrears.storage.accounts import account_row
-from arrears.storage.holds import HoldNotLifted, account_holds, lift_hold, place_hold
-from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Hold
 from deployments.cli._common import (
     Agent,
@@ -26,6 +22,10 @@ from deployments.cli._common import (
     emit_json,
     existing_database,
 )
+
+# Storage is imported in the commands: `arrears --help` loads no SQLAlchemy.
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = ["hold_app"]
 
@@ -53,8 +53,10 @@ def _why(text: str) -> str:
 
 
 @contextmanager
-def _account_transaction(database: str | None, account_id: str) -> Iterator[Connection]:
+def _account_transaction(database: str | None, account_id: str) -> "Iterator[Connection]":
     """A transaction on the database, for an account that must exist."""
+    from arrears.storage.accounts import account_row
+
     with existing_database(database).begin() as connection:
         if account_row(connection, account_id) is None:
             raise CliError(f"no account {account_id!r}")
@@ -69,6 +71,8 @@ def list_holds(
     json: Json = False,
 ) -> None:
     """The account's holds in force (with --all, the lifted ones too): kind, who placed it, why."""
+    from arrears.storage.holds import account_holds
+
     with _account_transaction(database, account_id) as connection:
         rows = account_holds(connection, account_id, lifted=lifted)
     if json:
@@ -99,6 +103,9 @@ def place(
 ) -> None:
     """Place a hold: contact it stops is refused at every send-time check from now on, and a
     repossession order it overtakes is cancelled at once (the agency is told)."""
+    from arrears.storage.holds import place_hold
+    from arrears.storage.vendor_orders import cancel_vendor_orders
+
     hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
     with _account_transaction(database, account_id) as connection:
         placed = place_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
@@ -123,6 +130,8 @@ def lift(
     """Lift the account's hold of this kind, whoever placed it (an import places its flag again
     while its file carries it; an SMS opt-out ends only with the borrower's START). Collection
     resumes at the next cycle."""
+    from arrears.storage.holds import HoldNotLifted, lift_hold
+
     hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
     with _account_transaction(database, account_id) as connection:
         try:

@@ -14,16 +14,13 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from arrears.importing import DEFAULT_ENCODING, Kind, RejectsUnwritable, UnreadableFile, open_source
-from arrears.storage.importer import ImportInterrupted, ImportSummary, run_import
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -34,9 +31,17 @@ from deployments.cli._common import (
     use_database,
 )
 
+# The reading, checks and storage are imported in the commands: `arrears --help` loads none of them.
+if TYPE_CHECKING:
+    from arrears.importing import Kind
+    from arrears.storage.importer import ImportSummary
+
 __all__ = ["EXIT_REJECTED", "import_app"]
 
 EXIT_REJECTED = 3
+# The --encoding default that --help shows: arrears.importing.DEFAULT_ENCODING, written out because
+# that package loads the checks and storage (tests/test_cli_startup.py keeps the two equal).
+DEFAULT_ENCODING = "utf-8"
 _PROGRESS_FROM_BYTES = 1 << 20  # below about 5,000 rows a bar only flickers
 
 import_app = typer.Typer(
@@ -67,6 +72,8 @@ def accounts(
     encoding: EncodingOption = DEFAULT_ENCODING,
 ) -> None:
     """Create or update accounts, borrowers, contact points and holds; never the lifecycle state."""
+    from arrears.importing import Kind
+
     _import(Kind.ACCOUNTS, file, database, as_json, encoding)
 
 
@@ -78,11 +85,18 @@ def payments(
     encoding: EncodingOption = DEFAULT_ENCODING,
 ) -> None:
     """Record payments once each (idempotent on payment_id); the next cycle applies them."""
+    from arrears.importing import Kind
+
     _import(Kind.PAYMENTS, file, database, as_json, encoding)
 
 
-def _import(kind: Kind, file: Path, database: str | None, as_json: bool, encoding: str) -> None:
+def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encoding: str) -> None:
     """The one path of both commands: read, check, store all or nothing, report."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from arrears.importing import Kind, RejectsUnwritable, UnreadableFile, open_source
+    from arrears.storage.importer import ImportInterrupted, run_import
+
     # The file is checked before the database is opened: a file that cannot be read creates
     # nothing, not even an empty database.
     try:
@@ -172,7 +186,7 @@ def _progress(name: str, size: int, show: bool) -> Iterator[Callable[[int, int],
         yield lambda rows, position: bar.update(task, completed=position, rows=rows)
 
 
-def _print(summary: ImportSummary) -> None:
+def _print(summary: "ImportSummary") -> None:
     console.print(
         f"{escape(summary.file.name)}: [bold]{summary.read:,}[/bold] rows read, "
         f"[green]{summary.accepted:,}[/green] accepted, "

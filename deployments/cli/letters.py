@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from arrears.files import atomic_write
-from arrears.storage.letters import letter_pdf, list_letters
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -31,6 +30,9 @@ def list_(
     json: Json = False,
 ) -> None:
     """Letters with their kind, status, mailed date and the deadline counted from it."""
+    # Imported in the command: `arrears --help` loads none of storage.
+    from arrears.storage.letters import list_letters
+
     engine = existing_database(database)
     with engine.connect() as connection:
         found = [row.as_json() for row in list_letters(connection, account_id=account)]
@@ -60,6 +62,8 @@ def pdf(
     database: DatabaseOption = None,
 ) -> None:
     """Write the PDF as mailed (checked against the SHA-256 recorded when it was written)."""
+    from arrears.storage.letters import letter_pdf
+
     engine = existing_database(database)
     with engine.connect() as connection:
         found = letter_pdf(connection, letter_id)

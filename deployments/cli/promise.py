@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from arrears.storage.accounts import account_story
 from deployments.cli._common import (
     Agent,
     AsOf,
@@ -71,6 +70,7 @@ def add(
     json: Json = False,
 ) -> None:
     """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments."""
+    from arrears.storage.accounts import account_story
     from tasks.promises import record_agent_promise
 
     value = _amount(amount)

@@ -18,20 +18,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import SecretStr
 from rich.markup import escape
 
-from arrears.settings import get_settings, redact_url
 from deployments.cli._common import CliError, app, console, emit_json
 from integrations import registry
-from integrations.court.protocol import FilingNotFound
-from integrations.metadata import ProviderInfo
-from integrations.providers import DEFAULT_PROVIDER
-from integrations.sandbox import SandboxError, SandboxHandle, start_sandbox
-from integrations.sms.protocol import SmsRequest
+
+# Settings, provider metadata and the sandbox are imported where they are used: `arrears --help`
+# loads neither pydantic nor httpx.
+if TYPE_CHECKING:
+    from integrations.metadata import ProviderInfo
+    from integrations.sandbox import SandboxHandle
 
 __all__ = ["KINDS", "SANDBOX_SERVERS", "inventory", "providers_app"]
 
@@ -61,6 +60,8 @@ class Selection:
     credentials: Mapping[str, str]
 
     def public(self) -> dict[str, Any]:
+        from arrears.settings import redact_url
+
         # A base URL may carry a password (https://user:pass@host): shown masked, used as is.
         base_url = redact_url(self.base_url) if self.base_url else self.base_url
         return {"name": self.name, "explicit": self.explicit, "base_url": base_url}
@@ -82,6 +83,11 @@ def _env_json(variable: str) -> dict[str, str]:
 def selection(kind: str) -> Selection:
     """`<kind>_provider`, `_base_url`, `_credentials` from settings, or `ARREARS_<KIND>_*` for a kind
     the settings do not know yet."""
+    from pydantic import SecretStr
+
+    from arrears.settings import get_settings
+    from integrations.providers import DEFAULT_PROVIDER
+
     try:
         settings = get_settings()
     except ValueError as error:  # pydantic names the field, not the value
@@ -187,6 +193,13 @@ def sandbox_credentials(kind: str, mapping: Mapping[str, str]) -> dict[str, str]
     return dict(adapt(mapping)) if adapt is not None else dict(mapping)
 
 
+def start_sandbox(port: int, *, host: str, server: str) -> SandboxHandle:
+    """`integrations.sandbox.start_sandbox`, imported only when a sandbox starts (it loads httpx)."""
+    from integrations.sandbox import start_sandbox as start
+
+    return start(port, host=host, server=server)
+
+
 @contextmanager
 def _started(
     kind: str, port: int = 0, host: str = "127.0.0.1"
@@ -204,6 +217,9 @@ def _probe(kind: str, provider: Any) -> str:
     A provider's own `check()` comes first: it authenticates against a resource that must exist
     (Twilio's account), so a wrong base URL fails it. A lookup of a message or filing we never sent
     cannot tell "no such message" from "no such endpoint": both are a 404."""
+    from integrations.court.protocol import FilingNotFound
+    from integrations.sms.protocol import SmsRequest
+
     check = getattr(provider, "check", None)
     if callable(check):
         return str(check())
@@ -222,6 +238,8 @@ def _probe(kind: str, provider: Any) -> str:
 
 def health_check(kind: str, chosen: Selection, cls: Any) -> dict[str, Any]:
     """Build the selected provider (against a fresh sandbox for `sandbox` without a base URL) and probe it."""
+    from integrations.providers import DEFAULT_PROVIDER
+
     start = time.monotonic()
     try:
         with ExitStack() as stack:
@@ -346,6 +364,8 @@ def sandbox(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Run the sandbox provider servers in the foreground, printing their URLs and generated credentials."""
+    from integrations.sandbox import SandboxError
+
     if kind is not None and kind not in KINDS:
         raise CliError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
     kinds = [kind] if kind else list(KINDS)

@@ -7,11 +7,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from arrears.buckets import BUCKETS
-from arrears.storage.accounts import account_story
-from arrears.storage.assignments import list_assignments
-from arrears.storage.letters import list_letters
-from arrears.storage.quarantine import counts as quarantine_counts
-from arrears.storage.reports import latest_cycle_id, portfolio_report
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -30,6 +25,11 @@ def show(
     json: Json = False,
 ) -> None:
     """Stage, days past due, segment, holds, messages and the timeline of one account."""
+    # Imported in the command: `arrears --help` loads none of storage.
+    from arrears.storage.accounts import account_story
+    from arrears.storage.assignments import list_assignments
+    from arrears.storage.letters import list_letters
+
     engine = existing_database(database)
     with engine.connect() as connection:
         story = account_story(connection, account_id)
@@ -104,6 +104,9 @@ def report(
     json: Json = False,
 ) -> None:
     """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates."""
+    from arrears.storage.quarantine import counts as quarantine_counts
+    from arrears.storage.reports import latest_cycle_id, portfolio_report
+
     engine = existing_database(database)
     with engine.connect() as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)

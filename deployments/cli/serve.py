@@ -4,7 +4,6 @@ from typing import Annotated
 
 import typer
 
-from arrears.storage import migrate
 from deployments.cli._common import DatabaseOption, app, console, open_database, use_database
 
 
@@ -24,6 +23,8 @@ def serve(
     replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
     start` so runs survive this process; without it Prefect starts a temporary local server.
     """
+    from arrears.storage import migrate  # here, not at the top: `arrears --help` loads no storage
+
     migrate(open_database(use_database(database), create=True))
     from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
