@@ -89,6 +89,7 @@ def prepare_environment(workdir: Path) -> dict[str, str]:
         "ARREARS_SMS_PROVIDER": "sandbox",
         "PREFECT_HOME": str(prefect_home),  # also hides the user's profiles.toml
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # as the CLI; offline, its failure logs an ERROR
     }
     os.environ.update(values)
     # As the CLI does: a loaded machine can take longer than Prefect's 20 s to start its server.
