@@ -9,6 +9,8 @@ rejects file) holds borrowers' names and phone numbers, so:
   at the target path instead of following it, so a link planted there cannot redirect the write;
 - a cell that a spreadsheet would run as a formula is neutralised (`safe_cell`, OWASP's advice
   for CSV injection).
+
+The files a user hands us are read in `DEFAULT_ENCODING` unless they name another.
 """
 
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "DEFAULT_ENCODING",
     "FORMULA_PREFIXES",
     "atomic_write",
     "create_private_file",
@@ -27,6 +30,9 @@ __all__ = [
     "unsafe_cell",
 ]
 
+# The encoding of a file the servicing system hands us, unless the user names another: here, not in
+# `arrears.importing`, so that `arrears import --help` shows it without loading the importer.
+DEFAULT_ENCODING = "utf-8"
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 # A cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets.

@@ -204,7 +204,7 @@ def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None
         health.extend(h.admin.get("/_sandbox/health").status_code for h in started)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_providers, "start_sandbox", recording)
+    monkeypatch.setattr("integrations.sandbox.start_sandbox", recording)
     monkeypatch.setattr(cli_providers, "_pause", look_then_interrupt)
     result = runner.invoke(app, ["sandbox"], catch_exceptions=False)
     lines = result.output.splitlines()

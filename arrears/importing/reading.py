@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal, Self
 
-from arrears.files import unsafe_cell
+from arrears.files import DEFAULT_ENCODING, unsafe_cell
 from arrears.importing.records import (
     COLUMNS,
     MAY_BE_EMPTY,
@@ -32,7 +32,6 @@ from arrears.importing.records import (
 
 __all__ = ["DEFAULT_ENCODING", "Source", "check_encoding", "open_source"]
 
-DEFAULT_ENCODING = "utf-8"
 # Encodings whose bytes for a line depend on the lines before it: a line cannot be read alone.
 _STATEFUL = ("utf_7", "hz", "iso2022")
 _ASCII_PROBE = 'account_id,;\t"{}:\r\n'

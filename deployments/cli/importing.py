@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from arrears.files import DEFAULT_ENCODING
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_REJECTED", "import_app"]
 
 EXIT_REJECTED = 3
-# The --encoding default that --help shows: arrears.importing.DEFAULT_ENCODING, written out because
-# that package loads the checks and storage (tests/test_cli_startup.py keeps the two equal).
-DEFAULT_ENCODING = "utf-8"
 _PROGRESS_FROM_BYTES = 1 << 20  # below about 5,000 rows a bar only flickers
 
 import_app = typer.Typer(

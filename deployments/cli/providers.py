@@ -193,17 +193,12 @@ def sandbox_credentials(kind: str, mapping: Mapping[str, str]) -> dict[str, str]
     return dict(adapt(mapping)) if adapt is not None else dict(mapping)
 
 
-def start_sandbox(port: int, *, host: str, server: str) -> SandboxHandle:
-    """`integrations.sandbox.start_sandbox`, imported only when a sandbox starts (it loads httpx)."""
-    from integrations.sandbox import start_sandbox as start
-
-    return start(port, host=host, server=server)
-
-
 @contextmanager
 def _started(
     kind: str, port: int = 0, host: str = "127.0.0.1"
 ) -> Iterator[tuple[SandboxHandle, dict[str, str]]]:
+    from integrations.sandbox import start_sandbox  # here: it loads httpx
+
     with start_sandbox(port, host=host, server=SANDBOX_SERVERS[kind]) as handle:
         yield handle, sandbox_credentials(kind, handle.credentials)
 
