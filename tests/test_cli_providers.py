@@ -202,7 +202,7 @@ def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None
 
     def look_then_interrupt(_: float) -> None:  # the foreground loop's pause: probe the servers, then Ctrl-C
         health.extend(h.admin.get("/_sandbox/health").status_code for h in started)
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr("integrations.sandbox.start_sandbox", recording)
     monkeypatch.setattr(cli_providers, "_pause", look_then_interrupt)
@@ -224,12 +224,27 @@ def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None
     assert lines[-1] == "stopped" and not any(h.alive() for h in started)
 
 
-def test_sandbox_command_serves_until_interrupted() -> None:
-    """`arrears sandbox --kind court` prints a URL and credentials that work, and stops cleanly on Ctrl-C."""
+@pytest.mark.parametrize(
+    ("sent", "sigint_at_start"),
+    [
+        (signal.SIGINT, "default_int_handler"),  # Ctrl-C in a terminal
+        # A script's background job, or a test runner's worker, starts with SIGINT ignored, which
+        # Python keeps: Ctrl-C must stop the sandboxes all the same.
+        (signal.SIGINT, "SIG_IGN"),
+        (signal.SIGTERM, "default_int_handler"),  # `kill`
+    ],
+    ids=["ctrl-c", "ctrl-c-started-ignoring-it", "sigterm"],
+)
+def test_sandbox_command_serves_until_interrupted(sent: signal.Signals, sigint_at_start: str) -> None:
+    """`arrears sandbox --kind court` prints a URL and credentials that work, and stops cleanly on
+    Ctrl-C or SIGTERM, whatever SIGINT's disposition was when it started."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = "import deployments.cli.providers; from deployments.cli import main; main()"
+    code = (
+        f"import signal; signal.signal(signal.SIGINT, signal.{sigint_at_start}); "
+        "import deployments.cli.providers; from deployments.cli import main; main()"
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", code, "sandbox", "--kind", "court", "--port", str(port)],
         cwd=ROOT,
@@ -251,7 +266,7 @@ def test_sandbox_command_serves_until_interrupted() -> None:
         provider = EcfCourtProvider.from_config(f"http://127.0.0.1:{port}", credentials)
         with provider, pytest.raises(FilingNotFound):
             provider.status("ECF-NONE")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sent)
         # Generous: the server child gets SIGTERM and up to 5 s, then SIGKILL and 5 s more; on a
         # loaded two-core machine that took longer than 15 s once.
         assert process.wait(timeout=40) == 0

@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,6 +36,7 @@ __all__ = [
     "existing_database",
     "open_database",
     "quiet_console_logs",
+    "stop_on_signals",
     "use_database",
 ]
 
@@ -60,6 +64,34 @@ def command_group(name: str, help: str) -> typer.Typer:
     group = typer.Typer(name=name, help=help, no_args_is_help=True)
     app.add_typer(group, name=name)
     return group
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[Callable[[], str | None]]:
+    """Inside the block, Ctrl-C (SIGINT) and SIGTERM are noted instead of raising: the command
+    asks the returned function (the first signal's name, or None) between steps, and stops at a
+    point of its choosing (an import rolls back, the sandboxes stop their servers). No exception
+    lands in the middle of a step, such as a `Popen.poll()` that would keep its lock.
+
+    Installed for SIGINT even where the process started with it ignored: Python then keeps it
+    ignored, so a command run as a script's background job, or from a test runner's worker,
+    would not stop on Ctrl-C at all."""
+    received: list[str] = []
+
+    def handler(number: int, _frame: object) -> None:
+        received.append(signal.Signals(number).name)
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    try:
+        previous = [signal.signal(number, handler) for number in watched]
+    except ValueError:  # not the main thread: nothing to install
+        yield lambda: None
+        return
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for number, before in zip(watched, previous, strict=True):
+            signal.signal(number, before)
 
 
 class CliError(Exception):

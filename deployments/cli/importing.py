@@ -8,7 +8,6 @@ nothing. Accepted plus rejected always equals the data lines of the file, and al
 """
 
 import json
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from deployments.cli._common import (
     console,
     console_err,
     open_database,
+    stop_on_signals,
     use_database,
 )
 
@@ -101,7 +101,7 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
         source = open_source(file, kind, encoding)
     except UnreadableFile as error:
         raise CliError(str(error)) from None
-    with source, _stop_on_signals() as stop_requested:
+    with source, stop_on_signals() as stop_requested:
         # Payments need their accounts, so they never create a database.
         engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS)
         show = not as_json and console.is_terminal and source.size >= _PROGRESS_FROM_BYTES
@@ -143,28 +143,6 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
             console_err.print(f"{late} arrived after the commit: the whole file is stored", markup=False)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[Callable[[], str | None]]:
-    """SIGTERM and Ctrl-C ask the import to stop between chunks, so it rolls back and says so,
-    instead of dying with the question of what was stored unanswered."""
-    received: list[str] = []
-
-    def handler(number: int, _frame: object) -> None:
-        received.append(signal.Signals(number).name)
-
-    watched = (signal.SIGTERM, signal.SIGINT)
-    try:
-        previous = [signal.signal(number, handler) for number in watched]
-    except ValueError:  # not the main thread: nothing to install
-        yield lambda: None
-        return
-    try:
-        yield lambda: received[0] if received else None
-    finally:
-        for number, before in zip(watched, previous, strict=True):
-            signal.signal(number, before)
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from deployments.cli._common import CliError, app, console, emit_json
+from deployments.cli._common import CliError, app, console, emit_json, stop_on_signals
 from integrations import registry
 
 # Settings, provider metadata and the sandbox are imported where they are used: `arrears --help`
@@ -367,36 +366,29 @@ def sandbox(
     missing = [k for k in kinds if not sandbox_available(k)]
     if kind is not None and missing:
         raise CliError(f"no {kind} sandbox yet: {SANDBOX_SERVERS[kind]} is not installed")
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def interrupted(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)  # stop the children on `kill` too
-    try:
-        with ExitStack() as stack:
-            running: list[tuple[str, SandboxHandle]] = []
-            for n, k in enumerate(kinds):
-                if k in missing:
-                    print(f"{k} sandbox: not available ({SANDBOX_SERVERS[k]} is not installed)", flush=True)
-                    continue
-                try:
-                    handle, credentials = stack.enter_context(_started(k, port + n if port else 0, host))
-                except (OSError, SandboxError) as error:  # port taken, address not ours, server crashed
-                    raise CliError(f"cannot start the {k} sandbox: {error}", exit_code=1) from None
-                running.append((k, handle))
-                upper = k.upper()
-                print(f"{k} sandbox: {handle.base_url}", flush=True)
-                print(f"  ARREARS_{upper}_PROVIDER=sandbox", flush=True)
-                print(f"  ARREARS_{upper}_BASE_URL={handle.base_url}", flush=True)
-                print(f"  ARREARS_{upper}_CREDENTIALS='{json.dumps(credentials)}'", flush=True)
+    with stop_on_signals() as stop_requested, ExitStack() as stack:  # Ctrl-C and `kill` alike
+        running: list[tuple[str, SandboxHandle]] = []
+        for n, k in enumerate(kinds):
+            if stop_requested():
+                break
+            if k in missing:
+                print(f"{k} sandbox: not available ({SANDBOX_SERVERS[k]} is not installed)", flush=True)
+                continue
+            try:
+                handle, credentials = stack.enter_context(_started(k, port + n if port else 0, host))
+            except (OSError, SandboxError) as error:  # port taken, address not ours, server crashed
+                raise CliError(f"cannot start the {k} sandbox: {error}", exit_code=1) from None
+            running.append((k, handle))
+            upper = k.upper()
+            print(f"{k} sandbox: {handle.base_url}", flush=True)
+            print(f"  ARREARS_{upper}_PROVIDER=sandbox", flush=True)
+            print(f"  ARREARS_{upper}_BASE_URL={handle.base_url}", flush=True)
+            print(f"  ARREARS_{upper}_CREDENTIALS='{json.dumps(credentials)}'", flush=True)
+        if not stop_requested():
             print("sandboxes running; Ctrl-C stops them", flush=True)
-            while True:
-                dead = [k for k, handle in running if not handle.alive()]
-                if dead:
-                    raise CliError(f"the {', '.join(dead)} sandbox stopped unexpectedly", exit_code=1)
-                _pause(0.2)
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        while not stop_requested():
+            dead = [k for k, handle in running if not handle.alive()]
+            if dead:
+                raise CliError(f"the {', '.join(dead)} sandbox stopped unexpectedly", exit_code=1)
+            _pause(0.2)
+    print("stopped", flush=True)
