@@ -14,8 +14,7 @@ def serve(
         bool, typer.Option("--dry-run", help="List the deployments and schedules, then exit.")
     ] = False,
 ) -> None:
-    """Serve the daily cycle (cron in the lender's time zone), the outbox sweep, reviews, referrals
-    and the webhook server.
+    """Serve the daily cycle (cron, lender's time zone), the outbox sweep, reviews, referrals and webhooks.
 
     The cycle starts one repossession-review/review run per review and one legal-referral/referral
     run per referral; they wait suspended, holding no process, until a person or the court answers.
@@ -23,9 +22,7 @@ def serve(
     replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
     start` so runs survive this process; without it Prefect starts a temporary local server.
     """
-    from arrears.storage import migrate  # here, not at the top: `arrears --help` loads no storage
-
-    migrate(open_database(use_database(database), create=True))
+    open_database(use_database(database), create=True)  # migrated, as every command's database
     from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
     for deployment in deployments():
