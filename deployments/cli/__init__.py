@@ -8,7 +8,7 @@ import os
 import sys
 
 from arrears.masking import install_log_masking
-from deployments.cli._common import CliError, app, console_err, quiet_console_logs
+from deployments.cli._common import CliError, app, console_err, quiet_console_logs, reflow_help
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
 from deployments.cli import (  # noqa: F401  isort: skip
@@ -27,6 +27,8 @@ from deployments.cli import (  # noqa: F401  isort: skip
     compliance,
     quarantine,
 )
+
+reflow_help(app)
 
 __all__ = ["app", "main"]
 

@@ -1,5 +1,6 @@
 """What every command shares: the Typer app, consoles, settings and the database handle."""
 
+import inspect
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ __all__ = [
     "existing_database",
     "open_database",
     "quiet_console_logs",
+    "reflow_help",
     "stop_on_signals",
     "use_database",
 ]
@@ -64,6 +66,20 @@ def command_group(name: str, help: str) -> typer.Typer:
     group = typer.Typer(name=name, help=help, no_args_is_help=True)
     app.add_typer(group, name=name)
     return group
+
+
+def reflow_help(group: typer.Typer) -> None:
+    """Each command's help from its docstring, one line a paragraph, for the terminal to wrap.
+    Typer's rich mode keeps a docstring's single line breaks, so help written to the source's line
+    length came out ragged at any other width (the command lists, `arrears serve --help`). Called
+    once every command is registered; a help given explicitly is left as it is."""
+    for info in group.registered_commands:
+        doc = inspect.getdoc(info.callback) if info.help is None and info.callback else None
+        if doc:
+            info.help = "\n\n".join(" ".join(p.splitlines()) for p in doc.split("\n\n"))
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            reflow_help(sub.typer_instance)
 
 
 @contextmanager
