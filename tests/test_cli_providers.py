@@ -224,6 +224,33 @@ def test_sandbox_runs_every_kind_it_has(monkeypatch: pytest.MonkeyPatch) -> None
     assert lines[-1] == "stopped" and not any(h.alive() for h in started)
 
 
+def test_sandbox_whose_server_dies_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox server that dies while `arrears sandbox` runs stops it with one error naming the
+    kind (exit 1), and the other servers are stopped with it."""
+    started: list[Any] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        handle = start_sandbox(*args, **kwargs)
+        started.append(handle)
+        return handle
+
+    pauses: list[float] = []
+
+    def kill_the_court_server(seconds: float) -> None:
+        pauses.append(seconds)
+        assert len(pauses) == 1, "still serving after its court server died"
+        started[1].process.kill()
+        started[1].process.wait()
+
+    monkeypatch.setattr("integrations.sandbox.start_sandbox", recording)
+    monkeypatch.setattr(cli_providers, "KINDS", ("sms", "court"))
+    monkeypatch.setattr(cli_providers, "_pause", kill_the_court_server)
+    result = runner.invoke(app, ["sandbox"])
+    assert isinstance(result.exception, CliError) and result.exception.exit_code == 1
+    assert str(result.exception) == "the court sandbox stopped unexpectedly"
+    assert len(started) == 2 and not any(h.alive() for h in started)
+
+
 @pytest.mark.parametrize(
     ("sent", "sigint_at_start"),
     [
