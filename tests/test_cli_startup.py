@@ -1,4 +1,5 @@
-"""`arrears` starts light: a command imports its libraries when it runs, not when the CLI starts."""
+"""`arrears` starts light (a command imports its libraries when it runs, not when the CLI starts), and
+its help is wrapped by the terminal."""
 
 import inspect
 import subprocess
