@@ -53,8 +53,8 @@ def test_every_help_loads_no_command_library() -> None:
 
 
 def test_import_encoding_default_is_the_importers() -> None:
-    """The `--encoding` default that `arrears import accounts --help` shows, written out in the CLI so
-    that its help does not load the importer, is the importer's own default."""
+    """The `--encoding` default that `arrears import accounts --help` shows, taken from the light
+    `arrears.files` so that its help does not load the importer, is the importer's own default."""
     assert cli_importing.DEFAULT_ENCODING == DEFAULT_ENCODING
 
 

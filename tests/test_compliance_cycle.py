@@ -487,7 +487,7 @@ def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine
             payments = tmp_path / f"payments-{d}.csv"
             write_payments_file(
                 simulate_payments(
-                    _states(cycle_db, portfolio, instant, settings.lender_timezone),
+                    _states(cycle_db, portfolio),
                     day=business_date(instant, settings.lender_timezone) - timedelta(days=1),
                     seed=7,
                 ),

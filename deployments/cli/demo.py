@@ -83,7 +83,7 @@ def demo(
             _private_file(payments)
             paid = write_payments_file(
                 simulate_payments(
-                    _states(engine, portfolio, instant, lender_zone),
+                    _states(engine, portfolio),
                     day=business_date(instant, lender_zone) - timedelta(days=1),
                     seed=seed,
                 ),
@@ -123,9 +123,7 @@ def _seed_profiles(engine: "Engine", portfolio: "list[PortfolioRow]") -> None:
         record_simulated_profiles(connection, portfolio, at=utcnow())
 
 
-def _states(
-    engine: "Engine", portfolio: "list[PortfolioRow]", instant: Any, zone: str
-) -> "list[AccountState]":
+def _states(engine: "Engine", portfolio: "list[PortfolioRow]") -> "list[AccountState]":
     from arrears.storage.simulation import delinquent_states
 
     with engine.connect() as connection:
