@@ -221,7 +221,7 @@ def test_validate_exit_codes(tmp_path: Path, sqlite_portfolio: Engine) -> None:
     assert ok.exit_code == 0 and "valid" in ok.output
     refused = runner.invoke(app, ["bureau", "validate", str(bad), "--json"])
     assert refused.exit_code == 1
-    report = json.loads(refused.output)
+    report = json.loads(refused.stdout)
     assert report["valid"] is False
     assert {"record": 2, "field": "Account Status"} in [
         {k: p[k] for k in ("record", "field")} for p in report["problems"]
@@ -267,7 +267,7 @@ def test_furnish_end_to_end_with_its_own_sandbox(
     output = tmp_path / "out" / "metro2-2026-11.txt"
     result = _furnish(sqlite_url, "--output", str(output), "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["furnished"] and summary["submission_id"].startswith("SUB-")
     assert validate(output.read_bytes()) == []
     with sqlite_portfolio.connect() as c:
@@ -285,8 +285,8 @@ def test_furnish_again_is_the_same_submission(
 ) -> None:
     """Furnishing the same period twice uploads once and records once: the bureau answers with the first
     submission."""
-    first = json.loads(_furnish(sqlite_url, "--json").output)
-    second = json.loads(_furnish(sqlite_url, "--json").output)
+    first = json.loads(_furnish(sqlite_url, "--json").stdout)
+    second = json.loads(_furnish(sqlite_url, "--json").stdout)
     assert first["submission_id"] == second["submission_id"]
     assert second["records_written"] == 0
     (upload,) = bureau.messages(route="furnish")

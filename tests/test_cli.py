@@ -61,9 +61,9 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
     assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
     cycle = run("cycle", "--as-of", "2026-12-01T16:30:00Z", "--database", sqlite_url, "--json")
     assert cycle.exit_code == 0, cycle.output
-    assert json.loads(cycle.output)["dispatch"]["sent"] == 1
+    assert json.loads(cycle.stdout)["dispatch"]["sent"] == 1
 
-    shown = json.loads(run("show", "A-42", "--database", sqlite_url, "--json").output)
+    shown = json.loads(run("show", "A-42", "--database", sqlite_url, "--json").stdout)
     assert {
         "account_id",
         "stage",
@@ -84,7 +84,7 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
     assert [e["kind"] for e in shown["timeline"]] == ["transition", "message"]
     assert all({"at", "kind", "detail"} <= e.keys() for e in shown["timeline"])
 
-    report = json.loads(run("report", "--database", sqlite_url, "--json").output)
+    report = json.loads(run("report", "--database", sqlite_url, "--json").stdout)
     assert report["accounts_by_stage_and_bucket"] == {"reminder": {"1-29": 1}}
     assert report["transitions"] == {"cured": {"reminder": 1}}
     assert report["messages_by_status"] == {"sent": 1}
@@ -104,7 +104,7 @@ def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: P
     shown = run("show", "A-7", "--database", sqlite_url).output
     assert "not in collection · oldest due 2026-09-26 · past due" in shown
     assert "cured" not in shown and "days past due" not in shown
-    data = json.loads(run("show", "A-7", "--database", sqlite_url, "--json").output)
+    data = json.loads(run("show", "A-7", "--database", sqlite_url, "--json").stdout)
     assert (data["episode"], data["oldest_due_date"]) == (0, "2026-09-26")
 
 
@@ -129,21 +129,21 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
     assert placed.exit_code == 0 and "A-7: bankruptcy hold placed" in placed.output
     again = run("hold", "place", "A-7", "bankruptcy", "--reason", "again", *db)
     assert "in force already: nothing changed" in again.output
-    (held,) = json.loads(run("hold", "list", "A-7", "--json", *db).output)
+    (held,) = json.loads(run("hold", "list", "A-7", "--json", *db).stdout)
     assert (held["kind"], held["source"], held["reason"], held["lifted_at"]) == (
         "bankruptcy",
         "agent",
         "Chapter 13, case 26-10001",
         None,
     )
-    assert json.loads(run("show", "A-7", "--json", *db).output)["holds"] == ["bankruptcy"]
+    assert json.loads(run("show", "A-7", "--json", *db).stdout)["holds"] == ["bankruptcy"]
 
     lifted = run("hold", "lift", "A-7", "bankruptcy", "--reason", "case dismissed", "--agent", "Ben", *db)
     assert lifted.exit_code == 0 and "A-7: bankruptcy hold lifted" in lifted.output
-    assert json.loads(run("hold", "list", "A-7", "--json", *db).output) == []
-    (gone,) = json.loads(run("hold", "list", "A-7", "--all", "--json", *db).output)
+    assert json.loads(run("hold", "list", "A-7", "--json", *db).stdout) == []
+    (gone,) = json.loads(run("hold", "list", "A-7", "--all", "--json", *db).stdout)
     assert gone["lifted_at"] is not None
-    timeline = json.loads(run("show", "A-7", "--json", *db).output)["timeline"]
+    timeline = json.loads(run("show", "A-7", "--json", *db).stdout)["timeline"]
     assert [(e["kind"], e["actor"], e["detail"]) for e in timeline if e["kind"] == "hold"] == [
         ("hold", "Ana", "bankruptcy hold placed by Ana: Chapter 13, case 26-10001"),
         (
@@ -168,7 +168,7 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
         len(
             [
                 e
-                for e in json.loads(run("show", "A-7", "--json", *db).output)["timeline"]
+                for e in json.loads(run("show", "A-7", "--json", *db).stdout)["timeline"]
                 if e["kind"] == "hold"
             ]
         )

@@ -44,7 +44,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
 
 def _list(*args: str) -> tuple[int, Any]:
     result = runner.invoke(app, ["providers", "list", "--json", *args], catch_exceptions=False)
-    return result.exit_code, json.loads(result.output)
+    return result.exit_code, json.loads(result.stdout)
 
 
 def test_list_groups_providers_by_kind_with_the_defaults_selected() -> None:

@@ -334,7 +334,7 @@ def test_report_lists_every_kind_of_violation_it_is_shown(cycle_db: Engine, tmp_
 
     result = CliRunner().invoke(app, ["compliance", "report", "--json", "--database", str(cycle_db.url)])
     assert result.exit_code == 1, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["sent_checked"] == 2 and set(data["violations_by_rule"]) == set(rules)
     assert "13912345678" not in result.output and "+86*******5678" in result.output
 
@@ -520,7 +520,7 @@ def test_simulated_month_has_zero_violations_and_some_deferrals(cycle_db: Engine
         ],
     )
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["violations"] == [] and data["deferrals"] > 0 and data["sent_checked"] > 0
 
 

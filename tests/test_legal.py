@@ -219,7 +219,7 @@ def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
     start_referrals(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z")
     assert running.result(timeout=60)["queue"] == "legal team"
     listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url])
-    [waiting] = [w for w in json.loads(listed.output) if w["account_id"] == "A-L3"]
+    [waiting] = [w for w in json.loads(listed.stdout) if w["account_id"] == "A-L3"]
     assert (waiting["what"], waiting["waits_for"]) == ("referral", "legal team")
     assert waiting["detail"] == "filing rejected: notice of sale lacks proof of mailing"
 

@@ -109,7 +109,7 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     _review_step("2026-12-01T17:00:00Z")
 
     [sent] = letters_sandbox.letters()
-    listed = json.loads(_cli("letters", "list", "--account", IA, "--json", "--database", db_url).output)
+    listed = json.loads(_cli("letters", "list", "--account", IA, "--json", "--database", db_url).stdout)
     [letter] = listed
     assert (letter["kind"], letter["status"], letter["mailed_at"], letter["deadline"]) == (
         "right_to_cure",
@@ -134,7 +134,7 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     assert dispatched.exit_code == 0, dispatched.output
     [review] = rows(mail_db, review_t, IA)
     assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
-    [letter] = json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+    [letter] = json.loads(_cli("letters", "list", "--json", "--database", db_url).stdout)
     assert (letter["status"], letter["mailed_at"]) == ("mailed", "2026-12-08T15:00:00+00:00")
 
     early = _decide(db_url, "2026-12-28T23:00:00Z")
@@ -163,7 +163,7 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     assert cycled.exit_code in (0, 4), cycled.output
     [assignment] = _assignments(agency_sandbox)
     assert assignment["our_status"] == "cancelled"
-    shown = json.loads(_cli("show", IA, "--json", "--database", db_url).output)
+    shown = json.loads(_cli("show", IA, "--json", "--database", db_url).stdout)
     assert [x["status"] for x in shown["letters"]] == ["mailed"]
     assert [x["status"] for x in shown["agency_assignments"]] == ["cancelled"]
     assert shown["agency_assignments"][0]["reason"].startswith("payment P-IA1")
@@ -315,7 +315,7 @@ def test_dispatch_looks_up_assignments_whose_webhooks_never_came(
     agency_sandbox.advance(assignment_id, "located", at="2026-12-31T15:00:00Z")
     dispatched = _cli("dispatch", "--as-of", "2027-01-01T18:00:00Z", "--database", db_url, "--json")
     assert dispatched.exit_code == 0, dispatched.output
-    counts = json.loads(dispatched.output)
+    counts = json.loads(dispatched.stdout)
     assert (counts["assignments_looked_up"], counts["assignments_moved"]) == (1, 1)
     [row] = rows(mail_db, assignment_t, IA)
     assert row.status == "located"
@@ -333,12 +333,12 @@ def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
     agency_sandbox.advance(assignment_id, "recovered", at="2027-01-04T15:00:00Z")
     first = _cli("dispatch", "--as-of", "2027-01-05T18:00:00Z", "--database", db_url, "--json")
     assert first.exit_code == 0, first.output
-    assert json.loads(first.output)["sale_notices_written"] == 1
+    assert json.loads(first.stdout)["sale_notices_written"] == 1
     assert account(mail_db, IA).stage == "repossession_review"
     [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
     [row] = [
         x
-        for x in json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+        for x in json.loads(_cli("letters", "list", "--json", "--database", db_url).stdout)
         if x["kind"] == "notice_of_sale"
     ]
     out = tmp_path / "sale.pdf"
@@ -349,7 +349,7 @@ def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
 
     letters_sandbox.advance(sale["id"], "mailed", at="2027-01-07T15:00:00Z")
     again = _cli("dispatch", "--as-of", "2027-01-07T18:00:00Z", "--database", db_url, "--json")
-    assert json.loads(again.output)["recoveries_closed"] == 1
+    assert json.loads(again.stdout)["recoveries_closed"] == 1
     closed = account(mail_db, IA)
     assert (closed.stage, closed.stage_since) == ("closed", datetime(2027, 1, 7, 15, tzinfo=UTC))
     [step] = [e for e in events(mail_db, IA, "transition") if e.data["to"] == "closed"]
@@ -357,7 +357,7 @@ def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
     assert step.data["recovery"]["location"] and step.data["order_id"] == "RO-1"
     # Done: a payment now cancels no order, and a third run changes nothing.
     third = _cli("dispatch", "--as-of", "2027-01-08T18:00:00Z", "--database", db_url, "--json")
-    assert json.loads(third.output)["recoveries_closed"] == 0
+    assert json.loads(third.stdout)["recoveries_closed"] == 0
 
 
 def test_recovery_where_no_notice_of_sale_is_owed_closes_the_account_at_once(
@@ -434,7 +434,7 @@ def test_cn_account_entering_legal_referral_is_mailed_its_collection_notice_once
     [sent] = letters_sandbox.letters()
     assert sent["description"] == "collection_notice"
     assert sent["idempotency_key"].endswith("-letter-a-cn1-legal-4-collection-notice")
-    [row] = json.loads(_cli("letters", "list", "--json", "--database", db_url).output)
+    [row] = json.loads(_cli("letters", "list", "--json", "--database", db_url).stdout)
     out = tmp_path / "cn.pdf"
     assert _cli("letters", "pdf", str(row["id"]), "--output", str(out), "--database", db_url).exit_code == 0
     text = _pdf_text(out.read_bytes())

@@ -366,7 +366,7 @@ def test_review_list_shows_each_runs_id_and_url(
             app, ["review", "list", "--database", sqlite_url, "--json", "--as-of", "2026-12-02T00:00:00Z"]
         )
     assert out.exit_code == 0, out.output
-    [listed] = json.loads(out.output)
+    [listed] = json.loads(out.stdout)
     assert listed["flow_run_id"] == review.flow_run_id
     assert listed["flow_run_url"] == f"http://prefect.example:4200/runs/flow-run/{review.flow_run_id}"
 
@@ -647,7 +647,7 @@ def test_review_runs_carry_the_cycle_run_that_started_them_and_review_list_links
             app, ["review", "list", "--database", sqlite_url, "--json", "--as-of", "2026-12-02T00:00:00Z"]
         )
     assert out.exit_code == 0, out.output
-    [listed] = json.loads(out.output)
+    [listed] = json.loads(out.stdout)
     assert (listed["cycle_run_id"], listed["cycle_run_url"]) == (
         cycle_run,
         f"http://prefect.example:4200/runs/flow-run/{cycle_run}",

@@ -257,13 +257,13 @@ def test_cycle_counts_the_quarantine_and_the_operator_retries_it(
     cycle = _cli("cycle", "--as-of", "2026-12-01T16:00:00Z", "--database", db_url)
     assert cycle.exit_code == 0, cycle.output
     assert "quarantined in this cycle: 1" in cycle.output
-    report = json.loads(_cli("report", "--json", "--database", db_url).output)
+    report = json.loads(_cli("report", "--json", "--database", db_url).stdout)
     assert report["quarantine"] == {
         "open": {"account": 1, "inbound": 0, "message": 0},
         "open_total": 1,
         "this_cycle": 1,
     }
-    listed = json.loads(_cli("quarantine", "list", "--json", "--database", db_url).output)
+    listed = json.loads(_cli("quarantine", "list", "--json", "--database", db_url).stdout)
     assert [(e["what"], e["ref"], e["step"], e["resolved"]) for e in listed] == [
         ("account", "A-C2", "advance", False)
     ]
@@ -282,7 +282,7 @@ def test_cycle_counts_the_quarantine_and_the_operator_retries_it(
     assert fixed.exit_code == 0, fixed.output
     assert f"{entry_id}: resolved" in fixed.output
     assert account(later_db, "A-C2").stage == "reminder"
-    assert json.loads(_cli("quarantine", "list", "--json", "--database", db_url).output) == []
+    assert json.loads(_cli("quarantine", "list", "--json", "--database", db_url).stdout) == []
 
 
 def test_retry_needs_one_entry_or_all(later_db: Engine, db_url: str) -> None:

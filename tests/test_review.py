@@ -539,7 +539,7 @@ def test_cli_decision_resumes_the_waiting_run(later_db: Engine, tmp_path: Path, 
     )
     assert [
         (w["account_id"], w["waits_for"], w["past_due_amount"], w["currency"])
-        for w in json.loads(listed.output)
+        for w in json.loads(listed.stdout)
     ] == [("A-V10", "reviewer", "825.00", "USD")]
     out = CliRunner().invoke(
         app,

@@ -98,7 +98,7 @@ def _story(url: str, account_id: str) -> dict[str, Any]:
 
     result = CliRunner().invoke(app, ["show", account_id, "--json", "--database", url])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def _in_order(timeline: list[dict[str, Any]], expected: list[tuple[str, str]]) -> None:

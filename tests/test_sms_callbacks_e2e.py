@@ -391,6 +391,6 @@ def test_chinese_borrowers_td_reply_posted_as_aliyun_posts_it_opts_them_out(
 
     shown = CliRunner().invoke(cli, ["show", "A-CN", "--database", db_url, "--json"])
     assert shown.exit_code == 0, shown.output
-    account = json.loads(shown.output)
+    account = json.loads(shown.stdout)
     assert "sms_opt_out" in account["holds"]
     assert any(e["kind"] == "opt_out" for e in account["timeline"])

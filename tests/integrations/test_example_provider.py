@@ -163,7 +163,7 @@ def test_listed_and_checked_by_the_cli(sandbox: SandboxHandle, monkeypatch: pyte
     monkeypatch.setenv("ARREARS_COURT_PROVIDER", "nothing-selected")  # keep the check to SMS
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["providers", "list", "--check", "--json"], catch_exceptions=False)
-    sms = json.loads(result.output)["kinds"]["sms"]
+    sms = json.loads(result.stdout)["kinds"]["sms"]
     [plugin] = [p for p in sms["providers"] if p["name"] == "jsonhttp"]
     assert plugin["package"].startswith("arrears-sms-example ") and plugin["selected"]
     assert sms["check"]["ok"], sms["check"]
