@@ -33,14 +33,22 @@ def test_the_snapshot_masks_ids_in_audit_details(sqlite_engine: Engine) -> None:
     stay."""
     from arrears.storage.tables import audit
 
-    details = ["message 868 sent via sandbox (ab12:cd34)", "repossession review 701 opened", "dpd 16"]
+    details = [
+        "message 868 sent via sandbox (ab12:cd34)",
+        "repossession review 701 opened",
+        "dpd 16",
+        "right_to_cure letter 3 accepted by sandbox as ltr_2a8c2d670eab4225ba55",
+        "repossession order 9 assigned to the agency (sandbox) as ord_77f",
+    ]
     with sqlite_engine.begin() as connection:
         connection.execute(audit.insert(), [{"account_id": "A-1", "kind": "k", "detail": d} for d in details])
         rows = list(decision_rows(connection, "audit"))
     assert [r[2] for r in rows] == [
         "dpd 16",
         "message # sent via sandbox (#)",
+        "repossession order # assigned to the agency (sandbox) as #",
         "repossession review # opened",
+        "right_to_cure letter # accepted by sandbox as #",
     ]
 
 

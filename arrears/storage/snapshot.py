@@ -5,7 +5,8 @@ Only decisions are kept: each account's stage, episode and segment; each outbox 
 idempotency key with its status, template and body; each audit event by account, kind and
 detail. Row ids, wall-clock instants and provider ids differ from run to run by nature and are
 left out, also where an audit detail names them ("message 868 sent via sandbox (ab12…)" is
-compared as "message # sent via sandbox (#)"). The dispatch's compliance re-checks are records
+compared as "message # sent via sandbox (#)", "letter 3 accepted by sandbox as ltr_9f…" as
+"letter # accepted by sandbox as #"). The dispatch's compliance re-checks are records
 of a batch, not decisions (how sends fall into batches differs by design), and are left out too,
 as are the shards' transition counts and the counts of message events (the transitions and
 message events themselves are compared).
@@ -32,13 +33,15 @@ _BATCH = 5_000  # rows fetched at a time
 # review 701 opened", "plan offer 12 declined": storage/outbox.py, reviews.py, plans.py, …).
 _ROW_ID = re.compile(r"\b(message|review|referral|plan|offer|promise|letter|order) \d+\b")
 _PROVIDER_ID = re.compile(r"( via \S+) \([^)]*\)")
+# A vendor's id for a letter or a repossession order (storage/letters.py, assignments.py).
+_VENDOR_ID = re.compile(r"(accepted by \S+|assigned to the agency \(\S+\)) as \S+")
 
 
 _DECIDED = audit.c.kind.not_in((CHECK, MOVES, COUNTS))
 
 
 def _without_ids(detail: str) -> str:
-    return _PROVIDER_ID.sub(r"\1 (#)", _ROW_ID.sub(r"\1 #", detail))
+    return _VENDOR_ID.sub(r"\1 as #", _PROVIDER_ID.sub(r"\1 (#)", _ROW_ID.sub(r"\1 #", detail)))
 
 
 def decision_rows(connection: Connection, table: str) -> Iterator[tuple[object, ...]]:
