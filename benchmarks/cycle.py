@@ -1,9 +1,11 @@
 """Throughput of one daily cycle (DESIGN §4) on the embedded default, against the sandbox SMS server.
 
     python benchmarks/cycle.py [--accounts 100000] [--naive 300] [--as-of 2026-12-01T01:00:00Z]
-                               [--seed 1] [--workdir DIR] [--keep] [--cold-prefect] [--profile DIR]
+                               [--seed 1] [--addresses] [--workdir DIR] [--keep] [--cold-prefect]
+                               [--profile DIR]
 
-Generates a portfolio (`arrears.simulate`), loads it through the real importer in a child process
+Generates a portfolio (`arrears.simulate`; without mailing addresses unless `--addresses`, as
+when issue 14's figures were first measured), loads it through the real importer in a child process
 (timed apart: the import is not part of the cycle), then calls `flows.daily_cycle.daily_cycle`
 once, in this process, with a fresh ARREARS_HOME, SQLite database and PREFECT_HOME and no
 PREFECT_API_URL: Prefect's ephemeral server and the sandbox SMS server are started by the cycle
@@ -117,16 +119,26 @@ def migrate_prefect() -> float:
 
 
 def load_portfolio(
-    n: int, seed: int, business_day: date, url: str, file: Path, imported_at: datetime
+    n: int,
+    seed: int,
+    business_day: date,
+    url: str,
+    file: Path,
+    imported_at: datetime,
+    addresses: bool = False,
 ) -> dict[str, Any]:
-    """Generate `n` accounts to `file` and import them into `url` (runs in a spawned child)."""
+    """Generate `n` accounts to `file` and import them into `url` (runs in a spawned child). Without
+    `addresses`, the portfolio issue 14 was measured on: no mailing addresses, so every
+    right-to-cure letter is written blocked instead of rendered and mailed (README: Performance)."""
     from arrears.importing import Kind, open_source
     from arrears.simulate import generate_portfolio, write_accounts_file
     from arrears.storage import get_engine, migrate
     from arrears.storage.importer import run_import
 
     started = time.perf_counter()
-    write_accounts_file(generate_portfolio(n, seed=seed, business_date=business_day), file)
+    write_accounts_file(
+        generate_portfolio(n, seed=seed, business_date=business_day, addresses=addresses), file
+    )
     generated = time.perf_counter()
     engine = get_engine(url)
     migrate(engine)
@@ -515,6 +527,11 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="portfolio seed (default 1)")
     parser.add_argument(
+        "--addresses",
+        action="store_true",
+        help="give borrowers mailing addresses, so that right-to-cure letters are rendered and mailed",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=None, help="where to put the databases (default: a temp dir)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
@@ -561,7 +578,13 @@ def main() -> None:
 
     say(f"generating and importing {args.accounts:,} accounts …")
     loaded = load_in_child(
-        args.accounts, args.seed, day, env["ARREARS_DATABASE_URL"], workdir / "accounts.csv", imported_at
+        args.accounts,
+        args.seed,
+        day,
+        env["ARREARS_DATABASE_URL"],
+        workdir / "accounts.csv",
+        imported_at,
+        args.addresses,
     )
     say(
         f"  generated in {loaded['generate_s']:.1f} s, imported {loaded['accepted']:,} "

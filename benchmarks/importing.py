@@ -1,10 +1,11 @@
 """Throughput of `arrears import accounts` (DESIGN §8): a generated portfolio through `run_import`.
 
     python benchmarks/importing.py [--accounts 1000000] [--database-url URL] [--seed 1]
-                                   [--again] [--chunk-size N] [--parse-workers N] [--workdir DIR]
-                                   [--keep] [--profile FILE]
+                                   [--addresses] [--again] [--chunk-size N] [--parse-workers N]
+                                   [--workdir DIR] [--keep] [--profile FILE]
 
-Generates `--accounts` accounts (`arrears.simulate`, timed apart) as a CSV file, migrates the
+Generates `--accounts` accounts (`arrears.simulate`, timed apart; with the mailing address columns
+only if `--addresses`, as when issue 14's figures were first measured) as a CSV file, migrates the
 database (a fresh SQLite file in the working directory, or `--database-url`, which must hold no
 accounts yet: a PostgreSQL database for COPY), then imports the file with the real importer in a
 child process, so that the figures (wall, CPU, peak RSS) are the import's own. `--again` imports
@@ -39,11 +40,12 @@ BUSINESS_DATE = date(2026, 12, 1)
 IMPORTED_AT = datetime(2026, 11, 30, 1, tzinfo=UTC)
 
 
-def generate(n: int, seed: int, path: Path) -> float:
+def generate(n: int, seed: int, path: Path, addresses: bool) -> float:
     from arrears.simulate import generate_portfolio, write_accounts_file
 
     started = time.perf_counter()
-    write_accounts_file(generate_portfolio(n, seed=seed, business_date=BUSINESS_DATE), path)
+    rows = generate_portfolio(n, seed=seed, business_date=BUSINESS_DATE, addresses=addresses)
+    write_accounts_file(rows, path)
     return time.perf_counter() - started
 
 
@@ -102,6 +104,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=1_000_000, help="portfolio size (default 1,000,000)")
     parser.add_argument("--database-url", help="default: a fresh SQLite file in the working directory")
     parser.add_argument("--seed", type=int, default=1, help="portfolio seed (default 1)")
+    parser.add_argument(
+        "--addresses", action="store_true", help="with the six mailing address columns (default: without)"
+    )
     parser.add_argument("--again", action="store_true", help="import the same file a second time")
     parser.add_argument("--chunk-size", type=int, help="records per chunk (default: the importer's)")
     parser.add_argument("--parse-workers", type=int, help="parsing processes (default: the importer's)")
@@ -116,8 +121,8 @@ def main() -> int:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     try:
-        path = workdir / f"accounts-{args.accounts}-{args.seed}.csv"
-        generated = None if path.exists() else generate(args.accounts, args.seed, path)
+        path = workdir / f"accounts-{args.accounts}-{args.seed}{'-addresses' if args.addresses else ''}.csv"
+        generated = None if path.exists() else generate(args.accounts, args.seed, path, args.addresses)
         size_mib = path.stat().st_size / 2**20
         load_before = os.getloadavg()
         profile = str(args.profile) if args.profile else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from arrears.importing import AccountRow, Kind, check_accounts, open_source
+from arrears.importing import ADDRESS_COLUMNS, AccountRow, Kind, check_accounts, open_source
 from arrears.models import Account, AccountHold, Borrower, ContactPoint
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage.importer import SERVICING_COLUMNS, run_import
@@ -40,7 +40,7 @@ def _changed(source: Path, target: Path) -> Path:
         rows = list(csv.DictReader(f))
     shared = Counter(row["borrower_id"] for row in rows)
     for i, row in enumerate(rows):
-        row |= {"address_line1": "", "city": "", "state": "", "postal_code": ""}
+        row |= dict.fromkeys(ADDRESS_COLUMNS, "")  # the generated addresses gone, but for those below
         if i % 3 == 0:
             row["balance"] = str(Decimal(row["balance"]) + Decimal("1.05"))
         if i % 7 == 0 and row["alt_phone"] and shared[row["borrower_id"]] == 1:

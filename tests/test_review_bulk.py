@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Connection, Engine, select, text, update
 
 from arrears.clock import business_date
-from arrears.importing import Kind, open_source
+from arrears.importing import ADDRESS_COLUMNS, Kind, open_source
 from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import letters, reviews
@@ -88,22 +88,14 @@ def _advanced(engine: Engine, tmp_path: Path) -> None:
 
 
 def _in_review_half_addressed(engine: Engine, tmp_path: Path) -> None:
-    """`_advanced`, reviews opened, and a mailing address for every other account: the simulator
-    gives none, and letters should be rendered (pending) as well as blocked."""
+    """`_advanced`, reviews opened, and the mailing address of every other account taken away, so
+    that letters are rendered (pending) as well as blocked."""
     _advanced(engine, tmp_path)
     with engine.begin() as c:
         reviews.open_reviews(c, at=INSTANT)
         ids = c.execute(select(account.c.account_id).order_by(account.c.account_id)).scalars().all()
         c.execute(
-            update(account)
-            .where(account.c.account_id.in_(ids[::2]))
-            .values(
-                address_line1="12 Elm Street",
-                city="Des Moines",
-                state="IA",
-                postal_code="50309",
-                country="US",
-            )
+            update(account).where(account.c.account_id.in_(ids[::2])).values(dict.fromkeys(ADDRESS_COLUMNS))
         )
 
 

@@ -244,6 +244,38 @@ def test_borrowers_keep_one_identity_and_own_their_numbers(rows: list[PortfolioR
     assert len(identity) < len(rows)  # some borrowers hold two loans
 
 
+def test_most_borrowers_have_a_mailing_address_in_their_state(rows: list[PortfolioRow]) -> None:
+    """About 1% of borrowers have no address on file; the others have one in the country of their
+    jurisdiction, a US one in the state its jurisdiction and phone number imply (the overlay
+    states' right-to-cure letters go there), and every account of a borrower the same one."""
+    missing = sum(r.address is None for r in rows)
+    assert 0 < missing < len(rows) * 0.03
+    by_borrower: dict[str, object] = {}
+    for r in rows:
+        assert by_borrower.setdefault(r.borrower_id, r.address) == r.address
+        if r.address is None:
+            continue
+        assert r.address.country == r.jurisdiction[:2]
+        if r.address.country == "US":
+            state = r.address.state
+            where = geocoder.description_for_number(phonenumbers.parse(r.phone), "en")
+            assert where == STATE_NAMES[state] or where.endswith(f", {state}"), (r.phone, r.address)
+            assert r.jurisdiction in ("US", f"US-{state}")
+            assert len(r.address.postal_code) == 5
+        else:  # Xinjiang's postal codes begin 83 and 84
+            assert len(r.address.postal_code) == 6
+            assert (r.address.postal_code[:2] in ("83", "84")) == (r.timezone == "Asia/Urumqi")
+
+
+def test_addresses_leave_every_other_value_alone() -> None:
+    """Addresses come from a stream of their own: without them the rows are the same in every other
+    value, so the portfolio the performance figures were measured on can still be generated."""
+    with_ = list(generate_portfolio(3_000, seed=SEED, business_date=BUSINESS_DATE))
+    without = list(generate_portfolio(3_000, seed=SEED, business_date=BUSINESS_DATE, addresses=False))
+    assert all(r.address is None for r in without)
+    assert [replace(r, address=None) for r in with_] == without
+
+
 def test_vins_are_well_formed(rows: list[PortfolioRow]) -> None:
     """Every VIN has 17 characters without I, O or Q, a correct check digit, and a maker of its market."""
     for row in rows:
@@ -270,6 +302,7 @@ def test_csv_file_has_exactly_the_design_columns(tmp_path: Path) -> None:
         "account_id", "borrower_id", "borrower_name", "phone", "alt_phone", "timezone", "jurisdiction",
         "currency", "balance", "installment_amount", "past_due_amount", "oldest_due_date", "vin",
         "vehicle_value", "apr", "flags",
+        "address_line1", "address_line2", "city", "state", "postal_code", "country",
     }  # fmt: skip
     for row, line in zip(source, read, strict=False):
         assert line["account_id"] == row.account_id
@@ -278,6 +311,7 @@ def test_csv_file_has_exactly_the_design_columns(tmp_path: Path) -> None:
         assert line["oldest_due_date"] == (row.oldest_due_date.isoformat() if row.oldest_due_date else "")
         assert line["flags"] == "|".join(row.flags)
         assert line["alt_phone"] == (row.alt_phone or "")
+        assert line["city"] == (row.address.city if row.address else "")
 
 
 def test_jsonl_file_has_exactly_the_design_columns(tmp_path: Path) -> None:

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import accumulate
+from typing import TypeVar
 
+from arrears.importing.records import ADDRESS_COLUMNS
 from arrears.policy import DEFAULT_POLICY
 from arrears.segmentation import segment_of
 from arrears.vocabulary import Hold, Segment
 
-__all__ = ["ACCOUNT_COLUMNS", "PortfolioRow", "generate_portfolio"]
+__all__ = ["ACCOUNT_COLUMNS", "Address", "PortfolioRow", "generate_portfolio"]
+
+_T = TypeVar("_T")
 
 
 # DESIGN §8, in this order: required columns first, as the operator contract lists them, with each
@@ -38,7 +42,27 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
     "vehicle_value",
     "apr",
     "flags",
+    # The optional mailing address, last, as the operator contract lists it after the others.
+    *ADDRESS_COLUMNS,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A borrower's mailing address as the accounts file spells it (DESIGN §8's address columns)."""
+
+    line1: str
+    line2: str  # "" when none
+    city: str
+    state: str  # US: the two-letter state; CN: the province ("" for the four municipalities)
+    postal_code: str
+    country: str
+
+    def file_values(self) -> list[str]:
+        return [self.line1, self.line2, self.city, self.state, self.postal_code, self.country]
+
+
+_NO_ADDRESS = [""] * len(ADDRESS_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,7 @@ class PortfolioRow:
     ability: float  # 0..1
     willingness: float  # 0..1
     reachable: bool  # False: no working contact point, although `phone` looks valid
+    address: Address | None = None  # None: the servicing file has no address for the borrower
 
     @property
     def segment(self) -> Segment:
@@ -102,6 +127,7 @@ class PortfolioRow:
             str(self.vehicle_value),
             str(self.apr),
             "|".join(self.flags),
+            *(self.address.file_values() if self.address else _NO_ADDRESS),
         ]
 
 
@@ -256,6 +282,53 @@ _DPD_BY_SEGMENT: dict[Segment, tuple[float, tuple[float, ...]]] = {
     Segment.DISTRESSED: (0.04, tuple(accumulate((15, 10, 20, 20, 15, 20)))),
 }
 
+# Mailing addresses: cities with the first digits of their postal codes, in each US state the
+# places above use (so that an address's state is the one its phone number and jurisdiction
+# imply) and in China (Xinjiang for borrowers on Xinjiang time). A few borrowers have none on
+# file, as a servicing file sometimes has none: their right-to-cure letters are written blocked.
+_US_CITIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "CA": (("Los Angeles", "900"), ("San Francisco", "941"), ("Sacramento", "958"), ("San Diego", "921")),
+    "IA": (("Des Moines", "503"), ("Cedar Rapids", "524"), ("Davenport", "528")),
+    "MA": (("Boston", "021"), ("Worcester", "016"), ("Springfield", "011")),
+    "WI": (("Milwaukee", "532"), ("Madison", "537"), ("Green Bay", "543")),
+    "NY": (("New York", "100"), ("Buffalo", "142"), ("Albany", "122")),
+    "FL": (("Miami", "331"), ("Orlando", "328"), ("Tampa", "336")),
+    "GA": (("Atlanta", "303"), ("Savannah", "314")),
+    "PA": (("Philadelphia", "191"), ("Pittsburgh", "152")),
+    "OH": (("Columbus", "432"), ("Cleveland", "441")),
+    "NC": (("Charlotte", "282"), ("Raleigh", "276")),
+    "IL": (("Chicago", "606"), ("Springfield", "627")),
+    "TX": (("Houston", "770"), ("Dallas", "752"), ("Austin", "787"), ("San Antonio", "782")),
+    "MN": (("Minneapolis", "554"), ("Saint Paul", "551")),
+    "CO": (("Denver", "802"), ("Colorado Springs", "809")),
+    "UT": (("Salt Lake City", "841"),),
+    "NM": (("Albuquerque", "871"),),
+    "AZ": (("Phoenix", "850"), ("Tucson", "857")),
+    "WA": (("Seattle", "981"), ("Spokane", "992")),
+    "NV": (("Las Vegas", "891"), ("Reno", "895")),
+    "OR": (("Portland", "972"),),
+    "AK": (("Anchorage", "995"),),
+    "HI": (("Honolulu", "968"),),
+}
+_US_STREETS = (
+    "Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Park Blvd", "Elm St", "Washington Ave",
+    "Lake Rd", "Hill St", "Pine St", "Sunset Blvd", "River Rd", "Church St", "Highland Ave",
+)  # fmt: skip
+# (province, city, district, postal code); the four municipalities have no province.
+_CN_CITIES = (
+    ("", "上海市", "浦东新区", "200120"), ("", "北京市", "朝阳区", "100020"),
+    ("广东省", "广州市", "天河区", "510630"), ("广东省", "深圳市", "南山区", "518052"),
+    ("浙江省", "杭州市", "西湖区", "310012"), ("江苏省", "南京市", "鼓楼区", "210008"),
+    ("四川省", "成都市", "武侯区", "610041"), ("湖北省", "武汉市", "武昌区", "430061"),
+    ("", "重庆市", "渝中区", "400010"), ("山东省", "济南市", "历下区", "250011"),
+)  # fmt: skip
+_XJ_CITIES = (
+    ("新疆维吾尔自治区", "乌鲁木齐市", "天山区", "830002"),
+    ("新疆维吾尔自治区", "喀什市", "人民东路街道", "844000"),
+)
+_CN_STREETS = ("人民路", "中山路", "解放路", "建设路", "和平路", "新华路", "长江路", "胜利路")
+_NO_ADDRESS_RATE = 0.01
+
 _UNREACHABLE_RATE = 0.03
 _ALT_PHONE_RATE = 0.25
 _SHARED_BORROWER_RATE = 0.02  # a second car loan of the previous account's borrower
@@ -276,25 +349,32 @@ class _Borrower:
     willingness: float
     reachable: bool
     holds: tuple[Hold, ...]
+    address: Address | None
 
 
 # --------------------------------------------------------------------------------------------
 # Portfolio
 
 
-def generate_portfolio(n: int, *, seed: int, business_date: date) -> Iterator[PortfolioRow]:
+def generate_portfolio(
+    n: int, *, seed: int, business_date: date, addresses: bool = True
+) -> Iterator[PortfolioRow]:
     """Stream `n` simulated accounts, the same ones for the same seed and business date.
 
     The argument check runs at once; the rows are made one at a time as they are consumed, so
     `islice(generate_portfolio(10**9, ...), 10)` costs ten rows.
+
+    The mailing addresses come from a random stream of their own: without them (`addresses=False`,
+    the portfolio the performance figures were first measured on) every other value is the same.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
-    return _portfolio(n, seed, business_date)
+    return _portfolio(n, seed, business_date, addresses)
 
 
-def _portfolio(n: int, seed: int, business_date: date) -> Iterator[PortfolioRow]:
+def _portfolio(n: int, seed: int, business_date: date, addresses: bool) -> Iterator[PortfolioRow]:
     rng = random.Random(f"arrears.simulate.portfolio:{seed}")
+    mail = random.Random(f"arrears.simulate.address:{seed}") if addresses else None
     r = rng.random
     numbering = {
         "CN": _Numbering(_CN_HALF, _affine(rng, _CN_HALF), _affine(rng, _CN_HALF), _cn_number),
@@ -305,7 +385,7 @@ def _portfolio(n: int, seed: int, business_date: date) -> Iterator[PortfolioRow]
     for i in range(n):
         if borrower is None or r() >= _SHARED_BORROWER_RATE:
             place = _PLACES[bisect(_PLACE_CUM, r() * _PLACE_CUM[-1])]
-            borrower = _new_borrower(rng, i, place, numbering[place.jurisdiction[:2]])
+            borrower = _new_borrower(rng, i, place, numbering[place.jurisdiction[:2]], mail)
         yield _account(rng, i, borrower, business_date, (serials[0] * i + serials[1]) % 1_000_000)
 
 
@@ -343,12 +423,14 @@ def _us_number(rng: random.Random, place: _Place, local: int) -> str:
     return f"+1{_pick(rng, place.prefixes)}{_US_EXCHANGES[local // 10_000]}{local % 10_000:04d}"
 
 
-def _pick(rng: random.Random, seq: Sequence[str]) -> str:
+def _pick(rng: random.Random, seq: Sequence[_T]) -> _T:
     # `rng.choice` costs three times as much, and this runs several times per row.
     return seq[int(rng.random() * len(seq))]
 
 
-def _new_borrower(rng: random.Random, i: int, place: _Place, numbering: _Numbering) -> _Borrower:
+def _new_borrower(
+    rng: random.Random, i: int, place: _Place, numbering: _Numbering, mail: random.Random | None
+) -> _Borrower:
     r = rng.random
     segment = _SEGMENTS[bisect(_SEGMENT_CUM, r() * _SEGMENT_CUM[-1])]
     able = segment in (Segment.SELF_CURE, Segment.STRATEGIC)
@@ -371,7 +453,24 @@ def _new_borrower(rng: random.Random, i: int, place: _Place, numbering: _Numberi
         willingness=willingness,
         reachable=reachable,
         holds=holds,
+        address=_address(mail, place) if mail is not None else None,
     )
+
+
+def _address(rng: random.Random, place: _Place) -> Address | None:
+    r = rng.random
+    if r() < _NO_ADDRESS_RATE:
+        return None
+    if place.jurisdiction == "CN":
+        cities = _XJ_CITIES if place.timezone == "Asia/Urumqi" else _CN_CITIES
+        province, city, district, postal = cities[int(r() * len(cities))]
+        line1 = f"{district}{_pick(rng, _CN_STREETS)}{1 + int(r() * 300)}号"
+        line2 = f"{1 + int(r() * 20)}栋{1 + int(r() * 30)}{1 + int(r() * 4):02d}室"
+        return Address(line1, line2, city, province, postal, "CN")
+    city, zip3 = _pick(rng, _US_CITIES[place.state])
+    line1 = f"{1 + int(r() * 9_899)} {_pick(rng, _US_STREETS)}"
+    line2 = f"Apt {1 + int(r() * 40)}" if r() < 0.3 else ""
+    return Address(line1, line2, city, place.state, f"{zip3}{int(r() * 100):02d}", "US")
 
 
 def _name(rng: random.Random, place: _Place) -> str:
@@ -441,6 +540,7 @@ def _account(rng: random.Random, i: int, b: _Borrower, business_date: date, seri
         ability=b.ability,
         willingness=b.willingness,
         reachable=b.reachable,
+        address=b.address,
     )
 
 
