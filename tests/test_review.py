@@ -241,6 +241,34 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
     assert [e.data["action"] for e in events(later_db, "A-V3", "vendor_order")] == ["placed"]
 
 
+def test_the_listed_decide_command_works_once_its_placeholders_are_filled(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """`arrears review list` tells a reviewer how to decide a review past its cure period: that
+    line, with a decision, a name and a reason put in for its placeholders, records the decision."""
+    import json
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    _in_review(later_db, tmp_path, "A-V9")
+    _prepare("2026-12-01T17:00:00Z")
+    after = ["--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
+    listed = CliRunner().invoke(app, ["review", "list", *after, "--json"])
+    assert listed.exit_code == 0, listed.output
+    [w] = [w for w in json.loads(listed.stdout) if w["account_id"] == "A-V9"]
+    assert w["waits_for"] == "reviewer"
+    filled = {"repossess|legal|negotiate": "negotiate", "NAME": "Ana Ruiz", "TEXT": "promised to call"}
+    program, *command = [filled.get(word, word) for word in shlex.split(w["detail"].removeprefix("decide: "))]
+    assert program == "arrears"
+    decided = CliRunner().invoke(app, [*command, *after])
+    assert decided.exit_code == 0, decided.output
+    [review] = rows(later_db, review_t, "A-V9")
+    assert (review.decision, review.reviewer, review.reason) == ("negotiate", "Ana Ruiz", "promised to call")
+
+
 def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
     """A payment received after the repossession order cancels it at the first refresh after it
     is received, with the payment as reason."""

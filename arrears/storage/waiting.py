@@ -83,7 +83,11 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
         )
     else:
         who, since, until = "reviewer", s.cure_deadline or s.opened_at, None
-        detail = "decide: arrears review decide " + s.account_id + " --decision repossess|legal|negotiate"
+        # Every option the command requires, so that the line works once its placeholders are filled.
+        detail = (
+            f"decide: arrears review decide {s.account_id} --decision repossess|legal|negotiate"
+            " --reviewer NAME --reason TEXT"
+        )
     return Waiting(
         s.account_id,
         "review",
