@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pypdf
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arrears.letters import LetterContext, LetterTemplateMissing, render, vet
 
@@ -134,3 +136,51 @@ def test_vetting_passes_our_letters_and_catches_a_threat() -> None:
     tampered = replace(letter, text=letter.text + "\nPay or we will tell your employer.")
     finding = vet(tampered, _notice())
     assert finding is not None and finding.rule == "content:threat"
+
+
+_LATIN_WORDS = st.text(
+    st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$.,:;-'"),
+    min_size=1,
+    max_size=90,
+)
+_CHINESE = st.text(
+    st.sampled_from("您的账户已逾期请于还款期限前偿还逾期金额，否则我们将依法处理。"), max_size=300
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(_LATIN_WORDS, max_size=80), width=st.floats(40, 600))
+def test_a_latin_paragraph_is_broken_at_spaces_greedily_within_the_width(
+    words: list[str], width: float
+) -> None:
+    """Every line fits the width unless it is one word too wide for any line; each line takes as many
+    words as fit; nothing is lost but the space at each break."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from arrears.letters.render import _wrap
+
+    line = " ".join(words)
+    lines = _wrap(line, "Helvetica", 10.5, width)
+    assert " ".join(lines) == line
+    for n, piece in enumerate(lines):
+        assert stringWidth(piece, "Helvetica", 10.5) <= width + 1e-6 or " " not in piece
+        if n + 1 < len(lines):
+            taken = f"{piece} {lines[n + 1].split(' ')[0]}"
+            assert stringWidth(taken, "Helvetica", 10.5) > width - 1e-6
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_CHINESE, width=st.floats(40, 600))
+def test_a_chinese_paragraph_is_broken_at_any_character_within_the_width(text: str, width: float) -> None:
+    """Chinese is cut between any two characters, each line as full as the width allows."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from arrears.letters.render import _cjk_font, _wrap
+
+    font = _cjk_font()
+    lines = _wrap(text, font, 10.5, width)
+    assert "".join(lines) == text
+    for n, piece in enumerate(lines):
+        assert stringWidth(piece, font, 10.5) <= width + 1e-6 or len(piece) == 1
+        if n + 1 < len(lines):
+            assert stringWidth(piece + lines[n + 1][0], font, 10.5) > width - 1e-6

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache, partial
 from typing import Literal
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound
@@ -220,27 +220,44 @@ def _cjk_font() -> str:
     return _CJK_FONT
 
 
+@lru_cache(maxsize=16_384)
+def _width(text: str, font: str, size: float) -> float:
+    """A word's width, remembered: letters of one kind share most of their words, and a cycle
+    renders thousands of them."""
+    return pdfmetrics.stringWidth(text, font, size)
+
+
 def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
-    """`line` cut to fit `width`: at spaces for Latin text, at any character for Chinese."""
+    """`line` cut to fit `width`: at spaces for Latin text, at any character for Chinese.
+
+    Each word (each character of Chinese) is measured once and the widths added up: the fonts have
+    no kerning, so a line is as wide as its parts, and a long paragraph costs no more than its length.
+    """
     if not line:
         return [""]
+    measure = partial(_width, font=font, size=size)
+    out: list[str] = []
     if line.isascii():
-        out: list[str] = []
-        current = ""
+        space = measure(" ")
+        current, used = "", 0.0
         for word in line.split(" "):
-            candidate = f"{current} {word}" if current else word
-            if current and pdfmetrics.stringWidth(candidate, font, size) > width:
+            wide = measure(word)
+            if current and used + space + wide > width:
                 out.append(current)
                 current = word.lstrip()
+                used = measure(current)
+            elif current:
+                current, used = f"{current} {word}", used + space + wide
             else:
-                current = candidate
+                current, used = word, wide
         return [*out, current]
-    out, current = [], ""
+    current, used = "", 0.0
     for char in line:
-        if current and pdfmetrics.stringWidth(current + char, font, size) > width:
+        wide = measure(char)
+        if current and used + wide > width:
             out.append(current)
-            current = ""
-        current += char
+            current, used = "", 0.0
+        current, used = current + char, used + wide
     return [*out, current]
 
 
