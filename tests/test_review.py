@@ -244,8 +244,9 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
 def test_the_listed_decide_command_works_once_its_placeholders_are_filled(
     later_db: Engine, tmp_path: Path, db_url: str
 ) -> None:
-    """`arrears review list` tells a reviewer how to decide a review past its cure period: that
-    line, with a decision, a name and a reason put in for its placeholders, records the decision."""
+    """`arrears review list` tells a reviewer how to decide a review past its cure period (in the
+    table once, under it; in each review's JSON detail): that line, with a decision, a name and a
+    reason put in for its placeholders, records the decision."""
     import json
     import shlex
 
@@ -254,8 +255,16 @@ def test_the_listed_decide_command_works_once_its_placeholders_are_filled(
     from deployments.cli import app
 
     _in_review(later_db, tmp_path, "A-V9")
+    _in_review(later_db, tmp_path, "A-V10")
     _prepare("2026-12-01T17:00:00Z")
     after = ["--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
+    # The table says the line once, under it, not in every row waiting for the reviewer.
+    table = CliRunner().invoke(app, ["review", "list", *after])
+    assert table.exit_code == 0, table.output
+    words = " ".join(table.stdout.split())  # the caption wraps at the table's width
+    assert words.count("reviewer") == 2 + 1  # the two rows' "waits for", and the caption
+    assert words.count("arrears review decide ACCOUNT_ID --decision repossess|legal|negotiate") == 1
+    assert words.count("--reviewer NAME --reason TEXT") == 1
     listed = CliRunner().invoke(app, ["review", "list", *after, "--json"])
     assert listed.exit_code == 0, listed.output
     [w] = [w for w in json.loads(listed.stdout) if w["account_id"] == "A-V9"]

@@ -16,7 +16,11 @@ from arrears.storage.reviews import ReviewState, open_review_states
 from arrears.storage.tables import account, audit, referral
 from arrears.vocabulary import HoldScope, Stage
 
-__all__ = ["Waiting", "overdue_reviews", "review_waiting", "waiting_list"]
+__all__ = ["DECIDE", "Waiting", "overdue_reviews", "review_waiting", "waiting_list"]
+
+# How a reviewer decides a review past its cure period, with every option the command requires, so
+# that the line works once its placeholders are filled.
+DECIDE = "arrears review decide {account} --decision repossess|legal|negotiate --reviewer NAME --reason TEXT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +87,7 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
         )
     else:
         who, since, until = "reviewer", s.cure_deadline or s.opened_at, None
-        # Every option the command requires, so that the line works once its placeholders are filled.
-        detail = (
-            f"decide: arrears review decide {s.account_id} --decision repossess|legal|negotiate"
-            " --reviewer NAME --reason TEXT"
-        )
+        detail = "decide: " + DECIDE.format(account=s.account_id)
     return Waiting(
         s.account_id,
         "review",

@@ -43,6 +43,7 @@ class Decision(StrEnum):
 def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json = False) -> None:
     """What waits for whom and since when: reviews (cure period, reviewer, hold) and referrals
     (court, or the legal team for a rejected filing), oldest first."""
+    from arrears.storage.waiting import DECIDE
     from tasks.review import waiting
 
     now = as_of_instant(as_of)
@@ -55,7 +56,10 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
     if not found:
         console.print("nothing waits for a person")
         return
-    table = Table(title=f"waiting ({len(found)})")
+    # The decide line is the same for every review waiting for its reviewer: said once, under the table.
+    deciding = any(w.waits_for == "reviewer" for w in found)
+    caption = f"to decide one: {DECIDE.format(account='ACCOUNT_ID')}" if deciding else None
+    table = Table(title=f"waiting ({len(found)})", caption=caption, caption_justify="left")
     columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
     for column in columns + (["flow run", "started by cycle run"] if runs else []):
         table.add_column(column, overflow="fold")
@@ -69,7 +73,7 @@ def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json
             _short(w.since),
             _short(w.until),
             f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)",
-            w.detail,
+            "decide: see below" if w.waits_for == "reviewer" else w.detail,
             *links,
         )
     console.print(table)
