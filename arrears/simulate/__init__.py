@@ -21,13 +21,12 @@ files; this package names what callers use.
 
 from arrears.simulate.files import write_accounts_file, write_payments_file
 from arrears.simulate.payments import PAYMENT_COLUMNS, AccountState, PaymentRow, simulate_payments
-from arrears.simulate.portfolio import ACCOUNT_COLUMNS, Address, PortfolioRow, generate_portfolio
+from arrears.simulate.portfolio import ACCOUNT_COLUMNS, PortfolioRow, generate_portfolio
 
 __all__ = [
     "ACCOUNT_COLUMNS",
     "PAYMENT_COLUMNS",
     "AccountState",
-    "Address",
     "PaymentRow",
     "PortfolioRow",
     "generate_portfolio",

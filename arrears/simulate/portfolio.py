@@ -13,12 +13,13 @@ from decimal import Decimal
 from itertools import accumulate
 from typing import TypeVar
 
+from arrears.addresses import MailingAddress
 from arrears.importing.records import ADDRESS_COLUMNS
 from arrears.policy import DEFAULT_POLICY
 from arrears.segmentation import segment_of
 from arrears.vocabulary import Hold, Segment
 
-__all__ = ["ACCOUNT_COLUMNS", "Address", "PortfolioRow", "generate_portfolio"]
+__all__ = ["ACCOUNT_COLUMNS", "PortfolioRow", "generate_portfolio"]
 
 _T = TypeVar("_T")
 
@@ -45,21 +46,6 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
     # The optional mailing address, last, as the operator contract lists it after the others.
     *ADDRESS_COLUMNS,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A borrower's mailing address as the accounts file spells it (DESIGN §8's address columns)."""
-
-    line1: str
-    line2: str  # "" when none
-    city: str
-    state: str  # US: the two-letter state; CN: the province ("" for the four municipalities)
-    postal_code: str
-    country: str
-
-    def file_values(self) -> list[str]:
-        return [self.line1, self.line2, self.city, self.state, self.postal_code, self.country]
 
 
 _NO_ADDRESS = [""] * len(ADDRESS_COLUMNS)
@@ -93,7 +79,7 @@ class PortfolioRow:
     ability: float  # 0..1
     willingness: float  # 0..1
     reachable: bool  # False: no working contact point, although `phone` looks valid
-    address: Address | None = None  # None: the servicing file has no address for the borrower
+    address: MailingAddress | None = None  # None: the servicing file has none for the borrower
 
     @property
     def segment(self) -> Segment:
@@ -127,8 +113,13 @@ class PortfolioRow:
             str(self.vehicle_value),
             str(self.apr),
             "|".join(self.flags),
-            *(self.address.file_values() if self.address else _NO_ADDRESS),
+            *(_address_values(self.address) if self.address else _NO_ADDRESS),
         ]
+
+
+def _address_values(address: MailingAddress) -> list[str]:
+    """An address as the accounts file spells it, in `ADDRESS_COLUMNS` order."""
+    return [address.line1, address.line2, address.city, address.state, address.postal_code, address.country]
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +340,7 @@ class _Borrower:
     willingness: float
     reachable: bool
     holds: tuple[Hold, ...]
-    address: Address | None
+    address: MailingAddress | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +448,7 @@ def _new_borrower(
     )
 
 
-def _address(rng: random.Random, place: _Place) -> Address | None:
+def _address(rng: random.Random, place: _Place) -> MailingAddress | None:
     r = rng.random
     if r() < _NO_ADDRESS_RATE:
         return None
@@ -466,11 +457,11 @@ def _address(rng: random.Random, place: _Place) -> Address | None:
         province, city, district, postal = cities[int(r() * len(cities))]
         line1 = f"{district}{_pick(rng, _CN_STREETS)}{1 + int(r() * 300)}号"
         line2 = f"{1 + int(r() * 20)}栋{1 + int(r() * 30)}{1 + int(r() * 4):02d}室"
-        return Address(line1, line2, city, province, postal, "CN")
+        return MailingAddress(line1, line2, city, province, postal, "CN")
     city, zip3 = _pick(rng, _US_CITIES[place.state])
     line1 = f"{1 + int(r() * 9_899)} {_pick(rng, _US_STREETS)}"
     line2 = f"Apt {1 + int(r() * 40)}" if r() < 0.3 else ""
-    return Address(line1, line2, city, place.state, f"{zip3}{int(r() * 100):02d}", "US")
+    return MailingAddress(line1, line2, city, place.state, f"{zip3}{int(r() * 100):02d}", "US")
 
 
 def _name(rng: random.Random, place: _Place) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from arrears.addresses import MailingAddress, mailable
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows_with_ids
@@ -46,20 +47,6 @@ __all__ = [
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
 RANK = {"pending": 0, "created": 1, "mailed": 2, "in_transit": 3, "delivered": 4, "returned_to_sender": 4}
 ACTIVE = ("created", "mailed", "in_transit")  # sent, and not yet at the end of the post
-
-
-@dataclass(frozen=True, slots=True)
-class MailingAddress:
-    line1: str
-    line2: str
-    city: str
-    state: str
-    postal_code: str
-    country: str
-
-    def lines(self) -> tuple[str, ...]:
-        place = " ".join(p for p in (self.city + ",", self.state, self.postal_code) if p.strip(","))
-        return tuple(x for x in (self.line1, self.line2, place, self.country) if x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +125,7 @@ def _note(connection: Connection, account_id: str, at: datetime, detail: str, da
 
 def _address(a: Any) -> MailingAddress | None:
     """The address of an account row, or None when it has none that can be mailed to."""
-    if not (a.address_line1 and a.city and a.postal_code and a.country):
-        return None
-    return MailingAddress(
-        a.address_line1, a.address_line2 or "", a.city, a.state or "", a.postal_code, a.country
-    )
+    return mailable(a.address_line1, a.address_line2, a.city, a.state, a.postal_code, a.country)
 
 
 _ADDRESS = (
