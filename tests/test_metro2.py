@@ -1,11 +1,13 @@
 """Metro 2 records: the field table, the writer's formatting, and the validator on good and broken files."""
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from arrears.addresses import MailingAddress
 from arrears.metro2 import FurnishAccount, Furnisher, Period, Problem, build_file, validate
 from arrears.metro2.furnish import split_name
 from arrears.metro2.layout import BASE, HEADER, RECORD_LENGTH, TRAILER, Layout
@@ -167,6 +169,30 @@ def test_built_file_passes_the_validator() -> None:
     assert BASE["Payment Rating"].slice(records[4]) == "3"  # paid after being 90-119 days late
     assert TRAILER["Total Base Records"].slice(records[-1]) == "000000007"
     assert TRAILER["Total of Status Code 13"].slice(records[-1]) == "000000002"
+
+
+def test_the_consumer_address_is_the_accounts_us_mailing_address() -> None:
+    """A US mailing address fills the address fields (upper case, ZIP+4 without its hyphen, long
+    lines cut as the CRRG allows); without one, or with one abroad, they stay blank and the State
+    is the jurisdiction's."""
+    home = MailingAddress("1207 Sunset Blvd", "Apt 4", "Los Angeles", "CA", "90026-1234", "US")
+    long_line = replace(home, line1="12345 North Very Long Boulevard Of The Pacific Coast")
+    abroad = replace(home, state="", postal_code="200120", country="CN")
+    content = _file(
+        _account("A-1", address=home),
+        _account("A-2", address=long_line, jurisdiction="US-IA"),
+        _account("A-3"),
+        _account("A-4", address=abroad),
+    )
+    assert validate(content) == []
+    fields = ("First Line of Address", "Second Line of Address", "City", "State", "Postal/Zip Code")
+    found = [tuple(BASE[f].slice(r).rstrip() for f in fields) for r in _records(content)[1:-1]]
+    assert found == [
+        ("1207 SUNSET BLVD", "APT 4", "LOS ANGELES", "CA", "900261234"),
+        ("12345 NORTH VERY LONG BOULEVARD", "APT 4", "LOS ANGELES", "CA", "900261234"),
+        ("", "", "", "CA", ""),
+        ("", "", "", "CA", ""),
+    ]
 
 
 def test_only_us_accounts_are_furnished() -> None:

@@ -8,9 +8,11 @@ code and charge-off amount continue from it exactly).
 What is furnished: accounts of US jurisdictions only (`US`, `US-*`); Metro 2 is the US format,
 other countries report elsewhere (PBOC, Baihang). An account already reported paid or settled
 (13, 61-64) is not reported again; a charged-off account is reported every month while it has a
-balance. Fields arrears does not hold (date opened, original amount, terms, address, SSN, date
-of birth) are left blank or zero: the servicing system's file has to add them before a real
-bureau will take the records (see the validator's docstring for what is and is not checked).
+balance. The consumer's address is the account's US mailing address (imported with the accounts
+file); without one, only the State of the jurisdiction is given. Fields arrears does not hold
+(date opened, original amount, terms, SSN, date of birth) are left blank or zero: the servicing
+system's file has to add them before a real bureau will take the records (see the validator's
+docstring for what is and is not checked).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from arrears.addresses import MailingAddress
 from arrears.metro2 import status as codes
 from arrears.metro2.layout import BASE
 from arrears.metro2.periods import Period
@@ -75,6 +78,7 @@ class FurnishAccount:
     oldest_due_date: date | None = None
     episode_due: date | None = None  # oldest unpaid due date when the latest delinquency began
     phone: str | None = None  # E.164
+    address: MailingAddress | None = None  # the account's mailing address, if it has one
     holds: frozenset[str] = frozenset()
     bankruptcy_chapter: int | None = None
     plan: tuple[str, str] | None = None  # (kind, status) of the latest plan
@@ -201,7 +205,10 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
     comment = codes.special_comment(status, account.plan)
     ecoa = codes.ecoa_code(deceased="deceased" in holds)
     surname, first, middle, generation = split_name(account.borrower_name)
-    state = account.jurisdiction.partition("-")[2]
+    # Metro 2 reports a US address; a foreign one (or none) leaves the fields blank but the State
+    # the jurisdiction implies.
+    address = account.address if account.address and account.address.country == "US" else None
+    state = address.state if address else account.jurisdiction.partition("-")[2]
 
     record = format_record(
         BASE,
@@ -232,7 +239,11 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
             "Telephone Number": _phone_digits(account.phone),
             "ECOA Code": ecoa,
             "Consumer Information Indicator": cii,
+            "First Line of Address": address.line1 if address else "",
+            "Second Line of Address": address.line2 if address else "",
+            "City": address.city if address else "",
             "State": state,
+            "Postal/Zip Code": address.postal_code.replace("-", "") if address else "",
         },
     )
     return Reported(

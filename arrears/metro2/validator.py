@@ -22,8 +22,9 @@ What it checks:
   61-64; an amount past due with 71-84; an Original Charge-off Amount with 97 and 64 only;
 - trailer: Total Base Records and each Total of Status Code equal the counts in the file.
 
-What it does not check: fields arrears does not fill (address, SSN, date of birth, date
-opened, terms), the J1/J2/K/L/N segments, and the packed (366-byte) format.
+What it does not check: the address (an account may have none on file), fields arrears does
+not fill (SSN, date of birth, date opened, terms), the J1/J2/K/L/N segments, and the packed
+(366-byte) format.
 """
 
 from __future__ import annotations

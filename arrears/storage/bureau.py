@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Connection, func, or_, select
 
+from arrears.addresses import mailable
 from arrears.metro2.furnish import FurnishAccount, Previous, Reported
 from arrears.metro2.history import StageChange, payment_history
 from arrears.metro2.periods import Period
@@ -205,6 +206,7 @@ def load_furnish_accounts(
             oldest_due_date=a.oldest_due_date,
             episode_due=episode_due,
             phone=phones[a.borrower_id][1] if a.borrower_id in phones else None,
+            address=mailable(a.address_line1, a.address_line2, a.city, a.state, a.postal_code, a.country),
             holds=frozenset(account_holds),
             bankruptcy_chapter=_hold_chapter(account_holds.get("bankruptcy")) or chapters.get(a.account_id),
             plan=plans.get(a.account_id),
