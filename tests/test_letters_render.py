@@ -184,3 +184,13 @@ def test_a_chinese_paragraph_is_broken_at_any_character_within_the_width(text: s
         assert stringWidth(piece, font, 10.5) <= width + 1e-6 or len(piece) == 1
         if n + 1 < len(lines):
             assert stringWidth(piece + lines[n + 1][0], font, 10.5) > width - 1e-6
+
+
+def test_reportlab_renders_with_its_c_accelerators() -> None:
+    """rl_accel is installed and taken: without it ReportLab formats every number and encodes every
+    stream in Python, and a cycle's letters take half as long again."""
+    import inspect
+
+    from reportlab.lib import rl_accel
+
+    assert inspect.isbuiltin(rl_accel.fp_str) and inspect.isbuiltin(rl_accel.asciiBase85Encode)
