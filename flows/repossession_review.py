@@ -162,7 +162,7 @@ def _cure_period(state: ReviewState, now: datetime) -> tuple[ReviewState, _Ready
         return state, _Ready(state, now)
     state = send_cure_notice(state.review_id, now)
     if state.letter_status == "pending":  # written by this step or the cycle, not yet sent
-        send_letters()
+        send_letters(as_of=now)
         state = load_review(state.review_id)
     if state.closed or not state.in_review:
         if not state.closed:
@@ -219,7 +219,7 @@ def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
     counts |= readdress_letters(now)  # letters that waited for an address an import has brought
     counts |= write_collection_notices(now)  # the 催收函 of CN accounts in legal referral
     if letters_waiting():
-        counts |= send_letters()
+        counts |= send_letters(as_of=now)
         counts |= track_letters()
         # A notice of sale just found mailed closes its account now, not at the next run.
         settled = {k: v + settle_recoveries(as_of)[k] for k, v in settled.items()}

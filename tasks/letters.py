@@ -28,6 +28,7 @@ from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.letters import LetterContext, render, vet
 from arrears.letters.notices import (
+    SEND_WITHIN,
     context_json,
     cure_letter_context,
     mailed_deadline,
@@ -45,6 +46,9 @@ from tasks.database import engine, policy
 from tasks.providers import letters_provider
 
 __all__ = [
+    "NO_ADDRESS",
+    "REWRITTEN",
+    "STALE",
     "Draft",
     "cure_letter_key",
     "letter_key",
@@ -60,6 +64,9 @@ __all__ = [
 ]
 
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
+STALE = "not handed to the letters provider within a day of being written: its dates would be early"
+# Why a blocked letter waits to be written again, in its place and under its key.
+REWRITTEN = (NO_ADDRESS, STALE)
 
 
 def letter_key(connection: Connection, account_id: str, what: str) -> str:
@@ -85,8 +92,8 @@ def cure_letter_key(connection: Connection, state: ReviewState) -> str:
 @dataclass(frozen=True, slots=True)
 class Draft:
     """A letter to write (`write_letters`): rendered from `context_of(borrower name, address
-    lines)` under the jurisdiction's `rules`. `readdressed`: a letter blocked only for want of an
-    address is written again in its place."""
+    lines)` under the jurisdiction's `rules`. `readdressed`: a letter blocked for want of an
+    address, or for not having been sent in time (`REWRITTEN`), is written again in its place."""
 
     key: str
     account_id: str
@@ -176,11 +183,11 @@ def _cure_draft(
 
 
 def readdressable(connection: Connection, row: letters.LetterRow) -> bool:
-    """Whether a letter blocked for want of an address can now be written: one is on file (an
-    import brought it after the letter was first written)."""
+    """Whether a letter blocked to be written again (`REWRITTEN`) can now be written: an address
+    is on file (an import brought it after the letter was first written, or it was there)."""
     return (
         row.status == "blocked"
-        and row.reason == NO_ADDRESS
+        and row.reason in REWRITTEN
         and letters.mailing_address(connection, row.account_id) is not None
     )
 
@@ -215,7 +222,7 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
     settings = get_settings()
     new: list[letters.NewLetter] = []
     for d in drafts:
-        replaces = NO_ADDRESS if d.readdressed else None
+        replaces = REWRITTEN if d.readdressed else ()
         address, name = facts.get(d.account_id, (None, ""))
         if address is None:
             new.append(
@@ -278,11 +285,17 @@ def letters_waiting() -> bool:
 
 
 @task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def send_letters(limit: int = 500) -> dict[str, int]:
-    """Send the pending letters through the letters provider; count sent, failed and waiting."""
+def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, int]:
+    """Send the pending letters through the letters provider; count sent, failed and waiting.
+
+    Only letters written within `SEND_WITHIN` of `as_of` (default now) go: the dates an older one
+    prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
+    waits to be written again (`tasks.lifecycle_letters.readdress_letters`)."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0}
     with engine().connect() as connection:
-        todo = letters.letters_to_send(connection, limit=limit)
+        todo = letters.letters_to_send(
+            connection, limit=limit, written_since=(as_of or utcnow()) - SEND_WITHIN
+        )
     if not todo:
         return counts
     name = get_settings().letters_provider

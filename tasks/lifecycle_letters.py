@@ -11,8 +11,9 @@ installation id, so writing again (a rerun, a retried task) adds no second lette
 - `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
 - `readdress_letters`: a letter blocked for want of an address is written again, in its place
   and under its key, once an import brings the address (the CLI's import, the cycle and
-  `arrears dispatch` run it); a right-to-cure letter so rewritten unblocks its review, and its
-  deadline is counted from the rewrite, never from the first attempt.
+  `arrears dispatch` run it), and so is a letter not handed to the provider in time (its dates
+  would be early); a right-to-cure letter so rewritten unblocks its review, and its deadline is
+  counted from the rewrite, never from the first attempt.
 """
 
 from datetime import date, datetime
@@ -25,6 +26,7 @@ from arrears.currencies import display
 from arrears.jurisdictions import KNOWN_JURISDICTIONS
 from arrears.letters import LetterContext, LetterTemplateMissing, template_for
 from arrears.letters.contexts import collection_notice_context, plan_letter_context
+from arrears.letters.notices import SEND_WITHIN
 from arrears.restructuring import PlanTerms
 from arrears.review import repossession_barred
 from arrears.settings import get_settings
@@ -32,7 +34,7 @@ from arrears.storage import accounts, letters, plans, reviews
 from arrears.storage.letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
-from tasks.letters import NO_ADDRESS, letter_key, write_cure_letter, write_letter
+from tasks.letters import REWRITTEN, STALE, letter_key, write_cure_letter, write_letter
 
 __all__ = [
     "collection_notice_key",
@@ -165,13 +167,17 @@ def _write_plan_letter(
 
 
 def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
-    """Write again every letter blocked for want of an address whose account has one now; the
-    notice of sale is left to `tasks.recovery.settle_recoveries`, which rewrites it the same way."""
+    """Write again every letter blocked for want of an address whose account has one now, and
+    every letter not handed to the provider within `SEND_WITHIN` of being written (blocked as
+    stale first: its printed dates were counted from a mailing now past). The notice of sale is
+    left to `tasks.recovery.settle_recoveries`, which rewrites it the same way at its next run."""
     written = 0
     with (engine_ or engine()).begin() as connection:
-        for row in letters.addressed_since_blocked(connection, reason=NO_ADDRESS):
-            written += _readdress(connection, row, at)
-    return {"letters_readdressed": written}
+        stale = letters.block_unsent(connection, written_before=at - SEND_WITHIN, reason=STALE, at=at)
+        for reason in REWRITTEN:
+            for row in letters.addressed_since_blocked(connection, reason=reason):
+                written += _readdress(connection, row, at)
+    return {"letters_readdressed": written} | ({"letters_stale": stale} if stale else {})
 
 
 def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:

@@ -49,7 +49,7 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
     notice = letters.letter_by_key(connection, key)
     readdressed = bool(notice and readdressable(connection, notice))
     if readdressed:
-        notice = None  # blocked for want of an address, and one is on file now: write it again
+        notice = None  # blocked to be written again (no address before, or not sent in time): write it
     printed = ((notice.context or {}).get("sale_after") or {}) if notice else {}
     written_at = max(recovered.recovered_at, as_of)
     step = after_recovery(

@@ -64,7 +64,7 @@ def _review_step(as_of: str) -> None:
     from tasks.review import prepare_reviews
 
     prepare_reviews.fn(at(as_of))
-    send_letters.fn()
+    send_letters.fn(as_of=at(as_of))
     track_letters.fn()
 
 
@@ -172,6 +172,41 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
 def _assignments(agency: Any) -> list[dict[str, Any]]:
     with httpx.Client(base_url=agency.base_url) as admin:
         return list(admin.get("/_sandbox/assignments").json()["assignments"])
+
+
+def test_a_letter_not_sent_within_a_day_is_written_again_before_it_goes(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A right-to-cure letter written while the letters provider could not take it prints a
+    deadline counted from a mailing three days ahead. Two days later that date would be early:
+    `arrears dispatch` does not send it as written but blocks it as stale and writes it again, in
+    its place and under its key, with a deadline counted from now, and sends that."""
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))  # written; the provider never got it
+    [first] = rows(mail_db, letter_t, IA)
+    assert first.status == "pending"
+    printed_first = _deadline_line(_pdf_text(first.pdf))
+
+    dispatched = _cli("dispatch", "--as-of", "2026-12-03T18:00:00Z", "--database", db_url, "--json")
+    assert dispatched.exit_code == 0, dispatched.output
+    [again] = rows(mail_db, letter_t, IA)
+    [sent] = letters_sandbox.letters()
+    assert (again.id, again.idempotency_key, again.status) == (first.id, first.idempotency_key, "created")
+    assert again.created_at == at("2026-12-03T18:00:00Z") and sent["idempotency_key"] == first.idempotency_key
+    assert sent["pdf_sha256"] == again.pdf_sha256 != first.pdf_sha256
+    printed_again = _deadline_line(_pdf_text(again.pdf))
+    assert printed_again > printed_first  # ISO dates: later is greater
+    details = [e.detail for e in events(mail_db, IA, "letter")]
+    stale = "not handed to the letters provider within a day"
+    assert any(f"letter {first.id} cannot be mailed: {stale}" in d for d in details)
+    assert any(f"(it was blocked: {stale}" in d for d in details)
+
+
+def _deadline_line(text: str) -> str:
+    [line] = [line for line in text.splitlines() if line.startswith("CURE DEADLINE: ")]
+    return line
 
 
 def test_account_without_address_gets_no_letter_and_its_review_is_blocked(
@@ -462,7 +497,7 @@ def test_an_accepted_plan_is_confirmed_by_letter_once(
         agent="Ana Ruiz",
         at=at("2026-12-02T16:00:00Z"),
     )
-    assert send_letters.fn()["letters_sent"] == 1
+    assert send_letters.fn(as_of=at("2026-12-02T16:00:00Z"))["letters_sent"] == 1
     [sent] = letters_sandbox.letters()
     assert sent["description"] == "hardship_plan"
     assert sent["idempotency_key"].endswith(f"-letter-a-plan-plan-{plan_id}-confirmation")

@@ -149,7 +149,7 @@ def _prepare(as_of: str, mailed: str | None = "same") -> Any:
     from tasks.review import prepare_reviews
 
     prepared = prepare_reviews.fn(at(as_of))
-    send_letters.fn()
+    send_letters.fn(as_of=at(as_of))
     if mailed is not None:
         _mail_all(as_of if mailed == "same" else mailed)
         track_letters.fn()

@@ -266,10 +266,10 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
             later,
             pdf=b"%PDF-0",
             pdf_sha256="b",
-            replaces=NO_ADDRESS,
+            replaces=(NO_ADDRESS,),
         ),
         letters.NewLetter(
-            "k-1", "ACC-0000001", None, "notice_of_sale", later, blocked=NO_ADDRESS, replaces=NO_ADDRESS
+            "k-1", "ACC-0000001", None, "notice_of_sale", later, blocked=NO_ADDRESS, replaces=(NO_ADDRESS,)
         ),
         letters.NewLetter("k-2", "ACC-0000002", None, "notice_of_sale", later, pdf=b"%PDF-2", pdf_sha256="c"),
         letters.NewLetter("k-3", "ACC-0000000", None, "collection_notice", later, blocked=NO_ADDRESS),
@@ -281,7 +281,7 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
             later,
             pdf=b"%PDF-3",
             pdf_sha256="d",
-            replaces=NO_ADDRESS,
+            replaces=(NO_ADDRESS,),
         ),
         letters.NewLetter("k-4", "ACC-0000001", 7, "right_to_cure", later, blocked="content:x: y"),
     ]

@@ -4,7 +4,8 @@ Pure functions, used by `tasks/letters.py`:
 
 - `planned_notice`: the notice as printed. The letter is written before it is mailed, so the
   deadline it states is counted from a planned mailing date a few days ahead (`PRINT_LEAD`): a
-  printed deadline later than the statute's minimum gives the borrower more time, never less.
+  printed deadline later than the statute's minimum gives the borrower more time, never less. A
+  letter not handed to the provider within `SEND_WITHIN` is written again, so that this holds.
 - `given_at` and `mailed_deadline`: the legal clock. It starts when the notice is given as the
   statute defines it (the provider's mailed event, plus the mailing days the profile allows),
   never when we decided to write; the deadline kept is the later of that and the printed one.
@@ -24,6 +25,7 @@ from arrears.review import CureNotice, cure_notice
 
 __all__ = [
     "PRINT_LEAD",
+    "SEND_WITHIN",
     "context_from_json",
     "context_json",
     "cure_letter_context",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 PRINT_LEAD = timedelta(days=3)  # from writing a letter to the provider's mailing it, at most
+# From writing a letter to handing it to the provider, at most: the provider takes up to two more
+# days to mail it (Lob: within two business days). A letter not sent by then (a provider down for
+# days, a backlog) would print dates counted from a mailing already past; it is written again.
+SEND_WITHIN = timedelta(days=1)
 
 
 def given_at(mailed_at: datetime, rules: Profile) -> datetime:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, true, update
 
 from arrears.addresses import MailingAddress, mailable
 from arrears.storage._common import chunks, event, insert_events
@@ -190,7 +190,7 @@ class NewLetter:
     context: dict[str, Any] | None = None
     mail_type: str = "usps_first_class"
     blocked: str | None = None
-    replaces: str | None = None
+    replaces: tuple[str, ...] = ()  # the reasons a blocked letter under `key` may be written again for
 
     def values(self) -> dict[str, Any]:
         """The letter row's columns."""
@@ -250,7 +250,7 @@ def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]
         was = found.get(n.key)
         if was is None:
             fresh.append(n)
-        elif n.replaces and was.status == "blocked" and was.reason == n.replaces and n.blocked != was.reason:
+        elif was.status == "blocked" and was.reason in n.replaces and n.blocked != was.reason:
             ids[n.key] = int(was.id)
             connection.execute(update(letter).where(letter.c.id == was.id).values(**n.values()))
     if fresh:
@@ -344,15 +344,51 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
     return [_row(r) for r in rows]
 
 
-def letters_to_send(connection: Connection, *, limit: int = 500) -> list[tuple[LetterRow, bytes]]:
-    """Pending letters with their PDF, oldest first."""
+def letters_to_send(
+    connection: Connection, *, limit: int = 500, written_since: datetime | None = None
+) -> list[tuple[LetterRow, bytes]]:
+    """Pending letters with their PDF (written at or after `written_since`, if given), oldest first."""
     rows = connection.execute(
         select(*_COLUMNS, letter.c.pdf)
-        .where(letter.c.status == "pending", letter.c.pdf.is_not(None))
+        .where(
+            letter.c.status == "pending",
+            letter.c.pdf.is_not(None),
+            letter.c.created_at >= written_since if written_since is not None else true(),
+        )
         .order_by(letter.c.created_at, letter.c.id)
         .limit(limit)
     ).all()
     return [(_row(r), bytes(r.pdf)) for r in rows]
+
+
+def block_unsent(connection: Connection, *, written_before: datetime, reason: str, at: datetime) -> int:
+    """Block, with `reason`, every pending letter written before `written_before` (never handed
+    to the provider since), each with its audit event; returns how many. One query when none."""
+    rows = connection.execute(
+        select(letter.c.id, letter.c.account_id, letter.c.kind, letter.c.review_id).where(
+            letter.c.status == "pending", letter.c.created_at < written_before
+        )
+    ).all()
+    for ids in chunks([r.id for r in rows]):
+        connection.execute(
+            update(letter)
+            .where(letter.c.id.in_(ids), letter.c.status == "pending")
+            .values(status="blocked", reason=reason, updated_at=at)
+        )
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "letter",
+                f"{r.kind} letter {r.id} cannot be mailed: {reason}",
+                {"letter_id": r.id, "review_id": r.review_id, "blocked": reason},
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
 
 
 def letters_to_track(connection: Connection, *, limit: int = 500) -> list[LetterRow]:
