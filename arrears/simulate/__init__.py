@@ -1,8 +1,9 @@
 """The portfolio simulator: seeded, pure, streaming accounts and payments.
 
 `arrears demo`, the benchmark (up to a million accounts) and the tests need portfolios that look
-like a lender's: valid phone numbers in the borrower's time zone, loans whose numbers add up,
-delinquency weighted toward the early buckets, a few holds and dead numbers. They also need to
+like a lender's: valid phone numbers in the borrower's time zone, mailing addresses in the
+borrower's state, loans whose numbers add up, delinquency weighted toward the early buckets, a few
+holds, dead numbers and missing addresses. They also need to
 know what the file cannot say, how able and willing each borrower is to pay, so that a simulated
 day of payments behaves the way the segments of DESIGN §2 are meant to.
 

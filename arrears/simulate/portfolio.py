@@ -48,7 +48,7 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
 )
 
 
-_NO_ADDRESS = [""] * len(ADDRESS_COLUMNS)
+_BLANK_ADDRESS = [""] * len(ADDRESS_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ class PortfolioRow:
             str(self.vehicle_value),
             str(self.apr),
             "|".join(self.flags),
-            *(_address_values(self.address) if self.address else _NO_ADDRESS),
+            *(_address_values(self.address) if self.address else _BLANK_ADDRESS),
         ]
 
 
