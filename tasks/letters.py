@@ -40,7 +40,7 @@ from arrears.settings import get_settings
 from arrears.storage import letters, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
-from integrations.errors import Permanent, ProviderError
+from integrations.errors import Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, PostalAddress, TrackingEvent
 from tasks.database import engine, policy
 from tasks.providers import letters_provider
@@ -315,7 +315,12 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
                 sent: Letter | ProviderError | ValueError = provider.send(request)
             except (Permanent, ValueError) as error:
                 sent = error
-            except ProviderError:  # transient, unknown outcome: sent again under the same key
+            except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key
+                with engine().begin() as connection:
+                    letters.mark_in_doubt(connection, letter_id=row.id, at=now, detail=str(error))
+                counts["letters_waiting"] += 1
+                continue
+            except ProviderError:  # not executed (Transient): sent again later
                 counts["letters_waiting"] += 1
                 continue
             with engine().begin() as connection:

@@ -204,6 +204,43 @@ def test_a_letter_not_sent_within_a_day_is_written_again_before_it_goes(
     assert any(f"(it was blocked: {stale}" in d for d in details)
 
 
+def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A letter the provider took but whose answer never came (500s after executing, every try) may
+    be in the post: it is marked in doubt, not written again however old it gets, and sent again
+    as it was under its key, so the provider answers with the letter it took. One letter mailed."""
+    from arrears.settings import get_settings
+    from tasks.letters import send_letters
+    from tasks.lifecycle_letters import readdress_letters
+    from tasks.review import prepare_reviews
+
+    credentials = {**letters_sandbox.credentials, "retry_attempts": "2", "retry_total_seconds": "5"}
+    monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps(credentials))
+    get_settings.cache_clear()
+    put_in_review(mail_db, tmp_path, IA)
+    written = at("2026-12-01T17:00:00Z")
+    prepare_reviews.fn(written)
+    letters_sandbox.set_faults(operation="create", http_500=2)
+    assert send_letters.fn(as_of=written)["letters_waiting"] == 1
+    [taken] = letters_sandbox.letters()
+    [first] = rows(mail_db, letter_t, IA)
+    assert (first.status, first.submitted_at is not None) == ("pending", True)
+
+    letters_sandbox.set_faults()
+    later = at("2026-12-04T17:00:00Z")
+    assert readdress_letters(later) == {"letters_readdressed": 0}  # in doubt: not stale
+    assert send_letters.fn(as_of=later)["letters_sent"] == 1
+    [letter] = rows(mail_db, letter_t, IA)
+    assert (letter.status, letter.provider_id, letter.pdf_sha256) == (
+        "created",
+        taken["id"],
+        first.pdf_sha256,
+    )
+    assert [x["id"] for x in letters_sandbox.letters()] == [taken["id"]]
+    assert any("handed to the provider, no answer" in e.detail for e in events(mail_db, IA, "letter"))
+
+
 def _deadline_line(text: str) -> str:
     [line] = [line for line in text.splitlines() if line.startswith("CURE DEADLINE: ")]
     return line

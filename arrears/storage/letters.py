@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, true, update
+from sqlalchemy import Connection, or_, select, true, update
 
 from arrears.addresses import MailingAddress, mailable
 from arrears.storage._common import chunks, event, insert_events
@@ -347,13 +347,17 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
 def letters_to_send(
     connection: Connection, *, limit: int = 500, written_since: datetime | None = None
 ) -> list[tuple[LetterRow, bytes]]:
-    """Pending letters with their PDF (written at or after `written_since`, if given), oldest first."""
+    """Pending letters with their PDF, oldest first: those written at or after `written_since` (if
+    given), and those in doubt whenever written (handed to the provider, its answer lost: they go
+    again as they are, under their key, and the provider answers with the letter it took)."""
     rows = connection.execute(
         select(*_COLUMNS, letter.c.pdf)
         .where(
             letter.c.status == "pending",
             letter.c.pdf.is_not(None),
-            letter.c.created_at >= written_since if written_since is not None else true(),
+            or_(letter.c.created_at >= written_since, letter.c.submitted_at.is_not(None))
+            if written_since is not None
+            else true(),
         )
         .order_by(letter.c.created_at, letter.c.id)
         .limit(limit)
@@ -362,11 +366,14 @@ def letters_to_send(
 
 
 def block_unsent(connection: Connection, *, written_before: datetime, reason: str, at: datetime) -> int:
-    """Block, with `reason`, every pending letter written before `written_before` (never handed
-    to the provider since), each with its audit event; returns how many. One query when none."""
+    """Block, with `reason`, every pending letter written before `written_before` and never handed
+    to the provider (one in doubt may have been taken: it is not written again), each with its
+    audit event; returns how many. One query when none."""
     rows = connection.execute(
         select(letter.c.id, letter.c.account_id, letter.c.kind, letter.c.review_id).where(
-            letter.c.status == "pending", letter.c.created_at < written_before
+            letter.c.status == "pending",
+            letter.c.created_at < written_before,
+            letter.c.submitted_at.is_(None),
         )
     ).all()
     for ids in chunks([r.id for r in rows]):
@@ -400,6 +407,24 @@ def letters_to_track(connection: Connection, *, limit: int = 500) -> list[Letter
         .limit(limit)
     ).all()
     return [_row(r) for r in rows]
+
+
+def mark_in_doubt(connection: Connection, *, letter_id: int, at: datetime, detail: str) -> None:
+    """The letter was handed to the provider and its answer lost: it stays pending, to be sent
+    again under its key, and is never written again (`block_unsent`)."""
+    row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
+    connection.execute(
+        update(letter)
+        .where(letter.c.id == letter_id, letter.c.status == "pending", letter.c.submitted_at.is_(None))
+        .values(submitted_at=at, updated_at=at)
+    )
+    _note(
+        connection,
+        row.account_id,
+        at,
+        f"{row.kind} letter {letter_id} handed to the provider, no answer: {detail}",
+        {"letter_id": letter_id, "in_doubt": True},
+    )
 
 
 def mark_sent(
