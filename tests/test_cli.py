@@ -104,6 +104,7 @@ def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: P
     shown = run("show", "A-7", "--database", sqlite_url).output
     assert "not in collection · oldest due 2026-09-26 · past due" in shown
     assert "cured" not in shown and "days past due" not in shown
+    assert "no messages" in shown and "not before" not in shown  # a line, not an empty table
     data = json.loads(run("show", "A-7", "--database", sqlite_url, "--json").stdout)
     assert (data["episode"], data["oldest_due_date"]) == (0, "2026-09-26")
 

@@ -58,14 +58,17 @@ def show(
             title=f"account {data['account_id']}",
         )
     )
-    messages = Table(title="messages")
-    for column in ("template", "status", "not before", "sent at", "reason"):
-        messages.add_column(column)
-    for m in data["messages"]:
-        messages.add_row(
-            m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or ""
-        )
-    console.print(messages)
+    if data["messages"]:
+        messages = Table(title="messages")
+        for column in ("template", "status", "not before", "sent at", "reason"):
+            messages.add_column(column)
+        for m in data["messages"]:
+            messages.add_row(
+                m["template"], m["status"], _short(m["not_before"]), _short(m["sent_at"]), m["reason"] or ""
+            )
+        console.print(messages)
+    else:  # an empty table's header says less than this
+        console.print("no messages")
     if data["letters"] or data["agency_assignments"]:
         mail = Table(title="letters and agency assignments")
         for column in ("what", "status", "mailed / assigned", "deadline / recovered", "reason"):
