@@ -35,8 +35,8 @@ def demo(
 ) -> None:
     """Generate a portfolio across CN and US borrowers, import it, run the daily cycle, summarise.
 
-    Runs on the embedded default: SQLite, the sandbox SMS server (started for the run) and
-    Prefect's local server. The default demo database is recreated on every run.
+    Runs on the embedded default: SQLite, the sandbox providers (SMS, letters, bureau: started for
+    the run) and Prefect's local server. The default demo database is recreated on every run.
     """
     # Imported here, not at the top: `arrears --help` loads none of the simulation, import or storage.
     from arrears.importing import Kind, open_source
