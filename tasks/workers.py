@@ -30,6 +30,7 @@ __all__ = [
     "in_own_process",
     "in_worker",
     "keeping_workers",
+    "map_in_workers",
     "run_process",
     "start_workers",
     "worker_processes",
@@ -37,6 +38,7 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 _pool: ProcessPoolExecutor | None = None  # the pool `in_worker` uses, inside `worker_processes`
 _keeping = False  # inside `keeping_workers`
@@ -44,14 +46,19 @@ _kept: tuple[int, ProcessPoolExecutor] | None = None  # a pool between two block
 
 
 @contextmanager
-def worker_processes(count: int) -> Iterator[None]:
+def worker_processes(count: int, *, start: bool = True) -> Iterator[None]:
     """Inside the block, `in_worker` runs its function in one of `count` processes (count <= 1:
-    in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them."""
+    in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them.
+    `start=False`: only processes already kept are used (none kept: the caller's own), for a step
+    not worth a start of its own."""
     global _pool
     if count <= 1 or _pool is not None:
         yield
         return
-    pool = _take_kept(count) or _spawned(count)
+    pool = _take_kept(count) or (_spawned(count) if start else None)
+    if pool is None:
+        yield
+        return
     clean = False
     try:
         _pool = pool
@@ -159,6 +166,16 @@ def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     every SQLite call of the other steps queuing behind its threads."""
     with _spawned(1) as one:
         return one.submit(function, *args, **kwargs).result()
+
+
+def map_in_workers(function: Callable[[T], R], items: Sequence[T], *, chunksize: int) -> list[R]:
+    """`[function(x) for x in items]`, in order, spread over the worker processes if a pool is open
+    and there are at least two chunks of items, else here. `function` must be importable by name,
+    the items and results picklable."""
+    pool = _pool
+    if pool is None or len(items) < 2 * chunksize:
+        return [function(x) for x in items]
+    return list(pool.map(function, items, chunksize=chunksize))
 
 
 def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

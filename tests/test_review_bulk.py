@@ -189,6 +189,41 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
     )
 
 
+def test_letters_rendered_by_the_worker_processes_are_those_rendered_here(
+    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the cycle's worker processes open, the letters are rendered there (a chunk of one letter
+    each, here): the same rows, PDFs, ids and audit events as rendered in this process."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tasks import letters as letters_task
+    from tasks import workers
+    from tasks.letters import write_cure_letters
+    from tasks.review import _may_need_notice
+
+    _in_review_half_addressed(cycle_db, tmp_path)
+    with cycle_db.connect() as c:
+        states = [s for s in reviews.open_review_states(c) if _may_need_notice(s)]
+    monkeypatch.setattr(letters_task, "_RENDER_CHUNK", 1)
+    with _undone(cycle_db) as c:
+        n = write_cure_letters(c, states, INSTANT)
+        here = _written(c)
+    mapped: list[str] = []
+
+    class Recording(ProcessPoolExecutor):
+        def map(self, fn: Any, *iterables: Any, **kwargs: Any) -> Any:
+            mapped.append(fn.__name__)
+            return super().map(fn, *iterables, **kwargs)
+
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", Recording)
+    with workers.worker_processes(2), _undone(cycle_db) as c:
+        assert write_cure_letters(c, states, INSTANT) == n
+        there = _written(c)
+    rendered = [row for row in here[0] if row.pdf is not None]
+    assert mapped == ["render_job"] and len(rendered) > 2
+    assert there == here
+
+
 def test_prepare_reviews_reads_states_only_where_a_notice_may_be_owed(
     cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

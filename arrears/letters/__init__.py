@@ -7,6 +7,7 @@ from arrears.letters.render import (
     LetterTemplateMissing,
     RenderedLetter,
     render,
+    render_job,
     template_for,
     vet,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "LetterTemplateMissing",
     "RenderedLetter",
     "render",
+    "render_job",
     "template_for",
     "vet",
 ]
