@@ -1,4 +1,5 @@
-"""Worker processes for the CPU-bound steps of the daily cycle: advance and dispatch.
+"""Worker processes for the CPU-bound steps of the daily cycle: advance and dispatch (and, while
+they are kept, the rendering of the reviews' letters: `map_in_workers`).
 
 Deciding a shard is pure Python: in one process the GIL lets every shard thread share one core,
 however many threads the task runner has. While a cycle advances, `worker_processes` keeps a
