@@ -301,7 +301,8 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
 
     Only letters written within `SEND_WITHIN` of `as_of` (default now) go: the dates an older one
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
-    waits to be written again (`tasks.lifecycle_letters.readdress_letters`)."""
+    waits to be written again (`tasks.lifecycle_letters.readdress_letters`). A letter in doubt (the
+    provider may have taken it) goes again as it was, whatever its age, under its key."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0}
     with engine().connect() as connection:
         todo = letters.letters_to_send(
