@@ -129,7 +129,7 @@ def load_portfolio(
 ) -> dict[str, Any]:
     """Generate `n` accounts to `file` and import them into `url` (runs in a spawned child). Without
     `addresses`, the portfolio issue 14 was measured on: no mailing addresses, so every
-    right-to-cure letter is written blocked instead of rendered and mailed (README: Performance)."""
+    right-to-cure letter is written blocked instead of pending, to be rendered and mailed."""
     from arrears.importing import Kind, open_source
     from arrears.simulate import generate_portfolio, write_accounts_file
     from arrears.storage import get_engine, migrate
@@ -529,7 +529,7 @@ def main() -> None:
     parser.add_argument(
         "--addresses",
         action="store_true",
-        help="give borrowers mailing addresses, so that right-to-cure letters are rendered and mailed",
+        help="give borrowers mailing addresses, so that right-to-cure letters are written to be mailed",
     )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where to put the databases (default: a temp dir)"

@@ -153,9 +153,7 @@ def _run_cycle(
         stats["refresh"] = refresh(instant, day, cycle_id)
         stats["advance"] = _advance(instant, day, cycle_id, fan_out)
 
-        # The advance's worker processes, if it had any, render the reviews' letters.
-        with worker_processes(settings.shard_workers, start=False):
-            stats["reviews"] = start_reviews(instant, as_of, cycle_id)
+        stats["reviews"] = start_reviews(instant, as_of, cycle_id)
         stats["referrals"] = start_referrals(instant, as_of, cycle_id)
         _log_counts("reviews", stats["reviews"] | stats["referrals"])
         # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the

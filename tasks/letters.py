@@ -1,12 +1,13 @@
 """Letters: the right-to-cure notice written, vetted, mailed through the letters provider, tracked.
 
 - `write_cure_letter` (inside the caller's transaction; `write_cure_letters` for the reviews the
-  cycle opens, in bulk, the same letters): renders the notice from stored facts,
-  vets its words with the content rules every SMS passes, and keeps the PDF, its SHA-256 and the
-  render inputs on a letter row. An account without a mailing address gets no letter: the row is
-  `blocked` with the reason, and the review cannot pass its cure period.
-- `send_letters`: pending letters to the provider, each under its idempotency key (a resend after
-  a crash returns the first letter, never a second one in the post).
+  cycle opens, in bulk, the same letters): keeps the notice's render inputs (stored facts, the
+  dates counted from now) on a letter row. An account without a mailing address gets no letter:
+  the row is `blocked` with the reason, and the review cannot pass its cure period.
+- `send_letters`: renders each pending letter, vets its words with the content rules every SMS
+  passes and stores the PDF and its SHA-256, then hands it to the provider under its idempotency
+  key (a resend after a crash sends the same bytes and returns the first letter, never a second
+  one in the post).
 - `record_tracking`: tracking events, from a webhook or a lookup. The `mailed` event starts the
   legal clock: the review's cure deadline is counted from it (`arrears.letters.notices`). A
   letter returned to sender puts the review on hold.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,9 +28,10 @@ from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
-from arrears.letters import LetterContext, render_job, vet
+from arrears.letters import LetterContext, render, template_for, vet
 from arrears.letters.notices import (
     SEND_WITHIN,
+    context_from_json,
     context_json,
     cure_letter_context,
     mailed_deadline,
@@ -44,7 +47,6 @@ from integrations.errors import Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, PostalAddress, TrackingEvent
 from tasks.database import engine, policy
 from tasks.providers import letters_provider
-from tasks.workers import map_in_workers
 
 __all__ = [
     "NO_ADDRESS",
@@ -211,31 +213,23 @@ def write_letter(
     return write_letters(connection, [draft]) == 1
 
 
-_RENDER_CHUNK = 32  # letters a worker process renders at a time (fewer than two chunks: here)
-
-
 def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
-    """Write each letter, in order, once: rendered, vetted with the content rules every SMS
-    passes, and kept pending with its PDF, hash and context; blocked with the reason when there
-    is no address or the words fail. Returns how many were written. Addresses and names are read
-    in one query, and the letters and their audit events written in a statement each, whether
-    there is one letter or thousands (`arrears.storage.letters.add_letters`)."""
+    """Write each letter, in order, once: kept pending with its context (the borrower's name and
+    address as they are now, the dates counted from now), to be rendered and vetted when it is
+    sent (`send_letters`); blocked with the reason when there is no address. Returns how many were
+    written. Addresses and names are read in one query, and the letters and their audit events
+    written in a statement each, whether there is one letter or thousands
+    (`arrears.storage.letters.add_letters`). Nothing is rendered here: the first daily cycle of a
+    book writes tens of thousands of letters at ~1 ms of rendering each, inside the reviews' write
+    transaction, and they go to the provider a few hundred a run."""
     if not drafts:
         return 0
     facts = letters.mailing_facts(connection, [d.account_id for d in drafts])
     settings = get_settings()
-    contexts: dict[int, LetterContext] = {}  # by the draft's place, those with an address
-    for n, d in enumerate(drafts):
-        address, name = facts.get(d.account_id, (None, ""))
-        if address is not None:
-            contexts[n] = d.context_of(name, address.lines())
-    # Rendering is nine tenths of a letter's cost: the cycle's worker processes share it, if open.
-    jobs = [(drafts[n].kind, context, drafts[n].rules) for n, context in contexts.items()]
-    pdfs = dict(zip(contexts, map_in_workers(render_job, jobs, chunksize=_RENDER_CHUNK), strict=True))
     new: list[letters.NewLetter] = []
-    for n, d in enumerate(drafts):
+    for d in drafts:
         replaces = REWRITTEN if d.readdressed else ()
-        address, _ = facts.get(d.account_id, (None, ""))
+        address, name = facts.get(d.account_id, (None, ""))
         if address is None:
             new.append(
                 letters.NewLetter(
@@ -243,9 +237,7 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
                 )
             )
             continue
-        context, rendered = contexts[n], pdfs[n]
-        finding = vet(rendered, context, rules=d.rules)
-        blocked = f"content:{finding.rule}: {finding.detail}" if finding else None
+        context = d.context_of(name, address.lines())
         recipient = {
             "name": context.borrower_name,
             "line1": address.line1,
@@ -262,12 +254,9 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
                 d.review_id,
                 d.kind,
                 d.at,
-                template=rendered.template,
-                pdf=None if blocked else rendered.pdf,
-                pdf_sha256=rendered.sha256,
+                template=template_for(d.kind, context.jurisdiction, rules=d.rules),
                 context=context_json(context) | {"_recipient": recipient},
                 mail_type=settings.letters_mail_type,
-                blocked=blocked,
                 replaces=replaces,
             )
         )
@@ -303,7 +292,7 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
     waits to be written again (`tasks.lifecycle_letters.readdress_letters`). A letter in doubt (the
     provider may have taken it) goes again as it was, whatever its age, under its key."""
-    counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0}
+    counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
     with engine().connect() as connection:
         todo = letters.letters_to_send(
             connection, limit=limit, written_since=(as_of or utcnow()) - SEND_WITHIN
@@ -313,8 +302,12 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
     name = get_settings().letters_provider
     sender = _sender()
     with letters_provider() as provider:
-        for row, pdf in todo:
+        for row, stored in todo:
             now = utcnow()
+            pdf = stored if stored is not None else _rendered(row, now)
+            if not isinstance(pdf, bytes):
+                counts[pdf] += 1
+                continue
             try:
                 request = LetterRequest(
                     idempotency_key=row.idempotency_key,
@@ -353,6 +346,35 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
                     )
                     counts["letters_failed"] += 1
     return counts
+
+
+def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_blocked", "letters_waiting"]:
+    """Render a pending letter from its stored context, vet its words with the content rules every
+    SMS passes, and store the PDF and its SHA-256 before it goes. When it cannot go, the count it
+    falls in: blocked (its words fail, or it cannot be rendered: set aside with the error, the
+    others go on), or waiting (another run rendered it meanwhile: its bytes go next time)."""
+    reason: str | None
+    try:
+        context = context_from_json(row.context or {})
+        rules = policy().profile(context.jurisdiction)
+        rendered = render(row.kind, context, rules=rules)
+        finding = vet(rendered, context, rules=rules)
+        reason = f"{finding.rule}: {finding.detail}" if finding else None
+    except Exception as error:  # a letter that cannot be rendered stops no other letter
+        reason = f"not rendered: {type(error).__name__}: {error}"
+    with engine().begin() as connection:
+        if reason is not None:
+            letters.mark_blocked(connection, letter_id=row.id, reason=reason, at=at, status="blocked")
+            return "letters_blocked"
+        stored = letters.mark_rendered(
+            connection,
+            letter_id=row.id,
+            template=rendered.template,
+            pdf=rendered.pdf,
+            sha256=rendered.sha256,
+            at=at,
+        )
+    return rendered.pdf if stored else "letters_waiting"
 
 
 @task(name="track-letters", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)

@@ -1,5 +1,4 @@
-"""Worker processes for the CPU-bound steps of the daily cycle: advance and dispatch (and, while
-they are kept, the rendering of the reviews' letters: `map_in_workers`).
+"""Worker processes for the CPU-bound steps of the daily cycle: advance and dispatch.
 
 Deciding a shard is pure Python: in one process the GIL lets every shard thread share one core,
 however many threads the task runner has. While a cycle advances, `worker_processes` keeps a
@@ -31,7 +30,6 @@ __all__ = [
     "in_own_process",
     "in_worker",
     "keeping_workers",
-    "map_in_workers",
     "run_process",
     "start_workers",
     "worker_processes",
@@ -39,7 +37,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 
 _pool: ProcessPoolExecutor | None = None  # the pool `in_worker` uses, inside `worker_processes`
 _keeping = False  # inside `keeping_workers`
@@ -47,19 +44,14 @@ _kept: tuple[int, ProcessPoolExecutor] | None = None  # a pool between two block
 
 
 @contextmanager
-def worker_processes(count: int, *, start: bool = True) -> Iterator[None]:
+def worker_processes(count: int) -> Iterator[None]:
     """Inside the block, `in_worker` runs its function in one of `count` processes (count <= 1:
-    in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them.
-    `start=False`: only processes already kept are used (none kept: the caller's own), for a step
-    not worth a start of its own."""
+    in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them."""
     global _pool
     if count <= 1 or _pool is not None:
         yield
         return
-    pool = _take_kept(count) or (_spawned(count) if start else None)
-    if pool is None:
-        yield
-        return
+    pool = _take_kept(count) or _spawned(count)
     clean = False
     try:
         _pool = pool
@@ -167,16 +159,6 @@ def in_own_process(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
     every SQLite call of the other steps queuing behind its threads."""
     with _spawned(1) as one:
         return one.submit(function, *args, **kwargs).result()
-
-
-def map_in_workers(function: Callable[[T], R], items: Sequence[T], *, chunksize: int) -> list[R]:
-    """`[function(x) for x in items]`, in order, spread over the worker processes if a pool is open
-    and there are at least two chunks of items, else here. `function` must be importable by name,
-    the items and results picklable."""
-    pool = _pool
-    if pool is None or len(items) < 2 * chunksize:
-        return [function(x) for x in items]
-    return list(pool.map(function, items, chunksize=chunksize))
 
 
 def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

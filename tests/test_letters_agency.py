@@ -2,6 +2,7 @@
 cure period counted from the mailed event, and the approved repossession assigned to (and called
 off at) the sandbox agency; everything over HTTP against the sandboxes, on a real database."""
 
+import hashlib
 import io
 import json
 from dataclasses import replace
@@ -16,6 +17,8 @@ import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
+from arrears.letters import render
+from arrears.letters.notices import context_from_json
 from arrears.models import AgencyAssignment, Letter
 from tests.factories import account_record, write_csv
 from tests.later_stage_helpers import (
@@ -186,8 +189,9 @@ def test_a_letter_not_sent_within_a_day_is_written_again_before_it_goes(
     put_in_review(mail_db, tmp_path, IA)
     prepare_reviews.fn(at("2026-12-01T17:00:00Z"))  # written; the provider never got it
     [first] = rows(mail_db, letter_t, IA)
-    assert first.status == "pending"
-    printed_first = _deadline_line(_pdf_text(first.pdf))
+    assert (first.status, first.pdf) == ("pending", None)  # rendered when it is sent
+    as_written = render("right_to_cure", context_from_json(first.context))
+    printed_first = _deadline_line(_pdf_text(as_written.pdf))
 
     dispatched = _cli("dispatch", "--as-of", "2026-12-03T18:00:00Z", "--database", db_url, "--json")
     assert dispatched.exit_code == 0, dispatched.output
@@ -195,7 +199,7 @@ def test_a_letter_not_sent_within_a_day_is_written_again_before_it_goes(
     [sent] = letters_sandbox.letters()
     assert (again.id, again.idempotency_key, again.status) == (first.id, first.idempotency_key, "created")
     assert again.created_at == at("2026-12-03T18:00:00Z") and sent["idempotency_key"] == first.idempotency_key
-    assert sent["pdf_sha256"] == again.pdf_sha256 != first.pdf_sha256
+    assert sent["pdf_sha256"] == again.pdf_sha256 != as_written.sha256
     printed_again = _deadline_line(_pdf_text(again.pdf))
     assert printed_again > printed_first  # ISO dates: later is greater
     details = [e.detail for e in events(mail_db, IA, "letter")]
@@ -239,6 +243,56 @@ def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
     )
     assert [x["id"] for x in letters_sandbox.letters()] == [taken["id"]]
     assert any("handed to the provider, no answer" in e.detail for e in events(mail_db, IA, "letter"))
+
+
+def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """The cycle writes a letter's context, not its PDF: `send_letters` renders each one, vets its
+    words and stores the PDF and hash it hands the provider. A letter that cannot be rendered, or
+    whose words fail the content rules, is blocked with its reason and audited; the others go."""
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    accounts = ("A-IA1", "A-IA2", "A-IA3")
+    for account_id in accounts:
+        put_in_review(mail_db, tmp_path, account_id)
+    written = at("2026-12-01T17:00:00Z")
+    prepare_reviews.fn(written)
+    [broken, threatening, good] = (rows(mail_db, letter_t, a)[0] for a in accounts)
+    assert {(r.status, r.pdf) for r in (broken, threatening, good)} == {("pending", None)}
+    with mail_db.begin() as c:
+        c.execute(
+            update(letter_t)
+            .where(letter_t.c.id == broken.id)
+            .values(context={k: v for k, v in broken.context.items() if k != "cure_deadline"})
+        )
+        threat = {**threatening.context, "lender_contact": "Pay or we will tell your employer."}
+        c.execute(update(letter_t).where(letter_t.c.id == threatening.id).values(context=threat))
+
+    counts = send_letters.fn(as_of=written)
+    assert (counts["letters_sent"], counts["letters_blocked"]) == (1, 2)
+    [sent] = letters_sandbox.letters()
+    [mailed] = rows(mail_db, letter_t, "A-IA3")
+    assert (sent["idempotency_key"], mailed.status) == (good.idempotency_key, "created")
+    assert sent["pdf_sha256"] == mailed.pdf_sha256 == hashlib.sha256(mailed.pdf).hexdigest()
+    assert "CURE DEADLINE: " in _pdf_text(mailed.pdf)
+    [not_rendered] = rows(mail_db, letter_t, "A-IA1")
+    assert not_rendered.status == "blocked" and not_rendered.pdf is None
+    assert (
+        not_rendered.reason.startswith("not rendered: ValueError: ")
+        and "cure deadline" in not_rendered.reason
+    )
+    [vetted] = rows(mail_db, letter_t, "A-IA2")
+    assert vetted.status == "blocked" and vetted.reason.startswith("content:threat")
+    assert any(
+        f"letter {mailed.id} rendered (sha256 {mailed.pdf_sha256})" in e.detail
+        for e in events(mail_db, "A-IA3", "letter")
+    )
+    assert any(
+        f"letter {vetted.id} blocked: content:threat" in e.detail for e in events(mail_db, "A-IA2", "letter")
+    )
+    assert send_letters.fn(as_of=written)["letters_sent"] == 0  # blocked letters stay blocked
 
 
 def _deadline_line(text: str) -> str:
@@ -584,12 +638,14 @@ def test_a_letter_blocked_for_want_of_an_address_is_written_when_an_import_bring
         "pending",
         blocked.idempotency_key,
     )
-    assert rewritten.pdf is not None and rewritten.context["_recipient"]["line1"] == "12 Elm Street"
+    assert rewritten.pdf is None and rewritten.context["_recipient"]["line1"] == "12 Elm Street"
     [w] = [w for w in waiting(mail_db, now=at("2026-12-02T00:00:00Z")) if w.account_id == "A-NOADDR"]
     assert w.waits_for != "blocked"
     _review_step("2026-12-02T17:00:00Z")
     [sent] = letters_sandbox.letters()
+    [mailed] = rows(mail_db, letter_t, "A-NOADDR")
     assert sent["idempotency_key"] == blocked.idempotency_key
+    assert sent["pdf_sha256"] == mailed.pdf_sha256 == hashlib.sha256(mailed.pdf).hexdigest()
     assert any(
         "it was blocked: no mailing address" in e.detail for e in events(mail_db, "A-NOADDR", "letter")
     )

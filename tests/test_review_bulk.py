@@ -153,7 +153,7 @@ def test_reviews_opened_are_one_per_waiting_account_in_account_order(
 
 
 def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp_path: Path) -> None:
-    """Letters (blocked ones included), their ids, PDFs and audit events are the same whether the
+    """Letters (blocked ones included), their ids, contexts and audit events are the same whether the
     reviews' letters are written in one call or one review at a time."""
     from tasks.letters import write_cure_letter, write_cure_letters
     from tasks.review import _may_need_notice
@@ -184,44 +184,9 @@ def test_cure_letters_in_bulk_are_those_written_one_by_one(cycle_db: Engine, tmp
     assert n > 5 and n == len(rows) == len(events)
     assert {row.status for row in rows} == {"pending", "blocked"}
     assert all(row.idempotency_key.endswith(f"-review-{row.review_id}-right-to-cure") for row in rows)
-    assert all(
-        (row.pdf is None) == (row.status == "blocked") and row.pdf_sha256 for row in rows if row.template
-    )
-
-
-def test_letters_rendered_by_the_worker_processes_are_those_rendered_here(
-    cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the cycle's worker processes open, the letters are rendered there (a chunk of one letter
-    each, here): the same rows, PDFs, ids and audit events as rendered in this process."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tasks import letters as letters_task
-    from tasks import workers
-    from tasks.letters import write_cure_letters
-    from tasks.review import _may_need_notice
-
-    _in_review_half_addressed(cycle_db, tmp_path)
-    with cycle_db.connect() as c:
-        states = [s for s in reviews.open_review_states(c) if _may_need_notice(s)]
-    monkeypatch.setattr(letters_task, "_RENDER_CHUNK", 1)
-    with _undone(cycle_db) as c:
-        n = write_cure_letters(c, states, INSTANT)
-        here = _written(c)
-    mapped: list[str] = []
-
-    class Recording(ProcessPoolExecutor):
-        def map(self, fn: Any, *iterables: Any, **kwargs: Any) -> Any:
-            mapped.append(fn.__name__)
-            return super().map(fn, *iterables, **kwargs)
-
-    monkeypatch.setattr(workers, "ProcessPoolExecutor", Recording)
-    with workers.worker_processes(2), _undone(cycle_db) as c:
-        assert write_cure_letters(c, states, INSTANT) == n
-        there = _written(c)
-    rendered = [row for row in here[0] if row.pdf is not None]
-    assert mapped == ["render_job"] and len(rendered) > 2
-    assert there == here
+    # Rendered when sent: written with the context they will be rendered from, and no PDF yet.
+    assert all(row.pdf is None and row.pdf_sha256 is None for row in rows)
+    assert all(bool(row.context) == (row.status == "pending") for row in rows)
 
 
 def test_prepare_reviews_reads_states_only_where_a_notice_may_be_owed(
@@ -286,9 +251,7 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
             [
                 letters.NewLetter("k-0", "ACC-0000000", None, "notice_of_sale", INSTANT, blocked=NO_ADDRESS),
                 letters.NewLetter("k-1", "ACC-0000001", None, "notice_of_sale", INSTANT, blocked=NO_ADDRESS),
-                letters.NewLetter(
-                    "k-2", "ACC-0000002", None, "notice_of_sale", INSTANT, pdf=b"%PDF", pdf_sha256="a"
-                ),
+                letters.NewLetter("k-2", "ACC-0000002", None, "notice_of_sale", INSTANT, template="a.j2"),
             ],
         )
     later = INSTANT + timedelta(days=1)
@@ -299,14 +262,13 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
             None,
             "notice_of_sale",
             later,
-            pdf=b"%PDF-0",
-            pdf_sha256="b",
+            template="b.j2",
             replaces=(NO_ADDRESS,),
         ),
         letters.NewLetter(
             "k-1", "ACC-0000001", None, "notice_of_sale", later, blocked=NO_ADDRESS, replaces=(NO_ADDRESS,)
         ),
-        letters.NewLetter("k-2", "ACC-0000002", None, "notice_of_sale", later, pdf=b"%PDF-2", pdf_sha256="c"),
+        letters.NewLetter("k-2", "ACC-0000002", None, "notice_of_sale", later, template="c.j2"),
         letters.NewLetter("k-3", "ACC-0000000", None, "collection_notice", later, blocked=NO_ADDRESS),
         letters.NewLetter(
             "k-3",
@@ -314,8 +276,7 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
             None,
             "collection_notice",
             later,
-            pdf=b"%PDF-3",
-            pdf_sha256="d",
+            template="d.j2",
             replaces=(NO_ADDRESS,),
         ),
         letters.NewLetter("k-4", "ACC-0000001", 7, "right_to_cure", later, blocked="content:x: y"),
@@ -332,7 +293,7 @@ def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp
         rows = {r.idempotency_key: r for r in _written(c)[0]}
     assert written == [rows["k-0"].id, rows["k-3"].id, rows["k-3"].id, rows["k-4"].id]
     assert (
-        rows["k-0"].status == "pending" and rows["k-0"].pdf == b"%PDF-0" and rows["k-0"].id < rows["k-2"].id
+        rows["k-0"].status == "pending" and rows["k-0"].template == "b.j2" and rows["k-0"].id < rows["k-2"].id
     )
-    assert rows["k-1"].status == "blocked" and rows["k-2"].pdf == b"%PDF"  # still blocked; written before
+    assert rows["k-1"].status == "blocked" and rows["k-2"].template == "a.j2"  # still blocked; written before
     assert rows["k-3"].status == "pending" and rows["k-4"].reason == "content:x: y"

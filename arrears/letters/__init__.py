@@ -7,7 +7,6 @@ from arrears.letters.render import (
     LetterTemplateMissing,
     RenderedLetter,
     render,
-    render_job,
     template_for,
     vet,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "LetterTemplateMissing",
     "RenderedLetter",
     "render",
-    "render_job",
     "template_for",
     "vet",
 ]

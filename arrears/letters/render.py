@@ -47,7 +47,6 @@ __all__ = [
     "LetterTemplateMissing",
     "RenderedLetter",
     "render",
-    "render_job",
     "template_for",
     "vet",
 ]
@@ -184,13 +183,6 @@ def render(kind: LetterKind | str, context: LetterContext, *, rules: Profile | N
     text = _environment().get_template(name).render(**_values(kind, context)).strip() + "\n"
     pdf = _pdf(text, cjk=not text.isascii(), title=text.splitlines()[0], address=context.borrower_address)
     return RenderedLetter(kind, name, pdf, hashlib.sha256(pdf).hexdigest(), text)
-
-
-def render_job(job: tuple[str, LetterContext, Profile | None]) -> RenderedLetter:
-    """`render` of one (kind, context, rules): the unit a pool of processes renders a cycle's
-    letters by (`tasks.workers.map_in_workers`)."""
-    kind, context, rules = job
-    return render(kind, context, rules=rules)
 
 
 def vet(

@@ -1,8 +1,9 @@
 """Data access for letters: written, sent, tracked until mailed and delivered (or returned).
 
-A letter row is written once per idempotency key with the PDF as rendered and the context it was
-rendered from (the evidence, and what `arrears letters pdf` gives back); it is then sent by the
-letters task and moved by tracking events (webhooks, or lookups where a webhook never came).
+A letter row is written once per idempotency key with the context it is rendered from; the PDF
+and its SHA-256 are stored when the letters task renders it, just before handing it to the
+provider (the evidence of what was mailed, and what `arrears letters pdf` gives back). It is
+then moved by tracking events (webhooks, or lookups where a webhook never came).
 Statuses only move forward: a late `in_transit` never moves a delivered letter back.
 
 Functions take the caller's connection and do not commit.
@@ -39,6 +40,7 @@ __all__ = [
     "mailing_address",
     "mailing_facts",
     "mark_blocked",
+    "mark_rendered",
     "mark_sent",
     "move_letter",
     "notices_owed",
@@ -173,7 +175,8 @@ def borrower_of(connection: Connection, account_id: str) -> tuple[str, str | Non
 
 @dataclass(frozen=True, slots=True)
 class NewLetter:
-    """A letter to write under `key` (`add_letters`): pending, or `blocked` with the reason.
+    """A letter to write under `key` (`add_letters`): pending (to be rendered from `context` when
+    it is sent), or `blocked` with the reason.
 
     `replaces`: a letter under `key` that is blocked for exactly this reason (no address then)
     is written again in place, under the same key, and never reached the provider; any other
@@ -185,8 +188,6 @@ class NewLetter:
     kind: str
     at: datetime
     template: str = ""
-    pdf: bytes | None = None
-    pdf_sha256: str | None = None
     context: dict[str, Any] | None = None
     mail_type: str = "usps_first_class"
     blocked: str | None = None
@@ -203,8 +204,8 @@ class NewLetter:
             "status": "blocked" if self.blocked else "pending",
             "reason": self.blocked,
             "mail_type": self.mail_type,
-            "pdf": self.pdf,
-            "pdf_sha256": self.pdf_sha256,
+            "pdf": None,
+            "pdf_sha256": None,
             "context": self.context or {},
             "created_at": self.at,
             "updated_at": self.at,
@@ -265,16 +266,11 @@ def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]
         detail = (
             f"{n.kind} letter {letter_id} cannot be mailed: {n.blocked}"
             if n.blocked
-            else f"{n.kind} letter {letter_id} written (sha256 {n.pdf_sha256}), to be mailed"
+            else f"{n.kind} letter {letter_id} written, to be rendered and mailed"
         )
         if n.key in found and not n.blocked:
             detail += f" (it was blocked: {found[n.key].reason})"
-        data = {
-            "letter_id": letter_id,
-            "review_id": n.review_id,
-            "sha256": n.pdf_sha256,
-            "blocked": n.blocked,
-        }
+        data = {"letter_id": letter_id, "review_id": n.review_id, "blocked": n.blocked}
         events.append(event(n.account_id, n.at, "letter", detail, data))
     insert_events(connection, events)
     return [ids[n.key] for n in new if n.key in ids]
@@ -346,15 +342,15 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
 
 def letters_to_send(
     connection: Connection, *, limit: int = 500, written_since: datetime | None = None
-) -> list[tuple[LetterRow, bytes]]:
-    """Pending letters with their PDF, oldest first: those written at or after `written_since` (if
-    given), and those in doubt whenever written (handed to the provider, its answer lost: they go
-    again as they are, under their key, and the provider answers with the letter it took)."""
+) -> list[tuple[LetterRow, bytes | None]]:
+    """Pending letters with their PDF (None: not rendered yet), oldest first: those written at or
+    after `written_since` (if given), and those in doubt whenever written (handed to the provider,
+    its answer lost: they go again as they are, under their key, and the provider answers with the
+    letter it took)."""
     rows = connection.execute(
         select(*_COLUMNS, letter.c.pdf)
         .where(
             letter.c.status == "pending",
-            letter.c.pdf.is_not(None),
             or_(letter.c.created_at >= written_since, letter.c.submitted_at.is_not(None))
             if written_since is not None
             else true(),
@@ -362,7 +358,30 @@ def letters_to_send(
         .order_by(letter.c.created_at, letter.c.id)
         .limit(limit)
     ).all()
-    return [(_row(r), bytes(r.pdf)) for r in rows]
+    return [(_row(r), None if r.pdf is None else bytes(r.pdf)) for r in rows]
+
+
+def mark_rendered(
+    connection: Connection, *, letter_id: int, template: str, pdf: bytes, sha256: str, at: datetime
+) -> bool:
+    """Store the PDF a pending letter was rendered as, before it is handed to the provider: a
+    letter is rendered once, and a resend (in doubt, or after a crash) sends these bytes. False
+    when it was rendered or moved on meanwhile."""
+    row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
+    done = connection.execute(
+        update(letter)
+        .where(letter.c.id == letter_id, letter.c.status == "pending", letter.c.pdf.is_(None))
+        .values(template=template, pdf=pdf, pdf_sha256=sha256, updated_at=at)
+    ).rowcount
+    if done:
+        _note(
+            connection,
+            row.account_id,
+            at,
+            f"{row.kind} letter {letter_id} rendered (sha256 {sha256}), to be mailed",
+            {"letter_id": letter_id, "sha256": sha256},
+        )
+    return bool(done)
 
 
 def block_unsent(connection: Connection, *, written_before: datetime, reason: str, at: datetime) -> int:

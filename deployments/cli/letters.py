@@ -68,7 +68,7 @@ def pdf(
     with engine.connect() as connection:
         found = letter_pdf(connection, letter_id)
     if found is None:
-        raise CliError(f"no letter {letter_id} with a PDF")
+        raise CliError(f"no letter {letter_id} with a PDF (a letter is rendered when it is sent)")
     content, recorded = found
     if recorded and hashlib.sha256(content).hexdigest() != recorded:
         raise CliError(f"letter {letter_id}: the stored PDF does not match its recorded SHA-256", exit_code=1)
