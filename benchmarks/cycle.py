@@ -67,12 +67,13 @@ PHASE_TASKS = {
     "advance": ("plan-shards", "advance-shard"),
     "later": ("prepare-reviews", "set-review-runs", "referral-work", "referrals-followed"),
     "bureau": ("pull-bureau-profiles",),
+    "letters": ("mail-letters",),
     "dispatch": ("plan-dispatch", "dispatch-sms"),
     "report": ("report", "close-cycle"),
 }
 # open-cycle, refresh, plan-shards, prepare-reviews, referral-work, referrals-followed,
-# plan-dispatch, report, close-cycle
-FIXED_TASKS = 9
+# mail-letters, plan-dispatch, report, close-cycle
+FIXED_TASKS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,6 +602,7 @@ def main() -> None:
         from tasks.bureau_pull import pull_bureau_profiles
         from tasks.cycle import advance_shard
         from tasks.dispatch import dispatch_batch
+        from tasks.mailing import mail_letters
         from tasks.report import report_cycle
         from tasks.review import prepare_reviews
 
@@ -609,6 +611,7 @@ def main() -> None:
         profiler.wrap(dispatch_batch, "dispatch")
         profiler.wrap(prepare_reviews, "reviews")
         profiler.wrap(pull_bureau_profiles, "bureau")
+        profiler.wrap(mail_letters, "letters")
         profiler.wrap(report_cycle, "report")
 
     # ---- the cycle -------------------------------------------------------------------------
@@ -638,6 +641,8 @@ def main() -> None:
         + int(advanced["shards"])
         + int(dispatched.get("batches", 0))
         + ("bureau" in stats)
+        + bool(stats["letters"])  # send-letters, when letters waited to go
+        + ("letters_looked_up" in stats["reviews"])  # track-letters, when letters were in the post
         + bool(stats["reviews"]["review_runs_started"])
     )
     runs = read_task_runs(state.state_details.flow_run_id, expected)
@@ -710,6 +715,17 @@ def main() -> None:
             "pulls/s",
             "beside dispatch; "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.get("bureau", {}).items()),
+        ),
+        Row(
+            "letters",
+            seconds("letters"),
+            int(stats["letters"].get("letters_sent", 0)),
+            "letters/s",
+            "beside dispatch; "
+            + (
+                ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats["letters"].items() if v)
+                or "none waiting"
+            ),
         ),
         Row(
             "dispatch",
@@ -814,6 +830,7 @@ def main() -> None:
             "advance": advance_s,
             "reviews": seconds("later"),
             "bureau": seconds("bureau"),
+            "letters": seconds("letters"),
             "dispatch": dispatch_s,
             "report": seconds("report"),
             "exit": round(exit_s, 3) if exit_s is not None else None,

@@ -53,6 +53,7 @@ from tasks.dispatch import (
 )
 from tasks.drill import crash_point
 from tasks.logs import run_logger
+from tasks.mailing import mail_letters
 from tasks.providers import sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
@@ -98,8 +99,8 @@ def _cycle_name() -> str:
     # Shards decide in parallel and queue only for their write; dispatch batches mostly wait on
     # the provider. Four threads keep both cores busy despite the GIL.
     task_runner=_threads(4),
-    description="Refresh, advance every account in shards, bureau pulls, reviews and referrals, "
-    "dispatch, report.",
+    description="Refresh, advance every account in shards, reviews and referrals, dispatch with the "
+    "bureau pulls and the letters' mailing beside it, report.",
 )
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
@@ -156,18 +157,22 @@ def _run_cycle(
         stats["reviews"] = start_reviews(instant, as_of, cycle_id)
         stats["referrals"] = start_referrals(instant, as_of, cycle_id)
         _log_counts("reviews", stats["reviews"] | stats["referrals"])
-        # Pulls wait on the bureau, one profile at a time; what they find moves segments only at the
-        # next advance, so they run beside the dispatch (which waits on the SMS gateway) rather than
-        # before it. Not beside the reviews: those hold the write lock and want both cores.
+        # Pulls wait on the bureau, one profile at a time, and letters on the letters provider; what
+        # they find moves segments (or closes an account) only at the next advance, so they run
+        # beside the dispatch (which waits on the SMS gateway) rather than before it. Not beside
+        # the reviews: those hold the write lock and want both cores.
         pulls = (
             pull_bureau_profiles.submit(instant, cycle_id, limit=settings.bureau_pulls_per_cycle)
             if settings.bureau_pulls_per_cycle
             else None
         )
+        mailing = mail_letters.submit(instant)
         stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()
         _log_counts("bureau", stats["bureau"])
+    stats["letters"] = mailing.result()
+    _log_counts("letters", stats["letters"])
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     crash_point("report")
     if "outage" in stats["dispatch"]:

@@ -56,9 +56,10 @@ from tasks.agency import (
     push_assignments,
     track_assignments,
 )
-from tasks.letters import letters_waiting, send_letters, track_letters
+from tasks.letters import letters_in_the_post, send_letters, track_letters
 from tasks.lifecycle_letters import readdress_letters, write_collection_notices
 from tasks.logs import run_logger
+from tasks.mailing import mail_letters
 from tasks.recovery import settle_recoveries
 from tasks.review import (
     Decided,
@@ -84,6 +85,7 @@ __all__ = [
     "ReviewDecision",
     "decision_form",
     "follow_letters_and_orders",
+    "follow_orders",
     "repossession_review",
     "start_reviews",
     "start_waiting_reviews",
@@ -203,26 +205,31 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
 
 
 def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
-    """Send the letters written and the repossession orders placed or cancelled since last time;
-    look up letters and assignments whose webhooks have not come; move on the accounts whose car
-    was recovered (closed, or the notice of sale written and mailed first); write the 催收函 of
-    accounts that entered legal referral, and again the letters an import gave an address. The
-    cycle (after the reviews) and `arrears dispatch` both run it, so a one-off cycle and dispatch
-    keep them moving."""
+    """`follow_orders` and then `tasks.mailing.mail_letters`: what `arrears dispatch` runs after
+    its dispatch, so a one-off cycle and dispatch keep letters and orders moving."""
+    before = follow_orders(as_of)
+    mailed = mail_letters(as_of)
+    return before | mailed | {k: v + mailed[k] for k, v in before.items() if k in mailed}
+
+
+def follow_orders(as_of: datetime | None = None) -> dict[str, int]:
+    """Send the repossession orders placed or cancelled since last time and look up assignments
+    whose webhooks have not come, and letters in the post (a mailed event starts a cure period,
+    which the reviews' wake reads); move on the accounts whose car was recovered (closed, or the
+    notice of sale written first); write the 催收函 of accounts that entered legal referral, and
+    again the letters an import gave an address or that waited too long. The cycle runs it with
+    the reviews, and mails the letters beside its dispatch (`tasks.mailing`)."""
     counts: dict[str, int] = {}
     if agency_configured() and assignments_waiting():
         counts |= push_assignments()
     if agency_configured() and assignments_working():
         counts |= track_assignments()
-    settled = settle_recoveries(as_of)  # a notice of sale written here goes out just below
+    if letters_in_the_post():
+        counts |= track_letters()
+    settled = settle_recoveries(as_of)  # a notice of sale written here is mailed by `mail_letters`
     now = as_of or datetime.now(UTC)
     counts |= readdress_letters(now)  # letters that waited for an address an import has brought
     counts |= write_collection_notices(now)  # the 催收函 of CN accounts in legal referral
-    if letters_waiting():
-        counts |= send_letters(as_of=now)
-        counts |= track_letters()
-        # A notice of sale just found mailed closes its account now, not at the next run.
-        settled = {k: v + settle_recoveries(as_of)[k] for k, v in settled.items()}
     return counts | settled
 
 
@@ -238,8 +245,7 @@ def start_reviews(
     cycle's own parameter (None in production: the runs then use the clock)."""
     served = deployment_exists(deployment)
     prepared = prepare_reviews(instant, cycle_id, name_runs=served)
-    mail = follow_letters_and_orders(instant)
-    counts = mail | {
+    counts = follow_orders(instant) | {
         "reviews_opened": prepared.opened,
         "reviews_closed": prepared.closed,
         "cure_notices": prepared.notices,

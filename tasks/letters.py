@@ -55,7 +55,8 @@ __all__ = [
     "Draft",
     "cure_letter_key",
     "letter_key",
-    "letters_waiting",
+    "letters_in_the_post",
+    "letters_unsent",
     "readdressable",
     "record_tracking",
     "send_letters",
@@ -276,12 +277,16 @@ def _recipient(row: letters.LetterRow) -> PostalAddress:
     return PostalAddress(**given)
 
 
-def letters_waiting() -> bool:
-    """Whether any letter waits to be sent or looked up (so no provider is opened for nothing)."""
+def letters_unsent() -> bool:
+    """Whether any letter waits to be sent (so no provider is opened for nothing)."""
     with engine().connect() as connection:
-        return bool(
-            letters.letters_to_send(connection, limit=1) or letters.letters_to_track(connection, limit=1)
-        )
+        return bool(letters.letters_to_send(connection, limit=1))
+
+
+def letters_in_the_post() -> bool:
+    """Whether any letter sent is still in the post, to be looked up."""
+    with engine().connect() as connection:
+        return bool(letters.letters_to_track(connection, limit=1))
 
 
 @task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)

@@ -295,6 +295,23 @@ def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
     assert send_letters.fn(as_of=written)["letters_sent"] == 0  # blocked letters stay blocked
 
 
+def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """`arrears cycle` writes the right-to-cure letter of a review it opens and mails it in the same
+    run, from its mail-letters step beside the dispatch; the reviews step renders nothing."""
+    put_in_review(mail_db, tmp_path, IA)
+    cycled = _cli("cycle", "--as-of", "2026-12-01T18:00:00Z", "--database", db_url, "--json")
+    assert cycled.exit_code in (0, 4), cycled.output
+    stats = json.loads(cycled.stdout)
+    assert stats["reviews"]["cure_notices"] == 1 and "letters_sent" not in stats["reviews"]
+    assert stats["letters"]["letters_sent"] == 1
+    [letter] = rows(mail_db, letter_t, IA)
+    [sent] = letters_sandbox.letters()
+    assert (letter.status, sent["idempotency_key"]) == ("created", letter.idempotency_key)
+    assert sent["pdf_sha256"] == letter.pdf_sha256 == hashlib.sha256(letter.pdf).hexdigest()
+
+
 def _deadline_line(text: str) -> str:
     [line] = [line for line in text.splitlines() if line.startswith("CURE DEADLINE: ")]
     return line

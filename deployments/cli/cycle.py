@@ -34,7 +34,7 @@ AsOf = Annotated[
 
 @app.command()
 def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
-    """Run the daily cycle: payments, advance, bureau pulls, reviews and referrals, due SMS, report.
+    """Run the daily cycle: payments, advance, reviews and referrals, due SMS, bureau pulls, letters, report.
 
     Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing
     and sends nothing. One cycle at a time per database: while another cycle (or `arrears

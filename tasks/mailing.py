@@ -1,0 +1,29 @@
+"""The letters' mailing step: the pending letters rendered and handed to the letters provider, and
+the accounts whose notice of sale is now mailed closed.
+
+It waits on the provider, one letter at a time (a print-and-mail API such as Lob's allows about 30
+requests a second), and decides nothing the dispatch reads: the daily cycle runs it beside the
+dispatch, as it runs the bureau pulls, rather than before it. `arrears dispatch` runs it after its
+own dispatch (`flows.repossession_review.follow_letters_and_orders`).
+"""
+
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.letters import letters_unsent, send_letters
+from tasks.recovery import settle_recoveries
+
+__all__ = ["mail_letters"]
+
+
+@task(name="mail-letters", cache_policy=NO_CACHE)
+def mail_letters(as_of: datetime | None = None) -> dict[str, int]:
+    """Send the pending letters (none: one query); a notice of sale the provider answers as mailed
+    closes its account now, not at the next run. `as_of` dates what is written (the clock by
+    default), and decides which letters are still fresh enough to go (`send_letters`). Letters in
+    the post are looked up before the reviews, not here (`follow_orders`)."""
+    if not letters_unsent():
+        return {}
+    return send_letters(as_of=as_of or datetime.now(UTC)) | settle_recoveries(as_of)
