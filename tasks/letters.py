@@ -296,7 +296,8 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
     Only letters written within `SEND_WITHIN` of `as_of` (default now) go: the dates an older one
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
     waits to be written again (`tasks.lifecycle_letters.readdress_letters`). A letter in doubt (the
-    provider may have taken it) goes again as it was, whatever its age, under its key."""
+    provider may have taken it) is first looked for by its key (`find`): found, it is recorded as
+    sent; not found, it goes again as it was, whatever its age, under its key."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
     with engine().connect() as connection:
         todo = letters.letters_to_send(
@@ -322,7 +323,9 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
                     mail_type=row.mail_type,  # type: ignore[arg-type]  # checked by LetterRequest
                     description=row.kind,
                 )
-                sent: Letter | ProviderError | ValueError = provider.send(request)
+                # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
+                found = provider.find(row.idempotency_key) if row.submitted_at is not None else None
+                sent: Letter | ProviderError | ValueError = found or provider.send(request)
             except (Permanent, ValueError) as error:
                 sent = error
             except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key

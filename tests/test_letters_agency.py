@@ -212,8 +212,10 @@ def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A letter the provider took but whose answer never came (500s after executing, every try) may
-    be in the post: it is marked in doubt, not written again however old it gets, and sent again
-    as it was under its key, so the provider answers with the letter it took. One letter mailed."""
+    be in the post: it is marked in doubt, not written again however old it gets, and looked for by
+    its key before it would go again: found, though the provider no longer keeps the key (Lob keeps
+    one for 24 hours, after which a resend mails a second notice), it is recorded as sent. One
+    letter mailed."""
     from arrears.settings import get_settings
     from tasks.letters import send_letters
     from tasks.lifecycle_letters import readdress_letters
@@ -232,6 +234,7 @@ def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
     assert (first.status, first.submitted_at is not None) == ("pending", True)
 
     letters_sandbox.set_faults()
+    letters_sandbox.set_rules(idempotency_window_seconds=0)  # three days on: the key is forgotten
     later = at("2026-12-04T17:00:00Z")
     assert readdress_letters(later) == {"letters_readdressed": 0}  # in doubt: not stale
     assert send_letters.fn(as_of=later)["letters_sent"] == 1
@@ -243,6 +246,30 @@ def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
     )
     assert [x["id"] for x in letters_sandbox.letters()] == [taken["id"]]
     assert any("handed to the provider, no answer" in e.detail for e in events(mail_db, IA, "letter"))
+
+
+def test_a_letter_in_doubt_the_provider_never_took_is_sent_again(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A letter in doubt that the provider has no letter for (its request never got there) is sent
+    again as it was, under its key: looking for it finds nothing, and nothing else stops it."""
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA)
+    written = at("2026-12-01T17:00:00Z")
+    prepare_reviews.fn(written)
+    [pending] = rows(mail_db, letter_t, IA)
+    with mail_db.begin() as c:  # handed over and no answer, as a lost request leaves it
+        c.execute(update(letter_t).where(letter_t.c.id == pending.id).values(submitted_at=written))
+    assert send_letters.fn(as_of=at("2026-12-04T17:00:00Z"))["letters_sent"] == 1
+    [sent] = letters_sandbox.letters()
+    [letter] = rows(mail_db, letter_t, IA)
+    assert (letter.status, letter.provider_id, sent["idempotency_key"]) == (
+        "created",
+        sent["id"],
+        pending.idempotency_key,
+    )
 
 
 def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(

@@ -124,6 +124,23 @@ class LettersProviderContract:
         assert caught.value.invalid_address and caught.value.idempotency_key == "l-1"
         assert letters_sandbox.letters() == []
 
+    def test_find_answers_the_letter_sent_under_a_key(
+        self, provider: LettersProvider, letters_sandbox: Any
+    ) -> None:
+        """find() answers the letter sent under our key, also once the vendor no longer keeps the key
+        (a resend then mails a second letter, which find() does not take for the first), and None
+        for a key never sent."""
+        letters_sandbox.set_rules(idempotency_window_seconds=0)
+        first = provider.send(make_request("l-1"))
+        provider.send(make_request("l-2"))
+        found = provider.find("l-1")
+        assert found is not None
+        assert (found.id, found.idempotency_key, found.status) == (first.id, "l-1", "created")
+        again = provider.send(make_request("l-1"))  # the key has expired: the vendor mails another
+        assert again.id != first.id and len(letters_sandbox.letters()) == 3
+        assert (found := provider.find("l-1")) is not None and found.id == first.id
+        assert provider.find("l-never-sent") is None
+
     # -- tracking ---------------------------------------------------------------------------------
 
     def test_status_follows_the_post(self, provider: LettersProvider, letters_sandbox: Any) -> None:

@@ -5,12 +5,15 @@
   `use_type=operational` (a notice, not marketing), `metadata[idempotency_key]`; the
   `Idempotency-Key` header makes a resend answer the first letter instead of mailing a second.
 - `GET /v1/letters/{id}`: the letter with its `tracking_events`.
+- `GET /v1/letters?metadata[idempotency_key]=…`: the letter sent under our key, asked before a
+  letter in doubt goes again (Lob keeps an idempotency key for 24 hours, the metadata for good).
 - Webhooks: one event per POST, signed `Lob-Signature` (hex HMAC-SHA256 of `timestamp + "." +
   body` with the webhook secret) and `Lob-Signature-Timestamp`; older than 5 minutes is refused.
 
 Auth is HTTP Basic with the API key as user and no password; errors are
 `{"error": {"message", "status_code", "code"}}`. Because Lob deduplicates by key, an unknown
-outcome (a 5xx or a timeout after sending) is reconciled by sending again with the same key.
+outcome (a 5xx or a timeout after sending) is reconciled by sending again with the same key
+within the call, and by `find` before any later resend.
 """
 
 from __future__ import annotations
@@ -242,6 +245,27 @@ class LobLettersProvider(VendorClient):
                 what="GET /v1/letters",
                 error=lambda response: error_from_response(response, letter_id=letter_id),
                 parse=letter_from_wire,
+            )
+
+        return call_with_retries(once, self.retry_policy)
+
+    def find(self, idempotency_key: str) -> Letter | None:
+        """`GET /v1/letters` filtered by the key we send as metadata: Lob keeps an idempotency key
+        for 24 hours only, the metadata for as long as the letter. Lob lists the newest first."""
+
+        def parse(payload: Any) -> Letter | None:
+            found = [letter_from_wire(item, idempotency_key) for item in payload["data"]]
+            return min(found, key=lambda letter: letter.created_at) if found else None
+
+        def once() -> Letter | None:
+            return read_once(
+                lambda: self._client.get(
+                    "/letters", params={"metadata[idempotency_key]": idempotency_key, "limit": 10}
+                ),
+                self.info.entry_point,
+                what="GET /v1/letters",
+                error=error_from_response,
+                parse=parse,
             )
 
         return call_with_retries(once, self.retry_policy)

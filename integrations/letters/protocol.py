@@ -7,7 +7,9 @@ key, and then followed by tracking events until it is delivered or returned to s
 
 Caller's duties: give every letter an idempotency key that is unique and stable across runs (the
 letter row's key), so that sending again after a crash or an `UnknownOutcome` returns the first
-letter instead of mailing a second one; keep the letter `id`; store the PDF's SHA-256; treat
+letter instead of mailing a second one; before sending again a letter whose outcome is unknown,
+ask `find()` by that key (a vendor keeps a key for a while only: Lob for 24 hours, after which the
+same request mails a second letter); keep the letter `id`; store the PDF's SHA-256; treat
 tracking webhooks as hints that may be late, repeated, out of order or lost, and poll `status()`
 for letters that have been quiet too long.
 
@@ -219,6 +221,11 @@ class LettersProvider(Protocol):
 
     def status(self, letter_id: str) -> Letter:
         """The letter with its tracking so far; `LetterNotFound` (a `Permanent`) if there is none."""
+        ...
+
+    def find(self, idempotency_key: str) -> Letter | None:
+        """The letter sent under our `idempotency_key` (the first, should there be more), with its
+        tracking so far, or None when the provider has none. A read, safe to repeat."""
         ...
 
     def parse_callback(

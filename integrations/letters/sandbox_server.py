@@ -1,10 +1,12 @@
 """A sandbox Lob: a FastAPI app imitating Lob's letters API (see `integrations.letters.lob`).
 
 - `lob_router(state)`, an `APIRouter` with `POST /v1/letters` (multipart: `to[...]`, `from[...]`,
-  `file`, `mail_type`, `extra_service`, `metadata[...]`) and `GET /v1/letters/{id}`: Basic auth
-  with the API key as user, the letter validated (addresses, a PDF file), deduplicated by
-  `Idempotency-Key` (a resend answers the first letter; other content under the same key is a
-  409). An address whose first line matches `Rules.refuse_addresses` is refused (422
+  `file`, `mail_type`, `extra_service`, `metadata[...]`), `GET /v1/letters/{id}` and `GET
+  /v1/letters` (newest first, filtered by `metadata[...]`): Basic auth with the API key as user,
+  the letter validated (addresses, a PDF file), deduplicated by `Idempotency-Key` for
+  `Rules.idempotency_window_seconds` (24 hours, as Lob: a resend answers the first letter, other
+  content under the same key is a 409; after it, the same request mails another). An address
+  whose first line matches `Rules.refuse_addresses` is refused (422
   `failed_deliverability_strictness`); one matching `Rules.return_addresses` is mailed and later
   returned to sender.
 - Letters move `created → mailed → in_transit → delivered` (or `returned_to_sender`) on request
@@ -90,6 +92,11 @@ class Rules(BaseModel):
     )
     return_addresses: str = Field(
         default=r"(?i)return to sender", description="Regex on address_line1: mailed, then returned."
+    )
+    idempotency_window_seconds: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="How long a key answers its first letter (Lob: 24 h); a resend after it mails another.",
     )
 
 
@@ -282,7 +289,10 @@ def lob_router(st: LettersState) -> APIRouter:
             fingerprint = hashlib.sha256(
                 json.dumps(fields, sort_keys=True).encode() + pdf_sha.encode()
             ).hexdigest()
-            if key and (first := st.by_key.get(key)) is not None:
+            first = st.by_key.get(key) if key else None
+            if first is not None and st.now() - first.created_at < timedelta(
+                seconds=rules.idempotency_window_seconds
+            ):
                 if first.fingerprint != fingerprint:
                     return _error(
                         409, "idempotency_conflict", "This idempotency key was used for another letter."
@@ -325,6 +335,30 @@ def lob_router(st: LettersState) -> APIRouter:
             return json_response(letter.wire(), 200)
 
         return await with_faults(st, "create", run, _refuse)
+
+    @router.get("/v1/letters")
+    async def list_letters(request: Request) -> Response:
+        """Lob's list, newest first, filtered by `metadata[name]=value` pairs, at most `limit`."""
+        if (refused := denied(request, "list")) is not None:
+            return refused
+        wanted = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[")}
+        try:
+            limit = int(request.query_params.get("limit", "10"))
+        except ValueError:
+            return _error(422, "invalid_limit", "limit must be an integer")
+
+        def run() -> Response:
+            found = [
+                letter.wire()
+                for letter in sorted(st.letters.values(), key=lambda x: x.created_at, reverse=True)
+                if all(letter.wire()["metadata"].get(k) == v for k, v in wanted.items())
+            ]
+            page = found[: max(1, min(limit, 100))]
+            return json_response(
+                {"object": "list", "data": page, "count": len(page), "next_url": None, "previous_url": None}
+            )
+
+        return await with_faults(st, "retrieve", run, _refuse)
 
     @router.get("/v1/letters/{letter_id}")
     async def retrieve_letter(letter_id: str, request: Request) -> Response:
