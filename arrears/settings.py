@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='The letters provider\'s settings as JSON, e.g. {"api_key": ..., "webhook_secret": ...}.',
     )
+    letters_per_run: int = Field(
+        default=500,
+        ge=1,
+        description=(
+            "Letters rendered and handed to the letters provider a run (the cycle, `arrears dispatch`,"
+            " every quarter hour under `arrears serve`); the rest wait for the next run. One at a time:"
+            " Lob allows about 30 requests a second."
+        ),
+    )
     letters_mail_type: str = Field(
         default="usps_first_class_certified",
         description="How notices are mailed: certified gives a tracking number and proof of mailing.",

@@ -290,8 +290,9 @@ def letters_in_the_post() -> bool:
 
 
 @task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, int]:
-    """Send the pending letters through the letters provider; count sent, failed and waiting.
+def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dict[str, int]:
+    """Send the pending letters through the letters provider, oldest first, at most `limit`
+    (`ARREARS_LETTERS_PER_RUN` by default); count sent, failed, blocked and waiting.
 
     Only letters written within `SEND_WITHIN` of `as_of` (default now) go: the dates an older one
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
@@ -301,7 +302,9 @@ def send_letters(limit: int = 500, as_of: datetime | None = None) -> dict[str, i
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
     with engine().connect() as connection:
         todo = letters.letters_to_send(
-            connection, limit=limit, written_since=(as_of or utcnow()) - SEND_WITHIN
+            connection,
+            limit=get_settings().letters_per_run if limit is None else limit,
+            written_since=(as_of or utcnow()) - SEND_WITHIN,
         )
     if not todo:
         return counts

@@ -272,6 +272,32 @@ def test_a_letter_in_doubt_the_provider_never_took_is_sent_again(
     )
 
 
+def test_letters_go_at_most_letters_per_run_a_run_oldest_first(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ARREARS_LETTERS_PER_RUN` bounds a run: the oldest letters go, the others wait pending and
+    go in the next run."""
+    from arrears.settings import get_settings
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    monkeypatch.setenv("ARREARS_LETTERS_PER_RUN", "2")
+    get_settings.cache_clear()
+    for n, account_id in enumerate(("A-IA1", "A-IA2", "A-IA3")):
+        put_in_review(mail_db, tmp_path, account_id)
+        prepare_reviews.fn(at(f"2026-12-01T1{7 + n}:00:00Z"))
+    now = at("2026-12-01T20:00:00Z")
+    first = send_letters.fn(as_of=now)
+    sent = sorted(x["idempotency_key"].split("-letter-")[1] for x in letters_sandbox.letters())
+    assert (first["letters_sent"], sent) == (
+        2,
+        ["a-ia1-review-1-right-to-cure", "a-ia2-review-2-right-to-cure"],
+    )
+    assert [r.status for r in rows(mail_db, letter_t, "A-IA3")] == ["pending"]
+    assert send_letters.fn(as_of=now)["letters_sent"] == 1
+    assert len(letters_sandbox.letters()) == 3
+
+
 def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any
 ) -> None:
