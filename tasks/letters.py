@@ -363,15 +363,19 @@ def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_
     """Render a pending letter from its stored context, vet its words with the content rules every
     SMS passes, and store the PDF and its SHA-256 before it goes. When it cannot go, the count it
     falls in: blocked (its words fail, or it cannot be rendered: set aside with the error, the
-    others go on), or waiting (another run rendered it meanwhile: its bytes go next time)."""
+    others go on), or waiting (another run rendered it meanwhile: its bytes go next time). What is
+    wrong with the run rather than the letter (the policy, the database) raises: nothing blocked."""
     reason: str | None
+    profile = policy().profile
     try:
         context = context_from_json(row.context or {})
-        rules = policy().profile(context.jurisdiction)
+        rules = profile(context.jurisdiction)
         rendered = render(row.kind, context, rules=rules)
         finding = vet(rendered, context, rules=rules)
         reason = f"{finding.rule}: {finding.detail}" if finding else None
-    except Exception as error:  # a letter that cannot be rendered stops no other letter
+    # What a stored context or its template can be wrong by (LetterTemplateMissing, an unknown
+    # jurisdiction: LookupError; a missing date, text no font encodes: ValueError).
+    except (ValueError, TypeError, LookupError) as error:
         reason = f"not rendered: {type(error).__name__}: {error}"
     with engine().begin() as connection:
         if reason is not None:
