@@ -5,6 +5,7 @@ off at) the sandbox agency; everything over HTTP against the sandboxes, on a rea
 import hashlib
 import io
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,6 +364,13 @@ def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
     [sent] = letters_sandbox.letters()
     assert (letter.status, sent["idempotency_key"]) == ("created", letter.idempotency_key)
     assert sent["pdf_sha256"] == letter.pdf_sha256 == hashlib.sha256(letter.pdf).hexdigest()
+    # The same counts in the summary an operator reads (the demo's too).
+    from deployments.cli._common import console
+    from deployments.cli.cycle import print_cycle
+
+    with console.capture() as captured:
+        print_cycle(stats)
+    assert re.search(r"letters sent\s+│?\s*1\b", captured.get())
 
 
 def _deadline_line(text: str) -> str:

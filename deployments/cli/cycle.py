@@ -149,13 +149,12 @@ def print_cycle(stats: dict[str, Any]) -> None:
     table.add_row("transitions", f"{advance.get('transitions', 0):,}")
     table.add_row("accounts on hold", f"{advance.get('held', 0):,}")
     table.add_row("new messages", f"{advance.get('messages', 0):,}")
-    # The later stages' counts (promises, plans, bureau pulls, reviews, referrals), where non-zero.
-    later = {
-        **stats["refresh"],
-        **stats.get("bureau", {}),
-        **stats.get("reviews", {}),
-        **stats.get("referrals", {}),
-    }
+    # The later stages' counts (promises, plans, bureau pulls, reviews, letters, referrals), where
+    # non-zero; a count two steps keep (recoveries settled before and after the letters) is summed.
+    later: dict[str, int] = {}
+    for step in ("refresh", "bureau", "reviews", "letters", "referrals"):
+        for key, value in stats.get(step, {}).items():
+            later[key] = later.get(key, 0) + value
     for key, value in later.items():
         if value and key not in ("payments_applied", "accounts_refreshed"):
             table.add_row(key.replace("_", " "), f"{value:,}")
