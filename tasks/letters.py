@@ -95,9 +95,10 @@ def cure_letter_key(connection: Connection, state: ReviewState) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """A letter to write (`write_letters`): rendered from `context_of(borrower name, address
-    lines)` under the jurisdiction's `rules`. `readdressed`: a letter blocked for want of an
-    address, or for not having been sent in time (`REWRITTEN`), is written again in its place."""
+    """A letter to write (`write_letters`): its context is `context_of(borrower name, address
+    lines)`, its template the one the jurisdiction's `rules` give. `readdressed`: a letter
+    blocked for want of an address, or for not having been sent in time (`REWRITTEN`), is written
+    again in its place."""
 
     key: str
     account_id: str

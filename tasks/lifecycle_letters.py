@@ -1,9 +1,10 @@
 """The lifecycle's other letters: the 催收函 of a CN account entering legal referral, and the
 confirmation of a hardship plan the borrower accepted.
 
-Both go through the one letters path (`tasks.letters.write_letter`: rendered, vetted, kept as
-evidence, sent by `send_letters` and tracked), each under an idempotency key namespaced by the
-installation id, so writing again (a rerun, a retried task) adds no second letter:
+Both go through the one letters path (`tasks.letters.write_letter`: written with its context;
+rendered, vetted and kept as evidence as `send_letters` sends it; tracked), each under an
+idempotency key namespaced by the installation id, so writing again (a rerun, a retried task)
+adds no second letter:
 
 - `write_collection_notices`: a bulk step of the cycle and `arrears dispatch` (one query when
   none is owed): every account in legal referral, in a jurisdiction with a collection-notice

@@ -1,5 +1,5 @@
 """The cycle writes the right-to-cure letters of the reviews it opens in bulk (issue 14): the same
-letters, ids, PDFs and audit events as writing them one review at a time, on a generated
+letters, ids, contexts and audit events as writing them one review at a time, on a generated
 portfolio, on SQLite and PostgreSQL; and the bulk write of letter rows keeps the rules of the one
 by one write (a key written once, a letter blocked for want of an address written again in place)."""
 
@@ -193,7 +193,7 @@ def test_prepare_reviews_reads_states_only_where_a_notice_may_be_owed(
     cycle_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cycle's step reads the states of the reviews in jurisdictions that may owe a
-    right-to-cure letter only, and writes the same letters (ids, PDFs, events) as writing them for
+    right-to-cure letter only, and writes the same letters (ids, contexts, events) as writing them for
     every open review; the reviews it names for a run are every open review, in order."""
     from arrears.review import notice_owed
     from tasks.letters import write_cure_letters
