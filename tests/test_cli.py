@@ -194,3 +194,33 @@ def test_every_command_has_help() -> None:
     ):
         result = run(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_report_tables_never_cut_a_stage_or_a_count(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a wide terminal the report has a column per bucket and a from → to matrix; on 80
+    columns, where those would cut headings and counts ("negotiati…", "120,0…"), the buckets are
+    words that wrap and the transitions one move a row. Every name and count is printed whole."""
+    from deployments.cli._common import console
+    from deployments.cli.report import print_report_tables
+
+    stages = ["cured", "legal_referral", "negotiation", "reminder", "repossession_review", "restructuring"]
+    data = {
+        "cycle_id": 7,
+        "accounts_by_stage_and_bucket": {"reminder": {"1-29": 120_000, "30-59": 5_432}},
+        "transitions": {src: {to: 12_345 for to in stages if to != src} for src in stages},
+        "messages_by_status": {"sent": 1},
+        "blocked_by_reason": {},
+        "scheduled_by_reason": {},
+        "roll_rate": None,
+        "cure_rate": None,
+    }
+    monkeypatch.setattr(console, "width", width)
+    with console.capture() as captured:
+        print_report_tables(data)
+    text = captured.get()
+    assert "…" not in text and all(stage in text for stage in stages)
+    assert all(count in text for count in ("120,000", "5,432", "125,432"))
+    assert text.count("12,345") == 30  # every move, once
+    heading = next(line for line in text.splitlines() if "┃ stage" in line)
+    assert ("30-59" in heading) == (width == 200)  # a column per bucket: wide only

@@ -132,7 +132,7 @@ def print_report_tables(data: dict[str, Any]) -> None:
         stages.add_row(
             stage, *(f"{buckets.get(label, 0):,}" for label in labels), f"{sum(buckets.values()):,}"
         )
-    console.print(stages)
+    console.print(stages if _fits(stages) else _stages_by_line(data["accounts_by_stage_and_bucket"]))
     if data["transitions"]:
         targets = sorted({t for row in data["transitions"].values() for t in row})
         matrix = Table(title=f"transitions in cycle {data['cycle_id']} (from → to)")
@@ -141,7 +141,7 @@ def print_report_tables(data: dict[str, Any]) -> None:
             matrix.add_column(t, justify="right")
         for src, row in sorted(data["transitions"].items()):
             matrix.add_row(src, *(f"{row.get(t, 0):,}" if row.get(t) else "" for t in targets))
-        console.print(matrix)
+        console.print(matrix if _fits(matrix) else _moves(data["cycle_id"], data["transitions"]))
     messages = Table(title="messages decided in the cycle")
     messages.add_column("status")
     messages.add_column("reason")
@@ -169,6 +169,38 @@ def print_report_tables(data: dict[str, Any]) -> None:
             f"quarantined in this cycle: {held['this_cycle']:,} · in quarantine: {held['open_total']:,}"
             + (f" ({kinds}): `arrears quarantine list`" if kinds else "")
         )
+
+
+def _fits(table: Table) -> bool:
+    """Whether the table fits the terminal with nothing cut ("negotiati…", "120,0…" on 80 columns)."""
+    return console.measure(table, options=console.options.update_width(1_000_000)).maximum <= console.width
+
+
+def _stages_by_line(by_stage: dict[str, dict[str, int]]) -> Table:
+    """Accounts by stage, the buckets as words that wrap: what a terminal too narrow for a column
+    per bucket shows (there, "120,000" was cut to "120,0…")."""
+    labels = [label for label, _ in BUCKETS]
+    stages = Table(title="accounts by stage and days past due")
+    stages.add_column("stage", no_wrap=True)
+    stages.add_column("days past due: accounts")
+    stages.add_column("total", justify="right", style="bold", no_wrap=True)
+    for stage, buckets in sorted(by_stage.items()):
+        spread = " · ".join(f"{label}: {buckets[label]:,}" for label in labels if buckets.get(label))
+        stages.add_row(stage, spread, f"{sum(buckets.values()):,}")
+    return stages
+
+
+def _moves(cycle_id: int, transitions: dict[str, dict[str, int]]) -> Table:
+    """The transitions one move a row: what a terminal too narrow for the matrix shows."""
+    moves = Table(title=f"transitions in cycle {cycle_id}")
+    moves.add_column("from", no_wrap=True)
+    moves.add_column("to", no_wrap=True)
+    moves.add_column("accounts", justify="right")
+    for src, row in sorted(transitions.items()):
+        for to, n in sorted(row.items()):
+            if n:
+                moves.add_row(src, to, f"{n:,}")
+    return moves
 
 
 def _short(value: str | None) -> str:
