@@ -350,7 +350,7 @@ def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
 
 
 def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
-    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`arrears cycle` writes the right-to-cure letter of a review it opens and mails it in the same
     run, from its mail-letters step beside the dispatch; the reviews step renders nothing."""
@@ -371,6 +371,10 @@ def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
     with console.capture() as captured:
         print_cycle(stats)
     assert re.search(r"letters sent\s+│?\s*1\b", captured.get())
+    # The timeline on an 80-column terminal folds the letter's SHA-256 rather than cutting it.
+    monkeypatch.setattr(console, "width", 80)
+    shown = _cli("show", IA, "--database", db_url).output
+    assert "…" not in shown and letter.pdf_sha256 in re.sub(r"[│\s]", "", shown)
 
 
 def _deadline_line(text: str) -> str:

@@ -92,7 +92,8 @@ def show(
         console.print(mail)
     timeline = Table(title="timeline")
     for column in ("at", "kind", "detail", "by"):
-        timeline.add_column(column)
+        # A detail's long words (a letter's SHA-256, a vendor's id) fold rather than being cut.
+        timeline.add_column(column, overflow="fold" if column == "detail" else "ellipsis")
     for e in data["timeline"]:
         timeline.add_row(_short(e["at"]), e["kind"], e["detail"], e["actor"])
     console.print(timeline)
