@@ -427,13 +427,24 @@ def test_summary_counts_what_dispatch_did_across_attempts(sqlite_engine: Engine)
 class _Refusals:
     """The flow-run creations refused so far, and whether the server still refuses."""
 
-    def __init__(self, times: int | None) -> None:
+    def __init__(self, times: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
         self.times = times
         self.refused: list[str] = []
         self.on = True
+        self._monkeypatch = monkeypatch
 
     def now(self) -> bool:
         return self.on and (self.times is None or len(self.refused) < self.times)
+
+    def stop(self) -> None:
+        """The server answers again, and Prefect's client retries its own 503s again, as by
+        default: a busy machine's SQLite server may still answer one for a moment (CI failed on
+        the test flow's own run, created with the retries off)."""
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+
+        self.on = False
+        retries = "prefect.client.base.PREFECT_CLIENT_MAX_RETRIES"
+        self._monkeypatch.setattr(retries, PREFECT_CLIENT_MAX_RETRIES)
 
 
 def _refuse_run_creation(
@@ -448,7 +459,7 @@ def _refuse_run_creation(
 
     import httpx
 
-    refusals = _Refusals(times)
+    refusals = _Refusals(times, monkeypatch)
     real = httpx.AsyncClient.send
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
@@ -556,7 +567,7 @@ def test_a_server_refusing_past_the_budget_defers_the_reviews_and_the_cycle_comp
         for r in rows(sqlite_engine, review_t, a)
     )
 
-    refusals.on = False  # the server answers again
+    refusals.stop()  # the server answers again
     later = cycle("2026-12-02T17:00:00Z")
     assert (later["review_runs_started"], later["review_runs_deferred"]) == (3, 0)
     assert all(
@@ -586,7 +597,7 @@ def test_the_outbox_run_starts_the_review_runs_a_cycle_deferred(
         return start_reviews(at(as_of), None, deployment=review_deployment)
 
     assert cycle("2026-12-01T17:00:00Z")["review_runs_deferred"] == 2
-    refusals.on = False  # the server answers again (on a busy machine its SQLite may still 503)
+    refusals.stop()  # the server answers again
     monkeypatch.setattr("flows._waiting.START_BUDGET_SECONDS", 120.0)
 
     counts = dispatch_outbox(as_of="2026-12-01T17:15:00Z")
