@@ -194,3 +194,32 @@ def test_reportlab_renders_with_its_c_accelerators() -> None:
     from reportlab.lib import rl_accel
 
     assert inspect.isbuiltin(rl_accel.fp_str) and inspect.isbuiltin(rl_accel.asciiBase85Encode)
+
+
+@pytest.mark.parametrize(
+    ("kind", "context"),
+    [
+        ("right_to_cure", _notice("US-WI", itemization=WI_ITEMS)),
+        ("collection_notice", CN),
+        (
+            "hardship_plan",
+            _notice(
+                plan_description="3 monthly instalments",
+                plan_installment=Decimal("270.80"),
+                plan_installments=3,
+                plan_first_due=date(2026, 4, 1),
+                plan_accepted_on=date(2026, 3, 2),
+            ),
+        ),
+    ],
+)
+def test_a_stored_context_renders_the_letter_it_was_written_as(kind: str, context: LetterContext) -> None:
+    """A letter row keeps its context as JSON and is rendered from it when it is sent: the context
+    read back is the one written (Decimals, dates, itemization) and renders the same bytes."""
+    import json
+
+    from arrears.letters.notices import context_from_json, context_json
+
+    stored = json.loads(json.dumps(context_json(context)))
+    assert context_from_json(stored) == context
+    assert render(kind, context_from_json(stored)).sha256 == render(kind, context).sha256

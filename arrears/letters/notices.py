@@ -13,7 +13,7 @@ Pure functions, used by `tasks/letters.py`:
   the letter so that it can be rendered again, byte for byte.
 """
 
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -134,7 +134,9 @@ def context_json(context: LetterContext) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return {k: plain(v) for k, v in asdict(context).items()}
+    # Field by field, not `asdict`: its deep copy of every value was half the cost of writing a
+    # cycle's letters, and a context holds no dataclass for it to turn into a dict.
+    return {f.name: plain(getattr(context, f.name)) for f in fields(context)}
 
 
 def context_from_json(data: dict[str, Any]) -> LetterContext:
