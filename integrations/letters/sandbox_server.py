@@ -341,7 +341,7 @@ def lob_router(st: LettersState) -> APIRouter:
         """Lob's list, newest first, filtered by `metadata[name]=value` pairs, at most `limit`."""
         if (refused := denied(request, "list")) is not None:
             return refused
-        wanted = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[")}
+        wanted = {k: v for k, v in request.query_params.items() if k.startswith("metadata[")}
         try:
             limit = int(request.query_params.get("limit", "10"))
         except ValueError:
@@ -351,7 +351,7 @@ def lob_router(st: LettersState) -> APIRouter:
             found = [
                 letter.wire()
                 for letter in sorted(st.letters.values(), key=lambda x: x.created_at, reverse=True)
-                if all(letter.wire()["metadata"].get(k) == v for k, v in wanted.items())
+                if all(letter.fields.get(k) == v for k, v in wanted.items())  # the form as sent
             ]
             page = found[: max(1, min(limit, 100))]
             return json_response(
