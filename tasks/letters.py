@@ -318,6 +318,10 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
             if not isinstance(pdf, bytes):
                 counts[pdf] += 1
                 continue
+            in_doubt = row.submitted_at is not None  # an earlier hand-over's outcome is unknown
+            if not in_doubt:  # written ahead: a run killed before `mark_sent` leaves it in doubt
+                with engine().begin() as connection:
+                    letters.mark_handing(connection, letter_id=row.id, at=now)
             try:
                 request = LetterRequest(
                     idempotency_key=row.idempotency_key,
@@ -328,7 +332,7 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
                     description=row.kind,
                 )
                 # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
-                found = provider.find(row.idempotency_key) if row.submitted_at is not None else None
+                found = provider.find(row.idempotency_key) if in_doubt else None
                 sent: Letter | ProviderError | ValueError = found or provider.send(request)
             except (Permanent, ValueError) as error:
                 sent = error
@@ -338,6 +342,9 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
                 counts["letters_waiting"] += 1
                 continue
             except ProviderError:  # not executed (Transient): sent again later
+                if not in_doubt:  # as it was: written again if it waits too long
+                    with engine().begin() as connection:
+                        letters.mark_handing(connection, letter_id=row.id, at=None)
                 counts["letters_waiting"] += 1
                 continue
             with engine().begin() as connection:

@@ -249,6 +249,43 @@ def test_a_letter_in_doubt_is_sent_again_as_it_was_never_written_again(
     assert any("handed to the provider, no answer" in e.detail for e in events(mail_db, IA, "letter"))
 
 
+def test_a_run_killed_after_the_provider_took_a_letter_looks_for_it_before_sending_again(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that dies between the provider's answer and the write of it (kill -9 there) leaves the
+    letter in doubt, marked before it was handed over: the next run looks for it by its key and
+    records the letter the provider took, though the provider no longer knows the key. A run the
+    provider turned away (a 503, not executed) leaves it as it was, not in doubt."""
+    from arrears.storage import letters as letter_store
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA)
+    written = at("2026-12-01T17:00:00Z")
+    prepare_reviews.fn(written)
+    letters_sandbox.set_faults(operation="create", http_503=20)  # turned away, every retry
+    assert send_letters.fn(as_of=written)["letters_waiting"] == 1
+    [waiting] = rows(mail_db, letter_t, IA)
+    assert (waiting.status, waiting.submitted_at, letters_sandbox.letters()) == ("pending", None, [])
+
+    letters_sandbox.set_faults()
+    recorded = letter_store.mark_sent
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed before the provider's answer was written")
+
+    monkeypatch.setattr(letter_store, "mark_sent", killed)
+    with pytest.raises(RuntimeError):
+        send_letters.fn(as_of=written)
+    monkeypatch.setattr(letter_store, "mark_sent", recorded)
+    [taken] = letters_sandbox.letters()
+    letters_sandbox.set_rules(idempotency_window_seconds=0)  # a resend would mail a second letter
+    assert send_letters.fn(as_of=written)["letters_sent"] == 1
+    [letter] = rows(mail_db, letter_t, IA)
+    assert (letter.status, letter.provider_id) == ("created", taken["id"])
+    assert [x["id"] for x in letters_sandbox.letters()] == [taken["id"]]
+
+
 def test_a_letter_in_doubt_the_provider_never_took_is_sent_again(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any
 ) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, true, update
+from sqlalchemy import Connection, func, or_, select, true, update
 
 from arrears.addresses import MailingAddress, mailable
 from arrears.storage._common import chunks, event, insert_events
@@ -40,6 +40,7 @@ __all__ = [
     "mailing_address",
     "mailing_facts",
     "mark_blocked",
+    "mark_handing",
     "mark_rendered",
     "mark_sent",
     "move_letter",
@@ -428,14 +429,24 @@ def letters_to_track(connection: Connection, *, limit: int = 500) -> list[Letter
     return [_row(r) for r in rows]
 
 
+def mark_handing(connection: Connection, *, letter_id: int, at: datetime | None) -> None:
+    """Note, before a letter is handed to the provider, that it may be taken from now on (`at`),
+    or (None) that the provider did not execute the request after all. A run killed between the
+    provider's answer and `mark_sent` leaves the letter pending with `submitted_at` set: in doubt,
+    looked for by its key before it goes again, never written again (`block_unsent`)."""
+    connection.execute(
+        update(letter).where(letter.c.id == letter_id, letter.c.status == "pending").values(submitted_at=at)
+    )
+
+
 def mark_in_doubt(connection: Connection, *, letter_id: int, at: datetime, detail: str) -> None:
     """The letter was handed to the provider and its answer lost: it stays pending, to be sent
     again under its key, and is never written again (`block_unsent`)."""
     row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
     connection.execute(
         update(letter)
-        .where(letter.c.id == letter_id, letter.c.status == "pending", letter.c.submitted_at.is_(None))
-        .values(submitted_at=at, updated_at=at)
+        .where(letter.c.id == letter_id, letter.c.status == "pending")
+        .values(submitted_at=func.coalesce(letter.c.submitted_at, at), updated_at=at)
     )
     _note(
         connection,
