@@ -22,6 +22,7 @@ The flow is async on purpose: a sync flow run costs about a second of heartbeat 
 (PREFECT.md), and a portfolio has many reviews.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -207,9 +208,9 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
 def follow_letters_and_orders(as_of: datetime | None = None) -> dict[str, int]:
     """`follow_orders` and then `tasks.mailing.mail_letters`: what `arrears dispatch` runs after
     its dispatch, so a one-off cycle and dispatch keep letters and orders moving."""
-    before = follow_orders(as_of)
-    mailed = mail_letters(as_of)
-    return before | mailed | {k: v + mailed[k] for k, v in before.items() if k in mailed}
+    counts = Counter(follow_orders(as_of))
+    counts.update(mail_letters(as_of))  # recoveries settled before and after the letters add up
+    return dict(counts)
 
 
 def follow_orders(as_of: datetime | None = None) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """`arrears cycle` and `arrears dispatch`: run the daily cycle, or send what has become due."""
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -151,10 +152,9 @@ def print_cycle(stats: dict[str, Any]) -> None:
     table.add_row("new messages", f"{advance.get('messages', 0):,}")
     # The later stages' counts (promises, plans, bureau pulls, reviews, letters, referrals), where
     # non-zero; a count two steps keep (recoveries settled before and after the letters) is summed.
-    later: dict[str, int] = {}
+    later: Counter[str] = Counter()
     for step in ("refresh", "bureau", "reviews", "letters", "referrals"):
-        for key, value in stats.get(step, {}).items():
-            later[key] = later.get(key, 0) + value
+        later.update(stats.get(step, {}))
     for key, value in later.items():
         if value and key not in ("payments_applied", "accounts_refreshed"):
             table.add_row(key.replace("_", " "), f"{value:,}")
