@@ -421,26 +421,24 @@ def check_parsed_accounts(
             if first != raw.line:
                 rejections.append(Rejection(raw.line, "account_id", f"duplicate of line {first}"))
         if isinstance(result, AccountRow) and not rejections:
-            seen = _unpack(
-                borrowers.setdefault(
-                    result.borrower_id, _pack(raw.line, hash(result.borrower_name), hash(result.phone))
-                )
-            )
-            for name, index, value in (
-                ("borrower_name", 1, result.borrower_name),
-                ("phone", 2, result.phone),
-            ):
-                if seen[index] != hash(value) & _HASH_MASK:
-                    rejections.append(
-                        Rejection(
-                            raw.line, name, f"differs from line {seen[0]} for borrower {result.borrower_id}"
-                        )
-                    )
+            packed = _pack(raw.line, hash(result.borrower_name), hash(result.phone))
+            earlier = borrowers.setdefault(result.borrower_id, packed)
+            if earlier != packed:  # not the borrower's first account: that one has another line
+                rejections += _unlike_first(result, *_unpack(earlier))
         if rejections:
             yield Checked(raw, None, tuple(rejections))
         else:
             assert isinstance(result, AccountRow)
             yield Checked(raw, result)
+
+
+def _unlike_first(row: AccountRow, line: int, name: int, phone: int) -> list[Rejection]:
+    """What in `row` differs from the borrower's first account, given by its line and hashes."""
+    return [
+        Rejection(row.line, field, f"differs from line {line} for borrower {row.borrower_id}")
+        for field, first, value in (("borrower_name", name, row.borrower_name), ("phone", phone, row.phone))
+        if first != hash(value) & _HASH_MASK
+    ]
 
 
 def check_payments(records: Iterable[RawRow]) -> Iterator[Checked[PaymentRow]]:
