@@ -118,8 +118,16 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Letters rendered and handed to the letters provider a run (the cycle, `arrears dispatch`,"
-            " every quarter hour under `arrears serve`); the rest wait for the next run. One at a time:"
-            " Lob allows about 30 requests a second."
+            " every quarter hour under `arrears serve`); the rest wait for the next run."
+        ),
+    )
+    letters_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description=(
+            "Letters in the provider's hands at once: each waits out its upload and the provider's"
+            " checks (Lob: under a second), so one at a time a run of 500 takes minutes. A 429 from"
+            " the provider's rate limit is waited out and retried."
         ),
     )
     letters_mail_type: str = Field(

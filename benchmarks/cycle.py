@@ -513,6 +513,23 @@ def print_table(title: str, rows: list[Row]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def slow_letters_sandbox(latency_ms: int) -> dict[str, str]:
+    """Start a sandbox Lob in its own process that answers every request `latency_ms` late, and
+    point the cycle at it: the settings it needs, set in this process's environment too."""
+    from integrations.letters.sandbox import start_letters_sandbox
+
+    sandbox = start_letters_sandbox(in_process=False)
+    atexit.register(sandbox.stop)
+    sandbox.set_faults(latency_ms=latency_ms)
+    settings = {
+        "ARREARS_LETTERS_PROVIDER": "sandbox",
+        "ARREARS_LETTERS_BASE_URL": sandbox.base_url,
+        "ARREARS_LETTERS_CREDENTIALS": json.dumps(dict(sandbox.credentials)),
+    }
+    os.environ.update(settings)
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000, help="portfolio size (default 100,000)")
@@ -531,6 +548,13 @@ def main() -> None:
         "--addresses",
         action="store_true",
         help="give borrowers mailing addresses, so that right-to-cure letters are written to be mailed",
+    )
+    parser.add_argument(
+        "--letters-latency-ms",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="mail through a sandbox Lob that answers each request MS ms late, as Lob over the network",
     )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where to put the databases (default: a temp dir)"
@@ -559,6 +583,8 @@ def main() -> None:
         # Registered before Prefect's own exit handler, so it runs after the server has stopped.
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     env = prepare_environment(workdir)
+    if args.letters_latency_ms is not None:
+        env.update(slow_letters_sandbox(args.letters_latency_ms))
 
     from arrears.clock import business_date, parse_instant
     from arrears.settings import get_settings

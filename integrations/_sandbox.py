@@ -122,20 +122,21 @@ async def with_faults(
     """Wrap one request: latency, then 429/503 unexecuted, or execute then 500 / hold past timeout.
 
     `refuse(status, headers)` is the vendor's own answer for an injected 429, 503 or 500."""
-    fault = state.take_fault(target)
-    if state.faults.latency_ms:
-        await asyncio.sleep(state.faults.latency_ms / 1000)
-    retry = {"Retry-After": f"{state.faults.retry_after:g}"}
-    if fault == "http_429":
-        return refuse(429, retry)
-    if fault == "http_503":
-        return refuse(503, retry)
-    response = run()
-    if fault == "http_500":
-        return refuse(500, None)
-    if fault == "timeouts":
-        await asyncio.sleep(state.faults.timeout_ms / 1000)
-    return response
+    with state.answering():
+        fault = state.take_fault(target)
+        if state.faults.latency_ms:
+            await asyncio.sleep(state.faults.latency_ms / 1000)
+        retry = {"Retry-After": f"{state.faults.retry_after:g}"}
+        if fault == "http_429":
+            return refuse(429, retry)
+        if fault == "http_503":
+            return refuse(503, retry)
+        response = run()
+        if fault == "http_500":
+            return refuse(500, None)
+        if fault == "timeouts":
+            await asyncio.sleep(state.faults.timeout_ms / 1000)
+        return response
 
 
 def create_sandbox_app(title: str, state: Any, *routers: APIRouter) -> FastAPI:

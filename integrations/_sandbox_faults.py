@@ -3,6 +3,8 @@
 credentials) in every process that sends, and those processes never serve a sandbox app.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -82,6 +84,18 @@ class FaultState:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """One request in the sandbox's hands: `in_flight` while it is, and the most at once
+        as `in_flight_peak`, show how many a client keeps waiting at a time."""
+        self.count("in_flight")
+        peak = max(self.counters.get("in_flight_peak", 0), self.counters["in_flight"])
+        self.counters["in_flight_peak"] = peak
+        try:
+            yield
+        finally:
+            self.count("in_flight", -1)
 
     def take_fault(self, target: str) -> str | None:
         """The fault this request gets, if any, consuming one from its counter."""

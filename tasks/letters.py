@@ -17,6 +17,7 @@ Batch steps: a few letters per task run, never one task run per account.
 """
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -44,7 +45,7 @@ from arrears.storage import letters, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import Permanent, ProviderError, UnknownOutcome
-from integrations.letters.protocol import Letter, LetterRequest, PostalAddress, TrackingEvent
+from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
 from tasks.database import engine, policy
 from tasks.providers import letters_provider
 
@@ -301,70 +302,79 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
     provider may have taken it) is first looked for by its key (`find`): found, it is recorded as
     sent; not found, it goes again as it was, whatever its age, under its key."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
+    settings = get_settings()
     with engine().connect() as connection:
         todo = letters.letters_to_send(
             connection,
-            limit=get_settings().letters_per_run if limit is None else limit,
+            limit=settings.letters_per_run if limit is None else limit,
             written_since=(as_of or utcnow()) - SEND_WITHIN,
         )
     if not todo:
         return counts
-    name = get_settings().letters_provider
     sender = _sender()
-    with letters_provider() as provider:
+    # Each hand-over waits on the provider (the PDF's upload, Lob's checks): several are in its
+    # hands at once while this thread renders the next letters. Rendering stays in this thread.
+    with (
+        letters_provider() as provider,
+        ThreadPoolExecutor(max_workers=min(settings.letters_concurrency, len(todo))) as pool,
+    ):
+        handed = []
         for row, stored in todo:
-            now = utcnow()
-            pdf = stored if stored is not None else _rendered(row, now)
-            if not isinstance(pdf, bytes):
+            pdf = stored if stored is not None else _rendered(row, utcnow())
+            if isinstance(pdf, bytes):
+                handed.append(pool.submit(_hand_over, provider, row, pdf, sender))
+            else:
                 counts[pdf] += 1
-                continue
-            in_doubt = row.submitted_at is not None  # an earlier hand-over's outcome is unknown
-            if not in_doubt:  # written ahead: a run killed before `mark_sent` leaves it in doubt
-                with engine().begin() as connection:
-                    letters.mark_handing(connection, letter_id=row.id, at=now)
-            try:
-                request = LetterRequest(
-                    idempotency_key=row.idempotency_key,
-                    recipient=_recipient(row),
-                    sender=sender,
-                    pdf=pdf,
-                    mail_type=row.mail_type,  # type: ignore[arg-type]  # checked by LetterRequest
-                    description=row.kind,
-                )
-                # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
-                found = provider.find(row.idempotency_key) if in_doubt else None
-                sent: Letter | ProviderError | ValueError = found or provider.send(request)
-            except (Permanent, ValueError) as error:
-                sent = error
-            except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key
-                with engine().begin() as connection:
-                    letters.mark_in_doubt(connection, letter_id=row.id, at=now, detail=str(error))
-                counts["letters_waiting"] += 1
-                continue
-            except ProviderError:  # not executed (Transient): sent again later
-                if not in_doubt:  # as it was: written again if it waits too long
-                    with engine().begin() as connection:
-                        letters.mark_handing(connection, letter_id=row.id, at=None)
-                counts["letters_waiting"] += 1
-                continue
-            with engine().begin() as connection:
-                if isinstance(sent, Letter):
-                    letters.mark_sent(
-                        connection,
-                        letter_id=row.id,
-                        provider=name,
-                        provider_id=sent.id,
-                        status="created",
-                        at=now,
-                    )
-                    counts["letters_sent"] += 1
-                    _apply(connection, row, list(sent.tracking), now)
-                else:
-                    letters.mark_blocked(
-                        connection, letter_id=row.id, reason=f"refused: {sent}", at=now, status="failed"
-                    )
-                    counts["letters_failed"] += 1
+        for outcome in handed:
+            counts[outcome.result()] += 1
     return counts
+
+
+def _hand_over(provider: LettersProvider, row: letters.LetterRow, pdf: bytes, sender: PostalAddress) -> str:
+    """Hand one rendered letter to the provider and record what came of it; the count it falls in.
+    Runs in a thread of `send_letters`: a letter's steps are its own, in its own transactions."""
+    now = utcnow()
+    in_doubt = row.submitted_at is not None  # an earlier hand-over's outcome is unknown
+    if not in_doubt:  # written ahead: a run killed before `mark_sent` leaves it in doubt
+        with engine().begin() as connection:
+            letters.mark_handing(connection, letter_id=row.id, at=now)
+    try:
+        request = LetterRequest(
+            idempotency_key=row.idempotency_key,
+            recipient=_recipient(row),
+            sender=sender,
+            pdf=pdf,
+            mail_type=row.mail_type,  # type: ignore[arg-type]  # checked by LetterRequest
+            description=row.kind,
+        )
+        # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
+        found = provider.find(row.idempotency_key) if in_doubt else None
+        sent: Letter | ProviderError | ValueError = found or provider.send(request)
+    except (Permanent, ValueError) as error:
+        sent = error
+    except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key
+        with engine().begin() as connection:
+            letters.mark_in_doubt(connection, letter_id=row.id, at=now, detail=str(error))
+        return "letters_waiting"
+    except ProviderError:  # not executed (Transient): sent again later
+        if not in_doubt:  # as it was: written again if it waits too long
+            with engine().begin() as connection:
+                letters.mark_handing(connection, letter_id=row.id, at=None)
+        return "letters_waiting"
+    with engine().begin() as connection:
+        if isinstance(sent, Letter):
+            letters.mark_sent(
+                connection,
+                letter_id=row.id,
+                provider=get_settings().letters_provider,
+                provider_id=sent.id,
+                status="created",
+                at=now,
+            )
+            _apply(connection, row, list(sent.tracking), now)
+            return "letters_sent"
+        letters.mark_blocked(connection, letter_id=row.id, reason=f"refused: {sent}", at=now, status="failed")
+        return "letters_failed"
 
 
 def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_blocked", "letters_waiting"]:

@@ -336,6 +336,28 @@ def test_letters_go_at_most_letters_per_run_a_run_oldest_first(
     assert len(letters_sandbox.letters()) == 3
 
 
+def test_letters_are_in_the_providers_hands_several_at_a_time(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hand-over waits out the provider's answer (a PDF's upload): `ARREARS_LETTERS_CONCURRENCY`
+    of them wait at once, never more, and every letter is recorded as it came back."""
+    from arrears.settings import get_settings
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    monkeypatch.setenv("ARREARS_LETTERS_CONCURRENCY", "3")
+    get_settings.cache_clear()
+    accounts = ("A-IA1", "A-IA2", "A-IA3", "A-IA4")
+    for account_id in accounts:
+        put_in_review(mail_db, tmp_path, account_id)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    letters_sandbox.set_faults(latency_ms=2_000)  # longer than rendering the four letters
+    counts = send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))
+    assert counts["letters_sent"] == 4
+    assert letters_sandbox.stats()["counters"]["in_flight_peak"] == 3
+    assert [r.status for a in accounts for r in rows(mail_db, letter_t, a)] == ["created"] * 4
+
+
 def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any
 ) -> None:
