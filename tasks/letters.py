@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from threading import Event
 from typing import Literal
 
 from prefect import task
@@ -44,9 +45,10 @@ from arrears.settings import get_settings
 from arrears.storage import letters, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
-from integrations.errors import Permanent, ProviderError, UnknownOutcome
+from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
 from tasks.database import engine, policy
+from tasks.logs import run_logger
 from tasks.providers import letters_provider
 
 __all__ = [
@@ -312,6 +314,7 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
     if not todo:
         return counts
     sender = _sender()
+    refused = Event()  # the provider refused our credentials: it would refuse every letter
     # Each hand-over waits on the provider (the PDF's upload, Lob's checks): several are in its
     # hands at once while this thread renders the next letters. Rendering stays in this thread.
     with (
@@ -320,19 +323,38 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
     ):
         handed = []
         for row, stored in todo:
+            if refused.is_set():
+                break
             pdf = stored if stored is not None else _rendered(row, utcnow())
             if isinstance(pdf, bytes):
-                handed.append(pool.submit(_hand_over, provider, row, pdf, sender))
+                handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused))
             else:
                 counts[pdf] += 1
+        refusals: list[ConfigError] = []
         for outcome in handed:
-            counts[outcome.result()] += 1
+            try:
+                counts[outcome.result()] += 1
+            except ConfigError as error:
+                refusals.append(error)
+    if refusals:  # every letter would be refused alike: they wait, and a person is told once
+        run_logger("arrears.letters").error(
+            "the letters provider refused our credentials (%s): no letter goes until "
+            "ARREARS_LETTERS_CREDENTIALS is right",
+            refusals[0],
+        )
+    counts["letters_waiting"] += len(todo) - sum(counts.values())  # refused, or not handed over since
     return counts
 
 
-def _hand_over(provider: LettersProvider, row: letters.LetterRow, pdf: bytes, sender: PostalAddress) -> str:
+def _hand_over(
+    provider: LettersProvider, row: letters.LetterRow, pdf: bytes, sender: PostalAddress, refused: Event
+) -> str:
     """Hand one rendered letter to the provider and record what came of it; the count it falls in.
-    Runs in a thread of `send_letters`: a letter's steps are its own, in its own transactions."""
+    Runs in a thread of `send_letters`: a letter's steps are its own, in its own transactions.
+    Once the provider has refused our credentials (`ConfigError`, raised), the letters not yet
+    handed over stay pending as they are."""
+    if refused.is_set():
+        return "letters_waiting"
     now = utcnow()
     in_doubt = row.submitted_at is not None  # an earlier hand-over's outcome is unknown
     if not in_doubt:  # written ahead: a run killed before `mark_sent` leaves it in doubt
@@ -356,10 +378,13 @@ def _hand_over(provider: LettersProvider, row: letters.LetterRow, pdf: bytes, se
         with engine().begin() as connection:
             letters.mark_in_doubt(connection, letter_id=row.id, at=now, detail=str(error))
         return "letters_waiting"
-    except ProviderError:  # not executed (Transient): sent again later
+    except ProviderError as error:  # not executed (Transient, refused credentials): sent again later
         if not in_doubt:  # as it was: written again if it waits too long
             with engine().begin() as connection:
                 letters.mark_handing(connection, letter_id=row.id, at=None)
+        if isinstance(error, ConfigError):  # a person must fix the settings: no more hand-overs
+            refused.set()
+            raise
         return "letters_waiting"
     with engine().begin() as connection:
         if isinstance(sent, Letter):

@@ -1,9 +1,9 @@
 """The letters' mailing step: the pending letters rendered and handed to the letters provider, and
 the accounts whose notice of sale is now mailed closed.
 
-It waits on the provider, one letter at a time (a print-and-mail API such as Lob's allows about 30
-requests a second), and decides nothing the dispatch reads: the daily cycle runs it beside the
-dispatch, as it runs the bureau pulls, rather than before it. `arrears dispatch` runs it after its
+It waits on the provider (`ARREARS_LETTERS_CONCURRENCY` letters in its hands at once), and decides
+nothing the dispatch reads: the daily cycle runs it beside the dispatch, as it runs the bureau
+pulls, rather than before it. `arrears dispatch` runs it after its
 own dispatch (`flows.repossession_review.follow_letters_and_orders`).
 """
 

@@ -5,6 +5,7 @@ off at) the sandbox agency; everything over HTTP against the sandboxes, on a rea
 import hashlib
 import io
 import json
+import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -356,6 +357,51 @@ def test_letters_are_in_the_providers_hands_several_at_a_time(
     assert counts["letters_sent"] == 4
     assert letters_sandbox.stats()["counters"]["in_flight_peak"] == 3
     assert [r.status for a in accounts for r in rows(mail_db, letter_t, a)] == ["created"] * 4
+
+
+def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_them_pending(
+    mail_db: Engine,
+    tmp_path: Path,
+    letters_sandbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong API key (401: `ConfigError`) would be refused for every letter: the run hands no
+    more over after the first refusal, counts the letters as waiting and says once, as an error,
+    which setting to fix. They stay pending as they were, not in doubt, and all go once the key is
+    right. The cycle around it goes on to its report."""
+    from arrears.settings import get_settings
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    accounts = ("A-IA1", "A-IA2", "A-IA3", "A-IA4")
+    for account_id in accounts:
+        put_in_review(mail_db, tmp_path, account_id)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    right = dict(letters_sandbox.credentials)
+    monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps({**right, "api_key": "test_wrong"}))
+    monkeypatch.setenv("ARREARS_LETTERS_CONCURRENCY", "1")  # one hand-over at a time: one is refused
+    get_settings.cache_clear()
+    said: list[str] = []
+
+    class Keep(logging.Handler):  # on the logger itself: the CLI's import resets the root's handlers
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger, handler = logging.getLogger("arrears.letters"), Keep(logging.ERROR)
+    logger.addHandler(handler)
+    try:
+        counts = send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))
+    finally:
+        logger.removeHandler(handler)
+    assert (counts["letters_sent"], counts["letters_waiting"]) == (0, 4)
+    assert letters_sandbox.stats()["counters"]["requests.create"] == 1
+    [error] = said
+    assert "API key is not valid" in error and "ARREARS_LETTERS_CREDENTIALS" in error
+    stored = [r for a in accounts for r in rows(mail_db, letter_t, a)]
+    assert [(r.status, r.submitted_at) for r in stored] == [("pending", None)] * 4
+    monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps(right))
+    get_settings.cache_clear()
+    assert send_letters.fn(as_of=at("2026-12-01T18:15:00Z"))["letters_sent"] == 4
 
 
 def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
