@@ -337,21 +337,31 @@ def test_letters_go_at_most_letters_per_run_a_run_oldest_first(
     assert len(letters_sandbox.letters()) == 3
 
 
-def test_letters_are_in_the_providers_hands_several_at_a_time(
-    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each hand-over waits out the provider's answer (a PDF's upload): `ARREARS_LETTERS_CONCURRENCY`
-    of them wait at once, never more, and every letter is recorded as it came back."""
+def four_letters_written(
+    mail_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, concurrency: int
+) -> tuple[str, ...]:
+    """Four Iowa accounts in review with their cure letters written pending, to be handed over
+    `concurrency` at a time (`ARREARS_LETTERS_CONCURRENCY`); their account ids."""
     from arrears.settings import get_settings
-    from tasks.letters import send_letters
     from tasks.review import prepare_reviews
 
-    monkeypatch.setenv("ARREARS_LETTERS_CONCURRENCY", "3")
+    monkeypatch.setenv("ARREARS_LETTERS_CONCURRENCY", str(concurrency))
     get_settings.cache_clear()
     accounts = ("A-IA1", "A-IA2", "A-IA3", "A-IA4")
     for account_id in accounts:
         put_in_review(mail_db, tmp_path, account_id)
     prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    return accounts
+
+
+def test_letters_are_in_the_providers_hands_several_at_a_time(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hand-over waits out the provider's answer (a PDF's upload): `ARREARS_LETTERS_CONCURRENCY`
+    of them wait at once, never more, and every letter is recorded as it came back."""
+    from tasks.letters import send_letters
+
+    accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=3)
     letters_sandbox.set_faults(latency_ms=2_000)  # longer than rendering the four letters
     counts = send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))
     assert counts["letters_sent"] == 4
@@ -359,11 +369,29 @@ def test_letters_are_in_the_providers_hands_several_at_a_time(
     assert [r.status for a in accounts for r in rows(mail_db, letter_t, a)] == ["created"] * 4
 
 
+def test_letters_in_flight_together_through_429s_and_a_lost_answer_are_each_mailed_once(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four hand-overs at once meet Lob's rate limit (two 429s, not executed) and a 500 after the
+    letter was taken: each is retried under its own key, and each letter is in the post once,
+    recorded with the id the provider gave it."""
+    from tasks.letters import send_letters
+
+    accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=4)
+    faults = {"latency_ms": 1_000, "http_429": 2, "http_500": 1, "retry_after": 0.1}
+    letters_sandbox.set_faults(operation="create", **faults)
+    assert send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))["letters_sent"] == 4
+    counters = letters_sandbox.stats()["counters"]
+    assert (counters["faults.http_429"], counters["faults.http_500"]) == (2, 1)
+    assert counters["in_flight_peak"] > 1  # they met the faults together
+    mailed = {x["metadata"]["idempotency_key"]: x["id"] for x in letters_sandbox.letters()}
+    stored = [r for a in accounts for r in rows(mail_db, letter_t, a)]
+    assert len(letters_sandbox.letters()) == len(mailed) == 4
+    assert {r.idempotency_key: r.provider_id for r in stored} == mailed
+
+
 def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_them_pending(
-    mail_db: Engine,
-    tmp_path: Path,
-    letters_sandbox: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong API key (401: `ConfigError`) would be refused for every letter: the run hands no
     more over after the first refusal, counts the letters as waiting and says once, as an error,
@@ -371,15 +399,10 @@ def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_the
     right. The cycle around it goes on to its report."""
     from arrears.settings import get_settings
     from tasks.letters import send_letters
-    from tasks.review import prepare_reviews
 
-    accounts = ("A-IA1", "A-IA2", "A-IA3", "A-IA4")
-    for account_id in accounts:
-        put_in_review(mail_db, tmp_path, account_id)
-    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=1)  # one is refused
     right = dict(letters_sandbox.credentials)
     monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps({**right, "api_key": "test_wrong"}))
-    monkeypatch.setenv("ARREARS_LETTERS_CONCURRENCY", "1")  # one hand-over at a time: one is refused
     get_settings.cache_clear()
     said: list[str] = []
 
