@@ -3,8 +3,8 @@ the accounts whose notice of sale is now mailed closed.
 
 It waits on the provider (`ARREARS_LETTERS_CONCURRENCY` letters in its hands at once), and decides
 nothing the dispatch reads: the daily cycle runs it beside the dispatch, as it runs the bureau
-pulls, rather than before it. `arrears dispatch` runs it after its
-own dispatch (`flows.repossession_review.follow_letters_and_orders`).
+pulls, rather than before it. `arrears dispatch` runs it after its own dispatch
+(`flows.repossession_review.follow_letters_and_orders`).
 """
 
 from datetime import UTC, datetime
