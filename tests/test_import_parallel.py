@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from arrears.importing import Kind, RawRow, Rejection, open_source, parallel, read_account
-from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint
+from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment
 from arrears.storage import get_engine, migrate
 from arrears.storage.importer import ImportInterrupted, ImportSummary, run_import
-from tests.factories import accounts_records, write_csv
+from tests.factories import accounts_records, payment_record, write_csv, write_jsonl
 
 NOW = datetime(2026, 11, 30, 1, tzinfo=UTC)
-TABLES = (Account, Borrower, ContactPoint, AccountHold, AuditEvent)
+TABLES = (Account, Borrower, ContactPoint, AccountHold, AuditEvent, Payment)
 
 
 @pytest.fixture
@@ -63,13 +63,46 @@ def _broken_file(path: Path, count: int = 600) -> Path:
     return path
 
 
-def _import(directory: Path, source_file: Path, workers: int, **options: Any) -> tuple[ImportSummary, Engine]:
+def _broken_jsonl(path: Path, count: int = 600) -> Path:
+    """The same kinds of reject as JSON Lines: a line that is no JSON object, one that is an
+    array, a number where text belongs (kept as text), a nested object, a null, a repeated id."""
+    records: list[dict[str, Any]] = list(accounts_records(count))
+    for n in range(5, count, 37):
+        records[n]["balance"] = 12.5  # a JSON number: read as the text "12.5"
+    for n in range(11, count, 53):
+        records[n]["phone"] = {"number": "+1234"}
+    for n in range(17, count, 71):
+        records[n]["account_id"] = records[n - 3]["account_id"]
+    for n in range(19, count, 79):
+        records[n]["alt_phone"] = None
+    write_jsonl(path, records)
+    lines = path.read_bytes().split(b"\n")
+    lines[40] = lines[40][:-1]  # the closing brace lost
+    lines[130] = b"[1, 2]"
+    lines.insert(250, b"   ")
+    path.write_bytes(b"\n".join(lines))
+    return path
+
+
+def _import(
+    directory: Path,
+    source_file: Path,
+    workers: int,
+    *,
+    accounts: Path | None = None,
+    **options: Any,
+) -> tuple[ImportSummary, Engine]:
+    """Import `source_file` (payments, when the `accounts` to pay are given first) into a fresh
+    database in `directory`."""
     directory.mkdir()
     path = directory / source_file.name
     path.write_bytes(source_file.read_bytes())
     engine = get_engine(f"sqlite:///{directory / 'arrears.db'}")
     migrate(engine)
-    with open_source(path, Kind.ACCOUNTS) as source:
+    if accounts is not None:
+        with open_source(accounts, Kind.ACCOUNTS) as source:
+            run_import(engine, source, parse_workers=0, now=NOW)
+    with open_source(path, Kind.PAYMENTS if accounts else Kind.ACCOUNTS) as source:
         summary = run_import(engine, source, chunk_size=50, parse_workers=workers, now=NOW, **options)
     return summary, engine
 
@@ -81,6 +114,19 @@ def _stored(engine: Engine) -> dict[str, list[Any]]:
             table.name: [tuple(r) for r in connection.execute(select(table).order_by(*table.primary_key))]
             for table in tables
         }
+
+
+def _same_import(
+    tmp_path: Path, name: str, here: tuple[ImportSummary, Engine], there: tuple[ImportSummary, Engine]
+) -> None:
+    """The same summary, rejects file byte for byte and stored rows, `here` and `there`."""
+    unplaced = {"file": None, "rejects_file": None}
+    assert there[0].as_dict() | unplaced == here[0].as_dict() | unplaced
+    assert there[0].first_rejections == here[0].first_rejections
+    assert (tmp_path / "there" / f"{name}.rejects.csv").read_bytes() == (
+        tmp_path / "here" / f"{name}.rejects.csv"
+    ).read_bytes()
+    assert _stored(there[1]) == _stored(here[1])
 
 
 def _count(engine: Engine) -> int:
@@ -117,28 +163,52 @@ def _no_children_left(before: dict[int, bytes]) -> None:
     assert [c for c in new if b"resource_tracker" not in c] == []
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "form"), [(1, "csv"), (2, "csv"), (1, "jsonl")])
 def test_file_parsed_in_workers_stores_and_rejects_what_one_process_does(
-    tmp_path: Path, submitted: list[int], workers: int, children_before: dict[int, bytes]
+    tmp_path: Path, submitted: list[int], workers: int, form: str, children_before: dict[int, bytes]
 ) -> None:
     """Twelve chunks through 1 or 2 workers: the same rows, ids included, the same rejects file
     byte for byte and the same summary as parsing in the importer."""
-    source = _broken_file(tmp_path / "accounts.csv")
+    broken = _broken_file if form == "csv" else _broken_jsonl
+    source = broken(tmp_path / f"accounts.{form}")
     here, here_engine = _import(tmp_path / "here", source, 0)
     assert submitted == []
     there, there_engine = _import(tmp_path / "there", source, workers)
 
     assert len(submitted) > 10 and all(size <= 50 for size in submitted)
     assert here.rejected > 20 and here.accepted > 500
-    assert there.as_dict() | {"file": None, "rejects_file": None} == here.as_dict() | {
-        "file": None,
-        "rejects_file": None,
-    }
-    assert there.first_rejections == here.first_rejections
-    assert (tmp_path / "there" / "accounts.csv.rejects.csv").read_bytes() == (
-        tmp_path / "here" / "accounts.csv.rejects.csv"
-    ).read_bytes()
-    assert _stored(there_engine) == _stored(here_engine)
+    _same_import(tmp_path, f"accounts.{form}", (here, here_engine), (there, there_engine))
+    _no_children_left(children_before)
+
+
+def test_payments_parsed_in_workers_store_and_reject_what_one_process_does(
+    tmp_path: Path, submitted: list[int], children_before: dict[int, bytes]
+) -> None:
+    """Payments through a worker: those it accepts but storing rejects (no such account, more
+    places than the account's currency) or a later line conflicts with are written to the
+    rejects file cell for cell, as when every line is parsed in the importer."""
+    portfolio = list(accounts_records(40))
+    accounts = write_csv(tmp_path / "accounts.csv", portfolio)
+    ids = [record["account_id"] for record in portfolio]
+    records = [payment_record(account_id=ids[n % len(ids)], amount=f"{n + 1}.25") for n in range(500)]
+    for n in range(7, 500, 61):
+        records[n]["account_id"] = f"NO-SUCH-{n}"
+    for n in range(13, 500, 67):
+        records[n]["amount"] = "10.125"  # USD has two places
+    for n in range(29, 500, 83):
+        records[n] = records[n - 2] | {"amount": "99.00"}  # the same payment_id, another amount
+    for n in range(3, 500, 97):
+        records[n]["received_at"] = "yesterday"
+    payments = write_csv(tmp_path / "payments.csv", records)
+
+    here, here_engine = _import(tmp_path / "here", payments, 0, accounts=accounts)
+    assert submitted == []
+    there, there_engine = _import(tmp_path / "there", payments, 1, accounts=accounts)
+
+    assert len(submitted) == 10
+    assert here.rejected > 20 and here.accepted > 400
+    assert any("no account" in r.reason for r in here.first_rejections)
+    _same_import(tmp_path, "payments.csv", (here, here_engine), (there, there_engine))
     _no_children_left(children_before)
 
 
@@ -203,7 +273,9 @@ def test_parse_raising_in_a_worker_surfaces_at_its_chunk(
     with (
         open_source(source, Kind.ACCOUNTS) as opened,
         pytest.raises(ValueError, match="parse failed on line 250"),
-        parallel.parsed_records(opened.rows(), failing_on_line_250, chunk_size=50, workers=2) as parsed,
+        parallel.parsed_records(
+            opened.lines(), opened.layout, failing_on_line_250, chunk_size=50, workers=2
+        ) as parsed,
     ):
         for raw, result in parsed:
             assert not isinstance(result, list) and result is not None
@@ -226,7 +298,9 @@ def test_workers_leave_signals_to_the_importer(tmp_path: Path, submitted: list[i
     source = write_csv(tmp_path / "accounts.csv", accounts_records(200))
     with (
         open_source(source, Kind.ACCOUNTS) as opened,
-        parallel.parsed_records(opened.rows(), signals_ignored, chunk_size=50, workers=1) as parsed,
+        parallel.parsed_records(
+            opened.lines(), opened.layout, signals_ignored, chunk_size=50, workers=1
+        ) as parsed,
     ):
         found = {result for _, result in parsed}
     assert submitted and found == {(True, True)}

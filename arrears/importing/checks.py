@@ -20,6 +20,7 @@ from arrears.importing.records import (
     ADDRESS_COLUMNS,
     AccountRow,
     Checked,
+    Line,
     PaymentRow,
     RawRow,
     Rejection,
@@ -401,7 +402,7 @@ def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
 
 
 def check_parsed_accounts(
-    parsed: Iterable[tuple[RawRow, AccountRow | list[Rejection] | None]],
+    parsed: Iterable[tuple[RawRow | Line, AccountRow | list[Rejection] | None]],
 ) -> Iterator[Checked[AccountRow]]:
     """`check_accounts` for records already parsed on their own (`read_account`, maybe in
     another process): the rules across rows, in file order."""
@@ -410,12 +411,16 @@ def check_parsed_accounts(
     # costs 150 bytes more per borrower, 150 MB at a million.
     borrowers: dict[str, int] = {}
     for raw, result in parsed:
-        if raw.problem is not None:
+        if isinstance(raw, RawRow) and raw.problem is not None:
             yield Checked(raw, None, (raw.problem,))
             continue
         assert result is not None
         rejections = result if isinstance(result, list) else []
-        account_id = raw.values.get("account_id", "").strip()
+        if isinstance(result, AccountRow):
+            account_id = result.account_id  # what parsing made of the cell: the cell stripped
+        else:
+            assert isinstance(raw, RawRow)  # a record a worker refused comes back whole
+            account_id = raw.values.get("account_id", "").strip()
         if account_id:
             first = first_line.setdefault(account_id, raw.line)
             if first != raw.line:
@@ -451,12 +456,12 @@ def check_payments(records: Iterable[RawRow]) -> Iterator[Checked[PaymentRow]]:
 
 
 def check_parsed_payments(
-    parsed: Iterable[tuple[RawRow, PaymentRow | list[Rejection] | None]],
+    parsed: Iterable[tuple[RawRow | Line, PaymentRow | list[Rejection] | None]],
 ) -> Iterator[Checked[PaymentRow]]:
     """`check_payments` for records already parsed on their own (`read_payment`)."""
     first: dict[str, tuple[int, int]] = {}  # payment_id -> line, hash of content
     for raw, result in parsed:
-        if raw.problem is not None:
+        if isinstance(raw, RawRow) and raw.problem is not None:
             yield Checked(raw, None, (raw.problem,))
             continue
         assert result is not None

@@ -1,10 +1,14 @@
 """Parsing a file's records in worker processes while the importer stores the chunk before.
 
-Checking a record on its own (`read_account`, `read_payment`) is pure and costs more than storing
-it; the rules across rows (a repeated id, a borrower's one name and phone) are cheap but need the
-file's order. So chunks of records read in this process go to a small pool of spawned processes,
-which parse them and send the results back; `parsed_records` yields them in file order, a fixed
-number of chunks ahead of the caller, which checks the rules across rows and stores meanwhile.
+Splitting a line into its record and checking the record on its own (`read_account`,
+`read_payment`) are pure and cost more than storing it; the rules across rows (a repeated id, a
+borrower's one name and phone) are cheap but need the file's order. So chunks of lines read in
+this process go to a small pool of spawned processes, which split and parse them and send the
+results back; `parsed_records` yields them in file order, a fixed number of chunks ahead of the
+caller, which checks the rules across rows and stores meanwhile. A line crosses as its text, and
+a record the worker accepted comes back without its cells: the importer keeps the `Line`, to be
+split again here only should a rule across rows reject it. A record the worker refused comes back
+whole, with its verdict.
 
 A small file is parsed here: a worker's start (a new interpreter importing the checks) costs
 about as much as parsing 20,000 records. Reading stays in this process, so a file that cannot be
@@ -17,14 +21,16 @@ importer hears them, stops between chunks and stores nothing, and the pool is sh
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from multiprocessing import get_context
 from typing import TypeVar
 
-from arrears.importing.records import RawRow, Rejection
+from arrears.importing.reading import Layout
+from arrears.importing.records import Line, RawRow, Rejection
 from arrears.processes import collect_rarely, leave_with_parent
 
 __all__ = ["PARSE_WORKERS", "POOL_FROM_RECORDS", "parsed_records"]
@@ -41,18 +47,21 @@ POOL_FROM_RECORDS = 20_000
 
 @contextmanager
 def parsed_records(
-    records: Iterable[RawRow],
+    lines: Iterable[Line],
+    layout: Layout,
     read: Read[R],
     *,
     chunk_size: int,
     workers: int = PARSE_WORKERS,
-) -> Iterator[Iterator[tuple[RawRow, R | list[Rejection] | None]]]:
-    """Each record with `read(record)`, in file order, parsed in `workers` processes once the
-    file proves longer than `POOL_FROM_RECORDS`. `read` must be importable by name.
+) -> Iterator[Iterator[tuple[RawRow | Line, R | list[Rejection] | None]]]:
+    """Each line split by `layout` into its record, with `read(record)`, in file order, parsed
+    in `workers` processes once the file proves longer than `POOL_FROM_RECORDS`. `read` must be
+    importable by name. The record comes as its `Line` where a worker accepted it (`read` gave
+    neither rejections nor None), else as its `RawRow`.
 
-    At most `workers + 1` chunks of `chunk_size` records are read ahead of the one being
-    yielded. The pool lives as long as the block: leaving it (done, an error, a stop) cancels
-    what is queued, waits for the chunks being parsed and joins the workers.
+    At most `workers + 1` chunks of `chunk_size` lines are read ahead of the one being yielded.
+    The pool lives as long as the block: leaving it (done, an error, a stop) cancels what is
+    queued, waits for the chunks being parsed and joins the workers.
     """
     pool: ProcessPoolExecutor | None = None
 
@@ -67,67 +76,80 @@ def parsed_records(
         return pool
 
     try:
-        yield _parsed(iter(records), read, chunk_size, workers, start)
+        yield _parsed(iter(lines), layout, read, chunk_size, workers, start)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A record a worker did not accept, sent back whole: the importer checks and rejects it."""
+
+    raw: RawRow
+    verdict: list[Rejection] | None
+
+
 def _parsed(
-    records: Iterator[RawRow],
+    lines: Iterator[Line],
+    layout: Layout,
     read: Read[R],
     chunk_size: int,
     workers: int,
     start: Callable[[], ProcessPoolExecutor],
-) -> Iterator[tuple[RawRow, R | list[Rejection] | None]]:
-    head: list[list[RawRow]] = []  # whole chunks, read until the file proves long enough
+) -> Iterator[tuple[RawRow | Line, R | list[Rejection] | None]]:
+    head: list[list[Line]] = []  # whole chunks, read until the file proves long enough
     failure: Exception | None = None
     exhausted = False
     while workers > 0 and not exhausted and sum(map(len, head)) <= POOL_FROM_RECORDS:
-        chunk, failure = _take(records, chunk_size)
+        chunk, failure = _take(lines, chunk_size)
         head.append(chunk)
         exhausted = failure is not None or len(chunk) < chunk_size
     if workers <= 0 or exhausted:
         for chunk in head:
-            for raw in chunk:
+            for line in chunk:
+                raw = layout.row(line)
                 yield raw, read(raw)
         if failure is not None:
             raise failure
-        for raw in records:
+        for line in lines:
+            raw = layout.row(line)
             yield raw, read(raw)
         return
     pool = start()
-    pending: deque[tuple[list[RawRow], Future[list[R | list[Rejection]]]]] = deque()
+    pending: deque[tuple[list[Line], Future[list[R | _Refused]]]] = deque()
 
-    def submit(chunk: list[RawRow]) -> None:
-        # Only what parsing reads crosses to the worker: not the record's original cells.
-        sent = [(raw.line, raw.values, raw.present) for raw in chunk if raw.problem is None]
-        pending.append((chunk, pool.submit(_read_chunk, read, sent)))
+    def submit(chunk: list[Line]) -> None:
+        # A line crosses as its number and text: pickling a record of each costs more.
+        sent = [(line.line, line.text) for line in chunk]
+        pending.append((chunk, pool.submit(_read_chunk, read, sent, layout)))
 
     for chunk in head:
         submit(chunk)
     del head
     while pending:
         while not exhausted and len(pending) <= workers:
-            more, failure = _take(records, chunk_size)
+            more, failure = _take(lines, chunk_size)
             if more:
                 submit(more)
             exhausted = failure is not None or len(more) < chunk_size
         chunk, future = pending.popleft()
-        results = iter(future.result())
-        for raw in chunk:
-            yield raw, (None if raw.problem is not None else next(results))
+        for line, result in zip(chunk, future.result(), strict=True):
+            if isinstance(result, _Refused):
+                yield result.raw, result.verdict
+            else:
+                yield line, result
     if failure is not None:
         raise failure
 
 
-def _take(records: Iterator[RawRow], count: int) -> tuple[list[RawRow], Exception | None]:
-    """The next `count` records and, if reading failed first, the error: it is raised once the
+def _take(lines: Iterator[Line], count: int) -> tuple[list[Line], Exception | None]:
+    """The next `count` lines and, if reading failed first, the error: it is raised once the
     records read before it have been yielded, where reading them in order would have raised it."""
-    taken: list[RawRow] = []
+    taken: list[Line] = []
     try:
-        for raw in islice(records, count):
-            taken.append(raw)
+        for line in islice(lines, count):
+            taken.append(line)
     except Exception as error:  # UnreadableFile, or whatever else reading met
         return taken, error
     return taken, None
@@ -142,13 +164,11 @@ def _start_worker(parent: int) -> None:
     leave_with_parent(parent)
 
 
-def _read_chunk(
-    read: Read[R], rows: list[tuple[int, Mapping[str, str], Collection[str]]]
-) -> list[R | list[Rejection]]:
-    """In a worker: `read` over a chunk's records, which all could be split into columns."""
-    found: list[R | list[Rejection]] = []
-    for line, values, present in rows:
-        result = read(RawRow(line, values, present, ()))
-        assert result is not None
-        found.append(result)
+def _read_chunk(read: Read[R], lines: list[tuple[int, str]], layout: Layout) -> list[R | _Refused]:
+    """In a worker: each line split and `read`; what `read` refused goes back with its record."""
+    found: list[R | _Refused] = []
+    for number, text in lines:
+        raw = layout.row(Line(number, text))
+        result = read(raw)
+        found.append(_Refused(raw, result) if result is None or isinstance(result, list) else result)
     return found

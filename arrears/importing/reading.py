@@ -9,14 +9,19 @@ Text is decoded strictly in the file's encoding (UTF-8, with or without a BOM, u
 otherwise): a byte sequence that is not valid in it raises `UnreadableFile` naming its byte
 offset, whenever it is met, and the importer then stores nothing. Nothing is ever guessed or
 replaced, so a GBK file read as UTF-8 never becomes mojibake in the database.
+
+Reading (`Source.lines`) and splitting a line into a record (`Source.layout`) are apart: the
+importer reads, in file order, and a parsing worker splits and parses (`arrears.importing.parallel`).
+A layout is the little a line needs to be split (the columns, the separator): it is picklable.
 """
 
 import codecs
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, Self
+from typing import IO, Literal, Protocol, Self
 
 from arrears.files import DEFAULT_ENCODING, unsafe_cell
 from arrears.importing.records import (
@@ -25,12 +30,13 @@ from arrears.importing.records import (
     REJECT_COLUMNS,
     REQUIRED,
     Kind,
+    Line,
     RawRow,
     Rejection,
     UnreadableFile,
 )
 
-__all__ = ["DEFAULT_ENCODING", "Source", "check_encoding", "open_source"]
+__all__ = ["DEFAULT_ENCODING", "Layout", "Source", "check_encoding", "open_source"]
 
 # Encodings whose bytes for a line depend on the lines before it: a line cannot be read alone.
 _STATEFUL = ("utf_7", "hz", "iso2022")
@@ -59,10 +65,17 @@ def check_encoding(name: str) -> str:
     return codec
 
 
+class Layout(Protocol):
+    """How one data line of a file becomes a record: the same in the importer and in a worker."""
+
+    def row(self, line: Line) -> RawRow: ...
+
+
 class Source:
     """An open accounts or payments file whose header (or first record) has been checked."""
 
     format: Literal["csv", "jsonl"]
+    layout: Layout
 
     def __init__(self, path: Path, kind: Kind, binary: IO[bytes], encoding: str) -> None:
         self.path = path
@@ -87,8 +100,18 @@ class Source:
         """The columns of `original` in every RawRow, written after line, field, reason."""
         raise NotImplementedError
 
-    def rows(self) -> Iterator[RawRow]:
+    def lines(self) -> Iterator[Line]:
+        """The data lines (not blank, after a CSV's header), in file order, each counted in
+        `data_lines` as it is read."""
         raise NotImplementedError
+
+    def rows(self) -> Iterator[RawRow]:
+        """Each data line split into its record."""
+        return map(self.layout.row, self.lines())
+
+    def split(self, line: RawRow | Line) -> RawRow:
+        """The record of a line, split now if it was not (one a parsing worker accepted)."""
+        return line if isinstance(line, RawRow) else self.layout.row(line)
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         """(line number, text without its line break) for each physical line, decoded strictly."""
@@ -185,15 +208,15 @@ class _CsvSource(Source):
         if first is None or not first[1].strip():
             raise UnreadableFile(f"{path}: empty file, no header")
         # Spreadsheets in much of Europe save with semicolons; a header never holds the separator.
-        self.delimiter = max(",;\t", key=first[1].count)
+        delimiter = max(",;\t", key=first[1].count)
         try:
-            header = [name.strip() for name in self._cells(first[1])]
+            header = [name.strip() for name in _cells(first[1], delimiter)]
         except csv.Error as error:
             raise UnreadableFile(f"{path}: not a CSV file ({error})") from None
-        self._skip = len(REJECT_COLUMNS) if tuple(header[:3]) == REJECT_COLUMNS else 0
-        if self._skip:
+        skip = len(REJECT_COLUMNS) if tuple(header[:3]) == REJECT_COLUMNS else 0
+        if skip:
             header = [unsafe_cell(name) for name in header]
-        self.columns = tuple(header[self._skip :])
+        self.columns = tuple(header[skip:])
         seen: set[str] = set()
         for name in self.columns:
             if name in seen:
@@ -204,42 +227,51 @@ class _CsvSource(Source):
             raise UnreadableFile(f"{path}: missing required columns for {kind}: {', '.join(missing)}")
         contract = set(COLUMNS[kind])
         self.ignored_columns = tuple(name for name in self.columns if name not in contract)
-        self._present = frozenset(self.columns)
-
-    def _cells(self, text: str) -> list[str]:
-        if '"' not in text and "\r" not in text:
-            return text.split(self.delimiter)  # what csv would make of it, many times faster
-        return next(csv.reader((text,), delimiter=self.delimiter, strict=True))
+        self.layout = _CsvLayout(self.columns, delimiter, skip, frozenset(self.columns))
 
     @property
     def rejects_header(self) -> tuple[str, ...]:
         return self.columns
 
-    def rows(self) -> Iterator[RawRow]:
-        width, skip, columns = len(self.columns), self._skip, self.columns
+    def lines(self) -> Iterator[Line]:
         for line, text in self._iter:
             if not text.strip():
                 continue  # a blank line is not a record
             self.data_lines += 1
-            try:
-                cells = self._cells(text)
-            except csv.Error as error:
-                reason = _CSV_REASONS.get(str(error), f"unreadable CSV: {error}")
-                if "new-line character" in str(error):
-                    reason = "a carriage return (CR) inside the line, outside quotes"
-                yield RawRow(line, {}, self._present, (text,), Rejection(line, "row", reason))
-                continue
-            cells = cells[skip:]
-            if skip:
-                cells = [unsafe_cell(cell) for cell in cells]
-            original = tuple(cells)
-            values = dict(zip(columns, cells, strict=False))
-            problem = None
-            if len(cells) != width:
-                problem = Rejection(line, "row", f"has {len(cells)} fields, the header has {width}")
-            elif "\x00" in text:
-                problem = _problem(line, values)
-            yield RawRow(line, values, self._present, original, problem)
+            yield Line(line, text)
+
+
+def _cells(text: str, delimiter: str) -> list[str]:
+    if '"' not in text and "\r" not in text:
+        return text.split(delimiter)  # what csv would make of it, many times faster
+    return next(csv.reader((text,), delimiter=delimiter, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvLayout:
+    columns: tuple[str, ...]
+    delimiter: str
+    skip: int  # the line, field and reason cells that open a rejects file's rows
+    present: frozenset[str]
+
+    def row(self, line: Line) -> RawRow:
+        number, text = line.line, line.text
+        try:
+            cells = _cells(text, self.delimiter)
+        except csv.Error as error:
+            reason = _CSV_REASONS.get(str(error), f"unreadable CSV: {error}")
+            if "new-line character" in str(error):
+                reason = "a carriage return (CR) inside the line, outside quotes"
+            return RawRow(number, {}, self.present, (text,), Rejection(number, "row", reason))
+        if self.skip:
+            cells = [unsafe_cell(cell) for cell in cells[self.skip :]]
+        values = dict(zip(self.columns, cells, strict=False))
+        problem = None
+        if len(cells) != len(self.columns):
+            problem = Rejection(number, "row", f"has {len(cells)} fields, the header has {len(self.columns)}")
+        elif "\x00" in text:
+            problem = _problem(number, values)
+        return RawRow(number, values, self.present, tuple(cells), problem)
 
 
 class _JsonlSource(Source):
@@ -251,6 +283,7 @@ class _JsonlSource(Source):
     def __init__(self, path: Path, kind: Kind, binary: IO[bytes], encoding: str) -> None:
         super().__init__(path, kind, binary, encoding)
         self.columns = COLUMNS[kind]
+        self.layout = _JsonlLayout(self.columns)
         self._iter = self._lines()
         self._first = next(((n, t) for n, t in self._iter if t.strip()), None)
         if self._first is None:
@@ -274,17 +307,23 @@ class _JsonlSource(Source):
     def rejects_header(self) -> tuple[str, ...]:
         return (*self.columns, "json")
 
-    def rows(self) -> Iterator[RawRow]:
+    def lines(self) -> Iterator[Line]:
         if self._first is None:
             return
         self.data_lines += 1
-        yield self._record(*self._first)
+        yield Line(*self._first)
         for number, text in self._iter:
             if text.strip():
                 self.data_lines += 1
-                yield self._record(number, text)
+                yield Line(number, text)
 
-    def _record(self, line: int, text: str) -> RawRow:
+
+@dataclass(frozen=True, slots=True)
+class _JsonlLayout:
+    columns: tuple[str, ...]
+
+    def row(self, line: Line) -> RawRow:
+        number, text = line.line, line.text
         problem = None
         values: dict[str, str] = {}
         try:
@@ -293,10 +332,10 @@ class _JsonlSource(Source):
         except ValueError as error:
             record, problem = (
                 None,
-                Rejection(line, "row", f"not a JSON object: {getattr(error, 'msg', error)}"),
+                Rejection(number, "row", f"not a JSON object: {getattr(error, 'msg', error)}"),
             )
         if record is not None and not isinstance(record, dict):
-            problem = Rejection(line, "row", "not a JSON object")
+            problem = Rejection(number, "row", "not a JSON object")
         elif isinstance(record, dict):
             for key, value in record.items():
                 if value is None:
@@ -306,11 +345,11 @@ class _JsonlSource(Source):
                 elif key == "flags" and isinstance(value, list) and all(isinstance(v, str) for v in value):
                     values[key] = "|".join(value)
                 elif problem is None:
-                    problem = Rejection(line, key, f"expected text or a number, got {json.dumps(value)}")
+                    problem = Rejection(number, key, f"expected text or a number, got {json.dumps(value)}")
             if problem is None:
-                problem = _problem(line, values)
+                problem = _problem(number, values)
         original = (*(_writable(values.get(name, "")) for name in self.columns), text)
-        return RawRow(line, values, frozenset(values), original, problem)
+        return RawRow(number, values, frozenset(values), original, problem)
 
 
 def _writable(value: str) -> str:

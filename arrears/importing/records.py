@@ -28,6 +28,7 @@ __all__ = [
     "AccountRow",
     "Checked",
     "Kind",
+    "Line",
     "PaymentRow",
     "RawRow",
     "Rejection",
@@ -108,6 +109,16 @@ class Rejection:
 
 
 @record
+class Line:
+    """A data line of a file as read, before it is split into a record: what the importer hands a
+    parsing worker, and keeps for a record the worker accepted (to split it again, should a rule
+    across rows reject it)."""
+
+    line: int
+    text: str
+
+
+@record
 class RawRow:
     """One record as the file has it, before any check."""
 
@@ -177,6 +188,6 @@ R = TypeVar("R", AccountRow, PaymentRow)
 class Checked(Generic[R]):
     """A record and its verdict: a row, or the reasons it was rejected."""
 
-    raw: RawRow
+    raw: RawRow | Line  # a Line only for a record a parsing worker accepted
     row: R | None
     rejections: tuple[Rejection, ...] = ()

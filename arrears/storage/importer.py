@@ -502,7 +502,9 @@ def run_import(
     with (
         collecting_rarely(),
         RejectsWriter(target, source.rejects_header) as rejects,
-        parsed_records(source.rows(), read, chunk_size=chunk_size, workers=parse_workers) as parsed,
+        parsed_records(
+            source.lines(), source.layout, read, chunk_size=chunk_size, workers=parse_workers
+        ) as parsed,
         engine.connect() as connection,
     ):
         checked: Iterator[Checked[Any]] = (
@@ -519,7 +521,7 @@ def run_import(
                         summary.read += 1
                         if found:
                             summary.rejected += 1
-                            rejects.write(item.raw, found)
+                            rejects.write(source.split(item.raw), found)
                             if len(summary.first_rejections) < 5:
                                 summary.first_rejections.extend(found[: 5 - len(summary.first_rejections)])
                         else:
