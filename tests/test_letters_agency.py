@@ -390,6 +390,63 @@ def test_letters_in_flight_together_through_429s_and_a_lost_answer_are_each_mail
     assert {r.idempotency_key: r.provider_id for r in stored} == mailed
 
 
+_MAIL_IN_A_CHILD = """
+from datetime import UTC, datetime
+from tasks.letters import send_letters
+send_letters.fn(as_of=datetime(2026, 12, 1, 18, tzinfo=UTC))
+"""
+
+
+def test_a_kill_9_with_letters_in_the_providers_hands_leaves_each_mailed_once(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real kill -9 of the mailing process with two letters taken by Lob but not yet answered
+    and two not yet handed over: the next run finds the two by their keys and records them with
+    Lob's ids, sends the other two, and every letter is in the post once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tasks.letters import send_letters
+
+    accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=2)
+    # Both first hand-overs are executed (the letter is Lob's), then their answers held.
+    letters_sandbox.set_faults(operation="create", timeouts=2, timeout_ms=10_000)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _MAIL_IN_A_CHILD],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(letters_sandbox.letters()) < 2 or letters_sandbox.stats()["counters"]["in_flight"] < 2:
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert time.monotonic() < deadline, "the two letters never reached the sandbox together"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+    stored = [r for a in accounts for r in rows(mail_db, letter_t, a)]
+    in_doubt = [r for r in stored if r.submitted_at is not None]
+    assert len(in_doubt) == 2 and all(r.status == "pending" and r.provider_id is None for r in stored)
+    taken = {x["metadata"]["idempotency_key"] for x in letters_sandbox.letters()}
+    assert taken == {r.idempotency_key for r in in_doubt}
+
+    letters_sandbox.set_faults()  # the held answers are long gone with the process
+    assert send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))["letters_sent"] == 4
+    mailed = {x["metadata"]["idempotency_key"]: x["id"] for x in letters_sandbox.letters()}
+    stored = [r for a in accounts for r in rows(mail_db, letter_t, a)]
+    assert len(letters_sandbox.letters()) == len(mailed) == 4
+    assert {r.idempotency_key: r.provider_id for r in stored} == mailed
+    assert [r.status for r in stored] == ["created"] * 4
+    counters = letters_sandbox.stats()["counters"]
+    assert counters["requests.create"] == 4 and "replays" not in counters  # the two found, not sent again
+
+
 def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_them_pending(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
