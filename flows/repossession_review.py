@@ -165,7 +165,8 @@ def _cure_period(state: ReviewState, now: datetime) -> tuple[ReviewState, _Ready
         return state, _Ready(state, now)
     state = send_cure_notice(state.review_id, now)
     if state.letter_status == "pending":  # written by this step or the cycle, not yet sent
-        send_letters(as_of=now)
+        # Its own letter only: thousands of reviews may wake at once, and the cycle mails the rest.
+        send_letters(as_of=now, account_id=state.account_id)
         state = load_review(state.review_id)
     if state.closed or not state.in_review:
         if not state.closed:

@@ -294,9 +294,12 @@ def letters_in_the_post() -> bool:
 
 
 @task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
-def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dict[str, int]:
-    """Send the pending letters through the letters provider, oldest first, at most `limit`
-    (`ARREARS_LETTERS_PER_RUN` by default); count sent, failed, blocked and waiting.
+def send_letters(
+    limit: int | None = None, as_of: datetime | None = None, account_id: str | None = None
+) -> dict[str, int]:
+    """Send the pending letters (of one account, if given) through the letters provider, oldest
+    first, at most `limit` (`ARREARS_LETTERS_PER_RUN` by default); count sent, failed, blocked
+    and waiting.
 
     Only letters written within `SEND_WITHIN` of `as_of` (default now) go: the dates an older one
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
@@ -310,6 +313,7 @@ def send_letters(limit: int | None = None, as_of: datetime | None = None) -> dic
             connection,
             limit=settings.letters_per_run if limit is None else limit,
             written_since=(as_of or utcnow()) - SEND_WITHIN,
+            account_id=account_id,
         )
     if not todo:
         return counts

@@ -538,6 +538,36 @@ def test_review_run_waits_for_the_cure_period_then_a_decision_given_through_pref
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_review_run_mails_its_own_letter_and_leaves_the_others_to_the_cycle(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The cycle wrote two accounts' cure letters; the review run of one mails that account's
+    letter at its cure step, and the other's stays pending, untouched, for the cycle's mailing
+    (thousands of runs may wake at once: none hands over the others' letters)."""
+    from prefect.exceptions import CancelledRun
+
+    from arrears.models import Letter
+    from flows.repossession_review import repossession_review
+    from tasks.review import prepare_reviews
+
+    letter_t = Letter.__table__  # type: ignore[attr-defined]
+    for account_id in ("A-V10", "A-V11"):
+        _in_review(later_db, tmp_path, account_id)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    assert [r.status for a in ("A-V10", "A-V11") for r in rows(later_db, letter_t, a)] == ["pending"] * 2
+    running = in_thread(repossession_review, "A-V10", "2026-12-01T17:00:00Z")
+    wait_paused(review_run_id(later_db, "A-V10"), "cure-wait-1")
+    [own] = rows(later_db, letter_t, "A-V10")
+    [other] = rows(later_db, letter_t, "A-V11")
+    assert own.status == "created" and own.provider_id is not None
+    assert (other.status, other.submitted_at, other.provider_id) == ("pending", None, None)
+    pay(later_db, tmp_path, "A-V10", "825.00", "2026-12-05T15:00:00Z")
+    day(later_db, "2026-12-05T16:00:00Z")  # cures: the run ends
+    with pytest.raises(CancelledRun):
+        running.result(timeout=60)
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_review_run_cancels_itself_when_the_account_cures(later_db: Engine, tmp_path: Path) -> None:
     """A payment that cures the account during the cure period ends the run as Cancelled and closes the
     review."""

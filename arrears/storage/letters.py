@@ -342,12 +342,16 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
 
 
 def letters_to_send(
-    connection: Connection, *, limit: int = 500, written_since: datetime | None = None
+    connection: Connection,
+    *,
+    limit: int = 500,
+    written_since: datetime | None = None,
+    account_id: str | None = None,
 ) -> list[tuple[LetterRow, bytes | None]]:
-    """Pending letters with their PDF (None: not rendered yet), oldest first: those written at or
-    after `written_since` (if given), and those in doubt whenever written (handed to the provider,
-    its answer lost: they go again as they are, under their key, and the provider answers with the
-    letter it took)."""
+    """Pending letters with their PDF (None: not rendered yet), oldest first, of one account if
+    given: those written at or after `written_since` (if given), and those in doubt whenever
+    written (handed to the provider, its answer lost: they go again as they are, under their key,
+    and the provider answers with the letter it took)."""
     rows = connection.execute(
         select(*_COLUMNS, letter.c.pdf)
         .where(
@@ -355,6 +359,7 @@ def letters_to_send(
             or_(letter.c.created_at >= written_since, letter.c.submitted_at.is_not(None))
             if written_since is not None
             else true(),
+            letter.c.account_id == account_id if account_id is not None else true(),
         )
         .order_by(letter.c.created_at, letter.c.id)
         .limit(limit)
