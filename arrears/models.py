@@ -58,10 +58,11 @@ class ContactPoint(SQLModel, table=True):
     """A way to reach a borrower. Opt-outs live here so they bind every account of the borrower."""
 
     __tablename__ = "contact_point"
+    # Its index starts with the borrower: lookups by borrower use it (no index of their own).
     __table_args__ = (UniqueConstraint("borrower_id", "channel", "address"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    borrower_id: str = Field(foreign_key="borrower.borrower_id", index=True, max_length=64)
+    borrower_id: str = Field(foreign_key="borrower.borrower_id", max_length=64)
     channel: str = Field(default="sms", max_length=16)
     address: str = Field(max_length=64)  # E.164 for phones
     region: str | None = Field(default=None, max_length=8)  # ISO 3166 region of the number
