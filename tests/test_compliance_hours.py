@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import timezone as pn_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from arrears.compliance.hours import (
     NoCommonWindow,
@@ -222,6 +223,16 @@ def test_zones_that_never_overlap_raise() -> None:
     narrow = Hours(start=time(9), end=time(10))
     with pytest.raises(NoCommonWindow):
         next_allowed_instant(datetime(2026, 12, 1, tzinfo=UTC), ("Asia/Shanghai", "America/New_York"), narrow)
+
+
+@given(st.sampled_from(sorted(TIMEZONE_DATA)), st.text("0123456789", max_size=10))
+def test_number_zones_are_the_longest_table_prefix_of_the_first_nine_digits(prefix: str, tail: str) -> None:
+    """Looked up by the few digits that can decide (the cache's key), a number gets the zones of
+    the longest prefix in phonenumbers' table among its first nine digits: numbers that begin
+    with every prefix of the table, the long ones (+1 208 3…, +61 …) included."""
+    digits = (prefix + tail)[:TIMEZONE_LONGEST_PREFIX]
+    longest = next(digits[:n] for n in range(len(digits), 0, -1) if digits[:n] in TIMEZONE_DATA)
+    assert number_zones("+" + prefix + tail) == tuple(z for z in TIMEZONE_DATA[longest] if z != "Etc/Unknown")
 
 
 def test_number_zones_agree_with_phonenumbers_for_the_simulated_book() -> None:

@@ -198,12 +198,24 @@ def number_zones(e164: str | None) -> tuple[str, ...]:
     """
     if not e164 or not e164.startswith("+") or not e164[1:].isdigit():
         return ()
-    return _prefix_zones(e164[1 : 1 + TIMEZONE_LONGEST_PREFIX])
+    digits = e164[1 : 1 + TIMEZONE_LONGEST_PREFIX]
+    return _prefix_zones(digits[: _DECIDING.get(digits[:_SHORT], _SHORT)])
+
+
+# The table's prefixes of more than _SHORT digits, by their first _SHORT: the longest there. Every
+# prefix a number's digits begin with is at most as long, so no more of its digits can decide its
+# zones: these are the cache key. Its first 9 digits are all but unique to each number of a book
+# (every lookup missed the cache); for all but about a hundred 4-digit starts, 4 decide.
+_SHORT = 4
+_DECIDING: dict[str, int] = {}
+for _prefix in TIMEZONE_DATA:
+    if len(_prefix) > _SHORT:
+        _DECIDING[_prefix[:_SHORT]] = max(_DECIDING.get(_prefix[:_SHORT], 0), len(_prefix))
 
 
 @lru_cache(maxsize=65_536)
 def _prefix_zones(digits: str) -> tuple[str, ...]:
-    # Only the first TIMEZONE_LONGEST_PREFIX digits decide, so they are the cache key.
+    """The zones of the longest prefix of `digits` in the table."""
     for size in range(len(digits), 0, -1):
         zones = TIMEZONE_DATA.get(digits[:size])
         if zones is not None:
