@@ -6,7 +6,12 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -403,12 +408,6 @@ def test_a_kill_9_with_letters_in_the_providers_hands_leaves_each_mailed_once(
     """A real kill -9 of the mailing process with two letters taken by Lob but not yet answered
     and two not yet handed over: the next run finds the two by their keys and records them with
     Lob's ids, sends the other two, and every letter is in the post once."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from tasks.letters import send_letters
 
     accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=2)

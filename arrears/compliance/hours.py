@@ -202,15 +202,22 @@ def number_zones(e164: str | None) -> tuple[str, ...]:
     return _prefix_zones(digits[: _DECIDING.get(digits[:_SHORT], _SHORT)])
 
 
-# The table's prefixes of more than _SHORT digits, by their first _SHORT: the longest there. Every
-# prefix a number's digits begin with is at most as long, so no more of its digits can decide its
-# zones: these are the cache key. Its first 9 digits are all but unique to each number of a book
-# (every lookup missed the cache); for all but about a hundred 4-digit starts, 4 decide.
 _SHORT = 4
-_DECIDING: dict[str, int] = {}
-for _prefix in TIMEZONE_DATA:
-    if len(_prefix) > _SHORT:
-        _DECIDING[_prefix[:_SHORT]] = max(_DECIDING.get(_prefix[:_SHORT], 0), len(_prefix))
+
+
+def _deciding() -> dict[str, int]:
+    """The table's prefixes of more than _SHORT digits, by their first _SHORT: the longest there.
+    Every prefix a number's digits begin with is at most as long, so no more of its digits can
+    decide its zones: these are the cache key. Its first 9 digits are all but unique to each number
+    of a book (every lookup missed the cache); for all but about a hundred 4-digit starts, 4 decide."""
+    longest: dict[str, int] = {}
+    for prefix in TIMEZONE_DATA:
+        if len(prefix) > _SHORT:
+            longest[prefix[:_SHORT]] = max(longest.get(prefix[:_SHORT], 0), len(prefix))
+    return longest
+
+
+_DECIDING = _deciding()
 
 
 @lru_cache(maxsize=65_536)
