@@ -23,9 +23,29 @@ __all__ = [
 ACS3 = "ACS3-HMAC-SHA256"  # the V3 signature the official SDKs send by default
 
 
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
+_REPLACED_AT_MOST = 24  # distinct bytes to escape one `bytes.replace` each; beyond, `quote`
+
+
 def aliyun_percent_encode(value: str) -> str:
-    """RFC 3986 encoding as Aliyun's RPC signature wants it: space as %20, `*` as %2A, `~` kept."""
-    return quote(value, safe="-_.~")
+    """RFC 3986 encoding as Aliyun's RPC signature wants it: space as %20, `*` as %2A, `~` kept.
+
+    `quote(value, safe="-_.~")`, byte for byte. `quote` escapes in a Python loop over every byte,
+    and a SendBatchSms form carries ~20 KB, encoded by the client and again by the sandbox to check
+    the signature (~4 µs a message each, on the dispatch's cores). A batch's JSON needs only a few
+    distinct bytes escaped, each one `bytes.replace` in C (`%` first: the escapes add more)."""
+    data = value.encode()
+    escaped = set(data.translate(None, _UNRESERVED))
+    if not escaped:
+        return value
+    if len(escaped) > _REPLACED_AT_MOST:
+        return quote(value, safe="-_.~")
+    if ord("%") in escaped:
+        data = data.replace(b"%", b"%25")
+        escaped.discard(ord("%"))
+    for byte in escaped:
+        data = data.replace(bytes((byte,)), b"%%%02X" % byte)
+    return data.decode("ascii")
 
 
 def _canonical_query(params: Iterable[tuple[str, str]]) -> str:

@@ -2,11 +2,11 @@
 
 import json
 from dataclasses import replace
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from integrations.errors import (
@@ -57,6 +57,21 @@ def test_flow_control_hands_back_a_delay() -> None:
     """Per-number flow control is Transient with a delay long enough for the vendor's minute window."""
     error = error_from_code("isv.BUSINESS_LIMIT_CONTROL", "limited", 200)
     assert isinstance(error, Transient) and error.retry_after == 60.0
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.lists(st.sampled_from(['"', ",", ":", " ", "%", "%25", "{", "}", "中", "¥", "*", "~", "a"])).map(
+            "".join
+        ),
+    )
+)
+@example(json.dumps([{"name": "李伟", "amount": "¥1,000.00"}] * 3, ensure_ascii=False))
+@example("".join(map(chr, range(32, 127))))  # more distinct bytes to escape than are replaced one by one
+def test_percent_encoding_is_quote_keeping_only_the_unreserved(value: str) -> None:
+    """RFC 3986 as the vendor signs: exactly `quote(value, safe="-_.~")`, `%` itself escaped once."""
+    assert aliyun_percent_encode(value) == quote(value, safe="-_.~")
 
 
 @given(st.dictionaries(st.text(min_size=1), st.text()), st.sampled_from(["GET", "post"]))
