@@ -67,6 +67,7 @@ def test_flow_control_hands_back_a_delay() -> None:
         ),
     )
 )
+@example(json.dumps([{"name": "Li Wei", "amount": "$1,000.00", "ref": "100%"}] * 3))  # ASCII: by replace
 @example(json.dumps([{"name": "李伟", "amount": "¥1,000.00"}] * 3, ensure_ascii=False))
 @example("".join(map(chr, range(32, 127))))  # more distinct bytes to escape than are replaced one by one
 def test_percent_encoding_is_quote_keeping_only_the_unreserved(value: str) -> None:
