@@ -13,8 +13,13 @@ this script instead, as an operator's `kill -9 PID` would: at a random instant b
 process's start and the end of a first, uninterrupted cycle of the same portfolio (timed on a
 database of its own), wherever the process and its worker processes are then: inside an HTTP
 request, a commit, a worker's batch. A last trial starts two cycles at once:
-one must exit 2. All of them send to one long-lived sandbox SMS server in its own process and
-record into one Prefect server (`prefect server start`, started here), as in operations.
+one must exit 2. All of them send to one long-lived sandbox SMS server and one long-lived sandbox
+Lob, each in its own process, and record into one Prefect server (`prefect server start`, started
+here), as in operations: a provider outlives the process that calls it, and what it took before a
+kill is there for the rerun to find. The simulated borrowers have mailing addresses, so the
+reviews the cycle opens write right-to-cure letters, and every letter a cycle writes is mailed in
+that cycle (`ARREARS_LETTERS_PER_RUN` is raised for it): a kill can fall among letters in the
+provider's hands.
 
 After each trial `audit` compares what the sandbox received with what the database recorded:
 
@@ -27,6 +32,13 @@ After each trial `audit` compares what the sandbox received with what the databa
 | running_rows | cycle rows still `running` after the rerun (a crashed one must be closed) |
 | rerun_changes | events or messages the third run (same instant, after a finished one) added |
 | extra_pulls | bureau pulls beyond a day's `bureau_pulls_per_cycle` (the killed run's and the rerun's) |
+| letters_doubled | letters at the provider beyond one per idempotency key (one mailed twice) |
+| letters_unrecorded | letters at the provider that no letter row records as handed over with their id |
+| letters_misrecorded | letter rows recorded as handed over whose provider id the provider does not have |
+
+`letters_mailed` counts the letters at the provider, `letter_replays` the hand-overs the provider
+answered with a letter it already had (a resend under the same key: not a second letter, but the
+lookup of a letter in doubt should have found it first).
 
 The last line on stdout is one JSON object with the totals, per-trial rows before it; the
 target is 0 of each.
@@ -64,13 +76,14 @@ SENT = ("sent", "delivered")
 # --------------------------------------------------------------------------------------------
 
 
-def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
-    """The figures of one trial (see the module docstring); every one is 0 when the cycle was exact."""
+def audit(url: str, received: list[Mapping[str, Any]], mailed: list[Mapping[str, Any]]) -> dict[str, int]:
+    """The figures of one trial (see the module docstring); every one is 0 when the cycle was exact.
+    `received`: the messages at the sandbox SMS server; `mailed`: the letters at the sandbox Lob."""
     from sqlalchemy import func, select
 
     from arrears.storage import get_engine
     from arrears.storage.tables import audit as audit_table
-    from arrears.storage.tables import bureau, cycle_run, message
+    from arrears.storage.tables import bureau, cycle_run, letter, message
     from tasks.sending import reference
 
     copies = Counter(str((m.get("params") or {}).get("ref", m.get("id"))) for m in received)
@@ -88,6 +101,13 @@ def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
         ).all()
         running = c.execute(select(cycle_run.c.id).where(cycle_run.c.running.is_not(None))).all()
         pulls = c.execute(select(func.count()).where(bureau.c.kind == "pull")).scalar_one()
+        handed = dict(
+            c.execute(
+                select(letter.c.idempotency_key, letter.c.provider_id).where(
+                    letter.c.provider_id.is_not(None)
+                )
+            ).all()
+        )
     status = {reference(r.idempotency_key): r.status for r in rows}
     lost = sum(1 for ref in copies if status.get(ref) == "scheduled")
     misrecorded = sum(1 for ref in copies if status.get(ref) not in (*SENT, "scheduled"))
@@ -96,8 +116,14 @@ def audit(url: str, received: list[Mapping[str, Any]]) -> dict[str, int]:
         (e.account_id, e.kind, e.at, e.detail, json.dumps(e.data, sort_keys=True, default=str))
         for e in events
     )
+    at_provider = Counter(str(m["idempotency_key"]) for m in mailed)
+    provider_ids = {str(m["id"]) for m in mailed}
     return {
         "received": len(received),
+        "letters_mailed": len(mailed),
+        "letters_doubled": sum(n - 1 for n in at_provider.values() if n > 1),
+        "letters_unrecorded": sum(1 for m in mailed if handed.get(str(m["idempotency_key"])) != m["id"]),
+        "letters_misrecorded": sum(1 for provider_id in handed.values() if provider_id not in provider_ids),
         "duplicates": sum(n - 1 for n in copies.values() if n > 1),
         "lost": lost,
         "misrecorded": misrecorded,
@@ -220,21 +246,28 @@ def killed_from_outside(env: Mapping[str, str], as_of: str, after: float) -> sub
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: str) -> dict[str, Any]:
+def crash_trial(
+    env: dict[str, str], url: str, sandbox: Any, lob: Any, as_of: str, point: str
+) -> dict[str, Any]:
     """Kill a cycle at `point` (`after:S`: from outside, S seconds after its start), rerun it, run
     it once more; the figures of the result."""
     env = {**env, "ARREARS_DATABASE_URL": url}
     sandbox.reset()
+    lob.reset()
     if point.startswith("after:"):
         crashed = killed_from_outside(env, as_of, float(point.removeprefix("after:")))
     else:
         crashed = run_cycle(env, as_of, point)
     killed_in = progress(url)
     rerun = run_cycle(env, as_of)
-    before = audit(url, sandbox.messages(route="aliyun"))
+    before = audit(url, sandbox.messages(route="aliyun"), lob.letters())
     third = run_cycle(env, as_of)
-    after = audit(url, sandbox.messages(route="aliyun"))
-    changes = (after["events"] - before["events"]) + (after["received"] - before["received"])
+    after = audit(url, sandbox.messages(route="aliyun"), lob.letters())
+    changes = (
+        (after["events"] - before["events"])
+        + (after["received"] - before["received"])
+        + (after["letters_mailed"] - before["letters_mailed"])
+    )
     return {
         "trial": f"kill at {point}",
         "killed": crashed.returncode == -signal.SIGKILL,
@@ -244,6 +277,7 @@ def crash_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str, point: 
         **after,
         "rerun_changes": changes,
         "extra_pulls": max(0, after["pulls"] - pulls_a_day(env)),
+        "letter_replays": int(lob.stats()["counters"].get("replays", 0)),
     }
 
 
@@ -261,7 +295,7 @@ def progress(url: str) -> dict[str, int]:
 
     from arrears.storage import get_engine
     from arrears.storage.tables import audit as audit_table
-    from arrears.storage.tables import bureau, message
+    from arrears.storage.tables import bureau, letter, message
 
     with get_engine(url).connect() as c:
         return {
@@ -271,20 +305,28 @@ def progress(url: str) -> dict[str, int]:
             "messages": c.execute(select(func.count()).select_from(message)).scalar_one(),
             "sent": c.execute(select(func.count()).where(message.c.status.in_(SENT))).scalar_one(),
             "pulls": c.execute(select(func.count()).where(bureau.c.kind == "pull")).scalar_one(),
+            "letters": c.execute(select(func.count()).select_from(letter)).scalar_one(),
+            "letters_handed": c.execute(
+                select(func.count()).where(letter.c.provider_id.is_not(None))
+            ).scalar_one(),
+            "letters_in_doubt": c.execute(
+                select(func.count()).where(letter.c.status == "pending", letter.c.submitted_at.is_not(None))
+            ).scalar_one(),
         }
 
 
-def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) -> dict[str, Any]:
+def double_start_trial(env: dict[str, str], url: str, sandbox: Any, lob: Any, as_of: str) -> dict[str, Any]:
     """Two cycles for the same instant started together: one runs, the other exits 2."""
     env = {**env, "ARREARS_DATABASE_URL": url}
     sandbox.reset()
+    lob.reset()
     first = cycle_process(env, as_of)
     time.sleep(random.uniform(0.0, 1.0))
     second = cycle_process(env, as_of)
     codes = sorted([first.wait(900), second.wait(900)])
     assert first.stderr is not None and second.stderr is not None
     said = (first.stderr.read() + second.stderr.read()).lower()
-    figures = audit(url, sandbox.messages(route="aliyun"))
+    figures = audit(url, sandbox.messages(route="aliyun"), lob.letters())
     return {
         "trial": "double start",
         "exit_codes": codes,
@@ -293,6 +335,7 @@ def double_start_trial(env: dict[str, str], url: str, sandbox: Any, as_of: str) 
         **figures,
         "rerun_changes": 0,
         "extra_pulls": max(0, figures["pulls"] - pulls_a_day(env)),
+        "letter_replays": int(lob.stats()["counters"].get("replays", 0)),
     }
 
 
@@ -337,6 +380,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from arrears.clock import business_date, parse_instant
     from arrears.simulate import generate_portfolio, write_accounts_file
+    from integrations.letters.sandbox import start_letters_sandbox
     from integrations.sandbox import start_sandbox
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arrears-chaos-"))
@@ -349,7 +393,11 @@ def main() -> None:
     write_accounts_file(generate_portfolio(args.accounts, seed=args.seed, business_date=day), accounts_file)
     rows: list[dict[str, Any]] = []
     try:
-        with start_sandbox() as sandbox, prefect_server(workdir / "prefect") as api:
+        with (
+            start_sandbox() as sandbox,
+            start_letters_sandbox(in_process=False) as lob,
+            prefect_server(workdir / "prefect") as api,
+        ):
             env = {
                 **os.environ,
                 "PYTHONPATH": str(ROOT),
@@ -357,6 +405,10 @@ def main() -> None:
                 "ARREARS_SMS_PROVIDER": "sandbox",
                 "ARREARS_SMS_BASE_URL": sandbox.base_url,
                 "ARREARS_SMS_CREDENTIALS": json.dumps(dict(sandbox.credentials)),
+                "ARREARS_LETTERS_PROVIDER": "sandbox",
+                "ARREARS_LETTERS_BASE_URL": lob.base_url,
+                "ARREARS_LETTERS_CREDENTIALS": json.dumps(dict(lob.credentials)),
+                "ARREARS_LETTERS_PER_RUN": str(args.accounts),  # every letter a cycle writes, in it
                 "ARREARS_SHARD_SIZE": str(shard),
                 "ARREARS_DISPATCH_BATCH": str(batch),
                 "PREFECT_API_URL": api,
@@ -374,9 +426,9 @@ def main() -> None:
                 started = time.perf_counter()
                 load(url, accounts_file)
                 if point is None:
-                    row = double_start_trial(env, url, sandbox, args.as_of)
+                    row = double_start_trial(env, url, sandbox, lob, args.as_of)
                 else:
-                    row = crash_trial(env, url, sandbox, args.as_of, point)
+                    row = crash_trial(env, url, sandbox, lob, args.as_of, point)
                 row["seconds"] = round(time.perf_counter() - started, 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -391,6 +443,9 @@ def main() -> None:
         "running_rows",
         "rerun_changes",
         "extra_pulls",
+        "letters_doubled",
+        "letters_unrecorded",
+        "letters_misrecorded",
     )
     totals: dict[str, Any] = {k: sum(int(r[k]) for r in rows) for k in figures}
     totals |= {
@@ -399,6 +454,8 @@ def main() -> None:
         "database": "postgresql" if args.postgres else "sqlite",
         "killed": sum(1 for r in rows if r.get("killed")),
         "messages_received": sum(int(r["received"]) for r in rows),
+        "letters_mailed": sum(int(r["letters_mailed"]) for r in rows),
+        "letter_replays": sum(int(r["letter_replays"]) for r in rows),
         "double_start_refused": all(r.get("double_start_refused", True) for r in rows),
         "exit_codes": dict(Counter(str(r["exit_codes"]) for r in rows)),
         "targets_met": all(totals.get(k, 0) == 0 for k in figures),
