@@ -2,6 +2,7 @@
 cure period counted from the mailed event, and the approved repossession assigned to (and called
 off at) the sandbox agency; everything over HTTP against the sandboxes, on a real database."""
 
+import base64
 import hashlib
 import io
 import json
@@ -9,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -444,6 +446,35 @@ def test_a_kill_9_with_letters_in_the_providers_hands_leaves_each_mailed_once(
     assert [r.status for r in stored] == ["created"] * 4
     counters = letters_sandbox.stats()["counters"]
     assert counters["requests.create"] == 4 and "replays" not in counters  # the two found, not sent again
+
+
+def test_a_client_gone_mid_upload_leaves_the_sandbox_no_letter_and_no_error(
+    letters_sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run killed while it uploads a letter's PDF: the sandbox Lob takes nothing, counts the
+    disconnect, and logs no error (a client that went away is no fault of the server's)."""
+    url = httpx.URL(letters_sandbox.base_url)
+    assert url.host and url.port
+    user = base64.b64encode(f"{letters_sandbox.credentials['api_key']}:".encode()).decode()
+    cut_short = (
+        "POST /v1/letters HTTP/1.1\r\n"
+        f"Host: {url.host}:{url.port}\r\n"
+        f"Authorization: Basic {user}\r\n"
+        "Idempotency-Key: cut-short\r\n"
+        "Content-Type: multipart/form-data; boundary=cut\r\n"
+        "Content-Length: 100000\r\n\r\n"
+        '--cut\r\nContent-Disposition: form-data; name="file"; filename="letter.pdf"\r\n'
+        "Content-Type: application/pdf\r\n\r\n%PDF-1.7 "
+    )
+    with caplog.at_level(logging.ERROR):
+        with socket.create_connection((url.host, url.port)) as client:
+            client.sendall(cut_short.encode())
+        deadline = time.monotonic() + 10
+        while letters_sandbox.stats()["counters"].get("disconnects", 0) < 1:
+            assert time.monotonic() < deadline, "the sandbox never saw the client go"
+            time.sleep(0.02)
+    assert letters_sandbox.letters() == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_them_pending(
