@@ -1,6 +1,7 @@
 """A real `arrears cycle` process killed (SIGKILL) at each step, then rerun, against a long-lived
-sandbox SMS server in its own process, on SQLite and PostgreSQL: nothing twice, nothing lost,
-nothing recorded otherwise than it happened. Also: one cycle at a time, and loud outages."""
+sandbox SMS server in its own process and a long-lived sandbox Lob keeping no idempotency key, on
+SQLite and PostgreSQL: nothing twice, nothing lost, nothing recorded otherwise than it happened,
+messages and letters alike. Also: one cycle at a time, and loud outages."""
 
 import json
 import os
@@ -19,7 +20,7 @@ from arrears.clock import business_date, parse_instant
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import get_engine
 from arrears.storage.tables import cycle_run, message
-from benchmarks.chaos import audit, load, run_cycle
+from benchmarks.chaos import audit, forgetful, load, run_cycle
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -38,14 +39,25 @@ def portfolio(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli_env(sms_sandbox: Any, tmp_path: Path) -> dict[str, str]:
-    """What a `python -m deployments.cli` process needs: the shared sandbox and Prefect server."""
+def lob(letters_sandbox_server: Any) -> Any:
+    """The session's sandbox Lob, emptied, keeping no idempotency key: a letter handed over twice
+    after a kill is two letters in the post."""
+    forgetful(letters_sandbox_server)
+    return letters_sandbox_server
+
+
+@pytest.fixture
+def cli_env(sms_sandbox: Any, lob: Any, tmp_path: Path) -> dict[str, str]:
+    """What a `python -m deployments.cli` process needs: the shared sandboxes and Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "ARREARS_HOME": str(tmp_path / "home"),
+        "ARREARS_LETTERS_PROVIDER": "sandbox",
+        "ARREARS_LETTERS_BASE_URL": lob.base_url,
+        "ARREARS_LETTERS_CREDENTIALS": json.dumps(dict(lob.credentials)),
         "ARREARS_SHARD_SIZE": "60",
         "ARREARS_DISPATCH_BATCH": "40",
         "ARREARS_BUREAU_PULLS_PER_CYCLE": str(PULLS_A_DAY),
@@ -69,7 +81,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str, *, third: bool = False) -> None:
+def _crash_and_rerun(
+    env: dict[str, str], url: str, sandbox: Any, lob: Any, point: str, *, third: bool = False
+) -> None:
     """Kill a cycle at `point`, rerun it, and hold the result to the figures; with `third`, run it
     once more: finding the instant's cycle finished, it changes nothing (what the rerun left is
     the same whatever the point, so the tests of every point do not each pay a third process)."""
@@ -81,17 +95,30 @@ def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str, *,
 
     rerun = run_cycle(env, AS_OF)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    figures = audit(url, sandbox.messages(route="aliyun"))
-    assert figures["received"] > 50
+    figures = audit(url, sandbox.messages(route="aliyun"), lob.letters())
+    assert figures["received"] > 50 and figures["letters_mailed"] > 0
     assert figures["pulls"] == PULLS_A_DAY  # the day's, whether the killed run made some or none
     assert {
-        k: figures[k] for k in ("duplicates", "lost", "misrecorded", "doubled_events", "running_rows")
+        k: figures[k]
+        for k in (
+            "duplicates",
+            "lost",
+            "misrecorded",
+            "doubled_events",
+            "running_rows",
+            "letters_doubled",
+            "letters_unrecorded",
+            "letters_misrecorded",
+        )
     } == {
         "duplicates": 0,
         "lost": 0,
         "misrecorded": 0,
         "doubled_events": 0,
         "running_rows": 0,
+        "letters_doubled": 0,
+        "letters_unrecorded": 0,
+        "letters_misrecorded": 0,
     }
     with get_engine(url).connect() as c:
         assert c.execute(select(cycle_run.c.status).order_by(cycle_run.c.id)).scalars().all() == [
@@ -103,19 +130,28 @@ def _crash_and_rerun(env: dict[str, str], url: str, sandbox: Any, point: str, *,
 
     again = run_cycle(env, AS_OF)
     assert again.returncode == 0 and json.loads(again.stdout)["already_finished"]
-    after = audit(url, sandbox.messages(route="aliyun"))
-    assert (after["events"], after["received"]) == (figures["events"], figures["received"])
+    after = audit(url, sandbox.messages(route="aliyun"), lob.letters())
+    assert (after["events"], after["received"], after["letters_mailed"]) == (
+        figures["events"],
+        figures["received"],
+        figures["letters_mailed"],
+    )
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_cycle_killed_while_sending_is_exact_after_its_rerun(
-    db: str, request: pytest.FixtureRequest, cli_env: dict[str, str], portfolio: Path, sms_sandbox: Any
+    db: str,
+    request: pytest.FixtureRequest,
+    cli_env: dict[str, str],
+    portfolio: Path,
+    sms_sandbox: Any,
+    lob: Any,
 ) -> None:
     """Killed after a dispatch batch was sent and before its outcome was written, the rerun records
-    those sends as sent (none blocked, none twice), writes no event twice, and closes the row as
-    crashed; a third run at the same instant changes nothing."""
+    those sends as sent (none blocked, none twice), writes no event twice, mails every letter once,
+    and closes the row as crashed; a third run at the same instant changes nothing."""
     url = _loaded(request.getfixturevalue(f"{db}_url"), portfolio)
-    _crash_and_rerun(cli_env, url, sms_sandbox, "dispatch:2", third=True)
+    _crash_and_rerun(cli_env, url, sms_sandbox, lob, "dispatch:2", third=True)
 
 
 @pytest.mark.slow
@@ -128,11 +164,13 @@ def test_cycle_killed_at_any_step_is_exact_after_its_rerun(
     cli_env: dict[str, str],
     portfolio: Path,
     sms_sandbox: Any,
+    lob: Any,
 ) -> None:
     """Killed in refresh, advance, dispatch or report, the rerun leaves no duplicate at the
-    sandbox, no contact recorded blocked that happened, and no transition or event twice."""
+    sandbox, no contact recorded blocked that happened, no transition or event twice, and every
+    letter mailed once and recorded with the provider's id."""
     url = _loaded(request.getfixturevalue(f"{db}_url"), portfolio)
-    _crash_and_rerun(cli_env, url, sms_sandbox, point)
+    _crash_and_rerun(cli_env, url, sms_sandbox, lob, point)
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
