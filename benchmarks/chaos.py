@@ -7,7 +7,8 @@ Each trial loads the same generated portfolio into a fresh database (SQLite, or 
 own on the PostgreSQL server of `--postgres`), runs a real `arrears cycle` process
 (`python -m deployments.cli cycle --as-of …`) that SIGKILLs itself at a random point of refresh,
 advance (after the n-th shard), dispatch (after the n-th batch was sent, before its outcome was
-written) or report (`ARREARS_CRASH_AT`, see `tasks.drill.crash_point`), then reruns the cycle,
+written), letters (after the provider took the n-th letter, before it was recorded) or report
+(`ARREARS_CRASH_AT`, see `tasks.drill.crash_point`), then reruns the cycle,
 then runs it once more (which must change nothing). With `--from-outside` the kill comes from
 this script instead, as an operator's `kill -9 PID` would: at a random instant between the
 process's start and the end of a first, uninterrupted cycle of the same portfolio (timed on a
@@ -67,7 +68,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AS_OF = "2026-12-01T01:00:00Z"  # 09:00 in Shanghai, evening in the US: nearly all may be messaged
-POINTS = ("refresh", "advance", "dispatch", "report")
+POINTS = ("refresh", "advance", "dispatch", "letters", "report")
 SENT = ("sent", "delivered")
 
 
@@ -361,6 +362,8 @@ def pick_point(rng: random.Random, accounts: int, shard: int, batch: int) -> str
         return f"advance:{rng.randint(1, max(1, accounts // shard))}"
     if point == "dispatch":
         return f"dispatch:{rng.randint(1, max(1, accounts // (2 * batch)))}"
+    if point == "letters":  # a right-to-cure letter for ~3% of the accounts: 1 in 200 is surely there
+        return f"letters:{rng.randint(1, max(1, accounts // 200))}"
     return point
 
 

@@ -2,7 +2,9 @@
 benchmark (benchmarks/chaos.py).
 
 ARREARS_CRASH_AT="dispatch:2" makes the process SIGKILL itself the second time it reaches the
-point named `dispatch` (no clean-up runs, as with a machine or OOM kill). Unset in production:
+point named `dispatch` (no clean-up runs, as with a machine or OOM kill). The points: `refresh`,
+`advance` (after a shard), `dispatch` (after a batch was sent, before its outcomes are written),
+`letters` (after the provider took a letter, before it is recorded) and `report`. Unset in production:
 then a check of one environment variable is all it costs. Apart from the Prefect tasks, as the
 worker processes call it and never import Prefect.
 """

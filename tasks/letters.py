@@ -48,6 +48,7 @@ from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
 from tasks.database import engine, policy
+from tasks.drill import crash_point
 from tasks.logs import run_logger
 from tasks.providers import letters_provider
 
@@ -376,6 +377,7 @@ def _hand_over(
         # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
         found = provider.find(row.idempotency_key) if in_doubt else None
         sent: Letter | ProviderError | ValueError = found or provider.send(request)
+        crash_point("letters")  # the crash drill: the provider has the letter, we have no record of it
     except (Permanent, ValueError) as error:
         sent = error
     except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key
