@@ -350,6 +350,7 @@ class Letter(SQLModel, table=True):
     reason: str | None = None
     provider: str | None = Field(default=None, max_length=32)
     provider_id: str | None = Field(default=None, max_length=64, index=True)  # webhooks find rows by it
+    attempt: int = 0  # written again after the provider refused it: the provider key's suffix
     mail_type: str = Field(default="usps_first_class", max_length=48)
     pdf_sha256: str | None = Field(default=None, max_length=64)
     pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary))

@@ -35,7 +35,7 @@ After each trial `audit` compares what the sandbox received with what the databa
 | running_rows | cycle rows still `running` after the rerun (a crashed one must be closed) |
 | rerun_changes | events or messages the third run (same instant, after a finished one) added |
 | extra_pulls | bureau pulls beyond a day's `bureau_pulls_per_cycle` (the killed run's and the rerun's) |
-| letters_doubled | letters at the provider beyond one per idempotency key (one mailed twice) |
+| letters_doubled | letters at the provider beyond one per key (one mailed twice) |
 | letters_unrecorded | letters at the provider that no letter row records as handed over with their id |
 | letters_misrecorded | letter rows recorded as handed over whose provider id the provider does not have |
 
@@ -83,6 +83,7 @@ def audit(url: str, received: list[Mapping[str, Any]], mailed: list[Mapping[str,
     from sqlalchemy import func, select
 
     from arrears.storage import get_engine
+    from arrears.storage.letters import provider_key
     from arrears.storage.tables import audit as audit_table
     from arrears.storage.tables import bureau, cycle_run, letter, message
     from tasks.sending import reference
@@ -102,13 +103,14 @@ def audit(url: str, received: list[Mapping[str, Any]], mailed: list[Mapping[str,
         ).all()
         running = c.execute(select(cycle_run.c.id).where(cycle_run.c.running.is_not(None))).all()
         pulls = c.execute(select(func.count()).where(bureau.c.kind == "pull")).scalar_one()
-        handed = dict(
-            c.execute(
-                select(letter.c.idempotency_key, letter.c.provider_id).where(
+        handed = {
+            provider_key(key, attempt): provider_id
+            for key, attempt, provider_id in c.execute(
+                select(letter.c.idempotency_key, letter.c.attempt, letter.c.provider_id).where(
                     letter.c.provider_id.is_not(None)
                 )
-            ).all()
-        )
+            )
+        }
     status = {reference(r.idempotency_key): r.status for r in rows}
     lost = sum(1 for ref in copies if status.get(ref) == "scheduled")
     misrecorded = sum(1 for ref in copies if status.get(ref) not in (*SENT, "scheduled"))

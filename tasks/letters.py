@@ -54,6 +54,7 @@ from tasks.providers import letters_provider
 
 __all__ = [
     "NO_ADDRESS",
+    "REFUSED",
     "REWRITTEN",
     "STALE",
     "Draft",
@@ -73,8 +74,10 @@ __all__ = [
 
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
 STALE = "not handed to the letters provider within a day of being written: its dates would be early"
-# Why a blocked letter waits to be written again, in its place and under its key.
-REWRITTEN = (NO_ADDRESS, STALE)
+REFUSED = "refused by the letters provider, and another address is on file now: to be written again"
+# Why a blocked letter waits to be written again, in its place and under its key (a refused one
+# goes to the provider under a new key: `LetterRow.provider_key`).
+REWRITTEN = (NO_ADDRESS, STALE, REFUSED)
 
 
 def letter_key(connection: Connection, account_id: str, what: str) -> str:
@@ -367,7 +370,7 @@ def _hand_over(
             letters.mark_handing(connection, letter_id=row.id, at=now)
     try:
         request = LetterRequest(
-            idempotency_key=row.idempotency_key,
+            idempotency_key=row.provider_key,
             recipient=_recipient(row),
             sender=sender,
             pdf=pdf,
@@ -375,7 +378,7 @@ def _hand_over(
             description=row.kind,
         )
         # In doubt: the provider may have it, and may no longer know the key (Lob: a day).
-        found = provider.find(row.idempotency_key) if in_doubt else None
+        found = provider.find(row.provider_key) if in_doubt else None
         sent: Letter | ProviderError | ValueError = found or provider.send(request)
         crash_point("letters")  # the crash drill: the provider has the letter, we have no record of it
     except (Permanent, ValueError) as error:

@@ -12,9 +12,10 @@ adds no second letter:
 - `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
 - `readdress_letters`: a letter blocked for want of an address is written again, in its place
   and under its key, once an import brings the address (the CLI's import, the cycle and
-  `arrears dispatch` run it), and so is a letter not handed to the provider in time (its dates
-  would be early); a right-to-cure letter so rewritten unblocks its review, and its deadline is
-  counted from the rewrite, never from the first attempt.
+  `arrears dispatch` run it), and so is a letter the provider refused once an import brings
+  another address (to the provider under a new key), and a letter not handed to the provider in
+  time (its dates would be early); a right-to-cure letter so rewritten unblocks its review, and
+  its deadline is counted from the rewrite, never from the first attempt.
 """
 
 from datetime import date, datetime
@@ -35,7 +36,7 @@ from arrears.storage import accounts, letters, plans, reviews
 from arrears.storage.letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
-from tasks.letters import REWRITTEN, STALE, letter_key, write_cure_letter, write_letter
+from tasks.letters import REFUSED, REWRITTEN, STALE, letter_key, write_cure_letter, write_letter
 
 __all__ = [
     "collection_notice_key",
@@ -168,13 +169,16 @@ def _write_plan_letter(
 
 
 def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
-    """Write again every letter blocked for want of an address whose account has one now, and
-    every letter not handed to the provider within `SEND_WITHIN` of being written (blocked as
-    stale first: its printed dates were counted from a mailing now past). The notice of sale is
+    """Write again every letter blocked for want of an address whose account has one now, every
+    letter the provider refused whose account has another address now (blocked as refused first,
+    one attempt on: it goes under a new provider key), and every letter not handed to the provider
+    within `SEND_WITHIN` of being written (blocked as stale first: its printed dates were counted
+    from a mailing now past). The notice of sale is
     left to `tasks.recovery.settle_recoveries`, which rewrites it the same way at its next run."""
     written = 0
     with (engine_ or engine()).begin() as connection:
         stale = letters.block_unsent(connection, written_before=at - SEND_WITHIN, reason=STALE, at=at)
+        letters.refused_and_readdressed(connection, reason=REFUSED, at=at)
         for reason in REWRITTEN:
             for row in letters.addressed_since_blocked(connection, reason=reason):
                 written += _readdress(connection, row, at)

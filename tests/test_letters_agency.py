@@ -514,6 +514,51 @@ def test_refused_credentials_stop_the_letters_at_the_first_refusal_and_leave_the
     assert send_letters.fn(as_of=at("2026-12-01T18:15:00Z"))["letters_sent"] == 4
 
 
+def test_a_letter_the_provider_refused_goes_again_under_a_new_key_once_another_address_is_on_file(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """Lob refuses an address it cannot mail to (422): the letter fails and its review waits. The
+    same address on file changes nothing; once an import brings another, the letter is written
+    again in its place, to the new address, and goes under a new provider key, so that neither a
+    refusal the provider keeps under the old key nor its lookup by key can stand for it."""
+    from arrears.storage import reviews
+    from tasks.letters import send_letters
+    from tasks.lifecycle_letters import readdress_letters
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA, address_line1="1 Undeliverable Road")
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    assert send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))["letters_failed"] == 1
+    [refused] = rows(mail_db, letter_t, IA)
+    assert (refused.status, refused.reason.startswith("refused:"), refused.attempt) == ("failed", True, 0)
+    with mail_db.connect() as c:
+        [review] = rows(mail_db, review_t, IA)
+        assert "cannot be mailed: refused" in (reviews.review_state(c, review.id).notice_stopped or "")
+
+    assert readdress_letters(at("2026-12-02T09:00:00Z")) == {"letters_readdressed": 0}  # the same address
+    assert rows(mail_db, letter_t, IA)[0].status == "failed"
+
+    import_rows(mail_db, tmp_path, [us_account(IA, past_due_amount="825.00", oldest_due_date="2026-10-01")])
+    assert readdress_letters(at("2026-12-02T09:00:00Z")) == {"letters_readdressed": 1}
+    [again] = rows(mail_db, letter_t, IA)
+    assert (again.id, again.idempotency_key, again.status, again.attempt) == (
+        refused.id,
+        refused.idempotency_key,
+        "pending",
+        1,
+    )
+    assert again.context["_recipient"]["line1"] == "12 Elm Street"
+    with mail_db.connect() as c:
+        assert reviews.review_state(c, review.id).notice_stopped is None
+
+    assert send_letters.fn(as_of=at("2026-12-02T09:00:00Z"))["letters_sent"] == 1
+    [mailed] = letters_sandbox.letters()
+    assert mailed["idempotency_key"] == f"{refused.idempotency_key}-retry-1"
+    assert mailed["metadata"]["idempotency_key"] == mailed["idempotency_key"]
+    [sent] = rows(mail_db, letter_t, IA)
+    assert (sent.status, sent.provider_id) == ("created", mailed["id"])
+
+
 def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any
 ) -> None:

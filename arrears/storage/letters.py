@@ -45,6 +45,8 @@ __all__ = [
     "mark_sent",
     "move_letter",
     "notices_owed",
+    "provider_key",
+    "refused_and_readdressed",
 ]
 
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
@@ -72,6 +74,11 @@ class LetterRow:
     updated_at: datetime
     idempotency_key: str = ""
     context: Any = None
+    attempt: int = 0
+
+    @property
+    def provider_key(self) -> str:
+        return provider_key(self.idempotency_key, self.attempt)
 
     def as_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -98,6 +105,12 @@ class LetterRow:
 _COLUMNS = [c for c in letter.c if c.name != "pdf"]
 
 
+def provider_key(key: str, attempt: int) -> str:
+    """The key a letter goes to the provider under: its own, then a new one each time it is written
+    again after the provider refused it (migration 0012 says why)."""
+    return f"{key}-retry-{attempt}" if attempt else key
+
+
 def _row(r: Any) -> LetterRow:
     return LetterRow(
         r.id,
@@ -118,6 +131,7 @@ def _row(r: Any) -> LetterRow:
         r.updated_at,
         r.idempotency_key,
         r.context,
+        r.attempt,
     )
 
 
@@ -339,6 +353,44 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
         .order_by(letter.c.id)
     ).all()
     return [_row(r) for r in rows]
+
+
+_RECIPIENT = ("line1", "line2", "city", "state", "postal_code", "country")  # as a letter's context keeps it
+
+
+def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime) -> int:
+    """Letters the provider refused (`failed`, `refused: …`) whose account has a mailing address
+    now that is not the one refused: each is blocked for `reason`, one attempt on, to be written
+    again in its place (`tasks.lifecycle_letters.readdress_letters`). One query; none in the usual
+    case. Returns how many."""
+    rows = connection.execute(
+        select(*_COLUMNS, *_ADDRESS)
+        .join(account, account.c.account_id == letter.c.account_id)
+        .where(letter.c.status == "failed", letter.c.reason.like("refused:%"))
+        .order_by(letter.c.id)
+    ).all()
+    moved = 0
+    for r in rows:
+        address = _address(r)
+        refused = dict((r.context or {}).get("_recipient") or {})
+        if address is None or {k: refused.get(k) or "" for k in _RECIPIENT} == {
+            k: getattr(address, k) for k in _RECIPIENT
+        }:
+            continue
+        connection.execute(
+            update(letter)
+            .where(letter.c.id == r.id)
+            .values(status="blocked", reason=reason, attempt=letter.c.attempt + 1, updated_at=at)
+        )
+        _note(
+            connection,
+            r.account_id,
+            at,
+            f"{r.kind} letter {r.id}, refused by the provider ({r.reason}): another address is on file",
+            {"letter_id": r.id, "status": "blocked", "reason": reason, "attempt": r.attempt + 1},
+        )
+        moved += 1
+    return moved
 
 
 def letters_to_send(
