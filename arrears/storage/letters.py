@@ -10,7 +10,7 @@ Functions take the caller's connection and do not commit.
 """
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -355,27 +355,25 @@ def addressed_since_blocked(connection: Connection, *, reason: str) -> list[Lett
     return [_row(r) for r in rows]
 
 
-_RECIPIENT = ("line1", "line2", "city", "state", "postal_code", "country")  # as a letter's context keeps it
-
-
 def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime) -> int:
-    """Letters the provider refused (`failed`, `refused: …`) whose account has a mailing address
-    now that is not the one refused: each is blocked for `reason`, one attempt on, to be written
-    again in its place (`tasks.lifecycle_letters.readdress_letters`). One query; none in the usual
-    case. Returns how many."""
+    """Letters the provider refused (`failed`) whose account has a mailing address now that is not
+    the one refused: each is blocked for `reason`, one attempt on, to be written again in its place
+    (`tasks.lifecycle_letters.readdress_letters`). One query; none in the usual case. Returns how
+    many."""
     rows = connection.execute(
         select(*_COLUMNS, *_ADDRESS)
         .join(account, account.c.account_id == letter.c.account_id)
-        .where(letter.c.status == "failed", letter.c.reason.like("refused:%"))
+        .where(letter.c.status == "failed")
         .order_by(letter.c.id)
     ).all()
     moved = 0
     for r in rows:
         address = _address(r)
-        refused = dict((r.context or {}).get("_recipient") or {})
-        if address is None or {k: refused.get(k) or "" for k in _RECIPIENT} == {
-            k: getattr(address, k) for k in _RECIPIENT
-        }:
+        if address is None:
+            continue
+        now_on_file = asdict(address)
+        refused = (r.context or {}).get("_recipient") or {}  # the address fields, as written then
+        if {k: refused.get(k) or "" for k in now_on_file} == now_on_file:
             continue
         connection.execute(
             update(letter)
