@@ -15,7 +15,10 @@ adds no second letter:
   `arrears dispatch` run it), and so is a letter the provider refused once an import brings
   another address (to the provider under a new key), and a letter not handed to the provider in
   time (its dates would be early); a right-to-cure letter so rewritten unblocks its review, and
-  its deadline is counted from the rewrite, never from the first attempt.
+  its deadline is counted from the rewrite, never from the first attempt. A right-to-cure letter
+  returned to sender is kept as it was (it was mailed: the evidence of the notice then given);
+  once an import brings another address, a new one is written there and the review's cure
+  period counts from its mailing.
 """
 
 from datetime import date, datetime
@@ -36,7 +39,15 @@ from arrears.storage import accounts, letters, plans, reviews
 from arrears.storage.letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
-from tasks.letters import REFUSED, REWRITTEN, STALE, letter_key, write_cure_letter, write_letter
+from tasks.letters import (
+    REFUSED,
+    REWRITTEN,
+    STALE,
+    cure_letter_key,
+    letter_key,
+    write_cure_letter,
+    write_letter,
+)
 
 __all__ = [
     "collection_notice_key",
@@ -182,7 +193,31 @@ def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[st
         for reason in REWRITTEN:
             for row in letters.addressed_since_blocked(connection, reason=reason):
                 written += _readdress(connection, row, at)
+        for row in letters.returned_and_readdressed(connection):
+            written += _give_notice_again(connection, row, at)
     return {"letters_readdressed": written} | ({"letters_stale": stale} if stale else {})
+
+
+def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: datetime) -> bool:
+    """A right-to-cure letter came back to sender, and another address is on file: while its
+    review is still open, a new letter goes there (a row of its own, the returned one kept as the
+    evidence it is) and the cure period counts from the new letter's mailing."""
+    assert returned.review_id is not None  # `returned_and_readdressed` reads review letters only
+    state = reviews.review_state(connection, returned.review_id, lock=True)
+    if state is None or not state.in_review or state.closed or repossession_barred(state.holds):
+        return False
+    at = max(at, state.opened_at)
+    key = f"{cure_letter_key(connection, state)}-resent-{returned.id}"
+    if not write_cure_letter(connection, state, at, key=key):
+        return False
+    reviews.restart_cure_period(
+        connection,
+        review_id=state.review_id,
+        account_id=state.account_id,
+        returned_letter_id=returned.id,
+        at=at,
+    )
+    return True
 
 
 def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:

@@ -671,6 +671,100 @@ def test_returned_letter_puts_the_review_on_hold(
     assert any("returned to sender" in e.detail for e in events(mail_db, IA, "letter"))
 
 
+def test_a_returned_notice_is_given_again_at_another_address_and_the_cure_period_counts_from_there(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A right-to-cure letter came back to sender: the review holds, and the same address on file
+    changes nothing. Once an import brings another, a new letter goes there, in a row of its own
+    (the returned one stays as it was mailed: the evidence of the first notice), and the cure
+    period counts from the new letter's mailing, not from the first."""
+    from arrears.storage import reviews
+    from tasks.letters import send_letters, track_letters
+    from tasks.lifecycle_letters import readdress_letters
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [first] = letters_sandbox.letters()
+    letters_sandbox.advance(first["id"], "mailed", at="2026-12-02T15:00:00Z")
+    letters_sandbox.advance(first["id"], "returned_to_sender", at="2026-12-05T15:00:00Z")
+    track_letters.fn()
+    [returned] = rows(mail_db, letter_t, IA)
+    [review] = rows(mail_db, review_t, IA)
+    assert (returned.status, returned.provider_id) == ("returned_to_sender", first["id"])
+    with mail_db.connect() as c:
+        assert "import another address" in (reviews.review_state(c, review.id).notice_stopped or "")
+    first_deadline = review.cure_deadline
+    assert first_deadline is not None
+
+    assert readdress_letters(at("2026-12-06T09:00:00Z")) == {"letters_readdressed": 0}  # the same address
+    assert len(rows(mail_db, letter_t, IA)) == 1
+    assert rows(mail_db, review_t, IA)[0].cure_deadline == first_deadline
+
+    moved = us_account(
+        IA, past_due_amount="825.00", oldest_due_date="2026-10-01", address_line1="7 Oak Avenue"
+    )
+    import_rows(mail_db, tmp_path, [moved])
+    assert readdress_letters(at("2026-12-07T09:00:00Z")) == {"letters_readdressed": 1}
+    kept, again = rows(mail_db, letter_t, IA)
+    assert kept == returned  # not a column changed
+    assert (again.status, again.review_id, again.idempotency_key) == (
+        "pending",
+        review.id,
+        f"{returned.idempotency_key}-resent-{returned.id}",
+    )
+    assert again.context["_recipient"]["line1"] == "7 Oak Avenue"
+    with mail_db.connect() as c:
+        state = reviews.review_state(c, review.id)
+        assert state is not None
+        assert (state.cure_deadline, state.notice_stopped, state.letter_id) == (None, None, again.id)
+    assert any(e.data.get("cure_restarted") for e in events(mail_db, IA, "review"))
+    assert readdress_letters(at("2026-12-07T10:00:00Z")) == {"letters_readdressed": 0}  # given once
+
+    assert send_letters.fn(as_of=at("2026-12-07T09:00:00Z"))["letters_sent"] == 1
+    second = next(x for x in letters_sandbox.letters() if x["id"] != first["id"])
+    assert second["idempotency_key"] == again.idempotency_key
+    letters_sandbox.advance(second["id"], "mailed", at="2026-12-08T15:00:00Z")
+    track_letters.fn()
+    [review] = rows(mail_db, review_t, IA)
+    mailed = rows(mail_db, letter_t, IA)[1]
+    # The last day the new letter printed (written on 7 December, mailing days allowed): later
+    # than 20 days from its mailing, and far later than the first deadline.
+    assert review.cure_deadline == mailed.deadline == datetime(2026, 12, 31, 6, tzinfo=UTC)
+    assert first_deadline < datetime(2026, 12, 26, tzinfo=UTC)
+    refused = _decide(db_url, "2026-12-26T12:00:00Z")  # past the first deadline, not the second
+    assert _refused(refused) and "right-to-cure period runs until" in str(refused.exception)
+
+
+def test_a_returned_notice_of_a_review_that_closed_is_not_given_again(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """The borrower cured after the letter came back: the review is closed, and another address
+    on file brings no second notice."""
+    from tasks.letters import track_letters
+    from tasks.lifecycle_letters import readdress_letters
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [first] = letters_sandbox.letters()
+    letters_sandbox.advance(first["id"], "returned_to_sender", at="2026-12-05T15:00:00Z")
+    track_letters.fn()
+    with mail_db.begin() as c:  # as the refresh leaves an account whose arrears were paid
+        c.execute(
+            update(account_t).where(account_t.c.account_id == IA).values(stage="cured", days_past_due=0)
+        )
+    prepare_reviews.fn(at("2026-12-06T17:00:00Z"))
+    [review] = rows(mail_db, review_t, IA)
+    assert review.decided_at is not None
+
+    moved = us_account(
+        IA, past_due_amount="825.00", oldest_due_date="2026-10-01", address_line1="7 Oak Avenue"
+    )
+    import_rows(mail_db, tmp_path, [moved])
+    assert readdress_letters(at("2026-12-07T09:00:00Z")) == {"letters_readdressed": 0}
+    assert [r.status for r in rows(mail_db, letter_t, IA)] == ["returned_to_sender"]
+
+
 def test_tracking_webhook_starts_the_cure_period(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any
 ) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "notices_owed",
     "provider_key",
     "refused_and_readdressed",
+    "returned_and_readdressed",
 ]
 
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
@@ -368,12 +369,7 @@ def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime
     ).all()
     moved = 0
     for r in rows:
-        address = _address(r)
-        if address is None:
-            continue
-        now_on_file = asdict(address)
-        refused = (r.context or {}).get("_recipient") or {}  # the address fields, as written then
-        if {k: refused.get(k) or "" for k in now_on_file} == now_on_file:
+        if not _addressed_elsewhere(r):
             continue
         connection.execute(
             update(letter)
@@ -389,6 +385,41 @@ def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime
         )
         moved += 1
     return moved
+
+
+def returned_and_readdressed(connection: Connection) -> list[LetterRow]:
+    """Right-to-cure letters returned to sender, each the latest letter of its review, whose
+    account has a mailing address now that is not the one the letter came back from: the notices
+    to give again (`tasks.lifecycle_letters.readdress_letters`). Only these: a returned
+    right-to-cure letter holds its review, while a returned collection notice or plan confirmation
+    holds nothing. One query; none in the usual case. Nothing is changed here: the returned
+    letter stays as it was, the evidence of the notice first given."""
+    later = letter.alias("later")
+    rows = connection.execute(
+        select(*_COLUMNS, *_ADDRESS)
+        .join(account, account.c.account_id == letter.c.account_id)
+        .where(
+            letter.c.status == "returned_to_sender",
+            letter.c.kind == "right_to_cure",
+            letter.c.review_id.is_not(None),
+            ~select(later.c.id)
+            .where(later.c.review_id == letter.c.review_id, later.c.id > letter.c.id)
+            .exists(),
+        )
+        .order_by(letter.c.id)
+    ).all()
+    return [_row(r) for r in rows if _addressed_elsewhere(r)]
+
+
+def _addressed_elsewhere(r: Any) -> bool:
+    """Whether the account of a letter row (joined with its `_ADDRESS`) has a mailing address now
+    that is not the one the letter was written to (the recipient kept in its context)."""
+    address = _address(r)
+    if address is None:
+        return False
+    now_on_file = asdict(address)
+    written_to = (r.context or {}).get("_recipient") or {}  # the address fields, as written then
+    return {k: written_to.get(k) or "" for k in now_on_file} != now_on_file
 
 
 def letters_to_send(

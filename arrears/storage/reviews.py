@@ -38,6 +38,7 @@ __all__ = [
     "open_reviews",
     "record_cure_notice",
     "record_decision",
+    "restart_cure_period",
     "review_state",
     "reviews_by_run",
     "set_review_run",
@@ -80,7 +81,10 @@ class ReviewState:
         if self.letter_status in ("blocked", "failed"):
             return f"the right-to-cure letter cannot be mailed: {self.letter_reason}"
         if self.letter_status == "returned_to_sender":
-            return "on hold: the right-to-cure letter was returned to sender; a good address is needed"
+            return (
+                "on hold: the right-to-cure letter was returned to sender; "
+                "import another address and the notice is given again there"
+            )
         return None
 
     @property
@@ -329,6 +333,31 @@ def record_cure_notice(connection: Connection, *, review_id: int, notice: CureNo
         ],
     )
     return True
+
+
+def restart_cure_period(
+    connection: Connection, *, review_id: int, account_id: str, returned_letter_id: int, at: datetime
+) -> None:
+    """Forget the cure deadline counted from a right-to-cure letter that came back to sender: the
+    notice is given again at another address, and the next `record_cure_notice` (that letter's
+    mailed event) counts the cure period afresh. Never shorter than the law's: the borrower has the
+    whole period from a notice that can reach them. The deadline given before stays in the audit
+    trail (its `cure_notice` event), with this event saying why it no longer runs."""
+    connection.execute(update(review).where(review.c.id == review_id).values(cure_deadline=None))
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                at,
+                "review",
+                f"review {review_id}: right-to-cure letter {returned_letter_id} came back to sender and "
+                "another address is on file: the notice is given again there, and the cure period "
+                "counts from its mailing",
+                {"review_id": review_id, "returned_letter_id": returned_letter_id, "cure_restarted": True},
+            )
+        ],
+    )
 
 
 def record_decision(
