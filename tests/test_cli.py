@@ -1,6 +1,8 @@
 """The operator contract of DESIGN §8 through the `arrears` command line."""
 
 import json
+import os
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,38 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
 
     missing = runner.invoke(app, ["show", "A-404", "--database", sqlite_url])
     assert "no account 'A-404'" in str(missing.exception)
+
+
+@pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
+def test_demo_days_mail_the_letters_each_day_hands_over(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's days share one sandbox Lob, which mails what a day's cycle handed over before the
+    next day's, dated halfway between them: the next cycle looks the letters up and counts their
+    reviews' cure periods from those mailings. The letters of the last day wait to be mailed, and
+    the environment is left as it was found."""
+    monkeypatch.delenv("ARREARS_LETTERS_BASE_URL", raising=False)
+    monkeypatch.delenv("ARREARS_LETTERS_CREDENTIALS", raising=False)
+    demo = run(
+        "demo",
+        "--accounts",
+        "400",
+        "--days",
+        "2",
+        "--as-of",
+        "2026-12-01T16:00:00Z",
+        "--database",
+        sqlite_url,
+    )
+    assert demo.exit_code == 0, demo.output
+    assert "ARREARS_LETTERS_BASE_URL" not in os.environ and "ARREARS_LETTERS_CREDENTIALS" not in os.environ
+    letters = json.loads(run("letters", "list", "--database", sqlite_url, "--json").stdout)
+    first_day = [x for x in letters if datetime.fromisoformat(x["created_at"]).date() == date(2026, 12, 1)]
+    assert first_day and {x["kind"] for x in first_day} == {"right_to_cure"}
+    mailed = datetime(2026, 12, 2, 4, tzinfo=UTC)
+    assert {(x["status"], datetime.fromisoformat(x["mailed_at"])) for x in first_day} == {("mailed", mailed)}
+    assert all(datetime.fromisoformat(x["deadline"]) > mailed for x in first_day)
+    assert all(x["status"] == "created" for x in letters if x not in first_day)
 
 
 def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: Path, sqlite_url: str) -> None:

@@ -1,6 +1,10 @@
 """`arrears demo`: the embedded default end to end, on a generated portfolio, in one command."""
 
-from datetime import timedelta
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from json import dumps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from arrears.simulate import AccountState, PortfolioRow
+    from integrations.letters.sandbox import LettersSandbox
 
 
 @app.command()
@@ -37,6 +42,8 @@ def demo(
 
     Runs on the embedded default: SQLite, the sandbox providers (SMS, letters, bureau: started for
     the run) and Prefect's local server. The default demo database is recreated on every run.
+    Over several days the sandbox print shop mails each day's letters before the next day's cycle,
+    which looks them up: the reviews' cure periods count from those mailings.
     """
     # Imported here, not at the top: `arrears --help` loads none of the simulation, import or storage.
     from arrears.importing import Kind, open_source
@@ -76,22 +83,25 @@ def demo(
     _seed_profiles(engine, portfolio)
 
     stats: dict[str, Any] = {}
-    for day in range(days):
-        instant = start + timedelta(days=day)
-        if day:
-            payments = work / f"payments-{business_date(instant, lender_zone).isoformat()}.csv"
-            _private_file(payments)
-            paid = write_payments_file(
-                simulate_payments(
-                    _states(engine, portfolio),
-                    day=business_date(instant, lender_zone) - timedelta(days=1),
-                    seed=seed,
-                ),
-                payments,
-            )
-            run_import(engine, open_source(payments, Kind.PAYMENTS))
-            console.print(f"day {day + 1}: {paid:,} payments received")
-        stats = run_cycle(instant.isoformat(), quiet=json)
+    with _one_print_shop() as lob:
+        for day in range(days):
+            instant = start + timedelta(days=day)
+            if day:
+                if lob is not None:
+                    _mail_overnight(lob, at=instant - timedelta(hours=12))
+                payments = work / f"payments-{business_date(instant, lender_zone).isoformat()}.csv"
+                _private_file(payments)
+                paid = write_payments_file(
+                    simulate_payments(
+                        _states(engine, portfolio),
+                        day=business_date(instant, lender_zone) - timedelta(days=1),
+                        seed=seed,
+                    ),
+                    payments,
+                )
+                run_import(engine, open_source(payments, Kind.PAYMENTS))
+                console.print(f"day {day + 1}: {paid:,} payments received")
+            stats = run_cycle(instant.isoformat(), quiet=json)
     if json:
         emit_json(stats)
         return
@@ -104,6 +114,44 @@ def demo(
         "[bold]prefect server start[/bold] in another terminal, "
         "then [bold]PREFECT_API_URL=http://127.0.0.1:4200/api arrears demo[/bold]"
     )
+
+
+@contextmanager
+def _one_print_shop() -> "Iterator[LettersSandbox | None]":
+    """One sandbox Lob for all the demo's days, where the cycles would each start their own (which
+    forgets the letters it took when the cycle ends): what a day hands over is mailed before the
+    next (`_mail_overnight`), so the demo's reviews show their cure periods counting from the
+    mailing, as with a print shop. None where the letters go to a configured provider."""
+    from arrears.settings import get_settings
+    from integrations.letters.sandbox import start_letters_sandbox
+
+    settings = get_settings()
+    if settings.letters_provider != "sandbox" or settings.letters_base_url is not None:
+        yield None
+        return
+    names = ("ARREARS_LETTERS_BASE_URL", "ARREARS_LETTERS_CREDENTIALS")
+    before = {name: os.environ.get(name) for name in names}
+    with start_letters_sandbox() as lob:
+        os.environ["ARREARS_LETTERS_BASE_URL"] = lob.base_url
+        os.environ["ARREARS_LETTERS_CREDENTIALS"] = dumps(dict(lob.credentials))
+        get_settings.cache_clear()
+        try:
+            yield lob
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            get_settings.cache_clear()
+
+
+def _mail_overnight(lob: "LettersSandbox", *, at: datetime) -> None:
+    """The sandbox mails, dated `at`, every letter it took and has not mailed yet: the next cycle
+    looks them up and starts their cure periods."""
+    for taken in lob.letters():
+        if taken["status"] == "created":
+            lob.advance(taken["id"], "mailed", at=at.isoformat())
 
 
 def _private_file(path: Path) -> None:
