@@ -53,6 +53,7 @@ from tasks.logs import run_logger
 from tasks.providers import letters_provider
 
 __all__ = [
+    "ASKED",
     "NO_ADDRESS",
     "REFUSED",
     "REWRITTEN",
@@ -75,9 +76,10 @@ __all__ = [
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
 STALE = "not handed to the letters provider within a day of being written: its dates would be early"
 REFUSED = "refused by the letters provider, and another address is on file now: to be written again"
+ASKED = "to be written again from today's facts, as asked (arrears letters rewrite)"
 # Why a blocked letter waits to be written again, in its place and under its key (a refused one
 # goes to the provider under a new key: `LetterRow.provider_key`).
-REWRITTEN = (NO_ADDRESS, STALE, REFUSED)
+REWRITTEN = (NO_ADDRESS, STALE, REFUSED, ASKED)
 
 
 def letter_key(connection: Connection, account_id: str, what: str) -> str:

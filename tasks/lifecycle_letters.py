@@ -18,9 +18,13 @@ adds no second letter:
   its deadline is counted from the rewrite, never from the first attempt. A right-to-cure letter
   returned to sender is kept as it was (it was mailed: the evidence of the notice then given);
   once an import brings another address, a new one is written there and the review's cure
-  period counts from its mailing.
+  period counts from its mailing;
+- `rewrite_letter` (`arrears letters rewrite`): a letter blocked for a reason that does not pass
+  by itself (not rendered, its words refused) is written again the same way, when an operator
+  asks once the cause is fixed.
 """
 
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -40,6 +44,8 @@ from arrears.storage.letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 from tasks.letters import (
+    ASKED,
+    NO_ADDRESS,
     REFUSED,
     REWRITTEN,
     STALE,
@@ -48,11 +54,14 @@ from tasks.letters import (
     write_cure_letter,
     write_letter,
 )
+from tasks.recovery import settle_recoveries
 
 __all__ = [
+    "NotRewritten",
     "collection_notice_key",
     "plan_letter_key",
     "readdress_letters",
+    "rewrite_letter",
     "write_collection_notices",
     "write_plan_letter",
 ]
@@ -196,6 +205,48 @@ def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[st
         for row in letters.returned_and_readdressed(connection):
             written += _give_notice_again(connection, row, at)
     return {"letters_readdressed": written} | ({"letters_stale": stale} if stale else {})
+
+
+class NotRewritten(ValueError):
+    """A letter `rewrite_letter` leaves as it is, and why."""
+
+
+def rewrite_letter(
+    letter_id: int, *, why: str, at: datetime, engine_: Engine | None = None
+) -> letters.LetterRow:
+    """An operator's way out for a letter blocked for a reason that does not pass by itself (it
+    could not be rendered, or its words were refused), once the cause is fixed: it is written again
+    from today's facts, in its place and under its key (it never reached the provider), with `why`
+    in the audit trail, and goes with the next letters run; a right-to-cure letter so rewritten
+    counts its dates from now and unblocks its review. A notice of sale is rewritten by
+    `tasks.recovery.settle_recoveries`, run here too. Raises `NotRewritten`, changing nothing, for
+    any other letter, or one that nothing owes any more (its review closed, its plan ended).
+    Returns the letter as it is now."""
+    engine_ = engine_ or engine()
+    with engine_.begin() as connection:
+        row = letters.letter_by_id(connection, letter_id)
+        if row is None:
+            raise NotRewritten(f"no letter {letter_id}")
+        if row.status != "blocked":
+            raise NotRewritten(f"letter {letter_id} is {row.status}: only a blocked letter is written again")
+        if row.reason == NO_ADDRESS:
+            raise NotRewritten(f"letter {letter_id} waits for an address: import one and it is written again")
+        if row.reason in REWRITTEN:
+            raise NotRewritten(
+                f"letter {letter_id} is written again by the next cycle or dispatch: {row.reason}"
+            )
+        letters.mark_blocked(connection, letter_id=letter_id, reason=ASKED, at=at, status="blocked", why=why)
+        if row.kind != "notice_of_sale" and not _readdress(connection, replace(row, reason=ASKED), at):
+            raise NotRewritten(
+                f"letter {letter_id} is owed no more (its review closed, its plan ended, or its account "
+                "left the stage that asked for it): left as it was"
+            )
+    if row.kind == "notice_of_sale":
+        settle_recoveries(at, engine_=engine_)
+    with engine_.connect() as connection:
+        now = letters.letter_by_id(connection, letter_id)
+    assert now is not None
+    return now
 
 
 def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: datetime) -> bool:

@@ -225,6 +225,9 @@ def test_every_command_has_help() -> None:
         ["hold", "lift"],
         ["hold", "list"],
         ["serve"],
+        ["letters", "list"],
+        ["letters", "pdf"],
+        ["letters", "rewrite"],
     ):
         result = run(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, command

@@ -609,6 +609,71 @@ def test_letters_are_rendered_when_sent_and_one_that_cannot_be_is_set_aside(
     assert send_letters.fn(as_of=written)["letters_sent"] == 0  # blocked letters stay blocked
 
 
+def test_a_letter_blocked_for_good_is_written_again_when_an_operator_asks(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """`arrears letters rewrite` is the way out for a letter blocked for a reason that does not pass
+    by itself (not rendered, its words refused), once the cause is fixed: it is written again from
+    today's facts, in its place and under its key, with the operator's reason in the audit trail,
+    and its review waits for it again. A letter that is not blocked, one waiting for an address,
+    and one whose review has closed are refused with exit 2 and left as they were."""
+    from arrears.storage import reviews
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    broken_id, closed_id = "A-IA1", "A-IA2"
+    for account_id in (broken_id, closed_id):
+        put_in_review(mail_db, tmp_path, account_id)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    [broken], [threatening] = rows(mail_db, letter_t, broken_id), rows(mail_db, letter_t, closed_id)
+    with mail_db.begin() as c:  # a template bug, and a contact line the lender has since corrected
+        damaged = {k: v for k, v in broken.context.items() if k != "cure_deadline"}
+        c.execute(update(letter_t).where(letter_t.c.id == broken.id).values(context=damaged))
+        threat = {**threatening.context, "lender_contact": "Pay or we will tell your employer."}
+        c.execute(update(letter_t).where(letter_t.c.id == threatening.id).values(context=threat))
+    assert send_letters.fn(as_of=at("2026-12-01T17:00:00Z"))["letters_blocked"] == 2
+    [review] = rows(mail_db, review_t, broken_id)
+    with mail_db.connect() as c:
+        assert "not rendered" in (reviews.review_state(c, review.id).notice_stopped or "")
+
+    rewritten = _cli(
+        "letters", "rewrite", str(broken.id), "--reason", "template fixed in 1.4.2",
+        "--as-of", "2026-12-02T09:00:00Z", "--database", db_url, "--json",
+    )  # fmt: skip
+    assert rewritten.exit_code == 0, rewritten.output
+    assert json.loads(rewritten.stdout)["status"] == "pending"
+    [again] = rows(mail_db, letter_t, broken_id)
+    assert (again.id, again.idempotency_key, again.status) == (broken.id, broken.idempotency_key, "pending")
+    assert "cure_deadline" in again.context and again.created_at == at("2026-12-02T09:00:00Z")
+    assert any("template fixed in 1.4.2" in e.detail for e in events(mail_db, broken_id, "letter"))
+    with mail_db.connect() as c:
+        assert reviews.review_state(c, review.id).notice_stopped is None
+    assert send_letters.fn(as_of=at("2026-12-02T09:00:00Z"))["letters_sent"] == 1
+    [mailed] = letters_sandbox.letters()
+    assert mailed["idempotency_key"] == broken.idempotency_key
+
+    with mail_db.begin() as c:  # the borrower cured: the refresh leaves the account so
+        c.execute(update(account_t).where(account_t.c.account_id == closed_id).values(stage="cured"))
+    prepare_reviews.fn(at("2026-12-02T17:00:00Z"))
+    owed_no_more = _cli("letters", "rewrite", str(threatening.id), "--reason", "fixed", "--database", db_url)
+    assert _refused(owed_no_more) and "owed no more" in str(owed_no_more.exception)
+    [left] = rows(mail_db, letter_t, closed_id)
+    assert (left.status, left.reason.startswith("content:threat")) == ("blocked", True)
+    not_blocked = _cli("letters", "rewrite", str(broken.id), "--reason", "again", "--database", db_url)
+    assert _refused(not_blocked) and "is created: only a blocked letter" in str(not_blocked.exception)
+    unknown = _cli("letters", "rewrite", "999", "--reason", "?", "--database", db_url)
+    assert _refused(unknown) and "no letter 999" in str(unknown.exception)
+
+    put_in_review(mail_db, tmp_path, "A-NOADDR")
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-NOADDR").values(address_line1=None))
+    prepare_reviews.fn(at("2026-12-02T17:00:00Z"))
+    [unaddressed] = rows(mail_db, letter_t, "A-NOADDR")
+    waiting = _cli("letters", "rewrite", str(unaddressed.id), "--reason", "?", "--database", db_url)
+    assert _refused(waiting) and "waits for an address: import one" in str(waiting.exception)
+    assert rows(mail_db, letter_t, "A-NOADDR") == [unaddressed]
+
+
 def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "add_letters",
     "addressed_since_blocked",
     "borrower_of",
+    "letter_by_id",
     "letter_by_key",
     "letter_by_provider_id",
     "letter_pdf",
@@ -561,19 +562,29 @@ def mark_sent(
     )
 
 
-def mark_blocked(connection: Connection, *, letter_id: int, reason: str, at: datetime, status: str) -> None:
-    """A letter that cannot go out (`blocked`: content, address) or was refused (`failed`)."""
+def mark_blocked(
+    connection: Connection, *, letter_id: int, reason: str, at: datetime, status: str, why: str | None = None
+) -> None:
+    """A letter that cannot go out (`blocked`: content, address) or was refused (`failed`); `why`:
+    what a person said, for the audit trail."""
     row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
     connection.execute(
         update(letter).where(letter.c.id == letter_id).values(status=status, reason=reason, updated_at=at)
     )
+    detail = f"{row.kind} letter {letter_id} {status}: {reason}"
+    data = {"letter_id": letter_id, "status": status, "reason": reason}
     _note(
         connection,
         row.account_id,
         at,
-        f"{row.kind} letter {letter_id} {status}: {reason}",
-        {"letter_id": letter_id, "status": status, "reason": reason},
+        f"{detail} ({why})" if why else detail,
+        data | ({"why": why} if why else {}),
     )
+
+
+def letter_by_id(connection: Connection, letter_id: int) -> LetterRow | None:
+    r = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).first()
+    return _row(r) if r else None
 
 
 def letter_by_key(connection: Connection, key: str) -> LetterRow | None:

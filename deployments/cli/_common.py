@@ -28,8 +28,10 @@ __all__ = [
     "CliError",
     "DatabaseOption",
     "Json",
+    "Why",
     "app",
     "as_of_instant",
+    "audit_reason",
     "command_group",
     "console",
     "console_err",
@@ -139,6 +141,17 @@ Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Agent = Annotated[
     str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who did it: kept in the audit trail.")
 ]
+
+
+Why = Annotated[str, typer.Option("--reason", help="Why, for the audit trail (required).")]
+
+
+def audit_reason(text: str) -> str:
+    """A `--reason` on one line, for the audit trail; an empty one is a one-line error."""
+    why = " ".join(text.split())
+    if not why:
+        raise CliError("--reason: say why, for the audit trail")
+    return why
 
 
 def as_of_instant(as_of: str | None) -> datetime:

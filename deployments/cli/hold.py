@@ -16,7 +16,9 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    Why,
     as_of_instant,
+    audit_reason,
     command_group,
     console,
     emit_json,
@@ -35,7 +37,6 @@ hold_app = command_group(
 
 Account = Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")]
 Kind = Annotated[str, typer.Argument(help=f"The hold: {', '.join(h.value for h in Hold)}.")]
-Why = Annotated[str, typer.Option("--reason", help="Why, for the audit trail (required).")]
 
 
 def _kind(text: str) -> Hold:
@@ -43,13 +44,6 @@ def _kind(text: str) -> Hold:
         return Hold(text.strip().lower())
     except ValueError:
         raise CliError(f"KIND: {text!r} is not a hold ({', '.join(h.value for h in Hold)})") from None
-
-
-def _why(text: str) -> str:
-    why = " ".join(text.split())
-    if not why:
-        raise CliError("--reason: say why, for the audit trail")
-    return why
 
 
 @contextmanager
@@ -106,7 +100,7 @@ def place(
     from arrears.storage.holds import place_hold
     from arrears.storage.vendor_orders import cancel_vendor_orders
 
-    hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
+    hold, why, at = _kind(kind), audit_reason(reason), as_of_instant(as_of)
     with _account_transaction(database, account_id) as connection:
         placed = place_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
         cancelled = cancel_vendor_orders(connection, as_of=at, account_id=account_id) if placed else 0
@@ -132,7 +126,7 @@ def lift(
     resumes at the next cycle."""
     from arrears.storage.holds import HoldNotLifted, lift_hold
 
-    hold, why, at = _kind(kind), _why(reason), as_of_instant(as_of)
+    hold, why, at = _kind(kind), audit_reason(reason), as_of_instant(as_of)
     with _account_transaction(database, account_id) as connection:
         try:
             lifted = lift_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)

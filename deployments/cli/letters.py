@@ -1,4 +1,5 @@
-"""`arrears letters list` and `arrears letters pdf`: the letters mailed, and the PDF as mailed."""
+"""`arrears letters list`, `pdf` and `rewrite`: the letters mailed, the PDF as mailed, and a way out
+for a letter blocked for good once its cause is fixed."""
 
 import hashlib
 from pathlib import Path
@@ -9,9 +10,13 @@ from rich.table import Table
 
 from arrears.files import atomic_write
 from deployments.cli._common import (
+    AsOf,
     CliError,
     DatabaseOption,
     Json,
+    Why,
+    as_of_instant,
+    audit_reason,
     command_group,
     console,
     emit_json,
@@ -80,3 +85,29 @@ def pdf(
     console.print(
         f"letter {letter_id}: {len(content):,} bytes, sha256 {recorded}, written to {output}", markup=False
     )
+
+
+@letters_app.command("rewrite")
+def rewrite(
+    letter_id: Annotated[int, typer.Argument(help="The letter's id (see `arrears letters list`).")],
+    reason: Why,
+    as_of: AsOf = None,
+    database: DatabaseOption = None,
+    json: Json = False,
+) -> None:
+    """Write again a letter blocked for good (it could not be rendered, or its words were refused),
+    once the cause is fixed: from today's facts, in its place and under its key; it goes with the
+    next cycle or `arrears dispatch`. A letter blocked for want of an address waits for an import,
+    and one that nothing owes any more (its review closed) is left as it was: both exit 2."""
+    from tasks.lifecycle_letters import NotRewritten, rewrite_letter
+
+    why, instant = audit_reason(reason), as_of_instant(as_of)
+    engine = existing_database(database)
+    try:
+        row = rewrite_letter(letter_id, why=why, at=instant, engine_=engine)
+    except NotRewritten as error:
+        raise CliError(str(error)) from None
+    if json:
+        emit_json(row.as_json())
+        return
+    console.print(f"letter {letter_id} ({row.kind}, account {row.account_id}): {row.status}", markup=False)
