@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from arrears.models import utcnow
 from arrears.settings import get_settings
-from arrears.storage import assignments, letters
+from arrears.storage import assignments, mailing
 from arrears.storage.assignments import AssignmentRow
 from integrations.agency.protocol import (
     AssignmentNotCancellable,
@@ -88,8 +88,8 @@ def call_off_overtaken() -> dict[str, int]:
 
 
 def _request(connection: Connection, row: AssignmentRow) -> AssignmentRequest:
-    name, vin = letters.borrower_of(connection, row.account_id)
-    address = letters.mailing_address(connection, row.account_id)
+    name, vin = mailing.borrower_of(connection, row.account_id)
+    address = mailing.mailing_address(connection, row.account_id)
     if address is None or not vin:
         raise ValueError("no VIN or no mailing address on file")
     settings = get_settings()

@@ -42,7 +42,7 @@ from arrears.letters.notices import (
 from arrears.models import utcnow
 from arrears.review import notice_owed
 from arrears.settings import get_settings
-from arrears.storage import letters, reviews
+from arrears.storage import letters, mailing, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
@@ -202,7 +202,7 @@ def readdressable(connection: Connection, row: letters.LetterRow) -> bool:
     return (
         row.status == "blocked"
         and row.reason in REWRITTEN
-        and letters.mailing_address(connection, row.account_id) is not None
+        and mailing.mailing_address(connection, row.account_id) is not None
     )
 
 
@@ -235,7 +235,7 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
     transaction, and they go to the provider a few hundred a run."""
     if not drafts:
         return 0
-    facts = letters.mailing_facts(connection, [d.account_id for d in drafts])
+    facts = mailing.mailing_facts(connection, [d.account_id for d in drafts])
     settings = get_settings()
     new: list[letters.NewLetter] = []
     for d in drafts:

@@ -16,20 +16,18 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select, true, update
 
-from arrears.addresses import MailingAddress, mailable
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.bulk import among
+from arrears.storage.mailing import ADDRESS_COLUMNS, address_of
 from arrears.storage.streaming import insert_rows_with_ids
-from arrears.storage.tables import account, borrower, letter
+from arrears.storage.tables import account, letter
 
 __all__ = [
     "ACTIVE",
     "LetterRow",
-    "MailingAddress",
     "NewLetter",
     "add_letters",
     "addressed_since_blocked",
-    "borrower_of",
     "letter_by_id",
     "letter_by_key",
     "letter_by_provider_id",
@@ -38,8 +36,6 @@ __all__ = [
     "letters_to_send",
     "letters_to_track",
     "list_letters",
-    "mailing_address",
-    "mailing_facts",
     "mark_blocked",
     "mark_handing",
     "mark_rendered",
@@ -140,54 +136,6 @@ def _row(r: Any) -> LetterRow:
 def _note(connection: Connection, account_id: str, at: datetime, detail: str, data: dict[str, Any]) -> None:
     """The letter's step in the account's audit trail."""
     insert_events(connection, [event(account_id, at, "letter", detail, data)])
-
-
-def _address(a: Any) -> MailingAddress | None:
-    """The address of an account row, or None when it has none that can be mailed to."""
-    return mailable(a.address_line1, a.address_line2, a.city, a.state, a.postal_code, a.country)
-
-
-_ADDRESS = (
-    account.c.address_line1,
-    account.c.address_line2,
-    account.c.city,
-    account.c.state,
-    account.c.postal_code,
-    account.c.country,
-)
-
-
-def mailing_address(connection: Connection, account_id: str) -> MailingAddress | None:
-    """The account's mailing address, or None when it has none that can be mailed to."""
-    a = connection.execute(select(*_ADDRESS).where(account.c.account_id == account_id)).first()
-    return None if a is None else _address(a)
-
-
-def mailing_facts(
-    connection: Connection, account_ids: Sequence[str]
-) -> dict[str, tuple[MailingAddress | None, str]]:
-    """Per account: its mailing address (None when it has none that can be mailed to, as
-    `mailing_address` says) and its borrower's name. One query, the ids bound as one value
-    (`among`), not two per account: the daily cycle writes the letters of thousands of new
-    reviews at once."""
-    found: dict[str, tuple[MailingAddress | None, str]] = {}
-    for a in connection.execute(
-        select(account.c.account_id, *_ADDRESS, borrower.c.name)
-        .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
-        .where(among(account.c.account_id, sorted(set(account_ids))))
-    ):
-        found[a.account_id] = (_address(a), a.name)
-    return found
-
-
-def borrower_of(connection: Connection, account_id: str) -> tuple[str, str | None]:
-    """The borrower's name and the account's VIN (what letters and assignments name)."""
-    r = connection.execute(
-        select(borrower.c.name, account.c.vin)
-        .join(account, account.c.borrower_id == borrower.c.borrower_id)
-        .where(account.c.account_id == account_id)
-    ).one()
-    return r.name, r.vin
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +311,7 @@ def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime
     (`tasks.lifecycle_letters.readdress_letters`). One query; none in the usual case. Returns how
     many."""
     rows = connection.execute(
-        select(*_COLUMNS, *_ADDRESS)
+        select(*_COLUMNS, *ADDRESS_COLUMNS)
         .join(account, account.c.account_id == letter.c.account_id)
         .where(letter.c.status == "failed")
         .order_by(letter.c.id)
@@ -397,7 +345,7 @@ def returned_and_readdressed(connection: Connection) -> list[LetterRow]:
     letter stays as it was, the evidence of the notice first given."""
     later = letter.alias("later")
     rows = connection.execute(
-        select(*_COLUMNS, *_ADDRESS)
+        select(*_COLUMNS, *ADDRESS_COLUMNS)
         .join(account, account.c.account_id == letter.c.account_id)
         .where(
             letter.c.status == "returned_to_sender",
@@ -413,9 +361,9 @@ def returned_and_readdressed(connection: Connection) -> list[LetterRow]:
 
 
 def _addressed_elsewhere(r: Any) -> bool:
-    """Whether the account of a letter row (joined with its `_ADDRESS`) has a mailing address now
+    """Whether the account of a letter row (joined with its `ADDRESS_COLUMNS`) has a mailing address now
     that is not the one the letter was written to (the recipient kept in its context)."""
-    address = _address(r)
+    address = address_of(r)
     if address is None:
         return False
     now_on_file = asdict(address)

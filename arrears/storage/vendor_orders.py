@@ -18,7 +18,7 @@ from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.storage._common import event, for_account, holds_of, insert_events
 from arrears.storage.assignments import add_assignment, request_cancel
 from arrears.storage.installation import installation_id
-from arrears.storage.letters import mailing_address
+from arrears.storage.mailing import mailing_address
 from arrears.storage.reviews import ReviewState
 from arrears.storage.tables import account, audit, payment, plan, review
 from arrears.vocabulary import DecisionKind, HoldScope, Stage
