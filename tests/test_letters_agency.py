@@ -987,6 +987,49 @@ def test_recovery_in_iowa_mails_the_notice_of_sale_before_the_account_closes(
     assert json.loads(third.stdout)["recoveries_closed"] == 0
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_notice_of_sale_blocked_for_good_is_written_again_when_an_operator_asks(
+    mail_db: Engine,
+    db_url: str,
+    tmp_path: Path,
+    letters_sandbox: Any,
+    agency_sandbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice of sale that could not be rendered holds the recovered account open; once the cause
+    is fixed, `arrears letters rewrite` has the recovery write it again at once, and the account
+    closes at its mailed event as usual."""
+    import tasks.letters
+
+    assignment_id = _assigned(mail_db, db_url, tmp_path, letters_sandbox, agency_sandbox)
+    agency_sandbox.advance(assignment_id, "recovered", at="2027-01-04T15:00:00Z")
+    render = tasks.letters.render
+
+    def broken(kind: str, *args: Any, **kwargs: Any) -> Any:
+        if kind == "notice_of_sale":
+            raise ValueError("template bug")
+        return render(kind, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.letters, "render", broken)
+    assert _cli("dispatch", "--as-of", "2027-01-05T18:00:00Z", "--database", db_url).exit_code == 0
+    [notice] = [r for r in rows(mail_db, letter_t, IA) if r.kind == "notice_of_sale"]
+    assert (notice.status, notice.reason) == ("blocked", "not rendered: ValueError: template bug")
+    monkeypatch.setattr(tasks.letters, "render", render)  # the fix deployed
+
+    rewritten = _cli(
+        "letters", "rewrite", str(notice.id), "--reason", "template fixed",
+        "--as-of", "2027-01-06T09:00:00Z", "--database", db_url, "--json",
+    )  # fmt: skip
+    assert rewritten.exit_code == 0, rewritten.output
+    assert json.loads(rewritten.stdout)["status"] == "pending"
+    assert _cli("dispatch", "--as-of", "2027-01-06T18:00:00Z", "--database", db_url).exit_code == 0
+    [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
+    assert sale["idempotency_key"] == notice.idempotency_key
+    letters_sandbox.advance(sale["id"], "mailed", at="2027-01-07T15:00:00Z")
+    assert _cli("dispatch", "--as-of", "2027-01-07T18:00:00Z", "--database", db_url).exit_code == 0
+    assert account(mail_db, IA).stage == "closed"
+
+
 def test_recovery_where_no_notice_of_sale_is_owed_closes_the_account_at_once(
     mail_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
