@@ -104,6 +104,24 @@ def _refused(result: Any) -> bool:
     return isinstance(result.exception, CliError) and result.exception.exit_code == 2
 
 
+def _rewritten(letter_id: int, reason: str, as_of: str, db_url: str) -> str:
+    """`arrears letters rewrite`, which must succeed: the letter's status after it."""
+    done = _cli(
+        "letters",
+        "rewrite",
+        str(letter_id),
+        "--reason",
+        reason,
+        "--as-of",
+        as_of,
+        "--database",
+        db_url,
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    return str(json.loads(done.stdout)["status"])
+
+
 def _pdf_text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
@@ -636,12 +654,7 @@ def test_a_letter_blocked_for_good_is_written_again_when_an_operator_asks(
     with mail_db.connect() as c:
         assert "not rendered" in (reviews.review_state(c, review.id).notice_stopped or "")
 
-    rewritten = _cli(
-        "letters", "rewrite", str(broken.id), "--reason", "template fixed in 1.4.2",
-        "--as-of", "2026-12-02T09:00:00Z", "--database", db_url, "--json",
-    )  # fmt: skip
-    assert rewritten.exit_code == 0, rewritten.output
-    assert json.loads(rewritten.stdout)["status"] == "pending"
+    assert _rewritten(broken.id, "template fixed in 1.4.2", "2026-12-02T09:00:00Z", db_url) == "pending"
     [again] = rows(mail_db, letter_t, broken_id)
     assert (again.id, again.idempotency_key, again.status) == (broken.id, broken.idempotency_key, "pending")
     assert "cure_deadline" in again.context and again.created_at == at("2026-12-02T09:00:00Z")
@@ -1016,12 +1029,7 @@ def test_a_notice_of_sale_blocked_for_good_is_written_again_when_an_operator_ask
     assert (notice.status, notice.reason) == ("blocked", "not rendered: ValueError: template bug")
     monkeypatch.setattr(tasks.letters, "render", render)  # the fix deployed
 
-    rewritten = _cli(
-        "letters", "rewrite", str(notice.id), "--reason", "template fixed",
-        "--as-of", "2027-01-06T09:00:00Z", "--database", db_url, "--json",
-    )  # fmt: skip
-    assert rewritten.exit_code == 0, rewritten.output
-    assert json.loads(rewritten.stdout)["status"] == "pending"
+    assert _rewritten(notice.id, "template fixed", "2027-01-06T09:00:00Z", db_url) == "pending"
     assert _cli("dispatch", "--as-of", "2027-01-06T18:00:00Z", "--database", db_url).exit_code == 0
     [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
     assert sale["idempotency_key"] == notice.idempotency_key
