@@ -24,7 +24,6 @@ adds no second letter:
   asks once the cause is fixed.
 """
 
-from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -37,7 +36,6 @@ from arrears.letters import LetterContext, LetterTemplateMissing, template_for
 from arrears.letters.contexts import collection_notice_context, plan_letter_context
 from arrears.letters.notices import SEND_WITHIN
 from arrears.restructuring import PlanTerms
-from arrears.review import repossession_barred
 from arrears.settings import get_settings
 from arrears.storage import accounts, letters, plans, reviews
 from arrears.storage.letters import OwedNotice
@@ -236,7 +234,7 @@ def rewrite_letter(
                 f"letter {letter_id} is written again by the next cycle or dispatch: {row.reason}"
             )
         letters.mark_blocked(connection, letter_id=letter_id, reason=ASKED, at=at, status="blocked", why=why)
-        if row.kind != "notice_of_sale" and not _readdress(connection, replace(row, reason=ASKED), at):
+        if row.kind != "notice_of_sale" and not _readdress(connection, row, at):
             raise NotRewritten(
                 f"letter {letter_id} is owed no more (its review closed, its plan ended, or its account "
                 "left the stage that asked for it): left as it was"
@@ -255,7 +253,7 @@ def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: 
     evidence it is) and the cure period counts from the new letter's mailing."""
     assert returned.review_id is not None  # `returned_and_readdressed` reads review letters only
     state = reviews.review_state(connection, returned.review_id, lock=True)
-    if state is None or not state.in_review or state.closed or repossession_barred(state.holds):
+    if state is None or not state.open_to_notice:
         return False
     at = max(at, state.opened_at)
     key = f"{cure_letter_key(connection, state)}-resent-{returned.id}"
@@ -274,8 +272,7 @@ def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: 
 def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:
     if row.kind == "right_to_cure" and row.review_id is not None:
         state = reviews.review_state(connection, row.review_id, lock=True)
-        live = state is not None and state.in_review and not state.closed and state.cure_deadline is None
-        if state is None or not live or repossession_barred(state.holds):
+        if state is None or not state.open_to_notice or state.cure_deadline is not None:
             return False
         at = max(at, state.opened_at)
         return write_cure_letter(connection, state, at, readdressed=True, key=row.idempotency_key)

@@ -130,13 +130,7 @@ class Prepared:
 
 def _may_need_notice(state: ReviewState) -> bool:
     """Whether the review may still owe its right-to-cure letter (the jurisdiction decides)."""
-    return not (
-        state.closed
-        or not state.in_review
-        or state.cure_deadline is not None
-        or state.letter_id is not None
-        or repossession_barred(state.holds)
-    )
+    return state.open_to_notice and state.cure_deadline is None and state.letter_id is None
 
 
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
