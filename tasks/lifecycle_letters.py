@@ -19,11 +19,13 @@ adds no second letter:
   returned to sender is kept as it was (it was mailed: the evidence of the notice then given);
   once an import brings another address, a new one is written there and the review's cure
   period counts from its mailing;
-- `rewrite_letter` (`arrears letters rewrite`): a letter blocked for a reason that does not pass
-  by itself (not rendered, its words refused) is written again the same way, when an operator
-  asks once the cause is fixed.
+- `rewrite_letter` and `rewrite_blocked` (`arrears letters rewrite`): a letter blocked for a
+  reason that does not pass by itself (not rendered, its words refused) is written again the same
+  way, when an operator asks once the cause is fixed; one letter, or every letter blocked for the
+  same cause.
 """
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -56,9 +58,11 @@ from tasks.recovery import settle_recoveries
 
 __all__ = [
     "NotRewritten",
+    "Rewrites",
     "collection_notice_key",
     "plan_letter_key",
     "readdress_letters",
+    "rewrite_blocked",
     "rewrite_letter",
     "write_collection_notices",
     "write_plan_letter",
@@ -222,29 +226,81 @@ def rewrite_letter(
     Returns the letter as it is now."""
     engine_ = engine_ or engine()
     with engine_.begin() as connection:
-        row = letters.letter_by_id(connection, letter_id)
-        if row is None:
-            raise NotRewritten(f"no letter {letter_id}")
-        if row.status != "blocked":
-            raise NotRewritten(f"letter {letter_id} is {row.status}: only a blocked letter is written again")
-        if row.reason == NO_ADDRESS:
-            raise NotRewritten(f"letter {letter_id} waits for an address: import one and it is written again")
-        if row.reason in REWRITTEN:
-            raise NotRewritten(
-                f"letter {letter_id} is written again by the next cycle or dispatch: {row.reason}"
-            )
-        letters.mark_blocked(connection, letter_id=letter_id, reason=ASKED, at=at, status="blocked", why=why)
-        if row.kind != "notice_of_sale" and not _readdress(connection, row, at):
-            raise NotRewritten(
-                f"letter {letter_id} is owed no more (its review closed, its plan ended, or its account "
-                "left the stage that asked for it): left as it was"
-            )
+        row = _rewrite(connection, letter_id, why, at)
     if row.kind == "notice_of_sale":
         settle_recoveries(at, engine_=engine_)
     with engine_.connect() as connection:
         now = letters.letter_by_id(connection, letter_id)
     assert now is not None
     return now
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """What `rewrite_blocked` did: the letters written again, those left as they were with the
+    reason `NotRewritten` gave, and those whose rewrite failed with the error (left as they were
+    too: their transaction rolled back)."""
+
+    rewritten: list[letters.LetterRow]
+    left: list[tuple[letters.LetterRow, str]]
+    failed: list[tuple[letters.LetterRow, str]]
+
+
+def rewrite_blocked(reason_starts: str, *, why: str, at: datetime, engine_: Engine | None = None) -> Rewrites:
+    """`rewrite_letter` for every letter blocked with a reason that starts with `reason_starts`: a
+    systemic cause (a template bug, the lender's contact line) blocks a whole day's letters at
+    once. Each letter in a transaction of its own, so one that is owed no more, or whose rewrite
+    fails, is left as it was and reported without holding back the others; the recovery runs
+    once, after all of them."""
+    engine_ = engine_ or engine()
+    with engine_.connect() as connection:
+        found = letters.blocked_for(connection, reason_starts)
+    rewritten, left, failed = [], [], []
+    for letter_id in found:
+        try:
+            with engine_.begin() as connection:
+                _rewrite(connection, letter_id, why, at)
+        except NotRewritten as refused:
+            left.append((letter_id, str(refused)))
+        except Exception as error:  # one letter's bug (its context, its account) stops no other
+            failed.append((letter_id, f"{type(error).__name__}: {error}"))
+        else:
+            rewritten.append(letter_id)
+    if rewritten:
+        settle_recoveries(at, engine_=engine_)
+    with engine_.connect() as connection:
+        return Rewrites(
+            rewritten=[_now(connection, letter_id) for letter_id in rewritten],
+            left=[(_now(connection, letter_id), why_not) for letter_id, why_not in left],
+            failed=[(_now(connection, letter_id), error) for letter_id, error in failed],
+        )
+
+
+def _now(connection: Connection, letter_id: int) -> letters.LetterRow:
+    row = letters.letter_by_id(connection, letter_id)
+    assert row is not None  # letters are never deleted
+    return row
+
+
+def _rewrite(connection: Connection, letter_id: int, why: str, at: datetime) -> letters.LetterRow:
+    """Mark one letter to be written again and write it (a notice of sale is left marked for the
+    recovery); raises `NotRewritten` inside the caller's transaction, which then changes nothing."""
+    row = letters.letter_by_id(connection, letter_id)
+    if row is None:
+        raise NotRewritten(f"no letter {letter_id}")
+    if row.status != "blocked":
+        raise NotRewritten(f"letter {letter_id} is {row.status}: only a blocked letter is written again")
+    if row.reason == NO_ADDRESS:
+        raise NotRewritten(f"letter {letter_id} waits for an address: import one and it is written again")
+    if row.reason in REWRITTEN:
+        raise NotRewritten(f"letter {letter_id} is written again by the next cycle or dispatch: {row.reason}")
+    letters.mark_blocked(connection, letter_id=letter_id, reason=ASKED, at=at, status="blocked", why=why)
+    if row.kind != "notice_of_sale" and not _readdress(connection, row, at):
+        raise NotRewritten(
+            f"letter {letter_id} is owed no more (its review closed, its plan ended, or its account "
+            "left the stage that asked for it): left as it was"
+        )
+    return row
 
 
 def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: datetime) -> bool:

@@ -687,6 +687,116 @@ def test_a_letter_blocked_for_good_is_written_again_when_an_operator_asks(
     assert rows(mail_db, letter_t, "A-NOADDR") == [unaddressed]
 
 
+def test_every_letter_blocked_for_one_cause_is_written_again_when_an_operator_asks(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template bug blocks a day's letters at once: `arrears letters rewrite --blocked-for` writes
+    again every letter blocked for that cause, each in its place with the operator's reason, and
+    reports the one nothing owes any more and the one whose rewrite failed, both left as they were
+    (exit 1: the others are done); a letter blocked for another cause is not touched, and the
+    cause is matched literally (`%` matches no letter)."""
+    import tasks.lifecycle_letters
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    broken_ids, cured_id, threatening_id, failing_id = ("A-IA1", "A-IA2", "A-IA3"), "A-IA4", "A-IA5", "A-IA6"
+    for account_id in (*broken_ids, cured_id, threatening_id, failing_id):
+        put_in_review(mail_db, tmp_path, account_id)
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    written = {
+        account_id: rows(mail_db, letter_t, account_id)[0]
+        for account_id in (*broken_ids, cured_id, failing_id)
+    }
+    [threatening] = rows(mail_db, letter_t, threatening_id)
+    with mail_db.begin() as c:  # the template bug: no deadline in any context; one lender line
+        for letter in written.values():
+            damaged = {k: v for k, v in letter.context.items() if k != "cure_deadline"}
+            c.execute(update(letter_t).where(letter_t.c.id == letter.id).values(context=damaged))
+        threat = {**threatening.context, "lender_contact": "Pay or we will tell your employer."}
+        c.execute(update(letter_t).where(letter_t.c.id == threatening.id).values(context=threat))
+    assert send_letters.fn(as_of=at("2026-12-01T17:00:00Z"))["letters_blocked"] == 6
+    with mail_db.begin() as c:  # the borrower cured: the refresh leaves the account so
+        c.execute(update(account_t).where(account_t.c.account_id == cured_id).values(stage="cured"))
+    prepare_reviews.fn(at("2026-12-02T08:00:00Z"))
+    before = {
+        account_id: rows(mail_db, letter_t, account_id)
+        for account_id in (cured_id, threatening_id, failing_id)
+    }
+    listed = _cli("letters", "list", "--status", "blocked", "--database", db_url, "--json")
+    assert sorted(letter["account_id"] for letter in json.loads(listed.stdout)) == [
+        *broken_ids,
+        cured_id,
+        threatening_id,
+        failing_id,
+    ]
+    pending = _cli("letters", "list", "--status", "pending", "--database", db_url, "--json")
+    assert json.loads(pending.stdout) == []
+    typo = _cli("letters", "list", "--status", "blokced", "--database", db_url)
+    assert _refused(typo) and "one of pending, created" in str(typo.exception)
+
+    write_cure_letter = tasks.lifecycle_letters.write_cure_letter
+
+    def failing(connection: Any, state: Any, *args: Any, **kw: Any) -> bool:
+        if state.account_id == failing_id:
+            raise RuntimeError("this account's facts break the context")
+        return write_cure_letter(connection, state, *args, **kw)
+
+    monkeypatch.setattr(tasks.lifecycle_letters, "write_cure_letter", failing)
+    nothing = _cli("letters", "rewrite", "--blocked-for", "%", "--reason", "?", "--database", db_url)
+    assert _refused(nothing) and "none blocked for '%'" in str(nothing.exception)
+    done = _cli(
+        "letters",
+        "rewrite",
+        "--blocked-for",
+        "not rendered",
+        "--reason",
+        "template fixed in 1.4.2",
+        "--as-of",
+        "2026-12-02T09:00:00Z",
+        "--database",
+        db_url,
+        "--json",
+    )
+    assert done.exit_code == 1, done.output
+    report = json.loads(done.stdout)
+    assert sorted(letter["account_id"] for letter in report["rewritten"]) == list(broken_ids)
+    assert {letter["status"] for letter in report["rewritten"]} == {"pending"}
+    [left] = report["left"]
+    assert (left["account_id"], left["status"]) == (cured_id, "blocked")
+    assert "owed no more" in left["why_not"] and left["reason"].startswith("not rendered")
+    [failed] = report["failed"]
+    assert (failed["account_id"], failed["status"]) == (failing_id, "blocked")
+    assert failed["error"] == "RuntimeError: this account's facts break the context"
+    for account_id in broken_ids:
+        [again] = rows(mail_db, letter_t, account_id)
+        assert (again.id, again.idempotency_key) == (
+            written[account_id].id,
+            written[account_id].idempotency_key,
+        )
+        assert "cure_deadline" in again.context
+        assert any("template fixed in 1.4.2" in e.detail for e in events(mail_db, account_id, "letter"))
+    assert rows(mail_db, letter_t, cured_id) == before[cured_id]  # left as it was
+    assert rows(mail_db, letter_t, threatening_id) == before[threatening_id]
+    assert rows(mail_db, letter_t, failing_id) == before[failing_id]  # its transaction rolled back
+    assert send_letters.fn(as_of=at("2026-12-02T09:00:00Z"))["letters_sent"] == 3
+    assert sorted(sent["idempotency_key"] for sent in letters_sandbox.letters()) == sorted(
+        written[account_id].idempotency_key for account_id in broken_ids
+    )
+
+    monkeypatch.setattr(tasks.lifecycle_letters, "write_cure_letter", write_cure_letter)  # fixed
+    fixed = _cli(
+        "letters", "rewrite", "--blocked-for", "not rendered", "--reason", "?", "--database", db_url, "--json"
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert [letter["account_id"] for letter in json.loads(fixed.stdout)["rewritten"]] == [failing_id]
+    again = _cli("letters", "rewrite", "--blocked-for", "not rendered", "--reason", "?", "--database", db_url)
+    assert _refused(again) and "no letter written again" in str(again.exception)  # the cured one left
+    both = _cli(
+        "letters", "rewrite", "1", "--blocked-for", "not rendered", "--reason", "?", "--database", db_url
+    )
+    assert _refused(both) and "not both or neither" in str(both.exception)
+
+
 def test_the_cycle_mails_the_letters_it_writes_beside_its_dispatch(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

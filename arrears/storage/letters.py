@@ -24,10 +24,12 @@ from arrears.storage.tables import account, letter
 
 __all__ = [
     "ACTIVE",
+    "STATUSES",
     "LetterRow",
     "NewLetter",
     "add_letters",
     "addressed_since_blocked",
+    "blocked_for",
     "letter_by_id",
     "letter_by_key",
     "letter_by_provider_id",
@@ -50,6 +52,7 @@ __all__ = [
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
 RANK = {"pending": 0, "created": 1, "mailed": 2, "in_transit": 3, "delivered": 4, "returned_to_sender": 4}
 ACTIVE = ("created", "mailed", "in_transit")  # sent, and not yet at the end of the post
+STATUSES = (*RANK, "blocked", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,11 +607,27 @@ def letters_of_reviews(connection: Connection, review_ids: Sequence[int]) -> dic
     return found
 
 
-def list_letters(connection: Connection, *, account_id: str | None = None) -> list[LetterRow]:
+def list_letters(
+    connection: Connection, *, account_id: str | None = None, status: str | None = None
+) -> list[LetterRow]:
     statement = select(*_COLUMNS).order_by(letter.c.created_at, letter.c.id)
     if account_id is not None:
         statement = statement.where(letter.c.account_id == account_id)
+    if status is not None:
+        statement = statement.where(letter.c.status == status)
     return [_row(r) for r in connection.execute(statement)]
+
+
+def blocked_for(connection: Connection, reason_starts: str) -> list[int]:
+    """The ids of the letters blocked with a reason that starts with `reason_starts` (as
+    `list_letters` shows it; matched literally, `%` and `_` included), oldest first."""
+    return list(
+        connection.scalars(
+            select(letter.c.id)
+            .where(letter.c.status == "blocked", letter.c.reason.startswith(reason_starts, autoescape=True))
+            .order_by(letter.c.id)
+        )
+    )
 
 
 def letter_pdf(connection: Connection, letter_id: int) -> tuple[bytes, str | None] | None:

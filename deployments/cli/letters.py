@@ -2,8 +2,9 @@
 for a letter blocked for good once its cause is fixed."""
 
 import hashlib
+from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,6 +24,9 @@ from deployments.cli._common import (
     existing_database,
 )
 
+if TYPE_CHECKING:
+    from tasks.lifecycle_letters import Rewrites
+
 letters_app = command_group(
     "letters", "Letters mailed through the letters provider (right-to-cure notices…)."
 )
@@ -31,16 +35,24 @@ letters_app = command_group(
 @letters_app.command("list")
 def list_(
     account: Annotated[str | None, typer.Option("--account", help="Only this account's letters.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only letters with this status (pending, created, mailed, blocked, …)."
+        ),
+    ] = None,
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
     """Letters with their kind, status, mailed date and the deadline counted from it."""
     # Imported in the command: `arrears --help` loads none of storage.
-    from arrears.storage.letters import list_letters
+    from arrears.storage.letters import STATUSES, list_letters
 
+    if status is not None and status not in STATUSES:
+        raise CliError(f"--status {status!r}: one of {', '.join(STATUSES)}")
     engine = existing_database(database)
     with engine.connect() as connection:
-        found = [row.as_json() for row in list_letters(connection, account_id=account)]
+        found = [row.as_json() for row in list_letters(connection, account_id=account, status=status)]
     if json:
         emit_json(found)
         return
@@ -89,8 +101,18 @@ def pdf(
 
 @letters_app.command("rewrite")
 def rewrite(
-    letter_id: Annotated[int, typer.Argument(help="The letter's id (see `arrears letters list`).")],
     reason: Why,
+    letter_id: Annotated[
+        int | None, typer.Argument(help="The letter's id (see `arrears letters list`).", metavar="LETTER_ID")
+    ] = None,
+    blocked_for: Annotated[
+        str | None,
+        typer.Option(
+            "--blocked-for",
+            help="Instead of one letter: every letter blocked with a reason starting with this text "
+            "(as `arrears letters list --status blocked` shows it), e.g. 'not rendered'.",
+        ),
+    ] = None,
     as_of: AsOf = None,
     database: DatabaseOption = None,
     json: Json = False,
@@ -98,11 +120,23 @@ def rewrite(
     """Write again a letter blocked for good (it could not be rendered, or its words were refused),
     once the cause is fixed: from today's facts, in its place and under its key; it goes with the
     next cycle or `arrears dispatch`. A letter blocked for want of an address waits for an import,
-    and one that nothing owes any more (its review closed) is left as it was: both exit 2."""
-    from tasks.lifecycle_letters import NotRewritten, rewrite_letter
+    and one that nothing owes any more (its review closed) is left as it was: both exit 2.
 
+    With --blocked-for, every letter blocked for that cause, each in a transaction of its own:
+    written again, or left as it was with the reason; exit 1 when one failed with an error (the
+    others are done), 2 when none is written again."""
+    from tasks.lifecycle_letters import NotRewritten, rewrite_blocked, rewrite_letter
+
+    if (letter_id is None) == (blocked_for is None):
+        raise CliError("name one letter (LETTER_ID) or a cause (--blocked-for TEXT), not both or neither")
     why, instant = audit_reason(reason), as_of_instant(as_of)
     engine = existing_database(database)
+    if blocked_for is not None:
+        if not blocked_for.strip():
+            raise CliError("--blocked-for: give the start of the reason the letters are blocked for")
+        _rewrite_blocked(rewrite_blocked(blocked_for, why=why, at=instant, engine_=engine), blocked_for, json)
+        return
+    assert letter_id is not None
     try:
         row = rewrite_letter(letter_id, why=why, at=instant, engine_=engine)
     except NotRewritten as error:
@@ -111,3 +145,40 @@ def rewrite(
         emit_json(row.as_json())
         return
     console.print(f"letter {letter_id} ({row.kind}, account {row.account_id}): {row.status}", markup=False)
+
+
+def _rewrite_blocked(done: "Rewrites", blocked_for: str, json: bool) -> None:
+    """Exit 1 when a rewrite failed (the others were done), 2 when no letter was written again."""
+    set_aside = [("left as it was", row, why) for row, why in done.left]
+    set_aside += [("failed", row, error) for row, error in done.failed]
+    if json:
+        emit_json(
+            {
+                "rewritten": [row.as_json() for row in done.rewritten],
+                "left": [row.as_json() | {"why_not": why_not} for row, why_not in done.left],
+                "failed": [row.as_json() | {"error": error} for row, error in done.failed],
+            }
+        )
+    else:
+        kinds = Counter(row.kind for row in done.rewritten)
+        console.print(
+            f"{len(done.rewritten):,} letters written again"
+            + (f" ({', '.join(f'{kind} {n:,}' for kind, n in sorted(kinds.items()))})" if kinds else "")
+            + f", {len(done.left):,} left as they were, {len(done.failed):,} failed",
+            markup=False,
+        )
+        if set_aside:
+            table = Table(title="not written again")
+            for column in ("id", "account", "kind", "", "why"):
+                table.add_column(column)
+            for what, row, why in set_aside:
+                table.add_row(str(row.id), row.account_id, row.kind, what, why)
+            console.print(table)
+    if done.failed:
+        raise CliError(f"{len(done.failed):,} letters failed to be written again", exit_code=1)
+    if not done.rewritten:
+        raise CliError(
+            f"no letter written again: none blocked for {blocked_for!r}"
+            if not done.left
+            else "no letter written again"
+        )
