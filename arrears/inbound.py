@@ -44,7 +44,7 @@ OPT_OUT_KEYWORDS = frozenset(
     # stop, quit, end, revoke, opt out, cancel, unsubscribe.
     | {"REVOKE", "OPT OUT", "OPT-OUT", "OPTOUT"}
     # STOP as a mainland borrower writes it (refusals in more words: _REFUSAL below).
-    | {"停止"}
+    | {"停止", "停"}
 )
 # Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
 # holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
@@ -156,23 +156,28 @@ def normalise(body: str) -> str:
     characters dropped (a zero-width space inside "S\u200bTOP", a byte-order mark, bidirectional
     marks: a phone's keyboard or a pasted text adds them, and a reader sees STOP), upper case,
     whitespace collapsed, punctuation around the message dropped ("Stop." and "退订。" count)."""
+    return _EDGE.sub("", _folded(body))
+
+
+def _folded(body: str) -> str:
+    """`normalise` but for the punctuation around the message, where a "#" may be a word: "wrong #"."""
     text = unicodedata.normalize("NFKC", body)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf").upper()
-    text = _SPACES.sub(" ", text).strip()
-    return _EDGE.sub("", text)
+    return _SPACES.sub(" ", text).strip()
 
 
 def classify(body: str) -> Classified:
     """Opt-out, opt-in, wrong number or a reply, and the hold an opt-out or a reply calls for. An
     opt-out word wins over an opt-in word in one message, and over a wrong number ("Stop. Wrong
     number"): the number is opted out as asked."""
-    text = normalise(body)
+    folded = _folded(body)
+    text = _EDGE.sub("", folded)
     if text in OPT_OUT_KEYWORDS:
         return Classified(InboundKind.OPT_OUT, text, text)
     if text in OPT_IN_KEYWORDS:
         return Classified(InboundKind.OPT_IN, text, text)
     found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)
-    wrong = None if found else _WRONG_NUMBER.search(text)
+    wrong = None if found else _WRONG_NUMBER.search(folded)
     if wrong:  # a stranger's "not my debt" disputes nothing
         return Classified(InboundKind.WRONG_NUMBER, text, wrong.group(0))
     hold, statement = next(

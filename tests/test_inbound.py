@@ -68,6 +68,9 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("不要再发了，退订", InboundKind.OPT_OUT),
         # A plain refusal in other words (FCC 24-24; MIIT Order 31 art. 19), with no keyword in it.
         ("停止", InboundKind.OPT_OUT),
+        ("停", InboundKind.OPT_OUT),
+        ("停！", InboundKind.OPT_OUT),
+        ("停车场在哪里", InboundKind.REPLY),
         ("拒收", InboundKind.OPT_OUT),
         ("别再发了", InboundKind.OPT_OUT),
         ("请不要再给我发短信了", InboundKind.OPT_OUT),
@@ -101,6 +104,8 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         # Whoever has the number says it is not the borrower's...
         ("Wrong number", InboundKind.WRONG_NUMBER),
         ("This is not John, wrong number", InboundKind.WRONG_NUMBER),
+        ("This isn't John, wrong #", InboundKind.WRONG_NUMBER),  # the "#" ends the message
+        ("wrong #!", InboundKind.WRONG_NUMBER),
         ("you have the wrong person", InboundKind.WRONG_NUMBER),
         ("No one here by that name", InboundKind.WRONG_NUMBER),
         ("nobody named Nancy lives here", InboundKind.WRONG_NUMBER),
@@ -115,6 +120,7 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("Stop. Wrong number", InboundKind.OPT_OUT),  # an opt-out is honoured as asked
         # ...and what only sounds like it: a disputed amount, a question, the borrower's own number.
         ("you have the wrong amount on my account", InboundKind.REPLY),
+        ("that's wrong!", InboundKind.REPLY),
         ("I'm not able to pay this month", InboundKind.REPLY),
         ("I don't know who this is", InboundKind.REPLY),
         ("你们算错了", InboundKind.REPLY),
