@@ -27,6 +27,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from integrations._hmac import combined_header
 from integrations._sandbox_faults import CallbackFaults, FaultState, SandboxFaults
@@ -139,13 +140,23 @@ async def with_faults(
         return response
 
 
-def create_sandbox_app(title: str, state: Any, *routers: APIRouter) -> FastAPI:
+def create_sandbox_app(title: str, state: FaultState, *routers: APIRouter) -> FastAPI:
     """The app of a sandbox server: `state` on `app.state.sandbox`, one router per vendor shape
-    and one for the sandbox's own controls."""
+    and one for the sandbox's own controls.
+
+    A client that goes away while its request is read (a run killed mid-upload, as the chaos runs
+    do) is counted as `disconnects` and answered 499: it is no fault of the server's, and a
+    vendor takes nothing from a request it never received whole."""
     app = FastAPI(title=title, docs_url="/_sandbox/docs", openapi_url="/_sandbox/openapi.json")
     app.state.sandbox = state
     for router in routers:
         app.include_router(router)
+
+    async def client_gone(_request: Request, _error: Exception) -> Response:
+        state.count("disconnects")
+        return Response(status_code=499)
+
+    app.add_exception_handler(ClientDisconnect, client_gone)
     return app
 
 

@@ -39,7 +39,6 @@ from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import ClientDisconnect
 
 from integrations._hmac import sign
 from integrations._sandbox import (
@@ -279,11 +278,7 @@ def lob_router(st: LettersState) -> APIRouter:
         if (refused := denied(request, "create")) is not None:
             return refused
         key = request.headers.get("idempotency-key")
-        try:
-            form = await request.form()
-        except ClientDisconnect:  # the client went away mid-upload (a killed run): nothing was taken
-            st.count("disconnects")
-            return Response(status_code=499)
+        form = await request.form()  # a client gone mid-upload: `create_sandbox_app`'s 499
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         upload = form.get("file")
         pdf = b"" if upload is None or isinstance(upload, str) else await upload.read()

@@ -1,7 +1,9 @@
 """The sandbox server: its own process, its checks of auth and signatures, its controls."""
 
+import logging
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -91,3 +93,31 @@ def test_latency_is_injected(sandbox: SandboxHandle) -> None:
     sandbox.set_faults(latency_ms=300)
     answer = sandbox.admin.post("/", data=_aliyun_params(sandbox))
     assert answer.json()["Code"] == "OK" and answer.elapsed.total_seconds() >= 0.3
+
+
+def test_a_client_gone_mid_request_is_counted_and_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A run killed while it sends its request (`kill -9` mid-dispatch): the sandbox takes no
+    message, counts the disconnect, and logs no error (a client that went away is no fault of the
+    server's); the next request is answered as usual."""
+    from integrations.sandbox import InProcessServer
+    from integrations.sms._sandbox_state import Credentials, SandboxState
+    from integrations.sms.sandbox_server import create_app
+
+    state = SandboxState(Credentials.generate())
+    with InProcessServer(create_app(state=state)) as server, caplog.at_level(logging.ERROR):
+        url = httpx.URL(server.base_url)
+        assert url.host and url.port
+        cut_short = (
+            f"POST / HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n"
+            "Action=SendSms&PhoneNumbers=13800000000"
+        )
+        with socket.create_connection((url.host, url.port)) as client:
+            client.sendall(cut_short.encode())
+        deadline = time.monotonic() + 10
+        while state.counters.get("disconnects", 0) < 1:
+            assert time.monotonic() < deadline, "the sandbox never saw the client go"
+            time.sleep(0.02)
+        assert httpx.get(f"{server.base_url}/_sandbox/health").json()["ok"] is True
+    assert state.messages == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
