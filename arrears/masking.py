@@ -15,16 +15,21 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 __all__ = ["install_log_masking", "mask_national_id", "mask_phone", "mask_text"]
 
 _KEEP = 4
+# What may not touch a number for it to be one: digits, Latin letters (an account id, a key) and
+# a mask's stars. Not `\w`: Chinese writes a number against its words, 电话13912345678，and `\w`
+# holds every CJK character.
+_GLUED = r"0-9A-Za-z_*"
 # E.164, possibly written with spaces, dots, dashes or brackets: "+86 139 1234 5678".
-_E164 = re.compile(r"(?<![\w+])\+\d(?:[\s.\-()]{0,2}\d){6,14}(?!\d)")
+_E164 = re.compile(rf"(?<![{_GLUED}+])\+\d(?:[\s.\-()]{{0,2}}\d){{6,14}}(?!\d)")
 # National forms we handle: CN mobiles (11 digits from 1[3-9]), North American (213) 373-4253 and
 # 213-373-4253, UK 020 7946 0000 / 07700 900123.
 _NATIONAL = re.compile(
-    r"(?<![\w*])(?:1[3-9]\d{9}|\(\d{3}\)\s?\d{3}[\s.\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4}|0\d{2,4}\s\d{3,4}\s?\d{3,4})(?![\w*])"
+    rf"(?<![{_GLUED}])(?:1[3-9]\d{{9}}|\(\d{{3}}\)\s?\d{{3}}[\s.\-]\d{{4}}|\d{{3}}[.\-]\d{{3}}[.\-]\d{{4}}"
+    rf"|0\d{{2,4}}\s\d{{3,4}}\s?\d{{3,4}})(?![{_GLUED}])"
 )
 # CN resident identity card (18: 17 digits and a check digit or X) and US SSN (123-45-6789).
-_CN_ID = re.compile(r"(?<![\w*])\d{17}[\dXx](?![\w*])")
-_SSN = re.compile(r"(?<![\w\-*])\d{3}-\d{2}-\d{4}(?![\w\-*])")
+_CN_ID = re.compile(rf"(?<![{_GLUED}])\d{{17}}[\dXx](?![{_GLUED}])")
+_SSN = re.compile(rf"(?<![{_GLUED}\-])\d{{3}}-\d{{2}}-\d{{4}}(?![{_GLUED}\-])")
 
 
 def _country_code(digits: str) -> int:

@@ -55,6 +55,17 @@ def test_free_text_is_masked_and_other_figures_are_left_alone() -> None:
         assert kept in masked, kept
 
 
+def test_numbers_written_against_chinese_words_are_masked() -> None:
+    """Chinese puts no space between a word and a number: 电话13912345678 is a number all the same,
+    and so is an id after 身份证 or an E.164 number before 。; one glued to Latin letters or digits
+    (an account id, a longer figure) is not."""
+    masked = mask_text("我换号了，新号码是13800000000。身份证11010519491231002X，电话+8613912345678。")
+    for secret in ("13800000000", "11010519491231002X", "8613912345678"):
+        assert secret not in masked, secret
+    assert "新号码是*******0000。" in masked and "电话+86*******5678。" in masked
+    assert mask_text("A13912345678 139123456789") == "A13912345678 139123456789"
+
+
 def test_log_records_are_masked_before_any_handler_sees_them(caplog: pytest.LogCaptureFixture) -> None:
     """Once installed, a record logged with a number in its message or its arguments reaches the
     handlers masked."""
