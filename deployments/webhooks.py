@@ -55,6 +55,7 @@ from arrears.settings import get_settings
 from arrears.storage import get_engine, one_writer
 from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
+from integrations.callbacks import UnreadableItem
 from integrations.court.protocol import FilingStatus
 from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
 from integrations.providers import build_provider
@@ -359,6 +360,19 @@ def create_app(
             for account_id in result.lifecycle_accounts:
                 runner.submit(account_id, "reply")
 
+    async def unreadable(route: str, provider: Any, items: list[UnreadableItem]) -> None:
+        """The rest of the batch is stored and acknowledged: refusing it would lose it all."""
+        new = await store(
+            record.keep_unreadable_items, provider=provider.info.name, route=route, items=items, at=now()
+        )
+        log.warning(
+            "%s: %d items could not be read, %d new (kept for operators, audit kind unreadable_callback): %s",
+            route,
+            len(items),
+            new,
+            items[0].reason,
+        )
+
     async def court_statuses(route: str, name: str, body: bytes, items: list[FilingStatus]) -> None:
         digest = hashlib.sha256(body).hexdigest()
         for i, item in enumerate(items):
@@ -404,6 +418,8 @@ def create_app(
                 await replies(route, provider, group)
             elif item_type is FilingStatus:
                 await court_statuses(route, name, body, group)
+            elif item_type is UnreadableItem:
+                await unreadable(route, provider, group)
             else:
                 log.error("%s: the provider returned %s, which nothing stores", route, item_type.__name__)
                 raise _Refused(500, "internal error; retry later")

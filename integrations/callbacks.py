@@ -1,4 +1,5 @@
-"""What every provider kind's inbound side shares: the answer a callback gets, and URL helpers.
+"""What every provider kind's inbound side shares: the answer a callback gets, the item it could
+not read, and URL helpers.
 
 Inbound is part of each provider's interface (DESIGN §6). The webhook server routes
 `POST /{kind}/{provider}/{event}` to the registered provider and knows no vendor:
@@ -10,8 +11,12 @@ Inbound is part of each provider's interface (DESIGN §6). The webhook server ro
 `parse_callback` raises `UnverifiedCallback` (answered 403) when the callback does not prove it
 comes from the vendor, `InvalidCallback` (400) when it is authentic but malformed. A callback
 about something we do not know is acknowledged all the same (and recorded for operators): a
-refusal would only make the vendor push it again. The one answer that asks a vendor to deliver
-again is a 5xx, which the server gives when it could not store what arrived.
+refusal would only make the vendor push it again. So is a batch (Aliyun pushes arrays) with an
+item that cannot be read: the provider gives that item back as an `UnreadableItem`, the webhook
+stores the rest and keeps the item for operators. Refusing the whole batch would lose every
+readable item in it, an opt-out among them, once the vendor stops pushing it again. The one
+answer that asks a vendor to deliver again is a 5xx, which the server gives when it could not
+store what arrived.
 
 `check_callbacks()` raises `ConfigError` naming the setting when the provider could not tell a
 genuine callback from a forgery (an empty signing key or token): the webhook server then refuses
@@ -25,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["CALLBACK_EVENTS", "CallbackAnswer", "header", "query_param", "token_matches"]
+__all__ = ["CALLBACK_EVENTS", "CallbackAnswer", "UnreadableItem", "header", "query_param", "token_matches"]
 
 # The events of the SMS kind: delivery receipts, and messages the borrower sends us
 CALLBACK_EVENTS = frozenset({"status", "inbound"})
@@ -38,6 +43,18 @@ class CallbackAnswer:
     status: int = 200
     body: bytes = b""
     media_type: str = "text/plain"
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableItem:
+    """One item of a batch callback that cannot be read (a reply without its number, a report
+    without our reference), in the place of what it should have been."""
+
+    reason: str
+    item: str  # the item as received, as JSON text
+
+    def __repr__(self) -> str:  # the item may hold a number: reprs reach logs
+        return f"UnreadableItem(reason={self.reason!r}, item=<{len(self.item)} chars>)"
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

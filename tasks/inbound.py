@@ -19,11 +19,14 @@ from arrears.inbound import Classified, InboundKind, classify
 from arrears.storage import inbound as store
 from arrears.storage.delivery_reports import ReportsApplied, StatusReport, apply_delivery_reports
 from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded
+from arrears.storage.unreadable_callbacks import keep_unreadable
 from arrears.vocabulary import MessageStatus
+from integrations.callbacks import UnreadableItem
 from integrations.sms.protocol import DeliveryReport
 
 __all__ = [
     "InboundResult",
+    "keep_unreadable_items",
     "reattribute_reply",
     "record_court_status",
     "record_delivery_reports",
@@ -58,6 +61,16 @@ def record_delivery_reports(
     ours = [to_status(r) for r in reports]
     with engine.begin() as connection:
         return apply_delivery_reports(connection, provider=provider, reports=ours)
+
+
+def keep_unreadable_items(
+    engine: Engine, *, provider: str, route: str, items: Sequence[UnreadableItem], at: datetime
+) -> int:
+    """Keep for operators the items of a batch callback that could not be read; how many were new."""
+    with engine.begin() as connection:
+        return keep_unreadable(
+            connection, provider=provider, route=route, items=[(i.reason, i.item) for i in items], at=at
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -485,6 +485,40 @@ def test_start_lifts_the_opt_out(client: TestClient, db: Engine, sms_sandbox: An
     assert len(_events(db, "opt_in")) == 1
 
 
+def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SmsUp array whose second item cannot be read (no phone_number; a number that is none)
+    is acknowledged: the borrower's 退订 in it is recorded, a hold placed, and each unreadable item
+    kept once for operators in the audit trail, numbers masked, however often Aliyun pushes the
+    array again. Refusing it would lose the opt-out once Aliyun stopped retrying."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    stop = {
+        "phone_number": "13912345678",
+        "content": "退订",
+        "send_time": "2026-12-01 10:00:00",
+        "sequence_id": 9,
+    }
+    no_number = {"content": "还款 500 2026-12-05", "send_time": "2026-12-01 10:00:01"}
+    not_a_number = {"phone_number": "电话13912345678", "content": "停", "sequence_id": 10}
+    token = sms_sandbox.credentials["callback_token"]
+    for _ in range(2):  # Aliyun may push an array again
+        answer = _aliyun_post(client, "/sms/sandbox/inbound", [stop, no_number, not_a_number], token)
+        assert (answer.status_code, answer.json()) == (200, {"code": 0, "msg": "成功"})
+    with db.connect() as c:
+        assert c.execute(select(hold.c.kind).where(hold.c.lifted_at.is_(None))).scalars().all() == [
+            "sms_opt_out"
+        ]
+    assert len(_events(db, "opt_out")) == 1
+    kept = _events(db, "unreadable_callback")
+    assert len(kept) == 2 and all(e.account_id is None for e in kept)
+    assert [json.loads(e.data["item"])["content"] for e in kept] == ["还款 500 2026-12-05", "停"]
+    assert "lacks phone_number" in kept[0].data["reason"] and "not a number" in kept[1].data["reason"]
+    assert all(e.data["route"] == "sms/sandbox/inbound" for e in kept)
+    assert "13912345678" not in json.dumps([e.data for e in kept], ensure_ascii=False)
+    assert any("could not be read" in r.getMessage() for r in caplog.records)
+
+
 def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any
 ) -> None:

@@ -33,7 +33,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from integrations._masking import scrub
-from integrations.callbacks import CallbackAnswer, query_param, token_matches
+from integrations.callbacks import CallbackAnswer, UnreadableItem, query_param, token_matches
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -464,16 +464,25 @@ class AliyunSmsProvider(HttpSmsProvider):
             items = [items]
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise InvalidCallback("callback is not a JSON array of objects", code="body.malformed")
-        if event == "status":
-            return [_report(item) for item in items]
-        if event == "inbound":
-            return [_reply(item) for item in items]
-        raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
+        readers: dict[str, Callable[[Mapping[str, Any]], Callback]] = {"status": _report, "inbound": _reply}
+        read = readers.get(event)
+        if read is None:
+            raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
+        return [_read_or_keep(read, item) for item in items]
 
     def acknowledge(self, event: str) -> CallbackAnswer:
         return CallbackAnswer(
             200, json.dumps({"code": 0, "msg": "成功"}, ensure_ascii=False).encode(), "application/json"
         )
+
+
+def _read_or_keep(read: Callable[[Mapping[str, Any]], Callback], item: Mapping[str, Any]) -> Callback:
+    """One item of a pushed array, or the item as it came with why it cannot be read: the rest of
+    the array is stored all the same (`integrations.callbacks`)."""
+    try:
+        return read(item)
+    except InvalidCallback as unreadable:
+        return UnreadableItem(unreadable.reason, json.dumps(item, ensure_ascii=False, default=str))
 
 
 def _report(item: Mapping[str, Any]) -> DeliveryReport:

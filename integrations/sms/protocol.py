@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from integrations._masking import mask_phone
-from integrations.callbacks import CallbackAnswer
+from integrations.callbacks import CallbackAnswer, UnreadableItem
 from integrations.errors import ProviderError
 from integrations.metadata import ProviderInfo
 
@@ -35,6 +35,7 @@ __all__ = [
     "SmsRequest",
     "SmsResult",
     "SmsStatus",
+    "UnreadableItem",
 ]
 
 SmsStatus = Literal["queued", "sent", "delivered", "failed", "undelivered"]
@@ -121,7 +122,7 @@ class InboundMessage:
         )
 
 
-Callback = DeliveryReport | InboundMessage
+Callback = DeliveryReport | InboundMessage | UnreadableItem
 Outcome = SmsResult | ProviderError
 
 
@@ -162,7 +163,9 @@ class SmsProvider(Protocol):
         Aliyun callback carries its token in it); `event` is the last part of the webhook route:
         `status` (delivery reports) or `inbound` (messages people sent us). Raises
         `UnverifiedCallback` when the callback does not prove it comes from the vendor (checked
-        first), `InvalidCallback` when it is authentic but not what the event expects.
+        first), `InvalidCallback` when it is authentic but not what the event expects. An item of
+        a batch that cannot be read comes back as an `UnreadableItem` in its place, so that the
+        others are stored (`integrations.callbacks`).
         """
         ...
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from integrations.callbacks import UnreadableItem
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -29,6 +30,7 @@ from integrations.sms._signing import (
 )
 from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
 from integrations.sms.contract import make_requests
+from integrations.sms.protocol import DeliveryReport, InboundMessage
 from integrations.sms.sandbox_server import form_pairs
 
 
@@ -252,11 +254,33 @@ def test_delivery_reports_match_results(aliyun: SmsProvider, sandbox: SandboxHan
     assert all(r.at.utcoffset() is not None for r in reports.values())
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"a": 1}', b'[{"success": true}]'])
+@pytest.mark.parametrize("body", [b"not json", b'"a"', b"[1, 2]", b'[{"success": true}, 3]'])
 def test_malformed_reports_are_refused(aliyun: SmsProvider, sandbox: SandboxHandle, body: bytes) -> None:
-    """A report that is not an array of complete items raises InvalidCallback."""
+    """A callback that is not an array of objects raises InvalidCallback."""
     with pytest.raises(InvalidCallback):
         aliyun.parse_callback({}, body, url=_hook(sandbox))
+
+
+@pytest.mark.parametrize("event", ["status", "inbound"])
+def test_an_unreadable_item_comes_back_in_its_place_and_the_rest_is_read(
+    aliyun: SmsProvider, sandbox: SandboxHandle, event: str
+) -> None:
+    """An array with an item that cannot be read (no out_id; no phone_number) is read all the same:
+    that item comes back as an UnreadableItem with the reason and the item as it came, the
+    others as they are, in order."""
+    good = (
+        {"phone_number": "13912345678", "success": True, "out_id": "k1", "report_time": "2026-12-01 09:00:05"}
+        if event == "status"
+        else {"phone_number": "13912345678", "content": "退订", "send_time": "2026-12-01 09:00:00"}
+    )
+    bad = {"success": True, "phone_number": "13912345678"} if event == "status" else {"content": "退订"}
+    body = json.dumps([good, bad, good | {"phone_number": "13900000000"}], ensure_ascii=False).encode()
+    first, unreadable, last = aliyun.parse_callback({}, body, url=_hook(sandbox), event=event)
+    read = DeliveryReport if event == "status" else InboundMessage
+    assert isinstance(first, read) and isinstance(last, read)
+    assert isinstance(unreadable, UnreadableItem)
+    assert "lacks" in unreadable.reason and json.loads(unreadable.item) == bad
+    assert "13912345678" not in repr(unreadable)
 
 
 def test_wrong_access_key_id(make_provider, sandbox: SandboxHandle) -> None:
