@@ -6,12 +6,17 @@ forward by each instalment the payment clears in full.
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 import pendulum
 
-__all__ = ["Owed", "apply_payment"]
+__all__ = ["RECEIVED_AHEAD_AT_MOST", "Owed", "apply_payment"]
+
+# A payment waits unapplied until its `received_at`. A file may value-date a payment a few days
+# ahead; one dated more than a month after it is imported is a typo (2062 for 2026), and would
+# leave the borrower who paid pursued until that date. The import refuses it, naming the row.
+RECEIVED_AHEAD_AT_MOST = timedelta(days=31)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,11 @@ def upsert(engine: Engine, *rows: AccountRow, now: datetime = NOW) -> AccountCou
         return upsert_accounts(rows, connection=connection, now=now, origin="accounts.csv")
 
 
-def pay(engine: Engine, *rows: PaymentRow) -> tuple[PaymentCounts, dict[int, list[Rejection]]]:
+def pay(
+    engine: Engine, *rows: PaymentRow, now: datetime = NOW
+) -> tuple[PaymentCounts, dict[int, list[Rejection]]]:
     with engine.begin() as connection:
-        return insert_payments(rows, connection=connection)
+        return insert_payments(rows, connection=connection, now=now)
 
 
 def one(engine: Engine, table: Any, **where: Any) -> Any:
@@ -331,6 +333,20 @@ def test_payment_finer_than_the_accounts_currency_is_rejected(engine: Engine) ->
     )
     _, rejected = pay(engine, payment_row(line=2, account_id="J-1", amount="3000.50"))
     assert rejected[2] == [Rejection(2, "amount", "more decimal places than JPY allows (0)")]
+
+
+def test_payment_received_more_than_a_month_after_the_import_is_rejected(engine: Engine) -> None:
+    """A payment dated 2062 in a 2026 file would wait unapplied for 36 years while the borrower
+    who paid is pursued: it is refused on received_at, naming the days; one value-dated a month
+    ahead is taken."""
+    upsert(engine, account_row(account_id="A-1"))
+    typo = payment_row(line=4, payment_id="P-1", account_id="A-1", received_at="2062-11-29T09:00:00Z")
+    month = payment_row(line=5, payment_id="P-2", account_id="A-1", received_at="2026-12-29T09:00:00Z")
+    counts, rejected = pay(engine, typo, month, now=NOW)
+    [refused] = rejected[4]
+    assert refused.field == "received_at" and refused.reason.startswith("13150 days after this import")
+    assert counts == PaymentCounts(inserted=1) and 5 not in rejected
+    assert [p.payment_id for p in every(engine, payment)] == ["P-2"]
 
 
 # ---------------------------------------------------------------------------------------------

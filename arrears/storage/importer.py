@@ -49,6 +49,7 @@ from arrears.importing import (
 )
 from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
+from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows, update_rows
@@ -381,13 +382,14 @@ def _hold_event(
 
 
 def insert_payments(
-    rows: Sequence[PaymentRow], *, connection: Connection
+    rows: Sequence[PaymentRow], *, connection: Connection, now: datetime
 ) -> tuple[PaymentCounts, dict[int, list[Rejection]]]:
     """Insert payments not stored yet; `applied_at` stays empty for the cycle's refresh.
 
     Returns the counts and, by line, the rows refused because of what is stored: an unknown
     account, an amount finer than the account's currency, or a payment_id already stored with
-    different content. The same payment again is accepted and changes nothing.
+    different content; and those received more than `RECEIVED_AHEAD_AT_MOST` after `now`. The
+    same payment again is accepted and changes nothing.
     """
     counts = PaymentCounts()
     rejected: dict[int, list[Rejection]] = {}
@@ -422,6 +424,16 @@ def insert_payments(
                     row.line,
                     "amount",
                     f"more decimal places than {currency} allows ({CURRENCY_MINOR_UNITS[currency]})",
+                )
+            )
+        if row.received_at > now + RECEIVED_AHEAD_AT_MOST:
+            ahead = (row.received_at - now).days
+            problems.append(
+                Rejection(
+                    row.line,
+                    "received_at",
+                    f"{ahead} days after this import: a payment is imported once received (value-dated "
+                    f"at most {RECEIVED_AHEAD_AT_MOST.days} days ahead); is the year right?",
                 )
             )
         before = known.get(row.payment_id)
@@ -564,7 +576,7 @@ def _store_chunk(
                     )
                     late: dict[int, list[Rejection]] = {}
                 else:
-                    counts, late = insert_payments(rows, connection=connection)
+                    counts, late = insert_payments(rows, connection=connection, now=now)
         except IntegrityError:
             if attempt == 2:
                 raise

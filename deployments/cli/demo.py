@@ -99,7 +99,7 @@ def demo(
                     ),
                     payments,
                 )
-                run_import(engine, open_source(payments, Kind.PAYMENTS))
+                run_import(engine, open_source(payments, Kind.PAYMENTS), now=instant)  # on the simulated day
                 console.print(f"day {day + 1}: {paid:,} payments received")
             stats = run_cycle(instant.isoformat(), quiet=json)
     if json:
