@@ -85,6 +85,38 @@ def test_chinese_collection_notice_is_readable_chinese() -> None:
     assert b"STSong-Light" in letter.pdf
 
 
+def _page(pdf: bytes) -> tuple[tuple[float, float], set[str]]:
+    """The first page's size in points and its fonts (reportlab lists Helvetica, its default, on
+    every page)."""
+    page = pypdf.PdfReader(io.BytesIO(pdf)).pages[0]
+    fonts = {str(f.get_object()["/BaseFont"]) for f in page["/Resources"]["/Font"].values()}
+    return (float(page.mediabox.width), float(page.mediabox.height)), fonts
+
+
+def test_a_us_notice_is_on_letter_paper_in_helvetica_whatever_the_name() -> None:
+    """The paper follows the country the letter is mailed in, and the font the words: a US notice to
+    José Núñez is on US Letter in Helvetica, as one to Dana is (an accent once put it on A4 in a
+    Chinese font); one to 王芳 is on US Letter in the Song font; the 催收函 on A4."""
+    for name in ("Dana Borrower", "José Núñez", "Zoë Ångström"):
+        letter = render("right_to_cure", _notice(borrower_name=name, borrower_address=(name, "1 Main St")))
+        assert _page(letter.pdf) == ((612, 792), {"/Helvetica", "/Helvetica-Bold"}), name
+        assert f"Dear {name}," in _text(letter.pdf)
+    chinese = render("right_to_cure", _notice(borrower_name="王芳"))
+    (size, fonts) = _page(chinese.pdf)
+    assert size == (612, 792) and "/STSong-Light" in fonts and "王芳" in _text(chinese.pdf)
+    (size, fonts) = _page(render("collection_notice", CN).pdf)
+    assert size == (595.2756, 841.8898) and "/STSong-Light" in fonts
+
+
+def test_a_name_the_fonts_cannot_set_is_refused_naming_the_characters() -> None:
+    """Neither Helvetica nor the Song font has ễ or Ł: the notice would print boxes in the
+    borrower's name, so it is not rendered, and the reason names the characters."""
+    with pytest.raises(ValueError, match="cannot set 'ă', 'ễ'"):
+        render("right_to_cure", _notice(borrower_name="Nguyễn Văn Anh"))
+    with pytest.raises(ValueError, match="cannot set 'Ł'"):
+        render("right_to_cure", _notice(borrower_address=("Łukasz Nowak", "1 Main St")))
+
+
 def test_rendering_again_gives_identical_bytes() -> None:
     """The same context renders to the same bytes and hash, so the stored hash proves the PDF as mailed."""
     for kind, ctx in (("right_to_cure", _notice()), ("collection_notice", CN)):

@@ -56,6 +56,9 @@ LETTER_KINDS: tuple[str, ...] = ("right_to_cure", "collection_notice", "hardship
 
 _CJK_FONT = "STSong-Light"  # one of reportlab's CID fonts: the reader supplies the glyphs, no font file
 _LATIN_FONT = "Helvetica"
+# Where the post and the print shops use US Letter paper (jurisdiction codes: US-IA is the US's);
+# A4 everywhere else. The paper follows the country the letter is mailed in, never its words.
+_LETTER_PAPER = frozenset({"US", "CA", "MX"})
 _TITLE_SIZE, _BODY_SIZE, _LEADING = 13, 10.5, 15
 _MARGIN = 64
 
@@ -181,7 +184,14 @@ def render(kind: LetterKind | str, context: LetterContext, *, rules: Profile | N
     the jurisdiction has no such letter."""
     name = template_for(kind, context.jurisdiction, rules=rules)
     text = _environment().get_template(name).render(**_values(kind, context)).strip() + "\n"
-    pdf = _pdf(text, cjk=not text.isascii(), title=text.splitlines()[0], address=context.borrower_address)
+    paper = LETTER if context.jurisdiction.split("-")[0] in _LETTER_PAPER else A4
+    pdf = _pdf(
+        text,
+        cjk=_needs_cjk_font("\n".join((text, *context.borrower_address))),
+        paper=paper,
+        title=text.splitlines()[0],
+        address=context.borrower_address,
+    )
     return RenderedLetter(kind, name, pdf, hashlib.sha256(pdf).hexdigest(), text)
 
 
@@ -214,6 +224,39 @@ def _environment() -> Environment:
     )
 
 
+def _latin(text: str) -> bool:
+    """Whether Helvetica sets `text`: its WinAnsi encoding is Windows-1252 (English, and the accents
+    of Western Europe: José Núñez, Zoë Ångström)."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _needs_cjk_font(text: str) -> bool:
+    """Helvetica where it sets every character, the Song font where Chinese is written; ValueError
+    naming the characters neither sets (ễ, Ł, an emoji): a box in the borrower's name on a legal
+    notice. The Song font is taken to set GBK and Latin-1 (¥ in an amount)."""
+    if _latin(text):
+        return False
+    unset = sorted({c for c in text if not _latin(c) and not _gbk(c)})
+    if unset:
+        raise ValueError(
+            f"the letter's fonts cannot set {', '.join(map(repr, unset[:8]))}: a name or address "
+            "with them must be imported as it can be printed (Nguyen for Nguyễn), then the letter rewritten"
+        )
+    return True
+
+
+def _gbk(char: str) -> bool:
+    try:
+        char.encode("gbk")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @cache
 def _cjk_font() -> str:
     pdfmetrics.registerFont(UnicodeCIDFont(_CJK_FONT))
@@ -237,7 +280,7 @@ def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
         return [""]
     measure = partial(_width, font=font, size=size)
     out: list[str] = []
-    if line.isascii():
+    if _latin(line):  # words; Chinese breaks at any character
         space = measure(" ")
         current, used = "", 0.0
         for word in line.split(" "):
@@ -261,9 +304,9 @@ def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
     return [*out, current]
 
 
-def _pdf(text: str, *, cjk: bool, title: str, address: Sequence[str]) -> bytes:
+def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, address: Sequence[str]) -> bytes:
     buffer = io.BytesIO()
-    pagesize = A4 if cjk else LETTER
+    pagesize = paper
     font = _cjk_font() if cjk else _LATIN_FONT
     bold = font if cjk else "Helvetica-Bold"
     # invariant=1: a fixed creation date and document id, so the bytes depend on the text alone.
