@@ -687,6 +687,54 @@ def test_a_letter_blocked_for_good_is_written_again_when_an_operator_asks(
     assert rows(mail_db, letter_t, "A-NOADDR") == [unaddressed]
 
 
+def test_a_notice_the_fonts_cannot_print_waits_for_a_printable_name_then_goes(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A right-to-cure notice to Nguyễn Văn Anh is not rendered (neither font sets ễ or ă: the
+    notice would print boxes in the name) and its review says so; once the servicer's file brings
+    the name as it can be printed, `arrears letters rewrite --blocked-for` writes it again and it
+    is mailed, on US Letter paper, with the name as imported."""
+    from arrears.storage import reviews
+    from tasks.letters import send_letters
+    from tasks.review import prepare_reviews
+
+    put_in_review(mail_db, tmp_path, IA, borrower_name="Nguyễn Văn Anh")
+    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
+    assert send_letters.fn(as_of=at("2026-12-01T17:00:00Z"))["letters_blocked"] == 1
+    [blocked] = rows(mail_db, letter_t, IA)
+    assert blocked.status == "blocked" and "fonts cannot set 'ă', 'ễ'" in blocked.reason
+    [review] = rows(mail_db, review_t, IA)
+    with mail_db.connect() as c:
+        assert "fonts cannot set" in (reviews.review_state(c, review.id).notice_stopped or "")
+
+    import_rows(mail_db, tmp_path, [us_account(IA, past_due_amount="825.00", borrower_name="Nguyen Van Anh")])
+    assert _cli_rewritten_for("not rendered", "2026-12-02T09:00:00Z", db_url) == [IA]
+    assert send_letters.fn(as_of=at("2026-12-02T09:00:00Z"))["letters_sent"] == 1
+    [mailed] = rows(mail_db, letter_t, IA)
+    page = pypdf.PdfReader(io.BytesIO(mailed.pdf)).pages[0]
+    assert (float(page.mediabox.width), float(page.mediabox.height)) == (612, 792)
+    assert "Dear Nguyen Van Anh," in _pdf_text(mailed.pdf)
+
+
+def _cli_rewritten_for(cause: str, as_of: str, db_url: str) -> list[str]:
+    """`arrears letters rewrite --blocked-for`, which must succeed: the accounts written again."""
+    done = _cli(
+        "letters",
+        "rewrite",
+        "--blocked-for",
+        cause,
+        "--reason",
+        "name fixed",
+        "--as-of",
+        as_of,
+        "--database",
+        db_url,
+        "--json",
+    )
+    assert done.exit_code == 0, done.output
+    return [letter["account_id"] for letter in json.loads(done.stdout)["rewritten"]]
+
+
 def test_every_letter_blocked_for_one_cause_is_written_again_when_an_operator_asks(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -244,7 +244,8 @@ def _needs_cjk_font(text: str) -> bool:
     if unset:
         raise ValueError(
             f"the letter's fonts cannot set {', '.join(map(repr, unset[:8]))}: a name or address "
-            "with them must be imported as it can be printed (Nguyen for Nguyễn), then the letter rewritten"
+            "with them must be imported as it can be printed (Nguyen for Nguyễn), then the letter written "
+            "again (`arrears letters rewrite`)"
         )
     return True
 
