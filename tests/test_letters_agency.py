@@ -104,22 +104,14 @@ def _refused(result: Any) -> bool:
     return isinstance(result.exception, CliError) and result.exception.exit_code == 2
 
 
-def _rewritten(letter_id: int, reason: str, as_of: str, db_url: str) -> str:
-    """`arrears letters rewrite`, which must succeed: the letter's status after it."""
+def _rewritten(target: str, reason: str, as_of: str, db_url: str) -> Any:
+    """`arrears letters rewrite TARGET` (a letter's id, or `--blocked-for=CAUSE`), which must
+    succeed: what it printed as JSON."""
     done = _cli(
-        "letters",
-        "rewrite",
-        str(letter_id),
-        "--reason",
-        reason,
-        "--as-of",
-        as_of,
-        "--database",
-        db_url,
-        "--json",
+        "letters", "rewrite", target, "--reason", reason, "--as-of", as_of, "--database", db_url, "--json"
     )
     assert done.exit_code == 0, done.output
-    return str(json.loads(done.stdout)["status"])
+    return json.loads(done.stdout)
 
 
 def _pdf_text(pdf: bytes) -> str:
@@ -654,7 +646,10 @@ def test_a_letter_blocked_for_good_is_written_again_when_an_operator_asks(
     with mail_db.connect() as c:
         assert "not rendered" in (reviews.review_state(c, review.id).notice_stopped or "")
 
-    assert _rewritten(broken.id, "template fixed in 1.4.2", "2026-12-02T09:00:00Z", db_url) == "pending"
+    assert (
+        _rewritten(str(broken.id), "template fixed in 1.4.2", "2026-12-02T09:00:00Z", db_url)["status"]
+        == "pending"
+    )
     [again] = rows(mail_db, letter_t, broken_id)
     assert (again.id, again.idempotency_key, again.status) == (broken.id, broken.idempotency_key, "pending")
     assert "cure_deadline" in again.context and again.created_at == at("2026-12-02T09:00:00Z")
@@ -708,31 +703,13 @@ def test_a_notice_the_fonts_cannot_print_waits_for_a_printable_name_then_goes(
         assert "fonts cannot set" in (reviews.review_state(c, review.id).notice_stopped or "")
 
     import_rows(mail_db, tmp_path, [us_account(IA, past_due_amount="825.00", borrower_name="Nguyen Van Anh")])
-    assert _cli_rewritten_for("not rendered", "2026-12-02T09:00:00Z", db_url) == [IA]
+    done = _rewritten("--blocked-for=not rendered", "name fixed", "2026-12-02T09:00:00Z", db_url)
+    assert [letter["account_id"] for letter in done["rewritten"]] == [IA]
     assert send_letters.fn(as_of=at("2026-12-02T09:00:00Z"))["letters_sent"] == 1
     [mailed] = rows(mail_db, letter_t, IA)
     page = pypdf.PdfReader(io.BytesIO(mailed.pdf)).pages[0]
     assert (float(page.mediabox.width), float(page.mediabox.height)) == (612, 792)
     assert "Dear Nguyen Van Anh," in _pdf_text(mailed.pdf)
-
-
-def _cli_rewritten_for(cause: str, as_of: str, db_url: str) -> list[str]:
-    """`arrears letters rewrite --blocked-for`, which must succeed: the accounts written again."""
-    done = _cli(
-        "letters",
-        "rewrite",
-        "--blocked-for",
-        cause,
-        "--reason",
-        "name fixed",
-        "--as-of",
-        as_of,
-        "--database",
-        db_url,
-        "--json",
-    )
-    assert done.exit_code == 0, done.output
-    return [letter["account_id"] for letter in json.loads(done.stdout)["rewritten"]]
 
 
 def test_every_letter_blocked_for_one_cause_is_written_again_when_an_operator_asks(
@@ -1187,7 +1164,7 @@ def test_a_notice_of_sale_blocked_for_good_is_written_again_when_an_operator_ask
     assert (notice.status, notice.reason) == ("blocked", "not rendered: ValueError: template bug")
     monkeypatch.setattr(tasks.letters, "render", render)  # the fix deployed
 
-    assert _rewritten(notice.id, "template fixed", "2027-01-06T09:00:00Z", db_url) == "pending"
+    assert _rewritten(str(notice.id), "template fixed", "2027-01-06T09:00:00Z", db_url)["status"] == "pending"
     assert _cli("dispatch", "--as-of", "2027-01-06T18:00:00Z", "--database", db_url).exit_code == 0
     [sale] = [x for x in letters_sandbox.letters() if x["description"] == "notice_of_sale"]
     assert sale["idempotency_key"] == notice.idempotency_key
