@@ -166,10 +166,25 @@ def _folded(body: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def classify(body: str) -> Classified:
+def classify(body: str, vendor_keyword: str | None = None) -> Classified:
     """Opt-out, opt-in, wrong number or a reply, and the hold an opt-out or a reply calls for. An
     opt-out word wins over an opt-in word in one message, and over a wrong number ("Stop. Wrong
-    number"): the number is opted out as asked."""
+    number"): the number is opted out as asked.
+
+    `vendor_keyword` is the vendor's own reading, where it gives one (Twilio's OptOutType: STOP,
+    START or HELP, for keywords the lender configured there, "ALTO" or "PARAR" among them). The
+    vendor stops or resumes sending to the number on it, so arrears follows at once: its STOP opts
+    out whatever the words; its START opts in unless the words opt out."""
+    read = _classify(body)
+    said = f"{vendor_keyword} (vendor)"
+    if vendor_keyword == "STOP" and read.kind is not InboundKind.OPT_OUT:
+        return Classified(InboundKind.OPT_OUT, read.text, said, read.hold, read.statement)
+    if vendor_keyword == "START" and read.kind not in (InboundKind.OPT_OUT, InboundKind.OPT_IN):
+        return Classified(InboundKind.OPT_IN, read.text, said)
+    return read
+
+
+def _classify(body: str) -> Classified:
     folded = _folded(body)
     text = _EDGE.sub("", folded)
     if text in OPT_OUT_KEYWORDS:

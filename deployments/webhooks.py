@@ -348,6 +348,7 @@ def create_app(
                 at=min(item.at, received),
                 provider=provider.info.name,
                 callback_id=item.message_id,
+                vendor_keyword=item.vendor_keyword,
             )
             log.info(
                 "%s from %s: %s%s, %d accounts",

@@ -88,11 +88,19 @@ class InboundResult:
 
 
 def record_inbound_sms(
-    engine: Engine, *, address: str, text: str, at: datetime, provider: str, callback_id: str
+    engine: Engine,
+    *,
+    address: str,
+    text: str,
+    at: datetime,
+    provider: str,
+    callback_id: str,
+    vendor_keyword: str | None = None,
 ) -> InboundResult:
-    """Classify an inbound SMS and record it: an opt-out, an opt-in, a wrong number, or a reply,
-    and in the same transaction the dispute or bankruptcy hold its words call for."""
-    classified = classify(text)
+    """Classify an inbound SMS (with the vendor's own reading, where it gives one) and record it:
+    an opt-out, an opt-in, a wrong number, or a reply, and in the same transaction the dispute or
+    bankruptcy hold its words call for."""
+    classified = classify(text, vendor_keyword)
     inbound = Inbound(
         address=address,
         text=text,

@@ -135,6 +135,26 @@ def test_classify_reads_keywords_after_normalising(body: str, kind: InboundKind)
 
 
 @pytest.mark.parametrize(
+    ("body", "vendor", "kind", "keyword"),
+    [
+        ("ALTO", "STOP", InboundKind.OPT_OUT, "STOP (vendor)"),  # a keyword the lender set at Twilio
+        ("Stop", "STOP", InboundKind.OPT_OUT, "STOP"),  # ours too: our own word is kept
+        ("ALTO", None, InboundKind.REPLY, None),
+        ("SEGUIR", "START", InboundKind.OPT_IN, "START (vendor)"),
+        ("STOP", "START", InboundKind.OPT_OUT, "STOP"),  # the words opt out: they win
+        ("HELP", "HELP", InboundKind.REPLY, None),
+    ],
+)
+def test_the_vendors_own_reading_of_a_keyword_is_followed(
+    body: str, vendor: str | None, kind: InboundKind, keyword: str | None
+) -> None:
+    """Twilio's OptOutType stops or resumes sending to the number at Twilio: STOP opts out whatever
+    the words, START opts in unless the words opt out, HELP changes nothing."""
+    classified = classify(body, vendor)
+    assert (classified.kind, classified.keyword) == (kind, keyword)
+
+
+@pytest.mark.parametrize(
     ("body", "kind", "hold"),
     [
         ("I dispute this debt", InboundKind.REPLY, Hold.DISPUTE),

@@ -519,6 +519,29 @@ def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
     assert any("could not be read" in r.getMessage() for r in caplog.records)
 
 
+def test_a_keyword_twilio_reads_as_stop_opts_out_at_once(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A lender that set "ALTO" as an opt-out keyword in Twilio's Advanced Opt-Out: Twilio stops
+    sending to the number and says so (OptOutType=STOP); arrears records the opt-out from that
+    callback, not from a failed send later. Twilio's START on "SEGUIR" lifts it."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    token = sms_sandbox.credentials["auth_token"]
+    stop = {"From": US_PHONE, "To": "+15005550006", "Body": "ALTO", "MessageSid": "SM" + "7" * 32}
+    assert (
+        _twilio_post(client, "/sms/twilio/inbound", stop | {"OptOutType": "STOP"}, token).status_code == 200
+    )
+    with db.connect() as c:
+        held = c.execute(select(hold.c.kind).where(hold.c.lifted_at.is_(None))).scalars().all()
+    assert held == ["sms_opt_out"]
+    (opted,) = _events(db, "opt_out")
+    assert "STOP (vendor)" in opted.detail
+    start = stop | {"Body": "SEGUIR", "MessageSid": "SM" + "8" * 32, "OptOutType": "START"}
+    assert _twilio_post(client, "/sms/twilio/inbound", start, token).status_code == 200
+    with db.connect() as c:
+        assert c.execute(select(hold.c.id).where(hold.c.lifted_at.is_(None))).all() == []
+
+
 def test_reply_is_audited_masked_and_queued_once_for_the_lifecycle(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, lifecycle_calls: Any
 ) -> None:

@@ -108,6 +108,10 @@ class InboundMessage:
     at: datetime  # when the vendor says it was sent, or when it reached us if it does not say
     message_id: str  # the vendor's id for it, or a digest of it: what makes a repeat a repeat
     recipient: str | None = None  # our number or code it was sent to, if the vendor says
+    # The vendor's own reading of it, where the vendor says: STOP, START or HELP (Twilio's
+    # OptOutType, sent when the lender configured Advanced Opt-Out keywords, "ALTO" among them).
+    # The vendor stops or resumes sending to the number on it; arrears follows at once.
+    vendor_keyword: str | None = None
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:

@@ -379,6 +379,7 @@ class TwilioSmsProvider(HttpSmsProvider):
                     at=datetime.now(UTC),  # Twilio's webhooks carry no time of their own
                     message_id=sid,
                     recipient=form.get("To") or None,
+                    vendor_keyword=(form.get("OptOutType") or "").upper() or None,
                 )
             ]
         if event != "status":

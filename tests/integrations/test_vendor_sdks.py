@@ -170,6 +170,20 @@ def test_sdk_signed_callbacks_verify_with_or_without_the_default_port(
             provider.parse_callback(headers, body.replace(b"TD", b"START"), url=seen_url, event="inbound")
 
 
+def test_an_advanced_opt_out_keyword_comes_with_twilios_own_reading(make_provider: Any) -> None:
+    """With Advanced Opt-Out, Twilio adds OptOutType (STOP, START, HELP) to an incoming message
+    whose whole body is a keyword the lender configured ("ALTO"): the parsed message carries it;
+    one without it carries none."""
+    provider = make_provider("twilio")
+    validator = RequestValidator(provider.settings.auth_token.get_secret_value())
+    url = "https://hooks.example/sms/twilio/inbound"
+    for extra, expected in (({"OptOutType": "STOP"}, "STOP"), ({"OptOutType": "start"}, "START"), ({}, None)):
+        form = {"MessageSid": "SM2", "From": US, "To": "+15005550006", "Body": "ALTO", **extra}
+        headers = {"X-Twilio-Signature": validator.compute_signature(url, form)}
+        (item,) = provider.parse_callback(headers, urlencode(form).encode(), url=url, event="inbound")
+        assert isinstance(item, InboundMessage) and item.vendor_keyword == expected
+
+
 def test_signed_status_callback_without_message_status_is_malformed(make_provider: Any) -> None:
     """A genuine Twilio-signed callback lacking MessageStatus is InvalidCallback (400), not Unverified."""
     provider = make_provider("twilio")
