@@ -251,7 +251,7 @@ def rewrite_blocked(reason_starts: str, *, why: str, at: datetime, engine_: Engi
     systemic cause (a template bug, the lender's contact line) blocks a whole day's letters at
     once. Each letter in a transaction of its own, so one that is owed no more, or whose rewrite
     fails, is left as it was and reported without holding back the others; the recovery runs
-    once, after all of them."""
+    once, after all of them, where a notice of sale was among them (as `rewrite_letter`)."""
     engine_ = engine_ or engine()
     with engine_.connect() as connection:
         found = letters.blocked_for(connection, reason_starts)
@@ -259,18 +259,18 @@ def rewrite_blocked(reason_starts: str, *, why: str, at: datetime, engine_: Engi
     for letter_id in found:
         try:
             with engine_.begin() as connection:
-                _rewrite(connection, letter_id, why, at)
+                row = _rewrite(connection, letter_id, why, at)
         except NotRewritten as refused:
             left.append((letter_id, str(refused)))
         except Exception as error:  # one letter's bug (its context, its account) stops no other
             failed.append((letter_id, f"{type(error).__name__}: {error}"))
         else:
-            rewritten.append(letter_id)
-    if rewritten:
+            rewritten.append(row)
+    if any(row.kind == "notice_of_sale" for row in rewritten):
         settle_recoveries(at, engine_=engine_)
     with engine_.connect() as connection:
         return Rewrites(
-            rewritten=[_now(connection, letter_id) for letter_id in rewritten],
+            rewritten=[_now(connection, row.id) for row in rewritten],
             left=[(_now(connection, letter_id), why_not) for letter_id, why_not in left],
             failed=[(_now(connection, letter_id), error) for letter_id, error in failed],
         )

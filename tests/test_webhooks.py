@@ -205,6 +205,16 @@ def _aliyun_post(client: Any, path: str, payload: Any, token: str | None) -> Any
     return client.post(path + query, content=body, headers={"Content-Type": "application/json"})
 
 
+def _sms_up(content: str, send_time: str, sequence_id: int) -> dict[str, Any]:
+    """One SmsUp item as Aliyun pushes it: the mainland number without +86, Beijing time."""
+    return {
+        "phone_number": "13912345678",
+        "content": content,
+        "send_time": send_time,
+        "sequence_id": sequence_id,
+    }
+
+
 def _court_post(client: Any, payload: Any, *, secret: str = COURT_SECRET, at: float | None = None) -> Any:
     body = json.dumps(payload).encode()
     t = int(time.time() if at is None else at)
@@ -412,12 +422,7 @@ def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_s
     from flows.daily_cycle import dispatch_outbox
 
     waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
-    up = {
-        "phone_number": "13912345678",
-        "content": text,
-        "send_time": "2026-12-02 07:30:00",
-        "sequence_id": 7,
-    }
+    up = _sms_up(text, "2026-12-02 07:30:00", 7)
     token = sms_sandbox.credentials["callback_token"]
     assert _aliyun_post(client, "/sms/sandbox/inbound", [up], token).json() == {"code": 0, "msg": "成功"}
     with db.connect() as c:
@@ -461,18 +466,8 @@ def test_a_receipt_pushed_before_dispatch_records_the_send_delivers_the_message(
 def test_start_lifts_the_opt_out(client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path) -> None:
     """退订 then START (SmsUp, as Aliyun posts them) opt the number out and back in, lifting the hold."""
     _import(db, tmp_path, _cn(account_id="A-CN"))
-    stop = {
-        "phone_number": "13912345678",
-        "content": "退订",
-        "send_time": "2026-11-28 10:00:00",
-        "sequence_id": 1,
-    }
-    start = {
-        "phone_number": "13912345678",
-        "content": "ＳＴＡＲＴ",
-        "send_time": "2026-11-28 10:05:00",
-        "sequence_id": 2,
-    }
+    stop = _sms_up("退订", "2026-11-28 10:00:00", 1)
+    start = _sms_up("ＳＴＡＲＴ", "2026-11-28 10:05:00", 2)
 
     token = sms_sandbox.credentials["callback_token"]
     assert _aliyun_post(client, "/sms/sandbox/inbound", [stop], token).json() == {"code": 0, "msg": "成功"}
@@ -493,12 +488,7 @@ def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
     kept once for operators in the audit trail, numbers masked, however often Aliyun pushes the
     array again. Refusing it would lose the opt-out once Aliyun stopped retrying."""
     _import(db, tmp_path, _cn(account_id="A-CN"))
-    stop = {
-        "phone_number": "13912345678",
-        "content": "退订",
-        "send_time": "2026-12-01 10:00:00",
-        "sequence_id": 9,
-    }
+    stop = _sms_up("退订", "2026-12-01 10:00:00", 9)
     no_number = {"content": "还款 500 2026-12-05", "send_time": "2026-12-01 10:00:01"}
     not_a_number = {"phone_number": "电话13912345678", "content": "停", "sequence_id": 10}
     token = sms_sandbox.credentials["callback_token"]
