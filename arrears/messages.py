@@ -63,10 +63,13 @@ def display_name(name: str, locale: str) -> str:
     """The borrower's name as a message greets them: the whole name in zh-CN, the first name
     elsewhere; only the name's own characters, at most DISPLAY_NAME_LENGTH of them.
 
-    Names are screened at import; this bounds what any stored name can add to a message.
+    Names are screened at import; this bounds what any stored name can add to a message. The
+    name is the first run of its own characters wherever it starts: a servicer's field holding
+    `=HYPERLINK("http://…")` or `😀 Dana` greets `HYPERLINK` or `Dana`, and never carries the
+    quote, the colon or the link into a lender's text.
     """
     text = unicodedata.normalize("NFKC", name).strip()
-    found = _NAME_PART.match(text)
+    found = _NAME_PART.search(text)
     text = " ".join((found.group() if found else "").split())
     if locale != "zh-CN":
         text = text.split(" ", 1)[0]

@@ -1,11 +1,12 @@
 """Filling a template's skeleton is the same text as rendering it with Jinja, for every template
 we ship and any values (the cycle's fast path must never change what a borrower reads)."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arrears import messages
-from arrears.messages import _render, _skeleton, _template
+from arrears.messages import _render, _skeleton, _template, display_name
 
 NAMES = ("lender", "name", "amount", "installment", "days", "due_date")
 TEMPLATES = [
@@ -55,3 +56,22 @@ def test_a_template_that_reads_a_value_is_rendered_by_jinja(monkeypatch) -> None
         assert _render("en", "shout", (("name", "li"), ("days", "31")), "") == "LATE LI li"
     finally:
         _skeleton.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("stored", "locale", "greeted"),
+    [
+        ("Dana Whitfield", "en", "Dana"),
+        ("王芳", "zh-CN", "王芳"),
+        ("Jean-Luc O'Brien", "en", "Jean-Luc"),
+        ('=HYPERLINK("http://x.example/pay","Dana")', "en", "HYPERLINK"),
+        ("😀 Dana Whitfield", "en", "Dana"),
+        ("http://x.example", "en", "http"),
+        ("#1 王芳", "zh-CN", "王芳"),
+        ("12345", "en", "12345"),  # no letters at all: the printable characters, as stored
+    ],
+)
+def test_a_message_greets_only_the_names_own_characters(stored: str, locale: str, greeted: str) -> None:
+    """A name field that opens with a formula, an emoji or a link greets the first run of letters
+    in it; the symbols, the quote and the link never reach the text."""
+    assert display_name(stored, locale) == greeted
