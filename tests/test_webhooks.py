@@ -607,20 +607,26 @@ def test_reply_can_hand_the_lifecycle_to_the_served_deployment(
 # -- court status -----------------------------------------------------------------------------------
 
 
+def _submitted_filing(db: Engine, tmp_path: Path, filing_id: str) -> datetime:
+    """Account A-1 with a referral whose filing `filing_id` is submitted; the instant it was."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    now = datetime.now(UTC)
+    with db.begin() as c:
+        c.execute(
+            insert(referral).values(
+                account_id="A-1", status="submitted", filing_id=filing_id, opened_at=now, updated_at=now
+            )
+        )
+    return now
+
+
 def test_court_status_is_stored_on_the_referral_and_runs_the_lifecycle(
     client: TestClient, db: Engine, tmp_path: Path, lifecycle_calls: Any
 ) -> None:
     """A court callback signed as the gateway signs it moves the referral once and queues its lifecycle;
     a forged one is 403, one for an unknown filing is acknowledged and kept for operators."""
     runner, calls = lifecycle_calls
-    _import(db, tmp_path, account_record(account_id="A-1"))
-    now = datetime.now(UTC)
-    with db.begin() as c:
-        c.execute(
-            insert(referral).values(
-                account_id="A-1", status="submitted", filing_id="F-77", opened_at=now, updated_at=now
-            )
-        )
+    now = _submitted_filing(db, tmp_path, "F-77")
     event = {
         "filingId": "F-77",
         "reviewStatus": "accepted",
@@ -643,7 +649,37 @@ def test_court_status_is_stored_on_the_referral_and_runs_the_lifecycle(
     assert unknown.status_code == 200
     (kept,) = _events(db, "unmatched_court")
     assert kept.data["filing_id"] == "F-0"
-    assert _court_post(client, {"events": [event | {"reviewStatus": "pondering"}]}).status_code == 400
+    assert _court_post(client, {"events": "accepted"}).status_code == 400  # not a list of events
+
+
+def test_an_unreadable_court_event_holds_back_no_other_filing(
+    client: TestClient, db: Engine, tmp_path: Path, lifecycle_calls: Any
+) -> None:
+    """A gateway callback with the events of several filings, one with a status word we do not know
+    and one without its filing id, is acknowledged: the readable filing moves (once, however often
+    the gateway sends it again) and the two others are kept for operators with their reasons."""
+    runner, calls = lifecycle_calls
+    now = _submitted_filing(db, tmp_path, "F-77")
+    at = now.isoformat()
+    update = {
+        "events": [
+            {"filingId": "F-78", "reviewStatus": "pondering", "statusAt": at},
+            {"filingId": "F-77", "reviewStatus": "accepted", "statusAt": at},
+            {"reviewStatus": "rejected", "statusAt": at},
+        ]
+    }
+    for _ in range(2):
+        answer = _court_post(client, update)
+        assert answer.status_code == 200 and answer.json() == {"ok": True}
+    runner.drain(timeout=10)
+    with db.connect() as c:
+        assert c.execute(select(referral.c.status)).scalar() == "accepted"
+    assert calls == [("A-1", "court")] and len(_events(db, "court")) == 1
+    kept = _events(db, "unreadable_callback")
+    assert len(kept) == 2
+    assert all(k.detail.startswith("court/ecf/status: ") for k in kept)
+    reasons = " ".join(json.dumps(k.data) for k in kept)
+    assert "pondering" in reasons and "filingId" in reasons
 
 
 # -- the real server --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from integrations.callbacks import UnreadableItem
 from integrations.court.protocol import (
     CourtProvider,
     FilingDocument,
@@ -49,6 +50,12 @@ from integrations.sandbox import CallbackReceiver
 __all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
 
 BAD_SECRET = "not-the-secret-4b8e1d"  # what `bad_provider` is built with
+
+
+def _statuses(read: list[FilingStatus | UnreadableItem]) -> list[FilingStatus]:
+    """The statuses of a parsed callback, and that nothing in it was unreadable."""
+    assert all(isinstance(s, FilingStatus) for s in read), read
+    return [s for s in read if isinstance(s, FilingStatus)]
 
 
 def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: Any) -> FilingEnvelope:
@@ -239,7 +246,7 @@ class CourtProviderContract:
         receipt = provider.submit(self.envelope("f-1"))
         court_sandbox.advance(receipt.filing_id, "accepted", deliver=True)
         [(headers, body)] = callback_receiver.received
-        statuses = provider.parse_callback(headers, body, url=callback_receiver.url)
+        statuses = _statuses(provider.parse_callback(headers, body, url=callback_receiver.url))
         assert [(s.filing_id, s.status) for s in statuses] == [
             (receipt.filing_id, "under_review"),
             (receipt.filing_id, "accepted"),
@@ -251,7 +258,8 @@ class CourtProviderContract:
         receipt = provider.submit(self.envelope("f-1"))
         court_sandbox.advance(receipt.filing_id, "rejected", reason="incomplete")
         headers, body = court_sandbox.signed_callback(receipt.filing_id)
-        assert provider.parse_callback(headers, body)[0].status == "rejected"  # the genuine one passes
+        genuine = _statuses(provider.parse_callback(headers, body))
+        assert genuine[0].status == "rejected"
         forged_body = body.replace(b'"rejected"', b'"accepted"')
         name = next(k for k in headers if k.lower() == "x-arrears-signature")
         t = headers[name].split(",")[0]
@@ -279,6 +287,27 @@ class CourtProviderContract:
             provider.parse_callback(headers, body, event="inbound")
         assert not isinstance(caught.value, UnverifiedCallback)
 
+    def test_an_unreadable_event_comes_back_in_its_place_and_the_rest_is_read(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """A callback carrying one event the provider cannot read (a status word it does not know,
+        no filing id) still gives the readable events; each unreadable one comes back as an
+        `UnreadableItem` with its reason and the event as sent, for operators."""
+        receipt = provider.submit(self.envelope("f-1"))
+        court_sandbox.advance(receipt.filing_id, "rejected", reason="incomplete")
+        at = datetime.now(UTC).isoformat()
+        odd = {"filingId": "F-ODD", "reviewStatus": "pondering", "statusAt": at}
+        headers, body = court_sandbox.signed_callback(
+            receipt.filing_id, raw_events=[odd, {"reviewStatus": "accepted", "statusAt": at}]
+        )
+        read = provider.parse_callback(headers, body)
+        statuses = [s for s in read if isinstance(s, FilingStatus)]
+        unreadable = [u for u in read if isinstance(u, UnreadableItem)]
+        assert [(s.filing_id, s.status) for s in statuses] == [(receipt.filing_id, "rejected")]
+        assert len(unreadable) == 2 and len(read) == 3
+        assert "pondering" in unreadable[0].reason and "F-ODD" in unreadable[0].item
+        assert "filingId" in unreadable[1].reason
+
     def test_stale_callback_is_refused(self, provider: CourtProvider, court_sandbox: Any) -> None:
         """A well-signed callback over 5 minutes old (or ahead) is refused; one 4 minutes old passes."""
         receipt = provider.submit(self.envelope("f-1"))
@@ -290,7 +319,7 @@ class CourtProviderContract:
             with pytest.raises(InvalidCallback):
                 provider.parse_callback(headers, body)
         headers, body = court_sandbox.signed_callback(receipt.filing_id, timestamp=now - 240)
-        assert provider.parse_callback(headers, body)[0].status == "under_review"
+        assert _statuses(provider.parse_callback(headers, body))[0].status == "under_review"
 
     def test_lost_callback_is_recovered_by_status(
         self, provider: CourtProvider, court_sandbox: Any, callback_receiver: CallbackReceiver

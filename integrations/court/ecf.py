@@ -34,7 +34,7 @@ from integrations._http import (
     send_deduplicated,
     vendor_error,
 )
-from integrations.callbacks import CallbackAnswer
+from integrations.callbacks import CallbackAnswer, UnreadableItem
 from integrations.court._signing import verify
 from integrations.court._wire import envelope_json, status_from_wire, vendor_words
 from integrations.court.protocol import FilingEnvelope, FilingNotFound, FilingReceipt, FilingStatus
@@ -109,6 +109,19 @@ def _status(payload: Mapping[str, Any], filing_id: str | None = None) -> FilingS
     )
 
 
+def _event_or_keep(event: Mapping[str, Any]) -> FilingStatus | UnreadableItem:
+    """One filing event of a callback, or the event as it came with why it cannot be read: the
+    gateway sends several filings' events in one callback, and refusing all of them for one (an
+    unknown status word, a missing filing id) would hold back the others until the next poll."""
+    try:
+        if not event.get("filingId"):
+            raise ValueError("filing event lacks filingId")
+        return _status(event)
+    except (ValueError, KeyError, TypeError, AttributeError) as unreadable:
+        reason = f"missing {unreadable}" if isinstance(unreadable, KeyError) else str(unreadable)
+        return UnreadableItem(reason, json.dumps(event, ensure_ascii=False, default=str))
+
+
 class EcfCourtProvider(VendorClient):
     """One HTTP request per operation over a kept-alive connection; retries capped by the settings."""
 
@@ -177,21 +190,23 @@ class EcfCourtProvider(VendorClient):
 
     def parse_callback(
         self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
-    ) -> list[FilingStatus]:
+    ) -> list[FilingStatus | UnreadableItem]:
         # The signature covers the timestamp and the body, not the URL: `url` is not needed.
         if not self.settings.callback_secret.get_secret_value():
             raise UnverifiedCallback("no callback_secret is configured", code="signature.unconfigured")
         verify(self.settings.callback_secret.get_secret_value(), headers, body, self._clock())
         try:
             events = json.loads(body)["events"]
-            statuses = [_status(event) for event in events]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise InvalidCallback(
-                "court callback is not a list of filing events", code="body.malformed"
-            ) from None
+        except (ValueError, KeyError, TypeError):
+            events = None
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise InvalidCallback("court callback is not a list of filing events", code="body.malformed")
         if event != "status":
             raise InvalidCallback(f"no callback event {event[:20]!r}", code="event.unknown")
-        return sorted(statuses, key=lambda s: s.at)
+        read = [_event_or_keep(e) for e in events]
+        statuses = sorted((s for s in read if isinstance(s, FilingStatus)), key=lambda s: s.at)
+        unreadable = [u for u in read if isinstance(u, UnreadableItem)]
+        return [*statuses, *unreadable]
 
     # -- HTTP ---------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
-from integrations.callbacks import CallbackAnswer
+from integrations.callbacks import CallbackAnswer, UnreadableItem
 from integrations.errors import Permanent
 from integrations.metadata import ProviderInfo
 
@@ -264,10 +264,11 @@ class CourtProvider(Protocol):
 
     def parse_callback(
         self, headers: Mapping[str, str], body: bytes, *, url: str | None = None, event: str = "status"
-    ) -> list[FilingStatus]:
-        """Status changes from one inbound callback, oldest first. Raises `UnverifiedCallback` if the
-        signature does not verify or its timestamp is over 5 minutes off, `InvalidCallback` if the
-        body is malformed or `event` is not `status` (see `integrations.callbacks`)."""
+    ) -> list[FilingStatus | UnreadableItem]:
+        """Status changes from one inbound callback, oldest first, then an `UnreadableItem` for each
+        event that cannot be read (the others are stored all the same). Raises `UnverifiedCallback`
+        if the signature does not verify or its timestamp is over 5 minutes off, `InvalidCallback`
+        if the body is not a list of events or `event` is not `status` (see `integrations.callbacks`)."""
         ...
 
     def acknowledge(self, event: str) -> CallbackAnswer:

@@ -14,7 +14,7 @@ otherwise derived from it, the same way here and in the server: `provider_creden
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -123,10 +123,14 @@ class CourtSandbox:
         return list(response.json()["callbacks"])
 
     def signed_callback(
-        self, filing_id: str, *, timestamp: int | None = None
+        self, filing_id: str, *, timestamp: int | None = None, raw_events: Sequence[Mapping[str, Any]] = ()
     ) -> tuple[dict[str, str], bytes]:
-        """A callback for the filing's current status, signed as the gateway would at `timestamp`."""
-        answer = self._post("/_sandbox/callbacks/sign", {"filing_id": filing_id, "timestamp": timestamp})
+        """A callback for the filing's current status, signed as the gateway would at `timestamp`;
+        `raw_events` follow it as they are (events a provider may not be able to read)."""
+        answer = self._post(
+            "/_sandbox/callbacks/sign",
+            {"filing_id": filing_id, "timestamp": timestamp, "raw_events": [dict(e) for e in raw_events]},
+        )
         return dict(answer["headers"]), answer["body"].encode()
 
     def filings(self, **filters: Any) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -124,6 +125,9 @@ class CallbackUrl(BaseModel):
 class SignRequest(BaseModel):
     filing_id: str
     timestamp: int | None = None
+    # Events sent as they are after the filing's own, as a gateway might send one a provider
+    # cannot read (an unknown status word, no filing id): the contract's test of a mixed callback.
+    raw_events: list[dict[str, Any]] = []
 
 
 def _validate(message: dict[str, Any]) -> Response | None:
@@ -292,8 +296,10 @@ class _Controls:
     def __init__(self, state: CourtState) -> None:
         self.st = state
 
-    def signed(self, events: list[Event], timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
-        body = json.dumps({"events": [e.wire() for e in events]}, ensure_ascii=False).encode()
+    def signed(
+        self, events: list[Event], timestamp: int | None = None, raw: Sequence[Mapping[str, Any]] = ()
+    ) -> tuple[dict[str, str], bytes]:
+        body = json.dumps({"events": [*(e.wire() for e in events), *raw]}, ensure_ascii=False).encode()
         t = int(time.time()) if timestamp is None else timestamp
         secret = self.st.credentials.callback_secret
         return {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header(secret, t, body)}, body
@@ -419,7 +425,7 @@ class _Controls:
         filing = self.st.filings.get(body.filing_id)
         if filing is None or not filing.events:
             return _error(404, "filing.not_found", "No filing with events under that id.")
-        headers, payload = self.signed([filing.events[-1]], body.timestamp)
+        headers, payload = self.signed([filing.events[-1]], body.timestamp, raw=body.raw_events)
         return _json({"headers": headers, "body": payload.decode()})
 
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from integrations.callbacks import UnreadableItem
 from integrations.court._signing import signature_header
 from integrations.court._wire import status_from_wire
 from integrations.court.contract import make_envelope
 from integrations.court.ecf import EcfCourtProvider, EcfSettings
-from integrations.court.protocol import FilingNotFound
+from integrations.court.protocol import FilingNotFound, FilingStatus
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -198,13 +199,25 @@ def test_callback_signed_with_a_rotated_secret_passes() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b'{"no_events": []}', b'{"events": [{"filingId": "ECF-1"}]}', b'{"events": "x"}'],
+    [b"not json", b'{"no_events": []}', b'{"events": ["ECF-1"]}', b'{"events": "x"}', b"[]"],
 )
 def test_malformed_signed_callback_is_refused(body: bytes) -> None:
     """A correctly signed body that is not a list of filing events raises InvalidCallback."""
     headers = {"X-Arrears-Signature": signature_header(SECRET, int(time.time()), body)}
     with _answering(200, {}) as provider, pytest.raises(InvalidCallback, match="not a list of filing events"):
         provider.parse_callback(headers, body)
+
+
+def test_an_event_without_its_facts_is_kept_in_its_place() -> None:
+    """A signed list of events with one that lacks its review status or instant gives that one back
+    as unreadable, naming what it lacks, and reads the others."""
+    body = json.dumps({"events": [{"filingId": "ECF-1"}, STATUS]}).encode()
+    headers = {"X-Arrears-Signature": signature_header(SECRET, int(time.time()), body)}
+    with _answering(200, {}) as provider:
+        status, unreadable = provider.parse_callback(headers, body)
+    assert isinstance(status, FilingStatus) and status.status == "accepted"
+    assert isinstance(unreadable, UnreadableItem) and unreadable.reason == "missing 'reviewStatus'"
+    assert json.loads(unreadable.item) == {"filingId": "ECF-1"}
 
 
 def test_callback_clock_is_the_providers() -> None:
