@@ -367,7 +367,7 @@ def create_app(
             record.keep_unreadable_items, provider=provider.info.name, route=route, items=items, at=now()
         )
         log.warning(
-            "%s: %d items could not be read, %d new (kept for operators, audit kind unreadable_callback): %s",
+            "%s: %d items could not be read, %d new (kept for operators: arrears callbacks list): %s",
             route,
             len(items),
             new,
@@ -387,7 +387,10 @@ def create_app(
                 reason=item.reason,
             )
             if not result.known:
-                log.warning("%s: a status for a filing no referral has (kept for operators)", route)
+                log.warning(
+                    "%s: a status for a filing no referral has (kept for operators: arrears callbacks list)",
+                    route,
+                )
             if result.changed and result.account_id:
                 runner.submit(result.account_id, "court")
 

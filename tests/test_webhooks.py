@@ -682,6 +682,73 @@ def test_an_unreadable_court_event_holds_back_no_other_filing(
     assert "pondering" in reasons and "filingId" in reasons
 
 
+# -- what operators see of callbacks about nothing of ours ---------------------------------------------
+
+
+def test_callbacks_tied_to_no_account_are_listed_for_operators(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A report on a message we never sent, a court status for a filing no referral has, an
+    unreadable item of an Aliyun array and a STOP from a number no borrower holds are each
+    acknowledged and kept; `arrears callbacks list` shows them, by kind and since an instant,
+    with no number in clear."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    token = sms_sandbox.credentials["callback_token"]
+    report = {
+        "phone_number": "13800000000",
+        "send_time": "2026-12-01 10:00:00",
+        "report_time": "2026-12-01 10:00:05",
+        "success": True,
+        "err_code": "DELIVERED",
+        "err_msg": "成功",
+        "biz_id": "900000000000000001^0",
+        "out_id": "b-not-ours",
+    }
+    assert _aliyun_post(client, "/sms/sandbox/status", [report], token).status_code == 200
+    no_number = {"content": "我的新号码是13712345678", "send_time": "2026-12-01 10:00:01"}
+    assert _aliyun_post(client, "/sms/sandbox/inbound", [no_number], token).status_code == 200
+    at = datetime.now(UTC).isoformat()
+    court_event = {"filingId": "F-NOT-OURS", "reviewStatus": "accepted", "statusAt": at}
+    assert _court_post(client, {"events": [court_event]}).status_code == 200
+    stranger = {"From": "+12025550143", "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "5" * 32}
+    assert (
+        _twilio_post(
+            client, "/sms/twilio/inbound", stranger, sms_sandbox.credentials["auth_token"]
+        ).status_code
+        == 200
+    )
+
+    url = db.url.render_as_string(hide_password=False)
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, ["callbacks", "list", "--database", url, *args])
+
+    listed = cli("--json")
+    assert listed.exit_code == 0, listed.output
+    kept = json.loads(listed.output)
+    assert sorted(k["kind"] for k in kept) == sorted(
+        ["unmatched_report", "unreadable_callback", "unmatched_court", "opt_out"]
+    )
+    assert [k["at"] for k in kept] == sorted((k["at"] for k in kept), reverse=True)  # newest first
+    court_only = json.loads(cli("--json", "--kind", "unmatched_court").output)
+    assert [k["data"]["filing_id"] for k in court_only] == ["F-NOT-OURS"]
+    strangers = json.loads(cli("--json", "--kind", "from_unknown_number").output)
+    assert [k["kind"] for k in strangers] == ["opt_out"]
+    assert json.loads(cli("--json", "--since", "2099-01-01").output) == []
+    table = cli()
+    assert table.exit_code == 0 and "callbacks kept without an account (4)" in table.output
+    for number in ("13800000000", "13712345678", "2025550143"):
+        assert number not in listed.output + table.output
+    refused = cli("--kind", "unmatched_letter")
+    assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2  # main()'s exit
+    assert "one of unmatched_report" in str(refused.exception)
+
+
 # -- the real server --------------------------------------------------------------------------------
 
 

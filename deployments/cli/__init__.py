@@ -26,6 +26,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     bureau,
     compliance,
     quarantine,
+    callbacks,
 )
 
 reflow_help(app)

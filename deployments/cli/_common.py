@@ -7,8 +7,9 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -38,6 +39,7 @@ __all__ = [
     "emit_json",
     "existing_database",
     "open_database",
+    "period_bound",
     "quiet_console_logs",
     "reflow_help",
     "stop_on_signals",
@@ -160,6 +162,25 @@ def as_of_instant(as_of: str | None) -> datetime:
         return parse_instant(as_of) if as_of else datetime.now(UTC)
     except ValueError as error:
         raise CliError(f"--as-of: {error}") from None
+
+
+def period_bound(text: str | None, option: str, *, end: bool) -> datetime | None:
+    """An instant as given, or a date's start in the lender's zone (for an end, the next day's
+    start: `--to 2026-12-31` includes the 31st); a malformed one is a one-line error naming the
+    option."""
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return parse_instant(text)
+        except ValueError as error:
+            raise CliError(f"{option}: {error}") from None
+    from arrears.settings import get_settings
+
+    zone = ZoneInfo(get_settings().lender_timezone)
+    return datetime.combine(day + timedelta(days=1 if end else 0), time(), zone)
 
 
 def use_database(database: str | None) -> str:

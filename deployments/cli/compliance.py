@@ -6,14 +6,11 @@ Exit code 0 when no sent message breaks a rule, 1 when one does (each is listed)
 command cannot run. Numbers are masked in every line it prints.
 """
 
-from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 
-from arrears.clock import parse_instant
 from arrears.masking import install_log_masking, mask_text
 from deployments.cli._common import (
     CliError,
@@ -22,6 +19,7 @@ from deployments.cli._common import (
     console,
     emit_json,
     open_database,
+    period_bound,
     use_database,
 )
 
@@ -32,24 +30,6 @@ compliance_app = command_group(
 )
 
 _SHOWN = 50  # violations listed in the table; --json lists them all
-
-
-def _instant(text: str | None, option: str, *, end: bool) -> datetime | None:
-    """An instant as given, or a date's start in the lender's zone (for --to, the next day's start:
-    `--to 2026-12-31` includes the 31st)."""
-    if text is None:
-        return None
-    try:
-        day = date.fromisoformat(text.strip())
-    except ValueError:
-        try:
-            return parse_instant(text)
-        except ValueError as error:
-            raise CliError(f"{option}: {error}") from None
-    from arrears.settings import get_settings
-
-    zone = ZoneInfo(get_settings().lender_timezone)
-    return datetime.combine(day + timedelta(days=1 if end else 0), time(), zone)
 
 
 @compliance_app.command("report")
@@ -77,7 +57,7 @@ def report(
 
     install_log_masking()
     url = use_database(database)
-    lo, hi = _instant(start, "--from", end=False), _instant(end, "--to", end=True)
+    lo, hi = period_bound(start, "--from", end=False), period_bound(end, "--to", end=True)
     if lo is not None and hi is not None and hi <= lo:
         raise CliError("--to must come after --from")
     settings = get_settings()

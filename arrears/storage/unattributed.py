@@ -1,0 +1,75 @@
+"""Callbacks that concern no account of ours, kept for operators: what `arrears callbacks list` reads.
+
+The webhook acknowledges a callback it can store nothing from on an account (a refusal would only
+make the vendor push it again) and keeps it in the audit trail without an account:
+
+- `unmatched_report`: a delivery report about no message of ours (applied if its send is recorded
+  later);
+- `unmatched_court`: a court status for a filing no referral has;
+- `unreadable_callback`: an item of a batch callback that could not be read (no number, no
+  reference, a status word we do not know);
+- what a borrower texted from a number no borrower holds (actor `borrower`): an opt-out, a reply,
+  a wrong-number notice.
+
+Each is already masked as it was kept. Every function takes the caller's connection.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, or_, select
+
+from arrears.storage.delivery_reports import UNMATCHED_REPORT
+from arrears.storage.inbound import UNMATCHED_COURT
+from arrears.storage.tables import audit
+from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
+
+__all__ = ["FROM_UNKNOWN_NUMBER", "KINDS", "Unattributed", "unattributed_callbacks"]
+
+FROM_UNKNOWN_NUMBER = "from_unknown_number"  # the filter for a borrower's text on no account
+KINDS = (UNMATCHED_REPORT, UNMATCHED_COURT, UNREADABLE_CALLBACK, FROM_UNKNOWN_NUMBER)
+
+
+@dataclass(frozen=True, slots=True)
+class Unattributed:
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    detail: str
+    data: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "actor": self.actor,
+            "detail": self.detail,
+            "data": self.data,
+        }
+
+
+def unattributed_callbacks(
+    connection: Connection, *, since: datetime | None = None, kinds: Sequence[str] = KINDS
+) -> list[Unattributed]:
+    """The callbacks of `kinds` kept on no account since `since` (inclusive), newest first."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"no kind {sorted(unknown)[0]!r}: one of {', '.join(KINDS)}")
+    audit_kinds = [k for k in kinds if k != FROM_UNKNOWN_NUMBER]
+    wanted: list[ColumnElement[bool]] = [audit.c.kind.in_(audit_kinds)] if audit_kinds else []
+    if FROM_UNKNOWN_NUMBER in kinds:
+        wanted.append(audit.c.actor == "borrower")
+    if not wanted:
+        return []
+    query = select(audit.c.id, audit.c.at, audit.c.kind, audit.c.actor, audit.c.detail, audit.c.data).where(
+        audit.c.account_id.is_(None), or_(*wanted)
+    )
+    if since is not None:
+        query = query.where(audit.c.at >= since)
+    return [
+        Unattributed(*row) for row in connection.execute(query.order_by(audit.c.at.desc(), audit.c.id.desc()))
+    ]
