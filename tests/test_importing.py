@@ -521,6 +521,39 @@ def test_unknown_columns_are_reported_as_ignored(tmp_path: Path) -> None:
         assert source.ignored_columns == ("branch",)
 
 
+def test_a_spreadsheets_trailing_unnamed_columns_are_ignored_not_refused(tmp_path: Path) -> None:
+    """Excel writes empty columns after the last one used (`…,oldest_due_date,,`): they are read
+    past and named by position; a named column twice is still refused."""
+    record = account_record()
+    path = tmp_path / "a.csv"
+    path.write_text(",".join([*record, "", ""]) + "\n" + ",".join([*record.values(), "", ""]) + "\n")
+    with open_source(path, Kind.ACCOUNTS) as source:
+        assert source.ignored_columns == ("(column 11, no name)", "(column 12, no name)")
+        (row,) = source.rows()
+        assert row.problem is None and row.values["account_id"] == record["account_id"]
+    path.write_text(",".join([*record, "phone"]) + "\n")
+    with pytest.raises(UnreadableFile, match="column 'phone' appears twice"):
+        read(path)
+
+
+def test_a_header_spelt_as_a_spreadsheet_spells_it_is_refused_with_the_names_it_meant(tmp_path: Path) -> None:
+    """`Account ID` is not `account_id`: the file is refused (names are matched exactly), and the
+    error says which header names meant which columns."""
+    record = account_record()
+    header = [
+        name.replace("_", " ").title() if name in ("account_id", "past_due_amount") else name
+        for name in record
+    ]
+    path = tmp_path / "a.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(record.values()) + "\n")
+    with pytest.raises(UnreadableFile) as refused:
+        read(path)
+    assert str(refused.value).endswith(
+        "missing required columns for accounts: account_id, past_due_amount; the header spells them "
+        "otherwise: 'Account Id' (account_id), 'Past Due Amount' (past_due_amount)"
+    )
+
+
 def test_reading_streams_the_file(tmp_path: Path) -> None:
     """Taking the first row of a large file reads a small part of it."""
     path = write_csv(tmp_path / "a.csv", (account_record() for _ in range(20_000)))

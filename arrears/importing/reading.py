@@ -18,6 +18,7 @@ A layout is the little a line needs to be split (the columns, the separator): it
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,14 +220,21 @@ class _CsvSource(Source):
         self.columns = tuple(header[skip:])
         seen: set[str] = set()
         for name in self.columns:
-            if name in seen:
+            if name in seen and name:  # a spreadsheet's trailing empty columns have no name
                 raise UnreadableFile(f"{path}: column {name!r} appears twice in the header")
             seen.add(name)
         missing = [name for name in REQUIRED[kind] if name not in seen]
         if missing:
-            raise UnreadableFile(f"{path}: missing required columns for {kind}: {', '.join(missing)}")
+            raise UnreadableFile(
+                f"{path}: missing required columns for {kind}: {', '.join(missing)}"
+                + _spelt_otherwise(missing, self.columns)
+            )
         contract = set(COLUMNS[kind])
-        self.ignored_columns = tuple(name for name in self.columns if name not in contract)
+        self.ignored_columns = tuple(
+            name or f"(column {n}, no name)"
+            for n, name in enumerate(self.columns, start=1)
+            if name not in contract
+        )
         self.layout = _CsvLayout(self.columns, delimiter, skip, frozenset(self.columns))
 
     @property
@@ -239,6 +247,19 @@ class _CsvSource(Source):
                 continue  # a blank line is not a record
             self.data_lines += 1
             yield Line(line, text)
+
+
+def _spelt_otherwise(missing: list[str], header: tuple[str, ...]) -> str:
+    """A hint when the header names missing columns in another spelling (`Account ID` for
+    `account_id`, as a spreadsheet's export writes them): names are matched exactly, not guessed."""
+    found = [
+        f"{name!r} ({wanted})"
+        for name in header
+        if (wanted := re.sub(r"[\s\-]+", "_", name.strip().lower())) in missing and name != wanted
+    ]
+    if not found:
+        return ""
+    return f"; the header spells {'them' if len(found) > 1 else 'it'} otherwise: {', '.join(found)}"
 
 
 def _cells(text: str, delimiter: str) -> list[str]:
