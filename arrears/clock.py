@@ -13,7 +13,10 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"{text!r} is not an ISO 8601 instant, e.g. 2026-12-01T09:00:00+08:00") from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset; write e.g. {text}+08:00 or {text}Z")
+        # The example is the instant as read, written whole: `2026-12-01` alone is midnight, and
+        # `2026-12-01+08:00` a date and a time (fromisoformat takes any character between them).
+        whole = f"{value:%Y-%m-%dT%H:%M:%S}"
+        raise ValueError(f"{text!r} has no UTC offset; write e.g. {whole}+08:00 or {whole}Z")
     return value.astimezone(UTC)
 
 
