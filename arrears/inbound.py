@@ -63,6 +63,11 @@ _FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT
 _REFUSAL = re.compile(
     r"(?<![A-Z])(?:DON['\u2019]?T|DO NOT|NEVER) (?:EVER )?(?:TEXT|MESSAGE|SMS|CONTACT) ME(?![A-Z])"
     r"|(?<![A-Z])(?:NO MORE (?:TEXTS|TEXT MESSAGES|MESSAGES|SMS)|LEAVE ME ALONE)(?![A-Z])"
+    # "Remove me" or "take me off your list" (the commonest way a list is left), "quit texting
+    # me"; not "remove me from the loan", which is about the contract.
+    r"|(?<![A-Z])REMOVE ME(?! FROM (?:THE|THIS|THAT|MY) (?:LOAN|ACCOUNT|CONTRACT|TITLE|CAR)\b)(?![A-Z])"
+    r"|(?<![A-Z])TAKE ME OFF(?: OF)? (?:YOUR |UR |THE |THIS |YA )?(?:[A-Z]+ )?LIST(?![A-Z])"
+    r"|(?<![A-Z])QUIT (?:TEXTING|MESSAGING|CALLING|CONTACTING|BOTHERING|HARASSING) ME(?![A-Z])"
     # A negation, then sending (with what is sent, or nothing after it: "公司不再发工资" is not
     # one), or contacting.
     r"|(?:别|不要|不用|不必|请勿|勿|停止|不再)再?(?:给我)?"
