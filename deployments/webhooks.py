@@ -349,6 +349,7 @@ def create_app(
                 provider=provider.info.name,
                 callback_id=item.message_id,
                 vendor_keyword=item.vendor_keyword,
+                media=item.media,
             )
             log.info(
                 "%s from %s: %s%s, %d accounts",

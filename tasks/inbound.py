@@ -96,6 +96,7 @@ def record_inbound_sms(
     provider: str,
     callback_id: str,
     vendor_keyword: str | None = None,
+    media: tuple[str, ...] = (),
 ) -> InboundResult:
     """Classify an inbound SMS (with the vendor's own reading, where it gives one) and record it:
     an opt-out, an opt-in, a wrong number, or a reply, and in the same transaction the dispute or
@@ -108,6 +109,7 @@ def record_inbound_sms(
         provider=provider,
         callback_id=callback_id,
         keyword=classified.keyword,
+        media=media,
     )
     record = {
         InboundKind.OPT_OUT: store.record_opt_out,

@@ -509,6 +509,43 @@ def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
     assert any("could not be read" in r.getMessage() for r in caplog.records)
 
 
+def test_a_photo_the_borrower_sends_reaches_the_agent_with_the_words(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """An MMS as Twilio posts it (NumMedia, MediaUrl0…, MediaContentType0…): the reply's audit
+    event keeps where Twilio holds each attachment, and its detail says there are some; a photo
+    without words is still a reply an agent can open."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    token = sms_sandbox.credentials["auth_token"]
+    base = "https://api.twilio.com/2010-04-01/Accounts/AC" + "0" * 32 + "/Messages/MM"
+    urls = [f"{base}{'1' * 32}/Media/ME{n * 32}" for n in "23"]
+    mms = {
+        "From": US_PHONE,
+        "To": "+15005550006",
+        "Body": "Paid at the branch, receipt attached",
+        "MessageSid": "MM" + "1" * 32,
+        "NumMedia": "2",
+        "MediaUrl0": urls[0],
+        "MediaContentType0": "image/jpeg",
+        "MediaUrl1": urls[1],
+        "MediaContentType1": "application/pdf",
+    }
+    assert _twilio_post(client, "/sms/twilio/inbound", mms, token).status_code == 200
+    photo = {k: v for k, v in mms.items() if not k.endswith("1")} | {
+        "Body": "",
+        "MessageSid": "MM" + "4" * 32,
+        "NumMedia": "1",
+    }
+    assert _twilio_post(client, "/sms/twilio/inbound", photo, token).status_code == 200
+    first, second = _events(db, "reply")
+    assert first.account_id == "A-1" and first.data["media"] == urls
+    assert first.detail.endswith("receipt attached (+2 attachments: data.media)")
+    assert second.data["media"] == urls[:1] and second.detail.endswith(": (+1 attachment: data.media)")
+    text = {"From": US_PHONE, "To": "+15005550006", "Body": "ok", "MessageSid": "SM" + "6" * 32}
+    assert _twilio_post(client, "/sms/twilio/inbound", text | {"NumMedia": "0"}, token).status_code == 200
+    assert "media" not in _events(db, "reply")[-1].data
+
+
 def test_a_keyword_twilio_reads_as_stop_opts_out_at_once(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
 ) -> None:

@@ -64,6 +64,7 @@ class Inbound:
     provider: str
     callback_id: str  # the vendor's message id, or a hash of the callback: what makes it idempotent
     keyword: str | None = None  # the opt-out or opt-in keyword, if one decided
+    media: tuple[str, ...] = ()  # where the vendor holds what was attached (an MMS photo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,18 @@ def _said(inbound: Inbound, default: str) -> str:
 
 def _quoted(inbound: Inbound) -> str:
     """The borrower's words on one line, quoted and escaped: a detail is printed to terminals."""
-    return repr(" ".join(inbound.text.split()))
+    return repr(" ".join(inbound.text.split())) + (f" {_attached(inbound)}" if inbound.media else "")
+
+
+def _words(inbound: Inbound) -> str:
+    """The borrower's words as sent, and what came with them."""
+    return " ".join(part for part in (inbound.text, _attached(inbound)) if part)
+
+
+def _attached(inbound: Inbound) -> str:
+    """What came with the words, for an agent to open: a photo of a receipt, of a court's notice."""
+    n = len(inbound.media)
+    return f"(+{n} attachment{'' if n == 1 else 's'}: data.media)" if n else ""
 
 
 def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:
@@ -141,7 +153,8 @@ def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **d
             "callback_id": inbound.callback_id,
             "source": SOURCE,
             **data,
-        },
+        }
+        | ({"media": list(inbound.media)} if inbound.media else {}),
     }
 
 
@@ -378,7 +391,13 @@ def _attribute_reply(
     candidates = list(recorded.open_accounts)
     if not candidates:
         events = [
-            _event(inbound, a, "reply", f"reply from {masked}: {inbound.text}", text=inbound.text)
+            _event(
+                inbound,
+                a,
+                "reply",
+                f"reply from {masked}: {_words(inbound)}",
+                text=inbound.text,
+            )
             for a in recorded.accounts
         ]
         connection.execute(
@@ -389,7 +408,7 @@ def _attribute_reply(
                     inbound,
                     None,
                     "reply",
-                    f"reply from an unknown number {masked}: {inbound.text}",
+                    f"reply from an unknown number {masked}: {_words(inbound)}",
                     text=inbound.text,
                 )
             ],
@@ -405,7 +424,7 @@ def _attribute_reply(
                     inbound,
                     target,
                     "reply",
-                    f"reply from {masked}: {inbound.text}",
+                    f"reply from {masked}: {_words(inbound)}",
                     text=inbound.text,
                     attributed_by=how,
                 )
@@ -421,7 +440,7 @@ def _attribute_reply(
                 inbound,
                 a,
                 "unattributed_reply",
-                f"{why}; for an agent: {inbound.text}",
+                f"{why}; for an agent: {_words(inbound)}",
                 text=inbound.text,
                 candidates=candidates,
                 contact_points=points,

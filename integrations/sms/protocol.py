@@ -112,6 +112,9 @@ class InboundMessage:
     # OptOutType, sent when the lender configured Advanced Opt-Out keywords, "ALTO" among them).
     # The vendor stops or resumes sending to the number on it; arrears follows at once.
     vendor_keyword: str | None = None
+    # Where the vendor holds what came with the words (an MMS: a photo of a receipt or of a
+    # court's notice), for an agent to open; () for a text alone.
+    media: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:

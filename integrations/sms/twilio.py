@@ -380,6 +380,7 @@ class TwilioSmsProvider(HttpSmsProvider):
                     message_id=sid,
                     recipient=form.get("To") or None,
                     vendor_keyword=(form.get("OptOutType") or "").upper() or None,
+                    media=_media(form),
                 )
             ]
         if event != "status":
@@ -400,6 +401,15 @@ class TwilioSmsProvider(HttpSmsProvider):
     def acknowledge(self, event: str) -> CallbackAnswer:
         """Empty TwiML: Twilio takes any 2xx, and for an incoming message it means "no auto-reply"."""
         return CallbackAnswer(200, _TWIML_EMPTY, "text/xml")
+
+
+def _media(form: Mapping[str, str]) -> tuple[str, ...]:
+    """The URLs of an incoming MMS's attachments (`NumMedia`, `MediaUrl0`…), in order."""
+    try:
+        count = int(form.get("NumMedia") or 0)
+    except ValueError:
+        count = 0
+    return tuple(url for n in range(min(count, 10)) if (url := form.get(f"MediaUrl{n}")))
 
 
 _TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
