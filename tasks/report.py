@@ -23,11 +23,20 @@ from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine, read_only
 from arrears.storage.reports import PortfolioReport, TrendPoint, portfolio_report, trend
+from arrears.storage.unattributed import counts_for_report
 from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 
-__all__ = ["message_rows", "rate", "report_cycle", "transition_rows", "trend_chart", "trend_rows"]
+__all__ = [
+    "callbacks_kept_line",
+    "message_rows",
+    "rate",
+    "report_cycle",
+    "transition_rows",
+    "trend_chart",
+    "trend_rows",
+]
 
 _OPEN = frozenset(s.value for s in Stage)
 
@@ -38,7 +47,8 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     report, audit, points, overdue = _read(cycle_id)
     with read_only(engine()) as connection:
         held = quarantine.counts(connection, cycle_id=cycle_id)
-    _publish(report, audit, business_date, held)
+        kept = counts_for_report(connection, report.as_of)
+    _publish(report, audit, business_date, held, kept)
     _publish_trend(points)
     get_run_logger().info(
         "cycle %s: %d accounts, %d transitions; dispatch %s; quarantined %s",
@@ -52,6 +62,7 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     _emit_overdue(overdue, cycle_id, business_date)
     result = report.as_json()
     result["quarantine"] = held
+    result["callbacks_kept"] = kept
     if audit is not None:
         summary = audit.as_json()
         result["compliance"] = {
@@ -87,7 +98,11 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list
 
 
 def _publish(
-    report: PortfolioReport, audit: ComplianceReport | None, business_date: str, held: dict[str, Any]
+    report: PortfolioReport,
+    audit: ComplianceReport | None,
+    business_date: str,
+    held: dict[str, Any],
+    kept: dict[str, int],
 ) -> None:
     """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a summary."""
     create_table_artifact(
@@ -116,7 +131,8 @@ def _publish(
         key="cycle-summary",
         markdown=_summary(report, business_date)
         + f"\n- quarantined in this cycle: {held['this_cycle']:,}"
-        + f" (in quarantine: {held['open_total']:,})",
+        + f" (in quarantine: {held['open_total']:,})"
+        + f"\n- {callbacks_kept_line(kept)}",
         description="Daily cycle summary",
     )
 
@@ -146,6 +162,16 @@ def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int
                 "first": [mask_text(str(v)) for v in summary["violations"][:20]],
             },
         )
+
+
+def callbacks_kept_line(kept: dict[str, int]) -> str:
+    """One line for the callbacks kept on no account in the day before the cycle: the artifact's
+    and the CLI's."""
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(kept.items()))
+    total = sum(kept.values())
+    return f"callbacks kept without an account in the day before: {total:,}" + (
+        f" ({kinds}): `arrears callbacks list`" if kinds else ""
+    )
 
 
 def rate(value: float | None) -> str:

@@ -736,10 +736,11 @@ def test_callbacks_tied_to_no_account_are_listed_for_operators(
 
     _import(db, tmp_path, _cn(account_id="A-CN"))
     token = sms_sandbox.credentials["callback_token"]
+    beijing = f"{datetime.now(UTC) + timedelta(hours=8):%Y-%m-%d %H:%M:%S}"  # Aliyun's clock
     report = {
         "phone_number": "13800000000",
-        "send_time": "2026-12-01 10:00:00",
-        "report_time": "2026-12-01 10:00:05",
+        "send_time": beijing,
+        "report_time": beijing,
         "success": True,
         "err_code": "DELIVERED",
         "err_msg": "成功",
@@ -781,6 +782,20 @@ def test_callbacks_tied_to_no_account_are_listed_for_operators(
     assert table.exit_code == 0 and "callbacks kept without an account (4)" in table.output
     for number in ("13800000000", "13712345678", "2025550143"):
         assert number not in listed.output + table.output
+    # The next cycle's report counts them (the artifact and `arrears report` alike).
+    from flows.daily_cycle import daily_cycle
+
+    daily_cycle(as_of=(datetime.now(UTC) + timedelta(minutes=1)).isoformat())
+    reported = CliRunner().invoke(app, ["report", "--json", "--database", url])
+    assert json.loads(reported.output)["callbacks_kept"] == {
+        "from_unknown_number": 1,
+        "unmatched_court": 1,
+        "unmatched_report": 1,
+        "unreadable_callback": 1,
+    }
+    assert "callbacks kept without an account in the day before: 4" in CliRunner().invoke(
+        app, ["report", "--database", url]
+    ).output
     refused = cli("--kind", "unmatched_letter")
     assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2  # main()'s exit
     assert "one of unmatched_report" in str(refused.exception)

@@ -16,10 +16,10 @@ Each is already masked as it was kept. Every function takes the caller's connect
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, false, func, or_, select
 
 from arrears.storage.delivery_reports import UNMATCHED_REPORT
 from arrears.storage.inbound import UNMATCHED_COURT
@@ -30,6 +30,7 @@ __all__ = ["FROM_UNKNOWN_NUMBER", "KINDS", "Unattributed", "unattributed_callbac
 
 FROM_UNKNOWN_NUMBER = "from_unknown_number"  # the filter for a borrower's text on no account
 KINDS = (UNMATCHED_REPORT, UNMATCHED_COURT, UNREADABLE_CALLBACK, FROM_UNKNOWN_NUMBER)
+REPORTED_OVER = timedelta(days=1)  # a daily cycle's report counts those of the day before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,29 @@ def unattributed_callbacks(
     connection: Connection, *, since: datetime | None = None, kinds: Sequence[str] = KINDS
 ) -> list[Unattributed]:
     """The callbacks of `kinds` kept on no account since `since` (inclusive), newest first."""
+    query = select(audit.c.id, audit.c.at, audit.c.kind, audit.c.actor, audit.c.detail, audit.c.data)
+    rows = connection.execute(_kept(query, since, kinds).order_by(audit.c.at.desc(), audit.c.id.desc()))
+    return [Unattributed(*row) for row in rows]
+
+
+def unattributed_counts(connection: Connection, *, since: datetime) -> dict[str, int]:
+    """How many were kept since `since`, by kind (a stranger's texts together): for the reports."""
+    found: dict[str, int] = {}
+    query = _kept(select(audit.c.kind, audit.c.actor, func.count()), since, KINDS)
+    for kind, actor, n in connection.execute(query.group_by(audit.c.kind, audit.c.actor)):
+        key = FROM_UNKNOWN_NUMBER if actor == "borrower" else kind
+        found[key] = found.get(key, 0) + n
+    return found
+
+
+def counts_for_report(connection: Connection, as_of: datetime | None) -> dict[str, int]:
+    """Those kept in the day up to a cycle's instant, by kind: what the cycle's report shows (the
+    artifact and `arrears report` alike), so that operations see them without asking."""
+    return {} if as_of is None else unattributed_counts(connection, since=as_of - REPORTED_OVER)
+
+
+def _kept(query: Select[Any], since: datetime | None, kinds: Sequence[str]) -> Select[Any]:
+    """`query` narrowed to the callbacks of `kinds` kept on no account since `since`."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"no kind {sorted(unknown)[0]!r}: one of {', '.join(KINDS)}")
@@ -63,13 +87,5 @@ def unattributed_callbacks(
     wanted: list[ColumnElement[bool]] = [audit.c.kind.in_(audit_kinds)] if audit_kinds else []
     if FROM_UNKNOWN_NUMBER in kinds:
         wanted.append(audit.c.actor == "borrower")
-    if not wanted:
-        return []
-    query = select(audit.c.id, audit.c.at, audit.c.kind, audit.c.actor, audit.c.detail, audit.c.data).where(
-        audit.c.account_id.is_(None), or_(*wanted)
-    )
-    if since is not None:
-        query = query.where(audit.c.at >= since)
-    return [
-        Unattributed(*row) for row in connection.execute(query.order_by(audit.c.at.desc(), audit.c.id.desc()))
-    ]
+    query = query.where(audit.c.account_id.is_(None), or_(*wanted) if wanted else false())
+    return query if since is None else query.where(audit.c.at >= since)

@@ -110,12 +110,15 @@ def report(
     """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates."""
     from arrears.storage.quarantine import counts as quarantine_counts
     from arrears.storage.reports import latest_cycle_id, portfolio_report
+    from arrears.storage.unattributed import counts_for_report
 
     engine = existing_database(database)
     with engine.connect() as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
-        data = portfolio_report(connection, cycle_id=cycle_id).as_json()
+        found = portfolio_report(connection, cycle_id=cycle_id)
+        data = found.as_json()
         data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
+        data["callbacks_kept"] = counts_for_report(connection, found.as_of)
     if json:
         emit_json(data)
     else:
@@ -154,7 +157,7 @@ def print_report_tables(data: dict[str, Any]) -> None:
     for reason, n in sorted(data["scheduled_by_reason"].items()):
         messages.add_row("scheduled", reason, f"{n:,}")
     console.print(messages)
-    from tasks.report import rate  # one format for rates, the artifacts' and the CLI's
+    from tasks.report import callbacks_kept_line, rate  # one format, the artifacts' and the CLI's
 
     rates = [
         f"{name} {rate(data[key])}"
@@ -170,6 +173,8 @@ def print_report_tables(data: dict[str, Any]) -> None:
             f"quarantined in this cycle: {held['this_cycle']:,} · in quarantine: {held['open_total']:,}"
             + (f" ({kinds}): `arrears quarantine list`" if kinds else "")
         )
+    if data.get("callbacks_kept"):
+        console.print(callbacks_kept_line(data["callbacks_kept"]))
 
 
 def _fits(table: Table) -> bool:
