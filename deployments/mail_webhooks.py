@@ -3,7 +3,9 @@
 Kept apart from `deployments.webhooks` (which mounts this router) so the two change independently.
 The server only routes: each provider authenticates and parses its own callbacks (Lob's
 `Lob-Signature`, the agency's `X-Agency-Signature`), and `tasks.letters` / `tasks.agency` record
-what they say. A tracking event for a letter we do not know answers 404, so the vendor shows it.
+what they say. A tracking event for a letter we do not know answers 404, so the vendor shows it
+and pushes it again (its send may not be recorded yet); one about a letter another system mailed
+through the same account (its key is not of this installation) is acknowledged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from arrears.storage import one_writer
 from integrations.errors import InvalidCallback
 from integrations.providers import build_provider
 from tasks.agency import record_statuses
-from tasks.letters import record_tracking
+from tasks.letters import mailed_by_others, record_tracking
 from tasks.recovery import settle_recoveries
 
 __all__ = ["MAX_BODY", "mail_providers_from_settings", "mail_router"]
@@ -64,6 +66,13 @@ def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> A
             log.error("storing a %s callback failed: %s", kind, type(e).__name__)
             return JSONResponse({"error": "internal error; retry later"}, 500)
         if parsed and not known:
+            if kind == "letters" and await run_in_threadpool(
+                lambda: mailed_by_others(parsed, engine_=engine)
+            ):
+                # Another system's mail through the same account: acknowledged, or the vendor
+                # would push it again for days (Lob retries anything but a 2xx).
+                log.info("%s/%s: %d events about letters another system mailed", kind, provider, len(parsed))
+                return JSONResponse({"ok": True, "moved": 0, "not_ours": len(parsed)})
             return JSONResponse({"error": f"no {kind} row has this id"}, 404)
         if moved:  # a recovery, or its notice of sale mailed: the account moves on now
             await run_in_threadpool(lambda: _in_turn(engine, settle_recoveries))

@@ -42,7 +42,7 @@ from arrears.letters.notices import (
 from arrears.models import utcnow
 from arrears.review import notice_owed
 from arrears.settings import get_settings
-from arrears.storage import letters, mailing, reviews
+from arrears.storage import letters, mailing, read_only, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
@@ -63,6 +63,7 @@ __all__ = [
     "letter_key",
     "letters_in_the_post",
     "letters_unsent",
+    "mailed_by_others",
     "readdressable",
     "record_tracking",
     "send_letters",
@@ -91,7 +92,24 @@ def letter_key(connection: Connection, account_id: str, what: str) -> str:
 
 def _key(installation: str, account_id: str, what: str) -> str:
     """`letter_key` with the installation id read once (a batch of letters reads it once)."""
-    return f"{installation}-letter-{account_id.lower()}-{what}"
+    return f"{_ours(installation)}{account_id.lower()}-{what}"
+
+
+def _ours(installation: str) -> str:
+    """How every letter key of this installation begins."""
+    return f"{installation}-letter-"
+
+
+def mailed_by_others(events: Sequence[TrackingEvent], *, engine_: Engine | None = None) -> bool:
+    """Whether tracking events about no letter we know are about letters another system mailed
+    through the same account (a lender's statements through its Lob account): each carries a key,
+    none of this installation. An event without a key, or under one of ours, may be about a
+    letter whose send is not recorded yet."""
+    if not events or not all(e.idempotency_key for e in events):
+        return False
+    with read_only(engine_ or engine()) as connection:
+        prefix = _ours(installation_id(connection))
+    return not any(e.idempotency_key.startswith(prefix) for e in events)
 
 
 def _cure_what(state: ReviewState) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pypdf
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
 from arrears.letters import render
@@ -1003,6 +1003,38 @@ def test_tracking_webhook_starts_the_cure_period(
             assert client.post("/letters/sandbox/tracking", content=body, headers=headers).status_code == 200
     [review] = rows(mail_db, review_t, IA)
     assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
+
+
+def test_tracking_of_another_systems_letters_is_acknowledged_and_ours_not_yet_recorded_waits(
+    mail_db: Engine, letters_sandbox: Any
+) -> None:
+    """A lender's Lob account mails its statements too, and Lob sends their events to the same
+    webhook, retrying anything but a 2xx: an event about a letter another system sent (its key is
+    not of this installation) is acknowledged and changes nothing; one under this installation's
+    key that no letter row has yet (its send not recorded) is 404, for Lob to push again."""
+    from starlette.testclient import TestClient
+
+    from arrears.storage.installation import installation_id
+    from deployments.webhooks import create_app
+    from integrations.letters.contract import make_request
+    from integrations.providers import build_provider
+
+    with mail_db.begin() as c:
+        ours = installation_id(c)
+    with build_provider("letters", "sandbox", letters_sandbox.base_url, letters_sandbox.credentials) as lob:
+        statement = lob.send(make_request("statements-2026-11-A-77", description="statement"))
+        racing = lob.send(make_request(f"{ours}-letter-a-9-review-1-right-to-cure"))
+        for sent in (statement, racing):
+            letters_sandbox.advance(sent.id, "mailed", at="2026-12-08T15:00:00Z")
+        app = create_app(engine=mail_db, mail_providers={"letters": {"sandbox": lob}})
+        with TestClient(app) as client:
+            headers, body = letters_sandbox.signed_callback(statement.id)
+            answer = client.post("/letters/sandbox/tracking", content=body, headers=headers)
+            assert (answer.status_code, answer.json()) == (200, {"ok": True, "moved": 0, "not_ours": 1})
+            headers, body = letters_sandbox.signed_callback(racing.id)
+            assert client.post("/letters/sandbox/tracking", content=body, headers=headers).status_code == 404
+    with mail_db.connect() as c:
+        assert c.execute(select(func.count()).select_from(letter_t)).scalar() == 0
 
 
 @pytest.mark.parametrize(

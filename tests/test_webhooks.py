@@ -793,9 +793,10 @@ def test_callbacks_tied_to_no_account_are_listed_for_operators(
         "unmatched_report": 1,
         "unreadable_callback": 1,
     }
-    assert "callbacks kept without an account in the day before: 4" in CliRunner().invoke(
-        app, ["report", "--database", url]
-    ).output
+    assert (
+        "callbacks kept without an account in the day before: 4"
+        in CliRunner().invoke(app, ["report", "--database", url]).output
+    )
     refused = cli("--kind", "unmatched_letter")
     assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2  # main()'s exit
     assert "one of unmatched_report" in str(refused.exception)

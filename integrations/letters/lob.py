@@ -298,6 +298,7 @@ class LobLettersProvider(VendorClient):
                     event_id=str(event.get("id") or ""),
                     vendor_event=event_type,
                     location=(event.get("location") or None),
+                    idempotency_key=str((letter.get("metadata") or {}).get("idempotency_key") or ""),
                 )
             ]
         except (ValueError, KeyError, TypeError, AttributeError):

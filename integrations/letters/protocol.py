@@ -151,6 +151,9 @@ class TrackingEvent:
     event_id: str = ""  # the vendor's id: a webhook delivered twice carries the same one
     vendor_event: str = ""  # the vendor's own words ("letter.in_local_area"), for the audit trail
     location: str | None = None  # a ZIP code or facility, when the vendor gives one
+    # The key the letter was sent under, where the vendor's event carries it (Lob's metadata):
+    # tells the letters we mailed from those another system mailed through the same account.
+    idempotency_key: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TRACKING_KINDS:
