@@ -327,12 +327,14 @@ def create_app(
     async def reports(route: str, provider: Any, items: list[DeliveryReport]) -> None:
         applied = await store(record.record_delivery_reports, provider=provider.info.name, reports=items)
         log.info(
-            "%s: %d reports, %d moved, %d already there, %d unknown (kept for operators)",
+            "%s: %d reports, %d moved, %d already there, %d unknown (kept for operators), %d about "
+            "another system's messages",
             route,
             len(items),
             len(applied.changed),
             applied.unchanged,
             len(applied.unmatched),
+            applied.foreign,
         )
 
     async def replies(route: str, provider: Any, items: list[InboundMessage]) -> None:

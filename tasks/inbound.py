@@ -57,10 +57,14 @@ def to_status(report: DeliveryReport) -> StatusReport:
 def record_delivery_reports(
     engine: Engine, *, provider: str, reports: Sequence[DeliveryReport]
 ) -> ReportsApplied:
-    """Apply one callback's delivery reports to the messages `provider` sent."""
-    ours = [to_status(r) for r in reports]
+    """Apply one callback's delivery reports to the messages `provider` sent. Those the provider
+    says another system sent are only counted: kept, they would fill the audit trail and the early
+    reports with messages that are never ours."""
+    ours = [to_status(r) for r in reports if not r.foreign]
     with engine.begin() as connection:
-        return apply_delivery_reports(connection, provider=provider, reports=ours)
+        applied = apply_delivery_reports(connection, provider=provider, reports=ours)
+    applied.foreign = len(reports) - len(ours)
+    return applied
 
 
 def keep_unreadable_items(

@@ -19,12 +19,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from arrears.importing import Kind, open_source
 from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
 from arrears.settings import get_settings
 from arrears.storage.importer import run_import
+from arrears.storage.tables import early_report
 from deployments.webhooks import LifecycleRunner, WebhookServer, create_app, run_lifecycle_deployment
 from integrations.court._signing import signature_header
 from integrations.providers import build_provider
@@ -306,7 +307,10 @@ def test_aliyun_reports_with_our_token_are_applied_and_acknowledged(
 def test_aliyun_report_for_an_unknown_message_is_acknowledged_and_kept_for_operators(
     client: TestClient, db: Engine, sms_sandbox: Any
 ) -> None:
-    """A report naming no message of ours is answered 200 {"code": 0} and kept once in the audit trail."""
+    """A report under one of our OutIds naming no message of ours (its send not recorded yet) is
+    answered 200 {"code": 0} and kept once in the audit trail and as an early report. Reports of
+    the messages another system sends through the same Aliyun account (a lender's passcodes: an
+    OutId of theirs, or none) are acknowledged and not kept: they would fill both for ever."""
     report = {
         "phone_number": "13912345678",
         "send_time": "2026-12-01 09:00:00",
@@ -316,14 +320,20 @@ def test_aliyun_report_for_an_unknown_message_is_acknowledged_and_kept_for_opera
         "err_msg": "成功",
         "sms_size": "1",
         "biz_id": "1",
-        "out_id": "never-sent",
+        "out_id": "b" + "0" * 31,
     }
+    passcodes = [
+        report | {"out_id": "otp-20261201-000017", "biz_id": "2"},
+        report | {"out_id": "", "biz_id": "3"},
+    ]
     token = sms_sandbox.credentials["callback_token"]
     for _ in range(2):
-        response = _aliyun_post(client, "/sms/sandbox/status", [report], token)
+        response = _aliyun_post(client, "/sms/sandbox/status", [report, *passcodes], token)
         assert (response.status_code, response.json()["code"]) == (200, 0)
     (kept,) = _events(db, "unmatched_report")
-    assert kept.account_id is None and kept.data["provider_id"].startswith("never-sent:")
+    assert kept.account_id is None and kept.data["provider_id"].startswith("b" + "0" * 31 + ":")
+    with db.connect() as c:
+        assert c.execute(select(func.count()).select_from(early_report)).scalar() == 1
 
 
 @pytest.mark.parametrize("token", ["not-our-token", "", None], ids=["wrong", "empty", "missing"])
@@ -745,7 +755,7 @@ def test_callbacks_tied_to_no_account_are_listed_for_operators(
         "err_code": "DELIVERED",
         "err_msg": "成功",
         "biz_id": "900000000000000001^0",
-        "out_id": "b-not-ours",
+        "out_id": "b" + "f" * 31,  # one of ours, whose send is not recorded
     }
     assert _aliyun_post(client, "/sms/sandbox/status", [report], token).status_code == 200
     no_number = {"content": "我的新号码是13712345678", "send_time": "2026-12-01 10:00:01"}

@@ -56,6 +56,7 @@ class ReportsApplied:
     changed: list[int] = field(default_factory=list)  # message ids whose status moved
     unchanged: int = 0  # known messages already at this status or past it
     unmatched: list[str] = field(default_factory=list)  # provider ids of no message of ours (yet)
+    foreign: int = 0  # reports the provider says another system's messages are about: not applied
 
 
 def apply_delivery_reports(

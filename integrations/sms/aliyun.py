@@ -150,6 +150,12 @@ def _out_id_for(key: str) -> str:
     return "k" + hashlib.sha256(key.encode()).hexdigest()[:31]
 
 
+# Every OutId we send: "k" and 31 hex digits (one message), "b" and 31 (a batch). Aliyun pushes the
+# reports of every message the account sends to one URL; one without such an OutId is another
+# system's (a lender's passcodes, its marketing).
+_OUR_OUT_ID = re.compile(r"[bk][0-9a-f]{31}")
+
+
 def _provider_id(out_id: str, number: str) -> str:
     return f"{out_id}:{phone_tag(number)}"
 
@@ -504,6 +510,7 @@ def _report(item: Mapping[str, Any]) -> DeliveryReport:
         error_code=None if success else (str(err) if err else None),
         reference=out_id,
         vendor_status=str(err) if err else ("DELIVERED" if success else None),
+        foreign=_OUR_OUT_ID.fullmatch(out_id) is None,
     )
 
 

@@ -97,6 +97,10 @@ class DeliveryReport:
     error_code: str | None = None
     reference: str | None = None  # our reference as echoed by the vendor (Aliyun OutId), if any
     vendor_status: str | None = None  # the vendor's own word, for the audit trail
+    # The vendor's reference shows another system sent it: a vendor account that sends for others
+    # too (a lender's one-time passcodes) pushes their reports to the same URL. False when it
+    # cannot tell.
+    foreign: bool = False
 
 
 @dataclass(frozen=True, slots=True)

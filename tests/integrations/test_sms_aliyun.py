@@ -28,7 +28,7 @@ from integrations.sms._signing import (
     aliyun_signed_form,
     aliyun_string_to_sign,
 )
-from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, error_from_code
+from integrations.sms.aliyun import AliyunSettings, AliyunSmsProvider, _out_id_for, error_from_code
 from integrations.sms.contract import make_requests
 from integrations.sms.protocol import DeliveryReport, InboundMessage
 from integrations.sms.sandbox_server import form_pairs
@@ -281,6 +281,22 @@ def test_an_unreadable_item_comes_back_in_its_place_and_the_rest_is_read(
     assert isinstance(unreadable, UnreadableItem)
     assert "lacks" in unreadable.reason and json.loads(unreadable.item) == bad
     assert "13912345678" not in repr(unreadable)
+
+
+def test_a_report_of_another_systems_message_is_told_apart_by_its_out_id(
+    aliyun: SmsProvider, sandbox: SandboxHandle
+) -> None:
+    """Aliyun pushes every report of the account: one under an OutId we send (k or b and 31 hex
+    digits) is ours, one under another system's OutId or none is `foreign`."""
+    sent = aliyun.send_batch(make_requests(2))
+    ours = [r.provider_id.split(":")[0] for r in sent if isinstance(r, SmsResult)]
+    item = {"phone_number": "13912345678", "success": True, "report_time": "2026-12-01 09:00:05"}
+    others = ["otp-77", "", "k" + "0" * 30, "b" + "0" * 32, "K" + "0" * 31]
+    body = json.dumps([item | {"out_id": o} for o in [*ours, _out_id_for("key-1"), *others]]).encode()
+    reports = aliyun.parse_callback({}, body, url=_hook(sandbox), event="status")
+    assert [r.foreign for r in reports if isinstance(r, DeliveryReport)] == [False] * (len(ours) + 1) + [
+        True
+    ] * len(others)
 
 
 def test_wrong_access_key_id(make_provider, sandbox: SandboxHandle) -> None:
