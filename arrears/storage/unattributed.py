@@ -26,7 +26,14 @@ from arrears.storage.inbound import UNMATCHED_COURT
 from arrears.storage.tables import audit
 from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
 
-__all__ = ["FROM_UNKNOWN_NUMBER", "KINDS", "Unattributed", "unattributed_callbacks"]
+__all__ = [
+    "FROM_UNKNOWN_NUMBER",
+    "KINDS",
+    "Unattributed",
+    "counts_for_report",
+    "unattributed_callbacks",
+    "unattributed_counts",
+]
 
 FROM_UNKNOWN_NUMBER = "from_unknown_number"  # the filter for a borrower's text on no account
 KINDS = (UNMATCHED_REPORT, UNMATCHED_COURT, UNREADABLE_CALLBACK, FROM_UNKNOWN_NUMBER)
