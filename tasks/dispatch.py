@@ -108,7 +108,13 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     ]
     never = [row.id for row, result in zip(rows, results, strict=True) if result is None]
     with engine().begin() as connection:
-        outbox.record_outcomes(connection, outcomes=found, at=as_of, cycle_id=cycle_id)
+        outbox.record_outcomes(
+            connection,
+            outcomes=found,
+            at=as_of,
+            cycle_id=cycle_id,
+            unreachable_after=policy().segmentation.unreachable_after_failures,
+        )
         outbox.clear_doubt(connection, ids=never)
     recheck_recorded(found, as_of, cycle_id, policy())
     counts["found_sent"] = len(found)

@@ -23,6 +23,7 @@ from arrears.storage.unreadable_callbacks import keep_unreadable
 from arrears.vocabulary import MessageStatus
 from integrations.callbacks import UnreadableItem
 from integrations.sms.protocol import DeliveryReport
+from tasks.database import policy
 
 __all__ = [
     "InboundResult",
@@ -62,7 +63,12 @@ def record_delivery_reports(
     reports with messages that are never ours."""
     ours = [to_status(r) for r in reports if not r.foreign]
     with engine.begin() as connection:
-        applied = apply_delivery_reports(connection, provider=provider, reports=ours)
+        applied = apply_delivery_reports(
+            connection,
+            provider=provider,
+            reports=ours,
+            unreachable_after=policy().segmentation.unreachable_after_failures,
+        )
     applied.foreign = len(reports) - len(ours)
     return applied
 

@@ -98,7 +98,13 @@ def send_batch(
     if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
         crash()
     with engine().begin() as connection:
-        outbox.record_outcomes(connection, outcomes=outcomes, at=as_of, cycle_id=cycle_id)
+        outbox.record_outcomes(
+            connection,
+            outcomes=outcomes,
+            at=as_of,
+            cycle_id=cycle_id,
+            unreachable_after=rules.segmentation.unreachable_after_failures,
+        )
         quarantined = aside.record(connection, at=as_of, cycle_id=cycle_id)
     recheck_recorded(outcomes, as_of, cycle_id, rules)
     counts: dict[str, int] = {"quarantined": quarantined} if quarantined else {}

@@ -336,6 +336,55 @@ def test_aliyun_report_for_an_unknown_message_is_acknowledged_and_kept_for_opera
         assert c.execute(select(func.count()).select_from(early_report)).scalar() == 1
 
 
+def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_traced(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """Aliyun reports 用户停机 (the subscriber's line is suspended) for a number's messages: after
+    the policy's three failures in a row (a delivery between them starts the count again) the
+    number is marked invalid, audited with the vendor's reason and the number masked; nothing more
+    is sent to it, and the next cycle puts the borrower, who has no other, in the unreachable
+    segment, which is skip-traced."""
+    from flows.daily_cycle import daily_cycle
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    token = sms_sandbox.credentials["callback_token"]
+    beijing = f"{datetime.now(UTC) + timedelta(hours=8):%Y-%m-%d %H:%M:%S}"
+
+    def report(success: bool) -> dict[str, Any]:
+        out_id = _provider_id(db, _sent(db, providers["sandbox"], "A-CN", CN_PHONE)).split(":")[0]
+        return {
+            "phone_number": "13912345678",
+            "send_time": beijing,
+            "report_time": beijing,
+            "success": success,
+            "err_code": "DELIVERED" if success else "MOBILE_NOT_ON_SERVICE",
+            "err_msg": "成功" if success else "用户停机",
+            "biz_id": "1^0",
+            "out_id": out_id,
+        }
+
+    def valid() -> bool:
+        with db.connect() as c:
+            return bool(c.execute(select(contact.c.valid).where(contact.c.address == CN_PHONE)).scalar_one())
+
+    for success in (False, True, False, False):
+        assert _aliyun_post(client, "/sms/sandbox/status", [report(success)], token).status_code == 200
+        assert valid()
+    assert _aliyun_post(client, "/sms/sandbox/status", [report(False)], token).status_code == 200
+    assert not valid()
+    (marked,) = _events(db, "contact")
+    assert marked.account_id == "A-CN" and "marked unreachable: its last 3 deliveries failed" in marked.detail
+    assert "MOBILE_NOT_ON_SERVICE" in marked.detail and "13912345678" not in json.dumps(
+        [marked.detail, marked.data]
+    )
+    daily_cycle(as_of=(datetime.now(UTC) + timedelta(minutes=1)).isoformat())
+    with db.connect() as c:
+        assert (
+            c.execute(select(account.c.segment).where(account.c.account_id == "A-CN")).scalar()
+            == "unreachable"
+        )
+
+
 @pytest.mark.parametrize("token", ["not-our-token", "", None], ids=["wrong", "empty", "missing"])
 def test_aliyun_callbacks_without_our_token_are_refused(
     client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path, token: str | None

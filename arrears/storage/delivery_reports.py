@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, literal, select, update
 
+from arrears.masking import mask_phone
 from arrears.storage.bulk import among
 from arrears.storage.tables import account, audit, contact, early_report, message
 from arrears.vocabulary import Channel, MessageStatus
@@ -60,7 +61,11 @@ class ReportsApplied:
 
 
 def apply_delivery_reports(
-    connection: Connection, *, provider: str, reports: Sequence[StatusReport]
+    connection: Connection,
+    *,
+    provider: str,
+    reports: Sequence[StatusReport],
+    unreachable_after: int | None = None,
 ) -> ReportsApplied:
     """Move each reported message forward (never back), audit each move, count the rest.
 
@@ -70,6 +75,10 @@ def apply_delivery_reports(
     of ours is kept, once per id and status, as an early report and for operators (an
     `unmatched_report` audit event without an account); the webhook acknowledges it all the same,
     since a refusal only makes the vendor push it again.
+
+    A number whose last `unreachable_after` deliveries failed (the policy's
+    `segmentation.unreachable_after_failures`) is marked invalid: a dead number (用户停机, Twilio's
+    30003 and 30005) is sent nothing more, and a borrower left without a working one is skip-traced.
     """
     result = ReportsApplied()
     unmatched: list[StatusReport] = []
@@ -93,6 +102,8 @@ def apply_delivery_reports(
         for row in moved:
             result.changed.append(row.id)
             _count_delivery(connection, row.account_id, row.address, failed=failed)
+            if failed and unreachable_after:
+                events += _unreachable(connection, row.account_id, row.address, unreachable_after, report)
             events.append(
                 {
                     "account_id": row.account_id,
@@ -116,7 +127,11 @@ def apply_delivery_reports(
 
 
 def apply_early_reports(
-    connection: Connection, *, provider: str, provider_ids: Sequence[str]
+    connection: Connection,
+    *,
+    provider: str,
+    provider_ids: Sequence[str],
+    unreachable_after: int | None = None,
 ) -> ReportsApplied:
     """Apply the reports `provider` sent about these messages before their sends were recorded
     (call it where the sends are recorded, in that transaction), and forget them."""
@@ -142,6 +157,7 @@ def apply_early_reports(
             StatusReport(r.provider_id, MessageStatus(r.status), r.at, r.error_code, r.vendor_status)
             for r in rows
         ],
+        unreachable_after=unreachable_after,
     )
     connection.execute(delete(early_report).where(among(early_report.c.id, [r.id for r in rows])))
     return applied
@@ -220,13 +236,44 @@ def _move(connection: Connection, provider: str, report: StatusReport) -> list[A
 
 
 def _count_delivery(connection: Connection, account_id: str, address: str, *, failed: bool) -> None:
-    borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
     connection.execute(
         update(contact)
-        .where(
-            contact.c.borrower_id == borrower,
-            contact.c.address == address,
-            contact.c.channel == Channel.SMS.value,
-        )
+        .where(*_number_of(account_id, address))
         .values(failures=contact.c.failures + 1 if failed else 0)
+    )
+
+
+def _unreachable(
+    connection: Connection, account_id: str, address: str, after: int, report: StatusReport
+) -> list[dict[str, Any]]:
+    """Mark the number invalid once its last `after` deliveries failed; the audit event if it was."""
+    marked = connection.execute(
+        update(contact)
+        .where(*_number_of(account_id, address), contact.c.valid.is_(True), contact.c.failures >= after)
+        .values(valid=False)
+        .returning(contact.c.failures)
+    ).all()
+    if not marked:
+        return []
+    why = report.error_code or report.vendor_status or "no reason given"
+    return [
+        {
+            "account_id": account_id,
+            "at": report.at,
+            "kind": "contact",
+            "actor": "arrears",
+            "detail": f"{mask_phone(address)} marked unreachable: its last {marked[0].failures} "
+            f"deliveries failed (the last: {why}); nothing more is sent to it",
+            "data": {"number": mask_phone(address), "failures": marked[0].failures, "error_code": why},
+        }
+    ]
+
+
+def _number_of(account_id: str, address: str) -> tuple[Any, ...]:
+    """The conditions naming the account's borrower's SMS contact point at `address`."""
+    borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
+    return (
+        contact.c.borrower_id == borrower,
+        contact.c.address == address,
+        contact.c.channel == Channel.SMS.value,
     )

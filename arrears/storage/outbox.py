@@ -339,9 +339,15 @@ def mark_waiting(connection: Connection, *, now: datetime, reason: str, account_
 
 
 def record_outcomes(
-    connection: Connection, *, outcomes: Sequence[Outcome], at: datetime, cycle_id: int | None
+    connection: Connection,
+    *,
+    outcomes: Sequence[Outcome],
+    at: datetime,
+    cycle_id: int | None,
+    unreachable_after: int | None = None,
 ) -> None:
-    """Write each row's new status, release its lease, and audit every contact and refusal."""
+    """Write each row's new status, release its lease, and audit every contact and refusal; apply
+    the delivery reports that came before the sends (`unreachable_after`: as `apply_delivery_reports`)."""
     if not outcomes:
         return
     # The instants are typed: inside coalesce() an untyped parameter would bypass UTCDateTime and
@@ -414,7 +420,9 @@ def record_outcomes(
         ],
     )
     for provider, provider_ids in sent.items():  # after the send's own event: the report came later
-        apply_early_reports(connection, provider=provider, provider_ids=provider_ids)
+        apply_early_reports(
+            connection, provider=provider, provider_ids=provider_ids, unreachable_after=unreachable_after
+        )
 
 
 def _verdict(o: Outcome) -> str:
