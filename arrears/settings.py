@@ -172,7 +172,6 @@ class Settings(BaseSettings):
         "1: in the run's own process).",
     )
     dispatch_batch: int = Field(default=10_000, ge=1, description="Outbox rows per dispatch task.")
-    dispatch_concurrency: int = Field(default=16, ge=1, description="Requests in flight per provider.")
 
     @classmethod
     def settings_customise_sources(

@@ -597,7 +597,7 @@ def main() -> None:
     say(
         f"workdir {workdir}; as of {instant.isoformat()} (business date {day}); shard_size "
         f"{settings.shard_size}, "
-        f"dispatch_batch {settings.dispatch_batch}, dispatch_concurrency {settings.dispatch_concurrency}"
+        f"dispatch_batch {settings.dispatch_batch}"
     )
 
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
