@@ -598,8 +598,18 @@ def test_a_photo_the_borrower_sends_reaches_the_agent_with_the_words(
     assert _twilio_post(client, "/sms/twilio/inbound", photo, token).status_code == 200
     first, second = _events(db, "reply")
     assert first.account_id == "A-1" and first.data["media"] == urls
-    assert first.detail.endswith("receipt attached (+2 attachments: data.media)")
-    assert second.data["media"] == urls[:1] and second.detail.endswith(": (+1 attachment: data.media)")
+    assert first.detail.endswith("receipt attached (+2 attachments)")
+    assert second.data["media"] == urls[:1] and second.detail.endswith(": (+1 attachment)")
+    # What an agent reads: `arrears show` lists where each attachment is.
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    url = db.url.render_as_string(hide_password=False)
+    shown = json.loads(CliRunner().invoke(app, ["show", "A-1", "--json", "--database", url]).output)
+    assert [e["media"] for e in shown["timeline"] if "media" in e] == [urls, urls[:1]]
+    table = CliRunner().invoke(app, ["show", "A-1", "--database", url], env={"COLUMNS": "400"}).output
+    assert all(u in table for u in urls)
     text = {"From": US_PHONE, "To": "+15005550006", "Body": "ok", "MessageSid": "SM" + "6" * 32}
     assert _twilio_post(client, "/sms/twilio/inbound", text | {"NumMedia": "0"}, token).status_code == 200
     assert "media" not in _events(db, "reply")[-1].data

@@ -57,6 +57,8 @@ class AccountStory:
             ],
             "timeline": [
                 {"at": _iso(e.at), "kind": e.kind, "detail": e.detail, "actor": e.actor}
+                # What a borrower attached to a text (an MMS photo), where the vendor holds it.
+                | ({"media": e.data["media"]} if isinstance(e.data, dict) and e.data.get("media") else {})
                 for e in self.timeline
             ],
         }

@@ -137,7 +137,7 @@ def _words(inbound: Inbound) -> str:
 def _attached(inbound: Inbound) -> str:
     """What came with the words, for an agent to open: a photo of a receipt, of a court's notice."""
     n = len(inbound.media)
-    return f"(+{n} attachment{'' if n == 1 else 's'}: data.media)" if n else ""
+    return f"(+{n} attachment{'' if n == 1 else 's'})" if n else ""
 
 
 def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **data: Any) -> dict[str, Any]:

@@ -95,7 +95,8 @@ def show(
         # A detail's long words (a letter's SHA-256, a vendor's id) fold rather than being cut.
         timeline.add_column(column, overflow="fold" if column == "detail" else "ellipsis")
     for e in data["timeline"]:
-        timeline.add_row(_short(e["at"]), e["kind"], e["detail"], e["actor"])
+        attached = "".join(f"\n{url}" for url in e.get("media", ()))
+        timeline.add_row(_short(e["at"]), e["kind"], e["detail"] + attached, e["actor"])
     console.print(timeline)
 
 
