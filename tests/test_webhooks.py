@@ -569,7 +569,7 @@ def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
 
 
 def test_a_photo_the_borrower_sends_reaches_the_agent_with_the_words(
-    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An MMS as Twilio posts it (NumMedia, MediaUrl0…, MediaContentType0…): the reply's audit
     event keeps where Twilio holds each attachment, and its detail says there are some; a photo
@@ -604,11 +604,13 @@ def test_a_photo_the_borrower_sends_reaches_the_agent_with_the_words(
     from typer.testing import CliRunner
 
     from deployments.cli import app
+    from deployments.cli._common import console
 
     url = db.url.render_as_string(hide_password=False)
     shown = json.loads(CliRunner().invoke(app, ["show", "A-1", "--json", "--database", url]).output)
     assert [e["media"] for e in shown["timeline"] if "media" in e] == [urls, urls[:1]]
-    table = CliRunner().invoke(app, ["show", "A-1", "--database", url], env={"COLUMNS": "400"}).output
+    monkeypatch.setattr(console, "width", 400)  # each URL on a line of its own, not folded
+    table = CliRunner().invoke(app, ["show", "A-1", "--database", url]).output
     assert all(u in table for u in urls)
     text = {"From": US_PHONE, "To": "+15005550006", "Body": "ok", "MessageSid": "SM" + "6" * 32}
     assert _twilio_post(client, "/sms/twilio/inbound", text | {"NumMedia": "0"}, token).status_code == 200
