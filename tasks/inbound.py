@@ -52,6 +52,7 @@ def to_status(report: DeliveryReport) -> StatusReport:
         at=report.at,
         error_code=report.error_code,
         vendor_status=report.vendor_status,
+        number_cannot_text=report.number_cannot_text,
     )
 
 

@@ -270,6 +270,30 @@ def test_valid_twilio_receipt_delivers_the_message_once(
     assert _events(db, "message") == events
 
 
+def test_a_landline_is_marked_unreachable_at_its_first_undelivered_receipt(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """Twilio's `undelivered` with 30006 (a landline or an unreachable carrier: do not retry) is
+    about the number, not the message: it is marked invalid at once. 30003 (the handset is off)
+    is one failure of the three the policy allows."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    token = sms_sandbox.credentials["auth_token"]
+
+    def undelivered(code: str) -> int:
+        form = _twilio_report(sms_sandbox, _provider_id(db, _sent(db, providers["twilio"], "A-1", US_PHONE)))
+        form |= {"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": code}
+        return int(_twilio_post(client, "/sms/twilio/status", form, token).status_code)
+
+    def valid() -> bool:
+        with db.connect() as c:
+            return bool(c.execute(select(contact.c.valid).where(contact.c.address == US_PHONE)).scalar_one())
+
+    assert undelivered("30003") == 200 and valid()
+    assert undelivered("30006") == 200 and not valid()
+    (marked,) = _events(db, "contact")
+    assert "its delivery failed for a reason about the number (30006)" in marked.detail
+
+
 def test_late_sent_receipt_does_not_regress_a_delivered_message(
     client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
 ) -> None:

@@ -50,6 +50,7 @@ class StatusReport:
     at: datetime
     error_code: str | None = None
     vendor_status: str | None = None
+    number_cannot_text: bool = False  # the vendor says the number cannot take texts at all
 
 
 @dataclass(slots=True)
@@ -77,8 +78,9 @@ def apply_delivery_reports(
     since a refusal only makes the vendor push it again.
 
     A number whose last `unreachable_after` deliveries failed (the policy's
-    `segmentation.unreachable_after_failures`) is marked invalid: a dead number (用户停机, Twilio's
-    30003 and 30005) is sent nothing more, and a borrower left without a working one is skip-traced.
+    `segmentation.unreachable_after_failures`), or whose one failure the vendor says is about the
+    number itself (`number_cannot_text`: a landline), is marked invalid: a dead number (用户停机,
+    Twilio's 30003) is sent nothing more, and a borrower left without a working one is skip-traced.
     """
     result = ReportsApplied()
     unmatched: list[StatusReport] = []
@@ -102,8 +104,9 @@ def apply_delivery_reports(
         for row in moved:
             result.changed.append(row.id)
             _count_delivery(connection, row.account_id, row.address, failed=failed)
-            if failed and unreachable_after:
-                events += _unreachable(connection, row.account_id, row.address, unreachable_after, report)
+            after = 1 if report.number_cannot_text else unreachable_after
+            if failed and after:
+                events += _unreachable(connection, row.account_id, row.address, after, report)
             events.append(
                 {
                     "account_id": row.account_id,
@@ -256,14 +259,18 @@ def _unreachable(
     if not marked:
         return []
     why = report.error_code or report.vendor_status or "no reason given"
+    failed = (
+        f"its delivery failed for a reason about the number ({why})"
+        if report.number_cannot_text
+        else f"its last {marked[0].failures} deliveries failed (the last: {why})"
+    )
     return [
         {
             "account_id": account_id,
             "at": report.at,
             "kind": "contact",
             "actor": "arrears",
-            "detail": f"{mask_phone(address)} marked unreachable: its last {marked[0].failures} "
-            f"deliveries failed (the last: {why}); nothing more is sent to it",
+            "detail": f"{mask_phone(address)} marked unreachable: {failed}; nothing more is sent to it",
             "data": {"number": mask_phone(address), "failures": marked[0].failures, "error_code": why},
         }
     ]

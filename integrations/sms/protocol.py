@@ -101,6 +101,9 @@ class DeliveryReport:
     # too (a lender's one-time passcodes) pushes their reports to the same URL. False when it
     # cannot tell.
     foreign: bool = False
+    # The vendor says the number cannot take texts at all (Twilio's 30005, unknown handset, and
+    # 30006, a landline or an unreachable carrier: "do not retry"), not that it failed this once.
+    number_cannot_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,9 @@ class TwilioSettings(HttpProviderSettings):
 # Twilio's API error codes (https://www.twilio.com/docs/api/errors) that we tell apart
 _INVALID_ADDRESS = {21211, 21614, 21612}  # invalid To, not a mobile, no route to that number
 _OPTED_OUT = {21610}
+# Delivery errors about the number itself, not this message: an unknown handset, a landline or an
+# unreachable carrier (Twilio says not to retry those).
+_CANNOT_TEXT = frozenset({"30005", "30006"})
 # The account's or the sender's settings, never the borrower's number: every send fails alike until a
 # person changes them, so dispatch stops and says so. 21408: the destination region is not enabled
 # in the account's geo permissions; 30002: account suspended; 21606, 21212, 21603, 21659, 21660: the
@@ -395,6 +398,7 @@ class TwilioSmsProvider(HttpSmsProvider):
                 at=datetime.now(UTC),
                 error_code=form.get("ErrorCode") or None,
                 vendor_status=vendor_status,
+                number_cannot_text=form.get("ErrorCode") in _CANNOT_TEXT,
             )
         ]
 
