@@ -104,9 +104,6 @@ def apply_delivery_reports(
         for row in moved:
             result.changed.append(row.id)
             _count_delivery(connection, row.account_id, row.address, failed=failed)
-            after = 1 if report.number_cannot_text else unreachable_after
-            if failed and after:
-                events += _unreachable(connection, row.account_id, row.address, after, report)
             events.append(
                 {
                     "account_id": row.account_id,
@@ -124,6 +121,9 @@ def apply_delivery_reports(
                     },
                 }
             )
+            after = 1 if report.number_cannot_text else unreachable_after
+            if failed and after:  # after the failure's own event: the number is marked for it
+                events += _unreachable(connection, row.account_id, row.address, after, report)
         connection.execute(audit.insert(), events)
     _record_unmatched(connection, provider, unmatched)
     return result
