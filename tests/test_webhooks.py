@@ -361,13 +361,18 @@ def test_aliyun_report_for_an_unknown_message_is_acknowledged_and_kept_for_opera
 
 
 def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_traced(
-    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+    client: TestClient,
+    db: Engine,
+    providers: Any,
+    sms_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Aliyun reports 用户停机 (the subscriber's line is suspended) for a number's messages: after
     the policy's three failures in a row (a delivery between them starts the count again) the
     number is marked invalid, audited with the vendor's reason and the number masked; nothing more
     is sent to it, and the next cycle puts the borrower, who has no other, in the unreachable
-    segment, which is skip-traced."""
+    segment and skip-traces it. `arrears show` lists both numbers, masked, and why one is not used."""
     from flows.daily_cycle import daily_cycle
 
     _import(db, tmp_path, _cn(account_id="A-CN"))
@@ -407,6 +412,22 @@ def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_t
             c.execute(select(account.c.segment).where(account.c.account_id == "A-CN")).scalar()
             == "unreachable"
         )
+    # What an agent reads: the number, masked, and why it is not used.
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli._common import console
+
+    url = db.url.render_as_string(hide_password=False)
+    shown = json.loads(CliRunner().invoke(app, ["show", "A-CN", "--json", "--database", url]).output)
+    number, *traced = shown["numbers"]
+    assert (number["valid"], number["failures"], number["primary"]) == (False, 3, True)
+    assert "13912345678" not in number["number"] and number["number"].endswith("5678")
+    # The cycle's skip trace (the sandbox bureau) found another number: not yet verified.
+    assert [(n["source"], n["valid"], n["verified"]) for n in traced] == [("bureau", True, False)]
+    monkeypatch.setattr(console, "width", 200)
+    table = CliRunner().invoke(app, ["show", "A-CN", "--database", url]).output
+    assert "invalid" in table and "13912345678" not in table
 
 
 @pytest.mark.parametrize("token", ["not-our-token", "", None], ids=["wrong", "empty", "missing"])

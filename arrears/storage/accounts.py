@@ -2,7 +2,7 @@
 account-level writes every stage shares, a row lock (`lock_accounts`) and an audit note (`note`)."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from arrears.currencies import display
+from arrears.masking import mask_phone
 from arrears.storage._common import chunks, event, insert_events
-from arrears.storage.tables import account, audit, hold, message
+from arrears.storage.tables import account, audit, contact, hold, message
 
 __all__ = ["AccountStory", "account_row", "account_story", "lock_accounts", "note"]
 
@@ -22,6 +23,7 @@ class AccountStory:
     holds: list[str]
     messages: list[Any]
     timeline: list[Any]
+    numbers: list[Any] = field(default_factory=list)  # the borrower's contact points
 
     def as_json(self) -> dict[str, Any]:
         a = self.account
@@ -41,6 +43,20 @@ class AccountStory:
             "currency": a.currency,
             "segment": a.segment,
             "holds": self.holds,
+            # The borrower's numbers, masked as everywhere an operator reads them: which one is
+            # texted, and why another is not (invalid, opted out, failing, found by a skip trace).
+            "numbers": [
+                {
+                    "number": mask_phone(n.address),
+                    "primary": n.is_primary,
+                    "valid": n.valid,
+                    "verified": n.verified,
+                    "source": n.source,
+                    "failures": n.failures,
+                    "opted_out_at": _iso(n.opted_out_at),
+                }
+                for n in self.numbers
+            ],
             "jurisdiction": a.jurisdiction,
             "timezone": a.timezone,
             "messages": [
@@ -84,7 +100,12 @@ def account_story(connection: Connection, account_id: str) -> AccountStory | Non
     timeline = connection.execute(
         select(audit).where(audit.c.account_id == account_id).order_by(audit.c.at, audit.c.id)
     ).all()
-    return AccountStory(row, holds, list(messages), list(timeline))
+    numbers = connection.execute(
+        select(contact)
+        .where(contact.c.borrower_id == row.borrower_id, contact.c.channel == "sms")
+        .order_by(contact.c.is_primary.desc(), contact.c.id)
+    ).all()
+    return AccountStory(row, holds, list(messages), list(timeline), list(numbers))
 
 
 def _iso(value: datetime | date | Decimal | None) -> str | None:

@@ -24,7 +24,8 @@ def show(
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
-    """Stage, days past due, segment, holds, messages and the timeline of one account."""
+    """Stage, days past due, segment, holds, the borrower's numbers (masked), messages and the
+    timeline of one account."""
     # Imported in the command: `arrears --help` loads none of storage.
     from arrears.storage.accounts import account_story
     from arrears.storage.assignments import list_assignments
@@ -58,6 +59,20 @@ def show(
             title=f"account {data['account_id']}",
         )
     )
+    if data["numbers"]:
+        numbers = Table(title="numbers")
+        for column in ("number", "usable", "why not", "failures in a row", "from"):
+            numbers.add_column(column)
+        for n in data["numbers"]:
+            why_not = _why_not(n)
+            numbers.add_row(
+                n["number"] + (" (primary)" if n["primary"] else ""),
+                "no" if why_not else "yes",
+                why_not,
+                str(n["failures"]),
+                n["source"] + ("" if n["verified"] else ", unverified"),
+            )
+        console.print(numbers)
     if data["messages"]:
         messages = Table(title="messages")
         for column in ("template", "status", "not before", "sent at", "reason"):
@@ -176,6 +191,13 @@ def print_report_tables(data: dict[str, Any]) -> None:
         )
     if data.get("callbacks_kept"):
         console.print(callbacks_kept_line(data["callbacks_kept"]))
+
+
+def _why_not(number: dict[str, Any]) -> str:
+    """Why a number is not texted, or "" when it may be."""
+    if not number["valid"]:
+        return "invalid"
+    return f"opted out {_short(number['opted_out_at'])}" if number["opted_out_at"] else ""
 
 
 def _fits(table: Table) -> bool:
