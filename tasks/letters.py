@@ -42,8 +42,8 @@ from arrears.letters.notices import (
 from arrears.models import utcnow
 from arrears.review import notice_owed
 from arrears.settings import get_settings
-from arrears.storage import letters, mailing, reviews
-from arrears.storage.installation import installation_id
+from arrears.storage import letters, mailing, read_only, reviews
+from arrears.storage.installation import installation_id, stored_installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
@@ -107,9 +107,11 @@ def mailed_by_others(events: Sequence[TrackingEvent], *, engine_: Engine | None 
     letter whose send is not recorded yet."""
     if not events or not all(e.idempotency_key for e in events):
         return False
-    with (engine_ or engine()).begin() as connection:  # the id is created on first use
-        prefix = _ours(installation_id(connection))
-    return not any(e.idempotency_key.startswith(prefix) for e in events)
+    with read_only(engine_ or engine()) as connection:  # no write lock for another system's mail
+        installation = stored_installation_id(connection)
+    if installation is None:  # no letter was ever keyed here
+        return True
+    return not any(e.idempotency_key.startswith(_ours(installation)) for e in events)
 
 
 def _cure_what(state: ReviewState) -> str:

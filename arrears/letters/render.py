@@ -227,11 +227,7 @@ def _environment() -> Environment:
 def _latin(text: str) -> bool:
     """Whether Helvetica sets `text`: its WinAnsi encoding is Windows-1252 (English, and the accents
     of Western Europe: José Núñez, Zoë Ångström)."""
-    try:
-        text.encode("cp1252")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return _encodes(text, "cp1252")
 
 
 def _needs_cjk_font(text: str) -> bool:
@@ -240,7 +236,7 @@ def _needs_cjk_font(text: str) -> bool:
     notice. The Song font is taken to set GBK and Latin-1 (¥ in an amount)."""
     if _latin(text):
         return False
-    unset = sorted({c for c in text if not _latin(c) and not _gbk(c)})
+    unset = sorted({c for c in text if not _latin(c) and not _encodes(c, "gbk")})
     if unset:
         raise ValueError(
             f"the letter's fonts cannot set {', '.join(map(repr, unset[:8]))}: a name or address "
@@ -250,9 +246,9 @@ def _needs_cjk_font(text: str) -> bool:
     return True
 
 
-def _gbk(char: str) -> bool:
+def _encodes(text: str, codec: str) -> bool:
     try:
-        char.encode("gbk")
+        text.encode(codec)
     except UnicodeEncodeError:
         return False
     return True
@@ -307,15 +303,14 @@ def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
 
 def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, address: Sequence[str]) -> bytes:
     buffer = io.BytesIO()
-    pagesize = paper
     font = _cjk_font() if cjk else _LATIN_FONT
     bold = font if cjk else "Helvetica-Bold"
     # invariant=1: a fixed creation date and document id, so the bytes depend on the text alone.
-    canvas = Canvas(buffer, pagesize=pagesize, invariant=1, pageCompression=1)
+    canvas = Canvas(buffer, pagesize=paper, invariant=1, pageCompression=1)
     canvas.setTitle(title)
     canvas.setAuthor("arrears")
     canvas.setCreator("arrears.letters")
-    width, height = pagesize
+    width, height = paper
     usable = width - 2 * _MARGIN
     y = height - _MARGIN
 

@@ -2,7 +2,7 @@
 account-level writes every stage shares, a row lock (`lock_accounts`) and an audit note (`note`)."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,7 @@ class AccountStory:
     holds: list[str]
     messages: list[Any]
     timeline: list[Any]
-    numbers: list[Any] = field(default_factory=list)  # the borrower's contact points
+    numbers: list[Any]  # the borrower's SMS contact points
 
     def as_json(self) -> dict[str, Any]:
         a = self.account

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from arrears.storage.tables import table_of
 
-__all__ = ["installation_id", "new_installation_id"]
+__all__ = ["installation_id", "new_installation_id", "stored_installation_id"]
 
 _ROW = 1  # the only row
 
@@ -25,10 +25,10 @@ def installation_id(connection: Connection) -> str:
     """This database's installation id (12 lowercase hex digits), created on first use."""
     from arrears.models import Installation
 
-    table = table_of(Installation)
-    found = connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar()
+    found = stored_installation_id(connection)
     if found is not None:
-        return str(found)
+        return found
+    table = table_of(Installation)
     try:
         with connection.begin_nested():  # a concurrent first use may win: keep its id
             connection.execute(
@@ -39,6 +39,15 @@ def installation_id(connection: Connection) -> str:
     except IntegrityError:
         pass
     return str(connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar_one())
+
+
+def stored_installation_id(connection: Connection) -> str | None:
+    """The id if the database has one yet, reading only (None: it has sent nothing under one)."""
+    from arrears.models import Installation
+
+    table = table_of(Installation)
+    found = connection.execute(select(table.c.installation_id).where(table.c.id == _ROW)).scalar()
+    return None if found is None else str(found)
 
 
 def new_installation_id(connection: Connection) -> str:
