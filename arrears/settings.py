@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     lender_name: str = Field(
         default="Arrears Auto Finance", description="How every message identifies the lender."
     )
-    cycle_cron: str = Field(default="0 9 * * *", description="When `arrears serve` runs the daily cycle.")
+    cycle_cron: str = Field(default="0 9 * * *", description="When the daily cycle runs (served, deployed).")
     policy_file: Path | None = Field(
         default=None, description="TOML or JSON file overriding the default policy."
     )

@@ -14,10 +14,11 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
-from prefect.schedules import Cron, Interval
+from prefect.schedules import Interval
 
 from arrears.settings import get_settings
 from deployments.limits import CONCURRENCY, SERVE_LIMIT
+from deployments.schedules import cycle_schedule, furnishing_schedule
 from flows.account_lifecycle import account_lifecycle
 from flows.bureau_furnishing import bureau_furnishing
 from flows.daily_cycle import cycle_shard, daily_cycle, dispatch_outbox
@@ -43,7 +44,7 @@ def deployments() -> list[Any]:
     served = [
         daily_cycle.to_deployment(
             name="daily",
-            schedules=[Cron(settings.cycle_cron, timezone=settings.lender_timezone)],
+            schedules=[cycle_schedule(settings)],
             tags=["arrears", "cycle"],
             description=f"The daily cycle at {settings.cycle_cron} ({settings.lender_timezone}).",
         ),
@@ -60,8 +61,7 @@ def deployments() -> list[Any]:
         ),
         bureau_furnishing.to_deployment(
             name="monthly",
-            # The 3rd of each month: the previous month's last cycle has run (its default period).
-            schedules=[Cron("0 6 3 * *", timezone=settings.lender_timezone)],
+            schedules=[furnishing_schedule(settings)],
             tags=["arrears", "bureau"],
             description="Furnish the previous month's Metro 2 file to the credit bureau.",
         ),

@@ -11,14 +11,20 @@ import pytest
 import yaml
 from prefect import Flow
 
-from arrears.settings import Settings
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_prefect_yaml_entrypoints_are_our_flows_and_schedules_match_settings() -> None:
-    """Every prefect.yaml deployment points at a flow of ours; the daily cron and zone are the settings'
-    defaults."""
+def test_prefect_yaml_entrypoints_are_our_flows_and_schedules_come_from_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every prefect.yaml deployment points at a flow of ours; the daily cron and the zones are the
+    build step's, which reads them from the settings as `arrears serve` does (not a literal
+    Shanghai morning for every lender)."""
+    from prefect.utilities.templating import apply_values
+
+    from arrears.settings import get_settings
+    from deployments.schedules import FURNISHING_CRON, schedules_step
+
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     names = set()
     for deployment in spec["deployments"]:
@@ -26,10 +32,37 @@ def test_prefect_yaml_entrypoints_are_our_flows_and_schedules_match_settings() -
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         assert isinstance(getattr(module, name), Flow), deployment["entrypoint"]
         names.add(deployment["name"])
-    daily = next(d for d in spec["deployments"] if d["name"] == "daily")
-    defaults = Settings()
-    assert daily["schedules"] == [{"cron": defaults.cycle_cron, "timezone": defaults.lender_timezone}]
     assert {"daily", "outbox", "account"} <= names
+    assert "deployments.schedules.schedules_step" in spec["build"][0]
+
+    monkeypatch.setenv("ARREARS_CYCLE_CRON", "30 7 * * 1-5")
+    monkeypatch.setenv("ARREARS_LENDER_TIMEZONE", "America/New_York")
+    get_settings.cache_clear()  # read again (the autouse fixture clears it after the test)
+    outputs = {"schedules": schedules_step()}
+    declared = {d["name"]: apply_values(d.get("schedules", []), outputs) for d in spec["deployments"]}
+    assert declared["daily"] == [{"cron": "30 7 * * 1-5", "timezone": "America/New_York"}]
+    assert declared["monthly"] == [{"cron": FURNISHING_CRON, "timezone": "America/New_York"}]
+
+
+def test_a_cron_prefect_cannot_read_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    """`arrears serve` and the deploy's build step refuse `ARREARS_CYCLE_CRON=0 25 * * *` with one
+    line naming the setting (exit 2), instead of Prefect's traceback from inside a deployment."""
+    from typer.testing import CliRunner
+
+    from arrears.settings import get_settings
+    from deployments.cli import app
+    from deployments.schedules import InvalidSchedule, schedules_step
+
+    monkeypatch.setenv("ARREARS_CYCLE_CRON", "0 25 * * *")
+    get_settings.cache_clear()
+    with pytest.raises(InvalidSchedule, match="cycle_cron"):
+        schedules_step()
+    refused = CliRunner().invoke(app, ["serve", "--dry-run", "--database", sqlite_url])
+    assert refused.exception is not None and getattr(refused.exception, "exit_code", None) == 2
+    assert "invalid settings: cycle_cron (ARREARS_CYCLE_CRON)" in str(refused.exception)
+    assert "0 25 * * *" in str(refused.exception)
 
 
 def test_prefect_yaml_declares_what_serve_serves() -> None:

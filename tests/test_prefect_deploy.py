@@ -1,6 +1,7 @@
 """`prefect deploy` of deployments/prefect.yaml on a real Prefect server, as an operator runs it:
-the pool with the bound of `arrears serve`, every deployment with its limit and schedules, and
-the automations of its build step; deploying again changes nothing but what drifted."""
+the pool with the bound of `arrears serve`, every deployment with its limit and schedules (the
+daily cron and the zone from the settings), and the automations of its build step; deploying
+again changes nothing but what drifted."""
 
 import os
 import subprocess
@@ -60,10 +61,16 @@ def _in_pool(client: Any, pool: str) -> list[Any]:
     )
 
 
-def _declared_schedules(declared: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _declared_schedules(declared: dict[str, Any], cron: str, zone: str) -> list[tuple[Any, ...]]:
+    """The schedules prefect.yaml declares, its placeholders filled as the build step fills them."""
+    from prefect.utilities.templating import apply_values
+
+    from deployments.schedules import FURNISHING_CRON
+
+    outputs = {"schedules": {"cycle_cron": cron, "furnishing_cron": FURNISHING_CRON, "timezone": zone}}
     return sorted(
         ("cron", s["cron"], s["timezone"]) if "cron" in s else ("interval", float(s["interval"]))
-        for s in declared.get("schedules") or []
+        for s in apply_values(declared.get("schedules") or [], outputs)
     )
 
 
@@ -78,11 +85,11 @@ def _server_schedules(deployment: Any) -> list[tuple[Any, ...]]:
     )
 
 
-def _assert_deployed(client: Any) -> None:
-    """The server holds exactly what prefect.yaml and deployments/ declare, one of each."""
+def _assert_deployed(client: Any, cron: str, zone: str) -> None:
+    """The server holds exactly what prefect.yaml and deployments/ declare, one of each, the daily
+    cycle on `cron` in `zone`."""
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
-    from arrears.settings import Settings
     from deployments.automations import PREFIX, automations
     from deployments.limits import SERVE_LIMIT
     from deployments.serve import OUTBOX_INTERVAL
@@ -99,12 +106,9 @@ def _assert_deployed(client: Any) -> None:
         assert deployment.work_pool_name == spec["work_pool"]["name"] == POOL
         # `concurrency_limit` of a read deployment is always None (deprecated): the limit is here.
         assert deployment.global_concurrency_limit.limit == spec["concurrency_limit"], deployment.name
-        assert _server_schedules(deployment) == _declared_schedules(spec), deployment.name
+        assert _server_schedules(deployment) == _declared_schedules(spec, cron, zone), deployment.name
     daily, outbox = (next(d for d in on_server if d.name == n) for n in ("daily", "outbox"))
-    defaults = Settings()
-    assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [
-        (defaults.cycle_cron, defaults.lender_timezone)
-    ]
+    assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [(cron, zone)]
     assert [s.schedule.interval for s in outbox.schedules] == [OUTBOX_INTERVAL]
 
     block_id = client.read_block_document_by_name(BLOCK[1], BLOCK[0]).id
@@ -126,12 +130,14 @@ def test_prefect_deploy_on_a_new_server_leaves_the_pool_deployments_and_automati
     operator_env: dict[str, str],
 ) -> None:
     """On a server with no pool: `python -m deployments.work_pool`, then the real `prefect deploy
-    --all` (its build steps included), twice. The second deploy resets a pool limit someone
-    changed and duplicates nothing."""
+    --all` (its build steps included), twice. The first deploys the settings' default schedule; the
+    second, after the operator set a New York lender's cron and zone, replaces it, resets a pool
+    limit someone changed, and duplicates nothing."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
+    from arrears.settings import Settings
     from deployments.work_pool import POOL
 
     deploy = (
@@ -146,9 +152,11 @@ def test_prefect_deploy_on_a_new_server_leaves_the_pool_deployments_and_automati
         client.read_work_pool(POOL)
     _run(operator_env, sys.executable, "-m", "deployments.work_pool")
     _run(operator_env, *deploy)
+    defaults = Settings()
     with get_client(sync_client=True) as client:
-        _assert_deployed(client)
+        _assert_deployed(client, defaults.cycle_cron, defaults.lender_timezone)
         client.update_work_pool(POOL, WorkPoolUpdate(concurrency_limit=3))
-    _run(operator_env, *deploy)
+    new_york = {"ARREARS_CYCLE_CRON": "30 7 * * 1-5", "ARREARS_LENDER_TIMEZONE": "America/New_York"}
+    _run(operator_env | new_york, *deploy)
     with get_client(sync_client=True) as client:
-        _assert_deployed(client)
+        _assert_deployed(client, "30 7 * * 1-5", "America/New_York")

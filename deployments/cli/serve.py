@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli._common import DatabaseOption, app, console, open_database, use_database
+from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
 
 
 @app.command()
@@ -23,9 +23,14 @@ def serve(
     start` so runs survive this process; without it Prefect starts a temporary local server.
     """
     open_database(use_database(database), create=True)  # migrated, as every command's database
+    from deployments.schedules import InvalidSchedule
     from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
-    for deployment in deployments():
+    try:
+        served = deployments()
+    except InvalidSchedule as error:
+        raise CliError(f"invalid settings: {error}") from None
+    for deployment in served:
         schedules = (
             ", ".join(describe_schedule(s.schedule) for s in deployment.schedules or []) or "on demand"
         )
