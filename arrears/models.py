@@ -68,6 +68,7 @@ class ContactPoint(SQLModel, table=True):
     region: str | None = Field(default=None, max_length=8)  # ISO 3166 region of the number
     is_primary: bool = True
     valid: bool = True  # false once a provider reports the number invalid
+    invalid_reason: str | None = Field(default=None, max_length=16)  # an InvalidBecause, while invalid
     verified: bool = True  # numbers found by skip tracing start unverified
     source: str = Field(default="import", max_length=16)  # import | bureau | agent
     failures: int = 0  # consecutive failed deliveries

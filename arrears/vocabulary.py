@@ -77,6 +77,17 @@ class Channel(StrEnum):
     SMS = "sms"
 
 
+class InvalidBecause(StrEnum):
+    """Why a number was marked invalid (`ContactPoint.invalid_reason`): only a number marked for
+    its failed deliveries is usable again once the borrower texts from it (a phone back on after
+    用户停机, a trip abroad); one its holder disowned, or the provider refused, stays invalid."""
+
+    UNDELIVERABLE = "undeliverable"  # its deliveries kept failing, or the vendor said it takes no texts
+    WRONG_NUMBER = "wrong_number"  # whoever holds it said it is not the borrower's
+    REFUSED = "refused"  # the provider refused it as no number it can send to
+    SIMULATED = "simulated"  # a generated portfolio's unreachable borrower
+
+
 class MessageStatus(StrEnum):
     """Outbox states of the operator contract (DESIGN §8)."""
 

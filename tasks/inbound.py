@@ -111,7 +111,8 @@ def record_inbound_sms(
 ) -> InboundResult:
     """Classify an inbound SMS (with the vendor's own reading, where it gives one) and record it:
     an opt-out, an opt-in, a wrong number, or a reply, and in the same transaction the dispute or
-    bankruptcy hold its words call for."""
+    bankruptcy hold its words call for, and that its number works, if failed deliveries had it
+    marked unreachable."""
     classified = classify(text, vendor_keyword)
     inbound = Inbound(
         address=address,
@@ -134,6 +135,8 @@ def record_inbound_sms(
             store.record_statement(
                 connection, inbound=inbound, hold=classified.hold, words=classified.statement
             )
+        if classified.kind is not InboundKind.WRONG_NUMBER and not recorded.duplicate:
+            store.record_number_works(connection, inbound=inbound)
         return InboundResult(classified, recorded)
 
 

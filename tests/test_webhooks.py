@@ -360,6 +360,27 @@ def test_aliyun_report_for_an_unknown_message_is_acknowledged_and_kept_for_opera
         assert c.execute(select(func.count()).select_from(early_report)).scalar() == 1
 
 
+def _suspended_line_report(db: Engine, providers: Any, success: bool) -> dict[str, Any]:
+    """A message sent to CN_PHONE, and Aliyun's SmsReport of it: delivered, or 用户停机."""
+    out_id = _provider_id(db, _sent(db, providers["sandbox"], "A-CN", CN_PHONE)).split(":")[0]
+    beijing = f"{datetime.now(UTC) + timedelta(hours=8):%Y-%m-%d %H:%M:%S}"
+    return {
+        "phone_number": "13912345678",
+        "send_time": beijing,
+        "report_time": beijing,
+        "success": success,
+        "err_code": "DELIVERED" if success else "MOBILE_NOT_ON_SERVICE",
+        "err_msg": "成功" if success else "用户停机",
+        "biz_id": "1^0",
+        "out_id": out_id,
+    }
+
+
+def _cn_number(db: Engine) -> Any:
+    with db.connect() as c:
+        return c.execute(select(contact).where(contact.c.address == CN_PHONE)).one()
+
+
 def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_traced(
     client: TestClient,
     db: Engine,
@@ -377,30 +398,15 @@ def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_t
 
     _import(db, tmp_path, _cn(account_id="A-CN"))
     token = sms_sandbox.credentials["callback_token"]
-    beijing = f"{datetime.now(UTC) + timedelta(hours=8):%Y-%m-%d %H:%M:%S}"
 
     def report(success: bool) -> dict[str, Any]:
-        out_id = _provider_id(db, _sent(db, providers["sandbox"], "A-CN", CN_PHONE)).split(":")[0]
-        return {
-            "phone_number": "13912345678",
-            "send_time": beijing,
-            "report_time": beijing,
-            "success": success,
-            "err_code": "DELIVERED" if success else "MOBILE_NOT_ON_SERVICE",
-            "err_msg": "成功" if success else "用户停机",
-            "biz_id": "1^0",
-            "out_id": out_id,
-        }
-
-    def valid() -> bool:
-        with db.connect() as c:
-            return bool(c.execute(select(contact.c.valid).where(contact.c.address == CN_PHONE)).scalar_one())
+        return _suspended_line_report(db, providers, success)
 
     for success in (False, True, False, False):
         assert _aliyun_post(client, "/sms/sandbox/status", [report(success)], token).status_code == 200
-        assert valid()
+        assert _cn_number(db).valid
     assert _aliyun_post(client, "/sms/sandbox/status", [report(False)], token).status_code == 200
-    assert not valid()
+    assert not _cn_number(db).valid
     (marked,) = _events(db, "contact")
     assert marked.account_id == "A-CN" and "marked unreachable: its last 3 deliveries failed" in marked.detail
     assert "MOBILE_NOT_ON_SERVICE" in marked.detail and "13912345678" not in json.dumps(
@@ -428,6 +434,47 @@ def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_t
     monkeypatch.setattr(console, "width", 200)
     table = CliRunner().invoke(app, ["show", "A-CN", "--database", url]).output
     assert "invalid" in table and "13912345678" not in table
+
+
+def test_a_number_marked_unreachable_is_usable_again_once_the_borrower_texts_from_it(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """Three 用户停机 reports mark the number unreachable; the borrower pays the phone bill and texts
+    from it (an SmsUp as Aliyun pushes it): the number is usable again, its failures start over,
+    the account's timeline says why, and `arrears show` lists it usable. Told again, the text
+    changes nothing more. A number its holder disowned (打错了) stays invalid whatever is texted
+    from it afterwards."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    token = sms_sandbox.credentials["callback_token"]
+    reports = [_suspended_line_report(db, providers, False) for _ in range(3)]
+    assert _aliyun_post(client, "/sms/sandbox/status", reports, token).status_code == 200
+    marked = _cn_number(db)
+    assert (marked.valid, marked.invalid_reason, marked.failures) == (False, "undeliverable", 3)
+
+    back = _sms_up("话费已交，下周五还款", "2026-12-01 10:00:00", 31)
+    for _ in range(2):  # Aliyun pushes again what it thinks we missed
+        assert _aliyun_post(client, "/sms/sandbox/inbound", [back], token).status_code == 200
+    number = _cn_number(db)
+    assert (number.valid, number.invalid_reason, number.failures) == (True, None, 0)
+    revived = [e for e in _events(db, "contact") if "usable again" in e.detail]
+    assert [e.account_id for e in revived] == ["A-CN"]
+    assert "13912345678" not in revived[0].detail and len(_events(db, "reply")) == 1
+    url = db.url.render_as_string(hide_password=False)
+    shown = json.loads(CliRunner().invoke(app, ["show", "A-CN", "--json", "--database", url]).output)
+    assert [(n["valid"], n["invalid_reason"], n["failures"]) for n in shown["numbers"]] == [(True, None, 0)]
+
+    disowned = _sms_up("打错了，我不认识他", "2026-12-01 11:00:00", 32)
+    later = _sms_up("你好", "2026-12-01 12:00:00", 33)
+    assert _aliyun_post(client, "/sms/sandbox/inbound", [disowned], token).status_code == 200
+    assert _aliyun_post(client, "/sms/sandbox/inbound", [later], token).status_code == 200
+    number = _cn_number(db)
+    assert (number.valid, number.invalid_reason) == (False, "wrong_number")
+    shown = json.loads(CliRunner().invoke(app, ["show", "A-CN", "--json", "--database", url]).output)
+    assert shown["numbers"][0]["invalid_reason"] == "wrong_number"
 
 
 @pytest.mark.parametrize("token", ["not-our-token", "", None], ids=["wrong", "empty", "missing"])

@@ -44,12 +44,13 @@ class AccountStory:
             "segment": a.segment,
             "holds": self.holds,
             # The borrower's numbers, masked as everywhere an operator reads them: which one is
-            # texted, and why another is not (invalid, opted out, failing, found by a skip trace).
+            # texted, and why another is not (invalid and why, opted out, failing, found by a skip trace).
             "numbers": [
                 {
                     "number": mask_phone(n.address),
                     "primary": n.is_primary,
                     "valid": n.valid,
+                    "invalid_reason": n.invalid_reason,  # an InvalidBecause; None if valid or marked before
                     "verified": n.verified,
                     "source": n.source,
                     "failures": n.failures,

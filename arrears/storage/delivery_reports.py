@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, func, literal, select, update
 from arrears.masking import mask_phone
 from arrears.storage.bulk import among
 from arrears.storage.tables import account, audit, contact, early_report, message
-from arrears.vocabulary import Channel, MessageStatus
+from arrears.vocabulary import Channel, InvalidBecause, MessageStatus
 
 __all__ = [
     "UNMATCHED_REPORT",
@@ -253,7 +253,7 @@ def _unreachable(
     marked = connection.execute(
         update(contact)
         .where(*_number_of(account_id, address), contact.c.valid.is_(True), contact.c.failures >= after)
-        .values(valid=False)
+        .values(valid=False, invalid_reason=InvalidBecause.UNDELIVERABLE.value)
         .returning(contact.c.failures)
     ).all()
     if not marked:

@@ -27,13 +27,14 @@ from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
 from arrears.storage.vendor_orders import cancel_vendor_orders
-from arrears.vocabulary import Channel, Hold
+from arrears.vocabulary import Channel, Hold, InvalidBecause
 
 __all__ = [
     "CourtRecorded",
     "Inbound",
     "InboundRecorded",
     "record_court_status",
+    "record_number_works",
     "record_opt_in",
     "record_opt_out",
     "record_reply",
@@ -314,7 +315,9 @@ def record_wrong_number(connection: Connection, *, inbound: Inbound) -> InboundR
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     marked = connection.execute(
-        update(contact).where(_number(inbound.address), contact.c.valid.is_(True)).values(valid=False)
+        update(contact)
+        .where(_number(inbound.address), contact.c.valid.is_(True))
+        .values(valid=False, invalid_reason=InvalidBecause.WRONG_NUMBER.value)
     ).rowcount
     said = f"{mask_phone(inbound.address)} ({inbound.provider}): {_quoted(inbound)}"
     done = (
@@ -340,6 +343,45 @@ def record_wrong_number(connection: Connection, *, inbound: Inbound) -> InboundR
         ],
     )
     return _recorded(owners, duplicate=False, changed=bool(marked))
+
+
+def record_number_works(connection: Connection, *, inbound: Inbound) -> list[str]:
+    """A text from a number marked invalid for its failed deliveries shows that it works again (a
+    line suspended for an unpaid phone bill, 用户停机, until the bill was paid; a phone off on a
+    trip): it is usable again, its count of failures starts over, and the accounts of the
+    borrowers who hold it are audited (kind `contact`). A number its holder disowned (a wrong
+    number) or the provider refused stays invalid whoever texts from it. Call it after the text
+    itself is recorded, for a text not seen before; returns the accounts audited."""
+    revived = (
+        connection.execute(
+            update(contact)
+            .where(
+                _number(inbound.address),
+                contact.c.valid.is_(False),
+                contact.c.invalid_reason == InvalidBecause.UNDELIVERABLE.value,
+            )
+            .values(valid=True, failures=0, invalid_reason=None)
+            .returning(contact.c.borrower_id)
+        )
+        .scalars()
+        .all()
+    )
+    if not revived:
+        return []
+    accounts = list(
+        connection.execute(
+            select(account.c.account_id)
+            .where(account.c.borrower_id.in_(revived))
+            .order_by(account.c.account_id)
+        ).scalars()
+    )
+    detail = (
+        f"{mask_phone(inbound.address)} usable again: the borrower texted from it ({inbound.provider}) "
+        "after it was marked unreachable for failed deliveries"
+    )
+    if accounts:
+        connection.execute(audit.insert(), [_event(inbound, a, "contact", detail) for a in accounts])
+    return accounts
 
 
 def record_statement(connection: Connection, *, inbound: Inbound, hold: Hold, words: str) -> list[str]:

@@ -27,7 +27,7 @@ from arrears.storage.bulk import among, execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
 from arrears.storage.delivery_reports import apply_early_reports
 from arrears.storage.tables import account, contact, hold, message
-from arrears.vocabulary import Hold, MessageStatus
+from arrears.vocabulary import Hold, InvalidBecause, MessageStatus
 
 __all__ = [
     "UNKNOWN",
@@ -390,7 +390,7 @@ def record_outcomes(
         connection.execute(
             update(contact)
             .where(contact.c.address == bindparam("number"), contact.c.borrower_id == borrower)
-            .values(valid=False),
+            .values(valid=False, invalid_reason=InvalidBecause.REFUSED.value),
             invalid,
         )
     sent: dict[str, list[str]] = defaultdict(list)

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from arrears.simulate import AccountState, PortfolioRow
 from arrears.storage.tables import account, audit, contact
+from arrears.vocabulary import InvalidBecause
 
 __all__ = ["delinquent_states", "record_simulated_profiles"]
 
@@ -31,7 +32,9 @@ def record_simulated_profiles(
     unreachable = [{"borrower": r.borrower_id} for r in portfolio if not r.reachable]
     if unreachable:
         connection.execute(
-            update(contact).where(contact.c.borrower_id == bindparam("borrower")).values(valid=False),
+            update(contact)
+            .where(contact.c.borrower_id == bindparam("borrower"))
+            .values(valid=False, invalid_reason=InvalidBecause.SIMULATED.value),
             unreachable,
         )
     connection.execute(

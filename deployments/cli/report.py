@@ -196,7 +196,8 @@ def print_report_tables(data: dict[str, Any]) -> None:
 def _why_not(number: dict[str, Any]) -> str:
     """Why a number is not texted, or "" when it may be."""
     if not number["valid"]:
-        return "invalid"
+        why = number.get("invalid_reason")
+        return f"invalid ({why.replace('_', ' ')})" if why else "invalid"
     return f"opted out {_short(number['opted_out_at'])}" if number["opted_out_at"] else ""
 
 
