@@ -2,7 +2,8 @@
 
 A payment, an inbound reply or a court status change runs this flow for its account, so the
 account does not wait for tomorrow's cycle. It is rare by design: the daily cycle never starts
-one flow run per account.
+one flow run per account. Each run leaves the account's timeline as an artifact
+(`tasks.timelines`): where operations read one account in the Prefect UI.
 
 It is also how a quarantined item is retried (`retry_quarantined`, for `arrears quarantine
 retry`): the item is released, its account goes through this path, and the item is resolved
@@ -23,6 +24,7 @@ from tasks import isolation
 from tasks.cycle import Shard, advance_shard, refresh
 from tasks.database import engine
 from tasks.inbound import reattribute_reply
+from tasks.timelines import publish_timeline
 
 __all__ = ["account_lifecycle", "retry_quarantined"]
 
@@ -39,6 +41,7 @@ def account_lifecycle(account_id: str, as_of: str | None = None, reason: str = "
     refreshed = refresh(instant, day, None, account_id)
     advanced = advance_shard(Shard.single(account_id), instant, day, None)
     dispatched = run_dispatch(instant, None, account_id)
+    publish_timeline(account_id)  # the account's artifact: its timeline in the Prefect UI
     return {"account_id": account_id, "refresh": refreshed, "advance": advanced, "dispatch": dispatched}
 
 

@@ -1,6 +1,7 @@
 """The daily cycle end to end under Prefect: real database (SQLite and PostgreSQL), real
 importer, real sandbox SMS server in its own process."""
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,67 @@ def test_payment_cures_and_cancels_the_waiting_reminder(
     message = _messages(cycle_db)["A-CN"]
     assert (message.status, message.reason) == ("blocked", "stale")
     assert sms_sandbox.messages() == []
+
+
+def test_an_account_run_leaves_the_accounts_timeline_in_the_prefect_ui(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
+    """After an event's `account A-CN` run, the Prefect UI holds the account's timeline: the table
+    artifact `account-a-cn`, newest first, the payment and the cure in it, a number in an agent's
+    note masked; a second run adds a version of the same artifact. Ids that Prefect's keys cannot
+    spell keep keys of their own."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from arrears.storage.accounts import note
+    from flows.account_lifecycle import account_lifecycle
+    from flows.daily_cycle import daily_cycle
+    from tasks.timelines import timeline_key
+
+    _import(cycle_db, tmp_path, [_cn(account_id="A-CN")])
+    daily_cycle(as_of=CN_NIGHT_US_MORNING)
+    with cycle_db.begin() as c:
+        note(
+            c,
+            account_id="A-CN",
+            at=datetime(2026, 12, 1, 22, tzinfo=UTC),
+            kind="note",
+            detail="borrower called from 13912345678, will pay tonight",
+            data={},
+            actor="agent ann",
+        )
+    _import(
+        cycle_db,
+        tmp_path,
+        [payment_record(account_id="A-CN", amount="3000.00", received_at="2026-12-01T23:00:00Z")],
+        Kind.PAYMENTS,
+    )
+    runs = {
+        account_lifecycle(
+            account_id="A-CN", as_of=CN_MORNING, reason=why, return_state=True
+        ).state_details.flow_run_id
+        for why in ("payment", "reply")
+    }
+
+    assert timeline_key("A-CN") == "account-a-cn"
+    with get_client(sync_client=True) as client:
+        versions = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["account-a-cn"])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    # The Prefect server is the session's, and other tests' accounts are A-CN too.
+    versions = [v for v in versions if v.flow_run_id in runs]
+    assert len(versions) == 2
+    rows = json.loads(versions[0].data) if isinstance(versions[0].data, str) else versions[0].data
+    assert [r["at"] for r in rows] == sorted((r["at"] for r in rows), reverse=True)
+    assert {tuple(r) for r in rows} == {("at", "kind", "actor", "detail")}
+    kinds = [r["kind"] for r in rows]
+    assert "payment" in kinds and any("→ cured" in r["detail"] for r in rows)
+    (agent,) = [r for r in rows if r["actor"] == "agent ann"]
+    assert "13912345678" not in agent["detail"] and agent["detail"].endswith("will pay tonight")
+    assert "A-CN: cured, 0 days past due" in (versions[0].description or "")
+    assert len({timeline_key(i) for i in ("A_1", "A.1", "A-1", "贷款-1", "贷款_1")}) == 5
 
 
 def test_provider_refusing_a_number_marks_it_invalid(
