@@ -351,12 +351,27 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         )
     if base.identify_institution and not new.identify_institution:
         raise ProfileError(f"{where}.identify_institution: every message names the lender")
-    owed = base.sale_notice_days
-    if owed is not None and (new.sale_notice_days is None or new.sale_notice_days < owed):
-        why = dict(base.sources).get("sale_notice", "")
-        raise ProfileError(f"{where}.sale_notice_days: at least {owed} ({why})")
+    _at_least(base, new, where, "sale_notice_days", "sale_notice")
+    # The right to cure: as many days at least, counted as the rule counts them, from a mailing
+    # given as late, and owed for as many cures (US-MA: the first three; None: always).
+    _at_least(base, new, where, "cure_notice_days", "cure")
+    _at_least(base, new, where, "cure_mailing_days", "cure_mailing")
+    if base.cure_business_days and not new.cure_business_days:
+        why = dict(base.sources).get("cure", "")
+        raise ProfileError(f"{where}.cure_business_days: the rule counts business days ({why})")
+    if base.max_cures is not None and new.max_cures is not None and new.max_cures < base.max_cures:
+        why = dict(base.sources).get("cure", "")
+        raise ProfileError(f"{where}.max_cures: at least {base.max_cures} ({why})")
+    _at_least(base, new, where, "breathing_space_days", "breathing_space")
     if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
         raise ProfileError(f"{where}.third_parties: may only be tightened to 'never'")
+
+
+def _at_least(base: Profile, new: Profile, where: str, days: str, source: str) -> None:
+    """Refuse fewer `days` than the rule states (or none where it states some), naming its source."""
+    owed, given = getattr(base, days), getattr(new, days)
+    if owed is not None and (given is None or given < owed):
+        raise ProfileError(f"{where}.{days}: at least {owed} ({dict(base.sources).get(source, '')})")
 
 
 _RAW = _read_files()

@@ -85,16 +85,18 @@ def test_sms_caps_are_policy_numbers_everywhere() -> None:
 
 
 def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Path) -> None:
-    """A policy file may narrow CN hours and move an SMS cap for all jurisdictions, which then says where it
-    came from."""
+    """A policy file may narrow CN hours, give Massachusetts borrowers longer and more cures, and move
+    an SMS cap for all jurisdictions, which then says where it came from."""
     path = tmp_path / "policy.toml"
     path.write_text(
         '[profiles.CN.hours]\nstart = "09:00"\n\n'
+        "[profiles.US-MA]\ncure_notice_days = 30\nmax_cures = 4\n\n"
         '[[profiles."*".caps]]\nname = "sms-borrower-7d"\nlimit = 5\n',
         encoding="utf-8",
     )
     policy = load_policy(path)
     assert policy.profile("CN").hours.start == time(9)
+    assert (policy.profile("US-MA").cure_notice_days, policy.profile("US-MA").max_cures) == (30, 4)
     cap = {c.name: c for c in policy.profile("GB").caps}["sms-borrower-7d"]
     assert cap.limit == 5 and cap.source.startswith('policy file [profiles."*"]')
     assert profile("CN").hours.start == time(8)  # the files are untouched
@@ -111,13 +113,22 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
             "call-connected-borrower-1d",
         ),
         ('[profiles.GB]\nthird_parties = "always"', "third_parties"),
+        # The right to cure (compliance.md, right-to-cure table): fewer days, an earlier mailing, or
+        # fewer cures owed would let a repossession go ahead before the statute allows.
+        ("[profiles.US-IA]\ncure_notice_days = 2", r"cure_notice_days: at least 20 \(Iowa Code 537\.5110"),
+        ("[profiles.GB]\ncure_notice_days = 3", r"cure_notice_days: at least 14 \(Consumer Credit Act"),
+        ("[profiles.US-MA]\ncure_mailing_days = 0", "cure_mailing_days: at least 3"),
+        ("[profiles.US-MA]\nmax_cures = 0", r"max_cures: at least 3 \(M\.G\.L\. c\.255B"),
+        ("[profiles.GB]\nbreathing_space_days = 30", "breathing_space_days: at least 60"),
+        ("[profiles.US-CA]\nsale_notice_days = 5", "sale_notice_days: at least 15"),
         ('[profiles.XX.hours]\nstart = "09:00"', "unknown jurisdiction"),
         ('[profiles.CN.hours]\nstart = "9 am"', "HH:MM"),
     ],
 )
 def test_policy_file_may_not_loosen_a_rule(tmp_path: Path, override: str, complaint: str) -> None:
-    """Wider hours, opened days, a dropped opt-out, a looser binding cap, bad values and unknown
-    codes are refused with the key named."""
+    """Wider hours, opened days, a dropped opt-out, a looser binding cap, a shorter cure or sale
+    notice, fewer cures owed, bad values and unknown codes are refused with the key named (and
+    the rule's source)."""
     path = tmp_path / "policy.toml"
     path.write_text(override + "\n", encoding="utf-8")
     with pytest.raises(PolicyError, match=complaint):
