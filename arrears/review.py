@@ -42,9 +42,9 @@ __all__ = [
     "cure_notice",
     "decision_refusal",
     "draft_filing",
+    "enforcement_barred",
     "notice_owed",
     "notices_from",
-    "repossession_barred",
     "settle_decision",
     "venue",
 ]
@@ -203,12 +203,15 @@ class Settled:
     order_vehicle: bool = False  # place a repossession order with the vendor
 
 
-def repossession_barred(holds: frozenset[Hold]) -> str | None:
-    """Why no repossession order may go out now, or None."""
+def enforcement_barred(holds: frozenset[Hold]) -> str | None:
+    """Why neither a repossession order nor a court filing may go out now, or None.
+
+    A bankruptcy filing stays every act to take the car and the start or continuation of a suit
+    (11 U.S.C. 362(a)(1), (3)); a dispute, a death or Breathing Space (no enforcement) stops
+    collection altogether while it lasts. A military hold bars the repossession only through
+    `settle_decision` (SCRA: a court order instead), so it does not bar a filing."""
     blocking = sorted(h for h in holds if h.scope is HoldScope.COLLECTION and h is not Hold.MILITARY)
     if blocking:
-        # A bankruptcy filing stays every act to take the car (11 U.S.C. 362(a)); a dispute, a
-        # death or Breathing Space stops collection altogether while it lasts.
         return f"hold:{blocking[0].value}"
     return None
 
@@ -225,7 +228,7 @@ def settle_decision(requested: DecisionKind, *, holds: frozenset[Hold]) -> Settl
             "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession; referred to legal for a "
             "court order",
         )
-    barred = repossession_barred(holds)
+    barred = enforcement_barred(holds)
     if barred:
         return Settled(requested, requested, f"vendor order withheld: {barred}")
     return Settled(requested, requested, None, order_vehicle=True)

@@ -7,6 +7,10 @@ time it is woken, and by the court's callbacks (the webhook records those on the
 the run reads them back). It waits between polls like a review waits for its reviewer:
 suspended under a deployment, paused without one, keyed `court-wait-1`, `court-wait-2`, …
 
+A hold that stops collection (bankruptcy, dispute, death, Breathing Space) keeps a drafted filing
+back until it is lifted; one placed after the filing is put on record for counsel, who must tell
+the court (the automatic stay), while the case is still followed.
+
 It ends when the court ends the case (judgment: the lifecycle closes the account), when the
 filing is rejected (back to the legal team's queue with the court's reason: `arrears review
 list`), or when the account pays or settles (the filing is withdrawn, or its dismissal left to
@@ -21,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from arrears.clock import business_date
+from arrears.review import enforcement_barred
 from arrears.settings import get_settings
 from flows._waiting import (
     RunRequest,
@@ -36,6 +41,7 @@ from flows._waiting import (
 )
 from tasks.legal import (
     ReferralState,
+    hold_filing,
     load_referral,
     open_referral,
     poll_filing,
@@ -81,11 +87,18 @@ async def legal_referral(
 def _court_step(state: ReferralState, now: datetime) -> tuple[ReferralState, dict[str, Any] | None]:
     """The referral's next move (withdraw, submit or poll), then its outcome, or None while the
     case goes on."""
+    barred = enforcement_barred(state.holds)
     if state.paid and state.status not in _DONE:
         state = request_dismissal(state.referral_id, now)
     elif state.filing_id is None and state.status == "draft":
-        state = submit_filing(state.referral_id, now)
+        # Under a bankruptcy, dispute, death or Breathing Space hold nothing is filed: the run
+        # waits, woken by each cycle, and files once the hold is lifted.
+        state = (
+            hold_filing(state.referral_id, barred, now) if barred else submit_filing(state.referral_id, now)
+        )
     elif state.filing_id is not None and state.status not in _ENDED:
+        if barred:  # filed before the hold: counsel tells the court; the case is still followed
+            hold_filing(state.referral_id, barred, now)
         state = poll_filing(state.referral_id, now)
     if state.status not in _ENDED:
         return state, None

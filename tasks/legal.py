@@ -24,11 +24,13 @@ from arrears.storage.referrals import ReferralState
 from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party
 from integrations.errors import Permanent
 from tasks.database import engine
+from tasks.logs import run_logger
 from tasks.providers import current_court
 
 __all__ = [
     "ReferralState",
     "envelope_of",
+    "hold_filing",
     "load_referral",
     "open_referral",
     "poll_filing",
@@ -107,6 +109,15 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
             at=max(at, receipt.submitted_at),
             provider=provider.info.name,
         )
+    return load_referral.fn(referral_id)
+
+
+@task(name="hold-filing", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def hold_filing(referral_id: int, barred: str, at: datetime) -> ReferralState:
+    """Keep the filing back while `barred` (a hold) lasts, on record once; see `record_filing_held`."""
+    with engine().begin() as connection:
+        if referrals.record_filing_held(connection, referral_id=referral_id, barred=barred, at=at):
+            run_logger("arrears.legal").warning("referral %s: filing held back (%s)", referral_id, barred)
     return load_referral.fn(referral_id)
 
 

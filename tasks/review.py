@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
-from arrears.review import decision_refusal, notice_owed, repossession_barred, settle_decision
+from arrears.review import decision_refusal, enforcement_barred, notice_owed, settle_decision
 from arrears.storage import accounts, read_only, reviews, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
@@ -221,7 +221,7 @@ def decision_context(review_id: int, now: datetime) -> str:
         state = reviews.review_state(connection, review_id)
         assert state is not None, review_id
         context = account_context(connection, state.account_id)
-    barred = repossession_barred(state.holds)
+    barred = enforcement_barred(state.holds)
     lines = [
         f"### Review {state.review_id} of {state.account_id}",
         "",

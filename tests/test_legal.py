@@ -267,3 +267,63 @@ def _run_of(engine: Engine, account_id: str) -> Any:
         ]
     assert runs, f"no referral run for {account_id}"
     return max(runs, key=lambda r: r.created).id
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_bankruptcy_holds_the_filing_back_until_it_is_lifted(
+    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+) -> None:
+    """A bankruptcy placed while the account sits in legal referral (the automatic stay, 11 U.S.C.
+    362): the run files nothing, says so once however often it is woken, and files once an agent
+    lifts the hold (the case was dismissed). A bankruptcy placed again after the filing is put on
+    record for counsel, once, while the case is still followed to judgment."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from flows.legal_referral import legal_referral, start_referrals
+
+    def hold(verb: str) -> None:
+        given = ["--reason", "chapter 7 petition", "--agent", "ann", "--database", db_url]
+        done = CliRunner().invoke(app, ["hold", verb, "A-L5", "bankruptcy", *given])
+        assert done.exit_code == 0, done.output
+
+    def held() -> list[Any]:
+        return [e for e in events(later_db, "A-L5", "filing") if e.data.get("action") == "held"]
+
+    _in_legal(later_db, tmp_path, "A-L5")
+    hold("place")
+    running = in_thread(legal_referral, "A-L5", "2026-12-23T17:00:00Z")
+    run_id = _run_of_when(later_db, "A-L5", lambda: bool(held()))
+    wait_paused(run_id, "court-wait-1")
+    start_referrals(at("2026-12-24T17:00:00Z"), "2026-12-24T17:00:00Z")
+    wait_paused(run_id, "court-wait-2")
+    assert _filings(court) == []
+    [first] = held()
+    assert first.detail == "filing held back: hold:bankruptcy; it is submitted once the hold is lifted"
+
+    hold("lift")
+    start_referrals(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L5")
+    wait_paused(run_id, "court-wait-3")
+    assert [f["filingId"] for f in _filings(court)] == [referral.filing_id]
+
+    hold("place")
+    for wait, day_ in ((4, "2027-01-04"), (5, "2027-01-05")):
+        start_referrals(at(f"{day_}T17:00:00Z"), f"{day_}T17:00:00Z")
+        wait_paused(run_id, f"court-wait-{wait}")
+    stayed = f"filing {referral.filing_id} is before the court under hold:bankruptcy"
+    assert [e.detail for e in held()][1:] == [f"{stayed}: counsel must tell the court (stay)"]
+    court.advance(referral.filing_id, "judgment")
+    start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")
+    assert running.result(timeout=60)["status"] == "judgment"
+
+
+def _run_of_when(engine: Engine, account_id: str, ready: Any, timeout: float = 60) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return _run_of(engine, account_id)
+        time.sleep(0.2)
+    raise AssertionError(f"{account_id}: the referral run never got there")

@@ -23,6 +23,7 @@ __all__ = [
     "open_referral",
     "record_dismissal",
     "record_filing_draft",
+    "record_filing_held",
     "record_refusal",
     "record_submission",
     "referral_facts",
@@ -44,6 +45,7 @@ class ReferralState:
     stage: str
     balance: Decimal
     currency: str
+    holds: frozenset[Hold] = frozenset()  # in force on the account now
 
     @property
     def paid(self) -> bool:
@@ -79,6 +81,7 @@ def referral_state(connection: Connection, referral_id: int) -> ReferralState | 
         r.stage,
         r.balance,
         r.currency,
+        holds_of(connection, [r.account_id]).get(r.account_id, frozenset()),
     )
 
 
@@ -314,6 +317,34 @@ def record_dismissal(
             [event(account_id, at, "filing", detail, {"referral_id": referral_id, "action": status})],
         )
     return bool(changed)
+
+
+def record_filing_held(connection: Connection, *, referral_id: int, barred: str, at: datetime) -> bool:
+    """Audit, once per referral, hold and filing, that a hold keeps the filing back: a draft is not
+    submitted while it lasts; a filing already before the court is left to counsel, who must
+    tell the court (a bankruptcy's automatic stay halts the suit; a dispute, a death or Breathing
+    Space stops enforcement). Returns whether this was new."""
+    r = connection.execute(
+        select(referral.c.account_id, referral.c.filing_id).where(referral.c.id == referral_id)
+    ).one()
+    for (data,) in connection.execute(
+        select(audit.c.data).where(audit.c.account_id == r.account_id, audit.c.kind == "filing")
+    ):
+        said = data or {}
+        if (said.get("referral_id"), said.get("held"), said.get("filing_id")) == (
+            referral_id,
+            barred,
+            r.filing_id,
+        ):
+            return False
+    detail = (
+        f"filing {r.filing_id} is before the court under {barred}: counsel must tell the court (stay)"
+        if r.filing_id
+        else f"filing held back: {barred}; it is submitted once the hold is lifted"
+    )
+    data = {"referral_id": referral_id, "action": "held", "held": barred, "filing_id": r.filing_id}
+    insert_events(connection, [event(r.account_id, at, "filing", detail, data)])
+    return True
 
 
 def referral_work(connection: Connection) -> list[tuple[str, int, int | None, str | None]]:

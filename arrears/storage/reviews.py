@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, String, bindparam, cast, literal, null, select, true, update
 from sqlalchemy.sql.functions import coalesce
 
-from arrears.review import CureNotice, Settled, repossession_barred
+from arrears.review import CureNotice, Settled, enforcement_barred
 from arrears.storage import letters
 from arrears.storage._common import ACTOR, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
@@ -98,7 +98,7 @@ class ReviewState:
     @property
     def open_to_notice(self) -> bool:
         """Open, in review, and no hold bars repossession: a right-to-cure letter may still go."""
-        return self.in_review and not self.closed and not repossession_barred(self.holds)
+        return self.in_review and not self.closed and not enforcement_barred(self.holds)
 
     def as_json(self) -> dict[str, Any]:
         return {
