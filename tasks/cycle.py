@@ -26,6 +26,7 @@ from tasks.shards import Shard, advance_rows
 from tasks.workers import in_worker, start_workers
 
 __all__ = [
+    "CycleBackdated",
     "CycleRunning",
     "CycleStart",
     "Shard",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 CycleRunning = runs.CycleRunning
+CycleBackdated = runs.CycleBackdated
 
 
 @contextmanager
@@ -141,14 +143,22 @@ class CycleStart:
 @task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
     """Bring the schema up to date, close the rows of crashed runs, and record the start of a
-    cycle, unless one already finished for exactly this instant. Call it under `run_exclusively`
-    (tests and benchmarks that drive the steps one by one call `.fn` directly)."""
+    cycle, unless one already finished for exactly this instant; `CycleBackdated` if one ran as
+    of a later instant (days past due, stages and messages only move forward in time). Call it
+    under `run_exclusively` (tests and benchmarks that drive the steps one by one call `.fn`
+    directly)."""
     migrate(engine())
     with engine().begin() as connection:
         crashed = runs.close_crashed_cycles(connection, now=utcnow())
         finished = runs.finished_cycle(connection, as_of=as_of)
         if finished is not None:
             return CycleStart(None, finished, crashed)
+        latest = runs.latest_cycle(connection)
+        if latest is not None and latest[0] > as_of:
+            raise CycleBackdated(
+                f"a cycle already ran as of {latest[0].isoformat()} ({latest[1]}): a cycle as of "
+                f"{as_of.isoformat()} would go back in time; nothing was done"
+            )
         started = runs.start_cycle(connection, as_of=as_of, business_date=business_date)
         return CycleStart(started, None, crashed)
 

@@ -94,6 +94,15 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
     missing = runner.invoke(app, ["show", "A-404", "--database", sqlite_url])
     assert "no account 'A-404'" in str(missing.exception)
 
+    # A cycle as of an earlier instant (yesterday, 1970 by a typo) would recompute days past due
+    # backwards and text the borrower again: refused, exit 2, and nothing changes.
+    for earlier in ("2026-11-30T16:30:00Z", "1970-01-01T00:00:00Z"):
+        refused = runner.invoke(app, ["cycle", "--as-of", earlier, "--database", sqlite_url, "--json"])
+        assert refused.exception is not None and getattr(refused.exception, "exit_code", None) == 2
+        assert "a cycle already ran as of 2026-12-01T16:30:00+00:00 (finished)" in str(refused.exception)
+    again = json.loads(run("show", "A-42", "--database", sqlite_url, "--json").stdout)
+    assert (again["days_past_due"], len(again["messages"]), again["timeline"]) == (6, 1, shown["timeline"])
+
 
 @pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
 def test_demo_days_mail_the_letters_each_day_hands_over(

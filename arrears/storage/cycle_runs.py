@@ -25,11 +25,13 @@ from arrears.storage.engine import database_file
 from arrears.storage.tables import cycle_run
 
 __all__ = [
+    "CycleBackdated",
     "CycleRunning",
     "close_crashed_cycles",
     "exclusive_run",
     "finish_cycle",
     "finished_cycle",
+    "latest_cycle",
     "run_owner",
     "start_cycle",
 ]
@@ -37,6 +39,11 @@ __all__ = [
 
 class CycleRunning(RuntimeError):
     """Another cycle (or dispatch) is running on this database: this one must not start."""
+
+
+class CycleBackdated(RuntimeError):
+    """A cycle already ran as of a later instant: this one, earlier, must not start. It would
+    recompute days past due backwards and text borrowers with yesterday's (or 1970's) facts."""
 
 
 # One lock per database, whatever the instant: cycles and dispatch runs of one database never
@@ -157,6 +164,14 @@ def finished_cycle(connection: Connection, *, as_of: datetime) -> int | None:
     return connection.execute(
         select(func.max(cycle_run.c.id)).where(cycle_run.c.as_of == as_of, cycle_run.c.status == "finished")
     ).scalar()
+
+
+def latest_cycle(connection: Connection) -> tuple[datetime, str] | None:
+    """The latest instant any cycle ran as of (finished, failed, crashed or running), and its status."""
+    row = connection.execute(
+        select(cycle_run.c.as_of, cycle_run.c.status).order_by(cycle_run.c.as_of.desc()).limit(1)
+    ).first()
+    return None if row is None else (row.as_of, row.status)
 
 
 def start_cycle(connection: Connection, *, as_of: datetime, business_date: date, owner: str = "") -> int:

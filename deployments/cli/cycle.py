@@ -38,14 +38,16 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     """Run the daily cycle: payments, advance, reviews and referrals, due SMS, bureau pulls, letters, report.
 
     Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing
-    and sends nothing. One cycle at a time per database: while another cycle (or `arrears
+    and sends nothing; an --as-of before the latest cycle's is refused (exit 2), since days past
+    due and stages only move forward. One cycle at a time per database: while another cycle (or `arrears
     dispatch`) runs, this exits 2 saying so. A cycle that was killed is closed as crashed by the
     next run, which carries on without sending anything twice. With the default (sandbox) SMS and
     bureau providers a local sandbox server is started for the run. Review and referral runs
     start only where `arrears serve` serves their deployments; without it, reviews are still
     opened and decided with `arrears review decide`.
 
-    Exit codes: 0 done; 2 bad input, or a cycle is already running; 4 done, but the SMS provider
+    Exit codes: 0 done; 2 bad input, an --as-of before the latest cycle's, or a cycle is already
+    running; 4 done, but the SMS provider
     could not be reached: one line on stderr names it and how many messages wait (scheduled;
     `arrears dispatch` sends them once it is back); 1 anything else.
     """
@@ -90,13 +92,13 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
 def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """`run()` under the database's run lock: another cycle or dispatch running is exit 2, said
     in one line, before any flow starts."""
-    from tasks.cycle import CycleRunning, run_exclusively
+    from tasks.cycle import CycleBackdated, CycleRunning, run_exclusively
 
     try:
         with run_exclusively(what):
             return run()
-    except CycleRunning as running:
-        raise CliError(str(running)) from None
+    except (CycleRunning, CycleBackdated) as refused:
+        raise CliError(str(refused)) from None
 
 
 def _exit_on_outage(outage: dict[str, Any] | None) -> None:
