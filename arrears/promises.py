@@ -175,8 +175,13 @@ class Resolution:
     promise_id: int
     status: str  # kept | broken
     paid: Decimal
-    payments: tuple[str, ...]  # the payments counted towards it
+    taken: tuple[tuple[str, Decimal], ...]  # (payment id, what of it counted towards this promise)
     reason: str
+
+    @property
+    def payments(self) -> tuple[str, ...]:
+        """The payments counted towards it."""
+        return tuple(payment_id for payment_id, _ in self.taken)
 
 
 def resolve_promises(
@@ -189,6 +194,8 @@ def resolve_promises(
     """The pending promises of one account that are kept or broken on `business_date`.
 
     Promises still inside their window with too little paid stay pending and are not returned.
+    `payments` are what is left of each payment once the promises judged before took their share
+    (`Resolution.taken`): money that kept one promise never keeps a later one.
     """
     pool = sorted(payments, key=lambda p: (p.received_on, p.payment_id))
     unused = [p.amount for p in pool]  # what is left of each payment, in pool order
@@ -196,7 +203,7 @@ def resolve_promises(
     for promise in sorted(promises, key=lambda p: (p.due_date, p.id)):
         deadline = promise.due_date + timedelta(days=rules.grace_days)
         paid = Decimal(0)
-        used: list[str] = []
+        used: list[tuple[str, Decimal]] = []
         for i, payment in enumerate(pool):
             left = unused[i]
             if left <= 0 or payment.received_on < promise.made_on or payment.received_on > deadline:
@@ -204,7 +211,7 @@ def resolve_promises(
             take = min(left, promise.amount - paid)
             unused[i] = left - take
             paid += take
-            used.append(payment.payment_id)
+            used.append((payment.payment_id, take))
             if paid >= promise.amount:
                 break
         if paid >= promise.amount:

@@ -193,6 +193,35 @@ def test_new_promise_replaces_a_pending_one_not_yet_due(later_db: Engine, tmp_pa
     ]
 
 
+def test_money_that_kept_one_promise_does_not_keep_the_next(later_db: Engine, tmp_path: Path) -> None:
+    """400 paid late on the 3rd keeps the promise of 400 by the 5th; a second promise of 400, made
+    that evening, is judged later on its own and broken when nothing more comes: the same 400 kept
+    the first one (it had kept both: no broken promise for a strategic defaulter's count)."""
+    import_rows(
+        later_db, tmp_path, [us_account("A-P8", past_due_amount="825.00", oldest_due_date="2026-10-31")]
+    )
+    reply(later_db, "A-P8", "PAY 400 2026-12-05", "2026-12-01T17:00:00Z")
+    refresh_later(later_db, "2026-12-02T16:00:00Z")
+    pay(later_db, tmp_path, "A-P8", "400.00", "2026-12-03T13:00:00Z")
+    assert refresh_later(later_db, "2026-12-03T13:30:00Z")["promises_kept"] == 1
+    reply(later_db, "A-P8", "PAY 400 2026-12-10", "2026-12-03T14:30:00Z")  # 22:30 in Shanghai, the 3rd
+    assert refresh_later(later_db, "2026-12-03T15:00:00Z")["promises_kept"] == 0
+    assert refresh_later(later_db, "2026-12-14T16:00:00Z")["promises_broken"] == 1
+    promises = rows(later_db, promise_t, "A-P8")
+    assert [(p.status, p.due_date) for p in promises] == [
+        ("kept", date(2026, 12, 5)),
+        ("broken", date(2026, 12, 10)),
+    ]
+    judged = [
+        e.data for e in events(later_db, "A-P8", "promise") if e.data.get("status") in ("kept", "broken")
+    ]
+    assert [(d["status"], d["paid"], d["taken"]) for d in judged] == [
+        ("kept", "400.00", {judged[0]["payments"][0]: "400.00"}),
+        ("broken", "0", {}),
+    ]
+    assert [e.data["behaviour"] for e in events(later_db, "A-P8", "willingness")][-1] == "promise_broken"
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_broken_promise_counts_and_moves_the_account_to_negotiation(later_db: Engine, tmp_path: Path) -> None:
     """A promise unpaid after its grace is broken: counted on the account, willingness lowered,

@@ -14,7 +14,7 @@ Each is idempotent, so a cycle run twice repeats nothing:
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -452,6 +452,7 @@ def resolve_promises(
                 lender_date(r.received_at, lender_timezone),
             )
         )
+    _less_what_was_taken(connection, paid, since=earliest)
     status_rows: list[dict[str, Any]] = []
     account_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -477,6 +478,8 @@ def resolve_promises(
                         "status": o.status,
                         "paid": str(o.paid),
                         "payments": list(o.payments),
+                        # What of each payment this promise took: later promises count the rest.
+                        "taken": {payment_id: str(amount) for payment_id, amount in o.taken},
                     },
                     cycle_id=cycle_id,
                 )
@@ -542,3 +545,27 @@ def reset_broken_promises(connection: Connection, *, account_id: str | None = No
         .values(broken_promises=0)
     )
     return result.rowcount or 0
+
+
+def _less_what_was_taken(
+    connection: Connection, paid: dict[str, list[PaymentView]], *, since: datetime
+) -> None:
+    """Reduce each payment by what promises judged before took of it (their audit events'
+    `taken`), so that money which kept one promise does not keep another: a payment of 400 that
+    kept the promise of the 3rd is not also the 400 promised later that day."""
+    if not paid:
+        return
+    taken: dict[str, Decimal] = defaultdict(Decimal)
+    for (data,) in connection.execute(
+        select(audit.c.data).where(
+            audit.c.account_id.in_(list(paid)), audit.c.kind == "promise", audit.c.at >= since
+        )
+    ):
+        for payment_id, amount in ((data or {}).get("taken") or {}).items():
+            taken[payment_id] += Decimal(amount)
+    if not taken:
+        return
+    for account_id, views in paid.items():
+        paid[account_id] = [
+            replace(v, amount=v.amount - taken[v.payment_id]) if v.payment_id in taken else v for v in views
+        ]
