@@ -54,7 +54,7 @@ from tasks.dispatch import (
 from tasks.drill import crash_point
 from tasks.logs import run_logger
 from tasks.mailing import mail_letters
-from tasks.providers import sms_session
+from tasks.providers import check_settings, sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
 from tasks.review import installation
@@ -118,6 +118,7 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     instant = as_of_or_now(as_of)
     day = business_date(instant, settings.lender_timezone)
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
+    check_settings("sms")  # a provider the dispatch would refuse, refused before the advance
     with run_exclusively("cycle"):
         opened = begin_cycle(instant, day)
         if opened.crashed:
@@ -342,6 +343,7 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     Never beside a cycle or another dispatch on the same database (`CycleRunning`): each takes
     over the leases of a crashed one at once, which is only safe when no other is alive."""
     instant = as_of_or_now(as_of)
+    check_settings("sms")
     with run_exclusively("dispatch"):
         counts = run_dispatch(instant, None)
         counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts

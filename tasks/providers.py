@@ -29,7 +29,7 @@ from integrations.court.sandbox import start_court_sandbox
 from integrations.errors import ConfigError
 from integrations.letters.protocol import LettersProvider
 from integrations.letters.sandbox import start_letters_sandbox
-from integrations.providers import build_provider
+from integrations.providers import build_provider, provider_class
 from integrations.sandbox import start_sandbox
 from integrations.sms.protocol import SmsProvider
 
@@ -38,6 +38,7 @@ __all__ = [
     "agency_provider",
     "agency_session",
     "bureau_session",
+    "check_settings",
     "court_session",
     "current_agency",
     "current_bureau",
@@ -85,10 +86,7 @@ def _session(kind: Kind) -> Iterator[Any]:
     base_url: str | None = getattr(settings, f"{kind}_base_url")
     with ExitStack() as stack:
         if base_url is None:
-            if name != "sandbox":
-                raise ConfigError(
-                    f"ARREARS_{kind.upper()}_BASE_URL is required for the {name!r} {kind} provider"
-                )
+            check_settings(kind)  # a provider other than the sandbox needs its URL
             sandbox = stack.enter_context(_SANDBOX[kind]())
             base_url, credentials = sandbox.base_url, dict(sandbox.credentials)
         else:
@@ -103,6 +101,27 @@ def _session(kind: Kind) -> Iterator[Any]:
             yield provider
         finally:
             _open[kind], _configs[kind] = previous
+
+
+def check_settings(kind: Kind) -> None:
+    """Refuse, before a run changes anything, the provider settings a session would refuse
+    halfway: `ConfigError` naming the setting or the fields at fault (never their values). A
+    misnamed SMS provider, or Twilio without its account, stopped a cycle after its advance,
+    with the outbox written and its cycle row failed. Starts no sandbox and makes no request."""
+    settings = get_settings()
+    name: str = getattr(settings, f"{kind}_provider")
+    base_url: str | None = getattr(settings, f"{kind}_base_url")
+    try:
+        provider_class(kind, name)
+    except (LookupError, TypeError) as error:  # none installed under that name, or a broken one
+        raise ConfigError(f"ARREARS_{kind.upper()}_PROVIDER: {error}") from None
+    if base_url is None:
+        if name != "sandbox":
+            raise ConfigError(f"ARREARS_{kind.upper()}_BASE_URL is required for the {name!r} {kind} provider")
+        return
+    credentials = {k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()}
+    with build_provider(kind, name, base_url, credentials):
+        pass
 
 
 def _current(kind: Kind, opener: str) -> Any:

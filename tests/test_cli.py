@@ -38,6 +38,46 @@ def test_cycle_refuses_an_ambiguous_as_of(bad: str, sqlite_url: str) -> None:
     assert "--as-of" in str(result.exception)
 
 
+@pytest.mark.parametrize(
+    ("provider", "url", "complaint"),
+    [
+        ("nonexistent", None, "ARREARS_SMS_PROVIDER: no provider 'sms.nonexistent'"),
+        ("twilio", None, "ARREARS_SMS_BASE_URL is required for the 'twilio' sms provider"),
+        ("twilio", "https://api.twilio.com", "sms.twilio settings are invalid: account_sid: Field required"),
+    ],
+)
+@pytest.mark.parametrize("command", ["cycle", "dispatch"])
+def test_sms_settings_the_dispatch_would_refuse_are_refused_before_anything_runs(
+    command: str,
+    provider: str,
+    url: str | None,
+    complaint: str,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SMS provider misnamed, or Twilio without its URL or account, is one line and exit 2 before
+    the cycle (or dispatch) starts: no account advanced, no cycle row (it stopped the cycle after
+    its advance, with a traceback and a failed cycle)."""
+    from sqlalchemy import create_engine, func, select
+
+    from arrears.settings import get_settings
+    from arrears.storage.tables import account, cycle_run
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    monkeypatch.setenv("ARREARS_SMS_PROVIDER", provider)
+    if url:
+        monkeypatch.setenv("ARREARS_SMS_BASE_URL", url)
+    get_settings.cache_clear()
+    refused = runner.invoke(app, [command, "--database", sqlite_url])
+    assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2
+    assert str(refused.exception).startswith(f"invalid settings: {complaint}")
+    with create_engine(sqlite_url).connect() as c:
+        assert c.execute(select(account.c.stage)).scalars().all() == ["cured"]
+        assert c.execute(select(func.count()).select_from(cycle_run)).scalar() == 0
+
+
 def test_main_prints_errors_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False)
+    _providers_ready()
     stats = _exclusively("cycle", lambda: run_cycle(as_of, quiet=json))
     if json:
         emit_json(stats)
@@ -78,6 +79,7 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     existing_database(database)
+    _providers_ready()
     from flows.daily_cycle import dispatch_outbox
 
     counts = _exclusively("dispatch", lambda: dispatch_outbox(as_of=as_of))
@@ -99,6 +101,18 @@ def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]
             return run()
     except (CycleRunning, CycleBackdated) as refused:
         raise CliError(str(refused)) from None
+
+
+def _providers_ready() -> None:
+    """A provider setting the run would refuse halfway (an unknown SMS provider, Twilio without
+    its account) is a one-line error, exit 2, before anything runs."""
+    from integrations.errors import ConfigError
+    from tasks.providers import check_settings
+
+    try:
+        check_settings("sms")
+    except ConfigError as error:
+        raise CliError(f"invalid settings: {error}") from None
 
 
 def _exit_on_outage(outage: dict[str, Any] | None) -> None:
