@@ -7,13 +7,17 @@ rejects file) holds borrowers' names and phone numbers, so:
 - a file is written to a temporary file beside it and moved into place with `os.replace`, so a
   reader never sees half a file and a crash leaves the old one; `os.replace` replaces a symlink
   at the target path instead of following it, so a link planted there cannot redirect the write;
+  anything else that is not a regular file (a device such as /dev/full or /dev/stdout, a FIFO,
+  a directory) is refused, never replaced by a file;
 - a cell that a spreadsheet would run as a formula is neutralised (`safe_cell`, OWASP's advice
   for CSV injection).
 
 The files a user hands us are read in `DEFAULT_ENCODING` unless they name another.
 """
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +28,7 @@ __all__ = [
     "DEFAULT_ENCODING",
     "FORMULA_PREFIXES",
     "atomic_write",
+    "check_target",
     "create_private_file",
     "private_directory",
     "safe_cell",
@@ -63,6 +68,23 @@ def create_private_file(path: Path) -> bool:
     return True
 
 
+def check_target(path: Path) -> None:
+    """Raise OSError unless a file may be written at `path`: it names a file, its parent is not a
+    file, and nothing is there but a regular file or a symlink (which the write replaces).
+    Commands call it before their work, so a bad --output is said before anything is built or sent."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise IsADirectoryError(errno.EISDIR, "names a directory, not a file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{str(path.parent)!r} is not a directory")
+    try:
+        found = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(found) or stat.S_ISLNK(found)):
+        raise IsADirectoryError(errno.EEXIST, "not a regular file: it would be replaced, not written")
+
+
 @contextmanager
 def atomic_write(
     path: Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = "", **options: Any
@@ -70,9 +92,10 @@ def atomic_write(
     """Write `path` through a 0600 temporary file in the same directory, moved into place on success.
 
     On an error the temporary file is removed and `path` is untouched. Raises OSError when the
-    directory cannot be written.
+    directory cannot be written, or `check_target` refuses the path.
     """
     path = Path(path)
+    check_target(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:

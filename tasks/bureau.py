@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from arrears.clock import business_date
+from arrears.files import atomic_write, private_directory
 from arrears.metro2 import Furnisher, FurnishFile, Period, Problem, build_file, validate
 from arrears.models import utcnow
 from arrears.settings import get_settings
@@ -137,12 +138,12 @@ def validate_furnish_file(content: bytes) -> list[Problem]:
 
 @task(name="write-metro2", cache_policy=NO_CACHE)
 def write_furnish_file(content: bytes, path: str) -> str:
-    """Write the file where the operator asked (atomically: a partial file never has the name)."""
+    """Write the file where the operator asked: 0600 (it carries names, addresses and amounts
+    owed) and atomically (a partial file never has the name)."""
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(content)
-    partial.replace(target)
+    private_directory(target.parent)
+    with atomic_write(target, "wb") as file:
+        file.write(content)
     return str(target)
 
 

@@ -1,6 +1,8 @@
 """Monthly furnishing end to end: a stored portfolio becomes a valid Metro 2 file, submitted and recorded."""
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -232,10 +234,28 @@ def test_validate_exit_codes(tmp_path: Path, sqlite_portfolio: Engine) -> None:
     assert _exit_code(missing) == 2
 
 
-def test_furnish_refuses_a_bad_period(sqlite_url: str) -> None:
-    """`bureau furnish --period 2026-13` is a usage error before anything runs."""
-    result = runner.invoke(app, ["bureau", "furnish", "--period", "2026-13", "--database", sqlite_url])
-    assert _exit_code(result) == 2 and "--period" in str(result.exception)
+@pytest.mark.parametrize("period", ["2026-13", "2099-01", "this-month"])
+def test_furnish_refuses_a_bad_period(sqlite_url: str, period: str) -> None:
+    """`bureau furnish --period 2026-13`, a month of 2099 (a typo of the year) or the month not
+    over yet is a usage error before anything runs: its file would report the month's end
+    before it came."""
+    if period == "this-month":
+        period = datetime.now(UTC).strftime("%Y-%m")
+    result = runner.invoke(app, ["bureau", "furnish", "--period", period, "--database", sqlite_url])
+    assert _exit_code(result) == 2 and str(result.exception).startswith("--period")
+    if period != "2026-13":
+        assert "is not over yet" in str(result.exception)
+
+
+def test_furnish_refuses_an_output_it_cannot_write_before_anything_runs(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """An --output under a file, or at a FIFO, is exit 2 naming it, before the file is built."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "text.txt").write_text("x")
+    for target in (tmp_path / "pipe", tmp_path / "text.txt" / "sub" / "m2.txt"):
+        result = _furnish(sqlite_url, "--output", str(target))
+        assert _exit_code(result) == 2 and str(result.exception).startswith(f"--output {target}")
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +290,7 @@ def test_furnish_end_to_end_with_its_own_sandbox(
     summary = json.loads(result.stdout)
     assert summary["furnished"] and summary["submission_id"].startswith("SUB-")
     assert validate(output.read_bytes()) == []
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600  # names, addresses, amounts owed
     with sqlite_portfolio.connect() as c:
         furnished = c.execute(select(func.count()).where(records_table.c.kind == "furnish")).scalar()
         events = c.execute(select(audit_table.c.detail).where(audit_table.c.kind == "bureau")).scalars().all()

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -146,6 +147,16 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     )
     text = _pdf_text(out.read_bytes())
     assert "AMOUNT TO CURE: $825.00" in text and "CURE DEADLINE: " in text
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # the borrower's name and address
+    # A FIFO, a device, a directory or no name at all at --output is refused (exit 2), never
+    # replaced by the PDF: as root, `--output /dev/stdout` had turned the device into a file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (str(fifo), str(tmp_path), "", str(out / "x.pdf")):
+        refused = _cli("letters", "pdf", str(letter["id"]), "--output", target, "--database", db_url)
+        assert getattr(refused.exception, "exit_code", None) == 2, (target, refused.output)
+        assert str(refused.exception).startswith(f"--output {target}")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
     not_mailed = _decide(db_url, "2027-01-30T12:00:00Z")
     assert _refused(not_mailed) and "has not gone out" in str(not_mailed.exception)

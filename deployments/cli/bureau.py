@@ -47,15 +47,24 @@ def furnish(
 ) -> None:
     """Build the period's Metro 2 file, validate it, and submit it to the bureau.
 
-    A file that fails validation is never submitted. With the default (sandbox) bureau provider
-    a local sandbox bureau is started for the run.
+    A file that fails validation is never submitted. A month not over yet in the lender's zone is
+    refused (exit 2), as is an --output that names no file (a directory, a FIFO, a device); the
+    file written there is private (0600). With the default (sandbox) bureau provider a local
+    sandbox bureau is started for the run.
     """
+    from arrears.files import check_target
     from arrears.metro2 import Period
+    from flows.bureau_furnishing import unfinished
 
     try:
-        Period.parse(period)
+        unfinished(Period.parse(period))
     except ValueError as error:
         raise CliError(f"--period: {error}") from None
+    if output is not None:
+        try:
+            check_target(output.expanduser())
+        except OSError as error:
+            raise CliError(f"--output {output}: {error.strerror or error}") from None
     existing_database(database)
     from flows.bureau_furnishing import bureau_furnishing
     from integrations.errors import ProviderError

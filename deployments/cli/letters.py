@@ -79,8 +79,13 @@ def pdf(
     database: DatabaseOption = None,
 ) -> None:
     """Write the PDF as mailed (checked against the SHA-256 recorded when it was written)."""
+    from arrears.files import check_target
     from arrears.storage.letters import letter_pdf
 
+    try:
+        check_target(output)
+    except OSError as error:  # a device, a FIFO, a directory: refused, never replaced by the PDF
+        raise CliError(f"--output {output}: {error.strerror or error}") from None
     engine = existing_database(database)
     with engine.connect() as connection:
         found = letter_pdf(connection, letter_id)
