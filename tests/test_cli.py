@@ -94,6 +94,38 @@ def test_main_prints_errors_without_traceback(
     assert err.startswith("error: no database at") and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_a_database_that_refuses_a_write_is_one_line_without_the_statement(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the database refuses (a read-only file, a full disk) ends the command with one line,
+    exit 1: the driver's words, never SQLAlchemy's statement and parameters (a borrower's number
+    in a hold's reason) nor a traceback."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from deployments.cli import main
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+
+    def refused(*args: Any, **kwargs: Any) -> bool:
+        raise OperationalError(
+            "INSERT INTO account_hold (reason) VALUES (?)",
+            ("borrower at 13912345678",),
+            sqlite3.OperationalError("attempt to write a readonly database"),
+        )
+
+    monkeypatch.setattr("arrears.storage.holds.place_hold", refused)
+    argv = ["arrears", "hold", "place", "A-42", "dispute", "--reason", "x", "--database", sqlite_url]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err == "error: database error: attempt to write a readonly database\n"
+
+
 @pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
 def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -> None:
     """After import and a cycle, `show --json` and `report --json` carry the contract's fields."""
@@ -133,6 +165,10 @@ def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -
 
     missing = runner.invoke(app, ["show", "A-404", "--database", sqlite_url])
     assert "no account 'A-404'" in str(missing.exception)
+    # An id with square brackets is shown as it is, not read as markup (`[/x]` raised an error).
+    odd = write_csv(tmp_path / "odd.csv", [account_record(account_id="Q-[/x][b]1", borrower_id="B-Q")])
+    assert run("import", "accounts", str(odd), "--database", sqlite_url).exit_code == 0
+    assert "account Q-[/x][b]1" in run("show", "Q-[/x][b]1", "--database", sqlite_url).output
 
     # A cycle as of an earlier instant (yesterday, 1970 by a typo) would recompute days past due
     # backwards and text the borrower again: refused, exit 2, and nothing changes.
@@ -194,8 +230,8 @@ def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: P
 
 def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, sqlite_url: str) -> None:
     """A person places a hold, lists it, lifts it; each change is audited as theirs. Placing one
-    in force, lifting one not in force, an SMS opt-out (only the borrower's START ends it), an
-    unknown kind or no reason change nothing and say so."""
+    in force, lifting one not in force or before it was placed, an SMS opt-out (only the
+    borrower's START ends it), an unknown kind, no reason or no agent change nothing and say so."""
     accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-7")])
     assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
     db = ["--database", sqlite_url]
@@ -239,7 +275,12 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
     ]
 
     for args, code, said in [
-        (["lift", "A-7", "bankruptcy", "--reason", "x"], 1, "no bankruptcy hold is in force"),
+        (
+            ["lift", "A-7", "bankruptcy", "--reason", "x"],
+            2,
+            "no bankruptcy hold is in force: nothing changed",
+        ),
+        (["place", "A-7", "military", "--reason", "SCRA", "--agent", " "], 2, "--agent: name who did it"),
         (["lift", "A-7", "sms_opt_out", "--reason", "x"], 2, "ends only with the borrower's START"),
         (["place", "A-7", "vacation", "--reason", "x"], 2, "KIND: 'vacation' is not a hold"),
         (["place", "A-7", "dispute", "--reason", "  "], 2, "--reason: say why"),
@@ -248,6 +289,13 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
         refused = runner.invoke(app, ["hold", *args, *db])
         assert isinstance(refused.exception, CliError), args
         assert (refused.exception.exit_code, said in str(refused.exception)) == (code, True), args
+    # Lifting as of an instant before the hold was placed would date the audit trail backwards.
+    assert run("hold", "place", "A-7", "dispute", "--reason", "texted", *db).exit_code == 0
+    early = runner.invoke(
+        app, ["hold", "lift", "A-7", "dispute", "--reason", "x", "--as-of", "1960-01-01T00:00:00Z", *db]
+    )
+    assert isinstance(early.exception, CliError) and "was placed on" in str(early.exception)
+    assert json.loads(run("hold", "list", "A-7", "--json", *db).stdout)[0]["kind"] == "dispute"
     assert (
         len(
             [
@@ -256,8 +304,16 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
                 if e["kind"] == "hold"
             ]
         )
-        == 2
+        == 3
     )
+    # A typo in an account is said, not listed as "no promises" or "no letters"; a quarantine
+    # entry that does not exist is not "still in quarantine".
+    for args in (["promise", "list", "A-8"], ["letters", "list", "--account", "A-8"]):
+        typo = runner.invoke(app, [*args, *db])
+        assert isinstance(typo.exception, CliError) and "no account 'A-8'" in str(typo.exception), args
+    unknown = runner.invoke(app, ["quarantine", "retry", "999", *db])
+    assert isinstance(unknown.exception, CliError) and unknown.exception.exit_code == 2
+    assert "quarantine entry 999 does not exist" in str(unknown.exception)
 
 
 def test_every_command_has_help() -> None:

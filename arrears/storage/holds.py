@@ -85,6 +85,11 @@ def lift_hold(
     found = [h for h in account_holds(connection, account_id) if h.kind == kind.value]
     if not found:
         return []
+    placed = max(h.placed_at for h in found)
+    if at < placed:  # an --as-of before the hold existed: the audit trail would run backwards
+        raise HoldNotLifted(
+            f"the {kind} hold was placed on {placed:%Y-%m-%d %H:%M} UTC, after {at:%Y-%m-%d %H:%M}"
+        )
     connection.execute(update(hold).where(hold.c.id.in_([h.id for h in found])).values(lifted_at=at))
     placed = "; ".join(
         f"placed by {h.source} on {h.placed_at:%Y-%m-%d}: {h.reason or 'no reason'}" for h in found

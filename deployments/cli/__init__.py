@@ -8,7 +8,14 @@ import os
 import sys
 
 from arrears.masking import install_log_masking
-from deployments.cli._common import CliError, app, console_err, quiet_console_logs, reflow_help
+from deployments.cli._common import (
+    CliError,
+    app,
+    console_err,
+    database_error,
+    quiet_console_logs,
+    reflow_help,
+)
 
 # Importing a command module registers its commands on `app`, in the order --help lists them.
 from deployments.cli import (  # noqa: F401  isort: skip
@@ -47,3 +54,13 @@ def main() -> None:
     except CliError as error:
         console_err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
+    except Exception as error:
+        # The database refused (read only, full disk, gone away): one line, the driver's words, never
+        # the statement or its parameters (names, numbers); the transaction was rolled back. Only a
+        # command that loaded SQLAlchemy can raise its errors (`--help` loads none).
+        loaded = sys.modules.get("sqlalchemy.exc")
+        if loaded is None or not isinstance(error, loaded.SQLAlchemyError):
+            raise
+        said = CliError(f"database error: {database_error(error)}", exit_code=1)
+        console_err.print(f"[red]error:[/red] {said}", highlight=False, soft_wrap=True)
+        sys.exit(said.exit_code)

@@ -32,10 +32,12 @@ __all__ = [
     "Why",
     "app",
     "as_of_instant",
+    "audit_actor",
     "audit_reason",
     "command_group",
     "console",
     "console_err",
+    "database_error",
     "emit_json",
     "existing_database",
     "open_database",
@@ -114,6 +116,14 @@ def stop_on_signals() -> Iterator[Callable[[], str | None]]:
             signal.signal(number, before)
 
 
+def database_error(error: Exception) -> str:
+    """What the database said, in one line: the driver's message, without the statement and the
+    parameters SQLAlchemy adds to it (they may carry a borrower's name or number), URLs redacted."""
+    from arrears.settings import redact_urls
+
+    return redact_urls(str(getattr(error, "orig", None) or error).splitlines()[0])
+
+
 class CliError(Exception):
     """An expected failure: printed as one line, exit code 2 unless stated."""
 
@@ -154,6 +164,15 @@ def audit_reason(text: str) -> str:
     if not why:
         raise CliError("--reason: say why, for the audit trail")
     return why
+
+
+def audit_actor(name: str, option: str = "--agent") -> str:
+    """Who did it, on one line, for the audit trail; an empty name is a one-line error (an event
+    "placed by : SCRA" names nobody)."""
+    who = " ".join(name.split())
+    if not who:
+        raise CliError(f"{option}: name who did it, for the audit trail")
+    return who
 
 
 def as_of_instant(as_of: str | None) -> datetime:

@@ -18,6 +18,7 @@ from deployments.cli._common import (
     Json,
     Why,
     as_of_instant,
+    audit_actor,
     audit_reason,
     command_group,
     console,
@@ -101,6 +102,7 @@ def place(
     from arrears.storage.vendor_orders import cancel_vendor_orders
 
     hold, why, at = _kind(kind), audit_reason(reason), as_of_instant(as_of)
+    agent = audit_actor(agent)
     with _account_transaction(database, account_id) as connection:
         placed = place_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
         cancelled = cancel_vendor_orders(connection, as_of=at, account_id=account_id) if placed else 0
@@ -127,11 +129,12 @@ def lift(
     from arrears.storage.holds import HoldNotLifted, lift_hold
 
     hold, why, at = _kind(kind), audit_reason(reason), as_of_instant(as_of)
+    agent = audit_actor(agent)
     with _account_transaction(database, account_id) as connection:
         try:
             lifted = lift_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
         except HoldNotLifted as error:
             raise CliError(f"{account_id}: {error}") from None
     if not lifted:
-        raise CliError(f"{account_id}: no {hold} hold is in force", exit_code=1)
+        raise CliError(f"{account_id}: no {hold} hold is in force: nothing changed")
     console.print(f"{account_id}: {hold} hold lifted", markup=False, highlight=False)

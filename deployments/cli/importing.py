@@ -27,6 +27,7 @@ from deployments.cli._common import (
     app,
     console,
     console_err,
+    database_error,
     open_database,
     stop_on_signals,
     use_database,
@@ -118,8 +119,9 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
         except ImportInterrupted as error:
             raise CliError(f"{file}: {error}", exit_code=1) from None
         except SQLAlchemyError as error:
-            detail = str(getattr(error, "orig", None) or error).splitlines()[0]
-            raise CliError(f"{file}: database error, nothing was stored: {detail}", exit_code=1) from None
+            raise CliError(
+                f"{file}: database error, nothing was stored: {database_error(error)}", exit_code=1
+            ) from None
         except OSError as error:
             raise CliError(
                 f"{error.filename or file}: {error.strerror or error}; nothing was stored", 1

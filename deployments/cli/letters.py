@@ -50,8 +50,12 @@ def list_(
 
     if status is not None and status not in STATUSES:
         raise CliError(f"--status {status!r}: one of {', '.join(STATUSES)}")
+    from arrears.storage.accounts import account_row
+
     engine = existing_database(database)
     with engine.connect() as connection:
+        if account is not None and account_row(connection, account) is None:  # a typo is not "no letters"
+            raise CliError(f"no account {account!r}")
         found = [row.as_json() for row in list_letters(connection, account_id=account, status=status)]
     if json:
         emit_json(found)

@@ -17,6 +17,7 @@ from deployments.cli._common import (
     DatabaseOption,
     Json,
     as_of_instant,
+    audit_actor,
     command_group,
     console,
     emit_json,
@@ -74,6 +75,7 @@ def add(
     from tasks.promises import record_agent_promise
 
     value = _amount(amount)
+    agent = audit_actor(agent)
     at = as_of_instant(as_of)
     due = _promised_day(on, at.date())
     engine = existing_database(database)
@@ -114,9 +116,13 @@ def list_promises(
     json: Json = False,
 ) -> None:
     """The account's promises, newest first: pending, kept, broken or replaced."""
+    from arrears.storage.accounts import account_row
     from tasks.promises import promises_of
 
     engine = existing_database(database)
+    with engine.connect() as connection:
+        if account_row(connection, account_id) is None:  # a typo is not "no promises"
+            raise CliError(f"no account {account_id!r}")
     rows = promises_of(engine, account_id)
     if json:
         emit_json(rows)

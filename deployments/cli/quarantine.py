@@ -90,6 +90,15 @@ def retry(
         raise CliError("name one entry ID, or --all")
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     existing_database(database)
+    if entry_id is not None:
+        from tasks.isolation import entry_state
+
+        state = entry_state(entry_id)
+        if state is None or state["resolved"]:
+            said = "is resolved already" if state else "does not exist"
+            raise CliError(
+                f"quarantine entry {entry_id} {said}: nothing to retry (`arrears quarantine list`)"
+            )
     ids = open_entry_ids() if every else [entry_id] if entry_id is not None else []
     results = retry_quarantined(ids, as_of=as_of)
     if json:

@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -56,7 +57,7 @@ def show(
         Panel.fit(
             f"{state} · past due {data['past_due_amount']} of {data['balance']} {data['currency']}\n"
             f"segment {data['segment']} · holds {holds} · {data['jurisdiction']} {data['timezone']}",
-            title=f"account {data['account_id']}",
+            title=f"account {escape(data['account_id'])}",  # an id is data, not markup: `Q-[b]1`
         )
     )
     if data["numbers"]:

@@ -21,6 +21,7 @@ from deployments.cli._common import (
     DatabaseOption,
     Json,
     as_of_instant,
+    audit_actor,
     command_group,
     console,
     console_err,
@@ -145,6 +146,7 @@ def decide(
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
+    reviewer = audit_actor(reviewer, "--reviewer")
     engine = existing_database(database)
     try:
         decided = decide_review(
