@@ -98,6 +98,10 @@ class Profile:
     # Days between sending the notice of the planned sale of a repossessed vehicle and the sale
     # (None: no such notice owed, the account closes on recovery).
     sale_notice_days: int | None = None
+    # Whether a repossession needs a court order (GB: protected goods, CCA 1974 s.90, once a third
+    # of a hire-purchase price is paid; arrears is not told what was paid, so every GB agreement is
+    # treated as protected): a repossess decision is then referred to legal, as under SCRA.
+    repossession_needs_court_order: bool = False
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -283,6 +287,7 @@ _PROFILE_KEYS = {
     "cure_mailing_days",
     "breathing_space_days",
     "sale_notice_days",
+    "repossession_needs_court_order",
 }
 _SOURCE_SUFFIX = "_source"
 
@@ -321,6 +326,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         cure_mailing_days=int(plain.get("cure_mailing_days", 0)),
         breathing_space_days=plain.get("breathing_space_days"),
         sale_notice_days=plain.get("sale_notice_days"),
+        repossession_needs_court_order=bool(plain.get("repossession_needs_court_order", False)),
         sources=sources,
     )
 
@@ -363,6 +369,9 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         why = dict(base.sources).get("cure", "")
         raise ProfileError(f"{where}.max_cures: at least {base.max_cures} ({why})")
     _at_least(base, new, where, "breathing_space_days", "breathing_space")
+    if base.repossession_needs_court_order and not new.repossession_needs_court_order:
+        why = dict(base.sources).get("protected_goods", "")
+        raise ProfileError(f"{where}.repossession_needs_court_order: a rule requires it ({why})")
     if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
         raise ProfileError(f"{where}.third_parties: may only be tightened to 'never'")
 

@@ -38,6 +38,7 @@ __all__ = [
     "add_business_days",
     "case_type",
     "claim_amount",
+    "court_order_needed",
     "cure_deadline",
     "cure_notice",
     "decision_refusal",
@@ -216,18 +217,28 @@ def enforcement_barred(holds: frozenset[Hold]) -> str | None:
     return None
 
 
-def settle_decision(requested: DecisionKind, *, holds: frozenset[Hold]) -> Settled:
-    """What the decision becomes. A military hold turns repossession into a referral to legal:
-    SCRA 50 U.S.C. 3952 forbids repossessing a servicemember's vehicle without a court order."""
+def court_order_needed(holds: frozenset[Hold], rules: Profile | None = None) -> str | None:
+    """Why a repossession needs a court order here, or None: a military hold (SCRA 50 U.S.C. 3952
+    forbids repossessing a servicemember's vehicle without one), or the jurisdiction's protected
+    goods (GB: CCA 1974 s.90)."""
+    if Hold.MILITARY in holds:
+        return "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession"
+    if rules is not None and rules.repossession_needs_court_order:
+        law = dict(rules.sources).get("protected_goods", "the law").split(":")[0]
+        return f"protected goods in {rules.code}: {law} forbids repossession without a court order"
+    return None
+
+
+def settle_decision(
+    requested: DecisionKind, *, holds: frozenset[Hold], rules: Profile | None = None
+) -> Settled:
+    """What the decision becomes. Where a repossession needs a court order (`court_order_needed`:
+    a military hold, GB's protected goods) it becomes a referral to legal for that order."""
     if requested is not DecisionKind.REPOSSESS:
         return Settled(requested, requested)
-    if Hold.MILITARY in holds:
-        return Settled(
-            requested,
-            DecisionKind.LEGAL,
-            "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession; referred to legal for a "
-            "court order",
-        )
+    needed = court_order_needed(holds, rules)
+    if needed:
+        return Settled(requested, DecisionKind.LEGAL, f"{needed}; referred to legal for a court order")
     barred = enforcement_barred(holds)
     if barred:
         return Settled(requested, requested, f"vendor order withheld: {barred}")

@@ -187,7 +187,7 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
     """The decision already recorded, or the one a reviewer gives now."""
     if state.decision is None:
         context = "\n\n".join(filter(None, [decision_context(state.review_id, now), cycle_link(cycle_run)]))
-        form = decision_form(decision_options(state.holds), context)
+        form = decision_form(decision_options(state.holds, state.jurisdiction), context)
         answer = await wait_for(form, key="decision")
         at = max(now, datetime.now(UTC))
         decided: Decided = record_decision(

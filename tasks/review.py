@@ -20,7 +20,13 @@ from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
-from arrears.review import decision_refusal, enforcement_barred, notice_owed, settle_decision
+from arrears.review import (
+    court_order_needed,
+    decision_refusal,
+    enforcement_barred,
+    notice_owed,
+    settle_decision,
+)
 from arrears.storage import accounts, read_only, reviews, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
@@ -205,11 +211,14 @@ def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
 # -- a review's flow run ----------------------------------------------------------------------------
 
 
-def decision_options(holds: frozenset[Hold]) -> tuple[str, ...]:
-    """The decisions a reviewer may choose: a military hold leaves no repossession to choose
-    (SCRA 50 U.S.C. 3952: `settle_decision` would turn it into a referral to legal)."""
+def decision_options(holds: frozenset[Hold], jurisdiction: str | None = None) -> tuple[str, ...]:
+    """The decisions a reviewer may choose: where a repossession needs a court order (a military
+    hold, GB's protected goods) none is offered: `settle_decision` would turn it into a referral
+    to legal."""
     every = tuple(d.value for d in DecisionKind)
-    return tuple(d for d in every if d != DecisionKind.REPOSSESS) if Hold.MILITARY in holds else every
+    rules = policy().profile(jurisdiction) if jurisdiction else None
+    needed = court_order_needed(holds, rules)
+    return tuple(d for d in every if d != DecisionKind.REPOSSESS) if needed else every
 
 
 @task(name="decision-context", cache_policy=NO_CACHE)
@@ -237,8 +246,9 @@ def decision_context(review_id: int, now: datetime) -> str:
         f"| stage since | {state.stage_since.isoformat()} |",
         "",
     ]
-    if Hold.MILITARY in state.holds:
-        lines.append("**Military hold**: repossession is not offered (SCRA); choose legal for a court order.")
+    needed = court_order_needed(state.holds, policy().profile(state.jurisdiction))
+    if needed:
+        lines.append(f"**Court order needed** ({needed}): repossession is not offered; choose legal.")
     elif barred:
         lines.append(f"**Repossession barred** ({barred}): a repossess decision places no vendor order.")
     lines += ["", "**Last contacts**", ""]
@@ -291,7 +301,9 @@ def _decide(
     at: datetime,
     source: str,
 ) -> Decided:
-    settled = settle_decision(DecisionKind(decision), holds=state.holds)
+    settled = settle_decision(
+        DecisionKind(decision), holds=state.holds, rules=policy().profile(state.jurisdiction)
+    )
     after, changed = reviews.record_decision(
         connection,
         review_id=state.review_id,

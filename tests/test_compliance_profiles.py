@@ -121,6 +121,10 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
         ("[profiles.US-MA]\nmax_cures = 0", r"max_cures: at least 3 \(M\.G\.L\. c\.255B"),
         ("[profiles.GB]\nbreathing_space_days = 30", "breathing_space_days: at least 60"),
         ("[profiles.US-CA]\nsale_notice_days = 5", "sale_notice_days: at least 15"),
+        (
+            "[profiles.GB]\nrepossession_needs_court_order = false",
+            r"court_order: a rule requires it \(Consumer",
+        ),
         ('[profiles.XX.hours]\nstart = "09:00"', "unknown jurisdiction"),
         ('[profiles.CN.hours]\nstart = "9 am"', "HH:MM"),
     ],

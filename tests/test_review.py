@@ -88,6 +88,24 @@ def test_military_hold_turns_repossession_into_a_referral_to_legal() -> None:
     assert "50 U.S.C. 3952" in (settled.note or "")
 
 
+def test_gb_protected_goods_turn_repossession_into_a_referral_to_legal() -> None:
+    """CCA 1974 s.90 (compliance.md, GB): a hire-purchase car a third paid for is not repossessed
+    without a court order, and the servicing file does not say what was paid: a GB decision to
+    repossess becomes a referral to legal, and the form offers no repossession. A US one is ordered."""
+    from arrears.jurisdictions import profile
+    from tasks.review import decision_options
+
+    settled = settle_decision(DecisionKind.REPOSSESS, holds=frozenset(), rules=profile("GB"))
+    assert (settled.decision, settled.order_vehicle) == (DecisionKind.LEGAL, False)
+    assert settled.note == (
+        "protected goods in GB: Consumer Credit Act 1974 s.90 forbids repossession without a court order; "
+        "referred to legal for a court order"
+    )
+    assert settle_decision(DecisionKind.REPOSSESS, holds=frozenset(), rules=profile("US-CA")).order_vehicle
+    assert "repossess" not in decision_options(frozenset(), "GB")
+    assert "repossess" in decision_options(frozenset(), "US-CA")
+
+
 def test_other_holds_withhold_the_vendor_order_and_plain_repossession_orders_it() -> None:
     """A bankruptcy keeps the decision but withholds the order; without a hold the order goes out;
     legal and negotiate are never changed."""

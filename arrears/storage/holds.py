@@ -85,10 +85,10 @@ def lift_hold(
     found = [h for h in account_holds(connection, account_id) if h.kind == kind.value]
     if not found:
         return []
-    placed = max(h.placed_at for h in found)
-    if at < placed:  # an --as-of before the hold existed: the audit trail would run backwards
+    since = max(h.placed_at for h in found)
+    if at < since:  # an --as-of before the hold existed: the audit trail would run backwards
         raise HoldNotLifted(
-            f"the {kind} hold was placed on {placed:%Y-%m-%d %H:%M} UTC, after {at:%Y-%m-%d %H:%M}"
+            f"the {kind} hold was placed on {since:%Y-%m-%d %H:%M} UTC, after {at:%Y-%m-%d %H:%M}"
         )
     connection.execute(update(hold).where(hold.c.id.in_([h.id for h in found])).values(lifted_at=at))
     placed = "; ".join(
