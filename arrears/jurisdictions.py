@@ -94,6 +94,9 @@ class Profile:
     max_cures: int | None = None  # no cure owed after this many
     # Days after the mailing date at which a mailed notice counts as given (0: when mailed).
     cure_mailing_days: int = 0
+    # Days past due before the notice may be given (US-MA: at least 10 days after default): a
+    # review opened earlier (a strategic defaulter's second broken promise) waits for it.
+    cure_notice_after_days: int = 0
     breathing_space_days: int | None = None  # informative: the hold is lifted by notice, not by date
     # Days between sending the notice of the planned sale of a repossessed vehicle and the sale
     # (None: no such notice owed, the account closes on recovery).
@@ -285,6 +288,7 @@ _PROFILE_KEYS = {
     "cure_business_days",
     "max_cures",
     "cure_mailing_days",
+    "cure_notice_after_days",
     "breathing_space_days",
     "sale_notice_days",
     "repossession_needs_court_order",
@@ -324,6 +328,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         cure_business_days=bool(plain.get("cure_business_days", False)),
         max_cures=plain.get("max_cures"),
         cure_mailing_days=int(plain.get("cure_mailing_days", 0)),
+        cure_notice_after_days=int(plain.get("cure_notice_after_days", 0)),
         breathing_space_days=plain.get("breathing_space_days"),
         sale_notice_days=plain.get("sale_notice_days"),
         repossession_needs_court_order=bool(plain.get("repossession_needs_court_order", False)),
@@ -362,6 +367,7 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
     # given as late, and owed for as many cures (US-MA: the first three; None: always).
     _at_least(base, new, where, "cure_notice_days", "cure")
     _at_least(base, new, where, "cure_mailing_days", "cure_mailing")
+    _at_least(base, new, where, "cure_notice_after_days", "cure")
     if base.cure_business_days and not new.cure_business_days:
         why = dict(base.sources).get("cure", "")
         raise ProfileError(f"{where}.cure_business_days: the rule counts business days ({why})")

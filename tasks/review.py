@@ -135,8 +135,15 @@ class Prepared:
 
 
 def _may_need_notice(state: ReviewState) -> bool:
-    """Whether the review may still owe its right-to-cure letter (the jurisdiction decides)."""
-    return state.open_to_notice and state.cure_deadline is None and state.letter_id is None
+    """Whether the review may owe its right-to-cure letter now (the jurisdiction decides): not
+    before the days past due its jurisdiction wants first (US-MA: 10 days after default), which a
+    later cycle brings; the decision waits for the notice meanwhile."""
+    return (
+        state.open_to_notice
+        and state.cure_deadline is None
+        and state.letter_id is None
+        and state.days_past_due >= _profile(state.jurisdiction).cure_notice_after_days
+    )
 
 
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
 from arrears import jurisdictions
@@ -16,6 +16,7 @@ from arrears.review import add_business_days, cure_deadline, decision_refusal, s
 from arrears.vocabulary import DecisionKind, Hold
 from tests.later_stage_helpers import (
     account,
+    account_t,
     at,
     day,
     events,
@@ -204,6 +205,33 @@ def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engin
     assert notice.detail.startswith(
         "right-to-cure notice (Iowa Code 537.5110-5111): USD 825.00 to cure within 20 days"
     )
+
+
+def test_massachusetts_notice_waits_until_ten_days_after_default(later_db: Engine, tmp_path: Path) -> None:
+    """M.G.L. c.255B §20A (compliance.md): the right-to-cure notice is given at least 10 days after
+    default. A strategic defaulter reaches review at 7 days past due: no notice then, and no
+    decision (the notice is still owed); the cycle at 10 days past due writes it."""
+    from tasks.review import ReviewError, decide_review
+
+    _in_review(later_db, tmp_path, "A-MA", jurisdiction="US-MA", timezone="America/New_York")
+    with later_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-MA").values(days_past_due=7))
+    assert _prepare("2026-12-01T17:00:00Z").notices == 0
+    assert events(later_db, "A-MA", "cure_notice") == []
+    with pytest.raises(ReviewError, match="notice"):
+        decide_review(
+            later_db,
+            account_id="A-MA",
+            decision="repossess",
+            reviewer="Ana",
+            reason="r",
+            at=at("2026-12-02T17:00:00Z"),
+        )
+    with later_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-MA").values(days_past_due=10))
+    assert _prepare("2026-12-04T17:00:00Z").notices == 1
+    [notice] = events(later_db, "A-MA", "cure_notice")
+    assert "M.G.L. c.255B" in notice.detail
 
 
 def test_hold_stops_the_notice_until_it_is_lifted(later_db: Engine, tmp_path: Path) -> None:
