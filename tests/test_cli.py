@@ -250,12 +250,14 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
     again = run("hold", "place", "A-7", "bankruptcy", "--reason", "again", *db)
     assert "in force already: nothing changed" in again.output
     (held,) = json.loads(run("hold", "list", "A-7", "--json", *db).stdout)
-    assert (held["kind"], held["source"], held["reason"], held["lifted_at"]) == (
+    assert (held["kind"], held["source"], held["placed_by"], held["reason"], held["lifted_at"]) == (
         "bankruptcy",
         "agent",
+        "Ana",
         "Chapter 13, case 26-10001",
         None,
     )
+    assert "Ana" in run("hold", "list", "A-7", *db).output  # who, not "agent"
     assert json.loads(run("show", "A-7", "--json", *db).stdout)["holds"] == ["bankruptcy"]
 
     lifted = run("hold", "lift", "A-7", "bankruptcy", "--reason", "case dismissed", "--agent", "Ben", *db)
@@ -269,7 +271,7 @@ def test_hold_place_list_and_lift_are_audited_with_who_and_why(tmp_path: Path, s
         (
             "hold",
             "Ben",
-            "bankruptcy hold lifted by Ben: case dismissed (placed by agent on "
+            "bankruptcy hold lifted by Ben: case dismissed (placed by Ana on "
             f"{gone['placed_at'][:10]}: Chapter 13, case 26-10001)",
         ),
     ]

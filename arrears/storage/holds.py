@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import event, insert_events, place_holds
-from arrears.storage.tables import hold
+from arrears.storage.tables import audit, hold
 from arrears.vocabulary import Hold
 
 __all__ = ["SOURCE", "HoldNotLifted", "HoldRow", "account_holds", "lift_hold", "place_hold"]
@@ -39,6 +39,7 @@ class HoldRow:
     reason: str | None
     placed_at: datetime
     lifted_at: datetime | None
+    placed_by: str  # the person, for a hold an agent placed (its audit event's actor); else the source
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class HoldRow:
             "account_id": self.account_id,
             "kind": self.kind,
             "source": self.source,
+            "placed_by": self.placed_by,
             "reason": self.reason,
             "placed_at": self.placed_at.isoformat(),
             "lifted_at": self.lifted_at.isoformat() if self.lifted_at else None,
@@ -62,7 +64,18 @@ def account_holds(connection: Connection, account_id: str, *, lifted: bool = Fal
     )
     if not lifted:
         query = query.where(hold.c.lifted_at.is_(None))
-    return [HoldRow(*row) for row in connection.execute(query)]
+    rows = connection.execute(query).all()
+    # Who placed each agent's hold is in its audit event (`place_hold`): the same kind, the same instant.
+    placers = {
+        (e.data["hold"], e.at): e.actor
+        for e in connection.execute(
+            select(audit.c.data, audit.c.at, audit.c.actor).where(
+                audit.c.account_id == account_id, audit.c.kind == "hold"
+            )
+        )
+        if isinstance(e.data, dict) and e.data.get("action") == "placed" and e.data.get("source") == SOURCE
+    }
+    return [HoldRow(*row, placed_by=placers.get((row.kind, row.placed_at), row.source)) for row in rows]
 
 
 def place_hold(
@@ -92,7 +105,7 @@ def lift_hold(
         )
     connection.execute(update(hold).where(hold.c.id.in_([h.id for h in found])).values(lifted_at=at))
     placed = "; ".join(
-        f"placed by {h.source} on {h.placed_at:%Y-%m-%d}: {h.reason or 'no reason'}" for h in found
+        f"placed by {h.placed_by} on {h.placed_at:%Y-%m-%d}: {h.reason or 'no reason'}" for h in found
     )
     insert_events(connection, [_event(account_id, kind, "lifted", by, f"{why} ({placed})", at)])
     return found

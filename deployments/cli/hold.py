@@ -79,7 +79,7 @@ def list_holds(
     for r in rows:
         cells = (
             r.kind,
-            r.source,
+            r.placed_by,
             f"{r.placed_at:%Y-%m-%d %H:%M}",
             f"{r.lifted_at:%Y-%m-%d %H:%M}" if r.lifted_at else "",
         )
