@@ -140,7 +140,18 @@ class CycleStart:
     crashed: list[int] = field(default_factory=list)
 
 
-@task(name="open-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def _not_backdated(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry opening the cycle on a database error, never on a refusal that waiting cannot change."""
+    return not isinstance(state.result(raise_on_failure=False), CycleBackdated)
+
+
+@task(
+    name="open-cycle",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_backdated,
+)
 def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
     """Bring the schema up to date, close the rows of crashed runs, and record the start of a
     cycle, unless one already finished for exactly this instant; `CycleBackdated` if one ran as
