@@ -19,6 +19,7 @@ from arrears.masking import mask_text
 from arrears.storage import read_only
 from arrears.storage.accounts import account_story
 from tasks.database import engine
+from tasks.logs import run_logger
 
 __all__ = ["TIMELINE_EVENTS", "publish_timeline", "timeline_key"]
 
@@ -42,30 +43,35 @@ def timeline_key(account_id: str) -> str:
 
 @task(name="publish-timeline", cache_policy=NO_CACHE)
 def publish_timeline(account_id: str) -> str | None:
-    """Publish the account's timeline as its artifact; its key, or None for an unknown account."""
+    """Publish the account's timeline as its artifact; its key, or None for an unknown account (or
+    when the Prefect API refused it: the account's work is done and stored, and a view of it never
+    fails the run)."""
     with read_only(engine()) as connection:
         story = account_story(connection, account_id)
     if story is None:
         return None
     a, events = story.account, story.timeline
     shown = events[-TIMELINE_EVENTS:][::-1]  # newest first, as an operator reads a feed
-    holds = ", ".join(story.holds) or "no holds"
-    key = timeline_key(account_id)
-    create_table_artifact(
-        key=key,
-        table=[
-            {
-                "at": e.at.isoformat(timespec="seconds"),
-                "kind": e.kind,
-                "actor": e.actor or "",
-                "detail": mask_text(e.detail or ""),
-            }
-            for e in shown
-        ],
-        description=(
-            f"Account {account_id}: {a.stage}, {a.days_past_due} days past due, segment {a.segment}, "
-            f"{holds}. The newest {len(shown)} of {len(events)} events; "
-            f"`arrears show {account_id}` prints them all."
-        ),
+    rows = [
+        {
+            "at": e.at.isoformat(timespec="seconds"),
+            "kind": e.kind,
+            "actor": e.actor or "",
+            "detail": mask_text(e.detail or ""),
+        }
+        for e in shown
+    ]
+    said = (
+        f"Account {account_id}: {a.stage}, {a.days_past_due} days past due, segment {a.segment}, "
+        f"{', '.join(story.holds) or 'no holds'}. The newest {len(shown)} of {len(events)} events; "
+        f"`arrears show {account_id}` prints them all."
     )
+    key = timeline_key(account_id)
+    try:
+        create_table_artifact(key=key, table=rows, description=said)
+    except Exception:
+        run_logger("arrears.timeline").warning(
+            "timeline artifact of %s not published", account_id, exc_info=True
+        )
+        return None
     return key
