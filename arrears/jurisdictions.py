@@ -10,6 +10,7 @@ hours and closed days, binding caps, the SMS opt-out, the third-party rule, nami
 may only be tightened there; the policy numbers (`binding = false` caps) may move either way.
 """
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -360,6 +361,13 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         raise ProfileError(
             f"{where}.sms_opt_out_required: a rule requires it ({dict(base.sources).get('sms_opt_out', '')})"
         )
+    if new.sms_opt_out_required and not _OPT_OUT_WORD.search(new.opt_out_text):
+        # An empty text passed the content check (every body contains ""), and "Thanks!" told
+        # nobody how to stop: the instruction must name the keyword carriers honour.
+        raise ProfileError(
+            f"{where}.opt_out_text: {new.opt_out_text!r} does not say how to opt out (name STOP, e.g. "
+            f"{base.opt_out_text!r}) ({dict(base.sources).get('sms_opt_out', '')})"
+        )
     if base.identify_institution and not new.identify_institution:
         raise ProfileError(f"{where}.identify_institution: every message names the lender")
     _at_least(base, new, where, "sale_notice_days", "sale_notice")
@@ -380,6 +388,9 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         raise ProfileError(f"{where}.repossession_needs_court_order: a rule requires it ({why})")
     if _THIRD_PARTIES.index(new.third_parties) > _THIRD_PARTIES.index(base.third_parties):
         raise ProfileError(f"{where}.third_parties: may only be tightened to 'never'")
+
+
+_OPT_OUT_WORD = re.compile(r"\bSTOP\b|退订")  # the keywords carriers and Aliyun act on
 
 
 def _at_least(base: Profile, new: Profile, where: str, days: str, source: str) -> None:

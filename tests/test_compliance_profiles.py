@@ -113,6 +113,10 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
             "call-connected-borrower-1d",
         ),
         ('[profiles.GB]\nthird_parties = "always"', "third_parties"),
+        # Reg F 1006.6(e): an empty instruction passed the content check (every text holds ""),
+        # and one that names no keyword tells nobody how to stop.
+        ('[profiles.US]\nopt_out_text = ""', r"opt_out_text: '' does not say how to opt out"),
+        ('[profiles.US-CA]\nopt_out_text = "Thanks!"', "opt_out_text: 'Thanks!' does not say how"),
         # The right to cure (compliance.md, right-to-cure table): fewer days, an earlier mailing, or
         # fewer cures owed would let a repossession go ahead before the statute allows.
         ("[profiles.US-IA]\ncure_notice_days = 2", r"cure_notice_days: at least 20 \(Iowa Code 537\.5110"),

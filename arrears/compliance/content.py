@@ -128,6 +128,9 @@ def _find(text: str, *kinds: str) -> str | None:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+_LATIN_WORD = re.compile(r"[^\W\d_]+")
+
+
 @cache
 def _surnames() -> re.Pattern[str] | None:
     """Lexicon words that are also people's surnames: left out of a name before it is checked."""
@@ -137,11 +140,26 @@ def _surnames() -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in allowed) + r")(?!\w)", re.IGNORECASE)
 
 
+@cache
+def _stems() -> tuple[str, ...]:
+    """The lexicon's stems that begin people's names (`[names] stems`), casefolded."""
+    return tuple(w.casefold() for w in lexicon().get("names", {}).get("stems", ()))
+
+
+def _stemmed_only(match: re.Match[str]) -> str:
+    """A word of a name that one of those stems reads as a longer word (Killian, Killeen, Shittu,
+    Moroni, Crookes) is left out: in a name it counts only as itself."""
+    word = match.group().casefold()
+    return " " if any(word.startswith(s) and word != s for s in _stems()) else match.group()
+
+
 @lru_cache(maxsize=16_384)
 def _as_checked(name: str) -> str:
-    """A filled-in name as the word check reads it: without the surnames the lexicon allows."""
+    """A filled-in name as the word check reads it: without the surnames the lexicon allows, and
+    without the words a stem would only read into it."""
     pattern = _surnames()
-    return pattern.sub(" ", name) if pattern is not None else name
+    name = pattern.sub(" ", name) if pattern is not None else name
+    return _LATIN_WORD.sub(_stemmed_only, name)
 
 
 def screen_name(name: str) -> ContentFinding | None:
@@ -246,6 +264,7 @@ def _check(
             return ContentFinding("content:third-party-debt", f"a message to a third party carries {what}")
     if profile.identify_institution and not _names(text, lender):
         return ContentFinding("content:identity", "the lender is not named")
-    if channel == "sms" and profile.sms_opt_out_required and _normal_short(profile.opt_out_text) not in text:
+    opt_out = _normal_short(profile.opt_out_text)
+    if channel == "sms" and profile.sms_opt_out_required and (not opt_out or opt_out not in text):
         return ContentFinding("content:opt-out", f"no opt-out instruction ({profile.opt_out_text!r})")
     return None
