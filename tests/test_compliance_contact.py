@@ -23,7 +23,7 @@ from arrears.compliance import (
     cancels_repossession,
     check_contact,
 )
-from arrears.compliance.content import lexicon
+from arrears.compliance.content import lexicon, screen_name
 from arrears.messages import MessageContext, render, template_params
 from arrears.policy import DEFAULT_POLICY, Policy
 from arrears.vocabulary import Hold
@@ -158,6 +158,13 @@ def test_unapproved_template_is_blocked() -> None:
         (f"{LENDER}: this is your FINAL WARNING.", "content:threat"),
         (f"【{LENDER}】再不还款就让你坐 牢。", "content:threat"),
         (f"【{LENDER}】我们将联系你的家人和单位。", "content:threat"),
+        # The polite 您 of every template of ours, and the officers a lender may not threaten with.
+        (f"【{LENDER}】逾期不还我们将通知您的家人和您的单位。", "content:threat"),
+        (f"【{LENDER}】我们已经找到您的住址，今天派人到您家。", "content:threat"),
+        (f"【{LENDER}】再不还款将把您送进监狱。", "content:threat"),
+        (f"{LENDER}: pay today or we will contact your employer and your family.", "content:threat"),
+        (f"{LENDER}: pay today or bailiffs will be sent to your address.", "content:threat"),
+        (f"{LENDER}: pay today or the sheriff will be at your door.", "content:threat"),
         (f"{LENDER}: pay up, you deadbeat.", "content:abuse"),
         (f"【{LENDER}】老赖，赶紧还钱！", "content:abuse"),
         (f"{LENDER}: you deadbeat, pay or we call the police.", "content:threat"),
@@ -293,6 +300,19 @@ def test_borrowers_name_is_not_judged_as_our_words() -> None:
     body, fill = _body("US-CA", borrower_name="Dana Crook")
     assert "Dana" in body and verdict(us(body=body, fill=fill), now=NOON_LA).kind is VerdictKind.SEND
     assert verdict(us(body=body.replace("Dana", "Crook"), fill=()), now=NOON_LA).reason == "content:abuse"
+
+
+@pytest.mark.parametrize(
+    "name", ["Killian Murphy", "Aoife Killeen", "Adebayo Shittu", "Giulia Moroni", "James Crookes"]
+)
+def test_names_that_only_begin_with_a_lexicon_stem_are_names(name: str) -> None:
+    """Killian, Killeen, Shittu, Moroni, Crookes: a stem (`kill*`, `shit*`, `moron*`, `crook*`)
+    read them as threats or insults, so the import refused these borrowers and every text to them
+    was blocked. A name that is an insult still is one."""
+    assert screen_name(name) is None
+    body, fill = _body("US-CA", borrower_name=name)
+    assert name.split()[0] in body and verdict(us(body=body, fill=fill), now=NOON_LA).kind is VerdictKind.SEND
+    assert screen_name("Fuckface Jones") is not None and screen_name("Moron") is not None
 
 
 def test_us_text_without_opt_out_instruction_is_blocked() -> None:
