@@ -69,9 +69,36 @@ def test_a_template_that_reads_a_value_is_rendered_by_jinja(monkeypatch) -> None
         ("http://x.example", "en", "http"),
         ("#1 王芳", "zh-CN", "王芳"),
         ("12345", "en", "12345"),  # no letters at all: the printable characters, as stored
+        # Vowel signs and harakat are marks, not letters to `\\w`: the greeting stopped at them.
+        ("प्रिया शर्मा", "en", "प्रिया"),
+        ("கார்த்திக் ராஜா", "en", "கார்த்திக்"),
+        ("สมศักดิ์ ใจดี", "en", "สมศักดิ์"),
+        ("مُحَمَّد علي", "en", "مُحَمَّد"),
     ],
 )
 def test_a_message_greets_only_the_names_own_characters(stored: str, locale: str, greeted: str) -> None:
     """A name field that opens with a formula, an emoji or a link greets the first run of letters
     in it; the symbols, the quote and the link never reach the text."""
     assert display_name(stored, locale) == greeted
+
+
+def test_the_chinese_negotiation_text_shows_how_to_reply_without_a_date_that_passes() -> None:
+    """The text showed `例如：还款 500 2026-12-05`: from that day on a borrower who replied as shown
+    had the promise refused (the date has passed). It names the form instead, as the English does."""
+    from datetime import date
+    from decimal import Decimal
+
+    from arrears.messages import MessageContext, render
+
+    ctx = MessageContext(
+        lender="华夏汽车金融",
+        borrower_name="王芳",
+        jurisdiction="CN",
+        currency="CNY",
+        past_due_amount=Decimal("3000.00"),
+        installment_amount=Decimal("1500.00"),
+        days_past_due=20,
+        next_due_date=date(2027, 1, 15),
+    )
+    body = render("negotiation", ctx)
+    assert "请回复“还款 金额 年-月-日”" in body and not any(ch.isdigit() for ch in body.split("请回复")[1])
