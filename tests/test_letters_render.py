@@ -146,6 +146,41 @@ def test_hardship_plan_confirmation_in_the_borrowers_language() -> None:
     assert "还款计划确认函" in zh and "¥350.00" in zh and "共6期" in zh
 
 
+def test_a_plan_whose_odd_cents_ride_on_its_first_payments_says_what_the_rest_are() -> None:
+    """2,050.00 in three payments is 683.34, 683.33, 683.33: the letter, the record of what was
+    agreed, no longer says 683.34 for every month."""
+    from arrears.letters.contexts import plan_letter_context
+    from arrears.restructuring import Instalment, PlanTerms
+
+    terms = PlanTerms(
+        kind="instalment",
+        months=3,
+        currency="USD",
+        past_due=Decimal("2050.00"),
+        installment=Decimal("0.00"),
+        deferred=Decimal("0.00"),
+        term_extension_months=0,
+        schedule=tuple(
+            Instalment(date(2027, m, 15), Decimal(a))
+            for m, a in ((1, "683.34"), (2, "683.33"), (3, "683.33"))
+        ),
+    )
+    ctx = plan_letter_context(
+        terms,
+        jurisdiction="US-IA",
+        locale="en",
+        lender="Arrears Auto Finance",
+        lender_contact="Collections desk, 1-800-555-0100",
+        borrower_name="Dana Whitfield",
+        account_reference="A-1042",
+        letter_date=date(2026, 12, 20),
+        accepted_on=date(2026, 12, 18),
+        address=("12 Elm Street", "Des Moines, IA 50309"),
+    )
+    text = _text(render("hardship_plan", ctx).pdf)
+    assert "$683.34 per month, 3 payments (the last 2: $683.33)" in text
+
+
 def test_a_notice_without_amount_or_deadline_is_refused() -> None:
     """A right-to-cure notice cannot be rendered without the amount to cure or the deadline."""
     with pytest.raises(ValueError, match="amount to cure"):

@@ -84,7 +84,10 @@ def plan_letter_context(
     address: tuple[str, ...],
 ) -> LetterContext:
     """The confirmation of an accepted plan: what it is, the first payment and its date, how many."""
-    first = terms.schedule[0]
+    first, last = terms.schedule[0], terms.schedule[-1]
+    # The odd cents ride on the first payments: the rest are a minor unit less, and the letter,
+    # the record of what was agreed, says so instead of giving the first amount for every month.
+    later = sum(1 for i in terms.schedule if i.amount == last.amount) if last.amount != first.amount else 0
     return LetterContext(
         jurisdiction=jurisdiction,
         lender=lender,
@@ -96,6 +99,8 @@ def plan_letter_context(
         plan_description=_describe(terms, locale),
         plan_installment=first.amount,
         plan_installments=len(terms.schedule),
+        plan_later_installment=last.amount if later else None,
+        plan_later_installments=later or None,
         plan_first_due=first.due,
         plan_accepted_on=accepted_on,
         borrower_address=(borrower_name, *address),

@@ -89,6 +89,10 @@ class LetterContext:
     plan_description: str = ""  # hardship_plan
     plan_installment: Decimal | None = None
     plan_installments: int | None = None
+    # Where the odd cents make the first payments larger (`split_exact`): the amount of the rest,
+    # and how many they are. None when every payment is `plan_installment`.
+    plan_later_installment: Decimal | None = None
+    plan_later_installments: int | None = None
     plan_first_due: date | None = None
     plan_accepted_on: date | None = None
     borrower_address: Sequence[str] = field(default=())  # printed in the envelope window
@@ -173,6 +177,9 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
             raise ValueError("a hardship_plan letter needs the plan's description and number of payments")
         values["plan_installments"] = ctx.plan_installments
         values["plan_description"] = ctx.plan_description
+        later = ctx.plan_later_installment
+        values["plan_later_installment"] = money(later, "the plan's later payments") if later else ""
+        values["plan_later_installments"] = ctx.plan_later_installments or 0
     return values
 
 
