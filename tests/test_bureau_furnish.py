@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import deployments.cli.bureau  # noqa: F401  registers `arrears bureau` until deployments/cli/__init__ imports it
 from arrears.importing import Kind, open_source
 from arrears.metro2 import Period, validate
-from arrears.models import AccountHold, AuditEvent, BureauRecord, Plan, Review
+from arrears.models import AccountHold, AgencyAssignment, AuditEvent, BureauRecord, Plan, Review
 from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import bureau as store
@@ -92,14 +92,24 @@ def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
             {"a": current[0]},
         )
         decided = datetime(2026, 11, 10, 17, tzinfo=UTC)
+        for decided_for in (us[3], us[4]):  # both approved; only us[3]'s car was recovered
+            c.execute(
+                Review.__table__.insert().values(  # type: ignore[attr-defined]
+                    account_id=decided_for,
+                    opened_at=decided,
+                    decision="repossess",
+                    reviewer="r.lee",
+                    reason="no cure",
+                    decided_at=decided,
+                )
+            )
         c.execute(
-            Review.__table__.insert().values(  # type: ignore[attr-defined]
+            AgencyAssignment.__table__.insert().values(  # type: ignore[attr-defined]
+                idempotency_key="test-assignment-1",
+                order_id="RO-1",
                 account_id=us[3],
-                opened_at=decided,
-                decision="repossess",
-                reviewer="r.lee",
-                reason="no cure",
-                decided_at=decided,
+                status="recovered",
+                recovered_at=datetime(2026, 11, 20, 9, tzinfo=UTC),
             )
         )
         c.execute(
@@ -142,6 +152,9 @@ def test_demo_portfolio_file_passes_the_validator(portfolio: Engine) -> None:
     assert not built.skipped  # CN accounts are never read
     statuses = built.status_counts()
     assert {"11", "13", "93", "96", "97"} <= set(statuses) and any(s in statuses for s in ("71", "78", "80"))
+    # 96, merchandise repossessed, once the agency recovered the car: a decision to repossess whose
+    # order was never carried out (a payment cancelled it) is not a repossession on a credit file.
+    assert statuses["96"] == 1
     histories = {r.payment_history[:6] for r in built.reported}
     assert all(len(r.payment_history) == 24 and r.payment_history.endswith("B" * 18) for r in built.reported)
     assert len(histories) > 3  # June to October reconstructed, not all alike

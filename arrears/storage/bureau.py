@@ -35,7 +35,17 @@ from arrears.metro2.furnish import FurnishAccount, Previous, Reported
 from arrears.metro2.history import StageChange, payment_history
 from arrears.metro2.periods import Period
 from arrears.storage.bulk import in_range, range_starts
-from arrears.storage.tables import account, audit, borrower, bureau, contact, hold, payment, plan, review
+from arrears.storage.tables import (
+    account,
+    assignment,
+    audit,
+    borrower,
+    bureau,
+    contact,
+    hold,
+    payment,
+    plan,
+)
 
 __all__ = [
     "furnish_chunks",
@@ -107,13 +117,16 @@ def load_furnish_accounts(
     ):
         plans[r.account_id] = (r.kind, r.status)
 
+    # Repossessed: the agency reported the car recovered. A reviewer's decision is not a
+    # repossession: a payment, a plan or a hold may cancel the order before anyone takes the car,
+    # and a 96 ("merchandise repossessed") with its `K` would then stand on the file for nothing.
     repossessed: dict[str, date | None] = {}
-    for r in connection.execute(
-        select(review.c.account_id, review.c.decision, review.c.decided_at)
-        .where(in_range(review.c.account_id, lo, hi))
-        .order_by(review.c.opened_at, review.c.id)
+    for recovered_for, recovered_at in connection.execute(
+        select(assignment.c.account_id, assignment.c.recovered_at)
+        .where(in_range(assignment.c.account_id, lo, hi), assignment.c.recovered_at.is_not(None))
+        .order_by(assignment.c.recovered_at, assignment.c.id)
     ):
-        repossessed[r.account_id] = day(r.decided_at) if r.decision == "repossess" else None
+        repossessed[recovered_for] = day(recovered_at)
 
     payments: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for r in connection.execute(
