@@ -171,6 +171,16 @@ def test_built_file_passes_the_validator() -> None:
     assert TRAILER["Total of Status Code 13"].slice(records[-1]) == "000000002"
 
 
+def test_cents_left_past_due_report_a_dollar_not_a_file_refused() -> None:
+    """45 days late on the last 50 cents of an instalment: dropping the cents made a 71 with no
+    amount past due, which the bureau rejects and our validator refused, and with it the whole
+    month's file. The delinquency reports the least whole dollar there is."""
+    content = _file(_account("A-1"), _account("A-2", days_past_due=45, past_due_amount=D("0.50")))
+    assert validate(content) == []
+    small = _records(content)[2]
+    assert (BASE["Account Status"].slice(small), BASE["Amount Past Due"].slice(small)) == ("71", "000000001")
+
+
 def test_the_consumer_address_is_the_accounts_us_mailing_address() -> None:
     """A US mailing address fills the address fields (upper case, ZIP+4 without its hyphen, long
     lines cut as the CRRG allows); without one, or with one abroad, they stay blank and the State

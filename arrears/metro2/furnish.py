@@ -179,11 +179,13 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
     zero = condition in (Condition.PAID, Condition.SETTLED)
     closed = zero or condition is Condition.CHARGED_OFF
     balance = 0 if zero else whole_dollars(account.balance)
-    past_due = (
-        0
-        if zero
-        else whole_dollars(account.balance if condition is Condition.CHARGED_OFF else account.past_due_amount)
-    )
+    owed = account.balance if condition is Condition.CHARGED_OFF else account.past_due_amount
+    past_due = 0 if zero else whole_dollars(owed)
+    if not past_due and not zero and owed > 0 and status.account_status not in ("11", "13"):
+        # Cents left past due on a delinquent account (45 days late on $0.50): dropped, they made
+        # a 71 with no amount past due, which the bureau rejects, and our validator refused the
+        # whole month's file for it. The delinquency is real: a dollar is the least it reports.
+        past_due = 1
     charge_off = 0
     if status.account_status in ("97", "64"):
         # Frozen once reported: later payments lower the balance, never the charge-off amount.
