@@ -9,7 +9,7 @@ import pytest
 
 from arrears.addresses import MailingAddress
 from arrears.metro2 import FurnishAccount, Furnisher, Period, Problem, build_file, validate
-from arrears.metro2.furnish import split_name
+from arrears.metro2.furnish import Previous, split_name
 from arrears.metro2.layout import BASE, HEADER, RECORD_LENGTH, TRAILER, Layout
 from arrears.metro2.writer import format_record, text, whole_dollars
 
@@ -179,6 +179,56 @@ def test_cents_left_past_due_report_a_dollar_not_a_file_refused() -> None:
     assert validate(content) == []
     small = _records(content)[2]
     assert (BASE["Account Status"].slice(small), BASE["Amount Past Due"].slice(small)) == ("71", "000000001")
+
+
+def test_a_month_that_ends_in_payment_after_a_charge_off_or_repossession_reports_them() -> None:
+    """Charged off on 3 November and paid in full on the 20th: 64 with its charge-off, not 13 (a
+    final status: the bureau would never have learnt of the charge-off). A car recovered and the
+    rest paid the same month: 63. Settled after the repossession months (`KK321…`): 13 with AU,
+    rated by the delinquency before (3), keeping its Date of First Delinquency."""
+    charged = _account(
+        "A-1",
+        stage="charged_off",
+        balance=D(0),
+        past_due_amount=D(0),
+        days_past_due=0,
+        history="543210" + "0" * 18,
+        charge_off_amount=D("17900"),
+        closed_on=date(2026, 11, 3),
+    )
+    recovered = _account(
+        "A-2",
+        stage="closed",
+        balance=D(0),
+        past_due_amount=D(0),
+        days_past_due=0,
+        repossessed=True,
+        history="3210" + "0" * 20,
+    )
+    settled = _account(
+        "A-3",
+        stage="settled",
+        balance=D("4000"),
+        past_due_amount=D("4000"),
+        days_past_due=130,
+        history="KK3210" + "0" * 18,
+        repossessed=True,
+        previous=Previous("2026-10", "96", first_delinquency=date(2026, 7, 16)),
+    )
+    content = _file(charged, recovered, settled)
+    assert validate(content) == []
+    one, two, three = _records(content)[1:4]
+    assert (BASE["Account Status"].slice(one), BASE["Original Charge-off Amount"].slice(one)) == (
+        "64",
+        "000017900",
+    )
+    assert BASE["Account Status"].slice(two) == "63"
+    assert [BASE[f].slice(three) for f in ("Account Status", "Payment Rating", "Special Comment")] == [
+        "13",
+        "3",
+        "AU",
+    ]
+    assert BASE["Date of First Delinquency"].slice(three) == "07162026"
 
 
 def test_the_consumer_address_is_the_accounts_us_mailing_address() -> None:

@@ -160,7 +160,19 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
         surrendered=account.surrendered,
     )
     month = MonthState(condition, account.days_past_due)
-    status = codes.account_status(month, earlier=account.history)
+    # Paid or settled this month after a charge-off or a repossession of this month too: the
+    # history holds neither yet, and the account was reported 13, its charge-off never (64, 63).
+    ended = condition in (codes.Condition.PAID, codes.Condition.SETTLED)
+    this_month = "".join(
+        char
+        for char, happened in (
+            ("L", account.charge_off_amount is not None),
+            ("K", account.repossessed),
+            ("J", account.surrendered),
+        )
+        if ended and happened and char not in account.history[:1]
+    )
+    status = codes.account_status(month, earlier=this_month + account.history)
     warnings: list[str] = []
 
     previous = account.previous

@@ -176,9 +176,11 @@ def _since_current(earlier: str) -> str:
 
 
 def _rating_before(earlier: str) -> str:
-    """The last known rating-worthy character before this month, or 0."""
+    """The last known rating-worthy character before this month, or 0. A repossession (K) or a
+    surrender (J) is no rating: the delinquency before it is (a settlement after `KK321` rates 3,
+    and keeps its Date of First Delinquency, where it read as current)."""
     for char in earlier:
-        if char == "D":
+        if char in "DKJ":
             continue
         return char if char in RATING_CHARS else "0"
     return "0"

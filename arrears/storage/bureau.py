@@ -192,9 +192,20 @@ def load_furnish_accounts(
         exits = [(at, c) for at, c in account_changes if c.to_stage in _EXITS]
         exited_at = exits[-1][0] if exits and exits[-1][1].to_stage == a.stage else None
         paid = payments.get(a.account_id, [])
-        charge_off = None
+        # Charged off now, or charged off and then paid or settled since the last file: reported
+        # 64 (paid after charge-off), with what was owed when it was charged off.
+        charged = [at for at, c in account_changes if c.to_stage == "charged_off"]
+        charged_at = None
         if a.stage == "charged_off":
             charged_at = exited_at or a.stage_since
+        elif (
+            charged
+            and a.stage in ("paid_off", "settled")
+            and (previous_at is None or charged[-1] > previous_at)
+        ):
+            charged_at = charged[-1]
+        charge_off = None
+        if charged_at is not None:
             charge_off = a.balance + sum((amount for at, amount in paid if at >= charged_at), Decimal(0))
         account_holds = holds.get(a.account_id, {})
         known = [t for t in (first_seen.get(a.account_id), a.borrower_since) if t is not None]
