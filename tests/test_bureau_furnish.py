@@ -164,8 +164,24 @@ def test_demo_portfolio_file_passes_the_validator(portfolio: Engine) -> None:
 
 def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None:
     """November's history starts with October's furnished character; a reported first delinquency stays
-    put."""
+    put; a bankruptcy reported in October and dismissed since is removed with Q in November."""
+    with portfolio.begin() as c:
+        bankrupt = c.execute(
+            text(
+                "SELECT min(account_id) FROM account WHERE jurisdiction LIKE 'US%' AND stage = 'negotiation'"
+            )
+        ).scalar_one()
+        c.execute(
+            holds_table.insert().values(
+                account_id=bankrupt,
+                kind="bankruptcy",
+                source="agent",
+                reason="Chapter 7 petition, case 26-10001",
+                placed_at=datetime(2026, 10, 5, tzinfo=UTC),
+            )
+        )
     october = build_furnish_file.fn("2026-10", created=date(2026, 11, 1))
+    assert next(r for r in october.reported if r.account_id == bankrupt).consumer_information == "A"
     with portfolio.begin() as c:
         assert store.record_furnishing(
             c,
@@ -201,9 +217,9 @@ def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None
             text("UPDATE account SET oldest_due_date = :d WHERE account_id = :a"),
             {"d": date(2026, 11, 1), "a": late.account_id},
         )
-        c.execute(  # the disputes are resolved
+        c.execute(  # the disputes are resolved, the bankruptcy case dismissed
             update(holds_table)
-            .where(holds_table.c.kind == "dispute")
+            .where(holds_table.c.kind.in_(("dispute", "bankruptcy")))
             .values(lifted_at=datetime(2026, 11, 5, tzinfo=UTC))
         )
     november = {r.account_id: r for r in build_furnish_file.fn("2026-11", created=date(2026, 12, 1)).reported}
@@ -216,6 +232,7 @@ def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None
         for r in october.reported
         if r.compliance_condition == "XB"
     } == {"XH"}
+    assert november[bankrupt].consumer_information == "Q"
     paid = [r for r in october.reported if r.account_status == "13"]
     assert paid and all(r.account_id not in november for r in paid)  # reported closed once, then no more
 

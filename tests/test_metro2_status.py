@@ -179,6 +179,16 @@ def test_bankruptcy_and_deceased_codes() -> None:
     assert (ecoa_code(deceased=True), ecoa_code(deceased=False)) == ("X", "1")
 
 
+def test_a_lifted_bankruptcy_removes_its_indicator_once() -> None:
+    """metro2.md: `Q` removes the indicator. Once the hold is lifted (a dismissed case), the next
+    file sends Q where the last carried a petition code, and nothing after that: without it the
+    petition stayed on the consumer's file for good."""
+    assert consumer_information_indicator(bankrupt=False, chapter=7, previous="A") == "Q"
+    assert consumer_information_indicator(bankrupt=False, chapter=13, previous="D") == "Q"
+    assert consumer_information_indicator(bankrupt=False, chapter=None, previous="Q") == ""
+    assert consumer_information_indicator(bankrupt=True, chapter=7, previous="A") == "A"
+
+
 NOV = Period(2026, 11)
 
 

@@ -60,6 +60,7 @@ class Previous:
     first_delinquency: date | None = None
     compliance_condition: str = ""
     charge_off_amount: int | None = None
+    consumer_information: str = ""  # the Consumer Information Indicator it carried
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,11 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
 
     holds = account.holds
     bankrupt = "bankruptcy" in holds
-    cii = codes.consumer_information_indicator(bankrupt=bankrupt, chapter=account.bankruptcy_chapter)
+    cii = codes.consumer_information_indicator(
+        bankrupt=bankrupt,
+        chapter=account.bankruptcy_chapter,
+        previous=previous.consumer_information if previous else "",
+    )
     if bankrupt and not cii:
         warnings.append("bankruptcy hold without a known chapter: no Consumer Information Indicator reported")
     ccc = codes.compliance_condition(

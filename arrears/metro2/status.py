@@ -271,11 +271,13 @@ def compliance_condition(*, disputed: bool, previous: str) -> str:
 _CHAPTERS = {7: "A", 11: "B", 12: "C", 13: "D"}
 
 
-def consumer_information_indicator(*, bankrupt: bool, chapter: int | None) -> str:
-    """The petition code of the bankruptcy chapter while a bankruptcy hold is active, else blank."""
-    if not bankrupt or chapter is None:
-        return ""
-    return _CHAPTERS.get(chapter, "")
+def consumer_information_indicator(*, bankrupt: bool, chapter: int | None, previous: str = "") -> str:
+    """The petition code of the bankruptcy chapter while a bankruptcy hold is active; `Q` (removes
+    the indicator) in the first file after the hold was lifted, when the last one carried a
+    petition code (a dismissed case: the petition stood on the file for good); else blank."""
+    if bankrupt:
+        return _CHAPTERS.get(chapter, "") if chapter is not None else ""
+    return "Q" if previous in _CHAPTERS.values() else ""
 
 
 def ecoa_code(*, deceased: bool) -> str:

@@ -259,6 +259,7 @@ def _previous(payload: dict[str, Any]) -> Previous:
         first_delinquency=date.fromisoformat(first) if first else None,
         compliance_condition=str(payload.get("compliance_condition") or ""),
         charge_off_amount=int(payload.get("charge_off_amount") or 0) or None,
+        consumer_information=str(payload.get("consumer_information") or "").strip(),
     )
 
 
