@@ -128,38 +128,27 @@ def _find(text: str, *kinds: str) -> str | None:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-_LATIN_WORD = re.compile(r"[^\W\d_]+")
-
-
 @cache
-def _surnames() -> re.Pattern[str] | None:
-    """Lexicon words that are also people's surnames: left out of a name before it is checked."""
-    allowed = lexicon().get("names", {}).get("allowed", ())
-    if not allowed:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in allowed) + r")(?!\w)", re.IGNORECASE)
-
-
-@cache
-def _stems() -> tuple[str, ...]:
-    """The lexicon's stems that begin people's names (`[names] stems`), casefolded."""
-    return tuple(w.casefold() for w in lexicon().get("names", {}).get("stems", ()))
-
-
-def _stemmed_only(match: re.Match[str]) -> str:
-    """A word of a name that one of those stems reads as a longer word (Killian, Killeen, Shittu,
-    Moroni, Crookes) is left out: in a name it counts only as itself."""
-    word = match.group().casefold()
-    return " " if any(word.startswith(s) and word != s for s in _stems()) else match.group()
+def _not_in_names() -> re.Pattern[str] | None:
+    """What is left out of a name before it is checked, in one pattern (it runs per name): the
+    lexicon words that are also surnames (`[names] allowed`: Crook, Hell, Kill), and the words
+    that only begin with a stem of `[names] stems` (Killian, Killeen, Shittu, Moroni, Crookes),
+    which a stem would otherwise read as threats or insults; such a stem as a word of its own is
+    still screened unless allowed."""
+    names = lexicon().get("names", {})
+    parts = []
+    if names.get("allowed"):
+        parts.append(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in names["allowed"]) + r")(?!\w)")
+    if names.get("stems"):
+        parts.append(r"(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in names["stems"]) + r")[^\W\d_]+")
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
 
 @lru_cache(maxsize=16_384)
 def _as_checked(name: str) -> str:
-    """A filled-in name as the word check reads it: without the surnames the lexicon allows, and
-    without the words a stem would only read into it."""
-    pattern = _surnames()
-    name = pattern.sub(" ", name) if pattern is not None else name
-    return _LATIN_WORD.sub(_stemmed_only, name)
+    """A filled-in name as the word check reads it (`_not_in_names`)."""
+    pattern = _not_in_names()
+    return pattern.sub(" ", name) if pattern is not None else name
 
 
 def screen_name(name: str) -> ContentFinding | None:
