@@ -25,6 +25,10 @@ class Owed:
     past_due_amount: Decimal
     installment_amount: Decimal
     oldest_due_date: date | None
+    # The loan's day of the month (of its next due date, where the file gives one): a due date
+    # moved past a short month comes back to it (31 January, 28 February, 31 March), where it
+    # had stayed on the 28th, three more days past due until the servicer's next file.
+    due_day: int | None = None
 
 
 def apply_payment(owed: Owed, amount: Decimal) -> Owed:
@@ -40,9 +44,11 @@ def apply_payment(owed: Owed, amount: Decimal) -> Owed:
             past_due, owed.installment_amount
         )
         if cleared > 0:
-            oldest = pendulum.Date(oldest.year, oldest.month, oldest.day).add(months=cleared)
-            oldest = date(oldest.year, oldest.month, oldest.day)
-    return Owed(balance, past_due, owed.installment_amount, oldest)
+            moved = pendulum.Date(oldest.year, oldest.month, oldest.day).add(months=cleared)
+            # Back to the loan's day where a short month clamped it; never earlier than the move.
+            day = max(moved.day, min(owed.due_day, moved.days_in_month)) if owed.due_day else moved.day
+            oldest = date(moved.year, moved.month, day)
+    return Owed(balance, past_due, owed.installment_amount, oldest, owed.due_day)
 
 
 def _instalments(amount: Decimal, installment: Decimal) -> int:

@@ -53,3 +53,19 @@ def test_payments_in_pieces_reduce_exactly(amounts: list[Decimal]) -> None:
         owed = apply_payment(owed, amount)
     assert owed.balance == max(Decimal(0), OWED.balance - sum(amounts, Decimal(0)))
     assert owed.past_due_amount == max(Decimal(0), OWED.past_due_amount - sum(amounts, Decimal(0)))
+
+
+def test_a_due_date_moved_past_february_comes_back_to_the_loans_day() -> None:
+    """Due on the 31st, three instalments behind: one payment of 800 and two of 400 leave the same
+    oldest due date, 31 March, once the loan's day is known (its next due date's): the 400s moved
+    it to 28 February and then to 28 March, three more days past due until the next file."""
+    owed = Owed(Decimal("12000"), Decimal("1200"), Decimal("400"), date(2027, 1, 31), due_day=31)
+    once = apply_payment(owed, Decimal("800"))
+    twice = apply_payment(apply_payment(owed, Decimal("400")), Decimal("400"))
+    assert once.oldest_due_date == twice.oldest_due_date == date(2027, 3, 31)
+    assert apply_payment(owed, Decimal("400")).oldest_due_date == date(2027, 2, 28)
+    # Without the loan's day, as before: the 28th stays.
+    unknown = Owed(Decimal("12000"), Decimal("1200"), Decimal("400"), date(2027, 1, 31))
+    assert apply_payment(apply_payment(unknown, Decimal("400")), Decimal("400")).oldest_due_date == date(
+        2027, 3, 28
+    )

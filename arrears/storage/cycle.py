@@ -80,6 +80,7 @@ def apply_new_payments(
             account.c.past_due_amount,
             account.c.installment_amount,
             account.c.oldest_due_date,
+            account.c.next_due_date,
         )
         .join(account, account.c.account_id == payment.c.account_id)
         .where(payment.c.applied_at.is_(None), payment.c.received_at <= as_of)
@@ -92,7 +93,11 @@ def apply_new_payments(
     events = []
     for r in rows:
         before = owed.get(r.account_id) or Owed(
-            r.balance, r.past_due_amount, r.installment_amount, r.oldest_due_date
+            r.balance,
+            r.past_due_amount,
+            r.installment_amount,
+            r.oldest_due_date,
+            r.next_due_date.day if r.next_due_date else None,
         )
         owed[r.account_id] = after = apply_payment(before, r.amount)
         events.append(
