@@ -35,10 +35,13 @@ _SYMBOLS = {"CNY": "¥", "USD": "$", "GBP": "£", "EUR": "€"}
 DISPLAY_NAME_LENGTH = 24
 
 
-def _marks() -> str:
-    """Every combining mark of the Basic Multilingual Plane, as character-class ranges: the vowel
-    signs of Devanagari, Tamil, Thai and the harakat of Arabic are marks, which `\\w` leaves out,
-    so प्रिया was greeted as प. Built once, in about 10 ms."""
+@cache
+def _name_part() -> re.Pattern[str]:
+    """What a name is made of: letters and marks of any script, spaces, and the joiners of names
+    (O'Brien, Jean-Luc, 阿卜杜·热合曼); the name in a message ends at the first other character.
+    The vowel signs of Devanagari, Tamil and Thai and the harakat of Arabic are marks, which `\\w`
+    leaves out (प्रिया was greeted as प): the class names every mark of the Basic Multilingual
+    Plane. Built on first use (about 10 ms), not when a command imports this module."""
     ranges: list[list[int]] = []
     for c in range(0x10000):
         if unicodedata.category(chr(c))[0] == "M":
@@ -46,12 +49,8 @@ def _marks() -> str:
                 ranges[-1][1] = c
             else:
                 ranges.append([c, c])
-    return "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
-
-
-# What a name is made of: letters and marks of any script, spaces, and the joiners of names
-# (O'Brien, Jean-Luc, 阿卜杜·热合曼). The name in a message ends at the first other character.
-_NAME_PART = re.compile(rf"(?:[^\W\d_]|[{_marks()}\s'\u2019\u00b7.\-])+")
+    marks = "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+    return re.compile(rf"(?:[^\W\d_]|[{marks}\s'\u2019\u00b7.\-])+")
 
 
 @record
@@ -85,7 +84,7 @@ def display_name(name: str, locale: str) -> str:
     quote, the colon or the link into a lender's text.
     """
     text = unicodedata.normalize("NFKC", name).strip()
-    found = _NAME_PART.search(text)
+    found = _name_part().search(text)
     text = " ".join((found.group() if found else "").split())
     if locale != "zh-CN":
         text = text.split(" ", 1)[0]

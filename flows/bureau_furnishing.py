@@ -40,16 +40,6 @@ def last_period() -> str:
     return str(Period.of(today) - 1)
 
 
-def unfinished(period: Period) -> None:
-    """Raise ValueError for a month not over yet in the lender's zone: its file would report the
-    month's end before it came (a typo of the year sends the bureau a month of 2099)."""
-    today = business_date(utcnow(), get_settings().lender_timezone)
-    if period.last_day >= today:
-        raise ValueError(
-            f"{period} is not over yet (today is {today.isoformat()}): furnish a month once it ended"
-        )
-
-
 def _run_name() -> str:
     return f"bureau-furnishing {flow_run.parameters.get('period') or last_period()}"
 
@@ -68,7 +58,8 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     """
     log = get_run_logger()
     period = period or last_period()
-    unfinished(Period.parse(period))  # a bad or unfinished period fails before anything is read
+    today = business_date(utcnow(), get_settings().lender_timezone)
+    Period.parse(period).over_by(today)  # a bad or unfinished period fails before anything is read
     resource = {"prefect.resource.id": f"arrears.bureau.furnishing.{period}"}
 
     built: FurnishFile = build_furnish_file(period)

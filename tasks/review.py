@@ -134,22 +134,22 @@ class Prepared:
     with_run: tuple[tuple[int, str, str], ...] = ()  # (review id, account id, flow run id) of the others
 
 
-def _may_need_notice(state: ReviewState) -> bool:
-    """Whether the review may owe its right-to-cure letter now (the jurisdiction decides): not
-    before the days past due its jurisdiction wants first (US-MA: 10 days after default), which a
+def _may_need_notice(state: ReviewState, rules: Profile) -> bool:
+    """Whether the review may owe its right-to-cure letter now (`rules`, its jurisdiction's,
+    decide): not before the days past due they want first (US-MA: 10 days after default), which a
     later cycle brings; the decision waits for the notice meanwhile."""
     return (
         state.open_to_notice
         and state.cure_deadline is None
         and state.letter_id is None
-        and state.days_past_due >= _profile(state.jurisdiction).cure_notice_after_days
+        and state.days_past_due >= rules.cure_notice_after_days
     )
 
 
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
     """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
     at its mailed event, not here."""
-    return _may_need_notice(state) and write_cure_letter(connection, state, at)
+    return _may_need_notice(state, _profile(state.jurisdiction)) and write_cure_letter(connection, state, at)
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -163,11 +163,13 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None, *, name_runs: boo
         # The states only where a right-to-cure letter may be owed (most jurisdictions owe none:
         # a first cycle opens a review for a quarter of a portfolio), in bulk, a chunk at a time.
         # (A jurisdiction that owes no notice to a review without prior cures owes none to any.)
-        owing = [
-            j for j in reviews.open_review_jurisdictions(connection) if notice_owed(j, rules=_profile(j))
-        ]
+        # Each jurisdiction's profile once, not once a review (the policy file is looked at each time).
+        profiles = {j: _profile(j) for j in reviews.open_review_jurisdictions(connection)}
+        owing = [j for j, rules in profiles.items() if notice_owed(j, rules=rules)]
         notices = sum(
-            write_cure_letters(connection, [s for s in states if _may_need_notice(s)], at)
+            write_cure_letters(
+                connection, [s for s in states if _may_need_notice(s, profiles[s.jurisdiction])], at
+            )
             for states in reviews.open_review_state_chunks(connection, jurisdictions=owing)
         )
         runs = _prepared(reviews.open_review_runs(connection) if name_runs else [])

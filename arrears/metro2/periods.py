@@ -24,6 +24,16 @@ class Period:
             raise ValueError(f"{text!r} is not a reporting period: write YYYY-MM, e.g. 2026-11")
         return cls(int(match[1]), int(match[2]))
 
+    def over_by(self, today: date) -> Period:
+        """This period, once it is over on `today` (the lender's business date); ValueError for a
+        month not over yet: its file would report the month's end before it came (a typo of the
+        year sent the bureau a month of 2099)."""
+        if self.last_day >= today:
+            raise ValueError(
+                f"{self} is not over yet (today is {today.isoformat()}): furnish a month once it ended"
+            )
+        return self
+
     @classmethod
     def of(cls, day: date) -> Period:
         return cls(day.year, day.month)

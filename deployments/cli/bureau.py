@@ -5,6 +5,7 @@ record, field and reason; 2 the file cannot be read. `furnish` exits 0 once the 
 file, 1 when our validator or the bureau refused it (nothing furnished), 2 on a usage error.
 """
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -52,12 +53,14 @@ def furnish(
     file written there is private (0600). With the default (sandbox) bureau provider a local
     sandbox bureau is started for the run.
     """
+    from arrears.clock import business_date
     from arrears.files import check_target
     from arrears.metro2 import Period
-    from flows.bureau_furnishing import unfinished
+    from arrears.settings import get_settings
 
+    today = business_date(datetime.now(UTC), get_settings().lender_timezone)
     try:
-        unfinished(Period.parse(period))
+        Period.parse(period).over_by(today)
     except ValueError as error:
         raise CliError(f"--period: {error}") from None
     if output is not None:
