@@ -134,10 +134,12 @@ class Prepared:
     with_run: tuple[tuple[int, str, str], ...] = ()  # (review id, account id, flow run id) of the others
 
 
-def _may_need_notice(state: ReviewState, rules: Profile) -> bool:
-    """Whether the review may owe its right-to-cure letter now (`rules`, its jurisdiction's,
-    decide): not before the days past due they want first (US-MA: 10 days after default), which a
-    later cycle brings; the decision waits for the notice meanwhile."""
+def _may_need_notice(state: ReviewState, rules: Profile | None = None) -> bool:
+    """Whether the review may owe its right-to-cure letter now (its jurisdiction's `rules` decide;
+    a bulk caller passes them, read once a jurisdiction): not before the days past due they want
+    first (US-MA: 10 days after default), which a later cycle brings; the decision waits for the
+    notice meanwhile."""
+    rules = rules or _profile(state.jurisdiction)
     return (
         state.open_to_notice
         and state.cure_deadline is None
@@ -149,7 +151,7 @@ def _may_need_notice(state: ReviewState, rules: Profile) -> bool:
 def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
     """Write the right-to-cure letter where one is owed (`tasks.letters`): the cure period starts
     at its mailed event, not here."""
-    return _may_need_notice(state, _profile(state.jurisdiction)) and write_cure_letter(connection, state, at)
+    return _may_need_notice(state) and write_cure_letter(connection, state, at)
 
 
 @task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
