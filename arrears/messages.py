@@ -103,8 +103,18 @@ def template_params(ctx: MessageContext) -> dict[str, str]:
         "amount": format_money(ctx.past_due_amount, ctx.currency),
         "installment": format_money(ctx.installment_amount, ctx.currency),
         "days": str(ctx.days_past_due),
+        "overdue": _days(ctx.days_past_due, locale),
         "due_date": ctx.next_due_date.isoformat() if ctx.next_due_date else "",
     }
+
+
+def _days(count: int, locale: str) -> str:
+    """A count of days as a sentence says it: English agrees the noun with the count ("1 day",
+    not "1 days"); a template that chose the word itself would read the value, and leave the
+    precompiled fill-in (`_skeleton`) for a Jinja render of every message."""
+    if locale == "zh-CN":
+        return f"{count}天"
+    return f"{count} day" if count == 1 else f"{count} days"
 
 
 def render(

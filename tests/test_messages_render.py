@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from arrears import messages
 from arrears.messages import _render, _skeleton, _template, display_name
 
-NAMES = ("lender", "name", "amount", "installment", "days", "due_date")
+NAMES = ("lender", "name", "amount", "installment", "days", "overdue", "due_date")
 TEMPLATES = [
     (locale, name)
     for locale in ("en", "zh-CN")
@@ -102,3 +102,24 @@ def test_the_chinese_negotiation_text_shows_how_to_reply_without_a_date_that_pas
     )
     body = render("negotiation", ctx)
     assert "请回复“还款 金额 年-月-日”" in body and not any(ch.isdigit() for ch in body.split("请回复")[1])
+
+
+@pytest.mark.parametrize(("days", "said"), [(1, "is 1 day past due"), (5, "is 5 days past due")])
+def test_the_first_reminder_says_one_day_not_one_days(days: int, said: str) -> None:
+    """Every first reminder (cadence day 1 by default) told the borrower the payment "is 1 days
+    past due": the count's noun agrees with it, and the template keeps its precompiled fill-in."""
+    from decimal import Decimal
+
+    from arrears.messages import MessageContext, render
+
+    ctx = MessageContext(
+        lender="Harbor Auto Finance",
+        borrower_name="Dana Whitfield",
+        jurisdiction="US",
+        currency="USD",
+        past_due_amount=Decimal("412.50"),
+        installment_amount=Decimal("412.50"),
+        days_past_due=days,
+    )
+    assert said in render("reminder", ctx)
+    assert _skeleton("en", "reminder", tuple(messages.template_params(ctx)), "") is not None
