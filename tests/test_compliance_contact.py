@@ -194,7 +194,7 @@ _ZH_WORDS = [w for kind in ("threat", "abuse", "debt") for w in lexicon()[kind][
         max_size=8,
     )
 )
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_an_ascii_text_is_searched_as_ignoring_case_would(parts: list[str]) -> None:
     """The lower-case search of an ASCII text finds the same word, spelled as in the text, at
     the same place as the pattern that ignores case (in any case, glued to other characters or
@@ -222,7 +222,7 @@ def test_an_ascii_text_is_searched_as_ignoring_case_would(parts: list[str]) -> N
     ),
     st.sampled_from([("threat",), ("abuse",), ("threat", "abuse"), ("debt",)]),
 )
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_the_first_letter_filter_finds_what_the_words_alone_find(parts: list[str], kinds: tuple) -> None:
     """The lookahead in front of the English patterns only skips positions: each finds the same
     word at the same place as the words' pattern without it, ignoring case and in lower case."""
@@ -258,7 +258,7 @@ def test_the_first_letter_filter_finds_what_the_words_alone_find(parts: list[str
     ),
     st.sampled_from([("threat",), ("abuse",), ("threat", "abuse"), ("debt",)]),
 )
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 def test_a_chinese_word_is_found_across_spaces_and_punctuation(parts: list[str], kinds: tuple) -> None:
     """The text is searched as it is, with anything but word characters allowed inside a Chinese
     word: the same word is found first as by searching the text stripped of those characters."""
