@@ -212,10 +212,11 @@ def test_next_month_continues_from_what_was_furnished(portfolio: Engine) -> None
         for r in october.reported
         if r.first_delinquency is not None and r.account_status in ("71", "78", "80")
     )
-    with portfolio.begin() as c:  # a partial payment moves the oldest due date later
+    with portfolio.begin() as c:  # a partial payment moves the oldest due date later, still
+        # 45 days past due on 30 November (a due date of 1 November would be 29 then: current)
         c.execute(
             text("UPDATE account SET oldest_due_date = :d WHERE account_id = :a"),
-            {"d": date(2026, 11, 1), "a": late.account_id},
+            {"d": date(2026, 10, 16), "a": late.account_id},
         )
         c.execute(  # the disputes are resolved, the bankruptcy case dismissed
             update(holds_table)

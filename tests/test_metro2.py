@@ -338,3 +338,18 @@ def test_records_without_line_breaks_are_read() -> None:
     """A file of back-to-back 426-byte records, with no line breaks, validates the same as one per line."""
     content = _file(_account("A-1"), _account("A-2"))
     assert validate(content.replace(b"\n", b"")) == [] == validate(content.replace(b"\n", b"\r\n"))
+
+
+def test_a_month_is_reported_with_its_own_days_past_due_not_those_of_the_day_it_is_furnished() -> None:
+    """An instalment due on 1 November is 29 days past due on 30 November (status 11, current),
+    though 32 on 3 December, when the November file is furnished (FURNISHING_CRON): the Date of
+    Account Information is 30 November, so the file reports no 30-day delinquency that month."""
+    from arrears.metro2.furnish import furnish_account
+
+    late = _account(days_past_due=32, oldest_due_date=date(2026, 11, 1), past_due_amount=D("412.50"))
+    reported = furnish_account(late, NOV, FURNISHER)
+    assert (reported.account_status, reported.history_char, reported.first_delinquency) == ("11", "0", None)
+    # A month already 30 days behind at its end is reported so, however late it is furnished.
+    older = replace(late, days_past_due=33, oldest_due_date=date(2026, 10, 31))
+    reported = furnish_account(older, NOV, FURNISHER)
+    assert (reported.account_status, reported.first_delinquency) == ("71", date(2026, 11, 30))

@@ -37,6 +37,7 @@ __all__ = [
     "Previous",
     "Reported",
     "build_file",
+    "days_past_due_on",
     "furnish_account",
     "is_furnished",
     "split_name",
@@ -150,17 +151,33 @@ def _phone_digits(phone: str | None) -> int | None:
     return None
 
 
+def days_past_due_on(account: FurnishAccount, as_of: date) -> int:
+    """The account's days past due on `as_of`, the period's last day, never more than it shows now.
+
+    `account.days_past_due` is counted against the business date of the last cycle, and a month is
+    furnished after it ended (on the 3rd by default): an instalment due on 1 November is 29 days
+    past due on 30 November (status 11) but 32 on 3 December, and reporting those as of 30
+    November told the bureau of a 30-day delinquency that month never had. The oldest unpaid due
+    date gives the count at the month's end; a payment since moved it forward, so the count is
+    never above the month's own: no delinquency is reported that the month did not have.
+    """
+    if account.oldest_due_date is None:
+        return account.days_past_due
+    return min(account.days_past_due, max(0, (as_of - account.oldest_due_date).days))
+
+
 def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnisher) -> Reported:
     """The base segment of one account for `period` (Date of Account Information: its last day)."""
     as_of = period.last_day
+    days_past_due = days_past_due_on(account, as_of)
     condition = codes.condition_of(
         account.stage,
-        account.days_past_due,
+        days_past_due,
         account.balance,
         repossessed=account.repossessed,
         surrendered=account.surrendered,
     )
-    month = MonthState(condition, account.days_past_due)
+    month = MonthState(condition, days_past_due)
     # Paid or settled this month after a charge-off or a repossession of this month too: the
     # history holds neither yet, and the account was reported 13, its charge-off never (64, 63).
     ended = condition in (codes.Condition.PAID, codes.Condition.SETTLED)
@@ -183,7 +200,7 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
         previous=previous.first_delinquency if keep and previous else None,
         episode_due=account.episode_due,
         oldest_due=account.oldest_due_date,
-        days_past_due=account.days_past_due,
+        days_past_due=days_past_due,
         as_of=as_of,
     )
     if codes.needs_first_delinquency(status) and first_delinquency is None:
