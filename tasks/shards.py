@@ -43,6 +43,7 @@ def advance_rows(shard: Shard, as_of: datetime, business_date: date, cycle_id: i
             hi=shard.hi,
             business_date=business_date,
             lender=settings.lender_name,
+            lender_timezone=settings.lender_timezone,
             since=as_of - rules.longest_cap_window(),
         )
     # Each decided message carries the body its compliance verdict was given on. An account in

@@ -190,12 +190,33 @@ def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(
     event.listen(engine, "before_cursor_execute", count)
     try:
         with engine.connect() as c:
-            store.load_shard(c, lo="A-0", hi="A-0", business_date=date(2026, 12, 2), lender="L")  # warm-up
+            store.load_shard(
+                c,
+                lo="A-0",
+                hi="A-0",
+                business_date=date(2026, 12, 2),
+                lender="L",
+                lender_timezone="Asia/Shanghai",
+            )  # warm-up
             statements.clear()
-            small = store.load_shard(c, lo="A-0", hi="A-10", business_date=date(2026, 12, 2), lender="L")
+            small = store.load_shard(
+                c,
+                lo="A-0",
+                hi="A-10",
+                business_date=date(2026, 12, 2),
+                lender="L",
+                lender_timezone="Asia/Shanghai",
+            )
             few = len(statements)
             statements.clear()
-            rows = store.load_shard(c, lo="A-0", hi=None, business_date=date(2026, 12, 2), lender="L")
+            rows = store.load_shard(
+                c,
+                lo="A-0",
+                hi=None,
+                business_date=date(2026, 12, 2),
+                lender="L",
+                lender_timezone="Asia/Shanghai",
+            )
             many = len(statements)
     finally:
         event.remove(engine, "before_cursor_execute", count)
@@ -599,3 +620,43 @@ def test_no_number_is_left_unmasked_in_the_logs_artifacts_or_parameters_of_a_cyc
             national = number[3:] if number.startswith("+86") else number[2:]
             for where, text in texts.items():
                 assert number not in text and national not in text, (where, mask_phone(number))
+
+
+def test_an_offer_and_a_return_from_review_are_dated_on_the_lenders_business_date(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A plan offered by the cycle of 1 December at 00:30 in Shanghai (30 November in UTC) was
+    offered on the lender's 1 December: it counts as declined 14 days later, on 15 December, not
+    on the 14th; a reviewer's return to negotiation at the same instant is dated 1 December too."""
+    from arrears.lifecycle import advance
+    from arrears.models import Plan, Review
+
+    _import(engine, tmp_path, [_cn(account_id="A-1", oldest_due_date="2026-11-01")])
+    at = datetime(2026, 11, 30, 16, 30, tzinfo=UTC)  # 00:30 on 1 December in Shanghai
+    with engine.begin() as c:
+        c.execute(
+            update(store.account).values(stage="restructuring", stage_since=at, episode=1, days_past_due=30)
+        )
+        plans = Plan.__table__  # type: ignore[attr-defined]
+        c.execute(
+            insert(plans).values(
+                account_id="A-1", kind="instalment", status="offered", terms={}, created_at=at, updated_at=at
+            )
+        )
+        reviews = Review.__table__  # type: ignore[attr-defined]
+        c.execute(insert(reviews).values(account_id="A-1", opened_at=at, decision="negotiate", decided_at=at))
+
+    def moves(day: date) -> list[str]:
+        with engine.connect() as c:
+            (row,) = store.load_shard(
+                c, lo="A-1", hi=None, business_date=day, lender="L", lender_timezone="Asia/Shanghai"
+            )
+        assert row.facts.plan is not None and row.facts.plan.since == date(2026, 12, 1)
+        assert row.facts.returned_from_review == date(2026, 12, 1)
+        decision = advance(
+            row.view, row.facts, DEFAULT_POLICY, datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
+        )
+        return [step.reason for step in decision.steps][:1]  # the walk may go on from review
+
+    assert moves(date(2026, 12, 14)) == []
+    assert moves(date(2026, 12, 15)) == ["offer unanswered, counted as declined"]

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, bindparam, case, literal, or_, select, true, update
 
 from arrears.buckets import BUCKETS
+from arrears.clock import business_date as lender_date
 from arrears.compliance.caps import Contact
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact, Step
 from arrears.messages import MessageContext
@@ -208,9 +209,14 @@ def load_shard(
     hi: str | None,
     business_date: date,
     lender: str,
+    lender_timezone: str,
     since: datetime | None = None,
 ) -> list[ShardRow]:
     """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries.
+
+    The days the rules count from (a plan's offer, a return from review) are the lender's
+    business dates of those instants, as `business_date` is: the UTC date of an offer made at
+    00:30 in Shanghai is the day before, and the offer expired a day early.
 
     The contact history the caps count is read from `since` (default: the longest cap window of
     the default policy, and a day more, before the business date). Reading too little only moves
@@ -303,14 +309,16 @@ def load_shard(
             broken_promises=broken_promises,
             promise_pending=account_id in pending,
             promise_broken_in_stage=broken is not None and broken >= stage_since,
-            plan=PlanFact(plan.status, plan.updated_at.date()) if plan is not None else None,
+            plan=PlanFact(plan.status, lender_date(plan.updated_at, lender_timezone))
+            if plan is not None
+            else None,
             review_decision=(
                 DecisionKind(review.decision)
                 if review is not None and review.decision and review.decided_at >= stage_since
                 else None
             ),
             returned_from_review=(
-                review.decided_at.date()
+                lender_date(review.decided_at, lender_timezone)
                 if review is not None and review.decision == DecisionKind.NEGOTIATE
                 else None
             ),
