@@ -337,6 +337,39 @@ def test_agent_promise_by_cli(later_db: Engine, db_url: str, tmp_path: Path) -> 
     assert "has passed" in str(bad.exception)
 
 
+def test_agent_promise_by_cli_for_today_in_the_lenders_evening(
+    later_db: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 20:00 on 6 December in New York (7 December in UTC) a promise for the lender's today, the
+    6th, is taken: "today" is the lender's business date, not the UTC date."""
+    from typer.testing import CliRunner
+
+    from arrears.settings import get_settings
+    from deployments.cli import app
+
+    monkeypatch.setenv("ARREARS_LENDER_TIMEZONE", "America/New_York")
+    get_settings.cache_clear()
+    import_rows(later_db, tmp_path, [us_account("A-P8")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "promise",
+            "add",
+            "A-P8",
+            "--amount",
+            "300",
+            "--date",
+            "2026-12-06",
+            "--as-of",
+            "2026-12-06T20:00:00-05:00",
+            "--database",
+            db_url,
+        ],
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert [p.due_date for p in rows(later_db, promise_t, "A-P8")] == [date(2026, 12, 6)]
+
+
 # -- numbers a borrower chooses are bounded --------------------------------------------------------
 
 

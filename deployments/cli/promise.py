@@ -71,13 +71,17 @@ def add(
     json: Json = False,
 ) -> None:
     """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments."""
+    from arrears.clock import business_date
+    from arrears.settings import get_settings
     from arrears.storage.accounts import account_story
     from tasks.promises import record_agent_promise
 
     value = _amount(amount)
     agent = audit_actor(agent)
     at = as_of_instant(as_of)
-    due = _promised_day(on, at.date())
+    # Today is the lender's business date, as the promise records it (`made_on`), not the UTC date:
+    # at 20:00 in New York the UTC date is already tomorrow, and today's promise "had passed".
+    due = _promised_day(on, business_date(at, get_settings().lender_timezone))
     engine = existing_database(database)
     with engine.connect() as connection:
         story = account_story(connection, account_id)
