@@ -23,6 +23,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from threading import Event
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -208,7 +209,8 @@ def _cure_draft(
             borrower_name=name,
             account_reference=state.account_id,
             address=address,
-            letter_date=at.astimezone(notice.deadline.tzinfo).date(),
+            # The borrower's date, as every other letter is dated (the deadline is kept in UTC).
+            letter_date=at.astimezone(ZoneInfo(state.timezone)).date(),
         )
 
     return Draft(

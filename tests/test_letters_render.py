@@ -290,3 +290,39 @@ def test_a_stored_context_renders_the_letter_it_was_written_as(kind: str, contex
     stored = json.loads(json.dumps(context_json(context)))
     assert context_from_json(stored) == context
     assert render(kind, context_from_json(stored)).sha256 == render(kind, context).sha256
+
+
+def test_a_right_to_cure_letter_is_dated_on_the_borrowers_day_not_utcs() -> None:
+    """Written at 19:00 on 1 December in Des Moines (01:00 on the 2nd in UTC, the 09:00 Shanghai
+    cycle), the Iowa notice is dated 1 December, as the borrower's calendar reads."""
+    from datetime import UTC, datetime
+
+    from arrears.storage.reviews import ReviewState
+    from tasks.letters import _cure_draft
+
+    at = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+    state = ReviewState(
+        review_id=1,
+        account_id="A-1",
+        opened_at=at,
+        cure_deadline=None,
+        decision=None,
+        reviewer=None,
+        reason=None,
+        decided_at=None,
+        flow_run_id=None,
+        stage="repossession_review",
+        stage_since=at,
+        episode=1,
+        jurisdiction="US-IA",
+        timezone="America/Chicago",
+        currency="USD",
+        balance=Decimal("18450.00"),
+        past_due=Decimal("412.50"),
+        days_past_due=61,
+        vin=None,
+        holds=frozenset(),
+    )
+    draft = _cure_draft(state, at, lambda s: "k")
+    assert draft is not None
+    assert draft.context_of("Dana Whitfield", ("1 Main St",)).letter_date.isoformat() == "2026-12-01"
