@@ -19,7 +19,7 @@ Invariants the tests hold it to:
 
 from collections.abc import Iterator
 from dataclasses import field, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from arrears.compliance.caps import Contact
@@ -72,6 +72,10 @@ class Facts:
     """Everything else known about the account on the business date."""
 
     business_date: date
+    # The lender's business date the account entered its stage: what a stage's days are counted
+    # from, as they are counted to the business date. The borrower's date of that instant mixed
+    # the two calendars: west of a Shanghai lender, each weekly ask went out a day early.
+    stage_began: date
     holds: frozenset[Hold] = frozenset()
     reachable: bool = True  # a valid SMS contact point exists
     opted_out: bool = False  # the number we would use has opted out of SMS
@@ -144,8 +148,8 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
 
     messages: tuple[Outgoing, ...] = ()
     if not collection_holds and segment is not Segment.UNREACHABLE:
-        stage_since = facts.business_date if steps else _local_date(account.stage_since, account.timezone)
-        planned = _messages(account, facts, policy, segment, stage, episode, stage_since)
+        began = facts.business_date if steps else facts.stage_began
+        planned = _messages(account, facts, policy, segment, stage, episode, began)
         messages = tuple(
             _outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned
         )
@@ -325,14 +329,4 @@ def _outgoing(
         body=body,
         params=params,
         detail=verdict.detail,
-    )
-
-
-def _local_date(instant: datetime, timezone: str) -> date:
-    from zoneinfo import ZoneInfo
-
-    return (
-        instant.astimezone(ZoneInfo(timezone)).date()
-        if instant.tzinfo
-        else instant.replace(tzinfo=UTC).date()
     )

@@ -660,3 +660,29 @@ def test_an_offer_and_a_return_from_review_are_dated_on_the_lenders_business_dat
 
     assert moves(date(2026, 12, 14)) == []
     assert moves(date(2026, 12, 15)) == ["offer unanswered, counted as declined"]
+
+
+def test_the_weekly_ask_counts_a_week_on_the_lenders_calendar_for_a_borrower_west_of_the_lender(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The cycle of 1 December, 09:00 in Shanghai, put a Los Angeles borrower into negotiation (30
+    November in Los Angeles). The stage's days were counted from the borrower's date to the
+    lender's business date, so the second ask went out on 7 December, six days after the first;
+    it goes out on 8 December, a week after, as it does for a borrower in Shanghai."""
+    from arrears.lifecycle import advance
+
+    _import(engine, tmp_path, [account_record(account_id="A-1", oldest_due_date="2026-11-01")])
+    entered = datetime(2026, 12, 1, 1, tzinfo=UTC)  # 09:00 in Shanghai, 17:00 on 30 November in LA
+    with engine.begin() as c:
+        c.execute(update(store.account).values(stage="negotiation", stage_since=entered, episode=1))
+
+    def asks(day: date) -> list[str]:
+        with engine.connect() as c:
+            (row,) = store.load_shard(
+                c, lo="A-1", hi=None, business_date=day, lender="L", lender_timezone="Asia/Shanghai"
+            )
+        at = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
+        return [m.key for m in advance(row.view, row.facts, DEFAULT_POLICY, at).messages]
+
+    assert asks(date(2026, 12, 7)) == ["A-1:negotiation:1:ask-0"]
+    assert asks(date(2026, 12, 8)) == ["A-1:negotiation:1:ask-1"]

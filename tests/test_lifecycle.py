@@ -46,7 +46,9 @@ CONTEXT = MessageContext(
 
 
 def facts(**kw: object) -> Facts:
-    base = Facts(business_date=TODAY, ability=0.8, willingness=0.8, context=CONTEXT)
+    base = Facts(
+        business_date=TODAY, stage_began=date(2026, 11, 20), ability=0.8, willingness=0.8, context=CONTEXT
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -119,8 +121,7 @@ def test_no_reminder_while_a_promise_is_pending() -> None:
 
 def test_negotiation_asks_again_each_cadence_period() -> None:
     """Negotiation asks for a promise on entry and again every 7 days, each once."""
-    since = datetime(2026, 11, 16, 4, tzinfo=UTC)  # 15 days before TODAY in Shanghai
-    decision = decide(view(stage=Stage.NEGOTIATION, dpd=31, stage_since=since))
+    decision = decide(view(stage=Stage.NEGOTIATION, dpd=31), facts(stage_began=TODAY - timedelta(days=15)))
     assert [m.key for m in decision.messages] == ["A-1:negotiation:1:ask-2"]
 
 

@@ -214,9 +214,9 @@ def load_shard(
 ) -> list[ShardRow]:
     """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries.
 
-    The days the rules count from (a plan's offer, a return from review) are the lender's
-    business dates of those instants, as `business_date` is: the UTC date of an offer made at
-    00:30 in Shanghai is the day before, and the offer expired a day early.
+    The days the rules count from (the stage's start, a plan's offer, a return from review) are
+    the lender's business dates of those instants, as `business_date` is: the UTC date of an offer
+    made at 00:30 in Shanghai is the day before, and the offer expired a day early.
 
     The contact history the caps count is read from `since` (default: the longest cap window of
     the default policy, and a day more, before the business date). Reading too little only moves
@@ -301,6 +301,7 @@ def load_shard(
         )
         facts = Facts(
             business_date=business_date,
+            stage_began=lender_date(stage_since, lender_timezone),
             holds=holds.get(account_id, frozenset()),
             reachable=contact is not None,
             opted_out=contact is not None and contact[1],
@@ -309,9 +310,7 @@ def load_shard(
             broken_promises=broken_promises,
             promise_pending=account_id in pending,
             promise_broken_in_stage=broken is not None and broken >= stage_since,
-            plan=PlanFact(plan.status, lender_date(plan.updated_at, lender_timezone))
-            if plan is not None
-            else None,
+            plan=PlanFact(plan.status, lender_date(plan.updated_at, lender_timezone)) if plan else None,
             review_decision=(
                 DecisionKind(review.decision)
                 if review is not None and review.decision and review.decided_at >= stage_since
