@@ -148,6 +148,7 @@ class SmsProviderContract:
         headers, body, url = vendor_callback("status", request.to)
         reports = provider.parse_callback(headers, body, url=url, event="status")
         assert [r.provider_id for r in reports if isinstance(r, DeliveryReport)] == [result.provider_id]
+        assert all(r.at.utcoffset() is not None for r in reports if isinstance(r, DeliveryReport))
 
     def test_reply_callback_gives_the_sender_and_text(
         self, provider: SmsProvider, vendor_callback: Any

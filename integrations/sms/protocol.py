@@ -105,6 +105,11 @@ class DeliveryReport:
     # 30006, a landline or an unreachable carrier: "do not retry"), not that it failed this once.
     number_cannot_text: bool = False
 
+    def __post_init__(self) -> None:
+        # A naive instant cannot be stored: the webhook would answer 500 to every push of it.
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError("at must be time-zone aware")
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
