@@ -113,11 +113,15 @@ def discover(kind: str) -> tuple[dict[str, type], list[LoadFailure]]:
 
 
 def load(kind: str, name: str) -> type:
-    """The provider class `<kind>.<name>` (`name` may carry the prefix); LookupError if unknown."""
+    """The provider class `<kind>.<name>` (`name` may carry the prefix); LookupError if unknown,
+    TypeError if it fails to import or is not a provider of that kind and name."""
     full = name if name.startswith(f"{kind}.") else f"{kind}.{name}"
     target = _targets().get(full)
     if target is None:
         raise LookupError(f"no provider {full!r}; known: {', '.join(sorted(_targets()))}")
-    cls = _import(target)
+    try:
+        cls = _import(target)
+    except Exception as e:  # a plugin that fails to import is broken, not an unexplained crash
+        raise TypeError(f"{full} ({target}) failed to load: {type(e).__name__}: {e}") from e
     check_provider_class(cls, kind)
     return cls

@@ -53,3 +53,20 @@ def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) ->
     assert {f.name for f in failures} == {"sms.gone", "sms.partial"}
     with pytest.raises(TypeError, match="send_batch"):
         registry.load("sms", "partial")
+
+
+def test_a_selected_plugin_that_fails_to_import_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`arrears cycle` with a plugin that fails to import selected says so in one line (exit 2),
+    as for an unknown name, rather than a traceback."""
+    from arrears.settings import get_settings
+    from tasks.providers import check_settings
+
+    monkeypatch.setitem(registry.BUILTIN, "sms.gone", "integrations.sms.nowhere:Provider")
+    monkeypatch.setenv("ARREARS_SMS_PROVIDER", "gone")
+    monkeypatch.setenv("ARREARS_SMS_BASE_URL", "http://127.0.0.1:9")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"ARREARS_SMS_PROVIDER: sms\.gone .*ModuleNotFoundError"):
+            check_settings("sms")
+    finally:
+        get_settings.cache_clear()
