@@ -67,14 +67,19 @@ def _members(protocol: type) -> set[str]:
     return names
 
 
-def check_provider_class(cls: Any, kind: str) -> None:
-    """Raise TypeError unless `cls` has every member of the kind's protocol and declares that kind."""
+def check_provider_class(cls: Any, kind: str, name: str | None = None) -> None:
+    """Raise TypeError unless `cls` has every member of the kind's protocol and declares that kind
+    and, when given, the entry point's short `name` (which settings select it by)."""
     missing = sorted(n for n in _members(_protocol(kind)) if not hasattr(cls, n))
     if missing:
         raise TypeError(f"{cls!r} lacks {', '.join(missing)} of the {kind} provider protocol")
     info = cls.info
     if getattr(info, "kind", None) != kind:
         raise TypeError(f"{cls!r} declares kind {getattr(info, 'kind', None)!r}, not {kind!r}")
+    if name is not None and getattr(info, "name", None) != name:
+        raise TypeError(
+            f"{cls!r} declares name {getattr(info, 'name', None)!r}, not {name!r} of its entry point"
+        )
 
 
 def _import(target: str) -> Any:
@@ -104,7 +109,7 @@ def discover(kind: str) -> tuple[dict[str, type], list[LoadFailure]]:
             continue
         try:
             cls = _import(target)
-            check_provider_class(cls, kind)
+            check_provider_class(cls, kind, short)
         except Exception as e:  # a broken plugin is reported, never fatal to the others
             failures.append(LoadFailure(name, target, f"{type(e).__name__}: {e}"))
             continue
@@ -123,5 +128,5 @@ def load(kind: str, name: str) -> type:
         cls = _import(target)
     except Exception as e:  # a plugin that fails to import is broken, not an unexplained crash
         raise TypeError(f"{full} ({target}) failed to load: {type(e).__name__}: {e}") from e
-    check_provider_class(cls, kind)
+    check_provider_class(cls, kind, full.partition(".")[2])
     return cls

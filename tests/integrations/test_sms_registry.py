@@ -55,6 +55,16 @@ def test_broken_plugin_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) ->
         registry.load("sms", "partial")
 
 
+def test_entry_point_name_must_match_the_declared_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class registered under another name than its `info.name` is refused (docs/adding-a-provider.md §2):
+    settings select it by the entry point's name, while arrears records it under `info.name`."""
+    monkeypatch.setitem(registry.BUILTIN, "sms.misnamed", "integrations.sms.twilio:TwilioSmsProvider")
+    found, failures = registry.discover("sms")
+    assert "misnamed" not in found and "sms.misnamed" in {f.name for f in failures}
+    with pytest.raises(TypeError, match="declares name 'twilio'"):
+        registry.load("sms", "misnamed")
+
+
 def test_a_selected_plugin_that_fails_to_import_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """`arrears cycle` with a plugin that fails to import selected says so in one line (exit 2),
     as for an unknown name, rather than a traceback."""
