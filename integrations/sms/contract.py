@@ -6,7 +6,7 @@ A provider's test module subclasses it and supplies four fixtures:
         @pytest.fixture
         def provider(self, sandbox): ...      # built with the sandbox's base URL and credentials
         @pytest.fixture
-        def bad_provider(self, sandbox): ...  # same, with BAD_SECRET as its secret
+        def bad_provider(self, sandbox): ...  # same, with BAD_SECRET as every secret
         @pytest.fixture
         def vendor_callback(self, sandbox): ...
             # (event, number, text="") -> (headers, body, url): a callback exactly as the vendor
@@ -169,6 +169,15 @@ class SmsProviderContract:
         kept = {k: v for k, v in headers.items() if k.lower() == "content-type"}
         with pytest.raises(UnverifiedCallback):
             provider.parse_callback(kept, body, url=bare, event="inbound")
+
+    def test_callback_authenticated_with_another_secret_is_unverified(
+        self, bad_provider: SmsProvider, vendor_callback: Any
+    ) -> None:
+        """A provider holding other secrets refuses the vendor's genuine callback: the signature or
+        token is checked against its value, not only for being there."""
+        headers, body, url = vendor_callback("inbound", "+8613900001111", "STOP")
+        with pytest.raises(UnverifiedCallback):
+            bad_provider.parse_callback(headers, body, url=url, event="inbound")
 
     def test_acknowledgements_are_2xx_and_callbacks_can_be_authenticated(self, provider: SmsProvider) -> None:
         """A configured provider passes check_callbacks and acknowledges both events with a 2xx."""

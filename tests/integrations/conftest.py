@@ -42,7 +42,11 @@ def make_provider(sandbox: SandboxHandle) -> Iterator[Callable[..., SmsProvider]
 
     def make(name: str, *, bad: bool = False, **overrides: str) -> SmsProvider:
         if bad:
-            overrides |= {"auth_token": BAD_SECRET, "access_key_secret": BAD_SECRET}
+            overrides |= {
+                "auth_token": BAD_SECRET,
+                "access_key_secret": BAD_SECRET,
+                "callback_token": BAD_SECRET,
+            }
         provider = _build(name, sandbox, **overrides)
         built.append(provider)
         return provider
