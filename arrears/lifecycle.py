@@ -59,6 +59,7 @@ class AccountView:
     jurisdiction: str
     timezone: str
     next_due_date: date | None = None
+    region: str | None = None  # the mailing address's ISO 3166-2 region (US-TX), when the file gives one
 
 
 @record
@@ -307,6 +308,7 @@ def _outgoing(
             body=body,
             lender=ctx.lender if ctx else "",
             address=facts.address,
+            region=account.region,
             fill=params,
             stage=stage,
             episode=episode,

@@ -310,6 +310,7 @@ def _refusal(
             body=row.body,
             lender=row.params.get("lender", lender),
             address=row.address,
+            region=row.region,
             fill=tuple(row.params.items()),
             message_id=row.id,
             stage=row.stage,

@@ -218,6 +218,26 @@ def test_stated_zone_and_number_zone_disagreeing_allow_only_the_overlap() -> Non
     assert contact_zones("America/Los_Angeles", "+12133734253") == ("America/Los_Angeles",)  # they agree
 
 
+@pytest.mark.parametrize(
+    ("stated", "number", "region", "zones"),
+    [
+        # Reg F's example: an area code in one zone, a home address in another.
+        ("America/New_York", "+12127365600", "US-CA", ("America/New_York", "America/Los_Angeles")),
+        ("America/Chicago", "+12143735600", "US-TX", ("America/Chicago",)),  # Texas is Chicago's too
+        ("America/Denver", "+19155550100", "US-TX", ("America/Denver",)),  # El Paso
+        ("America/New_York", "+12127365600", "US-ZZ", ("America/New_York",)),  # no such state
+        ("America/New_York", "+12127365600", None, ("America/New_York",)),
+        ("Europe/London", "+447700900123", "GB-ENG", ("Europe/London",)),  # the country's zone
+    ],
+)
+def test_a_mailing_address_in_another_zone_joins_the_window(
+    stated: str, number: str, region: str | None, zones: tuple[str, ...]
+) -> None:
+    """The home address's state is a possible location as the number is: where its zones do not
+    include the stated one, they are added, and only the overlap of the windows is allowed."""
+    assert contact_zones(stated, number, region) == zones
+
+
 def test_zones_that_never_overlap_raise() -> None:
     """A one-hour window in Shanghai and New York at once never opens: no instant is invented."""
     narrow = Hours(start=time(9), end=time(10))

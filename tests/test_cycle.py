@@ -130,6 +130,45 @@ def test_cycle_sends_only_inside_each_borrowers_local_hours(
     assert len(sms_sandbox.messages()) == 2
 
 
+def test_a_home_address_in_another_zone_than_the_number_waits_for_both_mornings(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
+    """Reg F's own example of an uncertain location: a New York number and a home address in
+    California. At 08:30 in New York (05:30 in Los Angeles) the borrower whose file gives only the
+    New York zone and number is texted; the one with a California address waits for 08:00 there,
+    at decision time and again at send time."""
+    from flows.daily_cycle import daily_cycle, dispatch_outbox
+
+    new_york = {"jurisdiction": "US", "timezone": "America/New_York", "phone": "(212) 736-5600"}
+    home = {"address_line1": "1 Main St", "city": "Fresno", "postal_code": "93650", "country": "US"}
+    _import(
+        cycle_db,
+        tmp_path,
+        [
+            _us(account_id="A-NY", **new_york, **home, state="NY"),
+            _us(account_id="A-CA", **(new_york | {"phone": "(212) 736-5601"}), **home, state="CA"),
+        ],
+    )
+    daily_cycle(as_of="2026-12-07T13:30:00Z")  # a Monday: 08:30 in New York, 05:30 in Los Angeles
+    messages = _messages(cycle_db)
+    assert messages["A-NY"].status == "sent"
+    assert (messages["A-CA"].status, messages["A-CA"].reason) == ("scheduled", "hours:US")
+    assert messages["A-CA"].not_before == datetime(2026, 12, 7, 16, 0, tzinfo=UTC)  # 08:00 in California
+
+    # A send that finds it due early (a scheduled row brought forward) is held back again.
+    with cycle_db.begin() as c:
+        c.execute(
+            Message.__table__.update()  # type: ignore[attr-defined]
+            .where(Message.__table__.c.account_id == "A-CA")  # type: ignore[attr-defined]
+            .values(not_before=datetime(2026, 12, 7, 14, 0, tzinfo=UTC))
+        )
+    dispatch_outbox(as_of="2026-12-07T14:00:00Z")
+    assert _messages(cycle_db)["A-CA"].status == "scheduled"
+    dispatch_outbox(as_of="2026-12-07T16:00:00Z")
+    assert _messages(cycle_db)["A-CA"].status == "sent"
+    assert len(sms_sandbox.messages()) == 2
+
+
 @pytest.mark.parametrize("as_of", ["2026-12-01T14:05:00Z", "2026-12-01T05:10:00Z", "2026-12-02T04:59:00Z"])
 def test_every_message_the_sandbox_received_was_sent_inside_its_window(
     cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, as_of: str

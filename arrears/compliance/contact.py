@@ -66,6 +66,7 @@ class ContactRequest:
     lender: str  # how the lender is named: the message must carry it
     channel: str = "sms"
     address: str | None = None  # E.164: its zones narrow the window; per-number caps count by it
+    region: str | None = None  # the mailing address's ISO 3166-2 region (US-TX): its zones too
     fill: tuple[tuple[str, str], ...] = ()  # the values the template was filled with
     third_party: bool = False
     message_id: int | None = None  # at send time: the outbox row (orders racing rows, see caps)
@@ -126,7 +127,7 @@ def check_contact(
 
 def _when(request: ContactRequest, state: ContactState, prof: Profile, now: datetime) -> Verdict:
     """Send now, or defer to the earliest instant the window and every cap allow."""
-    zones = contact_zones(request.timezone, request.address)
+    zones = contact_zones(request.timezone, request.address, request.region)
     caps = prof.caps_for(request.channel) if state.history else ()  # nothing to count: every cap has room
     counts = [
         (

@@ -12,10 +12,12 @@ earliest allowed instant at or after a given one, exactly, across DST gaps and f
 - in a fold, wall times repeat: an instant whose wall clock reads inside the window is allowed on
   either pass, and one that reads outside is not.
 
-Zones come from the account (the stated zone) and from the phone number (phonenumbers gives a
-number's zones, e.g. area code 213 is America/Los_Angeles): where they disagree, only the
-intersection of their windows is allowed (Reg F 1006.6(b)(1)(i) commentary: if the location is
-uncertain, convenient in every possible zone). Public holidays come from the `holidays` package.
+Zones come from the account (the stated zone), from the phone number (phonenumbers gives a
+number's zones, e.g. area code 213 is America/Los_Angeles) and from the mailing address's region
+(the `us` package gives a state's zones: Texas is Chicago and Denver): where they disagree, only
+the intersection of their windows is allowed (Reg F 1006.6(b)(1)(i) commentary: if the location is
+uncertain, convenient in every possible zone; its example is an area code in one zone and a home
+address in another). Public holidays come from the `holidays` package.
 
 Results are cached per (instant, zones, hours): a cycle asks the same question for every account
 sharing a zone and a profile.
@@ -27,6 +29,7 @@ from functools import lru_cache
 
 import holidays
 import pendulum
+import us.states
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from arrears.jurisdictions import Hours, Profile
@@ -37,6 +40,7 @@ __all__ = [
     "contact_zones",
     "next_allowed_instant",
     "number_zones",
+    "region_zones",
     "window_label",
 ]
 
@@ -230,14 +234,24 @@ def _prefix_zones(digits: str) -> tuple[str, ...]:
     return ()
 
 
-def contact_zones(stated: str, address: str | None) -> tuple[str, ...]:
-    """The zones a contact must suit: the stated zone alone when the number agrees with it (or says
-    nothing), else the stated zone and every zone of the number."""
-    return _contact_zones(stated, number_zones(address))
+def contact_zones(stated: str, address: str | None, region: str | None = None) -> tuple[str, ...]:
+    """The zones a contact must suit: the stated zone, and every zone of the number and of the
+    mailing address's region where they do not include it (a number or a state that agrees with
+    the stated zone narrows nothing: a Texas address is Chicago's or Denver's)."""
+    return _contact_zones(stated, number_zones(address), region_zones(region))
 
 
 @lru_cache(maxsize=4_096)
-def _contact_zones(stated: str, from_number: tuple[str, ...]) -> tuple[str, ...]:
-    if not from_number or stated in from_number:
-        return (stated,)
-    return (stated, *sorted(set(from_number) - {stated}))
+def _contact_zones(stated: str, *sources: tuple[str, ...]) -> tuple[str, ...]:
+    other = {zone for zones in sources if zones and stated not in zones for zone in zones}
+    other.discard(stated)
+    return (stated, *sorted(other))
+
+
+@lru_cache(maxsize=256)
+def region_zones(region: str | None) -> tuple[str, ...]:
+    """The zones of an ISO 3166-2 region (`US-TX`), or () when none is known: only US states and
+    territories, whose zones the `us` package keeps; elsewhere the stated zone is the country's."""
+    country, _, code = (region or "").partition("-")
+    state = us.states.lookup(code, field="abbr") if country == "US" and code else None
+    return tuple(state.time_zones) if state is not None else ()

@@ -240,7 +240,7 @@ def _recheck_send(
     def violation(rule: str, detail: str) -> Violation:
         return _violation(m, rule, detail)
 
-    zones = contact_zones(m.timezone, m.address)
+    zones = contact_zones(m.timezone, m.address, m.region)
     if not _allowed(at, zones, prof.hours):
         local = ", ".join(f"{at.astimezone(ZoneInfo(z)):%a %H:%M} in {z}" for z in zones)
         yield violation(

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 from arrears.storage import message_counts
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, chunks
-from arrears.storage.tables import account, audit, contact, cycle_run, hold, message
+from arrears.storage.tables import account, audit, contact, cycle_run, hold, mailing_region, message
 
 __all__ = [
     "CHECK",
@@ -83,6 +83,7 @@ class Send(NamedTuple):
     channel: str
     jurisdiction: str
     timezone: str
+    region: str | None  # the mailing address's (tables.mailing_region)
 
 
 def _send_columns() -> tuple[Any, ...]:
@@ -101,6 +102,7 @@ def _send_columns() -> tuple[Any, ...]:
         message.c.channel,
         account.c.jurisdiction,
         account.c.timezone,
+        mailing_region(),
     )
 
 

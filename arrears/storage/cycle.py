@@ -227,6 +227,7 @@ def load_shard(
         select(
             *[account.c[name] for name in _SHARD_COLUMNS],
             borrower.c.name.label("borrower_name"),
+            tables.mailing_region(),
         )
         .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
         .where(in_range(account.c.account_id, lo, hi), account.c.stage.not_in(TERMINAL))
@@ -271,6 +272,7 @@ def load_shard(
         broken_promises,
         segment,
         borrower_name,
+        region,
     ) in accounts:
         contact = contacts.get(borrower_id)
         plan = plans.get(account_id)
@@ -288,6 +290,7 @@ def load_shard(
             jurisdiction=jurisdiction,
             timezone=timezone,
             next_due_date=next_due_date,
+            region=region,
         )
         context = MessageContext(
             lender=lender,

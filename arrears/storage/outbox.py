@@ -26,7 +26,7 @@ from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, execute_many, in_range, range_starts
 from arrears.storage.cycle import contact_history
 from arrears.storage.delivery_reports import apply_early_reports
-from arrears.storage.tables import account, contact, hold, message
+from arrears.storage.tables import account, contact, hold, mailing_region, message
 from arrears.vocabulary import Hold, InvalidBecause, MessageStatus
 
 __all__ = [
@@ -78,6 +78,7 @@ class DueMessage:
     account_episode: int
     jurisdiction: str
     timezone: str
+    region: str | None  # the mailing address's (tables.mailing_region)
     holds: frozenset[Hold]
     opted_out: bool
     address_valid: bool
@@ -200,6 +201,7 @@ def load_batch(
             account.c.jurisdiction,
             account.c.timezone,
             account.c.borrower_id,
+            mailing_region(),
         )
         .join(account, account.c.account_id == message.c.account_id)
         .where(among(message.c.id, taken))
@@ -244,6 +246,7 @@ def load_batch(
         jurisdiction,
         timezone,
         borrower_id,
+        region,
     ) in rows:
         opted_out, valid = numbers.get((borrower_id, address), (False, True))
         found.append(
@@ -263,6 +266,7 @@ def load_batch(
                 account_episode=account_episode,
                 jurisdiction=jurisdiction,
                 timezone=timezone,
+                region=region,
                 holds=frozenset(holds.get(account_id, ())),
                 opted_out=opted_out,
                 address_valid=valid,

@@ -4,7 +4,7 @@ SQLModel sets `__table__` only at run time, so `Model.__table__` is untyped for 
 table is named here once, with its type, and storage modules import it from here.
 """
 
-from sqlalchemy import Table, inspect
+from sqlalchemy import ColumnElement, Table, inspect
 
 from arrears.models import (
     Account,
@@ -37,6 +37,7 @@ __all__ = [
     "early_report",
     "hold",
     "letter",
+    "mailing_region",
     "message",
     "payment",
     "plan",
@@ -73,3 +74,10 @@ promise = table_of(Promise)
 quarantine = table_of(Quarantine)
 referral = table_of(Referral)
 review = table_of(Review)
+
+
+def mailing_region() -> ColumnElement[str]:
+    """An account's mailing address as its ISO 3166-2 region (`US-TX`), NULL without a country
+    and a state: its zones join the contact window's (`arrears.compliance.hours.contact_zones`).
+    Joined by the database, one column for the reads that check a contact."""
+    return (account.c.country + "-" + account.c.state).label("region")
