@@ -4,8 +4,9 @@ Only `Transient` is retried here (the request was not executed). `UnknownOutcome
 message may have gone out, so the client reconciles by status lookup instead. Longer outages are
 left to the caller (Prefect task retries, the next cycle), which is why the total time is capped.
 
-Tests call `set_testing(True)`: the schedule is computed exactly as in production, but nothing
-sleeps, so a burst of 429s costs no wall time and no test has to monkeypatch `time.sleep`.
+Tests call `set_testing(True)` (or run inside `testing()`, as every contract suite's tests do):
+the schedule is computed exactly as in production, but nothing sleeps, so a burst of 429s costs no
+wall time and no test has to monkeypatch `time.sleep`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,7 +23,7 @@ import tenacity
 
 from integrations.errors import Transient
 
-__all__ = ["RetryPolicy", "call_with_retries", "is_testing", "next_wait", "set_testing"]
+__all__ = ["RetryPolicy", "call_with_retries", "is_testing", "next_wait", "set_testing", "testing"]
 
 T = TypeVar("T")
 
@@ -38,6 +40,18 @@ def set_testing(testing: bool = True) -> None:
 
 def is_testing() -> bool:
     return _testing.is_set()
+
+
+@contextmanager
+def testing() -> Iterator[None]:
+    """Waits off for the block, then back as they were: a contract suite wraps each of its tests in
+    it, so a plugin's own test run does not sleep through every Retry-After either."""
+    was = is_testing()
+    set_testing(True)
+    try:
+        yield
+    finally:
+        set_testing(was)
 
 
 @dataclass(frozen=True)

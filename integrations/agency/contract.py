@@ -11,7 +11,7 @@ A provider's test module subclasses it and supplies three fixtures:
         @pytest.fixture
         def bad_provider(self, agency_sandbox): ...  # the same, with BAD_SECRET as every secret
 
-`callback_receiver` comes with the class. The tests run with `integrations.retries.set_testing(True)`.
+`callback_receiver` comes with the class. Each test runs inside `integrations.retries.testing()`.
 Imports pytest: load it from tests only.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from integrations import retries
 from integrations.agency.protocol import (
     AgencyProvider,
     Assignment,
@@ -62,6 +63,12 @@ def make_request(key: str = "a-1", **overrides: Any) -> AssignmentRequest:
 
 class AgencyProviderContract:
     """Behaviour the repossession task relies on, whatever the agency's platform."""
+
+    @pytest.fixture(autouse=True)
+    def _retries_do_not_sleep(self) -> Iterator[None]:
+        """Waits are computed but not slept, in whichever project the suite runs."""
+        with retries.testing():
+            yield
 
     @pytest.fixture
     def callback_receiver(self) -> Iterator[CallbackReceiver]:

@@ -10,18 +10,19 @@ A provider's test module subclasses it and supplies three fixtures:
         def bad_provider(self, sandbox): ...  # same, with BAD_SECRET as its secret
         # `sandbox`: a reset `integrations.sandbox.SandboxHandle` (faults, messages)
 
-The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+The class runs each test inside `integrations.retries.testing()`, so Retry-After costs no time.
 Imports pytest: load it from tests only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
 import pytest
 
+from integrations import retries
 from integrations.bureau.protocol import (
     COLLECTION_PURPOSE,
     SCORE_BANDS,
@@ -70,6 +71,12 @@ def minimal_metro2(period: str, accounts: int = 2, *, bad_length_at: int | None 
 
 class BureauProviderContract:
     """Behaviour the bureau tasks rely on, whatever the bureau."""
+
+    @pytest.fixture(autouse=True)
+    def _retries_do_not_sleep(self) -> Iterator[None]:
+        """Waits are computed but not slept, in whichever project the suite runs."""
+        with retries.testing():
+            yield
 
     # -- shape ------------------------------------------------------------------------------------
 

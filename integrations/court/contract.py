@@ -12,7 +12,7 @@ A provider's test module subclasses it and supplies three fixtures:
         def bad_provider(self, court_sandbox): ...  # the same, with BAD_SECRET as every secret
 
 `callback_receiver` (a local HTTP server that records what it is sent) comes with the class.
-The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+The class runs each test inside `integrations.retries.testing()`, so Retry-After costs no time.
 Imports pytest: load it from tests only.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from integrations import retries
 from integrations.callbacks import UnreadableItem
 from integrations.court.protocol import (
     CourtProvider,
@@ -88,6 +89,12 @@ def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: A
 
 class CourtProviderContract:
     """Behaviour the legal-referral task relies on, whatever the gateway."""
+
+    @pytest.fixture(autouse=True)
+    def _retries_do_not_sleep(self) -> Iterator[None]:
+        """Waits are computed but not slept, in whichever project the suite runs."""
+        with retries.testing():
+            yield
 
     court = "US-CA-LASC"  # a court code on the sandbox's list
 

@@ -12,7 +12,7 @@ A provider's test module subclasses it and supplies three fixtures:
         def bad_provider(self, letters_sandbox): ...  # the same, with BAD_SECRET as every secret
 
 `callback_receiver` (a local HTTP server that records what it is sent) comes with the class.
-The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+The class runs each test inside `integrations.retries.testing()`, so Retry-After costs no time.
 Imports pytest: load it from tests only.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from integrations import retries
 from integrations.errors import (
     ConfigError,
     Duplicate,
@@ -70,6 +71,12 @@ def make_request(key: str = "l-1", *, line1: str = "1 Main St", **overrides: Any
 
 class LettersProviderContract:
     """Behaviour the legal-notice task relies on, whatever the print-and-mail vendor."""
+
+    @pytest.fixture(autouse=True)
+    def _retries_do_not_sleep(self) -> Iterator[None]:
+        """Waits are computed but not slept, in whichever project the suite runs."""
+        with retries.testing():
+            yield
 
     @pytest.fixture
     def callback_receiver(self) -> Iterator[CallbackReceiver]:

@@ -14,17 +14,19 @@ A provider's test module subclasses it and supplies four fixtures:
             # `number`; `inbound`: `number` sending us `text`.
         # `sandbox`: a reset `integrations.sandbox.SandboxHandle` (faults, messages)
 
-The tests run with `integrations.retries.set_testing(True)`, so Retry-After costs no time.
+The class runs each test inside `integrations.retries.testing()`, so Retry-After costs no time.
 Imports pytest: load it from tests only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from integrations import retries
 from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient, UnverifiedCallback
 from integrations.sms.protocol import DeliveryReport, InboundMessage, SmsProvider, SmsRequest, SmsResult
 
@@ -49,6 +51,12 @@ def make_requests(n: int, prefix: str = "c", start: int = 0) -> list[SmsRequest]
 
 class SmsProviderContract:
     """Behaviour the dispatch task relies on, whatever the vendor."""
+
+    @pytest.fixture(autouse=True)
+    def _retries_do_not_sleep(self) -> Iterator[None]:
+        """Waits are computed but not slept, in whichever project the suite runs."""
+        with retries.testing():
+            yield
 
     def test_is_an_sms_provider(self, provider: Any) -> None:
         """The provider satisfies the protocol and declares itself as the SMS kind."""

@@ -1,6 +1,10 @@
 """The contract suites reject a provider that breaks the protocol (a suite that passes it is a defect)."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +50,47 @@ def test_sms_contract_rejects_a_provider_that_only_checks_a_signature_is_there(
             broken,  # type: ignore[arg-type]
             _twilio_callback(sandbox),
         )
+
+
+_PLUGIN_SUITE = """
+from integrations import retries
+from integrations.agency.contract import AgencyProviderContract
+from integrations.bureau.contract import BureauProviderContract
+from integrations.court.contract import CourtProviderContract
+from integrations.letters.contract import LettersProviderContract
+from integrations.sms.contract import SmsProviderContract
+
+
+class _Probe:
+    def test_waits_are_not_slept(self):
+        assert retries.is_testing()
+
+
+class TestSms(_Probe, SmsProviderContract): ...
+class TestCourt(_Probe, CourtProviderContract): ...
+class TestBureau(_Probe, BureauProviderContract): ...
+class TestLetters(_Probe, LettersProviderContract): ...
+class TestAgency(_Probe, AgencyProviderContract): ...
+
+
+class TestOutsideASuite:
+    def test_waits_are_slept(self):
+        assert not retries.is_testing()
+"""
+
+
+def test_every_contract_suite_turns_waiting_off_in_a_plugins_own_project(tmp_path: Path) -> None:
+    """A plugin's test module, without this project's conftest.py, still runs the suites with waits
+    off: each contract class does it itself, not the conftest that only our own tests load."""
+    (tmp_path / "test_plugin.py").write_text(_PLUGIN_SUITE)
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull, "-k", "waits"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout + run.stderr
