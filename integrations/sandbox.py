@@ -44,6 +44,7 @@ __all__ = [
     "SandboxControls",
     "SandboxError",
     "SandboxHandle",
+    "connections_to",
     "start_sandbox",
 ]
 
@@ -166,6 +167,23 @@ def start_sandbox(
             handle.stop()
             raise SandboxError(f"{server} did not answer its health check within {startup_timeout:g}s")
         time.sleep(0.05)
+
+
+def connections_to(base_url: str) -> int:
+    """TCP connections this process holds open to the server at `base_url`, whatever opened them.
+
+    The contract suites compare it before a provider is used and after it is closed: a provider
+    whose `close()` left its connection pool open still holds one."""
+    import psutil  # type: ignore[import-untyped]  # here: only the contract suites count them
+
+    url = httpx.URL(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    hosts = {info[4][0] for info in socket.getaddrinfo(url.host, port, proto=socket.IPPROTO_TCP)}
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.raddr.ip in hosts
+    )
 
 
 class InProcessServer:

@@ -20,6 +20,8 @@ Imports pytest: load it from tests only.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,11 +30,23 @@ import pytest
 
 from integrations import retries
 from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient, UnverifiedCallback
+from integrations.sandbox import connections_to
 from integrations.sms.protocol import DeliveryReport, InboundMessage, SmsProvider, SmsRequest, SmsResult
 
-__all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests"]
+__all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests", "requests_made", "shows_number"]
 
 BAD_SECRET = "not-the-secret-7f3a9c"  # what `bad_provider` is built with
+
+
+def requests_made(sandbox: Any) -> int:
+    """Requests the sandbox's vendor API has answered so far (its `requests.*` counters)."""
+    return sum(n for k, n in sandbox.stats()["counters"].items() if k.startswith("requests."))
+
+
+def shows_number(text: str, number: str) -> bool:
+    """`text` gives `number` away: its last eight digits, in E.164 or national form (a masked
+    number keeps four)."""
+    return number[-8:] in text
 
 
 def make_requests(n: int, prefix: str = "c", start: int = 0) -> list[SmsRequest]:
@@ -87,6 +101,20 @@ class SmsProviderContract:
         assert outcomes[5].idempotency_key == "c-5"
         assert all(isinstance(o, SmsResult) for n, o in enumerate(outcomes) if n != 5)
         assert len(sandbox.messages()) == 11
+        error = outcomes[5]
+        for text in (str(error), repr(error), str(error.args), str(error.__dict__)):
+            assert not shows_number(text, requests[5].to), text
+
+    def test_a_refused_number_is_not_retried(self, provider: SmsProvider, sandbox: Any) -> None:
+        """A number the vendor refused is refused again: sending it costs no more requests than
+        sending a good one (only Transient is retried)."""
+        good, bad = make_requests(2, start=4)
+        sandbox.set_faults(invalid_numbers=re.escape(bad.to) + "$")
+        before = requests_made(sandbox)
+        assert isinstance(provider.send_batch([good])[0], SmsResult)
+        accepting = requests_made(sandbox) - before
+        assert isinstance(provider.send_batch([bad])[0], InvalidAddress)
+        assert requests_made(sandbox) - before - accepting <= accepting
 
     def test_burst_of_429_is_retried_without_sending_twice(self, provider: SmsProvider, sandbox: Any) -> None:
         """Throttled requests are retried after Retry-After and each message still arrives exactly once."""
@@ -126,6 +154,38 @@ class SmsProviderContract:
         assert by_search is not None and by_search.provider_id == result.provider_id
         assert provider.status(unsent) is None
 
+    def test_the_same_request_twice_is_one_message_where_the_vendor_deduplicates(
+        self, provider: SmsProvider, sandbox: Any
+    ) -> None:
+        """With `info.deduplicates`, sending a request again (as after a crash) answers the first
+        message and the gateway holds one; skipped for a vendor that does not deduplicate, where the
+        caller asks status() before sending again."""
+        if not provider.info.deduplicates:
+            pytest.skip(f"{provider.info.entry_point} declares that its vendor does not deduplicate")
+        (request,) = make_requests(1)
+        first, second = provider.send(request), provider.send(request)
+        assert second.provider_id == first.provider_id
+        again = provider.send_batch([request])[0]
+        assert isinstance(again, SmsResult) and again.provider_id == first.provider_id
+        assert len(sandbox.messages()) == 1
+
+    def test_status_of_a_message_the_vendor_forgot_is_none(self, provider: SmsProvider, sandbox: Any) -> None:
+        """status() with the id of a message the vendor has no record of (the sandbox was reset
+        since) answers None, which tells the caller to send: not an error."""
+        (request,) = make_requests(1)
+        result = provider.send(request)
+        sandbox.reset()
+        assert provider.status(request, result.provider_id) is None
+        assert provider.status(request) is None
+
+    def test_close_releases_the_connections(self, provider: SmsProvider, sandbox: Any) -> None:
+        """close() releases what the provider opened: once closed, this process holds no more
+        connections to the vendor than before the provider sent anything."""
+        before = connections_to(sandbox.base_url)
+        provider.send(make_requests(1)[0])
+        provider.close()
+        assert connections_to(sandbox.base_url) <= before
+
     def test_bad_credentials_raise_config_error(self, bad_provider: SmsProvider, sandbox: Any) -> None:
         """Refused credentials stop the batch with ConfigError, whose outcomes say nothing was sent."""
         with pytest.raises(ConfigError) as caught:
@@ -144,6 +204,20 @@ class SmsProviderContract:
             texts += [str(e), repr(e), str(e.args)]
         for text in texts:
             assert not any(secret in text for secret in secrets), text
+
+    def test_numbers_and_texts_never_logged(
+        self, provider: SmsProvider, sandbox: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Sending, one by one or in a batch, with a refusal among them, logs no full number and no
+        message text, at any level and from any logger (the HTTP client's included)."""
+        caplog.set_level(logging.DEBUG)
+        sandbox.set_faults(invalid_numbers=r"0002$")
+        requests = make_requests(4)
+        provider.send(requests[0])
+        provider.send_batch(requests[1:])
+        for request in requests:
+            assert not shows_number(caplog.text, request.to), caplog.text
+            assert request.body not in caplog.text, caplog.text
 
     # -- inbound ------------------------------------------------------------------------------------
 

@@ -1,16 +1,21 @@
 """The contract suites reject a provider that breaks the protocol (a suite that passes it is a defect)."""
 
+import inspect
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from integrations.errors import InvalidAddress, Permanent, ProviderError
 from integrations.sandbox import SandboxHandle
-from integrations.sms import SmsProvider
+from integrations.sms import SmsProvider, SmsRequest, SmsResult
 from integrations.sms.contract import SmsProviderContract
 
 
@@ -50,6 +55,115 @@ def test_sms_contract_rejects_a_provider_that_only_checks_a_signature_is_there(
             broken,  # type: ignore[arg-type]
             _twilio_callback(sandbox),
         )
+
+
+_REJECTED = (AssertionError, pytest.fail.Exception, ProviderError)  # how a contract test fails
+
+
+class _Delegating:
+    """Twilio's provider against the sandbox, whose Twilio route deduplicates by Idempotency-Key
+    (so it may declare `deduplicates`); a subclass breaks one duty of the protocol."""
+
+    def __init__(self, inner: SmsProvider) -> None:
+        self.inner = inner
+        self.info = replace(inner.info, deduplicates=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _ResendsUnderAFreshKey(_Delegating):
+    """Declares deduplication but sends each call under a key of its own."""
+
+    def send(self, request: SmsRequest) -> SmsResult:
+        return self.inner.send(replace(request, idempotency_key=f"{request.idempotency_key}-{uuid.uuid4()}"))
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[Any]:
+        return [self.send(r) for r in requests]
+
+
+class _RaisesForAForgottenMessage(_Delegating):
+    """Raises where the vendor has no record of the id, instead of answering None."""
+
+    def status(self, request: SmsRequest, provider_id: str | None = None) -> SmsResult | None:
+        found = self.inner.status(request, provider_id)
+        if found is None and provider_id:
+            raise Permanent("not_found", f"no message {provider_id}", idempotency_key=request.idempotency_key)
+        return found
+
+
+class _NamesTheNumberInErrors(_Delegating):
+    """Puts the refused number into the error's message."""
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[Any]:
+        outcomes = self.inner.send_batch(requests)
+        return [
+            InvalidAddress(o.code or "", f"{o.reason}: {r.to}", idempotency_key=o.idempotency_key)
+            if isinstance(o, InvalidAddress)
+            else o
+            for r, o in zip(requests, outcomes, strict=True)
+        ]
+
+
+class _LogsNumbersAndTexts(_Delegating):
+    """Logs each message's number and text at DEBUG."""
+
+    def send(self, request: SmsRequest) -> SmsResult:
+        logging.getLogger("plugin").debug("sending %s to %s", request.body, request.to)
+        return self.inner.send(request)
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[Any]:
+        for request in requests:
+            logging.getLogger("plugin").debug("sending %s to %s", request.body, request.to)
+        return self.inner.send_batch(requests)
+
+
+class _CloseDoesNothing(_Delegating):
+    """Leaves its connection pool open."""
+
+    def close(self) -> None:
+        return None
+
+
+class _RetriesRefusals(_Delegating):
+    """Sends a refused message twice more, as if a refusal were transient."""
+
+    def send_batch(self, requests: Sequence[SmsRequest]) -> list[Any]:
+        outcomes = self.inner.send_batch(requests)
+        for i, outcome in enumerate(outcomes):
+            for _ in range(2):
+                if isinstance(outcome, Permanent):
+                    outcome = outcomes[i] = self.inner.send_batch([requests[i]])[0]
+        return outcomes
+
+
+@pytest.mark.parametrize(
+    ("check", "broken"),
+    [
+        ("test_the_same_request_twice_is_one_message_where_the_vendor_deduplicates", _ResendsUnderAFreshKey),
+        ("test_status_of_a_message_the_vendor_forgot_is_none", _RaisesForAForgottenMessage),
+        ("test_invalid_number_fails_alone", _NamesTheNumberInErrors),
+        ("test_numbers_and_texts_never_logged", _LogsNumbersAndTexts),
+        ("test_close_releases_the_connections", _CloseDoesNothing),
+        ("test_a_refused_number_is_not_retried", _RetriesRefusals),
+    ],
+)
+def test_sms_contract_rejects_a_provider_that_breaks_a_duty(
+    check: str,
+    broken: type[_Delegating],
+    make_provider: Callable[..., SmsProvider],
+    sandbox: SandboxHandle,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each check passes the honest provider and fails the one that breaks only its duty (an
+    assertion, or the provider's error escaping the check)."""
+    run = getattr(SmsProviderContract(), check)
+    extra = {"caplog": caplog} if "caplog" in inspect.signature(run).parameters else {}
+    run(_Delegating(make_provider("twilio")), sandbox, **extra)
+    sandbox.reset()
+    caplog.clear()
+    with pytest.raises(_REJECTED):
+        run(broken(make_provider("twilio")), sandbox, **extra)
 
 
 _PLUGIN_SUITE = """
