@@ -16,6 +16,7 @@ Imports pytest: load it from tests only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -33,11 +34,24 @@ from integrations.bureau.protocol import (
     PullRequest,
 )
 from integrations.errors import ConfigError, Duplicate, Permanent, ProviderError, Transient
+from integrations.sandbox import connections_to
 
-__all__ = ["BAD_SECRET", "NATIONAL_ID", "BureauProviderContract", "make_pull", "minimal_metro2"]
+__all__ = [
+    "BAD_SECRET",
+    "NATIONAL_ID",
+    "BureauProviderContract",
+    "make_pull",
+    "minimal_metro2",
+    "requests_made",
+]
 
 BAD_SECRET = "not-the-secret-5b1e77"  # what `bad_provider` is built with
 NATIONAL_ID = "123-45-6789"  # a subject's id the tests check never shows in full
+
+
+def requests_made(sandbox: Any) -> int:
+    """Requests the sandbox's bureau API has answered so far (its `requests.*` counters)."""
+    return sum(n for k, n in sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 def make_pull(n: int = 0, *, prefix: str = "pull", **overrides: Any) -> PullRequest:
@@ -145,11 +159,15 @@ class BureauProviderContract:
     def test_pull_without_permissible_purpose_is_permanent(
         self, provider: BureauProvider, sandbox: Any
     ) -> None:
-        """A purpose outside FCRA 604 is refused as Permanent and no inquiry is recorded."""
+        """A purpose outside FCRA 604 is refused as Permanent, no inquiry is recorded, and it is not
+        tried again: it costs no more requests than a pull the bureau answers."""
+        answered = provider.pull(make_pull(14))
+        answering = requests_made(sandbox)
         with pytest.raises(Permanent) as caught:
             provider.pull(make_pull(8, purpose="marketing"))
         assert caught.value.code == "purpose_not_permissible"
-        assert sandbox.messages(route="pull") == []
+        assert [m["id"] for m in sandbox.messages(route="pull")] == [answered.report_id]
+        assert requests_made(sandbox) - answering <= answering
 
     def test_no_file_is_permanent_no_record(self, provider: BureauProvider) -> None:
         """A subject the bureau has no file on raises Permanent with code no_record."""
@@ -217,9 +235,11 @@ class BureauProviderContract:
     # -- what reaches logs ------------------------------------------------------------------------
 
     def test_secrets_and_identities_never_printed(
-        self, provider: Any, bad_provider: Any, sandbox: Any
+        self, provider: Any, bad_provider: Any, sandbox: Any, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """No API key, full national id or full phone number appears in reprs or error texts."""
+        """No API key, full national id or full phone number appears in reprs, error texts or any
+        log record written meanwhile (at any level, from any logger)."""
+        caplog.set_level(logging.DEBUG)
         request = make_pull(0)
         profile = provider.pull(request)
         secrets = [v for k, v in sandbox.credentials.items() if "key" in k or "secret" in k] + [BAD_SECRET]
@@ -241,5 +261,13 @@ class BureauProviderContract:
                 texts += [str(e), repr(e), str(e.args)]
             else:
                 pytest.fail("the request should have failed")
-        for text in texts:
+        for text in [*texts, caplog.text]:
             assert not any(s in text for s in secrets + private), text
+
+    def test_close_releases_the_connections(self, provider: BureauProvider, sandbox: Any) -> None:
+        """close() releases what the provider opened: once closed, this process holds no more
+        connections to the bureau than before the provider pulled anything."""
+        before = connections_to(sandbox.base_url)
+        provider.pull(make_pull(15))
+        provider.close()
+        assert connections_to(sandbox.base_url) <= before

@@ -46,9 +46,9 @@ from integrations.errors import (
     Transient,
     UnverifiedCallback,
 )
-from integrations.sandbox import CallbackReceiver
+from integrations.sandbox import CallbackReceiver, connections_to
 
-__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
+__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope", "requests_made"]
 
 BAD_SECRET = "not-the-secret-4b8e1d"  # what `bad_provider` is built with
 
@@ -57,6 +57,11 @@ def _statuses(read: list[FilingStatus | UnreadableItem]) -> list[FilingStatus]:
     """The statuses of a parsed callback, and that nothing in it was unreadable."""
     assert all(isinstance(s, FilingStatus) for s in read), read
     return [s for s in read if isinstance(s, FilingStatus)]
+
+
+def requests_made(court_sandbox: Any) -> int:
+    """Requests the sandbox's gateway API has answered so far (its `requests.*` counters)."""
+    return sum(n for k, n in court_sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: Any) -> FilingEnvelope:
@@ -142,11 +147,15 @@ class CourtProviderContract:
         assert len(court_sandbox.filings()) == 1
 
     def test_refused_filing_is_permanent(self, provider: CourtProvider, court_sandbox: Any) -> None:
-        """A filing the gateway refuses at the door (unknown court) is Permanent, and nothing is filed."""
+        """A filing the gateway refuses at the door (unknown court) is Permanent, nothing is filed,
+        and it is not tried again: it costs no more requests than a filing accepted."""
+        accepted = provider.submit(self.envelope("f-0"))
+        accepting = requests_made(court_sandbox)
         with pytest.raises(Permanent) as caught:
             provider.submit(self.envelope("f-1", court="XX-NOWHERE"))
         assert caught.value.code and caught.value.idempotency_key == "f-1"
-        assert court_sandbox.filings() == []
+        assert [f["filingId"] for f in court_sandbox.filings()] == [accepted.filing_id]
+        assert requests_made(court_sandbox) - accepting <= accepting
 
     # -- following the filing --------------------------------------------------------------------
 
@@ -242,6 +251,14 @@ class CourtProviderContract:
         with pytest.raises(ConfigError):
             bad_provider.status("ECF-ANY")
         assert court_sandbox.filings() == []
+
+    def test_close_releases_the_connections(self, provider: CourtProvider, court_sandbox: Any) -> None:
+        """close() releases what the provider opened: once closed, this process holds no more
+        connections to the gateway than before the provider filed anything."""
+        before = connections_to(court_sandbox.base_url)
+        provider.submit(self.envelope("f-1"))
+        provider.close()
+        assert connections_to(court_sandbox.base_url) <= before
 
     # -- callbacks --------------------------------------------------------------------------------
 
@@ -341,11 +358,14 @@ class CourtProviderContract:
         assert provider.status(receipt.filing_id).status == "accepted"
 
     def test_secrets_never_printed(self, provider: Any, bad_provider: Any, court_sandbox: Any) -> None:
-        """No secret appears in a provider's repr or str, nor in the text of its errors."""
+        """No secret, and no party's national id, appears in a provider's repr or str, nor in the
+        text of its errors (a refused filing's included)."""
+        envelope = self.envelope("f-1")
         secrets = [v for k, v in court_sandbox.credentials.items() if "key" in k or "secret" in k] + [
-            BAD_SECRET
+            BAD_SECRET,
+            *(p.national_id for p in envelope.parties if p.national_id),
         ]
-        receipt = provider.submit(self.envelope("f-1"))
+        receipt = provider.submit(envelope)
         court_sandbox.advance(receipt.filing_id, "under_review")
         headers, body = court_sandbox.signed_callback(receipt.filing_id)
         texts = [repr(provider), str(provider), repr(bad_provider), str(bad_provider)]
@@ -353,6 +373,7 @@ class CourtProviderContract:
             lambda: bad_provider.submit(self.envelope("f-2")),
             lambda: bad_provider.status(receipt.filing_id),
             lambda: bad_provider.parse_callback(headers, body),
+            lambda: provider.submit(self.envelope("f-3", court="XX-NOWHERE")),
         ):
             try:
                 call()

@@ -6,14 +6,25 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from integrations.bureau.contract import BAD_SECRET as BAD_BUREAU_SECRET
+from integrations.bureau.contract import BureauProviderContract
+from integrations.bureau.protocol import PullRequest
+from integrations.bureau.sandbox import start_bureau_sandbox
+from integrations.court.contract import BAD_SECRET as BAD_COURT_SECRET
+from integrations.court.contract import CourtProviderContract
+from integrations.court.ecf import EcfCourtProvider
+from integrations.court.protocol import FilingEnvelope
+from integrations.court.sandbox import CourtSandbox, start_court_sandbox
 from integrations.errors import InvalidAddress, Permanent, ProviderError
+from integrations.providers import build_provider
 from integrations.sandbox import SandboxHandle
 from integrations.sms import SmsProvider, SmsRequest, SmsResult
 from integrations.sms.contract import SmsProviderContract
@@ -58,6 +69,20 @@ def test_sms_contract_rejects_a_provider_that_only_checks_a_signature_is_there(
 
 
 _REJECTED = (AssertionError, pytest.fail.Exception, ProviderError)  # how a contract test fails
+
+
+def _rejects(
+    check: Callable[..., None], honest: Any, broken: Any, reset: Callable[[], None], **fixtures: Any
+) -> None:
+    """`check` (a contract test, given the `fixtures` it names) passes `honest` and fails `broken`:
+    an assertion fails, or the provider's error escapes it."""
+    wanted = {k: v for k, v in fixtures.items() if k in inspect.signature(check).parameters}
+    check(honest, **wanted)
+    reset()
+    if "caplog" in wanted:
+        wanted["caplog"].clear()
+    with pytest.raises(_REJECTED):
+        check(broken, **wanted)
 
 
 class _Delegating:
@@ -155,15 +180,15 @@ def test_sms_contract_rejects_a_provider_that_breaks_a_duty(
     sandbox: SandboxHandle,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Each check passes the honest provider and fails the one that breaks only its duty (an
-    assertion, or the provider's error escaping the check)."""
-    run = getattr(SmsProviderContract(), check)
-    extra = {"caplog": caplog} if "caplog" in inspect.signature(run).parameters else {}
-    run(_Delegating(make_provider("twilio")), sandbox, **extra)
-    sandbox.reset()
-    caplog.clear()
-    with pytest.raises(_REJECTED):
-        run(broken(make_provider("twilio")), sandbox, **extra)
+    """Each check passes the honest provider and fails the one that breaks only its duty."""
+    _rejects(
+        getattr(SmsProviderContract(), check),
+        _Delegating(make_provider("twilio")),
+        broken(make_provider("twilio")),
+        sandbox.reset,
+        sandbox=sandbox,
+        caplog=caplog,
+    )
 
 
 _PLUGIN_SUITE = """
@@ -208,3 +233,131 @@ def test_every_contract_suite_turns_waiting_off_in_a_plugins_own_project(tmp_pat
         timeout=120,
     )
     assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout + run.stderr
+
+
+# -- court and bureau --------------------------------------------------------------------------------
+
+
+class _Wrapping:
+    """Any provider, delegated to; a subclass breaks one duty."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _KeepsItsConnections(_Wrapping):
+    def close(self) -> None:
+        return None
+
+
+class _NamesThePartiesInErrors(_Wrapping):
+    """Adds the parties' national ids to the text of any error a submission raises."""
+
+    def submit(self, envelope: FilingEnvelope) -> Any:
+        try:
+            return self.inner.submit(envelope)
+        except ProviderError as e:
+            e.reason += " (parties: " + ", ".join(p.national_id or "" for p in envelope.parties) + ")"
+            raise
+
+
+class _ResubmitsRefusals(_Wrapping):
+    def submit(self, envelope: FilingEnvelope) -> Any:
+        for attempt in range(3):
+            try:
+                return self.inner.submit(envelope)
+            except Permanent:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+class _LogsTheSubject(_Wrapping):
+    def pull(self, request: PullRequest) -> Any:
+        logging.getLogger("plugin").debug("pulling %s, %s", request.national_id, request.phone)
+        return self.inner.pull(request)
+
+
+class _RepullsRefusals(_Wrapping):
+    def pull(self, request: PullRequest) -> Any:
+        for attempt in range(3):
+            try:
+                return self.inner.pull(request)
+            except Permanent:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def _court() -> Iterator[CourtSandbox]:
+    with start_court_sandbox() as court:
+        yield court
+
+
+@pytest.fixture(scope="module")
+def _bureau() -> Iterator[SandboxHandle]:
+    with start_bureau_sandbox() as handle:
+        yield handle
+
+
+@pytest.mark.parametrize(
+    ("check", "broken"),
+    [
+        ("test_secrets_never_printed", _NamesThePartiesInErrors),
+        ("test_refused_filing_is_permanent", _ResubmitsRefusals),
+        ("test_close_releases_the_connections", _KeepsItsConnections),
+    ],
+)
+def test_court_contract_rejects_a_provider_that_breaks_a_duty(
+    check: str, broken: type[_Wrapping], _court: CourtSandbox
+) -> None:
+    """Each check passes the ECF provider and fails the one that breaks only its duty."""
+    _court.reset()
+    good = {**_court.credentials, "timeout_seconds": "0.5"}
+    bad = {**good, "api_key": BAD_COURT_SECRET, "callback_secret": BAD_COURT_SECRET}
+    with ExitStack() as built:
+        honest, inner, bad_provider = (
+            built.enter_context(EcfCourtProvider.from_config(_court.base_url, c)) for c in (good, good, bad)
+        )
+        _rejects(
+            getattr(CourtProviderContract(), check),
+            honest,
+            broken(inner),
+            _court.reset,
+            court_sandbox=_court,
+            bad_provider=bad_provider,
+        )
+
+
+@pytest.mark.parametrize(
+    ("check", "broken"),
+    [
+        ("test_secrets_and_identities_never_printed", _LogsTheSubject),
+        ("test_pull_without_permissible_purpose_is_permanent", _RepullsRefusals),
+        ("test_close_releases_the_connections", _KeepsItsConnections),
+    ],
+)
+def test_bureau_contract_rejects_a_provider_that_breaks_a_duty(
+    check: str, broken: type[_Wrapping], _bureau: SandboxHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each check passes the REST bureau provider and fails the one that breaks only its duty."""
+    _bureau.reset()
+    good = {**_bureau.credentials, "timeout_seconds": "0.5"}
+    with ExitStack() as built:
+        honest, inner, bad_provider = (
+            built.enter_context(build_provider("bureau", "rest", _bureau.base_url, c))
+            for c in (good, good, {**good, "api_key": BAD_BUREAU_SECRET})
+        )
+        _rejects(
+            getattr(BureauProviderContract(), check),
+            honest,
+            broken(inner),
+            _bureau.reset,
+            sandbox=_bureau,
+            bad_provider=bad_provider,
+            caplog=caplog,
+        )
