@@ -42,6 +42,7 @@ __all__ = [
     "CallbackReceiver",
     "InProcessServer",
     "SandboxControls",
+    "SandboxCredentials",
     "SandboxError",
     "SandboxHandle",
     "connections_to",

@@ -2,15 +2,17 @@
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
-from integrations.sandbox import SandboxHandle, start_sandbox
+from integrations.sandbox import SandboxCredentials, SandboxHandle, start_sandbox
 from integrations.sms._signing import aliyun_signature
 
 
@@ -121,3 +123,12 @@ def test_a_client_gone_mid_request_is_counted_and_logs_no_error(caplog: pytest.L
         assert httpx.get(f"{server.base_url}/_sandbox/health").json()["ok"] is True
     assert state.messages == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_the_guide_names_every_credential_a_plugins_sandbox_gets() -> None:
+    """docs/adding-a-provider.md lists exactly the keys `start_sandbox` hands a plugin's server:
+    they come from a class a plugin may not import, so the guide is where an integrator learns them."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "adding-a-provider.md").read_text()
+    table = guide.split("exactly these string keys", 1)[1].split("\n\n", 2)[1]
+    listed = set(re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:])))
+    assert listed == set(SandboxCredentials.generate().as_mapping())
