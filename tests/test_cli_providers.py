@@ -109,6 +109,23 @@ def test_selected_provider_missing_fails(monkeypatch: pytest.MonkeyPatch) -> Non
     assert report["kinds"]["court"]["selected"]["available"] is False
 
 
+def test_a_selected_provider_that_fails_to_load_is_not_called_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A selected plugin that is installed but fails to import reads `failed to load`, with why,
+    in the selection line and the check: `not installed` sent operators to reinstall it."""
+    monkeypatch.setitem(registry.BUILTIN, "sms.broken", "integrations.sms.nowhere:Provider")
+    _env(monkeypatch, ARREARS_SMS_PROVIDER="broken", ARREARS_SMS_BASE_URL="https://sms.example")
+    result = runner.invoke(app, ["providers", "list", "--check"], catch_exceptions=False)
+    lines = result.output.splitlines()
+    assert result.exit_code == 1
+    assert "sms: selected broken at https://sms.example (failed to load)" in lines
+    [check] = [line for line in lines if line.startswith("  check broken:")]
+    assert "failed to load: ModuleNotFoundError" in check and "not installed" not in result.output
+    code, report = _list("--check")
+    assert code == 1 and "failed to load" in report["kinds"]["sms"]["check"]["detail"]
+
+
 @pytest.mark.slow
 def test_check_starts_sandboxes_for_the_defaults() -> None:
     """--check with the defaults starts the SMS and court sandboxes, builds each provider, gets an answer."""

@@ -162,6 +162,16 @@ def inventory() -> dict[str, dict[str, Any]]:
     return report
 
 
+def _load_error(kind: str, entry: dict[str, Any]) -> str | None:
+    """Why the selected provider failed to load, if it is installed but broken (None: not installed,
+    or loaded)."""
+    chosen = entry["selected"]
+    if chosen is None or chosen["available"]:
+        return None
+    full = f"{kind}.{chosen['name']}"
+    return next((str(f["error"]) for f in entry["failures"] if f["entry_point"] == full), None)
+
+
 def _selection_missing(entry: dict[str, Any]) -> bool:
     """The selected provider is absent, and that matters: chosen by the operator, or the kind has others."""
     chosen = entry["selected"]
@@ -285,9 +295,12 @@ def list_providers(
         ):
             cls = entry["classes"].get(entry["selected"]["name"])
             if cls is None:
+                error = _load_error(kind, entry)
                 entry["check"] = {
                     "ok": False,
-                    "detail": "the selected provider is not installed",
+                    "detail": "the selected provider is not installed"
+                    if error is None
+                    else f"the selected provider failed to load: {error}",
                     "seconds": 0.0,
                 }
             else:
@@ -314,7 +327,13 @@ def _print(report: dict[str, dict[str, Any]]) -> None:
             _line(f"[bold]{escape(kind)}[/bold]: not a kind of provider arrears uses")
         else:
             where = f" at {escape(chosen['base_url'])}" if chosen["base_url"] else ""
-            state = "" if chosen["available"] else " [red](not installed)[/red]"
+            error = _load_error(kind, entry)
+            if chosen["available"]:
+                state = ""
+            elif error is None:
+                state = " [red](not installed)[/red]"
+            else:
+                state = " [red](failed to load)[/red]"
             _line(f"[bold]{kind}[/bold]: selected {escape(chosen['name'])}{where}{state}")
         if not entry["providers"] and not entry["failures"]:
             _line("    no providers installed")
