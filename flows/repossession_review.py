@@ -103,12 +103,17 @@ class ReviewDecision(RunInput):
         description="repossess: order the vehicle's recovery; legal: refer to court; "
         "negotiate: back to negotiation."
     )
+    # `pattern`: more than blanks. Prefect's server checks the form's input against this schema, so
+    # a name of spaces is refused in the form itself, as `arrears review decide` refuses it.
     reviewer: str = Field(
         min_length=1,
         max_length=100,
+        pattern=r"\S",
         description="Your name. Prefect's server has no users: arrears records the reviewer from this field.",
     )
-    reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the account's audit trail.")
+    reason: str = Field(
+        min_length=1, max_length=1000, pattern=r"\S", description="Why: kept in the account's audit trail."
+    )
 
 
 def decision_form(options: tuple[str, ...], context: str) -> type[ReviewDecision]:
@@ -190,9 +195,11 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
         form = decision_form(decision_options(state.holds, state.jurisdiction), context)
         answer = await wait_for(form, key="decision")
         at = max(now, datetime.now(UTC))
-        decided: Decided = record_decision(
-            state.review_id, answer.decision, answer.reviewer, answer.reason, at, "prefect"
-        )
+        # On one line and trimmed, as the CLI records them (a run suspended before the form
+        # refused blanks may still be answered with them: the audit trail then says so).
+        reviewer = " ".join(answer.reviewer.split()) or "(no name given in the form)"
+        reason = answer.reason.strip() or "(no reason given in the form)"
+        decided: Decided = record_decision(state.review_id, answer.decision, reviewer, reason, at, "prefect")
         if not decided.state.in_review and not decided.changed and decided.state.decision is None:
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
     else:

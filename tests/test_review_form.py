@@ -1,0 +1,71 @@
+"""The ReviewDecision form as the Prefect UI submits it: what Prefect's server refuses from the
+form's schema, what the run records, and what the operator is told."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.later_stage_helpers import (
+    events,
+    in_thread,
+    put_in_review,
+    review_run_id,
+    review_t,
+    rows,
+    wait_paused,
+)
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness")]
+
+CA = {"jurisdiction": "US-CA", "timezone": "America/Los_Angeles"}  # no notice owed: the form at once
+
+
+@pytest.fixture
+def later_db(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, letters_sandbox: Any
+) -> Engine:
+    from arrears.settings import get_settings
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
+
+
+def _resume_as_the_ui(run_id: str, run_input: dict[str, Any]) -> tuple[str, str]:
+    """POST /flow_runs/{id}/resume with the form's values, as the UI's Resume button does:
+    (status, the server's reason when it refused)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(UUID(run_id), run_input=run_input)
+    return str(result.status.value), str(getattr(result.details, "reason", ""))
+
+
+def test_a_reviewer_name_or_reason_of_blanks_is_refused_by_the_form(later_db: Engine, tmp_path: Path) -> None:
+    """The CLI refuses a decision whose reviewer or reason is blank; the UI's form must too (Prefect's
+    server checks the input against the form's schema), and a name with line breaks is recorded on
+    one line."""
+    from flows.repossession_review import repossession_review
+
+    put_in_review(later_db, tmp_path, "A-UF1", **CA)
+    running = in_thread(repossession_review, "A-UF1", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-UF1")
+    wait_paused(run_id, "decision")
+    for blank in ({"reviewer": "   ", "reason": "no contact"}, {"reviewer": "Ana Ruiz", "reason": "\n \t"}):
+        status, why = _resume_as_the_ui(run_id, {"decision": "repossess", **blank})
+        assert status == "REJECT", f"{blank} was accepted"
+        assert "Validation failed" in why
+    wait_paused(run_id, "decision", timeout=5)  # still waiting for a real answer
+    status, _ = _resume_as_the_ui(
+        run_id, {"decision": "negotiate", "reviewer": " Ana\n Ruiz ", "reason": " will pay Friday \n"}
+    )
+    assert status == "ACCEPT"
+    assert running.result(timeout=60)["decision"] == "negotiate"
+    [review] = rows(later_db, review_t, "A-UF1")
+    assert (review.reviewer, review.reason) == ("Ana Ruiz", "will pay Friday")
+    [decision] = events(later_db, "A-UF1", "decision")
+    assert decision.actor == "reviewer:Ana Ruiz"
