@@ -25,6 +25,15 @@ __all__ = ["TIMELINE_EVENTS", "publish_timeline", "timeline_key"]
 
 # The newest events an artifact shows; `arrears show` prints them all.
 TIMELINE_EVENTS = 50
+# The characters of a cell shown; `arrears show` prints the whole text.
+CELL_CHARS = 300
+
+# The Prefect UI renders every text cell of a table artifact as markdown (its ArtifactDataTable):
+# a borrower's reply "[pay here](http://…)" would be a link in an operator's page, "![](…)" an
+# image fetched from the sender's server, "<img …>" HTML, "www.x.example" a link. Each character
+# that starts markdown, HTML or an autolink is escaped with a backslash (CommonMark shows an
+# escaped punctuation character as written), so a cell reads as the text it holds.
+_MARKDOWN = re.compile(r"([\\`*_\[\]()#+\-.!|<>~&:@])")
 
 _NOT_IN_KEYS = re.compile(r"[^a-z0-9]+")
 
@@ -56,8 +65,8 @@ def publish_timeline(account_id: str) -> str | None:
         {
             "at": e.at.isoformat(timespec="seconds"),
             "kind": e.kind,
-            "actor": e.actor or "",
-            "detail": mask_text(e.detail or ""),
+            "actor": _cell(e.actor or ""),
+            "detail": _cell(mask_text(e.detail or "")),
         }
         for e in shown
     ]
@@ -75,3 +84,12 @@ def publish_timeline(account_id: str) -> str | None:
         )
         return None
     return key
+
+
+def _cell(text: str) -> str:
+    """`text` as a table cell the UI shows as written: on one line, at most `CELL_CHARS`
+    characters, its markdown and HTML escaped."""
+    text = " ".join(text.split())
+    if len(text) > CELL_CHARS:
+        text = text[: CELL_CHARS - 1] + "…"
+    return _MARKDOWN.sub(r"\\\1", text)
