@@ -202,6 +202,19 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
         decided: Decided = record_decision(state.review_id, answer.decision, reviewer, reason, at, "prefect")
         if not decided.state.in_review and not decided.changed and decided.state.decision is None:
             return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
+        stored = (decided.state.decision, decided.state.reviewer)
+        if not decided.changed and stored[0] is not None and stored != (answer.decision, reviewer):
+            # Another reviewer decided first (`arrears review decide` at the same moment): the first
+            # decision stands, and the one who answered this form must not believe theirs was taken.
+            get_run_logger().warning(
+                "review %s: the form's decision (%s by %s) was NOT recorded: %s by %s was recorded "
+                "first and stands",
+                state.review_id,
+                answer.decision,
+                reviewer,
+                stored[0],
+                stored[1],
+            )
     else:
         decided = Decided(state, state.decision, state.decision, None, None, False)
     if decided.order_id and agency_configured():

@@ -69,3 +69,51 @@ def test_a_reviewer_name_or_reason_of_blanks_is_refused_by_the_form(later_db: En
     assert (review.reviewer, review.reason) == ("Ana Ruiz", "will pay Friday")
     [decision] = events(later_db, "A-UF1", "decision")
     assert decision.actor == "reviewer:Ana Ruiz"
+
+
+def test_a_form_answer_that_loses_the_race_to_the_cli_is_told_so(later_db: Engine, tmp_path: Path) -> None:
+    """The CLI records its decision while the run still waits; the form's different answer resumes
+    the run before the CLI does: the CLI's decision stands, once, and the run says at WARNING that
+    the form's was not recorded (an operator reading the run must not believe theirs was taken)."""
+    from arrears.clock import parse_instant
+    from flows.repossession_review import repossession_review
+    from tasks.review import decide_review
+
+    put_in_review(later_db, tmp_path, "A-UF2", **CA)
+    running = in_thread(repossession_review, "A-UF2", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-UF2")
+    wait_paused(run_id, "decision")
+    decide_review(  # the CLI's first half: recorded, the run not resumed yet
+        later_db,
+        account_id="A-UF2",
+        decision="repossess",
+        reviewer="Bo Li",
+        reason="no contact",
+        at=parse_instant("2026-12-02T17:00:00Z"),
+    )
+    answer = {"decision": "negotiate", "reviewer": "Ana Ruiz", "reason": "will pay Friday"}
+    assert _resume_as_the_ui(run_id, answer)[0] == "ACCEPT"
+    result = running.result(timeout=60)
+    assert (result["decision"], result["recorded"]) == ("repossess", False)
+    assert [e.actor for e in events(later_db, "A-UF2", "decision")] == ["reviewer:Bo Li"]
+    warned = _logs(run_id, "WARNING", "NOT recorded")
+    assert warned and "negotiate by Ana Ruiz" in warned[0] and "repossess by Bo Li" in warned[0]
+
+
+def _logs(run_id: str, level: str, text: str, timeout: float = 15) -> list[str]:
+    """The run's log lines at `level` containing `text`, once they reach the API."""
+    import logging
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    found: list[str] = []
+    with get_client(sync_client=True) as client:
+        while not found and time.monotonic() < deadline:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])))
+            found = [g.message for g in logs if g.level == logging.getLevelName(level) and text in g.message]
+            time.sleep(0.5)
+    return found
