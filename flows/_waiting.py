@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from prefect import get_run_logger
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
@@ -122,7 +123,12 @@ async def follow(
             return outcome
         waits += 1
         wake = await wait_for(Wake, key=f"{kind}-wait-{waits}")
-        now = later_of(now, wake.as_of)
+        try:
+            now = later_of(now, wake.as_of)
+        except ValueError as error:  # typed into the UI's form, which takes any text: not a reason to fail
+            logger = get_run_logger()
+            logger.warning("%s-wait-%d: as_of ignored, looked again as of now: %s", kind, waits, error)
+            now = later_of(now, None)
         state = reload(state)
 
 

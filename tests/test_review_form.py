@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.later_stage_helpers import (
+    account_t,
     events,
     in_thread,
     put_in_review,
@@ -117,3 +118,28 @@ def _logs(run_id: str, level: str, text: str, timeout: float = 15) -> list[str]:
             found = [g.message for g in logs if g.level == logging.getLevelName(level) and text in g.message]
             time.sleep(0.5)
     return found
+
+
+def test_a_wake_with_an_as_of_that_is_no_instant_does_not_fail_the_run(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The UI's form on a run waiting out its cure period (a `Wake`) takes any text as `as_of`;
+    "tomorrow" failed the run (ValueError), leaving the review without a run until a cycle
+    replaced it. It is ignored with a warning, and the run looks again and waits on."""
+    from prefect.exceptions import CancelledRun
+    from sqlalchemy import update
+
+    from flows.repossession_review import repossession_review
+
+    put_in_review(later_db, tmp_path, "A-UF3")  # Iowa: waits for its right-to-cure notice
+    running = in_thread(repossession_review, "A-UF3", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-UF3")
+    wait_paused(run_id, "cure-wait-1")
+    assert _resume_as_the_ui(run_id, {"as_of": "tomorrow"})[0] == "ACCEPT"
+    wait_paused(run_id, "cure-wait-2")
+    assert _logs(run_id, "WARNING", "as_of ignored")
+    with later_db.begin() as c:  # the account cures meanwhile: the next wake ends the run
+        c.execute(update(account_t).where(account_t.c.account_id == "A-UF3").values(stage="cured"))
+    assert _resume_as_the_ui(run_id, {"as_of": None})[0] == "ACCEPT"
+    with pytest.raises(CancelledRun, match="account is now cured"):
+        running.result(timeout=60)
