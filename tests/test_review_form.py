@@ -143,3 +143,27 @@ def test_a_wake_with_an_as_of_that_is_no_instant_does_not_fail_the_run(
     assert _resume_as_the_ui(run_id, {"as_of": None})[0] == "ACCEPT"
     with pytest.raises(CancelledRun, match="account is now cured"):
         running.result(timeout=60)
+
+
+def test_a_repossession_approved_after_an_unapplied_payment_never_reaches_the_agency(
+    later_db: Engine, tmp_path: Path, agency_sandbox: Any
+) -> None:
+    """The form shows the amount to cure as the run found it; the borrower then pays it all, the
+    payment is imported, and the reviewer approves the repossession before the cycle applies it.
+    The order went to the agency at once and stayed open there through the cycle that cured the
+    account. It is cancelled at the decision, before it leaves, and the run says so."""
+    from flows.repossession_review import repossession_review
+    from tests.later_stage_helpers import pay
+
+    put_in_review(later_db, tmp_path, "A-UF4", **CA)
+    running = in_thread(repossession_review, "A-UF4", "2026-12-01T17:00:00Z")
+    run_id = review_run_id(later_db, "A-UF4")
+    wait_paused(run_id, "decision")
+    pay(later_db, tmp_path, "A-UF4", "825.00", "2026-12-02T15:00:00Z")
+    answer = {"decision": "repossess", "reviewer": "Ana Ruiz", "reason": "no contact"}
+    assert _resume_as_the_ui(run_id, answer)[0] == "ACCEPT"
+    result = running.result(timeout=60)
+    assert result["vendor_order"] is None and "cancelled at once" in (result["note"] or "")
+    orders = [e.data["action"] for e in events(later_db, "A-UF4", "vendor_order")]
+    assert orders == ["placed", "cancelled"]
+    assert [a for a in agency_sandbox.assignments() if a["status"] != "cancelled"] == []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.storage._common import event, for_account, holds_of, insert_events
@@ -120,11 +120,28 @@ def cancel_vendor_orders(
         return 0
     ids = sorted({o.account_id for o in orders})
     earliest = min(o.placed_at for o in orders)
+    # A payment the reviewer could not have seen overtakes the order: received after it was
+    # placed, or received before but not yet applied then (imported after the decision form was
+    # shown, or between the import and the cycle that applies it).
     paid: dict[str, list[Any]] = defaultdict(list)
     for r in connection.execute(
-        select(payment.c.account_id, payment.c.payment_id, payment.c.amount, payment.c.received_at).where(
-            payment.c.account_id.in_(ids), payment.c.received_at >= earliest, payment.c.received_at <= as_of
+        select(
+            payment.c.account_id,
+            payment.c.payment_id,
+            payment.c.amount,
+            payment.c.received_at,
+            payment.c.applied_at,
         )
+        .where(
+            payment.c.account_id.in_(ids),
+            payment.c.received_at <= as_of,
+            or_(
+                payment.c.received_at >= earliest,
+                payment.c.applied_at.is_(None),
+                payment.c.applied_at >= earliest,
+            ),
+        )
+        .order_by(payment.c.received_at, payment.c.payment_id)
     ):
         paid[r.account_id].append(r)
     plans: dict[str, list[Any]] = defaultdict(list)
@@ -143,7 +160,7 @@ def cancel_vendor_orders(
     events = []
     for o in orders:
         why = None
-        later = [p for p in paid[o.account_id] if p.received_at > o.placed_at and p.amount > 0]
+        later = [p for p in paid[o.account_id] if p.amount > 0 and _unseen_by_reviewer(p, o.placed_at)]
         held = holds.get(o.account_id, frozenset())
         if cancels_repossession(held, PaymentEvent(later[0].amount, later[0].received_at) if later else None):
             if later:
@@ -169,3 +186,8 @@ def cancel_vendor_orders(
             )
     insert_events(connection, events)
     return len(events)
+
+
+def _unseen_by_reviewer(paid: Any, placed_at: datetime) -> bool:
+    """Whether the reviewer who placed an order at `placed_at` could not have seen this payment."""
+    return bool(paid.received_at > placed_at or paid.applied_at is None or paid.applied_at > placed_at)
