@@ -20,7 +20,7 @@ from arrears.policy import Policy
 from arrears.promises import Unreadable, promise_rules, read_promise
 from arrears.restructuring import PlanError, PlanReply, parse_plan_reply, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import accounts, plans, promises, quarantine
+from arrears.storage import accounts, plans, promises, quarantine, read_only
 from arrears.storage.quarantine import What
 from arrears.vocabulary import Stage
 from tasks import isolation
@@ -342,7 +342,7 @@ def record_agent_promise(
 
 def promises_of(engine: Engine, account_id: str) -> list[dict[str, Any]]:
     """The account's promises, newest first, for `arrears promise list`."""
-    with engine.connect() as connection:
+    with read_only(engine) as connection:  # no write lock: never waits for a writer
         rows = promises.promises_of(connection, account_id)
     return [
         {

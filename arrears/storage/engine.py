@@ -92,9 +92,21 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     arguments before a command opens the database.)"""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    if revision == "head":
+        # Already at head (every command but the first): nothing to write, so no write
+        # transaction. On SQLite `engine.begin()` takes the one write lock (BEGIN IMMEDIATE), and
+        # every command opens its database here: `arrears show`, `hold place` or `report` waited
+        # behind an import or a cycle's long write and failed after the busy timeout ("cannot
+        # open database: database is locked"), though none of them had anything to migrate.
+        with read_only(engine) as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        if current == set(ScriptDirectory.from_config(config).get_heads()):
+            return
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -58,7 +58,9 @@ def list_(
 
     start = period_bound(since, "--since", end=False)
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         try:
             found = unattributed_callbacks(connection, since=start, kinds=kind or KINDS)
         except ValueError as error:  # a kind there is none of

@@ -66,7 +66,9 @@ def report(
     except PolicyError as error:
         raise CliError(str(error)) from None
     engine = open_database(url, create=False)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         data = compliance_report(
             connection, start=lo, end=hi, policy=policy, lender=settings.lender_name
         ).as_json()

@@ -66,9 +66,13 @@ def list_holds(
     json: Json = False,
 ) -> None:
     """The account's holds in force (with --all, the lifted ones too): kind, who placed it, why."""
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+    from arrears.storage.accounts import account_row
     from arrears.storage.holds import account_holds
 
-    with _account_transaction(database, account_id) as connection:
+    with read_only(existing_database(database)) as connection:
+        if account_row(connection, account_id) is None:
+            raise CliError(f"no account {account_id!r}")
         rows = account_holds(connection, account_id, lifted=lifted)
     if json:
         emit_json([r.as_json() for r in rows])

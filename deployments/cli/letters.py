@@ -53,7 +53,9 @@ def list_(
     from arrears.storage.accounts import account_row
 
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         if account is not None and account_row(connection, account) is None:  # a typo is not "no letters"
             raise CliError(f"no account {account!r}")
         found = [row.as_json() for row in list_letters(connection, account_id=account, status=status)]
@@ -91,7 +93,9 @@ def pdf(
     except OSError as error:  # a device, a FIFO, a directory: refused, never replaced by the PDF
         raise CliError(f"--output {output}: {error.strerror or error}") from None
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         found = letter_pdf(connection, letter_id)
     if found is None:
         raise CliError(f"no letter {letter_id} with a PDF (a letter is rendered when it is sent)")

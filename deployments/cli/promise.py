@@ -83,7 +83,9 @@ def add(
     # at 20:00 in New York the UTC date is already tomorrow, and today's promise "had passed".
     due = _promised_day(on, business_date(at, get_settings().lender_timezone))
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         story = account_story(connection, account_id)
     if story is None:
         raise CliError(f"no account {account_id!r}")
@@ -124,7 +126,9 @@ def list_promises(
     from tasks.promises import promises_of
 
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         if account_row(connection, account_id) is None:  # a typo is not "no promises"
             raise CliError(f"no account {account_id!r}")
     rows = promises_of(engine, account_id)

@@ -33,7 +33,9 @@ def show(
     from arrears.storage.letters import list_letters
 
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         story = account_story(connection, account_id)
         if story is None:
             raise CliError(f"no account {account_id!r}")
@@ -130,7 +132,9 @@ def report(
     from arrears.storage.unattributed import counts_for_report
 
     engine = existing_database(database)
-    with engine.connect() as connection:
+    from arrears.storage import read_only  # no write lock: never waits for a writer
+
+    with read_only(engine) as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
         found = portfolio_report(connection, cycle_id=cycle_id)
         data = found.as_json()
