@@ -18,8 +18,10 @@ the test suite's default) the function runs in the calling thread.
 
 import importlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import ParamSpec, TypeVar
@@ -39,6 +41,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _pool: ProcessPoolExecutor | None = None  # the pool `in_worker` uses, inside `worker_processes`
+_pool_size = 0  # its processes
 _keeping = False  # inside `keeping_workers`
 _kept: tuple[int, ProcessPoolExecutor] | None = None  # a pool between two blocks, with its size
 
@@ -47,19 +50,19 @@ _kept: tuple[int, ProcessPoolExecutor] | None = None  # a pool between two block
 def worker_processes(count: int) -> Iterator[None]:
     """Inside the block, `in_worker` runs its function in one of `count` processes (count <= 1:
     in the caller). The processes stop when the block ends, unless `keeping_workers` keeps them."""
-    global _pool
+    global _pool, _pool_size
     if count <= 1 or _pool is not None:
         yield
         return
     pool = _take_kept(count) or _spawned(count)
     clean = False
     try:
-        _pool = pool
+        _pool, _pool_size = pool, count
         yield
         clean = True
     finally:
-        _pool = None
-        _put_back(count, pool, clean)
+        current, _pool = _pool or pool, None  # a pool that broke was replaced (`in_worker`)
+        _put_back(count, current, clean)
 
 
 @contextmanager
@@ -167,4 +170,26 @@ def in_worker(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     pool = _pool
     if pool is None:
         return function(*args, **kwargs)
-    return pool.submit(function, *args, **kwargs).result()
+    try:
+        future = pool.submit(function, *args, **kwargs)
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory): its shard or batch failed, and the task's retry
+        # comes here. A broken pool refuses every submission, so the retries would fail at once and
+        # the whole cycle with them: start the block's processes again and run it there.
+        future = _replaced(pool).submit(function, *args, **kwargs)
+    return future.result()
+
+
+_replacing = threading.Lock()
+
+
+def _replaced(broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+    """The block's pool in place of `broken` (another thread may have replaced it already)."""
+    global _pool
+    with _replacing:
+        if _pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            _pool = _spawned(_pool_size)
+        if _pool is None:  # the block ended meanwhile
+            raise BrokenProcessPool("the worker processes' block has ended")
+        return _pool

@@ -78,3 +78,25 @@ def test_read_commands_answer_while_an_import_holds_the_write_lock(tmp_path: Pat
         writer.execute("ROLLBACK")
         writer.close()
         thread.join(120)
+
+
+def test_a_worker_process_killed_mid_cycle_leaves_the_retry_a_working_pool() -> None:
+    """kill -9 of one of the cycle's worker processes (the OOM killer, an operator) fails the shard
+    it ran; the shard task's retry must run in a working pool. A broken ProcessPoolExecutor refused
+    every submission, so on PostgreSQL with two workers every retry failed at once
+    (`BrokenProcessPool ... Retries are exhausted`) and the whole cycle failed."""
+    import os
+    import signal
+    import time
+
+    from tasks import workers
+
+    with workers.worker_processes(2):
+        first = workers.in_worker(os.getpid)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not getattr(workers._pool, "_broken", False):  # noticed in the pool's own thread
+            assert time.monotonic() < deadline, "the pool never noticed its worker's death"
+            time.sleep(0.05)
+        again = workers.in_worker(os.getpid)  # the task's retry
+        assert again != first and again != os.getpid()
