@@ -92,9 +92,9 @@ def send_batch(
     found, rows = _look_up_first(provider, rows, as_of)
     aside = SetAside("dispatch")
     outcomes, to_send = _check(rows, rules, as_of, aside, found=found)
-    sent = _send(provider, to_send, as_of)
+    stopped, sent = _send(provider, to_send, as_of, rules)
     outage = _outage(sent, provider.info.name)
-    outcomes += found + sent
+    outcomes += found + stopped + sent
     if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
         crash()
     with engine().begin() as connection:
@@ -170,14 +170,53 @@ def _check(
     return outcomes, to_send
 
 
-def _send(provider: SmsProvider, to_send: list[DueMessage], as_of: datetime) -> list[Outcome]:
-    """Send the approved rows in one batch (those in doubt were looked up before the verdicts)."""
-    requests = [request_of(r) for r in to_send]
-    results = provider.send_batch(requests) if requests else []
-    # Sent "as of" the instant the send-time check approved: for a run as of now that is now, and
-    # a replayed or simulated day keeps a timeline that the compliance re-check can trust.
-    name = provider.info.name
-    return [_outcome(row, result, name, as_of) for row, result in zip(to_send, results, strict=True)]
+def _send(
+    provider: SmsProvider, to_send: list[DueMessage], as_of: datetime, rules: Policy
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Send the approved rows (those in doubt were looked up before the verdicts), a provider
+    round at a time (its batch size times its requests in flight). Before each round the rows'
+    holds, opt-outs and stages are read again: an opt-out (STOP) or a hold acknowledged while the
+    batch was being checked, or while earlier rounds went out, blocks what has not gone yet. Returns
+    the rows so stopped and the outcomes of the sends."""
+    concurrency = getattr(getattr(provider, "settings", None), "concurrency", 1)
+    step = max(1, provider.info.batch_size) * max(1, concurrency if isinstance(concurrency, int) else 1)
+    lender = get_settings().lender_name
+    stopped: list[Outcome] = []
+    sent: list[Outcome] = []
+    for start in range(0, len(to_send), step):
+        part = to_send[start : start + step]
+        with read_only(engine()) as connection:
+            fresh = outbox.refresh_due(connection, part)
+        going: list[DueMessage] = []
+        for row, now in zip(part, fresh, strict=True):
+            late = None if _same_stops(row, now) else _refusal(now, rules, as_of, lender=lender)
+            if late is not None and late.status is MessageStatus.BLOCKED:
+                stopped.append(late)
+            else:
+                going.append(row)
+        requests = [request_of(r) for r in going]
+        results = provider.send_batch(requests) if requests else []
+        # Sent "as of" the instant the send-time check approved: for a run as of now that is now,
+        # and a replayed or simulated day keeps a timeline that the compliance re-check can trust.
+        name = provider.info.name
+        sent += [_outcome(row, result, name, as_of) for row, result in zip(going, results, strict=True)]
+    return stopped, sent
+
+
+def _same_stops(before: DueMessage, now: DueMessage) -> bool:
+    return (
+        before.holds,
+        before.opted_out,
+        before.address_valid,
+        before.account_stage,
+        before.account_episode,
+    ) == (
+        now.holds,
+        now.opted_out,
+        now.address_valid,
+        now.account_stage,
+        now.account_episode,
+    )
 
 
 def reference(idempotency_key: str) -> str:

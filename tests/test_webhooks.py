@@ -589,6 +589,35 @@ def test_a_dispute_texted_as_aliyun_posts_it_holds_the_account_before_the_next_s
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_stop_acknowledged_while_the_batch_is_checked_stops_its_text(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A borrower's 退订 lands after dispatch loaded and approved the batch but before the batch
+    went to the provider (a batch of 10,000 is checked for seconds, then sent in ~100 requests):
+    once the webhook has acknowledged it, their text must not go. In a 20,000-account cycle four
+    texts reached the vendor 1.4-5.7 s after their STOP had been acknowledged."""
+    from flows.daily_cycle import dispatch_outbox
+    from tasks import sending
+
+    waiting = _a_reminder_waiting_for_the_morning(db, tmp_path)
+    token = sms_sandbox.credentials["callback_token"]
+    check, acknowledged = sending._check, []
+
+    def check_then_stop(*args: Any, **kwargs: Any) -> Any:  # the STOP lands after the verdicts
+        verdicts = check(*args, **kwargs)
+        stop = _sms_up("退订", "2026-12-02 07:59:00", 9)
+        acknowledged.append(_aliyun_post(client, "/sms/sandbox/inbound", [stop], token).json())
+        return verdicts
+
+    monkeypatch.setattr(sending, "_check", check_then_stop)
+    dispatch_outbox(as_of=CN_MORNING)
+    assert acknowledged == [{"code": 0, "msg": "成功"}]
+    stopped = _message(db, waiting.id)
+    assert (stopped.status, stopped.reason) == ("blocked", "hold:sms_opt_out")
+    assert sms_sandbox.messages() == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_receipt_pushed_before_dispatch_records_the_send_delivers_the_message(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,7 @@ whole batch), so the send-time check counts the caps from the message log as it 
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "load_batch",
     "mark_waiting",
     "record_outcomes",
+    "refresh_due",
 ]
 
 UNKNOWN = "provider:unknown"  # the provider may or may not have executed the send
@@ -276,6 +277,54 @@ def load_batch(
             )
         )
     return found
+
+
+def refresh_due(connection: Connection, rows: Sequence[DueMessage]) -> list[DueMessage]:
+    """`rows` with what may have changed since they were loaded, read again: their accounts' stage,
+    episode and holds in force, and their numbers' opt-out and validity. Dispatch reads these just
+    before it hands a part of a batch to the provider, so that an opt-out, a hold or a stage
+    change committed while the batch was being checked or sent stops what has not gone yet."""
+    if not rows:
+        return []
+    account_ids = {r.account_id for r in rows}
+    states = {
+        account_id: (stage, episode)
+        for account_id, stage, episode in connection.execute(
+            select(account.c.account_id, account.c.stage, account.c.episode).where(
+                among(account.c.account_id, account_ids)
+            )
+        )
+    }
+    holds: dict[str, set[Hold]] = defaultdict(set)
+    for account_id, kind in connection.execute(
+        select(hold.c.account_id, hold.c.kind).where(
+            among(hold.c.account_id, account_ids), hold.c.lifted_at.is_(None)
+        )
+    ):
+        holds[account_id].add(Hold(kind))
+    numbers = {
+        (borrower_id, address): (opted_out_at is not None, valid)
+        for borrower_id, address, opted_out_at, valid in connection.execute(
+            select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
+                among(contact.c.borrower_id, {r.borrower_id for r in rows}), contact.c.channel == "sms"
+            )
+        )
+    }
+    fresh = []
+    for r in rows:
+        stage, episode = states.get(r.account_id, (r.account_stage, r.account_episode))
+        opted_out, valid = numbers.get((r.borrower_id, r.address), (False, True))
+        fresh.append(
+            replace(
+                r,
+                account_stage=stage,
+                account_episode=episode,
+                holds=frozenset(holds.get(r.account_id, ())),
+                opted_out=opted_out,
+                address_valid=valid,
+            )
+        )
+    return fresh
 
 
 def expire_dead_leases(connection: Connection, *, owner: str) -> int:
