@@ -35,6 +35,7 @@ __all__ = [
     "DueMessage",
     "Outcome",
     "awaiting_receipt",
+    "changed_since_loaded",
     "claim_batch",
     "clear_doubt",
     "due_batches",
@@ -43,7 +44,6 @@ __all__ = [
     "load_batch",
     "mark_waiting",
     "record_outcomes",
-    "refresh_due",
 ]
 
 UNKNOWN = "provider:unknown"  # the provider may or may not have executed the send
@@ -208,23 +208,8 @@ def load_batch(
         .where(among(message.c.id, taken))
         .order_by(message.c.id)
     ).all()
-    account_ids = {r.account_id for r in rows}
     borrower_ids = {r.borrower_id for r in rows}
-    holds: dict[str, set[Hold]] = defaultdict(set)
-    for account_id, kind in connection.execute(
-        select(hold.c.account_id, hold.c.kind).where(
-            among(hold.c.account_id, account_ids), hold.c.lifted_at.is_(None)
-        )
-    ):
-        holds[account_id].add(Hold(kind))
-    numbers = {
-        (borrower_id, address): (opted_out_at is not None, valid)
-        for borrower_id, address, opted_out_at, valid in connection.execute(
-            select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
-                among(contact.c.borrower_id, borrower_ids), contact.c.channel == "sms"
-            )
-        )
-    }
+    holds, numbers = _stops(connection, {r.account_id for r in rows}, borrower_ids)
     history = contact_history(
         connection, borrowers=list(borrower_ids), since=now - lookback, exclude=list(taken)
     )
@@ -279,22 +264,10 @@ def load_batch(
     return found
 
 
-def refresh_due(connection: Connection, rows: Sequence[DueMessage]) -> list[DueMessage]:
-    """`rows` with what may have changed since they were loaded, read again: their accounts' stage,
-    episode and holds in force, and their numbers' opt-out and validity. Dispatch reads these just
-    before it hands a part of a batch to the provider, so that an opt-out, a hold or a stage
-    change committed while the batch was being checked or sent stops what has not gone yet."""
-    if not rows:
-        return []
-    account_ids = {r.account_id for r in rows}
-    states = {
-        account_id: (stage, episode)
-        for account_id, stage, episode in connection.execute(
-            select(account.c.account_id, account.c.stage, account.c.episode).where(
-                among(account.c.account_id, account_ids)
-            )
-        )
-    }
+def _stops(
+    connection: Connection, account_ids: set[str], borrower_ids: set[str]
+) -> tuple[dict[str, set[Hold]], dict[tuple[str, str], tuple[bool, bool]]]:
+    """What stops a send: the accounts' holds in force, and each SMS number's (opted out, valid)."""
     holds: dict[str, set[Hold]] = defaultdict(set)
     for account_id, kind in connection.execute(
         select(hold.c.account_id, hold.c.kind).where(
@@ -306,25 +279,45 @@ def refresh_due(connection: Connection, rows: Sequence[DueMessage]) -> list[DueM
         (borrower_id, address): (opted_out_at is not None, valid)
         for borrower_id, address, opted_out_at, valid in connection.execute(
             select(contact.c.borrower_id, contact.c.address, contact.c.opted_out_at, contact.c.valid).where(
-                among(contact.c.borrower_id, {r.borrower_id for r in rows}), contact.c.channel == "sms"
+                among(contact.c.borrower_id, borrower_ids), contact.c.channel == "sms"
             )
         )
     }
-    fresh = []
+    return holds, numbers
+
+
+def changed_since_loaded(connection: Connection, rows: Sequence[DueMessage]) -> dict[int, DueMessage]:
+    """The rows whose stops changed since `load_batch` read them, as they are now (by message id):
+    their account's stage, episode or holds in force, or their number's opt-out or validity.
+    Dispatch asks just before it hands a part of a batch to the provider, so that an opt-out, a
+    hold or a stage change committed while the batch was checked or sent stops what has not gone."""
+    if not rows:
+        return {}
+    account_ids = {r.account_id for r in rows}
+    states = {
+        account_id: (stage, episode)
+        for account_id, stage, episode in connection.execute(
+            select(account.c.account_id, account.c.stage, account.c.episode).where(
+                among(account.c.account_id, account_ids)
+            )
+        )
+    }
+    holds, numbers = _stops(connection, account_ids, {r.borrower_id for r in rows})
+    changed = {}
     for r in rows:
         stage, episode = states.get(r.account_id, (r.account_stage, r.account_episode))
         opted_out, valid = numbers.get((r.borrower_id, r.address), (False, True))
-        fresh.append(
-            replace(
+        now = (stage, episode, frozenset(holds.get(r.account_id, ())), opted_out, valid)
+        if now != (r.account_stage, r.account_episode, r.holds, r.opted_out, r.address_valid):
+            changed[r.id] = replace(
                 r,
                 account_stage=stage,
                 account_episode=episode,
-                holds=frozenset(holds.get(r.account_id, ())),
+                holds=now[2],
                 opted_out=opted_out,
                 address_valid=valid,
             )
-        )
-    return fresh
+    return changed
 
 
 def expire_dead_leases(connection: Connection, *, owner: str) -> int:
