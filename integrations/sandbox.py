@@ -46,6 +46,7 @@ __all__ = [
     "SandboxError",
     "SandboxHandle",
     "connections_to",
+    "requests_made",
     "start_sandbox",
 ]
 
@@ -185,6 +186,12 @@ def connections_to(base_url: str) -> int:
         for c in psutil.Process().net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port and c.raddr.ip in hosts
     )
+
+
+def requests_made(sandbox: Any) -> int:
+    """Requests a sandbox's vendor API has answered so far (its `requests.*` counters): a contract
+    suite compares a refusal's cost with an accepted call's, so a provider that retries one shows."""
+    return sum(n for k, n in sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 class InProcessServer:

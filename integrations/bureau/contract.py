@@ -34,7 +34,7 @@ from integrations.bureau.protocol import (
     PullRequest,
 )
 from integrations.errors import ConfigError, Duplicate, Permanent, ProviderError, Transient
-from integrations.sandbox import connections_to
+from integrations.sandbox import connections_to, requests_made
 
 __all__ = [
     "BAD_SECRET",
@@ -42,16 +42,10 @@ __all__ = [
     "BureauProviderContract",
     "make_pull",
     "minimal_metro2",
-    "requests_made",
 ]
 
 BAD_SECRET = "not-the-secret-5b1e77"  # what `bad_provider` is built with
 NATIONAL_ID = "123-45-6789"  # a subject's id the tests check never shows in full
-
-
-def requests_made(sandbox: Any) -> int:
-    """Requests the sandbox's bureau API has answered so far (its `requests.*` counters)."""
-    return sum(n for k, n in sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 def make_pull(n: int = 0, *, prefix: str = "pull", **overrides: Any) -> PullRequest:

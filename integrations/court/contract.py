@@ -46,9 +46,9 @@ from integrations.errors import (
     Transient,
     UnverifiedCallback,
 )
-from integrations.sandbox import CallbackReceiver, connections_to
+from integrations.sandbox import CallbackReceiver, connections_to, requests_made
 
-__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope", "requests_made"]
+__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
 
 BAD_SECRET = "not-the-secret-4b8e1d"  # what `bad_provider` is built with
 
@@ -57,11 +57,6 @@ def _statuses(read: list[FilingStatus | UnreadableItem]) -> list[FilingStatus]:
     """The statuses of a parsed callback, and that nothing in it was unreadable."""
     assert all(isinstance(s, FilingStatus) for s in read), read
     return [s for s in read if isinstance(s, FilingStatus)]
-
-
-def requests_made(court_sandbox: Any) -> int:
-    """Requests the sandbox's gateway API has answered so far (its `requests.*` counters)."""
-    return sum(n for k, n in court_sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: Any) -> FilingEnvelope:

@@ -30,17 +30,12 @@ import pytest
 
 from integrations import retries
 from integrations.errors import ConfigError, InvalidAddress, ProviderError, Transient, UnverifiedCallback
-from integrations.sandbox import connections_to
+from integrations.sandbox import connections_to, requests_made
 from integrations.sms.protocol import DeliveryReport, InboundMessage, SmsProvider, SmsRequest, SmsResult
 
-__all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests", "requests_made", "shows_number"]
+__all__ = ["BAD_SECRET", "SmsProviderContract", "make_requests", "shows_number"]
 
 BAD_SECRET = "not-the-secret-7f3a9c"  # what `bad_provider` is built with
-
-
-def requests_made(sandbox: Any) -> int:
-    """Requests the sandbox's vendor API has answered so far (its `requests.*` counters)."""
-    return sum(n for k, n in sandbox.stats()["counters"].items() if k.startswith("requests."))
 
 
 def shows_number(text: str, number: str) -> bool:
