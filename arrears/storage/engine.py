@@ -5,6 +5,7 @@ the tests is the same as one built in production.
 """
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -14,11 +15,24 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-__all__ = ["database_file", "get_engine", "migrate", "one_writer", "read_only", "session_scope"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "WriterBusy",
+    "bounded_writer",
+    "database_file",
+    "get_engine",
+    "is_busy",
+    "migrate",
+    "one_writer",
+    "read_only",
+    "session_scope",
+]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT = 30.0  # seconds SQLite waits for its write lock, unless `bounded_writer` asks less
 
 
 def database_file(url: str) -> Path | None:
@@ -44,20 +58,30 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def _sqlite_pragmas(dbapi_connection: object, record: Any) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     cursor.close()
+    record.info["arrears_busy_timeout_ms"] = int(BUSY_TIMEOUT * 1000)
     # We issue BEGIN ourselves (below); pysqlite's own deferred BEGIN would let two shards read,
     # then both try to write, and one fail at once with "database is locked" instead of waiting.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
 
 
 def _sqlite_begin_immediate(connection: Connection) -> None:
-    readonly = connection.get_execution_options().get("arrears_readonly", False)
+    options = connection.get_execution_options()
+    readonly = options.get("arrears_readonly", False)
+    if not readonly:
+        # The wait for the write lock: `bounded_writer`'s, or back to the default on a pooled
+        # connection it shortened. Set only when it changes: most transactions cost nothing more.
+        wait_ms = int(options.get("arrears_busy_timeout_ms", BUSY_TIMEOUT * 1000))
+        info = connection.connection.info
+        if info.get("arrears_busy_timeout_ms") != wait_ms:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+            info["arrears_busy_timeout_ms"] = wait_ms
     connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
@@ -84,6 +108,44 @@ def one_writer(engine: Engine) -> AbstractContextManager[Any]:
         return nullcontext()
     with _writers_guard:
         return _writers.setdefault(engine, threading.Lock())
+
+
+class WriterBusy(RuntimeError):
+    """This process's turn to write did not come within the wait `bounded_writer` was given."""
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether `error` says another writer held SQLite's lock for longer than we waited
+    ("database is locked"; "database is busy" from a checkpoint), or the turn never came."""
+    if isinstance(error, WriterBusy):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    text = str(error.orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+@contextmanager
+def bounded_writer(engine: Engine, wait: float) -> Iterator[Engine]:
+    """`one_writer`, but waiting at most `wait` seconds in all: for this process's turn, then for
+    SQLite's write lock. Yields the engine to write with in the turn: its transactions give up
+    with "database is locked" (`is_busy`) once the rest of `wait` is spent, not after the 30 s
+    of `BUSY_TIMEOUT`. A webhook must answer its vendor within seconds (Twilio waits 15) while
+    an import may hold the lock for minutes. Raises `WriterBusy` when the turn did not come.
+    On PostgreSQL the engine itself: its writers do not queue for one lock."""
+    if engine.dialect.name != "sqlite":
+        yield engine
+        return
+    deadline = time.monotonic() + wait
+    with _writers_guard:
+        lock = _writers.setdefault(engine, threading.Lock())
+    if not lock.acquire(timeout=max(wait, 0.0)):
+        raise WriterBusy(f"another writer of this process kept the database for over {wait:g} s")
+    try:
+        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        yield engine.execution_options(arrears_busy_timeout_ms=left_ms)
+    finally:
+        lock.release()
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
