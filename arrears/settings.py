@@ -164,6 +164,22 @@ class Settings(BaseSettings):
     webhook_public_url: str | None = Field(
         default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."
     )
+    webhook_store_wait: float = Field(
+        default=5.0,
+        gt=0,
+        le=10,
+        description=(
+            "Seconds a callback waits to be stored before it is kept in the spool and acknowledged:"
+            " a third of Twilio's 15 s webhook timeout; an import holds SQLite's lock for minutes."
+        ),
+    )
+    webhook_spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where callbacks acknowledged while the database was busy wait to be stored"
+            " (default: `webhook-spool` beside the SQLite database, or under ARREARS_HOME)."
+        ),
+    )
     shard_size: int = Field(default=10_000, ge=1, description="Accounts per advance shard.")
     shard_workers: int = Field(
         default=2,
