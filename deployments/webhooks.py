@@ -30,7 +30,6 @@ thread (one at a time, coalesced per account), so the webhook answers at once; u
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import logging
 import os
 import threading
@@ -40,6 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
@@ -50,17 +50,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arrears.inbound import inbound_address
-from arrears.masking import mask_phone
 from arrears.settings import get_settings
-from arrears.storage import get_engine, one_writer
+from arrears.spool import Spool, default_spool_directory
+from arrears.storage import bounded_writer, get_engine, is_busy
+from deployments.callback_spool import ITEM_TYPES, Drainer, Received, store_received
 from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
-from integrations.callbacks import UnreadableItem
-from integrations.court.protocol import FilingStatus
 from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
 from integrations.providers import build_provider
-from integrations.sms.protocol import DeliveryReport, InboundMessage
-from tasks import inbound as record
+from integrations.sms.protocol import InboundMessage
 
 __all__ = [
     "MAX_BODY",
@@ -81,6 +79,7 @@ log = logging.getLogger("arrears.webhooks")
 
 MAX_BODY = 1 << 20  # an Aliyun report array of a busy minute fits many times over
 KINDS = ("sms", "court")  # the kinds whose provider settings the server reads
+STORED = frozenset(ITEM_TYPES.values())  # what a provider's parse_callback may return
 
 
 class WebhookConfigError(RuntimeError):
@@ -250,6 +249,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY,
     mail_providers: Mapping[str, Mapping[str, Any]] | None = None,
+    store_wait: float | None = None,
+    spool_dir: Path | None = None,
 ) -> FastAPI:
     """The webhook app over `engine`, routing callbacks to the providers given.
 
@@ -262,6 +263,9 @@ def create_app(
 
     Raises `ConfigError` if a provider cannot authenticate its callbacks (`check_callbacks`).
     - `mail_providers`: kind (`letters`, `agency`) → route name → provider (`deployments.mail_webhooks`).
+    - `store_wait`, `spool_dir`: how long a callback waits to be stored before it is spooled and
+      acknowledged, and where the spool is (`deployments.callback_spool`; default: the settings
+      `ARREARS_WEBHOOK_STORE_WAIT`, `ARREARS_WEBHOOK_SPOOL_DIR`, else beside the SQLite database).
     """
     routes: dict[str, dict[str, Any]] = {kind: dict(named) for kind, named in (providers or {}).items()}
     routes.setdefault("sms", {}).update(sms_providers or {})
@@ -276,10 +280,20 @@ def create_app(
                     raise ConfigError(f"{kind}/{name}: {e.reason}", code=e.code) from None
     own_runner = lifecycle is None
     runner = lifecycle or LifecycleRunner()
+    settings = get_settings()
+    wait = settings.webhook_store_wait if store_wait is None else store_wait
+    spool = Spool(
+        spool_dir
+        or settings.webhook_spool_dir
+        or default_spool_directory(engine.url.render_as_string(hide_password=False))
+    )
+    drainer = Drainer(engine, spool, runner.submit, wait=wait)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        drainer.start()  # first, what a crash left in the spool
         yield
+        await run_in_threadpool(drainer.stop)
         if own_runner:
             await run_in_threadpool(runner.close)
 
@@ -288,6 +302,7 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_body=max_body)
     app.state.lifecycle = runner
+    app.state.spool = spool
 
     def now() -> datetime:
         return datetime.fromtimestamp(clock(), UTC)
@@ -303,99 +318,44 @@ def create_app(
             return f"{scheme}://{forwarded.split(',')[0].strip()}{tail}"
         return str(request.url)
 
-    def stored(fn: Callable[..., Any], /, **kw: Any) -> Any:
-        with one_writer(engine):  # callbacks in flight together take turns on SQLite
-            return fn(engine, **kw)
+    def store_or_spool(received: Received) -> bool:
+        """Store `received` now, waiting at most `store_wait` in all; or, when the database stays
+        busy that long (or callbacks already wait in the spool, to be stored first), keep it in
+        the spool for the drainer. True if spooled. Raises what storing raises otherwise."""
+        if not spool.pending():
+            try:
+                with bounded_writer(engine, wait) as writer:
+                    store_received(writer, received, runner.submit)
+                return False
+            except Exception as e:
+                if not is_busy(e):
+                    raise
+        spool.put(received.to_document())
+        return True
 
-    async def store(fn: Callable[..., Any], /, **kw: Any) -> Any:
-        """`fn(engine, **kw)` off the event loop. A failure answers 500 (every vendor retries)
-        and is logged in one line with numbers masked: a driver's error text carries the
+    async def store(received: Received) -> None:
+        """Store or spool `received` off the event loop. A failure answers 500 (every vendor
+        retries) and is logged in one line with numbers masked: a driver's error text carries the
         statement's parameters, and uvicorn's own traceback would print them whole."""
         try:
-            return await run_in_threadpool(stored, fn, **kw)
+            spooled = await run_in_threadpool(store_or_spool, received)
         except Exception as e:
             first_line = (scrub(str(e)).splitlines() or [""])[0][:300]
             log.error("storing a callback failed: %s: %s", type(e).__name__, first_line)
             raise _Refused(500, "internal error; retry later") from None
+        if spooled:
+            drainer.wake()
+            log.warning(
+                "%s: the database is busy: callback kept in the spool (%d waiting) and acknowledged",
+                received.route,
+                len(spool.pending()),
+            )
 
     @app.exception_handler(_Refused)
     async def _refused(request: Request, error: _Refused) -> Response:
         # Anything else is a 500 (Starlette's own), which every vendor retries.
         log.warning("%s refused (%d): %s", request.url.path, error.status, error.reason)
         return JSONResponse({"detail": error.reason}, status_code=error.status)
-
-    async def reports(route: str, provider: Any, items: list[DeliveryReport]) -> None:
-        applied = await store(record.record_delivery_reports, provider=provider.info.name, reports=items)
-        log.info(
-            "%s: %d reports, %d moved, %d already there, %d unknown (kept for operators), %d about "
-            "another system's messages",
-            route,
-            len(items),
-            len(applied.changed),
-            applied.unchanged,
-            len(applied.unmatched),
-            applied.foreign,
-        )
-
-    async def replies(route: str, provider: Any, items: list[InboundMessage]) -> None:
-        received = now()
-        for item in items:
-            address = inbound_address(item.sender)
-            if address is None:
-                raise _Refused(400, "an inbound message's sender is not a phone number")
-            result = await store(
-                record.record_inbound_sms,
-                address=address,
-                text=item.text,
-                at=min(item.at, received),
-                provider=provider.info.name,
-                callback_id=item.message_id,
-                vendor_keyword=item.vendor_keyword,
-                media=item.media,
-            )
-            log.info(
-                "%s from %s: %s%s, %d accounts",
-                route,
-                mask_phone(address),
-                result.classified.kind,
-                " (repeat)" if result.recorded.duplicate else "",
-                len(result.recorded.accounts),
-            )
-            for account_id in result.lifecycle_accounts:
-                runner.submit(account_id, "reply")
-
-    async def unreadable(route: str, provider: Any, items: list[UnreadableItem]) -> None:
-        """The rest of the batch is stored and acknowledged: refusing it would lose it all."""
-        new = await store(
-            record.keep_unreadable_items, provider=provider.info.name, route=route, items=items, at=now()
-        )
-        log.warning(
-            "%s: %d items could not be read, %d new (kept for operators: arrears callbacks list): %s",
-            route,
-            len(items),
-            new,
-            items[0].reason,
-        )
-
-    async def court_statuses(route: str, name: str, body: bytes, items: list[FilingStatus]) -> None:
-        digest = hashlib.sha256(body).hexdigest()
-        for i, item in enumerate(items):
-            result = await store(
-                record.record_court_status,
-                filing_id=item.filing_id,
-                status=item.status,
-                at=min(item.at, now()),
-                provider=name,
-                callback_id=f"sha256:{digest}:{i}",
-                reason=item.reason,
-            )
-            if not result.known:
-                log.warning(
-                    "%s: a status for a filing no referral has (kept for operators: arrears callbacks list)",
-                    route,
-                )
-            if result.changed and result.account_id:
-                runner.submit(result.account_id, "court")
 
     # Letters and agencies first: the catch-all route below would take their paths.
     app.include_router(mail_router(engine, mail_providers or {}))
@@ -415,21 +375,14 @@ def create_app(
             raise _Refused(403, str(e)) from None
         except InvalidCallback as e:
             raise _Refused(400, str(e)) from None
-        by_type: dict[type, list[Any]] = {}
         for item in items:
-            by_type.setdefault(type(item), []).append(item)
-        for item_type, group in by_type.items():
-            if item_type is DeliveryReport:
-                await reports(route, provider, group)
-            elif item_type is InboundMessage:
-                await replies(route, provider, group)
-            elif item_type is FilingStatus:
-                await court_statuses(route, name, body, group)
-            elif item_type is UnreadableItem:
-                await unreadable(route, provider, group)
-            else:
-                log.error("%s: the provider returned %s, which nothing stores", route, item_type.__name__)
+            if type(item) not in STORED:
+                log.error("%s: the provider returned %s, which nothing stores", route, type(item).__name__)
                 raise _Refused(500, "internal error; retry later")
+            if isinstance(item, InboundMessage) and inbound_address(item.sender) is None:
+                raise _Refused(400, "an inbound message's sender is not a phone number")
+        info = getattr(provider, "info", None)
+        await store(Received.of(kind, name, event, info.name if info else name, now(), body, items))
         answer = provider.acknowledge(event)
         return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 

@@ -1029,7 +1029,7 @@ def test_on_sqlite_callbacks_in_flight_together_are_stored_one_at_a_time(
     from concurrent.futures import ThreadPoolExecutor
 
     from arrears.storage.delivery_reports import ReportsApplied
-    from deployments import webhooks
+    from deployments import callback_spool
 
     inside, most, count = 0, 0, threading.Lock()
 
@@ -1043,7 +1043,7 @@ def test_on_sqlite_callbacks_in_flight_together_are_stored_one_at_a_time(
             inside -= 1
         return ReportsApplied()
 
-    monkeypatch.setattr(webhooks.record, "record_delivery_reports", storing)
+    monkeypatch.setattr(callback_spool.record, "record_delivery_reports", storing)
     app = create_app(
         engine=sqlite_engine, sms_providers=providers, lifecycle=LifecycleRunner(run=lambda *_: None)
     )
