@@ -22,7 +22,7 @@ from arrears.files import atomic_write, private_directory
 from arrears.settings import default_home
 from arrears.storage.engine import database_file
 
-__all__ = ["FAILED", "Spool", "SpoolSize", "default_spool_directory"]
+__all__ = ["FAILED", "Spool", "SpoolSize", "default_spool_directory", "webhook_spool"]
 
 FAILED = "failed"  # the subdirectory of what could not be stored for another reason than a busy database
 _SUFFIX = ".json"
@@ -32,6 +32,12 @@ def default_spool_directory(database_url: str) -> Path:
     """`webhook-spool` beside the SQLite database (so a copied home keeps it), else under ARREARS_HOME."""
     path = database_file(database_url)
     return (path.parent if path is not None else default_home()) / "webhook-spool"
+
+
+def webhook_spool(database_url: str, configured: Path | None = None) -> "Spool":
+    """The webhook server's spool for this database: `ARREARS_WEBHOOK_SPOOL_DIR` if set, else the
+    default; what `arrears report` reads too, so both name the same directory."""
+    return Spool(configured or default_spool_directory(database_url))
 
 
 @dataclass(frozen=True, slots=True)

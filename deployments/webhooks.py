@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arrears.inbound import inbound_address
 from arrears.settings import get_settings
-from arrears.spool import Spool, default_spool_directory
+from arrears.spool import webhook_spool
 from arrears.storage import bounded_writer, get_engine, is_busy
 from deployments.callback_spool import ITEM_TYPES, Drainer, Received, store_received
 from deployments.mail_webhooks import mail_providers_from_settings, mail_router
@@ -282,10 +282,8 @@ def create_app(
     runner = lifecycle or LifecycleRunner()
     settings = get_settings()
     wait = settings.webhook_store_wait if store_wait is None else store_wait
-    spool = Spool(
-        spool_dir
-        or settings.webhook_spool_dir
-        or default_spool_directory(engine.url.render_as_string(hide_password=False))
+    spool = webhook_spool(
+        engine.url.render_as_string(hide_password=False), spool_dir or settings.webhook_spool_dir
     )
     drainer = Drainer(engine, spool, runner.submit, wait=wait)
 

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from typer.testing import CliRunner
 
 from arrears.models import AuditEvent, ContactPoint
 from arrears.settings import get_settings
 from arrears.storage import read_only
+from deployments.cli import app as cli
 from deployments.webhooks import LifecycleRunner, create_app
 from integrations.providers import build_provider
 from integrations.sms import SmsProvider
@@ -197,7 +199,7 @@ def test_what_a_crash_left_in_the_spool_is_stored_at_start_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A STOP spooled by a server that died before its drainer ran (no lifespan: no drainer) is
-    stored by the next server as it starts, before any callback comes."""
+    shown by `arrears report` and stored by the next server as it starts, before any callback comes."""
     _import(sqlite_engine, tmp_path, account_record(account_id="A-1"))
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "9" * 32}
     token = sms_sandbox.credentials["auth_token"]
@@ -205,6 +207,14 @@ def test_what_a_crash_left_in_the_spool_is_stored_at_start_up(
     with import_holding_the_lock(_database(sqlite_url)):
         assert _twilio_post(dead, "/sms/twilio/inbound", form, token).status_code == 200
     assert len(Spool(spool_dir).pending()) == 1 and _opt_outs(sqlite_engine) == 0
+    report = CliRunner().invoke(cli, ["report", "--database", sqlite_url, "--json"], catch_exceptions=False)
+    assert json.loads(report.stdout)["webhook_spool"] == {
+        "waiting": 1,
+        "failed": 0,
+        "directory": str(spool_dir),
+    }
+    told = CliRunner().invoke(cli, ["report", "--database", sqlite_url], catch_exceptions=False)
+    assert "webhook spool: 1 callbacks acknowledged and waiting to be stored" in " ".join(told.stdout.split())
 
     caplog.set_level(logging.INFO, logger="arrears.webhooks")
     app = create_app(engine=sqlite_engine, sms_providers=providers, lifecycle=runner)

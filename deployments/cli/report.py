@@ -140,6 +140,7 @@ def report(
         data = found.as_json()
         data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
         data["callbacks_kept"] = counts_for_report(connection, found.as_of)
+    data["webhook_spool"] = _spool_counts(engine)
     if json:
         emit_json(data)
     else:
@@ -196,6 +197,24 @@ def print_report_tables(data: dict[str, Any]) -> None:
         )
     if data.get("callbacks_kept"):
         console.print(callbacks_kept_line(data["callbacks_kept"]))
+    spooled = data.get("webhook_spool")
+    if spooled and (spooled["waiting"] or spooled["failed"]):
+        console.print(
+            f"webhook spool: {spooled['waiting']:,} callbacks acknowledged and waiting to be stored"
+            f" (the webhook server stores them once the database is free), {spooled['failed']:,}"
+            f" set aside: {escape(spooled['directory'])}"
+        )
+
+
+def _spool_counts(engine: Any) -> dict[str, Any]:
+    """Callbacks the webhook server acknowledged while the database was busy and has not stored yet
+    (an import holds SQLite's lock for minutes), and those it could not store (`failed/`)."""
+    from arrears.settings import get_settings
+    from arrears.spool import webhook_spool
+
+    spool = webhook_spool(engine.url.render_as_string(hide_password=False), get_settings().webhook_spool_dir)
+    size = spool.size()
+    return {"waiting": size.waiting, "failed": size.failed, "directory": str(spool.directory)}
 
 
 def _why_not(number: dict[str, Any]) -> str:
