@@ -11,7 +11,9 @@ with the provider's own `acknowledge` (empty TwiML, Aliyun's `{"code": 0, "msg":
 - authentic but malformed: 400;
 - authentic, about something we do not know (a message id, a filing id): acknowledged, and kept
   in the audit trail for operators (a refusal would only make the vendor push it again);
-- storing failed: 500, the one answer that asks every vendor to deliver again.
+- the database busy past `ARREARS_WEBHOOK_STORE_WAIT` (an import holding SQLite's lock): kept in
+  the spool and acknowledged; stored in order once the lock frees (`deployments.callback_spool`);
+- storing failed otherwise: 500, the one answer that asks every vendor to deliver again.
 
 Bodies are capped at `MAX_BODY` while they stream in (413), before anything reads them whole.
 At start-up every registered provider must be able to authenticate its callbacks
