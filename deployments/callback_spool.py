@@ -36,6 +36,7 @@ from arrears.inbound import inbound_address
 from arrears.masking import mask_phone
 from arrears.spool import Spool
 from arrears.storage import bounded_writer, is_busy
+from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
 from integrations.callbacks import UnreadableItem
 from integrations.court.protocol import FilingStatus
 from integrations.sms.protocol import DeliveryReport, InboundMessage
@@ -302,8 +303,6 @@ class Drainer:
 
     def _set_aside(self, path: Path, received: Received | None, error: Exception) -> None:
         """Kept on disk (`failed/`) and, where the database takes it, in the audit trail."""
-        from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
-
         reason = f"a spooled callback could not be stored: {type(error).__name__}"
         target = self.spool.set_aside(path)
         log.error(

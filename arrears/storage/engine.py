@@ -127,10 +127,10 @@ def is_busy(error: BaseException) -> bool:
 
 @contextmanager
 def bounded_writer(engine: Engine, wait: float) -> Iterator[Engine]:
-    """`one_writer`, but waiting at most `wait` seconds in all: for this process's turn, then for
-    SQLite's write lock. Yields the engine to write with in the turn: its transactions give up
-    with "database is locked" (`is_busy`) once the rest of `wait` is spent, not after the 30 s
-    of `BUSY_TIMEOUT`. A webhook must answer its vendor within seconds (Twilio waits 15) while
+    """`one_writer`, but waiting at most `wait` seconds for this process's turn and SQLite's write
+    lock together. Yields the engine to write with in the turn: each of its transactions gives up
+    with "database is locked" (`is_busy`) after what was left of `wait` when the turn came, not
+    after the 30 s of `BUSY_TIMEOUT`. A webhook must answer its vendor within seconds (Twilio waits 15) while
     an import may hold the lock for minutes. Raises `WriterBusy` when the turn did not come.
     On PostgreSQL the engine itself: its writers do not queue for one lock."""
     if engine.dialect.name != "sqlite":
