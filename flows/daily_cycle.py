@@ -53,7 +53,7 @@ from tasks.dispatch import (
 )
 from tasks.drill import crash_point
 from tasks.logs import run_logger
-from tasks.mailing import mail_letters
+from tasks.mailing import cycle_letters, mail_letters
 from tasks.providers import check_settings, sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
@@ -167,12 +167,13 @@ def _run_cycle(
             if settings.bureau_pulls_per_cycle
             else None
         )
-        mailing = mail_letters.submit(instant)
+        mailing = mail_letters.submit(instant, cycle_id)
         stats["dispatch"] = run_dispatch(instant, cycle_id)
     if pulls is not None:
         stats["bureau"] = pulls.result()
         _log_counts("bureau", stats["bureau"])
-    stats["letters"] = mailing.result()
+    # Sent over every run of this instant (a killed run's letters too); the other counts are this run's.
+    stats["letters"] = mailing.result() | cycle_letters(instant)
     _log_counts("letters", stats["letters"])
     stats["report"] = report_cycle(cycle_id, day.isoformat())
     crash_point("report")

@@ -323,7 +323,10 @@ def letters_in_the_post() -> bool:
 
 @task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
 def send_letters(
-    limit: int | None = None, as_of: datetime | None = None, account_id: str | None = None
+    limit: int | None = None,
+    as_of: datetime | None = None,
+    account_id: str | None = None,
+    cycle_id: int | None = None,
 ) -> dict[str, int]:
     """Send the pending letters (of one account, if given) through the letters provider, oldest
     first, at most `limit` (`ARREARS_LETTERS_PER_RUN` by default); count sent, failed, blocked
@@ -333,7 +336,8 @@ def send_letters(
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
     waits to be written again (`tasks.lifecycle_letters.readdress_letters`). A letter in doubt (the
     provider may have taken it) is first looked for by its key (`find`): found, it is recorded as
-    sent; not found, it goes again as it was, whatever its age, under its key."""
+    sent; not found, it goes again as it was, whatever its age, under its key. `cycle_id`: the
+    daily cycle run sending them, whose letters count each hand-over (`reports.letters_sent`)."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
     settings = get_settings()
     with engine().connect() as connection:
@@ -359,7 +363,7 @@ def send_letters(
                 break
             pdf = stored if stored is not None else _rendered(row, utcnow())
             if isinstance(pdf, bytes):
-                handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused))
+                handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused, cycle_id))
             else:
                 counts[pdf] += 1
         refusals: list[ConfigError] = []
@@ -379,7 +383,12 @@ def send_letters(
 
 
 def _hand_over(
-    provider: LettersProvider, row: letters.LetterRow, pdf: bytes, sender: PostalAddress, refused: Event
+    provider: LettersProvider,
+    row: letters.LetterRow,
+    pdf: bytes,
+    sender: PostalAddress,
+    refused: Event,
+    cycle_id: int | None = None,
 ) -> str:
     """Hand one rendered letter to the provider and record what came of it; the count it falls in.
     Runs in a thread of `send_letters`: a letter's steps are its own, in its own transactions.
@@ -428,6 +437,7 @@ def _hand_over(
                 provider_id=sent.id,
                 status="created",
                 at=now,
+                cycle_id=cycle_id,
             )
             _apply(connection, row, list(sent.tracking), now)
             return "letters_sent"

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from arrears.clock import business_date, parse_instant
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import get_engine
-from arrears.storage.tables import cycle_run, message
+from arrears.storage.tables import cycle_run, letter, message
 from benchmarks.chaos import audit, forgetful, load, run_cycle
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -125,6 +125,12 @@ def _crash_and_rerun(
             "crashed",
             "finished",
         ]
+        handed = c.execute(select(func.count()).where(letter.c.provider_id.is_not(None))).scalar_one()
+        stored = c.execute(select(cycle_run.c.stats).where(cycle_run.c.status == "finished")).scalar_one()
+    # The cycle's letters, printed and stored, are those both runs handed over, each once: every
+    # letter of this fresh database, the killed run's too.
+    assert json.loads(rerun.stdout)["letters"]["letters_sent"] == handed == figures["letters_mailed"]
+    assert stored["letters"]["letters_sent"] == handed
     if not third:
         return
 
@@ -138,20 +144,26 @@ def _crash_and_rerun(
     )
 
 
+@pytest.mark.parametrize("point", ["dispatch:2", "letters:3"])
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_cycle_killed_while_sending_is_exact_after_its_rerun(
     db: str,
+    point: str,
     request: pytest.FixtureRequest,
     cli_env: dict[str, str],
     portfolio: Path,
     sms_sandbox: Any,
     lob: Any,
 ) -> None:
-    """Killed after a dispatch batch was sent and before its outcome was written, the rerun records
-    those sends as sent (none blocked, none twice), writes no event twice, mails every letter once,
-    and closes the row as crashed; a third run at the same instant changes nothing."""
+    """Killed after a dispatch batch was sent and before its outcome was written, or after the
+    provider took the third letter, the rerun records those sends as sent (none blocked, none
+    twice), writes no event twice, mails every letter once, counts in its stats the letters the
+    killed run handed over beside its own, and closes the row as crashed; a third run at the same
+    instant changes nothing."""
     url = _loaded(request.getfixturevalue(f"{db}_url"), portfolio)
-    _crash_and_rerun(cli_env, url, sms_sandbox, lob, "dispatch:2", third=True)
+    # One letter in the provider's hands at a time: the killed run recorded the two before the third.
+    env = cli_env | {"ARREARS_LETTERS_CONCURRENCY": "1"}
+    _crash_and_rerun(env, url, sms_sandbox, lob, point, third=True)
 
 
 @pytest.mark.slow

@@ -136,9 +136,11 @@ def _row(r: Any) -> LetterRow:
     )
 
 
-def _note(connection: Connection, account_id: str, at: datetime, detail: str, data: dict[str, Any]) -> None:
-    """The letter's step in the account's audit trail."""
-    insert_events(connection, [event(account_id, at, "letter", detail, data)])
+def _note(
+    c: Connection, account_id: str, at: datetime, detail: str, data: dict[str, Any], cycle: int | None = None
+) -> None:
+    """The letter's step in the account's audit trail (`cycle`: the cycle run whose step it is)."""
+    insert_events(c, [event(account_id, at, "letter", detail, data, cycle_id=cycle)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +498,14 @@ def mark_in_doubt(connection: Connection, *, letter_id: int, at: datetime, detai
 
 
 def mark_sent(
-    connection: Connection, *, letter_id: int, provider: str, provider_id: str, status: str, at: datetime
+    connection: Connection,
+    *,
+    letter_id: int,
+    provider: str,
+    provider_id: str,
+    status: str,
+    at: datetime,
+    cycle_id: int | None = None,
 ) -> None:
     row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
     connection.execute(
@@ -510,6 +519,7 @@ def mark_sent(
         at,
         f"{row.kind} letter {letter_id} accepted by {provider} as {provider_id}",
         {"letter_id": letter_id, "provider": provider, "provider_id": provider_id},
+        cycle_id,
     )
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "PortfolioReport",
     "account_context",
     "latest_cycle_id",
+    "letters_sent",
     "portfolio_report",
 ]
 
@@ -106,6 +107,22 @@ def _counted_dispatched(connection: Connection, cycle_ids: list[int]) -> tuple[C
         if status == "blocked":
             blocked[reason or "unknown"] += n
     return statuses, blocked
+
+
+def letters_sent(connection: Connection, as_of: datetime) -> int:
+    """The letters the daily cycle at `as_of` handed to the provider, over every run at that
+    instant, as `_dispatched` counts its messages: a run killed among the letters and its rerun are
+    one cycle, and each letter counts once, in the run that recorded the provider's answer (a
+    letter the killed run handed over unrecorded, in the rerun that finds it). Counted from the
+    events those runs tagged with their id (`letters.mark_sent`): a few hundred rows found by the
+    cycle and kind. Letters `arrears dispatch` or a review run sent are no cycle's."""
+    return int(
+        connection.execute(
+            select(func.count()).where(
+                audit.c.cycle_id.in_(_attempts(connection, as_of)), audit.c.kind == "letter"
+            )
+        ).scalar_one()
+    )
 
 
 def _field(name: str, table: Any = audit) -> Any:
