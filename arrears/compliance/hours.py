@@ -29,7 +29,6 @@ from functools import lru_cache
 
 import holidays
 import pendulum
-import us.states
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from arrears.jurisdictions import Hours, Profile
@@ -253,5 +252,9 @@ def region_zones(region: str | None) -> tuple[str, ...]:
     """The zones of an ISO 3166-2 region (`US-TX`), or () when none is known: only US states and
     territories, whose zones the `us` package keeps; elsewhere the stated zone is the country's."""
     country, _, code = (region or "").partition("-")
-    state = us.states.lookup(code, field="abbr") if country == "US" and code else None
+    if country != "US" or not code:
+        return ()
+    import us.states  # here, once per region: `us` takes ~60 ms to import, and every process imports hours
+
+    state = us.states.lookup(code, field="abbr")
     return tuple(state.time_zones) if state is not None else ()
