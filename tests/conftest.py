@@ -151,6 +151,20 @@ def sms_sandbox(sms_sandbox_process: Any, monkeypatch: pytest.MonkeyPatch) -> An
     return _send_through(monkeypatch, "sms", sms_sandbox_process)
 
 
+@pytest.fixture
+def providers(sms_sandbox: Any) -> Iterator[dict[str, Any]]:
+    """A Twilio-shaped and an Aliyun-shaped SMS provider, both pointed at the real sandbox."""
+    from integrations.providers import build_provider
+
+    built = {
+        name: build_provider("sms", name, sms_sandbox.base_url, sms_sandbox.credentials)
+        for name in ("twilio", "sandbox")
+    }
+    yield built
+    for provider in built.values():
+        provider.close()
+
+
 @pytest.fixture(scope="session")
 def letters_sandbox_server() -> Iterator[Any]:
     from integrations.letters.sandbox import start_letters_sandbox

@@ -20,11 +20,9 @@ from typer.testing import CliRunner
 
 from arrears.models import AuditEvent, ContactPoint
 from arrears.settings import get_settings
-from arrears.storage import read_only
+from arrears.storage import database_file, read_only
 from deployments.cli import app as cli
 from deployments.webhooks import LifecycleRunner, create_app
-from integrations.providers import build_provider
-from integrations.sms import SmsProvider
 from tests.factories import account_record
 from tests.test_webhooks import CN_PHONE, US_PHONE, _aliyun_post, _cn, _import, _sms_up, _twilio_post
 
@@ -46,18 +44,6 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 
 @pytest.fixture
-def providers(sms_sandbox: Any) -> Iterator[dict[str, SmsProvider]]:
-    """Twilio-shaped and Aliyun-shaped (`sandbox`) providers against the real sandbox."""
-    built = {
-        name: build_provider("sms", name, sms_sandbox.base_url, sms_sandbox.credentials)
-        for name in ("twilio", "sandbox")
-    }
-    yield built
-    for provider in built.values():
-        provider.close()
-
-
-@pytest.fixture
 def runner() -> Iterator[LifecycleRunner]:
     r = LifecycleRunner(run=lambda *_: None)
     yield r
@@ -65,8 +51,10 @@ def runner() -> Iterator[LifecycleRunner]:
 
 
 @contextmanager
-def import_holding_the_lock(database: Path) -> Iterator[None]:
+def import_holding_the_lock(url: str) -> Iterator[None]:
     """Another connection in BEGIN IMMEDIATE until the block ends, as an import of a large file."""
+    database = database_file(url)
+    assert database is not None
     holder = sqlite3.connect(database, isolation_level=None, timeout=5)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -111,10 +99,6 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return True
 
 
-def _database(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///"))
-
-
 def test_a_stop_posted_during_an_import_is_acknowledged_spooled_and_stored_once_the_lock_frees(
     sqlite_engine: Engine,
     sqlite_url: str,
@@ -136,7 +120,7 @@ def test_a_stop_posted_during_an_import_is_acknowledged_spooled_and_stored_once_
     spool = Spool(spool_dir)
     caplog.set_level(logging.INFO, logger="arrears.webhooks")
     with TestClient(app) as client:
-        with import_holding_the_lock(_database(sqlite_url)):
+        with import_holding_the_lock(sqlite_url):
             started = time.monotonic()
             answer = _twilio_post(client, "/sms/twilio/inbound", form, token)
             took = time.monotonic() - started
@@ -150,7 +134,7 @@ def test_a_stop_posted_during_an_import_is_acknowledged_spooled_and_stored_once_
         assert _opted_out(sqlite_engine, US_PHONE)
 
         assert _twilio_post(client, "/sms/twilio/inbound", form, token).status_code == 200  # stored now
-        with import_holding_the_lock(_database(sqlite_url)):
+        with import_holding_the_lock(sqlite_url):
             assert _twilio_post(client, "/sms/twilio/inbound", form, token).status_code == 200
             assert len(spool.pending()) == 1
         assert _until(lambda: not spool.pending())
@@ -179,7 +163,7 @@ def test_an_aliyun_unsubscribe_waits_in_the_spool_behind_which_later_callbacks_q
     stop = [_sms_up("退订", "2026-12-01 10:00:00", 21)]
     spool = Spool(spool_dir)
     with TestClient(app) as client:
-        with import_holding_the_lock(_database(sqlite_url)):
+        with import_holding_the_lock(sqlite_url):
             for _ in range(2):
                 answer = _aliyun_post(client, "/sms/sandbox/inbound", stop, token)
                 assert (answer.status_code, answer.json()) == (200, {"code": 0, "msg": "成功"})
@@ -204,7 +188,7 @@ def test_what_a_crash_left_in_the_spool_is_stored_at_start_up(
     form = {"From": US_PHONE, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "9" * 32}
     token = sms_sandbox.credentials["auth_token"]
     dead = TestClient(create_app(engine=sqlite_engine, sms_providers=providers, lifecycle=runner))
-    with import_holding_the_lock(_database(sqlite_url)):
+    with import_holding_the_lock(sqlite_url):
         assert _twilio_post(dead, "/sms/twilio/inbound", form, token).status_code == 200
     assert len(Spool(spool_dir).pending()) == 1 and _opt_outs(sqlite_engine) == 0
     report = CliRunner().invoke(cli, ["report", "--database", sqlite_url, "--json"], catch_exceptions=False)

@@ -59,18 +59,6 @@ def db(engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
 
 
 @pytest.fixture
-def providers(sms_sandbox: Any) -> Iterator[dict[str, SmsProvider]]:
-    """A Twilio-shaped and an Aliyun-shaped provider, both pointed at the real sandbox."""
-    built = {
-        name: build_provider("sms", name, sms_sandbox.base_url, sms_sandbox.credentials)
-        for name in ("twilio", "sandbox")
-    }
-    yield built
-    for provider in built.values():
-        provider.close()
-
-
-@pytest.fixture
 def court() -> Iterator[Any]:
     """An ECF court provider: only its callback verification is used, so its base URL is never called."""
     credentials = {"filer_id": "F1", "api_key": "k", "callback_secret": COURT_SECRET}
