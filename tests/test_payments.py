@@ -2,6 +2,8 @@
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -69,3 +71,41 @@ def test_a_due_date_moved_past_february_comes_back_to_the_loans_day() -> None:
     assert apply_payment(apply_payment(unknown, Decimal("400")), Decimal("400")).oldest_due_date == date(
         2027, 3, 28
     )
+
+
+def test_payment_event_states_amounts_at_the_currency_precision(engine: Any, tmp_path: Path) -> None:
+    """The audit trail (`arrears show`) said `payment P-1 of 35000.0000 applied` for a JPY payment:
+    storage's four places. It names the currency and its own precision, as every other amount."""
+    from sqlalchemy import select
+
+    from arrears.clock import parse_instant
+    from arrears.importing import Kind
+    from arrears.storage.cycle import apply_new_payments
+    from tests.factories import account_record, payment_record
+    from tests.later_stage_helpers import audit_t, import_rows
+
+    import_rows(
+        engine,
+        tmp_path,
+        [
+            account_record(
+                account_id="A-JPY",
+                currency="JPY",
+                balance="1000000",
+                installment_amount="30000",
+                past_due_amount="60000",
+            )
+        ],
+    )
+    import_rows(
+        engine,
+        tmp_path,
+        [payment_record(account_id="A-JPY", payment_id="P-JPY", amount="35000")],
+        Kind.PAYMENTS,
+        now=parse_instant("2026-11-21T00:00:00Z"),
+    )
+    with engine.begin() as c:
+        assert apply_new_payments(c, as_of=parse_instant("2026-11-21T00:00:00Z"), cycle_id=None) == 1
+        found = c.execute(select(audit_t).where(audit_t.c.kind == "payment")).one()
+    assert found.detail == "payment P-JPY of JPY 35000 applied"
+    assert (found.data["amount"], found.data["past_due_after"]) == ("35000", "25000")

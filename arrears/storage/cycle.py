@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, case, literal, or_, 
 from arrears.buckets import BUCKETS
 from arrears.clock import business_date as lender_date
 from arrears.compliance.caps import Contact
+from arrears.currencies import display
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact, Step
 from arrears.messages import MessageContext
 from arrears.payments import Owed, apply_payment
@@ -77,6 +78,7 @@ def apply_new_payments(
             payment.c.amount,
             payment.c.received_at,
             account.c.account_id,
+            account.c.currency,
             account.c.balance,
             account.c.past_due_amount,
             account.c.installment_amount,
@@ -101,6 +103,9 @@ def apply_new_payments(
             r.next_due_date.day if r.next_due_date else None,
         )
         owed[r.account_id] = after = apply_payment(before, r.amount)
+        # At the account's currency's precision, as every other amount in the trail: storage
+        # keeps four places for every currency (a JPY payment read `35000.0000`).
+        amount = display(r.amount, r.currency)
         events.append(
             {
                 "account_id": r.account_id,
@@ -108,11 +113,11 @@ def apply_new_payments(
                 "kind": "payment",
                 "cycle_id": cycle_id,
                 "actor": "servicer",
-                "detail": f"payment {r.payment_id} of {r.amount} applied",
+                "detail": f"payment {r.payment_id} of {r.currency} {amount} applied",
                 "data": {
                     "payment_id": r.payment_id,
-                    "amount": str(r.amount),
-                    "past_due_after": str(after.past_due_amount),
+                    "amount": amount,
+                    "past_due_after": display(after.past_due_amount, r.currency),
                 },
             }
         )
