@@ -199,7 +199,8 @@ def test_us_ia_notice_mailed_deadline_from_mailed_event_order_assigned_then_call
     shown = json.loads(_cli("show", IA, "--json", "--database", db_url).stdout)
     assert [x["status"] for x in shown["letters"]] == ["mailed"]
     assert [x["status"] for x in shown["agency_assignments"]] == ["cancelled"]
-    assert shown["agency_assignments"][0]["reason"].startswith("payment P-IA1")
+    # The amount as the currency writes it, not storage's four places (`825.0000`).
+    assert shown["agency_assignments"][0]["reason"].startswith("payment P-IA1 of USD 825.00 received ")
 
 
 def _assignments(agency: Any) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select
 
 from arrears.compliance.holds import PaymentEvent, cancels_repossession
+from arrears.currencies import display
 from arrears.storage._common import event, for_account, holds_of, insert_events
 from arrears.storage.assignments import add_assignment, request_cancel
 from arrears.storage.installation import installation_id
@@ -152,11 +153,12 @@ def cancel_vendor_orders(
     ):
         plans[active.account_id].append(active)
     holds = holds_of(connection, ids)
-    stages = dict(
-        connection.execute(
-            select(account.c.account_id, account.c.stage).where(account.c.account_id.in_(ids))
-        ).all()
-    )
+    stages: dict[str, str] = {}
+    currencies: dict[str, str] = {}
+    for a in connection.execute(
+        select(account.c.account_id, account.c.stage, account.c.currency).where(account.c.account_id.in_(ids))
+    ):
+        stages[a.account_id], currencies[a.account_id] = a.stage, a.currency
     events = []
     for o in orders:
         why = None
@@ -165,7 +167,10 @@ def cancel_vendor_orders(
         if cancels_repossession(held, PaymentEvent(later[0].amount, later[0].received_at) if later else None):
             if later:
                 p = later[0]
-                why = f"payment {p.payment_id} of {p.amount} received {p.received_at.isoformat()}"
+                # The amount at its currency's precision (storage keeps four places: `412.5000`).
+                c = currencies[o.account_id]
+                paid_amount = f"{c} {display(p.amount, c)}"
+                why = f"payment {p.payment_id} of {paid_amount} received {p.received_at.isoformat()}"
             else:
                 why = f"hold:{min(h for h in held if h.scope is HoldScope.COLLECTION).value}"
         elif any(p.updated_at > o.placed_at for p in plans[o.account_id]):
