@@ -407,3 +407,24 @@ def test_agent_cannot_agree_a_plan_once_a_reviewer_has_the_account(later_db: Eng
         accept_plan(
             later_db, account_id="A-R7", kind=None, months=None, agent="lee", at=at("2026-12-02T15:00:00Z")
         )
+
+
+def test_a_short_plan_payment_is_stated_at_the_currency_precision(later_db: Engine, tmp_path: Path) -> None:
+    """A plan defaulted after a partial payment said `short by USD 587.5000` and kept `paid` as
+    `100.0000` (storage's four places): the reason and the plan's terms give the currency's own."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R9")
+    _set_stage(later_db, "A-R9", "negotiation")
+    _, terms = accept_plan(
+        later_db, account_id="A-R9", kind="instalment", months=3, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    pay(later_db, tmp_path, "A-R9", "100.00", "2026-12-05T15:00:00Z")
+    refresh_later(later_db, "2026-12-20T16:00:00Z")
+    [plan] = rows(later_db, plan_t, "A-R9")
+    assert (plan.status, plan.terms["paid"]) == ("defaulted", "100.00")
+    first = terms.schedule[0]
+    assert events(later_db, "A-R9", "plan")[-1].detail == (
+        f"plan {plan.id} defaulted: payment 1 of 3 (USD {first.amount} due {first.due.isoformat()}) "
+        f"short by USD {first.amount - Decimal('100.00')} after 5 days' grace"
+    )

@@ -346,9 +346,11 @@ def monitor_plans(
     for p, start in zip(active, starts, strict=True):
         stored = dict(p.terms or {})
         terms = PlanTerms.from_json(stored)
+        # At the plan's currency's precision (storage keeps four places), or the default's reason
+        # and the plan's `paid` would read `short by USD 367.3400`.
         progress = monitor(
             terms,
-            [(d, a) for d, a in received.get(p.account_id, []) if d >= start],
+            [(d, to_precision(a, terms.currency)) for d, a in received.get(p.account_id, []) if d >= start],
             business_date=business_date,
             grace_days=rules.grace_days,
         )
