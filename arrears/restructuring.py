@@ -11,6 +11,10 @@ Two kinds of plan (DESIGN §2):
 - an **instalment plan** spreads the past due over N months on top of the regular instalment:
   each month the borrower pays the instalment plus an exact share of the past due.
 
+A plan's first date is at least `min_lead_days` ahead. A regular instalment falling due before
+it is taken into the plan (a deferral defers it too, an instalment plan spreads it with the past
+due): otherwise the plan would name as next payment one a month after it, and it would be lost.
+
 Amounts are exact Decimals at the currency's precision: the shares of an instalment plan add up
 to the past due to the last minor unit (the first months carry the odd cents). Due dates follow
 the loan's own due day, month by month (`pendulum`), clamped to short months: a loan due on the
@@ -49,7 +53,9 @@ __all__ = [
     "deferral",
     "due_dates",
     "instalment_plan",
+    "instalments_before_start",
     "instalments_behind",
+    "instalments_to_defer",
     "monitor",
     "offers",
     "parse_plan_reply",
@@ -131,10 +137,18 @@ class PlanTerms:
     deferred: Decimal  # moved to the end of the term (deferral); zero for an instalment plan
     term_extension_months: int
     schedule: tuple[Instalment, ...]
+    # Regular instalments falling due before the plan's first date, which an instalment plan
+    # spreads with the past due (no plan date can ask for them): their due dates.
+    taken_in: tuple[date, ...] = ()
 
     @property
     def total(self) -> Decimal:
         return sum((i.amount for i in self.schedule), Decimal(0))
+
+    @property
+    def spread(self) -> Decimal:
+        """What an instalment plan spreads over its months: the past due and `taken_in`."""
+        return self.past_due + len(self.taken_in) * self.installment
 
     def describe(self) -> str:
         money = f"{self.currency} "
@@ -148,10 +162,16 @@ class PlanTerms:
             )
         amounts = sorted({i.amount for i in self.schedule}, reverse=True)
         each = " or ".join(f"{money}{a}" for a in amounts)
+        spread = f"{money}{self.past_due} past due spread"
+        if self.taken_in:
+            dates = ", ".join(d.isoformat() for d in self.taken_in)
+            spread = (
+                f"{money}{self.spread} spread: {money}{self.past_due} past due and the instalment due {dates}"
+            )
         return (
             f"instalment plan over {self.months} months: "
             f"{each} a month from {self.schedule[0].due.isoformat()} "
-            f"to {self.schedule[-1].due.isoformat()} (instalment plus {money}{self.past_due} past due spread)"
+            f"to {self.schedule[-1].due.isoformat()} (instalment plus {spread})"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +185,7 @@ class PlanTerms:
             "term_extension_months": self.term_extension_months,
             "schedule": [{"due": i.due.isoformat(), "amount": str(i.amount)} for i in self.schedule],
             "total": str(self.total),
+            "taken_in": [d.isoformat() for d in self.taken_in],
         }
 
     @classmethod
@@ -180,6 +201,7 @@ class PlanTerms:
             schedule=tuple(
                 Instalment(date.fromisoformat(i["due"]), Decimal(i["amount"])) for i in data["schedule"]
             ),
+            taken_in=tuple(date.fromisoformat(d) for d in data.get("taken_in", ())),
         )
 
 
@@ -226,6 +248,34 @@ def _start(loan: Loan, business_date: date, rules: PlanRules) -> tuple[int, date
     return loan.due_day or business_date.day, business_date + timedelta(days=rules.min_lead_days)
 
 
+def _upcoming(loan: Loan, business_date: date, due_day: int) -> date:
+    """The first regular instalment not in the past due: the loan's next due date where the file
+    gives one still ahead, else its due day on or after the business date (not past due yet)."""
+    first = due_dates(due_day, on_or_after=business_date, count=1)[0]
+    return max(first, loan.next_due_date) if loan.next_due_date else first
+
+
+def instalments_before_start(loan: Loan, *, business_date: date, rules: PlanRules) -> tuple[date, ...]:
+    """The due dates of regular instalments falling due before a plan's first date may be
+    (`min_lead_days` ahead): no plan date can ask for them, so a plan must take them in (a
+    deferral defers them, an instalment plan spreads them with the past due), or the borrower is
+    told of a next payment a month after one the loan still asks for, and it is never paid."""
+    due_day, lead = _start(loan, business_date, rules)
+    first = _upcoming(loan, business_date, due_day)
+    return tuple(
+        d for d in due_dates(due_day, on_or_after=first, count=rules.min_lead_days // 28 + 2) if d < lead
+    )
+
+
+def instalments_to_defer(loan: Loan, *, business_date: date, rules: PlanRules) -> int:
+    """What the smallest deferral moves: the instalments in the past due, and those falling due
+    before the deferral's first instalment may be (`instalments_before_start`)."""
+    needed = instalments_behind(loan)
+    if needed == 0:
+        return 0
+    return needed + len(instalments_before_start(loan, business_date=business_date, rules=rules))
+
+
 def deferral(loan: Loan, months: int, *, business_date: date, rules: PlanRules) -> PlanTerms:
     """Defer the past due (and, when `months` is more than it holds, the next instalments too) to
     the end of the term; the plan is kept by the first instalment after the deferral."""
@@ -240,9 +290,18 @@ def deferral(loan: Loan, months: int, *, business_date: date, rules: PlanRules) 
             f"a deferral of {months} would leave "
             f"part of it due; defer {needed} or choose an instalment plan"
         )
-    due_day, lead = _start(loan, business_date, rules)
-    skipped = months - needed  # upcoming instalments deferred as well
-    resume = due_dates(due_day, on_or_after=lead, count=skipped + 1)[-1]
+    due_day, _ = _start(loan, business_date, rules)
+    upcoming = _upcoming(loan, business_date, due_day)
+    smallest = instalments_to_defer(loan, business_date=business_date, rules=rules)
+    if months < smallest:
+        raise PlanError(
+            f"the instalment due {upcoming.isoformat()} falls before the deferral can start "
+            f"({rules.min_lead_days} days ahead): defer {smallest} or choose an instalment plan"
+        )
+    # The upcoming instalments deferred as well; the next is the first the deferral leaves due,
+    # counted from the loan's own next instalment so that none is skipped without being deferred.
+    skipped = months - needed
+    resume = due_dates(due_day, on_or_after=upcoming, count=skipped + 1)[-1]
     return PlanTerms(
         kind="deferral",
         months=months,
@@ -264,7 +323,8 @@ def instalment_plan(loan: Loan, months: int, *, business_date: date, rules: Plan
         span = f"{rules.min_instalment_months} to {rules.max_instalment_months}"
         raise PlanError(f"an instalment plan runs {span} months, not {months}")
     due_day, lead = _start(loan, business_date, rules)
-    shares = split_exact(loan.past_due, months, loan.currency)
+    taken_in = instalments_before_start(loan, business_date=business_date, rules=rules)
+    shares = split_exact(loan.past_due + len(taken_in) * loan.installment, months, loan.currency)
     dates = due_dates(due_day, on_or_after=lead, count=months)
     return PlanTerms(
         kind="instalment",
@@ -275,6 +335,7 @@ def instalment_plan(loan: Loan, months: int, *, business_date: date, rules: Plan
         deferred=Decimal(0),
         term_extension_months=0,
         schedule=tuple(Instalment(d, loan.installment + s) for d, s in zip(dates, shares, strict=True)),
+        taken_in=taken_in,
     )
 
 
@@ -282,7 +343,7 @@ def offers(loan: Loan, *, business_date: date, rules: PlanRules) -> list[PlanTer
     """What to offer, the recommended first: a deferral when the past due fits in one (it asks
     nothing extra of a borrower who is short of money now), then the instalment plans."""
     found: list[PlanTerms] = []
-    needed = instalments_behind(loan)
+    needed = instalments_to_defer(loan, business_date=business_date, rules=rules)
     if needed == 0:
         return found
     if needed <= rules.max_deferral:
@@ -308,7 +369,8 @@ def choose(
         return available[0]
     kind = kind or "instalment"
     if kind == "deferral":
-        return deferral(loan, months or instalments_behind(loan), business_date=business_date, rules=rules)
+        smallest = instalments_to_defer(loan, business_date=business_date, rules=rules)
+        return deferral(loan, months or smallest, business_date=business_date, rules=rules)
     if kind == "instalment":
         return instalment_plan(
             loan, months or rules.instalment_months[0], business_date=business_date, rules=rules

@@ -117,6 +117,62 @@ def test_deferral_covers_the_past_due_in_one_to_three_instalments() -> None:
         deferral(behind, 4, business_date=TODAY, rules=RULES)
 
 
+def test_an_instalment_due_before_the_plan_can_start_is_taken_into_it() -> None:
+    """On 8 December the instalment of 11 December falls inside the five days' lead. The deferral
+    of the two instalments behind named 11 January as the next instalment and the instalment
+    plans started then: 11 December was neither deferred nor asked for, and never paid. Now the
+    smallest deferral moves it too (three instalments, term +3), and an instalment plan spreads it
+    with the past due, every cent of it in the schedule."""
+    on = date(2026, 12, 8)
+    behind = loan()  # 825.00 past due since 11 November, 412.50 a month
+    with pytest.raises(PlanError, match="instalment due 2026-12-11 falls before the deferral can start"):
+        deferral(behind, 2, business_date=on, rules=RULES)
+    found = offers(behind, business_date=on, rules=RULES)
+    first = found[0]
+    assert (first.kind, first.months, first.deferred, first.term_extension_months, first.schedule) == (
+        "deferral",
+        3,
+        Decimal("1237.50"),
+        3,
+        (Instalment(date(2027, 1, 11), Decimal("412.50")),),
+    )
+    assert choose(behind, kind="deferral", months=None, business_date=on, rules=RULES) == first
+    plan = found[1]
+    assert (plan.kind, plan.taken_in, plan.spread) == (
+        "instalment",
+        (date(2026, 12, 11),),
+        Decimal("1237.50"),
+    )
+    assert [i.amount for i in plan.schedule] == [Decimal("825.00")] * 3
+    assert plan.schedule[0].due == date(2027, 1, 11)
+    assert plan.total == 3 * behind.installment + behind.past_due + behind.installment
+    assert PlanTerms.from_json(plan.to_json()) == plan
+    assert "USD 1237.50 spread: USD 825.00 past due and the instalment due 2026-12-11" in plan.describe()
+    from arrears.letters.contexts import plan_letter_context
+
+    letter = plan_letter_context(
+        plan,
+        jurisdiction="US-IA",
+        locale="en",
+        accepted_on=on,
+        letter_date=on,
+        lender="L",
+        lender_contact="c",
+        borrower_name="D",
+        account_reference="A",
+        address=(),
+    )
+    assert letter.plan_description is not None and "instalment due 2026-12-11" in letter.plan_description
+    # A loan due on the 31st, on 28 December: the 31 December instalment is taken in likewise.
+    month_end = Loan("USD", Decimal("18450.00"), Decimal("412.50"), Decimal("825.00"), date(2026, 10, 31))
+    assert deferral(month_end, 3, business_date=date(2026, 12, 28), rules=RULES).schedule[0].due == date(
+        2027, 1, 31
+    )
+    assert instalment_plan(month_end, 3, business_date=date(2026, 12, 28), rules=RULES).taken_in == (
+        date(2026, 12, 31),
+    )
+
+
 def test_instalment_plan_spreads_the_past_due_over_the_regular_instalments() -> None:
     """Each payment is the instalment plus an exact share of the past due, on the loan's due day."""
     terms = instalment_plan(loan(past_due="1000.00"), 3, business_date=TODAY, rules=RULES)

@@ -60,12 +60,21 @@ def _describe(terms: PlanTerms, locale: str) -> str:
         if terms.kind == "deferral":
             extended = terms.term_extension_months
             return f"延期还款：{terms.months}期月供顺延至贷款期末（期限延长{extended}个月）"
+        if terms.taken_in:
+            dates = "、".join(d.isoformat() for d in terms.taken_in)
+            return f"分期还款：逾期款项及{dates}到期的月供分{terms.months}个月随月供偿还"
         return f"分期还款：逾期款项分{terms.months}个月随月供偿还"
     if terms.kind == "deferral":
         plural = "s" if terms.months > 1 else ""
         return (
             f"deferral of {terms.months} instalment{plural} to the end of the loan "
             f"(term extended by {terms.term_extension_months} months)"
+        )
+    if terms.taken_in:  # due before the plan's first payment: spread with the past due
+        dates = ", ".join(d.isoformat() for d in terms.taken_in)
+        return (
+            f"the past-due amount and the instalment due {dates} spread over {terms.months} months "
+            "with your regular instalment"
         )
     return f"the past-due amount spread over {terms.months} months with your regular instalment"
 
