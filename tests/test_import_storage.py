@@ -335,6 +335,48 @@ def test_payment_finer_than_the_accounts_currency_is_rejected(engine: Engine) ->
     assert rejected[2] == [Rejection(2, "amount", "more decimal places than JPY allows (0)")]
 
 
+def test_payment_stated_in_another_currency_than_its_accounts_is_rejected(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A payments file with a `currency` column saying USD for a KWD account was imported as KWD
+    (the column was read past as ignored): 50 USD stored as 50 KWD. The stated currency must be
+    the account's; a row that leaves it empty, or a file without the column, is the account's."""
+    upsert(
+        engine,
+        account_row(
+            account_id="K-1",
+            currency="KWD",
+            balance="1000.000",
+            installment_amount="100.125",
+            past_due_amount="100.125",
+        ),
+    )
+    path = write_csv(
+        tmp_path / "payments.csv",
+        [
+            {
+                "payment_id": p,
+                "account_id": "K-1",
+                "amount": "50.000",
+                "currency": c,
+                "received_at": "2026-11-27T10:00:00+00:00",
+            }
+            for p, c in (("P-USD", "USD"), ("P-KWD", "KWD"), ("P-NONE", ""), ("P-XYZ", "XYZ"))
+        ],
+    )
+    summary = run_import(engine, open_source(path, Kind.PAYMENTS), now=NOW)
+    assert (summary.accepted, summary.rejected, summary.ignored_columns) == (2, 2, ())
+    reasons = {r.line: (r.field, r.reason) for r in summary.first_rejections}
+    assert reasons[2] == (
+        "currency",
+        "USD is not the account's currency (KWD): a payment is imported in the account's currency",
+    )
+    assert reasons[5] == ("currency", "unknown ISO 4217 currency code 'XYZ'")
+    with engine.connect() as c:
+        stored = c.execute(select(payment.c.payment_id).order_by(payment.c.payment_id)).scalars().all()
+    assert stored == ["P-KWD", "P-NONE"]
+
+
 def test_payment_received_more_than_a_month_after_the_import_is_rejected(engine: Engine) -> None:
     """A payment dated 2062 in a 2026 file would wait unapplied for 36 years while the borrower
     who paid is pursued: it is refused on received_at, naming the days; one value-dated a month

@@ -345,11 +345,15 @@ def _address(f: "_Fields", jurisdiction: str | None) -> dict[str, str | None]:
 
 
 def parse_payment(line: int, values: Mapping[str, str]) -> PaymentRow | list[Rejection]:
-    """Check one payments record on its own. Its currency is the account's, checked when stored."""
+    """Check one payments record on its own. Its currency is the account's, checked when stored
+    (with the file's `currency`, where it states one)."""
     f = _Fields(line, values)
     payment_id = f.required("payment_id", _PAYMENT_ID_LENGTH)
     account_id = f.required("account_id", _ID_LENGTH)
     amount = f.amount("amount", None, positive=True)  # a payment of nothing moves nothing
+    currency = None
+    if f.optional("currency"):
+        currency = f.choice("currency", ISO_4217, "ISO 4217 currency code")
     received_at = None
     text = f.required("received_at")
     if text is not None:
@@ -361,7 +365,12 @@ def parse_payment(line: int, values: Mapping[str, str]) -> PaymentRow | list[Rej
         return f.rejections
     assert payment_id and account_id and amount is not None and received_at is not None
     return PaymentRow(
-        line=line, payment_id=payment_id, account_id=account_id, amount=amount, received_at=received_at
+        line=line,
+        payment_id=payment_id,
+        account_id=account_id,
+        amount=amount,
+        received_at=received_at,
+        currency=currency,
     )
 
 

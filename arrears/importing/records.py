@@ -22,6 +22,7 @@ __all__ = [
     "ADDRESS_COLUMNS",
     "COLUMNS",
     "MAY_BE_EMPTY",
+    "PAYMENT_OPTIONAL",
     "PAYMENT_REQUIRED",
     "REJECT_COLUMNS",
     "REQUIRED",
@@ -68,10 +69,16 @@ ACCOUNT_OPTIONAL = (
     *ADDRESS_COLUMNS,
 )
 PAYMENT_REQUIRED = ("payment_id", "account_id", "amount", "received_at")
+# A servicer's file that states the payment's currency is held to it: the amount is the account's
+# currency, and a payment in another (USD to a KWD loan) is refused, not read as the account's.
+PAYMENT_OPTIONAL = ("currency",)
 MAY_BE_EMPTY = frozenset({"oldest_due_date"})  # required as a column, empty when the account is current
 
 REQUIRED = {Kind.ACCOUNTS: ACCOUNT_REQUIRED, Kind.PAYMENTS: PAYMENT_REQUIRED}
-COLUMNS = {Kind.ACCOUNTS: ACCOUNT_REQUIRED + ACCOUNT_OPTIONAL, Kind.PAYMENTS: PAYMENT_REQUIRED}
+COLUMNS = {
+    Kind.ACCOUNTS: ACCOUNT_REQUIRED + ACCOUNT_OPTIONAL,
+    Kind.PAYMENTS: PAYMENT_REQUIRED + PAYMENT_OPTIONAL,
+}
 # A rejects file starts with these; importing it again (after fixing it) skips them.
 REJECT_COLUMNS = ("line", "field", "reason")
 
@@ -174,6 +181,7 @@ class PaymentRow:
     account_id: str
     amount: Decimal
     received_at: datetime  # aware, UTC
+    currency: str | None = None  # as the file states it, if it does: must be the account's
 
     @property
     def content(self) -> tuple[str, Decimal, datetime]:

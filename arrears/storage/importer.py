@@ -418,6 +418,15 @@ def insert_payments(
             problems.append(
                 Rejection(row.line, "account_id", f"no account {row.account_id!r}: import it first")
             )
+        elif row.currency is not None and row.currency != currency:
+            problems.append(
+                Rejection(
+                    row.line,
+                    "currency",
+                    f"{row.currency} is not the account's currency ({currency}): a payment is "
+                    "imported in the account's currency",
+                )
+            )
         elif not fits_currency(row.amount, currency):
             problems.append(
                 Rejection(
