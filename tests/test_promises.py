@@ -430,4 +430,25 @@ def test_overflowing_reply_is_refused_on_the_timeline_not_raised(
     assert rows(later_db, promise_t, "A-P8") == []
     (note,) = [e.detail for e in events(later_db, "A-P8", "promise")]
     assert note.startswith("reply read as a promise, not recorded: ") and reason in note
+    assert "18450.0000" not in note  # the balance as USD writes it, not storage's four places
     assert refresh_later(later_db, "2026-12-04T16:00:00Z")["replies_read"] == 0
+
+
+def test_promise_add_above_the_balance_states_it_as_the_currency_writes_it(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """`arrears promise add` above the balance said `exceeds the balance of U-1 (18350.0000)`:
+    storage's four places. It names the balance as USD writes it."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    import_rows(later_db, tmp_path, [us_account("A-P9")])
+    result = CliRunner().invoke(
+        app,
+        [
+            *("promise", "add", "A-P9", "--amount", "99999", "--date", "2026-12-10"),
+            *("--as-of", "2026-12-02T17:00:00Z", "--database", db_url),
+        ],
+    )
+    assert str(result.exception) == "--amount: 99999 exceeds the balance of A-P9 (USD 18450.00)"

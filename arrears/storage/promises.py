@@ -332,8 +332,13 @@ def add_promise(
     delinquent = row.stage == Exit.CURED and row.past_due_amount > 0
     if row.stage not in (Stage.REMINDER, Stage.NEGOTIATION) and not delinquent:
         raise ValueError(f"account is in {row.stage}: promises are taken in reminder and negotiation")
-    why = promise_refusal(
-        amount, due_date, today=made_on, currency=row.currency, rules=rules, balance=row.balance
+    why = promise_refusal(  # the balance at its currency's precision, as the refusal states it
+        amount,
+        due_date,
+        today=made_on,
+        currency=row.currency,
+        rules=rules,
+        balance=to_precision(row.balance, row.currency),
     )
     if why is not None:
         raise ValueError(why)

@@ -72,6 +72,7 @@ def add(
 ) -> None:
     """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments."""
     from arrears.clock import business_date
+    from arrears.currencies import display
     from arrears.settings import get_settings
     from arrears.storage.accounts import account_story
     from tasks.promises import record_agent_promise
@@ -90,7 +91,9 @@ def add(
     if story is None:
         raise CliError(f"no account {account_id!r}")
     if value > story.account.balance:
-        raise CliError(f"--amount: {value} exceeds the balance of {account_id} ({story.account.balance})")
+        a = story.account  # the balance as its currency writes it, not storage's four places
+        balance = f"{a.currency} {display(a.balance, a.currency)}"
+        raise CliError(f"--amount: {value} exceeds the balance of {account_id} ({balance})")
     try:
         promise_id = record_agent_promise(
             engine, account_id=account_id, amount=value, due_date=due, agent=agent, at=at
