@@ -484,3 +484,25 @@ def test_a_short_plan_payment_is_stated_at_the_currency_precision(later_db: Engi
         f"plan {plan.id} defaulted: payment 1 of 3 (USD {first.amount} due {first.due.isoformat()}) "
         f"short by USD {first.amount - Decimal('100.00')} after 5 days' grace"
     )
+
+
+def test_a_payment_the_plan_already_reflects_does_not_pay_it_again(later_db: Engine, tmp_path: Path) -> None:
+    """A payment the morning's cycle applied lowered the past due the plan was then made on, and
+    counted towards that plan as well: a deferral agreed in the afternoon completed at the next
+    cycle without its next instalment being paid. Only payments applied after the plan count."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R10")
+    _set_stage(later_db, "A-R10", "negotiation")
+    pay(later_db, tmp_path, "A-R10", "412.50", "2026-12-02T00:30:00Z")
+    refresh_later(later_db, "2026-12-02T01:00:00Z")
+    assert account(later_db, "A-R10").past_due_amount == Decimal("412.50")
+    _, terms = accept_plan(
+        later_db, account_id="A-R10", kind="deferral", months=None, agent="lee", at=at("2026-12-02T06:00:00Z")
+    )
+    assert terms.schedule == (Instalment(date(2026, 12, 11), Decimal("412.50")),)
+    refresh_later(later_db, "2026-12-03T01:00:00Z")
+    assert [p.status for p in rows(later_db, plan_t, "A-R10")] == ["active"]
+    pay(later_db, tmp_path, "A-R10", "412.50", "2026-12-11T01:00:00Z")
+    refresh_later(later_db, "2026-12-11T02:00:00Z")
+    assert [p.status for p in rows(later_db, plan_t, "A-R10")] == ["completed"]

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from arrears.clock import business_date as lender_date
 from arrears.restructuring import (
@@ -159,6 +159,12 @@ def accept_plan(
     if last is not None and last.status == "active":
         raise PlanError(f"plan {last.id} is already active")
     terms = choose(loan_of(a), kind=kind, months=months, business_date=business_date, rules=rules)
+    # The payments the plan's past due already reflects (applied by then) never count towards it
+    # as well: a payment applied by the morning's cycle would otherwise pay a plan made that day
+    # on what was left, and a deferral would complete without its next instalment.
+    applied_by = connection.execute(
+        select(func.max(payment.c.applied_at)).where(payment.c.account_id == account_id)
+    ).scalar()
     stored = {
         **terms.to_json(),
         "episode": a.episode,
@@ -168,6 +174,7 @@ def accept_plan(
         "source": source,
         "on_time": 0,
         "reaged": False,
+        "payments_applied_by": applied_by.isoformat() if applied_by else None,
     }
     this_stay = last is not None and (last.terms or {}).get("episode") == a.episode
     offered = last if this_stay and last is not None and last.status == "offered" else None
@@ -330,27 +337,33 @@ def monitor_plans(
     }
     earliest = day_start(min(starts), lender_timezone)
     with_active = select(plan.c.account_id).where(plan.c.status == "active")
-    received: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    received: dict[str, list[tuple[date, Decimal, datetime | None]]] = defaultdict(list)
     for r in connection.execute(
-        select(payment.c.account_id, payment.c.amount, payment.c.received_at).where(
+        select(payment.c.account_id, payment.c.amount, payment.c.received_at, payment.c.applied_at).where(
             payment.c.account_id.in_(with_active),
             payment.c.received_at >= earliest,
             payment.c.received_at <= as_of,
             for_account(account_id, payment.c.account_id),
         )
     ):
-        received[r.account_id].append((lender_date(r.received_at, lender_timezone), r.amount))
+        received[r.account_id].append((lender_date(r.received_at, lender_timezone), r.amount, r.applied_at))
     plan_rows: list[dict[str, Any]] = []
     current: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for p, start in zip(active, starts, strict=True):
         stored = dict(p.terms or {})
         terms = PlanTerms.from_json(stored)
+        reflected = stored.get("payments_applied_by")
+        seen = datetime.fromisoformat(reflected) if reflected else None
         # At the plan's currency's precision (storage keeps four places), or the default's reason
         # and the plan's `paid` would read `short by USD 367.3400`.
         progress = monitor(
             terms,
-            [(d, to_precision(a, terms.currency)) for d, a in received.get(p.account_id, []) if d >= start],
+            [
+                (d, to_precision(a, terms.currency))
+                for d, a, applied in received.get(p.account_id, [])
+                if d >= start and not (seen and applied and applied <= seen)
+            ],
             business_date=business_date,
             grace_days=rules.grace_days,
         )
