@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
-from arrears.restructuring import PlanTerms, offers, plan_rules
+from arrears.currencies import display
+from arrears.restructuring import PlanError, PlanTerms, offers, plan_rules
 from arrears.settings import get_settings
 from arrears.storage import accounts, plans, quarantine
 from tasks import isolation
@@ -114,15 +115,19 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
             return None
         current = plans.current_plan(connection, account_id)
     day = lender_date(at, get_settings().lender_timezone)
-    available = (
-        []
-        if current is not None and current.status == "active"
-        else offers(plans.loan_of(a), business_date=day, rules=rules)
-    )
+    available: list[PlanTerms] = []
+    # Why a loan with past due gets no offer (no instalment amount to defer or spread over): said,
+    # as the cycle's offers leave it, rather than raised at the agent as a traceback.
+    unavailable = None
+    if current is None or current.status != "active":
+        try:
+            available = offers(plans.loan_of(a), business_date=day, rules=rules)
+        except PlanError as why:
+            unavailable = str(why)
     return {
         "account_id": account_id,
         "stage": a.stage,
-        "past_due_amount": str(a.past_due_amount),
+        "past_due_amount": display(a.past_due_amount, a.currency),
         "currency": a.currency,
         "plan": None
         if current is None
@@ -134,4 +139,5 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
             "updated_at": current.updated_at.isoformat(),
         },
         "offers": [{"describe": o.describe(), **o.to_json()} for o in available],
+        "no_offer": unavailable,
     }

@@ -506,3 +506,28 @@ def test_a_payment_the_plan_already_reflects_does_not_pay_it_again(later_db: Eng
     pay(later_db, tmp_path, "A-R10", "412.50", "2026-12-11T01:00:00Z")
     refresh_later(later_db, "2026-12-11T02:00:00Z")
     assert [p.status for p in rows(later_db, plan_t, "A-R10")] == ["completed"]
+
+
+def test_plan_show_says_why_a_loan_without_an_instalment_gets_no_offer(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """`arrears plan show` of a loan with past due and no instalment amount (a file may say 0) ended
+    in a PlanError traceback, exit 1; its `--json` gave the past due at storage's four places
+    (`825.0000`). It says why no offer is made, and the amount as USD writes it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    import_rows(later_db, tmp_path, [us_account("A-R11", installment_amount="0", past_due_amount="825.00")])
+    base = ["plan", "show", "A-R11", "--as-of", "2026-12-02T15:00:00Z", "--database", db_url]
+    shown = CliRunner().invoke(app, base)
+    assert shown.exit_code == 0, shown.output
+    assert "A-R11: no offer: the loan has no instalment amount" in shown.output
+    found = json.loads(CliRunner().invoke(app, [*base, "--json"]).output)
+    assert (found["past_due_amount"], found["offers"], found["no_offer"]) == (
+        "825.00",
+        [],
+        "the loan has no instalment amount",
+    )

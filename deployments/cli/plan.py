@@ -93,7 +93,9 @@ def show(
             _schedule(current["terms"])
     for n, offer in enumerate(found["offers"], start=1):
         console.print(f"offer {n}: {offer['describe']}")
-    if not current and not found["offers"]:
+    if found["no_offer"]:
+        console.print(f"{account_id}: no offer: {found['no_offer']}")
+    elif not current and not found["offers"]:
         console.print(f"{account_id}: no plan and nothing past due")
 
 
