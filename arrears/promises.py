@@ -11,7 +11,8 @@ and stores what these decide.
   computes with it: a reply shaped like a promise whose amount is not a plain positive amount
   (`-500`, `NaN`, `1e30`, more digits than money holds) is refused with its reason
   (`read_promise`), and a promise is refused above the account's balance, finer than its
-  currency, before today or beyond the horizon (`refusal`), never more than a year out.
+  currency, before today or beyond the horizon (`refusal`), never more than a year out, and
+  one whose sign or unit names another currency than the account's (`currency_refusal`).
 - A promise is kept once the payments received from the day it was made up to its due date plus
   the grace period add up to its amount; partial payments count towards it. Past that date it is
   broken. Payments are shared out in due-date order, each payment counting once, so two
@@ -35,6 +36,7 @@ __all__ = [
     "PromiseView",
     "Resolution",
     "Unreadable",
+    "currency_refusal",
     "parse_promise",
     "promise_rules",
     "read_promise",
@@ -73,11 +75,46 @@ def promise_rules(policy: Any) -> PromiseRules:
 
 _AMOUNT = r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _DATE = r"(?P<year>\d{4})\s*(?:[-/.]|年)\s*(?P<month>\d{1,2})\s*(?:[-/.]|月)\s*(?P<day>\d{1,2})\s*日?"
-_KEYWORD = r"^(?:PAY|还款|還款)\s*[$¥￥£€]?\s*"
-_TAIL = rf"\s*(?:元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*(?:ON|BY|于|於|在)?\s*{_DATE}$"
+_KEYWORD = r"^(?:PAY|还款|還款)\s*(?P<sign>[$¥￥£€])?\s*"
+_TAIL = rf"\s*(?P<unit>元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*(?:ON|BY|于|於|在)?\s*{_DATE}$"
 _PROMISE = re.compile(rf"{_KEYWORD}{_AMOUNT}{_TAIL}")
 # The same shape with anything in the amount's place: `PAY -500 …`, `PAY NaN …`, `PAY 1e30 …`.
 _SHAPE = re.compile(rf"{_KEYWORD}(?P<amount>[^\s$¥￥£€元块塊]+?){_TAIL}")
+
+
+# The currencies a promise's sign or unit names. A sign several currencies write ($ for dollars
+# and pesos, ¥ for yuan and yen) names only these, the ones arrears' jurisdictions lend in.
+_NAMES = {
+    "$": {"USD"},
+    "¥": {"CNY", "JPY"},
+    "£": {"GBP"},
+    "€": {"EUR"},
+    "元": {"CNY"},
+    "块": {"CNY"},
+    "塊": {"CNY"},
+    "RMB": {"CNY"},
+    "CNY": {"CNY"},
+    "USD": {"USD"},
+    "GBP": {"GBP"},
+    "EUR": {"EUR"},
+}
+_KNOWN = frozenset().union(*_NAMES.values())
+_SIGNS = frozenset({"$", "¥", "£", "€", "元", "块", "塊"})
+
+
+def currency_refusal(text: str, currency: str) -> str | None:
+    """Why a promise reply cannot be recorded in the account's `currency`: it names another
+    (`PAY $500 …` to a CNY loan would be recorded as ¥500, and kept by a seventh of what was
+    promised). None when it names none, or the account's. A sign that is not one of ours
+    (`$` on a loan in Canadian dollars) is left alone: it may be the account's own."""
+    found = _PROMISE.match(normalise(text))
+    if found is None:
+        return None
+    for said in (found["sign"], found["unit"]):
+        names = _NAMES.get(said or "", set())
+        if names and currency not in names and (currency in _KNOWN or said not in _SIGNS):
+            return f"the amount is in {'/'.join(sorted(names))}, the account's currency is {currency}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

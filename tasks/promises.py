@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
 from arrears.policy import Policy
-from arrears.promises import Unreadable, promise_rules, read_promise
+from arrears.promises import Unreadable, currency_refusal, promise_rules, read_promise
 from arrears.restructuring import PlanError, PlanReply, parse_plan_reply, plan_rules
 from arrears.settings import get_settings
 from arrears.storage import accounts, plans, promises, quarantine, read_only
@@ -191,6 +191,10 @@ def _promise_by_reply(
 ) -> bool:
     """Record the promise a reply makes; a promise the rules refuse is noted on the timeline."""
     amount, due = promised
+    other = currency_refusal(reply.text, reply.currency)
+    if other is not None:
+        _note(connection, reply, "promise", f"reply read as a promise, not recorded: {other}", ref, cycle_id)
+        return False
     try:
         promises.add_promise(
             connection,

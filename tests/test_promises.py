@@ -416,6 +416,8 @@ def test_refusal_bounds_amount_by_balance_and_date_by_a_year_whatever_the_policy
         ("PAY 50000 2026-12-10", "the amount 50000 is more than the balance of USD 18450.00"),
         ("PAY -500 2026-12-10", "the amount -500 is not above zero"),
         ("PAY NaN 2026-12-10", "'NAN' is not an amount"),
+        # Recorded as USD 500 before, and kept by USD 500 whatever yuan or yen were promised.
+        ("PAY ¥500 2026-12-10", "the amount is in CNY/JPY, the account's currency is USD"),
     ],
 )
 def test_overflowing_reply_is_refused_on_the_timeline_not_raised(
@@ -452,3 +454,25 @@ def test_promise_add_above_the_balance_states_it_as_the_currency_writes_it(
         ],
     )
     assert str(result.exception) == "--amount: 99999 exceeds the balance of A-P9 (USD 18450.00)"
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "reason"),
+    [
+        ("PAY $500 2026-12-10", "CNY", "the amount is in USD, the account's currency is CNY"),
+        ("还款 500 USD 2026-12-10", "CNY", "the amount is in USD, the account's currency is CNY"),
+        ("PAY 500 EUR 2026-12-10", "KWD", "the amount is in EUR, the account's currency is KWD"),
+        ("还款 500元 2026-12-10", "CNY", None),
+        ("PAY ￥500 2026-12-10", "JPY", None),
+        ("PAY $500 2026-12-10", "CAD", None),  # a dollar sign may be the account's own dollars
+        ("PAY 500 2026-12-10", "USD", None),
+    ],
+)
+def test_a_promise_in_another_currency_than_the_accounts_is_refused(
+    text: str, currency: str, reason: str | None
+) -> None:
+    """A reply promising in a currency its sign or unit names, other than the account's, would be
+    recorded in the account's currency: `PAY $500` to a CNY loan became ¥500."""
+    from arrears.promises import currency_refusal
+
+    assert currency_refusal(text, currency) == reason
