@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from arrears.storage.types import Money, UTCDateTime
@@ -59,7 +59,18 @@ class ContactPoint(SQLModel, table=True):
 
     __tablename__ = "contact_point"
     # Its index starts with the borrower: lookups by borrower use it (no index of their own).
-    __table_args__ = (UniqueConstraint("borrower_id", "channel", "address"),)
+    # The opted-out numbers are indexed apart, and only they: an import finds whether a number it
+    # gives a new borrower opted out under another (a few rows), and inserting a number that has
+    # not opted out, as an import does a million times, writes nothing to this index.
+    __table_args__ = (
+        UniqueConstraint("borrower_id", "channel", "address"),
+        Index(
+            "ix_contact_point_opted_out",
+            "address",
+            sqlite_where=text("opted_out_at IS NOT NULL"),
+            postgresql_where=text("opted_out_at IS NOT NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     borrower_id: str = Field(foreign_key="borrower.borrower_id", max_length=64)

@@ -16,6 +16,7 @@ from arrears.storage.importer import (
     run_import,
     upsert_accounts,
 )
+from arrears.storage.inbound import Inbound, record_opt_out
 from tests.factories import account_record, account_row, payment_row, write_csv
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -215,6 +216,31 @@ def test_new_phone_becomes_primary_and_the_old_one_stays_with_its_opt_out(engine
     assert phones == {("+12133734253", False, NOW), ("+14155552671", True, None)}
 
 
+def test_number_opted_out_under_another_borrower_stays_opted_out_for_a_new_one(engine: Engine) -> None:
+    """A number that texted STOP is opted out for the next borrower the file gives it (a second loan)."""
+    upsert(engine, account_row(account_id="A-1", phone="(213) 373-4253"))
+    with engine.begin() as connection:
+        record_opt_out(
+            connection,
+            inbound=Inbound(
+                address="+12133734253",
+                text="STOP",
+                at=NOW,
+                provider="sandbox",
+                callback_id="c-1",
+                keyword="STOP",
+            ),
+        )
+    counts = upsert(
+        engine,
+        account_row(account_id="A-2", phone="(213) 373-4253", alt_phone="(415) 555-2671"),
+        now=LATER,
+    )
+    assert counts.contacts_added == 2
+    phones = {(c.address, c.opted_out_at) for c in every(engine, contact, borrower_id="B-A-2")}
+    assert phones == {("+12133734253", NOW), ("+14155552671", None)}
+
+
 def test_alt_phone_named_as_phone_is_promoted_not_added(engine: Engine) -> None:
     """When the alternate number becomes the phone, that contact point turns primary; none is added."""
     upsert(engine, account_row(account_id="A-1", phone="(213) 373-4253", alt_phone="(415) 555-2671"))
@@ -268,7 +294,7 @@ def test_a_chunk_reads_with_one_query_per_table(engine: Engine) -> None:
 
     small = selects([account_row(account_id=f"S-{n}", flags="") for n in range(2)])
     large = selects([account_row(account_id=f"L-{n}", flags="") for n in range(200)])
-    assert small == large == 4  # accounts, borrowers, contact points, holds
+    assert small == large == 5  # accounts, borrowers, contact points, opted-out numbers, holds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -268,10 +268,40 @@ def _sync_contact_points(
             if alt not in have and alt != phone
         ]
     columns = ("borrower_id", "address", "region", "is_primary")
+    opted_out = _opted_out(connection, {address for _, address, _, _ in new})
+    if opted_out:
+        # The number opted out under another borrower (the same person's other loan): it stays
+        # opted out here too, until the number itself texts START (`record_opt_in` clears it on
+        # every borrower's contact point).
+        late = [(*row, opted_out[row[1]]) for row in new if row[1] in opted_out]
+        new = [row for row in new if row[1] not in opted_out]
+        with_opt_out = (*columns, "opted_out_at")
+        insert_rows(connection, contact, with_opt_out, late, _without(base, with_opt_out))
+        counts.contacts_added += len(late)
     insert_rows(connection, contact, columns, new, _without(base, columns))
     update_rows(connection, contact, "id", ("is_primary",), flips)
     counts.contacts_added += len(new)
     counts.contacts_changed += len(flips)
+
+
+def _opted_out(connection: Connection, addresses: set[str]) -> dict[str, datetime]:
+    """Of `addresses`, the SMS numbers that opted out under any borrower, with when (the latest).
+
+    Read through the partial index of opted-out numbers: a few probes, even for a first import's
+    ten thousand new numbers a chunk."""
+    if not addresses:
+        return {}
+    return dict(
+        connection.execute(
+            select(contact.c.address, func.max(contact.c.opted_out_at))
+            .where(
+                among(contact.c.address, addresses),
+                contact.c.opted_out_at.is_not(None),
+                contact.c.channel == Channel.SMS.value,
+            )
+            .group_by(contact.c.address)
+        ).all()
+    )
 
 
 def _upsert_account_rows(
