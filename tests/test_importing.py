@@ -1,6 +1,7 @@
 """Reading and checking import files: one test per rule of DESIGN §8, no database."""
 
 import codecs
+import gzip
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -487,12 +488,15 @@ def test_jsonl_starting_with_garbage_is_unreadable(tmp_path: Path) -> None:
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "is a directory"),
         (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "binary content"),
+        (lambda p: p.write_bytes(gzip.compress(b"account_id,phone\n")), "gzip-compressed: decompress it"),
+        (lambda p: p.write_bytes(b"PK\x03\x04\x14\x00\x06\x00"), r"Excel workbook \(.xlsx\)"),
+        (lambda p: p.write_bytes("account_id\tphone\n".encode("utf-16")), "UTF-16 text"),
         (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: p.write_text("account_id,phone,phone\n"), "column 'phone' appears twice"),
     ],
 )
 def test_file_that_cannot_be_read_raises_unreadable(tmp_path: Path, setup: object, message: str) -> None:
-    """Missing files, directories, binaries, empty files and ambiguous headers are refused whole."""
+    """Missing, directory, binary (gzip, xlsx, UTF-16 named), empty and ambiguous files are refused whole."""
     path = tmp_path / "accounts.csv"
     setup(path)  # type: ignore[operator]
     with pytest.raises(UnreadableFile, match=message):

@@ -39,6 +39,18 @@ from arrears.importing.records import (
 
 __all__ = ["DEFAULT_ENCODING", "Layout", "Source", "check_encoding", "open_source"]
 
+# What a servicing system's transfer or an operator's spreadsheet hands over instead of text, by
+# the bytes it starts with: each is named, so the operator knows what to do with the file (a gzip
+# file is not "UTF-16", which is what its NUL bytes alone would suggest).
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip), then import the CSV or JSON Lines"),
+    (b"BZh", "bzip2-compressed: decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed: decompress it first (unxz)"),
+    (b"PK\x03\x04", "a ZIP archive or an Excel workbook (.xlsx): unzip it, or save the sheet as CSV UTF-8"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (.xls): save the sheet as CSV UTF-8"),
+    (b"\xff\xfe", "UTF-16 text (as Excel's 'Unicode Text' saves): save it as CSV UTF-8"),
+    (b"\xfe\xff", "UTF-16 text: save it as CSV UTF-8"),
+)
 # Encodings whose bytes for a line depend on the lines before it: a line cannot be read alone.
 _STATEFUL = ("utf_7", "hz", "iso2022")
 _ASCII_PROBE = 'account_id,;\t"{}:\r\n'
@@ -161,6 +173,9 @@ def open_source(path: Path, kind: Kind, encoding: str = DEFAULT_ENCODING) -> Sou
         raise UnreadableFile(f"{path}: {error.strerror or error}") from None
     try:
         head = binary.peek(65536)[:65536]
+        for magic, what in _NOT_TEXT:
+            if head.startswith(magic):
+                raise UnreadableFile(f"{path}: {what}")
         if b"\x00" in head:
             raise UnreadableFile(
                 f"{path}: binary content (NUL bytes), not a CSV or JSON Lines file; "
