@@ -522,6 +522,17 @@ def test_invalid_utf8_refuses_the_file_naming_the_byte_offset(tmp_path: Path) ->
         read(path)
 
 
+def test_windows_1252_file_read_as_utf8_names_the_encoding_excel_saved_it_in(tmp_path: Path) -> None:
+    """A Western Excel "CSV" (Windows-1252) read as UTF-8 is refused pointing at cp1252, not only GB18030."""
+    path = tmp_path / "a.csv"
+    write_csv(path, [account_record(borrower_name="Zo\u00eb M\u00fcller")])
+    path.write_bytes(path.read_text(encoding="utf-8").encode("cp1252"))
+    with pytest.raises(UnreadableFile, match="--encoding cp1252"):
+        read(path)
+    with open_source(path, Kind.ACCOUNTS, "cp1252") as source:
+        assert next(source.rows()).values["borrower_name"] == "Zo\u00eb M\u00fcller"
+
+
 def test_rejects_file_can_be_imported_again(tmp_path: Path) -> None:
     """The line, field and reason columns of a rejects file are skipped when it is read again."""
     path = write_csv(tmp_path / "a.csv", [{"line": "9", "field": "phone", "reason": "x", **account_record()}])

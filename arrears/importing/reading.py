@@ -139,7 +139,14 @@ class Source:
                 text = body.decode(self.encoding)
             except UnicodeDecodeError as error:
                 offset = start + skipped + error.start
-                hint = " (try --encoding gb18030 for a Chinese file)" if self._bom else ""
+                # Excel on Windows saves "CSV" in the system's code page: GBK on a Chinese
+                # system, Windows-1252 in Western Europe and the Americas.
+                hint = (
+                    " (try --encoding gb18030 for a Chinese file, --encoding cp1252 for one Excel saved "
+                    "in Western Europe or the Americas)"
+                    if self._bom
+                    else ""
+                )
                 raise UnreadableFile(
                     f"{self.path}: not valid {self.encoding} at byte offset {offset} (line "
                     f"{self._number}): nothing stored{hint}"
