@@ -2,6 +2,7 @@
 
 import codecs
 import gzip
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -472,6 +473,15 @@ def test_accounts_file_given_as_payments_is_unreadable(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "a.jsonl", [account_record()])
     with pytest.raises(UnreadableFile, match="lacks fields required for payments: payment_id, amount"):
         open_source(path, Kind.PAYMENTS)
+
+
+@pytest.mark.parametrize("name", ["accounts.json", "accounts.jsonl"])
+def test_json_array_is_refused_as_such(tmp_path: Path, name: str) -> None:
+    """A JSON array of records (an API's export) is named as one, whatever its extension says."""
+    path = tmp_path / name
+    path.write_text(json.dumps([account_record(), account_record(account_id="A-2")], indent=2))
+    with pytest.raises(UnreadableFile, match="a JSON array, not JSON Lines"):
+        open_source(path, Kind.ACCOUNTS)
 
 
 def test_jsonl_starting_with_garbage_is_unreadable(tmp_path: Path) -> None:

@@ -189,9 +189,14 @@ def open_source(path: Path, kind: Kind, encoding: str = DEFAULT_ENCODING) -> Sou
                 "a UTF-16 file must be saved as UTF-8"
             )
         suffix = path.suffix.lower()
-        is_jsonl = suffix in (".jsonl", ".ndjson") or (
-            suffix != ".csv" and head.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"{")
-        )
+        start = head.removeprefix(codecs.BOM_UTF8).lstrip()
+        if suffix != ".csv" and start.startswith(b"["):
+            # An API's export (`.json`): read as CSV, its first line made a nonsense header.
+            raise UnreadableFile(
+                f"{path}: a JSON array, not JSON Lines: each record must be one JSON object on a line "
+                "of its own (jq -c '.[]' FILE writes them so)"
+            )
+        is_jsonl = suffix in (".jsonl", ".ndjson") or (suffix != ".csv" and start.startswith(b"{"))
         source: Source = (
             _JsonlSource(path, kind, binary, codec) if is_jsonl else _CsvSource(path, kind, binary, codec)
         )
