@@ -177,3 +177,24 @@ def test_console_script_reports_unreadable_file_without_traceback(tmp_path: Path
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"error: {tmp_path / 'nope.csv'}: no such file"]
+
+
+def test_a_failure_after_the_commit_keeps_the_imports_exit_code_and_summary(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error after the commit is a warning: the file is stored, exit 3 (not 1)."""
+    from sqlalchemy.exc import OperationalError
+
+    import tasks.lifecycle_letters
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(tasks.lifecycle_letters, "readdress_letters", locked)
+    path = write_csv(tmp_path / "accounts.csv", [account_record(), account_record(phone="nope")])
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 3, result.err
+    assert "2 rows read, 1 accepted, 1 rejected" in result.out
+    assert "warning: the file is stored, but letters waiting for an address were not written" in result.err
+    assert "database is locked" in result.err
+    assert stored(sqlite_url, Account) == 1

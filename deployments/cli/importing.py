@@ -35,6 +35,8 @@ from deployments.cli._common import (
 
 # The reading, checks and storage are imported in the commands: `arrears --help` loads none of them.
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from arrears.importing import Kind
     from arrears.storage.importer import ImportSummary
 
@@ -127,24 +129,55 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
                 f"{error.filename or file}: {error.strerror or error}; nothing was stored", 1
             ) from None
         late = stop_requested()
-    if summary.vendor_orders_cancelled:
-        from tasks.agency import call_off_overtaken
-
-        call_off_overtaken()  # the agency hears of it now, not at the next cycle
-    if kind is Kind.ACCOUNTS and summary.accepted:
-        from tasks.lifecycle_letters import readdress_letters
-
-        # A letter that waited for an address is written now (the next dispatch mails it), and
-        # the review it held up is no longer blocked.
-        readdress_letters(datetime.now(UTC), engine_=engine)
+    undone = _after_commit(kind, summary, engine)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
     else:
         _print(summary)
         if late:
             console_err.print(f"{late} arrived after the commit: the whole file is stored", markup=False)
+    for warning in undone:
+        console_err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _after_commit(kind: "Kind", summary: "ImportSummary", engine: "Engine") -> list[str]:
+    """Start now what the committed file calls for; what the database refuses is said, not raised.
+
+    The file is stored by then: an error here (SQLite's write lock held by a cycle for longer than
+    it waits) must not end the command as "database error" with exit 1, which says nothing was
+    stored, nor hide the summary and exit 3 of the rows rejected. `arrears dispatch` and the next
+    cycle do the same work (`flows.repossession_review.follow_orders`).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from arrears.importing import Kind
+
+    undone: list[str] = []
+    if summary.vendor_orders_cancelled:
+        from tasks.agency import call_off_overtaken
+
+        try:
+            call_off_overtaken()  # the agency hears of it now, not at the next cycle
+        except SQLAlchemyError as error:
+            undone.append(
+                f"the file is stored, but the agency was not told of the {summary.vendor_orders_cancelled:,} "
+                f"cancelled orders ({database_error(error)}): `arrears dispatch` or the next cycle tells it"
+            )
+    if kind is Kind.ACCOUNTS and summary.accepted:
+        from tasks.lifecycle_letters import readdress_letters
+
+        try:
+            # A letter that waited for an address is written now (the next dispatch mails it), and
+            # the review it held up is no longer blocked.
+            readdress_letters(datetime.now(UTC), engine_=engine)
+        except SQLAlchemyError as error:
+            undone.append(
+                "the file is stored, but letters waiting for an address were not written again "
+                f"({database_error(error)}): `arrears dispatch` or the next cycle writes them"
+            )
+    return undone
 
 
 @contextmanager
