@@ -136,6 +136,14 @@ def test_invalid_phone_is_rejected_without_echoing_the_number() -> None:
     assert rejected(phone="call me")["phone"] == "not a phone number"
 
 
+@pytest.mark.parametrize("phone", ["(213) 373-4253 ext. 5", "+1 213-373-4253 x12", "213.373.4253;ext=7"])
+@pytest.mark.parametrize("field", ["phone", "alt_phone"])
+def test_phone_with_an_extension_is_rejected_not_cut_to_the_switchboard(field: str, phone: str) -> None:
+    """A number with an extension is rejected: stored without it, texts would reach a switchboard."""
+    reason = rejected(**{field: phone})[field]
+    assert reason.startswith("has an extension") and "213" not in reason
+
+
 def test_alt_phone_is_optional_and_normalised() -> None:
     """alt_phone may be empty; when given it is normalised like phone."""
     assert account(alt_phone="").alt_phone is None

@@ -177,6 +177,11 @@ class _Fields:
         except phonenumbers.NumberParseException:
             self.reject(name, "not a phone number")
             return None
+        if number.extension:
+            # "626-241-1110 ext. 5" is a switchboard: a text reaches whoever reads the main line,
+            # never the extension, and tells a third party of the debt (FDCPA 1692c(b)).
+            self.reject(name, "has an extension: a text cannot reach an extension; give a number of its own")
+            return None
         # is_valid_number() would look the region up again: it is the slowest part of an import.
         number_region = phonenumbers.region_code_for_number(number)
         national = (
