@@ -492,6 +492,14 @@ def test_json_array_is_refused_as_such(tmp_path: Path, name: str) -> None:
         open_source(path, Kind.ACCOUNTS)
 
 
+def test_csv_with_cr_line_ends_is_refused_saying_so(tmp_path: Path) -> None:
+    """A file whose lines end in CR alone (Excel's 'CSV (Macintosh)') is refused naming its line ends."""
+    path = write_csv(tmp_path / "a.csv", [account_record(), account_record(account_id="A-2")])
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    with pytest.raises(UnreadableFile, match=r"lines end in a carriage return \(CR\) alone"):
+        open_source(path, Kind.ACCOUNTS)
+
+
 def test_jsonl_starting_with_garbage_is_unreadable(tmp_path: Path) -> None:
     """A .jsonl file whose first line is not a JSON object is not JSON Lines."""
     path = tmp_path / "a.jsonl"

@@ -235,6 +235,12 @@ class _CsvSource(Source):
         first = next(self._iter, None)
         if first is None or not first[1].strip():
             raise UnreadableFile(f"{path}: empty file, no header")
+        if "\r" in first[1]:
+            # Excel's "CSV (Macintosh)" ends lines with a CR alone: the whole file reads as one line.
+            raise UnreadableFile(
+                f"{path}: lines end in a carriage return (CR) alone, as 'CSV (Macintosh)' saves them: "
+                "save it as CSV UTF-8 (lines ending in LF or CRLF)"
+            )
         # Spreadsheets in much of Europe save with semicolons; a header never holds the separator.
         delimiter = max(",;\t", key=first[1].count)
         try:
