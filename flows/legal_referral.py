@@ -13,7 +13,7 @@ the court (the automatic stay), while the case is still followed.
 
 It ends when the court ends the case (judgment: the lifecycle closes the account), when the
 filing is rejected (back to the legal team's queue with the court's reason: `arrears review
-list`), or when the account pays or settles (the filing is withdrawn, or its dismissal left to
+list`), or when the account pays, settles or cures (the filing is withdrawn, or its dismissal left to
 counsel where the gateway cannot withdraw it any more).
 """
 

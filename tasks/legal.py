@@ -156,7 +156,7 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
 
 @task(name="request-dismissal", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
 def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
-    """The account has paid or settled: withdraw the filing at the gateway while its review is
+    """The account has paid, settled or cured: withdraw the filing at the gateway while its review is
     open; after that, a dismissal is a motion counsel files (no gateway operation for it), so the
     referral waits for them as `dismissing`. Nothing filed yet: the referral is simply dismissed."""
     state = load_referral.fn(referral_id)

@@ -327,3 +327,21 @@ def _run_of_when(engine: Engine, account_id: str, ready: Any, timeout: float = 6
             return _run_of(engine, account_id)
         time.sleep(0.2)
     raise AssertionError(f"{account_id}: the referral run never got there")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cured_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, court: Any) -> None:
+    """Past due cleared (reinstated, the balance still owed) while the court reviews the filing:
+    the account leaves legal referral as cured, so the run withdraws the filing and ends."""
+    from flows.legal_referral import legal_referral, start_referrals
+
+    _in_legal(later_db, tmp_path, "A-L6")
+    running = in_thread(legal_referral, "A-L6", "2026-12-23T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L6")
+    wait_paused(_run_of(later_db, "A-L6"), "court-wait-1")
+    pay(later_db, tmp_path, "A-L6", "825.00", "2026-12-27T15:00:00Z")
+    day(later_db, "2026-12-27T16:00:00Z")
+    assert account(later_db, "A-L6").stage == "cured"
+    start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
+    assert running.result(timeout=60)["status"] == "dismissed"
+    assert [f["status"] for f in _filings(court) if f["filingId"] == referral.filing_id] == ["cancelled"]

@@ -16,7 +16,7 @@ from arrears.review import ReferralFacts, claim_amount, notices_from
 from arrears.storage._common import event, holds_of, insert_events, inserted_id, to_precision
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.tables import account, audit, borrower, referral
-from arrears.vocabulary import Exit, Hold, Stage
+from arrears.vocabulary import Hold, Stage
 
 __all__ = [
     "ReferralState",
@@ -49,7 +49,9 @@ class ReferralState:
 
     @property
     def paid(self) -> bool:
-        return self.balance <= 0 or self.stage in (Exit.PAID_OFF, Exit.SETTLED)
+        """Nothing left to sue for: paid or settled, or out of legal referral by a payment (past
+        due cleared: cured, the loan reinstated), so the filing is withdrawn."""
+        return self.balance <= 0 or self.stage != Stage.LEGAL_REFERRAL
 
     def as_json(self) -> dict[str, Any]:
         return {
