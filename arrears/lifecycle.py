@@ -91,6 +91,9 @@ class Facts:
     referral_status: str | None = None  # court status of an open referral
     context: MessageContext | None = None  # what a message is filled with; without it nothing is sent
     address: str | None = None  # the number a text would go to (E.164)
+    # False: a number skip tracing found that the borrower has not confirmed: it may be a third
+    # party's, so a text to it must not tell of the debt (compliance.md: third parties).
+    address_verified: bool = True
     history: tuple[Contact, ...] = ()  # the borrower's recent and pending contacts, all accounts
 
 
@@ -312,11 +315,14 @@ def _outgoing(
             fill=params,
             stage=stage,
             episode=episode,
+            third_party=not facts.address_verified,
         ),
         state=ContactState(
             holds=facts.holds,
             opted_out=facts.opted_out,
-            debtor_reachable=facts.reachable,
+            # The debtor is reachable on a number they confirmed; an unconfirmed one is the very
+            # attempt the third-party rule allows while they are not.
+            debtor_reachable=facts.reachable and facts.address_verified,
             history=facts.history,
         ),
         policy=policy,

@@ -187,6 +187,26 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
     assert _pulls(later_db, "A-B3")[0].payload["idempotency_key"] == "skip-A-B3-2"
 
 
+def test_a_skip_traced_number_is_loaded_as_unconfirmed(later_db: Engine, tmp_path: Path) -> None:
+    """The cycle reads a number skip tracing found as unconfirmed (it may be a third party's), so the
+    rules never tell it of the debt; the borrower's own number is confirmed."""
+    from datetime import date
+
+    from arrears.storage.cycle import load_shard
+
+    import_rows(later_db, tmp_path, [us_account("A-B7", phone="(515) 281-1006"), us_account("A-B8")])
+    _stage(later_db, "A-B7", "reminder", segment="unreachable")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811006").values(valid=False))
+    _pull("2026-12-02T01:00:00Z")
+    with later_db.connect() as c:
+        rows = load_shard(
+            c, lo="A-B7", hi=None, business_date=date(2026, 12, 2), lender="L", lender_timezone="UTC"
+        )
+    [traced, own] = [(r.facts.address is not None, r.facts.address_verified) for r in rows]
+    assert (traced, own) == ((True, False), (True, True))
+
+
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
     its reason: the same answer again is a duplicate, and a later pull of the account (its skip

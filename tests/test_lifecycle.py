@@ -466,3 +466,17 @@ def test_held_account_is_still_recorded_as_delinquent() -> None:
     decision = decide(view(stage=Exit.CURED, dpd=40, episode=0), facts(holds=frozenset({Hold.DISPUTE})))
     assert [s.to_stage for s in decision.steps] == [Stage.REMINDER]
     assert decision.messages == ()
+
+
+def test_a_number_skip_tracing_found_is_never_told_of_the_debt() -> None:
+    """A skip-traced number nobody confirmed may be a third party's: a message to it that tells of
+    the debt is blocked (CBA 2026 guideline: third parties never told of the debt); where no third
+    party may be contacted at all (IE), it is blocked as such. A confirmed number gets the reminder."""
+    unverified = facts(address="+8613800138000", address_verified=False)
+    [message] = decide(view(dpd=5), unverified).messages
+    assert message.blocked == "content:third-party-debt"
+    ie = view(dpd=5, jurisdiction="IE", timezone="Europe/Dublin")
+    [message] = decide(ie, replace(unverified, context=replace(CONTEXT, jurisdiction="IE"))).messages
+    assert message.blocked == "third_party:forbidden"
+    [message] = decide(view(dpd=5), facts(address="+8613800138000")).messages
+    assert message.blocked is None

@@ -4,7 +4,8 @@ served deployments:
 
 - self_cure (CN): promises by reply in Chinese, pays, the promise is kept, cured;
 - unreachable (US-IA): its only number is dead, so nothing is sent; the bureau's skip trace finds
-  new numbers, the reminder reaches one, the borrower pays, cured;
+  new numbers, unconfirmed (perhaps a third party's), so the reminder, which tells of the debt, is
+  blocked to them; the borrower pays, cured;
 - hardship (US-IA): the bureau pull on entering negotiation finds no ability (band E), so
   restructuring is offered, accepted by reply, paid: cured by the plan, plan completed;
 - strategic (US-IA): able by the bureau (band B), breaks two promises, reaches review early, the
@@ -295,7 +296,7 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
             ("segment", "→ unreachable"),
             ("bureau", "skip trace (604(a)(3)(A)): band B"),
             ("segment", "unreachable →"),
-            ("message", "sent"),
+            ("message", "reminder blocked: content:third-party-debt"),
             ("transition", "reminder → cured: past due cleared"),
         ],
     )

@@ -331,6 +331,7 @@ def load_shard(
             ),
             referral_status=referral.status if referral is not None else None,
             address=contact[0] if contact else None,
+            address_verified=contact is None or contact[2],
             history=history.get(borrower_id, ()),
             context=context,
         )
@@ -419,14 +420,15 @@ def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozens
     return {k: frozenset(v) for k, v in found.items()}
 
 
-def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tuple[str, bool]]:
-    """Per borrower, the SMS number to use and whether it has opted out.
+def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tuple[str, bool, bool]]:
+    """Per borrower, the SMS number to use, whether it has opted out, and whether it is confirmed
+    the borrower's (a number skip tracing found is not).
 
     A valid primary number wins; an opted-out number is still returned so the message is
     recorded as blocked by the opt-out rather than silently not created.
     """
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
-    best: dict[str, tuple[tuple[bool, bool, bool], str, bool]] = {}
+    best: dict[str, tuple[tuple[bool, bool, bool], str, bool, bool]] = {}
     for borrower_id, address, is_primary, verified, opted_out_at in connection.execute(
         select(
             contact.c.borrower_id,
@@ -439,8 +441,8 @@ def _contacts(connection: Connection, lo: str, hi: str | None) -> dict[str, tupl
         opted_out = opted_out_at is not None
         rank = (not opted_out, verified, is_primary)
         if borrower_id not in best or rank > best[borrower_id][0]:
-            best[borrower_id] = (rank, address, opted_out)
-    return {k: (address, opted_out) for k, (_, address, opted_out) in best.items()}
+            best[borrower_id] = (rank, address, opted_out, verified)
+    return {k: (address, opted_out, verified) for k, (_, address, opted_out, verified) in best.items()}
 
 
 def _promises(connection: Connection, lo: str, hi: str | None) -> tuple[set[str], dict[str, datetime]]:
