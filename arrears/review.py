@@ -335,6 +335,9 @@ class ReferralFacts:
     decision_reason: str | None
     opened_on: date
     notices: tuple[Notice, ...] = field(default=())
+    # The database's installation id, which the filing's idempotency key carries (DESIGN §3); None
+    # in the facts of a referral opened before it did, whose key stays as it was submitted.
+    installation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -471,7 +474,11 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
         affidavit = f"Affidavit under 50 U.S.C. 3931(b)(1): the defendant {facts.borrower_name} {status}."
         documents.append(DraftDocument(MILITARY_AFFIDAVIT, "military-status-affidavit.txt", affidavit))
     return FilingDraft(
-        idempotency_key=f"referral-{facts.referral_id}",
+        # Namespaced: two databases filing through one gateway account both have a referral 1, and
+        # the gateway answers a key it knows with its first filing.
+        idempotency_key=f"{facts.installation}-referral-{facts.referral_id}"
+        if facts.installation
+        else f"referral-{facts.referral_id}",
         court=court,
         case_type=kind,
         claim=claim,

@@ -162,6 +162,7 @@ def test_submission_happens_once_however_often_the_step_runs(
     later_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Opening and submitting twice leaves one referral, one filing at the court and one draft on record."""
+    from arrears.storage.installation import stored_installation_id
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
@@ -174,8 +175,34 @@ def test_submission_happens_once_however_often_the_step_runs(
         second = submit_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z"))
     assert first.filing_id and first.filing_id == second.filing_id and first.status == "submitted"
     [filing] = _filings(court)
-    assert filing["idempotencyKey"] == f"referral-{state.referral_id}"
+    with later_db.connect() as c:
+        assert filing["idempotencyKey"] == f"{stored_installation_id(c)}-referral-{state.referral_id}"
     assert len([e for e in events(later_db, "A-L1", "filing") if e.data["action"] == "drafted"]) == 1
+
+
+def test_two_databases_filing_through_one_gateway_never_share_a_filing(
+    later_db: Engine, tmp_path: Path, court: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filing's key carries the installation id (DESIGN §3): a second database (a staging copy,
+    another lender's book) whose referral 1 is the same account's files a case of its own, and
+    never takes the first database's filing for its own (to withdraw it when its copy pays)."""
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from tasks.legal import open_referral, submit_filing
+    from tasks.providers import court_session
+
+    filed = []
+    for n in (1, 2):
+        if n == 2:
+            other = f"sqlite:///{tmp_path / 'other.db'}"
+            migrate(get_engine(other))
+            monkeypatch.setenv("ARREARS_DATABASE_URL", other)
+            get_settings.cache_clear()
+        _in_legal(get_engine(get_settings().database_url), tmp_path, "A-L7")
+        with court_session():
+            state = open_referral.fn("A-L7", at("2026-12-23T17:00:00Z"))
+            filed.append(submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z")).filing_id)
+    assert filed[0] != filed[1] and len(_filings(court)) == 2
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, and_, select, update
 from arrears.review import ReferralFacts, claim_amount, notices_from
 from arrears.storage._common import event, holds_of, insert_events, inserted_id, to_precision
 from arrears.storage.accounts import lock_accounts
+from arrears.storage.installation import installation_id
 from arrears.storage.tables import account, audit, borrower, referral
 from arrears.vocabulary import Hold, Stage
 
@@ -161,6 +162,7 @@ def open_referral(
         decision_reason=(decision.data or {}).get("reason") if decision else None,
         opened_on=opened.date(),
         notices=notices_from([(e.kind, e.at, e.detail) for e in events if e.kind != "decision"]),
+        installation=installation_id(connection),
     )
     insert_events(
         connection,
