@@ -82,16 +82,29 @@ def load_referral(referral_id: int) -> ReferralState:
 def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     """Draft the filing from the stored facts and submit it, unless it went out before. A filing
     the gateway refuses outright (`Permanent`) is rejected like one the court rejects: back to
-    the legal team's queue with the reason."""
+    the legal team's queue with the reason, as is one with no court to file in (a jurisdiction
+    the venue table lacks)."""
     with engine().connect() as connection:
         state = referrals.referral_state(connection, referral_id)
         assert state is not None, referral_id
         if state.filing_id is not None:
             return state
-        draft = draft_filing(referrals.referral_facts(connection, referral_id))
+        facts = referrals.referral_facts(connection, referral_id)
+    provider = current_court()
+    try:
+        draft = draft_filing(facts)
+    except ValueError as unfileable:  # no court for the jurisdiction: no retry changes that
+        with engine().begin() as connection:
+            referrals.record_refusal(
+                connection,
+                referral_id=referral_id,
+                at=at,
+                reason=str(unfileable),
+                provider=provider.info.name,
+            )
+        return load_referral.fn(referral_id)
     with engine().begin() as connection:
         referrals.record_filing_draft(connection, referral_id=referral_id, summary=draft.summary(), at=at)
-    provider = current_court()
     try:
         receipt = provider.submit(envelope_of(draft))
     except Permanent as refused:
