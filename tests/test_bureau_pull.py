@@ -187,6 +187,32 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
     assert _pulls(later_db, "A-B3")[0].payload["idempotency_key"] == "skip-A-B3-2"
 
 
+def test_no_pull_and_no_skip_trace_while_a_hold_stops_collection(later_db: Engine, tmp_path: Path) -> None:
+    """A hold stops all collection (DESIGN §2): no bureau inquiry for collection is made under a
+    dispute, and no skip trace looks for numbers to reach a borrower who asked for no contact;
+    once the dispute is lifted the account is pulled."""
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account("A-B9", phone="(515) 281-1000", flags="dispute"),
+            us_account("A-B10", phone="(515) 281-1006", flags="cease_contact"),
+        ],
+    )
+    _stage(later_db, "A-B9", "negotiation")
+    _stage(later_db, "A-B10", "reminder", segment="unreachable")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811006").values(valid=False))
+    counts = _pull("2026-12-16T01:00:00Z")
+    assert (counts["bureau_pulls"], counts["skip_traces"]) == (0, 0)
+    assert _pulls(later_db, "A-B9") == _pulls(later_db, "A-B10") == []
+    with later_db.begin() as c:
+        c.execute(
+            update(hold_t).where(hold_t.c.account_id == "A-B9").values(lifted_at=at("2026-12-16T02:00:00Z"))
+        )
+    assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 1
+
+
 def test_a_skip_traced_number_is_loaded_as_unconfirmed(later_db: Engine, tmp_path: Path) -> None:
     """The cycle reads a number skip tracing found as unconfirmed (it may be a third party's), so the
     rules never tell it of the debt; the borrower's own number is confirmed."""

@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from arrears.segmentation import ability_score
-from arrears.storage._common import event, insert_events, place_holds, to_precision
+from arrears.storage._common import event, holds_of, insert_events, place_holds, to_precision
 from arrears.storage.bulk import among, execute_many, insert_ignore
 from arrears.storage.tables import account, borrower, bureau, contact, cycle_run
-from arrears.vocabulary import Channel, Hold, Segment, Stage
+from arrears.vocabulary import Channel, Hold, HoldScope, Segment, Stage
 
 __all__ = [
     "PullSubject",
@@ -59,8 +59,9 @@ class PullSubject:
 
 def pull_subjects(connection: Connection, *, limit: int = 1_000, chunk: int = 2_000) -> list[PullSubject]:
     """The first `limit` accounts, in account order, in negotiation without a pull this episode
-    or unreachable without a skip trace this episode; only accounts still in collection (FCRA
-    604(a)(3)(A): the purpose ends once the account is paid and closed).
+    or unreachable without a skip trace this episode, and under no hold that stops it (`_held`);
+    only accounts still in collection (FCRA 604(a)(3)(A): the purpose ends once the account is
+    paid and closed).
 
     The candidates are read `chunk` at a time (a server-side cursor on PostgreSQL) with each
     chunk's recorded pulls and phone numbers, and reading stops once `limit` subjects are found:
@@ -109,6 +110,7 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
             )
         ).scalars()
     )
+    held = holds_of(connection, [c.account_id for c in candidates])
     phones: dict[str, str] = {}
     for r in connection.execute(
         select(contact.c.borrower_id, contact.c.address)
@@ -134,9 +136,17 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
             to_precision(c.installment_amount, c.currency),
             to_precision(c.vehicle_value, c.currency) if c.vehicle_value is not None else None,
         )
-        if subject.key not in done:
+        if subject.key not in done and not _held(held.get(c.account_id, frozenset()), reason):
             found.append(subject)
     return found
+
+
+def _held(holds: frozenset[Hold], reason: str) -> bool:
+    """Whether a hold keeps the bureau from being asked: one that stops collection stops an inquiry
+    made for it (DESIGN §2: holds stop all collection activity), and one that stops contact stops
+    a skip trace, which only looks for numbers to contact the borrower on."""
+    stopping = {HoldScope.COLLECTION, HoldScope.CONTACT} if reason == "skip_trace" else {HoldScope.COLLECTION}
+    return any(h.scope in stopping for h in holds)
 
 
 @dataclass(frozen=True, slots=True)
