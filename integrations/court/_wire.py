@@ -1,7 +1,7 @@
 """The ECF-style JSON wire format: our statuses in the gateway's words and back, and the envelope.
 
 ECF 5 keeps three separate facts about a filing, and so does the wire: the clerk's review
-(`reviewStatus`: received, pending, accepted, partially-accepted, rejected, cancelled), service
+(`reviewStatus`: received, pending, accepted, partially-accepted, rejected, cancelled, issued), service
 on the defendant (`serviceStatus`: sent, delivered, opened, unrecognized) and the case
 (`caseStatus`: judgment-entered). Our one status is the furthest of them.
 """
@@ -33,6 +33,7 @@ _REVIEW: dict[str, FilingStatusName] = {
     "under-review": "under_review",
     "accepted": "accepted",
     "partially-accepted": "accepted",
+    "issued": "accepted",  # the court issued its order or summons on the accepted filing (支付令 issued)
     "rejected": "rejected",
     "cancelled": "cancelled",
 }

@@ -57,6 +57,8 @@ def _answering(status: int, payload: object, headers: dict[str, str] | None = No
         ("pending", None, None, "under_review"),
         ("accepted", None, None, "accepted"),
         ("partially-accepted", "sent", None, "accepted"),
+        ("issued", None, None, "accepted"),
+        ("issued", "delivered", None, "served"),
         ("accepted", "delivered", None, "served"),
         ("accepted", "opened", None, "served"),
         ("accepted", "unrecognized", None, "accepted"),
@@ -108,6 +110,15 @@ def test_status_of_unknown_filing() -> None:
     with _answering(404, answer) as provider, pytest.raises(FilingNotFound) as caught:
         provider.status("ECF-404")
     assert caught.value.filing_id == "ECF-404"
+
+
+def test_status_of_an_issued_filing_is_read() -> None:
+    """ECF 5's `issued` (the court issued its order or summons, as a 支付令 is issued) is a status
+    the filing reaches after acceptance: read as accepted, not refused as an unreadable answer."""
+    answer = {"filingId": "ECF-9", "reviewStatus": "issued", "statusAt": "2027-01-05T02:00:00Z"}
+    with _answering(200, answer) as provider:
+        found = provider.status("ECF-9")
+    assert (found.status, found.vendor_status) == ("accepted", "issued")
 
 
 def test_status_retries_server_errors_but_submit_reconciles_once() -> None:
