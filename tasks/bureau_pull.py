@@ -3,10 +3,10 @@
 One task per cycle (after advance), never one per account: it names the accounts to ask about in
 a few queries, opens the bureau provider once (`tasks.providers.bureau_session`: the configured
 bureau, or a sandbox one started for the run), pulls the profiles several at a time
-(`bureau_concurrency`), each under its idempotency key (`pull-<account>-<episode>` /
-`skip-<account>-<episode>`, so a retried task makes no second inquiry), and stores the answers a
-block at a time as they come (`arrears.storage.bureau_pulls.record_pulls`), keyed by the same key: a
-pull recorded already (a rerun after a crash) is not recorded again.
+(`bureau_concurrency`), each under its idempotency key (`<installation>-pull-<account>-<episode>`
+/ `<installation>-skip-<account>-<episode>`, so a retried task makes no second inquiry), and stores
+the answers a block at a time as they come (`arrears.storage.bureau_pulls.record_pulls`), keyed by
+the same key: a pull recorded already (a rerun after a crash) is not recorded again.
 The ability a pull gives, and the numbers a skip trace finds, move the segment at the next advance.
 """
 

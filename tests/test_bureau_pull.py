@@ -62,6 +62,14 @@ def _pulls(engine: Engine, account_id: str) -> list[Any]:
         )
 
 
+def _ours(engine: Engine) -> str:
+    """How this database's pull keys begin: with its installation id."""
+    from arrears.storage.installation import stored_installation_id
+
+    with engine.connect() as c:
+        return f"{stored_installation_id(c)}-"
+
+
 def _pull(as_of: str, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     from prefect.logging import disable_run_logger
 
@@ -89,7 +97,7 @@ def test_entering_negotiation_pulls_once_with_its_purpose_and_sets_ability(
     assert (record.purpose, record.score_band, record.payload["idempotency_key"]) == (
         "604(a)(3)(A)",
         "B",
-        "pull-A-B1-2",
+        f"{_ours(later_db)}pull-A-B1-2",
     )
     assert account(later_db, "A-B1").ability == pytest.approx(0.9)
     assert _pulls(later_db, "A-B2") == []  # not in collection: no permissible purpose
@@ -128,7 +136,7 @@ def test_many_pulls_run_in_a_process_of_their_own_and_store_the_same(
     assert (counts["bureau_pulls"], counts["bureau_failed"]) == (2, 0)
     for account_id in ("A-P1", "A-P2"):
         [record] = _pulls(later_db, account_id)
-        assert record.payload["idempotency_key"] == f"pull-{account_id}-2"
+        assert record.payload["idempotency_key"] == f"{_ours(later_db)}pull-{account_id}-2"
         assert account(later_db, account_id).ability is not None
         [event] = events(later_db, account_id, "bureau")
         assert event.detail.startswith(f"bureau pull (604(a)(3)(A)): band {record.score_band}")
@@ -184,7 +192,7 @@ def test_unreachable_account_is_skip_traced_and_gets_unverified_numbers(
     with later_db.connect() as c:
         found = c.execute(select(contact_t).where(contact_t.c.source == "bureau")).all()
     assert sorted((f.verified, f.is_primary, f.valid) for f in found) == [(False, False, True)] * 3
-    assert _pulls(later_db, "A-B3")[0].payload["idempotency_key"] == "skip-A-B3-2"
+    assert _pulls(later_db, "A-B3")[0].payload["idempotency_key"] == f"{_ours(later_db)}skip-A-B3-2"
 
 
 def test_no_pull_and_no_skip_trace_while_a_hold_stops_collection(later_db: Engine, tmp_path: Path) -> None:
@@ -211,6 +219,33 @@ def test_no_pull_and_no_skip_trace_while_a_hold_stops_collection(later_db: Engin
             update(hold_t).where(hold_t.c.account_id == "A-B9").values(lifted_at=at("2026-12-16T02:00:00Z"))
         )
     assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 1
+
+
+def test_two_databases_pulling_through_one_bureau_account_each_get_their_own_report(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pull's key carries the installation id (DESIGN §3): another database's A-B11 (another
+    lender's borrower) is pulled for itself, not refused as a reused key pull after pull; a pull
+    recorded under the key of before is not made again."""
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+
+    import_rows(later_db, tmp_path, [us_account("A-B11", phone="(515) 281-1000")])
+    _stage(later_db, "A-B11", "negotiation")
+    assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 1
+    assert _pulls(later_db, "A-B11")[0].idempotency_key == f"{_ours(later_db)}pull-A-B11-2"
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    migrate(get_engine(other))
+    monkeypatch.setenv("ARREARS_DATABASE_URL", other)
+    get_settings.cache_clear()
+    import_rows(
+        get_engine(other), tmp_path, [us_account("A-B11", phone="(515) 281-1001", borrower_name="Lee Chen")]
+    )
+    _stage(get_engine(other), "A-B11", "negotiation")
+    assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 1
+    with get_engine(other).begin() as c:  # a pull recorded before keys carried the installation id
+        c.execute(update(bureau_t).values(idempotency_key="pull-A-B11-2"))
+    assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 0
 
 
 def test_a_skip_traced_number_is_loaded_as_unconfirmed(later_db: Engine, tmp_path: Path) -> None:
@@ -331,7 +366,7 @@ def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     assert [s.account_id for s in every] == due
     assert first == every[:4]
     assert {s.phone for s in every} == {f"+1515281{us_account(a)['phone'][-4:]}" for a in due}
-    assert {s.key for s in every} == {f"pull-{a}-2" for a in due}
+    assert {s.key for s in every} == {f"{_ours(later_db)}pull-{a}-2" for a in due}
 
 
 def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Engine, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from arrears.segmentation import ability_score
 from arrears.storage._common import event, holds_of, insert_events, place_holds, to_precision
 from arrears.storage.bulk import among, execute_many, insert_ignore
+from arrears.storage.installation import stored_installation_id
 from arrears.storage.tables import account, borrower, bureau, contact, cycle_run
 from arrears.vocabulary import Channel, Hold, HoldScope, Segment, Stage
 
@@ -51,9 +52,17 @@ class PullSubject:
     balance: Decimal
     installment: Decimal
     vehicle_value: Decimal | None
+    installation: str = ""  # the database's installation id, which the key carries (DESIGN §3)
 
     @property
     def key(self) -> str:
+        """Namespaced: two databases asking one bureau account both have an A-1 in its episode 2, and
+        the bureau answers a key it knows with its first report (or refuses other content)."""
+        return f"{self.installation}-{self.legacy_key}" if self.installation else self.legacy_key
+
+    @property
+    def legacy_key(self) -> str:
+        """The key a pull was recorded under before keys carried the installation id."""
         return f"{'pull' if self.reason == 'ability' else 'skip'}-{self.account_id}-{self.episode}"
 
 
@@ -111,6 +120,7 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
         ).scalars()
     )
     held = holds_of(connection, [c.account_id for c in candidates])
+    installation = stored_installation_id(connection) or ""  # read only: it exists from migration
     phones: dict[str, str] = {}
     for r in connection.execute(
         select(contact.c.borrower_id, contact.c.address)
@@ -135,8 +145,11 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
             to_precision(c.balance, c.currency),
             to_precision(c.installment_amount, c.currency),
             to_precision(c.vehicle_value, c.currency) if c.vehicle_value is not None else None,
+            installation,
         )
-        if subject.key not in done and not _held(held.get(c.account_id, frozenset()), reason):
+        if done.isdisjoint((subject.key, subject.legacy_key)) and not _held(
+            held.get(c.account_id, frozenset()), reason
+        ):
             found.append(subject)
     return found
 
