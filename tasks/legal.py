@@ -174,7 +174,16 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
     referral waits for them as `dismissing`. Nothing filed yet: the referral is simply dismissed."""
     state = load_referral.fn(referral_id)
     reason = f"account {state.stage}: balance {state.currency} {state.balance}"
-    if state.filing_id is None:
+    with engine().connect() as connection:
+        drafted = referrals.filing_drafted(connection, referral_id) if state.filing_id is None else None
+    if drafted is not None:  # submitted, perhaps, its answer lost: only the gateway knows
+        status = "dismissing"
+        detail = (
+            f"referral {referral_id}: a filing may be before the court under key "
+            f"{drafted.get('idempotency_key')} (its answer was never recorded): counsel to check and "
+            f"withdraw it: {reason}"
+        )
+    elif state.filing_id is None:
         status, detail = "dismissed", f"referral {referral_id} withdrawn before filing: {reason}"
     elif state.status in _CANCELLABLE and hasattr(current_court(), "cancel"):
         try:

@@ -229,6 +229,33 @@ def test_two_databases_filing_through_one_gateway_never_share_a_filing(
     assert filed[0] != filed[1] and len(_filings(court)) == 2
 
 
+def test_paid_after_a_submission_whose_answer_was_lost_is_left_to_counsel(
+    later_db: Engine, tmp_path: Path, court: Any
+) -> None:
+    """Killed after the filing went to the gateway and before its id was stored, then paid: the
+    filing may be before the court, so the referral is not simply called withdrawn; it waits for
+    counsel (`dismissing`) with the key the filing went under."""
+    from arrears.review import draft_filing
+    from arrears.storage import referrals
+    from tasks.legal import envelope_of, open_referral, request_dismissal
+    from tasks.providers import court_session, current_court
+
+    _in_legal(later_db, tmp_path, "A-L9")
+    with court_session():
+        state = open_referral.fn("A-L9", at("2026-12-23T17:00:00Z"))
+        with later_db.begin() as c:  # what submit_filing does before it asks the gateway
+            draft = draft_filing(referrals.referral_facts(c, state.referral_id))
+            referrals.record_filing_draft(
+                c, referral_id=state.referral_id, summary=draft.summary(), at=state.opened_at
+            )
+        current_court().submit(envelope_of(draft))  # the answer lost: no filing id stored
+        pay(later_db, tmp_path, "A-L9", "18450.00", "2026-12-27T15:00:00Z")
+        day(later_db, "2026-12-27T16:00:00Z")
+        done = request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z"))
+    assert done.status == "dismissing"
+    assert draft.idempotency_key in events(later_db, "A-L9", "filing")[-1].detail
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
     later_db: Engine, tmp_path: Path, court: Any

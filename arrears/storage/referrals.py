@@ -21,6 +21,7 @@ from arrears.vocabulary import Hold, Stage
 
 __all__ = [
     "ReferralState",
+    "filing_drafted",
     "open_referral",
     "record_dismissal",
     "record_filing_draft",
@@ -198,14 +199,11 @@ def record_filing_draft(
     connection: Connection, *, referral_id: int, summary: dict[str, Any], at: datetime
 ) -> bool:
     """Audit the filing as built (claim, court, documents by hash), once per referral."""
+    if filing_drafted(connection, referral_id) is not None:
+        return False
     account_id = connection.execute(
         select(referral.c.account_id).where(referral.c.id == referral_id)
     ).scalar_one()
-    for (data,) in connection.execute(
-        select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == "filing")
-    ):
-        if (data or {}).get("referral_id") == referral_id and (data or {}).get("action") == "drafted":
-            return False
     kinds = ", ".join(d["kind"] for d in summary["documents"])
     insert_events(
         connection,
@@ -221,6 +219,21 @@ def record_filing_draft(
         ],
     )
     return True
+
+
+def filing_drafted(connection: Connection, referral_id: int) -> dict[str, Any] | None:
+    """The filing as drafted for the referral (its summary, with the idempotency key it is
+    submitted under), or None: a referral drafted but without a filing id may have reached the
+    court, its answer lost in a crash."""
+    account_id = connection.execute(
+        select(referral.c.account_id).where(referral.c.id == referral_id)
+    ).scalar_one()
+    for (data,) in connection.execute(
+        select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == "filing")
+    ):
+        if (data or {}).get("referral_id") == referral_id and (data or {}).get("action") == "drafted":
+            return dict(data)
+    return None
 
 
 def record_submission(
