@@ -94,6 +94,30 @@ def test_main_prints_errors_without_traceback(
     assert err.startswith("error: no database at") and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_a_database_a_newer_arrears_migrated_says_so_in_one_line(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at a revision this code does not know (a newer release upgraded it) is refused
+    in one line that says so and what to do, exit 2, not Alembic's "Can't locate revision"."""
+    from sqlalchemy import text
+
+    from arrears.storage import get_engine, migrate
+    from deployments.cli import main
+
+    engine = get_engine(db_url)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    monkeypatch.setattr("sys.argv", ["arrears", "report", "--database", db_url])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert "revision 9999, newer than this arrears knows" in err and "upgrade arrears" in err
+    with engine.connect() as connection:  # left as it was
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"
+
+
 def test_a_database_that_refuses_a_write_is_one_line_without_the_statement(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 """Storage: engines, sessions, migrations and the bulk helpers the batch paths use."""
 
 from arrears.storage.engine import (
+    SchemaTooNew,
     WriterBusy,
     bounded_writer,
     database_file,
@@ -13,6 +14,7 @@ from arrears.storage.engine import (
 )
 
 __all__ = [
+    "SchemaTooNew",
     "WriterBusy",
     "bounded_writer",
     "database_file",

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "SchemaTooNew",
     "WriterBusy",
     "bounded_writer",
     "database_file",
@@ -148,6 +149,10 @@ def bounded_writer(engine: Engine, wait: float) -> Iterator[Engine]:
         lock.release()
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer arrears: its revision is none this code knows."""
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic, on the engine's own connection. (Alembic loads
     here, not with the module: the cycle's worker processes never migrate, and the CLI parses its
@@ -167,8 +172,19 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         # open database: database is locked"), though none of them had anything to migrate.
         with read_only(engine) as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
-        if current == set(ScriptDirectory.from_config(config).get_heads()):
+        script = ScriptDirectory.from_config(config)
+        heads = set(script.get_heads())
+        if current == heads:
             return
+        # A database a newer arrears upgraded: Alembic would only say "Can't locate revision
+        # identified by '0014'", which tells an operator nothing of what to do.
+        known = {r.revision for r in script.walk_revisions()}
+        if unknown := sorted(current - known):
+            raise SchemaTooNew(
+                f"the database's schema is at revision {', '.join(unknown)}, newer than this arrears "
+                f"knows (its latest is {', '.join(sorted(heads))}): run the arrears release that "
+                "upgraded it, or upgrade arrears"
+            )
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
