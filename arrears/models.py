@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from arrears.storage.types import Money, UTCDateTime
@@ -46,6 +46,17 @@ def _instant(**kw: Any) -> Any:
 
 def _money(**kw: Any) -> Any:
     return Field(sa_type=Money, **kw)
+
+
+# The ids of the tables that grow every day (a row per account a day or more, and on PostgreSQL a
+# number of the sequence for each outbox key a cycle finds already there): 64-bit, so that
+# PostgreSQL's serial never runs out. SQLite's `INTEGER PRIMARY KEY` is its 64-bit rowid already,
+# and only that spelling makes it the rowid.
+_GROWING_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _growing_id() -> Any:
+    return Field(default=None, primary_key=True, sa_type=_GROWING_ID)
 
 
 class Borrower(SQLModel, table=True):
@@ -213,7 +224,7 @@ class Message(SQLModel, table=True):
         Index("ix_message_provider_id_provider", "provider_id", "provider"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = _growing_id()
     idempotency_key: str = Field(unique=True, max_length=160)
     account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
     channel: str = Field(default="sms", max_length=16)
@@ -286,7 +297,7 @@ class AuditEvent(SQLModel, table=True):
         Index("ix_audit_event_cycle_kind", "cycle_id", "kind"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = _growing_id()
     account_id: str | None = Field(default=None, max_length=64)
     at: datetime = _instant(default_factory=utcnow)
     kind: str = Field(max_length=32)  # transition | segment | message | hold | payment | decision ...

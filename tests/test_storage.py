@@ -13,7 +13,9 @@ from sqlmodel import SQLModel
 
 from arrears.models import Account, AuditEvent, Borrower
 from arrears.storage import session_scope
+from arrears.storage.bulk import insert_ignore
 from arrears.storage.cycle import refresh_days_past_due
+from arrears.storage.tables import message
 
 
 def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
@@ -80,3 +82,52 @@ def test_refresh_derives_days_past_due_and_bucket_from_the_business_date(engine:
         with session_scope(engine) as session:
             account = session.get(Account, "A-1")
             assert account is not None and (account.days_past_due, account.bucket) == (dpd, bucket)
+
+
+def test_audit_and_outbox_ids_go_past_32_bits(engine: Engine) -> None:
+    """The audit trail and the outbox grow by about a row per account a day, and on PostgreSQL each
+    outbox key a cycle finds already present still takes a number of the id's sequence: a serial
+    `integer` (2**31 - 1) runs out within a few years of a million-account book. Their ids are
+    64-bit on both databases (SQLite's rowid always was)."""
+    big = 2**31 + 10
+    with session_scope(engine) as session:
+        session.add(Borrower(borrower_id="B-1", name="x"))
+        session.flush()
+        session.add(_account())
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            for table in ("audit_event", "message"):
+                connection.execute(text(f"SELECT setval('{table}_id_seq', {big})"))
+        else:
+            connection.execute(
+                AuditEvent.__table__.insert(),  # type: ignore[attr-defined]
+                {"id": big, "at": datetime(2026, 1, 1, tzinfo=UTC), "kind": "x", "actor": "x", "detail": "x"},
+            )
+    with session_scope(engine) as session:
+        event = AuditEvent(kind="note", detail="after two billion")
+        session.add(event)
+        session.flush()
+        assert event.id == big + 1
+    row = {
+        "idempotency_key": "k-1",
+        "account_id": "A-1",
+        "channel": "sms",
+        "address": "+8613900000000",
+        "template": "t",
+        "params": {},
+        "body": "b",
+        "stage": "reminder",
+        "episode": 1,
+        "not_before": datetime(2026, 1, 1, tzinfo=UTC),
+        "status": "scheduled",
+        "attempts": 0,
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(message.insert(), {**row, "id": big, "idempotency_key": "k-0"})
+        assert insert_ignore(connection, message, [row], key="idempotency_key") == {"k-1"}
+        assert (
+            connection.execute(select(message.c.id).where(message.c.idempotency_key == "k-1")).scalar()
+            == big + 1
+        )
