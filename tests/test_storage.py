@@ -1,8 +1,10 @@
 """Storage on both databases: the Alembic schema is the models' schema, money and instants
 round-trip exactly, and the audit trail refuses changes."""
 
+import multiprocessing
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 from arrears.models import Account, AuditEvent, Borrower
-from arrears.storage import session_scope
+from arrears.storage import get_engine, migrate, session_scope
 from arrears.storage.bulk import insert_ignore
 from arrears.storage.cycle import refresh_days_past_due
 from arrears.storage.tables import message
@@ -131,3 +133,39 @@ def test_audit_and_outbox_ids_go_past_32_bits(engine: Engine) -> None:
             connection.execute(select(message.c.id).where(message.c.idempotency_key == "k-1")).scalar()
             == big + 1
         )
+
+
+def _migrate_at_once(url: str, barrier: Any, results: Any) -> None:
+    from arrears.storage import get_engine, migrate
+
+    engine = get_engine(url)
+    barrier.wait()
+    try:
+        migrate(engine)
+        results.put("ok")
+    except Exception as error:
+        results.put(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+def test_processes_started_together_on_an_older_revision_all_open_it(db_url: str) -> None:
+    """After an upgrade of arrears, the processes that start together (the server, a command, a
+    cycle) each find the database at the older revision: one upgrades it, the others then find it
+    upgraded. On PostgreSQL all but one failed with "column ... already exists"."""
+    engine = get_engine(db_url)
+    if engine.dialect.name == "postgresql":  # the test's database comes at head: start it afresh
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate(engine, "0005")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+    engine.dispose()
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    processes = [context.Process(target=_migrate_at_once, args=(db_url, barrier, results)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [results.get(timeout=5) for _ in processes] == ["ok"] * 3
+    with get_engine(db_url).connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x6172726561726D  # "arrearm": not the run lock, which a cycle holds while it migrates
 BUSY_TIMEOUT = 30.0  # seconds SQLite waits for its write lock, unless `bounded_writer` asks less
 
 
@@ -186,6 +187,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 "upgraded it, or upgrade arrears"
             )
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # One upgrade at a time: processes started together after an upgrade of arrears (the
+            # server, a command) all found the old revision, and all but one failed at its first
+            # step ("column ... already exists"). The next one in reads the revision the first
+            # committed, and has nothing to do. (SQLite's BEGIN IMMEDIATE serializes them already.)
+            connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
