@@ -178,7 +178,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         if current == heads:
             return
         # A database a newer arrears upgraded: Alembic would only say "Can't locate revision
-        # identified by '0014'", which tells an operator nothing of what to do.
+        # identified by '0099'", which tells an operator nothing of what to do.
         known = {r.revision for r in script.walk_revisions()}
         if unknown := sorted(current - known):
             raise SchemaTooNew(
