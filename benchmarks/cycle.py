@@ -667,7 +667,9 @@ def main() -> None:
         + int(advanced["shards"])
         + int(dispatched.get("batches", 0))
         + ("bureau" in stats)
-        + bool(stats["letters"])  # send-letters, when letters waited to go
+        # send-letters, when letters waited to go: it counts waiting ones (`letters_sent` is always
+        # there, counted over the cycle's runs by `tasks.mailing.cycle_letters`)
+        + ("letters_waiting" in stats["letters"])
         + ("letters_looked_up" in stats["reviews"])  # track-letters, when letters were in the post
         + bool(stats["reviews"]["review_runs_started"])
     )
