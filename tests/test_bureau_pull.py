@@ -268,6 +268,61 @@ def test_a_skip_traced_number_is_loaded_as_unconfirmed(later_db: Engine, tmp_pat
     assert (traced, own) == ((True, False), (True, True))
 
 
+def test_an_agent_confirms_a_skip_traced_number_and_the_cycle_then_texts_it(
+    later_db: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """`arrears contact confirm`: once a person has the borrower's word that a number skip tracing
+    found is theirs, the cycle reads it as confirmed (the rules may tell it of the debt), with who
+    and why in the audit trail; a number that is not the borrower's is refused without showing it."""
+    from datetime import date
+
+    from typer.testing import CliRunner
+
+    from arrears.storage.cycle import load_shard
+    from deployments.cli import app
+
+    import_rows(later_db, tmp_path, [us_account("A-B9", phone="(515) 281-1009")])
+    _stage(later_db, "A-B9", "reminder", segment="unreachable")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811009").values(valid=False))
+    _pull("2026-12-02T01:00:00Z")
+    with later_db.connect() as c:
+        traced = (
+            c.execute(
+                select(contact_t.c.address).where(
+                    contact_t.c.borrower_id == "B-A-B9", contact_t.c.verified.is_(False)
+                )
+            )
+            .scalars()
+            .first()
+        )
+    assert traced is not None
+
+    def confirm(number: str) -> Any:
+        args = ["contact", "confirm", "A-B9", number, "--reason", "borrower on the phone", "--agent", "kim"]
+        return CliRunner().invoke(app, [*args, "--as-of", "2026-12-02T15:00:00Z", "--database", db_url])
+
+    def loaded() -> tuple[str | None, bool]:
+        with later_db.connect() as c:
+            [row] = load_shard(
+                c, lo="A-B9", hi="A-B9~", business_date=date(2026, 12, 3), lender="L", lender_timezone="UTC"
+            )
+        return row.facts.address, row.facts.address_verified
+
+    assert loaded() == (traced, False)
+    stranger = confirm("+1 515 281 7777")
+    assert stranger.exit_code == 1 and "is not one of the borrower's numbers" in str(stranger.exception)
+    assert "2817777" not in str(stranger.exception)  # masked
+    done = confirm(traced)
+    assert done.exit_code == 0, (done.output, done.exception)
+    assert "confirmed the borrower's" in done.output and traced not in done.output
+    assert loaded() == (traced, True)
+    [confirmed] = [e for e in events(later_db, "A-B9", "contact") if e.data.get("action") == "confirmed"]
+    assert confirmed.actor == "kim" and confirmed.detail.endswith("by kim: borrower on the phone")
+    again = confirm(traced)
+    assert again.exit_code == 0 and "confirmed already" in again.output
+
+
 def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy (or death) in the profile places the matching hold, once, with the report as
     its reason: the same answer again is a duplicate, and a later pull of the account (its skip

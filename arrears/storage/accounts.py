@@ -1,5 +1,6 @@
-"""One account: its story, for `arrears show` and the timeline operations read; and the two
-account-level writes every stage shares, a row lock (`lock_accounts`) and an audit note (`note`)."""
+"""One account: its story, for `arrears show` and the timeline operations read; the two
+account-level writes every stage shares, a row lock (`lock_accounts`) and an audit note (`note`);
+and a person's confirmation that a number is the borrower's (`confirm_number`)."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -7,14 +8,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, select, update
 
 from arrears.currencies import display
 from arrears.masking import mask_phone
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.tables import account, audit, contact, hold, message
 
-__all__ = ["AccountStory", "account_row", "account_story", "lock_accounts", "note"]
+__all__ = ["AccountStory", "account_row", "account_story", "confirm_number", "lock_accounts", "note"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +138,37 @@ def lock_accounts(connection: Connection, account_ids: Iterable[str]) -> None:
             connection.execute(
                 select(account.c.account_id).where(account.c.account_id.in_(chunk)).with_for_update()
             )
+
+
+def confirm_number(
+    connection: Connection, *, account_id: str, address: str, by: str, why: str, at: datetime
+) -> bool | None:
+    """Record that the borrower confirmed `address` (E.164) is theirs: a number skip tracing found
+    is unconfirmed, perhaps a third party's, and no text telling of the debt goes to it until a
+    person who spoke with the borrower says so (compliance.md: third parties are never told).
+    True: confirmed now; False: it was already; None: the account's borrower has no such number."""
+    row = account_row(connection, account_id)
+    if row is None:
+        return None
+    mine = (
+        contact.c.borrower_id == row.borrower_id,
+        contact.c.channel == "sms",
+        contact.c.address == address,
+    )
+    verified = connection.execute(select(contact.c.verified).where(*mine)).scalar()
+    if verified is None:
+        return None
+    if verified:
+        return False
+    connection.execute(update(contact).where(*mine).values(verified=True))
+    detail = f"number {mask_phone(address)} confirmed the borrower's by {by}: {why}"
+    note(
+        connection,
+        account_id=account_id,
+        at=at,
+        kind="contact",
+        detail=detail,
+        data={"action": "confirmed", "number": mask_phone(address), "reason": why},
+        actor=by,
+    )
+    return True

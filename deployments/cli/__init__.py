@@ -25,6 +25,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     report,
     promise,
     hold,
+    contact,
     plan,
     review,
     letters,
