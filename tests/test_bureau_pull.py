@@ -366,6 +366,58 @@ def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_p
     ]
 
 
+def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays_opted_out(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """An opt-out is the number's: a skip trace that finds, for one borrower, a number that texted
+    STOP as another's stores it opted out, so no confirmation by an agent makes it texted again."""
+    from dataclasses import replace
+
+    from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
+    from arrears.storage.inbound import Inbound, record_opt_out
+
+    import_rows(later_db, tmp_path, [us_account("A-B5", phone="(515) 281-1005"), us_account("A-B6")])
+    _stage(later_db, "A-B6", "negotiation")
+    stop = at("2026-12-10T15:00:00Z")
+    with later_db.begin() as c:
+        record_opt_out(
+            c,
+            inbound=Inbound(
+                address="+15152811005",
+                text="STOP",
+                at=stop,
+                provider="sandbox",
+                callback_id="cb-5",
+                keyword="STOP",
+            ),
+        )
+        [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B6"]
+        record_pulls(
+            c,
+            [
+                Pulled(
+                    replace(subject, reason="skip_trace"),
+                    purpose="604(a)(3)(A)",
+                    report_id="R-6",
+                    score_band="C",
+                    income_estimate=None,
+                    phones=[("+15152811005", 0.9, "mobile"), ("+15152811066", 0.9, "mobile")],
+                    bankruptcy_chapter=None,
+                    bankrupt=False,
+                    deceased=False,
+                )
+            ],
+            at=at("2026-12-16T01:00:00Z"),
+        )
+    with later_db.connect() as c:
+        found = c.execute(
+            select(contact_t.c.address, contact_t.c.opted_out_at).where(
+                contact_t.c.borrower_id == "B-A-B6", contact_t.c.verified.is_(False)
+            )
+        ).all()
+    assert sorted(found) == [("+15152811005", stop), ("+15152811066", None)]
+
+
 def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
     later_db: Engine, tmp_path: Path
 ) -> None:

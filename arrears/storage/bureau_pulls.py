@@ -21,7 +21,14 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from arrears.segmentation import ability_score
-from arrears.storage._common import event, holds_of, insert_events, place_holds, to_precision
+from arrears.storage._common import (
+    event,
+    holds_of,
+    insert_events,
+    opted_out_numbers,
+    place_holds,
+    to_precision,
+)
 from arrears.storage.bulk import among, execute_many, insert_ignore
 from arrears.storage.installation import stored_installation_id
 from arrears.storage.tables import account, borrower, bureau, contact, cycle_run
@@ -300,6 +307,10 @@ def record_pulls(
         .values(ability=bindparam("ability"), updated_at=bindparam("at")),
         abilities,
     )
+    # A found number that opted out under another borrower stays opted out (`opted_out_numbers`).
+    opted_out = opted_out_numbers(connection, {c["address"] for c in contacts})
+    for point in contacts:
+        point["opted_out_at"] = opted_out.get(point["address"])
     execute_many(connection, contact.insert(), contacts)
     insert_events(connection, events)
     return results

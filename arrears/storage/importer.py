@@ -25,7 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -51,6 +51,7 @@ from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
+from arrears.storage._common import opted_out_numbers
 from arrears.storage.bulk import among
 from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import table_of
@@ -268,7 +269,7 @@ def _sync_contact_points(
             if alt not in have and alt != phone
         ]
     columns = ("borrower_id", "address", "region", "is_primary")
-    opted_out = _opted_out(connection, {address for _, address, _, _ in new})
+    opted_out = opted_out_numbers(connection, {address for _, address, _, _ in new})
     if opted_out:
         # The number opted out under another borrower (the same person's other loan): it stays
         # opted out here too, until the number itself texts START (`record_opt_in` clears it on
@@ -282,26 +283,6 @@ def _sync_contact_points(
     update_rows(connection, contact, "id", ("is_primary",), flips)
     counts.contacts_added += len(new)
     counts.contacts_changed += len(flips)
-
-
-def _opted_out(connection: Connection, addresses: set[str]) -> dict[str, datetime]:
-    """Of `addresses`, the SMS numbers that opted out under any borrower, with when (the latest).
-
-    Read through the partial index of opted-out numbers: a few probes, even for a first import's
-    ten thousand new numbers a chunk."""
-    if not addresses:
-        return {}
-    return dict(
-        connection.execute(
-            select(contact.c.address, func.max(contact.c.opted_out_at))
-            .where(
-                among(contact.c.address, addresses),
-                contact.c.opted_out_at.is_not(None),
-                contact.c.channel == Channel.SMS.value,
-            )
-            .group_by(contact.c.address)
-        ).all()
-    )
 
 
 def _upsert_account_rows(
