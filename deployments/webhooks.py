@@ -263,7 +263,8 @@ def create_app(
     - `lifecycle`: where lifecycle runs go (default: a `LifecycleRunner` of `account_lifecycle`);
       the app closes the one it makes, not one it was given.
 
-    Raises `ConfigError` if a provider cannot authenticate its callbacks (`check_callbacks`).
+    Raises `ConfigError` if a provider (a letters or agency one too) cannot authenticate its
+    callbacks (`check_callbacks`).
     - `mail_providers`: kind (`letters`, `agency`) → route name → provider (`deployments.mail_webhooks`).
     - `store_wait`, `spool_dir`: how long a callback waits to be stored before it is spooled and
       acknowledged, and where the spool is (`deployments.callback_spool`; default: the settings
@@ -272,7 +273,7 @@ def create_app(
     routes: dict[str, dict[str, Any]] = {kind: dict(named) for kind, named in (providers or {}).items()}
     routes.setdefault("sms", {}).update(sms_providers or {})
     routes.setdefault("court", {}).update(court_providers or {})
-    for kind, named in routes.items():
+    for kind, named in [*routes.items(), *(mail_providers or {}).items()]:
         for name, provider in named.items():
             check = getattr(provider, "check_callbacks", None)
             if check is not None:

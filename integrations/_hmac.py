@@ -67,6 +67,8 @@ def _check_fresh(at: float, now: datetime, noun: str) -> None:
 
 
 def _check_match(secret: str, timestamp: str | int, body: bytes, candidates: list[str], noun: str) -> None:
+    if not secret:  # anyone can sign with an empty key: such a signature proves nothing
+        raise UnverifiedCallback(f"{noun} cannot be verified: no signing secret set", code="signature.unset")
     expected = sign(secret, timestamp, body).encode()
     if not any(hmac.compare_digest(expected, c.strip().lower().encode()) for c in candidates):
         raise UnverifiedCallback(f"{noun} signature does not verify", code="signature.mismatch")

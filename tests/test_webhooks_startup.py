@@ -164,3 +164,30 @@ class _Stopped(Exception):
 
 def _stop() -> None:
     raise _Stopped
+
+
+def test_a_letters_or_agency_provider_with_an_empty_webhook_secret_is_refused(
+    engine: Engine, runner: LifecycleRunner
+) -> None:
+    """Lob and the agency platform with `webhook_secret: ""`: create_app refuses to start naming the
+    setting, and a webhook signed with the empty key (which anyone can compute) never verifies."""
+    import json
+
+    from integrations._hmac import sign
+    from integrations.errors import UnverifiedCallback
+
+    body = json.dumps({"events": []}).encode()
+    t = str(int(time.time()))
+    signed = sign("", t, body)
+    headers = {"Lob-Signature": signed, "Lob-Signature-Timestamp": t}
+    headers |= {"X-Agency-Signature": signed, "X-Agency-Timestamp": t}
+    for kind, name, credentials in (
+        ("letters", "lob", {"api_key": "test_k", "webhook_secret": ""}),
+        ("agency", "rest", {"client_id": "L-1", "api_key": "agy_k", "webhook_secret": ""}),
+    ):
+        with build_provider(kind, name, "http://127.0.0.1:9", credentials) as provider:
+            with pytest.raises(UnverifiedCallback) as caught:
+                provider.parse_callback(headers, body)
+            assert caught.value.code == "signature.unset"
+            with pytest.raises(ConfigError, match="webhook_secret"):
+                create_app(engine=engine, mail_providers={kind: {name: provider}}, lifecycle=runner)

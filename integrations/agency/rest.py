@@ -42,6 +42,7 @@ from integrations.agency.protocol import (
     AssignmentStatus,
 )
 from integrations.errors import (
+    ConfigError,
     InvalidCallback,
     ProviderError,
     UnknownOutcome,
@@ -181,6 +182,12 @@ class RestAgencyProvider(VendorClient):
 
     def status(self, assignment_id: str) -> AssignmentStatus:
         return self._read("GET", f"/assignments/{assignment_id}", assignment_id)
+
+    def check_callbacks(self) -> None:
+        if not self.settings.webhook_secret.get_secret_value():
+            raise ConfigError(
+                f"{self.info.entry_point}: webhook_secret is empty: agency webhooks cannot be verified"
+            )
 
     def parse_callback(
         self, headers: Mapping[str, str], body: bytes, *, url: str | None = None

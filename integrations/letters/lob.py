@@ -39,6 +39,7 @@ from integrations._http import (
     vendor_error,
 )
 from integrations.errors import (
+    ConfigError,
     InvalidAddress,
     InvalidCallback,
     ProviderError,
@@ -269,6 +270,12 @@ class LobLettersProvider(VendorClient):
             )
 
         return call_with_retries(once, self.retry_policy)
+
+    def check_callbacks(self) -> None:
+        if not self.settings.webhook_secret.get_secret_value():
+            raise ConfigError(
+                f"{self.info.entry_point}: webhook_secret is empty: letters webhooks cannot be verified"
+            )
 
     def parse_callback(
         self, headers: Mapping[str, str], body: bytes, *, url: str | None = None
