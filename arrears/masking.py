@@ -67,6 +67,19 @@ def mask_text(text: str) -> str:
     return _NATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
 
 
+def _mask_traceback(record: logging.LogRecord) -> None:
+    """The record's traceback and stack formatted now, masked: a driver's error carries its
+    statement's parameters (`[parameters: ('+8613912341234', ...)]`) and Prefect logs a failed
+    run's exception with `exc_info`, which a handler would format whole. The masked text is kept
+    as `exc_text`, which every `logging.Formatter` prints instead of formatting `exc_info` again."""
+    if record.exc_info and record.exc_info[0] is not None:
+        record.exc_text = mask_text(_FORMATTER.formatException(record.exc_info))
+        record.exc_info = None
+    if record.stack_info:
+        record.stack_info = mask_text(record.stack_info)
+
+
+_FORMATTER = logging.Formatter()
 _installed = threading.Lock()
 _factory_installed = False
 
@@ -93,6 +106,7 @@ def install_log_masking() -> None:
             masked = mask_text(message)
             if masked != message:
                 record.msg, record.args = masked, None
+            _mask_traceback(record)
             return record
 
         logging.setLogRecordFactory(factory)

@@ -78,3 +78,26 @@ def test_log_records_are_masked_before_any_handler_sees_them(caplog: pytest.LogC
         "texting +86*******1234 about 5 days",
         "number +1******4253 refused",
     ]
+
+
+def test_a_logged_exceptions_traceback_is_masked_too() -> None:
+    """A record logged with `exc_info` (as Prefect logs a failed run) whose exception carries a
+    statement's parameters reaches a handler's formatted output masked, traceback included."""
+    import io
+
+    install_log_masking()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger("arrears.test.traceback")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("UNIQUE failed [parameters: ('+8613912341234', '110101199003071234')]")
+        except ValueError as e:
+            logger.error("Task run failed with exception: %r", e, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "Traceback" in text and "ValueError: UNIQUE failed" in text, text
+    assert "13912341234" not in text and "1101011990" not in text, text
+    assert "+86*******1234" in text
