@@ -1,6 +1,7 @@
 """Privacy (issue 4, part 8): phone numbers and national ids masked in text and in every log record."""
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,24 @@ def test_a_logged_exceptions_traceback_is_masked_too() -> None:
     assert "Traceback" in text and "ValueError: UNIQUE failed" in text, text
     assert "13912341234" not in text and "1101011990" not in text, text
     assert "+86*******1234" in text
+
+
+def test_a_database_error_carries_no_statement_parameters(tmp_path: Path) -> None:
+    """A driver's error from our engine names its statement, never its parameters: its text ends up
+    in quarantine rows, logs and a failed run's state message in Prefect's UI, and a name or an
+    address there is nothing `mask_text` would find."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from arrears.storage.engine import get_engine
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'params.db'}")
+    row = {"phone": "+8613912341234", "name": "Zhang Wei, 1 Main St"}
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (phone TEXT UNIQUE, name TEXT)")
+        connection.execute(text("INSERT INTO t VALUES (:phone, :name)"), row)
+    with pytest.raises(IntegrityError) as caught, engine.begin() as connection:
+        connection.execute(text("INSERT INTO t VALUES (:phone, :name)"), row)
+    said = str(caught.value)
+    assert "UNIQUE constraint failed" in said
+    assert "13912341234" not in said and "Zhang Wei" not in said, said

@@ -53,7 +53,9 @@ def get_engine(url: str) -> Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_pre_ping=True)
+    # hide_parameters: a driver's error names its statement's parameters (a borrower's number, name,
+    # address) in its text, which reaches quarantine rows, logs and Prefect's failed states in the UI.
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
