@@ -31,6 +31,7 @@ thread (one at a time, coalesced per account), so the webhook answers at once; u
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -63,6 +64,7 @@ from integrations.providers import build_provider
 from integrations.sms.protocol import InboundMessage
 
 __all__ = [
+    "BODY_TIMEOUT",
     "MAX_BODY",
     "BodyLimit",
     "LifecycleRunner",
@@ -80,6 +82,9 @@ __all__ = [
 log = logging.getLogger("arrears.webhooks")
 
 MAX_BODY = 1 << 20  # an Aliyun report array of a busy minute fits many times over
+# A vendor sends a callback whole in well under a second, and gives up on the answer after
+# seconds (Twilio 15 s); a client still trickling its body after this is holding a connection.
+BODY_TIMEOUT = 30.0
 KINDS = ("sms", "court")  # the kinds whose provider settings the server reads
 STORED = frozenset(ITEM_TYPES.values())  # what a provider's parse_callback may return
 
@@ -93,12 +98,15 @@ class WebhookConfigError(RuntimeError):
 
 class BodyLimit:
     """Pure ASGI middleware: a request body over `max_body` bytes is answered 413 as soon as the
-    declared length or the chunks received so far exceed it, never read whole. The body under the
-    cap is buffered and replayed to the app (it reads it whole anyway, to verify it)."""
+    declared length or the chunks received so far exceed it, never read whole; one not received
+    whole within `body_timeout` seconds (a client sending a byte now and then) is answered 408 and
+    its connection closed. The body under the cap is buffered and replayed to the app (it reads it
+    whole anyway, to verify it)."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY, body_timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,8 +119,15 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         more = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                log.warning("callback refused (408): body not received within %.0f s", self.body_timeout)
+                await _answer_and_close(send, 408, b'{"detail":"callback body too slow"}')
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -136,19 +151,24 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         log.warning("callback refused (413): body over %d bytes", self.max_body)
-        payload = b'{"detail":"callback body too large"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _answer_and_close(send, 413, b'{"detail":"callback body too large"}')
+
+
+async def _answer_and_close(send: Send, status: int, payload: bytes) -> None:
+    """A JSON answer, asking the server to close the connection after it (the rest of the body is
+    never read)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 # -- the lifecycle in the background ------------------------------------------------------------
@@ -250,6 +270,7 @@ def create_app(
     lifecycle: LifecycleRunner | None = None,
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY,
+    body_timeout: float = BODY_TIMEOUT,
     mail_providers: Mapping[str, Mapping[str, Any]] | None = None,
     store_wait: float | None = None,
     spool_dir: Path | None = None,
@@ -266,6 +287,8 @@ def create_app(
     Raises `ConfigError` if a provider (a letters or agency one too) cannot authenticate its
     callbacks (`check_callbacks`).
     - `mail_providers`: kind (`letters`, `agency`) → route name → provider (`deployments.mail_webhooks`).
+    - `max_body`, `body_timeout`: the largest body taken (413 beyond), and how long its sender
+      may take to send it (408 beyond).
     - `store_wait`, `spool_dir`: how long a callback waits to be stored before it is spooled and
       acknowledged, and where the spool is (`deployments.callback_spool`; default: the settings
       `ARREARS_WEBHOOK_STORE_WAIT`, `ARREARS_WEBHOOK_SPOOL_DIR`, else beside the SQLite database).
@@ -301,7 +324,7 @@ def create_app(
     app = FastAPI(
         title="arrears webhooks", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.add_middleware(BodyLimit, max_body=max_body)
+    app.add_middleware(BodyLimit, max_body=max_body, body_timeout=body_timeout)
     app.state.lifecycle = runner
     app.state.spool = spool
 

@@ -191,3 +191,24 @@ def test_a_letters_or_agency_provider_with_an_empty_webhook_secret_is_refused(
             assert caught.value.code == "signature.unset"
             with pytest.raises(ConfigError, match="webhook_secret"):
                 create_app(engine=engine, mail_providers={kind: {name: provider}}, lifecycle=runner)
+
+
+def test_a_body_trickling_in_is_refused_408_and_its_connection_closed(
+    engine: Engine, twilio: SmsProvider, runner: LifecycleRunner
+) -> None:
+    """A client that declares a body and sends a byte now and then (holding a connection for as
+    long as it likes) is answered 408 once the body timeout is up, and the connection is closed."""
+    app = create_app(engine=engine, sms_providers={"twilio": twilio}, lifecycle=runner, body_timeout=1.0)
+    with WebhookServer(app, port=0) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /sms/twilio/status HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\nMessageSid="
+            )
+            started = time.monotonic()
+            answer = b""
+            while more := sock.recv(4096):  # until the server closes the connection
+                answer += more
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - started < 8
