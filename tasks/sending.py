@@ -25,7 +25,7 @@ from typing import Any
 from arrears.compliance.caps import Contact
 from arrears.compliance.contact import ContactRequest, ContactState, VerdictKind, check_contact
 from arrears.compliance.report import recheck_sends
-from arrears.masking import install_log_masking, mask_phone
+from arrears.masking import mask_phone
 from arrears.models import utcnow
 from arrears.policy import Policy
 from arrears.settings import get_settings
@@ -46,9 +46,6 @@ from tasks.drill import crash
 from tasks.isolation import SetAside, without_quarantined
 from tasks.logs import run_logger
 from tasks.providers import ProviderConfig, sms_for
-
-# Every process that dispatches masks numbers in its log records, Prefect's run logs included.
-install_log_masking()
 
 __all__ = [
     "LEASE",

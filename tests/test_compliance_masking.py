@@ -123,3 +123,31 @@ def test_a_database_error_carries_no_statement_parameters(tmp_path: Path) -> Non
     said = str(caught.value)
     assert "UNIQUE constraint failed" in said
     assert "13912341234" not in said and "Zhang Wei" not in said, said
+
+
+@pytest.mark.parametrize(
+    "flow_module",
+    [
+        "flows.daily_cycle",
+        "flows.account_lifecycle",
+        "flows.repossession_review",
+        "flows.legal_referral",
+        "flows.bureau_furnishing",
+    ],
+)
+def test_every_flow_masks_its_logs_in_a_process_of_its_own(flow_module: str) -> None:
+    """A served or pooled flow run runs in a process that imports only its flow (Prefect's runner
+    loads the entrypoint): importing any flow module masks the numbers in that process's logs."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import logging, {flow_module}\n"
+        "logging.basicConfig(format='%(message)s')\n"
+        "logging.getLogger('arrears.test').warning('party id 110101199003071234, +8613912341234')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "party id" in done.stderr, done.stderr
+    assert "110101199003071234" not in done.stderr and "13912341234" not in done.stderr, done.stderr
