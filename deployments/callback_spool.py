@@ -146,7 +146,7 @@ def _reports(engine: Engine, received: Received, items: list[DeliveryReport]) ->
 def _replies(engine: Engine, received: Received, items: list[InboundMessage], submit: Submit) -> None:
     for item in items:
         address = inbound_address(item.sender)
-        if address is None:  # the server refuses the callback (400) before it gets here
+        if address is None:  # the server keeps such a reply as unreadable before it gets here
             raise ValueError("an inbound message's sender is not a phone number")
         result = record.record_inbound_sms(
             engine,

@@ -9,8 +9,9 @@ with the provider's own `acknowledge` (empty TwiML, Aliyun's `{"code": 0, "msg":
 
 - a callback that does not verify: 403, nothing changes;
 - authentic but malformed: 400;
-- authentic, about something we do not know (a message id, a filing id): acknowledged, and kept
-  in the audit trail for operators (a refusal would only make the vendor push it again);
+- authentic, about something we do not know (a message id, a filing id), or an item that cannot
+  be read (a reply whose sender is no phone number): acknowledged, and kept in the audit trail
+  for operators (a refusal would only make the vendor push it again, or lose the rest of it);
 - the database busy past `ARREARS_WEBHOOK_STORE_WAIT` (an import holding SQLite's lock): kept in
   the spool and acknowledged; stored in order once the lock frees (`deployments.callback_spool`);
 - storing failed otherwise: 500, the one answer that asks every vendor to deliver again.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -59,6 +61,7 @@ from arrears.storage import bounded_writer, get_engine, is_busy
 from deployments.callback_spool import ITEM_TYPES, Drainer, Received, store_received
 from deployments.mail_webhooks import mail_providers_from_settings, mail_router
 from integrations._masking import scrub
+from integrations.callbacks import UnreadableItem
 from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
 from integrations.providers import build_provider
 from integrations.sms.protocol import InboundMessage
@@ -399,18 +402,27 @@ def create_app(
             raise _Refused(403, str(e)) from None
         except InvalidCallback as e:
             raise _Refused(400, str(e)) from None
-        for item in items:
+        for n, item in enumerate(items):
             if type(item) not in STORED:
                 log.error("%s: the provider returned %s, which nothing stores", route, type(item).__name__)
                 raise _Refused(500, "internal error; retry later")
             if isinstance(item, InboundMessage) and inbound_address(item.sender) is None:
-                raise _Refused(400, "an inbound message's sender is not a phone number")
+                # Kept for operators, like an item the provider could not read: refused, the
+                # callback would take the rest of its array (a STOP among them) with it.
+                items[n] = _unreadable_reply(item)
         info = getattr(provider, "info", None)
         await store(Received.of(kind, name, event, info.name if info else name, now(), body, items))
         answer = provider.acknowledge(event)
         return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
     return app
+
+
+def _unreadable_reply(item: InboundMessage) -> UnreadableItem:
+    said = {"sender": item.sender, "text": item.text, "message_id": item.message_id}
+    return UnreadableItem(
+        "an inbound message's sender is not a phone number", json.dumps(said, ensure_ascii=False)
+    )
 
 
 class _Refused(Exception):

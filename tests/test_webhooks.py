@@ -677,6 +677,27 @@ def test_an_unreadable_item_keeps_no_opt_out_from_being_recorded(
     assert any("could not be read" in r.getMessage() for r in caplog.records)
 
 
+def test_a_reply_from_a_sender_that_is_no_phone_number_keeps_no_opt_out_from_being_recorded(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """An SmsUp array with the borrower's 退订 and a reply from a service code (`1065912345`: digits,
+    so the vendor's reader takes it, but no phone number) is acknowledged: the opt-out recorded, the
+    other item kept once for operators. It was refused whole (400), and the 退订 lost with it once
+    Aliyun stopped pushing the array."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    stop = _sms_up("退订", "2026-12-01 10:00:00", 21)
+    service = {"phone_number": "1065912345", "content": "余额查询", "send_time": "2026-12-01 10:00:01"}
+    service["sequence_id"] = 22
+    token = sms_sandbox.credentials["callback_token"]
+    for _ in range(2):  # Aliyun may push an array again
+        answer = _aliyun_post(client, "/sms/sandbox/inbound", [stop, service], token)
+        assert (answer.status_code, answer.json()) == (200, {"code": 0, "msg": "成功"})
+    assert len(_events(db, "opt_out")) == 1
+    [kept] = _events(db, "unreadable_callback")
+    assert kept.account_id is None and "not a phone number" in kept.data["reason"]
+    assert "余额查询" in kept.data["item"]
+
+
 def test_a_photo_the_borrower_sends_reaches_the_agent_with_the_words(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
