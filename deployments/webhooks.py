@@ -381,7 +381,9 @@ def create_app(
     @app.exception_handler(_Refused)
     async def _refused(request: Request, error: _Refused) -> Response:
         # Anything else is a 500 (Starlette's own), which every vendor retries.
-        log.warning("%s refused (%d): %s", request.url.path, error.status, error.reason)
+        # Quoted: the path and the reason may hold what the caller put in the URL, newlines included,
+        # and a line of ours must not be forged by it.
+        log.warning("%r refused (%d): %r", request.url.path, error.status, error.reason)
         return JSONResponse({"detail": error.reason}, status_code=error.status)
 
     # Letters and agencies first: the catch-all route below would take their paths.
@@ -391,7 +393,7 @@ def create_app(
     async def callback(kind: str, name: str, event: str, request: Request) -> Response:
         provider = routes.get(kind, {}).get(name)
         if provider is None:
-            raise _Refused(404, f"no {kind} provider {name!r}")
+            raise _Refused(404, f"no {kind!r} provider {name!r}")
         route = f"{kind}/{name}/{event}"
         body = await request.body()  # BodyLimit has capped it
         try:

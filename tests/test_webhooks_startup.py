@@ -212,3 +212,16 @@ def test_a_body_trickling_in_is_refused_408_and_its_connection_closed(
                 answer += more
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert time.monotonic() - started < 8
+
+
+def test_a_refused_request_cannot_forge_a_log_line(
+    engine: Engine, runner: LifecycleRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL whose path segment holds a newline is refused (404) in one log line: what the caller
+    wrote is quoted, so it cannot add a line of its own to the server's log."""
+    app = create_app(engine=engine, lifecycle=runner)
+    forged = "2026-12-06 INFO arrears.webhooks: all callbacks stored"
+    with caplog.at_level("WARNING", logger="arrears.webhooks"), TestClient(app) as client:
+        assert client.post(f"/sms%0A{forged}/x/status", content=b"").status_code == 404
+    [line] = [r.getMessage() for r in caplog.records if "refused (404)" in r.getMessage()]
+    assert "\n" not in line, line
