@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from arrears.settings import get_settings
 from arrears.storage import one_writer
-from integrations.errors import InvalidCallback
+from integrations.errors import ConfigError, InvalidCallback
 from integrations.providers import build_provider
 from tasks.agency import record_statuses
 from tasks.letters import mailed_by_others, record_tracking
@@ -91,7 +91,8 @@ def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> A
 
 def mail_providers_from_settings(stack: ExitStack) -> dict[str, dict[str, Any]]:
     """The configured letters and agency providers, opened on `stack`; none for an embedded
-    sandbox (no URL: nothing calls back)."""
+    sandbox (no URL: nothing calls back). Raises `ConfigError` naming the setting when one could
+    not authenticate its callbacks (`check_callbacks`: an empty webhook secret)."""
     settings = get_settings()
     found: dict[str, dict[str, Any]] = {}
     for kind in _KINDS:
@@ -100,5 +101,12 @@ def mail_providers_from_settings(stack: ExitStack) -> dict[str, dict[str, Any]]:
             continue
         name = getattr(settings, f"{kind}_provider")
         credentials = {k: v.get_secret_value() for k, v in getattr(settings, f"{kind}_credentials").items()}
-        found[kind] = {name: stack.enter_context(build_provider(kind, name, base_url, credentials))}
+        provider = stack.enter_context(build_provider(kind, name, base_url, credentials))
+        check = getattr(provider, "check_callbacks", None)
+        try:
+            if check is not None:
+                check()
+        except ConfigError as e:  # an empty webhook secret: anyone could sign its callbacks
+            raise ConfigError(f"ARREARS_{kind.upper()}_CREDENTIALS: {e.reason}", code=e.code) from None
+        found[kind] = {name: provider}
     return found

@@ -225,3 +225,21 @@ def test_a_refused_request_cannot_forge_a_log_line(
         assert client.post(f"/sms%0A{forged}/x/status", content=b"").status_code == 404
     [line] = [r.getMessage() for r in caplog.records if "refused (404)" in r.getMessage()]
     assert "\n" not in line, line
+
+
+def test_settings_with_an_empty_letters_webhook_secret_refuse_the_start_naming_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ARREARS_LETTERS_CREDENTIALS with an empty webhook_secret: the server's providers are not
+    built, and the error names the setting to fix."""
+    import json
+
+    monkeypatch.setenv("ARREARS_LETTERS_PROVIDER", "lob")
+    monkeypatch.setenv("ARREARS_LETTERS_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps({"api_key": "test_k", "webhook_secret": ""}))
+    get_settings.cache_clear()
+    try:
+        with contextlib.ExitStack() as stack, pytest.raises(ConfigError, match="ARREARS_LETTERS_CREDENTIALS"):
+            webhooks.mail_providers_from_settings(stack)
+    finally:
+        get_settings.cache_clear()
