@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8787, ge=0, le=65535)
     webhook_secret: SecretStr | None = Field(
         default=None,
-        description="Shared secret of the X-Arrears-Signature HMAC on callbacks from non-Twilio providers.",
+        description="Not used (a warning says so): each provider verifies its callbacks with its own secret.",
     )
     webhook_public_url: str | None = Field(
         default=None, description="The URL providers call (behind a proxy): Twilio signs the full URL."

@@ -448,9 +448,14 @@ class WebhookConfig:
 
 def webhook_config() -> WebhookConfig:
     settings = get_settings()
-    secret = settings.webhook_secret
-    if secret is not None and not secret.get_secret_value().strip():
-        raise WebhookConfigError("ARREARS_WEBHOOK_SECRET is set but empty: set a secret or unset it")
+    if settings.webhook_secret is not None:
+        # Documented once as the secret of `X-Arrears-Signature`, but no provider ever read it: a
+        # deployment that set it believed it protected a callback it did not. Said, not refused.
+        log.warning(
+            "ARREARS_WEBHOOK_SECRET is not used: each provider verifies its callbacks with its own "
+            "secret in its credentials (the court's callback_secret, the letters and agency providers' "
+            "webhook_secret, the SMS callback_token or auth token); unset it"
+        )
     return WebhookConfig(
         host=settings.webhook_host, port=settings.webhook_port, public_url=settings.webhook_public_url
     )
