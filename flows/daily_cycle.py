@@ -11,7 +11,7 @@ There is never a flow run or a task run per account: shards of thousands of acco
 batches of thousands of messages are the unit of orchestration (PREFECT.md).
 """
 
-import asyncio
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -19,7 +19,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.client.schemas.objects import FlowRun
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -231,8 +230,6 @@ def fan_out_shards(
     run's counts stay with that run (its result lives on the worker); the cycle's report reads
     the outcome from the database both share.
     """
-    from prefect.flow_runs import wait_for_flow_run
-
     base = installation()
     runs = [
         start_run(
@@ -250,14 +247,88 @@ def fan_out_shards(
         )
         for s in shards
     ]
-    for run in runs:
-        # Prefect's `inject_client` declares its result type with `infer_variance=True`, which
-        # mypy leaves unsolved ("R?"); wait_for_flow_run returns the finished FlowRun.
-        finished: FlowRun = asyncio.run(wait_for_flow_run(run.id, poll_interval=2))
-        if finished.state is None or not finished.state.is_completed():
-            ended = finished.state.name if finished.state else "unknown"
-            raise RuntimeError(f"shard run {finished.name} ended {ended}")
-        yield {}
+    try:
+        for _ in _shards_finished(deployment, [run.id for run in runs]):
+            yield {}
+    finally:
+        # A cycle that stops waiting (a shard failed, no worker, the cycle cancelled) leaves no
+        # shard run behind for a worker to start later, advancing for a cycle that is over.
+        _cancel_unfinished([run.id for run in runs])
+
+
+# How long the shard runs may all wait for a worker before the cycle fails saying so: a worker
+# never started, killed, or serving another pool (read at call time, so a test can shorten it).
+SHARD_START_SECONDS = 600.0
+# And how long the cycle waits for its shard runs in all (Prefect's own default): a worker killed
+# mid-shard leaves its run Running on the server for good.
+SHARD_WAIT_SECONDS = 3 * 3600.0
+SHARD_POLL_SECONDS = 2.0
+
+
+def _shards_finished(deployment: str, ids: list[Any]) -> Iterator[None]:
+    """Yield once per shard run as each completes, in order; raise when one ended otherwise, or
+    when none has started or finished for `SHARD_START_SECONDS` while none runs (no worker takes
+    them: without this the cycle waited three hours, Prefect's default, holding the run lock)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    done = 0
+    progress = began = time.monotonic()
+    seen: tuple[int, int] = (0, 0)
+    with get_client(sync_client=True) as client:
+        while done < len(ids):
+            found = {
+                r.id: r
+                for r in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+                )
+            }
+            runs = [found.get(i) for i in ids]
+            while done < len(runs) and (run := runs[done]) is not None and run.state is not None:
+                if not run.state.is_final():
+                    break
+                if not run.state.is_completed():
+                    raise RuntimeError(f"shard run {run.name} ended {run.state.name}")
+                done += 1
+                yield
+            if done == len(ids):
+                return
+            states = [r.state for r in runs[done:] if r is not None and r.state is not None]
+            moving = sum(1 for state in states if state.is_running())
+            waiting = len(ids) - done - sum(1 for state in states if state.is_running() or state.is_final())
+            if (moving, waiting) != seen or moving:
+                seen, progress = (moving, waiting), time.monotonic()
+            elif time.monotonic() - progress > SHARD_START_SECONDS:
+                raise RuntimeError(
+                    f"no worker started a shard run of {deployment} in {SHARD_START_SECONDS:.0f} s "
+                    f"({waiting} waiting): is a worker running for its pool (prefect worker start)?"
+                )
+            if time.monotonic() - began > SHARD_WAIT_SECONDS:
+                raise RuntimeError(
+                    f"shard runs of {deployment} not finished in {SHARD_WAIT_SECONDS:.0f} s "
+                    f"({len(ids) - done} of {len(ids)} left): was a worker killed?"
+                )
+            time.sleep(SHARD_POLL_SECONDS)
+
+
+def _cancel_unfinished(ids: list[Any]) -> None:
+    """Cancel the shard runs that have not ended: those waiting at once, running ones through
+    their worker (Cancelling)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.states import Cancelled, Cancelling, State
+
+    try:
+        with get_client(sync_client=True) as client:
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+            ):
+                if run.state is None or run.state.is_final():
+                    continue
+                state: State[Any] = Cancelling() if run.state.is_running() else Cancelled()
+                client.set_flow_run_state(run.id, state, force=True)
+    except Exception as error:  # the server gone: the cycle's own error matters more
+        run_logger().warning("could not cancel the cycle's shard runs: %s", error)
 
 
 @flow(name="cycle-shard", description="Advance one shard of the daily cycle: for workers on a pool.")

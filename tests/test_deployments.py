@@ -5,6 +5,7 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,50 @@ def test_upcoming_runs_are_named_for_their_work(prefect_harness: None) -> None:
             for deployment_id in applied:
                 client.delete_deployment(deployment_id)
     assert named == wanted
+
+
+def test_a_fanned_out_cycle_with_no_worker_fails_saying_so_and_leaves_no_shard_run(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker serves the shard deployment (never started, or killed): the cycle waited three
+    hours (Prefect's default) holding the run lock, and its shard runs stayed Scheduled for the
+    first worker to start, advancing for a cycle long over. It fails, naming the cause, and
+    cancels them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.objects import StateType
+
+    import flows.daily_cycle as cycle_flows
+    from arrears.importing import Kind, open_source
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.importer import run_import
+    from flows.daily_cycle import cycle_shard, daily_cycle
+    from tests.factories import account_record, write_csv
+
+    url = f"sqlite:///{tmp_path / 'no-worker.db'}"
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    monkeypatch.setenv("ARREARS_SHARD_SIZE", "2")
+    monkeypatch.setattr(cycle_flows, "SHARD_START_SECONDS", 3.0)
+    monkeypatch.setattr(cycle_flows, "SHARD_POLL_SECONDS", 0.5)
+    get_settings.cache_clear()
+    engine = get_engine(url)
+    migrate(engine)
+    path = write_csv(
+        tmp_path / "a.csv",
+        [account_record(account_id=f"A-{i}", oldest_due_date="2026-11-26") for i in range(5)],
+    )
+    run_import(engine, open_source(path, Kind.ACCOUNTS))
+    cycle_shard.to_deployment(name="unserved-shard").apply()  # registered, never served
+
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="no worker started a shard run of cycle-shard/unserved-shard"):
+        daily_cycle(as_of="2026-12-01T16:30:00Z", fan_out="cycle-shard/unserved-shard")
+    assert time.monotonic() - began < 60
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("cycle-shard/unserved-shard")
+        shard_runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    assert len(shard_runs) == 3
+    assert {r.state.type for r in shard_runs if r.state} == {StateType.CANCELLED}
