@@ -106,10 +106,12 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
 
     One cycle (or dispatch) at a time per database: another one running raises `CycleRunning`.
     Running it again for an instant whose cycle finished changes nothing: it finds that cycle and
-    returns at once. A cycle that crashed is closed as `crashed` by the next run, which carries
-    on where it stopped (transitions already taken are not taken again, outbox keys and bureau
-    pull keys already present are skipped, and what the crashed run may have sent is looked up
-    before anything is decided at send time). With `fan_out` (a deployment of `cycle_shard`,
+    returns at once; so does a scheduled run (no `as_of`) that starts after a cycle finished as of
+    its scheduled time or later (late runs of missed days: one cycle, as of now). A cycle that
+    crashed is closed as `crashed` by the next run, which carries on where it stopped
+    (transitions already taken are not taken again, outbox keys and bureau pull keys already
+    present are skipped, and what the crashed run may have sent is looked up before anything is
+    decided at send time). With `fan_out` (a deployment of `cycle_shard`,
     e.g. "cycle-shard/shard"), each shard is advanced by its own flow run on that deployment's
     workers instead of in this process; PostgreSQL must then be shared.
     """
@@ -118,13 +120,18 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     day = business_date(instant, settings.lender_timezone)
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
     check_settings("sms")  # a provider the dispatch would refuse, refused before the advance
+    # A run without an instant, from the schedule, was due at its scheduled start: the machine
+    # off at the cron time leaves one late run per missed day, all starting together.
+    due = None if as_of else flow_run.scheduled_start_time
     with run_exclusively("cycle"):
-        opened = begin_cycle(instant, day)
+        opened = begin_cycle(instant, day, due)
         if opened.crashed:
             stats["crashed_cycles_closed"] = opened.crashed
         if opened.cycle_id is None:
             get_run_logger().info(
-                "cycle %s already finished for this instant: nothing to do", opened.finished
+                "cycle %s already finished for this instant or since this run was due (%s): nothing to do",
+                opened.finished,
+                due,
             )
             return stats | _nothing_to_do(opened.finished)
         try:

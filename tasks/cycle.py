@@ -152,16 +152,20 @@ def _not_backdated(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=5,
     retry_condition_fn=_not_backdated,
 )
-def begin_cycle(as_of: datetime, business_date: date) -> CycleStart:
+def begin_cycle(as_of: datetime, business_date: date, due: datetime | None = None) -> CycleStart:
     """Bring the schema up to date, close the rows of crashed runs, and record the start of a
-    cycle, unless one already finished for exactly this instant; `CycleBackdated` if one ran as
-    of a later instant (days past due, stages and messages only move forward in time). Call it
-    under `run_exclusively` (tests and benchmarks that drive the steps one by one call `.fn`
+    cycle, unless one already finished for exactly this instant, or (given `due`, when a
+    scheduled run was due) one finished as of `due` or later: a run that starts late finds its
+    day's cycle already done by an earlier late run or a manual one. `CycleBackdated` if one ran
+    as of a later instant (days past due, stages and messages only move forward in time). Call
+    it under `run_exclusively` (tests and benchmarks that drive the steps one by one call `.fn`
     directly)."""
     migrate(engine())
     with engine().begin() as connection:
         crashed = runs.close_crashed_cycles(connection, now=utcnow())
         finished = runs.finished_cycle(connection, as_of=as_of)
+        if finished is None and due is not None:
+            finished = runs.finished_since(connection, since=due)
         if finished is not None:
             return CycleStart(None, finished, crashed)
         latest = runs.latest_cycle(connection)

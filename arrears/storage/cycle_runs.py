@@ -166,6 +166,13 @@ def finished_cycle(connection: Connection, *, as_of: datetime) -> int | None:
     ).scalar()
 
 
+def finished_since(connection: Connection, *, since: datetime) -> int | None:
+    """The id of the latest cycle that finished as of `since` or later, if any."""
+    return connection.execute(
+        select(func.max(cycle_run.c.id)).where(cycle_run.c.as_of >= since, cycle_run.c.status == "finished")
+    ).scalar()
+
+
 def latest_cycle(connection: Connection) -> tuple[datetime, str] | None:
     """The latest instant any cycle ran as of (finished, failed, crashed or running), and its status."""
     row = connection.execute(
