@@ -26,7 +26,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows._prefect import synced
-from flows._waiting import start_run
+from flows._waiting import deployment_exists, start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
 from tasks.bureau_pull import pull_bureau_profiles
@@ -120,6 +120,8 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     day = business_date(instant, settings.lender_timezone)
     stats: dict[str, Any] = {"as_of": instant.isoformat(), "business_date": day.isoformat()}
     check_settings("sms")  # a provider the dispatch would refuse, refused before the advance
+    if fan_out:
+        _check_fan_out(fan_out)
     # A run without an instant, from the schedule, was due at its scheduled start: the machine
     # off at the cron time leaves one late run per missed day, all starting together.
     due = None if as_of else flow_run.scheduled_start_time
@@ -139,6 +141,20 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
         except BaseException as error:
             fail_cycle(opened.cycle_id, error)
             raise
+
+
+def _check_fan_out(deployment: str) -> None:
+    """A `fan_out` given in the UI that names no deployment is refused before anything is done
+    (it failed the cycle after its refresh, as `ObjectNotFound None`)."""
+    try:
+        found = deployment_exists(deployment)
+    except ValueError:  # not FLOW/DEPLOYMENT at all: "0", "1000"
+        found = False
+    if not found:
+        raise ValueError(
+            f"fan_out {deployment!r} names no deployment on the Prefect server (it takes a deployment "
+            "of cycle_shard, as 'cycle-shard/shard'): nothing was done"
+        )
 
 
 def _nothing_to_do(finished: int | None) -> dict[str, Any]:

@@ -266,3 +266,32 @@ def test_a_fanned_out_cycle_with_no_worker_fails_saying_so_and_leaves_no_shard_r
         )
     assert len(shard_runs) == 3
     assert {r.state.type for r in shard_runs if r.state} == {StateType.CANCELLED}
+
+
+@pytest.mark.parametrize("fan_out", ["0", "cycle-shard/none-such"])
+def test_a_fan_out_naming_no_deployment_is_refused_before_the_cycle_opens(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fan_out: str
+) -> None:
+    """`fan_out` typed in the UI ("0", a misspelt deployment) failed the cycle after its refresh,
+    with a cycle row left failed and `ObjectNotFound None` as the reason. It is refused first,
+    naming the parameter, and no cycle opens."""
+    from sqlalchemy import text
+
+    from arrears.importing import Kind, open_source
+    from arrears.settings import get_settings
+    from arrears.storage import get_engine, migrate
+    from arrears.storage.importer import run_import
+    from flows.daily_cycle import daily_cycle
+    from tests.factories import account_record, write_csv
+
+    url = f"sqlite:///{tmp_path / 'fan-out.db'}"
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    get_settings.cache_clear()
+    engine = get_engine(url)
+    migrate(engine)
+    path = write_csv(tmp_path / "a.csv", [account_record(account_id="A-1", oldest_due_date="2026-11-26")])
+    run_import(engine, open_source(path, Kind.ACCOUNTS))
+    with pytest.raises(ValueError, match=f"fan_out '{fan_out}' names no deployment"):
+        daily_cycle(as_of="2026-12-01T16:30:00Z", fan_out=fan_out)
+    with engine.connect() as connection:
+        assert connection.execute(text("select count(*) from cycle_run")).scalar() == 0
