@@ -87,8 +87,20 @@ def _threads(workers: int) -> TaskRunner[PrefectFuture[Any]]:
     return ThreadPoolTaskRunner(max_workers=workers)  # type: ignore[return-value]
 
 
+def _instant_named(text: Any) -> datetime | None:
+    """The run's `as_of` for its name; None when it is no instant. A name function that raised
+    left the run Pending on the server for good, its error nowhere in the UI (an `as_of` typed in
+    the UI's form): the flow's body refuses it instead, and the run fails saying why."""
+    try:
+        return as_of_or_now(text)
+    except ValueError:
+        return None
+
+
 def _cycle_name() -> str:
-    as_of = as_of_or_now(flow_run.parameters.get("as_of"))
+    as_of = _instant_named(flow_run.parameters.get("as_of"))
+    if as_of is None:
+        return "daily-cycle (as_of not an instant)"
     return f"daily-cycle {business_date(as_of, get_settings().lender_timezone).isoformat()}"
 
 
@@ -426,7 +438,8 @@ def _log_dispatch(counts: dict[str, Any]) -> None:
 
 
 def _dispatch_name() -> str:
-    return f"dispatch {as_of_or_now(flow_run.parameters.get('as_of')):%Y-%m-%dT%H:%MZ}"
+    as_of = _instant_named(flow_run.parameters.get("as_of"))
+    return "dispatch (as_of not an instant)" if as_of is None else f"dispatch {as_of:%Y-%m-%dT%H:%MZ}"
 
 
 @flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=_threads(2))

@@ -295,3 +295,32 @@ def test_a_fan_out_naming_no_deployment_is_refused_before_the_cycle_opens(
         daily_cycle(as_of="2026-12-01T16:30:00Z", fan_out=fan_out)
     with engine.connect() as connection:
         assert connection.execute(text("select count(*) from cycle_run")).scalar() == 0
+
+
+@pytest.mark.parametrize("as_of", ["garbage", "2026-12-01T09:00:00"])
+def test_an_as_of_that_is_no_instant_fails_the_run_saying_why(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_of: str
+) -> None:
+    """An `as_of` typed in the UI that is no instant made the run's name function raise: the run
+    stayed Pending on the server for good, randomly named, the reason nowhere in the UI. It
+    fails, with the reason as its state's message."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterName
+
+    from arrears.settings import get_settings
+    from flows.daily_cycle import daily_cycle, dispatch_outbox
+
+    monkeypatch.setenv("ARREARS_DATABASE_URL", f"sqlite:///{tmp_path / 'as-of.db'}")
+    get_settings.cache_clear()
+    names = ("daily-cycle", "dispatch")
+    wanted = FlowRunFilter(name=FlowRunFilterName(any_=[f"{n} (as_of not an instant)" for n in names]))
+    for flow_fn in (daily_cycle, dispatch_outbox):
+        with pytest.raises(ValueError, match=r"ISO 8601|UTC offset"):
+            flow_fn(as_of=as_of)
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_fn.name])), flow_run_filter=wanted
+            )
+        states = [r.state for r in runs if r.parameters["as_of"] == as_of]
+        assert len(states) == 1 and states[0] is not None and states[0].is_failed()
+        assert "ISO 8601" in (states[0].message or "") or "UTC offset" in (states[0].message or "")
