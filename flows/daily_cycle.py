@@ -26,7 +26,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows._prefect import synced
-from flows._waiting import deployment_exists, start_run
+from flows._waiting import PAGE, deployment_exists, start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
 from tasks.bureau_pull import pull_bureau_profiles
@@ -305,20 +305,14 @@ def _shards_finished(deployment: str, ids: list[Any]) -> Iterator[None]:
     when none has started or finished for `SHARD_START_SECONDS` while none runs (no worker takes
     them: without this the cycle waited three hours, Prefect's default, holding the run lock)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     done = 0
     progress = began = time.monotonic()
     seen: tuple[int, int] = (0, 0)
     with get_client(sync_client=True) as client:
         while done < len(ids):
-            found = {
-                r.id: r
-                for r in client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-                )
-            }
-            runs = [found.get(i) for i in ids]
+            found = {r.id: r for r in _flow_runs(client, ids[done:])}
+            runs = [*[None] * done, *(found.get(i) for i in ids[done:])]
             while done < len(runs) and (run := runs[done]) is not None and run.state is not None:
                 if not run.state.is_final():
                     break
@@ -350,20 +344,31 @@ def _cancel_unfinished(ids: list[Any]) -> None:
     """Cancel the shard runs that have not ended: those waiting at once, running ones through
     their worker (Cancelling)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Cancelling, State
 
     try:
         with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-            ):
+            for run in _flow_runs(client, ids):
                 if run.state is None or run.state.is_final():
                     continue
                 state: State[Any] = Cancelling() if run.state.is_running() else Cancelled()
                 client.set_flow_run_state(run.id, state, force=True)
     except Exception as error:  # the server gone: the cycle's own error matters more
         run_logger().warning("could not cancel the cycle's shard runs: %s", error)
+
+
+def _flow_runs(client: Any, ids: list[Any]) -> list[Any]:
+    """The flow runs of these ids, read `PAGE` at a time: Prefect's API refuses a larger limit (its
+    default, 200), and a ten-million-account book fans out into a thousand shards."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return [
+        run
+        for start in range(0, len(ids), PAGE)
+        for run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[start : start + PAGE])), limit=PAGE
+        )
+    ]
 
 
 @flow(name="cycle-shard", description="Advance one shard of the daily cycle: for workers on a pool.")

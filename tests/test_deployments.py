@@ -268,6 +268,35 @@ def test_a_fanned_out_cycle_with_no_worker_fails_saying_so_and_leaves_no_shard_r
     assert {r.state.type for r in shard_runs if r.state} == {StateType.CANCELLED}
 
 
+def test_shard_runs_beyond_one_api_page_are_read_and_cancelled(prefect_harness: None) -> None:
+    """A ten-million-account book fans out into a thousand shard runs, and Prefect's API refuses to
+    read more than 200 flow runs a request: the cycle reads its shard runs a page at a time, so it
+    can follow them and cancel those it leaves."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.objects import StateType
+
+    from flows.daily_cycle import _cancel_unfinished, cycle_shard
+
+    deployment_id = cycle_shard.to_deployment(name="paged-shard").apply()
+    parameters = {"as_of": "2026-12-01T16:30:00Z", "cycle_id": 1, "index": 0, "lo": "A"}
+    with get_client(sync_client=True) as client:
+        ids = [
+            client.create_flow_run_from_deployment(deployment_id, parameters=parameters).id
+            for _ in range(201)
+        ]
+    _cancel_unfinished(ids)
+    with get_client(sync_client=True) as client:
+        states = [
+            run.state.type if run.state else None
+            for start in (0, 100, 200)
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[start : start + 100])), limit=100
+            )
+        ]
+    assert len(states) == 201 and set(states) == {StateType.CANCELLED}
+
+
 @pytest.mark.parametrize("fan_out", ["0", "cycle-shard/none-such"])
 def test_a_fan_out_naming_no_deployment_is_refused_before_the_cycle_opens(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fan_out: str
