@@ -50,6 +50,7 @@ __all__ = [
     "PlanTerms",
     "Progress",
     "choose",
+    "count_months",
     "deferral",
     "due_dates",
     "instalment_plan",
@@ -127,6 +128,12 @@ class Instalment:
     amount: Decimal
 
 
+def count_months(count: int) -> str:
+    """A count of months as an English sentence says it: "1 month", "3 months" (a borrower's plan
+    letter read "term extended by 1 months")."""
+    return f"{count} month{'' if count == 1 else 's'}"
+
+
 @dataclass(frozen=True, slots=True)
 class PlanTerms:
     kind: str  # deferral | instalment
@@ -157,8 +164,8 @@ class PlanTerms:
             return (
                 f"deferral of {self.months} instalment{'s' if self.months > 1 else ''}: "
                 f"{money}{self.deferred} "
-                f"moved to the end of the term (+{self.term_extension_months} months); next instalment "
-                f"{money}{first.amount} on {first.due.isoformat()}"
+                f"moved to the end of the term (+{count_months(self.term_extension_months)}); "
+                f"next instalment {money}{first.amount} on {first.due.isoformat()}"
             )
         amounts = sorted({i.amount for i in self.schedule}, reverse=True)
         each = " or ".join(f"{money}{a}" for a in amounts)

@@ -173,6 +173,31 @@ def test_an_instalment_due_before_the_plan_can_start_is_taken_into_it() -> None:
     )
 
 
+def test_a_one_month_deferral_says_month_in_the_letter_and_the_trail() -> None:
+    """One instalment deferred extends the term by "1 month": the borrower's plan letter read
+    "term extended by 1 months"."""
+    from arrears.letters.contexts import plan_letter_context
+
+    one = deferral(loan(past_due="412.50"), 1, business_date=TODAY, rules=RULES)
+    assert one.term_extension_months == 1
+    assert "(+1 month);" in one.describe()
+    letter = plan_letter_context(
+        one,
+        jurisdiction="US-IA",
+        locale="en",
+        accepted_on=TODAY,
+        letter_date=TODAY,
+        lender="L",
+        lender_contact="c",
+        borrower_name="D",
+        account_reference="A",
+        address=(),
+    )
+    assert letter.plan_description is not None and "(term extended by 1 month)" in letter.plan_description
+    two = deferral(loan(), 2, business_date=TODAY, rules=RULES)
+    assert "(+2 months);" in two.describe()
+
+
 def test_instalment_plan_spreads_the_past_due_over_the_regular_instalments() -> None:
     """Each payment is the instalment plus an exact share of the past due, on the loan's due day."""
     terms = instalment_plan(loan(past_due="1000.00"), 3, business_date=TODAY, rules=RULES)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from arrears.letters.notices import PRINT_LEAD
 from arrears.letters.render import LetterContext
-from arrears.restructuring import PlanTerms
+from arrears.restructuring import PlanTerms, count_months
 
 __all__ = ["COLLECTION_NOTICE_DAYS", "collection_notice_context", "plan_letter_context"]
 
@@ -68,7 +68,7 @@ def _describe(terms: PlanTerms, locale: str) -> str:
         plural = "s" if terms.months > 1 else ""
         return (
             f"deferral of {terms.months} instalment{plural} to the end of the loan "
-            f"(term extended by {terms.term_extension_months} months)"
+            f"(term extended by {count_months(terms.term_extension_months)})"
         )
     if terms.taken_in:  # due before the plan's first payment: spread with the past due
         dates = ", ".join(d.isoformat() for d in terms.taken_in)
