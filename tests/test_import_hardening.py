@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,10 @@ from sqlalchemy import Engine, func, select
 from arrears.compliance.content import check_content
 from arrears.importing import Kind, UnreadableFile, open_source, parse_account
 from arrears.jurisdictions import profile
-from arrears.models import Account, Borrower
+from arrears.models import Account, Borrower, Payment
 from arrears.storage import get_engine, migrate
 from arrears.storage.importer import ImportInterrupted, RejectsUnwritable, run_import
-from tests.factories import account_record, accounts_records, write_csv
+from tests.factories import account_record, accounts_records, payment_record, write_csv
 
 HEADER = ",".join(account_record())
 
@@ -167,6 +168,52 @@ def test_unwritable_rejects_path_commits_nothing(tmp_path: Path) -> None:
     ):
         run_import(engine, source)
     assert count(engine) == 0
+
+
+def test_placeholder_and_future_dates_are_rejected_naming_the_field(tmp_path: Path) -> None:
+    """A 1900 oldest or next due date, and an oldest due date after the import's date, are rejected
+    naming line and field; an account 7 years behind is taken."""
+    now = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    records = [
+        account_record(account_id="A-1900", oldest_due_date="1900-01-01"),
+        account_record(account_id="A-NEXT", next_due_date="1900-01-01"),
+        account_record(account_id="A-2031", oldest_due_date="2031-01-01"),
+        account_record(account_id="A-OLD", oldest_due_date="2019-11-28"),
+        account_record(account_id="A-TOMORROW", oldest_due_date="2026-12-07"),  # the lender's today at UTC+14
+    ]
+    path = write_csv(tmp_path / "a.csv", records, columns=[*account_record(), "next_due_date"])
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source, now=now)
+    assert (summary.read, summary.accepted, summary.rejected) == (5, 2, 3)
+    found = {(r.line, r.field): r.reason for r in summary.first_rejections}
+    assert set(found) == {(2, "oldest_due_date"), (3, "next_due_date"), (4, "oldest_due_date")}
+    assert "more than 20 years before this import" in found[2, "oldest_due_date"]
+    assert "after this import's date (2026-12-06)" in found[4, "oldest_due_date"]
+    assert count(engine) == 2
+
+
+def test_payment_dated_the_unix_epoch_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    """A payment received_at 1970-01-01 (a null timestamp) is rejected; one of last month is stored."""
+    engine = fresh(tmp_path)
+    with open_source(
+        write_csv(tmp_path / "a.csv", [account_record(account_id="A-1")]), Kind.ACCOUNTS
+    ) as source:
+        run_import(engine, source)
+    path = write_csv(
+        tmp_path / "p.csv",
+        [
+            payment_record(account_id="A-1", received_at="1970-01-01T00:00:00Z"),
+            payment_record(account_id="A-1", received_at="2026-11-20T10:15:00-08:00"),
+        ],
+    )
+    with open_source(path, Kind.PAYMENTS) as source:
+        summary = run_import(engine, source, now=datetime(2026, 12, 6, tzinfo=UTC))
+    assert (summary.accepted, summary.rejected) == (1, 1)
+    [rejection] = summary.first_rejections
+    assert (rejection.line, rejection.field) == (2, "received_at")
+    assert "1970-01-01 is more than 20 years before this import" in rejection.reason
+    assert count(engine, Payment) == 1
 
 
 def test_stop_request_between_chunks_rolls_back_every_chunk(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ span a file (`check_accounts`, `check_payments`). Nothing here reads a file or t
 
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any
@@ -26,15 +26,17 @@ from arrears.importing.records import (
     Rejection,
 )
 from arrears.jurisdictions import KNOWN_JURISDICTIONS, profile
-from arrears.models import Account, Borrower, Payment
+from arrears.models import Account, Borrower, Payment, utcnow
 from arrears.storage.types import MONEY_SCALE
 from arrears.vocabulary import Hold
 
 __all__ = [
+    "YEARS_BACK_AT_MOST",
     "check_accounts",
     "check_parsed_accounts",
     "check_parsed_payments",
     "check_payments",
+    "earliest_date",
     "fits_currency",
     "parse_account",
     "parse_payment",
@@ -48,6 +50,13 @@ _MONEY_LIMIT = Decimal(10) ** (18 - MONEY_SCALE)
 _PLAIN_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # no exponent, NaN, inf or separators
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}", re.ASCII)  # ISO 3779: I, O and Q are never used
+# A due date or a payment more than this many years before the import is a placeholder, not a
+# date of a loan still serviced: 1900-01-01 and 1970-01-01 are the null dates of spreadsheets and
+# servicing databases, and a 1900 oldest due date, stored, charges the account off on its first
+# cycle. No court of our profiles enforces a debt that old: China's Civil Code art. 188 protects
+# no right after 20 years, England's Limitation Act 1980 s.5 gives a contract 6, US states give a
+# written one at most 15; and the longest auto loans run 8 years.
+YEARS_BACK_AT_MOST = 20
 
 
 def _max_length(model: Any, column: str) -> int:
@@ -65,6 +74,14 @@ _PAYMENT_ID_LENGTH = _max_length(Payment, "payment_id")
 def _zones() -> frozenset[str]:
     # `localtime` and `Factory` are files of the system's zone database, not places.
     return frozenset(available_timezones()) - {"localtime", "Factory", "posixrules"}
+
+
+def earliest_date(today: date) -> date:
+    """The earliest date an import on `today` takes: `YEARS_BACK_AT_MOST` years before it."""
+    year = today.year - YEARS_BACK_AT_MOST
+    return (
+        today.replace(year=year, day=28) if (today.month, today.day) == (2, 29) else today.replace(year=year)
+    )
 
 
 def fits_currency(amount: Decimal, currency: str) -> bool:
@@ -405,21 +422,24 @@ def read_payment(raw: RawRow) -> PaymentRow | list[Rejection] | None:
     return None if raw.problem is not None else parse_payment(raw.line, raw.values)
 
 
-def check_accounts(records: Iterable[RawRow]) -> Iterator[Checked[AccountRow]]:
+def check_accounts(records: Iterable[RawRow], *, today: date | None = None) -> Iterator[Checked[AccountRow]]:
     """Check each record and the rules that span the file, lazily, in file order.
 
     A repeated account_id is rejected naming the first line. A borrower shared by several
     accounts must keep one name and one phone: otherwise every import would flip them back
-    and forth, and importing the same file twice would not change nothing.
+    and forth, and importing the same file twice would not change nothing. Dates are held to
+    the import's date, `today` (UTC's, by default): see `_implausible_dates`.
     """
-    return check_parsed_accounts((raw, read_account(raw)) for raw in records)
+    return check_parsed_accounts(((raw, read_account(raw)) for raw in records), today=today)
 
 
 def check_parsed_accounts(
-    parsed: Iterable[tuple[RawRow | Line, AccountRow | list[Rejection] | None]],
+    parsed: Iterable[tuple[RawRow | Line, AccountRow | list[Rejection] | None]], *, today: date | None = None
 ) -> Iterator[Checked[AccountRow]]:
     """`check_accounts` for records already parsed on their own (`read_account`, maybe in
     another process): the rules across rows, in file order."""
+    today = today or utcnow().date()
+    earliest, latest_due = earliest_date(today), today + _A_DAY
     first_line: dict[str, int] = {}
     # borrower_id -> line, hash of name, hash of phone, packed in one int: a tuple of three ints
     # costs 150 bytes more per borrower, 150 MB at a million.
@@ -440,6 +460,8 @@ def check_parsed_accounts(
             if first != raw.line:
                 rejections.append(Rejection(raw.line, "account_id", f"duplicate of line {first}"))
         if isinstance(result, AccountRow) and not rejections:
+            rejections += _implausible_dates(result, earliest, latest_due)
+        if isinstance(result, AccountRow) and not rejections:
             packed = _pack(raw.line, hash(result.borrower_name), hash(result.phone))
             earlier = borrowers.setdefault(result.borrower_id, packed)
             if earlier != packed:  # not the borrower's first account: that one has another line
@@ -449,6 +471,39 @@ def check_parsed_accounts(
         else:
             assert isinstance(result, AccountRow)
             yield Checked(raw, result)
+
+
+# The import's date is UTC's; the lender's may be a day ahead of it (UTC+14).
+_A_DAY = timedelta(days=1)
+
+
+def _implausible_dates(row: AccountRow, earliest: date, latest_due: date) -> list[Rejection]:
+    """The dates of `row` no servicing system can send on the import's date: a placeholder (see
+    `YEARS_BACK_AT_MOST`), or an oldest unpaid due date still to come (an instalment not yet due is
+    not past due; stored, the account would count as current while owing). Not per parsed row in a
+    worker: only the importer knows its date."""
+    found = []
+    for name, day in (("oldest_due_date", row.oldest_due_date), ("next_due_date", row.next_due_date)):
+        if day is not None and day < earliest:
+            found.append(
+                Rejection(
+                    row.line,
+                    name,
+                    f"{day} is more than {YEARS_BACK_AT_MOST} years before this import: a placeholder "
+                    "(1900-01-01, 1970-01-01), not a due date",
+                )
+            )
+    oldest = row.oldest_due_date
+    if oldest is not None and oldest > latest_due:
+        found.append(
+            Rejection(
+                row.line,
+                "oldest_due_date",
+                f"{oldest} is after this import's date ({latest_due - _A_DAY}): an instalment not yet "
+                "due is not past due; is the year right?",
+            )
+        )
+    return found
 
 
 def _unlike_first(row: AccountRow, line: int, name: int, phone: int) -> list[Rejection]:

@@ -42,11 +42,13 @@ from arrears.importing import (
     Source,
     check_parsed_accounts,
     check_parsed_payments,
+    earliest_date,
     fits_currency,
     read_account,
     read_payment,
     rejects_path,
 )
+from arrears.importing.checks import YEARS_BACK_AT_MOST
 from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.payments import RECEIVED_AHEAD_AT_MOST
@@ -399,8 +401,9 @@ def insert_payments(
 
     Returns the counts and, by line, the rows refused because of what is stored: an unknown
     account, an amount finer than the account's currency, or a payment_id already stored with
-    different content; and those received more than `RECEIVED_AHEAD_AT_MOST` after `now`. The
-    same payment again is accepted and changes nothing.
+    different content; and those received more than `RECEIVED_AHEAD_AT_MOST` after `now`, or
+    before `earliest_date` (a placeholder such as 1970-01-01, not when money came in). The same
+    payment again is accepted and changes nothing.
     """
     counts = PaymentCounts()
     rejected: dict[int, list[Rejection]] = {}
@@ -422,6 +425,7 @@ def insert_payments(
         )
     }
     new: list[tuple[str, str, Any, datetime]] = []
+    earliest = earliest_date(now.date())
     for row in rows:
         problems = []
         currency = currency_of.get(row.account_id)
@@ -454,6 +458,15 @@ def insert_payments(
                     "received_at",
                     f"{ahead} days after this import: a payment is imported once received (value-dated "
                     f"at most {RECEIVED_AHEAD_AT_MOST.days} days ahead); is the year right?",
+                )
+            )
+        if row.received_at.date() < earliest:
+            problems.append(
+                Rejection(
+                    row.line,
+                    "received_at",
+                    f"{row.received_at.date()} is more than {YEARS_BACK_AT_MOST} years before this import: a "
+                    "placeholder (1970-01-01 is the Unix epoch), not when a payment was received",
                 )
             )
         before = known.get(row.payment_id)
@@ -540,7 +553,9 @@ def run_import(
         engine.connect() as connection,
     ):
         checked: Iterator[Checked[Any]] = (
-            check_parsed_accounts(parsed) if kind is Kind.ACCOUNTS else check_parsed_payments(parsed)
+            check_parsed_accounts(parsed, today=now.date())
+            if kind is Kind.ACCOUNTS
+            else check_parsed_payments(parsed)
         )
         try:
             with connection.begin():

@@ -78,7 +78,8 @@ def demo(
     _private_file(accounts_file)
     write_accounts_file(portfolio, accounts_file)
     with console.status(f"importing {accounts:,} accounts"):
-        summary = run_import(engine, open_source(accounts_file, Kind.ACCOUNTS))
+        # As of the portfolio's day: its due dates are that day's, which --as-of may set ahead.
+        summary = run_import(engine, open_source(accounts_file, Kind.ACCOUNTS), now=start)
     console.print(f"imported {summary.accepted:,} accounts from {accounts_file}", markup=False)
     _seed_profiles(engine, portfolio)
 
