@@ -80,6 +80,22 @@ def test_some_rows_rejected_exits_3_stores_the_rest_and_writes_rejects(
     assert {k: reject[k] for k in bad} == bad
 
 
+def test_spreadsheets_empty_rows_are_skipped_and_counted_not_rejected(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """The `,,,,` rows Excel saves after the last (CRLF) are no record: exit 0, counted as empty."""
+    path = write_csv(tmp_path / "accounts.csv", [account_record(), account_record()])
+    path.write_bytes(path.read_bytes() + b",,,,,,,,,\r\n" * 3 + b" , ,\t,\r\n")
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 0, result.out
+    assert "2 rows read, 2 accepted, 0 rejected" in result.out
+    assert "4 empty rows skipped" in result.out
+    assert stored(sqlite_url, Account) == 2
+    assert not (tmp_path / "accounts.csv.rejects.csv").exists()
+    summary = json.loads(arrears("import", "accounts", str(path), "--json").out)
+    assert (summary["read"], summary["empty"]) == (2, 4)
+
+
 def test_fixed_rejects_file_imports_again(arrears: Arrears, tmp_path: Path, sqlite_url: str) -> None:
     """The rejects file, once corrected, is itself an importable accounts file."""
     path = write_csv(tmp_path / "accounts.csv", [account_record(currency="US")])

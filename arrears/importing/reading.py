@@ -2,8 +2,10 @@
 
 Every line of the file after a CSV's header is one record: a quote never joins lines, so a stray
 or unterminated quote rejects its own line and no other (`csv` reading a whole stream would take
-every line up to the next quote into one cell and lose them). A blank line is no record. So the
-records read are the non-blank data lines of the file, counted from its bytes.
+every line up to the next quote into one cell and lose them). A blank line is no record, nor is a
+CSV line of nothing but separators (`,,,,`: the empty rows a spreadsheet saves after the last),
+which is counted apart (`empty_lines`) for the summary. So the records read are the other data
+lines of the file, counted from its bytes.
 
 Text is decoded strictly in the file's encoding (UTF-8, with or without a BOM, unless told
 otherwise): a byte sequence that is not valid in it raises `UnreadableFile` naming its byte
@@ -99,6 +101,7 @@ class Source:
         self.columns: tuple[str, ...] = ()  # data columns in file order (without a rejects prefix)
         self.ignored_columns: tuple[str, ...] = ()  # columns that are not part of the contract
         self.data_lines = 0  # non-blank lines read after the header: one record each
+        self.empty_lines = 0  # CSV lines of separators alone (a spreadsheet's empty rows): no record
         self._position = 0
         self._number = 0
         self._bom = encoding in ("utf-8", "utf_8", "utf-8-sig", "utf_8_sig")
@@ -115,7 +118,7 @@ class Source:
 
     def lines(self) -> Iterator[Line]:
         """The data lines (not blank, after a CSV's header), in file order, each counted in
-        `data_lines` as it is read."""
+        `data_lines` as it is read; a CSV line of separators alone is counted in `empty_lines`."""
         raise NotImplementedError
 
     def rows(self) -> Iterator[RawRow]:
@@ -269,6 +272,7 @@ class _CsvSource(Source):
             if name not in contract
         )
         self.layout = _CsvLayout(self.columns, delimiter, skip, frozenset(self.columns))
+        self._separators = delimiter + " \t"
 
     @property
     def rejects_header(self) -> tuple[str, ...]:
@@ -276,8 +280,13 @@ class _CsvSource(Source):
 
     def lines(self) -> Iterator[Line]:
         for line, text in self._iter:
-            if not text.strip():
+            stripped = text.strip()
+            if not stripped:
                 continue  # a blank line is not a record
+            if not stripped.strip(self._separators):
+                # Excel saves rows it once held as `,,,,`: no cell has a value, so nothing is lost.
+                self.empty_lines += 1
+                continue
             self.data_lines += 1
             yield Line(line, text)
 

@@ -153,6 +153,7 @@ class ImportSummary:
     read: int = 0
     accepted: int = 0
     rejected: int = 0
+    empty: int = 0  # lines of separators alone, not records: a spreadsheet's empty rows
     rejects_file: Path | None = None
     first_rejections: list[Rejection] = field(default_factory=list)  # a sample for people to read
     ignored_columns: tuple[str, ...] = ()
@@ -166,6 +167,7 @@ class ImportSummary:
             "read": self.read,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "empty": self.empty,
             "rejects_file": str(self.rejects_file) if self.rejects_file else None,
             "ignored_columns": list(self.ignored_columns),
             "vendor_orders_cancelled": self.vendor_orders_cancelled,
@@ -580,6 +582,7 @@ def run_import(
                 # reading and storing would otherwise go unnoticed.
                 if summary.read != source.data_lines:
                     raise AssertionError(f"{source.data_lines} data lines but {summary.read} records read")
+                summary.empty = source.empty_lines
                 if summary.accepted:
                     # A payment or a collection hold cancels a repossession order at once, not at the next
                     # cycle: a repossession after the borrower paid is the finding regulators make most.

@@ -4,7 +4,8 @@ Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the
 stored, the rejected ones in FILE.rejects.csv); 2 the file could not be read (a byte not valid in
 its encoding, wrong columns) or its rejects could not be written: nothing stored; 1 the database
 failed or the import was stopped (SIGTERM, Ctrl-C): nothing stored. A file is stored all or
-nothing. Accepted plus rejected always equals the data lines of the file, and all are printed.
+nothing. Accepted plus rejected always equals the data lines of the file, and all are printed; the
+empty rows a spreadsheet saves (separators alone) are no data line and are counted apart.
 """
 
 import json
@@ -208,6 +209,11 @@ def _print(summary: "ImportSummary") -> None:
     for name, value in asdict(summary.counts).items():
         table.add_row(name.replace("_", " "), f"{value:,}")
     console.print(table)
+    if summary.empty:
+        console.print(
+            f"{summary.empty:,} empty rows skipped (separators alone, as a spreadsheet saves them)",
+            highlight=False,
+        )
     if summary.vendor_orders_cancelled:
         console.print(
             f"[bold]{summary.vendor_orders_cancelled:,}[/bold] repossession orders cancelled at once "
