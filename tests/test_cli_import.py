@@ -96,6 +96,48 @@ def test_spreadsheets_empty_rows_are_skipped_and_counted_not_rejected(
     assert (summary["read"], summary["empty"]) == (2, 4)
 
 
+def test_unwritable_rejects_beside_the_file_exit_2_naming_rejects_option_and_store_nothing(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """Where FILE.rejects.csv cannot be written, nothing is stored, the exit is 2 and the message
+    says to use --rejects; with it, the same file imports (exit 3) and nothing is written beside it."""
+    drop, out = tmp_path / "drop", tmp_path / "out"
+    drop.mkdir()
+    out.mkdir()
+    path = write_csv(drop / "accounts.csv", [account_record(), account_record(currency="ZZZ")])
+    (drop / "accounts.csv.rejects.csv").mkdir()  # stands for a folder the import may only read
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 2
+    assert "nothing was stored" in result.err and "--rejects PATH" in result.err
+    assert stored(sqlite_url, Account) == 0
+    result = arrears("import", "accounts", str(path), "--rejects", str(out))
+    assert result.code == 3, result.err
+    assert f"rejected rows written to {out / 'accounts.csv.rejects.csv'}" in result.out
+    with (out / "accounts.csv.rejects.csv").open(newline="") as file:
+        [reject] = list(csv.DictReader(file))
+    assert (reject["line"], reject["field"], reject["currency"]) == ("3", "currency", "ZZZ")
+    assert stored(sqlite_url, Account) == 1
+    assert sorted(p.name for p in drop.iterdir()) == ["accounts.csv", "accounts.csv.rejects.csv"]
+
+
+def test_rejects_option_names_a_file_and_refuses_the_input_or_a_missing_directory(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """--rejects FILE writes there; the input itself or a file in no directory is refused with exit 2."""
+    path = write_csv(tmp_path / "payments.csv", [payment_record(account_id="A-none")])
+    write_csv(tmp_path / "accounts.csv", [account_record()])
+    assert arrears("import", "accounts", str(tmp_path / "accounts.csv")).code == 0
+    result = arrears("import", "payments", str(path), "--rejects", str(tmp_path / "mine.csv"))
+    assert result.code == 3 and "no account 'A-none'" in (tmp_path / "mine.csv").read_text()
+    for given, message in (
+        (path, "that is the file being imported"),
+        (tmp_path / "no" / "r.csv", "no such directory"),
+    ):
+        result = arrears("import", "payments", str(path), "--rejects", str(given))
+        assert result.code == 2 and message in result.err, result.err
+    assert path.read_text().startswith("payment_id") and stored(sqlite_url, Payment) == 0
+
+
 def test_fixed_rejects_file_imports_again(arrears: Arrears, tmp_path: Path, sqlite_url: str) -> None:
     """The rejects file, once corrected, is itself an importable accounts file."""
     path = write_csv(tmp_path / "accounts.csv", [account_record(currency="US")])

@@ -1,4 +1,5 @@
-"""The rejects file: every rejected record, with its line, field and reason, beside the input."""
+"""The rejects file: every rejected record, with its line, field and reason, beside the input
+or where the operator says (a drop folder the import may only read)."""
 
 import contextlib
 import csv
@@ -15,8 +16,13 @@ from arrears.importing.records import REJECT_COLUMNS, RawRow, Rejection
 __all__ = ["RejectsUnwritable", "RejectsWriter", "rejects_path"]
 
 
-def rejects_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.rejects.csv")
+def rejects_path(path: Path, given: Path | None = None) -> Path:
+    """Where the rejects of `path` go: `FILE.rejects.csv` beside it, or in the directory `given`,
+    or `given` itself when it is no directory."""
+    name = f"{path.name}.rejects.csv"
+    if given is None:
+        return path.with_name(name)
+    return given / name if given.is_dir() else given
 
 
 class RejectsUnwritable(Exception):

@@ -511,8 +511,10 @@ def run_import(
     now: datetime | None = None,
     on_progress: Callable[[ImportSummary, int], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
+    rejects_to: Path | None = None,
 ) -> ImportSummary:
-    """Check and store every record of `source`, all or nothing; rejected ones go to `FILE.rejects.csv`.
+    """Check and store every record of `source`, all or nothing; rejected ones go to `FILE.rejects.csv`
+    (or to `rejects_to`: a file, or a directory to hold FILE.rejects.csv).
 
     The whole file is applied in one transaction, chunk by chunk (`chunk_size` records are
     checked, then written in bulk), so memory stays bounded and a crash, a kill or an error at any
@@ -544,7 +546,7 @@ def run_import(
         if reason:
             raise ImportInterrupted(reason, summary.read)
 
-    target = rejects_path(source.path)
+    target = rejects_path(source.path, rejects_to)
     read: Any = read_account if kind is Kind.ACCOUNTS else read_payment
     with (
         collecting_rarely(),

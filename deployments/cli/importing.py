@@ -1,8 +1,9 @@
 """`arrears import accounts|payments FILE`: load the servicing system's files (DESIGN §8).
 
 Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the accepted ones
-stored, the rejected ones in FILE.rejects.csv); 2 the file could not be read (a byte not valid in
-its encoding, wrong columns) or its rejects could not be written: nothing stored; 1 the database
+stored, the rejected ones in FILE.rejects.csv, or where --rejects says); 2 the file could not be
+read (a byte not valid in its encoding, wrong columns) or its rejects could not be written:
+nothing stored; 1 the database
 failed or the import was stopped (SIGTERM, Ctrl-C): nothing stored. A file is stored all or
 nothing. Accepted plus rejected always equals the data lines of the file, and all are printed; the
 empty rows a spreadsheet saves (separators alone) are no data line and are counted apart.
@@ -64,6 +65,17 @@ EncodingOption = Annotated[
         help="The file's text encoding: UTF-8 (with or without BOM) by default; GB18030, GBK, Big5, ...",
     ),
 ]
+RejectsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--rejects",
+        help=(
+            "Where rejected rows are written: a file, or a directory to hold FILE.rejects.csv "
+            "(default: FILE.rejects.csv beside FILE; give this when FILE's folder is read-only)."
+        ),
+        show_default=False,
+    ),
+]
 
 
 @import_app.command("accounts")
@@ -72,11 +84,12 @@ def accounts(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
     encoding: EncodingOption = DEFAULT_ENCODING,
+    rejects: RejectsOption = None,
 ) -> None:
     """Create or update accounts, borrowers, contact points and holds; never the lifecycle state."""
     from arrears.importing import Kind
 
-    _import(Kind.ACCOUNTS, file, database, as_json, encoding)
+    _import(Kind.ACCOUNTS, file, database, as_json, encoding, rejects)
 
 
 @import_app.command("payments")
@@ -85,14 +98,17 @@ def payments(
     database: DatabaseOption = None,
     as_json: JsonOption = False,
     encoding: EncodingOption = DEFAULT_ENCODING,
+    rejects: RejectsOption = None,
 ) -> None:
     """Record payments once each (idempotent on payment_id); the next cycle applies them."""
     from arrears.importing import Kind
 
-    _import(Kind.PAYMENTS, file, database, as_json, encoding)
+    _import(Kind.PAYMENTS, file, database, as_json, encoding, rejects)
 
 
-def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encoding: str) -> None:
+def _import(
+    kind: "Kind", file: Path, database: str | None, as_json: bool, encoding: str, rejects: Path | None
+) -> None:
     """The one path of both commands: read, check, store all or nothing, report."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -105,6 +121,11 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
         source = open_source(file, kind, encoding)
     except UnreadableFile as error:
         raise CliError(str(error)) from None
+    try:
+        _check_rejects_target(file, rejects)
+    except CliError:
+        source.close()
+        raise
     with source, stop_on_signals() as stop_requested:
         # Payments need their accounts, so they never create a database.
         engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS)
@@ -116,9 +137,15 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
                     source,
                     on_progress=lambda summary, position: advance(summary.read, position),
                     stop_requested=stop_requested,
+                    rejects_to=rejects,
                 )
-        except (UnreadableFile, RejectsUnwritable) as error:
+        except UnreadableFile as error:
             raise CliError(str(error)) from None
+        except RejectsUnwritable as error:
+            hint = (
+                "" if rejects else "; --rejects PATH (a file, or a writable directory) writes them elsewhere"
+            )
+            raise CliError(f"{error}{hint}") from None
         except ImportInterrupted as error:
             raise CliError(f"{file}: {error}", exit_code=1) from None
         except SQLAlchemyError as error:
@@ -141,6 +168,22 @@ def _import(kind: "Kind", file: Path, database: str | None, as_json: bool, encod
         console_err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _check_rejects_target(file: Path, rejects: Path | None) -> None:
+    """Refuse, before anything is read, a --rejects that could never be written or would overwrite
+    the file being imported (the rejects file replaces what is at its path)."""
+    from arrears.importing import rejects_path
+
+    if rejects is None:
+        return
+    target = rejects_path(file, rejects)
+    if not target.parent.is_dir():
+        raise CliError(f"--rejects {rejects}: no such directory {target.parent}")
+    if target.resolve() == file.resolve():
+        raise CliError(
+            f"--rejects {rejects}: that is the file being imported; name another file or a directory"
+        )
 
 
 def _after_commit(kind: "Kind", summary: "ImportSummary", engine: "Engine") -> list[str]:
@@ -223,6 +266,9 @@ def _print(summary: "ImportSummary") -> None:
     if summary.ignored_columns:
         console.print(f"ignored columns: {', '.join(summary.ignored_columns)}", highlight=False, markup=False)
     if summary.rejects_file is not None:
-        console.print(f"rejected rows written to {summary.rejects_file}", highlight=False, markup=False)
+        # Never wrapped: a script reads the path from the line.
+        console.print(
+            f"rejected rows written to {summary.rejects_file}", highlight=False, markup=False, soft_wrap=True
+        )
         for r in summary.first_rejections:
             console.print(f"  line {r.line}  {r.field}: {r.reason}", highlight=False, markup=False)
