@@ -1,5 +1,6 @@
 """Issue 10: nothing a file or a crash does loses a record or stores half a file."""
 
+import codecs
 import os
 import signal
 import subprocess
@@ -214,6 +215,27 @@ def test_payment_dated_the_unix_epoch_is_rejected_naming_the_field(tmp_path: Pat
     assert (rejection.line, rejection.field) == (2, "received_at")
     assert "1970-01-01 is more than 20 years before this import" in rejection.reason
     assert count(engine, Payment) == 1
+
+
+def test_files_joined_together_reject_the_second_header_and_a_byte_order_mark_saying_so(
+    tmp_path: Path,
+) -> None:
+    """`cat a.csv b.csv` (b saved with a BOM): b's header line is rejected as the header again, a row
+    after a BOM is rejected rather than stored as an account whose id starts with U+FEFF."""
+    first = write_csv(tmp_path / "a.csv", [account_record(account_id="A-1")]).read_bytes()
+    second = write_csv(tmp_path / "b.csv", [account_record(account_id="A-2")]).read_bytes()
+    third = write_csv(tmp_path / "c.csv", [account_record(account_id="A-3")]).read_bytes()
+    path = tmp_path / "joined.csv"
+    path.write_bytes(first + codecs.BOM_UTF8 + second + codecs.BOM_UTF8 + third.split(b"\n", 1)[1])
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source)
+    assert (summary.read, summary.accepted, summary.rejected) == (4, 2, 2)
+    [header, bom] = summary.first_rejections
+    assert (header.line, header.field) == (3, "row") and header.reason.startswith("the header again")
+    assert (bom.line, bom.field) == (5, "row") and "byte-order mark" in bom.reason
+    with engine.connect() as connection:
+        assert sorted(connection.execute(select(Account.account_id)).scalars()) == ["A-1", "A-2"]  # type: ignore[call-overload]
 
 
 def test_stop_request_between_chunks_rolls_back_every_chunk(tmp_path: Path) -> None:

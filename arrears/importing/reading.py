@@ -310,6 +310,12 @@ def _cells(text: str, delimiter: str) -> list[str]:
     return next(csv.reader((text,), delimiter=delimiter, strict=True))
 
 
+# What `cat a.csv b.csv > c.csv` leaves in the middle of a file: b's header, after b's BOM.
+_BOM = "\ufeff"
+_JOINED = f" \t{_BOM}"
+_JOINED_FILES = "files joined together? import each file on its own"
+
+
 @dataclass(frozen=True, slots=True)
 class _CsvLayout:
     columns: tuple[str, ...]
@@ -330,10 +336,15 @@ class _CsvLayout:
             cells = [unsafe_cell(cell) for cell in cells[self.skip :]]
         values = dict(zip(self.columns, cells, strict=False))
         problem = None
-        if len(cells) != len(self.columns):
+        if values.get("account_id", "").strip(_JOINED) == "account_id":  # a column of both kinds
+            problem = Rejection(number, "row", f"the header again: {_JOINED_FILES}")
+        elif len(cells) != len(self.columns):
             problem = Rejection(number, "row", f"has {len(cells)} fields, the header has {len(self.columns)}")
         elif "\x00" in text:
             problem = _problem(number, values)
+        elif _BOM in text:
+            # Invisible, it would make "\ufeffA-1" an account of its own beside A-1.
+            problem = Rejection(number, "row", f"a byte-order mark (U+FEFF) inside the file: {_JOINED_FILES}")
         return RawRow(number, values, self.present, tuple(cells), problem)
 
 
