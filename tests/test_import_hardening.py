@@ -172,12 +172,14 @@ def test_unwritable_rejects_path_commits_nothing(tmp_path: Path) -> None:
 
 
 def test_placeholder_and_future_dates_are_rejected_naming_the_field(tmp_path: Path) -> None:
-    """A 1900 oldest or next due date, and an oldest due date after the import's date, are rejected
-    naming line and field; an account 7 years behind is taken."""
+    """A 1900 oldest or next due date, a 9999 next due date and an oldest due date after the import's
+    date are rejected naming line and field; an account 7 years behind is taken."""
     now = datetime(2026, 12, 6, 9, tzinfo=UTC)
     records = [
         account_record(account_id="A-1900", oldest_due_date="1900-01-01"),
         account_record(account_id="A-NEXT", next_due_date="1900-01-01"),
+        account_record(account_id="A-9999", next_due_date="9999-12-31"),
+        account_record(account_id="A-DEFERRED", next_due_date="2027-06-28"),
         account_record(account_id="A-2031", oldest_due_date="2031-01-01"),
         account_record(account_id="A-OLD", oldest_due_date="2019-11-28"),
         account_record(account_id="A-TOMORROW", oldest_due_date="2026-12-07"),  # the lender's today at UTC+14
@@ -186,12 +188,18 @@ def test_placeholder_and_future_dates_are_rejected_naming_the_field(tmp_path: Pa
     engine = fresh(tmp_path)
     with open_source(path, Kind.ACCOUNTS) as source:
         summary = run_import(engine, source, now=now)
-    assert (summary.read, summary.accepted, summary.rejected) == (5, 2, 3)
+    assert (summary.read, summary.accepted, summary.rejected) == (7, 3, 4)
     found = {(r.line, r.field): r.reason for r in summary.first_rejections}
-    assert set(found) == {(2, "oldest_due_date"), (3, "next_due_date"), (4, "oldest_due_date")}
+    assert set(found) == {
+        (2, "oldest_due_date"),
+        (3, "next_due_date"),
+        (4, "next_due_date"),
+        (6, "oldest_due_date"),
+    }
     assert "more than 20 years before this import" in found[2, "oldest_due_date"]
-    assert "after this import's date (2026-12-06)" in found[4, "oldest_due_date"]
-    assert count(engine) == 2
+    assert "more than 10 years after this import" in found[4, "next_due_date"]
+    assert "after this import's date (2026-12-06)" in found[6, "oldest_due_date"]
+    assert count(engine) == 3
 
 
 def test_payment_dated_the_unix_epoch_is_rejected_naming_the_field(tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}", re.ASCII)  # ISO 3779: I, O and Q are 
 # no right after 20 years, England's Limitation Act 1980 s.5 gives a contract 6, US states give a
 # written one at most 15; and the longest auto loans run 8 years.
 YEARS_BACK_AT_MOST = 20
+# The longest auto loans run 8 years: a next due date further ahead is no instalment of one but a
+# placeholder (9999-12-31, the "no date" of many databases), which would hold the courtesy
+# reminder back for good.
+_NEXT_DUE_AHEAD_AT_MOST = timedelta(days=366 * 10)
 
 
 def _max_length(model: Any, column: str) -> int:
@@ -493,6 +497,15 @@ def _implausible_dates(row: AccountRow, earliest: date, latest_due: date) -> lis
                     "(1900-01-01, 1970-01-01), not a due date",
                 )
             )
+    if row.next_due_date is not None and row.next_due_date > latest_due + _NEXT_DUE_AHEAD_AT_MOST:
+        found.append(
+            Rejection(
+                row.line,
+                "next_due_date",
+                f"{row.next_due_date} is more than 10 years after this import: a placeholder "
+                "(9999-12-31), not an instalment of an auto loan",
+            )
+        )
     oldest = row.oldest_due_date
     if oldest is not None and oldest > latest_due:
         found.append(
