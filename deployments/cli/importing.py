@@ -3,10 +3,10 @@
 Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the accepted ones
 stored, the rejected ones in FILE.rejects.csv, or where --rejects says); 2 the file could not be
 read (a byte not valid in its encoding, wrong columns) or its rejects could not be written:
-nothing stored; 1 the database
-failed or the import was stopped (SIGTERM, Ctrl-C): nothing stored. A file is stored all or
-nothing. Accepted plus rejected always equals the data lines of the file, and all are printed; the
-empty rows a spreadsheet saves (separators alone) are no data line and are counted apart.
+nothing stored; 1 the database failed or the import was stopped (SIGTERM, Ctrl-C): nothing
+stored. A file is stored all or nothing. Accepted plus rejected always equals the data lines of
+the file, and all are printed; the empty rows a spreadsheet saves (separators alone) are no data
+line and are counted apart.
 """
 
 import json
