@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from arrears.settings import get_settings
 from arrears.storage import one_writer
-from integrations.errors import ConfigError, InvalidCallback
+from integrations.errors import ConfigError, InvalidCallback, UnverifiedCallback
 from integrations.providers import build_provider
 from tasks.agency import record_statuses
 from tasks.letters import mailed_by_others, record_tracking
@@ -58,8 +58,10 @@ def mail_router(engine: Engine, providers: Mapping[str, Mapping[str, Any]]) -> A
             return JSONResponse({"error": "callback body too large"}, 413)
         try:
             parsed = chosen.parse_callback(dict(request.headers), body, url=str(request.url))
-        except InvalidCallback as e:
+        except UnverifiedCallback as e:  # a signature missing or wrong: nothing read
             return JSONResponse({"error": str(e)}, 403)
+        except InvalidCallback as e:  # signed, but not the vendor's shape: the vendor's bug to fix
+            return JSONResponse({"error": str(e)}, 400)
         try:
             known, moved = await run_in_threadpool(lambda: _in_turn(engine, record[kind], parsed))
         except Exception as e:  # every vendor retries a 5xx; the log line names no borrower

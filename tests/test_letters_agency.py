@@ -1017,6 +1017,43 @@ def test_tracking_webhook_starts_the_cure_period(
     assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("kind", "signature", "timestamp"),
+    [
+        ("letters", "Lob-Signature", "Lob-Signature-Timestamp"),
+        ("agency", "X-Agency-Signature", "X-Agency-Timestamp"),
+    ],
+)
+def test_a_signed_callback_that_cannot_be_read_is_400_and_a_forged_one_403(
+    kind: str,
+    signature: str,
+    timestamp: str,
+    sqlite_engine: Engine,
+    letters_sandbox: Any,
+    agency_sandbox: Any,
+) -> None:
+    """A correctly signed body that is not the vendor's shape is a bad request (400: the vendor's
+    bug, not a forgery), and the same body badly signed is refused (403); both change nothing.
+    It was 403 for both, so a vendor's malformed event looked like a key mix-up."""
+    from starlette.testclient import TestClient
+
+    from deployments.webhooks import create_app
+    from integrations import _hmac
+    from integrations.providers import build_provider
+
+    sandbox = {"letters": letters_sandbox, "agency": agency_sandbox}[kind]
+    body, now = b'{"not": "an event"}', int(time.time())
+    with build_provider(kind, "sandbox", sandbox.base_url, sandbox.credentials) as provider:
+        secret = provider.settings.webhook_secret.get_secret_value()
+        app = create_app(engine=sqlite_engine, mail_providers={kind: {"sandbox": provider}})
+        with TestClient(app) as client:
+            signed = {signature: _hmac.sign(secret, now, body), timestamp: str(now)}
+            malformed = client.post(f"/{kind}/sandbox/tracking", content=body, headers=signed)
+            assert malformed.status_code == 400, malformed.text
+            forged = {signature: _hmac.sign("not-the-secret", now, body), timestamp: str(now)}
+            assert client.post(f"/{kind}/sandbox/tracking", content=body, headers=forged).status_code == 403
+
+
 def test_tracking_of_another_systems_letters_is_acknowledged_and_ours_not_yet_recorded_waits(
     mail_db: Engine, letters_sandbox: Any
 ) -> None:
