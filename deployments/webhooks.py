@@ -564,13 +564,16 @@ def no_telemetry() -> None:
 def main() -> None:
     """`python -m deployments.webhooks`: the webhook server alone, in the foreground."""
     no_telemetry()
-    from arrears.storage import migrate
+    from arrears.settings import describe_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        get_settings()
+    except ValueError as e:  # a bad ARREARS_* value: the fields named, never their values
+        raise SystemExit(f"the webhook server cannot start: invalid settings: {describe_error(e)}") from None
+    try:
         config = webhook_config()
-        engine = get_engine(get_settings().database_url)
-        migrate(engine)
+        engine = _migrated_engine()
         with ExitStack() as stack:
             providers = _entered(stack, providers_from_settings())
             app = create_app(
@@ -582,6 +585,27 @@ def main() -> None:
             uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
     except (WebhookConfigError, ConfigError) as e:
         raise SystemExit(f"the webhook server cannot start: {e}") from None
+
+
+def _migrated_engine() -> Engine:
+    """The database, upgraded as `arrears serve` upgrades it. One that cannot be opened (the server
+    down, a file that cannot be made) or that a newer arrears upgraded is a `WebhookConfigError`
+    naming the setting and the cause, the URL's password masked: it was a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from arrears.settings import redact_urls
+    from arrears.storage import SchemaTooNew, migrate
+
+    url = get_settings().database_url
+    try:
+        engine = get_engine(url)
+        migrate(engine)
+    except (SQLAlchemyError, OSError, ImportError, SchemaTooNew) as e:
+        cause = redact_urls(str(getattr(e, "orig", None) or e).splitlines()[0])
+        raise WebhookConfigError(
+            f"cannot open the database of ARREARS_DATABASE_URL ({redact_urls(url)}): {cause}"
+        ) from None
+    return engine
 
 
 if __name__ == "__main__":

@@ -245,3 +245,39 @@ def test_settings_with_an_empty_letters_webhook_secret_refuse_the_start_naming_t
             webhooks.mail_providers_from_settings(stack)
     finally:
         get_settings.cache_clear()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        (
+            "ARREARS_DATABASE_URL",
+            f"postgresql://arrears:s3cret@127.0.0.1:{_closed_port()}/arrears",
+            "cannot open the database of ARREARS_DATABASE_URL (postgresql://arrears:***@127.0.0.1:",
+        ),
+        ("ARREARS_LENDER_TIMEZONE", "Nowhere/Else", "invalid settings: lender_timezone:"),
+    ],
+)
+def test_the_standalone_server_with_no_database_or_bad_settings_says_so_in_one_line(
+    setting: str, value: str, said: str, tmp_path: Any
+) -> None:
+    """`python -m deployments.webhooks` with the database unreachable (or a setting it cannot
+    read) exits non-zero with one line naming the setting and the cause, never a traceback nor
+    the URL's password (it printed the driver's traceback)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ARREARS_HOME": str(tmp_path / "home"), setting: value}
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.webhooks"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line]
+    assert line.startswith("the webhook server cannot start: ") and said in line
