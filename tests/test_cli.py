@@ -118,6 +118,174 @@ def test_a_database_a_newer_arrears_migrated_says_so_in_one_line(
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _main(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[Any, str]:
+    """`arrears ARGV` through the installed entry point: its exit code and its stderr."""
+    from deployments.cli import main
+
+    monkeypatch.setattr("sys.argv", ["arrears", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report"],
+        ["show", "A-1"],
+        ["review", "list"],
+        ["cycle"],
+        ["serve", "--dry-run"],
+        ["import", "accounts", "accounts.csv"],
+        ["migrate"],
+    ],
+)
+def test_a_database_server_that_cannot_be_reached_is_exit_1_naming_the_setting(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL down (nothing listens on the port): one line naming ARREARS_DATABASE_URL, the
+    server and the driver's cause, the password masked, exit 1: DESIGN §8 keeps 2 for bad input,
+    and nothing was wrong with what the operator typed (it was exit 2 for every command)."""
+    write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-1")])
+    monkeypatch.setenv(
+        "ARREARS_DATABASE_URL", f"postgresql://arrears:s3cret@127.0.0.1:{_closed_port()}/arrears"
+    )
+    code, err = _main(argv, monkeypatch, capsys)
+    assert code == 1, err
+    assert "Traceback" not in err and "s3cret" not in err and err.count("\n") == 1
+    assert err.startswith(
+        "error: cannot open the database of ARREARS_DATABASE_URL (postgresql://arrears:***@"
+    )
+    assert "Connection refused" in err
+
+
+@pytest.mark.parametrize("argv", [["import", "accounts", "accounts.csv"], ["report"], ["migrate"]])
+def test_a_sqlite_database_whose_directory_cannot_be_made_is_exit_1(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite path under a regular file (as under a read-only or missing mount): exit 1 naming
+    the setting and the cause, not 2."""
+    write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-1")])
+    (tmp_path / "plain").write_text("not a directory")
+    monkeypatch.setenv("ARREARS_DATABASE_URL", f"sqlite:///{tmp_path / 'plain' / 'arrears.db'}")
+    code, err = _main(argv, monkeypatch, capsys)
+    if argv == ["report"]:  # reading: there is no database there, which the operator must fix
+        assert code == 2 and err.startswith("error: no database at"), err
+        return
+    assert code == 1, err
+    assert err.startswith("error: cannot open the database of ARREARS_DATABASE_URL (sqlite:///"), err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("not a url", "not a database URL"),
+        ("mysql://arrears:s3cret@db/arrears", "cannot use mysql://arrears:***@"),
+    ],
+)
+def test_a_database_url_we_cannot_use_is_exit_2_naming_the_setting(
+    url: str, said: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL that is none, or names a database we have no driver for, is bad input: exit 2."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", url)
+    code, err = _main(["report"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ARREARS_DATABASE_URL: ") and said in err, err
+    assert "s3cret" not in err
+
+
+def _downgrade(url: str, revision: str) -> None:
+    """The database as an older arrears left it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from arrears.storage import engine as storage_engine
+    from arrears.storage import get_engine
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(storage_engine.__file__).with_name("migrations")))
+    with get_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def _revision(url: str) -> str:
+    from sqlalchemy import text
+
+    from arrears.storage import get_engine
+
+    with get_engine(url).connect() as connection:
+        return str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["report"], ["show", "A-42"], ["review", "list"], ["hold", "list", "A-42"], ["letters", "list"]],
+)
+def test_reading_a_database_behind_this_arrears_refuses_naming_arrears_migrate(
+    argv: list[str],
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report or a list on a database an older arrears left (0014) changes nothing: exit 2, one
+    line saying to run `arrears migrate` (it ran migration 0015 on open, on PostgreSQL a rewrite
+    of two large tables under a lock, from a command the operator expected to read)."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
+    _downgrade(db_url, "0014")
+    code, err = _main([*argv, "--database", db_url], monkeypatch, capsys)
+    assert code == 2, err
+    assert err.startswith("error: the database's schema is at revision 0014, behind this arrears (0015)")
+    assert "run `arrears migrate`" in err and "Traceback" not in err and err.count("\n") == 1
+    assert _revision(db_url) == "0014"
+
+
+def test_arrears_migrate_upgrades_a_database_behind_and_says_from_what(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`arrears migrate` upgrades the schema (0014 to 0015), says so, and a second run has nothing
+    to do; the reads work again."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
+    _downgrade(db_url, "0014")
+    first = run("migrate", "--database", db_url)
+    assert first.exit_code == 0 and "upgraded from revision 0014 to 0015" in first.output
+    assert _revision(db_url) == "0015"
+    again = run("migrate", "--database", db_url)
+    assert again.exit_code == 0 and "at revision 0015 already" in again.output
+    assert run("show", "A-42", "--database", db_url, "--json").exit_code == 0
+
+
+def test_an_import_upgrades_a_database_behind_on_open(db_url: str, tmp_path: Path) -> None:
+    """The commands that write in bulk (import, cycle, dispatch, serve, demo) still upgrade on
+    open, as before: a lender's scheduled import after an upgrade of arrears needs no new step."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
+    _downgrade(db_url, "0014")
+    assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
+    assert _revision(db_url) == "0015"
+
+
+def test_migrate_creates_a_new_sqlite_database(tmp_path: Path) -> None:
+    """`arrears migrate` on no database yet makes one at this arrears' schema (0600)."""
+    url = f"sqlite:///{tmp_path / 'data' / 'new.db'}"
+    done = run("migrate", "--database", url)
+    assert done.exit_code == 0 and "upgraded from revision (none) to 0015" in done.output
+    assert _revision(url) == "0015" and (tmp_path / "data" / "new.db").stat().st_mode & 0o777 == 0o600
+
+
 def test_a_database_that_refuses_a_write_is_one_line_without_the_statement(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 """Storage: engines, sessions, migrations and the bulk helpers the batch paths use."""
 
 from arrears.storage.engine import (
+    SchemaBehind,
     SchemaTooNew,
     WriterBusy,
     bounded_writer,
@@ -10,10 +11,13 @@ from arrears.storage.engine import (
     migrate,
     one_writer,
     read_only,
+    require_schema,
+    schema_revisions,
     session_scope,
 )
 
 __all__ = [
+    "SchemaBehind",
     "SchemaTooNew",
     "WriterBusy",
     "bounded_writer",
@@ -23,5 +27,7 @@ __all__ = [
     "migrate",
     "one_writer",
     "read_only",
+    "require_schema",
+    "schema_revisions",
     "session_scope",
 ]

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "SchemaBehind",
     "SchemaTooNew",
     "WriterBusy",
     "bounded_writer",
@@ -29,6 +30,8 @@ __all__ = [
     "migrate",
     "one_writer",
     "read_only",
+    "require_schema",
+    "schema_revisions",
     "session_scope",
 ]
 
@@ -156,38 +159,67 @@ class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer arrears: its revision is none this code knows."""
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` with Alembic, on the engine's own connection. (Alembic loads
-    here, not with the module: the cycle's worker processes never migrate, and the CLI parses its
-    arguments before a command opens the database.)"""
-    from alembic import command
+class SchemaBehind(RuntimeError):
+    """The database's schema is older than this code's (or not there yet), and the caller asked
+    not to upgrade it: an upgrade may rewrite large tables under a lock (0015 on PostgreSQL)."""
+
+
+def _alembic_config() -> Any:
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def schema_revisions(engine: Engine) -> tuple[set[str], set[str]]:
+    """The database's current revisions and this code's heads, reading only; `SchemaTooNew` for a
+    revision this code does not know. (Alembic loads here, not with the module: the cycle's worker
+    processes never migrate, and the CLI parses its arguments before a command opens the database.)"""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    # A read-only connection: on SQLite `engine.begin()` takes the one write lock (BEGIN
+    # IMMEDIATE), and every command opens its database here: `arrears show`, `hold place` or
+    # `report` waited behind an import or a cycle's long write and failed after the busy timeout
+    # ("cannot open database: database is locked"), though none of them had anything to migrate.
+    with read_only(engine) as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    script = ScriptDirectory.from_config(_alembic_config())
+    heads = set(script.get_heads())
+    # A database a newer arrears upgraded: Alembic would only say "Can't locate revision
+    # identified by '0099'", which tells an operator nothing of what to do.
+    known = {r.revision for r in script.walk_revisions()}
+    if unknown := sorted(current - known):
+        raise SchemaTooNew(
+            f"the database's schema is at revision {', '.join(unknown)}, newer than this arrears "
+            f"knows (its latest is {', '.join(sorted(heads))}): run the arrears release that "
+            "upgraded it, or upgrade arrears"
+        )
+    return current, heads
+
+
+def require_schema(engine: Engine) -> None:
+    """`SchemaBehind` (or `SchemaTooNew`) unless the schema is this code's head; changes nothing."""
+    current, heads = schema_revisions(engine)
+    if current != heads:
+        raise SchemaBehind(
+            f"the database's schema is at revision {', '.join(sorted(current))}, behind this arrears "
+            f"({', '.join(sorted(heads))})"
+            if current
+            else f"the database has no arrears schema yet (this arrears is at {', '.join(sorted(heads))})"
+        )
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` with Alembic, on the engine's own connection."""
+    from alembic import command
+
     if revision == "head":
-        # Already at head (every command but the first): nothing to write, so no write
-        # transaction. On SQLite `engine.begin()` takes the one write lock (BEGIN IMMEDIATE), and
-        # every command opens its database here: `arrears show`, `hold place` or `report` waited
-        # behind an import or a cycle's long write and failed after the busy timeout ("cannot
-        # open database: database is locked"), though none of them had anything to migrate.
-        with read_only(engine) as connection:
-            current = set(MigrationContext.configure(connection).get_current_heads())
-        script = ScriptDirectory.from_config(config)
-        heads = set(script.get_heads())
+        current, heads = schema_revisions(engine)
         if current == heads:
-            return
-        # A database a newer arrears upgraded: Alembic would only say "Can't locate revision
-        # identified by '0099'", which tells an operator nothing of what to do.
-        known = {r.revision for r in script.walk_revisions()}
-        if unknown := sorted(current - known):
-            raise SchemaTooNew(
-                f"the database's schema is at revision {', '.join(unknown)}, newer than this arrears "
-                f"knows (its latest is {', '.join(sorted(heads))}): run the arrears release that "
-                "upgraded it, or upgrade arrears"
-            )
+            return  # every command but the first: nothing to write, so no write transaction
+    config = _alembic_config()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # One upgrade at a time: processes started together after an upgrade of arrears (the

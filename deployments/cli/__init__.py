@@ -30,6 +30,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     review,
     letters,
     serve,
+    schema,
     providers,
     bureau,
     compliance,

@@ -37,7 +37,9 @@ __all__ = [
     "command_group",
     "console",
     "console_err",
+    "database_engine",
     "database_error",
+    "database_errors",
     "emit_json",
     "existing_database",
     "open_database",
@@ -224,15 +226,52 @@ def emit_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def open_database(url: str, *, create: bool) -> "Engine":
-    """The engine for `url`, migrated; with create=False a missing database is an error, not a new file."""
+def open_database(url: str, *, create: bool, upgrade: bool) -> "Engine":
+    """The engine for `url`; with create=False a missing database is an error, not a new file.
+
+    With upgrade=True a schema behind this arrears is migrated, as the cycle, imports and the
+    server do on open; with upgrade=False (commands that read, and a person's one-row changes) it is
+    refused, exit 2, naming `arrears migrate`: an upgrade may rewrite large tables under a lock
+    (0015 on PostgreSQL), which nobody expects of `arrears report`."""
+    from arrears.storage import SchemaBehind, migrate, require_schema
+
+    engine = database_engine(url, create=create)
+    with database_errors(url):
+        try:
+            (migrate if upgrade else require_schema)(engine)
+        except SchemaBehind as error:
+            raise CliError(
+                f"{error}: run `arrears migrate` to upgrade it (on PostgreSQL this can hold a lock on "
+                "large tables for minutes); nothing was changed"
+            ) from None
+    return engine
+
+
+def _database_setting() -> str:
+    return "ARREARS_DATABASE_URL" if os.environ.get("ARREARS_DATABASE_URL") else "database_url"
+
+
+def _cannot_open(url: str, cause: str) -> str:
     from arrears.settings import redact_urls
-    from arrears.storage import database_file, get_engine, migrate
+
+    return f"cannot open the database of {_database_setting()} ({redact_urls(url)}): {cause}"
+
+
+def database_engine(url: str, *, create: bool) -> "Engine":
+    """The engine for `url`, not connected yet; with create=False a missing SQLite file is an
+    error, not a new file. A URL that is not one, or names no driver we have, is exit 2; a
+    directory or file that cannot be made, exit 1."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from arrears.settings import redact_urls
+    from arrears.storage import database_file, get_engine
 
     try:
         path = database_file(url)
     except Exception as error:  # not a URL at all
-        raise CliError(f"cannot open database: {redact_urls(str(error).splitlines()[0])}") from None
+        raise CliError(
+            f"{_database_setting()}: not a database URL: {redact_urls(str(error).splitlines()[0])}"
+        ) from None
     if not create and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `arrears import accounts FILE` or `arrears demo` first")
     try:
@@ -241,14 +280,34 @@ def open_database(url: str, *, create: bool) -> "Engine":
             # first byte (SQLite gives its -wal and -shm files the database's own mode).
             private_directory(path.parent)
             create_private_file(path)
-        engine = get_engine(url)
-        migrate(engine)
-    except Exception as error:  # the driver's own message says what is wrong with the URL or server
-        raise CliError(f"cannot open database: {redact_urls(str(error).splitlines()[0])}") from None
-    return engine
+        return get_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as error:  # no URL we can use, or no driver
+        raise CliError(
+            f"{_database_setting()}: cannot use {redact_urls(url)}: {database_error(error)}"
+        ) from None
+    except OSError as error:  # the directory or file cannot be made: read only, not a directory
+        raise CliError(_cannot_open(url, str(error)), exit_code=1) from None
 
 
-def existing_database(database: str | None) -> "Engine":
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Inside the block, a database that cannot be reached (a server down or unknown, a file that
+    cannot be opened) or fails otherwise is exit 1 in one line naming the setting, with the
+    driver's words and the URL's password masked: DESIGN §8 keeps 2 for bad input, nothing changed.
+    A database a newer arrears upgraded (`SchemaTooNew`) is exit 2: nothing was changed."""
+    from arrears.storage import SchemaTooNew
+
+    try:
+        yield
+    except CliError:
+        raise
+    except SchemaTooNew as error:
+        raise CliError(str(error)) from None
+    except Exception as error:
+        raise CliError(_cannot_open(url, database_error(error)), exit_code=1) from None
+
+
+def existing_database(database: str | None, *, upgrade: bool = False) -> "Engine":
     """The engine of the database a command works on (`--database`, or the configured one), which
-    must exist already."""
-    return open_database(use_database(database), create=False)
+    must exist already; upgraded only when `upgrade` (see `open_database`)."""
+    return open_database(use_database(database), create=False, upgrade=upgrade)

@@ -68,7 +68,7 @@ def furnish(
             check_target(output.expanduser())
         except OSError as error:
             raise CliError(f"--output {output}: {error.strerror or error}") from None
-    existing_database(database)
+    existing_database(database, upgrade=True)  # its task migrates anyway
     from flows.bureau_furnishing import bureau_furnishing
     from integrations.errors import ProviderError
     from tasks.bureau import FurnishingRefused

@@ -65,7 +65,7 @@ def report(
         policy = load_policy(settings.policy_file)
     except PolicyError as error:
         raise CliError(str(error)) from None
-    engine = open_database(url, create=False)
+    engine = open_database(url, create=False, upgrade=False)
     from arrears.storage import read_only  # no write lock: never waits for a writer
 
     with read_only(engine) as connection:

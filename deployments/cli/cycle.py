@@ -53,7 +53,7 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
-    open_database(url, create=False)
+    open_database(url, create=False, upgrade=True)
     _providers_ready()
     stats = _exclusively("cycle", lambda: run_cycle(as_of, quiet=json))
     if json:
@@ -78,7 +78,7 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     messages wait (scheduled); 1 anything else.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
-    existing_database(database)
+    existing_database(database, upgrade=True)
     _providers_ready()
     from flows.daily_cycle import dispatch_outbox
 

@@ -64,7 +64,7 @@ def demo(
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     use_database(url)
-    engine = open_database(url, create=True)
+    engine = open_database(url, create=True, upgrade=True)
     try:
         start = parse_instant(as_of) if as_of else utcnow()
     except ValueError as error:

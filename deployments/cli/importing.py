@@ -128,7 +128,7 @@ def _import(
         raise
     with source, stop_on_signals() as stop_requested:
         # Payments need their accounts, so they never create a database.
-        engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS)
+        engine = open_database(use_database(database), create=kind is Kind.ACCOUNTS, upgrade=True)
         show = not as_json and console.is_terminal and source.size >= _PROGRESS_FROM_BYTES
         try:
             with _progress(file.name, source.size, show) as advance:

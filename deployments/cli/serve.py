@@ -22,7 +22,7 @@ def serve(
     replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
     start` so runs survive this process; without it Prefect starts a temporary local server.
     """
-    open_database(use_database(database), create=True)  # migrated, as every command's database
+    open_database(use_database(database), create=True, upgrade=True)
     from deployments.schedules import InvalidSchedule
     from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
