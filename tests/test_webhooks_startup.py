@@ -258,7 +258,7 @@ def _closed_port() -> int:
     [
         (
             "ARREARS_DATABASE_URL",
-            f"postgresql://arrears:s3cret@127.0.0.1:{_closed_port()}/arrears",
+            "postgresql://arrears:s3cret@127.0.0.1:{port}/arrears",
             "cannot open the database of ARREARS_DATABASE_URL (postgresql://arrears:***@127.0.0.1:",
         ),
         ("ARREARS_LENDER_TIMEZONE", "Nowhere/Else", "invalid settings: lender_timezone:"),
@@ -273,7 +273,7 @@ def test_the_standalone_server_with_no_database_or_bad_settings_says_so_in_one_l
     import subprocess
     import sys
 
-    env = {**os.environ, "ARREARS_HOME": str(tmp_path / "home"), setting: value}
+    env = {**os.environ, "ARREARS_HOME": str(tmp_path / "home"), setting: value.format(port=_closed_port())}
     done = subprocess.run(
         [sys.executable, "-m", "deployments.webhooks"], env=env, capture_output=True, text=True, timeout=120
     )
