@@ -73,6 +73,7 @@ __all__ = [
     "LifecycleRunner",
     "WebhookConfig",
     "WebhookConfigError",
+    "WebhookNotStarted",
     "WebhookServer",
     "create_app",
     "main",
@@ -94,6 +95,10 @@ STORED = frozenset(ITEM_TYPES.values())  # what a provider's parse_callback may 
 
 class WebhookConfigError(RuntimeError):
     """The webhook server cannot start as configured; the message names the setting."""
+
+
+class WebhookNotStarted(RuntimeError):
+    """The webhook server did not start listening (its port taken, its host not this machine's)."""
 
 
 # -- the body cap ---------------------------------------------------------------------------------
@@ -510,7 +515,11 @@ class WebhookServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("the webhook server did not start (is the port free?)")
+                config = self._server.config
+                raise WebhookNotStarted(
+                    f"the webhook server did not start on {config.host}:{config.port} "
+                    "(ARREARS_WEBHOOK_HOST, ARREARS_WEBHOOK_PORT): is the port free?"
+                )
             time.sleep(0.02)
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"

@@ -66,6 +66,46 @@ def test_a_cron_prefect_cannot_read_is_refused_naming_the_setting(
     assert "0 25 * * *" in str(refused.exception)
 
 
+@pytest.mark.parametrize("cause", ["port taken", "empty letters secret"])
+def test_serve_whose_webhook_server_cannot_start_says_so_in_one_line(
+    cause: str,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`arrears serve` with its webhook port taken (exit 1) or a letters provider whose callbacks
+    nothing could verify (exit 2, a setting to fix) says so in one line naming the settings,
+    before anything is served; it was a traceback (exit 1) for both."""
+    import json
+    import socket
+
+    from arrears.settings import get_settings
+    from deployments.cli import main
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    if cause == "port taken":
+        monkeypatch.setenv("ARREARS_WEBHOOK_PORT", str(taken.getsockname()[1]))
+        expected = (1, "error: the webhook server did not start on 127.0.0.1:")
+    else:
+        monkeypatch.setenv("ARREARS_LETTERS_PROVIDER", "lob")
+        monkeypatch.setenv("ARREARS_LETTERS_BASE_URL", "http://127.0.0.1:9")
+        monkeypatch.setenv("ARREARS_LETTERS_CREDENTIALS", json.dumps({"api_key": "k", "webhook_secret": ""}))
+        expected = (2, "error: the webhook server cannot start: ARREARS_LETTERS_CREDENTIALS: ")
+    get_settings.cache_clear()
+    monkeypatch.setattr("deployments.serve.serve_all", lambda: pytest.fail("served without webhooks"))
+    monkeypatch.setattr("sys.argv", ["arrears", "serve", "--database", sqlite_url])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == expected[0], err
+    assert err.startswith(expected[1]) and "Traceback" not in err and err.count("\n") == 1, err
+
+
 def test_prefect_yaml_declares_what_serve_serves() -> None:
     """A work pool gets the same deployments as `arrears serve`, the review and referral ones included:
     the cycle starts those by name."""

@@ -1,10 +1,15 @@
 """`arrears serve`: the deployments with their schedules, served from this process."""
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
+
+if TYPE_CHECKING:
+    from deployments.webhooks import WebhookServer
 
 
 @app.command()
@@ -38,8 +43,32 @@ def serve(
         console.print(f"[bold]{deployment.flow_name}/{deployment.name}[/bold]: {schedules}; {limit}")
     console.print(f"[bold]runs[/bold]: at most {SERVE_LIMIT} at a time in this process")
     if not dry_run:
-        from deployments.webhooks import LifecycleRunner, run_lifecycle_deployment, webhook_server
-
-        with webhook_server(lifecycle=LifecycleRunner(run=run_lifecycle_deployment())) as hooks:
+        with _webhooks() as hooks:
             console.print(f"[bold]webhooks[/bold]: {hooks.url}")
             serve_all()
+
+
+@contextmanager
+def _webhooks() -> Iterator["WebhookServer"]:
+    """The webhook server while the block runs. One that cannot start is one line, not a
+    traceback: settings it refuses (an empty webhook secret) exit 2, a port taken exit 1; an error
+    of the block itself (Prefect's runner) is not caught here."""
+    from deployments.webhooks import (
+        LifecycleRunner,
+        WebhookConfigError,
+        WebhookNotStarted,
+        run_lifecycle_deployment,
+        webhook_server,
+    )
+    from integrations.errors import ConfigError
+
+    with ExitStack() as stack:
+        try:
+            hooks = stack.enter_context(
+                webhook_server(lifecycle=LifecycleRunner(run=run_lifecycle_deployment()))
+            )
+        except (WebhookConfigError, ConfigError) as error:
+            raise CliError(f"the webhook server cannot start: {error}") from None
+        except WebhookNotStarted as error:
+            raise CliError(str(error), exit_code=1) from None
+        yield hooks
