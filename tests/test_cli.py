@@ -204,6 +204,19 @@ def test_a_database_url_we_cannot_use_is_exit_2_naming_the_setting(
     assert "s3cret" not in err
 
 
+@pytest.mark.parametrize("argv", [["report"], ["import", "accounts", "accounts.csv"], ["migrate"]])
+def test_a_directory_given_as_the_sqlite_database_is_exit_2_saying_so(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite URL naming a directory is bad input: exit 2 saying it is a directory, not SQLite's
+    "unable to open database file"."""
+    write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-1")])
+    monkeypatch.setenv("ARREARS_DATABASE_URL", f"sqlite:///{tmp_path}")
+    code, err = _main(argv, monkeypatch, capsys)
+    assert code == 2, err
+    assert err == f"error: ARREARS_DATABASE_URL: {tmp_path} is a directory, not a database file\n"
+
+
 def _downgrade(url: str, revision: str) -> None:
     """The database as an older arrears left it."""
     from alembic import command

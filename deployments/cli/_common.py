@@ -272,6 +272,8 @@ def database_engine(url: str, *, create: bool) -> "Engine":
         raise CliError(
             f"{_database_setting()}: not a database URL: {redact_urls(str(error).splitlines()[0])}"
         ) from None
+    if path is not None and path.is_dir():  # SQLite would only say "unable to open database file"
+        raise CliError(f"{_database_setting()}: {path} is a directory, not a database file")
     if not create and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `arrears import accounts FILE` or `arrears demo` first")
     try:
