@@ -2,8 +2,11 @@
 
 A phone number keeps its country code and its last four digits, `+86*******1234`: enough for an
 operator to tell two numbers apart, not enough to dial one. A national id keeps its last four,
-`**************123X`. `mask_text` finds both in free text; `install_log_masking` applies it to
-every log record this process creates, Prefect's included, before any handler sees it.
+`**************123X`. An e-mail address keeps its domain, `***@example.com`. `mask_text` finds
+all three in free text; `install_log_masking` applies it to every log record this process
+creates, Prefect's included, before any handler sees it. A postal address or a name it cannot
+tell from other words: those are kept out of logs and error texts where they are made (the
+engine's `hide_parameters`).
 """
 
 import logging
@@ -19,17 +22,37 @@ _KEEP = 4
 # a mask's stars. Not `\w`: Chinese writes a number against its words, 电话13912345678，and `\w`
 # holds every CJK character.
 _GLUED = r"0-9A-Za-z_*"
-# E.164, possibly written with spaces, dots, dashes or brackets: "+86 139 1234 5678".
-_E164 = re.compile(rf"(?<![{_GLUED}+])\+\d(?:[\s.\-()]{{0,2}}\d){{6,14}}(?!\d)")
-# National forms we handle: CN mobiles (11 digits from 1[3-9]), North American (213) 373-4253 and
-# 213-373-4253, UK 020 7946 0000 / 07700 900123.
-_NATIONAL = re.compile(
-    rf"(?<![{_GLUED}])(?:1[3-9]\d{{9}}|\(\d{{3}}\)\s?\d{{3}}[\s.\-]\d{{4}}|\d{{3}}[.\-]\d{{3}}[.\-]\d{{4}}"
-    rf"|0\d{{2,4}}\s\d{{3,4}}\s?\d{{3,4}})(?![{_GLUED}])"
+# What a figure continues with: a number in `6262411110.50` or `1,234,567,890` is an amount.
+_NOT_AFTER_FIGURE = r"(?<!\d[.,])"
+_NOT_BEFORE_FIGURE = r"(?![.,]\d)"
+# A figure after a word and a dash is part of an identifier: A-0000042, LN-2345678901.
+_NOT_IN_AN_ID = r"(?<![A-Za-z0-9_]-)"
+# One pass over the text finds every kind (it runs on every log line: one scan, not one a kind).
+# - `id`: CN resident identity card, 17 digits and a check digit or X.
+# - `e164`: E.164, possibly written with spaces, dots, dashes or brackets: "+86 139 1234 5678".
+# - `ssn`: US SSN, 123-45-6789 or 123 45 6789 (not inside a longer dashed figure), or bare
+#   123456789 when it could be one (SSA never issues area 000, 666 or 9xx, group 00, serial 0000).
+# - `phone`, national forms: CN mobiles (11 digits from 1[3-9], also 139 1234 5678, 139-1234-5678,
+#   86 before them); North American (213) 373-4253, 213-373-4253, 213.373.4253, 213 373 4253 and
+#   2133734253 (area and exchange from 2-9, so an epoch second or a count from 1 is not one), with
+#   the trunk 1 or not; UK and IE 020 7946 0000, 07700 900123, 087 123 4567 and 07700900123.
+_FIND = re.compile(
+    rf"(?=[\d+(])(?<![{_GLUED}+]){_NOT_AFTER_FIGURE}{_NOT_IN_AN_ID}(?:"
+    r"(?P<id>\d{17}[\dXx])"
+    r"|(?P<e164>\+\d(?:[\s.\-()]{0,2}\d){6,14})"
+    r"|(?P<ssn>(?<!-)\d{3}(?P<sep>[ \-])\d{2}(?P=sep)\d{4}(?!-)|(?!000|666|9)\d{3}(?!00)\d{2}(?!0000)\d{4})"
+    r"|(?P<phone>(?:(?:00)?86[\s\-]?)?1[3-9]\d(?P<cn>[\s\-]?)\d{4}(?P=cn)\d{4}"
+    r"|(?:1[\s.\-]?)?\(\d{3}\)\s?\d{3}[\s.\-]\d{4}"
+    r"|(?:1[.\-])?\d{3}[.\-]\d{3}[.\-]\d{4}"
+    r"|(?:1\s)?[2-9]\d{2}\s[2-9]\d{2}\s\d{4}"
+    r"|1?[2-9]\d{2}[2-9]\d{6}"
+    r"|0\d{2,4}\s\d{3,4}\s?\d{3,4}|0[1-9]\d{8,9})"
+    rf")(?![{_GLUED}]){_NOT_BEFORE_FIGURE}"
 )
-# CN resident identity card (18: 17 digits and a check digit or X) and US SSN (123-45-6789).
-_CN_ID = re.compile(rf"(?<![{_GLUED}])\d{{17}}[\dXx](?![{_GLUED}])")
-_SSN = re.compile(rf"(?<![{_GLUED}\-])\d{{3}}-\d{{2}}-\d{{4}}(?![{_GLUED}\-])")
+_DIGIT = re.compile(r"\d")
+_SSN_DASHED = re.compile(r"\d{3}-\d{2}-\d{4}")
+# An e-mail address keeps its domain (which provider), not whose it is: `***@example.com`.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@(?=[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})")
 
 
 def _country_code(digits: str) -> int:
@@ -52,19 +75,28 @@ def mask_phone(number: str) -> str:
 
 def mask_national_id(value: str) -> str:
     """All but the last four characters starred, separators dropped: `***-**-6789` keeps its shape."""
-    if _SSN.fullmatch(value):
+    if _SSN_DASHED.fullmatch(value):
         return "***-**-" + value[-_KEEP:]
     return "*" * max(0, len(value) - _KEEP) + value[-_KEEP:]
 
 
+def _masked(m: re.Match[str]) -> str:
+    found = m.group(0)
+    if m.group("id"):
+        return mask_national_id(found)
+    if m.group("ssn"):
+        # Its separators kept: `***-**-6789`, `*** ** 6789`, `*****6789`.
+        return "".join("*" if ch.isdigit() else ch for ch in found[:-_KEEP]) + found[-_KEEP:]
+    return mask_phone(found)
+
+
 def mask_text(text: str) -> str:
-    """`text` with every phone number and national id in it masked."""
-    if not any(ch.isdigit() for ch in text):
+    """`text` with every phone number, national id and e-mail address in it masked."""
+    if "@" in text:
+        text = _EMAIL.sub("***@", text)
+    if _DIGIT.search(text) is None:
         return text
-    text = _CN_ID.sub(lambda m: mask_national_id(m.group(0)), text)
-    text = _SSN.sub(lambda m: mask_national_id(m.group(0)), text)
-    text = _E164.sub(lambda m: mask_phone(m.group(0)), text)
-    return _NATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
+    return _FIND.sub(_masked, text)
 
 
 def _mask_traceback(record: logging.LogRecord) -> None:

@@ -56,6 +56,58 @@ def test_free_text_is_masked_and_other_figures_are_left_alone() -> None:
         assert kept in masked, kept
 
 
+@pytest.mark.parametrize(
+    ("written", "masked"),
+    [
+        ("6262411110", "******1110"),
+        ("(626) 241-1110", "******1110"),
+        ("626.241.1110", "******1110"),
+        ("626 241 1110", "******1110"),
+        ("1 626 241 1110", "*******1110"),
+        ("+1 626 241 1110", "+1******1110"),
+        ("123456789", "*****6789"),
+        ("123 45 6789", "*** ** 6789"),
+        ("139 1234 1234", "*******1234"),
+        ("139-1234-1234", "*******1234"),
+        ("+86 139 1234 1234", "+86*******1234"),
+        ("8613912341234", "*********1234"),
+        ("11010519491231002x", "**************002x"),
+        ("07700 900123", "*******0123"),
+        ("07700900123", "*******0123"),
+        ("+353 87 123 4567", "+353*****4567"),
+        ("087 123 4567", "******4567"),
+        ("zhang.wei+loan@example.com", "***@example.com"),
+    ],
+)
+def test_every_way_a_number_is_written_is_masked(written: str, masked: str) -> None:
+    """A bare ten-digit North American number, an SSN without dashes, a CN mobile written in groups
+    and a UK or IE number without its spaces are numbers too, in a sentence as much as alone; an
+    e-mail address keeps only its domain."""
+    assert mask_text(written) == masked
+    assert mask_text(f"reply from {written}: call me.") == f"reply from {masked}: call me."
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "account A-0000042 and LN-2345678901",
+        "amount 12345.67, 6262411110.50 and 1,234,567,890",
+        "2026-12-01, 2026-12-01T09:00:00+08:00, 2026-12-01 09:00:00.123456+00:00, 20261201",
+        "run 3f2a1b4c-1234-5678-9abc-def012345678 and 12345678-1234-1234-1234-123456789012",
+        "epoch 1733500000, 1733500000000 ms; 1000000 accounts, 1234567890 in all",
+        "Task run 'send-batch-12' - Finished in state Completed()",
+        'HTTP Request: POST http://127.0.0.1:8123/api/flow_runs/ "HTTP/1.1 201 Created"',
+        "zip 62701-1234, postal 100020, VIN 1HGCM82633A004352, Twilio 30003, retry in 3600 s",
+        "ssn 000123456 666123456 987654321 123004567 123450000",
+    ],
+)
+def test_figures_that_are_no_number_are_left_alone(kept: str) -> None:
+    """Ids, amounts, dates, timestamps, run ids, counts and Prefect's own lines stay as written: a
+    log line masked where it names no person would be useless. A bare 9-digit figure SSA never
+    issues (area 000, 666 or 9xx, group 00, serial 0000) is no SSN."""
+    assert mask_text(kept) == kept
+
+
 def test_numbers_written_against_chinese_words_are_masked() -> None:
     """Chinese puts no space between a word and a number: 电话13912345678 is a number all the same,
     and so is an id after 身份证 or an E.164 number before 。; one glued to Latin letters or digits
