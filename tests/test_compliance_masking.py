@@ -1,6 +1,7 @@
 """Privacy (issue 4, part 8): phone numbers and national ids masked in text and in every log record."""
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,38 @@ def test_every_flow_masks_its_logs_in_a_process_of_its_own(flow_module: str) -> 
     )
     assert "party id" in done.stderr, done.stderr
     assert "110101199003071234" not in done.stderr and "13912341234" not in done.stderr, done.stderr
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failed_runs_state_message_shows_no_number() -> None:
+    """A task whose exception quotes a phone number and a national id fails its run: the state
+    messages the Prefect API holds for the task run and its flow run (what the UI shows, and its
+    events and notifications carry) name the exception with the numbers masked."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    import flows  # noqa: F401 (what every flow module imports)
+
+    @task
+    def refused() -> None:
+        raise ValueError("provider refused +8613912341234 (party 11010519491231002X, 626 241 1110)")
+
+    @flow
+    def texting() -> None:
+        refused()
+
+    state = texting(return_state=True)
+    assert state.is_failed()
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        for _ in range(300):  # a task run's states reach the API as events, a moment after the flow's
+            [task_run] = client.read_task_runs(flow_run_filter=runs)
+            if task_run.state is not None and task_run.state.is_final():
+                break
+            time.sleep(0.1)
+    assert run.state is not None and task_run.state is not None and task_run.state.is_failed()
+    for message in (run.state.message or "", task_run.state.message or ""):
+        assert "ValueError: provider refused +86*******1234 (party **************002X, ******1110)" in message
+        assert "13912341234" not in message and "1101051949" not in message, message
