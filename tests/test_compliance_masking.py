@@ -100,12 +100,13 @@ def test_every_way_a_number_is_written_is_masked(written: str, masked: str) -> N
         'HTTP Request: POST http://127.0.0.1:8123/api/flow_runs/ "HTTP/1.1 201 Created"',
         "zip 62701-1234, postal 100020, VIN 1HGCM82633A004352, Twilio 30003, retry in 3600 s",
         "ssn 000123456 666123456 987654321 123004567 123450000",
+        "message 123456789 sent, message 2345678901 failed, outbox #234567890",
     ],
 )
 def test_figures_that_are_no_number_are_left_alone(kept: str) -> None:
     """Ids, amounts, dates, timestamps, run ids, counts and Prefect's own lines stay as written: a
     log line masked where it names no person would be useless. A bare 9-digit figure SSA never
-    issues (area 000, 666 or 9xx, group 00, serial 0000) is no SSN."""
+    issues (area 000, 666 or 9xx, group 00, serial 0000) is no SSN, nor is a message's row id."""
     assert mask_text(kept) == kept
 
 
