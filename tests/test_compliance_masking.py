@@ -231,11 +231,12 @@ def test_a_failed_runs_state_message_shows_no_number() -> None:
     runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
-        for _ in range(300):  # a task run's states reach the API as events, a moment after the flow's
-            [task_run] = client.read_task_runs(flow_run_filter=runs)
-            if task_run.state is not None and task_run.state.is_final():
+        for _ in range(600):  # a task run and its states reach the API as events, after the flow's
+            task_runs = client.read_task_runs(flow_run_filter=runs)
+            if task_runs and task_runs[0].state is not None and task_runs[0].state.is_final():
                 break
             time.sleep(0.1)
+    [task_run] = task_runs
     assert run.state is not None and task_run.state is not None and task_run.state.is_failed()
     for message in (run.state.message or "", task_run.state.message or ""):
         assert "ValueError: provider refused +86*******1234 (party **************002X, ******1110)" in message
