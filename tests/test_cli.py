@@ -331,6 +331,32 @@ def test_a_database_that_refuses_a_write_is_one_line_without_the_statement(
     assert err == "error: database error: attempt to write a readonly database\n"
 
 
+def test_an_unexpected_errors_traceback_shows_no_number(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error nothing expected (a bug, a provider's refusal a flow let through) still ends the
+    command with its traceback and exit 1, for a bug report, but with the numbers its text quotes
+    masked: under cron or systemd the terminal's stderr is a log like any other."""
+    from deployments.cli import main
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-43")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise ValueError("no hold for +8613912341234 (party 11010519491231002X)")
+
+    monkeypatch.setattr("arrears.storage.holds.place_hold", broken)
+    argv = ["arrears", "hold", "place", "A-43", "dispute", "--reason", "x", "--database", sqlite_url]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith("Traceback (most recent call last):"), err
+    assert err.endswith("ValueError: no hold for +86*******1234 (party **************002X)\n"), err
+    assert "13912341234" not in err and "1101051949" not in err, err
+
+
 @pytest.mark.usefixtures("prefect_harness", "sms_sandbox")
 def test_cycle_show_and_report_tell_the_story(tmp_path: Path, sqlite_url: str) -> None:
     """After import and a cycle, `show --json` and `report --json` carry the contract's fields."""

@@ -6,8 +6,9 @@ assembles them and turns expected failures into one-line errors instead of trace
 
 import os
 import sys
+import traceback
 
-from arrears.masking import install_log_masking
+from arrears.masking import install_log_masking, mask_text
 from deployments.cli._common import (
     CliError,
     app,
@@ -62,7 +63,11 @@ def main() -> None:
         # command that loaded SQLAlchemy can raise its errors (`--help` loads none).
         loaded = sys.modules.get("sqlalchemy.exc")
         if loaded is None or not isinstance(error, loaded.SQLAlchemyError):
-            raise
+            # Anything else: its traceback, as Python would print it, for a bug report, but masked
+            # like a log record (under cron or systemd stderr is a log): a provider's refusal or a
+            # row's value in the exception's text may quote a phone number or a national id.
+            sys.stderr.write(mask_text("".join(traceback.format_exception(error))))
+            sys.exit(1)
         said = CliError(f"database error: {database_error(error)}", exit_code=1)
         console_err.print(f"[red]error:[/red] {said}", highlight=False, soft_wrap=True)
         sys.exit(said.exit_code)
