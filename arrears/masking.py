@@ -55,8 +55,10 @@ _FIND = re.compile(
 )
 _DIGIT = re.compile(r"\d")
 _SSN_DASHED = re.compile(r"\d{3}-\d{2}-\d{4}")
-# An e-mail address keeps its domain (which provider), not whose it is: `***@example.com`.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@(?=[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})")
+# An e-mail address keeps its domain (which provider), not whose it is: `***@example.com`. Its
+# local part starts where a run of its characters starts and is at most 64 long (RFC 5321), so a
+# long run before or after an `@` (a base64 blob) is read once, not once a character.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@(?=[A-Za-z0-9\-]{1,63}\.[A-Za-z0-9])")
 
 
 def _country_code(digits: str) -> int:
