@@ -26,6 +26,7 @@ __all__ = [
     "Installation",
     "Letter",
     "Message",
+    "OptedOutNumber",
     "Payment",
     "Plan",
     "Promise",
@@ -96,6 +97,19 @@ class ContactPoint(SQLModel, table=True):
     failures: int = 0  # consecutive failed deliveries
     opted_out_at: datetime | None = _instant(default=None)
     created_at: datetime = _instant(default_factory=utcnow)
+
+
+class OptedOutNumber(SQLModel, table=True):
+    """An SMS number that opted out while no contact point held it (a STOP from a number we do
+    not know yet). The opt-out is the number's (Reg F 1006.6(e); 47 CFR 64.1200(a)(10)), so a
+    borrower an import or a skip trace gives it later starts opted out (`opted_out_numbers`); a
+    START from the number removes it. Evidence stays in the audit trail; this is the number's state.
+    """
+
+    __tablename__ = "opted_out_number"
+
+    address: str = Field(primary_key=True, max_length=64)  # E.164
+    opted_out_at: datetime = _instant()
 
 
 class Account(SQLModel, table=True):

@@ -370,7 +370,8 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
     later_db: Engine, tmp_path: Path
 ) -> None:
     """An opt-out is the number's: a skip trace that finds, for one borrower, a number that texted
-    STOP as another's stores it opted out, so no confirmation by an agent makes it texted again."""
+    STOP as another's, or while no borrower held it, stores it opted out, so no confirmation by an
+    agent makes it texted again."""
     from dataclasses import replace
 
     from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
@@ -391,6 +392,15 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
                 keyword="STOP",
             ),
         )
+        unheld = Inbound(
+            address="+15152811077",
+            text="Stop",
+            at=stop,
+            provider="sandbox",
+            callback_id="cb-7",
+            keyword="STOP",
+        )
+        record_opt_out(c, inbound=unheld)
         [subject] = [s for s in pull_subjects(c) if s.account_id == "A-B6"]
         record_pulls(
             c,
@@ -401,7 +411,11 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
                     report_id="R-6",
                     score_band="C",
                     income_estimate=None,
-                    phones=[("+15152811005", 0.9, "mobile"), ("+15152811066", 0.9, "mobile")],
+                    phones=[
+                        ("+15152811005", 0.9, "mobile"),
+                        ("+15152811066", 0.9, "mobile"),
+                        ("+15152811077", 0.9, "mobile"),
+                    ],
                     bankruptcy_chapter=None,
                     bankrupt=False,
                     deceased=False,
@@ -415,7 +429,7 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
                 contact_t.c.borrower_id == "B-A-B6", contact_t.c.verified.is_(False)
             )
         ).all()
-    assert sorted(found) == [("+15152811005", stop), ("+15152811066", None)]
+    assert sorted(found) == [("+15152811005", stop), ("+15152811066", None), ("+15152811077", stop)]
 
 
 def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(

@@ -17,6 +17,7 @@ from arrears.storage import inbound as store
 from arrears.storage.delivery_reports import StatusReport
 from arrears.storage.importer import run_import
 from arrears.storage.inbound import Inbound
+from arrears.storage.tables import opted_out_number
 from arrears.vocabulary import Hold, MessageStatus
 from tests.factories import account_record, unique_id, write_csv
 
@@ -665,12 +666,38 @@ def test_opt_out_reaches_every_borrower_sharing_the_number(engine: Engine, tmp_p
 
 
 def test_opt_out_from_an_unknown_number_is_audited_without_an_account(engine: Engine) -> None:
-    """STOP from a number no borrower has is kept as evidence, with no account."""
+    """STOP from a number no borrower has is kept as evidence, with no account, and for the number."""
     with engine.begin() as c:
         result = store.record_opt_out(c, inbound=_inbound("STOP", "SM-in-1", address="+14155550100"))
-    assert result.accounts == () and not result.changed
+    assert result.accounts == () and result.changed
     (event,) = _events(engine, "opt_out")
     assert event.account_id is None and "+14155550100" not in event.detail
+    assert _row(engine, opted_out_number, address="+14155550100").opted_out_at == T0
+
+
+def test_an_unknown_numbers_opt_out_binds_the_borrowers_given_it_later_until_its_start(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """STOP from a number no borrower holds: the account imported with it later starts opted out.
+    A START the number sent before that STOP (delivered late) changes nothing; one sent after it
+    opts the number in, and the next borrower given it starts opted in."""
+    stop, late, later = T0 + timedelta(minutes=5), T0, T0 + timedelta(minutes=10)
+    with engine.begin() as c:
+        store.record_opt_out(c, inbound=replace(_inbound("STOP", "SM-in-1"), at=stop))
+        assert not store.record_opt_in(c, inbound=replace(_inbound("START", "SM-in-2"), at=late)).changed
+    _import(engine, tmp_path, account_record(account_id="A-1", borrower_id="B-1"))
+    assert _row(engine, contact, borrower_id="B-1").opted_out_at == stop
+    with engine.begin() as c:
+        assert store.record_opt_in(c, inbound=replace(_inbound("START", "SM-in-3"), at=later)).changed
+    _import(engine, tmp_path, account_record(account_id="A-2", borrower_id="B-2"))
+    with engine.connect() as c:
+        assert c.execute(
+            select(contact.c.opted_out_at).where(contact.c.address == PHONE)
+        ).scalars().all() == [
+            None,
+            None,
+        ]
+        assert c.execute(select(opted_out_number)).all() == []
 
 
 def test_reply_is_recorded_once_with_its_text(engine: Engine, tmp_path: Path) -> None:

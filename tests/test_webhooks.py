@@ -519,6 +519,28 @@ def test_stop_opts_out_before_the_next_send(
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_stop_from_a_number_no_account_holds_yet_binds_the_account_imported_with_it(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """STOP, signed as Twilio posts it, from a number no borrower holds yet; then a file gives the
+    number to a new account: the cycle does not text it, the message is blocked as opted out."""
+    from flows.daily_cycle import daily_cycle
+
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "Stop", "MessageSid": "SM" + "7" * 32}
+    response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+    assert response.status_code == 200
+    (kept,) = _events(db, "opt_out")
+    assert kept.account_id is None and "later starts opted out" in kept.detail
+
+    _import(db, tmp_path, account_record(account_id="A-LATER"))
+    daily_cycle(as_of="2026-12-01T18:00:00Z")  # 10:00 in Los Angeles
+    with db.connect() as c:
+        sent = c.execute(select(message.c.status, message.c.reason).where(message.c.account_id == "A-LATER"))
+        assert [tuple(m) for m in sent] == [("blocked", "opt_out")]
+    assert sms_sandbox.messages() == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_wrong_number_reply_stops_the_next_send_to_it(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
 ) -> None:

@@ -9,23 +9,25 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, CursorResult, Select, func, select, true
+from sqlalchemy import ColumnElement, Connection, CursorResult, Select, delete, func, select, true, union_all
 
 from arrears.currencies import display
-from arrears.storage.bulk import among, chunks, execute_many
+from arrears.storage.bulk import among, chunks, execute_many, insert_ignore
 from arrears.storage.message_counts import counts_of
-from arrears.storage.tables import audit, contact, hold
+from arrears.storage.tables import audit, contact, hold, opted_out_number
 from arrears.vocabulary import Channel, Hold
 
 __all__ = [
     "ACTOR",
     "chunks",
+    "clear_number_opt_out",
     "day_start",
     "event",
     "for_account",
     "holds_of",
     "insert_events",
     "inserted_id",
+    "keep_number_opt_out",
     "locked",
     "opted_out_numbers",
     "place_holds",
@@ -139,22 +141,45 @@ def place_holds(
 
 
 def opted_out_numbers(connection: Connection, addresses: set[str]) -> dict[str, datetime]:
-    """Of `addresses`, the SMS numbers that opted out under any borrower, with when (the latest):
-    an opt-out is the number's (Reg F 1006.6(e)), so a contact point it is given later (an import's
-    new borrower, a number a skip trace finds) starts opted out.
+    """Of `addresses`, the SMS numbers that opted out under any borrower, or while no borrower held
+    them (`keep_number_opt_out`), with when (the latest): an opt-out is the number's (Reg F
+    1006.6(e)), so a contact point it is given later (an import's new borrower, a number a skip
+    trace finds) starts opted out.
 
-    Read through the partial index of opted-out numbers: a few probes, even for a first import's
-    ten thousand new numbers a chunk."""
+    Read through the partial index of opted-out numbers and the key of `opted_out_number`: a few
+    probes, even for a first import's ten thousand new numbers a chunk, in one statement."""
     if not addresses:
         return {}
+    held = select(contact.c.address, contact.c.opted_out_at.label("at")).where(
+        among(contact.c.address, addresses),
+        contact.c.opted_out_at.is_not(None),
+        contact.c.channel == Channel.SMS.value,
+    )
+    unheld = select(opted_out_number.c.address, opted_out_number.c.opted_out_at.label("at")).where(
+        among(opted_out_number.c.address, addresses)
+    )
+    both = union_all(held, unheld).subquery()
     return dict(
+        connection.execute(select(both.c.address, func.max(both.c.at)).group_by(both.c.address)).all()
+    )
+
+
+def keep_number_opt_out(connection: Connection, address: str, at: datetime) -> bool:
+    """Keep the opt-out of an SMS number no contact point holds, so that `opted_out_numbers` finds
+    it for the borrower it is given later; the first opt-out's time stays, as on a contact point.
+    Whether it was new."""
+    return bool(
+        insert_ignore(connection, opted_out_number, [{"address": address, "opted_out_at": at}], key="address")
+    )
+
+
+def clear_number_opt_out(connection: Connection, address: str, at: datetime) -> bool:
+    """The number texted START at `at`: its kept opt-out ends, unless it was made after the START
+    (a START delivered late opts nothing back in, as on a contact point). Whether one ended."""
+    return bool(
         connection.execute(
-            select(contact.c.address, func.max(contact.c.opted_out_at))
-            .where(
-                among(contact.c.address, addresses),
-                contact.c.opted_out_at.is_not(None),
-                contact.c.channel == Channel.SMS.value,
+            delete(opted_out_number).where(
+                opted_out_number.c.address == address, opted_out_number.c.opted_out_at <= at
             )
-            .group_by(contact.c.address)
-        ).all()
+        ).rowcount
     )

@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, select, update
 from arrears.inbound import AMBIGUOUS_SENDER, attribute
 from arrears.masking import mask_phone
 from arrears.storage import quarantine
-from arrears.storage._common import place_holds
+from arrears.storage._common import clear_number_opt_out, keep_number_opt_out, place_holds
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
 from arrears.storage.tables import account, audit, contact, hold, message, referral
@@ -162,23 +162,26 @@ def _event(inbound: Inbound, account_id: str | None, kind: str, detail: str, **d
 def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
     """The number opts out of SMS: `opted_out_at` on it (for every borrower it belongs to) and an
     `sms_opt_out` hold on each of their accounts, so dispatch refuses the next send to any of
-    their numbers. An opt-out from a number we do not know is still audited (account None)."""
+    their numbers. An opt-out from a number we do not know is audited (account None) and kept for
+    the number (`keep_number_opt_out`): a borrower given it later starts opted out."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     said = _said(inbound, "opt-out")
     if not owners:
+        kept = keep_number_opt_out(connection, inbound.address, inbound.at)
         unknown = _event(
             inbound,
             None,
             "opt_out",
-            f"SMS opt-out of an unknown number: {said}",
+            f"SMS opt-out of an unknown number: {said}; "
+            + ("kept: an account given the number later starts opted out" if kept else "already opted out"),
             keyword=inbound.keyword,
             text=inbound.text,
         )
         connection.execute(audit.insert(), [unknown])
-        return _recorded(owners, duplicate=False, changed=False)
+        return _recorded(owners, duplicate=False, changed=kept)
     marked = connection.execute(
         update(contact)
         .where(_number(inbound.address), contact.c.opted_out_at.is_(None))
@@ -225,6 +228,7 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
     if _seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     said = _said(inbound, "opt-in")
+    unkept = clear_number_opt_out(connection, inbound.address, inbound.at)  # one made while unknown
     if not owners:
         connection.execute(
             audit.insert(),
@@ -233,13 +237,13 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
                     inbound,
                     None,
                     "opt_in",
-                    f"SMS opt-in of an unknown number: {said}",
+                    f"SMS opt-in of an unknown number: {said}" + ("; its opt-out ends" if unkept else ""),
                     keyword=inbound.keyword,
                     text=inbound.text,
                 )
             ],
         )
-        return _recorded(owners, duplicate=False, changed=False)
+        return _recorded(owners, duplicate=False, changed=unkept)
     number = _number(inbound.address)
     # A START the borrower sent before their last STOP (the vendor delivered it late) opts nothing
     # back in: the borrower's last word stands. (Twilio's times are those of delivery.)
@@ -274,7 +278,7 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
         if free
         else []
     )
-    changed = bool(cleared or lifted)
+    changed = bool(cleared or lifted or unkept)
     lifted_set = set(lifted)
     # Audited even when nothing was opted out, for the same reasons as an opt-out: above all, a
     # START delivered again after a later STOP must be known, or it would opt the number back in.

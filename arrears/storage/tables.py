@@ -18,6 +18,7 @@ from arrears.models import (
     EarlyReport,
     Letter,
     Message,
+    OptedOutNumber,
     Payment,
     Plan,
     Promise,
@@ -39,6 +40,7 @@ __all__ = [
     "letter",
     "mailing_region",
     "message",
+    "opted_out_number",
     "payment",
     "plan",
     "promise",
@@ -68,6 +70,7 @@ early_report = table_of(EarlyReport)
 hold = table_of(AccountHold)
 letter = table_of(Letter)
 message = table_of(Message)
+opted_out_number = table_of(OptedOutNumber)
 payment = table_of(Payment)
 plan = table_of(Plan)
 promise = table_of(Promise)
