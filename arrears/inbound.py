@@ -44,7 +44,7 @@ OPT_OUT_KEYWORDS = frozenset(
     # stop, quit, end, revoke, opt out, cancel, unsubscribe.
     | {"REVOKE", "OPT OUT", "OPT-OUT", "OPTOUT"}
     # STOP as a mainland borrower writes it (refusals in more words: _REFUSAL below).
-    | {"停止", "停"}
+    | {"停止", "停", "取消订阅"}
 )
 # Resuming: START and UNSTOP (CTIA), 订阅 on the mainland. Only a number's own opt-in lifts only the
 # holds its opt-out placed (`arrears.storage.inbound.record_opt_in`); a cease-contact request stays.
@@ -54,8 +54,18 @@ OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "订阅"})
 # UNSUBSCRIBE, REVOKE, OPT OUT or 退订 as a word still opts out ("I revoke my consent"). END,
 # CANCEL, QUIT, T and TD count only alone: as words inside a sentence ("can I pay at the end of
 # the month") they say nothing about contact. Erring this way costs a reminder; erring the other
-# way texts someone who asked us to stop.
-_FREE_FORM_OPT_OUT = re.compile(r"(?<![A-Z])(STOP|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT)(?![A-Z])|退订")
+# way texts someone who asked us to stop. Only "stop by" as in visiting ("I'll stop by the branch
+# to pay") is no stop word: no reasonable reader takes it for one (47 CFR 64.1200(a)(10)).
+_FREE_FORM_OPT_OUT = re.compile(
+    r"(?<![A-Z])(STOP(?! BY (?:THE|YOUR|MY|A|AN|TOMORROW|TODAY|TONIGHT|LATER|SOON|THIS|NEXT|ON|AT|IN|TO|AND)"
+    r"(?![A-Z]))|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT)(?![A-Z])|退订"
+)
+# A keyword with only courtesy around it is that keyword ("Cancel please", "END now", "请取消"): the
+# FCC's seven words bind in a reply however it is said; "cancel the late fee" is no keyword.
+_COURTESY = frozenset(
+    {"PLEASE", "PLS", "PLZ", "KINDLY", "NOW", "ASAP", "ALL", "THANKS", "THANK", "YOU", "THX", "TY"}
+)
+_WORDS = re.compile(r"[\W_]+")
 # Nor does revoking take a keyword. The FCC counts any reasonable means, a reply in other words
 # included (FCC 24-24; 47 CFR 64.1200(a)(10)); on the mainland, once a user plainly refuses texts
 # the sender must stop (MIIT Order 31, 通信短信息服务管理规定, art. 19). So a plain refusal opts
@@ -194,6 +204,8 @@ def _classify(body: str) -> Classified:
     text = _EDGE.sub("", folded)
     if text in OPT_OUT_KEYWORDS:
         return Classified(InboundKind.OPT_OUT, text, text)
+    if (core := _without_courtesy(text)) in OPT_OUT_KEYWORDS:
+        return Classified(InboundKind.OPT_OUT, text, core)
     if text in OPT_IN_KEYWORDS:
         return Classified(InboundKind.OPT_IN, text, text)
     found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)
@@ -207,6 +219,12 @@ def _classify(body: str) -> Classified:
     if found:
         return Classified(InboundKind.OPT_OUT, text, found.group(0), hold, statement)
     return Classified(InboundKind.REPLY, text, None, hold, statement)
+
+
+def _without_courtesy(text: str) -> str:
+    """The words of a normalised text but its courtesy ones, and 请 and 谢谢 around a mainland word."""
+    words = (w.removeprefix("请").removesuffix("谢谢") for w in _WORDS.split(text))
+    return " ".join(w for w in words if w and w not in _COURTESY)
 
 
 def inbound_address(number: str, default_region: str | None = None) -> str | None:

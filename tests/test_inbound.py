@@ -109,6 +109,25 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("Can I cancel the late fee?", InboundKind.REPLY),
         ("下周五还款", InboundKind.REPLY),
         ("Stopped by the branch today", InboundKind.REPLY),
+        # A stop word with only courtesy around it is the keyword (the FCC's seven words)...
+        ("Cancel please", InboundKind.OPT_OUT),
+        ("END please", InboundKind.OPT_OUT),
+        ("quit, please!", InboundKind.OPT_OUT),
+        ("Please cancel 🙏", InboundKind.OPT_OUT),
+        ("cancel now thank you", InboundKind.OPT_OUT),
+        ("取消订阅", InboundKind.OPT_OUT),
+        ("请取消，谢谢", InboundKind.OPT_OUT),
+        ("cancel my plan", InboundKind.REPLY),
+        ("please end the repo", InboundKind.REPLY),
+        # ...and "stop by" is a visit, unless the text asks to stop as well.
+        ("I'll stop by the branch tomorrow to pay", InboundKind.REPLY),
+        ("Can I stop by the office?", InboundKind.REPLY),
+        ("I'll stop by the office. Stop texting me", InboundKind.OPT_OUT),
+        # As phones send them: emoji, a signature, a mail client's footer.
+        ("🛑STOP🛑", InboundKind.OPT_OUT),
+        ("stop!!", InboundKind.OPT_OUT),
+        ("Stop\n\nJohn Smith\nSent from my iPhone", InboundKind.OPT_OUT),
+        ("HELP", InboundKind.REPLY),
         ("", InboundKind.REPLY),
         ("TT", InboundKind.REPLY),
         # Whoever has the number says it is not the borrower's...
