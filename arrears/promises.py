@@ -6,7 +6,9 @@ and stores what these decide.
 - A reply promises when it reads `PAY <amount> <date>` (the negotiation message's own words) or
   `还款 <amount> <date>` (zh-CN); full-width digits, a currency sign, `元`, thousands separators
   and the dates `2026-12-05`, `2026/12/05`, `2026.12.05` and `2026年12月5日` are understood. A
-  date without its year is refused: "12/05" reads differently in Shanghai and in Iowa.
+  date without its year is refused: "12/05" reads differently in Shanghai and in Iowa. A reply
+  that begins a promise but names no full date (`PAY 200 on Friday`) is refused with its reason,
+  which the timeline shows beside the words for an agent to follow up.
 - Every number in a reply is the borrower's to choose, so each is bounded before anything
   computes with it: a reply shaped like a promise whose amount is not a plain positive amount
   (`-500`, `NaN`, `1e30`, more digits than money holds) is refused with its reason
@@ -80,6 +82,8 @@ _TAIL = rf"\s*(?P<unit>元|块|塊|USD|CNY|RMB|GBP|EUR)?\s*(?:ON|BY|于|於|在)
 _PROMISE = re.compile(rf"{_KEYWORD}{_AMOUNT}{_TAIL}")
 # The same shape with anything in the amount's place: `PAY -500 …`, `PAY NaN …`, `PAY 1e30 …`.
 _SHAPE = re.compile(rf"{_KEYWORD}(?P<amount>[^\s$¥￥£€元块塊]+?){_TAIL}")
+# A promise begun but with no full date: `PAY 200 12/15`, `PAY 200 on Friday`, `PAY 200`.
+_DATELESS = re.compile(rf"{_KEYWORD}{_AMOUNT}(?![\d.,])\s*(?P<rest>.*)$")
 
 
 # The currencies a promise's sign or unit names. A sign several currencies write ($ for dollars
@@ -132,7 +136,7 @@ def read_promise(text: str) -> tuple[Decimal, date] | Unreadable | None:
     if found is None:
         shaped = _SHAPE.match(norm)
         if shaped is None:
-            return None
+            return _dateless(norm)
         said = shaped["amount"][:24]
         if said.startswith(("-", "−")):
             return Unreadable(f"the amount {said} is not above zero")
@@ -148,6 +152,18 @@ def read_promise(text: str) -> tuple[Decimal, date] | Unreadable | None:
     except (InvalidOperation, ValueError):
         return Unreadable(f"{found['year']}-{found['month']}-{found['day']} is not a date")
     return amount, when
+
+
+def _dateless(norm: str) -> Unreadable | None:
+    """Why `PAY <amount>` with no date, or a date without its year, is not recorded: said on the
+    timeline, for an agent to follow up, rather than read as a reply like any other."""
+    begun = _DATELESS.match(norm)
+    if begun is None:
+        return None
+    rest = begun["rest"][:24]
+    if not rest:
+        return Unreadable("no date: a promise names its date with the year, such as PAY 200 2026-12-15")
+    return Unreadable(f"{rest!r} is not a date with its year, such as 2026-12-15")
 
 
 def parse_promise(text: str) -> tuple[Decimal, date] | None:

@@ -418,6 +418,11 @@ def test_refusal_bounds_amount_by_balance_and_date_by_a_year_whatever_the_policy
         ("PAY NaN 2026-12-10", "'NAN' is not an amount"),
         # Recorded as USD 500 before, and kept by USD 500 whatever yuan or yen were promised.
         ("PAY ¥500 2026-12-10", "the amount is in CNY/JPY, the account's currency is USD"),
+        # A promise begun without a date an agent can hold the borrower to: said, not dropped.
+        ("PAY 200 12/15", "'12/15' is not a date with its year"),
+        ("pay $200 on Friday", "'ON FRIDAY' is not a date with its year"),
+        ("还款 500 12月15日", "'12月15日' is not a date with its year"),
+        ("PAY 200", "no date"),
     ],
 )
 def test_overflowing_reply_is_refused_on_the_timeline_not_raised(
