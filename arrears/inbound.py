@@ -114,7 +114,11 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
         Hold.DISPUTE,
         re.compile(
             r"(?<![A-Z])DISPUT(?:E|ES|ED|ING)(?![A-Z])"
-            r"|(?<![A-Z])NOT MY (?:DEBT|LOAN|CAR|ACCOUNT|BALANCE)(?![A-Z])"
+            r"|(?<![A-Z])(?:NOT|ISN['\u2019]?T|AIN['\u2019]?T) MY (?:DEBT|LOAN|CAR|ACCOUNT|BALANCE)(?![A-Z])"
+            # "I don't owe this" disputes it (1006.38: any part); "I don't owe that until Friday" does not.
+            r"|(?<![A-Z])(?:DON['\u2019]?T|DO NOT) OWE (?:YOU )?"
+            r"(?:THIS|THAT|THE (?:DEBT|BALANCE|MONEY|AMOUNT)|ANYTHING)(?: MUCH)?(?![A-Z])"
+            r"(?! (?:UNTIL|TILL|TIL|BEFORE|AFTER|YET)(?![A-Z]))"
             r"|(?<![A-Z])IDENTITY THEFT(?![A-Z])"
             r"|(?<![A-Z])NEVER (?:TOOK OUT|SIGNED(?: UP)? FOR|HAD|OPENED) (?:A|THIS|THAT|ANY)"
             r" (?:CAR |AUTO )?(?:LOAN|ACCOUNT)(?![A-Z])"
@@ -130,6 +134,9 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
             r"|(?<![A-Z])(?:IN|UNDER) (?:CHAPTER (?:7|11|13)|BANKRUPTCY)(?![A-Z0-9])"
             r"|(?<![A-Z])BANKRUPTCY (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER|FILING)(?![A-Z])"
             r"|(?<![A-Z])AUTOMATIC STAY(?![A-Z])"
+            # As texts write it: "filed BK", "filed ch 13", "my BK lawyer".
+            r"|(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:BK|CH\.? ?(?:7|11|13))(?![A-Z0-9])"
+            r"|(?<![A-Z])BK (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER)(?![A-Z])"
             r"|个人破产|(?:我|本人)(?:已经?|已)?(?:申请了?(?:个人)?)?破产"
         ),
     ),
@@ -143,8 +150,9 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
             r" (?:ATTORNEY|LAWYER|COUNSEL)(?![A-Z])"
             r"|(?<![A-Z])MY (?:ATTORNEY|LAWYER|COUNSEL) (?:IS HANDLING|HANDLES|WILL HANDLE|REPRESENTS|WILL"
             r" CONTACT)(?![A-Z])"
-            r"|(?<![A-Z])(?:REPRESENTED BY|I HAVE|I HIRED|I RETAINED) (?:AN |A |MY )?(?:ATTORNEY|LAWYER"
-            r"|COUNSEL)(?![A-Z])"
+            r"|(?<![A-Z])(?:REPRESENTED BY|I HAVE|I(?:['\u2019]VE| HAVE)? (?:GOT|HIRED|RETAINED))"
+            r" (?:AN |A |MY )?(?:ATTORNEY|LAWYER|COUNSEL)(?![A-Z])"
+            r"|(?<![A-Z])(?:AN |A )(?:ATTORNEY|LAWYER) (?:REPRESENTS|IS REPRESENTING) ME(?![A-Z])"
             r"|(?:联系|找|打给|咨询)我(?:的)?律师|(?:已|已经)?委托(?:了)?律师|我的律师(?:会|将)"
             r"|停止(?:一切|所有|任何)(?:联系|沟通|催收)"
         ),

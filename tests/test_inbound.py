@@ -218,6 +218,20 @@ def test_the_vendors_own_reading_of_a_keyword_is_followed(
         ("公司破产了，我失业了", InboundKind.REPLY, None),
         ("wrong number, not my debt", InboundKind.WRONG_NUMBER, None),
         ("PAY 500 2026-12-05", InboundKind.REPLY, None),
+        # As borrowers type them: a contraction, "don't owe", BK for bankruptcy, counsel retained.
+        ("this isn\u2019t my debt", InboundKind.REPLY, Hold.DISPUTE),
+        ("I don't owe this", InboundKind.REPLY, Hold.DISPUTE),
+        ("I do not owe you anything", InboundKind.REPLY, Hold.DISPUTE),
+        ("I don't owe that much, check again", InboundKind.REPLY, Hold.DISPUTE),
+        ("I don't owe that until Friday", InboundKind.REPLY, None),
+        ("I don't owe you an explanation", InboundKind.REPLY, None),
+        ("I filed BK last week", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("we filed ch. 13", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("my BK lawyer will call you", InboundKind.REPLY, Hold.BANKRUPTCY),
+        ("An attorney represents me", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("I have retained counsel", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("I\u2019ve hired a lawyer", InboundKind.REPLY, Hold.CEASE_CONTACT),
+        ("my lawyer handles this, contact them", InboundKind.REPLY, Hold.CEASE_CONTACT),
     ],
 )
 def test_classify_finds_the_hold_a_text_calls_for(body: str, kind: InboundKind, hold: Hold | None) -> None:
