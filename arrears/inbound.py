@@ -26,6 +26,7 @@ __all__ = [
     "classify",
     "inbound_address",
     "normalise",
+    "storable",
 ]
 
 
@@ -160,6 +161,7 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
 )
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+_UNSEEN = frozenset({"Cf", "Cc"})  # format and control characters: no reader sees them
 _SPACES = re.compile(r"\s+")
 
 
@@ -177,15 +179,24 @@ class Classified:
 def normalise(body: str) -> str:
     """Full-width forms folded (NFKC: "ＳＴＯＰ" is "STOP", U+3000 is a space), invisible format
     characters dropped (a zero-width space inside "S\u200bTOP", a byte-order mark, bidirectional
-    marks: a phone's keyboard or a pasted text adds them, and a reader sees STOP), upper case,
+    marks, a control character: a phone's keyboard, a pasted text or a gateway adds them, and a
+    reader sees STOP), upper case,
     whitespace collapsed, punctuation around the message dropped ("Stop." and "退订。" count)."""
     return _EDGE.sub("", _folded(body))
+
+
+def storable(body: str) -> str:
+    """The borrower's words as the database keeps them: a NUL, which PostgreSQL's text refuses (the
+    whole callback would be lost: Twilio does not post an inbound text twice) and a gateway may make
+    of GSM's "@" (0x00), becomes U+FFFD, the mark of a character that could not be read. All else
+    is kept as sent."""
+    return body.replace("\x00", "\ufffd")
 
 
 def _folded(body: str) -> str:
     """`normalise` but for the punctuation around the message, where a "#" may be a word: "wrong #"."""
     text = unicodedata.normalize("NFKC", body)
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf").upper()
+    text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in _UNSEEN).upper()
     return _SPACES.sub(" ", text).strip()
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from arrears.inbound import Classified, InboundKind, classify
+from arrears.inbound import Classified, InboundKind, classify, storable
 from arrears.storage import inbound as store
 from arrears.storage.delivery_reports import ReportsApplied, StatusReport, apply_delivery_reports
 from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded
@@ -116,7 +116,7 @@ def record_inbound_sms(
     classified = classify(text, vendor_keyword)
     inbound = Inbound(
         address=address,
-        text=text,
+        text=storable(text),
         at=at,
         provider=provider,
         callback_id=callback_id,

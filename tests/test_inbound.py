@@ -64,6 +64,7 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("S\u200bTOP", InboundKind.OPT_OUT),  # a zero-width space a reader does not see
         ("\ufeffstop", InboundKind.OPT_OUT),  # a byte-order mark
         ("\u2066STOP\u2069", InboundKind.OPT_OUT),  # bidirectional isolates
+        ("S\x00TOP\x07", InboundKind.OPT_OUT),  # control characters a gateway let through
         ("Optional extra payment?", InboundKind.REPLY),
         ("Out of town, paying Friday", InboundKind.REPLY),
         ("不要再发了，退订", InboundKind.OPT_OUT),

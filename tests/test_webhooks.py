@@ -540,6 +540,21 @@ def test_a_stop_from_a_number_no_account_holds_yet_binds_the_account_imported_wi
     assert sms_sandbox.messages() == []
 
 
+def test_a_text_with_a_nul_in_it_is_kept_and_honoured(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A NUL in a text (%00 in Twilio's form; a gateway's reading of GSM's "@"), which PostgreSQL's
+    text refuses: the STOP is honoured and the words kept, the NUL as U+FFFD, not answered 500."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    form = {"From": US_PHONE, "To": "+15005550006", "Body": "S\x00TOP\x00", "MessageSid": "SM" + "8" * 32}
+    response = _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+    assert response.status_code == 200
+    (stop,) = _events(db, "opt_out")
+    assert stop.account_id == "A-1" and stop.data["text"] == "S\ufffdTOP\ufffd"
+    with db.connect() as c:
+        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == US_PHONE)).scalar()
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_wrong_number_reply_stops_the_next_send_to_it(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
