@@ -671,6 +671,30 @@ def test_opt_in_lifts_only_the_webhooks_hold(engine: Engine, tmp_path: Path) -> 
     assert len(_events(engine, "opt_in")) == 2
 
 
+def test_start_after_a_request_to_cease_contact_opts_in_to_texts_but_keeps_the_cease_contact_hold(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """ "Stop contacting me" opts the number out and asks to cease communication (FDCPA 805(c)); a
+    later START resumes the texts the keyword stopped, not contact: the cease-contact hold stays
+    until a person lifts it."""
+    from tasks.inbound import record_inbound_sms
+
+    _import(engine, tmp_path, account_record(account_id="A-1", flags=""))
+    for text, sid, minutes in [("Stop contacting me", "SM-in-1", 0), ("START", "SM-in-2", 5)]:
+        record_inbound_sms(
+            engine,
+            address=PHONE,
+            text=text,
+            at=T0 + timedelta(minutes=minutes),
+            provider="twilio",
+            callback_id=sid,
+        )
+    assert _row(engine, contact, address=PHONE).opted_out_at is None
+    with engine.connect() as c:
+        active = c.execute(select(hold.c.kind).where(hold.c.lifted_at.is_(None))).scalars().all()
+    assert active == ["cease_contact"]
+
+
 def test_a_replayed_stop_after_start_does_not_opt_out_again(engine: Engine, tmp_path: Path) -> None:
     """A STOP callback told again after the borrower's START is recognised by its id and ignored."""
     _import(engine, tmp_path, account_record(account_id="A-1"))
