@@ -219,7 +219,8 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
 
 
 def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorded:
-    """The number opts back in: its `opted_out_at` is cleared, and the webhook's `sms_opt_out`
+    """The number opts back in: its `opted_out_at` is cleared (and an opt-out kept for it while no
+    borrower held it: `clear_number_opt_out`), and the webhook's `sms_opt_out`
     holds are lifted from the accounts of borrowers with no other opted-out number. A hold placed
     by an import or an agent stays: the one who placed it lifts it. A START sent before the
     number's opt-out (by the vendor's time) changes nothing."""
