@@ -225,6 +225,10 @@ def _classify(body: str) -> Classified:
         return Classified(InboundKind.OPT_OUT, text, text)
     if (core := _without_courtesy(text)) in OPT_OUT_KEYWORDS:
         return Classified(InboundKind.OPT_OUT, text, core)
+    # A keyword on a line of its own, a signature under it: "Cancel\n\nSent from my iPhone".
+    first = normalise(next((line for line in body.splitlines() if normalise(line)), ""))
+    if first != text and (first in OPT_OUT_KEYWORDS or _without_courtesy(first) in OPT_OUT_KEYWORDS):
+        return Classified(InboundKind.OPT_OUT, text, _without_courtesy(first) or first)
     if text in OPT_IN_KEYWORDS:
         return Classified(InboundKind.OPT_IN, text, text)
     found = _FREE_FORM_OPT_OUT.search(text) or _REFUSAL.search(text)

@@ -129,6 +129,10 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("stop!!", InboundKind.OPT_OUT),
         ("Stop\n\nJohn Smith\nSent from my iPhone", InboundKind.OPT_OUT),
         ("HELP", InboundKind.REPLY),
+        ("Cancel\n\nSent from my iPhone", InboundKind.OPT_OUT),  # a keyword on its own line
+        ("END please\r\n-- Dana W.", InboundKind.OPT_OUT),
+        ("取消\n王芳", InboundKind.OPT_OUT),
+        ("Can I cancel\nthe late fee?", InboundKind.REPLY),
         ("", InboundKind.REPLY),
         ("TT", InboundKind.REPLY),
         # Whoever has the number says it is not the borrower's...
