@@ -14,7 +14,9 @@ Invariants the tests hold it to:
   delinquent);
 - a contact hold (cease_contact, sms_opt_out) lets the stage move but every message it would
   send is recorded as blocked with the hold as its reason, never sent;
-- a stage never moves backward except by a cure or a reviewer's decision.
+- a stage never moves backward except by a cure or a reviewer's decision;
+- a running settlement agreement freezes the account as a hold does, and a paid one exits it
+  `settled` from any stage.
 """
 
 from collections.abc import Iterator
@@ -89,6 +91,9 @@ class Facts:
     review_decision: DecisionKind | None = None  # decided since the account entered its stage
     returned_from_review: date | None = None  # when a reviewer last sent it back to negotiation
     referral_status: str | None = None  # court status of an open referral
+    # A settlement agreement (`arrears.settlements`): `active` while it runs (the account waits),
+    # `paid` once the payments reached it by its date (the account exits settled); else None.
+    settlement: str | None = None
     context: MessageContext | None = None  # what a message is filled with; without it nothing is sent
     address: str | None = None  # the number a text would go to (E.164)
     # False: a number skip tracing found that the borrower has not confirmed: it may be a third
@@ -151,7 +156,9 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
     episode = account.episode + sum(1 for s in steps if is_open(s.to_stage))
 
     messages: tuple[Outgoing, ...] = ()
-    if not collection_holds and segment is not Segment.UNREACHABLE:
+    # A borrower paying an agreed settlement is not asked for the past due meanwhile: it would
+    # contradict what they were told (compliance.md), as a promise pending pauses the asks.
+    if not collection_holds and segment is not Segment.UNREACHABLE and facts.settlement != "active":
         began = facts.business_date if steps else facts.stage_began
         planned = _messages(account, facts, policy, segment, stage, episode, began)
         messages = tuple(
@@ -166,7 +173,11 @@ def _walk(
     """The stage steps of today, in order; an account may skip forward through several."""
     stage = account.stage
     dpd = account.days_past_due
-    # Exits first: they record facts of payment and apply even under a hold.
+    # Exits first: they record facts of payment and apply even under a hold. A settlement paid
+    # comes before the balance, which its write-off brought to zero.
+    if stage not in _TERMINAL and facts.settlement == "paid":
+        yield Exit.SETTLED, "settlement paid: the balance left written off"
+        return
     if stage not in _TERMINAL and account.balance <= 0:
         yield Exit.PAID_OFF, "balance paid in full"
         return
@@ -187,8 +198,8 @@ def _walk(
     if facts.referral_status == "judgment" and stage == Stage.LEGAL_REFERRAL:
         yield Exit.CLOSED, "judgment entered"
         return
-    if stage == Exit.CURED:
-        return
+    if stage == Exit.CURED or facts.settlement == "active":
+        return  # an agreed settlement runs: no escalation, no charge-off, until it is paid or lapses
     charge_off = policy.exits.charge_off_dpd
     if (
         charge_off is not None

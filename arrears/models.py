@@ -33,6 +33,7 @@ __all__ = [
     "Quarantine",
     "Referral",
     "Review",
+    "Settlement",
     "utcnow",
 ]
 
@@ -198,6 +199,26 @@ class Plan(SQLModel, table=True):
     terms: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = _instant(default_factory=utcnow)
     updated_at: datetime = _instant(default_factory=utcnow)
+
+
+class Settlement(SQLModel, table=True):
+    """An agreement to take less than the balance, paid by a date (`arrears.settlements`)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.account_id", index=True, max_length=64)
+    amount: Decimal = _money()
+    currency: str = Field(max_length=3)
+    pay_by: date
+    balance: Decimal = _money()  # when it was agreed
+    status: str = Field(default="active", max_length=16)  # active | paid | lapsed | cancelled | ended
+    agreed_by: str
+    reason: str
+    agreed_at: datetime = _instant()
+    received: Decimal | None = _money(default=None)  # towards it, once it ended
+    written_off: Decimal | None = _money(default=None)  # the balance left when it was paid
+    ended_at: datetime | None = _instant(default=None)
+    ended_by: str | None = None
+    end_reason: str | None = None
 
 
 class Review(SQLModel, table=True):

@@ -22,6 +22,7 @@ from tasks.drill import crash_point
 from tasks.plans import refresh_plans
 from tasks.promises import refresh_promises
 from tasks.review import refresh_vendor_orders
+from tasks.settlements import refresh_settlements
 from tasks.shards import Shard, advance_rows
 from tasks.workers import in_worker, start_workers
 
@@ -74,7 +75,8 @@ def refresh(
 
     Payments first, because everything after judges by them: replies are read (promises, plan
     answers), pending promises are found kept or broken, active plans move on (a completed or
-    re-aged plan brings the account current), repossession orders that a payment, plan or hold
+    re-aged plan brings the account current), settlements are judged (a paid one writes off the
+    balance left), repossession orders that a payment, plan or hold
     overtook are cancelled; days past due are recomputed last, from the balances these left.
     """
     at = _Scope(as_of=as_of, cycle_id=cycle_id, account_id=account_id)
@@ -82,6 +84,7 @@ def refresh(
         counts = {"payments_applied": store.apply_new_payments(connection, **at)}
         counts |= refresh_promises(connection, business_date=business_date, **at)
         counts |= refresh_plans(connection, business_date=business_date, **at)
+        counts |= refresh_settlements(connection, business_date=business_date, **at)
         counts |= refresh_vendor_orders(connection, **at)
         counts["accounts_refreshed"] = store.refresh_days_past_due(
             connection, business_date=business_date, account_id=account_id

@@ -26,6 +26,7 @@ from arrears.records import record
 from arrears.storage import tables
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, days_between, execute_many, in_range, insert_ignore, range_starts
+from arrears.storage.settlements import shard_settlements
 from arrears.storage.tables import (
     account,
     borrower,
@@ -246,6 +247,7 @@ def load_shard(
     plans = _latest(connection, tables.plan, lo, hi, "updated_at")
     reviews = _latest(connection, tables.review, lo, hi, "opened_at")
     referrals = _latest(connection, tables.referral, lo, hi, "updated_at")
+    settlements = shard_settlements(connection, lo, hi)
     if since is None:
         since = (
             datetime.combine(business_date, time(), UTC)
@@ -330,6 +332,7 @@ def load_shard(
                 else None
             ),
             referral_status=referral.status if referral is not None else None,
+            settlement=settlements.get(account_id),
             address=contact[0] if contact else None,
             address_verified=contact is None or contact[2],
             history=history.get(borrower_id, ()),

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select, update
 
 from arrears.masking import mask_text
 from arrears.storage.bulk import among
-from arrears.storage.tables import account, message, plan, quarantine
+from arrears.storage.tables import account, message, plan, quarantine, settlement
 from arrears.vocabulary import Stage
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "put",
     "release",
     "reopen",
+    "settlement_accounts",
 ]
 
 ERROR_TEXT_LIMIT = 2_000
@@ -159,6 +160,13 @@ def counts(connection: Connection, *, cycle_id: int | None = None) -> dict[str, 
         else 0
     )
     return {"open": by_what, "open_total": sum(by_what.values()), "this_cycle": in_cycle}
+
+
+def settlement_accounts(connection: Connection) -> list[str]:
+    """The accounts the settlements refresh works on (a running agreement): the candidates of its
+    account-by-account path after a failure."""
+    running = select(settlement.c.account_id).where(settlement.c.status == "active")
+    return sorted(set(connection.execute(running).scalars()))
 
 
 def plan_accounts(connection: Connection) -> list[str]:

@@ -25,6 +25,7 @@ from arrears.models import (
     Quarantine,
     Referral,
     Review,
+    Settlement,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "quarantine",
     "referral",
     "review",
+    "settlement",
     "table_of",
 ]
 
@@ -77,6 +79,7 @@ promise = table_of(Promise)
 quarantine = table_of(Quarantine)
 referral = table_of(Referral)
 review = table_of(Review)
+settlement = table_of(Settlement)
 
 
 def mailing_region() -> ColumnElement[str]:

@@ -28,6 +28,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     hold,
     contact,
     plan,
+    settlement,
     review,
     letters,
     serve,

@@ -25,12 +25,13 @@ def show(
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
-    """Stage, days past due, segment, holds, the borrower's numbers (masked), messages and the
-    timeline of one account."""
+    """Stage, days past due, segment, holds, the borrower's numbers (masked), a settlement, messages
+    and the timeline of one account."""
     # Imported in the command: `arrears --help` loads none of storage.
     from arrears.storage.accounts import account_story
     from arrears.storage.assignments import list_assignments
     from arrears.storage.letters import list_letters
+    from arrears.storage.settlements import current_settlement, settlement_json
 
     engine = existing_database(database)
     from arrears.storage import read_only  # no write lock: never waits for a writer
@@ -44,6 +45,8 @@ def show(
         data["agency_assignments"] = [
             row.as_json() for row in list_assignments(connection, account_ids=[account_id])
         ]
+        agreed = current_settlement(connection, account_id)
+        data["settlement"] = None if agreed is None else settlement_json(agreed)
     if json:
         emit_json(data)
         return
@@ -62,6 +65,14 @@ def show(
             title=f"account {escape(data['account_id'])}",  # an id is data, not markup: `Q-[b]1`
         )
     )
+    agreed = data["settlement"]
+    if agreed:
+        console.print(
+            f"settlement {agreed['id']} {agreed['status']}: {agreed['currency']} {agreed['amount']} "
+            f"by {agreed['pay_by']} (`arrears settlement show`)",
+            markup=False,
+            highlight=False,
+        )
     if data["numbers"]:
         numbers = Table(title="numbers")
         for column in ("number", "usable", "why not", "failures in a row", "from"):
