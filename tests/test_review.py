@@ -461,6 +461,51 @@ def test_a_hold_a_person_places_or_a_borrower_texts_cancels_the_order_at_once(
     )
 
 
+def test_a_settlement_agreed_cancels_the_order_at_once(later_db: Engine, tmp_path: Path) -> None:
+    """`arrears settlement record` on an account whose repossession order is out cancels the order
+    at once, with the settlement as reason: no car is taken from a borrower paying what was agreed."""
+    from deployments.cli import app
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-H3", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    decided = decide_review(
+        later_db,
+        account_id="A-H3",
+        decision="repossess",
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-02T17:00:00Z"),
+    )
+    assert decided.order_id is not None
+    agreed = CliRunner().invoke(
+        app,
+        [
+            "settlement",
+            "record",
+            "A-H3",
+            "--amount",
+            "9000.00",
+            "--pay-by",
+            "2026-12-20",
+            "--reason",
+            "half the balance, approved by the collections manager",
+            "--agent",
+            "Ben",
+            "--as-of",
+            "2026-12-03T17:00:00Z",
+        ],
+        catch_exceptions=False,
+    )
+    assert agreed.exit_code == 0, agreed.output
+    cancelled = events(later_db, "A-H3", "vendor_order")[-1].data
+    assert (cancelled["order_id"], cancelled["action"], cancelled["reason"]) == (
+        decided.order_id,
+        "cancelled",
+        "a settlement was agreed",
+    )
+
+
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy the import could not set against the order (the file imported as of an instant
     before the order was placed) cancels it at the next refresh (automatic stay). The import's

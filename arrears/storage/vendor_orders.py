@@ -3,7 +3,7 @@
 An order is an audit event of kind `vendor_order` (`data.order_id`, `data.action` placed |
 cancelled), the decision's trail, and an agency assignment (`arrears.storage.assignments`), which
 `tasks.agency` sends to the agency provider. `cancel_vendor_orders` runs in bulk in the daily
-cycle and on import: a payment, plan or hold that overtakes an order cancels it, and its
+cycle and on import: a payment, plan, settlement or hold that overtakes an order cancels it, and its
 assignment is called off at the agency. Functions take the caller's connection and do not commit.
 """
 
@@ -21,7 +21,7 @@ from arrears.storage.assignments import add_assignment, request_cancel
 from arrears.storage.installation import installation_id
 from arrears.storage.mailing import mailing_address
 from arrears.storage.reviews import ReviewState
-from arrears.storage.tables import account, audit, payment, plan, review
+from arrears.storage.tables import account, audit, payment, plan, review, settlement
 from arrears.vocabulary import DecisionKind, HoldScope, Stage
 
 __all__ = ["VendorOrder", "cancel_vendor_orders", "create_vendor_order", "open_vendor_orders"]
@@ -114,7 +114,8 @@ def cancel_vendor_orders(
     account_id: str | None = None,
 ) -> int:
     """Cancel at once every open repossession order whose account has since paid anything,
-    agreed a plan, come under a collection hold, or left review. A few queries per cycle."""
+    agreed a plan or a settlement (running or paid), come under a collection hold, or left review.
+    A few queries per cycle."""
     # An order placed after `as_of` did not exist yet then (a replayed or simulated timeline).
     orders = [o for o in open_vendor_orders(connection, account_id=account_id) if o.placed_at <= as_of]
     if not orders:
@@ -152,6 +153,13 @@ def cancel_vendor_orders(
         )
     ):
         plans[active.account_id].append(active)
+    settling = set(
+        connection.execute(
+            select(settlement.c.account_id).where(
+                settlement.c.account_id.in_(ids), settlement.c.status.in_(("active", "paid"))
+            )
+        ).scalars()
+    )
     holds = holds_of(connection, ids)
     stages: dict[str, str] = {}
     currencies: dict[str, str] = {}
@@ -175,6 +183,8 @@ def cancel_vendor_orders(
                 why = f"hold:{min(h for h in held if h.scope is HoldScope.COLLECTION).value}"
         elif any(p.updated_at > o.placed_at for p in plans[o.account_id]):
             why = "a repayment plan was agreed"
+        elif o.account_id in settling:
+            why = "a settlement was agreed"
         elif stages.get(o.account_id) != Stage.REPOSSESSION_REVIEW:
             why = f"account is now {stages.get(o.account_id)}"
         if why:
