@@ -376,34 +376,56 @@ def test_an_agreement_unpaid_by_its_date_lapses_and_collection_resumes(
 def test_a_settlement_paid_in_legal_referral_ends_the_referral_settled(
     later_db: Engine, tmp_path: Path, db_url: str
 ) -> None:
-    """An account in legal referral whose referral has nothing before the court yet settles: the
-    referral ends `settled` (no suit goes on) and the account exits settled."""
+    """Accounts in legal referral settle: a referral with nothing before the court ends `settled`
+    (no suit goes on); a filed one is left for its referral run, which finds the account paid and
+    withdraws the filing (as for a cure), instead of being marked ended while the suit stands."""
+    from arrears.storage.referrals import referral_state
+
     _import(
         db_url,
         tmp_path,
         "accounts",
-        [us_account("A-S3", past_due_amount="1650.00", oldest_due_date="2026-08-01")],
+        [
+            us_account(account_id, past_due_amount="1650.00", oldest_due_date="2026-08-01")
+            for account_id in ("A-S3", "A-S6")
+        ],
     )
+    opened = at("2026-11-20T16:00:00Z")
     with later_db.begin() as c:
         c.execute(
             update(account_t)
-            .where(account_t.c.account_id == "A-S3")
-            .values(stage="legal_referral", stage_since=at("2026-11-20T16:00:00Z"), episode=4)
+            .where(account_t.c.account_id.in_(("A-S3", "A-S6")))
+            .values(stage="legal_referral", stage_since=opened, episode=4)
         )
         c.execute(
-            referral_t.insert().values(
-                account_id="A-S3",
-                status="draft",
-                opened_at=at("2026-11-20T16:00:00Z"),
-                updated_at=at("2026-11-20T16:00:00Z"),
-            )
+            referral_t.insert(),
+            [
+                {
+                    "account_id": "A-S3",
+                    "status": "draft",
+                    "filing_id": None,
+                    "opened_at": opened,
+                    "updated_at": opened,
+                },
+                {
+                    "account_id": "A-S6",
+                    "status": "submitted",
+                    "filing_id": "CV-2026-0042",
+                    "opened_at": opened,
+                    "updated_at": opened,
+                },
+            ],
         )
-    assert _record(db_url, "A-S3", "12000.00", "2026-12-20", "2026-12-01T15:00:00Z").exit_code == 0
+    for account_id in ("A-S3", "A-S6"):
+        assert _record(db_url, account_id, "12000.00", "2026-12-20", "2026-12-01T15:00:00Z").exit_code == 0
     _import(
         db_url,
         tmp_path,
         "payments",
-        [payment_record(account_id="A-S3", amount="12000.00", received_at="2026-12-03T15:00:00Z")],
+        [
+            payment_record(account_id=account_id, amount="12000.00", received_at="2026-12-03T15:00:00Z")
+            for account_id in ("A-S3", "A-S6")
+        ],
     )
     day(later_db, "2026-12-03T16:00:00Z")
     assert account(later_db, "A-S3").stage == "settled"
@@ -412,6 +434,12 @@ def test_a_settlement_paid_in_legal_referral_ends_the_referral_settled(
     assert events(later_db, "A-S3", "filing")[-1].detail == (
         f"referral {r.id}: draft → settled (settlement paid before anything was filed)"
     )
+    assert account(later_db, "A-S6").stage == "settled"
+    [filed] = rows(later_db, referral_t, "A-S6")
+    assert filed.status == "submitted"
+    with later_db.connect() as c:
+        state = referral_state(c, filed.id)
+    assert state is not None and state.paid  # its run withdraws the filing
 
 
 @pytest.mark.parametrize(
