@@ -57,6 +57,17 @@ class Restructuring(_Section):
     )
 
 
+class Settlements(_Section):
+    max_pay_by_days: int = Field(
+        default=90,
+        ge=0,
+        description=(
+            "The latest pay-by date an agent may agree for a settlement, in days from the day it is "
+            "agreed: while an agreement runs the account is neither asked, escalated nor charged off."
+        ),
+    )
+
+
 class Segmentation(_Section):
     ability_threshold: float = Field(default=0.5, ge=0, le=1)
     willingness_threshold: float = Field(default=0.5, ge=0, le=1)
@@ -77,6 +88,7 @@ class Policy(_Section):
     reminder: Reminder = Reminder()
     negotiation: Negotiation = Negotiation()
     restructuring: Restructuring = Restructuring()
+    settlements: Settlements = Settlements()
     segmentation: Segmentation = Segmentation()
     exits: Exits = Exits()
     approved_templates: frozenset[str] = Field(

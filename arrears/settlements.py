@@ -68,10 +68,12 @@ def check_terms(
     business_date: date,
     stage: str,
     holds: Iterable[Hold] = (),
+    max_days: int = 90,
 ) -> None:
     """Refuse, naming the field, an agreement that is no settlement of this account today. A
     delinquent account not yet taken into collection (`cured`, its first cycle to come) may settle;
-    a current one, or one that left collection, may not."""
+    a current one, or one that left collection, may not. The pay-by date is at most `max_days`
+    ahead (the policy's `settlements.max_pay_by_days`)."""
     if stage == Exit.CURED and past_due <= 0:
         raise SettlementError("account", "account is current (nothing past due): there is nothing to settle")
     if stage != Exit.CURED and stage not in frozenset(Stage):
@@ -92,6 +94,13 @@ def check_terms(
         )
     if pay_by < business_date:
         raise SettlementError("pay_by", f"{pay_by.isoformat()} is in the past (today is {business_date})")
+    if (pay_by - business_date).days > max_days:
+        # An agreement holds collection and charge-off back while it runs: not open-ended.
+        raise SettlementError(
+            "pay_by",
+            f"{pay_by.isoformat()} is more than {max_days} days ahead "
+            "(the policy's settlements.max_pay_by_days)",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from arrears.settings import get_settings
 from arrears.storage import accounts, quarantine, settlements
 from arrears.storage.vendor_orders import cancel_vendor_orders
 from tasks import isolation
+from tasks.database import policy
 
 __all__ = ["cancel_settlement", "record_settlement", "refresh_settlements", "settlement_overview"]
 
@@ -75,6 +76,7 @@ def record_settlement(
             business_date=day,
             agent=agent,
             why=why,
+            max_days=policy().settlements.max_pay_by_days,
         )
         # Repossessing a car whose borrower agreed to settle is the regulators' most common finding
         # in auto servicing: the agent's order is cancelled in the same transaction.

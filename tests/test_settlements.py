@@ -99,6 +99,7 @@ def test_a_settlement_below_the_balance_paid_by_a_date_to_come_is_accepted() -> 
     terms(pay_by=TODAY, amount=Decimal("18449.99"))
     terms(currency="JPY", amount=Decimal("900000"), balance=Decimal("1845000"))
     terms(stage=Exit.CURED)  # delinquent, its first cycle to come
+    terms(pay_by=date(2027, 3, 1))  # 90 days ahead, the policy's default most
 
 
 @pytest.mark.parametrize(
@@ -115,6 +116,8 @@ def test_a_settlement_below_the_balance_paid_by_a_date_to_come_is_accepted() -> 
         ({"amount": Decimal("9000.005")}, "amount", "USD has 2 decimal places"),
         ({"amount": Decimal("9000.5"), "currency": "JPY"}, "amount", "JPY has 0 decimal places"),
         ({"pay_by": date(2026, 11, 30)}, "pay_by", "2026-11-30 is in the past"),
+        ({"pay_by": date(2027, 3, 2)}, "pay_by", "2027-03-02 is more than 90 days ahead"),
+        ({"pay_by": date(2026, 12, 11), "max_days": 9}, "pay_by", "more than 9 days ahead"),
         ({"stage": Exit.PAID_OFF}, "account", "account is paid_off"),
         ({"stage": Exit.CHARGED_OFF}, "account", "account is charged_off"),
         ({"stage": Exit.CURED, "past_due": Decimal(0)}, "account", "account is current"),
@@ -453,6 +456,7 @@ def test_a_settlement_paid_in_legal_referral_ends_the_referral_settled(
         (("--amount", "nine", "--pay-by", "2026-12-15"), "--amount: 'nine' is not an amount"),
         (("--amount", "9000", "--pay-by", "2026-11-30"), "--pay-by: 2026-11-30 is in the past"),
         (("--amount", "9000", "--pay-by", "15/12/2026"), "--pay-by: '15/12/2026' is not a date"),
+        (("--amount", "9000", "--pay-by", "2027-06-01"), "--pay-by: 2027-06-01 is more than 90 days ahead"),
     ],
 )
 def test_the_command_refuses_bad_terms_naming_the_option_and_stores_nothing(

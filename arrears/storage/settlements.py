@@ -93,6 +93,7 @@ def record_settlement(
     business_date: date,
     agent: str,
     why: str,
+    max_days: int,
 ) -> Any:
     """Record the settlement an agent agreed with the borrower; returns its row. SettlementError
     names the field when it cannot be: see `arrears.settlements.check_terms`, and an agreement or
@@ -121,6 +122,7 @@ def record_settlement(
         business_date=business_date,
         stage=a.stage,
         holds=holds_of(connection, [account_id]).get(account_id, frozenset()),
+        max_days=max_days,
     )
     settlement_id = inserted_id(
         connection.execute(

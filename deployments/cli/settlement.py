@@ -67,13 +67,15 @@ def record(
     as_of: AsOf = None,
     json: Json = False,
 ) -> None:
-    """Record the settlement the borrower agreed: from now on the account gets no reminders and
-    does not escalate; once the payments received from now reach the amount on or before the
-    pay-by date, the next cycle exits it `settled` and writes the balance left off (a referral is
-    ended or withdrawn). Unpaid by then, it lapses and collection resumes. Refused, naming the
-    field: an amount not below the balance (a payoff) or not in the currency's minor units, a
-    date past, an account out of collection, under a bankruptcy or Breathing Space hold, or paying
-    under a plan or another settlement. A repossession order it overtakes is cancelled at once."""
+    """Record the settlement the borrower agreed: from now on the account gets no reminders, does
+    not escalate and is not charged off; once the payments received from now reach the amount on
+    or before the pay-by date, the next cycle exits it `settled` and writes the balance left off
+    (a referral is ended or withdrawn). Unpaid by then, it lapses and collection resumes. Refused,
+    naming the field: an amount not below the balance (a payoff) or not in the currency's minor
+    units, a date past or further ahead than the policy allows (`settlements.max_pay_by_days`, 90
+    days), an account current or out of collection, under a bankruptcy or Breathing Space hold, or
+    paying under a plan or another settlement. A repossession order it overtakes is cancelled at
+    once."""
     from arrears.settlements import SettlementError
     from tasks.settlements import record_settlement
 
