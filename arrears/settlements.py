@@ -89,7 +89,8 @@ def check_terms(
     if amount >= balance:
         raise SettlementError(
             "amount",
-            f"{currency} {amount} is not below the balance of {currency} {display(balance, currency)}: "
+            f"{currency} {display(amount, currency)} is not below the balance of "
+            f"{currency} {display(balance, currency)}: "
             "that is a payoff, not a settlement",
         )
     if pay_by < business_date:

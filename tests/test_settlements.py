@@ -110,7 +110,7 @@ def test_a_settlement_below_the_balance_paid_by_a_date_to_come_is_accepted() -> 
             "amount",
             "not below the balance of USD 18450.00: that is a payoff",
         ),
-        ({"amount": Decimal("20000")}, "amount", "payoff, not a settlement"),
+        ({"amount": Decimal("20000")}, "amount", "USD 20000.00 is not below the balance"),
         ({"amount": Decimal("0")}, "amount", "not a positive amount"),
         ({"amount": Decimal("-5")}, "amount", "not a positive amount"),
         ({"amount": Decimal("9000.005")}, "amount", "USD has 2 decimal places"),
