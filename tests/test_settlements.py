@@ -30,6 +30,7 @@ from tests.later_stage_helpers import (
     at,
     day,
     events,
+    plan_t,
     referral_t,
     rows,
     us_account,
@@ -484,7 +485,8 @@ def test_a_bankrupt_borrower_cannot_settle_and_an_agreement_is_cancelled_audited
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Under a bankruptcy hold the record is refused (the automatic stay); once lifted, an agreement
-    is recorded, a second refused, and `cancel` ends it with who and why in the trail."""
+    is recorded, a second one and a plan refused while it runs, and `cancel` ends it with who and
+    why in the trail."""
     _import(sqlite_url, tmp_path, "accounts", [us_account("A-S5", flags="bankruptcy")])
     refused = _record(sqlite_url, "A-S5", "9000", "2026-12-15", "2026-12-01T15:00:00Z")
     assert "automatic stay" in _refused(refused)
@@ -493,6 +495,11 @@ def test_a_bankrupt_borrower_cannot_settle_and_an_agreement_is_cancelled_audited
     assert _record(sqlite_url, "A-S5", "9000", "2026-12-15", "2026-12-01T15:00:00Z").exit_code == 0
     again = _record(sqlite_url, "A-S5", "8000", "2026-12-15", "2026-12-01T15:30:00Z")
     assert "settlement 1 is already agreed" in _refused(again)
+    with sqlite_engine.begin() as c:  # where a cycle would have put it
+        c.execute(update(account_t).where(account_t.c.account_id == "A-S5").values(stage="negotiation"))
+    plan = _cli(sqlite_url, "plan", "accept", "A-S5", "--as-of", "2026-12-01T16:00:00Z")
+    assert "A-S5: settlement 1 is agreed: the borrower is paying under it" in _refused(plan)
+    assert rows(sqlite_engine, plan_t, "A-S5") == []
     cancelled = _cli(
         sqlite_url,
         "settlement",

@@ -33,7 +33,7 @@ from arrears.storage._common import (
     locked,
     to_precision,
 )
-from arrears.storage.tables import account, payment, plan
+from arrears.storage.tables import account, payment, plan, settlement
 from arrears.vocabulary import Stage
 
 __all__ = ["accept_plan", "current_plan", "decline_plan", "loan_of", "monitor_plans", "offer_plans"]
@@ -141,7 +141,7 @@ def accept_plan(
 ) -> tuple[int, PlanTerms]:
     """Make the plan a borrower (by reply) or an agent (by CLI) accepted active; returns its id and
     terms. PlanError says why not: the account is not delinquent, a reviewer or a court has it, a
-    plan is already active, or the terms do not fit the loan.
+    plan or a settlement is already agreed, or the terms do not fit the loan.
 
     A deferral moves the past due to the end of the term at once (the account is current again,
     and the lifecycle cures it); an instalment plan leaves it to the payments.
@@ -158,6 +158,12 @@ def accept_plan(
     last = _latest_plans(connection, [account_id], lock=True).get(account_id)
     if last is not None and last.status == "active":
         raise PlanError(f"plan {last.id} is already active")
+    settling = connection.execute(
+        select(settlement.c.id).where(settlement.c.account_id == account_id, settlement.c.status == "active")
+    ).scalar()
+    if settling is not None:
+        # One agreement at a time: the borrower is paying the settlement (`arrears settlement cancel`).
+        raise PlanError(f"settlement {settling} is agreed: the borrower is paying under it")
     terms = choose(loan_of(a), kind=kind, months=months, business_date=business_date, rules=rules)
     # The payments the plan's past due already reflects (applied by then) never count towards it
     # as well: a payment applied by the morning's cycle would otherwise pay a plan made that day
