@@ -15,8 +15,8 @@ Invariants the tests hold it to:
 - a contact hold (cease_contact, sms_opt_out) lets the stage move but every message it would
   send is recorded as blocked with the hold as its reason, never sent;
 - a stage never moves backward except by a cure or a reviewer's decision;
-- a running settlement agreement freezes the account as a hold does, and a paid one exits it
-  `settled` from any stage.
+- a running settlement agreement freezes the account as a collection hold does (facts and the
+  court still move it), and a paid one exits it `settled` from any stage.
 """
 
 from collections.abc import Iterator

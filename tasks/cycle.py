@@ -76,8 +76,8 @@ def refresh(
     Payments first, because everything after judges by them: replies are read (promises, plan
     answers), pending promises are found kept or broken, active plans move on (a completed or
     re-aged plan brings the account current), settlements are judged (a paid one writes off the
-    balance left), repossession orders that a payment, plan or hold
-    overtook are cancelled; days past due are recomputed last, from the balances these left.
+    balance left), repossession orders that a payment, plan, settlement or hold overtook are
+    cancelled; days past due are recomputed last, from the balances these left.
     """
     at = _Scope(as_of=as_of, cycle_id=cycle_id, account_id=account_id)
     with engine().begin() as connection:
