@@ -217,16 +217,38 @@ def test_a_directory_given_as_the_sqlite_database_is_exit_2_saying_so(
     assert err == f"error: ARREARS_DATABASE_URL: {tmp_path} is a directory, not a database file\n"
 
 
-def _downgrade(url: str, revision: str) -> None:
-    """The database as an older arrears left it."""
-    from alembic import command
+def _alembic() -> Any:
     from alembic.config import Config
 
     from arrears.storage import engine as storage_engine
-    from arrears.storage import get_engine
 
     config = Config()
     config.set_main_option("script_location", str(Path(storage_engine.__file__).with_name("migrations")))
+    return config
+
+
+def _head_and_before() -> tuple[str, str]:
+    """This arrears' latest revision and the one before it (a database an older arrears left)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic())
+    head = script.get_current_head()
+    assert head is not None
+    before = script.get_revision(head).down_revision
+    assert isinstance(before, str)
+    return head, before
+
+
+HEAD, BEHIND = _head_and_before()
+
+
+def _downgrade(url: str, revision: str) -> None:
+    """The database as an older arrears left it."""
+    from alembic import command
+
+    from arrears.storage import get_engine
+
+    config = _alembic()
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
@@ -252,32 +274,33 @@ def test_reading_a_database_behind_this_arrears_refuses_naming_arrears_migrate(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A report or a list on a database an older arrears left (0014) changes nothing: exit 2, one
-    line saying to run `arrears migrate` (it ran migration 0015 on open, on PostgreSQL a rewrite
-    of two large tables under a lock, from a command the operator expected to read)."""
+    """A report or a list on a database an older arrears left changes nothing: exit 2, one line
+    saying to run `arrears migrate` (it ran the next migration on open: 0015 was, on PostgreSQL, a
+    rewrite of two large tables under a lock, from a command the operator expected to read)."""
     accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
     assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
-    _downgrade(db_url, "0014")
+    _downgrade(db_url, BEHIND)
     code, err = _main([*argv, "--database", db_url], monkeypatch, capsys)
     assert code == 2, err
-    assert err.startswith("error: the database's schema is at revision 0014, behind this arrears (0015)")
+    said = f"error: the database's schema is at revision {BEHIND}, behind this arrears ({HEAD})"
+    assert err.startswith(said)
     assert "run `arrears migrate`" in err and "Traceback" not in err and err.count("\n") == 1
-    assert _revision(db_url) == "0014"
+    assert _revision(db_url) == BEHIND
 
 
 def test_arrears_migrate_upgrades_a_database_behind_and_says_from_what(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`arrears migrate` upgrades the schema (0014 to 0015), says so, and a second run has nothing
-    to do; the reads work again."""
+    """`arrears migrate` upgrades the schema (from the revision before the latest), says so, and a
+    second run has nothing to do; the reads work again."""
     accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
     assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
-    _downgrade(db_url, "0014")
+    _downgrade(db_url, BEHIND)
     first = run("migrate", "--database", db_url)
-    assert first.exit_code == 0 and "upgraded from revision 0014 to 0015" in first.output
-    assert _revision(db_url) == "0015"
+    assert first.exit_code == 0 and f"upgraded from revision {BEHIND} to {HEAD}" in first.output
+    assert _revision(db_url) == HEAD
     again = run("migrate", "--database", db_url)
-    assert again.exit_code == 0 and "at revision 0015 already" in again.output
+    assert again.exit_code == 0 and f"at revision {HEAD} already" in again.output
     assert run("show", "A-42", "--database", db_url, "--json").exit_code == 0
 
 
@@ -286,17 +309,17 @@ def test_an_import_upgrades_a_database_behind_on_open(db_url: str, tmp_path: Pat
     open, as before: a lender's scheduled import after an upgrade of arrears needs no new step."""
     accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
     assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
-    _downgrade(db_url, "0014")
+    _downgrade(db_url, BEHIND)
     assert run("import", "accounts", str(accounts), "--database", db_url).exit_code == 0
-    assert _revision(db_url) == "0015"
+    assert _revision(db_url) == HEAD
 
 
 def test_migrate_creates_a_new_sqlite_database(tmp_path: Path) -> None:
     """`arrears migrate` on no database yet makes one at this arrears' schema (0600)."""
     url = f"sqlite:///{tmp_path / 'data' / 'new.db'}"
     done = run("migrate", "--database", url)
-    assert done.exit_code == 0 and "upgraded from revision (none) to 0015" in done.output
-    assert _revision(url) == "0015" and (tmp_path / "data" / "new.db").stat().st_mode & 0o777 == 0o600
+    assert done.exit_code == 0 and f"upgraded from revision (none) to {HEAD}" in done.output
+    assert _revision(url) == HEAD and (tmp_path / "data" / "new.db").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_database_that_refuses_a_write_is_one_line_without_the_statement(
