@@ -198,6 +198,35 @@ def test_ireland_closes_sundays_and_public_holidays() -> None:
     assert next_allowed_instant(patrick, "Europe/Dublin", ie) == datetime(2026, 3, 18, 9, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("code", "zone", "opens", "closes"),
+    [
+        # Reg F 1006.6(b)(1)(i): 08:00-21:00 local; a Tuesday in Los Angeles (UTC-8).
+        (
+            "US",
+            "America/Los_Angeles",
+            datetime(2026, 12, 1, 16, tzinfo=UTC),
+            datetime(2026, 12, 2, 5, tzinfo=UTC),
+        ),
+        # CBA 2026 guideline: none 22:00-08:00 local; a Tuesday in Shanghai (UTC+8).
+        ("CN", "Asia/Shanghai", datetime(2026, 12, 1, 0, tzinfo=UTC), datetime(2026, 12, 1, 14, tzinfo=UTC)),
+    ],
+)
+def test_the_window_opens_at_its_first_minute_and_is_shut_at_its_last(
+    code: str, zone: str, opens: datetime, closes: datetime
+) -> None:
+    """08:00:00 local is inside and a second before it is not; the closing minute (21:00 US, 22:00
+    CN) is outside and a second before it inside: the window is [start, end), as the rules state it."""
+    rules = profile(code)
+    second = timedelta(seconds=1)
+    assert not contact_allowed(opens - second, zone, rules)
+    assert contact_allowed(opens, zone, rules)
+    assert contact_allowed(closes - second, zone, rules)
+    assert not contact_allowed(closes, zone, rules)
+    assert next_allowed_instant(closes - second, zone, rules) == closes - second
+    assert next_allowed_instant(closes, zone, rules) == opens + timedelta(days=1)
+
+
 def test_us_holidays_do_not_close_reg_f_hours() -> None:
     """Reg F has no holiday rule: 08:00 on Christmas Day in Los Angeles is open for US-CA."""
     assert contact_allowed(datetime(2026, 12, 25, 16, 0, tzinfo=UTC), "America/Los_Angeles", profile("US-CA"))
