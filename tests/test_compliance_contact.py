@@ -424,6 +424,45 @@ def test_racing_rows_at_send_time_let_the_lower_id_go_first() -> None:
     assert verdict(cn(message_id=7), history=(five,)).reason == "cap:sms-account-1d"
 
 
+def test_a_row_at_send_time_does_not_count_itself() -> None:
+    """At send time the row being sent is in the borrower's history too: it is not its own contact,
+    so alone it goes (otherwise a one-a-day cap would hold every text back for ever)."""
+    itself = sent(NOON_SHANGHAI, in_flight=True, message_id=5, stage="reminder", episode=1)
+    assert verdict(cn(message_id=5), history=(itself,)).kind is VerdictKind.SEND
+
+
+def test_an_overdue_message_in_flight_counts_now_not_at_its_old_time() -> None:
+    """A text scheduled two days ago and still waiting (a provider outage) may go out any moment:
+    it counts at now, so a new text of the same account waits a day (`cap:sms-account-1d`)."""
+    waiting = sent(
+        NOON_SHANGHAI - timedelta(days=2), in_flight=True, message_id=3, stage="reminder", episode=1
+    )
+    v = verdict(cn(), history=(waiting,))
+    assert (v.kind, v.reason, v.not_before) == (
+        VerdictKind.DEFER,
+        "cap:sms-account-1d",
+        NOON_SHANGHAI + timedelta(days=1),
+    )
+
+
+def test_calls_in_flight_count_towards_a_cap_of_connected_calls() -> None:
+    """CN: a call still to be made may connect, so three calls in flight fill the three connected
+    calls a day (GB/T 45251-2025) before any outcome is known."""
+    planned = tuple(
+        sent(
+            NOON_SHANGHAI + timedelta(hours=h),
+            channel="call",
+            in_flight=True,
+            message_id=h,
+            stage="reminder",
+            episode=1,
+        )
+        for h in (1, 2, 3)
+    )
+    assert verdict(cn(channel="call"), history=planned).reason == "cap:call-connected-borrower-1d"
+    assert verdict(cn(channel="call"), history=planned[:2]).kind is VerdictKind.SEND
+
+
 def test_cap_and_window_together_wait_for_both() -> None:
     """A cap that frees at 23:30 Shanghai time leaves the text for 08:00 the next day, named by the cap."""
     evening = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)  # 21:00 in Shanghai
