@@ -445,6 +445,27 @@ def test_an_overdue_message_in_flight_counts_now_not_at_its_old_time() -> None:
     )
 
 
+def test_a_text_scheduled_a_full_day_ahead_leaves_room_for_one_now() -> None:
+    """No 24-hour window holds both now and a text scheduled exactly 24 hours later, so under the
+    one-a-day cap a text goes now; one scheduled a second earlier holds it back."""
+    ahead = sent(NOON_SHANGHAI + timedelta(days=1), in_flight=True, message_id=3, stage="reminder", episode=1)
+    assert verdict(cn(), history=(ahead,)).kind is VerdictKind.SEND
+    sooner = replace(ahead, at=ahead.at - timedelta(seconds=1))
+    assert verdict(cn(), history=(sooner,)).reason == "cap:sms-account-1d"
+
+
+def test_unanswered_dial_attempts_are_capped_per_number() -> None:
+    """CN: six unanswered attempts in a day to one number stop a seventh to it (CBA 2026 guideline:
+    at most 6 a day to the same contact method); six to the borrower's other number do not."""
+    dialled = tuple(
+        sent(NOON_SHANGHAI - timedelta(minutes=20 * k), channel="call", outcome="unanswered")
+        for k in range(1, 7)
+    )
+    assert verdict(cn(channel="call"), history=dialled).reason == "cap:call-unanswered-address-1d"
+    elsewhere = tuple(replace(c, address="+8613800138000") for c in dialled)
+    assert verdict(cn(channel="call"), history=elsewhere).kind is VerdictKind.SEND
+
+
 def test_calls_in_flight_count_towards_a_cap_of_connected_calls() -> None:
     """CN: a call still to be made may connect, so three calls in flight fill the three connected
     calls a day (GB/T 45251-2025) before any outcome is known."""
