@@ -106,9 +106,8 @@ def test_courtesy_reminder_before_due_for_high_risk_only() -> None:
     assert low.messages == ()
     assert [m.template for m in high.messages] == ["courtesy"]
     assert [m.key for m in repeat.messages] == [f"A-1:courtesy:{due.isoformat()}"]  # delinquent before
-    assert (
-        decide(view(stage=Exit.CURED, dpd=0, episode=2, next_due_date=due + timedelta(days=1))).messages == ()
-    )
+    for other in (due + timedelta(days=1), due - timedelta(days=1), TODAY):  # 4, 2 and 0 days ahead
+        assert decide(view(stage=Exit.CURED, dpd=0, episode=2, next_due_date=other)).messages == ()
 
 
 def test_no_reminder_while_a_promise_is_pending() -> None:
@@ -145,6 +144,22 @@ def test_negotiation_reaches_review_at_60_days_without_plan() -> None:
     decision = decide(view(stage=Stage.NEGOTIATION, dpd=60))
     assert decision.stage == Stage.REPOSSESSION_REVIEW
     assert decision.steps[0].reason == "60 days past due without a working plan"
+
+
+def test_hardship_whose_plan_failed_is_not_sent_back_to_restructuring() -> None:
+    """A hardship borrower back in negotiation after declining (or defaulting on) a plan, as a
+    reviewer's return leaves them, is negotiated with: not offered restructuring again, which with
+    the failed plan would walk straight back into review the same day."""
+    for status in ("declined", "defaulted"):
+        f = facts(
+            ability=0.2,
+            willingness=0.9,
+            plan=PlanFact(status, TODAY - timedelta(days=20)),
+            returned_from_review=TODAY - timedelta(days=5),
+        )
+        decision = decide(view(stage=Stage.NEGOTIATION, dpd=70), f)
+        assert decision.segment is Segment.HARDSHIP
+        assert (decision.stage, decision.steps) == (Stage.NEGOTIATION, ()), status
 
 
 def test_active_plan_keeps_negotiation_out_of_review() -> None:
