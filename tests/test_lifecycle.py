@@ -476,6 +476,11 @@ def test_reviewer_return_is_the_days_last_step() -> None:
         view(stage=Stage.REPOSSESSION_REVIEW, dpd=90), facts(review_decision=DecisionKind.NEGOTIATE)
     )
     assert [s.to_stage for s in decision.steps] == [Stage.NEGOTIATION]
+    # Nor by any other rule of negotiation: a hardship borrower is not moved on to restructuring.
+    hardship = facts(review_decision=DecisionKind.NEGOTIATE, ability=0.2, willingness=0.9)
+    decision = decide(view(stage=Stage.REPOSSESSION_REVIEW, dpd=90), hardship)
+    assert decision.segment is Segment.HARDSHIP
+    assert [s.to_stage for s in decision.steps] == [Stage.NEGOTIATION]
 
 
 def test_held_account_is_still_recorded_as_delinquent() -> None:
