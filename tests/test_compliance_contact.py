@@ -140,6 +140,15 @@ def test_a_third_party_is_never_told_of_the_debt() -> None:
     ):
         v = verdict(cn(third_party=True, body=body, fill=()), debtor_reachable=False)
         assert v.reason == "content:third-party-debt", body
+    # A figure of the account with no debt word and no currency: its due date.
+    body = f"{LENDER}: please ask Wang Fang to call us before 2026-12-15."
+    request = cn(third_party=True, body=body, fill=(("due_date", "2026-12-15"),))
+    v = verdict(request, debtor_reachable=False)
+    assert (v.reason, v.detail) == (
+        "content:third-party-debt",
+        "a message to a third party carries the account's due_date",
+    )
+    assert verdict(replace(request, fill=()), debtor_reachable=False).kind is VerdictKind.SEND
 
 
 def test_unapproved_template_is_blocked() -> None:
