@@ -188,6 +188,13 @@ def test_content_rules_block_with_their_names(body: str, rule: str) -> None:
     assert verdict(cn(body=body, fill=())).reason == rule
 
 
+def test_the_lender_named_in_another_case_is_named() -> None:
+    """`ARREARS AUTO FINANCE` in capitals names the lender: the identity rule asks that the
+    institution be named (CBA 2026 guideline), not that its name keep one spelling of case."""
+    body, fill = _body("CN")
+    assert verdict(cn(body=body.replace(LENDER, LENDER.upper()), fill=fill)).kind is VerdictKind.SEND
+
+
 _EN_WORDS = [w.rstrip("*") for kind in ("threat", "abuse") for w in lexicon()[kind]["en"]]
 _ZH_WORDS = [w for kind in ("threat", "abuse", "debt") for w in lexicon()[kind]["zh"]]
 
