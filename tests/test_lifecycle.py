@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from arrears.lifecycle import AccountView, Facts, PlanFact, advance, is_open
 from arrears.messages import MessageContext
 from arrears.policy import DEFAULT_POLICY, load_policy
+from arrears.segmentation import ability_score
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
 TODAY = date(2026, 12, 1)
@@ -307,6 +308,25 @@ def test_segment_from_ability_willingness_and_reach(
         decide(view(), facts(ability=ability, willingness=willingness, reachable=reachable)).segment
         is segment
     )
+
+
+@pytest.mark.parametrize(
+    ("installment", "ability"),
+    [("450", 0.55 + 0.15), ("900", 0.55), ("1200", 0.55 - 0.25)],
+)
+def test_ability_falls_when_the_instalment_is_above_a_third_of_income(
+    installment: str, ability: float
+) -> None:
+    """Band C (0.55) with 3,000 a month: an instalment of 15% of income raises ability, 30% leaves
+    it, 40% (above the third that auto lenders hold affordable) lowers it."""
+    score = ability_score(
+        score_band="C",
+        monthly_income=Decimal("3000"),
+        installment=Decimal(installment),
+        vehicle_value=None,
+        balance=Decimal("9000"),
+    )
+    assert score == pytest.approx(ability)
 
 
 def test_unreachable_account_gets_no_message() -> None:
