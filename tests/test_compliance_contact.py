@@ -522,6 +522,20 @@ def test_reg_f_calls_seven_in_seven_days_and_none_after_a_conversation() -> None
     assert (v.reason, v.not_before) == ("cap:call-attempts-account-7d", NOON_LA + timedelta(days=4))
 
 
+def test_a_conversation_about_another_loan_does_not_silence_calls_on_this_one() -> None:
+    """Reg F 1006.14(b)(2) counts per debt: a conversation about the borrower's other loan three
+    days ago holds back no call about this one; one about this loan does."""
+    other = (
+        replace(
+            sent(NOON_LA - timedelta(days=3), "A-2", channel="call", outcome="connected", conversation=True),
+            address="+12133734253",
+        ),
+    )
+    assert verdict(us(channel="call"), now=NOON_LA, history=other).kind is VerdictKind.SEND
+    this = (replace(other[0], account_id="A-1"),)
+    assert verdict(us(channel="call"), now=NOON_LA, history=this).reason == "cap:call-attempts-account-7d"
+
+
 def test_cn_connected_calls_count_apart_from_unanswered_ones() -> None:
     """CN: three connected calls in a day stop a fourth; unanswered attempts do not count toward that cap."""
     connected = tuple(
