@@ -113,8 +113,10 @@ def test_sms_opt_out_stops_texts_but_not_calls() -> None:
 
 
 def test_opted_out_number_blocks_as_opt_out() -> None:
-    """A number that replied STOP is blocked with the rule `opt_out`."""
+    """A number that replied STOP is blocked with the rule `opt_out`, for texts: STOP opts out of
+    the electronic channel it answered (Reg F 1006.6(e)), and a call to the number is still allowed."""
     assert verdict(cn(), opted_out=True).reason == "opt_out"
+    assert verdict(cn(channel="call"), opted_out=True).kind is VerdictKind.SEND
 
 
 def test_third_parties_only_when_the_debtor_is_unreachable_and_never_in_ireland() -> None:
