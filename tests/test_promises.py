@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from arrears.policy import DEFAULT_POLICY
 from arrears.promises import (
     PaymentView,
     PromiseRules,
     PromiseView,
     Unreadable,
     parse_promise,
+    promise_rules,
     read_promise,
     refusal,
     resolve_promises,
@@ -122,6 +124,26 @@ def test_grace_period_keeps_a_late_payment_and_then_breaks() -> None:
     broken = resolve_promises(promise, partial, business_date=date(2026, 12, 9), rules=RULES)
     assert [(o.status, o.paid) for o in broken] == [("broken", Decimal("100"))]
     assert broken[0].reason == "paid 100 of 500 by 2026-12-08"
+
+
+def test_the_default_policy_keeps_a_promise_three_days_late_and_looks_30_days_ahead() -> None:
+    """The cycle judges promises by `promise_rules(policy)`: with the default policy a payment
+    three days after the promised date keeps it, four days after does not; a promise 30 days out
+    is taken and 31 is refused."""
+    rules = promise_rules(DEFAULT_POLICY)
+    promise = [_p(1, "500", date(2026, 12, 5))]
+    on_day_3 = [_pay("P1", "500", date(2026, 12, 8))]
+    assert (
+        resolve_promises(promise, on_day_3, business_date=date(2026, 12, 8), rules=rules)[0].status == "kept"
+    )
+    on_day_4 = [_pay("P1", "500", date(2026, 12, 9))]
+    out = resolve_promises(promise, on_day_4, business_date=date(2026, 12, 9), rules=rules)
+    assert [o.status for o in out] == ["broken"]
+    today = date(2026, 12, 1)
+    assert refusal(Decimal(500), date(2026, 12, 31), today=today, currency="CNY", rules=rules) is None
+    assert refusal(Decimal(500), date(2027, 1, 1), today=today, currency="CNY", rules=rules) == (
+        "the date is more than 30 days ahead"
+    )
 
 
 def test_payment_before_the_promise_or_after_grace_does_not_count() -> None:
