@@ -1,7 +1,7 @@
 """Restructuring: offers computed from the loan with exact amounts and month-end-safe dates, plans
 accepted by reply or agent, monitored against payments to completion, default or re-ageing."""
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,10 @@ def test_reageing_needs_enough_on_time_payments_and_happens_once() -> None:
     assert not reage_due(terms, progress, rules=never, already=False)
     early = monitor(terms, paid[:2], business_date=terms.schedule[1].due, grace_days=5)
     assert not reage_due(terms, early, rules=RULES, already=False)
+    # Three on time and then the fourth missed past its grace: the plan defaulted, nothing re-ages.
+    missed = monitor(terms, paid, business_date=terms.schedule[3].due + timedelta(days=6), grace_days=5)
+    assert (missed.status, missed.on_time) == ("defaulted", 3)
+    assert not reage_due(terms, missed, rules=RULES, already=False)
 
 
 @pytest.mark.parametrize(
