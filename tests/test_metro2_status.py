@@ -41,6 +41,7 @@ D = Decimal
         ("repossession_review", 400, D("9000"), {}, "84", "", "6"),
         ("legal_referral", 95, D("9000"), {}, "93", "", "G"),
         ("closed", 200, D("9000"), {}, "93", "", "G"),
+        ("closed", 200, D("0"), {}, "13", "0", "E"),  # a judgment paid in full: no balance left
         ("repossession_review", 75, D("9000"), {"repossessed": True}, "96", "", "K"),
         ("repossession_review", 75, D("9000"), {"surrendered": True}, "95", "2", "J"),
         ("charged_off", 181, D("9000"), {}, "97", "", "L"),
@@ -136,6 +137,22 @@ def test_first_delinquency_cleared_when_current() -> None:
             is None
         )
     assert needs_first_delinquency(Status("13", "2")) and needs_first_delinquency(Status("97"))
+
+
+def test_first_delinquency_is_never_after_the_file_date() -> None:
+    """An account referred to legal (93) whose partial payments moved its oldest due date to 10
+    days ago has not been 30 days late since: its date is the file's own, never one in the future
+    (the bureau would reject the record, and the account would go unreported)."""
+    as_of = date(2026, 11, 30)
+    found = date_of_first_delinquency(
+        Status("93"),
+        previous=None,
+        episode_due=None,
+        oldest_due=date(2026, 11, 20),
+        days_past_due=10,
+        as_of=as_of,
+    )
+    assert found == as_of
 
 
 def test_first_delinquency_from_days_past_due_alone() -> None:
