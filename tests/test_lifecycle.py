@@ -82,7 +82,9 @@ def test_reminder_leaves_for_negotiation_on_day_16() -> None:
     decision = decide(view(dpd=16))
     assert decision.stage == Stage.NEGOTIATION
     assert decision.steps[0].reason == "16 days past due"
-    assert [m.template for m in decision.messages] == ["negotiation"]
+    # The first ask of the new stage: its weeks count from today, not from when reminder began
+    # (which would key it `ask-1`, and tomorrow's `ask-0` would ask a second time).
+    assert [(m.template, m.key) for m in decision.messages] == [("negotiation", "A-1:negotiation:2:ask-0")]
 
 
 def test_broken_promise_moves_reminder_to_negotiation_early() -> None:
@@ -96,6 +98,7 @@ def test_reminder_is_cured_when_past_due_is_paid() -> None:
     """Paying the past due in reminder exits as cured, with no message."""
     decision = decide(view(dpd=0, past_due_amount=Decimal(0)))
     assert decision.stage == Exit.CURED and not decision.messages
+    assert decision.episode == 1  # an exit opens no episode: the next delinquency opens episode 2
 
 
 def test_courtesy_reminder_before_due_for_high_risk_only() -> None:
@@ -103,6 +106,11 @@ def test_courtesy_reminder_before_due_for_high_risk_only() -> None:
     due = TODAY + timedelta(days=3)
     low = decide(view(stage=Exit.CURED, dpd=0, episode=0, next_due_date=due))
     high = decide(view(stage=Exit.CURED, dpd=0, episode=0, next_due_date=due), facts(willingness=0.1))
+    distressed = decide(
+        view(stage=Exit.CURED, dpd=0, episode=0, next_due_date=due), facts(ability=0.1, willingness=0.1)
+    )
+    assert distressed.segment is Segment.DISTRESSED
+    assert [m.template for m in distressed.messages] == ["courtesy"]
     repeat = decide(view(stage=Exit.CURED, dpd=0, episode=2, next_due_date=due))
     assert low.messages == ()
     assert [m.template for m in high.messages] == ["courtesy"]
@@ -267,6 +275,15 @@ def test_payment_in_full_exits_any_stage_as_paid_off() -> None:
     for stage in Stage:
         decision = decide(view(stage=stage, dpd=0, past_due_amount=Decimal(0), balance=Decimal(0)))
         assert decision.stage == Exit.PAID_OFF
+
+
+@pytest.mark.parametrize("exit_", [Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED])
+def test_a_final_exit_stays_whatever_the_numbers_say(exit_: Exit) -> None:
+    """Paid off, settled, charged off and closed are final: a balance and 200 days past due left on
+    the row (a settlement for less, a judgment) neither reopen the account, nor charge it off, nor
+    message the borrower."""
+    decision = decide(view(stage=exit_, dpd=200))
+    assert (decision.stage, decision.steps, decision.messages) == (exit_, (), ())
 
 
 def test_charge_off_at_180_days_outside_review_and_legal() -> None:
