@@ -1,8 +1,9 @@
 """Days-past-due buckets: the 30-day steps that lenders, bureaus (Metro 2) and reports share."""
 
-__all__ = ["BUCKETS", "bucket_of"]
+__all__ = ["BUCKETS"]
 
-# (label, lowest days past due), ascending; a bucket runs up to the next one's lowest day.
+# (label, lowest days past due), ascending; a bucket runs up to the next one's lowest day. The
+# bucketing itself is SQL, stored with the days past due (`storage.cycle.refresh_days_past_due`).
 BUCKETS: tuple[tuple[str, int], ...] = (
     ("current", 0),
     ("1-29", 1),
@@ -12,11 +13,3 @@ BUCKETS: tuple[tuple[str, int], ...] = (
     ("120-179", 120),
     ("180+", 180),
 )
-
-
-def bucket_of(days_past_due: int) -> str:
-    label = BUCKETS[0][0]
-    for name, lowest in BUCKETS:
-        if days_past_due >= lowest:
-            label = name
-    return label
