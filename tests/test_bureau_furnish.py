@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import deployments.cli.bureau  # noqa: F401  registers `arrears bureau` until deployments/cli/__init__ imports it
 from arrears.importing import Kind, open_source
 from arrears.metro2 import Period, validate
-from arrears.models import AccountHold, AgencyAssignment, AuditEvent, BureauRecord, Plan, Review
+from arrears.models import AccountHold, AgencyAssignment, AuditEvent, Borrower, BureauRecord, Plan, Review
 from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
 from arrears.storage import bureau as store
@@ -53,8 +53,11 @@ def _portfolio(tmp_path: Path, url: str, n: int = 400) -> Engine:
     engine = get_engine(url)
     migrate(engine)
     with open_source(accounts, Kind.ACCOUNTS) as source:
-        assert run_import(engine, source, now=IMPORTED).rejected == 0
+        # The file is the servicing system's of 2026-11-30 (an import refuses a due date still to
+        # come); the borrowers are then dated as if they had come in June, when history starts.
+        assert run_import(engine, source, now=datetime(2026, 11, 30, 12, tzinfo=UTC)).rejected == 0
     with engine.begin() as c:
+        c.execute(update(Borrower.__table__).values(created_at=IMPORTED))  # type: ignore[attr-defined]
         refresh_days_past_due(c, business_date=BUSINESS_DATE)
         c.execute(
             text(
