@@ -16,6 +16,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from arrears.currencies import display
 from arrears.review import FilingDraft, draft_filing
 from arrears.settings import get_settings
 from arrears.storage import referrals
@@ -173,7 +174,7 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
     open; after that, a dismissal is a motion counsel files (no gateway operation for it), so the
     referral waits for them as `dismissing`. Nothing filed yet: the referral is simply dismissed."""
     state = load_referral.fn(referral_id)
-    reason = f"account {state.stage}: balance {state.currency} {state.balance}"
+    reason = f"account {state.stage}: balance {state.currency} {display(state.balance, state.currency)}"
     with engine().connect() as connection:
         drafted = referrals.filing_drafted(connection, referral_id) if state.filing_id is None else None
     if drafted is not None:  # submitted, perhaps, its answer lost: only the gateway knows

@@ -253,7 +253,9 @@ def test_paid_after_a_submission_whose_answer_was_lost_is_left_to_counsel(
         day(later_db, "2026-12-27T16:00:00Z")
         done = request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z"))
     assert done.status == "dismissing"
-    assert draft.idempotency_key in events(later_db, "A-L9", "filing")[-1].detail
+    detail = events(later_db, "A-L9", "filing")[-1].detail
+    assert draft.idempotency_key in detail
+    assert detail.endswith("balance USD 0.00"), detail  # at the currency's precision, not storage's four
 
 
 @pytest.mark.usefixtures("prefect_harness")
