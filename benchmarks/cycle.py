@@ -65,13 +65,13 @@ PHASE_TASKS = {
     "open": ("open-cycle",),
     "refresh": ("refresh",),
     "advance": ("plan-shards", "advance-shard"),
-    "later": ("prepare-reviews", "set-review-runs", "referral-work", "referrals-followed"),
+    "later": ("prepare-reviews", "set-review-runs", "referral-work", "referral-accounts"),
     "bureau": ("pull-bureau-profiles",),
     "letters": ("mail-letters",),
     "dispatch": ("plan-dispatch", "dispatch-sms"),
     "report": ("report", "close-cycle"),
 }
-# open-cycle, refresh, plan-shards, prepare-reviews, referral-work, referrals-followed,
+# open-cycle, refresh, plan-shards, prepare-reviews, referral-work, referral-accounts,
 # mail-letters, plan-dispatch, report, close-cycle
 FIXED_TASKS = 10
 

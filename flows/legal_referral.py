@@ -45,8 +45,8 @@ from tasks.legal import (
     load_referral,
     open_referral,
     poll_filing,
+    referral_accounts,
     referral_work,
-    referrals_followed,
     request_dismissal,
     submit_filing,
 )
@@ -123,11 +123,11 @@ def start_referrals(
     it reads back what was done), on `deployment` when it is served, in bounded batches that
     never fail the cycle; then wake every waiting referral run to poll its court."""
     work = referral_work()
-    following = referrals_followed()
+    ours = referral_accounts()
     counts = {"referral_runs_started": 0, "referral_runs_deferred": 0}
     if deployment_exists(deployment):
         counts = _start(deployment, work, instant, as_of, cycle_id)
-    return {**counts, "referral_runs_woken": _wake(following, as_of)}
+    return {**counts, "referral_runs_woken": _wake(ours, as_of)}
 
 
 def _start(
@@ -168,15 +168,16 @@ def _start(
     return {"referral_runs_started": started.created, "referral_runs_deferred": started.deferred}
 
 
-def _wake(following: set[str], as_of: str | None) -> int:
-    """Resume the runs waiting on their court, so each polls it once more."""
+def _wake(ours: set[str], as_of: str | None) -> int:
+    """Resume the runs waiting on their court, so each polls it once more, or ends with a case a
+    callback ended while it waited."""
     from prefect.flow_runs import resume_flow_run
 
     woken = 0
     for run in paused_runs("legal-referral"):
-        # Only runs following one of our open referrals (an account that has since paid is one:
-        # its run, woken, asks for the dismissal).
-        mine = (run.parameters or {}).get("account_id") in following
+        # Only runs of this database's referrals. Open ones poll (an account that has since paid
+        # asks for the dismissal); ended ones (a judgment or a rejection by callback) finish.
+        mine = (run.parameters or {}).get("account_id") in ours
         if pause_key(run).startswith("court-wait") and mine:
             resume_flow_run(run.id, run_input={"as_of": as_of})
             woken += 1

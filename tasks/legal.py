@@ -35,8 +35,8 @@ __all__ = [
     "load_referral",
     "open_referral",
     "poll_filing",
+    "referral_accounts",
     "referral_work",
-    "referrals_followed",
     "request_dismissal",
     "submit_filing",
 ]
@@ -210,8 +210,8 @@ def referral_work() -> list[tuple[str, int, int | None, str | None]]:
         return referrals.referral_work(connection)
 
 
-@task(name="referrals-followed", cache_policy=NO_CACHE)
-def referrals_followed() -> set[str]:
-    """Accounts whose latest referral is still open (filed or drafted, not ended, not rejected)."""
+@task(name="referral-accounts", cache_policy=NO_CACHE)
+def referral_accounts() -> set[str]:
+    """Accounts with a referral in this database, open or ended (`referrals.referral_accounts`)."""
     with engine().connect() as connection:
-        return referrals.referrals_followed(connection)
+        return referrals.referral_accounts(connection)

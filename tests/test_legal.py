@@ -281,6 +281,34 @@ def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_run_waiting_on_the_court_ends_when_a_callback_ends_its_case(
+    later_db: Engine, tmp_path: Path, court: Any
+) -> None:
+    """The judgment arrives by the court's callback (the webhook records it on the referral) while
+    the run waits: the next cycle wakes the run, which ends with the case. It was left paused for
+    good: only runs of referrals still open were woken."""
+    from arrears.storage.inbound import record_court_status
+    from flows.legal_referral import legal_referral, start_referrals
+
+    _in_legal(later_db, tmp_path, "A-L7")
+    running = in_thread(legal_referral, "A-L7", "2026-12-23T17:00:00Z")
+    [referral] = _wait_referral(later_db, "A-L7")
+    wait_paused(_run_of(later_db, "A-L7"), "court-wait-1")
+    with later_db.begin() as c:
+        recorded = record_court_status(
+            c,
+            filing_id=referral.filing_id,
+            status="judgment",
+            at=at("2027-01-19T17:00:00Z"),
+            provider="court",
+            callback_id="judgment-A-L7",
+        )
+    assert recorded.changed, recorded
+    assert start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")["referral_runs_woken"] == 1
+    assert running.result(timeout=60)["status"] == "judgment"
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
     later_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:

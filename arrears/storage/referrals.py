@@ -28,10 +28,10 @@ __all__ = [
     "record_filing_held",
     "record_refusal",
     "record_submission",
+    "referral_accounts",
     "referral_facts",
     "referral_state",
     "referral_work",
-    "referrals_followed",
 ]
 
 
@@ -385,10 +385,9 @@ def referral_work(connection: Connection) -> list[tuple[str, int, int | None, st
     return list(latest.values())
 
 
-def referrals_followed(connection: Connection) -> set[str]:
-    """Accounts whose latest referral a run still follows: not ended, not back with the legal team."""
-    ended = ("judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected")
-    latest: dict[str, str] = {}
-    for r in connection.execute(select(referral.c.account_id, referral.c.status).order_by(referral.c.id)):
-        latest[r.account_id] = r.status
-    return {a for a, status in latest.items() if status not in ended}
+def referral_accounts(connection: Connection) -> set[str]:
+    """Accounts with a referral in this database: the runs waiting on their court are this
+    database's to wake (one Prefect server may serve several), whether the case goes on or has
+    ended meanwhile (a court's callback, a settlement): a run woken on an ended case ends with it,
+    where one left alone would wait, paused, for good."""
+    return set(connection.execute(select(referral.c.account_id).distinct()).scalars())
