@@ -369,6 +369,7 @@ def _cn_number(db: Engine) -> Any:
         return c.execute(select(contact).where(contact.c.address == CN_PHONE)).one()
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_number_whose_deliveries_keep_failing_is_marked_unreachable_and_skip_traced(
     client: TestClient,
     db: Engine,
