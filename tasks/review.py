@@ -330,12 +330,16 @@ def _decide(
         order = vendor_orders.create_vendor_order(
             connection, state=after, at=after.decided_at, reviewer=reviewer
         )
-        # A payment received but not yet applied (the cycle applies it) was not in the reviewer's
-        # view: the order is withdrawn at once, before it reaches the agency, not at a later cycle.
+        # A payment received but not yet applied (the cycle applies it), or a settlement agreed,
+        # was not in the reviewer's view: the order is withdrawn at once, before it reaches the
+        # agency, not at a later cycle.
         if vendor_orders.cancel_vendor_orders(
             connection, as_of=after.decided_at, account_id=state.account_id
         ):
-            note = "order cancelled at once: a payment not yet applied overtook it (the timeline says which)"
+            note = (
+                "order cancelled at once: a payment not yet applied or a settlement agreed overtook it "
+                "(the timeline says which)"
+            )
             return Decided(
                 after, after.decision or settled.decision.value, settled.requested.value, note, None, changed
             )

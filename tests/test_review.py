@@ -506,6 +506,55 @@ def test_a_settlement_agreed_cancels_the_order_at_once(later_db: Engine, tmp_pat
     )
 
 
+def test_a_repossession_decided_while_a_settlement_runs_sends_no_order(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A reviewer who decides to repossess while the borrower pays an agreed settlement (the review
+    form does not show it): the order is withdrawn in the same transaction, before it reaches the
+    agency, and the reviewer is told why."""
+    from deployments.cli import app
+    from tasks.review import decide_review
+
+    _in_review(later_db, tmp_path, "A-H4", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    agreed = CliRunner().invoke(
+        app,
+        [
+            "settlement",
+            "record",
+            "A-H4",
+            "--amount",
+            "9000.00",
+            "--pay-by",
+            "2026-12-20",
+            "--reason",
+            "half the balance",
+            "--agent",
+            "Ben",
+            "--as-of",
+            "2026-12-02T16:00:00Z",
+        ],
+        catch_exceptions=False,
+    )
+    assert agreed.exit_code == 0, agreed.output
+    decided = decide_review(
+        later_db,
+        account_id="A-H4",
+        decision="repossess",
+        reviewer="Ana",
+        reason="r",
+        at=at("2026-12-02T17:00:00Z"),
+    )
+    assert decided.order_id is None
+    assert decided.note is not None and "a settlement agreed" in decided.note
+    placed, cancelled = (e.data for e in events(later_db, "A-H4", "vendor_order"))
+    assert (placed["action"], cancelled["action"], cancelled["reason"]) == (
+        "placed",
+        "cancelled",
+        "a settlement was agreed",
+    )
+
+
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy the import could not set against the order (the file imported as of an instant
     before the order was placed) cancels it at the next refresh (automatic stay). The import's
