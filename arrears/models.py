@@ -424,7 +424,7 @@ class AgencyAssignment(SQLModel, table=True):
     """A repossession order sent to the agency provider, and what became of it.
 
     `status`: pending (to send) | blocked (`reason`) | assigned | accepted | located | recovered |
-    closed | cancel_pending (overtaken by a payment, plan or hold: to cancel at the agency) |
+    closed | cancel_pending (overtaken by a payment, plan, settlement or hold: to cancel there) |
     cancelled | failed."""
 
     __tablename__ = "agency_assignment"

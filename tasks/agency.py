@@ -2,8 +2,8 @@
 
 - `push_assignments`: pending assignments to the agency provider (under their idempotency key: a
   resend after a crash returns the first assignment), and `cancel_pending` ones cancelled there
-  (a payment, plan or hold overtook the order: regulators' most common finding in auto servicing
-  is a car taken after the borrower paid, because nobody called the agent off).
+  (a payment, plan, settlement or hold overtook the order: regulators' most common finding in
+  auto servicing is a car taken after the borrower paid, because nobody called the agent off).
 - `record_statuses`: the agency's status changes, from its signed webhooks or a lookup; a
   recovery is recorded with where and in what condition.
 - `track_assignments`: looks up assignments still working at the agency (`GET`), as letters are

@@ -7,7 +7,8 @@ nothing: a notice already recorded is not sent again, a decision already stored 
 The cycle's part is bulk: `prepare_reviews` opens a review for every account that entered
 repossession review, closes those whose account left, records the cure notices due, and names
 the reviews that still need a flow run; `refresh_vendor_orders` (inside the refresh
-transaction) cancels repossession orders that a payment, a plan or a hold has overtaken.
+transaction) cancels repossession orders that a payment, a plan, a settlement or a hold has
+overtaken.
 """
 
 from dataclasses import dataclass, replace
@@ -117,7 +118,8 @@ def refresh_vendor_orders(
     cycle_id: int | None = None,
     account_id: str | None = None,
 ) -> dict[str, int]:
-    """Cancel repossession orders overtaken by a payment, a plan, a hold or the account leaving review."""
+    """Cancel repossession orders overtaken by a payment, a plan, a settlement, a hold or the account
+    leaving review."""
     return {
         "vendor_orders_cancelled": vendor_orders.cancel_vendor_orders(
             connection, as_of=as_of, cycle_id=cycle_id, account_id=account_id
