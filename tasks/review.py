@@ -28,7 +28,7 @@ from arrears.review import (
     notice_owed,
     settle_decision,
 )
-from arrears.storage import accounts, read_only, reviews, vendor_orders
+from arrears.storage import accounts, read_only, reviews, settlements, vendor_orders
 from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
 from arrears.storage.reviews import ReviewState
@@ -237,12 +237,14 @@ def decision_options(holds: frozenset[Hold], jurisdiction: str | None = None) ->
 @task(name="decision-context", cache_policy=NO_CACHE)
 def decision_context(review_id: int, now: datetime) -> str:
     """The account's context shown above the ReviewDecision form, as markdown: days past due,
-    amount to cure, jurisdiction, cure deadline, segment, holds and the last contacts. Counts,
+    amount to cure, jurisdiction, cure deadline, segment, holds, a settlement running and the last
+    contacts. Counts,
     amounts and templates only: never a phone number, an address or a message's text."""
     with engine().connect() as connection:
         state = reviews.review_state(connection, review_id)
         assert state is not None, review_id
         context = account_context(connection, state.account_id)
+        agreed = settlements.current_settlement(connection, state.account_id)
     barred = enforcement_barred(state.holds)
     lines = [
         f"### Review {state.review_id} of {state.account_id}",
@@ -264,6 +266,12 @@ def decision_context(review_id: int, now: datetime) -> str:
         lines.append(f"**Court order needed** ({needed}): repossession is not offered; choose legal.")
     elif barred:
         lines.append(f"**Repossession barred** ({barred}): a repossess decision places no vendor order.")
+    if agreed is not None and agreed.status == "active":
+        lines.append(
+            f"**Settlement agreed** ({display(agreed.amount, agreed.currency)} {agreed.currency} by "
+            f"{agreed.pay_by.isoformat()}, agreed by {agreed.agreed_by}): a repossess decision places no "
+            "vendor order while it runs."
+        )
     lines += ["", "**Last contacts**", ""]
     if context.contacts:
         lines += ["| when | channel | template | status | reason |", "|---|---|---|---|---|"]

@@ -555,6 +555,26 @@ def test_a_repossession_decided_while_a_settlement_runs_sends_no_order(
     )
 
 
+def test_the_review_form_shows_a_running_settlement(later_db: Engine, tmp_path: Path) -> None:
+    """The context above the reviewer's form names a settlement the borrower is paying, so the
+    reviewer does not decide a repossession blind to it."""
+    from arrears.storage import reviews
+    from deployments.cli import app
+    from tasks.review import decision_context
+
+    _in_review(later_db, tmp_path, "A-H5", jurisdiction="US-CA", timezone="America/Los_Angeles")
+    _prepare("2026-12-01T17:00:00Z")
+    with later_db.connect() as c:
+        state = reviews.current_review(c, "A-H5")
+    assert state is not None
+    assert "Settlement agreed" not in decision_context.fn(state.review_id, at("2026-12-02T17:00:00Z"))
+    argv = ["settlement", "record", "A-H5", "--amount", "9000.00", "--pay-by", "2026-12-20"]
+    argv += ["--reason", "half", "--agent", "Ben", "--as-of", "2026-12-02T16:00:00Z"]
+    assert CliRunner().invoke(app, argv, catch_exceptions=False).exit_code == 0
+    shown = decision_context.fn(state.review_id, at("2026-12-02T17:00:00Z"))
+    assert "**Settlement agreed** (9000.00 USD by 2026-12-20, agreed by Ben)" in shown
+
+
 def test_hold_after_the_order_cancels_it(later_db: Engine, tmp_path: Path) -> None:
     """A bankruptcy the import could not set against the order (the file imported as of an instant
     before the order was placed) cancels it at the next refresh (automatic stay). The import's
