@@ -32,9 +32,19 @@ from arrears.records import record
 from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
-__all__ = ["AccountView", "Decision", "Facts", "Outgoing", "PlanFact", "Step", "advance", "is_open"]
+__all__ = [
+    "TERMINAL",
+    "AccountView",
+    "Decision",
+    "Facts",
+    "Outgoing",
+    "PlanFact",
+    "Step",
+    "advance",
+    "is_open",
+]
 
-_TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})
+TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})  # final: never left
 _HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
 _RETURNED = "reviewer returned to negotiation"
 
@@ -175,16 +185,16 @@ def _walk(
     dpd = account.days_past_due
     # Exits first: they record facts of payment and apply even under a hold. A settlement paid
     # comes before the balance, which its write-off brought to zero.
-    if stage not in _TERMINAL and facts.settlement == "paid":
+    if stage not in TERMINAL and facts.settlement == "paid":
         yield Exit.SETTLED, "settlement paid: the balance left written off"
         return
-    if stage not in _TERMINAL and account.balance <= 0:
+    if stage not in TERMINAL and account.balance <= 0:
         yield Exit.PAID_OFF, "balance paid in full"
         return
     if is_open(stage) and account.past_due_amount <= 0:
         yield Exit.CURED, "past due cleared"
         return
-    if stage in _TERMINAL:
+    if stage in TERMINAL:
         return
     if stage == Exit.CURED and dpd > 0:
         # Falling delinquent is a fact, not a collection action: it is recorded even under a hold.

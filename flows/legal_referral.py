@@ -27,6 +27,7 @@ from prefect.states import Cancelled, State
 from arrears.clock import business_date
 from arrears.review import enforcement_barred
 from arrears.settings import get_settings
+from arrears.storage.referrals import REFERRAL_ENDED
 from flows._waiting import (
     RunRequest,
     cycle_run_id,
@@ -57,8 +58,8 @@ from tasks.review import installation
 __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 
 REFERRAL_DEPLOYMENT = "legal-referral/referral"
-_DONE = frozenset({"judgment", "settled", "dismissed", "dismissing", "cancelled"})
-_ENDED = _DONE | {"rejected"}  # the run has nothing more to do
+_ENDED = REFERRAL_ENDED  # the run has nothing more to do
+_DONE = _ENDED - {"rejected"}  # the case is over (a rejected filing goes back to the legal team)
 
 
 def _name() -> str:

@@ -19,7 +19,12 @@ from arrears.storage.installation import installation_id
 from arrears.storage.tables import account, audit, borrower, referral
 from arrears.vocabulary import Hold, Stage
 
+# Referral statuses after which a referral run has nothing more to do at the court: the case ended,
+# or it went back to the legal team (`rejected`).
+REFERRAL_ENDED = frozenset({"judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected"})
+
 __all__ = [
+    "REFERRAL_ENDED",
     "ReferralState",
     "filing_drafted",
     "open_referral",

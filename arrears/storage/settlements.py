@@ -15,11 +15,12 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from arrears.clock import business_date as lender_date
 from arrears.currencies import display
+from arrears.lifecycle import TERMINAL
 from arrears.settlements import ACTIVE, SettlementError, assess, check_terms
 from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.bulk import in_range
+from arrears.storage.referrals import REFERRAL_ENDED
 from arrears.storage.tables import account, audit, payment, plan, referral, settlement
-from arrears.vocabulary import Exit
 
 __all__ = [
     "cancel_settlement",
@@ -29,10 +30,6 @@ __all__ = [
     "settlement_json",
     "shard_settlements",
 ]
-
-# Referral statuses after which nothing goes on at the court (`flows.legal_referral`).
-_REFERRAL_ENDED = ("judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected")
-_LEFT = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})
 
 
 def _money(amount: Decimal | None, currency: str) -> str | None:
@@ -250,9 +247,9 @@ def monitor_settlements(
             if when >= s.agreed_at
         ]
         found = assess(s.amount, s.pay_by, payments, business_date=business_date, currency=c)
-        if s.stage in _LEFT or s.balance_now <= 0:
+        if s.stage in TERMINAL or s.balance_now <= 0:
             status = "ended"
-            why = f"account {s.stage}" if s.stage in _LEFT else "balance paid in full"
+            why = f"account {s.stage}" if s.stage in TERMINAL else "balance paid in full"
             detail = f"settlement {s.id} ended: {why}"
         elif found.status == ACTIVE:
             continue
@@ -328,7 +325,7 @@ def _settle_referrals(
     dismissal to counsel."""
     open_ones = connection.execute(
         select(referral.c.id, referral.c.account_id, referral.c.status, referral.c.filing_id).where(
-            referral.c.account_id.in_(account_ids), referral.c.status.not_in(_REFERRAL_ENDED)
+            referral.c.account_id.in_(account_ids), referral.c.status.not_in(REFERRAL_ENDED)
         )
     ).all()
     if not open_ones:
@@ -345,7 +342,7 @@ def _settle_referrals(
         return []
     connection.execute(
         update(referral)
-        .where(referral.c.id.in_([r.id for r in quiet]), referral.c.status.not_in(_REFERRAL_ENDED))
+        .where(referral.c.id.in_([r.id for r in quiet]), referral.c.status.not_in(REFERRAL_ENDED))
         .values(status="settled", updated_at=at)
     )
     return [

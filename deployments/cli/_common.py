@@ -3,6 +3,7 @@
 import inspect
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from arrears.files import create_private_file, private_directory
 # Settings and storage are imported where they are used: `arrears --help` loads neither pydantic
 # nor SQLAlchemy, and every command module stays as light as this one.
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from sqlalchemy import Engine
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "DatabaseOption",
     "Json",
     "Why",
+    "amount_option",
     "app",
     "as_of_instant",
     "audit_actor",
@@ -219,6 +223,26 @@ def use_database(database: str | None) -> str:
         return get_settings().database_url
     except ValueError as error:  # a bad ARREARS_* value: the fields named, never their values
         raise CliError(f"invalid settings: {describe_error(error)}") from None
+
+
+# Money as a person types it: a plain decimal with at most 4 places below 10^14 (what storage
+# holds exactly).
+_PLAIN_AMOUNT = re.compile(r"\d{1,14}(?:\.\d{1,4})?", re.ASCII)
+
+
+def amount_option(text: str) -> "Decimal":
+    """An --amount as money, or a one-line error (NaN, 1e30, -5, 1,000 are not amounts)."""
+    from decimal import Decimal
+
+    if not _PLAIN_AMOUNT.fullmatch(text.strip()):
+        raise CliError(
+            f"--amount: {text!r} is not an amount: a plain number above zero, at most 14 digits "
+            "and 4 decimal places (e.g. 500 or 412.50)"
+        )
+    value = Decimal(text.strip())
+    if value <= 0:
+        raise CliError(f"--amount: {text!r} must be above zero")
+    return value
 
 
 def emit_json(value: object) -> None:

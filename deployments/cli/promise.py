@@ -1,8 +1,6 @@
 """`arrears promise add` and `arrears promise list`: promises to pay taken by agents."""
 
-import re
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -16,6 +14,7 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    amount_option,
     as_of_instant,
     audit_actor,
     command_group,
@@ -28,23 +27,8 @@ __all__ = ["promise_app"]
 
 promise_app = command_group("promise", "Promises to pay: record one taken by phone, list an account's.")
 
-# A promise is for money and days a person can mean: a plain decimal with at most 4 places below
-# 10^14 (what storage holds exactly), due within a year of today, not before it.
-_PLAIN_AMOUNT = re.compile(r"\d{1,14}(?:\.\d{1,4})?", re.ASCII)
+# A promise is for days a person can mean: due within a year of today, not before it.
 _LONGEST_PROMISE = timedelta(days=366)
-
-
-def _amount(text: str) -> Decimal:
-    """The --amount as money, or a one-line error (NaN, 1e30, -5, 1,000 are not amounts)."""
-    if not _PLAIN_AMOUNT.fullmatch(text.strip()):
-        raise CliError(
-            f"--amount: {text!r} is not an amount: a plain number above zero, at most 14 digits "
-            "and 4 decimal places (e.g. 500 or 412.50)"
-        )
-    value = Decimal(text.strip())
-    if value <= 0:
-        raise CliError(f"--amount: {text!r} must be above zero")
-    return value
 
 
 def _promised_day(text: str, today: date) -> date:
@@ -77,7 +61,7 @@ def add(
     from arrears.storage.accounts import account_story
     from tasks.promises import record_agent_promise
 
-    value = _amount(amount)
+    value = amount_option(amount)
     agent = audit_actor(agent)
     at = as_of_instant(as_of)
     # Today is the lender's business date, as the promise records it (`made_on`), not the UTC date:

@@ -1,7 +1,6 @@
 """`arrears settlement record|show|cancel`: settlements agreed by agents (`tasks.settlements`)."""
 
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
@@ -13,6 +12,7 @@ from deployments.cli._common import (
     DatabaseOption,
     Json,
     Why,
+    amount_option,
     as_of_instant,
     audit_actor,
     audit_reason,
@@ -32,16 +32,6 @@ settlement_app = command_group(
 
 Account = Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")]
 _OPTIONS = {"amount": "--amount", "pay_by": "--pay-by"}
-
-
-def _amount(text: str) -> Decimal:
-    try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise CliError(f"--amount: {text!r} is not an amount") from None
-    if not amount.is_finite():
-        raise CliError(f"--amount: {text!r} is not an amount")
-    return amount
 
 
 def _pay_by(text: str) -> date:
@@ -79,7 +69,7 @@ def record(
     from arrears.settlements import SettlementError
     from tasks.settlements import record_settlement
 
-    money, day = _amount(amount), _pay_by(pay_by)
+    money, day = amount_option(amount), _pay_by(pay_by)
     why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
     engine = existing_database(database)
     try:
