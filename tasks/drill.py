@@ -2,7 +2,8 @@
 benchmark (benchmarks/chaos.py).
 
 ARREARS_CRASH_AT="dispatch:2" makes the process SIGKILL itself the second time it reaches the
-point named `dispatch` (no clean-up runs, as with a machine or OOM kill). The points: `refresh`,
+point named `dispatch` (no clean-up runs, as with a machine or OOM kill); ARREARS_CRASH_SIGNAL=SIGINT
+sends Ctrl-C's signal instead. The points: `refresh`,
 `advance` (after a shard), `dispatch` (after a batch was sent, before its outcomes are written),
 `letters` (after the provider took a letter, before it is recorded) and `report`. Unset in production:
 then a check of one environment variable is all it costs. Apart from the Prefect tasks, as the
@@ -42,6 +43,9 @@ def crash_due(name: str) -> bool:
 
 
 def crash() -> None:
-    """kill -9 of the run's process, also from a worker process (which then goes with it)."""
-    os.kill(run_process(), signal.SIGKILL)
-    os.kill(os.getpid(), signal.SIGKILL)
+    """kill -9 of the run's process, also from a worker process (which then goes with it). With
+    ARREARS_CRASH_SIGNAL=SIGINT, a Ctrl-C of the run's process instead: it stops as it would."""
+    sent = signal.Signals[os.environ.get("ARREARS_CRASH_SIGNAL") or "SIGKILL"]
+    os.kill(run_process(), sent)
+    if sent is signal.SIGKILL:
+        os.kill(os.getpid(), signal.SIGKILL)

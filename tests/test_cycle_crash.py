@@ -187,6 +187,33 @@ def test_cycle_killed_at_any_step_is_exact_after_its_rerun(
     _crash_and_rerun(cli_env, url, sms_sandbox, lob, point)
 
 
+def test_cycle_interrupted_by_ctrl_c_says_so_and_its_rerun_carries_on(
+    sqlite_url: str, cli_env: dict[str, str], portfolio: Path, sms_sandbox: Any, lob: Any
+) -> None:
+    """Ctrl-C after the advance's second shard: the cycle exits 1 with one line saying it stopped
+    part-way and how to carry on (typer alone exits 130 and says nothing), its row is closed as
+    failed, not left running, and the rerun finishes the day: nothing twice, nothing lost."""
+    url = _loaded(sqlite_url, portfolio)
+    env = {**cli_env, "ARREARS_DATABASE_URL": url, "ARREARS_CRASH_SIGNAL": "SIGINT"}
+    interrupted = run_cycle(env, AS_OF, "advance:2")
+    assert interrupted.returncode == 1, (interrupted.returncode, interrupted.stderr[-2000:])
+    said = interrupted.stderr.strip().splitlines()[-1]
+    assert said.startswith("error: interrupted: the cycle stopped part-way") and "`arrears cycle`" in said
+    with get_engine(url).connect() as c:
+        assert c.execute(select(cycle_run.c.status)).scalars().all() == ["failed"]
+
+    rerun = run_cycle(env | {"ARREARS_CRASH_SIGNAL": ""}, AS_OF)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    figures = audit(url, sms_sandbox.messages(route="aliyun"), lob.letters())
+    assert figures["received"] > 50
+    assert (figures["duplicates"], figures["lost"], figures["doubled_events"], figures["running_rows"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+
+
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_second_cycle_start_exits_2_saying_a_cycle_is_running(
     db: str, request: pytest.FixtureRequest, cli_env: dict[str, str], portfolio: Path

@@ -37,19 +37,19 @@ AsOf = Annotated[
 def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = False) -> None:
     """Run the daily cycle: payments, advance, reviews and referrals, due SMS, bureau pulls, letters, report.
 
-    Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing
-    and sends nothing; an --as-of before the latest cycle's is refused (exit 2), since days past
-    due and stages only move forward. One cycle at a time per database: while another cycle (or `arrears
+    Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing and
+    sends nothing; an --as-of before the latest cycle's is refused (exit 2), since days past due and
+    stages only move forward. One cycle at a time per database: while another cycle (or `arrears
     dispatch`) runs, this exits 2 saying so. A cycle that was killed is closed as crashed by the
-    next run, which carries on without sending anything twice. With the default (sandbox) SMS and
-    bureau providers a local sandbox server is started for the run. Review and referral runs
-    start only where `arrears serve` serves their deployments; without it, reviews are still
-    opened and decided with `arrears review decide`.
+    next run, which carries on without sending anything twice; one stopped with Ctrl-C closes itself
+    as failed (exit 1, saying so), and its rerun carries on the same way. With the default (sandbox)
+    SMS and bureau providers a local sandbox server is started for the run. Review and referral runs
+    start only where `arrears serve` serves their deployments; without it, reviews are still opened
+    and decided with `arrears review decide`.
 
     Exit codes: 0 done; 2 bad input, an --as-of before the latest cycle's, or a cycle is already
-    running; 4 done, but the SMS provider
-    could not be reached: one line on stderr names it and how many messages wait (scheduled;
-    `arrears dispatch` sends them once it is back); 1 anything else.
+    running; 4 done, but the SMS provider could not be reached: one line on stderr names it and how
+    many messages wait (scheduled; `arrears dispatch` sends them once it is back); 1 anything else.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
@@ -101,6 +101,15 @@ def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]
             return run()
     except (CycleRunning, CycleBackdated) as refused:
         raise CliError(str(refused)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: Prefect marks the flow run crashed and the run is closed as failed. Said in one
+        # line, exit 1 as the import's (DESIGN §8), where typer would exit 130 and say nothing.
+        leased = " (the messages it had taken wait out their ten-minute lease)" if what == "dispatch" else ""
+        raise CliError(
+            f"interrupted: the {what} stopped part-way. What it did is kept; `arrears {what}` "
+            f"carries on from there without sending anything twice{leased}",
+            exit_code=1,
+        ) from None
 
 
 def _providers_ready() -> None:
