@@ -379,25 +379,31 @@ def start_run(
     )
 
 
-def runs_in(flow_name: str, states: list[StateType]) -> list[FlowRun]:
-    """Every run of `flow_name` in one of these states, a page at a time."""
+def runs_in(flow_name: str, states: list[StateType], names: Sequence[str] | None = None) -> list[FlowRun]:
+    """Every run of `flow_name` in one of these states (only those named `names`, where given),
+    a page at a time."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterName,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
 
     found: list[FlowRun] = []
+    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+    run_filter = (
+        FlowRunFilter(state=state)
+        if names is None
+        else FlowRunFilter(state=state, name=FlowRunFilterName(any_=list(names)))
+    )
     with get_client(sync_client=True) as client:
         while True:
             page = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
-                ),
+                flow_run_filter=run_filter,
                 limit=PAGE,
                 offset=len(found),
             )
@@ -411,11 +417,13 @@ def paused_runs(flow_name: str) -> list[FlowRun]:
     return runs_in(flow_name, [StateType.PAUSED])
 
 
-def live_runs(flow_name: str) -> list[FlowRun]:
-    """Runs of `flow_name` that have not ended (scheduled, pending, running, paused)."""
+def live_runs(flow_name: str, names: Sequence[str] | None = None) -> list[FlowRun]:
+    """Runs of `flow_name` that have not ended (scheduled, pending, running, paused); only those
+    named `names`, where given."""
     return runs_in(
         flow_name,
         [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
+        names,
     )
 
 

@@ -349,7 +349,11 @@ def test_automations_notify_through_the_operators_block(prefect_harness: None, w
 
 
 def test_review_list_shows_each_runs_id_and_url(
-    review_deployment: str, sqlite_engine: Engine, sqlite_url: str, reviewing: Any
+    review_deployment: str,
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    reviewing: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`review list --json` gives each review's flow run id and its UI URL when a server is set."""
     from prefect.settings import PREFECT_UI_URL, temporary_settings
@@ -369,6 +373,15 @@ def test_review_list_shows_each_runs_id_and_url(
     [listed] = json.loads(out.stdout)
     assert listed["flow_run_id"] == review.flow_run_id
     assert listed["flow_run_url"] == f"http://prefect.example:4200/runs/flow-run/{review.flow_run_id}"
+    # The table reads only the runs of the reviews it shows, by name: the run is found that way too.
+    from deployments.cli._common import console
+
+    monkeypatch.setattr(console, "width", 400)  # no cell folds
+    table = CliRunner().invoke(
+        app, ["review", "list", "--database", sqlite_url, "--limit", "5", "--as-of", "2026-12-02T00:00:00Z"]
+    )
+    assert table.exit_code == 0, table.output
+    assert review.flow_run_id in table.stdout
 
 
 def test_summary_counts_what_dispatch_did_across_attempts(sqlite_engine: Engine) -> None:

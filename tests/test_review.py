@@ -327,6 +327,45 @@ def test_the_listed_decide_command_works_once_its_placeholders_are_filled(
     assert (review.decision, review.reviewer, review.reason) == ("negotiate", "Ana Ruiz", "promised to call")
 
 
+def test_review_list_counts_what_waits_and_shows_the_oldest_it_is_asked_for(
+    later_db: Engine, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first cycle can open tens of thousands of reviews: the table says how many wait for each,
+    then shows only the oldest (50 unless --limit says, 0 for all), and --waits-for chooses; --json
+    gives every one unless --limit says otherwise."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli import review as review_cli
+    from deployments.cli._common import console
+
+    for account in ("A-L1", "A-L2", "A-L3"):
+        _in_review(later_db, tmp_path, account)
+    _prepare("2026-12-01T17:00:00Z")
+    after = ["review", "list", "--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
+    monkeypatch.setattr(console, "width", 400)
+    monkeypatch.setattr(review_cli, "TABLE_ROWS", 2)
+
+    def listed(*args: str) -> str:
+        out = CliRunner().invoke(app, [*after, *args])
+        assert out.exit_code == 0, out.output
+        return out.stdout
+
+    table = listed()
+    oldest = [w["account_id"] for w in json.loads(listed("--json"))]
+    assert sorted(oldest) == ["A-L1", "A-L2", "A-L3"]
+    assert "waiting: 3 (reviews: reviewer 3)" in table
+    assert "waiting (3): the oldest 2 (--limit 0 for all)" in table
+    assert [a in table for a in oldest] == [True, True, False]
+    assert all(a in listed("--limit", "0") for a in oldest)
+    assert [w["account_id"] for w in json.loads(listed("--json", "--limit", "1"))] == oldest[:1]
+    assert "waiting for reviewer (3): the oldest 2" in listed("--waits-for", "reviewer")
+    assert "nothing waits for a person (court)" in listed("--waits-for", "court")
+    assert json.loads(listed("--waits-for", "legal-team", "--json")) == []
+
+
 def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
     """A payment received after the repossession order cancels it at the first refresh after it
     is received, with the payment as reason."""

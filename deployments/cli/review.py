@@ -6,6 +6,7 @@ same decision as its `ReviewDecision` input. If the run cannot be resumed now (n
 reachable, the run busy), the decision stands and the next cycle hands it to the run.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -40,27 +41,74 @@ class Decision(StrEnum):
     negotiate = "negotiate"
 
 
+class WaitsFor(StrEnum):
+    """Who or what a review or referral waits for (`Waiting.waits_for`, spaces as hyphens)."""
+
+    mailing = "mailing"
+    cure_period = "cure-period"
+    reviewer = "reviewer"
+    hold = "hold"
+    blocked = "blocked"
+    court = "court"
+    legal_team = "legal-team"
+
+
+TABLE_ROWS = 50  # the oldest shown in the table unless --limit says otherwise
+
+
 @review_app.command("list")
-def list_waiting(database: DatabaseOption = None, as_of: AsOf = None, json: Json = False) -> None:
-    """What waits for whom and since when: reviews (cure period, reviewer, hold) and referrals
-    (court, or the legal team for a rejected filing), oldest first."""
+def list_waiting(
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+    waits_for: Annotated[
+        WaitsFor | None,
+        typer.Option("--waits-for", help="Only what waits for this.", case_sensitive=False),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=0,
+            help=f"At most this many, oldest first; 0 for all (default: {TABLE_ROWS}; with --json, all).",
+        ),
+    ] = None,
+) -> None:
+    """What waits for whom and since when: reviews (mailing, cure period, reviewer, hold, blocked)
+    and referrals (court, or the legal team for a rejected filing), oldest first.
+
+    The table shows how many wait for each, then the oldest; a first cycle can open tens of
+    thousands of reviews at once, more than a terminal can show."""
     from arrears.storage.waiting import DECIDE
     from tasks.review import waiting
 
     now = as_of_instant(as_of)
     engine = existing_database(database)
-    found = waiting(engine, now=now)
-    runs = _runs()
+    everything = waiting(engine, now=now)
+    chosen = [w for w in everything if waits_for is None or w.waits_for == waits_for.value.replace("-", " ")]
+    shown = limit if limit is not None else (0 if json else TABLE_ROWS)
+    found = chosen[:shown] if shown else chosen
+    runs = _runs({f"{w.what} {w.account_id}" for w in found} if shown else None) if found else None
     if json:
         emit_json([{**w.as_json(), **_run_of(runs, w.what, w.account_id)} for w in found])
         return
     if not found:
-        console.print("nothing waits for a person")
+        console.print("nothing waits for a person" + (f" ({waits_for.value})" if waits_for else ""))
         return
+    counts = Counter((w.what, w.waits_for) for w in everything)
+    kinds = sorted({what for what, _ in counts})
+    by_kind = "; ".join(
+        f"{what}s: " + ", ".join(f"{who} {n:,}" for (w, who), n in sorted(counts.items()) if w == what)
+        for what in kinds
+    )
+    console.print(f"waiting: {len(everything):,} ({by_kind})", highlight=False, soft_wrap=True)
     # The decide line is the same for every review waiting for its reviewer: said once, under the table.
     deciding = any(w.waits_for == "reviewer" for w in found)
     caption = f"to decide one: {DECIDE.format(account='ACCOUNT_ID')}" if deciding else None
-    table = Table(title=f"waiting ({len(found)})", caption=caption, caption_justify="left")
+    title = f"waiting{f' for {waits_for.value}' if waits_for else ''} ({len(chosen):,})"
+    if len(found) < len(chosen):
+        title += f": the oldest {len(found):,} (--limit 0 for all)"
+    table = Table(title=title, caption=caption, caption_justify="left")
     columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
     for column in columns + (["flow run", "started by cycle run"] if runs else []):
         table.add_column(column, overflow="fold")
@@ -91,9 +139,10 @@ class _Run:
     cycle_run_url: str | None
 
 
-def _runs() -> dict[str, _Run] | None:
-    """The live review and referral runs by name (`review A-1`), when a Prefect server is set
-    (PREFECT_API_URL); None without one or when it cannot be reached."""
+def _runs(names: set[str] | None = None) -> dict[str, _Run] | None:
+    """The live review and referral runs by name (`review A-1`; only those named `names`, where
+    given: the server need not page through every run for the fifty shown), when a Prefect server
+    is set (PREFECT_API_URL); None without one or when it cannot be reached."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -101,7 +150,8 @@ def _runs() -> dict[str, _Run] | None:
     from flows._waiting import live_runs, ui_url
 
     try:
-        found = live_runs("repossession-review") + live_runs("legal-referral")
+        chosen = sorted(names) if names is not None else None
+        found = live_runs("repossession-review", chosen) + live_runs("legal-referral", chosen)
     except Exception as error:  # an unreachable server: the list still shows what waits
         console_err.print(f"[yellow]warning:[/yellow] no flow runs from Prefect: {error}")
         return None
