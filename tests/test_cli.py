@@ -464,6 +464,13 @@ def test_demo_days_mail_the_letters_each_day_hands_over(
     assert {(x["status"], datetime.fromisoformat(x["mailed_at"])) for x in first_day} == {("mailed", mailed)}
     assert all(datetime.fromisoformat(x["deadline"]) > mailed for x in first_day)
     assert all(x["status"] == "created" for x in letters if x not in first_day)
+    # Tens of thousands of letters are more than a terminal shows: the table, the oldest first, counts them.
+    oldest = run("letters", "list", "--database", sqlite_url, "--limit", "1")
+    title = f"letters ({len(letters):,}; the oldest 1 shown, --limit 0 for all)"
+    assert title in " ".join(oldest.stdout.split())
+    first = letters[0]["account_id"]
+    assert first in oldest.stdout
+    assert not any(x["account_id"] in oldest.stdout for x in letters if x["account_id"] != first)
 
 
 def test_show_before_any_cycle_says_the_account_is_not_in_collection(tmp_path: Path, sqlite_url: str) -> None:

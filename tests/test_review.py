@@ -337,16 +337,16 @@ def test_review_list_counts_what_waits_and_shows_the_oldest_it_is_asked_for(
 
     from typer.testing import CliRunner
 
+    from deployments.cli import _common as cli_common
     from deployments.cli import app
-    from deployments.cli import review as review_cli
     from deployments.cli._common import console
 
-    for account in ("A-L1", "A-L2", "A-L3"):
-        _in_review(later_db, tmp_path, account)
+    for account_id in ("A-L1", "A-L2", "A-L3"):
+        _in_review(later_db, tmp_path, account_id)
     _prepare("2026-12-01T17:00:00Z")
     after = ["review", "list", "--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
     monkeypatch.setattr(console, "width", 400)
-    monkeypatch.setattr(review_cli, "TABLE_ROWS", 2)
+    monkeypatch.setattr(cli_common, "TABLE_ROWS", 2)
 
     def listed(*args: str) -> str:
         out = CliRunner().invoke(app, [*after, *args])
@@ -357,11 +357,11 @@ def test_review_list_counts_what_waits_and_shows_the_oldest_it_is_asked_for(
     oldest = [w["account_id"] for w in json.loads(listed("--json"))]
     assert sorted(oldest) == ["A-L1", "A-L2", "A-L3"]
     assert "waiting: 3 (reviews: reviewer 3)" in table
-    assert "waiting (3): the oldest 2 (--limit 0 for all)" in table
+    assert "waiting (3; the oldest 2 shown, --limit 0 for all)" in table
     assert [a in table for a in oldest] == [True, True, False]
     assert all(a in listed("--limit", "0") for a in oldest)
     assert [w["account_id"] for w in json.loads(listed("--json", "--limit", "1"))] == oldest[:1]
-    assert "waiting for reviewer (3): the oldest 2" in listed("--waits-for", "reviewer")
+    assert "waiting for reviewer (3; the oldest 2 shown" in listed("--waits-for", "reviewer")
     assert "nothing waits for a person (court)" in listed("--waits-for", "court")
     assert json.loads(listed("--waits-for", "legal-team", "--json")) == []
 

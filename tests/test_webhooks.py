@@ -1019,6 +1019,9 @@ def test_callbacks_tied_to_no_account_are_listed_for_operators(
     assert json.loads(cli("--json", "--since", "2099-01-01").output) == []
     table = cli()
     assert table.exit_code == 0 and "callbacks kept without an account (4)" in table.output
+    newest = cli("--limit", "1")
+    assert "callbacks kept without an account (4; the newest 1 shown, --limit 0 for all)" in newest.output
+    assert json.loads(cli("--json", "--limit", "1").output) == kept[:1]
     for number in ("13800000000", "13712345678", "2025550143"):
         assert number not in listed.output + table.output
     # The next cycle's report counts them (the artifact and `arrears report` alike).

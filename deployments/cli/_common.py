@@ -6,10 +6,10 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = [
+    "TABLE_ROWS",
     "Agent",
     "AsOf",
     "CliError",
     "DatabaseOption",
     "Json",
+    "Limit",
     "Why",
     "amount_option",
     "app",
@@ -41,6 +43,7 @@ __all__ = [
     "command_group",
     "console",
     "console_err",
+    "counted",
     "database_engine",
     "database_error",
     "database_errors",
@@ -50,6 +53,7 @@ __all__ = [
     "period_bound",
     "quiet_console_logs",
     "reflow_help",
+    "shown",
     "stop_on_signals",
     "use_database",
 ]
@@ -156,6 +160,36 @@ AsOf = Annotated[
     str | None, typer.Option("--as-of", help="As of this ISO 8601 instant with offset (default now).")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+# A list command's table shows this many rows unless --limit says: a first cycle can leave tens of
+# thousands to list (reviews, letters, quarantined items), more than a terminal shows (54,932
+# reviews took two minutes to print). --json, read by scripts, lists all unless --limit says.
+TABLE_ROWS = 50
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=0,
+        help=f"At most this many, in the list's order; 0 for all (default {TABLE_ROWS}; --json: all).",
+    ),
+]
+_Row = TypeVar("_Row")
+
+
+def shown(rows: Sequence[_Row], limit: int | None, *, json: bool) -> Sequence[_Row]:
+    """The rows a list command prints: the first `limit` (0: all), by default `TABLE_ROWS` in a
+    table and all in --json."""
+    n = limit if limit is not None else (0 if json else TABLE_ROWS)
+    return rows[:n] if n else rows
+
+
+def counted(total: int, shown: int, first: str) -> str:
+    """A list table's count, for its title: `54,932`, or `54,932; the oldest 50 shown, --limit 0 for all`."""
+    if shown >= total:
+        return f"{total:,}"
+    return f"{total:,}; the {first} {shown:,} shown, --limit 0 for all"
+
+
 Agent = Annotated[
     str, typer.Option("--agent", envvar="ARREARS_AGENT", help="Who did it: kept in the audit trail.")
 ]

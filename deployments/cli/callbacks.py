@@ -19,11 +19,14 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    Limit,
     command_group,
     console,
+    counted,
     emit_json,
     existing_database,
     period_bound,
+    shown,
 )
 
 __all__ = ["callbacks_app"]
@@ -31,8 +34,6 @@ __all__ = ["callbacks_app"]
 callbacks_app = command_group(
     "callbacks", "Callbacks acknowledged but tied to no account, kept for operators."
 )
-
-_SHOWN = 200  # rows in the table; --json lists them all
 
 
 @callbacks_app.command("list")
@@ -51,6 +52,7 @@ def list_(
     ] = None,
     database: DatabaseOption = None,
     json: Json = False,
+    limit: Limit = None,
 ) -> None:
     """Newest first: when, what kind, from whom, and what it said (reports about no message of ours,
     court statuses for no referral, unreadable items of a batch, texts from numbers no borrower holds)."""
@@ -65,20 +67,19 @@ def list_(
             found = unattributed_callbacks(connection, since=start, kinds=kind or KINDS)
         except ValueError as error:  # a kind there is none of
             raise CliError(f"--kind: {error}") from None
+    listed = shown(found, limit, json=json)
     if json:
-        emit_json([f.as_json() for f in found])
+        emit_json([f.as_json() for f in listed])
         return
     if not found:
         console.print(
             "no callback kept without an account" + (f" since {start:%Y-%m-%d %H:%M %Z}" if start else "")
         )
         return
-    table = Table(title=f"callbacks kept without an account ({len(found)})")
+    table = Table(title=f"callbacks kept without an account ({counted(len(found), len(listed), 'newest')})")
     for column in ("id", "at", "kind", "from", "detail"):
         table.add_column(column)
-    for f in found[:_SHOWN]:
+    for f in listed:
         # Text, not markup: a vendor's or a borrower's words may hold brackets.
         table.add_row(*(Text(c) for c in (str(f.id), f"{f.at:%Y-%m-%d %H:%M}", f.kind, f.actor, f.detail)))
     console.print(table)
-    if len(found) > _SHOWN:
-        console.print(f"{len(found) - _SHOWN} older ones not shown: --json lists them all, --since narrows")

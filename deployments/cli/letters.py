@@ -15,13 +15,16 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    Limit,
     Why,
     as_of_instant,
     audit_reason,
     command_group,
     console,
+    counted,
     emit_json,
     existing_database,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ def list_(
     ] = None,
     database: DatabaseOption = None,
     json: Json = False,
+    limit: Limit = None,
 ) -> None:
     """Letters with their kind, status, mailed date and the deadline counted from it."""
     # Imported in the command: `arrears --help` loads none of storage.
@@ -58,11 +62,12 @@ def list_(
     with read_only(engine) as connection:
         if account is not None and account_row(connection, account) is None:  # a typo is not "no letters"
             raise CliError(f"no account {account!r}")
-        found = [row.as_json() for row in list_letters(connection, account_id=account, status=status)]
+        letters = list_letters(connection, account_id=account, status=status)
+    found = [row.as_json() for row in shown(letters, limit, json=json)]
     if json:
         emit_json(found)
         return
-    table = Table(title="letters")
+    table = Table(title=f"letters ({counted(len(letters), len(found), 'oldest')})")
     for column in ("id", "account", "kind", "status", "mailed at", "deadline", "reason"):
         table.add_column(column)
     for f in found:

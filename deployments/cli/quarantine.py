@@ -16,11 +16,14 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    Limit,
     as_of_instant,
     command_group,
     console,
+    counted,
     emit_json,
     existing_database,
+    shown,
 )
 
 __all__ = ["quarantine_app"]
@@ -35,20 +38,22 @@ def list_entries(
     resolved: Annotated[bool, typer.Option("--resolved", help="Include the resolved entries.")] = False,
     database: DatabaseOption = None,
     json: Json = False,
+    limit: Limit = None,
 ) -> None:
     """The quarantine, oldest first: what failed, where (account, reply, message), in which step, and the
     error."""
     from tasks.isolation import quarantine_entries
 
     existing_database(database)
-    found = quarantine_entries(include_resolved=resolved)
+    entries = quarantine_entries(include_resolved=resolved)
+    found = shown(entries, limit, json=json)
     if json:
         emit_json(found)
         return
     if not found:
         console.print("nothing in quarantine")
         return
-    table = Table(title=f"quarantine ({len(found)})")
+    table = Table(title=f"quarantine ({counted(len(entries), len(found), 'oldest')})")
     for column in ("id", "what", "ref", "account", "step", "error", "at", "retried", "resolved"):
         table.add_column(column)
     for e in found:

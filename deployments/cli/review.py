@@ -21,13 +21,16 @@ from deployments.cli._common import (
     CliError,
     DatabaseOption,
     Json,
+    Limit,
     as_of_instant,
     audit_actor,
     command_group,
     console,
     console_err,
+    counted,
     emit_json,
     existing_database,
+    shown,
 )
 
 __all__ = ["review_app"]
@@ -53,9 +56,6 @@ class WaitsFor(StrEnum):
     legal_team = "legal-team"
 
 
-TABLE_ROWS = 50  # the oldest shown in the table unless --limit says otherwise
-
-
 @review_app.command("list")
 def list_waiting(
     database: DatabaseOption = None,
@@ -65,14 +65,7 @@ def list_waiting(
         WaitsFor | None,
         typer.Option("--waits-for", help="Only what waits for this.", case_sensitive=False),
     ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            min=0,
-            help=f"At most this many, oldest first; 0 for all (default: {TABLE_ROWS}; with --json, all).",
-        ),
-    ] = None,
+    limit: Limit = None,
 ) -> None:
     """What waits for whom and since when: reviews (mailing, cure period, reviewer, hold, blocked)
     and referrals (court, or the legal team for a rejected filing), oldest first.
@@ -86,9 +79,9 @@ def list_waiting(
     engine = existing_database(database)
     everything = waiting(engine, now=now)
     chosen = [w for w in everything if waits_for is None or w.waits_for == waits_for.value.replace("-", " ")]
-    shown = limit if limit is not None else (0 if json else TABLE_ROWS)
-    found = chosen[:shown] if shown else chosen
-    runs = _runs({f"{w.what} {w.account_id}" for w in found} if shown else None) if found else None
+    found = shown(chosen, limit, json=json)
+    every = len(found) == len(chosen)  # then every live run is read, a page at a time
+    runs = _runs(None if every else {f"{w.what} {w.account_id}" for w in found}) if found else None
     if json:
         emit_json([{**w.as_json(), **_run_of(runs, w.what, w.account_id)} for w in found])
         return
@@ -105,9 +98,8 @@ def list_waiting(
     # The decide line is the same for every review waiting for its reviewer: said once, under the table.
     deciding = any(w.waits_for == "reviewer" for w in found)
     caption = f"to decide one: {DECIDE.format(account='ACCOUNT_ID')}" if deciding else None
-    title = f"waiting{f' for {waits_for.value}' if waits_for else ''} ({len(chosen):,})"
-    if len(found) < len(chosen):
-        title += f": the oldest {len(found):,} (--limit 0 for all)"
+    whom = f" for {waits_for.value}" if waits_for else ""
+    title = f"waiting{whom} ({counted(len(chosen), len(found), 'oldest')})"
     table = Table(title=title, caption=caption, caption_justify="left")
     columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
     for column in columns + (["flow run", "started by cycle run"] if runs else []):
