@@ -363,6 +363,24 @@ class CycleRun(SQLModel, table=True):
     owner: str | None = Field(default=None, max_length=128)  # host and process id, for people
 
 
+class ImportedFile(SQLModel, table=True):
+    """A file `arrears import` stored, known by its content's SHA-256. The servicing system's files
+    carry no date of their own: an accounts file delivered again after a newer one would set every
+    balance, date and number back to what it says, so such a file is refused
+    (`arrears.storage.imported_files`). Also what operators read back: which files, when, counted how."""
+
+    __tablename__ = "imported_file"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # accounts | payments
+    name: str = Field(max_length=255)  # as it was given, without its directory
+    size: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64, index=True)
+    imported_at: datetime = _instant()
+    accepted: int
+    rejected: int
+
+
 class Quarantine(SQLModel, table=True):
     """An account, inbound message or outbox message set aside by a failure (DESIGN §4 isolation).
 

@@ -256,3 +256,45 @@ def test_a_failure_after_the_commit_keeps_the_imports_exit_code_and_summary(
     assert "warning: the file is stored, but letters waiting for an address were not written" in result.err
     assert "database is locked" in result.err
     assert stored(sqlite_url, Account) == 1
+
+
+def test_an_accounts_file_delivered_again_after_a_newer_one_is_refused(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """The files carry no date: yesterday's file dropped again after today's (here under another
+    name) would set every balance back. It is refused, exit 2, naming both files, and nothing is
+    stored; the same file twice in a row is not refused, and --reimport imports it anyway.
+    `import history` lists every file stored, newest first, with its digest."""
+    yesterday = account_record(account_id="A-R1", balance="1000.00")
+    today = account_record(account_id="A-R1", balance="900.00")
+    older = write_csv(tmp_path / "accounts-1201.csv", [yesterday])
+    newer = write_csv(tmp_path / "accounts-1202.csv", [today])
+    again = tmp_path / "accounts-1201-resent.csv"
+    again.write_bytes(older.read_bytes())
+
+    def balance() -> str:
+        with get_engine(sqlite_url).connect() as connection:
+            return str(connection.execute(select(Account.balance)).scalar_one())  # type: ignore[arg-type]
+
+    assert arrears("import", "accounts", str(older)).code == 0
+    assert arrears("import", "accounts", str(older)).code == 0  # twice in a row: nothing changes
+    assert arrears("import", "accounts", str(newer)).code == 0
+    refused = arrears("import", "accounts", str(again))
+    assert refused.code == 2
+    assert "this file was imported on" in refused.err and "(as accounts-1201.csv)" in refused.err
+    assert "accounts-1202.csv after it" in refused.err and "--reimport imports it anyway" in refused.err
+    assert balance() == "900.0000"
+    assert arrears("import", "accounts", str(newer)).code == 0  # the newest again: not refused
+    assert arrears("import", "accounts", str(again), "--reimport").code == 0
+    assert balance() == "1000.0000"
+
+    listed = json.loads(arrears("import", "history", "--json").out)
+    assert [(f["name"], f["accepted"]) for f in listed] == [
+        ("accounts-1201-resent.csv", 1),
+        ("accounts-1202.csv", 1),
+        ("accounts-1202.csv", 1),
+        ("accounts-1201.csv", 1),
+        ("accounts-1201.csv", 1),
+    ]
+    assert listed[0]["sha256"] == listed[-1]["sha256"] != listed[1]["sha256"]
+    assert "files imported (5; the newest 2 shown" in arrears("import", "history", "--limit", "2").out

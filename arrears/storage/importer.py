@@ -55,6 +55,7 @@ from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
 from arrears.storage._common import opted_out_numbers
 from arrears.storage.bulk import among
+from arrears.storage.imported_files import digest_of, record_import, stale_import
 from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import table_of
 from arrears.storage.vendor_orders import cancel_vendor_orders
@@ -512,6 +513,7 @@ def run_import(
     on_progress: Callable[[ImportSummary, int], None] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
     rejects_to: Path | None = None,
+    reimport: bool = False,
 ) -> ImportSummary:
     """Check and store every record of `source`, all or nothing; rejected ones go to `FILE.rejects.csv`
     (or to `rejects_to`: a file, or a directory to hold FILE.rejects.csv).
@@ -526,9 +528,13 @@ def run_import(
     (0: all here); a script calling this on such a file needs the `if __name__ == "__main__"`
     guard every spawning program needs. `on_progress`'s bytes read then run a few chunks ahead.
 
-    Raises, with nothing stored: UnreadableFile (a byte not valid in the file's encoding, met
-    half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a reason; it is
-    asked after every chunk and before the commit), or the database's error. `on_progress` is
+    The file is recorded, by its content's SHA-256, with the import (`imported_files`): an
+    accounts file imported before, with another imported after it, would set balances back, and
+    is refused (StaleImport) unless `reimport`.
+
+    Raises, with nothing stored: StaleImport, UnreadableFile (a byte not valid in the file's
+    encoding, met half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a
+    reason; it is asked after every chunk and before the commit), or the database's error. `on_progress` is
     called after each chunk with the summary so far and the bytes read. Returns when committed.
     """
     now = now or utcnow()
@@ -546,6 +552,7 @@ def run_import(
         if reason:
             raise ImportInterrupted(reason, summary.read)
 
+    digest = digest_of(source.path)
     target = rejects_path(source.path, rejects_to)
     read: Any = read_account if kind is Kind.ACCOUNTS else read_payment
     with (
@@ -563,6 +570,9 @@ def run_import(
         )
         try:
             with connection.begin():
+                stale = stale_import(connection, kind=kind.value, sha256=digest)
+                if stale is not None and not reimport:
+                    raise stale
                 for window in _batched(checked, chunk_size):
                     late = _store_chunk(
                         connection, summary, [item.row for item in window if item.row is not None], now
@@ -589,6 +599,7 @@ def run_import(
                     # A payment or a collection hold cancels a repossession order at once, not at the next
                     # cycle: a repossession after the borrower paid is the finding regulators make most.
                     summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
+                record_import(connection, source, digest, now, summary.accepted, summary.rejected)
                 check_stop()
                 summary.rejects_file = rejects.publish()
         except BaseException:

@@ -16,6 +16,7 @@ from arrears.models import (
     ContactPoint,
     CycleRun,
     EarlyReport,
+    ImportedFile,
     Letter,
     Message,
     OptedOutNumber,
@@ -38,6 +39,7 @@ __all__ = [
     "cycle_run",
     "early_report",
     "hold",
+    "imported_file",
     "letter",
     "mailing_region",
     "message",
@@ -70,6 +72,7 @@ contact = table_of(ContactPoint)
 cycle_run = table_of(CycleRun)
 early_report = table_of(EarlyReport)
 hold = table_of(AccountHold)
+imported_file = table_of(ImportedFile)
 letter = table_of(Letter)
 message = table_of(Message)
 opted_out_number = table_of(OptedOutNumber)

@@ -2,11 +2,11 @@
 
 Exit codes are the operator contract: 0 every row accepted; 3 some rejected (the accepted ones
 stored, the rejected ones in FILE.rejects.csv, or where --rejects says); 2 the file could not be
-read (a byte not valid in its encoding, wrong columns) or its rejects could not be written:
-nothing stored; 1 the database failed or the import was stopped (SIGTERM, Ctrl-C): nothing
-stored. A file is stored all or nothing. Accepted plus rejected always equals the data lines of
-the file, and all are printed; the empty rows a spreadsheet saves (separators alone) are no data
-line and are counted apart.
+read (a byte not valid in its encoding, wrong columns), its rejects could not be written, or an
+accounts file imported before came again after a newer one (`--reimport`): nothing stored; 1 the
+database failed or the import was stopped (SIGTERM, Ctrl-C): nothing stored. A file is stored all or
+nothing. Accepted plus rejected always equals the data lines of the file, and all are printed; the
+empty rows a spreadsheet saves (separators alone) are no data line and are counted apart.
 """
 
 import json
@@ -26,11 +26,17 @@ from arrears.files import DEFAULT_ENCODING
 from deployments.cli._common import (
     CliError,
     DatabaseOption,
+    Json,
+    Limit,
     app,
     console,
     console_err,
+    counted,
     database_error,
+    emit_json,
+    existing_database,
     open_database,
+    shown,
     stop_on_signals,
     use_database,
 )
@@ -85,11 +91,23 @@ def accounts(
     as_json: JsonOption = False,
     encoding: EncodingOption = DEFAULT_ENCODING,
     rejects: RejectsOption = None,
+    reimport: Annotated[
+        bool,
+        typer.Option(
+            "--reimport",
+            help="Import a file imported before though another came after it (it sets balances back).",
+        ),
+    ] = False,
 ) -> None:
-    """Create or update accounts, borrowers, contact points and holds; never the lifecycle state."""
+    """Create or update accounts, borrowers, contact points and holds; never the lifecycle state.
+
+    A file imported before, with another accounts file imported after it, is refused (exit 2,
+    nothing stored): the files carry no date, and it would set every balance, due date and number
+    back to what it says. Files are known by their content, whatever their name; the same file
+    imported twice in a row changes nothing and is not refused."""
     from arrears.importing import Kind
 
-    _import(Kind.ACCOUNTS, file, database, as_json, encoding, rejects)
+    _import(Kind.ACCOUNTS, file, database, as_json, encoding, rejects, reimport)
 
 
 @import_app.command("payments")
@@ -106,13 +124,53 @@ def payments(
     _import(Kind.PAYMENTS, file, database, as_json, encoding, rejects)
 
 
+@import_app.command("history")
+def history(database: DatabaseOption = None, json: Json = False, limit: Limit = None) -> None:
+    """The files imported, newest first: kind, name, size, when, rows accepted and rejected, and
+    the content's SHA-256 by which a file delivered again is known."""
+    from arrears.storage import read_only
+    from arrears.storage.imported_files import imported_files
+
+    engine = existing_database(database)
+    with read_only(engine) as connection:
+        files = imported_files(connection)
+    listed = shown(files, limit, json=json)
+    if json:
+        emit_json([f.as_json() for f in listed])
+        return
+    if not listed:
+        console.print("no file imported yet")
+        return
+    table = Table(title=f"files imported ({counted(len(files), len(listed), 'newest')})")
+    for column in ("id", "kind", "name", "imported (UTC)", "accepted", "rejected", "sha256"):
+        table.add_column(column)
+    for f in listed:
+        table.add_row(
+            str(f.id),
+            f.kind,
+            escape(f.name),
+            f"{f.imported_at:%Y-%m-%d %H:%M}",
+            f"{f.accepted:,}",
+            f"{f.rejected:,}",
+            f.sha256[:12],
+        )
+    console.print(table)
+
+
 def _import(
-    kind: "Kind", file: Path, database: str | None, as_json: bool, encoding: str, rejects: Path | None
+    kind: "Kind",
+    file: Path,
+    database: str | None,
+    as_json: bool,
+    encoding: str,
+    rejects: Path | None,
+    reimport: bool = False,
 ) -> None:
     """The one path of both commands: read, check, store all or nothing, report."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from arrears.importing import Kind, RejectsUnwritable, UnreadableFile, open_source
+    from arrears.storage.imported_files import StaleImport
     from arrears.storage.importer import ImportInterrupted, run_import
 
     # The file is checked before the database is opened: a file that cannot be read creates
@@ -138,7 +196,10 @@ def _import(
                     on_progress=lambda summary, position: advance(summary.read, position),
                     stop_requested=stop_requested,
                     rejects_to=rejects,
+                    reimport=reimport,
                 )
+        except StaleImport as error:
+            raise CliError(f"{file}: {error}. Nothing was stored; --reimport imports it anyway") from None
         except UnreadableFile as error:
             raise CliError(str(error)) from None
         except RejectsUnwritable as error:
