@@ -52,9 +52,53 @@ class Negotiation(_Section):
 
 
 class Restructuring(_Section):
+    """The offer's expiry and the plan numbers `arrears.restructuring.plan_rules` reads (a policy
+    file naming `plan_grace_days` was refused as an unknown key, so every lender had the defaults)."""
+
     offer_expiry_days: int = Field(
         default=14, description="An offer unanswered this long counts as declined."
     )
+    max_deferral_instalments: int = Field(
+        default=3, ge=1, description="Instalments a deferral may move to the end of the term."
+    )
+    instalment_months: tuple[int, ...] = Field(
+        default=(3, 6),
+        min_length=1,
+        description="The instalment plans offered, in months, recommended first.",
+    )
+    min_instalment_months: int = Field(default=2, ge=1, description="The shortest instalment plan.")
+    max_instalment_months: int = Field(
+        default=12, ge=1, description="The longest instalment plan an agent may agree."
+    )
+    plan_grace_days: int = Field(
+        default=5, ge=0, description="Days after its due date a plan payment still counts as on time."
+    )
+    plan_lead_days: int = Field(
+        default=5, ge=0, description="Days from the agreement to a plan's first payment, at least."
+    )
+    reage_after_payments: int | None = Field(
+        default=3,
+        ge=1,
+        description=(
+            "On-time payments of an instalment plan that bring the account current (re-age); "
+            "null (JSON policy) never re-ages."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _plans_fit(self) -> "Restructuring":
+        if self.min_instalment_months > self.max_instalment_months:
+            raise ValueError("min_instalment_months must not exceed max_instalment_months")
+        outside = [
+            m
+            for m in self.instalment_months
+            if not self.min_instalment_months <= m <= self.max_instalment_months
+        ]
+        if outside:
+            raise ValueError(
+                f"instalment_months {outside[0]} lies outside min_instalment_months..max_instalment_months"
+            )
+        return self
 
 
 class Settlements(_Section):

@@ -83,8 +83,10 @@ DEFAULT_PLAN_RULES = PlanRules()
 
 
 def plan_rules(policy: Any) -> PlanRules:
-    """The plan numbers of a policy's `restructuring` section where it has them (field names as
-    in `PlanRules`, prefixed `plan_` for grace and lead days), the defaults otherwise."""
+    """The plan numbers of a policy's `restructuring` section (`arrears.policy.Restructuring`:
+    `max_deferral_instalments`, `instalment_months`, `min_instalment_months`,
+    `max_instalment_months`, `plan_grace_days`, `plan_lead_days`, `reage_after_payments`), the
+    defaults for a policy without one."""
     section = getattr(policy, "restructuring", None)
     d = DEFAULT_PLAN_RULES
 

@@ -18,6 +18,7 @@ from arrears.restructuring import (
     Loan,
     PlanError,
     PlanReply,
+    PlanRules,
     PlanTerms,
     choose,
     deferral,
@@ -234,8 +235,51 @@ def test_offers_recommend_a_deferral_only_when_it_fits() -> None:
 
 
 def test_policy_without_plan_numbers_gives_the_defaults() -> None:
-    """The default policy has no plan section yet: the plan rules fall back to their defaults."""
+    """The default policy's plan numbers are the plan rules' defaults."""
     assert plan_rules(DEFAULT_POLICY) == DEFAULT_PLAN_RULES
+
+
+def test_a_policy_file_sets_the_plan_numbers(tmp_path: Path) -> None:
+    """A policy file naming `[restructuring] plan_grace_days` was refused as an unknown key, so no
+    lender could change a plan's grace, lead, terms or re-ageing: the file's numbers are the plan
+    rules'."""
+    from arrears.policy import load_policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        "[restructuring]\nplan_grace_days = 10\nplan_lead_days = 7\nmax_deferral_instalments = 2\n"
+        "instalment_months = [4, 8]\nmax_instalment_months = 9\nreage_after_payments = 6\n"
+    )
+    assert plan_rules(load_policy(path)) == PlanRules(
+        max_deferral=2,
+        instalment_months=(4, 8),
+        min_instalment_months=2,
+        max_instalment_months=9,
+        grace_days=10,
+        min_lead_days=7,
+        reage_after=6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("plan_grace_days = -1", "restructuring.plan_grace_days: Input should be greater than or equal to 0"),
+        ("instalment_months = [3, 24]", "restructuring: .*instalment_months 24 lies outside"),
+        ("plan_grace = 3", "restructuring.plan_grace: Extra inputs are not permitted"),
+    ],
+)
+def test_a_policy_file_with_bad_plan_numbers_is_refused_naming_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    """A negative grace, an offered plan longer than the longest allowed, or a misspelt key is
+    refused at start with the key named, not run with."""
+    from arrears.policy import PolicyError, load_policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text(f"[restructuring]\n{toml}\n")
+    with pytest.raises(PolicyError, match=key):
+        load_policy(path)
 
 
 # -- monitoring -------------------------------------------------------------------------------------
