@@ -72,12 +72,14 @@ class AccountView:
     timezone: str
     next_due_date: date | None = None
     region: str | None = None  # the mailing address's ISO 3166-2 region (US-TX), when the file gives one
+    oldest_due_date: date | None = None  # the oldest instalment unpaid: when this delinquency is dated from
 
 
 @record
 class PlanFact:
     status: str  # offered | active | completed | defaulted | declined
-    since: date
+    since: date  # the lender's business date it was offered, agreed or ended
+    episode: int | None = None  # the stage episode it was offered or agreed in; None: not known
 
 
 @record
@@ -157,6 +159,8 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
         policy=policy.segmentation,
     )
     collection_holds = tuple(sorted(h for h in facts.holds if h.scope is HoldScope.COLLECTION))
+    if facts.plan is not None and _earlier_delinquency(account, facts.plan):
+        facts = replace(facts, plan=None)
 
     steps: list[Step] = []
     stage = account.stage
@@ -175,6 +179,27 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
             _outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned
         )
     return Decision(account.account_id, stage, episode, segment, tuple(steps), messages, collection_holds)
+
+
+def _earlier_delinquency(account: AccountView, plan: PlanFact) -> bool:
+    """Whether the account's latest plan belongs to a delinquency it has since left, and so says
+    nothing about this one. Read as this one's, a deferral completed last year cured a borrower
+    falling behind again the day they reached restructuring (and every day after), a plan defaulted
+    then kept them from any offer now, and an offer left open by a cure expired into review the
+    day they were back, never sent.
+
+    A completed plan brought its account current: whatever is past due now is a new delinquency's.
+    An offer is of the restructuring stay (episode) it was made in. A declined or defaulted plan
+    is this delinquency's unless it ended before the oldest instalment now unpaid fell due."""
+    match plan.status:
+        case "active":
+            return False
+        case "completed":
+            return True
+        case "offered":
+            return plan.episode is not None and plan.episode != account.episode
+    oldest = account.oldest_due_date
+    return oldest is not None and plan.since < oldest
 
 
 def _walk(
@@ -252,8 +277,7 @@ def _next(
                     who = "strategic: " if segment is Segment.STRATEGIC else ""
                     return Stage.REPOSSESSION_REVIEW, f"{who}{dpd} days past due without a working plan"
         case Stage.RESTRUCTURING:
-            if plan == "completed":
-                return Exit.CURED, "plan completed"
+            # A completed plan cures through the past due it cleared (`monitor_plans`), above.
             if plan in ("declined", "defaulted"):
                 return Stage.REPOSSESSION_REVIEW, f"plan {plan}"
             if (

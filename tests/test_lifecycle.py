@@ -207,10 +207,56 @@ def test_restructuring_offers_once_then_waits_for_the_plan() -> None:
     assert waiting.stage == Stage.RESTRUCTURING and waiting.messages == ()
 
 
-def test_completed_plan_cures() -> None:
-    """A completed plan exits restructuring as cured."""
-    decision = decide(view(stage=Stage.RESTRUCTURING, dpd=30), facts(plan=PlanFact("completed", TODAY)))
-    assert decision.stage == Exit.CURED and decision.steps[0].reason == "plan completed"
+def test_completed_plan_cures_through_the_past_due_it_cleared() -> None:
+    """A completed plan has brought the account current (the plan step clears the past due), so
+    restructuring exits cured; a completed plan alone, with past due left, cures nothing."""
+    current = view(stage=Stage.RESTRUCTURING, dpd=0)
+    decision = decide(current, facts(plan=PlanFact("completed", TODAY)))
+    assert decision.stage == Exit.CURED and decision.steps[0].reason == "past due cleared"
+    behind = decide(
+        view(stage=Stage.RESTRUCTURING, dpd=30), facts(ability=0.2, plan=PlanFact("completed", TODAY))
+    )
+    assert (behind.stage, [m.template for m in behind.messages]) == (
+        Stage.RESTRUCTURING,
+        ["restructuring_offer"],
+    )
+
+
+def test_a_plan_of_an_earlier_delinquency_is_not_this_ones() -> None:
+    """The latest plan was read whatever delinquency it was made in: a deferral completed last
+    year cured a hardship borrower behind again on the day they reached restructuring; a plan
+    defaulted then kept them in negotiation without an offer; an offer a cure left open expired
+    into review the day they were back, its offer never sent. Each is the earlier delinquency's:
+    restructuring is entered and the offer made."""
+    behind = view(stage=Stage.NEGOTIATION, dpd=20, episode=9, oldest_due_date=TODAY - timedelta(days=20))
+    earlier = TODAY - timedelta(days=200)
+    for plan in (
+        PlanFact("completed", earlier, 3),
+        PlanFact("defaulted", earlier, 3),
+        PlanFact("declined", earlier, 3),
+        PlanFact("offered", earlier, 3),
+    ):
+        decision = decide(behind, facts(ability=0.2, plan=plan))
+        assert [(s.to_stage, s.reason) for s in decision.steps] == [
+            (Stage.RESTRUCTURING, "hardship: willing but unable to pay")
+        ], plan
+        assert [m.key for m in decision.messages] == ["A-1:restructuring:10:offer"], plan
+
+
+def test_a_plan_of_this_delinquency_still_decides() -> None:
+    """A plan declined or defaulted since the oldest unpaid instalment fell due, and an offer of the
+    current restructuring stay, are this delinquency's: the first keeps negotiation from offering
+    again, the second expires into review."""
+    oldest = TODAY - timedelta(days=70)
+    back = view(stage=Stage.NEGOTIATION, dpd=70, episode=9, oldest_due_date=oldest)
+    for status in ("declined", "defaulted"):
+        f = facts(
+            ability=0.2, plan=PlanFact(status, oldest, 7), returned_from_review=TODAY - timedelta(days=5)
+        )
+        assert decide(back, f).steps == (), status
+    staying = view(stage=Stage.RESTRUCTURING, dpd=40, episode=9, oldest_due_date=oldest)
+    expired = facts(ability=0.2, plan=PlanFact("offered", TODAY - timedelta(days=14), 9))
+    assert decide(staying, expired).stage == Stage.REPOSSESSION_REVIEW
 
 
 @pytest.mark.parametrize("status", ["declined", "defaulted"])

@@ -604,3 +604,34 @@ def test_plan_show_says_why_a_loan_without_an_instalment_gets_no_offer(
         [],
         "the loan has no instalment amount",
     )
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_hardship_borrower_behind_again_after_a_completed_deferral_is_offered_a_plan(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A deferral completed in December was still the account's plan when the borrower fell behind
+    again in January: the cycle that took them into restructuring cured them there ('plan
+    completed') with the past due unpaid, and did so again every day. They are offered a plan."""
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R12")
+    day(later_db, "2026-12-01T16:00:00Z")
+    accept_plan(
+        later_db, account_id="A-R12", kind="deferral", months=None, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    day(later_db, "2026-12-02T16:00:00Z")
+    pay(later_db, tmp_path, "A-R12", "412.50", "2026-12-11T15:00:00Z")
+    day(later_db, "2026-12-11T16:00:00Z")
+    assert [p.status for p in rows(later_db, plan_t, "A-R12")] == ["completed"]
+    assert account(later_db, "A-R12").stage == "cured"
+    behind = us_account("A-R12", past_due_amount="412.50", oldest_due_date="2027-01-11")
+    import_rows(later_db, tmp_path, [behind], now=at("2027-01-27T15:00:00Z"))
+    set_scores(later_db, "A-R12", ability=0.3, willingness=0.7)
+    for when in ("2027-01-27T16:00:00Z", "2027-01-28T16:00:00Z"):
+        day(later_db, when)
+        a = account(later_db, "A-R12")
+        assert (a.stage, a.past_due_amount) == ("restructuring", Decimal("412.50")), when
+    assert [p.status for p in rows(later_db, plan_t, "A-R12")] == ["completed", "offered"]
+    transitions = [e.detail for e in events(later_db, "A-R12", "transition")]
+    assert not any("plan completed" in d for d in transitions), transitions

@@ -201,6 +201,7 @@ _SHARD_COLUMNS = (
     "jurisdiction",
     "timezone",
     "next_due_date",
+    "oldest_due_date",
     "ability",
     "willingness",
     "broken_promises",
@@ -274,6 +275,7 @@ def load_shard(
         jurisdiction,
         timezone,
         next_due_date,
+        oldest_due_date,
         ability,
         willingness,
         broken_promises,
@@ -298,6 +300,7 @@ def load_shard(
             timezone=timezone,
             next_due_date=next_due_date,
             region=region,
+            oldest_due_date=oldest_due_date,
         )
         context = MessageContext(
             lender=lender,
@@ -320,7 +323,15 @@ def load_shard(
             broken_promises=broken_promises,
             promise_pending=account_id in pending,
             promise_broken_in_stage=broken is not None and broken >= stage_since,
-            plan=PlanFact(plan.status, lender_date(plan.updated_at, lender_timezone)) if plan else None,
+            plan=(
+                PlanFact(
+                    plan.status,
+                    lender_date(plan.updated_at, lender_timezone),
+                    (plan.terms or {}).get("episode"),
+                )
+                if plan
+                else None
+            ),
             review_decision=(
                 DecisionKind(review.decision)
                 if review is not None and review.decision and review.decided_at >= stage_since
