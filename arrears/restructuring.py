@@ -29,7 +29,7 @@ renewed willingness and ability to repay.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -39,6 +39,8 @@ import pendulum
 
 from arrears.currencies import minor_units
 from arrears.inbound import normalise
+from arrears.settlements import MORATORIA
+from arrears.vocabulary import Hold
 
 __all__ = [
     "DEFAULT_PLAN_RULES",
@@ -49,6 +51,7 @@ __all__ = [
     "PlanRules",
     "PlanTerms",
     "Progress",
+    "check_holds",
     "choose",
     "count_months",
     "deferral",
@@ -106,6 +109,24 @@ def plan_rules(policy: Any) -> PlanRules:
 
 class PlanError(ValueError):
     """A plan that cannot be made for this loan; the message says why, for the agent or the audit."""
+
+
+# A plan is an agreement to pay the debt, barred where a settlement is (`arrears.settlements`).
+_BARRED = {
+    Hold.BANKRUPTCY: "the automatic stay (11 U.S.C. 362(a)(6)) bars collecting the debt: "
+    "a repayment plan is made with the trustee and approved by the court",
+    Hold.BREATHING_SPACE: "Breathing Space (Debt Respite Scheme regulations 2020) bars "
+    "enforcement and requests for payment",
+}
+
+
+def check_holds(holds: Iterable[Hold]) -> None:
+    """Refuse a plan under a statutory moratorium (bankruptcy, Breathing Space): agreeing one is
+    collecting the debt, and its confirmation letter asks for payment. A dispute, a death or
+    military service does not bar it, as it does not bar a settlement."""
+    barred = sorted(h for h in holds if h in MORATORIA)
+    if barred:
+        raise PlanError(f"{barred[0]} hold: {_BARRED[barred[0]]}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,10 @@ from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
 from arrears.currencies import display
-from arrears.restructuring import PlanError, PlanTerms, offers, plan_rules
+from arrears.restructuring import PlanError, PlanTerms, check_holds, offers, plan_rules
 from arrears.settings import get_settings
-from arrears.storage import accounts, plans, quarantine
+from arrears.storage import accounts, holds, plans, quarantine
+from arrears.vocabulary import Hold
 from tasks import isolation
 from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
@@ -114,6 +115,7 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
         if a is None:
             return None
         current = plans.current_plan(connection, account_id)
+        held = [Hold(h.kind) for h in holds.account_holds(connection, account_id)]
     day = lender_date(at, get_settings().lender_timezone)
     available: list[PlanTerms] = []
     # Why a loan with past due gets no offer (no instalment amount to defer or spread over): said,
@@ -121,6 +123,7 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
     unavailable = None
     if current is None or current.status != "active":
         try:
+            check_holds(held)  # a moratorium: no offer the agent could not record
             available = offers(plans.loan_of(a), business_date=day, rules=rules)
         except PlanError as why:
             unavailable = str(why)

@@ -635,3 +635,50 @@ def test_a_hardship_borrower_behind_again_after_a_completed_deferral_is_offered_
     assert [p.status for p in rows(later_db, plan_t, "A-R12")] == ["completed", "offered"]
     transitions = [e.detail for e in events(later_db, "A-R12", "transition")]
     assert not any("plan completed" in d for d in transitions), transitions
+
+
+@pytest.mark.parametrize("hold", ["bankruptcy", "breathing_space"])
+def test_no_plan_is_agreed_under_a_moratorium(
+    later_db: Engine, tmp_path: Path, db_url: str, hold: str
+) -> None:
+    """`arrears plan accept` under a bankruptcy (the automatic stay) or Breathing Space hold
+    recorded the plan, zeroed a deferral's past due and wrote a letter asking for the payments, where
+    `arrears settlement record` is refused: it is refused naming the hold (the one-line error
+    `main()` exits 2 with), and nothing is stored."""
+    from typer.testing import CliRunner
+
+    from arrears.models import Letter
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [us_account("A-R13", past_due_amount="825.00", oldest_due_date="2026-11-11", flags=hold)],
+    )
+    _set_stage(later_db, "A-R13", "restructuring")
+    result = CliRunner().invoke(
+        app,
+        [
+            "plan",
+            "accept",
+            "A-R13",
+            "--kind",
+            "deferral",
+            "--as-of",
+            "2026-12-02T15:00:00Z",
+            "--database",
+            db_url,
+        ],
+    )
+    assert isinstance(result.exception, CliError), result.output
+    assert result.exception.exit_code == 2
+    assert str(result.exception).startswith(f"A-R13: {hold} hold: ")
+    assert rows(later_db, plan_t, "A-R13") == []
+    assert rows(later_db, Letter.__table__, "A-R13") == []  # type: ignore[attr-defined]
+    assert account(later_db, "A-R13").past_due_amount == Decimal("825.00")
+    shown = CliRunner().invoke(
+        app, ["plan", "show", "A-R13", "--as-of", "2026-12-02T15:00:00Z", "--database", db_url]
+    )
+    assert f"A-R13: no offer: {hold} hold: " in shown.output
+    assert "offer 1" not in shown.output

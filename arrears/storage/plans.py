@@ -19,6 +19,7 @@ from arrears.restructuring import (
     PlanError,
     PlanRules,
     PlanTerms,
+    check_holds,
     choose,
     monitor,
     offers,
@@ -28,6 +29,7 @@ from arrears.storage._common import (
     day_start,
     event,
     for_account,
+    holds_of,
     insert_events,
     inserted_id,
     locked,
@@ -141,7 +143,8 @@ def accept_plan(
 ) -> tuple[int, PlanTerms]:
     """Make the plan a borrower (by reply) or an agent (by CLI) accepted active; returns its id and
     terms. PlanError says why not: the account is not delinquent, a reviewer or a court has it, a
-    plan or a settlement is already agreed, or the terms do not fit the loan.
+    bankruptcy or Breathing Space hold bars it, a plan or a settlement is already agreed, or the
+    terms do not fit the loan.
 
     A deferral moves the past due to the end of the term at once (the account is current again,
     and the lifecycle cures it); an instalment plan leaves it to the payments.
@@ -155,6 +158,7 @@ def accept_plan(
         raise PlanError(
             f"account is in {a.stage}: plans are agreed in reminder, negotiation and restructuring"
         )
+    check_holds(holds_of(connection, [account_id]).get(account_id, frozenset()))
     last = _latest_plans(connection, [account_id], lock=True).get(account_id)
     if last is not None and last.status == "active":
         raise PlanError(f"plan {last.id} is already active")

@@ -44,7 +44,9 @@ def accept(
     as_of: AsOf = None,
     json: Json = False,
 ) -> None:
-    """Record the plan the borrower accepted; the cycle then monitors it against payments."""
+    """Record the plan the borrower accepted; the cycle then monitors it against payments. Refused
+    (exit 2, naming why) while a settlement or another plan runs, under a bankruptcy or
+    breathing_space hold, or once a reviewer or a court has the account."""
     from arrears.restructuring import PlanError
     from tasks.plans import accept_plan
 
