@@ -682,3 +682,20 @@ def test_no_plan_is_agreed_under_a_moratorium(
     )
     assert f"A-R13: no offer: {hold} hold: " in shown.output
     assert "offer 1" not in shown.output
+
+
+def test_a_one_month_deferral_says_month_in_the_audit_trail(later_db: Engine, tmp_path: Path) -> None:
+    """The plan letter said "1 month" but the audit trail's "deferral applied" event still read
+    "term extended by 1 months"."""
+    from tasks.plans import accept_plan
+
+    import_rows(later_db, tmp_path, [us_account("A-R14")])
+    _set_stage(later_db, "A-R14", "negotiation")
+    accept_plan(
+        later_db, account_id="A-R14", kind="deferral", months=None, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    applied = [e.detail for e in events(later_db, "A-R14", "plan") if e.detail.startswith("deferral applied")]
+    assert applied == [
+        "deferral applied: USD 412.50 moved to the end of the term, term extended by 1 month; "
+        "past due USD 412.50 → 0"
+    ]

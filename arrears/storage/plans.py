@@ -21,6 +21,7 @@ from arrears.restructuring import (
     PlanTerms,
     check_holds,
     choose,
+    count_months,
     monitor,
     offers,
     reage_due,
@@ -234,7 +235,7 @@ def accept_plan(
                 at,
                 "plan",
                 f"deferral applied: {a.currency} {terms.deferred} moved to the end of the term, "
-                f"term extended by {terms.term_extension_months} months; "
+                f"term extended by {count_months(terms.term_extension_months)}; "
                 f"past due {a.currency} {terms.past_due} → 0",
                 {
                     "plan_id": plan_id,
