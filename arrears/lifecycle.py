@@ -305,12 +305,16 @@ def _messages(
 ) -> Iterator[tuple[str, str]]:
     """The messages (key, template) of the stage the account ends the day in, each keyed once per episode."""
     base = f"{account.account_id}:{stage}:{episode}"
+    # A borrower paying under an agreed plan (agreed in reminder or negotiation, where a segment
+    # other than hardship stays) is not reminded of, or asked for, the past due the plan spreads
+    # or defers: it would contradict what they were told, as a promise pending would.
+    asking = not facts.promise_pending and not (facts.plan is not None and facts.plan.status == "active")
     match stage:
-        case Stage.REMINDER if not facts.promise_pending:
+        case Stage.REMINDER if asking:
             due = [d for d in policy.reminder.cadence_days if d <= account.days_past_due]
             if due:
                 yield f"{base}:day-{due[-1]}", "reminder"
-        case Stage.NEGOTIATION if not facts.promise_pending:
+        case Stage.NEGOTIATION if asking:
             week = (facts.business_date - stage_since).days // policy.negotiation.cadence_days
             yield f"{base}:ask-{week}", "negotiation"
         case Stage.RESTRUCTURING if facts.plan is None:

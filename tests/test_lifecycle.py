@@ -177,6 +177,17 @@ def test_active_plan_keeps_negotiation_out_of_review() -> None:
     assert decide(view(stage=Stage.NEGOTIATION, dpd=75), f).stage == Stage.NEGOTIATION
 
 
+@pytest.mark.parametrize(("stage", "dpd"), [(Stage.REMINDER, 5), (Stage.NEGOTIATION, 30)])
+def test_a_borrower_paying_under_an_active_plan_is_not_asked_for_the_past_due(stage: str, dpd: int) -> None:
+    """A plan agreed in reminder or negotiation for a borrower not in hardship left them there, and
+    they were still reminded of the past due and asked weekly to promise it while paying as
+    agreed; the plan pauses those messages as a promise pending does, and only while active."""
+    paying = decide(view(stage=stage, dpd=dpd), facts(plan=PlanFact("active", TODAY)))
+    assert (paying.stage, paying.messages) == (stage, ())
+    ended = decide(view(stage=stage, dpd=dpd), facts(plan=PlanFact("defaulted", TODAY)))
+    assert [m.template for m in ended.messages] == [str(stage)]
+
+
 def test_strategic_defaulter_escalates_after_two_broken_promises() -> None:
     """Two broken promises send a strategic defaulter to review long before day 60."""
     f = facts(ability=0.9, willingness=0.1, broken_promises=2)

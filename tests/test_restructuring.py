@@ -699,3 +699,28 @@ def test_a_one_month_deferral_says_month_in_the_audit_trail(later_db: Engine, tm
         "deferral applied: USD 412.50 moved to the end of the term, term extended by 1 month; "
         "past due USD 412.50 → 0"
     ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_borrower_paying_under_a_plan_agreed_in_negotiation_gets_no_weekly_ask(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A borrower able and willing (not in hardship) who agreed an instalment plan with an agent in
+    negotiation stays there; the next week's cycle still asked them to promise the whole past
+    due. No ask goes out while the plan runs."""
+    from arrears.models import Message
+    from tasks.plans import accept_plan
+
+    import_rows(
+        later_db, tmp_path, [us_account("A-R15", past_due_amount="825.00", oldest_due_date="2026-11-11")]
+    )
+    set_scores(later_db, "A-R15", ability=0.8, willingness=0.8)
+    day(later_db, "2026-12-01T16:00:00Z")
+    assert account(later_db, "A-R15").stage == "negotiation"
+    accept_plan(
+        later_db, account_id="A-R15", kind="instalment", months=3, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    day(later_db, "2026-12-08T16:00:00Z")
+    assert account(later_db, "A-R15").stage == "negotiation"
+    sent = [m.template for m in rows(later_db, Message.__table__, "A-R15")]  # type: ignore[attr-defined]
+    assert sent == ["negotiation"]
