@@ -724,3 +724,34 @@ def test_a_borrower_paying_under_a_plan_agreed_in_negotiation_gets_no_weekly_ask
     assert account(later_db, "A-R15").stage == "negotiation"
     sent = [m.template for m in rows(later_db, Message.__table__, "A-R15")]  # type: ignore[attr-defined]
     assert sent == ["negotiation"]
+
+
+def test_no_promise_is_taken_beside_an_active_plan(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """A promise to pay was recorded beside an active plan (by `arrears promise add` or a `PAY`
+    reply): broken, it counted against a borrower paying as agreed. It is refused, naming the plan."""
+    from typer.testing import CliRunner
+
+    from arrears.models import Promise
+    from deployments.cli import app
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R16")
+    _set_stage(later_db, "A-R16", "negotiation")
+    plan_id, _ = accept_plan(
+        later_db, account_id="A-R16", kind="instalment", months=3, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            *("promise", "add", "A-R16", "--amount", "400", "--date", "2026-12-10"),
+            *("--as-of", "2026-12-02T17:00:00Z", "--database", db_url),
+        ],
+    )
+    assert str(result.exception) == (
+        f"A-R16: promise not recorded: plan {plan_id} is active: the borrower is paying under it"
+    )
+    reply(later_db, "A-R16", "PAY 400 2026-12-10", "2026-12-02T18:00:00Z")
+    refresh_later(later_db, "2026-12-03T01:00:00Z")
+    assert rows(later_db, Promise.__table__, "A-R16") == []  # type: ignore[attr-defined]
+    noted = [e.detail for e in events(later_db, "A-R16", "promise")]
+    assert any(f"plan {plan_id} is active" in d for d in noted), noted

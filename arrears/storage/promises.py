@@ -39,7 +39,7 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.tables import account, audit, message, payment, promise
+from arrears.storage.tables import account, audit, message, payment, plan, promise
 from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
@@ -316,7 +316,8 @@ def add_promise(
     """Record a promise to pay and return its id; raise ValueError with the reason it is refused.
 
     A promise replaces the account's pending promises that are not yet due (a borrower who moves
-    the date has made one promise, not two); one already past its date is left to be judged.
+    the date has made one promise, not two); one already past its date is left to be judged. None
+    is taken while a plan is active (the borrower is paying under it).
     """
     row = connection.execute(
         locked(
@@ -332,6 +333,13 @@ def add_promise(
     delinquent = row.stage == Exit.CURED and row.past_due_amount > 0
     if row.stage not in (Stage.REMINDER, Stage.NEGOTIATION) and not delinquent:
         raise ValueError(f"account is in {row.stage}: promises are taken in reminder and negotiation")
+    running = connection.execute(
+        select(plan.c.id).where(plan.c.account_id == account_id, plan.c.status == "active")
+    ).scalar()
+    if running is not None:
+        # One agreement at a time, as a plan refuses a settlement: a promise broken beside the plan
+        # would count against a borrower paying as agreed (to negotiation, to review if strategic).
+        raise ValueError(f"plan {running} is active: the borrower is paying under it")
     why = promise_refusal(  # the balance at its currency's precision, as the refusal states it
         amount,
         due_date,

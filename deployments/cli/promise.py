@@ -54,7 +54,8 @@ def add(
     as_of: AsOf = None,
     json: Json = False,
 ) -> None:
-    """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments."""
+    """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments.
+    Refused while a plan is active (the borrower is paying under it)."""
     from arrears.clock import business_date
     from arrears.currencies import display
     from arrears.settings import get_settings
