@@ -755,3 +755,33 @@ def test_no_promise_is_taken_beside_an_active_plan(later_db: Engine, tmp_path: P
     assert rows(later_db, Promise.__table__, "A-R16") == []  # type: ignore[attr-defined]
     noted = [e.detail for e in events(later_db, "A-R16", "promise")]
     assert any(f"plan {plan_id} is active" in d for d in noted), noted
+
+
+def test_show_json_gives_the_plan(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """`arrears show --json` gave a running settlement but not a running plan: an operator walking
+    an account saw a cured account with no sign of the deferral it was paying under. It gives the
+    latest plan: kind, status, who accepted it, the schedule."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from tasks.plans import accept_plan
+
+    _hardship(later_db, tmp_path, "A-R17")
+    _set_stage(later_db, "A-R17", "negotiation")
+    plan_id, terms = accept_plan(
+        later_db, account_id="A-R17", kind="deferral", months=None, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    shown = CliRunner().invoke(app, ["show", "A-R17", "--json", "--database", db_url])
+    assert shown.exit_code == 0, shown.output
+    found = json.loads(shown.output)["plan"]
+    assert (found["id"], found["kind"], found["status"], found["accepted_by"]) == (
+        plan_id,
+        "deferral",
+        "active",
+        "agent:lee",
+    )
+    assert found["schedule"] == [{"due": terms.schedule[0].due.isoformat(), "amount": "412.50"}]
+    text = CliRunner().invoke(app, ["show", "A-R17", "--database", db_url]).output
+    assert f"plan {plan_id} deferral active from " in text

@@ -39,7 +39,15 @@ from arrears.storage._common import (
 from arrears.storage.tables import account, payment, plan, settlement
 from arrears.vocabulary import Stage
 
-__all__ = ["accept_plan", "current_plan", "decline_plan", "loan_of", "monitor_plans", "offer_plans"]
+__all__ = [
+    "accept_plan",
+    "current_plan",
+    "decline_plan",
+    "loan_of",
+    "monitor_plans",
+    "offer_plans",
+    "plan_json",
+]
 
 
 def loan_of(row: Any) -> Loan:
@@ -65,6 +73,25 @@ def _latest_plans(connection: Connection, account_ids: Any, *, lock: bool = Fals
 def current_plan(connection: Connection, account_id: str) -> Any | None:
     """The account's latest plan row (what the lifecycle reads), or None."""
     return _latest_plans(connection, [account_id]).get(account_id)
+
+
+def plan_json(row: Any) -> dict[str, Any]:
+    """A plan as `arrears show --json` gives it: what was agreed, by whom, and how it stands (the
+    cycle's last reading); `arrears plan show --json` gives the stored terms whole."""
+    terms = row.terms or {}
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "accepted_on": terms.get("accepted_on"),
+        "accepted_by": terms.get("accepted_by"),
+        "schedule": terms.get("schedule", []),
+        "paid": terms.get("paid"),
+        "on_time": terms.get("on_time"),
+        "reaged_on": terms.get("reaged_on"),
+        "ended_on": terms.get("ended_on"),
+        "updated_at": row.updated_at.isoformat(),
+    }
 
 
 def offer_plans(

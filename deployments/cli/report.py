@@ -25,12 +25,13 @@ def show(
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
-    """Stage, days past due, segment, holds, the borrower's numbers (masked), a settlement, messages
-    and the timeline of one account."""
+    """Stage, days past due, segment, holds, the borrower's numbers (masked), a plan, a settlement,
+    messages and the timeline of one account."""
     # Imported in the command: `arrears --help` loads none of storage.
     from arrears.storage.accounts import account_story
     from arrears.storage.assignments import list_assignments
     from arrears.storage.letters import list_letters
+    from arrears.storage.plans import current_plan, plan_json
     from arrears.storage.settlements import current_settlement, settlement_json
 
     engine = existing_database(database)
@@ -47,6 +48,8 @@ def show(
         ]
         agreed = current_settlement(connection, account_id)
         data["settlement"] = None if agreed is None else settlement_json(agreed)
+        planned = current_plan(connection, account_id)
+        data["plan"] = None if planned is None else plan_json(planned)
     if json:
         emit_json(data)
         return
@@ -65,6 +68,15 @@ def show(
             title=f"account {escape(data['account_id'])}",  # an id is data, not markup: `Q-[b]1`
         )
     )
+    planned = data["plan"]
+    if planned:
+        schedule = planned["schedule"]
+        span = f" from {schedule[0]['due']} to {schedule[-1]['due']}" if schedule else ""
+        console.print(
+            f"plan {planned['id']} {planned['kind']} {planned['status']}{span} (`arrears plan show`)",
+            markup=False,
+            highlight=False,
+        )
     agreed = data["settlement"]
     if agreed:
         console.print(
