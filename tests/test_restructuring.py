@@ -785,3 +785,31 @@ def test_show_json_gives_the_plan(later_db: Engine, tmp_path: Path, db_url: str)
     assert found["schedule"] == [{"due": terms.schedule[0].due.isoformat(), "amount": "412.50"}]
     text = CliRunner().invoke(app, ["show", "A-R17", "--database", db_url]).output
     assert f"plan {plan_id} deferral active from " in text
+
+
+def test_a_plan_replaces_a_promise_pending(later_db: Engine, tmp_path: Path) -> None:
+    """A promise made before the plan stayed pending beside it: unpaid on its date (the borrower
+    now paying the plan's dates), it was broken and counted against them. The plan replaces it,
+    on the timeline."""
+    from arrears.models import Promise
+    from tasks.plans import accept_plan
+    from tasks.promises import record_agent_promise
+
+    _hardship(later_db, tmp_path, "A-R18")
+    _set_stage(later_db, "A-R18", "negotiation")
+    promised = record_agent_promise(
+        later_db,
+        account_id="A-R18",
+        amount=Decimal("400"),
+        due_date=date(2026, 12, 10),
+        agent="lee",
+        at=at("2026-12-02T14:00:00Z"),
+    )
+    plan_id, _ = accept_plan(
+        later_db, account_id="A-R18", kind="instalment", months=3, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    [row] = rows(later_db, Promise.__table__, "A-R18")  # type: ignore[attr-defined]
+    assert (row.id, row.status) == (promised, "replaced")
+    assert f"promise {promised} replaced by plan {plan_id}" in [e.detail for e in events(later_db, "A-R18")]
+    refresh_later(later_db, "2026-12-20T16:00:00Z")
+    assert account(later_db, "A-R18").broken_promises == 0

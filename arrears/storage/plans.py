@@ -36,7 +36,7 @@ from arrears.storage._common import (
     locked,
     to_precision,
 )
-from arrears.storage.tables import account, payment, plan, settlement
+from arrears.storage.tables import account, payment, plan, promise, settlement
 from arrears.vocabulary import Stage
 
 __all__ = [
@@ -238,7 +238,32 @@ def accept_plan(
             )
         )
     extra = data or {}
+    # The plan is the agreement now: a promise pending for a later day is replaced by it, or,
+    # broken beside the plan, it would count against a borrower paying as agreed (one already
+    # past its date is left to be judged, as a new promise leaves it).
+    replaced = connection.execute(
+        update(promise)
+        .where(
+            promise.c.account_id == account_id,
+            promise.c.status == "pending",
+            promise.c.due_date >= business_date,
+        )
+        .values(status="replaced", resolved_at=at)
+        .returning(promise.c.id)
+    ).scalars()
     events = [
+        event(
+            account_id,
+            at,
+            "promise",
+            f"promise {old} replaced by plan {plan_id}",
+            {"promise_id": old, "status": "replaced", "by_plan": plan_id, **extra},
+            actor=actor,
+            cycle_id=cycle_id,
+        )
+        for old in replaced
+    ]
+    events += [
         event(
             account_id,
             at,
