@@ -47,6 +47,8 @@ __all__ = [
 TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})  # final: never left
 _HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
 _RETURNED = "reviewer returned to negotiation"
+# Plans that ended without working: from restructuring to review, and not offered again after it.
+_FAILED = frozenset({"declined", "defaulted", "cancelled"})
 
 
 _OPEN: frozenset[str] = frozenset(Stage)
@@ -77,7 +79,7 @@ class AccountView:
 
 @record
 class PlanFact:
-    status: str  # offered | active | completed | defaulted | declined
+    status: str  # offered | active | completed | defaulted | declined | cancelled (by an agent)
     since: date  # the lender's business date it was offered, agreed or ended
     episode: int | None = None  # the stage episode it was offered or agreed in; None: not known
 
@@ -265,7 +267,7 @@ def _next(
             if facts.promise_broken_in_stage:
                 return Stage.NEGOTIATION, "promise to pay broken"
         case Stage.NEGOTIATION:
-            if segment is Segment.HARDSHIP and plan not in ("declined", "defaulted"):
+            if segment is Segment.HARDSHIP and plan not in _FAILED:
                 return Stage.RESTRUCTURING, "hardship: willing but unable to pay"
             if segment is Segment.STRATEGIC and facts.broken_promises >= neg.strategic_broken_promises:
                 return Stage.REPOSSESSION_REVIEW, f"strategic: {facts.broken_promises} promises broken"
@@ -278,7 +280,7 @@ def _next(
                     return Stage.REPOSSESSION_REVIEW, f"{who}{dpd} days past due without a working plan"
         case Stage.RESTRUCTURING:
             # A completed plan cures through the past due it cleared (`monitor_plans`), above.
-            if plan in ("declined", "defaulted"):
+            if plan in _FAILED:
                 return Stage.REPOSSESSION_REVIEW, f"plan {plan}"
             if (
                 plan == "offered"

@@ -20,7 +20,7 @@ from tasks import isolation
 from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
 
-__all__ = ["accept_plan", "plan_overview", "refresh_plans"]
+__all__ = ["accept_plan", "cancel_plan", "plan_overview", "refresh_plans"]
 
 
 def refresh_plans(
@@ -104,6 +104,18 @@ def accept_plan(
             connection, account_id=account_id, plan_id=plan_id, terms=terms, accepted_on=day, at=at
         )
         return plan_id, terms
+
+
+def cancel_plan(
+    engine: Engine, *, account_id: str, agent: str, why: str, at: datetime
+) -> dict[str, Any] | None:
+    """An agent ends the account's active plan; None when it has none active."""
+    day = lender_date(at, get_settings().lender_timezone)
+    with engine.begin() as connection:
+        row = plans.cancel_plan(
+            connection, account_id=account_id, at=at, business_date=day, agent=agent, why=why
+        )
+        return None if row is None else plans.plan_json(row)
 
 
 def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str, Any] | None:

@@ -270,9 +270,10 @@ def test_a_plan_of_this_delinquency_still_decides() -> None:
     assert decide(staying, expired).stage == Stage.REPOSSESSION_REVIEW
 
 
-@pytest.mark.parametrize("status", ["declined", "defaulted"])
+@pytest.mark.parametrize("status", ["declined", "defaulted", "cancelled"])
 def test_declined_or_defaulted_plan_goes_to_review(status: str) -> None:
-    """A declined offer or a defaulted plan sends the account to repossession review."""
+    """A declined offer, a defaulted plan or one an agent cancelled sends the account to repossession
+    review."""
     decision = decide(
         view(stage=Stage.RESTRUCTURING, dpd=40), facts(ability=0.2, plan=PlanFact(status, TODAY))
     )

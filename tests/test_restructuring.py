@@ -813,3 +813,59 @@ def test_a_plan_replaces_a_promise_pending(later_db: Engine, tmp_path: Path) -> 
     assert f"promise {promised} replaced by plan {plan_id}" in [e.detail for e in events(later_db, "A-R18")]
     refresh_later(later_db, "2026-12-20T16:00:00Z")
     assert account(later_db, "A-R18").broken_promises == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_agent_cancels_a_plan_so_that_a_settlement_can_be_recorded(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """A settlement is refused while a plan is active, and nothing could end a plan but its own
+    completion or default: a borrower paying under a plan who agreed to settle could not be
+    recorded as settling. `arrears plan cancel` ends it, audited with who and why; the settlement
+    is then recorded and holds the account in restructuring rather than sending it to review."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+    from tasks.plans import accept_plan
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, [*args, "--as-of", "2026-12-03T15:00:00Z", "--database", db_url])
+
+    _hardship(later_db, tmp_path, "A-R19")
+    day(later_db, "2026-12-01T16:00:00Z")
+    plan_id, _ = accept_plan(
+        later_db, account_id="A-R19", kind="instalment", months=6, agent="lee", at=at("2026-12-02T15:00:00Z")
+    )
+    settle = (
+        "settlement",
+        "record",
+        "A-R19",
+        "--amount",
+        "9000",
+        "--pay-by",
+        "2026-12-20",
+        "--reason",
+        "lump sum",
+    )
+    refused = cli(*settle)
+    assert isinstance(refused.exception, CliError)
+    assert f"plan {plan_id} is active" in str(refused.exception)
+    assert "`arrears plan cancel` it first" in str(refused.exception)
+    cancelled = cli("plan", "cancel", "A-R19", "--reason", "borrower settles", "--agent", "kim")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"A-R19: plan {plan_id} cancelled" in cancelled.output
+    [plan] = rows(later_db, plan_t, "A-R19")
+    assert (plan.status, plan.terms["cancelled_by"], plan.terms["reason"]) == (
+        "cancelled",
+        "kim",
+        "borrower settles",
+    )
+    trail = events(later_db, "A-R19", "plan")[-1]
+    assert (trail.detail, trail.actor) == (f"plan {plan_id} cancelled: borrower settles", "agent:kim")
+    assert cli(*settle).exit_code == 0
+    day(later_db, "2026-12-03T16:00:00Z")
+    assert account(later_db, "A-R19").stage == "restructuring"
+    again = cli("plan", "cancel", "A-R19", "--reason", "twice")
+    assert isinstance(again.exception, CliError)
+    assert str(again.exception) == "A-R19: no plan is active: nothing changed"

@@ -41,6 +41,7 @@ from arrears.vocabulary import Stage
 
 __all__ = [
     "accept_plan",
+    "cancel_plan",
     "current_plan",
     "decline_plan",
     "loan_of",
@@ -361,6 +362,43 @@ def decline_plan(
         ],
     )
     return int(plan_id)
+
+
+def cancel_plan(
+    connection: Connection, *, account_id: str, at: datetime, business_date: date, agent: str, why: str
+) -> Any | None:
+    """An agent ends the account's active plan (the borrower settles instead, it was recorded in
+    error); returns the row as cancelled, or None when none is active. A plan ended so is no working
+    plan: the lifecycle takes it as a declined one (to review from restructuring), unless a
+    settlement recorded after it holds the account."""
+    last = _latest_plans(connection, [account_id], lock=True).get(account_id)
+    if last is None or last.status != "active":
+        return None
+    stored = {
+        **(last.terms or {}),
+        "ended_on": business_date.isoformat(),
+        "cancelled_by": agent,
+        "reason": why,
+    }
+    connection.execute(
+        update(plan)
+        .where(plan.c.id == last.id, plan.c.status == "active")
+        .values(status="cancelled", terms=stored, updated_at=at)
+    )
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                at,
+                "plan",
+                f"plan {last.id} cancelled: {why}",
+                {"plan_id": last.id, "status": "cancelled", "agent": agent, "reason": why},
+                actor=f"agent:{agent}",
+            )
+        ],
+    )
+    return connection.execute(select(plan).where(plan.c.id == last.id)).one()
 
 
 def monitor_plans(

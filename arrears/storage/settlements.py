@@ -109,7 +109,10 @@ def record_settlement(
         select(plan.c.id).where(plan.c.account_id == account_id, plan.c.status == "active")
     ).scalar()
     if active_plan is not None:
-        raise SettlementError("account", f"plan {active_plan} is active: the borrower is paying under it")
+        raise SettlementError(
+            "account",
+            f"plan {active_plan} is active: the borrower is paying under it (`arrears plan cancel` it first)",
+        )
     check_terms(
         amount=amount,
         currency=a.currency,

@@ -1,4 +1,4 @@
-"""`arrears plan accept` and `arrears plan show`: restructuring plans agreed by agents."""
+"""`arrears plan accept|show|cancel`: restructuring plans agreed, and ended, by agents."""
 
 from enum import StrEnum
 from typing import Annotated
@@ -7,11 +7,15 @@ import typer
 from rich.table import Table
 
 from deployments.cli._common import (
+    Agent,
     AsOf,
     CliError,
     DatabaseOption,
     Json,
+    Why,
     as_of_instant,
+    audit_actor,
+    audit_reason,
     command_group,
     console,
     emit_json,
@@ -20,7 +24,10 @@ from deployments.cli._common import (
 
 __all__ = ["plan_app"]
 
-plan_app = command_group("plan", "Restructuring plans: see the offers, record an acceptance.")
+plan_app = command_group(
+    "plan",
+    "Restructuring plans: see the offers, record an acceptance, cancel one (audited with who and why).",
+)
 
 
 class Kind(StrEnum):
@@ -99,6 +106,32 @@ def show(
         console.print(f"{account_id}: no offer: {found['no_offer']}")
     elif not current and not found["offers"]:
         console.print(f"{account_id}: no plan and nothing past due")
+
+
+@plan_app.command("cancel")
+def cancel(
+    account_id: Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")],
+    reason: Why,
+    agent: Agent = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+) -> None:
+    """End the account's active plan (the borrower settles instead, it was recorded in error). A
+    plan ended so is no working plan: from restructuring the account goes to review, unless a
+    settlement recorded next holds it."""
+    from arrears.storage import read_only
+    from arrears.storage.accounts import account_row
+    from tasks.plans import cancel_plan
+
+    why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
+    engine = existing_database(database)
+    with read_only(engine) as connection:
+        if account_row(connection, account_id) is None:
+            raise CliError(f"no account {account_id!r}")
+    found = cancel_plan(engine, account_id=account_id, agent=who, why=why, at=at)
+    if found is None:
+        raise CliError(f"{account_id}: no plan is active: nothing changed")
+    console.print(f"{account_id}: plan {found['id']} cancelled", markup=False, highlight=False)
 
 
 def _schedule(terms: dict[str, object]) -> None:
