@@ -869,3 +869,49 @@ def test_an_agent_cancels_a_plan_so_that_a_settlement_can_be_recorded(
     again = cli("plan", "cancel", "A-R19", "--reason", "twice")
     assert isinstance(again.exception, CliError)
     assert str(again.exception) == "A-R19: no plan is active: nothing changed"
+
+
+def test_a_delinquent_account_before_its_first_cycle_may_agree_a_plan(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """An account imported delinquent rests in `cured` until its first cycle; a promise or a
+    settlement may be agreed then, but `arrears plan accept` said "account is in cured: plans are
+    agreed in reminder, negotiation and restructuring". The plan is agreed; a current account is
+    refused as current."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account("A-R20", past_due_amount="825.00", oldest_due_date="2026-11-11"),
+            us_account("A-R21", past_due_amount="0", oldest_due_date=""),
+        ],
+    )
+    assert account(later_db, "A-R20").stage == "cured"
+
+    def accept(account_id: str) -> Any:
+        return CliRunner().invoke(
+            app,
+            [
+                "plan",
+                "accept",
+                account_id,
+                "--months",
+                "3",
+                "--as-of",
+                "2026-12-02T15:00:00Z",
+                "--database",
+                db_url,
+            ],
+        )
+
+    agreed = accept("A-R20")
+    assert agreed.exit_code == 0, agreed.output
+    assert [(p.status, p.kind) for p in rows(later_db, plan_t, "A-R20")] == [("active", "instalment")]
+    current = accept("A-R21")
+    assert isinstance(current.exception, CliError)
+    assert str(current.exception) == "A-R21: account is current (nothing past due): there is nothing to plan"

@@ -37,7 +37,7 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.tables import account, payment, plan, promise, settlement
-from arrears.vocabulary import Stage
+from arrears.vocabulary import Exit, Stage
 
 __all__ = [
     "accept_plan",
@@ -183,7 +183,12 @@ def accept_plan(
     ).first()
     if a is None:
         raise PlanError(f"no account {account_id!r}")
-    if a.stage not in (Stage.REMINDER, Stage.NEGOTIATION, Stage.RESTRUCTURING):
+    # A delinquent account the cycle has not yet moved out of `cured` (a new file's) may agree a
+    # plan, as it may promise or settle.
+    delinquent = a.stage == Exit.CURED and a.past_due_amount > 0
+    if a.stage == Exit.CURED and not delinquent:
+        raise PlanError("account is current (nothing past due): there is nothing to plan")
+    if a.stage not in (Stage.REMINDER, Stage.NEGOTIATION, Stage.RESTRUCTURING) and not delinquent:
         raise PlanError(
             f"account is in {a.stage}: plans are agreed in reminder, negotiation and restructuring"
         )
