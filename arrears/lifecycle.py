@@ -269,7 +269,12 @@ def _next(
         case Stage.NEGOTIATION:
             if segment is Segment.HARDSHIP and plan not in _FAILED:
                 return Stage.RESTRUCTURING, "hardship: willing but unable to pay"
-            if segment is Segment.STRATEGIC and facts.broken_promises >= neg.strategic_broken_promises:
+            # A working plan keeps an account out of review (promises broken before it included).
+            if (
+                segment is Segment.STRATEGIC
+                and facts.broken_promises >= neg.strategic_broken_promises
+                and plan != "active"
+            ):
                 return Stage.REPOSSESSION_REVIEW, f"strategic: {facts.broken_promises} promises broken"
             returned = facts.returned_from_review
             in_grace = returned is not None and (facts.business_date - returned).days < neg.return_grace_days

@@ -198,6 +198,14 @@ def test_strategic_defaulter_escalates_after_two_broken_promises() -> None:
     assert decide(view(stage=Stage.NEGOTIATION, dpd=25), facts(broken_promises=2)).stage == Stage.NEGOTIATION
 
 
+def test_a_strategic_defaulter_paying_under_an_active_plan_is_not_sent_to_review() -> None:
+    """A working plan kept a 60-day account out of review, but not a strategic one with two broken
+    promises (one made before the plan, broken after it): sent to review while paying as agreed."""
+    f = facts(ability=0.9, willingness=0.1, broken_promises=2, plan=PlanFact("active", TODAY))
+    decision = decide(view(stage=Stage.NEGOTIATION, dpd=25), f)
+    assert (decision.stage, decision.steps) == (Stage.NEGOTIATION, ())
+
+
 def test_strategic_defaulter_reaches_review_sooner() -> None:
     """A strategic defaulter reaches review at 45 days past due instead of 60."""
     f = facts(ability=0.9, willingness=0.1)
