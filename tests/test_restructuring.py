@@ -784,7 +784,7 @@ def test_show_json_gives_the_plan(later_db: Engine, tmp_path: Path, db_url: str)
     )
     assert found["schedule"] == [{"due": terms.schedule[0].due.isoformat(), "amount": "412.50"}]
     text = CliRunner().invoke(app, ["show", "A-R17", "--database", db_url]).output
-    assert f"plan {plan_id} deferral active from " in text
+    assert f"plan {plan_id} deferral active due {terms.schedule[0].due.isoformat()} " in text
 
 
 def test_a_plan_replaces_a_promise_pending(later_db: Engine, tmp_path: Path) -> None:

@@ -71,7 +71,11 @@ def show(
     planned = data["plan"]
     if planned:
         schedule = planned["schedule"]
-        span = f" from {schedule[0]['due']} to {schedule[-1]['due']}" if schedule else ""
+        span = (
+            f" from {schedule[0]['due']} to {schedule[-1]['due']}"
+            if len(schedule) > 1
+            else "".join(f" due {item['due']}" for item in schedule)
+        )
         console.print(
             f"plan {planned['id']} {planned['kind']} {planned['status']}{span} (`arrears plan show`)",
             markup=False,
