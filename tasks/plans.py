@@ -20,7 +20,7 @@ from tasks import isolation
 from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
 
-__all__ = ["accept_plan", "cancel_plan", "plan_overview", "refresh_plans"]
+__all__ = ["accept_plan", "cancel_plan", "decline_plan", "plan_overview", "refresh_plans"]
 
 
 def refresh_plans(
@@ -116,6 +116,21 @@ def cancel_plan(
             connection, account_id=account_id, at=at, business_date=day, agent=agent, why=why
         )
         return None if row is None else plans.plan_json(row)
+
+
+def decline_plan(engine: Engine, *, account_id: str, agent: str, why: str, at: datetime) -> int | None:
+    """An agent records that the borrower declined the open offer (as a DECLINE reply does): the
+    next cycle takes the account to review. None when no offer is open."""
+    with engine.begin() as connection:
+        return plans.decline_plan(
+            connection,
+            account_id=account_id,
+            at=at,
+            actor=f"agent:{agent}",
+            source="agent",
+            data={"agent": agent, "reason": why},
+            why=why,
+        )
 
 
 def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str, Any] | None:

@@ -915,3 +915,42 @@ def test_a_delinquent_account_before_its_first_cycle_may_agree_a_plan(
     current = accept("A-R21")
     assert isinstance(current.exception, CliError)
     assert str(current.exception) == "A-R21: account is current (nothing past due): there is nothing to plan"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_agent_records_a_declined_offer(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """A borrower who turned the offer down on the phone could only be recorded by a DECLINE reply:
+    the agent had no command, and the offer waited 14 days to expire into review as "unanswered".
+    `arrears plan decline` records it with who and why; the next cycle takes the account to review."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    def decline(account_id: str) -> Any:
+        return CliRunner().invoke(
+            app,
+            [
+                *("plan", "decline", account_id, "--reason", "cannot pay anything", "--agent", "kim"),
+                *("--as-of", "2026-12-02T15:00:00Z", "--database", db_url),
+            ],
+        )
+
+    _hardship(later_db, tmp_path, "A-R22")
+    day(later_db, "2026-12-01T16:00:00Z")
+    assert account(later_db, "A-R22").stage == "restructuring"
+    declined = decline("A-R22")
+    assert declined.exit_code == 0, declined.output
+    [plan] = rows(later_db, plan_t, "A-R22")
+    assert plan.status == "declined"
+    trail = events(later_db, "A-R22", "plan")[-1]
+    assert (trail.detail, trail.actor) == (
+        f"plan offer {plan.id} declined (agent): cannot pay anything",
+        "agent:kim",
+    )
+    day(later_db, "2026-12-02T16:00:00Z")
+    assert account(later_db, "A-R22").stage == "repossession_review"
+    import_rows(later_db, tmp_path, [us_account("A-R23")])
+    none_open = decline("A-R23")
+    assert isinstance(none_open.exception, CliError)
+    assert "A-R23: no offer is open" in str(none_open.exception)

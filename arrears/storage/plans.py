@@ -319,9 +319,11 @@ def decline_plan(
     source: str,
     data: dict[str, Any] | None = None,
     cycle_id: int | None = None,
+    why: str | None = None,
 ) -> int | None:
-    """The borrower declines the offer: the lifecycle sends a declined offer to review. Returns the
-    plan id, or None when the account has no offer to decline."""
+    """The borrower declines the offer (by reply, or to an agent who records it with `why`): the
+    lifecycle sends a declined offer to review. Returns the plan id, or None when the account has
+    no offer to decline."""
     a = connection.execute(
         select(account.c.episode, account.c.stage).where(account.c.account_id == account_id)
     ).first()
@@ -359,7 +361,7 @@ def decline_plan(
                 account_id,
                 at,
                 "plan",
-                f"plan offer {plan_id} declined ({source})",
+                f"plan offer {plan_id} declined ({source})" + (f": {why}" if why else ""),
                 {"plan_id": plan_id, "status": "declined", "source": source, **extra},
                 actor=actor,
                 cycle_id=cycle_id,

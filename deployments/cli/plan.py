@@ -1,4 +1,4 @@
-"""`arrears plan accept|show|cancel`: restructuring plans agreed, and ended, by agents."""
+"""`arrears plan accept|decline|show|cancel`: restructuring plans agreed, declined and ended by agents."""
 
 from enum import StrEnum
 from typing import Annotated
@@ -26,7 +26,8 @@ __all__ = ["plan_app"]
 
 plan_app = command_group(
     "plan",
-    "Restructuring plans: see the offers, record an acceptance, cancel one (audited with who and why).",
+    "Restructuring plans: see the offers, record an acceptance or a refusal, cancel one (audited with who "
+    "and why).",
 )
 
 
@@ -106,6 +107,33 @@ def show(
         console.print(f"{account_id}: no offer: {found['no_offer']}")
     elif not current and not found["offers"]:
         console.print(f"{account_id}: no plan and nothing past due")
+
+
+@plan_app.command("decline")
+def decline(
+    account_id: Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")],
+    reason: Why,
+    agent: Agent = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+) -> None:
+    """Record that the borrower declined the open offer (told an agent, as a DECLINE reply does):
+    the next cycle takes the account to review."""
+    from arrears.storage import read_only
+    from arrears.storage.accounts import account_row
+    from tasks.plans import decline_plan
+
+    why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
+    engine = existing_database(database)
+    with read_only(engine) as connection:
+        if account_row(connection, account_id) is None:
+            raise CliError(f"no account {account_id!r}")
+    found = decline_plan(engine, account_id=account_id, agent=who, why=why, at=at)
+    if found is None:
+        raise CliError(
+            f"{account_id}: no offer is open (only an account in restructuring has one): nothing changed"
+        )
+    console.print(f"{account_id}: plan offer {found} declined", markup=False, highlight=False)
 
 
 @plan_app.command("cancel")
