@@ -370,8 +370,8 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
     later_db: Engine, tmp_path: Path
 ) -> None:
     """An opt-out is the number's: a skip trace that finds, for one borrower, a number that texted
-    STOP as another's, or while no borrower held it, stores it opted out, so no confirmation by an
-    agent makes it texted again."""
+    STOP while no borrower held it stores it opted out, so no confirmation by an agent makes it
+    texted again. One that texted STOP as another borrower's is that borrower's: not added at all."""
     from dataclasses import replace
 
     from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
@@ -429,7 +429,7 @@ def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays
                 contact_t.c.borrower_id == "B-A-B6", contact_t.c.verified.is_(False)
             )
         ).all()
-    assert sorted(found) == [("+15152811005", stop), ("+15152811066", None), ("+15152811077", stop)]
+    assert sorted(found) == [("+15152811066", None), ("+15152811077", stop)]
 
 
 def test_subjects_are_read_a_chunk_at_a_time_until_the_limit_is_found(
@@ -570,3 +570,98 @@ def test_a_block_of_pulls_stores_what_storing_them_one_by_one_does(later_db: Eng
     assert [a["holds"] for a in answers] == [[], ["bankruptcy"], [], ["bankruptcy"], ["deceased"]]
     first = answers[0]["ability"]
     assert f"ability {first:.2f} → " in expected["events"][1]["detail"]  # the skip trace's reads it
+
+
+def _trace(account_id: str, borrower_id: str, *phones: tuple[str, float, str]) -> Any:
+    """A skip trace's answer for the account, finding `phones` (number, confidence, line type)."""
+    from arrears.storage.bureau_pulls import Pulled, PullSubject
+
+    subject = PullSubject(
+        account_id,
+        borrower_id,
+        2,
+        "skip_trace",
+        "Dana",
+        None,
+        "USD",
+        Decimal("18450"),
+        Decimal("412.50"),
+        None,
+    )
+    return Pulled(subject, "604(a)(3)(A)", f"R-{account_id}", "C", None, phones, None, False, False)
+
+
+def test_a_number_skip_tracing_finds_that_another_borrower_holds_is_not_added(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A number the bureau links to the traced borrower that another borrower holds is a third
+    party's to this one: it is not added (the trace's event says so), so that borrower's texts from
+    it (a dispute here) are theirs alone and place no hold on the traced borrower's account."""
+    from arrears.storage.bureau_pulls import record_pulls
+    from tasks.inbound import record_inbound_sms
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [us_account("A-T1", phone="(515) 281-1006"), us_account("A-T2", phone="(515) 281-2222")],
+    )
+    with later_db.begin() as c:
+        [answer] = record_pulls(
+            c,
+            [_trace("A-T1", "B-A-T1", ("+15152812222", 0.9, "mobile"), ("+15152813333", 0.9, "mobile"))],
+            at=at("2026-12-16T01:00:00Z"),
+        )
+    assert answer["numbers_found"] == 1
+    with later_db.connect() as c:
+        held = c.execute(
+            select(contact_t.c.address).where(contact_t.c.borrower_id == "B-A-T1").order_by(contact_t.c.id)
+        ).scalars()
+        assert list(held) == ["+15152811006", "+15152813333"]
+    [traced] = events(later_db, "A-T1", "bureau")
+    assert traced.detail.endswith("; 1 new number found (unverified); not added: 1 held by another borrower")
+    record_inbound_sms(
+        later_db,
+        address="+15152812222",
+        text="I dispute this, not my loan",
+        at=at("2026-12-16T15:00:00Z"),
+        provider="sandbox",
+        callback_id="cb-dispute",
+    )
+    with later_db.connect() as c:
+        holds = c.execute(
+            select(hold_t.c.account_id, hold_t.c.kind).where(hold_t.c.lifted_at.is_(None))
+        ).all()
+    assert holds == [("A-T2", "dispute")]
+
+
+def test_what_a_skip_trace_finds_that_is_no_phone_number_is_not_added(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The bureau's numbers are stored in E.164 as the borrowers' are (one written with spaces is
+    the same number as the one a reply comes from); what is no valid number (a vendor's garbage,
+    too few digits, an extension) is not added, and the trace's event counts it."""
+    from arrears.storage.bureau_pulls import record_pulls
+
+    import_rows(later_db, tmp_path, [us_account("A-T3", phone="(515) 281-1006")])
+    with later_db.begin() as c:
+        [answer] = record_pulls(
+            c,
+            [
+                _trace(
+                    "A-T3",
+                    "B-A-T3",
+                    ("+1 515 281 4444", 0.9, "mobile"),
+                    ("n/a", 0.9, "mobile"),
+                    ("+1555", 0.9, "unknown"),
+                    ("+1 515 281 5555 ext. 12", 0.9, "mobile"),
+                    ("+15152811006", 0.9, "mobile"),  # the borrower's own, written as stored
+                )
+            ],
+            at=at("2026-12-16T01:00:00Z"),
+        )
+    assert answer["numbers_found"] == 1
+    with later_db.connect() as c:
+        found = c.execute(select(contact_t.c.address).where(contact_t.c.source == "bureau")).scalars()
+        assert list(found) == ["+15152814444"]
+    [traced] = events(later_db, "A-T3", "bureau")
+    assert traced.detail.endswith("not added: 3 not a valid phone number")

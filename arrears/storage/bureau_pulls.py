@@ -11,13 +11,14 @@ transaction. Furnishing reads these records back for one thing, the bankruptcy c
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from arrears.segmentation import ability_score
@@ -37,6 +38,7 @@ from arrears.vocabulary import Channel, Hold, HoldScope, Segment, Stage
 __all__ = [
     "PullSubject",
     "Pulled",
+    "found_number",
     "pull_subjects",
     "pulls_of_the_day",
     "record_pull_refusal",
@@ -223,14 +225,24 @@ def record_pulls(
             select(account.c.account_id, account.c.ability).where(among(account.c.account_id, accounts))
         )
     }
-    traced = {p.subject.borrower_id for p in stored if p.subject.reason == "skip_trace" and p.phones}
-    known: dict[str, set[str]] = defaultdict(set)
-    for borrower_id, address in connection.execute(
-        select(contact.c.borrower_id, contact.c.address).where(
-            among(contact.c.borrower_id, traced), contact.c.channel == Channel.SMS.value
-        )
-    ):
-        known[borrower_id].add(address)
+    # Who holds each number a skip trace found (any borrower): the subject's own are not added
+    # again, and another borrower's are not added at all (below). No index leads with the number:
+    # read only for the blocks that found some (skip traces are few beside the ability pulls).
+    numbers = {
+        e164
+        for p in stored
+        if p.subject.reason == "skip_trace"
+        for n, _, _ in p.phones
+        if (e164 := found_number(n)) is not None
+    }
+    holders: dict[str, set[str]] = defaultdict(set)
+    if numbers:
+        for borrower_id, address in connection.execute(
+            select(contact.c.borrower_id, contact.c.address).where(
+                among(contact.c.address, numbers), contact.c.channel == Channel.SMS.value
+            )
+        ):
+            holders[address].add(borrower_id)
 
     results: list[dict[str, Any]] = []
     abilities: list[dict[str, Any]] = []
@@ -255,14 +267,9 @@ def record_pulls(
             abilities.append({"key": subject.account_id, "ability": round(ability, 4), "at": at})
         # Only a skip trace adds numbers: a pull for ability has no purpose in collecting them.
         new: list[str] = []
+        unusable: list[str] = []
         if subject.reason == "skip_trace":
-            found = known[subject.borrower_id]
-            new = [
-                n
-                for n, conf, kind in p.phones
-                if n not in found and conf >= min_phone_confidence and kind in ("mobile", "unknown")
-            ]
-            found.update(new)
+            new, unusable = _usable_numbers(p, holders, min_phone_confidence)
         contacts += [_found_number(subject.borrower_id, n, at) for n in new]
         held = _hold_reported(connection, p, at)
         what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
@@ -273,6 +280,8 @@ def record_pulls(
             detail += f"; ability {'—' if before is None else f'{before:.2f}'} → {ability:.2f}"
         if new:
             detail += f"; {len(new)} new number{'s' if len(new) > 1 else ''} found (unverified)"
+        if unusable:
+            detail += f"; not added: {', '.join(unusable)}"
         events.append(
             event(
                 subject.account_id,
@@ -286,6 +295,7 @@ def record_pulls(
                     "score_band": p.score_band,
                     "ability": ability,
                     "numbers_found": len(new),
+                    "numbers_not_added": unusable,
                 },
             )
         )
@@ -314,6 +324,47 @@ def record_pulls(
     execute_many(connection, contact.insert(), contacts)
     insert_events(connection, events)
     return results
+
+
+def found_number(number: str) -> str | None:
+    """A number as the bureau wrote it, in E.164; None when it is not a valid phone number (a
+    vendor's garbage would be texted, and fail, or never match the number the borrower writes from)."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.extension or not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _usable_numbers(
+    pulled: Pulled, holders: dict[str, set[str]], min_confidence: float
+) -> tuple[list[str], list[str]]:
+    """The numbers of a skip trace to add to its borrower (E.164), and why others were not added
+    (each once, for people). A number another borrower holds is theirs or a person's they gave: a
+    third party to this borrower either way, and sharing it would attribute their replies (a
+    dispute, a bankruptcy, a STOP) to this borrower's accounts too. Updates `holders` with those
+    added, so a later pull of the same block sees them."""
+    borrower_id = pulled.subject.borrower_id
+    new: list[str] = []
+    why: Counter[str] = Counter()
+    for number, confidence, line_type in pulled.phones:
+        if confidence < min_confidence or line_type not in ("mobile", "unknown"):
+            continue  # a weak match or a line that takes no texts: not worth a contact point
+        e164 = found_number(number)
+        if e164 is None:
+            why["not a valid phone number"] += 1
+            continue
+        held = holders[e164]
+        if borrower_id in held:
+            continue  # the borrower's own already
+        if held:
+            why["held by another borrower"] += 1
+            continue
+        held.add(borrower_id)
+        new.append(e164)
+    return new, [f"{n} {reason}" for reason, n in sorted(why.items())]
 
 
 def _found_number(borrower_id: str, number: str, at: datetime) -> dict[str, Any]:
