@@ -13,6 +13,7 @@ The ability a pull gives, and the numbers a skip trace finds, move the segment a
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from threading import Lock
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -26,14 +27,16 @@ from tasks.database import engine
 from tasks.providers import bureau_session
 from tasks.workers import in_own_process
 
-__all__ = ["OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
+__all__ = ["GIVE_UP_AFTER", "OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
 
 
 @task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     """Pull the profiles due (at most `limit` a business day, counting the pulls of a cycle of the
     same day that crashed or ran before); counts by outcome. A transient failure leaves the
-    account for the next cycle; a refusal (no file) is recorded and not asked again."""
+    account for the next cycle; a refusal (no file) is recorded and not asked again. Once
+    `GIVE_UP_AFTER` pulls in a row have failed the bureau is down: the rest are not asked, and
+    wait for the next cycle (`bureau_waiting`)."""
     with read_only(engine()) as connection:
         earlier = 0 if cycle_id is None else bureau_pulls.pulls_of_the_day(connection, cycle_id=cycle_id)
         subjects = bureau_pulls.pull_subjects(connection, limit=limit - earlier) if earlier < limit else []
@@ -53,12 +56,29 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
     log = get_run_logger()
     for key, reason in failures:
         log.warning("bureau pull %s failed: %s", key, reason)
+    if pulled["bureau_waiting"]:
+        log.warning(
+            "the bureau failed %d pulls in a row: not asked again this cycle; %d pulls wait for the next",
+            GIVE_UP_AFTER,
+            pulled["bureau_waiting"],
+        )
     pulled["bureau_failed"] += len(subjects) - len(asked)
     return pulled
 
 
 OWN_PROCESS_FROM = 1_000  # pulls: fewer are over before a process is started for them
-_COUNTS = ("bureau_pulls", "skip_traces", "bureau_no_file", "bureau_failed", "numbers_found")
+# Failed pulls in a row (no answer between) after which the bureau is taken for down this cycle.
+# Each failed pull has spent its retries (up to the client's 30 s), so a thousand pulls to a bureau
+# that does not answer held the cycle some half an hour for nothing.
+GIVE_UP_AFTER = 20
+_COUNTS = (
+    "bureau_pulls",
+    "skip_traces",
+    "bureau_no_file",
+    "bureau_failed",
+    "bureau_waiting",
+    "numbers_found",
+)
 
 
 def pull_all(asked: list[PullSubject], at: datetime) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -69,11 +89,12 @@ def pull_all(asked: list[PullSubject], at: datetime) -> tuple[dict[str, int], li
     # The bureau answers in a few hundred milliseconds a pull: several are in flight at once,
     # and their answers are stored a block at a time, so the pulls never queue one by one behind
     # the dispatch's writes for the database.
+    breaker = _Breaker()
     with (
         bureau_session() as provider,
         ThreadPoolExecutor(max_workers=get_settings().bureau_concurrency) as pool,
     ):
-        answers = pool.map(lambda subject: _ask(provider, subject), asked)
+        answers = pool.map(lambda subject: breaker.ask(provider, subject), asked)
         block: list[tuple[PullSubject, _Answer]] = []
         try:
             for subject, answer in zip(asked, answers, strict=True):
@@ -91,11 +112,31 @@ _BLOCK = 100  # answers stored per transaction
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """What one pull came back with: the profile, or why not (refused: no file; failed: ask again)."""
+    """What one pull came back with: the profile, or why not (refused: no file; failed: ask again;
+    waiting: not asked, the bureau being down)."""
 
     profile: BureauProfile | None = None
     refused: str | None = None
     failed: str | None = None
+    waiting: bool = False
+
+
+class _Breaker:
+    """Asks the bureau until `GIVE_UP_AFTER` pulls in a row have failed; the pulls after that are
+    not made and wait for the next cycle (they are not recorded, so they are due again then)."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._failed_in_a_row = 0
+
+    def ask(self, provider: BureauProvider, subject: PullSubject) -> _Answer:
+        with self._lock:
+            if self._failed_in_a_row >= GIVE_UP_AFTER:
+                return _Answer(waiting=True)
+        answer = _ask(provider, subject)
+        with self._lock:  # a refusal (no file) is an answer too: the bureau is up
+            self._failed_in_a_row = self._failed_in_a_row + 1 if answer.failed is not None else 0
+        return answer
 
 
 def _ask(provider: BureauProvider, subject: PullSubject) -> _Answer:
@@ -128,6 +169,9 @@ def _record(
     profiles: list[Pulled] = []
     with engine().begin() as connection:
         for subject, answer in block:
+            if answer.waiting:
+                counts["bureau_waiting"] += 1
+                continue
             if answer.refused is not None:
                 bureau_pulls.record_pull_refusal(
                     connection, subject=subject, at=at, purpose=COLLECTION_PURPOSE, reason=answer.refused

@@ -665,3 +665,48 @@ def test_what_a_skip_trace_finds_that_is_no_phone_number_is_not_added(
         assert list(found) == ["+15152814444"]
     [traced] = events(later_db, "A-T3", "bureau")
     assert traced.detail.endswith("not added: 3 not a valid phone number")
+
+
+def test_a_bureau_that_keeps_failing_is_not_asked_for_the_rest_of_the_cycle(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _bureau_process: Any
+) -> None:
+    """Once GIVE_UP_AFTER pulls in a row have failed (each after its retries), the bureau is taken
+    for down: the other pulls are not made, each spending its retries on it, but counted as
+    waiting, and the next cycle, the bureau back, pulls every one of them."""
+    from arrears.settings import get_settings
+    from tasks import bureau_pull
+
+    ids = [f"A-W{n:02d}" for n in range(12)]
+    import_rows(later_db, tmp_path, [us_account(a) for a in ids])
+    for account_id in ids:
+        _stage(later_db, account_id, "negotiation")
+    monkeypatch.setattr(bureau_pull, "GIVE_UP_AFTER", 3, raising=False)
+    monkeypatch.setenv("ARREARS_BUREAU_CONCURRENCY", "1")  # one at a time: the count is exact
+    get_settings.cache_clear()
+    _bureau_process.set_faults(http_503=1_000, retry_after=0)
+    counts = _pull("2026-12-16T01:00:00Z")
+    assert _bureau_process.stats()["counters"]["requests.pull"] == 3 * 4  # three pulls, four attempts each
+    assert (counts["bureau_failed"], counts.get("bureau_waiting"), counts["bureau_pulls"]) == (3, 9, 0)
+    _bureau_process.set_faults()
+    counts = _pull("2026-12-17T01:00:00Z")
+    assert (counts["bureau_pulls"], counts["bureau_failed"], counts["bureau_waiting"]) == (12, 0, 0)
+
+
+def test_failures_apart_do_not_stop_the_pulls(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _bureau_process: Any
+) -> None:
+    """A bureau that answers between its failures is up: a failed pull is left for the next cycle,
+    and every other pull is made."""
+    from arrears.settings import get_settings
+    from tasks import bureau_pull
+
+    ids = [f"A-X{n:02d}" for n in range(6)]
+    import_rows(later_db, tmp_path, [us_account(a) for a in ids])
+    for account_id in ids:
+        _stage(later_db, account_id, "negotiation")
+    monkeypatch.setattr(bureau_pull, "GIVE_UP_AFTER", 2)
+    monkeypatch.setenv("ARREARS_BUREAU_CONCURRENCY", "1")
+    get_settings.cache_clear()
+    _bureau_process.set_faults(http_503=4, retry_after=0)  # the first pull's four attempts
+    counts = _pull("2026-12-16T01:00:00Z")
+    assert (counts["bureau_failed"], counts["bureau_waiting"], counts["bureau_pulls"]) == (1, 0, 5)
