@@ -710,3 +710,19 @@ def test_failures_apart_do_not_stop_the_pulls(
     _bureau_process.set_faults(http_503=4, retry_after=0)  # the first pull's four attempts
     counts = _pull("2026-12-16T01:00:00Z")
     assert (counts["bureau_failed"], counts["bureau_waiting"], counts["bureau_pulls"]) == (1, 0, 5)
+
+
+def test_skip_traces_come_before_ability_pulls_in_the_days_budget(later_db: Engine, tmp_path: Path) -> None:
+    """An unreachable account gets no message at all: its skip trace is made before the ability
+    pulls of the day, whatever the account ids (after a first cycle half a portfolio waits for an
+    ability pull, and traces taken among them in account order waited weeks); the pulls beyond
+    the day's budget are made the next day."""
+    import_rows(later_db, tmp_path, [us_account(a) for a in ("A-S1", "A-S2", "A-S3")])
+    _stage(later_db, "A-S1", "negotiation")
+    _stage(later_db, "A-S2", "negotiation")
+    _stage(later_db, "A-S3", "reminder", segment="unreachable")
+    counts = _pull("2026-12-16T01:00:00Z", limit=1)
+    assert (counts["skip_traces"], counts["bureau_pulls"]) == (1, 0)
+    assert [len(_pulls(later_db, a)) for a in ("A-S1", "A-S2", "A-S3")] == [0, 0, 1]
+    counts = _pull("2026-12-17T01:00:00Z", limit=2)
+    assert (counts["skip_traces"], counts["bureau_pulls"]) == (0, 2)
