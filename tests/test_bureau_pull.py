@@ -726,3 +726,30 @@ def test_skip_traces_come_before_ability_pulls_in_the_days_budget(later_db: Engi
     assert [len(_pulls(later_db, a)) for a in ("A-S1", "A-S2", "A-S3")] == [0, 0, 1]
     counts = _pull("2026-12-17T01:00:00Z", limit=2)
     assert (counts["skip_traces"], counts["bureau_pulls"]) == (0, 2)
+
+
+def test_a_borrower_with_two_unreachable_loans_is_skip_traced_once(later_db: Engine, tmp_path: Path) -> None:
+    """A skip trace looks for the person: of a borrower's two unreachable accounts one is traced,
+    not both that day and not the other the next day (each trace an inquiry, billed, finding the
+    same numbers); an account that enters a new stage after the trace is traced again."""
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account("A-R1", borrower_id="B-R", phone="(515) 281-1006"),
+            us_account("A-R2", borrower_id="B-R", phone="(515) 281-1006"),
+        ],
+    )
+    _stage(later_db, "A-R1", "reminder", segment="unreachable", stage_since=at("2026-12-01T01:00:00Z"))
+    _stage(later_db, "A-R2", "reminder", segment="unreachable", stage_since=at("2026-12-01T01:00:00Z"))
+    assert _pull("2026-12-02T01:00:00Z")["skip_traces"] == 1
+    assert _pull("2026-12-03T01:00:00Z")["skip_traces"] == 0
+    assert [len(_pulls(later_db, a)) for a in ("A-R1", "A-R2")] == [1, 0]
+    with later_db.begin() as c:
+        c.execute(
+            update(account_t)
+            .where(account_t.c.account_id == "A-R2")
+            .values(stage="negotiation", episode=3, stage_since=at("2026-12-16T01:00:00Z"))
+        )
+    assert _pull("2026-12-16T01:00:00Z")["skip_traces"] == 1
+    assert [len(_pulls(later_db, a)) for a in ("A-R1", "A-R2")] == [1, 1]

@@ -2,7 +2,8 @@
 refusal tells us (`record_pulls`, `record_pull_refusal`).
 
 One pull per reason (ability, skip trace) per stage episode, its idempotency key in a unique
-column (and in the payload), so a rerun or a concurrent cycle cannot record a pull twice. The
+column (and in the payload), so a rerun or a concurrent cycle cannot record a pull twice; and one
+skip trace per borrower, whichever of their accounts asks first. The
 candidates are read a chunk at a time and the answers stored a block at a time, never a query
 per account. Each function takes the caller's connection and does not commit: the task owns the
 transaction. Furnishing reads these records back for one thing, the bankruptcy chapter
@@ -89,6 +90,7 @@ def pull_subjects(connection: Connection, *, limit: int = 1_000, chunk: int = 2_
     for the thousand pulls asked was the cycle's peak memory (some 800 MiB at 1,000,000)."""
     unreachable = account.c.segment == Segment.UNREACHABLE.value
     found: list[PullSubject] = []
+    tracing: set[str] = set()  # the borrowers a skip trace is asked for already
     for wanted in (
         and_(unreachable, account.c.stage.in_([x.value for x in Stage])),
         and_(account.c.stage == Stage.NEGOTIATION.value, ~unreachable),
@@ -101,7 +103,7 @@ def pull_subjects(connection: Connection, *, limit: int = 1_000, chunk: int = 2_
         )
         with connection.execute(query, execution_options={"yield_per": chunk}) as result:
             for candidates in result.partitions():
-                found += _pull_subjects(connection, candidates)
+                found += _pull_subjects(connection, candidates, tracing)
                 if len(found) >= limit:
                     return found[:limit]
     return found
@@ -121,9 +123,14 @@ def pulls_of_the_day(connection: Connection, *, cycle_id: int) -> int:
     )
 
 
-def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[PullSubject]:
+def _pull_subjects(connection: Connection, candidates: Sequence[Any], tracing: set[str]) -> list[PullSubject]:
     """The candidates not pulled yet for their reason this episode, each with its best number
-    (valid first, then primary, then oldest: it identifies the subject, valid or not)."""
+    (valid first, then primary, then oldest: it identifies the subject, valid or not).
+
+    A skip trace looks for the borrower, not the account: one whose borrower is traced already
+    (in `tracing`, which it adds to, or by a trace of any of their accounts since this one
+    entered its stage) is not asked for. A borrower with two loans was traced twice a day, and
+    again for the second loan the next day (each an inquiry, billed, for the same numbers)."""
     done = set(
         connection.execute(
             select(bureau.c.idempotency_key).where(
@@ -143,9 +150,16 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
         .order_by(contact.c.valid.desc(), contact.c.is_primary.desc(), contact.c.id)
     ):
         phones.setdefault(r.borrower_id, r.address)
+    traced = _traced_since(
+        connection, {c.borrower_id for c in candidates if c.segment == Segment.UNREACHABLE}
+    )
     found: list[PullSubject] = []
     for c in candidates:
         reason = "skip_trace" if c.segment == Segment.UNREACHABLE else "ability"
+        if reason == "skip_trace":
+            last = traced.get(c.borrower_id)
+            if c.borrower_id in tracing or (last is not None and last >= c.stage_since):
+                continue
         subject = PullSubject(
             c.account_id,
             c.borrower_id,
@@ -163,7 +177,28 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any]) -> list[Pu
             held.get(c.account_id, frozenset()), reason
         ):
             found.append(subject)
+            if reason == "skip_trace":
+                tracing.add(c.borrower_id)
     return found
+
+
+def _traced_since(connection: Connection, borrowers: set[str]) -> dict[str, datetime]:
+    """When each borrower was last skip-traced, through any of their accounts (a refusal too)."""
+    last: dict[str, datetime] = {}
+    if not borrowers:
+        return last
+    for borrower_id, at in connection.execute(
+        select(account.c.borrower_id, bureau.c.at)
+        .join(account, account.c.account_id == bureau.c.account_id)
+        .where(
+            among(account.c.borrower_id, borrowers),
+            bureau.c.kind == "pull",
+            bureau.c.payload["reason"].as_string() == "skip_trace",
+        )
+    ):
+        if borrower_id not in last or at > last[borrower_id]:
+            last[borrower_id] = at
+    return last
 
 
 def _held(holds: frozenset[Hold], reason: str) -> bool:
