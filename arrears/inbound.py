@@ -24,6 +24,7 @@ __all__ = [
     "InboundKind",
     "attribute",
     "classify",
+    "hardship_statement",
     "inbound_address",
     "normalise",
     "storable",
@@ -160,6 +161,21 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
     ),
 )
 
+# Word that the borrower cannot pay, not that they will not: work or income lost, illness, a
+# business gone under. It makes them unable (`arrears.segmentation.ability_after_hardship`): the
+# strategic defaulter's early review is for the able who will not pay, and negotiation offers the
+# unable and willing a plan (DESIGN §2). "I can't pay until Friday" is a date, not a hardship.
+_HARDSHIP = re.compile(
+    r"(?<![A-Z])(?:LOST|LOSE|LOSING) (?:MY|OUR|HIS|HER) (?:JOB|WORK|INCOME|BUSINESS)(?![A-Z])"
+    r"|(?<![A-Z])(?:LAID|LAYED) OFF(?![A-Z])|(?<![A-Z])UNEMPLOYED(?![A-Z])|(?<![A-Z])OUT OF WORK(?![A-Z])"
+    r"|(?<![A-Z])(?:CAN['\u2019]?T|CANNOT|CAN NOT|UNABLE TO) AFFORD(?![A-Z])"
+    r"|(?<![A-Z])(?:MEDICAL BILLS|IN (?:THE )?HOSPITAL|HOSPITALI[SZ]ED)(?![A-Z])"
+    r"|(?<![A-Z])(?:HOURS|PAY|SALARY|WAGES) (?:WERE |WAS |GOT |HAVE BEEN |HAS BEEN )?CUT(?![A-Z])"
+    r"|(?<![A-Z])(?:GO|GOING) BANKRUPT(?![A-Z])"
+    r"|失业|下岗|被裁|裁员|(?:丢|没)了?工作|没有工作|收入(?:减少|下降|没了)|生病|住院|还不起|没钱还"
+    r"|公司(?:破产|倒闭)"
+)
+
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _UNSEEN = frozenset({"Cf", "Cc"})  # format and control characters: no reader sees them
 _SPACES = re.compile(r"\s+")
@@ -242,6 +258,12 @@ def _classify(body: str) -> Classified:
     if found:
         return Classified(InboundKind.OPT_OUT, text, found.group(0), hold, statement)
     return Classified(InboundKind.REPLY, text, None, hold, statement)
+
+
+def hardship_statement(body: str) -> str | None:
+    """The words of a reply that tell of a hardship (`_HARDSHIP`), as normalised; None if none."""
+    found = _HARDSHIP.search(normalise(body))
+    return found.group(0) if found else None
 
 
 def _without_courtesy(text: str) -> str:

@@ -10,7 +10,14 @@ from decimal import Decimal
 from arrears.policy import Segmentation
 from arrears.vocabulary import Segment
 
-__all__ = ["SCORE_BANDS", "ability_score", "nudge_willingness", "segment_of"]
+__all__ = [
+    "HARDSHIP_MARGIN",
+    "SCORE_BANDS",
+    "ability_after_hardship",
+    "ability_score",
+    "nudge_willingness",
+    "segment_of",
+]
 
 # Bureau score bands, best first, with the ability each suggests before income and equity.
 SCORE_BANDS: dict[str, float] = {"A": 0.9, "B": 0.75, "C": 0.55, "D": 0.35, "E": 0.15}
@@ -71,3 +78,16 @@ def nudge_willingness(current: float | None, behaviour: str, *, policy: Segmenta
     """Willingness after one observed behaviour (a key of WILLINGNESS_STEPS)."""
     base = policy.default_willingness if current is None else current
     return min(1.0, max(0.0, base + WILLINGNESS_STEPS[behaviour]))
+
+
+# How far below the policy's ability threshold a borrower's word of a hardship puts their ability.
+HARDSHIP_MARGIN = 0.1
+
+
+def ability_after_hardship(current: float | None, *, policy: Segmentation) -> float:
+    """Ability once the borrower has said they cannot pay (lost work, illness): below the
+    threshold, so they are unable (hardship if willing, distressed if not), never strategic;
+    never raised by it (a bureau that found them less able stays lower). It holds for the
+    delinquency: a bureau pull in it is capped the same way (`storage.bureau_pulls`)."""
+    base = policy.default_ability if current is None else current
+    return min(base, max(0.0, policy.ability_threshold - HARDSHIP_MARGIN))

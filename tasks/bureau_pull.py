@@ -23,7 +23,7 @@ from arrears.storage import bureau_pulls, read_only
 from arrears.storage.bureau_pulls import Pulled, PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
-from tasks.database import engine
+from tasks.database import engine, policy
 from tasks.providers import bureau_session
 from tasks.workers import in_own_process
 
@@ -197,7 +197,9 @@ def _record(
                 )
             )
         for pulled, stored in zip(
-            profiles, bureau_pulls.record_pulls(connection, profiles, at=at), strict=True
+            profiles,
+            bureau_pulls.record_pulls(connection, profiles, at=at, policy=policy().segmentation),
+            strict=True,
         ):
             if stored.get("duplicate"):  # a concurrent or earlier run recorded this pull already
                 continue

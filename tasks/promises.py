@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from arrears.clock import business_date as lender_date
+from arrears.inbound import hardship_statement
+from arrears.lifecycle import is_open
 from arrears.policy import Policy
 from arrears.promises import Unreadable, currency_refusal, promise_rules, read_promise
 from arrears.restructuring import PlanError, PlanReply, parse_plan_reply, plan_rules
@@ -88,7 +90,8 @@ def read_replies(
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Answer every unread reply: `PAY 500 2026-12-05` / `还款 500 2026-12-05` records a promise in
-    reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer.
+    reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer; word of a
+    hardship ("I lost my job", 失业了) makes the borrower unable (`promises.state_hardship`).
 
     Each reply is read in its own savepoint: one that raises is quarantined (the inbound message,
     by its callback id) and left unread, and the others are read. Replies already in quarantine,
@@ -97,6 +100,7 @@ def read_replies(
         "replies_read": 0,
         "promises_from_replies": 0,
         "plans_from_replies": 0,
+        "hardships_from_replies": 0,
         "replies_quarantined": 0,
     }
     first = promises.unread_replies(connection, as_of=as_of, account_id=account_id)
@@ -166,6 +170,17 @@ def _read_reply(
             outcome = "promises_from_replies"
     elif answer is not None and _answer_offer(connection, reply, answer, rules, ref, cycle_id, zone):
         outcome = "plans_from_replies"
+    elif (hardship := hardship_statement(reply.text)) is not None and is_open(reply.stage):
+        promises.state_hardship(
+            connection,
+            account_id=reply.account_id,
+            statement=hardship,
+            at=reply.at,
+            policy=rules.segmentation,
+            data=ref,
+            cycle_id=cycle_id,
+        )
+        outcome = "hardships_from_replies"
     after = promises.nudge(
         connection,
         account_id=reply.account_id,

@@ -753,3 +753,38 @@ def test_a_borrower_with_two_unreachable_loans_is_skip_traced_once(later_db: Eng
         )
     assert _pull("2026-12-16T01:00:00Z")["skip_traces"] == 1
     assert [len(_pulls(later_db, a)) for a in ("A-R1", "A-R2")] == [1, 1]
+
+
+def test_a_bureau_pull_after_the_borrower_told_of_a_hardship_does_not_make_them_able(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A borrower who said in this delinquency that they cannot pay stays unable whatever the
+    bureau's band (the pull on entering negotiation came after their reply); one who said so in an
+    earlier delinquency is read from the bureau alone."""
+    from arrears.policy import DEFAULT_POLICY
+    from arrears.storage.promises import state_hardship
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [
+            us_account("A-U1", phone="(515) 281-1000", oldest_due_date="2026-11-30", borrower_id="B-U1"),
+            us_account("A-U2", phone="(515) 281-1000", oldest_due_date="2026-11-30", borrower_id="B-U2"),
+        ],
+    )
+    _stage(later_db, "A-U1", "negotiation")
+    _stage(later_db, "A-U2", "negotiation")
+    with later_db.begin() as c:
+        for account_id, when in (("A-U1", "2026-12-05T15:00:00Z"), ("A-U2", "2026-10-05T15:00:00Z")):
+            state_hardship(
+                c,
+                account_id=account_id,
+                statement="LOST MY JOB",
+                at=at(when),
+                policy=DEFAULT_POLICY.segmentation,
+                data={},
+            )
+    assert _pull("2026-12-16T01:00:00Z")["bureau_pulls"] == 2
+    assert (account(later_db, "A-U1").ability, account(later_db, "A-U2").ability) == (0.4, 0.9)
+    [pulled] = events(later_db, "A-U1", "bureau")
+    assert pulled.detail.endswith("ability 0.40 → 0.40 (a hardship the borrower stated holds it down)")

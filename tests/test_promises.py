@@ -503,3 +503,76 @@ def test_a_promise_in_another_currency_than_the_accounts_is_refused(
     from arrears.promises import currency_refusal
 
     assert currency_refusal(text, currency) == reason
+
+
+# -- a hardship told by reply ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("I lost my job last week, sorry", "LOST MY JOB"),
+        ("got laid off in November", "LAID OFF"),
+        ("Can't afford it right now", "CAN'T AFFORD"),
+        ("my hours got cut", "HOURS GOT CUT"),
+        ("我失业了，下个月再说", "失业"),
+        ("住院了", "住院"),
+        ("I can't pay until Friday", None),
+        ("PAY 412.50 2026-12-05", None),
+        ("I'll pay when I get my job done", None),
+    ],
+)
+def test_a_reply_telling_of_a_hardship_is_read_as_one(text: str, words: str | None) -> None:
+    """Word that the borrower cannot pay (work lost, illness) is a hardship; a date ("can't pay
+    until Friday") or a promise is not."""
+    from arrears.inbound import hardship_statement
+
+    assert hardship_statement(text) == words
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_strategic_defaulter_who_tells_of_a_hardship_is_not_sent_to_review_early(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two broken promises send an able, unwilling borrower to repossession review at once; one who
+    replies that they lost their job is unable from then on (audited with their words): distressed,
+    they stay in negotiation until its own 60 days, and a willing borrower who says so is offered
+    a plan (hardship: restructuring) the same cycle."""
+    from sqlalchemy import update
+
+    from arrears.settings import get_settings
+    from tests.later_stage_helpers import account_t, at
+
+    monkeypatch.setenv("ARREARS_BUREAU_PULLS_PER_CYCLE", "0")
+    get_settings.cache_clear()
+    ids = ("A-H1", "A-H2", "A-H3")
+    import_rows(later_db, tmp_path, [us_account(a, oldest_due_date="2026-11-10") for a in ids])
+    scores = {"A-H1": (0.9, 0.3, 2), "A-H2": (0.9, 0.3, 2), "A-H3": (0.9, 0.6, 0)}
+    with later_db.begin() as c:
+        for account_id, (ability, willingness, broken) in scores.items():
+            c.execute(
+                update(account_t)
+                .where(account_t.c.account_id == account_id)
+                .values(
+                    stage="negotiation",
+                    stage_since=at("2026-11-27T16:00:00Z"),
+                    episode=2,
+                    ability=ability,
+                    willingness=willingness,
+                    broken_promises=broken,
+                )
+            )
+    reply(later_db, "A-H1", "I lost my job last week, I want to pay but can't", "2026-12-01T15:00:00Z")
+    reply(later_db, "A-H3", "我失业了", "2026-12-01T15:00:00Z")
+    result = day(later_db, "2026-12-01T16:00:00Z")
+    assert result["later"].get("hardships_from_replies") == 2
+    assert [(account(later_db, a).stage, account(later_db, a).segment) for a in ids] == [
+        ("negotiation", "distressed"),
+        ("repossession_review", "strategic"),
+        ("restructuring", "hardship"),
+    ]
+    [stated] = events(later_db, "A-H1", "hardship")
+    assert stated.actor == "borrower" and stated.detail == (
+        "hardship stated by the borrower ('LOST MY JOB'): ability 0.90 → 0.40"
+    )
+    assert account(later_db, "A-H1").ability == pytest.approx(0.4)

@@ -15,14 +15,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
 import phonenumbers
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
-from arrears.segmentation import ability_score
+from arrears.policy import DEFAULT_POLICY, Segmentation
+from arrears.segmentation import ability_after_hardship, ability_score
 from arrears.storage._common import (
     event,
     holds_of,
@@ -33,7 +34,8 @@ from arrears.storage._common import (
 )
 from arrears.storage.bulk import among, execute_many, insert_ignore
 from arrears.storage.installation import stored_installation_id
-from arrears.storage.tables import account, borrower, bureau, contact, cycle_run
+from arrears.storage.promises import HARDSHIP
+from arrears.storage.tables import account, audit, borrower, bureau, contact, cycle_run
 from arrears.vocabulary import Channel, Hold, HoldScope, Segment, Stage
 
 __all__ = [
@@ -225,7 +227,12 @@ class Pulled:
 
 
 def record_pulls(
-    connection: Connection, pulls: Sequence[Pulled], *, at: datetime, min_phone_confidence: float = 0.5
+    connection: Connection,
+    pulls: Sequence[Pulled],
+    *,
+    at: datetime,
+    min_phone_confidence: float = 0.5,
+    policy: Segmentation = DEFAULT_POLICY.segmentation,
 ) -> list[dict[str, Any]]:
     """Store bureau profiles: for each, the pull record with its purpose, the ability it gives, the
     numbers skip tracing found (unverified, never primary), and a hold for a bankruptcy or death
@@ -257,12 +264,17 @@ def record_pulls(
         fresh.discard(p.subject.key)
     stored = [p for p, fresh_pull in zip(pulls, recorded, strict=True) if fresh_pull]
     accounts = {p.subject.account_id for p in stored}
-    ability_now: dict[str, float | None] = {
-        account_id: ability
-        for account_id, ability in connection.execute(
-            select(account.c.account_id, account.c.ability).where(among(account.c.account_id, accounts))
+    ability_now: dict[str, float | None] = {}
+    delinquent_since: dict[str, date] = {}
+    for account_id, ability, oldest_due in connection.execute(
+        select(account.c.account_id, account.c.ability, account.c.oldest_due_date).where(
+            among(account.c.account_id, accounts)
         )
-    }
+    ):
+        ability_now[account_id] = ability
+        if oldest_due is not None:
+            delinquent_since[account_id] = oldest_due
+    unable = _hardship_stated(connection, delinquent_since)
     # Who holds each number a skip trace found (any borrower): the subject's own are not added
     # again, and another borrower's are not added at all (below). No index leads with the number:
     # read only for the blocks that found some (skip traces are few beside the ability pulls).
@@ -300,6 +312,9 @@ def record_pulls(
             balance=subject.balance,
         )
         before = ability_now.get(subject.account_id)
+        capped = ability is not None and subject.account_id in unable
+        if ability is not None and capped:  # the borrower's word outweighs the bureau's estimate
+            ability = ability_after_hardship(ability, policy=policy)
         if ability is not None:
             ability_now[subject.account_id] = round(ability, 4)
             abilities.append({"key": subject.account_id, "ability": round(ability, 4), "at": at})
@@ -316,6 +331,7 @@ def record_pulls(
             detail += f", income {subject.currency} {p.income_estimate} a year"
         if ability is not None:
             detail += f"; ability {'—' if before is None else f'{before:.2f}'} → {ability:.2f}"
+            detail += " (a hardship the borrower stated holds it down)" if capped else ""
         if new:
             detail += f"; {len(new)} new number{'s' if len(new) > 1 else ''} found (unverified)"
         if unusable:
@@ -362,6 +378,23 @@ def record_pulls(
     execute_many(connection, contact.insert(), contacts)
     insert_events(connection, events)
     return results
+
+
+def _hardship_stated(connection: Connection, delinquent_since: dict[str, date]) -> set[str]:
+    """The accounts whose borrower said, since their delinquency began, that they cannot pay (a
+    `hardship` event: `storage.promises.state_hardship`). One query a block of pulls."""
+    if not delinquent_since:
+        return set()
+    earliest = datetime.combine(min(delinquent_since.values()), time(), UTC)
+    return {
+        account_id
+        for account_id, stated in connection.execute(
+            select(audit.c.account_id, audit.c.at).where(
+                among(audit.c.account_id, delinquent_since), audit.c.kind == HARDSHIP, audit.c.at >= earliest
+            )
+        )
+        if stated >= datetime.combine(delinquent_since[account_id], time(), UTC)
+    }
 
 
 def found_number(number: str) -> str | None:

@@ -27,7 +27,7 @@ from arrears.policy import Segmentation
 from arrears.promises import PaymentView, PromiseRules, PromiseView
 from arrears.promises import refusal as promise_refusal
 from arrears.promises import resolve_promises as decide_promises
-from arrears.segmentation import nudge_willingness
+from arrears.segmentation import ability_after_hardship, nudge_willingness
 from arrears.storage._common import (
     chunks,
     day_start,
@@ -44,6 +44,7 @@ from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
     "CONTACT_WINDOW",
+    "HARDSHIP",
     "REPLY_WINDOW",
     "Reply",
     "add_promise",
@@ -53,6 +54,7 @@ __all__ = [
     "promises_of",
     "reset_broken_promises",
     "resolve_promises",
+    "state_hardship",
     "unread_replies",
     "willingness_of",
 ]
@@ -62,6 +64,7 @@ __all__ = [
 REPLY_WINDOW = timedelta(days=14)
 # A payment counts as one "after contact" when a message reached the borrower this long before it.
 CONTACT_WINDOW = timedelta(days=30)
+HARDSHIP = "hardship"  # the audit kind of a borrower's word that they cannot pay
 _READ_KINDS = ("promise", "plan", "willingness")  # the events that answer a reply
 _EXITS = tuple(e.value for e in Exit if e is not Exit.CURED)
 
@@ -191,6 +194,40 @@ def nudge(
                 detail,
                 {"behaviour": behaviour, "from": before, "to": after, **data},
                 actor=actor,
+                cycle_id=cycle_id,
+            )
+        ],
+    )
+    return after
+
+
+def state_hardship(
+    connection: Connection,
+    *,
+    account_id: str,
+    statement: str,
+    at: datetime,
+    policy: Segmentation,
+    data: dict[str, Any],
+    cycle_id: int | None = None,
+) -> float:
+    """The borrower said they cannot pay (`arrears.inbound.hardship_statement`): their ability goes
+    below the threshold (`ability_after_hardship`), audited as a `hardship` event with their words
+    (what a later bureau pull of the delinquency reads); returns the new ability."""
+    current = connection.execute(select(account.c.ability).where(account.c.account_id == account_id)).scalar()
+    after = round(ability_after_hardship(current, policy=policy), 4)
+    connection.execute(update(account).where(account.c.account_id == account_id).values(ability=after))
+    before = "—" if current is None else f"{current:.2f}"
+    insert_events(
+        connection,
+        [
+            event(
+                account_id,
+                at,
+                HARDSHIP,
+                f"hardship stated by the borrower ({statement!r}): ability {before} → {after:.2f}",
+                {"statement": statement, "from": current, "to": after, **data},
+                actor="borrower",
                 cycle_id=cycle_id,
             )
         ],
