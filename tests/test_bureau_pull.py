@@ -788,3 +788,39 @@ def test_a_bureau_pull_after_the_borrower_told_of_a_hardship_does_not_make_them_
     assert (account(later_db, "A-U1").ability, account(later_db, "A-U2").ability) == (0.4, 0.9)
     [pulled] = events(later_db, "A-U1", "bureau")
     assert pulled.detail.endswith("ability 0.40 → 0.40 (a hardship the borrower stated holds it down)")
+
+
+def test_confirming_a_number_marked_invalid_says_that_nothing_is_sent_to_it(
+    later_db: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """`arrears contact confirm` of a skip-traced number its holder has since disowned ("wrong
+    number") records the agent's word but does not make the number valid: the output says that
+    nothing is sent to it and why, rather than that the stage's messages will go to it."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    import_rows(later_db, tmp_path, [us_account("A-V1", phone="(515) 281-1009")])
+    with later_db.begin() as c:
+        c.execute(
+            contact_t.insert().values(
+                borrower_id="B-A-V1",
+                channel="sms",
+                address="+15152814444",
+                is_primary=False,
+                valid=False,
+                invalid_reason="wrong_number",
+                verified=False,
+                source="bureau",
+                failures=0,
+                created_at=at("2026-12-02T01:00:00Z"),
+            )
+        )
+    args = ["contact", "confirm", "A-V1", "+1 515 281 4444", "--reason", "borrower on the phone"]
+    done = CliRunner().invoke(app, [*args, "--as-of", "2026-12-02T15:00:00Z", "--database", db_url])
+    assert done.exit_code == 0, (done.output, done.exception)
+    said = " ".join(done.output.split())  # as printed, whatever the terminal's width
+    assert "confirmed the borrower's; nothing is sent to it: it is marked invalid (wrong number)" in said
+    with later_db.connect() as c:
+        point = c.execute(select(contact_t).where(contact_t.c.address == "+15152814444")).one()
+    assert (point.verified, point.valid) == (True, False)

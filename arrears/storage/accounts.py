@@ -15,7 +15,15 @@ from arrears.masking import mask_phone
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.tables import account, audit, contact, hold, message
 
-__all__ = ["AccountStory", "account_row", "account_story", "confirm_number", "lock_accounts", "note"]
+__all__ = [
+    "AccountStory",
+    "Confirmed",
+    "account_row",
+    "account_story",
+    "confirm_number",
+    "lock_accounts",
+    "note",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +148,23 @@ def lock_accounts(connection: Connection, account_ids: Iterable[str]) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """What `confirm_number` did: confirmed now or already, and why the number is texted nothing
+    even so (marked invalid and why, opted out), or None if it is usable."""
+
+    now: bool
+    unusable: str | None
+
+
 def confirm_number(
     connection: Connection, *, account_id: str, address: str, by: str, why: str, at: datetime
-) -> bool | None:
+) -> Confirmed | None:
     """Record that the borrower confirmed `address` (E.164) is theirs: a number skip tracing found
     is unconfirmed, perhaps a third party's, and no text telling of the debt goes to it until a
     person who spoke with the borrower says so (compliance.md: third parties are never told).
-    True: confirmed now; False: it was already; None: the account's borrower has no such number."""
+    None: the account's borrower has no such number. A confirmation makes no invalid number valid
+    nor lifts an opt-out (its holder's word, or the borrower's): the agent is told."""
     row = account_row(connection, account_id)
     if row is None:
         return None
@@ -155,11 +173,22 @@ def confirm_number(
         contact.c.channel == "sms",
         contact.c.address == address,
     )
-    verified = connection.execute(select(contact.c.verified).where(*mine)).scalar()
-    if verified is None:
+    point = connection.execute(
+        select(contact.c.verified, contact.c.valid, contact.c.invalid_reason, contact.c.opted_out_at).where(
+            *mine
+        )
+    ).first()
+    if point is None:
         return None
-    if verified:
-        return False
+    unusable = (
+        None
+        if point.valid and point.opted_out_at is None
+        else "it opted out of texts"
+        if point.valid
+        else f"it is marked invalid ({(point.invalid_reason or 'no reason recorded').replace('_', ' ')})"
+    )
+    if point.verified:
+        return Confirmed(False, unusable)
     connection.execute(update(contact).where(*mine).values(verified=True))
     detail = f"number {mask_phone(address)} confirmed the borrower's by {by}: {why}"
     note(
@@ -171,4 +200,4 @@ def confirm_number(
         data={"action": "confirmed", "number": mask_phone(address), "reason": why},
         actor=by,
     )
-    return True
+    return Confirmed(True, unusable)

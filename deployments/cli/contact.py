@@ -59,7 +59,8 @@ def confirm(
     """Confirm that one of the borrower's numbers is theirs, having spoken with them. A number a
     skip trace found is unconfirmed (`arrears show`: "found by a skip trace and unverified"): it may
     be a third party's, so no text telling of the debt goes to it; from the next cycle the messages
-    the account's stage calls for go to it."""
+    the account's stage calls for go to it, unless it is marked invalid or opted out (which a
+    confirmation does not change: the output says so)."""
     from arrears.masking import mask_phone
     from arrears.storage.accounts import account_row, confirm_number
 
@@ -72,5 +73,7 @@ def confirm(
         confirmed = confirm_number(connection, account_id=account_id, address=address, by=who, why=why, at=at)
     if confirmed is None:
         raise CliError(f"{account_id}: {mask_phone(address)} is not one of the borrower's numbers")
-    said = "confirmed the borrower's" if confirmed else "was confirmed already: nothing changed"
+    said = "confirmed the borrower's" if confirmed.now else "was confirmed already: nothing changed"
+    if confirmed.unusable:  # confirming does not make it usable: say so rather than promise texts
+        said += f"; nothing is sent to it: {confirmed.unusable}"
     console.print(f"{account_id}: {mask_phone(address)} {said}", markup=False, highlight=False)
