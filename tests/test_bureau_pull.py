@@ -824,3 +824,31 @@ def test_confirming_a_number_marked_invalid_says_that_nothing_is_sent_to_it(
     with later_db.connect() as c:
         point = c.execute(select(contact_t).where(contact_t.c.address == "+15152814444")).one()
     assert (point.verified, point.valid) == (True, False)
+
+
+def test_a_skip_trace_that_finds_no_usable_number_says_so_and_why(later_db: Engine, tmp_path: Path) -> None:
+    """A trace whose numbers are all a landline, a VoIP line or a weak match adds none, and the
+    timeline says that no new number was found and what was left out: the borrower stays
+    unreachable, which an agent reading only 'skip trace: band A' could not tell."""
+    from arrears.storage.bureau_pulls import record_pulls
+
+    import_rows(later_db, tmp_path, [us_account("A-T4", phone="(515) 281-1006")])
+    with later_db.begin() as c:
+        [answer] = record_pulls(
+            c,
+            [
+                _trace(
+                    "A-T4",
+                    "B-A-T4",
+                    ("+15152814444", 0.9, "landline"),
+                    ("+15152814445", 0.9, "voip"),
+                    ("+15152814446", 0.4, "mobile"),
+                )
+            ],
+            at=at("2026-12-16T01:00:00Z"),
+        )
+    assert answer["numbers_found"] == 0
+    [traced] = events(later_db, "A-T4", "bureau")
+    assert traced.detail.endswith(
+        "; no new number found; not added: 1 VoIP line, 1 landline, 1 match below 50% confidence"
+    )

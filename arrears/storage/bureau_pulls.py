@@ -334,6 +334,8 @@ def record_pulls(
             detail += " (a hardship the borrower stated holds it down)" if capped else ""
         if new:
             detail += f"; {len(new)} new number{'s' if len(new) > 1 else ''} found (unverified)"
+        elif subject.reason == "skip_trace":  # the borrower stays unreachable: say so, not nothing
+            detail += "; no new number found"
         if unusable:
             detail += f"; not added: {', '.join(unusable)}"
         events.append(
@@ -421,8 +423,12 @@ def _usable_numbers(
     new: list[str] = []
     why: Counter[str] = Counter()
     for number, confidence, line_type in pulled.phones:
-        if confidence < min_confidence or line_type not in ("mobile", "unknown"):
-            continue  # a weak match or a line that takes no texts: not worth a contact point
+        if line_type not in ("mobile", "unknown"):  # takes no texts
+            why[{"landline": "landline", "voip": "VoIP line"}.get(line_type, f"{line_type} line")] += 1
+            continue
+        if confidence < min_confidence:
+            why[f"match below {min_confidence:.0%} confidence"] += 1  # more likely someone else's
+            continue
         e164 = found_number(number)
         if e164 is None:
             why["not a valid phone number"] += 1
