@@ -269,15 +269,18 @@ def _next(
         case Stage.NEGOTIATION:
             if segment is Segment.HARDSHIP and plan not in _FAILED:
                 return Stage.RESTRUCTURING, "hardship: willing but unable to pay"
+            returned = facts.returned_from_review
+            in_grace = returned is not None and (facts.business_date - returned).days < neg.return_grace_days
             # A working plan keeps an account out of review (promises broken before it included).
+            # A reviewer who sent the account back gave the borrower a chance: the promises broken
+            # before it do not undo the decision the next day; one broken since does.
             if (
                 segment is Segment.STRATEGIC
                 and facts.broken_promises >= neg.strategic_broken_promises
                 and plan != "active"
+                and (not in_grace or facts.promise_broken_in_stage)
             ):
                 return Stage.REPOSSESSION_REVIEW, f"strategic: {facts.broken_promises} promises broken"
-            returned = facts.returned_from_review
-            in_grace = returned is not None and (facts.business_date - returned).days < neg.return_grace_days
             if plan != "active" and not in_grace:
                 threshold = neg.strategic_review_dpd if segment is Segment.STRATEGIC else neg.review_dpd
                 if dpd >= threshold:

@@ -46,7 +46,8 @@ class Negotiation(_Section):
     return_grace_days: int = Field(
         default=30,
         description=(
-            "After a reviewer returns an account to negotiation, days before days past due escalate it again."
+            "After a reviewer returns an account to negotiation, days before days past due (or, for a"
+            " strategic defaulter, the promises broken before the return) escalate it again."
         ),
     )
 

@@ -573,6 +573,21 @@ def test_reviewer_return_gives_negotiation_a_grace_period() -> None:
     assert decide(view(stage=Stage.NEGOTIATION, dpd=90), expired).stage == Stage.REPOSSESSION_REVIEW
 
 
+def test_a_reviewers_return_is_not_undone_by_the_promises_broken_before_it() -> None:
+    """A strategic defaulter a reviewer sent back to negotiation stays there through the return's
+    grace period although the two promises broken before it still count (the next cycle sent them
+    straight back to review); a promise broken since the return ends the chance, and after the
+    grace the rule applies again."""
+    strategic = facts(ability=0.9, willingness=0.1, broken_promises=2)
+    back = replace(strategic, returned_from_review=TODAY - timedelta(days=5))
+    decision = decide(view(stage=Stage.NEGOTIATION, dpd=50), back)
+    assert (decision.segment, decision.stage, decision.steps) == (Segment.STRATEGIC, Stage.NEGOTIATION, ())
+    broken_again = replace(back, broken_promises=3, promise_broken_in_stage=True)
+    assert decide(view(stage=Stage.NEGOTIATION, dpd=50), broken_again).stage == Stage.REPOSSESSION_REVIEW
+    later = replace(strategic, returned_from_review=TODAY - timedelta(days=30))
+    assert decide(view(stage=Stage.NEGOTIATION, dpd=50), later).stage == Stage.REPOSSESSION_REVIEW
+
+
 def test_reviewer_return_is_the_days_last_step() -> None:
     """A return to negotiation is not undone the same day by the 60-day rule."""
     decision = decide(
