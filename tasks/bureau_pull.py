@@ -194,6 +194,7 @@ def _record(
                     bankruptcy_chapter=profile.bankruptcy.chapter if profile.bankruptcy else None,
                     bankrupt=profile.bankrupt,
                     deceased=profile.deceased,
+                    unreadable_phones=profile.unreadable_phones,
                 )
             )
         for pulled, stored in zip(

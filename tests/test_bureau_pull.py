@@ -827,9 +827,12 @@ def test_confirming_a_number_marked_invalid_says_that_nothing_is_sent_to_it(
 
 
 def test_a_skip_trace_that_finds_no_usable_number_says_so_and_why(later_db: Engine, tmp_path: Path) -> None:
-    """A trace whose numbers are all a landline, a VoIP line or a weak match adds none, and the
-    timeline says that no new number was found and what was left out: the borrower stays
-    unreachable, which an agent reading only 'skip trace: band A' could not tell."""
+    """A trace whose numbers are all a landline, a VoIP line, a weak match or unreadable in the
+    bureau's answer adds none, and the timeline says that no new number was found and what was
+    left out: the borrower stays unreachable, which an agent reading only 'skip trace: band A'
+    could not tell."""
+    from dataclasses import replace
+
     from arrears.storage.bureau_pulls import record_pulls
 
     import_rows(later_db, tmp_path, [us_account("A-T4", phone="(515) 281-1006")])
@@ -837,12 +840,15 @@ def test_a_skip_trace_that_finds_no_usable_number_says_so_and_why(later_db: Engi
         [answer] = record_pulls(
             c,
             [
-                _trace(
-                    "A-T4",
-                    "B-A-T4",
-                    ("+15152814444", 0.9, "landline"),
-                    ("+15152814445", 0.9, "voip"),
-                    ("+15152814446", 0.4, "mobile"),
+                replace(
+                    _trace(
+                        "A-T4",
+                        "B-A-T4",
+                        ("+15152814444", 0.9, "landline"),
+                        ("+15152814445", 0.9, "voip"),
+                        ("+15152814446", 0.4, "mobile"),
+                    ),
+                    unreadable_phones=2,
                 )
             ],
             at=at("2026-12-16T01:00:00Z"),
@@ -850,5 +856,6 @@ def test_a_skip_trace_that_finds_no_usable_number_says_so_and_why(later_db: Engi
     assert answer["numbers_found"] == 0
     [traced] = events(later_db, "A-T4", "bureau")
     assert traced.detail.endswith(
-        "; no new number found; not added: 1 VoIP line, 1 landline, 1 match below 50% confidence"
+        "; no new number found; not added: 1 VoIP line, 1 landline, 1 match below 50% confidence,"
+        " 2 unreadable in the bureau's answer"
     )

@@ -224,6 +224,7 @@ class Pulled:
     bankruptcy_chapter: int | None
     bankrupt: bool
     deceased: bool
+    unreadable_phones: int = 0  # phone entries of the answer the provider could not read
 
 
 def record_pulls(
@@ -422,6 +423,8 @@ def _usable_numbers(
     borrower_id = pulled.subject.borrower_id
     new: list[str] = []
     why: Counter[str] = Counter()
+    if pulled.unreadable_phones:
+        why["unreadable in the bureau's answer"] = pulled.unreadable_phones
     for number, confidence, line_type in pulled.phones:
         if line_type not in ("mobile", "unknown"):  # takes no texts
             why[{"landline": "landline", "voip": "VoIP line"}.get(line_type, f"{line_type} line")] += 1

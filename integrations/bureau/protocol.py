@@ -143,6 +143,7 @@ class BureauProfile:
     bankruptcy: Bankruptcy | None
     deceased: bool
     pulled_at: datetime  # time-zone aware
+    unreadable_phones: int = 0  # phone entries of the answer that could not be read, left out
 
     def __post_init__(self) -> None:
         if self.score_band not in SCORE_BANDS:

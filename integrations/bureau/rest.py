@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar
@@ -120,10 +121,50 @@ def _day(value: Any) -> date | None:
     return date.fromisoformat(str(value)) if value else None
 
 
+def _phone(p: Any) -> FoundPhone:
+    return FoundPhone(
+        number=str(p["number"]),
+        confidence=float(p["confidence"]),
+        line_type=p.get("line_type") if p.get("line_type") in ("mobile", "landline", "voip") else "unknown",
+        carrier=p.get("carrier"),
+    )
+
+
+def _address(a: Any) -> Address:
+    return Address(
+        line1=str(a["line1"]),
+        line2=a.get("line2"),
+        city=str(a["city"]),
+        region=str(a["region"]),
+        postal_code=str(a["postal_code"]),
+        country=str(a.get("country") or "US"),
+        reported_on=_day(a.get("reported_on")),
+    )
+
+
+def _readable(items: Any, read: Callable[[Any], T], what: str, key: str) -> tuple[tuple[T, ...], int]:
+    """The entries of a list the bureau sent that can be read, and how many could not: one
+    malformed phone (a confidence of "high", 95 for 95%) must not cost the report its band and its
+    bankruptcy indicator, as it did when the whole answer was unreadable and asked again each day."""
+    if items is not None and not isinstance(items, list):
+        raise TypeError(f"{what}: not a list")  # the whole answer is unreadable: looked up again
+    read_ones: list[T] = []
+    for item in items or []:
+        with suppress(*_UNREADABLE):  # counted below as the entries not read
+            read_ones.append(read(item))
+    skipped = len(items or []) - len(read_ones)
+    if skipped:
+        log.warning("bureau.rest: %d of the %s in report %s could not be read: left out", skipped, what, key)
+    return tuple(read_ones), skipped
+
+
 def parse_profile(payload: Mapping[str, Any], key: str) -> BureauProfile:
-    """A `BureauProfile` from the JSON of one report; KeyError/ValueError/TypeError if malformed."""
+    """A `BureauProfile` from the JSON of one report; KeyError/ValueError/TypeError if malformed.
+    A phone or an address entry that cannot be read is left out (`unreadable_phones` counts them)."""
     income = payload.get("income_estimate")
     bankruptcy = payload.get("bankruptcy") or {}
+    phones, unreadable_phones = _readable(payload.get("phones"), _phone, "phones", key)
+    addresses, _ = _readable(payload.get("addresses"), _address, "addresses", key)
     return BureauProfile(
         idempotency_key=key,
         report_id=str(payload["report_id"]),
@@ -131,29 +172,9 @@ def parse_profile(payload: Mapping[str, Any], key: str) -> BureauProfile:
         purpose=str(payload["permissible_purpose"]),
         score_band=str(payload["score_band"]),
         income_estimate=Decimal(str(income)) if income is not None else None,
-        phones=tuple(
-            FoundPhone(
-                number=str(p["number"]),
-                confidence=float(p["confidence"]),
-                line_type=p.get("line_type")
-                if p.get("line_type") in ("mobile", "landline", "voip")
-                else "unknown",
-                carrier=p.get("carrier"),
-            )
-            for p in payload.get("phones") or []
-        ),
-        addresses=tuple(
-            Address(
-                line1=str(a["line1"]),
-                line2=a.get("line2"),
-                city=str(a["city"]),
-                region=str(a["region"]),
-                postal_code=str(a["postal_code"]),
-                country=str(a.get("country") or "US"),
-                reported_on=_day(a.get("reported_on")),
-            )
-            for a in payload.get("addresses") or []
-        ),
+        phones=phones,
+        addresses=addresses,
+        unreadable_phones=unreadable_phones,
         bankruptcy=(
             Bankruptcy(
                 chapter=int(bankruptcy["chapter"]) if bankruptcy.get("chapter") is not None else None,

@@ -137,6 +137,39 @@ def test_unreadable_answer_is_reconciled_by_lookup() -> None:
     assert calls == ["POST", "GET"]
 
 
+def test_a_report_with_a_malformed_phone_or_address_is_read_without_it() -> None:
+    """One phone entry the client cannot read (a confidence of "high", 95 for 95 %, no number) or a
+    malformed address is left out and counted: the report's band and its bankruptcy indicator are
+    kept. The whole answer was unreadable before, looked up, unreadable again: the pull failed
+    and was asked again every cycle, and the bankruptcy never stopped collection."""
+    report = _report("A-0000003") | {
+        "phones": [
+            {"number": "+12135550100", "confidence": 0.9, "line_type": "mobile"},
+            {"number": "+12135550101", "confidence": "high"},
+            {"number": "+12135550102", "confidence": 95},
+            {"confidence": 0.8},
+        ],
+        "addresses": [{"line1": "1 Main St"}],
+        "bankruptcy": {"indicator": True, "chapter": 13, "filed_on": "2026-10-01"},
+    }
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(201, json=report)
+
+    with _provider(handler) as bureau:
+        profile = bureau.pull(make_pull(3))
+    assert calls == ["POST"]
+    assert [p.number for p in profile.phones] == ["+12135550100"]
+    assert (profile.unreadable_phones, profile.addresses) == (3, ())
+    assert (profile.score_band, profile.bankrupt, profile.bankruptcy and profile.bankruptcy.chapter) == (
+        "B",
+        True,
+        13,
+    )
+
+
 def test_unknown_outcome_not_found_is_sent_again_with_the_same_key() -> None:
     """After a 500 and an empty lookup, the client sends the request again under the same key."""
     keys: list[str] = []
