@@ -859,3 +859,33 @@ def test_a_skip_trace_that_finds_no_usable_number_says_so_and_why(later_db: Engi
         "; no new number found; not added: 1 VoIP line, 1 landline, 1 match below 50% confidence,"
         " 2 unreadable in the bureau's answer"
     )
+
+
+def test_the_bureau_is_asked_about_the_borrower_under_their_own_number_not_a_found_one(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """An account whose own number went dead and whose skip trace found another (unconfirmed,
+    perhaps a stranger's) is asked about, on entering negotiation, under the number from its file:
+    under the found one, the bureau may match and report on the stranger."""
+    from arrears.storage.bureau_pulls import pull_subjects
+
+    import_rows(later_db, tmp_path, [us_account("A-I1", phone="(515) 281-1006")])
+    _stage(later_db, "A-I1", "negotiation")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811006").values(valid=False))
+        c.execute(
+            contact_t.insert().values(
+                borrower_id="B-A-I1",
+                channel="sms",
+                address="+15152814444",
+                is_primary=False,
+                valid=True,
+                verified=False,
+                source="bureau",
+                failures=0,
+                created_at=at("2026-12-02T01:00:00Z"),
+            )
+        )
+    with later_db.connect() as c:
+        [subject] = pull_subjects(c)
+    assert (subject.reason, subject.phone) == ("ability", "+15152811006")

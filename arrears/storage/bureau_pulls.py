@@ -126,8 +126,11 @@ def pulls_of_the_day(connection: Connection, *, cycle_id: int) -> int:
 
 
 def _pull_subjects(connection: Connection, candidates: Sequence[Any], tracing: set[str]) -> list[PullSubject]:
-    """The candidates not pulled yet for their reason this episode, each with its best number
-    (valid first, then primary, then oldest: it identifies the subject, valid or not).
+    """The candidates not pulled yet for their reason this episode, each with the number that
+    identifies them to the bureau: one the borrower is known to hold first (from the servicing
+    file or confirmed by them, working or not), then valid, primary, oldest. A number a skip trace
+    found may be a third party's: asked about under it, the bureau may match, and report on,
+    that other person (an inquiry with no permissible purpose, and their ability taken for ours).
 
     A skip trace looks for the borrower, not the account: one whose borrower is traced already
     (in `tracing`, which it adds to, or by a trace of any of their accounts since this one
@@ -149,7 +152,9 @@ def _pull_subjects(connection: Connection, candidates: Sequence[Any], tracing: s
             among(contact.c.borrower_id, {c.borrower_id for c in candidates}),
             contact.c.channel == Channel.SMS.value,
         )
-        .order_by(contact.c.valid.desc(), contact.c.is_primary.desc(), contact.c.id)
+        .order_by(
+            contact.c.verified.desc(), contact.c.valid.desc(), contact.c.is_primary.desc(), contact.c.id
+        )
     ):
         phones.setdefault(r.borrower_id, r.address)
     traced = _traced_since(
