@@ -132,10 +132,10 @@ def read_replies(
         if not ok or read is None:
             counts["replies_quarantined"] += 1
             continue
-        score, outcome = read
+        score, outcomes = read
         willingness[reply.account_id] = score
         counts["replies_read"] += 1
-        if outcome:
+        for outcome in outcomes:
             counts[outcome] += 1
     return counts
 
@@ -147,12 +147,12 @@ def _read_reply(
     rules: Policy,
     cycle_id: int | None,
     zone: str,
-) -> tuple[float, str | None]:
-    """Answer one reply and nudge willingness for it: the new score, and the count it adds to
-    (`promises_from_replies`, `plans_from_replies` or none)."""
+) -> tuple[float, list[str]]:
+    """Answer one reply and nudge willingness for it: the new score, and the counts it adds to
+    (`promises_from_replies` or `plans_from_replies`, and `hardships_from_replies`)."""
     ref = {"reply_id": reply.event_id}
     behaviour = "reply"
-    outcome: str | None = None
+    outcomes: list[str] = []
     promised = read_promise(reply.text)
     answer = parse_plan_reply(reply.text) if promised is None else None
     if isinstance(promised, Unreadable):
@@ -167,10 +167,11 @@ def _read_reply(
     elif promised is not None:
         if _promise_by_reply(connection, reply, promised, rules, ref, cycle_id, zone):
             behaviour = "promise_made"
-            outcome = "promises_from_replies"
+            outcomes.append("promises_from_replies")
     elif answer is not None and _answer_offer(connection, reply, answer, rules, ref, cycle_id, zone):
-        outcome = "plans_from_replies"
-    elif (hardship := hardship_statement(reply.text)) is not None and is_open(reply.stage):
+        outcomes.append("plans_from_replies")
+    # Whatever else the reply does: "PAY 100 2026-12-20, I lost my job" promises and tells of it.
+    if (hardship := hardship_statement(reply.text)) is not None and is_open(reply.stage):
         promises.state_hardship(
             connection,
             account_id=reply.account_id,
@@ -180,7 +181,7 @@ def _read_reply(
             data=ref,
             cycle_id=cycle_id,
         )
-        outcome = "hardships_from_replies"
+        outcomes.append("hardships_from_replies")
     after = promises.nudge(
         connection,
         account_id=reply.account_id,
@@ -192,7 +193,7 @@ def _read_reply(
         cycle_id=cycle_id,
         actor="borrower",
     )
-    return after, outcome
+    return after, outcomes
 
 
 def _promise_by_reply(

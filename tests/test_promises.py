@@ -576,3 +576,25 @@ def test_a_strategic_defaulter_who_tells_of_a_hardship_is_not_sent_to_review_ear
         "hardship stated by the borrower ('LOST MY JOB'): ability 0.90 → 0.40"
     )
     assert account(later_db, "A-H1").ability == pytest.approx(0.4)
+
+
+def test_a_hardship_told_with_a_promise_is_recorded_beside_it(later_db: Engine, tmp_path: Path) -> None:
+    """A reply read as a promise does not hide a hardship told with it: "PAY 100 2026-12-05 - I
+    lost my job" is noted for an agent as a promise it could not record (words after the date),
+    and the borrower is unable from then on all the same."""
+    from sqlalchemy import update
+
+    from tests.later_stage_helpers import account_t, set_scores
+
+    import_rows(later_db, tmp_path, [us_account("A-H4")])
+    set_scores(later_db, "A-H4", ability=0.9)
+    with later_db.begin() as c:  # in collection, as a first cycle leaves it
+        c.execute(
+            update(account_t).where(account_t.c.account_id == "A-H4").values(stage="reminder", episode=1)
+        )
+    reply(later_db, "A-H4", "PAY 100.00 2026-12-05 - I lost my job", "2026-12-02T17:00:00Z")
+    counts = refresh_later(later_db, "2026-12-03T16:00:00Z")
+    assert counts["hardships_from_replies"] == 1
+    assert account(later_db, "A-H4").ability == pytest.approx(0.4)
+    [noted] = events(later_db, "A-H4", "promise")
+    assert noted.detail.startswith("reply read as a promise, not recorded: '2026-12-05 - I LOST MY J'")
