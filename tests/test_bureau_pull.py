@@ -889,3 +889,57 @@ def test_the_bureau_is_asked_about_the_borrower_under_their_own_number_not_a_fou
     with later_db.connect() as c:
         [subject] = pull_subjects(c)
     assert (subject.reason, subject.phone) == ("ability", "+15152811006")
+
+
+def test_an_agent_adds_the_number_an_unreachable_borrower_gave_and_the_cycle_texts_it(
+    later_db: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """`arrears contact add`: a borrower whose only number is dead calls in with a new one; the
+    agent adds it, confirmed (audited as theirs), and the cycle reads it as the number to text.
+    Refused, nothing changed, exit 2: no valid number, the borrower's own, another borrower's."""
+    from datetime import date
+
+    from typer.testing import CliRunner
+
+    from arrears.storage.cycle import load_shard
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    import_rows(
+        later_db,
+        tmp_path,
+        [us_account("A-N1", phone="(515) 281-1009"), us_account("A-N2", phone="(515) 281-2222")],
+    )
+    _stage(later_db, "A-N1", "reminder", segment="unreachable")
+    with later_db.begin() as c:
+        c.execute(update(contact_t).where(contact_t.c.address == "+15152811009").values(valid=False))
+
+    def add(number: str) -> Any:
+        args = ["contact", "add", "A-N1", number, "--reason", "borrower called in", "--agent", "kim"]
+        return CliRunner().invoke(app, [*args, "--as-of", "2026-12-02T15:00:00Z", "--database", db_url])
+
+    for refused, said in (
+        ("+1 515 281", "not a valid phone number"),
+        ("(515) 281-1009", "is the borrower's already: `arrears contact confirm` it"),
+        ("+1 515 281 2222", "is another borrower's"),
+    ):
+        result = add(refused)
+        assert isinstance(result.exception, CliError) and result.exception.exit_code == 2, result.output
+        assert said in str(result.exception)
+    with later_db.connect() as c:
+        assert c.execute(select(contact_t).where(contact_t.c.borrower_id == "B-A-N1")).all()[1:] == []
+    done = add("(515) 281-4444")
+    assert done.exit_code == 0, (done.output, done.exception)
+    with later_db.connect() as c:
+        [row] = load_shard(
+            c, lo="A-N1", hi="A-N1~", business_date=date(2026, 12, 3), lender="L", lender_timezone="UTC"
+        )
+        added = c.execute(select(contact_t).where(contact_t.c.address == "+15152814444")).one()
+    assert (row.facts.reachable, row.facts.address, row.facts.address_verified) == (
+        True,
+        "+15152814444",
+        True,
+    )
+    assert (added.source, added.verified, added.is_primary) == ("agent", True, False)
+    [noted] = [e for e in events(later_db, "A-N1", "contact") if e.data.get("action") == "added"]
+    assert noted.actor == "kim" and noted.detail.endswith("by kim: borrower called in")

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, select, update
 
 from arrears.currencies import display
 from arrears.masking import mask_phone
-from arrears.storage._common import chunks, event, insert_events
+from arrears.storage._common import chunks, event, insert_events, opted_out_numbers
 from arrears.storage.tables import account, audit, contact, hold, message
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Confirmed",
     "account_row",
     "account_story",
+    "add_number",
     "confirm_number",
     "lock_accounts",
     "note",
@@ -146,6 +147,60 @@ def lock_accounts(connection: Connection, account_ids: Iterable[str]) -> None:
             connection.execute(
                 select(account.c.account_id).where(account.c.account_id.in_(chunk)).with_for_update()
             )
+
+
+def add_number(
+    connection: Connection,
+    *,
+    account_id: str,
+    address: str,
+    region: str | None,
+    by: str,
+    why: str,
+    at: datetime,
+) -> str | None:
+    """Give the account's borrower a number they told a person is theirs (a new phone, after their
+    old one went dead or was disowned): confirmed, not primary, audited as the agent's. An import
+    neither removes it nor makes it primary. A number that opted out, under anyone, stays opted out.
+    None: added; else why not ("no account", "the borrower's already", "another borrower's"):
+    a number another borrower holds would give each the other's texts and replies."""
+    row = account_row(connection, account_id)
+    if row is None:
+        return "no account"
+    holders = set(
+        connection.execute(
+            select(contact.c.borrower_id).where(contact.c.channel == "sms", contact.c.address == address)
+        ).scalars()
+    )
+    if row.borrower_id in holders:
+        return "the borrower's already"
+    if holders:
+        return "another borrower's"
+    connection.execute(
+        contact.insert().values(
+            borrower_id=row.borrower_id,
+            channel="sms",
+            address=address,
+            region=region,
+            is_primary=False,
+            valid=True,
+            verified=True,
+            source="agent",
+            failures=0,
+            opted_out_at=opted_out_numbers(connection, {address}).get(address),
+            created_at=at,
+        )
+    )
+    note(
+        connection,
+        account_id=account_id,
+        at=at,
+        kind="contact",
+        detail=f"number {mask_phone(address)} added, the borrower's by {by}: {why}",
+        data={"action": "added", "number": mask_phone(address), "reason": why},
+        actor=by,
+    )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from deployments.cli._common import (
 __all__ = ["contact_app"]
 
 contact_app = command_group(
-    "contact", "The borrower's numbers: confirm one skip tracing found (audited with who and why)."
+    "contact",
+    "The borrower's numbers: confirm one skip tracing found, add one they gave (audited with who and why).",
 )
 
 Account = Annotated[str, typer.Argument(help="The account, e.g. A-0000042.")]
@@ -45,6 +46,50 @@ def _e164(text: str, jurisdiction: str) -> str:
     except (phonenumbers.NumberParseException, KeyError):
         raise CliError("NUMBER: not a phone number (give it with its country code, +...)") from None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _valid_number(text: str, jurisdiction: str) -> tuple[str, str | None]:
+    """The number in E.164 and its region, refused (exit 2) unless it is a valid phone number."""
+    import phonenumbers
+
+    address = _e164(text, jurisdiction)
+    number = phonenumbers.parse(address)
+    if number.extension or not phonenumbers.is_valid_number(number):
+        raise CliError("NUMBER: not a valid phone number (give it with its country code, +...)")
+    return address, phonenumbers.region_code_for_number(number)
+
+
+@contact_app.command("add")
+def add(
+    account_id: Account,
+    number: Number,
+    reason: Why,
+    agent: Agent = "agent",
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+) -> None:
+    """Add a number the borrower told you is theirs (a new phone after the old one went dead or
+    was disowned): confirmed, so from the next cycle the messages the account's stage calls for go
+    to it while the borrower has no number of the file that works (the file's working number comes
+    first). Refused, nothing changed (exit 2): a number that is no valid phone number, one the
+    borrower has already (`contact confirm` it), one another borrower holds. A number that opted
+    out stays opted out."""
+    from arrears.masking import mask_phone
+    from arrears.storage.accounts import account_row, add_number
+
+    why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
+    with existing_database(database).begin() as connection:
+        row = account_row(connection, account_id)
+        if row is None:
+            raise CliError(f"no account {account_id!r}")
+        address, region = _valid_number(number, row.jurisdiction)
+        refused = add_number(
+            connection, account_id=account_id, address=address, region=region, by=who, why=why, at=at
+        )
+    if refused is not None:
+        hint = ": `arrears contact confirm` it" if refused == "the borrower's already" else ""
+        raise CliError(f"NUMBER: {mask_phone(address)} is {refused}{hint}; nothing changed")
+    console.print(f"{account_id}: {mask_phone(address)} added, the borrower's", markup=False, highlight=False)
 
 
 @contact_app.command("confirm")
