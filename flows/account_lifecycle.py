@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
+from flows._results import FAILURE_TEXT
 from flows.daily_cycle import run_dispatch
 from tasks import isolation
 from tasks.cycle import Shard, advance_shard, refresh
@@ -33,7 +34,13 @@ def _name() -> str:
     return f"account {flow_run.parameters['account_id']}"
 
 
-@flow(name="account-lifecycle", flow_run_name=_name, description="Refresh, advance and dispatch one account.")
+@flow(
+    name="account-lifecycle",
+    flow_run_name=_name,
+    description="Refresh, advance and dispatch one account.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
+)
 def account_lifecycle(account_id: str, as_of: str | None = None, reason: str = "event") -> dict[str, Any]:
     """Bring one account up to date as of `as_of` (now when omitted); `reason` names the event."""
     instant = as_of_or_now(as_of)

@@ -20,6 +20,7 @@ from arrears.clock import business_date
 from arrears.metro2 import FurnishFile, Period
 from arrears.models import utcnow
 from arrears.settings import get_settings
+from flows._results import FAILURE_TEXT
 from tasks.bureau import (
     FurnishingRefused,
     build_furnish_file,
@@ -48,6 +49,8 @@ def _run_name() -> str:
     name="bureau-furnishing",
     flow_run_name=_run_name,
     description="Build, validate and submit the monthly Metro 2 file.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
 )
 def bureau_furnishing(period: str | None = None, output: str | None = None) -> dict[str, Any]:
     """Furnish `period` (YYYY-MM; default the previous month, for a monthly schedule); with

@@ -26,6 +26,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from arrears.clock import as_of_or_now, business_date
 from arrears.settings import get_settings
 from flows._prefect import synced
+from flows._results import FAILURE_TEXT
 from flows._waiting import PAGE, deployment_exists, start_run
 from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
@@ -112,6 +113,8 @@ def _cycle_name() -> str:
     task_runner=_threads(4),
     description="Refresh, advance every account in shards, reviews and referrals, dispatch with the "
     "bureau pulls and the letters' mailing beside it, report.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
 )
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
@@ -371,7 +374,12 @@ def _flow_runs(client: Any, ids: list[Any]) -> list[Any]:
     ]
 
 
-@flow(name="cycle-shard", description="Advance one shard of the daily cycle: for workers on a pool.")
+@flow(
+    name="cycle-shard",
+    description="Advance one shard of the daily cycle: for workers on a pool.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
+)
 def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None = None) -> dict[str, int]:
     instant = as_of_or_now(as_of)
     day = business_date(instant, get_settings().lender_timezone)
@@ -447,7 +455,13 @@ def _dispatch_name() -> str:
     return "dispatch (as_of not an instant)" if as_of is None else f"dispatch {as_of:%Y-%m-%dT%H:%MZ}"
 
 
-@flow(name="dispatch-outbox", flow_run_name=_dispatch_name, task_runner=_threads(2))
+@flow(
+    name="dispatch-outbox",
+    flow_run_name=_dispatch_name,
+    task_runner=_threads(2),
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
+)
 def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     """Send messages that became due since the cycle (those deferred to the borrower's morning),
     then look up the outcome of messages whose delivery receipt never came; start the review

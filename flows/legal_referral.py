@@ -28,6 +28,7 @@ from arrears.clock import business_date
 from arrears.review import enforcement_barred
 from arrears.settings import get_settings
 from arrears.storage.referrals import REFERRAL_ENDED
+from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
     cycle_run_id,
@@ -70,6 +71,8 @@ def _name() -> str:
     name="legal-referral",
     flow_run_name=_name,
     description="One legal referral: build the filing, submit it to the court, follow it to judgment.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
 )
 async def legal_referral(
     account_id: str, as_of: str | None = None, cycle_run: str | None = None

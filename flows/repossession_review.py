@@ -36,6 +36,7 @@ from pydantic import Field
 
 from arrears.clock import business_date
 from arrears.settings import get_settings
+from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
     cycle_link,
@@ -138,6 +139,8 @@ def _name() -> str:
     name="repossession-review",
     flow_run_name=_name,
     description="One repossession review: right-to-cure notice, cure period, a reviewer's decision.",
+    persist_result=False,
+    result_serializer=FAILURE_TEXT,
 )
 async def repossession_review(
     account_id: str, as_of: str | None = None, cycle_run: str | None = None

@@ -113,7 +113,7 @@ def _request(connection: Connection, row: AssignmentRow) -> AssignmentRequest:
     )
 
 
-@task(name="push-assignments", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+@task(name="push-assignments", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
 def push_assignments(limit: int = 500) -> dict[str, int]:
     """Send pending assignments and cancel overtaken ones at the agency."""
     counts = {"assignments_sent": 0, "assignments_cancelled": 0, "assignments_waiting": 0}
@@ -163,7 +163,9 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
     return counts
 
 
-@task(name="track-assignments", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
+@task(
+    name="track-assignments", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=30
+)
 def track_assignments(limit: int = 500) -> dict[str, int]:
     """Look up assignments still working at the agency whose webhooks may never come; record
     what moved (an unreachable agency is tried again next time, as a lost webhook would be)."""

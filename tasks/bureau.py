@@ -110,7 +110,7 @@ def furnish_key(period: str, content_sha256: str) -> str:
 # -- tasks ------------------------------------------------------------------------------------------
 
 
-@task(name="build-metro2", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="build-metro2", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=5)
 def build_furnish_file(period: str, created: date | None = None) -> FurnishFile:
     """Gather every US account in chunks (a few queries per chunk) and build the period's file."""
     settings = get_settings()
@@ -130,13 +130,13 @@ def build_furnish_file(period: str, created: date | None = None) -> FurnishFile:
     return build_file(accounts, p, bureau.furnisher(settings.lender_name), created=created)
 
 
-@task(name="validate-metro2", cache_policy=NO_CACHE)
+@task(name="validate-metro2", cache_policy=NO_CACHE, persist_result=False)
 def validate_furnish_file(content: bytes) -> list[Problem]:
     """Every field of the file that breaks the layout (empty: the file may be submitted)."""
     return validate(content)
 
 
-@task(name="write-metro2", cache_policy=NO_CACHE)
+@task(name="write-metro2", cache_policy=NO_CACHE, persist_result=False)
 def write_furnish_file(content: bytes, path: str) -> str:
     """Write the file where the operator asked: 0600 (it carries names, addresses and amounts
     owed) and atomically (a partial file never has the name)."""
@@ -156,6 +156,7 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(
     name="submit-metro2",
     cache_policy=NO_CACHE,
+    persist_result=False,
     retries=2,
     retry_delay_seconds=[30, 120],
     retry_condition_fn=_retry_transient,
@@ -166,7 +167,7 @@ def submit_furnish_file(period: str, content: bytes) -> FurnishResult:
     return current_bureau().furnish(FurnishRequest(idempotency_key=key, period=period, content=content))
 
 
-@task(name="record-metro2", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="record-metro2", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def record_furnish(file: FurnishFile, result: FurnishResult) -> int:
     """One furnish record per account and one audit event for the accepted submission."""
     summary = {
@@ -188,7 +189,7 @@ def record_furnish(file: FurnishFile, result: FurnishResult) -> int:
         )
 
 
-@task(name="record-metro2-refusal", cache_policy=NO_CACHE)
+@task(name="record-metro2-refusal", cache_policy=NO_CACHE, persist_result=False)
 def record_refusal(period: str, reason: str, problems: list[tuple[int, str, str]]) -> None:
     """An audit event for a file that was not furnished, with the first problems."""
     with engine().begin() as connection:

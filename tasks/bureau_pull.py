@@ -30,7 +30,13 @@ from tasks.workers import in_own_process
 __all__ = ["GIVE_UP_AFTER", "OWN_PROCESS_FROM", "pull_all", "pull_bureau_profiles"]
 
 
-@task(name="pull-bureau-profiles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
+@task(
+    name="pull-bureau-profiles",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=60,
+)
 def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int = 1_000) -> dict[str, int]:
     """Pull the profiles due (at most `limit` a business day, counting the pulls of a cycle of the
     same day that crashed or ran before); counts by outcome. A transient failure leaves the

@@ -67,7 +67,7 @@ class _Scope(TypedDict):
     account_id: str | None
 
 
-@task(name="refresh", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="refresh", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def refresh(
     as_of: datetime, business_date: date, cycle_id: int | None, account_id: str | None = None
 ) -> dict[str, int]:
@@ -106,7 +106,7 @@ def start_shard_workers(fan_out: str | None) -> None:
     start_workers(settings.shard_workers, ("tasks.shards", "tasks.sending"))
 
 
-@task(name="plan-shards", cache_policy=NO_CACHE)
+@task(name="plan-shards", cache_policy=NO_CACHE, persist_result=False)
 def plan_shards(size: int) -> list[Shard]:
     with engine().connect() as connection:
         starts = store.shard_starts(connection, size=size)
@@ -117,6 +117,7 @@ def plan_shards(size: int) -> list[Shard]:
     name="advance-shard",
     task_run_name="advance-shard-{shard.index}",
     cache_policy=NO_CACHE,
+    persist_result=False,
     retries=2,
     retry_delay_seconds=5,
 )
@@ -151,6 +152,7 @@ def _not_backdated(task: Any, task_run: Any, state: Any) -> bool:
 @task(
     name="open-cycle",
     cache_policy=NO_CACHE,
+    persist_result=False,
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=_not_backdated,
@@ -181,7 +183,7 @@ def begin_cycle(as_of: datetime, business_date: date, due: datetime | None = Non
         return CycleStart(started, None, crashed)
 
 
-@task(name="close-cycle", cache_policy=NO_CACHE)
+@task(name="close-cycle", cache_policy=NO_CACHE, persist_result=False)
 def close_cycle(cycle_id: int, stats: dict[str, Any]) -> None:
     with engine().begin() as connection:
         runs.finish_cycle(connection, cycle_id=cycle_id, finished_at=utcnow(), stats=stats)

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-@task(name="plan-dispatch", cache_policy=NO_CACHE)
+@task(name="plan-dispatch", cache_policy=NO_CACHE, persist_result=False)
 def plan_dispatch(
     as_of: datetime,
     size: int,
@@ -58,6 +58,7 @@ def plan_dispatch(
     name="dispatch-batch",
     task_run_name="dispatch-sms-{batch.index}",
     cache_policy=NO_CACHE,
+    persist_result=False,
     retries=2,
     retry_delay_seconds=[10, 60],
     # One stable tag: an operator may cap concurrent batches with a tag limit on it
@@ -77,7 +78,9 @@ def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[
     return done.counts
 
 
-@task(name="reconcile-in-doubt", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+@task(
+    name="reconcile-in-doubt", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=10
+)
 def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dict[str, int]:
     """Before any verdict: take over the leases of dead runs, look up every row they (or an
     unknown outcome) may have sent, record the sends found, release the rest as never sent.
@@ -122,7 +125,7 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     return counts
 
 
-@task(name="mark-outage-waiting", cache_policy=NO_CACHE)
+@task(name="mark-outage-waiting", cache_policy=NO_CACHE, persist_result=False)
 def mark_outage_waiting(as_of: datetime, provider: str, account_id: str | None = None) -> int:
     """The rows an outage kept from being tried: they wait, scheduled, with the provider as reason."""
     with engine().begin() as connection:

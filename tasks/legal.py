@@ -62,7 +62,7 @@ def envelope_of(draft: FilingDraft) -> FilingEnvelope:
     )
 
 
-@task(name="open-referral", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="open-referral", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def open_referral(account_id: str, at: datetime) -> ReferralState | None:
     """The account's current referral, opened with its facts (claim, notices, military status)."""
     with engine().begin() as connection:
@@ -71,7 +71,7 @@ def open_referral(account_id: str, at: datetime) -> ReferralState | None:
         )
 
 
-@task(name="load-referral", cache_policy=NO_CACHE)
+@task(name="load-referral", cache_policy=NO_CACHE, persist_result=False)
 def load_referral(referral_id: int) -> ReferralState:
     with engine().connect() as connection:
         state = referrals.referral_state(connection, referral_id)
@@ -79,7 +79,13 @@ def load_referral(referral_id: int) -> ReferralState:
     return state
 
 
-@task(name="submit-filing", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[30, 120, 600])
+@task(
+    name="submit-filing",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=3,
+    retry_delay_seconds=[30, 120, 600],
+)
 def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     """Draft the filing from the stored facts and submit it, unless it went out before. A filing
     the gateway refuses outright (`Permanent`) is rejected like one the court rejects: back to
@@ -126,7 +132,7 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     return load_referral.fn(referral_id)
 
 
-@task(name="hold-filing", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="hold-filing", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def hold_filing(referral_id: int, barred: str, at: datetime) -> ReferralState:
     """Keep the filing back while `barred` (a hold) lasts, on record once; see `record_filing_held`."""
     with engine().begin() as connection:
@@ -135,7 +141,9 @@ def hold_filing(referral_id: int, barred: str, at: datetime) -> ReferralState:
     return load_referral.fn(referral_id)
 
 
-@task(name="poll-filing", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 300])
+@task(
+    name="poll-filing", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[30, 300]
+)
 def poll_filing(referral_id: int, at: datetime) -> ReferralState:
     """Ask the court where the filing stands and record a new status (callbacks may have been
     lost or late); a status is dated no earlier than `at`, when we learned it."""
@@ -168,7 +176,9 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
     return load_referral.fn(referral_id)
 
 
-@task(name="request-dismissal", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+@task(
+    name="request-dismissal", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30
+)
 def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
     """The account has paid, settled or cured: withdraw the filing at the gateway while its review is
     open; after that, a dismissal is a motion counsel files (no gateway operation for it), so the
@@ -203,14 +213,14 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
     return load_referral.fn(referral_id)
 
 
-@task(name="referral-work", cache_policy=NO_CACHE)
+@task(name="referral-work", cache_policy=NO_CACHE, persist_result=False)
 def referral_work() -> list[tuple[str, int, int | None, str | None]]:
     """Accounts in legal referral with their episode, present referral (None: none yet) and its status."""
     with engine().connect() as connection:
         return referrals.referral_work(connection)
 
 
-@task(name="referral-accounts", cache_policy=NO_CACHE)
+@task(name="referral-accounts", cache_policy=NO_CACHE, persist_result=False)
 def referral_accounts() -> set[str]:
     """Accounts with a referral in this database, open or ended (`referrals.referral_accounts`)."""
     with engine().connect() as connection:

@@ -321,7 +321,7 @@ def letters_in_the_post() -> bool:
         return bool(letters.letters_to_track(connection, limit=1))
 
 
-@task(name="send-letters", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+@task(name="send-letters", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
 def send_letters(
     limit: int | None = None,
     as_of: datetime | None = None,
@@ -478,7 +478,7 @@ def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_
     return rendered.pdf if stored else "letters_waiting"
 
 
-@task(name="track-letters", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
+@task(name="track-letters", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=30)
 def track_letters(limit: int = 500) -> dict[str, int]:
     """Look up letters still in the post whose webhooks may never come; record what moved."""
     with engine().connect() as connection:

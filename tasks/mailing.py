@@ -21,7 +21,7 @@ from tasks.recovery import settle_recoveries
 __all__ = ["cycle_letters", "mail_letters"]
 
 
-@task(name="mail-letters", cache_policy=NO_CACHE)
+@task(name="mail-letters", cache_policy=NO_CACHE, persist_result=False)
 def mail_letters(as_of: datetime | None = None, cycle_id: int | None = None) -> dict[str, int]:
     """Send the pending letters (none: one query); a notice of sale the provider answers as mailed
     closes its account now, not at the next run. `as_of` dates what is written (the clock by

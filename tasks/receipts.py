@@ -45,7 +45,9 @@ def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
         )
 
 
-@task(name="reconcile-receipts", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=60)
+@task(
+    name="reconcile-receipts", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=60
+)
 def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
     """Look up the outcome of up to `limit` messages, oldest first; counts: looked up, moved, still
     in flight, failed lookups."""

@@ -41,7 +41,7 @@ __all__ = [
 _OPEN = frozenset(s.value for s in Stage)
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="report", cache_policy=NO_CACHE, persist_result=False)
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
     report, audit, points, overdue = _read(cycle_id)

@@ -156,7 +156,7 @@ def _notice(connection: Connection, state: ReviewState, at: datetime) -> bool:
     return _may_need_notice(state) and write_cure_letter(connection, state, at)
 
 
-@task(name="prepare-reviews", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="prepare-reviews", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def prepare_reviews(at: datetime, cycle_id: int | None = None, *, name_runs: bool = True) -> Prepared:
     """Open, close and notify in bulk; name the reviews that need a flow run (with `name_runs`:
     without a review deployment served, no run is started, and naming a quarter of a portfolio's
@@ -180,7 +180,7 @@ def prepare_reviews(at: datetime, cycle_id: int | None = None, *, name_runs: boo
     return replace(runs, opened=len(opened), closed=closed, notices=notices)
 
 
-@task(name="reviews-to-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="reviews-to-run", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def reviews_to_run() -> Prepared:
     """The open reviews and their runs, opening and closing none: for a start between cycles of
     the runs a cycle had to defer (the server refused them) or that died since."""
@@ -207,7 +207,7 @@ def installation() -> str:
         return installation_id(connection)
 
 
-@task(name="set-review-runs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="set-review-runs", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def set_review_runs(runs: list[tuple[int, str]]) -> None:
     """Bind each review to the flow run that now works on it (a new run, or a replacement)."""
     with engine().begin() as connection:
@@ -215,7 +215,7 @@ def set_review_runs(runs: list[tuple[int, str]]) -> None:
             reviews.set_review_run(connection, review_id=review_id, flow_run_id=flow_run_id)
 
 
-@task(name="reviews-of-runs", cache_policy=NO_CACHE)
+@task(name="reviews-of-runs", cache_policy=NO_CACHE, persist_result=False)
 def reviews_of_runs(flow_run_ids: list[str]) -> dict[str, ReviewState]:
     with engine().connect() as connection:
         return reviews.reviews_by_run(connection, flow_run_ids)
@@ -234,7 +234,7 @@ def decision_options(holds: frozenset[Hold], jurisdiction: str | None = None) ->
     return tuple(d for d in every if d != DecisionKind.REPOSSESS) if needed else every
 
 
-@task(name="decision-context", cache_policy=NO_CACHE)
+@task(name="decision-context", cache_policy=NO_CACHE, persist_result=False)
 def decision_context(review_id: int, now: datetime) -> str:
     """The account's context shown above the ReviewDecision form, as markdown: days past due,
     amount to cure, jurisdiction, cure deadline, segment, holds, a settlement running and the last
@@ -284,14 +284,14 @@ def decision_context(review_id: int, now: datetime) -> str:
     return "\n".join(lines)
 
 
-@task(name="open-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="open-review", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def open_review(account_id: str, at: datetime, flow_run_id: str | None) -> ReviewState | None:
     """The account's current review (opened if the cycle has not yet), with this run recorded on it."""
     with engine().begin() as connection:
         return reviews.open_review(connection, account_id=account_id, at=at, flow_run_id=flow_run_id)
 
 
-@task(name="send-cure-notice", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="send-cure-notice", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def send_cure_notice(review_id: int, at: datetime) -> ReviewState:
     """Record the right-to-cure notice where the jurisdiction requires one, unless it went out
     before or a collection hold stops it; returns the review as it now stands."""
@@ -304,7 +304,7 @@ def send_cure_notice(review_id: int, at: datetime) -> ReviewState:
         return state
 
 
-@task(name="load-review", cache_policy=NO_CACHE)
+@task(name="load-review", cache_policy=NO_CACHE, persist_result=False)
 def load_review(review_id: int) -> ReviewState:
     with engine().connect() as connection:
         state = reviews.review_state(connection, review_id)
@@ -357,7 +357,7 @@ def _decide(
     return Decided(after, decision, settled.requested.value, settled.note, order, changed)
 
 
-@task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="record-decision", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def record_decision(
     review_id: int, decision: str, reviewer: str, reason: str, at: datetime, source: str
 ) -> Decided:
@@ -372,7 +372,7 @@ def record_decision(
         )
 
 
-@task(name="close-review", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="close-review", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def close_review(review_id: int, reason: str, at: datetime) -> bool:
     with engine().begin() as connection:
         return reviews.close_review(connection, review_id=review_id, reason=reason, at=at)

@@ -50,7 +50,7 @@ def timeline_key(account_id: str) -> str:
     return f"account-{slug}-{digest}" if slug else f"account-{digest}"
 
 
-@task(name="publish-timeline", cache_policy=NO_CACHE)
+@task(name="publish-timeline", cache_policy=NO_CACHE, persist_result=False)
 def publish_timeline(account_id: str) -> str | None:
     """Publish the account's timeline as its artifact; its key, or None for an unknown account (or
     when the Prefect API refused it: the account's work is done and stored, and a view of it never

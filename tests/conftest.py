@@ -118,20 +118,30 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One temporary Prefect server for the session's flow tests (PREFECT.md: never nest them).
+
+    Its result storage a temporary folder too: Prefect's harness leaves it at
+    `~/.prefect/storage`, where every failed flow run of the suite left a file for good.
 
     Without flow-run heartbeats: a sync flow run's end joins its heartbeat thread, which sleeps in
     steps of a second, so each flow run of the suite waited up to a second for nothing (a test's
     flow ends long before a second beat would be due, 180 s on; nothing of ours reads them).
     The CLI processes the tests start keep Prefect's default, as an environment cannot unset it.
     """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
+    results = tmp_path_factory.mktemp("prefect-results")
     with (
         prefect_test_harness(server_startup_timeout=120),
-        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        temporary_settings(
+            {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_RESULTS_LOCAL_STORAGE_PATH: results}
+        ),
     ):
         yield
 

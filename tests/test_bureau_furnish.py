@@ -385,3 +385,31 @@ def test_bureau_refusing_the_file_fails_the_run(
     assert _exit_code(result) == 1 and "bureau" in str(result.exception)
     with sqlite_portfolio.connect() as c:
         assert c.execute(select(func.count()).where(records_table.c.kind == "furnish")).scalar() == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_furnishing_writes_nothing_to_prefects_result_storage(
+    tmp_path: Path, sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle
+) -> None:
+    """With Prefect told to persist every result (`PREFECT_RESULTS_PERSIST_BY_DEFAULT`,
+    `PREFECT_TASKS_DEFAULT_PERSIST_RESULT`), a furnishing run still leaves no file in its result
+    storage: the Metro 2 file its tasks pass along holds names, addresses and amounts owed, and
+    nothing of ours reads a result back."""
+    from prefect.settings import (
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+        PREFECT_TASKS_DEFAULT_PERSIST_RESULT,
+        temporary_settings,
+    )
+
+    store = tmp_path / "prefect-results"
+    persist = {
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH: store,
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT: True,
+        PREFECT_TASKS_DEFAULT_PERSIST_RESULT: True,
+    }
+    with temporary_settings(persist):
+        result = _furnish(sqlite_url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["records_written"] > 0
+    assert [p for p in store.rglob("*") if p.is_file()] == []
