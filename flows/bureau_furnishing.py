@@ -17,6 +17,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from arrears.clock import business_date
+from arrears.masking import mask_text
 from arrears.metro2 import FurnishFile, Period
 from arrears.models import utcnow
 from arrears.settings import get_settings
@@ -104,7 +105,10 @@ def _submit(period: str, built: FurnishFile, resource: dict[str, str]) -> tuple[
             result = submit_furnish_file(period, built.content)
     except Exception as error:  # unreachable bureau, refused credentials: recorded, then the run fails
         record_refusal(period, f"submission failed: {error}", [])
-        emit_event("arrears.bureau.furnishing.failed", resource=resource, payload={"error": str(error)})
+        # Events are kept by the server and shown in the UI: the error masked, as a state message is.
+        emit_event(
+            "arrears.bureau.furnishing.failed", resource=resource, payload={"error": mask_text(str(error))}
+        )
         raise
     if not result.accepted:
         found = [(e.record, e.field, e.reason) for e in result.errors]

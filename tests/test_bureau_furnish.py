@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -413,3 +414,31 @@ def test_furnishing_writes_nothing_to_prefects_result_storage(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["records_written"] > 0
     assert [p for p in store.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failed_submission_announces_its_error_masked(
+    sqlite_portfolio: Engine, sqlite_url: str, bureau: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `arrears.bureau.furnishing.failed` event (kept by the server, shown in the UI, sent on
+    by automations) carries the submission's error with its numbers masked, as the run's state
+    message does: here a provider setting that quotes a phone number."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.bureau_furnishing import bureau_furnishing
+
+    monkeypatch.setenv("ARREARS_BUREAU_PROVIDER", "13912341234")
+    get_settings.cache_clear()
+    state = bureau_furnishing(period="2026-11", return_state=True)
+    assert state.is_failed() and "13912341234" not in (state.message or "")
+    wanted = EventFilter(event=EventNameFilter(name=["arrears.bureau.furnishing.failed"]))
+    errors: list[str] = []
+    with get_client(sync_client=True) as client:
+        for _ in range(100):  # events reach the server from a background worker
+            page = client.read_events(filter=wanted, limit=50)
+            errors = [str(e.payload.get("error")) for e in page.events if "no provider" in str(e.payload)]
+            if errors:
+                break
+            time.sleep(0.1)
+    assert errors and all("bureau.*******1234" in e and "13912341234" not in e for e in errors), errors
