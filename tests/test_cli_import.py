@@ -298,3 +298,61 @@ def test_an_accounts_file_delivered_again_after_a_newer_one_is_refused(
     ]
     assert listed[0]["sha256"] == listed[-1]["sha256"] != listed[1]["sha256"]
     assert "files imported (5; the newest 2 shown" in arrears("import", "history", "--limit", "2").out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_id_with_an_invisible_character_is_rejected_naming_it_not_stored_beside_the_other(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str, fmt: str
+) -> None:
+    """`A-​1` (a zero-width space after the dash) in an accounts file is rejected, naming the line, the
+    field, the character and where it is, instead of being stored as a second account beside A-1
+    that no operator can type; `A-1` with a tab or a no-break space after it is A-1."""
+    write = write_csv if fmt == "csv" else write_jsonl
+    records = [
+        account_record(account_id="A-1", borrower_id="B-1"),
+        account_record(account_id="A-\u200b1", borrower_id="B-1"),
+        account_record(account_id="A-2", borrower_id="B\u00ad-2"),
+        account_record(account_id="A-1\t", borrower_id="B-1"),
+        account_record(account_id="A-3\u00a0", borrower_id="B-3"),
+    ]
+    path = write(tmp_path / f"accounts.{fmt}", records)
+    result = arrears("import", "accounts", str(path))
+    assert result.code == 3, result.err
+    with (tmp_path / f"accounts.{fmt}.rejects.csv").open(newline="") as file:
+        rejects = {(r["line"], r["field"]): r["reason"] for r in csv.DictReader(file)}
+    first = 2 if fmt == "csv" else 1  # a CSV's records start after its header
+    assert rejects == {
+        (str(first + 1), "account_id"): "contains an invisible character U+200B (ZERO WIDTH SPACE) at "
+        "position 3: retype the id",
+        (str(first + 2), "borrower_id"): "contains an invisible character U+00AD (SOFT HYPHEN) at "
+        "position 2: retype the id",
+        (str(first + 3), "account_id"): f"duplicate of line {first}",
+    }
+    with get_engine(sqlite_url).connect() as connection:
+        ids = connection.execute(select(Account.account_id)).scalars().all()  # type: ignore[call-overload]
+    assert sorted(ids) == ["A-1", "A-3"]
+    assert arrears("show", "A-3").code == 0
+
+
+def test_a_payment_with_an_invisible_character_in_an_id_is_rejected_naming_it(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """A payments file's `payment_id` and `account_id` are ids too: a control character or a
+    no-break space inside one rejects the row, naming each."""
+    write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-1")])
+    assert arrears("import", "accounts", str(tmp_path / "accounts.csv")).code == 0
+    records = [
+        payment_record(account_id="A-1", payment_id="P-1"),
+        payment_record(account_id="A\u00a0-1", payment_id="P\x07-2"),
+    ]
+    path = write_csv(tmp_path / "payments.csv", records)
+    result = arrears("import", "payments", str(path))
+    assert result.code == 3, result.err
+    with (tmp_path / "payments.csv.rejects.csv").open(newline="") as file:
+        [reject] = list(csv.DictReader(file))
+    assert (reject["line"], reject["field"]) == ("3", "payment_id; account_id")
+    assert reject["reason"] == (
+        "contains an invisible character U+0007 (a control character) at position 2: retype the id; "
+        "contains an invisible character U+00A0 (NO-BREAK SPACE) at position 2: retype the id"
+    )
+    assert stored(sqlite_url, Payment) == 1

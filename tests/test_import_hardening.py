@@ -246,6 +246,37 @@ def test_files_joined_together_reject_the_second_header_and_a_byte_order_mark_sa
         assert sorted(connection.execute(select(Account.account_id)).scalars()) == ["A-1", "A-2"]  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize(
+    ("char", "named"),
+    [
+        ("\u200b", "ZERO WIDTH SPACE"),  # Cf
+        ("\u200d", "ZERO WIDTH JOINER"),  # Cf
+        ("\u00ad", "SOFT HYPHEN"),  # Cf
+        ("\ufeff", "ZERO WIDTH NO-BREAK SPACE"),  # Cf: a BOM in a JSON value, or escaped
+        ("\u202e", "RIGHT-TO-LEFT OVERRIDE"),  # Cf: shows A-1 as 1-A
+        ("\u00a0", "NO-BREAK SPACE"),  # Zs
+        ("\u3000", "IDEOGRAPHIC SPACE"),  # Zs
+        ("\u2028", "LINE SEPARATOR"),  # Zl
+        ("\t", "a control character"),  # Cc
+        ("\x85", "a control character"),  # Cc
+        ("\ue000", "a private-use character"),  # Co
+    ],
+)
+def test_an_id_holding_a_character_nobody_sees_is_rejected_naming_it(char: str, named: str) -> None:
+    """Inside an account's or a borrower's id, a control, format, separator (but the space) or
+    private-use character rejects the record, naming the field, the character and its place."""
+    [rejection] = parse_account(2, account_record(account_id=f"A-{char}1", borrower_id="B-1"))
+    assert (rejection.line, rejection.field) == (2, "account_id")
+    assert rejection.reason == (
+        f"contains an invisible character U+{ord(char):04X} ({named}) at position 3: retype the id"
+    )
+    [rejection] = parse_account(2, account_record(account_id="A-1", borrower_id=f"B-1{char}0"))
+    assert rejection.field == "borrower_id" and "at position 4" in rejection.reason
+    assert not isinstance(
+        parse_account(2, account_record(account_id=" A 1 ", borrower_id="\tB-1\u00a0")), list
+    )
+
+
 def test_stop_request_between_chunks_rolls_back_every_chunk(tmp_path: Path) -> None:
     """An import asked to stop after its first chunk leaves nothing of the file, not the first chunk."""
     path = write_csv(tmp_path / "a.csv", accounts_records(30))
