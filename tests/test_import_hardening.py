@@ -20,7 +20,7 @@ from arrears.jurisdictions import profile
 from arrears.models import Account, Borrower, Payment
 from arrears.storage import get_engine, migrate
 from arrears.storage.importer import ImportInterrupted, RejectsUnwritable, run_import
-from tests.factories import account_record, accounts_records, payment_record, write_csv
+from tests.factories import account_record, accounts_records, payment_record, write_csv, write_jsonl
 
 HEADER = ",".join(account_record())
 
@@ -244,6 +244,25 @@ def test_files_joined_together_reject_the_second_header_and_a_byte_order_mark_sa
     assert (bom.line, bom.field) == (5, "row") and "byte-order mark" in bom.reason
     with engine.connect() as connection:
         assert sorted(connection.execute(select(Account.account_id)).scalars()) == ["A-1", "A-2"]  # type: ignore[call-overload]
+
+
+def test_json_lines_joined_together_reject_a_byte_order_mark_as_a_csv_file_does(tmp_path: Path) -> None:
+    """`cat a.jsonl b.jsonl` (b saved with a BOM): b's first record is rejected for the BOM in the
+    words a CSV file's is, not in Python's ("Unexpected UTF-8 BOM (decode using utf-8-sig)")."""
+    first = write_jsonl(tmp_path / "a.jsonl", [account_record(account_id="A-1")]).read_bytes()
+    second = write_jsonl(tmp_path / "b.jsonl", [account_record(account_id="A-2")]).read_bytes()
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + first + codecs.BOM_UTF8 + second)
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source)
+    assert (summary.read, summary.accepted, summary.rejected) == (2, 1, 1)
+    [bom] = summary.first_rejections
+    assert (bom.line, bom.field, bom.reason) == (
+        2,
+        "row",
+        "a byte-order mark (U+FEFF) inside the file: files joined together? import each file on its own",
+    )
 
 
 @pytest.mark.parametrize(

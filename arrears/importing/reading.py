@@ -314,6 +314,7 @@ def _cells(text: str, delimiter: str) -> list[str]:
 _BOM = "\ufeff"
 _JOINED = f" \t{_BOM}"
 _JOINED_FILES = "files joined together? import each file on its own"
+_BOM_INSIDE = f"a byte-order mark (U+FEFF) inside the file: {_JOINED_FILES}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,7 @@ class _CsvLayout:
             problem = _problem(number, values)
         elif _BOM in text:
             # Invisible, it would make "\ufeffA-1" an account of its own beside A-1.
-            problem = Rejection(number, "row", f"a byte-order mark (U+FEFF) inside the file: {_JOINED_FILES}")
+            problem = Rejection(number, "row", _BOM_INSIDE)
         return RawRow(number, values, self.present, tuple(cells), problem)
 
 
@@ -404,10 +405,12 @@ class _JsonlLayout:
             # Numbers stay text, so money is never a float and NaN or 1e3 are rejected as such.
             record = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
         except ValueError as error:
-            record, problem = (
-                None,
-                Rejection(number, "row", f"not a JSON object: {getattr(error, 'msg', error)}"),
+            # `cat a.jsonl b.jsonl` with b saved with a BOM: said as for a CSV file, not in Python's
+            # words ("Unexpected UTF-8 BOM (decode using utf-8-sig)").
+            reason = (
+                _BOM_INSIDE if text.startswith(_BOM) else f"not a JSON object: {getattr(error, 'msg', error)}"
             )
+            record, problem = None, Rejection(number, "row", reason)
         if record is not None and not isinstance(record, dict):
             problem = Rejection(number, "row", "not a JSON object")
         elif isinstance(record, dict):
