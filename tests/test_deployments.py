@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -211,11 +212,27 @@ def test_cycle_fans_shards_out_to_served_workers(
             pytest.fail("serve did not register cycle-shard/shard")
 
         asyncio.run(wait_for_deployment())
+        began = datetime.now(UTC)
         stats = daily_cycle(as_of="2026-12-01T16:30:00Z", fan_out="cycle-shard/shard")
 
         async def shard_runs() -> list[object]:
+            # This cycle's shard runs, asked of the server by flow and start: unfiltered, the API
+            # gives the first 200 of the session's runs, which after the suite's other tests may
+            # hold none of these.
+            from prefect.client.schemas.filters import (
+                FlowFilter,
+                FlowFilterName,
+                FlowRunFilter,
+                FlowRunFilterStartTime,
+            )
+
             async with get_client() as client:
-                return [r for r in await client.read_flow_runs() if r.name.startswith("cycle-shard")]
+                return list(
+                    await client.read_flow_runs(
+                        flow_filter=FlowFilter(name=FlowFilterName(any_=["cycle-shard"])),
+                        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=began)),
+                    )
+                )
 
         runs = asyncio.run(shard_runs())
     finally:
