@@ -48,6 +48,7 @@ __all__ = [
     "database_error",
     "database_errors",
     "emit_json",
+    "existing_account",
     "existing_database",
     "open_database",
     "period_bound",
@@ -371,3 +372,16 @@ def existing_database(database: str | None, *, upgrade: bool = False) -> "Engine
     """The engine of the database a command works on (`--database`, or the configured one), which
     must exist already; upgraded only when `upgrade` (see `open_database`)."""
     return open_database(use_database(database), create=False, upgrade=upgrade)
+
+
+def existing_account(database: str | None, account_id: str) -> "Engine":
+    """`existing_database`, for a command about one account that must exist: a typo is "no
+    account", exit 2, not the command's own "nothing to do". Read without the write lock."""
+    from arrears.storage import read_only
+    from arrears.storage.accounts import account_row
+
+    engine = existing_database(database)
+    with read_only(engine) as connection:
+        if account_row(connection, account_id) is None:
+            raise CliError(f"no account {account_id!r}")
+    return engine

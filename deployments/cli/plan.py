@@ -19,6 +19,7 @@ from deployments.cli._common import (
     command_group,
     console,
     emit_json,
+    existing_account,
     existing_database,
 )
 
@@ -119,15 +120,10 @@ def decline(
 ) -> None:
     """Record that the borrower declined the open offer (told an agent, as a DECLINE reply does):
     the next cycle takes the account to review."""
-    from arrears.storage import read_only
-    from arrears.storage.accounts import account_row
     from tasks.plans import decline_plan
 
     why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
-    engine = existing_database(database)
-    with read_only(engine) as connection:
-        if account_row(connection, account_id) is None:
-            raise CliError(f"no account {account_id!r}")
+    engine = existing_account(database, account_id)
     found = decline_plan(engine, account_id=account_id, agent=who, why=why, at=at)
     if found is None:
         raise CliError(
@@ -147,15 +143,10 @@ def cancel(
     """End the account's active plan (the borrower settles instead, it was recorded in error). A
     plan ended so is no working plan: from restructuring the account goes to review, unless a
     settlement recorded next holds it."""
-    from arrears.storage import read_only
-    from arrears.storage.accounts import account_row
     from tasks.plans import cancel_plan
 
     why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
-    engine = existing_database(database)
-    with read_only(engine) as connection:
-        if account_row(connection, account_id) is None:
-            raise CliError(f"no account {account_id!r}")
+    engine = existing_account(database, account_id)
     found = cancel_plan(engine, account_id=account_id, agent=who, why=why, at=at)
     if found is None:
         raise CliError(f"{account_id}: no plan is active: nothing changed")

@@ -19,6 +19,7 @@ from deployments.cli._common import (
     command_group,
     console,
     emit_json,
+    existing_account,
     existing_database,
 )
 
@@ -138,15 +139,10 @@ def cancel(
 ) -> None:
     """Cancel the account's running settlement (the borrower withdrew, it was recorded in error):
     collection resumes at the next cycle."""
-    from arrears.storage import read_only
-    from arrears.storage.accounts import account_row
     from tasks.settlements import cancel_settlement
 
     why, who, at = audit_reason(reason), audit_actor(agent), as_of_instant(as_of)
-    engine = existing_database(database)
-    with read_only(engine) as connection:
-        if account_row(connection, account_id) is None:
-            raise CliError(f"no account {account_id!r}")
+    engine = existing_account(database, account_id)
     found = cancel_settlement(engine, account_id=account_id, agent=who, why=why, at=at)
     if found is None:
         raise CliError(f"{account_id}: no settlement is running: nothing changed")
