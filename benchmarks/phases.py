@@ -8,7 +8,8 @@ account and per message, and `cycle.py`'s wall-clock phases move by 20% from one
 on a shared machine (the Prefect server, the sandbox and two worker processes share the cores).
 This measures the work itself: the CPU seconds this process spends advancing every shard and
 dispatching every batch, one after the other, without Prefect (the task bodies are called as the
-worker processes call them) and with the sandbox SMS server in a child process of its own.
+worker processes call them, collecting garbage as rarely as they do) and with the sandbox SMS
+server in a child process of its own.
 
 A portfolio of `--accounts` (`--seed`, business date of `--as-of`) is generated and imported
 once into a pristine SQLite database. Each trial copies it, refreshes, advances every shard
@@ -77,6 +78,12 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
         from tasks.dispatch import send_batch  # type: ignore[attr-defined,no-redef]
     from tasks.providers import sms_config, sms_session
 
+    try:  # as every worker process of the cycle does on start (`tasks.workers`)
+        from arrears.processes import collect_rarely
+    except ImportError:  # a checkout (--against) from before the workers collected rarely
+        pass
+    else:
+        collect_rarely()
     settings = get_settings()
 
     day = as_of.date()
