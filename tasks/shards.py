@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from arrears.lifecycle import advance
+from arrears.processes import collection_paused
 from arrears.settings import get_settings
 from arrears.storage import cycle as store
 from arrears.storage import read_only
@@ -34,6 +35,11 @@ class Shard:
 def advance_rows(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
     """The body of `advance_shard`: load, decide, write. Run in a worker process while the
     cycle has them (`tasks.workers`), so it takes only picklable values."""
+    with collection_paused():  # the shard's rows and decisions live until they are written
+        return _advance(shard, as_of, business_date, cycle_id)
+
+
+def _advance(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
     settings = get_settings()
     rules = policy()
     with read_only(engine()) as connection:

@@ -133,6 +133,62 @@ def test_worker_processes_collect_garbage_rarely() -> None:
     assert gc.get_threshold() == here
 
 
+def test_the_collector_is_paused_while_a_shard_advances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard keeps its rows and decisions alive until it writes them: collecting would only scan
+    them. The collector is off while `advance_rows` runs and on again after it."""
+    import gc
+    from datetime import UTC, datetime
+
+    from tasks import shards
+
+    seen: list[bool] = []
+    monkeypatch.setattr(shards, "_advance", lambda *args: seen.append(gc.isenabled()) or {})
+    assert gc.isenabled()
+    shards.advance_rows(
+        shards.Shard.single("A-1"), datetime(2026, 12, 1, tzinfo=UTC), date(2026, 12, 1), None
+    )
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_a_paused_collection_runs_again_after_the_last_block_of_any_thread() -> None:
+    """Two threads' shards overlap: the collector stays off until the later of them ends, runs
+    again after a block that raised, and stays off in a process that had turned it off."""
+    import gc
+    import threading
+
+    from arrears.processes import collection_paused
+
+    first_in, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with collection_paused():
+            first_in.set()
+            second_done.wait(timeout=10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(timeout=10)
+    with collection_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the first thread's block is still open
+    second_done.set()
+    thread.join(timeout=10)
+    assert gc.isenabled()
+
+    with pytest.raises(RuntimeError), collection_paused():
+        raise RuntimeError("a shard failed")
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_kept_worker_processes_serve_the_next_block_and_stop_with_the_keeping() -> None:
     """The cycle spawns its workers once: inside `keeping_workers`, the processes of the advance's
     block serve the dispatch's; those of a block that raised are not kept; all stop at the end."""
