@@ -7,6 +7,8 @@ the same decision and a day can be replayed from stored facts.
 
 Every message is rendered here (from `Facts.context`) and checked by the one compliance entry,
 `check_contact`, on its rendered body: the verdict (send, defer, block) is part of the decision.
+A message whose key the outbox already holds (`Facts.decided`) was decided on an earlier day, and
+the outbox keeps that row: it is left out, not decided again.
 
 Invariants the tests hold it to:
 - a collection hold (dispute, bankruptcy, deceased, military, breathing space) freezes the
@@ -114,6 +116,9 @@ class Facts:
     # party's, so a text to it must not tell of the debt (compliance.md: third parties).
     address_verified: bool = True
     history: tuple[Contact, ...] = ()  # the borrower's recent and pending contacts, all accounts
+    # Keys of the account's messages already in the outbox: decided on an earlier day, whose row
+    # the outbox keeps (its keys are once-only), so they are not rendered and checked again.
+    decided: frozenset[str] = frozenset()
 
 
 @record
@@ -178,7 +183,9 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
         began = facts.business_date if steps else facts.stage_began
         planned = _messages(account, facts, policy, segment, stage, episode, began)
         messages = tuple(
-            _outgoing(key, template, account, facts, policy, stage, episode, now) for key, template in planned
+            _outgoing(key, template, account, facts, policy, stage, episode, now)
+            for key, template in planned
+            if key not in facts.decided
         )
     return Decision(account.account_id, stage, episode, segment, tuple(steps), messages, collection_holds)
 

@@ -228,6 +228,42 @@ def test_load_shard_reads_each_borrowers_history_with_a_fixed_number_of_queries(
     assert all(r.facts.context is not None and r.facts.address for r in rows)
 
 
+def test_load_shard_names_the_outbox_keys_of_the_stage_episode_each_account_is_in(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The messages an account already has in the outbox for its stage and episode, whatever
+    their status, are named so that the rules do not decide them again; those of an earlier
+    episode or another stage are not, nor another account's."""
+    _import(engine, tmp_path, [_cn(account_id=f"A-{i}", borrower_id=f"B-{i}") for i in range(3)])
+    with engine.begin() as c:
+        c.execute(update(store.account).values(stage="reminder", episode=2))
+        base = {"channel": "sms", "address": "+8613912340000", "template": "reminder", "params": {}}
+        base |= {"body": "x", "attempts": 0, "created_at": CN_MORNING, "not_before": CN_MORNING}
+        c.execute(
+            insert(message),
+            [
+                base
+                | {"idempotency_key": key, "account_id": account, "stage": stage, "episode": episode}
+                | {"status": status}
+                for key, account, stage, episode, status in (
+                    ("A-0:reminder:2:day-1", "A-0", "reminder", 2, "sent"),
+                    ("A-0:reminder:2:day-5", "A-0", "reminder", 2, "blocked"),
+                    ("A-0:reminder:1:day-5", "A-0", "reminder", 1, "sent"),  # an earlier episode
+                    ("A-1:negotiation:2:ask-0", "A-1", "negotiation", 2, "scheduled"),  # another stage
+                )
+            ],
+        )
+    with engine.connect() as c:
+        rows = store.load_shard(
+            c, lo="A-0", hi=None, business_date=date(2026, 12, 2), lender="L", lender_timezone="Asia/Shanghai"
+        )
+    assert {r.view.account_id: r.facts.decided for r in rows} == {
+        "A-0": frozenset({"A-0:reminder:2:day-1", "A-0:reminder:2:day-5"}),
+        "A-1": frozenset(),
+        "A-2": frozenset(),
+    }
+
+
 def test_dispatch_counts_caps_from_the_log_and_from_its_own_batch(cycle_db: Engine, tmp_path: Path) -> None:
     """Four loans of one borrower all due a reminder at noon: three texts go, the fourth waits a
     week (`cap:sms-borrower-7d`); a second account of another borrower already texted today waits a day."""

@@ -459,6 +459,14 @@ def test_message_is_rendered_and_checked_when_decided() -> None:
     assert dict(message.params)["days"] == "5" and message.blocked is None
 
 
+def test_a_message_the_outbox_already_holds_is_not_decided_again() -> None:
+    """The outbox keeps the row of a key decided first: a message whose key it holds is left out
+    of today's decision (not rendered or checked again), and one it does not hold is decided."""
+    assert decide(view(dpd=5), facts(decided=frozenset({"A-1:reminder:1:day-5"}))).messages == ()
+    decision = decide(view(dpd=5), facts(decided=frozenset({"A-1:reminder:1:day-1"})))
+    assert [m.key for m in decision.messages] == ["A-1:reminder:1:day-5"]
+
+
 def test_message_without_a_context_is_blocked_as_content_missing() -> None:
     """Without the values to render it, no message can be checked, so none is sent."""
     assert decide(view(dpd=5), facts(context=None)).messages[0].blocked == "content:missing"

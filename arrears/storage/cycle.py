@@ -26,6 +26,7 @@ from arrears.records import record
 from arrears.storage import tables
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, days_between, execute_many, in_range, insert_ignore, range_starts
+from arrears.storage.decided import decided_keys
 from arrears.storage.settlements import shard_settlements
 from arrears.storage.tables import (
     account,
@@ -221,14 +222,13 @@ def load_shard(
 ) -> list[ShardRow]:
     """Accounts with lo <= id < hi still in play, with every fact the rules read, in a few queries.
 
-    The days the rules count from (the stage's start, a plan's offer, a return from review) are
-    the lender's business dates of those instants, as `business_date` is: the UTC date of an offer
-    made at 00:30 in Shanghai is the day before, and the offer expired a day early.
+    The days the rules count from (the stage's start, a plan's offer, a return from review) are the
+    lender's business dates of those instants, as `business_date` is: the UTC date of an offer made
+    at 00:30 in Shanghai is the day before, and the offer expired a day early.
 
-    The contact history the caps count is read from `since` (default: the longest cap window of
-    the default policy, and a day more, before the business date). Reading too little only moves
-    a deferral from decision time to send time, where the count is taken again.
-    """
+    The contact history the caps count is read from `since` (default: the longest cap window of the
+    default policy, and a day more, before the business date). Reading too little only moves a
+    deferral from decision time to send time, where the count is taken again."""
     # The columns the rules and the messages read, not the whole row (vehicle, mailing address).
     accounts = connection.execute(
         select(
@@ -249,6 +249,7 @@ def load_shard(
     reviews = _latest(connection, tables.review, lo, hi, "opened_at")
     referrals = _latest(connection, tables.referral, lo, hi, "updated_at")
     settlements = shard_settlements(connection, lo, hi)
+    decided = decided_keys(connection, lo, hi)
     if since is None:
         since = (
             datetime.combine(business_date, time(), UTC)
@@ -347,6 +348,7 @@ def load_shard(
             address=contact[0] if contact else None,
             address_verified=contact is None or contact[2],
             history=history.get(borrower_id, ()),
+            decided=decided.get(account_id, frozenset()),
             context=context,
         )
         rows.append(ShardRow(view, facts, context, contact[0] if contact else None, segment))
@@ -361,8 +363,7 @@ def contact_history(
     In flight means scheduled (or leased) for the stage episode its account is still in; one left
     from an earlier episode will be refused as stale, so it is not counted. `borrowers` is a
     collection or a SELECT of borrower ids; `exclude` names outbox rows the caller decides itself.
-    One query for all of them, never one per account.
-    """
+    One query for all of them, never one per account."""
     owner = account.alias("owner")
     live = and_(
         message.c.status == MessageStatus.SCHEDULED.value,
@@ -489,8 +490,7 @@ def unchanged(connection: Connection, rows: Sequence[ShardRow], *, lo: str, hi: 
     """Ids of rows whose account still has the stage and episode they were loaded with.
 
     A shard decides outside its write transaction; an account changed meanwhile (by the
-    single-account path) is left to that path's own decision, not overwritten.
-    """
+    single-account path) is left to that path's own decision, not overwritten."""
     if not rows:
         return set()
     loaded = {r.view.account_id: (r.view.stage, r.view.episode) for r in rows}
