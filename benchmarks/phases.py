@@ -18,11 +18,13 @@ once into a pristine SQLite database. Each trial copies it, refreshes, advances 
 process of its own. With `--against DIR` (another checkout of arrears, e.g. a `git worktree` of
 the commit before), each trial runs this checkout and that one, alternating which goes first,
 with that checkout's code on `PYTHONPATH`: the pairs see the same machine at the same minutes.
-Both must decide the same: the transitions, the messages and the sends are compared.
+Both must decide the same: the counts of transitions, messages and sends are compared, and a
+digest of every decision stored (`arrears.storage.snapshot`).
 
 Prints one row per trial and, as the last line, a JSON object: per checkout the median over the
 trials of `advance_cpu_us` (CPU microseconds an account), `dispatch_cpu_us` (a message sent),
-their wall seconds, and what was decided (`accounts`, `transitions`, `messages`, `sent`).
+their wall seconds, and what was decided (`accounts`, `transitions`, `messages`, `sent`,
+`snapshot`).
 
 `--profile DIR` runs one more trial of this checkout, after the timed ones, under cProfile:
 `DIR/advance.prof` and `DIR/dispatch.prof`, each with its top functions by own and by cumulative
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import hashlib
 import json
 import os
 import pstats
@@ -110,6 +113,7 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
     return {
         **decided,
         "sent": sent,
+        "snapshot": _snapshot(),
         "advance_cpu_us": round(advance_cpu / max(decided["accounts"], 1) * 1e6, 1),
         "advance_wall_s": round(advance_wall, 2),
         "dispatch_cpu_us": round(dispatch_cpu / max(sent, 1) * 1e6, 1),
@@ -125,6 +129,23 @@ def _collecting_rarely() -> AbstractContextManager[None]:
     except ImportError:
         return nullcontext()
     return collecting_rarely()
+
+
+def _snapshot() -> str | None:
+    """A digest of every decision the trial stored (`arrears.storage.snapshot`: each account's
+    stage, each outbox row's status, template and body, each audit event's detail): the same
+    counts of transitions and messages can hide different ones. None for a checkout without it."""
+    try:
+        from arrears.storage.snapshot import SNAPSHOT_TABLES, decision_rows
+        from tasks.database import engine
+    except ImportError:
+        return None
+    digest = hashlib.sha256()
+    with engine().connect() as connection:
+        for table in SNAPSHOT_TABLES:
+            for row in decision_rows(connection, table):
+                digest.update(repr(row).encode())
+    return digest.hexdigest()[:16]
 
 
 class _Profiler:
@@ -251,7 +272,7 @@ def main() -> None:
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    decided = ("accounts", "transitions", "messages", "sent")
+    decided = ("accounts", "transitions", "messages", "sent", "snapshot")
     summary: dict[str, Any] = {}
     for name, runs in results.items():
         summary[name] = {
