@@ -28,6 +28,7 @@ from arrears.compliance.report import recheck_sends
 from arrears.masking import mask_phone
 from arrears.models import utcnow
 from arrears.policy import Policy
+from arrears.processes import collection_paused
 from arrears.settings import get_settings
 from arrears.storage import compliance, outbox, read_only
 from arrears.storage.outbox import DueMessage, Outcome
@@ -82,6 +83,13 @@ def send_batch(
 ) -> Dispatched:
     """The body of `dispatch_batch`: lease, look up what is in doubt, check, send, record. Takes
     only picklable values, to run in a worker process."""
+    with collection_paused():  # the batch's rows and outcomes live until they are recorded
+        return _send_batch(batch, as_of, cycle_id, config, drill)
+
+
+def _send_batch(
+    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool
+) -> Dispatched:
     provider = sms_for(config)  # before the lease: without a provider, nothing is leased
     rules = policy()
     # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.

@@ -151,6 +151,27 @@ def test_the_collector_is_paused_while_a_shard_advances(monkeypatch: pytest.Monk
     assert gc.isenabled()
 
 
+def test_the_collector_is_paused_while_a_dispatch_batch_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dispatch batch keeps its leased rows and their outcomes alive until it records them, as a
+    shard does: the collector is off while `send_batch` runs and on again after it."""
+    import gc
+    from datetime import UTC, datetime
+
+    from tasks import sending
+
+    seen: list[bool] = []
+    monkeypatch.setattr(sending, "_send_batch", lambda *args: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    sending.send_batch(
+        sending.Batch(1, 0, None),
+        datetime(2026, 12, 1, tzinfo=UTC),
+        None,
+        None,  # type: ignore[arg-type]
+    )
+    assert seen == [False]
+    assert gc.isenabled()
+
+
 def test_a_paused_collection_runs_again_after_the_last_block_of_any_thread() -> None:
     """Two threads' shards overlap: the collector stays off until the later of them ends, runs
     again after a block that raised, and stays off in a process that had turned it off."""
