@@ -240,6 +240,26 @@ def test_prepare_reviews_names_no_run_when_none_will_be_started(cycle_db: Engine
     assert prepared.without_run == () == prepared.with_run
 
 
+def test_the_collector_is_paused_while_reviews_are_prepared(
+    cycle_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first cycle opens reviews for a quarter of a portfolio and builds their states and letters
+    in the cycle's own process: the collector is off while they are opened and on again after."""
+    import gc
+
+    from tasks.review import prepare_reviews
+
+    seen: list[bool] = []
+    open_reviews = reviews.open_reviews
+    monkeypatch.setattr(
+        reviews, "open_reviews", lambda c, **kw: seen.append(gc.isenabled()) or open_reviews(c, **kw)
+    )
+    assert gc.isenabled()
+    prepare_reviews.fn(INSTANT, name_runs=False)
+    assert seen == [False]
+    assert gc.isenabled()
+
+
 def test_add_letters_keeps_the_rules_of_one_letter_at_a_time(engine: Engine, tmp_path: Path) -> None:
     """A batch of letter rows with a key given twice, a key written before, and a letter blocked
     for want of an address written again in place: the rows, ids and events of one at a time."""
