@@ -71,9 +71,9 @@ _enabled_before = True  # whether the collector ran before the first of them
 @contextmanager
 def collection_paused() -> Iterator[None]:
     """No cyclic garbage collection inside the block: for a step that builds its objects, keeps
-    them all and drops them together at its end (a shard's advance, a dispatch batch). Even collecting rarely,
-    each young collection scanned the 100,000 objects made since the last, nearly all of them
-    alive until the shard is written: ~4 µs of CPU an account (timed by `gc.callbacks`, 20,000
+    them all and drops them together at its end (a shard's advance, a dispatch batch, the reviews a
+    cycle opens). Even collecting rarely, each young collection scanned the 100,000 objects made
+    since the last, nearly all of them alive until the shard is written: ~4 µs of CPU an account (timed by `gc.callbacks`, 20,000
     accounts). Objects leave with their last reference as ever; those in reference cycles (a
     caught exception and its frames: a few hundred a shard) wait for the collector's next run
     after the block. The collector runs again once the last such block of the process, in
