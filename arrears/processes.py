@@ -71,14 +71,14 @@ _enabled_before = True  # whether the collector ran before the first of them
 @contextmanager
 def collection_paused() -> Iterator[None]:
     """No cyclic garbage collection inside the block: for a step that builds its objects, keeps
-    them all and drops them together at its end (a shard's advance, a dispatch batch, the reviews a
-    cycle opens). Even collecting rarely, each young collection scanned the 100,000 objects made
-    since the last, nearly all of them alive until the shard is written: ~4 µs of CPU an account (timed by `gc.callbacks`, 20,000
-    accounts). Objects leave with their last reference as ever; those in reference cycles (a
-    caught exception and its frames: a few hundred a shard) wait for the collector's next run
-    after the block. The collector runs again once the last such block of the process, in
-    whichever thread, ends; in a process whose other threads work meanwhile (the cycle's own,
-    without worker processes) their cyclic garbage waits as long."""
+    them all and drops them together at its end (a shard's advance, a dispatch batch, the reviews
+    a cycle opens). Even collecting rarely, each young collection scanned the 100,000 objects made
+    since the last, nearly all of them alive until the shard is written: ~4 µs of CPU an account
+    (timed by `gc.callbacks`, 20,000 accounts). Objects leave with their last reference as ever;
+    those in reference cycles (a caught exception and its frames: a few hundred a shard) wait for
+    the collector's next run after the block. The collector runs again once the last such block
+    of the process, in whichever thread, ends; in a process whose other threads work meanwhile
+    (the cycle's own, without worker processes) their cyclic garbage waits as long."""
     global _pausing, _enabled_before
     with _pause:
         if _pausing == 0:
