@@ -327,7 +327,10 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_event"
     __table_args__ = (
-        Index("ix_audit_account_at", "account_id", "at"),
+        # An account's events of some kinds (its holds and opt-outs for every dispatch batch's
+        # re-check, its promises, replies, filings), found without reading the rest of its history,
+        # which grows every day; its whole timeline is read by account and sorted.
+        Index("ix_audit_account_kind_at", "account_id", "kind", "at"),
         # The report reads one cycle's transitions or message events, not every row of the cycle.
         Index("ix_audit_event_cycle_kind", "cycle_id", "kind"),
     )
