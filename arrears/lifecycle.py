@@ -43,7 +43,9 @@ __all__ = [
     "PlanFact",
     "Step",
     "advance",
+    "decide_message",
     "is_open",
+    "offer_closed",
 ]
 
 TERMINAL = frozenset({Exit.PAID_OFF, Exit.SETTLED, Exit.CHARGED_OFF, Exit.CLOSED})  # final: never left
@@ -183,7 +185,7 @@ def advance(account: AccountView, facts: Facts, policy: Policy, now: datetime) -
         began = facts.business_date if steps else facts.stage_began
         planned = _messages(account, facts, policy, segment, stage, episode, began)
         messages = tuple(
-            _outgoing(key, template, account, facts, policy, stage, episode, now)
+            decide_message(key, template, account, facts, policy, stage, episode, now)
             for key, template in planned
             if key not in facts.decided
         )
@@ -297,11 +299,7 @@ def _next(
             # A completed plan cures through the past due it cleared (`monitor_plans`), above.
             if plan in _FAILED:
                 return Stage.REPOSSESSION_REVIEW, f"plan {plan}"
-            if (
-                plan == "offered"
-                and facts.plan is not None
-                and (facts.business_date - facts.plan.since).days >= policy.restructuring.offer_expiry_days
-            ):
+            if plan == "offered" and facts.plan is not None and _expired(facts.plan, facts, policy):
                 return Stage.REPOSSESSION_REVIEW, "offer unanswered, counted as declined"
         case Stage.REPOSSESSION_REVIEW:
             if facts.review_decision is DecisionKind.LEGAL:
@@ -309,6 +307,33 @@ def _next(
             if facts.review_decision is DecisionKind.NEGOTIATE:
                 return Stage.NEGOTIATION, _RETURNED
     return None
+
+
+def _expired(plan: PlanFact, facts: Facts, policy: Policy) -> bool:
+    """An offer unanswered `offer_expiry_days` counts as declined: the account goes to review."""
+    return (facts.business_date - plan.since).days >= policy.restructuring.offer_expiry_days
+
+
+def offer_closed(account: AccountView, facts: Facts, policy: Policy) -> str | None:
+    """Why the account has no restructuring offer open today, as `advance` reads its facts; None
+    while one is: in restructuring with an offered plan not yet expired, or none of this
+    delinquency yet (the offer went out as the account entered the stage, and the next refresh
+    records its plan row). A borrower's PLAN is answered only then (`arrears.plan_options`)."""
+    if account.stage != Stage.RESTRUCTURING:
+        return f"no offer is open (account in {account.stage})"
+    if facts.settlement == "active":
+        return "a settlement is agreed: the borrower is paying under it"
+    plan = facts.plan
+    if plan is None or _earlier_delinquency(account, plan):
+        return None
+    if plan.status == "offered":
+        if not _expired(plan, facts, policy):
+            return None
+        days = policy.restructuring.offer_expiry_days
+        return f"the offer of {plan.since.isoformat()} expired ({days} days unanswered)"
+    if plan.status == "active":
+        return "a plan is active: the borrower is paying under it"
+    return f"no offer is open (plan {plan.status})"
 
 
 def _messages(
@@ -348,7 +373,7 @@ def _messages(
                 yield f"{account.account_id}:courtesy:{account.next_due_date.isoformat()}", "courtesy"
 
 
-def _outgoing(
+def decide_message(
     key: str,
     template: str,
     account: AccountView,
@@ -357,8 +382,13 @@ def _outgoing(
     stage: str,
     episode: int,
     now: datetime,
+    *,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> Outgoing:
-    """Render the message and give it its verdict: the decision-time half of the compliance check."""
+    """Render the message and give it its verdict: the decision-time half of the compliance check.
+
+    Every message is decided here, the stage's by `advance` and the answers to replies
+    (`arrears.plan_options`); `extra` adds values a template needs beyond `template_params`."""
     body: str | None = None
     params: tuple[tuple[str, str], ...] = ()
     ctx = facts.context
@@ -366,6 +396,8 @@ def _outgoing(
         if ctx.jurisdiction != account.jurisdiction:
             ctx = replace(ctx, jurisdiction=account.jurisdiction)
         filled = template_params(ctx)
+        if extra:
+            filled.update(extra)
         body = render(template, ctx, filled, profile=policy.profile(account.jurisdiction))
         params = tuple(filled.items())
     verdict = check_contact(

@@ -137,7 +137,9 @@ class Policy(_Section):
     segmentation: Segmentation = Segmentation()
     exits: Exits = Exits()
     approved_templates: frozenset[str] = Field(
-        default=frozenset({"courtesy", "reminder", "negotiation", "restructuring_offer"}),
+        default=frozenset(
+            {"courtesy", "reminder", "negotiation", "restructuring_offer", "restructuring_options"}
+        ),
         description="Only these templates may be sent.",
     )
     profiles: dict[str, dict[str, Any]] = Field(

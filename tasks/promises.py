@@ -28,6 +28,7 @@ from arrears.vocabulary import Stage
 from tasks import isolation
 from tasks.database import policy
 from tasks.lifecycle_letters import write_plan_letter
+from tasks.plan_options import answer_options
 
 __all__ = ["promises_of", "read_replies", "record_agent_promise", "refresh_promises"]
 
@@ -90,8 +91,9 @@ def read_replies(
     account_id: str | None = None,
 ) -> dict[str, int]:
     """Answer every unread reply: `PAY 500 2026-12-05` / `还款 500 2026-12-05` records a promise in
-    reminder or negotiation; ACCEPT / DECLINE / PLAN answer a restructuring offer; word of a
-    hardship ("I lost my job", 失业了) makes the borrower unable (`promises.state_hardship`).
+    reminder or negotiation; ACCEPT / DECLINE answer a restructuring offer, and PLAN is answered
+    with a text of the options (`tasks.plan_options`); word of a hardship ("I lost my job", 失业了)
+    makes the borrower unable (`promises.state_hardship`).
 
     Each reply is read in its own savepoint: one that raises is quarantined (the inbound message,
     by its callback id) and left unread, and the others are read. Replies already in quarantine,
@@ -100,6 +102,7 @@ def read_replies(
         "replies_read": 0,
         "promises_from_replies": 0,
         "plans_from_replies": 0,
+        "options_from_replies": 0,
         "hardships_from_replies": 0,
         "replies_quarantined": 0,
     }
@@ -120,7 +123,13 @@ def read_replies(
         ok, read = isolation.guarded(
             connection,
             lambda reply=reply: _read_reply(  # type: ignore[misc]
-                connection, reply, willingness.get(reply.account_id, reply.willingness), rules, cycle_id, zone
+                connection,
+                reply,
+                willingness.get(reply.account_id, reply.willingness),
+                rules,
+                cycle_id,
+                zone,
+                as_of,
             ),
             what=What.INBOUND,
             ref=reply.ref,
@@ -147,9 +156,11 @@ def _read_reply(
     rules: Policy,
     cycle_id: int | None,
     zone: str,
+    as_of: datetime,
 ) -> tuple[float, list[str]]:
-    """Answer one reply and nudge willingness for it: the new score, and the counts it adds to
-    (`promises_from_replies` or `plans_from_replies`, and `hardships_from_replies`)."""
+    """Answer one reply, read at `as_of`, and nudge willingness for it: the new score, and the
+    counts it adds to (`promises_from_replies`, `plans_from_replies` or `options_from_replies`, and
+    `hardships_from_replies`)."""
     ref = {"reply_id": reply.event_id}
     behaviour = "reply"
     outcomes: list[str] = []
@@ -168,6 +179,17 @@ def _read_reply(
         if _promise_by_reply(connection, reply, promised, rules, ref, cycle_id, zone):
             behaviour = "promise_made"
             outcomes.append("promises_from_replies")
+    elif answer is not None and answer.action == "options":
+        if answer_options(
+            connection,
+            account_id=reply.account_id,
+            as_of=as_of,
+            rules=rules,
+            data={**ref, "text": reply.text},
+            at=reply.at,
+            cycle_id=cycle_id,
+        ):
+            outcomes.append("options_from_replies")
     elif answer is not None and _answer_offer(connection, reply, answer, rules, ref, cycle_id, zone):
         outcomes.append("plans_from_replies")
     # Whatever else the reply does: "PAY 100 2026-12-20, I lost my job" promises and tells of it.
@@ -240,8 +262,8 @@ def _answer_offer(
     cycle_id: int | None,
     zone: str,
 ) -> int:
-    """Answer a restructuring offer (ACCEPT, DECLINE or PLAN); 1 when a plan was accepted or
-    declined, 0 when the reply is only noted."""
+    """Answer a restructuring offer (ACCEPT or DECLINE); 1 when a plan was accepted or declined, 0
+    when the reply is only noted."""
     unanswered = _no_answer(reply, answer)
     if unanswered is not None:
         _note(connection, reply, "plan", unanswered, ref, cycle_id)
@@ -277,10 +299,6 @@ def _no_answer(reply: promises.Reply, answer: PlanReply) -> str | None:
     """Why a reply about a plan answers no offer, for the timeline; None when it answers one."""
     if reply.stage != Stage.RESTRUCTURING:
         return f"reply {answer.action} read, but no offer is open (account in {reply.stage})"
-    if answer.action == "options":
-        # The options message needs its own template (restructuring_options): until it exists, an
-        # agent follows up; the request is on the timeline.
-        return "borrower asked for the plan options (reply PLAN): agent to follow up"
     return None
 
 

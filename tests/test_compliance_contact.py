@@ -5,7 +5,7 @@ an opt-out."""
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,10 @@ from arrears.compliance import (
 )
 from arrears.compliance.content import lexicon, screen_name
 from arrears.messages import MessageContext, render, template_params
+from arrears.plan_options import TEMPLATE as OPTIONS
+from arrears.plan_options import options_text
 from arrears.policy import DEFAULT_POLICY, Policy
+from arrears.restructuring import DEFAULT_PLAN_RULES, Loan, offers
 from arrears.vocabulary import Hold
 
 LENDER = "Arrears Auto Finance"
@@ -47,6 +50,10 @@ def _body(
     )
     context = replace(context, **ctx)  # type: ignore[arg-type]
     fill = template_params(context)
+    if template == OPTIONS:  # the answer to a PLAN also lists the offers (`arrears.plan_options`)
+        loan = Loan(context.currency, Decimal("18450"), Decimal("300"), Decimal("300"), date(2026, 11, 1))
+        found = offers(loan, business_date=date(2026, 12, 1), rules=DEFAULT_PLAN_RULES)
+        fill["options"] = options_text(found, policy.profile(jurisdiction).locale)
     return render(template, context, fill, profile=policy.profile(jurisdiction)), tuple(fill.items())
 
 

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from arrears import messages
 from arrears.messages import _render, _skeleton, _template, display_name
 
-NAMES = ("lender", "name", "amount", "installment", "days", "overdue", "due_date")
+NAMES = ("lender", "name", "amount", "installment", "days", "overdue", "due_date", "options")
 TEMPLATES = [
     (locale, name)
     for locale in ("en", "zh-CN")
-    for name in ("reminder", "negotiation", "restructuring_offer", "courtesy")
+    for name in ("reminder", "negotiation", "restructuring_offer", "restructuring_options", "courtesy")
 ]
 # Any text a value could hold, including Jinja syntax and our placeholder's control character.
 value = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
