@@ -118,10 +118,16 @@ def test_a_plan_reply_is_answered_with_the_options_and_sent(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_plan_reply_read_at_night_is_deferred_to_the_borrowers_window(
-    later_db: Engine, tmp_path: Path, sms_sandbox: Any
+    later_db: Engine, tmp_path: Path, db_url: str, sms_sandbox: Any
 ) -> None:
-    """Read at 23:00 in Des Moines, the options text waits for 08:00 there (`hours:US-IA`), and the
-    next dispatch in the window sends it."""
+    """Read at 23:00 in Des Moines, the options text waits for 08:00 there (`hours:US-IA`), as
+    `arrears show` says, and the next dispatch in the window sends it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
     _in_restructuring(later_db, tmp_path, "A-PO2")
     reply(later_db, "A-PO2", "plan", "2026-12-03T04:30:00Z")
     day(later_db, "2026-12-03T05:00:00Z")  # 23:00 on 2 December in America/Chicago
@@ -133,6 +139,11 @@ def test_a_plan_reply_read_at_night_is_deferred_to_the_borrowers_window(
         "borrower asked for the plan options (reply PLAN): answered with the options text, "
         "deferred to 2026-12-03T14:00Z (hours:US-IA)"
     ]
+    shown = CliRunner().invoke(app, ["show", "A-PO2", "--database", db_url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    [listed] = [m for m in json.loads(shown.output)["messages"] if m["template"] == TEMPLATE]
+    assert (listed["status"], listed["reason"]) == ("scheduled", "hours:US-IA")
+    assert listed["not_before"].startswith("2026-12-03T14:00")
     day(later_db, "2026-12-03T15:00:00Z")
     assert [m.status for m in _options(later_db, "A-PO2")] == ["sent"]
     assert len([m for m in sms_sandbox.messages() if m["template"] == TEMPLATE]) == 1
@@ -318,3 +329,19 @@ def test_an_offer_is_open_only_in_restructuring_until_it_is_answered_or_expires(
     assert offer_closed(replace(view, stage="negotiation"), facts, DEFAULT_POLICY) == (
         "no offer is open (account in negotiation)"
     )
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_single_account_path_answers_a_plan_reply_at_once(
+    later_db: Engine, tmp_path: Path, sms_sandbox: Any
+) -> None:
+    """The webhook's run for the replying account (`account_lifecycle`) reads the PLAN and sends the
+    options then, without waiting for the next daily cycle."""
+    from flows.account_lifecycle import account_lifecycle
+
+    _in_restructuring(later_db, tmp_path, "A-PO8")
+    reply(later_db, "A-PO8", "PLAN", "2026-12-02T17:00:00Z")
+    result = account_lifecycle("A-PO8", as_of="2026-12-02T17:01:00Z", reason="reply")
+    assert result["refresh"]["options_from_replies"] == 1
+    assert [m.status for m in _options(later_db, "A-PO8")] == ["sent"]
+    assert len([m for m in sms_sandbox.messages() if m["template"] == TEMPLATE]) == 1
