@@ -21,6 +21,7 @@ from arrears.settings import get_settings
 from arrears.storage import accounts, plans
 from arrears.storage import cycle as store
 from arrears.vocabulary import MessageStatus, Segment
+from tasks.shards import Shard, load_rows
 
 __all__ = ["ASKED", "answer_options"]
 
@@ -39,17 +40,8 @@ def answer_options(
 ) -> bool:
     """Answer a PLAN read at `as_of` (received at `at`) with the options text; whether one was
     written to the outbox (blocked, deferred or due now). `data` names the reply on the timeline."""
-    settings = get_settings()
-    day = lender_date(as_of, settings.lender_timezone)
-    loaded = store.load_shard(
-        connection,
-        lo=account_id,
-        hi=account_id,
-        business_date=day,
-        lender=settings.lender_name,
-        lender_timezone=settings.lender_timezone,
-        since=as_of - rules.longest_cap_window(),
-    )
+    day = lender_date(as_of, get_settings().lender_timezone)
+    loaded = load_rows(connection, Shard.single(account_id), as_of, day, rules)
     row = accounts.account_row(connection, account_id)
     if not loaded or row is None:  # an account that left the lifecycle is not loaded
         _note(connection, account_id, at, f"{ASKED}, not answered: the account is closed", data, cycle_id)

@@ -7,7 +7,10 @@ processes (`tasks.workers`), which import this module and never Prefect.
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy import Connection
+
 from arrears.lifecycle import advance
+from arrears.policy import Policy
 from arrears.processes import collection_paused
 from arrears.settings import get_settings
 from arrears.storage import cycle as store
@@ -15,7 +18,7 @@ from arrears.storage import read_only
 from tasks.database import engine, policy
 from tasks.isolation import account_of, decide_each, write_shard
 
-__all__ = ["Shard", "advance_rows"]
+__all__ = ["Shard", "advance_rows", "load_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +42,27 @@ def advance_rows(shard: Shard, as_of: datetime, business_date: date, cycle_id: i
         return _advance(shard, as_of, business_date, cycle_id)
 
 
-def _advance(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
+def load_rows(
+    connection: Connection, shard: Shard, as_of: datetime, business_date: date, rules: Policy
+) -> list[store.ShardRow]:
+    """The shard's accounts with every fact the rules read, and the contact history the caps count
+    under `rules`: what the advance decides from, and an answer to a reply (`tasks.plan_options`)."""
     settings = get_settings()
+    return store.load_shard(
+        connection,
+        lo=shard.lo,
+        hi=shard.hi,
+        business_date=business_date,
+        lender=settings.lender_name,
+        lender_timezone=settings.lender_timezone,
+        since=as_of - rules.longest_cap_window(),
+    )
+
+
+def _advance(shard: Shard, as_of: datetime, business_date: date, cycle_id: int | None) -> dict[str, int]:
     rules = policy()
     with read_only(engine()) as connection:
-        rows = store.load_shard(
-            connection,
-            lo=shard.lo,
-            hi=shard.hi,
-            business_date=business_date,
-            lender=settings.lender_name,
-            lender_timezone=settings.lender_timezone,
-            since=as_of - rules.longest_cap_window(),
-        )
+        rows = load_rows(connection, shard, as_of, business_date, rules)
     # Each decided message carries the body its compliance verdict was given on. An account in
     # quarantine is skipped; one whose decision or write raises is quarantined (tasks.isolation).
     rows, decisions, aside = decide_each(
