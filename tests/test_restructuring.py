@@ -1,6 +1,7 @@
 """Restructuring: offers computed from the loan with exact amounts and month-end-safe dates, plans
 accepted by reply or agent, monitored against payments to completion, default or re-ageing."""
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, create_engine, update
 
 from arrears.policy import DEFAULT_POLICY
 from arrears.restructuring import (
@@ -408,6 +409,50 @@ def test_offer_is_recorded_once_and_accepted_by_reply(later_db: Engine, tmp_path
     assert [s["amount"] for s in plans[0].terms["schedule"]] == ["687.50", "687.50", "687.50"]
     assert plans[0].terms["accepted_by"] == "borrower"
     assert account(later_db, "A-R1").stage == "restructuring"
+
+
+def test_the_daily_offer_decodes_no_offer_already_made(later_db: Engine, tmp_path: Path, db_url: str) -> None:
+    """Each day the refresh looks for the accounts in restructuring without an offer for their stay.
+    It decoded every offered plan's whole terms to find them (each offer with its schedule, ~1 KB of
+    JSON): ~5 s of a 200,000-account refresh every day, once restructuring held 28,000 offers. It
+    now reads each latest plan's status and stay in SQL, and decodes none; a new stay still gets
+    its offer, and a stay with one gets no second."""
+    from arrears.storage.plans import offer_plans
+
+    ids = ["A-R20", "A-R21", "A-R22"]
+    records = [us_account(i, past_due_amount="825.00", oldest_due_date="2026-11-11") for i in ids]
+    import_rows(later_db, tmp_path, records)
+    for account_id in ids:
+        set_scores(later_db, account_id, ability=0.3, willingness=0.7)
+        _set_stage(later_db, account_id, "restructuring")
+    assert refresh_later(later_db, "2026-12-01T16:00:00Z")["plans_offered"] == 3
+
+    decoded: list[Any] = []
+
+    def counting(text: str) -> Any:
+        decoded.append(json.loads(text))
+        return decoded[-1]
+
+    counted = create_engine(db_url, json_deserializer=counting)
+
+    def offer(as_of: str) -> int:
+        with counted.begin() as c:
+            return offer_plans(c, as_of=at(as_of), business_date=at(as_of).date(), rules=RULES)
+
+    try:
+        assert offer("2026-12-02T16:00:00Z") == 0
+        with later_db.begin() as c:  # A-R20 left restructuring and came back: a new stay
+            c.execute(
+                update(account_t)
+                .where(account_t.c.account_id == "A-R20")
+                .values(episode=account_t.c.episode + 1)
+            )
+        assert offer("2026-12-03T16:00:00Z") == 1
+    finally:
+        counted.dispose()
+    assert [d for d in decoded if isinstance(d, dict) and "offers" in d] == []
+    assert [p.status for p in rows(later_db, plan_t, "A-R20")] == ["offered", "offered"]
+    assert [len(rows(later_db, plan_t, i)) for i in ids[1:]] == [1, 1]
 
 
 @pytest.mark.usefixtures("prefect_harness")
