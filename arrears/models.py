@@ -333,6 +333,9 @@ class AuditEvent(SQLModel, table=True):
         Index("ix_audit_account_kind_at", "account_id", "kind", "at"),
         # The report reads one cycle's transitions or message events, not every row of the cycle.
         Index("ix_audit_event_cycle_kind", "cycle_id", "kind"),
+        # The replies of the last days (every refresh), and others of a kind by instant, without
+        # reading the whole trail.
+        Index("ix_audit_kind_at", "kind", "at"),
     )
 
     id: int | None = _growing_id()
