@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,6 +100,27 @@ def test_due_dates_keep_the_loan_day_across_month_ends() -> None:
     ]
     assert due_dates(30, on_or_after=date(2028, 2, 1), count=2) == [date(2028, 2, 29), date(2028, 3, 30)]
     assert due_dates(15, on_or_after=date(2026, 12, 16), count=2) == [date(2027, 1, 15), date(2027, 2, 15)]
+
+
+@given(
+    st.integers(min_value=1, max_value=31),
+    st.dates(min_value=date(1990, 1, 1), max_value=date(2090, 12, 31)),
+    st.integers(min_value=1, max_value=40),
+)
+def test_due_dates_are_the_due_day_of_each_calendar_month(
+    due_day: int, on_or_after: date, count: int
+) -> None:
+    """Against pendulum's month arithmetic, which the dates were once computed with: the due day
+    of each month from the first whose due day is on or after the date, clamped to short months."""
+    month = pendulum.date(on_or_after.year, on_or_after.month, 1)
+
+    def on_day(m: pendulum.Date) -> date:
+        return date(m.year, m.month, min(due_day, m.days_in_month))
+
+    if on_day(month) < on_or_after:
+        month = month.add(months=1)
+    expected = [on_day(month.add(months=i)) for i in range(count)]
+    assert due_dates(due_day, on_or_after=on_or_after, count=count) == expected
 
 
 def test_deferral_covers_the_past_due_in_one_to_three_instalments() -> None:
