@@ -1,7 +1,7 @@
 """CPU per account (advance) and per message (dispatch), in one process, compared with another checkout.
 
     python benchmarks/phases.py [--accounts 30000] [--trials 3] [--against DIR] [--workdir DIR]
-                                [--profile DIR]
+                                [--old-messages K] [--profile DIR]
 
 Issue 14's advance and dispatch targets are CPU-bound on two cores: they need less work per
 account and per message, and `cycle.py`'s wall-clock phases move by 20% from one run to the next
@@ -22,10 +22,20 @@ with that checkout's code on `PYTHONPATH`: the pairs see the same machine at the
 Both must decide the same: the counts of transitions, messages and sends are compared, and a
 digest of every decision stored (`arrears.storage.snapshot`).
 
+`--old-messages K` gives every account a history first, as years of daily cycles leave it: K
+messages sent and delivered in past stage episodes (three reminders an episode, the last episode
+over 40 days before the business date, outside every cap window), and the account's episode
+counter past them. The first day's decisions do not count them, but the reads that find an
+account's caps and outbox keys (`storage.cycle.contact_history`, `storage.decided.decided_keys`)
+must not pay for them. Each checkout works on its own schema: the database is taken down to the
+other checkout's migration head when it is behind this one's.
+
 Prints one row per trial and, as the last line, a JSON object: per checkout the median over the
 trials of `advance_cpu_us` (CPU microseconds an account), `dispatch_cpu_us` (a message sent),
-their wall seconds, and what was decided (`accounts`, `transitions`, `messages`, `sent`,
-`snapshot`).
+their wall seconds, `advance_load_us` and `dispatch_load_us` (the CPU of those spent loading: a
+shard's accounts with their facts, `load_shard`, an account; a batch's rows with their holds and
+history, `load_batch`, a message), and what was decided (`accounts`, `transitions`, `messages`,
+`sent`, `snapshot`).
 
 `--profile DIR` runs one more trial of this checkout, after the timed ones, under cProfile:
 `DIR/advance.prof` and `DIR/dispatch.prof`, each with its top functions by own and by cumulative
@@ -84,6 +94,7 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
     from tasks.providers import sms_config, sms_session
 
     settings = get_settings()
+    loading = _LoadTimer()
 
     day = as_of.date()
     # A cycle row, as the flow opens one: dispatch re-checks what it sent for the cycle's report.
@@ -120,7 +131,33 @@ def trial(database: Path, as_of: datetime, profile: Path | None = None) -> dict[
         "advance_wall_s": round(advance_wall, 2),
         "dispatch_cpu_us": round(dispatch_cpu / max(sent, 1) * 1e6, 1),
         "dispatch_wall_s": round(dispatch_wall, 2),
+        "advance_load_us": round(loading.spent["load_shard"] / max(loading.items["load_shard"], 1) * 1e6, 1),
+        "dispatch_load_us": round(loading.spent["load_batch"] / max(loading.items["load_batch"], 1) * 1e6, 1),
     }
+
+
+class _LoadTimer:
+    """CPU spent in the advance's and the dispatch's loads, and the accounts and messages loaded:
+    `storage.cycle.load_shard` and `storage.outbox.load_batch` are wrapped where the tasks look
+    them up (as module attributes)."""
+
+    def __init__(self) -> None:
+        from arrears.storage import cycle, outbox
+
+        self.spent = {"load_shard": 0.0, "load_batch": 0.0}
+        self.items = {"load_shard": 0, "load_batch": 0}
+        for module, name in ((cycle, "load_shard"), (outbox, "load_batch")):
+            setattr(module, name, self._timed(name, getattr(module, name)))
+
+    def _timed(self, name: str, load: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = _cpu()
+            rows = load(*args, **kwargs)
+            self.spent[name] += _cpu() - started
+            self.items[name] += len(rows)
+            return rows
+
+        return timed
 
 
 def _collecting_rarely() -> AbstractContextManager[None]:
@@ -194,6 +231,85 @@ def _label_generated_methods() -> None:
                     )
 
 
+def age(pristine: Path, old_messages: int, as_of: str) -> None:
+    """Give every account `old_messages` delivered reminders of past episodes, three an episode,
+    the newest episode's sent from 40 days before the business date back (outside every cap
+    window), and set its episode counter to the last of them, as a cured account's would be."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, insert, select, update
+
+    from arrears.storage.engine import get_engine
+    from arrears.storage.tables import account, contact, message
+
+    day = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    episodes = -(-old_messages // 3)
+    engine = get_engine(f"sqlite:///{pristine}")
+    with engine.begin() as connection:
+        numbers = dict(
+            connection.execute(
+                select(contact.c.borrower_id, func.min(contact.c.address)).group_by(contact.c.borrower_id)
+            ).all()
+        )
+        owners = connection.execute(select(account.c.account_id, account.c.borrower_id)).all()
+        rows = []
+        for account_id, borrower_id in owners:
+            for n in range(old_messages):
+                episode, reminder = 1 + n // 3, (1, 5, 10)[n % 3]
+                sent = day - timedelta(days=40 + 30 * (episodes - episode) + 10 - reminder, hours=1)
+                rows.append(
+                    {
+                        "idempotency_key": f"{account_id}:reminder:{episode}:day-{reminder}",
+                        "account_id": account_id,
+                        "channel": "sms",
+                        "address": numbers.get(borrower_id, "+10000000000"),
+                        "template": "reminder",
+                        "params": {},
+                        "body": f"Reminder {reminder} of episode {episode}",
+                        "stage": "reminder",
+                        "episode": episode,
+                        "not_before": sent,
+                        "status": "delivered",
+                        "provider": "sandbox",
+                        "provider_id": f"old-{account_id}-{n}",
+                        "attempts": 1,
+                        "created_at": sent,
+                        "sent_at": sent,
+                    }
+                )
+            if len(rows) >= 50_000:
+                connection.execute(insert(message), rows)
+                rows = []
+        if rows:
+            connection.execute(insert(message), rows)
+        connection.execute(update(account).values(episode=episodes))
+    engine.dispose()
+
+
+def schema_of(checkout: Path, pristine: Path, workdir: Path) -> Path:
+    """The pristine database at `checkout`'s own migration head: a copy taken down to it with this
+    checkout's migrations when that checkout is behind, so each runs on the indexes it ships."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from arrears.storage.engine import get_engine
+
+    head = ScriptDirectory(str(checkout / "arrears/storage/migrations")).get_current_head()
+    config = Config()
+    config.set_main_option("script_location", str(HERE.parent / "arrears/storage/migrations"))
+    if head == ScriptDirectory.from_config(config).get_current_head():
+        return pristine
+    copy = workdir / f"pristine-{head}.db"
+    shutil.copy(pristine, copy)
+    engine = get_engine(f"sqlite:///{copy}")
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, str(head))
+    engine.dispose()
+    return copy
+
+
 def run_trial(
     checkout: Path, pristine: Path, workdir: Path, as_of: str, profile: Path | None = None
 ) -> dict[str, Any]:
@@ -244,6 +360,12 @@ def main() -> None:
     parser.add_argument("--as-of", default=DEFAULT_AS_OF)
     parser.add_argument("--workdir", type=Path, help="where the databases go (default: a temp dir)")
     parser.add_argument("--profile", type=Path, help="also one profiled trial of this checkout, into DIR")
+    parser.add_argument(
+        "--old-messages",
+        type=int,
+        default=0,
+        help="delivered messages of past episodes an account (default 0)",
+    )
     parser.add_argument("--trial", type=Path, help=argparse.SUPPRESS)  # the child's side
     args = parser.parse_args()
     if args.trial is not None:
@@ -256,14 +378,18 @@ def main() -> None:
     pristine = workdir / "pristine.db"
     print(f"generating and importing {args.accounts:,} accounts into {pristine} …", flush=True)
     prepare(args.accounts, args.seed, args.as_of, pristine)
+    if args.old_messages:
+        print(f"giving each account {args.old_messages} old messages …", flush=True)
+        age(pristine, args.old_messages, args.as_of)
     checkouts = {"this": HERE.parent}
     if args.against is not None:
         checkouts["against"] = args.against.resolve()
+    databases = {name: schema_of(checkout, pristine, workdir) for name, checkout in checkouts.items()}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
     for n in range(args.trials):
         order = list(checkouts) if n % 2 == 0 else list(reversed(checkouts))
         for name in order:
-            found = run_trial(checkouts[name], pristine, workdir, args.as_of)
+            found = run_trial(checkouts[name], databases[name], workdir, args.as_of)
             results[name].append(found)
             print(f"trial {n + 1} {name:8s} {json.dumps(found)}", flush=True)
     if args.profile is not None:
@@ -279,7 +405,14 @@ def main() -> None:
     for name, runs in results.items():
         summary[name] = {
             key: round(statistics.median(r[key] for r in runs), 2)
-            for key in ("advance_cpu_us", "dispatch_cpu_us", "advance_wall_s", "dispatch_wall_s")
+            for key in (
+                "advance_cpu_us",
+                "dispatch_cpu_us",
+                "advance_wall_s",
+                "dispatch_wall_s",
+                "advance_load_us",
+                "dispatch_load_us",
+            )
         } | {key: runs[0][key] for key in decided}
     if "against" in summary:
         summary["same_decisions"] = all(
