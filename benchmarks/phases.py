@@ -26,7 +26,7 @@ digest of every decision stored (`arrears.storage.snapshot`).
 messages sent and delivered in past stage episodes (three reminders an episode, the last episode
 over 40 days before the business date, outside every cap window), and the account's episode
 counter past them. The first day's decisions do not count them, but the reads that find an
-account's caps and outbox keys (`storage.cycle.contact_history`, `storage.decided.decided_keys`)
+account's caps and outbox keys (`storage.history.contact_history`, `storage.decided.decided_keys`)
 must not pay for them. Each checkout works on its own schema: the database is taken down to the
 other checkout's migration head when it is behind this one's.
 

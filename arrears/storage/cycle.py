@@ -12,11 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, case, literal, or_, select, true, update
+from sqlalchemy import Connection, bindparam, case, literal, select, true, update
 
 from arrears.buckets import BUCKETS
 from arrears.clock import business_date as lender_date
-from arrears.compliance.caps import Contact
 from arrears.currencies import display
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact, Step
 from arrears.messages import MessageContext
@@ -25,8 +24,9 @@ from arrears.policy import DEFAULT_POLICY
 from arrears.records import record
 from arrears.storage import tables
 from arrears.storage._common import event, insert_events
-from arrears.storage.bulk import among, days_between, execute_many, in_range, insert_ignore, range_starts
+from arrears.storage.bulk import days_between, execute_many, in_range, insert_ignore, range_starts
 from arrears.storage.decided import decided_keys
+from arrears.storage.history import contact_history
 from arrears.storage.settlements import shard_settlements
 from arrears.storage.tables import (
     account,
@@ -44,7 +44,6 @@ __all__ = [
     "TERMINAL",
     "ShardRow",
     "apply_new_payments",
-    "contact_history",
     "load_shard",
     "refresh_days_past_due",
     "several_shards",
@@ -353,75 +352,6 @@ def load_shard(
         )
         rows.append(ShardRow(view, facts, context, contact[0] if contact else None, segment))
     return rows
-
-
-def contact_history(
-    connection: Connection, *, borrowers: Any, since: datetime, exclude: Sequence[int] = ()
-) -> dict[str, tuple[Contact, ...]]:
-    """Per borrower, what the caps count: every message sent after `since`, and every one in flight.
-
-    In flight means scheduled (or leased) for the stage episode its account is still in; one left
-    from an earlier episode will be refused as stale, so it is not counted. `borrowers` is a
-    collection or a SELECT of borrower ids; `exclude` names outbox rows the caller decides itself.
-    One query for all of them, never one per account."""
-    owner = account.alias("owner")
-    live = and_(
-        message.c.status == MessageStatus.SCHEDULED.value,
-        message.c.stage == owner.c.stage,
-        message.c.episode == owner.c.episode,
-    )
-    query = (
-        select(
-            owner.c.borrower_id,
-            message.c.id,
-            message.c.account_id,
-            message.c.channel,
-            message.c.address,
-            message.c.status,
-            message.c.sent_at,
-            message.c.not_before,
-            message.c.stage,
-            message.c.episode,
-        )
-        .join(owner, owner.c.account_id == message.c.account_id)
-        .where(
-            owner.c.borrower_id.in_(borrowers)
-            if isinstance(borrowers, Select)
-            else among(owner.c.borrower_id, borrowers),
-            or_(message.c.sent_at > since, live),
-        )
-    )
-    if exclude:
-        query = query.where(~among(message.c.id, exclude))
-    found: dict[str, list[Contact]] = defaultdict(list)
-    scheduled = MessageStatus.SCHEDULED.value
-    # Unpacked by position, in the order selected: a dispatch batch reads this for every borrower.
-    for (
-        borrower_id,
-        message_id,
-        account_id,
-        channel,
-        address,
-        status,
-        sent_at,
-        not_before,
-        stage,
-        episode,
-    ) in connection.execute(query):
-        in_flight = status == scheduled
-        found[borrower_id].append(
-            Contact(
-                at=not_before if in_flight else sent_at,
-                channel=channel,
-                account_id=account_id,
-                address=address,
-                in_flight=in_flight,
-                message_id=message_id,
-                stage=stage,
-                episode=episode,
-            )
-        )
-    return {k: tuple(v) for k, v in found.items()}
 
 
 def _holds(connection: Connection, lo: str, hi: str | None) -> dict[str, frozenset[Hold]]:

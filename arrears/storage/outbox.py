@@ -8,7 +8,7 @@ at the provider before any new verdict (DESIGN §5). A run that holds the databa
 (`arrears.storage.cycle_runs.exclusive_run`) knows every other run-owned lease is a dead run's:
 `expire_dead_leases` hands those rows over at once instead of after the lease's wall-clock time.
 
-Each leased row comes with its borrower's contact history (`contact_history`: one query for the
+Each leased row comes with its borrower's contact history (`storage.history`: one query for the
 whole batch), so the send-time check counts the caps from the message log as it is now.
 """
 
@@ -24,8 +24,8 @@ from arrears.compliance.caps import Contact
 from arrears.records import record
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, execute_many, in_range, range_starts
-from arrears.storage.cycle import contact_history
 from arrears.storage.delivery_reports import apply_early_reports
+from arrears.storage.history import contact_history
 from arrears.storage.tables import account, contact, hold, mailing_region, message
 from arrears.vocabulary import Hold, InvalidBecause, MessageStatus
 
