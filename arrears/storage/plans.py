@@ -147,16 +147,13 @@ def offer_plans(
             found = []
         if not found:
             continue
+        offered = [o.to_json() for o in found]  # the plan's terms and its event say the same
         rows.append(
             {
                 "account_id": a.account_id,
                 "kind": found[0].kind,
                 "status": "offered",
-                "terms": {
-                    "episode": a.episode,
-                    "offered_on": business_date.isoformat(),
-                    "offers": [o.to_json() for o in found],
-                },
+                "terms": {"episode": a.episode, "offered_on": business_date.isoformat(), "offers": offered},
                 "created_at": as_of,
                 "updated_at": as_of,
             }
@@ -167,7 +164,7 @@ def offer_plans(
                 as_of,
                 "plan",
                 "plan offered: " + "; ".join(o.describe() for o in found),
-                {"status": "offered", "offers": [o.to_json() for o in found]},
+                {"status": "offered", "offers": offered},
                 cycle_id=cycle_id,
             )
         )
