@@ -17,7 +17,7 @@ due): otherwise the plan would name as next payment one a month after it, and it
 
 Amounts are exact Decimals at the currency's precision: the shares of an instalment plan add up
 to the past due to the last minor unit (the first months carry the odd cents). Due dates follow
-the loan's own due day, month by month, clamped to short months: a loan due on the
+the loan's own due day, month by month (`pendulum`), clamped to short months: a loan due on the
 31st is due on 28 or 29 February and on 31 March again, never drifting to the 28th.
 
 A plan is monitored against the payments received since it was accepted: each instalment must
@@ -29,13 +29,14 @@ renewed willingness and ability to repay.
 """
 
 import re
-from calendar import monthrange
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 from typing import Any
+
+import pendulum
 
 from arrears.currencies import minor_units
 from arrears.inbound import normalise
@@ -252,25 +253,23 @@ def due_dates(due_day: int, *, on_or_after: date, count: int) -> list[date]:
     """`count` monthly dates on `due_day` (clamped to each month's length), the first on or after
     `on_or_after`. Each is computed from the first month, so a short month does not shift the rest.
 
-    Months are counted as numbers: moving from a month's first day never clamps, and pendulum's
-    `add(months=…)` cost three quarters of a plan's offers, ~150 µs an account, made for every
-    account entering restructuring (130,000 on a million-account portfolio's second day). The
-    offers of one account ask for about ten lists, and a day's accounts share a few hundred."""
+    Kept per (due day, first date, count): every account entering restructuring gets its offers
+    made (130,000 on a million-account portfolio's second day), each account's offers ask for
+    about ten such lists, a day's accounts share a few hundred, and pendulum's `add(months=…)`
+    computing each again was three quarters of the offers' cost (~150 µs an account)."""
     return list(_due_dates(due_day, on_or_after, count))
 
 
 @lru_cache(maxsize=4096)
 def _due_dates(due_day: int, on_or_after: date, count: int) -> tuple[date, ...]:
-    months = on_or_after.year * 12 + on_or_after.month - 1
-    if _on_day(months, due_day) < on_or_after:
-        months += 1
-    return tuple(_on_day(months + i, due_day) for i in range(count))
+    first_month = pendulum.date(on_or_after.year, on_or_after.month, 1)
+    if _on_day(first_month, due_day) < on_or_after:
+        first_month = first_month.add(months=1)
+    return tuple(_on_day(first_month.add(months=i), due_day) for i in range(count))
 
 
-def _on_day(months: int, due_day: int) -> date:
-    """`due_day` of the month `months` months after January of year 0, clamped to its length."""
-    year, month = divmod(months, 12)
-    return date(year, month + 1, min(due_day, monthrange(year, month + 1)[1]))
+def _on_day(month: pendulum.Date, due_day: int) -> date:
+    return date(month.year, month.month, min(due_day, month.days_in_month))
 
 
 def split_exact(total: Decimal, parts: int, currency: str) -> list[Decimal]:
