@@ -71,18 +71,12 @@ class ContactPoint(SQLModel, table=True):
     """A way to reach a borrower. Opt-outs live here so they bind every account of the borrower."""
 
     __tablename__ = "contact_point"
-    # Its index starts with the borrower: lookups by borrower use it (no index of their own).
-    # The opted-out numbers are indexed apart, and only they: an import finds whether a number it
-    # gives a new borrower opted out under another (a few rows), and inserting a number that has
-    # not opted out, as an import does a million times, writes nothing to this index.
+    # Its unique index starts with the borrower: lookups by borrower use it (no index of their
+    # own). Every text a borrower sends is attributed by its number, and an import finds whether a
+    # number it gives a new borrower opted out under another: both read the index by number.
     __table_args__ = (
         UniqueConstraint("borrower_id", "channel", "address"),
-        Index(
-            "ix_contact_point_opted_out",
-            "address",
-            sqlite_where=text("opted_out_at IS NOT NULL"),
-            postgresql_where=text("opted_out_at IS NOT NULL"),
-        ),
+        Index("ix_contact_point_address", "address", "channel"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

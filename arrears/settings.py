@@ -180,6 +180,14 @@ class Settings(BaseSettings):
             " (default: `webhook-spool` beside the SQLite database, or under ARREARS_HOME)."
         ),
     )
+    import_cache_mib: int = Field(
+        default=128,
+        ge=1,
+        description=(
+            "SQLite's page cache of an import, in MiB: with less, the pages of the indexes a large"
+            " file writes all over (the contact points' numbers) are written out and read back."
+        ),
+    )
     shard_size: int = Field(default=10_000, ge=1, description="Accounts per advance shard.")
     shard_workers: int = Field(
         default=2,

@@ -359,7 +359,14 @@ def test_killed_import_subprocess_leaves_nothing_or_everything(tmp_path: Path, s
     path = write_csv(tmp_path / "a.csv", accounts_records(total))
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     migrate(get_engine(url))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "ARREARS_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+        "ARREARS_HOME": str(tmp_path / "home"),
+        # A page cache smaller than the file's pages: they go out to the WAL as the file is stored,
+        # which is how the test knows the import is half-way. (In 128 MiB, not until the commit.)
+        "ARREARS_IMPORT_CACHE_MIB": "1",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "import", "accounts", str(path), "--database", url],
         stdout=subprocess.PIPE,

@@ -146,8 +146,8 @@ def opted_out_numbers(connection: Connection, addresses: set[str]) -> dict[str, 
     1006.6(e)), so a contact point it is given later (an import's new borrower, a number a skip
     trace finds) starts opted out.
 
-    Read through the partial index of opted-out numbers and the key of `opted_out_number`: a few
-    probes, even for a first import's ten thousand new numbers a chunk, in one statement."""
+    Read through the index of contact points by number and the key of `opted_out_number`: a probe
+    a number, even for a first import's ten thousand new numbers a chunk, in one statement."""
     if not addresses:
         return {}
     held = select(contact.c.address, contact.c.opted_out_at.label("at")).where(

@@ -19,11 +19,13 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 __all__ = [
+    "BULK_CACHE_MIB",
     "BUSY_TIMEOUT",
     "SchemaBehind",
     "SchemaTooNew",
     "WriterBusy",
     "bounded_writer",
+    "bulk_cache",
     "database_file",
     "get_engine",
     "is_busy",
@@ -99,6 +101,30 @@ def read_only(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         connection.execution_options(arrears_readonly=True)
         yield connection
+
+
+# SQLite's page cache for a connection writing in bulk (its default is 2 MiB); `import_cache_mib`.
+BULK_CACHE_MIB = 128
+
+
+@contextmanager
+def bulk_cache(connection: Connection, mib: int = BULK_CACHE_MIB) -> Iterator[None]:
+    """On SQLite, a page cache of `mib` for this connection while it writes in bulk (an import: a
+    whole file in one transaction). With the default 2 MiB, every page dirtied beyond it is written
+    out to the WAL and read back when touched again: an index whose keys come in no order (the
+    contact points' numbers) had most of its pages written out and read back a chunk. Only pages
+    touched take memory. On PostgreSQL nothing: the server's buffers are shared."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    # On the driver's connection: through SQLAlchemy's, a statement would begin the transaction.
+    driver: Any = connection.connection.dbapi_connection
+    (before,) = driver.execute("PRAGMA cache_size").fetchone()
+    driver.execute(f"PRAGMA cache_size=-{mib * 1024}")
+    try:
+        yield
+    finally:
+        driver.execute(f"PRAGMA cache_size={int(before)}")
 
 
 _writers: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()

@@ -55,6 +55,7 @@ from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
 from arrears.storage._common import opted_out_numbers
 from arrears.storage.bulk import among
+from arrears.storage.engine import BULK_CACHE_MIB, bulk_cache
 from arrears.storage.imported_files import digest_of, record_import, stale_import
 from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import table_of
@@ -514,6 +515,7 @@ def run_import(
     stop_requested: Callable[[], str | None] | None = None,
     rejects_to: Path | None = None,
     reimport: bool = False,
+    cache_mib: int = BULK_CACHE_MIB,
 ) -> ImportSummary:
     """Check and store every record of `source`, all or nothing; rejected ones go to `FILE.rejects.csv`
     (or to `rejects_to`: a file, or a directory to hold FILE.rejects.csv).
@@ -530,7 +532,8 @@ def run_import(
 
     The file is recorded, by its content's SHA-256, with the import (`imported_files`): an
     accounts file imported before, with another imported after it, would set balances back, and
-    is refused (StaleImport) unless `reimport`.
+    is refused (StaleImport) unless `reimport`. On SQLite the import's connection keeps a page
+    cache of `cache_mib` (`storage.engine.bulk_cache`).
 
     Raises, with nothing stored: StaleImport, UnreadableFile (a byte not valid in the file's
     encoding, met half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a
@@ -569,7 +572,7 @@ def run_import(
             else check_parsed_payments(parsed)
         )
         try:
-            with connection.begin():
+            with bulk_cache(connection, cache_mib), connection.begin():
                 stale = stale_import(connection, kind=kind.value, sha256=digest)
                 if stale is not None and not reimport:
                     raise stale

@@ -170,6 +170,7 @@ def _import(
     from sqlalchemy.exc import SQLAlchemyError
 
     from arrears.importing import Kind, RejectsUnwritable, UnreadableFile, open_source
+    from arrears.settings import get_settings
     from arrears.storage.imported_files import StaleImport
     from arrears.storage.importer import ImportInterrupted, run_import
 
@@ -197,6 +198,7 @@ def _import(
                     stop_requested=stop_requested,
                     rejects_to=rejects,
                     reimport=reimport,
+                    cache_mib=get_settings().import_cache_mib,
                 )
         except StaleImport as error:
             raise CliError(f"{file}: {error}. Nothing was stored; --reimport imports it anyway") from None
