@@ -366,6 +366,32 @@ def test_review_list_counts_what_waits_and_shows_the_oldest_it_is_asked_for(
     assert json.loads(listed("--waits-for", "legal-team", "--json")) == []
 
 
+def test_the_oldest_waiting_are_the_head_of_the_whole_list_without_holding_it(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """`review list` reads the oldest it shows and the counts a chunk of reviews at a time: at a
+    million accounts the whole list (246,331 reviews) took 11.2 s and 461 MB for fifty rows. What
+    it shows is the head of the whole list, in its order, ties (reviews opened together) too."""
+    from collections import Counter
+
+    from arrears.storage.waiting import oldest_waiting, waiting_list
+
+    for account_id in ("A-O1", "A-O2", "A-O3", "A-O4"):
+        _in_review(later_db, tmp_path, account_id)
+    _prepare("2026-12-01T17:00:00Z")
+    now = at("2026-12-25T15:00:00Z")
+    with later_db.connect() as connection:
+        everything = waiting_list(connection, now=now)
+        assert len(everything) == 4 and len({w.since for w in everything}) == 1  # all tied
+        for waits_for in (None, "reviewer", "court"):
+            chosen = [w for w in everything if waits_for is None or w.waits_for == waits_for]
+            for limit in (1, 2, 4, 5):
+                oldest = oldest_waiting(connection, now=now, limit=limit, waits_for=waits_for)
+                assert oldest.first == chosen[:limit]
+                assert oldest.chosen == len(chosen)
+                assert oldest.counts == Counter((w.what, w.waits_for) for w in everything)
+
+
 def test_payment_after_the_order_cancels_it_at_once(later_db: Engine, tmp_path: Path) -> None:
     """A payment received after the repossession order cancels it at the first refresh after it
     is received, with the payment as reason."""

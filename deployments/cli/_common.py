@@ -178,10 +178,15 @@ _Row = TypeVar("_Row")
 
 
 def shown(rows: Sequence[_Row], limit: int | None, *, json: bool) -> Sequence[_Row]:
-    """The rows a list command prints: the first `limit` (0: all), by default `TABLE_ROWS` in a
-    table and all in --json."""
-    n = limit if limit is not None else (0 if json else TABLE_ROWS)
+    """The rows a list command prints: the first `rows_wanted`."""
+    n = rows_wanted(limit, json=json)
     return rows[:n] if n else rows
+
+
+def rows_wanted(limit: int | None, *, json: bool) -> int:
+    """How many rows a list command prints (0: all): `limit`, by default `TABLE_ROWS` in a table
+    and all in --json."""
+    return limit if limit is not None else (0 if json else TABLE_ROWS)
 
 
 def counted(total: int, shown: int, first: str) -> str:

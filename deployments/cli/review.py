@@ -30,7 +30,7 @@ from deployments.cli._common import (
     counted,
     emit_json,
     existing_database,
-    shown,
+    rows_wanted,
 )
 
 __all__ = ["review_app"]
@@ -72,15 +72,22 @@ def list_waiting(
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""
-    from arrears.storage.waiting import DECIDE
-    from tasks.review import waiting
+    from arrears.storage.waiting import DECIDE, oldest_waiting, waiting_list
 
     now = as_of_instant(as_of)
     engine = existing_database(database)
-    everything = waiting(engine, now=now)
-    chosen = [w for w in everything if waits_for is None or w.waits_for == waits_for.value.replace("-", " ")]
-    found = shown(chosen, limit, json=json)
-    every = len(found) == len(chosen)  # then every live run is read, a page at a time
+    whom_value = waits_for.value.replace("-", " ") if waits_for else None
+    wanted = rows_wanted(limit, json=json)
+    with engine.connect() as connection:
+        if wanted:  # the oldest and how many wait: the whole list is never held
+            oldest = oldest_waiting(connection, now=now, limit=wanted, waits_for=whom_value)
+            counts, chosen, found = oldest.counts, oldest.chosen, oldest.first
+        else:
+            everything = waiting_list(connection, now=now)
+            counts = Counter((w.what, w.waits_for) for w in everything)
+            found = [w for w in everything if whom_value is None or w.waits_for == whom_value]
+            chosen = len(found)
+    every = len(found) == chosen  # then every live run is read, a page at a time
     runs = _runs(None if every else {f"{w.what} {w.account_id}" for w in found}) if found else None
     if json:
         emit_json([{**w.as_json(), **_run_of(runs, w.what, w.account_id)} for w in found])
@@ -88,18 +95,17 @@ def list_waiting(
     if not found:
         console.print("nothing waits for a person" + (f" ({waits_for.value})" if waits_for else ""))
         return
-    counts = Counter((w.what, w.waits_for) for w in everything)
     kinds = sorted({what for what, _ in counts})
     by_kind = "; ".join(
         f"{what}s: " + ", ".join(f"{who} {n:,}" for (w, who), n in sorted(counts.items()) if w == what)
         for what in kinds
     )
-    console.print(f"waiting: {len(everything):,} ({by_kind})", highlight=False, soft_wrap=True)
+    console.print(f"waiting: {counts.total():,} ({by_kind})", highlight=False, soft_wrap=True)
     # The decide line is the same for every review waiting for its reviewer: said once, under the table.
     deciding = any(w.waits_for == "reviewer" for w in found)
     caption = f"to decide one: {DECIDE.format(account='ACCOUNT_ID')}" if deciding else None
     whom = f" for {waits_for.value}" if waits_for else ""
-    title = f"waiting{whom} ({counted(len(chosen), len(found), 'oldest')})"
+    title = f"waiting{whom} ({counted(chosen, len(found), 'oldest')})"
     table = Table(title=title, caption=caption, caption_justify="left")
     columns = ["account", "what", "waits for", "since", "until", "past due", "detail"]
     for column in columns + (["flow run", "started by cycle run"] if runs else []):
