@@ -385,9 +385,9 @@ def test_the_oldest_waiting_are_the_head_of_the_whole_list_without_holding_it(
         assert len(everything) == 4 and len({w.since for w in everything}) == 1  # all tied
         for waits_for in (None, "reviewer", "court"):
             chosen = [w for w in everything if waits_for is None or w.waits_for == waits_for]
-            for limit in (1, 2, 4, 5):
+            for limit in (1, 2, 4, 5, None):
                 oldest = oldest_waiting(connection, now=now, limit=limit, waits_for=waits_for)
-                assert oldest.first == chosen[:limit]
+                assert oldest.first == chosen[:limit]  # None: all
                 assert oldest.chosen == len(chosen)
                 assert oldest.counts == Counter((w.what, w.waits_for) for w in everything)
 

@@ -133,12 +133,12 @@ class Oldest:
 
 
 def oldest_waiting(
-    connection: Connection, *, now: datetime, limit: int, waits_for: str | None = None
+    connection: Connection, *, now: datetime, limit: int | None, waits_for: str | None = None
 ) -> Oldest:
-    """The counts of `waiting_list` and the first `limit` of its items waiting for `waits_for`,
-    holding a chunk of reviews and `limit` items at a time, not the whole list: a first cycle
-    opens reviews for a quarter of a portfolio (246,331 at a million accounts), and an operator
-    asks for the oldest fifty."""
+    """The counts of `waiting_list` and the first `limit` (None: all) of its items waiting for
+    `waits_for`, holding a chunk of reviews and `limit` items at a time, not the whole list: a
+    first cycle opens reviews for a quarter of a portfolio (246,331 at a million accounts), and
+    an operator asks for the oldest fifty."""
     counts: Counter[tuple[str, str]] = Counter()
     chosen = 0
 
@@ -150,8 +150,8 @@ def oldest_waiting(
                 chosen += 1
                 yield w.since, n, w  # n: among equal instants, the order `sorted` keeps
 
-    first = [w for _, _, w in heapq.nsmallest(limit, wanted())]
-    return Oldest(counts, chosen, first)
+    ordered = sorted(wanted()) if limit is None else heapq.nsmallest(limit, wanted())
+    return Oldest(counts, chosen, [w for _, _, w in ordered])
 
 
 def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:

@@ -6,7 +6,6 @@ same decision as its `ReviewDecision` input. If the run cannot be resumed now (n
 reachable, the run busy), the decision stands and the next cycle hands it to the run.
 """
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -72,21 +71,16 @@ def list_waiting(
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""
-    from arrears.storage.waiting import DECIDE, oldest_waiting, waiting_list
+    from arrears.storage.waiting import DECIDE, oldest_waiting
 
     now = as_of_instant(as_of)
     engine = existing_database(database)
-    whom_value = waits_for.value.replace("-", " ") if waits_for else None
-    wanted = rows_wanted(limit, json=json)
-    with engine.connect() as connection:
-        if wanted:  # the oldest and how many wait: the whole list is never held
-            oldest = oldest_waiting(connection, now=now, limit=wanted, waits_for=whom_value)
-            counts, chosen, found = oldest.counts, oldest.chosen, oldest.first
-        else:
-            everything = waiting_list(connection, now=now)
-            counts = Counter((w.what, w.waits_for) for w in everything)
-            found = [w for w in everything if whom_value is None or w.waits_for == whom_value]
-            chosen = len(found)
+    asked = waits_for.value.replace("-", " ") if waits_for else None
+    with engine.connect() as connection:  # the oldest asked for: the whole list is held only for all
+        oldest = oldest_waiting(
+            connection, now=now, limit=rows_wanted(limit, json=json) or None, waits_for=asked
+        )
+    counts, chosen, found = oldest.counts, oldest.chosen, oldest.first
     every = len(found) == chosen  # then every live run is read, a page at a time
     runs = _runs(None if every else {f"{w.what} {w.account_id}" for w in found}) if found else None
     if json:
