@@ -532,8 +532,7 @@ def run_import(
 
     The file is recorded, by its content's SHA-256, with the import (`imported_files`): an
     accounts file imported before, with another imported after it, would set balances back, and
-    is refused (StaleImport) unless `reimport`. On SQLite the import's connection keeps a page
-    cache of `cache_mib` (`storage.engine.bulk_cache`).
+    is refused (StaleImport) unless `reimport`. SQLite's page cache: `cache_mib` (`bulk_cache`).
 
     Raises, with nothing stored: StaleImport, UnreadableFile (a byte not valid in the file's
     encoding, met half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a
