@@ -63,7 +63,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +235,13 @@ def age(pristine: Path, old_messages: int, as_of: str) -> None:
     """Give every account `old_messages` delivered reminders of past episodes, three an episode,
     the newest episode's sent from 40 days before the business date back (outside every cap
     window), and set its episode counter to the last of them, as a cured account's would be."""
-    from datetime import timedelta
-
     from sqlalchemy import func, insert, select, update
 
+    from arrears.clock import parse_instant
     from arrears.storage.engine import get_engine
     from arrears.storage.tables import account, contact, message
 
-    day = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    day = parse_instant(as_of)
     episodes = -(-old_messages // 3)
     engine = get_engine(f"sqlite:///{pristine}")
     with engine.begin() as connection:
@@ -344,7 +343,9 @@ def run_trial(
 
 def prepare(accounts: int, seed: int, as_of: str, pristine: Path) -> float:
     """Generate and import the portfolio once, with this checkout's importer (cycle.py's loader)."""
-    instant = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    from arrears.clock import parse_instant
+
+    instant = parse_instant(as_of)
     started = time.perf_counter()
     url, file = f"sqlite:///{pristine}", pristine.with_suffix(".csv")
     load_in_child(accounts, seed, instant.date(), url, file, instant)
@@ -369,7 +370,9 @@ def main() -> None:
     parser.add_argument("--trial", type=Path, help=argparse.SUPPRESS)  # the child's side
     args = parser.parse_args()
     if args.trial is not None:
-        instant = datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
+        from arrears.clock import parse_instant
+
+        instant = parse_instant(args.as_of)
         print(json.dumps(trial(args.trial, instant, args.profile)))
         return
 
