@@ -241,6 +241,39 @@ def test_number_opted_out_under_another_borrower_stays_opted_out_for_a_new_one(e
     assert phones == {("+12133734253", NOW), ("+14155552671", None)}
 
 
+def test_a_first_load_looks_up_no_number_yet_a_later_file_finds_an_opt_out(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Into an empty database nothing can have opted out while SQLite's import holds the write lock:
+    a first load reads no opt-out at all. A later file still gives a new borrower the number's STOP."""
+    read: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "opted_out_number" in statement and "contact_point" in statement:  # `opted_out_numbers`
+            read.append(statement)
+
+    def run(name: str, *records: dict[str, str]) -> None:
+        with open_source(write_csv(tmp_path / name, list(records)), Kind.ACCOUNTS) as source:
+            assert run_import(engine, source, now=NOW).accepted == len(records)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run("first.csv", account_record(account_id="A-1", phone="(213) 373-4253"))
+        first_load = len(read)
+        with engine.begin() as connection:
+            inbound = Inbound(
+                address="+12133734253", text="STOP", at=NOW, provider="sandbox", callback_id="c"
+            )
+            record_opt_out(connection, inbound=inbound)
+        run("second.csv", account_record(account_id="A-2", phone="(213) 373-4253"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # PostgreSQL's transactions let a STOP commit in the middle of a file: it always looks.
+    assert first_load == (0 if engine.dialect.name == "sqlite" else 1)
+    assert len(read) > first_load
+    assert one(engine, contact, borrower_id="B-A-2").opted_out_at == NOW
+
+
 def test_alt_phone_named_as_phone_is_promoted_not_added(engine: Engine) -> None:
     """When the alternate number becomes the phone, that contact point turns primary; none is added."""
     upsert(engine, account_row(account_id="A-1", phone="(213) 373-4253", alt_phone="(415) 555-2671"))

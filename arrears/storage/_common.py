@@ -29,6 +29,7 @@ __all__ = [
     "inserted_id",
     "keep_number_opt_out",
     "locked",
+    "no_number_opted_out",
     "opted_out_numbers",
     "place_holds",
     "to_precision",
@@ -161,6 +162,19 @@ def opted_out_numbers(connection: Connection, addresses: set[str]) -> dict[str, 
     both = union_all(held, unheld).subquery()
     return dict(
         connection.execute(select(both.c.address, func.max(both.c.at)).group_by(both.c.address)).all()
+    )
+
+
+def no_number_opted_out(connection: Connection) -> bool:
+    """Whether `opted_out_numbers` can find nothing until this transaction ends: no contact point
+    and no kept opt-out stored yet (a first load), on SQLite, where a write transaction holds the
+    only write lock from its start (arrears begins IMMEDIATE), so no STOP is recorded meanwhile.
+    A first import of a million accounts then looks up none of its 1.2 million new numbers (~4 s)."""
+    if connection.dialect.name != "sqlite":
+        return False
+    return all(
+        connection.execute(select(1).select_from(t).limit(1)).first() is None
+        for t in (contact, opted_out_number)
     )
 
 

@@ -53,12 +53,12 @@ from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
-from arrears.storage._common import opted_out_numbers
+from arrears.storage._common import no_number_opted_out, opted_out_numbers
 from arrears.storage.bulk import among
 from arrears.storage.engine import BULK_CACHE_MIB, bulk_cache
 from arrears.storage.imported_files import digest_of, record_import, stale_import
 from arrears.storage.streaming import insert_rows, update_rows
-from arrears.storage.tables import table_of
+from arrears.storage.tables import account, audit, borrower, contact, hold, payment
 from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel
 
@@ -98,18 +98,6 @@ SERVICING_COLUMNS = (
 _KEPT_WHEN_ABSENT = ("vin", "vehicle_value", "apr", "next_due_date", *ADDRESS_COLUMNS)
 _SOURCE = "import"
 _ACTOR = "import"
-
-
-def _t(model: type[SQLModel]) -> Any:
-    return table_of(model)
-
-
-account = _t(Account)
-borrower = _t(Borrower)
-contact = _t(ContactPoint)
-hold = _t(AccountHold)
-audit = _t(AuditEvent)
-payment = _t(Payment)
 
 
 def _defaults(model: type[SQLModel], **values: Any) -> dict[str, Any]:
@@ -182,12 +170,18 @@ class ImportSummary:
 
 
 def upsert_accounts(
-    rows: Sequence[AccountRow], *, connection: Connection, now: datetime, origin: str = "import"
+    rows: Sequence[AccountRow],
+    *,
+    connection: Connection,
+    now: datetime,
+    origin: str = "import",
+    opt_outs: bool = True,
 ) -> AccountCounts:
     """Create or update accounts with their borrower, contact points and import holds.
 
     `origin` (the file's name) is recorded with each hold and its audit event. Rows must have
-    distinct account ids (`check_accounts` sees to it); if not, the last one wins.
+    distinct account ids (`check_accounts` sees to it); if not, the last one wins. `opt_outs`
+    False: no number can have opted out (`no_number_opted_out`), so new ones are not looked up.
     """
     counts = AccountCounts()
     latest = list({row.account_id: row for row in rows}.values())
@@ -208,7 +202,7 @@ def upsert_accounts(
         for row in latest
     }
     _upsert_borrowers(connection, latest, borrower_of, now)
-    _sync_contact_points(connection, latest, borrower_of, now, counts)
+    _sync_contact_points(connection, latest, borrower_of, now, counts, opt_outs)
     _upsert_account_rows(connection, latest, borrower_of, stored, now, counts)
     _sync_holds(connection, latest, now, origin, counts)
     return counts
@@ -235,6 +229,7 @@ def _sync_contact_points(
     borrower_of: dict[str, str],
     now: datetime,
     counts: AccountCounts,
+    opt_outs: bool,
 ) -> None:
     """The file's phone becomes the borrower's one primary SMS number; its alt phone is added.
 
@@ -275,7 +270,7 @@ def _sync_contact_points(
             if alt not in have and alt != phone
         ]
     columns = ("borrower_id", "address", "region", "is_primary")
-    opted_out = opted_out_numbers(connection, {address for _, address, _, _ in new})
+    opted_out = opted_out_numbers(connection, {address for _, address, _, _ in new}) if opt_outs else {}
     if opted_out:
         # The number opted out under another borrower (the same person's other loan): it stays
         # opted out here too, until the number itself texts START (`record_opt_in` clears it on
@@ -575,10 +570,10 @@ def run_import(
                 stale = stale_import(connection, kind=kind.value, sha256=digest)
                 if stale is not None and not reimport:
                     raise stale
+                opt_outs = not no_number_opted_out(connection)
                 for window in _batched(checked, chunk_size):
-                    late = _store_chunk(
-                        connection, summary, [item.row for item in window if item.row is not None], now
-                    )
+                    rows = [item.row for item in window if item.row is not None]
+                    late = _store_chunk(connection, summary, rows, now, opt_outs)
                     for item in window:
                         found = item.rejections or tuple(late.get(item.raw.line, ()))
                         summary.read += 1
@@ -614,7 +609,7 @@ def run_import(
 
 
 def _store_chunk(
-    connection: Connection, summary: ImportSummary, rows: list[Any], now: datetime
+    connection: Connection, summary: ImportSummary, rows: list[Any], now: datetime, opt_outs: bool
 ) -> dict[int, list[Rejection]]:
     """One savepoint per chunk. An import running at the same time (PostgreSQL) may insert the
     same new ids first; the chunk is then read and compared again, once, instead of failing."""
@@ -625,7 +620,7 @@ def _store_chunk(
             with connection.begin_nested():
                 if summary.kind is Kind.ACCOUNTS:
                     counts: AccountCounts | PaymentCounts = upsert_accounts(
-                        rows, connection=connection, now=now, origin=summary.file.name
+                        rows, connection=connection, now=now, origin=summary.file.name, opt_outs=opt_outs
                     )
                     late: dict[int, list[Rejection]] = {}
                 else:
