@@ -5,12 +5,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, func, select, update
 
 from arrears.importing import AccountRow, Kind, PaymentRow, Rejection, open_source
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment
 from arrears.storage.importer import (
     AccountCounts,
+    ImportInterrupted,
     PaymentCounts,
     insert_payments,
     run_import,
@@ -272,6 +274,45 @@ def test_a_first_load_looks_up_no_number_yet_a_later_file_finds_an_opt_out(
     assert first_load == (0 if engine.dialect.name == "sqlite" else 1)
     assert len(read) > first_load
     assert one(engine, contact, borrower_id="B-A-2").opted_out_at == NOW
+
+
+def _indexes(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as connection:
+        found = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"
+        return [(name, sql) for name, sql in connection.exec_driver_sql(found)]
+
+
+def test_a_first_load_builds_its_indexes_once_its_rows_are_in(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """On SQLite a first load writes its accounts and numbers without their secondary indexes and
+    builds them, as defined, once the rows are in; a load stopped half-way keeps them; a later file
+    writes through them."""
+    schema = _indexes(sqlite_engine)
+    secondary = {name for name, sql in schema if " ON account " in sql or " ON contact_point " in sql}
+    assert secondary >= {"ix_account_borrower_id", "ix_contact_point_address"}
+    seen: list[str] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    path = write_csv(tmp_path / "accounts.csv", [account_record(account_id=f"A-{n}") for n in range(5)])
+
+    with open_source(path, Kind.ACCOUNTS) as source, pytest.raises(ImportInterrupted):  # after a chunk
+        run_import(sqlite_engine, source, chunk_size=2, now=NOW, stop_requested=lambda: "stopped")
+    assert _indexes(sqlite_engine) == schema and count(sqlite_engine, account) == 0
+
+    seen.clear()
+    with open_source(path, Kind.ACCOUNTS) as source:
+        run_import(sqlite_engine, source, chunk_size=2, now=NOW)
+    dropped = {s.split('"')[1] for s in seen if s.startswith("DROP INDEX")}
+    built = [n for n, s in enumerate(seen) if s.startswith("CREATE INDEX")]
+    written = ('INSERT INTO "account"', 'INSERT INTO "contact_point"')
+    inserts = [n for n, s in enumerate(seen) if s.startswith(written)]
+    assert dropped == secondary and len(built) == len(secondary)
+    assert len(inserts) == 6 and max(inserts) < min(built)  # three chunks, each its accounts and numbers
+    assert _indexes(sqlite_engine) == schema
+
+    seen.clear()
+    path = write_csv(tmp_path / "more.csv", [account_record(account_id="A-9")])
+    with open_source(path, Kind.ACCOUNTS) as source:
+        run_import(sqlite_engine, source, now=LATER)
+    assert not [s for s in seen if "INDEX" in s] and _indexes(sqlite_engine) == schema
 
 
 def test_alt_phone_named_as_phone_is_promoted_not_added(engine: Engine) -> None:

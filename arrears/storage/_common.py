@@ -3,7 +3,8 @@ rows, row locks, chunks of ids under any database's bound-parameter limit, new p
 and amounts and days as the lender counts them."""
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -13,8 +14,9 @@ from sqlalchemy import ColumnElement, Connection, CursorResult, Select, delete, 
 
 from arrears.currencies import display
 from arrears.storage.bulk import among, chunks, execute_many, insert_ignore
+from arrears.storage.engine import indexes_built_after
 from arrears.storage.message_counts import counts_of
-from arrears.storage.tables import audit, contact, hold, opted_out_number
+from arrears.storage.tables import account, audit, contact, hold, opted_out_number
 from arrears.vocabulary import Channel, Hold
 
 __all__ = [
@@ -23,13 +25,13 @@ __all__ = [
     "clear_number_opt_out",
     "day_start",
     "event",
+    "first_load",
     "for_account",
     "holds_of",
     "insert_events",
     "inserted_id",
     "keep_number_opt_out",
     "locked",
-    "no_number_opted_out",
     "opted_out_numbers",
     "place_holds",
     "to_precision",
@@ -165,17 +167,20 @@ def opted_out_numbers(connection: Connection, addresses: set[str]) -> dict[str, 
     )
 
 
-def no_number_opted_out(connection: Connection) -> bool:
-    """Whether `opted_out_numbers` can find nothing until this transaction ends: no contact point
-    and no kept opt-out stored yet (a first load), on SQLite, where a write transaction holds the
-    only write lock from its start (arrears begins IMMEDIATE), so no STOP is recorded meanwhile.
-    A first import of a million accounts then looks up none of its 1.2 million new numbers (~4 s)."""
-    if connection.dialect.name != "sqlite":
-        return False
-    return all(
+@contextmanager
+def first_load(connection: Connection) -> Iterator[bool]:
+    """Whether the file this write transaction imports is a first load: on SQLite, where a write
+    transaction holds the only write lock from its start (arrears begins IMMEDIATE), into a
+    database without accounts, contact points or kept opt-outs. Then no number can have opted out
+    before it ends (no STOP is recorded meanwhile), so its new numbers need no lookup
+    (`opted_out_numbers`), and the indexes of accounts and contact points are built once its rows
+    are in (`indexes_built_after`): a first import of a million accounts spends ~11 s less CPU."""
+    first = connection.dialect.name == "sqlite" and all(
         connection.execute(select(1).select_from(t).limit(1)).first() is None
-        for t in (contact, opted_out_number)
+        for t in (account, contact, opted_out_number)
     )
+    with indexes_built_after(connection, (account.name, contact.name)) if first else nullcontext():
+        yield first
 
 
 def keep_number_opt_out(connection: Connection, address: str, at: datetime) -> bool:

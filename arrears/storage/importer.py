@@ -53,7 +53,7 @@ from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
-from arrears.storage._common import no_number_opted_out, opted_out_numbers
+from arrears.storage._common import first_load, opted_out_numbers
 from arrears.storage.bulk import among
 from arrears.storage.engine import BULK_CACHE_MIB, bulk_cache
 from arrears.storage.imported_files import digest_of, record_import, stale_import
@@ -181,7 +181,7 @@ def upsert_accounts(
 
     `origin` (the file's name) is recorded with each hold and its audit event. Rows must have
     distinct account ids (`check_accounts` sees to it); if not, the last one wins. `opt_outs`
-    False: no number can have opted out (`no_number_opted_out`), so new ones are not looked up.
+    False: no number can have opted out (a `first_load`), so new ones are not looked up.
     """
     counts = AccountCounts()
     latest = list({row.account_id: row for row in rows}.values())
@@ -566,14 +566,13 @@ def run_import(
             else check_parsed_payments(parsed)
         )
         try:
-            with bulk_cache(connection, cache_mib), connection.begin():
+            with bulk_cache(connection, cache_mib), connection.begin(), first_load(connection) as first:
                 stale = stale_import(connection, kind=kind.value, sha256=digest)
                 if stale is not None and not reimport:
                     raise stale
-                opt_outs = not no_number_opted_out(connection)
                 for window in _batched(checked, chunk_size):
                     rows = [item.row for item in window if item.row is not None]
-                    late = _store_chunk(connection, summary, rows, now, opt_outs)
+                    late = _store_chunk(connection, summary, rows, now, opt_outs=not first)
                     for item in window:
                         found = item.rejections or tuple(late.get(item.raw.line, ()))
                         summary.read += 1
