@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
+from integrations._http import tls
 from integrations.sms._sandbox_state import Credentials
 from integrations.sms.sandbox import SERVER as SMS_SERVER
 
@@ -67,7 +68,7 @@ class SandboxHandle:
     @property
     def admin(self) -> httpx.Client:
         if self._admin is None:
-            self._admin = httpx.Client(base_url=self.base_url, timeout=10.0)
+            self._admin = httpx.Client(base_url=self.base_url, timeout=10.0, verify=tls())
         return self._admin
 
     def reset(self) -> None:
@@ -238,7 +239,7 @@ class SandboxControls:
         self.base_url = base_url
         self._credentials = dict(credentials)
         self._stop = stop
-        self.admin = httpx.Client(base_url=base_url, timeout=10.0)
+        self.admin = httpx.Client(base_url=base_url, timeout=10.0, verify=tls())
 
     @property
     def credentials(self) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from integrations._http import ConfiguredClient, error_for_status, exchange
+from integrations._http import ConfiguredClient, error_for_status, exchange, tls
 from integrations.bureau._masking import scrub_identity
 from integrations.bureau.protocol import (
     Address,
@@ -234,6 +234,7 @@ class RestBureauProvider(ConfiguredClient):
                 "X-Subscriber-Code": settings.subscriber_code,
             },
             follow_redirects=False,
+            verify=tls(),
         )
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from integrations._http import ConfiguredClient, exchange
+from integrations._http import ConfiguredClient, exchange, tls
 from integrations.errors import ConfigError, ProviderError
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy
@@ -84,6 +84,7 @@ class HttpSmsProvider(ConfiguredClient):
                 max_keepalive_connections=settings.concurrency,
                 keepalive_expiry=20.0,
             ),
+            verify=tls(),
         )
         self._root = settings.base_url.rstrip("/")
         self._headers: dict[str, str] = {"User-Agent": "arrears-sms/1"}

@@ -2,6 +2,8 @@
 construction, one mapping of vendor errors, safe reads and deduplicated sends."""
 
 import logging
+import ssl
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
@@ -14,6 +16,7 @@ from integrations._http import (
     VendorError,
     read_once,
     send_deduplicated,
+    tls,
     vendor_error,
 )
 from integrations.errors import (
@@ -25,6 +28,7 @@ from integrations.errors import (
     UnknownOutcome,
 )
 from integrations.metadata import ProviderInfo
+from integrations.providers import build_provider
 from integrations.retries import RetryPolicy
 
 
@@ -172,3 +176,28 @@ def test_a_deduplicated_send_is_repeated_once_after_an_unknown_outcome(
             label="court.test",
             key="k-10",
         )
+
+
+def test_every_client_of_a_process_shares_one_tls_context(
+    make_provider: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the certificate authorities takes ~30 ms, and dispatch makes an SMS provider for each
+    batch: the clients of a process (SMS, bureau, court, letters, agency) load them once."""
+    made: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(create(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    tls.cache_clear()
+    for name in ("aliyun", "twilio", "aliyun"):
+        make_provider(name)
+    bureau = build_provider(
+        "bureau", "rest", "https://bureau.test", {"api_key": "k", "subscriber_code": "S1"}
+    )
+    settings = _Settings(base_url="https://vendor.test/", api_key=SecretStr("tok-123"))
+    with bureau, _Client(settings), _Client(settings):
+        pass
+    assert len(made) == 1 and tls() is made[0]
