@@ -54,7 +54,7 @@ T = TypeVar("T")
 @cache
 def tls() -> ssl.SSLContext:
     """The TLS context of every client this process makes, the one httpx makes by default
-    (certifi's authorities, or SSL_CERT_FILE or SSL_CERT_DIR as the process started with): made
+    (certifi's authorities, or SSL_CERT_FILE or SSL_CERT_DIR as set when first asked for): made
     once, since loading the authorities takes ~30 ms, and a provider is made for each dispatch
     batch and each cycle. A context is safe to share between clients and threads."""
     return httpx.create_ssl_context()
