@@ -6,10 +6,11 @@ callback leads to one. The server only routes: every check here is the provider'
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, select
 
 from arrears.importing import Kind, open_source
@@ -554,6 +557,47 @@ def test_a_text_with_a_nul_in_it_is_kept_and_honoured(
     assert stop.account_id == "A-1" and stop.data["text"] == "S\ufffdTOP\ufffd"
     with db.connect() as c:
         assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == US_PHONE)).scalar()
+
+
+def test_whatever_a_borrower_texts_is_acknowledged_to_either_vendor_and_kept_word_for_word(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """Any text a phone can send (Twilio's form or Aliyun's SmsUp: emoji, control characters,
+    scripts of every plane, empty, 1,600 characters), whatever it says and means: the vendor gets
+    its acknowledgement, not a 500 that would make it push the text again, and each event the text
+    made keeps it word for word (a NUL as U+FFFD, which PostgreSQL's text cannot hold)."""
+    _import(db, tmp_path, account_record(account_id="A-1"), _cn(account_id="A-CN"))
+    sequence = itertools.count(1)
+
+    def kept(post: Callable[[str], Any], text: str) -> None:
+        with db.connect() as c:
+            last = c.execute(select(func.coalesce(func.max(audit.c.id), 0))).scalar_one()
+        response = post(text)
+        assert response.status_code == 200, (response.status_code, response.text)
+        with db.connect() as c:
+            made = c.execute(select(audit.c.data).where(audit.c.id > last)).scalars().all()
+        texts = [data["text"] for data in made if data and "text" in data]
+        assert texts and set(texts) == {text.replace("\x00", "\ufffd")}, (text, made)
+
+    def twilio(text: str) -> Any:
+        sid = f"SM{next(sequence):032d}"
+        form = {"From": US_PHONE, "To": "+15005550006", "Body": text, "MessageSid": sid}
+        return _twilio_post(client, "/sms/twilio/inbound", form, sms_sandbox.credentials["auth_token"])
+
+    def aliyun(text: str) -> Any:
+        up = _sms_up(text, "2026-12-01 10:00:00", next(sequence))
+        token = sms_sandbox.credentials["callback_token"]
+        response = _aliyun_post(client, "/sms/sandbox/inbound", [up], token)
+        assert response.json() == {"code": 0, "msg": "成功"}
+        return response
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(st.text(st.characters(exclude_categories=("Cs",)), max_size=1600))  # UTF-8 has no lone surrogate
+    def texted(text: str) -> None:
+        kept(twilio, text)
+        kept(aliyun, text)
+
+    texted()
 
 
 @pytest.mark.usefixtures("prefect_harness")
