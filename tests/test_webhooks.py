@@ -600,6 +600,59 @@ def test_whatever_a_borrower_texts_is_acknowledged_to_either_vendor_and_kept_wor
     texted()
 
 
+_CELLS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
+_ALIYUN_FIELDS = st.sampled_from(
+    [
+        "phone_number",
+        "send_time",
+        "report_time",
+        "success",
+        "err_code",
+        "err_msg",
+        "biz_id",
+        "out_id",
+        "content",
+        "sequence_id",
+    ]
+) | st.text(max_size=8)
+_TWILIO_FIELDS = st.sampled_from(
+    ["MessageSid", "SmsSid", "MessageStatus", "ErrorCode", "From", "To", "Body", "OptOutType", "MediaUrl0"]
+) | st.text(max_size=8)
+_FORM_VALUES = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+
+
+def test_an_authentic_callback_whatever_it_holds_is_answered_200_or_400_never_500(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A callback with our token or the vendor's signature, holding anything (fields missing, of
+    the wrong type, unknown, numbers and dates that are none, a JSON object or scalar where Aliyun
+    sends an array): acknowledged, or refused as malformed (400). Never a 500, which asks the vendor
+    to push the same callback again and again."""
+    _import(db, tmp_path, account_record(account_id="A-1"), _cn(account_id="A-CN"))
+    item = st.dictionaries(_ALIYUN_FIELDS, _CELLS, max_size=10)
+    events = st.sampled_from(["status", "inbound"])
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.one_of(st.lists(item, max_size=4), item, _CELLS), events)
+    def aliyun(payload: Any, event: str) -> None:
+        response = _aliyun_post(
+            client, f"/sms/sandbox/{event}", payload, sms_sandbox.credentials["callback_token"]
+        )
+        assert response.status_code in (200, 400), (response.status_code, response.text, payload)
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(
+        st.dictionaries(_TWILIO_FIELDS, st.text(st.characters(exclude_categories=("Cs",)), max_size=30)),
+        events,
+    )
+    def twilio(form: dict[str, str], event: str) -> None:
+        response = _twilio_post(client, f"/sms/twilio/{event}", form, sms_sandbox.credentials["auth_token"])
+        assert response.status_code in (200, 400), (response.status_code, response.text, form)
+
+    aliyun()
+    twilio()
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_wrong_number_reply_stops_the_next_send_to_it(
     client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
