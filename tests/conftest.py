@@ -5,6 +5,7 @@ names a server (`.ci/run` starts one), PostgreSQL databases cloned from a migrat
 """
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     but never split one: a minutes-long test collected last (the workers' scale-out test is) would
     run alone on one worker while the other sat idle. Started first, it overlaps the short ones."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Prefect's own servers started in a test's process (an ephemeral one, where a test runs a flow
+    with no API URL) are stopped at exit, saying so at INFO through Prefect's console handler, whose
+    stream is output pytest captured for a test and has closed by then: a run ended with "--- Logging
+    error ---" and a traceback. Warnings and errors still show."""
+    logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 @pytest.fixture(autouse=True)
