@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, select
 
@@ -634,6 +634,8 @@ def test_an_authentic_callback_whatever_it_holds_is_answered_200_or_400_never_50
 
     @settings(max_examples=150, deadline=None, database=None)
     @given(st.one_of(st.lists(item, max_size=4), item, _CELLS), events)
+    @example([{"phone_number": None, "report_time": True, "success": None, "out_id": None}], "status")
+    @example([{"phone_number": "13912345678", "content": "好", "send_time": 20261201}], "inbound")
     def aliyun(payload: Any, event: str) -> None:
         response = _aliyun_post(
             client, f"/sms/sandbox/{event}", payload, sms_sandbox.credentials["callback_token"]

@@ -160,8 +160,10 @@ def _provider_id(out_id: str, number: str) -> str:
     return f"{out_id}:{phone_tag(number)}"
 
 
-def _china_time(value: str | None) -> datetime:
-    if value:
+def _china_time(value: object) -> datetime:
+    """Aliyun's Beijing time ("2026-12-01 10:00:00") in UTC; now, when the item's time is missing or
+    no such text (a mistyped push is stored all the same, not refused with a 500 it would repeat)."""
+    if isinstance(value, str) and value:
         try:
             return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA).astimezone(UTC)
         except ValueError:
