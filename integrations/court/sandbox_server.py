@@ -32,13 +32,13 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._sandbox import (
     CREDENTIALS_ENV,
     bearer_ok,
+    callback_client,
     control_router,
     create_sandbox_app,
     post_callback,
@@ -337,7 +337,7 @@ class _Controls:
             st.faults.drop_callbacks -= 1
             attempt["outcome"] = "dropped"
         else:
-            async with httpx.AsyncClient(timeout=5.0) as client:
+            async with callback_client() as client:
                 answer = await post_callback(client, attempt, url, body, headers)
             if answer is not None:
                 attempt["outcome"] = "delivered" if answer.is_success else "failed"

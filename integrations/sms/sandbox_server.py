@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._sandbox import (
     CREDENTIALS_ENV,
+    callback_client,
     control_router,
     create_sandbox_app,
     post_callback,
@@ -96,7 +97,6 @@ DEFAULT_CREDENTIALS = Credentials(
     sign_name="arrears",
 )
 _API = "/2010-04-01/Accounts/{account_sid}"
-CALLBACK_TIMEOUT = 5.0  # seconds a receiver has to answer one push
 
 
 class CallbackRegistration(BaseModel):
@@ -372,7 +372,7 @@ class _Twilio:
 
     async def push(self, m: SandboxMessage, delay: float) -> None:
         """`sent` at once, the final status after `delay` seconds: one POST each, as Twilio does."""
-        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+        async with callback_client() as client:
             await self.callback(client, m, "sent", None)
             await asyncio.sleep(delay)
             final, error = ("undelivered", "30003") if m.undeliverable else ("delivered", None)
@@ -674,7 +674,7 @@ class _Aliyun:
             return
         items = [aliyun_item(m, not m.undeliverable, st.now()) for m in messages]
         body = json.dumps(items, ensure_ascii=False).encode()
-        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+        async with callback_client() as client:
             for copy in range(2 if fault == "duplicate" else 1):
                 await self.push_until_acknowledged(client, target, ids, body, copy + 1)
 
