@@ -454,9 +454,10 @@ class Letter(SQLModel, table=True):
 class AgencyAssignment(SQLModel, table=True):
     """A repossession order sent to the agency provider, and what became of it.
 
-    `status`: pending (to send) | blocked (`reason`) | assigned | accepted | located | recovered |
-    closed | cancel_pending (overtaken by a payment, plan, settlement or hold: to cancel there) |
-    cancelled | failed."""
+    `status`: pending (to send) | sending (claimed by a push before the request left: it may be
+    at the agency) | blocked (`reason`) | assigned | accepted | located | recovered | closed |
+    cancel_pending (overtaken by a payment, plan, settlement or hold: to cancel there) | cancelled
+    | failed."""
 
     __tablename__ = "agency_assignment"
     __table_args__ = (Index("ix_assignment_status", "status"),)

@@ -126,22 +126,31 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
         for row in todo:
             now = utcnow()
             try:
-                if row.status == "pending":
-                    with engine().connect() as connection:
+                current = row
+                if row.provider_id is None:
+                    # To send; or to call off, a send whose answer was never recorded: the agency
+                    # answers the same key with the assignment it holds (or places it, to be
+                    # called off at once below). A send is claimed before it leaves, so a payment
+                    # or hold meanwhile marks it to be called off instead of cancelling it here.
+                    with engine().begin() as connection:
                         request = _request(connection, row)
+                        if row.status != "cancel_pending" and not assignments.claim_send(
+                            connection, row_id=row.id, at=now
+                        ):
+                            continue  # cancelled meanwhile, before it left
                     assigned = provider.assign(request)
                     with engine().begin() as connection:
-                        assignments.mark_assigned(
+                        current = assignments.mark_assigned(
                             connection,
                             row_id=row.id,
                             provider=name,
                             provider_id=assigned.assignment_id,
                             at=now,
                         )
-                    counts["assignments_sent"] += 1
-                else:
-                    assert row.provider_id is not None
-                    status = provider.cancel(row.provider_id, row.reason or "overtaken")
+                    counts["assignments_sent"] += row.status != "cancel_pending"
+                if current.status == "cancel_pending":  # overtaken, before or while it was sent
+                    assert current.provider_id is not None
+                    status = provider.cancel(current.provider_id, current.reason or "overtaken")
                     record_statuses([status], seen_at=now)
                     counts["assignments_cancelled"] += status.status == "cancelled"
             except AssignmentNotCancellable as late:
@@ -151,7 +160,7 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
                         connection, row_id=row.id, status=late.status, at=now, reason=str(late)
                     )
             except (Permanent, ValueError) as refused:
-                if row.status != "pending":  # a cancel the agency could not apply: tried again later
+                if row.status == "cancel_pending":  # a cancel the agency could not apply: tried again later
                     counts["assignments_waiting"] += 1
                     continue
                 with engine().begin() as connection:

@@ -5,6 +5,12 @@ sent by `tasks.agency`, and moved by the agency's status (webhooks or lookups). 
 a plan or a hold overtakes the order, `request_cancel` marks it for cancelling at the agency
 (`cancel_pending`), or cancels it outright if it never left. Statuses never move back.
 
+A send is claimed (`sending`, committed) before the request goes out: from then on the order may
+be at the agency whatever happens to the answer (a payment imported meanwhile, a kill -9 before
+it is recorded), so an overtaking payment or hold marks it `cancel_pending`, never cancelled
+outright, and the push that learns the agency's id (the answer, or the same key sent again, which
+the agency answers with the first assignment) calls it off there.
+
 Functions take the caller's connection and do not commit.
 """
 
@@ -24,6 +30,7 @@ __all__ = [
     "assignment_by_provider_id",
     "assignments_to_push",
     "assignments_to_track",
+    "claim_send",
     "list_assignments",
     "mark_assigned",
     "move_assignment",
@@ -33,14 +40,16 @@ __all__ = [
 
 _RANK = {
     "pending": 0,
-    "assigned": 1,
-    "accepted": 2,
-    "located": 3,
-    "cancel_pending": 4,
-    "recovered": 5,
-    "cancelled": 5,
-    "closed": 6,
+    "sending": 1,
+    "assigned": 2,
+    "accepted": 3,
+    "located": 4,
+    "cancel_pending": 5,
+    "recovered": 6,
+    "cancelled": 6,
+    "closed": 7,
 }
+_TO_SEND = ("pending", "sending")  # `sending`: claimed by a push whose answer is not recorded
 _SENT = ("assigned", "accepted", "located")
 
 
@@ -142,10 +151,11 @@ def add_assignment(
 
 
 def assignments_to_push(connection: Connection, *, limit: int = 500) -> list[AssignmentRow]:
-    """Assignments to send (pending) or to call off (cancel_pending), oldest first."""
+    """Assignments to send (pending; sending, whose push died or failed before its answer was
+    recorded) or to call off (cancel_pending), oldest first."""
     rows = connection.execute(
         select(assignment)
-        .where(assignment.c.status.in_(("pending", "cancel_pending")))
+        .where(assignment.c.status.in_((*_TO_SEND, "cancel_pending")))
         .order_by(assignment.c.created_at, assignment.c.id)
         .limit(limit)
     ).all()
@@ -175,14 +185,32 @@ def touch(connection: Connection, row_ids: Sequence[int], at: datetime) -> None:
         )
 
 
+def claim_send(connection: Connection, *, row_id: int, at: datetime) -> bool:
+    """Mark a pending assignment `sending` before its request goes out (commit it first); False
+    when it is no longer to send (cancelled meanwhile: it never left, so nothing is sent)."""
+    claimed = connection.execute(
+        update(assignment)
+        .where(assignment.c.id == row_id, assignment.c.status.in_(_TO_SEND))
+        .values(status="sending", updated_at=at)
+    )
+    return bool(claimed.rowcount)
+
+
 def mark_assigned(
     connection: Connection, *, row_id: int, provider: str, provider_id: str, at: datetime
-) -> None:
+) -> AssignmentRow:
+    """Record the agency's id of an order it holds; the row after: `assigned`, or `cancel_pending`
+    when a payment or hold overtook the order while it was being sent (the caller cancels it
+    there now)."""
     r = connection.execute(select(assignment).where(assignment.c.id == row_id)).one()
+    if r.provider_id is not None:  # recorded already (another push): nothing new
+        return _row(r)
+    # An order we no longer want that the agency holds all the same is one to call off there.
+    status = "assigned" if r.status in _TO_SEND else "cancel_pending"
     connection.execute(
         update(assignment)
-        .where(assignment.c.id == row_id, assignment.c.status == "pending")
-        .values(status="assigned", provider=provider, provider_id=provider_id, assigned_at=at, updated_at=at)
+        .where(assignment.c.id == row_id)
+        .values(status=status, provider=provider, provider_id=provider_id, assigned_at=at, updated_at=at)
     )
     insert_events(
         connection,
@@ -191,28 +219,31 @@ def mark_assigned(
                 r.account_id,
                 at,
                 "assignment",
-                f"repossession order {r.order_id} assigned to the agency ({provider}) as {provider_id}",
+                f"repossession order {r.order_id} assigned to the agency ({provider}) as {provider_id}"
+                + (f", to be called off there: {r.reason}" if status == "cancel_pending" else ""),
                 {"order_id": r.order_id, "provider": provider, "provider_id": provider_id},
             )
         ],
     )
+    return _row(connection.execute(select(assignment).where(assignment.c.id == row_id)).one())
 
 
 def request_cancel(connection: Connection, *, order_id: str, reason: str, at: datetime) -> None:
-    """The order is overtaken: cancel it at once if it never left, else mark it for the agency."""
-    for r in connection.execute(select(assignment).where(assignment.c.order_id == order_id)).all():
-        if r.status in ("pending", "blocked"):
-            connection.execute(
-                update(assignment)
-                .where(assignment.c.id == r.id)
-                .values(status="cancelled", reason=reason, cancelled_at=at, updated_at=at)
-            )
-        elif r.status in _SENT:
-            connection.execute(
-                update(assignment)
-                .where(assignment.c.id == r.id)
-                .values(status="cancel_pending", reason=reason, updated_at=at)
-            )
+    """The order is overtaken: cancel it at once if it never left, else mark it for the agency
+    (one being sent may have arrived there). Each update re-reads the status it changes, so a push
+    claiming the row at the same moment is never overwritten (PostgreSQL re-checks a WHERE after
+    waiting for the row)."""
+    mine = assignment.c.order_id == order_id
+    connection.execute(
+        update(assignment)
+        .where(mine, assignment.c.status.in_(("pending", "blocked")))
+        .values(status="cancelled", reason=reason, cancelled_at=at, updated_at=at)
+    )
+    connection.execute(
+        update(assignment)
+        .where(mine, assignment.c.status.in_((*_SENT, "sending")))
+        .values(status="cancel_pending", reason=reason, updated_at=at)
+    )
 
 
 def assignment_by_provider_id(connection: Connection, provider_id: str) -> AssignmentRow | None:
