@@ -23,6 +23,7 @@ from arrears.storage import bureau_pulls, read_only
 from arrears.storage.bureau_pulls import Pulled, PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
+from tasks.agency import call_off_overtaken
 from tasks.database import engine, policy
 from tasks.providers import bureau_session
 from tasks.workers import in_own_process
@@ -69,6 +70,17 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
             pulled["bureau_waiting"],
         )
     pulled["bureau_failed"] += len(subjects) - len(asked)
+    if pulled["vendor_orders_cancelled"]:
+        # A bankruptcy or death the bureau reported overtook repossession orders: the agency hears
+        # of it now, not at the next push. The cancels are stored: a push that fails here leaves
+        # them to the next one, and never fails the pulls.
+        log.warning(
+            "%d repossession orders cancelled on the bureau's holds", pulled["vendor_orders_cancelled"]
+        )
+        try:
+            call_off_overtaken()
+        except Exception as failed:
+            log.warning("the agency was not told yet (the next push tells it): %s", type(failed).__name__)
     return pulled
 
 
@@ -84,6 +96,7 @@ _COUNTS = (
     "bureau_failed",
     "bureau_waiting",
     "numbers_found",
+    "vendor_orders_cancelled",
 )
 
 
@@ -212,3 +225,4 @@ def _record(
                 continue
             counts["skip_traces" if pulled.subject.reason == "skip_trace" else "bureau_pulls"] += 1
             counts["numbers_found"] += int(stored["numbers_found"])
+            counts["vendor_orders_cancelled"] += int(stored["vendor_orders_cancelled"])

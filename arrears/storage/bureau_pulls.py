@@ -36,6 +36,7 @@ from arrears.storage.bulk import among, execute_many, insert_ignore
 from arrears.storage.installation import stored_installation_id
 from arrears.storage.promises import HARDSHIP
 from arrears.storage.tables import account, audit, borrower, bureau, contact, cycle_run
+from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel, Hold, HoldScope, Segment, Stage
 
 __all__ = [
@@ -242,7 +243,8 @@ def record_pulls(
 ) -> list[dict[str, Any]]:
     """Store bureau profiles: for each, the pull record with its purpose, the ability it gives, the
     numbers skip tracing found (unverified, never primary), and a hold for a bankruptcy or death
-    the bureau reports. Returns what changed, pull by pull.
+    the bureau reports, which cancels the account's open repossession orders. Returns what changed,
+    pull by pull.
 
     A block of pulls in a few statements, not six a pull (4 ms a pull as those were): the result
     is what storing them one after the other gives, a later pull of the block seeing what an
@@ -306,7 +308,15 @@ def record_pulls(
     events: list[dict[str, Any]] = []
     for p, new_pull in zip(pulls, recorded, strict=True):
         if not new_pull:  # another run recorded this pull already: what it found is stored once
-            results.append({"ability": None, "numbers_found": 0, "holds": [], "duplicate": True})
+            results.append(
+                {
+                    "ability": None,
+                    "numbers_found": 0,
+                    "holds": [],
+                    "vendor_orders_cancelled": 0,
+                    "duplicate": True,
+                }
+            )
             continue
         subject = p.subject
         monthly = (p.income_estimate / 12).quantize(Decimal("0.01")) if p.income_estimate else None
@@ -371,7 +381,9 @@ def record_pulls(
             )
             for h in held
         ]
-        results.append({"ability": ability, "numbers_found": len(new), "holds": held})
+        results.append(
+            {"ability": ability, "numbers_found": len(new), "holds": held, "vendor_orders_cancelled": 0}
+        )
     execute_many(
         connection,
         update(account)
@@ -385,6 +397,13 @@ def record_pulls(
         point["opted_out_at"] = opted_out.get(point["address"])
     execute_many(connection, contact.insert(), contacts)
     insert_events(connection, events)
+    # A bankruptcy or death the bureau reports overtakes an open repossession order at once, as the
+    # borrower's own word does (DESIGN §2): no push may send it to the agency after this.
+    for result, p in zip(results, pulls, strict=True):
+        if result["holds"]:
+            result["vendor_orders_cancelled"] = cancel_vendor_orders(
+                connection, as_of=at, account_id=p.subject.account_id
+            )
     return results
 
 
