@@ -29,6 +29,7 @@ from integrations.errors import (
     ProviderError,
     Transient,
     UnknownOutcome,
+    bounded_retry_after,
 )
 from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy, call_with_retries
@@ -61,17 +62,21 @@ def tls() -> ssl.SSLContext:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds in the answer's Retry-After (a number or an HTTP date), or None."""
+    """Seconds in the answer's Retry-After (a number or an HTTP date), or None; within [0,
+    `MAX_RETRY_AFTER`] (an hour), read the same by every client: a date past or a negative number
+    is now, and a hint of years (`1e12`, `inf`, a date in 2100) is an hour, so that no client waits,
+    and no message is parked, for longer than we would retry it anyway."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:  # an HTTP date
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
+    return bounded_retry_after(seconds)
 
 
 def error_for_status(

@@ -5,6 +5,8 @@ above decide what to do from the class alone and never from a vendor's code:
 
     ProviderError                      base: something the provider said or did not say
      ├── Transient(retry_after)        not executed; safe to send again, after `retry_after` seconds
+     │    └── RecipientThrottled       only this recipient is held back (per-number flow control):
+     │                                 the provider is up and answering, so this is no outage
      ├── Permanent(code, reason)       executed and refused; sending again cannot help
      │    ├── InvalidAddress           the contact point is invalid: mark it so, do not retry
      │    └── OptedOut                 the recipient opted out at the carrier: record the opt-out
@@ -15,15 +17,19 @@ above decide what to do from the class alone and never from a vendor's code:
      └── InvalidCallback               an inbound callback is malformed: answer 400
           └── UnverifiedCallback       it does not prove it comes from the vendor: answer 403
 
+A provider's hint to wait (`retry_after`, Retry-After) is taken at most `MAX_RETRY_AFTER`.
+
 Messages carry no secret and no full phone number: they end up in logs and Prefect's UI.
 Every error pickles (Prefect may store a task's exception) with all its attributes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "ConfigError",
     "Duplicate",
     "InvalidAddress",
@@ -31,10 +37,26 @@ __all__ = [
     "OptedOut",
     "Permanent",
     "ProviderError",
+    "RecipientThrottled",
     "Transient",
     "UnknownOutcome",
     "UnverifiedCallback",
+    "bounded_retry_after",
 ]
+
+# DESIGN §5: Retry-After is honoured, "capped in attempts and time". A longer hint (a gateway's bug,
+# a far-future date, `inf`) would park a message for years, or overflow the datetime its next try is
+# computed as and lose the record of a whole dispatch batch; after an hour the message is simply
+# tried again, and a provider still unavailable says so again.
+MAX_RETRY_AFTER = 3600.0
+
+
+def bounded_retry_after(seconds: float | None) -> float | None:
+    """A provider's wait hint within [0, `MAX_RETRY_AFTER`] seconds; None for none or not a number
+    (NaN), which leaves the wait to our backoff."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _restore(cls: type[ProviderError], state: dict[str, Any]) -> ProviderError:
@@ -66,7 +88,9 @@ class ProviderError(Exception):
 class Transient(ProviderError):
     """The provider did not execute the request (throttled, unavailable, unreachable): send again later.
 
-    `retry_after` is the provider's own hint in seconds (Retry-After), or None for our backoff.
+    `retry_after` is the provider's own hint in seconds (Retry-After), or None for our backoff; it is
+    bounded here (`bounded_retry_after`), so that no client, a plugin's included, hands the outbox
+    a wait it cannot add to a date.
     """
 
     def __init__(
@@ -78,7 +102,15 @@ class Transient(ProviderError):
         idempotency_key: str | None = None,
     ) -> None:
         super().__init__(reason, code=code, idempotency_key=idempotency_key)
-        self.retry_after = retry_after
+        self.retry_after = bounded_retry_after(retry_after)
+
+
+class RecipientThrottled(Transient):
+    """The provider holds back this recipient for now (flow control per number, signature and
+    template, such as Aliyun's `isv.BUSINESS_LIMIT_CONTROL`): it is up and answering.
+
+    The message waits and is tried again like any `Transient`, but it is no sign of an outage:
+    dispatch does not stop for it (DESIGN §5 keeps the loud path for a provider that is down)."""
 
 
 class Permanent(ProviderError):

@@ -9,7 +9,8 @@ verdict of SEND at this instant.
 
 A batch in which the provider accepted nothing and every send failed as not executed or unknown
 is an outage: its messages wait, scheduled, with the provider named in their reason
-(`provider:<name>:outage`), and the batch says so in its counts (`tasks.dispatch` then stops).
+(`provider:<name>:outage`), and the batch says so in its counts (`tasks.dispatch` then stops). A
+recipient held back by flow control is not one of those failures: the provider answered.
 
 Apart from the Prefect tasks (`tasks.dispatch`): `send_batch` runs in the cycle's worker
 processes (`tasks.workers`), which import this module and never Prefect.
@@ -39,6 +40,7 @@ from integrations.errors import (
     OptedOut,
     Permanent,
     ProviderError,
+    RecipientThrottled,
     Transient,
 )
 from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
@@ -50,6 +52,8 @@ from tasks.providers import ProviderConfig, sms_for
 
 __all__ = [
     "LEASE",
+    "PROVIDER_BUSY",
+    "RECIPIENT_THROTTLED",
     "Batch",
     "Dispatched",
     "found_outcome",
@@ -301,11 +305,24 @@ def outage_reason(provider: str) -> str:
     return f"provider:{provider}:outage"
 
 
+# Why a message the provider did not execute waits: the provider is busy or down (throttled, 503s,
+# no connection), or it holds back only this recipient (flow control per number), as it answers.
+PROVIDER_BUSY = "provider:busy"
+RECIPIENT_THROTTLED = "provider:recipient_throttled"
+
+
 def _outage(sent: list[Outcome], provider: str) -> dict[str, int]:
     """An outage: something was sent to the provider, it accepted nothing, and every failure was
     "not executed" or "unknown" (connection refused, timeouts, 503s, 5xx). The rows not executed
-    are relabelled to wait for the provider; those unknown stay in doubt, to be looked up."""
-    if not sent or any(o.sent_at is not None or o.status is not MessageStatus.SCHEDULED for o in sent):
+    are relabelled to wait for the provider; those unknown stay in doubt, to be looked up.
+
+    A recipient held back by flow control is none of those: the provider answered about that
+    number, so it is up, and a batch of such rows (one borrower's texts) is no outage (DESIGN §5
+    keeps the loud path, exit code and event included, for a provider that is down)."""
+    down = (PROVIDER_BUSY, outbox.UNKNOWN)  # what a provider down answers, or fails to
+    if not sent or any(
+        o.sent_at is not None or o.status is not MessageStatus.SCHEDULED or o.reason not in down for o in sent
+    ):
         return {}
     for n, o in enumerate(sent):
         if o.reason != outbox.UNKNOWN:
@@ -409,7 +426,7 @@ def _outcome(row: Any, result: SmsResult | ProviderError, provider: str, at: dat
             row.id,
             row.account_id,
             MessageStatus.SCHEDULED,
-            "provider:busy",
+            RECIPIENT_THROTTLED if isinstance(result, RecipientThrottled) else PROVIDER_BUSY,
             not_before=retry_at,
             detail=str(result),
         )

@@ -29,9 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import Field, SecretStr
 
+from integrations._http import retry_after
 from integrations._masking import scrub
 from integrations.callbacks import CallbackAnswer, UnreadableItem, query_param, token_matches
 from integrations.errors import (
@@ -41,6 +41,7 @@ from integrations.errors import (
     InvalidCallback,
     Permanent,
     ProviderError,
+    RecipientThrottled,
     Transient,
     UnknownOutcome,
     UnverifiedCallback,
@@ -95,7 +96,8 @@ _TRANSIENT = {
     "InvalidTimeStamp.Expired",
 }
 # BUSINESS_LIMIT_CONTROL is per-number flow control (per minute, hour and day): retrying within
-# seconds cannot help, so the caller gets it back with a hint and reschedules the message.
+# seconds cannot help, so the caller gets it back with a hint and reschedules the message. It is
+# `RecipientThrottled`: the vendor answered, about this number only, so it is no outage.
 _FLOW_CONTROL_RETRY_AFTER = 60.0
 
 
@@ -130,19 +132,12 @@ def error_from_code(
     if code in _INVALID_ADDRESS:
         return InvalidAddress(code, message)
     if code == "isv.BUSINESS_LIMIT_CONTROL":
-        return Transient(message, retry_after=retry_after or _FLOW_CONTROL_RETRY_AFTER, code=code)
+        return RecipientThrottled(message, retry_after=retry_after or _FLOW_CONTROL_RETRY_AFTER, code=code)
     if code in _TRANSIENT or code.startswith("Throttling") or http_status in (429, 503):
         return Transient(message, retry_after=retry_after, code=code or f"http_{http_status}")
     if http_status >= 500 or code in ("isp.SYSTEM_ERROR", "isv.SYSTEM_ERROR", "InternalError"):
         return UnknownOutcome(message, code=code or f"http_{http_status}")
     return Permanent(code or f"http_{http_status}", message)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["Retry-After"]))
-    except (KeyError, ValueError):
-        return None
 
 
 def _out_id_for(key: str) -> str:
@@ -222,7 +217,7 @@ class AliyunSmsProvider(HttpSmsProvider):
                 payload, code, message = {}, "", response.reason_phrase
             if response.status_code == 200 and code == "OK":
                 return payload
-            error = error_from_code(code, scrub(message), response.status_code, _retry_after(response))
+            error = error_from_code(code, scrub(message), response.status_code, retry_after(response))
             if split and code in _PER_NUMBER:
                 raise _SplitBatch(error)
             raise error

@@ -4,6 +4,8 @@ construction, one mapping of vendor errors, safe reads and deduplicated sends.""
 import logging
 import ssl
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -15,11 +17,13 @@ from integrations._http import (
     VendorClient,
     VendorError,
     read_once,
+    retry_after,
     send_deduplicated,
     tls,
     vendor_error,
 )
 from integrations.errors import (
+    MAX_RETRY_AFTER,
     ConfigError,
     Duplicate,
     Permanent,
@@ -96,6 +100,41 @@ def test_vendor_errors_map_alike_for_every_vendor(
     )
     assert type(found) is expected
     assert found.code == code and found.idempotency_key in ("k-1", None)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120),
+        ("1.5", 1.5),
+        ("-5", 0),
+        ("1000000000000", MAX_RETRY_AFTER),
+        ("1000000000", MAX_RETRY_AFTER),
+        ("inf", MAX_RETRY_AFTER),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER),
+        ("Mon, 01 Jan 2001 00:00:00 GMT", 0),
+    ],
+)
+def test_retry_after_is_bounded_to_an_hour(header: str, expected: float) -> None:
+    """Retry-After is the wait, from none (a negative number, a past date) to an hour at most: a
+    hint of years (10^12 seconds, `inf`, a date in 9999) is an hour, so that no client waits and no
+    message is parked for decades, and a date can always be computed from it."""
+    assert MAX_RETRY_AFTER == 3600
+    assert retry_after(_answer(429, headers={"Retry-After": header})) == expected
+
+
+def test_retry_after_given_as_an_http_date_is_the_time_until_then() -> None:
+    """RFC 9110 allows Retry-After as an HTTP date: two minutes ahead is about 120 seconds."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    seconds = retry_after(_answer(503, headers={"Retry-After": when}))
+    assert seconds is not None and 100 < seconds <= 120, seconds
+
+
+@pytest.mark.parametrize("header", [None, "soon", "nan", ""])
+def test_a_missing_or_unreadable_retry_after_leaves_the_wait_to_our_backoff(header: str | None) -> None:
+    """No Retry-After, or one that is neither a number nor a date, is None: our backoff decides."""
+    headers = {} if header is None else {"Retry-After": header}
+    assert retry_after(_answer(503, headers=headers)) is None
 
 
 def test_the_vendors_own_reading_comes_first() -> None:

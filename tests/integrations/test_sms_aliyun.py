@@ -2,6 +2,8 @@
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from urllib.parse import parse_qsl, quote
 
 import httpx
@@ -16,6 +18,7 @@ from integrations.errors import (
     InvalidAddress,
     InvalidCallback,
     Permanent,
+    RecipientThrottled,
     Transient,
     UnknownOutcome,
 )
@@ -38,7 +41,7 @@ from integrations.sms.sandbox_server import form_pairs
     ("code", "http_status", "expected"),
     [
         ("isv.MOBILE_NUMBER_ILLEGAL", 200, InvalidAddress),
-        ("isv.BUSINESS_LIMIT_CONTROL", 200, Transient),
+        ("isv.BUSINESS_LIMIT_CONTROL", 200, RecipientThrottled),
         ("Throttling.User", 429, Transient),
         ("ServiceUnavailable", 503, Transient),
         ("InternalError", 500, UnknownOutcome),
@@ -59,6 +62,64 @@ def test_flow_control_hands_back_a_delay() -> None:
     """Per-number flow control is Transient with a delay long enough for the vendor's minute window."""
     error = error_from_code("isv.BUSINESS_LIMIT_CONTROL", "limited", 200)
     assert isinstance(error, Transient) and error.retry_after == 60.0
+
+
+def test_flow_control_is_about_the_number_and_throttling_about_the_account() -> None:
+    """Flow control (per number, signature and template) is `RecipientThrottled`: the vendor is up
+    and held back one recipient; its throttling of our account or API calls is a plain `Transient`,
+    which dispatch may read as the provider being unavailable."""
+    assert isinstance(error_from_code("isv.BUSINESS_LIMIT_CONTROL", "limited", 200), RecipientThrottled)
+    for code, status in (("Throttling.User", 429), ("Throttling.Api", 200), ("ServiceUnavailable", 503)):
+        assert type(error_from_code(code, "slow down", status)) is Transient
+
+
+def _answering(
+    status: int, body: dict[str, str], headers: dict[str, str], calls: list[str]
+) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(dict(parse_qsl(request.content.decode())).get("Action", ""))
+        return httpx.Response(status, json=body, headers=headers)
+
+    return httpx.MockTransport(handler)
+
+
+def _settings() -> AliyunSettings:
+    return AliyunSettings(
+        base_url="https://dysms.example",
+        access_key_id="LTAI1",
+        access_key_secret="s3cret",
+        sign_name="Lender",
+    )
+
+
+def test_retry_after_given_as_an_http_date_is_honoured() -> None:
+    """A 429 whose Retry-After is an HTTP date two minutes ahead (RFC 9110 allows either form) is
+    read as the shared `integrations._http.retry_after` reads it: not retried at once (the wait is
+    beyond the client's time budget), and handed back with the hint for dispatch to wait by."""
+    calls: list[str] = []
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    transport = _answering(
+        429, {"Code": "Throttling.User", "Message": "slow down"}, {"Retry-After": when}, calls
+    )
+    with AliyunSmsProvider(_settings(), transport=transport) as provider:
+        [outcome] = provider.send_batch([SmsRequest("k-1", "+8613912345678", "T", {}, "x")])
+    assert isinstance(outcome, Transient)
+    assert outcome.retry_after is not None and 100 < outcome.retry_after <= 120, outcome.retry_after
+    assert calls == ["SendSms"]
+
+
+@pytest.mark.parametrize("header", ["1000000000000", "inf", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_of_years_is_taken_as_an_hour(header: str) -> None:
+    """An absurd Retry-After (10^12 seconds, `inf`, a date in 9999) is read as an hour, as every
+    client reads it, and is handed back without a wait."""
+    calls: list[str] = []
+    transport = _answering(
+        503, {"Code": "ServiceUnavailable", "Message": "later"}, {"Retry-After": header}, calls
+    )
+    with AliyunSmsProvider(_settings(), transport=transport) as provider:
+        [outcome] = provider.send_batch([SmsRequest("k-1", "+8613912345678", "T", {}, "x")])
+    assert isinstance(outcome, Transient) and outcome.retry_after == 3600.0
+    assert calls == ["SendSms"]
 
 
 @given(
@@ -182,7 +243,7 @@ def test_flow_controlled_number_is_handed_back(aliyun: SmsProvider, sandbox: San
     """A flow-controlled number comes back Transient with a delay; the others in its batch are sent."""
     sandbox.set_faults(limited_numbers="00000003$")
     outcomes = aliyun.send_batch(make_requests(8))
-    assert isinstance(outcomes[3], Transient) and outcomes[3].retry_after == 60.0
+    assert isinstance(outcomes[3], RecipientThrottled) and outcomes[3].retry_after == 60.0
     assert len(sandbox.messages()) == 7
 
 

@@ -11,12 +11,16 @@ from integrations.errors import (
     OptedOut,
     Permanent,
     ProviderError,
+    RecipientThrottled,
     Transient,
     UnknownOutcome,
 )
 
 ERRORS = [
     Transient("throttled", retry_after=2.5, code="20429", idempotency_key="k"),
+    RecipientThrottled(
+        "flow control", retry_after=60, code="isv.BUSINESS_LIMIT_CONTROL", idempotency_key="k"
+    ),
     Permanent("21602", "no body", idempotency_key="k"),
     InvalidAddress("21211", "bad number", idempotency_key="k"),
     OptedOut("21610", "unsubscribed", idempotency_key="k"),
@@ -36,8 +40,10 @@ def test_pickles_with_its_attributes(error: ProviderError) -> None:
 
 
 def test_tree() -> None:
-    """InvalidAddress and OptedOut are Permanent; every error is a ProviderError."""
+    """InvalidAddress and OptedOut are Permanent, RecipientThrottled is Transient (retried alike);
+    every error is a ProviderError."""
     assert issubclass(InvalidAddress, Permanent) and issubclass(OptedOut, Permanent)
+    assert issubclass(RecipientThrottled, Transient)
     assert all(isinstance(e, ProviderError) for e in ERRORS)
     assert not isinstance(UnknownOutcome("x"), Transient)  # never retried blindly
 

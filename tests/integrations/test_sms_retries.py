@@ -1,10 +1,11 @@
 """Retry policy: only Transient, capped in attempts and time, Retry-After first, no waiting in tests."""
 
+import math
 import time
 
 import pytest
 
-from integrations.errors import Transient, UnknownOutcome
+from integrations.errors import MAX_RETRY_AFTER, Transient, UnknownOutcome
 from integrations.retries import RetryPolicy, call_with_retries, next_wait, set_testing
 
 
@@ -71,6 +72,16 @@ def test_wait_beyond_budget_is_not_started() -> None:
     with pytest.raises(Transient) as caught:
         call_with_retries(fn, RetryPolicy(attempts=4, total_seconds=30))
     assert len(calls) == 1 and caught.value.retry_after == 3600
+
+
+@pytest.mark.parametrize(
+    ("hint", "kept"),
+    [(1e12, MAX_RETRY_AFTER), (math.inf, MAX_RETRY_AFTER), (-3, 0.0), (math.nan, None), (90, 90)],
+)
+def test_a_transient_error_never_carries_a_wait_beyond_an_hour(hint: float, kept: float | None) -> None:
+    """Whoever builds the error (a plugin reading its vendor's hint its own way included), its
+    `retry_after` is within [0, an hour], or None (our backoff) when it is no number at all."""
+    assert Transient("x", retry_after=hint).retry_after == kept
 
 
 def test_production_mode_really_waits() -> None:
