@@ -53,6 +53,8 @@ def to_status(report: DeliveryReport) -> StatusReport:
         error_code=report.error_code,
         vendor_status=report.vendor_status,
         number_cannot_text=report.number_cannot_text,
+        opted_out=report.recipient_opted_out,
+        address=report.recipient,
     )
 
 

@@ -63,7 +63,9 @@ def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
     provider = current_sms()
     reports: list[DeliveryReport] = []
     for row in rows:
-        request = SmsRequest(row.idempotency_key, row.address, row.template, dict(row.params or {}), row.body)
+        request = SmsRequest(
+            row.idempotency_key, row.address, row.template, dict(row.params or {}), row.body, row.created_at
+        )
         counts["receipts_looked_up"] += 1
         try:
             found = provider.status(request, row.provider_id)

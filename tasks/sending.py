@@ -226,7 +226,7 @@ def reference(idempotency_key: str) -> str:
 
 def request_of(row: Any) -> SmsRequest:
     params = {**(row.params or {}), "ref": reference(row.idempotency_key)}
-    return SmsRequest(row.idempotency_key, row.address, row.template, params, row.body)
+    return SmsRequest(row.idempotency_key, row.address, row.template, params, row.body, row.created_at)
 
 
 def found_outcome(
@@ -439,6 +439,8 @@ def _outcome(row: Any, result: SmsResult | ProviderError, provider: str, at: dat
                 reason,
                 provider=provider,
                 invalid_address=row.address if kind is InvalidAddress else None,
+                # errors.OptedOut: recorded as the borrower's STOP (the law binds the lender)
+                opted_out=row.address if kind is OptedOut else None,
                 detail=str(result),
             )
     # Unknown outcome (or any other provider error): keep it scheduled and in doubt; the next

@@ -9,23 +9,31 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from arrears.importing import Kind, open_source
-from arrears.models import AuditEvent, Message
+from arrears.models import AccountHold, AuditEvent, ContactPoint, Message
+from arrears.storage import outbox
+from arrears.storage._common import opted_out_numbers
 from arrears.storage.importer import run_import
 from deployments.webhooks import LifecycleRunner, WebhookServer, create_app
+from integrations.errors import OptedOut
 from integrations.providers import build_provider
 from integrations.sms import SmsProvider, SmsRequest
+from integrations.sms._signing import twilio_signature
 from integrations.sms.protocol import DeliveryReport
 from tasks.inbound import record_delivery_reports
 from tests.factories import account_record, unique_id, write_csv
 
 audit = AuditEvent.__table__  # type: ignore[attr-defined]
+contact = ContactPoint.__table__  # type: ignore[attr-defined]
+hold = AccountHold.__table__  # type: ignore[attr-defined]
 message = Message.__table__  # type: ignore[attr-defined]
 
 US_PHONE = "+12133734253"  # account_record's default phone, in E.164
@@ -325,6 +333,83 @@ def test_receipts_signed_with_another_token_are_refused(
         good.close()
     assert [(c["status_code"], c["outcome"]) for c in log] == [(403, "failed"), (403, "failed")]
     assert _status(engine, message_id) == "sent"
+
+
+# -- Twilio's 21610: the recipient opted out at the carrier -------------------------------------------
+# providers.md: "Keep our own opt-out ledger anyway: the law binds the lender, not the gateway".
+
+
+def _opted_out(engine: Engine, account_id: str, number: str) -> tuple[bool, list[str], tuple[bool, int]]:
+    """(in our opt-out ledger, the account's holds in force, the contact point's (valid, failures))."""
+    with engine.connect() as c:
+        ledger = number in opted_out_numbers(c, {number})
+        holds = list(
+            c.execute(
+                select(hold.c.kind).where(hold.c.account_id == account_id, hold.c.lifted_at.is_(None))
+            ).scalars()
+        )
+        point = c.execute(
+            select(contact.c.valid, contact.c.failures).where(contact.c.address == number)
+        ).one()
+    return ledger, holds, (bool(point.valid), int(point.failures))
+
+
+def test_twilio_21610_at_send_records_the_opt_out_as_a_stop_is_recorded(
+    engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """A send Twilio refuses with 21610 (errors.OptedOut), through dispatch's own mapping and
+    `outbox.record_outcomes`, blocks the message and records the opt-out in our ledger, with the
+    sms_opt_out hold a STOP places; the number stays valid (it works, its owner said STOP)."""
+    from tasks.sending import _outcome
+
+    request = _request()
+    twilio = _twilio(sms_sandbox)
+    row_id = _record_sent(engine, twilio, "A-US", request, "")
+    with engine.begin() as c:  # as dispatch leases it: scheduled, not yet sent
+        c.execute(
+            update(message)
+            .where(message.c.id == row_id)
+            .values(status="scheduled", provider=None, provider_id=None, sent_at=None)
+        )
+    sms_sandbox.set_faults(opted_out_numbers=r"^\+12133734253$")
+    try:
+        [result] = twilio.send_batch([request])
+    finally:
+        twilio.close()
+    assert isinstance(result, OptedOut)
+    now = datetime.now(UTC)
+    row = SimpleNamespace(id=row_id, account_id="A-US", address=US_PHONE)
+    for _ in range(2):  # recorded twice (a retried transaction): one opt-out
+        with engine.begin() as c:
+            outbox.record_outcomes(c, outcomes=[_outcome(row, result, "twilio", now)], at=now, cycle_id=None)
+    assert _status(engine, row_id) == "blocked"
+    assert _opted_out(engine, "A-US", US_PHONE) == (True, ["sms_opt_out"], (True, 0))
+
+
+def test_twilio_status_callback_21610_records_an_opt_out_not_a_dead_number(
+    stack: Stack, engine: Engine, sms_sandbox: Any, accounts: None
+) -> None:
+    """A signed status callback `failed` with ErrorCode 21610, posted twice to the webhook, fails
+    the message and records the opt-out once, as a STOP is; it counts no failed delivery towards
+    marking the number unreachable (the number works: its owner said STOP)."""
+    request = _request()
+    message_id = _record_sent(engine, stack.twilio, "A-US", request, "SM" + "2" * 32)
+    form = {"MessageSid": "SM" + "2" * 32, "MessageStatus": "failed", "ErrorCode": "21610", "To": US_PHONE}
+    signature = twilio_signature(sms_sandbox.credentials["auth_token"], stack.status_url, form.items())
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    with httpx.Client() as http:
+        for _ in range(2):
+            answer = http.post(stack.status_url, content=urlencode(form).encode(), headers=headers)
+            assert answer.status_code == 200, answer.text
+    assert _status(engine, message_id) == "failed"
+    assert _opted_out(engine, "A-US", US_PHONE) == (True, ["sms_opt_out"], (True, 0))
+    with engine.connect() as c:
+        kinds = list(c.execute(select(audit.c.kind).where(audit.c.account_id == "A-US")).scalars())
+    assert kinds.count("opt_out") == 1
+
+
+def _twilio(sandbox: Any) -> SmsProvider:
+    return build_provider("sms", "twilio", sandbox.base_url, dict(sandbox.credentials))
 
 
 # -- Aliyun-shaped: SmsReport and SmsUp arrays, unsigned, to URLs carrying our token ------------------

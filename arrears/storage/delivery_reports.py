@@ -7,6 +7,11 @@ it is kept once as an early report, and in the audit trail for operators. A vend
 within a second of taking a message, before dispatch has recorded the send (half of a live
 cycle's receipts did: benchmarks/receipts.py --live), and `apply_early_reports` applies it once
 the send is recorded.
+
+A report that the recipient opted out at the carrier (Twilio's 21610) is no failed delivery: the
+number works, its owner texted STOP. It is recorded as a STOP is (`record_carrier_opt_out`, the
+webhook's own `record_opt_out`), whether or not its send is recorded yet, and never counts
+towards marking the number unreachable.
 """
 
 from collections.abc import Sequence
@@ -18,6 +23,7 @@ from sqlalchemy import Connection, delete, func, literal, select, update
 
 from arrears.masking import mask_phone
 from arrears.storage.bulk import among
+from arrears.storage.inbound import Inbound, InboundRecorded, record_opt_out
 from arrears.storage.tables import account, audit, contact, early_report, message
 from arrears.vocabulary import Channel, InvalidBecause, MessageStatus
 
@@ -27,6 +33,7 @@ __all__ = [
     "StatusReport",
     "apply_delivery_reports",
     "apply_early_reports",
+    "record_carrier_opt_out",
 ]
 
 UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
@@ -51,6 +58,8 @@ class StatusReport:
     error_code: str | None = None
     vendor_status: str | None = None
     number_cannot_text: bool = False  # the vendor says the number cannot take texts at all
+    opted_out: bool = False  # the vendor says the recipient opted out at the carrier (STOP)
+    address: str | None = field(default=None, repr=False)  # the number it went to, if the vendor says
 
 
 @dataclass(slots=True)
@@ -86,6 +95,17 @@ def apply_delivery_reports(
     unmatched: list[StatusReport] = []
     for report in reports:
         moved = _move(connection, provider, report)
+        if report.opted_out:  # the number's opt-out, whether or not its send is recorded yet
+            numbers = {report.address} if report.address else {row.address for row in moved}
+            for number in sorted(n for n in numbers if n):
+                record_carrier_opt_out(
+                    connection,
+                    address=number,
+                    at=report.at,
+                    provider=provider,
+                    why=report.error_code,
+                    callback_id=f"{provider}:{report.provider_id}:opted-out",
+                )
         if not moved:
             known = connection.execute(
                 select(func.count())
@@ -103,7 +123,8 @@ def apply_delivery_reports(
         events = []
         for row in moved:
             result.changed.append(row.id)
-            _count_delivery(connection, row.account_id, row.address, failed=failed)
+            if not report.opted_out:  # an opt-out says the number works: it counts neither way
+                _count_delivery(connection, row.account_id, row.address, failed=failed)
             events.append(
                 {
                     "account_id": row.account_id,
@@ -122,11 +143,34 @@ def apply_delivery_reports(
                 }
             )
             after = 1 if report.number_cannot_text else unreachable_after
-            if failed and after:  # after the failure's own event: the number is marked for it
+            # after the failure's own event: the number is marked for it (an opt-out marks nothing)
+            if failed and after and not report.opted_out:
                 events += _unreachable(connection, row.account_id, row.address, after, report)
         connection.execute(audit.insert(), events)
     _record_unmatched(connection, provider, unmatched)
     return result
+
+
+def record_carrier_opt_out(
+    connection: Connection,
+    *,
+    address: str,
+    at: datetime,
+    provider: str,
+    why: str | None,
+    callback_id: str,
+) -> InboundRecorded:
+    """The provider says `address` opted out at the carrier (refused a send, or failed a delivery,
+    with Twilio's 21610): recorded exactly as the borrower's STOP is (`record_opt_out`: the
+    number's `opted_out_at`, an `sms_opt_out` hold on its borrowers' accounts, or kept for the
+    number if no borrower holds it). providers.md: the law binds the lender, not the gateway, so
+    our own ledger knows it. `callback_id` makes it idempotent: told again, nothing changes."""
+    said = f"carrier opt-out ({why})" if why else "carrier opt-out"
+    # text = keyword: there are no words of the borrower's to quote, only the carrier's refusal
+    inbound = Inbound(
+        address=address, text=said, at=at, provider=provider, callback_id=callback_id, keyword=said
+    )
+    return record_opt_out(connection, inbound=inbound)
 
 
 def apply_early_reports(

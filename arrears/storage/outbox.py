@@ -24,7 +24,7 @@ from arrears.compliance.caps import Contact
 from arrears.records import record
 from arrears.storage._common import event, insert_events
 from arrears.storage.bulk import among, execute_many, in_range, range_starts
-from arrears.storage.delivery_reports import apply_early_reports
+from arrears.storage.delivery_reports import apply_early_reports, record_carrier_opt_out
 from arrears.storage.history import contact_history
 from arrears.storage.tables import account, contact, hold, mailing_region, message
 from arrears.vocabulary import Hold, InvalidBecause, MessageStatus
@@ -57,6 +57,7 @@ _REQUEST = (
     message.c.params,
     message.c.body,
     message.c.provider_id,
+    message.c.created_at,
 )
 
 
@@ -86,6 +87,7 @@ class DueMessage:
     borrower_id: str = ""
     history: tuple[Contact, ...] = ()  # the borrower's contacts, without this batch's rows
     in_doubt: bool = False  # an earlier try may have reached the provider: look it up first
+    created_at: datetime | None = None  # decided then: no try of it reached the provider before
 
 
 @record
@@ -101,6 +103,7 @@ class Outcome:
     provider_id: str | None = None
     sent_at: datetime | None = None
     invalid_address: str | None = None  # a number the provider refused as invalid
+    opted_out: str | None = None  # a number the provider refused as opted out at the carrier (STOP)
     detail: str | None = None  # what the rule found, for people (never a number)
     borrower_id: str = ""  # for a send found at the provider: whose caps it counts against
     address: str = ""
@@ -197,6 +200,7 @@ def load_batch(
             message.c.episode,
             message.c.attempts,
             message.c.provider_id,
+            message.c.created_at,
             account.c.stage.label("account_stage"),
             account.c.episode.label("account_episode"),
             account.c.jurisdiction,
@@ -227,6 +231,7 @@ def load_batch(
         episode,
         attempts,
         provider_id,
+        created_at,
         account_stage,
         account_episode,
         jurisdiction,
@@ -259,6 +264,7 @@ def load_batch(
                 borrower_id=borrower_id,
                 history=history.get(borrower_id, ()),
                 in_doubt=id_ in doubtful,
+                created_at=created_at,
             )
         )
     return found
@@ -392,8 +398,9 @@ def record_outcomes(
     cycle_id: int | None,
     unreachable_after: int | None = None,
 ) -> None:
-    """Write each row's new status, release its lease, and audit every contact and refusal; apply
-    the delivery reports that came before the sends (`unreachable_after`: as `apply_delivery_reports`)."""
+    """Write each row's new status, release its lease, and audit every contact and refusal; record
+    the opt-outs the provider reported (`Outcome.opted_out`) as a STOP is recorded; apply the
+    delivery reports that came before the sends (`unreachable_after`: as `apply_delivery_reports`)."""
     if not outcomes:
         return
     # The instants are typed: inside coalesce() an untyped parameter would bypass UTCDateTime and
@@ -465,6 +472,16 @@ def record_outcomes(
             for o in outcomes
         ],
     )
+    for o in outcomes:  # after the refusal's own event
+        if o.opted_out:  # recorded as the borrower's STOP is: the law binds the lender, not the gateway
+            record_carrier_opt_out(
+                connection,
+                address=o.opted_out,
+                at=at,
+                provider=o.provider or "",
+                why="a send refused",
+                callback_id=f"message:{o.id}:opted-out",
+            )
     for provider, provider_ids in sent.items():  # after the send's own event: the report came later
         apply_early_reports(
             connection, provider=provider, provider_ids=provider_ids, unreachable_after=unreachable_after

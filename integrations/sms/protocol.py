@@ -52,6 +52,10 @@ class SmsRequest:
     template: str  # template code
     params: Mapping[str, str] = field(default_factory=dict)
     body: str = ""
+    # The earliest it can have reached the provider (when it was decided), if the caller knows: a
+    # lookup of a send whose answer was lost, by a process that did not make it (after a crash),
+    # looks no further back on a vendor that keeps nothing of ours on a message (Twilio).
+    since: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.idempotency_key:
@@ -104,6 +108,13 @@ class DeliveryReport:
     # The vendor says the number cannot take texts at all (Twilio's 30005, unknown handset, and
     # 30006, a landline or an unreachable carrier: "do not retry"), not that it failed this once.
     number_cannot_text: bool = False
+    # The vendor says the recipient opted out at the carrier (Twilio's 21610: they texted STOP to
+    # our sender): not a failed delivery, since the number works. The caller records the opt-out
+    # as it records a STOP, in its own ledger (the law binds the lender, not the gateway).
+    recipient_opted_out: bool = False
+    # The number the message went to, where the vendor says (Twilio's `To`): an opt-out is the
+    # number's, and a report may come before the send it is about is recorded. Not in the repr.
+    recipient: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # A naive instant cannot be stored: the webhook would answer 500 to every push of it.

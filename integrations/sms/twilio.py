@@ -6,6 +6,18 @@ Callbacks (status callbacks and incoming messages) are form posts signed with `X
 under the account's auth token. Our idempotency key goes out as an `Idempotency-Key` header:
 the sandbox drops a resend with the same key, Twilio itself ignores the header, so after an
 unknown outcome the client always looks the message up before it sends again.
+
+Looking up: Twilio keeps nothing of ours on a message (no reference, no key: the resource shows
+its SID, numbers, body and times), so a message is found by the SID its create answered, and
+never by its text alone (DESIGN §5): an identical reminder sent to the same number days ago is
+another message. The client remembers, per idempotency key, when it first tried the create and
+the SID it got back; a create whose answer was lost is looked for only among the messages to the
+number created since that try, less those it knows are other requests'. A request this client
+never tried (one of a crashed process) is looked for among those created since it was decided
+(`SmsRequest.since`, which dispatch gives from the outbox row), and without that instant cannot be
+tied to any Twilio message: `status` answers None. Matching the text within the message's own
+lifetime is the one way left where Twilio keeps no reference of ours: a difference from DESIGN §5's
+"never by matching text", kept to the smallest window the outbox knows.
 """
 
 from __future__ import annotations
@@ -13,8 +25,10 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -96,7 +110,8 @@ class TwilioSettings(HttpProviderSettings):
 
 # Twilio's API error codes (https://www.twilio.com/docs/api/errors) that we tell apart
 _INVALID_ADDRESS = {21211, 21614, 21612}  # invalid To, not a mobile, no route to that number
-_OPTED_OUT = {21610}
+_OPTED_OUT = {21610}  # the recipient texted STOP to our sender: Twilio refuses or fails every message
+_OPTED_OUT_TEXT = frozenset(str(code) for code in _OPTED_OUT)  # as a status callback's ErrorCode
 # Delivery errors about the number itself, not this message: an unknown handset, a landline or an
 # unreachable carrier (Twilio says not to retry those).
 _CANNOT_TEXT = frozenset({"30005", "30006"})
@@ -153,7 +168,19 @@ def error_from_response(response: httpx.Response, request: SmsRequest | None = N
     return Permanent(code_text, reason, idempotency_key=key)
 
 
+# How far Twilio's clock (a message's date_created) may be from ours when a lost create is looked for
+_CLOCK_SKEW = timedelta(minutes=2)
+# Creates remembered per client (key -> first try, SID): a process's provider lives for days and
+# sends millions, and a lookup follows its create within one batch or one retry of it.
+_REMEMBERED = 50_000
+
+
 def _parse_time(value: str | None) -> datetime:
+    return _when(value) or datetime.now(UTC)
+
+
+def _when(value: str | None) -> datetime | None:
+    """An RFC 2822 time of Twilio's (date_created, date_sent), or None if absent or unreadable."""
     if value:
         try:
             parsed = parsedate_to_datetime(value)
@@ -161,7 +188,7 @@ def _parse_time(value: str | None) -> datetime:
                 return parsed
         except (TypeError, ValueError):
             pass
-    return datetime.now(UTC)
+    return None
 
 
 def _result(payload: Mapping[str, Any], key: str) -> SmsResult:
@@ -200,6 +227,25 @@ class TwilioSmsProvider(HttpSmsProvider):
         token = base64.b64encode(f"{user}:{password}".encode())
         self._headers["Authorization"] = "Basic " + token.decode()  # not in repr: that shows the settings
         self._api = f"/2010-04-01/Accounts/{settings.account_sid}"
+        # idempotency key -> (when this client first tried its create, the SID Twilio answered)
+        self._tried: OrderedDict[str, tuple[datetime, str | None]] = OrderedDict()
+        self._tried_lock = threading.Lock()
+
+    def _tried_at(self, key: str, sid: str | None = None) -> None:
+        """Note a create of `key` about to go out (keeping the first try's time), or its SID."""
+        with self._tried_lock:
+            first, known = self._tried.pop(key, (datetime.now(UTC), None))
+            self._tried[key] = (first, sid or known)
+            while len(self._tried) > _REMEMBERED:
+                self._tried.popitem(last=False)
+
+    def _tried_of(self, key: str) -> tuple[datetime, str | None] | None:
+        with self._tried_lock:
+            return self._tried.get(key)
+
+    def _sids_of_others(self, key: str) -> set[str]:
+        with self._tried_lock:
+            return {sid for k, (_, sid) in self._tried.items() if sid and k != key}
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -262,6 +308,7 @@ class TwilioSmsProvider(HttpSmsProvider):
             form["From"] = s.from_number or ""
         if s.status_callback:
             form["StatusCallback"] = s.status_callback
+        self._tried_at(request.idempotency_key)
         response = self._request(
             "POST",
             f"{self._api}/Messages.json",
@@ -271,13 +318,15 @@ class TwilioSmsProvider(HttpSmsProvider):
         if response.status_code not in (200, 201):
             raise error_from_response(response, request)
         try:
-            return _result(response.json(), request.idempotency_key)
+            result = _result(response.json(), request.idempotency_key)
         except (ValueError, KeyError, TypeError, AttributeError):  # accepted, but the answer is unreadable
             raise UnknownOutcome(
                 "sms.twilio: unreadable answer to a create",
                 code="bad_answer",
                 idempotency_key=request.idempotency_key,
             ) from None
+        self._tried_at(request.idempotency_key, result.provider_id)
+        return result
 
     def _reconcile(self, request: SmsRequest) -> SmsResult | None:
         try:
@@ -297,9 +346,25 @@ class TwilioSmsProvider(HttpSmsProvider):
             if response.status_code != 200:
                 raise error_from_response(response, request)
             return _result(response.json(), request.idempotency_key)
-        # No id: search the recent messages to this number (newest first) for the same text.
-        # Identical text to the same number within the window counts as sent: a missed reminder
-        # is cheaper than a duplicate collection message (Reg F 1006.14 contact frequency).
+        tried = self._tried_of(request.idempotency_key)
+        if tried is None:
+            # Not tried by this client (a crashed process's send): nothing at Twilio carries our
+            # reference or key, so only the messages since it was decided can be it; without that
+            # instant, a message with the same text to the same number is not this one (DESIGN §5).
+            return None if request.since is None else self._search(request, request.since)
+        first_try, sid = tried
+        if sid is not None:
+            return self.status(request, sid)
+        return self._search(request, first_try)
+
+    def _search(self, request: SmsRequest, first_try: datetime) -> SmsResult | None:
+        """The message a create of `request` whose answer was lost made, if Twilio has one: among
+        the messages to the number created since the first try (less the clock skew, at most
+        `lookback_days` back), newest first, those this client knows are other requests' left
+        out. An older message is never this one, whatever its text (DESIGN §5). No `DateSent`
+        filter: a message still queued has no date_sent, and it is the one looked for."""
+        since = max(first_try - _CLOCK_SKEW, datetime.now(UTC) - timedelta(days=self.settings.lookback_days))
+        others = self._sids_of_others(request.idempotency_key)
         url: str | None = f"{self._api}/Messages.json"
         params: dict[str, str] | None = {"To": request.to, "PageSize": "100"}
         for _ in range(5):  # pages
@@ -310,7 +375,15 @@ class TwilioSmsProvider(HttpSmsProvider):
                 raise error_from_response(response, request)
             page = response.json()
             for message in page.get("messages", []):
-                if message.get("body") == request.body and message.get("to") == request.to:
+                created = _when(message.get("date_created"))
+                if (
+                    created is not None
+                    and created >= since
+                    and str(message.get("sid")) not in others
+                    and message.get("to") == request.to
+                    and message.get("body") == request.body
+                    and message.get("direction", "outbound-api") == "outbound-api"
+                ):
                     return _result(message, request.idempotency_key)
             url, params = page.get("next_page_uri"), None
         return None
@@ -399,6 +472,9 @@ class TwilioSmsProvider(HttpSmsProvider):
                 error_code=form.get("ErrorCode") or None,
                 vendor_status=vendor_status,
                 number_cannot_text=form.get("ErrorCode") in _CANNOT_TEXT,
+                # providers.md: Twilio "reports opt-outs with error 21610": the number works
+                recipient_opted_out=form.get("ErrorCode") in _OPTED_OUT_TEXT,
+                recipient=form.get("To") or None,
             )
         ]
 

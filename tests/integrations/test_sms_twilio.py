@@ -1,6 +1,8 @@
 """The Twilio-shaped client: its error mapping (MockTransport) and its behaviour against the sandbox."""
 
 import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from urllib.parse import urlencode
 
 import httpx
@@ -22,6 +24,7 @@ from integrations.sms import SmsProvider, SmsRequest, SmsResult
 from integrations.sms._signing import twilio_signature
 from integrations.sms.contract import make_requests
 from integrations.sms.twilio import TwilioSettings, TwilioSmsProvider
+from tests.integrations.conftest import _build
 
 TO = "+14155550100"
 
@@ -235,3 +238,81 @@ def test_unreadable_answer_to_a_create_is_unknown_outcome() -> None:
     with TwilioSmsProvider(settings, transport=transport) as provider:
         (outcome,) = provider.send_batch([_request()])
     assert isinstance(outcome, UnknownOutcome) and outcome.idempotency_key == "k-1"
+
+
+# -- looking up without a provider id: never by text alone (DESIGN §5) -----------------------------
+
+
+def test_lookup_never_takes_a_message_with_the_same_text_for_a_request_never_sent(
+    twilio: SmsProvider, sandbox: SandboxHandle
+) -> None:
+    """Without a provider id, a request never sent is not found, though a message with the same text
+    went to the same number just before under another key (it would be recorded sent, and never go)."""
+    first = twilio.send(_request("k-first"))
+    assert twilio.status(_request("k-second")) is None
+    found = twilio.status(_request("k-first"))
+    assert found is not None and found.provider_id == first.provider_id
+
+
+def test_a_process_that_never_tried_the_send_finds_it_only_among_messages_since_its_decision(
+    twilio: SmsProvider, sandbox: SandboxHandle
+) -> None:
+    """After a crash, another process (a client that remembers nothing) looks up a send whose answer
+    was lost: it finds the message made since the row was decided (`SmsRequest.since`), and never
+    an identical one sent to the same number before then."""
+    from dataclasses import replace
+
+    older = twilio.send(_request("k-yesterday"))
+    decided = datetime.now(UTC) + timedelta(minutes=5)  # after `older`, beyond the clock skew allowed
+    assert twilio.status(replace(_request("k-today"), since=decided)) is None
+    decided = datetime.now(UTC)
+    sent = twilio.send(_request("k-today"))
+    with _build("twilio", sandbox, timeout_seconds="0.5") as restarted:
+        found = restarted.status(replace(_request("k-today"), since=decided))
+        assert restarted.status(_request("k-today")) is None  # no instant: nothing can be tied to it
+    assert found is not None and found.provider_id == sent.provider_id != older.provider_id
+
+
+def test_unknown_outcome_never_takes_a_weeks_old_identical_message_for_this_send() -> None:
+    """A 500 on the create (not executed), then a lookup that lists an identical text sent to the
+    same number 20 days ago: that message is not this send's, so the create goes again."""
+    posts: list[httpx.Request] = []
+    old = datetime.now(UTC) - timedelta(days=20)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(request)
+            if len(posts) == 1:
+                return httpx.Response(500, json={"code": 20500, "message": "Internal Server Error"})
+            created = format_datetime(datetime.now(UTC))
+            return httpx.Response(201, json={"sid": "SMnew", "status": "queued", "date_created": created})
+        listed = {
+            "sid": "SMold",
+            "to": TO,
+            "body": "Your payment is past due.",
+            "status": "delivered",
+            "direction": "outbound-api",
+            "date_created": format_datetime(old),
+            "date_sent": format_datetime(old),
+        }
+        return httpx.Response(200, json={"messages": [listed], "next_page_uri": None})
+
+    settings = TwilioSettings(
+        base_url="https://api.example", account_sid="AC1", auth_token="tok", from_number="+15005550006"
+    )
+    with TwilioSmsProvider(settings, transport=httpx.MockTransport(answer)) as provider:
+        result = provider.send(_request())
+    assert result.provider_id == "SMnew" and len(posts) == 2
+
+
+def test_status_callback_with_21610_reports_an_opt_out_not_a_number_that_cannot_take_texts(
+    twilio: SmsProvider, sandbox: SandboxHandle
+) -> None:
+    """providers.md: Twilio "reports opt-outs with error 21610": a signed `failed` callback with it
+    says the recipient opted out (with the number), not that the number is dead."""
+    url = "https://hooks.example/sms/twilio/status"
+    form = {"MessageSid": "SM21610", "MessageStatus": "failed", "ErrorCode": "21610", "To": TO}
+    signature = twilio_signature(sandbox.credentials["auth_token"], url, form.items())
+    (report,) = twilio.parse_callback({"X-Twilio-Signature": signature}, urlencode(form).encode(), url=url)
+    assert report.recipient_opted_out and not report.number_cannot_text
+    assert report.recipient == TO and TO not in repr(report)
