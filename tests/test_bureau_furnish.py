@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from typer.testing import CliRunner
 
 import deployments.cli.bureau  # noqa: F401  registers `arrears bureau` until deployments/cli/__init__ imports it
 from arrears.importing import Kind, open_source
-from arrears.metro2 import Period, validate
+from arrears.metro2 import Furnisher, FurnishFile, Period, build_file, validate
 from arrears.models import AccountHold, AgencyAssignment, AuditEvent, Borrower, BureauRecord, Plan, Review
 from arrears.settings import get_settings
 from arrears.simulate import generate_portfolio, write_accounts_file
@@ -28,6 +28,7 @@ from deployments.cli._common import CliError
 from integrations.bureau.sandbox import start_bureau_sandbox
 from integrations.sandbox import SandboxHandle
 from tasks.bureau import build_furnish_file
+from tests.factories import account_record, write_csv
 
 runner = CliRunner()
 
@@ -442,3 +443,202 @@ def test_a_failed_submission_announces_its_error_masked(
                 break
             time.sleep(0.1)
     assert errors and all("bureau.*******1234" in e and "13912341234" not in e for e in errors), errors
+
+
+# -- what the importer lets into storage, as the month's file sees it ------------------------------
+
+NOV = Period(2026, 11)
+
+
+def _import(engine: Engine, tmp_path: Path, *records: dict[str, str]) -> None:
+    path = write_csv(tmp_path / "accounts.csv", records)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source, now=datetime(2026, 11, 30, 12, tzinfo=UTC))
+    assert summary.rejected == 0, summary
+
+
+def _build(engine: Engine) -> FurnishFile:
+    with engine.connect() as c:
+        accounts = [
+            a
+            for lo, hi in store.furnish_chunks(c, size=1000)
+            for a in store.load_furnish_accounts(
+                c, period=NOV, lo=lo, hi=hi, lender_timezone="America/Los_Angeles"
+            )
+        ]
+    return build_file(
+        accounts, NOV, Furnisher("ARREARS0001", "Arrears Auto Finance"), created=date(2026, 12, 1)
+    )
+
+
+def _transition(c: Connection, account_id: str, at: datetime, frm: str, to: str, reason: str) -> None:
+    c.execute(
+        audit_table.insert().values(
+            account_id=account_id,
+            at=at,
+            kind="transition",
+            detail=f"{frm} -> {to}",
+            data={"from": frm, "to": to, "reason": reason},
+        )
+    )
+
+
+def test_a_us_account_kept_in_another_currency_is_skipped_not_furnished_as_dollars(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """metro2.md: money is in whole dollars. The importer takes any ISO 4217 currency for a US
+    account; ¥2,500,000 (about $17,000) was furnished as a $2,500,000 balance. It is skipped with
+    its reason."""
+    _import(
+        sqlite_engine,
+        tmp_path,
+        account_record(account_id="A-1"),
+        account_record(
+            account_id="A-JPY",
+            currency="JPY",
+            balance="2500000",
+            installment_amount="50000",
+            past_due_amount="50000",
+        ),
+    )
+    built = _build(sqlite_engine)
+    assert [r.account_id for r in built.reported] == ["A-1"]
+    assert "JPY" in dict(built.skipped)["A-JPY"]
+
+
+def test_a_us_account_whose_id_metro2_cannot_write_is_skipped_not_the_whole_file(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """The importer takes any printable id on a US account. One Metro 2 cannot write made a blank
+    Consumer Account Number, which our validator refused: no file that month for any account. It
+    is skipped with its reason and the others' file passes; an id of Chinese characters is
+    transliterated like any text."""
+    _import(
+        sqlite_engine,
+        tmp_path,
+        account_record(account_id="A-1"),
+        account_record(account_id="【】"),
+        account_record(account_id="贷款一号"),
+    )
+    built = _build(sqlite_engine)
+    assert validate(built.content) == []
+    assert sorted(r.account_id for r in built.reported) == ["A-1", "贷款一号"]
+    assert list(dict(built.skipped)) == ["【】"]
+
+
+def test_a_loan_reinstated_after_the_car_was_recovered_is_reported_current_not_repossessed(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """The agency recovered the car on 5 November; on the 20th the borrower paid the past due (a
+    reinstatement) and the account was cured. The furnishing read "repossessed" from any
+    assignment ever recovered, above the stage: the cured loan was reported 96 with K every month
+    for as long as it was paid on time. It is reported 11, this month's character 0."""
+    _import(sqlite_engine, tmp_path, account_record(account_id="A-R"))
+    with sqlite_engine.begin() as c:
+        c.execute(
+            AgencyAssignment.__table__.insert().values(  # type: ignore[attr-defined]
+                idempotency_key="reinstated-1",
+                order_id="RO-1",
+                account_id="A-R",
+                status="recovered",
+                recovered_at=datetime(2026, 11, 5, 9, tzinfo=UTC),
+            )
+        )
+        c.execute(
+            text(
+                "UPDATE account SET stage = 'cured', past_due_amount = 0, oldest_due_date = NULL, "
+                "days_past_due = 0 WHERE account_id = 'A-R'"
+            )
+        )
+        _transition(
+            c,
+            "A-R",
+            datetime(2026, 11, 20, 18, tzinfo=UTC),
+            "repossession_review",
+            "cured",
+            "past due cleared",
+        )
+    reported = {r.account_id: r for r in _build(sqlite_engine).reported}["A-R"]
+    assert (reported.account_status, reported.history_char, reported.special_comment) == ("11", "0", "")
+
+
+def test_a_new_delinquency_after_a_month_reported_current_gets_a_new_first_delinquency(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """metro2.md: the Date of First Delinquency is set "until it becomes current". Delinquent since
+    June (due 1 June), the account was brought under 30 days past due by partial payments and
+    reported 11 for October; the stage stayed `negotiation` (only a cleared past due cures). In
+    November it is 40 days past due on a due date of 21 October: a new delinquency, first 30 days
+    late on 20 November, where the file reported 1 July, the stage episode's date."""
+    _import(sqlite_engine, tmp_path, account_record(account_id="A-D"))
+    with sqlite_engine.begin() as c:
+        _transition(
+            c, "A-D", datetime(2026, 6, 5, 18, tzinfo=UTC), "cured", "reminder", "delinquent: 4 days past due"
+        )
+        _transition(
+            c, "A-D", datetime(2026, 6, 20, 18, tzinfo=UTC), "reminder", "negotiation", "19 days past due"
+        )
+        c.execute(
+            records_table.insert().values(
+                account_id="A-D",
+                kind="furnish",
+                payload={
+                    "period": "2026-10",
+                    "status": "11",
+                    "rating": "",
+                    "char": "0",
+                    "first_delinquency": None,
+                    "compliance_condition": "",
+                    "consumer_information": "",
+                    "charge_off_amount": 0,
+                },
+                at=datetime(2026, 11, 3, 12, tzinfo=UTC),
+            )
+        )
+        c.execute(
+            text(
+                "UPDATE account SET stage = 'negotiation', oldest_due_date = '2026-10-21', "
+                "days_past_due = 40 WHERE account_id = 'A-D'"
+            )
+        )
+    reported = {r.account_id: r for r in _build(sqlite_engine).reported}["A-D"]
+    assert (reported.account_status, reported.first_delinquency) == ("71", date(2026, 11, 20))
+
+
+def test_a_bankruptcy_told_in_a_text_is_not_furnished_as_a_petition(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """A text "my brother filed chapter 7 last year" places a bankruptcy hold whose reason quotes the
+    words; the furnishing read the chapter from it and reported Consumer Information Indicator A
+    (Chapter 7 petition) from nothing but that text. A chapter is read only from a source that can
+    state it: a person's hold (here chapter 13, D) or the bureau's."""
+    from arrears.inbound import classify
+    from arrears.storage.holds import place_hold
+    from arrears.storage.inbound import Inbound, record_statement
+    from arrears.vocabulary import Hold
+
+    words = "my brother filed chapter 7 last year"
+    _import(
+        sqlite_engine,
+        tmp_path,
+        account_record(account_id="A-BK"),
+        account_record(account_id="A-AG", phone="+12133734254"),
+    )
+    said = classify(words)
+    assert said.hold is Hold.BANKRUPTCY and said.statement
+    at = datetime(2026, 11, 10, 18, tzinfo=UTC)
+    with sqlite_engine.begin() as c:
+        inbound = Inbound("+12133734253", words, at, "sandbox", "cb-1")
+        assert record_statement(c, inbound=inbound, hold=Hold.BANKRUPTCY, words=said.statement) == ["A-BK"]
+        assert place_hold(
+            c,
+            account_id="A-AG",
+            kind=Hold.BANKRUPTCY,
+            by="j.doe",
+            why="chapter 13 confirmed by counsel",
+            at=at,
+        )
+    built = _build(sqlite_engine)
+    reported = {r.account_id: r for r in built.reported}
+    assert (reported["A-BK"].consumer_information, reported["A-AG"].consumer_information) == ("", "D")
+    assert any("without a known chapter" in w for a, w in built.warnings if a == "A-BK")

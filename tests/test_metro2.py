@@ -9,7 +9,7 @@ import pytest
 
 from arrears.addresses import MailingAddress
 from arrears.metro2 import FurnishAccount, Furnisher, Period, Problem, build_file, validate
-from arrears.metro2.furnish import Previous, split_name
+from arrears.metro2.furnish import Previous, furnish_account, split_name
 from arrears.metro2.layout import BASE, HEADER, RECORD_LENGTH, TRAILER, Layout
 from arrears.metro2.writer import format_record, text, whole_dollars
 
@@ -344,8 +344,6 @@ def test_a_month_is_reported_with_its_own_days_past_due_not_those_of_the_day_it_
     """An instalment due on 1 November is 29 days past due on 30 November (status 11, current),
     though 32 on 3 December, when the November file is furnished (FURNISHING_CRON): the Date of
     Account Information is 30 November, so the file reports no 30-day delinquency that month."""
-    from arrears.metro2.furnish import furnish_account
-
     late = _account(days_past_due=32, oldest_due_date=date(2026, 11, 1), past_due_amount=D("412.50"))
     reported = furnish_account(late, NOV, FURNISHER)
     assert (reported.account_status, reported.history_char, reported.first_delinquency) == ("11", "0", None)
@@ -353,3 +351,146 @@ def test_a_month_is_reported_with_its_own_days_past_due_not_those_of_the_day_it_
     older = replace(late, days_past_due=33, oldest_due_date=date(2026, 10, 31))
     reported = furnish_account(older, NOV, FURNISHER)
     assert (reported.account_status, reported.first_delinquency) == ("71", date(2026, 11, 30))
+
+
+def _skipped(*accounts: FurnishAccount) -> dict[str, str]:
+    return dict(build_file(accounts, NOV, FURNISHER, created=date(2026, 12, 1)).skipped)
+
+
+def test_letters_without_an_ascii_decomposition_are_transliterated_not_deleted() -> None:
+    """NFKD folding dropped ø, ß and ł (Sørensen → SRENSEN, Strauß → STRAU, Łukasz → UKASZ), another
+    consumer's name on the credit file; they are transliterated as a person would."""
+    assert text("Sørensen") == "SORENSEN"
+    assert text("Strauß") == "STRAUSS"
+    assert text("Łukasz") == "LUKASZ"
+    assert text("(Dana)") == "DANA "  # left-justified: a blanked first character goes
+    assert text("Dana \U0001f600") == "DANA  "  # a pictograph is blanked, not spelled out (GRINNING)
+
+
+def test_a_name_without_latin_letters_is_skipped_with_its_reason_not_furnished_blank() -> None:
+    """A US borrower whose name is stored in Chinese characters got a base segment with no surname
+    and no warning; a romanization would be a guess at the name their US records spell their own
+    way. The account is left out with its reason, the others furnished; the validator requires a
+    surname, so a nameless tradeline never reaches the bureau."""
+    built = build_file(
+        [_account("A-1"), _account("A-2", borrower_name="王小明"), _account("A-3", borrower_name="- .")],
+        NOV,
+        FURNISHER,
+        created=date(2026, 12, 1),
+    )
+    assert [r.account_id for r in built.reported] == ["A-1"]
+    why = dict(built.skipped)
+    assert "Latin letters" in why["A-2"] and "surname" in why["A-3"]
+    nameless = _with(_records(built.content)[1], BASE, "Surname", " " * 25)
+    problems = validate(built.content.replace(_records(built.content)[1].encode(), nameless.encode()))
+    assert [(p.record, p.field) for p in problems] == [(2, "Surname")]
+
+
+def test_an_account_id_that_folds_empty_or_longer_than_30_is_skipped_not_the_whole_file() -> None:
+    """An id with nothing Metro 2 can write made a blank Consumer Account Number that our validator
+    refused, and an id that transliteration lengthens (the ligature ﬁ is FI) made the writer raise:
+    either way no file that month. Each is skipped with its reason, the others furnished."""
+    built = build_file(
+        [_account("A-1"), _account("A" * 29 + "ﬁ"), _account("()")], NOV, FURNISHER, created=date(2026, 12, 1)
+    )
+    assert [r.account_id for r in built.reported] == ["A-1"]
+    why = dict(built.skipped)
+    assert "longer than the 30" in why["A" * 29 + "ﬁ"] and "no character" in why["()"]
+    assert validate(built.content) == []
+
+
+def test_ids_written_alike_are_never_furnished_under_one_account_number() -> None:
+    """Consumer Account Number is our account id as Metro 2 writes it: a-1 and A-1 are both A-1, which
+    the bureau takes for one account. The id written as it is keeps the number, in any order; the
+    other is skipped naming it; two ids that both change (b-2, a full-width b-2) are both skipped."""
+    wide = "\uff42-2"  # FULLWIDTH LATIN SMALL LETTER B
+    ids = ["a-1", "A-1", wide, "b-2", "贷款-001"]
+    for order in (ids, ids[::-1]):
+        built = build_file([_account(i) for i in order], NOV, FURNISHER, created=date(2026, 12, 1))
+        numbers = [BASE["Consumer Account Number"].slice(r.record).strip() for r in built.reported]
+        assert sorted(numbers) == ["A-1", "DAIKUAN-001"]
+        why = dict(built.skipped)
+        assert sorted(why) == sorted(["a-1", "b-2", wide]) and "A-1" in why["a-1"]
+
+
+def test_a_value_too_large_for_its_field_skips_that_account_not_the_months_file() -> None:
+    """A balance of $1,000,000,000 does not fit the 9 digits of Current Balance: the writer raised and
+    no account was furnished that month. That account is skipped with its reason."""
+    built = build_file(
+        [_account("A-1"), _account("A-2", balance=D("1000000000.00"))],
+        NOV,
+        FURNISHER,
+        created=date(2026, 12, 1),
+    )
+    assert [r.account_id for r in built.reported] == ["A-1"]
+    assert "Current Balance" in dict(built.skipped)["A-2"]
+    assert validate(built.content) == []
+
+
+def test_an_account_kept_in_another_currency_is_skipped_not_furnished_as_dollars() -> None:
+    """metro2.md: money is in whole dollars. ¥2,500,000 was furnished as a $2,500,000 balance."""
+    why = _skipped(_account("A-1"), _account("A-2", currency="JPY", balance=D("2500000")))
+    assert list(why) == ["A-2"] and "JPY" in why["A-2"]
+
+
+def _paid(**previous: Any) -> FurnishAccount:
+    return _account(
+        stage="paid_off",
+        balance=D(0),
+        past_due_amount=D(0),
+        days_past_due=0,
+        oldest_due_date=None,
+        history="E" + "L" * 23,
+        previous=Previous(
+            "2026-10", "64", first_delinquency=date(2026, 3, 1), charge_off_amount=9000, **previous
+        ),
+    )
+
+
+def test_a_dispute_resolved_after_the_final_report_is_reported_resolved_once() -> None:
+    """An account paid while disputed was reported closed with XB; once the dispute is resolved it was
+    skipped for good ("already reported closed") and the bureau showed it disputed forever. It is
+    furnished once more with XH, saying what its final report said, then no more."""
+    paid = _paid(compliance_condition="XB")
+    built = build_file([paid], NOV, FURNISHER, created=date(2026, 12, 1))
+    [again] = built.reported
+    assert (again.compliance_condition, again.account_status, again.charge_off_amount) == ("XH", "64", 9000)
+    assert again.first_delinquency == date(2026, 3, 1)
+    assert validate(built.content) == []
+    still = replace(paid, holds=frozenset({"dispute"}))
+    assert "already reported closed" in _skipped(still)["A-1"]
+    resolved = replace(paid, previous=replace(paid.previous, compliance_condition="XH"))  # type: ignore[type-var]
+    assert "already reported closed" in _skipped(resolved)["A-1"]
+
+
+def test_a_bankruptcy_lifted_after_the_final_report_is_removed_once() -> None:
+    """A petition code left by a final report is removed (Q) when the hold is lifted, then no more."""
+    paid = _account(
+        stage="paid_off",
+        balance=D(0),
+        past_due_amount=D(0),
+        days_past_due=0,
+        oldest_due_date=None,
+        previous=Previous("2026-10", "13", consumer_information="A", payment_rating="0"),
+    )
+    [again] = build_file([paid], NOV, FURNISHER, created=date(2026, 12, 1)).reported
+    assert (again.consumer_information, again.account_status, again.payment_rating) == ("Q", "13", "0")
+    removed = replace(paid, previous=replace(paid.previous, consumer_information="Q"))  # type: ignore[type-var]
+    assert "already reported closed" in _skipped(removed)["A-1"]
+
+
+def test_a_delinquency_after_a_month_reported_current_starts_its_first_delinquency_over() -> None:
+    """metro2.md: the date is set "until it becomes current". Partial payments brought the account to
+    under 30 days and October was reported 11 without a cure of the stage; 40 days past due in
+    November on a due date of 21 October, the date is 20 November, not the old episode's 1 July."""
+    late = _account(
+        days_past_due=40,
+        oldest_due_date=date(2026, 10, 21),
+        episode_due=date(2026, 6, 1),
+        previous=Previous("2026-10", "11"),
+    )
+    reported = furnish_account(late, NOV, FURNISHER)
+    assert (reported.account_status, reported.first_delinquency) == ("71", date(2026, 11, 20))
+    # Reported delinquent in October instead: the date told then stands.
+    kept = replace(late, previous=Previous("2026-10", "78", first_delinquency=date(2026, 7, 1)))
+    assert furnish_account(kept, NOV, FURNISHER).first_delinquency == date(2026, 7, 1)

@@ -275,3 +275,43 @@ def test_history_marks_repossession_and_exits() -> None:
         repossessed_on=date(2026, 8, 20),
     )
     assert history[:5] == "LLKDB"
+
+
+def test_a_repossession_carries_its_special_comment() -> None:
+    """metro2.md lists "`BI`/`BK` with repossession": a 96 is BI (involuntary repossession), whatever
+    plan was active; a surrender (95) or a paid repossession (63) is not."""
+    assert special_comment(Status("96"), None) == "BI"
+    assert special_comment(Status("96"), ("instalment", "active")) == "BI"
+    assert special_comment(Status("95", "2"), None) == ""
+    assert special_comment(Status("63"), None) == ""
+
+
+def test_first_delinquency_passes_over_a_date_a_month_reported_current_ended() -> None:
+    """A date on or before the end of the last month reported current belongs to a delinquency that
+    month ended: the episode's, then the oldest due date's, then none."""
+    found = date_of_first_delinquency(
+        Status("71"),
+        previous=None,
+        episode_due=date(2026, 6, 1),
+        oldest_due=date(2026, 10, 21),
+        days_past_due=40,
+        as_of=date(2026, 11, 30),
+        current_until=date(2026, 10, 31),
+    )
+    assert found == date(2026, 11, 20)
+
+
+def test_history_of_a_reinstated_repossession_is_k_only_while_the_car_was_held() -> None:
+    """A loan cured after the car was recovered (a reinstatement) reads K for the months the car was
+    held, and as a current loan from the cure on, not K for good."""
+    history = payment_history(
+        NOV,
+        reported={},
+        known_since=date(2026, 7, 1),
+        changes=[StageChange(date(2026, 9, 20), "repossession_review", "cured")],
+        current_stage="cured",
+        oldest_due=None,
+        repossessed_on=date(2026, 8, 20),
+        reinstated_on=date(2026, 9, 20),
+    )
+    assert history[:5] == "00KDB"

@@ -7,9 +7,20 @@ code and charge-off amount continue from it exactly).
 
 What is furnished: accounts of US jurisdictions only (`US`, `US-*`); Metro 2 is the US format,
 other countries report elsewhere (PBOC, Baihang). An account already reported paid or settled
-(13, 61-64) is not reported again; a charged-off account is reported every month while it has a
-balance. The consumer's address is the account's US mailing address (imported with the accounts
-file); without one, only the State of the jurisdiction is given. Fields arrears does not hold
+(13, 61-64) is not reported again, unless a code that report left on the consumer's file has to
+change (a dispute resolved: XH; a bankruptcy lifted: Q); a charged-off account is reported every
+month while it has a balance.
+
+What is not, each with its reason in the file's `skipped` (never dropped without a word): an
+account kept in a currency other than US dollars (Metro 2 money is dollars, and no rate converts
+it here); an account whose id, as Metro 2 writes it (ASCII, upper case), is empty, longer than 30
+characters, or the number of another account too (the bureau would take them for one account);
+a borrower's name not written in Latin letters, or without a surname (a romanization is a guess
+at a name the consumer's US records spell their own way, and a tradeline without a name matches
+nobody); a value too large for its field (a balance of a billion dollars).
+
+The consumer's address is the account's US mailing address (imported with the accounts file);
+without one, only the State of the jurisdiction is given. Fields arrears does not hold
 (date opened, original amount, terms, SSN, date of birth) are left blank or zero: the servicing
 system's file has to add them before a real bureau will take the records (see the validator's
 docstring for what is and is not checked).
@@ -17,7 +28,9 @@ docstring for what is and is not checked).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -27,8 +40,8 @@ from arrears.addresses import MailingAddress
 from arrears.metro2 import status as codes
 from arrears.metro2.layout import BASE
 from arrears.metro2.periods import Period
-from arrears.metro2.status import Condition, MonthState
-from arrears.metro2.writer import Furnisher, format_record, whole_dollars, write_file
+from arrears.metro2.status import Condition, MonthState, Status
+from arrears.metro2.writer import DoesNotFit, Furnisher, format_record, text, whole_dollars, write_file
 
 __all__ = [
     "FINAL_STATUSES",
@@ -62,6 +75,8 @@ class Previous:
     compliance_condition: str = ""
     charge_off_amount: int | None = None
     consumer_information: str = ""  # the Consumer Information Indicator it carried
+    payment_rating: str = ""
+    special_comment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +99,14 @@ class FurnishAccount:
     holds: frozenset[str] = frozenset()
     bankruptcy_chapter: int | None = None
     plan: tuple[str, str] | None = None  # (kind, status) of the latest plan
-    repossessed: bool = False
+    repossessed: bool = False  # the car recovered, and the loan not reinstated (cured) since
     surrendered: bool = False
     last_payment: date | None = None
     closed_on: date | None = None  # when it left for an exit other than `cured`
     charge_off_amount: Decimal | None = None  # balance when it was charged off, if known
     previous: Previous | None = None
     current_since_previous: bool = False  # was it current (cured) after the previous report?
+    currency: str = "USD"  # the account's ISO 4217 currency: only US dollars are furnished
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,19 @@ def days_past_due_on(account: FurnishAccount, as_of: date) -> int:
     return min(account.days_past_due, max(0, (as_of - account.oldest_due_date).days))
 
 
+def _reported_current_until(previous: Previous | None) -> date | None:
+    """The last day of the last month reported, when it was reported current (11).
+
+    The last report's, not the history's: a month the history reconstructs (never furnished) is
+    a lower bound that partial payments can make read current, and a delinquency the bureau was
+    told of must not restart on a guess. A report older than the last is covered by the last:
+    if that one was delinquent, its own date stands.
+    """
+    if previous is None or previous.status != "11":
+        return None
+    return Period.parse(previous.period).last_day
+
+
 def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnisher) -> Reported:
     """The base segment of one account for `period` (Date of Account Information: its last day)."""
     as_of = period.last_day
@@ -194,6 +223,12 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
     warnings: list[str] = []
 
     previous = account.previous
+    if previous is not None and previous.status in FINAL_STATUSES and ended:
+        # Reported again after its final report only to change a code (`_already_final`): the
+        # tradeline says what it said, its history now ending in that report's `E`, which would
+        # read a 64 as a 13 rated 0.
+        rating = previous.payment_rating or (status.payment_rating if previous.status == "13" else "")
+        status = Status(previous.status, rating, previous.special_comment)
     keep = previous is not None and not account.current_since_previous
     first_delinquency = codes.date_of_first_delinquency(
         status,
@@ -202,6 +237,7 @@ def furnish_account(account: FurnishAccount, period: Period, furnisher: Furnishe
         oldest_due=account.oldest_due_date,
         days_past_due=days_past_due,
         as_of=as_of,
+        current_until=_reported_current_until(previous),
     )
     if codes.needs_first_delinquency(status) and first_delinquency is None:
         warnings.append(f"status {status.account_status} needs a Date of First Delinquency and none is known")
@@ -320,29 +356,95 @@ class FurnishFile:
 
 
 def _already_final(account: FurnishAccount) -> bool:
+    """Reported paid or settled already, and nothing on that report to correct.
+
+    A final report leaves its compliance code and consumer information indicator on the
+    consumer's file: a dispute resolved since must still be told (XH), a bankruptcy lifted since
+    still removed (Q), once; a blank code changes nothing at the bureau, so only these call for
+    the account again.
+    """
     previous = account.previous
-    return (
-        previous is not None
-        and previous.status in FINAL_STATUSES
-        and (account.balance <= 0 or account.stage in ("paid_off", "settled"))
+    if previous is None or previous.status not in FINAL_STATUSES:
+        return False
+    if account.balance > 0 and account.stage not in ("paid_off", "settled"):
+        return False
+    resolved = codes.compliance_condition(
+        disputed="dispute" in account.holds, previous=previous.compliance_condition
     )
+    lifted = codes.consumer_information_indicator(
+        bankrupt="bankruptcy" in account.holds,
+        chapter=account.bankruptcy_chapter,
+        previous=previous.consumer_information,
+    )
+    return resolved != "XH" and lifted != "Q"
+
+
+def _numbering(accounts: Sequence[FurnishAccount]) -> dict[str, str]:
+    """Why each account that cannot be furnished under its own Consumer Account Number cannot.
+
+    The number is the id as Metro 2 writes it (`writer.text`: ASCII, upper case): one that is
+    empty or longer than the field cannot be written, and two ids written alike (a-1 and A-1)
+    are one account to the bureau, which would overwrite one with the other. Of ids written
+    alike, the one written as it is keeps the number, whoever comes first; the others are left
+    out (all of them when none is).
+    """
+    length = BASE["Consumer Account Number"].length
+    why: dict[str, str] = {}
+    numbered: dict[str, list[str]] = defaultdict(list)
+    for account in accounts:
+        number = text(account.account_id).rstrip()
+        if not number:
+            why[account.account_id] = "account id has no character Metro 2 can write (ASCII letters, digits)"
+        elif len(number) > length:
+            why[account.account_id] = f"account id longer than the {length} characters Metro 2 allows"
+        else:
+            numbered[number].append(account.account_id)
+    for number, ids in numbered.items():
+        for account_id in ids if len(ids) > 1 else ():
+            if account_id != number:
+                others = ", ".join(sorted(i for i in ids if i != account_id))
+                why[account_id] = f"account id is written {number} in Metro 2, as that of {others} is"
+    return why
+
+
+def _name_problem(name: str) -> str | None:
+    """Why the borrower's name cannot be furnished, if it cannot."""
+    if any("LATIN" not in unicodedata.name(c, "") for c in name if c.isalpha()):
+        return "borrower name not in Latin letters: the bureau needs it as the consumer's US records spell it"
+    if not any(c.isalpha() for c in text(split_name(name)[0])):
+        return "borrower name has no surname Metro 2 can write"
+    return None
+
+
+def _not_furnished(account: FurnishAccount, numbering: dict[str, str]) -> str | None:
+    """Why the account is left out of the file, or None to furnish it."""
+    if not is_furnished(account.jurisdiction):
+        return f"jurisdiction {account.jurisdiction} is not furnished"
+    if account.previous is not None and _already_final(account):
+        return f"already reported closed ({account.previous.status})"
+    if account.currency != "USD":
+        return f"kept in {account.currency}: Metro 2 reports US dollars, and no rate converts it here"
+    return numbering.get(account.account_id) or _name_problem(account.borrower_name)
 
 
 def build_file(
     accounts: Iterable[FurnishAccount], period: Period, furnisher: Furnisher, *, created: date
 ) -> FurnishFile:
-    """The period's file: one base segment per US account still to report, in the order given."""
+    """The period's file: one base segment per US account still to report, in the order given;
+    the others in `skipped`, each with its reason."""
+    accounts = list(accounts)
+    numbering = _numbering([a for a in accounts if is_furnished(a.jurisdiction)])
     reported: list[Reported] = []
     skipped: list[tuple[str, str]] = []
     for account in accounts:
-        if not is_furnished(account.jurisdiction):
-            skipped.append((account.account_id, f"jurisdiction {account.jurisdiction} is not furnished"))
-        elif _already_final(account):
-            skipped.append((account.account_id, f"already reported closed ({account.previous.status})"))  # type: ignore[union-attr]
-        elif len(account.account_id) > BASE["Consumer Account Number"].length:
-            skipped.append((account.account_id, "account id longer than the 30 characters Metro 2 allows"))
-        else:
-            reported.append(furnish_account(account, period, furnisher))
+        why = _not_furnished(account, numbering)
+        if why is None:
+            try:
+                reported.append(furnish_account(account, period, furnisher))
+            except DoesNotFit as error:
+                why = f"a value does not fit its field ({error})"
+        if why is not None:
+            skipped.append((account.account_id, why))
     content = write_file(
         furnisher, activity_date=period.last_day, created=created, base_records=(r.record for r in reported)
     )

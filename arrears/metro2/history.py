@@ -82,6 +82,7 @@ def _month_char(
     oldest_due: date | None,
     repossessed_on: date | None,
     surrendered_on: date | None,
+    reinstated_on: date | None = None,
 ) -> str:
     """One reconstructed month, in the order `status.condition_of` decides a condition."""
     stage = _stage_at(end, changes, current_stage)
@@ -89,8 +90,8 @@ def _month_char(
         return _EXIT_CHARS[stage]
     if surrendered_on is not None and surrendered_on <= end:
         return "J"
-    if repossessed_on is not None and repossessed_on <= end:
-        return "K"
+    if repossessed_on is not None and repossessed_on <= end and not (reinstated_on and reinstated_on <= end):
+        return "K"  # until a reinstatement (the past due paid after the recovery) ends it
     if stage in _COLLECTION:
         return "G"
     if stage == "cured":
@@ -109,8 +110,12 @@ def payment_history(
     oldest_due: date | None,
     repossessed_on: date | None = None,
     surrendered_on: date | None = None,
+    reinstated_on: date | None = None,
 ) -> str:
-    """The 24 characters before `period`, most recent first (see the module docstring for sources)."""
+    """The 24 characters before `period`, most recent first (see the module docstring for sources).
+
+    `reinstated_on`: the day a repossessed loan was cured after the recovery; the months from it
+    on are no longer `K`."""
     changes = sorted(changes, key=lambda c: c.on)
     earliest_reported = min((Period.parse(p).first_day for p in reported), default=known_since)
     known_since = min(known_since, earliest_reported)
@@ -122,5 +127,9 @@ def payment_history(
         elif end < known_since or (chars and chars[-1] == "B"):
             chars.append("B")  # nothing before this; and a B is never followed by older history
         else:
-            chars.append(_month_char(end, changes, current_stage, oldest_due, repossessed_on, surrendered_on))
+            chars.append(
+                _month_char(
+                    end, changes, current_stage, oldest_due, repossessed_on, surrendered_on, reinstated_on
+                )
+            )
     return "".join(chars)

@@ -15,6 +15,7 @@ Rules, with their sources (metro2.md, CDIA CRRG):
 - A zero balance is 13 (paid or closed), unless the account was charged off, repossessed,
   surrendered or with collections since it was last current: then 64, 63, 61, 62.
   A settlement for less than the balance is 13 with Special Comment AU and a zero balance.
+- Special Comment BI (involuntary repossession) with 96; AC or CO while a plan is active.
 - Payment Rating is present exactly with statuses 05, 13, 65, 88, 89, 94, 95 (CRRG; of those
   arrears writes 13 and 95) and blank otherwise, 97 included. With 13 it tells the account's
   condition before it was paid (the last reported month's character, or 0); with 95, the days
@@ -22,7 +23,8 @@ Rules, with their sources (metro2.md, CDIA CRRG):
 - Date of First Delinquency: the day the account first reached 30 days past due in the
   delinquency that led to the status (oldest unpaid due date of the episode + 30 days); frozen
   once reported, whatever partial payments do to the oldest due date afterwards; cleared when
-  the account is current again (status 11, or 13 with rating 0).
+  the account is current again (status 11, or 13 with rating 0), and never on or before the end
+  of the last month reported current: a delinquency after a current month starts the date over.
 - Compliance Condition Code XB while a `dispute` hold is active (FCRA 623(a)(3)); XH once in the
   first file after it is lifted (investigation completed), then nothing.
 - Consumer Information Indicator while a `bankruptcy` hold is active: A chapter 7, B chapter 11,
@@ -226,6 +228,7 @@ def date_of_first_delinquency(
     oldest_due: date | None,
     days_past_due: int,
     as_of: date,
+    current_until: date | None = None,
 ) -> date | None:
     """The Date of First Delinquency to report, or None (zero-filled).
 
@@ -233,24 +236,44 @@ def date_of_first_delinquency(
     the account was current since); it wins, so the date never moves. Otherwise the episode's
     first unpaid due date + 30 days, then the account's oldest unpaid due date + 30, then the
     date implied by today's days past due.
+
+    `current_until` is the end of the last month reported current (11): a date on or before it
+    belongs to a delinquency that month ended, so it is passed over. The stage's episode runs
+    from a cure to the next, and partial payments can bring an account under 30 days (reported
+    11) without a cure: metro2.md's "until it becomes current" is the month's, and a delinquency
+    after it starts the date over.
     """
     if not needs_first_delinquency(status):
         return None
-    if previous is not None:
+
+    def after_current(day: date | None) -> date | None:
+        return day if day is not None and (current_until is None or day > current_until) else None
+
+    if after_current(previous) is not None:
         return previous
     for due in (episode_due, oldest_due):
-        if due is not None:
-            return min(due + timedelta(days=30), as_of)
+        found = after_current(min(due + timedelta(days=30), as_of) if due is not None else None)
+        if found is not None:
+            return found
     if days_past_due >= 30:
-        return as_of - timedelta(days=days_past_due - 30)
+        return after_current(as_of - timedelta(days=days_past_due - 30))
     return None
 
 
 def special_comment(status: Status, plan: tuple[str, str] | None) -> str:
-    """AU for a settlement; AC while an instalment plan is active (paying under a partial payment
-    agreement); CO while a deferral is active (loan modified); blank otherwise."""
+    """AU for a settlement; BI with a repossession (96); AC while an instalment plan is active
+    (paying under a partial payment agreement); CO while a deferral is active (loan modified);
+    blank otherwise.
+
+    Of metro2.md's "`BI`/`BK` with repossession" (CRRG: BI involuntary repossession, BK
+    involuntary repossession/balance owing), BI: it says only what a 96 knows for certain, that
+    the car was taken; whether a balance is owed after the sale is not known until the car is
+    sold, and the Current Balance tells what is owed meanwhile.
+    """
     if status.special_comment:
         return status.special_comment
+    if status.account_status == "96":
+        return "BI"
     if plan is None or status.account_status in ("13", "61", "62", "63", "64", "97"):
         return ""
     kind, plan_status = plan

@@ -11,7 +11,7 @@ What it checks:
 - every record: the Record Descriptor Word is 0426; numeric fields are digits only; date fields
   are MMDDYYYY dates or all zeros; text fields are upper case and left-justified;
 - header: Activity Date and Date Created present, Reporter Name present;
-- base segment: Identification Number and Consumer Account Number present; Portfolio Type;
+- base segment: Identification Number, Consumer Account Number and Surname present; Portfolio Type;
   Account Status a known code; Payment Rating present (0-6, G, L) exactly with statuses 05,
   13, 65, 88, 89, 94, 95 and blank otherwise; Payment History Profile 24 characters of 0-6, B,
   D, E, G, H, J, K, L, with nothing but B after a B; Compliance Condition Code blank or XA-XJ,
@@ -125,8 +125,14 @@ class _Checker:
 
     def base(self, n: int, record: str, statuses: Counter[str]) -> None:
         values = self.fields(n, BASE, record)
+        # A tradeline without a surname matches no consumer at the bureau.
         self.required(
-            n, values, "Identification Number", "Consumer Account Number", "Date of Account Information"
+            n,
+            values,
+            "Identification Number",
+            "Consumer Account Number",
+            "Date of Account Information",
+            "Surname",
         )
         if values["Portfolio Type"] not in _PORTFOLIO:
             self.add(n, "Portfolio Type", f"{values['Portfolio Type']!r} is not C, I, M, O, R or L")

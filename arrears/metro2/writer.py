@@ -1,10 +1,11 @@
 """Writing Metro 2 character-format files: header, base segments, trailer, one record per line.
 
 Every value goes through `format_record`, which knows the field's kind from the layout: text
-upper case, left-justified and blank-filled (accents folded to ASCII, other characters blanked);
-numbers right-justified and zero-filled; money in whole dollars with the cents dropped; dates
-MMDDYYYY, zeros when absent. A value that does not fit its field is an error, except free text
-(names, addresses), which is cut at the field's length as the CRRG allows.
+upper case, left-justified and blank-filled (transliterated to ASCII by `anyascii`, characters
+the format does not take blanked); numbers right-justified and zero-filled; money in whole dollars
+with the cents dropped; dates MMDDYYYY, zeros when absent. A value that does not fit its field is
+a `DoesNotFit` error, except free text (names, addresses), which is cut at the field's length as
+the CRRG allows.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from anyascii import anyascii
+
 from arrears.metro2.layout import BASE, HEADER, RECORD_LENGTH, STATUS_COUNTERS, TRAILER, Layout
 
 __all__ = [
+    "DoesNotFit",
     "Furnisher",
     "format_record",
     "header_record",
@@ -46,6 +50,11 @@ _CUTTABLE = frozenset(
 _NOT_ALLOWED = re.compile(r"[^A-Z0-9 \-'/&.,#]")
 
 
+class DoesNotFit(ValueError):
+    """A value too long for its field: the account's record cannot be written as it stands (the
+    file's builder skips that account with this reason, instead of failing the whole month)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Furnisher:
     """Who reports: the lender as the bureaus know it."""
@@ -63,9 +72,17 @@ class Furnisher:
 
 
 def text(value: object) -> str:
-    """Upper-case ASCII: accents folded (José → JOSE), characters the format does not take blanked."""
-    folded = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
-    return _NOT_ALLOWED.sub(" ", folded.upper())
+    """Upper-case ASCII, left-justified: letters transliterated (José → JOSE, Sørensen → SORENSEN,
+    Strauß → STRAUSS), characters the format does not take blanked.
+
+    NFKD folding dropped every letter without an ASCII decomposition (ø, ß, ł, æ), which furnished
+    another consumer's name (SRENSEN, STRAU); anyascii transliterates them as a person would.
+    Pictographs (emoji, ©: Unicode's "other symbols") are blanked, not spelled out as anyascii
+    would (a name with 😀 in it is not DANA GRINNING). Leading blanks are stripped: a text field
+    is left-justified, and a blanked first character ("(Dana)") made a record our validator refused.
+    """
+    shown = "".join(" " if unicodedata.category(c) == "So" else c for c in str(value))
+    return _NOT_ALLOWED.sub(" ", anyascii(shown).upper()).lstrip()
 
 
 def whole_dollars(amount: Decimal | int | None) -> int:
@@ -81,7 +98,7 @@ def _format(layout: Layout, name: str, value: Any) -> str:
         written = text(value) if value is not None else ""
         if len(written) > field.length:
             if name not in _CUTTABLE:
-                raise ValueError(f"{layout.name} {name}: {written!r} is longer than {field.length}")
+                raise DoesNotFit(f"{layout.name} {name}: {written!r} is longer than {field.length}")
             written = written[: field.length]
         return written.ljust(field.length)
     if field.kind == "N":
@@ -90,7 +107,7 @@ def _format(layout: Layout, name: str, value: Any) -> str:
             raise ValueError(f"{layout.name} {name}: {number} is negative")
         written = str(number).zfill(field.length)
         if len(written) > field.length:
-            raise ValueError(f"{layout.name} {name}: {number} does not fit {field.length} digits")
+            raise DoesNotFit(f"{layout.name} {name}: {number} does not fit {field.length} digits")
         return written
     if field.kind == "D":
         if value is None:

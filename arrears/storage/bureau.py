@@ -13,6 +13,9 @@ Delinquency, the compliance code and the charge-off amount continue from them ex
 A pull record (kind `pull`, written by whoever pulls profiles) is read for one thing: the
 bankruptcy chapter, from `payload["bankruptcy"]["chapter"]` (or `payload["bankruptcy_chapter"]`),
 when the bankruptcy hold's own reason does not name it (`arrears.storage.bureau_pulls` writes them).
+A hold's reason names a chapter only when a source that can state one placed it (a person, the
+bureau): a hold placed by a borrower's text quotes their words ("my brother filed chapter 7"),
+and a Chapter 7 petition on their credit file must not come from those.
 
 The file tells the accounts as stored when it is built (run it after the period's last cycle):
 stage, days past due, balances and active holds are today's, dated the period's last day.
@@ -59,6 +62,10 @@ __all__ = [
 _EXITS = frozenset({"paid_off", "settled", "closed", "charged_off"})
 _DPD_IN_REASON = re.compile(r"(\d+) days past due")
 _CHAPTER = re.compile(r"\b(?:chapter|ch\.?)\s*(7|11|12|13)\b", re.IGNORECASE)
+# AccountHold.source of the holds whose reason may state a chapter: a person's (`storage.holds`)
+# and the bureau's (`storage.bureau_pulls`). Not `webhook` (a text's words), nor `import` (its
+# reason names the file: "flag in chapter7.csv line 3").
+_CHAPTER_SOURCES = frozenset({"agent", "bureau"})
 
 
 def _us() -> ColumnElement[bool]:
@@ -91,12 +98,12 @@ def load_furnish_accounts(
     window_start = datetime.combine((period - 25).first_day, time.min, zone).astimezone(UTC)
 
     holds: dict[str, dict[str, str | None]] = defaultdict(dict)
-    for r in connection.execute(
-        select(hold.c.account_id, hold.c.kind, hold.c.reason).where(
+    for h in connection.execute(
+        select(hold.c.account_id, hold.c.kind, hold.c.source, hold.c.reason).where(
             in_range(hold.c.account_id, lo, hi), hold.c.lifted_at.is_(None)
         )
     ):
-        holds[r.account_id][r.kind] = r.reason
+        holds[h.account_id][h.kind] = h.reason if h.source in _CHAPTER_SOURCES else None
 
     phones: dict[str, tuple[tuple[bool, bool], str]] = {}
     borrowers = select(account.c.borrower_id).where(in_range(account.c.account_id, lo, hi))
@@ -120,13 +127,13 @@ def load_furnish_accounts(
     # Repossessed: the agency reported the car recovered. A reviewer's decision is not a
     # repossession: a payment, a plan or a hold may cancel the order before anyone takes the car,
     # and a 96 ("merchandise repossessed") with its `K` would then stand on the file for nothing.
-    repossessed: dict[str, date | None] = {}
+    recovered: dict[str, datetime] = {}
     for recovered_for, recovered_at in connection.execute(
         select(assignment.c.account_id, assignment.c.recovered_at)
         .where(in_range(assignment.c.account_id, lo, hi), assignment.c.recovered_at.is_not(None))
         .order_by(assignment.c.recovered_at, assignment.c.id)
     ):
-        repossessed[recovered_for] = day(recovered_at)
+        recovered[recovered_for] = recovered_at
 
     payments: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for r in connection.execute(
@@ -208,6 +215,17 @@ def load_furnish_accounts(
         if charged_at is not None:
             charge_off = a.balance + sum((amount for at, amount in paid if at >= charged_at), Decimal(0))
         account_holds = holds.get(a.account_id, {})
+        # Reinstated: cured after the recovery (the past due paid, the car given back). It is then
+        # a current loan, not a 96 for good; the months the car was held keep their `K`.
+        recovered_at = recovered.get(a.account_id)
+        reinstated_at = next(
+            (
+                at
+                for at, c in reversed(account_changes)
+                if c.to_stage == "cured" and recovered_at is not None and at > recovered_at
+            ),
+            None,
+        )
         known = [t for t in (first_seen.get(a.account_id), a.borrower_since) if t is not None]
         yield FurnishAccount(
             account_id=a.account_id,
@@ -225,7 +243,8 @@ def load_furnish_accounts(
                 changes=[c for _, c in account_changes],
                 current_stage=a.stage,
                 oldest_due=a.oldest_due_date,
-                repossessed_on=repossessed.get(a.account_id),
+                repossessed_on=day(recovered_at),
+                reinstated_on=day(reinstated_at),
             ),
             oldest_due_date=a.oldest_due_date,
             episode_due=episode_due,
@@ -234,17 +253,22 @@ def load_furnish_accounts(
             holds=frozenset(account_holds),
             bankruptcy_chapter=_hold_chapter(account_holds.get("bankruptcy")) or chapters.get(a.account_id),
             plan=plans.get(a.account_id),
-            repossessed=repossessed.get(a.account_id) is not None,
+            repossessed=recovered_at is not None and reinstated_at is None,
             last_payment=day(max((at for at, _ in paid), default=None)),
             closed_on=day(exited_at or (a.stage_since if a.stage in _EXITS else None)),
             charge_off_amount=charge_off,
             previous=previous,
             current_since_previous=cured_since,
+            currency=a.currency,
         )
 
 
 def _episode_due(changes: Sequence[StageChange]) -> date | None:
-    """The oldest unpaid due date when the latest delinquency began (cured → reminder, "N days past due")."""
+    """The oldest unpaid due date when the latest delinquency began (cured → reminder, "N days past due").
+
+    The stage's episode: partial payments may bring an account under 30 days (reported current)
+    without a cure, so `metro2.status.date_of_first_delinquency` passes over a date on or before
+    the last month reported current."""
     for change in reversed(changes):
         if change.from_stage == "cured" and change.days_past_due is not None:
             return date.fromordinal(change.on.toordinal() - change.days_past_due)
@@ -260,6 +284,8 @@ def _previous(payload: dict[str, Any]) -> Previous:
         compliance_condition=str(payload.get("compliance_condition") or ""),
         charge_off_amount=int(payload.get("charge_off_amount") or 0) or None,
         consumer_information=str(payload.get("consumer_information") or "").strip(),
+        payment_rating=str(payload.get("rating") or "").strip(),
+        special_comment=str(payload.get("special_comment") or "").strip(),
     )
 
 
