@@ -81,6 +81,9 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
         "period": period,
         "accounts": len(built.reported),
         "skipped": len(built.skipped),
+        # Accounts that ought to be furnished and cannot be as they stand (a currency, an id or a
+        # name Metro 2 cannot write, a value too large): for operations to mend, by name of account.
+        "not_furnishable": [f"{account}: {why}" for account, why in built.skipped if not _routine(why)],
         "statuses": built.status_counts(),
         "warnings": [f"{account}: {why}" for account, why in built.warnings],
         "submission_id": submission_id,
@@ -126,6 +129,11 @@ def _refused(
     return FurnishingRefused(message, found)
 
 
+def _routine(why: str) -> bool:
+    """A skip every month makes by design: an account of another country, or reported closed."""
+    return why.startswith(("jurisdiction ", "already reported closed"))
+
+
 def _publish(built: FurnishFile, summary: dict[str, Any]) -> None:
     create_table_artifact(
         key="metro2-statuses",
@@ -136,7 +144,9 @@ def _publish(built: FurnishFile, summary: dict[str, Any]) -> None:
     lines = [
         f"# Metro 2 {summary['period']}",
         f"- accounts furnished: {summary['accounts']:,}",
-        f"- not furnished: {summary['skipped']:,} (other jurisdictions, already reported closed)",
+        f"- not furnished: {summary['skipped']:,} (other jurisdictions, already reported closed, and"
+        f" {len(summary['not_furnishable']):,} that cannot be as they stand)",
+        *(f"  - {w}" for w in summary["not_furnishable"][:20]),
         f"- submission: {summary['submission_id']}",
         f"- warnings: {len(summary['warnings']):,}",
         *(f"  - {w}" for w in summary["warnings"][:20]),

@@ -642,3 +642,32 @@ def test_a_bankruptcy_told_in_a_text_is_not_furnished_as_a_petition(
     reported = {r.account_id: r for r in built.reported}
     assert (reported["A-BK"].consumer_information, reported["A-AG"].consumer_information) == ("", "D")
     assert any("without a known chapter" in w for a, w in built.warnings if a == "A-BK")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_furnishing_names_the_accounts_it_cannot_furnish_as_they_stand_with_their_reasons(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    """An account left out for what it holds (here a US loan kept in yen) is named with its reason
+    in the run's summary and artifact, for operations to mend; another country's is not read at all."""
+    _import(
+        sqlite_engine,
+        tmp_path,
+        account_record(account_id="A-1"),
+        account_record(account_id="A-CN", jurisdiction="CN", timezone="Asia/Shanghai", currency="CNY"),
+        account_record(
+            account_id="A-JPY",
+            currency="JPY",
+            balance="2500000",
+            installment_amount="50000",
+            past_due_amount="50000",
+        ),
+    )
+    result = _furnish(sqlite_url, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] == 1 and summary["accounts"] == 1
+    [named] = summary["not_furnishable"]
+    assert named.startswith("A-JPY: kept in JPY")
+    shown = _furnish(sqlite_url).stdout  # and said to whoever ran it
+    assert "not furnished: A-JPY: kept in JPY" in shown

@@ -113,6 +113,8 @@ def _print_furnished(period: str, summary: dict[str, Any]) -> None:
     for code, n in summary["statuses"].items():
         statuses.add_row(code, f"{n:,}")
     console.print(statuses)
+    for line in summary["not_furnishable"]:  # for operations to mend: why each could not be
+        console.print(f"not furnished: {escape(line)}", highlight=False)
     for warning in summary["warnings"][:10]:
         console.print(f"warning: {warning}", highlight=False, markup=False)
     if summary["output"]:
