@@ -17,7 +17,12 @@ def parse_instant(text: str) -> datetime:
         # `2026-12-01+08:00` a date and a time (fromisoformat takes any character between them).
         whole = f"{value:%Y-%m-%dT%H:%M:%S}"
         raise ValueError(f"{text!r} has no UTC offset; write e.g. {whole}+08:00 or {whole}Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+08:00 (.NET's DateTimeOffset.MinValue in China's zone, a placeholder)
+        # is valid ISO 8601, but its UTC instant falls before year 1: bad input, as any other.
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 once taken to UTC") from None
 
 
 def business_date(instant: datetime, lender_timezone: str) -> date:

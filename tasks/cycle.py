@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Connection
 
 from arrears.models import utcnow
 from arrears.settings import get_settings
@@ -38,6 +39,7 @@ __all__ = [
     "fail_cycle",
     "plan_shards",
     "refresh",
+    "refuse_backdated",
     "run_exclusively",
     "run_token",
     "start_shard_workers",
@@ -173,14 +175,29 @@ def begin_cycle(as_of: datetime, business_date: date, due: datetime | None = Non
             finished = runs.finished_since(connection, since=due)
         if finished is not None:
             return CycleStart(None, finished, crashed)
-        latest = runs.latest_cycle(connection)
-        if latest is not None and latest[0] > as_of:
-            raise CycleBackdated(
-                f"a cycle already ran as of {latest[0].isoformat()} ({latest[1]}): a cycle as of "
-                f"{as_of.isoformat()} would go back in time; nothing was done"
-            )
+        _refuse_backdated(connection, as_of)
         started = runs.start_cycle(connection, as_of=as_of, business_date=business_date)
         return CycleStart(started, None, crashed)
+
+
+def refuse_backdated(as_of: datetime) -> None:
+    """`CycleBackdated` where `begin_cycle` would refuse a cycle as of `as_of` given on the command
+    line: the CLI asks under `run_exclusively`, before the flow starts, so a refusal that changes
+    nothing is one line, not Prefect's ERROR logs and a Failed flow run. `begin_cycle` asks again
+    (a deployment's run comes without the CLI)."""
+    with read_only(engine()) as connection:
+        if runs.finished_cycle(connection, as_of=as_of) is None:
+            _refuse_backdated(connection, as_of)
+
+
+def _refuse_backdated(connection: Connection, as_of: datetime) -> None:
+    """Days past due, stages and messages only move forward in time: no cycle before the latest."""
+    latest = runs.latest_cycle(connection)
+    if latest is not None and latest[0] > as_of:
+        raise CycleBackdated(
+            f"a cycle already ran as of {latest[0].isoformat()} ({latest[1]}): a cycle as of "
+            f"{as_of.isoformat()} would go back in time; nothing was done"
+        )
 
 
 @task(name="close-cycle", cache_policy=NO_CACHE, persist_result=False)

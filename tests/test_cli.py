@@ -629,3 +629,90 @@ def test_report_tables_never_cut_a_stage_or_a_count(width: int, monkeypatch: pyt
     assert text.count("12,345") == 30  # every move, once
     heading = next(line for line in text.splitlines() if "┃ stage" in line)
     assert ("30-59" in heading) == (width == 200)  # a column per bucket: wide only
+
+
+def _a_cycle_ran(url: str, as_of: str) -> int:
+    """Record a finished cycle as of `as_of`, as `arrears cycle` leaves one; returns its id."""
+    from sqlalchemy import create_engine
+
+    from arrears.storage import cycle_runs
+
+    instant = datetime.fromisoformat(as_of)
+    engine = create_engine(url)
+    with engine.begin() as c:
+        cycle_id = cycle_runs.start_cycle(c, as_of=instant, business_date=instant.date())
+        cycle_runs.finish_cycle(c, cycle_id=cycle_id, finished_at=instant, stats={})
+    engine.dispose()
+    return cycle_id
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("command", ["cycle", "dispatch", "demo"])
+def test_an_as_of_outside_the_years_1_to_9999_in_utc_is_exit_2_naming_the_option(
+    command: str, instant: str, sqlite_url: str
+) -> None:
+    """An --as-of that is valid ISO 8601 but falls outside years 1..9999 once taken to UTC (.NET's
+    DateTimeOffset.MinValue in China's zone) is one line naming --as-of and exit 2, as any other
+    malformed --as-of, not an OverflowError traceback and exit 1."""
+    result = runner.invoke(app, [command, "--as-of", instant, "--database", sqlite_url])
+    assert isinstance(result.exception, CliError), repr(result.exception)
+    assert result.exception.exit_code == 2 and "--as-of" in str(result.exception)
+    assert "outside the years 1 to 9999" in str(result.exception)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("command", ["cycle", "dispatch"])
+def test_an_empty_as_of_is_refused_not_taken_for_now(command: str, tmp_path: Path, sqlite_url: str) -> None:
+    """`arrears cycle --as-of "$DAY"` with DAY unset is no instant: exit 2 naming --as-of, and no
+    cycle runs (it ran as of the wall clock)."""
+    from sqlalchemy import create_engine, func, select
+
+    from arrears.storage.tables import cycle_run
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-E1")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    result = runner.invoke(app, [command, "--as-of", "", "--database", sqlite_url])
+    assert isinstance(result.exception, CliError), repr(result.exception)
+    assert result.exception.exit_code == 2 and str(result.exception).startswith("--as-of: '' is not")
+    with create_engine(sqlite_url).connect() as c:
+        assert c.execute(select(func.count()).select_from(cycle_run)).scalar() == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_backdated_cycle_is_refused_before_a_flow_run_is_recorded(tmp_path: Path, sqlite_url: str) -> None:
+    """An --as-of before the latest cycle's is exit 2 in one line, and Prefect records no Failed
+    `daily-cycle` run for a refusal that changed nothing (nor logs its ERROR and traceback)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+    )
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-B1")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    _a_cycle_ran(sqlite_url, "2026-12-05T01:00:00+00:00")
+    began = datetime.now(UTC)
+    result = runner.invoke(app, ["cycle", "--as-of", "2026-12-01T09:00:00+08:00", "--database", sqlite_url])
+    assert isinstance(result.exception, CliError) and result.exception.exit_code == 2, repr(result.exception)
+    assert "a cycle already ran as of 2026-12-05T01:00:00+00:00 (finished)" in str(result.exception)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["daily-cycle"])),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=began)),
+        )
+    assert runs == [], [(r.name, r.state_name) for r in runs]
+
+
+def test_report_of_a_cycle_that_never_ran_is_exit_2_naming_it(tmp_path: Path, sqlite_url: str) -> None:
+    """`report --cycle 999` where no cycle 999 ran is exit 2 naming it, as `show` an unknown
+    account: not exit 0 and a report headed `cycle_id: 999` that reads as a quiet cycle."""
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-C9")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    ran = _a_cycle_ran(sqlite_url, "2026-12-05T01:00:00+00:00")
+    result = runner.invoke(app, ["report", "--cycle", "999", "--json", "--database", sqlite_url])
+    assert isinstance(result.exception, CliError), result.output[:200]
+    assert result.exception.exit_code == 2 and str(result.exception).startswith("no cycle 999")
+    known = run("report", "--cycle", str(ran), "--json", "--database", sqlite_url)
+    assert json.loads(known.stdout)["cycle_id"] == ran

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from arrears.models import Account, Payment
 from arrears.storage import get_engine
 from deployments.cli import main
 from deployments.cli._common import console_err
-from tests.factories import account_record, payment_record, write_csv, write_jsonl
+from tests.factories import account_record, accounts_records, payment_record, write_csv, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,32 @@ def test_rejects_option_names_a_file_and_refuses_the_input_or_a_missing_director
     result = arrears("import", "payments", str(path), "--rejects", str(tmp_path / "mine.csv"))
     assert result.code == 3 and "no account 'A-none'" in (tmp_path / "mine.csv").read_text()
     for given, message in (
-        (path, "that is the file being imported"),
-        (tmp_path / "no" / "r.csv", "no such directory"),
+        (str(path), "that is the file being imported"),
+        (str(tmp_path / "no" / "r.csv"), "no such directory"),
+        # A trailing slash says a directory: one that does not exist is not taken for a file name.
+        (f"{tmp_path / 'wanted'}/", "no such directory"),
     ):
-        result = arrears("import", "payments", str(path), "--rejects", str(given))
+        result = arrears("import", "payments", str(path), "--rejects", given)
         assert result.code == 2 and message in result.err, result.err
     assert path.read_text().startswith("payment_id") and stored(sqlite_url, Payment) == 0
+    assert not (tmp_path / "wanted").exists()
+    (tmp_path / "wanted").mkdir()
+    assert arrears("import", "payments", str(path), "--rejects", f"{tmp_path / 'wanted'}/").code == 3
+    assert (tmp_path / "wanted" / "payments.csv.rejects.csv").is_file()
+
+
+def test_rejects_to_a_fifo_or_a_device_is_refused_never_replaced(arrears: Arrears, tmp_path: Path) -> None:
+    """`--rejects /dev/null` run as root would replace the device with a 0600 file (every other
+    user's writes to /dev/null then fail): what is no regular file is refused, as `letters pdf
+    --output` refuses it, exit 2, nothing stored; shown with a FIFO, which is left as it was."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    path = write_csv(tmp_path / "accounts.csv", [account_record(), account_record(phone="")])
+    for given in (fifo, Path(os.devnull)):
+        result = arrears("import", "accounts", str(path), "--rejects", str(given))
+        assert result.code == 2 and "not a regular file: it would be replaced" in result.err, result.err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(Path(os.devnull).stat().st_mode)
+    assert not (tmp_path / "arrears.db").exists()  # refused before the database is opened
 
 
 def test_fixed_rejects_file_imports_again(arrears: Arrears, tmp_path: Path, sqlite_url: str) -> None:
@@ -298,6 +319,74 @@ def test_an_accounts_file_delivered_again_after_a_newer_one_is_refused(
     ]
     assert listed[0]["sha256"] == listed[-1]["sha256"] != listed[1]["sha256"]
     assert "files imported (5; the newest 2 shown" in arrears("import", "history", "--limit", "2").out
+
+
+@pytest.mark.parametrize("name", ["accounts.csv", "accounts.jsonl"])
+def test_a_file_without_records_delivered_again_is_not_refused_as_stale(
+    arrears: Arrears, tmp_path: Path, name: str
+) -> None:
+    """A servicing system's day without changes sends the header alone (CSV) or an empty file (JSON
+    Lines), the same bytes every such day: it sets nothing back, so it is imported (exit 0) however
+    many files came between, where it was refused as delivered again after a newer one."""
+    quiet = tmp_path / name
+    if name.endswith(".csv"):
+        write_csv(quiet, [], columns=list(account_record()))
+    else:
+        quiet.write_bytes(b"")
+    assert arrears("import", "accounts", str(quiet)).code == 0
+    busy = write_csv(tmp_path / "busy.csv", [account_record(account_id="A-S1")])
+    assert arrears("import", "accounts", str(busy)).code == 0
+    again = arrears("import", "accounts", str(quiet))
+    assert again.code == 0, again.err
+    # Nor does it make the file before it stale: a file that stored nothing set nothing.
+    assert arrears("import", "accounts", str(busy)).code == 0
+
+
+def test_a_file_given_as_a_pipe_is_read_whole_and_known_by_its_bytes(
+    arrears: Arrears, tmp_path: Path, sqlite_url: str
+) -> None:
+    """`arrears import accounts <(zcat accounts.csv.gz)`: FILE is a pipe, which can be read once.
+    Every line is imported (it read only what its first peek held, and the digest drained the
+    rest), and the history records the size and SHA-256 of the bytes read, so the same file
+    imported from disk next is known as the same (not refused as delivered again)."""
+    import hashlib
+    import threading
+
+    source = write_csv(tmp_path / "accounts.csv", accounts_records(2_000, prefix="A-F"))
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        try:
+            with pipe.open("wb") as out:
+                out.write(source.read_bytes())
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    result = arrears("import", "accounts", str(pipe), "--json", "--rejects", str(tmp_path / "r.csv"))
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert (summary["read"], summary["accepted"], summary["rejected"]) == (2_000, 2_000, 0), summary
+    assert stored(sqlite_url, Account) == 2_000
+    [piped] = json.loads(arrears("import", "history", "--json").out)
+    content = source.read_bytes()
+    assert (piped["size"], piped["sha256"]) == (len(content), hashlib.sha256(content).hexdigest())
+    assert arrears("import", "accounts", str(source)).code == 0
+
+
+def test_json_lines_keys_outside_the_contract_are_read_past_whatever_their_value(
+    arrears: Arrears, tmp_path: Path
+) -> None:
+    """A key the contract does not name is listed as ignored and read past, whatever its value
+    (`"active": true`, an object, a list, as many exports carry): it never rejects the record."""
+    path = tmp_path / "accounts.jsonl"
+    extra = {"active": True, "meta": {"branch": 7}, "tags": [1, 2]}
+    path.write_text(json.dumps(account_record(account_id="A-J1") | extra) + "\n", encoding="utf-8")
+    result = arrears("import", "accounts", str(path), "--json")
+    summary = json.loads(result.out)
+    assert sorted(summary["ignored_columns"]) == ["active", "meta", "tags"]
+    assert (summary["accepted"], summary["rejected"], result.code) == (1, 0, 0), result.err
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

@@ -1,6 +1,7 @@
 """Issue 10: nothing a file or a crash does loses a record or stores half a file."""
 
 import codecs
+import json
 import os
 import signal
 import subprocess
@@ -223,6 +224,73 @@ def test_payment_dated_the_unix_epoch_is_rejected_naming_the_field(tmp_path: Pat
     assert (rejection.line, rejection.field) == (2, "received_at")
     assert "1970-01-01 is more than 20 years before this import" in rejection.reason
     assert count(engine, Payment) == 1
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-01:00"])
+def test_a_payment_instant_outside_the_years_1_to_9999_in_utc_is_a_rejected_row_not_a_crash(
+    instant: str, tmp_path: Path
+) -> None:
+    """`0001-01-01T00:00:00+08:00` (.NET's DateTimeOffset.MinValue in China's zone, a placeholder)
+    is valid ISO 8601 whose UTC instant is before year 1: its row is rejected naming received_at,
+    and the file's other rows are stored (the import died of an OverflowError, storing nothing)."""
+    engine = fresh(tmp_path)
+    with open_source(
+        write_csv(tmp_path / "a.csv", [account_record(account_id="A-1")]), Kind.ACCOUNTS
+    ) as source:
+        run_import(engine, source)
+    path = write_csv(
+        tmp_path / "p.csv",
+        [
+            payment_record(account_id="A-1", received_at=instant),
+            payment_record(account_id="A-1", received_at="2026-11-20T10:15:00-08:00"),
+        ],
+    )
+    with open_source(path, Kind.PAYMENTS) as source:
+        summary = run_import(engine, source, now=datetime(2026, 12, 6, tzinfo=UTC))
+    assert (summary.accepted, summary.rejected) == (1, 1)
+    [rejection] = summary.first_rejections
+    assert (rejection.line, rejection.field) == (2, "received_at")
+    assert rejection.reason == f"{instant!r} is outside the years 1 to 9999 once taken to UTC"
+    assert count(engine, Payment) == 1
+
+
+def test_a_json_lines_line_that_is_no_object_is_rejected_as_such_null_too(tmp_path: Path) -> None:
+    """A line `null` is no JSON object, as `42` or `true` is: rejected as "not a JSON object", not
+    as an object lacking every required field."""
+    path = tmp_path / "accounts.jsonl"
+    lines = [json.dumps(account_record(account_id="A-1")), "null", "42", "true", '"A-2"', "[]"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    engine = fresh(tmp_path)
+    with open_source(path, Kind.ACCOUNTS) as source:
+        summary = run_import(engine, source)
+    assert (summary.read, summary.accepted, summary.rejected) == (6, 1, 5)
+    assert [(r.line, r.field, r.reason) for r in summary.first_rejections] == [
+        (n, "row", "not a JSON object") for n in range(2, 7)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "written"),
+    [
+        ("balance", "[1.50, 1e3, NaN]"),
+        ("borrower_name", '{"姓": "张", "名": "伟"}'),
+        ("phone", "true"),
+        ("vin", '["\\ud800"]'),
+    ],
+)
+def test_a_json_lines_value_of_the_wrong_kind_is_quoted_as_the_file_wrote_it(
+    field: str, written: str, tmp_path: Path
+) -> None:
+    """A contract key holding a list, an object or a boolean rejects the record, quoting the value
+    as written: `[1.50, 1e3, NaN]`, not `["1.50", "1e3", "NaN"]` as numbers read as text dump, and
+    `张` rather than its escape (a lone surrogate stays escaped: it cannot be written as UTF-8)."""
+    path = tmp_path / "accounts.jsonl"
+    record = json.dumps(account_record(account_id="A-1", **{field: None}))
+    path.write_text(record[:-1] + f', "{field}": {written}}}\n', encoding="utf-8")
+    with open_source(path, Kind.ACCOUNTS) as source:
+        [row] = source.rows()
+    assert row.problem is not None
+    assert (row.problem.field, row.problem.reason) == (field, f"expected text or a number, got {written}")
 
 
 def test_files_joined_together_reject_the_second_header_and_a_byte_order_mark_saying_so(

@@ -19,6 +19,7 @@ A layout is the little a line needs to be split (the columns, the separator): it
 
 import codecs
 import csv
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -104,12 +105,23 @@ class Source:
         self.empty_lines = 0  # CSV lines of separators alone (a spreadsheet's empty rows): no record
         self._position = 0
         self._number = 0
+        # Of the bytes as they are read, not of the path opened again: a pipe (`<(zcat f.csv.gz)`)
+        # can be read once, and a file rewritten meanwhile would be known by bytes never imported.
+        self._sha256 = hashlib.sha256()
+        self._at_end = False
         self._bom = encoding in ("utf-8", "utf_8", "utf-8-sig", "utf_8_sig")
 
     @property
     def bytes_read(self) -> int:
         """How far reading has got, for a progress bar."""
         return self._position
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the file's bytes, by which a file delivered again is known; once read whole."""
+        if not self._at_end:
+            raise RuntimeError(f"{self.path}: the digest is of the whole file, which is not read yet")
+        return self._sha256.hexdigest()
 
     @property
     def rejects_header(self) -> tuple[str, ...]:
@@ -134,6 +146,7 @@ class Source:
         for raw in self._binary:
             start, self._position = self._position, self._position + len(raw)
             self._number += 1
+            self._sha256.update(raw)
             body = raw[:-1] if raw.endswith(b"\n") else raw
             skipped = 0
             if start == 0 and self._bom and body.startswith(codecs.BOM_UTF8):
@@ -155,6 +168,7 @@ class Source:
                     f"{self._number}): nothing stored{hint}"
                 ) from None
             yield self._number, text.removesuffix("\r")
+        self._at_end = True
 
     def close(self) -> None:
         self._binary.close()
@@ -398,23 +412,32 @@ class _JsonlLayout:
     columns: tuple[str, ...]
 
     def row(self, line: Line) -> RawRow:
+        """The record's values for the contract's keys: any other key is read past, whatever its
+        value (`"active": true`, as many exports carry), as a CSV file's other columns are."""
         number, text = line.line, line.text
         problem = None
         values: dict[str, str] = {}
+        record = None
         try:
             # Numbers stay text, so money is never a float and NaN or 1e3 are rejected as such.
-            record = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+            parsed = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
         except ValueError as error:
             # `cat a.jsonl b.jsonl` with b saved with a BOM: said as for a CSV file, not in Python's
             # words ("Unexpected UTF-8 BOM (decode using utf-8-sig)").
             reason = (
                 _BOM_INSIDE if text.startswith(_BOM) else f"not a JSON object: {getattr(error, 'msg', error)}"
             )
-            record, problem = None, Rejection(number, "row", reason)
-        if record is not None and not isinstance(record, dict):
-            problem = Rejection(number, "row", "not a JSON object")
-        elif isinstance(record, dict):
-            for key, value in record.items():
+            problem = Rejection(number, "row", reason)
+        else:
+            if isinstance(parsed, dict):
+                record = parsed
+            else:  # `null` too: it is no object lacking every field
+                problem = Rejection(number, "row", "not a JSON object")
+        if record is not None:
+            for key in self.columns:
+                if key not in record:
+                    continue
+                value = record[key]
                 if value is None:
                     values[key] = ""
                 elif isinstance(value, str):
@@ -422,11 +445,37 @@ class _JsonlLayout:
                 elif key == "flags" and isinstance(value, list) and all(isinstance(v, str) for v in value):
                     values[key] = "|".join(value)
                 elif problem is None:
-                    problem = Rejection(number, key, f"expected text or a number, got {json.dumps(value)}")
+                    problem = Rejection(
+                        number, key, f"expected text or a number, got {_as_written(text, key)}"
+                    )
             if problem is None:
                 problem = _problem(number, values)
         original = (*(_writable(values.get(name, "")) for name in self.columns), text)
         return RawRow(number, values, frozenset(values), original, problem)
+
+
+class _Number(str):
+    """A JSON number or constant (NaN) as written, for quoting a value back (`_as_written`)."""
+
+
+def _as_written(text: str, key: str) -> str:
+    """The value of `key` in the record `text`, quoted as the file wrote it: `[1.50]`, not `["1.50"]`
+    as the numbers read as text would dump, and `"张"` rather than its escape. Only for a message:
+    the line is parsed again, which a rejection alone pays for."""
+    record = json.loads(text, parse_float=_Number, parse_int=_Number, parse_constant=_Number)
+    return _json_text(record[key])
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, _Number):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_json_text, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_json_text(k)}: {_json_text(v)}" for k, v in value.items()) + "}"
+    quoted = json.dumps(value, ensure_ascii=False)
+    # A lone surrogate (`"\ud800"`) cannot be written as UTF-8: kept escaped, as the file had it.
+    return quoted if _writable(quoted) == quoted else json.dumps(value)
 
 
 def _writable(value: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from arrears.files import safe_cell
+from arrears.files import check_target, safe_cell
 from arrears.importing.records import REJECT_COLUMNS, RawRow, Rejection
 
 __all__ = ["RejectsUnwritable", "RejectsWriter", "rejects_path"]
@@ -38,9 +38,9 @@ class RejectsWriter:
     `@`, tab, CR first) is written with a `'` before it, which the importer takes off again.
 
     The records go to a private temporary file beside the target; `publish()` moves it into
-    place (replacing a symlink there rather than writing through it) and must succeed before the
-    import commits. Nothing is created when nothing is rejected. Every OSError surfaces as
-    RejectsUnwritable, naming the path.
+    place (replacing a symlink there rather than writing through it; refusing what is no regular
+    file, such as a FIFO or /dev/null) and must succeed before the import commits. Nothing is
+    created when nothing is rejected. Every OSError surfaces as RejectsUnwritable, naming the path.
     """
 
     def __init__(self, path: Path, header: tuple[str, ...]) -> None:
@@ -85,6 +85,7 @@ class RejectsWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             assert self._temporary is not None
+            check_target(self.path)  # a FIFO or a device there is refused, never replaced
             os.replace(self._temporary, self.path)
             self._temporary = None
         except OSError as error:

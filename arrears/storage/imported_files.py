@@ -13,10 +13,8 @@ Every function takes the caller's connection: the record is written in the impor
 transaction, so a file not stored is not recorded either.
 """
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -24,7 +22,7 @@ from sqlalchemy import Connection, insert, select
 from arrears.importing import Source
 from arrears.storage.tables import imported_file
 
-__all__ = ["ImportedFile", "StaleImport", "digest_of", "imported_files", "record_import", "stale_import"]
+__all__ = ["ImportedFile", "StaleImport", "imported_files", "record_import", "stale_import"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +62,6 @@ class StaleImport(Exception):
         self.later = later
 
 
-def digest_of(path: Path) -> str:
-    """The file's SHA-256, read in large blocks (about 0.3 s for a million-account file)."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _file(row: Any) -> ImportedFile:
     return ImportedFile(*row)
 
@@ -88,12 +80,23 @@ _COLUMNS = (
 
 def stale_import(connection: Connection, *, kind: str, sha256: str) -> StaleImport | None:
     """Why an accounts file with this digest must not be imported again, or None: when it was,
-    and which other accounts file came after its latest import."""
+    and which other accounts file came after its latest import.
+
+    A file without records (a day without changes sends the header alone, the same bytes every
+    such day) sets nothing back, however often it comes; nor does a file that stored nothing (no
+    record accepted) make an earlier one stale: it set nothing the earlier one could set back. A
+    file whose records were all rejected is still known: they are as old as it is, and may be
+    accepted now."""
     if kind != "accounts":
         return None
+    accounts = imported_file.c.kind == kind
     earlier = connection.execute(
         select(*_COLUMNS)
-        .where(imported_file.c.kind == kind, imported_file.c.sha256 == sha256)
+        .where(
+            accounts,
+            imported_file.c.sha256 == sha256,
+            imported_file.c.accepted + imported_file.c.rejected > 0,
+        )
         .order_by(imported_file.c.id.desc())
         .limit(1)
     ).first()
@@ -102,9 +105,10 @@ def stale_import(connection: Connection, *, kind: str, sha256: str) -> StaleImpo
     later = connection.execute(
         select(*_COLUMNS)
         .where(
-            imported_file.c.kind == kind,
+            accounts,
             imported_file.c.id > earlier.id,
             imported_file.c.sha256 != sha256,
+            imported_file.c.accepted > 0,
         )
         .order_by(imported_file.c.id.desc())
         .limit(1)
@@ -112,16 +116,15 @@ def stale_import(connection: Connection, *, kind: str, sha256: str) -> StaleImpo
     return StaleImport(_file(earlier), _file(later)) if later is not None else None
 
 
-def record_import(
-    connection: Connection, source: Source, sha256: str, at: datetime, accepted: int, rejected: int
-) -> None:
-    """Record `source` as imported (its name without the directory)."""
+def record_import(connection: Connection, source: Source, at: datetime, accepted: int, rejected: int) -> None:
+    """Record `source`, read whole, as imported: its name without the directory, and its size and
+    digest as read (a pipe has no size to stat)."""
     connection.execute(
         insert(imported_file).values(
             kind=source.kind.value,
             name=source.path.name,
-            size=source.size,
-            sha256=sha256,
+            size=source.bytes_read,
+            sha256=source.sha256,
             imported_at=at,
             accepted=accepted,
             rejected=rejected,

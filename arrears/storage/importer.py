@@ -56,7 +56,7 @@ from arrears.processes import collecting_rarely
 from arrears.storage._common import first_load, opted_out_numbers
 from arrears.storage.bulk import among
 from arrears.storage.engine import BULK_CACHE_MIB, bulk_cache
-from arrears.storage.imported_files import digest_of, record_import, stale_import
+from arrears.storage.imported_files import record_import, stale_import
 from arrears.storage.streaming import insert_rows, update_rows
 from arrears.storage.tables import account, audit, borrower, contact, hold, payment
 from arrears.storage.vendor_orders import cancel_vendor_orders
@@ -525,9 +525,10 @@ def run_import(
     (0: all here); a script calling this on such a file needs the `if __name__ == "__main__"`
     guard every spawning program needs. `on_progress`'s bytes read then run a few chunks ahead.
 
-    The file is recorded, by its content's SHA-256, with the import (`imported_files`): an
-    accounts file imported before, with another imported after it, would set balances back, and
-    is refused (StaleImport) unless `reimport`. SQLite's page cache: `cache_mib` (`bulk_cache`).
+    The file is recorded, by the SHA-256 of the bytes read (so a pipe is read once, whole), with
+    the import (`imported_files`): an accounts file imported before, with another imported after
+    it, would set balances back, and is refused (StaleImport) unless `reimport`, once read: its
+    writes are rolled back. SQLite's page cache: `cache_mib` (`bulk_cache`).
 
     Raises, with nothing stored: StaleImport, UnreadableFile (a byte not valid in the file's
     encoding, met half-way), RejectsUnwritable, ImportInterrupted (`stop_requested` returned a
@@ -549,7 +550,6 @@ def run_import(
         if reason:
             raise ImportInterrupted(reason, summary.read)
 
-    digest = digest_of(source.path)
     target = rejects_path(source.path, rejects_to)
     read: Any = read_account if kind is Kind.ACCOUNTS else read_payment
     with (
@@ -567,9 +567,6 @@ def run_import(
         )
         try:
             with bulk_cache(connection, cache_mib), connection.begin(), first_load(connection) as first:
-                stale = stale_import(connection, kind=kind.value, sha256=digest)
-                if stale is not None and not reimport:
-                    raise stale
                 for window in _batched(checked, chunk_size):
                     rows = [item.row for item in window if item.row is not None]
                     late = _store_chunk(connection, summary, rows, now, opt_outs=not first)
@@ -590,12 +587,15 @@ def run_import(
                 # reading and storing would otherwise go unnoticed.
                 if summary.read != source.data_lines:
                     raise AssertionError(f"{source.data_lines} data lines but {summary.read} records read")
+                stale = stale_import(connection, kind=kind.value, sha256=source.sha256)  # read whole by now
+                if stale is not None and not reimport:
+                    raise stale
                 summary.empty = source.empty_lines
                 if summary.accepted:
                     # A payment or a collection hold cancels a repossession order at once, not at the next
                     # cycle: a repossession after the borrower paid is the finding regulators make most.
                     summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
-                record_import(connection, source, digest, now, summary.accepted, summary.rejected)
+                record_import(connection, source, now, summary.accepted, summary.rejected)
                 check_stop()
                 summary.rejects_file = rejects.publish()
         except BaseException:

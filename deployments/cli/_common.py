@@ -222,9 +222,12 @@ def audit_actor(name: str, option: str = "--agent") -> str:
 
 
 def as_of_instant(as_of: str | None) -> datetime:
-    """The instant of `--as-of`, or now; a malformed one is a one-line error naming the option."""
+    """The instant of `--as-of`, or now; a malformed one is a one-line error naming the option.
+
+    An empty --as-of is malformed, not "now": `--as-of "$DAY"` with DAY unset must not run as of
+    the wall clock."""
     try:
-        return parse_instant(as_of) if as_of else datetime.now(UTC)
+        return parse_instant(as_of) if as_of is not None else datetime.now(UTC)
     except ValueError as error:
         raise CliError(f"--as-of: {error}") from None
 

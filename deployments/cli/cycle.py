@@ -38,24 +38,33 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     """Run the daily cycle: payments, advance, reviews and referrals, due SMS, bureau pulls, letters, report.
 
     Once a cycle finished for an --as-of, running it again for the same --as-of changes nothing and
-    sends nothing; an --as-of before the latest cycle's is refused (exit 2), since days past due and
-    stages only move forward. One cycle at a time per database: while another cycle (or `arrears
-    dispatch`) runs, this exits 2 saying so. A cycle that was killed is closed as crashed by the
-    next run, which carries on without sending anything twice; one stopped with Ctrl-C closes itself
-    as failed (exit 1, saying so), and its rerun carries on the same way. With the default (sandbox)
-    SMS and bureau providers a local sandbox server is started for the run. Review and referral runs
-    start only where `arrears serve` serves their deployments; without it, reviews are still opened
-    and decided with `arrears review decide`.
+    sends nothing; an --as-of before the latest cycle's is refused (exit 2, before any flow run
+    starts), since days past due and stages only move forward. One cycle at a time per database:
+    while another cycle (or `arrears dispatch`) runs, this exits 2 saying so. A cycle that was
+    killed is closed as crashed by the next run, which carries on without sending anything twice;
+    one stopped with Ctrl-C closes itself as failed (exit 1, saying so), and its rerun carries on
+    the same way. With the default (sandbox) SMS and bureau providers a local sandbox server is
+    started for the run. Review and referral runs start only where `arrears serve` serves their
+    deployments; without it, reviews are still opened and decided with `arrears review decide`.
 
-    Exit codes: 0 done; 2 bad input, an --as-of before the latest cycle's, or a cycle is already
-    running; 4 done, but the SMS provider could not be reached: one line on stderr names it and how
-    many messages wait (scheduled; `arrears dispatch` sends them once it is back); 1 anything else.
+    Exit codes: 0 done; 2 bad input (an --as-of empty or not an instant), an --as-of before the
+    latest cycle's, or a cycle is already running; 4 done, but the SMS provider could not be
+    reached: one line on stderr names it and how many messages wait (scheduled; `arrears
+    dispatch` sends them once it is back); 1 anything else.
     """
-    as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
+    instant = as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False, upgrade=True)
     _providers_ready()
-    stats = _exclusively("cycle", lambda: run_cycle(as_of, quiet=json))
+
+    def forward() -> dict[str, Any]:
+        if as_of is not None:  # without one the flow runs as of its own now, or its scheduled time
+            from tasks.cycle import refuse_backdated
+
+            refuse_backdated(instant)  # said in one line, before a flow run is recorded as Failed
+        return run_cycle(as_of, quiet=json)
+
+    stats = _exclusively("cycle", forward)
     if json:
         emit_json(stats)
     else:
@@ -92,8 +101,8 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
 
 
 def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`run()` under the database's run lock: another cycle or dispatch running is exit 2, said
-    in one line, before any flow starts."""
+    """`run()` under the database's run lock: another cycle or dispatch running, or a cycle as of
+    an instant before the latest cycle's, is exit 2, said in one line, before any flow starts."""
     from tasks.cycle import CycleBackdated, CycleRunning, run_exclusively
 
     try:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arrears.clock import business_date, parse_instant
+from arrears.clock import business_date
 from arrears.files import create_private_file, private_directory
-from deployments.cli._common import CliError, app, console, emit_json, open_database, use_database
+from deployments.cli._common import app, as_of_instant, console, emit_json, open_database, use_database
 from deployments.cli.cycle import print_cycle, run_cycle
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ def demo(
     """
     # Imported here, not at the top: `arrears --help` loads none of the simulation, import or storage.
     from arrears.importing import Kind, open_source
-    from arrears.models import utcnow
     from arrears.settings import default_home, get_settings
     from arrears.simulate import (
         generate_portfolio,
@@ -58,6 +57,7 @@ def demo(
     from arrears.storage import database_file
     from arrears.storage.importer import run_import
 
+    start = as_of_instant(as_of)  # a malformed --as-of is exit 2 before the demo database is recreated
     url = database or f"sqlite:///{default_home() / 'demo.db'}"
     path = database_file(url)
     if database is None and path is not None:
@@ -65,10 +65,6 @@ def demo(
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     use_database(url)
     engine = open_database(url, create=True, upgrade=True)
-    try:
-        start = parse_instant(as_of) if as_of else utcnow()
-    except ValueError as error:
-        raise CliError(f"--as-of: {error}") from None
     lender_zone = get_settings().lender_timezone
     work = private_directory(default_home() / "demo")  # the generated borrowers are PII-shaped
 

@@ -10,6 +10,7 @@ empty rows a spreadsheet saves (separators alone) are no data line and are count
 """
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -71,13 +72,16 @@ EncodingOption = Annotated[
         help="The file's text encoding: UTF-8 (with or without BOM) by default; GB18030, GBK, Big5, ...",
     ),
 ]
+# Text, not a Path: a Path drops the trailing slash of `--rejects DIR/`, which says a directory.
 RejectsOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--rejects",
+        metavar="<path>",
         help=(
-            "Where rejected rows are written: a file, or a directory to hold FILE.rejects.csv "
-            "(default: FILE.rejects.csv beside FILE; give this when FILE's folder is read-only)."
+            "Where rejected rows are written: a file, or an existing directory (DIR/) to hold "
+            "FILE.rejects.csv (default: FILE.rejects.csv beside FILE; give this when FILE's folder is "
+            "read-only). A FIFO or device there is refused, never replaced."
         ),
         show_default=False,
     ),
@@ -103,8 +107,9 @@ def accounts(
 
     A file imported before, with another accounts file imported after it, is refused (exit 2,
     nothing stored): the files carry no date, and it would set every balance, due date and number
-    back to what it says. Files are known by their content, whatever their name; the same file
-    imported twice in a row changes nothing and is not refused."""
+    back to what it says. Files are known by the SHA-256 of their bytes as read (FILE may be a
+    pipe: it is read once, whole), whatever their name; the same file imported twice in a row
+    changes nothing and is not refused, nor is a file without records."""
     from arrears.importing import Kind
 
     _import(Kind.ACCOUNTS, file, database, as_json, encoding, rejects, reimport)
@@ -163,7 +168,7 @@ def _import(
     database: str | None,
     as_json: bool,
     encoding: str,
-    rejects: Path | None,
+    rejects: str | None,
     reimport: bool = False,
 ) -> None:
     """The one path of both commands: read, check, store all or nothing, report."""
@@ -181,7 +186,7 @@ def _import(
     except UnreadableFile as error:
         raise CliError(str(error)) from None
     try:
-        _check_rejects_target(file, rejects)
+        rejects_to = _rejects_target(file, rejects)
     except CliError:
         source.close()
         raise
@@ -196,7 +201,7 @@ def _import(
                     source,
                     on_progress=lambda summary, position: advance(summary.read, position),
                     stop_requested=stop_requested,
-                    rejects_to=rejects,
+                    rejects_to=rejects_to,
                     reimport=reimport,
                     cache_mib=get_settings().import_cache_mib,
                 )
@@ -233,20 +238,31 @@ def _import(
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _check_rejects_target(file: Path, rejects: Path | None) -> None:
-    """Refuse, before anything is read, a --rejects that could never be written or would overwrite
-    the file being imported (the rejects file replaces what is at its path)."""
+def _rejects_target(file: Path, rejects: str | None) -> Path | None:
+    """The --rejects path, refused before anything is read if it could never be written, would
+    replace what is no regular file (a FIFO, /dev/null: `os.replace` puts the rejects file in its
+    place), or would overwrite the file being imported."""
+    from arrears.files import check_target
     from arrears.importing import rejects_path
 
     if rejects is None:
-        return
-    target = rejects_path(file, rejects)
+        return None
+    given = Path(rejects)
+    if rejects.endswith(("/", os.sep)) and not given.is_dir():
+        raise CliError(f"--rejects {rejects}: no such directory")
+    target = rejects_path(file, given)
     if not target.parent.is_dir():
         raise CliError(f"--rejects {rejects}: no such directory {target.parent}")
+    try:
+        check_target(target)
+    except OSError as error:
+        inside = "" if target == given else f"{target}: "
+        raise CliError(f"--rejects {rejects}: {inside}{error.strerror or error}") from None
     if target.resolve() == file.resolve():
         raise CliError(
             f"--rejects {rejects}: that is the file being imported; name another file or a directory"
         )
+    return given
 
 
 def _after_commit(kind: "Kind", summary: "ImportSummary", engine: "Engine") -> list[str]:

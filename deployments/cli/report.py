@@ -153,7 +153,9 @@ def report(
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
-    """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates."""
+    """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates.
+
+    A --cycle that names no cycle run is exit 2, not an empty report."""
     from arrears.storage.quarantine import counts as quarantine_counts
     from arrears.storage.reports import latest_cycle_id, portfolio_report
     from arrears.storage.unattributed import counts_for_report
@@ -164,6 +166,9 @@ def report(
     with read_only(engine) as connection:
         cycle_id = cycle if cycle is not None else latest_cycle_id(connection)
         found = portfolio_report(connection, cycle_id=cycle_id)
+        if cycle is not None and found.as_of is None:
+            # A mistyped id would read as a quiet cycle: no transitions, no messages.
+            raise CliError(f"no cycle {cycle} (`arrears report` without --cycle reports the latest)")
         data = found.as_json()
         data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
         data["callbacks_kept"] = counts_for_report(connection, found.as_of)
