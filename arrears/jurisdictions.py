@@ -102,9 +102,10 @@ class Profile:
     # Days between sending the notice of the planned sale of a repossessed vehicle and the sale
     # (None: no such notice owed, the account closes on recovery).
     sale_notice_days: int | None = None
-    # Whether a repossession needs a court order (GB: protected goods, CCA 1974 s.90, once a third
-    # of a hire-purchase price is paid; arrears is not told what was paid, so every GB agreement is
-    # treated as protected): a repossess decision is then referred to legal, as under SCRA.
+    # Whether a repossession needs a court order (protected goods, GB: CCA 1974 s.90, IE: CCA 1995
+    # ss.63-64, once a third of a hire-purchase price is paid; arrears is not told what was paid,
+    # so every agreement there is treated as protected): a repossess decision is then referred to
+    # legal, as under SCRA.
     repossession_needs_court_order: bool = False
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(

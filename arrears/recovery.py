@@ -17,7 +17,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from arrears.jurisdictions import Profile
-from arrears.letters.notices import PRINT_LEAD
+from arrears.letters.notices import latest_mailing
 
 __all__ = ["MAILED", "RecoveryStep", "after_recovery", "planned_sale_date"]
 
@@ -35,10 +35,11 @@ class RecoveryStep:
     sale_after: date | None = None  # the first day the car may be sold
 
 
-def planned_sale_date(written_at: datetime, *, timezone: str, days: int) -> date:
-    """The sale date a notice written at `written_at` prints: counted from the latest planned
-    mailing date, so a letter mailed late still gives the borrower at least `days`."""
-    return (written_at + PRINT_LEAD).astimezone(ZoneInfo(timezone)).date() + timedelta(days=days)
+def planned_sale_date(written_at: datetime, *, timezone: str, calendar: str | None, days: int) -> date:
+    """The sale date a notice written at `written_at` prints: counted from the latest day it may
+    be mailed (`latest_mailing`; `calendar`: the profile's public holidays), so a letter mailed
+    late still gives the borrower at least `days`."""
+    return latest_mailing(written_at, timezone=timezone, calendar=calendar) + timedelta(days=days)
 
 
 def after_recovery(
@@ -58,7 +59,7 @@ def after_recovery(
     if days is None:
         return RecoveryStep("close", f"vehicle recovered; no notice of sale owed in {rules.code}")
     if notice_status is None:
-        sale = planned_sale_date(now, timezone=timezone, days=days)
+        sale = planned_sale_date(now, timezone=timezone, calendar=rules.hours.holidays, days=days)
         return RecoveryStep("notify", f"vehicle recovered; notice of sale owed ({cite})", sale)
     if notice_status in MAILED and notice_mailed_at is not None:
         mailed = notice_mailed_at.astimezone(ZoneInfo(timezone)).date()

@@ -220,7 +220,7 @@ def enforcement_barred(holds: frozenset[Hold]) -> str | None:
 def court_order_needed(holds: frozenset[Hold], rules: Profile | None = None) -> str | None:
     """Why a repossession needs a court order here, or None: a military hold (SCRA 50 U.S.C. 3952
     forbids repossessing a servicemember's vehicle without one), or the jurisdiction's protected
-    goods (GB: CCA 1974 s.90)."""
+    goods (GB: CCA 1974 s.90; IE: CCA 1995 ss.63-64)."""
     if Hold.MILITARY in holds:
         return "military hold: SCRA 50 U.S.C. 3952 forbids self-help repossession"
     if rules is not None and rules.repossession_needs_court_order:
@@ -233,7 +233,7 @@ def settle_decision(
     requested: DecisionKind, *, holds: frozenset[Hold], rules: Profile | None = None
 ) -> Settled:
     """What the decision becomes. Where a repossession needs a court order (`court_order_needed`:
-    a military hold, GB's protected goods) it becomes a referral to legal for that order."""
+    a military hold, GB's and IE's protected goods) it becomes a referral to legal for that order."""
     if requested is not DecisionKind.REPOSSESS:
         return Settled(requested, requested)
     needed = court_order_needed(holds, rules)
@@ -279,6 +279,7 @@ COURTS: dict[str, str] = {
     "US-MA": "US-MA-BMC",
     "US-WI": "US-WI-MKE",
     "GB": "GB-CCBC",
+    "IE": "IE-CC-DUB",
     "CN": "CN-SH-PD",
 }
 

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
-from arrears.letters import LetterContext, render, template_for, vet
+from arrears.letters import LetterContext, LetterTemplateMissing, render, template_for, vet
 from arrears.letters.notices import (
     SEND_WITHIN,
     context_from_json,
@@ -264,13 +264,17 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
         replaces = REWRITTEN if d.readdressed else ()
         address, name = facts.get(d.account_id, (None, ""))
         if address is None:
-            new.append(
-                letters.NewLetter(
-                    d.key, d.account_id, d.review_id, d.kind, d.at, blocked=NO_ADDRESS, replaces=replaces
-                )
-            )
+            new.append(_blocked(d, NO_ADDRESS, replaces))
             continue
         context = d.context_of(name, address.lines())
+        try:
+            template = template_for(d.kind, context.jurisdiction, rules=d.rules)
+        except LetterTemplateMissing as missing:
+            # No template for its kind there (a GB notice): blocked as one `send_letters` cannot
+            # render, the others written; a notice it owes holds its review until an operator
+            # writes it again once there is one (`arrears letters rewrite`).
+            new.append(_blocked(d, _unrendered(missing), replaces))
+            continue
         recipient = {
             "name": context.borrower_name,
             "line1": address.line1,
@@ -287,13 +291,26 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
                 d.review_id,
                 d.kind,
                 d.at,
-                template=template_for(d.kind, context.jurisdiction, rules=d.rules),
+                template=template,
                 context=context_json(context) | {"_recipient": recipient},
                 mail_type=settings.letters_mail_type,
                 replaces=replaces,
             )
         )
     return len(letters.add_letters(connection, new))
+
+
+def _blocked(draft: Draft, reason: str, replaces: tuple[str, ...]) -> letters.NewLetter:
+    """The letter `draft` asks for, blocked with `reason` (`write_letters`)."""
+    return letters.NewLetter(
+        draft.key, draft.account_id, draft.review_id, draft.kind, draft.at, blocked=reason, replaces=replaces
+    )
+
+
+def _unrendered(error: Exception) -> str:
+    """Why a letter that cannot be rendered is blocked: one reason, whenever it is found out, so
+    that `arrears letters rewrite --blocked-for "not rendered"` finds them all."""
+    return f"not rendered: {type(error).__name__}: {error}"
 
 
 def _sender() -> PostalAddress:
@@ -462,7 +479,7 @@ def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_
     # What a stored context or its template can be wrong by (LetterTemplateMissing, an unknown
     # jurisdiction: LookupError; a missing date, text no font encodes: ValueError).
     except (ValueError, TypeError, LookupError) as error:
-        reason = f"not rendered: {type(error).__name__}: {error}"
+        reason = _unrendered(error)
     with engine().begin() as connection:
         if reason is not None:
             letters.mark_blocked(connection, letter_id=row.id, reason=reason, at=at, status="blocked")
@@ -497,6 +514,15 @@ def track_letters(limit: int = 500) -> dict[str, int]:
             with engine().begin() as connection:
                 counts["letters_moved"] += _apply(connection, row, list(found.tracking), utcnow())
                 letters.touch(connection, [row.id], utcnow())
+            if row.status in letters.ENDED and found.mailed_at is None:
+                # It is looked up again next time; a notice's cure period cannot start meanwhile.
+                run_logger("arrears.letters").warning(
+                    "%s letter %s is %s but the provider reports no mailed date: its legal clock "
+                    "cannot start until the provider records one",
+                    row.kind,
+                    row.id,
+                    row.status.replace("_", " "),
+                )
     return counts
 
 
@@ -543,11 +569,14 @@ def _apply(
 
 
 def _clock(connection: Connection, row: letters.LetterRow, mailed_at: datetime) -> _Clock:
-    """The mailed event of a right-to-cure letter starts its review's cure period."""
+    """The mailed event of a right-to-cure letter starts its review's cure period, if it is the
+    review's latest letter: a mailed date learned late (its webhook lost, found by a lookup) of a
+    letter returned and given again elsewhere never starts the period the new letter's mailing
+    starts (`tasks.lifecycle_letters`)."""
     if row.kind != "right_to_cure" or row.review_id is None:
         return _Clock(mailed_at, None)
     state = reviews.review_state(connection, row.review_id, lock=True)
-    if state is None:
+    if state is None or state.letter_id != row.id:
         return _Clock(mailed_at, None)
     context = row.context or {}
     amount = context.get("amount_to_cure") or {}

@@ -39,8 +39,8 @@ from arrears.letters.contexts import collection_notice_context, plan_letter_cont
 from arrears.letters.notices import SEND_WITHIN
 from arrears.restructuring import PlanTerms
 from arrears.settings import get_settings
-from arrears.storage import accounts, letters, plans, reviews
-from arrears.storage.letters import OwedNotice
+from arrears.storage import accounts, letters, owed_letters, plans, reviews
+from arrears.storage.owed_letters import OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 from tasks.letters import (
@@ -92,7 +92,7 @@ def write_collection_notices(at: datetime, *, engine_: Engine | None = None) -> 
     """Write the 催收函 owed by accounts that entered legal referral; count them."""
     written = 0
     with (engine_ or engine()).begin() as connection:
-        owed = letters.notices_owed(
+        owed = owed_letters.notices_owed(
             connection,
             kind="collection_notice",
             stage=Stage.LEGAL_REFERRAL.value,
@@ -107,11 +107,13 @@ def write_collection_notice(
     connection: Connection, owed: OwedNotice, at: datetime, *, readdressed: bool = False
 ) -> bool:
     settings = get_settings()
+    rules = policy().profile(owed.jurisdiction)
 
     def context(name: str, address: tuple[str, ...]) -> LetterContext:
         return collection_notice_context(
             jurisdiction=owed.jurisdiction,
             timezone=owed.timezone,
+            calendar=rules.hours.holidays,
             written_at=at,
             lender=settings.lender_name,
             lender_contact=settings.lender_contact,
@@ -129,7 +131,7 @@ def write_collection_notice(
         review_id=None,
         kind="collection_notice",
         at=at,
-        rules=policy().profile(owed.jurisdiction),
+        rules=rules,
         context_of=context,
         readdressed=readdressed,
     )

@@ -55,6 +55,20 @@ def test_profiles_hold_the_numbers_of_their_rules() -> None:
     assert all(c.source for p in (cn, us, ie, gb) for c in p.caps)
 
 
+def test_ireland_owes_the_default_notice_and_a_court_order_for_protected_goods_as_gb_does() -> None:
+    """compliance.md's "United Kingdom (GB) and Ireland (IE)" rows bind Ireland too: a default
+    notice with at least 14 days to remedy before enforcement, and no repossession of protected
+    goods without a court order. Each is sourced from the row and Ireland's own Consumer Credit
+    Act 1995 (ss.54, 63-64), marked unverified; counted as GB counts them."""
+    ie, gb = profile("IE"), profile("GB")
+    assert (ie.cure_notice_days, ie.cure_business_days, ie.cure_mailing_days) == (14, False, 0)
+    assert ie.repossession_needs_court_order and gb.repossession_needs_court_order
+    sources = dict(ie.sources)
+    assert sources["cure"].startswith("Consumer Credit Act 1995 s.54 (unverified):")
+    assert sources["protected_goods"].startswith("Consumer Credit Act 1995 ss.63-64 (unverified):")
+    assert all("compliance.md" in sources[k] for k in ("cure", "protected_goods"))
+
+
 def test_us_state_overlays_inherit_reg_f_and_add_their_own() -> None:
     """US-CA/IA/MA/WI keep Reg F's hours, caps and opt-out, with their cure periods and holiday calendars."""
     us = profile("US")
@@ -121,6 +135,7 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
         # fewer cures owed would let a repossession go ahead before the statute allows.
         ("[profiles.US-IA]\ncure_notice_days = 2", r"cure_notice_days: at least 20 \(Iowa Code 537\.5110"),
         ("[profiles.GB]\ncure_notice_days = 3", r"cure_notice_days: at least 14 \(Consumer Credit Act"),
+        ("[profiles.IE]\ncure_notice_days = 3", r"cure_notice_days: at least 14 \(Consumer Credit Act 1995"),
         ("[profiles.US-MA]\ncure_mailing_days = 0", "cure_mailing_days: at least 3"),
         ("[profiles.US-MA]\nmax_cures = 0", r"max_cures: at least 3 \(M\.G\.L\. c\.255B"),
         ("[profiles.GB]\nbreathing_space_days = 30", "breathing_space_days: at least 60"),
@@ -128,6 +143,10 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
         (
             "[profiles.GB]\nrepossession_needs_court_order = false",
             r"court_order: a rule requires it \(Consumer",
+        ),
+        (
+            "[profiles.IE]\nrepossession_needs_court_order = false",
+            r"court_order: a rule requires it \(Consumer Credit Act 1995 ss\.63-64",
         ),
         ('[profiles.XX.hours]\nstart = "09:00"', "unknown jurisdiction"),
         ('[profiles.CN.hours]\nstart = "9 am"', "HH:MM"),

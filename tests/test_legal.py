@@ -180,28 +180,44 @@ def test_submission_happens_once_however_often_the_step_runs(
     assert len([e for e in events(later_db, "A-L1", "filing") if e.data["action"] == "drafted"]) == 1
 
 
-@pytest.mark.parametrize(
-    ("jurisdiction", "where"),
-    [
-        ("IE", {"timezone": "Europe/Dublin", "phone": "+353 85 123 4567", "currency": "EUR"}),
-        ("US", {"timezone": "America/New_York"}),
-    ],
-)
 def test_a_referral_with_no_court_to_file_in_goes_back_to_the_legal_team(
-    later_db: Engine, tmp_path: Path, court: Any, jurisdiction: str, where: dict[str, str]
+    later_db: Engine, tmp_path: Path, court: Any
 ) -> None:
-    """A referral in a jurisdiction the venue table has no court for is refused at once, back to
-    the legal team with the reason, not retried for minutes and failed run after run."""
+    """A referral in a jurisdiction the venue table has no court for (the plain US profile) is
+    refused at once, back to the legal team with the reason, not retried for minutes and failed
+    run after run."""
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-L8", jurisdiction=jurisdiction, **where)
+    _in_legal(later_db, tmp_path, "A-L8", jurisdiction="US", timezone="America/New_York")
     with court_session():
         state = open_referral.fn("A-L8", at("2026-12-23T17:00:00Z"))
         done = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
     assert (done.status, done.filing_id, _filings(court)) == ("rejected", None, [])
     [refused] = events(later_db, "A-L8", "court")
-    assert f"no court is configured for {jurisdiction}" in refused.data["reason"]
+    assert "no court is configured for US" in refused.data["reason"]
+
+
+def test_an_irish_referral_is_filed_at_the_irish_court_without_an_scra_affidavit(
+    later_db: Engine, tmp_path: Path, court: Any
+) -> None:
+    """Every IE repossess decision becomes a referral for a court order (protected goods, CCA 1995
+    ss.63-64): the venue table has a court for it, and the gateway takes the filing, a claim with
+    no SCRA affidavit (a US law)."""
+    from tasks.legal import open_referral, submit_filing
+    from tasks.providers import court_session
+
+    where = {"timezone": "Europe/Dublin", "phone": "+353 85 123 4567", "currency": "EUR"}
+    _in_legal(later_db, tmp_path, "A-L9", jurisdiction="IE", **where)
+    with court_session():
+        state = open_referral.fn("A-L9", at("2026-12-23T17:00:00Z"))
+        done = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
+    assert done.status == "submitted" and done.filing_id
+    [filing] = _filings(court)
+    assert (filing["court"], filing["caseType"]) == ("IE-CC-DUB", "deficiency")
+    message = filing["message"]
+    assert not message.get("militaryStatusAffidavit")
+    assert "military_affidavit" not in [d["kind"] for d in message["documents"]]
 
 
 def test_two_databases_filing_through_one_gateway_never_share_a_filing(

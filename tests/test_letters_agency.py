@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -212,9 +213,10 @@ def test_a_letter_not_sent_within_a_day_is_written_again_before_it_goes(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
 ) -> None:
     """A right-to-cure letter written while the letters provider could not take it prints a
-    deadline counted from a mailing three days ahead. Two days later that date would be early:
-    `arrears dispatch` does not send it as written but blocks it as stale and writes it again, in
-    its place and under its key, with a deadline counted from now, and sends that."""
+    deadline counted from its latest mailing (a day to hand it over, two business days to mail
+    it). Two days later that date would be early: `arrears dispatch` does not send it as written
+    but blocks it as stale and writes it again, in its place and under its key, with a deadline
+    counted from now, and sends that."""
     from tasks.review import prepare_reviews
 
     put_in_review(mail_db, tmp_path, IA)
@@ -420,7 +422,8 @@ def test_letters_in_flight_together_through_429s_and_a_lost_answer_are_each_mail
 
 
 _MAIL_IN_A_CHILD = """
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from tasks.letters import send_letters
 send_letters.fn(as_of=datetime(2026, 12, 1, 18, tzinfo=UTC))
 """
@@ -1015,6 +1018,153 @@ def test_tracking_webhook_starts_the_cure_period(
             assert client.post("/letters/sandbox/tracking", content=body, headers=headers).status_code == 200
     [review] = rows(mail_db, review_t, IA)
     assert review.cure_deadline == datetime(2026, 12, 29, 6, tzinfo=UTC)
+
+
+def test_a_delivered_letter_whose_mailed_webhook_was_lost_is_looked_up_and_starts_the_cure_period(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """DESIGN §6: a notice's legal clock starts from the provider's mailed event, and webhooks may
+    be lost. Lob mails the letter and delivers it; the `letter.mailed` webhook is lost and only
+    `letter.delivered` arrives. The letter, at the end of the post with no mailed date, is looked
+    up: the mailed event in the provider's record starts the cure period, and once it is known the
+    letter is looked up no more."""
+    from integrations.providers import build_provider
+    from tasks.letters import letters_in_the_post, record_tracking, track_letters
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [sent] = letters_sandbox.letters()
+    letters_sandbox.advance(sent["id"], "delivered", at="2026-12-08T15:00:00Z")  # mailed, then delivered
+    headers, body = letters_sandbox.signed_callback(sent["id"])  # the latest event only
+    with build_provider("letters", "sandbox", letters_sandbox.base_url, letters_sandbox.credentials) as lob:
+        delivered = lob.parse_callback(headers, body)
+    assert [e.kind for e in delivered] == ["delivered"]
+    record_tracking(delivered)
+    [letter] = rows(mail_db, letter_t, IA)
+    assert (letter.status, letter.mailed_at, rows(mail_db, review_t, IA)[0].cure_deadline) == (
+        "delivered",
+        None,
+        None,
+    )
+    assert letters_in_the_post()
+
+    assert track_letters.fn() == {"letters_looked_up": 1, "letters_moved": 1}
+    [letter] = rows(mail_db, letter_t, IA)
+    [review] = rows(mail_db, review_t, IA)
+    assert letter.status == "delivered" and letter.mailed_at is not None
+    assert review.cure_deadline is not None and review.cure_deadline == letter.deadline
+    assert any("(learned after it was delivered)" in e.detail for e in events(mail_db, IA, "letter"))
+    [notice] = events(mail_db, IA, "cure_notice")
+    assert notice.data["review_id"] == review.id
+    assert not letters_in_the_post()
+
+
+def test_a_mailed_date_learned_late_of_a_notice_given_again_elsewhere_starts_no_cure_period(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """A right-to-cure letter came back to sender, its mailed webhook lost, and was given again at
+    another address. Its mailed date, found by a later lookup, is recorded on it, but the cure
+    period counts from the new letter's mailing only: it does not start from the returned one."""
+    from integrations.providers import build_provider
+    from tasks.letters import record_tracking, track_letters
+    from tasks.lifecycle_letters import readdress_letters
+
+    put_in_review(mail_db, tmp_path, IA)
+    _review_step("2026-12-01T17:00:00Z")
+    [first] = letters_sandbox.letters()
+    letters_sandbox.advance(first["id"], "returned_to_sender", at="2026-12-05T15:00:00Z")
+    headers, body = letters_sandbox.signed_callback(first["id"])
+    with build_provider("letters", "sandbox", letters_sandbox.base_url, letters_sandbox.credentials) as lob:
+        record_tracking(lob.parse_callback(headers, body))
+    moved = us_account(
+        IA, past_due_amount="825.00", oldest_due_date="2026-10-01", address_line1="7 Oak Avenue"
+    )
+    import_rows(mail_db, tmp_path, [moved])
+    assert readdress_letters(at("2026-12-07T09:00:00Z")) == {"letters_readdressed": 1}
+
+    track_letters.fn()
+    returned, again = rows(mail_db, letter_t, IA)
+    assert (returned.status, again.status) == ("returned_to_sender", "pending")
+    assert returned.mailed_at is not None
+    assert rows(mail_db, review_t, IA)[0].cure_deadline is None
+    assert events(mail_db, IA, "cure_notice") == []
+
+
+def test_a_notice_with_no_template_in_its_jurisdiction_is_blocked_and_holds_only_its_review(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """Ireland owes a 14-day default notice before enforcement, and arrears has no Irish template:
+    the review's letter is blocked with the reason (as one that cannot be rendered), and the review
+    can be decided only once a notice goes; the Iowa review beside it is written and mailed as
+    ever, not stopped with it."""
+    from tasks.review import prepare_reviews, waiting
+
+    irish = {
+        "jurisdiction": "IE",
+        "timezone": "Europe/Dublin",
+        "currency": "EUR",
+        "phone": "+353 85 123 4567",
+        "address_line1": "1 Main Street",
+        "city": "Dublin",
+        "state": "",
+        "postal_code": "D02 X285",
+    }
+    put_in_review(mail_db, tmp_path, "A-IE1", **irish)
+    put_in_review(mail_db, tmp_path, IA)
+    assert prepare_reviews.fn(at("2026-12-01T17:00:00Z")).notices == 2  # one to mail, one blocked
+    [blocked] = rows(mail_db, letter_t, "A-IE1")
+    assert (blocked.kind, blocked.status, blocked.reason) == (
+        "right_to_cure",
+        "blocked",
+        "not rendered: LetterTemplateMissing: no right_to_cure letter for IE",
+    )
+    [written] = rows(mail_db, letter_t, IA)
+    assert written.status == "pending"
+    [w] = [w for w in waiting(mail_db, now=at("2027-02-01T00:00:00Z")) if w.account_id == "A-IE1"]
+    assert (w.waits_for, "LetterTemplateMissing" in w.detail) == ("blocked", True)
+    refused = _cli(
+        "review",
+        "decide",
+        "A-IE1",
+        "--decision",
+        "legal",
+        "--reviewer",
+        "Ana Ruiz",
+        "--reason",
+        "r",
+        "--as-of",
+        "2027-02-01T12:00:00Z",
+        "--database",
+        db_url,
+    )
+    assert _refused(refused) and "right-to-cure" in str(refused.exception)
+
+
+def test_every_date_a_letter_prints_counts_from_its_latest_mailing_over_a_weekend() -> None:
+    """Handed to the provider within a day and mailed within two business days: a notice of sale
+    or a 催收函 written on Thursday evening counts its days from Tuesday, not from Sunday."""
+    from arrears.letters.contexts import COLLECTION_NOTICE_DAYS, collection_notice_context
+    from arrears.recovery import planned_sale_date
+
+    thursday_evening = datetime(2027, 3, 4, 22, 0, tzinfo=UTC)  # 16:00 in Chicago, 06:00 Friday in Shanghai
+    assert (
+        planned_sale_date(thursday_evening, timezone="America/Chicago", calendar="US-IA", days=10)
+        == datetime(2027, 3, 19).date()
+    )
+    notice = collection_notice_context(
+        jurisdiction="CN",
+        timezone="Asia/Shanghai",
+        calendar="CN",
+        written_at=thursday_evening - timedelta(hours=12),  # Thursday 18:00 in Shanghai
+        lender="L",
+        lender_contact="C",
+        borrower_name="张三",
+        account_reference="A-CN9",
+        currency="CNY",
+        past_due=Decimal("3000.00"),
+        address=("上海市",),
+    )
+    assert notice.cure_deadline == datetime(2027, 3, 9).date() + timedelta(days=COLLECTION_NOTICE_DAYS)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ an accepted hardship plan. Pure functions over stored facts, used by `tasks.life
   It names the past-due amount and a last day to pay before the lender goes to court; the CBA
   2026 guideline asks for written notice, not for a period, so `COLLECTION_NOTICE_DAYS` is a
   policy number (a conservative default, unverified), counted like a cure notice from the
-  latest planned mailing date so the borrower is never given less time than the letter says.
+  latest day the letter may be mailed, so the borrower is never given less time than it says.
 - `plan_letter_context`: the confirmation of the plan the borrower accepted (its terms in the
   borrower's language: the template is chosen by the profile's locale).
 """
@@ -14,19 +14,20 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from arrears.letters.notices import PRINT_LEAD
+from arrears.letters.notices import latest_mailing
 from arrears.letters.render import LetterContext
 from arrears.restructuring import PlanTerms, count_months
 
 __all__ = ["COLLECTION_NOTICE_DAYS", "collection_notice_context", "plan_letter_context"]
 
-COLLECTION_NOTICE_DAYS = 15  # policy: days to pay after the planned mailing, before court action
+COLLECTION_NOTICE_DAYS = 15  # policy: days to pay after the latest mailing, before court action
 
 
 def collection_notice_context(
     *,
     jurisdiction: str,
     timezone: str,
+    calendar: str | None,
     written_at: datetime,
     lender: str,
     lender_contact: str,
@@ -36,9 +37,10 @@ def collection_notice_context(
     past_due: Decimal,
     address: tuple[str, ...],
 ) -> LetterContext:
-    """The 催收函 of an account entering legal referral, written at `written_at`."""
+    """The 催收函 of an account entering legal referral, written at `written_at` (`calendar`: the
+    profile's public holidays, which the mailing days skip)."""
     zone = ZoneInfo(timezone)
-    mailed_by = (written_at + PRINT_LEAD).astimezone(zone).date()
+    mailed_by = latest_mailing(written_at, timezone=timezone, calendar=calendar)
     return LetterContext(
         jurisdiction=jurisdiction,
         lender=lender,

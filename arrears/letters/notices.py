@@ -3,9 +3,9 @@
 Pure functions, used by `tasks/letters.py`:
 
 - `planned_notice`: the notice as printed. The letter is written before it is mailed, so the
-  deadline it states is counted from a planned mailing date a few days ahead (`PRINT_LEAD`): a
-  printed deadline later than the statute's minimum gives the borrower more time, never less. A
-  letter not handed to the provider within `SEND_WITHIN` is written again, so that this holds.
+  deadline it states is counted from the latest day the provider may mail it (`latest_mailing`):
+  a printed deadline later than the statute's minimum gives the borrower more time, never less.
+  A letter not handed to the provider within `SEND_WITHIN` is written again, so that this holds.
 - `given_at` and `mailed_deadline`: the legal clock. It starts when the notice is given as the
   statute defines it (the provider's mailed event, plus the mailing days the profile allows),
   never when we decided to write; the deadline kept is the later of that and the printed one.
@@ -21,24 +21,37 @@ from zoneinfo import ZoneInfo
 
 from arrears.jurisdictions import Profile
 from arrears.letters.render import LetterContext
-from arrears.review import CureNotice, cure_notice
+from arrears.review import CureNotice, add_business_days, cure_notice
 
 __all__ = [
-    "PRINT_LEAD",
+    "MAILED_WITHIN_BUSINESS_DAYS",
     "SEND_WITHIN",
     "context_from_json",
     "context_json",
     "cure_letter_context",
     "given_at",
+    "latest_mailing",
     "mailed_deadline",
     "planned_notice",
 ]
 
-PRINT_LEAD = timedelta(days=3)  # from writing a letter to the provider's mailing it, at most
-# From writing a letter to handing it to the provider, at most: the provider takes up to two more
-# days to mail it (Lob: within two business days). A letter not sent by then (a provider down for
-# days, a backlog) would print dates counted from a mailing already past; it is written again.
+# From writing a letter to handing it to the provider, at most. A letter not sent by then (a
+# provider down for days, a backlog) would print dates counted from a mailing already past; it is
+# written again.
 SEND_WITHIN = timedelta(days=1)
+# From handing a letter to the provider to its mailing, at most: Lob mails "within two business
+# days". Business days, not calendar ones: a letter handed over on a Friday is mailed by Tuesday.
+MAILED_WITHIN_BUSINESS_DAYS = 2
+
+
+def latest_mailing(written_at: datetime, *, timezone: str, calendar: str | None) -> date:
+    """The latest day, in the borrower's calendar, on which a letter written at `written_at` is
+    mailed: handed over within `SEND_WITHIN`, then mailed within `MAILED_WITHIN_BUSINESS_DAYS`
+    business days (weekends and the public holidays of `calendar`, the profile's, skipped). Every
+    date a letter prints is counted from it, so that a letter mailed at any moment within these
+    bounds gives the borrower at least the time it states."""
+    handed_on = (written_at + SEND_WITHIN).astimezone(ZoneInfo(timezone)).date()
+    return add_business_days(handed_on, MAILED_WITHIN_BUSINESS_DAYS, calendar=calendar)
 
 
 def given_at(mailed_at: datetime, rules: Profile) -> datetime:
@@ -56,9 +69,12 @@ def planned_notice(
     rules: Profile,
     prior_cures: int = 0,
 ) -> CureNotice | None:
-    """The notice as the letter states it: counted from the latest planned mailing date."""
+    """The notice as the letter states it: counted from the latest day it may be mailed."""
+    mailed_on = latest_mailing(written_at, timezone=timezone, calendar=rules.hours.holidays)
+    # Any hour of that day would do: the notice counts by the borrower's calendar day.
+    mailed_at = datetime.combine(mailed_on, time(12), tzinfo=ZoneInfo(timezone))
     return cure_notice(
-        given_at(written_at + PRINT_LEAD, rules),
+        given_at(mailed_at, rules),
         jurisdiction=jurisdiction,
         timezone=timezone,
         cure_amount=cure_amount,

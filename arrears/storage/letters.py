@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, true, update
+from sqlalchemy import Connection, and_, func, or_, select, true, update
 
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.bulk import among
@@ -24,6 +24,7 @@ from arrears.storage.tables import account, letter
 
 __all__ = [
     "ACTIVE",
+    "ENDED",
     "STATUSES",
     "LetterRow",
     "NewLetter",
@@ -43,7 +44,6 @@ __all__ = [
     "mark_rendered",
     "mark_sent",
     "move_letter",
-    "notices_owed",
     "provider_key",
     "refused_and_readdressed",
     "returned_and_readdressed",
@@ -52,6 +52,7 @@ __all__ = [
 # Where a letter stands, in order; `blocked` and `failed` are off the path (their `reason` says why).
 RANK = {"pending": 0, "created": 1, "mailed": 2, "in_transit": 3, "delivered": 4, "returned_to_sender": 4}
 ACTIVE = ("created", "mailed", "in_transit")  # sent, and not yet at the end of the post
+ENDED = ("delivered", "returned_to_sender")  # at the end of the post
 STATUSES = (*RANK, "blocked", "failed")
 
 
@@ -246,51 +247,6 @@ def _add_distinct(connection: Connection, new: Sequence[NewLetter]) -> list[int]
     return [ids[n.key] for n in new if n.key in ids]
 
 
-@dataclass(frozen=True, slots=True)
-class OwedNotice:
-    """An account in a stage whose entry owes it a letter, with what the letter states."""
-
-    account_id: str
-    episode: int
-    jurisdiction: str
-    timezone: str
-    currency: str
-    past_due: Any
-    stage_since: datetime
-
-
-def notices_owed(
-    connection: Connection, *, kind: str, stage: str, jurisdictions: Sequence[str]
-) -> list[OwedNotice]:
-    """Accounts in `stage` in these jurisdictions with no `kind` letter written since they entered
-    it (one query): the 催收函 of a CN account entering legal referral."""
-    if not jurisdictions:
-        return []
-    written = (
-        select(letter.c.id)
-        .where(
-            letter.c.account_id == account.c.account_id,
-            letter.c.kind == kind,
-            letter.c.created_at >= account.c.stage_since,
-        )
-        .exists()
-    )
-    rows = connection.execute(
-        select(
-            account.c.account_id,
-            account.c.episode,
-            account.c.jurisdiction,
-            account.c.timezone,
-            account.c.currency,
-            account.c.past_due_amount,
-            account.c.stage_since,
-        )
-        .where(account.c.stage == stage, account.c.jurisdiction.in_(list(jurisdictions)), ~written)
-        .order_by(account.c.account_id)
-    ).all()
-    return [OwedNotice(*r) for r in rows]
-
-
 def addressed_since_blocked(connection: Connection, *, reason: str) -> list[LetterRow]:
     """Letters blocked for `reason` (no address) whose account has a mailing address now (an
     import brought it): the letters to write again. One query; none in the usual case."""
@@ -459,10 +415,20 @@ def block_unsent(connection: Connection, *, written_before: datetime, reason: st
 
 
 def letters_to_track(connection: Connection, *, limit: int = 500) -> list[LetterRow]:
-    """Letters sent and not yet delivered nor returned, least recently heard of first."""
+    """Letters sent and not yet delivered nor returned, least recently heard of first; and those
+    delivered or returned with no mailed date. Webhooks may be lost: a `delivered` one whose
+    `mailed` one never came leaves a letter at the end of the post with no mailed date, which a
+    notice's legal clock starts from (DESIGN §6). The provider's record holds it, so the letter is
+    looked up until it is found."""
     rows = connection.execute(
         select(*_COLUMNS)
-        .where(letter.c.status.in_(ACTIVE), letter.c.provider_id.is_not(None))
+        .where(
+            or_(
+                letter.c.status.in_(ACTIVE),
+                and_(letter.c.status.in_(ENDED), letter.c.mailed_at.is_(None)),
+            ),
+            letter.c.provider_id.is_not(None),
+        )
         .order_by(letter.c.updated_at, letter.c.id)
         .limit(limit)
     ).all()
@@ -583,8 +549,11 @@ def move_letter(
     if not values:
         return False
     connection.execute(update(letter).where(letter.c.id == letter_id).values(**values, updated_at=seen_at))
-    if "status" in values:
-        detail = f"{row.kind} letter {letter_id} {status.replace('_', ' ')} on {at.isoformat()}"
+    if "status" in values or "mailed_at" in values:
+        # A mailed date learned after the letter moved on (its webhook lost, found by a lookup)
+        # is noted too: it starts the legal clock.
+        said = status if "status" in values else f"mailed (learned after it was {row.status})"
+        detail = f"{row.kind} letter {letter_id} {said.replace('_', ' ')} on {at.isoformat()}"
         if deadline is not None and "deadline" in values:
             detail += f"; cure period ends {deadline.isoformat()}"
         _note(
@@ -592,7 +561,7 @@ def move_letter(
             row.account_id,
             at,
             detail,
-            {"letter_id": letter_id, "status": status, "reason": reason},
+            {"letter_id": letter_id, "status": values.get("status", row.status), "reason": reason},
         )
     return True
 

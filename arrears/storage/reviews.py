@@ -69,7 +69,7 @@ class ReviewState:
     days_past_due: int
     vin: str | None
     holds: frozenset[Hold]
-    prior_cures: int = 0  # earlier reviews of the account that ended because the borrower cured
+    prior_cures: int = 0  # earlier reviews of the account that ended because the borrower cured after notice
     letter_id: int | None = None  # the right-to-cure letter, once written
     letter_status: str | None = None  # pending | blocked | created | mailed | … | returned_to_sender
     letter_reason: str | None = None  # why it is blocked, failed or returned
@@ -122,13 +122,21 @@ _CURED = f"closed: account is now {Exit.CURED.value}"
 
 def _prior_cures(connection: Connection, reviews: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Per (account, review id) of `reviews`: how many earlier reviews of the account ended in a
-    cure; reviews with none are left out. Only the cured reviews are read, the accounts bound as
-    one value (`among`): the cycle asks for thousands of reviews, few of which follow a cure."""
+    cure after a right-to-cure notice; reviews with none are left out. Only the cured reviews are
+    read, the accounts bound as one value (`among`): the cycle asks for thousands of reviews, few
+    of which follow a cure.
+
+    After a notice only: M.G.L. c.255B §20A(b) owes no notice once the debtor "has cured a default
+    after notice three or more times", and a cure before any notice was given (within the ten days
+    after default, under a hold that stopped the letter, before its mailing) is not one. A notice
+    was given in a review when its cure deadline is set: `record_cure_notice` sets it only while
+    the review is open, and a returned letter's restart clears it until the notice is given again."""
     cured: dict[str, list[int]] = defaultdict(list)
     for account_id, review_id in connection.execute(
         select(review.c.account_id, review.c.id).where(
             among(review.c.account_id, sorted({a for a, _ in reviews})),
             review.c.reason == _CURED,
+            review.c.cure_deadline.is_not(None),
         )
     ):
         cured[account_id].append(review_id)
@@ -303,13 +311,15 @@ def set_review_run(connection: Connection, *, review_id: int, flow_run_id: str) 
 
 def record_cure_notice(connection: Connection, *, review_id: int, notice: CureNotice) -> bool:
     """Record the right-to-cure notice as given and its deadline, once; False if it was recorded
-    before. Called when the letter's `mailed` event arrives (`tasks.letters`): the cure period
-    counts from the notice given, never from our decision to write it. The audit event and
-    `Review.cure_deadline` are evidence for the filing if the case goes to court.
+    before, or the review is closed. Called when the letter's `mailed` event arrives
+    (`tasks.letters`): the cure period counts from the notice given, never from our decision to
+    write it. The audit event and `Review.cure_deadline` are evidence for the filing if the case
+    goes to court. A letter mailed after its review closed (the borrower cured first) gives no
+    notice in it: a cure counts towards US-MA's three only after a notice (`_prior_cures`).
     """
     changed = connection.execute(
         update(review)
-        .where(review.c.id == review_id, review.c.cure_deadline.is_(None))
+        .where(review.c.id == review_id, review.c.cure_deadline.is_(None), review.c.decided_at.is_(None))
         .values(cure_deadline=notice.deadline)
     ).rowcount
     if not changed:

@@ -94,6 +94,7 @@ COURTS: dict[str, str] = {
     "US-MA-BMC": "Boston Municipal Court",
     "US-WI-MKE": "Milwaukee County Circuit Court",
     "GB-CCBC": "County Court Business Centre",
+    "IE-CC-DUB": "The Circuit Court, Dublin Circuit",
     "CN-SH-PD": "上海市浦东新区人民法院",
     "CN-BJ-CY": "北京市朝阳区人民法院",
     "CN-GD-FT": "深圳市福田区人民法院",
