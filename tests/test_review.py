@@ -4,6 +4,7 @@ SCRA, and vendor orders that a payment or a hold cancels at once."""
 import json
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,13 @@ SENT = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)  # Tuesday 1 December: 11:00 in 
         ("US-WI", "America/Chicago", date(2026, 12, 16), datetime(2026, 12, 17, 6, tzinfo=UTC)),
         ("US-MA", "America/New_York", date(2026, 12, 22), datetime(2026, 12, 23, 5, tzinfo=UTC)),
         ("GB", "Europe/London", date(2026, 12, 15), datetime(2026, 12, 16, 0, tzinfo=UTC)),
+        ("IE", "Europe/Dublin", date(2026, 12, 15), datetime(2026, 12, 16, 0, tzinfo=UTC)),
     ],
 )
 def test_cure_period_per_jurisdiction(jurisdiction: str, zone: str, last_day: date, ends: datetime) -> None:
-    """Iowa 20 days, Wisconsin 15, Massachusetts 21, Great Britain 14: the period ends at the
-    borrower's midnight after its last day."""
+    """Iowa 20 days, Wisconsin 15, Massachusetts 21, Great Britain and Ireland 14 (compliance.md,
+    "United Kingdom (GB) and Ireland (IE)": a default notice, at least 14 days to remedy before
+    enforcement): the period ends at the borrower's midnight after its last day."""
     assert cure_deadline(SENT, jurisdiction=jurisdiction, timezone=zone) == (last_day, ends)
 
 
@@ -79,6 +82,50 @@ def test_business_day_profiles_skip_weekends_and_public_holidays(monkeypatch: py
     )  # Thanksgiving skipped
 
 
+@pytest.mark.parametrize(
+    ("jurisdiction", "zone"),
+    [
+        ("US-IA", "America/Chicago"),
+        ("US-WI", "America/Chicago"),
+        ("US-MA", "America/New_York"),
+        ("GB", "Europe/London"),
+        ("IE", "Europe/Dublin"),
+    ],
+)
+def test_the_printed_deadline_is_never_before_the_statutes_when_the_letter_is_mailed_as_late_as_allowed(
+    jurisdiction: str, zone: str
+) -> None:
+    """A letter goes to the provider within a day of being written, and Lob mails it within two
+    business days: written on Thursday 4 March 2027 in the evening, handed over on Friday, mailed on
+    Tuesday 9 March. The last day to cure the letter prints is never before the one the statute
+    gives from that mailing (three calendar days of lead printed WI 22 March for 24, GB 22 for 23)."""
+    from arrears.jurisdictions import profile
+    from arrears.letters.notices import mailed_deadline, planned_notice
+
+    rules = profile(jurisdiction)
+    common: dict[str, Any] = dict(
+        jurisdiction=jurisdiction, timezone=zone, cure_amount=Decimal("825.00"), currency="USD", rules=rules
+    )
+    printed = planned_notice(datetime(2027, 3, 4, 22, 0, tzinfo=UTC), **common)
+    owed = mailed_deadline(datetime(2027, 3, 9, 15, 0, tzinfo=UTC), printed_last_day=None, **common)
+    assert printed is not None and owed is not None
+    assert printed.last_day >= owed.last_day
+
+
+def test_the_latest_mailing_skips_weekends_and_the_profiles_public_holidays() -> None:
+    """Handed over within a day, mailed within two business days of the borrower's calendar:
+    Thursday evening's letter by Tuesday; Wednesday 23 December 2026's by Tuesday 29 (Christmas
+    and the weekend skipped); a weekday's with no holiday near by the third day after."""
+    from arrears.letters.notices import latest_mailing
+
+    def latest(written: datetime, calendar: str = "US-IA") -> date:
+        return latest_mailing(written, timezone="America/Chicago", calendar=calendar)
+
+    assert latest(datetime(2027, 3, 5, 3, 0, tzinfo=UTC)) == date(2027, 3, 9)  # Thursday 21:00 in Chicago
+    assert latest(datetime(2026, 12, 23, 23, 0, tzinfo=UTC)) == date(2026, 12, 29)
+    assert latest(datetime(2026, 12, 1, 17, 0, tzinfo=UTC)) == date(2026, 12, 4)
+
+
 # -- the decision ----------------------------------------------------------------------------------
 
 
@@ -89,21 +136,26 @@ def test_military_hold_turns_repossession_into_a_referral_to_legal() -> None:
     assert "50 U.S.C. 3952" in (settled.note or "")
 
 
-def test_gb_protected_goods_turn_repossession_into_a_referral_to_legal() -> None:
-    """CCA 1974 s.90 (compliance.md, GB): a hire-purchase car a third paid for is not repossessed
-    without a court order, and the servicing file does not say what was paid: a GB decision to
-    repossess becomes a referral to legal, and the form offers no repossession. A US one is ordered."""
+@pytest.mark.parametrize(
+    ("jurisdiction", "law"),
+    [("GB", "Consumer Credit Act 1974 s.90"), ("IE", "Consumer Credit Act 1995 ss.63-64 (unverified)")],
+)
+def test_protected_goods_turn_repossession_into_a_referral_to_legal(jurisdiction: str, law: str) -> None:
+    """compliance.md, "United Kingdom (GB) and Ireland (IE)": a hire-purchase car a third paid for
+    is not repossessed without a court order, and the servicing file does not say what was paid: a
+    GB or IE decision to repossess becomes a referral to legal, and the form offers no
+    repossession. A US one is ordered."""
     from arrears.jurisdictions import profile
     from tasks.review import decision_options
 
-    settled = settle_decision(DecisionKind.REPOSSESS, holds=frozenset(), rules=profile("GB"))
+    settled = settle_decision(DecisionKind.REPOSSESS, holds=frozenset(), rules=profile(jurisdiction))
     assert (settled.decision, settled.order_vehicle) == (DecisionKind.LEGAL, False)
     assert settled.note == (
-        "protected goods in GB: Consumer Credit Act 1974 s.90 forbids repossession without a court order; "
+        f"protected goods in {jurisdiction}: {law} forbids repossession without a court order; "
         "referred to legal for a court order"
     )
     assert settle_decision(DecisionKind.REPOSSESS, holds=frozenset(), rules=profile("US-CA")).order_vehicle
-    assert "repossess" not in decision_options(frozenset(), "GB")
+    assert "repossess" not in decision_options(frozenset(), jurisdiction)
     assert "repossess" in decision_options(frozenset(), "US-CA")
 
 
@@ -199,7 +251,7 @@ def test_cycle_opens_the_review_and_records_the_cure_notice_once(later_db: Engin
     assert (again.opened, again.notices) == (0, 0)
     [review] = rows(later_db, review_t, "A-V1")
     # Counted from the mailed event (1 December), but never before the last day the letter printed:
-    # it was written for mailing within 3 days, so it told the borrower 24 December.
+    # written on Tuesday, mailed by Friday 4 December at the latest, it told the borrower 24 December.
     assert review.cure_deadline == datetime(2026, 12, 25, 6, tzinfo=UTC)
     [notice] = events(later_db, "A-V1", "cure_notice")
     assert notice.detail.startswith(
@@ -232,6 +284,75 @@ def test_massachusetts_notice_waits_until_ten_days_after_default(later_db: Engin
     assert _prepare("2026-12-04T17:00:00Z").notices == 1
     [notice] = events(later_db, "A-MA", "cure_notice")
     assert "M.G.L. c.255B" in notice.detail
+
+
+def _earlier_cured_reviews(engine: Engine, account_id: str, *, notice_given: bool) -> None:
+    """Three earlier stays in review of the account, each ended by a cure: after a right-to-cure
+    notice (its deadline recorded), or before any was given."""
+    with engine.begin() as c:
+        for n in range(3):
+            opened = datetime(2026, 3 + 2 * n, 1, 16, tzinfo=UTC)
+            c.execute(
+                review_t.insert().values(
+                    account_id=account_id,
+                    opened_at=opened,
+                    cure_deadline=opened.replace(day=26) if notice_given else None,
+                    decided_at=opened.replace(day=28 if notice_given else 5),
+                    reason="closed: account is now cured",
+                )
+            )
+
+
+def test_massachusetts_counts_only_cures_after_a_notice(later_db: Engine, tmp_path: Path) -> None:
+    """M.G.L. c.255B §20A(b): no notice is owed for a later default only once the debtor "has cured
+    a default after notice three or more times". Three cures before any notice was given (within
+    the ten days after default, or under a hold that stopped the letter) are none: the fourth
+    review still owes its notice, and no decision is taken without it."""
+    from arrears.storage import reviews
+
+    _in_review(later_db, tmp_path, "A-MA9", jurisdiction="US-MA", timezone="America/New_York")
+    _earlier_cured_reviews(later_db, "A-MA9", notice_given=False)
+    assert _prepare("2026-12-01T17:00:00Z", mailed=None).notices == 1
+    with later_db.connect() as c:
+        state = reviews.current_review(c, "A-MA9")
+    assert state is not None and (state.prior_cures, state.letter_status) == (0, "created")
+
+
+def test_massachusetts_owes_no_notice_after_three_cures_after_notice(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """Three cures, each after a right-to-cure notice: the fourth default owes none (§20A(b))."""
+    from arrears.storage import reviews
+
+    _in_review(later_db, tmp_path, "A-MA8", jurisdiction="US-MA", timezone="America/New_York")
+    _earlier_cured_reviews(later_db, "A-MA8", notice_given=True)
+    assert _prepare("2026-12-01T17:00:00Z", mailed=None).notices == 0
+    with later_db.connect() as c:
+        state = reviews.current_review(c, "A-MA8")
+    assert state is not None and (state.prior_cures, state.letter_id) == (3, None)
+
+
+def test_a_notice_mailed_after_the_borrower_cured_is_no_notice_in_that_review(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """The borrower cured before the provider mailed the letter: the review closed, and the mailing
+    that follows records no cure deadline on it (the cure came before any notice: US-MA does not
+    count it towards its three)."""
+    from tasks.letters import track_letters
+    from tasks.review import prepare_reviews
+
+    _in_review(later_db, tmp_path, "A-V9")
+    _prepare("2026-12-01T17:00:00Z", mailed=None)
+    with later_db.begin() as c:  # as the refresh leaves an account whose arrears were paid
+        c.execute(
+            update(account_t).where(account_t.c.account_id == "A-V9").values(stage="cured", days_past_due=0)
+        )
+    prepare_reviews.fn(at("2026-12-02T17:00:00Z"))
+    _mail_all("2026-12-03T15:00:00Z")
+    assert track_letters.fn()["letters_moved"] >= 1
+    [review] = rows(later_db, review_t, "A-V9")
+    assert (review.reason, review.cure_deadline) == ("closed: account is now cured", None)
+    assert events(later_db, "A-V9", "cure_notice") == []
 
 
 def test_hold_stops_the_notice_until_it_is_lifted(later_db: Engine, tmp_path: Path) -> None:
@@ -285,6 +406,55 @@ def test_cli_decision_is_refused_early_then_recorded_with_a_vendor_order(
     assert twice.exit_code == 0 and "already decided" in twice.output
     assert [e.actor for e in events(later_db, "A-V3", "decision")] == ["reviewer:Ana Ruiz"]
     assert [e.data["action"] for e in events(later_db, "A-V3", "vendor_order")] == ["placed"]
+
+
+def test_a_decision_contradicting_the_recorded_one_is_refused_naming_the_one_that_stands(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """A second reviewer's `negotiate` on a review decided `repossess` changes nothing, rightly, and
+    says so with exit 2 naming the decision that stands and who took it: exit 0 ("done") let a
+    script or a reviewer's tool take the account for sent back to negotiation."""
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    _in_review(later_db, tmp_path, "A-C1")
+    _prepare("2026-12-01T17:00:00Z")
+    base = ["review", "decide", "A-C1", "--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
+    first = CliRunner().invoke(
+        app, [*base, "--decision", "repossess", "--reviewer", "Ana Ruiz", "--reason", "no contact"]
+    )
+    assert first.exit_code == 0, first.output
+    second = ["--decision", "negotiate", "--reviewer", "Bo Chen", "--reason", "borrower called"]
+    for extra in ([], ["--json"]):
+        contrary = CliRunner().invoke(app, [*base, *extra, *second])
+        assert isinstance(contrary.exception, CliError), contrary.output
+        assert contrary.exception.exit_code == 2
+        assert str(contrary.exception).startswith("A-C1: already decided repossess by Ana Ruiz on 2026-12-25")
+        assert "--decision negotiate was not recorded; nothing changed" in str(contrary.exception)
+    [review] = rows(later_db, review_t, "A-C1")
+    assert (review.decision, review.reviewer) == ("repossess", "Ana Ruiz")
+    assert [e.actor for e in events(later_db, "A-C1", "decision")] == ["reviewer:Ana Ruiz"]
+
+
+def test_repossess_again_on_a_review_a_military_hold_sent_to_legal_is_a_repeat(
+    later_db: Engine, tmp_path: Path, db_url: str
+) -> None:
+    """A servicemember's repossession is recorded as a referral to legal: the same `repossess`
+    again is a repeat (exit 0, nothing changed), not a contradiction; `negotiate` is one (exit 2)."""
+    from deployments.cli import app
+    from deployments.cli._common import CliError
+
+    _in_review(later_db, tmp_path, "A-C2", flags="military")
+    _prepare("2026-12-01T17:00:00Z")
+    base = ["review", "decide", "A-C2", "--database", db_url, "--as-of", "2026-12-25T15:00:00Z"]
+    who = ["--reviewer", "Ana Ruiz", "--reason", "no contact"]
+    assert CliRunner().invoke(app, [*base, "--decision", "repossess", *who]).exit_code == 0
+    again = CliRunner().invoke(app, [*base, "--decision", "repossess", *who])
+    assert again.exit_code == 0 and "already decided legal; nothing changed" in again.output, again.output
+    contrary = CliRunner().invoke(app, [*base, "--decision", "negotiate", *who])
+    assert isinstance(contrary.exception, CliError) and contrary.exception.exit_code == 2
+    [review] = rows(later_db, review_t, "A-C2")
+    assert review.decision == "legal"
 
 
 def test_the_listed_decide_command_works_once_its_placeholders_are_filled(

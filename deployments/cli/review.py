@@ -184,7 +184,10 @@ def decide(
     as_of: AsOf = None,
     json: Json = False,
 ) -> None:
-    """Decide a repossession review once its cure period is over; resumes the waiting flow run."""
+    """Decide a repossession review once its cure period is over; resumes the waiting flow run.
+
+    The first decision recorded stands: the same decision again changes nothing (exit 0); another
+    one is refused (exit 2), naming the decision that stands."""
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
@@ -196,6 +199,15 @@ def decide(
         )
     except ReviewError as error:
         raise CliError(str(error)) from None
+    if not decided.changed and _contradicts(decision.value, decided.decision):
+        # The first decision stands: exit 0 would read as done, and a script or a reviewer's tool
+        # would take the account for sent where this one asked.
+        when = f" on {decided.state.decided_at:%Y-%m-%d}" if decided.state.decided_at else ""
+        by = f" by {decided.state.reviewer}" if decided.state.reviewer else ""
+        raise CliError(
+            f"{account_id}: already decided {decided.decision}{by}{when}, and that decision stands: "
+            f"--decision {decision.value} was not recorded; nothing changed"
+        )
     if decided.order_id:
         from tasks.agency import agency_configured, push_assignments
 
@@ -222,6 +234,13 @@ def decide(
     console.print(line)
     if run:
         console.print(f"flow run {run['id']}: {run['outcome']}")
+
+
+def _contradicts(requested: str, standing: str) -> bool:
+    """Whether a decision asked for differs from the one recorded. A repeat of it is not (exit 0,
+    nothing changed), nor a `repossess` on a review decided `legal`: a repossession that needs a
+    court order (a military hold) is recorded as a referral to legal, and is the same decision."""
+    return requested != standing and (requested, standing) != (Decision.repossess, Decision.legal)
 
 
 def _resume(
