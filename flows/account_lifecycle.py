@@ -47,7 +47,7 @@ def account_lifecycle(account_id: str, as_of: str | None = None, reason: str = "
     day = business_date(instant, get_settings().lender_timezone)
     refreshed = refresh(instant, day, None, account_id)
     advanced = advance_shard(Shard.single(account_id), instant, day, None)
-    dispatched = run_dispatch(instant, None, account_id)
+    dispatched = run_dispatch(instant, None, account_id, live=as_of is None)
     publish_timeline(account_id)  # the account's artifact: its timeline in the Prefect UI
     return {"account_id": account_id, "refresh": refreshed, "advance": advanced, "dispatch": dispatched}
 

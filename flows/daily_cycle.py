@@ -205,7 +205,7 @@ def _run_cycle(
             else None
         )
         mailing = mail_letters.submit(instant, cycle_id)
-        stats["dispatch"] = run_dispatch(instant, cycle_id)
+        stats["dispatch"] = run_dispatch(instant, cycle_id, live=as_of is None)
     if pulls is not None:
         stats["bureau"] = pulls.result()
         _log_counts("bureau", stats["bureau"])
@@ -392,9 +392,12 @@ def cycle_shard(as_of: str, cycle_id: int, index: int, lo: str, hi: str | None =
 PROBE_ROWS = 500
 
 
-def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None = None) -> dict[str, Any]:
+def run_dispatch(
+    instant: datetime, cycle_id: int | None, account_id: str | None = None, *, live: bool = False
+) -> dict[str, Any]:
     """Send what is due at `instant` (for one account, if given), batch by batch, through one
-    provider session.
+    provider session. `live` (a run as of now, not of a given instant): each batch is checked and
+    sent at the wall clock, which is what counts for a text (`tasks.sending`).
 
     A cycle or dispatch run (no `account_id`, under the run lock) first looks up what a crashed
     run may have sent. The first batch goes alone, and small (`PROBE_ROWS`): if it finds the
@@ -416,7 +419,7 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
         _log_dispatch(counts)
         return counts
     with sms_session() as provider:
-        first = dispatch_batch(batches[0], instant, cycle_id)
+        first = dispatch_batch(batches[0], instant, cycle_id, live)
         _add(counts, first)
         _progress("dispatch", 1, len(batches))
         if first.get("outage"):
@@ -426,7 +429,7 @@ def run_dispatch(instant: datetime, cycle_id: int | None, account_id: str | None
         elif len(batches) > 1:
             # As in advance: each batch's lease, checks and writes in a worker process.
             with worker_processes(settings.shard_workers):
-                futures = [dispatch_batch.submit(b, instant, cycle_id) for b in batches[1:]]
+                futures = [dispatch_batch.submit(b, instant, cycle_id, live) for b in batches[1:]]
                 for done, future in enumerate(futures, start=2):
                     _add(counts, future.result())
                     _progress("dispatch", done, len(batches))
@@ -472,7 +475,7 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     instant = as_of_or_now(as_of)
     check_settings("sms")
     with run_exclusively("dispatch"):
-        counts = run_dispatch(instant, None)
+        counts = run_dispatch(instant, None, live=as_of is None)
         counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts
         counts |= start_waiting_reviews(instant, as_of)  # the review runs a cycle deferred, minutes later
         # The embedded sandbox (no URL) is started per session and remembers nothing to look up.

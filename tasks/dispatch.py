@@ -66,14 +66,15 @@ def plan_dispatch(
     # slots, so nothing else in the cycle is tagged (PREFECT.md).
     tags=["channel:sms"],
 )
-def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None) -> dict[str, int]:
-    """Send one batch; returns counts by outcome status.
+def dispatch_batch(batch: Batch, as_of: datetime, cycle_id: int | None, live: bool = False) -> dict[str, int]:
+    """Send one batch; returns counts by outcome status. `live`: checked and sent at the wall
+    clock, not `as_of` (`tasks.sending`).
 
     The body runs in a worker process while the run has them (`tasks.workers`), with a provider
     of the same config: leasing, checking and recording a batch is Python and SQLite, and in the
     run's own process each SQLite call waits for the GIL behind the bureau pulls and the other
     batches' threads. The task run, its retries and its counts stay here."""
-    done = in_worker(send_batch, batch, as_of, cycle_id, sms_config(), crash_due("dispatch"))
+    done = in_worker(send_batch, batch, as_of, cycle_id, sms_config(), crash_due("dispatch"), live)
     _log_refused_numbers(done.refused)
     return done.counts
 

@@ -7,6 +7,14 @@ message log plus what this batch already approved or found sent), send the rest 
 `send_batch`, and record every outcome with the rule that decided it. Nothing leaves without a
 verdict of SEND at this instant.
 
+Which instant: a run as of a given time (a replayed or simulated day) checks and records every
+send at it, a timeline the compliance re-check can trust. A live run (`live`: the cycle or the
+dispatch without an `as_of`) checks at the wall clock, for the send time is what counts (Reg F
+1006.6(b)(1)(i) commentary: "for SMS and email, the send time counts"): the batch at its start,
+and each round again when the clock has moved `RECHECK_AFTER` since (a provider's rate limit
+can hold a day's dispatch for hours, past the end of a borrower's window), each send recorded at
+the instant of its round.
+
 A batch in which the provider accepted nothing and every send failed as not executed or unknown
 is an outage: its messages wait, scheduled, with the provider named in their reason
 (`provider:<name>:outage`), and the batch says so in its counts (`tasks.dispatch` then stops). A
@@ -83,25 +91,33 @@ class Dispatched:
 
 
 def send_batch(
-    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool = False
+    batch: Batch,
+    as_of: datetime,
+    cycle_id: int | None,
+    config: ProviderConfig,
+    drill: bool = False,
+    live: bool = False,
 ) -> Dispatched:
     """The body of `dispatch_batch`: lease, look up what is in doubt, check, send, record. Takes
-    only picklable values, to run in a worker process."""
+    only picklable values, to run in a worker process. `live`: checked at the wall clock, not
+    `as_of` (the module's docstring)."""
     with collection_paused():  # the batch's rows and outcomes live until they are recorded
-        return _send_batch(batch, as_of, cycle_id, config, drill)
+        return _send_batch(batch, as_of, cycle_id, config, drill, live)
 
 
 def _send_batch(
-    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool
+    batch: Batch, as_of: datetime, cycle_id: int | None, config: ProviderConfig, drill: bool, live: bool
 ) -> Dispatched:
     provider = sms_for(config)  # before the lease: without a provider, nothing is leased
     rules = policy()
+    if live:  # the batch may start minutes after the run's instant (the advance, earlier batches)
+        as_of = max(as_of, utcnow())
     # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
     rows = without_quarantined(_lease(batch, as_of, rules))
     found, rows = _look_up_first(provider, rows, as_of)
     aside = SetAside("dispatch")
     outcomes, to_send = _check(rows, rules, as_of, aside, found=found)
-    stopped, sent = _send(provider, to_send, as_of, rules)
+    stopped, sent = _send(provider, to_send, as_of, rules, live=live)
     outage = _outage(sent, provider.info.name)
     outcomes += found + stopped + sent
     if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
@@ -183,38 +199,63 @@ def _check(
 # which an opt-out acknowledged by the webhook cannot stop a text is one round (~0.1 s at the
 # benchmark's rate), not a whole batch (seconds), for three indexed queries a round.
 SEND_ROUND = 1_000
+# In a live run, the wall clock's move since the verdicts after which a round checks its rows again
+# (`_send`): a window ends, or a holiday begins at midnight, while a batch waits on the provider.
+RECHECK_AFTER = timedelta(seconds=30)
 
 
 def _send(
-    provider: SmsProvider, to_send: list[DueMessage], as_of: datetime, rules: Policy
+    provider: SmsProvider, to_send: list[DueMessage], as_of: datetime, rules: Policy, *, live: bool = False
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Send the approved rows (those in doubt were looked up before the verdicts), a round at a
     time. Before each round what stops a send is read again: an opt-out (STOP), a hold or a stage
     change committed while the batch was checked, or while earlier rounds went out, blocks what
-    has not gone yet. Returns the rows so stopped and the outcomes of the sends."""
+    has not gone yet. In a live run each round goes at the wall clock, and once that has moved
+    `RECHECK_AFTER` since the verdicts, every rule is checked again at it: a window that has
+    ended defers what has not gone. Returns the rows so stopped and the outcomes of the sends."""
     step = max(SEND_ROUND, provider.info.batch_size)
     lender = get_settings().lender_name
     stopped: list[Outcome] = []
     sent: list[Outcome] = []
+    checked = as_of  # when the verdicts the rows go on were given
+    approved: dict[str, list[Contact]] = defaultdict(list)  # per borrower: what earlier rounds sent
     for start in range(0, len(to_send), step):
         part = to_send[start : start + step]
+        now = max(as_of, utcnow()) if live else as_of
+        again = now - checked >= RECHECK_AFTER
         with read_only(engine()) as connection:
             changed = outbox.changed_since_loaded(connection, part)
         going = part
-        if changed:
+        if changed or again:
             going = []
             for row in part:
-                late = _refusal(changed[row.id], rules, as_of, lender=lender) if row.id in changed else None
-                if late is not None and late.status is MessageStatus.BLOCKED:
+                late = None
+                if again:  # every rule at the clock's instant, counting what this batch sent
+                    current = changed.get(row.id, row)
+                    late = _refusal(current, rules, now, lender=lender, approved=approved[row.borrower_id])
+                elif row.id in changed:
+                    late = _refusal(changed[row.id], rules, now, lender=lender)
+                    late = late if late is not None and late.status is MessageStatus.BLOCKED else None
+                if late is not None:
                     stopped.append(late)
-                else:
-                    going.append(row)
+                    continue
+                going.append(row)
+                if again:  # the next row of the borrower counts it against the caps
+                    approved[row.borrower_id].append(
+                        Contact(now, "sms", row.account_id, row.address, message_id=row.id)
+                    )
+        if live and not again:  # a later round's re-check counts them against the caps
+            for row in going:
+                approved[row.borrower_id].append(
+                    Contact(now, "sms", row.account_id, row.address, message_id=row.id)
+                )
+        checked = now if again else checked
         requests = [request_of(r) for r in going]
         results = provider.send_batch(requests) if requests else []
-        # Sent "as of" the instant the send-time check approved: for a run as of now that is now,
-        # and a replayed or simulated day keeps a timeline that the compliance re-check can trust.
+        # Sent "as of" the instant the round was approved at: the wall clock's in a live run, the
+        # run's own in a replayed or simulated day, whose timeline the compliance re-check trusts.
         name = provider.info.name
-        sent += [_outcome(row, result, name, as_of) for row, result in zip(going, results, strict=True)]
+        sent += [_outcome(row, result, name, now) for row, result in zip(going, results, strict=True)]
     return stopped, sent
 
 

@@ -835,3 +835,99 @@ def test_the_weekly_ask_counts_a_week_on_the_lenders_calendar_for_a_borrower_wes
 
     assert asks(date(2026, 12, 7)) == ["A-1:negotiation:1:ask-0"]
     assert asks(date(2026, 12, 8)) == ["A-1:negotiation:1:ask-1"]
+
+
+# --- the send time counts: a live run checks at the wall clock ----------------------------------------
+
+CN_LATE_RUN = datetime(2026, 12, 2, 13, 59, tzinfo=UTC)  # 21:59 in Shanghai, a minute before the night
+
+
+def _live_batches(engine: Engine, tmp_path: Path, accounts: int) -> None:
+    """Messages scheduled for the morning by a night cycle, due by the late run."""
+    records = [
+        _cn(account_id=f"A-{i}", borrower_id=f"B-{i}", phone=f"1391234{i:04d}") for i in range(accounts)
+    ]
+    _import(engine, tmp_path, records)
+    _cycle(CN_NIGHT)
+    assert {(m.status, m.reason) for m in _messages(engine)} == {("scheduled", "hours:CN")}
+
+
+class _SlowProvider:
+    """The configured provider, one message a round, the wall clock moving a minute a round."""
+
+    def __init__(self, inner: Any, clock: list[datetime]) -> None:
+        self.inner, self.clock = inner, clock
+
+    @property
+    def info(self) -> Any:
+        from dataclasses import replace
+
+        return replace(self.inner.info, batch_size=1)
+
+    def send_batch(self, requests: Any) -> Any:
+        results = self.inner.send_batch(requests)
+        self.clock[0] += timedelta(minutes=1)
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _dispatch_live(instant: datetime, live: bool) -> dict[str, int]:
+    from tasks.dispatch import dispatch_batch, plan_dispatch
+    from tasks.providers import sms_session
+
+    counts: dict[str, int] = {}
+    with sms_session():
+        for batch in plan_dispatch.fn(instant, get_settings().dispatch_batch):
+            for k, v in dispatch_batch.fn(batch, instant, None, live).items():
+                counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def test_a_live_dispatch_checks_the_window_at_the_wall_clock_not_at_its_runs_instant(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compliance.md: "for SMS and email, the send time counts". A run started at 21:59 in Shanghai
+    whose batch goes at 22:01 (behind the advance, or other batches) defers the text to the
+    morning, where it was checked, and sent, at the run's instant. A run as of a given instant (a
+    replayed day) still checks and records at that instant."""
+    import tasks.sending as sending
+
+    _live_batches(cycle_db, tmp_path, 1)
+    monkeypatch.setattr(sending, "utcnow", lambda: CN_LATE_RUN + timedelta(minutes=2))
+    assert _dispatch_live(CN_LATE_RUN, live=True) == {"scheduled": 1}
+    [waiting] = _messages(cycle_db)
+    assert (waiting.status, waiting.reason) == ("scheduled", "hours:CN")
+    assert waiting.not_before == CN_MORNING + timedelta(days=1)
+    assert sms_sandbox.messages() == []
+
+    assert _dispatch_live(CN_MORNING + timedelta(days=1), live=False) == {"sent": 1}
+    [sent] = _messages(cycle_db)
+    assert sent.sent_at == CN_MORNING + timedelta(days=1)
+
+
+def test_a_live_batch_checks_its_rounds_again_once_the_clock_has_moved(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider slow enough (a rate limit, one message a minute here) carries a live batch past
+    the end of the window: the rounds after it are checked again at the wall clock and deferred,
+    and each send is recorded at its own round's instant."""
+    import tasks.sending as sending
+
+    _live_batches(cycle_db, tmp_path, 3)
+    clock = [CN_LATE_RUN - timedelta(minutes=1)]  # the batch starts at 21:58
+    monkeypatch.setattr(sending, "utcnow", lambda: clock[0])
+    monkeypatch.setattr(sending, "SEND_ROUND", 1)
+    real = sending.sms_for
+    monkeypatch.setattr(sending, "sms_for", lambda config: _SlowProvider(real(config), clock))
+    assert _dispatch_live(CN_LATE_RUN - timedelta(minutes=1), live=True) == {"sent": 2, "scheduled": 1}
+    first, second, third = _messages(cycle_db)
+    assert (first.status, first.sent_at) == ("sent", CN_LATE_RUN - timedelta(minutes=1))
+    assert (second.status, second.sent_at) == ("sent", CN_LATE_RUN)
+    assert (third.status, third.reason, third.not_before) == (
+        "scheduled",
+        "hours:CN",
+        CN_MORNING + timedelta(days=1),
+    )
+    assert len(sms_sandbox.messages()) == 2
