@@ -17,6 +17,7 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, nodes
 
 from arrears.currencies import minor_units
+from arrears.invisible import visible
 from arrears.jurisdictions import Profile, profile
 from arrears.records import record
 
@@ -81,15 +82,18 @@ def display_name(name: str, locale: str) -> str:
     Names are screened at import; this bounds what any stored name can add to a message. The
     name is the first run of its own characters wherever it starts: a servicer's field holding
     `=HYPERLINK("http://…")` or `😀 Dana` greets `HYPERLINK` or `Dana`, and never carries the
-    quote, the colon or the link into a lender's text.
+    quote, the colon or the link into a lender's text. Code points nobody sees (a combining
+    grapheme joiner, a variation selector, a zero-width space: `visible`) are dropped, not kept
+    inside a word they would hide from the content check: Deadbeat with a combining grapheme
+    joiner inside greets `Deadbeat`.
     """
-    text = unicodedata.normalize("NFKC", name).strip()
+    text = visible(unicodedata.normalize("NFKC", name)).strip()
     found = _name_part().search(text)
     text = " ".join((found.group() if found else "").split())
     if locale != "zh-CN":
         text = text.split(" ", 1)[0]
     if not text:  # no letters at all: the printable characters of the name, as stored
-        text = "".join(ch for ch in name if ch.isprintable()).strip()
+        text = "".join(ch for ch in visible(name) if ch.isprintable()).strip()
     return text[:DISPLAY_NAME_LENGTH].strip()
 
 

@@ -4,9 +4,12 @@ In this order, the first failure names the rule:
 - `content:missing`: there is no body to check, so nothing is sent;
 - `content:threat`, `content:abuse`: a word of the lexicon (lexicon.toml, zh and en, each kind
   with its sources), in the text as the borrower reads it, names included: a name is ours to
-  send, so `王小明，逾期不还将报警抓你坐牢` as a name is a threat. Only the surnames the lexicon
-  lists as names (`[names] allowed`: a borrower called Crook is not an insult) are left out of
-  the names. Names are screened the same way at import (`screen_name`);
+  send, so `王小明，逾期不还将报警抓你坐牢` as a name is a threat, and a name that is an insult
+  still is one. Left out of the names: the real names the lexicon lists (`[names] words`:
+  Killian, Shittu), and in a name that reads as one, not as a sentence, the surnames it lists
+  (`[names] allowed`: a borrower called Crook is not an insult). Code points nobody sees
+  (`arrears.invisible`) are not read: Deadbeat with a combining grapheme joiner inside is
+  Deadbeat to its reader. Names are screened the same way at import (`screen_name`);
 - `content:third-party-debt`: a message to anyone but the debtor says nothing of the debt: no
   debt word, no amount, no figure of the account;
 - `content:identity`: the lender is named (CBA 2026 guideline: on first contact; we ask it of
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
+from arrears.invisible import visible
 from arrears.jurisdictions import Profile
 
 __all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
@@ -126,29 +130,65 @@ def _find(text: str, *kinds: str) -> str | None:
 # Control characters (C0, C1, DEL) and the bidirectional overrides that make text read otherwise
 # than it is stored (Trojan Source, CVE-2021-42574).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _whole(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The words as one pattern, each a whole word in any case; None for none."""
+    if not words:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _NameRules:
+    """`[names]` of the lexicon, compiled once."""
+
+    either: re.Pattern[str] | None  # a real name or an allowed surname: most names hold neither
+    words: re.Pattern[str] | None  # the real names that begin with a stem (Killian, Shittu)
+    allowed: re.Pattern[str] | None  # the lexicon words that are also surnames (Crook, Hurt)
+    particles: frozenset[str]  # folded
+    pronouns: frozenset[str]  # folded
 
 
 @cache
-def _not_in_names() -> re.Pattern[str] | None:
-    """What is left out of a name before it is checked, in one pattern (it runs per name): the
-    lexicon words that are also surnames (`[names] allowed`: Crook, Hell, Kill), and the words
-    that only begin with a stem of `[names] stems` (Killian, Killeen, Shittu, Moroni, Crookes),
-    which a stem would otherwise read as threats or insults; such a stem as a word of its own is
-    still screened unless allowed."""
+def _name_rules() -> _NameRules:
     names = lexicon().get("names", {})
-    parts = []
-    if names.get("allowed"):
-        parts.append(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in names["allowed"]) + r")(?!\w)")
-    if names.get("stems"):
-        parts.append(r"(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in names["stems"]) + r")[^\W\d_]+")
-    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+    words, allowed = names.get("words", ()), names.get("allowed", ())
+    return _NameRules(
+        _whole((*words, *allowed)),
+        _whole(words),
+        _whole(allowed),
+        frozenset(w.casefold() for w in names.get("particles", ())),
+        frozenset(w.casefold() for w in names.get("pronouns", ())),
+    )
+
+
+def _reads_as_a_name(name: str) -> bool:
+    """Whether every word of `name` is a word of names: capitalised (or of a script without case:
+    王小明), or a particle (de, van, bin), and no pronoun. "Killian Hurt", "MARY SHAME" and
+    "Crook, Dana" read as names; "Li we will kill you", "John-will-kill-you" and "LI WE WILL KILL
+    YOU" as sentences, which a CN greeting of the whole name would send."""
+    rules = _name_rules()
+    for word in _LETTERS.findall(name):
+        folded = word.casefold()
+        if folded in rules.pronouns or (word[0].islower() and folded not in rules.particles):
+            return False
+    return True
 
 
 @lru_cache(maxsize=16_384)
 def _as_checked(name: str) -> str:
-    """A filled-in name as the word check reads it (`_not_in_names`)."""
-    pattern = _not_in_names()
-    return pattern.sub(" ", name) if pattern is not None else name
+    """A filled-in name as the word check reads it: without the real names the lexicon lists
+    (Killian, Shittu: a stem would read them as threats or insults), and, if it reads as a name
+    (`_reads_as_a_name`), without the lexicon words that are also surnames (Crook, Hurt, Kill).
+    Any other word that begins with a stem is read as the stem reads it: Shithead is an insult."""
+    rules = _name_rules()
+    if rules.either is None or not rules.either.search(name):  # most names: one search
+        return name
+    if rules.allowed is not None and rules.allowed.search(name) and _reads_as_a_name(name):
+        name = rules.allowed.sub(" ", name)
+    return rules.words.sub(" ", name) if rules.words is not None else name
 
 
 def screen_name(name: str) -> ContentFinding | None:
@@ -180,7 +220,9 @@ def _normal_short(text: str) -> str:
 
 
 def _normal(text: str) -> str:
-    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+    """`text` as the check reads it: NFKC (full-width forms folded), without what nobody sees
+    (`visible`, after NFKC, which makes U+1160 of the Hangul fillers). ASCII is left as it is."""
+    return text if text.isascii() else visible(unicodedata.normalize("NFKC", text))
 
 
 def _names(text: str, lender: str) -> bool:
@@ -232,8 +274,8 @@ def _check(
     text = _normal(body)
     names = sorted({v for v in (*(fill.get(k) for k in _NAMES), lender) if v}, key=len, reverse=True)
     # Threats and insults are looked for in the whole text the borrower reads, the names in it
-    # too, less the surnames the lexicon allows. Runs of digits become one 0: no word of the
-    # lexicon holds a digit, and the check is cached.
+    # too, less the names the lexicon allows in them (`_as_checked`). Runs of digits become one 0:
+    # no word of the lexicon holds a digit, and the check is cached.
     read = text
     for value in names:
         read = read.replace(_normal_short(value), _as_checked(_normal_short(value)))
