@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import phonenumbers
 
+from arrears.invisible import visible
 from arrears.vocabulary import Hold
 
 __all__ = [
@@ -211,7 +212,9 @@ def storable(body: str) -> str:
 
 def _folded(body: str) -> str:
     """`normalise` but for the punctuation around the message, where a "#" may be a word: "wrong #"."""
-    text = unicodedata.normalize("NFKC", body)
+    # Not read: what nobody sees (`visible`: a combining grapheme joiner or a variation selector
+    # inside "STOP" too), and any other format or control character.
+    text = visible(unicodedata.normalize("NFKC", body))
     text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in _UNSEEN).upper()
     return _SPACES.sub(" ", text).strip()
 

@@ -62,6 +62,8 @@ PHONE = "+12133734253"  # account_record's default phone, in E.164
         ("I revoke my consent to these texts", InboundKind.OPT_OUT),
         ("I want to opt out", InboundKind.OPT_OUT),
         ("S\u200bTOP", InboundKind.OPT_OUT),  # a zero-width space a reader does not see
+        ("ST\u034fOP", InboundKind.OPT_OUT),  # a combining grapheme joiner: nor that
+        ("退\ufe0f订", InboundKind.OPT_OUT),  # a variation selector: nor that
         ("\ufeffstop", InboundKind.OPT_OUT),  # a byte-order mark
         ("\u2066STOP\u2069", InboundKind.OPT_OUT),  # bidirectional isolates
         ("S\x00TOP\x07", InboundKind.OPT_OUT),  # control characters a gateway let through
