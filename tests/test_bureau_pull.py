@@ -366,6 +366,30 @@ def test_bankruptcy_reported_by_the_bureau_places_a_hold(later_db: Engine, tmp_p
     ]
 
 
+def test_a_bankruptcy_or_death_the_bureau_reports_holds_every_open_loan_of_the_borrower(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """A bankruptcy is the consumer's, not one loan's (the automatic stay stays every debt, 11 U.S.C.
+    362), and a death ends them all: reported on one account's pull, the hold goes on each open
+    account of the borrower, each with its audit event, and none on a loan already paid off."""
+    from arrears.storage.bureau_pulls import Pulled, pull_subjects, record_pulls
+
+    loans = [us_account(a, borrower_id="B-TWO", phone="(515) 281-0042") for a in ("A-T1", "A-T2", "A-T3")]
+    import_rows(later_db, tmp_path, loans)
+    _stage(later_db, "A-T1", "negotiation")
+    _stage(later_db, "A-T3", "paid_off")
+    with later_db.begin() as c:
+        [subject] = [s for s in pull_subjects(c) if s.account_id == "A-T1"]
+        pulled = Pulled(subject, "604(a)(3)(A)", "R-9", "C", None, [], 7, True, True)
+        [answer] = record_pulls(c, [pulled], at=at("2026-12-16T01:00:00Z"))
+    assert sorted(answer["holds"]) == ["bankruptcy", "deceased"]
+    with later_db.connect() as c:
+        held = c.execute(select(hold_t.c.account_id, hold_t.c.kind).where(hold_t.c.lifted_at.is_(None))).all()
+    assert sorted(held) == [(a, k) for a in ("A-T1", "A-T2") for k in ("bankruptcy", "deceased")]
+    [told] = [e for e in events(later_db, "A-T2", "hold") if e.data["hold"] == "bankruptcy"]
+    assert told.detail == "bankruptcy hold placed: bureau report R-9 on account A-T1's borrower"
+
+
 def test_a_number_skip_tracing_finds_that_opted_out_under_another_borrower_stays_opted_out(
     later_db: Engine, tmp_path: Path
 ) -> None:

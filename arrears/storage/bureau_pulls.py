@@ -33,6 +33,7 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.bulk import among, execute_many, insert_ignore
+from arrears.storage.cycle import TERMINAL
 from arrears.storage.installation import stored_installation_id
 from arrears.storage.promises import HARDSHIP
 from arrears.storage.tables import account, audit, borrower, bureau, contact, cycle_run
@@ -340,7 +341,8 @@ def record_pulls(
         if subject.reason == "skip_trace":
             new, unusable = _usable_numbers(p, holders, min_phone_confidence)
         contacts += [_found_number(subject.borrower_id, n, at) for n in new]
-        held = _hold_reported(connection, p, at)
+        placed = _hold_reported(connection, p, at)
+        held = [kind for a, kind in placed if a == subject.account_id]
         what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
         detail = f"{what} ({p.purpose}): band {p.score_band}"
         if p.income_estimate is not None:
@@ -373,16 +375,23 @@ def record_pulls(
         )
         events += [
             event(
-                subject.account_id,
+                a,
                 at,
                 "hold",
-                f"{h} hold placed: bureau report {p.report_id}",
+                f"{h} hold placed: bureau report {p.report_id}"
+                + ("" if a == subject.account_id else f" on account {subject.account_id}'s borrower"),
                 {"hold": h, "action": "placed", "source": "bureau"},
             )
-            for h in held
+            for a, h in placed
         ]
         results.append(
-            {"ability": ability, "numbers_found": len(new), "holds": held, "vendor_orders_cancelled": 0}
+            {
+                "ability": ability,
+                "numbers_found": len(new),
+                "holds": held,
+                "held_accounts": sorted({a for a, _ in placed}),
+                "vendor_orders_cancelled": 0,
+            }
         )
     execute_many(
         connection,
@@ -399,11 +408,10 @@ def record_pulls(
     insert_events(connection, events)
     # A bankruptcy or death the bureau reports overtakes an open repossession order at once, as the
     # borrower's own word does (DESIGN §2): no push may send it to the agency after this.
-    for result, p in zip(results, pulls, strict=True):
-        if result["holds"]:
-            result["vendor_orders_cancelled"] = cancel_vendor_orders(
-                connection, as_of=at, account_id=p.subject.account_id
-            )
+    for result in results:
+        result["vendor_orders_cancelled"] = sum(
+            cancel_vendor_orders(connection, as_of=at, account_id=a) for a in result.pop("held_accounts", ())
+        )
     return results
 
 
@@ -488,25 +496,40 @@ def _found_number(borrower_id: str, number: str, at: datetime) -> dict[str, Any]
     }
 
 
-def _hold_reported(connection: Connection, pulled: Pulled, at: datetime) -> list[str]:
-    """Place the holds for a bankruptcy or death the bureau reports, unless one is active; the
-    kinds placed. (Rare: a query each, only for the profiles that report one.)"""
-    reported = (
-        (
-            Hold.BANKRUPTCY,
-            pulled.bankrupt,
-            f"bureau report {pulled.report_id}: chapter {pulled.bankruptcy_chapter or '?'}",
-        ),
-        (Hold.DECEASED, pulled.deceased, f"bureau report {pulled.report_id}: deceased indicator"),
-    )
-    account_id = pulled.subject.account_id
+def _hold_reported(connection: Connection, pulled: Pulled, at: datetime) -> list[tuple[str, str]]:
+    """Place the holds for a bankruptcy or death the bureau reports on every open account of the
+    borrower, unless one of the kind is active: the consumer's, not one loan's (a bankruptcy's
+    automatic stay stays every debt, 11 U.S.C. 362; a death ends them all). The (account, kind)
+    pairs placed, the subject's first. (Rare: a query or two, only for the profiles that report one.)"""
+    reported = [
+        (kind, why)
+        for kind, present, why in (
+            (
+                Hold.BANKRUPTCY,
+                pulled.bankrupt,
+                f"bureau report {pulled.report_id}: chapter {pulled.bankruptcy_chapter or '?'}",
+            ),
+            (Hold.DECEASED, pulled.deceased, f"bureau report {pulled.report_id}: deceased indicator"),
+        )
+        if present
+    ]
+    if not reported:
+        return []
+    subject = pulled.subject
+    others = connection.execute(
+        select(account.c.account_id)
+        .where(
+            account.c.borrower_id == subject.borrower_id,
+            account.c.account_id != subject.account_id,
+            account.c.stage.not_in(TERMINAL),
+        )
+        .order_by(account.c.account_id)
+    ).scalars()
+    accounts = [subject.account_id, *others]
     placed = place_holds(
-        connection,
-        [(account_id, kind, why) for kind, present, why in reported if present],
-        source="bureau",
-        at=at,
+        connection, [(a, kind, why) for a in accounts for kind, why in reported], source="bureau", at=at
     )
-    return [kind.value for kind, present, _ in reported if present and (account_id, kind) in placed]
+    return [(a, kind.value) for a in accounts for kind, _ in reported if (a, kind) in placed]
 
 
 def _record_once(
