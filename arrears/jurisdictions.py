@@ -5,9 +5,11 @@ source it comes from (../shared/domain/compliance.md). `extends` lays a profile 
 (`US-CA` over `US` over `_base`): tables merge key by key and caps merge by name.
 
 A lender's policy file lays its own values over the files (`[profiles.CN.hours]`, or
-`[profiles."*"]` for every jurisdiction) through `resolve`. A value that a rule states (contact
-hours and closed days, binding caps, the SMS opt-out, the third-party rule, naming the lender)
-may only be tightened there; the policy numbers (`binding = false` caps) may move either way.
+`[profiles."*"]` for every jurisdiction) through `resolve`; a profile's overrides reach the
+profiles that extend it (`[profiles.US]` binds US-CA, US-IA, … too), the more specific winning.
+A value that a rule states (contact hours and closed days, binding caps, the SMS opt-out, the
+third-party rule, naming the lender) may only be tightened there; the policy numbers (`binding =
+false` caps) may move either way.
 """
 
 import re
@@ -162,6 +164,14 @@ def _flatten(raw: dict[str, dict[str, Any]], name: str, seen: tuple[str, ...] = 
     parent = own.get("extends")
     base = _flatten(raw, parent, (*seen, name)) if parent else {}
     return _overlay(base, {k: v for k, v in own.items() if k != "extends"})
+
+
+def _lineage(code: str) -> list[str]:
+    """The profiles `code` extends, from the farthest, then itself; not the `_`-files under them all."""
+    names = [code]
+    while (parent := _RAW[names[0]].get("extends")) is not None and not parent.startswith("_"):
+        names.insert(0, parent)
+    return names
 
 
 def _overlay(base: Mapping[str, Any], over: Mapping[str, Any], origin: str | None = None) -> dict[str, Any]:
@@ -416,11 +426,12 @@ def resolve(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[st
         )
     profiles = {}
     for code, data in _FILES.items():
-        merged = _overlay(
-            _overlay(data, overrides.get("*", {}), 'policy file [profiles."*"]'),
-            overrides.get(code, {}),
-            f"policy file [profiles.{code}]",
-        )
+        # "*", then each profile this one extends, from the farthest, then its own: counsel tightening
+        # US contact hours means every US state's, unless a state's own override says otherwise.
+        merged = data
+        for name in ("*", *_lineage(code)):
+            where = 'policy file [profiles."*"]' if name == "*" else f"policy file [profiles.{name}]"
+            merged = _overlay(merged, overrides.get(name, {}), where)
         where = f"profiles.{code}"
         built = _build(code, merged, where)
         if overrides:

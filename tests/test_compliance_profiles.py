@@ -116,6 +116,32 @@ def test_policy_file_tightens_a_profile_and_changes_policy_numbers(tmp_path: Pat
     assert profile("CN").hours.start == time(8)  # the files are untouched
 
 
+def test_a_profiles_overrides_reach_the_profiles_that_extend_it(tmp_path: Path) -> None:
+    """Counsel tightening US contact hours means every US state's: `[profiles.US]` binds US-CA,
+    US-IA, US-MA and US-WI, which extend US, unless a state's own override says otherwise; the
+    more specific wins ("*" < US < US-CA), and nothing outside the lineage moves."""
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[profiles."*".hours]\nend = "20:30"\n\n[profiles.US.hours]\nstart = "09:00"\nend = "20:00"\n\n'
+        '[profiles.US-CA.hours]\nstart = "10:00"\n',
+        encoding="utf-8",
+    )
+    policy = load_policy(path)
+    hours = {
+        code: policy.profile(code).hours for code in ("US", "US-CA", "US-IA", "US-MA", "US-WI", "CN", "GB")
+    }
+    assert {code: (h.start, h.end) for code, h in hours.items()} == {
+        "US": (time(9), time(20)),
+        "US-CA": (time(10), time(20)),
+        "US-IA": (time(9), time(20)),
+        "US-MA": (time(9), time(20)),
+        "US-WI": (time(9), time(20)),
+        "CN": (time(8), time(20, 30)),
+        "GB": (policy.profile("GB").hours.start, time(20, 30)),
+    }
+    assert policy.profile("US-CA").hours.holidays == "US-CA"  # the state's own file values stay
+
+
 @pytest.mark.parametrize(
     ("override", "complaint"),
     [
