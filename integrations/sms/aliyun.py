@@ -314,8 +314,12 @@ class AliyunSmsProvider(HttpSmsProvider):
         try:
             self._call(action, params, split=not single)
         except _SplitBatch:
+            # The halves of a chunk sent again after an unknown outcome are that one resend too:
+            # sending them a third time would text a borrower twice (Aliyun does not deduplicate).
             half = len(chunk) // 2
-            return self._send_chunk(chunk[:half]) + self._send_chunk(chunk[half:])
+            return self._send_chunk(chunk[:half], may_resend=may_resend) + self._send_chunk(
+                chunk[half:], may_resend=may_resend
+            )
         except ConfigError:
             raise
         except UnknownOutcome as e:

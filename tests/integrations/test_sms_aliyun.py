@@ -108,6 +108,28 @@ def test_retry_after_given_as_an_http_date_is_honoured() -> None:
     assert calls == ["SendSms"]
 
 
+def test_a_batch_sent_again_after_an_unknown_outcome_is_never_sent_a_third_time_when_split() -> None:
+    """providers.md: Aliyun does not deduplicate; after an unknown outcome what is not found is
+    sent again once. When that resend is split (a number refused in the batch), its halves are
+    still that one resend: a half whose outcome is unknown again is looked up, never sent again."""
+    sends: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        action = dict(parse_qsl(request.content.decode())).get("Action", "")
+        if action == "QuerySendDetails":  # nothing found under our OutId: the lookup lags
+            return httpx.Response(200, json={"Code": "OK", "SmsSendDetailDTOs": {"SmsSendDetailDTO": []}})
+        sends.append(action)
+        if action == "SendBatchSms" and len(sends) == 2:  # the resend: one number refused
+            return httpx.Response(200, json={"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "bad number"})
+        return httpx.Response(500, json={"Code": "InternalError", "Message": "try later"})
+
+    settings = _settings().model_copy(update={"lookback_days": 1})
+    with AliyunSmsProvider(settings, transport=httpx.MockTransport(answer)) as provider:
+        outcomes = provider.send_batch(make_requests(2))
+    assert sends == ["SendBatchSms", "SendBatchSms", "SendSms", "SendSms"]
+    assert all(isinstance(o, UnknownOutcome) for o in outcomes)
+
+
 @pytest.mark.parametrize("header", ["1000000000000", "inf", "Fri, 31 Dec 9999 23:59:59 GMT"])
 def test_a_retry_after_of_years_is_taken_as_an_hour(header: str) -> None:
     """An absurd Retry-After (10^12 seconds, `inf`, a date in 9999) is read as an hour, as every
