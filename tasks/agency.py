@@ -33,6 +33,7 @@ from integrations.agency.protocol import (
 )
 from integrations.errors import Permanent, ProviderError
 from tasks.database import engine
+from tasks.logs import run_logger
 from tasks.providers import agency_provider
 
 __all__ = [
@@ -220,6 +221,13 @@ def record_statuses(
                 if recovered
                 else None
             )
+            if recovered and row.status == "cancelled":
+                # Recorded as the audit trail's alarm, not as a recovery (`move_assignment`).
+                run_logger("arrears.agency").warning(
+                    "the agency reports a car recovered on repossession order %s, which it had "
+                    "cancelled: a person must act",
+                    row.order_id,
+                )
             if recovered and s.status != "recovered":
                 # A lookup answers only the latest status: a car recovered and then closed
                 # between two lookups is recorded as recovered first, with where and how.

@@ -244,3 +244,42 @@ def test_an_assignment_whose_answer_was_lost_is_recorded_from_the_same_key_sent_
     [held] = _agency_view(agency_sandbox)
     assert (row.status, row.provider_id) == ("assigned", held["id"])
     assert held["our_status"] == "assigned"
+
+
+def test_a_car_the_agency_reports_recovered_after_it_cancelled_the_order_is_an_alarm_not_a_recovery(
+    agency_db: Engine, tmp_path: Path
+) -> None:
+    """The agency confirmed the cancel, then reports the car recovered all the same (a tow truck that
+    never heard): the assignment stays cancelled, so nothing closes the account or writes a notice
+    of sale for a borrower who paid, and the audit trail says it once, for a person to act on."""
+    from datetime import timedelta
+
+    from arrears.storage.recoveries import recovered_accounts
+    from integrations.agency.protocol import AssignmentStatus
+    from tasks.agency import push_assignments, record_statuses
+
+    account_id = "A-PR5"
+    _approved(agency_db, tmp_path, account_id)
+    push_assignments.fn()
+    import_rows(
+        agency_db,
+        tmp_path,
+        [payment_record(account_id=account_id, amount="825.00", received_at="2026-12-03T01:00:00Z")],
+        Kind.PAYMENTS,
+        now=at("2026-12-03T01:05:00Z"),
+    )
+    push_assignments.fn()  # the agency confirms the cancel
+    [row] = rows(agency_db, assignment_t, account_id)
+    assert row.status == "cancelled" and row.provider_id is not None
+    taken = at("2026-12-03T09:00:00Z")
+    late = AssignmentStatus(
+        row.provider_id, "recovered", taken, recovered_at=taken, recovery_location="lot 9", condition="fair"
+    )
+    for _ in range(2):  # told twice, as webhooks are
+        record_statuses([late], seen_at=taken + timedelta(minutes=1))
+    [row] = rows(agency_db, assignment_t, account_id)
+    assert (row.status, row.recovered_at) == ("cancelled", None)
+    with agency_db.connect() as c:
+        assert recovered_accounts(c, account_id=account_id) == []
+    [alarm] = [e for e in events(agency_db, account_id, "assignment") if "after it was cancelled" in e.detail]
+    assert alarm.data["status"] == "recovered_after_cancel" and "lot 9" in alarm.detail

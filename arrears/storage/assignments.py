@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import event, insert_events
-from arrears.storage.tables import assignment
+from arrears.storage.tables import assignment, audit
 
 __all__ = [
     "AssignmentRow",
@@ -246,6 +246,46 @@ def request_cancel(connection: Connection, *, order_id: str, reason: str, at: da
     )
 
 
+RECOVERED_AFTER_CANCEL = "recovered_after_cancel"  # audit data `status`: a car taken on an order called off
+
+
+def _recovered_after_cancel(
+    connection: Connection, r: Any, at: datetime, recovery: dict[str, Any] | None
+) -> None:
+    """The agency reports a car recovered on an order it confirmed cancelled (a tow truck that never
+    heard, a vendor's mistake): what regulators find most. Not taken as a recovery (that would
+    close the account or write a notice of sale for a borrower who paid): the row stays cancelled,
+    and the audit trail says it, once, for a person to act on (the car returned, the fees waived)."""
+    said = connection.execute(
+        select(audit.c.id).where(
+            audit.c.account_id == r.account_id,
+            audit.c.kind == "assignment",
+            audit.c.detail.like(f"repossession order {r.order_id} recovered after%"),
+        )
+    ).first()
+    if said is not None:
+        return
+    where = f" ({', '.join(f'{k} {v}' for k, v in (recovery or {}).items() if v)})" if recovery else ""
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "assignment",
+                f"repossession order {r.order_id} recovered after it was cancelled ({r.reason}){where}: "
+                "the car was taken on an order called off; a person must act",
+                {
+                    "order_id": r.order_id,
+                    "status": RECOVERED_AFTER_CANCEL,
+                    "reason": r.reason,
+                    "recovery": recovery,
+                },
+            )
+        ],
+    )
+
+
 def assignment_by_provider_id(connection: Connection, provider_id: str) -> AssignmentRow | None:
     r = connection.execute(select(assignment).where(assignment.c.provider_id == provider_id)).first()
     return _row(r) if r else None
@@ -265,6 +305,9 @@ def move_assignment(
     A `cancel_pending` row the agency reports still working stays `cancel_pending`: the cancel
     is sent again until the agency confirms it."""
     r = connection.execute(select(assignment).where(assignment.c.id == row_id)).one()
+    if status == "recovered" and r.status == "cancelled":
+        _recovered_after_cancel(connection, r, at, recovery)
+        return False
     if _RANK.get(status, -1) <= _RANK.get(r.status, 99):
         return False
     values: dict[str, Any] = {"status": status, "updated_at": at}
