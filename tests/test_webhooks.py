@@ -753,8 +753,10 @@ def test_a_receipt_pushed_before_dispatch_records_the_send_delivers_the_message(
     token = sms_sandbox.credentials["callback_token"]
     send, pushed = sending._send, []
 
-    def send_then_push(*args: Any) -> Any:  # the vendor's push lands between the send and its record
-        sent = send(*args)
+    def send_then_push(
+        *args: Any, **kwargs: Any
+    ) -> Any:  # the vendor's push lands between the send and its record
+        sent = send(*args, **kwargs)
         reports = sms_sandbox.admin.get("/_sandbox/reports/aliyun").json()
         pushed.append(_aliyun_post(client, "/sms/sandbox/status", reports, token).json())
         return sent

@@ -216,11 +216,12 @@ def load_batch(
     # When the rows in doubt were decided, for their lookup (`SmsRequest.since`): only theirs, as
     # reading an instant costs every row of a batch a few microseconds.
     decided: dict[int, datetime] = (
-        dict(
-            connection.execute(
+        {
+            id_: at
+            for id_, at in connection.execute(
                 select(message.c.id, message.c.created_at).where(among(message.c.id, doubtful))
             )
-        )
+        }
         if doubtful
         else {}
     )
