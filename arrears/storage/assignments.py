@@ -265,7 +265,7 @@ def _recovered_after_cancel(
     ).first()
     if said is not None:
         return
-    where = f" ({', '.join(f'{k} {v}' for k, v in (recovery or {}).items() if v)})" if recovery else ""
+    where = _recovery_text(recovery)
     insert_events(
         connection,
         [
@@ -284,6 +284,12 @@ def _recovered_after_cancel(
             )
         ],
     )
+
+
+def _recovery_text(recovery: dict[str, Any] | None) -> str:
+    """Where and how a car was recovered, for an audit detail: " (location lot 4, condition fair)"."""
+    said = ", ".join(f"{k} {v}" for k, v in (recovery or {}).items() if v)
+    return f" ({said})" if said else ""
 
 
 def assignment_by_provider_id(connection: Connection, provider_id: str) -> AssignmentRow | None:
@@ -319,8 +325,8 @@ def move_assignment(
     detail = f"repossession order {r.order_id} {status} at the agency"
     if status == "cancelled":
         detail += f": {reason or r.reason}"
-    if status == "recovered" and recovery:
-        detail += f" ({', '.join(f'{k} {v}' for k, v in recovery.items() if v)})"
+    if status == "recovered":
+        detail += _recovery_text(recovery)
     events = [
         event(
             r.account_id,
