@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from arrears.storage.types import Money, UTCDateTime
@@ -307,6 +307,10 @@ class EarlyReport(SQLModel, table=True):
     at: datetime = _instant()
     error_code: str | None = Field(default=None, max_length=64)
     vendor_status: str | None = Field(default=None, max_length=64)
+    # What the vendor said of the number, applied with the report (`StatusReport`): it cannot take
+    # texts (marked invalid at once), or its owner opted out at the carrier (no failure counted).
+    number_cannot_text: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    opted_out: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class BureauRecord(SQLModel, table=True):

@@ -424,6 +424,31 @@ def test_a_report_that_comes_before_its_send_is_recorded_is_applied_once_it_is(
         assert c.execute(select(early_report)).all() == []
 
 
+@pytest.mark.parametrize(
+    ("said", "valid", "failures"),
+    [({"number_cannot_text": True}, False, 1), ({"opted_out": True}, True, 0), ({}, True, 1)],
+)
+def test_a_report_before_its_send_keeps_what_it_said_of_the_number(
+    engine: Engine, tmp_path: Path, said: dict[str, bool], valid: bool, failures: int
+) -> None:
+    """An early report applied once its send is recorded says what it said on arrival: a number
+    that cannot take texts (Twilio's 30006) is marked invalid at its first failure, an opt-out at
+    the carrier (21610) counts no failed delivery, and a plain failure counts one. Before, the
+    early report kept only the status and code, and each counted as a plain failure."""
+    from arrears.storage import outbox
+    from arrears.storage.outbox import Outcome
+
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    message_id = _message(engine, "A-1", status="scheduled", provider_id=None)
+    _apply(engine, _report(MessageStatus.FAILED, provider_id="SM7", error_code="30006", **said))
+    sent = Outcome(message_id, "A-1", MessageStatus.SENT, provider="twilio", provider_id="SM7", sent_at=T0)
+    with engine.begin() as c:
+        outbox.record_outcomes(c, outcomes=[sent], at=T0, cycle_id=None)
+    assert _row(engine, message, id=message_id).status == "failed"
+    point = _row(engine, contact, address=PHONE)
+    assert (point.valid, point.failures) == (valid, failures)
+
+
 def test_a_report_before_its_send_is_kept_once_without_reading_the_audit_trail(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:

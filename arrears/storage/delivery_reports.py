@@ -201,7 +201,15 @@ def apply_early_reports(
         connection,
         provider=provider,
         reports=[
-            StatusReport(r.provider_id, MessageStatus(r.status), r.at, r.error_code, r.vendor_status)
+            StatusReport(
+                r.provider_id,
+                MessageStatus(r.status),
+                r.at,
+                r.error_code,
+                r.vendor_status,
+                number_cannot_text=r.number_cannot_text,
+                opted_out=r.opted_out,
+            )
             for r in rows
         ],
         unreachable_after=unreachable_after,
@@ -251,7 +259,14 @@ def _record_unmatched(connection: Connection, provider: str, reports: Sequence[S
                 "data": data | {"source": SOURCE},
             }
         )
-        early.append(data | {"at": report.at})
+        early.append(
+            data
+            | {
+                "at": report.at,
+                "number_cannot_text": report.number_cannot_text,
+                "opted_out": report.opted_out,
+            }
+        )
     if events:
         connection.execute(audit.insert(), events)
         connection.execute(early_report.insert(), early)
