@@ -7,18 +7,29 @@ checked. A module of its own: both import it, and neither the other (the greetin
 compliance rules, holidays and time zones; the screen at import, the templates).
 """
 
-import regex
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import regex
 
 __all__ = ["visible"]
 
-# Unicode's default-ignorable code points (Default_Ignorable_Code_Point, DerivedCoreProperties.txt),
-# as the `regex` module knows them from its Unicode tables: the soft hyphen, the combining grapheme
-# joiner, the zero-width space and joiners, the bidirectional marks, the variation selectors, the
-# byte-order mark, the tags, the Hangul fillers and the rest.
-_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+
+@cache
+def _ignorable() -> "regex.Pattern[str]":
+    """Unicode's default-ignorable code points (Default_Ignorable_Code_Point, DerivedCoreProperties
+    .txt), as the `regex` module knows them from its Unicode tables: the soft hyphen, the combining
+    grapheme joiner, the zero-width space and joiners, the bidirectional marks, the variation
+    selectors, the byte-order mark, the tags, the Hangul fillers and the rest. Loaded on the first
+    text that is not ASCII: importing `regex` costs ~25 ms, which every process importing the
+    messages (the CLI, each worker) paid at start, most of them for ASCII texts alone."""
+    import regex
+
+    return regex.compile(r"\p{Default_Ignorable_Code_Point}")
 
 
 def visible(text: str) -> str:
     """`text` without its default-ignorable code points: what its reader reads. None is ASCII, so
     an ASCII text is returned as it is, without a search."""
-    return text if text.isascii() else _IGNORABLE.sub("", text)
+    return text if text.isascii() else _ignorable().sub("", text)

@@ -81,9 +81,8 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
         "period": period,
         "accounts": len(built.reported),
         "skipped": len(built.skipped),
-        # Accounts that ought to be furnished and cannot be as they stand (a currency, an id or a
-        # name Metro 2 cannot write, a value too large): for operations to mend, by name of account.
-        "not_furnishable": [f"{account}: {why}" for account, why in built.skipped if not _routine(why)],
+        # Accounts that ought to be furnished and cannot be as they stand: for operations to mend.
+        "not_furnishable": [f"{account}: {why}" for account, why in built.unfurnishable],
         "statuses": built.status_counts(),
         "warnings": [f"{account}: {why}" for account, why in built.warnings],
         "submission_id": submission_id,
@@ -127,11 +126,6 @@ def _refused(
     record_refusal(period, why, found)
     emit_event("arrears.bureau.furnishing.refused", resource=resource, payload={"problems": len(found)})
     return FurnishingRefused(message, found)
-
-
-def _routine(why: str) -> bool:
-    """A skip every month makes by design: an account of another country, or reported closed."""
-    return why.startswith(("jurisdiction ", "already reported closed"))
 
 
 def _publish(built: FurnishFile, summary: dict[str, Any]) -> None:

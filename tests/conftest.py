@@ -222,3 +222,19 @@ def agency_sandbox(agency_sandbox_server: Any, monkeypatch: pytest.MonkeyPatch) 
     """The sandbox repossession agency over HTTP, emptied, and the settings that assign through it."""
     agency_sandbox_server.reset()
     return _send_through(monkeypatch, "agency", agency_sandbox_server)
+
+
+@pytest.fixture
+def mail_db(
+    engine: Engine,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sms_sandbox: Any,
+    letters_sandbox: Any,
+    agency_sandbox: Any,
+) -> Engine:
+    """The database the tasks open (ARREARS_DATABASE_URL), with the sandbox SMS, print-and-mail and
+    repossession agency servers configured: what letters and agency assignments go through."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine

@@ -49,22 +49,6 @@ assignment_t = AgencyAssignment.__table__  # type: ignore[attr-defined]
 letter_t = Letter.__table__  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def mail_db(
-    engine: Engine,
-    db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    sms_sandbox: Any,
-    letters_sandbox: Any,
-    agency_sandbox: Any,
-) -> Engine:
-    from arrears.settings import get_settings
-
-    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    return engine
-
-
 def _cli(*args: str) -> Any:
     from deployments.cli import app
 

@@ -343,6 +343,10 @@ class FurnishFile:
     content: bytes = field(repr=False)
     reported: tuple[Reported, ...]
     skipped: tuple[tuple[str, str], ...]  # (account id, why it was not furnished)
+    # Of those, the accounts that ought to be furnished and cannot be as they stand (a currency,
+    # an id or a name Metro 2 cannot write, a value too large): for operations to mend. The rest
+    # are left out by design every month (another country's, reported closed).
+    unfurnishable: tuple[tuple[str, str], ...] = ()
 
     @property
     def warnings(self) -> list[tuple[str, str]]:
@@ -416,12 +420,17 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _not_furnished(account: FurnishAccount, numbering: dict[str, str]) -> str | None:
-    """Why the account is left out of the file, or None to furnish it."""
+def _left_out(account: FurnishAccount) -> str | None:
+    """Why the account is left out of the file by design, or None."""
     if not is_furnished(account.jurisdiction):
         return f"jurisdiction {account.jurisdiction} is not furnished"
     if account.previous is not None and _already_final(account):
         return f"already reported closed ({account.previous.status})"
+    return None
+
+
+def _cannot_be(account: FurnishAccount, numbering: dict[str, str]) -> str | None:
+    """Why the account, which ought to be furnished, cannot be as it stands, or None."""
     if account.currency != "USD":
         return f"kept in {account.currency}: Metro 2 reports US dollars, and no rate converts it here"
     return numbering.get(account.account_id) or _name_problem(account.borrower_name)
@@ -436,8 +445,13 @@ def build_file(
     numbering = _numbering([a for a in accounts if is_furnished(a.jurisdiction)])
     reported: list[Reported] = []
     skipped: list[tuple[str, str]] = []
+    unfurnishable: list[tuple[str, str]] = []
     for account in accounts:
-        why = _not_furnished(account, numbering)
+        why = _left_out(account)
+        if why is not None:
+            skipped.append((account.account_id, why))
+            continue
+        why = _cannot_be(account, numbering)
         if why is None:
             try:
                 reported.append(furnish_account(account, period, furnisher))
@@ -445,7 +459,8 @@ def build_file(
                 why = f"a value does not fit its field ({error})"
         if why is not None:
             skipped.append((account.account_id, why))
+            unfurnishable.append((account.account_id, why))
     content = write_file(
         furnisher, activity_date=period.last_day, created=created, base_records=(r.record for r in reported)
     )
-    return FurnishFile(period, content, tuple(reported), tuple(skipped))
+    return FurnishFile(period, content, tuple(reported), tuple(skipped), tuple(unfurnishable))
