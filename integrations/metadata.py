@@ -25,6 +25,10 @@ class ProviderInfo:
     settings: type[BaseModel]  # validated from the credentials mapping plus the base URL
     batch_size: int = 1  # messages per vendor request
     deduplicates: bool = False  # the vendor itself drops a resend with the same idempotency key
+    # Its messages reach no one (a sandbox): a run as of another instant (a simulated day) may check
+    # and record its sends at that instant. A provider that reaches phones is checked at the hour it
+    # sends, the only hour the law counts (`tasks.sending`); a plugin is one unless it says not.
+    simulated: bool = False
     setup_url: str | None = None
 
     @property

@@ -7,13 +7,15 @@ message log plus what this batch already approved or found sent), send the rest 
 `send_batch`, and record every outcome with the rule that decided it. Nothing leaves without a
 verdict of SEND at this instant.
 
-Which instant: a run as of a given time (a replayed or simulated day) checks and records every
-send at it, a timeline the compliance re-check can trust. A live run (`live`: the cycle or the
-dispatch without an `as_of`) checks at the wall clock, for the send time is what counts (Reg F
-1006.6(b)(1)(i) commentary: "for SMS and email, the send time counts"): the batch at its start,
-and each round again when the clock has moved `RECHECK_AFTER` since (a provider's rate limit
-can hold a day's dispatch for hours, past the end of a borrower's window), each send recorded at
-the instant of its round.
+Which instant: the send time counts (Reg F 1006.6(b)(1)(i) commentary: "for SMS and email, the
+send time counts"). A live run (`live`: the cycle or the dispatch without an `as_of`) checks at
+the wall clock: the batch at its start, and each round again when the clock has moved
+`RECHECK_AFTER` since (a provider's rate limit can hold a day's dispatch for hours, past the end
+of a borrower's window), each send recorded at the instant of its round. So does every run
+through a provider whose texts reach phones: a day replayed as of yesterday morning (a missed
+cycle run late) sends its texts tonight, and they are checked tonight. Only a simulated provider
+(`ProviderInfo.simulated`: the sandbox) lets a run as of a given time (a simulated day, the
+benchmark) check and record every send at that time, a timeline the compliance re-check trusts.
 
 A batch in which the provider accepted nothing and every send failed as not executed or unknown
 is an outage: its messages wait, scheduled, with the provider named in their reason
@@ -110,7 +112,9 @@ def _send_batch(
 ) -> Dispatched:
     provider = sms_for(config)  # before the lease: without a provider, nothing is leased
     rules = policy()
-    if live:  # the batch may start minutes after the run's instant (the advance, earlier batches)
+    if not provider.info.simulated:  # its texts reach phones now, whatever the run is as of
+        as_of, live = utcnow(), True
+    elif live:  # the batch may start minutes after the run's instant (the advance, earlier batches)
         as_of = max(as_of, utcnow())
     # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
     rows = without_quarantined(_lease(batch, as_of, rules))

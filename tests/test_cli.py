@@ -78,6 +78,43 @@ def test_sms_settings_the_dispatch_would_refuse_are_refused_before_anything_runs
         assert c.execute(select(func.count()).select_from(cycle_run)).scalar() == 0
 
 
+@pytest.mark.parametrize(("provider", "refused"), [("twilio", True), ("sandbox", False)])
+def test_a_cycle_ahead_of_the_clock_is_refused_with_a_provider_that_reaches_phones(
+    provider: str, refused: bool, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--as-of 2062-…` for 2026: through Twilio that cycle would decide a day to come and then
+    refuse every real day's cycle as backdated; refused, exit 2, nothing done. The sandbox's days
+    may run ahead (a simulation)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import create_engine, func, select
+
+    from arrears.settings import get_settings
+    from arrears.storage.tables import cycle_run
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    monkeypatch.setenv("ARREARS_SMS_PROVIDER", provider)
+    if provider == "twilio":
+        monkeypatch.setenv("ARREARS_SMS_BASE_URL", "https://api.twilio.example")
+        monkeypatch.setenv(
+            "ARREARS_SMS_CREDENTIALS",
+            '{"account_sid": "AC1", "auth_token": "t", "from_number": "+12025550100"}',
+        )
+    get_settings.cache_clear()
+    ahead = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    result = runner.invoke(app, ["cycle", "--as-of", ahead, "--database", sqlite_url])
+    with create_engine(sqlite_url).connect() as c:
+        cycles = c.execute(select(func.count()).select_from(cycle_run)).scalar()
+    if refused:
+        assert isinstance(result.exception, CliError) and result.exception.exit_code == 2
+        assert str(result.exception).startswith(f"--as-of {ahead} is in the future")
+        assert cycles == 0
+    else:
+        assert result.exit_code == 0, result.output
+        assert cycles == 1
+
+
 def test_main_prints_errors_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

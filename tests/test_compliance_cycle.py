@@ -931,3 +931,42 @@ def test_a_live_batch_checks_its_rounds_again_once_the_clock_has_moved(
         CN_MORNING + timedelta(days=1),
     )
     assert len(sms_sandbox.messages()) == 2
+
+
+class _RealProvider(_SlowProvider):
+    """The sandbox, declared as a provider whose texts reach phones (as Twilio's and Aliyun's do)."""
+
+    @property
+    def info(self) -> Any:
+        from dataclasses import replace
+
+        return replace(self.inner.info, simulated=False)
+
+    def send_batch(self, requests: Any) -> Any:
+        return self.inner.send_batch(requests)
+
+
+def test_a_run_as_of_a_past_instant_checks_a_real_providers_texts_at_the_wall_clock(
+    cycle_db: Engine, tmp_path: Path, sms_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missed morning's dispatch run late, as of the morning (`--as-of`), through a provider
+    whose texts reach phones: they would reach borrowers at 22:01 in Shanghai, so they are checked
+    then, and deferred to the next morning, not checked at 09:00 and sent at night. Once the
+    morning comes they go, recorded at the instant they went, not at the run's."""
+    import tasks.sending as sending
+
+    _live_batches(cycle_db, tmp_path, 1)
+    clock = [CN_LATE_RUN + timedelta(minutes=2)]
+    monkeypatch.setattr(sending, "utcnow", lambda: clock[0])
+    real = sending.sms_for
+    monkeypatch.setattr(sending, "sms_for", lambda config: _RealProvider(real(config), clock))
+    assert _dispatch_live(CN_MORNING, live=False) == {"scheduled": 1}
+    [waiting] = _messages(cycle_db)
+    assert (waiting.status, waiting.reason) == ("scheduled", "hours:CN")
+    assert waiting.not_before == CN_MORNING + timedelta(days=1)
+    assert sms_sandbox.messages() == []
+
+    clock[0] = CN_MORNING + timedelta(days=1, minutes=5)
+    assert _dispatch_live(CN_MORNING + timedelta(days=1), live=False) == {"sent": 1}
+    [sent] = _messages(cycle_db)
+    assert sent.sent_at == CN_MORNING + timedelta(days=1, minutes=5)

@@ -2,6 +2,7 @@
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -47,15 +48,20 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     started for the run. Review and referral runs start only where `arrears serve` serves their
     deployments; without it, reviews are still opened and decided with `arrears review decide`.
 
+    With an SMS provider whose texts reach phones (not the sandbox), every text is checked at the
+    hour it is sent, whatever the --as-of (a missed day run late texts no one at night), and an
+    --as-of in the future is refused (exit 2).
+
     Exit codes: 0 done; 2 bad input (an --as-of empty or not an instant), an --as-of before the
-    latest cycle's, or a cycle is already running; 4 done, but the SMS provider could not be
-    reached: one line on stderr names it and how many messages wait (scheduled; `arrears
-    dispatch` sends them once it is back); 1 anything else.
+    latest cycle's or (with a real SMS provider) in the future, or a cycle is already running; 4
+    done, but the SMS provider could not be reached: one line on stderr names it and how many
+    messages wait (scheduled; `arrears dispatch` sends them once it is back); 1 anything else.
     """
     instant = as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False, upgrade=True)
     _providers_ready()
+    _refuse_ahead_of_the_clock(instant)
 
     def forward() -> dict[str, Any]:
         if as_of is not None:  # without one the flow runs as of its own now, or its scheduled time
@@ -131,6 +137,25 @@ def _providers_ready() -> None:
         check_settings("sms")
     except ConfigError as error:
         raise CliError(f"invalid settings: {error}") from None
+
+
+def _refuse_ahead_of_the_clock(instant: datetime) -> None:
+    """A cycle as of an instant still to come, with an SMS provider whose texts reach phones, is
+    refused (exit 2): it decides a day that has not come, and once recorded it refuses every
+    cycle before it as backdated, so a typo in the year would stop the daily runs. A simulated
+    provider's days may run ahead of the clock (drills, simulations)."""
+    from arrears.models import utcnow
+    from arrears.settings import get_settings
+    from integrations.providers import provider_class
+
+    if instant <= utcnow():
+        return
+    name = get_settings().sms_provider
+    if not provider_class("sms", name).info.simulated:
+        raise CliError(
+            f"--as-of {instant.isoformat()} is in the future: with the {name!r} SMS provider a cycle "
+            "runs as of now or an instant already past; nothing was done"
+        )
 
 
 def _exit_on_outage(outage: dict[str, Any] | None) -> None:

@@ -34,5 +34,6 @@ class SandboxSmsProvider(AliyunSmsProvider):
         settings=SandboxSettings,
         batch_size=100,
         deduplicates=False,
+        simulated=True,
     )
     settings_model: ClassVar[type[HttpProviderSettings]] = SandboxSettings
