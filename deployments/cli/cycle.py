@@ -86,7 +86,8 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     recorded as sent if found). Then ask the provider about messages still `sent` an hour after
     it took them (their delivery receipt was lost) and record what it says, as a callback would.
     Start the review runs a cycle had to defer (the Prefect server refused them) where the review
-    deployment is served.
+    deployment is served. Through an SMS provider that reaches phones (not the sandbox) each text
+    is checked at the hour it is sent, whatever the --as-of.
 
     Exit codes: 0 done; 2 bad input, or a cycle or dispatch is already running on the database;
     4 done, but the SMS provider could not be reached: one line on stderr names it and how many
