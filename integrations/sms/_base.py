@@ -45,7 +45,10 @@ class HttpProviderSettings(BaseModel):
     )
     reconcile_unknown: bool = Field(
         default=True,
-        description="After an unknown outcome, look the message up and resend only if it is not found.",
+        description=(
+            "After an unknown outcome, look the message up at once. What is not found is resent where"
+            " the vendor's records are current (Twilio), left unknown where they lag (Aliyun)."
+        ),
     )
     lookback_days: int = Field(default=2, ge=1, le=30, description="How far back a status search looks.")
 

@@ -8,8 +8,11 @@ request, so a batch is grouped by template and cut into chunks of distinct numbe
 Identity: the vendor gives one `BizId` per request and echoes one `OutId` (ours) per request in
 its status queries and delivery reports, but no per-number id. So a message's provider id is
 `"{OutId}:{tag of the number}"`, which the send result, a status query and a delivery report all
-yield alike. The vendor does not deduplicate: after an unknown outcome (timeout, 5xx) the client
-queries by number and `OutId` (`QuerySendDetails`) and resends only what it does not find.
+yield alike. The vendor does not deduplicate, and its records lag the send (providers.md: "after
+a timeout, reconcile by delivery reports (`OutId`) before resending"): after an unknown outcome
+(timeout, 5xx) the client queries by number and `OutId` (`QuerySendDetails`) and keeps what it
+finds; what it does not find stays unknown, never resent at once. The outbox keeps those rows in
+doubt, and its next try looks them up again (by our reference, `status`) before any resend.
 
 Callbacks: the vendor pushes delivery reports (SmsReport) and replies (SmsUp) as JSON arrays,
 unsigned. What authenticates them is a secret token in the callback URL's query string
@@ -287,9 +290,7 @@ class AliyunSmsProvider(HttpSmsProvider):
                 first_open += 1
         return [members for _, members in chunks]
 
-    def _send_chunk(
-        self, chunk: list[SmsRequest], *, may_resend: bool = True
-    ) -> list[SmsResult | ProviderError]:
+    def _send_chunk(self, chunk: list[SmsRequest]) -> list[SmsResult | ProviderError]:
         single = len(chunk) == 1
         out_id = _out_id_for(chunk[0].idempotency_key) if single else "b" + uuid.uuid4().hex[:31]
         s = self.settings
@@ -314,18 +315,14 @@ class AliyunSmsProvider(HttpSmsProvider):
         try:
             self._call(action, params, split=not single)
         except _SplitBatch:
-            # The halves of a chunk sent again after an unknown outcome are that one resend too:
-            # sending them a third time would text a borrower twice (Aliyun does not deduplicate).
             half = len(chunk) // 2
-            return self._send_chunk(chunk[:half], may_resend=may_resend) + self._send_chunk(
-                chunk[half:], may_resend=may_resend
-            )
+            return self._send_chunk(chunk[:half]) + self._send_chunk(chunk[half:])
         except ConfigError:
             raise
         except UnknownOutcome as e:
             if not s.reconcile_unknown:
                 return [for_request(e, r.idempotency_key) for r in chunk]
-            return self._reconcile(chunk, out_id, e, may_resend=may_resend)
+            return self._reconcile(chunk, out_id, e)
         except ProviderError as e:
             return [self._for(e, r) for r in chunk]
         accepted_at = datetime.now(UTC)
@@ -340,45 +337,35 @@ class AliyunSmsProvider(HttpSmsProvider):
         return mine
 
     def _reconcile(
-        self, chunk: list[SmsRequest], out_id: str, unknown: UnknownOutcome, *, may_resend: bool
+        self, chunk: list[SmsRequest], out_id: str, unknown: UnknownOutcome
     ) -> list[SmsResult | ProviderError]:
-        """After an unknown outcome: find what the vendor has under `out_id`, resend the rest once."""
-        outcomes: list[SmsResult | ProviderError | None] = []
-        missing: list[int] = []
+        """After an unknown outcome: what the vendor has under `out_id` is sent; the rest stays
+        unknown. Not found yet is no proof it was not sent (the vendor's records lag), and a resend
+        would text the borrower twice."""
+        outcomes: list[SmsResult | ProviderError] = []
 
         def ours(dto: Mapping[str, Any]) -> bool:
             return dto.get("OutId") == out_id
 
-        for n, request in enumerate(chunk):
+        for request in chunk:
             try:
                 found = self._search(request, ours)
             except ProviderError as e:
-                outcomes.append(
-                    UnknownOutcome(
-                        f"{unknown.reason}; the status lookup failed: {e.reason}",
-                        code=unknown.code,
-                        idempotency_key=request.idempotency_key,
-                    )
-                )
-                continue
-            outcomes.append(found)
-            if found is None:
-                missing.append(n)
+                found = None
+                reason = f"{unknown.reason}; the status lookup failed: {e.reason}"
+            else:
+                reason = f"{unknown.reason}; not found at the vendor yet: looked up again before any resend"
+            outcomes.append(
+                found
+                if found is not None
+                else UnknownOutcome(reason, code=unknown.code, idempotency_key=request.idempotency_key)
+            )
         log.warning(
-            "sms.aliyun: outcome unknown for a request of %d; %d found sent, %d not found%s",
+            "sms.aliyun: outcome unknown for a request of %d; %d found sent, the rest left to look up again",
             len(chunk),
             sum(isinstance(o, SmsResult) for o in outcomes),
-            len(missing),
-            ": sending those again" if missing and may_resend else "",
         )
-        if missing:
-            if may_resend:
-                again = self._send_chunk([chunk[n] for n in missing], may_resend=False)
-            else:
-                again = [for_request(unknown, chunk[n].idempotency_key) for n in missing]
-            for n, outcome in zip(missing, again, strict=True):
-                outcomes[n] = outcome
-        return [o for o in outcomes if o is not None]
+        return outcomes
 
     # -- looking up ---------------------------------------------------------------------------
 
