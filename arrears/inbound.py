@@ -61,7 +61,7 @@ OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "订阅"})
 # to pay") is no stop word: no reasonable reader takes it for one (47 CFR 64.1200(a)(10)).
 _FREE_FORM_OPT_OUT = re.compile(
     r"(?<![A-Z])(STOP(?! BY (?:THE|YOUR|MY|A|AN|TOMORROW|TODAY|TONIGHT|LATER|SOON|THIS|NEXT|ON|AT|IN|TO|AND)"
-    r"(?![A-Z]))|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT)(?![A-Z])|退订"
+    r"(?![A-Z]))|UNSUBSCRIBE|REVOKE|OPT[ -]?OUT|OPT ME OUT)(?![A-Z])|退订"
 )
 # A keyword with only courtesy around it is that keyword ("Cancel please", "END now", "请取消"): the
 # FCC's seven words bind in a reply however it is said; "cancel the late fee" is no keyword.
@@ -73,18 +73,24 @@ _WORDS = re.compile(r"[\W_]+")
 # included (FCC 24-24; 47 CFR 64.1200(a)(10)); on the mainland, once a user plainly refuses texts
 # the sender must stop (MIIT Order 31, 通信短信息服务管理规定, art. 19). So a plain refusal opts
 # out: "don't text me", "no more texts", 别再发了, 请不要再给我发短信, 不要再联系我, 不想再收到你们的短信.
+_OR = r"(?: OR | AND | NOR | ?[&/] ?)"
 _REFUSAL = re.compile(
-    r"(?<![A-Z])(?:DON['\u2019]?T|DO NOT|NEVER) (?:EVER )?(?:TEXT|MESSAGE|SMS|CONTACT) ME(?![A-Z])"
-    r"|(?<![A-Z])(?:NO MORE (?:TEXTS|TEXT MESSAGES|MESSAGES|SMS)|LEAVE ME ALONE)(?![A-Z])"
+    # Texts alone or with calls ("don't text or call me"), but not calls alone: we only text.
+    r"(?<![A-Z])(?:DON['\u2019]?T|DO NOT|NEVER) (?:EVER )?(?:(?:CALL|PHONE|EMAIL)" + _OR + r")?"
+    r"(?:TEXT|MESSAGE|SMS|CONTACT)(?:" + _OR + r"(?:CALL|PHONE|EMAIL))? ME(?![A-Z])"
+    r"|(?<![A-Z])(?:DON['\u2019]?T|DO NOT|NEVER) (?:EVER )?SEND ME (?:ANY )?(?:MORE )?"
+    r"(?:TEXTS|TEXT MESSAGES|MESSAGES|SMS)(?![A-Z])"
+    r"|(?<![A-Z])(?:NO MORE (?:TEXTS?|TEXT MESSAGES|MESSAGES|SMS)|LEAVE ME ALONE)(?![A-Z])"
     # "Remove me" or "take me off your list" (the commonest way a list is left), "quit texting
     # me"; not "remove me from the loan", which is about the contract.
     r"|(?<![A-Z])REMOVE ME(?! FROM (?:THE|THIS|THAT|MY) (?:LOAN|ACCOUNT|CONTRACT|TITLE|CAR)\b)(?![A-Z])"
     r"|(?<![A-Z])TAKE ME OFF(?: OF)? (?:YOUR |UR |THE |THIS |YA )?(?:[A-Z]+ )?LIST(?![A-Z])"
     r"|(?<![A-Z])QUIT (?:TEXTING|MESSAGING|CALLING|CONTACTING|BOTHERING|HARASSING) ME(?![A-Z])"
-    # A negation, then sending (with what is sent, or nothing after it: "公司不再发工资" is not
-    # one), or contacting.
+    # A negation, then sending or contacting (with what is sent, whom, or nothing after it:
+    # "公司不再发工资" is not one, 停止联系 and 不要再联系了 are).
     r"|(?:别|不要|不用|不必|请勿|勿|停止|不再)再?(?:给我)?"
-    r"(?:发送?(?:.{0,4}?(?:短信|信息|消息)|[了啦]|(?=[,.!?;:。、 ]|$))|联系我|打扰)"
+    r"(?:发送?|联系)(?:(?<=[发送]).{0,4}?(?:短信|信息|消息)|(?<=联系)我|[了啦]|(?=[,.!?;:。、 ]|$))"
+    r"|(?:别|不要|不用|不必|请勿|勿|停止|不再)再?(?:给我)?打扰"
     r"|不想再?(?:收到|接收).{0,6}?(?:短信|信息|消息)|拒收|拒绝接收|不再接收|勿扰|免打扰"
 )
 
@@ -135,6 +141,11 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
             r"(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
             r"|BANKRUPTCY)(?![A-Z0-9])"
             r"|(?<![A-Z])(?:IN|UNDER) (?:CHAPTER (?:7|11|13)|BANKRUPTCY)(?![A-Z0-9])"
+            # "Declared bankruptcy" is how most people say they filed; "declare" is only intent.
+            r"|(?<![A-Z])(?:DECLARED|DECLARING) (?:FOR )?(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
+            r"|BANKRUPTCY|BK|CH\.? ?(?:7|11|13))(?![A-Z0-9])"
+            r"|(?<![A-Z])CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN) BANKRUPTCY(?![A-Z])"
+            r"|(?<![A-Z])BANKRUPTCY (?:WAS |HAS BEEN |IS |GOT )?FILED(?![A-Z])"
             r"|(?<![A-Z])BANKRUPTCY (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER|FILING)(?![A-Z])"
             r"|(?<![A-Z])AUTOMATIC STAY(?![A-Z])"
             # As texts write it: "filed BK", "filed ch 13", "my BK lawyer".
@@ -157,7 +168,8 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
             r" (?:AN |A |MY )?(?:ATTORNEY|LAWYER|COUNSEL)(?![A-Z])"
             r"|(?<![A-Z])(?:AN |A )(?:ATTORNEY|LAWYER) (?:REPRESENTS|IS REPRESENTING) ME(?![A-Z])"
             r"|(?:联系|找|打给|咨询)我(?:的)?律师|(?:已|已经)?委托(?:了)?律师|我的律师(?:会|将)"
-            r"|停止(?:一切|所有|任何)(?:联系|沟通|催收)"
+            # 停止催收 as 停止一切催收; not a question ("你们会停止催收吗").
+            r"|停止(?:一切|所有|任何)?(?:对我的?)?(?:联系|沟通|催收)(?![^,.!;。！，]{0,4}[吗呢?？])"
         ),
     ),
 )
@@ -180,6 +192,7 @@ _HARDSHIP = re.compile(
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _UNSEEN = frozenset({"Cf", "Cc"})  # format and control characters: no reader sees them
 _SPACES = re.compile(r"\s+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a pair (a whole pair is one code point)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +218,17 @@ def normalise(body: str) -> str:
 def storable(body: str) -> str:
     """The borrower's words as the database keeps them: a NUL, which PostgreSQL's text refuses (the
     whole callback would be lost: Twilio does not post an inbound text twice) and a gateway may make
-    of GSM's "@" (0x00), becomes U+FFFD, the mark of a character that could not be read. All else
-    is kept as sent."""
-    return body.replace("\x00", "\ufffd")
+    of GSM's "@" (0x00), becomes U+FFFD, the mark of a character that could not be read; so does a
+    lone surrogate, which no UTF-8 text holds (SQLite's driver refuses it too) but a JSON escape
+    does: half an emoji, where a gateway cut a long text between the two halves of a pair
+    (`"\\ud83d"` in Aliyun's SmsUp). All else is kept as sent."""
+    return whole_characters(body.replace("\x00", "\ufffd"))
+
+
+def whole_characters(text: str) -> str:
+    """`text` with each lone surrogate (half an emoji, from a JSON escape) made U+FFFD: no UTF-8
+    text, file or database holds one."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _folded(body: str) -> str:
@@ -270,8 +291,12 @@ def hardship_statement(body: str) -> str | None:
 
 
 def _without_courtesy(text: str) -> str:
-    """The words of a normalised text but its courtesy ones, and 请 and 谢谢 around a mainland word."""
-    words = (w.removeprefix("请").removesuffix("谢谢") for w in _WORDS.split(text))
+    """The words of a normalised text but its courtesy ones, and 请 and 谢谢 around a mainland word,
+    and 回 or 回复 (reply) before it: "回T" and "回复TD" echo our own footer, 回T退订."""
+    words = (
+        w.removeprefix("请").removeprefix("回复").removeprefix("回").removesuffix("谢谢")
+        for w in _WORDS.split(text)
+    )
     return " ".join(w for w in words if w and w not in _COURTESY)
 
 

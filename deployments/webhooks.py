@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from arrears.inbound import inbound_address
+from arrears.inbound import inbound_address, whole_characters
 from arrears.settings import get_settings
 from arrears.spool import webhook_spool
 from arrears.storage import bounded_writer, get_engine, is_busy
@@ -413,6 +414,7 @@ def create_app(
             if type(item) not in STORED:
                 log.error("%s: the provider returned %s, which nothing stores", route, type(item).__name__)
                 raise _Refused(500, "internal error; retry later")
+            item = items[n] = _whole_characters(item)
             if isinstance(item, InboundMessage) and inbound_address(item.sender) is None:
                 # Kept for operators, like an item the provider could not read: refused, the
                 # callback would take the rest of its array (a STOP among them) with it.
@@ -423,6 +425,19 @@ def create_app(
         return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
     return app
+
+
+def _whole_characters(item: Any) -> Any:
+    """`item` with each lone surrogate in its texts made U+FFFD (`whole_characters`). A gateway
+    that cut a long text between the halves of an emoji pushes one as a JSON escape; neither the
+    database nor the spool's UTF-8 file can hold it, so the whole callback was answered 500 at
+    every push, and lost with every opt-out in it once the vendor gave up."""
+    fixed = {
+        f.name: kept
+        for f in dataclasses.fields(item)
+        if isinstance(value := getattr(item, f.name), str) and (kept := whole_characters(value)) != value
+    }
+    return dataclasses.replace(item, **fixed) if fixed else item
 
 
 def _unreadable_reply(item: InboundMessage) -> UnreadableItem:

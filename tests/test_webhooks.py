@@ -1238,3 +1238,27 @@ def test_a_storage_failure_answers_500_and_logs_the_number_masked(
     failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert failures and not any("2133734253" in line for line in failures)
     unmigrated.dispose()
+
+
+def test_a_batch_with_half_an_emoji_in_it_is_stored_and_its_stop_honoured(
+    client: TestClient, db: Engine, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A gateway that cut a long text between the two halves of an emoji pushes a lone surrogate as
+    a JSON escape (valid JSON, valid bytes), in a reply or in an item without its number: the batch
+    is stored and acknowledged, the half kept as U+FFFD, and the 退订 after them honoured. It was
+    answered 500 until Aliyun gave up, and the opt-out was lost with the batch."""
+    _import(db, tmp_path, _cn(account_id="A-CN"))
+    up = '"phone_number": "13912345678", "send_time": "2026-12-01 10:00:00"'
+    body = (
+        f'[{{{up}, "content": "PAY 500 \\ud83d", "sequence_id": 7}},'
+        ' {"content": "\\ude00 no number", "sequence_id": 8},'
+        f' {{{up}, "content": "\\u9000\\u8ba2", "sequence_id": 9}}]'
+    ).encode()
+    path = f"/sms/sandbox/inbound?{urlencode({'token': sms_sandbox.credentials['callback_token']})}"
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    with db.connect() as c:
+        assert c.execute(select(contact.c.opted_out_at).where(contact.c.address == CN_PHONE)).scalar()
+        kept: dict[str, Any] = dict(c.execute(select(audit.c.kind, audit.c.data)).all())
+    assert kept["reply"]["text"] == "PAY 500 \ufffd"
+    assert "\ufffd no number" in kept["unreadable_callback"]["item"]
