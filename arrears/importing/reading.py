@@ -69,6 +69,10 @@ def check_encoding(name: str) -> str:
         codec = codecs.lookup(name).name
     except LookupError:
         raise UnreadableFile(f"--encoding: unknown encoding {name!r}") from None
+    if codec == "utf-8-sig":
+        # Python's name for UTF-8 with a BOM, as pandas and Excel users know it: the BOM at the start
+        # of a UTF-8 file is dropped anyway. Its codec writes a BOM, so the probe below would refuse it.
+        return "utf-8"
     try:
         compatible = _ASCII_PROBE.encode(codec) == _ASCII_PROBE.encode("ascii")
     except (UnicodeError, LookupError):
@@ -149,7 +153,14 @@ class Source:
             self._sha256.update(raw)
             body = raw[:-1] if raw.endswith(b"\n") else raw
             skipped = 0
-            if start == 0 and self._bom and body.startswith(codecs.BOM_UTF8):
+            if start == 0 and body.startswith(codecs.BOM_UTF8):
+                if not self._bom:
+                    # Read as GB18030 or Windows-1252, the BOM would eat into the first column's name
+                    # and the file be refused for lacking it: say what the file is instead.
+                    raise UnreadableFile(
+                        f"{self.path}: starts with a UTF-8 byte-order mark: it is UTF-8 text, not "
+                        f"{self.encoding}; import it without --encoding"
+                    )
                 body, skipped = body[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
             try:
                 text = body.decode(self.encoding)
@@ -167,6 +178,8 @@ class Source:
                     f"{self.path}: not valid {self.encoding} at byte offset {offset} (line "
                     f"{self._number}): nothing stored{hint}"
                 ) from None
+            if start == 0:
+                text = text.removeprefix(_BOM)  # GB18030's own BOM (84 31 95 33), decoded
             yield self._number, text.removesuffix("\r")
         self._at_end = True
 
@@ -285,7 +298,9 @@ class _CsvSource(Source):
             for n, name in enumerate(self.columns, start=1)
             if name not in contract
         )
-        self.layout = _CsvLayout(self.columns, delimiter, skip, frozenset(self.columns))
+        # The rejects file of a JSON Lines import: its `json` column holds each record as it was.
+        from_json_lines = bool(skip) and self.columns == (*COLUMNS[kind], _JSON_COLUMN)
+        self.layout = _CsvLayout(self.columns, delimiter, skip, frozenset(self.columns), from_json_lines)
         self._separators = delimiter + " \t"
 
     @property
@@ -329,6 +344,7 @@ _BOM = "\ufeff"
 _JOINED = f" \t{_BOM}"
 _JOINED_FILES = "files joined together? import each file on its own"
 _BOM_INSIDE = f"a byte-order mark (U+FEFF) inside the file: {_JOINED_FILES}"
+_JSON_COLUMN = "json"  # the last column of a JSON Lines import's rejects: the line as it was
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +353,7 @@ class _CsvLayout:
     delimiter: str
     skip: int  # the line, field and reason cells that open a rejects file's rows
     present: frozenset[str]
+    from_json_lines: bool = False  # a JSON Lines import's rejects: see `_stated`
 
     def row(self, line: Line) -> RawRow:
         number, text = line.line, line.text
@@ -360,7 +377,25 @@ class _CsvLayout:
         elif _BOM in text:
             # Invisible, it would make "\ufeffA-1" an account of its own beside A-1.
             problem = Rejection(number, "row", _BOM_INSIDE)
+        if self.from_json_lines and problem is None:
+            values = _stated(values)
+            return RawRow(number, values, frozenset(values), tuple(cells), problem)
         return RawRow(number, values, self.present, tuple(cells), problem)
+
+
+def _stated(values: dict[str, str]) -> dict[str, str]:
+    """The cells of a JSON Lines import's rejects row that its record stated: a key the record
+    had (its `json` cell), or a cell filled in since. A key the record lacked said "keep what is
+    stored", where an empty CSV cell says "clear it": imported as an empty cell, the fixed rejects
+    file would lift the import's holds (a bankruptcy's automatic stay) and clear the VIN, the APR
+    and the address that the record never mentioned."""
+    try:
+        record = json.loads(values.get(_JSON_COLUMN, ""))
+    except ValueError:
+        return values
+    if not isinstance(record, dict):
+        return values  # the line was no JSON object: every cell is the operator's
+    return {name: value for name, value in values.items() if value or name in record}
 
 
 class _JsonlSource(Source):
@@ -394,7 +429,7 @@ class _JsonlSource(Source):
 
     @property
     def rejects_header(self) -> tuple[str, ...]:
-        return (*self.columns, "json")
+        return (*self.columns, _JSON_COLUMN)
 
     def lines(self) -> Iterator[Line]:
         if self._first is None:

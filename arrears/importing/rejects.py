@@ -25,6 +25,14 @@ def rejects_path(path: Path, given: Path | None = None) -> Path:
     return given / name if given.is_dir() else given
 
 
+def _on_one_line(cell: str) -> str:
+    """A cell whose line breaks are spaces. A JSON Lines value may hold one (`"12 Main St\\nApt 4"`);
+    written as it is, the quoted cell would span lines, and the importer, which reads a record per
+    line, would split the fixed rejects file's record in two and reject both halves. The `json`
+    column keeps the line as it was."""
+    return cell.replace("\r\n", " ").replace("\n", " ") if "\n" in cell else cell
+
+
 class RejectsUnwritable(Exception):
     """The rejects file cannot be written: the import must store nothing, or rows would be lost."""
 
@@ -34,7 +42,8 @@ class RejectsWriter:
 
     One line per rejected record (several rejections are joined with "; "), so the rejects file
     counts what the summary counts and, once fixed, can be imported again as it is: the importer
-    skips its first three columns. A cell a spreadsheet would run as a formula (`=`, `+`, `-`,
+    skips its first three columns; a line break in a cell is written as a space (`_on_one_line`).
+    A cell a spreadsheet would run as a formula (`=`, `+`, `-`,
     `@`, tab, CR first) is written with a `'` before it, which the importer takes off again.
 
     The records go to a private temporary file beside the target; `publish()` moves it into
@@ -56,7 +65,7 @@ class RejectsWriter:
         row = (
             "; ".join(r.field for r in rejections),
             "; ".join(r.reason for r in rejections),
-            *raw.original,
+            *map(_on_one_line, raw.original),
         )
         try:
             if self._file is None:
