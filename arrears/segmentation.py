@@ -65,8 +65,8 @@ def ability_score(
     if score_band is None and monthly_income is None and vehicle_value is None:
         return None
     score = SCORE_BANDS.get(score_band or "", 0.5)
-    if monthly_income is not None and monthly_income > 0:
-        burden = float(installment / monthly_income)
+    if monthly_income is not None:  # an estimate of no income is the heaviest burden, not no estimate
+        burden = float(installment / monthly_income) if monthly_income > 0 else float("inf")
         score += 0.15 if burden <= 0.15 else -0.25 if burden > 1 / 3 else 0.0
     if vehicle_value is not None and balance > 0:
         equity = float((vehicle_value - balance) / balance)

@@ -5,7 +5,7 @@ that a checkout whose metadata predates an entry (an editable install not yet re
 finds them, and for the same reason this list wins over our own distribution's metadata for a
 built-in name (a class may have moved since the install). A plugin's load failure is reported on
 its own and never hides the other providers; a loaded class is checked against its kind's
-protocol before anyone uses it.
+protocol before anyone uses it. A name two installed packages register is refused, naming both.
 """
 
 from __future__ import annotations
@@ -69,10 +69,14 @@ def _members(protocol: type) -> set[str]:
 
 def check_provider_class(cls: Any, kind: str, name: str | None = None) -> None:
     """Raise TypeError unless `cls` has every member of the kind's protocol and declares that kind
-    and, when given, the entry point's short `name` (which settings select it by)."""
+    and, when given, the entry point's short `name` (which settings select it by), and builds
+    itself from settings (`from_config`, what `build_provider` calls): without it a class listed
+    as `protocol ok` failed every run that selected it with an AttributeError."""
     missing = sorted(n for n in _members(_protocol(kind)) if not hasattr(cls, n))
     if missing:
         raise TypeError(f"{cls!r} lacks {', '.join(missing)} of the {kind} provider protocol")
+    if not callable(getattr(cls, "from_config", None)):
+        raise TypeError(f"{cls!r} lacks from_config(base_url, credentials), which builds it from settings")
     info = cls.info
     if getattr(info, "kind", None) != kind:
         raise TypeError(f"{cls!r} declares kind {getattr(info, 'kind', None)!r}, not {kind!r}")
@@ -90,22 +94,42 @@ def _import(target: str) -> Any:
     return obj
 
 
-def _targets() -> dict[str, str]:
+def _entries() -> tuple[dict[str, str], dict[str, str]]:
+    """Every `<kind>.<name>` with its target, and the names two installed packages both register,
+    with why they cannot be told apart. Which of two plugins with one name `entry_points()` lists
+    last depends on the order of `sys.path`: taking it would select another vendor's class
+    without a word when a package is installed or upgraded, so neither is taken."""
     targets = dict(BUILTIN)
+    claims: dict[str, dict[str, str]] = {}  # name -> {target: the package that registers it}
     for ep in entry_points(group=GROUP):
-        if ep.name in BUILTIN and getattr(ep.dist, "name", None) == _DISTRIBUTION:
+        dist = getattr(ep, "dist", None)
+        package = getattr(dist, "name", None)
+        if ep.name in BUILTIN and package == _DISTRIBUTION:
             continue  # our own metadata may predate a move of a built-in class; the list is current
         targets[ep.name] = ep.value  # another package's entry point wins over the built-in list
-    return targets
+        version = getattr(dist, "version", None)
+        claims.setdefault(ep.name, {})[ep.value] = f"{package or '?'}{f' {version}' if version else ''}"
+    ambiguous = {
+        name: f"{name} is registered by {len(by)} packages: "
+        + ", ".join(f"{package} ({target})" for package, target in sorted((p, t) for t, p in by.items()))
+        + "; uninstall all but one"
+        for name, by in claims.items()
+        if len(by) > 1
+    }
+    return targets, ambiguous
 
 
 def discover(kind: str) -> tuple[dict[str, type], list[LoadFailure]]:
     """Every provider class of `kind`, by short name, and the entries that failed to load."""
     found: dict[str, type] = {}
     failures: list[LoadFailure] = []
-    for name, target in sorted(_targets().items()):
+    targets, ambiguous = _entries()
+    for name, target in sorted(targets.items()):
         prefix, _, short = name.partition(".")
         if prefix != kind:
+            continue
+        if name in ambiguous:
+            failures.append(LoadFailure(name, target, f"AmbiguousProvider: {ambiguous[name]}"))
             continue
         try:
             cls = _import(target)
@@ -121,9 +145,12 @@ def load(kind: str, name: str) -> type:
     """The provider class `<kind>.<name>` (`name` may carry the prefix); LookupError if unknown,
     TypeError if it fails to import or is not a provider of that kind and name."""
     full = name if name.startswith(f"{kind}.") else f"{kind}.{name}"
-    target = _targets().get(full)
+    targets, ambiguous = _entries()
+    target = targets.get(full)
     if target is None:
-        raise LookupError(f"no provider {full!r}; known: {', '.join(sorted(_targets()))}")
+        raise LookupError(f"no provider {full!r}; known: {', '.join(sorted(targets))}")
+    if full in ambiguous:
+        raise TypeError(ambiguous[full])
     try:
         cls = _import(target)
     except Exception as e:  # a plugin that fails to import is broken, not an unexplained crash

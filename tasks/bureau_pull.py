@@ -174,6 +174,9 @@ def _ask(provider: BureauProvider, subject: PullSubject) -> _Answer:
         return _Answer(refused=str(refused))
     except ProviderError as failed:  # transient or unknown: the next cycle asks again, same key
         return _Answer(failed=type(failed).__name__)
+    except Exception as failed:  # a provider's bug on one subject is that pull's failure alone
+        # (DESIGN §4), never the other pulls' nor the cycle's; its text may hold the subject's data
+        return _Answer(failed=f"{type(failed).__name__} (not a provider error: a bug of the provider)")
 
 
 def _record(

@@ -250,6 +250,7 @@ def record_pulls(
     A block of pulls in a few statements, not six a pull (4 ms a pull as those were): the result
     is what storing them one after the other gives, a later pull of the block seeing what an
     earlier one stored (the account's ability, the numbers found)."""
+    incomes = [_income(p.income_estimate) for p in pulls]
     rows = [
         _pull_row(
             p.subject,
@@ -262,9 +263,9 @@ def record_pulls(
                 "phones_found": len(p.phones),
             },
             score_band=p.score_band,
-            income_estimate=p.income_estimate,
+            income_estimate=income,
         )
-        for p in pulls
+        for p, income in zip(pulls, incomes, strict=True)
     ]
     fresh = insert_ignore(connection, bureau, rows, key="idempotency_key")
     recorded = []
@@ -307,7 +308,7 @@ def record_pulls(
     abilities: list[dict[str, Any]] = []
     contacts: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    for p, new_pull in zip(pulls, recorded, strict=True):
+    for p, income, new_pull in zip(pulls, incomes, recorded, strict=True):
         if not new_pull:  # another run recorded this pull already: what it found is stored once
             results.append(
                 {
@@ -320,7 +321,8 @@ def record_pulls(
             )
             continue
         subject = p.subject
-        monthly = (p.income_estimate / 12).quantize(Decimal("0.01")) if p.income_estimate else None
+        # An estimate of no income is an estimate: it is not "unknown" (None).
+        monthly = (income / 12).quantize(Decimal("0.01")) if income is not None else None
         ability = ability_score(
             score_band=p.score_band,
             monthly_income=monthly,
@@ -345,8 +347,10 @@ def record_pulls(
         held = [kind for a, kind in placed if a == subject.account_id]
         what = "skip trace" if subject.reason == "skip_trace" else "bureau pull"
         detail = f"{what} ({p.purpose}): band {p.score_band}"
-        if p.income_estimate is not None:
-            detail += f", income {subject.currency} {p.income_estimate} a year"
+        if income is not None:
+            detail += f", income {subject.currency} {income} a year"
+        elif p.income_estimate is not None:
+            detail += ", income estimate unreadable (left out)"
         if ability is not None:
             detail += f"; ability {'—' if before is None else f'{before:.2f}'} → {ability:.2f}"
             detail += " (a hardship the borrower stated holds it down)" if capped else ""
@@ -415,6 +419,20 @@ def record_pulls(
     return results
 
 
+# The largest income estimate taken as one: what the money columns hold (19 digits, 4 decimals).
+_MAX_INCOME = Decimal(10) ** 15
+
+
+def _income(estimate: Decimal | None) -> Decimal | None:
+    """A bureau's yearly income estimate, or None when it is no amount: NaN and Infinity (which
+    JSON decoders read as numbers, and a plugin may hand on), a negative one, or one no money
+    column holds. Taken as it came, it failed the whole block of pulls at the first comparison or
+    insert, and the cycle with it; left out, the report's band, holds and numbers still count."""
+    if estimate is None or not estimate.is_finite() or not 0 <= estimate < _MAX_INCOME:
+        return None
+    return estimate
+
+
 def _hardship_stated(connection: Connection, delinquent_since: dict[str, date]) -> set[str]:
     """The accounts whose borrower said, since their delinquency began, that they cannot pay (a
     `hardship` event: `storage.promises.state_hardship`). One query a block of pulls."""
@@ -434,7 +452,10 @@ def _hardship_stated(connection: Connection, delinquent_since: dict[str, date]) 
 
 def found_number(number: str) -> str | None:
     """A number as the bureau wrote it, in E.164; None when it is not a valid phone number (a
-    vendor's garbage would be texted, and fail, or never match the number the borrower writes from)."""
+    vendor's garbage would be texted, and fail, or never match the number the borrower writes from).
+    A number a provider hands over as no text (an int, None) is none either: it failed its block."""
+    if not isinstance(number, str):
+        return None
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:

@@ -60,7 +60,7 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     instant = as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
     open_database(url, create=False, upgrade=True)
-    _providers_ready()
+    _providers_ready(bureau=True)
     _refuse_ahead_of_the_clock(instant)
 
     def forward() -> dict[str, Any]:
@@ -128,14 +128,18 @@ def _exclusively(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]
         ) from None
 
 
-def _providers_ready() -> None:
+def _providers_ready(*, bureau: bool = False) -> None:
     """A provider setting the run would refuse halfway (an unknown SMS provider, Twilio without
-    its account) is a one-line error, exit 2, before anything runs."""
+    its account; with `bureau`, a misnamed bureau the cycle's pulls open beside its dispatch) is
+    a one-line error, exit 2, before anything runs."""
+    from arrears.settings import get_settings
     from integrations.errors import ConfigError
     from tasks.providers import check_settings
 
     try:
         check_settings("sms")
+        if bureau and get_settings().bureau_pulls_per_cycle:
+            check_settings("bureau")
     except ConfigError as error:
         raise CliError(f"invalid settings: {error}") from None
 

@@ -270,6 +270,16 @@ class JsonHttpSmsProvider:
         found = response.json().get("messages", [])
         return _result(found[0], request.idempotency_key) if found else None
 
+    def check(self) -> str:
+        """What `arrears providers list --check` calls: an authenticated read of the messages
+        collection, which exists whatever we sent, so a 404 means a wrong base URL (one ending in
+        `/v1`, which this client adds). Without it the check looked a message id up, and a 404
+        for "no such message" passed a base URL every send would fail on."""
+        response = self._http("GET", "/messages", params={"reference": "arrears-health-check"})
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return "authenticated lookup answered"
+
     # -- callbacks --------------------------------------------------------------------------------
 
     # step 6: inbound. Verify first (UnverifiedCallback: 403), then read (InvalidCallback: 400);
