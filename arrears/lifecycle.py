@@ -301,6 +301,16 @@ def _next(
                 return Stage.REPOSSESSION_REVIEW, f"plan {plan}"
             if plan == "offered" and facts.plan is not None and _expired(facts.plan, facts, policy):
                 return Stage.REPOSSESSION_REVIEW, "offer unanswered, counted as declined"
+            # No plan row for this stay once its offer has had its time: none could be computed (a
+            # file's instalment of 0), so none will come. Left here, the account waited for one until
+            # charge-off, never reviewed (DESIGN §2: 60+ days past due without a working plan).
+            offer_days = (facts.business_date - facts.stage_began).days
+            if (
+                plan is None
+                and offer_days >= policy.restructuring.offer_expiry_days
+                and dpd >= neg.review_dpd
+            ):
+                return Stage.REPOSSESSION_REVIEW, f"{dpd} days past due without a working plan (none offered)"
         case Stage.REPOSSESSION_REVIEW:
             if facts.review_decision is DecisionKind.LEGAL:
                 return Stage.LEGAL_REFERRAL, "reviewer referred to legal"

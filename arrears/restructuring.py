@@ -28,6 +28,7 @@ as the FFIEC Uniform Retail Credit Classification policy permits for a borrower 
 renewed willingness and ability to repay.
 """
 
+import calendar
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -141,9 +142,18 @@ class Loan:
 
     @property
     def due_day(self) -> int | None:
-        """The day of the month the loan falls due on, from its known due dates."""
+        """The day of the month the loan falls due on, from its known due dates. A date on the last
+        day of its month may be a later day clamped (a loan due on the 31st is due 28 February):
+        the oldest due date's later day is then the loan's, or every plan date after a short month
+        fell on the 28th, days before the loan's own."""
         known = self.next_due_date or self.oldest_due_date
-        return known.day if known else None
+        if known is None:
+            return None
+        other = self.oldest_due_date
+        month_end = known.day == calendar.monthrange(known.year, known.month)[1]
+        if month_end and other is not None and other.day > known.day:
+            return other.day
+        return known.day
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,11 +406,39 @@ def offers(loan: Loan, *, business_date: date, rules: PlanRules) -> list[PlanTer
 
 
 def choose(
-    loan: Loan, *, kind: str | None, months: int | None, business_date: date, rules: PlanRules
+    loan: Loan,
+    *,
+    kind: str | None,
+    months: int | None,
+    business_date: date,
+    rules: PlanRules,
+    offered_only: bool = False,
 ) -> PlanTerms:
     """The plan a borrower or agent accepts: the recommended offer when neither kind nor months is
     named; a number alone names the months of an instalment plan. A number of months below one
-    (a borrower's `ACCEPT 0`) is refused, not read as "no number"."""
+    (a borrower's `ACCEPT 0`) is refused, not read as "no number".
+
+    `offered_only` (a borrower's reply) takes one of `offers` only: the lender offers the plans of
+    its policy, and the longer ones within `max_instalment_months` are for an agent to agree (a
+    text saying `ACCEPT 12` made a twelve-month plan nobody offered)."""
+    terms = _chosen(loan, kind=kind, months=months, business_date=business_date, rules=rules)
+    if offered_only:
+        available = offers(loan, business_date=business_date, rules=rules)
+        if not any((o.kind, o.months) == (terms.kind, terms.months) for o in available):
+            told = "; ".join(_named(o) for o in available)
+            raise PlanError(f"{_named(terms)} is not one of the offers ({told}): an agent may agree it")
+    return terms
+
+
+def _named(terms: PlanTerms) -> str:
+    if terms.kind == "deferral":
+        return f"a deferral of {terms.months} instalment{'' if terms.months == 1 else 's'}"
+    return f"an instalment plan over {count_months(terms.months)}"
+
+
+def _chosen(
+    loan: Loan, *, kind: str | None, months: int | None, business_date: date, rules: PlanRules
+) -> PlanTerms:
     if months is not None and months < 1:
         raise PlanError(f"a plan runs for at least one month, not {months}")
     if kind is None and months is None:

@@ -190,8 +190,9 @@ def accept_plan(
 ) -> tuple[int, PlanTerms]:
     """Make the plan a borrower (by reply) or an agent (by CLI) accepted active; returns its id and
     terms. PlanError says why not: the account is not delinquent, a reviewer or a court has it, a
-    bankruptcy or Breathing Space hold bars it, a plan or a settlement is already agreed, or the
-    terms do not fit the loan.
+    bankruptcy or Breathing Space hold bars it, a plan or a settlement is already agreed, the
+    terms do not fit the loan, or a reply (`source="reply"`) names a plan that is not one of the
+    offers.
 
     A deferral moves the past due to the end of the term at once (the account is current again,
     and the lifecycle cures it); an instalment plan leaves it to the payments.
@@ -220,7 +221,15 @@ def accept_plan(
     if settling is not None:
         # One agreement at a time: the borrower is paying the settlement (`arrears settlement cancel`).
         raise PlanError(f"settlement {settling} is agreed: the borrower is paying under it")
-    terms = choose(loan_of(a), kind=kind, months=months, business_date=business_date, rules=rules)
+    # A borrower's reply takes one of the offers; an agent may agree any plan the policy bounds.
+    terms = choose(
+        loan_of(a),
+        kind=kind,
+        months=months,
+        business_date=business_date,
+        rules=rules,
+        offered_only=source == "reply",
+    )
     # The payments the plan's past due already reflects (applied by then) never count towards it
     # as well: a payment applied by the morning's cycle would otherwise pay a plan made that day
     # on what was left, and a deferral would complete without its next instalment.

@@ -39,7 +39,7 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.tables import account, audit, message, payment, plan, promise
+from arrears.storage.tables import account, audit, message, payment, plan, promise, settlement
 from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
@@ -354,7 +354,7 @@ def add_promise(
 
     A promise replaces the account's pending promises that are not yet due (a borrower who moves
     the date has made one promise, not two); one already past its date is left to be judged. None
-    is taken while a plan is active (the borrower is paying under it).
+    is taken while a plan or a settlement is active (the borrower is paying under it).
     """
     row = connection.execute(
         locked(
@@ -377,6 +377,13 @@ def add_promise(
         # One agreement at a time, as a plan refuses a settlement: a promise broken beside the plan
         # would count against a borrower paying as agreed (to negotiation, to review if strategic).
         raise ValueError(f"plan {running} is active: the borrower is paying under it")
+    settling = connection.execute(
+        select(settlement.c.id).where(settlement.c.account_id == account_id, settlement.c.status == "active")
+    ).scalar()
+    if settling is not None:
+        # Likewise beside a settlement: a promise broken while the borrower pays it by its own date
+        # would count against them (`arrears.settlements`: one agreement at a time).
+        raise ValueError(f"settlement {settling} is agreed: the borrower is paying under it")
     why = promise_refusal(  # the balance at its currency's precision, as the refusal states it
         amount,
         due_date,

@@ -20,7 +20,7 @@ from arrears.settlements import ACTIVE, SettlementError, assess, check_terms
 from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.bulk import in_range
 from arrears.storage.referrals import REFERRAL_ENDED
-from arrears.storage.tables import account, audit, payment, plan, referral, settlement
+from arrears.storage.tables import account, audit, payment, plan, promise, referral, settlement
 
 __all__ = [
     "cancel_settlement",
@@ -143,6 +143,7 @@ def record_settlement(
     insert_events(
         connection,
         [
+            *_replace_promises(connection, account_id, settlement_id, at=at, day=business_date, agent=agent),
             event(
                 account_id,
                 at,
@@ -159,10 +160,39 @@ def record_settlement(
                     "reason": why,
                 },
                 actor=f"agent:{agent}",
-            )
+            ),
         ],
     )
     return connection.execute(select(settlement).where(settlement.c.id == settlement_id)).one()
+
+
+def _replace_promises(
+    connection: Connection, account_id: str, settlement_id: int, *, at: datetime, day: date, agent: str
+) -> list[dict[str, Any]]:
+    """The agreement replaces a promise pending for a later day, as a plan does
+    (`storage.plans.accept_plan`): kept beside it, it broke while the borrower paid the settlement
+    by its own date, and counted against them. One already past its date is left to be judged."""
+    replaced = connection.execute(
+        update(promise)
+        .where(
+            promise.c.account_id == account_id,
+            promise.c.status == "pending",
+            promise.c.due_date >= day,
+        )
+        .values(status="replaced", resolved_at=at)
+        .returning(promise.c.id)
+    ).scalars()
+    return [
+        event(
+            account_id,
+            at,
+            "promise",
+            f"promise {old} replaced by settlement {settlement_id}",
+            {"promise_id": old, "status": "replaced", "by_settlement": settlement_id},
+            actor=f"agent:{agent}",
+        )
+        for old in replaced
+    ]
 
 
 def cancel_settlement(
