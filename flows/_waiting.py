@@ -31,12 +31,15 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from arrears.clock import parse_instant
+from arrears.masking import mask_text
 from flows._prefect import synced
+from tasks.logs import run_logger
 
 __all__ = [
     "RunRequest",
     "Started",
     "Wake",
+    "cancel_each",
     "cycle_link",
     "cycle_run_id",
     "cycle_tags",
@@ -48,6 +51,7 @@ __all__ = [
     "now_of",
     "pause_key",
     "paused_runs",
+    "resume_each",
     "runs_in",
     "start_run",
     "start_runs",
@@ -425,6 +429,65 @@ def live_runs(flow_name: str, names: Sequence[str] | None = None) -> list[FlowRu
         [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
         names,
     )
+
+
+# Resumes that fail in a row before the rest are left to the next cycle: the server is down or
+# refusing, and thousands of runs each waiting out a timeout would hold the cycle for hours.
+WAKE_FAILURES_IN_A_ROW = 5
+
+
+def resume_each(wakes: Sequence[tuple[FlowRun, dict[str, Any] | None]]) -> int:
+    """Resume each run (read as paused) with its input; returns how many were resumed.
+
+    Never raises for one run: the cycle reads thousands of paused runs, then resumes them one by
+    one, and meanwhile a reviewer answers a form or `arrears review decide` resumes a run (Prefect
+    then raises `NotPausedError`: nothing is left to do), or the server refuses one (its input no
+    longer fits the form). Either failed the daily cycle after its advance, before any message
+    went out. A run left paused is woken again by the next cycle."""
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    woken = failed = in_a_row = 0
+    first: str | None = None
+    for n, (run, run_input) in enumerate(wakes):
+        if in_a_row >= WAKE_FAILURES_IN_A_ROW:
+            run_logger().warning("%d runs left paused for the next cycle", len(wakes) - n)
+            break
+        try:
+            resume_flow_run(run.id, run_input=run_input)
+        except NotPausedError:  # resumed meanwhile by someone else: it is on its way
+            in_a_row = 0
+            continue
+        except Exception as error:
+            failed, in_a_row = failed + 1, in_a_row + 1
+            first = first or f"{run.name} ({run.id}): {type(error).__name__}: {mask_text(str(error))[:200]}"
+            continue
+        woken, in_a_row = woken + 1, 0
+    if failed:
+        run_logger().warning(
+            "%d paused runs could not be resumed, the next cycle tries again; first: %s", failed, first
+        )
+    return woken
+
+
+def cancel_each(ends: Sequence[tuple[FlowRun, str]]) -> int:
+    """Cancel each paused run with its message, one failure never failing the cycle (the next
+    cycle finds the run paused and tries again); returns how many were cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    cancelled = 0
+    if not ends:
+        return 0
+    with get_client(sync_client=True) as client:
+        for run, message in ends:
+            try:
+                client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+            except Exception as error:
+                run_logger().warning("could not cancel %s (%s): %s", run.name, run.id, type(error).__name__)
+                continue
+            cancelled += 1
+    return cancelled
 
 
 def pause_key(run: FlowRun) -> str:

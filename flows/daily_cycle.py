@@ -13,7 +13,7 @@ batches of thousands of messages are the unit of orchestration (PREFECT.md).
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -24,7 +24,9 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from arrears.clock import as_of_or_now, business_date
+from arrears.models import utcnow
 from arrears.settings import get_settings
+from arrears.storage import cycle_runs
 from flows._prefect import synced
 from flows._results import FAILURE_TEXT
 from flows._waiting import PAGE, deployment_exists, start_run
@@ -32,6 +34,7 @@ from flows.legal_referral import start_referrals
 from flows.repossession_review import follow_letters_and_orders, start_reviews, start_waiting_reviews
 from tasks.bureau_pull import pull_bureau_profiles
 from tasks.cycle import (
+    CycleRunning,
     Shard,
     advance_shard,
     begin_cycle,
@@ -44,6 +47,7 @@ from tasks.cycle import (
     run_token,
     start_shard_workers,
 )
+from tasks.database import engine
 from tasks.dispatch import (
     announce_outage,
     dispatch_batch,
@@ -119,7 +123,9 @@ def _cycle_name() -> str:
 def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[str, Any]:
     """Run the cycle as of `as_of` (ISO 8601 with offset; now when omitted).
 
-    One cycle (or dispatch) at a time per database: another one running raises `CycleRunning`.
+    One cycle (or dispatch) at a time per database: while another one runs this one waits for it
+    (`LOCK_WAIT_SECONDS`), then raises `CycleRunning`; a scheduled run that waited runs as of the
+    moment it starts.
     Running it again for an instant whose cycle finished changes nothing: it finds that cycle and
     returns at once; so does a scheduled run (no `as_of`) that starts after a cycle finished as of
     its scheduled time or later (late runs of missed days: one cycle, as of now). A cycle that
@@ -140,7 +146,11 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
     # A run without an instant, from the schedule, was due at its scheduled start: the machine
     # off at the cron time leaves one late run per missed day, all starting together.
     due = None if as_of else flow_run.scheduled_start_time
-    with run_exclusively("cycle"):
+    with _exclusively_waiting("cycle"):
+        if as_of is None:  # as of now: after any wait for the lock
+            instant = as_of_or_now(None)
+            day = business_date(instant, settings.lender_timezone)
+            stats |= {"as_of": instant.isoformat(), "business_date": day.isoformat()}
         opened = begin_cycle(instant, day, due)
         if opened.crashed:
             stats["crashed_cycles_closed"] = opened.crashed
@@ -156,6 +166,39 @@ def daily_cycle(as_of: str | None = None, fan_out: str | None = None) -> dict[st
         except BaseException as error:
             fail_cycle(opened.cycle_id, error)
             raise
+
+
+# How long a cycle run waits for the database's run lock, and how often it tries again. The outbox
+# run of `arrears serve` takes the lock every quarter hour, from an anchor of its own, for
+# minutes at portfolio scale (the morning's deferred messages, review runs deferred): a scheduled
+# cycle that found it held failed at once, the day's cycle not run. (The CLI takes the lock itself
+# before the flow, and refuses at once, exit 2.) Read at call time, so a test can shorten them.
+LOCK_WAIT_SECONDS = 1800.0
+LOCK_POLL_SECONDS = 5.0
+
+
+@contextmanager
+def _exclusively_waiting(what: str) -> Iterator[None]:
+    """`run_exclusively(what)`, waiting up to `LOCK_WAIT_SECONDS` for the run holding it to end;
+    `CycleRunning` (saying who holds it) after that."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    said = False
+    while True:
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(run_exclusively(what))
+            except CycleRunning as running:
+                if time.monotonic() >= deadline:
+                    raise
+                if not said:
+                    get_run_logger().info(
+                        "waiting up to %.0f s for the run lock: %s", LOCK_WAIT_SECONDS, running
+                    )
+                    said = True
+                time.sleep(LOCK_POLL_SECONDS)
+                continue
+            yield
+            return
 
 
 def _check_fan_out(deployment: str) -> None:
@@ -453,6 +496,12 @@ def _log_dispatch(counts: dict[str, Any]) -> None:
     run_logger().info("dispatch: %d batches; %s", counts["batches"], outcome or "nothing due")
 
 
+def _close_crashed_cycles() -> int:
+    """Close the cycle rows of killed runs (call it under the run lock); returns how many."""
+    with engine().begin() as connection:
+        return len(cycle_runs.close_crashed_cycles(connection, now=utcnow()))
+
+
 def _dispatch_name() -> str:
     as_of = _instant_named(flow_run.parameters.get("as_of"))
     return "dispatch (as_of not an instant)" if as_of is None else f"dispatch {as_of:%Y-%m-%dT%H:%MZ}"
@@ -475,7 +524,12 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     instant = as_of_or_now(as_of)
     check_settings("sms")
     with run_exclusively("dispatch"):
+        # The lock held proves a cycle row still running is a killed run's: closed as crashed now,
+        # as the next cycle would (README), not left showing as running until tomorrow's cycle.
+        crashed = _close_crashed_cycles()
         counts = run_dispatch(instant, None, live=as_of is None)
+        if crashed:
+            counts["crashed_cycles_closed"] = crashed
         counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts
         counts |= start_waiting_reviews(instant, as_of)  # the review runs a cycle deferred, minutes later
         # The embedded sandbox (no URL) is started per session and remembers nothing to look up.

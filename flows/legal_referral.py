@@ -39,6 +39,7 @@ from flows._waiting import (
     now_of,
     pause_key,
     paused_runs,
+    resume_each,
     start_runs,
 )
 from tasks.legal import (
@@ -175,14 +176,13 @@ def _start(
 def _wake(ours: set[str], as_of: str | None) -> int:
     """Resume the runs waiting on their court, so each polls it once more, or ends with a case a
     callback ended while it waited."""
-    from prefect.flow_runs import resume_flow_run
-
-    woken = 0
-    for run in paused_runs("legal-referral"):
-        # Only runs of this database's referrals. Open ones poll (an account that has since paid
-        # asks for the dismissal); ended ones (a judgment or a rejection by callback) finish.
-        mine = (run.parameters or {}).get("account_id") in ours
-        if pause_key(run).startswith("court-wait") and mine:
-            resume_flow_run(run.id, run_input={"as_of": as_of})
-            woken += 1
-    return woken
+    # Only runs of this database's referrals. Open ones poll (an account that has since paid asks
+    # for the dismissal); ended ones (a judgment or a rejection by callback) finish. One that cannot
+    # be resumed now is left to the next cycle, never failing this one (`resume_each`).
+    return resume_each(
+        [
+            (run, {"as_of": as_of})
+            for run in paused_runs("legal-referral")
+            if pause_key(run).startswith("court-wait") and (run.parameters or {}).get("account_id") in ours
+        ]
+    )

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import pydantic
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
@@ -39,6 +40,7 @@ from arrears.settings import get_settings
 from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
+    cancel_each,
     cycle_link,
     cycle_run_id,
     cycle_tags,
@@ -48,6 +50,7 @@ from flows._waiting import (
     now_of,
     pause_key,
     paused_runs,
+    resume_each,
     start_runs,
     wait_for,
 )
@@ -203,8 +206,21 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
         reviewer = " ".join(answer.reviewer.split()) or "(no name given in the form)"
         reason = answer.reason.strip() or "(no reason given in the form)"
         decided: Decided = record_decision(state.review_id, answer.decision, reviewer, reason, at, "prefect")
-        if not decided.state.in_review and not decided.changed and decided.state.decision is None:
-            return Cancelled(message=f"review {state.review_id} closed before the decision arrived")
+        if not decided.changed and decided.state.decision is None:
+            # The review closed without a decision while the run waited (the account paid and left
+            # review): the form's answer must not read as taken, in the run's log or on its page.
+            why = decided.state.reason or "closed"
+            get_run_logger().warning(
+                "review %s: the form's decision (%s by %s) was NOT recorded: the review is %s",
+                state.review_id,
+                answer.decision,
+                reviewer,
+                why,
+            )
+            return Cancelled(
+                message=f"review {state.review_id} {why} before the decision arrived: "
+                f"{answer.decision} was not recorded"
+            )
         stored = (decided.state.decision, decided.state.reviewer)
         if not decided.changed and stored[0] is not None and stored != (answer.decision, reviewer):
             # Another reviewer decided first (`arrears review decide` at the same moment): the first
@@ -350,15 +366,15 @@ def _start(
 
 
 def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
-    """Resume the paused review runs that can move on; cancel those with nothing left to wait for."""
-    from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
-
+    """Resume the paused review runs that can move on; cancel those with nothing left to wait for.
+    A run that cannot be resumed now (resumed meanwhile by its reviewer, refused by the server) is
+    left to the next cycle: it never fails this one (`resume_each`)."""
     runs = paused_runs("repossession-review")
     if not runs:
         return 0, 0
     reviews = reviews_of_runs([str(r.id) for r in runs])
-    woken = cancelled = 0
+    wakes: list[tuple[FlowRun, dict[str, Any]]] = []
+    ended: list[tuple[FlowRun, str]] = []
     for run in runs:
         review = reviews.get(str(run.id))
         key = pause_key(run)
@@ -366,8 +382,7 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
             continue
         if key.startswith("cure-wait"):
             if review.closed or not review.in_review or refusal(review, instant) is None:
-                resume_flow_run(run.id, run_input={"as_of": as_of})
-                woken += 1
+                wakes.append((run, {"as_of": as_of}))
         elif key == "decision":
             if review.decision is not None:
                 # Decided on the command line while the run could not be resumed: hand it over now.
@@ -376,12 +391,7 @@ def wake_reviews(instant: datetime, as_of: str | None) -> tuple[int, int]:
                     "reviewer": review.reviewer or "unknown",
                     "reason": review.reason or "recorded in arrears",
                 }
-                resume_flow_run(run.id, run_input=given)
-                woken += 1
+                wakes.append((run, given))
             elif review.closed or not review.in_review:
-                with get_client(sync_client=True) as client:
-                    client.set_flow_run_state(
-                        run.id, Cancelled(message=f"account is now {review.stage}"), force=True
-                    )
-                cancelled += 1
-    return woken, cancelled
+                ended.append((run, f"account is now {review.stage}"))
+    return resume_each(wakes), cancel_each(ended)

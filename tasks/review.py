@@ -372,6 +372,16 @@ def record_decision(
     with engine().begin() as connection:
         state = reviews.review_state(connection, review_id, lock=True)
         assert state is not None, review_id
+        if not state.closed and not state.in_review:
+            # The account left review while the run waited (a payment's account run cured it; the
+            # cycle closes such reviews only at its next run): nothing is left to decide, as
+            # `decide_review` refuses. The review closes; the caller is told nothing was recorded.
+            reviews.close_review(
+                connection, review_id=review_id, reason=f"account is now {state.stage}", at=at
+            )
+            closed = reviews.review_state(connection, review_id)
+            assert closed is not None
+            return Decided(closed, decision, decision, None, None, False)
         return _decide(
             connection, state, decision=decision, reviewer=reviewer, reason=reason, at=at, source=source
         )

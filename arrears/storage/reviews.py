@@ -571,7 +571,9 @@ def reviews_by_run(connection: Connection, flow_run_ids: Sequence[str]) -> dict[
     """The reviews these flow runs work on, by run id."""
     if not flow_run_ids:
         return {}
-    rows = connection.execute(_STATES.where(review.c.flow_run_id.in_(list(flow_run_ids)))).all()
+    # Bound as one value (`among`): the cycle asks for every paused review run at once, and one
+    # parameter a run id went past SQLite's and PostgreSQL's limits at portfolio scale.
+    rows = connection.execute(_STATES.where(among(review.c.flow_run_id, list(flow_run_ids)))).all()
     return {s.flow_run_id: s for s in _states(connection, rows) if s.flow_run_id}
 
 
