@@ -5,13 +5,14 @@ is seen the same day. Money pays the oldest instalment first, so the oldest due 
 forward by each instalment the payment clears in full.
 """
 
+import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 import pendulum
 
-__all__ = ["RECEIVED_AHEAD_AT_MOST", "Owed", "apply_payment"]
+__all__ = ["RECEIVED_AHEAD_AT_MOST", "Owed", "apply_payment", "due_day"]
 
 # A payment waits unapplied until its `received_at`. A file may value-date a payment a few days
 # ahead; one dated more than a month after it is imported is a typo (2062 for 2026), and would
@@ -25,10 +26,24 @@ class Owed:
     past_due_amount: Decimal
     installment_amount: Decimal
     oldest_due_date: date | None
-    # The loan's day of the month (of its next due date, where the file gives one): a due date
+    # The loan's day of the month (`due_day`): a due date
     # moved past a short month comes back to it (31 January, 28 February, 31 March), where it
     # had stayed on the 28th, three more days past due until the servicer's next file.
     due_day: int | None = None
+
+
+def due_day(next_due_date: date | None, oldest_due_date: date | None) -> int | None:
+    """The day of the month the loan falls due on, from its known due dates. A date on the last
+    day of its month may be a later day clamped (a loan due on the 31st is due 28 February): the
+    oldest due date's later day is then the loan's, or every date moved from it after a short
+    month fell on the 28th, days before the loan's own."""
+    known = next_due_date or oldest_due_date
+    if known is None:
+        return None
+    month_end = known.day == calendar.monthrange(known.year, known.month)[1]
+    if month_end and oldest_due_date is not None and oldest_due_date.day > known.day:
+        return oldest_due_date.day
+    return known.day
 
 
 def apply_payment(owed: Owed, amount: Decimal) -> Owed:

@@ -28,7 +28,6 @@ as the FFIEC Uniform Retail Credit Classification policy permits for a borrower 
 renewed willingness and ability to repay.
 """
 
-import calendar
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import pendulum
 
 from arrears.currencies import minor_units
 from arrears.inbound import normalise
+from arrears.payments import due_day
 from arrears.settlements import MORATORIA
 from arrears.vocabulary import Hold
 
@@ -142,18 +142,8 @@ class Loan:
 
     @property
     def due_day(self) -> int | None:
-        """The day of the month the loan falls due on, from its known due dates. A date on the last
-        day of its month may be a later day clamped (a loan due on the 31st is due 28 February):
-        the oldest due date's later day is then the loan's, or every plan date after a short month
-        fell on the 28th, days before the loan's own."""
-        known = self.next_due_date or self.oldest_due_date
-        if known is None:
-            return None
-        other = self.oldest_due_date
-        month_end = known.day == calendar.monthrange(known.year, known.month)[1]
-        if month_end and other is not None and other.day > known.day:
-            return other.day
-        return known.day
+        """The day of the month the loan falls due on (`arrears.payments.due_day`)."""
+        return due_day(self.next_due_date, self.oldest_due_date)
 
 
 @dataclass(frozen=True, slots=True)

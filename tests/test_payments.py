@@ -5,10 +5,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arrears.payments import Owed, apply_payment
+from arrears.payments import Owed, apply_payment, due_day
 
 OWED = Owed(
     balance=Decimal("9000.00"),
@@ -71,6 +72,55 @@ def test_a_due_date_moved_past_february_comes_back_to_the_loans_day() -> None:
     assert apply_payment(apply_payment(unknown, Decimal("400")), Decimal("400")).oldest_due_date == date(
         2027, 3, 28
     )
+
+
+@pytest.mark.parametrize(
+    ("next_due", "oldest", "day"),
+    [
+        (date(2027, 2, 28), date(2027, 1, 31), 31),  # the file's next due date clamped by February
+        (date(2027, 2, 28), date(2027, 1, 28), 28),  # a loan due on the 28th
+        (date(2027, 4, 30), date(2027, 3, 30), 30),
+        (date(2027, 2, 15), date(2027, 1, 31), 15),  # not at a month's end: the next due date's day
+        (None, date(2027, 1, 31), 31),
+        (None, None, None),
+    ],
+)
+def test_the_loans_day_is_not_taken_from_a_month_end_that_clamped_it(
+    next_due: date | None, oldest: date | None, day: int | None
+) -> None:
+    """A loan due on the 31st whose file gives a next due date of 28 February is due on the 31st:
+    the payments the refresh applies moved its oldest due date to 28 March (three more days past
+    due), as plan dates did."""
+    assert due_day(next_due, oldest) == day
+
+
+def test_payments_the_refresh_applies_bring_a_due_date_back_to_the_31st(engine: Any, tmp_path: Path) -> None:
+    """Due on the 31st, the file's next due date 28 February: two payments of an instalment each,
+    applied one after the other, leave the oldest due date on 31 March, not 28 March."""
+    from sqlalchemy import select
+
+    from arrears.clock import parse_instant
+    from arrears.importing import Kind
+    from arrears.storage.cycle import apply_new_payments
+    from arrears.storage.tables import account
+    from tests.factories import account_record, payment_record
+    from tests.later_stage_helpers import import_rows
+
+    day = parse_instant("2026-02-23T00:00:00Z")
+    loan = {"installment_amount": "400.00", "past_due_amount": "1200.00", "balance": "12000.00"}
+    dates = {"oldest_due_date": "2026-01-31", "next_due_date": "2026-02-28"}
+    import_rows(engine, tmp_path, [account_record(account_id="A-31", **loan, **dates)], now=day)
+    paid = [
+        payment_record(
+            account_id="A-31", payment_id=f"P-{n}", amount="400.00", received_at=f"2026-02-2{n}T10:00:00Z"
+        )
+        for n in (1, 2)
+    ]
+    import_rows(engine, tmp_path, paid, Kind.PAYMENTS, now=day)
+    with engine.begin() as c:
+        assert apply_new_payments(c, as_of=day, cycle_id=None) == 2
+        oldest = c.execute(select(account.c.oldest_due_date).where(account.c.account_id == "A-31")).scalar()
+    assert oldest == date(2026, 3, 31)
 
 
 def test_payment_event_states_amounts_at_the_currency_precision(engine: Any, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from arrears.clock import business_date as lender_date
 from arrears.currencies import display
 from arrears.lifecycle import AccountView, Decision, Facts, PlanFact, Step
 from arrears.messages import MessageContext
-from arrears.payments import Owed, apply_payment
+from arrears.payments import Owed, apply_payment, due_day
 from arrears.policy import DEFAULT_POLICY
 from arrears.records import record
 from arrears.storage import tables
@@ -101,7 +101,7 @@ def apply_new_payments(
             r.past_due_amount,
             r.installment_amount,
             r.oldest_due_date,
-            r.next_due_date.day if r.next_due_date else None,
+            due_day(r.next_due_date, r.oldest_due_date),
         )
         owed[r.account_id] = after = apply_payment(before, r.amount)
         # At the account's currency's precision, as every other amount in the trail: storage
