@@ -12,6 +12,7 @@ nudges it as `promise_made`, anything else as `reply`. That event is what marks 
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 
@@ -241,7 +242,9 @@ def _promise_by_reply(
             due_date=due,
             source="reply",
             at=reply.at,
-            made_on=lender_date(reply.at, zone),
+            # The earlier of the two days: a borrower west of the lender who promises "today" in
+            # their evening names a date that is the lender's yesterday, and has not passed.
+            made_on=min(lender_date(reply.at, zone), reply.at.astimezone(ZoneInfo(reply.timezone)).date()),
             actor="borrower",
             rules=promise_rules(rules),
             data=ref,

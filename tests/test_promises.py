@@ -203,6 +203,19 @@ def test_refused_reply_is_noted_with_its_reason(later_db: Engine, tmp_path: Path
     assert notes == ["reply read as a promise, not recorded: the date 2026-11-01 has passed"]
 
 
+def test_a_borrower_promising_their_own_today_is_not_refused_as_past(
+    later_db: Engine, tmp_path: Path
+) -> None:
+    """At 21:00 on 2 December in Chicago it is already the 3rd in Shanghai, the lender's zone: "PAY
+    412.50 2026-12-02" is the borrower's today, recorded, not refused as a date that has passed."""
+    import_rows(later_db, tmp_path, [us_account("A-P9")])
+    reply(later_db, "A-P9", "PAY 412.50 2026-12-02", "2026-12-03T03:00:00Z")
+    assert refresh_later(later_db, "2026-12-03T04:00:00Z")["promises_from_replies"] == 1
+    assert [(p.status, p.due_date) for p in rows(later_db, promise_t, "A-P9")] == [
+        ("pending", date(2026, 12, 2))
+    ]
+
+
 def test_new_promise_replaces_a_pending_one_not_yet_due(later_db: Engine, tmp_path: Path) -> None:
     """A borrower who moves the date has one promise: the earlier one is marked replaced."""
     import_rows(later_db, tmp_path, [us_account("A-P3")])

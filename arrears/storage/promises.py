@@ -98,6 +98,7 @@ class Reply:
     episode: int
     currency: str
     willingness: float | None
+    timezone: str  # the borrower's: their "today" may be the lender's yesterday
     callback_id: str | None = None  # the inbound message it came from (what a quarantine names)
 
     @property
@@ -121,6 +122,7 @@ def unread_replies(connection: Connection, *, as_of: datetime, account_id: str |
             account.c.episode,
             account.c.currency,
             account.c.willingness,
+            account.c.timezone,
         )
         .join(account, account.c.account_id == audit.c.account_id)
         .where(
@@ -144,6 +146,7 @@ def unread_replies(connection: Connection, *, as_of: datetime, account_id: str |
             r.episode,
             r.currency,
             r.willingness,
+            r.timezone,
             (r.data or {}).get("callback_id"),
         )
         for r in rows
