@@ -519,11 +519,20 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     then look up the outcome of messages whose delivery receipt never came; start the review
     runs a cycle had to defer (the Prefect server refused them) and replace those that died.
 
-    Never beside a cycle or another dispatch on the same database (`CycleRunning`): each takes
-    over the leases of a crashed one at once, which is only safe when no other is alive."""
+    Never beside a cycle or another dispatch on the same database: each takes over the leases of
+    a crashed one at once, which is only safe when no other is alive. A run that finds the lock
+    held (the quarter-hourly run of `arrears serve` while the cycle runs, for minutes) does
+    nothing and ends Completed, saying so in its log and counts (`skipped`): the cycle's own
+    dispatch sends what is due, and a Failed run every quarter hour would say nothing true.
+    `arrears dispatch` takes the lock itself first, and refuses at once (exit 2)."""
     instant = as_of_or_now(as_of)
     check_settings("sms")
-    with run_exclusively("dispatch"):
+    with ExitStack() as locked:
+        try:
+            locked.enter_context(run_exclusively("dispatch"))
+        except CycleRunning as running:
+            run_logger().warning("skipped: %s", running)
+            return {"skipped": str(running)}
         # The lock held proves a cycle row still running is a killed run's: closed as crashed now,
         # as the next cycle would (README), not left showing as running until tomorrow's cycle.
         crashed = _close_crashed_cycles()

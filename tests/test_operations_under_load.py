@@ -217,3 +217,32 @@ def test_a_scheduled_cycle_waits_for_the_outbox_run_holding_the_lock(
     finally:
         holder.wait(timeout=60)
     assert stats["cycle_id"] and stats["advance"]["accounts"] == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_outbox_run_finding_a_cycle_running_ends_completed_having_done_nothing(
+    later_db: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """The quarter-hourly outbox run of `arrears serve` while the cycle runs (minutes at portfolio
+    scale): it does nothing and says why, Completed; it was a Failed run every quarter hour."""
+    import subprocess
+    import sys
+
+    from flows.daily_cycle import dispatch_outbox
+
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, db_url, "30"],
+        cwd=root,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        state = dispatch_outbox(as_of="2026-12-01T16:00:00Z", return_state=True)
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert state.is_completed()
+    assert list(state.result()) == ["skipped"] and "running" in state.result()["skipped"]
