@@ -43,7 +43,7 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
     same day that crashed or ran before); counts by outcome. A transient failure leaves the
     account for the next cycle; a refusal (no file) is recorded and not asked again. Once
     `GIVE_UP_AFTER` pulls in a row have failed the bureau is down: the rest are not asked, and
-    wait for the next cycle (`bureau_waiting`)."""
+    wait for the next cycle (`bureau_waiting`); so do all when it refuses our settings."""
     with read_only(engine()) as connection:
         earlier = 0 if cycle_id is None else bureau_pulls.pulls_of_the_day(connection, cycle_id=cycle_id)
         subjects = bureau_pulls.pull_subjects(connection, limit=limit - earlier) if earlier < limit else []
@@ -56,11 +56,23 @@ def pull_bureau_profiles(at: datetime, cycle_id: int | None = None, limit: int =
     asked = [s for s in subjects if s.phone is not None]
     # Many pulls take minutes of threads waiting on the bureau: in a process of their own, so the
     # dispatch beside them does not queue for this process's GIL at every SQLite row.
-    if len(asked) >= OWN_PROCESS_FROM:
-        pulled, failures = in_own_process(pull_all, asked, at)
-    else:
-        pulled, failures = pull_all(asked, at)
     log = get_run_logger()
+    try:
+        if len(asked) >= OWN_PROCESS_FROM:
+            pulled, failures = in_own_process(pull_all, asked, at)
+        else:
+            pulled, failures = pull_all(asked, at)
+    except ConfigError as refused:
+        # Every pull would be refused alike until a person fixes the settings: the pulls wait for
+        # the next cycle, and the cycle (beside whose dispatch they run) goes on to its report, as
+        # the letters do. Raised, it failed the cycle after its dispatch, a minute's retry later.
+        log.error(
+            "the bureau refused our settings (%s): no pull until ARREARS_BUREAU_* are right; "
+            "%d pulls wait for the next cycle",
+            refused,
+            len(asked),
+        )
+        return dict.fromkeys(_COUNTS, 0) | {"bureau_waiting": len(asked)}
     for key, reason in failures:
         log.warning("bureau pull %s failed: %s", key, reason)
     if pulled["bureau_waiting"]:

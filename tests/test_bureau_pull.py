@@ -716,6 +716,28 @@ def test_a_bureau_that_keeps_failing_is_not_asked_for_the_rest_of_the_cycle(
     assert (counts["bureau_pulls"], counts["bureau_failed"], counts["bureau_waiting"]) == (12, 0, 0)
 
 
+def test_a_bureau_refusing_our_credentials_leaves_the_pulls_waiting_and_fails_nothing(
+    later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _bureau_process: Any
+) -> None:
+    """Wrong credentials (a rotated API key): every pull would be refused alike. They wait for the
+    next cycle, counted, and the step returns; it raised, and failed the cycle after its dispatch.
+    Once the key is right the next cycle pulls every one of them."""
+    from arrears.settings import get_settings
+
+    ids = [f"A-K{n}" for n in range(3)]
+    import_rows(later_db, tmp_path, [us_account(a) for a in ids])
+    for account_id in ids:
+        _stage(later_db, account_id, "negotiation")
+    wrong = dict(_bureau_process.credentials) | {"api_key": "rotated-away"}
+    monkeypatch.setenv("ARREARS_BUREAU_CREDENTIALS", json.dumps(wrong))
+    get_settings.cache_clear()
+    counts = _pull("2026-12-16T01:00:00Z")
+    assert (counts["bureau_pulls"], counts["bureau_waiting"]) == (0, 3)
+    monkeypatch.setenv("ARREARS_BUREAU_CREDENTIALS", json.dumps(dict(_bureau_process.credentials)))
+    get_settings.cache_clear()
+    assert _pull("2026-12-17T01:00:00Z")["bureau_pulls"] == 3
+
+
 def test_failures_apart_do_not_stop_the_pulls(
     later_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _bureau_process: Any
 ) -> None:
