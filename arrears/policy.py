@@ -111,6 +111,15 @@ class Settlements(_Section):
             "agreed: while an agreement runs the account is neither asked, escalated nor charged off."
         ),
     )
+    lapse_after_days: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Days after the pay-by date before an agreement not yet paid lapses: a payment received "
+            "by the date may reach arrears in a later file. Payments still count only if received "
+            "by the date."
+        ),
+    )
 
 
 class Segmentation(_Section):

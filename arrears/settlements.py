@@ -118,14 +118,16 @@ def assess(
     *,
     business_date: date,
     currency: str,
+    lapse_after_days: int = 0,
 ) -> Assessment:
     """Where an agreement stands on `business_date`, from the payments (the lender's date each was
     received, amount) made since it was recorded. A payment after the pay-by date pays nothing of
-    it: the agreement had lapsed by then."""
+    it; one received by the date may come in a file days later, so an agreement not paid lapses
+    only `lapse_after_days` after the date (the policy's `settlements.lapse_after_days`)."""
     received = sum((a for d, a in payments if d <= pay_by and d <= business_date), Decimal(0))
     said = f"{currency} {display(received, currency)} of {currency} {display(amount, currency)}"
     if received >= amount:
         return Assessment("paid", received, f"{said} received by {pay_by.isoformat()}")
-    if business_date > pay_by:
+    if (business_date - pay_by).days > lapse_after_days:
         return Assessment("lapsed", received, f"{said} received by {pay_by.isoformat()}, the pay-by date")
     return Assessment(ACTIVE, received, f"{said} received so far")

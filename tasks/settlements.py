@@ -41,6 +41,7 @@ def refresh_settlements(
             as_of=as_of,
             business_date=business_date,
             lender_timezone=zone,
+            lapse_after_days=policy().settlements.lapse_after_days,
             cycle_id=cycle_id,
             account_id=one,
         )

@@ -165,6 +165,41 @@ def test_an_agreement_short_of_its_amount_waits_until_its_date_then_lapses() -> 
     assert after.reason == "USD 4000.00 of USD 9000.00 received by 2026-12-15, the pay-by date"
 
 
+def test_a_payment_received_by_the_date_that_comes_in_a_later_file_still_settles() -> None:
+    """The servicer's file with the payment of the pay-by date comes after the next day's cycle: the
+    agreement waits `lapse_after_days` for it, then counts it; a payment after the date never."""
+    pay_by = date(2026, 12, 15)
+    late_file = [(date(2026, 12, 5), Decimal("4000")), (date(2026, 12, 15), Decimal("5000"))]
+    waiting = assess(
+        Decimal("9000"),
+        pay_by,
+        late_file[:1],
+        business_date=date(2026, 12, 17),
+        currency="USD",
+        lapse_after_days=3,
+    )
+    assert waiting.status == "active"
+    paid = assess(
+        Decimal("9000"),
+        pay_by,
+        late_file,
+        business_date=date(2026, 12, 18),
+        currency="USD",
+        lapse_after_days=3,
+    )
+    assert paid.status == "paid"
+    too_late = [(date(2026, 12, 5), Decimal("4000")), (date(2026, 12, 16), Decimal("5000"))]
+    lapsed = assess(
+        Decimal("9000"),
+        pay_by,
+        too_late,
+        business_date=date(2026, 12, 19),
+        currency="USD",
+        lapse_after_days=3,
+    )
+    assert (lapsed.status, lapsed.received) == ("lapsed", Decimal("4000"))
+
+
 # -- what the lifecycle does with one --------------------------------------------------------------
 
 
@@ -346,7 +381,8 @@ def test_an_agreement_unpaid_by_its_date_lapses_and_collection_resumes(
     later_db: Engine, tmp_path: Path, db_url: str
 ) -> None:
     """Paid short by the pay-by date (less than the past due: no cure either), the agreement lapses
-    the day after (audited), the account stays in its stage, and the asks it had been spared resume."""
+    once the days a late file may take are over (audited), the account stays in its stage, and the
+    asks it had been spared resume."""
     _import(db_url, tmp_path, "accounts", [us_account("A-S2", oldest_due_date="2026-11-10")])
     day(later_db, "2026-12-01T16:00:00Z")
     assert account(later_db, "A-S2").stage == "negotiation"
@@ -363,7 +399,10 @@ def test_an_agreement_unpaid_by_its_date_lapses_and_collection_resumes(
     day(later_db, "2026-12-08T16:00:00Z")
     assert _messages(later_db, "A-S2") == before
     assert rows(later_db, settlement_t, "A-S2")[0].status == "active"
-    lapsed = day(later_db, "2026-12-09T16:00:00Z")
+    # Three days on (`settlements.lapse_after_days`), a payment of the 9th may still be on its way.
+    day(later_db, "2026-12-11T16:00:00Z")
+    assert rows(later_db, settlement_t, "A-S2")[0].status == "active"
+    lapsed = day(later_db, "2026-12-12T16:00:00Z")
     assert lapsed["later"]["settlements_lapsed"] == 1
     [s] = rows(later_db, settlement_t, "A-S2")
     assert (s.status, s.received, s.written_off) == ("lapsed", Decimal("300"), None)

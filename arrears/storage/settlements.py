@@ -230,10 +230,12 @@ def monitor_settlements(
     as_of: datetime,
     business_date: date,
     lender_timezone: str,
+    lapse_after_days: int = 0,
     cycle_id: int | None = None,
     account_id: str | None = None,
 ) -> dict[str, int]:
-    """Judge every running agreement against the payments received since it was recorded.
+    """Judge every running agreement against the payments received since it was recorded (one
+    not paid lapses `lapse_after_days` after its pay-by date: `arrears.settlements.assess`).
 
     Paid: the balance left is written off (balance and past due to zero, audited with the amount)
     and a referral with nothing before the court ends `settled` (a filed one is withdrawn by its
@@ -279,7 +281,14 @@ def monitor_settlements(
             for when, amount in received.get(s.account_id, [])
             if when >= s.agreed_at
         ]
-        found = assess(s.amount, s.pay_by, payments, business_date=business_date, currency=c)
+        found = assess(
+            s.amount,
+            s.pay_by,
+            payments,
+            business_date=business_date,
+            currency=c,
+            lapse_after_days=lapse_after_days,
+        )
         if s.stage in TERMINAL or s.balance_now <= 0:
             status = "ended"
             why = f"account {s.stage}" if s.stage in TERMINAL else "balance paid in full"
