@@ -308,6 +308,23 @@ def _wrap(line: str, font: str, size: float, width: float) -> list[str]:
     return [*out, current]
 
 
+def _fit(line: str, font: str, size: float, width: float) -> list[str]:
+    """`line` as `_wrap` breaks it, and a piece still wider than `width` (a word longer than a line:
+    a 200-character name without a space) cut between characters: nothing runs off the paper."""
+    out: list[str] = []
+    for piece in _wrap(line, font, size, width):
+        while _width(piece, font, size) > width and len(piece) > 1:
+            cut, used = 0, 0.0
+            while cut < len(piece) - 1 and used + _width(piece[cut], font, size) <= width:
+                used += _width(piece[cut], font, size)
+                cut += 1
+            cut = max(cut, 1)
+            out.append(piece[:cut])
+            piece = piece[cut:]
+        out.append(piece)
+    return out
+
+
 def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, address: Sequence[str]) -> bytes:
     buffer = io.BytesIO()
     font = _cjk_font() if cjk else _LATIN_FONT
@@ -334,14 +351,15 @@ def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, addres
     line_out(lines[0], bold, _TITLE_SIZE)
     if address:  # the window of a #10 envelope sits below the heading
         y -= _LEADING / 2
-        for part in address:
-            line_out(part, font, _BODY_SIZE)
+        for part in address:  # a long name wraps within the window, as the body does
+            for piece in _fit(part, font, _BODY_SIZE, usable):
+                line_out(piece, font, _BODY_SIZE)
     for raw in lines[1:]:
         emphasised = raw.isupper() or raw.startswith(
             ("AMOUNT TO CURE", "CURE DEADLINE", "SALE NOT BEFORE", "逾期金额", "还款期限")
         )
         face = bold if emphasised else font
-        for piece in _wrap(raw, face, _BODY_SIZE, usable):
+        for piece in _fit(raw, face, _BODY_SIZE, usable):
             line_out(piece, face, _BODY_SIZE)
     canvas.showPage()
     canvas.save()

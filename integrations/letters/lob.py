@@ -18,6 +18,7 @@ within the call, and by `find` before any later resend.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)  # idempotency keys and letter ids only: never
 
 __all__ = [
     "API_ROOT",
+    "NAME_LIMIT",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "LobLettersProvider",
@@ -62,11 +64,17 @@ __all__ = [
     "address_fields",
     "error_from_response",
     "letter_from_wire",
+    "wire_key",
 ]
 
 API_ROOT = "/v1"
 SIGNATURE_HEADER = "Lob-Signature"
 TIMESTAMP_HEADER = "Lob-Signature-Timestamp"
+# Lob: an `Idempotency-Key` of at most 256 characters; metadata values of at most 500, without `"` or `\\`.
+KEY_LIMIT = 256
+_UNSAFE = frozenset('"\\')
+# Lob: an address's `name` (and `company`) "must be no longer than 40 characters".
+NAME_LIMIT = 40
 # Lob's codes for an address it will not mail to: the contact point is unusable, not the request.
 _ADDRESS_CODES = {"failed_deliverability_strictness", "invalid_address", "undeliverable_address"}
 
@@ -91,10 +99,36 @@ class LobSettings(BaseModel):
     )
 
 
+def _name_line(name: str) -> str:
+    """`name` as Lob takes it: at most `NAME_LIMIT` characters, cut at the last space that fits
+    (at the limit when none does). Lob refuses a longer one (422), and a notice refused for the
+    borrower's name would wait for another address that could never help; the letter itself
+    (the PDF) names the borrower in full."""
+    name = " ".join(name.split())
+    if len(name) <= NAME_LIMIT:
+        return name
+    cut = name.rfind(" ", 0, NAME_LIMIT + 1)
+    return name[: cut if cut > 0 else NAME_LIMIT].rstrip()
+
+
+def wire_key(key: str) -> str:
+    """Our idempotency key as it travels to Lob, in the `Idempotency-Key` header and the
+    `metadata[idempotency_key]` value: the key itself when both take it (printable ASCII, which an
+    HTTP header needs; no `"` nor `\\`, which Lob's metadata refuses; at most `KEY_LIMIT`
+    characters). Otherwise (an account id in Chinese, say) its safe beginning, which keeps the
+    installation's prefix, and a digest of the whole: the same key always travels the same way,
+    and two keys never share one."""
+    safe = next((n for n, c in enumerate(key) if not " " < c <= "~" or c in _UNSAFE), len(key))
+    if safe == len(key) <= KEY_LIMIT:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{key[: min(safe, KEY_LIMIT - 33)]}~{digest}"
+
+
 def address_fields(prefix: str, address: PostalAddress) -> dict[str, str]:
     """`to[name]`, `to[address_line1]`…: an address in Lob's form field names."""
     fields = {
-        "name": address.name,
+        "name": _name_line(address.name),
         "address_line1": address.line1,
         "address_line2": address.line2,
         "address_city": address.city,
@@ -155,7 +189,8 @@ def letter_from_wire(payload: Mapping[str, Any], idempotency_key: str = "") -> L
     metadata = payload.get("metadata") or {}
     return Letter(
         id=letter_id,
-        idempotency_key=str(metadata.get("idempotency_key") or idempotency_key),
+        # Ours when we asked by it: the metadata holds it as it travelled (`wire_key`).
+        idempotency_key=idempotency_key or str(metadata.get("idempotency_key") or ""),
         status=Letter.furthest(events),
         created_at=iso_instant(payload["date_created"]),
         mailed_at=min(mailed) if mailed else None,
@@ -198,7 +233,7 @@ class LobLettersProvider(VendorClient):
             "use_type": "operational",
             "color": str(self.settings.color).lower(),
             "double_sided": str(self.settings.double_sided).lower(),
-            "metadata[idempotency_key]": request.idempotency_key,
+            "metadata[idempotency_key]": wire_key(request.idempotency_key),
             "metadata[sha256]": request.sha256,
         }
         if (extra := extra_service(request.mail_type)) is not None:
@@ -210,6 +245,7 @@ class LobLettersProvider(VendorClient):
     def send(self, request: LetterRequest) -> Letter:
         key = request.idempotency_key
         fields = self.form(request)
+        header = wire_key(key)
 
         def once() -> Letter:
             response = exchange(
@@ -217,7 +253,7 @@ class LobLettersProvider(VendorClient):
                     "/letters",
                     data=fields,
                     files={"file": ("letter.pdf", request.pdf, "application/pdf")},
-                    headers={"Idempotency-Key": key},
+                    headers={"Idempotency-Key": header},
                 ),
                 self.info.entry_point,
                 idempotency_key=key,
@@ -261,7 +297,7 @@ class LobLettersProvider(VendorClient):
         def once() -> Letter | None:
             return read_once(
                 lambda: self._client.get(
-                    "/letters", params={"metadata[idempotency_key]": idempotency_key, "limit": 10}
+                    "/letters", params={"metadata[idempotency_key]": wire_key(idempotency_key), "limit": 10}
                 ),
                 self.info.entry_point,
                 what="GET /v1/letters",

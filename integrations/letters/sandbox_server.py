@@ -52,7 +52,7 @@ from integrations._sandbox import (
     with_faults,
 )
 from integrations.letters._wire import EVENT_TYPES, NAMES, mail_type_of
-from integrations.letters.lob import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from integrations.letters.lob import NAME_LIMIT, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from integrations.letters.protocol import TRACKING_KINDS
 from integrations.letters.sandbox import DEFAULT_CREDENTIALS, LettersSandboxCredentials
 
@@ -303,6 +303,11 @@ def lob_router(st: LettersState) -> APIRouter:
                 missing = [f for f in _ADDRESS_FIELDS if not fields.get(f"{prefix}[{f}]", "").strip()]
                 if missing:
                     return _error(422, "missing_required_field", f"{prefix}.{missing[0]} is required")
+                for name in ("name", "company"):  # Lob: "no longer than 40 characters"
+                    if len(fields.get(f"{prefix}[{name}]", "")) > NAME_LIMIT:
+                        return _error(
+                            422, "invalid", f"{prefix}.{name} must be no longer than {NAME_LIMIT} characters"
+                        )
             if not pdf.startswith(b"%PDF-"):
                 return _error(422, "invalid_file", "file must be a PDF")
             if fields.get("mail_type", "usps_first_class") not in ("usps_first_class", "usps_standard"):
