@@ -106,7 +106,9 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(look_up, rows))
     found = [
-        found_outcome(row, result, provider.info.name, as_of)
+        found_outcome(
+            row, result, provider.info.name, _went(result, as_of, simulated=provider.info.simulated)
+        )
         for row, result in zip(rows, results, strict=True)
         if isinstance(result, SmsResult)
     ]
@@ -124,6 +126,14 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     counts["found_sent"] = len(found)
     counts["lookups_failed"] = sum(isinstance(r, ProviderError) for r in results)
     return counts
+
+
+def _went(result: SmsResult, as_of: datetime, *, simulated: bool) -> datetime:
+    """When a send found at the provider went, as its record says. A simulated provider's day is
+    the run's own (`as_of`, the timeline the compliance re-check trusts); through one whose texts
+    reach phones, the hour it went is what the audit trail and the re-check must hold, whatever
+    the rerun is as of (a morning long past): the vendor's, never later than now."""
+    return as_of if simulated else min(result.accepted_at, utcnow())
 
 
 @task(name="mark-outage-waiting", cache_policy=NO_CACHE, persist_result=False)

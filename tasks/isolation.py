@@ -20,7 +20,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from arrears.lifecycle import Decision
 from arrears.masking import mask_text
-from arrears.storage import cycle, quarantine, read_only
+from arrears.storage import cycle, outbox, quarantine, read_only
 from arrears.storage.cycle import ShardRow
 from arrears.storage.outbox import DueMessage
 from arrears.storage.quarantine import What
@@ -132,12 +132,19 @@ def guarded(
 
 
 def without_quarantined(rows: list[DueMessage]) -> list[DueMessage]:
-    """Leased outbox rows less those in quarantine, themselves or through their account."""
+    """Leased outbox rows less those in quarantine, themselves or through their account. The
+    lease of those left is let go: an operator's retry minutes later (its single-account path)
+    must not find them leased to the run that left them."""
     if not rows:
         return rows
     with read_only(engine()) as connection:
         held = quarantine.open_refs(connection, What.MESSAGE, {str(r.id) for r in rows})
         accounts = quarantine.open_accounts(connection, {r.account_id for r in rows})
+    if not held and not accounts:  # the usual batch: two reads, nothing to write
+        return rows
+    left = [r for r in rows if str(r.id) in held or r.account_id in accounts]
+    with engine().begin() as connection:
+        outbox.let_go(connection, ids=[r.id for r in left], doubtful=[r.id for r in left if r.in_doubt])
     return [r for r in rows if str(r.id) not in held and r.account_id not in accounts]
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "due_batches",
     "expire_dead_leases",
     "in_doubt",
+    "let_go",
     "load_batch",
     "mark_waiting",
     "record_outcomes",
@@ -151,8 +152,16 @@ def claim_batch(
 ) -> Claimed:
     """Lease the due rows with lo <= id < hi whose lease is free (or `owner`'s own). The only part
     of a lease that writes: on SQLite it holds the database's one write lock, so the reading is
-    left to `load_batch`, after the commit, where it blocks no other writer."""
-    free = or_(message.c.lease_until.is_(None), message.c.lease_until < wall)
+    left to `load_batch`, after the commit, where it blocks no other writer.
+
+    A run's lease (one with an owner) that ran out is taken only by another run, which holds the
+    run lock and so knows it dead, or once handed over (`expire_dead_leases`): a live run may
+    still be sending its batch past the lease's end (a rate-limited provider), and a taker
+    outside the lock (the single-account path) would find the rows not yet sent and send them."""
+    ran_out = message.c.lease_until < wall
+    if owner is None:
+        ran_out = and_(ran_out, or_(message.c.lease_owner.is_(None), message.c.lease_until == _EXPIRED))
+    free = or_(message.c.lease_until.is_(None), ran_out)
     if owner is not None:
         free = or_(free, message.c.lease_owner == owner)
     where = and_(in_range(message.c.id, lo, hi), _due(now, account_id), free)
@@ -352,6 +361,19 @@ def expire_dead_leases(connection: Connection, *, owner: str) -> int:
         .values(lease_until=_EXPIRED)
     )
     return result.rowcount or 0
+
+
+def let_go(connection: Connection, *, ids: Sequence[int], doubtful: Sequence[int] = ()) -> None:
+    """Release the lease of rows a batch leased but leaves untried (in quarantine), so that
+    their retry may take them at once; those in doubt stay so (handed over, as by a dead run)."""
+    doubt = set(doubtful)
+    for rows, until in (([i for i in ids if i not in doubt], None), (sorted(doubt), _EXPIRED)):
+        if rows:
+            connection.execute(
+                update(message)
+                .where(among(message.c.id, rows), message.c.status == MessageStatus.SCHEDULED.value)
+                .values(lease_until=until, lease_owner=None)
+            )
 
 
 def in_doubt(connection: Connection, *, wall: datetime, limit: int = 100_000) -> list[Any]:
