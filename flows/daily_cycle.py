@@ -47,7 +47,7 @@ from tasks.cycle import (
     run_token,
     start_shard_workers,
 )
-from tasks.database import engine
+from tasks.database import engine, installation
 from tasks.dispatch import (
     announce_outage,
     dispatch_batch,
@@ -61,7 +61,6 @@ from tasks.mailing import cycle_letters, mail_letters
 from tasks.providers import check_settings, sms_session
 from tasks.receipts import receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
-from tasks.review import installation
 from tasks.workers import keeping_workers, worker_processes
 
 __all__ = ["cycle_shard", "daily_cycle", "dispatch_outbox", "run_dispatch", "watch_progress"]

@@ -9,7 +9,8 @@ suspended under a deployment, paused without one, keyed `court-wait-1`, `court-w
 
 A hold that stops collection (bankruptcy, dispute, death, Breathing Space) keeps a drafted filing
 back until it is lifted; one placed after the filing is put on record for counsel, who must tell
-the court (the automatic stay), while the case is still followed.
+the court (the automatic stay), while the case is still followed. So is a military hold placed
+after a filing whose affidavit swore the defendant is not in military service (SCRA).
 
 It ends when the court ends the case (judgment: the lifecycle closes the account), when the
 filing is rejected (back to the legal team's queue with the court's reason: `arrears review
@@ -27,7 +28,7 @@ from prefect.states import Cancelled, State
 from arrears.clock import business_date
 from arrears.review import enforcement_barred
 from arrears.settings import get_settings
-from arrears.storage.referrals import REFERRAL_ENDED
+from arrears.storage.referrals import MILITARY_HELD, REFERRAL_ENDED
 from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
@@ -42,6 +43,7 @@ from flows._waiting import (
     resume_each,
     start_runs,
 )
+from tasks.database import installation
 from tasks.legal import (
     ReferralState,
     hold_filing,
@@ -55,7 +57,6 @@ from tasks.legal import (
 )
 from tasks.logs import run_logger
 from tasks.providers import court_session
-from tasks.review import installation
 
 __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 
@@ -104,6 +105,8 @@ def _court_step(state: ReferralState, now: datetime) -> tuple[ReferralState, dic
     elif state.filing_id is not None and state.status not in _ENDED:
         if barred:  # filed before the hold: counsel tells the court; the case is still followed
             hold_filing(state.referral_id, barred, now)
+        if state.affidavit_outdated:  # SCRA: no default judgment on an untrue military affidavit
+            hold_filing(state.referral_id, MILITARY_HELD, now)
         state = poll_filing(state.referral_id, now)
     if state.status not in _ENDED:
         return state, None

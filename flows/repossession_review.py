@@ -61,6 +61,7 @@ from tasks.agency import (
     push_assignments,
     track_assignments,
 )
+from tasks.database import installation
 from tasks.letters import letters_in_the_post, send_letters, track_letters
 from tasks.lifecycle_letters import readdress_letters, write_collection_notices
 from tasks.logs import run_logger
@@ -73,7 +74,6 @@ from tasks.review import (
     close_review,
     decision_context,
     decision_options,
-    installation,
     load_review,
     open_review,
     prepare_reviews,

@@ -8,13 +8,22 @@ from sqlalchemy import Engine
 from arrears.policy import Policy, load_policy
 from arrears.settings import get_settings
 from arrears.storage import get_engine
+from arrears.storage.installation import installation_id
 
-__all__ = ["engine", "policy"]
+__all__ = ["engine", "installation", "policy"]
 
 
 def engine() -> Engine:
     """The engine for the configured database; migrations are the entry point's job."""
     return get_engine(get_settings().database_url)
+
+
+def installation() -> str:
+    """This database's installation id: every key that leaves the database carries it (the
+    idempotency keys of the runs it starts, the references of its messages), so two databases on
+    one Prefect server or one provider account never take each other's for their own (DESIGN §3)."""
+    with engine().begin() as connection:
+        return installation_id(connection)
 
 
 def policy() -> Policy:

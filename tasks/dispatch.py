@@ -24,11 +24,11 @@ from arrears.models import utcnow
 from arrears.storage import outbox, read_only
 from integrations.errors import ConfigError, ProviderError
 from integrations.sms.protocol import SmsResult
-from tasks.database import engine, policy
+from tasks.database import engine, installation, policy
 from tasks.drill import crash_due
 from tasks.logs import run_logger
 from tasks.providers import current_sms, sms_config
-from tasks.sending import Batch, found_outcome, outage_reason, recheck_recorded, request_of, send_batch
+from tasks.sending import Batch, found_outcome, look_up, outage_reason, recheck_recorded, send_batch, went_at
 from tasks.workers import in_worker
 
 __all__ = [
@@ -94,20 +94,21 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     if not rows:
         return counts
     provider = current_sms()
+    ours = installation()
 
-    def look_up(row: Any) -> SmsResult | ProviderError | None:
+    def found(row: Any) -> SmsResult | ProviderError | None:
         try:
-            return provider.status(request_of(row), row.provider_id)
+            return look_up(provider, row, ours)
         except ConfigError:
             raise
         except ProviderError as failed:
             return failed
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(look_up, rows))
+        results = list(pool.map(found, rows))
     found = [
         found_outcome(
-            row, result, provider.info.name, _went(result, as_of, simulated=provider.info.simulated)
+            row, result, provider.info.name, went_at(result, as_of, simulated=provider.info.simulated)
         )
         for row, result in zip(rows, results, strict=True)
         if isinstance(result, SmsResult)
@@ -126,14 +127,6 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     counts["found_sent"] = len(found)
     counts["lookups_failed"] = sum(isinstance(r, ProviderError) for r in results)
     return counts
-
-
-def _went(result: SmsResult, as_of: datetime, *, simulated: bool) -> datetime:
-    """When a send found at the provider went, as its record says. A simulated provider's day is
-    the run's own (`as_of`, the timeline the compliance re-check trusts); through one whose texts
-    reach phones, the hour it went is what the audit trail and the re-check must hold, whatever
-    the rerun is as of (a morning long past): the vendor's, never later than now."""
-    return as_of if simulated else min(result.accepted_at, utcnow())
 
 
 @task(name="mark-outage-waiting", cache_policy=NO_CACHE, persist_result=False)

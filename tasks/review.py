@@ -30,7 +30,6 @@ from arrears.review import (
     settle_decision,
 )
 from arrears.storage import accounts, read_only, reviews, settlements, vendor_orders
-from arrears.storage.installation import installation_id
 from arrears.storage.reports import account_context
 from arrears.storage.reviews import ReviewState
 from arrears.storage.waiting import Waiting, waiting_list
@@ -47,7 +46,6 @@ __all__ = [
     "decide_review",
     "decision_context",
     "decision_options",
-    "installation",
     "load_review",
     "open_review",
     "prepare_reviews",
@@ -203,13 +201,6 @@ def _prepared(runs: list[tuple[int, str, str | None]]) -> Prepared:
         tuple((review_id, account_id) for review_id, account_id, run in runs if run is None),
         tuple((review_id, account_id, run) for review_id, account_id, run in runs if run is not None),
     )
-
-
-def installation() -> str:
-    """This database's installation id: every idempotency key of a run it starts carries it, so
-    two databases on one Prefect server never share a run (DESIGN §3)."""
-    with engine().begin() as connection:
-        return installation_id(connection)
 
 
 @task(name="set-review-runs", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)

@@ -54,7 +54,7 @@ from integrations.errors import (
     Transient,
 )
 from integrations.sms.protocol import SmsProvider, SmsRequest, SmsResult
-from tasks.database import engine, policy
+from tasks.database import engine, installation, policy
 from tasks.drill import crash
 from tasks.isolation import SetAside, without_quarantined
 from tasks.logs import run_logger
@@ -67,11 +67,13 @@ __all__ = [
     "Batch",
     "Dispatched",
     "found_outcome",
+    "look_up",
     "outage_reason",
     "recheck_recorded",
     "reference",
     "request_of",
     "send_batch",
+    "went_at",
 ]
 
 LEASE = timedelta(minutes=10)
@@ -118,10 +120,11 @@ def _send_batch(
         as_of = max(as_of, utcnow())
     # Messages (and accounts) in quarantine wait for their retry; one whose check raises joins them.
     rows = without_quarantined(_lease(batch, as_of, rules))
-    found, rows = _look_up_first(provider, rows, as_of)
+    ours = installation()
+    found, rows = _look_up_first(provider, rows, as_of, ours)
     aside = SetAside("dispatch")
     outcomes, to_send = _check(rows, rules, as_of, aside, found=found)
-    stopped, sent = _send(provider, to_send, as_of, rules, live=live)
+    stopped, sent = _send(provider, to_send, as_of, rules, ours, live=live)
     outage = _outage(sent, provider.info.name)
     outcomes += found + stopped + sent
     if drill:  # the crash drill's pass (ARREARS_CRASH_AT=dispatch:n): sent, not yet recorded
@@ -209,7 +212,13 @@ RECHECK_AFTER = timedelta(seconds=30)
 
 
 def _send(
-    provider: SmsProvider, to_send: list[DueMessage], as_of: datetime, rules: Policy, *, live: bool = False
+    provider: SmsProvider,
+    to_send: list[DueMessage],
+    as_of: datetime,
+    rules: Policy,
+    installation: str,
+    *,
+    live: bool = False,
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Send the approved rows (those in doubt were looked up before the verdicts), a round at a
     time. Before each round what stops a send is read again: an opt-out (STOP), a hold or a stage
@@ -254,7 +263,7 @@ def _send(
                     Contact(now, "sms", row.account_id, row.address, message_id=row.id)
                 )
         checked = now if again else checked
-        requests = [request_of(r) for r in going]
+        requests = [request_of(r, installation) for r in going]
         results = provider.send_batch(requests) if requests else []
         # Sent "as of" the instant the round was approved at: the wall clock's in a live run, the
         # run's own in a replayed or simulated day, whose timeline the compliance re-check trusts.
@@ -269,9 +278,32 @@ def reference(idempotency_key: str) -> str:
     return "r" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
 
 
-def request_of(row: Any) -> SmsRequest:
-    params = {**(row.params or {}), "ref": reference(row.idempotency_key)}
-    return SmsRequest(row.idempotency_key, row.address, row.template, params, row.body, row.created_at)
+def request_of(row: Any, installation: str | None) -> SmsRequest:
+    """The request that carries an outbox row to the provider. Its key, and the reference derived
+    from it, carry the installation id (DESIGN §3): two databases texting the same account,
+    stage and episode through one provider account never find each other's send for their own
+    after a crash (a borrower left untexted). `None`: the bare key, as keys travelled before."""
+    key = row.idempotency_key if installation is None else f"{installation}-{row.idempotency_key}"
+    params = {**(row.params or {}), "ref": reference(key)}
+    return SmsRequest(key, row.address, row.template, params, row.body, row.created_at)
+
+
+def look_up(provider: SmsProvider, row: Any, installation: str) -> SmsResult | None:
+    """A row an earlier try may have sent, at the provider: by its provider id, else by the key
+    and reference it travels under; one that may have gone before keys carried the installation
+    (an upgrade with rows in doubt) is looked for under its bare key too."""
+    found = provider.status(request_of(row, installation), row.provider_id)
+    if found is None and not row.provider_id:
+        found = provider.status(request_of(row, None), None)
+    return found
+
+
+def went_at(result: SmsResult, as_of: datetime, *, simulated: bool) -> datetime:
+    """When a send found at the provider went, as its record says. A simulated provider's day is
+    the run's own (`as_of`, the timeline the compliance re-check trusts); through one whose texts
+    reach phones, the hour it went is what the audit trail and the re-check must hold, whatever
+    the rerun is as of (a morning long past): the vendor's, never later than now."""
+    return as_of if simulated else min(result.accepted_at, utcnow())
 
 
 def found_outcome(
@@ -287,7 +319,7 @@ def found_outcome(
 
 
 def _look_up_first(
-    provider: SmsProvider, rows: list[DueMessage], as_of: datetime
+    provider: SmsProvider, rows: list[DueMessage], as_of: datetime, installation: str
 ) -> tuple[list[Outcome], list[DueMessage]]:
     """Rows in doubt (a retried batch) are looked up before any verdict: the sends found, and
     the rows left to judge (those the provider never saw). A failed lookup keeps its row in doubt."""
@@ -298,7 +330,7 @@ def _look_up_first(
             rest.append(row)
             continue
         try:
-            result = provider.status(request_of(row), row.provider_id)
+            result = look_up(provider, row, installation)
         except ConfigError:
             raise
         except ProviderError as failed:
@@ -316,7 +348,8 @@ def _look_up_first(
         if result is None:
             rest.append(row)
         else:
-            found.append(found_outcome(row, result, provider.info.name, as_of, row.borrower_id))
+            went = went_at(result, as_of, simulated=provider.info.simulated)
+            found.append(found_outcome(row, result, provider.info.name, went, row.borrower_id))
     return found, rest
 
 

@@ -26,6 +26,13 @@ def _provider(sandbox: Any) -> Any:
     return build_provider("sms", "sandbox", sandbox.base_url, dict(sandbox.credentials))
 
 
+def _installation(engine: Engine) -> str:
+    from arrears.storage.installation import installation_id
+
+    with engine.begin() as c:
+        return installation_id(c)
+
+
 def test_aliyun_lookup_finds_a_batch_send_by_our_reference_and_never_by_its_text(sms_sandbox: Any) -> None:
     """Without a provider id, a message sent in a batch is found by the `ref` it carried, and a
     message never sent is not found because another one's text contains its values."""
@@ -109,7 +116,7 @@ def test_send_of_a_crashed_run_is_recorded_sent_before_any_verdict(
         )
         [row] = outbox.load_batch(c, claimed, now=datetime(2026, 12, 1, 16, 30, tzinfo=UTC))
     with _provider(sms_sandbox) as provider:
-        provider.send_batch([request_of(row)])
+        provider.send_batch([request_of(row, _installation(engine))])
     with engine.begin() as c:  # and the account moved on meanwhile: the row is stale now
         c.execute(update(account).values(episode=account.c.episode + 1))
 

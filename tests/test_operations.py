@@ -627,7 +627,7 @@ def test_the_outbox_run_starts_the_review_runs_a_cycle_deferred(
 
 
 def _installation() -> str:
-    from tasks.review import installation
+    from tasks.database import installation
 
     return installation()
 

@@ -65,6 +65,13 @@ def _lease(engine: Engine, as_of: str, *, owner: str, wall: datetime, until: dat
         return outbox.load_batch(c, claimed, now=parse_instant(as_of))
 
 
+def _installation(engine: Engine) -> str:
+    from arrears.storage.installation import installation_id
+
+    with engine.begin() as c:
+        return installation_id(c)
+
+
 def test_single_account_path_never_takes_a_live_runs_lease_that_ran_out(
     db: Engine, tmp_path: Path, sms_sandbox: Any
 ) -> None:
@@ -85,7 +92,7 @@ def test_single_account_path_never_takes_a_live_runs_lease_that_ran_out(
     assert len(sms_sandbox.messages()) == 0
 
     with _provider(sms_sandbox) as provider:  # the cycle's batch reaches the row's round
-        provider.send_batch([request_of(row)])
+        provider.send_batch([request_of(row, _installation(db))])
     assert len(sms_sandbox.messages()) == 1
 
 
@@ -101,7 +108,7 @@ def test_rows_of_a_dead_run_handed_over_go_to_the_single_account_path_after_a_lo
     now = utcnow()
     [row] = _lease(db, DUE, owner="cycle-3:dead", wall=now - timedelta(minutes=11), until=now + LEASE)
     with _provider(sms_sandbox) as provider:  # the dead run's send, never recorded
-        provider.send_batch([request_of(row)])
+        provider.send_batch([request_of(row, _installation(db))])
     with db.begin() as c:  # the next cycle or dispatch, under the run lock
         assert outbox.expire_dead_leases(c, owner="cycle-4:alive") == 1
 
@@ -143,10 +150,6 @@ def test_quarantine_retry_right_after_the_cycle_sends_the_message_the_cycle_left
     assert sent.status in ("sent", "delivered") and len(sms_sandbox.messages()) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/sending.py request_of/reference: the key sent to the provider lacks the installation id",
-)
 def test_another_databases_send_of_the_same_key_is_never_taken_for_ours(
     db: Engine, tmp_path: Path, sms_sandbox: Any
 ) -> None:
@@ -165,7 +168,7 @@ def test_another_databases_send_of_the_same_key_is_never_taken_for_ours(
     with db.begin() as c:  # the other database's row, with the same key: it sends it
         theirs = c.execute(select(message_t).where(message_t.c.id == ours.id)).one()
     with _provider(sms_sandbox) as provider:
-        provider.send_batch([request_of(theirs)])
+        provider.send_batch([request_of(theirs, _installation(other))])
     now = utcnow()
     _lease(db, DUE, owner="cycle-1:dead", wall=now, until=now + LEASE)  # ours: killed before the call
     with db.begin() as c:
@@ -216,7 +219,7 @@ def test_receipts_before_a_crashed_send_is_found_apply_once_it_is_recorded(
     now = utcnow()
     [row] = _lease(db, DUE, owner="cycle-1:dead", wall=now, until=now + LEASE)
     with _provider(sms_sandbox) as provider:
-        [sent] = provider.send_batch([request_of(row)])
+        [sent] = provider.send_batch([request_of(row, _installation(db))])
     at = parse_instant(DUE)
     reports = [
         StatusReport(sent.provider_id, MessageStatus.DELIVERED, at),
@@ -259,7 +262,7 @@ def test_send_a_crashed_run_made_through_a_real_provider_is_recorded_when_it_wen
     [row] = _lease(db, DUE, owner="cycle-1:dead", wall=before, until=before + LEASE)
     with sms_session() as provider:
         assert not provider.info.simulated
-        provider.send_batch([request_of(row)])
+        provider.send_batch([request_of(row, _installation(db))])
         counts = reconcile_in_doubt.fn(parse_instant(DUE), None, "cycle-2:alive")
     assert counts["found_sent"] == 1
     [recorded] = rows(db, message_t, "A-W1")
