@@ -96,7 +96,7 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
     provider = current_sms()
     ours = installation()
 
-    def found(row: Any) -> SmsResult | ProviderError | None:
+    def asked(row: Any) -> SmsResult | ProviderError | None:
         try:
             return look_up(provider, row, ours)
         except ConfigError:
@@ -105,7 +105,7 @@ def reconcile_in_doubt(as_of: datetime, cycle_id: int | None, owner: str) -> dic
             return failed
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(found, rows))
+        results = list(pool.map(asked, rows))
     found = [
         found_outcome(
             row, result, provider.info.name, went_at(result, as_of, simulated=provider.info.simulated)
