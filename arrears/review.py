@@ -331,7 +331,9 @@ class ReferralFacts:
     oldest_due_date: date | None
     days_past_due: int
     vin: str | None
-    military: bool  # an active military hold when the referral opened
+    # An active military hold when the referral opened; the filing swears to the status when it
+    # is drafted for the court (`tasks.legal.submit_filing`), which may be months later.
+    military: bool
     decided_by: str | None  # the reviewer who referred it
     decision_reason: str | None
     opened_on: date
@@ -388,6 +390,9 @@ class FilingDraft:
     defendant: str
     documents: tuple[DraftDocument, ...]
     military_affidavit: bool
+    # What the affidavit swears (in service or not): a draft sent again after a lost answer
+    # must swear the same, whatever the holds say by then (`tasks.legal.submit_filing`).
+    defendant_military: bool = False
 
     def summary(self) -> dict[str, Any]:
         """What the audit trail keeps of the filing: never the documents' text, only their hashes."""
@@ -398,6 +403,7 @@ class FilingDraft:
             "claim": str(self.claim),
             "currency": self.currency,
             "military_affidavit": self.military_affidavit,
+            "defendant_military": self.defendant_military,
             "documents": [{"kind": d.kind, "name": d.name, "sha256": d.sha256} for d in self.documents],
         }
 
@@ -488,6 +494,7 @@ def draft_filing(facts: ReferralFacts) -> FilingDraft:
         defendant=facts.borrower_name,
         documents=tuple(documents),
         military_affidavit=us,
+        defendant_military=facts.military,
     )
 
 

@@ -8,22 +8,27 @@ real deployment names the gateway, or a long-running `arrears sandbox`, in `ARRE
 Every step reads the referral back first, so a run re-started from the top repeats nothing: the
 filing is drafted once (its documents come from the facts stored when the referral opened, so
 a resubmission under the same key carries the same content and the gateway answers with the
-first filing), submitted once (`Referral.filing_id`), and each status is recorded once.
+first filing), submitted once (`Referral.filing_id`), and each status is recorded once. A
+gateway down (its client's retries spent) leaves the referral as it was: the run tries the step
+again at its next wake instead of failing.
 """
 
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.currencies import display
-from arrears.review import FilingDraft, draft_filing
+from arrears.review import FilingDraft, ReferralFacts, draft_filing
 from arrears.settings import get_settings
 from arrears.storage import referrals
 from arrears.storage.inbound import record_court_status
 from arrears.storage.referrals import ReferralState
-from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party
-from integrations.errors import Permanent
+from arrears.vocabulary import Hold
+from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party, PartyRole
+from integrations.errors import Permanent, ProviderError, Transient, UnknownOutcome
 from tasks.database import engine
 from tasks.logs import run_logger
 from tasks.providers import current_court
@@ -43,17 +48,25 @@ __all__ = [
 
 # Statuses after which the gateway will not withdraw a filing: a dismissal is then a motion counsel files.
 _CANCELLABLE = frozenset({"submitted", "under_review"})
+# A court gateway down or its answer lost (`integrations.errors`): the step is tried again at the
+# run's next wake rather than failing the run (DESIGN §5: longer outages are the next cycle's).
+_OUTAGE = (Transient, UnknownOutcome)
+_SUIT: tuple[PartyRole, PartyRole] = ("plaintiff", "defendant")
+_APPLICATION: tuple[PartyRole, PartyRole] = ("applicant", "respondent")
 
 
 def envelope_of(draft: FilingDraft) -> FilingEnvelope:
-    """The provider's request for a drafted filing."""
+    """The provider's request for a drafted filing: a suit's plaintiff and defendant, or, for a
+    payment order or the realisation of a security (applications, not suits, under China's Civil
+    Procedure Law), its applicant (申请人) and respondent (被申请人)."""
+    claimant, debtor = _SUIT if draft.case_type == "deficiency" else _APPLICATION
     return FilingEnvelope(
         idempotency_key=draft.idempotency_key,
         court=draft.court,
         case_type=draft.case_type,  # type: ignore[arg-type]
         parties=[
-            Party(role="plaintiff", name=draft.plaintiff, kind="organization"),
-            Party(role="defendant", name=draft.defendant),
+            Party(role=claimant, name=draft.plaintiff, kind="organization"),
+            Party(role=debtor, name=draft.defendant),
         ],
         claim_amount=draft.claim,
         currency=draft.currency,
@@ -97,9 +110,10 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
         if state.filing_id is not None:
             return state
         facts = referrals.referral_facts(connection, referral_id)
+        drafted = referrals.filing_drafted(connection, referral_id)
     provider = current_court()
     try:
-        draft = draft_filing(facts)
+        draft = draft_filing(_sworn_now(facts, state, drafted))
     except ValueError as unfileable:  # no court for the jurisdiction: no retry changes that
         with engine().begin() as connection:
             referrals.record_refusal(
@@ -120,6 +134,8 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
                 connection, referral_id=referral_id, at=at, reason=str(refused), provider=provider.info.name
             )
         return load_referral.fn(referral_id)
+    except _OUTAGE as down:  # sent again under the same key at the next wake: the gateway deduplicates
+        return _court_down(referral_id, "submit", down)
     with engine().begin() as connection:
         referrals.record_submission(
             connection,
@@ -132,12 +148,36 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     return load_referral.fn(referral_id)
 
 
+def _sworn_now(facts: ReferralFacts, state: ReferralState, drafted: dict[str, Any] | None) -> ReferralFacts:
+    """The facts the filing is drafted from, its military-status affidavit sworn as the filing goes
+    out (a hold placed or lifted since the referral opened: 50 U.S.C. 3931(c) makes a false
+    affidavit an offence); a draft recorded before, perhaps before the court with its answer lost,
+    is drafted again as it was, so that its key's resubmission carries the same content."""
+    if drafted is not None:
+        return replace(facts, military=bool(drafted.get("defendant_military", facts.military)))
+    return replace(facts, military=Hold.MILITARY in state.holds)
+
+
+def _court_down(referral_id: int, doing: str, down: ProviderError) -> ReferralState:
+    """The gateway could not be reached, its client's retries spent: the referral is left as it
+    was and the run waits for its next wake (each cycle's) to try again; nothing is lost."""
+    run_logger("arrears.legal").warning(
+        "referral %s: court provider unavailable (%s: %s); tried again at the next wake",
+        referral_id,
+        doing,
+        down.code or type(down).__name__,
+    )
+    return load_referral.fn(referral_id)
+
+
 @task(name="hold-filing", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def hold_filing(referral_id: int, barred: str, at: datetime) -> ReferralState:
     """Keep the filing back while `barred` (a hold) lasts, on record once; see `record_filing_held`."""
     with engine().begin() as connection:
         if referrals.record_filing_held(connection, referral_id=referral_id, barred=barred, at=at):
-            run_logger("arrears.legal").warning("referral %s: filing held back (%s)", referral_id, barred)
+            run_logger("arrears.legal").warning(
+                "referral %s: filing held back or left to counsel (%s)", referral_id, barred
+            )
     return load_referral.fn(referral_id)
 
 
@@ -153,6 +193,8 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
     provider = current_court()
     try:
         found = provider.status(state.filing_id)
+    except _OUTAGE as down:
+        return _court_down(referral_id, "poll", down)
     except FilingNotFound as lost:
         with engine().begin() as connection:
             referrals.record_refusal(
@@ -200,6 +242,10 @@ def request_dismissal(referral_id: int, at: datetime) -> ReferralState:
         try:
             current_court().cancel(state.filing_id, reason)  # type: ignore[attr-defined]
             status, detail = "dismissed", f"filing {state.filing_id} withdrawn at the court: {reason}"
+        except _OUTAGE as down:
+            # Asked again at the next wake. Failing the run instead would leave the suit running
+            # against a borrower who paid: no run is restarted for an account out of legal referral.
+            return _court_down(referral_id, "withdraw", down)
         except Permanent as refused:
             status = "dismissing"
             detail = f"dismissal of {state.filing_id} to be filed by counsel ({refused}): {reason}"

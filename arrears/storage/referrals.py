@@ -23,7 +23,11 @@ from arrears.vocabulary import Hold, Stage
 # or it went back to the legal team (`rejected`).
 REFERRAL_ENDED = frozenset({"judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected"})
 
+# What `record_filing_held` is told when a military hold makes the filed affidavit untrue.
+MILITARY_HELD = f"hold:{Hold.MILITARY.value}"
+
 __all__ = [
+    "MILITARY_HELD",
     "REFERRAL_ENDED",
     "ReferralState",
     "filing_drafted",
@@ -53,6 +57,9 @@ class ReferralState:
     balance: Decimal
     currency: str
     holds: frozenset[Hold] = frozenset()  # in force on the account now
+    # The filing before the court swore the defendant is not in military service, and a military
+    # hold is on the account now: the affidavit is untrue before any default judgment.
+    affidavit_outdated: bool = False
 
     @property
     def paid(self) -> bool:
@@ -79,6 +86,7 @@ def referral_state(connection: Connection, referral_id: int) -> ReferralState | 
     ).first()
     if r is None:
         return None
+    holds = holds_of(connection, [r.account_id]).get(r.account_id, frozenset())
     return ReferralState(
         r.id,
         r.account_id,
@@ -90,24 +98,46 @@ def referral_state(connection: Connection, referral_id: int) -> ReferralState | 
         r.stage,
         r.balance,
         r.currency,
-        holds_of(connection, [r.account_id]).get(r.account_id, frozenset()),
+        holds,
+        r.filing_id is not None and Hold.MILITARY in holds and _sworn_not_in_service(connection, r.id),
     )
+
+
+def _sworn_not_in_service(connection: Connection, referral_id: int) -> bool:
+    """Whether the referral's filing carries an SCRA affidavit that the defendant is not in
+    military service (50 U.S.C. 3931(b)(1)): a draft recorded before the affidavit's status was,
+    says what the facts it was drafted from said."""
+    drafted = filing_drafted(connection, referral_id)
+    if drafted is None or not drafted.get("military_affidavit"):
+        return False
+    if "defendant_military" in drafted:
+        return not drafted["defendant_military"]
+    return not referral_facts(connection, referral_id).military
 
 
 def open_referral(
     connection: Connection, *, account_id: str, at: datetime, lender: str
 ) -> ReferralState | None:
     """The referral of the account's present stay in legal referral (the latest opened since it
-    entered the stage), opened now with its facts if it has none. None when the account is not in
-    legal referral, or there is nothing to claim."""
+    entered the stage), opened now with its facts if it has none. An account that has left legal
+    referral (paid, cured, settled) gets the referral it left open, for its run to withdraw (see
+    `referral_work`). None when there is neither, or nothing to claim."""
     lock_accounts(connection, [account_id])
     a = connection.execute(
         select(account, borrower.c.name.label("borrower_name"))
         .join(borrower, borrower.c.borrower_id == account.c.borrower_id)
         .where(account.c.account_id == account_id)
     ).first()
-    if a is None or a.stage != Stage.LEGAL_REFERRAL:
+    if a is None:
         return None
+    if a.stage != Stage.LEGAL_REFERRAL:
+        left = connection.execute(
+            select(referral.c.id)
+            .where(referral.c.account_id == account_id, referral.c.status.not_in(REFERRAL_ENDED))
+            .order_by(referral.c.id.desc())
+            .limit(1)
+        ).scalar()
+        return None if left is None else referral_state(connection, left)
     existing = connection.execute(
         select(referral.c.id)
         .where(referral.c.account_id == account_id, referral.c.opened_at >= a.stage_since)
@@ -345,7 +375,8 @@ def record_filing_held(connection: Connection, *, referral_id: int, barred: str,
     """Audit, once per referral, hold and filing, that a hold keeps the filing back: a draft is not
     submitted while it lasts; a filing already before the court is left to counsel, who must
     tell the court (a bankruptcy's automatic stay halts the suit; a dispute, a death or Breathing
-    Space stops enforcement). Returns whether this was new."""
+    Space stops enforcement; a military hold (`MILITARY_HELD`) makes the affidavit filed untrue).
+    Returns whether this was new."""
     r = connection.execute(
         select(referral.c.account_id, referral.c.filing_id).where(referral.c.id == referral_id)
     ).one()
@@ -359,11 +390,18 @@ def record_filing_held(connection: Connection, *, referral_id: int, barred: str,
             r.filing_id,
         ):
             return False
-    detail = (
-        f"filing {r.filing_id} is before the court under {barred}: counsel must tell the court (stay)"
-        if r.filing_id
-        else f"filing held back: {barred}; it is submitted once the hold is lifted"
-    )
+    if r.filing_id and barred == MILITARY_HELD:
+        detail = (
+            f"filing {r.filing_id} swore the defendant is not in military service, and a military hold "
+            "is now on the account: counsel must file an amended military-status affidavit before any "
+            "default judgment (50 U.S.C. 3931(b))"
+        )
+    elif r.filing_id:
+        detail = (
+            f"filing {r.filing_id} is before the court under {barred}: counsel must tell the court (stay)"
+        )
+    else:
+        detail = f"filing held back: {barred}; it is submitted once the hold is lifted"
     data = {"referral_id": referral_id, "action": "held", "held": barred, "filing_id": r.filing_id}
     insert_events(connection, [event(r.account_id, at, "filing", detail, data)])
     return True
@@ -371,7 +409,10 @@ def record_filing_held(connection: Connection, *, referral_id: int, barred: str,
 
 def referral_work(connection: Connection) -> list[tuple[str, int, int | None, str | None]]:
     """Accounts in legal referral, each with its episode, present referral id (None: none opened
-    yet) and that referral's status."""
+    yet) and that referral's status; then the accounts that left legal referral (paid, cured,
+    settled) with a referral still open: a filing may be before the court, and the run that was to
+    withdraw it died (a worker killed, a crash) before the account paid. No run is started for an
+    account out of the stage otherwise, so the suit would go on against a borrower who paid."""
     rows = connection.execute(
         select(account.c.account_id, account.c.episode, referral.c.id, referral.c.status)
         .select_from(account)
@@ -384,8 +425,14 @@ def referral_work(connection: Connection) -> list[tuple[str, int, int | None, st
         .where(account.c.stage == Stage.LEGAL_REFERRAL.value)
         .order_by(account.c.account_id, referral.c.id)
     ).all()
+    left_open = connection.execute(
+        select(account.c.account_id, account.c.episode, referral.c.id, referral.c.status)
+        .join(account, account.c.account_id == referral.c.account_id)
+        .where(account.c.stage != Stage.LEGAL_REFERRAL.value, referral.c.status.not_in(REFERRAL_ENDED))
+        .order_by(account.c.account_id, referral.c.id)
+    ).all()
     latest: dict[str, tuple[str, int, int | None, str | None]] = {}
-    for r in rows:
+    for r in (*rows, *left_open):
         latest[r.account_id] = (r.account_id, r.episode, r.id, r.status)
     return list(latest.values())
 
