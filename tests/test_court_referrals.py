@@ -217,11 +217,6 @@ def test_a_filing_whose_run_died_is_still_withdrawn_once_the_account_paid(
 # -- the legal team's queue ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="arrears/storage/waiting.py _waiting lists referrals of accounts in legal_referral only; "
-    "a `dismissing` referral is always of an account that left it (paid, cured, settled)",
-)
 def test_a_withdrawal_left_to_counsel_waits_in_the_legal_teams_queue(
     later_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:

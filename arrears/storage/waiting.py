@@ -13,7 +13,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from arrears.currencies import display
 from arrears.storage.reviews import ReviewState, open_review_state_chunks, open_review_states
@@ -170,7 +170,9 @@ def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:
         .join(account, account.c.account_id == referral.c.account_id)
         .where(
             referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
-            account.c.stage == Stage.LEGAL_REFERRAL.value,
+            # A dismissal left to counsel is always of an account that has left legal referral
+            # (paid, cured, settled): the suit goes on until counsel files it.
+            or_(account.c.stage == Stage.LEGAL_REFERRAL.value, referral.c.status == "dismissing"),
         )
         .order_by(referral.c.updated_at, referral.c.id)
     ):
