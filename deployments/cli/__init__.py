@@ -59,6 +59,14 @@ def main() -> None:
         console_err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except Exception as error:
+        # A policy file (ARREARS_POLICY_FILE) missing, malformed or loosening a statute, met by a
+        # command that reads the policy as it works (`settlement record`, `plan accept`): bad
+        # settings, one line naming the file and the key, exit 2 as `policy_ready` says at start.
+        policy = sys.modules.get("arrears.policy")
+        if policy is not None and isinstance(error, policy.PolicyError):
+            said = CliError(f"invalid settings: ARREARS_POLICY_FILE: {error}")
+            console_err.print(f"[red]error:[/red] {said}", highlight=False, soft_wrap=True)
+            sys.exit(said.exit_code)
         # The database refused (read only, full disk, gone away): one line, the driver's words, never
         # the statement or its parameters (names, numbers); the transaction was rolled back. Only a
         # command that loaded SQLAlchemy can raise its errors (`--help` loads none).

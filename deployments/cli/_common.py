@@ -52,6 +52,7 @@ __all__ = [
     "existing_database",
     "open_database",
     "period_bound",
+    "policy_ready",
     "quiet_console_logs",
     "reflow_help",
     "shown",
@@ -266,6 +267,21 @@ def use_database(database: str | None) -> str:
         return get_settings().database_url
     except ValueError as error:  # a bad ARREARS_* value: the fields named, never their values
         raise CliError(f"invalid settings: {describe_error(error)}") from None
+
+
+def policy_ready() -> None:
+    """Refuse, before anything runs, a policy file (`ARREARS_POLICY_FILE`) the run would refuse
+    halfway: one missing, malformed, or loosening what a statute states is exit 2 in one line naming
+    the file and the key (README: "refused at start"). Read at its first step instead, it failed a
+    cycle's flow run after its cycle row was opened, and every run `arrears serve` started, with a
+    traceback and exit 1."""
+    from arrears.policy import PolicyError
+    from tasks.database import policy
+
+    try:
+        policy()
+    except PolicyError as error:
+        raise CliError(f"invalid settings: ARREARS_POLICY_FILE: {error}; nothing was done") from None
 
 
 # Money as a person types it: a plain decimal with at most 4 places below 10^14 (what storage

@@ -18,8 +18,8 @@ from deployments.cli._common import (
     console,
     console_err,
     emit_json,
-    existing_database,
     open_database,
+    policy_ready,
     use_database,
 )
 
@@ -59,6 +59,7 @@ def cycle(as_of: AsOf = None, database: DatabaseOption = None, json: Json = Fals
     """
     instant = as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
     url = use_database(database)
+    policy_ready()
     open_database(url, create=False, upgrade=True)
     _providers_ready(bureau=True)
     _refuse_ahead_of_the_clock(instant)
@@ -94,7 +95,9 @@ def dispatch(as_of: AsOf = None, database: DatabaseOption = None, json: Json = F
     messages wait (scheduled); 1 anything else.
     """
     as_of_instant(as_of)  # a malformed --as-of is a one-line error before anything runs
-    existing_database(database, upgrade=True)
+    url = use_database(database)
+    policy_ready()
+    open_database(url, create=False, upgrade=True)
     _providers_ready()
     from flows.daily_cycle import dispatch_outbox
 

@@ -12,7 +12,16 @@ import typer
 
 from arrears.clock import business_date
 from arrears.files import create_private_file, private_directory
-from deployments.cli._common import app, as_of_instant, console, emit_json, open_database, use_database
+from deployments.cli._common import (
+    CliError,
+    app,
+    as_of_instant,
+    console,
+    emit_json,
+    open_database,
+    policy_ready,
+    use_database,
+)
 from deployments.cli.cycle import print_cycle, run_cycle
 
 if TYPE_CHECKING:
@@ -59,11 +68,13 @@ def demo(
 
     start = as_of_instant(as_of)  # a malformed --as-of is exit 2 before the demo database is recreated
     url = database or f"sqlite:///{default_home() / 'demo.db'}"
+    use_database(url)
+    _sandboxes_only()  # before the demo database is recreated: nothing changed
+    policy_ready()
     path = database_file(url)
     if database is None and path is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-    use_database(url)
     engine = open_database(url, create=True, upgrade=True)
     lender_zone = get_settings().lender_timezone
     work = private_directory(default_home() / "demo")  # the generated borrowers are PII-shaped
@@ -113,12 +124,39 @@ def demo(
     )
 
 
+# Every kind of provider the demo's cycles reach (texts, letters, bureau pulls, repossession
+# orders, court filings).
+_DEMO_KINDS = ("sms", "letters", "bureau", "agency", "court")
+
+
+def _sandboxes_only() -> None:
+    """Refuse to run the demo through a provider that is not a sandbox. Its borrowers are generated,
+    but their numbers and addresses are real-looking ones (valid prefixes and exchanges) that may
+    be a stranger's: through a configured Twilio or Lob (a production shell, an `arrears.toml`),
+    each would be texted or mailed about a debt that does not exist, and a real bureau asked for
+    their profile. The README and `--help` promise the sandbox providers, started for the run."""
+    from arrears.settings import get_settings
+
+    settings = get_settings()
+    chosen = {kind: getattr(settings, f"{kind}_provider") for kind in _DEMO_KINDS}
+    others = [
+        f"ARREARS_{kind.upper()}_PROVIDER is {name!r}" for kind, name in chosen.items() if name != "sandbox"
+    ]
+    if others:
+        raise CliError(
+            "arrears demo texts, mails and pulls for generated borrowers whose numbers and addresses "
+            f"may be real people's, so it runs on the sandbox providers only: {'; '.join(others)} "
+            "(unset it, or run the demo from a shell and directory without arrears.toml); nothing was done"
+        )
+
+
 @contextmanager
 def _one_print_shop() -> "Iterator[LettersSandbox | None]":
     """One sandbox Lob for all the demo's days, where the cycles would each start their own (which
     forgets the letters it took when the cycle ends): what a day hands over is mailed before the
     next (`_mail_overnight`), so the demo's reviews show their cure periods counting from the
-    mailing, as with a print shop. None where the letters go to a configured provider."""
+    mailing, as with a print shop. None where the letters go to a sandbox of the operator's own
+    (`ARREARS_LETTERS_BASE_URL`: `arrears sandbox`), which mails as it is told."""
     from arrears.settings import get_settings
     from integrations.letters.sandbox import start_letters_sandbox
 

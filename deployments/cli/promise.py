@@ -55,7 +55,7 @@ def add(
     json: Json = False,
 ) -> None:
     """Record a promise to pay; it replaces a pending one not yet due, and is judged against payments.
-    Refused while a plan is active (the borrower is paying under it)."""
+    Refused while a plan or a settlement is active (the borrower is paying under it)."""
     from arrears.clock import business_date
     from arrears.currencies import display
     from arrears.settings import get_settings

@@ -363,7 +363,9 @@ def _pause(seconds: float) -> None:
 def sandbox(
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="sms, court or bureau (default: every kind that has a sandbox)."),
+        typer.Option(
+            "--kind", help=f"{', '.join(KINDS[:-1])} or {KINDS[-1]} (default: every kind that has a sandbox)."
+        ),
     ] = None,
     port: Annotated[
         int,

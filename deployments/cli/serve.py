@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from deployments.cli._common import CliError, DatabaseOption, app, console, open_database, use_database
+from deployments.cli._common import (
+    CliError,
+    DatabaseOption,
+    app,
+    console,
+    open_database,
+    policy_ready,
+    use_database,
+)
 
 if TYPE_CHECKING:
     from deployments.webhooks import WebhookServer
@@ -24,10 +32,13 @@ def serve(
     The cycle starts one repossession-review/review run per review and one legal-referral/referral
     run per referral; they wait suspended, holding no process, until a person or the court answers.
     The webhook server (ARREARS_WEBHOOK_HOST/PORT) takes delivery receipts, STOP and other
-    replies, and court status callbacks. Point PREFECT_API_URL at a running `prefect server
-    start` so runs survive this process; without it Prefect starts a temporary local server.
+    replies, court status callbacks, letter tracking and the agency's assignment statuses. Point
+    PREFECT_API_URL at a running `prefect server start` so runs survive this process; without it
+    Prefect starts a temporary local server.
     """
-    open_database(use_database(database), create=True, upgrade=True)
+    url = use_database(database)
+    policy_ready()  # every run it serves would read it
+    open_database(url, create=True, upgrade=True)
     from deployments.schedules import InvalidSchedule
     from deployments.serve import SERVE_LIMIT, deployments, describe_schedule, serve_all
 
