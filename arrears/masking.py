@@ -22,9 +22,11 @@ _KEEP = 4
 # a mask's stars. Not `\w`: Chinese writes a number against its words, 电话13912345678，and `\w`
 # holds every CJK character.
 _GLUED = r"0-9A-Za-z_*"
-# What a figure continues with: a number in `6262411110.50` or `1,234,567,890` is an amount.
-_NOT_AFTER_FIGURE = r"(?<!\d[.,])"
-_NOT_BEFORE_FIGURE = r"(?![.,]\d)"
+# What a figure continues with: a number in `6262411110.50`, `6262411110,50` or `1,234,567,890` is
+# an amount. Only a decimal part or a group of three is: `13912345678,13812345678` (two numbers a
+# comma apart, as a borrower types them or a CSV line quotes them) is two numbers.
+_NOT_AFTER_FIGURE = r"(?<!\d\.)(?!(?<=\d,)\d{1,3}(?!\d))"
+_NOT_BEFORE_FIGURE = r"(?!\.\d|,\d{1,2}(?!\d))"
 # A figure after a word and a dash is part of an identifier: A-0000042, LN-2345678901.
 _NOT_IN_AN_ID = r"(?<![A-Za-z0-9_]-)"
 # Our own texts name rows `message 123456789` and `#123456789`: a bare figure there is a row's id
@@ -32,17 +34,19 @@ _NOT_IN_AN_ID = r"(?<![A-Za-z0-9_]-)"
 _NO_ROW_ID = r"(?<!message )(?<!#)"
 # One pass over the text finds every kind (it runs on every log line: one scan, not one a kind).
 # - `id`: CN resident identity card, 17 digits and a check digit or X.
-# - `e164`: E.164, possibly written with spaces, dots, dashes or brackets: "+86 139 1234 5678".
+# - `e164`: E.164, possibly written with spaces, dots, dashes or brackets: "+86 139 1234 5678";
+#   or after the international prefix 00 instead of +: "0044 7700 900123", "001 626 241 1110".
 # - `ssn`: US SSN, 123-45-6789 or 123 45 6789 (not inside a longer dashed figure), or bare
 #   123456789 when it could be one (SSA never issues area 000, 666 or 9xx, group 00, serial 0000).
 # - `phone`, national forms: CN mobiles (11 digits from 1[3-9], also 139 1234 5678, 139-1234-5678,
 #   86 before them); North American (213) 373-4253, 213-373-4253, 213.373.4253, 213 373 4253 and
 #   2133734253 (area and exchange from 2-9, so an epoch second or a count from 1 is not one), with
-#   the trunk 1 or not; UK and IE 020 7946 0000, 07700 900123, 087 123 4567 and 07700900123.
+#   the trunk 1 or not; UK and IE 020 7946 0000, (020) 7946 0000, 07700 900123, 087 123 4567 and
+#   07700900123; CN landlines with their area code, 010-12345678, 0755-88886666, (010) 1234 5678.
 _FIND = re.compile(
     rf"(?=[\d+(])(?<![{_GLUED}+]){_NOT_AFTER_FIGURE}{_NOT_IN_AN_ID}(?:"
     r"(?P<id>\d{17}[\dXx])"
-    r"|(?P<e164>\+\d(?:[\s.\-()]{0,2}\d){6,14})"
+    r"|(?P<e164>\+\d(?:[\s.\-()]{0,2}\d){6,14}|00[1-9](?:[\s.\-()]{0,2}\d){7,14})"
     r"|(?P<ssn>(?<!-)\d{3}(?P<sep>[ \-])\d{2}(?P=sep)\d{4}(?!-)"
     rf"|{_NO_ROW_ID}(?!000|666|9)\d{{3}}(?!00)\d{{2}}(?!0000)\d{{4}})"
     r"|(?P<phone>(?:(?:00)?86[\s\-]?)?1[3-9]\d(?P<cn>[\s\-]?)\d{4}(?P=cn)\d{4}"
@@ -50,10 +54,17 @@ _FIND = re.compile(
     r"|(?:1[.\-])?\d{3}[.\-]\d{3}[.\-]\d{4}"
     r"|(?:1\s)?[2-9]\d{2}\s[2-9]\d{2}\s\d{4}"
     rf"|{_NO_ROW_ID}1?[2-9]\d{{2}}[2-9]\d{{6}}"
-    r"|0\d{2,4}\s\d{3,4}\s?\d{3,4}|0[1-9]\d{8,9})"
+    r"|0\d{2,4}\s\d{3,4}\s?\d{3,4}|0[1-9]\d{8,9}"
+    r"|0\d{2,3}-\d{7,8}|\(0\d{1,4}\)\s?\d{3,4}[\s\-]?\d{3,4})"
     rf")(?![{_GLUED}]){_NOT_BEFORE_FIGURE}"
 )
 _DIGIT = re.compile(r"\d")
+# Full-width digits and signs (U+FF10-FF19, U+FF0B, U+FF08, U+FF09, U+FF0D), as a Chinese keyboard
+# in full-width mode types a number: read as their ASCII forms, one character each, so a match's
+# place is the same in both texts.
+_WIDE = str.maketrans(
+    {0xFF10 + d: str(d) for d in range(10)} | {0xFF0B: "+", 0xFF08: "(", 0xFF09: ")", 0xFF0D: "-"}
+)
 _SSN_DASHED = re.compile(r"\d{3}-\d{2}-\d{4}")
 # An e-mail address keeps its domain (which provider), not whose it is: `***@example.com`. Its
 # local part starts where a run of its characters starts and is at most 64 long (RFC 5321), so a
@@ -102,7 +113,15 @@ def mask_text(text: str) -> str:
         text = _EMAIL.sub("***@", text)
     if _DIGIT.search(text) is None:
         return text
-    return _FIND.sub(_masked, text)
+    if text.isascii():
+        return _FIND.sub(_masked, text)
+    read = text.translate(_WIDE)
+    parts: list[str] = []
+    last = 0
+    for m in _FIND.finditer(read):
+        parts += (text[last : m.start()], _masked(m))
+        last = m.end()
+    return "".join(parts) + text[last:]
 
 
 def _mask_traceback(record: logging.LogRecord) -> None:

@@ -31,6 +31,7 @@ from tasks.database import engine, policy
 __all__ = [
     "callbacks_kept_line",
     "message_rows",
+    "provider_failure_rows",
     "rate",
     "report_cycle",
     "transition_rows",
@@ -120,6 +121,11 @@ def _publish(
         table=message_rows(report),
         description=f"Messages decided in the cycle of {business_date}, by status and reason",
     )
+    create_table_artifact(
+        key="provider-failures",
+        table=provider_failure_rows(report),
+        description=f"Sends the provider failed, refused or held back in the cycle of {business_date}",
+    )
     if audit is not None:
         create_table_artifact(
             key="compliance",
@@ -138,9 +144,19 @@ def _publish(
 
 
 def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int, business_date: str) -> None:
-    """The cycle's events, for automations: completed, messages blocked, compliance violations."""
+    """The cycle's events, for automations: completed, stage changes, messages blocked, compliance
+    violations."""
     resource = {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
     emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
+    # One event per move of the matrix, never per account: an automation matches the stages by
+    # label (accounts sent to legal referral, say), which it cannot do inside a payload.
+    for src, dsts in sorted(report.transitions.items()):
+        for dst, n in sorted(dsts.items()):
+            emit_event(
+                "arrears.stage.changed",
+                resource={**resource, "arrears.stage.from": src, "arrears.stage.to": dst},
+                payload={"from": src, "to": dst, "accounts": n},
+            )
     blocked = report.dispatched.get("blocked", 0) or sum(report.blocked_by_reason.values())
     if blocked:
         threshold = blocked_alert_threshold()
@@ -194,6 +210,16 @@ def message_rows(report: PortfolioReport) -> list[dict[str, Any]]:
             for k, v in sorted(report.deferred_by_reason.items())
         ]
     ) or [{"status": "(none)", "reason": "", "count": 0}]
+
+
+def provider_failure_rows(report: PortfolioReport) -> list[dict[str, Any]]:
+    """The provider's failures in the cycle's dispatch (DESIGN §9) as the CLI's report prints them:
+    status, reason, count in every row; one row saying none when it failed nothing."""
+    return [
+        {"status": status, "reason": reason, "count": n}
+        for status, reasons in sorted(report.provider_failures.items())
+        for reason, n in sorted(reasons.items())
+    ] or [{"status": "(none)", "reason": "", "count": 0}]
 
 
 def transition_rows(transitions: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -321,11 +347,13 @@ def _compliance_rows(audit: ComplianceReport) -> list[dict[str, Any]]:
 
 
 def _stage_bucket_rows(report: PortfolioReport) -> list[dict[str, Any]]:
+    """Every stage with every bucket; an empty portfolio is one row of zeros, so the table keeps
+    its columns (the UI takes them from the first row)."""
     labels = [label for label, _ in BUCKETS]
     return [
         {"stage": stage, **{label: buckets.get(label, 0) for label in labels}, "total": sum(buckets.values())}
         for stage, buckets in sorted(report.by_stage_bucket.items())
-    ]
+    ] or [{"stage": "(none)", **dict.fromkeys(labels, 0), "total": 0}]
 
 
 def _summary(report: PortfolioReport, business_date: str) -> str:

@@ -44,6 +44,8 @@ class PortfolioReport:
     # What dispatch did in this cycle (every attempt at its instant), by outcome: what the CLI prints.
     dispatched: dict[str, int] = field(default_factory=dict)
     dispatch_blocked_by_reason: dict[str, int] = field(default_factory=dict)
+    # What the provider refused, failed or held back in that dispatch: status -> reason -> count.
+    provider_failures: dict[str, dict[str, int]] = field(default_factory=dict)
     roll_rate: float | None = None  # share of delinquent accounts that moved to a later stage
     cure_rate: float | None = None  # share of delinquent accounts that cured or paid off
 
@@ -58,6 +60,7 @@ class PortfolioReport:
             "scheduled_by_reason": self.deferred_by_reason,
             "dispatched": self.dispatched,
             "dispatch_blocked_by_reason": self.dispatch_blocked_by_reason,
+            "provider_failures": self.provider_failures,
             "roll_rate": self.roll_rate,
             "cure_rate": self.cure_rate,
         }
@@ -77,36 +80,68 @@ def _dispatched(connection: Connection, cycle_ids: list[int]) -> tuple[Counter[s
 
     Summed from the counts written with them (`message_counts`); counted by the database from
     the rows themselves when some were written without their count."""
-    counts = message_counts.counted(connection, cycle_ids)
-    if counts is None:
-        return _counted_dispatched(connection, cycle_ids)
+    return _by_status(_send_outcomes(connection, cycle_ids))
+
+
+def _by_status(sends: Counter[tuple[str, str | None]]) -> tuple[Counter[str], Counter[str]]:
     statuses: Counter[str] = Counter()
     blocked: Counter[str] = Counter()
-    for (when, status, reason, _), n in counts.items():
-        if when == "send" and status is not None:
-            statuses[status] += n
-            if status == "blocked":
-                blocked[reason or "unknown"] += n
+    for (status, reason), n in sends.items():
+        statuses[status] += n
+        if status == "blocked":
+            blocked[reason or "unknown"] += n
     return statuses, blocked
 
 
-def _counted_dispatched(connection: Connection, cycle_ids: list[int]) -> tuple[Counter[str], Counter[str]]:
-    """`_dispatched` counted by the database over the send events of these runs (found by the
+def _provider_failures(sends: Counter[tuple[str, str | None]]) -> dict[str, dict[str, int]]:
+    """What the provider failed, refused or held back among `sends`: status -> reason -> count. A
+    failure, the carrier's opt-out, or a wait the provider asked for (busy, a recipient throttled,
+    an outcome unknown), not a rule of ours."""
+    found: Counter[tuple[str, str]] = Counter()
+    for (status, reason), n in sends.items():
+        why = reason or ""
+        if (
+            status == "failed"
+            or (status == "blocked" and why.startswith("opt_out:carrier"))
+            or (status == "scheduled" and why.startswith("provider:"))
+        ):
+            found[(status, why or "unknown")] += n
+    by_status: dict[str, dict[str, int]] = {}
+    for (status, why), n in sorted(found.items()):
+        by_status.setdefault(status, {})[why] = n
+    return by_status
+
+
+def _send_outcomes(connection: Connection, cycle_ids: list[int]) -> Counter[tuple[str, str | None]]:
+    """The send events of these cycle runs by (status, reason): summed from the counts written with
+    them (`message_counts`), counted by the database from the rows themselves when some were
+    written without their count (`_counted_dispatched`)."""
+    counts = message_counts.counted(connection, cycle_ids)
+    if counts is None:
+        return _counted_dispatched(connection, cycle_ids)
+    found: Counter[tuple[str, str | None]] = Counter()
+    for (when, status, reason, _), n in counts.items():
+        if when == "send" and status is not None:
+            found[(status, reason)] += n
+    return found
+
+
+def _counted_dispatched(connection: Connection, cycle_ids: list[int]) -> Counter[tuple[str, str | None]]:
+    """`_send_outcomes` counted by the database over the send events of these runs (found by the
     cycle and kind): a GROUP BY, never each row's JSON decoded here."""
-    statuses: Counter[str] = Counter()
-    blocked: Counter[str] = Counter()
     sends = (
         select(_field("status"), _field("reason"))
         .where(audit.c.cycle_id.in_(cycle_ids), audit.c.kind == "message", _field("when") == "send")
         .subquery()
     )
-    for status, reason, n in connection.execute(
-        select(sends.c.status, sends.c.reason, func.count()).group_by(sends.c.status, sends.c.reason)
-    ):
-        statuses[status] += n
-        if status == "blocked":
-            blocked[reason or "unknown"] += n
-    return statuses, blocked
+    return Counter(
+        {
+            (status, reason): n
+            for status, reason, n in connection.execute(
+                select(sends.c.status, sends.c.reason, func.count()).group_by(sends.c.status, sends.c.reason)
+            )
+        }
+    )
 
 
 def letters_sent(connection: Connection, as_of: datetime) -> int:
@@ -198,18 +233,26 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         else None
     )
     report = PortfolioReport(cycle_id=cycle_id, as_of=as_of)
-    for stage, bucket, n in connection.execute(
-        select(account.c.stage, account.c.bucket, func.count()).group_by(account.c.stage, account.c.bucket)
-    ):
-        report.by_stage_bucket.setdefault(stage, {})[bucket] = n
+    stored = _stored_report(connection, as_of) if as_of is not None else None
+    if stored is not None:
+        report.by_stage_bucket = stored["accounts_by_stage_and_bucket"]
+    else:
+        for stage, bucket, n in connection.execute(
+            select(account.c.stage, account.c.bucket, func.count()).group_by(
+                account.c.stage, account.c.bucket
+            )
+        ):
+            report.by_stage_bucket.setdefault(stage, {})[bucket] = n
     if cycle_id is None or as_of is None:
         return report
     attempts = _attempts(connection, as_of)
-    sent, blocked = _dispatched(connection, attempts)
+    sends = _send_outcomes(connection, attempts)
+    sent, blocked = _by_status(sends)
     report.dispatched, report.dispatch_blocked_by_reason = (
         dict(sorted(sent.items())),
         dict(sorted(blocked.items())),
     )
+    report.provider_failures = _provider_failures(sends)
     moves, journeys = _moves(connection, attempts)
     for (src, dst), n in sorted(moves.items()):
         report.transitions.setdefault(src, {})[dst] = n
@@ -226,6 +269,9 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
             )
         elif status == "scheduled" and reason:
             report.deferred_by_reason[reason] = report.deferred_by_reason.get(reason, 0) + n
+    if stored is not None:  # its rates were taken against the portfolio it left, not today's
+        report.roll_rate, report.cure_rate = stored.get("roll_rate"), stored.get("cure_rate")
+        return report
     # Rates over the accounts delinquent when the cycle began: those open now, less the ones that
     # fell delinquent during it, plus the ones that left it.
     open_now = sum(
@@ -243,6 +289,24 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
             sum(n for (_, a), n in was_open.items() if a in (Exit.CURED, Exit.PAID_OFF)) / base, 4
         )
     return report
+
+
+def _stored_report(connection: Connection, as_of: datetime) -> dict[str, Any] | None:
+    """The report the cycle at `as_of` stored when it closed (its last finished attempt's), or None
+    while it runs or when it failed. Its portfolio and rates are the cycle's: read again later from
+    the accounts, `arrears report --cycle` of an earlier cycle gave today's book under its id, and
+    rates recomputed against it, unlike the cycle's artifacts."""
+    for stats in connection.execute(
+        select(cycle_run.c.stats)
+        .where(
+            cycle_run.c.as_of == as_of, cycle_run.c.status == "finished", cycle_run.c.finished_at.is_not(None)
+        )
+        .order_by(cycle_run.c.id.desc())
+    ).scalars():
+        stored = (stats or {}).get("report")
+        if isinstance(stored, dict) and "accounts_by_stage_and_bucket" in stored:
+            return stored
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +378,18 @@ def trend(connection: Connection, *, current: PortfolioReport, cycles: int = 30)
     rows); promises kept and payments applied from the tables, so each is counted once whatever
     the attempts."""
     finished: dict[datetime, tuple[date, dict[str, Any]]] = {}
+    # The current cycle is one of the `cycles`; one more finished cycle bounds the first one's window.
+    wanted = cycles + (0 if current.as_of is not None else 1)
     for as_of, day, stats in connection.execute(
         select(cycle_run.c.as_of, cycle_run.c.business_date, cycle_run.c.stats)
-        .where(cycle_run.c.finished_at.is_not(None))
+        # A failed or crashed run stored no report: drawn, it read as a day with no account at all.
+        .where(cycle_run.c.finished_at.is_not(None), cycle_run.c.status == "finished")
         .order_by(cycle_run.c.as_of.desc(), cycle_run.c.id.desc())
     ):
         if current.as_of is not None and as_of >= current.as_of:
             continue
         finished.setdefault(as_of, (day, (stats or {}).get("report") or {}))
-        if len(finished) >= cycles + 1:
+        if len(finished) >= wanted:
             break
     instants = sorted(finished)
     points: list[tuple[datetime, date, dict[str, Any]]] = [(i, *finished[i]) for i in instants]

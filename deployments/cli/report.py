@@ -211,6 +211,14 @@ def print_report_tables(data: dict[str, Any]) -> None:
     for reason, n in sorted(data["scheduled_by_reason"].items()):
         messages.add_row("scheduled", reason, f"{n:,}")
     console.print(messages)
+    if data.get("provider_failures"):
+        failures = Table(title="sends the provider failed, refused or held back in the cycle")
+        for column in ("status", "reason", "count"):
+            failures.add_column(column, justify="right" if column == "count" else "left")
+        for status, reasons in sorted(data["provider_failures"].items()):
+            for reason, n in sorted(reasons.items()):
+                failures.add_row(status, reason, f"{n:,}")
+        console.print(failures)
     from tasks.report import callbacks_kept_line, rate  # one format, the artifacts' and the CLI's
 
     rates = [
