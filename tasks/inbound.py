@@ -16,9 +16,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from arrears.inbound import Classified, InboundKind, classify, storable
+from arrears.storage import court_statuses
 from arrears.storage import inbound as store
+from arrears.storage.court_statuses import CourtRecorded
 from arrears.storage.delivery_reports import ReportsApplied, StatusReport, apply_delivery_reports
-from arrears.storage.inbound import CourtRecorded, Inbound, InboundRecorded
+from arrears.storage.inbound import Inbound, InboundRecorded
 from arrears.storage.unreadable_callbacks import keep_unreadable
 from arrears.vocabulary import MessageStatus
 from integrations.callbacks import UnreadableItem
@@ -152,9 +154,9 @@ def record_court_status(
     callback_id: str,
     reason: str | None = None,
 ) -> CourtRecorded:
-    """Store a court status on its referral (see `arrears.storage.inbound.record_court_status`)."""
+    """Store a court status on its referral (see `arrears.storage.court_statuses`)."""
     with engine.begin() as connection:
-        return store.record_court_status(
+        return court_statuses.record_court_status(
             connection,
             filing_id=filing_id,
             status=status,

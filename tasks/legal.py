@@ -24,7 +24,7 @@ from arrears.currencies import display
 from arrears.review import FilingDraft, ReferralFacts, draft_filing
 from arrears.settings import get_settings
 from arrears.storage import referrals
-from arrears.storage.inbound import record_court_status
+from arrears.storage.court_statuses import record_court_status
 from arrears.storage.referrals import ReferralState
 from arrears.vocabulary import Hold
 from integrations.court.protocol import FilingDocument, FilingEnvelope, FilingNotFound, Party, PartyRole

@@ -14,6 +14,7 @@ from arrears.inbound import InboundKind, classify, inbound_address, normalise
 from arrears.models import Account, AccountHold, AuditEvent, ContactPoint, Message, Referral
 from arrears.storage import delivery_reports
 from arrears.storage import inbound as store
+from arrears.storage.court_statuses import CourtRecorded, record_court_status
 from arrears.storage.delivery_reports import StatusReport
 from arrears.storage.importer import run_import
 from arrears.storage.inbound import Inbound
@@ -825,9 +826,9 @@ def _referral(engine: Engine, account_id: str, filing_id: str, status: str = "su
 
 def _court(
     engine: Engine, status: str, at: datetime, callback_id: str, filing_id: str = "F-1"
-) -> store.CourtRecorded:
+) -> CourtRecorded:
     with engine.begin() as c:
-        return store.record_court_status(
+        return record_court_status(
             c,
             filing_id=filing_id,
             status=status,
@@ -849,6 +850,23 @@ def test_court_status_is_stored_once_and_never_rewound(engine: Engine, tmp_path:
     assert _row(engine, referral, filing_id="F-1").status == "accepted"
     assert len(_events(engine, "court")) == 1
     assert not _court(engine, "accepted", T0, "c9", filing_id="F-unknown").known
+
+
+@pytest.mark.parametrize("ended", ["dismissed", "settled", "judgment", "cancelled"])
+def test_a_court_status_after_the_referral_ended_never_reopens_it(
+    ended: str, engine: Engine, tmp_path: Path
+) -> None:
+    """The filing was withdrawn when the borrower paid (or the case ended): a court's `accepted`
+    sent before the withdrawal, delivered late, left the referral `accepted`, and the case went on
+    against a borrower who paid. It is kept on the timeline, once, and changes nothing."""
+    _import(engine, tmp_path, account_record(account_id="A-1"))
+    _referral(engine, "A-1", "F-1", status=ended)
+    late = _court(engine, "accepted", T0 + timedelta(hours=2), "c-late")
+    assert (late.known, late.changed) == (True, False)
+    assert _court(engine, "accepted", T0 + timedelta(hours=2), "c-late").changed is False  # pushed again
+    assert _row(engine, referral, filing_id="F-1").status == ended
+    [kept] = _events(engine, "court_after_end")
+    assert kept.account_id == "A-1" and kept.detail.endswith(f"after the referral ended {ended}: not applied")
 
 
 def test_a_text_from_a_borrower_finds_their_number_without_reading_every_contact_point(

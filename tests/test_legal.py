@@ -303,7 +303,7 @@ def test_a_run_waiting_on_the_court_ends_when_a_callback_ends_its_case(
     """The judgment arrives by the court's callback (the webhook records it on the referral) while
     the run waits: the next cycle wakes the run, which ends with the case. It was left paused for
     good: only runs of referrals still open were woken."""
-    from arrears.storage.inbound import record_court_status
+    from arrears.storage.court_statuses import record_court_status
     from flows.legal_referral import legal_referral, start_referrals
 
     _in_legal(later_db, tmp_path, "A-L7")

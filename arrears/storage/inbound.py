@@ -1,6 +1,7 @@
-"""Data access for inbound callbacks: opt-outs and opt-ins, replies, court status.
+"""Data access for inbound callbacks: opt-outs and opt-ins, replies.
 
-Delivery reports have their own module, `arrears.storage.delivery_reports`.
+Delivery reports have their own module, `arrears.storage.delivery_reports`, and a court's
+statuses theirs, `arrears.storage.court_statuses`.
 
 Every function takes the caller's connection and does not commit (the task owns the
 transaction). Each is idempotent: a callback told twice changes nothing the second time, either
@@ -25,15 +26,14 @@ from arrears.storage import quarantine
 from arrears.storage._common import clear_number_opt_out, keep_number_opt_out, place_holds
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.quarantine import What
-from arrears.storage.tables import account, audit, contact, hold, message, referral
+from arrears.storage.tables import account, audit, contact, hold, message
 from arrears.storage.vendor_orders import cancel_vendor_orders
 from arrears.vocabulary import Channel, Hold, InvalidBecause
 
 __all__ = [
-    "CourtRecorded",
     "Inbound",
     "InboundRecorded",
-    "record_court_status",
+    "callback_seen",
     "record_number_works",
     "record_opt_in",
     "record_opt_out",
@@ -42,8 +42,6 @@ __all__ = [
     "record_wrong_number",
     "retry_unattributed",
 ]
-
-UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no referral of ours
 
 
 # A reply answers a message we sent to its number this recently (as long as a reply is read).
@@ -92,7 +90,7 @@ def _borrowers_of(connection: Connection, address: str) -> dict[str, list[tuple[
     return found
 
 
-def _seen(connection: Connection, callback_id: str, account_ids: Sequence[str]) -> bool:
+def callback_seen(connection: Connection, callback_id: str, account_ids: Sequence[str]) -> bool:
     """Whether an audit event of these accounts (or of no account) already names the callback.
 
     Scoped to the accounts so it reads the (account_id, at) index, never the whole trail."""
@@ -166,7 +164,7 @@ def record_opt_out(connection: Connection, *, inbound: Inbound) -> InboundRecord
     the number (`keep_number_opt_out`): a borrower given it later starts opted out."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
-    if _seen(connection, inbound.callback_id, accounts):
+    if callback_seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     said = _said(inbound, "opt-out")
     if not owners:
@@ -226,7 +224,7 @@ def record_opt_in(connection: Connection, *, inbound: Inbound) -> InboundRecorde
     number's opt-out (by the vendor's time) changes nothing."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
-    if _seen(connection, inbound.callback_id, accounts):
+    if callback_seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     said = _said(inbound, "opt-in")
     unkept = clear_number_opt_out(connection, inbound.address, inbound.at)  # one made while unknown
@@ -317,7 +315,7 @@ def record_wrong_number(connection: Connection, *, inbound: Inbound) -> InboundR
     promise and no sign of willingness."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
-    if _seen(connection, inbound.callback_id, accounts):
+    if callback_seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     marked = connection.execute(
         update(contact)
@@ -425,7 +423,7 @@ def record_reply(connection: Connection, *, inbound: Inbound) -> InboundRecorded
     when no account is open is evidence for all of them (or for none, from an unknown number)."""
     owners = _borrowers_of(connection, inbound.address)
     accounts = [a for pairs in owners.values() for a, _ in pairs]
-    if _seen(connection, inbound.callback_id, accounts):
+    if callback_seen(connection, inbound.callback_id, accounts):
         return _recorded(owners, duplicate=True, changed=False)
     return _attribute_reply(connection, inbound, owners)
 
@@ -562,82 +560,3 @@ def retry_unattributed(connection: Connection, *, callback_id: str, at: datetime
 
 
 # -- court status ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CourtRecorded:
-    known: bool  # a referral has this filing id
-    changed: bool  # its status moved
-    account_id: str | None = None
-    previous: str | None = None
-
-
-def record_court_status(
-    connection: Connection,
-    *,
-    filing_id: str,
-    status: str,
-    at: datetime,
-    provider: str,
-    callback_id: str,
-    reason: str | None = None,
-) -> CourtRecorded:
-    """Store a court's status on the referral with this filing id, unless it is a repeat (same
-    callback, or the status it already has) or older than a status already applied. A status of
-    a filing no referral has is kept for operators (an `unmatched_court` audit event, once)."""
-    row = connection.execute(
-        select(referral.c.id, referral.c.account_id, referral.c.status)
-        .where(referral.c.filing_id == filing_id)
-        .order_by(referral.c.id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        if not _seen(connection, callback_id, []):
-            connection.execute(
-                audit.insert().values(
-                    account_id=None,
-                    at=at,
-                    kind=UNMATCHED_COURT,
-                    actor=f"court:{provider}",
-                    detail=f"filing {filing_id}: {status}, but no referral has this filing id "
-                    "(acknowledged, nothing changed)",
-                    data={
-                        "filing_id": filing_id,
-                        "to": status,
-                        "reason": reason,
-                        "callback_id": callback_id,
-                        "source": SOURCE,
-                    },
-                )
-            )
-        return CourtRecorded(known=False, changed=False)
-    unchanged = CourtRecorded(known=True, changed=False, account_id=row.account_id, previous=row.status)
-    if row.status == status:
-        return unchanged
-    applied = connection.execute(
-        select(audit.c.at, audit.c.data).where(audit.c.account_id == row.account_id, audit.c.kind == "court")
-    ).all()
-    mine = [e for e in applied if (e.data or {}).get("filing_id") == filing_id]
-    if any((e.data or {}).get("callback_id") == callback_id for e in mine):
-        return unchanged
-    if any(e.at > at for e in mine):  # out of order: a later status is already applied
-        return unchanged
-    connection.execute(update(referral).where(referral.c.id == row.id).values(status=status, updated_at=at))
-    connection.execute(
-        audit.insert().values(
-            account_id=row.account_id,
-            at=at,
-            kind="court",
-            actor=f"court:{provider}",
-            detail=f"filing {filing_id}: {row.status} → {status}" + (f" ({reason})" if reason else ""),
-            data={
-                "filing_id": filing_id,
-                "from": row.status,
-                "to": status,
-                "reason": reason,
-                "callback_id": callback_id,
-                "source": SOURCE,
-            },
-        )
-    )
-    return CourtRecorded(known=True, changed=True, account_id=row.account_id, previous=row.status)

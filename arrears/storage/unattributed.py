@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, false, func, or_, select
 
+from arrears.storage.court_statuses import UNMATCHED_COURT
 from arrears.storage.delivery_reports import UNMATCHED_REPORT
-from arrears.storage.inbound import UNMATCHED_COURT
 from arrears.storage.tables import audit
 from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
 
