@@ -138,20 +138,27 @@ _STATEMENTS: tuple[tuple[Hold, re.Pattern[str]], ...] = (
     (
         Hold.BANKRUPTCY,
         re.compile(
-            r"(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
-            r"|BANKRUPTCY)(?![A-Z0-9])"
-            r"|(?<![A-Z])(?:IN|UNDER) (?:CHAPTER (?:7|11|13)|BANKRUPTCY)(?![A-Z0-9])"
+            r"(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:A |AN |MY |OUR )?"
+            r"(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)|BANKRUPTCY)(?![A-Z0-9])"
+            r"|(?<![A-Z])(?:IN|UNDER) (?:A |MY |OUR )?(?:CHAPTER (?:7|11|13)|BANKRUPTCY|CH\.? ?(?:7|11|13))"
+            r"(?![A-Z0-9])"
+            # "I have a chapter 13 case", "our chapter 7 trustee"
+            r"|(?<![A-Z])CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
+            r" (?:CASE|PETITION|PLAN|TRUSTEE|FILING)(?![A-Z])"
             # "Declared bankruptcy" is how most people say they filed; "declare" is only intent.
             r"|(?<![A-Z])(?:DECLARED|DECLARING) (?:FOR )?(?:CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN)"
             r"|BANKRUPTCY|BK|CH\.? ?(?:7|11|13))(?![A-Z0-9])"
             r"|(?<![A-Z])CHAPTER (?:7|11|13|SEVEN|ELEVEN|THIRTEEN) BANKRUPTCY(?![A-Z])"
-            r"|(?<![A-Z])BANKRUPTCY (?:WAS |HAS BEEN |IS |GOT )?FILED(?![A-Z])"
+            r"|(?<![A-Z])BANKRUPTCY (?:WAS |HAS BEEN |IS |GOT )?(?:FILED|DISCHARGED)(?![A-Z])"
             r"|(?<![A-Z])BANKRUPTCY (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER|FILING)(?![A-Z])"
             r"|(?<![A-Z])AUTOMATIC STAY(?![A-Z])"
             # As texts write it: "filed BK", "filed ch 13", "my BK lawyer".
-            r"|(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:BK|CH\.? ?(?:7|11|13))(?![A-Z0-9])"
+            r"|(?<![A-Z])(?:FILED|FILING|FILE|FILES) (?:FOR )?(?:A |AN |MY |OUR )?"
+            r"(?:BK|CH\.? ?(?:7|11|13))(?![A-Z0-9])"
             r"|(?<![A-Z])BK (?:CASE|PETITION|LAWYER|ATTORNEY|TRUSTEE|COURT|NUMBER)(?![A-Z])"
             r"|个人破产|(?:我|本人)(?:已经?|已)?(?:申请了?(?:个人)?)?破产"
+            # A court that took the petition: 法院已受理我的破产申请, 破产申请已经受理, 破产案件
+            r"|受理[^。，,.!?！？]{0,6}破产申请|破产申请[^。，,.!?！？]{0,4}受理|破产案件"
         ),
     ),
     (

@@ -15,10 +15,15 @@ false` caps) may move either way.
 import re
 import tomllib
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
-from datetime import time, timedelta
+from datetime import date, time, timedelta
+from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import holidays
 
 __all__ = [
     "KNOWN_JURISDICTIONS",
@@ -455,3 +460,24 @@ def profile(code: str) -> Profile:
         return PROFILES[code]
     except KeyError:
         raise KeyError(f"unknown jurisdiction {code!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+def is_public_holiday(day: date, calendar: str) -> bool:
+    """Whether `day` is a public holiday of `calendar` (a `holidays` package calendar: "US", or
+    "US-IA" for a subdivision): the country's and, for a subdivision, its own. A subdivision's
+    calendar in the package leaves out national holidays it does not keep itself (Columbus Day in
+    Iowa, Independence Day observed in Massachusetts), yet the post and the courts close on them."""
+    return day in _public_holidays(calendar, day.year)
+
+
+@lru_cache(maxsize=256)
+def _public_holidays(calendar: str, year: int) -> "holidays.HolidayBase":
+    import holidays  # its calendars load on the first date asked, not with every profile
+
+    country, _, subdivision = calendar.partition("-")
+    days = holidays.country_holidays(country, years=year)
+    if subdivision:
+        # A subdivision the package does not know: the country's holidays still count.
+        with suppress(NotImplementedError):
+            days = days + holidays.country_holidays(country, subdiv=subdivision, years=year)
+    return days

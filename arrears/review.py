@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import holidays
-
-from arrears.jurisdictions import Profile, profile
+from arrears.jurisdictions import Profile, is_public_holiday, profile
 from arrears.vocabulary import DecisionKind, Hold, HoldScope
 
 __all__ = [
@@ -78,27 +76,10 @@ class CureNotice:
         )
 
 
-@cache
-def _calendar(country: str, subdivision: str | None, year: int) -> holidays.HolidayBase:
-    try:
-        return holidays.country_holidays(country, subdiv=subdivision, years=[year, year + 1])
-    except NotImplementedError:  # an unknown subdivision: the country's own holidays still count
-        return holidays.country_holidays(country, years=[year, year + 1])
-
-
-def _split(calendar: str | None) -> tuple[str | None, str | None]:
-    """`"US-IA"` → ("US", "IA"); `"GB"` → ("GB", None); None → (None, None)."""
-    if not calendar:
-        return None, None
-    country, _, subdivision = calendar.partition("-")
-    return country, subdivision or None
-
-
 def _business_day(day: date, calendar: str | None) -> bool:
     if day.weekday() >= 5:
         return False
-    country, subdivision = _split(calendar)
-    return country is None or day not in _calendar(country, subdivision, day.year)
+    return not calendar or not is_public_holiday(day, calendar)
 
 
 def add_business_days(start: date, days: int, *, calendar: str | None) -> date:

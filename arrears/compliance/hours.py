@@ -27,11 +27,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
-import holidays
 import pendulum
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
-from arrears.jurisdictions import Hours, Profile
+from arrears.jurisdictions import Hours, Profile, is_public_holiday
 
 __all__ = [
     "NoCommonWindow",
@@ -170,13 +169,7 @@ def _segments(zone: str, day: date) -> tuple[tuple[datetime, datetime, timedelta
 def _open_on(day: date, hours: Hours) -> bool:
     if day.weekday() in hours.closed_weekdays:
         return False
-    return not (hours.closed_on_holidays and hours.holidays and day in _calendar(hours.holidays, day.year))
-
-
-@lru_cache(maxsize=256)
-def _calendar(name: str, year: int) -> holidays.HolidayBase:
-    country, _, subdivision = name.partition("-")
-    return holidays.country_holidays(country, subdiv=subdivision or None, years=year)
+    return not (hours.closed_on_holidays and hours.holidays and is_public_holiday(day, hours.holidays))
 
 
 def window_label(rules: Hours | Profile) -> str:
