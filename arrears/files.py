@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write",
     "check_target",
     "create_private_file",
+    "owned_private_directory",
     "private_directory",
     "safe_cell",
     "unsafe_cell",
@@ -57,15 +58,33 @@ def create_private_file(path: Path) -> bool:
     """Create `path` empty and 0600 if it does not exist; True if it was created here.
 
     Used before a library creates the file itself (SQLite), so the file is private from its
-    first byte. A symlink at the path is not followed: O_NOFOLLOW and O_EXCL refuse it.
+    first byte. A symlink at the path is not followed: O_NOFOLLOW and O_EXCL refuse it. One
+    that leads nowhere yet raises OSError: the library, told the file exists, would create it
+    where the link points, with the umask's mode, for whoever planted the link to read.
     """
     path = Path(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
     except FileExistsError:
+        if path.is_symlink() and not path.exists():
+            raise OSError(errno.ELOOP, f"{str(path)!r} is a symbolic link to no file: not followed") from None
         return False
     os.close(fd)
     return True
+
+
+def owned_private_directory(path: Path) -> Path:
+    """`private_directory`, for a directory whose files are trusted as written by us (the webhook
+    spool): an existing one must be this user's, and is made 0700 again if others may enter it.
+    Raises PermissionError when another user owns it (a name squatted under /tmp): its owner could
+    read, remove or add files there."""
+    path = private_directory(path)
+    found = path.stat()
+    if found.st_uid != os.geteuid():
+        raise PermissionError(errno.EPERM, f"{str(path)!r} belongs to another user: not used")
+    if stat.S_IMODE(found.st_mode) & ~PRIVATE_DIR:
+        os.chmod(path, PRIVATE_DIR)
+    return path
 
 
 def check_target(path: Path) -> None:

@@ -7,18 +7,22 @@ survive a crash from the moment the vendor is answered: each is written whole (`
 fsynced) and its directory fsynced before the answer goes out. Files are named by the time they
 came, so a listing is the order to store them in. One that cannot be stored for another reason
 is moved to `failed/`, never deleted: operators see it (`arrears report`) and nothing is lost.
-Phone numbers and texts are in these files: the directory is private (0700, files 0600).
+Phone numbers and texts are in these files: the directory is private (0700, files 0600). What
+is in them was verified before it was spooled and is stored unverified, so the directory must be
+this user's (`owned_private_directory`), and a file in it that this user did not write, or that
+others may write, is refused as damaged: set aside, never stored as a callback nobody signed.
 """
 
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arrears.files import atomic_write, private_directory
+from arrears.files import atomic_write, owned_private_directory
 from arrears.settings import default_home
 from arrears.storage.engine import database_file
 
@@ -56,7 +60,7 @@ class Spool:
 
     def put(self, document: dict[str, Any]) -> Path:
         """Keep `document`; on return it is on disk (file and directory entry fsynced)."""
-        private_directory(self.directory)
+        owned_private_directory(self.directory)
         with self._lock:  # names strictly increase in this process even if the clock steps back
             self._last = max(self._last + 1, time.time_ns())
             name = f"{self._last:020d}-{os.getpid()}{_SUFFIX}"
@@ -75,8 +79,9 @@ class Spool:
         )
 
     def read(self, path: Path) -> dict[str, Any]:
-        """The document at `path`; ValueError if it is not a JSON object (a damaged file)."""
-        document = json.loads(path.read_text(encoding="utf-8"))
+        """The document at `path`; ValueError if it is not a JSON object (a damaged file), or not a
+        file this user wrote (a link, a FIFO, another user's file, one others may write to)."""
+        document = json.loads(_own_file_text(path))
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         return document
@@ -88,7 +93,7 @@ class Spool:
 
     def set_aside(self, path: Path) -> Path:
         """Move `path` to `failed/`, kept for operators; its new path."""
-        failed = private_directory(self.directory / FAILED)
+        failed = owned_private_directory(self.directory / FAILED)
         target = failed / path.name
         os.replace(path, target)
         _fsync_directory(self.directory)
@@ -98,6 +103,22 @@ class Spool:
         failed = self.directory / FAILED
         count = sum(1 for p in failed.iterdir() if p.suffix == _SUFFIX) if failed.is_dir() else 0
         return SpoolSize(waiting=len(self.pending()), failed=count)
+
+
+def _own_file_text(path: Path) -> str:
+    """The text of `path`, a regular file of this user that no one else may write; else ValueError.
+    Opened without following a link, and without waiting on a FIFO for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ValueError(f"cannot be opened as a file: {e.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as file:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise ValueError("not a regular file")
+        if found.st_uid != os.geteuid() or found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError("not written by this user, or writable by others: not trusted")
+        return file.read()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -345,10 +345,14 @@ def create_app(
         tail = request.url.path + (f"?{query}" if query else "")
         if public_url:
             return public_url.rstrip("/") + tail
+        # A signature still needs the vendor's key: these only say which URL it covers. Either
+        # may come alone: a TLS proxy that passes the public Host through says only the scheme.
         forwarded = request.headers.get("x-forwarded-host")
-        if forwarded:  # a signature still needs the vendor's key: this only says which URL it covers
-            scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-            return f"{scheme}://{forwarded.split(',')[0].strip()}{tail}"
+        proto = request.headers.get("x-forwarded-proto")
+        if forwarded or proto:
+            scheme = (proto or request.url.scheme).split(",")[0].strip()
+            host = forwarded.split(",")[0].strip() if forwarded else request.url.netloc
+            return f"{scheme}://{host}{tail}"
         return str(request.url)
 
     def store_or_spool(received: Received) -> bool:
@@ -591,6 +595,9 @@ def main() -> None:
     from arrears.settings import describe_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's URL at INFO, a password in a provider's base URL with it
+    # (https://user:pass@host: `arrears providers list` masks it); a lifecycle run sends from here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         get_settings()
     except ValueError as e:  # a bad ARREARS_* value: the fields named, never their values
@@ -612,7 +619,8 @@ def main() -> None:
 
 
 def _migrated_engine() -> Engine:
-    """The database, upgraded as `arrears serve` upgrades it. One that cannot be opened (the server
+    """The database, upgraded as `arrears serve` upgrades it (a new SQLite file created 0600 in a
+    0700 directory, as `arrears` creates it). One that cannot be opened (the server
     down, a file that cannot be made) or that a newer arrears upgraded is a `WebhookConfigError`
     naming the setting and the cause, the URL's password masked: it was a traceback."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -622,7 +630,7 @@ def _migrated_engine() -> Engine:
 
     url = get_settings().database_url
     try:
-        engine = get_engine(url)
+        engine = get_engine(url)  # a new SQLite file private from its first byte
         migrate(engine)
     except (SQLAlchemyError, OSError, ImportError, SchemaTooNew) as e:
         cause = redact_urls(str(getattr(e, "orig", None) or e).splitlines()[0])

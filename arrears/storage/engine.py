@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from arrears.files import create_private_file, private_directory
+
 __all__ = [
     "BULK_CACHE_MIB",
     "BUSY_TIMEOUT",
@@ -53,10 +55,16 @@ def database_file(url: str) -> Path | None:
 
 @cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process; SQLite gets WAL so readers never wait for the cycle."""
+    """One engine per URL per process; SQLite gets WAL so readers never wait for the cycle.
+
+    A SQLite file that does not exist yet is made here, whoever asks (the CLI, the webhook server
+    run alone, a worker): borrowers' names and numbers, so its directory 0700 and the file 0600
+    from its first byte (SQLite gives its -wal and -shm files the database's own mode), and never
+    through a symlink planted at its path (`create_private_file` raises OSError)."""
     path = database_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and not path.exists():
+        private_directory(path.parent)
+        create_private_file(path)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # hide_parameters: a driver's error names its statement's parameters (a borrower's number, name,

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from arrears.clock import parse_instant
-from arrears.files import create_private_file, private_directory
 
 # Settings and storage are imported where they are used: `arrears --help` loads neither pydantic
 # nor SQLAlchemy, and every command module stays as light as this one.
@@ -360,12 +359,7 @@ def database_engine(url: str, *, create: bool) -> "Engine":
     if not create and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `arrears import accounts FILE` or `arrears demo` first")
     try:
-        if path is not None and not path.exists():
-            # Borrowers' names and phone numbers: the directory 0700, the database 0600 from its
-            # first byte (SQLite gives its -wal and -shm files the database's own mode).
-            private_directory(path.parent)
-            create_private_file(path)
-        return get_engine(url)
+        return get_engine(url)  # a new SQLite file private from its first byte
     except (ArgumentError, NoSuchModuleError, ImportError) as error:  # no URL we can use, or no driver
         raise CliError(
             f"{_database_setting()}: cannot use {redact_urls(url)}: {database_error(error)}"
