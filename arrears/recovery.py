@@ -7,10 +7,16 @@ and no deficiency claimed, unless that notice was sent first: so the account clo
 the provider has mailed it, and the earliest sale date counts from that mailing, never from our
 decision to write it. Elsewhere (`Profile.sale_notice_days` is None) the recovery closes it.
 
+A collection hold stops all of it (DESIGN §2: holds stop all collection activity and no stage
+overrides them): a car the agency took before our cancel reached it, of a borrower now in
+bankruptcy (the automatic stay, 11 USC 362(a)) or in military service (SCRA, 50 USC 3952), is
+neither noticed for sale nor closed on; a person must act (return it, or go to court).
+
 `after_recovery` is pure, over the profile and the notice letter's status; `tasks.recovery`
 acts on its answer.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -18,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from arrears.jurisdictions import Profile
 from arrears.letters.notices import latest_mailing
+from arrears.vocabulary import Hold, HoldScope
 
 __all__ = ["MAILED", "RecoveryStep", "after_recovery", "planned_sale_date"]
 
@@ -28,11 +35,13 @@ MAILED = ("mailed", "in_transit", "delivered")
 @dataclass(frozen=True, slots=True)
 class RecoveryStep:
     """What a recovered account needs next: `close` it, `notify` (write the notice of sale, which
-    names `sale_after`), or `wait` (the notice is on its way, or stopped: `reason` says which)."""
+    names `sale_after`), or `wait` (the notice is on its way, or stopped: `reason` says which;
+    `stopped`: nothing moves until a person acts, so the account's timeline must say so)."""
 
     action: Literal["close", "notify", "wait"]
     reason: str
     sale_after: date | None = None  # the first day the car may be sold
+    stopped: bool = False
 
 
 def planned_sale_date(written_at: datetime, *, timezone: str, calendar: str | None, days: int) -> date:
@@ -51,9 +60,25 @@ def after_recovery(
     notice_reason: str | None = None,
     notice_mailed_at: datetime | None = None,
     printed_sale_after: date | None = None,
+    holds: Iterable[Hold] = (),
+    called_off: str | None = None,
 ) -> RecoveryStep:
     """The next step for an account whose car was recovered, given its notice of sale (None: not
-    written yet)."""
+    written yet), the holds in force on it and why its order was called off before the car was
+    taken (None: it never was)."""
+    stopping = sorted(Hold(h).value for h in holds if Hold(h).scope is HoldScope.COLLECTION)
+    if stopping:
+        return RecoveryStep(
+            "wait",
+            f"hold:{stopping[0]} stops the sale of the recovered vehicle: a person must act",
+            stopped=True,
+        )
+    if called_off:
+        return RecoveryStep(
+            "wait",
+            f"vehicle recovered after the order was called off ({called_off}): a person must act",
+            stopped=True,
+        )
     days = rules.sale_notice_days
     cite = dict(rules.sources).get("sale_notice", "")
     if days is None:
@@ -71,7 +96,11 @@ def after_recovery(
             sale,
         )
     if notice_status == "returned_to_sender":
-        return RecoveryStep("wait", "notice of sale returned to sender: the sale waits for a new address")
+        return RecoveryStep(
+            "wait", "notice of sale returned to sender: the sale waits for a new address", stopped=True
+        )
     if notice_status in ("blocked", "failed"):
-        return RecoveryStep("wait", f"notice of sale cannot be mailed: {notice_reason or notice_status}")
+        return RecoveryStep(
+            "wait", f"notice of sale cannot be mailed: {notice_reason or notice_status}", stopped=True
+        )
     return RecoveryStep("wait", "notice of sale not mailed yet: the account closes once it is")

@@ -24,6 +24,7 @@ from arrears.settings import get_settings
 from arrears.storage import assignments, mailing
 from arrears.storage.assignments import AssignmentRow
 from integrations.agency.protocol import (
+    AgencyProvider,
     AssignmentNotCancellable,
     AssignmentRequest,
     AssignmentStatus,
@@ -156,10 +157,7 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
                     counts["assignments_cancelled"] += status.status == "cancelled"
             except AssignmentNotCancellable as late:
                 # Too late: the car is recovered. Recorded as the agency reports it.
-                with engine().begin() as connection:
-                    assignments.move_assignment(
-                        connection, row_id=row.id, status=late.status, at=now, reason=str(late)
-                    )
+                _too_late(provider, row, late, now)
             except (Permanent, ValueError) as refused:
                 if row.status == "cancel_pending":  # a cancel the agency could not apply: tried again later
                     counts["assignments_waiting"] += 1
@@ -171,6 +169,23 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
             except ProviderError:
                 counts["assignments_waiting"] += 1
     return counts
+
+
+def _too_late(
+    provider: AgencyProvider, row: AssignmentRow, late: AssignmentNotCancellable, now: datetime
+) -> None:
+    """Record an order the agency could no longer cancel as the agency reports it: its lookup
+    carries when, where and in what condition the car was recovered, the evidence the notice of
+    sale and any deficiency claim rest on; the refusal alone only says that it was. Unreachable
+    now, the refusal is recorded at our clock, and a later webhook cannot move it back."""
+    try:
+        found = provider.status(late.assignment_id)
+    except ProviderError:
+        found = None
+    if found is not None and not found.cancellable and record_statuses([found], seen_at=now)[1]:
+        return
+    with engine().begin() as connection:
+        assignments.move_assignment(connection, row_id=row.id, status=late.status, at=now, reason=str(late))
 
 
 @task(
@@ -217,6 +232,8 @@ def record_statuses(
                     "recovered_at": s.recovered_at.isoformat() if s.recovered_at else s.at.isoformat(),
                     "location": s.recovery_location,
                     "condition": s.condition,
+                    # Held for the borrower to claim back, whatever becomes of the car.
+                    "personal_property": list(s.personal_property),
                 }
                 if recovered
                 else None

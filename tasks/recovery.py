@@ -4,8 +4,10 @@
 webhook or a lookup), asks `arrears.recovery.after_recovery` what comes next, and does it: write
 the notice of sale (through the one letters path, `tasks.letters.write_letter`, so it is sent,
 tracked and kept as evidence like the right-to-cure notice) or close the account with the
-recovery in its audit trail. It is idempotent (the letter has its key; a closed account is no
-longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
+recovery in its audit trail. A recovery stopped for a person (a collection hold, an order called
+off before the car was taken, a notice that cannot be mailed) waits, and its timeline says so once
+(`note_stopped`): no review lists it any more. It is idempotent (the letter has its key; a
+closed account is no longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
 
 Times are the facts' own: the account closes at the recovery, or at the notice's mailed event,
 so a replayed or simulated timeline closes it on the same instant.
@@ -21,7 +23,7 @@ from arrears.models import utcnow
 from arrears.recovery import after_recovery
 from arrears.settings import get_settings
 from arrears.storage import letters
-from arrears.storage.recoveries import Recovered, close_recovered, recovered_accounts
+from arrears.storage.recoveries import Recovered, close_recovered, note_stopped, recovered_accounts
 from tasks.database import engine, policy
 from tasks.letters import letter_key, readdressable, write_letter
 
@@ -60,6 +62,8 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
         notice_reason=notice.reason if notice else None,
         notice_mailed_at=notice.mailed_at if notice else None,
         printed_sale_after=date.fromisoformat(printed["v"]) if printed else None,
+        holds=recovered.holds,
+        called_off=recovered.called_off,
     )
     if step.action == "close":
         mailed = notice.mailed_at if notice and notice.mailed_at else None
@@ -68,6 +72,8 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
         close_recovered(connection, recovered, at=at, reason=step.reason, data=data)
         return "recoveries_closed"
     if step.action == "wait":
+        if step.stopped:
+            note_stopped(connection, recovered, at=written_at, reason=step.reason)
         return "recoveries_waiting"
     settings = get_settings()
     vin = recovered.vin or ""
@@ -83,6 +89,13 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
             currency=recovered.currency,
             vehicle=f"VIN ending {vin[-6:]}" if vin else "the vehicle under your contract",
             sale_after=step.sale_after,
+            # Cal. Civ. Code 2983.2(a), 2983.3: what to pay to reinstate (the past due) and to
+            # redeem (the whole balance), itemized; our expenses of retaking come on request.
+            amount_to_cure=recovered.past_due,
+            itemization=(
+                ("Past due instalments (to reinstate)", recovered.past_due),
+                ("Unpaid balance of the contract (to redeem)", recovered.balance),
+            ),
             borrower_address=(name, *address),
         )
 

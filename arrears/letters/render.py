@@ -169,6 +169,12 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         values["sale_after"] = day(ctx.sale_after, "the first day of the sale")
         if not ctx.vehicle:
             raise ValueError("a notice_of_sale letter describes the vehicle (UCC 9-614(1)(A))")
+        # What to pay to reinstate and to redeem (Cal. Civ. Code 2983.2(a), 2983.3), where the
+        # context keeps them: a notice stored before it did renders as it was mailed.
+        values["jurisdiction"] = ctx.jurisdiction
+        values["itemization"] = [(label, format_money(a, ctx.currency)) for label, a in ctx.itemization]
+        if ctx.amount_to_cure is not None:
+            values["amount_to_cure"] = money(ctx.amount_to_cure, "the past due")
     else:
         values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
         values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")

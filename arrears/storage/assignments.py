@@ -252,10 +252,11 @@ RECOVERED_AFTER_CANCEL = "recovered_after_cancel"  # audit data `status`: a car 
 def _recovered_after_cancel(
     connection: Connection, r: Any, at: datetime, recovery: dict[str, Any] | None
 ) -> None:
-    """The agency reports a car recovered on an order it confirmed cancelled (a tow truck that never
-    heard, a vendor's mistake): what regulators find most. Not taken as a recovery (that would
-    close the account or write a notice of sale for a borrower who paid): the row stays cancelled,
-    and the audit trail says it, once, for a person to act on (the car returned, the fees waived)."""
+    """The agency reports a car recovered on an order we called off (a tow truck that never heard,
+    a vendor's mistake, a cancel that reached it too late): what regulators find most. Confirmed
+    cancelled, it is not taken as a recovery (that would close the account or write a notice of
+    sale for a borrower who paid): the row stays cancelled. Either way the audit trail says it,
+    once, for a person to act on (the car returned, the fees waived)."""
     said = connection.execute(
         select(audit.c.id).where(
             audit.c.account_id == r.account_id,
@@ -287,8 +288,13 @@ def _recovered_after_cancel(
 
 
 def _recovery_text(recovery: dict[str, Any] | None) -> str:
-    """Where and how a car was recovered, for an audit detail: " (location lot 4, condition fair)"."""
-    said = ", ".join(f"{k} {v}" for k, v in (recovery or {}).items() if v)
+    """Where and how a car was recovered, for an audit detail: " (location lot 4, condition fair,
+    personal_property toolbox; car seat)"."""
+
+    def text(value: Any) -> str:
+        return "; ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    said = ", ".join(f"{k} {text(v)}" for k, v in (recovery or {}).items() if v)
     return f" ({said})" if said else ""
 
 
@@ -349,6 +355,10 @@ def move_assignment(
             )
         )
     insert_events(connection, events)
+    if status == "recovered" and r.status == "cancel_pending":
+        # Taken before our call-off reached the agency: the car is on the lot (recorded above),
+        # but the decision it carried out was withdrawn (a payment, a hold): a person must act.
+        _recovered_after_cancel(connection, r, at, recovery)
     return True
 
 

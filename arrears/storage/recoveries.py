@@ -6,17 +6,18 @@ it (close now, or once the notice of sale is mailed) is decided by `arrears.reco
 by `tasks.recovery` with these functions. Functions take the caller's connection and do not commit.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from arrears.storage._common import event, insert_events
-from arrears.storage.tables import account, assignment
-from arrears.vocabulary import Exit, Stage
+from arrears.storage._common import event, holds_of, insert_events
+from arrears.storage.tables import account, assignment, audit
+from arrears.vocabulary import Exit, Hold, Stage
 
-__all__ = ["Recovered", "close_recovered", "recovered_accounts"]
+__all__ = ["Recovered", "close_recovered", "note_stopped", "recovered_accounts"]
 
 _OPEN = tuple(s.value for s in Stage)
 
@@ -35,10 +36,18 @@ class Recovered:
     vin: str | None
     recovered_at: datetime
     recovery: Any
+    holds: frozenset[Hold] = field(default=frozenset())  # in force now: a collection hold stops the sale
+    # Why the order was called off before the car was taken (a payment, a hold; None: it never
+    # was): the decision it carried out was withdrawn, so a person decides what follows.
+    called_off: str | None = None
+    # What the notice of sale states: the past due (to reinstate) and the balance (to redeem).
+    past_due: Decimal = Decimal(0)
+    balance: Decimal = Decimal(0)
 
 
 def recovered_accounts(connection: Connection, *, account_id: str | None = None) -> list[Recovered]:
-    """Open accounts with a recovered car: what a recovery has not yet moved on (one query)."""
+    """Open accounts with a recovered car: what a recovery has not yet moved on, with their holds
+    (two queries)."""
     statement = (
         select(
             assignment.c.account_id,
@@ -46,11 +55,14 @@ def recovered_accounts(connection: Connection, *, account_id: str | None = None)
             assignment.c.review_id,
             assignment.c.recovered_at,
             assignment.c.recovery,
+            assignment.c.reason,
             account.c.stage,
             account.c.jurisdiction,
             account.c.timezone,
             account.c.currency,
             account.c.vin,
+            account.c.past_due_amount,
+            account.c.balance,
         )
         .join(account, account.c.account_id == assignment.c.account_id)
         .where(assignment.c.recovered_at.is_not(None), account.c.stage.in_(_OPEN))
@@ -71,8 +83,31 @@ def recovered_accounts(connection: Connection, *, account_id: str | None = None)
             r.vin,
             r.recovered_at,
             r.recovery,
+            # Only `request_cancel` gives a recovered order a reason.
+            called_off=r.reason,
+            past_due=r.past_due_amount,
+            balance=r.balance,
         )
-    return list(latest.values())
+    holds = holds_of(connection, list(latest)) if latest else {}
+    return [replace(r, holds=holds.get(r.account_id, frozenset())) for r in latest.values()]
+
+
+def note_stopped(connection: Connection, recovered: Recovered, *, at: datetime, reason: str) -> bool:
+    """Say on the account's timeline, once per reason, that its recovered car waits for a person
+    (a hold, a notice of sale that cannot be mailed): without it nothing would show that an
+    account no review lists any more has stopped. False if it was said already."""
+    said = connection.execute(
+        select(audit.c.data)
+        .where(audit.c.account_id == recovered.account_id, audit.c.kind == "recovery")
+        .order_by(audit.c.at.desc(), audit.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if said and said.get("order_id") == recovered.order_id and said.get("reason") == reason:
+        return False
+    detail = f"vehicle of repossession order {recovered.order_id} recovered and waiting: {reason}"
+    data = {"order_id": recovered.order_id, "reason": reason}
+    insert_events(connection, [event(recovered.account_id, at, "recovery", detail, data)])
+    return True
 
 
 def close_recovered(

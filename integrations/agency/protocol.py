@@ -167,6 +167,9 @@ class AssignmentStatus:
     recovery_location: str | None = None  # where the car was taken (a city, a lot)
     condition: str | None = None  # the agent's condition report, in brief
     vendor_status: str | None = None  # the vendor's own words, for the audit trail
+    # What the agent found in the car and holds for the borrower to claim back (the recovery
+    # report's personal-property inventory), one item each.
+    personal_property: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in ASSIGNMENT_STATUSES:
@@ -174,6 +177,7 @@ class AssignmentStatus:
         _aware(self.at, "at")
         if self.recovered_at is not None:
             _aware(self.recovered_at, "recovered_at")
+        object.__setattr__(self, "personal_property", tuple(self.personal_property))
 
     @property
     def terminal(self) -> bool:

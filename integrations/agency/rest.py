@@ -6,7 +6,9 @@
   `idempotency_conflict`). Answers 201 with the assignment.
 - `POST /v1/assignments/{id}/cancel` with a reason: 200 with the cancelled assignment, also when
   it already was; 409 `not_cancellable` once the car is recovered or the order closed.
-- `GET /v1/assignments/{id}`: where it stands, with the recovery's details once there are some.
+- `GET /v1/assignments/{id}`: where it stands, with the recovery's details once there are some
+  (`recovery`: `recovered_at`, `location`, `condition`, `personal_property`: the inventory of
+  what was found in the car, items as text or `{"description", "quantity"}`).
 - Webhooks: `{"events": [...]}` POSTed to our URL, signed `X-Agency-Signature` (hex HMAC-SHA256 of
   `timestamp + "." + body` with the shared secret) and `X-Agency-Timestamp` (Unix seconds).
 
@@ -125,7 +127,28 @@ def status_from_json(payload: Mapping[str, Any], assignment_id: str | None = Non
         recovery_location=recovery.get("location") or None,
         condition=recovery.get("condition") or None,
         vendor_status=str(payload["status"]),
+        personal_property=_inventory(recovery.get("personal_property")),
     )
+
+
+def _inventory(items: Any) -> tuple[str, ...]:
+    """The recovery report's personal-property inventory: items as text, or as objects with a
+    `description` (and a `quantity`); ValueError for anything else."""
+    if not items:
+        return ()
+    if not isinstance(items, list):
+        raise ValueError("personal_property is not a list")
+    found = []
+    for item in items:
+        if isinstance(item, dict):
+            text, quantity = str(item.get("description") or "").strip(), item.get("quantity")
+            text = f"{text} (x{quantity})" if text and quantity not in (None, 1, "1") else text
+        else:
+            text = str(item).strip()
+        if not text:
+            raise ValueError("a personal_property item says nothing")
+        found.append(text)
+    return tuple(found)
 
 
 class RestAgencyProvider(VendorClient):

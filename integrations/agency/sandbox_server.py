@@ -83,6 +83,10 @@ class Rules(BaseModel):
     condition: str = Field(
         default="Drivable; minor scratches on the rear bumper; personal property inventoried."
     )
+    personal_property: list[str] = Field(
+        default_factory=lambda: ["sunglasses", "phone charger"],
+        description="The inventory of what the agent found in the car, reported with the recovery.",
+    )
 
 
 class Advance(BaseModel):
@@ -172,6 +176,7 @@ class AgencyState(FaultState):
                     "recovered_at": at.isoformat(),
                     "location": self.rules.recovery_location,
                     "condition": self.rules.condition,
+                    "personal_property": list(self.rules.personal_property),
                 }
             event = Event("evt_" + uuid.uuid4().hex[:20], a.id, status, at, a.reason)
             a.events.append(event)
