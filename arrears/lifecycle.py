@@ -370,7 +370,11 @@ def _messages(
             week = (facts.business_date - stage_since).days // policy.negotiation.cadence_days
             yield f"{base}:ask-{week}", "negotiation"
         case Stage.RESTRUCTURING if facts.plan is None:
-            yield f"{base}:offer", "restructuring_offer"
+            # An offer blocked on its way (to a number a skip trace found, not yet confirmed the
+            # borrower's; an opt-out) reached nobody and is not recorded (`storage.plans.offer_plans`):
+            # it is made again each week of the stay, as negotiation asks, until one goes.
+            week = (facts.business_date - stage_since).days // policy.negotiation.cadence_days
+            yield f"{base}:offer" + (f"-{week}" if week else ""), "restructuring_offer"
         case Exit.CURED:
             days_before = policy.reminder.courtesy_days_before_due
             high_risk = segment in _HIGH_RISK or account.episode > 0

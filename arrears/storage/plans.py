@@ -37,8 +37,8 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.bulk import among
-from arrears.storage.tables import account, payment, plan, promise, settlement
-from arrears.vocabulary import Exit, Stage
+from arrears.storage.tables import account, message, payment, plan, promise, settlement
+from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
     "accept_plan",
@@ -50,6 +50,9 @@ __all__ = [
     "offer_plans",
     "plan_json",
 ]
+
+# The text that makes a restructuring offer (`lifecycle._messages`).
+_OFFER_TEMPLATE = "restructuring_offer"
 
 
 def loan_of(row: Any) -> Loan:
@@ -122,7 +125,11 @@ def offer_plans(
 ) -> int:
     """Record the offers made to accounts in restructuring that have none for this stay (the
     lifecycle sent the offer message when it moved them): an `offered` plan whose terms list
-    every offer, the recommended first. Its date starts the offer's expiry."""
+    every offer, the recommended first. Its date starts the offer's expiry.
+
+    An offer whose every text of the stay was blocked (to a number a skip trace found, not yet
+    confirmed the borrower's; an opt-out) reached nobody: it is not recorded, so it does not
+    expire into review as declined, and the lifecycle makes it again (`lifecycle._messages`)."""
     in_stage = select(account.c.account_id).where(
         account.c.stage == Stage.RESTRUCTURING.value, for_account(account_id, account.c.account_id)
     )
@@ -133,6 +140,7 @@ def offer_plans(
         status, episode = latest.get(stay.account_id, (None, None))
         if status != "active" and episode != stay.episode:  # no plan running, none offered this stay
             due.append(stay.account_id)
+    due = _offer_not_blocked(connection, due, {s.account_id: s.episode for s in stays})
     if not due:
         return 0
     accounts = connection.execute(
@@ -172,6 +180,24 @@ def offer_plans(
         connection.execute(plan.insert(), rows)
         insert_events(connection, events)
     return len(rows)
+
+
+def _offer_not_blocked(connection: Connection, due: list[str], episodes: dict[str, int]) -> list[str]:
+    """Of `due`, the accounts whose restructuring offer of this stay is not known to have reached
+    nobody: one text of it not blocked, or none at all (an account put in the stage by other means)."""
+    if not due:
+        return due
+    reached: dict[str, bool] = {}
+    for offered_to, episode, status in connection.execute(
+        select(message.c.account_id, message.c.episode, message.c.status).where(
+            among(message.c.account_id, due),
+            message.c.template == _OFFER_TEMPLATE,
+            message.c.stage == Stage.RESTRUCTURING.value,
+        )
+    ):
+        if episode == episodes[offered_to]:
+            reached[offered_to] = reached.get(offered_to, False) or status != MessageStatus.BLOCKED
+    return [a for a in due if reached.get(a, True)]
 
 
 def accept_plan(
