@@ -13,7 +13,6 @@ The ability a pull gives, and the numbers a skip trace finds, move the segment a
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from threading import Lock
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -24,6 +23,7 @@ from arrears.storage.bureau_pulls import Pulled, PullSubject
 from integrations.bureau.protocol import COLLECTION_PURPOSE, BureauProfile, BureauProvider, PullRequest
 from integrations.errors import ConfigError, Permanent, ProviderError
 from tasks.agency import call_off_overtaken
+from tasks.breaker import FailuresInARow
 from tasks.database import engine, policy
 from tasks.providers import bureau_session
 from tasks.workers import in_own_process
@@ -120,12 +120,12 @@ def pull_all(asked: list[PullSubject], at: datetime) -> tuple[dict[str, int], li
     # The bureau answers in a few hundred milliseconds a pull: several are in flight at once,
     # and their answers are stored a block at a time, so the pulls never queue one by one behind
     # the dispatch's writes for the database.
-    breaker = _Breaker()
+    breaker = FailuresInARow(GIVE_UP_AFTER)
     with (
         bureau_session() as provider,
         ThreadPoolExecutor(max_workers=get_settings().bureau_concurrency) as pool,
     ):
-        answers = pool.map(lambda subject: breaker.ask(provider, subject), asked)
+        answers = pool.map(lambda subject: _ask_unless_down(breaker, provider, subject), asked)
         block: list[tuple[PullSubject, _Answer]] = []
         try:
             for subject, answer in zip(asked, answers, strict=True):
@@ -152,22 +152,15 @@ class _Answer:
     waiting: bool = False
 
 
-class _Breaker:
-    """Asks the bureau until `GIVE_UP_AFTER` pulls in a row have failed; the pulls after that are
-    not made and wait for the next cycle (they are not recorded, so they are due again then)."""
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._failed_in_a_row = 0
-
-    def ask(self, provider: BureauProvider, subject: PullSubject) -> _Answer:
-        with self._lock:
-            if self._failed_in_a_row >= GIVE_UP_AFTER:
-                return _Answer(waiting=True)
-        answer = _ask(provider, subject)
-        with self._lock:  # a refusal (no file) is an answer too: the bureau is up
-            self._failed_in_a_row = self._failed_in_a_row + 1 if answer.failed is not None else 0
-        return answer
+def _ask_unless_down(breaker: FailuresInARow, provider: BureauProvider, subject: PullSubject) -> _Answer:
+    """A pull, unless `GIVE_UP_AFTER` in a row have failed: then it is not made and waits for the
+    next cycle (not recorded, so it is due again then). A refusal (no file) is an answer: the
+    bureau is up."""
+    if breaker.tripped:
+        return _Answer(waiting=True)
+    answer = _ask(provider, subject)
+    breaker.record(failed=answer.failed is not None)
+    return answer
 
 
 def _ask(provider: BureauProvider, subject: PullSubject) -> _Answer:

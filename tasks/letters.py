@@ -48,6 +48,7 @@ from arrears.storage.installation import installation_id, stored_installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
 from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
+from tasks.breaker import FailuresInARow
 from tasks.database import engine, policy
 from tasks.drill import crash_point
 from tasks.logs import run_logger
@@ -55,6 +56,7 @@ from tasks.providers import letters_provider
 
 __all__ = [
     "ASKED",
+    "GIVE_UP_AFTER",
     "NO_ADDRESS",
     "REFUSED",
     "REWRITTEN",
@@ -338,6 +340,11 @@ def letters_in_the_post() -> bool:
         return bool(letters.letters_to_track(connection, limit=1))
 
 
+# Hand-overs failed in a row (none answered between) after which the provider is taken for down
+# this run: each has spent its client's retries, and a run holds up to ARREARS_LETTERS_PER_RUN.
+GIVE_UP_AFTER = 10
+
+
 @task(name="send-letters", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
 def send_letters(
     limit: int | None = None,
@@ -368,6 +375,7 @@ def send_letters(
         return counts
     sender = _sender()
     refused = Event()  # the provider refused our credentials: it would refuse every letter
+    down = FailuresInARow(GIVE_UP_AFTER)  # it answers nothing: the rest wait for the next run
     # Each hand-over waits on the provider (the PDF's upload, Lob's checks): several are in its
     # hands at once while this thread renders the next letters. Rendering stays in this thread.
     with (
@@ -376,11 +384,11 @@ def send_letters(
     ):
         handed = []
         for row, stored in todo:
-            if refused.is_set():
+            if refused.is_set() or down.tripped:
                 break
             pdf = stored if stored is not None else _rendered(row, utcnow())
             if isinstance(pdf, bytes):
-                handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused, cycle_id))
+                handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused, down, cycle_id))
             else:
                 counts[pdf] += 1
         refusals: list[ConfigError] = []
@@ -395,6 +403,11 @@ def send_letters(
             "ARREARS_LETTERS_CREDENTIALS is right",
             refusals[0],
         )
+    elif down.tripped:
+        run_logger("arrears.letters").warning(
+            "the letters provider failed %d hand-overs in a row: the letters left wait for the next run",
+            GIVE_UP_AFTER,
+        )
     counts["letters_waiting"] += len(todo) - sum(counts.values())  # refused, or not handed over since
     return counts
 
@@ -405,13 +418,15 @@ def _hand_over(
     pdf: bytes,
     sender: PostalAddress,
     refused: Event,
+    down: FailuresInARow,
     cycle_id: int | None = None,
 ) -> str:
     """Hand one rendered letter to the provider and record what came of it; the count it falls in.
     Runs in a thread of `send_letters`: a letter's steps are its own, in its own transactions.
-    Once the provider has refused our credentials (`ConfigError`, raised), the letters not yet
-    handed over stay pending as they are."""
-    if refused.is_set():
+    Once the provider has refused our credentials (`ConfigError`, raised), or failed
+    `GIVE_UP_AFTER` hand-overs in a row (`down`), the letters not yet handed over stay pending as
+    they are."""
+    if refused.is_set() or down.tripped:
         return "letters_waiting"
     now = utcnow()
     in_doubt = row.submitted_at is not None  # an earlier hand-over's outcome is unknown
@@ -434,6 +449,7 @@ def _hand_over(
     except (Permanent, ValueError) as error:
         sent = error
     except UnknownOutcome as error:  # maybe taken: in doubt, sent again as it is, under its key
+        down.record(failed=True)
         with engine().begin() as connection:
             letters.mark_in_doubt(connection, letter_id=row.id, at=now, detail=str(error))
         return "letters_waiting"
@@ -444,7 +460,9 @@ def _hand_over(
         if isinstance(error, ConfigError):  # a person must fix the settings: no more hand-overs
             refused.set()
             raise
+        down.record(failed=True)
         return "letters_waiting"
+    down.record(failed=False)  # an answer, a refusal too: the provider is up
     with engine().begin() as connection:
         if isinstance(sent, Letter):
             letters.mark_sent(

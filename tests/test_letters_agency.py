@@ -369,6 +369,28 @@ def four_letters_written(
     return accounts
 
 
+def test_a_letters_provider_that_answers_nothing_is_given_up_on_for_the_run(
+    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lob turning every hand-over away (503s, each after the client's retries): once
+    `GIVE_UP_AFTER` in a row have failed the run hands over no more, the rest wait as they were
+    for the next run (a run of 500 letters held the cycle for an hour), and once Lob is back they go."""
+    import tasks.letters as letters_task
+
+    accounts = four_letters_written(mail_db, tmp_path, monkeypatch, concurrency=1)
+    monkeypatch.setattr(letters_task, "GIVE_UP_AFTER", 2)
+    letters_sandbox.set_faults(operation="create", http_503=1_000, retry_after=0)
+    counts = letters_task.send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))
+    assert counts["letters_waiting"] == 4 and counts["letters_sent"] == 0
+    attempts = letters_sandbox.stats()["counters"]["requests.create"]
+    letters_sandbox.set_faults()
+    assert letters_task.send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))["letters_sent"] == 4
+    stored = [r for a in accounts for r in rows(mail_db, letter_t, a)]
+    assert [r.status for r in stored] == ["created"] * 4
+    per_letter = 4  # LobSettings.retry_attempts: each failed hand-over spent its retries
+    assert attempts == 2 * per_letter  # two hand-overs tried, not four
+
+
 def test_letters_are_in_the_providers_hands_several_at_a_time(
     mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
