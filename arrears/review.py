@@ -185,6 +185,11 @@ class Settled:
     order_vehicle: bool = False  # place a repossession order with the vendor
 
 
+# The holds under which nothing that enforces the debt goes out (`enforcement_barred`): an order, a
+# filing, a legal notice in the post.
+ENFORCEMENT_BARRING = frozenset(h for h in Hold if h.scope is HoldScope.COLLECTION and h is not Hold.MILITARY)
+
+
 def enforcement_barred(holds: frozenset[Hold]) -> str | None:
     """Why neither a repossession order nor a court filing may go out now, or None.
 
@@ -192,7 +197,7 @@ def enforcement_barred(holds: frozenset[Hold]) -> str | None:
     (11 U.S.C. 362(a)(1), (3)); a dispute, a death or Breathing Space (no enforcement) stops
     collection altogether while it lasts. A military hold bars the repossession only through
     `settle_decision` (SCRA: a court order instead), so it does not bar a filing."""
-    blocking = sorted(h for h in holds if h.scope is HoldScope.COLLECTION and h is not Hold.MILITARY)
+    blocking = sorted(h for h in holds if h in ENFORCEMENT_BARRING)
     if blocking:
         return f"hold:{blocking[0].value}"
     return None

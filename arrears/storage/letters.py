@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, true, update
 
+from arrears.review import ENFORCEMENT_BARRING
 from arrears.storage._common import chunks, event, insert_events
 from arrears.storage.bulk import among
 from arrears.storage.mailing import ADDRESS_COLUMNS, address_of
 from arrears.storage.streaming import insert_rows_with_ids
-from arrears.storage.tables import account, letter
+from arrears.storage.tables import account, hold, letter
 
 __all__ = [
     "ACTIVE",
@@ -342,10 +343,21 @@ def letters_to_send(
     """Pending letters with their PDF (None: not rendered yet), oldest first, of one account if
     given: those written at or after `written_since` (if given), and those in doubt whenever
     written (handed to the provider, its answer lost: they go again as they are, under their key,
-    and the provider answers with the letter it took)."""
+    and the provider answers with the letter it took).
+
+    None of an account under a hold that bars enforcement (`arrears.review.ENFORCEMENT_BARRING`:
+    a bankruptcy's automatic stay, a dispute, a death, Breathing Space) placed after the letter
+    was written: it waits, pending, until the hold is lifted (one written too long before is then
+    written again, `written_since`)."""
+    barred = select(hold.c.id).where(
+        hold.c.account_id == letter.c.account_id,
+        hold.c.lifted_at.is_(None),
+        hold.c.kind.in_(sorted(h.value for h in ENFORCEMENT_BARRING)),
+    )
     rows = connection.execute(
         select(*_COLUMNS, letter.c.pdf)
         .where(
+            ~barred.exists(),
             letter.c.status == "pending",
             or_(letter.c.created_at >= written_since, letter.c.submitted_at.is_not(None))
             if written_since is not None
