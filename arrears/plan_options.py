@@ -6,9 +6,10 @@ does is owed them. `answer_plan_request` decides that text as every message is d
 no offer open (`lifecycle.offer_closed`), a moratorium that bars a plan (`restructuring.check_holds`),
 nothing to offer, or the options already texted today.
 
-The options are those `restructuring.offers` computes for the loan on the business date, the
-terms `arrears plan show` prints; each is followed by the exact words that accept it, which
-`restructuring.parse_plan_reply` reads back as that very offer (`accept_words`). The options are
+The options are those `restructuring.offers` computes for the loan on the business date within
+the borrower's means (`ceiling`: only the plans their income affords, as the recorded offer has
+them); each is followed by the exact words that accept it, which `restructuring.parse_plan_reply`
+reads back as that very offer (`accept_words`). The options are
 filled in as one value, `options`, in the account's language: a template-based vendor (Aliyun)
 receives it as it receives the name, and a policy with more instalment plans needs no other
 template.
@@ -103,17 +104,24 @@ def _money(amount: Decimal, terms: PlanTerms) -> str:
 
 
 def answer_plan_request(
-    account: AccountView, facts: Facts, loan: Loan, policy: Policy, now: datetime
+    account: AccountView,
+    facts: Facts,
+    loan: Loan,
+    policy: Policy,
+    now: datetime,
+    ceiling: Decimal | None = None,
 ) -> Outgoing | str:
     """The options text for a PLAN read at `now` (`facts.business_date` its business date), or why
-    there is none, for the timeline. A hold or an opt-out that forbids the text, the hours and the
-    caps are the verdict's (`check_contact`): the text is then recorded blocked or deferred."""
+    there is none, for the timeline: the offers within `ceiling`, what the borrower's income
+    affords a month (`restructuring.payment_ceiling`; None when unknown), which a reply may
+    accept. A hold or an opt-out that forbids the text, the hours and the caps are the verdict's
+    (`check_contact`): the text is then recorded blocked or deferred."""
     closed = offer_closed(account, facts, policy)
     if closed is not None:
         return closed
     try:
         check_holds(facts.holds)  # a moratorium bars the plan itself, not only the text
-        found = offers(loan, business_date=facts.business_date, rules=plan_rules(policy))
+        found = offers(loan, business_date=facts.business_date, rules=plan_rules(policy), ceiling=ceiling)
     except PlanError as why:
         return str(why)
     if not found:

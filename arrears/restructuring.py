@@ -20,6 +20,10 @@ to the past due to the last minor unit (the first months carry the odd cents). D
 the loan's own due day, month by month (`pendulum`), clamped to short months: a loan due on the
 31st is due on 28 or 29 February and on 31 March again, never drifting to the 28th.
 
+What is offered fits the borrower's means where the bureau estimated their income: a plan whose
+largest monthly payment is above `AFFORDABLE_SHARE` of it (the line `segmentation.ability_score`
+draws) is left out, unless none fits (`offers`, `payment_ceiling`).
+
 A plan is monitored against the payments received since it was accepted: each instalment must
 be covered, cumulatively, by its due date plus a grace period. Covered in full: `completed`.
 An instalment uncovered once its grace has run out: `defaulted`. Where the policy allows it,
@@ -29,10 +33,11 @@ renewed willingness and ability to repay.
 """
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -41,6 +46,7 @@ import pendulum
 from arrears.currencies import minor_units
 from arrears.inbound import normalise
 from arrears.payments import due_day
+from arrears.segmentation import AFFORDABLE_SHARE
 from arrears.settlements import MORATORIA
 from arrears.vocabulary import Hold
 
@@ -65,6 +71,7 @@ __all__ = [
     "monitor",
     "offers",
     "parse_plan_reply",
+    "payment_ceiling",
     "plan_rules",
     "reage_due",
     "split_exact",
@@ -175,6 +182,11 @@ class PlanTerms:
     @property
     def total(self) -> Decimal:
         return sum((i.amount for i in self.schedule), Decimal(0))
+
+    @property
+    def largest_payment(self) -> Decimal:
+        """The most the plan asks in one month: what must fit the borrower's means."""
+        return max(i.amount for i in self.schedule)
 
     @property
     def spread(self) -> Decimal:
@@ -380,9 +392,30 @@ def instalment_plan(loan: Loan, months: int, *, business_date: date, rules: Plan
     )
 
 
-def offers(loan: Loan, *, business_date: date, rules: PlanRules) -> list[PlanTerms]:
+def payment_ceiling(yearly_income: Decimal | None, currency: str) -> Decimal | None:
+    """The most a plan may ask of the borrower a month: `AFFORDABLE_SHARE` of the bureau's yearly
+    income estimate over twelve months, rounded down to the currency's minor unit (rounded up, a
+    plan a cent above the line would pass). None, no ceiling, without an estimate. An estimate of
+    no income is one, not "unknown": its ceiling is zero, which no plan fits, so `offers` keeps
+    only the plan asking least."""
+    if yearly_income is None:
+        return None
+    share = yearly_income * AFFORDABLE_SHARE.numerator / (12 * AFFORDABLE_SHARE.denominator)
+    return share.quantize(_quantum(currency), rounding=ROUND_FLOOR)
+
+
+def offers(
+    loan: Loan, *, business_date: date, rules: PlanRules, ceiling: Decimal | None = None
+) -> list[PlanTerms]:
     """What to offer, the recommended first: a deferral when the past due fits in one (it asks
-    nothing extra of a borrower who is short of money now), then the instalment plans."""
+    nothing extra of a borrower who is short of money now), then the instalment plans.
+
+    With a `ceiling` (`payment_ceiling`: what the borrower's income affords a month; None when
+    unknown), an offer whose largest payment is above it is left out, the order of the rest kept:
+    a plan the borrower cannot pay defaults, and the account goes to review. The list is never
+    emptied by it: when no offer fits, the one whose largest payment is smallest (the first of
+    them on a tie) is kept alone, since a borrower in hardship must always be offered something,
+    and that one asks least of them."""
     found: list[PlanTerms] = []
     needed = instalments_to_defer(loan, business_date=business_date, rules=rules)
     if needed == 0:
@@ -392,7 +425,13 @@ def offers(loan: Loan, *, business_date: date, rules: PlanRules) -> list[PlanTer
     for months in rules.instalment_months:
         if rules.min_instalment_months <= months <= rules.max_instalment_months:
             found.append(instalment_plan(loan, months, business_date=business_date, rules=rules))
-    return found
+    if ceiling is None or not found:
+        return found
+    return [o for o in found if o.largest_payment <= ceiling] or [min(found, key=_largest)]
+
+
+def _largest(terms: PlanTerms) -> Decimal:
+    return terms.largest_payment
 
 
 def choose(
@@ -403,20 +442,34 @@ def choose(
     business_date: date,
     rules: PlanRules,
     offered_only: bool = False,
+    ceiling: Decimal | None = None,
 ) -> PlanTerms:
     """The plan a borrower or agent accepts: the recommended offer when neither kind nor months is
-    named; a number alone names the months of an instalment plan. A number of months below one
-    (a borrower's `ACCEPT 0`) is refused, not read as "no number".
+    named; a kind alone the first offer of that kind; a number alone names the months of an
+    instalment plan. A number of months below one (a borrower's `ACCEPT 0`) is refused, not read
+    as "no number". The offers are those `offers` makes under `ceiling` (the borrower's means).
 
     `offered_only` (a borrower's reply) takes one of `offers` only: the lender offers the plans of
-    its policy, and the longer ones within `max_instalment_months` are for an agent to agree (a
-    text saying `ACCEPT 12` made a twelve-month plan nobody offered)."""
-    terms = _chosen(loan, kind=kind, months=months, business_date=business_date, rules=rules)
-    if offered_only:
-        available = offers(loan, business_date=business_date, rules=rules)
-        if not any((o.kind, o.months) == (terms.kind, terms.months) for o in available):
-            told = "; ".join(_named(o) for o in available)
-            raise PlanError(f"{_named(terms)} is not one of the offers ({told}): an agent may agree it")
+    its policy that the borrower can afford, and the others within `max_instalment_months` are for
+    an agent to agree (a text saying `ACCEPT 12` made a twelve-month plan nobody offered)."""
+
+    def available() -> list[PlanTerms]:
+        return offers(loan, business_date=business_date, rules=rules, ceiling=ceiling)
+
+    terms = _chosen(
+        loan, available, kind=kind, months=months, business_date=business_date, rules=rules, ceiling=ceiling
+    )
+    if not offered_only:
+        return terms
+    found = available()
+    if not any((o.kind, o.months) == (terms.kind, terms.months) for o in found):
+        told = "; ".join(_named(o) for o in found)
+        why = f"{_named(terms)} is not one of the offers ({told})"
+        if ceiling is not None and terms.largest_payment > ceiling:
+            money = terms.currency
+            why += f"; {money} {terms.largest_payment} a month is above the {money} {ceiling}"
+            why += " the borrower's income affords"
+        raise PlanError(f"{why}: an agent may agree it")
     return terms
 
 
@@ -427,15 +480,29 @@ def _named(terms: PlanTerms) -> str:
 
 
 def _chosen(
-    loan: Loan, *, kind: str | None, months: int | None, business_date: date, rules: PlanRules
+    loan: Loan,
+    available: Callable[[], list[PlanTerms]],
+    *,
+    kind: str | None,
+    months: int | None,
+    business_date: date,
+    rules: PlanRules,
+    ceiling: Decimal | None,
 ) -> PlanTerms:
     if months is not None and months < 1:
         raise PlanError(f"a plan runs for at least one month, not {months}")
     if kind is None and months is None:
-        available = offers(loan, business_date=business_date, rules=rules)
-        if not available:
+        found = available()
+        if not found:
             raise PlanError("nothing is past due")
-        return available[0]
+        return found[0]
+    if months is None and ceiling is not None:
+        # A kind alone (`ACCEPT INSTALMENT`) is its first offer: the borrower's means may have left
+        # out the policy's first instalment plan and kept a longer one.
+        with suppress(PlanError):  # no offer at all: the kind's own default says why, or is agreed
+            offered = next((o for o in available() if o.kind == kind), None)
+            if offered is not None:
+                return offered
     kind = kind or "instalment"
     if kind == "deferral":
         smallest = instalments_to_defer(loan, business_date=business_date, rules=rules)

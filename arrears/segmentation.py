@@ -6,11 +6,13 @@ answers contact: promises kept or broken, payments after a contact, replies. Bot
 """
 
 from decimal import Decimal
+from fractions import Fraction
 
 from arrears.policy import Segmentation
 from arrears.vocabulary import Segment
 
 __all__ = [
+    "AFFORDABLE_SHARE",
     "HARDSHIP_MARGIN",
     "SCORE_BANDS",
     "ability_after_hardship",
@@ -21,6 +23,12 @@ __all__ = [
 
 # Bureau score bands, best first, with the ability each suggests before income and equity.
 SCORE_BANDS: dict[str, float] = {"A": 0.9, "B": 0.75, "C": 0.55, "D": 0.35, "E": 0.15}
+
+# The share of monthly income a loan payment may take before it is a burden: a common
+# affordability line in auto lending. `ability_score` lowers ability above it, and the
+# restructuring offers leave out a plan whose payment exceeds it (`restructuring.payment_ceiling`).
+# Exact (a Fraction): 18,000 a year affords 500.00 a month, not 499.99.
+AFFORDABLE_SHARE = Fraction(1, 3)
 
 # How much one observed behaviour moves willingness: a kept promise says more than a reply.
 WILLINGNESS_STEPS: dict[str, float] = {
@@ -58,16 +66,15 @@ def ability_score(
 ) -> float | None:
     """Ability to pay, or None when nothing is known yet.
 
-    The band sets the base; an instalment above a third of income lowers it (a common
-    affordability line in auto lending); positive equity raises it, because the borrower can
-    sell or refinance the car.
+    The band sets the base; an instalment above a third of income (`AFFORDABLE_SHARE`) lowers
+    it; positive equity raises it, because the borrower can sell or refinance the car.
     """
     if score_band is None and monthly_income is None and vehicle_value is None:
         return None
     score = SCORE_BANDS.get(score_band or "", 0.5)
     if monthly_income is not None:  # an estimate of no income is the heaviest burden, not no estimate
         burden = float(installment / monthly_income) if monthly_income > 0 else float("inf")
-        score += 0.15 if burden <= 0.15 else -0.25 if burden > 1 / 3 else 0.0
+        score += 0.15 if burden <= 0.15 else -0.25 if burden > AFFORDABLE_SHARE else 0.0
     if vehicle_value is not None and balance > 0:
         equity = float((vehicle_value - balance) / balance)
         score += 0.1 if equity > 0.2 else -0.1 if equity < -0.2 else 0.0

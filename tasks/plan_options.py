@@ -2,10 +2,11 @@
 
 Called by `tasks.promises` for each PLAN (方案, OPTIONS) reply, in the refresh transaction. The
 account is loaded as a shard of one (`storage.cycle.load_shard`), the text decided by the pure
-`arrears.plan_options.answer_plan_request` and written as the advance writes its messages
-(`storage.cycle.write_decisions`: the outbox row once under its key, a blocked or deferred
-verdict audited); the dispatch sends it, checked again at send time. What became of the request
-is noted on the timeline either way.
+`arrears.plan_options.answer_plan_request` with the offers the borrower's bureau income estimate
+affords (`storage.plans.payment_ceilings`, as the recorded offer has them), and written as the
+advance writes its messages (`storage.cycle.write_decisions`: the outbox row once under its key,
+a blocked or deferred verdict audited); the dispatch sends it, checked again at send time. What
+became of the request is noted on the timeline either way.
 """
 
 from datetime import datetime
@@ -47,7 +48,8 @@ def answer_options(
         _note(connection, account_id, at, f"{ASKED}, not answered: the account is closed", data, cycle_id)
         return False
     [shard_row] = loaded
-    answer = answer_plan_request(shard_row.view, shard_row.facts, plans.loan_of(row), rules, as_of)
+    ceiling = plans.payment_ceilings(connection, [row])[account_id]
+    answer = answer_plan_request(shard_row.view, shard_row.facts, plans.loan_of(row), rules, as_of, ceiling)
     if isinstance(answer, str):
         _note(connection, account_id, at, f"{ASKED}, not answered: {answer}", data, cycle_id)
         return False

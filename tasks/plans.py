@@ -135,7 +135,8 @@ def decline_plan(engine: Engine, *, account_id: str, agent: str, why: str, at: d
 
 def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str, Any] | None:
     """The account's current plan and, while it has past due and no active plan, the offers it
-    would get today. None for an unknown account."""
+    would get today (those its borrower's income affords, as the cycle records and texts them).
+    None for an unknown account."""
     rules = plan_rules(policy())
     with engine.connect() as connection:
         a = accounts.account_row(connection, account_id)
@@ -143,6 +144,7 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
             return None
         current = plans.current_plan(connection, account_id)
         held = [Hold(h.kind) for h in holds.account_holds(connection, account_id)]
+        ceiling = plans.payment_ceilings(connection, [a])[account_id]  # the offers texted, no others
     day = lender_date(at, get_settings().lender_timezone)
     available: list[PlanTerms] = []
     # Why a loan with past due gets no offer (no instalment amount to defer or spread over): said,
@@ -151,7 +153,7 @@ def plan_overview(engine: Engine, *, account_id: str, at: datetime) -> dict[str,
     if current is None or current.status != "active":
         try:
             check_holds(held)  # a moratorium: no offer the agent could not record
-            available = offers(plans.loan_of(a), business_date=day, rules=rules)
+            available = offers(plans.loan_of(a), business_date=day, rules=rules, ceiling=ceiling)
         except PlanError as why:
             unavailable = str(why)
     return {

@@ -7,6 +7,7 @@ read in (rows are locked with `FOR UPDATE` on PostgreSQL), so a cycle run twice 
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from arrears.restructuring import (
     count_months,
     monitor,
     offers,
+    payment_ceiling,
     reage_due,
 )
 from arrears.storage._common import (
@@ -37,7 +39,7 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.bulk import among
-from arrears.storage.tables import account, message, payment, plan, promise, settlement
+from arrears.storage.tables import account, bureau, message, payment, plan, promise, settlement
 from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "loan_of",
     "monitor_plans",
     "offer_plans",
+    "payment_ceilings",
     "plan_json",
 ]
 
@@ -65,6 +68,27 @@ def loan_of(row: Any) -> Loan:
         oldest_due_date=row.oldest_due_date,
         next_due_date=row.next_due_date,
     )
+
+
+def payment_ceilings(connection: Connection, rows: Sequence[Any]) -> dict[str, Decimal | None]:
+    """Per account row, the most a plan may ask a month (`restructuring.payment_ceiling`) from its
+    borrower's latest bureau income estimate, pulled for any of their loans in its currency; a pull
+    with none (a refusal, unreadable) hides no earlier one; None without any. One query for all."""
+    if not rows:
+        return {}
+    latest: dict[tuple[str, str], Decimal] = {}  # (borrower, currency): the latest estimate
+    for borrower_id, currency, income in connection.execute(
+        select(account.c.borrower_id, account.c.currency, bureau.c.income_estimate)
+        .join(account, account.c.account_id == bureau.c.account_id)
+        .where(
+            among(account.c.borrower_id, {r.borrower_id for r in rows}),
+            bureau.c.kind == "pull",
+            bureau.c.income_estimate.is_not(None),
+        )
+        .order_by(bureau.c.at, bureau.c.id)
+    ):
+        latest[(borrower_id, currency)] = income
+    return {r.account_id: payment_ceiling(latest.get((r.borrower_id, r.currency)), r.currency) for r in rows}
 
 
 def _latest_plans(connection: Connection, account_ids: Any, *, lock: bool = False) -> dict[str, Any]:
@@ -125,7 +149,8 @@ def offer_plans(
 ) -> int:
     """Record the offers made to accounts in restructuring that have none for this stay (the
     lifecycle sent the offer message when it moved them): an `offered` plan whose terms list
-    every offer, the recommended first. Its date starts the offer's expiry.
+    every offer the borrower's income affords (`payment_ceilings`), the recommended first, and
+    that ceiling. Its date starts the offer's expiry.
 
     An offer whose every text of the stay was blocked (to a number a skip trace found, not yet
     confirmed the borrower's; an opt-out) reached nobody: it is not recorded, so it does not
@@ -146,22 +171,26 @@ def offer_plans(
     accounts = connection.execute(
         select(account).where(among(account.c.account_id, due)).order_by(account.c.account_id)
     ).all()
+    ceilings = payment_ceilings(connection, accounts)
     rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for a in accounts:
+        ceiling = ceilings[a.account_id]
         try:
-            found = offers(loan_of(a), business_date=business_date, rules=rules)
+            found = offers(loan_of(a), business_date=business_date, rules=rules, ceiling=ceiling)
         except PlanError:
             found = []
         if not found:
             continue
         offered = [o.to_json() for o in found]  # the plan's terms and its event say the same
+        afforded = None if ceiling is None else str(ceiling)
+        made = {"episode": a.episode, "offered_on": business_date.isoformat()}
         rows.append(
             {
                 "account_id": a.account_id,
                 "kind": found[0].kind,
                 "status": "offered",
-                "terms": {"episode": a.episode, "offered_on": business_date.isoformat(), "offers": offered},
+                "terms": {**made, "offers": offered, "ceiling": afforded},
                 "created_at": as_of,
                 "updated_at": as_of,
             }
@@ -171,8 +200,8 @@ def offer_plans(
                 a.account_id,
                 as_of,
                 "plan",
-                "plan offered: " + "; ".join(o.describe() for o in found),
-                {"status": "offered", "offers": offered},
+                "plan offered: " + "; ".join(o.describe() for o in found) + _within(found, ceiling),
+                {"status": "offered", "offers": offered, "ceiling": afforded},
                 cycle_id=cycle_id,
             )
         )
@@ -180,6 +209,14 @@ def offer_plans(
         connection.execute(plan.insert(), rows)
         insert_events(connection, events)
     return len(rows)
+
+
+def _within(found: Sequence[PlanTerms], ceiling: Decimal | None) -> str:
+    """What the borrower's means did to the offers, for the timeline: nothing without a ceiling."""
+    if ceiling is None:
+        return ""
+    fits = "within" if all(o.largest_payment <= ceiling for o in found) else "none within, the least of"
+    return f" ({fits} the {found[0].currency} {ceiling} a month the borrower's income affords)"
 
 
 def _offer_not_blocked(connection: Connection, due: list[str], episodes: dict[str, int]) -> list[str]:
@@ -247,7 +284,7 @@ def accept_plan(
     if settling is not None:
         # One agreement at a time: the borrower is paying the settlement (`arrears settlement cancel`).
         raise PlanError(f"settlement {settling} is agreed: the borrower is paying under it")
-    # A borrower's reply takes one of the offers; an agent may agree any plan the policy bounds.
+    # A borrower's reply takes one of the offers their income affords; an agent, any the policy bounds.
     terms = choose(
         loan_of(a),
         kind=kind,
@@ -255,6 +292,7 @@ def accept_plan(
         business_date=business_date,
         rules=rules,
         offered_only=source == "reply",
+        ceiling=payment_ceilings(connection, [a])[account_id],
     )
     # The payments the plan's past due already reflects (applied by then) never count towards it
     # as well: a payment applied by the morning's cycle would otherwise pay a plan made that day
