@@ -361,7 +361,16 @@ def _messages(
     # other than hardship stays) is not reminded of, or asked for, the past due the plan spreads
     # or defers: it would contradict what they were told, as a promise pending would.
     asking = not facts.promise_pending and not (facts.plan is not None and facts.plan.status == "active")
+    # One of this stage episode's messages still waiting to go (deferred to the morning, a provider
+    # down) goes first, alone: a new one beside it would pile up with it, and once they can go they
+    # would leave one a day, weeks-old asks among them, where the cadence asks one a week.
+    waiting = any(
+        c.in_flight and c.account_id == account.account_id and c.stage == stage and c.episode == episode
+        for c in facts.history
+    )
     match stage:
+        case _ if waiting:
+            return
         case Stage.REMINDER if asking:
             due = [d for d in policy.reminder.cadence_days if d <= account.days_past_due]
             if due:

@@ -44,6 +44,7 @@ __all__ = [
     "let_go",
     "load_batch",
     "mark_waiting",
+    "next_due",
     "record_outcomes",
 ]
 
@@ -345,6 +346,18 @@ def changed_since_loaded(connection: Connection, rows: Sequence[DueMessage]) -> 
                 address_valid=valid,
             )
     return changed
+
+
+def next_due(connection: Connection, *, after: datetime, before: datetime) -> datetime | None:
+    """The earliest instant in (after, before) at which a scheduled row falls due (a text deferred
+    to a borrower's morning), or None: where a simulated day sends what it deferred."""
+    return connection.execute(
+        select(func.min(message.c.not_before)).where(
+            message.c.status == MessageStatus.SCHEDULED.value,
+            message.c.not_before > after,
+            message.c.not_before < before,
+        )
+    ).scalar()
 
 
 def expire_dead_leases(connection: Connection, *, owner: str) -> int:

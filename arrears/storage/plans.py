@@ -54,8 +54,9 @@ __all__ = [
     "plan_json",
 ]
 
-# The text that makes a restructuring offer (`lifecycle._messages`).
+# The text that makes a restructuring offer (`lifecycle._messages`), and what of it reached someone.
 _OFFER_TEMPLATE = "restructuring_offer"
+_WENT = frozenset({MessageStatus.SENT.value, MessageStatus.DELIVERED.value})
 
 
 def loan_of(row: Any) -> Loan:
@@ -152,9 +153,9 @@ def offer_plans(
     every offer the borrower's income affords (`payment_ceilings`), the recommended first, and
     that ceiling. Its date starts the offer's expiry.
 
-    An offer whose every text of the stay was blocked (to a number a skip trace found, not yet
-    confirmed the borrower's; an opt-out) reached nobody: it is not recorded, so it does not
-    expire into review as declined, and the lifecycle makes it again (`lifecycle._messages`)."""
+    An offer no text of which has gone yet (blocked: to a skip-traced number not yet confirmed, an
+    opt-out; or still scheduled) reached nobody: not recorded, it does not expire into review as
+    declined, and the lifecycle makes it again weekly while none waits (`lifecycle._messages`)."""
     in_stage = select(account.c.account_id).where(
         account.c.stage == Stage.RESTRUCTURING.value, for_account(account_id, account.c.account_id)
     )
@@ -165,7 +166,7 @@ def offer_plans(
         status, episode = latest.get(stay.account_id, (None, None))
         if status != "active" and episode != stay.episode:  # no plan running, none offered this stay
             due.append(stay.account_id)
-    due = _offer_not_blocked(connection, due, {s.account_id: s.episode for s in stays})
+    due = _offer_reached(connection, due, {s.account_id: s.episode for s in stays})
     if not due:
         return 0
     accounts = connection.execute(
@@ -219,9 +220,11 @@ def _within(found: Sequence[PlanTerms], ceiling: Decimal | None) -> str:
     return f" ({fits} the {found[0].currency} {ceiling} a month the borrower's income affords)"
 
 
-def _offer_not_blocked(connection: Connection, due: list[str], episodes: dict[str, int]) -> list[str]:
-    """Of `due`, the accounts whose restructuring offer of this stay is not known to have reached
-    nobody: one text of it not blocked, or none at all (an account put in the stage by other means)."""
+def _offer_reached(connection: Connection, due: list[str], episodes: dict[str, int]) -> list[str]:
+    """Of `due`, the accounts whose restructuring offer of this stay reached the borrower: one text
+    of it sent (or delivered), or none at all (an account put in the stage by other means). One
+    still scheduled (deferred to the morning, a provider down for days) reached nobody yet: the
+    offer's expiry, which sends an unanswered offer to review, counts from the day it went."""
     if not due:
         return due
     reached: dict[str, bool] = {}
@@ -233,7 +236,7 @@ def _offer_not_blocked(connection: Connection, due: list[str], episodes: dict[st
         )
     ):
         if episode == episodes[offered_to]:
-            reached[offered_to] = reached.get(offered_to, False) or status != MessageStatus.BLOCKED
+            reached[offered_to] = reached.get(offered_to, False) or status in _WENT
     return [a for a in due if reached.get(a, True)]
 
 

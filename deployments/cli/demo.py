@@ -110,6 +110,8 @@ def demo(
                 run_import(engine, open_source(payments, Kind.PAYMENTS), now=instant)  # on the simulated day
                 console.print(f"day {day + 1}: {paid:,} payments received")
             stats = run_cycle(instant.isoformat(), quiet=json)
+            if day + 1 < days:
+                _sweep(engine, after=instant, before=instant + timedelta(days=1))
     if json:
         emit_json(stats)
         return
@@ -148,6 +150,29 @@ def _sandboxes_only() -> None:
             f"may be real people's, so it runs on the sandbox providers only: {'; '.join(others)} "
             "(unset it, or run the demo from a shell and directory without arrears.toml); nothing was done"
         )
+
+
+# Outbox runs a simulated day makes at most, between its cycle and the next day's (one a zone's
+# morning, as `arrears serve`'s quarter-hourly run would find them due).
+_SWEEPS_A_DAY = 8
+
+
+def _sweep(engine: "Engine", *, after: datetime, before: datetime) -> None:
+    """Send what the day's cycle deferred to a borrower's morning, at the instants it falls due and
+    before the next day's cycle, as `arrears serve`'s outbox run does. Without it a text deferred
+    to 08:00 in a zone the cycles' hour is never inside (the US, for a lender in Shanghai) was due
+    again only at the next cycle, outside the window again, and waited for ever."""
+    from arrears.storage import outbox
+    from flows.daily_cycle import dispatch_outbox
+
+    at = after
+    for _ in range(_SWEEPS_A_DAY):
+        with engine.connect() as connection:
+            due = outbox.next_due(connection, after=at, before=before)
+        if due is None:
+            return
+        dispatch_outbox(as_of=due.isoformat())
+        at = due
 
 
 @contextmanager
