@@ -83,14 +83,16 @@ def audit(url: str, received: list[Mapping[str, Any]], mailed: list[Mapping[str,
     from sqlalchemy import func, select
 
     from arrears.storage import get_engine
+    from arrears.storage.installation import installation_id
     from arrears.storage.letters import provider_key
     from arrears.storage.tables import audit as audit_table
     from arrears.storage.tables import bureau, cycle_run, letter, message
-    from tasks.sending import reference
+    from tasks.sending import reference, travelling_key
 
     copies = Counter(str((m.get("params") or {}).get("ref", m.get("id"))) for m in received)
     engine = get_engine(url)
     with engine.connect() as c:
+        installation = installation_id(c)
         rows = c.execute(select(message.c.idempotency_key, message.c.status)).all()
         events = c.execute(
             select(
@@ -111,7 +113,7 @@ def audit(url: str, received: list[Mapping[str, Any]], mailed: list[Mapping[str,
                 )
             )
         }
-    status = {reference(r.idempotency_key): r.status for r in rows}
+    status = {reference(travelling_key(r.idempotency_key, installation)): r.status for r in rows}
     lost = sum(1 for ref in copies if status.get(ref) == "scheduled")
     misrecorded = sum(1 for ref in copies if status.get(ref) not in (*SENT, "scheduled"))
     misrecorded += sum(1 for ref, s in status.items() if s in SENT and ref not in copies)

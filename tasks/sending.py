@@ -73,6 +73,7 @@ __all__ = [
     "reference",
     "request_of",
     "send_batch",
+    "travelling_key",
     "went_at",
 ]
 
@@ -278,12 +279,17 @@ def reference(idempotency_key: str) -> str:
     return "r" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
 
 
+def travelling_key(idempotency_key: str, installation: str | None) -> str:
+    """A message's key as it travels to the provider (`request_of`)."""
+    return idempotency_key if installation is None else f"{installation}-{idempotency_key}"
+
+
 def request_of(row: Any, installation: str | None) -> SmsRequest:
     """The request that carries an outbox row to the provider. Its key, and the reference derived
     from it, carry the installation id (DESIGN §3): two databases texting the same account,
     stage and episode through one provider account never find each other's send for their own
     after a crash (a borrower left untexted). `None`: the bare key, as keys travelled before."""
-    key = row.idempotency_key if installation is None else f"{installation}-{row.idempotency_key}"
+    key = travelling_key(row.idempotency_key, installation)
     params = {**(row.params or {}), "ref": reference(key)}
     return SmsRequest(key, row.address, row.template, params, row.body, row.created_at)
 
