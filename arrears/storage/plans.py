@@ -39,7 +39,8 @@ from arrears.storage._common import (
     to_precision,
 )
 from arrears.storage.bulk import among
-from arrears.storage.tables import account, bureau, message, payment, plan, promise, settlement
+from arrears.storage.promises import replace_pending
+from arrears.storage.tables import account, bureau, message, payment, plan, settlement
 from arrears.vocabulary import Exit, MessageStatus, Stage
 
 __all__ = [
@@ -341,27 +342,17 @@ def accept_plan(
     # The plan is the agreement now: a promise pending for a later day is replaced by it, or,
     # broken beside the plan, it would count against a borrower paying as agreed (one already
     # past its date is left to be judged, as a new promise leaves it).
-    replaced = connection.execute(
-        update(promise)
-        .where(
-            promise.c.account_id == account_id,
-            promise.c.status == "pending",
-            promise.c.due_date >= business_date,
-        )
-        .values(status="replaced", resolved_at=at)
-        .returning(promise.c.id)
-    ).scalars()
     events = [
         event(
             account_id,
             at,
             "promise",
-            f"promise {old} replaced by plan {plan_id}",
-            {"promise_id": old, "status": "replaced", "by_plan": plan_id, **extra},
+            f"promise {old.id} replaced by plan {plan_id}",
+            {"promise_id": old.id, "status": "replaced", "by_plan": plan_id, **extra},
             actor=actor,
             cycle_id=cycle_id,
         )
-        for old in replaced
+        for old in replace_pending(connection, account_id=account_id, day=business_date, at=at)
     ]
     events += [
         event(

@@ -52,6 +52,7 @@ __all__ = [
     "nudge_for_payments",
     "promise_accounts",
     "promises_of",
+    "replace_pending",
     "reset_broken_promises",
     "resolve_promises",
     "state_hardship",
@@ -339,6 +340,23 @@ def nudge_for_payments(
 # == promises =====================================================================================
 
 
+def replace_pending(connection: Connection, *, account_id: str, day: date, at: datetime) -> list[Any]:
+    """Mark replaced the account's pending promises due on or after `day`, the day an agreement
+    (a new promise, a plan, a settlement) is made: kept beside it, one would break while the
+    borrower pays as agreed, and count against them. One already past its date is left to be
+    judged. The rows replaced (id, amount, due date)."""
+    return list(
+        connection.execute(
+            update(promise)
+            .where(
+                promise.c.account_id == account_id, promise.c.status == "pending", promise.c.due_date >= day
+            )
+            .values(status="replaced", resolved_at=at)
+            .returning(promise.c.id, promise.c.amount, promise.c.due_date)
+        ).all()
+    )
+
+
 def add_promise(
     connection: Connection,
     *,
@@ -398,14 +416,7 @@ def add_promise(
     if why is not None:
         raise ValueError(why)
     extra = data or {}
-    replaced = connection.execute(
-        update(promise)
-        .where(
-            promise.c.account_id == account_id, promise.c.status == "pending", promise.c.due_date >= made_on
-        )
-        .values(status="replaced", resolved_at=at)
-        .returning(promise.c.id, promise.c.amount, promise.c.due_date)
-    ).all()
+    replaced = replace_pending(connection, account_id=account_id, day=made_on, at=at)
     created = inserted_id(
         connection.execute(
             promise.insert().values(

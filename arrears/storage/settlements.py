@@ -19,8 +19,9 @@ from arrears.lifecycle import TERMINAL
 from arrears.settlements import ACTIVE, SettlementError, assess, check_terms
 from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.bulk import in_range
+from arrears.storage.promises import replace_pending
 from arrears.storage.referrals import REFERRAL_ENDED
-from arrears.storage.tables import account, audit, payment, plan, promise, referral, settlement
+from arrears.storage.tables import account, audit, payment, plan, referral, settlement
 
 __all__ = [
     "cancel_settlement",
@@ -172,26 +173,16 @@ def _replace_promises(
     """The agreement replaces a promise pending for a later day, as a plan does
     (`storage.plans.accept_plan`): kept beside it, it broke while the borrower paid the settlement
     by its own date, and counted against them. One already past its date is left to be judged."""
-    replaced = connection.execute(
-        update(promise)
-        .where(
-            promise.c.account_id == account_id,
-            promise.c.status == "pending",
-            promise.c.due_date >= day,
-        )
-        .values(status="replaced", resolved_at=at)
-        .returning(promise.c.id)
-    ).scalars()
     return [
         event(
             account_id,
             at,
             "promise",
-            f"promise {old} replaced by settlement {settlement_id}",
-            {"promise_id": old, "status": "replaced", "by_settlement": settlement_id},
+            f"promise {old.id} replaced by settlement {settlement_id}",
+            {"promise_id": old.id, "status": "replaced", "by_settlement": settlement_id},
             actor=f"agent:{agent}",
         )
-        for old in replaced
+        for old in replace_pending(connection, account_id=account_id, day=day, at=at)
     ]
 
 
