@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -51,8 +52,12 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _seconds(timestamp: str) -> float:
-    """Unix seconds from the timestamp header: seconds, or milliseconds when it is that long."""
+    """Unix seconds from the timestamp header: seconds, or milliseconds when it is that long.
+    ValueError for what is no instant: `float` reads "nan" and "inf", and a NaN compares false
+    with every bound, so it passed as fresh."""
     value = float(timestamp)
+    if not math.isfinite(value):
+        raise ValueError(f"not an instant: {timestamp!r}")
     return value / 1000 if value > 10**11 else value
 
 

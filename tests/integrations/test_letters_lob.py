@@ -144,6 +144,17 @@ def test_stale_webhook_timestamp_is_refused() -> None:
     assert caught.value.code == "signature.stale"
 
 
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf"])
+def test_a_webhook_timestamp_that_is_no_instant_is_refused(stamp: str) -> None:
+    """`float` reads "nan" and "inf": a NaN timestamp compared false with both bounds of the
+    five minutes, and passed as fresh. Signed or not, it is refused as malformed."""
+    _, body = _webhook()
+    headers = {"Lob-Signature": sign(SECRET, stamp, body), "Lob-Signature-Timestamp": stamp}
+    with _provider(lambda r: httpx.Response(500)) as provider, pytest.raises(InvalidCallback) as caught:
+        provider.parse_callback(headers, body)
+    assert caught.value.code == "signature.malformed"
+
+
 def test_millisecond_timestamps_are_read_as_such() -> None:
     """A timestamp in milliseconds is understood, so a fresh one is not refused as in the future."""
     event = {"reference_id": "ltr_1", "event_type": {"id": "letter.mailed"}, "date_created": NOW.isoformat()}
