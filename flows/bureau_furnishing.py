@@ -25,6 +25,7 @@ from flows._results import FAILURE_TEXT
 from tasks.bureau import (
     FurnishingRefused,
     build_furnish_file,
+    check_furnisher,
     record_furnish,
     record_refusal,
     submit_furnish_file,
@@ -64,6 +65,7 @@ def bureau_furnishing(period: str | None = None, output: str | None = None) -> d
     period = period or last_period()
     today = business_date(utcnow(), get_settings().lender_timezone)
     Period.parse(period).over_by(today)  # a bad or unfinished period fails before anything is read
+    check_furnisher()  # a real bureau is never sent a file under the sandbox's furnisher id
     resource = {"prefect.resource.id": f"arrears.bureau.furnishing.{period}"}
 
     built: FurnishFile = build_furnish_file(period)

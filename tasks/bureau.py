@@ -31,19 +31,21 @@ from arrears.clock import business_date
 from arrears.files import atomic_write, private_directory
 from arrears.metro2 import Furnisher, FurnishFile, Period, Problem, build_file, validate
 from arrears.models import utcnow
-from arrears.settings import get_settings
+from arrears.settings import Settings, get_settings
 from arrears.storage import bureau as store
 from arrears.storage import migrate
 from integrations.bureau.protocol import FurnishRequest, FurnishResult
-from integrations.errors import Transient, UnknownOutcome
+from integrations.errors import ConfigError, Transient, UnknownOutcome
 from tasks.database import engine
 from tasks.providers import current_bureau
 
 __all__ = [
+    "PLACEHOLDER_FURNISHER_ID",
     "BureauSettings",
     "FurnishingRefused",
     "build_furnish_file",
     "bureau_settings",
+    "check_furnisher",
     "furnish_key",
     "record_furnish",
     "record_refusal",
@@ -86,6 +88,22 @@ class BureauSettings:
 def bureau_settings() -> BureauSettings:
     settings = get_settings()
     return BureauSettings(**{f: getattr(settings, f"bureau_{f}") for f in BureauSettings.__slots__})
+
+
+# The furnisher id arrears ships with: the sandbox bureau takes it, a real one assigned another.
+PLACEHOLDER_FURNISHER_ID = Settings.model_fields["bureau_furnisher_id"].default
+
+
+def check_furnisher() -> None:
+    """ConfigError when a bureau that is not the sandbox would be sent a file under the furnisher
+    id arrears ships with: the bureau would refuse the month's file, or take its tradelines as
+    another furnisher's. Nothing is built or sent before it is set."""
+    s = bureau_settings()
+    if s.provider != "sandbox" and s.furnisher_id == PLACEHOLDER_FURNISHER_ID:
+        raise ConfigError(
+            f"ARREARS_BUREAU_FURNISHER_ID is {PLACEHOLDER_FURNISHER_ID!r}, the sandbox's: set the Metro 2 "
+            f"identification number the bureaus assigned before furnishing to {s.provider!r}"
+        )
 
 
 class FurnishingRefused(RuntimeError):

@@ -430,6 +430,7 @@ def test_a_failed_submission_announces_its_error_masked(
     from flows.bureau_furnishing import bureau_furnishing
 
     monkeypatch.setenv("ARREARS_BUREAU_PROVIDER", "13912341234")
+    monkeypatch.setenv("ARREARS_BUREAU_FURNISHER_ID", "FURNISHER01")  # a real bureau's: not the sandbox's
     get_settings.cache_clear()
     state = bureau_furnishing(period="2026-11", return_state=True)
     assert state.is_failed() and "13912341234" not in (state.message or "")
@@ -443,6 +444,29 @@ def test_a_failed_submission_announces_its_error_masked(
                 break
             time.sleep(0.1)
     assert errors and all("bureau.*******1234" in e and "13912341234" not in e for e in errors), errors
+
+
+def test_a_real_bureau_is_never_sent_a_file_under_the_sandboxs_furnisher_id(
+    sqlite_portfolio: Engine, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARREARS_BUREAU_FURNISHER_ID left at the sandbox's `ARREARS-SANDBOX` with a real bureau
+    configured: the month's file would be refused, or its tradelines taken as another furnisher's.
+    `arrears bureau furnish` refuses, exit 2, naming the setting, before anything is built or sent;
+    so does the monthly run."""
+    from integrations.errors import ConfigError
+    from tasks.bureau import check_furnisher
+
+    monkeypatch.setenv("ARREARS_BUREAU_PROVIDER", "rest")
+    monkeypatch.setenv("ARREARS_BUREAU_BASE_URL", "https://bureau.example")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["bureau", "furnish", "--period", "2026-11", "--database", sqlite_url])
+    assert isinstance(result.exception, CliError) and result.exception.exit_code == 2
+    assert "ARREARS_BUREAU_FURNISHER_ID" in str(result.exception)
+    with pytest.raises(ConfigError, match="ARREARS_BUREAU_FURNISHER_ID"):
+        check_furnisher()  # what the monthly run asks first
+    monkeypatch.setenv("ARREARS_BUREAU_FURNISHER_ID", "FURNISHER01")
+    get_settings.cache_clear()
+    check_furnisher()
 
 
 # -- what the importer lets into storage, as the month's file sees it ------------------------------

@@ -49,9 +49,10 @@ def furnish(
     """Build the period's Metro 2 file, validate it, and submit it to the bureau.
 
     A file that fails validation is never submitted. A month not over yet in the lender's zone is
-    refused (exit 2), as is an --output that names no file (a directory, a FIFO, a device); the
-    file written there is private (0600). With the default (sandbox) bureau provider a local
-    sandbox bureau is started for the run.
+    refused (exit 2), as is an --output that names no file (a directory, a FIFO, a device), and
+    a bureau other than the sandbox while ARREARS_BUREAU_FURNISHER_ID is still the sandbox's
+    `ARREARS-SANDBOX`; the file written there is private (0600). With the default (sandbox)
+    bureau provider a local sandbox bureau is started for the run.
     """
     from arrears.clock import business_date
     from arrears.files import check_target
@@ -70,8 +71,13 @@ def furnish(
             raise CliError(f"--output {output}: {error.strerror or error}") from None
     existing_database(database, upgrade=True)  # its task migrates anyway
     from flows.bureau_furnishing import bureau_furnishing
-    from integrations.errors import ProviderError
-    from tasks.bureau import FurnishingRefused
+    from integrations.errors import ConfigError, ProviderError
+    from tasks.bureau import FurnishingRefused, check_furnisher
+
+    try:
+        check_furnisher()
+    except ConfigError as error:
+        raise CliError(f"invalid settings: {error}; nothing was furnished") from None
 
     try:
         summary = bureau_furnishing(period=period, output=str(output) if output else None)
