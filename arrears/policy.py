@@ -128,7 +128,13 @@ class Segmentation(_Section):
     default_ability: float = Field(default=0.5, ge=0, le=1, description="Assumed before any bureau pull.")
     default_willingness: float = Field(default=0.5, ge=0, le=1, description="Assumed before any contact.")
     unreachable_after_failures: int = Field(
-        default=3, description="Consecutive failed deliveries that mark a number unreachable."
+        default=3,
+        ge=3,
+        description=(
+            "Consecutive failed deliveries that mark a number unreachable, and open skip tracing: at"
+            " least 3 (CBA 2026 guideline: third parties only once the debtor is unreachable, an"
+            " invalid number or 3 failed contacts in a row)."
+        ),
     )
 
 
