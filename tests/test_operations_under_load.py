@@ -3,6 +3,8 @@ that has left review, runs resumed by someone else while the cycle wakes them, a
 worth of paused review runs."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,29 @@ with exclusive_run(get_engine(sys.argv[1]), "dispatch"):
 """
 
 
+@contextmanager
+def _lock_held(db_url: str, *, seconds: float) -> Iterator[None]:
+    """The database's run lock held by another process for `seconds` (or until the block ends)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, db_url, str(seconds)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()  # a holder that slept its time out has exited: nothing to kill
+        holder.wait(timeout=60)
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_scheduled_cycle_waits_for_the_outbox_run_holding_the_lock(
     later_db: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -195,27 +220,13 @@ def test_a_scheduled_cycle_waits_for_the_outbox_run_holding_the_lock(
     """The outbox run of `arrears serve` (every quarter hour, minutes long at portfolio scale)
     holds the run lock when the cycle's cron fires: the cycle waits for it, then runs. It failed
     at once with `CycleRunning`, the day's cycle not run and the on-call paged."""
-    import subprocess
-    import sys
-
     import flows.daily_cycle as cycle_flow
     from tests.later_stage_helpers import import_rows, us_account
 
     import_rows(later_db, tmp_path, [us_account("A-PO5")])
     monkeypatch.setattr(cycle_flow, "LOCK_POLL_SECONDS", 0.2)
-    root = Path(__file__).resolve().parent.parent
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, db_url, "3"],
-        cwd=root,
-        env={**__import__("os").environ, "PYTHONPATH": str(root)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with _lock_held(db_url, seconds=3):
         stats = cycle_flow.daily_cycle(as_of="2026-12-01T16:00:00Z")
-    finally:
-        holder.wait(timeout=60)
     assert stats["cycle_id"] and stats["advance"]["accounts"] == 1
 
 
@@ -225,24 +236,9 @@ def test_an_outbox_run_finding_a_cycle_running_ends_completed_having_done_nothin
 ) -> None:
     """The quarter-hourly outbox run of `arrears serve` while the cycle runs (minutes at portfolio
     scale): it does nothing and says why, Completed; it was a Failed run every quarter hour."""
-    import subprocess
-    import sys
-
     from flows.daily_cycle import dispatch_outbox
 
-    root = Path(__file__).resolve().parent.parent
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, db_url, "30"],
-        cwd=root,
-        env={**__import__("os").environ, "PYTHONPATH": str(root)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with _lock_held(db_url, seconds=30):
         state = dispatch_outbox(as_of="2026-12-01T16:00:00Z", return_state=True)
-    finally:
-        holder.kill()
-        holder.wait(timeout=60)
     assert state.is_completed()
     assert list(state.result()) == ["skipped"] and "running" in state.result()["skipped"]
