@@ -272,9 +272,10 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
         try:
             template = template_for(d.kind, context.jurisdiction, rules=d.rules)
         except LetterTemplateMissing as missing:
-            # No template for its kind there (a GB notice): blocked as one `send_letters` cannot
-            # render, the others written; a notice it owes holds its review until an operator
-            # writes it again once there is one (`arrears letters rewrite`).
+            # No template for its kind there (a notice a lender's policy owes where arrears writes
+            # none): blocked as one `send_letters` cannot render, the others written; a notice it
+            # owes holds its review until an operator writes it again once there is one
+            # (`arrears letters rewrite`).
             new.append(_blocked(d, _unrendered(missing), replaces))
             continue
         recipient = {

@@ -61,7 +61,15 @@ def test_ireland_owes_the_default_notice_and_a_court_order_for_protected_goods_a
     goods without a court order. Each is sourced from the row and Ireland's own Consumer Credit
     Act 1995 (ss.54, 63-64), marked unverified; counted as GB counts them."""
     ie, gb = profile("IE"), profile("GB")
-    assert (ie.cure_notice_days, ie.cure_business_days, ie.cure_mailing_days) == (14, False, 0)
+    assert (
+        (ie.cure_notice_days, ie.cure_business_days, ie.cure_mailing_days)
+        == (
+            gb.cure_notice_days,
+            gb.cure_business_days,
+            gb.cure_mailing_days,
+        )
+        == (14, False, 5)
+    )
     assert ie.repossession_needs_court_order and gb.repossession_needs_court_order
     sources = dict(ie.sources)
     assert sources["cure"].startswith("Consumer Credit Act 1995 s.54 (unverified):")

@@ -1096,56 +1096,6 @@ def test_a_mailed_date_learned_late_of_a_notice_given_again_elsewhere_starts_no_
     assert events(mail_db, IA, "cure_notice") == []
 
 
-def test_a_notice_with_no_template_in_its_jurisdiction_is_blocked_and_holds_only_its_review(
-    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
-) -> None:
-    """Ireland owes a 14-day default notice before enforcement, and arrears has no Irish template:
-    the review's letter is blocked with the reason (as one that cannot be rendered), and the review
-    can be decided only once a notice goes; the Iowa review beside it is written and mailed as
-    ever, not stopped with it."""
-    from tasks.review import prepare_reviews, waiting
-
-    irish = {
-        "jurisdiction": "IE",
-        "timezone": "Europe/Dublin",
-        "currency": "EUR",
-        "phone": "+353 85 123 4567",
-        "address_line1": "1 Main Street",
-        "city": "Dublin",
-        "state": "",
-        "postal_code": "D02 X285",
-    }
-    put_in_review(mail_db, tmp_path, "A-IE1", **irish)
-    put_in_review(mail_db, tmp_path, IA)
-    assert prepare_reviews.fn(at("2026-12-01T17:00:00Z")).notices == 2  # one to mail, one blocked
-    [blocked] = rows(mail_db, letter_t, "A-IE1")
-    assert (blocked.kind, blocked.status, blocked.reason) == (
-        "right_to_cure",
-        "blocked",
-        "not rendered: LetterTemplateMissing: no right_to_cure letter for IE",
-    )
-    [written] = rows(mail_db, letter_t, IA)
-    assert written.status == "pending"
-    [w] = [w for w in waiting(mail_db, now=at("2027-02-01T00:00:00Z")) if w.account_id == "A-IE1"]
-    assert (w.waits_for, "LetterTemplateMissing" in w.detail) == ("blocked", True)
-    refused = _cli(
-        "review",
-        "decide",
-        "A-IE1",
-        "--decision",
-        "legal",
-        "--reviewer",
-        "Ana Ruiz",
-        "--reason",
-        "r",
-        "--as-of",
-        "2027-02-01T12:00:00Z",
-        "--database",
-        db_url,
-    )
-    assert _refused(refused) and "right-to-cure" in str(refused.exception)
-
-
 def test_every_date_a_letter_prints_counts_from_its_latest_mailing_over_a_weekend() -> None:
     """Handed to the provider within a day and mailed within two business days: a notice of sale
     or a 催收函 written on Thursday evening counts its days from Tuesday, not from Sunday."""

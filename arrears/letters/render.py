@@ -1,17 +1,20 @@
 """Legal notices and confirmations as PDF letters: the text from a template, the page set by reportlab.
 
 Why here, in the domain core: what a notice says is a rule of its jurisdiction (Iowa Code
-537.5110-5111, Wis. Stat. 425.104-105, M.G.L. c.255B §20A; the CBA 2026 guideline for a 催收函),
-and the PDF is evidence. So rendering is a pure function of its inputs: `render(kind, context)`
-gives the same bytes for the same context every time (reportlab's `invariant=1`: no clock, no
-random document id in the file), its SHA-256 is stored with the letter, and `arrears letters pdf`
-can re-render the letter as mailed from the stored context. The task that mails it hands the
-bytes to the letters provider (`integrations.letters`) and keeps the hash; nothing here knows a
-provider.
+537.5110-5111, Wis. Stat. 425.104-105, M.G.L. c.255B §20A, CCA 1974 s.88; the CBA 2026 guideline
+for a 催收函), and the PDF is evidence. So rendering is a pure function of its inputs:
+`render(kind, context)` gives the same bytes for the same context every time (reportlab's
+`invariant=1`: no clock, no random document id in the file), its SHA-256 is stored with the
+letter, and `arrears letters pdf` can re-render the letter as mailed from the stored context. The
+task that mails it hands the bytes to the letters provider (`integrations.letters`) and keeps the
+hash; nothing here knows a provider.
 
 Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<variant>.j2`):
 - `right_to_cure`: US-IA, US-WI, US-MA: the amount to cure, the cure deadline, the lender's name
-  and contact, the borrower's rights;
+  and contact, the borrower's rights; GB and IE: the default notice (Consumer Credit Act 1974
+  s.87-88 and the Consumer Credit (Enforcement, Default and Termination Notices) Regulations 1983
+  Sch. 2; Consumer Credit Act 1995 s.54, unverified), which states the date *before which* the
+  arrears are to be paid (`remedy_before`, the day after the last day to cure);
 - `collection_notice`: the zh-CN 催收函 sent to a CN account before legal referral;
 - `hardship_plan`: the confirmation of an accepted plan, in English or zh-CN by the profile's locale;
 - `notice_of_sale`: after a repossession, the notice of the planned sale (UCC 9-614's form for
@@ -25,7 +28,7 @@ import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache, partial
 from typing import Literal
@@ -61,6 +64,21 @@ _LATIN_FONT = "Helvetica"
 _LETTER_PAPER = frozenset({"US", "CA", "MX"})
 _TITLE_SIZE, _BODY_SIZE, _LEADING = 13, 10.5, 15
 _MARGIN = 64
+# Lines set in bold: the amount and the date of a notice, and the statements the GB default notice
+# must give prominence by bold print, not block capitals (1983 Regulations reg. 2(5), as amended in
+# 2020); a line in capitals is set in bold too.
+_EMPHASISED = (
+    "AMOUNT TO CURE",
+    "CURE DEADLINE",
+    "SALE NOT BEFORE",
+    "逾期金额",
+    "还款期限",
+    "Amount to pay:",
+    "Pay before:",
+    "This is a default notice",
+    "Important - you should read this carefully",
+    "If you do not take the action required by this notice",
+)
 
 
 class LetterTemplateMissing(LookupError):
@@ -159,7 +177,10 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
     }
     if kind in ("right_to_cure", "collection_notice"):
         values["amount_to_cure"] = money(ctx.amount_to_cure, "the amount to cure")
-        values["cure_deadline"] = day(ctx.cure_deadline, "the cure deadline")
+        values["cure_deadline"] = last = day(ctx.cure_deadline, "the cure deadline")
+        # CCA 1974 s.88(1)(b): "the date before which that action is to be taken", the day the
+        # period has ended (`CureNotice.deadline` is its first instant).
+        values["remedy_before"] = (date.fromisoformat(last) + timedelta(days=1)).isoformat()
         values["itemization"] = [(label, format_money(a, ctx.currency)) for label, a in ctx.itemization]
         # Wis. Stat. 425.104(1): the notice states the amount to cure itemized; the items add up.
         itemized = bool(ctx.itemization) and sum(a for _, a in ctx.itemization) == ctx.amount_to_cure
@@ -361,9 +382,7 @@ def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, addres
             for piece in _fit(part, font, _BODY_SIZE, usable):
                 line_out(piece, font, _BODY_SIZE)
     for raw in lines[1:]:
-        emphasised = raw.isupper() or raw.startswith(
-            ("AMOUNT TO CURE", "CURE DEADLINE", "SALE NOT BEFORE", "逾期金额", "还款期限")
-        )
+        emphasised = raw.isupper() or raw.startswith(_EMPHASISED)
         face = bold if emphasised else font
         for piece in _fit(raw, face, _BODY_SIZE, usable):
             line_out(piece, face, _BODY_SIZE)
