@@ -59,7 +59,7 @@ from tasks.drill import crash_point
 from tasks.logs import run_logger
 from tasks.mailing import cycle_letters, mail_letters
 from tasks.providers import check_settings, sms_session
-from tasks.receipts import receipts_to_reconcile, reconcile_receipts
+from tasks.receipts import expire_early_reports, receipts_to_reconcile, reconcile_receipts
 from tasks.report import report_cycle
 from tasks.workers import keeping_workers, worker_processes
 
@@ -538,6 +538,8 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
         counts = run_dispatch(instant, None, live=as_of is None)
         if crashed:
             counts["crashed_cycles_closed"] = crashed
+        if expired := expire_early_reports(instant):
+            counts["early_reports_expired"] = expired
         counts |= follow_letters_and_orders(instant)  # letters and repossession orders, as for SMS receipts
         counts |= start_waiting_reviews(instant, as_of)  # the review runs a cycle deferred, minutes later
         # The embedded sandbox (no URL) is started per session and remembers nothing to look up.

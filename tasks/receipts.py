@@ -4,7 +4,13 @@ Gateways drop callbacks (the sandbox does on request; real ones do under load or
 webhook is down). A message still `sent` an hour after the provider took it is looked up by its
 provider id (`SmsProvider.status`), and the answer is applied exactly as a callback would be
 (`tasks.inbound.record_delivery_reports`): a late callback and the lookup move the message once,
-never backwards. The outbox sweep runs it after each dispatch, a bounded number at a time.
+never backwards, and what the error says of the number (a landline, an opt-out at the carrier)
+counts as it would have in the callback. The outbox sweep runs it after each dispatch, a bounded
+number at a time.
+
+The other way round, a report that came before its send was recorded and whose send never was
+is given up after a week (`expire_early_reports`, by every outbox run, whether or not a receipt
+is awaited): kept for operators, no longer waited for.
 """
 
 from datetime import datetime, timedelta
@@ -14,15 +20,22 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from arrears.settings import get_settings
-from arrears.storage import outbox
+from arrears.storage import delivery_reports, outbox
 from integrations.errors import ConfigError, ProviderError
 from integrations.providers import provider_class
-from integrations.sms.protocol import DeliveryReport, SmsRequest
+from integrations.sms.protocol import DeliveryReport, SmsRequest, SmsResult
 from tasks.database import engine
 from tasks.inbound import record_delivery_reports
 from tasks.providers import current_sms
 
-__all__ = ["RECEIPT_GRACE", "RECEIPT_HORIZON", "receipts_to_reconcile", "reconcile_receipts"]
+__all__ = [
+    "RECEIPT_GRACE",
+    "RECEIPT_HORIZON",
+    "expire_early_reports",
+    "looked_up_report",
+    "receipts_to_reconcile",
+    "reconcile_receipts",
+]
 
 RECEIPT_GRACE = timedelta(hours=1)  # a receipt normally comes within seconds; an hour is a lost one
 RECEIPT_HORIZON = timedelta(days=3)  # vendors keep message records for days, not forever
@@ -43,6 +56,30 @@ def receipts_to_reconcile(as_of: datetime, limit: int) -> list[Any]:
             sent_after=as_of - RECEIPT_HORIZON,
             limit=limit,
         )
+
+
+def expire_early_reports(as_of: datetime) -> int:
+    """Give up the early reports whose send was not recorded within `EARLY_REPORT_KEPT` of
+    `as_of` (kept in the audit trail for `arrears callbacks list`); how many. One transaction."""
+    with engine().begin() as connection:
+        return delivery_reports.expire_early_reports(connection, as_of=as_of)
+
+
+def looked_up_report(found: SmsResult, address: str, as_of: datetime) -> DeliveryReport:
+    """A status lookup's answer as the callback that never came would have told it: what the error
+    says of the number (Twilio's 30006 a landline, 21610 an opt-out at the carrier) with it. Without
+    those, a landline counted as one failure among the policy's run, and a carrier opt-out as a
+    failed delivery, its STOP never recorded."""
+    return DeliveryReport(
+        found.provider_id,
+        found.status,
+        as_of,
+        found.error_code,
+        vendor_status="status lookup",
+        number_cannot_text=found.number_cannot_text,
+        recipient_opted_out=found.recipient_opted_out,
+        recipient=address,
+    )
 
 
 @task(
@@ -78,11 +115,7 @@ def reconcile_receipts(as_of: datetime, limit: int = 500) -> dict[str, int]:
         if found is None or found.status in ("queued", "sent"):
             counts["receipts_pending"] += 1
             continue
-        reports.append(
-            DeliveryReport(
-                found.provider_id, found.status, as_of, found.error_code, vendor_status="status lookup"
-            )
-        )
+        reports.append(looked_up_report(found, row.address, as_of))
     if reports:
         applied = record_delivery_reports(engine(), provider=_provider_name(), reports=reports)
         counts["receipts_applied"] = len(applied.changed)

@@ -199,7 +199,8 @@ def test_breathing_space_stops_every_contact_and_cancels_repossession_work() -> 
 
 # The only rows arrears ever deletes, each a copy of what is kept elsewhere: an opt-out kept for a
 # number no contact point held (the START that ends it is kept as an inbound message and audited),
-# a delivery report that came before its message (applied to the message, then dropped), and the
+# a delivery report that came before its message (applied to the message, then dropped; or given up
+# after a week, kept in the audit trail as an `expired_report`), and the
 # installation id of a fresh copy of a database that has sent nothing.
 _DELETABLE = {
     ("_common.py", "opted_out_number"),

@@ -6,7 +6,11 @@ already there. A delivered or failed report about no message of ours (yet) is ne
 it is kept once as an early report, and in the audit trail for operators. A vendor may report
 within a second of taking a message, before dispatch has recorded the send (half of a live
 cycle's receipts did: benchmarks/receipts.py --live), and `apply_early_reports` applies it once
-the send is recorded.
+the send is recorded. One whose send is never recorded (a message of another system's, a send
+lost in a crash before its id was written, whose receipt the lookup sweep then asks about) is
+waited for `EARLY_REPORT_KEPT` (7 days), then given up by `expire_early_reports`: deleted, and
+kept in the audit trail as an `expired_report`, which `arrears callbacks list` shows, so the table
+holds a week of them at most rather than every one ever pushed.
 
 A report that the recipient opted out at the carrier (Twilio's 21610) is no failed delivery: the
 number works, its owner texted STOP. It is recorded as a STOP is (`record_carrier_opt_out`, the
@@ -16,7 +20,7 @@ towards marking the number unreachable.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, literal, select, update
@@ -28,15 +32,23 @@ from arrears.storage.tables import account, audit, contact, early_report, messag
 from arrears.vocabulary import Channel, InvalidBecause, MessageStatus
 
 __all__ = [
+    "EARLY_REPORT_KEPT",
+    "EXPIRED_REPORT",
     "UNMATCHED_REPORT",
     "ReportsApplied",
     "StatusReport",
     "apply_delivery_reports",
     "apply_early_reports",
+    "expire_early_reports",
     "record_carrier_opt_out",
 ]
 
 UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
+EXPIRED_REPORT = "expired_report"  # audit kind: an early report whose send was never recorded
+# How long an early report waits for its send. Dispatch records a batch's sends seconds after the
+# vendor took them, or, after a crash, at the next run's reconciliation (minutes; a day at worst):
+# a week is well past both, and past the lookup sweep's horizon (tasks.receipts: 3 days).
+EARLY_REPORT_KEPT = timedelta(days=7)
 SOURCE = "webhook"  # where the reports recorded here came from
 
 # A report moves a message forward only: sent → delivered | failed. Both ends are final, so a
@@ -216,6 +228,54 @@ def apply_early_reports(
     )
     connection.execute(delete(early_report).where(among(early_report.c.id, [r.id for r in rows])))
     return applied
+
+
+def expire_early_reports(
+    connection: Connection, *, as_of: datetime, kept_for: timedelta = EARLY_REPORT_KEPT, limit: int = 5000
+) -> int:
+    """Give up the early reports (of every provider) that waited `kept_for` by `as_of` for a send
+    that was never recorded: delete them and keep each in the audit trail without an account, as
+    an `expired_report` with the reason, for operators. How many; at most `limit` a call, oldest
+    first (the next call takes the rest). Their age is the report's own instant: the vendor's
+    report time (Aliyun) or when it reached us (Twilio), a few minutes apart at most."""
+    due = (
+        select(early_report.c.id)
+        .where(early_report.c.at < as_of - kept_for)
+        .order_by(early_report.c.at, early_report.c.id)
+        .limit(limit)
+    )
+    ids = list(connection.scalars(due))
+    if not ids:
+        return 0
+    # DELETE … RETURNING: a report applied or expired meanwhile by another transaction is not kept twice
+    rows = connection.execute(
+        delete(early_report).where(among(early_report.c.id, ids)).returning(*early_report.c)
+    ).all()
+    waited = f"{kept_for.days} days" if kept_for == timedelta(days=kept_for.days) else str(kept_for)
+    events = [
+        {
+            "account_id": None,
+            "at": as_of,
+            "kind": EXPIRED_REPORT,
+            "actor": r.provider,
+            "detail": f"delivery report {r.status} for {r.provider_id}, kept since {r.at:%Y-%m-%d %H:%M} UTC "
+            f"for a send of ours that was never recorded: given up after {waited}, not applied",
+            "data": {
+                "provider": r.provider,
+                "provider_id": r.provider_id,
+                "status": r.status,
+                "error_code": r.error_code,
+                "vendor_status": r.vendor_status,
+                "reported_at": r.at.isoformat(),
+                "reason": f"no send of ours with this provider id recorded within {waited}",
+                "source": SOURCE,
+            },
+        }
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
+    if events:
+        connection.execute(audit.insert(), events)
+    return len(events)
 
 
 def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:

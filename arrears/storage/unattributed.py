@@ -5,6 +5,8 @@ make the vendor push it again) and keeps it in the audit trail without an accoun
 
 - `unmatched_report`: a delivery report about no message of ours (applied if its send is recorded
   later);
+- `expired_report`: such a report whose send was still not recorded a week on: given up, never
+  applied (`delivery_reports.expire_early_reports`);
 - `unmatched_court`: a court status for a filing no referral has;
 - `unreadable_callback`: an item of a batch callback that could not be read (no number, no
   reference, a status word we do not know);
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, false, func, or_, select
 
 from arrears.storage.court_statuses import UNMATCHED_COURT
-from arrears.storage.delivery_reports import UNMATCHED_REPORT
+from arrears.storage.delivery_reports import EXPIRED_REPORT, UNMATCHED_REPORT
 from arrears.storage.tables import audit
 from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 FROM_UNKNOWN_NUMBER = "from_unknown_number"  # the filter for a borrower's text on no account
-KINDS = (UNMATCHED_REPORT, UNMATCHED_COURT, UNREADABLE_CALLBACK, FROM_UNKNOWN_NUMBER)
+KINDS = (UNMATCHED_REPORT, EXPIRED_REPORT, UNMATCHED_COURT, UNREADABLE_CALLBACK, FROM_UNKNOWN_NUMBER)
 REPORTED_OVER = timedelta(days=1)  # a daily cycle's report counts those of the day before it
 
 

@@ -46,8 +46,8 @@ def list_(
         list[str] | None,
         typer.Option(
             "--kind",
-            help="Only this kind (repeatable): unmatched_report, unmatched_court, unreadable_callback, "
-            "from_unknown_number.",
+            help="Only this kind (repeatable): unmatched_report, expired_report, unmatched_court, "
+            "unreadable_callback, from_unknown_number.",
         ),
     ] = None,
     database: DatabaseOption = None,
@@ -55,7 +55,8 @@ def list_(
     limit: Limit = None,
 ) -> None:
     """Newest first: when, what kind, from whom, and what it said (reports about no message of ours,
-    court statuses for no referral, unreadable items of a batch, texts from numbers no borrower holds)."""
+    given up after a week when their send was never recorded, court statuses for no referral,
+    unreadable items of a batch, texts from numbers no borrower holds)."""
     from arrears.storage.unattributed import KINDS, unattributed_callbacks
 
     start = period_bound(since, "--since", end=False)

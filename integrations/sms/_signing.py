@@ -94,35 +94,35 @@ def aliyun_signed_form(secret: str, method: str, params: Iterable[tuple[str, str
 
 
 def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
-    """`X-Twilio-Signature`: base64 HMAC-SHA1 over the full URL + each POST name and value, sorted."""
-    payload = url + "".join(k + v for k, v in sorted(params))
+    """`X-Twilio-Signature`: base64 HMAC-SHA1 over the full URL + each POST name and value, sorted.
+
+    As Twilio's own `RequestValidator.compute_signature` builds it: the names sorted, and under a
+    name repeated in the form (`MediaUrl`, a gateway's array) each of its values sorted, a value
+    given twice signed once (the SDK walks `sorted(set(values))`). Sorting the (name, value) pairs
+    orders them alike; a repeated pair signed twice made a form with a duplicate pair fail."""
+    payload = url + "".join(k + v for k, v in sorted(set(params)))
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
 def twilio_url_variants(url: str) -> list[str]:
-    """`url`, then the same with its default port written out or left off.
+    """`url`, then the same with its port left off, or with the scheme's default port written out.
 
     Twilio signs the URL as configured in its console, and a proxy may add or drop `:443`; Twilio's
-    own `RequestValidator` accepts either form, so a receiver must too."""
+    own `RequestValidator` accepts either form, and a URL with any port also signed without it
+    (its `remove_port`: Twilio's signing drops ports inconsistently), so a receiver must too."""
     parts = urlsplit(url)
     default = {"https": 443, "http": 80}.get(parts.scheme)
-    host = parts.hostname or ""
-    if default is None or not host:
+    if default is None or not parts.hostname:
         return [url]
-    host = f"[{host}]" if ":" in host else host
-    userinfo = parts.netloc.rpartition("@")[0]
-    prefix = f"{userinfo}@" if userinfo else ""
     try:
         port = parts.port
     except ValueError:
         return [url]
-    if port is None:
-        other = prefix + f"{host}:{default}"
-    elif port == default:
-        other = prefix + host
-    else:
-        return [url]
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    # the host as written (its case kept, an IPv6 address in its brackets), without the port
+    host = hostport.rstrip(":") if port is None else hostport[: hostport.rfind(":")]
+    other = userinfo + at + (f"{host}:{default}" if port is None else host)
     return [url, urlunsplit(parts._replace(netloc=other))]
 
 

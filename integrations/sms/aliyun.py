@@ -479,17 +479,31 @@ def _read_or_keep(read: Callable[[Mapping[str, Any]], Callback], item: Mapping[s
         return UnreadableItem(unreadable.reason, json.dumps(item, ensure_ascii=False, default=str))
 
 
+_SUCCESS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _success(item: Mapping[str, Any]) -> bool:
+    """The item's `success`: a JSON boolean as Aliyun sends it, or its text or 0/1 from a gateway
+    that passes it on as text. Anything else is no answer: read as a failure, it counted against a
+    number that may well work, so the item is kept unread for operators instead."""
+    value = item.get("success")
+    said = _SUCCESS.get(str(value).strip().lower()) if isinstance(value, str | int) else None
+    if said is None:
+        raise InvalidCallback("delivery report item's success is not true or false", code="body.malformed")
+    return said
+
+
 def _report(item: Mapping[str, Any]) -> DeliveryReport:
     """One SmsReport item: `{phone_number, send_time, report_time, success, err_code, err_msg, sms_size,
-    biz_id, out_id}`."""
-    try:
-        success = item["success"] in (True, "true", "True", 1)
-        out_id = str(item["out_id"])
-        phone = str(item["phone_number"])
-    except KeyError:
+    biz_id, out_id}`. Its times are Beijing time without an offset; `err_code` is `DELIVERED` on
+    success, the carrier's code (`MOBILE_NOT_ON_SERVICE`…) otherwise."""
+    if "success" not in item or "out_id" not in item or item.get("phone_number") in (None, ""):
         raise InvalidCallback(
             "delivery report item lacks success, out_id or phone_number", code="body.malformed"
-        ) from None
+        )
+    success = _success(item)
+    out_id = str(item["out_id"])
+    phone = str(item["phone_number"])
     err = item.get("err_code")
     return DeliveryReport(
         provider_id=_provider_id(out_id, phone),

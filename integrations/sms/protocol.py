@@ -83,6 +83,10 @@ class SmsResult:
     status: SmsStatus
     accepted_at: datetime  # time-zone aware
     error_code: str | None = None  # the vendor's delivery error, for failed or undelivered
+    # What the error says of the number, as a callback's `DeliveryReport` says it: a status lookup
+    # (a receipt that never came) is applied as the callback would have been.
+    number_cannot_text: bool = False
+    recipient_opted_out: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in SMS_STATUSES:

@@ -113,7 +113,9 @@ _INVALID_ADDRESS = {21211, 21614, 21612}  # invalid To, not a mobile, no route t
 _OPTED_OUT = {21610}  # the recipient texted STOP to our sender: Twilio refuses or fails every message
 _OPTED_OUT_TEXT = frozenset(str(code) for code in _OPTED_OUT)  # as a status callback's ErrorCode
 # Delivery errors about the number itself, not this message: an unknown handset, a landline or an
-# unreachable carrier (Twilio says not to retry those).
+# unreachable carrier (Twilio says not to retry those). Not 30003, "unreachable destination
+# handset": the phone is off or out of coverage, which passes (providers.md: transient). It is
+# one failed delivery, and marks the number only after the policy's run of them in a row.
 _CANNOT_TEXT = frozenset({"30005", "30006"})
 # The account's or the sender's settings, never the borrower's number: every send fails alike until a
 # person changes them, so dispatch stops and says so. 21408: the destination region is not enabled
@@ -193,12 +195,15 @@ def _when(value: str | None) -> datetime | None:
 
 def _result(payload: Mapping[str, Any], key: str) -> SmsResult:
     code = payload.get("error_code")
+    error_code = str(code) if code not in (None, "") else None
     return SmsResult(
         idempotency_key=key,
         provider_id=str(payload["sid"]),
         status=normalise_status(str(payload.get("status", "queued"))),
         accepted_at=_parse_time(payload.get("date_created")),
-        error_code=str(code) if code not in (None, "") else None,
+        error_code=error_code,
+        number_cannot_text=error_code in _CANNOT_TEXT,
+        recipient_opted_out=error_code in _OPTED_OUT_TEXT,
     )
 
 
