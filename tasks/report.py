@@ -22,7 +22,7 @@ from arrears.currencies import display
 from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine, read_only
-from arrears.storage.reports import PortfolioReport, TrendPoint, portfolio_report, trend
+from arrears.storage.reports import HELD, PortfolioReport, TrendPoint, portfolio_report, trend
 from arrears.storage.unattributed import counts_for_report
 from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
@@ -124,7 +124,8 @@ def _publish(
     create_table_artifact(
         key="provider-failures",
         table=provider_failure_rows(report),
-        description=f"Sends the provider failed, refused or held back in the cycle of {business_date}",
+        description=f"Sends the provider failed, refused or held back in the cycle of {business_date}; "
+        "held: messages an outage kept from being tried, by provider",
     )
     if audit is not None:
         create_table_artifact(
@@ -214,7 +215,9 @@ def message_rows(report: PortfolioReport) -> list[dict[str, Any]]:
 
 def provider_failure_rows(report: PortfolioReport) -> list[dict[str, Any]]:
     """The provider's failures in the cycle's dispatch (DESIGN §9) as the CLI's report prints them:
-    status, reason, count in every row; one row saying none when it failed nothing."""
+    status, reason, count in every row; one row saying none when it failed nothing. The messages
+    an outage held back untried are rows too (`held`, `provider:<name>:outage`): no send event
+    counts them, and the outage's own event was the only place that did."""
     return [
         {"status": status, "reason": reason, "count": n}
         for status, reasons in sorted(report.provider_failures.items())
@@ -366,6 +369,7 @@ def _summary(report: PortfolioReport, business_date: str) -> str:
         # What dispatch did, as the CLI prints it: deferred messages of earlier days included.
         *(f"- dispatch {k}: {v:,}" for k, v in report.dispatched.items()),
         *(f"- dispatch blocked, {k}: {v:,}" for k, v in report.dispatch_blocked_by_reason.items()),
+        *(f"- held back untried, {k}: {v:,}" for k, v in report.provider_failures.get(HELD, {}).items()),
         *(f"- new messages {k}: {v:,}" for k, v in sorted(report.messages.items())),
         f"- roll rate: {rate(report.roll_rate)}",
         f"- cure rate: {rate(report.cure_rate)}",

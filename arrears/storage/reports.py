@@ -22,6 +22,9 @@ from arrears.storage.tables import account, audit, cycle_run, message, payment, 
 from arrears.vocabulary import Exit, Stage
 
 __all__ = [
+    "AT_CLOSE",
+    "HELD",
+    "NOW",
     "AccountContext",
     "Contact",
     "PortfolioReport",
@@ -30,6 +33,13 @@ __all__ = [
     "letters_sent",
     "portfolio_report",
 ]
+
+
+# `PortfolioReport.statuses_as_of`: the statuses the cycle's report read as it closed, or today's.
+AT_CLOSE = "cycle close"
+NOW = "now"
+# `PortfolioReport.provider_failures`: messages an outage held back, never handed to the provider.
+HELD = "held"
 
 
 @dataclass
@@ -44,10 +54,15 @@ class PortfolioReport:
     # What dispatch did in this cycle (every attempt at its instant), by outcome: what the CLI prints.
     dispatched: dict[str, int] = field(default_factory=dict)
     dispatch_blocked_by_reason: dict[str, int] = field(default_factory=dict)
-    # What the provider refused, failed or held back in that dispatch: status -> reason -> count.
+    # What the provider refused, failed or held back in that dispatch: status -> reason -> count;
+    # `held`: the messages an outage kept from being tried at all, by provider (`_held`).
     provider_failures: dict[str, dict[str, int]] = field(default_factory=dict)
     roll_rate: float | None = None  # share of delinquent accounts that moved to a later stage
     cure_rate: float | None = None  # share of delinquent accounts that cured or paid off
+    # Whose statuses `messages` and the held messages count: "cycle close" (the report the cycle
+    # stored as it closed) or "now" (read from the messages, while the cycle runs or when it
+    # stored none: messages sent, delivered or failed since have moved on).
+    statuses_as_of: str = NOW
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +76,7 @@ class PortfolioReport:
             "dispatched": self.dispatched,
             "dispatch_blocked_by_reason": self.dispatch_blocked_by_reason,
             "provider_failures": self.provider_failures,
+            "statuses_as_of": self.statuses_as_of,
             "roll_rate": self.roll_rate,
             "cure_rate": self.cure_rate,
         }
@@ -252,23 +268,24 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         dict(sorted(sent.items())),
         dict(sorted(blocked.items())),
     )
-    report.provider_failures = _provider_failures(sends)
     moves, journeys = _moves(connection, attempts)
     for (src, dst), n in sorted(moves.items()):
         report.transitions.setdefault(src, {})[dst] = n
-    this_cycle = message.c.created_at == as_of
-    for status, reason, n in connection.execute(
-        select(message.c.status, message.c.reason, func.count())
-        .where(this_cycle)
-        .group_by(message.c.status, message.c.reason)
-    ):
-        report.messages[status] = report.messages.get(status, 0) + n
-        if status == "blocked":
-            report.blocked_by_reason[reason or "unknown"] = (
-                report.blocked_by_reason.get(reason or "unknown", 0) + n
-            )
-        elif status == "scheduled" and reason:
-            report.deferred_by_reason[reason] = report.deferred_by_reason.get(reason, 0) + n
+    failures = _provider_failures(sends)
+    if stored is not None and all(key in stored for key in _STATUSES):
+        # Read again from the messages, a past cycle's counts moved as its messages were sent,
+        # delivered or failed on later days: the same `--cycle` said something else each day.
+        report.statuses_as_of = AT_CLOSE
+        report.messages, report.blocked_by_reason, report.deferred_by_reason = (
+            dict(stored[key]) for key in _STATUSES
+        )
+        held = (stored.get("provider_failures") or {}).get(HELD) or {}
+    else:
+        _count_messages(connection, report, as_of)
+        held = _held(connection, as_of)
+    if held:
+        failures[HELD] = dict(held)
+    report.provider_failures = dict(sorted(failures.items()))
     if stored is not None:  # its rates were taken against the portfolio it left, not today's
         report.roll_rate, report.cure_rate = stored.get("roll_rate"), stored.get("cure_rate")
         return report
@@ -289,6 +306,46 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
             sum(n for (_, a), n in was_open.items() if a in (Exit.CURED, Exit.PAID_OFF)) / base, 4
         )
     return report
+
+
+# The stored report's counts of the cycle's messages, as `PortfolioReport.as_json` names them.
+_STATUSES = ("messages_by_status", "blocked_by_reason", "scheduled_by_reason")
+
+
+def _count_messages(connection: Connection, report: PortfolioReport, as_of: datetime) -> None:
+    """The messages the cycle at `as_of` decided, by their status now and why."""
+    for status, reason, n in connection.execute(
+        select(message.c.status, message.c.reason, func.count())
+        .where(message.c.created_at == as_of)
+        .group_by(message.c.status, message.c.reason)
+    ):
+        report.messages[status] = report.messages.get(status, 0) + n
+        if status == "blocked":
+            report.blocked_by_reason[reason or "unknown"] = (
+                report.blocked_by_reason.get(reason or "unknown", 0) + n
+            )
+        elif status == "scheduled" and reason:
+            report.deferred_by_reason[reason] = report.deferred_by_reason.get(reason, 0) + n
+
+
+def _held(connection: Connection, as_of: datetime) -> dict[str, int]:
+    """The messages an outage held back at `as_of`, by reason (`provider:<name>:outage`): due then
+    and waiting for the provider. Dispatch marks them waiting without trying them, so no send
+    event counts them (only the outage event did); the few the probe batch tried wait until the
+    provider's Retry-After, past `as_of`, and are counted by their send events instead."""
+    return {
+        reason: n
+        for reason, n in connection.execute(
+            select(message.c.reason, func.count())
+            .where(
+                message.c.status == "scheduled",
+                message.c.not_before <= as_of,
+                message.c.reason.like("provider:%:outage"),
+            )
+            .group_by(message.c.reason)
+            .order_by(message.c.reason)
+        )
+    }
 
 
 def _stored_report(connection: Connection, as_of: datetime) -> dict[str, Any] | None:

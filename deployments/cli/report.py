@@ -155,7 +155,10 @@ def report(
 ) -> None:
     """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates.
 
-    A --cycle that names no cycle run is exit 2, not an empty report."""
+    A cycle that closed is reported as it closed: its portfolio, rates and messages by status are
+    those it stored then, so an earlier cycle's report does not change as its messages are sent or
+    fail later (`statuses_as_of` in the JSON says which). A --cycle that names no cycle run is exit
+    2, not an empty report."""
     from arrears.storage.quarantine import counts as quarantine_counts
     from arrears.storage.reports import latest_cycle_id, portfolio_report
     from arrears.storage.unattributed import counts_for_report
@@ -200,7 +203,7 @@ def print_report_tables(data: dict[str, Any]) -> None:
         for src, row in sorted(data["transitions"].items()):
             matrix.add_row(src, *(f"{row.get(t, 0):,}" if row.get(t) else "" for t in targets))
         console.print(matrix if _fits(matrix) else _moves(data["cycle_id"], data["transitions"]))
-    messages = Table(title="messages decided in the cycle")
+    messages = Table(title=f"messages decided in the cycle, by {_statuses_as_of(data)}")
     messages.add_column("status")
     messages.add_column("reason")
     messages.add_column("count", justify="right")
@@ -212,7 +215,10 @@ def print_report_tables(data: dict[str, Any]) -> None:
         messages.add_row("scheduled", reason, f"{n:,}")
     console.print(messages)
     if data.get("provider_failures"):
-        failures = Table(title="sends the provider failed, refused or held back in the cycle")
+        failures = Table(
+            title="sends the provider failed, refused or held back in the cycle"
+            + (" (held: never tried, the provider down)" if "held" in data["provider_failures"] else "")
+        )
         for column in ("status", "reason", "count"):
             failures.add_column(column, justify="right" if column == "count" else "left")
         for status, reasons in sorted(data["provider_failures"].items()):
@@ -244,6 +250,15 @@ def print_report_tables(data: dict[str, Any]) -> None:
             f" (the webhook server stores them once the database is free), {spooled['failed']:,}"
             f" set aside: {escape(spooled['directory'])}"
         )
+
+
+def _statuses_as_of(data: dict[str, Any]) -> str:
+    """Whose statuses the report's message counts are: a cycle that closed stored them as it
+    closed; one running, failed or crashed stored none, and its messages are counted as they
+    stand now (sent, delivered or failed since)."""
+    if data.get("statuses_as_of") == "cycle close":
+        return "status at the cycle's close"
+    return "status now"
 
 
 def _spool_counts(engine: Any) -> dict[str, Any]:
