@@ -6,6 +6,8 @@ Pure functions over plain data, used by `tasks/review.py` and `tasks/legal.py`:
   business days, public holidays from `holidays`), in the borrower's time zone;
 - `settle_decision`: what a reviewer's decision becomes under the account's holds (SCRA: no
   self-help repossession of a servicemember's car; it goes to court instead);
+- `decision_refusal`, `promise_refusal`: why a decision must wait (the cure period; a promise to
+  pay still running holds back repossess and legal);
 - `claim_amount`, `venue`, `case_type`, `draft_filing`: the filing of a legal referral, built
   from stored facts only, so the same referral always produces the same documents (the court
   gateway deduplicates by key *and* content).
@@ -20,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from arrears.currencies import display
 from arrears.jurisdictions import Profile, is_public_holiday, profile
 from arrears.vocabulary import DecisionKind, Hold, HoldScope
 
@@ -31,6 +34,7 @@ __all__ = [
     "FilingDraft",
     "NothingToClaim",
     "Notice",
+    "PendingPromise",
     "ReferralFacts",
     "Settled",
     "add_business_days",
@@ -44,6 +48,7 @@ __all__ = [
     "enforcement_barred",
     "notice_owed",
     "notices_from",
+    "promise_refusal",
     "settle_decision",
     "venue",
 ]
@@ -253,6 +258,35 @@ def decision_refusal(
     if cure_deadline is not None and now < cure_deadline:
         return f"the right-to-cure period runs until {cure_deadline.isoformat()}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPromise:
+    """A promise to pay neither kept nor broken yet (`arrears.promises`), as a reviewer is told of it."""
+
+    promise_id: int
+    amount: Decimal
+    due_date: date
+
+
+def promise_refusal(
+    promise: PendingPromise | None, *, decision: DecisionKind | None, currency: str, grace_days: int
+) -> str | None:
+    """Why a repossession or a referral to legal may not be decided while the borrower's promise
+    to pay runs, or None. The lender took the promise and stopped asking for it (`arrears.lifecycle`):
+    enforcing before its date would break the lender's word, as a working plan keeps an account from
+    review. The wait is bounded: promises are taken only before review, at most
+    `promise_max_days_ahead` out, and the cycle judges them `grace_days` after their date. Sending
+    the account back to negotiation honours the promise and is never refused; `decision` None asks
+    whether any decision may be taken (a flow run waits for its form until then)."""
+    if promise is None or decision is DecisionKind.NEGOTIATE:
+        return None
+    judged = promise.due_date + timedelta(days=grace_days)
+    return (
+        f"promise {promise.promise_id} to pay {currency} {display(promise.amount, currency)} by "
+        f"{promise.due_date.isoformat()} is pending: repossess and legal wait until it is kept or broken "
+        f"(judged after {judged.isoformat()}); negotiate may be decided now"
+    )
 
 
 # -- the legal referral --------------------------------------------------------------------------

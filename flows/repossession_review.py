@@ -1,8 +1,9 @@
 """The repossession review (DESIGN §7): one flow run per review, waiting on the law and on a person.
 
 A run sends the right-to-cure notice where the jurisdiction requires one, waits until the cure
-period is over, ends itself (Cancelled) if the account cures or leaves review meanwhile, then
-waits for a `ReviewDecision` (decision, reviewer, reason): given in the Prefect UI's form, or by
+period is over (and a promise to pay still running is judged: `tasks.review.refusal`), ends
+itself (Cancelled) if the account cures or leaves review meanwhile, then waits for a
+`ReviewDecision` (decision, reviewer, reason): given in the Prefect UI's form, or by
 `arrears review decide`, which resumes the run through Prefect's API. The decision is stored in
 our `Review` row and audit trail, where the lifecycle reads it.
 
@@ -15,8 +16,9 @@ the answers it already got, in order, and continues where it stopped.
 The daily cycle's part (`start_reviews`, after advance) is bulk: reviews opened, closed and
 notified in a few queries; then one run started per new review on the served deployment, and
 runs woken that have something to do (their cure period ended, their account changed, or a
-decision was recorded while the run could not be resumed). The cycle passes its own instant to
-the runs it starts and wakes, so simulated days keep one timeline.
+decision was recorded while the run could not be resumed). A review an order closed without the
+car opened again (`tasks.agency`) is a new review, and gets its run the same way. The cycle
+passes its own instant to the runs it starts and wakes, so simulated days keep one timeline.
 
 The flow is async on purpose: a sync flow run costs about a second of heartbeat teardown
 (PREFECT.md), and a portfolio has many reviews.

@@ -5,7 +5,8 @@
   (a payment, plan, settlement or hold overtook the order: regulators' most common finding in
   auto servicing is a car taken after the borrower paid, because nobody called the agent off).
 - `record_statuses`: the agency's status changes, from its signed webhooks or a lookup; a
-  recovery is recorded with where and in what condition.
+  recovery is recorded with where and in what condition. An order closed (or refused) without
+  the car sends its review back to a person (`vendor_orders.close_unrecovered_order`).
 - `track_assignments`: looks up assignments still working at the agency (`GET`), as letters are
   looked up, so a one-off `arrears cycle` + `arrears dispatch` sees a recovery without webhooks.
 
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, Engine
 
 from arrears.models import utcnow
 from arrears.settings import get_settings
-from arrears.storage import assignments, mailing
+from arrears.storage import assignments, mailing, vendor_orders
 from arrears.storage.assignments import AssignmentRow
 from integrations.agency.protocol import (
     AgencyProvider,
@@ -47,6 +48,10 @@ __all__ = [
     "track_assignments",
     "vin_year",
 ]
+
+# Where an order still stands to take the car: one the agency closes from here ends unrecovered. Not
+# one called off (cancel_pending, cancelled): what overtook it (a payment, a hold) stands instead.
+_WORKING = frozenset({"pending", "sending", "assigned", "accepted", "located"})
 
 # The 10th character of a VIN codes the model year in a 30-year cycle (49 CFR 565.15).
 _YEAR_CODES = "ABCDEFGHJKLMNPRSTVWXY123456789"
@@ -166,6 +171,7 @@ def push_assignments(limit: int = 500) -> dict[str, int]:
                     assignments.move_assignment(
                         connection, row_id=row.id, status="closed", at=now, reason=f"refused: {refused}"
                     )
+                    _closed_unrecovered(connection, row, f"refused: {refused}", now)
             except ProviderError:
                 counts["assignments_waiting"] += 1
     return counts
@@ -255,7 +261,23 @@ def record_statuses(
                     at=s.recovered_at or s.at,
                     recovery=recovery,
                 )
-            moved += assignments.move_assignment(
+            closing = s.status == "closed" and not recovered and row.recovered_at is None
+            if assignments.move_assignment(
                 connection, row_id=row.id, status=s.status, at=s.at, reason=s.reason, recovery=recovery
-            )
+            ):
+                moved += 1
+                if closing and row.status in _WORKING:
+                    _closed_unrecovered(connection, row, s.reason, s.at)
     return known, moved
+
+
+def _closed_unrecovered(connection: Connection, row: AssignmentRow, reason: str | None, at: datetime) -> None:
+    """The order ended without the car: its review goes back to a person, once."""
+    vendor_orders.close_unrecovered_order(
+        connection,
+        account_id=row.account_id,
+        order_id=row.order_id,
+        review_id=row.review_id,
+        reason=reason,
+        at=at,
+    )

@@ -22,11 +22,13 @@ from sqlalchemy import Connection, Engine
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.processes import collection_paused
+from arrears.promises import promise_rules
 from arrears.review import (
     court_order_needed,
     decision_refusal,
     enforcement_barred,
     notice_owed,
+    promise_refusal,
     settle_decision,
 )
 from arrears.storage import accounts, read_only, reviews, settlements, vendor_orders
@@ -91,19 +93,29 @@ def _profile(jurisdiction: str) -> Profile:
     return policy().profile(jurisdiction)
 
 
-def refusal(state: ReviewState, now: datetime) -> str | None:
-    """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`); a
-    right-to-cure letter that cannot be mailed, or came back, stops the review first."""
+def refusal(state: ReviewState, now: datetime, decision: str | None = None) -> str | None:
+    """Why this review may not be decided at `now` (see `arrears.review.decision_refusal`), or
+    `decision` taken: a right-to-cure letter that cannot be mailed, or came back, stops the review
+    first; a promise to pay still running holds back repossess and legal (`promise_refusal`), and
+    with no `decision` named, any decision (the flow run waits for its form until it is judged)."""
     if not state.closed and state.in_review and state.notice_stopped:
         return state.notice_stopped
     owed = notice_owed(state.jurisdiction, rules=_profile(state.jurisdiction), prior_cures=state.prior_cures)
-    return decision_refusal(
+    why = decision_refusal(
         in_review=state.in_review,
         closed=state.closed,
         stage=state.stage,
         notice_owed=owed,
         cure_deadline=state.cure_deadline,
         now=now,
+    )
+    if why is not None or state.promise is None:  # the policy is read only for a promise
+        return why
+    return promise_refusal(
+        state.promise,
+        decision=DecisionKind(decision) if decision else None,
+        currency=state.currency,
+        grace_days=promise_rules(policy()).grace_days,
     )
 
 
@@ -411,7 +423,7 @@ def decide_review(
             # Decided before (by the UI form, or this command run twice): report it, change nothing.
             assert state.decision is not None
             return Decided(state, state.decision, state.decision, None, None, False)
-        why = refusal(state, at)
+        why = refusal(state, at, decision)
         if why is not None:
             raise ReviewError(f"{account_id}: {why}")
         return _decide(

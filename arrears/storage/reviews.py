@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, Select, String, bindparam, cast, literal, null, select, true, update
 from sqlalchemy.sql.functions import coalesce
 
-from arrears.review import CureNotice, Settled, enforcement_barred
+from arrears.review import CureNotice, PendingPromise, Settled, enforcement_barred
 from arrears.storage import letters
 from arrears.storage._common import ACTOR, event, for_account, holds_of, insert_events, inserted_id, locked
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.bulk import among, greatest, json_object
 from arrears.storage.streaming import insert_selected_with_ids
-from arrears.storage.tables import account, audit, review
+from arrears.storage.tables import account, audit, promise, review
 from arrears.vocabulary import Exit, Hold, Stage
 
 __all__ = [
@@ -73,6 +73,7 @@ class ReviewState:
     letter_id: int | None = None  # the right-to-cure letter, once written
     letter_status: str | None = None  # pending | blocked | created | mailed | … | returned_to_sender
     letter_reason: str | None = None  # why it is blocked, failed or returned
+    promise: PendingPromise | None = None  # the account's pending promise to pay due last, if any
 
     @property
     def notice_stopped(self) -> str | None:
@@ -114,6 +115,13 @@ class ReviewState:
             "letter_id": self.letter_id,
             "letter_status": self.letter_status,
             "letter_reason": self.letter_reason,
+            "promise": {
+                "promise_id": self.promise.promise_id,
+                "amount": str(self.promise.amount),
+                "due_date": self.promise.due_date.isoformat(),
+            }
+            if self.promise
+            else None,
         }
 
 
@@ -147,12 +155,27 @@ def _prior_cures(connection: Connection, reviews: Sequence[tuple[str, int]]) -> 
     return counts
 
 
+def _pending_promises(connection: Connection, account_ids: Sequence[str]) -> dict[str, PendingPromise]:
+    """Per account of `account_ids`, its pending promise to pay due last (a reviewer waits for it:
+    `arrears.review.promise_refusal`); accounts with none are left out. One query, the accounts
+    bound as one value: the cycle reads thousands of reviews, few with a promise still running."""
+    found: dict[str, PendingPromise] = {}
+    for account_id, promise_id, amount, due_date in connection.execute(
+        select(promise.c.account_id, promise.c.id, promise.c.amount, promise.c.due_date)
+        .where(among(promise.c.account_id, sorted(set(account_ids))), promise.c.status == "pending")
+        .order_by(promise.c.due_date, promise.c.id)
+    ):
+        found[account_id] = PendingPromise(int(promise_id), amount, due_date)
+    return found
+
+
 def _state(
     review_row: Any,
     account_row: Any,
     holds: frozenset[Hold],
     prior_cures: int = 0,
     notice: letters.LetterRow | None = None,
+    pending: PendingPromise | None = None,
 ) -> ReviewState:
     return ReviewState(
         review_id=review_row.id,
@@ -179,6 +202,7 @@ def _state(
         letter_id=notice.id if notice else None,
         letter_status=notice.status if notice else None,
         letter_reason=notice.reason if notice else None,
+        promise=pending,
     )
 
 
@@ -190,7 +214,9 @@ def review_state(connection: Connection, review_id: int, *, lock: bool = False) 
     a = connection.execute(select(account).where(account.c.account_id == r.account_id)).one()
     cures = _prior_cures(connection, [(r.account_id, r.id)]).get((r.account_id, r.id), 0)
     notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
-    return _state(r, a, holds_of(connection, [r.account_id]).get(r.account_id, frozenset()), cures, notice)
+    pending = _pending_promises(connection, [r.account_id]).get(r.account_id)
+    holds = holds_of(connection, [r.account_id]).get(r.account_id, frozenset())
+    return _state(r, a, holds, cures, notice, pending)
 
 
 def current_review(connection: Connection, account_id: str) -> ReviewState | None:
@@ -209,7 +235,10 @@ def current_review(connection: Connection, account_id: str) -> ReviewState | Non
         return None
     cures = _prior_cures(connection, [(account_id, r.id)]).get((account_id, r.id), 0)
     notice = letters.letters_of_reviews(connection, [r.id]).get(r.id)
-    return _state(r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures, notice)
+    pending = _pending_promises(connection, [account_id]).get(account_id)
+    return _state(
+        r, a, holds_of(connection, [account_id]).get(account_id, frozenset()), cures, notice, pending
+    )
 
 
 def open_review(
@@ -488,10 +517,12 @@ _NO_HOLDS: frozenset[Hold] = frozenset()
 
 
 def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
-    """The states of rows of `_STATES`, their holds, prior cures and letters read in a query each."""
+    """The states of rows of `_STATES`, their holds, prior cures, letters and promises read in a
+    query each."""
     if not rows:
         return []
     holds = holds_of(connection, sorted({r.account_id for r in rows}))
+    promised = _pending_promises(connection, [r.account_id for r in rows])
     cures = _prior_cures(connection, [(r.account_id, r.id) for r in rows])
     notices = letters.letters_of_reviews(connection, [r.id for r in rows])
     states = []
@@ -502,6 +533,7 @@ def _states(connection: Connection, rows: Sequence[Any]) -> list[ReviewState]:
             holds.get(r.account_id, _NO_HOLDS),
             cures.get((r.account_id, r.id), 0),
             *((notice.id, notice.status, notice.reason) if notice else (None, None, None)),
+            promised.get(r.account_id),
         )
         states.append(ReviewState(*fields))
     return states

@@ -1,13 +1,16 @@
 """Data access for vendor orders: repossession orders to the recovery agent.
 
 An order is an audit event of kind `vendor_order` (`data.order_id`, `data.action` placed |
-cancelled), the decision's trail, and an agency assignment (`arrears.storage.assignments`), which
-`tasks.agency` sends to the agency provider. `cancel_vendor_orders` runs in bulk in the daily
-cycle and on import: a payment, plan, settlement or hold that overtakes an order cancels it, and its
-assignment is called off at the agency. Functions take the caller's connection and do not commit.
+cancelled | recovered | closed), the decision's trail, and an agency assignment
+(`arrears.storage.assignments`), which `tasks.agency` sends to the agency provider.
+`cancel_vendor_orders` runs in bulk in the daily cycle and on import: a payment, plan, settlement or
+hold that overtakes an order cancels it, and its assignment is called off at the agency. An order
+the agency closes without the car (`close_unrecovered_order`) sends its review back to a person.
+Functions take the caller's connection and do not commit.
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,15 +19,29 @@ from sqlalchemy import Connection, or_, select
 
 from arrears.compliance.holds import PaymentEvent, cancels_repossession
 from arrears.currencies import display
-from arrears.storage._common import event, for_account, holds_of, insert_events
+from arrears.storage._common import event, for_account, holds_of, insert_events, inserted_id
+from arrears.storage.accounts import lock_accounts
 from arrears.storage.assignments import add_assignment, request_cancel
+from arrears.storage.bulk import among
 from arrears.storage.installation import installation_id
 from arrears.storage.mailing import mailing_address
-from arrears.storage.reviews import ReviewState
+from arrears.storage.reviews import ReviewState, current_review
 from arrears.storage.tables import account, audit, payment, plan, review, settlement
 from arrears.vocabulary import DecisionKind, HoldScope, Stage
 
-__all__ = ["VendorOrder", "cancel_vendor_orders", "create_vendor_order", "open_vendor_orders"]
+__all__ = [
+    "CLOSED_UNRECOVERED",
+    "VendorOrder",
+    "cancel_vendor_orders",
+    "close_unrecovered_order",
+    "create_vendor_order",
+    "open_vendor_orders",
+    "reopened_reasons",
+]
+
+# Why a review goes back to a person after its order (`close_unrecovered_order`): the new review's
+# reason, and the start of its audit event's detail.
+CLOSED_UNRECOVERED = "agency closed the order without recovery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +118,86 @@ def open_vendor_orders(connection: Connection, *, account_id: str | None = None)
             orders[data["order_id"]] = VendorOrder(
                 data["order_id"], e.account_id, e.at, data.get("review_id")
             )
-        elif data.get("action") in ("cancelled", "recovered"):
+        elif data.get("action") in ("cancelled", "recovered", "closed"):
             orders[data["order_id"]] = None
     return [o for o in orders.values() if o is not None]
+
+
+def close_unrecovered_order(
+    connection: Connection,
+    *,
+    account_id: str,
+    order_id: str,
+    review_id: int | None,
+    reason: str | None,
+    at: datetime,
+) -> int | None:
+    """The agency closed an order without the car (could not locate it, refused the assignment):
+    the order is done, and the decision that placed it needs a person again. Left decided, the
+    review listed nowhere and refused every new decision, and the account waited in review for
+    good. So a new review of the same stay opens, with the closing as its reason: listed, decided
+    again by `arrears review decide` or the flow run the next cycle starts for it (a new review
+    id, so a new repossession order and assignment key). It keeps the cure deadline of the notice
+    given in this stay: the right to cure has run its course, and no second notice is owed.
+
+    Returns the new review's id; None when none opens: the account left review (paid, cured,
+    closed) or its current review is not the one that placed the order (reopened already, by a
+    status told twice or polled again; decided again since). Every step is written once."""
+    said = reason or "no reason given"
+    why = f"{CLOSED_UNRECOVERED}: {said}"
+    done = [e for e in _order_events(connection, [account_id]) if (e.data or {}).get("order_id") == order_id]
+    events = []
+    if not any(e.data.get("action") == "closed" for e in done):
+        events.append(
+            event(
+                account_id,
+                at,
+                "vendor_order",
+                f"repossession order {order_id} closed by the agency without recovery: {said}",
+                {"order_id": order_id, "action": "closed", "reason": reason},
+            )
+        )
+    lock_accounts(connection, [account_id])
+    current = current_review(connection, account_id) if review_id is not None else None
+    reopened = None
+    if current is not None and current.review_id == review_id and current.decision == DecisionKind.REPOSSESS:
+        opened = max(at, current.decided_at or current.opened_at)
+        reopened = inserted_id(
+            connection.execute(
+                review.insert().values(
+                    account_id=account_id, opened_at=opened, cure_deadline=current.cure_deadline, reason=why
+                )
+            )
+        )
+        events.append(
+            event(
+                account_id,
+                opened,
+                "review",
+                f"repossession review {reopened} opened: {why}; review {review_id} "
+                f"(repossess, by {current.reviewer}) needs a person again",
+                {"review_id": reopened, "reopens": review_id, "order_id": order_id, "reason": why},
+            )
+        )
+    insert_events(connection, events)
+    return reopened
+
+
+def reopened_reasons(connection: Connection, review_ids: Sequence[int]) -> dict[int, str]:
+    """Of these reviews, the undecided ones an order closed without the car opened, with why
+    (`close_unrecovered_order`): what `arrears review list` tells the reviewer."""
+    if not review_ids:
+        return {}
+    return {
+        int(i): str(reason)
+        for i, reason in connection.execute(
+            select(review.c.id, review.c.reason).where(
+                among(review.c.id, sorted(set(review_ids))),
+                review.c.decided_at.is_(None),
+                review.c.reason.startswith(f"{CLOSED_UNRECOVERED}:", autoescape=True),
+            )
+        )
+    }
 
 
 def cancel_vendor_orders(

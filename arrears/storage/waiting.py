@@ -41,7 +41,7 @@ _since = attrgetter("since")  # the order of every list of what waits: oldest fi
 class Waiting:
     account_id: str
     what: str  # review | referral
-    waits_for: str  # mailing | cure period | reviewer | hold | blocked | court | legal team
+    waits_for: str  # mailing | cure period | promise | reviewer | hold | blocked | court | legal team
     since: datetime
     until: datetime | None
     detail: str
@@ -68,7 +68,8 @@ class Waiting:
 
 
 def review_waiting(s: ReviewState, now: datetime) -> Waiting:
-    """What an open review waits for at `now`: its letter, a hold, the cure period or the reviewer."""
+    """What an open review waits for at `now`: its letter, a hold, the cure period, a promise to pay
+    still running, or the reviewer."""
     blocking = sorted(h for h in s.holds if h.scope is HoldScope.COLLECTION)
     stopped = s.notice_stopped
     if stopped is not None:
@@ -98,6 +99,17 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
             s.opened_at,
             s.cure_deadline,
             "right-to-cure period running",
+        )
+    elif s.promise is not None:
+        # The reviewer may only send it back to negotiation until the cycle judges the promise
+        # (`arrears.review.promise_refusal`): listed as waiting for a reviewer, every repossess or
+        # legal decision was refused.
+        p = s.promise
+        who, since, until = "promise", s.cure_deadline or s.opened_at, None
+        detail = (
+            f"promise {p.promise_id} to pay {s.currency} {display(p.amount, s.currency)} by "
+            f"{p.due_date.isoformat()}: repossess and legal wait until it is kept or broken; negotiate may "
+            "be decided now"
         )
     else:
         who, since, until = "reviewer", s.cure_deadline or s.opened_at, None

@@ -9,7 +9,7 @@ reachable, the run busy), the decision stands and the next cycle hands it to the
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,6 +32,9 @@ from deployments.cli._common import (
     rows_wanted,
 )
 
+if TYPE_CHECKING:
+    from arrears.storage.waiting import Waiting
+
 __all__ = ["review_app"]
 
 review_app = command_group("review", "Repossession reviews and legal referrals waiting for a person.")
@@ -48,6 +51,7 @@ class WaitsFor(StrEnum):
 
     mailing = "mailing"
     cure_period = "cure-period"
+    promise = "promise"
     reviewer = "reviewer"
     hold = "hold"
     blocked = "blocked"
@@ -66,11 +70,13 @@ def list_waiting(
     ] = None,
     limit: Limit = None,
 ) -> None:
-    """What waits for whom and since when: reviews (mailing, cure period, reviewer, hold, blocked)
-    and referrals (court, or the legal team for a rejected filing), oldest first.
+    """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold, blocked)
+    and referrals (court, or the legal team for a rejected filing), oldest first. A review the
+    agency's closing of its order without the car sent back to a person says why (`reopened`).
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""
+    from arrears.storage.vendor_orders import reopened_reasons
     from arrears.storage.waiting import DECIDE, oldest_waiting
 
     now = as_of_instant(as_of)
@@ -80,11 +86,18 @@ def list_waiting(
         oldest = oldest_waiting(
             connection, now=now, limit=rows_wanted(limit, json=json) or None, waits_for=asked
         )
+        # Reviews an order closed without the car sent back to a person say so (`reopened`).
+        reopened = reopened_reasons(connection, [w.ref for w in oldest.first if w.what == "review"])
     counts, chosen, found = oldest.counts, oldest.chosen, oldest.first
     every = len(found) == chosen  # then every live run is read, a page at a time
     runs = _runs(None if every else {f"{w.what} {w.account_id}" for w in found}) if found else None
     if json:
-        emit_json([{**w.as_json(), **_run_of(runs, w.what, w.account_id)} for w in found])
+        emit_json(
+            [
+                {**w.as_json(), "reopened": _reopened(reopened, w), **_run_of(runs, w.what, w.account_id)}
+                for w in found
+            ]
+        )
         return
     if not found:
         console.print("nothing waits for a person" + (f" ({waits_for.value})" if waits_for else ""))
@@ -114,7 +127,12 @@ def list_waiting(
             _short(w.since),
             _short(w.until),
             f"{display(w.past_due, w.currency)} {w.currency} ({w.days_past_due}d)",
-            "decide: see below" if w.waits_for == "reviewer" else w.detail,
+            "; ".join(
+                filter(
+                    None,
+                    [_reopened(reopened, w), "decide: see below" if w.waits_for == "reviewer" else w.detail],
+                )
+            ),
             *links,
         )
     console.print(table)
@@ -187,7 +205,9 @@ def decide(
     """Decide a repossession review once its cure period is over; resumes the waiting flow run.
 
     The first decision recorded stands: the same decision again changes nothing (exit 0); another
-    one is refused (exit 2), naming the decision that stands."""
+    one is refused (exit 2), naming the decision that stands. While a promise to pay runs, repossess
+    and legal are refused (exit 2, naming the promise and its date); negotiate is not. An order the
+    agency closes without the car opens the review again, to be decided anew."""
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
@@ -279,6 +299,11 @@ def _resume(
         )
         outcome = f"not resumed: {error}"
     return {"id": flow_run_id, "outcome": outcome}
+
+
+def _reopened(reasons: dict[int, str], w: "Waiting") -> str | None:
+    """Why a review went back to a person (`vendor_orders.close_unrecovered_order`), or None."""
+    return reasons.get(w.ref) if w.what == "review" else None
 
 
 def _short(value: datetime | None) -> str:
