@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from arrears.inbound import Classified, InboundKind, classify, storable
-from arrears.storage import court_statuses
+from arrears.inbound import Classified, InboundKind, classify, hardship_statement, storable
+from arrears.lifecycle import is_open
+from arrears.storage import accounts, court_statuses, promises
 from arrears.storage import inbound as store
 from arrears.storage.court_statuses import CourtRecorded
 from arrears.storage.delivery_reports import ReportsApplied, StatusReport, apply_delivery_reports
@@ -115,8 +116,8 @@ def record_inbound_sms(
 ) -> InboundResult:
     """Classify an inbound SMS (with the vendor's own reading, where it gives one) and record it:
     an opt-out, an opt-in, a wrong number, or a reply, and in the same transaction the dispute or
-    bankruptcy hold its words call for, and that its number works, if failed deliveries had it
-    marked unreachable."""
+    bankruptcy hold its words call for, the hardship an opt-out tells of, and that its number
+    works, if failed deliveries had it marked unreachable."""
     classified = classify(text, vendor_keyword)
     inbound = Inbound(
         address=address,
@@ -141,7 +142,33 @@ def record_inbound_sms(
             )
         if classified.kind is not InboundKind.WRONG_NUMBER and not recorded.duplicate:
             store.record_number_works(connection, inbound=inbound)
+        if classified.kind is InboundKind.OPT_OUT and not recorded.duplicate:
+            _hardship_with_opt_out(connection, inbound, recorded)
         return InboundResult(classified, recorded)
+
+
+def _hardship_with_opt_out(connection: Connection, inbound: Inbound, recorded: InboundRecorded) -> None:
+    """ "STOP, I lost my job": the opt-out is honoured at once, and is no reply, which the cycle reads
+    for a hardship (`tasks.promises`), so the hardship is stated here, in the same transaction, and
+    nothing is sent for it: the borrower is unable from now on (hardship, not strategic: a plan, not
+    an early review, and letters rather than texts). A job lost is the borrower's, not a loan's: on
+    each of their open accounts. From a number several borrowers hold, whose it is cannot be told:
+    nothing is stated (the opt-out's event keeps the words for an agent)."""
+    statement = hardship_statement(inbound.text)
+    if statement is None or len(recorded.borrowers) != 1:
+        return
+    accounts.lock_accounts(connection, recorded.open_accounts)
+    for account_id in recorded.open_accounts:
+        row = accounts.account_row(connection, account_id)
+        if row is not None and is_open(row.stage):
+            promises.state_hardship(
+                connection,
+                account_id=account_id,
+                statement=statement,
+                at=inbound.at,
+                policy=policy().segmentation,
+                data={"callback_id": inbound.callback_id},
+            )
 
 
 def record_court_status(

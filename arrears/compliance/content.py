@@ -9,7 +9,10 @@ In this order, the first failure names the rule:
   Killian, Shittu), and in a name that reads as one, not as a sentence, the surnames it lists
   (`[names] allowed`: a borrower called Crook is not an insult). Code points nobody sees
   (`arrears.invisible`) are not read: Deadbeat with a combining grapheme joiner inside is
-  Deadbeat to its reader. Names are screened the same way at import (`screen_name`);
+  Deadbeat to its reader. Names are screened the same way at import (`screen_name`), and so are
+  mailing addresses (`screen_address`, less the real places of `[places]`), which a letter's
+  window prints; name and address alike may hold no word of `[envelope]` either
+  (`screen_envelope`: "c/o DEBT COLLECTIONS DEPT"), which would tell whoever handles the post;
 - `content:third-party-debt`: a message to anyone but the debtor says nothing of the debt: no
   debt word, no amount, no figure of the account;
 - `content:identity`: the lender is named (CBA 2026 guideline: on first contact; we ask it of
@@ -29,7 +32,7 @@ from importlib import resources
 from arrears.invisible import visible
 from arrears.jurisdictions import Profile
 
-__all__ = ["ContentFinding", "check_content", "lexicon", "screen_name"]
+__all__ = ["ContentFinding", "check_content", "lexicon", "screen_address", "screen_envelope", "screen_name"]
 
 # Amounts in any of our currencies, before or after the figure.
 _AMOUNT = re.compile(r"[¥$£€]\s?\d|\d[\d,.]*\s?(?:元|块|美元|英镑|欧元|USD|CNY|GBP|EUR|RMB)", re.IGNORECASE)
@@ -137,7 +140,10 @@ def _whole(words: tuple[str, ...]) -> re.Pattern[str] | None:
     """The words as one pattern, each a whole word in any case; None for none."""
     if not words:
         return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+    # In any case, so the first characters' lookahead (`_starts`) is too: it only filters.
+    return re.compile(
+        _starts(list(words)) + r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,11 @@ def _as_checked(name: str) -> str:
     (Killian, Shittu: a stem would read them as threats or insults), and, if it reads as a name
     (`_reads_as_a_name`), without the lexicon words that are also surnames (Crook, Hurt, Kill).
     Any other word that begins with a stem is read as the stem reads it: Shithead is an insult."""
+    return _as_name_reads(name)
+
+
+def _as_name_reads(name: str) -> str:
+    """`_as_checked`, uncached: what an address line, seldom the same twice, is read as."""
     rules = _name_rules()
     if rules.either is None or not rules.either.search(name):  # most names: one search
         return name
@@ -201,10 +212,71 @@ def screen_name(name: str) -> ContentFinding | None:
     return _words(_DIGITS.sub("0", _as_checked(_normal(name))))
 
 
-@lru_cache(maxsize=4_096)
-def _words(text: str) -> ContentFinding | None:
-    """The first threat or abuse word in `text`. Cached: runs of digits in `text` are one 0, so
-    the messages of one template to one borrower share it."""
+def screen_envelope(text: str) -> ContentFinding | None:
+    """Why `text` cannot be shown on an envelope, or None: a word of `[envelope]` tells whoever
+    handles the post of a debt. The name and the address in a letter's window are."""
+    word = _find(_normal(text), "envelope")
+    if word is None:
+        return None
+    return ContentFinding(
+        "content:third-party-debt", f"debt word {word!r}, which an envelope shows to whoever handles it"
+    )
+
+
+def screen_address(line: str) -> ContentFinding | None:
+    """Why a part of a mailing address (a street line, a city, a state, a postal code) cannot be
+    printed in an envelope's window, or None. What a name gets (`screen_name`): no control
+    character, no threat or insult, read as a name is read ("Kill Devil Hills", "Hell" and "Crook
+    County" are places, "LI WE WILL KILL YOU" a sentence), the real places of `[places]` left out
+    (Killarney, Thief River Falls, 公安县); and nothing that tells of a debt (`screen_envelope`),
+    which a letter's own words may say to the borrower but its envelope may not to the postman."""
+    control = _CONTROL.search(line)
+    if control is not None:
+        return ContentFinding(
+            "content:control", f"control character U+{ord(control.group()):04X} in the address"
+        )
+    return _address_words(_DIGITS.sub("0", _normal(line)))
+
+
+@lru_cache(maxsize=65_536)
+def _address_words(text: str) -> ContentFinding | None:
+    """`screen_address` of a line without control characters, as normalised, its runs of digits one
+    0 (no word of the lexicon holds a digit): cached, as "0 Main St" is the line of many a house."""
+    return _first_word(_as_name_reads(_places().left_out(text))) or screen_envelope(text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Places:
+    """`[places] words`: English ones as whole words in any case, Chinese ones as they stand (a
+    Chinese place is written without spaces around it: 湖北省公安县斗湖堤镇)."""
+
+    latin: re.Pattern[str]  # in any case
+    latin_lower: re.Pattern[str]  # the same for a text in lower case: most lines hold no place
+    other: re.Pattern[str]
+
+    def left_out(self, text: str) -> str:
+        """`text` without the places it names."""
+        if text.isascii():
+            return self.latin.sub(" ", text) if self.latin_lower.search(text.lower()) else text
+        return self.other.sub(" ", self.latin.sub(" ", text))
+
+
+@cache
+def _places() -> _Places:
+    words = lexicon().get("places", {}).get("words", ())
+    latin = [w.lower() for w in words if w.isascii()]
+    alternatives = "|".join(map(re.escape, latin))
+    whole = r"(?<!\w)(?:" + alternatives + r")(?!\w)" if latin else _NEVER
+    other = "|".join(re.escape(w) for w in words if not w.isascii()) or _NEVER
+    return _Places(
+        re.compile(_starts(latin) + whole, re.IGNORECASE),
+        re.compile(_starts(latin) + whole),
+        re.compile(other),
+    )
+
+
+def _first_word(text: str) -> ContentFinding | None:
+    """The first threat or abuse word in `text`."""
     if _find(text, *_SCREENED) is None:  # most texts: one search for both kinds
         return None
     for kind in _SCREENED:
@@ -212,6 +284,11 @@ def _words(text: str) -> ContentFinding | None:
         if word:
             return ContentFinding(f"content:{kind}", f"{kind} word {word!r}")
     return None
+
+
+# `_first_word`, cached: runs of digits in a message are one 0, so the messages of one template to
+# one borrower share it.
+_words = lru_cache(maxsize=4_096)(_first_word)
 
 
 @lru_cache(maxsize=1_024)

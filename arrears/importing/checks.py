@@ -4,16 +4,16 @@ span a file (`check_accounts`, `check_payments`). Nothing here reads a file or t
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
 
 from arrears.clock import parse_instant
-from arrears.compliance.content import screen_name
+from arrears.compliance.content import ContentFinding, screen_address, screen_envelope, screen_name
 from arrears.currencies import CURRENCY_MINOR_UNITS, ISO_4217
 from arrears.importing.phones import international
 from arrears.importing.records import (
@@ -83,12 +83,50 @@ _ID_LENGTH = _max_length(Account, "account_id")
 _BORROWER_ID_LENGTH = _max_length(Borrower, "borrower_id")
 _NAME_LENGTH = _max_length(Borrower, "name")
 _PAYMENT_ID_LENGTH = _max_length(Payment, "payment_id")
+_DERIVED = "B-"  # a record without a borrower_id is its own borrower's, B-<account_id>
 
 
 @cache
 def _zones() -> frozenset[str]:
     # `localtime` and `Factory` are files of the system's zone database, not places.
     return frozenset(available_timezones()) - {"localtime", "Factory", "posixrules"}
+
+
+# Zone names that are a fixed offset from UTC, not a region: they keep no daylight saving, so a
+# borrower's contact hours (Reg F 1006.6(b)(1): 8:00 to 21:00 their time) would be an hour off for
+# half the year wherever their region keeps it. EST is New York's winter time (Panama's all year),
+# Etc/GMT+5 the same offset (POSIX signs: five hours behind). The zones of US rules that do change
+# (EST5EDT) and the other short names of regions (PRC, Japan) are links to a region's zone.
+_FIXED_OFFSET = frozenset(
+    {"EST", "MST", "HST", "UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
+)
+# The region zone an offset most often stands for in a servicing file: an example, not a guess.
+_REGION_OF_OFFSET = {
+    -10: "Pacific/Honolulu",
+    -8: "America/Los_Angeles",
+    -7: "America/Denver",
+    -6: "America/Chicago",
+    -5: "America/New_York",
+    0: "Europe/London",
+    8: "Asia/Shanghai",
+}
+
+
+@lru_cache(maxsize=64)
+def _fixed_offset(zone: str) -> str | None:
+    """Why `zone` (a known zone name) is no borrower's zone, or None for a region's."""
+    if zone not in _FIXED_OFFSET and not zone.startswith("Etc/"):
+        return None
+    offset = ZoneInfo(zone).utcoffset(datetime(2026, 1, 1)) or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    utc = f"UTC{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    region = _REGION_OF_OFFSET.get(minutes // 60) if minutes % 60 == 0 else None
+    return (
+        f"{zone!r} is a fixed offset ({utc}), not a region's time zone: it keeps no daylight saving, "
+        "so contact hours would be an hour off half the year where the borrower's region keeps it; "
+        "give the zone of the borrower's region (Area/City)"
+        + (f", such as {region}" if region else ", as America/New_York or Asia/Shanghai are")
+    )
 
 
 def earliest_date(today: date) -> date:
@@ -263,7 +301,12 @@ def _iso_date(text: str) -> date | None:
 
 
 # Borrowers' names repeat (a portfolio has many a Wang Wei and John Smith): each is screened once.
-_screen_name = lru_cache(maxsize=65_536)(screen_name)
+# A name is printed in a letter's window too: no word there may tell the post of a debt.
+def _screened_name(name: str) -> ContentFinding | None:
+    return screen_name(name) or screen_envelope(name)
+
+
+_screen_name = lru_cache(maxsize=65_536)(_screened_name)
 
 
 # One object for every record without holds: pickled once per chunk a worker sends back, not
@@ -289,15 +332,25 @@ def parse_account(
     account_id = f.identifier("account_id", _ID_LENGTH)
     given_borrower_id = f.identifier("borrower_id", required=False)
     borrower_id = (
-        None if given_borrower_id is None else given_borrower_id or (account_id and f"B-{account_id}")
+        None if given_borrower_id is None else given_borrower_id or (account_id and f"{_DERIVED}{account_id}")
     )
     if borrower_id is not None and len(borrower_id) > _BORROWER_ID_LENGTH:
-        f.reject("borrower_id", f"longer than {_BORROWER_ID_LENGTH} characters")
+        if given_borrower_id:
+            f.reject("borrower_id", f"longer than {_BORROWER_ID_LENGTH} characters")
+        else:
+            # The file gave no borrower_id: the fault is the account_id's length, which the file can fix.
+            f.reject(
+                "account_id",
+                f"longer than {_BORROWER_ID_LENGTH - len(_DERIVED)} characters without a borrower_id: "
+                f"the borrower id made of it, {_DERIVED}<account_id>, would be longer than the "
+                f"{_BORROWER_ID_LENGTH} characters a borrower id may have; give a borrower_id",
+            )
     borrower_name = f.required("borrower_name", _NAME_LENGTH)
     if borrower_name is not None:
         finding = _screen_name(borrower_name)
         if finding is not None:
-            # The name is rendered into every message: a threat or an insult in it would be sent.
+            # The name is rendered into every message: a threat or an insult in it would be sent;
+            # and printed on every letter's envelope, where no word may tell of the debt.
             f.reject("borrower_name", f"{finding.rule}: {finding.detail}")
             borrower_name = None
     jurisdiction = f.choice("jurisdiction", KNOWN_JURISDICTIONS, "jurisdiction", listed=True)
@@ -305,6 +358,9 @@ def parse_account(
     phone = f.phone("phone", region)
     alt_phone = f.phone("alt_phone", region, required=False)
     timezone = f.choice("timezone", _zones(), "IANA time zone")
+    if timezone is not None and (fixed := _fixed_offset(timezone)) is not None:
+        f.reject("timezone", fixed)
+        timezone = None
     currency = f.choice("currency", ISO_4217, "ISO 4217 currency code")
     balance = f.amount("balance", currency)
     installment = f.amount("installment_amount", currency)
@@ -379,6 +435,12 @@ def _address(f: "_Fields", jurisdiction: str | None) -> dict[str, str | None]:
         value = values[name]
         if value is not None and len(value) > limit:
             f.reject(name, f"longer than {limit} characters")
+        elif value is not None:
+            # Printed in a letter's window: no threat or insult, nor a word that tells the post of
+            # the debt ("c/o DEBT COLLECTIONS DEPT"), as for the name above it.
+            finding = screen_address(value)
+            if finding is not None:
+                f.reject(name, f"{finding.rule}: {finding.detail}")
     country = (values["country"] or (jurisdiction or "").split("-")[0]).upper()
     if not _COUNTRY.fullmatch(country):
         f.reject("country", "not an ISO 3166-1 alpha-2 country code")

@@ -10,7 +10,9 @@ lines of the file, counted from its bytes.
 Text is decoded strictly in the file's encoding (UTF-8, with or without a BOM, unless told
 otherwise): a byte sequence that is not valid in it raises `UnreadableFile` naming its byte
 offset, whenever it is met, and the importer then stores nothing. Nothing is ever guessed or
-replaced, so a GBK file read as UTF-8 never becomes mojibake in the database.
+replaced, so a GBK file read as UTF-8 never becomes mojibake in the database; nor does a UTF-8
+file read in another encoding, which GB18030 would read without an error: its first lines that
+hold non-ASCII bytes being UTF-8, it is refused the same way, naming the encoding (`_Utf8Probe`).
 
 Reading (`Source.lines`) and splitting a line into a record (`Source.layout`) are apart: the
 importer reads, in file order, and a parsing worker splits and parses (`arrears.importing.parallel`).
@@ -147,11 +149,19 @@ class Source:
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         """(line number, text without its line break) for each physical line, decoded strictly."""
+        # Whether a file read in another encoding is UTF-8, from the first lines that hold non-ASCII
+        # bytes (`_Utf8Probe`): None for a UTF-8 import, and once a line has shown it is not.
+        probe = None if self._bom else _Utf8Probe()
         for raw in self._binary:
             start, self._position = self._position, self._position + len(raw)
             self._number += 1
             self._sha256.update(raw)
             body = raw[:-1] if raw.endswith(b"\n") else raw
+            if probe is not None and not body.isascii():
+                if not probe.reads(self._number, body):
+                    probe = None
+                elif probe.sure:
+                    raise UnreadableFile(probe.refusal(self.path, self.encoding))
             skipped = 0
             if start == 0 and body.startswith(codecs.BOM_UTF8):
                 if not self._bom:
@@ -172,6 +182,8 @@ class Source:
                     " (try --encoding gb18030 for a Chinese file, --encoding cp1252 for one Excel saved "
                     "in Western Europe or the Americas)"
                     if self._bom
+                    else " (the line is UTF-8 text: import the file without --encoding)"
+                    if _is_utf8(body)
                     else ""
                 )
                 raise UnreadableFile(
@@ -191,6 +203,62 @@ class Source:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+class _Utf8Probe:
+    """Whether a file read in another encoding (`--encoding gb18030`) is UTF-8 text, from its first
+    lines that hold non-ASCII bytes: a UTF-8 file reads in GB18030 as other Chinese characters
+    without an error ("王小明" as "鐜嬪皬鏄�"), which would be stored as the borrowers' names.
+
+    A line that is not UTF-8 ends the probe: the file is not (a GBK line is seldom UTF-8: a name of
+    one character in five, of two in thirty). Once `EVIDENCE` non-ASCII bytes in a row have been
+    UTF-8 (8 Chinese characters of UTF-8, 12 accented letters) the file is UTF-8: 12 characters of
+    GBK are UTF-8 by chance far less than once in a million (8 are, once). Only those first lines
+    are decoded twice; a UTF-8 import is not probed at all."""
+
+    EVIDENCE = 24
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.first: tuple[int, bytes] | None = None  # the first line that holds non-ASCII bytes
+
+    def reads(self, number: int, body: bytes) -> bool:
+        """Take in one line that holds non-ASCII bytes; False when the file is not UTF-8."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        self.first = self.first or (number, body)
+        self.seen += len(body) - len(text.encode("ascii", "ignore"))
+        return True
+
+    @property
+    def sure(self) -> bool:
+        return self.seen >= self.EVIDENCE
+
+    def refusal(self, path: Path, encoding: str) -> str:
+        assert self.first is not None
+        number, body = self.first
+        found = _NON_ASCII.search(body.decode("utf-8"))
+        assert found is not None
+        words = found.group(0)[:12]
+        misread = words.encode("utf-8").decode(encoding, errors="replace")
+        return (
+            f"{path}: is UTF-8 text, not {encoding}: line {number} holds {words!r}, which read as "
+            f"{encoding} would be stored as {misread!r}; nothing stored: import it without --encoding "
+            "(UTF-8 is the default)"
+        )
 
 
 def open_source(path: Path, kind: Kind, encoding: str = DEFAULT_ENCODING) -> Source:

@@ -39,7 +39,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 
-from arrears.compliance.content import ContentFinding, check_content
+from arrears.compliance.content import ContentFinding, check_content, screen_address, screen_envelope
 from arrears.jurisdictions import Profile, profile
 from arrears.messages import format_money
 
@@ -233,15 +233,22 @@ def vet(
     letter: RenderedLetter, context: LetterContext, *, rules: Profile | None = None
 ) -> ContentFinding | None:
     """The first content rule the letter's words break (threats, abuse, the lender unnamed), or None:
-    `arrears.compliance.content.check_content` on the letter channel, where no opt-out is owed."""
+    `arrears.compliance.content.check_content` on the letter channel, where no opt-out is owed.
+    Then the lines its envelope's window shows to whoever handles the post: the name says nothing
+    of a debt, the address lines no threat, insult or debt either (`screen_address`). The import
+    screens them too; an address stored before it did, or written by an agent, is caught here."""
     fill = {"name": context.borrower_name, "lender": context.lender}
-    return check_content(
+    found = check_content(
         letter.text,
         lender=context.lender,
         profile=rules or profile(context.jurisdiction),
         channel="letter",
         fill=fill,
     )
+    if found is not None or not context.borrower_address:
+        return found
+    name, *lines = context.borrower_address
+    return screen_envelope(name) or next(filter(None, map(screen_address, lines)), None)
 
 
 # -- the page ---------------------------------------------------------------------------------------
