@@ -26,6 +26,7 @@ from tests.later_stage_helpers import (
     rows,
     wait_paused,
 )
+from tests.test_agency_overtaken import _approved
 
 assignment_t = AgencyAssignment.__table__  # type: ignore[attr-defined]
 UNLOCATED = "unable to locate the vehicle after 60 days"
@@ -41,19 +42,8 @@ def _assigned(engine: Engine, tmp_path: Path, account_id: str) -> Any:
     """A US-CA account (no cure notice owed) whose repossession a reviewer approved and whose
     assignment the sandbox agency holds; its assignment row."""
     from tasks.agency import push_assignments
-    from tasks.review import decide_review, prepare_reviews
 
-    put_in_review(engine, tmp_path, account_id, jurisdiction="US-CA", timezone="America/Los_Angeles")
-    prepare_reviews.fn(at("2026-12-01T17:00:00Z"))
-    decided = decide_review(
-        engine,
-        account_id=account_id,
-        decision="repossess",
-        reviewer="Ana",
-        reason="no contact",
-        at=at("2026-12-02T17:00:00Z"),
-    )
-    assert decided.order_id is not None
+    _approved(engine, tmp_path, account_id)
     assert push_assignments.fn()["assignments_sent"] == 1
     [row] = rows(engine, assignment_t, account_id)
     assert row.status == "assigned" and row.provider_id
