@@ -402,8 +402,10 @@ class Quarantine(SQLModel, table=True):
     """An account, inbound message or outbox message set aside by a failure (DESIGN §4 isolation).
 
     One row per item (`what`, `ref`): a failure again reopens it. While `resolved` is false the
-    cycle skips the item; `arrears quarantine retry` releases it and runs it again. `error` is
-    masked: no phone number or national id reaches it.
+    cycle skips the item, except while `retrying_since` is set: `arrears quarantine retry` released
+    it and runs it again, and only once that work committed is it `resolved` (a retry that failed or
+    never finished leaves it in quarantine). `error` is masked: no phone number or national id
+    reaches it.
     """
 
     __table_args__ = (
@@ -421,6 +423,7 @@ class Quarantine(SQLModel, table=True):
     at: datetime = _instant(default_factory=utcnow)
     cycle_id: int | None = None
     retried_at: datetime | None = _instant(default=None)
+    retrying_since: datetime | None = _instant(default=None)  # released for a retry not yet confirmed
     resolved: bool = False
 
 

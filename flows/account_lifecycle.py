@@ -7,7 +7,7 @@ one flow run per account. Each run leaves the account's timeline as an artifact
 
 It is also how a quarantined item is retried (`retry_quarantined`, for `arrears quarantine
 retry`): the item is released, its account goes through this path, and the item is resolved
-when nothing set it aside again.
+once that committed, when nothing set it aside again.
 """
 
 from collections.abc import Sequence
@@ -58,11 +58,22 @@ def retry_quarantined(entry_ids: Sequence[int], as_of: str | None = None) -> lis
     An account, an outbox message or a reply goes through `account_lifecycle` for its account (a
     reply is read again by its refresh); a reply from a number several accounts share is first
     attributed again, and stays in quarantine while it still cannot be. Entries that are not open
-    are reported as such and left alone."""
+    are reported as such and left alone.
+
+    An entry is resolved only once its account's path returned (its work committed): a retry that
+    raises, the database gone in its middle included, leaves it in quarantine, with the new error
+    when the database takes it."""
     results = []
     for entry_id in entry_ids:
         now = datetime.now(UTC)
-        entry = isolation.release_entry(entry_id, at=now)
+        try:
+            entry = isolation.release_entry(entry_id, at=now)
+        except isolation.STEP_FAILURES as error:  # the database away before anything ran: unchanged
+            said = f"not retried: {isolation.error_text(error)}"
+            results.append(
+                {"id": entry_id, "resolved": False, "error_type": type(error).__name__, "error": said}
+            )
+            continue
         if entry is None:
             results.append({"id": entry_id, "resolved": False, "error": "no open quarantine entry"})
             continue
@@ -73,8 +84,9 @@ def retry_quarantined(entry_ids: Sequence[int], as_of: str | None = None) -> lis
                 if account_id is None:
                     raise LookupError("ambiguous sender: the number still belongs to several open accounts")
             account_lifecycle(account_id, as_of=as_of, reason="quarantine retry")
+            state = isolation.resolve_entry(entry_id, since=now)
         except Exception as error:  # the item failed again outside the steps that quarantine it
-            isolation.reopen_entry(entry_id, error, at=now)
-        state = isolation.entry_state(entry_id) or entry
-        results.append({**state, "account_id": account_id or state["account_id"]})
+            state = isolation.reopen_entry(entry_id, error, at=now)
+        merged = {**entry, **(state or {})}
+        results.append({**merged, "account_id": account_id or merged["account_id"]})
     return results

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from arrears.lifecycle import Decision
 from arrears.masking import mask_text
@@ -35,11 +35,13 @@ __all__ = [
     "bulk_or_each",
     "decide_each",
     "entry_state",
+    "error_text",
     "guarded",
     "open_entry_ids",
     "quarantine_entries",
     "release_entry",
     "reopen_entry",
+    "resolve_entry",
     "without_quarantined",
     "write_each",
     "write_shard",
@@ -311,17 +313,29 @@ def _as_json(r: Any) -> dict[str, Any]:
         "at": r.at.isoformat(),
         "cycle_id": r.cycle_id,
         "retried_at": r.retried_at.isoformat() if r.retried_at else None,
+        # Released for a retry that has not resolved it (yet, or ever: it never finished).
+        "retrying_since": r.retrying_since.isoformat() if r.retrying_since else None,
         "resolved": bool(r.resolved),
     }
 
 
 def release_entry(entry_id: int, *, at: datetime) -> dict[str, Any] | None:
-    """Let the cycle see a quarantined item again, before its retry; None if it is not open."""
+    """Let the steps see a quarantined item again, for its retry (the entry stays open until
+    `resolve_entry`); None if it is not open."""
     with engine().begin() as connection:
         if not quarantine.release(connection, entry_id, at=at):
             return None
         row = quarantine.entry(connection, entry_id)
     return _as_json(row)
+
+
+def resolve_entry(entry_id: int, *, since: datetime) -> dict[str, Any] | None:
+    """After the retry released at `since` committed its work: the entry resolved, unless a step set
+    its item aside again (it is open, with that step's error). None if there is no such entry."""
+    with engine().begin() as connection:
+        quarantine.resolve(connection, entry_id, since=since)
+        row = quarantine.entry(connection, entry_id)
+    return None if row is None else _as_json(row)
 
 
 def entry_state(entry_id: int) -> dict[str, Any] | None:
@@ -330,12 +344,31 @@ def entry_state(entry_id: int) -> dict[str, Any] | None:
     return None if row is None else _as_json(row)
 
 
-def reopen_entry(entry_id: int, error: BaseException, *, at: datetime) -> None:
-    """A retry that raised outside the steps that quarantine by themselves: open again, with its error."""
-    with engine().begin() as connection:
-        quarantine.reopen(
-            connection, entry_id, error_type=type(error).__name__, error=str(error) or repr(error), at=at
-        )
+def reopen_entry(entry_id: int, error: BaseException, *, at: datetime) -> dict[str, Any]:
+    """A retry that raised outside the steps that quarantine by themselves: open again, with its
+    error; what the entry says now. When the database refuses that too (gone away mid-retry), the
+    entry stays as the retry released it, in quarantine all the same: the error is returned, said to
+    be not recorded."""
+    error_type, text = type(error).__name__, error_text(error)
+    said: dict[str, Any] = {"id": entry_id, "resolved": False, "error_type": error_type, "error": text}
+    try:
+        with engine().begin() as connection:
+            quarantine.reopen(connection, entry_id, error_type=error_type, error=text, at=at)
+            row = quarantine.entry(connection, entry_id)
+    except STEP_FAILURES as unrecorded:
+        return said | {"error": f"{text} (not recorded: {error_text(unrecorded)})"}
+    return said if row is None else _as_json(row)
+
+
+def error_text(error: BaseException) -> str:
+    """An error's text, masked; the database's in one line: the driver's words, without the
+    statement and the parameters SQLAlchemy adds to them (a borrower's name may be among them)."""
+    if isinstance(error, DBAPIError):
+        error = error.orig if error.orig is not None else error
+        text = next(iter(str(error).splitlines()), "")
+    else:
+        text = str(error)
+    return mask_text(text or repr(error))[: quarantine.ERROR_TEXT_LIMIT]
 
 
 def open_entry_ids() -> list[int]:

@@ -5,6 +5,13 @@ and skipped by the later steps, and by later cycles, until an operator retries i
 item (`what`, `ref`): a second failure of the same item reopens its row rather than adding one.
 Error texts are masked (`mask_text`) before they are stored: no phone number reaches the table.
 
+A retry (`arrears quarantine retry`) is three commits: `release` sets `retrying_since`, and the
+steps see the item again while it is set; the retried work; then `resolve`. Until `resolve`, and
+for good when the retry never got there (it failed, the process was killed, the database went away
+mid-retry), the entry is in quarantine: listed, counted, retried by `--all`. A step that sets the
+item aside again (`put`) or a failed retry (`reopen`) clears `retrying_since`: the steps skip the
+item again, and there is nothing left to resolve.
+
 Every function takes the caller's connection and does not commit.
 """
 
@@ -13,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from arrears.masking import mask_text
 from arrears.storage.bulk import among
@@ -32,10 +39,14 @@ __all__ = [
     "put",
     "release",
     "reopen",
+    "resolve",
     "settlement_accounts",
 ]
 
 ERROR_TEXT_LIMIT = 2_000
+
+# What the steps skip: an open entry, unless released for a retry (its own steps must see it).
+_held = and_(quarantine.c.resolved.is_(False), quarantine.c.retrying_since.is_(None))
 
 
 class What(StrEnum):
@@ -65,6 +76,7 @@ def put(
         "at": at,
         "cycle_id": cycle_id,
         "resolved": False,
+        "retrying_since": None,  # set aside again: a retry running now has nothing to confirm
     }
     if what is What.MESSAGE:
         # Its lease let go: a retry may take the row at once (it was never sent: it failed first).
@@ -85,9 +97,7 @@ def put(
 
 def open_accounts(connection: Connection, account_ids: Iterable[str] | None = None) -> set[str]:
     """Accounts in quarantine (of `account_ids`, when given): the cycle leaves them alone."""
-    query = select(quarantine.c.account_id).where(
-        quarantine.c.resolved.is_(False), quarantine.c.what == What.ACCOUNT.value
-    )
+    query = select(quarantine.c.account_id).where(_held, quarantine.c.what == What.ACCOUNT.value)
     if account_ids is not None:
         ids = sorted(set(account_ids))
         if not ids:
@@ -97,8 +107,9 @@ def open_accounts(connection: Connection, account_ids: Iterable[str] | None = No
 
 
 def open_refs(connection: Connection, what: What, refs: Collection[str] | None = None) -> set[str]:
-    """The references of the open entries of one kind (among `refs`, when given)."""
-    query = select(quarantine.c.ref).where(quarantine.c.resolved.is_(False), quarantine.c.what == what.value)
+    """The references of the open entries of one kind (among `refs`, when given), less those a
+    retry released: the steps skip these."""
+    query = select(quarantine.c.ref).where(_held, quarantine.c.what == what.value)
     if refs is not None:
         if not refs:
             return set()
@@ -107,7 +118,8 @@ def open_refs(connection: Connection, what: What, refs: Collection[str] | None =
 
 
 def entries(connection: Connection, *, include_resolved: bool = False) -> list[Any]:
-    """The quarantine, oldest first (open entries only, unless `include_resolved`)."""
+    """The quarantine, oldest first (open entries only, unless `include_resolved`): those released
+    for a retry not yet resolved are open."""
     query = select(quarantine).order_by(quarantine.c.id)
     if not include_resolved:
         query = query.where(quarantine.c.resolved.is_(False))
@@ -119,23 +131,41 @@ def entry(connection: Connection, entry_id: int) -> Any | None:
 
 
 def release(connection: Connection, entry_id: int, *, at: datetime) -> bool:
-    """Let the cycle see the item again (before a retry runs it): resolved, retried at `at`.
-    False when the entry does not exist or is not open."""
+    """Let the steps see the item again, for a retry starting at `at`; the entry stays open until
+    `resolve`. False when the entry does not exist or is resolved. One a retry released and never
+    resolved may be released again: that retry never finished."""
     done = connection.execute(
         update(quarantine)
         .where(quarantine.c.id == entry_id, quarantine.c.resolved.is_(False))
-        .values(resolved=True, retried_at=at)
+        .values(retried_at=at, retrying_since=at)
+    )
+    return bool(done.rowcount)
+
+
+def resolve(connection: Connection, entry_id: int, *, since: datetime) -> bool:
+    """The retry released at `since` committed its work: the entry is resolved. False when nothing
+    awaits it: a step set the item aside again (`put`), the retry failed (`reopen`), or another
+    retry released it since (that one resolves it)."""
+    done = connection.execute(
+        update(quarantine)
+        .where(
+            quarantine.c.id == entry_id,
+            quarantine.c.resolved.is_(False),
+            quarantine.c.retrying_since == since,
+        )
+        .values(resolved=True, retrying_since=None)
     )
     return bool(done.rowcount)
 
 
 def reopen(connection: Connection, entry_id: int, *, error_type: str, error: str, at: datetime) -> None:
-    """A retry failed outside the steps that quarantine on their own: the entry is open again."""
+    """A retry failed outside the steps that quarantine on their own: the entry is open, with this
+    error, and the steps skip its item again. A resolved entry is left alone."""
     connection.execute(
         update(quarantine)
-        .where(quarantine.c.id == entry_id)
+        .where(quarantine.c.id == entry_id, quarantine.c.resolved.is_(False))
         .values(
-            resolved=False,
+            retrying_since=None,
             error_type=error_type[:64],
             error=mask_text(error)[:ERROR_TEXT_LIMIT],
             at=at,
@@ -144,7 +174,8 @@ def reopen(connection: Connection, entry_id: int, *, error_type: str, error: str
 
 
 def counts(connection: Connection, *, cycle_id: int | None = None) -> dict[str, Any]:
-    """What the report shows: open entries by kind, and those the cycle `cycle_id` set aside."""
+    """What the report shows: open entries by kind (those a retry released and did not resolve
+    among them), and those the cycle `cycle_id` set aside."""
     by_what = {w.value: 0 for w in What}
     for what, n in connection.execute(
         select(quarantine.c.what, func.count())

@@ -2,10 +2,12 @@
 
 An account, an inbound message or an outbox message that failed in a cycle is quarantined with
 its error, and the cycle went on without it. `list` shows them; `retry` runs each again through
-the single-account path and resolves it when it passes. Errors are stored masked.
+the single-account path and resolves it once that work committed: one that fails, or whose retry
+never finished (the database gone in its middle, the process killed), stays in quarantine, and
+`list` says when that retry started. Errors are stored masked.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -68,7 +70,7 @@ def list_entries(
                     e["step"],
                     f"{e['error_type']}: {e['error']}",
                     e["at"][:16],
-                    (e["retried_at"] or "")[:16],
+                    _retried(e),
                     "yes" if e["resolved"] else "no",
                 )
             )
@@ -87,7 +89,8 @@ def retry(
     json: Json = False,
 ) -> None:
     """Run quarantined items again (an account, a message or a reply: through its account's lifecycle);
-    each is resolved when it passes. Exits 1 when one still fails."""
+    each is resolved once it passed. One that fails, or whose retry cannot finish (the database gone),
+    stays in quarantine. Exits 1 when one still fails."""
     from flows.account_lifecycle import retry_quarantined
     from tasks.isolation import open_entry_ids
 
@@ -120,3 +123,10 @@ def retry(
             console.print("nothing in quarantine")
     if any(not r["resolved"] for r in results):
         raise typer.Exit(1)
+
+
+def _retried(e: dict[str, Any]) -> str:
+    """When a retry last ran; one that never resolved the entry (never finished) says so."""
+    if e["retrying_since"]:
+        return f"retry started {e['retrying_since'][:16]}, not confirmed"
+    return str(e["retried_at"] or "")[:16]
