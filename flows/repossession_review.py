@@ -16,9 +16,11 @@ the answers it already got, in order, and continues where it stopped.
 The daily cycle's part (`start_reviews`, after advance) is bulk: reviews opened, closed and
 notified in a few queries; then one run started per new review on the served deployment, and
 runs woken that have something to do (their cure period ended, their account changed, or a
-decision was recorded while the run could not be resumed). A review an order closed without the
-car opened again (`tasks.agency`) is a new review, and gets its run the same way. The cycle
-passes its own instant to the runs it starts and wakes, so simulated days keep one timeline.
+decision was recorded while the run could not be resumed). A review sent back to a person because
+its approved order ended undone (closed by the agency without the car, called off while the
+account stayed in review, blocked for want of data: `storage.vendor_orders`) is a new review, and
+gets its run the same way. The cycle passes its own instant to the runs it starts and wakes, so
+simulated days keep one timeline.
 
 The flow is async on purpose: a sync flow run costs about a second of heartbeat teardown
 (PREFECT.md), and a portfolio has many reviews.

@@ -4,6 +4,7 @@
   resend after a crash returns the first assignment), and `cancel_pending` ones cancelled there
   (a payment, plan, settlement or hold overtook the order: regulators' most common finding in
   auto servicing is a car taken after the borrower paid, because nobody called the agent off).
+  One blocked for want of a VIN or a mailing address goes once an import brings them.
 - `record_statuses`: the agency's status changes, from its signed webhooks or a lookup; a
   recovery is recorded with where and in what condition. An order closed (or refused) without
   the car sends its review back to a person (`vendor_orders.close_unrecovered_order`).
@@ -76,8 +77,13 @@ def agency_configured() -> bool:
 
 
 def assignments_waiting() -> bool:
+    """Whether `push_assignments` has anything to do: orders to send or call off, or blocked ones
+    (an import may have brought the data they wait for: `vendor_orders.release_blocked_orders`)."""
     with engine().connect() as connection:
-        return bool(assignments.assignments_to_push(connection, limit=1))
+        return bool(
+            assignments.assignments_to_push(connection, limit=1)
+            or assignments.blocked_assignments(connection, limit=1)
+        )
 
 
 def assignments_working() -> bool:
@@ -122,9 +128,12 @@ def _request(connection: Connection, row: AssignmentRow) -> AssignmentRequest:
 
 @task(name="push-assignments", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
 def push_assignments(limit: int = 500) -> dict[str, int]:
-    """Send pending assignments and cancel overtaken ones at the agency."""
+    """Send pending assignments and cancel overtaken ones at the agency; first, blocked ones whose
+    VIN and mailing address an import has brought become pending (or are called off if a person
+    decided again meanwhile: `vendor_orders.release_blocked_orders`), so they go in this run."""
     counts = {"assignments_sent": 0, "assignments_cancelled": 0, "assignments_waiting": 0}
-    with engine().connect() as connection:
+    with engine().begin() as connection:
+        vendor_orders.release_blocked_orders(connection, at=utcnow())
         todo = assignments.assignments_to_push(connection, limit=limit)
     if not todo:
         return counts

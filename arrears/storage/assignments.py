@@ -3,7 +3,9 @@
 A row is written with the vendor order of an approved review (`vendor_orders.create_vendor_order`),
 sent by `tasks.agency`, and moved by the agency's status (webhooks or lookups). When a payment,
 a plan or a hold overtakes the order, `request_cancel` marks it for cancelling at the agency
-(`cancel_pending`), or cancels it outright if it never left. Statuses never move back.
+(`cancel_pending`), or cancels it outright if it never left. Statuses never move back, but for
+one: an order `blocked` for want of a VIN or a mailing address goes (`unblock`, pending) once an
+import brings them (`vendor_orders.release_blocked_orders`).
 
 A send is claimed (`sending`, committed) before the request goes out: from then on the order may
 be at the agency whatever happens to the answer (a payment imported meanwhile, a kill -9 before
@@ -30,12 +32,14 @@ __all__ = [
     "assignment_by_provider_id",
     "assignments_to_push",
     "assignments_to_track",
+    "blocked_assignments",
     "claim_send",
     "list_assignments",
     "mark_assigned",
     "move_assignment",
     "request_cancel",
     "touch",
+    "unblock",
 ]
 
 _RANK = {
@@ -160,6 +164,43 @@ def assignments_to_push(connection: Connection, *, limit: int = 500) -> list[Ass
         .limit(limit)
     ).all()
     return [_row(r) for r in rows]
+
+
+def blocked_assignments(connection: Connection, *, limit: int | None = None) -> list[AssignmentRow]:
+    """Assignments that could not be sent for want of data (`add_assignment`'s `blocked`), oldest
+    first: few, each waiting for an import or for a person's new decision."""
+    query = (
+        select(assignment)
+        .where(assignment.c.status == "blocked")
+        .order_by(assignment.c.created_at, assignment.c.id)
+    )
+    return [_row(r) for r in connection.execute(query if limit is None else query.limit(limit)).all()]
+
+
+def unblock(connection: Connection, *, row_id: int, at: datetime, why: str) -> bool:
+    """A blocked assignment whose data is on file now is to send (pending), under its own key;
+    False when it is no longer blocked (cancelled meanwhile)."""
+    r = connection.execute(select(assignment).where(assignment.c.id == row_id)).one()
+    moved = connection.execute(
+        update(assignment)
+        .where(assignment.c.id == row_id, assignment.c.status == "blocked")
+        .values(status="pending", reason=None, updated_at=at)
+    )
+    if not moved.rowcount:
+        return False
+    insert_events(
+        connection,
+        [
+            event(
+                r.account_id,
+                at,
+                "assignment",
+                f"repossession order {r.order_id} can be sent to the agency now: {why}",
+                {"order_id": r.order_id, "unblocked": r.reason},
+            )
+        ],
+    )
+    return True
 
 
 def assignments_to_track(connection: Connection, *, limit: int = 500) -> list[AssignmentRow]:

@@ -71,8 +71,10 @@ def list_waiting(
     limit: Limit = None,
 ) -> None:
     """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold, blocked)
-    and referrals (court, or the legal team for a rejected filing), oldest first. A review the
-    agency's closing of its order without the car sent back to a person says why (`reopened`).
+    and referrals (court, or the legal team for a rejected filing), oldest first. A review sent
+    back to a person because its repossession order ended undone (closed by the agency without the
+    car, called off while the account stayed in review, or not sendable for want of a VIN or a
+    mailing address) says why (`reopened`).
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""
@@ -207,7 +209,10 @@ def decide(
     The first decision recorded stands: the same decision again changes nothing (exit 0); another
     one is refused (exit 2), naming the decision that stands. While a promise to pay runs, repossess
     and legal are refused (exit 2, naming the promise and its date); negotiate is not. An order the
-    agency closes without the car opens the review again, to be decided anew."""
+    agency closes without the car, one called off while the account stays in review (a payment
+    that did not cure, a hold, a lapsed settlement) or one that cannot be sent (no VIN or mailing
+    address: an import that brings it sends the order instead) opens the review again, to be
+    decided anew."""
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
@@ -302,7 +307,7 @@ def _resume(
 
 
 def _reopened(reasons: dict[int, str], w: "Waiting") -> str | None:
-    """Why a review went back to a person (`vendor_orders.close_unrecovered_order`), or None."""
+    """Why a review went back to a person (`vendor_orders.reopened_reasons`), or None."""
     return reasons.get(w.ref) if w.what == "review" else None
 
 
