@@ -308,9 +308,11 @@ class EarlyReport(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     vendor_status: str | None = Field(default=None, max_length=64)
     # What the vendor said of the number, applied with the report (`StatusReport`): it cannot take
-    # texts (marked invalid at once), or its owner opted out at the carrier (no failure counted).
+    # texts (marked invalid at once), or its owner opted out at the carrier (no failure counted);
+    # or that the failure is our message's or sender's, not the number's (no failure counted).
     number_cannot_text: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     opted_out: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    sender_fault: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class BureauRecord(SQLModel, table=True):

@@ -57,6 +57,7 @@ def to_status(report: DeliveryReport) -> StatusReport:
         vendor_status=report.vendor_status,
         number_cannot_text=report.number_cannot_text,
         opted_out=report.recipient_opted_out,
+        sender_fault=report.sender_fault,
         address=report.recipient,
     )
 

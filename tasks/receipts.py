@@ -4,8 +4,9 @@ Gateways drop callbacks (the sandbox does on request; real ones do under load or
 webhook is down). A message still `sent` an hour after the provider took it is looked up by its
 provider id (`SmsProvider.status`), and the answer is applied exactly as a callback would be
 (`tasks.inbound.record_delivery_reports`): a late callback and the lookup move the message once,
-never backwards, and what the error says of the number (a landline, an opt-out at the carrier)
-counts as it would have in the callback. The outbox sweep runs it after each dispatch, a bounded
+never backwards, and what the error says of the number (a landline, an opt-out at the carrier,
+or that the fault is our message's or sender's, not the number's) counts as it would have in the
+callback. The outbox sweep runs it after each dispatch, a bounded
 number at a time.
 
 The other way round, a report that came before its send was recorded and whose send never was
@@ -67,9 +68,10 @@ def expire_early_reports(as_of: datetime) -> int:
 
 def looked_up_report(found: SmsResult, address: str, as_of: datetime) -> DeliveryReport:
     """A status lookup's answer as the callback that never came would have told it: what the error
-    says of the number (Twilio's 30006 a landline, 21610 an opt-out at the carrier) with it. Without
-    those, a landline counted as one failure among the policy's run, and a carrier opt-out as a
-    failed delivery, its STOP never recorded."""
+    says of the number (Twilio's 30006 a landline, 21610 an opt-out at the carrier) or that it is
+    our message's or sender's fault (30007 filtered, 30034 an unregistered sender) with it. Without
+    those, a landline counted as one failure among the policy's run, a carrier opt-out as a failed
+    delivery, its STOP never recorded, and a filtered template as a failure of every number."""
     return DeliveryReport(
         found.provider_id,
         found.status,
@@ -78,6 +80,7 @@ def looked_up_report(found: SmsResult, address: str, as_of: datetime) -> Deliver
         vendor_status="status lookup",
         number_cannot_text=found.number_cannot_text,
         recipient_opted_out=found.recipient_opted_out,
+        sender_fault=found.sender_fault,
         recipient=address,
     )
 

@@ -199,7 +199,8 @@ def rate(value: float | None) -> str:
 
 def message_rows(report: PortfolioReport) -> list[dict[str, Any]]:
     """Messages decided in the cycle as the CLI's report prints them: each status with its total
-    ("(all)"), then blocked and scheduled ones by reason, in three columns in every row."""
+    ("(all)"), then blocked, scheduled and failed ones by reason (a failure's is the vendor's error
+    code), in three columns in every row."""
     return (
         [{"status": k, "reason": "(all)", "count": v} for k, v in sorted(report.messages.items())]
         + [
@@ -210,6 +211,7 @@ def message_rows(report: PortfolioReport) -> list[dict[str, Any]]:
             {"status": "scheduled", "reason": k, "count": v}
             for k, v in sorted(report.deferred_by_reason.items())
         ]
+        + [{"status": "failed", "reason": k, "count": v} for k, v in sorted(report.failed_by_reason.items())]
     ) or [{"status": "(none)", "reason": "", "count": 0}]
 
 

@@ -16,6 +16,14 @@ A report that the recipient opted out at the carrier (Twilio's 21610) is no fail
 number works, its owner texted STOP. It is recorded as a STOP is (`record_carrier_opt_out`, the
 webhook's own `record_opt_out`), whether or not its send is recorded yet, and never counts
 towards marking the number unreachable.
+
+Nor does a failure the vendor says is about our message, our sender or our account rather than
+the number (`sender_fault`: Twilio's 30007 content filtered, 30034 an unregistered sender,
+Aliyun's template and signature codes…). Every borrower's number fails alike until a person
+changes the template or the sender: counted, three days of it would mark every number
+unreachable and send every borrower to skip tracing, towards third parties. The message is
+failed with the vendor's code (its `reason`, which the reports show) and the number's count of
+failures in a row is left as it was, neither raised nor reset.
 """
 
 from collections.abc import Sequence
@@ -71,6 +79,7 @@ class StatusReport:
     vendor_status: str | None = None
     number_cannot_text: bool = False  # the vendor says the number cannot take texts at all
     opted_out: bool = False  # the vendor says the recipient opted out at the carrier (STOP)
+    sender_fault: bool = False  # the vendor says a failure is our message's or sender's, not the number's
     address: str | None = field(default=None, repr=False)  # the number it went to, if the vendor says
 
 
@@ -102,6 +111,7 @@ def apply_delivery_reports(
     `segmentation.unreachable_after_failures`), or whose one failure the vendor says is about the
     number itself (`number_cannot_text`: a landline), is marked invalid: a dead number (用户停机,
     Twilio's 30003) is sent nothing more, and a borrower left without a working one is skip-traced.
+    A failure that is our message's or sender's (`sender_fault`) counts neither way.
     """
     result = ReportsApplied()
     unmatched: list[StatusReport] = []
@@ -131,12 +141,24 @@ def apply_delivery_reports(
                 unmatched.append(report)
             continue
         failed = report.status is MessageStatus.FAILED
+        ours = failed and report.sender_fault  # our message's or sender's fault: not the number's
         why = f": {report.error_code or report.vendor_status}" if failed else ""
+        if ours:
+            why += ", a fault of our message or sender, not counted against the number"
         events = []
         for row in moved:
             result.changed.append(row.id)
-            if not report.opted_out:  # an opt-out says the number works: it counts neither way
+            # an opt-out says the number works, a fault of ours says nothing of it: neither counts
+            if not report.opted_out and not ours:
                 _count_delivery(connection, row.account_id, row.address, failed=failed)
+            data: dict[str, Any] = {
+                "message_id": row.id,
+                "status": report.status.value,
+                "provider_id": report.provider_id,
+                "error_code": report.error_code,
+                "vendor_status": report.vendor_status,
+                "source": SOURCE,
+            }
             events.append(
                 {
                     "account_id": row.account_id,
@@ -144,19 +166,12 @@ def apply_delivery_reports(
                     "kind": "message",
                     "actor": provider,
                     "detail": f"message {row.id} {report.status.value}{why} (delivery report)",
-                    "data": {
-                        "message_id": row.id,
-                        "status": report.status.value,
-                        "provider_id": report.provider_id,
-                        "error_code": report.error_code,
-                        "vendor_status": report.vendor_status,
-                        "source": SOURCE,
-                    },
+                    "data": (data | {"sender_fault": True}) if ours else data,
                 }
             )
             after = 1 if report.number_cannot_text else unreachable_after
             # after the failure's own event: the number is marked for it (an opt-out marks nothing)
-            if failed and after and not report.opted_out:
+            if failed and after and not report.opted_out and not ours:
                 events += _unreachable(connection, row.account_id, row.address, after, report)
         connection.execute(audit.insert(), events)
     _record_unmatched(connection, provider, unmatched)
@@ -221,6 +236,7 @@ def apply_early_reports(
                 r.vendor_status,
                 number_cannot_text=r.number_cannot_text,
                 opted_out=r.opted_out,
+                sender_fault=r.sender_fault,
             )
             for r in rows
         ],
@@ -325,6 +341,7 @@ def _record_unmatched(connection: Connection, provider: str, reports: Sequence[S
                 "at": report.at,
                 "number_cannot_text": report.number_cannot_text,
                 "opted_out": report.opted_out,
+                "sender_fault": report.sender_fault,
             }
         )
     if events:

@@ -51,6 +51,9 @@ class PortfolioReport:
     messages: dict[str, int] = field(default_factory=dict)  # status -> count, this cycle's messages
     blocked_by_reason: dict[str, int] = field(default_factory=dict)
     deferred_by_reason: dict[str, int] = field(default_factory=dict)
+    # Failed ones by the vendor's error code (30007: the carrier filtered our text): a template or
+    # sender every carrier refuses shows as one code, not as a count of failures only.
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
     # What dispatch did in this cycle (every attempt at its instant), by outcome: what the CLI prints.
     dispatched: dict[str, int] = field(default_factory=dict)
     dispatch_blocked_by_reason: dict[str, int] = field(default_factory=dict)
@@ -73,6 +76,7 @@ class PortfolioReport:
             "messages_by_status": self.messages,
             "blocked_by_reason": self.blocked_by_reason,
             "scheduled_by_reason": self.deferred_by_reason,
+            "failed_by_reason": self.failed_by_reason,
             "dispatched": self.dispatched,
             "dispatch_blocked_by_reason": self.dispatch_blocked_by_reason,
             "provider_failures": self.provider_failures,
@@ -279,6 +283,7 @@ def portfolio_report(connection: Connection, *, cycle_id: int | None) -> Portfol
         report.messages, report.blocked_by_reason, report.deferred_by_reason = (
             dict(stored[key]) for key in _STATUSES
         )
+        report.failed_by_reason = dict(stored.get("failed_by_reason") or {})  # kept since 2026-12
         held = (stored.get("provider_failures") or {}).get(HELD) or {}
     else:
         _count_messages(connection, report, as_of)
@@ -326,6 +331,9 @@ def _count_messages(connection: Connection, report: PortfolioReport, as_of: date
             )
         elif status == "scheduled" and reason:
             report.deferred_by_reason[reason] = report.deferred_by_reason.get(reason, 0) + n
+        elif status == "failed":
+            code = reason or "unknown"
+            report.failed_by_reason[code] = report.failed_by_reason.get(code, 0) + n
 
 
 def _held(connection: Connection, as_of: datetime) -> dict[str, int]:

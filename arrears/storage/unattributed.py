@@ -4,7 +4,7 @@ The webhook acknowledges a callback it can store nothing from on an account (a r
 make the vendor push it again) and keeps it in the audit trail without an account:
 
 - `unmatched_report`: a delivery report about no message of ours (applied if its send is recorded
-  later);
+  later; then its message holds what it said, and it is left out: `_applied`);
 - `expired_report`: such a report whose send was still not recorded a week on: given up, never
   applied (`delivery_reports.expire_early_reports`);
 - `unmatched_court`: a court status for a filing no referral has;
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, not_, or_, select
 
 from arrears.storage.court_statuses import UNMATCHED_COURT
 from arrears.storage.delivery_reports import EXPIRED_REPORT, UNMATCHED_REPORT
-from arrears.storage.tables import audit
+from arrears.storage.tables import audit, message
 from arrears.storage.unreadable_callbacks import UNREADABLE_CALLBACK
 
 __all__ = [
@@ -96,5 +96,24 @@ def _kept(query: Select[Any], since: datetime | None, kinds: Sequence[str]) -> S
     wanted: list[ColumnElement[bool]] = [audit.c.kind.in_(audit_kinds)] if audit_kinds else []
     if FROM_UNKNOWN_NUMBER in kinds:
         wanted.append(audit.c.actor == "borrower")
-    query = query.where(audit.c.account_id.is_(None), or_(*wanted) if wanted else false())
+    query = query.where(audit.c.account_id.is_(None), or_(*wanted) if wanted else false(), not_(_applied()))
     return query if since is None else query.where(audit.c.at >= since)
+
+
+def _applied() -> ColumnElement[bool]:
+    """An `unmatched_report` that was applied once its send was recorded (`apply_early_reports`,
+    in the transaction that recorded it): its provider's message with its id now holds the status
+    it told. Half of a live cycle's receipts come before their sends are recorded; listed, they
+    buried the few that concern no message of ours. Found by the message's index, the audit trail
+    left as it was written (append-only). One whose send came only after it was given up (its
+    `expired_report` stays listed) and was never applied shows until its message reaches that
+    status by another report."""
+    said = audit.c.data
+    return and_(
+        audit.c.kind == UNMATCHED_REPORT,
+        exists().where(
+            message.c.provider_id == said["provider_id"].as_string(),
+            message.c.provider == said["provider"].as_string(),
+            message.c.status == said["status"].as_string(),
+        ),
+    )

@@ -213,6 +213,8 @@ def print_report_tables(data: dict[str, Any]) -> None:
         messages.add_row("blocked", reason, f"{n:,}")
     for reason, n in sorted(data["scheduled_by_reason"].items()):
         messages.add_row("scheduled", reason, f"{n:,}")
+    for reason, n in sorted(data.get("failed_by_reason", {}).items()):
+        messages.add_row("failed", reason, f"{n:,}")
     console.print(messages)
     if data.get("provider_failures"):
         failures = Table(

@@ -98,6 +98,57 @@ _TRANSIENT = {
     "SignatureNonceUsed",
     "InvalidTimeStamp.Expired",
 }
+# Delivery receipt codes (SmsReport `err_code`, QuerySendDetails `ErrCode`) about our template,
+# signature, content, account or sending rate, never the borrower's number (Aliyun's "短信回执错误码",
+# https://help.aliyun.com/document_detail/101347.html): every number fails alike until a person
+# changes the template or the signature, so none counts towards marking a number unreachable. Those
+# about the number (MOBILE_NOT_ON_SERVICE 停机, MOBILE_ACCOUNT_ABNORMAL, MOBILE_TERMINAL_ERROR,
+# INVALID_NUMBER, MOBILE_IN_BLACK, USER_REJECT…) still count. SP_UNKNOWN_ERROR (the carrier's
+# unknown error) says nothing of the number, as Twilio's 30008 does not.
+_SENDER_FAULT = frozenset(
+    {
+        # the content or the template: a carrier's keyword filter, an unsubscribe line missing, no
+        # channel for this content, a template refused, mismatched or missing a parameter
+        "CONTENT_KEYWORD",
+        "CONTENT_ERROR",
+        "NO_ROUTE",
+        "isv.SMS_CONTENT_ILLEGAL",
+        "isv.UNSUPPORTED_CONTENT",
+        "isv.SMS_CONTENT_MISMATCH_TEMPLATE_TYPE",
+        "isv.SMS_TEMPLATE_ILLEGAL",
+        "isv.TEMPLATE_MISSING_PARAMETERS",
+        "isv.TEMPLATE_PARAMS_ILLEGAL",
+        "isv.BLACK_KEY_CONTROL_LIMIT",
+        "isv.PARAM_LENGTH_LIMIT",
+        "isv.PARAM_NOT_SUPPORT_URL",
+        "isv.INVALID_PARAMETERS",
+        "isv.INVALID_JSON_PARAM",
+        "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+        # the signature (签名) or the sender's extension code
+        "isv.SMS_SIGN_ILLEGAL",
+        "isv.SMS_SIGNATURE_ILLEGAL",
+        "isv.SIGN_NAME_ILLEGAL",
+        "isv.SMS_SIGNATURE_SCENE_ILLEGAL",
+        "isv.EXTEND_CODE_ERROR",
+        "isv.ONE_CODE_MULTIPLE_SIGN",
+        # the account, its limits and our sending rate (to the number too: it says nothing of it)
+        "isv.DAY_LIMIT_CONTROL",
+        "isv.MONTH_LIMIT_CONTROL",
+        "isv.BUSINESS_LIMIT_CONTROL",
+        "MOBILE_SEND_LIMIT",
+        "isv.OUT_OF_SERVICE",
+        "isv.AMOUNT_NOT_ENOUGH",
+        "isv.ACCOUNT_ABNORMAL",
+        "isv.ACCOUNT_NOT_EXISTS",
+        "isv.PRODUCT_UN_SUBSCRIPT",
+        "isv.PRODUCT_UNSUBSCRIBE",
+        "isp.RAM_PERMISSION_DENY",
+        "isv.DENY_IP_RANGE",
+        # the vendor's or the carrier's own failure
+        "isp.SYSTEM_ERROR",
+        "SP_UNKNOWN_ERROR",
+    }
+)
 # BUSINESS_LIMIT_CONTROL is per-number flow control (per minute, hour and day): retrying within
 # seconds cannot help, so the caller gets it back with a hint and reschedules the message. It is
 # `RecipientThrottled`: the vendor answered, about this number only, so it is no outage.
@@ -414,12 +465,14 @@ class AliyunSmsProvider(HttpSmsProvider):
     def _from_dto(request: SmsRequest, dto: Mapping[str, Any]) -> SmsResult:
         status = _SEND_STATUS.get(int(dto.get("SendStatus", 1)), "sent")
         err = dto.get("ErrCode")
+        error_code = str(err) if err and status != "delivered" else None
         return SmsResult(
             idempotency_key=request.idempotency_key,
             provider_id=_provider_id(str(dto.get("OutId", "")), request.to),
             status=status,
             accepted_at=_china_time(dto.get("SendDate")),
-            error_code=str(err) if err and status != "delivered" else None,
+            error_code=error_code,
+            sender_fault=error_code in _SENDER_FAULT,
         )
 
     # -- health -------------------------------------------------------------------------------
@@ -496,7 +549,8 @@ def _success(item: Mapping[str, Any]) -> bool:
 def _report(item: Mapping[str, Any]) -> DeliveryReport:
     """One SmsReport item: `{phone_number, send_time, report_time, success, err_code, err_msg, sms_size,
     biz_id, out_id}`. Its times are Beijing time without an offset; `err_code` is `DELIVERED` on
-    success, the carrier's code (`MOBILE_NOT_ON_SERVICE`…) otherwise."""
+    success, the carrier's code (`MOBILE_NOT_ON_SERVICE`…) otherwise, or one about our template,
+    signature or account (`_SENDER_FAULT`), which is no failure of the number."""
     if "success" not in item or "out_id" not in item or item.get("phone_number") in (None, ""):
         raise InvalidCallback(
             "delivery report item lacks success, out_id or phone_number", code="body.malformed"
@@ -505,14 +559,16 @@ def _report(item: Mapping[str, Any]) -> DeliveryReport:
     out_id = str(item["out_id"])
     phone = str(item["phone_number"])
     err = item.get("err_code")
+    error_code = None if success else (str(err) if err else None)
     return DeliveryReport(
         provider_id=_provider_id(out_id, phone),
         status="delivered" if success else "undelivered",
         at=_china_time(item.get("report_time")),
-        error_code=None if success else (str(err) if err else None),
+        error_code=error_code,
         reference=out_id,
         vendor_status=str(err) if err else ("DELIVERED" if success else None),
         foreign=_OUR_OUT_ID.fullmatch(out_id) is None,
+        sender_fault=error_code in _SENDER_FAULT,
     )
 
 

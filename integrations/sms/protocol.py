@@ -87,6 +87,7 @@ class SmsResult:
     # (a receipt that never came) is applied as the callback would have been.
     number_cannot_text: bool = False
     recipient_opted_out: bool = False
+    sender_fault: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in SMS_STATUSES:
@@ -116,6 +117,12 @@ class DeliveryReport:
     # our sender): not a failed delivery, since the number works. The caller records the opt-out
     # as it records a STOP, in its own ledger (the law binds the lender, not the gateway).
     recipient_opted_out: bool = False
+    # The vendor says the failure is about our message, our sender or our account, not the number:
+    # the content filtered (Twilio's 30007, Aliyun's CONTENT_KEYWORD), a sender not registered or
+    # verified (30034, 30032), a template or signature refused, a cap or a queue of ours (30022,
+    # 30036), or a failure the vendor cannot explain (30008). Every number would fail alike: the
+    # message is failed with its code, but the failure does not count against the number.
+    sender_fault: bool = False
     # The number the message went to, where the vendor says (Twilio's `To`): an opt-out is the
     # number's, and a report may come before the send it is about is recorded. Not in the repr.
     recipient: str | None = field(default=None, repr=False)

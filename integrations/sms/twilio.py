@@ -117,6 +117,29 @@ _OPTED_OUT_TEXT = frozenset(str(code) for code in _OPTED_OUT)  # as a status cal
 # handset": the phone is off or out of coverage, which passes (providers.md: transient). It is
 # one failed delivery, and marks the number only after the policy's run of them in a row.
 _CANNOT_TEXT = frozenset({"30005", "30006"})
+# Delivery errors about our message, our sender or our account, never the borrower's number
+# (https://www.twilio.com/docs/api/errors): every number fails alike until a person changes the
+# template or the sender, so none counts towards marking a number unreachable (and skip tracing it).
+# 30001 queue overflow, 30002 account suspended, 30007 message filtered (content, spam), 30008
+# unknown error (nothing said of the number), 30010 price above MaxPrice, 30022 10DLC rate limit,
+# 30023 10DLC daily cap, 30027 T-Mobile daily limit, 30032 toll-free number not verified, 30034
+# unregistered 10DLC number, 30036 validity period expired in the queue, 30500 Twilio internal error.
+_SENDER_FAULT = frozenset(
+    {
+        "30001",
+        "30002",
+        "30007",
+        "30008",
+        "30010",
+        "30022",
+        "30023",
+        "30027",
+        "30032",
+        "30034",
+        "30036",
+        "30500",
+    }
+)
 # The account's or the sender's settings, never the borrower's number: every send fails alike until a
 # person changes them, so dispatch stops and says so. 21408: the destination region is not enabled
 # in the account's geo permissions; 30002: account suspended; 21606, 21212, 21603, 21659, 21660: the
@@ -204,6 +227,7 @@ def _result(payload: Mapping[str, Any], key: str) -> SmsResult:
         error_code=error_code,
         number_cannot_text=error_code in _CANNOT_TEXT,
         recipient_opted_out=error_code in _OPTED_OUT_TEXT,
+        sender_fault=error_code in _SENDER_FAULT,
     )
 
 
@@ -479,6 +503,7 @@ class TwilioSmsProvider(HttpSmsProvider):
                 number_cannot_text=form.get("ErrorCode") in _CANNOT_TEXT,
                 # providers.md: Twilio "reports opt-outs with error 21610": the number works
                 recipient_opted_out=form.get("ErrorCode") in _OPTED_OUT_TEXT,
+                sender_fault=form.get("ErrorCode") in _SENDER_FAULT,
                 recipient=form.get("To") or None,
             )
         ]
