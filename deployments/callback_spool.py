@@ -194,6 +194,7 @@ def _court_statuses(engine: Engine, received: Received, items: list[FilingStatus
             provider=received.name,
             callback_id=f"sha256:{received.digest}:{i}",
             reason=item.reason,
+            vendor_status=item.vendor_status,
         )
         if not result.known:
             log.warning(

@@ -12,10 +12,12 @@ back until it is lifted; one placed after the filing is put on record for counse
 the court (the automatic stay), while the case is still followed. So is a military hold placed
 after a filing whose affidavit swore the defendant is not in military service (SCRA).
 
-It ends when the court ends the case (judgment: the lifecycle closes the account), when the
-filing is rejected (back to the legal team's queue with the court's reason: `arrears review
-list`), or when the account pays, settles or cures (the filing is withdrawn, or its dismissal left to
-counsel where the gateway cannot withdraw it any more).
+It ends when the court ends the case (judgment: the lifecycle closes the account; in China a
+payment order that took effect, neither paid nor objected to within 15 days of service, is one:
+enforceable like a judgment), when the filing is rejected or the respondent objects to the payment
+order (支付令失效; back to the legal team's queue with the court's reason: `arrears review list`,
+where counsel decides whether to sue), or when the account pays, settles or cures (the filing is
+withdrawn, or its dismissal left to counsel where the gateway cannot withdraw it any more).
 """
 
 from datetime import datetime
@@ -28,7 +30,7 @@ from prefect.states import Cancelled, State
 from arrears.clock import business_date
 from arrears.review import enforcement_barred
 from arrears.settings import get_settings
-from arrears.storage.referrals import MILITARY_HELD, REFERRAL_ENDED
+from arrears.storage.referrals import MILITARY_HELD, REFERRAL_ENDED, REFERRAL_TO_LEGAL_TEAM
 from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
@@ -63,6 +65,10 @@ __all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
 REFERRAL_DEPLOYMENT = "legal-referral/referral"
 _ENDED = REFERRAL_ENDED  # the run has nothing more to do
 _DONE = _ENDED - {"rejected"}  # the case is over (a rejected filing goes back to the legal team)
+# To the legal team: a rejected filing, a payment order objected to (counsel decides whether to sue;
+# if the account pays, `arrears review list` still shows it: the court takes an objected order to
+# litigation unless the applicant says no), a dismissal counsel must file.
+_TO_LEGAL_TEAM = REFERRAL_TO_LEGAL_TEAM | {"dismissing"}
 
 
 def _name() -> str:
@@ -111,7 +117,7 @@ def _court_step(state: ReferralState, now: datetime) -> tuple[ReferralState, dic
     if state.status not in _ENDED:
         return state, None
     get_run_logger().info("referral %s: %s", state.referral_id, state.status)
-    queue = "legal team" if state.status in ("rejected", "dismissing") else None
+    queue = "legal team" if state.status in _TO_LEGAL_TEAM else None
     return state, {**state.as_json(), "queue": queue}
 
 

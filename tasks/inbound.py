@@ -181,8 +181,10 @@ def record_court_status(
     provider: str,
     callback_id: str,
     reason: str | None = None,
+    vendor_status: str | None = None,
 ) -> CourtRecorded:
-    """Store a court status on its referral (see `arrears.storage.court_statuses`)."""
+    """Store a court status on its referral, with the court's own words (see
+    `arrears.storage.court_statuses`)."""
     with engine.begin() as connection:
         return court_statuses.record_court_status(
             connection,
@@ -192,6 +194,7 @@ def record_court_status(
             provider=provider,
             callback_id=callback_id,
             reason=reason,
+            vendor_status=vendor_status,
         )
 
 

@@ -186,7 +186,8 @@ def hold_filing(referral_id: int, barred: str, at: datetime) -> ReferralState:
 )
 def poll_filing(referral_id: int, at: datetime) -> ReferralState:
     """Ask the court where the filing stands and record a new status (callbacks may have been
-    lost or late); a status is dated no earlier than `at`, when we learned it."""
+    lost or late), with the court's own words; a status is dated no earlier than `at`, when we
+    learned it."""
     state = load_referral.fn(referral_id)
     if state.filing_id is None:
         return state
@@ -214,6 +215,7 @@ def poll_filing(referral_id: int, at: datetime) -> ReferralState:
             provider=provider.info.name,
             callback_id=f"poll:{found.filing_id}:{found.status}",
             reason=found.reason,
+            vendor_status=found.vendor_status,
         )
     return load_referral.fn(referral_id)
 

@@ -4,6 +4,10 @@ Each status is applied once, in order: a repeat or an older status changes nothi
 a filing no referral has is kept for operators (`UNMATCHED_COURT`); one that arrives after the
 referral ended here (withdrawn as the account paid, settled, a judgment) never reopens it
 (`COURT_AFTER_END`, kept on the account's timeline).
+
+An objection to a payment order (`objected`: 支付令失效) is applied like any status and sends
+the referral to the legal team (`arrears.storage.waiting`), who decide whether to sue; a court
+that goes on to judge the case under the same filing is still heard, as after a rejection.
 """
 
 from dataclasses import dataclass
@@ -39,10 +43,12 @@ def record_court_status(
     provider: str,
     callback_id: str,
     reason: str | None = None,
+    vendor_status: str | None = None,
 ) -> CourtRecorded:
     """Store a court's status on the referral with this filing id, unless it is a repeat (same
     callback, or the status it already has) or older than a status already applied. A status of
-    a filing no referral has is kept for operators (an `unmatched_court` audit event, once)."""
+    a filing no referral has is kept for operators (an `unmatched_court` audit event, once).
+    `vendor_status`, the court's own words, goes on the timeline with it (`data.vendor_status`)."""
     row = connection.execute(
         select(referral.c.id, referral.c.account_id, referral.c.status)
         .where(referral.c.filing_id == filing_id)
@@ -99,13 +105,16 @@ def record_court_status(
     if any(e.at > at for e in mine):  # out of order: a later status is already applied
         return unchanged
     connection.execute(update(referral).where(referral.c.id == row.id).values(status=status, updated_at=at))
+    detail = f"filing {filing_id}: {row.status} → {status}" + (f" ({reason})" if reason else "")
+    if status == "objected":
+        detail += ": the payment order is void (支付令失效); the legal team decides whether to sue"
     connection.execute(
         audit.insert().values(
             account_id=row.account_id,
             at=at,
             kind="court",
             actor=f"court:{provider}",
-            detail=f"filing {filing_id}: {row.status} → {status}" + (f" ({reason})" if reason else ""),
+            detail=detail,
             data={
                 "filing_id": filing_id,
                 "from": row.status,
@@ -113,6 +122,7 @@ def record_court_status(
                 "reason": reason,
                 "callback_id": callback_id,
                 "source": SOURCE,
+                **({"vendor_status": vendor_status} if vendor_status else {}),
             },
         )
     )

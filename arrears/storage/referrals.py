@@ -20,8 +20,13 @@ from arrears.storage.tables import account, audit, borrower, referral
 from arrears.vocabulary import Hold, Stage
 
 # Referral statuses after which a referral run has nothing more to do at the court: the case ended,
-# or it went back to the legal team (`rejected`).
-REFERRAL_ENDED = frozenset({"judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected"})
+# or it went back to the legal team (`rejected`; `objected`: the respondent objected to the payment
+# order, which is void, and counsel decides whether to sue).
+REFERRAL_ENDED = frozenset(
+    {"judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected", "objected"}
+)
+# Of those, the ones that go back to the legal team's queue: the court will not end the case itself.
+REFERRAL_TO_LEGAL_TEAM = frozenset({"rejected", "objected"})
 
 # What `record_filing_held` is told when a military hold makes the filed affidavit untrue.
 MILITARY_HELD = f"hold:{Hold.MILITARY.value}"
@@ -29,6 +34,7 @@ MILITARY_HELD = f"hold:{Hold.MILITARY.value}"
 __all__ = [
     "MILITARY_HELD",
     "REFERRAL_ENDED",
+    "REFERRAL_TO_LEGAL_TEAM",
     "ReferralState",
     "filing_drafted",
     "open_referral",

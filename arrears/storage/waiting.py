@@ -131,7 +131,8 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
 
 def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
     """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
-    referrals (court, or the legal team for a rejected filing), oldest first."""
+    referrals (court, or the legal team for a rejected filing or a payment order objected to),
+    oldest first."""
     return sorted(_waiting(connection, now=now), key=_since)
 
 
@@ -183,14 +184,30 @@ def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:
         .where(
             referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
             # A dismissal left to counsel is always of an account that has left legal referral
-            # (paid, cured, settled): the suit goes on until counsel files it.
-            or_(account.c.stage == Stage.LEGAL_REFERRAL.value, referral.c.status == "dismissing"),
+            # (paid, cured, settled): the suit goes on until counsel files it. So may one after an
+            # objection: the court takes the case to litigation unless the applicant says no.
+            or_(
+                account.c.stage == Stage.LEGAL_REFERRAL.value,
+                referral.c.status.in_(("dismissing", "objected")),
+            ),
         )
         .order_by(referral.c.updated_at, referral.c.id)
     ):
         if r.status == "rejected":
-            reason = _rejection_reason(connection, r.account_id, r.filing_id) or "no reason given"
+            reason = _court_reason(connection, r.account_id, r.filing_id, "rejected") or "no reason given"
             who, detail = "legal team", f"filing rejected: {reason}"
+        elif r.status == "objected":
+            reason = _court_reason(connection, r.account_id, r.filing_id, "objected") or "no reason given"
+            who, detail = (
+                "legal team",
+                f"payment order objected to: {reason}; "
+                + (
+                    "decide whether to sue (a civil suit), or tell the court the applicant does not agree "
+                    "to litigation"
+                    if r.stage == Stage.LEGAL_REFERRAL.value
+                    else f"account {r.stage}: tell the court the applicant does not agree to litigation"
+                ),
+            )
         elif r.status in ("draft", "dismissing"):
             who, detail = "legal team", f"referral {r.status}"
         else:
@@ -222,13 +239,14 @@ def overdue_reviews(connection: Connection, *, now: datetime, deadline: timedelt
     ]
 
 
-def _rejection_reason(connection: Connection, account_id: str, filing_id: str | None) -> str | None:
+def _court_reason(connection: Connection, account_id: str, filing_id: str | None, to: str) -> str | None:
+    """The reason the court gave, last, for moving the filing to `to`."""
     reason = None
     for (data,) in connection.execute(
         select(audit.c.data)
         .where(audit.c.account_id == account_id, audit.c.kind == "court")
         .order_by(audit.c.at, audit.c.id)
     ):
-        if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == "rejected":
+        if (data or {}).get("filing_id") == filing_id and (data or {}).get("to") == to:
             reason = (data or {}).get("reason")
     return reason

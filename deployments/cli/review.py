@@ -70,11 +70,11 @@ def list_waiting(
     ] = None,
     limit: Limit = None,
 ) -> None:
-    """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold, blocked)
-    and referrals (court, or the legal team for a rejected filing), oldest first. A review sent
-    back to a person because its repossession order ended undone (closed by the agency without the
-    car, called off while the account stayed in review, or not sendable for want of a VIN or a
-    mailing address) says why (`reopened`).
+    """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold,
+    blocked) and referrals (court, or the legal team for a rejected filing or a payment order
+    objected to), oldest first. A review sent back to a person because its repossession order ended
+    undone (closed by the agency without the car, called off while the account stayed in review, or
+    not sendable for want of a VIN or a mailing address) says why (`reopened`).
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""

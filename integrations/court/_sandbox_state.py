@@ -1,9 +1,10 @@
 """The sandbox court's memory: filings, their events, idempotency records, rules, faults. No HTTP here.
 
 Filings move `submitted → under_review → accepted → served → judgment` (or `rejected`,
-`cancelled`) when asked (`CourtState.move`) or over time by `Rules` (`CourtState.tick`); each move
-is an `Event`, pending until a callback delivers it. Everything runs on the server's single event
-loop, so plain dicts need no lock as long as a handler does not await between reading and writing.
+`cancelled`, and a served payment order `objected`) when asked (`CourtState.move`) or over time
+by `Rules` (`CourtState.tick`); each move is an `Event`, pending until a callback delivers it.
+Everything runs on the server's single event loop, so plain dicts need no lock as long as a
+handler does not await between reading and writing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations._sandbox_faults import FaultState, SandboxFaults
-from integrations.court._wire import WIRE
+from integrations.court._wire import wire_facts
 from integrations.court.protocol import TERMINAL_STATUSES
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
 HAPPY_PATH = ("submitted", "under_review", "accepted", "served", "judgment")
 _CASE_PREFIX = {"deficiency": "CV", "payment_order": "DU", "security_realisation": "TE"}
 _KEYS = ("filer_id", "api_key", "callback_secret")
+OBJECTION = "The respondent raised a written objection within 15 days of service: the payment order is void."
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class Rules(BaseModel):
         default=None, description="Regex on the court code: such filings are rejected instead of accepted."
     )
     reject_reason: str = Field(default="Rejected by the clerk: the notice of sale lacks proof of mailing.")
+    object_courts: str | None = Field(
+        default=None,
+        description="Regex on the court code: payment orders there are objected to when the judgment "
+        "rule falls due, instead of taking effect.",
+    )
+    objection_reason: str = Field(default=OBJECTION)
 
 
 @dataclass(slots=True)
@@ -110,9 +118,10 @@ class Event:
     at: datetime
     reason: str | None
     case_number: str | None
+    case_type: str = "deficiency"
 
     def wire(self) -> dict[str, Any]:
-        review, service, case = WIRE[self.status]
+        review, service, case = wire_facts(self.status, self.case_type)
         return {
             "eventId": self.id,
             "filingId": self.filing_id,
@@ -142,7 +151,7 @@ class Filing:
     events: list[Event] = field(default_factory=list)
 
     def wire(self) -> dict[str, Any]:
-        review, service, case = WIRE[self.status]
+        review, service, case = wire_facts(self.status, self.case_type)
         return {
             "filingId": self.id,
             "idempotencyKey": self.idempotency_key,
@@ -172,6 +181,9 @@ def path(current: str, target: str) -> list[str] | None:
         return {"submitted": ["under_review", "rejected"], "under_review": ["rejected"]}.get(current)
     if target == "cancelled":
         return ["cancelled"] if current in ("submitted", "under_review") else None
+    if target == "objected":  # within 15 days of service: through `served`, never after `judgment`
+        before = [] if current == "served" else path(current, "served")
+        return None if before is None else [*before, "objected"]
     if (
         current in HAPPY_PATH
         and target in HAPPY_PATH
@@ -204,17 +216,27 @@ class CourtState(FaultState):
         steps = path(filing.status, target)
         if steps is None:
             raise ValueError(f"filing {filing.id} cannot go from {filing.status} to {target}")
+        if target == "objected" and filing.case_type != "payment_order":
+            raise ValueError(f"filing {filing.id} is a {filing.case_type}: no payment order to object to")
         events = []
         for status in steps:
             filing.status, filing.status_at = status, at
             if status in ("rejected", "cancelled"):
                 filing.reason = reason or f"{status} by the sandbox"
+            if status == "objected":
+                filing.reason = reason or OBJECTION
             if status == "accepted" and filing.case_number is None:
                 self.sequence += 1
                 prefix = _CASE_PREFIX.get(filing.case_type, "CV")
                 filing.case_number = f"{at.year}-{prefix}-{self.sequence:06d}"
             event = Event(
-                "EV-" + uuid.uuid4().hex[:16], filing.id, status, at, filing.reason, filing.case_number
+                "EV-" + uuid.uuid4().hex[:16],
+                filing.id,
+                status,
+                at,
+                filing.reason,
+                filing.case_number,
+                filing.case_type,
             )
             filing.events.append(event)
             self.pending.append(event)
@@ -238,6 +260,7 @@ class CourtState(FaultState):
         if not schedule:
             return
         reject = re.compile(r.reject_courts) if r.reject_courts else None
+        objecting = re.compile(r.object_courts) if r.object_courts else None
         for filing in self.filings.values():
             for status, after in schedule:
                 if filing.status in TERMINAL_STATUSES:
@@ -248,5 +271,12 @@ class CourtState(FaultState):
                 target, reason = status, None
                 if status == "accepted" and reject is not None and reject.search(filing.court):
                     target, reason = "rejected", r.reject_reason
+                if (
+                    status == "judgment"
+                    and filing.case_type == "payment_order"
+                    and objecting is not None
+                    and objecting.search(filing.court)
+                ):
+                    target, reason = "objected", r.objection_reason
                 if path(filing.status, target):
                     self.move(filing, target, due, reason)

@@ -3,7 +3,15 @@
 ECF 5 keeps three separate facts about a filing, and so does the wire: the clerk's review
 (`reviewStatus`: received, pending, accepted, partially-accepted, rejected, cancelled, issued), service
 on the defendant (`serviceStatus`: sent, delivered, opened, unrecognized) and the case
-(`caseStatus`: judgment-entered). Our one status is the furthest of them.
+(`caseStatus`). Our one status is the furthest of them.
+
+ECF 5 names review and service statuses only (../shared/domain/providers.md); the case words are
+this gateway's, the sandbox court's: `judgment-entered`, `order-effective` (a payment order that
+took effect, 支付令生效: a `judgment`) and `objection-filed` (the respondent's written objection,
+支付令失效: `objected`). No word of a real gateway for an objection is known (Chinese courts have
+no public API): one is added to `_CASE` once its documentation names it. Until then a case word
+not in `_CASE` is refused (`ValueError`): read as `served`, an objection or a stay in another
+gateway's words would leave the referral waiting for a judgment that never comes.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 
 from integrations.court.protocol import FilingEnvelope, FilingStatusName
 
-__all__ = ["WIRE", "envelope_json", "status_from_wire", "vendor_words"]
+__all__ = ["WIRE", "envelope_json", "status_from_wire", "vendor_words", "wire_facts"]
 
 # ours -> (reviewStatus, serviceStatus, caseStatus), as the sandbox gateway reports them
 WIRE: dict[str, tuple[str, str | None, str | None]] = {
@@ -25,6 +33,14 @@ WIRE: dict[str, tuple[str, str | None, str | None]] = {
     "judgment": ("accepted", "delivered", "judgment-entered"),
     "rejected": ("rejected", None, None),
     "cancelled": ("cancelled", None, None),
+    "objected": ("accepted", "delivered", "objection-filed"),
+}
+# A payment order is not judged: it takes effect when 15 days pass after service without an objection.
+_PAYMENT_ORDER_EFFECTIVE = ("accepted", "delivered", "order-effective")
+_CASE: dict[str, FilingStatusName] = {
+    "judgment-entered": "judgment",
+    "order-effective": "judgment",  # enforceable like a judgment (申请执行): the case ends the same way
+    "objection-filed": "objected",
 }
 _REVIEW: dict[str, FilingStatusName] = {
     "received": "submitted",
@@ -40,16 +56,26 @@ _REVIEW: dict[str, FilingStatusName] = {
 _SERVED = {"delivered", "opened"}  # "sent" is not service yet; "unrecognized" failed service
 
 
+def wire_facts(status: str, case_type: str) -> tuple[str, str | None, str | None]:
+    """The gateway's three facts for our `status` of a filing of `case_type`."""
+    if status == "judgment" and case_type == "payment_order":
+        return _PAYMENT_ORDER_EFFECTIVE
+    return WIRE[status]
+
+
 def status_from_wire(review: str, service: str | None = None, case: str | None = None) -> FilingStatusName:
-    """Our status from the three ECF facts; ValueError for a review status we do not know."""
+    """Our status from the three ECF facts; ValueError for a review or case status we do not know."""
     try:
         ours = _REVIEW[review]
     except KeyError:
         raise ValueError(f"unknown reviewStatus {review!r}") from None
     if ours != "accepted":  # service and judgment only follow an accepted filing
         return ours
-    if case == "judgment-entered":
-        return "judgment"
+    if case:
+        try:
+            return _CASE[case]
+        except KeyError:
+            raise ValueError(f"unknown caseStatus {case!r}") from None
     if service in _SERVED:
         return "served"
     return "accepted"

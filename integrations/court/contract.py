@@ -12,6 +12,8 @@ A provider's test module subclasses it and supplies three fixtures:
         def bad_provider(self, court_sandbox): ...  # the same, with BAD_SECRET as every secret
 
 `callback_receiver` (a local HTTP server that records what it is sent) comes with the class.
+`payment_order_court` names a court code where the gateway takes a Chinese payment order (支付令);
+a gateway with no such court sets it to None and the payment-order tests are skipped.
 The class runs each test inside `integrations.retries.testing()`, so Retry-After costs no time.
 Imports pytest: load it from tests only.
 """
@@ -48,7 +50,7 @@ from integrations.errors import (
 )
 from integrations.sandbox import CallbackReceiver, connections_to, requests_made
 
-__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope"]
+__all__ = ["BAD_SECRET", "CallbackReceiver", "CourtProviderContract", "make_envelope", "make_payment_order"]
 
 BAD_SECRET = "not-the-secret-4b8e1d"  # what `bad_provider` is built with
 
@@ -87,6 +89,22 @@ def make_envelope(key: str = "f-1", *, court: str = "US-CA-LASC", **overrides: A
     return FilingEnvelope(**fields)
 
 
+def make_payment_order(key: str = "po-1", *, court: str = "CN-SH-PD") -> FilingEnvelope:
+    """An application for a payment order (支付令): an applicant and a respondent, no SCRA affidavit."""
+    return make_envelope(
+        key,
+        court=court,
+        case_type="payment_order",
+        currency="CNY",
+        parties=[
+            Party(role="applicant", name="Arrears Auto Finance", kind="organization"),
+            Party(role="respondent", name="王芳", national_id="110101199003074514"),
+        ],
+        documents=[FilingDocument.from_bytes("application", "application.pdf", b"%PDF-1.7 " + key.encode())],
+        military_affidavit=False,
+    )
+
+
 class CourtProviderContract:
     """Behaviour the legal-referral task relies on, whatever the gateway."""
 
@@ -97,6 +115,7 @@ class CourtProviderContract:
             yield
 
     court = "US-CA-LASC"  # a court code on the sandbox's list
+    payment_order_court: str | None = "CN-SH-PD"  # None: the gateway files no payment orders
 
     @pytest.fixture
     def callback_receiver(self) -> Iterator[CallbackReceiver]:
@@ -106,6 +125,11 @@ class CourtProviderContract:
 
     def envelope(self, key: str = "f-1", **overrides: Any) -> FilingEnvelope:
         return make_envelope(key, court=overrides.pop("court", self.court), **overrides)
+
+    def payment_order(self, key: str) -> FilingEnvelope:
+        if self.payment_order_court is None:
+            pytest.skip("the gateway files no payment orders (payment_order_court is None)")
+        return make_payment_order(key, court=self.payment_order_court)
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -177,6 +201,42 @@ class CourtProviderContract:
         court_sandbox.advance(receipt.filing_id, "rejected", reason="missing proof of mailing")
         status = provider.status(receipt.filing_id)
         assert status.status == "rejected" and status.reason == "missing proof of mailing"
+
+    def test_an_objection_ends_a_served_payment_order(
+        self, provider: CourtProvider, court_sandbox: Any, callback_receiver: CallbackReceiver
+    ) -> None:
+        """The respondent objects in writing to a served payment order (书面异议, 支付令失效):
+        status() and the callback say `objected`, a terminal status, with the court's reason and
+        its own words in vendor_status, the case number kept."""
+        court_sandbox.register_callback(callback_receiver.url)
+        receipt = provider.submit(self.payment_order("po-1"))
+        court_sandbox.advance(receipt.filing_id, "served")
+        served = provider.status(receipt.filing_id)
+        assert served.status == "served" and not served.terminal
+        court_sandbox.advance(
+            receipt.filing_id, "objected", reason="respondent disputes the amount", deliver=True
+        )
+        status = provider.status(receipt.filing_id)
+        assert (status.status, status.reason, status.case_number) == (
+            "objected",
+            "respondent disputes the amount",
+            served.case_number,
+        )
+        assert status.terminal and status.vendor_status and status.vendor_status != served.vendor_status
+        [(headers, body)] = callback_receiver.received
+        statuses = _statuses(provider.parse_callback(headers, body, url=callback_receiver.url))
+        assert [s.status for s in statuses][-2:] == ["served", "objected"]
+        assert statuses[-1].reason == "respondent disputes the amount"
+
+    def test_a_payment_order_that_took_effect_is_a_judgment(
+        self, provider: CourtProvider, court_sandbox: Any
+    ) -> None:
+        """Neither paid nor objected to within 15 days of service, the order takes effect (支付令生效)
+        and is enforceable like a judgment: status() says `judgment`, terminal, in the court's words."""
+        receipt = provider.submit(self.payment_order("po-2"))
+        court_sandbox.advance(receipt.filing_id, "judgment")
+        status = provider.status(receipt.filing_id)
+        assert status.status == "judgment" and status.terminal and status.vendor_status
 
     def test_time_rules_move_filings(self, provider: CourtProvider, court_sandbox: Any) -> None:
         """Auto-accept after 0 s: a filing reads accepted, dated when due; at a rejecting court, rejected."""

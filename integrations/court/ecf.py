@@ -10,6 +10,10 @@ OASIS ECF is message-based; the gateway exposes its operations as JSON over HTTP
 - Callbacks: the gateway POSTs `{"events": [...]}` to our webhook, signed with the shared secret
   (`integrations.court._signing`).
 
+A filing's status is three facts (review, service, case: `integrations.court._wire`). ECF 5 has
+no word for a payment order's objection or its taking effect; the words read for them are the
+sandbox gateway's, and a case word the client does not know is refused rather than guessed.
+
 Auth is a Bearer token per filer account; errors are `{"error": {"code", "message"}}`.
 Because the gateway deduplicates, an unknown outcome (a 5xx or a timeout after sending) is
 reconciled by sending the same filing again with the same key: it answers with the first one.

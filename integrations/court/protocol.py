@@ -15,8 +15,21 @@ put a secret, a party's national id or a document into a `repr`, a log line or a
 Statuses (ours; a vendor's own words travel in `vendor_status`):
 
     submitted → under_review → accepted → served → judgment
-                     ├──────→ rejected
+                     ├──────→ rejected    └──────→ objected             (a payment order only)
                      └──────→ cancelled                         (withdrawn before review ended)
+
+`objected`: the respondent raised a written objection (书面异议) to a served payment order within
+its 15 days (CN Civil Procedure Law, 督促程序): the order is void (支付令失效), and the case goes
+to ordinary litigation unless the applicant does not agree, which is counsel's call. `reason`
+holds what the court says of the objection. A payment order neither paid nor objected to in those
+15 days takes effect (支付令生效) and is enforceable like a judgment (申请执行): that is `judgment`,
+the court's own words (e.g. "order effective") in `vendor_status`; there is no separate status.
+
+Statuses are added over time, backward-compatibly: a provider reports only those its gateway has
+words for (none has to report `objected`; a gateway with no word for an objection says so and
+leaves the caller to hear of it from counsel), and never a status missing from `FILING_STATUSES`
+of the arrears it runs under (`FilingStatus` refuses it). Code reading statuses keeps a default
+for a status it does not know.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ __all__ = [
 ]
 
 FilingStatusName = Literal[
-    "submitted", "under_review", "accepted", "rejected", "served", "judgment", "cancelled"
+    "submitted", "under_review", "accepted", "rejected", "served", "judgment", "cancelled", "objected"
 ]
 FILING_STATUSES: tuple[str, ...] = (
     "submitted",
@@ -60,8 +73,10 @@ FILING_STATUSES: tuple[str, ...] = (
     "served",
     "judgment",
     "cancelled",
+    "objected",  # added after the others: appended, so that their order stays as it was
 )
-TERMINAL_STATUSES: frozenset[str] = frozenset({"rejected", "judgment", "cancelled"})
+# `objected` ends the filing: the payment order is void, and the suit that may follow is counsel's.
+TERMINAL_STATUSES: frozenset[str] = frozenset({"rejected", "judgment", "cancelled", "objected"})
 
 # deficiency: suit for the balance left after the repossessed vehicle's sale (US, GB);
 # payment_order: 支付令 for a fixed, due amount (CN Civil Procedure Law, ch. 17);
@@ -220,7 +235,7 @@ class FilingStatus:
     filing_id: str
     status: FilingStatusName
     at: datetime  # time-zone aware
-    reason: str | None = None  # why it was rejected or cancelled
+    reason: str | None = None  # why it was rejected or cancelled; what the court says of an objection
     case_number: str | None = None  # the court's docket number, once accepted
     vendor_status: str | None = None  # the vendor's own words, for the audit trail
 

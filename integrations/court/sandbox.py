@@ -96,14 +96,16 @@ class CourtSandbox:
         return self.handle.set_faults(**faults)
 
     def set_rules(self, **rules: Any) -> dict[str, Any]:
-        """Replace the rules that move filings over time (`Rules`: `accept_after_seconds`…)."""
+        """Replace the rules that move filings over time (`Rules`: `accept_after_seconds`…,
+        `reject_courts`, `object_courts`: payment orders there are objected to, not made effective)."""
         return dict(self._post("/_sandbox/rules", rules))
 
     def advance(
         self, filing_id: str, to: str | None = None, *, reason: str | None = None, deliver: bool = False
     ) -> dict[str, Any]:
         """Move a filing to status `to` (or one step along the happy path), passing through the
-        statuses between; `deliver` sends the callbacks at once. Answers the filing and its events."""
+        statuses between (`objected`: a payment order's, after `served`); `deliver` sends the
+        callbacks at once. Answers the filing and its events."""
         return dict(
             self._post(f"/_sandbox/advance/{filing_id}", {"to": to, "reason": reason, "deliver": deliver})
         )

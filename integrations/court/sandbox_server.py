@@ -5,8 +5,10 @@
   affidavit flag), deduplicated by `Idempotency-Key` (a resend answers the first filing; other
   content under the same key is a 409).
 - Filings move `submitted → under_review → accepted → served → judgment` (or `rejected`,
-  `cancelled`) on request (`POST /_sandbox/advance/{filing_id}`) or over time by rules
-  (`POST /_sandbox/rules`, e.g. `{"accept_after_seconds": 2}`, `reject_courts`).
+  `cancelled`, and a served payment order `objected`: `caseStatus` `objection-filed`; one that took
+  effect is `judgment` as `order-effective`) on request (`POST /_sandbox/advance/{filing_id}`) or
+  over time by rules (`POST /_sandbox/rules`, e.g. `{"accept_after_seconds": 2}`, `reject_courts`,
+  `object_courts`).
 - Each move is an event; `POST /_sandbox/callbacks/deliver` (or `advance` with `deliver`) POSTs the
   pending ones, signed (`integrations.court._signing`), to the filing's callback URL or the one
   registered at `POST /_sandbox/callbacks/url`. Failed deliveries stay pending; dropped ones
@@ -115,7 +117,9 @@ class Advance(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: str | None = Field(default=None, description="Target status; None: the next one on the happy path.")
-    reason: str | None = Field(default=None, description="Why, for rejected and cancelled.")
+    reason: str | None = Field(
+        default=None, description="Why, for rejected and cancelled; the court's words for objected."
+    )
     deliver: bool = Field(default=False, description="Send the pending callbacks at once.")
 
 
@@ -383,11 +387,11 @@ class _Controls:
         return self.st.rules
 
     async def set_rules(self, rules: Rules) -> Response:
-        if rules.reject_courts:
+        for name in ("reject_courts", "object_courts"):
             try:
-                re.compile(rules.reject_courts)
+                re.compile(getattr(rules, name) or "")
             except re.error:
-                return _error(422, "rules.invalid", "reject_courts is not a regular expression")
+                return _error(422, "rules.invalid", f"{name} is not a regular expression")
         self.st.rules = rules
         return _json(rules.model_dump())
 
