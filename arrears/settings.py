@@ -138,6 +138,15 @@ class Settings(BaseSettings):
         default="1 Lender Plaza|Des Moines|IA|50309|US",
         description="The lender's return address on letters: line1|city|state|postal code|country.",
     )
+    letters_senders: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Return addresses by the country a letter goes to, as JSON: {"GB": "line1|city||postal code|GB"};'
+            " letters to any other country go from lender_address. Where a notice is served by post"
+            " (GB, IE), a letters provider that does not say where it posts is taken to post from"
+            " the country of this address."
+        ),
+    )
     lender_contact: str = Field(
         default="+1 515 555 0100, 1 Lender Plaza, Des Moines, IA 50309",
         description="The desk that takes payments and questions, printed on every notice.",
@@ -207,6 +216,19 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @field_validator("letters_senders")
+    @classmethod
+    def _senders(cls, value: dict[str, str]) -> dict[str, str]:
+        for country, address in value.items():
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"{country!r} is not an ISO 3166-1 alpha-2 country code")
+            parts = address.split("|")
+            if len(parts) != 5 or not all(parts[i].strip() for i in (0, 1, 3)):
+                raise ValueError(f"the {country} address is not line1|city|state|postal code|country")
+            if not re.fullmatch(r"[A-Z]{2}", parts[4]):
+                raise ValueError(f"the {country} address does not end in an ISO 3166-1 alpha-2 country code")
+        return value
 
     @field_validator("lender_timezone")
     @classmethod

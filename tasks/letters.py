@@ -37,6 +37,7 @@ from arrears.letters.notices import (
     context_from_json,
     context_json,
     cure_letter_context,
+    days_in_the_post,
     mailed_deadline,
     planned_notice,
 )
@@ -47,7 +48,14 @@ from arrears.storage import letters, mailing, read_only, reviews
 from arrears.storage.installation import installation_id, stored_installation_id
 from arrears.storage.reviews import ReviewState
 from integrations.errors import ConfigError, Permanent, ProviderError, UnknownOutcome
-from integrations.letters.protocol import Letter, LetterRequest, LettersProvider, PostalAddress, TrackingEvent
+from integrations.letters.protocol import (
+    Letter,
+    LetterRequest,
+    LettersProvider,
+    PostalAddress,
+    TrackingEvent,
+    posting_countries,
+)
 from tasks.breaker import FailuresInARow
 from tasks.database import engine, policy
 from tasks.drill import crash_point
@@ -58,6 +66,7 @@ __all__ = [
     "ASKED",
     "GIVE_UP_AFTER",
     "NO_ADDRESS",
+    "NO_ROUTE",
     "REFUSED",
     "REWRITTEN",
     "STALE",
@@ -80,6 +89,8 @@ __all__ = [
 NO_ADDRESS = "no mailing address on file: import address_line1, city, state, postal_code"
 STALE = "not handed to the letters provider within a day of being written: its dates would be early"
 REFUSED = "refused by the letters provider, and another address is on file now: to be written again"
+# How the reason begins of a notice no configured route can serve in time (`_no_route`).
+NO_ROUTE = "no letters route"
 ASKED = "to be written again from today's facts, as asked (arrears letters rewrite)"
 # Why a blocked letter waits to be written again, in its place and under its key (a refused one
 # goes to the provider under a new key: `LetterRow.provider_key`).
@@ -213,6 +224,7 @@ def _cure_draft(
             address=address,
             # The borrower's date, as every other letter is dated (the deadline is kept in UTC).
             letter_date=at.astimezone(ZoneInfo(state.timezone)).date(),
+            vin=state.vin,
         )
 
     return Draft(
@@ -316,10 +328,52 @@ def _unrendered(error: Exception) -> str:
     return f"not rendered: {type(error).__name__}: {error}"
 
 
-def _sender() -> PostalAddress:
+def _senders() -> Callable[[str], PostalAddress]:
+    """The return address of a letter to each country: `ARREARS_LETTERS_SENDERS`' for it, else
+    the lender's (`ARREARS_LENDER_ADDRESS`). Read once a run."""
     settings = get_settings()
-    line1, city, state, postal, country = (settings.lender_address.split("|") + [""] * 5)[:5]
-    return PostalAddress(settings.lender_name, line1, city, postal, country or "US", state)
+
+    def address(value: str) -> PostalAddress:
+        line1, city, state, postal, country = (value.split("|") + [""] * 5)[:5]
+        return PostalAddress(settings.lender_name, line1, city, postal, country or "US", state)
+
+    lender = address(settings.lender_address)
+    by_country = {country: address(value) for country, value in settings.letters_senders.items()}
+    return lambda country: by_country.get(country, lender)
+
+
+def _no_route(row: letters.LetterRow, provider: LettersProvider, sender: PostalAddress) -> str | None:
+    """Why `provider` cannot take the letter from `sender`, or None. A notice whose printed dates
+    allow it days in the post (`days_in_the_post`: a GB default notice is served 5 days after
+    mailing) goes only as domestic mail of the country it is addressed to: sent from another
+    (Lob posts in the US), it would be served after the day it printed and give the borrower less
+    time than the law. It is blocked, naming what to configure, and written again once that is
+    done (`arrears letters rewrite --blocked-for "no letters route"`), its dates counted afresh."""
+    context = row.context or {}
+    country = str((context.get("_recipient") or {}).get("country") or "")
+    try:
+        rules = policy().profile(str(context.get("jurisdiction") or ""))
+    except LookupError:  # no jurisdiction a profile knows: `_rendered` blocks it, saying why
+        return None
+    days = days_in_the_post(row.kind, rules)
+    posts = posting_countries(provider, sender)
+    if not days or not country or posts is None or country in posts:
+        return None
+    name = get_settings().letters_provider
+    if hasattr(type(provider), "posts_in"):
+        how = f"letters provider {name!r} posts from {', '.join(sorted(posts))} only"
+        fix = f"a letters provider that posts in {country} (ARREARS_LETTERS_PROVIDER)"
+    else:
+        how = (
+            f"no {country} sender address is configured, and letters provider {name!r}, which does "
+            f"not say where it posts, is taken to post from its return address's country, {sender.country}"
+        )
+        fix = f'ARREARS_LETTERS_SENDERS={{"{country}": "line1|city||postal code|{country}"}}'
+    return (
+        f"{NO_ROUTE} to {country}: {how}; this {row.kind.replace('_', '-')} notice is served {days} "
+        f"days after mailing and international mail takes longer, so it would give less time than it "
+        f'prints. It needs {fix}, then `arrears letters rewrite --blocked-for "{NO_ROUTE}"`'
+    )
 
 
 def _recipient(row: letters.LetterRow) -> PostalAddress:
@@ -361,8 +415,10 @@ def send_letters(
     prints (a cure deadline, a sale date) were counted from a mailing that is now too late, so it
     waits to be written again (`tasks.lifecycle_letters.readdress_letters`). A letter in doubt (the
     provider may have taken it) is first looked for by its key (`find`): found, it is recorded as
-    sent; not found, it goes again as it was, whatever its age, under its key. `cycle_id`: the
-    daily cycle run sending them, whose letters count each hand-over (`reports.letters_sent`)."""
+    sent; not found, it goes again as it was, whatever its age, under its key. A notice whose
+    dates allow it days in the post, which the provider would post from another country than the
+    one it is addressed to, is blocked instead (`_no_route`). `cycle_id`: the daily cycle run
+    sending them, whose letters count each hand-over (`reports.letters_sent`)."""
     counts = {"letters_sent": 0, "letters_failed": 0, "letters_waiting": 0, "letters_blocked": 0}
     settings = get_settings()
     with engine().connect() as connection:
@@ -374,7 +430,7 @@ def send_letters(
         )
     if not todo:
         return counts
-    sender = _sender()
+    sender_to = _senders()
     refused = Event()  # the provider refused our credentials: it would refuse every letter
     down = FailuresInARow(GIVE_UP_AFTER)  # it answers nothing: the rest wait for the next run
     # Each hand-over waits on the provider (the PDF's upload, Lob's checks): several are in its
@@ -387,6 +443,16 @@ def send_letters(
         for row, stored in todo:
             if refused.is_set() or down.tripped:
                 break
+            sender = sender_to(str(((row.context or {}).get("_recipient") or {}).get("country") or ""))
+            # One in doubt may be in the provider's hands already: it is looked for as it went.
+            unrouted = _no_route(row, provider, sender) if row.submitted_at is None else None
+            if unrouted is not None:
+                with engine().begin() as connection:
+                    letters.mark_blocked(
+                        connection, letter_id=row.id, reason=unrouted, at=utcnow(), status="blocked"
+                    )
+                counts["letters_blocked"] += 1
+                continue
             pdf = stored if stored is not None else _rendered(row, utcnow())
             if isinstance(pdf, bytes):
                 handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused, down, cycle_id))

@@ -108,6 +108,8 @@ def write_collection_notice(
 ) -> bool:
     settings = get_settings()
     rules = policy().profile(owed.jurisdiction)
+    a = accounts.account_row(connection, owed.account_id)
+    vin = a.vin if a is not None else None
 
     def context(name: str, address: tuple[str, ...]) -> LetterContext:
         return collection_notice_context(
@@ -122,6 +124,7 @@ def write_collection_notice(
             currency=owed.currency,
             past_due=Decimal(display(owed.past_due, owed.currency)),
             address=address,
+            vin=vin,
         )
 
     return write_letter(

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from arrears.letters.notices import latest_mailing
+from arrears.letters.notices import latest_mailing, vehicle_of
 from arrears.letters.render import LetterContext
 from arrears.restructuring import PlanTerms, count_months
 
@@ -36,9 +36,11 @@ def collection_notice_context(
     currency: str,
     past_due: Decimal,
     address: tuple[str, ...],
+    vin: str | None = None,
 ) -> LetterContext:
     """The 催收函 of an account entering legal referral, written at `written_at` (`calendar`: the
-    profile's public holidays, which the mailing days skip)."""
+    profile's public holidays, which the mailing days skip); it names the car (车辆) by its `vin`
+    where one is on file."""
     zone = ZoneInfo(timezone)
     mailed_by = latest_mailing(written_at, timezone=timezone, calendar=calendar)
     return LetterContext(
@@ -52,6 +54,7 @@ def collection_notice_context(
         amount_to_cure=past_due,
         cure_deadline=mailed_by + timedelta(days=COLLECTION_NOTICE_DAYS),
         itemization=(("逾期应还款项", past_due),),
+        vehicle=vehicle_of(vin),
         borrower_address=(borrower_name, *address),
     )
 

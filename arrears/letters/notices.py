@@ -10,7 +10,10 @@ Pure functions, used by `tasks/letters.py`:
   statute defines it (the provider's mailed event, plus the mailing days the profile allows),
   never when we decided to write; the deadline kept is the later of that and the printed one.
 - `cure_letter_context` and `context_json`/`context_from_json`: the render inputs, stored with
-  the letter so that it can be rendered again, byte for byte.
+  the letter so that it can be rendered again, byte for byte; `vehicle_of`: how a notice names
+  the car.
+- `days_in_the_post`: the days a letter's printed dates allow it in the post, which only domestic
+  mail keeps to (`tasks.letters` refuses any other route for such a letter).
 """
 
 from dataclasses import fields, replace
@@ -29,10 +32,12 @@ __all__ = [
     "context_from_json",
     "context_json",
     "cure_letter_context",
+    "days_in_the_post",
     "given_at",
     "latest_mailing",
     "mailed_deadline",
     "planned_notice",
+    "vehicle_of",
 ]
 
 # From writing a letter to handing it to the provider, at most. A letter not sent by then (a
@@ -57,6 +62,24 @@ def latest_mailing(written_at: datetime, *, timezone: str, calendar: str | None)
 def given_at(mailed_at: datetime, rules: Profile) -> datetime:
     """When a notice mailed at `mailed_at` counts as given under the profile."""
     return mailed_at + timedelta(days=rules.cure_mailing_days)
+
+
+def days_in_the_post(kind: str, rules: Profile) -> int:
+    """The days from mailing to service a letter of `kind` prints its dates on (0: none, its dates
+    count from the mailing). A right-to-cure notice served when it would be delivered (GB, IE:
+    5 days; US-MA: 3) counts on the post of the borrower's own country: sent abroad (Lob mails
+    from the US, and international mail takes 5-7 business days more), it would be served after
+    the day it printed, and the period it gives would be shorter than the law's."""
+    return rules.cure_mailing_days if kind == "right_to_cure" else 0
+
+
+def vehicle_of(vin: str | None) -> str:
+    """How a letter names the car: by its VIN, in full, which no other car has; "" without one.
+    Not with a model year read from the VIN: its 10th character is one only in VINs made for North
+    America (49 CFR 565.15, a code repeating every 30 years), and a wrong year on a notice would
+    name another car."""
+    vin = "".join((vin or "").split()).upper()
+    return f"VIN {vin}" if vin else ""
 
 
 def planned_notice(
@@ -119,9 +142,10 @@ def cure_letter_context(
     account_reference: str,
     address: tuple[str, ...],
     letter_date: date,
+    vin: str | None = None,
 ) -> LetterContext:
-    """What a right-to-cure letter says: the amount to cure (itemized, as US-WI requires) and the
-    last day to cure."""
+    """What a right-to-cure letter says: the amount to cure (itemized, as US-WI requires), the
+    last day to cure, and the car under the agreement (`vin`), where its VIN is on file."""
     return LetterContext(
         jurisdiction=notice.jurisdiction,
         lender=lender,
@@ -133,6 +157,7 @@ def cure_letter_context(
         amount_to_cure=notice.cure_amount,
         cure_deadline=notice.last_day,
         itemization=(("Past due instalments", notice.cure_amount),),
+        vehicle=vehicle_of(vin),
         borrower_address=(borrower_name, *address),
     )
 

@@ -103,7 +103,12 @@ class LetterContext:
     amount_to_cure: Decimal | None = None  # right_to_cure, collection_notice: the past-due amount
     cure_deadline: date | None = None
     itemization: Sequence[tuple[str, Decimal]] = ()  # US-WI 425.104(1): the cure amount itemized
-    vehicle: str = ""  # "2021 Honda Accord"; never the VIN in full
+    # The car, which identifies the credit transaction beside the account number (Iowa Code
+    # 537.5110: "a brief identification of the credit transaction"; the GB default notice identifies
+    # the agreement): "VIN 1HGCM82633A004352" (`notices.vehicle_of`), empty with no VIN on file. The
+    # VIN is printed in full: it is no secret to the borrower the notice goes to, and the letter's
+    # stored context holds what the letter prints, as the account row holds the VIN.
+    vehicle: str = ""
     plan_description: str = ""  # hardship_plan
     plan_installment: Decimal | None = None
     plan_installments: int | None = None
@@ -382,7 +387,8 @@ def _pdf(text: str, *, cjk: bool, paper: tuple[float, float], title: str, addres
         y -= _LEADING
 
     lines = text.splitlines()
-    line_out(lines[0], bold, _TITLE_SIZE)
+    for piece in _fit(lines[0], bold, _TITLE_SIZE, usable):  # a long title wraps as the body does
+        line_out(piece, bold, _TITLE_SIZE)
     if address:  # the window of a #10 envelope sits below the heading
         y -= _LEADING / 2
         for part in address:  # a long name wraps within the window, as the body does

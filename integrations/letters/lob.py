@@ -213,6 +213,11 @@ class LobLettersProvider(VendorClient):
         setup_url="https://docs.lob.com/#tag/Letters",
     )
     settings_model: ClassVar[type[LobSettings]] = LobSettings
+    # Lob prints in the US and posts by USPS: a letter to another country "originates in the US and
+    # is mailed abroad by the USPS", First Class only, "an additional 5-7 business days", with no
+    # certified mail (domestic only) and no registered mail internationally (help.lob.com, Print &
+    # Mail: International mail; the API's `extra_service`). Its PDF pages must be 8.5"x11".
+    posts_in: ClassVar[frozenset[str] | None] = frozenset({"US"})
 
     api_root: ClassVar[str] = API_ROOT
     user_agent: ClassVar[str] = "arrears-letters/1"

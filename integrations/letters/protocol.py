@@ -18,7 +18,10 @@ Implementer's duties: translate every vendor answer into these types or an error
 cannot mail to, `Duplicate`, `ConfigError`, `UnknownOutcome`, `InvalidCallback`); retry only what
 was not executed, capped (`integrations.retries`); refuse a webhook whose signature does not
 verify or whose timestamp is more than five minutes off; never put a secret, an address or the
-PDF into a `repr`, a log line or an error message.
+PDF into a `repr`, a log line or an error message; say where the vendor hands letters to the post
+(`posts_in`, a class attribute: the countries whose post delivers them as domestic mail; None for
+anywhere, as a sandbox that reaches no one). A notice served when it would be delivered counts on
+that (`posting_countries`); a provider that does not say is taken to post from its sender's country.
 
 Statuses (ours; the vendor's event names travel in `TrackingEvent.vendor_event`):
 
@@ -30,10 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
+from typing import ClassVar, Literal, Protocol, Self, cast, runtime_checkable
 
 from integrations.errors import Permanent
 from integrations.metadata import ProviderInfo
@@ -52,6 +55,7 @@ __all__ = [
     "PostalAddress",
     "TrackingEvent",
     "TrackingKind",
+    "posting_countries",
 ]
 
 TrackingKind = Literal["mailed", "in_transit", "delivered", "returned_to_sender"]
@@ -203,6 +207,19 @@ class LetterNotFound(Permanent):
     def __init__(self, letter_id: str, reason: str | None = None) -> None:
         super().__init__("letter.not_found", reason or f"no letter {letter_id!r}")
         self.letter_id = letter_id
+
+
+_UNSAID = object()  # a provider without `posts_in`
+
+
+def posting_countries(provider: object, sender: PostalAddress) -> frozenset[str] | None:
+    """The countries where `provider` hands a letter from `sender` to the post, its own domestic
+    mail (a letter to any other country is international mail from there); None: wherever the
+    letter goes. The provider's `posts_in` where it says; else the sender's country."""
+    declared: object = getattr(type(provider), "posts_in", _UNSAID)
+    if declared is _UNSAID:
+        return frozenset({sender.country})
+    return None if declared is None else frozenset(cast("Iterable[str]", declared))
 
 
 @runtime_checkable
