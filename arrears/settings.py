@@ -57,6 +57,20 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='The SMS provider\'s settings as JSON, e.g. {"account_sid": ..., "auth_token": ...}.',
     )
+    sender_fault_alert_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description=(
+            "The share of an SMS provider's delivery reports of the day before that failed for our message"
+            " or sender (a filtered template, an unregistered sender) at which the cycle raises an alert."
+        ),
+    )
+    sender_fault_alert_min: int = Field(
+        default=10,
+        ge=1,
+        description="The fewest such failures in a day that raise the alert, whatever their share.",
+    )
     court_provider: str = Field(
         default="sandbox", description="Entry-point name of the court e-filing provider."
     )

@@ -67,6 +67,19 @@ AUTOMATIONS: tuple[Alert, ...] = (
         "answers again. Details: {{ event.payload }}",
     ),
     Alert(
+        "sender faults",
+        "An SMS provider's delivery reports of the day before failed for our message or sender too often "
+        "(ARREARS_SENDER_FAULT_ALERT_SHARE, ARREARS_SENDER_FAULT_ALERT_MIN).",
+        ("arrears.provider.sender-faults",),
+        {"prefect.resource.id": "arrears.provider.sms.*"},
+        None,
+        "arrears: {{ event.payload.provider }} failing for our message or sender",
+        "{{ event.payload.sender_faults }} of {{ event.payload.reports }} delivery reports of the day before "
+        "failed for a fault of our message or sender, by code: {{ event.payload.by_code }}; templates: "
+        "{{ event.payload.templates }}. No number is marked for them: they go on failing until a person "
+        "changes the template or registers the sender.",
+    ),
+    Alert(
         "messages blocked",
         "More messages blocked in one cycle than the threshold (ARREARS_BLOCKED_ALERT_THRESHOLD).",
         ("arrears.messages.blocked",),

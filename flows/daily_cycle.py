@@ -59,7 +59,13 @@ from tasks.drill import crash_point
 from tasks.logs import run_logger
 from tasks.mailing import cycle_letters, mail_letters
 from tasks.providers import check_settings, sms_session
-from tasks.receipts import expire_early_reports, receipts_to_reconcile, reconcile_receipts
+from tasks.receipts import (
+    announce_sender_faults,
+    expire_early_reports,
+    failing_senders,
+    receipts_to_reconcile,
+    reconcile_receipts,
+)
 from tasks.report import report_cycle
 from tasks.workers import keeping_workers, worker_processes
 
@@ -516,7 +522,9 @@ def _dispatch_name() -> str:
 def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
     """Send messages that became due since the cycle (those deferred to the borrower's morning),
     then look up the outcome of messages whose delivery receipt never came; start the review
-    runs a cycle had to defer (the Prefect server refused them) and replace those that died.
+    runs a cycle had to defer (the Prefect server refused them) and replace those that died; warn
+    in its log of a provider whose day of reports failed for our message or sender
+    (`tasks.receipts.failing_senders`: the cycle's report makes it an event).
 
     Never beside a cycle or another dispatch on the same database: each takes over the leases of
     a crashed one at once, which is only safe when no other is alive. A run that finds the lock
@@ -546,6 +554,10 @@ def dispatch_outbox(as_of: str | None = None) -> dict[str, Any]:
         if get_settings().sms_base_url is not None and receipts_to_reconcile(instant, limit=1):
             with sms_session():
                 counts |= reconcile_receipts(instant)
+        if faulty := failing_senders(instant):  # logged here; the cycle's report raises the event
+            # a count, as every other (`arrears dispatch` prints each with its thousands)
+            counts["sender_faults"] = sum(f.sender_faults for f in faulty)
+            announce_sender_faults(faulty, instant, event=False)
     if "outage" in counts:
         announce_outage(counts["outage"], instant)
     return counts

@@ -3,10 +3,13 @@
 Besides the portfolio tables, each cycle audits itself: the messages it sent are re-checked
 against every rule (`arrears.compliance.report`) and its deferrals and blocks are counted by rule,
 in a `compliance` artifact; a violation is emitted as an `arrears.compliance.violation` event so
-that an automation can page someone. Artifacts carry counts and rule names, never a number.
+that an automation can page someone. A provider whose delivery reports of the day failed for our
+message or sender too often (`tasks.receipts.failing_senders`) gets a line in the summary and an
+`arrears.provider.sender-faults` event. Artifacts carry counts and rule names, never a number.
 """
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +30,7 @@ from arrears.storage.unattributed import counts_for_report
 from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
+from tasks.receipts import SenderFaults, announce_sender_faults, failing_senders, sender_faults_line
 
 __all__ = [
     "callbacks_kept_line",
@@ -49,7 +53,9 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     with read_only(engine()) as connection:
         held = quarantine.counts(connection, cycle_id=cycle_id)
         kept = counts_for_report(connection, report.as_of)
-    _publish(report, audit, business_date, held, kept)
+    # a template or sender every carrier refuses fails every borrower's text and marks nothing
+    faulty = failing_senders(report.as_of) if report.as_of is not None else []
+    _publish(report, audit, business_date, held, kept, faulty)
     _publish_trend(points)
     get_run_logger().info(
         "cycle %s: %d accounts, %d transitions; dispatch %s; quarantined %s",
@@ -61,9 +67,12 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     )
     _emit(report, audit, cycle_id, business_date)
     _emit_overdue(overdue, cycle_id, business_date)
+    if report.as_of is not None:
+        announce_sender_faults(faulty, report.as_of)
     result = report.as_json()
     result["quarantine"] = held
     result["callbacks_kept"] = kept
+    result["sender_faults"] = [f.as_json() for f in faulty]
     if audit is not None:
         summary = audit.as_json()
         result["compliance"] = {
@@ -104,8 +113,10 @@ def _publish(
     business_date: str,
     held: dict[str, Any],
     kept: dict[str, int],
+    faulty: Sequence[SenderFaults] = (),
 ) -> None:
-    """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a summary."""
+    """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a
+    summary, with a line for each provider failing for our message or sender."""
     create_table_artifact(
         key="accounts-by-stage-and-bucket",
         table=_stage_bucket_rows(report),
@@ -139,7 +150,8 @@ def _publish(
         markdown=_summary(report, business_date)
         + f"\n- quarantined in this cycle: {held['this_cycle']:,}"
         + f" (in quarantine: {held['open_total']:,})"
-        + f"\n- {callbacks_kept_line(kept)}",
+        + f"\n- {callbacks_kept_line(kept)}"
+        + "".join(f"\n- **{sender_faults_line(f)}**" for f in faulty),
         description="Daily cycle summary",
     )
 

@@ -23,7 +23,9 @@ Aliyun's template and signature codes…). Every borrower's number fails alike u
 changes the template or the sender: counted, three days of it would mark every number
 unreachable and send every borrower to skip tracing, towards third parties. The message is
 failed with the vendor's code (its `reason`, which the reports show) and the number's count of
-failures in a row is left as it was, neither raised nor reset.
+failures in a row is left as it was, neither raised nor reset. Since such a failure marks nothing,
+nothing else would stop it either: `tally_reports` counts them, by provider, over a window of the
+audit trail, for the cycle to make a run of them loud (`tasks.receipts.failing_senders`).
 """
 
 from collections.abc import Sequence
@@ -43,12 +45,15 @@ __all__ = [
     "EARLY_REPORT_KEPT",
     "EXPIRED_REPORT",
     "UNMATCHED_REPORT",
+    "ReportTally",
     "ReportsApplied",
     "StatusReport",
     "apply_delivery_reports",
     "apply_early_reports",
     "expire_early_reports",
     "record_carrier_opt_out",
+    "sender_fault_templates",
+    "tally_reports",
 ]
 
 UNMATCHED_REPORT = "unmatched_report"  # audit kind: a delivery report about no message of ours
@@ -292,6 +297,70 @@ def expire_early_reports(
     if events:
         connection.execute(audit.insert(), events)
     return len(events)
+
+
+@dataclass(slots=True)
+class ReportTally:
+    """One provider's delivery reports applied in a window (`tally_reports`)."""
+
+    provider: str
+    reports: int = 0  # delivered or failed, as the vendor told it (callbacks and lookups alike)
+    sender_faults: int = 0  # failures the vendor said were our message's or sender's
+    by_code: dict[str, int] = field(default_factory=dict)  # those failures by the vendor's code
+
+    @property
+    def share(self) -> float:
+        return self.sender_faults / self.reports if self.reports else 0.0
+
+
+def tally_reports(connection: Connection, *, since: datetime, until: datetime) -> list[ReportTally]:
+    """Each provider's delivery reports applied with an instant in (`since`, `until`], and how many
+    of them failed for a fault of our message or sender: one GROUP BY over the audit trail's message
+    events of the window (found by kind and instant), never a row per message here."""
+    fault = audit.c.data["sender_fault"].as_boolean().label("fault")
+    code = audit.c.data["error_code"].as_string().label("code")
+    tallies: dict[str, ReportTally] = {}
+    for provider, ours, error_code, n in connection.execute(
+        select(audit.c.actor, fault, code, func.count())
+        .where(*_reports_between(since, until))
+        .group_by(audit.c.actor, fault, code)
+    ):
+        tally = tallies.setdefault(provider, ReportTally(provider))
+        tally.reports += n
+        if ours:
+            tally.sender_faults += n
+            key = error_code or "unknown"
+            tally.by_code[key] = tally.by_code.get(key, 0) + n
+    return [tallies[p] for p in sorted(tallies)]
+
+
+def sender_fault_templates(
+    connection: Connection, *, provider: str, since: datetime, until: datetime
+) -> dict[str, int]:
+    """The templates of `provider`'s messages failed for a fault of ours in the window, and how many
+    each: which template a person has to change (a filtered one is one name; a sender every carrier
+    refuses is all of them)."""
+    faulty = (
+        select(message.c.template, func.count().label("n"))
+        .select_from(audit.join(message, message.c.id == audit.c.data["message_id"].as_integer()))
+        .where(
+            *_reports_between(since, until),
+            audit.c.actor == provider,
+            audit.c.data["sender_fault"].as_boolean().is_(True),
+        )
+        .group_by(message.c.template)
+    )
+    return {row.template: row.n for row in connection.execute(faulty.order_by(message.c.template))}
+
+
+def _reports_between(since: datetime, until: datetime) -> tuple[Any, ...]:
+    """The audit events of delivery reports applied to messages of ours with an instant in the window."""
+    return (
+        audit.c.kind == "message",
+        audit.c.at > since,
+        audit.c.at <= until,
+        audit.c.data["source"].as_string() == SOURCE,
+    )
 
 
 def _record_unmatched(connection: Connection, provider: str, reports: Sequence[StatusReport]) -> None:

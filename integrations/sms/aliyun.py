@@ -103,8 +103,8 @@ _TRANSIENT = {
 # https://help.aliyun.com/document_detail/101347.html): every number fails alike until a person
 # changes the template or the signature, so none counts towards marking a number unreachable. Those
 # about the number (MOBILE_NOT_ON_SERVICE 停机, MOBILE_ACCOUNT_ABNORMAL, MOBILE_TERMINAL_ERROR,
-# INVALID_NUMBER, MOBILE_IN_BLACK, USER_REJECT…) still count. SP_UNKNOWN_ERROR (the carrier's
-# unknown error) says nothing of the number, as Twilio's 30008 does not.
+# INVALID_NUMBER…) still count. SP_UNKNOWN_ERROR (the carrier's unknown error) says nothing of the
+# number, as Twilio's 30008 does not. Those saying the recipient refused us are opt-outs (below).
 _SENDER_FAULT = frozenset(
     {
         # the content or the template: a carrier's keyword filter, an unsubscribe line missing, no
@@ -149,6 +149,16 @@ _SENDER_FAULT = frozenset(
         "SP_UNKNOWN_ERROR",
     }
 )
+# Delivery receipt codes saying the recipient refused our messages at the carrier, read as the
+# STOP they are (compliance.md: an opt-out is honoured at once; providers.md: TD / 退订 unsubscribe
+# at the carrier in China, and our own ledger must know it). Aliyun's 短信回执错误码 (document
+# 101347): USER_REJECT "接收用户已退订此业务或产品未开通" (the recipient unsubscribed from this
+# service, or has it not enabled), "建议将此类接收用户剔除出发送清单" (take such recipients off
+# the send list); MOBILE_IN_BLACK "手机号在黑名单中，通常是用户已退订此签名或命中运营商平台黑名单
+# 规则" (on a blacklist, usually because the user unsubscribed from this signature, or by the
+# carrier's blacklist rules: a complaint). Either way the number works and its owner is not to be
+# texted: a failure counted against it would skip-trace the borrower, towards third parties.
+_OPTED_OUT = frozenset({"USER_REJECT", "MOBILE_IN_BLACK"})
 # BUSINESS_LIMIT_CONTROL is per-number flow control (per minute, hour and day): retrying within
 # seconds cannot help, so the caller gets it back with a hint and reschedules the message. It is
 # `RecipientThrottled`: the vendor answered, about this number only, so it is no outage.
@@ -472,6 +482,7 @@ class AliyunSmsProvider(HttpSmsProvider):
             status=status,
             accepted_at=_china_time(dto.get("SendDate")),
             error_code=error_code,
+            recipient_opted_out=error_code in _OPTED_OUT,
             sender_fault=error_code in _SENDER_FAULT,
         )
 
@@ -550,7 +561,8 @@ def _report(item: Mapping[str, Any]) -> DeliveryReport:
     """One SmsReport item: `{phone_number, send_time, report_time, success, err_code, err_msg, sms_size,
     biz_id, out_id}`. Its times are Beijing time without an offset; `err_code` is `DELIVERED` on
     success, the carrier's code (`MOBILE_NOT_ON_SERVICE`…) otherwise, or one about our template,
-    signature or account (`_SENDER_FAULT`), which is no failure of the number."""
+    signature or account (`_SENDER_FAULT`), which is no failure of the number, or that the recipient
+    refused us (`_OPTED_OUT`: recorded as a STOP)."""
     if "success" not in item or "out_id" not in item or item.get("phone_number") in (None, ""):
         raise InvalidCallback(
             "delivery report item lacks success, out_id or phone_number", code="body.malformed"
@@ -568,7 +580,12 @@ def _report(item: Mapping[str, Any]) -> DeliveryReport:
         reference=out_id,
         vendor_status=str(err) if err else ("DELIVERED" if success else None),
         foreign=_OUR_OUT_ID.fullmatch(out_id) is None,
+        recipient_opted_out=error_code in _OPTED_OUT,
         sender_fault=error_code in _SENDER_FAULT,
+        # No `recipient`: the opt-out is recorded for the number the message went to. Aliyun's
+        # `phone_number` may be national, and a +1 number's 11 digits read as a mainland mobile's
+        # (`_phones`): a STOP recorded for the wrong number would leave the right one texted. A
+        # report before its send is kept with the flag and applied once the send is recorded.
     )
 
 

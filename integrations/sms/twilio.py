@@ -112,6 +112,13 @@ class TwilioSettings(HttpProviderSettings):
 _INVALID_ADDRESS = {21211, 21614, 21612}  # invalid To, not a mobile, no route to that number
 _OPTED_OUT = {21610}  # the recipient texted STOP to our sender: Twilio refuses or fails every message
 _OPTED_OUT_TEXT = frozenset(str(code) for code in _OPTED_OUT)  # as a status callback's ErrorCode
+# Not 30004, "Message blocked": Twilio's page gives it five causes, of which an opt-out is one ("The
+# recipient previously opted out"), beside "The device is unavailable", "The destination cannot
+# receive SMS (for example, a landline destination)", "Carrier or compliance filtering blocked the
+# content or sender" and a national Do-Not-Disturb list. Read as a STOP, a wave of 30004 from our
+# filtered content would put every borrower under an opt-out that only their START lifts; read as
+# our fault, a number that refuses us would be texted for ever. It stays an ordinary failure of
+# the number: the policy's run of them marks it unreachable. Twilio's own opt-out says 21610.
 # Delivery errors about the number itself, not this message: an unknown handset, a landline or an
 # unreachable carrier (Twilio says not to retry those). Not 30003, "unreachable destination
 # handset": the phone is off or out of coverage, which passes (providers.md: transient). It is
