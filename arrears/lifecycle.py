@@ -35,6 +35,7 @@ from arrears.segmentation import segment_of
 from arrears.vocabulary import DecisionKind, Exit, Hold, HoldScope, Segment, Stage
 
 __all__ = [
+    "NOT_SUING",
     "TERMINAL",
     "AccountView",
     "Decision",
@@ -53,6 +54,10 @@ _HIGH_RISK = frozenset({Segment.STRATEGIC, Segment.DISTRESSED})
 _RETURNED = "reviewer returned to negotiation"
 # Plans that ended without working: from restructuring to review, and not offered again after it.
 _FAILED = frozenset({"declined", "defaulted", "cancelled"})
+# The referral status the legal team's decision not to sue leaves (`arrears referral close
+# --outcome not-suing`): no court pursues the debt any more, so legal referral no longer keeps the
+# account from charge-off at the policy's days past due.
+NOT_SUING = "not_suing"
 
 
 _OPEN: frozenset[str] = frozenset(Stage)
@@ -247,12 +252,10 @@ def _walk(
     if stage == Exit.CURED or facts.settlement == "active":
         return  # an agreed settlement runs: no escalation, no charge-off, until it is paid or lapses
     charge_off = policy.exits.charge_off_dpd
-    if (
-        charge_off is not None
-        and dpd >= charge_off
-        and stage not in (Stage.REPOSSESSION_REVIEW, Stage.LEGAL_REFERRAL)
-    ):
-        yield Exit.CHARGED_OFF, f"{dpd} days past due, at or beyond charge-off at {charge_off}"
+    pursued = stage == Stage.LEGAL_REFERRAL and facts.referral_status != NOT_SUING
+    if charge_off is not None and dpd >= charge_off and stage != Stage.REPOSSESSION_REVIEW and not pursued:
+        why = " (the legal team does not sue)" if stage == Stage.LEGAL_REFERRAL else ""
+        yield Exit.CHARGED_OFF, f"{dpd} days past due, at or beyond charge-off at {charge_off}{why}"
         return
     visited = {stage}
     while (nxt := _next(stage, account, facts, policy, segment)) is not None and nxt[0] not in visited:

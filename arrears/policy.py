@@ -140,7 +140,11 @@ class Segmentation(_Section):
 
 class Exits(_Section):
     charge_off_dpd: int | None = Field(
-        default=180, description="Days past due at which an account outside review or legal is charged off."
+        default=180,
+        description=(
+            "Days past due at which an account outside review or legal referral is charged off (in legal"
+            " referral too, once the legal team does not sue)."
+        ),
     )
 
 

@@ -17,7 +17,10 @@ payment order that took effect, neither paid nor objected to within 15 days of s
 enforceable like a judgment), when the filing is rejected or the respondent objects to the payment
 order (支付令失效; back to the legal team's queue with the court's reason: `arrears review list`,
 where counsel decides whether to sue), or when the account pays, settles or cures (the filing is
-withdrawn, or its dismissal left to counsel where the gateway cannot withdraw it any more).
+withdrawn, or its dismissal left to counsel where the gateway cannot withdraw it any more). The
+legal team's decisions end it too (`arrears referral close`: a suit off-system, none); a rejected
+filing they refile (`arrears referral refile`) is a new referral, drafted from today's facts, which
+a run woken on the old one files in its place, or `start_referral` starts a run for.
 """
 
 from datetime import datetime
@@ -30,7 +33,7 @@ from prefect.states import Cancelled, State
 from arrears.clock import business_date
 from arrears.review import enforcement_barred
 from arrears.settings import get_settings
-from arrears.storage.referrals import MILITARY_HELD, REFERRAL_ENDED, REFERRAL_TO_LEGAL_TEAM
+from arrears.storage.referrals import MILITARY_HELD, REFERRAL_ENDED, REFERRAL_TO_LEGAL_TEAM, REFILED
 from flows._results import FAILURE_TEXT
 from flows._waiting import (
     RunRequest,
@@ -43,6 +46,7 @@ from flows._waiting import (
     pause_key,
     paused_runs,
     resume_each,
+    start_run,
     start_runs,
 )
 from tasks.database import installation
@@ -60,7 +64,7 @@ from tasks.legal import (
 from tasks.logs import run_logger
 from tasks.providers import court_session
 
-__all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referrals"]
+__all__ = ["REFERRAL_DEPLOYMENT", "legal_referral", "start_referral", "start_referrals"]
 
 REFERRAL_DEPLOYMENT = "legal-referral/referral"
 _ENDED = REFERRAL_ENDED  # the run has nothing more to do
@@ -99,6 +103,9 @@ async def legal_referral(
 def _court_step(state: ReferralState, now: datetime) -> tuple[ReferralState, dict[str, Any] | None]:
     """The referral's next move (withdraw, submit or poll), then its outcome, or None while the
     case goes on."""
+    if state.status == REFILED:  # the legal team refiled it: the new referral is this run's now
+        refiled = open_referral(state.account_id, now)
+        state = refiled if refiled is not None and refiled.referral_id != state.referral_id else state
     barred = enforcement_barred(state.holds)
     if state.paid and state.status not in _DONE:
         state = request_dismissal(state.referral_id, now)
@@ -195,3 +202,31 @@ def _wake(ours: set[str], as_of: str | None) -> int:
             if pause_key(run).startswith("court-wait") and (run.parameters or {}).get("account_id") in ours
         ]
     )
+
+
+def start_referral(account_id: str, as_of: str | None, *, deployment: str = REFERRAL_DEPLOYMENT) -> str:
+    """Set the account's referral going now rather than at the next cycle (`arrears referral
+    refile`): a run waiting on its court is woken (it takes up the account's present referral), a
+    live one is left to do so, else one is started on `deployment` when it is served. Says what
+    was done; raises what Prefect raises (the caller says the next cycle does it instead)."""
+    name = f"referral {account_id}"
+    live = live_runs("legal-referral", [name])
+    waiting = [r for r in live if pause_key(r).startswith("court-wait")]
+    if waiting:
+        resume_each([(waiting[0], {"as_of": as_of})])
+        return f"run {waiting[0].id} woken: it files the referral now"
+    if live:
+        return f"run {live[0].id} is live on the account: it files the referral at its next step"
+    if not deployment_exists(deployment):
+        return f"{deployment} is not served here (arrears serve): the referral is filed once a run starts"
+    work = {a: (episode, referral_id) for a, episode, referral_id, _ in referral_work.fn()}
+    episode, referral_id = work.get(account_id, (0, None))
+    run = start_run(
+        deployment,
+        parameters={"account_id": account_id, "as_of": as_of, "cycle_run": None},
+        name=name,
+        tags=["stage:legal_referral", f"account:{account_id.lower()}"],
+        # One run per referral: the cycle's `_start` finds it live by name and starts none beside it.
+        key=f"{installation()}-referral-{account_id.lower()}-{episode}-referral-{referral_id}",
+    )
+    return f"run {run.id} started: it files the referral"

@@ -107,7 +107,9 @@ def submit_filing(referral_id: int, at: datetime) -> ReferralState:
     with engine().connect() as connection:
         state = referrals.referral_state(connection, referral_id)
         assert state is not None, referral_id
-        if state.filing_id is not None:
+        # Filed before, or no longer to file: the legal team closed the draft meanwhile (`arrears
+        # referral close`: counsel files it off-system, or nobody does).
+        if state.filing_id is not None or state.status != "draft":
             return state
         facts = referrals.referral_facts(connection, referral_id)
         drafted = referrals.filing_drafted(connection, referral_id)

@@ -15,15 +15,19 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select, update
 
+from arrears.lifecycle import NOT_SUING
 from arrears.storage.inbound import SOURCE, callback_seen
+from arrears.storage.referrals import REFILED
 from arrears.storage.tables import audit, referral
 
 __all__ = ["COURT_AFTER_END", "UNMATCHED_COURT", "CourtRecorded", "record_court_status"]
 
 UNMATCHED_COURT = "unmatched_court"  # audit kind: a court status about no referral of ours
 COURT_AFTER_END = "court_after_end"  # audit kind: a court status after the referral ended here
-# Ended by us or by the court for good: nothing a court says later moves them again.
-_REFERRAL_CLOSED = frozenset({"judgment", "settled", "dismissed", "cancelled"})
+# Ended by us or by the court for good: nothing a court says later moves them again. The legal
+# team's not suing and refiling (a new referral in its place) are too; a suit off-system is not,
+# so a court that goes on to judge under the same filing is still heard.
+_REFERRAL_CLOSED = frozenset({"judgment", "settled", "dismissed", "cancelled", NOT_SUING, REFILED})
 
 
 @dataclass(frozen=True, slots=True)

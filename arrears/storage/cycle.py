@@ -342,7 +342,11 @@ def load_shard(
                 if review is not None and review.decision == DecisionKind.NEGOTIATE
                 else None
             ),
-            referral_status=referral.status if referral is not None else None,
+            # This stay's: a referral of an earlier stay in legal referral (the legal team did not
+            # sue, and the borrower paid and fell behind again) says nothing of this one.
+            referral_status=referral.status
+            if referral is not None and referral.opened_at >= stage_since
+            else None,
             settlement=settlements.get(account_id),
             address=contact[0] if contact else None,
             address_verified=contact is None or contact[2],

@@ -1,5 +1,6 @@
 """Data access for legal referrals: opening one, its filing draft, submission, refusal and
-dismissal, and the work list the referral flows follow.
+dismissal, and the work list the referral flows follow (the legal team's decisions on them:
+`arrears.storage.legal_team`).
 
 Every function takes the caller's connection and does not commit: the task owns the
 transaction. Each step is recorded once, so a referral flow re-run from the top repeats nothing.
@@ -12,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select, update
 
+from arrears.lifecycle import NOT_SUING
 from arrears.review import ReferralFacts, claim_amount, notices_from
 from arrears.storage._common import event, holds_of, insert_events, inserted_id, to_precision
 from arrears.storage.accounts import lock_accounts
@@ -22,8 +24,13 @@ from arrears.vocabulary import Hold, Stage
 # Referral statuses after which a referral run has nothing more to do at the court: the case ended,
 # or it went back to the legal team (`rejected`; `objected`: the respondent objected to the payment
 # order, which is void, and counsel decides whether to sue).
+# The legal team's own: `off_system` (counsel sues outside arrears), `not_suing`, `refiled` (a
+# rejected filing replaced by a new referral drafted from today's facts).
+OFF_SYSTEM = "off_system"
+REFILED = "refiled"
 REFERRAL_ENDED = frozenset(
     {"judgment", "settled", "dismissed", "dismissing", "cancelled", "rejected", "objected"}
+    | {NOT_SUING, OFF_SYSTEM, REFILED}
 )
 # Of those, the ones that go back to the legal team's queue: the court will not end the case itself.
 REFERRAL_TO_LEGAL_TEAM = frozenset({"rejected", "objected"})
@@ -33,8 +40,10 @@ MILITARY_HELD = f"hold:{Hold.MILITARY.value}"
 
 __all__ = [
     "MILITARY_HELD",
+    "OFF_SYSTEM",
     "REFERRAL_ENDED",
     "REFERRAL_TO_LEGAL_TEAM",
+    "REFILED",
     "ReferralState",
     "filing_drafted",
     "open_referral",
@@ -146,7 +155,11 @@ def open_referral(
         return None if left is None else referral_state(connection, left)
     existing = connection.execute(
         select(referral.c.id)
-        .where(referral.c.account_id == account_id, referral.c.opened_at >= a.stage_since)
+        .where(
+            referral.c.account_id == account_id,
+            referral.c.opened_at >= a.stage_since,
+            referral.c.status != REFILED,  # replaced by a new referral, opened below if not yet
+        )
         .order_by(referral.c.opened_at.desc(), referral.c.id.desc())
         .limit(1)
     ).scalar()

@@ -16,6 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, or_, select
 
 from arrears.currencies import display
+from arrears.lifecycle import NOT_SUING
+from arrears.storage.legal_team import waits_for_legal_team
+from arrears.storage.referrals import OFF_SYSTEM, REFILED
 from arrears.storage.reviews import ReviewState, open_review_state_chunks, open_review_states
 from arrears.storage.tables import account, audit, referral
 from arrears.vocabulary import HoldScope, Stage
@@ -131,8 +134,8 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
 
 def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
     """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
-    referrals (court, or the legal team for a rejected filing or a payment order objected to),
-    oldest first."""
+    referrals (court, or the legal team for a rejected filing, a payment order objected to, a
+    dismissal to file; `legal_team.waits_for_legal_team`), oldest first."""
     return sorted(_waiting(connection, now=now), key=_since)
 
 
@@ -182,18 +185,26 @@ def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:
         )
         .join(account, account.c.account_id == referral.c.account_id)
         .where(
-            referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled")),
+            referral.c.status.not_in(("judgment", "settled", "dismissed", "cancelled", NOT_SUING, REFILED)),
             # A dismissal left to counsel is always of an account that has left legal referral
             # (paid, cured, settled): the suit goes on until counsel files it. So may one after an
-            # objection: the court takes the case to litigation unless the applicant says no.
+            # objection: the court takes the case to litigation unless the applicant says no. So
+            # does a suit counsel filed off-system.
             or_(
                 account.c.stage == Stage.LEGAL_REFERRAL.value,
-                referral.c.status.in_(("dismissing", "objected")),
+                referral.c.status.in_(("dismissing", "objected", OFF_SYSTEM)),
             ),
         )
         .order_by(referral.c.updated_at, referral.c.id)
     ):
-        if r.status == "rejected":
+        if not waits_for_legal_team(r.status, r.stage):
+            who, detail = "court", f"filing {r.filing_id} {r.status}"
+            if r.status == OFF_SYSTEM:  # no gateway reports on it: its end is the team's to record
+                detail = (
+                    "suit filed off-system by counsel: when it ends, arrears referral close "
+                    f"{r.account_id} --outcome judgment|not-suing --by NAME --reason TEXT"
+                )
+        elif r.status == "rejected":
             reason = _court_reason(connection, r.account_id, r.filing_id, "rejected") or "no reason given"
             who, detail = "legal team", f"filing rejected: {reason}"
         elif r.status == "objected":
@@ -208,10 +219,13 @@ def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:
                     else f"account {r.stage}: tell the court the applicant does not agree to litigation"
                 ),
             )
-        elif r.status in ("draft", "dismissing"):
-            who, detail = "legal team", f"referral {r.status}"
+        elif r.status == OFF_SYSTEM:
+            who, detail = (
+                "legal team",
+                f"account {r.stage}: counsel files the dismissal of the suit filed off-system",
+            )
         else:
-            who, detail = "court", f"filing {r.filing_id} {r.status}"
+            who, detail = "legal team", f"referral {r.status}"
         yield Waiting(
             r.account_id,
             "referral",

@@ -30,6 +30,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     plan,
     settlement,
     review,
+    referral,
     letters,
     serve,
     schema,
