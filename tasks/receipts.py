@@ -15,14 +15,15 @@ is awaited): kept for operators, no longer waited for.
 
 A failure the vendor says is our message's or sender's counts against no number, so nothing marks
 or stops anything when a template every carrier filters, or a sender not registered, fails every
-borrower's text day after day. `failing_senders` is the rule that makes it loud (one query a run,
-and one for the templates of a provider found failing):
-a provider whose delivery reports of the day before (`SENDER_FAULT_WINDOW`) were at least
-`ARREARS_SENDER_FAULT_ALERT_SHARE` (10 %) such failures, and at least
-`ARREARS_SENDER_FAULT_ALERT_MIN` (10) of them, is failing. The cycle says so in its summary, its
-log and an `arrears.provider.sender-faults` event (`announce_sender_faults`); the outbox run in
-its log and counts. A share, not a count alone, so that a large book's everyday few filtered texts
-stay quiet; a floor, so that one filtered text of a handful does not page anyone.
+borrower's text day after day. `failing_senders` applies the rule that makes it loud
+(`arrears.storage.delivery_reports.failing_senders`, which `arrears report` applies too; one query
+a run, and one for the templates of a provider found failing) with the operator's settings: a
+provider whose delivery reports of the day before were at least `ARREARS_SENDER_FAULT_ALERT_SHARE`
+(10 %) such failures, and at least `ARREARS_SENDER_FAULT_ALERT_MIN` (10) of them, is failing. The
+cycle says so in its summary, its log and an `arrears.provider.sender-faults` event
+(`announce_sender_faults`); the outbox run in its log and counts. A share, not a count alone, so
+that a large book's everyday few filtered texts stay quiet; a floor, so that one filtered text of a
+handful does not page anyone.
 
 Dispatch holds nothing back for it: the codes are about a template (30007, CONTENT_KEYWORD), the
 sender or the account (30034, 30032, a signature) or our own rates (30022, MOBILE_SEND_LIMIT), and
@@ -30,7 +31,6 @@ carriers filter unevenly; holding a template would keep back the texts that stil
 notice among them), and only a person can say which fix is due (the alert names codes and templates).
 """
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,103 +51,41 @@ from tasks.providers import current_sms
 __all__ = [
     "RECEIPT_GRACE",
     "RECEIPT_HORIZON",
-    "SENDER_FAULT_WINDOW",
-    "SenderFaults",
     "announce_sender_faults",
     "expire_early_reports",
     "failing_senders",
     "looked_up_report",
     "receipts_to_reconcile",
     "reconcile_receipts",
-    "sender_faults_line",
 ]
 
 RECEIPT_GRACE = timedelta(hours=1)  # a receipt normally comes within seconds; an hour is a lost one
 RECEIPT_HORIZON = timedelta(days=3)  # vendors keep message records for days, not forever
-# The delivery reports a failing sender is judged over: a daily cycle's sends and the day's deferred
-# ones (the borrower's morning) have all been reported by the next cycle.
-SENDER_FAULT_WINDOW = timedelta(days=1)
 
 
-@dataclass(frozen=True, slots=True)
-class SenderFaults:
-    """A provider whose delivery reports of the window failed for our message or sender too often."""
-
-    provider: str
-    reports: int  # delivery reports applied in the window
-    sender_faults: int  # of them, failures the vendor said were our message's or sender's
-    share: float
-    by_code: dict[str, int] = field(default_factory=dict)
-    templates: dict[str, int] = field(default_factory=dict)  # of the messages so failed
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "reports": self.reports,
-            "sender_faults": self.sender_faults,
-            "share": round(self.share, 4),
-            "threshold": sender_fault_share(),
-            "minimum": sender_fault_minimum(),
-            "by_code": self.by_code,
-            "templates": self.templates,
-        }
-
-
-def sender_fault_share() -> float:
-    """The share of a day's delivery reports failing for our message or sender at which a
-    provider is failing (ARREARS_SENDER_FAULT_ALERT_SHARE, 0.1)."""
-    return get_settings().sender_fault_alert_share
-
-
-def sender_fault_minimum() -> int:
-    """The fewest such failures in a day that make a provider failing, whatever the share
-    (ARREARS_SENDER_FAULT_ALERT_MIN, 10)."""
-    return get_settings().sender_fault_alert_min
-
-
-def failing_senders(as_of: datetime) -> list[SenderFaults]:
-    """The providers whose delivery reports of the `SENDER_FAULT_WINDOW` up to `as_of` failed for
-    a fault of our message or sender at least `sender_fault_share()` of the time, and at least
-    `sender_fault_minimum()` times (the module's rule): one GROUP BY, then the templates of those
-    failing only. Read only."""
-    since = as_of - SENDER_FAULT_WINDOW
-    share, minimum = sender_fault_share(), sender_fault_minimum()
+def failing_senders(as_of: datetime) -> list[delivery_reports.SenderFaults]:
+    """The providers failing for our message or sender in the day up to `as_of`, by the rule
+    (`delivery_reports.failing_senders`) with the operator's ARREARS_SENDER_FAULT_ALERT_SHARE and
+    _MIN. Read only."""
+    settings = get_settings()
     with read_only(engine()) as connection:
-        return [
-            SenderFaults(
-                t.provider,
-                t.reports,
-                t.sender_faults,
-                t.share,
-                dict(sorted(t.by_code.items())),
-                delivery_reports.sender_fault_templates(
-                    connection, provider=t.provider, since=since, until=as_of
-                ),
-            )
-            for t in delivery_reports.tally_reports(connection, since=since, until=as_of)
-            if t.sender_faults >= minimum and t.share >= share
-        ]
+        return delivery_reports.failing_senders(
+            connection,
+            as_of=as_of,
+            share=settings.sender_fault_alert_share,
+            minimum=settings.sender_fault_alert_min,
+        )
 
 
-def sender_faults_line(found: SenderFaults) -> str:
-    """One line for a failing provider: the cycle's summary's and the run's log's."""
-    codes = ", ".join(f"{code} {n:,}" for code, n in found.by_code.items())
-    templates = ", ".join(f"{name} {n:,}" for name, n in found.templates.items())
-    return (
-        f"SMS provider {found.provider}: {found.sender_faults:,} of {found.reports:,} delivery reports "
-        f"in the day before ({found.share:.0%}) failed for our message or sender ({codes}; templates: "
-        f"{templates or 'none recorded'}): no number is marked for them, and they go on failing until a "
-        "person changes the template or the sender"
-    )
-
-
-def announce_sender_faults(found: list[SenderFaults], as_of: datetime, *, event: bool = True) -> None:
+def announce_sender_faults(
+    found: list[delivery_reports.SenderFaults], as_of: datetime, *, event: bool = True
+) -> None:
     """Make each failing provider loud: a warning in the run's log and, with `event`, an
     `arrears.provider.sender-faults` event for an automation to alert on (as a provider outage is).
     The outbox run, every quarter hour, logs only: an event there would page every quarter hour."""
     log = run_logger("arrears.receipts")
     for each in found:
-        log.warning("%s", sender_faults_line(each))
+        log.warning("%s", delivery_reports.sender_faults_line(each))
         if event:
             emit_event(
                 "arrears.provider.sender-faults",

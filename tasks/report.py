@@ -25,12 +25,13 @@ from arrears.currencies import display
 from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine, read_only
+from arrears.storage.delivery_reports import SenderFaults, sender_faults_line
 from arrears.storage.reports import HELD, PortfolioReport, TrendPoint, portfolio_report, trend
 from arrears.storage.unattributed import counts_for_report
 from arrears.storage.waiting import overdue_reviews
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
-from tasks.receipts import SenderFaults, announce_sender_faults, failing_senders, sender_faults_line
+from tasks.receipts import announce_sender_faults, failing_senders
 
 __all__ = [
     "callbacks_kept_line",

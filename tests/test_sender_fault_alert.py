@@ -4,15 +4,17 @@ that say the recipient refused us read as the opt-outs they are.
 A failure the vendor says is our template's or sender's (Twilio's 30007, 30034; Aliyun's template
 and signature codes) counts against no number, so nothing else stops it: a template every carrier
 filters failed every borrower's text, day after day, and no one heard of it. The rule
-(`tasks.receipts.failing_senders`): a provider whose delivery reports of the day before were at
-least 10 % such failures, and at least 10 of them, is named in the cycle's summary, its log and an
-`arrears.provider.sender-faults` event, with the codes and the templates.
+(`arrears.storage.delivery_reports.failing_senders`, with the settings by `tasks.receipts`): a
+provider whose delivery reports of the day before were at least 10 % such failures, and at least 10
+of them, is named in the cycle's summary, its log, an `arrears.provider.sender-faults` event and
+`arrears report`, with the codes and the templates.
 
 Aliyun's USER_REJECT ("接收用户已退订此业务") and MOBILE_IN_BLACK ("通常是用户已退订此签名") say the
 recipient unsubscribed: recorded as a STOP, as Twilio's 21610 is. Twilio's 30004 ("Message
 blocked") has five causes by Twilio's own page, an opt-out one of them: it stays an ordinary failure.
 """
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 from twilio.request_validator import RequestValidator
+from typer.testing import CliRunner
 
 from arrears.importing import Kind, open_source
 from arrears.settings import get_settings
@@ -33,6 +36,7 @@ from arrears.storage.importer import run_import
 from arrears.storage.outbox import Outcome
 from arrears.storage.tables import contact, hold
 from arrears.vocabulary import MessageStatus
+from deployments.cli import app
 from integrations.sms import DeliveryReport, SmsRequest
 from tasks.database import policy
 from tasks.inbound import record_delivery_reports
@@ -189,6 +193,54 @@ def test_the_cycle_report_says_so_in_its_summary_its_log_and_an_event(
         10,
     )
     assert [f["provider"] for f in result["sender_faults"]] == ["twilio"]
+
+
+@pytest.mark.parametrize(("filtered", "named"), [(12, True), (9, False)])
+def test_arrears_report_names_the_failing_sender_of_the_cycles_day(
+    tasks_db: Engine, db_url: str, filtered: int, named: bool
+) -> None:
+    """`arrears report` (its table and `--json`) names the provider the cycle's summary named, by
+    the same rule over the day before the reported cycle's instant: twelve texts filtered (30007)
+    of fifteen, and not nine, under the floor. An earlier cycle's report (`--cycle`) looks at its
+    own day, before them. Before, only the cycle's artifact and event said it: the operator
+    reading the report saw the messages failed and nothing of why."""
+    from tasks.receipts import failing_senders
+
+    earlier = _cycle(tasks_db, NOW - timedelta(days=2), report=None)
+    _reported(tasks_db, [("30007", True)] * filtered + [(None, False)] * 3)
+    cycle_id = _cycle(tasks_db, NOW, report=None)
+
+    def report(*args: str) -> str:
+        result = CliRunner().invoke(app, ["report", "--database", db_url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    data = json.loads(report("--json"))
+    assert data["cycle_id"] == cycle_id
+    assert data["sender_faults"] == [f.as_json() for f in failing_senders(NOW)]  # the cycle's rule
+    table = " ".join(report().split())  # rich wraps the line at the terminal's width
+    line = (
+        "SMS provider twilio: 12 of 15 delivery reports in the day before (80%) failed for our message "
+        "or sender (30007 12; templates: reminder 12)"
+    )
+    if named:
+        assert data["sender_faults"] == [
+            {
+                "provider": "twilio",
+                "reports": 15,
+                "sender_faults": 12,
+                "share": 0.8,
+                "threshold": 0.1,
+                "minimum": 10,
+                "by_code": {"30007": 12},
+                "templates": {"reminder": 12},
+            }
+        ]
+        assert line in table
+    else:
+        assert data["sender_faults"] == []
+        assert "failed for our message or sender" not in table
+    assert json.loads(report("--json", "--cycle", str(earlier)))["sender_faults"] == []
 
 
 def test_the_threshold_and_floor_are_the_operators_to_set(

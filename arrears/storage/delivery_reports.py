@@ -25,7 +25,8 @@ unreachable and send every borrower to skip tracing, towards third parties. The 
 failed with the vendor's code (its `reason`, which the reports show) and the number's count of
 failures in a row is left as it was, neither raised nor reset. Since such a failure marks nothing,
 nothing else would stop it either: `tally_reports` counts them, by provider, over a window of the
-audit trail, for the cycle to make a run of them loud (`tasks.receipts.failing_senders`).
+audit trail, and `failing_senders` is the rule that finds a run of them, for the cycle to make
+it loud (`tasks.receipts`) and `arrears report` to show it.
 """
 
 from collections.abc import Sequence
@@ -44,15 +45,19 @@ from arrears.vocabulary import Channel, InvalidBecause, MessageStatus
 __all__ = [
     "EARLY_REPORT_KEPT",
     "EXPIRED_REPORT",
+    "SENDER_FAULT_WINDOW",
     "UNMATCHED_REPORT",
     "ReportTally",
     "ReportsApplied",
+    "SenderFaults",
     "StatusReport",
     "apply_delivery_reports",
     "apply_early_reports",
     "expire_early_reports",
+    "failing_senders",
     "record_carrier_opt_out",
     "sender_fault_templates",
+    "sender_faults_line",
     "tally_reports",
 ]
 
@@ -351,6 +356,90 @@ def sender_fault_templates(
         .group_by(message.c.template)
     )
     return {row.template: row.n for row in connection.execute(faulty.order_by(message.c.template))}
+
+
+# The delivery reports a failing sender is judged over: a daily cycle's sends and the day's deferred
+# ones (the borrower's morning) have all been reported by the next cycle.
+SENDER_FAULT_WINDOW = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderFaults:
+    """A provider whose delivery reports of the window failed for our message or sender too often,
+    with the rule's values it was judged by (they travel in the event, the report and its JSON)."""
+
+    provider: str
+    reports: int  # delivery reports applied in the window
+    sender_faults: int  # of them, failures the vendor said were our message's or sender's
+    threshold: float  # the share at which a provider is failing
+    minimum: int  # the fewest such failures at which it is
+    by_code: dict[str, int] = field(default_factory=dict)
+    templates: dict[str, int] = field(default_factory=dict)  # of the messages so failed
+
+    @property
+    def share(self) -> float:
+        return self.sender_faults / self.reports if self.reports else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "reports": self.reports,
+            "sender_faults": self.sender_faults,
+            "share": round(self.share, 4),
+            "threshold": self.threshold,
+            "minimum": self.minimum,
+            "by_code": self.by_code,
+            "templates": self.templates,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SenderFaults":
+        """Back from `as_json` (a report's JSON, a flow's result), its share counted again exactly."""
+        return cls(
+            data["provider"],
+            data["reports"],
+            data["sender_faults"],
+            data["threshold"],
+            data["minimum"],
+            dict(data["by_code"]),
+            dict(data["templates"]),
+        )
+
+
+def failing_senders(
+    connection: Connection, *, as_of: datetime, share: float, minimum: int
+) -> list[SenderFaults]:
+    """The providers whose delivery reports of the `SENDER_FAULT_WINDOW` up to `as_of` failed for a
+    fault of our message or sender at least `share` of the time and at least `minimum` times (the
+    rule, ARREARS_SENDER_FAULT_ALERT_SHARE and _MIN: a share so that a large book's everyday few
+    filtered texts stay quiet, a floor so that one of a handful pages no one): one GROUP BY, then
+    the templates of those failing only. The cycle's report and `arrears report` alike."""
+    since = as_of - SENDER_FAULT_WINDOW
+    return [
+        SenderFaults(
+            t.provider,
+            t.reports,
+            t.sender_faults,
+            share,
+            minimum,
+            dict(sorted(t.by_code.items())),
+            sender_fault_templates(connection, provider=t.provider, since=since, until=as_of),
+        )
+        for t in tally_reports(connection, since=since, until=as_of)
+        if t.sender_faults >= minimum and t.share >= share
+    ]
+
+
+def sender_faults_line(found: SenderFaults) -> str:
+    """One line for a failing provider: the cycle's summary's, its log's and `arrears report`'s."""
+    codes = ", ".join(f"{code} {n:,}" for code, n in found.by_code.items())
+    templates = ", ".join(f"{name} {n:,}" for name, n in found.templates.items())
+    return (
+        f"SMS provider {found.provider}: {found.sender_faults:,} of {found.reports:,} delivery reports "
+        f"in the day before ({found.share:.0%}) failed for our message or sender ({codes}; templates: "
+        f"{templates or 'none recorded'}): no number is marked for them, and they go on failing until a "
+        "person changes the template or the sender"
+    )
 
 
 def _reports_between(since: datetime, until: datetime) -> tuple[Any, ...]:

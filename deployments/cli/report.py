@@ -1,6 +1,7 @@
 """`arrears show` and `arrears report`: what happened to an account, and to the portfolio."""
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,6 +18,9 @@ from deployments.cli._common import (
     emit_json,
     existing_database,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 @app.command()
@@ -153,7 +157,8 @@ def report(
     database: DatabaseOption = None,
     json: Json = False,
 ) -> None:
-    """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates.
+    """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates,
+    the SMS providers failing for our message or sender.
 
     A cycle that closed is reported as it closed: its portfolio, rates and messages by status are
     those it stored then, so an earlier cycle's report does not change as its messages are sent or
@@ -175,6 +180,7 @@ def report(
         data = found.as_json()
         data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
         data["callbacks_kept"] = counts_for_report(connection, found.as_of)
+        data["sender_faults"] = _sender_faults(connection, found.as_of)
     data["webhook_spool"] = _spool_counts(engine)
     if json:
         emit_json(data)
@@ -245,6 +251,10 @@ def print_report_tables(data: dict[str, Any]) -> None:
         )
     if data.get("callbacks_kept"):
         console.print(callbacks_kept_line(data["callbacks_kept"]))
+    from arrears.storage.delivery_reports import SenderFaults, sender_faults_line
+
+    for faulty in data.get("sender_faults", ()):  # the summary's line: a template or sender refused
+        console.print(sender_faults_line(SenderFaults.from_json(faulty)), style="bold", markup=False)
     spooled = data.get("webhook_spool")
     if spooled and (spooled["waiting"] or spooled["failed"]):
         console.print(
@@ -252,6 +262,24 @@ def print_report_tables(data: dict[str, Any]) -> None:
             f" (the webhook server stores them once the database is free), {spooled['failed']:,}"
             f" set aside: {escape(spooled['directory'])}"
         )
+
+
+def _sender_faults(connection: "Connection", as_of: datetime | None) -> list[dict[str, Any]]:
+    """The SMS providers failing for our message or sender in the day before the cycle's instant, by
+    the cycle's own rule and the operator's settings: what its summary and event said, or would have."""
+    if as_of is None:  # no cycle yet: no instant to look back from
+        return []
+    from arrears.settings import get_settings
+    from arrears.storage.delivery_reports import failing_senders
+
+    settings = get_settings()
+    faulty = failing_senders(
+        connection,
+        as_of=as_of,
+        share=settings.sender_fault_alert_share,
+        minimum=settings.sender_fault_alert_min,
+    )
+    return [f.as_json() for f in faulty]
 
 
 def _statuses_as_of(data: dict[str, Any]) -> str:
