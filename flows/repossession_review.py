@@ -243,6 +243,9 @@ async def _decision(state: ReviewState, now: datetime, cycle_run: str | None) ->
     if decided.order_id and agency_configured():
         push_assignments()  # the approved order goes to the agency now, not at the next cycle
     get_run_logger().info("review %s: %s", state.review_id, decided.decision)
+    said = decided.order_said()
+    if said:  # the form's reviewer reads the run's log: the order they approved is not under way
+        get_run_logger().warning("review %s: %s", state.review_id, said)
     return decided.as_json()
 
 

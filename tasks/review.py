@@ -31,7 +31,7 @@ from arrears.review import (
     promise_refusal,
     settle_decision,
 )
-from arrears.storage import accounts, read_only, reviews, settlements, vendor_orders
+from arrears.storage import accounts, assignments, read_only, reviews, settlements, vendor_orders
 from arrears.storage.reports import account_context
 from arrears.storage.reviews import ReviewState
 from arrears.storage.waiting import Waiting, waiting_list
@@ -74,6 +74,12 @@ class Decided:
     note: str | None
     order_id: str | None
     changed: bool  # False: a decision was already stored, and it stands
+    # What became of the repossession order this decision approved (None: it approved none):
+    # placed (it goes to the agency), blocked (it cannot be sent: `order_reason` says what is
+    # missing), withheld (a hold barred it: none was placed), cancelled (overtaken at once).
+    order_status: str | None = None
+    order_reason: str | None = None
+    reopened_review_id: int | None = None  # the review sent back to a person at once for it
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -83,9 +89,34 @@ class Decided:
             "requested": self.requested,
             "note": self.note,
             "vendor_order": self.order_id,
+            "order_status": self.order_status,
+            "order_reason": self.order_reason,
+            "order_said": self.order_said(),
+            "reopened_review_id": self.reopened_review_id,
             "recorded": self.changed,
             "decided_at": self.state.decided_at.isoformat() if self.state.decided_at else None,
         }
+
+    def order_said(self) -> str | None:
+        """The reviewer's word that the repossession they approved is not under way, or None. Told
+        at the decision, not found later in `arrears review list`: the review comes back to them."""
+        if self.order_status == "blocked":
+            back = (
+                f", and review {self.reopened_review_id} is back in `arrears review list` meanwhile"
+                if self.reopened_review_id is not None
+                else ""
+            )
+            return (
+                f"order {self.order_id} placed but blocked: {self.order_reason} — it goes to the agency "
+                f"once an import brings it{back}"
+            )
+        if self.order_status == "withheld":
+            return (
+                f"no order placed: withheld under {self.order_reason} — the review comes back in "
+                "`arrears review list` by the next cycle, waiting for the hold, then for a decision once "
+                "the hold is lifted"
+            )
+        return None
 
 
 def _profile(jurisdiction: str) -> Profile:
@@ -342,7 +373,8 @@ def _decide(
         at=at,
         source=source,
     )
-    order = None
+    decision = after.decision or settled.decision.value
+    decided = Decided(after, decision, settled.requested.value, settled.note, None, changed)
     if changed and settled.order_vehicle:
         assert after.decided_at is not None
         order = vendor_orders.create_vendor_order(
@@ -358,11 +390,23 @@ def _decide(
                 "order cancelled at once: a payment not yet applied or a settlement agreed overtook it "
                 "(the timeline says which)"
             )
-            return Decided(
-                after, after.decision or settled.decision.value, settled.requested.value, note, None, changed
-            )
-    decision = after.decision or settled.decision.value
-    return Decided(after, decision, settled.requested.value, settled.note, order, changed)
+            return replace(decided, note=note, order_status="cancelled", order_reason=note)
+        # One that cannot be sent (no VIN or mailing address) sent the review back to a person just
+        # now (`cancel_vendor_orders`): the reviewer is told here, not left to find it in the list.
+        written = assignments.list_assignments(connection, account_ids=[state.account_id])
+        row = next((r for r in written if r.order_id == order), None)
+        if row is None or row.status != "blocked":
+            return replace(decided, order_id=order, order_status="placed")
+        now = reviews.current_review(connection, state.account_id)
+        back = now.review_id if now is not None and now.review_id != after.review_id else None
+        return replace(
+            decided, order_id=order, order_status="blocked", order_reason=row.reason, reopened_review_id=back
+        )
+    if changed and settled.decision is DecisionKind.REPOSSESS:
+        # Approved while a hold bars enforcement (`settle_decision`): no order; the review goes back
+        # to a person by the next refresh (`vendor_orders.cancel_vendor_orders`).
+        return replace(decided, order_status="withheld", order_reason=enforcement_barred(state.holds))
+    return decided
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)

@@ -470,7 +470,8 @@ def _reopen_stalled(
     - Blocked for want of a VIN or a mailing address: at once, saying which; an import that brings
       it sends the order after all (`release_blocked_orders`), unless a person decides again first.
     - Withheld: approved while a hold barred it (`settle_decision`), so no order was placed; at
-      once, waiting for the hold in `arrears review list`, then for a reviewer.
+      the next call (the cycle's refresh, an import, a hold placed or lifted), waiting for the hold
+      in `arrears review list`, then for a reviewer.
     - Closed by the agency without the car, where the closing was recorded before reviews were
       sent back (`close_unrecovered_order` sends them back as the status comes).
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from arrears.currencies import display
@@ -212,7 +213,9 @@ def decide(
     agency closes without the car, one called off while the account stays in review (a payment
     that did not cure, a hold, a lapsed settlement) or one that cannot be sent (no VIN or mailing
     address: an import that brings it sends the order instead) opens the review again, to be
-    decided anew."""
+    decided anew. The output says at once when the order just approved cannot be sent (and what is
+    missing) or was withheld under a hold, and that the review comes back (`order_status`
+    placed|blocked|withheld|cancelled and `order_reason` in --json); the decision stands (exit 0)."""
     from tasks.review import ReviewError, decide_review
 
     now = as_of_instant(as_of)
@@ -257,6 +260,11 @@ def decide(
     if decided.order_id:
         line += f"; vendor order {decided.order_id} placed"
     console.print(line)
+    said = decided.order_said()
+    if said:
+        # The decision is recorded (exit 0), but the car is not being fetched, and the review
+        # comes back to a person: said now, not left for `review list` to reveal.
+        console.print(f"[yellow]{escape(said)}[/yellow]", highlight=False)
     if run:
         console.print(f"flow run {run['id']}: {run['outcome']}")
 
