@@ -200,6 +200,14 @@ def agency_sandbox_server() -> Iterator[Any]:
         yield sandbox
 
 
+@pytest.fixture(scope="session")
+def court_sandbox_server() -> Iterator[Any]:
+    from integrations.court.sandbox import start_court_sandbox
+
+    with start_court_sandbox() as sandbox:
+        yield sandbox
+
+
 def _send_through(monkeypatch: pytest.MonkeyPatch, kind: str, sandbox: Any) -> Any:
     """Settings that make the `kind` provider the sandbox at `sandbox.base_url`."""
     prefix = f"ARREARS_{kind.upper()}_"
@@ -222,6 +230,23 @@ def agency_sandbox(agency_sandbox_server: Any, monkeypatch: pytest.MonkeyPatch) 
     """The sandbox repossession agency over HTTP, emptied, and the settings that assign through it."""
     agency_sandbox_server.reset()
     return _send_through(monkeypatch, "agency", agency_sandbox_server)
+
+
+@pytest.fixture
+def court(court_sandbox_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sandbox court, emptied and without faults or rules, and the settings that file with it."""
+    court_sandbox_server.reset()
+    return _send_through(monkeypatch, "court", court_sandbox_server)
+
+
+@pytest.fixture
+def court_db(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
+) -> Engine:
+    """The database the tasks open, with the SMS sandbox and the sandbox court: a legal referral's."""
+    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    return engine
 
 
 @pytest.fixture

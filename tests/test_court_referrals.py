@@ -3,7 +3,6 @@ out and kept true while the case runs, a court gateway down while a filing is su
 or withdrawn, a withdrawal left to counsel in the legal team's queue, a payment order's parties."""
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,35 +13,6 @@ from sqlalchemy import Engine
 from arrears.review import MILITARY_AFFIDAVIT, draft_filing
 from tests.later_stage_helpers import account, at, day, events, in_thread, pay
 from tests.test_legal import _in_legal, _run_of, _wait_referral, facts
-
-
-@pytest.fixture(scope="module")
-def _court_process() -> Iterator[Any]:
-    from integrations.court.sandbox import start_court_sandbox
-
-    with start_court_sandbox() as court:
-        yield court
-
-
-@pytest.fixture
-def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The sandbox court, emptied and without faults, and the settings that file with it."""
-    _court_process.reset()
-    monkeypatch.setenv("ARREARS_COURT_PROVIDER", "sandbox")
-    monkeypatch.setenv("ARREARS_COURT_BASE_URL", _court_process.base_url)
-    monkeypatch.setenv("ARREARS_COURT_CREDENTIALS", json.dumps(_court_process.credentials))
-    return _court_process
-
-
-@pytest.fixture
-def later_db(
-    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
-) -> Engine:
-    from arrears.settings import get_settings
-
-    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    return engine
 
 
 def _hold(engine: Engine, account_id: str, kind: str, when: str) -> None:
@@ -63,7 +33,7 @@ def _affidavit_sha(court: Any, filing_id: str) -> str:
 
 
 def test_a_military_hold_placed_after_the_referral_opened_is_sworn_in_the_affidavit(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Called up between the referral's opening and its filing (held back meanwhile, say): the
     affidavit filed says the defendant IS in military service, never the "not in service" of the
@@ -72,12 +42,12 @@ def test_a_military_hold_placed_after_the_referral_opened_is_sworn_in_the_affida
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-M1")
+    _in_legal(court_db, tmp_path, "A-M1")
     with court_session():
         state = open_referral.fn("A-M1", at("2026-12-23T17:00:00Z"))
-        _hold(later_db, "A-M1", "military", "2026-12-24T15:00:00Z")
+        _hold(court_db, "A-M1", "military", "2026-12-24T15:00:00Z")
         done = submit_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z"))
-    with later_db.connect() as c:
+    with court_db.connect() as c:
         stored = referrals.referral_facts(c, state.referral_id)
     sworn = {d.kind: d for d in draft_filing(replace(stored, military=True)).documents}[MILITARY_AFFIDAVIT]
     assert "IS in military service" in sworn.text
@@ -85,7 +55,7 @@ def test_a_military_hold_placed_after_the_referral_opened_is_sworn_in_the_affida
 
 
 def test_a_draft_sent_again_after_a_lost_answer_keeps_the_affidavit_it_was_drafted_with(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The draft went to the gateway, its answer lost, and a military hold came meanwhile: the
     resubmission carries the same documents under the same key (the gateway answers with the
@@ -93,7 +63,7 @@ def test_a_draft_sent_again_after_a_lost_answer_keeps_the_affidavit_it_was_draft
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-M2")
+    _in_legal(court_db, tmp_path, "A-M2")
     with court_session():
         state = open_referral.fn("A-M2", at("2026-12-23T17:00:00Z"))
         court.set_faults(operation="ReviewFiling", http_500=8, retry_after=0)  # executed, answer lost
@@ -103,14 +73,14 @@ def test_a_draft_sent_again_after_a_lost_answer_keeps_the_affidavit_it_was_draft
             lost = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
         assert (lost.status, lost.filing_id) == ("draft", None)
         court.set_faults()
-        _hold(later_db, "A-M2", "military", "2026-12-24T15:00:00Z")
+        _hold(court_db, "A-M2", "military", "2026-12-24T15:00:00Z")
         done = submit_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z"))
     assert done.status == "submitted" and len(court.filings()) == 1
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_military_hold_placed_after_filing_is_put_on_record_for_counsel(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The filing swore the defendant is not in military service; a military hold placed while
     the case runs makes that affidavit untrue before any default judgment: counsel is told once,
@@ -118,17 +88,17 @@ def test_a_military_hold_placed_after_filing_is_put_on_record_for_counsel(
     from flows.legal_referral import legal_referral, start_referrals
     from tests.later_stage_helpers import wait_paused
 
-    _in_legal(later_db, tmp_path, "A-M3")
+    _in_legal(court_db, tmp_path, "A-M3")
     running = in_thread(legal_referral, "A-M3", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-M3")
-    run_id = _run_of(later_db, "A-M3")
+    [referral] = _wait_referral(court_db, "A-M3")
+    run_id = _run_of(court_db, "A-M3")
     wait_paused(run_id, "court-wait-1")
-    _hold(later_db, "A-M3", "military", "2026-12-28T15:00:00Z")
+    _hold(court_db, "A-M3", "military", "2026-12-28T15:00:00Z")
     for wait, day_ in ((2, "2026-12-28"), (3, "2026-12-29")):
         start_referrals(at(f"{day_}T17:00:00Z"), f"{day_}T17:00:00Z")
         wait_paused(run_id, f"court-wait-{wait}")
-    told = [e for e in events(later_db, "A-M3", "filing") if e.data.get("held") == "hold:military"]
-    assert len(told) == 1, [e.detail for e in events(later_db, "A-M3", "filing")]
+    told = [e for e in events(court_db, "A-M3", "filing") if e.data.get("held") == "hold:military"]
+    assert len(told) == 1, [e.detail for e in events(court_db, "A-M3", "filing")]
     assert referral.filing_id in told[0].detail and "amended military-status affidavit" in told[0].detail
     court.advance(referral.filing_id, "judgment")
     start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")
@@ -139,7 +109,7 @@ def test_a_military_hold_placed_after_filing_is_put_on_record_for_counsel(
 
 
 def test_a_court_outage_leaves_the_referral_waiting_with_nothing_lost(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The gateway answers 503 to every attempt: submitting and polling leave the referral as it
     was (the run waits for its next wake instead of failing), and the filing goes out, once,
@@ -148,7 +118,7 @@ def test_a_court_outage_leaves_the_referral_waiting_with_nothing_lost(
     from tasks.legal import open_referral, poll_filing, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-O1")
+    _in_legal(court_db, tmp_path, "A-O1")
     with court_session(), testing():
         state = open_referral.fn("A-O1", at("2026-12-23T17:00:00Z"))
         court.set_faults(http_503=50, retry_after=0)
@@ -163,7 +133,7 @@ def test_a_court_outage_leaves_the_referral_waiting_with_nothing_lost(
 
 
 def test_a_court_outage_when_the_account_paid_withdraws_the_filing_once_the_gateway_is_back(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Paid in full while the filing is under review, and the gateway down when the run asks to
     withdraw it: the run waits (a failed run is never restarted for an account out of legal
@@ -172,13 +142,13 @@ def test_a_court_outage_when_the_account_paid_withdraws_the_filing_once_the_gate
     from tasks.legal import open_referral, request_dismissal, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-O2")
+    _in_legal(court_db, tmp_path, "A-O2")
     with court_session(), testing():
         state = open_referral.fn("A-O2", at("2026-12-23T17:00:00Z"))
         filed = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
-        pay(later_db, tmp_path, "A-O2", "18450.00", "2026-12-27T15:00:00Z")
-        day(later_db, "2026-12-27T16:00:00Z")
-        assert account(later_db, "A-O2").stage == "paid_off"
+        pay(court_db, tmp_path, "A-O2", "18450.00", "2026-12-27T15:00:00Z")
+        day(court_db, "2026-12-27T16:00:00Z")
+        assert account(court_db, "A-O2").stage == "paid_off"
         court.set_faults(operation="CancelFiling", http_503=50, retry_after=0)
         waiting = request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z"))
         assert waiting.status == "submitted"
@@ -189,7 +159,7 @@ def test_a_court_outage_when_the_account_paid_withdraws_the_filing_once_the_gate
 
 
 def test_a_filing_whose_run_died_is_still_withdrawn_once_the_account_paid(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The run following a filing died (a worker killed) and the account paid before the next cycle
     could restart it: the filing is still before the court, so the cycle's work list keeps the
@@ -198,13 +168,13 @@ def test_a_filing_whose_run_died_is_still_withdrawn_once_the_account_paid(
     from tasks.legal import open_referral, referral_work, request_dismissal, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-D1")
+    _in_legal(court_db, tmp_path, "A-D1")
     with court_session():
         state = open_referral.fn("A-D1", at("2026-12-23T17:00:00Z"))
         filed = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
-        pay(later_db, tmp_path, "A-D1", "18450.00", "2026-12-27T15:00:00Z")
-        day(later_db, "2026-12-27T16:00:00Z")
-        assert account(later_db, "A-D1").stage == "paid_off"
+        pay(court_db, tmp_path, "A-D1", "18450.00", "2026-12-27T15:00:00Z")
+        day(court_db, "2026-12-27T16:00:00Z")
+        assert account(court_db, "A-D1").stage == "paid_off"
         assert [w[2:] for w in referral_work.fn() if w[0] == "A-D1"] == [(state.referral_id, "submitted")]
         reopened = open_referral.fn("A-D1", at("2026-12-28T17:00:00Z"))
         assert reopened is not None and reopened.referral_id == state.referral_id and reopened.paid
@@ -218,7 +188,7 @@ def test_a_filing_whose_run_died_is_still_withdrawn_once_the_account_paid(
 
 
 def test_a_withdrawal_left_to_counsel_waits_in_the_legal_teams_queue(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Paid after the court accepted the filing: the gateway cannot withdraw it any more, so counsel
     must file the dismissal; `arrears review list` shows it waiting for the legal team (the
@@ -229,7 +199,7 @@ def test_a_withdrawal_left_to_counsel_waits_in_the_legal_teams_queue(
     from tasks.legal import open_referral, request_dismissal, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-Q1")
+    _in_legal(court_db, tmp_path, "A-Q1")
     with court_session():
         state = open_referral.fn("A-Q1", at("2026-12-23T17:00:00Z"))
         filed = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
@@ -237,8 +207,8 @@ def test_a_withdrawal_left_to_counsel_waits_in_the_legal_teams_queue(
         from tasks.legal import poll_filing
 
         assert poll_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z")).status == "accepted"
-        pay(later_db, tmp_path, "A-Q1", "18450.00", "2026-12-27T15:00:00Z")
-        day(later_db, "2026-12-27T16:00:00Z")
+        pay(court_db, tmp_path, "A-Q1", "18450.00", "2026-12-27T15:00:00Z")
+        day(court_db, "2026-12-27T16:00:00Z")
         assert request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z")).status == "dismissing"
     listed = CliRunner().invoke(app, ["review", "list", "--json", "--database", db_url])
     assert [(w["what"], w["waits_for"]) for w in json.loads(listed.stdout) if w["account_id"] == "A-Q1"] == [

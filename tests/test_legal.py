@@ -2,7 +2,6 @@
 followed by polling to judgment, rejected filings back to the legal team, dismissal once paid."""
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -109,35 +108,6 @@ def test_the_same_facts_always_draft_the_same_documents() -> None:
 # -- through the sandbox court ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def _court_process() -> Iterator[Any]:
-    from integrations.court.sandbox import start_court_sandbox
-
-    with start_court_sandbox() as court:
-        yield court
-
-
-@pytest.fixture
-def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The sandbox court, emptied, and the settings that file with it."""
-    _court_process.reset()
-    monkeypatch.setenv("ARREARS_COURT_PROVIDER", "sandbox")
-    monkeypatch.setenv("ARREARS_COURT_BASE_URL", _court_process.base_url)
-    monkeypatch.setenv("ARREARS_COURT_CREDENTIALS", json.dumps(_court_process.credentials))
-    return _court_process
-
-
-@pytest.fixture
-def later_db(
-    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
-) -> Engine:
-    from arrears.settings import get_settings
-
-    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    return engine
-
-
 def _in_legal(engine: Engine, tmp_path: Path, account_id: str, **kw: str) -> None:
     import_rows(
         engine,
@@ -159,14 +129,14 @@ def _filings(court: Any) -> list[dict[str, Any]]:
 
 
 def test_submission_happens_once_however_often_the_step_runs(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Opening and submitting twice leaves one referral, one filing at the court and one draft on record."""
     from arrears.storage.installation import stored_installation_id
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-L1")
+    _in_legal(court_db, tmp_path, "A-L1")
     with court_session():
         state = open_referral.fn("A-L1", at("2026-12-23T17:00:00Z"))
         assert state is not None and (state.status, state.claim_amount) == ("draft", Decimal("18450.00"))
@@ -175,13 +145,13 @@ def test_submission_happens_once_however_often_the_step_runs(
         second = submit_filing.fn(state.referral_id, at("2026-12-24T17:00:00Z"))
     assert first.filing_id and first.filing_id == second.filing_id and first.status == "submitted"
     [filing] = _filings(court)
-    with later_db.connect() as c:
+    with court_db.connect() as c:
         assert filing["idempotencyKey"] == f"{stored_installation_id(c)}-referral-{state.referral_id}"
-    assert len([e for e in events(later_db, "A-L1", "filing") if e.data["action"] == "drafted"]) == 1
+    assert len([e for e in events(court_db, "A-L1", "filing") if e.data["action"] == "drafted"]) == 1
 
 
 def test_a_referral_with_no_court_to_file_in_goes_back_to_the_legal_team(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """A referral in a jurisdiction the venue table has no court for (the plain US profile) is
     refused at once, back to the legal team with the reason, not retried for minutes and failed
@@ -189,17 +159,17 @@ def test_a_referral_with_no_court_to_file_in_goes_back_to_the_legal_team(
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-L8", jurisdiction="US", timezone="America/New_York")
+    _in_legal(court_db, tmp_path, "A-L8", jurisdiction="US", timezone="America/New_York")
     with court_session():
         state = open_referral.fn("A-L8", at("2026-12-23T17:00:00Z"))
         done = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
     assert (done.status, done.filing_id, _filings(court)) == ("rejected", None, [])
-    [refused] = events(later_db, "A-L8", "court")
+    [refused] = events(court_db, "A-L8", "court")
     assert "no court is configured for US" in refused.data["reason"]
 
 
 def test_an_irish_referral_is_filed_at_the_irish_court_without_an_scra_affidavit(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Every IE repossess decision becomes a referral for a court order (protected goods, CCA 1995
     ss.63-64): the venue table has a court for it, and the gateway takes the filing, a claim with
@@ -208,7 +178,7 @@ def test_an_irish_referral_is_filed_at_the_irish_court_without_an_scra_affidavit
     from tasks.providers import court_session
 
     where = {"timezone": "Europe/Dublin", "phone": "+353 85 123 4567", "currency": "EUR"}
-    _in_legal(later_db, tmp_path, "A-L9", jurisdiction="IE", **where)
+    _in_legal(court_db, tmp_path, "A-L9", jurisdiction="IE", **where)
     with court_session():
         state = open_referral.fn("A-L9", at("2026-12-23T17:00:00Z"))
         done = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
@@ -221,7 +191,7 @@ def test_an_irish_referral_is_filed_at_the_irish_court_without_an_scra_affidavit
 
 
 def test_two_databases_filing_through_one_gateway_never_share_a_filing(
-    later_db: Engine, tmp_path: Path, court: Any, monkeypatch: pytest.MonkeyPatch
+    court_db: Engine, tmp_path: Path, court: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The filing's key carries the installation id (DESIGN §3): a second database (a staging copy,
     another lender's book) whose referral 1 is the same account's files a case of its own, and
@@ -246,7 +216,7 @@ def test_two_databases_filing_through_one_gateway_never_share_a_filing(
 
 
 def test_paid_after_a_submission_whose_answer_was_lost_is_left_to_counsel(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """Killed after the filing went to the gateway and before its id was stored, then paid: the
     filing may be before the court, so the referral is not simply called withdrawn; it waits for
@@ -256,49 +226,49 @@ def test_paid_after_a_submission_whose_answer_was_lost_is_left_to_counsel(
     from tasks.legal import envelope_of, open_referral, request_dismissal
     from tasks.providers import court_session, current_court
 
-    _in_legal(later_db, tmp_path, "A-L9")
+    _in_legal(court_db, tmp_path, "A-L9")
     with court_session():
         state = open_referral.fn("A-L9", at("2026-12-23T17:00:00Z"))
-        with later_db.begin() as c:  # what submit_filing does before it asks the gateway
+        with court_db.begin() as c:  # what submit_filing does before it asks the gateway
             draft = draft_filing(referrals.referral_facts(c, state.referral_id))
             referrals.record_filing_draft(
                 c, referral_id=state.referral_id, summary=draft.summary(), at=state.opened_at
             )
         current_court().submit(envelope_of(draft))  # the answer lost: no filing id stored
-        pay(later_db, tmp_path, "A-L9", "18450.00", "2026-12-27T15:00:00Z")
-        day(later_db, "2026-12-27T16:00:00Z")
+        pay(court_db, tmp_path, "A-L9", "18450.00", "2026-12-27T15:00:00Z")
+        day(court_db, "2026-12-27T16:00:00Z")
         done = request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z"))
     assert done.status == "dismissing"
-    detail = events(later_db, "A-L9", "filing")[-1].detail
+    detail = events(court_db, "A-L9", "filing")[-1].detail
     assert draft.idempotency_key in detail
     assert detail.endswith("balance USD 0.00"), detail  # at the currency's precision, not storage's four
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_referral_run_follows_the_filing_to_judgment_and_the_account_closes(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The run files, waits, polls the court when woken, ends at judgment; the lifecycle closes the
     account."""
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-L2")
+    _in_legal(court_db, tmp_path, "A-L2")
     running = in_thread(legal_referral, "A-L2", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L2")
-    run_id = _run_of(later_db, "A-L2")
+    [referral] = _wait_referral(court_db, "A-L2")
+    run_id = _run_of(court_db, "A-L2")
     wait_paused(run_id, "court-wait-1")
     court.advance(referral.filing_id, "judgment")
     assert start_referrals(at("2027-01-20T17:00:00Z"), "2027-01-20T17:00:00Z")["referral_runs_woken"] == 1
     result = running.result(timeout=60)
     assert result["status"] == "judgment"
-    day(later_db, "2027-01-21T16:00:00Z")
-    assert account(later_db, "A-L2").stage == "closed"
-    assert events(later_db, "A-L2", "transition")[-1].detail == "legal_referral → closed: judgment entered"
+    day(court_db, "2027-01-21T16:00:00Z")
+    assert account(court_db, "A-L2").stage == "closed"
+    assert events(court_db, "A-L2", "transition")[-1].detail == "legal_referral → closed: judgment entered"
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_waiting_on_the_court_ends_when_a_callback_ends_its_case(
-    later_db: Engine, tmp_path: Path, court: Any
+    court_db: Engine, tmp_path: Path, court: Any
 ) -> None:
     """The judgment arrives by the court's callback (the webhook records it on the referral) while
     the run waits: the next cycle wakes the run, which ends with the case. It was left paused for
@@ -306,11 +276,11 @@ def test_a_run_waiting_on_the_court_ends_when_a_callback_ends_its_case(
     from arrears.storage.court_statuses import record_court_status
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-L7")
+    _in_legal(court_db, tmp_path, "A-L7")
     running = in_thread(legal_referral, "A-L7", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L7")
-    wait_paused(_run_of(later_db, "A-L7"), "court-wait-1")
-    with later_db.begin() as c:
+    [referral] = _wait_referral(court_db, "A-L7")
+    wait_paused(_run_of(court_db, "A-L7"), "court-wait-1")
+    with court_db.begin() as c:
         recorded = record_court_status(
             c,
             filing_id=referral.filing_id,
@@ -326,7 +296,7 @@ def test_a_run_waiting_on_the_court_ends_when_a_callback_ends_its_case(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """A filing the court rejects ends the run and waits in `arrears review list` for the legal team, with the
     reason."""
@@ -335,10 +305,10 @@ def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
     from deployments.cli import app
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-L3")
+    _in_legal(court_db, tmp_path, "A-L3")
     running = in_thread(legal_referral, "A-L3", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L3")
-    wait_paused(_run_of(later_db, "A-L3"), "court-wait-1")
+    [referral] = _wait_referral(court_db, "A-L3")
+    wait_paused(_run_of(court_db, "A-L3"), "court-wait-1")
     court.advance(referral.filing_id, "rejected", reason="notice of sale lacks proof of mailing")
     start_referrals(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z")
     assert running.result(timeout=60)["queue"] == "legal team"
@@ -349,21 +319,21 @@ def test_rejected_filing_goes_back_to_the_legal_team_with_the_courts_reason(
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_paid_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, court: Any) -> None:
+def test_paid_account_withdraws_the_filing(court_db: Engine, tmp_path: Path, court: Any) -> None:
     """Paid in full while the court still reviews the filing: the run withdraws it at the gateway and ends."""
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-L4")
+    _in_legal(court_db, tmp_path, "A-L4")
     running = in_thread(legal_referral, "A-L4", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L4")
-    wait_paused(_run_of(later_db, "A-L4"), "court-wait-1")
-    pay(later_db, tmp_path, "A-L4", "18450.00", "2026-12-27T15:00:00Z")
-    day(later_db, "2026-12-27T16:00:00Z")
-    assert account(later_db, "A-L4").stage == "paid_off"
+    [referral] = _wait_referral(court_db, "A-L4")
+    wait_paused(_run_of(court_db, "A-L4"), "court-wait-1")
+    pay(court_db, tmp_path, "A-L4", "18450.00", "2026-12-27T15:00:00Z")
+    day(court_db, "2026-12-27T16:00:00Z")
+    assert account(court_db, "A-L4").stage == "paid_off"
     start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
     assert running.result(timeout=60)["status"] == "dismissed"
     assert [f["status"] for f in _filings(court) if f["filingId"] == referral.filing_id] == ["cancelled"]
-    assert events(later_db, "A-L4", "filing")[-1].detail.startswith(
+    assert events(court_db, "A-L4", "filing")[-1].detail.startswith(
         f"filing {referral.filing_id} withdrawn at the court"
     )
 
@@ -395,7 +365,7 @@ def _run_of(engine: Engine, account_id: str) -> Any:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_bankruptcy_holds_the_filing_back_until_it_is_lifted(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """A bankruptcy placed while the account sits in legal referral (the automatic stay, 11 U.S.C.
     362): the run files nothing, says so once however often it is woken, and files once an agent
@@ -412,12 +382,12 @@ def test_a_bankruptcy_holds_the_filing_back_until_it_is_lifted(
         assert done.exit_code == 0, done.output
 
     def held() -> list[Any]:
-        return [e for e in events(later_db, "A-L5", "filing") if e.data.get("action") == "held"]
+        return [e for e in events(court_db, "A-L5", "filing") if e.data.get("action") == "held"]
 
-    _in_legal(later_db, tmp_path, "A-L5")
+    _in_legal(court_db, tmp_path, "A-L5")
     hold("place")
     running = in_thread(legal_referral, "A-L5", "2026-12-23T17:00:00Z")
-    run_id = _run_of_when(later_db, "A-L5", lambda: bool(held()))
+    run_id = _run_of_when(court_db, "A-L5", lambda: bool(held()))
     wait_paused(run_id, "court-wait-1")
     start_referrals(at("2026-12-24T17:00:00Z"), "2026-12-24T17:00:00Z")
     wait_paused(run_id, "court-wait-2")
@@ -427,7 +397,7 @@ def test_a_bankruptcy_holds_the_filing_back_until_it_is_lifted(
 
     hold("lift")
     start_referrals(at("2026-12-28T17:00:00Z"), "2026-12-28T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L5")
+    [referral] = _wait_referral(court_db, "A-L5")
     wait_paused(run_id, "court-wait-3")
     assert [f["filingId"] for f in _filings(court)] == [referral.filing_id]
 
@@ -454,18 +424,18 @@ def _run_of_when(engine: Engine, account_id: str, ready: Any, timeout: float = 6
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_cured_account_withdraws_the_filing(later_db: Engine, tmp_path: Path, court: Any) -> None:
+def test_cured_account_withdraws_the_filing(court_db: Engine, tmp_path: Path, court: Any) -> None:
     """Past due cleared (reinstated, the balance still owed) while the court reviews the filing:
     the account leaves legal referral as cured, so the run withdraws the filing and ends."""
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-L6")
+    _in_legal(court_db, tmp_path, "A-L6")
     running = in_thread(legal_referral, "A-L6", "2026-12-23T17:00:00Z")
-    [referral] = _wait_referral(later_db, "A-L6")
-    wait_paused(_run_of(later_db, "A-L6"), "court-wait-1")
-    pay(later_db, tmp_path, "A-L6", "825.00", "2026-12-27T15:00:00Z")
-    day(later_db, "2026-12-27T16:00:00Z")
-    assert account(later_db, "A-L6").stage == "cured"
+    [referral] = _wait_referral(court_db, "A-L6")
+    wait_paused(_run_of(court_db, "A-L6"), "court-wait-1")
+    pay(court_db, tmp_path, "A-L6", "825.00", "2026-12-27T15:00:00Z")
+    day(court_db, "2026-12-27T16:00:00Z")
+    assert account(court_db, "A-L6").stage == "cured"
     start_referrals(at("2026-12-27T17:00:00Z"), "2026-12-27T17:00:00Z")
     assert running.result(timeout=60)["status"] == "dismissed"
     assert [f["status"] for f in _filings(court) if f["filingId"] == referral.filing_id] == ["cancelled"]

@@ -27,41 +27,12 @@ _CN = {
 }
 
 
-@pytest.fixture(scope="module")
-def _court_process() -> Iterator[Any]:
-    from integrations.court.sandbox import start_court_sandbox
-
-    with start_court_sandbox() as court:
-        yield court
-
-
-@pytest.fixture
-def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The sandbox court, emptied and without faults or rules, and the settings that file with it."""
-    _court_process.reset()
-    monkeypatch.setenv("ARREARS_COURT_PROVIDER", "sandbox")
-    monkeypatch.setenv("ARREARS_COURT_BASE_URL", _court_process.base_url)
-    monkeypatch.setenv("ARREARS_COURT_CREDENTIALS", json.dumps(_court_process.credentials))
-    return _court_process
-
-
 @pytest.fixture
 def provider(court: Any) -> Iterator[Any]:
     from integrations.providers import build_provider
 
     with build_provider("court", "sandbox", court.base_url, court.credentials) as p:
         yield p
-
-
-@pytest.fixture
-def later_db(
-    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
-) -> Engine:
-    from arrears.settings import get_settings
-
-    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    return engine
 
 
 def _payment_order(key: str, court_code: str = "CN-SH-PD") -> Any:
@@ -204,40 +175,40 @@ def test_a_case_word_the_client_does_not_know_is_unreadable_not_served(provider:
 
 
 def test_an_objection_polled_goes_to_the_legal_team_with_the_courts_reason(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """The respondent objects to the served payment order: the poll records `objected` once (the
     court's reason and own words on the timeline), the account stays in legal referral, and
     `arrears review list` shows the referral waiting for the legal team, who decide whether to sue."""
-    filed = _filed_cn(later_db, tmp_path, "A-PO1")
+    filed = _filed_cn(court_db, tmp_path, "A-PO1")
     court.advance(filed.filing_id, "served")
     assert _poll(filed.referral_id, "2027-01-05T09:00:00Z").status == "served"
     court.advance(filed.filing_id, "objected", reason=OBJECTION)
     for when in ("2027-01-15T09:00:00Z", "2027-01-16T09:00:00Z"):
         assert _poll(filed.referral_id, when).status == "objected"
-    [objection] = [e for e in events(later_db, "A-PO1", "court") if e.data["to"] == "objected"]
+    [objection] = [e for e in events(court_db, "A-PO1", "court") if e.data["to"] == "objected"]
     assert (objection.data["from"], objection.data["reason"]) == ("served", OBJECTION)
     assert objection.data["vendor_status"] == "accepted/delivered/objection-filed"
     assert "支付令失效" in objection.detail and "legal team decides whether to sue" in objection.detail
-    day(later_db, "2027-01-16T16:00:00Z")
-    assert account(later_db, "A-PO1").stage == "legal_referral"
+    day(court_db, "2027-01-16T16:00:00Z")
+    assert account(court_db, "A-PO1").stage == "legal_referral"
     [waiting] = _listed(db_url, "A-PO1")
     assert (waiting["what"], waiting["waits_for"]) == ("referral", "legal team")
     assert waiting["detail"].startswith(f"payment order objected to: {OBJECTION}; decide whether to sue")
 
 
 def test_an_objection_after_the_account_paid_stays_before_the_legal_team(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Objected to, then paid off: after an objection the court takes the case to litigation unless
     the applicant says no, so the referral stays in the legal team's queue, saying so, though the
     account has left legal referral."""
-    filed = _filed_cn(later_db, tmp_path, "A-PO2")
+    filed = _filed_cn(court_db, tmp_path, "A-PO2")
     court.advance(filed.filing_id, "objected", reason=OBJECTION)
     assert _poll(filed.referral_id, "2027-01-15T09:00:00Z").status == "objected"
-    pay(later_db, tmp_path, "A-PO2", "18450.00", "2027-01-18T03:00:00Z")
-    day(later_db, "2027-01-18T16:00:00Z")
-    assert account(later_db, "A-PO2").stage == "paid_off"
+    pay(court_db, tmp_path, "A-PO2", "18450.00", "2027-01-18T03:00:00Z")
+    day(court_db, "2027-01-18T16:00:00Z")
+    assert account(court_db, "A-PO2").stage == "paid_off"
     [waiting] = _listed(db_url, "A-PO2")
     assert waiting["waits_for"] == "legal team"
     assert waiting["detail"].endswith(
@@ -246,68 +217,68 @@ def test_an_objection_after_the_account_paid_stays_before_the_legal_team(
 
 
 def test_a_payment_order_that_took_effect_ends_as_a_judgment_and_closes_the_account(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Fifteen days after service with no objection the order takes effect: the referral ends as
     `judgment` (the court's `order-effective` on the timeline), nothing waits for anyone, and
     the lifecycle closes the account as for a judgment."""
-    filed = _filed_cn(later_db, tmp_path, "A-PO3")
+    filed = _filed_cn(court_db, tmp_path, "A-PO3")
     court.advance(filed.filing_id, "judgment")
     assert _poll(filed.referral_id, "2027-01-20T09:00:00Z").status == "judgment"
-    [effective] = [e for e in events(later_db, "A-PO3", "court") if e.data["to"] == "judgment"]
+    [effective] = [e for e in events(court_db, "A-PO3", "court") if e.data["to"] == "judgment"]
     assert effective.data["vendor_status"] == "accepted/delivered/order-effective"
     assert _listed(db_url, "A-PO3") == []
-    day(later_db, "2027-01-21T16:00:00Z")
-    assert account(later_db, "A-PO3").stage == "closed"
+    day(court_db, "2027-01-21T16:00:00Z")
+    assert account(court_db, "A-PO3").stage == "closed"
 
 
 def test_an_objection_by_callback_sends_the_referral_to_the_legal_team(
-    later_db: Engine, tmp_path: Path, court: Any, provider: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, provider: Any, db_url: str
 ) -> None:
     """The court's callback of the objection, stored as the webhook stores it, moves the referral
     to `objected` with the court's reason: it waits for the legal team."""
     from deployments.callback_spool import Received, store_received
 
-    filed = _filed_cn(later_db, tmp_path, "A-PO4")
+    filed = _filed_cn(court_db, tmp_path, "A-PO4")
     court.advance(filed.filing_id, "objected", reason=OBJECTION)
     headers, body = court.signed_callback(filed.filing_id)
     items = provider.parse_callback(headers, body)
     received = Received.of("court", "sandbox", "status", "sandbox", datetime.now(UTC), body, items)
-    store_received(later_db, received, lambda account_id, reason: None)
-    [objection] = [e for e in events(later_db, "A-PO4", "court") if e.data["to"] == "objected"]
+    store_received(court_db, received, lambda account_id, reason: None)
+    [objection] = [e for e in events(court_db, "A-PO4", "court") if e.data["to"] == "objected"]
     assert objection.data["reason"] == OBJECTION
     [waiting] = _listed(db_url, "A-PO4")
     assert waiting["waits_for"] == "legal team" and OBJECTION in waiting["detail"]
 
 
 def test_an_objection_by_callback_keeps_the_courts_own_words(
-    later_db: Engine, tmp_path: Path, court: Any, provider: Any
+    court_db: Engine, tmp_path: Path, court: Any, provider: Any
 ) -> None:
     """A status stored from a callback carries the court's words on the timeline, as a polled one."""
     from deployments.callback_spool import Received, store_received
 
-    filed = _filed_cn(later_db, tmp_path, "A-PO5")
+    filed = _filed_cn(court_db, tmp_path, "A-PO5")
     court.advance(filed.filing_id, "objected", reason=OBJECTION)
     headers, body = court.signed_callback(filed.filing_id)
     items = provider.parse_callback(headers, body)
     received = Received.of("court", "sandbox", "status", "sandbox", datetime.now(UTC), body, items)
-    store_received(later_db, received, lambda account_id, reason: None)
-    [objection] = [e for e in events(later_db, "A-PO5", "court") if e.data["to"] == "objected"]
+    store_received(court_db, received, lambda account_id, reason: None)
+    [objection] = [e for e in events(court_db, "A-PO5", "court") if e.data["to"] == "objected"]
     assert objection.data.get("vendor_status") == "accepted/delivered/objection-filed"
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_the_referral_run_ends_with_the_objection_in_the_legal_teams_queue(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """The run files the payment order, waits, and when woken after the objection ends, handing the
     referral to the legal team (it waited for a judgment that never came)."""
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-PO6", **_CN)
+    _in_legal(court_db, tmp_path, "A-PO6", **_CN)
     running = in_thread(legal_referral, "A-PO6", "2026-12-23T09:00:00Z")
-    [referral] = _wait_referral(later_db, "A-PO6")
-    wait_paused(_run_of(later_db, "A-PO6"), "court-wait-1")
+    [referral] = _wait_referral(court_db, "A-PO6")
+    wait_paused(_run_of(court_db, "A-PO6"), "court-wait-1")
     court.advance(referral.filing_id, "objected", reason=OBJECTION)
     start_referrals(at("2027-01-15T09:00:00Z"), "2027-01-15T09:00:00Z")
     result = running.result(timeout=60)

@@ -4,7 +4,6 @@ dismissal to file), audited as theirs; each decision taken once; the account's l
 (no suit: charged off by the policy; a suit off-system: kept in legal referral until its judgment)."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +29,6 @@ from tests.later_stage_helpers import (
 )
 from tests.test_legal import _in_legal, _run_of, _wait_referral
 from tests.test_payment_order_objection import OBJECTION, _filed_cn, _listed, _poll
-
-
-@pytest.fixture(scope="module")
-def _court_process() -> Iterator[Any]:
-    from integrations.court.sandbox import start_court_sandbox
-
-    with start_court_sandbox() as court:
-        yield court
-
-
-@pytest.fixture
-def court(_court_process: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The sandbox court, emptied, and the settings that file with it."""
-    _court_process.reset()
-    monkeypatch.setenv("ARREARS_COURT_PROVIDER", "sandbox")
-    monkeypatch.setenv("ARREARS_COURT_BASE_URL", _court_process.base_url)
-    monkeypatch.setenv("ARREARS_COURT_CREDENTIALS", json.dumps(_court_process.credentials))
-    return _court_process
-
-
-@pytest.fixture
-def later_db(
-    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, sms_sandbox: Any, court: Any
-) -> Engine:
-    from arrears.settings import get_settings
-
-    monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
-    get_settings.cache_clear()
-    return engine
 
 
 def _cli(db_url: str, *args: str) -> Any:
@@ -158,18 +128,18 @@ def test_an_account_the_legal_team_does_not_sue_is_charged_off_at_the_policys_da
 
 
 def test_not_suing_an_objected_payment_order_leaves_the_queue_once_and_charges_off_in_time(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """The legal team does not sue on a payment order objected to: audited as theirs with the
     reason, the referral leaves `review list`; the same command again changes nothing; the account
     stays in legal referral until the policy's charge-off days past due, then is charged off."""
-    filed = _objected(later_db, tmp_path, court, "A-RC1")
+    filed = _objected(court_db, tmp_path, court, "A-RC1")
     assert [w["waits_for"] for w in _listed(db_url, "A-RC1")] == ["legal team"]
     done = _close(db_url, "A-RC1", "not-suing")
     assert done.exit_code == 0, done.output
     assert "objected → not_suing" in done.output and "Mei Chen" in done.output
     assert _listed(db_url, "A-RC1") == []
-    [said] = _team_events(later_db, "A-RC1")
+    [said] = _team_events(court_db, "A-RC1")
     assert (said.actor, said.data["outcome"], said.data["reason"]) == (
         "legal:Mei Chen",
         "not-suing",
@@ -183,18 +153,18 @@ def test_not_suing_an_objected_payment_order_leaves_the_queue_once_and_charges_o
     again = _close(db_url, "A-RC1", "not-suing", when="2027-01-21T09:00:00Z")
     assert again.exit_code == 0, again.output
     assert "nothing changed" in again.output
-    assert len(_team_events(later_db, "A-RC1")) == 1
+    assert len(_team_events(court_db, "A-RC1")) == 1
     other = _close(db_url, "A-RC1", "suing-off-system", when="2027-01-21T09:00:00Z")
     assert "ended not_suing by Mei Chen" in _refused(other)
-    day(later_db, "2027-01-21T16:00:00Z")
-    assert account(later_db, "A-RC1").stage == "legal_referral"  # 112 days past due: not yet
-    day(later_db, "2027-03-31T16:00:00Z")  # oldest due 2026-10-01: 181 days past due
-    assert account(later_db, "A-RC1").stage == "charged_off"
-    assert events(later_db, "A-RC1", "transition")[-1].detail.endswith("(the legal team does not sue)")
+    day(court_db, "2027-01-21T16:00:00Z")
+    assert account(court_db, "A-RC1").stage == "legal_referral"  # 112 days past due: not yet
+    day(court_db, "2027-03-31T16:00:00Z")  # oldest due 2026-10-01: 181 days past due
+    assert account(court_db, "A-RC1").stage == "charged_off"
+    assert events(court_db, "A-RC1", "transition")[-1].detail.endswith("(the legal team does not sue)")
 
 
 def test_a_referral_the_team_did_not_sue_on_says_nothing_of_a_later_stay(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Not sued, the account paid, fell behind and came back to legal referral: until this stay's
     referral opens, the cycle reads no referral for it, not the old one's `not_suing`, which would
@@ -206,11 +176,11 @@ def test_a_referral_the_team_did_not_sue_on_says_nothing_of_a_later_stay(
     from arrears.storage.cycle import load_shard
     from arrears.storage.tables import account as account_t
 
-    _objected(later_db, tmp_path, court, "A-RC9")
+    _objected(court_db, tmp_path, court, "A-RC9")
     assert _close(db_url, "A-RC9", "not-suing").exit_code == 0
 
     def read() -> str | None:
-        with later_db.connect() as c:
+        with court_db.connect() as c:
             [row] = [
                 r
                 for r in load_shard(
@@ -226,7 +196,7 @@ def test_a_referral_the_team_did_not_sue_on_says_nothing_of_a_later_stay(
         return row.facts.referral_status
 
     assert read() == NOT_SUING
-    with later_db.begin() as c:  # back in legal referral since today: a new stay
+    with court_db.begin() as c:  # back in legal referral since today: a new stay
         c.execute(
             update(account_t)
             .where(account_t.c.account_id == "A-RC9")
@@ -236,39 +206,39 @@ def test_a_referral_the_team_did_not_sue_on_says_nothing_of_a_later_stay(
 
 
 def test_a_suit_off_system_keeps_the_account_in_legal_referral_until_its_judgment(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Counsel sues off-system after the objection: the referral waits for the court (saying how
     to record its end), the account is not charged off however late, and the judgment the legal
     team records closes it at the next cycle."""
-    _objected(later_db, tmp_path, court, "A-RC2")
+    _objected(court_db, tmp_path, court, "A-RC2")
     done = _close(db_url, "A-RC2", "suing-off-system")
     assert done.exit_code == 0, done.output
     [waiting] = _listed(db_url, "A-RC2")
     assert waiting["waits_for"] == "court"
     assert "arrears referral close A-RC2 --outcome judgment|not-suing" in waiting["detail"]
-    day(later_db, "2027-03-31T16:00:00Z")
-    assert account(later_db, "A-RC2").stage == "legal_referral"
+    day(court_db, "2027-03-31T16:00:00Z")
+    assert account(court_db, "A-RC2").stage == "legal_referral"
     refused = _close(db_url, "A-RC2", "dismissal-filed", when="2027-04-01T09:00:00Z")
     assert "not-suing" in _refused(refused)
     judged = _close(db_url, "A-RC2", "judgment", when="2027-04-01T09:00:00Z")
     assert judged.exit_code == 0, judged.output
     assert _listed(db_url, "A-RC2") == []
-    day(later_db, "2027-04-01T16:00:00Z")
-    assert account(later_db, "A-RC2").stage == "closed"
+    day(court_db, "2027-04-01T16:00:00Z")
+    assert account(court_db, "A-RC2").stage == "closed"
 
 
 def test_a_suit_off_system_whose_account_paid_waits_for_its_dismissal(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """The borrower pays off while counsel's suit off-system runs: no run can withdraw it, so the
     referral goes back to the legal team for its dismissal; `not-suing` is refused naming the
     outcome that fits, `dismissal-filed` ends it."""
-    _objected(later_db, tmp_path, court, "A-RC3")
+    _objected(court_db, tmp_path, court, "A-RC3")
     assert _close(db_url, "A-RC3", "suing-off-system").exit_code == 0
-    pay(later_db, tmp_path, "A-RC3", "18450.00", "2027-01-22T03:00:00Z")
-    day(later_db, "2027-01-22T16:00:00Z")
-    assert account(later_db, "A-RC3").stage == "paid_off"
+    pay(court_db, tmp_path, "A-RC3", "18450.00", "2027-01-22T03:00:00Z")
+    day(court_db, "2027-01-22T16:00:00Z")
+    assert account(court_db, "A-RC3").stage == "paid_off"
     [waiting] = _listed(db_url, "A-RC3")
     assert (
         waiting["waits_for"] == "legal team" and "dismissal of the suit filed off-system" in waiting["detail"]
@@ -277,25 +247,25 @@ def test_a_suit_off_system_whose_account_paid_waits_for_its_dismissal(
     assert "dismissal-filed" in _refused(refused)
     assert _close(db_url, "A-RC3", "dismissal-filed", when="2027-01-23T09:00:00Z").exit_code == 0
     assert _listed(db_url, "A-RC3") == []
-    assert [e.data["to"] for e in _team_events(later_db, "A-RC3")] == ["off_system", "dismissed"]
+    assert [e.data["to"] for e in _team_events(court_db, "A-RC3")] == ["off_system", "dismissed"]
 
 
 def test_a_dismissal_counsel_filed_ends_a_dismissing_referral(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Paid off after the court accepted the filing (the gateway withdraws it no more): the
     referral waits for counsel's dismissal; recorded, it ends `dismissed` and leaves the list."""
     from tasks.legal import open_referral, poll_filing, request_dismissal, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-RC4")
+    _in_legal(court_db, tmp_path, "A-RC4")
     with court_session():
         state = open_referral.fn("A-RC4", at("2026-12-23T17:00:00Z"))
         filed = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
         court.advance(filed.filing_id, "accepted")
         assert poll_filing.fn(state.referral_id, at("2026-12-26T17:00:00Z")).status == "accepted"
-        pay(later_db, tmp_path, "A-RC4", "18450.00", "2026-12-27T15:00:00Z")
-        day(later_db, "2026-12-27T16:00:00Z")
+        pay(court_db, tmp_path, "A-RC4", "18450.00", "2026-12-27T15:00:00Z")
+        day(court_db, "2026-12-27T16:00:00Z")
         assert request_dismissal.fn(state.referral_id, at("2026-12-27T17:00:00Z")).status == "dismissing"
     [waiting] = _listed(db_url, "A-RC4")
     assert (waiting["waits_for"], waiting["detail"]) == ("legal team", "referral dismissing")
@@ -307,7 +277,7 @@ def test_a_dismissal_counsel_filed_ends_a_dismissing_referral(
 
 
 def test_a_referral_that_does_not_wait_for_the_legal_team_is_refused_naming_why(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """A filing before the court through the gateway is the court's: close and refile are refused
     (exit 2, nothing recorded), as are an unknown account, an unnamed person, a decision dated
@@ -315,7 +285,7 @@ def test_a_referral_that_does_not_wait_for_the_legal_team_is_refused_naming_why(
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-RC5")
+    _in_legal(court_db, tmp_path, "A-RC5")
     with court_session():
         state = open_referral.fn("A-RC5", at("2026-12-23T17:00:00Z"))
         filed = submit_filing.fn(state.referral_id, at("2026-12-23T17:00:00Z"))
@@ -337,19 +307,19 @@ def test_a_referral_that_does_not_wait_for_the_legal_team_is_refused_naming_why(
     assert _refused(early).startswith("--as-of: ")
     judged = _close(db_url, "A-RC5", "judgment")
     assert "suing-off-system" in _refused(judged)
-    assert _team_events(later_db, "A-RC5") == []
-    assert [r.status for r in rows(later_db, referral_t, "A-RC5")] == ["rejected"]
+    assert _team_events(court_db, "A-RC5") == []
+    assert [r.status for r in rows(court_db, referral_t, "A-RC5")] == ["rejected"]
 
 
 def test_a_draft_the_legal_team_takes_off_system_is_never_filed_through_the_gateway(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Counsel files a draft by hand: the referral run's submit step, run after, files nothing,
     and the referral waits for the court off-system."""
     from tasks.legal import open_referral, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-RC7")
+    _in_legal(court_db, tmp_path, "A-RC7")
     with court_session():
         state = open_referral.fn("A-RC7", at("2026-12-23T17:00:00Z"))
     assert [w["waits_for"] for w in _listed(db_url, "A-RC7")] == ["legal team"]
@@ -364,7 +334,7 @@ def test_a_draft_the_legal_team_takes_off_system_is_never_filed_through_the_gate
 
 
 def test_a_filing_rejected_for_want_of_a_court_is_refiled_once_an_import_fixes_the_account(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Refused at once for a jurisdiction the venue table lacks: refiling before the data is fixed
     is refused, nothing changed; after an import corrects the jurisdiction, a new referral drafted
@@ -376,17 +346,17 @@ def test_a_filing_rejected_for_want_of_a_court_is_refiled_once_an_import_fixes_t
     from tasks.legal import open_referral, referral_work, submit_filing
     from tasks.providers import court_session
 
-    _in_legal(later_db, tmp_path, "A-RF1", jurisdiction="US", timezone="America/New_York")
+    _in_legal(court_db, tmp_path, "A-RF1", jurisdiction="US", timezone="America/New_York")
     with court_session():
         first = open_referral.fn("A-RF1", at("2026-12-23T17:00:00Z"))
         assert submit_filing.fn(first.referral_id, at("2026-12-23T17:00:00Z")).status == "rejected"
     unfixed = _refile(db_url, "A-RF1")
     assert "no court is configured for US" in _refused(unfixed)
-    assert [r.status for r in rows(later_db, referral_t, "A-RF1")] == ["rejected"]
+    assert [r.status for r in rows(court_db, referral_t, "A-RF1")] == ["rejected"]
     import_rows(
-        later_db, tmp_path, [us_account("A-RF1", past_due_amount="825.00", oldest_due_date="2026-10-01")]
+        court_db, tmp_path, [us_account("A-RF1", past_due_amount="825.00", oldest_due_date="2026-10-01")]
     )
-    with later_db.begin() as c:  # the import leaves the stage as it was: in legal referral
+    with court_db.begin() as c:  # the import leaves the stage as it was: in legal referral
         assert (
             c.execute(select(account_t.c.stage).where(account_t.c.account_id == "A-RF1")).scalar()
             == "legal_referral"
@@ -405,19 +375,19 @@ def test_a_filing_rejected_for_want_of_a_court_is_refiled_once_an_import_fixes_t
         assert state.referral_id == new_id
         assert submit_filing.fn(new_id, at("2027-01-20T10:00:00Z")).status == "submitted"
     [filing] = court.filings()
-    with later_db.connect() as c:
+    with court_db.connect() as c:
         assert filing["idempotencyKey"] == f"{stored_installation_id(c)}-referral-{new_id}"
     assert filing["court"].startswith("US-IA")
-    [refiling] = _team_events(later_db, "A-RF1")
+    [refiling] = _team_events(court_db, "A-RF1")
     assert (refiling.data["refiled_as"], refiling.data["reason"]) == (new_id, "venue fixed")
     again = _refile(db_url, "A-RF1", when="2027-01-21T09:00:00Z")
     assert again.exit_code == 0 and f"already refiled as referral {new_id}" in again.output, again.output
-    assert len(rows(later_db, referral_t, "A-RF1")) == 2 and len(_team_events(later_db, "A-RF1")) == 1
+    assert len(rows(court_db, referral_t, "A-RF1")) == 2 and len(_team_events(court_db, "A-RF1")) == 1
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_rejected_filing_refiled_is_filed_by_the_woken_referral_run(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """The court's rejection arrives by callback while the run waits on it; `refile` wakes the
     run, which takes up the new referral and files it at the sandbox court under a new key: two
@@ -425,13 +395,13 @@ def test_a_rejected_filing_refiled_is_filed_by_the_woken_referral_run(
     from arrears.storage.court_statuses import record_court_status
     from flows.legal_referral import legal_referral, start_referrals
 
-    _in_legal(later_db, tmp_path, "A-RF2")
+    _in_legal(court_db, tmp_path, "A-RF2")
     running = in_thread(legal_referral, "A-RF2", "2026-12-23T17:00:00Z")
-    [old] = _wait_referral(later_db, "A-RF2")
-    run_id = _run_of(later_db, "A-RF2")
+    [old] = _wait_referral(court_db, "A-RF2")
+    run_id = _run_of(court_db, "A-RF2")
     wait_paused(run_id, "court-wait-1")
     court.advance(old.filing_id, "rejected", reason="notice of sale lacks proof of mailing")
-    with later_db.begin() as c:
+    with court_db.begin() as c:
         recorded = record_court_status(
             c,
             filing_id=old.filing_id,
@@ -446,7 +416,7 @@ def test_a_rejected_filing_refiled_is_filed_by_the_woken_referral_run(
     assert done.exit_code == 0, done.output
     assert f"run {run_id} woken" in done.output
     wait_paused(run_id, "court-wait-2")
-    old_row, new_row = rows(later_db, referral_t, "A-RF2")
+    old_row, new_row = rows(court_db, referral_t, "A-RF2")
     assert (old_row.status, new_row.status) == ("refiled", "submitted")
     assert [f["filingId"] for f in court.filings()] == [old.filing_id, new_row.filing_id]
     [waiting] = _listed(db_url, "A-RF2")
@@ -460,15 +430,15 @@ def test_a_rejected_filing_refiled_is_filed_by_the_woken_referral_run(
 
 
 def test_a_court_status_after_the_legal_team_ended_a_referral_does_not_reopen_it(
-    later_db: Engine, tmp_path: Path, court: Any, db_url: str
+    court_db: Engine, tmp_path: Path, court: Any, db_url: str
 ) -> None:
     """Not suing on a payment order objected to ends the referral: a status the court sends later
     about its filing is kept on the timeline, not applied, as after a withdrawal."""
     from arrears.storage.court_statuses import record_court_status
 
-    filed = _objected(later_db, tmp_path, court, "A-RC6")
+    filed = _objected(court_db, tmp_path, court, "A-RC6")
     assert _close(db_url, "A-RC6", "not-suing").exit_code == 0
-    with later_db.begin() as c:
+    with court_db.begin() as c:
         record_court_status(
             c,
             filing_id=filed.filing_id,
@@ -477,4 +447,4 @@ def test_a_court_status_after_the_legal_team_ended_a_referral_does_not_reopen_it
             provider="sandbox",
             callback_id="late-A-RC6",
         )
-    assert [r.status for r in rows(later_db, referral_t, "A-RC6")] == ["not_suing"]
+    assert [r.status for r in rows(court_db, referral_t, "A-RC6")] == ["not_suing"]
