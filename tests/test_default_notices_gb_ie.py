@@ -23,6 +23,18 @@ from arrears.models import Letter
 from arrears.settings import get_settings
 from tests.later_stage_helpers import at, put_in_review, review_t, rows
 
+# A GB borrower in Leeds, as `put_in_review` takes it.
+LEEDS = {
+    "jurisdiction": "GB",
+    "timezone": "Europe/London",
+    "currency": "GBP",
+    "phone": "020 7946 0123",
+    "address_line1": "1 High Street",
+    "city": "Leeds",
+    "state": "",
+    "postal_code": "LS1 1AA",
+}
+
 letter_t = Letter.__table__  # type: ignore[attr-defined]
 A4 = (595.2756, 841.8898)
 
@@ -248,14 +260,7 @@ def test_a_gb_account_in_review_is_mailed_its_default_notice_and_waits_14_days_f
         mail_db,
         tmp_path,
         "A-GB1",
-        jurisdiction="GB",
-        timezone="Europe/London",
-        currency="GBP",
-        phone="020 7946 0123",
-        address_line1="1 High Street",
-        city="Leeds",
-        state="",
-        postal_code="LS1 1AA",
+        **LEEDS,
     )
     assert prepare_reviews.fn(at("2026-12-01T17:00:00Z")).notices == 1
     [written] = rows(mail_db, letter_t, "A-GB1")

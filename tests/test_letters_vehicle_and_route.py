@@ -38,6 +38,7 @@ from arrears.settings import Settings, get_settings
 from integrations.letters.protocol import PostalAddress, posting_countries
 from tests.factories import account_record
 from tests.later_stage_helpers import account_t, at, import_rows, put_in_review, rows
+from tests.test_default_notices_gb_ie import LEEDS
 
 letter_t = Letter.__table__  # type: ignore[attr-defined]
 VIN = "1HGCM82633A004352"  # what `us_account` imports
@@ -263,14 +264,7 @@ def test_a_gb_notice_lob_would_post_from_the_us_is_blocked_until_a_gb_route_then
         mail_db,
         tmp_path,
         "A-GB1",
-        jurisdiction="GB",
-        timezone="Europe/London",
-        currency="GBP",
-        phone="020 7946 0123",
-        address_line1="1 High Street",
-        city="Leeds",
-        state="",
-        postal_code="LS1 1AA",
+        **LEEDS,
     )
     assert prepare_reviews.fn(at("2026-12-01T17:00:00Z")).notices == 2
     for account_id in ("A-IA1", "A-GB1"):
