@@ -167,3 +167,36 @@ def test_a_california_notice_of_sale_prints_the_reinstatement_right_and_the_amou
     once in 12 months) and what to pay to reinstate and to redeem, not only 'contact us'."""
     _, text = _ca_notice_text(mail_db, tmp_path)
     assert "RIGHT TO REINSTATE" in text and "825.00" in text and "18,450.00" in text
+
+
+def test_a_california_notice_of_sale_offers_ten_more_days_and_an_accounting(
+    mail_db: Engine, tmp_path: Path
+) -> None:
+    """Cal. Civ. Code 2983.2(a) (and Fin. Code 22328(b)(3), its twin for lenders): the notice must
+    say that on written request the redemption and reinstatement periods are extended by 10 days,
+    and that a written accounting of the sale is given on request. Without them no deficiency
+    may be claimed after the sale."""
+    _, text = _ca_notice_text(mail_db, tmp_path)
+    flat = " ".join(text.split())
+    assert "YOUR RIGHT TO MORE TIME" in flat
+    assert "we will give you 10 more days to get the vehicle back" in flat
+    assert "10 more days to reinstate the contract" in flat
+    assert "written accounting of the sale of the vehicle" in flat
+
+
+def test_a_notice_of_sale_outside_california_makes_no_california_promises(
+    mail_db: Engine, tmp_path: Path
+) -> None:
+    """The extension and the accounting are California's: an Iowa notice (UCC 9-614's form) does not
+    promise them."""
+    from arrears.letters import render
+    from arrears.letters.notices import context_from_json
+    from tasks.recovery import settle_recoveries
+
+    put_in_review(mail_db, tmp_path, "A-IA", jurisdiction="US-IA", timezone="America/Chicago")
+    _recovered(mail_db, "A-IA")
+    assert settle_recoveries(at("2027-01-04T00:00:00Z"))["sale_notices_written"] == 1
+    [notice] = rows(mail_db, letter_t, "A-IA")
+    text = render("notice_of_sale", context_from_json(notice.context)).text
+    assert "NOTICE OF OUR PLAN TO SELL PROPERTY" in text
+    assert "MORE TIME" not in text and "accounting" not in text and "REINSTATE" not in text
