@@ -161,6 +161,14 @@ class Settings(BaseSettings):
             " the country of this address."
         ),
     )
+    fca_default_sheet: Path | None = Field(
+        default=None,
+        description=(
+            "The PDF of the FCA's current default information sheet, enclosed with every GB default"
+            " notice (Consumer Credit Act 1974 s.88(4A)); unset, a GB default notice is blocked, not"
+            " mailed. Replace the file when the FCA publishes a new version."
+        ),
+    )
     lender_contact: str = Field(
         default="+1 515 555 0100, 1 Lender Plaza, Des Moines, IA 50309",
         description="The desk that takes payments and questions, printed on every notice.",
@@ -243,6 +251,18 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[A-Z]{2}", parts[4]):
                 raise ValueError(f"the {country} address does not end in an ISO 3166-1 alpha-2 country code")
         return value
+
+    @field_validator("fca_default_sheet")
+    @classmethod
+    def _default_sheet(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        # Here, not at import: it loads the letters package (reportlab), and only where it is set.
+        from arrears.letters.enclosures import DEFAULT_INFORMATION_SHEET, read_enclosure
+
+        path = value.expanduser()
+        read_enclosure(DEFAULT_INFORMATION_SHEET, path)  # ValueError naming the setting and the fault
+        return path
 
     @field_validator("lender_timezone")
     @classmethod

@@ -5,9 +5,11 @@
   dates counted from now) on a letter row. An account without a mailing address gets no letter:
   the row is `blocked` with the reason, and the review cannot pass its cure period.
 - `send_letters`: renders each pending letter, vets its words with the content rules every SMS
-  passes and stores the PDF and its SHA-256, then hands it to the provider under its idempotency
-  key (a resend after a crash sends the same bytes and returns the first letter, never a second
-  one in the post).
+  passes, appends what the law makes it carry (the FCA's default information sheet after a GB
+  default notice: `arrears.letters.enclosures`; not configured, the notice is blocked, never
+  mailed without it) and stores the PDF as mailed and its SHA-256, then hands it to the
+  provider under its idempotency key (a resend after a crash sends the same bytes and returns
+  the first letter, never a second one in the post).
 - `record_tracking`: tracking events, from a webhook or a lookup. The `mailed` event starts the
   legal clock: the review's cure deadline is counted from it (`arrears.letters.notices`). A
   letter returned to sender puts the review on hold.
@@ -16,11 +18,13 @@
 Batch steps: a few letters per task run, never one task run per account.
 """
 
+import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from threading import Event
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -32,6 +36,7 @@ from sqlalchemy import Connection, Engine
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.letters import LetterContext, LetterTemplateMissing, render, template_for, vet
+from arrears.letters.enclosures import Enclosed, Enclosure, enclose, enclosures_for, read_enclosure
 from arrears.letters.notices import (
     SEND_WITHIN,
     context_from_json,
@@ -43,7 +48,7 @@ from arrears.letters.notices import (
 )
 from arrears.models import utcnow
 from arrears.review import notice_owed
-from arrears.settings import get_settings
+from arrears.settings import Settings, get_settings
 from arrears.storage import letters, mailing, read_only, reviews
 from arrears.storage.installation import installation_id, stored_installation_id
 from arrears.storage.reviews import ReviewState
@@ -67,6 +72,7 @@ __all__ = [
     "GIVE_UP_AFTER",
     "NO_ADDRESS",
     "NO_ROUTE",
+    "NO_SHEET",
     "REFUSED",
     "REWRITTEN",
     "STALE",
@@ -91,6 +97,9 @@ STALE = "not handed to the letters provider within a day of being written: its d
 REFUSED = "refused by the letters provider, and another address is on file now: to be written again"
 # How the reason begins of a notice no configured route can serve in time (`_no_route`).
 NO_ROUTE = "no letters route"
+# How the reason begins of a notice the law makes carry a document the lender has not supplied
+# (`_unenclosed`): today the FCA's default information sheet, the one enclosure there is.
+NO_SHEET = "no default information sheet"
 ASKED = "to be written again from today's facts, as asked (arrears letters rewrite)"
 # Why a blocked letter waits to be written again, in its place and under its key (a refused one
 # goes to the provider under a new key: `LetterRow.provider_key`).
@@ -290,6 +299,10 @@ def write_letters(connection: Connection, drafts: Sequence[Draft]) -> int:
             # (`arrears letters rewrite`).
             new.append(_blocked(d, _unrendered(missing), replaces))
             continue
+        unset = _unconfigured(d.kind, context.jurisdiction, settings)
+        if unset is not None:  # known now: its review shows why it waits, and it never goes without
+            new.append(_blocked(d, unset, replaces))
+            continue
         recipient = {
             "name": context.borrower_name,
             "line1": address.line1,
@@ -326,6 +339,58 @@ def _unrendered(error: Exception) -> str:
     """Why a letter that cannot be rendered is blocked: one reason, whenever it is found out, so
     that `arrears letters rewrite --blocked-for "not rendered"` finds them all."""
     return f"not rendered: {type(error).__name__}: {error}"
+
+
+def _unenclosed(enclosure: Enclosure, why: str) -> str:
+    """Why a letter that must carry `enclosure` is blocked: it is not configured, or its file
+    cannot be read (`why`). It is written again, with the document, once an operator asks."""
+    return (
+        f"{NO_SHEET}: {why}. {enclosure.source}; without it the notice is not valid and the "
+        f"agreement cannot be enforced on it. It needs {enclosure.env}, the PDF of the current "
+        f'version of {enclosure.title}, then `arrears letters rewrite --blocked-for "{NO_SHEET}"`'
+    )
+
+
+def _unconfigured(kind: str, jurisdiction: str, settings: Settings) -> str | None:
+    """Why a letter is blocked as it is written: a document it must carry has no file configured
+    (`_unenclosed`); None when each has one (read and appended as it is sent: `_enclosures`)."""
+    for enclosure in enclosures_for(kind, jurisdiction):
+        if getattr(settings, enclosure.setting) is None:
+            return _not_set(enclosure)
+    return None
+
+
+def _not_set(enclosure: Enclosure) -> str:
+    return _unenclosed(enclosure, f"{enclosure.env} is not set")
+
+
+def _read(enclosure: Enclosure, path: Path | None) -> Enclosed | str:
+    """The document at `path`, or why a letter that must carry it is blocked (`_unenclosed`)."""
+    if path is None:
+        return _not_set(enclosure)
+    try:
+        return read_enclosure(enclosure, path)
+    except ValueError as error:  # removed, or replaced by no PDF, since the settings were read
+        return _unenclosed(enclosure, str(error))
+
+
+def _enclosures() -> Callable[[str, str], tuple[Enclosed, ...] | str]:
+    """The documents a letter of a kind in a jurisdiction must carry, each read from the file its
+    setting names once a run, when a letter first needs it (the lender replaces the file when
+    the FCA publishes a new sheet: a run takes the file as it is then); or, when one is not
+    configured or can no longer be read, why the letter is blocked."""
+    settings = get_settings()
+    read: dict[Enclosure, Enclosed | str] = {}
+
+    def of(kind: str, jurisdiction: str) -> tuple[Enclosed, ...] | str:
+        for enclosure in enclosures_for(kind, jurisdiction):
+            if enclosure not in read:
+                read[enclosure] = _read(enclosure, getattr(settings, enclosure.setting))
+        found = [read[enclosure] for enclosure in enclosures_for(kind, jurisdiction)]
+        missing = [f for f in found if isinstance(f, str)]
+        return missing[0] if missing else tuple(f for f in found if isinstance(f, Enclosed))
+
+    return of
 
 
 def _senders() -> Callable[[str], PostalAddress]:
@@ -431,6 +496,7 @@ def send_letters(
     if not todo:
         return counts
     sender_to = _senders()
+    enclosures = _enclosures()
     refused = Event()  # the provider refused our credentials: it would refuse every letter
     down = FailuresInARow(GIVE_UP_AFTER)  # it answers nothing: the rest wait for the next run
     # Each hand-over waits on the provider (the PDF's upload, Lob's checks): several are in its
@@ -453,7 +519,7 @@ def send_letters(
                     )
                 counts["letters_blocked"] += 1
                 continue
-            pdf = stored if stored is not None else _rendered(row, utcnow())
+            pdf = stored if stored is not None else _rendered(row, utcnow(), enclosures)
             if isinstance(pdf, bytes):
                 handed.append(pool.submit(_hand_over, provider, row, pdf, sender, refused, down, cycle_id))
             else:
@@ -547,24 +613,38 @@ def _hand_over(
         return "letters_failed"
 
 
-def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_blocked", "letters_waiting"]:
+def _rendered(
+    row: letters.LetterRow,
+    at: datetime,
+    enclosures: Callable[[str, str], tuple[Enclosed, ...] | str],
+) -> bytes | Literal["letters_blocked", "letters_waiting"]:
     """Render a pending letter from its stored context, vet its words with the content rules every
-    SMS passes, and store the PDF and its SHA-256 before it goes. When it cannot go, the count it
-    falls in: blocked (its words fail, or it cannot be rendered: set aside with the error, the
-    others go on), or waiting (another run rendered it meanwhile: its bytes go next time). What is
-    wrong with the run rather than the letter (the policy, the database) raises: nothing blocked."""
+    SMS passes, append the documents it must carry (`enclosures`: `_enclosures`, read once a
+    run), and store the PDF as it is mailed and its SHA-256 before it goes, with the evidence of
+    what went with it. When it cannot go, the count it falls in: blocked (its words fail, it cannot be
+    rendered, or a document it must carry is not configured: set aside with the reason, the
+    others go on), or waiting (another run rendered it meanwhile: its bytes go next time). What
+    is wrong with the run rather than the letter (the policy, the database) raises: nothing
+    blocked."""
     reason: str | None
     profile = policy().profile
+    documents: tuple[Enclosed, ...] = ()
     try:
         context = context_from_json(row.context or {})
         rules = profile(context.jurisdiction)
         rendered = render(row.kind, context, rules=rules)
         finding = vet(rendered, context, rules=rules)
         reason = f"{finding.rule}: {finding.detail}" if finding else None
+        if reason is None:
+            found = enclosures(row.kind, context.jurisdiction)
+            reason, documents = (found, ()) if isinstance(found, str) else (None, found)
     # What a stored context or its template can be wrong by (LetterTemplateMissing, an unknown
     # jurisdiction: LookupError; a missing date, text no font encodes: ValueError).
     except (ValueError, TypeError, LookupError) as error:
         reason = _unrendered(error)
+    if reason is None:  # the PDF as mailed: its hash is the evidence of what went
+        pdf = enclose(rendered.pdf, *documents)
+        sha256 = hashlib.sha256(pdf).hexdigest() if documents else rendered.sha256
     with engine().begin() as connection:
         if reason is not None:
             letters.mark_blocked(connection, letter_id=row.id, reason=reason, at=at, status="blocked")
@@ -573,11 +653,12 @@ def _rendered(row: letters.LetterRow, at: datetime) -> bytes | Literal["letters_
             connection,
             letter_id=row.id,
             template=rendered.template,
-            pdf=rendered.pdf,
-            sha256=rendered.sha256,
+            pdf=pdf,
+            sha256=sha256,
             at=at,
+            enclosed=[document.evidence() for document in documents],
         )
-    return rendered.pdf if stored else "letters_waiting"
+    return pdf if stored else "letters_waiting"
 
 
 @task(name="track-letters", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=30)

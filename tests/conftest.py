@@ -263,3 +263,20 @@ def mail_db(
     monkeypatch.setenv("ARREARS_DATABASE_URL", db_url)
     get_settings.cache_clear()
     return engine
+
+
+@pytest.fixture
+def default_sheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A two-page stand-in for the FCA's default information sheet, set as ARREARS_FCA_DEFAULT_SHEET:
+    a GB default notice is mailed only with the sheet (CCA 1974 s.88(4A))."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    path = tmp_path / "default-information-sheet.pdf"
+    canvas = Canvas(str(path), invariant=1)
+    for page in (1, 2):
+        canvas.drawString(72, 760, f"Stand-in default information sheet, page {page} of 2")
+        canvas.showPage()
+    canvas.save()
+    monkeypatch.setenv("ARREARS_FCA_DEFAULT_SHEET", str(path))
+    get_settings.cache_clear()
+    return path

@@ -85,8 +85,9 @@ def test_the_gb_default_notice_says_what_the_1983_regulations_prescribe() -> Non
     carefully, the parties and the agreement, the breach and its amount in pounds, what to do and
     the date before which (the day after the last day to pay), what follows if it is not done, the
     protected goods statement of a hire purchase, ending the agreement, more time from the court,
-    interest after judgment, free debt advice (MoneyHelper) and the FCA's default information
-    sheet. The statements given prominence are in bold, none in block capitals (as amended in 2020)."""
+    interest after judgment, free debt advice (MoneyHelper), and that the FCA's default
+    information sheet is enclosed (`tests/test_default_sheet.py`: it is). The statements given
+    prominence are in bold, none in block capitals (as amended in 2020)."""
     context = _notice("GB", "GBP")
     letter = render("right_to_cure", context)
     words = _words(letter.pdf)
@@ -116,7 +117,8 @@ def test_the_gb_default_notice_says_what_the_1983_regulations_prescribe() -> Non
         "Interest after a judgment",
         "free and independent debt advice from MoneyHelper",
         "moneyhelper.org.uk",
-        "The Financial Conduct Authority publishes a default information sheet",
+        "A copy of the current default information sheet published by the Financial Conduct Authority "
+        "is enclosed with this notice.",
     ):
         assert needle in words, needle
     assert letter.template == "right_to_cure.GB.j2" and letter.text.startswith("Default notice\n")
@@ -245,14 +247,20 @@ def _refused(result: Any) -> str:
 
 
 def test_a_gb_account_in_review_is_mailed_its_default_notice_and_waits_14_days_from_service(
-    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any, agency_sandbox: Any
+    mail_db: Engine,
+    db_url: str,
+    tmp_path: Path,
+    letters_sandbox: Any,
+    agency_sandbox: Any,
+    default_sheet: Path,
 ) -> None:
     """A GB account a cycle moved into repossession review: its default notice is written, rendered
     and handed to the sandbox print shop (a PDF reading back the amount in pounds and the date
-    before which), to a GB address. No decision before it is mailed; mailed on Monday 7 December
-    2026, it is served on Saturday 12, the 14 days end on Saturday 26, and the Boxing Day bank
-    holiday carries the period to the end of Tuesday 29 December: a decision is refused until
-    then, and the repossession then asked for goes to court, never to the agency (protected goods)."""
+    before which, the FCA's default information sheet after it), to a GB address. No decision
+    before it is mailed; mailed on Monday 7 December 2026, it is served on Saturday 12, the 14
+    days end on Saturday 26, and the Boxing Day bank holiday carries the period to the end of
+    Tuesday 29 December: a decision is refused until then, and the repossession then asked for
+    goes to court, never to the agency (protected goods)."""
     from tasks.letters import send_letters, track_letters
     from tasks.review import prepare_reviews
 
@@ -279,6 +287,7 @@ def test_a_gb_account_in_review_is_mailed_its_default_notice_and_waits_14_days_f
     assert "This is a default notice served under section 87(1) of the Consumer Credit Act 1974." in words
     assert "Amount to pay: £825.00" in words
     assert "Pay before: 2026-12-24 (the last day to pay is 2026-12-23)" in words
+    assert words.endswith("Stand-in default information sheet, page 2 of 2")
 
     assert "has not gone out" in _refused(_decide(db_url, "2027-01-30T12:00:00Z"))
 

@@ -247,7 +247,11 @@ def _through(monkeypatch: pytest.MonkeyPatch, sandbox: Any, name: str) -> None:
 
 
 def test_a_gb_notice_lob_would_post_from_the_us_is_blocked_until_a_gb_route_then_goes(
-    mail_db: Engine, tmp_path: Path, letters_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    mail_db: Engine,
+    tmp_path: Path,
+    letters_sandbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    default_sheet: Path,
 ) -> None:
     """Through Lob, the Iowa notice goes (domestic mail) and names the car; the GB default notice,
     served 5 days after mailing, would go from the US as international mail: it is blocked with

@@ -9,7 +9,7 @@ Statuses only move forward: a late `in_transit` never moves a delivered letter b
 Functions take the caller's connection and do not commit.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -371,11 +371,19 @@ def letters_to_send(
 
 
 def mark_rendered(
-    connection: Connection, *, letter_id: int, template: str, pdf: bytes, sha256: str, at: datetime
+    connection: Connection,
+    *,
+    letter_id: int,
+    template: str,
+    pdf: bytes,
+    sha256: str,
+    at: datetime,
+    enclosed: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """Store the PDF a pending letter was rendered as, before it is handed to the provider: a
     letter is rendered once, and a resend (in doubt, or after a crash) sends these bytes. False
-    when it was rendered or moved on meanwhile."""
+    when it was rendered or moved on meanwhile. `enclosed`: what the PDF carries besides the
+    letter (`arrears.letters.enclosures`), recorded in its audit event as the evidence."""
     row = connection.execute(select(*_COLUMNS).where(letter.c.id == letter_id)).one()
     done = connection.execute(
         update(letter)
@@ -383,12 +391,19 @@ def mark_rendered(
         .values(template=template, pdf=pdf, pdf_sha256=sha256, updated_at=at)
     ).rowcount
     if done:
+        data: dict[str, Any] = {"letter_id": letter_id, "sha256": sha256}
+        with_ = ""
+        if enclosed:
+            data["enclosed"] = [dict(e) for e in enclosed]
+            with_ = "".join(
+                f", enclosing {e['name']} ({e['pages']} pages, sha256 {e['sha256']})" for e in enclosed
+            )
         _note(
             connection,
             row.account_id,
             at,
-            f"{row.kind} letter {letter_id} rendered (sha256 {sha256}), to be mailed",
-            {"letter_id": letter_id, "sha256": sha256},
+            f"{row.kind} letter {letter_id} rendered (sha256 {sha256}){with_}, to be mailed",
+            data,
         )
     return bool(done)
 
