@@ -109,6 +109,10 @@ class Profile:
     # Days between sending the notice of the planned sale of a repossessed vehicle and the sale
     # (None: no such notice owed, the account closes on recovery).
     sale_notice_days: int | None = None
+    # Whether the explanation of a sale's surplus or deficiency is sent with (or before) the first
+    # written demand for a deficiency and when a surplus is accounted for (UCC 9-616(b), consumer
+    # goods): the letter `deficiency_explanation`, and no deficiency is referred before it is mailed.
+    deficiency_explanation: bool = False
     # Whether a repossession needs a court order (protected goods, GB: CCA 1974 s.90, IE: CCA 1995
     # ss.63-64, once a third of a hire-purchase price is paid; arrears is not told what was paid,
     # so every agreement there is treated as protected): a repossess decision is then referred to
@@ -308,6 +312,7 @@ _PROFILE_KEYS = {
     "cure_notice_after_days",
     "breathing_space_days",
     "sale_notice_days",
+    "deficiency_explanation",
     "repossession_needs_court_order",
 }
 _SOURCE_SUFFIX = "_source"
@@ -348,6 +353,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         cure_notice_after_days=int(plain.get("cure_notice_after_days", 0)),
         breathing_space_days=plain.get("breathing_space_days"),
         sale_notice_days=plain.get("sale_notice_days"),
+        deficiency_explanation=bool(plain.get("deficiency_explanation", False)),
         repossession_needs_court_order=bool(plain.get("repossession_needs_court_order", False)),
         sources=sources,
     )
@@ -387,6 +393,9 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
     if base.identify_institution and not new.identify_institution:
         raise ProfileError(f"{where}.identify_institution: every message names the lender")
     _at_least(base, new, where, "sale_notice_days", "sale_notice")
+    if base.deficiency_explanation and not new.deficiency_explanation:
+        why = dict(base.sources).get("deficiency_explanation", "")
+        raise ProfileError(f"{where}.deficiency_explanation: a rule requires it ({why})")
     # The right to cure: as many days at least, counted as the rule counts them, from a mailing
     # given as late, and owed for as many cures (US-MA: the first three; None: always).
     _at_least(base, new, where, "cure_notice_days", "cure")

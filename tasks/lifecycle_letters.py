@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 
+# Letters the recoveries step writes again itself (`settle_recoveries`, `tasks.sales`).
+_RECOVERY_LETTERS = ("notice_of_sale", "deficiency_explanation")
+
+
 def collection_notice_key(connection: Connection, owed: OwedNotice) -> str:
     return letter_key(connection, owed.account_id, f"legal-{owed.episode}-collection-notice")
 
@@ -232,7 +236,7 @@ def rewrite_letter(
     engine_ = engine_ or engine()
     with engine_.begin() as connection:
         row = _rewrite(connection, letter_id, why, at)
-    if row.kind == "notice_of_sale":
+    if row.kind in _RECOVERY_LETTERS:
         settle_recoveries(at, engine_=engine_)
     with engine_.connect() as connection:
         now = letters.letter_by_id(connection, letter_id)
@@ -271,7 +275,7 @@ def rewrite_blocked(reason_starts: str, *, why: str, at: datetime, engine_: Engi
             failed.append((letter_id, f"{type(error).__name__}: {error}"))
         else:
             rewritten.append(row)
-    if any(row.kind == "notice_of_sale" for row in rewritten):
+    if any(row.kind in _RECOVERY_LETTERS for row in rewritten):
         settle_recoveries(at, engine_=engine_)
     with engine_.connect() as connection:
         return Rewrites(
@@ -300,7 +304,7 @@ def _rewrite(connection: Connection, letter_id: int, why: str, at: datetime) -> 
     if row.reason in REWRITTEN:
         raise NotRewritten(f"letter {letter_id} is written again by the next cycle or dispatch: {row.reason}")
     letters.mark_blocked(connection, letter_id=letter_id, reason=ASKED, at=at, status="blocked", why=why)
-    if row.kind != "notice_of_sale" and not _readdress(connection, row, at):
+    if row.kind not in _RECOVERY_LETTERS and not _readdress(connection, row, at):
         raise NotRewritten(
             f"letter {letter_id} is owed no more (its review closed, its plan ended, or its account "
             "left the stage that asked for it): left as it was"

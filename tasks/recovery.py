@@ -8,6 +8,8 @@ recovery in its audit trail. A recovery stopped for a person (a collection hold,
 off before the car was taken, a notice that cannot be mailed) waits, and its timeline says so once
 (`note_stopped`): no review lists it any more. It is idempotent (the letter has its key; a
 closed account is no longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
+The sale of a recovered car is recorded by a person (`arrears sale record`); what follows it (the
+explanation of the surplus or deficiency, the deficiency's referral) is `tasks.sales`, run here.
 
 Times are the facts' own: the account closes at the recovery, or at the notice's mailed event,
 so a replayed or simulated timeline closes it on the same instant.
@@ -26,6 +28,7 @@ from arrears.storage import letters
 from arrears.storage.recoveries import Recovered, close_recovered, note_stopped, recovered_accounts
 from tasks.database import engine, policy
 from tasks.letters import letter_key, readdressable, write_letter
+from tasks.sales import settle_sales
 
 __all__ = ["sale_notice_key", "settle_recoveries"]
 
@@ -35,14 +38,17 @@ def sale_notice_key(connection: Connection, recovered: Recovered) -> str:
 
 
 def settle_recoveries(as_of: datetime | None = None, *, engine_: Engine | None = None) -> dict[str, int]:
-    """Move on every open account whose car was recovered; count closed, notices written, waiting.
-    One query when there is none; `as_of` dates the letters written (the clock by default)."""
+    """Move on every open account whose car was recovered, then every car sold since
+    (`tasks.sales.settle_sales`); count closed, notices written, waiting, explanations written,
+    deficiencies referred. Two queries when there is nothing to do; `as_of` dates the letters
+    written (the clock by default)."""
     counts = {"recoveries_closed": 0, "sale_notices_written": 0, "recoveries_waiting": 0}
     with (engine_ or engine()).begin() as connection:
         for recovered in recovered_accounts(connection):
             done = _settle(connection, recovered, as_of or utcnow())
             counts[done] += 1
-    return counts
+        # Then the cars sold since: their explanation, and a deficiency's way back to legal.
+        return counts | settle_sales(connection, as_of or utcnow())
 
 
 def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> str:

@@ -4,10 +4,11 @@ Why here, in the domain core: what a notice says is a rule of its jurisdiction (
 537.5110-5111, Wis. Stat. 425.104-105, M.G.L. c.255B §20A, CCA 1974 s.88; the CBA 2026 guideline
 for a 催收函), and the PDF is evidence. So rendering is a pure function of its inputs:
 `render(kind, context)` gives the same bytes for the same context every time (reportlab's
-`invariant=1`: no clock, no random document id in the file), its SHA-256 is stored with the
-letter, and `arrears letters pdf` can re-render the letter as mailed from the stored context. The
-task that mails it hands the bytes to the letters provider (`integrations.letters`) and keeps the
-hash; nothing here knows a provider.
+`invariant=1`: no clock, no random document id in the file), so the letter can be rendered again
+from its stored context and found the same. The task that mails it appends what the law makes it
+carry (`arrears.letters.enclosures`), stores the PDF as mailed with its SHA-256 (`arrears letters
+pdf` writes those bytes) and hands them to the letters provider (`integrations.letters`); nothing
+here knows a provider.
 
 Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<variant>.j2`):
 - `right_to_cure`: US-IA, US-WI, US-MA: the amount to cure, the cure deadline, the lender's name
@@ -18,7 +19,9 @@ Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<varia
 - `collection_notice`: the zh-CN 催收函 sent to a CN account before legal referral;
 - `hardship_plan`: the confirmation of an accepted plan, in English or zh-CN by the profile's locale;
 - `notice_of_sale`: after a repossession, the notice of the planned sale (UCC 9-614's form for
-  consumer goods), US: the vehicle, the first day it may be sold, the deficiency, redemption.
+  consumer goods), US: the vehicle, the first day it may be sold, the deficiency, redemption;
+- `deficiency_explanation`: after the sale, US: how the surplus or deficiency was calculated, UCC
+  9-616(c)'s six amounts in its order, and where to ask for more (`arrears.sales.Disposition`).
 
 The returned `text` is exactly the words on the page, for `vet` (the content rules of
 `arrears.compliance.content`, the same ones every SMS passes) and for the audit trail.
@@ -26,7 +29,7 @@ The returned `text` is exactly the words on the page, for `vet` (the content rul
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -54,8 +57,16 @@ __all__ = [
     "vet",
 ]
 
-LetterKind = Literal["right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale"]
-LETTER_KINDS: tuple[str, ...] = ("right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale")
+LetterKind = Literal[
+    "right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale", "deficiency_explanation"
+]
+LETTER_KINDS: tuple[str, ...] = (
+    "right_to_cure",
+    "collection_notice",
+    "hardship_plan",
+    "notice_of_sale",
+    "deficiency_explanation",
+)
 
 _CJK_FONT = "STSong-Light"  # one of reportlab's CID fonts: the reader supplies the glyphs, no font file
 _LATIN_FONT = "Helvetica"
@@ -120,6 +131,17 @@ class LetterContext:
     plan_accepted_on: date | None = None
     borrower_address: Sequence[str] = field(default=())  # printed in the envelope window
     sale_after: date | None = None  # notice_of_sale: the first day the vehicle may be sold
+    # deficiency_explanation: the sale's date (the amounts are computed as of it), and UCC
+    # 9-616(c)'s amounts: (1) the obligations secured, (2) the proceeds, (4) the expenses, (5) the
+    # credits, (6) the deficiency or the surplus ((3) is (1) less (2)).
+    sold_on: date | None = None
+    secured: Decimal | None = None
+    secured_on: date | None = None  # the day (1) is calculated as of: the recovery's
+    proceeds: Decimal | None = None
+    expenses: Decimal | None = None
+    credits: Decimal | None = None
+    deficiency: Decimal | None = None
+    surplus: Decimal | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "itemization", tuple(self.itemization))
@@ -150,6 +172,7 @@ def template_for(kind: str, jurisdiction: str, *, rules: Profile | None = None) 
         "collection_notice": [jurisdiction.split("-")[0]],
         "hardship_plan": [locale, "en"],
         "notice_of_sale": [jurisdiction, jurisdiction.split("-")[0]],
+        "deficiency_explanation": [jurisdiction.split("-")[0]],
     }[kind]
     for variant in variants:
         name = f"{kind}.{variant}.j2"
@@ -201,6 +224,8 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         values["itemization"] = [(label, format_money(a, ctx.currency)) for label, a in ctx.itemization]
         if ctx.amount_to_cure is not None:
             values["amount_to_cure"] = money(ctx.amount_to_cure, "the past due")
+    elif kind == "deficiency_explanation":
+        values.update(_explanation(ctx, money, day))
     else:
         values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
         values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")
@@ -213,6 +238,32 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         values["plan_later_installment"] = money(later, "the plan's later payments") if later else ""
         values["plan_later_installments"] = ctx.plan_later_installments or 0
     return values
+
+
+def _explanation(
+    ctx: LetterContext, money: Callable[[Decimal | None, str], str], day: Callable[[date | None, str], str]
+) -> dict[str, object]:
+    """UCC 9-616(c)'s amounts, checked to add up: a letter whose (6) is not (3) + (4) - (5)
+    explains nothing."""
+    amounts = (ctx.secured, ctx.proceeds, ctx.expenses, ctx.credits, ctx.deficiency, ctx.surplus)
+    if any(a is None for a in amounts):
+        raise ValueError("a deficiency_explanation letter states the six amounts of UCC 9-616(c)")
+    secured, proceeds, expenses, credits, deficiency, surplus = (Decimal(a or 0) for a in amounts)
+    after = secured - proceeds
+    if (deficiency and surplus) or deficiency - surplus != after + expenses - credits:
+        raise ValueError("a deficiency_explanation letter's amounts do not add up (UCC 9-616(c)(6))")
+    return {
+        "sold_on": day(ctx.sold_on, "the date of the sale"),
+        "secured_on": day(ctx.secured_on, "the day the obligations are calculated as of"),
+        "secured": money(secured, "the obligations secured"),
+        "proceeds": money(proceeds, "the proceeds"),
+        "after_proceeds": money(after, "") if after >= 0 else "",
+        "proceeds_over": money(-after, "") if after < 0 else "",
+        "expenses": money(expenses, "the expenses"),
+        "credits": money(credits, "the credits"),
+        "deficiency": money(deficiency, "the deficiency") if deficiency else "",
+        "surplus": money(surplus, "the surplus") if surplus else "",
+    }
 
 
 def render(kind: LetterKind | str, context: LetterContext, *, rules: Profile | None = None) -> RenderedLetter:

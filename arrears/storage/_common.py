@@ -21,6 +21,7 @@ from arrears.vocabulary import Channel, Hold
 
 __all__ = [
     "ACTOR",
+    "Refused",
     "chunks",
     "clear_number_opt_out",
     "day_start",
@@ -40,6 +41,15 @@ __all__ = [
 _S = TypeVar("_S", bound=Select[Any])
 
 ACTOR = "arrears"  # the actor of an event no person or servicing file caused
+
+
+class Refused(ValueError):
+    """A person's decision that does not fit what it is about: the message says why, and nothing
+    changed. `option` names the command's option at fault, when one is (the CLI prints it)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def event(

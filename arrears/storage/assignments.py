@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from arrears.storage._common import event, insert_events
-from arrears.storage.tables import assignment, audit
+from arrears.storage._common import event, insert_events, to_precision
+from arrears.storage.tables import account, assignment, audit
 
 __all__ = [
     "AssignmentRow",
@@ -374,15 +374,17 @@ def move_assignment(
         detail += f": {reason or r.reason}"
     if status == "recovered":
         detail += _recovery_text(recovery)
-    events = [
-        event(
-            r.account_id,
-            at,
-            "assignment",
-            detail,
-            {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery},
-        )
-    ]
+    data: dict[str, Any] = {"order_id": r.order_id, "status": status, "reason": reason, "recovery": recovery}
+    if status == "recovered":
+        # What the borrower owed when the car was taken: line (1) of the explanation of a sale's
+        # surplus or deficiency is this, "calculated as of" a day "not more than 35 days before"
+        # the secured party took possession (UCC 9-616(c)(1)(A)): `arrears.storage.sales`.
+        owed = connection.execute(
+            select(account.c.balance, account.c.currency).where(account.c.account_id == r.account_id)
+        ).first()
+        if owed is not None:
+            data["balance_at_recovery"] = str(to_precision(owed.balance, owed.currency))
+    events = [event(r.account_id, at, "assignment", detail, data)]
     if status == "recovered":
         # The order is done: no payment or hold after this can cancel it (`open_vendor_orders`);
         # what follows is the account's (`arrears.recovery`).

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Row, select, update
 
 from arrears.lifecycle import NOT_SUING
 from arrears.review import draft_filing
-from arrears.storage._common import event, insert_events
+from arrears.storage._common import Refused, event, insert_events
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.referrals import OFF_SYSTEM, REFILED, filing_drafted, open_referral, referral_facts
 from arrears.storage.tables import account, audit, referral
@@ -55,13 +55,8 @@ TEAM_OUTCOMES = {
 }
 
 
-class ReferralRefused(ValueError):
-    """A legal team's decision that does not fit the referral: the message says why, and nothing
-    changed. `option` names the command's option at fault, when one is."""
-
-    def __init__(self, message: str, option: str | None = None) -> None:
-        super().__init__(message)
-        self.option = option
+class ReferralRefused(Refused):
+    """A legal team's decision that does not fit the referral (`Refused`: why, and the option at fault)."""
 
 
 @dataclass(frozen=True, slots=True)

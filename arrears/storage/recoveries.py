@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import event, holds_of, insert_events
+from arrears.storage.bulk import chunks
 from arrears.storage.tables import account, assignment, audit
 from arrears.vocabulary import Exit, Hold, Stage
 
@@ -47,7 +48,8 @@ class Recovered:
 
 def recovered_accounts(connection: Connection, *, account_id: str | None = None) -> list[Recovered]:
     """Open accounts with a recovered car: what a recovery has not yet moved on, with their holds
-    (two queries)."""
+    (three queries). An account whose car's sale is recorded is left out: the sale closed it, and
+    its deficiency may have taken it back into legal referral since (`arrears.storage.sales`)."""
     statement = (
         select(
             assignment.c.account_id,
@@ -88,6 +90,14 @@ def recovered_accounts(connection: Connection, *, account_id: str | None = None)
             past_due=r.past_due_amount,
             balance=r.balance,
         )
+    for chunk in chunks(sorted(latest)):
+        for account_id, data in connection.execute(
+            select(audit.c.account_id, audit.c.data).where(
+                audit.c.kind == "vehicle_sale", audit.c.account_id.in_(chunk)
+            )
+        ):
+            if account_id in latest and (data or {}).get("order_id") == latest[account_id].order_id:
+                del latest[account_id]
     holds = holds_of(connection, list(latest)) if latest else {}
     return [replace(r, holds=holds.get(r.account_id, frozenset())) for r in latest.values()]
 

@@ -18,6 +18,7 @@ from arrears.review import ReferralFacts, claim_amount, notices_from
 from arrears.storage._common import event, holds_of, insert_events, inserted_id, to_precision
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.installation import installation_id
+from arrears.storage.sales import claimable, recorded_sale
 from arrears.storage.tables import account, audit, borrower, referral
 from arrears.vocabulary import Hold, Stage
 
@@ -170,18 +171,30 @@ def open_referral(
         select(audit.c.kind, audit.c.at, audit.c.detail, audit.c.data)
         .where(
             audit.c.account_id == account_id,
-            audit.c.kind.in_(("cure_notice", "vendor_order", "decision", "vehicle_sale")),
+            audit.c.kind.in_(("cure_notice", "vendor_order", "decision", "vehicle_sale", "sale_extended")),
         )
         .order_by(audit.c.at, audit.c.id)
     ).all()
     decision = next((e for e in reversed(events) if e.kind == "decision"), None)
-    # Sale facts (kind `vehicle_sale`, data `proceeds` and `fees`) come from whoever records the
-    # recovery agent's and the auction's reports; none yet means a claim for the balance.
-    sales = [e.data or {} for e in events if e.kind == "vehicle_sale"]
-    fees = sum((Decimal(d.get("fees", "0")) for d in sales), Decimal(0))
-    proceeds = sum((Decimal(d.get("proceeds", "0")) for d in sales), Decimal(0))
+    sold = recorded_sale(connection, account_id)
+    if sold is not None:
+        # A sale recorded with its accounting (`arrears sale record`): the claim is its deficiency,
+        # less what was paid since, never the balance again less the proceeds (the servicing system
+        # may have taken the proceeds off the balance it sends us already). No claim once barred.
+        if sold.barred:
+            return None
+        d = sold.disposition
+        paid = sold.deficiency - to_precision(claimable(connection, sold), a.currency)
+        balance, fees, proceeds = d.balance - d.credits - paid, d.expenses, d.proceeds
+    else:
+        # Sale facts without an accounting (kind `vehicle_sale`, data `proceeds` and `fees`); none
+        # means a claim for the balance.
+        sales = [e.data or {} for e in events if e.kind == "vehicle_sale"]
+        fees = sum((Decimal(d.get("fees", "0")) for d in sales), Decimal(0))
+        proceeds = sum((Decimal(d.get("proceeds", "0")) for d in sales), Decimal(0))
+        balance = to_precision(a.balance, a.currency)
     try:
-        claim = claim_amount(to_precision(a.balance, a.currency), fees, proceeds)
+        claim = claim_amount(balance, fees, proceeds)
     except ValueError:
         return None
     holds = holds_of(connection, [account_id]).get(account_id, frozenset())
@@ -205,7 +218,7 @@ def open_referral(
         borrower_name=a.borrower_name,
         jurisdiction=a.jurisdiction,
         currency=a.currency,
-        balance=to_precision(a.balance, a.currency),
+        balance=balance,
         fees=fees,
         sale_proceeds=proceeds,
         past_due=to_precision(a.past_due_amount, a.currency),

@@ -31,6 +31,7 @@ from deployments.cli import (  # noqa: F401  isort: skip
     settlement,
     review,
     referral,
+    sale,
     letters,
     serve,
     schema,
