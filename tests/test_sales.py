@@ -222,6 +222,10 @@ def test_a_us_deficiency_is_explained_and_referred_only_once_the_explanation_is_
         < text.index("$10,100.00")
     )
     assert f"contact {get_settings().lender_name}: {get_settings().lender_contact}" in text
+    # 9-616(a)(1)(C): that future debits, credits and charges may affect the deficiency.
+    assert (
+        "including additional interest, rebates and expenses, may change the amount of the deficiency" in text
+    )
 
     moved = _settle(f"{sold + timedelta(days=4)}T18:00:00Z")
     assert moved["sales_referred"] == 1
@@ -338,6 +342,7 @@ def test_a_surplus_is_explained_and_the_account_stays_closed(
     [explained] = _letters(mail_db, "A-SUR", "deficiency_explanation")
     text = _pdf_text(mail_db, explained.id)
     assert "EXPLANATION OF YOUR SURPLUS" in text and "surplus, which we owe you: $900.00" in text
+    assert "may change the amount" not in text
     after = _settle(f"{sold + timedelta(days=3)}T15:00:00Z")
     assert (after["sales_referred"], after["sale_explanations_written"]) == (0, 0)
     assert account(mail_db, "A-SUR").stage == "closed"
