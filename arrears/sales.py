@@ -24,6 +24,7 @@ from decimal import Decimal
 from arrears.currencies import minor_units
 
 __all__ = [
+    "EXPLANATION_DAYS",
     "EXTENSION_DAYS",
     "EXTENSION_JURISDICTIONS",
     "Disposition",
@@ -38,6 +39,8 @@ __all__ = [
 # an additional 10 days" the periods to redeem and to reinstate, without further notice.
 EXTENSION_DAYS = 10
 EXTENSION_JURISDICTIONS = frozenset({"US-CA"})
+# UCC 9-616(b)(1)(B): the explanation is sent "within 14 days after receipt of a request".
+EXPLANATION_DAYS = 14
 _MAX_DIGITS = 14  # what storage keeps exactly (`arrears.storage.types`)
 
 

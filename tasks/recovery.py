@@ -23,9 +23,11 @@ from sqlalchemy import Connection, Engine
 from arrears.letters import LetterContext
 from arrears.models import utcnow
 from arrears.recovery import after_recovery
+from arrears.reinstatement import STATUTORY, last_day_to_reinstate, right_spent
 from arrears.settings import get_settings
 from arrears.storage import letters
 from arrears.storage.recoveries import Recovered, close_recovered, note_stopped, recovered_accounts
+from arrears.storage.redemptions import reinstatements
 from tasks.database import engine, policy
 from tasks.letters import letter_key, readdressable, write_letter
 from tasks.sales import settle_sales
@@ -83,6 +85,8 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
         return "recoveries_waiting"
     settings = get_settings()
     vin = recovered.vin or ""
+    denied = _reinstatement_denied(connection, recovered, step.sale_after)
+    reinstate = () if denied else (("Past due instalments (to reinstate)", recovered.past_due),)
 
     def context(name: str, address: tuple[str, ...]) -> LetterContext:
         return LetterContext(
@@ -96,12 +100,11 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
             vehicle=f"VIN ending {vin[-6:]}" if vin else "the vehicle under your contract",
             sale_after=step.sale_after,
             # Cal. Civ. Code 2983.2(a), 2983.3: what to pay to reinstate (the past due) and to
-            # redeem (the whole balance), itemized; our expenses of retaking come on request.
-            amount_to_cure=recovered.past_due,
-            itemization=(
-                ("Past due instalments (to reinstate)", recovered.past_due),
-                ("Unpaid balance of the contract (to redeem)", recovered.balance),
-            ),
+            # redeem (the whole balance), itemized; our expenses of retaking come on request. Where
+            # the right to reinstate is spent, the notice says so and why, and offers redemption.
+            amount_to_cure=None if denied else recovered.past_due,
+            itemization=(*reinstate, ("Unpaid balance of the contract (to redeem)", recovered.balance)),
+            reinstatement_denied=denied,
             borrower_address=(name, *address),
         )
 
@@ -117,3 +120,16 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
         readdressed=readdressed,
     )
     return "sale_notices_written"
+
+
+def _reinstatement_denied(
+    connection: Connection, recovered: Recovered, sale_after: date | None
+) -> str | None:
+    """Why a US-CA borrower has no right to reinstate during the notice's period, or None: the
+    right is spent (Cal. Civ. Code 2983.3(c)) as of the period's last day, so that a right that
+    comes back within the period (12 months after the last reinstatement) is offered, never
+    denied. Elsewhere the notice states no such right, and None."""
+    if recovered.jurisdiction not in STATUTORY or sale_after is None:
+        return None
+    spent = right_spent(reinstatements(connection, recovered.account_id), last_day_to_reinstate(sale_after))
+    return spent.said("you") if spent else None

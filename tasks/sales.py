@@ -14,6 +14,10 @@ recorded with `arrears sale record` whose account its recovery closed, not barre
   demand: the referral's filing is one), elsewhere at once; the referral run then opens its
   referral with the sale's deficiency as the claim (`arrears.storage.referrals.open_referral`).
 
+Then each borrower's request for the explanation (`arrears sale explain`, UCC 9-616(b)(1)(B)): it
+is written again under a key of its own for the request, the day it is due (14 days after the
+request came) its letter's deadline, and once mailed the request is answered on the timeline.
+
 A collection hold keeps all of it back (DESIGN §2), said once on the timeline. Times are the
 facts' own: the account re-enters at the explanation's mailed event (US) or at the step's instant.
 """
@@ -29,12 +33,18 @@ from arrears.letters.notices import vehicle_of
 from arrears.recovery import MAILED
 from arrears.settings import get_settings
 from arrears.storage import letters
+from arrears.storage.redemptions import (
+    RequestToAnswer,
+    answered_note,
+    explanation_deadline,
+    requests_to_answer,
+)
 from arrears.storage.sales import SaleToSettle, held_note, refer_deficiency, sales_to_settle, settled_note
 from arrears.vocabulary import Hold, HoldScope
 from tasks.database import policy
 from tasks.letters import letter_key, readdressable, write_letter
 
-__all__ = ["explanation_key", "settle_sales"]
+__all__ = ["explanation_key", "request_key", "settle_sales"]
 
 
 def explanation_key(connection: Connection, owed: SaleToSettle) -> str:
@@ -42,15 +52,55 @@ def explanation_key(connection: Connection, owed: SaleToSettle) -> str:
     return letter_key(connection, sale.account_id, f"{sale.order_id.lower()}-deficiency-explanation")
 
 
+def request_key(connection: Connection, request: RequestToAnswer) -> str:
+    sale = request.owed.sale
+    what = f"{sale.order_id.lower()}-deficiency-explanation-requested-{request.requested_on.isoformat()}"
+    return letter_key(connection, sale.account_id, what)
+
+
 def settle_sales(connection: Connection, as_of: datetime) -> dict[str, int]:
-    """Move on every recorded sale that waits for its explanation or its referral; count the
-    explanations written, the accounts referred and those waiting."""
-    counts = {"sale_explanations_written": 0, "sales_referred": 0, "sales_waiting": 0}
+    """Move on every recorded sale that waits for its explanation or its referral, then every
+    request for an explanation not yet mailed; count the explanations written, the accounts
+    referred and those waiting, the requests' explanations written and waiting."""
+    counts = {
+        "sale_explanations_written": 0,
+        "sales_referred": 0,
+        "sales_waiting": 0,
+        "requested_explanations_written": 0,
+        "requested_explanations_waiting": 0,
+    }
     for owed in sales_to_settle(connection):
         done = _settle(connection, owed, as_of)
         if done:
             counts[done] += 1
+    for request in requests_to_answer(connection):
+        done = _answer(connection, request, as_of)
+        if done:
+            counts[done] += 1
     return counts
+
+
+def _answer(connection: Connection, request: RequestToAnswer, as_of: datetime) -> str | None:
+    """Write the request's explanation (again, in its place, once an address or a rewrite lets
+    it), or see that it was mailed."""
+    owed = request.owed
+    at = max(as_of, request.recorded_at)
+    stopping = sorted(Hold(h).value for h in owed.holds if Hold(h).scope is HoldScope.COLLECTION)
+    if stopping:
+        held_note(connection, owed.sale, hold=stopping[0], at=at)
+        return "requested_explanations_waiting"
+    key = request_key(connection, request)
+    written = letters.letter_by_key(connection, key)
+    readdressed = bool(written and readdressable(connection, written))
+    if written is None or readdressed:
+        _write(connection, owed, key, at, readdressed=readdressed)
+        explanation_deadline(connection, key=key, deadline=request.deadline)
+        return "requested_explanations_written"
+    if written.status not in MAILED or written.mailed_at is None:
+        return "requested_explanations_waiting"
+    mailed = written.mailed_at.astimezone(ZoneInfo(owed.timezone)).date()
+    answered_note(connection, request, at=max(at, written.mailed_at), mailed_on=mailed)
+    return None
 
 
 def _settle(connection: Connection, owed: SaleToSettle, as_of: datetime) -> str | None:

@@ -131,6 +131,10 @@ class LetterContext:
     plan_accepted_on: date | None = None
     borrower_address: Sequence[str] = field(default=())  # printed in the envelope window
     sale_after: date | None = None  # notice_of_sale: the first day the vehicle may be sold
+    # notice_of_sale, US-CA: why there is no right to reinstate (Civ. Code 2983.2(a): the notice
+    # states the right "or that there is no right of reinstatement and ... reasons therefor"),
+    # `arrears.reinstatement.Spent.said`; None: the right is stated, with `amount_to_cure`.
+    reinstatement_denied: str | None = None
     # deficiency_explanation: the sale's date (the amounts are computed as of it), and UCC
     # 9-616(c)'s amounts: (1) the obligations secured, (2) the proceeds, (4) the expenses, (5) the
     # credits, (6) the deficiency or the surplus ((3) is (1) less (2)).
@@ -222,6 +226,10 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         # context keeps them: a notice stored before it did renders as it was mailed.
         values["jurisdiction"] = ctx.jurisdiction
         values["itemization"] = [(label, format_money(a, ctx.currency)) for label, a in ctx.itemization]
+        if ctx.reinstatement_denied:
+            if ctx.amount_to_cure is not None:
+                raise ValueError("a notice_of_sale letter states a right to reinstate or why there is none")
+            values["reinstatement_denied"] = ctx.reinstatement_denied
         if ctx.amount_to_cure is not None:
             values["amount_to_cure"] = money(ctx.amount_to_cure, "the past due")
     elif kind == "deficiency_explanation":

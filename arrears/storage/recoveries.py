@@ -1,5 +1,5 @@
 """Data access for recovered cars: the accounts whose repossession the agency reported done, and
-their closing.
+their closing; a car the borrower got back before its sale (`returned_to_borrower`).
 
 The recovery itself is recorded on the assignment (`assignments.move_assignment`); what follows
 it (close now, or once the notice of sale is mailed) is decided by `arrears.recovery` and done
@@ -15,12 +15,28 @@ from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import event, holds_of, insert_events
 from arrears.storage.bulk import chunks
-from arrears.storage.tables import account, assignment, audit
+from arrears.storage.letters import mark_blocked
+from arrears.storage.tables import account, assignment, audit, letter
 from arrears.vocabulary import Exit, Hold, Stage
 
-__all__ = ["Recovered", "close_recovered", "note_stopped", "recovered_accounts"]
+__all__ = [
+    "REDEEMED",
+    "REINSTATED",
+    "Recovered",
+    "close_recovered",
+    "hold_back_notice",
+    "note_stopped",
+    "recovered_accounts",
+    "returned_to_borrower",
+]
 
 _OPEN = tuple(s.value for s in Stage)
+# The audit kinds of a car the borrower got back before its sale (`arrears.storage.redemptions`):
+# redeemed (UCC 9-623), or the contract reinstated (Cal. Civ. Code 2983.3).
+REDEEMED = "vehicle_redeemed"
+REINSTATED = "vehicle_reinstated"
+# What ends a recovery: the car sold, or returned to the borrower.
+_RECOVERY_ENDED = ("vehicle_sale", REDEEMED, REINSTATED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +65,9 @@ class Recovered:
 def recovered_accounts(connection: Connection, *, account_id: str | None = None) -> list[Recovered]:
     """Open accounts with a recovered car: what a recovery has not yet moved on, with their holds
     (three queries). An account whose car's sale is recorded is left out: the sale closed it, and
-    its deficiency may have taken it back into legal referral since (`arrears.storage.sales`)."""
+    its deficiency may have taken it back into legal referral since (`arrears.storage.sales`); so
+    is one whose car was returned to the borrower (redeemed, or its contract reinstated: a cured
+    account that falls behind again is open, and its old recovery is not to be noticed for sale)."""
     statement = (
         select(
             assignment.c.account_id,
@@ -93,7 +111,7 @@ def recovered_accounts(connection: Connection, *, account_id: str | None = None)
     for chunk in chunks(sorted(latest)):
         for account_id, data in connection.execute(
             select(audit.c.account_id, audit.c.data).where(
-                audit.c.kind == "vehicle_sale", audit.c.account_id.in_(chunk)
+                audit.c.kind.in_(_RECOVERY_ENDED), audit.c.account_id.in_(chunk)
             )
         ):
             if account_id in latest and (data or {}).get("order_id") == latest[account_id].order_id:
@@ -154,3 +172,36 @@ def close_recovered(
         ],
     )
     return True
+
+
+def returned_to_borrower(
+    connection: Connection, account_id: str, order_id: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The kind and data of the event that gave the car of `order_id` back to the borrower
+    (`REDEEMED`, `REINSTATED`), or None: such a car is not sold, nor noticed for sale."""
+    for kind, data in connection.execute(
+        select(audit.c.kind, audit.c.data)
+        .where(audit.c.account_id == account_id, audit.c.kind.in_((REDEEMED, REINSTATED)))
+        .order_by(audit.c.at, audit.c.id)
+    ):
+        if (data or {}).get("order_id") == order_id:
+            return kind, dict(data)
+    return None
+
+
+def hold_back_notice(connection: Connection, account_id: str, *, reason: str, at: datetime) -> list[int]:
+    """Block, with `reason`, the account's notices of sale never handed to the provider: once the
+    car is sold or returned they would announce a sale that will not come. The ids blocked."""
+    unsent = list(
+        connection.execute(
+            select(letter.c.id).where(
+                letter.c.account_id == account_id,
+                letter.c.kind == "notice_of_sale",
+                letter.c.status == "pending",
+                letter.c.submitted_at.is_(None),
+            )
+        ).scalars()
+    )
+    for letter_id in unsent:
+        mark_blocked(connection, letter_id=letter_id, reason=reason, at=at, status="blocked")
+    return unsent

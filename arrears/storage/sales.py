@@ -33,14 +33,19 @@ from arrears.sales import (
 )
 from arrears.storage._common import Refused, event, holds_of, insert_events
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.letters import mark_blocked
-from arrears.storage.recoveries import close_recovered, recovered_accounts
+from arrears.storage.recoveries import (
+    close_recovered,
+    hold_back_notice,
+    recovered_accounts,
+    returned_to_borrower,
+)
 from arrears.storage.tables import account, assignment, audit, letter, payment
 from arrears.vocabulary import Exit, Hold, Stage
 
 __all__ = [
     "SETTLED",
     "Extension",
+    "RecoveredCar",
     "Sale",
     "SaleRecorded",
     "SaleRefused",
@@ -50,7 +55,10 @@ __all__ = [
     "paid_since",
     "record_sale",
     "recorded_sale",
+    "recovered_car",
     "refer_deficiency",
+    "said_of_order",
+    "sale_from_event",
     "sales_to_settle",
     "settled_note",
 ]
@@ -173,7 +181,7 @@ class Extension:
 
 
 @dataclass(frozen=True, slots=True)
-class _Recovery:
+class RecoveredCar:
     """An account's latest recovered car, and what its recovery did to the account."""
 
     account: Row[Any]
@@ -182,7 +190,7 @@ class _Recovery:
     closed: dict[str, Any] | None  # the data of the transition that closed the account on it
 
 
-def _recovery(connection: Connection, account_id: str) -> _Recovery:
+def recovered_car(connection: Connection, account_id: str, *, returned_ok: bool = False) -> RecoveredCar:
     lock_accounts(connection, [account_id])
     a = connection.execute(select(account).where(account.c.account_id == account_id)).first()
     if a is None:
@@ -195,6 +203,13 @@ def _recovery(connection: Connection, account_id: str) -> _Recovery:
     ).first()
     if r is None:
         raise SaleRefused(f"{account_id} has no recovered vehicle: no agency reported its car recovered")
+    returned = returned_to_borrower(connection, account_id, r.order_id)
+    if returned and not returned_ok:  # `arrears.storage.redemptions`: the car goes back, unsold
+        kind, d = returned
+        raise SaleRefused(
+            f"{account_id}: the vehicle of order {r.order_id} goes back to the borrower, unsold "
+            f"({kind}: paid on {d.get('paid_on')}, recorded by {d.get('by')})"
+        )
     closed = next(
         (
             d
@@ -203,7 +218,7 @@ def _recovery(connection: Connection, account_id: str) -> _Recovery:
         ),
         None,
     )
-    return _Recovery(a, r.order_id, r.recovered_at, closed)
+    return RecoveredCar(a, r.order_id, r.recovered_at, closed)
 
 
 def _data(connection: Connection, account_id: str, kind: str) -> list[dict[str, Any]]:
@@ -218,11 +233,13 @@ def _data(connection: Connection, account_id: str, kind: str) -> list[dict[str, 
     ]
 
 
-def _said(connection: Connection, account_id: str, kind: str, order_id: str) -> dict[str, Any] | None:
+def said_of_order(connection: Connection, account_id: str, kind: str, order_id: str) -> dict[str, Any] | None:
+    """The data of the account's first event of `kind` about the recovery of `order_id`, or None."""
     return next((d for d in _data(connection, account_id, kind) if d.get("order_id") == order_id), None)
 
 
-def _sale_of(account_id: str, data: dict[str, Any], recorded_at: datetime) -> Sale:
+def sale_from_event(account_id: str, data: dict[str, Any], recorded_at: datetime) -> Sale:
+    """The sale a `vehicle_sale` event's data states, recorded at `recorded_at`."""
     currency = data["currency"]
     return Sale(
         account_id,
@@ -253,7 +270,7 @@ def recorded_sale(connection: Connection, account_id: str) -> Sale | None:
         .order_by(audit.c.at.desc(), audit.c.id.desc())
     ).all()
     found = next((r for r in row if "deficiency" in (r.data or {})), None)
-    return _sale_of(account_id, dict(found.data), found.at) if found else None
+    return sale_from_event(account_id, dict(found.data), found.at) if found else None
 
 
 def record_sale(
@@ -274,16 +291,16 @@ def record_sale(
     closes the account now (nothing is left for the recovery to do; an unsent notice is held
     back). Refused (`SaleRefused`): no recovered car, amounts not of the currency, a sale date
     ahead of the account's today or before the recovery, another sale of the same recovery."""
-    rec = _recovery(connection, account_id)
+    rec = recovered_car(connection, account_id)
     a = rec.account
-    known = _said(connection, account_id, "vehicle_sale", rec.order_id)
+    known = said_of_order(connection, account_id, "vehicle_sale", rec.order_id)
     amounts = {"--proceeds": proceeds, "--expenses": expenses, "--credits": credits}
     for option, amount in amounts.items():
         refused = amount_refusal(amount, a.currency)
         if refused:
             raise SaleRefused(f"{account_id}: {refused}", option)
     if known is not None:
-        sale = _sale_of(account_id, known, at)
+        sale = sale_from_event(account_id, known, at)
         d = sale.disposition
         typed = (sale.sold_on, d.proceeds, d.expenses, sale.typed_credits)
         if typed == (sold_on, proceeds, expenses, credits):
@@ -314,7 +331,7 @@ def record_sale(
     rules = profile_of(a.jurisdiction)
     printed = (rec.closed or {}).get("sale_after")
     sale_after = date.fromisoformat(printed) if printed else None
-    extended = _said(connection, account_id, "sale_extended", rec.order_id) is not None
+    extended = said_of_order(connection, account_id, "sale_extended", rec.order_id) is not None
     barred = sale_bar(
         sold_on=sold_on,
         notice_owed=rules.sale_notice_days is not None,
@@ -349,7 +366,7 @@ def record_sale(
         "by": by,
         "why": why,
     }
-    sale = _sale_of(account_id, data, at)
+    sale = sale_from_event(account_id, data, at)
     recorded = SaleRecorded(sale, True)
     closed = None
     if rec.closed is None:  # the recovery waits (its notice not mailed, a hold): the car is gone now
@@ -378,7 +395,7 @@ def _amounts(d: Disposition) -> dict[str, Decimal]:
     }
 
 
-def _secured(connection: Connection, rec: "_Recovery", today: date) -> tuple[Decimal | None, date]:
+def _secured(connection: Connection, rec: "RecoveredCar", today: date) -> tuple[Decimal | None, date]:
     """Line (1) of the sale's accounting: the balance the servicing system had sent when the car was
     taken (kept with the recovery), as of the recovery's day, with payments received since among
     the credits; for a recovery reported before that balance was kept, None (the balance now),
@@ -404,16 +421,7 @@ def _close_waiting(connection: Connection, account_id: str, sold_on: date, at: d
     waiting = found[0]
     reason = f"vehicle sold on {sold_on.isoformat()} while its recovery waited"
     close_recovered(connection, waiting, at=at, reason=reason, data={"sale_after": None, "sold": True})
-    unsent = connection.execute(
-        select(letter.c.id).where(
-            letter.c.account_id == account_id,
-            letter.c.kind == "notice_of_sale",
-            letter.c.status == "pending",
-            letter.c.submitted_at.is_(None),
-        )
-    ).scalars()
-    for letter_id in list(unsent):
-        mark_blocked(connection, letter_id=letter_id, reason="the vehicle was sold", at=at, status="blocked")
+    hold_back_notice(connection, account_id, reason="the vehicle was sold", at=at)
     return waiting.stage
 
 
@@ -426,7 +434,7 @@ def extend_sale(
     nothing; refused (`SaleRefused`) outside California, with no notice of sale, once the sale is
     recorded, for a request dated ahead of today or after the notice's first sale day, or a second
     request."""
-    rec = _recovery(connection, account_id)
+    rec = recovered_car(connection, account_id)
     a = rec.account
     if a.jurisdiction not in EXTENSION_JURISDICTIONS:
         raise SaleRefused(
@@ -442,13 +450,13 @@ def extend_sale(
     ).first()
     if noticed is None:
         raise SaleRefused(f"{account_id} has no notice of sale: there is no period to extend")
-    if _said(connection, account_id, "vehicle_sale", rec.order_id) is not None:
+    if said_of_order(connection, account_id, "vehicle_sale", rec.order_id) is not None:
         raise SaleRefused(
             f"{account_id}: the vehicle's sale is recorded already: there is no period to extend"
         )
     printed = (rec.closed or {}).get("sale_after")
     sale_after = date.fromisoformat(printed) if printed else None
-    asked = _said(connection, account_id, "sale_extended", rec.order_id)
+    asked = said_of_order(connection, account_id, "sale_extended", rec.order_id)
     if asked is not None:
         if asked.get("requested_on") == requested_on.isoformat():
             return Extension(account_id, rec.order_id, requested_on, sale_after, False)
@@ -541,7 +549,7 @@ def sales_to_settle(connection: Connection) -> list[SaleToSettle]:
             latest[r.account_id] = r
     found = []
     for account_id, r in latest.items():
-        sale = _sale_of(account_id, dict(r.data), r.at)
+        sale = sale_from_event(account_id, dict(r.data), r.at)
         if sale.barred or _referred(connection, sale):
             continue
         found.append(SaleToSettle(sale, r.jurisdiction, r.timezone, r.vin, frozenset()))

@@ -1,5 +1,7 @@
-"""`arrears sale record|extend`: the sale of a recovered car, as the auction reports it, and the
-borrower's written request for 10 more days before it (California) (`arrears.storage.sales`).
+"""`arrears sale record|extend|redeem|reinstate|explain`: the sale of a recovered car, as the
+auction reports it, and the borrower's written request for 10 more days before it (California)
+(`arrears.storage.sales`); the car given back before the sale, redeemed or its contract
+reinstated, and the borrower's request for the explanation after it (`arrears.storage.redemptions`).
 
 Each is one transaction on our tables, audited on the account's timeline as the person's. What
 follows a sale (the explanation of its surplus or deficiency, UCC 9-616; a deficiency's legal
@@ -9,7 +11,7 @@ go the one way every other does.
 
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,12 +28,16 @@ from deployments.cli._common import (
     existing_database,
 )
 
+if TYPE_CHECKING:
+    from arrears.storage.redemptions import Returned
+
 __all__ = ["sale_app"]
 
 sale_app = command_group(
     "sale",
-    "The sale of a recovered vehicle: record it (its deficiency or surplus follows), or record the "
-    "borrower's written request for 10 more days before it (California). Audited with who.",
+    "The sale of a recovered vehicle: record it (its deficiency or surplus follows), the borrower's "
+    "written request for 10 more days before it (California), the vehicle redeemed or the contract "
+    "reinstated before it, or the borrower's request for the explanation after it. Audited with who.",
 )
 
 Account = Annotated[str, typer.Argument(help="The account whose recovered vehicle it is, e.g. A-0000042.")]
@@ -192,4 +198,162 @@ def extend(
         said = f"{account_id}: this request is recorded already; nothing changed: {until}"
     else:
         said = f"{account_id}: request of {day.isoformat()} recorded by {who}: {until}"
+    console.print(said, markup=False, highlight=False, soft_wrap=True)
+
+
+PaidOn = Annotated[
+    str, typer.Option("--paid-on", help="The day the borrower paid what it takes (YYYY-MM-DD).")
+]
+
+
+def _given_back(done: "Returned", account_id: str, day: date, who: str, json: bool) -> None:
+    if json:
+        emit_json(done.as_json())
+        return
+    what = "redemption" if done.kind == "redeemed" else "reinstatement"
+    if not done.changed:
+        said = f"{account_id}: this {what} is recorded already; nothing changed: {done.outcome}"
+    else:
+        basis = " (the lender's choice)" if done.basis == "lender" else ""
+        said = f"{account_id}: {what} of {day.isoformat()} recorded by {who}{basis}: {done.outcome}"
+    console.print(said, markup=False, highlight=False, soft_wrap=True)
+
+
+@sale_app.command("redeem")
+def redeem(
+    account_id: Account,
+    paid_on: PaidOn,
+    by: By,
+    why: WhyOption = None,
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Record that the borrower redeemed the recovered vehicle before its sale, paying all that the
+    contract secures and the expenses (UCC 9-623; Cal. Civ. Code 2983.2): the account leaves for
+    paid_off, a notice of sale not yet handed to the letters provider is held back, and a later
+    `sale record` of the recovery is refused. The vehicle goes back to the borrower: a person
+    arranges its release with the agency (arrears sends the agency nothing).
+
+    The same redemption again changes nothing (exit 0). Refused, exit 2 naming why, nothing
+    changed: no recovered vehicle, its sale recorded, the vehicle gone back already, a date ahead
+    of today or before the recovery."""
+    from arrears.storage.redemptions import redeem as record
+    from arrears.storage.sales import SaleRefused
+
+    day = _day(paid_on, "--paid-on")
+    who, at = audit_actor(by, "--by"), as_of_instant(as_of)
+    engine = existing_database(database)
+    try:
+        with engine.begin() as connection:
+            done = record(connection, account_id=account_id, paid_on=day, by=who, why=_why(why), at=at)
+    except SaleRefused as refused:
+        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+    _given_back(done, account_id, day, who, json)
+
+
+@sale_app.command("reinstate")
+def reinstate(
+    account_id: Account,
+    paid_on: PaidOn,
+    by: By,
+    lender_allows: Annotated[
+        bool,
+        typer.Option(
+            "--lender-allows",
+            help="The lender reinstates where the statute gives no right: outside California, or "
+            "once the right is spent or its period over. Recorded as the lender's choice.",
+        ),
+    ] = False,
+    why: WhyOption = None,
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Record that the borrower reinstated the contract before the sale, paying the past due and
+    the expenses (Cal. Civ. Code 2983.3; Fin. Code 22329): the account leaves for cured (its past
+    due cleared until the next import; a new delinquency starts it again), a notice of sale not yet
+    handed to the letters provider is held back, and a later `sale record` of the recovery is
+    refused. The vehicle goes back to the borrower: a person arranges its release with the agency.
+
+    California's right may be used once in any 12 months and twice during the contract, and lasts
+    until the notice's first sale day (10 days more on written request); outside California no
+    statute gives it (UCC: redemption only). Where it is not the borrower's right, --lender-allows
+    records it as the lender's choice; without it, refused.
+
+    The same reinstatement again changes nothing (exit 0). Refused, exit 2 naming why, nothing
+    changed: the right not the borrower's without --lender-allows, no recovered vehicle, its sale
+    recorded, the vehicle gone back already, a date ahead of today or before the recovery."""
+    from arrears.storage.redemptions import reinstate as record
+    from arrears.storage.sales import SaleRefused
+
+    day = _day(paid_on, "--paid-on")
+    who, at = audit_actor(by, "--by"), as_of_instant(as_of)
+    engine = existing_database(database)
+    try:
+        with engine.begin() as connection:
+            done = record(
+                connection,
+                account_id=account_id,
+                paid_on=day,
+                by=who,
+                why=_why(why),
+                at=at,
+                lender_allows=lender_allows,
+            )
+    except SaleRefused as refused:
+        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+    _given_back(done, account_id, day, who, json)
+
+
+@sale_app.command("explain")
+def explain(
+    account_id: Account,
+    requested_on: Annotated[
+        str,
+        typer.Option("--requested-on", help="The day the borrower's request came (YYYY-MM-DD)."),
+    ],
+    by: By,
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Record a US borrower's request for the explanation of the deficiency or surplus after the
+    sale (UCC 9-616(b)(1)(B): sent within 14 days after the request comes): the next recoveries
+    step (the cycle, `arrears dispatch`, a letters webhook) writes the explanation again for this
+    request, and it is mailed; the day it is due is its letter's deadline (`arrears letters list`).
+
+    The same request again changes nothing (exit 0). Refused, exit 2 naming why, nothing changed:
+    no sale recorded, an account outside the US, a request dated ahead of today or before the
+    sale, a sale whose deficiency is barred (a person sends a record waiving it instead)."""
+    from arrears.storage.redemptions import request_explanation
+    from arrears.storage.sales import SaleRefused
+    from tasks.database import policy
+
+    day = _day(requested_on, "--requested-on")
+    who, at = audit_actor(by, "--by"), as_of_instant(as_of)
+    engine = existing_database(database)
+    try:
+        with engine.begin() as connection:
+            done = request_explanation(
+                connection,
+                account_id=account_id,
+                requested_on=day,
+                by=who,
+                at=at,
+                profile_of=policy().profile,
+            )
+    except SaleRefused as refused:
+        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+    if json:
+        emit_json(done.as_json())
+        return
+    due = f"the explanation is due by {done.due_on.isoformat()} (UCC 9-616(b)(1)(B))"
+    if not done.changed:
+        said = f"{account_id}: this request is recorded already; nothing changed: {due}"
+    else:
+        said = (
+            f"{account_id}: request of {day.isoformat()} recorded by {who}: the next recoveries step writes "
+            f"the explanation of the sale of {done.sold_on.isoformat()} again and mails it; {due}"
+        )
     console.print(said, markup=False, highlight=False, soft_wrap=True)
