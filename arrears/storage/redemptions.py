@@ -39,6 +39,7 @@ from arrears.storage.sales import (
     Sale,
     SaleRefused,
     SaleToSettle,
+    check_after_recovery,
     recorded_sale,
     recovered_car,
     said_of_order,
@@ -154,18 +155,7 @@ def _returnable(
             f"(recorded by {sold.get('by')}): it could be redeemed, or the contract reinstated, only "
             "before the sale (UCC 9-623(c); Cal. Civ. Code 2983.2)"
         )
-    today = at.astimezone(ZoneInfo(a.timezone)).date()
-    if paid_on > today:
-        raise SaleRefused(
-            f"{account_id}: {paid_on.isoformat()} is after today ({today.isoformat()})", "--paid-on"
-        )
-    recovered_on = rec.recovered_at.astimezone(ZoneInfo(a.timezone)).date()
-    if paid_on < recovered_on:
-        raise SaleRefused(
-            f"{account_id}: {paid_on.isoformat()} is before the vehicle was recovered "
-            f"({recovered_on.isoformat()})",
-            "--paid-on",
-        )
+    check_after_recovery(rec, paid_on, at, "--paid-on")
     open_ = a.stage in tuple(s.value for s in Stage)
     if a.stage != _TO[kind].value and not open_ and rec.closed is None:
         raise SaleRefused(

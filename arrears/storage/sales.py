@@ -49,6 +49,7 @@ __all__ = [
     "Sale",
     "SaleRecorded",
     "SaleRefused",
+    "check_after_recovery",
     "claimable",
     "extend_sale",
     "held_note",
@@ -233,6 +234,23 @@ def _data(connection: Connection, account_id: str, kind: str) -> list[dict[str, 
     ]
 
 
+def check_after_recovery(rec: RecoveredCar, day: date, at: datetime, option: str) -> date:
+    """The account's today; refused (`SaleRefused`, naming `option`) when `day`, a day something
+    happened to the recovered car, is after it or before the car was recovered."""
+    a = rec.account
+    today = at.astimezone(ZoneInfo(a.timezone)).date()
+    if day > today:
+        raise SaleRefused(f"{a.account_id}: {day.isoformat()} is after today ({today.isoformat()})", option)
+    recovered_on = rec.recovered_at.astimezone(ZoneInfo(a.timezone)).date()
+    if day < recovered_on:
+        raise SaleRefused(
+            f"{a.account_id}: {day.isoformat()} is before the vehicle was recovered "
+            f"({recovered_on.isoformat()})",
+            option,
+        )
+    return today
+
+
 def said_of_order(connection: Connection, account_id: str, kind: str, order_id: str) -> dict[str, Any] | None:
     """The data of the account's first event of `kind` about the recovery of `order_id`, or None."""
     return next((d for d in _data(connection, account_id, kind) if d.get("order_id") == order_id), None)
@@ -310,18 +328,7 @@ def record_sale(
             f"(sold on {sale.sold_on.isoformat()} for {d.currency} {display(d.proceeds, d.currency)}, by "
             f"{sale.by}): a recovery is sold once, and a recorded sale stands"
         )
-    today = at.astimezone(ZoneInfo(a.timezone)).date()
-    if sold_on > today:
-        raise SaleRefused(
-            f"{account_id}: {sold_on.isoformat()} is after today ({today.isoformat()})", "--sold-on"
-        )
-    recovered_on = rec.recovered_at.astimezone(ZoneInfo(a.timezone)).date()
-    if sold_on < recovered_on:
-        raise SaleRefused(
-            f"{account_id}: {sold_on.isoformat()} is before the vehicle was recovered "
-            f"({recovered_on.isoformat()})",
-            "--sold-on",
-        )
+    today = check_after_recovery(rec, sold_on, at, "--sold-on")
     open_ = a.stage in tuple(s.value for s in Stage)
     if rec.closed is None and not open_:
         raise SaleRefused(
