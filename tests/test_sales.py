@@ -382,6 +382,32 @@ def test_a_sale_before_the_notices_first_day_is_recorded_but_its_deficiency_is_b
 
 
 @pytest.mark.usefixtures("letters_sandbox")
+def test_a_surplus_after_an_early_sale_is_explained_all_the_same(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """An early sale bars a deficiency, not the borrower's surplus: it is owed and explained (UCC
+    9-615(d)(1), 9-616(b)(1)(A)), and nothing is referred."""
+    sale_after = _closed_after_notice(mail_db, tmp_path, letters_sandbox, "A-BARS")
+    sold = sale_after - timedelta(days=1)
+    recorded = _record(db_url, "A-BARS", sold, proceeds="20000.00")
+    assert recorded.exit_code == 0, recorded.output
+    assert "surplus of USD 900.00 owed to the borrower" in recorded.output and "came early" in recorded.output
+    assert _settle(f"{sale_after + timedelta(days=1)}T15:00:00Z")["sale_explanations_written"] == 1
+    _mail(
+        letters_sandbox,
+        "A-BARS",
+        "deficiency_explanation",
+        f"{sale_after + timedelta(days=2)}T15:00:00Z",
+        written=f"{sale_after + timedelta(days=1)}T15:00:00Z",
+    )
+    [explained] = _letters(mail_db, "A-BARS", "deficiency_explanation")
+    assert "surplus, which we owe you: $900.00" in _pdf_text(mail_db, explained.id)
+    after = _settle(f"{sale_after + timedelta(days=3)}T15:00:00Z")
+    assert (after["sales_referred"], after["sale_explanations_written"]) == (0, 0)
+    assert account(mail_db, "A-BARS").stage == "closed" and _to_settle(mail_db) == []
+
+
+@pytest.mark.usefixtures("letters_sandbox")
 def test_a_sale_while_the_notice_is_not_mailed_closes_the_account_barred_and_holds_the_notice_back(
     mail_db: Engine, db_url: str, tmp_path: Path
 ) -> None:

@@ -9,6 +9,8 @@ sale, asks for the explanation of the deficiency or surplus (`arrears sale expla
   paid, the contract goes on): the car goes back, the account leaves to `cured`, from which a new
   delinquency starts it again. California's right is limited (`arrears.reinstatement`), and
   exists nowhere else: there, or once spent, only the lender's choice (`lender_allows`) reinstates.
+- The 10 more days a California borrower asks for in writing (Cal. Civ. Code 2983.2(a); Fin. Code
+  22328(b)(3)): `arrears sale extend`; a sale recorded later is checked against the moved day.
 - An explanation on request (UCC 9-616(b)(1)(B): sent within 14 days after the request is
   received): the recoveries step (`tasks.sales`) writes it again for the request, under a key of
   its own, with the day it is due as the letter's deadline (`arrears letters list`).
@@ -30,7 +32,7 @@ from sqlalchemy import Connection, case, func, select, update
 
 from arrears.jurisdictions import Profile
 from arrears.reinstatement import STATUTORY, last_day_to_reinstate, right_spent
-from arrears.sales import EXPLANATION_DAYS, first_sale_day
+from arrears.sales import EXPLANATION_DAYS, EXTENSION_DAYS, EXTENSION_JURISDICTIONS, first_sale_day
 from arrears.storage._common import day_start, event, holds_of, insert_events
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.recoveries import REDEEMED, REINSTATED, hold_back_notice, returned_to_borrower
@@ -52,10 +54,12 @@ __all__ = [
     "ANSWERED",
     "REQUESTED",
     "ExplanationRequest",
+    "Extension",
     "RequestToAnswer",
     "Returned",
     "answered_note",
     "explanation_deadline",
+    "extend_sale",
     "redeem",
     "reinstate",
     "reinstatements",
@@ -523,3 +527,107 @@ def answered_note(connection: Connection, request: RequestToAnswer, *, at: datet
         "late": bool(late),
     }
     insert_events(connection, [event(sale.account_id, at, ANSWERED, detail, data)])
+
+
+# -- the borrower's written request for 10 more days (California) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    account_id: str
+    order_id: str
+    requested_on: date
+    sale_after: date | None  # the notice's first sale day (None: the notice is not mailed yet)
+    changed: bool
+
+    @property
+    def first_day(self) -> date | None:
+        return first_sale_day(self.sale_after, extended=True) if self.sale_after else None
+
+    def as_json(self) -> dict[str, Any]:
+        first = self.first_day
+        return {
+            "account_id": self.account_id,
+            "order_id": self.order_id,
+            "requested_on": self.requested_on.isoformat(),
+            "sale_after": self.sale_after.isoformat() if self.sale_after else None,
+            "first_sale_day": first.isoformat() if first else None,
+            "changed": self.changed,
+        }
+
+
+def extend_sale(
+    connection: Connection, *, account_id: str, requested_on: date, by: str, why: str | None, at: datetime
+) -> Extension:
+    """Record the borrower's written request for 10 more days to redeem or reinstate (Cal. Civ.
+    Code 2983.2(a); Fin. Code 22328(b)(3)), audited as `by`'s: a sale recorded later is checked
+    against the notice's first sale day moved 10 days on. Once: the same request again changes
+    nothing; refused (`SaleRefused`) outside California, with no notice of sale, once the sale is
+    recorded, for a request dated ahead of today or after the notice's first sale day, or a second
+    request."""
+    rec = recovered_car(connection, account_id)
+    a = rec.account
+    if a.jurisdiction not in EXTENSION_JURISDICTIONS:
+        raise SaleRefused(
+            f"{account_id} is {a.jurisdiction}: the 10-day extension on written request is California's "
+            "(Cal. Civ. Code 2983.2(a)): nothing was recorded"
+        )
+    noticed = connection.execute(
+        select(letter.c.id).where(
+            letter.c.account_id == account_id,
+            letter.c.kind == "notice_of_sale",
+            letter.c.status.not_in(("blocked", "failed")),
+        )
+    ).first()
+    if noticed is None:
+        raise SaleRefused(f"{account_id} has no notice of sale: there is no period to extend")
+    if said_of_order(connection, account_id, "vehicle_sale", rec.order_id) is not None:
+        raise SaleRefused(
+            f"{account_id}: the vehicle's sale is recorded already: there is no period to extend"
+        )
+    printed = (rec.closed or {}).get("sale_after")
+    sale_after = date.fromisoformat(printed) if printed else None
+    asked = said_of_order(connection, account_id, "sale_extended", rec.order_id)
+    if asked is not None:
+        if asked.get("requested_on") == requested_on.isoformat():
+            return Extension(account_id, rec.order_id, requested_on, sale_after, False)
+        raise SaleRefused(
+            f"{account_id}: extended already on the request of {asked.get('requested_on')} (by "
+            f"{asked.get('by')}): the 10 days are given once",
+            "--requested-on",
+        )
+    today = at.astimezone(ZoneInfo(a.timezone)).date()
+    if requested_on > today:
+        raise SaleRefused(
+            f"{account_id}: {requested_on.isoformat()} is after today ({today.isoformat()})", "--requested-on"
+        )
+    if sale_after is not None and requested_on >= sale_after:
+        raise SaleRefused(
+            f"{account_id}: requested on {requested_on.isoformat()}, once the period the notice gave had "
+            f"ended ({sale_after.isoformat()} was the first sale day)",
+            "--requested-on",
+        )
+    ext = Extension(account_id, rec.order_id, requested_on, sale_after, True)
+    first = ext.first_day
+    to = (
+        f"no sale before {first.isoformat()}"
+        if first
+        else f"the sale waits {EXTENSION_DAYS} days more than the notice's date, once it is mailed"
+    )
+    detail = (
+        f"borrower's written request of {requested_on.isoformat()} for {EXTENSION_DAYS} more days to redeem "
+        f"or reinstate (Cal. Civ. Code 2983.2(a)), recorded by {by}: {to}" + (f": {why}" if why else "")
+    )
+    data = {
+        "order_id": rec.order_id,
+        "requested_on": requested_on.isoformat(),
+        "sale_after": sale_after.isoformat() if sale_after else None,
+        "first_sale_day": first.isoformat() if first else None,
+        "days": EXTENSION_DAYS,
+        "by": by,
+        "why": why,
+    }
+    insert_events(
+        connection, [event(account_id, at, "sale_extended", detail, data, actor=f"operations:{by}")]
+    )
+    return ext

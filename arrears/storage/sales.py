@@ -1,6 +1,6 @@
-"""Data access for the sale of a recovered car: recording it (`arrears sale record`), the borrower's
-written request for 10 more days (`arrears sale extend`, California), and what the cycle's
-recoveries step reads and writes afterwards (`tasks.sales`): the sales whose account is to move
+"""Data access for the sale of a recovered car: recording it (`arrears sale record`; what may come
+before it, redemption, reinstatement, 10 more days, is `arrears.storage.redemptions`), and what the
+cycle's recoveries step reads and writes afterwards (`tasks.sales`): the sales whose account is to move
 on, and the deficiency's way back into legal referral.
 
 The sale is an audit event of kind `vehicle_sale` on the account's timeline, with its accounting
@@ -22,13 +22,10 @@ from sqlalchemy import Connection, Row, select, update
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.sales import (
-    EXTENSION_DAYS,
-    EXTENSION_JURISDICTIONS,
     Disposition,
     amount_refusal,
     claim_after_payments,
     dispose,
-    first_sale_day,
     sale_bar,
 )
 from arrears.storage._common import Refused, event, holds_of, insert_events
@@ -39,19 +36,17 @@ from arrears.storage.recoveries import (
     recovered_accounts,
     returned_to_borrower,
 )
-from arrears.storage.tables import account, assignment, audit, letter, payment
+from arrears.storage.tables import account, assignment, audit, payment
 from arrears.vocabulary import Exit, Hold, Stage
 
 __all__ = [
     "SETTLED",
-    "Extension",
     "RecoveredCar",
     "Sale",
     "SaleRecorded",
     "SaleRefused",
     "check_after_recovery",
     "claimable",
-    "extend_sale",
     "held_note",
     "paid_since",
     "record_sale",
@@ -139,6 +134,12 @@ class SaleRecorded:
     def outcome(self) -> str:
         """What follows the sale, in the words of the command and the timeline."""
         s, cur = self.sale, self.sale.disposition.currency
+        if s.barred and s.surplus:
+            return (
+                f"surplus of {cur} {display(s.surplus, cur)} owed to the borrower (UCC 9-615(d)(1)), "
+                f"explained all the same (UCC 9-616), though the sale came early ({s.barred}): the "
+                "account stays closed"
+            )
         if s.barred:
             return (
                 f"no deficiency may be claimed ({s.barred}; UCC 9-626, Cal. Civ. Code 2983.2): "
@@ -155,30 +156,6 @@ class SaleRecorded:
                 "the account stays closed"
             )
         return "neither deficiency nor surplus: the account stays closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Extension:
-    account_id: str
-    order_id: str
-    requested_on: date
-    sale_after: date | None  # the notice's first sale day (None: the notice is not mailed yet)
-    changed: bool
-
-    @property
-    def first_day(self) -> date | None:
-        return first_sale_day(self.sale_after, extended=True) if self.sale_after else None
-
-    def as_json(self) -> dict[str, Any]:
-        first = self.first_day
-        return {
-            "account_id": self.account_id,
-            "order_id": self.order_id,
-            "requested_on": self.requested_on.isoformat(),
-            "sale_after": self.sale_after.isoformat() if self.sale_after else None,
-            "first_sale_day": first.isoformat() if first else None,
-            "changed": self.changed,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,83 +409,6 @@ def _close_waiting(connection: Connection, account_id: str, sold_on: date, at: d
     return waiting.stage
 
 
-def extend_sale(
-    connection: Connection, *, account_id: str, requested_on: date, by: str, why: str | None, at: datetime
-) -> Extension:
-    """Record the borrower's written request for 10 more days to redeem or reinstate (Cal. Civ.
-    Code 2983.2(a); Fin. Code 22328(b)(3)), audited as `by`'s: a sale recorded later is checked
-    against the notice's first sale day moved 10 days on. Once: the same request again changes
-    nothing; refused (`SaleRefused`) outside California, with no notice of sale, once the sale is
-    recorded, for a request dated ahead of today or after the notice's first sale day, or a second
-    request."""
-    rec = recovered_car(connection, account_id)
-    a = rec.account
-    if a.jurisdiction not in EXTENSION_JURISDICTIONS:
-        raise SaleRefused(
-            f"{account_id} is {a.jurisdiction}: the 10-day extension on written request is California's "
-            "(Cal. Civ. Code 2983.2(a)): nothing was recorded"
-        )
-    noticed = connection.execute(
-        select(letter.c.id).where(
-            letter.c.account_id == account_id,
-            letter.c.kind == "notice_of_sale",
-            letter.c.status.not_in(("blocked", "failed")),
-        )
-    ).first()
-    if noticed is None:
-        raise SaleRefused(f"{account_id} has no notice of sale: there is no period to extend")
-    if said_of_order(connection, account_id, "vehicle_sale", rec.order_id) is not None:
-        raise SaleRefused(
-            f"{account_id}: the vehicle's sale is recorded already: there is no period to extend"
-        )
-    printed = (rec.closed or {}).get("sale_after")
-    sale_after = date.fromisoformat(printed) if printed else None
-    asked = said_of_order(connection, account_id, "sale_extended", rec.order_id)
-    if asked is not None:
-        if asked.get("requested_on") == requested_on.isoformat():
-            return Extension(account_id, rec.order_id, requested_on, sale_after, False)
-        raise SaleRefused(
-            f"{account_id}: extended already on the request of {asked.get('requested_on')} (by "
-            f"{asked.get('by')}): the 10 days are given once",
-            "--requested-on",
-        )
-    today = at.astimezone(ZoneInfo(a.timezone)).date()
-    if requested_on > today:
-        raise SaleRefused(
-            f"{account_id}: {requested_on.isoformat()} is after today ({today.isoformat()})", "--requested-on"
-        )
-    if sale_after is not None and requested_on >= sale_after:
-        raise SaleRefused(
-            f"{account_id}: requested on {requested_on.isoformat()}, once the period the notice gave had "
-            f"ended ({sale_after.isoformat()} was the first sale day)",
-            "--requested-on",
-        )
-    ext = Extension(account_id, rec.order_id, requested_on, sale_after, True)
-    first = ext.first_day
-    to = (
-        f"no sale before {first.isoformat()}"
-        if first
-        else f"the sale waits {EXTENSION_DAYS} days more than the notice's date, once it is mailed"
-    )
-    detail = (
-        f"borrower's written request of {requested_on.isoformat()} for {EXTENSION_DAYS} more days to redeem "
-        f"or reinstate (Cal. Civ. Code 2983.2(a)), recorded by {by}: {to}" + (f": {why}" if why else "")
-    )
-    data = {
-        "order_id": rec.order_id,
-        "requested_on": requested_on.isoformat(),
-        "sale_after": sale_after.isoformat() if sale_after else None,
-        "first_sale_day": first.isoformat() if first else None,
-        "days": EXTENSION_DAYS,
-        "by": by,
-        "why": why,
-    }
-    insert_events(
-        connection, [event(account_id, at, "sale_extended", detail, data, actor=f"operations:{by}")]
-    )
-    return ext
-
-
 @dataclass(frozen=True, slots=True)
 class SaleToSettle:
     """A sale whose account its recovery closed, not barred, not yet moved on."""
@@ -557,7 +457,8 @@ def sales_to_settle(connection: Connection) -> list[SaleToSettle]:
     found = []
     for account_id, r in latest.items():
         sale = sale_from_event(account_id, dict(r.data), r.at)
-        if sale.barred or _referred(connection, sale):
+        # A barred sale claims no deficiency, but a surplus is the borrower's and explained all the same.
+        if (sale.barred and not sale.surplus) or _referred(connection, sale):
             continue
         found.append(SaleToSettle(sale, r.jurisdiction, r.timezone, r.vin, frozenset()))
     holds = holds_of(connection, [s.sale.account_id for s in found]) if found else {}

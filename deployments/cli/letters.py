@@ -48,7 +48,8 @@ def list_(
     json: Json = False,
     limit: Limit = None,
 ) -> None:
-    """Letters with their kind, status, mailed date and the deadline counted from it."""
+    """Letters with their kind, status, mailed date and deadline: a right-to-cure notice's, counted
+    from its mailing; an explanation asked for (`arrears sale explain`), the day it is due."""
     # Imported in the command: `arrears --help` loads none of storage.
     from arrears.storage.letters import STATUSES, list_letters
 

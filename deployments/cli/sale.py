@@ -175,7 +175,8 @@ def extend(
     The same request again changes nothing (exit 0). Refused, exit 2 naming why, nothing changed:
     an account outside California, with no notice of sale, whose sale is recorded, a request dated
     ahead of today or after the notice's period ended, a second request."""
-    from arrears.storage.sales import SaleRefused, extend_sale
+    from arrears.storage.redemptions import extend_sale
+    from arrears.storage.sales import SaleRefused
 
     day = _day(requested_on, "--requested-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
