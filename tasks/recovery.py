@@ -8,6 +8,9 @@ recovery in its audit trail. A recovery stopped for a person (a collection hold,
 off before the car was taken, a notice that cannot be mailed) waits, and its timeline says so once
 (`note_stopped`): no review lists it any more. It is idempotent (the letter has its key; a
 closed account is no longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
+A recovered car whose account a payment cured, paid off or settled meanwhile is neither noticed
+for sale nor closed on: its timeline says once that the car is to go back (`note_unreturned`), and
+`arrears review list` lists it until its return is recorded (`arrears sale reinstate|redeem`).
 The sale of a recovered car is recorded by a person (`arrears sale record`); what follows it (the
 explanation of the surplus or deficiency, the deficiency's referral) is `tasks.sales`, run here.
 
@@ -26,7 +29,14 @@ from arrears.recovery import after_recovery
 from arrears.reinstatement import STATUTORY, last_day_to_reinstate, right_spent
 from arrears.settings import get_settings
 from arrears.storage import letters
-from arrears.storage.recoveries import Recovered, close_recovered, note_stopped, recovered_accounts
+from arrears.storage.recoveries import (
+    Recovered,
+    close_recovered,
+    note_stopped,
+    note_unreturned,
+    recovered_accounts,
+    unreturned_cars,
+)
 from arrears.storage.redemptions import reinstatements
 from tasks.database import engine, policy
 from tasks.letters import letter_key, readdressable, write_letter
@@ -41,14 +51,24 @@ def sale_notice_key(connection: Connection, recovered: Recovered) -> str:
 
 def settle_recoveries(as_of: datetime | None = None, *, engine_: Engine | None = None) -> dict[str, int]:
     """Move on every open account whose car was recovered, then every car sold since
-    (`tasks.sales.settle_sales`); count closed, notices written, waiting, explanations written,
-    deficiencies referred. Two queries when there is nothing to do; `as_of` dates the letters
-    written (the clock by default)."""
-    counts = {"recoveries_closed": 0, "sale_notices_written": 0, "recoveries_waiting": 0}
+    (`tasks.sales.settle_sales`); count closed, notices written, waiting, cars to return to an
+    account paid meanwhile (`recoveries_to_return`: all of them, each said once on its timeline),
+    explanations written, deficiencies referred. Three queries when there is nothing to do;
+    `as_of` dates the letters written (the clock by default)."""
+    counts = {
+        "recoveries_closed": 0,
+        "sale_notices_written": 0,
+        "recoveries_waiting": 0,
+        "recoveries_to_return": 0,
+    }
     with (engine_ or engine()).begin() as connection:
         for recovered in recovered_accounts(connection):
             done = _settle(connection, recovered, as_of or utcnow())
             counts[done] += 1
+        for car in unreturned_cars(connection):
+            if not car.said:
+                note_unreturned(connection, car, at=max(car.since, as_of or utcnow()))
+            counts["recoveries_to_return"] += 1
         # Then the cars sold since: their explanation, and a deficiency's way back to legal.
         return counts | settle_sales(connection, as_of or utcnow())
 

@@ -1,5 +1,6 @@
 """Data access for recovered cars: the accounts whose repossession the agency reported done, and
-their closing; a car the borrower got back before its sale (`returned_to_borrower`).
+their closing; a car the borrower got back before its sale (`returned_to_borrower`); a car still
+on the agency's lot while its account was cured, paid off or settled meanwhile (`unreturned_cars`).
 
 The recovery itself is recorded on the assignment (`assignments.move_assignment`); what follows
 it (close now, or once the notice of sale is mailed) is decided by `arrears.recovery` and done
@@ -11,8 +12,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, exists, or_, select, update
 
+from arrears.reinstatement import STATUTORY
 from arrears.storage._common import event, holds_of, insert_events
 from arrears.storage.bulk import chunks
 from arrears.storage.letters import mark_blocked
@@ -22,12 +24,16 @@ from arrears.vocabulary import Exit, Hold, Stage
 __all__ = [
     "REDEEMED",
     "REINSTATED",
+    "UNRETURNED",
     "Recovered",
+    "Unreturned",
     "close_recovered",
     "hold_back_notice",
     "note_stopped",
+    "note_unreturned",
     "recovered_accounts",
     "returned_to_borrower",
+    "unreturned_cars",
 ]
 
 _OPEN = tuple(s.value for s in Stage)
@@ -37,6 +43,11 @@ REDEEMED = "vehicle_redeemed"
 REINSTATED = "vehicle_reinstated"
 # What ends a recovery: the car sold, or returned to the borrower.
 _RECOVERY_ENDED = ("vehicle_sale", REDEEMED, REINSTATED)
+# Said once per recovery (`note_unreturned`): its car waits on the lot of an account paid meanwhile.
+UNRETURNED = "recovered_car_unreturned"
+# The exits a payment takes an account to: no sale follows a recovery there (`recovered_accounts`
+# reads open stages only), so its car goes back, or a person decides.
+_PAID = (Exit.CURED.value, Exit.PAID_OFF.value, Exit.SETTLED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +216,137 @@ def hold_back_notice(connection: Connection, account_id: str, *, reason: str, at
     for letter_id in unsent:
         mark_blocked(connection, letter_id=letter_id, reason=reason, at=at, status="blocked")
     return unsent
+
+
+@dataclass(frozen=True, slots=True)
+class Unreturned:
+    """An account cured, paid off or settled whose latest recovered car is neither sold nor
+    recorded as gone back: the payment undid what the repossession pursued (a cure is a
+    reinstatement in effect, a payoff a redemption), and the car waits on the agency's lot."""
+
+    account_id: str
+    order_id: str
+    assignment_id: int
+    stage: str
+    stage_since: datetime
+    recovered_at: datetime
+    jurisdiction: str
+    days_past_due: int
+    past_due: Decimal
+    currency: str
+    said: bool  # `note_unreturned` wrote it on the timeline already
+
+    @property
+    def since(self) -> datetime:
+        """When the car began to wait to go back: the exit, or the recovery if it came after
+        (a car taken on an order the payment called off too late)."""
+        return max(self.stage_since, self.recovered_at)
+
+    @property
+    def todo(self) -> str:
+        """What a person does, with the command that records it (`arrears.storage.redemptions`,
+        which records it without a transition for an account at its target stage already)."""
+        car = f"the vehicle of order {self.order_id} is still at the agency while the account is {self.stage}"
+
+        def command(how: str, extra: str = "") -> str:
+            return f"`arrears sale {how} {self.account_id} --paid-on DAY --by NAME{extra}`"
+
+        if self.stage == Exit.CURED.value:
+            # Outside California no statute gives the right (UCC: redemption only): the lender's choice.
+            allows = "" if self.jurisdiction in STATUTORY else " --lender-allows"
+            return f"{car}: return the car; record it with {command('reinstate', allows)}"
+        if self.stage == Exit.PAID_OFF.value:
+            return f"{car}: return the car; record it with {command('redeem')}"
+        # A settled account stays settled when its car's return is recorded (`redemptions`).
+        return (
+            f"{car}: a person decides whether it goes back under the settlement; record its return "
+            f"with {command('redeem')}"
+        )
+
+
+def unreturned_cars(connection: Connection) -> list[Unreturned]:
+    """The accounts cured, paid off or settled whose latest recovered car's recovery has not
+    ended (no sale, redemption or reinstatement of its order), oldest recovery first, each with
+    whether `note_unreturned` said it already. One query, whatever their number:
+    every recoveries step (each cycle, outbox run and letters webhook) runs it, and the
+    recovered cars pile up over the years, each with its sale or return recorded."""
+    later = assignment.alias("later_recovery")
+    ended = audit.alias("recovery_ended")
+    said = audit.alias("unreturned_said")
+
+    def of_order(events: Any, kinds: tuple[str, ...]) -> Any:
+        return exists().where(
+            events.c.account_id == assignment.c.account_id,
+            events.c.kind.in_(kinds),
+            events.c.data["order_id"].as_string() == assignment.c.order_id,
+        )
+
+    statement = (
+        select(
+            assignment.c.account_id,
+            assignment.c.order_id,
+            assignment.c.id,
+            assignment.c.recovered_at,
+            account.c.stage,
+            account.c.stage_since,
+            account.c.jurisdiction,
+            account.c.days_past_due,
+            account.c.past_due_amount,
+            account.c.currency,
+            of_order(said, (UNRETURNED,)).label("said"),
+        )
+        .join(account, account.c.account_id == assignment.c.account_id)
+        .where(
+            assignment.c.recovered_at.is_not(None),
+            account.c.stage.in_(_PAID),
+            # The latest recovery only, as `recovered_accounts` reads it: an older one ended, or
+            # its account was closed and opened again since.
+            ~exists().where(
+                later.c.account_id == assignment.c.account_id,
+                later.c.recovered_at.is_not(None),
+                or_(
+                    later.c.recovered_at > assignment.c.recovered_at,
+                    and_(later.c.recovered_at == assignment.c.recovered_at, later.c.id > assignment.c.id),
+                ),
+            ),
+            ~of_order(ended, _RECOVERY_ENDED),
+        )
+        .order_by(assignment.c.recovered_at, assignment.c.id)
+    )
+    return [
+        Unreturned(
+            r.account_id,
+            r.order_id,
+            r.id,
+            r.stage,
+            r.stage_since,
+            r.recovered_at,
+            r.jurisdiction,
+            r.days_past_due,
+            r.past_due_amount,
+            r.currency,
+            bool(r.said),
+        )
+        for r in connection.execute(statement)
+    ]
+
+
+def note_unreturned(connection: Connection, car: Unreturned, *, at: datetime) -> list[int]:
+    """Say on the account's timeline that its recovered car is to go back, and how to record it:
+    nothing else would (no notice of sale is written, no account closed), and the borrower who
+    paid would be without the car. A notice of sale written before the payment and not yet handed
+    to the provider is held back: it would announce a sale that is not to come. The caller says it
+    once per recovery (`Unreturned.said`); the notices held back."""
+    held = hold_back_notice(
+        connection, car.account_id, reason=f"the account is {car.stage}: the vehicle waits to go back", at=at
+    )
+    data = {
+        "order_id": car.order_id,
+        "stage": car.stage,
+        "recovered_at": car.recovered_at.isoformat(),
+        "held_back": held,
+    }
+    notice = f"; notice of sale {', '.join(map(str, held))} held back" if held else ""
+    detail = f"recovered vehicle not returned: {car.todo}{notice}"
+    insert_events(connection, [event(car.account_id, at, UNRETURNED, detail, data)])
+    return held

@@ -161,7 +161,10 @@ def _returnable(
         )
     check_after_recovery(rec, paid_on, at, "--paid-on")
     open_ = a.stage in tuple(s.value for s in Stage)
-    if a.stage != _TO[kind].value and not open_ and rec.closed is None:
+    # A settled account's car goes back too (the settlement paid what was agreed): redeemed, and the
+    # account stays settled (`_give_back`), as a settlement is reported (Metro 2), not a payoff.
+    settled = kind == "redeemed" and a.stage == Exit.SETTLED.value
+    if a.stage != _TO[kind].value and not open_ and rec.closed is None and not settled:
         raise SaleRefused(
             f"{account_id} is {a.stage}, and the recovery of order {rec.order_id} did not close it: "
             "a car goes back on an account its recovery closed, or whose recovery waits"
@@ -287,6 +290,8 @@ def _give_back(
     extra: dict[str, Any] | None = None,
 ) -> Returned:
     a, to = rec.account, _TO[kind]
+    if a.stage == Exit.SETTLED.value:  # stays settled (`_returnable`)
+        to = Exit.SETTLED
     left = None
     if a.stage != to.value:
         values: dict[str, Any] = {"stage": to.value, "stage_since": at, "episode": account.c.episode + 1}

@@ -1,5 +1,6 @@
-"""What waits for whom: open repossession reviews and legal referrals, as operators (`arrears
-review list`) and the cycle's report (reviews past their deadline) read them.
+"""What waits for whom: open repossession reviews, legal referrals and recovered cars to return
+to a borrower who paid meanwhile, as operators (`arrears review list`) and the cycle's report
+(reviews past their deadline) read them.
 
 Every function takes the caller's connection and only reads.
 """
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, or_, select
 from arrears.currencies import display
 from arrears.lifecycle import NOT_SUING
 from arrears.storage.legal_team import waits_for_legal_team
+from arrears.storage.recoveries import unreturned_cars
 from arrears.storage.referrals import OFF_SYSTEM, REFILED
 from arrears.storage.reviews import ReviewState, open_review_state_chunks, open_review_states
 from arrears.storage.tables import account, audit, referral
@@ -43,8 +45,9 @@ _since = attrgetter("since")  # the order of every list of what waits: oldest fi
 @dataclass(frozen=True, slots=True)
 class Waiting:
     account_id: str
-    what: str  # review | referral
-    waits_for: str  # mailing | cure period | promise | reviewer | hold | blocked | court | legal team
+    what: str  # review | referral | vehicle
+    # mailing | cure period | promise | reviewer | hold | blocked | court | legal team | return car
+    waits_for: str
     since: datetime
     until: datetime | None
     detail: str
@@ -133,9 +136,10 @@ def review_waiting(s: ReviewState, now: datetime) -> Waiting:
 
 
 def waiting_list(connection: Connection, *, now: datetime) -> list[Waiting]:
-    """What waits for whom and since when: open reviews (cure period, reviewer, hold) and legal
+    """What waits for whom and since when: open reviews (cure period, reviewer, hold), legal
     referrals (court, or the legal team for a rejected filing, a payment order objected to, a
-    dismissal to file; `legal_team.waits_for_legal_team`), oldest first."""
+    dismissal to file; `legal_team.waits_for_legal_team`) and recovered cars of accounts cured,
+    paid off or settled since, to return (`recoveries.unreturned_cars`), oldest first."""
     return sorted(_waiting(connection, now=now), key=_since)
 
 
@@ -238,6 +242,22 @@ def _waiting(connection: Connection, *, now: datetime) -> Iterator[Waiting]:
             r.past_due_amount,
             r.currency,
             r.id,
+        )
+    # A car on the agency's lot whose account a payment took out of collection: no review or
+    # referral is left to list it, and its borrower waits for it.
+    for car in unreturned_cars(connection):
+        yield Waiting(
+            car.account_id,
+            "vehicle",
+            "return car",
+            car.since,
+            None,
+            car.todo,
+            car.jurisdiction,
+            car.days_past_due,
+            car.past_due,
+            car.currency,
+            car.assignment_id,
         )
 
 

@@ -48,7 +48,8 @@ class Decision(StrEnum):
 
 
 class WaitsFor(StrEnum):
-    """Who or what a review or referral waits for (`Waiting.waits_for`, spaces as hyphens)."""
+    """Who or what a review, referral or recovered car waits for (`Waiting.waits_for`, spaces as
+    hyphens)."""
 
     mailing = "mailing"
     cure_period = "cure-period"
@@ -58,6 +59,7 @@ class WaitsFor(StrEnum):
     blocked = "blocked"
     court = "court"
     legal_team = "legal-team"
+    return_car = "return-car"
 
 
 @review_app.command("list")
@@ -72,10 +74,12 @@ def list_waiting(
     limit: Limit = None,
 ) -> None:
     """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold,
-    blocked) and referrals (court, or the legal team for a rejected filing or a payment order
-    objected to), oldest first. A review sent back to a person because its repossession order ended
-    undone (closed by the agency without the car, called off while the account stayed in review, or
-    not sendable for want of a VIN or a mailing address) says why (`reopened`).
+    blocked), referrals (court, or the legal team for a rejected filing or a payment order
+    objected to) and recovered vehicles to return (return-car: the account cured, paid off or
+    settled while the car was on the agency's lot; listed until `arrears sale reinstate|redeem`
+    records its return), oldest first. A review sent back to a person because its repossession
+    order ended undone (closed by the agency without the car, called off while the account stayed
+    in review, or not sendable for want of a VIN or a mailing address) says why (`reopened`).
 
     The table shows how many wait for each, then the oldest; a first cycle can open tens of
     thousands of reviews at once, more than a terminal can show."""
