@@ -277,3 +277,25 @@ def test_the_cars_to_return_are_found_in_one_query_however_many_there_are(
             assert found() == (["A-Q1"], 1)
     _advance(mail_db, "2027-01-05T16:00:00Z")
     assert found() == (["A-Q1", "A-Q2", "A-Q3"], 1)
+
+
+def test_the_cycle_summary_counts_a_waiting_car_once_though_the_recoveries_step_ran_twice() -> None:
+    """The recoveries step runs after the reviews and again after the letters: what it did adds
+    up, what waits is counted by each run, so the summary shows the later count, not the sum."""
+    from deployments.cli.cycle import later_counts
+
+    stats = {
+        "reviews": {"recoveries_closed": 1, "recoveries_waiting": 2, "recoveries_to_return": 1},
+        "letters": {
+            "recoveries_closed": 1,
+            "recoveries_waiting": 1,
+            "recoveries_to_return": 1,
+            "letters_sent": 3,
+        },
+    }
+    assert later_counts(stats) == {
+        "recoveries_closed": 2,
+        "recoveries_waiting": 1,
+        "recoveries_to_return": 1,
+        "letters_sent": 3,
+    }

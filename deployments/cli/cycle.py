@@ -201,6 +201,21 @@ def run_cycle(as_of: str | None, *, quiet: bool = False) -> dict[str, Any]:
     return stats
 
 
+def later_counts(stats: dict[str, Any]) -> dict[str, int]:
+    """The later stages' counts (promises, plans, bureau pulls, reviews, letters, referrals). The
+    recoveries step runs twice in a cycle (after the reviews and after the letters): what it did
+    (notices written, accounts closed) is summed, what waits (`*_waiting`, `*_to_return`) is
+    counted again by each run, so the later run's count stands."""
+    later: Counter[str] = Counter()
+    for step in ("refresh", "bureau", "reviews", "letters", "referrals"):
+        for key, value in stats.get(step, {}).items():
+            if key.endswith(("_waiting", "_to_return")):
+                later[key] = value
+            else:
+                later[key] += value
+    return dict(later)
+
+
 def print_cycle(stats: dict[str, Any]) -> None:
     if stats.get("already_finished"):
         console.print(
@@ -217,12 +232,7 @@ def print_cycle(stats: dict[str, Any]) -> None:
     table.add_row("transitions", f"{advance.get('transitions', 0):,}")
     table.add_row("accounts on hold", f"{advance.get('held', 0):,}")
     table.add_row("new messages", f"{advance.get('messages', 0):,}")
-    # The later stages' counts (promises, plans, bureau pulls, reviews, letters, referrals), where
-    # non-zero; a count two steps keep (recoveries settled before and after the letters) is summed.
-    later: Counter[str] = Counter()
-    for step in ("refresh", "bureau", "reviews", "letters", "referrals"):
-        later.update(stats.get(step, {}))
-    for key, value in later.items():
+    for key, value in later_counts(stats).items():
         if value and key not in ("payments_applied", "accounts_refreshed"):
             table.add_row(key.replace("_", " "), f"{value:,}")
     for status in ("sent", "delivered", "scheduled", "blocked", "failed"):
