@@ -62,15 +62,25 @@ def after_recovery(
     printed_sale_after: date | None = None,
     holds: Iterable[Hold] = (),
     called_off: str | None = None,
+    left_meanwhile: str | None = None,
 ) -> RecoveryStep:
     """The next step for an account whose car was recovered, given its notice of sale (None: not
-    written yet), the holds in force on it and why its order was called off before the car was
-    taken (None: it never was)."""
+    written yet), the holds in force on it, why its order was called off before the car was
+    taken (None: it never was), and the exit the account reached meanwhile, the car's return never
+    recorded (`left_meanwhile`; None: it did not)."""
     stopping = sorted(Hold(h).value for h in holds if Hold(h).scope is HoldScope.COLLECTION)
     if stopping:
         return RecoveryStep(
             "wait",
             f"hold:{stopping[0]} stops the sale of the recovered vehicle: a person must act",
+            stopped=True,
+        )
+    if left_meanwhile:
+        return RecoveryStep(
+            "wait",
+            f"the account was {left_meanwhile} after the vehicle was recovered and the vehicle's return was "
+            "never recorded: a person must act (return it, or decide otherwise) before any notice of sale "
+            "of that recovery",
             stopped=True,
         )
     if called_off:

@@ -92,6 +92,7 @@ def _settle(connection: Connection, recovered: Recovered, as_of: datetime) -> st
         printed_sale_after=date.fromisoformat(printed["v"]) if printed else None,
         holds=recovered.holds,
         called_off=recovered.called_off,
+        left_meanwhile=recovered.left_meanwhile,
     )
     if step.action == "close":
         mailed = notice.mailed_at if notice and notice.mailed_at else None

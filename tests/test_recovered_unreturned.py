@@ -299,3 +299,35 @@ def test_the_cycle_summary_counts_a_waiting_car_once_though_the_recoveries_step_
         "recoveries_to_return": 1,
         "letters_sent": 3,
     }
+
+
+@pytest.mark.usefixtures("letters_sandbox")
+def test_a_cured_account_whose_car_never_went_back_is_not_noticed_for_sale_when_it_falls_behind(
+    mail_db: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Cured while its car was on the lot and the return never recorded, the account falls behind
+    again months later: the old recovery must not now write a notice of sale for a car taken long
+    before (California wants it within 60 days of the repossession, Fin. Code 22328(b)); it waits,
+    stopped, for a person, said on the timeline."""
+    from tests.later_stage_helpers import import_rows, us_account
+
+    put_in_review(mail_db, tmp_path, "A-OLD")
+    _recovered(mail_db, "A-OLD")
+    pay(mail_db, tmp_path, "A-OLD", "825.00", "2027-01-03T15:00:00Z")
+    _advance(mail_db, "2027-01-03T16:00:00Z")
+    assert account(mail_db, "A-OLD").stage == "cured"
+    assert _settle("2027-01-03T17:00:00Z")["recoveries_to_return"] == 1
+
+    import_rows(
+        mail_db,
+        tmp_path,
+        [us_account("A-OLD", past_due_amount="412.50", oldest_due_date="2027-04-01")],
+        now=at("2027-04-05T15:00:00Z"),
+    )
+    _advance(mail_db, "2027-04-05T16:00:00Z")
+    assert account(mail_db, "A-OLD").stage == "reminder"
+    later = _settle("2027-04-06T16:00:00Z")
+    assert (later["sale_notices_written"], later["recoveries_waiting"]) == (0, 1)
+    assert _letters(mail_db, "A-OLD", "notice_of_sale") == []
+    [stopped] = [e for e in events(mail_db, "A-OLD", "recovery") if "a person must act" in e.detail]
+    assert "the account was cured after the vehicle was recovered" in stopped.detail

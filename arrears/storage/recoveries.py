@@ -68,6 +68,10 @@ class Recovered:
     # Why the order was called off before the car was taken (a payment, a hold; None: it never
     # was): the decision it carried out was withdrawn, so a person decides what follows.
     called_off: str | None = None
+    # The exit (cured, paid off, settled) the account reached while the car was on the lot, its
+    # return never recorded (`UNRETURNED`): the account fell behind again since, and a person must
+    # act before anything follows that old recovery (None: it never did).
+    left_meanwhile: str | None = None
     # What the notice of sale states: the past due (to reinstate) and the balance (to redeem).
     past_due: Decimal = Decimal(0)
     balance: Decimal = Decimal(0)
@@ -120,12 +124,16 @@ def recovered_accounts(connection: Connection, *, account_id: str | None = None)
             balance=r.balance,
         )
     for chunk in chunks(sorted(latest)):
-        for account_id, data in connection.execute(
-            select(audit.c.account_id, audit.c.data).where(
-                audit.c.kind.in_(_RECOVERY_ENDED), audit.c.account_id.in_(chunk)
+        for account_id, kind, data in connection.execute(
+            select(audit.c.account_id, audit.c.kind, audit.c.data).where(
+                audit.c.kind.in_((*_RECOVERY_ENDED, UNRETURNED)), audit.c.account_id.in_(chunk)
             )
         ):
-            if account_id in latest and (data or {}).get("order_id") == latest[account_id].order_id:
+            if account_id not in latest or (data or {}).get("order_id") != latest[account_id].order_id:
+                continue
+            if kind == UNRETURNED:
+                latest[account_id] = replace(latest[account_id], left_meanwhile=str(data.get("stage")))
+            else:
                 del latest[account_id]
     holds = holds_of(connection, list(latest)) if latest else {}
     return [replace(r, holds=holds.get(r.account_id, frozenset())) for r in latest.values()]
