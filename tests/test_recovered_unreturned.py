@@ -331,3 +331,10 @@ def test_a_cured_account_whose_car_never_went_back_is_not_noticed_for_sale_when_
     assert _letters(mail_db, "A-OLD", "notice_of_sale") == []
     [stopped] = [e for e in events(mail_db, "A-OLD", "recovery") if "a person must act" in e.detail]
     assert "the account was cured after the vehicle was recovered" in stopped.detail
+    # The car's return is recorded at last: the account stays in the stage its new delinquency
+    # put it in (the old recovery's reinstatement is not a cure of today's past due).
+    done = _back(db_url, "reinstate", "A-OLD", "2027-01-03", "--lender-allows", as_of="2027-04-06T18:00:00Z")
+    assert done.exit_code == 0, done.output
+    assert account(mail_db, "A-OLD").stage == "reminder" and "the account is reminder" in done.output
+    after = _settle("2027-04-07T16:00:00Z")
+    assert (after["sale_notices_written"], after["recoveries_waiting"]) == (0, 0)

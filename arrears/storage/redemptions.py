@@ -35,7 +35,13 @@ from arrears.reinstatement import STATUTORY, last_day_to_reinstate, right_spent
 from arrears.sales import EXPLANATION_DAYS, EXTENSION_DAYS, EXTENSION_JURISDICTIONS, first_sale_day
 from arrears.storage._common import day_start, event, holds_of, insert_events
 from arrears.storage.accounts import lock_accounts
-from arrears.storage.recoveries import REDEEMED, REINSTATED, hold_back_notice, returned_to_borrower
+from arrears.storage.recoveries import (
+    REDEEMED,
+    REINSTATED,
+    UNRETURNED,
+    hold_back_notice,
+    returned_to_borrower,
+)
 from arrears.storage.sales import (
     RecoveredCar,
     Sale,
@@ -289,13 +295,16 @@ def _give_back(
     spent: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Returned:
-    a, to = rec.account, _TO[kind]
-    if a.stage == Exit.SETTLED.value:  # stays settled (`_returnable`)
-        to = Exit.SETTLED
+    a, to = rec.account, _TO[kind].value
+    # A settled account stays settled (`_returnable`); so does one said to have left to its exit
+    # while the car was on the lot (`UNRETURNED`), which may have fallen behind again since: the
+    # car's return is recorded, the stage it is in now is not the old recovery's to change.
+    if a.stage == Exit.SETTLED.value or said_of_order(connection, a.account_id, UNRETURNED, rec.order_id):
+        to = a.stage
     left = None
-    if a.stage != to.value:
-        values: dict[str, Any] = {"stage": to.value, "stage_since": at, "episode": account.c.episode + 1}
-        if to is Exit.CURED:  # as a deferral does (`arrears.storage.plans`): the import says more later
+    if a.stage != to:
+        values: dict[str, Any] = {"stage": to, "stage_since": at, "episode": account.c.episode + 1}
+        if to == Exit.CURED.value:  # as a deferral does (`arrears.storage.plans`): the import says more later
             values |= {"past_due_amount": Decimal(0), "oldest_due_date": None, "days_past_due": 0}
         moved = connection.execute(
             update(account)
@@ -306,13 +315,13 @@ def _give_back(
     word = "redemption" if kind == "redeemed" else "reinstatement"
     held = hold_back_notice(connection, a.account_id, reason=f"the vehicle went back: {word}", at=at)
     returned = Returned(
-        a.account_id, rec.order_id, kind, paid_on, by, left, to.value, True, basis, spent, tuple(held)
+        a.account_id, rec.order_id, kind, paid_on, by, left, to, True, basis, spent, tuple(held)
     )
     data = {
         "order_id": rec.order_id,
         "paid_on": paid_on.isoformat(),
         "from": left,
-        "to": to.value,
+        "to": to,
         "held_back": list(held),
         "by": by,
         "why": why,
@@ -322,8 +331,8 @@ def _give_back(
     detail = f"{reason}, recorded by {by}: {returned.outcome}" + (f": {why}" if why else "")
     events = [event(a.account_id, at, _KINDS[kind], detail, data, actor=f"operations:{by}")]
     if left:
-        moved_data = {"from": left, "to": to.value, "reason": reason, "order_id": rec.order_id}
-        events.append(event(a.account_id, at, "transition", f"{left} → {to.value}: {reason}", moved_data))
+        moved_data = {"from": left, "to": to, "reason": reason, "order_id": rec.order_id}
+        events.append(event(a.account_id, at, "transition", f"{left} → {to}: {reason}", moved_data))
     insert_events(connection, events)
     return returned
 
