@@ -71,6 +71,20 @@ class Settings(BaseSettings):
         ge=1,
         description="The fewest such failures in a day that raise the alert, whatever their share.",
     )
+    blocked_alert_threshold: int = Field(
+        default=50,
+        ge=0,
+        description=(
+            "Messages blocked in one cycle above which the cycle raises the `arrears.messages.blocked` alert."
+        ),
+    )
+    review_deadline_days: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Days a review may wait for its reviewer after its cure period before the cycle calls it overdue."
+        ),
+    )
     court_provider: str = Field(
         default="sandbox", description="Entry-point name of the court e-filing provider."
     )

@@ -8,7 +8,6 @@ message or sender too often (`tasks.receipts.failing_senders`) gets a line in th
 `arrears.provider.sender-faults` event. Artifacts carry counts and rule names, never a number.
 """
 
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
@@ -318,13 +317,14 @@ def _publish_trend(points: list[TrendPoint]) -> None:
 
 
 def blocked_alert_threshold() -> int:
-    """Blocked messages in one cycle above which operations are alerted (ARREARS_BLOCKED_ALERT_THRESHOLD)."""
-    return int(os.environ.get("ARREARS_BLOCKED_ALERT_THRESHOLD", "50"))
+    """Blocked messages in one cycle above which operations are alerted (ARREARS_BLOCKED_ALERT_THRESHOLD:
+    a setting, so a value that is no number is refused when the settings are read, not mid-cycle)."""
+    return get_settings().blocked_alert_threshold
 
 
 def review_deadline_days() -> int:
     """Days a review may wait for its reviewer after the cure period (ARREARS_REVIEW_DEADLINE_DAYS)."""
-    return int(os.environ.get("ARREARS_REVIEW_DEADLINE_DAYS", "3"))
+    return get_settings().review_deadline_days
 
 
 def _emit_overdue(overdue: list[str], cycle_id: int, business_date: str) -> None:

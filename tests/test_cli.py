@@ -39,6 +39,41 @@ def test_cycle_refuses_an_ambiguous_as_of(bad: str, sqlite_url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("ARREARS_REVIEW_DEADLINE_DAYS", "review_deadline_days"),
+        ("ARREARS_BLOCKED_ALERT_THRESHOLD", "blocked_alert_threshold"),
+    ],
+)
+def test_report_thresholds_are_settings_refused_before_the_cycle_runs(
+    variable: str, field: str, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's thresholds are settings: a number is read as the report reads it, and one that
+    is no number stops `arrears cycle` before anything runs, naming it (it failed the cycle's report,
+    after the advance and the dispatch, when the report read the environment itself)."""
+    from sqlalchemy import create_engine, func, select
+
+    from arrears.settings import get_settings
+    from arrears.storage.tables import cycle_run
+    from tasks.report import blocked_alert_threshold, review_deadline_days
+
+    accounts = write_csv(tmp_path / "accounts.csv", [account_record(account_id="A-42")])
+    assert run("import", "accounts", str(accounts), "--database", sqlite_url).exit_code == 0
+    monkeypatch.setenv(variable, "7")
+    get_settings.cache_clear()
+    assert {"review_deadline_days": review_deadline_days, "blocked_alert_threshold": blocked_alert_threshold}[
+        field
+    ]() == 7
+    monkeypatch.setenv(variable, "a week")
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["cycle", "--database", sqlite_url])
+    assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2
+    assert str(refused.exception).startswith(f"invalid settings: {field}")
+    with create_engine(sqlite_url).connect() as c:
+        assert c.execute(select(func.count()).select_from(cycle_run)).scalar() == 0
+
+
+@pytest.mark.parametrize(
     ("provider", "url", "complaint"),
     [
         ("nonexistent", None, "ARREARS_SMS_PROVIDER: no provider 'sms.nonexistent'"),
