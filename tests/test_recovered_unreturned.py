@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event
 from tests.later_stage_helpers import account, at, events, pay, put_in_review, refresh_later, rows
 from tests.test_after_repossession import _recovered, assignment_t
 from tests.test_sale_after_recovery import _back
-from tests.test_sales import CA, RECOVERED, _cli, _letters, _settle
+from tests.test_sales import CA, RECOVERED, _cli, _letters, _refused, _settle
 
 UNRETURNED = "recovered_car_unreturned"
 
@@ -168,6 +168,27 @@ def test_a_car_taken_before_the_payment_called_the_order_off_is_to_return_once_t
     assert "`arrears sale reinstate A-OVER --paid-on DAY --by NAME`" in said.detail  # US-CA: by right
     [listed] = _to_return(db_url, "2026-12-03T18:00:00Z")
     assert listed["since"] == at("2026-12-03T16:00:00Z").isoformat()
+    # Paid before the car was taken: no reinstatement, a return (`sale return`), which spends
+    # nothing of California's once-in-12-months right and leaves the account cured.
+    assert "`arrears sale return A-OVER --on DAY --by NAME` (paid before)" in said.detail
+    done = _cli(
+        db_url,
+        "sale",
+        "return",
+        "A-OVER",
+        "--on",
+        "2026-12-03",
+        "--by",
+        "Ray",
+        "--as-of",
+        "2026-12-03T19:00:00Z",
+    )
+    assert done.exit_code == 0, done.output
+    assert account(mail_db, "A-OVER").stage == "cured" and _to_return(db_url, "2026-12-03T20:00:00Z") == []
+    from arrears.storage.redemptions import reinstatements
+
+    with mail_db.connect() as c:
+        assert reinstatements(c, "A-OVER") == []
 
 
 def _settled(engine: Engine, db_url: str, tmp_path: Path, account_id: str) -> None:
@@ -215,16 +236,74 @@ def test_a_settled_accounts_car_waits_for_a_person_to_decide(
 def test_the_return_of_a_settled_accounts_car_can_be_recorded(
     mail_db: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    """A person returns a settled account's car and records it (`sale redeem`): the account stays
-    settled (a settlement is not a payoff: Metro 2 reports it so) and the car leaves the list."""
+    """A person returns a settled account's car and records it as the timeline says (`sale
+    return`): the account stays settled (a settlement is not a payoff: Metro 2 reports it so), the
+    car leaves the list, and no redemption or reinstatement is recorded (a redemption is refused:
+    the account is no payoff)."""
     put_in_review(mail_db, tmp_path, "A-SETR")
     _recovered(mail_db, "A-SETR")
     _settled(mail_db, db_url, tmp_path, "A-SETR")
     _settle("2027-01-04T17:00:00Z")
-    done = _back(db_url, "redeem", "A-SETR", "2027-01-04", as_of="2027-01-05T17:00:00Z")
+    redeemed = _back(db_url, "redeem", "A-SETR", "2027-01-04", as_of="2027-01-05T17:00:00Z")
+    assert "A-SETR is settled" in _refused(redeemed)
+    [said] = events(mail_db, "A-SETR", UNRETURNED)
+    assert "`arrears sale return A-SETR --on DAY --by NAME`" in said.detail
+    done = _cli(
+        db_url,
+        "sale",
+        "return",
+        "A-SETR",
+        "--on",
+        "2027-01-05",
+        "--by",
+        "Ray Ortiz",
+        "--as-of",
+        "2027-01-05T17:00:00Z",
+    )
     assert done.exit_code == 0, done.output
+    assert "the account stays settled" in done.output
     assert account(mail_db, "A-SETR").stage == "settled"
     assert _to_return(db_url, "2027-01-05T18:00:00Z") == []
+    assert (
+        events(mail_db, "A-SETR", "vehicle_redeemed") == events(mail_db, "A-SETR", "vehicle_reinstated") == []
+    )
+    [back] = events(mail_db, "A-SETR", "vehicle_returned")
+    assert (back.data["on"], back.data["stage"], back.actor) == (
+        "2027-01-05",
+        "settled",
+        "operations:Ray Ortiz",
+    )
+    again = _cli(
+        db_url,
+        "sale",
+        "return",
+        "A-SETR",
+        "--on",
+        "2027-01-05",
+        "--by",
+        "Ray Ortiz",
+        "--as-of",
+        "2027-01-05T19:00:00Z",
+    )
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    assert len(events(mail_db, "A-SETR", "vehicle_returned")) == 1
+    refused = _cli(
+        db_url,
+        "sale",
+        "record",
+        "A-SETR",
+        "--sold-on",
+        "2027-01-06",
+        "--proceeds",
+        "1",
+        "--expenses",
+        "0",
+        "--by",
+        "R",
+        "--as-of",
+        "2027-01-06T19:00:00Z",
+    )
+    assert "vehicle_returned" in _refused(refused)
 
 
 @pytest.mark.usefixtures("letters_sandbox")

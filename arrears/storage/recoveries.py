@@ -38,11 +38,14 @@ __all__ = [
 
 _OPEN = tuple(s.value for s in Stage)
 # The audit kinds of a car the borrower got back before its sale (`arrears.storage.redemptions`):
-# redeemed (UCC 9-623), or the contract reinstated (Cal. Civ. Code 2983.3).
+# redeemed (UCC 9-623), or the contract reinstated (Cal. Civ. Code 2983.3); or given back without
+# either (`arrears.storage.returns`: paid before the car was taken, settled, the lender's choice).
 REDEEMED = "vehicle_redeemed"
 REINSTATED = "vehicle_reinstated"
+RETURNED = "vehicle_returned"
+_BACK = (REDEEMED, REINSTATED, RETURNED)
 # What ends a recovery: the car sold, or returned to the borrower.
-_RECOVERY_ENDED = ("vehicle_sale", REDEEMED, REINSTATED)
+_RECOVERY_ENDED = ("vehicle_sale", *_BACK)
 # Said once per recovery (`note_unreturned`): its car waits on the lot of an account paid meanwhile.
 UNRETURNED = "recovered_car_unreturned"
 # The exits a payment takes an account to: no sale follows a recovery there (`recovered_accounts`
@@ -197,10 +200,10 @@ def returned_to_borrower(
     connection: Connection, account_id: str, order_id: str
 ) -> tuple[str, dict[str, Any]] | None:
     """The kind and data of the event that gave the car of `order_id` back to the borrower
-    (`REDEEMED`, `REINSTATED`), or None: such a car is not sold, nor noticed for sale."""
+    (`REDEEMED`, `REINSTATED`, `RETURNED`), or None: such a car is not sold, nor noticed for sale."""
     for kind, data in connection.execute(
         select(audit.c.kind, audit.c.data)
-        .where(audit.c.account_id == account_id, audit.c.kind.in_((REDEEMED, REINSTATED)))
+        .where(audit.c.account_id == account_id, audit.c.kind.in_(_BACK))
         .order_by(audit.c.at, audit.c.id)
     ):
         if (data or {}).get("order_id") == order_id:
@@ -259,16 +262,22 @@ class Unreturned:
         def command(how: str, extra: str = "") -> str:
             return f"`arrears sale {how} {self.account_id} --paid-on DAY --by NAME{extra}`"
 
+        given_back = f"`arrears sale return {self.account_id} --on DAY --by NAME`"
         if self.stage == Exit.CURED.value:
             # Outside California no statute gives the right (UCC: redemption only): the lender's choice.
             allows = "" if self.jurisdiction in STATUTORY else " --lender-allows"
-            return f"{car}: return the car; record it with {command('reinstate', allows)}"
+            return (
+                f"{car}: return the car; record it with {command('reinstate', allows)} (paid after the car "
+                f"was taken), or {given_back} (paid before)"
+            )
         if self.stage == Exit.PAID_OFF.value:
-            return f"{car}: return the car; record it with {command('redeem')}"
-        # A settled account stays settled when its car's return is recorded (`redemptions`).
+            return (
+                f"{car}: return the car; record it with {command('redeem')} (paid after the car was "
+                f"taken), or {given_back} (paid before)"
+            )
         return (
             f"{car}: a person decides whether it goes back under the settlement; record its return "
-            f"with {command('redeem')}"
+            f"with {given_back}"
         )
 
 

@@ -167,10 +167,7 @@ def _returnable(
         )
     check_after_recovery(rec, paid_on, at, "--paid-on")
     open_ = a.stage in tuple(s.value for s in Stage)
-    # A settled account's car goes back too (the settlement paid what was agreed): redeemed, and the
-    # account stays settled (`_give_back`), as a settlement is reported (Metro 2), not a payoff.
-    settled = kind == "redeemed" and a.stage == Exit.SETTLED.value
-    if a.stage != _TO[kind].value and not open_ and rec.closed is None and not settled:
+    if a.stage != _TO[kind].value and not open_ and rec.closed is None:
         raise SaleRefused(
             f"{account_id} is {a.stage}, and the recovery of order {rec.order_id} did not close it: "
             "a car goes back on an account its recovery closed, or whose recovery waits"
@@ -296,10 +293,10 @@ def _give_back(
     extra: dict[str, Any] | None = None,
 ) -> Returned:
     a, to = rec.account, _TO[kind].value
-    # A settled account stays settled (`_returnable`); so does one said to have left to its exit
-    # while the car was on the lot (`UNRETURNED`), which may have fallen behind again since: the
-    # car's return is recorded, the stage it is in now is not the old recovery's to change.
-    if a.stage == Exit.SETTLED.value or said_of_order(connection, a.account_id, UNRETURNED, rec.order_id):
+    # An account said to have left to its exit while the car was on the lot (`UNRETURNED`) may
+    # have fallen behind again since: the car's return is recorded, the stage it is in now is not
+    # the old recovery's to change.
+    if said_of_order(connection, a.account_id, UNRETURNED, rec.order_id):
         to = a.stage
     left = None
     if a.stage != to:

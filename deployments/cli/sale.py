@@ -1,7 +1,8 @@
-"""`arrears sale record|extend|redeem|reinstate|explain`: the sale of a recovered car, as the
-auction reports it, and the borrower's written request for 10 more days before it (California)
-(`arrears.storage.sales`); the car given back before the sale, redeemed or its contract
-reinstated, and the borrower's request for the explanation after it (`arrears.storage.redemptions`).
+"""`arrears sale record|extend|redeem|reinstate|return|explain`: the sale of a recovered car, as the
+auction reports it (`arrears.storage.sales`); the borrower's written request for 10 more days before
+it (California), the car given back before the sale, redeemed or its contract reinstated, and the
+borrower's request for the explanation after it (`arrears.storage.redemptions`); the car given back
+otherwise (`arrears.storage.returns`).
 
 Each is one transaction on our tables, audited on the account's timeline as the person's. What
 follows a sale (the explanation of its surplus or deficiency, UCC 9-616; a deficiency's legal
@@ -36,8 +37,9 @@ __all__ = ["sale_app"]
 sale_app = command_group(
     "sale",
     "The sale of a recovered vehicle: record it (its deficiency or surplus follows), the borrower's "
-    "written request for 10 more days before it (California), the vehicle redeemed or the contract "
-    "reinstated before it, or the borrower's request for the explanation after it. Audited with who.",
+    "written request for 10 more days before it (California), the vehicle redeemed, the contract "
+    "reinstated or the vehicle returned otherwise before it, or the borrower's request for the "
+    "explanation after it. Audited with who.",
 )
 
 Account = Annotated[str, typer.Argument(help="The account whose recovered vehicle it is, e.g. A-0000042.")]
@@ -305,6 +307,51 @@ def reinstate(
     except SaleRefused as refused:
         raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
     _given_back(done, account_id, day, who, json)
+
+
+@sale_app.command("return")
+def return_car(
+    account_id: Account,
+    on: Annotated[
+        str, typer.Option("--on", help="The day the vehicle went back to the borrower (YYYY-MM-DD).")
+    ],
+    by: By,
+    why: WhyOption = None,
+    database: DatabaseOption = None,
+    as_of: AsOf = None,
+    json: Json = False,
+) -> None:
+    """Record that the recovered vehicle went back to the borrower neither redeemed nor reinstated:
+    paid before the agency took it (an order called off too late), an account settled, or the
+    lender's decision. The recovery ends (no notice of sale, no sale), the account's stage is not
+    changed, a notice of sale not yet handed to the letters provider is held back, and nothing
+    counts against California's limit on reinstatements.
+
+    The same return again changes nothing (exit 0). Refused, exit 2 naming why, nothing changed:
+    no recovered vehicle, its sale recorded, gone back already otherwise, a date ahead of today or
+    before the recovery, an account its recovery closed (`sale redeem|reinstate` then)."""
+    from arrears.storage.returns import record_return
+    from arrears.storage.sales import SaleRefused
+
+    day = _day(on, "--on")
+    who, at = audit_actor(by, "--by"), as_of_instant(as_of)
+    engine = existing_database(database)
+    try:
+        with engine.begin() as connection:
+            done = record_return(connection, account_id=account_id, on=day, by=who, why=_why(why), at=at)
+    except SaleRefused as refused:
+        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+    if json:
+        emit_json(done.as_json())
+        return
+    said = (
+        f"{account_id}: the return of {day.isoformat()} is recorded already; nothing changed"
+        if not done.changed
+        else f"{account_id}: vehicle of order {done.order_id} returned on {day.isoformat()}, recorded by "
+        f"{who}; the account stays {done.stage}"
+        + (f"; notice of sale {', '.join(map(str, done.held_back))} held back" if done.held_back else "")
+    )
+    console.print(said, markup=False, highlight=False, soft_wrap=True)
 
 
 @sale_app.command("explain")
