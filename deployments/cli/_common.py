@@ -142,6 +142,13 @@ class CliError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
+    @classmethod
+    def of_refusal(cls, refused: Exception) -> "CliError":
+        """A decision the storage layer refused (`arrears.storage._common.Refused`): its message,
+        after the option at fault when it names one."""
+        option = getattr(refused, "option", None)
+        return cls(f"{option}: {refused}" if option else str(refused))
+
     def __format__(self, spec: str) -> str:
         # The message quotes what the user gave (paths, ids, values) and is printed with Rich:
         # formatted into markup (`f"[red]error:[/red] {error}"`), it is escaped so that a `[/x]` in

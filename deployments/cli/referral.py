@@ -107,7 +107,7 @@ def close(
                 referral_id=referral_id,
             )
     except ReferralRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     if json:
         emit_json(decided.as_json())
         return
@@ -158,7 +158,7 @@ def refile(
                 referral_id=referral_id,
             )
     except ReferralRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     run = _file_now(account_id, as_of) if decided.changed else None
     if json:
         emit_json({**decided.as_json(), "flow_run": run})

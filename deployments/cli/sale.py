@@ -138,7 +138,7 @@ def record(
                 profile_of=policy().profile,
             )
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     if json:
         emit_json(
             {
@@ -189,7 +189,7 @@ def extend(
                 connection, account_id=account_id, requested_on=day, by=who, why=_why(why), at=at
             )
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     if json:
         emit_json(done.as_json())
         return
@@ -251,7 +251,7 @@ def redeem(
         with engine.begin() as connection:
             done = record(connection, account_id=account_id, paid_on=day, by=who, why=_why(why), at=at)
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     _given_back(done, account_id, day, who, json)
 
 
@@ -305,7 +305,7 @@ def reinstate(
                 lender_allows=lender_allows,
             )
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     _given_back(done, account_id, day, who, json)
 
 
@@ -340,7 +340,7 @@ def return_car(
         with engine.begin() as connection:
             done = record_return(connection, account_id=account_id, on=day, by=who, why=_why(why), at=at)
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     if json:
         emit_json(done.as_json())
         return
@@ -392,7 +392,7 @@ def explain(
                 profile_of=policy().profile,
             )
     except SaleRefused as refused:
-        raise CliError(f"{refused.option}: {refused}" if refused.option else str(refused)) from None
+        raise CliError.of_refusal(refused) from None
     if json:
         emit_json(done.as_json())
         return
