@@ -35,6 +35,7 @@ from integrations.metadata import ProviderInfo
 from integrations.retries import RetryPolicy, call_with_retries
 
 __all__ = [
+    "SERVER_KEEP_ALIVE_S",
     "BearerAuth",
     "ConfiguredClient",
     "VendorClient",
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Seconds the sandbox servers keep an idle connection: longer than a client
+# keeps one (httpx: 5 s, uvicorn's own default too). At equal limits the server may close a
+# connection just as the client reuses it, and that request fails: "connection reset by peer".
+SERVER_KEEP_ALIVE_S = 65
 
 
 @cache

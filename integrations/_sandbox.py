@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from integrations._hmac import combined_header
-from integrations._http import tls
+from integrations._http import SERVER_KEEP_ALIVE_S, tls
 from integrations._sandbox_faults import CallbackFaults, FaultState, SandboxFaults
 
 __all__ = [
@@ -400,7 +400,7 @@ def serve(
         log_level=args.log_level,
         access_log=False,
         lifespan="off",
-        timeout_keep_alive=65,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_S,
         backlog=uvicorn_backlog,  # 2048 is uvicorn's own default
     )
     server = uvicorn.Server(config)

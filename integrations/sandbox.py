@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
-from integrations._http import tls
+from integrations._http import SERVER_KEEP_ALIVE_S, tls
 from integrations.sms._sandbox_state import Credentials
 from integrations.sms.sandbox import SERVER as SMS_SERVER
 
@@ -203,7 +203,15 @@ class InProcessServer:
 
         self.app = app
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=SERVER_KEEP_ALIVE_S,
+            )
         )
         self._thread = threading.Thread(target=self._server.run, name="sandbox-server", daemon=True)
         self.base_url = ""

@@ -132,3 +132,28 @@ def test_the_guide_names_every_credential_a_plugins_sandbox_gets() -> None:
     table = guide.split("exactly these string keys", 1)[1].split("\n\n", 2)[1]
     listed = set(re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:])))
     assert listed == set(SandboxCredentials.generate().as_mapping())
+
+
+def test_a_sandbox_keeps_an_idle_connection_longer_than_a_client_does() -> None:
+    """A client reuses a connection it kept idle up to 5 s (httpx's keep-alive); a server that
+    closed it at 5 s itself (uvicorn's default) made the reuse fail now and then with "connection
+    reset by peer" (a suite's reset of the agency sandbox did). After 6 s idle the same connection
+    still answers."""
+    from integrations.agency.sandbox import start_agency_sandbox
+
+    sandbox = start_agency_sandbox()
+    try:
+        url = httpx.URL(sandbox.base_url)
+        assert url.host and url.port
+        request = (
+            f"POST /_sandbox/reset HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 4\r\n\r\nnull"
+        ).encode()
+        with socket.create_connection((url.host, url.port), timeout=10) as client:
+            for pause in (0, 6):
+                time.sleep(pause)
+                client.sendall(request)
+                answer = client.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        sandbox.stop()
