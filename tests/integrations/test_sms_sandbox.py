@@ -139,21 +139,24 @@ def test_a_sandbox_keeps_an_idle_connection_longer_than_a_client_does() -> None:
     closed it at 5 s itself (uvicorn's default) made the reuse fail now and then with "connection
     reset by peer" (a suite's reset of the agency sandbox did). After 6 s idle the same connection
     still answers."""
+    import http.client
+
     from integrations.agency.sandbox import start_agency_sandbox
 
     sandbox = start_agency_sandbox()
     try:
         url = httpx.URL(sandbox.base_url)
         assert url.host and url.port
-        request = (
-            f"POST /_sandbox/reset HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 4\r\n\r\nnull"
-        ).encode()
-        with socket.create_connection((url.host, url.port), timeout=10) as client:
+        connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
+        try:
             for pause in (0, 6):
                 time.sleep(pause)
-                client.sendall(request)
-                answer = client.recv(65536)
-                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                connection.request(
+                    "POST", "/_sandbox/reset", body=b"null", headers={"Content-Type": "application/json"}
+                )
+                answer = connection.getresponse()  # RemoteDisconnected once the server closed it
+                assert (answer.status, answer.read()) == (200, b'{"ok":true}')
+        finally:
+            connection.close()
     finally:
         sandbox.stop()
