@@ -458,7 +458,7 @@ def sales_to_settle(connection: Connection) -> list[SaleToSettle]:
     for account_id, r in latest.items():
         sale = sale_from_event(account_id, dict(r.data), r.at)
         # A barred sale claims no deficiency, but a surplus is the borrower's and explained all the same.
-        if (sale.barred and not sale.surplus) or _referred(connection, sale):
+        if sale.barred and not sale.surplus:
             continue
         found.append(SaleToSettle(sale, r.jurisdiction, r.timezone, r.vin, frozenset()))
     holds = holds_of(connection, [s.sale.account_id for s in found]) if found else {}
@@ -466,14 +466,6 @@ def sales_to_settle(connection: Connection) -> list[SaleToSettle]:
         SaleToSettle(s.sale, s.jurisdiction, s.timezone, s.vin, holds.get(s.sale.account_id, frozenset()))
         for s in found
     ]
-
-
-def _referred(connection: Connection, sale: Sale) -> bool:
-    return any(
-        d.get("to") == Stage.LEGAL_REFERRAL.value and d.get("sold_on") == sale.sold_on.isoformat()
-        for d in _data(connection, sale.account_id, "transition")
-        if d.get("order_id") == sale.order_id
-    )
 
 
 def refer_deficiency(connection: Connection, sale: Sale, *, at: datetime, reason: str) -> bool:

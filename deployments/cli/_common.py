@@ -239,6 +239,14 @@ def as_of_instant(as_of: str | None) -> datetime:
         raise CliError(f"--as-of: {error}") from None
 
 
+def day_option(text: str, option: str) -> date:
+    """A YYYY-MM-DD option as a date, or a one-line error naming the option."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(f"{option}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def period_bound(text: str | None, option: str, *, end: bool) -> datetime | None:
     """An instant as given, or a date's start in the lender's zone (for an end, the next day's
     start: `--to 2026-12-31` includes the 31st); a malformed one is a one-line error naming the

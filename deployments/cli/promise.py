@@ -19,6 +19,7 @@ from deployments.cli._common import (
     audit_actor,
     command_group,
     console,
+    day_option,
     emit_json,
     existing_database,
 )
@@ -33,10 +34,7 @@ _LONGEST_PROMISE = timedelta(days=366)
 
 def _promised_day(text: str, today: date) -> date:
     """The --date, or a one-line error: a real date from today to a year ahead."""
-    try:
-        due = date.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"--date: {text!r} is not a date (YYYY-MM-DD)") from None
+    due = day_option(text, "--date")
     if due < today:
         raise CliError(f"--date: {text} has passed (today is {today.isoformat()})")
     if due > today + _LONGEST_PROMISE:

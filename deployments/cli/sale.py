@@ -25,6 +25,7 @@ from deployments.cli._common import (
     audit_actor,
     command_group,
     console,
+    day_option,
     emit_json,
     existing_database,
 )
@@ -47,13 +48,6 @@ By = Annotated[str, typer.Option("--by", help="Your name: kept in the audit trai
 WhyOption = Annotated[
     str | None, typer.Option("--why", help="Why, or where the figures come from (optional).")
 ]
-
-
-def _day(text: str, option: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise CliError(f"{option}: {text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _money(text: str, option: str) -> Decimal:
@@ -119,7 +113,7 @@ def record(
     from arrears.storage.sales import SaleRefused, record_sale
     from tasks.database import policy
 
-    day = _day(sold_on, "--sold-on")
+    day = day_option(sold_on, "--sold-on")
     amounts = _money(proceeds, "--proceeds"), _money(expenses, "--expenses"), _money(credits, "--credits")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
@@ -180,7 +174,7 @@ def extend(
     from arrears.storage.redemptions import extend_sale
     from arrears.storage.sales import SaleRefused
 
-    day = _day(requested_on, "--requested-on")
+    day = day_option(requested_on, "--requested-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
     try:
@@ -244,7 +238,7 @@ def redeem(
     from arrears.storage.redemptions import redeem as record
     from arrears.storage.sales import SaleRefused
 
-    day = _day(paid_on, "--paid-on")
+    day = day_option(paid_on, "--paid-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
     try:
@@ -290,7 +284,7 @@ def reinstate(
     from arrears.storage.redemptions import reinstate as record
     from arrears.storage.sales import SaleRefused
 
-    day = _day(paid_on, "--paid-on")
+    day = day_option(paid_on, "--paid-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
     try:
@@ -333,7 +327,7 @@ def return_car(
     from arrears.storage.returns import record_return
     from arrears.storage.sales import SaleRefused
 
-    day = _day(on, "--on")
+    day = day_option(on, "--on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
     try:
@@ -378,7 +372,7 @@ def explain(
     from arrears.storage.sales import SaleRefused
     from tasks.database import policy
 
-    day = _day(requested_on, "--requested-on")
+    day = day_option(requested_on, "--requested-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
     engine = existing_database(database)
     try:
