@@ -10,7 +10,7 @@ off before the car was taken, a notice that cannot be mailed) waits, and its tim
 closed account is no longer open), so the cycle, `arrears dispatch` and the webhooks may all run it.
 A recovered car whose account a payment cured, paid off or settled meanwhile is neither noticed
 for sale nor closed on: its timeline says once that the car is to go back (`note_unreturned`), and
-`arrears review list` lists it until its return is recorded (`arrears sale reinstate|redeem`).
+`arrears review list` lists it until its return is recorded (`arrears sale reinstate|redeem|return`).
 The sale of a recovered car is recorded by a person (`arrears sale record`); what follows it (the
 explanation of the surplus or deficiency, the deficiency's referral) is `tasks.sales`, run here.
 

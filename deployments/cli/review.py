@@ -76,7 +76,7 @@ def list_waiting(
     """What waits for whom and since when: reviews (mailing, cure period, promise, reviewer, hold,
     blocked), referrals (court, or the legal team for a rejected filing or a payment order
     objected to) and recovered vehicles to return (return-car: the account cured, paid off or
-    settled while the car was on the agency's lot; listed until `arrears sale reinstate|redeem`
+    settled while the car was on the agency's lot; listed until `arrears sale reinstate|redeem|return`
     records its return), oldest first. A review sent back to a person because its repossession
     order ended undone (closed by the agency without the car, called off while the account stayed
     in review, or not sendable for want of a VIN or a mailing address) says why (`reopened`).
