@@ -72,6 +72,17 @@ class Hold(StrEnum):
             return HoldScope.SMS
         return HoldScope.COLLECTION
 
+    @property
+    def of_borrower(self) -> bool:
+        """Whether the hold is the borrower's, so it holds every open account of theirs, or one
+        debt's. A bankruptcy's automatic stay bars acts to collect every claim against the debtor
+        (11 U.S.C. 362(a)); a death is the person's, every loan the estate's now; the SCRA protects
+        the servicemember (50 U.S.C. 3952: no repossession without a court order), not one loan.
+        A dispute is of a debt (FDCPA 809(b)), a cease-contact request stops communication "with
+        respect to such debt" (805(c)), and a Breathing Space covers the debts the adviser lists
+        (Debt Respite Scheme regulations 2020); an SMS opt-out is the number's (Reg F 1006.6(e))."""
+        return self in (Hold.BANKRUPTCY, Hold.DECEASED, Hold.MILITARY)
+
 
 class Channel(StrEnum):
     SMS = "sms"

@@ -8,6 +8,10 @@ person can end the last two kinds, so a person may lift any hold but an SMS opt-
 the borrower's START ends (their consent, not ours, restarts texting). An import places a flag
 again while its file still carries it. Each change is audited with who made it and why.
 
+A borrower's hold (`Hold.of_borrower`: a bankruptcy, a death, active duty) is placed on every open
+account of the borrower, as the bureau and a borrower's text place it; it is lifted one account at
+a time (a discharge with one loan reaffirmed ends the stay for that loan only).
+
 Functions take the caller's connection and do not commit.
 """
 
@@ -18,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from arrears.storage._common import event, insert_events, place_holds
-from arrears.storage.tables import audit, hold
+from arrears.storage.cycle import TERMINAL
+from arrears.storage.tables import account, audit, hold
 from arrears.vocabulary import Hold
 
 __all__ = ["SOURCE", "HoldNotLifted", "HoldRow", "account_holds", "lift_hold", "place_hold"]
@@ -80,12 +85,43 @@ def account_holds(connection: Connection, account_id: str, *, lifted: bool = Fal
 
 def place_hold(
     connection: Connection, *, account_id: str, kind: Hold, by: str, why: str, at: datetime
-) -> bool:
-    """Place the hold unless one of its kind is in force already (False: nothing changed)."""
-    if not place_holds(connection, [(account_id, kind, why)], source=SOURCE, at=at):
-        return False
-    insert_events(connection, [_event(account_id, kind, "placed", by, why, at)])
-    return True
+) -> list[str]:
+    """Place the hold on the account or, for a borrower's hold, on every open account of its
+    borrower, each unless one of its kind is in force there already: the accounts placed, the
+    asked one first (none: nothing changed). Each placed is audited; another account's event says
+    the hold is the borrower's and names the account it was recorded on, for whoever reads it there."""
+    accounts = [account_id, *(_other_open_accounts(connection, account_id) if kind.of_borrower else ())]
+    placed = place_holds(connection, [(a, kind, why) for a in accounts], source=SOURCE, at=at)
+    done = [a for a in accounts if (a, kind) in placed]
+    whose = {a: f" for the borrower (recorded on {account_id})" for a in done if a != account_id}
+    if whose and account_id in done:
+        whose[account_id] = f" for the borrower (also on {', '.join(whose)})"
+    recorded_on = account_id if kind.of_borrower else None
+    insert_events(
+        connection,
+        [
+            _event(a, kind, "placed", by, why, at, whose=whose.get(a, ""), recorded_on=recorded_on)
+            for a in done
+        ],
+    )
+    return done
+
+
+def _other_open_accounts(connection: Connection, account_id: str) -> list[str]:
+    """The borrower's other accounts not closed (`TERMINAL`), as the bureau's holds find them
+    (`bureau_pulls._hold_reported`): never another borrower's, whatever number or address they share."""
+    borrower = select(account.c.borrower_id).where(account.c.account_id == account_id).scalar_subquery()
+    return list(
+        connection.execute(
+            select(account.c.account_id)
+            .where(
+                account.c.borrower_id == borrower,
+                account.c.account_id != account_id,
+                account.c.stage.not_in(TERMINAL),
+            )
+            .order_by(account.c.account_id)
+        ).scalars()
+    )
 
 
 def lift_hold(
@@ -111,12 +147,23 @@ def lift_hold(
     return found
 
 
-def _event(account_id: str, kind: Hold, action: str, by: str, why: str, at: datetime) -> dict[str, Any]:
+def _event(
+    account_id: str,
+    kind: Hold,
+    action: str,
+    by: str,
+    why: str,
+    at: datetime,
+    *,
+    whose: str = "",
+    recorded_on: str | None = None,
+) -> dict[str, Any]:
+    data = {"hold": kind.value, "action": action, "source": SOURCE, "reason": why}
     return event(
         account_id,
         at,
         "hold",
-        f"{kind} hold {action} by {by}: {why}",
-        {"hold": kind.value, "action": action, "source": SOURCE, "reason": why},
+        f"{kind} hold {action} by {by}{whose}: {why}",
+        data | ({"recorded_on": recorded_on} if recorded_on else {}),
         actor=by,
     )

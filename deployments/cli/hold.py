@@ -101,7 +101,9 @@ def place(
     as_of: AsOf = None,
 ) -> None:
     """Place a hold: contact it stops is refused at every send-time check from now on, and a
-    repossession order it overtakes is cancelled at once (the agency is told)."""
+    repossession order it overtakes is cancelled at once (the agency is told). A borrower's hold
+    (bankruptcy, deceased, military) goes on every open account of the account's borrower, a
+    debt's (dispute, cease_contact, breathing_space) on this account only: says which accounts."""
     from arrears.storage.holds import place_hold
     from arrears.storage.vendor_orders import cancel_vendor_orders
 
@@ -109,13 +111,19 @@ def place(
     agent = audit_actor(agent)
     with _account_transaction(database, account_id) as connection:
         placed = place_hold(connection, account_id=account_id, kind=hold, by=agent, why=why, at=at)
-        cancelled = cancel_vendor_orders(connection, as_of=at, account_id=account_id) if placed else 0
+        cancelled = sum(cancel_vendor_orders(connection, as_of=at, account_id=a) for a in placed)
     if cancelled:
         from tasks.agency import call_off_overtaken
 
         call_off_overtaken()  # the agency hears of it now, not at the next cycle
-    said = f"{hold} hold placed" if placed else f"a {hold} hold is in force already: nothing changed"
-    console.print(f"{account_id}: {said}", markup=False, highlight=False)
+    if account_id not in placed:
+        changed = "" if placed else ": nothing changed"
+        console.print(
+            f"{account_id}: a {hold} hold is in force already{changed}", markup=False, highlight=False
+        )
+    for a in placed:
+        whose = "" if a == account_id else f" (the borrower's, recorded on {account_id})"
+        console.print(f"{a}: {hold} hold placed{whose}", markup=False, highlight=False)
 
 
 @hold_app.command("lift")
@@ -129,7 +137,8 @@ def lift(
 ) -> None:
     """Lift the account's hold of this kind, whoever placed it (an import places its flag again
     while its file carries it; an SMS opt-out ends only with the borrower's START). Collection
-    resumes at the next cycle."""
+    resumes at the next cycle. On this account alone, a borrower's hold too (a discharge with one
+    loan reaffirmed ends the stay for that loan only)."""
     from arrears.storage.holds import HoldNotLifted, lift_hold
 
     hold, why, at = _kind(kind), audit_reason(reason), as_of_instant(as_of)
