@@ -10,7 +10,9 @@ updated by name, by `arrears serve` and by `prefect deploy` (`automations_step`,
 - a provider outage (`arrears.provider.outage`, emitted by dispatch);
 - blocked messages above the threshold in one cycle (`arrears.messages.blocked` whose resource
   is labelled `arrears.blocked.over-threshold: true` by the cycle's report);
-- reviews waiting for their reviewer past their deadline (`arrears.reviews.overdue`).
+- reviews waiting for their reviewer past their deadline (`arrears.reviews.overdue`);
+- letters the law says to mail by a date, past it and not mailed (`arrears.letters.overdue`: a
+  deficiency explanation asked for, UCC 9-616(b)).
 
 Notifications carry counts and names, never a phone number.
 """
@@ -99,6 +101,16 @@ AUTOMATIONS: tuple[Alert, ...] = (
         "{{ event.payload.overdue }} repossession reviews have waited for a decision more than "
         "{{ event.payload.deadline_days }} days after their cure period ended; oldest first: "
         "{{ event.payload.accounts }}. `arrears review list` shows each with its flow run.",
+    ),
+    Alert(
+        "letters overdue",
+        "Letters the law says to mail by a date (a deficiency explanation asked for) past it, not mailed.",
+        ("arrears.letters.overdue",),
+        {"prefect.resource.id": "arrears.cycle.*"},
+        None,
+        "arrears: {{ event.payload.count }} letters not mailed by the day the law says",
+        "{{ event.payload.count }} letters the law says to mail by a date are past it and not mailed; "
+        "oldest first: {{ event.payload.first }}. `arrears letters list --overdue` shows why each waits.",
     ),
 )
 

@@ -5,7 +5,10 @@ against every rule (`arrears.compliance.report`) and its deferrals and blocks ar
 in a `compliance` artifact; a violation is emitted as an `arrears.compliance.violation` event so
 that an automation can page someone. A provider whose delivery reports of the day failed for our
 message or sender too often (`tasks.receipts.failing_senders`) gets a line in the summary and an
-`arrears.provider.sender-faults` event. Artifacts carry counts and rule names, never a number.
+`arrears.provider.sender-faults` event. Letters the law makes us send by a date, past it and not
+mailed (`arrears.storage.overdue_letters`: a deficiency explanation asked for), are named in an
+`arrears.letters.overdue` event and the summary. Artifacts carry counts and rule names, never a
+number.
 """
 
 from collections.abc import Sequence
@@ -25,6 +28,7 @@ from arrears.masking import mask_text
 from arrears.settings import get_settings
 from arrears.storage import quarantine, read_only
 from arrears.storage.delivery_reports import SenderFaults, sender_faults_line
+from arrears.storage.overdue_letters import OverdueLetter, overdue_letters
 from arrears.storage.reports import HELD, PortfolioReport, TrendPoint, portfolio_report, trend
 from arrears.storage.unattributed import counts_for_report
 from arrears.storage.waiting import overdue_reviews
@@ -35,6 +39,8 @@ from tasks.receipts import announce_sender_faults, failing_senders
 __all__ = [
     "callbacks_kept_line",
     "message_rows",
+    "overdue_letters_json",
+    "overdue_letters_line",
     "provider_failure_rows",
     "rate",
     "report_cycle",
@@ -49,13 +55,13 @@ _OPEN = frozenset(s.value for s in Stage)
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
 def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     """Publish the cycle's tables as artifacts and its totals as events; returns the report as JSON."""
-    report, audit, points, overdue = _read(cycle_id)
+    report, audit, points, overdue, late = _read(cycle_id)
     with read_only(engine()) as connection:
         held = quarantine.counts(connection, cycle_id=cycle_id)
         kept = counts_for_report(connection, report.as_of)
     # a template or sender every carrier refuses fails every borrower's text and marks nothing
     faulty = failing_senders(report.as_of) if report.as_of is not None else []
-    _publish(report, audit, business_date, held, kept, faulty)
+    _publish(report, audit, business_date, held, kept, faulty, late)
     _publish_trend(points)
     get_run_logger().info(
         "cycle %s: %d accounts, %d transitions; dispatch %s; quarantined %s",
@@ -67,12 +73,14 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     )
     _emit(report, audit, cycle_id, business_date)
     _emit_overdue(overdue, cycle_id, business_date)
+    _emit_overdue_letters(late, cycle_id, business_date)
     if report.as_of is not None:
         announce_sender_faults(faulty, report.as_of)
     result = report.as_json()
     result["quarantine"] = held
     result["callbacks_kept"] = kept
     result["sender_faults"] = [f.as_json() for f in faulty]
+    result["letters_overdue"] = overdue_letters_json(late)
     if audit is not None:
         summary = audit.as_json()
         result["compliance"] = {
@@ -82,17 +90,21 @@ def report_cycle(cycle_id: int, business_date: str) -> dict[str, Any]:
     return result
 
 
-def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list[TrendPoint], list[str]]:
+def _read(
+    cycle_id: int,
+) -> tuple[PortfolioReport, ComplianceReport | None, list[TrendPoint], list[str], list[OverdueLetter]]:
     """The portfolio after the cycle, the audit of the cycle's sends (None before any cycle ran),
-    the trend over the last cycles and the accounts whose review waits past its deadline."""
+    the trend over the last cycles, the accounts whose review waits past its deadline and the
+    letters not mailed by the day the law says."""
     with read_only(engine()) as connection:
         report = portfolio_report(connection, cycle_id=cycle_id)
         if report.as_of is None:
-            return report, None, [], []
+            return report, None, [], [], []
         points = trend(connection, current=report)
         overdue = overdue_reviews(
             connection, now=report.as_of, deadline=timedelta(days=review_deadline_days())
         )
+        late = overdue_letters(connection, now=report.as_of)
         # The cycle's sends carry its as-of instant as sent_at: exactly those, as their dispatch
         # batches re-checked them, with the caps recounted across batches.
         audit = compliance_report(
@@ -104,7 +116,7 @@ def _read(cycle_id: int) -> tuple[PortfolioReport, ComplianceReport | None, list
             cycle_id=cycle_id,
             checked=recorded_checks(connection, cycle_id),
         )
-    return report, audit, points, overdue
+    return report, audit, points, overdue, late
 
 
 def _publish(
@@ -114,9 +126,11 @@ def _publish(
     held: dict[str, Any],
     kept: dict[str, int],
     faulty: Sequence[SenderFaults] = (),
+    late: Sequence[OverdueLetter] = (),
 ) -> None:
     """The cycle's artifacts: tables by stage and bucket, transitions, messages, compliance; a
-    summary, with a line for each provider failing for our message or sender."""
+    summary, with a line for each provider failing for our message or sender and one for the
+    letters not mailed by the day the law says."""
     create_table_artifact(
         key="accounts-by-stage-and-bucket",
         table=_stage_bucket_rows(report),
@@ -151,15 +165,21 @@ def _publish(
         + f"\n- quarantined in this cycle: {held['this_cycle']:,}"
         + f" (in quarantine: {held['open_total']:,})"
         + f"\n- {callbacks_kept_line(kept)}"
-        + "".join(f"\n- **{sender_faults_line(f)}**" for f in faulty),
+        + "".join(f"\n- **{sender_faults_line(f)}**" for f in faulty)
+        + (f"\n- **{overdue_letters_line(overdue_letters_json(late))}**" if late else ""),
         description="Daily cycle summary",
     )
+
+
+def _cycle_resource(cycle_id: int, business_date: str) -> dict[str, str]:
+    """The resource every event of a cycle's report names: automations match the cycle by it."""
+    return {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
 
 
 def _emit(report: PortfolioReport, audit: ComplianceReport | None, cycle_id: int, business_date: str) -> None:
     """The cycle's events, for automations: completed, stage changes, messages blocked, compliance
     violations."""
-    resource = {"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date}
+    resource = _cycle_resource(cycle_id, business_date)
     emit_event("arrears.cycle.completed", resource=resource, payload=report.as_json())
     # One event per move of the matrix, never per account: an automation matches the stages by
     # label (accounts sent to legal referral, say), which it cannot do inside a payload.
@@ -333,8 +353,49 @@ def _emit_overdue(overdue: list[str], cycle_id: int, business_date: str) -> None
         return
     emit_event(
         "arrears.reviews.overdue",
-        resource={"prefect.resource.id": f"arrears.cycle.{cycle_id}", "arrears.business-date": business_date},
+        resource=_cycle_resource(cycle_id, business_date),
         payload={"overdue": len(overdue), "deadline_days": review_deadline_days(), "accounts": overdue[:20]},
+    )
+
+
+def overdue_letters_json(late: Sequence[OverdueLetter]) -> dict[str, Any]:
+    """The letters not mailed by the day the law says, as the report's JSON and its event carry
+    them: how many, and the oldest 20 (the reason masked: a provider's refusal may quote anything)."""
+    return {
+        "count": len(late),
+        "first": [
+            {
+                "account_id": x.account_id,
+                "kind": x.kind,
+                "letter_id": x.id,
+                "status": x.status,
+                "deadline": x.deadline.isoformat(),
+                "reason": mask_text(x.reason) if x.reason else None,
+            }
+            for x in late[:20]
+        ],
+    }
+
+
+def overdue_letters_line(late: dict[str, Any]) -> str:
+    """The line for the letters not mailed by the day the law says (`overdue_letters_json`, not
+    empty): the summary's and `arrears report`'s."""
+    oldest = late["first"][0]
+    return (
+        f"letters not mailed by the day the law says: {late['count']:,} (the oldest: {oldest['kind']} "
+        f"{oldest['letter_id']} of {oldest['account_id']}, due before {oldest['deadline']}, "
+        f"{oldest['status']}): `arrears letters list --overdue`"
+    )
+
+
+def _emit_overdue_letters(late: Sequence[OverdueLetter], cycle_id: int, business_date: str) -> None:
+    """One event per cycle naming the letters not mailed by the day the law says, oldest first."""
+    if not late:
+        return
+    emit_event(
+        "arrears.letters.overdue",
+        resource=_cycle_resource(cycle_id, business_date),
+        payload=overdue_letters_json(late),
     )
 
 

@@ -796,16 +796,18 @@ def test_cli_cycle_and_dispatch_log_their_counts_at_info_to_the_prefect_api_with
         assert pii not in text
 
 
-def test_a_failed_daily_cycle_and_overdue_reviews_notify_through_the_operators_block(
+def test_a_failed_daily_cycle_overdue_reviews_and_overdue_letters_notify_through_the_operators_block(
     prefect_harness: None, webhook: str
 ) -> None:
     """A daily-cycle flow run that fails on the server, and a cycle's report of reviews waiting
-    past their deadline, each notify through the configured block; another flow failing does not."""
+    past their deadline and of letters not mailed by the day the law says, each notify through the
+    configured block; another flow failing does not."""
     from prefect import flow
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
+    from arrears.storage.overdue_letters import OverdueLetter
     from deployments.automations import apply_automations
-    from tasks.report import _emit_overdue
+    from tasks.report import _emit_overdue, _emit_overdue_letters
 
     CustomWebhookNotificationBlock(
         name="ops", url=webhook, json_data={"subject": "{{subject}}", "body": "{{body}}"}
@@ -824,18 +826,27 @@ def test_a_failed_daily_cycle_and_overdue_reviews_notify_through_the_operators_b
     assert failing_cycle(return_state=True).is_failed()
     assert other(return_state=True).is_failed()
     _emit_overdue(["A-OLD1", "A-OLD2"], 12, "2027-01-05")  # what the cycle's report emits
+    due = datetime(2027, 1, 4, 6, tzinfo=UTC)
+    late = [OverdueLetter(7, "A-LATE", "deficiency_explanation", due, "failed", "refused: undeliverable")]
+    _emit_overdue_letters(late, 12, "2027-01-05")
 
     def mine() -> list[dict[str, Any]]:
-        return [r for r in _Hook.received if "2027-01-05" in r["subject"] or "deadline" in r["subject"]]
+        return [
+            r
+            for r in _Hook.received
+            if "2027-01-05" in r["subject"] or "deadline" in r["subject"] or "law says" in r["subject"]
+        ]
 
     deadline = time.monotonic() + 60
-    while len(mine()) < 2 and time.monotonic() < deadline:
+    while len(mine()) < 3 and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)
     got = {r["subject"]: r["body"] for r in mine()}
     assert sorted(got) == [
+        "arrears: 1 letters not mailed by the day the law says",
         "arrears: 2 reviews wait past their deadline",
         "arrears: daily-cycle 2027-01-05 ended (prefect.flow-run.Failed)",
     ]
     assert "A-OLD1" in got["arrears: 2 reviews wait past their deadline"]
+    assert "A-LATE" in got["arrears: 1 letters not mailed by the day the law says"]
     assert not [r for r in _Hook.received if "other 2027-01-05" in r["subject"]]

@@ -28,6 +28,9 @@ from deployments.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from arrears.storage.overdue_letters import OverdueLetter
     from tasks.lifecycle_letters import Rewrites
 
 letters_app = command_group(
@@ -44,18 +47,40 @@ def list_(
             "--status", help="Only letters with this status (pending, created, mailed, blocked, …)."
         ),
     ] = None,
+    overdue: Annotated[
+        bool,
+        typer.Option(
+            "--overdue",
+            help="Only the letters the law says to mail by a date (an explanation asked for with "
+            "`arrears sale explain`) past it and not mailed (pending, blocked, refused, not yet "
+            "mailed by the provider; one mailed and returned was sent), oldest deadline first; "
+            "not a right-to-cure notice, whose deadline ends its cure period.",
+        ),
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="With --overdue: past the deadline at this ISO 8601 instant (default now)."
+        ),
+    ] = None,
     database: DatabaseOption = None,
     json: Json = False,
     limit: Limit = None,
 ) -> None:
     """Letters with their kind, status, mailed date and deadline: a right-to-cure notice's, counted
-    from its mailing; an explanation asked for (`arrears sale explain`), the day it is due."""
+    from its mailing; an explanation asked for (`arrears sale explain`), the day it is due.
+    --overdue: those not mailed by that day, which the cycle's report alerts on
+    (`arrears.letters.overdue`)."""
     # Imported in the command: `arrears --help` loads none of storage.
     from arrears.storage.letters import STATUSES, list_letters
 
     if status is not None and status not in STATUSES:
         raise CliError(f"--status {status!r}: one of {', '.join(STATUSES)}")
+    if as_of is not None and not overdue:
+        raise CliError("--as-of: only with --overdue (the other letters are listed as they are now)")
+    now = as_of_instant(as_of)
     from arrears.storage.accounts import account_row
+    from arrears.storage.overdue_letters import overdue_letters
 
     engine = existing_database(database)
     from arrears.storage import read_only  # no write lock: never waits for a writer
@@ -63,7 +88,11 @@ def list_(
     with read_only(engine) as connection:
         if account is not None and account_row(connection, account) is None:  # a typo is not "no letters"
             raise CliError(f"no account {account!r}")
-        letters = list_letters(connection, account_id=account, status=status)
+        late = overdue_letters(connection, now=now) if overdue else None
+        letters = [] if overdue else list_letters(connection, account_id=account, status=status)
+    if late is not None:
+        _list_overdue(late, account, status, limit, json)
+        return
     found = [row.as_json() for row in shown(letters, limit, json=json)]
     if json:
         emit_json(found)
@@ -80,6 +109,29 @@ def list_(
             (f["mailed_at"] or "")[:16],
             (f["deadline"] or "")[:16],
             f["reason"] or "",
+        )
+    console.print(table)
+
+
+def _list_overdue(
+    late: "Sequence[OverdueLetter]", account: str | None, status: str | None, limit: int | None, json: bool
+) -> None:
+    """`letters list --overdue`: few letters at most, so `--account` and `--status` filter them here."""
+    late = [
+        x
+        for x in late
+        if (account is None or x.account_id == account) and (status is None or x.status == status)
+    ]
+    found = [x.as_json() for x in shown(late, limit, json=json)]
+    if json:
+        emit_json(found)
+        return
+    table = Table(title=f"letters not mailed by their deadline ({counted(len(late), len(found), 'oldest')})")
+    for column in ("id", "account", "kind", "status", "deadline", "reason"):
+        table.add_column(column)
+    for f in found:
+        table.add_row(
+            str(f["id"]), f["account_id"], f["kind"], f["status"], f["deadline"][:16], f["reason"] or ""
         )
     console.print(table)
 

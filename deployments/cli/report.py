@@ -158,7 +158,8 @@ def report(
     json: Json = False,
 ) -> None:
     """Accounts by stage and bucket, the last cycle's transitions and messages, roll and cure rates,
-    the SMS providers failing for our message or sender.
+    the SMS providers failing for our message or sender, the letters not mailed by the day the law
+    says (`letters_overdue`).
 
     A cycle that closed is reported as it closed: its portfolio, rates and messages by status are
     those it stored then, so an earlier cycle's report does not change as its messages are sent or
@@ -181,6 +182,7 @@ def report(
         data["quarantine"] = quarantine_counts(connection, cycle_id=cycle_id)
         data["callbacks_kept"] = counts_for_report(connection, found.as_of)
         data["sender_faults"] = _sender_faults(connection, found.as_of)
+        data["letters_overdue"] = _letters_overdue(connection, found.as_of)
     data["webhook_spool"] = _spool_counts(engine)
     if json:
         emit_json(data)
@@ -255,6 +257,10 @@ def print_report_tables(data: dict[str, Any]) -> None:
 
     for faulty in data.get("sender_faults", ()):  # the summary's line: a template or sender refused
         console.print(sender_faults_line(SenderFaults.from_json(faulty)), style="bold", markup=False)
+    if data.get("letters_overdue", {}).get("count"):
+        from tasks.report import overdue_letters_line
+
+        console.print(overdue_letters_line(data["letters_overdue"]), style="bold", markup=False)
     spooled = data.get("webhook_spool")
     if spooled and (spooled["waiting"] or spooled["failed"]):
         console.print(
@@ -280,6 +286,14 @@ def _sender_faults(connection: "Connection", as_of: datetime | None) -> list[dic
         minimum=settings.sender_fault_alert_min,
     )
     return [f.as_json() for f in faulty]
+
+
+def _letters_overdue(connection: "Connection", as_of: datetime | None) -> dict[str, Any]:
+    """The letters not mailed by the day the law says, at the cycle's instant: as its report said."""
+    from arrears.storage.overdue_letters import overdue_letters
+    from tasks.report import overdue_letters_json
+
+    return overdue_letters_json(overdue_letters(connection, now=as_of) if as_of is not None else [])
 
 
 def _statuses_as_of(data: dict[str, Any]) -> str:
