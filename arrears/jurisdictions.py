@@ -118,6 +118,15 @@ class Profile:
     # so every agreement there is treated as protected): a repossess decision is then referred to
     # legal, as under SCRA.
     repossession_needs_court_order: bool = False
+    # Whether a notice of sums in arrears is owed (GB: Consumer Credit Act 1974 s.86B, the letter
+    # `arrears_notice`): once the arrears come to `arrears_notice_payments` instalments, one to mail
+    # within `arrears_notice_within_days` (counting the day it is first owed), then one every
+    # `arrears_notice_every_days` while the account is in arrears. A policy may owe it sooner or
+    # oftener, never later (`_tighter`).
+    arrears_notice: bool = False
+    arrears_notice_payments: int | None = None
+    arrears_notice_within_days: int | None = None
+    arrears_notice_every_days: int | None = None
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -314,7 +323,14 @@ _PROFILE_KEYS = {
     "sale_notice_days",
     "deficiency_explanation",
     "repossession_needs_court_order",
+    "arrears_notice",
+    "arrears_notice_payments",
+    "arrears_notice_within_days",
+    "arrears_notice_every_days",
 }
+# The shortest six months (31 August to 28 February): what one notice of sums in arrears to the
+# next must fit in, with the days to mail it and the days a posted notice takes to be served.
+_SIX_MONTHS_DAYS = 181
 _SOURCE_SUFFIX = "_source"
 
 
@@ -355,8 +371,33 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         sale_notice_days=plain.get("sale_notice_days"),
         deficiency_explanation=bool(plain.get("deficiency_explanation", False)),
         repossession_needs_court_order=bool(plain.get("repossession_needs_court_order", False)),
+        **_arrears_notice(plain, where),
         sources=sources,
     )
+
+
+def _arrears_notice(plain: dict[str, Any], where: str) -> dict[str, Any]:
+    """The notice of sums in arrears' numbers, each a whole number of at least 1 where it is owed,
+    and together inside six months: a notice written `every` days after the last, mailed within
+    `within` and served `cure_mailing_days` after, still comes within six months of it (s.86D(1)(b))."""
+    names = ("arrears_notice_payments", "arrears_notice_within_days", "arrears_notice_every_days")
+    owed = bool(plain.get("arrears_notice", False))
+    if not owed:
+        return {"arrears_notice": False} | dict.fromkeys(names)
+    values: dict[str, int] = {}
+    for name in names:
+        value = plain.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ProfileError(f"{where}.{name}: a whole number of at least 1 where arrears_notice is owed")
+        values[name] = value
+    _, within, every = values.values()
+    mailing = int(plain.get("cure_mailing_days", 0))
+    if every + within + mailing > _SIX_MONTHS_DAYS:
+        raise ProfileError(
+            f"{where}.arrears_notice_every_days: {every} days, {within} to mail and {mailing} in the post "
+            f"come to more than six months ({_SIX_MONTHS_DAYS} days at the shortest)"
+        )
+    return {"arrears_notice": True} | values
 
 
 def _tighter(base: Profile, new: Profile, where: str) -> None:
@@ -408,6 +449,15 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
         why = dict(base.sources).get("cure", "")
         raise ProfileError(f"{where}.max_cures: at least {base.max_cures} ({why})")
     _at_least(base, new, where, "breathing_space_days", "breathing_space")
+    if base.arrears_notice:
+        why = dict(base.sources).get("arrears_notice", "")
+        if not new.arrears_notice:
+            raise ProfileError(f"{where}.arrears_notice: a rule requires it ({why})")
+        # Sooner and oftener only: fewer payments behind, fewer days to mail it, between notices.
+        for days in ("arrears_notice_payments", "arrears_notice_within_days", "arrears_notice_every_days"):
+            owed, given = getattr(base, days), getattr(new, days)
+            if given > owed:
+                raise ProfileError(f"{where}.{days}: at most {owed} ({why})")
     if base.repossession_needs_court_order and not new.repossession_needs_court_order:
         why = dict(base.sources).get("protected_goods", "")
         raise ProfileError(f"{where}.repossession_needs_court_order: a rule requires it ({why})")

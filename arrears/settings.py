@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -183,6 +183,14 @@ class Settings(BaseSettings):
             " mailed. Replace the file when the FCA publishes a new version."
         ),
     )
+    fca_arrears_sheet: Path | None = Field(
+        default=None,
+        description=(
+            "The PDF of the FCA's current arrears information sheet, enclosed with every GB notice of"
+            " sums in arrears (Consumer Credit Act 1974 ss.86A-86B); unset, such a notice is blocked,"
+            " not mailed. Replace the file when the FCA publishes a new version."
+        ),
+    )
     lender_contact: str = Field(
         default="+1 515 555 0100, 1 Lender Plaza, Des Moines, IA 50309",
         description="The desk that takes payments and questions, printed on every notice.",
@@ -266,16 +274,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"the {country} address does not end in an ISO 3166-1 alpha-2 country code")
         return value
 
-    @field_validator("fca_default_sheet")
+    @field_validator("fca_default_sheet", "fca_arrears_sheet")
     @classmethod
-    def _default_sheet(cls, value: Path | None) -> Path | None:
+    def _sheet(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
         # Here, not at import: it loads the letters package (reportlab), and only where it is set.
-        from arrears.letters.enclosures import DEFAULT_INFORMATION_SHEET, read_enclosure
+        from arrears.letters.enclosures import ENCLOSURES, read_enclosure
 
+        [enclosure] = {e for found in ENCLOSURES.values() for e in found if e.setting == info.field_name}
         path = value.expanduser()
-        read_enclosure(DEFAULT_INFORMATION_SHEET, path)  # ValueError naming the setting and the fault
+        read_enclosure(enclosure, path)  # ValueError naming the setting and the fault
         return path
 
     @field_validator("lender_timezone")

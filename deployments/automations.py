@@ -12,7 +12,7 @@ updated by name, by `arrears serve` and by `prefect deploy` (`automations_step`,
   is labelled `arrears.blocked.over-threshold: true` by the cycle's report);
 - reviews waiting for their reviewer past their deadline (`arrears.reviews.overdue`);
 - letters the law says to mail by a date, past it and not mailed (`arrears.letters.overdue`: a
-  deficiency explanation asked for, UCC 9-616(b)).
+  deficiency explanation asked for, UCC 9-616(b); a GB notice of sums in arrears, CCA 1974 s.86B).
 
 Notifications carry counts and names, never a phone number.
 """
@@ -104,7 +104,8 @@ AUTOMATIONS: tuple[Alert, ...] = (
     ),
     Alert(
         "letters overdue",
-        "Letters the law says to mail by a date (a deficiency explanation asked for) past it, not mailed.",
+        "Letters the law says to mail by a date (a deficiency explanation asked for, a GB notice of sums "
+        "in arrears) past it, not mailed.",
         ("arrears.letters.overdue",),
         {"prefect.resource.id": "arrears.cycle.*"},
         None,

@@ -6,9 +6,10 @@
   the row is `blocked` with the reason, and the review cannot pass its cure period.
 - `send_letters`: renders each pending letter, vets its words with the content rules every SMS
   passes, appends what the law makes it carry (the FCA's default information sheet after a GB
-  default notice: `arrears.letters.enclosures`; not configured, the notice is blocked, never
-  mailed without it) and stores the PDF as mailed and its SHA-256, then hands it to the
-  provider under its idempotency key (a resend after a crash sends the same bytes and returns
+  default notice, its arrears information sheet after a GB notice of sums in arrears:
+  `arrears.letters.enclosures`; not configured, the notice is blocked, never mailed without it)
+  and stores the PDF as mailed and its SHA-256, then hands it to the provider under its
+  idempotency key (a resend after a crash sends the same bytes and returns
   the first letter, never a second one in the post).
 - `record_tracking`: tracking events, from a webhook or a lookup. The `mailed` event starts the
   legal clock: the review's cure deadline is counted from it (`arrears.letters.notices`). A
@@ -36,7 +37,15 @@ from sqlalchemy import Connection, Engine
 from arrears.currencies import display
 from arrears.jurisdictions import Profile
 from arrears.letters import LetterContext, LetterTemplateMissing, render, template_for, vet
-from arrears.letters.enclosures import Enclosed, Enclosure, enclose, enclosures_for, read_enclosure
+from arrears.letters.enclosures import (
+    ARREARS_INFORMATION_SHEET,
+    DEFAULT_INFORMATION_SHEET,
+    Enclosed,
+    Enclosure,
+    enclose,
+    enclosures_for,
+    read_enclosure,
+)
 from arrears.letters.notices import (
     SEND_WITHIN,
     context_from_json,
@@ -71,6 +80,7 @@ __all__ = [
     "ASKED",
     "GIVE_UP_AFTER",
     "NO_ADDRESS",
+    "NO_ARREARS_SHEET",
     "NO_ROUTE",
     "NO_SHEET",
     "REFUSED",
@@ -78,6 +88,7 @@ __all__ = [
     "STALE",
     "Draft",
     "cure_letter_key",
+    "installation_letter_key",
     "letter_key",
     "letters_in_the_post",
     "letters_unsent",
@@ -98,8 +109,10 @@ REFUSED = "refused by the letters provider, and another address is on file now: 
 # How the reason begins of a notice no configured route can serve in time (`_no_route`).
 NO_ROUTE = "no letters route"
 # How the reason begins of a notice the law makes carry a document the lender has not supplied
-# (`_unenclosed`): today the FCA's default information sheet, the one enclosure there is.
-NO_SHEET = "no default information sheet"
+# (`_unenclosed`), one per document: the FCA's default information sheet (a GB default notice),
+# and its arrears information sheet (a GB notice of sums in arrears).
+NO_SHEET = DEFAULT_INFORMATION_SHEET.missing
+NO_ARREARS_SHEET = ARREARS_INFORMATION_SHEET.missing
 ASKED = "to be written again from today's facts, as asked (arrears letters rewrite)"
 # Why a blocked letter waits to be written again, in its place and under its key (a refused one
 # goes to the provider under a new key: `LetterRow.provider_key`).
@@ -110,10 +123,10 @@ def letter_key(connection: Connection, account_id: str, what: str) -> str:
     """A letter's idempotency key, namespaced by the installation id (DESIGN §3): the key travels
     to the letters provider, and two databases mailing through one account there must never
     have one's letter taken for the other's (the same account id, review or plan number)."""
-    return _key(installation_id(connection), account_id, what)
+    return installation_letter_key(installation_id(connection), account_id, what)
 
 
-def _key(installation: str, account_id: str, what: str) -> str:
+def installation_letter_key(installation: str, account_id: str, what: str) -> str:
     """`letter_key` with the installation id read once (a batch of letters reads it once)."""
     return f"{_ours(installation)}{account_id.lower()}-{what}"
 
@@ -186,7 +199,7 @@ def write_cure_letters(connection: Connection, states: Sequence[ReviewState], at
     profile = policy().profile  # the policy read once for the batch, not once per review
 
     def key(state: ReviewState) -> str:
-        return _key(installation, state.account_id, _cure_what(state))
+        return installation_letter_key(installation, state.account_id, _cure_what(state))
 
     drafts = [
         draft for state in states if (draft := _cure_draft(state, at, key, rules=profile(state.jurisdiction)))
@@ -345,9 +358,9 @@ def _unenclosed(enclosure: Enclosure, why: str) -> str:
     """Why a letter that must carry `enclosure` is blocked: it is not configured, or its file
     cannot be read (`why`). It is written again, with the document, once an operator asks."""
     return (
-        f"{NO_SHEET}: {why}. {enclosure.source}; without it the notice is not valid and the "
+        f"{enclosure.missing}: {why}. {enclosure.source}; without it the notice is not valid and the "
         f"agreement cannot be enforced on it. It needs {enclosure.env}, the PDF of the current "
-        f'version of {enclosure.title}, then `arrears letters rewrite --blocked-for "{NO_SHEET}"`'
+        f'version of {enclosure.title}, then `arrears letters rewrite --blocked-for "{enclosure.missing}"`'
     )
 
 

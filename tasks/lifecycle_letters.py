@@ -9,6 +9,10 @@ adds no second letter:
 - `write_collection_notices`: a bulk step of the cycle and `arrears dispatch` (one query when
   none is owed): every account in legal referral, in a jurisdiction with a collection-notice
   template, that has none written since it entered the stage;
+- `write_arrears_notices`: a bulk step of the cycle and `arrears dispatch` beside it (one query
+  when none is owed): the GB notice of sums in arrears (Consumer Credit Act 1974 s.86B), owed by
+  the arrears themselves, first when they come to two instalments, then every
+  `arrears_notice_every_days` while they last, each to be mailed within 14 days;
 - `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
 - `readdress_letters`: a letter blocked for want of an address is written again, in its place
   and under its key, once an import brings the address (the CLI's import, the cycle and
@@ -33,14 +37,20 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine
 
 from arrears.currencies import display
-from arrears.jurisdictions import KNOWN_JURISDICTIONS
+from arrears.jurisdictions import KNOWN_JURISDICTIONS, Profile
 from arrears.letters import LetterContext, LetterTemplateMissing, template_for
-from arrears.letters.contexts import collection_notice_context, plan_letter_context
+from arrears.letters.contexts import (
+    arrears_notice_context,
+    arrears_notice_last_day,
+    collection_notice_context,
+    plan_letter_context,
+)
 from arrears.letters.notices import SEND_WITHIN
 from arrears.restructuring import PlanTerms
 from arrears.settings import get_settings
 from arrears.storage import accounts, letters, owed_letters, plans, reviews
-from arrears.storage.owed_letters import OwedNotice
+from arrears.storage.installation import installation_id
+from arrears.storage.owed_letters import ARREARS_NOTICE, OwedArrearsNotice, OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 from tasks.letters import (
@@ -49,21 +59,26 @@ from tasks.letters import (
     REFUSED,
     REWRITTEN,
     STALE,
+    Draft,
     cure_letter_key,
+    installation_letter_key,
     letter_key,
     write_cure_letter,
     write_letter,
+    write_letters,
 )
 from tasks.recovery import settle_recoveries
 
 __all__ = [
     "NotRewritten",
     "Rewrites",
+    "arrears_notice_key",
     "collection_notice_key",
     "plan_letter_key",
     "readdress_letters",
     "rewrite_blocked",
     "rewrite_letter",
+    "write_arrears_notices",
     "write_collection_notices",
     "write_plan_letter",
 ]
@@ -142,6 +157,77 @@ def write_collection_notice(
         context_of=context,
         readdressed=readdressed,
     )
+
+
+def arrears_notice_key(installation: str, owed: OwedArrearsNotice, at: datetime) -> str:
+    """A notice of sums in arrears' key: one a day at most (the borrower's day it is written), so a
+    rerun of the day writes none, and the next one owed is a letter of its own."""
+    written_on = at.astimezone(ZoneInfo(owed.timezone)).date()
+    return installation_letter_key(installation, owed.account_id, f"arrears-notice-{written_on:%Y%m%d}")
+
+
+def write_arrears_notices(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Write the notices of sums in arrears owed at `at`; count them.
+
+    Consumer Credit Act 1974 s.86B, where the profile owes it (`Profile.arrears_notice`, GB): which
+    accounts, first notices and further ones, is `owed_letters.arrears_notices_owed`'s (one query
+    for the book). Each is written as every letter is (`write_letters`, in bulk: the first cycle
+    of a GB book owes thousands): pending, to go with the FCA's arrears information sheet (s.86A),
+    or blocked with the reason, without an address or without the sheet (`tasks.letters`), never
+    mailed without it; and each gets the day it must be mailed by (`owed_letters.mail_by`), the
+    14 days of s.86B(2)(a) counted from today, the day the cycle first sees it owed, so that one
+    not mailed in time (blocked, held, refused) is alerted on as late
+    (`arrears.letters.overdue`). Late or not given, it costs the lender the agreement's
+    enforcement and its interest and default sums for as long (s.86D): hence the alert, and hence
+    a blocked notice rather than one mailed without its sheet. An account under a collection
+    hold gets its notice written; the send path holds it (`letters.letters_to_send`)."""
+    profile = policy().profile
+    rules = {code: p for code in _with_template(ARREARS_NOTICE) if (p := profile(code)).arrears_notice}
+    with (engine_ or engine()).begin() as connection:
+        owed = owed_letters.arrears_notices_owed(connection, rules=rules, now=at)
+        if not owed:
+            return {"arrears_notices_written": 0}
+        installation = installation_id(connection)
+        keys = [arrears_notice_key(installation, one, at) for one in owed]
+        written = write_letters(
+            connection,
+            [
+                _arrears_draft(one, key, at, rules[one.jurisdiction])
+                for one, key in zip(owed, keys, strict=True)
+            ],
+        )
+        by_day: dict[tuple[date, str], list[str]] = {}
+        for one, key in zip(owed, keys, strict=True):
+            within = rules[one.jurisdiction].arrears_notice_within_days or 0
+            last = arrears_notice_last_day(at, timezone=one.timezone, within_days=within)
+            by_day.setdefault((last, one.timezone), []).append(key)
+        for (last, zone), same in by_day.items():  # one statement a day and zone: GB's one
+            owed_letters.mail_by(connection, keys=same, last_day=last, timezone=zone)
+    return {"arrears_notices_written": written}
+
+
+def _arrears_draft(
+    owed: OwedArrearsNotice, key: str, at: datetime, rules: Profile, *, readdressed: bool = False
+) -> Draft:
+    settings = get_settings()
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return arrears_notice_context(
+            jurisdiction=owed.jurisdiction,
+            timezone=owed.timezone,
+            written_at=at,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=owed.account_id,
+            currency=owed.currency,
+            arrears=Decimal(display(owed.past_due, owed.currency)),
+            balance=Decimal(display(owed.balance, owed.currency)),
+            address=address,
+            vin=owed.vin,
+        )
+
+    return Draft(key, owed.account_id, None, ARREARS_NOTICE, at, rules, context, readdressed)
 
 
 def write_plan_letter(
@@ -351,6 +437,15 @@ def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> 
         if collection_notice_key(connection, owed) != row.idempotency_key:
             return False  # a notice of an earlier stay in legal referral
         return write_collection_notice(connection, owed, max(at, a.stage_since), readdressed=True)
+    if row.kind == ARREARS_NOTICE:
+        # Written again with today's arrears, in its place and under its key (its mail-by day
+        # kept), while it is the account's latest and the arrears it was owed for last.
+        standing = owed_letters.arrears_notice_standing(connection, row.id)
+        if standing is None:
+            return False
+        rules = policy().profile(standing.jurisdiction)
+        draft = _arrears_draft(standing, row.idempotency_key, at, rules, readdressed=True)
+        return write_letters(connection, [draft]) == 1
     if row.kind == "hardship_plan":
         current = plans.current_plan(connection, row.account_id)
         if current is None or current.status != "active":

@@ -6,9 +6,9 @@ in a `compliance` artifact; a violation is emitted as an `arrears.compliance.vio
 that an automation can page someone. A provider whose delivery reports of the day failed for our
 message or sender too often (`tasks.receipts.failing_senders`) gets a line in the summary and an
 `arrears.provider.sender-faults` event. Letters the law makes us send by a date, past it and not
-mailed (`arrears.storage.overdue_letters`: a deficiency explanation asked for), are named in an
-`arrears.letters.overdue` event and the summary. Artifacts carry counts and rule names, never a
-number.
+mailed (`arrears.storage.overdue_letters`: a deficiency explanation asked for, a GB notice of sums
+in arrears), are named in an `arrears.letters.overdue` event and the summary. Artifacts carry
+counts and rule names, never a number.
 """
 
 from collections.abc import Sequence

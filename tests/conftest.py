@@ -280,3 +280,21 @@ def default_sheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ARREARS_FCA_DEFAULT_SHEET", str(path))
     get_settings.cache_clear()
     return path
+
+
+@pytest.fixture
+def arrears_sheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A three-page stand-in for the FCA's arrears information sheet, set as
+    ARREARS_FCA_ARREARS_SHEET: a GB notice of sums in arrears is mailed only with it (CCA 1974
+    ss.86A-86B)."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    path = tmp_path / "arrears-information-sheet.pdf"
+    canvas = Canvas(str(path), invariant=1)
+    for page in (1, 2, 3):
+        canvas.drawString(72, 760, f"Stand-in arrears information sheet, page {page} of 3")
+        canvas.showPage()
+    canvas.save()
+    monkeypatch.setenv("ARREARS_FCA_ARREARS_SHEET", str(path))
+    get_settings.cache_clear()
+    return path

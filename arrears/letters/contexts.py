@@ -8,6 +8,9 @@ an accepted hardship plan. Pure functions over stored facts, used by `tasks.life
   latest day the letter may be mailed, so the borrower is never given less time than it says.
 - `plan_letter_context`: the confirmation of the plan the borrower accepted (its terms in the
   borrower's language: the template is chosen by the profile's locale).
+- `arrears_notice_context`: the GB notice of sums in arrears (Consumer Credit Act 1974 s.86B), the
+  arrears and the balance still to pay as they stand the day it is written;
+  `arrears_notice_last_day`: the last day it may be mailed.
 """
 
 from datetime import date, datetime, timedelta
@@ -18,7 +21,13 @@ from arrears.letters.notices import latest_mailing, vehicle_of
 from arrears.letters.render import LetterContext
 from arrears.restructuring import PlanTerms, count_months
 
-__all__ = ["COLLECTION_NOTICE_DAYS", "collection_notice_context", "plan_letter_context"]
+__all__ = [
+    "COLLECTION_NOTICE_DAYS",
+    "arrears_notice_context",
+    "arrears_notice_last_day",
+    "collection_notice_context",
+    "plan_letter_context",
+]
 
 COLLECTION_NOTICE_DAYS = 15  # policy: days to pay after the latest mailing, before court action
 
@@ -119,3 +128,46 @@ def plan_letter_context(
         plan_accepted_on=accepted_on,
         borrower_address=(borrower_name, *address),
     )
+
+
+def arrears_notice_context(
+    *,
+    jurisdiction: str,
+    timezone: str,
+    written_at: datetime,
+    lender: str,
+    lender_contact: str,
+    borrower_name: str,
+    account_reference: str,
+    currency: str,
+    arrears: Decimal,
+    balance: Decimal,
+    address: tuple[str, ...],
+    vin: str | None = None,
+) -> LetterContext:
+    """The notice of sums in arrears of an account written at `written_at`: the parties, the
+    agreement (and its car by `vin`), the arrears and the balance still to pay, dated the
+    borrower's day (SI 2007/1167 Sch. 2 as the template reads it; unverified)."""
+    return LetterContext(
+        jurisdiction=jurisdiction,
+        lender=lender,
+        lender_contact=lender_contact,
+        borrower_name=borrower_name,
+        account_reference=account_reference,
+        letter_date=written_at.astimezone(ZoneInfo(timezone)).date(),
+        currency=currency,
+        amount_to_cure=arrears,
+        balance=balance,
+        vehicle=vehicle_of(vin),
+        borrower_address=(borrower_name, *address),
+    )
+
+
+def arrears_notice_last_day(written_at: datetime, *, timezone: str, within_days: int) -> date:
+    """The last day, in the borrower's calendar, to mail a notice of sums in arrears first owed the
+    day it is written (the cycle writes it the day it first sees it owed): s.86B(2)(a) gives
+    "the period of 14 days beginning with the day" the conditions are met, that day the first
+    of them, so the 14th is 13 days after it. Mailed by then, it is given within the period only
+    if the post is quicker than the law deems it (a posted notice is served when it would be
+    delivered): the alert on a letter not mailed by it is the latest warning, not the safe one."""
+    return written_at.astimezone(ZoneInfo(timezone)).date() + timedelta(days=within_days - 1)

@@ -8,6 +8,12 @@ supplies the PDF (`ARREARS_FCA_DEFAULT_SHEET`) and replaces the file when the FC
 without it is no valid default notice, and the agreement cannot be enforced on it: such a notice
 is not mailed at all (`tasks.letters`).
 
+A notice of sums in arrears (s.86B, the GB letter `arrears_notice`) must carry the FCA's arrears
+information sheet the same way (s.86A), published by the FCA by version beside the default sheet:
+the lender's copy is `ARREARS_FCA_ARREARS_SHEET`. Without it no notice is given, and while none is
+given the agreement cannot be enforced and no interest or default sum runs (s.86D): such a notice
+is blocked too, never mailed without it.
+
 `ENCLOSURES` says which letters need which document, with the rule that asks for it; `enclose`
 appends the documents' pages after the letter's own, a pure function of the bytes (the same
 inputs give the same PDF), so the PDF stored and hashed is the one mailed. Who reads the file
@@ -24,6 +30,7 @@ import pypdf
 from pypdf.errors import PyPdfError
 
 __all__ = [
+    "ARREARS_INFORMATION_SHEET",
     "DEFAULT_INFORMATION_SHEET",
     "ENCLOSURES",
     "Enclosed",
@@ -42,6 +49,9 @@ class Enclosure:
     title: str  # as a person reads it
     setting: str  # the `Settings` field with the file's path
     source: str
+    # How the reason begins of a letter blocked without it: one prefix per document, so that
+    # `arrears letters rewrite --blocked-for` rewrites the letters of the one just configured.
+    missing: str
 
     @property
     def env(self) -> str:
@@ -57,12 +67,25 @@ DEFAULT_INFORMATION_SHEET = Enclosure(
         "Consumer Credit Act 1974 s.88(4A): a default notice must include a copy of the current "
         "default information sheet under s.86A"
     ),
+    missing="no default information sheet",
+)
+
+ARREARS_INFORMATION_SHEET = Enclosure(
+    name="fca_arrears_information_sheet",
+    title="the FCA's arrears information sheet",
+    setting="fca_arrears_sheet",
+    source=(
+        "Consumer Credit Act 1974 ss.86A-86B: a notice of sums in arrears must include a copy of the "
+        "current arrears information sheet under s.86A"
+    ),
+    missing="no arrears information sheet",
 )
 
 # (letter kind, country of the jurisdiction) -> what goes with it. The IE default notice (Consumer
 # Credit Act 1995 s.54) has no such sheet; US and CN letters carry none.
 ENCLOSURES: Mapping[tuple[str, str], tuple[Enclosure, ...]] = {
     ("right_to_cure", "GB"): (DEFAULT_INFORMATION_SHEET,),
+    ("arrears_notice", "GB"): (ARREARS_INFORMATION_SHEET,),
 }
 
 

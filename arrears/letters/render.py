@@ -21,7 +21,12 @@ Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<varia
 - `notice_of_sale`: after a repossession, the notice of the planned sale (UCC 9-614's form for
   consumer goods), US: the vehicle, the first day it may be sold, the deficiency, redemption;
 - `deficiency_explanation`: after the sale, US: how the surplus or deficiency was calculated, UCC
-  9-616(c)'s six amounts in its order, and where to ask for more (`arrears.sales.Disposition`).
+  9-616(c)'s six amounts in its order, and where to ask for more (`arrears.sales.Disposition`);
+- `arrears_notice`: GB, the notice of sums in arrears (Consumer Credit Act 1974 s.86B; its content
+  the Consumer Credit (Information Requirements and Duration of Licences and Charges) Regulations
+  2007 regs. 36-38 and Sch. 2, unverified against the current text): the arrears
+  (`amount_to_cure`) and the balance still to pay (`balance`), the FCA's arrears information sheet
+  appended as it is mailed (`arrears.letters.enclosures`).
 
 The returned `text` is exactly the words on the page, for `vet` (the content rules of
 `arrears.compliance.content`, the same ones every SMS passes) and for the audit trail.
@@ -34,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache, partial
-from typing import Literal
+from typing import Literal, get_args
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound
 from reportlab.lib.pagesizes import A4, LETTER
@@ -58,15 +63,14 @@ __all__ = [
 ]
 
 LetterKind = Literal[
-    "right_to_cure", "collection_notice", "hardship_plan", "notice_of_sale", "deficiency_explanation"
-]
-LETTER_KINDS: tuple[str, ...] = (
     "right_to_cure",
     "collection_notice",
     "hardship_plan",
     "notice_of_sale",
     "deficiency_explanation",
-)
+    "arrears_notice",
+]
+LETTER_KINDS: tuple[str, ...] = get_args(LetterKind)
 
 _CJK_FONT = "STSong-Light"  # one of reportlab's CID fonts: the reader supplies the glyphs, no font file
 _LATIN_FONT = "Helvetica"
@@ -89,6 +93,9 @@ _EMPHASISED = (
     "This is a default notice",
     "Important - you should read this carefully",
     "If you do not take the action required by this notice",
+    "Arrears:",
+    "Balance still to pay:",
+    "This is a notice of sums in arrears",
 )
 
 
@@ -111,7 +118,8 @@ class LetterContext:
     account_reference: str
     letter_date: date
     currency: str
-    amount_to_cure: Decimal | None = None  # right_to_cure, collection_notice: the past-due amount
+    # right_to_cure, collection_notice: the past-due amount; arrears_notice: the sum of the arrears
+    amount_to_cure: Decimal | None = None
     cure_deadline: date | None = None
     itemization: Sequence[tuple[str, Decimal]] = ()  # US-WI 425.104(1): the cure amount itemized
     # The car, which identifies the credit transaction beside the account number (Iowa Code
@@ -146,6 +154,8 @@ class LetterContext:
     credits: Decimal | None = None
     deficiency: Decimal | None = None
     surplus: Decimal | None = None
+    # arrears_notice: what is left to pay under the agreement, the arrears in it, as they stand
+    balance: Decimal | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "itemization", tuple(self.itemization))
@@ -177,6 +187,7 @@ def template_for(kind: str, jurisdiction: str, *, rules: Profile | None = None) 
         "hardship_plan": [locale, "en"],
         "notice_of_sale": [jurisdiction, jurisdiction.split("-")[0]],
         "deficiency_explanation": [jurisdiction.split("-")[0]],
+        "arrears_notice": [jurisdiction.split("-")[0]],
     }[kind]
     for variant in variants:
         name = f"{kind}.{variant}.j2"
@@ -234,6 +245,12 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
             values["amount_to_cure"] = money(ctx.amount_to_cure, "the past due")
     elif kind == "deficiency_explanation":
         values.update(_explanation(ctx, money, day))
+    elif kind == "arrears_notice":
+        values["arrears"] = money(ctx.amount_to_cure, "the sum of the arrears")
+        values["balance"] = money(ctx.balance, "the balance still to pay")
+        # CCA 1974 s.86B(3)-(5): the notices are owed while the debtor is in arrears, no longer.
+        if ctx.amount_to_cure is not None and ctx.amount_to_cure <= 0:
+            raise ValueError("an arrears_notice letter states arrears above zero")
     else:
         values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
         values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")

@@ -6,7 +6,10 @@ cure period, counted from its mailing and set by it: nothing to send by. The exp
 borrower asked for (`arrears sale explain`, UCC 9-616(b)(1)(B)) is given, when it is written, the
 first instant after the day it must be sent by, 14 days after the request came
 (`arrears.storage.redemptions.explanation_deadline`); failing it costs $500 a case (9-625(c)(2),
-(e)(6)). Only such kinds (`MAIL_BY`) are read here.
+(e)(6)). A GB notice of sums in arrears is given, when it is written, the first instant after the
+last of the 14 days beginning with the day it was first owed (Consumer Credit Act 1974 s.86B(2),
+`arrears.storage.owed_letters.mail_by`); until it is given the agreement cannot be enforced, nor
+interest or default sums charged for the time (s.86D). Only such kinds (`MAIL_BY`) are read here.
 
 Sent is mailed, as the provider's mailed event says ("send": deposit in the mail, UCC
 1-201(b)(36)), and as `tasks.sales` answers a request: a letter the provider took but has not
@@ -32,7 +35,7 @@ from arrears.storage.tables import letter
 __all__ = ["MAIL_BY", "UNSENT", "OverdueLetter", "overdue_letters"]
 
 # The kinds whose `deadline` is the instant they must be mailed before.
-MAIL_BY = ("deficiency_explanation",)
+MAIL_BY = ("deficiency_explanation", "arrears_notice")
 # Not (yet) in the post: every status but the mailed ones.
 UNSENT = tuple(s for s in STATUSES if s not in MAILED)
 

@@ -1,22 +1,40 @@
-"""Which accounts a stage's entry owes a letter: the 催收函 of a CN account entering legal
-referral, written once per stay in the stage (`tasks.lifecycle_letters.write_collection_notices`).
+"""Which accounts their facts owe a letter: the 催收函 of a CN account entering legal referral,
+written once per stay in the stage (`tasks.lifecycle_letters.write_collection_notices`), and the
+GB notice of sums in arrears, owed by the arrears themselves (`arrears_notices_owed`,
+`tasks.lifecycle_letters.write_arrears_notices`).
 
-Apart from `arrears.storage.letters`, which keeps the letters themselves: this reads accounts,
-and asks of letters only whether one was written.
+Apart from `arrears.storage.letters`, which keeps the letters themselves: this reads accounts (and
+their cures, on the timeline), asks of letters only whether and when one was written, and gives a
+notice written the day it must be mailed by (`mail_by`).
 
 Functions take the caller's connection and do not commit.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, literal, or_, select, update
 
-from arrears.storage.tables import account, letter
+from arrears.jurisdictions import Profile
+from arrears.storage._common import day_start
+from arrears.storage.bulk import among
+from arrears.storage.cycle import TERMINAL
+from arrears.storage.tables import account, audit, letter
+from arrears.vocabulary import Exit
 
-__all__ = ["OwedNotice", "notices_owed"]
+__all__ = [
+    "ARREARS_NOTICE",
+    "OwedArrearsNotice",
+    "OwedNotice",
+    "arrears_notice_standing",
+    "arrears_notices_owed",
+    "mail_by",
+    "notices_owed",
+]
+
+ARREARS_NOTICE = "arrears_notice"  # the letter kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +80,162 @@ def notices_owed(
         .order_by(account.c.account_id)
     ).all()
     return [OwedNotice(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OwedArrearsNotice:
+    """An account owed a notice of sums in arrears (the first of its arrears, s.86B(2)(a), or a
+    further one, s.86B(2)(b): the notice says the same), with what the notice states."""
+
+    account_id: str
+    jurisdiction: str
+    timezone: str
+    currency: str
+    past_due: Any
+    balance: Any
+    vin: str | None
+
+
+# What a notice of sums in arrears states of its account, in `OwedArrearsNotice`'s order.
+_ARREARS_NOTICE_FACTS = (
+    account.c.account_id,
+    account.c.jurisdiction,
+    account.c.timezone,
+    account.c.currency,
+    account.c.past_due_amount,
+    account.c.balance,
+    account.c.vin,
+)
+
+
+def arrears_notices_owed(
+    connection: Connection, *, rules: Mapping[str, Profile], now: datetime
+) -> list[OwedArrearsNotice]:
+    """The open accounts, in the jurisdictions of `rules` (each a profile with `arrears_notice`),
+    owed a notice of sums in arrears at `now`: one query for the whole book, none per account.
+
+    Consumer Credit Act 1974 s.86B: once the arrears come to the last two payments due (`payments`
+    of the profile), a notice (s.86B(2)(a)), then further ones at intervals of not more than six
+    months (s.86B(2)(b)) until the debtor ceases to be in arrears (s.86B(3)-(5)); no new first
+    notice while that duty runs (s.86B(1)(d)). So an account is owed:
+
+    - a first notice when `installment_amount > 0` and `past_due_amount >= payments *
+      installment_amount` (equal instalments: the last two due are two instalments; an agreement
+      paid weekly, four under s.86B(1)(c)(i), is none arrears takes), and no duty runs;
+    - a further one when a duty runs and its latest notice was written `every_days` ago or more,
+      while any sum is past due (a debtor back to one instalment behind is still in arrears).
+
+    A duty runs from the account's latest `arrears_notice` letter (written, whatever became of it:
+    a blocked one is written again in its place, never a second) unless the account was `cured`
+    after it: the cycle cures an account when nothing is past due, which is when the debtor ceases
+    to be in arrears, and records it on the timeline (a `transition` to `cured`, read through
+    `ix_audit_account_kind_at`, a few rows an account). The cure is the clear line between one
+    delinquency and the next: `oldest_due_date` moves on while a debtor pays the oldest instalment
+    and stays behind, and `stage_since` with every stage. Default sums, which keep a debtor in
+    arrears too (s.86B(5)(b)), are not on file: a debtor who paid the instalments is taken out of
+    arrears. The accounts are read by a scan of the open book (no index leads with the
+    jurisdiction or the past-due amount); the letters and the timeline by the account's indexes."""
+    if not rules:
+        return []
+    last = (
+        select(func.max(letter.c.created_at))
+        .where(letter.c.account_id == account.c.account_id, letter.c.kind == ARREARS_NOTICE)
+        .correlate(account)
+        .scalar_subquery()
+        .label("last")
+    )
+    open_ = (
+        select(*_ARREARS_NOTICE_FACTS, account.c.installment_amount, last)
+        .where(
+            account.c.jurisdiction.in_(sorted(rules)),
+            account.c.stage.not_in(TERMINAL),
+            account.c.past_due_amount > 0,
+        )
+        .subquery("open_arrears")
+    )
+    c = open_.c
+    running = and_(c.last.is_not(None), ~_cured_since(c.account_id, c.last))
+    first = or_(
+        false(),
+        *(
+            and_(
+                c.jurisdiction == code,
+                c.installment_amount > 0,
+                c.past_due_amount >= c.installment_amount * literal(p.arrears_notice_payments, Integer()),
+            )
+            for code, p in rules.items()
+        ),
+    )
+    further = or_(
+        false(),
+        *(
+            and_(c.jurisdiction == code, c.last <= now - timedelta(days=p.arrears_notice_every_days or 0))
+            for code, p in rules.items()
+        ),
+    )
+    rows = connection.execute(
+        select(*(c[column.name] for column in _ARREARS_NOTICE_FACTS))
+        .where(or_(and_(~running, first), and_(running, further)))
+        .order_by(c.account_id)
+    ).all()
+    return [OwedArrearsNotice(*r) for r in rows]
+
+
+def arrears_notice_standing(connection: Connection, letter_id: int) -> OwedArrearsNotice | None:
+    """The account of notice `letter_id`, with its facts today, while the notice is still owed: the
+    account's latest notice of sums in arrears, the account open and in arrears, not cured since it
+    was written; None otherwise (a blocked notice of arrears since paid is not written again:
+    s.86B(3) would still ask the first notice of a duty to be given, which is a person's call)."""
+    other = letter.alias("later")
+    later = (
+        select(other.c.id)
+        .where(
+            other.c.account_id == letter.c.account_id,
+            other.c.kind == ARREARS_NOTICE,
+            or_(
+                other.c.created_at > letter.c.created_at,
+                and_(other.c.created_at == letter.c.created_at, other.c.id > letter.c.id),
+            ),
+        )
+        .exists()
+    )
+    found = connection.execute(
+        select(*_ARREARS_NOTICE_FACTS)
+        .join(letter, letter.c.account_id == account.c.account_id)
+        .where(
+            letter.c.id == letter_id,
+            letter.c.kind == ARREARS_NOTICE,
+            account.c.stage.not_in(TERMINAL),
+            account.c.past_due_amount > 0,
+            ~later,
+            ~_cured_since(account.c.account_id, letter.c.created_at),
+        )
+    ).first()
+    return None if found is None else OwedArrearsNotice(*found)
+
+
+def _cured_since(account_id: ColumnElement[str], since: ColumnElement[datetime]) -> ColumnElement[bool]:
+    """Whether the account was cured (nothing past due: out of arrears) at or after `since`."""
+    return (
+        select(audit.c.id)
+        .where(
+            audit.c.account_id == account_id,
+            audit.c.kind == "transition",
+            audit.c.at >= since,
+            audit.c.data["to"].as_string() == Exit.CURED.value,
+        )
+        .exists()
+    )
+
+
+def mail_by(connection: Connection, *, keys: Sequence[str], last_day: date, timezone: str) -> None:
+    """Give the letters under `keys` the last day they may be mailed, in `timezone`, as their
+    `deadline`, the first instant after it (as a right-to-cure letter's is the first instant
+    after its period), once: a letter written again in its place keeps the day it was owed by.
+    A letter not mailed by then is late (`arrears.storage.overdue_letters`)."""
+    if keys:
+        connection.execute(
+            update(letter)
+            .where(among(letter.c.idempotency_key, keys), letter.c.deadline.is_(None))
+            .values(deadline=day_start(last_day + timedelta(days=1), timezone))
+        )

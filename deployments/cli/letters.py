@@ -52,9 +52,10 @@ def list_(
         typer.Option(
             "--overdue",
             help="Only the letters the law says to mail by a date (an explanation asked for with "
-            "`arrears sale explain`) past it and not mailed (pending, blocked, refused, not yet "
-            "mailed by the provider; one mailed and returned was sent), oldest deadline first; "
-            "not a right-to-cure notice, whose deadline ends its cure period.",
+            "`arrears sale explain`, a GB notice of sums in arrears) past it and not mailed "
+            "(pending, blocked, refused, not yet mailed by the provider; one mailed and returned "
+            "was sent), oldest deadline first; not a right-to-cure notice, whose deadline ends "
+            "its cure period.",
         ),
     ] = False,
     as_of: Annotated[
@@ -68,7 +69,8 @@ def list_(
     limit: Limit = None,
 ) -> None:
     """Letters with their kind, status, mailed date and deadline: a right-to-cure notice's, counted
-    from its mailing; an explanation asked for (`arrears sale explain`), the day it is due.
+    from its mailing; an explanation asked for (`arrears sale explain`) or a GB notice of sums in
+    arrears, the day it is due.
     --overdue: those not mailed by that day, which the cycle's report alerts on
     (`arrears.letters.overdue`)."""
     # Imported in the command: `arrears --help` loads none of storage.
