@@ -50,6 +50,7 @@ from arrears.restructuring import PlanTerms
 from arrears.settings import get_settings
 from arrears.storage import accounts, letters, owed_letters, plans, reviews
 from arrears.storage.installation import installation_id
+from arrears.storage.overdue_letters import mail_by
 from arrears.storage.owed_letters import ARREARS_NOTICE, OwedArrearsNotice, OwedNotice
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
@@ -174,7 +175,7 @@ def write_arrears_notices(at: datetime, *, engine_: Engine | None = None) -> dic
     for the book). Each is written as every letter is (`write_letters`, in bulk: the first cycle
     of a GB book owes thousands): pending, to go with the FCA's arrears information sheet (s.86A),
     or blocked with the reason, without an address or without the sheet (`tasks.letters`), never
-    mailed without it; and each gets the day it must be mailed by (`owed_letters.mail_by`), the
+    mailed without it; and each gets the day it must be mailed by (`overdue_letters.mail_by`), the
     14 days of s.86B(2)(a) counted from today, the day the cycle first sees it owed, so that one
     not mailed in time (blocked, held, refused) is alerted on as late
     (`arrears.letters.overdue`). Late or not given, it costs the lender the agreement's
@@ -202,7 +203,7 @@ def write_arrears_notices(at: datetime, *, engine_: Engine | None = None) -> dic
             last = arrears_notice_last_day(at, timezone=one.timezone, within_days=within)
             by_day.setdefault((last, one.timezone), []).append(key)
         for (last, zone), same in by_day.items():  # one statement a day and zone: GB's one
-            owed_letters.mail_by(connection, keys=same, last_day=last, timezone=zone)
+            mail_by(connection, keys=same, last_day=last, timezone=zone)
     return {"arrears_notices_written": written}
 
 

@@ -33,10 +33,10 @@ from arrears.letters.notices import vehicle_of
 from arrears.recovery import MAILED
 from arrears.settings import get_settings
 from arrears.storage import letters
+from arrears.storage.overdue_letters import mail_by
 from arrears.storage.redemptions import (
     RequestToAnswer,
     answered_note,
-    explanation_deadline,
     requests_to_answer,
 )
 from arrears.storage.sales import SaleToSettle, held_note, refer_deficiency, sales_to_settle, settled_note
@@ -94,7 +94,7 @@ def _answer(connection: Connection, request: RequestToAnswer, as_of: datetime) -
     readdressed = bool(written and readdressable(connection, written))
     if written is None or readdressed:
         _write(connection, owed, key, at, readdressed=readdressed)
-        explanation_deadline(connection, key=key, deadline=request.deadline)
+        mail_by(connection, keys=[key], last_day=request.due_on, timezone=owed.timezone)
         return "requested_explanations_written"
     if written.status not in MAILED or written.mailed_at is None:
         return "requested_explanations_waiting"

@@ -2,14 +2,14 @@
 on (`arrears.letters.overdue`) and `arrears letters list --overdue` lists.
 
 A letter's `deadline` is one of two things, by its kind. A right-to-cure notice's is the end of its
-cure period, counted from its mailing and set by it: nothing to send by. The explanation a
-borrower asked for (`arrears sale explain`, UCC 9-616(b)(1)(B)) is given, when it is written, the
-first instant after the day it must be sent by, 14 days after the request came
-(`arrears.storage.redemptions.explanation_deadline`); failing it costs $500 a case (9-625(c)(2),
-(e)(6)). A GB notice of sums in arrears is given, when it is written, the first instant after the
-last of the 14 days beginning with the day it was first owed (Consumer Credit Act 1974 s.86B(2),
-`arrears.storage.owed_letters.mail_by`); until it is given the agreement cannot be enforced, nor
-interest or default sums charged for the time (s.86D). Only such kinds (`MAIL_BY`) are read here.
+cure period, counted from its mailing and set by it: nothing to send by. The explanation a borrower
+asked for (`arrears sale explain`, UCC 9-616(b)(1)(B)) is given, when it is written, the first
+instant after the day it must be sent by, 14 days after the request came (`mail_by`, from
+`tasks.sales`); failing it costs $500 a case (9-625(c)(2), (e)(6)). A GB notice of sums in arrears
+is given, when it is written, the first instant after the last of the 14 days beginning with the day
+it was first owed (Consumer Credit Act 1974 s.86B(2), `mail_by`, from `tasks.lifecycle_letters`);
+until it is given the agreement cannot be enforced, nor interest or default sums charged for the
+time (s.86D). Only such kinds (`MAIL_BY`) are read here.
 
 Sent is mailed, as the provider's mailed event says ("send": deposit in the mail, UCC
 1-201(b)(36)), and as `tasks.sales` answers a request: a letter the provider took but has not
@@ -19,20 +19,24 @@ holds its request open, and its readdressing is a person's). A letter mailed lat
 once mailed: its lateness is on the timeline (`explanation_answered`, `late`), and the alert is
 about what is still to send.
 
-Functions take the caller's connection and only read.
+`mail_by` gives a letter of such a kind its deadline when it is written. `overdue_letters` only
+reads. Functions take the caller's connection and do not commit.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from arrears.recovery import MAILED
+from arrears.storage._common import day_start
+from arrears.storage.bulk import among
 from arrears.storage.letters import STATUSES
 from arrears.storage.tables import letter
 
-__all__ = ["MAIL_BY", "UNSENT", "OverdueLetter", "overdue_letters"]
+__all__ = ["MAIL_BY", "UNSENT", "OverdueLetter", "mail_by", "overdue_letters"]
 
 # The kinds whose `deadline` is the instant they must be mailed before.
 MAIL_BY = ("deficiency_explanation", "arrears_notice")
@@ -83,3 +87,16 @@ def overdue_letters(connection: Connection, *, now: datetime) -> list[OverdueLet
         .order_by(letter.c.deadline, letter.c.id)
     ).all()
     return [OverdueLetter(r.id, r.account_id, r.kind, r.deadline, r.status, r.reason) for r in rows]
+
+
+def mail_by(connection: Connection, *, keys: Sequence[str], last_day: date, timezone: str) -> None:
+    """Give the letters under `keys` the last day they may be mailed, in `timezone`, as their
+    `deadline`, the first instant after it (as a right-to-cure letter's is the first instant
+    after its period), once: a letter written again in its place keeps the day it was owed by.
+    A letter not mailed by then is late (`overdue_letters`)."""
+    if keys:
+        connection.execute(
+            update(letter)
+            .where(among(letter.c.idempotency_key, keys), letter.c.deadline.is_(None))
+            .values(deadline=day_start(last_day + timedelta(days=1), timezone))
+        )

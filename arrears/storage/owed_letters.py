@@ -4,22 +4,19 @@ GB notice of sums in arrears, owed by the arrears themselves (`arrears_notices_o
 `tasks.lifecycle_letters.write_arrears_notices`).
 
 Apart from `arrears.storage.letters`, which keeps the letters themselves: this reads accounts (and
-their cures, on the timeline), asks of letters only whether and when one was written, and gives a
-notice written the day it must be mailed by (`mail_by`).
+their cures, on the timeline), and asks of letters only whether and when one was written.
 
 Functions take the caller's connection and do not commit.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, literal, or_, select
 
 from arrears.jurisdictions import Profile
-from arrears.storage._common import day_start
-from arrears.storage.bulk import among
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.tables import account, audit, letter
 from arrears.vocabulary import Exit
@@ -30,7 +27,6 @@ __all__ = [
     "OwedNotice",
     "arrears_notice_standing",
     "arrears_notices_owed",
-    "mail_by",
     "notices_owed",
 ]
 
@@ -226,16 +222,3 @@ def _cured_since(account_id: ColumnElement[str], since: ColumnElement[datetime])
         )
         .exists()
     )
-
-
-def mail_by(connection: Connection, *, keys: Sequence[str], last_day: date, timezone: str) -> None:
-    """Give the letters under `keys` the last day they may be mailed, in `timezone`, as their
-    `deadline`, the first instant after it (as a right-to-cure letter's is the first instant
-    after its period), once: a letter written again in its place keeps the day it was owed by.
-    A letter not mailed by then is late (`arrears.storage.overdue_letters`)."""
-    if keys:
-        connection.execute(
-            update(letter)
-            .where(among(letter.c.idempotency_key, keys), letter.c.deadline.is_(None))
-            .values(deadline=day_start(last_day + timedelta(days=1), timezone))
-        )

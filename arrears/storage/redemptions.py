@@ -33,7 +33,7 @@ from sqlalchemy import Connection, case, func, select, update
 from arrears.jurisdictions import Profile
 from arrears.reinstatement import STATUTORY, last_day_to_reinstate, right_spent
 from arrears.sales import EXPLANATION_DAYS, EXTENSION_DAYS, EXTENSION_JURISDICTIONS, first_sale_day
-from arrears.storage._common import day_start, event, holds_of, insert_events
+from arrears.storage._common import event, holds_of, insert_events
 from arrears.storage.accounts import lock_accounts
 from arrears.storage.recoveries import (
     REDEEMED,
@@ -48,6 +48,7 @@ from arrears.storage.sales import (
     SaleRefused,
     SaleToSettle,
     check_after_recovery,
+    events_data,
     recorded_sale,
     recovered_car,
     said_of_order,
@@ -64,7 +65,6 @@ __all__ = [
     "RequestToAnswer",
     "Returned",
     "answered_note",
-    "explanation_deadline",
     "extend_sale",
     "redeem",
     "reinstate",
@@ -271,10 +271,8 @@ def reinstatements(connection: Connection, account_id: str) -> list[date]:
     """The days the account's contract was reinstated, oldest first (each `REINSTATED` event)."""
     return sorted(
         date.fromisoformat(d["paid_on"])
-        for (d,) in connection.execute(
-            select(audit.c.data).where(audit.c.account_id == account_id, audit.c.kind == REINSTATED)
-        )
-        if (d or {}).get("paid_on")
+        for d in events_data(connection, account_id, REINSTATED)
+        if d.get("paid_on")
     )
 
 
@@ -393,7 +391,7 @@ def request_explanation(
             f"{account_id} is {a.jurisdiction}: the explanation of a deficiency or surplus on request is the "
             "US's (UCC 9-616(b)): nothing was recorded"
         )
-    for d in _requests(connection, account_id):
+    for d in events_data(connection, account_id, REQUESTED):
         if (d.get("order_id"), d.get("requested_on")) == (sale.order_id, requested_on.isoformat()):
             return ExplanationRequest(
                 account_id, sale.order_id, sale.sold_on, requested_on, d.get("by", ""), False
@@ -432,17 +430,6 @@ def request_explanation(
     return asked
 
 
-def _requests(connection: Connection, account_id: str, kind: str = REQUESTED) -> list[dict[str, Any]]:
-    return [
-        dict(d or {})
-        for (d,) in connection.execute(
-            select(audit.c.data)
-            .where(audit.c.account_id == account_id, audit.c.kind == kind)
-            .order_by(audit.c.at, audit.c.id)
-        )
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class RequestToAnswer:
     """A request whose explanation is not mailed yet: the sale as the explanation states it, with
@@ -455,12 +442,6 @@ class RequestToAnswer:
     @property
     def due_on(self) -> date:
         return self.requested_on + timedelta(days=EXPLANATION_DAYS)
-
-    @property
-    def deadline(self) -> datetime:
-        """The first instant after the day the explanation is due, in the borrower's time zone (a
-        letter's `deadline`, as a right-to-cure letter's is the first instant after its period)."""
-        return day_start(self.due_on + timedelta(days=1), self.owed.timezone)
 
 
 def requests_to_answer(connection: Connection) -> list[RequestToAnswer]:
@@ -478,7 +459,7 @@ def requests_to_answer(connection: Connection) -> list[RequestToAnswer]:
     found: list[RequestToAnswer] = []
     for account_id in sorted(waiting):
         done = {
-            (d.get("order_id"), d.get("requested_on")) for d in _requests(connection, account_id, ANSWERED)
+            (d.get("order_id"), d.get("requested_on")) for d in events_data(connection, account_id, ANSWERED)
         }
         a = connection.execute(select(account).where(account.c.account_id == account_id)).one()
         holds = holds_of(connection, [account_id]).get(account_id, frozenset())
@@ -509,16 +490,6 @@ def _sale(connection: Connection, account_id: str, order_id: str) -> Sale | None
         if d.get("order_id") == order_id and "deficiency" in d:
             return sale_from_event(account_id, d, r.at)
     return None
-
-
-def explanation_deadline(connection: Connection, *, key: str, deadline: datetime) -> None:
-    """Give the letter written for a request the instant its explanation is due by, once: `arrears
-    letters list` shows it, and a letter still unsent past it is late."""
-    connection.execute(
-        update(letter)
-        .where(letter.c.idempotency_key == key, letter.c.deadline.is_(None))
-        .values(deadline=deadline)
-    )
 
 
 def answered_note(connection: Connection, request: RequestToAnswer, *, at: datetime, mailed_on: date) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "SaleRefused",
     "check_after_recovery",
     "claimable",
+    "events_data",
     "held_note",
     "paid_since",
     "record_sale",
@@ -191,7 +192,7 @@ def recovered_car(connection: Connection, account_id: str, *, returned_ok: bool 
     closed = next(
         (
             d
-            for d in _data(connection, account_id, "transition")
+            for d in events_data(connection, account_id, "transition")
             if d.get("order_id") == r.order_id and d.get("to") == Exit.CLOSED.value
         ),
         None,
@@ -199,7 +200,7 @@ def recovered_car(connection: Connection, account_id: str, *, returned_ok: bool 
     return RecoveredCar(a, r.order_id, r.recovered_at, closed)
 
 
-def _data(connection: Connection, account_id: str, kind: str) -> list[dict[str, Any]]:
+def events_data(connection: Connection, account_id: str, kind: str) -> list[dict[str, Any]]:
     """The data of the account's events of `kind`, oldest first."""
     return [
         dict(d or {})
@@ -230,7 +231,7 @@ def check_after_recovery(rec: RecoveredCar, day: date, at: datetime, option: str
 
 def said_of_order(connection: Connection, account_id: str, kind: str, order_id: str) -> dict[str, Any] | None:
     """The data of the account's first event of `kind` about the recovery of `order_id`, or None."""
-    return next((d for d in _data(connection, account_id, kind) if d.get("order_id") == order_id), None)
+    return next((d for d in events_data(connection, account_id, kind) if d.get("order_id") == order_id), None)
 
 
 def sale_from_event(account_id: str, data: dict[str, Any], recorded_at: datetime) -> Sale:
@@ -384,7 +385,7 @@ def _secured(connection: Connection, rec: "RecoveredCar", today: date) -> tuple[
     taken (kept with the recovery), as of the recovery's day, with payments received since among
     the credits; for a recovery reported before that balance was kept, None (the balance now),
     as of `today`, every payment until now in it."""
-    for d in _data(connection, rec.account.account_id, "assignment"):
+    for d in events_data(connection, rec.account.account_id, "assignment"):
         if (
             d.get("order_id") == rec.order_id
             and d.get("status") == "recovered"
@@ -508,7 +509,7 @@ def settled_note(connection: Connection, sale: Sale, *, at: datetime, detail: st
 def held_note(connection: Connection, sale: Sale, *, hold: str, at: datetime) -> bool:
     """Say once per hold on the account's timeline that a hold keeps the sale's deficiency (or its
     explanation) back; False if it was said already."""
-    for d in _data(connection, sale.account_id, "sale_held"):
+    for d in events_data(connection, sale.account_id, "sale_held"):
         if (d.get("order_id"), d.get("hold")) == (sale.order_id, hold):
             return False
     detail = (

@@ -23,7 +23,7 @@ from arrears.clock import parse_instant
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 __all__ = [
     "TABLE_ROWS",
@@ -54,6 +54,7 @@ __all__ = [
     "policy_ready",
     "quiet_console_logs",
     "reflow_help",
+    "refusable_transaction",
     "shown",
     "stop_on_signals",
     "use_database",
@@ -405,6 +406,20 @@ def existing_database(database: str | None, *, upgrade: bool = False) -> "Engine
     """The engine of the database a command works on (`--database`, or the configured one), which
     must exist already; upgraded only when `upgrade` (see `open_database`)."""
     return open_database(use_database(database), create=False, upgrade=upgrade)
+
+
+@contextmanager
+def refusable_transaction(database: str | None) -> "Iterator[Connection]":
+    """A write transaction on the existing database for a person's decision: one the storage layer
+    refuses (`arrears.storage._common.Refused`) is rolled back and ends the command with exit 2,
+    naming why (`CliError.of_refusal`)."""
+    from arrears.storage._common import Refused
+
+    try:
+        with existing_database(database).begin() as connection:
+            yield connection
+    except Refused as refused:
+        raise CliError.of_refusal(refused) from None
 
 
 def existing_account(database: str | None, account_id: str) -> "Engine":

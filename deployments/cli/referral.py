@@ -14,7 +14,6 @@ import typer
 
 from deployments.cli._common import (
     AsOf,
-    CliError,
     DatabaseOption,
     Json,
     Why,
@@ -25,7 +24,7 @@ from deployments.cli._common import (
     console,
     console_err,
     emit_json,
-    existing_database,
+    refusable_transaction,
 )
 
 __all__ = ["referral_app"]
@@ -91,23 +90,19 @@ def close(
     referral that does not wait for the legal team (its filing before the court through the
     gateway), an outcome that does not fit it, a referral already ended otherwise, or an account
     with several referrals waiting and no --referral."""
-    from arrears.storage.legal_team import ReferralRefused, close_referral
+    from arrears.storage.legal_team import close_referral
 
     why, who, at = audit_reason(reason), audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            decided = close_referral(
-                connection,
-                account_id=account_id,
-                outcome=outcome.value,
-                by=who,
-                reason=why,
-                at=at,
-                referral_id=referral_id,
-            )
-    except ReferralRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        decided = close_referral(
+            connection,
+            account_id=account_id,
+            outcome=outcome.value,
+            by=who,
+            reason=why,
+            at=at,
+            referral_id=referral_id,
+        )
     if json:
         emit_json(decided.as_json())
         return
@@ -142,23 +137,19 @@ def refile(
     suing-off-system or not-suing), or one today's facts cannot draft either (no court for the
     jurisdiction). The same refile again changes nothing (exit 0)."""
     from arrears.settings import get_settings
-    from arrears.storage.legal_team import ReferralRefused, refile_referral
+    from arrears.storage.legal_team import refile_referral
 
     why, who, at = audit_reason(reason), audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            decided = refile_referral(
-                connection,
-                account_id=account_id,
-                by=who,
-                reason=why,
-                at=at,
-                lender=get_settings().lender_name,
-                referral_id=referral_id,
-            )
-    except ReferralRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        decided = refile_referral(
+            connection,
+            account_id=account_id,
+            by=who,
+            reason=why,
+            at=at,
+            lender=get_settings().lender_name,
+            referral_id=referral_id,
+        )
     run = _file_now(account_id, as_of) if decided.changed else None
     if json:
         emit_json({**decided.as_json(), "flow_run": run})

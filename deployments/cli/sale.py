@@ -27,7 +27,7 @@ from deployments.cli._common import (
     console,
     day_option,
     emit_json,
-    existing_database,
+    refusable_transaction,
 )
 
 if TYPE_CHECKING:
@@ -110,29 +110,25 @@ def record(
     The same sale again changes nothing (exit 0). Refused, exit 2 naming why, nothing changed: no
     recovered vehicle, an amount negative or finer than the currency, a sale date ahead of today
     or before the recovery, another sale already recorded for the recovery."""
-    from arrears.storage.sales import SaleRefused, record_sale
+    from arrears.storage.sales import record_sale
     from tasks.database import policy
 
     day = day_option(sold_on, "--sold-on")
     amounts = _money(proceeds, "--proceeds"), _money(expenses, "--expenses"), _money(credits, "--credits")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = record_sale(
-                connection,
-                account_id=account_id,
-                sold_on=day,
-                proceeds=amounts[0],
-                expenses=amounts[1],
-                credits=amounts[2],
-                by=who,
-                why=_why(why),
-                at=at,
-                profile_of=policy().profile,
-            )
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = record_sale(
+            connection,
+            account_id=account_id,
+            sold_on=day,
+            proceeds=amounts[0],
+            expenses=amounts[1],
+            credits=amounts[2],
+            by=who,
+            why=_why(why),
+            at=at,
+            profile_of=policy().profile,
+        )
     if json:
         emit_json(
             {
@@ -172,18 +168,11 @@ def extend(
     an account outside California, with no notice of sale, whose sale is recorded, a request dated
     ahead of today or after the notice's period ended, a second request."""
     from arrears.storage.redemptions import extend_sale
-    from arrears.storage.sales import SaleRefused
 
     day = day_option(requested_on, "--requested-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = extend_sale(
-                connection, account_id=account_id, requested_on=day, by=who, why=_why(why), at=at
-            )
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = extend_sale(connection, account_id=account_id, requested_on=day, by=who, why=_why(why), at=at)
     if json:
         emit_json(done.as_json())
         return
@@ -236,16 +225,11 @@ def redeem(
     changed: no recovered vehicle, its sale recorded, the vehicle gone back already, a date ahead
     of today or before the recovery."""
     from arrears.storage.redemptions import redeem as record
-    from arrears.storage.sales import SaleRefused
 
     day = day_option(paid_on, "--paid-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = record(connection, account_id=account_id, paid_on=day, by=who, why=_why(why), at=at)
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = record(connection, account_id=account_id, paid_on=day, by=who, why=_why(why), at=at)
     _given_back(done, account_id, day, who, json)
 
 
@@ -282,24 +266,19 @@ def reinstate(
     changed: the right not the borrower's without --lender-allows, no recovered vehicle, its sale
     recorded, the vehicle gone back already, a date ahead of today or before the recovery."""
     from arrears.storage.redemptions import reinstate as record
-    from arrears.storage.sales import SaleRefused
 
     day = day_option(paid_on, "--paid-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = record(
-                connection,
-                account_id=account_id,
-                paid_on=day,
-                by=who,
-                why=_why(why),
-                at=at,
-                lender_allows=lender_allows,
-            )
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = record(
+            connection,
+            account_id=account_id,
+            paid_on=day,
+            by=who,
+            why=_why(why),
+            at=at,
+            lender_allows=lender_allows,
+        )
     _given_back(done, account_id, day, who, json)
 
 
@@ -325,16 +304,11 @@ def return_car(
     no recovered vehicle, its sale recorded, gone back already otherwise, a date ahead of today or
     before the recovery, an account its recovery closed (`sale redeem|reinstate` then)."""
     from arrears.storage.returns import record_return
-    from arrears.storage.sales import SaleRefused
 
     day = day_option(on, "--on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = record_return(connection, account_id=account_id, on=day, by=who, why=_why(why), at=at)
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = record_return(connection, account_id=account_id, on=day, by=who, why=_why(why), at=at)
     if json:
         emit_json(done.as_json())
         return
@@ -369,24 +343,19 @@ def explain(
     no sale recorded, an account outside the US, a request dated ahead of today or before the
     sale, a sale whose deficiency is barred (a person sends a record waiving it instead)."""
     from arrears.storage.redemptions import request_explanation
-    from arrears.storage.sales import SaleRefused
     from tasks.database import policy
 
     day = day_option(requested_on, "--requested-on")
     who, at = audit_actor(by, "--by"), as_of_instant(as_of)
-    engine = existing_database(database)
-    try:
-        with engine.begin() as connection:
-            done = request_explanation(
-                connection,
-                account_id=account_id,
-                requested_on=day,
-                by=who,
-                at=at,
-                profile_of=policy().profile,
-            )
-    except SaleRefused as refused:
-        raise CliError.of_refusal(refused) from None
+    with refusable_transaction(database) as connection:
+        done = request_explanation(
+            connection,
+            account_id=account_id,
+            requested_on=day,
+            by=who,
+            at=at,
+            profile_of=policy().profile,
+        )
     if json:
         emit_json(done.as_json())
         return
