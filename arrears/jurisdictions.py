@@ -127,6 +127,17 @@ class Profile:
     arrears_notice_payments: int | None = None
     arrears_notice_within_days: int | None = None
     arrears_notice_every_days: int | None = None
+    # Whether a validation notice is owed (Reg F 1006.34, the letter `validation_notice`; US-CA by
+    # the Rosenthal Act): one per account, mailed within `validation_notice_within_days` business
+    # days of the first message sent about the debt, stating the day its validation period ends:
+    # `validation_period_days` after the borrower is assumed to receive it, `validation_receipt_days`
+    # business days after it is mailed. Business days skip weekends and the country's legal public
+    # holidays (5 USC 6103(a)). A policy may owe it anywhere, sooner, with a longer period; never
+    # less (`_tighter`).
+    validation_notice: bool = False
+    validation_notice_within_days: int | None = None
+    validation_receipt_days: int | None = None
+    validation_period_days: int | None = None
     sources: tuple[tuple[str, str], ...] = ()  # (what, citation) for the values above
     _by_channel: dict[str, tuple[Cap, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -304,6 +315,7 @@ def _cap(data: dict[str, Any], where: str) -> Cap:
     return cap
 
 
+_VALIDATION_NUMBERS = ("validation_notice_within_days", "validation_receipt_days", "validation_period_days")
 _PROFILE_KEYS = {
     "code",
     "phone_region",
@@ -327,6 +339,8 @@ _PROFILE_KEYS = {
     "arrears_notice_payments",
     "arrears_notice_within_days",
     "arrears_notice_every_days",
+    *_VALIDATION_NUMBERS,
+    "validation_notice",
 }
 # The shortest six months (31 August to 28 February): what one notice of sums in arrears to the
 # next must fit in, with the days to mail it and the days a posted notice takes to be served.
@@ -372,6 +386,7 @@ def _build(code: str, data: dict[str, Any], where: str) -> Profile:
         deficiency_explanation=bool(plain.get("deficiency_explanation", False)),
         repossession_needs_court_order=bool(plain.get("repossession_needs_court_order", False)),
         **_arrears_notice(plain, where),
+        **_validation_notice(plain, where),
         sources=sources,
     )
 
@@ -398,6 +413,22 @@ def _arrears_notice(plain: dict[str, Any], where: str) -> dict[str, Any]:
             f"come to more than six months ({_SIX_MONTHS_DAYS} days at the shortest)"
         )
     return {"arrears_notice": True} | values
+
+
+def _validation_notice(plain: dict[str, Any], where: str) -> dict[str, Any]:
+    """The validation notice's numbers, each a whole number of at least 1 where it is owed (a
+    profile that does not owe it may still state them, for a policy that makes it owed)."""
+    if not plain.get("validation_notice", False):
+        return {"validation_notice": False} | dict.fromkeys(_VALIDATION_NUMBERS)
+    values: dict[str, int] = {}
+    for name in _VALIDATION_NUMBERS:
+        value = plain.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ProfileError(
+                f"{where}.{name}: a whole number of at least 1 where validation_notice is owed"
+            )
+        values[name] = value
+    return {"validation_notice": True} | values
 
 
 def _tighter(base: Profile, new: Profile, where: str) -> None:
@@ -458,6 +489,15 @@ def _tighter(base: Profile, new: Profile, where: str) -> None:
             owed, given = getattr(base, days), getattr(new, days)
             if given > owed:
                 raise ProfileError(f"{where}.{days}: at most {owed} ({why})")
+    if base.validation_notice:
+        why = dict(base.sources).get("validation_notice", "")
+        if not new.validation_notice:
+            raise ProfileError(f"{where}.validation_notice: a rule requires it ({why})")
+        # Sooner to mail, a later receipt and a longer period: the borrower's time, never less.
+        for name, more in zip(_VALIDATION_NUMBERS, (False, True, True), strict=True):
+            owed, given = getattr(base, name), getattr(new, name)
+            if (given < owed) if more else (given > owed):
+                raise ProfileError(f"{where}.{name}: {'at least' if more else 'at most'} {owed} ({why})")
     if base.repossession_needs_court_order and not new.repossession_needs_court_order:
         why = dict(base.sources).get("protected_goods", "")
         raise ProfileError(f"{where}.repossession_needs_court_order: a rule requires it ({why})")

@@ -87,9 +87,11 @@ def _business_day(day: date, calendar: str | None) -> bool:
     return not calendar or not is_public_holiday(day, calendar)
 
 
+@lru_cache(maxsize=4096)
 def add_business_days(start: date, days: int, *, calendar: str | None) -> date:
     """The `days`-th business day after `start` (weekends and the calendar's public holidays
-    skipped; `calendar` as the profiles name it: "US", "US-IA", "GB")."""
+    skipped; `calendar` as the profiles name it: "US", "US-IA", "GB"). Kept: a cycle's thousands
+    of letters, written at one instant, ask it of a handful of days."""
     day = start
     counted = 0
     while counted < days:

@@ -12,7 +12,8 @@ updated by name, by `arrears serve` and by `prefect deploy` (`automations_step`,
   is labelled `arrears.blocked.over-threshold: true` by the cycle's report);
 - reviews waiting for their reviewer past their deadline (`arrears.reviews.overdue`);
 - letters the law says to mail by a date, past it and not mailed (`arrears.letters.overdue`: a
-  deficiency explanation asked for, UCC 9-616(b); a GB notice of sums in arrears, CCA 1974 s.86B).
+  deficiency explanation asked for, UCC 9-616(b); a GB notice of sums in arrears, CCA 1974 s.86B;
+  a US-CA validation notice, Reg F 1006.34).
 
 Notifications carry counts and names, never a phone number.
 """

@@ -67,7 +67,12 @@ from tasks.agency import (
 )
 from tasks.database import installation
 from tasks.letters import letters_in_the_post, send_letters, track_letters
-from tasks.lifecycle_letters import readdress_letters, write_arrears_notices, write_collection_notices
+from tasks.lifecycle_letters import (
+    readdress_letters,
+    write_arrears_notices,
+    write_collection_notices,
+    write_validation_notices,
+)
 from tasks.logs import run_logger
 from tasks.mailing import mail_letters
 from tasks.recovery import settle_recoveries
@@ -264,10 +269,12 @@ def follow_orders(as_of: datetime | None = None) -> dict[str, int]:
     """Send the repossession orders placed or cancelled since last time and look up assignments
     whose webhooks have not come, and letters in the post (a mailed event starts a cure period,
     which the reviews' wake reads); move on the accounts whose car was recovered (closed, or the
-    notice of sale written first); write the 催收函 of accounts that entered legal referral and
-    the notices of sums in arrears GB accounts are owed, and again the letters an import gave an
-    address or that waited too long. The cycle runs it with
-    the reviews, and mails the letters beside its dispatch (`tasks.mailing`)."""
+    notice of sale written first); write the 催收函 of accounts that entered legal referral, the
+    notices of sums in arrears GB accounts are owed and the validation notices of US-CA accounts
+    sent their first message, and again the letters an import gave an address or that waited too
+    long. The cycle runs it with the reviews, and mails the letters beside its dispatch
+    (`tasks.mailing`); `arrears dispatch` after its own (`follow_letters_and_orders`), so a first
+    text it sends is followed by its notice at once."""
     counts: dict[str, int] = {}
     if agency_configured() and assignments_waiting():
         counts |= push_assignments()
@@ -280,6 +287,7 @@ def follow_orders(as_of: datetime | None = None) -> dict[str, int]:
     counts |= readdress_letters(now)  # letters that waited for an address an import has brought
     counts |= write_collection_notices(now)  # the 催收函 of CN accounts in legal referral
     counts |= write_arrears_notices(now)  # the notices of sums in arrears of GB accounts (CCA s.86B)
+    counts |= write_validation_notices(now)  # the validation notices of US-CA accounts (Reg F 1006.34)
     return counts | settled
 
 

@@ -13,6 +13,9 @@ adds no second letter:
   when none is owed): the GB notice of sums in arrears (Consumer Credit Act 1974 s.86B), owed by
   the arrears themselves, first when they come to two instalments, then every
   `arrears_notice_every_days` while they last, each to be mailed within 14 days;
+- `write_validation_notices`: beside them, the US validation notice (Reg F 1006.34; California by
+  the Rosenthal Act), once per account, after the first message about the debt is sent, to be
+  mailed within five business days of it;
 - `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
 - `readdress_letters`: a letter blocked for want of an address is written again, in its place
   and under its key, once an import brings the address (the CLI's import, the cycle and
@@ -44,6 +47,9 @@ from arrears.letters.contexts import (
     arrears_notice_last_day,
     collection_notice_context,
     plan_letter_context,
+    validation_notice_context,
+    validation_notice_last_day,
+    validation_period_end,
 )
 from arrears.letters.notices import SEND_WITHIN
 from arrears.restructuring import PlanTerms
@@ -51,7 +57,13 @@ from arrears.settings import get_settings
 from arrears.storage import accounts, letters, owed_letters, plans, reviews
 from arrears.storage.installation import installation_id
 from arrears.storage.overdue_letters import mail_by
-from arrears.storage.owed_letters import ARREARS_NOTICE, OwedArrearsNotice, OwedNotice
+from arrears.storage.owed_letters import (
+    ARREARS_NOTICE,
+    VALIDATION_NOTICE,
+    OwedArrearsNotice,
+    OwedNotice,
+    OwedValidationNotice,
+)
 from arrears.vocabulary import Stage
 from tasks.database import engine, policy
 from tasks.letters import (
@@ -82,6 +94,7 @@ __all__ = [
     "write_arrears_notices",
     "write_collection_notices",
     "write_plan_letter",
+    "write_validation_notices",
 ]
 
 
@@ -197,14 +210,19 @@ def write_arrears_notices(at: datetime, *, engine_: Engine | None = None) -> dic
                 for one, key in zip(owed, keys, strict=True)
             ],
         )
-        by_day: dict[tuple[date, str], list[str]] = {}
-        for one, key in zip(owed, keys, strict=True):
-            within = rules[one.jurisdiction].arrears_notice_within_days or 0
-            last = arrears_notice_last_day(at, timezone=one.timezone, within_days=within)
-            by_day.setdefault((last, one.timezone), []).append(key)
-        for (last, zone), same in by_day.items():  # one statement a day and zone: GB's one
-            mail_by(connection, keys=same, last_day=last, timezone=zone)
+        mail_by(
+            connection,
+            (
+                (key, _arrears_last_day(one, at, rules[one.jurisdiction]), one.timezone)
+                for one, key in zip(owed, keys, strict=True)
+            ),
+        )
     return {"arrears_notices_written": written}
+
+
+def _arrears_last_day(owed: OwedArrearsNotice, at: datetime, rules: Profile) -> date:
+    within = rules.arrears_notice_within_days or 0
+    return arrears_notice_last_day(at, timezone=owed.timezone, within_days=within)
 
 
 def _arrears_draft(
@@ -229,6 +247,86 @@ def _arrears_draft(
         )
 
     return Draft(key, owed.account_id, None, ARREARS_NOTICE, at, rules, context, readdressed)
+
+
+def write_validation_notices(at: datetime, *, engine_: Engine | None = None) -> dict[str, int]:
+    """Write the validation notices owed at `at`; count them.
+
+    Reg F 1006.34, where the profile owes it (`Profile.validation_notice`: California, by the
+    Rosenthal Act; elsewhere by policy): which accounts is `owed_letters.validation_notices_owed`'s
+    (one query for the book: those sent a message and never written one). The cycle runs this
+    before its dispatch, so a first text sent today is followed by its notice at the next cycle or
+    `arrears dispatch`. Each is written as every letter is (`write_letters`, in bulk), stating the
+    day its validation period ends, counted from the latest day it may be mailed
+    (`validation_period_end`); and each gets the day it must be mailed by (`overdue_letters.mail_by`):
+    five business days after the first message, so that one not mailed in time (blocked without an
+    address, held, refused) is alerted on as late. One written for an account contacted before
+    arrears owed it is late from the start, and said so."""
+    profile = policy().profile
+    rules = {code: p for code in _with_template(VALIDATION_NOTICE) if (p := profile(code)).validation_notice}
+    with (engine_ or engine()).begin() as connection:
+        owed = owed_letters.validation_notices_owed(connection, jurisdictions=sorted(rules))
+        if not owed:
+            return {"validation_notices_written": 0}
+        installation = installation_id(connection)
+        keys = [installation_letter_key(installation, one.account_id, "validation-notice") for one in owed]
+        written = write_letters(
+            connection,
+            [_validation_draft(o, key, at, rules[o.jurisdiction]) for o, key in zip(owed, keys, strict=True)],
+        )
+        mail_by(
+            connection,
+            (
+                (key, _validation_last_day(one, rules[one.jurisdiction]), one.timezone)
+                for one, key in zip(owed, keys, strict=True)
+            ),
+        )
+    return {"validation_notices_written": written}
+
+
+def _validation_last_day(owed: OwedValidationNotice, rules: Profile) -> date:
+    return validation_notice_last_day(
+        owed.first_message_at.astimezone(ZoneInfo(owed.timezone)).date(),
+        within_days=rules.validation_notice_within_days or 0,
+        holidays=_country(owed.jurisdiction),
+    )
+
+
+def _country(jurisdiction: str) -> str:
+    """The calendar of the country's legal public holidays (5 USC 6103(a) for "US")."""
+    return jurisdiction.split("-")[0]
+
+
+def _validation_draft(
+    owed: OwedValidationNotice, key: str, at: datetime, rules: Profile, *, readdressed: bool = False
+) -> Draft:
+    settings = get_settings()
+    ends = validation_period_end(
+        at,
+        timezone=owed.timezone,
+        calendar=rules.hours.holidays,
+        holidays=_country(owed.jurisdiction),
+        receipt_days=rules.validation_receipt_days or 0,
+        period_days=rules.validation_period_days or 0,
+    )
+
+    def context(name: str, address: tuple[str, ...]) -> LetterContext:
+        return validation_notice_context(
+            jurisdiction=owed.jurisdiction,
+            timezone=owed.timezone,
+            written_at=at,
+            validation_ends=ends,
+            lender=settings.lender_name,
+            lender_contact=settings.lender_contact,
+            borrower_name=name,
+            account_reference=owed.account_id,
+            currency=owed.currency,
+            balance=Decimal(display(owed.balance, owed.currency)),
+            address=address,
+            vin=owed.vin,
+        )
+
+    return Draft(key, owed.account_id, None, VALIDATION_NOTICE, at, rules, context, readdressed)
 
 
 def write_plan_letter(
@@ -446,6 +544,15 @@ def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> 
             return False
         rules = policy().profile(standing.jurisdiction)
         draft = _arrears_draft(standing, row.idempotency_key, at, rules, readdressed=True)
+        return write_letters(connection, [draft]) == 1
+    if row.kind == VALIDATION_NOTICE:
+        # Written again with today's debt and a period counted from today, in its place and under
+        # its key (its mail-by day kept: the first message has not moved), while the account is open.
+        still = owed_letters.validation_notice_standing(connection, row.id)
+        if still is None:
+            return False
+        rules = policy().profile(still.jurisdiction)
+        draft = _validation_draft(still, row.idempotency_key, at, rules, readdressed=True)
         return write_letters(connection, [draft]) == 1
     if row.kind == "hardship_plan":
         current = plans.current_plan(connection, row.account_id)

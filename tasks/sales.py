@@ -94,7 +94,7 @@ def _answer(connection: Connection, request: RequestToAnswer, as_of: datetime) -
     readdressed = bool(written and readdressable(connection, written))
     if written is None or readdressed:
         _write(connection, owed, key, at, readdressed=readdressed)
-        mail_by(connection, keys=[key], last_day=request.due_on, timezone=owed.timezone)
+        mail_by(connection, [(key, request.due_on, owed.timezone)])
         return "requested_explanations_written"
     if written.status not in MAILED or written.mailed_at is None:
         return "requested_explanations_waiting"

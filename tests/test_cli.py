@@ -531,7 +531,8 @@ def test_demo_days_mail_the_letters_each_day_hands_over(
     assert "ARREARS_LETTERS_BASE_URL" not in os.environ and "ARREARS_LETTERS_CREDENTIALS" not in os.environ
     letters = json.loads(run("letters", "list", "--database", sqlite_url, "--json").stdout)
     first_day = [x for x in letters if datetime.fromisoformat(x["created_at"]).date() == date(2026, 12, 1)]
-    assert first_day and {x["kind"] for x in first_day} == {"right_to_cure"}
+    # The cure notices of the reviews, and the validation notices of the US-CA borrowers texted.
+    assert first_day and {x["kind"] for x in first_day} == {"right_to_cure", "validation_notice"}
     mailed = datetime(2026, 12, 2, 4, tzinfo=UTC)
     assert {(x["status"], datetime.fromisoformat(x["mailed_at"])) for x in first_day} == {("mailed", mailed)}
     assert all(datetime.fromisoformat(x["deadline"]) > mailed for x in first_day)

@@ -15,7 +15,7 @@ the table to the proof (see the module's matrix below); the tests in this file a
 | US hours 08:00-21:00 | US.toml [hours], hours.py | test_compliance_hours |
 | US 7 calls in 7 days | US.toml cap (no calls placed) | test_compliance_contact |
 | US electronic opt-out | US.toml, content:opt-out, templates, inbound.py | test_inbound_words, here |
-| US validation notice 1006.34 | not encoded: Reg F binds third-party collectors | - |
+| US validation notice 1006.34 | US-CA.toml validation_notice (Civ. Code 1788.17) | test_validation_notice |
 | US bureau reporting 1006.30(a) | not encoded: binds debt collectors, not a furnishing lender | - |
 | US record retention 1006.100 | nothing is deleted | this file |
 | US SCRA | Hold.MILITARY, review.py, legal filings | test_legal, test_review |

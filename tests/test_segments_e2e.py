@@ -209,7 +209,8 @@ def test_each_segment_walks_to_its_end(world: Any, sqlite_url: str, tmp_path: Pa
     assert account(engine, "A-STRAT").stage == "repossession_review"
     assert result["later"]["review_runs_started"] == 1
     _run_waiting(engine, "A-STRAT", "cure-wait-1")
-    [notice] = lob.letters()  # the right-to-cure letter, in the post the same night
+    # The right-to-cure letter, in the post the same night (beside A-DIST's validation notice).
+    [notice] = [sent for sent in lob.letters() if sent["description"] == "right_to_cure"]
     lob.advance(notice["id"], "mailed", at="2026-12-18T01:00:00Z")
 
     # hardship: the offer is accepted by reply.

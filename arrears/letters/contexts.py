@@ -11,6 +11,10 @@ an accepted hardship plan. Pure functions over stored facts, used by `tasks.life
 - `arrears_notice_context`: the GB notice of sums in arrears (Consumer Credit Act 1974 s.86B), the
   arrears and the balance still to pay as they stand the day it is written;
   `arrears_notice_last_day`: the last day it may be mailed.
+- `validation_notice_context`: the US validation notice (Reg F 1006.34), with the day its
+  validation period ends (`validation_period_end`, counted from the latest day it may be mailed,
+  so a notice mailed at any moment allowed gives the borrower at least the period it states);
+  `validation_notice_last_day`: the last day it may be mailed, counted from the first message.
 """
 
 from datetime import date, datetime, timedelta
@@ -20,6 +24,7 @@ from zoneinfo import ZoneInfo
 from arrears.letters.notices import latest_mailing, vehicle_of
 from arrears.letters.render import LetterContext
 from arrears.restructuring import PlanTerms, count_months
+from arrears.review import add_business_days
 
 __all__ = [
     "COLLECTION_NOTICE_DAYS",
@@ -27,6 +32,9 @@ __all__ = [
     "arrears_notice_last_day",
     "collection_notice_context",
     "plan_letter_context",
+    "validation_notice_context",
+    "validation_notice_last_day",
+    "validation_period_end",
 ]
 
 COLLECTION_NOTICE_DAYS = 15  # policy: days to pay after the latest mailing, before court action
@@ -171,3 +179,70 @@ def arrears_notice_last_day(written_at: datetime, *, timezone: str, within_days:
     if the post is quicker than the law deems it (a posted notice is served when it would be
     delivered): the alert on a letter not mailed by it is the latest warning, not the safe one."""
     return written_at.astimezone(ZoneInfo(timezone)).date() + timedelta(days=within_days - 1)
+
+
+def validation_period_end(
+    written_at: datetime,
+    *,
+    timezone: str,
+    calendar: str | None,
+    holidays: str,
+    receipt_days: int,
+    period_days: int,
+) -> date:
+    """The last day of the validation period a notice written at `written_at` states (Reg F
+    1006.34(b)(5), (c)(3)(v)): `period_days` after the day the borrower is assumed to receive it,
+    `receipt_days` business days after it is mailed, weekends and the legal public holidays of
+    `holidays` (5 USC 6103(a): the country's calendar, "US") skipped. Counted from the latest day
+    the letter may be mailed (`latest_mailing`, whose mailing days skip the profile's `calendar`):
+    a letter mailed sooner is received sooner, and its period, ending that day still, is longer.
+    The holidays are where validation periods are misdated: a subdivision's calendar in the
+    `holidays` package leaves out federal days it does not keep (Columbus Day in California), and
+    an observed day (Friday 3 July 2026) is skipped like the holiday itself, which is the later
+    date; any receipt day at least five business days on is allowed."""
+    mailed_on = latest_mailing(written_at, timezone=timezone, calendar=calendar)
+    return add_business_days(mailed_on, receipt_days, calendar=holidays) + timedelta(days=period_days)
+
+
+def validation_notice_last_day(first_message_on: date, *, within_days: int, holidays: str) -> date:
+    """The last day to mail the validation notice of a debt first written about (a message sent)
+    on `first_message_on`: `within_days` business days after it (Reg F 1006.34(a)(1)(i)(B), the
+    legal public holidays of `holidays` skipped)."""
+    return add_business_days(first_message_on, within_days, calendar=holidays)
+
+
+def validation_notice_context(
+    *,
+    jurisdiction: str,
+    timezone: str,
+    written_at: datetime,
+    validation_ends: date,
+    lender: str,
+    lender_contact: str,
+    borrower_name: str,
+    account_reference: str,
+    currency: str,
+    balance: Decimal,
+    address: tuple[str, ...],
+    vin: str | None = None,
+) -> LetterContext:
+    """The validation notice of an account written at `written_at` (Reg F 1006.34(c), in Model
+    Form B-1's order): who collects and from whom, the debt itemized and what is owed now, and
+    until when it may be disputed. arrears keeps no statement history, so the itemization date is
+    the notice's own and the debt is itemized as it stands that day: no interest, fees or payments
+    since (which of 1006.34(b)(3)'s reference dates that is, is for counsel)."""
+    letter_date = written_at.astimezone(ZoneInfo(timezone)).date()
+    return LetterContext(
+        jurisdiction=jurisdiction,
+        lender=lender,
+        lender_contact=lender_contact,
+        borrower_name=borrower_name,
+        account_reference=account_reference,
+        letter_date=letter_date,
+        currency=currency,
+        balance=balance,
+        itemized_on=letter_date,
+        validation_ends=validation_ends,
+        vehicle=vehicle_of(vin),
+        borrower_address=(borrower_name, *address),
+    )

@@ -26,7 +26,10 @@ Kinds (`LetterKind`) and the templates that serve them (`templates/<kind>.<varia
   the Consumer Credit (Information Requirements and Duration of Licences and Charges) Regulations
   2007 regs. 36-38 and Sch. 2, unverified against the current text): the arrears
   (`amount_to_cure`) and the balance still to pay (`balance`), the FCA's arrears information sheet
-  appended as it is mailed (`arrears.letters.enclosures`).
+  appended as it is mailed (`arrears.letters.enclosures`);
+- `validation_notice`: US, the validation notice (Reg F 1006.34, in Model Form B-1's order): the
+  debt itemized (`itemized_on`, `balance`) and the day the validation period ends
+  (`validation_ends`), until which the borrower may dispute it.
 
 The returned `text` is exactly the words on the page, for `vet` (the content rules of
 `arrears.compliance.content`, the same ones every SMS passes) and for the audit trail.
@@ -69,6 +72,7 @@ LetterKind = Literal[
     "notice_of_sale",
     "deficiency_explanation",
     "arrears_notice",
+    "validation_notice",
 ]
 LETTER_KINDS: tuple[str, ...] = get_args(LetterKind)
 
@@ -96,6 +100,8 @@ _EMPHASISED = (
     "Arrears:",
     "Balance still to pay:",
     "This is a notice of sums in arrears",
+    "Total amount of the debt now:",
+    "Call or write to us by",
 )
 
 
@@ -154,8 +160,13 @@ class LetterContext:
     credits: Decimal | None = None
     deficiency: Decimal | None = None
     surplus: Decimal | None = None
-    # arrears_notice: what is left to pay under the agreement, the arrears in it, as they stand
+    # arrears_notice: what is left to pay under the agreement, the arrears in it, as they stand;
+    # validation_notice: the debt now
     balance: Decimal | None = None
+    # validation_notice: the itemization date (the debt itemized as it stood that day), and the
+    # last day of the validation period (Reg F 1006.34(b)(3), (b)(5))
+    itemized_on: date | None = None
+    validation_ends: date | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "itemization", tuple(self.itemization))
@@ -188,6 +199,7 @@ def template_for(kind: str, jurisdiction: str, *, rules: Profile | None = None) 
         "notice_of_sale": [jurisdiction, jurisdiction.split("-")[0]],
         "deficiency_explanation": [jurisdiction.split("-")[0]],
         "arrears_notice": [jurisdiction.split("-")[0]],
+        "validation_notice": [jurisdiction.split("-")[0]],
     }[kind]
     for variant in variants:
         name = f"{kind}.{variant}.j2"
@@ -251,6 +263,18 @@ def _values(kind: str, ctx: LetterContext) -> dict[str, object]:
         # CCA 1974 s.86B(3)-(5): the notices are owed while the debtor is in arrears, no longer.
         if ctx.amount_to_cure is not None and ctx.amount_to_cure <= 0:
             raise ValueError("an arrears_notice letter states arrears above zero")
+    elif kind == "validation_notice":
+        values["balance"] = money(ctx.balance, "the debt")
+        values["itemized_on"] = as_of = day(ctx.itemized_on, "the itemization date")
+        values["validation_ends"] = ends = day(ctx.validation_ends, "the end of the validation period")
+        # Itemized as of the notice's day: nothing charged or paid since (`validation_notice_context`).
+        if as_of != values["letter_date"]:
+            raise ValueError("a validation_notice letter itemizes the debt as of its own date")
+        values["nothing"] = money(Decimal(0), "")
+        # 1006.34(b)(5): 30 days after a receipt five business days after mailing, which are a
+        # week at least: a sooner end is a miscount.
+        if date.fromisoformat(ends) < ctx.letter_date + timedelta(days=37):
+            raise ValueError("a validation_notice letter's validation period ends 37 days after it or later")
     else:
         values["plan_installment"] = money(ctx.plan_installment, "the plan's instalment")
         values["plan_first_due"] = day(ctx.plan_first_due, "the plan's first due date")

@@ -9,7 +9,8 @@ instant after the day it must be sent by, 14 days after the request came (`mail_
 is given, when it is written, the first instant after the last of the 14 days beginning with the day
 it was first owed (Consumer Credit Act 1974 s.86B(2), `mail_by`, from `tasks.lifecycle_letters`);
 until it is given the agreement cannot be enforced, nor interest or default sums charged for the
-time (s.86D). Only such kinds (`MAIL_BY`) are read here.
+time (s.86D). A US validation notice is given the first instant after the fifth business day
+after the account's first message (Reg F 1006.34(a)(1)). Only such kinds (`MAIL_BY`) are read here.
 
 Sent is mailed, as the provider's mailed event says ("send": deposit in the mail, UCC
 1-201(b)(36)), and as `tasks.sales` answers a request: a letter the provider took but has not
@@ -23,7 +24,7 @@ about what is still to send.
 reads. Functions take the caller's connection and do not commit.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from arrears.storage.tables import letter
 __all__ = ["MAIL_BY", "UNSENT", "OverdueLetter", "mail_by", "overdue_letters"]
 
 # The kinds whose `deadline` is the instant they must be mailed before.
-MAIL_BY = ("deficiency_explanation", "arrears_notice")
+MAIL_BY = ("deficiency_explanation", "arrears_notice", "validation_notice")
 # Not (yet) in the post: every status but the mailed ones.
 UNSENT = tuple(s for s in STATUSES if s not in MAILED)
 
@@ -89,12 +90,16 @@ def overdue_letters(connection: Connection, *, now: datetime) -> list[OverdueLet
     return [OverdueLetter(r.id, r.account_id, r.kind, r.deadline, r.status, r.reason) for r in rows]
 
 
-def mail_by(connection: Connection, *, keys: Sequence[str], last_day: date, timezone: str) -> None:
-    """Give the letters under `keys` the last day they may be mailed, in `timezone`, as their
-    `deadline`, the first instant after it (as a right-to-cure letter's is the first instant
-    after its period), once: a letter written again in its place keeps the day it was owed by.
-    A letter not mailed by then is late (`overdue_letters`)."""
-    if keys:
+def mail_by(connection: Connection, letters: Iterable[tuple[str, date, str]]) -> None:
+    """Give each letter of `letters` (its key, the last day it may be mailed, and the time zone of
+    that day) the first instant after that day as its `deadline` (as a right-to-cure letter's is
+    the first instant after its period), once: a letter written again in its place keeps the day
+    it was owed by. A letter not mailed by then is late (`overdue_letters`). One statement a day
+    and zone: the thousands of notices a cycle writes share a handful."""
+    by_day: dict[tuple[date, str], list[str]] = {}
+    for key, last_day, timezone in letters:
+        by_day.setdefault((last_day, timezone), []).append(key)
+    for (last_day, timezone), keys in by_day.items():
         connection.execute(
             update(letter)
             .where(among(letter.c.idempotency_key, keys), letter.c.deadline.is_(None))

@@ -1,7 +1,9 @@
 """Which accounts their facts owe a letter: the 催收函 of a CN account entering legal referral,
-written once per stay in the stage (`tasks.lifecycle_letters.write_collection_notices`), and the
-GB notice of sums in arrears, owed by the arrears themselves (`arrears_notices_owed`,
-`tasks.lifecycle_letters.write_arrears_notices`).
+written once per stay in the stage (`tasks.lifecycle_letters.write_collection_notices`), the GB
+notice of sums in arrears, owed by the arrears themselves (`arrears_notices_owed`,
+`tasks.lifecycle_letters.write_arrears_notices`), and the US validation notice, owed once a
+message about the debt has been sent (`validation_notices_owed`,
+`tasks.lifecycle_letters.write_validation_notices`).
 
 Apart from `arrears.storage.letters`, which keeps the letters themselves: this reads accounts (and
 their cures, on the timeline), and asks of letters only whether and when one was written.
@@ -18,19 +20,24 @@ from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, li
 
 from arrears.jurisdictions import Profile
 from arrears.storage.cycle import TERMINAL
-from arrears.storage.tables import account, audit, letter
+from arrears.storage.tables import account, audit, letter, message
 from arrears.vocabulary import Exit
 
 __all__ = [
     "ARREARS_NOTICE",
+    "VALIDATION_NOTICE",
     "OwedArrearsNotice",
     "OwedNotice",
+    "OwedValidationNotice",
     "arrears_notice_standing",
     "arrears_notices_owed",
     "notices_owed",
+    "validation_notice_standing",
+    "validation_notices_owed",
 ]
 
-ARREARS_NOTICE = "arrears_notice"  # the letter kind
+ARREARS_NOTICE = "arrears_notice"  # the letter kinds
+VALIDATION_NOTICE = "validation_notice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,3 +229,80 @@ def _cured_since(account_id: ColumnElement[str], since: ColumnElement[datetime])
         )
         .exists()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OwedValidationNotice:
+    """An account owed its validation notice, with what the notice states and when the first
+    message about the debt was sent (the mail-by day counts from it)."""
+
+    account_id: str
+    jurisdiction: str
+    timezone: str
+    currency: str
+    balance: Any
+    vin: str | None
+    first_message_at: datetime
+
+
+def _validation_facts(first: ColumnElement[datetime]) -> tuple[ColumnElement[Any], ...]:
+    """What a validation notice states of its account, in `OwedValidationNotice`'s order."""
+    c = account.c
+    return (c.account_id, c.jurisdiction, c.timezone, c.currency, c.balance, c.vin, first.label("first"))
+
+
+def _first_message(account_id: ColumnElement[str]) -> ColumnElement[datetime]:
+    """When the account's first message was sent: the initial communication (through
+    `ix_message_account_sent`, which holds sent messages only)."""
+    return (
+        select(func.min(message.c.sent_at))
+        .where(message.c.account_id == account_id, message.c.sent_at.is_not(None))
+        .scalar_subquery()
+    )
+
+
+def validation_notices_owed(
+    connection: Connection, *, jurisdictions: Sequence[str]
+) -> list[OwedValidationNotice]:
+    """The accounts in `jurisdictions` (profiles with `validation_notice`) owed their validation
+    notice: sent a message, not closed, and never written one. One query for the book, none per
+    account.
+
+    Reg F 1006.34(a)(1): the notice goes with the initial communication about the debt or within
+    five business days after it, once per debt (a loan is one debt, whichever stage it is in: a
+    cure and a new delinquency owe none again). The first text sent is the initial communication
+    arrears makes; one written earlier by the servicing system is not known here. An account closed
+    (paid off, settled, charged off) is no longer collected: none is written for it. A notice once
+    written, whatever became of it, is the account's: a blocked one is written again in its place
+    (`validation_notice_standing`), never a second. The accounts are read by a scan of the book in
+    these jurisdictions (no index leads with the jurisdiction), each one's letters and first
+    message by its indexes."""
+    if not jurisdictions:
+        return []
+    written = (
+        select(letter.c.id)
+        .where(letter.c.account_id == account.c.account_id, letter.c.kind == VALIDATION_NOTICE)
+        .exists()
+    )
+    first = _first_message(account.c.account_id)
+    contacted = (
+        select(*_validation_facts(first))
+        .where(account.c.jurisdiction.in_(list(jurisdictions)), account.c.stage.not_in(TERMINAL), ~written)
+        .subquery("contacted")
+    )
+    rows = connection.execute(
+        select(contacted).where(contacted.c.first.is_not(None)).order_by(contacted.c.account_id)
+    ).all()
+    return [OwedValidationNotice(*r) for r in rows]
+
+
+def validation_notice_standing(connection: Connection, letter_id: int) -> OwedValidationNotice | None:
+    """The account of validation notice `letter_id`, with its facts today, while the notice is
+    still owed (the account not closed, and a message sent); None otherwise."""
+    first = _first_message(letter.c.account_id)
+    found = connection.execute(
+        select(*_validation_facts(first))
+        .join(letter, letter.c.account_id == account.c.account_id)
+        .where(letter.c.id == letter_id, letter.c.kind == VALIDATION_NOTICE, account.c.stage.not_in(TERMINAL))
+    ).first()
+    return None if found is None or found.first is None else OwedValidationNotice(*found)

@@ -52,7 +52,8 @@ def list_(
         typer.Option(
             "--overdue",
             help="Only the letters the law says to mail by a date (an explanation asked for with "
-            "`arrears sale explain`, a GB notice of sums in arrears) past it and not mailed "
+            "`arrears sale explain`, a GB notice of sums in arrears, a US-CA validation notice) past "
+            "it and not mailed "
             "(pending, blocked, refused, not yet mailed by the provider; one mailed and returned "
             "was sent), oldest deadline first; not a right-to-cure notice, whose deadline ends "
             "its cure period.",
