@@ -268,7 +268,8 @@ def test_the_first_text_is_followed_by_one_notice_mailed_with_its_dates_and_iowa
 def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_listed_as_overdue(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
 ) -> None:
-    """Of three Fresno accounts, the one never texted and the one paid off are owed none. The one
+    """Of four Fresno accounts, the one never texted, the one paid off and the one sent only a
+    courtesy reminder before its due date (no debt in default) are owed none. The one
     texted on Monday 2 November, before arrears owed notices, is written one on 1 December with
     its mail-by day long past (9 November, five business days on), so `letters list --overdue`
     lists it at once, blocked for want of an address. An import that brings the address writes it
@@ -281,18 +282,23 @@ def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_liste
     import_rows(
         mail_db,
         tmp_path,
-        [_ca("A-CA2", phone="(559) 281-0102"), _ca("A-CA3", phone="(559) 281-0103"), unaddressed],
+        [
+            _ca("A-CA2", phone="(559) 281-0102"),
+            _ca("A-CA3", phone="(559) 281-0103"),
+            _ca("A-CA4", phone="(559) 281-0104"),
+            unaddressed,
+        ],
     )
     with mail_db.begin() as c:
-        for account_id in ("A-CA1", "A-CA3"):
+        for account_id, stage in (("A-CA1", "reminder"), ("A-CA3", "reminder"), ("A-CA4", "cured")):
             c.execute(
                 message_t.insert().values(
                     idempotency_key=f"old-{account_id}",
                     account_id=account_id,
                     address="+15592810101",
-                    template="reminder_1",
-                    body="Acme Auto Finance: a payment is past due. Reply STOP to opt out.",
-                    stage="reminder",
+                    template="reminder" if stage == "reminder" else "courtesy",
+                    body="Acme Auto Finance: a payment is due. Reply STOP to opt out.",
+                    stage=stage,
                     not_before=at("2026-11-02T17:00:00Z"),
                     status="delivered",
                     created_at=at("2026-11-02T17:00:00Z"),
@@ -302,7 +308,7 @@ def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_liste
         c.execute(update(account_t).where(account_t.c.account_id == "A-CA3").values(stage="paid_off"))
 
     assert _write("2026-12-01T17:00:00Z") == 1
-    assert _notices(mail_db, "A-CA2") == [] and _notices(mail_db, "A-CA3") == []
+    assert [_notices(mail_db, a) for a in ("A-CA2", "A-CA3", "A-CA4")] == [[], [], []]
     [blocked] = _notices(mail_db, "A-CA1")
     assert (blocked.status, blocked.reason) == ("blocked", NO_ADDRESS)
     # Monday 2 November: Tuesday 3rd, Wednesday 4th, Thursday 5th, Friday 6th, Monday 9th.

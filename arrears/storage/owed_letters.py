@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, li
 from arrears.jurisdictions import Profile
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.tables import account, audit, letter, message
-from arrears.vocabulary import Exit
+from arrears.vocabulary import Exit, Stage
 
 __all__ = [
     "ARREARS_NOTICE",
@@ -252,11 +252,17 @@ def _validation_facts(first: ColumnElement[datetime]) -> tuple[ColumnElement[Any
 
 
 def _first_message(account_id: ColumnElement[str]) -> ColumnElement[datetime]:
-    """When the account's first message was sent: the initial communication (through
-    `ix_message_account_sent`, which holds sent messages only)."""
+    """When the account's first message about its arrears was sent: the initial communication
+    (through `ix_message_account_sent`, which holds sent messages only). A message decided in a
+    collection stage counts; a courtesy reminder before a due date, sent to an account in no
+    arrears (decided `cured`), is not about a debt in default, and does not."""
     return (
         select(func.min(message.c.sent_at))
-        .where(message.c.account_id == account_id, message.c.sent_at.is_not(None))
+        .where(
+            message.c.account_id == account_id,
+            message.c.sent_at.is_not(None),
+            message.c.stage.in_([s.value for s in Stage]),
+        )
         .scalar_subquery()
     )
 
