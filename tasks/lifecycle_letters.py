@@ -14,7 +14,7 @@ adds no second letter:
   the arrears themselves, first when they come to two instalments, then every
   `arrears_notice_every_days` while they last, each to be mailed within 14 days;
 - `write_validation_notices`: beside them, the US validation notice (Reg F 1006.34; California by
-  the Rosenthal Act), once per account, after the first message about the debt is sent, to be
+  the Rosenthal Act), once per account, after the first message or letter about the debt, to be
   mailed within five business days of it;
 - `write_plan_letter`: inside the transaction that accepts a plan (by reply or by an agent);
 - `readdress_letters`: a letter blocked for want of an address is written again, in its place
@@ -254,14 +254,14 @@ def write_validation_notices(at: datetime, *, engine_: Engine | None = None) -> 
 
     Reg F 1006.34, where the profile owes it (`Profile.validation_notice`: California, by the
     Rosenthal Act; elsewhere by policy): which accounts is `owed_letters.validation_notices_owed`'s
-    (one query for the book: those sent a message and never written one). The cycle runs this
-    before its dispatch, so a first text sent today is followed by its notice at the next cycle or
-    `arrears dispatch`. Each is written as every letter is (`write_letters`, in bulk), stating the
-    day its validation period ends, counted from the latest day it may be mailed
-    (`validation_period_end`); and each gets the day it must be mailed by (`overdue_letters.mail_by`):
-    five business days after the first message, so that one not mailed in time (blocked without an
-    address, held, refused) is alerted on as late. One written for an account contacted before
-    arrears owed it is late from the start, and said so."""
+    (one query for the book: those sent a message or mailed a letter about the debt, and never
+    written one). The cycle runs this before its dispatch, so a first text sent today is followed
+    by its notice at the next cycle or `arrears dispatch`. Each is written as every letter is
+    (`write_letters`, in bulk), stating the day its validation period ends, counted from the latest
+    day it may be mailed (`validation_period_end`); and each gets the day it must be mailed by
+    (`overdue_letters.mail_by`): five business days after that first message or letter, so that
+    one not mailed in time (blocked without an address, held, refused) is alerted on as late. One
+    written for an account contacted before arrears owed it is late from the start, and said so."""
     profile = policy().profile
     rules = {code: p for code in _with_template(VALIDATION_NOTICE) if (p := profile(code)).validation_notice}
     with (engine_ or engine()).begin() as connection:
@@ -286,7 +286,7 @@ def write_validation_notices(at: datetime, *, engine_: Engine | None = None) -> 
 
 def _validation_last_day(owed: OwedValidationNotice, rules: Profile) -> date:
     return validation_notice_last_day(
-        owed.first_message_at.astimezone(ZoneInfo(owed.timezone)).date(),
+        owed.first_contact_at.astimezone(ZoneInfo(owed.timezone)).date(),
         within_days=rules.validation_notice_within_days or 0,
         holidays=_country(owed.jurisdiction),
     )
@@ -547,7 +547,7 @@ def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> 
         return write_letters(connection, [draft]) == 1
     if row.kind == VALIDATION_NOTICE:
         # Written again with today's debt and a period counted from today, in its place and under
-        # its key (its mail-by day kept: the first message has not moved), while the account is open.
+        # its key (its mail-by day kept: the first contact has not moved), while the account is open.
         still = owed_letters.validation_notice_standing(connection, row.id)
         if still is None:
             return False

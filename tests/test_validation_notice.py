@@ -268,8 +268,9 @@ def test_the_first_text_is_followed_by_one_notice_mailed_with_its_dates_and_iowa
 def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_listed_as_overdue(
     mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
 ) -> None:
-    """Of four Fresno accounts, the one never texted, the one paid off and the one sent only a
-    courtesy reminder before its due date (no debt in default) are owed none. The one
+    """Of five Fresno accounts, the one never written to, the one paid off and the one sent only a
+    courtesy reminder before its due date (no debt in default) are owed none; the one never texted
+    but mailed a notice of sale is owed one, five business days from that mailing. The one
     texted on Monday 2 November, before arrears owed notices, is written one on 1 December with
     its mail-by day long past (9 November, five business days on), so `letters list --overdue`
     lists it at once, blocked for want of an address. An import that brings the address writes it
@@ -286,6 +287,7 @@ def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_liste
             _ca("A-CA2", phone="(559) 281-0102"),
             _ca("A-CA3", phone="(559) 281-0103"),
             _ca("A-CA4", phone="(559) 281-0104"),
+            _ca("A-CA5", phone="(559) 281-0105"),
             unaddressed,
         ],
     )
@@ -306,9 +308,25 @@ def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_liste
                 )
             )
         c.execute(update(account_t).where(account_t.c.account_id == "A-CA3").values(stage="paid_off"))
+        # Never texted, but mailed its notice of sale on Monday 16 November.
+        mailed = at("2026-11-16T20:00:00Z")
+        c.execute(
+            letter_t.insert().values(
+                idempotency_key="old-sale-notice",
+                account_id="A-CA5",
+                kind="notice_of_sale",
+                template="notice_of_sale.US.j2",
+                status="mailed",
+                created_at=mailed,
+                mailed_at=mailed,
+                updated_at=mailed,
+            )
+        )
 
-    assert _write("2026-12-01T17:00:00Z") == 1
+    assert _write("2026-12-01T17:00:00Z") == 2
     assert [_notices(mail_db, a) for a in ("A-CA2", "A-CA3", "A-CA4")] == [[], [], []]
+    [after_letter] = _notices(mail_db, "A-CA5")  # five business days after the 16th: the 23rd
+    assert (after_letter.status, after_letter.deadline) == ("pending", datetime(2026, 11, 24, 8, tzinfo=UTC))
     [blocked] = _notices(mail_db, "A-CA1")
     assert (blocked.status, blocked.reason) == ("blocked", NO_ADDRESS)
     # Monday 2 November: Tuesday 3rd, Wednesday 4th, Thursday 5th, Friday 6th, Monday 9th.
@@ -316,11 +334,15 @@ def test_only_an_open_account_sent_a_message_is_owed_one_and_a_late_one_is_liste
 
     listed = _cli(db_url, "letters", "list", "--overdue", "--as-of", "2026-12-01T18:00:00Z", "--json")
     assert listed.exit_code == 0, listed.output
-    [late] = json.loads(listed.stdout)
-    assert (late["id"], late["kind"], late["reason"]) == (blocked.id, "validation_notice", NO_ADDRESS)
+    late = [(x["id"], x["kind"], x["status"], x["reason"]) for x in json.loads(listed.stdout)]
+    assert late == [  # the oldest deadline first
+        (blocked.id, "validation_notice", "blocked", NO_ADDRESS),
+        (after_letter.id, "validation_notice", "pending", None),
+    ]
 
     import_rows(mail_db, tmp_path, [_ca("A-CA1")])
-    assert readdress_letters(at("2026-12-03T17:00:00Z"))["letters_readdressed"] == 1
+    # A-CA5's, never handed to the provider in two days, is written again too (stale).
+    assert readdress_letters(at("2026-12-03T17:00:00Z")) == {"letters_readdressed": 2, "letters_stale": 1}
     [again] = _notices(mail_db, "A-CA1")
     assert (again.id, again.status, again.deadline) == (blocked.id, "pending", blocked.deadline)
     assert context_from_json(again.context).validation_ends == _end("2026-12-03T17:00:00Z")

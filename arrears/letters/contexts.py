@@ -14,7 +14,7 @@ an accepted hardship plan. Pure functions over stored facts, used by `tasks.life
 - `validation_notice_context`: the US validation notice (Reg F 1006.34), with the day its
   validation period ends (`validation_period_end`, counted from the latest day it may be mailed,
   so a notice mailed at any moment allowed gives the borrower at least the period it states);
-  `validation_notice_last_day`: the last day it may be mailed, counted from the first message.
+  `validation_notice_last_day`: the last day it may be mailed, counted from the first contact.
 """
 
 from datetime import date, datetime, timedelta
@@ -204,11 +204,11 @@ def validation_period_end(
     return add_business_days(mailed_on, receipt_days, calendar=holidays) + timedelta(days=period_days)
 
 
-def validation_notice_last_day(first_message_on: date, *, within_days: int, holidays: str) -> date:
-    """The last day to mail the validation notice of a debt first written about (a message sent)
-    on `first_message_on`: `within_days` business days after it (Reg F 1006.34(a)(1)(i)(B), the
-    legal public holidays of `holidays` skipped)."""
-    return add_business_days(first_message_on, within_days, calendar=holidays)
+def validation_notice_last_day(first_contact_on: date, *, within_days: int, holidays: str) -> date:
+    """The last day to mail the validation notice of a debt first written about (a message sent,
+    a letter mailed) on `first_contact_on`: `within_days` business days after it (Reg F
+    1006.34(a)(1)(i)(B), the legal public holidays of `holidays` skipped)."""
+    return add_business_days(first_contact_on, within_days, calendar=holidays)
 
 
 def validation_notice_context(

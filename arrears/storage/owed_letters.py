@@ -233,8 +233,8 @@ def _cured_since(account_id: ColumnElement[str], since: ColumnElement[datetime])
 
 @dataclass(frozen=True, slots=True)
 class OwedValidationNotice:
-    """An account owed its validation notice, with what the notice states and when the first
-    message about the debt was sent (the mail-by day counts from it)."""
+    """An account owed its validation notice, with what the notice states and when it was first
+    written to about the debt (the mail-by day counts from it)."""
 
     account_id: str
     jurisdiction: str
@@ -242,28 +242,55 @@ class OwedValidationNotice:
     currency: str
     balance: Any
     vin: str | None
-    first_message_at: datetime
+    first_contact_at: datetime
 
 
-def _validation_facts(first: ColumnElement[datetime]) -> tuple[ColumnElement[Any], ...]:
-    """What a validation notice states of its account, in `OwedValidationNotice`'s order."""
+def _validation_facts() -> tuple[ColumnElement[Any], ...]:
+    """What a validation notice states of its account, in `OwedValidationNotice`'s order, and the
+    first message sent and the first letter mailed about the debt (`_owed` takes the earlier): the
+    initial communication. A message decided in a collection stage counts, through
+    `ix_message_account_sent` (sent messages only); a courtesy reminder before a due date, to an
+    account in no arrears (decided `cured`), is not about a debt in default, and does not. Any
+    letter mailed counts (a notice of sale to a borrower never reached by text), but the notice."""
     c = account.c
-    return (c.account_id, c.jurisdiction, c.timezone, c.currency, c.balance, c.vin, first.label("first"))
-
-
-def _first_message(account_id: ColumnElement[str]) -> ColumnElement[datetime]:
-    """When the account's first message about its arrears was sent: the initial communication
-    (through `ix_message_account_sent`, which holds sent messages only). A message decided in a
-    collection stage counts; a courtesy reminder before a due date, sent to an account in no
-    arrears (decided `cured`), is not about a debt in default, and does not."""
-    return (
+    texted = (
         select(func.min(message.c.sent_at))
         .where(
-            message.c.account_id == account_id,
+            message.c.account_id == c.account_id,
             message.c.sent_at.is_not(None),
             message.c.stage.in_([s.value for s in Stage]),
         )
         .scalar_subquery()
+    )
+    other = letter.alias("mailed_letter")
+    mailed = (
+        select(func.min(other.c.mailed_at))
+        .where(
+            other.c.account_id == c.account_id,
+            other.c.kind != VALIDATION_NOTICE,
+            other.c.mailed_at.is_not(None),
+        )
+        .scalar_subquery()
+    )
+    return (
+        c.account_id,
+        c.jurisdiction,
+        c.timezone,
+        c.currency,
+        c.balance,
+        c.vin,
+        texted.label("texted"),
+        mailed.label("mailed"),
+    )
+
+
+def _owed(row: Any) -> OwedValidationNotice | None:
+    """The account of a row of `_validation_facts`, if it was ever written to."""
+    first = min((t for t in (row.texted, row.mailed) if t is not None), default=None)
+    if first is None:
+        return None
+    return OwedValidationNotice(
+        row.account_id, row.jurisdiction, row.timezone, row.currency, row.balance, row.vin, first
     )
 
 
@@ -271,18 +298,18 @@ def validation_notices_owed(
     connection: Connection, *, jurisdictions: Sequence[str]
 ) -> list[OwedValidationNotice]:
     """The accounts in `jurisdictions` (profiles with `validation_notice`) owed their validation
-    notice: sent a message, not closed, and never written one. One query for the book, none per
-    account.
+    notice: written to about the debt (`_validation_facts`), not closed, and never written one.
+    One query for the book, none per account.
 
     Reg F 1006.34(a)(1): the notice goes with the initial communication about the debt or within
     five business days after it, once per debt (a loan is one debt, whichever stage it is in: a
-    cure and a new delinquency owe none again). The first text sent is the initial communication
-    arrears makes; one written earlier by the servicing system is not known here. An account closed
-    (paid off, settled, charged off) is no longer collected: none is written for it. A notice once
-    written, whatever became of it, is the account's: a blocked one is written again in its place
-    (`validation_notice_standing`), never a second. The accounts are read by a scan of the book in
-    these jurisdictions (no index leads with the jurisdiction), each one's letters and first
-    message by its indexes."""
+    cure and a new delinquency owe none again). The first text sent or letter mailed is the
+    initial communication arrears makes; one the servicing system made is not known here. An
+    account closed (paid off, settled, charged off) is no longer collected: none is written for
+    it. A notice once written, whatever became of it, is the account's: a blocked one is written
+    again in its place (`validation_notice_standing`), never a second. The accounts are read by a
+    scan of the book in these jurisdictions (no index leads with the jurisdiction), each one's
+    letters and first message by its indexes."""
     if not jurisdictions:
         return []
     written = (
@@ -290,25 +317,25 @@ def validation_notices_owed(
         .where(letter.c.account_id == account.c.account_id, letter.c.kind == VALIDATION_NOTICE)
         .exists()
     )
-    first = _first_message(account.c.account_id)
     contacted = (
-        select(*_validation_facts(first))
+        select(*_validation_facts())
         .where(account.c.jurisdiction.in_(list(jurisdictions)), account.c.stage.not_in(TERMINAL), ~written)
         .subquery("contacted")
     )
     rows = connection.execute(
-        select(contacted).where(contacted.c.first.is_not(None)).order_by(contacted.c.account_id)
+        select(contacted)
+        .where(or_(contacted.c.texted.is_not(None), contacted.c.mailed.is_not(None)))
+        .order_by(contacted.c.account_id)
     ).all()
-    return [OwedValidationNotice(*r) for r in rows]
+    return [owed for r in rows if (owed := _owed(r)) is not None]
 
 
 def validation_notice_standing(connection: Connection, letter_id: int) -> OwedValidationNotice | None:
     """The account of validation notice `letter_id`, with its facts today, while the notice is
-    still owed (the account not closed, and a message sent); None otherwise."""
-    first = _first_message(letter.c.account_id)
+    still owed (the account not closed, and written to); None otherwise."""
     found = connection.execute(
-        select(*_validation_facts(first))
+        select(*_validation_facts())
         .join(letter, letter.c.account_id == account.c.account_id)
         .where(letter.c.id == letter_id, letter.c.kind == VALIDATION_NOTICE, account.c.stage.not_in(TERMINAL))
     ).first()
-    return None if found is None or found.first is None else OwedValidationNotice(*found)
+    return None if found is None else _owed(found)
