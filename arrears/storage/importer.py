@@ -53,6 +53,7 @@ from arrears.importing.parallel import PARSE_WORKERS, parsed_records
 from arrears.models import Account, AccountHold, AuditEvent, Borrower, ContactPoint, Payment, utcnow
 from arrears.payments import RECEIVED_AHEAD_AT_MOST
 from arrears.processes import collecting_rarely
+from arrears.storage import borrower_holds
 from arrears.storage._common import first_load, opted_out_numbers
 from arrears.storage.bulk import among
 from arrears.storage.engine import BULK_CACHE_MIB, bulk_cache
@@ -126,6 +127,8 @@ class AccountCounts(_Counts):
     contacts_changed: int = 0  # made primary, or no longer primary
     holds_placed: int = 0
     holds_lifted: int = 0
+    borrower_holds_placed: int = 0  # on the borrower's other open loans (`borrower_holds.spread`)
+    borrower_holds_lifted: int = 0
 
 
 @dataclass
@@ -352,7 +355,7 @@ def _sync_holds(
         if not row.holds and not holds:
             continue
         where = f"{origin} line {row.line}"
-        for kind in sorted(row.holds - {h.kind for h in holds}):
+        for kind in sorted(row.holds - {h.kind for h in holds if h.source != borrower_holds.SOURCE}):
             placed.append((row.account_id, kind.value, f"flag in {where}"))
             events.append(
                 _hold_event(event, row.account_id, kind.value, "placed", f"flag in {where}", origin, row.line)
@@ -592,6 +595,8 @@ def run_import(
                     raise stale
                 summary.empty = source.empty_lines
                 if summary.accepted:
+                    if isinstance(summary.counts, AccountCounts):  # a borrower's flag holds all their loans
+                        borrower_holds.spread(connection, summary.counts, file=summary.file.name, now=now)
                     # A payment or a collection hold cancels a repossession order at once, not at the next
                     # cycle: a repossession after the borrower paid is the finding regulators make most.
                     summary.vendor_orders_cancelled = cancel_vendor_orders(connection, as_of=now)
