@@ -32,9 +32,11 @@ adds no second letter:
   same cause.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
@@ -226,7 +228,7 @@ def _arrears_last_day(owed: OwedArrearsNotice, at: datetime, rules: Profile) -> 
 
 
 def _arrears_draft(
-    owed: OwedArrearsNotice, key: str, at: datetime, rules: Profile, *, readdressed: bool = False
+    owed: OwedArrearsNotice, key: str, at: datetime, rules: Profile, readdressed: bool = False
 ) -> Draft:
     settings = get_settings()
 
@@ -298,7 +300,7 @@ def _country(jurisdiction: str) -> str:
 
 
 def _validation_draft(
-    owed: OwedValidationNotice, key: str, at: datetime, rules: Profile, *, readdressed: bool = False
+    owed: OwedValidationNotice, key: str, at: datetime, rules: Profile, readdressed: bool = False
 ) -> Draft:
     settings = get_settings()
     ends = validation_period_end(
@@ -519,6 +521,24 @@ def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: 
     return True
 
 
+_Owed = TypeVar("_Owed", OwedArrearsNotice, OwedValidationNotice)
+
+
+def _write_again(
+    connection: Connection,
+    row: letters.LetterRow,
+    at: datetime,
+    still: _Owed | None,
+    draft_of: Callable[[_Owed, str, datetime, Profile, bool], Draft],
+) -> bool:
+    """A letter the account's facts owe (`owed_letters`), written again from today's facts in its
+    place and under its key (its mail-by day kept), while they still owe it (`still`)."""
+    if still is None:
+        return False
+    rules = policy().profile(still.jurisdiction)
+    return write_letters(connection, [draft_of(still, row.idempotency_key, at, rules, True)]) == 1
+
+
 def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> bool:
     if row.kind == "right_to_cure" and row.review_id is not None:
         state = reviews.review_state(connection, row.review_id, lock=True)
@@ -537,23 +557,14 @@ def _readdress(connection: Connection, row: letters.LetterRow, at: datetime) -> 
             return False  # a notice of an earlier stay in legal referral
         return write_collection_notice(connection, owed, max(at, a.stage_since), readdressed=True)
     if row.kind == ARREARS_NOTICE:
-        # Written again with today's arrears, in its place and under its key (its mail-by day
-        # kept), while it is the account's latest and the arrears it was owed for last.
-        standing = owed_letters.arrears_notice_standing(connection, row.id)
-        if standing is None:
-            return False
-        rules = policy().profile(standing.jurisdiction)
-        draft = _arrears_draft(standing, row.idempotency_key, at, rules, readdressed=True)
-        return write_letters(connection, [draft]) == 1
+        # While it is the account's latest and the arrears it was owed for last.
+        still = owed_letters.arrears_notice_standing(connection, row.id)
+        return _write_again(connection, row, at, still, _arrears_draft)
     if row.kind == VALIDATION_NOTICE:
-        # Written again with today's debt and a period counted from today, in its place and under
-        # its key (its mail-by day kept: the first contact has not moved), while the account is open.
-        still = owed_letters.validation_notice_standing(connection, row.id)
-        if still is None:
-            return False
-        rules = policy().profile(still.jurisdiction)
-        draft = _validation_draft(still, row.idempotency_key, at, rules, readdressed=True)
-        return write_letters(connection, [draft]) == 1
+        # While the account is open; its period counted from today (its mail-by day kept: the
+        # first contact has not moved).
+        still_owed = owed_letters.validation_notice_standing(connection, row.id)
+        return _write_again(connection, row, at, still_owed, _validation_draft)
     if row.kind == "hardship_plan":
         current = plans.current_plan(connection, row.account_id)
         if current is None or current.status != "active":
