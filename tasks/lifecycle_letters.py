@@ -286,9 +286,11 @@ def write_validation_notices(at: datetime, *, engine_: Engine | None = None) -> 
     return {"validation_notices_written": written}
 
 
-def _validation_last_day(owed: OwedValidationNotice, rules: Profile) -> date:
+def _validation_last_day(owed: OwedValidationNotice, rules: Profile, since: datetime | None = None) -> date:
+    """The day by which the notice must be mailed: `within_days` business days after the first
+    contact, or after `since` for a notice given again."""
     return validation_notice_last_day(
-        owed.first_contact_at.astimezone(ZoneInfo(owed.timezone)).date(),
+        (since or owed.first_contact_at).astimezone(ZoneInfo(owed.timezone)).date(),
         within_days=rules.validation_notice_within_days or 0,
         holidays=_country(owed.jurisdiction),
     )
@@ -391,7 +393,9 @@ def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[st
     letter the provider refused whose account has another address now (blocked as refused first,
     one attempt on: it goes under a new provider key), and every letter not handed to the provider
     within `SEND_WITHIN` of being written (blocked as stale first: its printed dates were counted
-    from a mailing now past). The notice of sale is
+    from a mailing now past); and give again, in a letter of its own, every right-to-cure or
+    validation notice returned to sender whose account has another address now
+    (`letters.returned_and_readdressed`). The notice of sale is
     left to `tasks.recovery.settle_recoveries`, which rewrites it the same way at its next run."""
     written = 0
     with (engine_ or engine()).begin() as connection:
@@ -401,7 +405,8 @@ def readdress_letters(at: datetime, *, engine_: Engine | None = None) -> dict[st
             for row in letters.addressed_since_blocked(connection, reason=reason):
                 written += _readdress(connection, row, at)
         for row in letters.returned_and_readdressed(connection):
-            written += _give_notice_again(connection, row, at)
+            again = _give_validation_again if row.kind == VALIDATION_NOTICE else _give_notice_again
+            written += again(connection, row, at)
     return {"letters_readdressed": written} | ({"letters_stale": stale} if stale else {})
 
 
@@ -503,7 +508,7 @@ def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: 
     """A right-to-cure letter came back to sender, and another address is on file: while its
     review is still open, a new letter goes there (a row of its own, the returned one kept as the
     evidence it is) and the cure period counts from the new letter's mailing."""
-    assert returned.review_id is not None  # `returned_and_readdressed` reads review letters only
+    assert returned.review_id is not None  # `returned_and_readdressed` reads review letters of this kind
     state = reviews.review_state(connection, returned.review_id, lock=True)
     if state is None or not state.open_to_notice:
         return False
@@ -518,6 +523,24 @@ def _give_notice_again(connection: Connection, returned: letters.LetterRow, at: 
         returned_letter_id=returned.id,
         at=at,
     )
+    return True
+
+
+def _give_validation_again(connection: Connection, returned: letters.LetterRow, at: datetime) -> bool:
+    """A validation notice came back to sender, and another address is on file: while the account
+    is open, a new notice goes there (a row of its own, the returned one kept as the evidence it
+    is), stating a validation period counted from it. Reg F sets no day for a notice given again:
+    it must be mailed within as many business days of `at`, when the new address is found, as the
+    first had from the first contact (`overdue_letters.mail_by`), or it is listed as late."""
+    still = owed_letters.validation_notice_standing(connection, returned.id)
+    if still is None:
+        return False
+    rules = policy().profile(still.jurisdiction)
+    key = f"{returned.idempotency_key}-resent-{returned.id}"
+    if write_letters(connection, [_validation_draft(still, key, at, rules)]) != 1:
+        return False
+    mail_by(connection, [(key, _validation_last_day(still, rules, since=at), still.timezone)])
+    owed_letters.record_given_again(connection, still.account_id, returned.id, key, at)
     return True
 
 

@@ -32,7 +32,7 @@ from arrears.letters import LetterContext, render
 from arrears.letters.contexts import validation_notice_context, validation_period_end
 from arrears.letters.notices import context_from_json, latest_mailing
 from arrears.models import Account, Letter, Message
-from tests.later_stage_helpers import at, day, import_rows, rows, us_account
+from tests.later_stage_helpers import at, day, events, import_rows, rows, us_account
 
 letter_t = Letter.__table__  # type: ignore[attr-defined]
 message_t = Message.__table__  # type: ignore[attr-defined]
@@ -368,3 +368,72 @@ def test_arrears_dispatch_that_sends_the_first_text_writes_and_mails_the_notice_
     assert notice.status == "created"
     assert notice.pdf_sha256 in {mailed["pdf_sha256"] for mailed in letters_sandbox.letters()}
     assert notice.deadline == datetime(2026, 12, 9, 8, tzinfo=UTC)
+
+
+def test_a_returned_notice_is_given_again_at_the_next_address_with_a_period_of_its_own(
+    mail_db: Engine, db_url: str, tmp_path: Path, letters_sandbox: Any
+) -> None:
+    """Two Fresno borrowers texted on Tuesday 1 December are mailed their notices, and both come
+    back to sender. A notice returned was not provided (Reg F 1006.42(a)(1)): the same address on
+    file changes nothing, but once an import brings another, a new notice goes there in a row of
+    its own (the returned one kept as it was mailed), its validation period counted from it and its
+    mail-by day five business days after the address was found. Not for an account paid off
+    meanwhile, and once only."""
+    from tasks.letters import send_letters, track_letters
+    from tasks.lifecycle_letters import readdress_letters
+
+    import_rows(mail_db, tmp_path, [_ca("A-CA1"), _ca("A-CA2", phone="(559) 281-0102")])
+    with mail_db.begin() as c:
+        for account_id in ("A-CA1", "A-CA2"):
+            c.execute(
+                message_t.insert().values(
+                    idempotency_key=f"first-{account_id}",
+                    account_id=account_id,
+                    address="+15592810101",
+                    template="reminder",
+                    body="Acme Auto Finance: a payment is due. Reply STOP to opt out.",
+                    stage="reminder",
+                    not_before=at("2026-12-01T17:00:00Z"),
+                    status="delivered",
+                    created_at=at("2026-12-01T17:00:00Z"),
+                    sent_at=at("2026-12-01T17:00:00Z"),
+                )
+            )
+    assert _write("2026-12-01T18:00:00Z") == 2
+    assert send_letters.fn(as_of=at("2026-12-01T18:00:00Z"))["letters_sent"] == 2
+    for mailed in letters_sandbox.letters():
+        letters_sandbox.advance(mailed["id"], "mailed", at="2026-12-02T15:00:00Z")
+        letters_sandbox.advance(mailed["id"], "returned_to_sender", at="2026-12-07T15:00:00Z")
+    track_letters.fn()
+    [returned] = _notices(mail_db, "A-CA1")
+    assert returned.status == "returned_to_sender"
+
+    assert readdress_letters(at("2026-12-08T17:00:00Z")) == {"letters_readdressed": 0}  # the same address
+    moved = {"address_line1": "7 Oak Avenue"}
+    import_rows(mail_db, tmp_path, [_ca("A-CA1", **moved), _ca("A-CA2", phone="(559) 281-0102", **moved)])
+    with mail_db.begin() as c:
+        c.execute(update(account_t).where(account_t.c.account_id == "A-CA2").values(stage="paid_off"))
+
+    assert readdress_letters(at("2026-12-09T17:00:00Z")) == {"letters_readdressed": 1}  # Wednesday
+    kept, again = _notices(mail_db, "A-CA1")
+    assert kept == returned  # not a column changed
+    assert (again.status, again.idempotency_key) == (
+        "pending",
+        f"{returned.idempotency_key}-resent-{returned.id}",
+    )
+    assert again.context["_recipient"]["line1"] == "7 Oak Avenue"
+    assert context_from_json(again.context).validation_ends == _end("2026-12-09T17:00:00Z")
+    assert (
+        context_from_json(again.context).validation_ends > context_from_json(returned.context).validation_ends
+    )
+    # Thursday 10, Friday 11, Monday 14, Tuesday 15, Wednesday 16: midnight in Fresno after it.
+    assert again.deadline == datetime(2026, 12, 17, 8, tzinfo=UTC)
+    said = [e.data for e in events(mail_db, "A-CA1", "letter") if "returned_letter_id" in e.data]
+    assert said == [{"returned_letter_id": returned.id, "idempotency_key": again.idempotency_key}]
+    assert [n.status for n in _notices(mail_db, "A-CA2")] == ["returned_to_sender"]  # paid off
+
+    assert readdress_letters(at("2026-12-10T17:00:00Z")) == {"letters_readdressed": 0}  # given once
+    assert _write("2026-12-10T17:00:00Z") == 0
+    listed = _cli(db_url, "letters", "list", "--overdue", "--as-of", "2026-12-17T09:00:00Z", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [x["id"] for x in json.loads(listed.stdout)] == [again.id]

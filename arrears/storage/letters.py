@@ -299,22 +299,28 @@ def refused_and_readdressed(connection: Connection, *, reason: str, at: datetime
 
 
 def returned_and_readdressed(connection: Connection) -> list[LetterRow]:
-    """Right-to-cure letters returned to sender, each the latest letter of its review, whose
-    account has a mailing address now that is not the one the letter came back from: the notices
-    to give again (`tasks.lifecycle_letters.readdress_letters`). Only these: a returned
-    right-to-cure letter holds its review, while a returned collection notice or plan confirmation
-    holds nothing. One query; none in the usual case. Nothing is changed here: the returned
-    letter stays as it was, the evidence of the notice first given."""
+    """Notices returned to sender, each the latest of its kind for its review (right to cure) or
+    account (validation), whose account has a mailing address now that is not the one the letter
+    came back from: to give again (`tasks.lifecycle_letters.readdress_letters`). Only these: a
+    returned right-to-cure letter holds its review, a returned validation notice was not provided
+    (Reg F 1006.42(a)(1): not by a way giving actual notice); a returned collection notice or plan
+    confirmation holds nothing. One query. The returned letter stays as it was: the evidence."""
     later = letter.alias("later")
     rows = connection.execute(
         select(*_COLUMNS, *ADDRESS_COLUMNS)
         .join(account, account.c.account_id == letter.c.account_id)
         .where(
             letter.c.status == "returned_to_sender",
-            letter.c.kind == "right_to_cure",
-            letter.c.review_id.is_not(None),
+            or_(
+                and_(letter.c.kind == "right_to_cure", letter.c.review_id.is_not(None)),
+                letter.c.kind == "validation_notice",
+            ),
             ~select(later.c.id)
-            .where(later.c.review_id == letter.c.review_id, later.c.id > letter.c.id)
+            .where(later.c.account_id == letter.c.account_id, later.c.kind == letter.c.kind)
+            .where(
+                later.c.id > letter.c.id,
+                or_(letter.c.review_id.is_(None), later.c.review_id == letter.c.review_id),
+            )
             .exists(),
         )
         .order_by(letter.c.id)

@@ -6,7 +6,8 @@ message about the debt has been sent (`validation_notices_owed`,
 `tasks.lifecycle_letters.write_validation_notices`).
 
 Apart from `arrears.storage.letters`, which keeps the letters themselves: this reads accounts (and
-their cures, on the timeline), and asks of letters only whether and when one was written.
+their cures, on the timeline), and asks of letters only whether and when one was written; it
+writes only why a validation notice is owed again (`record_given_again`).
 
 Functions take the caller's connection and do not commit.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Integer, and_, false, func, literal, or_, select
 
 from arrears.jurisdictions import Profile
+from arrears.storage._common import event, insert_events
 from arrears.storage.cycle import TERMINAL
 from arrears.storage.tables import account, audit, letter, message
 from arrears.vocabulary import Exit, Stage
@@ -32,6 +34,7 @@ __all__ = [
     "arrears_notice_standing",
     "arrears_notices_owed",
     "notices_owed",
+    "record_given_again",
     "validation_notice_standing",
     "validation_notices_owed",
 ]
@@ -339,3 +342,16 @@ def validation_notice_standing(connection: Connection, letter_id: int) -> OwedVa
         .where(letter.c.id == letter_id, letter.c.kind == VALIDATION_NOTICE, account.c.stage.not_in(TERMINAL))
     ).first()
     return None if found is None else _owed(found)
+
+
+def record_given_again(
+    connection: Connection, account_id: str, returned_id: int, key: str, at: datetime
+) -> None:
+    """On the account's timeline: validation notice `returned_id` came back to sender and the
+    notice under `key` gives it again (a returned notice was not provided)."""
+    detail = (
+        f"validation notice letter {returned_id} came back to sender: given again at the address now "
+        "on file, its validation period counted from the new notice"
+    )
+    data = {"returned_letter_id": returned_id, "idempotency_key": key}
+    insert_events(connection, [event(account_id, at, "letter", detail, data)])
