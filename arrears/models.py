@@ -149,16 +149,36 @@ class Account(SQLModel, table=True):
     country: str | None = Field(default=None, max_length=2)  # ISO 3166-1 alpha-2
 
 
+# The holds `uq_hold_active_kind` keeps to one of a kind an account (migration 0026).
+_ONE_ACTIVE = "lifted_at IS NULL AND source <> 'import_borrower'"
+
+
 class AccountHold(SQLModel, table=True):
     """A hold stops collection until an explicit event lifts it (`lifted_at`)."""
 
     __tablename__ = "account_hold"
-    __table_args__ = (Index("ix_hold_active", "account_id", "lifted_at"),)
+    __table_args__ = (
+        Index("ix_hold_active", "account_id", "lifted_at"),
+        # One hold of a kind in force on an account, whoever placed it (`_common.place_holds`
+        # inserts ON CONFLICT DO NOTHING on it; an import refused stores its chunk again): on
+        # PostgreSQL two placers at the same instant both read "not held". A borrower's hold an
+        # import spreads to the borrower's other loans stays out of it: the file's own flag on such
+        # a loan is placed beside it, to outlive it (`storage.borrower_holds`).
+        Index(
+            "uq_hold_active_kind",
+            "account_id",
+            "kind",
+            unique=True,
+            sqlite_where=text(_ONE_ACTIVE),
+            postgresql_where=text(_ONE_ACTIVE),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.account_id", max_length=64)
     kind: str = Field(max_length=24)
-    source: str = Field(default="import", max_length=16)  # import | webhook | agent
+    # Who placed it: import | import_borrower (`storage.borrower_holds`) | agent | webhook | bureau.
+    source: str = Field(default="import", max_length=16)
     reason: str | None = None
     placed_at: datetime = _instant(default_factory=utcnow)
     lifted_at: datetime | None = _instant(default=None)
