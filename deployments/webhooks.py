@@ -55,7 +55,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from arrears.inbound import inbound_address, whole_characters
+from arrears.inbound import inbound_address, storable, whole_characters
 from arrears.settings import get_settings
 from arrears.spool import webhook_spool
 from arrears.storage import bounded_writer, get_engine, is_busy
@@ -418,7 +418,7 @@ def create_app(
             if type(item) not in STORED:
                 log.error("%s: the provider returned %s, which nothing stores", route, type(item).__name__)
                 raise _Refused(500, "internal error; retry later")
-            item = items[n] = _whole_characters(item)
+            item = items[n] = _storable(item)
             if isinstance(item, InboundMessage) and inbound_address(item.sender) is None:
                 # Kept for operators, like an item the provider could not read: refused, the
                 # callback would take the rest of its array (a STOP among them) with it.
@@ -431,16 +431,20 @@ def create_app(
     return app
 
 
-def _whole_characters(item: Any) -> Any:
-    """`item` with each lone surrogate in its texts made U+FFFD (`whole_characters`). A gateway
-    that cut a long text between the halves of an emoji pushes one as a JSON escape; neither the
-    database nor the spool's UTF-8 file can hold it, so the whole callback was answered 500 at
-    every push, and lost with every opt-out in it once the vendor gave up."""
-    fixed = {
-        f.name: kept
-        for f in dataclasses.fields(item)
-        if isinstance(value := getattr(item, f.name), str) and (kept := whole_characters(value)) != value
-    }
+def _storable(item: Any) -> Any:
+    """`item` with each NUL and lone surrogate in its texts made U+FFFD (`storable`). A gateway
+    that cut a long text between the halves of an emoji pushes one as a JSON escape, and a form
+    may carry %00; neither the database (PostgreSQL's text refuses NUL) nor the spool's UTF-8 file
+    can hold them, so the whole callback was answered 500 at every push, and lost with every
+    opt-out in it once the vendor gave up. An id so changed is no message's: its report is kept
+    as unmatched, for operators. A borrower's words keep their NULs until they are stored
+    (`inbound.storable`): read before, "S\x00TOP" is a STOP, as the borrower's phone showed it."""
+    fixed = {}
+    for f in dataclasses.fields(item):
+        if isinstance(value := getattr(item, f.name), str):
+            words = isinstance(item, InboundMessage) and f.name == "text"
+            if (kept := whole_characters(value) if words else storable(value)) != value:
+                fixed[f.name] = kept
     return dataclasses.replace(item, **fixed) if fixed else item
 
 

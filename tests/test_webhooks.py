@@ -261,6 +261,27 @@ def test_valid_twilio_receipt_delivers_the_message_once(
     assert _events(db, "message") == events
 
 
+def test_a_twilio_callback_whose_id_holds_a_nul_is_acknowledged_and_kept_for_operators(
+    client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
+) -> None:
+    """A signed status callback whose MessageSid carries %00 (found by the property test below, on
+    PostgreSQL, whose text refuses NUL: a database error, answered 500, pushed again and again):
+    acknowledged, and kept as a report of no message of ours, the NUL made U+FFFD. The real
+    report of the message, after it, still delivers it."""
+    _import(db, tmp_path, account_record(account_id="A-1"))
+    message_id = _sent(db, providers["twilio"], "A-1", US_PHONE)
+    form = _twilio_report(sms_sandbox, _provider_id(db, message_id))
+    token = sms_sandbox.credentials["auth_token"]
+    broken = form | {"MessageSid": form["MessageSid"] + "\x00", "SmsSid": form["MessageSid"] + "\x00"}
+
+    assert _twilio_post(client, "/sms/twilio/status", broken, token).status_code == 200
+    (kept,) = _events(db, "unmatched_report")
+    assert kept.data["provider_id"].startswith(form["MessageSid"] + "\ufffd")
+    assert _message(db, message_id).status != "delivered"
+    assert _twilio_post(client, "/sms/twilio/status", form, token).status_code == 200
+    assert _message(db, message_id).status == "delivered"
+
+
 def test_a_landline_is_marked_unreachable_at_its_first_undelivered_receipt(
     client: TestClient, db: Engine, providers: Any, sms_sandbox: Any, tmp_path: Path
 ) -> None:
