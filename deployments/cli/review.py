@@ -89,7 +89,9 @@ def list_waiting(
     now = as_of_instant(as_of)
     engine = existing_database(database)
     asked = waits_for.value.replace("-", " ") if waits_for else None
-    with engine.connect() as connection:  # the oldest asked for: the whole list is held only for all
+    from arrears.storage import read_only  # no write lock: never waits for a writer, nor holds one up
+
+    with read_only(engine) as connection:  # the oldest asked for: the whole list is held only for all
         oldest = oldest_waiting(
             connection, now=now, limit=rows_wanted(limit, json=json) or None, waits_for=asked
         )
